@@ -1,0 +1,113 @@
+"""Wiring: the aiohttp application that serves the OCI API from an ECR upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from gateway.config import Config
+from gateway.ecr.calls import upstream_calls
+from gateway.ecr.clients import ClientFactory, Upstream
+from gateway.ecr.registry import EcrRegistry
+from gateway.ecr.retry import RetryPolicy
+from gateway.ecr.routing import Router
+from gateway.ecr.staging import StagingStore
+from gateway.oci.context import HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
+from gateway.oci.middleware import Handler, oci_errors
+from gateway.oci.routes import add_routes
+from gateway.state.local import LocalSessionStore
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+CLIENTS = web.AppKey("clients", ClientFactory)
+
+
+@web.middleware
+async def count_upstream_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
+    tally: list[str] = []
+    token = upstream_calls.set(tally)
+    try:
+        return await handler(request)
+    finally:
+        request["upstream_calls"] = len(tally)
+        upstream_calls.reset(token)
+
+
+async def healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.StreamResponse:
+    """Ready when the upstream hands this gateway a registry credential."""
+    registry: Any = request.app[REGISTRY]
+    try:
+        await registry.authorization_token(request.app[CONFIG].upstream.region)
+    except Exception as exc:  # any failure means not ready; say which
+        return web.json_response({"status": "unavailable", "reason": str(exc)[:200]},
+                                 status=503, headers={"Retry-After": "1"})
+    return web.json_response({"status": "ready"})
+
+
+async def _expire_idle_sessions(app: web.Application) -> None:
+    idle = app[CONFIG].uploads.idle_timeout_seconds
+    registry: Any = app[REGISTRY]
+    while True:
+        await asyncio.sleep(min(60.0, max(idle / 4, 1.0)))
+        try:
+            await registry.uploads.expire_idle(idle)
+        except Exception:  # a failed sweep is retried on the next tick
+            log.exception("expiring idle upload sessions failed")
+
+
+def upstream_factory(config: Config) -> Any:
+    up = config.upstream
+
+    def upstream_for(region: str) -> Upstream:
+        return Upstream(region=region, endpoint_url=up.endpoint_url,
+                        access_key_id=up.access_key_id, secret_access_key=up.secret_access_key,
+                        session_token=up.session_token)
+
+    return upstream_for
+
+
+def build_app(config: Config) -> web.Application:
+    app = web.Application(middlewares=[oci_errors, count_upstream_calls])
+    app[CONFIG] = config
+    app[SETTINGS] = OciSettings(blob_mode=config.blobs.mode)
+    data = config.data_path
+    clients = ClientFactory(max_connections=config.upstream.max_connections,
+                            timeout=config.upstream.call_timeout_seconds)
+    app[CLIENTS] = clients
+    sessions = LocalSessionStore(data / "sessions")
+    staging = StagingStore(data / "staging", config.blobs.staging.max_bytes)
+    policy = RetryPolicy(budget_seconds=config.upstream.retry_budget_seconds)
+    router = Router(config.effective_routes(), config.upstream.region)
+
+    def http() -> aiohttp.ClientSession:
+        return app[HTTP_CLIENT]
+
+    app[REGISTRY] = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
+                                policy, http)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        # auto_decompress off: blob bytes pass through exactly as stored.
+        app[HTTP_CLIENT] = aiohttp.ClientSession(
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        sweeper = asyncio.create_task(_expire_idle_sessions(app))
+        yield
+        sweeper.cancel()
+        await app[HTTP_CLIENT].close()
+        await clients.close()
+        await sessions.close()
+
+    app.cleanup_ctx.append(resources)
+    add_routes(app)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app

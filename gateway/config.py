@@ -1,0 +1,237 @@
+"""Configuration: typed sections with defaults, loaded from YAML and the environment.
+
+Every key has a default, so an empty file (or none) gives the embedded-emulator setup.
+Environment variables override the file: ``ECR_GATEWAY_<SECTION>__<KEY>`` with ``__``
+between levels, values parsed as YAML (``ECR_GATEWAY_BLOBS__MODE=proxy``,
+``ECR_GATEWAY_LISTEN=0.0.0.0:5000``). Unknown keys and bad values are refused at start with
+the key's dotted path and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "ECR_GATEWAY_"
+
+
+class ConfigError(ValueError):
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass
+class RepositorySettings:
+    """What CreateRepository is given when ``create_on_push`` creates a repository."""
+
+    image_tag_mutability: str = "MUTABLE"
+    scan_on_push: bool = False
+    encryption_type: str = "AES256"
+    kms_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RouteConfig:
+    """Client repository names under ``prefix`` map to ECR repositories under
+    ``repository_prefix`` in ``registry_id``/``region``. The longest matching prefix wins."""
+
+    prefix: str = ""
+    repository_prefix: str = ""
+    registry_id: str | None = None
+    region: str | None = None  # None: upstream.region
+    create_on_push: bool = True
+    repository: RepositorySettings = field(default_factory=RepositorySettings)
+
+
+@dataclass
+class UpstreamConfig:
+    mode: str = "embedded"  # "embedded": start the ECR emulator; "aws": a real (or given) ECR
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    retry_budget_seconds: float = 10.0
+    call_timeout_seconds: float = 60.0
+    max_connections: int = 64
+
+
+@dataclass
+class StagingConfig:
+    """Uploaded blobs kept locally until an image references them (ECR cannot serve them)."""
+
+    max_bytes: int = 10 * 1024**3
+
+
+@dataclass
+class BlobsConfig:
+    mode: str = "redirect"  # "redirect" (307 to the download URL) or "proxy"
+    staging: StagingConfig = field(default_factory=StagingConfig)
+
+
+@dataclass
+class UploadsConfig:
+    idle_timeout_seconds: float = 3600.0
+
+
+@dataclass
+class Config:
+    listen: str = "127.0.0.1:5000"
+    data_dir: str = "./.ecr-gateway"
+    log_level: str = "info"
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    routes: list[RouteConfig] = field(default_factory=list)
+    blobs: BlobsConfig = field(default_factory=BlobsConfig)
+    uploads: UploadsConfig = field(default_factory=UploadsConfig)
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def effective_routes(self) -> list[RouteConfig]:
+        """The configured routes, plus a catch-all default when none covers every name."""
+        routes = list(self.routes)
+        if not any(route.prefix == "" for route in routes):
+            routes.append(RouteConfig())
+        return routes
+
+
+_CHOICES = {
+    "upstream.mode": ("embedded", "aws"),
+    "blobs.mode": ("redirect", "proxy"),
+    "log_level": ("debug", "info", "warning", "error"),
+    "routes.repository.image_tag_mutability": ("MUTABLE", "IMMUTABLE"),
+    "routes.repository.encryption_type": ("AES256", "KMS"),
+}
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(path or "(top level)", "must be a mapping")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, raw in data.items():
+        key_path = f"{path}.{key}" if path else str(key)
+        if key not in known:
+            raise ConfigError(key_path, "unknown key")
+        values[key] = _convert(hints[key], raw, key_path)
+    return cls(**values)
+
+
+def _convert(hint: Any, raw: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if raw is None:
+            return None
+        return _convert(options[0], raw, path)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type, hint), raw or {}, path)
+    if origin is list:
+        if not isinstance(raw, list):
+            raise ConfigError(path, "must be a list")
+        (item,) = typing.get_args(hint)
+        return [_convert(item, v, f"{path}[{i}]") for i, v in enumerate(raw)]
+    if origin is dict:
+        if not isinstance(raw, dict):
+            raise ConfigError(path, "must be a mapping")
+        return {str(k): str(v) for k, v in raw.items()}
+    if hint is bool:
+        if not isinstance(raw, bool):
+            raise ConfigError(path, "must be true or false")
+        return raw
+    if hint in (int, float):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ConfigError(path, f"must be a number, got {raw!r}")
+        if raw < 0:
+            raise ConfigError(path, "must not be negative")
+        return hint(raw)
+    if hint is str:
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise ConfigError(path, f"must be a string, got {raw!r}")
+        value = str(raw)
+        generic = path.split("[")[0] + (path.split("]", 1)[1] if "]" in path else "")
+        choices = _CHOICES.get(generic)
+        if choices and value not in choices:
+            raise ConfigError(path, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+    return raw
+
+
+def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = name[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = yaml.safe_load(value) if value != "" else None
+    return tree
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _check(config: Config) -> None:
+    try:
+        host, port = config.listen_host, config.listen_port
+    except (ValueError, IndexError):
+        raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}") from None
+    if not host or not 0 <= port <= 65535:
+        raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}")
+    prefixes = [route.prefix for route in config.routes]
+    if len(prefixes) != len(set(prefixes)):
+        raise ConfigError("routes", "two routes have the same prefix")
+    for i, route in enumerate(config.routes):
+        if route.prefix.endswith("/") or route.repository_prefix.endswith("/"):
+            raise ConfigError(f"routes[{i}]", "prefixes are written without a trailing slash")
+
+
+def load_config(path: str | None = None, *, environ: typing.Mapping[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults ← file ← environment ← command-line overrides."""
+    data: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                loaded = yaml.safe_load(handle)
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError("(top level)", "must be a mapping")
+        data = loaded or {}
+    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
+    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    config: Config = _build(Config, data, "")
+    _check(config)
+    return config

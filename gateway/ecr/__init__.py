@@ -1,0 +1,1 @@
+"""OCI operations performed as Amazon ECR API actions (through aiobotocore clients)."""

@@ -1,0 +1,350 @@
+"""The OCI ``Registry`` backend on ECR: each operation names the ECR actions it performs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cachetools import TTLCache
+
+from gateway.config import RouteConfig
+from gateway.ecr.calls import call
+from gateway.ecr.clients import ClientFactory, Upstream
+from gateway.ecr.errors import EcrError
+from gateway.ecr.retry import RetryPolicy
+from gateway.ecr.routing import Router, Target
+from gateway.ecr.staging import StagingStore
+from gateway.ecr.tokens import AuthToken, TokenCache
+from gateway.ecr.uploads import UploadManager
+from gateway.oci import errors as oci
+from gateway.oci.backend import BlobLocation, Manifest, UploadStatus
+from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
+from gateway.oci.errors import OciError
+from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest
+from gateway.state.sessions import SessionStore
+
+log = logging.getLogger(__name__)
+
+# ECR's presigned layer URLs have been seen to last an hour; reuse them well within that.
+URL_CACHE_SECONDS = 300
+
+
+def _image_id(reference: str) -> dict[str, str]:
+    return {"imageDigest": reference} if is_digest(reference) else {"imageTag": reference}
+
+
+class EcrRegistry:
+    def __init__(self, router: Router, clients: ClientFactory,
+                 upstream_for: Callable[[str], Upstream], sessions: SessionStore,
+                 staging: StagingStore, policy: RetryPolicy,
+                 http: Callable[[], aiohttp.ClientSession]) -> None:
+        self._router = router
+        self._clients = clients
+        self._upstream_for = upstream_for
+        self._staging = staging
+        self._policy = policy
+        self._http = http
+        self._urls: TTLCache[tuple[str | None, str, str], str] = TTLCache(
+            maxsize=10_000, ttl=URL_CACHE_SECONDS)
+        self.uploads = UploadManager(sessions, staging, policy, self._client)
+        self.tokens = TokenCache(self._fetch_token)
+
+    async def authorization_token(self, region: str) -> AuthToken:
+        """The ECR registry credential for this gateway's identity in ``region`` (cached)."""
+        upstream = self._upstream_for(region)
+        return await self.tokens.get((upstream.access_key_id, upstream.endpoint_url, region))
+
+    async def _fetch_token(self, key: Any) -> AuthToken:
+        region = key[2]
+        client = await self._clients.client(self._upstream_for(region))
+        answer = await call(client, "GetAuthorizationToken", self._policy)
+        return AuthToken.from_ecr(answer["authorizationData"][0], time.time())
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _target(self, name: str) -> Target:
+        target = self._router.resolve(name)
+        if target is None:
+            raise OciError(oci.NAME_UNKNOWN, {"name": name}, message="no route serves this name")
+        return target
+
+    async def _client(self, target: Target) -> Any:
+        return await self._clients.client(self._upstream_for(target.region))
+
+    async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
+        return await call(await self._client(target), action, self._policy, **target.ids(),
+                          **params)
+
+    async def _create_repository(self, target: Target) -> None:
+        settings = target.route.repository
+        encryption: dict[str, str] = {"encryptionType": settings.encryption_type}
+        if settings.kms_key:
+            encryption["kmsKey"] = settings.kms_key
+        try:
+            await self._call(
+                target, "CreateRepository",
+                imageTagMutability=settings.image_tag_mutability,
+                imageScanningConfiguration={"scanOnPush": settings.scan_on_push},
+                encryptionConfiguration=encryption,
+                tags=[{"Key": k, "Value": v} for k, v in settings.tags.items()])
+            log.info("created ECR repository %s", target.repository)
+        except EcrError as exc:
+            if exc.code != "RepositoryAlreadyExistsException":
+                raise
+
+    async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
+        """Call an action that needs the repository, creating it first if the route says so."""
+        try:
+            return await self._call(target, action, **params)
+        except EcrError as exc:
+            if exc.code != "RepositoryNotFoundException" or not target.route.create_on_push:
+                raise
+        await self._create_repository(target)
+        return await self._call(target, action, **params)
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def stat_blob(self, name: str, digest: str) -> int | None:
+        target = self._target(name)
+        if digest == EMPTY_SHA256:
+            return 0
+        if not digest.startswith("sha256:"):
+            return None
+        answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
+        for layer in answer.get("layers", []):
+            if layer.get("layerAvailability") == "AVAILABLE":
+                return int(layer.get("layerSize", 0))
+        return None
+
+    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
+        target = self._target(name)
+        if digest == EMPTY_SHA256:
+            return BlobLocation(0, path=self._staging.empty)
+        key = (target.registry_id, target.repository, digest)
+        if not fresh and key in self._urls:
+            return BlobLocation(-1, url=self._urls[key])
+        staged = self._staging.find(digest)
+        if staged is not None:
+            size = await self.stat_blob(name, digest)  # is it in *this* repository?
+            if size is not None:
+                return BlobLocation(size, path=staged)
+        if not digest.startswith("sha256:"):
+            raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
+        answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
+        url: str = answer["downloadUrl"]
+        self._urls[key] = url
+        return BlobLocation(-1, url=url)
+
+    # -- uploads ----------------------------------------------------------------------------
+
+    async def start_upload(self, name: str) -> UploadStatus:
+        target = self._target(name)
+        try:
+            session = await self.uploads.start(name, target)
+        except EcrError as exc:
+            if exc.code != "RepositoryNotFoundException" or not target.route.create_on_push:
+                raise
+            await self._create_repository(target)
+            session = await self.uploads.start(name, target)
+        return UploadStatus(session.id, session.received)
+
+    async def upload_status(self, name: str, upload_id: str) -> UploadStatus:
+        return await self.uploads.status(name, upload_id)
+
+    async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
+                           start: int | None) -> UploadStatus:
+        return await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+
+    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
+        await self.uploads.finish(name, upload_id, self._target(name), digest)
+
+    async def cancel_upload(self, name: str, upload_id: str) -> None:
+        await self.uploads.cancel(name, upload_id)
+
+    async def mount_blob(self, name: str, digest: str, source: str) -> bool:
+        try:
+            if await self.stat_blob(name, digest) is not None:
+                return True
+        except EcrError as exc:  # a target this push is about to create has nothing yet
+            if exc.code != "RepositoryNotFoundException":
+                raise
+        try:
+            if await self.stat_blob(source, digest) is None:
+                return False
+            chunks = await self._read_chunks(source, digest)
+        except OciError:
+            return False  # not readable there: the client uploads it instead
+        status = await self.start_upload(name)
+        try:
+            await self.write_upload(name, status.upload_id, chunks, 0)
+            await self.finish_upload(name, status.upload_id, digest)
+        except BaseException:
+            with contextlib.suppress(OciError):  # the failure may have closed it already
+                await self.uploads.cancel(name, status.upload_id)
+            raise
+        return True
+
+    async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
+        location = await self.locate_blob(name, digest)
+        if location.path is not None:
+            return _file_chunks(location.path)
+        assert location.url is not None
+        return _url_chunks(self._http(), location.url)
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def get_manifest(self, name: str, reference: str) -> Manifest:
+        target = self._target(name)
+        answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
+                                  acceptedMediaTypes=list(MANIFEST_TYPES))
+        images = answer.get("images", [])
+        if not images:
+            failures = answer.get("failures", [])
+            code = failures[0].get("failureCode", "") if failures else ""
+            raise OciError(oci.MANIFEST_UNKNOWN, {"reference": reference, "ecr_failure": code})
+        image = images[0]
+        body = image["imageManifest"].encode()
+        digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
+        media_type = image.get("imageManifestMediaType") or "application/json"
+        return Manifest(body, media_type, digest)
+
+    async def put_manifest(self, name: str, reference: str, body: bytes,
+                           parsed: ParsedManifest) -> str:
+        target = self._target(name)
+        params: dict[str, Any] = {"imageManifest": body.decode(),
+                                  "imageManifestMediaType": parsed.media_type}
+        digest = sha256_digest(body)
+        if is_digest(reference):
+            params["imageDigest"] = reference
+        else:
+            params["imageTag"] = reference
+        try:
+            await self._creating(target, "PutImage", **params)
+        except EcrError as exc:
+            # Same manifest, same tag: ECR calls it a conflict, OCI an idempotent success
+            # (it is also what a retried PutImage that did land looks like).
+            if exc.code != "ImageAlreadyExistsException":
+                raise
+        for blob in parsed.blobs:
+            self._staging.forget(blob.digest)  # ECR serves referenced layers itself now
+        return digest
+
+    async def delete_manifest(self, name: str, reference: str) -> None:
+        target = self._target(name)
+        if not is_digest(reference):
+            await self._untag(target, name, reference)
+            return
+        answer = await self._call(target, "BatchDeleteImage",
+                                  imageIds=[{"imageDigest": reference}])
+        for failure in answer.get("failures", []):
+            raise _delete_failure(failure, reference)
+
+    async def _untag(self, target: Target, name: str, tag: str) -> None:
+        """OCI untag keeps the image; ECR deletes an image with its last tag, so an image
+        that lost its last tag is put back by digest."""
+        manifest = await self.get_manifest(name, tag)
+        answer = await self._call(target, "BatchDeleteImage", imageIds=[{"imageTag": tag}])
+        for failure in answer.get("failures", []):
+            raise _delete_failure(failure, tag)
+        try:
+            await self._call(target, "DescribeImages",
+                             imageIds=[{"imageDigest": manifest.digest}])
+        except EcrError as exc:
+            if exc.code != "ImageNotFoundException":
+                raise
+            await self._call(target, "PutImage", imageManifest=manifest.body.decode(),
+                             imageManifestMediaType=manifest.media_type,
+                             imageDigest=manifest.digest)
+
+    # -- listings ---------------------------------------------------------------------------
+
+    async def _pages(self, target: Target | None, action: str, key: str,
+                     client: Any = None, **params: Any) -> list[Any]:
+        items: list[Any] = []
+        token: str | None = None
+        while True:
+            extra = {"nextToken": token} if token else {}
+            if target is not None:
+                answer = await self._call(target, action, **params, **extra)
+            else:
+                answer = await call(client, action, self._policy, **params, **extra)
+            items += answer.get(key, [])
+            token = answer.get("nextToken")
+            if not token:
+                return items
+
+    async def list_tags(self, name: str) -> list[str]:
+        target = self._target(name)
+        ids = await self._pages(target, "ListImages", "imageIds", filter={"tagStatus": "TAGGED"},
+                                maxResults=1000)
+        return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
+
+    async def list_repositories(self) -> list[str]:
+        names: set[str] = set()
+        seen: dict[tuple[str | None, str], list[str]] = {}
+        for route in self._router.routes:
+            region = self._router.region_of(route)
+            where = (route.registry_id, region)
+            if where not in seen:
+                client = await self._clients.client(self._upstream_for(region))
+                params = {"registryId": route.registry_id} if route.registry_id else {}
+                repos = await self._pages(None, "DescribeRepositories", "repositories",
+                                          client=client, maxResults=1000, **params)
+                seen[where] = [r["repositoryName"] for r in repos]
+            names.update(n for n in (self._router.client_name(route, r) for r in seen[where])
+                         if n)
+        return sorted(names)
+
+    async def referrers(self, name: str, digest: str,
+                        artifact_type: str | None) -> list[Descriptor]:
+        target = self._target(name)
+        params: dict[str, Any] = {"subjectId": {"imageDigest": digest}, "maxResults": 50}
+        if artifact_type:
+            params["filter"] = {"artifactTypes": [artifact_type]}
+        try:
+            found = await self._pages(target, "ListImageReferrers", "referrers", **params)
+        except EcrError as exc:
+            # The referrers API never answers 404 (clients would fall back to the tag schema):
+            # a repository not created yet has no referrers.
+            if exc.code != "RepositoryNotFoundException":
+                raise
+            return []
+        return [Descriptor(r["mediaType"], r["digest"], int(r.get("size", 0)),
+                           r.get("artifactType"), r.get("annotations") or None) for r in found]
+
+    def route_upstream(self, route: RouteConfig) -> Upstream:
+        return self._upstream_for(self._router.region_of(route))
+
+
+def _delete_failure(failure: dict[str, Any], reference: str) -> OciError:
+    code = failure.get("failureCode", "")
+    if code in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):
+        return OciError(oci.MANIFEST_UNKNOWN, {"reference": reference})
+    if code == "ImageReferencedByManifestList":
+        return OciError(oci.DENIED, {"reference": reference, "ecr_failure": code},
+                        message="an image index still references this manifest", status=409)
+    return OciError(oci.UPSTREAM_ERROR, {"reference": reference, "ecr_failure": code},
+                    message=failure.get("failureReason") or "upstream delete failed")
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    handle = await asyncio.to_thread(open, path, "rb")
+    try:
+        while chunk := await asyncio.to_thread(handle.read, 1 << 20):
+            yield chunk
+    finally:
+        handle.close()
+
+
+async def _url_chunks(client: aiohttp.ClientSession, url: str) -> AsyncIterator[bytes]:
+    async with client.get(url) as response:
+        if response.status != 200:
+            raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
+        async for chunk in response.content.iter_chunked(1 << 20):
+            yield chunk

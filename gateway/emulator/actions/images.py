@@ -1,0 +1,192 @@
+"""The image plane: PutImage, BatchGetImage, ListImages, DescribeImages, BatchDeleteImage."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+
+from gateway.emulator import image_store, manifests, paging, store
+from gateway.emulator.errors import AwsError
+from gateway.emulator.image_store import Failure, Image
+from gateway.emulator.protocol import Call, Json, action
+from gateway.emulator.state import EmulatorState
+from gateway.emulator.validation import is_image_digest, is_tag
+
+
+def _image_id(digest: str, tag: str | None) -> Json:
+    return {"imageDigest": digest, "imageTag": tag} if tag else {"imageDigest": digest}
+
+
+@action("PutImage")
+async def put_image(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository, text = params["repositoryName"], params["imageManifest"]
+    tag, claimed = params.get("imageTag"), params.get("imageDigest")
+    if tag is not None and not is_tag(tag):
+        raise AwsError("InvalidParameterException",
+                       f"Invalid parameter at 'imageTag' failed to satisfy constraint: "
+                       f"'{tag}' is not a valid image tag")
+    manifest = manifests.parse(text, params.get("imageManifestMediaType"))
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    if claimed is not None:
+        if not is_image_digest(claimed):
+            raise AwsError("InvalidParameterException",
+                           f"Invalid parameter at 'imageDigest' failed to satisfy constraint: "
+                           f"'{claimed}' is not a valid digest")
+        if claimed != digest:
+            raise AwsError("ImageDigestDoesNotMatchException",
+                           f"The provided digest '{claimed}' does not match the digest "
+                           f"'{digest}' that Amazon ECR calculated for the image manifest")
+    await state.db.write(image_store.put_image, repository=repository, registry_id=registry_id,
+                         digest=digest, text=text, manifest=manifest, tag=tag, now=time.time(),
+                         max_images=state.settings.max_images_per_repository)
+    return {"image": {
+        "registryId": registry_id,
+        "repositoryName": repository,
+        "imageId": _image_id(digest, tag),
+        "imageManifest": text,
+        "imageManifestMediaType": manifest.media_type,
+    }}
+
+
+@action("BatchGetImage")
+async def batch_get_image(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository = params["repositoryName"]
+    accepted = params.get("acceptedMediaTypes")
+    images, failures = await state.db.read(_batch_get, repository, registry_id,
+                                           params["imageIds"], accepted)
+    for entry in images:
+        entry["registryId"] = registry_id
+        entry["repositoryName"] = repository
+    return {"images": images, "failures": failures}
+
+
+def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
+               image_ids: list[Json], accepted: list[str] | None) -> tuple[list[Json], list[Json]]:
+    store.get_repository(db, repository, registry_id)
+    images: list[Json] = []
+    failures: list[Json] = []
+    seen = set()
+    for image_id in image_ids:
+        key = (image_id.get("imageDigest"), image_id.get("imageTag"))
+        if key in seen:
+            continue
+        seen.add(key)
+        found = image_store.resolve(db, repository, image_id)
+        if isinstance(found, Image) and accepted is not None and found.media_type not in accepted:
+            # ECR does not convert formats here; an image no accepted type can carry is absent.
+            found = Failure("ImageNotFound", f"Requested image's media type '{found.media_type}'"
+                            " is not among acceptedMediaTypes")
+        if isinstance(found, Failure):
+            failures.append({"imageId": image_id, "failureCode": found.code,
+                             "failureReason": found.reason})
+            continue
+        images.append({
+            "imageId": _image_id(found.digest, image_id.get("imageTag")),
+            "imageManifest": image_store.manifest_of(db, found.id),
+            "imageManifestMediaType": found.media_type,
+        })
+    return images, failures
+
+
+@action("ListImages")
+async def list_images(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository = params["repositoryName"]
+    tag_status, image_status = _filters(params)
+    after = paging.decode("ListImages", params.get("nextToken")) or [0, ""]
+    limit = paging.page_size(params, 100)
+    await state.db.read(store.get_repository, repository, registry_id)
+    if image_status not in ("ACTIVE", "ANY"):
+        return {"imageIds": []}  # no image is ever archived here
+    rows = await state.db.read(image_store.list_image_ids, repository, tag_status,
+                               (int(after[0]), str(after[1])), limit + 1)
+    result: Json = {"imageIds": [_image_id(digest, tag) for _, digest, tag in rows[:limit]]}
+    if len(rows) > limit:
+        last_id, _, last_tag = rows[limit - 1]
+        result["nextToken"] = paging.encode("ListImages", [last_id, last_tag or ""])
+    return result
+
+
+def _filters(params: Json) -> tuple[str, str]:
+    filters = params.get("filter") or {}
+    return filters.get("tagStatus", "ANY"), filters.get("imageStatus", "ACTIVE")
+
+
+@action("DescribeImages")
+async def describe_images(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository = params["repositoryName"]
+    tag_status, image_status = _filters(params)
+    if params.get("imageIds") is not None:
+        if "maxResults" in params or "nextToken" in params:
+            raise AwsError("InvalidParameterException",
+                           "maxResults and nextToken cannot be used with imageIds")
+        images, tags = await state.db.read(_describe_ids, repository, registry_id,
+                                           params["imageIds"])
+        return {"imageDetails": [_detail(state, repository, i, tags[i.id]) for i in images]}
+    after = paging.decode("DescribeImages", params.get("nextToken")) or 0
+    limit = paging.page_size(params, 100)
+    await state.db.read(store.get_repository, repository, registry_id)
+    if image_status not in ("ACTIVE", "ANY"):
+        return {"imageDetails": []}
+    page = await state.db.read(image_store.list_images, repository, tag_status, int(after),
+                               limit + 1)
+    tags = await state.db.read(image_store.tags_of, [i.id for i in page[:limit]])
+    result: Json = {"imageDetails": [_detail(state, repository, i, tags[i.id])
+                                     for i in page[:limit]]}
+    if len(page) > limit:
+        result["nextToken"] = paging.encode("DescribeImages", page[limit - 1].id)
+    return result
+
+
+def _describe_ids(db: sqlite3.Connection, repository: str, registry_id: str,
+                  image_ids: list[Json]) -> tuple[list[Image], dict[int, list[str]]]:
+    store.get_repository(db, repository, registry_id)
+    images: dict[int, Image] = {}
+    for image_id in image_ids:
+        found = image_store.resolve(db, repository, image_id)
+        if isinstance(found, Failure):
+            if found.code in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):
+                shown = ", ".join(f"{k}={v}" for k, v in image_id.items())
+                raise AwsError("ImageNotFoundException",
+                               f"The image with imageId {{{shown}}} does not exist within the "
+                               f"repository with name '{repository}' in the registry with id "
+                               f"'{registry_id}'")
+            raise AwsError("InvalidParameterException", found.reason)
+        images.setdefault(found.id, found)
+    return list(images.values()), image_store.tags_of(db, list(images))
+
+
+def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str]) -> Json:
+    detail: Json = {
+        "registryId": state.account_id,
+        "repositoryName": repository,
+        "imageDigest": image.digest,
+        "imageSizeInBytes": image.size,
+        "imagePushedAt": image.pushed_at,
+        "imageManifestMediaType": image.media_type,
+        "imageStatus": "ACTIVE",
+    }
+    if tags:
+        detail["imageTags"] = tags
+    if image.artifact_media_type:
+        detail["artifactMediaType"] = image.artifact_media_type
+    if image.subject:
+        detail["subjectManifestDigest"] = image.subject
+    return detail
+
+
+@action("BatchDeleteImage")
+async def batch_delete_image(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    deleted, failures = await state.db.write(image_store.batch_delete, params["repositoryName"],
+                                             registry_id, params["imageIds"])
+    return {"imageIds": deleted, "failures": failures}

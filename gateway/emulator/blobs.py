@@ -1,0 +1,125 @@
+"""Files on disk: content-addressed blobs and one data file per in-progress upload.
+
+``blobs/sha256/ab/abcd…`` holds a layer's bytes once, whichever repositories have it.
+``uploads/<uploadId>`` receives the parts of an upload in place; each part is fsynced before
+the database accepts it, so the file's first ``received`` bytes are always valid. Completing
+an upload hard-links the (already durable) upload file under its digest — the atomic publish
+step of write-fsync-rename — and only then commits the layer; the upload file is unlinked
+last, so a crash at any point leaves either a resumable upload or a finished layer.
+
+Every method here blocks (write, fsync, hashing): callers run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+CHUNK = 1024 * 1024
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.blob_root = root / "blobs"
+        self.upload_root = root / "uploads"
+        self.blob_root.mkdir(parents=True, exist_ok=True)
+        self.upload_root.mkdir(parents=True, exist_ok=True)
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, _, encoded = digest.partition(":")
+        return self.blob_root / algorithm / encoded[:2] / encoded
+
+    def upload_path(self, upload_id: str) -> Path:
+        return self.upload_root / upload_id
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def write_part(self, upload_id: str, offset: int, data: bytes, hasher: Any | None) -> None:
+        """Write ``data`` at ``offset`` (dropping anything after it) and fsync it."""
+        path = self.upload_path(upload_id)
+        created = offset == 0 and not path.exists()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            written = 0
+            while written < len(view):
+                written += os.pwrite(fd, view[written:], offset + written)
+            # Bytes a crashed attempt left beyond this part are not part of the layer.
+            os.ftruncate(fd, offset + len(data))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if created:
+            _fsync_dir(self.upload_root)
+        if hasher is not None:
+            hasher.update(view)
+
+    def hash_upload(self, upload_id: str, length: int) -> str:
+        """The sha256 digest of the upload's first ``length`` bytes, read in chunks."""
+        hasher = hashlib.sha256()
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        remaining = length
+        with open(self.upload_path(upload_id), "rb", buffering=0) as f:
+            while remaining > 0:
+                n = f.readinto(view[:min(CHUNK, remaining)])
+                if not n:
+                    raise OSError(f"upload {upload_id} is shorter than {length} bytes")
+                hasher.update(view[:n])
+                remaining -= n
+        return f"sha256:{hasher.hexdigest()}"
+
+    def publish(self, upload_id: str, digest: str, length: int) -> None:
+        """Make the upload's bytes the blob ``digest`` (a no-op if the blob exists)."""
+        target = self.blob_path(digest)
+        if target.is_file():
+            return
+        source = self.upload_path(upload_id)
+        if source.stat().st_size != length:  # a part written but never accepted
+            with open(source, "r+b") as f:
+                f.truncate(length)
+                os.fsync(f.fileno())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            return  # published by a concurrent upload of the same bytes
+        _fsync_dir(target.parent)
+
+    def discard_upload(self, upload_id: str) -> None:
+        self.upload_path(upload_id).unlink(missing_ok=True)
+
+    def remove_blob(self, digest: str) -> None:
+        self.blob_path(digest).unlink(missing_ok=True)
+
+    def upload_size(self, upload_id: str) -> int | None:
+        try:
+            return self.upload_path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def truncate_upload(self, upload_id: str, length: int) -> None:
+        os.truncate(self.upload_path(upload_id), length)
+
+    def upload_ids(self) -> Iterator[str]:
+        for path in self.upload_root.iterdir():
+            if path.is_file():
+                yield path.name
+
+    def blob_digests(self) -> Iterator[str]:
+        for algorithm in self.blob_root.iterdir():
+            for prefix in algorithm.iterdir():
+                for path in prefix.iterdir():
+                    yield f"{algorithm.name}:{path.name}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

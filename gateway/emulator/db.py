@@ -1,0 +1,171 @@
+"""The SQLite database: schema, and a single thread that runs every query.
+
+One connection on one dedicated thread serialises all access, so a query function is a
+transaction that no other request interleaves with (check-then-insert needs no locks), and the
+event loop never waits on SQLite. WAL mode with ``synchronous=FULL``: a commit returns only
+once the WAL is on disk, so an acknowledged write survives a crash of the process and of the
+machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS repositories (
+    id                 INTEGER PRIMARY KEY,
+    name               TEXT NOT NULL UNIQUE,
+    created_at         REAL NOT NULL,
+    tag_mutability     TEXT NOT NULL,
+    mutability_filters TEXT,              -- JSON list, as given to CreateRepository
+    scan_on_push       INTEGER NOT NULL,
+    encryption_type    TEXT NOT NULL,
+    kms_key            TEXT,
+    tags               TEXT NOT NULL      -- JSON list of {Key, Value}
+);
+
+-- A layer is a blob that CompleteLayerUpload finished in a repository.
+CREATE TABLE IF NOT EXISTS layers (
+    repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+    digest     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    media_type TEXT,                      -- learnt from the first manifest that uses it
+    created_at REAL NOT NULL,
+    PRIMARY KEY (repository, digest)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS layers_by_digest ON layers(digest);
+
+CREATE TABLE IF NOT EXISTS uploads (
+    id         TEXT PRIMARY KEY,
+    repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    received   INTEGER NOT NULL DEFAULT 0 -- bytes fsynced to the upload file and accepted
+);
+CREATE TABLE IF NOT EXISTS upload_parts (
+    upload_id  TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
+    number     INTEGER NOT NULL,
+    first_byte INTEGER NOT NULL,
+    size       INTEGER NOT NULL,
+    PRIMARY KEY (upload_id, number)
+) WITHOUT ROWID;
+
+-- id orders images by push time (ECR lists in no lexical order).
+CREATE TABLE IF NOT EXISTS images (
+    id                  INTEGER PRIMARY KEY,
+    repository          TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+    digest              TEXT NOT NULL,
+    manifest            TEXT NOT NULL,    -- exactly as pushed
+    media_type          TEXT NOT NULL,
+    artifact_media_type TEXT,             -- the config's mediaType
+    artifact_type       TEXT,             -- artifactType, else the config's mediaType
+    subject             TEXT,
+    annotations         TEXT,             -- JSON object or NULL
+    size                INTEGER NOT NULL, -- imageSizeInBytes
+    manifest_size       INTEGER NOT NULL, -- bytes of the UTF-8 manifest
+    pushed_at           REAL NOT NULL,
+    UNIQUE (repository, digest)
+);
+CREATE INDEX IF NOT EXISTS images_by_subject ON images(repository, subject);
+
+CREATE TABLE IF NOT EXISTS image_tags (
+    repository TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    image_id   INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    tagged_at  REAL NOT NULL,
+    PRIMARY KEY (repository, tag)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_tags_by_image ON image_tags(image_id);
+
+-- What an image references: 'blob' (config, layers) or 'manifest' (index children).
+CREATE TABLE IF NOT EXISTS image_refs (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    kind     TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    PRIMARY KEY (image_id, kind, target)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS image_refs_by_target ON image_refs(target, kind);
+
+CREATE TABLE IF NOT EXISTS auth_tokens (
+    password      TEXT PRIMARY KEY,
+    access_key_id TEXT,
+    region        TEXT,
+    registry_id   TEXT NOT NULL,
+    expires_at    REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Database:
+    """An SQLite file whose queries run, one at a time, on a thread of their own."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecr-emulator-db")
+        self._conn: sqlite3.Connection | None = None
+
+    async def open(self) -> None:
+        await self._submit(self._open)
+
+    async def close(self) -> None:
+        await self._submit(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def read(self, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                   *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` outside any transaction."""
+        return await self._submit(lambda: fn(self._connection(), *args, **kwargs))
+
+    async def write(self, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                    *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(conn, ...)`` in a transaction: committed (and durable) or rolled back."""
+        return await self._submit(lambda: self.transact(fn, *args, **kwargs))
+
+    def transact(self, fn: Callable[Concatenate[sqlite3.Connection, P], T],
+                 *args: P.args, **kwargs: P.kwargs) -> T:
+        """``write`` for code already on the database thread."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn, *args, **kwargs)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    async def _submit(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("database is not open")
+        return self._conn
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                     (str(SCHEMA_VERSION),))
+        self._conn = conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,146 @@
+"""Request bodies: a JSON object, one member of which may be a large base64 blob.
+
+UploadLayerPart carries up to 20 MiB as base64 inside JSON. Instead of buffering the whole
+body, parsing it into a 28 MB string and decoding that, the blob is decoded chunk by chunk as
+it arrives (overlapping the decoding with the network transfer) into a single buffer, and only
+the small rest of the document goes through orjson. Memory per part is then about the decoded
+size, and the base64 text is never held whole.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+try:  # SIMD base64, about 20 times faster than binascii on layer parts
+    import pybase64
+
+    def _b64decode(data: bytes | memoryview) -> bytes:
+        return pybase64.b64decode(data, validate=True)
+
+except ImportError:  # pragma: no cover - depends on the installation
+
+    def _b64decode(data: bytes | memoryview) -> bytes:
+        return binascii.a2b_base64(data, strict_mode=True)
+
+b64decode: Callable[[bytes | memoryview], bytes] = _b64decode
+
+_SEARCH_OVERLAP = 128  # a member name split across two chunks is still found
+
+
+class BodyError(ValueError):
+    """The body is not the JSON object (with valid base64) the action expects."""
+
+
+async def parse(chunks: AsyncIterator[bytes], blob_member: str | None,
+                size_hint: int = 0) -> dict[str, Any]:
+    """Parse a JSON object from ``chunks``; ``blob_member`` (if given) comes back as bytes."""
+    if blob_member is None:
+        body = bytearray()
+        async for chunk in chunks:
+            body += chunk
+        return _loads(body)
+    decoder = _BlobDecoder(blob_member, size_hint)
+    async for chunk in chunks:
+        decoder.feed(chunk)
+    return decoder.finish()
+
+
+def _loads(body: bytes | bytearray) -> dict[str, Any]:
+    try:
+        value = orjson.loads(body) if body.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BodyError("the body must be a JSON object")
+    return value
+
+
+class _BlobDecoder:
+    """Splits the stream into the document before the blob, the blob, and the document after."""
+
+    def __init__(self, member: str, size_hint: int) -> None:
+        self._member = member
+        self._opening = re.compile(rb'"' + re.escape(member.encode()) + rb'"\s*:\s*"')
+        self._before = bytearray()   # the document up to and including the blob's opening quote
+        self._after = bytearray()    # from the blob's closing quote on
+        self._out = bytearray(size_hint * 3 // 4 + 3)
+        self._out_len = 0
+        self._pending = b""          # base64 characters not yet a multiple of 4
+        self._chars = 0              # base64 characters seen
+        self._stage = 0              # 0: before the blob, 1: in it, 2: after it
+
+    def feed(self, chunk: bytes) -> None:
+        if self._stage == 0:
+            start = max(0, len(self._before) - _SEARCH_OVERLAP)
+            self._before += chunk
+            match = self._opening.search(self._before, start)
+            if match is None:
+                return
+            rest = bytes(self._before[match.end():])
+            del self._before[match.end():]
+            self._stage = 1
+            chunk = rest
+        if self._stage == 1:
+            end = chunk.find(b'"')
+            if end >= 0:
+                self._after += chunk[end:]
+                chunk = chunk[:end]
+                self._stage = 2
+            self._decode(chunk, final=self._stage == 2)
+        else:
+            self._after += chunk
+
+    def _decode(self, chunk: bytes, *, final: bool) -> None:
+        text = self._pending + chunk if self._pending else chunk
+        if b"\\" in text:
+            # JSON may escape "/" as "\/"; a lone trailing backslash waits for its partner.
+            if text.endswith(b"\\") and not text.endswith(b"\\\\") and not final:
+                self._pending = text
+                return
+            text = text.replace(b"\\/", b"/")
+            if b"\\" in text:
+                raise BodyError(f"'{self._member}' is not valid base64")
+        usable = len(text) if final else len(text) - len(text) % 4
+        self._pending = bytes(text[usable:])
+        if usable:
+            try:
+                piece = b64decode(memoryview(text)[:usable])
+            except (binascii.Error, ValueError):
+                raise BodyError(f"'{self._member}' is not valid base64") from None
+            self._chars += usable
+            end = self._out_len + len(piece)
+            if end > len(self._out):
+                self._out.extend(bytes(end - len(self._out)))
+            self._out[self._out_len:end] = piece
+            self._out_len = end
+
+    def finish(self) -> dict[str, Any]:
+        if self._stage == 0:
+            return _loads(self._before)  # no blob member: an ordinary document
+        if self._stage == 1:
+            raise BodyError(f"'{self._member}' is not terminated")
+        params = _loads(self._before + self._after)
+        if params.get(self._member) != "":
+            raise BodyError(f"'{self._member}' could not be located in the body")
+        del self._out[self._out_len:]
+        if self._out_len != _decoded_length(self._chars, self._out_len):
+            raise BodyError(f"'{self._member}' is not valid base64")
+        params[self._member] = self._out
+        return params
+
+
+def _decoded_length(chars: int, got: int) -> int:
+    """``got`` if ``chars`` base64 characters can decode to it, else -1.
+
+    Each piece is decoded strictly, but padding that ends one piece in the middle of the text
+    is valid for the piece only: it shows up as fewer bytes than the text's length implies.
+    """
+    if chars % 4:
+        return -1
+    full = chars // 4 * 3
+    return got if full - 2 <= got <= full else -1

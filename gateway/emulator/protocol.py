@@ -1,0 +1,183 @@
+"""The AWS JSON 1.1 protocol: one ``POST /`` route, the action in ``X-Amz-Target``.
+
+A request is signed with SigV4; the emulator does not verify signatures but reads the access
+key id and region from the credential scope, so that per-key rules can be layered on later.
+Errors travel as ``{"__type": name, "message": ...}`` with the HTTP status AWS uses, which is
+what botocore turns into ``client.exceptions.<name>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from gateway.emulator import jsonbody, validation
+from gateway.emulator.errors import AwsError, server_error
+
+if TYPE_CHECKING:
+    from gateway.emulator.state import EmulatorState
+
+log = logging.getLogger(__name__)
+
+TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+CONTENT_TYPE = "application/x-amz-json-1.1"
+# A 20 MiB part is 27,962,028 bytes of base64; a 4 MiB manifest escaped as JSON fits too.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who signed a request, read from ``Credential=AKID/date/region/service/aws4_request``."""
+
+    access_key_id: str
+    region: str
+    service: str
+
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
+
+
+def parse_identity(request: web.Request) -> Identity:
+    header = request.headers.get("Authorization")
+    scope = header if header is not None else request.query.get("X-Amz-Credential")
+    if scope is None:
+        raise AwsError("MissingAuthenticationTokenException", "Missing Authentication Token",
+                       status=403)
+    if header is not None and not header.startswith("AWS4-HMAC-SHA256 "):
+        raise AwsError("IncompleteSignatureException",
+                       "Authorization header requires the AWS4-HMAC-SHA256 scheme")
+    match = _CREDENTIAL.search(scope if header is not None else f"Credential={scope}")
+    if match is None:
+        raise AwsError("IncompleteSignatureException",
+                       "Authorization header requires a valid Credential scope")
+    return Identity(access_key_id=match[1], region=match[3], service=match[4])
+
+
+@dataclass
+class Call:
+    """One API call as an action handler sees it."""
+
+    state: EmulatorState
+    action: str
+    identity: Identity
+    base_url: str
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+Handler = Callable[[Call, Json], Awaitable[Json]]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    handler: Handler
+    blob_members: tuple[str, ...]
+
+
+ACTIONS: dict[str, ActionSpec] = {}
+
+
+def action(name: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the implementation of ECR action ``name``."""
+
+    def register(handler: Handler) -> Handler:
+        ACTIONS[name] = ActionSpec(name, handler, validation.blob_members(name))
+        return handler
+
+    return register
+
+
+async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive, refusing more than MAX_REQUEST_BYTES."""
+    length = request.content_length
+    if length is not None and length > MAX_REQUEST_BYTES:
+        raise AwsError("RequestEntityTooLargeException",
+                       f"Request of {length} bytes exceeds {MAX_REQUEST_BYTES}", status=413)
+    received = 0
+    async for chunk in request.content.iter_any():
+        received += len(chunk)
+        if received > MAX_REQUEST_BYTES:
+            raise AwsError("RequestEntityTooLargeException",
+                           f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
+        yield chunk
+
+
+async def read_params(request: web.Request, spec: ActionSpec) -> Json:
+    """The decoded JSON input; a blob member (a layer part) arrives as a bytearray."""
+    blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
+    try:
+        return await jsonbody.parse(_chunks(request), blob, request.content_length or 0)
+    except jsonbody.BodyError as exc:
+        raise validation.input_error(spec.name, f"Malformed request: {exc}") from None
+
+
+def base_url(request: web.Request, public_url: str | None) -> str:
+    return public_url.rstrip("/") if public_url else f"{request.scheme}://{request.host}"
+
+
+async def handle_api(request: web.Request) -> web.Response:
+    """The single API route: dispatch, render errors, write the request log."""
+    from gateway.emulator.state import STATE_KEY
+
+    state = request.app[STATE_KEY]
+    started = time.monotonic()
+    action_name = request.headers.get("X-Amz-Target", "").removeprefix(TARGET_PREFIX)
+    repository: str | None = None
+    identity: Identity | None = None
+    request_id = str(uuid.uuid4())
+    try:
+        identity = parse_identity(request)
+        spec = _lookup(request.headers.get("X-Amz-Target", ""))
+        params = await read_params(request, spec)
+        if isinstance(params.get("repositoryName"), str):
+            repository = params["repositoryName"]
+        validation.validate_input(spec.name, params)
+        fault = state.faults.take(spec.name)
+        if fault is not None:
+            raise fault
+        call = Call(state, spec.name, identity, base_url(request, state.public_url), request_id)
+        result = await spec.handler(call, params)
+        status, outcome, payload = 200, "ok", result
+    except AwsError as exc:
+        status, outcome, payload = exc.status, exc.name, exc.body()
+    except Exception:
+        log.exception("%s failed", action_name)
+        error = server_error()
+        status, outcome, payload = error.status, error.name, error.body()
+    state.request_log.record({
+        "ts": time.time(),
+        "action": action_name,
+        "repository": repository,
+        "outcome": outcome,
+        "status": status,
+        "access_key_id": identity.access_key_id if identity else None,
+        "region": identity.region if identity else None,
+        "duration_ms": round((time.monotonic() - started) * 1000, 3),
+        "request_id": request_id,
+    })
+    return web.Response(body=orjson.dumps(payload), status=status, content_type=CONTENT_TYPE,
+                        headers={"x-amzn-RequestId": request_id})
+
+
+def _lookup(target: str) -> ActionSpec:
+    if not target.startswith(TARGET_PREFIX):
+        raise AwsError("UnknownOperationException",
+                       f"X-Amz-Target must be {TARGET_PREFIX}<Action>, got {target!r}")
+    name = target.removeprefix(TARGET_PREFIX)
+    spec = ACTIONS.get(name)
+    if spec is None:
+        known = validation.is_modelled_action(name)
+        raise AwsError("UnknownOperationException",
+                       f"The ECR emulator does not implement {name}" if known
+                       else f"Unknown operation {name}")
+    return spec

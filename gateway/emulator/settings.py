@@ -1,0 +1,46 @@
+"""Tunable limits of the emulator, with ECR's published values as defaults.
+
+ECR's quota pages disagree with each other (4,200 or 1,000 parts, 52,000 or 10,000 MiB
+layers), so every limit can be changed per instance: ``Settings(...)`` when embedding, or
+``ECR_EMULATOR_<FIELD>`` environment variables for ``ecr-gateway emulator``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+MiB = 1024 * 1024
+
+# Fixed by the API model (LayerPartBlob max) rather than by a quota.
+MAX_PART_BYTES = 20_971_520
+
+
+@dataclass(frozen=True)
+class Settings:
+    part_size: int = 10 * MiB
+    """``partSize`` that InitiateLayerUpload announces."""
+    min_part_size: int = 5 * MiB
+    """Every part but the last must be at least this big (checked by CompleteLayerUpload)."""
+    max_parts: int = 4200
+    """Parts per upload; one more gives LimitExceededException."""
+    max_layer_size: int = 52_000 * MiB
+    """Bytes per layer; a part that would pass it gives LimitExceededException."""
+    max_images_per_repository: int = 20_000
+    max_repositories: int = 100_000
+    download_url_expires: int = 3600
+    """Lifetime in seconds of GetDownloadUrlForLayer URLs (S3 presigned URLs default to 1 h)."""
+    auth_token_lifetime: int = 12 * 3600
+    """GetAuthorizationToken tokens are valid for 12 hours."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Defaults overridden by ``ECR_EMULATOR_PART_SIZE``-style integer variables."""
+        overrides: dict[str, int] = {}
+        for field in dataclasses.fields(cls):
+            raw = environ.get(f"ECR_EMULATOR_{field.name.upper()}")
+            if raw is not None:
+                overrides[field.name] = int(raw)
+        return cls(**overrides)

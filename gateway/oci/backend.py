@@ -1,0 +1,73 @@
+"""What the OCI handlers need from storage. ``gateway.ecr.registry.EcrRegistry`` implements it.
+
+Every method takes the repository name as the client wrote it; mapping it onto a storage
+location is the backend's business. Failures are raised as :class:`OciError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gateway.oci.mediatypes import Descriptor, ParsedManifest
+
+
+@dataclass(frozen=True)
+class Manifest:
+    body: bytes
+    media_type: str
+    digest: str
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where a blob's bytes can be read: a local file, or an upstream URL (time-limited)."""
+
+    size: int
+    path: Path | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    upload_id: str
+    received: int  # bytes accepted so far; the next chunk starts here
+
+
+class Registry(Protocol):
+    async def stat_blob(self, name: str, digest: str) -> int | None: ...
+
+    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
+        ...
+
+    async def start_upload(self, name: str) -> UploadStatus: ...
+
+    async def mount_blob(self, name: str, digest: str, source: str) -> bool: ...
+
+    async def upload_status(self, name: str, upload_id: str) -> UploadStatus: ...
+
+    async def write_upload(
+        self, name: str, upload_id: str, chunks: AsyncIterator[bytes], start: int | None
+    ) -> UploadStatus: ...
+
+    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None: ...
+
+    async def cancel_upload(self, name: str, upload_id: str) -> None: ...
+
+    async def get_manifest(self, name: str, reference: str) -> Manifest: ...
+
+    async def put_manifest(
+        self, name: str, reference: str, body: bytes, parsed: ParsedManifest
+    ) -> str: ...
+
+    async def delete_manifest(self, name: str, reference: str) -> None: ...
+
+    async def list_tags(self, name: str) -> list[str]: ...
+
+    async def list_repositories(self) -> list[str]: ...
+
+    async def referrers(
+        self, name: str, digest: str, artifact_type: str | None
+    ) -> list[Descriptor]: ...

@@ -1,0 +1,79 @@
+"""Blob reads: HEAD and GET (redirect, proxy or local file), and DELETE (unsupported by ECR)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.oci.context import HTTP_CLIENT, registry, settings
+from gateway.oci.digests import parse_digest
+from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
+from gateway.oci.ranges import parse_read_range
+
+_OCTET = "application/octet-stream"
+# Headers of the upstream answer that describe the bytes and so pass through in proxy mode.
+_PASSED = ("Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified")
+
+
+async def head_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    parse_digest(digest)
+    size = await registry(request).stat_blob(name, digest)
+    if size is None:
+        raise OciError(BLOB_UNKNOWN, {"digest": digest})
+    return web.Response(status=200, headers={
+        "Content-Length": str(size), "Docker-Content-Digest": digest,
+        "Content-Type": _OCTET, "Accept-Ranges": "bytes"})
+
+
+async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    parse_digest(digest)
+    backend = registry(request)
+    location = await backend.locate_blob(name, digest)
+    headers = {"Docker-Content-Digest": digest, "Content-Type": _OCTET}
+    if location.path is not None:
+        # Validate the range ourselves so a bad one gets the OCI error body.
+        parse_read_range(request.headers.get("Range", ""), location.size)
+        return web.FileResponse(location.path, headers=headers)
+    assert location.url is not None
+    if settings(request).blob_mode == "redirect":
+        headers["Location"] = location.url
+        return web.Response(status=307, headers=headers)
+    return await _proxy(request, name, digest, location.url, headers)
+
+
+async def _proxy(
+    request: web.Request, name: str, digest: str, url: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    client = request.app[HTTP_CLIENT]
+    upstream_headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
+    for attempt in range(2):
+        upstream = await client.get(url, headers=upstream_headers)
+        # An expired or revoked URL answers 403: ask for a fresh one once.
+        if upstream.status == 403 and attempt == 0:
+            upstream.release()
+            url = (await registry(request).locate_blob(name, digest, fresh=True)).url or url
+            continue
+        break
+    async with upstream:
+        if upstream.status == 416:
+            raise OciError(RANGE_INVALID,
+                           headers={k: upstream.headers[k] for k in ("Content-Range",)
+                                    if k in upstream.headers})
+        if upstream.status not in (200, 206):
+            raise OciError(UNAVAILABLE, {"upstream_status": upstream.status},
+                           message="upstream blob storage refused the read",
+                           headers={"Retry-After": "1"})
+        for key in _PASSED:
+            if key in upstream.headers:
+                headers[key] = upstream.headers[key]
+        response = web.StreamResponse(status=upstream.status, headers=headers)
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_chunked(1 << 20):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+
+async def delete_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
+    parse_digest(digest)
+    raise OciError(UNSUPPORTED, {"reason": "ECR removes layers with the images that use them"},
+                   message="blob deletion is not supported; delete the manifests instead")

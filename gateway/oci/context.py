@@ -1,0 +1,36 @@
+"""Application keys the OCI handlers read: the storage backend, settings, an HTTP client."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from gateway.oci.backend import Registry
+
+
+@dataclass(frozen=True)
+class OciSettings:
+    blob_mode: str = "redirect"  # "redirect": 307 to the upstream URL; "proxy": stream it
+    max_page_size: int = 1000  # the largest `n` a tags or catalog page may ask for
+    default_page_size: int = 0  # 0 = everything in one page unless the client asks for `n`
+
+
+# Called with (request, repository name or None for the catalog, action) before a handler
+# runs; raises OciError to refuse. Actions: "pull", "push", "delete", "catalog".
+AccessCheck = Callable[[web.Request, str | None, str], Awaitable[None]]
+
+REGISTRY = web.AppKey("registry", Registry)
+SETTINGS = web.AppKey("oci_settings", OciSettings)
+HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+ACCESS_CHECK: web.AppKey[AccessCheck] = web.AppKey("access_check")
+
+
+def registry(request: web.Request) -> Registry:
+    return request.app[REGISTRY]
+
+
+def settings(request: web.Request) -> OciSettings:
+    return request.app[SETTINGS]

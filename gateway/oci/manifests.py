@@ -1,0 +1,91 @@
+"""Manifests: GET/HEAD by tag or digest, PUT by tag or digest, DELETE by digest or tag."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.oci.backend import Manifest
+from gateway.oci.context import registry
+from gateway.oci.digests import is_digest, parse_digest, sha256_digest
+from gateway.oci.errors import (
+    DIGEST_INVALID,
+    MANIFEST_INVALID,
+    MANIFEST_UNKNOWN,
+    TOO_LARGE,
+    OciError,
+)
+from gateway.oci.mediatypes import MAX_MANIFEST_BYTES, parse_manifest
+from gateway.oci.names import check_tag, is_tag
+
+
+def check_reference(reference: str) -> str:
+    if is_digest(reference):
+        parse_digest(reference)
+    else:
+        check_tag(reference)
+    return reference
+
+
+def _headers(manifest: Manifest) -> dict[str, str]:
+    return {"Content-Type": manifest.media_type, "Docker-Content-Digest": manifest.digest,
+            "Content-Length": str(len(manifest.body)), "ETag": f'"{manifest.digest}"'}
+
+
+async def _fetch(request: web.Request, name: str, reference: str) -> Manifest:
+    if not is_digest(reference) and not is_tag(reference):
+        # Nothing can be stored under such a reference; the conformance suite expects 404.
+        raise OciError(MANIFEST_UNKNOWN, {"reference": reference[:300]})
+    check_reference(reference)
+    return await registry(request).get_manifest(name, reference)
+
+
+async def head_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    manifest = await _fetch(request, name, reference)
+    return web.Response(status=200, headers=_headers(manifest))
+
+
+async def get_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    manifest = await _fetch(request, name, reference)
+    response = web.Response(status=200, body=manifest.body, headers=_headers(manifest))
+    # Content-Type carries the manifest's own media type, not aiohttp's default.
+    response.content_type = manifest.media_type
+    return response
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    declared = request.content_length
+    if declared is not None and declared > MAX_MANIFEST_BYTES:
+        raise OciError(TOO_LARGE, {"limit": MAX_MANIFEST_BYTES},
+                       message="manifest larger than the registry accepts")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise OciError(TOO_LARGE, {"limit": MAX_MANIFEST_BYTES},
+                           message="manifest larger than the registry accepts")
+    return bytes(body)
+
+
+async def put_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    check_reference(reference)
+    body = await _read_limited(request)
+    if not body:
+        raise OciError(MANIFEST_INVALID, {"reason": "empty body"}, message="manifest is empty")
+    parsed = parse_manifest(body, request.headers.get("Content-Type"))
+    digest = sha256_digest(body)
+    if is_digest(reference) and reference != digest:
+        # sha512 references are valid digests but ECR addresses images by sha256 only.
+        raise OciError(DIGEST_INVALID, {"expected": reference, "computed": digest},
+                       message="manifest digest does not match the reference")
+    stored = await registry(request).put_manifest(name, reference, body, parsed)
+    headers = {"Location": f"/v2/{name}/manifests/{stored}", "Docker-Content-Digest": stored,
+               "Content-Length": "0"}
+    if parsed.subject is not None:
+        headers["OCI-Subject"] = parsed.subject.digest
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
+    check_reference(reference)
+    await registry(request).delete_manifest(name, reference)
+    return web.Response(status=202, headers={"Content-Length": "0"})

@@ -1,0 +1,133 @@
+"""Manifest media types and the checks a pushed manifest must pass before it goes upstream."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.oci.digests import parse_digest
+from gateway.oci.errors import MANIFEST_INVALID, OciError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+                  DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1)
+
+# ECR's PutImage limit on imageManifest (4,194,304 characters).
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
+                               "size": self.size}
+        if self.artifact_type:
+            out["artifactType"] = self.artifact_type
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+@dataclass
+class ParsedManifest:
+    media_type: str
+    blobs: list[Descriptor] = field(default_factory=list)  # config + layers
+    children: list[Descriptor] = field(default_factory=list)  # an index's manifests
+    subject: Descriptor | None = None
+    artifact_type: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+def _invalid(reason: str) -> OciError:
+    return OciError(MANIFEST_INVALID, {"reason": reason}, message=f"manifest invalid: {reason}")
+
+
+def _descriptor(raw: Any, where: str) -> Descriptor:
+    if not isinstance(raw, dict):
+        raise _invalid(f"{where} is not an object")
+    media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
+    if not isinstance(media_type, str) or not media_type:
+        raise _invalid(f"{where}.mediaType missing")
+    if not isinstance(digest, str):
+        raise _invalid(f"{where}.digest missing")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise _invalid(f"{where}.size must be a non-negative integer")
+    try:
+        parse_digest(digest)
+    except OciError:
+        raise _invalid(f"{where}.digest is malformed") from None
+    annotations = raw.get("annotations")
+    if annotations is not None and not (
+        isinstance(annotations, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items())
+    ):
+        raise _invalid(f"{where}.annotations must map strings to strings")
+    artifact_type = raw.get("artifactType")
+    return Descriptor(media_type, digest, size,
+                      artifact_type if isinstance(artifact_type, str) else None, annotations)
+
+
+def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
+    """Check a pushed manifest: JSON, schema version, media type agreement, descriptors."""
+    if len(body) > MAX_MANIFEST_BYTES:
+        raise _invalid(f"larger than {MAX_MANIFEST_BYTES} bytes")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise _invalid("not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise _invalid("not a JSON object")
+    declared = doc.get("mediaType")
+    if declared is not None and not isinstance(declared, str):
+        raise _invalid("mediaType must be a string")
+    content_type = (content_type or "").split(";")[0].strip() or None
+    if declared and content_type and declared != content_type:
+        raise _invalid(f"Content-Type {content_type} does not match mediaType {declared}")
+    media_type = declared or content_type
+    if media_type is None:
+        # OCI manifests may omit mediaType; infer from shape as the image-spec allows.
+        media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+    if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
+        return ParsedManifest(media_type)
+    if media_type not in MANIFEST_TYPES:
+        raise _invalid(f"unsupported manifest media type {media_type}")
+    if doc.get("schemaVersion") != 2:
+        raise _invalid("schemaVersion must be 2")
+    parsed = ParsedManifest(media_type)
+    if media_type in INDEX_TYPES:
+        manifests = doc.get("manifests")
+        if not isinstance(manifests, list):
+            raise _invalid("manifests must be a list")
+        parsed.children = [_descriptor(m, f"manifests[{i}]") for i, m in enumerate(manifests)]
+    else:
+        if "config" not in doc:
+            raise _invalid("config missing")
+        parsed.blobs.append(_descriptor(doc["config"], "config"))
+        layers = doc.get("layers", [])
+        if not isinstance(layers, list):
+            raise _invalid("layers must be a list")
+        parsed.blobs += [_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers)]
+    if doc.get("subject") is not None:
+        parsed.subject = _descriptor(doc["subject"], "subject")
+    artifact_type = doc.get("artifactType")
+    if artifact_type is not None and not isinstance(artifact_type, str):
+        raise _invalid("artifactType must be a string")
+    parsed.artifact_type = artifact_type
+    annotations = doc.get("annotations")
+    parsed.annotations = annotations if isinstance(annotations, dict) else None
+    return parsed

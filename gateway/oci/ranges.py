@@ -1,0 +1,65 @@
+"""Content-Range of upload chunks and Range of blob reads."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.oci.errors import BLOB_UPLOAD_INVALID, RANGE_INVALID, OciError
+
+# Upload chunks carry "<start>-<end>" (inclusive); some clients prefix "bytes ".
+_CHUNK = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})$")
+_READ = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+
+
+def parse_content_range(value: str) -> tuple[int, int]:
+    match = _CHUNK.match(value.strip())
+    if not match:
+        raise OciError(RANGE_INVALID, {"Content-Range": value[:100]},
+                       message="malformed Content-Range")
+    start, end = int(match[1]), int(match[2])
+    if end < start:
+        raise OciError(RANGE_INVALID, {"Content-Range": value[:100]},
+                       message="Content-Range ends before it starts")
+    return start, end
+
+
+def parse_content_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise OciError(BLOB_UPLOAD_INVALID, {"Content-Length": value[:100]},
+                       message="malformed Content-Length")
+    return int(value)
+
+
+def upload_range_header(received: int) -> str:
+    """The Range a registry reports for an upload: inclusive, "0-0" when nothing arrived."""
+    return f"0-{max(received - 1, 0)}"
+
+
+def parse_read_range(value: str, size: int) -> tuple[int, int] | None:
+    """A single byte range of a blob read as (start, end inclusive); None means whole blob.
+
+    Raises 416 for a range outside the blob. Multi-range requests are served whole, which
+    RFC 9110 permits.
+    """
+    match = _READ.match(value.strip())
+    if not match:
+        return None
+    first, last = match[1], match[2]
+    if first == "" and last == "":
+        return None
+    if first == "":  # suffix range: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise _unsatisfiable(size)
+        return max(size - length, 0), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size or (last and int(last) < start):
+        raise _unsatisfiable(size)
+    return start, end
+
+
+def _unsatisfiable(size: int) -> OciError:
+    return OciError(RANGE_INVALID, {"size": size}, headers={"Content-Range": f"bytes */{size}"})

@@ -1,0 +1,129 @@
+"""Blob uploads: POST (session, monolithic, mount), PATCH (chunks), PUT (finish), GET, DELETE."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.oci.backend import UploadStatus
+from gateway.oci.context import registry
+from gateway.oci.digests import parse_digest
+from gateway.oci.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, OciError
+from gateway.oci.names import check_name
+from gateway.oci.ranges import parse_content_length, parse_content_range, upload_range_header
+
+_UPLOAD_ID = re.compile(r"^[A-Za-z0-9_.=-]{1,200}$")
+
+
+def _location(name: str, upload_id: str) -> str:
+    return f"/v2/{name}/blobs/uploads/{upload_id}"
+
+
+def _in_progress(name: str, status: UploadStatus, code: int) -> web.Response:
+    return web.Response(status=code, headers={
+        "Location": _location(name, status.upload_id),
+        "Range": upload_range_header(status.received),
+        "Docker-Upload-UUID": status.upload_id,
+        "Content-Length": "0",
+    })
+
+
+def _created(name: str, digest: str) -> web.Response:
+    return web.Response(status=201, headers={
+        "Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest,
+        "Content-Length": "0"})
+
+
+def _check_upload_id(upload_id: str) -> None:
+    if not _UPLOAD_ID.match(upload_id):
+        raise OciError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id[:200]})
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_any():
+        yield chunk
+
+
+def _chunk_start(request: web.Request) -> int | None:
+    """The chunk's declared start offset, after checking Content-Range against Content-Length."""
+    length = parse_content_length(request.headers.get("Content-Length"))
+    value = request.headers.get("Content-Range")
+    if value is None:
+        return None
+    start, end = parse_content_range(value)
+    if length is not None and length != end - start + 1:
+        raise OciError(RANGE_INVALID, {"Content-Range": value, "Content-Length": length},
+                       message="Content-Range does not match Content-Length")
+    return start
+
+
+def _has_body(request: web.Request) -> bool:
+    length = parse_content_length(request.headers.get("Content-Length"))
+    if length is not None:
+        return length > 0
+    return request.body_exists
+
+
+async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
+    backend = registry(request)
+    query = request.query
+    mount, source = query.get("mount"), query.get("from")
+    if mount is not None:
+        parse_digest(mount)
+        if source is not None:
+            check_name(source)
+            if await backend.mount_blob(name, mount, source):
+                return _created(name, mount)
+    digest = query.get("digest")
+    if digest is not None:
+        parse_digest(digest)
+    status = await backend.start_upload(name)
+    if digest is None:
+        return _in_progress(name, status, 202)
+    # Monolithic upload: the whole blob is this request's body.
+    try:
+        if _has_body(request):
+            await backend.write_upload(name, status.upload_id, _body(request), None)
+        await backend.finish_upload(name, status.upload_id, digest)
+    except BaseException:
+        # The failure may already have closed the session: keep the original error.
+        with contextlib.suppress(OciError):
+            await backend.cancel_upload(name, status.upload_id)
+        raise
+    return _created(name, digest)
+
+
+async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    _check_upload_id(upload_id)
+    start = _chunk_start(request)
+    status = await registry(request).write_upload(name, upload_id, _body(request), start)
+    return _in_progress(name, status, 202)
+
+
+async def put_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    _check_upload_id(upload_id)
+    digest = request.query.get("digest")
+    if digest is None:
+        raise OciError(DIGEST_INVALID, message="digest query parameter missing")
+    parse_digest(digest)
+    backend = registry(request)
+    start = _chunk_start(request)
+    if _has_body(request):
+        await backend.write_upload(name, upload_id, _body(request), start)
+    await backend.finish_upload(name, upload_id, digest)
+    return _created(name, digest)
+
+
+async def get_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    _check_upload_id(upload_id)
+    status = await registry(request).upload_status(name, upload_id)
+    return _in_progress(name, status, 204)
+
+
+async def delete_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
+    _check_upload_id(upload_id)
+    await registry(request).cancel_upload(name, upload_id)
+    return web.Response(status=204)

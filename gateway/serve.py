@@ -1,0 +1,110 @@
+"""``ecr-gateway serve``: load the configuration, start the embedded emulator if the upstream
+is ``embedded``, and run the gateway until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import build_app
+from gateway.config import Config, ConfigError, load_config
+
+log = logging.getLogger("gateway")
+
+_READY = re.compile(r"listening on (http://\S+)")
+# The embedded emulator accepts any key; these only make requests well-formed and signed.
+EMBEDDED_KEY_ID = "AKIDEMBEDDEDGATEWAY"
+EMBEDDED_SECRET = "embedded-emulator-secret"
+
+
+class EmbeddedEmulator:
+    """The emulator in its own process: the gateway and the emulator then each get a core
+    (sharing one interpreter would put both on one GIL)."""
+
+    def __init__(self, data_dir: Path, region: str) -> None:
+        self._data_dir = data_dir
+        self._region = region
+        self._process: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> str:
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
+             "--data-dir", str(self._data_dir), "--region", self._region],
+            stdout=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            match = _READY.search(line)
+            if match:
+                self.url = match[1]
+                return self.url
+        raise RuntimeError("the embedded ECR emulator exited before it was ready")
+
+    def stop(self) -> None:
+        if self._process and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # botocore logs request details at DEBUG; keep it quiet whatever the level.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+async def _run(config: Config) -> None:
+    app = build_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
+    await site.start()
+    sockets = runner.addresses
+    port = sockets[0][1] if sockets else config.listen_port
+    log.info("ecr-gateway listening on http://%s:%s (upstream %s)", config.listen_host, port,
+             config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
+    print(f"ecr-gateway listening on http://{config.listen_host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await runner.cleanup()
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, overrides={"listen": args.listen,
+                                                     "data_dir": args.data_dir})
+    except ConfigError as exc:
+        print(f"ecr-gateway: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.log_level)
+    emulator: EmbeddedEmulator | None = None
+    if config.upstream.mode == "embedded":
+        emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+        config.upstream.endpoint_url = emulator.start()
+        config.upstream.access_key_id = EMBEDDED_KEY_ID
+        config.upstream.secret_access_key = EMBEDDED_SECRET
+        log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
+                 config.data_path / "emulator")
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
+    try:
+        asyncio.run(_run(config))
+    finally:
+        if emulator:
+            emulator.stop()
+    return 0

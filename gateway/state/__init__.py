@@ -1,0 +1,1 @@
+"""Where upload sessions live between requests: ``local`` (this process, spilled to disk)."""

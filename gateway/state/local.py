@@ -1,0 +1,92 @@
+"""The default session store: records in this process, each session's record and tail in one
+file, so idle sessions cost no memory and a restarted gateway can resume them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from gateway.state.sessions import UploadSession
+
+# File layout: 4-byte big-endian header length, JSON record, then the tail bytes.
+_HEADER = struct.Struct(">I")
+
+
+class LocalSessionStore:
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._records: dict[str, UploadSession] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        for path in self._dir.glob("*.session"):
+            try:
+                self._records[path.stem] = self._read(path)[0]
+            except (OSError, ValueError, TypeError, KeyError):
+                path.unlink(missing_ok=True)  # a torn write never reached its rename
+
+    def _path(self, session_id: str) -> Path:
+        return self._dir / f"{session_id}.session"
+
+    @staticmethod
+    def _read(path: Path) -> tuple[UploadSession, bytes]:
+        data = path.read_bytes()
+        (length,) = _HEADER.unpack_from(data)
+        record = json.loads(data[_HEADER.size:_HEADER.size + length])
+        return UploadSession.from_dict(record), data[_HEADER.size + length:]
+
+    def _write(self, session: UploadSession, tail: bytes) -> None:
+        header = json.dumps(session.to_dict()).encode()
+        path = self._path(session.id)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as handle:
+            handle.write(_HEADER.pack(len(header)))
+            handle.write(header)
+            handle.write(tail)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    async def create(self, session: UploadSession) -> None:
+        await asyncio.to_thread(self._write, session, b"")
+        self._records[session.id] = session
+
+    async def get(self, session_id: str) -> UploadSession | None:
+        record = self._records.get(session_id)
+        # Hand out a copy so a failed request cannot leave a half-updated record behind.
+        return UploadSession.from_dict(record.to_dict()) if record else None
+
+    async def tail(self, session_id: str) -> bytes:
+        try:
+            return (await asyncio.to_thread(self._read, self._path(session_id)))[1]
+        except FileNotFoundError:
+            return b""
+
+    async def save(self, session: UploadSession, tail: bytes) -> None:
+        assert len(tail) == session.tail_length, "tail must match the record"
+        await asyncio.to_thread(self._write, session, tail)
+        self._records[session.id] = session
+
+    async def delete(self, session_id: str) -> None:
+        self._records.pop(session_id, None)
+        self._locks.pop(session_id, None)
+        self._path(session_id).unlink(missing_ok=True)
+
+    @asynccontextmanager
+    async def lock(self, session_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            yield
+
+    async def idle(self, older_than: float) -> list[UploadSession]:
+        return [s for s in self._records.values() if s.updated_at < older_than]
+
+    async def count(self) -> int:
+        return len(self._records)
+
+    async def close(self) -> None:
+        self._locks.clear()

@@ -1,0 +1,63 @@
+"""An upload session's record and the interface every session store implements."""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class UploadSession:
+    """One OCI upload mapped onto one ECR layer upload.
+
+    ``received`` counts every byte the client sent; ``committed`` those already sent to ECR
+    as parts. The difference, the tail, is under ECR's minimum part size and waits in the
+    store (never in process memory) for the next request.
+    """
+
+    id: str
+    name: str  # the repository as the client named it
+    repository: str  # the ECR repository
+    registry_id: str | None
+    route: str
+    ecr_upload_id: str
+    part_size: int
+    received: int = 0
+    committed: int = 0
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def tail_length(self) -> int:
+        return self.received - self.committed
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> UploadSession:
+        return cls(**data)
+
+
+class SessionStore(Protocol):
+    async def create(self, session: UploadSession) -> None: ...
+
+    async def get(self, session_id: str) -> UploadSession | None: ...
+
+    async def tail(self, session_id: str) -> bytes: ...
+
+    async def save(self, session: UploadSession, tail: bytes) -> None:
+        """Store the record and its tail together: both or neither."""
+
+    async def delete(self, session_id: str) -> None: ...
+
+    def lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Serialize requests on one session (a client's PATCHes must not interleave)."""
+
+    async def idle(self, older_than: float) -> list[UploadSession]: ...
+
+    async def count(self) -> int: ...
+
+    async def close(self) -> None: ...

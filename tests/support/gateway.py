@@ -1,0 +1,113 @@
+"""Run the gateway as a real process (``python -m gateway.cli serve``) for tests.
+
+``GatewayProcess(data_dir, config)`` writes ``config`` as YAML, starts the gateway on a free
+loopback port and parses its ready line. ``upstream`` may point it at an emulator started by
+the test (``upstream_url``); with neither it runs on its embedded emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_READY = re.compile(r"ecr-gateway listening on (http://\S+)")
+
+
+class GatewayProcess:
+    def __init__(self, data_dir: Path, config: dict[str, Any] | None = None,
+                 upstream_url: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.config = dict(config or {})
+        if upstream_url:
+            upstream = dict(self.config.get("upstream", {}))
+            upstream.update({"mode": "aws", "endpoint_url": upstream_url,
+                             "access_key_id": "AKIDGATEWAYTEST",
+                             "secret_access_key": "gateway-test-secret"})
+            self.config["upstream"] = upstream
+        self.env = env or {}
+        self.url = ""
+        self.port = 0
+        self.process: subprocess.Popen[str] | None = None
+        self.log_lines: list[str] = []
+        self._log_thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        """host:port, as docker and skopeo name a registry."""
+        return self.url.removeprefix("http://")
+
+    def start(self, timeout: float = 30.0) -> GatewayProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config_path = self.data_dir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(self.config))
+        listen = f"127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path),
+             "--listen", listen, "--data-dir", str(self.data_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        ready = threading.Event()
+        assert self.process.stdout is not None and self.process.stderr is not None
+
+        def read_stdout(stream: Any) -> None:
+            for line in stream:
+                match = _READY.search(line)
+                if match and not ready.is_set():
+                    self.url = match[1]
+                    self.port = int(self.url.rsplit(":", 1)[1])
+                    ready.set()
+
+        def read_stderr(stream: Any) -> None:
+            for line in stream:
+                self.log_lines.append(line.rstrip("\n"))
+
+        threading.Thread(target=read_stdout, args=(self.process.stdout,), daemon=True).start()
+        self._log_thread = threading.Thread(target=read_stderr, args=(self.process.stderr,),
+                                            daemon=True)
+        self._log_thread.start()
+        if not ready.wait(timeout):
+            self.stop()
+            raise RuntimeError("gateway did not start:\n" + "\n".join(self.log_lines[-40:]))
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill9(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> GatewayProcess:
+        """Stop and start again on the same port and data dir."""
+        self.stop()
+        return self.start()
+
+    def access_log(self) -> list[dict[str, Any]]:
+        import json
+
+        entries = []
+        for line in self.log_lines:
+            if " gateway.access " in line:
+                entries.append(json.loads(line.split(" gateway.access ", 1)[1]))
+        return entries
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
