@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from gateway.emulator.state import STATE_KEY
-from gateway.emulator.validation import is_digest
+from gateway.emulator.validation import is_sha256_digest
 
 ROUTE = "/_emulator/layers/{digest}"
 MAX_EXPIRES = 7 * 24 * 3600  # S3's limit for presigned URLs
@@ -82,7 +82,7 @@ async def serve_layer(request: web.Request) -> web.StreamResponse:
     denied = _check(request, state.secret)
     if denied is not None:
         return denied
-    path = state.blobs.blob_path(digest) if is_digest(digest) else None
+    path = state.blobs.blob_path(digest) if is_sha256_digest(digest) else None
     if path is None or not path.is_file():
         return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
     # FileResponse answers Range (206/416) itself and sends the file with sendfile.

@@ -21,6 +21,8 @@ from gateway.emulator.errors import AwsError
 SHA256_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 # OCI image-spec digest grammar: algorithm ":" encoded.
 DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# ECR's own digest grammar (the model's LayerDigest pattern, quoted in its failure reasons).
+ECR_DIGEST = re.compile(r"[a-zA-Z0-9_+.-]+:[a-fA-F0-9]+")
 # OCI distribution tag grammar with ECR's longer limit (ImageTag max 300 in the model).
 TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,299}")
 
@@ -31,6 +33,14 @@ def is_digest(value: str) -> bool:
 
 def is_sha256_digest(value: str) -> bool:
     return SHA256_DIGEST.fullmatch(value) is not None
+
+
+def is_image_digest(value: str) -> bool:
+    """A digest as ECR accepts one in an image or layer id; sha256 needs 64 hex digits."""
+    if ECR_DIGEST.fullmatch(value) is None:
+        return False
+    algorithm, _, encoded = value.partition(":")
+    return algorithm != "sha256" or len(encoded) == 64
 
 
 def is_tag(value: str) -> bool:
@@ -234,10 +244,3 @@ def _join(path: str, name: str) -> str:
 def _show(value: Any) -> str:
     text = repr(value) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= 200 else text[:200] + "..."
-
-
-def is_image_digest(value: str) -> bool:
-    """A well-formed digest; a sha256 one must carry 64 lowercase hex digits."""
-    if value.startswith("sha256:"):
-        return is_sha256_digest(value)
-    return is_digest(value)

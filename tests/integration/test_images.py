@@ -71,7 +71,7 @@ async def test_restart_keeps_every_image(tmp_path: Path) -> None:
             async with aiohttp.ClientSession() as session:
                 client = OciClient(session, gw.url)
                 layers = [os.urandom(12 * 1024 * 1024), os.urandom(10)]
-                digest, manifest = await client.push_image("keep/me", "v1", layers)
+                _digest, manifest = await client.push_image("keep/me", "v1", layers)
                 emulator.restart()
                 gw.restart()
                 async with session.get(f"{gw.url}/v2/keep/me/manifests/v1") as r:

@@ -76,7 +76,7 @@ async def test_dropped_connection_resumes_from_reported_range(gateway: GatewayPr
     location = await client.start(repo)
     path = location if location.startswith("/") else "/" + location.split("/", 3)[3]
     host, port = gateway.host.split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    _reader, writer = await asyncio.open_connection(host, int(port))
     writer.write((f"PATCH {path} HTTP/1.1\r\nHost: {gateway.host}\r\n"
                   f"Content-Type: application/octet-stream\r\n"
                   f"Content-Length: {len(data)}\r\n\r\n").encode())

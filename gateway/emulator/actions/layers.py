@@ -18,7 +18,7 @@ from gateway.emulator import downloads, store
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Json, action
 from gateway.emulator.state import EmulatorState, HashProgress
-from gateway.emulator.validation import is_digest, is_sha256_digest
+from gateway.emulator.validation import is_image_digest, is_sha256_digest
 
 
 @action("BatchCheckLayerAvailability")
@@ -28,7 +28,7 @@ async def batch_check_layer_availability(call: Call, params: Json) -> Json:
     repository = params["repositoryName"]
     await state.db.read(store.get_repository, repository, registry_id)
     digests = list(dict.fromkeys(params["layerDigests"]))
-    known = await state.db.read(store.get_layers, repository, [d for d in digests if is_digest(d)])
+    known = await state.db.read(store.get_layers, repository, [d for d in digests if is_image_digest(d)])
     on_disk = await asyncio.to_thread(lambda: {d: state.blobs.has_blob(d) for d in known})
     layers, failures = [], []
     for digest in digests:
@@ -43,7 +43,7 @@ async def batch_check_layer_availability(call: Call, params: Json) -> Json:
         elif not digest:
             failures.append({"layerDigest": digest, "failureCode": "MissingLayerDigest",
                              "failureReason": "Layer digest cannot be empty"})
-        elif not is_digest(digest):
+        elif not is_image_digest(digest):
             failures.append({"layerDigest": digest, "failureCode": "InvalidLayerDigest",
                              "failureReason": f"Invalid layer digest '{digest}'"})
         else:
