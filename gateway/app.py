@@ -5,27 +5,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from gateway.auth import install as install_auth
+from gateway.blobcache import BlobCache
 from gateway.config import Config
 from gateway.ecr.calls import upstream_calls
-from gateway.ecr.clients import ClientFactory, Upstream
+from gateway.ecr.clients import ClientFactory, Upstream, caller_credentials
 from gateway.ecr.registry import EcrRegistry
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
-from gateway.oci.context import HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
+from gateway.observability.access import access_log
+from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
+from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
+from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.routes import add_routes
-from gateway.state.local import LocalSessionStore
+from gateway.state import session_store
+from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
 CONFIG = web.AppKey("config", Config)
 CLIENTS = web.AppKey("clients", ClientFactory)
+SESSIONS = web.AppKey("sessions", SessionStore)
 
 
 @web.middleware
@@ -36,6 +44,7 @@ async def count_upstream_calls(request: web.Request, handler: Handler) -> web.St
         return await handler(request)
     finally:
         request["upstream_calls"] = len(tally)
+        request["upstream_actions"] = tally
         upstream_calls.reset(token)
 
 
@@ -44,10 +53,12 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready when the upstream hands this gateway a registry credential."""
+    """Ready when the upstream hands this gateway a registry credential and the session
+    store answers."""
     registry: Any = request.app[REGISTRY]
     try:
         await registry.authorization_token(request.app[CONFIG].upstream.region)
+        await request.app[SESSIONS].ping()
     except Exception as exc:  # any failure means not ready; say which
         return web.json_response({"status": "unavailable", "reason": str(exc)[:200]},
                                  status=503, headers={"Retry-After": "1"})
@@ -69,6 +80,12 @@ def upstream_factory(config: Config) -> Any:
     up = config.upstream
 
     def upstream_for(region: str) -> Upstream:
+        caller = caller_credentials.get()  # auth.mode aws: the caller's own keys
+        if caller is not None:
+            return Upstream(region=region, endpoint_url=up.endpoint_url,
+                            access_key_id=caller.access_key_id,
+                            secret_access_key=caller.secret_access_key,
+                            session_token=caller.session_token)
         return Upstream(region=region, endpoint_url=up.endpoint_url,
                         access_key_id=up.access_key_id, secret_access_key=up.secret_access_key,
                         session_token=up.session_token)
@@ -77,23 +94,28 @@ def upstream_factory(config: Config) -> Any:
 
 
 def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[oci_errors, count_upstream_calls])
+    app = web.Application(middlewares=[access_log, oci_errors, count_upstream_calls])
     app[CONFIG] = config
+    app[IN_FLIGHT_REQUESTS] = InFlight()
     app[SETTINGS] = OciSettings(blob_mode=config.blobs.mode)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,
                             timeout=config.upstream.call_timeout_seconds)
     app[CLIENTS] = clients
-    sessions = LocalSessionStore(data / "sessions")
+    sessions = session_store(config)
+    app[SESSIONS] = sessions
+    app[SESSION_COUNT] = sessions.count
     staging = StagingStore(data / "staging", config.blobs.staging.max_bytes)
     policy = RetryPolicy(budget_seconds=config.upstream.retry_budget_seconds)
-    router = Router(config.effective_routes(), config.upstream.region)
+    router = Router.from_config(config)
 
     def http() -> aiohttp.ClientSession:
         return app[HTTP_CLIENT]
 
     app[REGISTRY] = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
-                                policy, http)
+                                policy, http, config.cache)
+    if config.blobs.mode == "proxy" and config.blobs.cache.path:
+        app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
@@ -108,6 +130,8 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
+    install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_metrics_route(app)
     return app

@@ -21,6 +21,20 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--data-dir", default="./.ecr-emulator", help="storage folder")
     emu.add_argument("--account-id", default="123456789012", help="the emulated AWS account")
     emu.add_argument("--region", default="us-east-1", help="the emulated region")
+    emu.add_argument("--policy-file",
+                     help="JSON per-access-key allow/deny rules (see gateway/emulator/access.py)")
+
+    check = sub.add_parser("check-config", help="validate a configuration file and print the "
+                           "effective configuration (secrets masked)")
+    check.add_argument("file", help="YAML configuration file")
+    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy the "
+                         "configured routes need")
+    iam.add_argument("--config", help="YAML configuration file")
+    iam.add_argument("--account-id", default="*",
+                     help="AWS account of routes without registry_id (default: any)")
+    doctor = sub.add_parser("doctor", help="check credentials, clock and every route's "
+                            "repository access")
+    doctor.add_argument("--config", help="YAML configuration file")
     return parser
 
 
@@ -34,6 +48,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.serve import run_from_args as serve_from_args
 
         return serve_from_args(args)
+    if args.command == "check-config":
+        from gateway.tools import check_config
+
+        return check_config.run(args.file)
+    if args.command == "iam-policy":
+        from gateway.tools import iam_policy
+
+        return iam_policy.run(args.config, args.account_id)
+    if args.command == "doctor":
+        from gateway.tools import doctor
+
+        return doctor.run(args.config)
     return 2
 
 

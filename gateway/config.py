@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,7 +51,39 @@ class RouteConfig:
     registry_id: str | None = None
     region: str | None = None  # None: upstream.region
     create_on_push: bool = True
+    # Pulls need no client credentials on this route (honoured by the auth layer).
+    anonymous_pull: bool = False
     repository: RepositorySettings = field(default_factory=RepositorySettings)
+
+
+@dataclass
+class MirrorConfig:
+    """Where requests for one upstream registry go when a mirror client names it with
+    ``?ns=<host>`` (containerd does, on every request to a mirror). ``<host>/<name>`` is
+    served from the ECR repository ``repository_prefix/<name>``: ``docker.io`` with prefix
+    ``docker-hub`` maps ``docker.io/library/nginx`` to ``docker-hub/library/nginx``, as an
+    ECR pull-through cache rule with that prefix names it. For an ECR host
+    (``<account>.dkr.ecr.<region>.amazonaws.com``) registry_id and region default to the
+    ones in the host name. Mirror routes are pull-only: nothing is created on push."""
+
+    repository_prefix: str = ""
+    registry_id: str | None = None  # None: from an ECR host name, else the caller's own
+    region: str | None = None  # None: from an ECR host name, else upstream.region
+    # Mirror clients send no credentials: pulls through this mirror need none (honoured by
+    # the auth layer, within its access rules).
+    anonymous_pull: bool = True
+
+
+@dataclass
+class CacheConfig:
+    """The pull path's in-memory caches (per process)."""
+
+    # How long a tag → digest answer is reused (0: every tag read asks ECR).
+    tag_ttl_seconds: float = 5.0
+    # Manifests by digest (immutable), least recently used dropped beyond this size.
+    manifest_max_bytes: int = 64 * 1024**2
+    # Presigned download URLs are reused this long (well within their validity).
+    download_url_ttl_seconds: float = 300.0
 
 
 @dataclass
@@ -74,9 +107,18 @@ class StagingConfig:
 
 
 @dataclass
+class BlobCacheConfig:
+    """Proxy mode: a local copy of every blob served, shared by all repositories."""
+
+    path: str | None = None  # None: no blob cache
+    max_bytes: int = 20 * 1024**3
+
+
+@dataclass
 class BlobsConfig:
     mode: str = "redirect"  # "redirect" (307 to the download URL) or "proxy"
     staging: StagingConfig = field(default_factory=StagingConfig)
+    cache: BlobCacheConfig = field(default_factory=BlobCacheConfig)
 
 
 @dataclass
@@ -85,14 +127,87 @@ class UploadsConfig:
 
 
 @dataclass
+class StateConfig:
+    """Where upload sessions live: ``local`` (this process, spilled to data_dir) or ``redis``
+    (shared by every replica, so any replica can continue any session)."""
+
+    backend: str = "local"
+    redis_url: str | None = None  # redis://[:password@]host:port/db
+    key_prefix: str = "ecr-gateway:"
+    lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
+    lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
+
+
+@dataclass
+class TokenConfig:
+    """The gateway's own token server (docker token auth)."""
+
+    realm: str | None = None  # None: <scheme>://<host the client used>/token
+    service: str = "ecr-gateway"
+    issuer: str = "ecr-gateway"
+    ttl_seconds: int = 300
+    refresh_ttl_seconds: int = 14 * 86400  # 0: never hand out refresh tokens
+    signing_key_file: str | None = None  # None: generated into data_dir/auth (mode 0600)
+
+
+@dataclass
+class AccessRuleConfig:
+    """Repository pattern → users/groups → actions; the first matching rule decides."""
+
+    repository: str = "**"
+    users: list[str] = field(default_factory=list)  # "*": every authenticated user
+    groups: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)  # pull, push, delete, catalog
+    anonymous: bool = False  # also applies to callers without credentials (pull only)
+
+
+@dataclass
+class RateLimitConfig:
+    """Failed logins tolerated per user name and per client address within the window."""
+
+    window_seconds: float = 300.0
+    max_failures_per_user: int = 10
+    max_failures_per_address: int = 50
+
+
+@dataclass
+class AuthConfig:
+    mode: str = "none"  # "none", "htpasswd" or "aws"
+    allow_anonymous_on_public_address: bool = False
+    htpasswd_file: str | None = None
+    token: TokenConfig = field(default_factory=TokenConfig)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    rules: list[AccessRuleConfig] = field(default_factory=list)
+    rate_limit: RateLimitConfig = field(default_factory=RateLimitConfig)
+
+
+@dataclass
+class TlsConfig:
+    """HTTPS served by the gateway itself; both files are re-read when they change."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    reload_interval_seconds: float = 5.0
+
+
+@dataclass
 class Config:
     listen: str = "127.0.0.1:5000"
     data_dir: str = "./.ecr-gateway"
     log_level: str = "info"
+    log_format: str = "text"  # "text" or "json" (one JSON object per line)
+    shutdown_grace_seconds: float = 30.0  # SIGTERM: in-flight requests get this long
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     routes: list[RouteConfig] = field(default_factory=list)
+    # Upstream registry host (containerd's ?ns=) → ECR target. Empty: ns is ignored and
+    # `routes` serve every request; else a request whose ns is not listed gets NAME_UNKNOWN.
+    mirrors: dict[str, MirrorConfig] = field(default_factory=dict)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     blobs: BlobsConfig = field(default_factory=BlobsConfig)
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
     @property
     def listen_host(self) -> str:
@@ -118,9 +233,17 @@ _CHOICES = {
     "upstream.mode": ("embedded", "aws"),
     "blobs.mode": ("redirect", "proxy"),
     "log_level": ("debug", "info", "warning", "error"),
+    "auth.mode": ("none", "htpasswd", "aws"),
+    "log_format": ("text", "json"),
+    "state.backend": ("local", "redis"),
     "routes.repository.image_tag_mutability": ("MUTABLE", "IMMUTABLE"),
     "routes.repository.encryption_type": ("AES256", "KMS"),
 }
+
+
+# What containerd puts in ?ns=: a lower-case registry host, optionally with a port.
+_MIRROR_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
+                          r"(:[0-9]{1,5})?$")
 
 
 def _build(cls: type, data: Any, path: str) -> Any:
@@ -154,6 +277,9 @@ def _convert(hint: Any, raw: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(raw, dict):
             raise ConfigError(path, "must be a mapping")
+        value_hint = typing.get_args(hint)[1]
+        if dataclasses.is_dataclass(value_hint) or typing.get_origin(value_hint) is list:
+            return {str(k): _convert(value_hint, v, f"{path}.{k}") for k, v in raw.items()}
         return {str(k): str(v) for k, v in raw.items()}
     if hint is bool:
         if not isinstance(raw, bool):
@@ -207,12 +333,41 @@ def _check(config: Config) -> None:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}") from None
     if not host or not 0 <= port <= 65535:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}")
+    if config.state.backend == "redis" and not config.state.redis_url:
+        raise ConfigError("state.redis_url", "is required when state.backend is redis")
+    _check_auth(config)
     prefixes = [route.prefix for route in config.routes]
     if len(prefixes) != len(set(prefixes)):
         raise ConfigError("routes", "two routes have the same prefix")
     for i, route in enumerate(config.routes):
         if route.prefix.endswith("/") or route.repository_prefix.endswith("/"):
             raise ConfigError(f"routes[{i}]", "prefixes are written without a trailing slash")
+    for host, mirror in config.mirrors.items():
+        if not _MIRROR_HOST.match(host):
+            raise ConfigError(f"mirrors.{host}", "must be a registry host name (host[:port])")
+        if mirror.repository_prefix.endswith("/"):
+            raise ConfigError(f"mirrors.{host}.repository_prefix",
+                              "prefixes are written without a trailing slash")
+
+
+def _check_auth(config: Config) -> None:
+    auth, tls = config.auth, config.tls
+    if auth.mode == "htpasswd" and not auth.htpasswd_file:
+        raise ConfigError("auth.htpasswd_file", "is required when auth.mode is htpasswd")
+    if bool(tls.cert_file) != bool(tls.key_file):
+        raise ConfigError("tls", "cert_file and key_file go together")
+    if auth.token.ttl_seconds < 60:
+        raise ConfigError("auth.token.ttl_seconds", "must be at least 60")
+    for i, rule in enumerate(auth.rules):
+        unknown = set(rule.actions) - {"pull", "push", "delete", "catalog"}
+        if unknown:
+            raise ConfigError(f"auth.rules[{i}].actions",
+                              f"unknown action {sorted(unknown)[0]!r} (pull, push, delete, "
+                              "catalog)")
+        missing = [group for group in rule.groups if group not in auth.groups]
+        if missing:
+            raise ConfigError(f"auth.rules[{i}].groups", f"group {missing[0]!r} is not defined "
+                              "in auth.groups")
 
 
 def load_config(path: str | None = None, *, environ: typing.Mapping[str, str] | None = None,

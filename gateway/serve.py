@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,10 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.app import build_app
+from gateway.auth.exposure import check_exposure
+from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
+from gateway.observability.drain import graceful_stop
 
 log = logging.getLogger("gateway")
 
@@ -59,30 +63,41 @@ class EmbeddedEmulator:
                 self._process.kill()
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    # botocore logs request details at DEBUG; keep it quiet whatever the level.
-    logging.getLogger("botocore").setLevel(logging.WARNING)
+def _setup_logging(config: Config) -> None:
+    from gateway.observability.logs import setup
+    from gateway.tools.check_config import secret_values
+
+    setup(config.log_level, config.log_format, secret_values(config))
 
 
-async def _run(config: Config) -> None:
+async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     app = build_app(config)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # SIGTERM: stop accepting, give in-flight requests shutdown_grace_seconds, then cancel
+    # them (an upload cut short keeps what it stored: the client resumes from its offset).
+    # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=min(config.shutdown_grace_seconds, 2.0))
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024)
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
+                       ssl_context=tls.context if tls else None)
     await site.start()
+    tls_watch = asyncio.create_task(tls.watch()) if tls else None
     sockets = runner.addresses
     port = sockets[0][1] if sockets else config.listen_port
-    log.info("ecr-gateway listening on http://%s:%s (upstream %s)", config.listen_host, port,
-             config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
-    print(f"ecr-gateway listening on http://{config.listen_host}:{port}", flush=True)
+    scheme = "https" if tls else "http"
+    log.info("ecr-gateway listening on %s://%s:%s (upstream %s)", scheme, config.listen_host,
+             port, config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
+    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    await runner.cleanup()
+    log.info("shutting down: no new connections, in-flight requests get up to %ss",
+             config.shutdown_grace_seconds)
+    if tls_watch is not None:
+        tls_watch.cancel()
+    await graceful_stop(runner, config.shutdown_grace_seconds)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -92,7 +107,20 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ecr-gateway: bad configuration: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config.log_level)
+    try:
+        exposure_warnings = check_exposure(config)
+        tls = (TlsFiles(config.tls.cert_file, config.tls.key_file,
+                        config.tls.reload_interval_seconds)
+               if config.tls.cert_file and config.tls.key_file else None)
+    except ConfigError as exc:
+        print(f"ecr-gateway: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as exc:
+        print(f"ecr-gateway: cannot load tls.cert_file / tls.key_file: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config)
+    for warning in exposure_warnings:
+        log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     emulator: EmbeddedEmulator | None = None
     if config.upstream.mode == "embedded":
         emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
@@ -103,7 +131,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                  config.data_path / "emulator")
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
     try:
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, tls))
     finally:
         if emulator:
             emulator.stop()

@@ -10,6 +10,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
 from gateway.ecr.retry import RetryPolicy
+from gateway.observability.metrics import UPSTREAM_CALLS, upstream_attempt
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
@@ -30,11 +31,17 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
     """Perform one ECR action; raise EcrError (an OciError) on failure."""
     method = getattr(client, xform_name(action))
     tally = upstream_calls.get()
+    counter = UPSTREAM_CALLS.labels(action)
+    attempts = 0
 
     async def attempt() -> dict[str, Any]:
+        nonlocal attempts
+        attempts += 1
+        counter.inc()
         if tally is not None:
             tally.append(action)
-        result: dict[str, Any] = await method(**params)
+        with upstream_attempt(action, attempts, THROTTLES):
+            result: dict[str, Any] = await method(**params)
         return result
 
     try:

@@ -7,12 +7,16 @@ client API is a thin wrapper over aiobotocore's ``create_client``, so nothing is
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+import asyncio
+import contextvars
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+
+from gateway.ecr import partbody
 
 
 @dataclass(frozen=True)
@@ -22,16 +26,32 @@ class Upstream:
     region: str
     endpoint_url: str | None = None
     access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     service: str = "ecr"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """An AWS identity's keys (never printed)."""
+
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+
+# The caller's own AWS identity (auth.mode aws), set per request by the auth middleware and
+# used wherever an Upstream is built; None means the gateway's configured identity.
+caller_credentials: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar(
+    "caller_credentials", default=None)
 
 
 class ClientFactory:
     def __init__(self, max_connections: int = 64, timeout: float = 60.0) -> None:
-        self._stack = AsyncExitStack()
         self._session = get_session()
         self._clients: dict[Upstream, Any] = {}
+        self._contexts: dict[Upstream, Any] = {}
+        self._creating = asyncio.Lock()  # concurrent first calls share one client
         # Retries are ours (gateway.ecr.retry): botocore's own would multiply with them.
         self._config = AioConfig(
             retries={"total_max_attempts": 1},
@@ -43,20 +63,33 @@ class ClientFactory:
 
     async def client(self, upstream: Upstream) -> Any:
         client = self._clients.get(upstream)
-        if client is None:
-            context = self._session.create_client(
-                upstream.service,
-                region_name=upstream.region,
-                endpoint_url=upstream.endpoint_url,
-                aws_access_key_id=upstream.access_key_id,
-                aws_secret_access_key=upstream.secret_access_key,
-                aws_session_token=upstream.session_token,
-                config=self._config,
-            )
-            client = await self._stack.enter_async_context(context)
-            self._clients[upstream] = client
+        if client is not None:
+            return client
+        async with self._creating:
+            client = self._clients.get(upstream)
+            if client is None:
+                context = self._session.create_client(
+                    upstream.service,
+                    region_name=upstream.region,
+                    endpoint_url=upstream.endpoint_url,
+                    aws_access_key_id=upstream.access_key_id,
+                    aws_secret_access_key=upstream.secret_access_key,
+                    aws_session_token=upstream.session_token,
+                    config=self._config,
+                )
+                client = await context.__aenter__()
+                partbody.install(client)  # UploadLayerPart bodies without stdlib json
+                self._contexts[upstream] = context
+                self._clients[upstream] = client
         return client
 
+    async def discard(self, which: Callable[[Upstream], bool]) -> int:
+        """Close the clients of the upstreams ``which`` selects (an identity that expired)."""
+        chosen = [upstream for upstream in self._clients if which(upstream)]
+        for upstream in chosen:
+            self._clients.pop(upstream, None)
+            await self._contexts.pop(upstream).__aexit__(None, None, None)
+        return len(chosen)
+
     async def close(self) -> None:
-        self._clients.clear()
-        await self._stack.aclose()
+        await self.discard(lambda _: True)

@@ -11,28 +11,26 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cachetools import TTLCache
 
-from gateway.config import RouteConfig
+from gateway.config import CacheConfig, RouteConfig
+from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
+from gateway.ecr.singleflight import SingleFlight
 from gateway.ecr.staging import StagingStore
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
-from gateway.oci.backend import BlobLocation, Manifest, UploadStatus
+from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.errors import OciError
-from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest
+from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
-
-# ECR's presigned layer URLs have been seen to last an hour; reuse them well within that.
-URL_CACHE_SECONDS = 300
 
 
 def _image_id(reference: str) -> dict[str, str]:
@@ -43,15 +41,19 @@ class EcrRegistry:
     def __init__(self, router: Router, clients: ClientFactory,
                  upstream_for: Callable[[str], Upstream], sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
-                 http: Callable[[], aiohttp.ClientSession]) -> None:
+                 http: Callable[[], aiohttp.ClientSession],
+                 cache: CacheConfig | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
         self._staging = staging
         self._policy = policy
         self._http = http
-        self._urls: TTLCache[tuple[str | None, str, str], str] = TTLCache(
-            maxsize=10_000, ttl=URL_CACHE_SECONDS)
+        # Pull path: answers cached per ECR repository, identical misses made once.
+        self.caches = PullCaches(cache or CacheConfig())
+        self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
+        self._url_calls: SingleFlight[str] = SingleFlight("download_url")
+        self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self.uploads = UploadManager(sessions, staging, policy, self._client)
         self.tokens = TokenCache(self._fetch_token)
 
@@ -69,9 +71,12 @@ class EcrRegistry:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _target(self, name: str) -> Target:
-        target = self._router.resolve(name)
+        ns = upstream_ns.get()
+        target = self._router.resolve(name, ns)
         if target is None:
-            raise OciError(oci.NAME_UNKNOWN, {"name": name}, message="no route serves this name")
+            detail = {"name": name, "ns": ns} if ns else {"name": name}
+            raise OciError(oci.NAME_UNKNOWN, detail,
+                           message=self._router.unrouted_reason(name, ns))
         return target
 
     async def _client(self, target: Target) -> Any:
@@ -116,19 +121,29 @@ class EcrRegistry:
             return 0
         if not digest.startswith("sha256:"):
             return None
+        known = self.caches.member_size(target.key, digest)
+        if known is not None:
+            return known
+        return await self._stat_calls.do((target.key, digest),
+                                         lambda: self._check_layer(target, digest))
+
+    async def _check_layer(self, target: Target, digest: str) -> int | None:
         answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
         for layer in answer.get("layers", []):
             if layer.get("layerAvailability") == "AVAILABLE":
-                return int(layer.get("layerSize", 0))
+                size = int(layer.get("layerSize", 0))
+                self.caches.remember_member(target.key, digest, size)
+                return size
         return None
 
     async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
         target = self._target(name)
         if digest == EMPTY_SHA256:
             return BlobLocation(0, path=self._staging.empty)
-        key = (target.registry_id, target.repository, digest)
-        if not fresh and key in self._urls:
-            return BlobLocation(-1, url=self._urls[key])
+        if not fresh:
+            cached = self.caches.url(target.key, digest)
+            if cached is not None:
+                return BlobLocation(-1, url=cached)
         staged = self._staging.find(digest)
         if staged is not None:
             size = await self.stat_blob(name, digest)  # is it in *this* repository?
@@ -136,10 +151,15 @@ class EcrRegistry:
                 return BlobLocation(size, path=staged)
         if not digest.startswith("sha256:"):
             raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
+        url = await self._url_calls.do((target.key, digest),
+                                       lambda: self._download_url(target, digest))
+        return BlobLocation(-1, url=url)
+
+    async def _download_url(self, target: Target, digest: str) -> str:
         answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
         url: str = answer["downloadUrl"]
-        self._urls[key] = url
-        return BlobLocation(-1, url=url)
+        self.caches.remember_url(target.key, digest, url)
+        return url
 
     # -- uploads ----------------------------------------------------------------------------
 
@@ -201,6 +221,15 @@ class EcrRegistry:
 
     async def get_manifest(self, name: str, reference: str) -> Manifest:
         target = self._target(name)
+        digest = reference if is_digest(reference) else self.caches.tag(target.key, reference)
+        if digest is not None:
+            cached = self.caches.manifest(target.key, digest)
+            if cached is not None:
+                return cached
+        return await self._manifest_calls.do((target.key, reference),
+                                             lambda: self._fetch_manifest(target, reference))
+
+    async def _fetch_manifest(self, target: Target, reference: str) -> Manifest:
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
                                   acceptedMediaTypes=list(MANIFEST_TYPES))
         images = answer.get("images", [])
@@ -212,7 +241,19 @@ class EcrRegistry:
         body = image["imageManifest"].encode()
         digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
         media_type = image.get("imageManifestMediaType") or "application/json"
-        return Manifest(body, media_type, digest)
+        manifest = Manifest(body, media_type, digest)
+        self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
+        self._remember_blobs(target, manifest)
+        return manifest
+
+    def _remember_blobs(self, target: Target, manifest: Manifest) -> None:
+        """ECR holds an image only with all of its layers: the repository has these blobs."""
+        try:
+            parsed = parse_manifest(manifest.body, manifest.media_type)
+        except OciError:
+            return  # not an image manifest the gateway understands; nothing learned
+        for blob in parsed.blobs:
+            self.caches.remember_member(target.key, blob.digest, blob.size)
 
     async def put_manifest(self, name: str, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
@@ -231,6 +272,8 @@ class EcrRegistry:
             # (it is also what a retried PutImage that did land looks like).
             if exc.code != "ImageAlreadyExistsException":
                 raise
+        self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
+                             None if is_digest(reference) else reference)
         for blob in parsed.blobs:
             self._staging.forget(blob.digest)  # ECR serves referenced layers itself now
         return digest
@@ -238,8 +281,11 @@ class EcrRegistry:
     async def delete_manifest(self, name: str, reference: str) -> None:
         target = self._target(name)
         if not is_digest(reference):
+            self.caches.forget_tag(target.key, reference)
             await self._untag(target, name, reference)
+            self.caches.forget_tag(target.key, reference)
             return
+        self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
         for failure in answer.get("failures", []):

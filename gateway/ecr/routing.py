@@ -1,10 +1,26 @@
-"""Which ECR repository (registry, region, name) a client's repository name maps to."""
+"""Which ECR repository (registry, region, name) a client's repository name maps to.
+
+Names map through ``routes`` (longest prefix wins). A mirror client (containerd) also names
+the upstream registry it wants with ``?ns=<host>``; when ``mirrors`` are configured, that
+host picks the target instead: ``mirrors[ns]`` maps ``<host>/<name>`` onto
+``repository_prefix/<name>`` in its registry and region, and a host that is not listed
+resolves to nothing (404 NAME_UNKNOWN, so containerd moves on to its next host). Resolution
+is local: an unmapped name costs no upstream call.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from gateway.config import RouteConfig
+from gateway.config import Config, MirrorConfig, RouteConfig
+from gateway.ecr.clients import caller_credentials
+
+# <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]: an ECR registry's own host name.
+_ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+# ECR Public's registry. Pulls from it need its own upstream client (ECR Public has no
+# BatchGetImage/GetDownloadUrlForLayer): until that exists such requests get NAME_UNKNOWN.
+ECR_PUBLIC_HOST = "public.ecr.aws"
 
 
 @dataclass(frozen=True)
@@ -17,6 +33,20 @@ class Target:
     def registry_id(self) -> str | None:
         return self.route.registry_id
 
+    @property
+    def key(self) -> tuple[str | None, str, str]:
+        """Identifies the ECR repository: (registry id, region, repository name).
+
+        When callers sign with their own AWS keys (auth.mode aws) it is also whose view of
+        the repository this is (the registry id gets ``@<access key id>``): IAM may let one
+        identity read what another may not, so cached answers are never shared between them.
+        """
+        caller = caller_credentials.get()
+        if caller is not None:
+            return (f"{self.route.registry_id or ''}@{caller.access_key_id}", self.region,
+                    self.repository)
+        return (self.route.registry_id, self.region, self.repository)
+
     def ids(self) -> dict[str, str]:
         """The registryId/repositoryName parameters every repository-scoped action takes."""
         params = {"repositoryName": self.repository}
@@ -25,11 +55,31 @@ class Target:
         return params
 
 
+def mirror_route(host: str, mirror: MirrorConfig) -> RouteConfig:
+    """The (pull-only) route a mirror entry stands for."""
+    registry_id, region = mirror.registry_id, mirror.region
+    ecr = _ECR_HOST.match(host)
+    if ecr:
+        registry_id = registry_id or ecr[1]
+        region = region or ecr[2]
+    return RouteConfig(prefix="", repository_prefix=mirror.repository_prefix,
+                       registry_id=registry_id, region=region, create_on_push=False,
+                       anonymous_pull=mirror.anonymous_pull)
+
+
 class Router:
-    def __init__(self, routes: list[RouteConfig], default_region: str) -> None:
+    def __init__(self, routes: list[RouteConfig], default_region: str,
+                 mirrors: dict[str, MirrorConfig] | None = None) -> None:
         # Longest prefix first so "team-a/ci" beats "team-a" beats "".
         self._routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         self._region = default_region
+        self._mirrors = {host: mirror_route(host, m) for host, m in (mirrors or {}).items()
+                         if host != ECR_PUBLIC_HOST}
+        self._reserved = {ECR_PUBLIC_HOST} & set(mirrors or {})
+
+    @classmethod
+    def from_config(cls, config: Config) -> Router:
+        return cls(config.effective_routes(), config.upstream.region, config.mirrors)
 
     @property
     def routes(self) -> list[RouteConfig]:
@@ -38,12 +88,31 @@ class Router:
     def region_of(self, route: RouteConfig) -> str:
         return route.region or self._region
 
-    def resolve(self, name: str) -> Target | None:
+    def resolve(self, name: str, ns: str | None = None) -> Target | None:
+        """The target of ``name``; ``ns`` is the upstream host a mirror client named."""
+        if ns is not None and (self._mirrors or self._reserved):
+            mirror = self._mirrors.get(ns)
+            if mirror is None:
+                return None
+            return Target(mirror, _join(mirror.repository_prefix, name), self.region_of(mirror))
         for route in self._routes:
             rest = _strip(name, route.prefix)
             if rest is not None:
                 return Target(route, _join(route.repository_prefix, rest), self.region_of(route))
         return None
+
+    def unrouted_reason(self, name: str, ns: str | None) -> str:
+        """Why :meth:`resolve` found no target, in words for the error message."""
+        if ns in self._reserved:
+            return f"pulling through {ns} (ECR Public) is not supported yet"
+        if ns is not None and (self._mirrors or self._reserved):
+            return f"this gateway is not a mirror of {ns}"
+        return "no route serves this name"
+
+    def anonymous_pull(self, name: str, ns: str | None = None) -> bool:
+        """Whether the route serving this request lets anyone pull (for the auth layer)."""
+        target = self.resolve(name, ns)
+        return target is not None and target.route.anonymous_pull
 
     def client_name(self, route: RouteConfig, repository: str) -> str | None:
         """The client-facing name of an ECR repository seen through ``route`` (or None)."""

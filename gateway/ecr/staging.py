@@ -29,7 +29,7 @@ class StagingStore:
     def spool_path(self, upload_id: str) -> Path:
         return self._spools / upload_id
 
-    def append(self, upload_id: str, received_before: int, data: bytes) -> None:
+    def append(self, upload_id: str, received_before: int, data: bytes | memoryview) -> None:
         """Append to an upload's spool if it holds exactly the bytes received so far.
 
         A spool that fell behind (its earlier bytes went to another replica, or a write

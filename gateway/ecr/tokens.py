@@ -18,6 +18,8 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from gateway.observability.metrics import TOKEN_CACHE
+
 
 @dataclass(frozen=True)
 class AuthToken:
@@ -58,8 +60,10 @@ class TokenCache:
     async def get(self, key: Hashable) -> AuthToken:
         token = self._tokens.get(key)
         if token is not None:
+            TOKEN_CACHE.labels("hit").inc()
             return token
         pending = self._pending.get(key)
+        TOKEN_CACHE.labels("miss" if pending is None else "shared").inc()
         if pending is None:
             pending = asyncio.ensure_future(self._fetch(key))
             self._pending[key] = pending

@@ -19,6 +19,7 @@ import aiohttp
 
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
+from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
 from gateway.ecr.staging import StagingStore
@@ -36,6 +37,46 @@ MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
 
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
+
+
+class _Pending:
+    """Received bytes not sent upstream yet, kept as the chunks they arrived in, so that a
+    part is joined from them with a single copy."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._chunks: list[bytes | memoryview] = [data] if data else []
+        self.size = len(data)
+
+    def add(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self.size += len(chunk)
+
+    def put_back(self, data: bytes) -> None:
+        if data:
+            self._chunks.insert(0, data)
+            self.size += len(data)
+
+    def take(self, count: int) -> bytes:
+        """The first ``count`` bytes as one bytes object; the rest stays pending."""
+        taken: list[bytes | memoryview] = []
+        need, used = count, 0
+        while need:
+            chunk = self._chunks[used]
+            if len(chunk) <= need:
+                taken.append(chunk)
+                need -= len(chunk)
+                used += 1
+            else:
+                view = memoryview(chunk)
+                taken.append(view[:need])
+                self._chunks[used] = view[need:]
+                need = 0
+        del self._chunks[:used]
+        self.size -= count
+        if len(taken) == 1 and isinstance(taken[0], bytes):
+            return taken[0]
+        return b"".join(taken)
 
 
 class UploadManager:
@@ -70,7 +111,8 @@ class UploadManager:
         session = await self._session(name, upload_id)
         return UploadStatus(session.id, session.received)
 
-    async def _send_part(self, target: Target, session: UploadSession, part: bytes) -> None:
+    async def _send_part(self, target: Target, session: UploadSession,
+                         part: bytes | EncodedPart) -> None:
         first = session.committed
         last = first + len(part) - 1
         try:
@@ -94,29 +136,71 @@ class UploadManager:
                                message="chunk does not start where the upload stands",
                                headers={"Range": upload_range_header(session.received),
                                         "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
-            buffer = bytearray(await self._store.tail(upload_id))
-            await self._pump(target, session, buffer, chunks)
+            pending = _Pending(await self._store.tail(upload_id))
+            await self._pump(target, session, pending, chunks)
             return UploadStatus(session.id, session.received)
 
-    async def _pump(self, target: Target, session: UploadSession, buffer: bytearray,
+    async def _spool(self, session: UploadSession, offset: int, data: memoryview) -> None:
+        """Stage received bytes (in a thread); a failed write only means no staged copy."""
+        try:
+            await asyncio.to_thread(self._staging.append, session.id, offset, data)
+        except OSError as exc:
+            log.warning("staging upload %s failed (%s): it will not be staged", session.id, exc)
+            self._staging.discard(session.id)
+
+    async def _prepare(self, target: Target, session: UploadSession, data: bytes, first: int,
+                       new_from: int, previous: asyncio.Task[EncodedPart] | None) -> EncodedPart:
+        """Stage a part's new bytes and build its request body, both in worker threads."""
+        if previous is not None:
+            await asyncio.wait([previous])  # staging writes stay in stream order
+        part = EncodedPart(data, {**target.ids(), "uploadId": session.ecr_upload_id,
+                                  "partFirstByte": first,
+                                  "partLastByte": first + len(data) - 1})
+        building = part.prepare()
+        if new_from < len(data):
+            await self._spool(session, first + new_from, memoryview(data)[new_from:])
+        await building
+        return part
+
+    async def _pump(self, target: Target, session: UploadSession, pending: _Pending,
                     chunks: AsyncIterator[bytes]) -> None:
-        """Move a request body into parts; always leave the store consistent."""
+        """Move a request body into parts; always leave the store consistent.
+
+        While a part is on its way upstream, the next one is cut (the bytes' only copy),
+        staged and encoded in worker threads, so that it leaves as soon as ECR has taken the
+        previous one. Reading the request pauses while both are pending.
+        """
         size = session.part_size
+        staged = session.received  # the staging spool holds everything received before
+        next_first = session.committed
+        cut: list[bytes] = []  # parts taken from ``pending`` that ECR has not stored yet
+        preparing: asyncio.Task[EncodedPart] | None = None
         in_flight: asyncio.Task[None] | None = None
-        sending = b""
         failure: BaseException | None = None
+
+        def cut_part(count: int) -> asyncio.Task[EncodedPart]:
+            nonlocal next_first, staged, preparing
+            data = pending.take(count)
+            preparing = asyncio.create_task(self._prepare(
+                target, session, data, next_first, max(0, staged - next_first), preparing))
+            cut.append(data)
+            next_first += count
+            staged = max(staged, next_first)
+            return preparing
+
+        async def send(prepared: asyncio.Task[EncodedPart]) -> None:
+            await self._send_part(target, session, await prepared)
+            cut.pop(0)
+
         try:
             async for chunk in chunks:
-                # Request chunks are small (socket reads), so a page-cache write is cheap.
-                self._staging.append(session.id, session.received, chunk)
-                buffer += chunk
+                pending.add(chunk)
                 session.received += len(chunk)
-                while len(buffer) >= size:
+                while pending.size >= size:
+                    prepared = cut_part(size)
                     if in_flight is not None:
                         await in_flight
-                    sending = bytes(buffer[:size])
-                    del buffer[:size]
-                    in_flight = asyncio.create_task(self._send_part(target, session, sending))
+                    in_flight = asyncio.create_task(send(prepared))
         except _CLIENT_GONE:
             log.info("client went away mid-body on upload %s at %d", session.id,
                      session.received)
@@ -127,16 +211,22 @@ class UploadManager:
             try:
                 await in_flight
             except BaseException as exc:
-                buffer[:0] = sending  # not stored upstream: it is tail again
                 failure = failure or exc
-        if failure is None and len(buffer) >= MIN_PART:
+        if failure is None and pending.size >= MIN_PART:
             try:
-                await self._send_part(target, session, bytes(buffer))
-                buffer.clear()
+                await send(cut_part(pending.size))
             except BaseException as exc:
                 failure = exc
+        if preparing is not None:
+            await asyncio.wait([preparing])  # staging of every cut part is done
+        for data in reversed(cut):
+            pending.put_back(data)  # not stored upstream: it is tail again
+        rest = pending.take(pending.size)
+        new_from = max(0, staged - session.committed)
+        if new_from < len(rest):
+            await self._spool(session, session.committed + new_from, memoryview(rest)[new_from:])
         session.updated_at = time.time()
-        await self._store.save(session, bytes(buffer))
+        await self._store.save(session, rest)
         if failure is not None:
             raise failure
 

@@ -71,7 +71,7 @@ class _BlobDecoder:
         self._out = bytearray(size_hint * 3 // 4 + 3)
         self._out_len = 0
         self._pending = b""          # base64 characters not yet a multiple of 4
-        self._chars = 0              # base64 characters seen
+        self._padded = False         # the last piece ended in "=": nothing may follow
         self._stage = 0              # 0: before the blob, 1: in it, 2: after it
 
     def feed(self, chunk: bytes) -> None:
@@ -108,11 +108,14 @@ class _BlobDecoder:
         usable = len(text) if final else len(text) - len(text) % 4
         self._pending = bytes(text[usable:])
         if usable:
+            # Each piece is decoded strictly; padding is valid only at the very end.
+            if self._padded:
+                raise BodyError(f"'{self._member}' is not valid base64")
             try:
                 piece = b64decode(memoryview(text)[:usable])
             except (binascii.Error, ValueError):
                 raise BodyError(f"'{self._member}' is not valid base64") from None
-            self._chars += usable
+            self._padded = text[usable - 1] == ord("=")
             end = self._out_len + len(piece)
             if end > len(self._out):
                 self._out.extend(bytes(end - len(self._out)))
@@ -127,20 +130,9 @@ class _BlobDecoder:
         params = _loads(self._before + self._after)
         if params.get(self._member) != "":
             raise BodyError(f"'{self._member}' could not be located in the body")
-        del self._out[self._out_len:]
-        if self._out_len != _decoded_length(self._chars, self._out_len):
+        if self._pending:
             raise BodyError(f"'{self._member}' is not valid base64")
+        del self._out[self._out_len:]
         params[self._member] = self._out
         return params
 
-
-def _decoded_length(chars: int, got: int) -> int:
-    """``got`` if ``chars`` base64 characters can decode to it, else -1.
-
-    Each piece is decoded strictly, but padding that ends one piece in the middle of the text
-    is valid for the piece only: it shows up as fewer bytes than the text's length implies.
-    """
-    if chars % 4:
-        return -1
-    full = chars // 4 * 3
-    return got if full - 2 <= got <= full else -1

@@ -1,7 +1,7 @@
 """The AWS JSON 1.1 protocol: one ``POST /`` route, the action in ``X-Amz-Target``.
 
 A request is signed with SigV4; the emulator does not verify signatures but reads the access
-key id and region from the credential scope, so that per-key rules can be layered on later.
+key id and region from the credential scope, and applies the per-key rules of access.py.
 Errors travel as ``{"__type": name, "message": ...}`` with the HTTP status AWS uses, which is
 what botocore turns into ``client.exceptions.<name>``.
 """
@@ -14,16 +14,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from gateway.emulator import jsonbody, validation
+from gateway.emulator import access, jsonbody, validation
 from gateway.emulator.errors import AwsError, server_error
-
-if TYPE_CHECKING:
-    from gateway.emulator.state import EmulatorState
+from gateway.emulator.state import STATE_KEY, EmulatorState
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +125,6 @@ def base_url(request: web.Request, public_url: str | None) -> str:
 
 async def handle_api(request: web.Request) -> web.Response:
     """The single API route: dispatch, render errors, write the request log."""
-    from gateway.emulator.state import STATE_KEY
-
     state = request.app[STATE_KEY]
     started = time.monotonic()
     action_name = request.headers.get("X-Amz-Target", "").removeprefix(TARGET_PREFIX)
@@ -137,11 +133,14 @@ async def handle_api(request: web.Request) -> web.Response:
     request_id = str(uuid.uuid4())
     try:
         identity = parse_identity(request)
+        request["identity"] = identity  # who signed it, for any middleware
         spec = _lookup(request.headers.get("X-Amz-Target", ""))
         params = await read_params(request, spec)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.name, params)
+        request.app[access.POLICIES].check(identity.access_key_id, spec.name, params,
+                                           account_id=state.account_id, region=state.region)
         fault = state.faults.take(spec.name)
         if fault is not None:
             raise fault

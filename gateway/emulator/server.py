@@ -6,6 +6,7 @@ Routes:
   GET  /_emulator/requests         the request log as {"requests": [...]} (?action= filters)
   DELETE /_emulator/requests       empties the in-memory view of the log
   GET  /_emulator/health           {"status": "ok", "accountId": ..., "region": ...}
+  GET/PUT/DELETE /_emulator/policies  per-access-key allow/deny rules (see access.py)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.emulator import (
+    access,
     actions,  # noqa: F401  (importing registers the handlers)
     downloads,
     protocol,
@@ -39,7 +41,8 @@ DEFAULT_REGION = "us-east-1"
 
 def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
                region: str = DEFAULT_REGION, public_url: str | None = None,
-               settings: Settings | None = None) -> web.Application:
+               settings: Settings | None = None,
+               policies: access.Policies | None = None) -> web.Application:
     """The emulator as an aiohttp application storing everything under ``data_dir``.
 
     ``public_url`` is the base of the URLs the emulator hands out (proxyEndpoint, download
@@ -65,6 +68,7 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     app.router.add_get("/_emulator/faults", _list_faults)
     app.router.add_post("/_emulator/faults", _add_fault)
     app.router.add_delete("/_emulator/faults", _clear_faults)
+    access.add_routes(app, policies)
     return app
 
 
@@ -107,11 +111,11 @@ async def _health(request: web.Request) -> web.Response:
 @contextlib.asynccontextmanager
 async def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                 account_id: str = DEFAULT_ACCOUNT_ID, region: str = DEFAULT_REGION,
-                public_url: str | None = None,
-                settings: Settings | None = None) -> AsyncIterator[str]:
+                public_url: str | None = None, settings: Settings | None = None,
+                policies: access.Policies | None = None) -> AsyncIterator[str]:
     """Run the emulator on ``host:port`` (0: any free port) and yield its base URL."""
     app = create_app(data_dir, account_id=account_id, region=region, public_url=public_url,
-                     settings=settings)
+                     settings=settings, policies=policies)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -137,11 +141,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         settings = Settings.from_env()
-    except ValueError as exc:
+        policy_file = getattr(args, "policy_file", None)
+        policies = access.Policies.from_file(policy_file) if policy_file else None
+    except (ValueError, OSError) as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_run(Path(args.data_dir), host, port, args.account_id, args.region, settings))
+        asyncio.run(_run(Path(args.data_dir), host, port, args.account_id, args.region, settings,
+                         policies))
     except OSError as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 1
@@ -149,13 +156,13 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 async def _run(data_dir: Path, host: str, port: int, account_id: str, region: str,
-               settings: Settings) -> None:
+               settings: Settings, policies: access.Policies | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with serve(data_dir, host=host, port=port, account_id=account_id, region=region,
-                     settings=settings) as url:
+                     settings=settings, policies=policies) as url:
         print(f"ECR emulator listening on {url}", flush=True)
         await stop.wait()
     log.info("ECR emulator stopped")

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 
 MiB = 1024 * 1024
 
-# Fixed by the API model (LayerPartBlob max) rather than by a quota.
-MAX_PART_BYTES = 20_971_520
-
 
 @dataclass(frozen=True)
 class Settings:

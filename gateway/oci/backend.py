@@ -7,11 +7,20 @@ location is the backend's business. Failures are raised as :class:`OciError`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from gateway.oci.mediatypes import Descriptor, ParsedManifest
+
+# The upstream registry a mirror client asked for: containerd adds ``?ns=<host>`` to every
+# request it sends to a mirror (None without it). The dispatcher sets it for the duration of
+# one request, before access checks and handlers run. It qualifies the whole request rather
+# than one operation, and a backend serving a single upstream ignores it, so it travels as a
+# context variable instead of a parameter of every method below; a backend that serves
+# several upstreams reads it wherever it maps a name onto storage.
+upstream_ns: ContextVar[str | None] = ContextVar("upstream_ns", default=None)
 
 
 @dataclass(frozen=True)

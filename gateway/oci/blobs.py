@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
-from gateway.oci.context import HTTP_CLIENT, registry, settings
+from gateway.blobcache import BlobFill
+from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.ranges import parse_read_range
@@ -27,8 +29,16 @@ async def head_blob(request: web.Request, name: str, digest: str) -> web.StreamR
 async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     parse_digest(digest)
     backend = registry(request)
-    location = await backend.locate_blob(name, digest)
     headers = {"Docker-Content-Digest": digest, "Content-Type": _OCTET}
+    cache = request.app.get(BLOB_CACHE)  # proxy mode only
+    if cache is not None:
+        # The cache holds bytes by digest for every repository; whether this repository
+        # may read them is the backend's answer (usually known without an upstream call).
+        cached = await cache.open(digest)
+        if cached is not None and await backend.stat_blob(name, digest) is not None:
+            parse_read_range(request.headers.get("Range", ""), cached.size)
+            return web.FileResponse(cached.path, headers=headers)
+    location = await backend.locate_blob(name, digest)
     if location.path is not None:
         # Validate the range ourselves so a bad one gets the OCI error body.
         parse_read_range(request.headers.get("Range", ""), location.size)
@@ -53,6 +63,20 @@ async def _proxy(
             url = (await registry(request).locate_blob(name, digest, fresh=True)).url or url
             continue
         break
+    # A whole read (not a Range) fills the blob cache as it streams to the client.
+    fill: BlobFill | None = None
+    cache = request.app.get(BLOB_CACHE)
+    if cache is not None and upstream.status == 200:
+        fill = cache.start_fill(digest, upstream.content_length)
+    try:
+        return await _relay(request, upstream, headers, fill)
+    finally:
+        if fill is not None:
+            fill.abort()  # no-op once committed
+
+
+async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
+                 headers: dict[str, str], fill: BlobFill | None) -> web.StreamResponse:
     async with upstream:
         if upstream.status == 416:
             raise OciError(RANGE_INVALID,
@@ -67,8 +91,21 @@ async def _proxy(
                 headers[key] = upstream.headers[key]
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
+        # With a fill, the last chunk is held back until the copy has been verified and
+        # admitted: a client that has the whole blob finds it cached on its next read.
+        held = b""
         async for chunk in upstream.content.iter_chunked(1 << 20):
-            await response.write(chunk)
+            if fill is None:
+                await response.write(chunk)
+                continue
+            await fill.write(chunk)
+            if held:
+                await response.write(held)
+            held = chunk
+        if fill is not None:
+            await fill.commit()
+            if held:
+                await response.write(held)
         await response.write_eof()
         return response
 

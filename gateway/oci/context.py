@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from gateway.blobcache import BlobCache
 from gateway.oci.backend import Registry
 
 
@@ -26,6 +27,11 @@ REGISTRY = web.AppKey("registry", Registry)
 SETTINGS = web.AppKey("oci_settings", OciSettings)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 ACCESS_CHECK: web.AppKey[AccessCheck] = web.AppKey("access_check")
+# Whether the catalog may show a repository to this request's caller (set with auth on).
+CatalogFilter = Callable[[web.Request, str], bool]
+CATALOG_FILTER: web.AppKey[CatalogFilter] = web.AppKey("catalog_filter")
+# Proxy mode: local copies of blob bytes by digest (storage-agnostic; absent = no cache).
+BLOB_CACHE = web.AppKey("blob_cache", BlobCache)
 
 
 def registry(request: web.Request) -> Registry:

@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from gateway.oci.context import registry, settings
+from gateway.oci.context import CATALOG_FILTER, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import OCI_INDEX
@@ -44,6 +44,9 @@ async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
 
 async def catalog(request: web.Request) -> web.StreamResponse:
     names = sorted(await registry(request).list_repositories())
+    visible = request.app.get(CATALOG_FILTER)
+    if visible is not None:
+        names = [name for name in names if visible(request, name)]
     page, headers = _page(request, names, "/v2/_catalog")
     return web.json_response({"repositories": page}, headers=headers)
 

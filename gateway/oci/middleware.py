@@ -1,10 +1,10 @@
-"""Cross-cutting request handling: OCI error bodies, request ids and one access-log line."""
+"""Cross-cutting request handling: OCI error bodies and request ids (the access-log line is
+written by gateway.observability.access, the outermost middleware)."""
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -12,7 +12,6 @@ from aiohttp import web
 
 from gateway.oci.errors import OciError
 
-log = logging.getLogger("gateway.access")
 errors_log = logging.getLogger("gateway.errors")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -30,34 +29,23 @@ def render(error: OciError, request_id: str) -> web.Response:
 
 @web.middleware
 async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    # The access-log middleware (gateway.observability.access) outside this one names the
+    # request and writes its log line.
+    request_id = request.get("request_id") or request.headers.get("X-Request-Id", "")[:64] \
+        or uuid.uuid4().hex
     request["request_id"] = request_id
-    started = time.monotonic()
-    status = 500
     try:
         response = await handler(request)
-        status = response.status
         if not response.prepared:
             response.headers.setdefault("Docker-Distribution-API-Version", "registry/2.0")
             response.headers["X-Request-Id"] = request_id
         return response
     except OciError as error:
-        status = error.status
         return render(error, request_id)
-    except web.HTTPException as exc:
-        status = exc.status
+    except web.HTTPException:
         raise
     except Exception:
         errors_log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
-        status = 500
         return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),
                             content_type="application/json",
                             headers={"X-Request-Id": request_id})
-    finally:
-        log.info("%s", json.dumps({
-            "request_id": request_id, "method": request.method,
-            "path": request.rel_url.path, "ns": request.query.get("ns"),
-            "route": request.get("route"), "repository": request.get("repository"),
-            "status": status, "duration_ms": round((time.monotonic() - started) * 1000, 2),
-            "upstream_calls": request.get("upstream_calls", 0),
-        }))

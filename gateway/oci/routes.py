@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.oci import blobs, listings, manifests, uploads
+from gateway.oci.backend import upstream_ns
 from gateway.oci.context import ACCESS_CHECK
 from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, OciError
 from gateway.oci.names import check_name
@@ -81,6 +82,8 @@ def match(raw_path: str, method: str) -> tuple[Route, Handler, str | None, dict[
 async def dispatch(request: web.Request) -> web.StreamResponse:
     route, handler, action, params = match(request.rel_url.raw_path, request.method)
     request["route"] = route.spec_id
+    # aiohttp runs each request in a task of its own: the value never reaches another request.
+    upstream_ns.set(request.query.get("ns") or None)
     name = params.get("name")
     if name is not None:
         check_name(name)

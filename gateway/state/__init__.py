@@ -1,1 +1,23 @@
-"""Where upload sessions live between requests: ``local`` (this process, spilled to disk)."""
+"""Where upload sessions live between requests: ``local`` (this process, spilled to disk) or
+``redis`` (shared by every replica)."""
+
+from __future__ import annotations
+
+from gateway.config import Config
+from gateway.state.sessions import SessionStore
+
+
+def session_store(config: Config) -> SessionStore:
+    """The session store ``state.backend`` names."""
+    if config.state.backend == "redis":
+        from gateway.state.redis import RedisSessionStore
+
+        idle = config.uploads.idle_timeout_seconds
+        assert config.state.redis_url, "checked when the configuration was loaded"
+        return RedisSessionStore(config.state.redis_url, prefix=config.state.key_prefix,
+                                 lock_ttl=config.state.lock_ttl_seconds,
+                                 lock_wait=config.state.lock_wait_seconds,
+                                 expire_after=max(idle * 2, idle + 300))
+    from gateway.state.local import LocalSessionStore
+
+    return LocalSessionStore(config.data_path / "sessions")

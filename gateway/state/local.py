@@ -88,5 +88,9 @@ class LocalSessionStore:
     async def count(self) -> int:
         return len(self._records)
 
+    async def ping(self) -> None:
+        if not os.access(self._dir, os.W_OK):
+            raise OSError(f"session directory {self._dir} is not writable")
+
     async def close(self) -> None:
         self._locks.clear()

@@ -60,4 +60,7 @@ class SessionStore(Protocol):
 
     async def count(self) -> int: ...
 
+    async def ping(self) -> None:
+        """Raise if the store cannot be used (``/readyz``)."""
+
     async def close(self) -> None: ...

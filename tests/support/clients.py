@@ -173,10 +173,12 @@ class Dockerd:
     It starts its own containerd under the exec root; stopping dockerd stops that too.
     """
 
-    def __init__(self, insecure_registries: Sequence[str] = ()) -> None:
+    def __init__(self, insecure_registries: Sequence[str] = (),
+                 registry_mirrors: Sequence[str] = ()) -> None:
         self.dockerd = require_tool("dockerd")
         self.docker = require_tool("docker")
         self.insecure_registries = list(insecure_registries)
+        self.registry_mirrors = list(registry_mirrors)  # URLs docker.io pulls go to first
         self.root = Path()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -197,7 +199,8 @@ class Dockerd:
         (self.root / "data").mkdir()
         (self.root / "exec").mkdir()
         config = self.root / "daemon.json"
-        config.write_text(json.dumps({"insecure-registries": self.insecure_registries}))
+        config.write_text(json.dumps({"insecure-registries": self.insecure_registries,
+                                      "registry-mirrors": self.registry_mirrors}))
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [self.dockerd, "--config-file", str(config),

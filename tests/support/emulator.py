@@ -14,13 +14,17 @@
 It is also a context manager (``with EmulatorProcess(d) as emu:`` starts and stops it).
 ``requests()`` / ``clear_requests()`` read and reset the emulator's request log, one dict per
 ECR API call with the keys ts, action, repository, outcome ("ok" or the exception name),
-status, access_key_id, region. ``env`` sets ``ECR_EMULATOR_*`` limits (see
-gateway/emulator/settings.py), e.g. ``{"ECR_EMULATOR_DOWNLOAD_URL_EXPIRES": "1"}``.
+status, access_key_id, region (and ``LayerDownload`` entries for presigned-URL fetches).
+``inject_fault(action, error)`` makes the next call fail with that AWS error. ``env`` sets
+``ECR_EMULATOR_*`` limits (see gateway/emulator/settings.py), e.g.
+``{"ECR_EMULATOR_DOWNLOAD_URL_EXPIRES": "1"}``; ``args`` adds command-line arguments.
+``pid`` and ``peak_rss()`` (VmHWM) are there for resource checks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -29,13 +33,13 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 
 READY = re.compile(r"ECR emulator listening on (http://\S+)")
 ACCOUNT_ID = "123456789012"
@@ -45,11 +49,12 @@ START_TIMEOUT = 30.0
 
 class EmulatorProcess:
     def __init__(self, data_dir: Path, *, account_id: str = ACCOUNT_ID, region: str = REGION,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.data_dir = Path(data_dir)
         self.account_id = account_id
         self.region = region
         self.env = dict(env or {})
+        self.args = list(args)
         self.port = 0
         self.url = ""
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
@@ -72,7 +77,7 @@ class EmulatorProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "gateway.cli", "emulator",
                    "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data_dir),
-                   "--account-id", self.account_id, "--region", self.region]
+                   "--account-id", self.account_id, "--region", self.region, *self.args]
         with open(self.log_path, "a") as log:
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True,
                                        env={**os.environ, **self.env})
@@ -143,9 +148,28 @@ class EmulatorProcess:
         return entries
 
     def clear_requests(self) -> None:
-        request = urllib.request.Request(f"{self.url}/_emulator/requests", method="DELETE")
-        with urllib.request.urlopen(request, timeout=10):
-            pass
+        self._admin("DELETE", "requests")
+
+    def inject_fault(self, action: str, error: str, *, count: int = 1,
+                     status: int | None = None, message: str | None = None) -> None:
+        """Make the next ``count`` calls of ``action`` ("*": any) fail with AWS error ``error``
+        (e.g. ThrottlingException, ServerException); see gateway/emulator/faults.py."""
+        fault: dict[str, Any] = {"action": action, "error": error, "count": count}
+        if status is not None:
+            fault["status"] = status
+        if message is not None:
+            fault["message"] = message
+        self._admin("POST", "faults", fault)
+
+    def clear_faults(self) -> None:
+        self._admin("DELETE", "faults")
+
+    def _admin(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data,
+                                         method=method)
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return json.load(r)
 
     def __enter__(self) -> EmulatorProcess:
         self.start()
@@ -156,13 +180,18 @@ class EmulatorProcess:
         self.stop()
 
 
+@functools.cache
+def _session() -> AioSession:
+    # One session for every client: its loader parses the ECR model once (~0.2 s each time).
+    return get_session()
+
+
 @contextlib.asynccontextmanager
 async def ecr_client(url: str, *, region: str = REGION, access_key_id: str = "AKIDEXAMPLE",
                      **config: Any) -> AsyncIterator[Any]:
     """An aiobotocore ``ecr`` client for ``url``; ``config`` goes to botocore's Config
     (e.g. ``parameter_validation=False``, ``retries={"total_max_attempts": 1}``)."""
-    session = get_session()
-    async with session.create_client(
+    async with _session().create_client(
         "ecr", region_name=region, endpoint_url=url, aws_access_key_id=access_key_id,
         aws_secret_access_key="secret", config=AioConfig(**config) if config else None,
     ) as client:

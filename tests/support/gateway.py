@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-_READY = re.compile(r"ecr-gateway listening on (http://\S+)")
+_READY = re.compile(r"ecr-gateway listening on (https?://\S+)")
 
 
 class GatewayProcess:
@@ -42,7 +42,7 @@ class GatewayProcess:
     @property
     def host(self) -> str:
         """host:port, as docker and skopeo name a registry."""
-        return self.url.removeprefix("http://")
+        return self.url.split("://", 1)[-1]
 
     def start(self, timeout: float = 30.0) -> GatewayProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)

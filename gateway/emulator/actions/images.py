@@ -28,6 +28,7 @@ async def put_image(call: Call, params: Json) -> Json:
         raise AwsError("InvalidParameterException",
                        f"Invalid parameter at 'imageTag' failed to satisfy constraint: "
                        f"'{tag}' is not a valid image tag")
+    await state.db.read(store.get_repository, repository, registry_id)
     manifest = manifests.parse(text, params.get("imageManifestMediaType"))
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
     if claimed is not None:

@@ -13,6 +13,8 @@ import asyncio
 import hashlib
 import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 from gateway.emulator import downloads, store
 from gateway.emulator.errors import AwsError
@@ -28,7 +30,8 @@ async def batch_check_layer_availability(call: Call, params: Json) -> Json:
     repository = params["repositoryName"]
     await state.db.read(store.get_repository, repository, registry_id)
     digests = list(dict.fromkeys(params["layerDigests"]))
-    known = await state.db.read(store.get_layers, repository, [d for d in digests if is_image_digest(d)])
+    valid = [d for d in digests if is_image_digest(d)]
+    known = await state.db.read(store.get_layers, repository, valid)
     on_disk = await asyncio.to_thread(lambda: {d: state.blobs.has_blob(d) for d in known})
     layers, failures = [], []
     for digest in digests:
@@ -64,7 +67,16 @@ async def initiate_layer_upload(call: Call, params: Json) -> Json:
 
 @action("UploadLayerPart")
 async def upload_layer_part(call: Call, params: Json) -> Json:
-    state = call.state
+    return await _unabandoned(_upload_part(call.state, params))
+
+
+async def _unabandoned(work: Coroutine[Any, Any, Json]) -> Json:
+    """Run ``work`` to its end even if the request is cancelled: a part write abandoned with
+    its lock released would interleave with the retried part (and its running sha256)."""
+    return await asyncio.shield(work)
+
+
+async def _upload_part(state: EmulatorState, params: Json) -> Json:
     registry_id = state.registry_id(params)
     repository, upload_id = params["repositoryName"], params["uploadId"]
     first, last, data = params["partFirstByte"], params["partLastByte"], params["layerPartBlob"]
@@ -113,7 +125,10 @@ def _check_limits(state: EmulatorState, upload: store.Upload, size: int) -> None
 
 @action("CompleteLayerUpload")
 async def complete_layer_upload(call: Call, params: Json) -> Json:
-    state = call.state
+    return await _unabandoned(_complete(call.state, params))
+
+
+async def _complete(state: EmulatorState, params: Json) -> Json:
     registry_id = state.registry_id(params)
     repository, upload_id = params["repositoryName"], params["uploadId"]
     async with state.upload_lock(upload_id):

@@ -11,9 +11,6 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 
-# Small parts keep multi-part scenarios fast; tests of the 5 MiB rule use their own emulator.
-FAST_ENV = {"ECR_EMULATOR_MIN_PART_SIZE": "1024"}
-
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:

@@ -1,0 +1,144 @@
+"""Users from an htpasswd file with bcrypt hashes (``htpasswd -B``), re-read when it changes.
+
+Only bcrypt entries (``$2y$``, ``$2b$``, ``$2a$``) are accepted; other lines are skipped
+with a warning naming the user. A check for an unknown user still runs one bcrypt round
+of the same cost, so response times do not tell which users exist. A successful check is
+remembered for a minute (keyed by an HMAC of name and password, never the password), so
+clients that send Basic credentials on every request do not pay bcrypt every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+log = logging.getLogger(__name__)
+
+BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
+BCRYPT_MAX_BYTES = 72  # bcrypt reads no further; htpasswd -B truncates the same way
+VERIFIED_TTL = 60.0
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    fingerprint: str  # changes when the password does (binds refresh tokens to it)
+
+
+class HtpasswdFile:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._hashes: dict[str, bytes] = {}
+        self._version: tuple[int, int, int] | None = None
+        self._dummy: bytes = b""
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[bytes, float] = {}
+        self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the file if it changed since the last read; True if it was re-read.
+
+        A file that cannot be read keeps the users already loaded (and says so in the log).
+        """
+        try:
+            stat = os.stat(self.path)
+        except OSError as exc:
+            if self._version is not None:
+                log.error("htpasswd file %s is unreadable (%s); keeping the users loaded "
+                          "before", self.path, exc.strerror)
+                self._version = None
+            elif not self._hashes:
+                log.error("htpasswd file %s is unreadable (%s); nobody can log in",
+                          self.path, exc.strerror)
+            return False
+        version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if version == self._version:
+            return False
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("cannot read htpasswd file %s: %s", self.path, exc)
+            return False
+        self._hashes = parse(text, str(self.path))
+        self._version = version
+        self._verified.clear()
+        self._dummy = _dummy_hash(self._hashes.values())
+        log.info("loaded %d users from %s", len(self._hashes), self.path)
+        return True
+
+    def users(self) -> list[str]:
+        self.reload()
+        return sorted(self._hashes)
+
+    def user(self, name: str) -> User | None:
+        """The user ``name`` as the file has it now (None once removed)."""
+        self.reload()
+        stored = self._hashes.get(name)
+        if stored is None:
+            return None
+        return User(name, hashlib.sha256(stored).hexdigest()[:32])
+
+    async def verify(self, name: str, password: str) -> User | None:
+        """The user, if ``password`` is theirs."""
+        self.reload()
+        key = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+        now = time.monotonic()
+        hashes = self._hashes
+        if self._verified.get(key, 0.0) > now and name in hashes:
+            return self.user(name)
+        stored = hashes.get(name)
+        candidate = password.encode()[:BCRYPT_MAX_BYTES]
+        ok = await asyncio.to_thread(_checkpw, candidate, stored or self._dummy)
+        if not ok or stored is None or hashes is not self._hashes:
+            return None
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[key] = now + VERIFIED_TTL
+        return self.user(name)
+
+
+def parse(text: str, source: str = "htpasswd") -> dict[str, bytes]:
+    hashes: dict[str, bytes] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, stored = line.partition(":")
+        if not sep or not name:
+            log.warning("%s line %d is not NAME:HASH; skipped", source, number)
+            continue
+        if not stored.startswith(BCRYPT_PREFIXES):
+            log.warning("%s: user %r has no bcrypt hash (use htpasswd -B); skipped", source,
+                        name)
+            continue
+        hashes[name] = stored.encode()
+    return hashes
+
+
+def _checkpw(password: bytes, stored: bytes) -> bool:
+    try:
+        return bcrypt.checkpw(password, stored)
+    except ValueError:  # a malformed hash
+        return False
+
+
+def _dummy_hash(hashes: Iterable[bytes]) -> bytes:
+    """A hash as costly as the file's, checked when the user does not exist."""
+    costs = []
+    for stored in hashes:
+        try:
+            costs.append(int(stored.split(b"$")[2]))
+        except (IndexError, ValueError):
+            continue
+    rounds = min(max(costs, default=5), 16)
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=max(rounds, 4)))

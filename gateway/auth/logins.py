@@ -1,0 +1,95 @@
+"""Checking a user name and password: against the htpasswd file or the AWS upstream.
+
+Both kinds answer with a :class:`Login` (who, and for AWS which in-memory identity) or None.
+Failed attempts are counted per user and per address; past the limit the attempt is
+refused with 429 before any password is checked.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.auth.aws import AwsIdentities
+from gateway.auth.challenge import too_many_failures
+from gateway.auth.htpasswd import HtpasswdFile
+from gateway.auth.ratelimit import FailedLogins
+from gateway.auth.tokens import RefreshClaims
+
+
+@dataclass(frozen=True)
+class Login:
+    subject: str
+    identity: str | None = None  # aws: the handle of the caller's keys
+    fingerprint: str | None = None  # htpasswd: changes with the password
+
+
+class PasswordBackend(Protocol):
+    offers_refresh_tokens: bool
+
+    async def check(self, user: str, password: str) -> Login | None: ...
+
+    def still_valid(self, claims: RefreshClaims) -> Login | None: ...
+
+
+class HtpasswdBackend:
+    offers_refresh_tokens = True
+
+    def __init__(self, users: HtpasswdFile) -> None:
+        self.users = users
+
+    async def check(self, user: str, password: str) -> Login | None:
+        found = await self.users.verify(user, password)
+        return Login(found.name, fingerprint=found.fingerprint) if found else None
+
+    def still_valid(self, claims: RefreshClaims) -> Login | None:
+        found = self.users.user(claims.subject)
+        if found is None or found.fingerprint != claims.fingerprint:
+            return None
+        return Login(found.name, fingerprint=found.fingerprint)
+
+
+class AwsBackend:
+    """Refresh tokens are never offered: they would have to carry the secret key."""
+
+    offers_refresh_tokens = False
+
+    def __init__(self, identities: AwsIdentities) -> None:
+        self.identities = identities
+
+    async def check(self, user: str, password: str) -> Login | None:
+        handle = await self.identities.login(user, password)
+        return Login(user, identity=handle) if handle else None
+
+    def still_valid(self, claims: RefreshClaims) -> Login | None:
+        return None
+
+
+class Logins:
+    def __init__(self, backend: PasswordBackend, failures: FailedLogins) -> None:
+        self.backend = backend
+        self.failures = failures
+
+    async def check(self, user: str, password: str, address: str | None) -> Login | None:
+        """The login, or None for a wrong name or password; 429 once rate-limited."""
+        wait = self.failures.retry_after(user, address)
+        if wait is not None:
+            raise too_many_failures(wait)
+        login = await self.backend.check(user, password) if user and password else None
+        if login is None:
+            self.failures.failed(user, address)
+        else:
+            self.failures.succeeded(user, address)
+        return login
+
+
+def parse_basic(value: str) -> tuple[str, str] | None:
+    """``user:password`` from a Basic credential; None if malformed."""
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None

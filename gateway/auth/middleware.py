@@ -1,0 +1,136 @@
+"""Authentication of every ``/v2`` request and the access check before each handler.
+
+The middleware reads the credentials (a Bearer token this gateway issued, or Basic
+credentials on the request itself) into ``request["principal"]``; with ``auth.mode: aws`` it
+also makes the caller's AWS keys the ones this request's ECR calls are signed with. Bad
+credentials are refused at once. ``/v2/`` itself answers 401 to callers without
+credentials, which is how ``docker login`` learns where the token server is.
+
+The OCI dispatcher then calls :meth:`Authenticator.check_access` with the repository and
+the action (pull, push, delete, catalog). A token must hold that action for that
+repository; Basic and anonymous callers are judged by the rules directly. Refusals: 401
+with a challenge when credentials are missing or a token is merely too narrow (the client
+fetches a wider one), 403 DENIED when the rules do not allow the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.auth.aws import AwsIdentities
+from gateway.auth.challenge import Challenger, denied
+from gateway.auth.logins import Logins, parse_basic
+from gateway.auth.rules import AccessRules
+from gateway.auth.scopes import Scope, needed_scope
+from gateway.auth.tokens import AccessClaims, InvalidToken, TokenService
+from gateway.ecr.clients import caller_credentials
+from gateway.oci.middleware import Handler
+
+_BASE = re.compile(r"^/v2/?$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str | None  # None: no credentials
+    token: AccessClaims | None = None  # Bearer: what the token grants; else the rules decide
+    identity: str | None = None  # aws: the caller's identity handle
+
+    @property
+    def has_credentials(self) -> bool:
+        return self.subject is not None or self.token is not None
+
+
+ANONYMOUS = Principal(None)
+PRINCIPAL = "principal"
+
+
+class Authenticator:
+    def __init__(self, tokens: TokenService, rules: AccessRules, logins: Logins,
+                 challenger: Challenger, identities: AwsIdentities | None = None) -> None:
+        self.tokens = tokens
+        self.rules = rules
+        self.logins = logins
+        self.challenger = challenger
+        self.identities = identities
+
+    # -- who is calling ---------------------------------------------------------------------
+
+    async def authenticate(self, request: web.Request) -> Principal:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            return ANONYMOUS
+        scheme, _, value = header.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            try:
+                claims = self.tokens.verify_access(value.strip())
+            except InvalidToken as exc:
+                raise self.challenger.unauthorized(request, error="invalid_token",
+                                                   reason=str(exc)) from None
+            return Principal(claims.subject, claims, claims.identity)
+        if scheme == "basic":
+            pair = parse_basic(value)
+            login = await self.logins.check(*pair, request.remote) if pair else None
+            if login is None:
+                raise self.challenger.unauthorized(request, reason="wrong user name or password")
+            return Principal(login.subject, None, login.identity)
+        raise self.challenger.unauthorized(request, reason=f"unsupported scheme {scheme!r}")
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = request.rel_url.raw_path
+        if not (path == "/v2" or path.startswith("/v2/")):
+            return await handler(request)
+        principal = await self.authenticate(request)
+        request[PRINCIPAL] = principal
+        if _BASE.match(path) and not principal.has_credentials:
+            raise self.challenger.unauthorized(request)
+        credentials = None
+        if principal.identity is not None:
+            if self.identities is not None:
+                credentials = await self.identities.credentials(principal.identity)
+            if credentials is None:  # expired, revoked, or issued before a restart
+                raise self.challenger.unauthorized(
+                    request, error="invalid_token", reason="the AWS identity is no longer valid")
+        reset = caller_credentials.set(credentials)
+        try:
+            return await handler(request)
+        finally:
+            caller_credentials.reset(reset)
+
+    # -- may they do it ---------------------------------------------------------------------
+
+    async def check_access(self, request: web.Request, name: str | None, action: str) -> None:
+        principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
+        self._require(request, principal, name, action)
+        source = request.query.get("from") if request.get("route") == "end-4a" else None
+        if source is not None and request.query.get("mount"):
+            # Mounting copies a blob out of `from`: the caller must be able to read it there.
+            self._require(request, principal, source, "pull")
+
+    def _require(self, request: web.Request, principal: Principal, name: str | None,
+                 action: str) -> None:
+        scope = needed_scope(name, action)
+        exact = Scope(scope.type, scope.name, frozenset({action}) if name else scope.actions)
+        if principal.token is not None and principal.token.allows(exact):
+            return
+        if principal.token is None and self._rules_allow(principal.subject, name, action):
+            return
+        if principal.subject is None:
+            raise self.challenger.unauthorized(request, scope)
+        if self._rules_allow(principal.subject, name, action):  # the token is too narrow
+            raise self.challenger.unauthorized(request, scope, error="insufficient_scope")
+        raise denied(scope, principal.subject)
+
+    def _rules_allow(self, subject: str | None, name: str | None, action: str) -> bool:
+        if name is None:
+            return self.rules.may_list_catalog(subject)
+        return action in self.rules.allowed(subject, name)
+
+    def may_pull(self, request: web.Request, name: str) -> bool:
+        """Whether the catalog shows ``name`` to this caller."""
+        principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
+        return "pull" in self.rules.allowed(principal.subject, name)

@@ -1,0 +1,131 @@
+"""Access rules: repository name patterns → users and groups → actions.
+
+Rules are tried in order and the first one that matches both the repository and the caller
+decides (its actions, nothing else); when none matches, nothing is allowed. Patterns: ``*``
+matches within one path segment, ``**`` across segments, ``?`` one character, and
+``{user}`` stands for the caller's own name (``users/{user}/**``). ``users: ["*"]`` means
+every authenticated user. A rule with ``anonymous: true`` also applies to callers without
+credentials, who only ever get its ``pull``; when no rule applies to such a caller, the
+route serving the name decides (``routes[].anonymous_pull``, ``mirrors.*.anonymous_pull``).
+``catalog`` in a rule's actions lets its users
+call ``/v2/_catalog`` (whatever the pattern); the listing shows only what they may pull.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from gateway.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
+
+ACTIONS = (*REPOSITORY_ACTIONS, "catalog")
+NOTHING: frozenset[str] = frozenset()
+PULL = frozenset({"pull"})
+
+
+def compile_pattern(pattern: str, user: str | None = None) -> re.Pattern[str] | None:
+    """The regular expression of a repository pattern; None if it needs a user and has none."""
+    if "{user}" in pattern and user is None:
+        return None
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern.startswith("{user}", i):
+            out.append(re.escape(user or ""))
+            i += len("{user}")
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Rule:
+    repository: str
+    users: frozenset[str]
+    groups: frozenset[str]
+    actions: frozenset[str]
+    anonymous: bool = False
+
+    def applies_to(self, subject: str | None, members: Mapping[str, frozenset[str]]) -> bool:
+        if subject is None:
+            return self.anonymous
+        if "*" in self.users or subject in self.users:
+            return True
+        return any(subject in members.get(group, NOTHING) for group in self.groups)
+
+    def covers(self, repository: str, subject: str | None) -> bool:
+        regex = _regex(self.repository, subject if "{user}" in self.repository else None)
+        return regex is not None and regex.match(repository) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _regex(pattern: str, user: str | None) -> re.Pattern[str] | None:
+    return compile_pattern(pattern, user)
+
+
+class AccessRules:
+    """``anonymous_default`` answers for callers without credentials when no rule does:
+    whether the route serving the name was configured with ``anonymous_pull``."""
+
+    def __init__(self, rules: Iterable[Rule], groups: Mapping[str, Iterable[str]],
+                 anonymous_default: Callable[[str], bool] | None = None) -> None:
+        self.rules = list(rules)
+        self._members = {name: frozenset(users) for name, users in groups.items()}
+        self._anonymous_default = anonymous_default
+        self._decide = functools.lru_cache(maxsize=65536)(self._first_match)
+
+    @classmethod
+    def allow_all(cls) -> AccessRules:
+        """Every authenticated caller may do everything (the upstream decides instead)."""
+        return cls([Rule("**", frozenset({"*"}), NOTHING, frozenset(ACTIONS))], {})
+
+    def allowed(self, subject: str | None, repository: str) -> frozenset[str]:
+        """The repository actions ``subject`` (None: anonymous) may perform on ``repository``."""
+        decided: frozenset[str] | None = self._decide(subject, repository)
+        if decided is not None:
+            return decided
+        if subject is None and self._anonymous_default and self._anonymous_default(repository):
+            return PULL
+        return NOTHING
+
+    def _first_match(self, subject: str | None, repository: str) -> frozenset[str] | None:
+        for rule in self.rules:
+            if rule.applies_to(subject, self._members) and rule.covers(repository, subject):
+                actions = rule.actions & frozenset(REPOSITORY_ACTIONS)
+                return actions & PULL if subject is None else actions
+        return None
+
+    def may_list_catalog(self, subject: str | None) -> bool:
+        if subject is None:
+            return False
+        return any("catalog" in rule.actions and rule.applies_to(subject, self._members)
+                   for rule in self.rules)
+
+    def grant(self, subject: str | None, requested: Iterable[Scope]) -> list[Scope]:
+        """What a token for ``subject`` may hold: each requested scope cut down to what the
+        rules allow (scopes left empty are dropped)."""
+        granted: dict[tuple[str, str], set[str]] = {}
+        for scope in requested:
+            if scope.type == "repository":
+                allowed: frozenset[str] = self.allowed(subject, scope.name)
+                actions = scope.actions & allowed
+            elif (scope.type, scope.name) == CATALOG and self.may_list_catalog(subject):
+                actions = scope.actions & {"*"}
+            else:
+                actions = NOTHING
+            if actions:
+                granted.setdefault((scope.type, scope.name), set()).update(actions)
+        return [Scope(kind, name, frozenset(actions))
+                for (kind, name), actions in granted.items()]

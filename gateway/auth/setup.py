@@ -1,0 +1,82 @@
+"""Putting authentication into the gateway application (``auth.mode`` htpasswd or aws)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.auth.aws import AwsIdentities
+from gateway.auth.challenge import Challenger
+from gateway.auth.htpasswd import HtpasswdFile
+from gateway.auth.logins import AwsBackend, HtpasswdBackend, Logins, PasswordBackend
+from gateway.auth.middleware import Authenticator
+from gateway.auth.ratelimit import FailedLogins
+from gateway.auth.rules import AccessRules, Rule
+from gateway.auth.token_server import TokenServer
+from gateway.auth.tokens import TokenService, load_signing_key
+from gateway.config import AuthConfig, Config
+from gateway.ecr.clients import ClientFactory, Credentials, Upstream
+from gateway.ecr.retry import RetryPolicy
+from gateway.ecr.routing import Router
+from gateway.oci.backend import upstream_ns
+from gateway.oci.context import ACCESS_CHECK, CATALOG_FILTER
+
+log = logging.getLogger(__name__)
+
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+
+
+def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
+    """The configured rules; in aws mode with none configured, every authenticated identity
+    passes the gateway and IAM alone decides. Callers without credentials no rule speaks
+    for may pull where the serving route or mirror has ``anonymous_pull``."""
+    rules = [Rule(r.repository, frozenset(r.users), frozenset(r.groups), frozenset(r.actions),
+                  r.anonymous) for r in auth.rules]
+    if not rules and auth.mode == "aws":
+        rules = AccessRules.allow_all().rules
+
+    def anonymous_default(name: str) -> bool:
+        return router is not None and router.anonymous_pull(name, upstream_ns.get())
+
+    return AccessRules(rules, auth.groups, anonymous_default)
+
+
+def install(app: web.Application, config: Config, clients: ClientFactory,
+            policy: RetryPolicy, router: Router | None = None) -> Authenticator | None:
+    auth = config.auth
+    if auth.mode == "none":
+        return None
+    key = load_signing_key(auth.token.signing_key_file, config.data_path)
+    tokens = TokenService(key, auth.token.issuer, auth.token.service, auth.token.ttl_seconds,
+                          auth.token.refresh_ttl_seconds)
+    rules = build_rules(auth, router)
+    identities: AwsIdentities | None = None
+    backend: PasswordBackend
+    if auth.mode == "aws":
+        up = config.upstream
+
+        def upstream_of(credentials: Credentials) -> Upstream:
+            return Upstream(region=up.region, endpoint_url=up.endpoint_url,
+                            access_key_id=credentials.access_key_id,
+                            secret_access_key=credentials.secret_access_key,
+                            session_token=credentials.session_token)
+
+        identities = AwsIdentities(clients, upstream_of, policy)
+        backend = AwsBackend(identities)
+    else:
+        assert auth.htpasswd_file is not None  # checked with the configuration
+        backend = HtpasswdBackend(HtpasswdFile(auth.htpasswd_file))
+    limits = auth.rate_limit
+    logins = Logins(backend, FailedLogins(limits.window_seconds, limits.max_failures_per_user,
+                                          limits.max_failures_per_address))
+    challenger = Challenger(auth.token.realm, auth.token.service)
+    authenticator = Authenticator(tokens, rules, logins, challenger, identities)
+    app.middlewares.append(authenticator.middleware)
+    app[ACCESS_CHECK] = authenticator.check_access
+    app[CATALOG_FILTER] = authenticator.may_pull
+    app[AUTHENTICATOR] = authenticator
+    TokenServer(tokens, rules, logins).add_routes(app)
+    log.info("authentication: %s, %d access rules, tokens signed with %s (kid %s)", auth.mode,
+             len(rules.rules), key.algorithm, key.kid)
+    return authenticator

@@ -1,0 +1,165 @@
+"""The pull path's in-memory caches, one per kind of answer ECR gives.
+
+* manifests by digest: immutable, so a hit needs no upstream call; least recently used
+  entries are dropped beyond a byte budget (``cache.manifest_max_bytes``).
+* tag → digest: a tag can move, so answers are reused for ``cache.tag_ttl_seconds`` only
+  (0 disables); a push or delete through this gateway updates it at once, other writers are
+  seen when the entry expires.
+* download URLs (GetDownloadUrlForLayer) per repository and digest, for
+  ``cache.download_url_ttl_seconds`` but never beyond half of the lifetime the presigned URL
+  states (``X-Amz-Date`` + ``X-Amz-Expires``), so a redirected client never gets a URL about
+  to expire; in proxy mode a 403 from the URL's host asks for a new one.
+* membership: which blobs a repository holds, learned from the manifests it served (ECR
+  accepts an image only when its repository holds every layer) and from layer checks. It
+  lets a blob served from the local blob cache skip the upstream check.
+
+Keys name the ECR repository (``Target.key``: registry id, region, repository), so one
+repository's answers are never served for another. Every lookup counts a hit or a miss in
+``ecr_gateway_cache_events_total``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import time
+from collections import OrderedDict
+from typing import Generic, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from cachetools import TTLCache
+
+from gateway.config import CacheConfig
+from gateway.observability.metrics import cache_event
+from gateway.oci.backend import Manifest
+
+RepoKey = tuple[str | None, str, str]  # registry id, region, repository
+K = TypeVar("K")
+V = TypeVar("V")
+
+# How long what a repository holds is remembered. Images can be deleted; a blob of a deleted
+# image may then still be served for this long (as from a CDN), never bytes of another digest.
+MEMBERSHIP_SECONDS = 300.0
+
+
+class ByteLRU(Generic[K, V]):
+    """A dict bounded by the total size of its values (sizes given on insert)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: K) -> V | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: K, value: V, size: int) -> None:
+        self.pop(key)
+        if size > self.max_bytes:
+            return
+        self._items[key] = (value, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.bytes -= dropped
+
+    def pop(self, key: K) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.bytes -= item[1]
+
+    def keys(self) -> list[K]:
+        return list(self._items)
+
+
+class PullCaches:
+    def __init__(self, config: CacheConfig) -> None:
+        self.manifests: ByteLRU[tuple[RepoKey, str], Manifest] = ByteLRU(
+            config.manifest_max_bytes)
+        self.tags: TTLCache[tuple[RepoKey, str], str] | None = (
+            TTLCache(maxsize=100_000, ttl=config.tag_ttl_seconds)
+            if config.tag_ttl_seconds > 0 else None)
+        # (url, monotonic deadline): the URL's own lifetime may be shorter than the TTL
+        self.urls: TTLCache[tuple[RepoKey, str], tuple[str, float]] = TTLCache(
+            maxsize=100_000, ttl=max(config.download_url_ttl_seconds, 0.001))
+        self._url_ttl = config.download_url_ttl_seconds
+        # (repository, digest) → size of a blob the repository holds
+        self.members: TTLCache[tuple[RepoKey, str], int] = TTLCache(
+            maxsize=1_000_000, ttl=MEMBERSHIP_SECONDS)
+
+    # -- manifests and tags -----------------------------------------------------------------
+
+    def manifest(self, repo: RepoKey, digest: str) -> Manifest | None:
+        found = self.manifests.get((repo, digest))
+        cache_event("manifest", "hit" if found is not None else "miss")
+        return found
+
+    def tag(self, repo: RepoKey, tag: str) -> str | None:
+        if self.tags is None:
+            return None
+        digest = self.tags.get((repo, tag))
+        cache_event("tag", "hit" if digest is not None else "miss")
+        return digest
+
+    def remember(self, repo: RepoKey, manifest: Manifest, tag: str | None = None) -> None:
+        self.manifests.put((repo, manifest.digest), manifest, len(manifest.body))
+        if tag is not None and self.tags is not None:
+            self.tags[(repo, tag)] = manifest.digest
+
+    def forget_tag(self, repo: RepoKey, tag: str) -> None:
+        if self.tags is not None:
+            self.tags.pop((repo, tag), None)
+
+    def forget_manifest(self, repo: RepoKey, digest: str) -> None:
+        """A deleted image: its manifest and every tag that pointed at it."""
+        self.manifests.pop((repo, digest))
+        if self.tags is not None:
+            for key, value in list(self.tags.items()):
+                if key[0] == repo and value == digest:
+                    self.tags.pop(key, None)
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def url(self, repo: RepoKey, digest: str) -> str | None:
+        if self._url_ttl <= 0:
+            return None
+        found = self.urls.get((repo, digest))
+        url = found[0] if found is not None and time.monotonic() < found[1] else None
+        cache_event("download_url", "hit" if url is not None else "miss")
+        return url
+
+    def remember_url(self, repo: RepoKey, digest: str, url: str) -> None:
+        if self._url_ttl <= 0:
+            return
+        keep = self._url_ttl
+        remaining = _presigned_remaining(url)
+        if remaining is not None:
+            keep = min(keep, remaining / 2)
+        if keep > 0:
+            self.urls[(repo, digest)] = (url, time.monotonic() + keep)
+
+    def member_size(self, repo: RepoKey, digest: str) -> int | None:
+        """The size of a blob the repository is known to hold (None: not known)."""
+        size = self.members.get((repo, digest))
+        cache_event("membership", "hit" if size is not None else "miss")
+        return size
+
+    def remember_member(self, repo: RepoKey, digest: str, size: int) -> None:
+        self.members[(repo, digest)] = size
+
+
+def _presigned_remaining(url: str) -> float | None:
+    """Seconds a SigV4-presigned URL stays valid, from its X-Amz-Date and X-Amz-Expires."""
+    query = parse_qs(urlsplit(url).query)
+    try:
+        signed = calendar.timegm(time.strptime(query["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ"))
+        lifetime = int(query["X-Amz-Expires"][0])
+    except (KeyError, IndexError, ValueError):
+        return None
+    return signed + lifetime - time.time()

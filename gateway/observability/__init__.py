@@ -1,0 +1,1 @@
+"""Operability: Prometheus metrics (:mod:`.metrics`) and structured logs (:mod:`.logs`)."""

@@ -1,0 +1,95 @@
+"""Logging: plain text or one JSON object per line, at the configured level, with secrets
+removed from every line whatever logged them.
+
+``log_format: json`` gives ``{"ts", "level", "logger", "message", ...}`` per line; the access
+log's line (logger ``gateway.access``) carries its fields at the top level instead of a
+message. ``text`` keeps ``<time> <LEVEL> <logger> <message>`` with the access fields as one
+JSON object in the message.
+
+Redaction: the configured secrets (AWS secret key and session token, the Redis URL's
+password, …) are replaced wherever they appear, and so is anything that looks like a
+credential (``Authorization`` values, bearer/basic tokens, presigned URL signatures and
+security tokens, ``password=``/``secret=``/``token=`` values).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable
+
+MASK = "***"
+
+_PATTERNS = (
+    # header or field name, then its value (quoted JSON value, or up to a separator)
+    re.compile(r'(?i)((?:authorization|x-amz-security-token|x-amz-signature|x-amz-credential'
+               r'|password|passwd|secret(?:_access_key)?|session_token|access_token'
+               r'|refresh_token|"token"|token)["\']?\s*[:=]\s*["\']?)'
+               r'((?:bearer|basic|aws4-hmac-sha256)\s+)?([^"\'&\s,}]+)'),
+    # a bare bearer/basic credential
+    re.compile(r"(?i)(\b(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]{8,})()"),
+    # user:password@ in URLs (redis://:pw@host, https://u:pw@host)
+    re.compile(r"(://[^/\s:@]*:)([^@\s/]+)(@)"),
+)
+
+
+class Redactor:
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        first, bare, url = _PATTERNS
+        text = first.sub(lambda m: f"{m[1]}{m[2] or ''}{MASK}", text)
+        text = bare.sub(lambda m: f"{m[1]}{MASK}", text)
+        return url.sub(lambda m: f"{m[1]}{MASK}{m[3]}", text)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            entry.update(fields)
+        else:
+            entry["message"] = record.getMessage()
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return self._redact(json.dumps(entry, default=str))
+
+
+def setup(level: str, fmt: str = "text", secrets: Iterable[str | None] = ()) -> None:
+    """Send every log line to stderr in ``fmt`` at ``level``, redacted."""
+    redact = Redactor(secrets)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    # botocore logs request details (signed headers included) at DEBUG: never below WARNING.
+    for noisy in ("botocore", "aiobotocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,138 @@
+"""Every Prometheus metric the gateway exports, defined once, and the small hooks that feed
+them. ``GET /metrics`` renders :data:`REGISTRY` in the Prometheus text format.
+
+Labels stay bounded: ``route`` is the spec endpoint id (``end-3``…), never a repository
+name; ``action`` is an ECR API action; ``outcome`` is ``ok`` or ECR's exception name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+REQUESTS = Counter("ecr_gateway_http_requests", "HTTP requests served",
+                   ["route", "method", "status"], registry=REGISTRY)
+REQUEST_SECONDS = Histogram("ecr_gateway_http_request_duration_seconds",
+                            "Time from request start to the last byte of the response",
+                            ["route", "method"], buckets=_LATENCY, registry=REGISTRY)
+BYTES_IN = Counter("ecr_gateway_http_received_bytes", "Request body bytes received",
+                   ["route"], registry=REGISTRY)
+BYTES_OUT = Counter("ecr_gateway_http_sent_bytes", "Response bytes sent (headers and body)",
+                    ["route"], registry=REGISTRY)
+IN_FLIGHT = Gauge("ecr_gateway_http_requests_in_flight", "Requests being served now",
+                  registry=REGISTRY)
+UPLOAD_SESSIONS = Gauge("ecr_gateway_upload_sessions_active",
+                        "Open upload sessions in the session store (all replicas with redis)",
+                        registry=REGISTRY)
+UPSTREAM_CALLS = Counter("ecr_gateway_upstream_calls", "ECR API call attempts", ["action"],
+                         registry=REGISTRY)
+UPSTREAM_RESULTS = Counter("ecr_gateway_upstream_results", "ECR API call attempts by outcome "
+                           "(ok, or the ECR exception name)", ["action", "outcome"],
+                           registry=REGISTRY)
+UPSTREAM_SECONDS = Histogram("ecr_gateway_upstream_call_duration_seconds",
+                             "Latency of one ECR API call attempt", ["action"],
+                             buckets=_LATENCY, registry=REGISTRY)
+UPSTREAM_RETRIES = Counter("ecr_gateway_upstream_retries", "ECR API call attempts that were "
+                           "retries of a throttled or failed attempt", ["action"],
+                           registry=REGISTRY)
+UPSTREAM_THROTTLES = Counter("ecr_gateway_upstream_throttles",
+                             "ECR API call attempts answered with a throttling error",
+                             ["action"], registry=REGISTRY)
+TOKEN_CACHE = Counter("ecr_gateway_token_cache_events",
+                      "ECR authorization token cache: hit, miss (an upstream fetch), shared "
+                      "(a miss that joined a fetch already in flight)", ["event"],
+                      registry=REGISTRY)
+CACHE = Counter("ecr_gateway_cache_events", "Manifest, tag, download-URL, membership, staging "
+                "and blob cache events (hit, miss, fill, evict, ...)", ["cache", "event"],
+                registry=REGISTRY)
+SHARED_CALLS = Counter("ecr_gateway_singleflight_shared", "Upstream lookups that joined an "
+                       "identical one already in flight instead of calling ECR", ["kind"],
+                       registry=REGISTRY)
+
+# How /metrics learns the number of open upload sessions (the store is async).
+SESSION_COUNT: web.AppKey[Callable[[], Awaitable[int]]] = web.AppKey("upload_session_count")
+
+
+def observe_request(route: str | None, method: str, status: int, seconds: float,
+                    bytes_in: int, bytes_out: int) -> None:
+    label = route or "other"
+    REQUESTS.labels(label, method, str(status)).inc()
+    REQUEST_SECONDS.labels(label, method).observe(seconds)
+    if bytes_in:
+        BYTES_IN.labels(label).inc(bytes_in)
+    if bytes_out:
+        BYTES_OUT.labels(label).inc(bytes_out)
+
+
+@contextmanager
+def upstream_attempt(action: str, attempt: int,
+                     throttles: frozenset[str] = frozenset()) -> Iterator[None]:
+    """Time one ECR call attempt and count it by outcome (``attempt`` counts from 1); an
+    error code in ``throttles`` also counts as a throttle."""
+    if attempt > 1:
+        UPSTREAM_RETRIES.labels(action).inc()
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        yield
+    except BaseException as exc:
+        outcome = _outcome(exc)
+        if outcome in throttles:
+            UPSTREAM_THROTTLES.labels(action).inc()
+        raise
+    finally:
+        UPSTREAM_RESULTS.labels(action, outcome).inc()
+        UPSTREAM_SECONDS.labels(action).observe(time.monotonic() - started)
+
+
+def _outcome(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__
+
+
+def cache_event(cache: str, event: str) -> None:
+    CACHE.labels(cache, event).inc()
+
+
+log = logging.getLogger(__name__)
+
+
+async def metrics_handler(request: web.Request) -> web.StreamResponse:
+    count = request.app.get(SESSION_COUNT)
+    if count is not None:
+        try:
+            UPLOAD_SESSIONS.set(await count())
+        except Exception as exc:  # a store that is down must not hide the other metrics
+            log.warning("cannot count upload sessions: %s", type(exc).__name__)
+    body = generate_latest(REGISTRY)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def add_metrics_route(app: web.Application) -> None:
+    app.router.add_get("/metrics", metrics_handler)

@@ -1,0 +1,232 @@
+"""Upload sessions in Redis, shared by every replica: any replica can continue any session.
+
+Layout (``prefix`` is ``state.key_prefix``):
+
+- ``<prefix>session:{<id>}``: a hash with ``record`` (the session as JSON), ``tail`` (the
+  bytes under ECR's minimum part size that wait for the next request), and ``received`` /
+  ``committed`` (the offsets, as strings, for the compare-and-set below). It expires on
+  its own well after ``uploads.idle_timeout_seconds``, so a cluster that lost every replica
+  leaves nothing behind for ever.
+- ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
+- ``<prefix>lock:{<id>}``: the cross-replica session lock, ``SET NX PX`` with a random token,
+  renewed while held and released only by its holder (a Lua compare-and-delete).
+
+A request's record and tail are written by one Lua script that first checks that the lock
+is still this request's and that the stored offsets are still the ones the request started
+from. A replica that dies between two requests therefore leaves the last complete write (the
+client resumes from its offset), and a replica that lost its lock (stalled past the lock's
+expiry while another took over) cannot overwrite newer state: no byte is lost or doubled.
+
+Redis Cluster is not supported (the index and the session keys live in different slots);
+a single Redis, or one behind Sentinel with failover, is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from gateway.oci import errors as oci
+from gateway.oci.errors import OciError
+from gateway.state.sessions import UploadSession
+
+_SAVE = """
+if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[6] then return 'LOCK' end
+if ARGV[7] ~= '' then
+  local offsets = redis.call('HMGET', KEYS[1], 'received', 'committed')
+  if not offsets[1] then return 'GONE' end
+  if offsets[1] ~= ARGV[7] or offsets[2] ~= ARGV[8] then return 'MOVED' end
+end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'tail', ARGV[2], 'received', ARGV[9],
+           'committed', ARGV[10])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+return 'OK'
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+@dataclass
+class _Held:
+    """A session lock this task holds, and the offsets its request started from."""
+
+    token: str
+    received: int | None = None
+    committed: int | None = None
+
+
+class RedisSessionStore:
+    def __init__(self, url: str, *, prefix: str = "ecr-gateway:", lock_ttl: float = 15.0,
+                 lock_wait: float = 60.0, expire_after: float = 7200.0,
+                 client: Any = None) -> None:
+        self._redis: Any = client or aioredis.Redis.from_url(
+            url, decode_responses=False, socket_connect_timeout=5, socket_timeout=30,
+            health_check_interval=30)
+        self._prefix = prefix
+        self._lock_ttl_ms = max(int(lock_ttl * 1000), 1000)
+        self._lock_wait = lock_wait
+        self._expire_ms = max(int(expire_after * 1000), self._lock_ttl_ms)
+        self._save = self._redis.register_script(_SAVE)
+        self._release = self._redis.register_script(_RELEASE)
+        self._renew = self._redis.register_script(_RENEW)
+        # Session id -> the lock the current task holds on it through this store (a
+        # context variable: per asyncio task).
+        self._locks: contextvars.ContextVar[dict[str, _Held] | None] = contextvars.ContextVar(
+            f"redis_session_locks_{id(self)}", default=None)
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def _key(self, session_id: str) -> str:
+        return f"{self._prefix}session:{{{session_id}}}"
+
+    def _lock_key(self, session_id: str) -> str:
+        return f"{self._prefix}lock:{{{session_id}}}"
+
+    @property
+    def _index(self) -> str:
+        return f"{self._prefix}sessions"
+
+    def _held(self, session_id: str) -> _Held | None:
+        held = self._locks.get()
+        return held.get(session_id) if held else None
+
+    # -- records ----------------------------------------------------------------------------
+
+    async def create(self, session: UploadSession) -> None:
+        key = self._key(session.id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"record": json.dumps(session.to_dict()), "tail": b"",
+                                    "received": str(session.received),
+                                    "committed": str(session.committed)})
+            pipe.pexpire(key, self._expire_ms)
+            pipe.zadd(self._index, {session.id: session.updated_at})
+            await pipe.execute()
+
+    async def get(self, session_id: str) -> UploadSession | None:
+        raw = await self._redis.hget(self._key(session_id), "record")
+        if raw is None:
+            return None
+        session = UploadSession.from_dict(json.loads(raw))
+        held = self._held(session_id)
+        if held is not None:  # the request holding the lock starts from these offsets
+            held.received, held.committed = session.received, session.committed
+        return session
+
+    async def tail(self, session_id: str) -> bytes:
+        data = await self._redis.hget(self._key(session_id), "tail")
+        return bytes(data) if data else b""
+
+    async def save(self, session: UploadSession, tail: bytes) -> None:
+        assert len(tail) == session.tail_length, "tail must match the record"
+        held = self._held(session.id)
+        expected = ("", "")
+        if held is not None and held.received is not None:
+            expected = (str(held.received), str(held.committed))
+        outcome = await self._save(
+            keys=[self._key(session.id), self._index, self._lock_key(session.id)],
+            args=[json.dumps(session.to_dict()), tail, session.id, session.updated_at,
+                  self._expire_ms, held.token if held else "", *expected,
+                  str(session.received), str(session.committed)])
+        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+        if outcome != "OK":
+            reasons = {"LOCK": "another request took over this upload session",
+                       "MOVED": "this upload session moved on in another request",
+                       "GONE": "this upload session was closed by another request"}
+            raise OciError(oci.BLOB_UPLOAD_INVALID,
+                           {"upload": session.id, "reason": reasons.get(outcome, outcome)},
+                           message="upload session changed under this request; ask for its "
+                                   "status (GET) and resume from the offset it gives",
+                           status=409)
+        if held is not None:
+            held.received, held.committed = session.received, session.committed
+
+    async def delete(self, session_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(session_id))
+            pipe.zrem(self._index, session_id)
+            await pipe.execute()
+
+    # -- the cross-replica lock -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def lock(self, session_id: str) -> AsyncIterator[None]:
+        key = self._lock_key(session_id)
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self._lock_wait
+        delay = 0.005
+        while not await self._redis.set(key, token, nx=True, px=self._lock_ttl_ms):
+            if time.monotonic() >= deadline:
+                raise OciError(oci.TOOMANYREQUESTS, {"upload": session_id},
+                               message="another request is still writing this upload session",
+                               headers={"Retry-After": "1"})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        held = _Held(token)
+        renewer = asyncio.create_task(self._keep(key, token))
+        locks = dict(self._locks.get() or {})
+        locks[session_id] = held
+        reset = self._locks.set(locks)
+        try:
+            yield
+        finally:
+            self._locks.reset(reset)
+            renewer.cancel()
+            # Released even when the request is being cancelled (shutdown grace ran out).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(keys=[key], args=[token]))
+
+    async def _keep(self, key: str, token: str) -> None:
+        """Renew the lock while the request runs (a long PATCH outlives the lock's TTL)."""
+        while True:
+            await asyncio.sleep(self._lock_ttl_ms / 3000)
+            with contextlib.suppress(Exception):  # a missed renewal is caught by save()
+                if not await self._renew(keys=[key], args=[token, self._lock_ttl_ms]):
+                    return
+
+    # -- housekeeping -----------------------------------------------------------------------
+
+    async def idle(self, older_than: float) -> list[UploadSession]:
+        ids = await self._redis.zrangebyscore(self._index, "-inf", older_than)
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for raw_id in ids:
+                pipe.hget(self._key(raw_id.decode()), "record")
+            records = await pipe.execute()
+        found, vanished = [], []
+        for raw_id, record in zip(ids, records, strict=True):
+            if record is None:
+                vanished.append(raw_id)
+            else:
+                found.append(UploadSession.from_dict(json.loads(record)))
+        if vanished:
+            await self._redis.zrem(self._index, *vanished)
+        return found
+
+    async def count(self) -> int:
+        return int(await self._redis.zcard(self._index))
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,31 @@
+"""A real redis-server per module, and a way to start gateway replicas that share it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.emulator import EmulatorProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.redis import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+def redis_state(server: RedisServer, **extra: Any) -> dict[str, Any]:
+    """A ``state`` section on ``server`` with a key prefix of its own."""
+    return {"backend": "redis", "redis_url": server.url,
+            "key_prefix": f"t{uuid.uuid4().hex[:8]}:", **extra}
+
+
+def replica(folder: Path, upstream: EmulatorProcess, state: dict[str, Any],
+            **config: Any) -> GatewayProcess:
+    return GatewayProcess(folder, {"state": state, **config}, upstream_url=upstream.url)

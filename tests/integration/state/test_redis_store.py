@@ -1,0 +1,168 @@
+"""RedisSessionStore against a real redis-server: record and tail written together, the
+cross-replica lock, the compare-and-set that keeps a stalled replica from overwriting newer
+state, idle expiry and the health check. Two store objects stand for two replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.oci.errors import OciError
+from gateway.state.redis import RedisSessionStore
+from gateway.state.sessions import UploadSession
+from tests.support.redis import RedisServer
+
+
+def _session(**fields: object) -> UploadSession:
+    values: dict[str, object] = {
+        "id": uuid.uuid4().hex, "name": "team/app", "repository": "team/app",
+        "registry_id": None, "route": "", "ecr_upload_id": "u-1", "part_size": 10 << 20}
+    values.update(fields)
+    return UploadSession(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RedisSessionStore,
+                                                                   RedisSessionStore]]:
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    a = RedisSessionStore(redis_server.url, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
+    b = RedisSessionStore(redis_server.url, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_record_and_tail_round_trip_between_replicas(
+        stores: tuple[RedisSessionStore, RedisSessionStore]) -> None:
+    a, b = stores
+    session = _session()
+    await a.create(session)
+    assert await b.tail(session.id) == b""
+    async with a.lock(session.id):
+        mine = await a.get(session.id)
+        assert mine is not None
+        mine.received, mine.committed = 7_000_123, 5 << 20
+        tail = bytes(range(256)) * 8192
+        tail = tail[:mine.tail_length]
+        await a.save(mine, tail)
+    seen = await b.get(session.id)
+    assert seen is not None and (seen.received, seen.committed) == (7_000_123, 5 << 20)
+    assert await b.tail(session.id) == tail  # binary-safe, same bytes
+    assert await b.count() == 1
+    await b.delete(session.id)
+    assert await a.get(session.id) is None and await a.count() == 0
+
+
+async def test_lock_excludes_the_other_replica_until_released(
+        stores: tuple[RedisSessionStore, RedisSessionStore]) -> None:
+    a, b = stores
+    session = _session()
+    await a.create(session)
+    order: list[str] = []
+    held = asyncio.Event()
+
+    async def first() -> None:
+        async with a.lock(session.id):
+            held.set()
+            order.append("a-in")
+            await asyncio.sleep(1.5)  # longer than the lock's TTL: renewal keeps it
+            order.append("a-out")
+
+    async def second() -> None:
+        await held.wait()
+        async with b.lock(session.id):
+            order.append("b-in")
+
+    await asyncio.gather(first(), second())
+    assert order == ["a-in", "a-out", "b-in"]
+
+
+async def test_lock_of_a_dead_replica_frees_itself(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer) -> None:
+    a, _ = stores
+    session = _session()
+    await a.create(session)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    # A replica that died holding the lock: the key stays until its TTL (1 s) runs out.
+    await raw.set(a._lock_key(session.id), "dead-replica", px=1000)
+    started = time.monotonic()
+    async with a.lock(session.id):
+        waited = time.monotonic() - started
+    await raw.aclose()
+    assert 0.5 < waited < 3.0
+
+
+async def test_a_replica_that_lost_its_lock_cannot_overwrite_newer_state(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer) -> None:
+    a, b = stores
+    session = _session()
+    await a.create(session)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    async with a.lock(session.id):
+        stale = await a.get(session.id)
+        assert stale is not None
+        # A stalls past its lock (here: the lock vanishes); B takes the session over.
+        await raw.delete(a._lock_key(session.id))
+        async with b.lock(session.id):
+            newer = await b.get(session.id)
+            assert newer is not None
+            newer.received = newer.committed = 5 << 20
+            await b.save(newer, b"")
+        stale.received = 3
+        with pytest.raises(OciError) as refused:
+            await a.save(stale, b"abc")
+    await raw.aclose()
+    assert refused.value.status == 409
+    kept = await b.get(session.id)
+    assert kept is not None and kept.received == 5 << 20 and await b.tail(session.id) == b""
+
+
+async def test_save_checks_the_offsets_the_request_started_from(
+        stores: tuple[RedisSessionStore, RedisSessionStore]) -> None:
+    """Even while it holds the lock, a request whose starting offsets are no longer the
+    stored ones (state written behind its back) is refused rather than doubling bytes."""
+    a, b = stores
+    session = _session()
+    await a.create(session)
+    async with a.lock(session.id):
+        mine = await a.get(session.id)
+        assert mine is not None
+        behind = await b.get(session.id)  # no lock: a write the lock did not guard
+        assert behind is not None
+        behind.received = 10
+        await b.save(behind, b"x" * 10)
+        mine.received = 4
+        with pytest.raises(OciError) as refused:
+            await a.save(mine, b"abcd")
+    assert "moved on" in str(refused.value.detail)
+    assert await b.tail(session.id) == b"x" * 10
+
+
+async def test_idle_lists_old_sessions_and_forgets_vanished_ones(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer) -> None:
+    a, b = stores
+    old, fresh, gone = (_session(updated_at=time.time() - 600), _session(),
+                        _session(updated_at=time.time() - 600))
+    for session in (old, fresh, gone):
+        await a.create(session)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.delete(a._key(gone.id))  # expired by Redis itself
+    await raw.aclose()
+    idle = await b.idle(time.time() - 60)
+    assert [s.id for s in idle] == [old.id]
+    assert await b.count() == 2  # the vanished one left the index
+
+
+async def test_ping_fails_when_redis_is_unreachable() -> None:
+    from tests.support.clients import free_port
+
+    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(Exception) as failed:
+        await store.ping()
+    await store.close()
+    assert "connect" in str(failed.value).lower()

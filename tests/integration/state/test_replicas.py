@@ -1,0 +1,241 @@
+"""Two gateway replicas sharing one Redis: any replica continues any upload session.
+
+Each test runs two real gateway processes on different ports, the same emulator upstream
+and the same redis-server. Blobs uploaded across replicas are read back after a manifest
+references them (the staging store that serves unreferenced blobs is per replica)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.state.conftest import redis_state, replica
+from tests.support.emulator import EmulatorProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.redis import RedisServer
+
+MiB = 1024 * 1024
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def replicas(upstream: EmulatorProcess, redis_server: RedisServer,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess,
+                                                                         GatewayProcess]]:
+    state = redis_state(redis_server, lock_ttl_seconds=2)
+    root = tmp_path_factory.mktemp("replicas")
+    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
+        yield a, b
+
+
+async def start(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str) -> str:
+    async with session.post(f"{gateway.url}/v2/{name}/blobs/uploads/") as r:
+        assert r.status == 202, await r.text()
+        return r.headers["Location"]
+
+
+async def patch(session: aiohttp.ClientSession, gateway: GatewayProcess, location: str,
+                data: bytes, offset: int) -> str:
+    headers = {**OCTET, "Content-Range": f"{offset}-{offset + len(data) - 1}"}
+    async with session.patch(gateway.url + location, data=data, headers=headers) as r:
+        assert r.status == 202, (gateway.url, r.status, await r.text())
+        assert r.headers["Range"] == f"0-{offset + len(data) - 1}"
+        return r.headers["Location"]
+
+
+async def offset_of(session: aiohttp.ClientSession, gateway: GatewayProcess,
+                    location: str) -> int:
+    async with session.get(gateway.url + location) as r:
+        assert r.status == 204, await r.text()
+        last = int(r.headers["Range"].split("-")[1])
+        return last + 1
+
+
+async def finish(session: aiohttp.ClientSession, gateway: GatewayProcess, location: str,
+                 digest: str, data: bytes = b"") -> None:
+    sep = "&" if "?" in location else "?"
+    async with session.put(f"{gateway.url}{location}{sep}digest={digest}", data=data,
+                           headers=OCTET) as r:
+        assert r.status == 201, (gateway.url, r.status, await r.text())
+
+
+async def push_manifest(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str,
+                        layer: bytes) -> None:
+    """Reference the layer from an image (ECR serves referenced layers only)."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    location = await start(session, gateway, name)
+    await finish(session, gateway, location, digest_of(config), config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest_of(layer), "size": len(layer)}]}).encode()
+    async with session.put(f"{gateway.url}/v2/{name}/manifests/v1", data=manifest,
+                           headers={"Content-Type": OCI_MANIFEST}) as r:
+        assert r.status == 201, await r.text()
+
+
+async def read_blob(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str,
+                    digest: str) -> bytes:
+    async with session.get(f"{gateway.url}/v2/{name}/blobs/{digest}") as r:  # follows 307
+        assert r.status == 200, await r.text()
+        return await r.read()
+
+
+def _name(tag: str) -> str:
+    return f"replicas/{tag}-{os.urandom(4).hex()}"
+
+
+async def test_patch_on_one_replica_and_put_on_the_other(
+        replicas: tuple[GatewayProcess, GatewayProcess]) -> None:
+    a, b = replicas
+    name = _name("split")
+    head, rest = os.urandom(3 * MiB + 17), os.urandom(4 * MiB + 5)
+    layer = head + rest
+    async with aiohttp.ClientSession() as session:
+        location = await start(session, a, name)
+        location = await patch(session, a, location, head, 0)  # tail of 3 MiB waits in Redis
+        assert await offset_of(session, b, location) == len(head)
+        await finish(session, b, location, digest_of(layer), rest)
+        await push_manifest(session, b, name, layer)
+        assert await read_blob(session, a, name, digest_of(layer)) == layer
+
+
+async def test_chunked_upload_alternating_between_replicas(
+        replicas: tuple[GatewayProcess, GatewayProcess], upstream: EmulatorProcess) -> None:
+    """Nine chunks of uneven sizes, each on the other replica than the one before: ECR
+    receives consecutive parts and the blob reads back byte for byte."""
+    name = _name("alternate")
+    layer = os.urandom(25 * MiB + 321)
+    cuts = [0, 3 * MiB, 4 * MiB + 7, 9 * MiB, 12 * MiB + 1, 13 * MiB, 17 * MiB + 99,
+            21 * MiB, 24 * MiB, len(layer)]
+    async with aiohttp.ClientSession() as session:
+        location = await start(session, a := replicas[0], name)
+        for index, (begin, end) in enumerate(zip(cuts, cuts[1:], strict=False)):
+            here, other = replicas[index % 2], replicas[(index + 1) % 2]
+            location = await patch(session, here, location, layer[begin:end], begin)
+            assert await offset_of(session, other, location) == end
+        await finish(session, replicas[len(cuts) % 2], location, digest_of(layer))
+        await push_manifest(session, a, name, layer)
+        assert await read_blob(session, replicas[1], name, digest_of(layer)) == layer
+    served = {entry["path"] for gw in replicas for entry in gw.access_log()
+              if entry["method"] == "PATCH" and entry["repository"] == name}
+    assert len(served) == 1  # one session: the same upload id on both replicas
+    parts = [r for r in upstream.requests("UploadLayerPart") if r["repository"] == name]
+    assert len(parts) >= 3 and all(r["outcome"] == "ok" for r in parts)
+
+
+async def test_kill9_between_requests_then_finish_on_the_other(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    state = redis_state(redis_server, lock_ttl_seconds=2)
+    name = _name("kill-between")
+    layer = os.urandom(14 * MiB + 3)
+    with replica(tmp_path / "a", upstream, state) as a, \
+            replica(tmp_path / "b", upstream, state) as b:
+        async with aiohttp.ClientSession() as session:
+            location = await start(session, a, name)
+            location = await patch(session, a, location, layer[:6 * MiB], 0)
+            location = await patch(session, a, location, layer[6 * MiB:8 * MiB + 1], 6 * MiB)
+            a.kill9()  # the replica that held every request so far
+            offset = await offset_of(session, b, location)
+            assert offset == 8 * MiB + 1
+            location = await patch(session, b, location, layer[offset:], offset)
+            await finish(session, b, location, digest_of(layer))
+            await push_manifest(session, b, name, layer)
+            assert await read_blob(session, b, name, digest_of(layer)) == layer
+
+
+async def test_kill9_mid_request_then_resume_on_the_other(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    """The replica dies while a PATCH streams, after it sent a part to ECR but before it
+    recorded it. The other replica waits for the dead one's lock to expire, resumes from the
+    last recorded offset and re-sends that part (ECR already has it): no byte is lost or
+    doubled."""
+    state = redis_state(redis_server, lock_ttl_seconds=2)
+    name = _name("kill-mid")
+    layer = os.urandom(24 * MiB + 11)
+    with replica(tmp_path / "a", upstream, state) as a, \
+            replica(tmp_path / "b", upstream, state) as b:
+        async with aiohttp.ClientSession() as session:
+            location = await start(session, a, name)
+            location = await patch(session, a, location, layer[:3 * MiB], 0)
+            sent_enough = asyncio.Event()
+
+            async def slow_body() -> AsyncIterator[bytes]:
+                for at in range(3 * MiB, len(layer), MiB):
+                    if at >= 14 * MiB:
+                        sent_enough.set()
+                        await asyncio.sleep(60)
+                    yield layer[at:at + MiB]
+
+            async def doomed() -> None:
+                async with session.patch(a.url + location, data=slow_body(), headers={
+                        **OCTET, "Content-Range": f"{3 * MiB}-{len(layer) - 1}"}) as r:
+                    await r.read()
+
+            upstream.clear_requests()
+            request = asyncio.create_task(doomed())
+            await asyncio.wait_for(sent_enough.wait(), 30)
+            deadline = time.monotonic() + 20
+            while not [r for r in upstream.requests("UploadLayerPart")
+                       if r["repository"] == name]:
+                assert time.monotonic() < deadline, "no part reached ECR"
+                await asyncio.sleep(0.05)
+            a.kill9()
+            with pytest.raises(aiohttp.ClientError):
+                await request
+            offset = await offset_of(session, b, location)
+            assert offset == 3 * MiB  # the dead request recorded nothing
+            started = time.monotonic()
+            location = await patch(session, b, location, layer[offset:], offset)
+            assert time.monotonic() - started < 15  # waited for the lock at most its TTL
+            await finish(session, b, location, digest_of(layer))
+            await push_manifest(session, b, name, layer)
+            assert await read_blob(session, b, name, digest_of(layer)) == layer
+    outcomes = [r["outcome"] for r in upstream.requests("UploadLayerPart")
+                if r["repository"] == name]
+    # A's part landed; B's copy of it was refused as already stored, then B went on.
+    assert outcomes[0] == "ok" and "InvalidLayerPartException" in outcomes, outcomes
+
+
+async def test_idle_sessions_expire_on_every_replica(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A session nobody touches for uploads.idle_timeout_seconds is dropped once, by one
+    replica's sweeper, for all of them; its keys leave Redis."""
+    import redis as sync_redis
+
+    state = redis_state(redis_server)
+    name = _name("idle")
+    settings = {"uploads": {"idle_timeout_seconds": 2}}
+    with replica(tmp_path / "a", upstream, state, **settings) as a, \
+            replica(tmp_path / "b", upstream, state, **settings) as b:
+        async with aiohttp.ClientSession() as session:
+            location = await start(session, a, name)
+            await patch(session, a, location, os.urandom(1000), 0)
+            client = sync_redis.Redis.from_url(redis_server.url)
+            assert client.zcard(f"{state['key_prefix']}sessions") == 1
+            deadline = time.monotonic() + 15
+            while client.zcard(f"{state['key_prefix']}sessions"):
+                assert time.monotonic() < deadline, "the idle session was not dropped"
+                await asyncio.sleep(0.2)
+            assert not client.keys(f"{state['key_prefix']}*")
+            client.close()
+            for gateway in (a, b):
+                async with session.get(gateway.url + location) as r:
+                    assert r.status == 404
+                    assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"

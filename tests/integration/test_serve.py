@@ -1,0 +1,68 @@
+"""`ecr-gateway serve`: the zero-argument embedded default, and refusal of bad config."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.oci import OciClient
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+async def test_serve_with_no_arguments_is_a_working_registry(tmp_path: Path) -> None:
+    if not _port_free(5000):
+        pytest.fail("127.0.0.1:5000 is taken; the zero-argument default needs it")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
+    process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "serve"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**env, "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        assert process.stdout is not None
+        ready = process.stdout.readline()
+        assert ready.strip() == "ecr-gateway listening on http://127.0.0.1:5000", ready
+        async with aiohttp.ClientSession() as session:
+            client = OciClient(session, "http://127.0.0.1:5000")
+            _, manifest = await client.push_image("demo/app", "v1", [os.urandom(4096)])
+            async with session.get("http://127.0.0.1:5000/v2/demo/app/manifests/v1") as r:
+                assert r.status == 200 and await r.read() == manifest
+        # State lives under ./.ecr-gateway, the emulator's included.
+        assert (tmp_path / ".ecr-gateway" / "emulator").is_dir()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "embedded ECR emulator at http://127.0.0.1:" in stderr
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("blobs:\n  mode: sideways\n", "blobs.mode: must be one of redirect, proxy"),
+    ("upstream:\n  regoin: eu-west-1\n", "upstream.regoin: unknown key"),
+])
+def test_bad_config_is_refused_with_key_and_reason(tmp_path: Path, text: str,
+                                                   expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("blobs:\n  mode: proxy\n")
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ECR_GATEWAY_BLOBS__MODE": "nonsense"})
+    assert result.returncode == 2 and "blobs.mode" in result.stderr

@@ -1,0 +1,69 @@
+"""A private redis-server for tests: own port on 127.0.0.1, own folder, no persistence.
+
+    with RedisServer(tmp_path / "redis") as server:
+        server.url            # redis://127.0.0.1:PORT/0
+        server.cli("DBSIZE")  # redis-cli against it, stdout as text
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.conftest import require_tool
+from tests.support.clients import free_port
+
+
+class RedisServer:
+    def __init__(self, folder: Path) -> None:
+        self.binary = require_tool("redis-server")
+        self.folder = Path(folder)
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()  # a restart keeps the port
+        log = open(self.folder / "redis.log", "wb")  # noqa: SIM115 - kept for the process
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("redis-server exited:\n"
+                                   + (self.folder / "redis.log").read_text())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()

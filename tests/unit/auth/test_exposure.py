@@ -1,0 +1,59 @@
+"""Start-time refusals and warnings about the listen address, auth and TLS."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.exposure import check_exposure, is_loopback
+from gateway.config import ConfigError, load_config
+
+
+def config(listen: str, **sections: object) -> object:
+    return load_config(None, environ={}, overrides={"listen": listen, **sections})
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+    ("localhost", True), ("0.0.0.0", False), ("::", False), ("10.1.2.3", False),
+    ("registry.example.com", False),
+])
+def test_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_no_auth_on_loopback_is_fine() -> None:
+    assert check_exposure(config("127.0.0.1:5000")) == []  # type: ignore[arg-type]
+
+
+def test_no_auth_on_a_public_address_is_refused() -> None:
+    with pytest.raises(ConfigError, match="allow_anonymous_on_public_address"):
+        check_exposure(config("0.0.0.0:5000"))  # type: ignore[arg-type]
+
+
+def test_no_auth_on_a_public_address_when_allowed_warns() -> None:
+    warnings = check_exposure(config(  # type: ignore[arg-type]
+        "0.0.0.0:5000", auth={"allow_anonymous_on_public_address": True}))
+    assert len(warnings) == 1 and "NO AUTHENTICATION" in warnings[0]
+
+
+def test_auth_without_tls_on_a_public_address_warns(tmp_path: Path) -> None:
+    auth = {"mode": "htpasswd", "htpasswd_file": str(tmp_path / "h")}
+    warnings = check_exposure(config("0.0.0.0:5000", auth=auth))  # type: ignore[arg-type]
+    assert len(warnings) == 1 and "WITHOUT TLS" in warnings[0]
+    with_tls = config("0.0.0.0:5000", auth=auth,
+                      tls={"cert_file": "c.pem", "key_file": "k.pem"})
+    assert check_exposure(with_tls) == []  # type: ignore[arg-type]
+
+
+def test_serve_refuses_before_listening(tmp_path: Path) -> None:
+    """The real command exits with 2 and says why, without ever binding the address."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--listen", "0.0.0.0:0",
+         "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "refusing to start" in result.stderr and "auth.mode" in result.stderr
+    assert "listening" not in result.stdout

@@ -1,0 +1,52 @@
+"""Failed logins are limited per user and per address, over a sliding window."""
+
+from __future__ import annotations
+
+from gateway.auth.ratelimit import FailedLogins
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_user_limit_then_window_expiry() -> None:
+    clock = Clock()
+    limits = FailedLogins(60, per_user=3, per_address=100, clock=clock)
+    for _ in range(3):
+        assert limits.retry_after("alice", "10.0.0.1") is None
+        limits.failed("alice", "10.0.0.1")
+    wait = limits.retry_after("alice", "10.0.0.9")  # from any address
+    assert wait is not None and 0 < wait <= 60
+    assert limits.retry_after("bob", "10.0.0.1") is None  # other users are not affected
+    clock.now += 61
+    assert limits.retry_after("alice", "10.0.0.1") is None
+
+
+def test_address_limit_across_user_names() -> None:
+    limits = FailedLogins(60, per_user=100, per_address=5, clock=Clock())
+    for i in range(5):
+        limits.failed(f"user{i}", "10.0.0.7")
+    assert limits.retry_after("someone-new", "10.0.0.7") is not None
+    assert limits.retry_after("someone-new", "10.0.0.8") is None
+
+
+def test_success_clears_the_user_count() -> None:
+    limits = FailedLogins(60, per_user=2, per_address=100, clock=Clock())
+    limits.failed("alice", "a")
+    limits.succeeded("alice", "a")
+    limits.failed("alice", "a")
+    assert limits.retry_after("alice", "a") is None
+
+
+def test_old_keys_are_forgotten() -> None:
+    clock = Clock()
+    limits = FailedLogins(10, per_user=1, per_address=1, clock=clock, max_keys=4)
+    for i in range(4):
+        limits.failed(f"u{i}", f"a{i}")
+    clock.now += 11
+    limits.failed("x", "y")  # past max_keys: expired entries are dropped
+    assert len(limits._failures) == 2

@@ -1,0 +1,49 @@
+"""Log redaction and the JSON log format (gateway.observability.logs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from gateway.observability.logs import JsonFormatter, Redactor, TextFormatter
+
+
+def _record(message: str, *args: object, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("gateway.x", logging.INFO, __file__, 1, message, args, None)
+    for key, value in extra.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_configured_secrets_and_credential_shapes_are_masked() -> None:
+    redact = Redactor(["wJalrXUtnFEMI/K7MDENG", None, ""])
+    lines = {
+        "key wJalrXUtnFEMI/K7MDENG in a message": "wJalrXUtnFEMI",
+        "Authorization: Bearer eyJhbGciOi.eyJzdWIi.c2ln": "eyJhbGciOi",
+        "headers {'Authorization': 'Basic cm9ib3Q6czNjcmV0'}": "cm9ib3Q6czNjcmV0",
+        "url https://b.s3.amazonaws.com/x?X-Amz-Security-Token=FwoGZX&X-Amz-Signature=abcd12":
+            "FwoGZX",
+        '{"password": "hunter2", "user": "bob"}': "hunter2",
+        "connecting to redis://:p4ssw0rd@redis:6379/0": "p4ssw0rd",
+        "secret_access_key=AbCdEf123": "AbCdEf123",
+    }
+    for line, secret in lines.items():
+        masked = redact(line)
+        assert secret not in masked, masked
+        assert "***" in masked
+    assert redact("user bob pushed team/app:v1") == "user bob pushed team/app:v1"
+
+
+def test_json_lines_carry_access_fields_at_the_top_level() -> None:
+    formatter = JsonFormatter(Redactor())
+    fields = {"request_id": "r1", "status": 201, "bytes_in": 5}
+    entry = json.loads(formatter.format(_record("%s", json.dumps(fields), access=fields)))
+    assert entry["logger"] == "gateway.x" and entry["level"] == "info"
+    assert entry["request_id"] == "r1" and entry["status"] == 201 and "message" not in entry
+    plain = json.loads(formatter.format(_record("hello %s", "world")))
+    assert plain["message"] == "hello world" and plain["ts"].endswith("Z")
+
+
+def test_text_lines_are_redacted_too() -> None:
+    formatter = TextFormatter(Redactor(["topsecretvalue"]))
+    assert "topsecretvalue" not in formatter.format(_record("got %s", "topsecretvalue"))
