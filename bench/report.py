@@ -123,16 +123,21 @@ def _pairs(ax: Any, rows: list[Row], label: str) -> None:
 
 
 def _ratios(ax: Any, rows: list[Row]) -> None:
+    """Each judged figure ÷ its bound; yes/no checks (counts against an exact bound) are
+    drawn as a full bar, green or red, labelled with what was measured."""
     names = [r.extra.get("short", r.key) for r in rows]
-    values = [r.value or 0.0 for r in rows]
-    scaled = [v / r.bound if r.bound else 0.0 for v, r in zip(values, rows, strict=True)]
+    checks = [bool(r.extra.get("check")) or not r.bound for r in rows]
+    scaled = [1.0 if check else (r.value or 0.0) / (r.bound or 1.0)
+              for r, check in zip(rows, checks, strict=True)]
     colors = ["#2ca02c" if r.passed else "#d62728" for r in rows]
     ys = range(len(rows))
     ax.barh(list(ys), scaled, color=colors)
     ax.axvline(1.0, color="black", linewidth=1)
-    for y, r, s in zip(ys, rows, scaled, strict=True):
+    for y, r, s, check in zip(ys, rows, scaled, checks, strict=True):
         sign = "≤" if r.better == "lower" else "≥"
-        ax.text(s, y, f" {r.value:.3g} ({sign} {r.bound:g})", va="center", fontsize=8)
+        label = (f" {r.measured.split(' (')[0][:40]}" if check
+                 else f" {r.value:.3g} ({sign} {r.bound:g})")
+        ax.text(s, y, label, va="center", fontsize=8)
     ax.set_yticks(list(ys), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("measured ÷ target bound (green: met)")

@@ -120,9 +120,11 @@ class ReferenceRegistry:
         }
 
     def version(self) -> str:
+        """e.g. "distribution 2.8.2+ds1" (from ``docker-registry --version``)."""
         out = subprocess.run([self.binary, "--version"], capture_output=True, text=True,
-                             check=False)
-        return out.stdout.strip()
+                             check=False).stdout
+        match = re.search(r"distribution v?(\S+)", out)
+        return f"distribution {match[1]}" if match else out.strip()
 
     def start(self) -> ReferenceRegistry:
         self.root.mkdir(parents=True, exist_ok=True)

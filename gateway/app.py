@@ -14,8 +14,10 @@ from aiohttp import web
 from gateway.auth import install as install_auth
 from gateway.blobcache import BlobCache
 from gateway.config import Config
+from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.calls import upstream_calls
 from gateway.ecr.clients import ClientFactory, Upstream, caller_credentials
+from gateway.ecr.public import EcrPublic
 from gateway.ecr.registry import EcrRegistry
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
@@ -24,6 +26,7 @@ from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
+from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.routes import add_routes
 from gateway.state import session_store
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 CLIENTS = web.AppKey("clients", ClientFactory)
 SESSIONS = web.AppKey("sessions", SessionStore)
+BREAKER = web.AppKey("breaker", CircuitBreaker)
 
 
 @web.middleware
@@ -56,8 +60,16 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     """Ready when the upstream hands this gateway a registry credential and the session
     store answers."""
     registry: Any = request.app[REGISTRY]
+    config = request.app[CONFIG]
     try:
-        await registry.authorization_token(request.app[CONFIG].upstream.region)
+        # A dead upstream answers at once: known down (circuit open) or not accepting
+        # connections, even while a cached token would hide it.
+        client = await request.app[CLIENTS].client(
+            upstream_factory(config)(config.upstream.region))
+        endpoint = str(client.meta.endpoint_url)
+        if request.app[BREAKER].is_open(endpoint) or not await reachable(endpoint):
+            raise OSError(f"upstream {endpoint} is unreachable")
+        await registry.authorization_token(config.upstream.region)
         await request.app[SESSIONS].ping()
     except Exception as exc:  # any failure means not ready; say which
         return web.json_response({"status": "unavailable", "reason": str(exc)[:200]},
@@ -97,23 +109,42 @@ def build_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[access_log, oci_errors, count_upstream_calls])
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
-    app[SETTINGS] = OciSettings(blob_mode=config.blobs.mode)
+    limits = config.limits
+    app[SETTINGS] = OciSettings(blob_mode=config.blobs.mode, max_page_size=limits.max_page_size)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,
-                            timeout=config.upstream.call_timeout_seconds)
+                            timeout=config.upstream.call_timeout_seconds,
+                            connect_timeout=config.upstream.connect_timeout_seconds)
     app[CLIENTS] = clients
     sessions = session_store(config)
     app[SESSIONS] = sessions
     app[SESSION_COUNT] = sessions.count
-    staging = StagingStore(data / "staging", config.blobs.staging.max_bytes)
-    policy = RetryPolicy(budget_seconds=config.upstream.retry_budget_seconds)
+    staging = StagingStore(data / "staging", config.blobs.staging.max_bytes,
+                           spool_max_age=2 * config.uploads.idle_timeout_seconds)
+    breaker = CircuitBreaker(config.upstream.breaker_failures,
+                             config.upstream.breaker_open_seconds)
+    app[BREAKER] = breaker
+    policy = RetryPolicy(budget_seconds=config.upstream.retry_budget_seconds, breaker=breaker)
+    oci_limits = Limits(
+        max_manifest_bytes=limits.max_manifest_bytes,
+        max_uploads_per_client=limits.max_uploads_per_client,
+        max_uploads_total=limits.max_uploads_total, max_open_uploads=limits.max_open_uploads,
+        body_idle_timeout=limits.body_idle_timeout_seconds,
+        body_timeout=limits.body_timeout_seconds)
+    app[LIMITS] = oci_limits
+    app[UPLOAD_SLOTS] = UploadSlots(oci_limits, sessions.count)
     router = Router.from_config(config)
 
     def http() -> aiohttp.ClientSession:
         return app[HTTP_CLIENT]
 
+    up = config.upstream
+    public = EcrPublic(clients, upstream_factory(config), policy, http,
+                       endpoint_url=up.public_endpoint_url,
+                       # the embedded emulator is the ECR Public registry endpoint too
+                       registry_url=up.endpoint_url if up.mode == "embedded" else None)
     app[REGISTRY] = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
-                                policy, http, config.cache)
+                                policy, http, config.cache, public)
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 

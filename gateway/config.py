@@ -10,6 +10,7 @@ the key's dotted path and the reason.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import types
@@ -32,13 +33,30 @@ class ConfigError(ValueError):
 
 @dataclass
 class RepositorySettings:
-    """What CreateRepository is given when ``create_on_push`` creates a repository."""
+    """What CreateRepository is given when ``create_on_push`` creates a repository, and what
+    is applied to it right after (the gateway's repository creation template)."""
 
     image_tag_mutability: str = "MUTABLE"
     scan_on_push: bool = False
     encryption_type: str = "AES256"
     kms_key: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    # SetRepositoryPolicy: an IAM policy document (a mapping, or its JSON text).
+    repository_policy: Any = None
+    # PutLifecyclePolicy (ECR only): {"rules": [...]} (a mapping, or its JSON text).
+    lifecycle_policy: Any = None
+
+    def policy_text(self) -> str | None:
+        return _json_text(self.repository_policy)
+
+    def lifecycle_text(self) -> str | None:
+        return _json_text(self.lifecycle_policy)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2)
 
 
 @dataclass
@@ -54,6 +72,18 @@ class RouteConfig:
     # Pulls need no client credentials on this route (honoured by the auth layer).
     anonymous_pull: bool = False
     repository: RepositorySettings = field(default_factory=RepositorySettings)
+    # "ecr", or "ecr-public": the repositories are ECR Public's (us-east-1), pushed through
+    # its API and pulled from its registry endpoint (gateway/ecr/public.py).
+    upstream_kind: str = "ecr"
+    # ECR Public: the registry endpoint pulls go to. None: https://public.ecr.aws, or the
+    # embedded emulator's with upstream.mode embedded.
+    registry_url: str | None = None
+    # ECR Public: the alias in pull paths (<registry_url>/v2/<alias>/<repository>/...).
+    # None: the registry's primary alias (DescribeRegistries); "": names carry the alias.
+    registry_alias: str | None = None
+    # ECR Public: "from_annotations" fills the repository's catalog data (description,
+    # about, usage, architectures, operating systems) from each tagged image pushed.
+    catalog_data: str = "none"
 
 
 @dataclass
@@ -72,6 +102,9 @@ class MirrorConfig:
     # Mirror clients send no credentials: pulls through this mirror need none (honoured by
     # the auth layer, within its access rules).
     anonymous_pull: bool = True
+    # public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to. None:
+    # https://public.ecr.aws, or the embedded emulator's with upstream.mode embedded.
+    registry_url: str | None = None
 
 
 @dataclass
@@ -91,12 +124,19 @@ class UpstreamConfig:
     mode: str = "embedded"  # "embedded": start the ECR emulator; "aws": a real (or given) ECR
     region: str = "us-east-1"
     endpoint_url: str | None = None
+    # The ECR Public API (routes with upstream_kind ecr-public). None: endpoint_url.
+    public_endpoint_url: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
     session_token: str | None = None
     retry_budget_seconds: float = 10.0
     call_timeout_seconds: float = 60.0
+    connect_timeout_seconds: float = 5.0
     max_connections: int = 64
+    # Circuit breaker: after this many consecutive outage failures (no answer, 5xx) calls to
+    # the endpoint fail at once with 503 for breaker_open_seconds, then one probe goes (0: off).
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 2.0
 
 
 @dataclass
@@ -124,6 +164,22 @@ class BlobsConfig:
 @dataclass
 class UploadsConfig:
     idle_timeout_seconds: float = 3600.0
+
+
+@dataclass
+class LimitsConfig:
+    """Bounds against resource exhaustion (gateway/oci/limits.py); 0 disables a bound."""
+
+    max_manifest_bytes: int = 4 * 1024**2  # ECR's own PutImage limit is 4 MiB
+    max_uploads_per_client: int = 32  # upload requests in progress per user or address
+    max_uploads_total: int = 256  # upload requests in progress over all clients
+    max_open_uploads: int = 10000  # upload sessions open at once
+    body_idle_timeout_seconds: float = 60.0  # a request body silent this long is cut (408)
+    body_timeout_seconds: float = 3600.0  # a request body taking longer is cut (408)
+    header_timeout_seconds: float = 60.0  # to send a request's headers (and keep-alive idle)
+    max_header_bytes: int = 8190  # one request line or header field
+    max_headers: int = 100  # header fields per request
+    max_page_size: int = 1000  # the largest `n` of a tags or catalog page
 
 
 @dataclass
@@ -205,6 +261,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     blobs: BlobsConfig = field(default_factory=BlobsConfig)
     uploads: UploadsConfig = field(default_factory=UploadsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     state: StateConfig = field(default_factory=StateConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -238,6 +295,8 @@ _CHOICES = {
     "state.backend": ("local", "redis"),
     "routes.repository.image_tag_mutability": ("MUTABLE", "IMMUTABLE"),
     "routes.repository.encryption_type": ("AES256", "KMS"),
+    "routes.upstream_kind": ("ecr", "ecr-public"),
+    "routes.catalog_data": ("none", "from_annotations"),
 }
 
 
@@ -342,12 +401,50 @@ def _check(config: Config) -> None:
     for i, route in enumerate(config.routes):
         if route.prefix.endswith("/") or route.repository_prefix.endswith("/"):
             raise ConfigError(f"routes[{i}]", "prefixes are written without a trailing slash")
+        _check_route(route, f"routes[{i}]")
     for host, mirror in config.mirrors.items():
         if not _MIRROR_HOST.match(host):
             raise ConfigError(f"mirrors.{host}", "must be a registry host name (host[:port])")
         if mirror.repository_prefix.endswith("/"):
             raise ConfigError(f"mirrors.{host}.repository_prefix",
                               "prefixes are written without a trailing slash")
+        if mirror.registry_url is not None and host != "public.ecr.aws":
+            raise ConfigError(f"mirrors.{host}.registry_url",
+                              "only for public.ecr.aws (an ECR Public mirror)")
+
+
+def _check_route(route: RouteConfig, where: str) -> None:
+    settings = route.repository
+    public = route.upstream_kind == "ecr-public"
+    if public and route.region not in (None, "us-east-1"):
+        raise ConfigError(f"{where}.region", "ECR Public is in us-east-1 only")
+    if route.catalog_data != "none" and not public:
+        raise ConfigError(f"{where}.catalog_data", "catalog data is ECR Public's "
+                          "(upstream_kind: ecr-public)")
+    for key in ("registry_url", "registry_alias"):
+        if getattr(route, key) is not None and not public:
+            raise ConfigError(f"{where}.{key}", "only for upstream_kind: ecr-public")
+    if public and settings.lifecycle_policy is not None:
+        raise ConfigError(f"{where}.repository.lifecycle_policy",
+                          "ECR Public has no lifecycle policies")
+    for key in ("repository_policy", "lifecycle_policy"):
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        try:
+            document = json.loads(value) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise ConfigError(f"{where}.repository.{key}", f"is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"{where}.repository.{key}", "must be a mapping (a JSON object)")
+    lifecycle = settings.lifecycle_text()
+    if lifecycle is not None:
+        from gateway.emulator.lifecycle_rules import PolicyError, parse
+
+        try:  # the rules ECR itself checks, so that no push meets a refusal
+            parse(lifecycle)
+        except PolicyError as exc:
+            raise ConfigError(f"{where}.repository.lifecycle_policy", str(exc)) from None
 
 
 def _check_auth(config: Config) -> None:

@@ -21,6 +21,7 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
+from gateway.oci.limits import quiet_protocol_errors, server_options
 
 log = logging.getLogger("gateway")
 
@@ -75,8 +76,13 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     # SIGTERM: stop accepting, give in-flight requests shutdown_grace_seconds, then cancel
     # them (an upload cut short keeps what it stored: the client resumes from its offset).
     # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
+    limits = config.limits
+    quiet_protocol_errors()
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=min(config.shutdown_grace_seconds, 2.0))
+                           shutdown_timeout=min(config.shutdown_grace_seconds, 2.0),
+                           **server_options(max_header_bytes=limits.max_header_bytes,
+                                            max_headers=limits.max_headers,
+                                            header_timeout=limits.header_timeout_seconds))
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
                        ssl_context=tls.context if tls else None)

@@ -15,6 +15,12 @@ from tests.support.gateway import GatewayProcess
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run the long forms of the reliability tests (full soak, longer fuzz); "
+                          "also RELIABILITY_LONG=1")
+
+
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     """One emulator per test module (tests use distinct repository names)."""

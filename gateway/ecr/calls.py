@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
+import aiohttp
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
 from gateway.ecr.retry import RetryPolicy
@@ -19,12 +21,31 @@ upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVa
     "upstream_calls", default=None)
 
 
+# The connection failed, was refused, timed out or closed before the whole answer arrived
+# (botocore wraps most of aiohttp's errors; a body cut short can also surface unwrapped).
+_TRANSIENT = (HTTPClientError, BotoConnectionError, aiohttp.ClientError, OSError, TimeoutError)
+# Not answered by ECR at all: what the circuit breaker counts (with 5xx answers).
+_UNANSWERED = _TRANSIENT
+
+
+def _server_fault(exc: BaseException) -> bool:
+    if not isinstance(exc, ClientError):
+        return False
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return code not in THROTTLES and (code in SERVER_FAULTS or status >= 500)
+
+
 def _retriable(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in THROTTLES or code in SERVER_FAULTS or status >= 500
-    return isinstance(exc, (BotoCoreError, OSError, TimeoutError))
+        return code in THROTTLES or _server_fault(exc)
+    # Not a bad request (ParamValidationError, missing credentials): retrying cannot help.
+    return isinstance(exc, _TRANSIENT)
+
+
+def _outage(exc: BaseException) -> bool:
+    return isinstance(exc, _UNANSWERED) or _server_fault(exc)
 
 
 async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> dict[str, Any]:
@@ -34,14 +55,30 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
     counter = UPSTREAM_CALLS.labels(action)
     attempts = 0
 
+    breaker = policy.breaker
+    endpoint = str(getattr(getattr(client, "meta", None), "endpoint_url", ""))
+
     async def attempt() -> dict[str, Any]:
         nonlocal attempts
+        if breaker is not None:
+            breaker.before(endpoint)  # 503 at once while the endpoint is known to be down
         attempts += 1
         counter.inc()
         if tally is not None:
             tally.append(action)
-        with upstream_attempt(action, attempts, THROTTLES):
-            result: dict[str, Any] = await method(**params)
+        try:
+            with upstream_attempt(action, attempts, THROTTLES):
+                result: dict[str, Any] = await method(**params)
+        except Exception as exc:
+            if breaker is not None:
+                (breaker.failure if _outage(exc) else breaker.success)(endpoint)
+            raise
+        except BaseException:
+            if breaker is not None:
+                breaker.released(endpoint)
+            raise
+        if breaker is not None:
+            breaker.success(endpoint)
         return result
 
     try:
@@ -53,7 +90,7 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         if code not in THROTTLES and status >= 500:
             code = "ServerException"
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
-    except (BotoCoreError, OSError, TimeoutError) as exc:
+    except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
                        message=f"upstream ECR unreachable: {type(exc).__name__}",
                        headers={"Retry-After": "1"}) from exc

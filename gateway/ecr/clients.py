@@ -47,7 +47,8 @@ caller_credentials: contextvars.ContextVar[Credentials | None] = contextvars.Con
 
 
 class ClientFactory:
-    def __init__(self, max_connections: int = 64, timeout: float = 60.0) -> None:
+    def __init__(self, max_connections: int = 64, timeout: float = 60.0,
+                 connect_timeout: float = 5.0) -> None:
         self._session = get_session()
         self._clients: dict[Upstream, Any] = {}
         self._contexts: dict[Upstream, Any] = {}
@@ -56,7 +57,7 @@ class ClientFactory:
         self._config = AioConfig(
             retries={"total_max_attempts": 1},
             max_pool_connections=max_connections,
-            connect_timeout=5,
+            connect_timeout=connect_timeout,
             read_timeout=timeout,
             tcp_keepalive=True,
         )

@@ -36,12 +36,19 @@ try:  # SIMD base64: several times faster than binascii on parts of megabytes
     def _b64encode(data: bytes | bytearray | memoryview) -> bytes:
         return pybase64.b64encode(data)
 
+    def _b64decode(data: bytes) -> bytes:
+        return pybase64.b64decode(data, validate=True)
+
 except ImportError:  # pragma: no cover - depends on the installation
 
     def _b64encode(data: bytes | bytearray | memoryview) -> bytes:
         return binascii.b2a_base64(data, newline=False)
 
+    def _b64decode(data: bytes) -> bytes:
+        return binascii.a2b_base64(data, strict_mode=True)
+
 b64encode: Callable[[bytes | bytearray | memoryview], bytes] = _b64encode
+b64decode: Callable[[bytes], bytes] = _b64decode
 
 OPERATION = "UploadLayerPart"
 MEMBER = "layerPartBlob"
@@ -95,27 +102,43 @@ class EncodedPart:
 
     ``members`` are the other members the call will send (registryId if any,
     repositoryName, uploadId, partFirstByte, partLastByte); if the call turns out to send
-    different ones, its body is simply built again at call time.
+    different ones, its body is simply built again at call time. Once the body is built the
+    raw bytes can be let go (:meth:`release`): :meth:`data` then decodes them from the body,
+    which only a failed call needs (the bytes become an upload's tail again).
     """
 
     def __init__(self, data: bytes, members: dict[str, Any]) -> None:
-        self.data = data
+        self._data: bytes | None = data
+        self.size = len(data)
         self.members = members
         self._built: asyncio.Future[Body] | None = None
 
     def __len__(self) -> int:
-        return len(self.data)
+        return self.size
 
     def prepare(self) -> asyncio.Future[Body]:
         """Start building the body in a worker thread (once)."""
         if self._built is None:
-            self._built = asyncio.ensure_future(asyncio.to_thread(build, self.members, self.data))
+            self._built = asyncio.ensure_future(asyncio.to_thread(build, self.members,
+                                                                  self.data()))
         return self._built
+
+    def release(self) -> None:
+        """Drop the raw bytes if the body holds them."""
+        if self._built is not None and self._built.done() and not self._built.exception():
+            self._data = None
+
+    def data(self) -> bytes:
+        if self._data is not None:
+            return self._data
+        assert self._built is not None
+        pieces = self._built.result().pieces[1:-1]
+        return b"".join(b64decode(piece) for piece in pieces)
 
     async def body_for(self, members: dict[str, Any]) -> Body:
         if members == self.members:
             return await self.prepare()
-        return await asyncio.to_thread(build, members, self.data)
+        return await asyncio.to_thread(build, members, self.data())
 
 
 def _take_part(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:

@@ -1,4 +1,8 @@
-"""The OCI ``Registry`` backend on ECR: each operation names the ECR actions it performs."""
+"""The OCI ``Registry`` backend on ECR: each operation names the ECR actions it performs.
+
+Targets of ECR Public (``upstream_kind: ecr-public``) are pushed through the ``ecr-public``
+API with the same actions, and pulled from its registry endpoint (gateway/ecr/public.py).
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ from typing import Any
 import aiohttp
 
 from gateway.config import CacheConfig, RouteConfig
+from gateway.ecr import catalog
 from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
+from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
@@ -42,7 +48,7 @@ class EcrRegistry:
                  upstream_for: Callable[[str], Upstream], sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
-                 cache: CacheConfig | None = None) -> None:
+                 cache: CacheConfig | None = None, public: EcrPublic | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -56,6 +62,8 @@ class EcrRegistry:
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self.uploads = UploadManager(sessions, staging, policy, self._client)
         self.tokens = TokenCache(self._fetch_token)
+        self.public = public or EcrPublic(clients, upstream_for, policy, http,
+                                          endpoint_url=None, registry_url=None)
 
     async def authorization_token(self, region: str) -> AuthToken:
         """The ECR registry credential for this gateway's identity in ``region`` (cached)."""
@@ -80,6 +88,8 @@ class EcrRegistry:
         return target
 
     async def _client(self, target: Target) -> Any:
+        if self.public.serves(target):
+            return await self.public.client()
         return await self._clients.client(self._upstream_for(target.region))
 
     async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
@@ -87,21 +97,29 @@ class EcrRegistry:
                           **params)
 
     async def _create_repository(self, target: Target) -> None:
+        """CreateRepository, then the route's repository policy and lifecycle policy."""
         settings = target.route.repository
         encryption: dict[str, str] = {"encryptionType": settings.encryption_type}
         if settings.kms_key:
             encryption["kmsKey"] = settings.kms_key
+        params: dict[str, Any] = self.public.create_params(target.route) if \
+            self.public.serves(target) else {
+                "imageTagMutability": settings.image_tag_mutability,
+                "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
+                "encryptionConfiguration": encryption,
+                "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
         try:
-            await self._call(
-                target, "CreateRepository",
-                imageTagMutability=settings.image_tag_mutability,
-                imageScanningConfiguration={"scanOnPush": settings.scan_on_push},
-                encryptionConfiguration=encryption,
-                tags=[{"Key": k, "Value": v} for k, v in settings.tags.items()])
-            log.info("created ECR repository %s", target.repository)
+            await self._call(target, "CreateRepository", **params)
+            log.info("created repository %s (%s)", target.repository, target.route.upstream_kind)
         except EcrError as exc:
             if exc.code != "RepositoryAlreadyExistsException":
                 raise
+            return  # whoever created it applied the settings
+        policy, lifecycle = settings.policy_text(), settings.lifecycle_text()
+        if policy is not None:
+            await self._call(target, "SetRepositoryPolicy", policyText=policy)
+        if lifecycle is not None:
+            await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
@@ -128,6 +146,12 @@ class EcrRegistry:
                                          lambda: self._check_layer(target, digest))
 
     async def _check_layer(self, target: Target, digest: str) -> int | None:
+        if self.public.serves(target) and target.route.registry_alias == "":
+            # A mirror of others' ECR Public repositories: only their endpoint can tell.
+            size = await self.public.blob_size(target, digest)
+            if size is not None:
+                self.caches.remember_member(target.key, digest, size)
+            return size
         answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
         for layer in answer.get("layers", []):
             if layer.get("layerAvailability") == "AVAILABLE":
@@ -156,8 +180,12 @@ class EcrRegistry:
         return BlobLocation(-1, url=url)
 
     async def _download_url(self, target: Target, digest: str) -> str:
+        if self.public.serves(target):
+            url = await self.public.blob_url(target, digest)
+            self.caches.remember_url(target.key, digest, url)
+            return url
         answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
-        url: str = answer["downloadUrl"]
+        url = answer["downloadUrl"]
         self.caches.remember_url(target.key, digest, url)
         return url
 
@@ -182,7 +210,10 @@ class EcrRegistry:
         return await self.uploads.write(name, upload_id, self._target(name), chunks, start)
 
     async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
-        await self.uploads.finish(name, upload_id, self._target(name), digest)
+        target = self._target(name)
+        size = await self.uploads.finish(name, upload_id, target, digest)
+        if size is not None:  # clients check a blob right after pushing it: no upstream call
+            self.caches.remember_member(target.key, digest, size)
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         await self.uploads.cancel(name, upload_id)
@@ -230,6 +261,11 @@ class EcrRegistry:
                                              lambda: self._fetch_manifest(target, reference))
 
     async def _fetch_manifest(self, target: Target, reference: str) -> Manifest:
+        if self.public.serves(target):
+            manifest = await self.public.manifest(target, reference)
+            self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
+            self._remember_blobs(target, manifest)
+            return manifest
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
                                   acceptedMediaTypes=list(MANIFEST_TYPES))
         images = answer.get("images", [])
@@ -274,9 +310,28 @@ class EcrRegistry:
                 raise
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
+        if target.route.catalog_data == "from_annotations" and not is_digest(reference):
+            await self._update_catalog(name, target, reference, body, parsed)
         for blob in parsed.blobs:
             self._staging.forget(blob.digest)  # ECR serves referenced layers itself now
         return digest
+
+    async def _update_catalog(self, name: str, target: Target, tag: str, body: bytes,
+                              parsed: ParsedManifest) -> None:
+        """ECR Public: PutRepositoryCatalogData from the image's annotations and config."""
+        config = b""
+        if parsed.blobs and not parsed.children and parsed.blobs[0].size <= 1 << 20:
+            with contextlib.suppress(OciError):
+                async for chunk in await self._read_chunks(name, parsed.blobs[0].digest):
+                    config += chunk
+        where = f"{await self.public.alias(target)}/{target.repository}".lstrip("/")
+        data = catalog.from_image(body, config, f"public.ecr.aws/{where}:{tag}")
+        if not data:
+            return
+        try:
+            await self._call(target, "PutRepositoryCatalogData", catalogData=data)
+        except OciError as exc:  # the image is pushed; its catalog entry can wait
+            log.warning("catalog data of %s not updated: %s", target.repository, exc)
 
     async def delete_manifest(self, name: str, reference: str) -> None:
         target = self._target(name)
@@ -327,18 +382,20 @@ class EcrRegistry:
 
     async def list_tags(self, name: str) -> list[str]:
         target = self._target(name)
+        if self.public.serves(target):
+            return await self.public.tags(target)
         ids = await self._pages(target, "ListImages", "imageIds", filter={"tagStatus": "TAGGED"},
                                 maxResults=1000)
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
     async def list_repositories(self) -> list[str]:
         names: set[str] = set()
-        seen: dict[tuple[str | None, str], list[str]] = {}
+        seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:
             region = self._router.region_of(route)
-            where = (route.registry_id, region)
+            where = (route.registry_id, region, route.upstream_kind)
             if where not in seen:
-                client = await self._clients.client(self._upstream_for(region))
+                client = await self._clients.client(self.route_upstream(route))
                 params = {"registryId": route.registry_id} if route.registry_id else {}
                 repos = await self._pages(None, "DescribeRepositories", "repositories",
                                           client=client, maxResults=1000, **params)
@@ -350,6 +407,8 @@ class EcrRegistry:
     async def referrers(self, name: str, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
         target = self._target(name)
+        if self.public.serves(target):
+            return await self.public.referrers(target, digest, artifact_type)
         params: dict[str, Any] = {"subjectId": {"imageDigest": digest}, "maxResults": 50}
         if artifact_type:
             params["filter"] = {"artifactTypes": [artifact_type]}
@@ -365,6 +424,8 @@ class EcrRegistry:
                            r.get("artifactType"), r.get("annotations") or None) for r in found]
 
     def route_upstream(self, route: RouteConfig) -> Upstream:
+        if route.upstream_kind == "ecr-public":
+            return self.public.upstream()
         return self._upstream_for(self._router.region_of(route))
 
 

@@ -7,8 +7,10 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
+
+from gateway.ecr.breaker import CircuitBreaker
 
 T = TypeVar("T")
 
@@ -18,6 +20,8 @@ class RetryPolicy:
     budget_seconds: float = 10.0
     base_delay: float = 0.05
     max_delay: float = 2.0
+    # Shared by every call under this policy: an endpoint that keeps failing is not retried.
+    breaker: CircuitBreaker | None = field(default=None, compare=False)
 
     async def run(self, call: Callable[[], Awaitable[T]], retriable: Callable[[BaseException], bool]
                   ) -> T:

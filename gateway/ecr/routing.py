@@ -5,7 +5,8 @@ the upstream registry it wants with ``?ns=<host>``; when ``mirrors`` are configu
 host picks the target instead: ``mirrors[ns]`` maps ``<host>/<name>`` onto
 ``repository_prefix/<name>`` in its registry and region, and a host that is not listed
 resolves to nothing (404 NAME_UNKNOWN, so containerd moves on to its next host). Resolution
-is local: an unmapped name costs no upstream call.
+is local: an unmapped name costs no upstream call. ``public.ecr.aws`` is ECR Public: its
+mirror route pulls ``public.ecr.aws/<alias>/<name>`` from the ECR Public registry endpoint.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from gateway.ecr.clients import caller_credentials
 
 # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]: an ECR registry's own host name.
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
-# ECR Public's registry. Pulls from it need its own upstream client (ECR Public has no
-# BatchGetImage/GetDownloadUrlForLayer): until that exists such requests get NAME_UNKNOWN.
+# ECR Public's registry (routes with upstream_kind ecr-public; see gateway/ecr/public.py).
 ECR_PUBLIC_HOST = "public.ecr.aws"
+ECR_PUBLIC_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,13 @@ class Target:
         the repository this is (the registry id gets ``@<access key id>``): IAM may let one
         identity read what another may not, so cached answers are never shared between them.
         """
+        registry = self.route.registry_id
+        if self.route.upstream_kind == "ecr-public":  # another registry than ECR's
+            registry = f"ecr-public:{registry or ''}"
         caller = caller_credentials.get()
         if caller is not None:
-            return (f"{self.route.registry_id or ''}@{caller.access_key_id}", self.region,
-                    self.repository)
-        return (self.route.registry_id, self.region, self.repository)
+            return (f"{registry or ''}@{caller.access_key_id}", self.region, self.repository)
+        return (registry, self.region, self.repository)
 
     def ids(self) -> dict[str, str]:
         """The registryId/repositoryName parameters every repository-scoped action takes."""
@@ -57,6 +60,11 @@ class Target:
 
 def mirror_route(host: str, mirror: MirrorConfig) -> RouteConfig:
     """The (pull-only) route a mirror entry stands for."""
+    if host == ECR_PUBLIC_HOST:  # names carry the registry alias: public.ecr.aws/<alias>/...
+        return RouteConfig(prefix="", repository_prefix=mirror.repository_prefix,
+                           region=ECR_PUBLIC_REGION, create_on_push=False,
+                           anonymous_pull=mirror.anonymous_pull, upstream_kind="ecr-public",
+                           registry_url=mirror.registry_url, registry_alias="")
     registry_id, region = mirror.registry_id, mirror.region
     ecr = _ECR_HOST.match(host)
     if ecr:
@@ -73,9 +81,7 @@ class Router:
         # Longest prefix first so "team-a/ci" beats "team-a" beats "".
         self._routes = sorted(routes, key=lambda r: len(r.prefix), reverse=True)
         self._region = default_region
-        self._mirrors = {host: mirror_route(host, m) for host, m in (mirrors or {}).items()
-                         if host != ECR_PUBLIC_HOST}
-        self._reserved = {ECR_PUBLIC_HOST} & set(mirrors or {})
+        self._mirrors = {host: mirror_route(host, m) for host, m in (mirrors or {}).items()}
 
     @classmethod
     def from_config(cls, config: Config) -> Router:
@@ -86,11 +92,13 @@ class Router:
         return list(self._routes)
 
     def region_of(self, route: RouteConfig) -> str:
+        if route.upstream_kind == "ecr-public":
+            return ECR_PUBLIC_REGION
         return route.region or self._region
 
     def resolve(self, name: str, ns: str | None = None) -> Target | None:
         """The target of ``name``; ``ns`` is the upstream host a mirror client named."""
-        if ns is not None and (self._mirrors or self._reserved):
+        if ns is not None and self._mirrors:
             mirror = self._mirrors.get(ns)
             if mirror is None:
                 return None
@@ -103,9 +111,7 @@ class Router:
 
     def unrouted_reason(self, name: str, ns: str | None) -> str:
         """Why :meth:`resolve` found no target, in words for the error message."""
-        if ns in self._reserved:
-            return f"pulling through {ns} (ECR Public) is not supported yet"
-        if ns is not None and (self._mirrors or self._reserved):
+        if ns is not None and self._mirrors:
             return f"this gateway is not a mirror of {ns}"
         return "no route serves this name"
 

@@ -9,13 +9,14 @@ or until the least recently used entries are evicted to stay under ``max_bytes``
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
 
 
 class StagingStore:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0) -> None:
         self._spools = root / "spool"
         self._blobs = root / "blobs" / "sha256"
         self._spools.mkdir(parents=True, exist_ok=True)
@@ -23,8 +24,19 @@ class StagingStore:
         self._max_bytes = max_bytes
         self.empty = root / "empty"
         self.empty.touch()
+        # Spools of a previous run continue with their sessions (a restarted gateway resumes
+        # uploads), but the process may have died in the middle of a write: they are checked
+        # against the digest before being kept. Those no upload touched for long are dropped.
+        self._adopted: set[str] = set()
+        horizon = time.time() - spool_max_age
         for leftover in self._spools.iterdir():
-            leftover.unlink(missing_ok=True)  # spools of a previous run are unverified
+            try:
+                if leftover.stat().st_mtime < horizon:
+                    leftover.unlink(missing_ok=True)
+                else:
+                    self._adopted.add(leftover.name)
+            except FileNotFoundError:
+                pass
 
     def spool_path(self, upload_id: str) -> Path:
         return self._spools / upload_id
@@ -42,25 +54,34 @@ class StagingStore:
             if received_before != 0:
                 return
             size = 0
-        if size != received_before:
+        if size > received_before:
+            # Bytes a process that died wrote after the session's last saved offset: the
+            # client sends them again from that offset.
+            os.truncate(path, received_before)
+        elif size < received_before:
             path.unlink(missing_ok=True)
             return
         with open(path, "ab") as handle:
             handle.write(data)
 
-    def promote(self, upload_id: str, digest: str, size: int) -> None:
-        """Keep a finished spool under its (upstream-verified) digest."""
+    def promote(self, upload_id: str, digest: str, size: int, verify: bool = False) -> None:
+        """Keep a finished spool under its digest: upstream-verified, or checked here when
+        ``verify`` (or when the spool comes from a process that died)."""
         path = self.spool_path(upload_id)
         try:
-            if path.stat().st_size != size:
+            if path.stat().st_size != size or (
+                    (verify or upload_id in self._adopted) and not _has_digest(path, digest)):
                 path.unlink(missing_ok=True)
                 return
         except FileNotFoundError:
             return
+        finally:
+            self._adopted.discard(upload_id)
         os.replace(path, self.blob_path(digest))
         self._evict()
 
     def discard(self, upload_id: str) -> None:
+        self._adopted.discard(upload_id)
         self.spool_path(upload_id).unlink(missing_ok=True)
 
     def blob_path(self, digest: str) -> Path:
@@ -84,7 +105,10 @@ class StagingStore:
     def _evict(self) -> None:
         entries = []
         for entry in os.scandir(self._blobs):
-            stat = entry.stat()
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:  # forgotten meanwhile (an image now references it)
+                continue
             entries.append((stat.st_atime, stat.st_size, entry.path))
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
@@ -92,3 +116,12 @@ class StagingStore:
                 break
             Path(path).unlink(missing_ok=True)
             total -= size
+
+
+def _has_digest(path: Path, digest: str) -> bool:
+    algorithm, _, expected = digest.partition(":")
+    hasher = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest() == expected

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 MIN_PART = 5 * 1024 * 1024  # every part but the last (LayerPartTooSmallException)
 MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
+# Parts cut from request bodies (being encoded, or on their way upstream) that the process
+# holds at once over all uploads; each upload also fills at most one part. This bounds
+# memory under many concurrent uploads: about (uploads + PARTS_IN_MEMORY) x part size.
+PARTS_IN_MEMORY = 8
 
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
@@ -79,6 +83,14 @@ class _Pending:
         return b"".join(taken)
 
 
+class _OutOfStep(Exception):
+    """ECR already holds this upload up to ``upstream_next`` (mid-part)."""
+
+    def __init__(self, upstream_next: int) -> None:
+        super().__init__(f"ECR holds the upload up to byte {upstream_next}")
+        self.upstream_next = upstream_next
+
+
 class UploadManager:
     def __init__(self, store: SessionStore, staging: StagingStore, policy: RetryPolicy,
                  client_for: Callable[[Target], Any]) -> None:
@@ -86,6 +98,7 @@ class UploadManager:
         self._staging = staging
         self._policy = policy
         self._client_for = client_for
+        self._parts = asyncio.Semaphore(PARTS_IN_MEMORY)
 
     async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         client = await self._client_for(target)
@@ -108,22 +121,36 @@ class UploadManager:
         return session
 
     async def status(self, name: str, upload_id: str) -> UploadStatus:
-        session = await self._session(name, upload_id)
+        # Behind the session's lock: a client that lost its connection mid-PATCH learns the
+        # offset once the gateway has finished with what that PATCH delivered.
+        async with self._store.lock(upload_id):
+            session = await self._session(name, upload_id)
         return UploadStatus(session.id, session.received)
 
     async def _send_part(self, target: Target, session: UploadSession,
-                         part: bytes | EncodedPart) -> None:
+                         part: bytes | EncodedPart, *, final: bool = False) -> None:
         first = session.committed
         last = first + len(part) - 1
         try:
             await self._call(target, "UploadLayerPart", uploadId=session.ecr_upload_id,
                              partFirstByte=first, partLastByte=last, layerPartBlob=part)
         except EcrError as exc:
-            # A retry of a part that did land is refused as out of order; ECR's
-            # lastValidByteReceived tells whether it is in fact already stored.
+            # A retry of a part that did land (its answer was lost, or a process that died
+            # had sent it) is refused as out of order; ECR's lastValidByteReceived tells how
+            # much of it is in fact already stored.
             landed = exc.response.get("lastValidByteReceived")
-            if exc.code != "InvalidLayerPartException" or landed != last:
+            if exc.code != "InvalidLayerPartException" or not isinstance(landed, int) \
+                    or landed < first:
                 raise
+            if landed < last:
+                # Stored up to the middle of this part (it was cut differently before).
+                if not final:
+                    raise _OutOfStep(landed + 1) from exc
+                data = part.data() if isinstance(part, EncodedPart) else part
+                session.committed = landed + 1  # the last part may be of any size
+                await self._send_part(target, session, data[landed + 1 - first:], final=True)
+                return
+            log.info("part %d-%d of upload %s was already stored", first, last, session.id)
         session.committed = last + 1
 
     async def write(self, name: str, upload_id: str, target: Target,
@@ -148,19 +175,16 @@ class UploadManager:
             log.warning("staging upload %s failed (%s): it will not be staged", session.id, exc)
             self._staging.discard(session.id)
 
-    async def _prepare(self, target: Target, session: UploadSession, data: bytes, first: int,
-                       new_from: int, previous: asyncio.Task[EncodedPart] | None) -> EncodedPart:
+    async def _prepare(self, session: UploadSession, part: EncodedPart, first: int,
+                       new_from: int, previous: asyncio.Task[None] | None) -> None:
         """Stage a part's new bytes and build its request body, both in worker threads."""
         if previous is not None:
             await asyncio.wait([previous])  # staging writes stay in stream order
-        part = EncodedPart(data, {**target.ids(), "uploadId": session.ecr_upload_id,
-                                  "partFirstByte": first,
-                                  "partLastByte": first + len(data) - 1})
         building = part.prepare()
-        if new_from < len(data):
-            await self._spool(session, first + new_from, memoryview(data)[new_from:])
+        if new_from < part.size:
+            await self._spool(session, first + new_from, memoryview(part.data())[new_from:])
         await building
-        return part
+        part.release()  # the body holds the bytes now
 
     async def _pump(self, target: Target, session: UploadSession, pending: _Pending,
                     chunks: AsyncIterator[bytes]) -> None:
@@ -168,39 +192,45 @@ class UploadManager:
 
         While a part is on its way upstream, the next one is cut (the bytes' only copy),
         staged and encoded in worker threads, so that it leaves as soon as ECR has taken the
-        previous one. Reading the request pauses while both are pending.
+        previous one. Reading the request pauses while both are pending, and while the
+        process holds PARTS_IN_MEMORY cut parts over all uploads.
         """
         size = session.part_size
         staged = session.received  # the staging spool holds everything received before
         next_first = session.committed
-        cut: list[bytes] = []  # parts taken from ``pending`` that ECR has not stored yet
-        preparing: asyncio.Task[EncodedPart] | None = None
+        cut: list[EncodedPart] = []  # parts taken from ``pending`` that ECR has not stored
+        preparing: asyncio.Task[None] | None = None
         in_flight: asyncio.Task[None] | None = None
         failure: BaseException | None = None
 
-        def cut_part(count: int) -> asyncio.Task[EncodedPart]:
+        async def cut_part(count: int) -> tuple[EncodedPart, asyncio.Task[None]]:
             nonlocal next_first, staged, preparing
-            data = pending.take(count)
+            await self._parts.acquire()
+            part = EncodedPart(pending.take(count), {
+                **target.ids(), "uploadId": session.ecr_upload_id,
+                "partFirstByte": next_first, "partLastByte": next_first + count - 1})
+            cut.append(part)
             preparing = asyncio.create_task(self._prepare(
-                target, session, data, next_first, max(0, staged - next_first), preparing))
-            cut.append(data)
+                session, part, next_first, max(0, staged - next_first), preparing))
             next_first += count
             staged = max(staged, next_first)
-            return preparing
+            return part, preparing
 
-        async def send(prepared: asyncio.Task[EncodedPart]) -> None:
-            await self._send_part(target, session, await prepared)
-            cut.pop(0)
+        async def send(part: EncodedPart, prepared: asyncio.Task[None]) -> None:
+            await prepared
+            await self._send_part(target, session, part)
+            cut.remove(part)
+            self._parts.release()
 
         try:
             async for chunk in chunks:
                 pending.add(chunk)
                 session.received += len(chunk)
                 while pending.size >= size:
-                    prepared = cut_part(size)
+                    part, prepared = await cut_part(size)
                     if in_flight is not None:
                         await in_flight
-                    in_flight = asyncio.create_task(send(prepared))
+                    in_flight = asyncio.create_task(send(part, prepared))
         except _CLIENT_GONE:
             log.info("client went away mid-body on upload %s at %d", session.id,
                      session.received)
@@ -214,14 +244,27 @@ class UploadManager:
                 failure = failure or exc
         if failure is None and pending.size >= MIN_PART:
             try:
-                await send(cut_part(pending.size))
+                await send(*await cut_part(pending.size))
             except BaseException as exc:
                 failure = exc
         if preparing is not None:
             await asyncio.wait([preparing])  # staging of every cut part is done
-        for data in reversed(cut):
-            pending.put_back(data)  # not stored upstream: it is tail again
+        for part in reversed(cut):
+            pending.put_back(part.data())  # not stored upstream: it is tail again
+            self._parts.release()
         rest = pending.take(pending.size)
+        if isinstance(failure, _OutOfStep):
+            # ECR holds more than this session recorded: skip what it has, and let the client
+            # continue from the Range (its next request is cut to match).
+            skip = failure.upstream_next - session.committed
+            rest = rest[skip:]
+            session.committed = failure.upstream_next
+            session.received = max(session.received, session.committed)
+            log.info("upload %s realigned with ECR at %d", session.id, session.committed)
+            failure = OciError(oci.UNAVAILABLE, {"upload": session.id},
+                               message="upload realigned with ECR; continue from Range",
+                               headers={"Retry-After": "0",
+                                        "Range": upload_range_header(session.received)})
         new_from = max(0, staged - session.committed)
         if new_from < len(rest):
             await self._spool(session, session.committed + new_from, memoryview(rest)[new_from:])
@@ -230,34 +273,54 @@ class UploadManager:
         if failure is not None:
             raise failure
 
-    async def finish(self, name: str, upload_id: str, target: Target, digest: str) -> None:
+    async def finish(self, name: str, upload_id: str, target: Target,
+                     digest: str) -> int | None:
+        """Complete the layer; returns its size when ECR verified it as this upload's bytes."""
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
             if not digest.startswith("sha256:"):
                 await self._abandon(session)
                 raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                message="ECR stores sha256 digests only")
-            tail = await self._store.tail(upload_id)
-            if tail:
-                await self._send_part(target, session, tail)
-                await self._store.save(session, b"")
             if session.received == 0:
                 await self._abandon(session)
                 if digest != EMPTY_SHA256:
                     raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                    message="digest does not match the (empty) content")
-                return  # the empty blob is answered by the gateway itself
+                return None  # the empty blob is answered by the gateway itself
+            verified = True
             try:
+                tail = await self._store.tail(upload_id)
+                if tail:
+                    await self._send_part(target, session, tail, final=True)
+                    await self._store.save(session, b"")
                 await self._call(target, "CompleteLayerUpload",
                                  uploadId=session.ecr_upload_id, layerDigests=[digest])
             except EcrError as exc:
-                if exc.code != "LayerAlreadyExistsException":
+                if exc.code == "UploadNotFoundException" and \
+                        await self._landed(target, digest, session.received):
+                    # Completed by an earlier attempt whose answer was lost (or by a process
+                    # that died before it could record it): the layer is there.
+                    log.info("upload %s was already complete as %s", session.id, digest)
+                elif exc.code != "LayerAlreadyExistsException":
                     if exc.code in ("InvalidLayerException", "UploadNotFoundException",
                                     "EmptyUploadException", "LayerPartTooSmallException"):
                         await self._abandon(session)
                     raise
-            await asyncio.to_thread(self._staging.promote, session.id, digest, session.received)
+                else:
+                    verified = False
+            # Bytes ECR did not verify (it already had the layer) are kept only if they hash
+            # to the digest: a staged blob is served as that digest.
+            await asyncio.to_thread(self._staging.promote, session.id, digest, session.received,
+                                    verify=not verified)
             await self._store.delete(session.id)
+            return session.received if verified else None
+
+    async def _landed(self, target: Target, digest: str, size: int) -> bool:
+        """Whether the repository holds ``digest`` with ``size`` bytes."""
+        answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
+        return any(layer.get("layerAvailability") == "AVAILABLE"
+                   and layer.get("layerSize") == size for layer in answer.get("layers", []))
 
     async def _abandon(self, session: UploadSession) -> None:
         self._staging.discard(session.id)
@@ -266,10 +329,19 @@ class UploadManager:
     async def expire_idle(self, idle_seconds: float) -> int:
         """Drop sessions no request has touched for ``idle_seconds``; returns how many."""
         dropped = 0
-        for session in await self._store.idle(time.time() - idle_seconds):
-            async with self._store.lock(session.id):
-                await self._abandon(session)
-                dropped += 1
+        cutoff = time.time() - idle_seconds
+        for session in await self._store.idle(cutoff):
+            try:
+                async with self._store.lock(session.id):
+                    # Under the lock, look again: with a shared store another replica may
+                    # have used (or dropped) the session since the list was read.
+                    current = await self._store.get(session.id)
+                    if current is None or current.updated_at >= cutoff:
+                        continue
+                    await self._abandon(current)
+                    dropped += 1
+            except OciError:  # busy: a request is writing it right now, so it is not idle
+                continue
         if dropped:
             log.info("dropped %d idle upload sessions", dropped)
         return dropped

@@ -10,12 +10,15 @@ The rules are a JSON object from access key id to a list of statements, IAM-styl
      "*":         [...]}
 
 ``Action`` and ``Resource`` are a string or a list of ``fnmatch`` patterns; actions are
-written ``ecr:Name`` (or ``*``); resources are repository names or repository ARNs, and a
-statement without ``Resource`` covers every call. A call naming repositories is covered
-when each of them matches; a call naming none (GetAuthorizationToken, DescribeRepositories
-without names) only by ``*`` or no Resource. As in IAM an explicit Deny wins, then an
-Allow; nothing matching means denied. Keys not in the object use the ``"*"`` entry; with
-neither, the key may do everything (so an emulator without rules behaves as before).
+written ``ecr:Name`` or ``ecr-public:Name`` (or ``*``); resources are repository names or
+repository ARNs, and a statement without ``Resource`` covers every call. A call naming
+repositories is covered when each of them matches; a call naming none
+(GetAuthorizationToken, DescribeRepositories without names) only by ``*`` or no Resource.
+As in IAM an explicit Deny wins, then an Allow; nothing matching means denied. Keys not in
+the object use the ``"*"`` entry; with neither, the key may do everything (so an emulator
+without rules behaves as before). ``decide`` gives the identity-based verdict on its own,
+which repository policies (repository_policy.py) then combine with, as IAM combines
+identity and resource policies.
 
 Rules come from ``ecr-gateway emulator --policy-file FILE`` or at run time from
 ``PUT /_emulator/policies`` (the whole object; ``GET`` shows it, ``DELETE`` clears it).
@@ -27,7 +30,7 @@ import fnmatch
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -40,8 +43,8 @@ class Statement:
     actions: tuple[str, ...]
     resources: tuple[str, ...] | None  # None: every call
 
-    def covers_action(self, action: str) -> bool:
-        return any(fnmatch.fnmatchcase(f"ecr:{action}", pattern) or pattern == "*"
+    def covers_action(self, action: str, service: str = "ecr") -> bool:
+        return any(fnmatch.fnmatchcase(f"{service}:{action}", pattern) or pattern == "*"
                    for pattern in self.actions)
 
     def covers_resources(self, names: list[str], arns: list[str], *, every: bool) -> bool:
@@ -88,13 +91,38 @@ def parse_policies(document: Any) -> dict[str, list[Statement]]:
     return policies
 
 
-def _repositories(params: dict[str, Any]) -> list[str]:
+def repositories_named(params: dict[str, Any]) -> list[str]:
+    """The repositories a call is about: repositoryName(s), or the name in a resourceArn."""
     if isinstance(params.get("repositoryName"), str):
         return [params["repositoryName"]]
     names = params.get("repositoryNames")
     if isinstance(names, list):
         return [n for n in names if isinstance(n, str)]
+    arn = params.get("resourceArn")
+    if isinstance(arn, str) and ":repository/" in arn:
+        return [arn.split(":repository/", 1)[1]]
     return []
+
+
+def repository_arn(service: str, account_id: str, region: str, name: str) -> str:
+    if service == "ecr-public":  # ECR Public ARNs carry no region
+        return f"arn:aws:ecr-public::{account_id}:repository/{name}"
+    return f"arn:aws:ecr:{region}:{account_id}:repository/{name}"
+
+
+def principal_arn(account_id: str, access_key_id: str) -> str:
+    """The IAM identity the emulator takes an access key to be."""
+    return f"arn:aws:iam::{account_id}:user/{access_key_id}"
+
+
+def access_denied(access_key_id: str, action: str, *, account_id: str, resource: str,
+                  why: str, service: str = "ecr") -> AwsError:
+    return AwsError("AccessDeniedException",
+                    f"User: {principal_arn(account_id, access_key_id)} is not authorized to "
+                    f"perform: {service}:{action} on resource: {resource} {why}")
+
+
+Decision = Literal["allow", "deny", "none"]  # "none": no statement allows or denies
 
 
 class Policies:
@@ -113,27 +141,45 @@ class Policies:
         rules = parse_policies(document)
         self.document, self._rules = dict(document), rules
 
-    def check(self, access_key_id: str, action: str, params: dict[str, Any], *,
-              account_id: str, region: str) -> None:
-        """Raise AccessDeniedException unless the key's rules allow this call."""
+    def decide(self, access_key_id: str, action: str, params: dict[str, Any], *,
+               account_id: str, region: str, service: str = "ecr") -> Decision:
+        """The key's rules on this call: an explicit deny, an allow, or neither."""
         statements = self._rules.get(access_key_id, self._rules.get("*"))
         if statements is None:
-            return
-        names = _repositories(params)
+            return "allow"
+        names = repositories_named(params)
         registry = params.get("registryId") or account_id
-        arns = [f"arn:aws:ecr:{region}:{registry}:repository/{name}" for name in names]
-        relevant = [s for s in statements if s.covers_action(action)]
-        denied = any(s.effect == "Deny" and s.covers_resources(names, arns, every=False)
-                     for s in relevant)
-        allowed = any(s.effect == "Allow" and s.covers_resources(names, arns, every=True)
-                      for s in relevant)
-        if denied or not allowed:
-            resource = arns[0] if arns else "*"
-            why = ("with an explicit deny in an identity-based policy" if denied
-                   else f"because no identity-based policy allows the ecr:{action} action")
-            raise AwsError("AccessDeniedException",
-                           f"User: arn:aws:iam::{account_id}:user/{access_key_id} is not "
-                           f"authorized to perform: ecr:{action} on resource: {resource} {why}")
+        arns = [repository_arn(service, registry, region, name) for name in names]
+        relevant = [s for s in statements if s.covers_action(action, service)]
+        if any(s.effect == "Deny" and s.covers_resources(names, arns, every=False)
+               for s in relevant):
+            return "deny"
+        if any(s.effect == "Allow" and s.covers_resources(names, arns, every=True)
+               for s in relevant):
+            return "allow"
+        return "none"
+
+    def check(self, access_key_id: str, action: str, params: dict[str, Any], *,
+              account_id: str, region: str, service: str = "ecr") -> None:
+        """Raise AccessDeniedException unless the key's rules allow this call."""
+        decision = self.decide(access_key_id, action, params, account_id=account_id,
+                               region=region, service=service)
+        if decision != "allow":
+            raise identity_denied(access_key_id, action, params, decision,
+                                  account_id=account_id, region=region, service=service)
+
+
+def identity_denied(access_key_id: str, action: str, params: dict[str, Any],
+                    decision: Decision, *, account_id: str, region: str,
+                    service: str = "ecr") -> AwsError:
+    """The AccessDeniedException for a call the identity-based rules do not allow."""
+    names = repositories_named(params)
+    registry = params.get("registryId") or account_id
+    resource = repository_arn(service, registry, region, names[0]) if names else "*"
+    why = ("with an explicit deny in an identity-based policy" if decision == "deny"
+           else f"because no identity-based policy allows the {service}:{action} action")
+    return access_denied(access_key_id, action, account_id=account_id, resource=resource,
+                         why=why, service=service)
 
 
 POLICIES = web.AppKey("ecr_emulator_policies", Policies)

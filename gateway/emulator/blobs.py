@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,21 +43,27 @@ class BlobStore:
         """Write ``data`` at ``offset`` (dropping anything after it) and fsync it."""
         path = self.upload_path(upload_id)
         created = offset == 0 and not path.exists()
+        view = memoryview(data)
+        # The hash (CPU) runs beside the write and fsync (mostly waiting on the disk).
+        hashing = threading.Thread(target=hasher.update, args=(view,)) if hasher else None
+        if hashing is not None:
+            hashing.start()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            view = memoryview(data)
+            # Bytes a crashed attempt left beyond this part are not part of the layer.
+            stale = os.fstat(fd).st_size > offset + len(view)
             written = 0
             while written < len(view):
                 written += os.pwrite(fd, view[written:], offset + written)
-            # Bytes a crashed attempt left beyond this part are not part of the layer.
-            os.ftruncate(fd, offset + len(data))
+            if stale:
+                os.ftruncate(fd, offset + len(view))
             os.fsync(fd)
         finally:
             os.close(fd)
+            if hashing is not None:
+                hashing.join()
         if created:
             _fsync_dir(self.upload_root)
-        if hasher is not None:
-            hasher.update(view)
 
     def hash_upload(self, upload_id: str, length: int) -> str:
         """The sha256 digest of the upload's first ``length`` bytes, read in chunks."""

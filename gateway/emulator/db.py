@@ -103,6 +103,16 @@ CREATE TABLE IF NOT EXISTS auth_tokens (
     expires_at    REAL NOT NULL
 );
 
+-- Documents kept per repository (documents.py): its repository policy, lifecycle policy and
+-- last lifecycle preview, catalog data (ECR Public). They go with the repository.
+CREATE TABLE IF NOT EXISTS repository_documents (
+    repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,
+    body       TEXT NOT NULL,             -- JSON
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (repository, kind)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from gateway.emulator.state import STATE_KEY
+from gateway.emulator.state import STATE_KEY, EmulatorState
 from gateway.emulator.validation import is_sha256_digest
 
 ROUTE = "/_emulator/layers/{digest}"
@@ -30,8 +30,8 @@ def layer_path(digest: str) -> str:
 
 
 def presign(base_url: str, secret: bytes, digest: str, *, expires: int,
-            now: float | None = None) -> str:
-    path = layer_path(digest)
+            now: float | None = None, route: str = ROUTE) -> str:
+    path = route.format(digest=digest)
     date = time.strftime(_DATE_FORMAT, time.gmtime(time.time() if now is None else now))
     query = urlencode({
         "X-Amz-Date": date,
@@ -77,7 +77,11 @@ def _check(request: web.Request, secret: bytes) -> web.Response | None:
 
 
 async def serve_layer(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
+    return await serve_blob(request, request.app[STATE_KEY])
+
+
+async def serve_blob(request: web.Request, state: EmulatorState) -> web.StreamResponse:
+    """A presigned download of one of ``state``'s blobs (the route has a ``digest``)."""
     digest = request.match_info["digest"]
     denied = _check(request, state.secret)
     if denied is not None:

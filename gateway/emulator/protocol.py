@@ -1,13 +1,19 @@
 """The AWS JSON 1.1 protocol: one ``POST /`` route, the action in ``X-Amz-Target``.
 
+Two services share the route: ECR (``AmazonEC2ContainerRegistry_V20150921.<Action>``) and
+ECR Public (``SpencerFrontendService.<Action>``, handlers registered with
+``@action(name, service="ecr-public")``, run on the ECR Public registry's own state; their
+request-log and fault names are ``ecr-public:<Action>``).
 A request is signed with SigV4; the emulator does not verify signatures but reads the access
-key id and region from the credential scope, and applies the per-key rules of access.py.
+key id and region from the credential scope, and applies the per-key rules of access.py and
+the repository policies of repository_policy.py.
 Errors travel as ``{"__type": name, "message": ...}`` with the HTTP status AWS uses, which is
 what botocore turns into ``client.exceptions.<name>``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -19,13 +25,14 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.emulator import access, jsonbody, validation
+from gateway.emulator import access, faults, jsonbody, repository_policy, validation
 from gateway.emulator.errors import AwsError, server_error
-from gateway.emulator.state import STATE_KEY, EmulatorState
+from gateway.emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
 
 log = logging.getLogger(__name__)
 
 TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+PUBLIC_TARGET_PREFIX = "SpencerFrontendService."
 CONTENT_TYPE = "application/x-amz-json-1.1"
 # A 20 MiB part is 27,962,028 bytes of base64; a 4 MiB manifest escaped as JSON fits too.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
@@ -70,6 +77,7 @@ class Call:
     identity: Identity
     base_url: str
     request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    service: str = "ecr"  # or "ecr-public"
 
 
 Handler = Callable[[Call, Json], Awaitable[Json]]
@@ -77,19 +85,25 @@ Handler = Callable[[Call, Json], Awaitable[Json]]
 
 @dataclass(frozen=True)
 class ActionSpec:
-    name: str
+    name: str  # as logged and as faults name it: "PutImage", "ecr-public:PutImage"
     handler: Handler
     blob_members: tuple[str, ...]
+    service: str = "ecr"
+    operation: str = ""  # the bare action name ("PutImage")
 
 
-ACTIONS: dict[str, ActionSpec] = {}
+ACTIONS: dict[str, ActionSpec] = {}  # ECR
+PUBLIC_ACTIONS: dict[str, ActionSpec] = {}  # ECR Public
 
 
-def action(name: str) -> Callable[[Handler], Handler]:
-    """Register ``handler`` as the implementation of ECR action ``name``."""
+def action(name: str, service: str = "ecr") -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the implementation of action ``name`` of ``service``."""
 
     def register(handler: Handler) -> Handler:
-        ACTIONS[name] = ActionSpec(name, handler, validation.blob_members(name))
+        table, logged = (ACTIONS, name) if service == "ecr" else (
+            PUBLIC_ACTIONS, f"{service}:{name}")
+        table[name] = ActionSpec(logged, handler, validation.blob_members(name, service),
+                                 service, name)
         return handler
 
     return register
@@ -116,21 +130,23 @@ async def read_params(request: web.Request, spec: ActionSpec) -> Json:
     try:
         return await jsonbody.parse(_chunks(request), blob, request.content_length or 0)
     except jsonbody.BodyError as exc:
-        raise validation.input_error(spec.name, f"Malformed request: {exc}") from None
+        raise validation.input_error(spec.operation, f"Malformed request: {exc}",
+                                     spec.service) from None
 
 
 def base_url(request: web.Request, public_url: str | None) -> str:
     return public_url.rstrip("/") if public_url else f"{request.scheme}://{request.host}"
 
 
-async def handle_api(request: web.Request) -> web.Response:
+async def handle_api(request: web.Request) -> web.StreamResponse:
     """The single API route: dispatch, render errors, write the request log."""
     state = request.app[STATE_KEY]
     started = time.monotonic()
-    action_name = request.headers.get("X-Amz-Target", "").removeprefix(TARGET_PREFIX)
+    action_name = _logged_name(request.headers.get("X-Amz-Target", ""))
     repository: str | None = None
     identity: Identity | None = None
     request_id = str(uuid.uuid4())
+    plan: faults.Plan | None = None
     try:
         identity = parse_identity(request)
         request["identity"] = identity  # who signed it, for any middleware
@@ -138,14 +154,24 @@ async def handle_api(request: web.Request) -> web.Response:
         params = await read_params(request, spec)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
-        validation.validate_input(spec.name, params)
-        request.app[access.POLICIES].check(identity.access_key_id, spec.name, params,
-                                           account_id=state.account_id, region=state.region)
-        fault = state.faults.take(spec.name)
-        if fault is not None:
-            raise fault
-        call = Call(state, spec.name, identity, base_url(request, state.public_url), request_id)
+        validation.validate_input(spec.operation, params, spec.service)
+        call_state = state if spec.service == "ecr" else request.app[PUBLIC_STATE_KEY]
+        decision = request.app[access.POLICIES].decide(
+            identity.access_key_id, spec.operation, params, account_id=state.account_id,
+            region=call_state.region, service=spec.service)
+        await repository_policy.authorize(call_state, spec.service, identity.access_key_id,
+                                          spec.operation, params, decision,
+                                          region=call_state.region)
+        plan = state.faults.plan(spec.name)
+        if plan.delay:
+            await asyncio.sleep(plan.delay)
+        if plan.error is not None:
+            raise plan.error
+        call = Call(call_state, spec.operation, identity,
+                    base_url(request, call_state.public_url), request_id, spec.service)
         result = await spec.handler(call, params)
+        if plan.after is not None:
+            raise _after(plan.after, result)
         status, outcome, payload = 200, "ok", result
     except AwsError as exc:
         status, outcome, payload = exc.status, exc.name, exc.body()
@@ -163,19 +189,57 @@ async def handle_api(request: web.Request) -> web.Response:
         "region": identity.region if identity else None,
         "duration_ms": round((time.monotonic() - started) * 1000, 3),
         "request_id": request_id,
+        **({"faults": plan.kinds} if plan is not None and plan.kinds else {}),
     })
-    return web.Response(body=orjson.dumps(payload), status=status, content_type=CONTENT_TYPE,
+    body = orjson.dumps(payload)
+    if plan is not None and plan.disconnect:
+        return await _cut(request, status, body, request_id)
+    return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
                         headers={"x-amzn-RequestId": request_id})
 
 
+def _after(error: AwsError, result: Json) -> AwsError:
+    """An injected error answered after the action ran; InvalidLayerPartException tells
+    where the upload really stands, as ECR does when a retried part had already landed."""
+    if error.name == "InvalidLayerPartException" and "lastByteReceived" in result:
+        error.extra.update({k: result[k] for k in ("registryId", "repositoryName", "uploadId")
+                            if k in result})
+        error.extra["lastValidByteReceived"] = result["lastByteReceived"]
+    return error
+
+
+async def _cut(request: web.Request, status: int, body: bytes,
+               request_id: str) -> web.StreamResponse:
+    """Send the headers and half of ``body``, then close the connection (an injected fault:
+    the action was performed but its answer never fully arrives)."""
+    response = web.StreamResponse(status=status, headers={
+        "Content-Type": CONTENT_TYPE, "Content-Length": str(len(body)),
+        "x-amzn-RequestId": request_id})
+    await response.prepare(request)
+    await response.write(body[:len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+def _logged_name(target: str) -> str:
+    if target.startswith(PUBLIC_TARGET_PREFIX):
+        return "ecr-public:" + target.removeprefix(PUBLIC_TARGET_PREFIX)
+    return target.removeprefix(TARGET_PREFIX)
+
+
 def _lookup(target: str) -> ActionSpec:
-    if not target.startswith(TARGET_PREFIX):
+    if target.startswith(PUBLIC_TARGET_PREFIX):
+        service, table, name = "ecr-public", PUBLIC_ACTIONS, target.removeprefix(
+            PUBLIC_TARGET_PREFIX)
+    elif target.startswith(TARGET_PREFIX):
+        service, table, name = "ecr", ACTIONS, target.removeprefix(TARGET_PREFIX)
+    else:
         raise AwsError("UnknownOperationException",
                        f"X-Amz-Target must be {TARGET_PREFIX}<Action>, got {target!r}")
-    name = target.removeprefix(TARGET_PREFIX)
-    spec = ACTIONS.get(name)
+    spec = table.get(name)
     if spec is None:
-        known = validation.is_modelled_action(name)
+        known = validation.is_modelled_action(name, service)
         raise AwsError("UnknownOperationException",
                        f"The ECR emulator does not implement {name}" if known
                        else f"Unknown operation {name}")

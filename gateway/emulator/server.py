@@ -7,6 +7,8 @@ Routes:
   DELETE /_emulator/requests       empties the in-memory view of the log
   GET  /_emulator/health           {"status": "ok", "accountId": ..., "region": ...}
   GET/PUT/DELETE /_emulator/policies  per-access-key allow/deny rules (see access.py)
+  POST /_emulator/lifecycle/run    apply the lifecycle policies now (see expiry.py)
+  GET  /token, /v2/...             the ECR Public registry endpoint (see public/registry.py)
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from gateway.emulator import (
     access,
     actions,  # noqa: F401  (importing registers the handlers)
     downloads,
+    expiry,
     protocol,
+    public,
 )
+from gateway.emulator.faults import Faults
 from gateway.emulator.settings import Settings
 from gateway.emulator.state import STATE_KEY, EmulatorState
 
@@ -69,6 +74,8 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     app.router.add_post("/_emulator/faults", _add_fault)
     app.router.add_delete("/_emulator/faults", _clear_faults)
     access.add_routes(app, policies)
+    public.install(app)
+    expiry.install(app)
     return app
 
 
@@ -94,7 +101,9 @@ async def _add_fault(request: web.Request) -> web.Response:
 
 
 async def _list_faults(request: web.Request) -> web.Response:
-    return web.json_response({"faults": request.app[STATE_KEY].faults.describe()})
+    faults = request.app[STATE_KEY].faults
+    return web.json_response({"faults": faults.describe(), "seed": faults.seed,
+                              "injected": faults.stats()})
 
 
 async def _clear_faults(request: web.Request) -> web.Response:
@@ -141,6 +150,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         settings = Settings.from_env()
+        Faults.from_env()  # a malformed ECR_EMULATOR_FAULTS is refused here, with exit code 2
         policy_file = getattr(args, "policy_file", None)
         policies = access.Policies.from_file(policy_file) if policy_file else None
     except (ValueError, OSError) as exc:

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MiB = 1024 * 1024
 
@@ -31,13 +32,26 @@ class Settings:
     """Lifetime in seconds of GetDownloadUrlForLayer URLs (S3 presigned URLs default to 1 h)."""
     auth_token_lifetime: int = 12 * 3600
     """GetAuthorizationToken tokens are valid for 12 hours."""
+    lifecycle_interval: int = 3600
+    """Seconds between two applications of every lifecycle policy (0: only on demand, through
+    ``POST /_emulator/lifecycle/run``). ECR applies them within 24 hours."""
+    lifecycle_preview_seconds: int = 0
+    """How long a lifecycle policy preview stays IN_PROGRESS before it is COMPLETE."""
+    public_registry_alias: str = "emulator"
+    """The ECR Public registry's alias: its images are pulled as ``<host>/<alias>/<name>``."""
+    public_anonymous_pull_rate: int = 1
+    """ECR Public registry endpoint: manifest reads per second for an anonymous token
+    (bursts of ten times as many); ECR Public's unauthenticated quota is 1 per second."""
+    public_authenticated_pull_rate: int = 10
+    """The same for a token obtained with GetAuthorizationToken (ECR Public: 10 per second)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Defaults overridden by ``ECR_EMULATOR_PART_SIZE``-style integer variables."""
-        overrides: dict[str, int] = {}
+        """Defaults overridden by ``ECR_EMULATOR_PART_SIZE``-style variables (integers, but
+        for the one text setting, the public registry alias)."""
+        overrides: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = environ.get(f"ECR_EMULATOR_{field.name.upper()}")
             if raw is not None:
-                overrides[field.name] = int(raw)
+                overrides[field.name] = raw if field.type in (str, "str") else int(raw)
         return cls(**overrides)

@@ -45,7 +45,7 @@ class EmulatorState:
         self.request_log = RequestLog(data_dir / "requests.log")
         self.secret = _load_secret(data_dir / "secret")
         self.hashes: dict[str, HashProgress] = {}
-        self.faults = Faults()
+        self.faults = Faults.from_env()  # none unless ECR_EMULATOR_FAULTS says so
         self._upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
         self._digest_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -138,3 +138,5 @@ def _load_secret(path: Path) -> bytes:
 
 
 STATE_KEY = web.AppKey("ecr_emulator_state", EmulatorState)
+# The ECR Public registry's own state (its data under <data-dir>/public), see public/.
+PUBLIC_STATE_KEY = web.AppKey("ecr_public_emulator_state", EmulatorState)

@@ -9,6 +9,8 @@ for the newer operations that declare it (ListImageReferrers).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import re
 from typing import Any
@@ -48,59 +50,60 @@ def is_tag(value: str) -> bool:
 
 
 @functools.cache
-def service_model() -> ServiceModel:
-    return botocore.session.get_session().get_service_model("ecr")
+def service_model(service: str = "ecr") -> ServiceModel:
+    """botocore's model of ``ecr`` or ``ecr-public``."""
+    return botocore.session.get_session().get_service_model(service)
 
 
-def is_modelled_action(name: str) -> bool:
-    return name in service_model().operation_names
-
-
-@functools.cache
-def _operation(name: str) -> OperationModel:
-    return service_model().operation_model(name)
+def is_modelled_action(name: str, service: str = "ecr") -> bool:
+    return name in service_model(service).operation_names
 
 
 @functools.cache
-def _error_name(action_name: str) -> str:
-    if not is_modelled_action(action_name):
+def _operation(name: str, service: str = "ecr") -> OperationModel:
+    return service_model(service).operation_model(name)
+
+
+@functools.cache
+def _error_name(action_name: str, service: str = "ecr") -> str:
+    if not is_modelled_action(action_name, service):
         return "InvalidParameterException"
-    declared = {shape.name for shape in _operation(action_name).error_shapes}
+    declared = {shape.name for shape in _operation(action_name, service).error_shapes}
     if "ValidationException" in declared:
         return "ValidationException"
     return "InvalidParameterException"
 
 
-def input_error(action_name: str, message: str) -> AwsError:
+def input_error(action_name: str, message: str, service: str = "ecr") -> AwsError:
     """The error this action reports for malformed input."""
-    return AwsError(_error_name(action_name), message)
+    return AwsError(_error_name(action_name, service), message)
 
 
-def blob_members(action_name: str) -> tuple[str, ...]:
+def blob_members(action_name: str, service: str = "ecr") -> tuple[str, ...]:
     """Top-level members of type blob (base64 in JSON), decoded before validation."""
-    if not is_modelled_action(action_name):
+    if not is_modelled_action(action_name, service):
         return ()
-    shape = _operation(action_name).input_shape
+    shape = _operation(action_name, service).input_shape
     if shape is None:
         return ()
     return tuple(name for name, member in shape.members.items() if member.type_name == "blob")
 
 
-def validate_input(action_name: str, params: dict[str, Any]) -> None:
+def validate_input(action_name: str, params: dict[str, Any], service: str = "ecr") -> None:
     """Raise the action's validation error for the first constraint ``params`` breaks."""
-    shape = _operation(action_name).input_shape
+    shape = _operation(action_name, service).input_shape
     if shape is None:
         return
     problem = _check(shape, params, "")
     if problem is not None:
         path, value, constraint = problem
-        if _error_name(action_name) == "ValidationException":
+        if _error_name(action_name, service) == "ValidationException":
             message = (f"1 validation error detected: Value {_show(value)} at '{path}' "
                        f"failed to satisfy constraint: Member must {constraint}")
         else:
             message = (f"Invalid parameter at '{path}' failed to satisfy constraint: "
                        f"'must {constraint}'")
-        raise AwsError(_error_name(action_name), message)
+        raise AwsError(_error_name(action_name, service), message)
 
 
 Problem = tuple[str, Any, str]
@@ -191,6 +194,11 @@ def _check_boolean(shape: Shape, value: Any, path: str) -> Problem | None:
 
 
 def _check_blob(shape: Shape, value: Any, path: str) -> Problem | None:
+    if isinstance(value, str):  # a nested blob (only top-level ones are decoded on arrival)
+        try:
+            value = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return path, "<blob>", "be base64-encoded binary data"
     if not isinstance(value, bytes | bytearray):
         return path, "<blob>", "be base64-encoded binary data"
     return _length(shape, value, path)

@@ -77,8 +77,11 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
             response.force_close()  # shutting down: the client reconnects elsewhere
         # FileResponse.prepare() sends the file each time it is called: leave it to aiohttp.
         if not response.prepared and not isinstance(response, web.FileResponse):
-            await response.prepare(request)
-            await response.write_eof()
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                status = 499  # the client went away before its answer: nothing to report
         return response
     except web.HTTPException as exc:
         status = exc.status

@@ -36,12 +36,8 @@ class InFlight:
         if self.count <= 0:
             self._idle.set()
 
-    async def wait_idle(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
 
 
 IN_FLIGHT_REQUESTS = web.AppKey("in_flight_requests", InFlight)
@@ -54,7 +50,10 @@ async def graceful_stop(runner: web.AppRunner, grace: float) -> None:
     tracker = runner.app.get(IN_FLIGHT_REQUESTS) if runner.app is not None else None
     if tracker is not None:
         tracker.draining = True
-        if not await tracker.wait_idle(grace):
+        try:
+            async with asyncio.timeout(grace):
+                await tracker.wait_idle()
+        except TimeoutError:
             log.warning("shutdown grace of %ss ran out with %d requests in flight; "
                         "cancelling them", grace, tracker.count)
     log.info("stopped accepting after %.1fs of draining", time.monotonic() - started)

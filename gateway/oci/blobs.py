@@ -9,7 +9,7 @@ from gateway.blobcache import BlobFill
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
-from gateway.oci.ranges import parse_read_range
+from gateway.oci.ranges import parse_file_range
 
 _OCTET = "application/octet-stream"
 # Headers of the upstream answer that describe the bytes and so pass through in proxy mode.
@@ -36,12 +36,12 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         # may read them is the backend's answer (usually known without an upstream call).
         cached = await cache.open(digest)
         if cached is not None and await backend.stat_blob(name, digest) is not None:
-            parse_read_range(request.headers.get("Range", ""), cached.size)
+            parse_file_range(request.headers.get("Range"), cached.size)
             return web.FileResponse(cached.path, headers=headers)
     location = await backend.locate_blob(name, digest)
     if location.path is not None:
         # Validate the range ourselves so a bad one gets the OCI error body.
-        parse_read_range(request.headers.get("Range", ""), location.size)
+        parse_file_range(request.headers.get("Range"), location.size)
         return web.FileResponse(location.path, headers=headers)
     assert location.url is not None
     if settings(request).blob_mode == "redirect":

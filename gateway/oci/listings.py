@@ -20,7 +20,7 @@ def _page(request: web.Request, items: list[str], path: str) -> tuple[list[str],
     raw_n, last = request.query.get("n"), request.query.get("last")
     n: int | None = None
     if raw_n is not None:
-        if not raw_n.isdigit() or len(raw_n) > 9:
+        if not (raw_n.isascii() and raw_n.isdigit()) or len(raw_n) > 9:
             raise OciError(PAGINATION_INVALID, {"n": raw_n[:50]})
         n = min(int(raw_n), limit)
     elif settings(request).default_page_size:

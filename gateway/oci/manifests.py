@@ -14,6 +14,7 @@ from gateway.oci.errors import (
     TOO_LARGE,
     OciError,
 )
+from gateway.oci.limits import MANIFEST_BODY_TIMEOUT, body_chunks, limits_of
 from gateway.oci.mediatypes import MAX_MANIFEST_BYTES, parse_manifest
 from gateway.oci.names import check_tag, is_tag
 
@@ -53,15 +54,16 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.S
 
 
 async def _read_limited(request: web.Request) -> bytes:
+    limit = min(limits_of(request).max_manifest_bytes, MAX_MANIFEST_BYTES)
     declared = request.content_length
-    if declared is not None and declared > MAX_MANIFEST_BYTES:
-        raise OciError(TOO_LARGE, {"limit": MAX_MANIFEST_BYTES},
+    if declared is not None and declared > limit:
+        raise OciError(TOO_LARGE, {"limit": limit},
                        message="manifest larger than the registry accepts")
     body = bytearray()
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request, timeout_error=MANIFEST_BODY_TIMEOUT):
         body += chunk
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise OciError(TOO_LARGE, {"limit": MAX_MANIFEST_BYTES},
+        if len(body) > limit:
+            raise OciError(TOO_LARGE, {"limit": limit},
                            message="manifest larger than the registry accepts")
     return bytes(body)
 

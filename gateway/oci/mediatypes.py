@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,10 @@ MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
 
 # ECR's PutImage limit on imageManifest (4,194,304 characters).
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# image-spec descriptors: an RFC 6838 media type, a size that fits an int64.
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/"
+                         r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+_MAX_SIZE = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -63,10 +68,12 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
     media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType missing")
+    if not _MEDIA_TYPE.match(media_type):
+        raise _invalid(f"{where}.mediaType is not a media type")
     if not isinstance(digest, str):
         raise _invalid(f"{where}.digest missing")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise _invalid(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= _MAX_SIZE:
+        raise _invalid(f"{where}.size must be a non-negative 64-bit integer")
     try:
         parse_digest(digest)
     except OciError:
@@ -87,9 +94,11 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     if len(body) > MAX_MANIFEST_BYTES:
         raise _invalid(f"larger than {MAX_MANIFEST_BYTES} bytes")
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise _invalid("not valid JSON") from None
+        # UTF-8 only (json.loads would also take UTF-16/32, which ECR cannot store); nesting
+        # beyond the parser's recursion limit is a malformed manifest, not a crash.
+        doc = json.loads(body.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise _invalid("not valid UTF-8 JSON") from None
     if not isinstance(doc, dict):
         raise _invalid("not a JSON object")
     declared = doc.get("mediaType")
@@ -125,9 +134,15 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     if doc.get("subject") is not None:
         parsed.subject = _descriptor(doc["subject"], "subject")
     artifact_type = doc.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise _invalid("artifactType must be a string")
+    if artifact_type is not None and not (isinstance(artifact_type, str)
+                                          and _MEDIA_TYPE.match(artifact_type)):
+        raise _invalid("artifactType must be a media type")
     parsed.artifact_type = artifact_type
     annotations = doc.get("annotations")
-    parsed.annotations = annotations if isinstance(annotations, dict) else None
+    if annotations is not None and not (
+        isinstance(annotations, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in annotations.items())
+    ):
+        raise _invalid("annotations must map strings to strings")
+    parsed.annotations = annotations
     return parsed

@@ -26,7 +26,7 @@ def parse_content_range(value: str) -> tuple[int, int]:
 def parse_content_length(value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 19:
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
         raise OciError(BLOB_UPLOAD_INVALID, {"Content-Length": value[:100]},
                        message="malformed Content-Length")
     return int(value)
@@ -59,6 +59,31 @@ def parse_read_range(value: str, size: int) -> tuple[int, int] | None:
     if start >= size or (last and int(last) < start):
         raise _unsatisfiable(size)
     return start, end
+
+
+_FILE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII | re.IGNORECASE)
+
+
+def parse_file_range(value: str | None, size: int) -> tuple[int, int] | None:
+    """The Range of a read served from a local file. aiohttp's file responses serve one
+    ``bytes=`` range and refuse anything else with a bare 416, so every refusal is made here
+    instead, with its OCI body and Content-Range. None: no Range, the whole file."""
+    if value is None:
+        return None
+    match = _FILE_RANGE.match(value)
+    # More than 19 digits: beyond any blob (and past what aiohttp's int() parsing accepts).
+    if not match or not (match[1] or match[2]) or max(len(match[1]), len(match[2])) > 19:
+        raise _unsatisfiable(size)
+    first, last = match[1], match[2]
+    if not first:  # suffix range: the last N bytes
+        length = int(last)
+        if length == 0:
+            raise _unsatisfiable(size)
+        return max(size - length, 0), size - 1
+    start = int(first)
+    if start >= size or (last and int(last) < start):
+        raise _unsatisfiable(size)
+    return start, min(int(last), size - 1) if last else size - 1
 
 
 def _unsatisfiable(size: int) -> OciError:

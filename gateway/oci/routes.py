@@ -17,6 +17,7 @@ from gateway.oci import blobs, listings, manifests, uploads
 from gateway.oci.backend import upstream_ns
 from gateway.oci.context import ACCESS_CHECK
 from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, OciError
+from gateway.oci.limits import upload_slot
 from gateway.oci.names import check_name
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
@@ -91,9 +92,13 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     check = request.app.get(ACCESS_CHECK)
     if check is not None and action is not None:
         await check(request, name, action)
+    if route.spec_id in ("end-4a", "end-5") and request.method in ("POST", "PATCH", "PUT"):
+        async with upload_slot(request):  # 429 beyond the concurrent-upload limits
+            return await handler(request, **params)
     return await handler(request, **params)
 
 
 def add_routes(app: web.Application) -> None:
     app.router.add_route("*", "/v2", dispatch)
-    app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    # Any character, newlines included (an encoded one must reach check_name, not a 404).
+    app.router.add_route("*", "/v2/{tail:[\\s\\S]*}", dispatch)

@@ -12,6 +12,7 @@ from gateway.oci.backend import UploadStatus
 from gateway.oci.context import registry
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, OciError
+from gateway.oci.limits import body_chunks
 from gateway.oci.names import check_name
 from gateway.oci.ranges import parse_content_length, parse_content_range, upload_range_header
 
@@ -43,7 +44,7 @@ def _check_upload_id(upload_id: str) -> None:
 
 
 async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_any():
+    async for chunk in body_chunks(request):  # 408 if the body stalls (limits.py)
         yield chunk
 
 
@@ -54,6 +55,8 @@ def _chunk_start(request: web.Request) -> int | None:
     if value is None:
         return None
     start, end = parse_content_range(value)
+    if length is None and not request.body_exists:
+        length = 0  # neither Content-Length nor a chunked body: nothing follows
     if length is not None and length != end - start + 1:
         raise OciError(RANGE_INVALID, {"Content-Range": value, "Content-Length": length},
                        message="Content-Range does not match Content-Length")

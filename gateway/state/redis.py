@@ -29,12 +29,13 @@ import contextvars
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
@@ -63,6 +64,18 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    """Redis down or unreachable: the client gets 503 with Retry-After, not a 500."""
+    try:
+        yield
+    except RedisError as exc:
+        raise OciError(oci.UNAVAILABLE, {"state_store": "redis"},
+                       message=f"upload session store unavailable: {type(exc).__name__}: "
+                               f"{str(exc)[:120]}",
+                       headers={"Retry-After": "1"}) from exc
 
 
 @dataclass
@@ -113,6 +126,10 @@ class RedisSessionStore:
 
     async def create(self, session: UploadSession) -> None:
         key = self._key(session.id)
+        with _store_errors():
+            await self._create(key, session)
+
+    async def _create(self, key: str, session: UploadSession) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"record": json.dumps(session.to_dict()), "tail": b"",
                                     "received": str(session.received),
@@ -122,7 +139,8 @@ class RedisSessionStore:
             await pipe.execute()
 
     async def get(self, session_id: str) -> UploadSession | None:
-        raw = await self._redis.hget(self._key(session_id), "record")
+        with _store_errors():
+            raw = await self._redis.hget(self._key(session_id), "record")
         if raw is None:
             return None
         session = UploadSession.from_dict(json.loads(raw))
@@ -132,7 +150,8 @@ class RedisSessionStore:
         return session
 
     async def tail(self, session_id: str) -> bytes:
-        data = await self._redis.hget(self._key(session_id), "tail")
+        with _store_errors():
+            data = await self._redis.hget(self._key(session_id), "tail")
         return bytes(data) if data else b""
 
     async def save(self, session: UploadSession, tail: bytes) -> None:
@@ -141,11 +160,12 @@ class RedisSessionStore:
         expected = ("", "")
         if held is not None and held.received is not None:
             expected = (str(held.received), str(held.committed))
-        outcome = await self._save(
-            keys=[self._key(session.id), self._index, self._lock_key(session.id)],
-            args=[json.dumps(session.to_dict()), tail, session.id, session.updated_at,
-                  self._expire_ms, held.token if held else "", *expected,
-                  str(session.received), str(session.committed)])
+        with _store_errors():
+            outcome = await self._save(
+                keys=[self._key(session.id), self._index, self._lock_key(session.id)],
+                args=[json.dumps(session.to_dict()), tail, session.id, session.updated_at,
+                      self._expire_ms, held.token if held else "", *expected,
+                      str(session.received), str(session.committed)])
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if outcome != "OK":
             reasons = {"LOCK": "another request took over this upload session",
@@ -160,10 +180,11 @@ class RedisSessionStore:
             held.received, held.committed = session.received, session.committed
 
     async def delete(self, session_id: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(session_id))
-            pipe.zrem(self._index, session_id)
-            await pipe.execute()
+        with _store_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._key(session_id))
+                pipe.zrem(self._index, session_id)
+                await pipe.execute()
 
     # -- the cross-replica lock -------------------------------------------------------------
 
@@ -173,7 +194,7 @@ class RedisSessionStore:
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self._lock_wait
         delay = 0.005
-        while not await self._redis.set(key, token, nx=True, px=self._lock_ttl_ms):
+        while not await self._acquire(key, token):
             if time.monotonic() >= deadline:
                 raise OciError(oci.TOOMANYREQUESTS, {"upload": session_id},
                                message="another request is still writing this upload session",
@@ -194,6 +215,10 @@ class RedisSessionStore:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._release(keys=[key], args=[token]))
 
+    async def _acquire(self, key: str, token: str) -> bool:
+        with _store_errors():
+            return bool(await self._redis.set(key, token, nx=True, px=self._lock_ttl_ms))
+
     async def _keep(self, key: str, token: str) -> None:
         """Renew the lock while the request runs (a long PATCH outlives the lock's TTL)."""
         while True:
@@ -205,6 +230,10 @@ class RedisSessionStore:
     # -- housekeeping -----------------------------------------------------------------------
 
     async def idle(self, older_than: float) -> list[UploadSession]:
+        with _store_errors():
+            return await self._idle(older_than)
+
+    async def _idle(self, older_than: float) -> list[UploadSession]:
         ids = await self._redis.zrangebyscore(self._index, "-inf", older_than)
         if not ids:
             return []
@@ -223,10 +252,12 @@ class RedisSessionStore:
         return found
 
     async def count(self) -> int:
-        return int(await self._redis.zcard(self._index))
+        with _store_errors():
+            return int(await self._redis.zcard(self._index))
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        with _store_errors():
+            await self._redis.ping()
 
     async def close(self) -> None:
         await self._redis.aclose()

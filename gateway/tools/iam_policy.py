@@ -9,7 +9,8 @@ What a route may need is derived from what clients can do through it:
 - a route through which deletes are possible: BatchDeleteImage and DescribeImages (an OCI
   untag can put an image back by digest: PutImage);
 - ``create_on_push``: CreateRepository, plus TagResource when the route's repository
-  settings set tags and the KMS grant actions when they name a KMS key;
+  settings set tags, SetRepositoryPolicy / PutLifecyclePolicy when they set those policies,
+  and the KMS grant actions when they name a KMS key;
 - mirrors (``mirrors:``) are pull-only; a mirror of a non-ECR host (an ECR pull-through
   cache) adds BatchImportUpstreamImage and CreateRepository (the first pull imports);
 - GetAuthorizationToken and DescribeRepositories (the catalog) on ``*``.
@@ -112,6 +113,10 @@ def policy(config: Config, account: str = "*") -> dict[str, Any]:
                 actions.update(CREATE)
                 if route.repository.tags:
                     actions.add("ecr:TagResource")
+                if route.repository.repository_policy is not None:
+                    actions.add("ecr:SetRepositoryPolicy")
+                if route.repository.lifecycle_policy is not None:
+                    actions.add("ecr:PutLifecyclePolicy")
         if "delete" in oci:
             actions.update(DELETE)
         add(actions, scope)

@@ -156,4 +156,5 @@ async def test_repeated_push_uploads_no_layer(client: OciClient, upstream: Emula
         async with client.session.head(client.url(f"/v2/{repo}/blobs/{digest_of(layer)}")) as r:
             assert r.status == 200 and int(r.headers["Content-Length"]) == len(layer)
     actions = (await upstream_actions(upstream, repo))[before:]
-    assert actions == ["BatchCheckLayerAvailability"] * 2
+    # At most a layer check each (blobs this gateway just completed need none).
+    assert actions.count("BatchCheckLayerAvailability") == len(actions) <= 2

@@ -31,11 +31,11 @@ class RedisServer:
     def start(self, timeout: float = 15.0) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()  # a restart keeps the port
-        log = open(self.folder / "redis.log", "wb")  # noqa: SIM115 - kept for the process
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes"],
-            stdout=log, stderr=subprocess.STDOUT)
+        with open(self.folder / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes"],
+                stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -87,7 +87,6 @@ async def test_ecr_host_gives_registry_id_and_region(
 
 @pytest.mark.parametrize("ns,message", [
     ("quay.io", "not a mirror of quay.io"),
-    ("public.ecr.aws", "ECR Public"),
 ])
 async def test_unmapped_host_is_name_unknown_without_upstream_call(
         mirror: GatewayProcess, upstream: EmulatorProcess, ns: str, message: str) -> None:
@@ -144,7 +143,9 @@ def test_mirror_config_and_anonymous_pull_flag(tmp_path: Path) -> None:
     assert ecr is not None and ecr.key == ("123456789012", "eu-west-1", "team/app")
     default = router.resolve("library/nginx")
     assert default is not None and default.repository == "local/library/nginx"
-    assert router.resolve("x", "public.ecr.aws") is None
+    public = router.resolve("emulator/x", "public.ecr.aws")  # ECR Public (tests/.../public)
+    assert public is not None and public.route.upstream_kind == "ecr-public"
+    assert public.key == ("ecr-public:", "us-east-1", "emulator/x")
     assert router.resolve("x", "quay.io") is None
     assert router.anonymous_pull("library/nginx", "docker.io")
     assert not router.anonymous_pull("o/app", "ghcr.io")

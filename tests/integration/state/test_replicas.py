@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -126,7 +127,7 @@ async def test_chunked_upload_alternating_between_replicas(
             21 * MiB, 24 * MiB, len(layer)]
     async with aiohttp.ClientSession() as session:
         location = await start(session, a := replicas[0], name)
-        for index, (begin, end) in enumerate(zip(cuts, cuts[1:], strict=False)):
+        for index, (begin, end) in enumerate(itertools.pairwise(cuts)):
             here, other = replicas[index % 2], replicas[(index + 1) % 2]
             location = await patch(session, here, location, layer[begin:end], begin)
             assert await offset_of(session, other, location) == end
@@ -239,3 +240,23 @@ async def test_idle_sessions_expire_on_every_replica(
                 async with session.get(gateway.url + location) as r:
                     assert r.status == 404
                     assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+
+
+async def test_redis_down_answers_503_not_500(upstream: EmulatorProcess, tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path / "redis").start()
+    name = _name("down")
+    try:
+        with replica(tmp_path / "a", upstream, redis_state(redis)) as a:
+            async with aiohttp.ClientSession() as session:
+                location = await start(session, a, name)
+                redis.stop()
+                async with session.patch(a.url + location, data=b"x" * 100,
+                                         headers=OCTET) as r:
+                    assert r.status == 503 and r.headers["Retry-After"] == "1"
+                    error = (await r.json())["errors"][0]
+                assert error["code"] == "UNAVAILABLE"
+                assert "session store unavailable" in error["message"]
+                async with session.post(f"{a.url}/v2/{name}/blobs/uploads/") as r:
+                    assert r.status == 503
+    finally:
+        redis.stop()

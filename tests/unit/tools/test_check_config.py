@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
+from gateway.cli import main
 from gateway.config import load_config
 from gateway.tools.check_config import effective, secret_values
 
@@ -15,8 +18,7 @@ SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
+    """The real command line, in a process of its own."""
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
                           text=True, timeout=60, env={**os.environ, **(env or {})})
 
@@ -42,32 +44,39 @@ def test_prints_the_effective_configuration_with_secrets_masked(tmp_path: Path) 
     assert [r["prefix"] for r in shown["routes"]] == ["ci", ""]
 
 
-def test_names_the_bad_key_and_fails(tmp_path: Path) -> None:
+def test_names_the_bad_key_and_fails(tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("state:\n  backend: memcached\n")
     result = _run("check-config", str(config))
     assert result.returncode == 2
     assert "state.backend" in result.stderr and "local, redis" in result.stderr
     config.write_text("state:\n  backend: redis\n")
-    result = _run("check-config", str(config))
-    assert result.returncode == 2 and "state.redis_url" in result.stderr
+    assert main(["check-config", str(config)]) == 2
+    assert "state.redis_url" in capsys.readouterr().err
 
 
-def test_refuses_what_serve_would_refuse(tmp_path: Path) -> None:
+def test_refuses_what_serve_would_refuse(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("listen: 0.0.0.0:5000\nauth:\n  mode: none\n")
-    result = _run("check-config", str(config))
-    assert result.returncode == 2 and "auth.mode" in result.stderr
+    assert main(["check-config", str(config)]) == 2
+    assert "auth.mode" in capsys.readouterr().err
 
 
-def test_example_configuration_and_every_deploy_configuration_are_valid() -> None:
+def test_example_configuration_and_every_deploy_configuration_are_valid(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("ECR_GATEWAY_")]:
+        monkeypatch.delenv(name)
     root = Path(__file__).resolve().parents[3]
     files = [root / "config.example.yaml",
              *sorted((root / "deploy").rglob("config.yaml"))]
     assert len(files) >= 5  # the example, the image's default, the three overlays
     for path in files:
-        result = _run("check-config", str(path))
-        assert result.returncode == 0, (path, result.stderr)
+        code = main(["check-config", str(path)])
+        out = capsys.readouterr()
+        assert code == 0, (path, out.err)
+        assert yaml.safe_load(out.out)["listen"]
 
 
 def test_secret_values_feed_the_log_redaction() -> None:

@@ -1,0 +1,277 @@
+"""ECR Public as an upstream: its API for pushes, its registry endpoint for pulls.
+
+A route with ``upstream_kind: ecr-public`` (or the ``public.ecr.aws`` mirror) serves
+repositories of ECR Public (service ``ecr-public``, us-east-1). Pushes use the actions the
+two services share (BatchCheckLayerAvailability, InitiateLayerUpload, UploadLayerPart,
+CompleteLayerUpload, PutImage), through an ``ecr-public`` client that EcrRegistry picks for
+such targets. ECR Public has no BatchGetImage, GetDownloadUrlForLayer nor ListImages: pulls,
+HEADs, tag lists and referrers go to the public registry endpoint (``registry_url``, default
+https://public.ecr.aws), which is what this module speaks:
+
+* a bearer token from the endpoint's token realm, obtained with the password of ECR Public's
+  GetAuthorizationToken (both cached like ECR's tokens, renewed ahead of expiry); without
+  usable AWS credentials an anonymous token, with the endpoint's lower rate limits;
+* ``/v2/<alias>/<repository>/...``: the alias is the route's ``registry_alias``, else the
+  registry's primary alias from DescribeRegistries; mirror names carry it already;
+* a blob GET answers a redirect to storage, whose URL is handed to the client (or proxied)
+  exactly as GetDownloadUrlForLayer's.
+
+What the endpoint cannot tell comes from the API: the layers of the gateway's own repositories
+(BatchCheckLayerAvailability: an uploaded layer is not served until an image references it),
+whether an image survived losing a tag (DescribeImages), the repositories (DescribeRepositories).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+
+import aiohttp
+import orjson
+
+from gateway.config import RouteConfig
+from gateway.ecr.calls import call, upstream_calls
+from gateway.ecr.clients import ClientFactory, Upstream
+from gateway.ecr.retry import RetryPolicy
+from gateway.ecr.routing import ECR_PUBLIC_REGION, Target
+from gateway.ecr.tokens import AuthToken, TokenCache
+from gateway.observability.metrics import UPSTREAM_CALLS
+from gateway.oci import errors as oci
+from gateway.oci.backend import Manifest
+from gateway.oci.digests import sha256_digest
+from gateway.oci.errors import OciError
+from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REGISTRY_URL = "https://public.ecr.aws"
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class EcrPublic:
+    def __init__(self, clients: ClientFactory, upstream_for: Callable[[str], Upstream],
+                 policy: RetryPolicy, http: Callable[[], aiohttp.ClientSession], *,
+                 endpoint_url: str | None, registry_url: str | None) -> None:
+        self._clients = clients
+        self._upstream_for = upstream_for
+        self._policy = policy
+        self._http = http
+        self._endpoint_url = endpoint_url
+        self._registry_url = (registry_url or DEFAULT_REGISTRY_URL).rstrip("/")
+        self.tokens = TokenCache(self._fetch_authorization)  # GetAuthorizationToken
+        self.bearers = TokenCache(self._fetch_bearer)  # the registry endpoint's tokens
+        self._aliases: dict[Hashable, str] = {}
+
+    # -- the API ----------------------------------------------------------------------------
+
+    @staticmethod
+    def serves(target: Target) -> bool:
+        return target.route.upstream_kind == "ecr-public"
+
+    def upstream(self) -> Upstream:
+        """Where ecr-public calls go, as whom (the caller's keys in auth.mode aws)."""
+        base = self._upstream_for(ECR_PUBLIC_REGION)
+        return dataclasses.replace(base, service="ecr-public",
+                                   endpoint_url=self._endpoint_url or base.endpoint_url)
+
+    async def client(self) -> Any:
+        return await self._clients.client(self.upstream())
+
+    async def _call(self, action: str, **params: Any) -> dict[str, Any]:
+        return await call(await self.client(), action, self._policy, **params)
+
+    def _identity(self) -> tuple[str | None, str | None]:
+        upstream = self.upstream()
+        return upstream.access_key_id, upstream.endpoint_url
+
+    async def authorization_token(self) -> AuthToken:
+        return await self.tokens.get(self._identity())
+
+    async def _fetch_authorization(self, key: Hashable) -> AuthToken:
+        answer = await self._call("GetAuthorizationToken")
+        return AuthToken.from_ecr(answer["authorizationData"], time.time())
+
+    def create_params(self, route: RouteConfig) -> dict[str, Any]:
+        """CreateRepository's parameters in ECR Public (no mutability, scanning, KMS)."""
+        tags = route.repository.tags
+        return {"tags": [{"Key": k, "Value": v} for k, v in tags.items()]} if tags else {}
+
+    async def alias(self, target: Target) -> str:
+        alias = target.route.registry_alias
+        if alias is not None:
+            return alias
+        key = (self._identity(), target.route.registry_id)
+        known = self._aliases.get(key)
+        if known is None:
+            answer = await self._call("DescribeRegistries")
+            registries = answer.get("registries", [])
+            wanted = [r for r in registries if target.route.registry_id in (
+                None, r.get("registryId"))]
+            aliases = [a for r in wanted[:1] for a in r.get("aliases", [])]
+            primary = [a["name"] for a in aliases if a.get("primaryRegistryAlias")]
+            names = primary or [a["name"] for a in aliases]
+            if not names:
+                raise OciError(oci.NAME_UNKNOWN, {"registry": target.route.registry_id},
+                               message="the ECR Public registry has no alias yet")
+            known = self._aliases[key] = names[0]
+        return known
+
+    # -- the registry endpoint ---------------------------------------------------------------
+
+    def registry_url(self, target: Target) -> str:
+        return (target.route.registry_url or self._registry_url).rstrip("/")
+
+    async def _path(self, target: Target) -> str:
+        alias = await self.alias(target)
+        return f"{alias}/{target.repository}" if alias else target.repository
+
+    async def _bearer(self, registry_url: str) -> str:
+        token = await self.bearers.get((self._identity(), registry_url))
+        return token.password
+
+    async def _fetch_bearer(self, key: Any) -> AuthToken:
+        registry_url = key[1]
+        http = self._http()
+        async with http.get(f"{registry_url}/v2/") as probe:
+            challenge = probe.headers.get("WWW-Authenticate", "")
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.pop("realm", f"{registry_url}/token")
+        params.pop("error", None)
+        headers = {}
+        try:
+            authorization = await self.authorization_token()
+            basic = f"{authorization.username}:{authorization.password}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(basic).decode()
+        except OciError as exc:  # no usable AWS identity: pull anonymously (lower limits)
+            log.warning("ECR Public GetAuthorizationToken failed (%s): pulling from %s "
+                        "anonymously", exc.message, registry_url)
+        now = time.time()
+        async with http.get(f"{realm}?{urlencode(params)}", headers=headers) as r:
+            if r.status != 200:
+                raise OciError(oci.UNAVAILABLE, {"upstream_status": r.status},
+                               message="the ECR Public registry refused a token",
+                               headers={"Retry-After": "1"})
+            answer = orjson.loads(await r.read())
+        token = answer.get("token") or answer.get("access_token")
+        lifetime = float(answer.get("expires_in") or 60)
+        return AuthToken("", str(token), registry_url, now + lifetime, now)
+
+    async def _request(self, target: Target, method: str, suffix: str, *, what: str,
+                       headers: dict[str, str] | None = None,
+                       params: dict[str, str] | None = None
+                       ) -> tuple[int, dict[str, str], bytes]:
+        """One request to the registry endpoint: (status, headers, body); a 401 renews the
+        token once; 429 and outages become OCI errors."""
+        registry_url = self.registry_url(target)
+        url = f"{registry_url}/v2/{await self._path(target)}/{suffix}"
+        if params:
+            url += "?" + urlencode(params)
+        tally = upstream_calls.get()
+        for attempt in range(2):
+            auth = {"Authorization": f"Bearer {await self._bearer(registry_url)}"}
+            UPSTREAM_CALLS.labels(f"public:{what}").inc()
+            if tally is not None:
+                tally.append(f"public:{what}")
+            try:
+                async with self._http().request(method, url, headers={**(headers or {}), **auth},
+                                                allow_redirects=False) as r:
+                    body = await r.read() if method != "HEAD" and r.status not in _REDIRECTS \
+                        else b""
+                    status, answer = r.status, dict(r.headers)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise OciError(oci.UNAVAILABLE, {"registry": registry_url},
+                               message=f"ECR Public registry unreachable: {type(exc).__name__}",
+                               headers={"Retry-After": "1"}) from exc
+            if status == 401 and attempt == 0:
+                self.bearers.invalidate((self._identity(), registry_url))
+                continue
+            break
+        if status == 429:
+            raise OciError(oci.TOOMANYREQUESTS, {"registry": registry_url},
+                           headers={"Retry-After": answer.get("Retry-After", "1")})
+        if status >= 500 or status == 401:
+            raise OciError(oci.UNAVAILABLE, {"upstream_status": status},
+                           message="the ECR Public registry failed", headers={"Retry-After": "1"})
+        return status, answer, body
+
+    async def manifest(self, target: Target, reference: str) -> Manifest:
+        status, headers, body = await self._request(
+            target, "GET", f"manifests/{reference}", what="GetManifest",
+            headers={"Accept": ", ".join(MANIFEST_TYPES)})
+        if status != 200:
+            raise _not_found(status, body, oci.MANIFEST_UNKNOWN, {"reference": reference})
+        media_type = headers.get("Content-Type", "application/json").split(";")[0].strip()
+        return Manifest(body, media_type, sha256_digest(body))
+
+    async def blob_size(self, target: Target, digest: str) -> int | None:
+        status, headers, _ = await self._request(target, "HEAD", f"blobs/{digest}",
+                                                 what="HeadBlob")
+        if status != 200:
+            return None
+        return int(headers.get("Content-Length", "0"))
+
+    async def blob_url(self, target: Target, digest: str) -> str:
+        status, headers, body = await self._request(target, "GET", f"blobs/{digest}",
+                                                    what="GetBlob")
+        if status in _REDIRECTS and "Location" in headers:
+            return urljoin(self.registry_url(target) + "/", headers["Location"])
+        if status == 200:
+            raise OciError(oci.UNAVAILABLE, {"digest": digest},
+                           message="the ECR Public registry served the blob without a "
+                                   "redirect to its storage")
+        raise _not_found(status, body, oci.BLOB_UNKNOWN, {"digest": digest})
+
+    async def tags(self, target: Target) -> list[str]:
+        found: set[str] = set()
+        params: dict[str, str] | None = {"n": "1000"}
+        while params is not None:
+            status, headers, body = await self._request(target, "GET", "tags/list",
+                                                        what="ListTags", params=params)
+            if status != 200:
+                raise _not_found(status, body, oci.NAME_UNKNOWN, {"name": target.repository})
+            found.update(orjson.loads(body).get("tags") or [])
+            params = _next_page(headers.get("Link", ""))
+        return sorted(found)
+
+    async def referrers(self, target: Target, digest: str,
+                        artifact_type: str | None) -> list[Descriptor]:
+        params = {"artifactType": artifact_type} if artifact_type else None
+        status, _, body = await self._request(target, "GET", f"referrers/{digest}",
+                                              what="ListReferrers", params=params)
+        if status != 200:  # no referrers API there, or no such repository: none
+            return []
+        return [Descriptor(m["mediaType"], m["digest"], int(m.get("size", 0)),
+                           m.get("artifactType"), m.get("annotations") or None)
+                for m in orjson.loads(body).get("manifests", [])
+                if not artifact_type or m.get("artifactType") == artifact_type]
+
+
+def _not_found(status: int, body: bytes, default: oci.ErrorCode,
+               detail: dict[str, Any]) -> OciError:
+    """The OCI error for a non-200 answer: the registry's own code when it names one."""
+    try:
+        code = orjson.loads(body)["errors"][0]["code"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        code = ""
+    if code == "NAME_UNKNOWN":
+        return OciError(oci.NAME_UNKNOWN, detail)
+    if status == 404:
+        return OciError(default, detail)
+    if status == 403:
+        return OciError(oci.DENIED, detail)
+    return OciError(oci.UPSTREAM_ERROR, {**detail, "upstream_status": status})
+
+
+def _next_page(link: str) -> dict[str, str] | None:
+    """The query of a ``Link: <...>; rel="next"`` header, or None on the last page."""
+    match = re.search(r"<([^>]*)>", link)
+    if match is None:
+        return None
+    return dict(parse_qsl(urlsplit(match[1]).query))

