@@ -21,6 +21,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "also RELIABILITY_LONG=1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--long", default=False):
+        os.environ["RELIABILITY_LONG"] = "1"  # read where the example counts are set
+
+
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     """One emulator per test module (tests use distinct repository names)."""

@@ -23,9 +23,8 @@ upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVa
 
 # The connection failed, was refused, timed out or closed before the whole answer arrived
 # (botocore wraps most of aiohttp's errors; a body cut short can also surface unwrapped).
+# These, and 5xx answers, are what the circuit breaker counts as the endpoint being down.
 _TRANSIENT = (HTTPClientError, BotoConnectionError, aiohttp.ClientError, OSError, TimeoutError)
-# Not answered by ECR at all: what the circuit breaker counts (with 5xx answers).
-_UNANSWERED = _TRANSIENT
 
 
 def _server_fault(exc: BaseException) -> bool:
@@ -45,7 +44,7 @@ def _retriable(exc: BaseException) -> bool:
 
 
 def _outage(exc: BaseException) -> bool:
-    return isinstance(exc, _UNANSWERED) or _server_fault(exc)
+    return isinstance(exc, _TRANSIENT) or _server_fault(exc)
 
 
 async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> dict[str, Any]:

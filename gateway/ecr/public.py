@@ -154,12 +154,17 @@ class EcrPublic:
                         "anonymously", exc.message, registry_url)
         now = time.time()
         async with http.get(f"{realm}?{urlencode(params)}", headers=headers) as r:
-            if r.status != 200:
-                raise OciError(oci.UNAVAILABLE, {"upstream_status": r.status},
-                               message="the ECR Public registry refused a token",
-                               headers={"Retry-After": "1"})
-            answer = orjson.loads(await r.read())
-        token = answer.get("token") or answer.get("access_token")
+            body = await r.read()
+        try:
+            answer = orjson.loads(body) if r.status == 200 else {}
+        except orjson.JSONDecodeError:
+            answer = {}
+        token = (answer.get("token") or answer.get("access_token")) if isinstance(
+            answer, dict) else None
+        if not token:
+            raise OciError(oci.UNAVAILABLE, {"upstream_status": r.status},
+                           message="the ECR Public registry gave no token",
+                           headers={"Retry-After": "1"})
         lifetime = float(answer.get("expires_in") or 60)
         return AuthToken("", str(token), registry_url, now + lifetime, now)
 
@@ -175,11 +180,11 @@ class EcrPublic:
             url += "?" + urlencode(params)
         tally = upstream_calls.get()
         for attempt in range(2):
-            auth = {"Authorization": f"Bearer {await self._bearer(registry_url)}"}
             UPSTREAM_CALLS.labels(f"public:{what}").inc()
             if tally is not None:
                 tally.append(f"public:{what}")
             try:
+                auth = {"Authorization": f"Bearer {await self._bearer(registry_url)}"}
                 async with self._http().request(method, url, headers={**(headers or {}), **auth},
                                                 allow_redirects=False) as r:
                     body = await r.read() if method != "HEAD" and r.status not in _REDIRECTS \

@@ -383,7 +383,15 @@ class EcrRegistry:
     async def list_tags(self, name: str) -> list[str]:
         target = self._target(name)
         if self.public.serves(target):
-            return await self.public.tags(target)
+            try:
+                return await self.public.tags(target)
+            except OciError as exc:  # the endpoint is down or refuses: ask the API
+                if target.route.registry_alias == "" or exc.error not in (
+                        oci.UNAVAILABLE, oci.TOOMANYREQUESTS):
+                    raise
+            details = await self._pages(target, "DescribeImageTags", "imageTagDetails",
+                                        maxResults=1000)
+            return sorted({d["imageTag"] for d in details})
         ids = await self._pages(target, "ListImages", "imageIds", filter={"tagStatus": "TAGGED"},
                                 maxResults=1000)
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})

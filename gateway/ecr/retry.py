@@ -1,5 +1,5 @@
 """The one retry policy for upstream calls: capped exponential backoff with full jitter,
-inside a time budget per call; throttles and server faults only."""
+inside a time budget per call; throttles, server faults and failed or cut connections only."""
 
 from __future__ import annotations
 

@@ -41,7 +41,8 @@ class StagingStore:
     def spool_path(self, upload_id: str) -> Path:
         return self._spools / upload_id
 
-    def append(self, upload_id: str, received_before: int, data: bytes | memoryview) -> None:
+    def append(self, upload_id: str, received_before: int,
+               data: bytes | memoryview | list[memoryview]) -> None:
         """Append to an upload's spool if it holds exactly the bytes received so far.
 
         A spool that fell behind (its earlier bytes went to another replica, or a write
@@ -62,7 +63,8 @@ class StagingStore:
             path.unlink(missing_ok=True)
             return
         with open(path, "ab") as handle:
-            handle.write(data)
+            for piece in data if isinstance(data, list) else [data]:
+                handle.write(piece)
 
     def promote(self, upload_id: str, digest: str, size: int, verify: bool = False) -> None:
         """Keep a finished spool under its digest: upstream-verified, or checked here when

@@ -37,7 +37,7 @@ MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
 # Parts cut from request bodies (being encoded, or on their way upstream) that the process
 # holds at once over all uploads; each upload also fills at most one part. This bounds
 # memory under many concurrent uploads: about (uploads + PARTS_IN_MEMORY) x part size.
-PARTS_IN_MEMORY = 8
+PARTS_IN_MEMORY = 4
 
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
@@ -63,6 +63,13 @@ class _Pending:
 
     def take(self, count: int) -> bytes:
         """The first ``count`` bytes as one bytes object; the rest stays pending."""
+        taken = self.take_chunks(count)
+        if len(taken) == 1 and isinstance(taken[0], bytes):
+            return taken[0]
+        return b"".join(taken)
+
+    def take_chunks(self, count: int) -> list[bytes | memoryview]:
+        """The first ``count`` bytes as the chunks they are in (the last one cut to fit)."""
         taken: list[bytes | memoryview] = []
         need, used = count, 0
         while need:
@@ -78,9 +85,7 @@ class _Pending:
                 need = 0
         del self._chunks[:used]
         self.size -= count
-        if len(taken) == 1 and isinstance(taken[0], bytes):
-            return taken[0]
-        return b"".join(taken)
+        return taken
 
 
 class _OutOfStep(Exception):
@@ -89,6 +94,19 @@ class _OutOfStep(Exception):
     def __init__(self, upstream_next: int) -> None:
         super().__init__(f"ECR holds the upload up to byte {upstream_next}")
         self.upstream_next = upstream_next
+
+
+def _skip(chunks: list[bytes | bytearray | memoryview], count: int) -> list[memoryview]:
+    """The chunks' bytes from offset ``count`` on, as views (nothing copied)."""
+    views = []
+    for chunk in chunks:
+        view = memoryview(chunk)
+        if count >= len(view):
+            count -= len(view)
+            continue
+        views.append(view[count:])
+        count = 0
+    return views
 
 
 class UploadManager:
@@ -167,7 +185,8 @@ class UploadManager:
             await self._pump(target, session, pending, chunks)
             return UploadStatus(session.id, session.received)
 
-    async def _spool(self, session: UploadSession, offset: int, data: memoryview) -> None:
+    async def _spool(self, session: UploadSession, offset: int,
+                     data: memoryview | list[memoryview]) -> None:
         """Stage received bytes (in a thread); a failed write only means no staged copy."""
         try:
             await asyncio.to_thread(self._staging.append, session.id, offset, data)
@@ -177,23 +196,23 @@ class UploadManager:
 
     async def _prepare(self, session: UploadSession, part: EncodedPart, first: int,
                        new_from: int, previous: asyncio.Task[None] | None) -> None:
-        """Stage a part's new bytes and build its request body, both in worker threads."""
+        """Stage a part's new bytes and hash its request body, both in worker threads."""
         if previous is not None:
             await asyncio.wait([previous])  # staging writes stay in stream order
         building = part.prepare()
         if new_from < part.size:
-            await self._spool(session, first + new_from, memoryview(part.data())[new_from:])
+            await self._spool(session, first + new_from, _skip(part.chunks, new_from))
         await building
-        part.release()  # the body holds the bytes now
 
     async def _pump(self, target: Target, session: UploadSession, pending: _Pending,
                     chunks: AsyncIterator[bytes]) -> None:
         """Move a request body into parts; always leave the store consistent.
 
-        While a part is on its way upstream, the next one is cut (the bytes' only copy),
-        staged and encoded in worker threads, so that it leaves as soon as ECR has taken the
-        previous one. Reading the request pauses while both are pending, and while the
-        process holds PARTS_IN_MEMORY cut parts over all uploads.
+        While a part is on its way upstream, the next one is cut (as the chunks it arrived
+        in: nothing is copied), staged and its body hashed in worker threads, so that it
+        leaves as soon as ECR has taken the previous one. Reading the request pauses while
+        both are pending, and while the process holds PARTS_IN_MEMORY cut parts over all
+        uploads.
         """
         size = session.part_size
         staged = session.received  # the staging spool holds everything received before
@@ -206,7 +225,7 @@ class UploadManager:
         async def cut_part(count: int) -> tuple[EncodedPart, asyncio.Task[None]]:
             nonlocal next_first, staged, preparing
             await self._parts.acquire()
-            part = EncodedPart(pending.take(count), {
+            part = EncodedPart(pending.take_chunks(count), {
                 **target.ids(), "uploadId": session.ecr_upload_id,
                 "partFirstByte": next_first, "partLastByte": next_first + count - 1})
             cut.append(part)

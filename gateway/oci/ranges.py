@@ -51,7 +51,7 @@ def parse_read_range(value: str, size: int) -> tuple[int, int] | None:
         return None
     if first == "":  # suffix range: the last N bytes
         length = int(last)
-        if length == 0:
+        if length == 0 or size == 0:  # nothing to take the last bytes of
             raise _unsatisfiable(size)
         return max(size - length, 0), size - 1
     start = int(first)
@@ -77,7 +77,7 @@ def parse_file_range(value: str | None, size: int) -> tuple[int, int] | None:
     first, last = match[1], match[2]
     if not first:  # suffix range: the last N bytes
         length = int(last)
-        if length == 0:
+        if length == 0 or size == 0:  # nothing to take the last bytes of
             raise _unsatisfiable(size)
         return max(size - length, 0), size - 1
     start = int(first)

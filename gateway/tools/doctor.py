@@ -121,11 +121,18 @@ async def _check(config: Config, report: Report) -> None:
                 report.ok(f"clock: within {max(abs(skew), 1):.0f} s of ECR's clock")
         targets: list[tuple[str, str, str | None, str, bool]] = []
         for route in config.effective_routes():
+            if route.upstream_kind == "ecr-public":
+                report.note(f"route '{route.prefix}': ECR Public, not checked here")
+                continue
             targets.append((f"route '{route.prefix or '(every name)'}'",
                             route.region or region, route.registry_id,
                             route.repository_prefix, route.create_on_push))
         for host, mirror in config.mirrors.items():
             from gateway.tools.iam_policy import _mirror_target
+
+            if host == "public.ecr.aws":
+                report.note("mirror public.ecr.aws: ECR Public, not checked here")
+                continue
 
             mregion, registry = _mirror_target(host, mirror.region, mirror.registry_id, config)
             targets.append((f"mirror {host}", mregion, registry, mirror.repository_prefix,

@@ -13,7 +13,10 @@ What a route may need is derived from what clients can do through it:
   and the KMS grant actions when they name a KMS key;
 - mirrors (``mirrors:``) are pull-only; a mirror of a non-ECR host (an ECR pull-through
   cache) adds BatchImportUpstreamImage and CreateRepository (the first pull imports);
-- GetAuthorizationToken and DescribeRepositories (the catalog) on ``*``.
+- GetAuthorizationToken and DescribeRepositories (the catalog) on ``*``;
+- ECR Public routes and the ``public.ecr.aws`` mirror: ecr-public:GetAuthorizationToken with
+  sts:GetServiceBearerToken (the registry endpoint's token), and the ``ecr-public:`` form of
+  the push and delete actions on the route's repositories.
 
 With ``auth.mode: none`` anyone can push and delete, so routes get everything. With
 ``htpasswd``, a route gets only the actions some access rule can grant on names under its
@@ -102,7 +105,11 @@ def policy(config: Config, account: str = "*") -> dict[str, Any]:
                 grouped[key].append(arn)
         names.setdefault(key, []).append(scope.name)
 
+    public_routes: list[RouteConfig] = []
     for route in config.effective_routes():
+        if route.upstream_kind == "ecr-public":
+            public_routes.append(route)
+            continue
         scope = Scope(f"route '{route.prefix}'", route.region or config.upstream.region,
                       route.registry_id, route.repository_prefix)
         oci = _route_actions(config, route)
@@ -125,7 +132,11 @@ def policy(config: Config, account: str = "*") -> dict[str, Any]:
             kms_keys.append(kms_key)
             statements.append({"Sid": f"KmsKey{len(kms_keys)}", "Effect": "Allow",
                                "Action": list(KMS), "Resource": kms_key})
+    if public_routes or "public.ecr.aws" in config.mirrors:
+        statements += _public_statements(config, public_routes, account)
     for host, mirror in config.mirrors.items():
+        if host == "public.ecr.aws":
+            continue  # pulled from the registry endpoint with the token above
         region, registry_id = _mirror_target(host, mirror.region, mirror.registry_id, config)
         actions = set(PULL)
         if not _ECR_HOST.match(host):  # an ECR pull-through cache imports on first pull
@@ -142,6 +153,38 @@ def policy(config: Config, account: str = "*") -> dict[str, Any]:
         statements.append({"Sid": sid, "Effect": "Allow", "Action": list(key),
                            "Resource": arns})
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _public_statements(config: Config, routes: list[RouteConfig],
+                       account: str) -> list[dict[str, Any]]:
+    """ECR Public: the token for its registry endpoint (pulls), and per route the actions
+    its pushes and deletes use on its repositories."""
+    registry = ["ecr-public:GetAuthorizationToken", "sts:GetServiceBearerToken"]
+    if routes:
+        registry += ["ecr-public:DescribeRegistries", "ecr-public:DescribeRepositories"]
+    statements: list[dict[str, Any]] = [{"Sid": "EcrPublicToken", "Effect": "Allow",
+                                         "Action": registry, "Resource": "*"}]
+    for index, route in enumerate(routes, 1):
+        oci = _route_actions(config, route)
+        actions = {"ecr-public:BatchCheckLayerAvailability"}
+        if "push" in oci:
+            actions.update(a.replace("ecr:", "ecr-public:") for a in PUSH)
+            if route.catalog_data == "from_annotations":
+                actions.add("ecr-public:PutRepositoryCatalogData")
+            if route.create_on_push:
+                actions.add("ecr-public:CreateRepository")
+                if route.repository.tags:
+                    actions.add("ecr-public:TagResource")
+                if route.repository.repository_policy is not None:
+                    actions.add("ecr-public:SetRepositoryPolicy")
+        if "delete" in oci:
+            actions.update(a.replace("ecr:", "ecr-public:") for a in DELETE)
+        base = f"arn:aws:ecr-public::{route.registry_id or account}:repository/"
+        prefix = route.repository_prefix
+        arns = [base + "*"] if not prefix else [base + prefix, base + prefix + "/*"]
+        statements.append({"Sid": f"EcrPublicRoute{index}", "Effect": "Allow",
+                           "Action": sorted(actions), "Resource": arns})
+    return statements
 
 
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")

@@ -77,7 +77,7 @@ def test_skopeo_pushes_to_ecr_public_and_pulls_back(
 
 
 def test_containerd_pulls_public_ecr_aws_through_the_gateway(
-        public_gateway: GatewayProcess, skopeo: Skopeo,
+        public_gateway: GatewayProcess, upstream: EmulatorProcess, skopeo: Skopeo,
         containerd: Callable[[], Containerd], tmp_path: Path) -> None:
     app = f"mirrored-{uid()}"
     image = oci_layout(tmp_path / "src", "v1", [MiB, 512])
@@ -94,6 +94,14 @@ def test_containerd_pulls_public_ecr_aws_through_the_gateway(
     mine = [e for e in public_gateway.access_log() if e["repository"] == f"{ALIAS}/{app}"]
     assert mine and all(e["ns"] == "public.ecr.aws" and e["status"] in (200, 307)
                         for e in mine), mine
+
+    # containerd also pulls straight from the emulator's registry endpoint (token flow).
+    host = upstream.url.split("://", 1)[1]
+    node.mirror(host, upstream.url, upstream.url)
+    node.ctr("content", "fetch", "--hosts-dir", str(node.hosts_dir),
+             f"{host}/{ALIAS}/{app}:v1")
+    assert any(e["token"] == "anonymous" for e in upstream.requests(
+        "ecr-public:RegistryManifest") if e["repository"] == app)
 
 
 async def test_lifecycle_keeps_the_three_newest(

@@ -22,6 +22,7 @@ from tests.integration.emulator_extra.helpers import (
     public_client,
     user,
 )
+from tests.support.clients import free_port
 from tests.support.emulator import ACCOUNT_ID, REGION, EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
@@ -43,6 +44,8 @@ def config(emulator_url: str) -> dict[str, Any]:
             {"prefix": "pub", "upstream_kind": "ecr-public", "registry_url": emulator_url,
              "catalog_data": "from_annotations",
              "repository": {"tags": {"team": "public"}, "repository_policy": PUBLIC_POLICY}},
+            {"prefix": "dead", "upstream_kind": "ecr-public", "registry_alias": ALIAS,
+             "registry_url": f"http://127.0.0.1:{free_port()}"},
             {"prefix": "", "repository": {"tags": {"team": "private"},
                                           "repository_policy": POLICY,
                                           "lifecycle_policy": KEEP_THREE}},
@@ -264,6 +267,22 @@ async def test_anonymous_pulls_when_aws_refuses_a_token(
         assert reads and {e["token"] for e in reads} == {"anonymous"}
     finally:
         _policies(upstream, None)
+
+
+async def test_an_unreachable_registry_endpoint(
+        oci: OciClient, public_gateway: GatewayProcess, upstream: EmulatorProcess) -> None:
+    """The dead route's endpoint is down (its API is not): pulls answer 503 UNAVAILABLE, but
+    the tag list of the gateway's own repository comes from DescribeImageTags."""
+    app = f"down-{uid()}"
+    await oci.push_image(f"pub/{app}", "v1", [b"up"], config=config_blob())
+    async with oci.session.get(f"{public_gateway.url}/v2/dead/{app}/manifests/v1") as r:
+        assert r.status == 503 and r.headers["Retry-After"]
+        error = (await r.json())["errors"][0]
+    assert error["code"] == "UNAVAILABLE" and "unreachable" in error["message"]
+    async with oci.session.get(f"{public_gateway.url}/v2/dead/{app}/tags/list") as r:
+        assert r.status == 200 and (await r.json())["tags"] == ["v1"]
+    assert [e["outcome"] for e in public_log(upstream, app)
+            if e["action"] == "ecr-public:DescribeImageTags"] == ["ok"]
 
 
 def _policies(emulator: EmulatorProcess, document: dict[str, Any] | None) -> None:

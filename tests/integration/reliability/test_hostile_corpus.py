@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import pytest
 import yaml
 
-from tests.integration.auth.helpers import write_htpasswd
 from tests.integration.reliability.helpers import (
     MUTATING,
     digest_of,
@@ -57,6 +57,14 @@ class Fixture:
     gateway: GatewayProcess
     emulator: EmulatorProcess
     values: dict[str, str]
+
+
+def write_htpasswd(path: Path, users: dict[str, str]) -> Path:
+    """An htpasswd file as ``htpasswd -B`` writes it, at a test-friendly bcrypt cost."""
+    lines = [f"{name}:$2y${bcrypt.hashpw(pw.encode(), bcrypt.gensalt(4)).decode()[4:]}"
+             for name, pw in users.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 @pytest.fixture(scope="module")
