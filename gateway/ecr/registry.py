@@ -266,6 +266,11 @@ class EcrRegistry:
             self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
             self._remember_blobs(target, manifest)
             return manifest
+        # Every manifest type is accepted, whatever the client's Accept says: ECR converts
+        # formats on tag pulls when the stored type is not accepted (OCI → Docker schema 2),
+        # which changes the bytes and the digest a client sees and would poison the
+        # digest-addressed cache. Like the reference registry, the stored manifest is served
+        # as pushed, and its Content-Type tells the client what it got.
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
                                   acceptedMediaTypes=list(MANIFEST_TYPES))
         images = answer.get("images", [])

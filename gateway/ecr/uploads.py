@@ -37,7 +37,7 @@ MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
 # Parts cut from request bodies (being encoded, or on their way upstream) that the process
 # holds at once over all uploads; each upload also fills at most one part. This bounds
 # memory under many concurrent uploads: about (uploads + PARTS_IN_MEMORY) x part size.
-PARTS_IN_MEMORY = 4
+PARTS_IN_MEMORY = 8
 
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)

@@ -236,6 +236,9 @@ class Dockerd:
         _stop_process(self.process, timeout=30)
         self.process = None
         if self.root != Path() and self.root.exists():
+            # dockerd leaves its default network namespace bind-mounted under exec-root.
+            for mount in sorted(self.root.rglob("netns/*"), reverse=True):
+                subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
             shutil.rmtree(self.root, ignore_errors=True)
 
 
