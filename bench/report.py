@@ -114,11 +114,13 @@ def _pairs(ax: Any, rows: list[Row], label: str) -> None:
     for y, r in zip(ys, rows, strict=True):
         for offset, value in ((-height / 2, r.gateway), (height / 2, r.reference)):
             if value:
-                ax.text(value, y + offset, f" {value:.3g}", va="center", fontsize=8)
+                text = f" {value:.0f}" if value >= 100 else f" {value:.3g}"
+                ax.text(value, y + offset, text, va="center", fontsize=8)
     ax.set_yticks(list(ys), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(label)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2,
+              frameon=False)
     ax.margins(x=0.18)
 
 

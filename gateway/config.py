@@ -171,8 +171,8 @@ class LimitsConfig:
     """Bounds against resource exhaustion (gateway/oci/limits.py); 0 disables a bound."""
 
     max_manifest_bytes: int = 4 * 1024**2  # ECR's own PutImage limit is 4 MiB
-    max_uploads_per_client: int = 32  # upload requests in progress per user or address
-    max_uploads_total: int = 256  # upload requests in progress over all clients
+    max_uploads_per_client: int = 128  # upload requests in progress per user or address
+    max_uploads_total: int = 512  # upload requests in progress over all clients
     max_open_uploads: int = 10000  # upload sessions open at once
     body_idle_timeout_seconds: float = 60.0  # a request body silent this long is cut (408)
     body_timeout_seconds: float = 3600.0  # a request body taking longer is cut (408)

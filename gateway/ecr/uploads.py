@@ -96,6 +96,19 @@ class _OutOfStep(Exception):
         self.upstream_next = upstream_next
 
 
+class _Place:
+    """One of the process's PARTS_IN_MEMORY places for cut parts, given back once."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+
+    def free(self) -> None:
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+
+
 def _skip(chunks: list[bytes | bytearray | memoryview], count: int) -> list[memoryview]:
     """The chunks' bytes from offset ``count`` on, as views (nothing copied)."""
     views = []
@@ -218,6 +231,7 @@ class UploadManager:
         staged = session.received  # the staging spool holds everything received before
         next_first = session.committed
         cut: list[EncodedPart] = []  # parts taken from ``pending`` that ECR has not stored
+        places: dict[EncodedPart, _Place] = {}  # each cut part's place until it is freed
         preparing: asyncio.Task[None] | None = None
         in_flight: asyncio.Task[None] | None = None
         failure: BaseException | None = None
@@ -228,6 +242,7 @@ class UploadManager:
             part = EncodedPart(pending.take_chunks(count), {
                 **target.ids(), "uploadId": session.ecr_upload_id,
                 "partFirstByte": next_first, "partLastByte": next_first + count - 1})
+            places[part] = _Place(self._parts)
             cut.append(part)
             preparing = asyncio.create_task(self._prepare(
                 session, part, next_first, max(0, staged - next_first), preparing))
@@ -236,10 +251,14 @@ class UploadManager:
             return part, preparing
 
         async def send(part: EncodedPart, prepared: asyncio.Task[None]) -> None:
-            await prepared
-            await self._send_part(target, session, part)
-            cut.remove(part)
-            self._parts.release()
+            # The place is given back sent or not: an upload whose send failed must never
+            # hold places while it waits for one.
+            try:
+                await prepared
+                await self._send_part(target, session, part)
+                cut.remove(part)
+            finally:
+                places.pop(part).free()
 
         try:
             async for chunk in chunks:
@@ -270,7 +289,8 @@ class UploadManager:
             await asyncio.wait([preparing])  # staging of every cut part is done
         for part in reversed(cut):
             pending.put_back(part.data())  # not stored upstream: it is tail again
-            self._parts.release()
+            if part in places:
+                places.pop(part).free()
         rest = pending.take(pending.size)
         if isinstance(failure, _OutOfStep):
             # ECR holds more than this session recorded: skip what it has, and let the client

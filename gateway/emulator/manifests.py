@@ -94,13 +94,12 @@ def _parse_image(doc: dict[str, Any], media_type: str) -> Manifest:
     if not isinstance(layers, list):
         raise _invalid("imageManifest", "layers must be a list")
     layer_descriptors = tuple(_descriptor(item, f"layers[{i}]") for i, item in enumerate(layers))
-    artifact_type = doc.get("artifactType")
     return Manifest(
         media_type=media_type,
         blobs=(config, *layer_descriptors),
         layers=layer_descriptors,
         config_media_type=config.media_type,
-        artifact_type=artifact_type if isinstance(artifact_type, str) else None,
+        artifact_type=_artifact_type(doc),
         subject=_subject(doc),
         annotations=_annotations(doc),
     )
@@ -112,11 +111,10 @@ def _parse_index(doc: dict[str, Any], media_type: str) -> Manifest:
     if not isinstance(manifests, list):
         raise _invalid("imageManifest", "manifests must be a list")
     children = [_descriptor(item, f"manifests[{i}]").digest for i, item in enumerate(manifests)]
-    artifact_type = doc.get("artifactType")
     return Manifest(
         media_type=media_type,
         children=tuple(dict.fromkeys(children)),
-        artifact_type=artifact_type if isinstance(artifact_type, str) else None,
+        artifact_type=_artifact_type(doc),
         subject=_subject(doc),
         annotations=_annotations(doc),
     )
@@ -153,6 +151,11 @@ def _descriptor(item: Any, where: str) -> Descriptor:
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise _invalid("imageManifest", f"{where}.size must be a non-negative integer")
     return Descriptor(digest, media_type, size)
+
+
+def _artifact_type(doc: dict[str, Any]) -> str | None:
+    value = doc.get("artifactType")
+    return value if isinstance(value, str) else None
 
 
 def _subject(doc: dict[str, Any]) -> str | None:

@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway.emulator import downloads, store
+from gateway.emulator.actions.common import existing_repository
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Json, action
 from gateway.emulator.state import EmulatorState, HashProgress
@@ -26,9 +27,7 @@ from gateway.emulator.validation import is_image_digest, is_sha256_digest
 @action("BatchCheckLayerAvailability")
 async def batch_check_layer_availability(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository = params["repositoryName"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    _, repository = await existing_repository(call, params)
     digests = list(dict.fromkeys(params["layerDigests"]))
     valid = [d for d in digests if is_image_digest(d)]
     known = await state.db.read(store.get_layers, repository, valid)
@@ -187,9 +186,8 @@ async def _finish(state: EmulatorState, upload: store.Upload, layer_digests: lis
 @action("GetDownloadUrlForLayer")
 async def get_download_url_for_layer(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository, digest = params["repositoryName"], params["layerDigest"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
+    digest = params["layerDigest"]
     layer = await state.db.read(store.referenced_layer, repository, digest)
     if layer is None:
         raise AwsError("LayersNotFoundException",

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from gateway.emulator import documents, expiry, image_store, lifecycle_rules, paging, store
+from gateway.emulator.actions.common import existing_repository
 from gateway.emulator.errors import AwsError
 from gateway.emulator.image_store import Failure
 from gateway.emulator.protocol import Call, Json, action
@@ -49,9 +50,8 @@ def _answer(registry_id: str, repository: str, stored: dict[str, Any],
 @action("PutLifecyclePolicy")
 async def put_lifecycle_policy(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository, text = params["repositoryName"], params["lifecyclePolicyText"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
+    text = params["lifecyclePolicyText"]
     _rules(text)
     await state.db.write(documents.put, repository, documents.LIFECYCLE, {"text": text},
                          time.time(), registry_id=registry_id)
@@ -60,9 +60,7 @@ async def put_lifecycle_policy(call: Call, params: Json) -> Json:
 
 async def _stored(call: Call, params: Json) -> tuple[str, str, dict[str, Any]]:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository = params["repositoryName"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
     stored = await state.db.read(documents.get, repository, documents.LIFECYCLE)
     if stored is None:
         raise policy_not_found(repository, registry_id)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 
-from gateway.emulator import access, documents, repository_policy, store
+from gateway.emulator import access, documents, repository_policy
+from gateway.emulator.actions.common import existing_repository
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Json, action
 
@@ -29,9 +30,8 @@ def _answer(registry_id: str, repository: str, text: str) -> Json:
 @action("SetRepositoryPolicy")
 async def set_repository_policy(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository, text = params["repositoryName"], params["policyText"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
+    text = params["policyText"]
     policy = repository_policy.parse(text, call.service)
     principal = access.principal_arn(state.account_id, call.identity.access_key_id)
     locks_out = policy.decide(principal, state.account_id,
@@ -49,9 +49,7 @@ async def set_repository_policy(call: Call, params: Json) -> Json:
 @action("GetRepositoryPolicy")
 async def get_repository_policy(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository = params["repositoryName"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
     stored = await state.db.read(documents.get, repository, documents.POLICY)
     if stored is None:
         raise policy_not_found(repository, registry_id)
@@ -61,9 +59,7 @@ async def get_repository_policy(call: Call, params: Json) -> Json:
 @action("DeleteRepositoryPolicy")
 async def delete_repository_policy(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository = params["repositoryName"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
     stored = await state.db.write(documents.delete, repository, documents.POLICY)
     if stored is None:
         raise policy_not_found(repository, registry_id)

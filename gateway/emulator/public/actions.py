@@ -31,6 +31,7 @@ from botocore.model import ListShape, MapShape, Shape, StructureShape
 
 from gateway.emulator import documents, paging, store, validation
 from gateway.emulator.actions import images, layers, policies, repositories, resource_tags
+from gateway.emulator.actions.common import existing_repository
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Handler, Json, action
 from gateway.emulator.state import EmulatorState
@@ -275,9 +276,7 @@ async def put_registry_catalog_data(call: Call, params: Json) -> Json:
 @public_action("GetRepositoryCatalogData")
 async def get_repository_catalog_data(call: Call, params: Json) -> Json:
     state = call.state
-    registry_id = state.registry_id(params)
-    repository = params["repositoryName"]
-    await state.db.read(store.get_repository, repository, registry_id)
+    registry_id, repository = await existing_repository(call, params)
     stored = await state.db.read(documents.get, repository, documents.CATALOG)
     if stored is None:
         raise AwsError("RepositoryCatalogDataNotFoundException",

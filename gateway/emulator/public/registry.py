@@ -114,6 +114,14 @@ async def _repository(request: web.Request) -> str | web.Response:
     return repository
 
 
+async def _granted_repository(request: web.Request) -> str | web.Response:
+    """For reads that need any valid token: the challenge without one, else as
+    ``_repository``."""
+    if _grant(request) is None:
+        return _challenge(request)
+    return await _repository(request)
+
+
 async def manifest(request: web.Request) -> web.Response:
     grant = _grant(request)
     if grant is None:
@@ -141,9 +149,7 @@ async def manifest(request: web.Request) -> web.Response:
 
 
 async def blob(request: web.Request) -> web.Response:
-    if _grant(request) is None:
-        return _challenge(request)
-    repository = await _repository(request)
+    repository = await _granted_repository(request)
     if isinstance(repository, web.Response):
         return repository
     state, digest = _state(request), request.match_info["digest"]
@@ -160,9 +166,7 @@ async def blob(request: web.Request) -> web.Response:
 
 
 async def tags_list(request: web.Request) -> web.Response:
-    if _grant(request) is None:
-        return _challenge(request)
-    repository = await _repository(request)
+    repository = await _granted_repository(request)
     if isinstance(repository, web.Response):
         return repository
     state, name = _state(request), request.match_info["name"]
@@ -185,9 +189,7 @@ async def tags_list(request: web.Request) -> web.Response:
 
 
 async def referrers(request: web.Request) -> web.Response:
-    if _grant(request) is None:
-        return _challenge(request)
-    repository = await _repository(request)
+    repository = await _granted_repository(request)
     if isinstance(repository, web.Response):
         return repository
     state, subject = _state(request), request.match_info["digest"]

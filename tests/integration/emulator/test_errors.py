@@ -25,8 +25,8 @@ from botocore.exceptions import ClientError
 
 from gateway.emulator import actions
 from gateway.emulator.protocol import ACTIONS
+from tests.integration.emulator import triggers
 from tests.integration.emulator.helpers import (
-    MiB,
     digest,
     image_manifest,
     index_manifest,
@@ -51,11 +51,7 @@ class Ctx:
 
     async def upload(self, data: bytes) -> str:
         """An upload of ``data`` in one part, not completed; returns its id."""
-        upload_id = (await self.ecr.initiate_layer_upload(repositoryName=self.repo))["uploadId"]
-        await self.ecr.upload_layer_part(repositoryName=self.repo, uploadId=upload_id,
-                                         partFirstByte=0, partLastByte=len(data) - 1,
-                                         layerPartBlob=data)
-        return str(upload_id)
+        return await triggers.upload_one_part(self.ecr, self.repo, data)
 
 
 Trigger = Callable[[Ctx], Awaitable[Any]]
@@ -64,21 +60,6 @@ MISSING = "sha256:" + "0" * 64
 
 def nowhere(ctx: Ctx) -> str:
     return ctx.repo + "-missing"
-
-
-async def two_parts_first_small(ctx: Ctx) -> Any:
-    await ctx.create()
-    upload_id = await ctx.upload(b"x" * MiB)
-    await ctx.ecr.upload_layer_part(repositoryName=ctx.repo, uploadId=upload_id,
-                                    partFirstByte=MiB, partLastByte=MiB, layerPartBlob=b"y")
-    return await ctx.ecr.complete_layer_upload(repositoryName=ctx.repo, uploadId=upload_id,
-                                               layerDigests=[digest(b"x" * MiB + b"y")])
-
-
-async def layer_twice(ctx: Ctx) -> Any:
-    await ctx.create()
-    await push_layer(ctx.ecr, ctx.repo, b"same bytes")
-    await push_layer(ctx.ecr, ctx.repo, b"same bytes")
 
 
 async def unreferenced_download(ctx: Ctx) -> Any:
@@ -95,12 +76,6 @@ async def vanished_blob(ctx: Ctx) -> Any:
     (ctx.emulator.data_dir / "blobs" / "sha256" / encoded[:2] / encoded).unlink()
     return await ctx.ecr.get_download_url_for_layer(repositoryName=ctx.repo,
                                                     layerDigest=digest(layer))
-
-
-async def same_image_twice(ctx: Ctx) -> Any:
-    await ctx.create()
-    _, text = await push_image(ctx.ecr, ctx.repo, "v1")
-    return await ctx.ecr.put_image(repositoryName=ctx.repo, imageManifest=text, imageTag="v1")
 
 
 async def missing_layers(ctx: Ctx) -> Any:
@@ -121,13 +96,6 @@ async def immutable_retag(ctx: Ctx) -> Any:
     await push_image(ctx.ecr, ctx.repo, "release")
 
 
-async def wrong_image_digest(ctx: Ctx) -> Any:
-    await ctx.create()
-    _, text = await push_image(ctx.ecr, ctx.repo, None)
-    return await ctx.ecr.put_image(repositoryName=ctx.repo, imageManifest=text + " ",
-                                   imageTag="x", imageDigest=digest(text))
-
-
 async def no_media_type(ctx: Ctx) -> Any:
     await ctx.create()
     for blob in (b"{}", b"l"):
@@ -136,44 +104,10 @@ async def no_media_type(ctx: Ctx) -> Any:
     return await ctx.ecr.put_image(repositoryName=ctx.repo, imageManifest=text)
 
 
-async def too_many_images(ctx: Ctx) -> Any:
-    await ctx.create()
-    for _ in range(4):
-        await push_image(ctx.ecr, ctx.repo, None)
-
-
-async def too_many_parts(ctx: Ctx) -> Any:
-    await ctx.create()
-    upload_id = (await ctx.ecr.initiate_layer_upload(repositoryName=ctx.repo))["uploadId"]
-    for part in range(4):
-        await ctx.ecr.upload_layer_part(repositoryName=ctx.repo, uploadId=upload_id,
-                                        partFirstByte=part, partLastByte=part,
-                                        layerPartBlob=b"z")
-
-
-async def create_twice(ctx: Ctx) -> Any:
-    await ctx.create()
-    await ctx.create()
-
-
 async def unknown_upload(ctx: Ctx) -> Any:
     await ctx.create()
     return await ctx.ecr.upload_layer_part(repositoryName=ctx.repo, uploadId=str(uuid.uuid4()),
                                            partFirstByte=0, partLastByte=0, layerPartBlob=b"x")
-
-
-async def complete(ctx: Ctx, data: bytes, digests: list[str]) -> Any:
-    await ctx.create()
-    upload_id = await ctx.upload(data)
-    return await ctx.ecr.complete_layer_upload(repositoryName=ctx.repo, uploadId=upload_id,
-                                               layerDigests=digests)
-
-
-async def part_out_of_order(ctx: Ctx) -> Any:
-    await ctx.create()
-    upload_id = await ctx.upload(b"first")
-    return await ctx.ecr.upload_layer_part(repositoryName=ctx.repo, uploadId=upload_id,
-                                           partFirstByte=99, partLastByte=99, layerPartBlob=b"x")
 
 
 async def part_wrong_length(ctx: Ctx) -> Any:
@@ -181,13 +115,6 @@ async def part_wrong_length(ctx: Ctx) -> Any:
     upload_id = (await ctx.ecr.initiate_layer_upload(repositoryName=ctx.repo))["uploadId"]
     return await ctx.ecr.upload_layer_part(repositoryName=ctx.repo, uploadId=upload_id,
                                            partFirstByte=0, partLastByte=9, layerPartBlob=b"abc")
-
-
-async def empty_upload(ctx: Ctx) -> Any:
-    await ctx.create()
-    upload_id = (await ctx.ecr.initiate_layer_upload(repositoryName=ctx.repo))["uploadId"]
-    return await ctx.ecr.complete_layer_upload(repositoryName=ctx.repo, uploadId=upload_id,
-                                               layerDigests=[digest(b"")])
 
 
 async def other_repository_upload(ctx: Ctx) -> Any:
@@ -213,18 +140,12 @@ async def bad_token(ctx: Ctx) -> Any:
     return await ctx.ecr.list_images(repositoryName=ctx.repo, nextToken="garbage")
 
 
-async def repository_with_image(ctx: Ctx) -> Any:
-    await ctx.create()
-    await push_image(ctx.ecr, ctx.repo, "v1")
-    return await ctx.ecr.delete_repository(repositoryName=ctx.repo)
-
-
 R = "RepositoryNotFoundException"
 IPE = "InvalidParameterException"
 
 NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("CreateRepository", "RepositoryAlreadyExistsException", "create the same name twice",
-     create_twice),
+     lambda c: triggers.create_twice(c.ecr, c.repo)),
     ("CreateRepository", IPE, "upper-case name",
      lambda c: c.ecr.create_repository(repositoryName="Team/App")),
     ("CreateRepository", IPE, "exclusion filters with plain MUTABLE",
@@ -241,7 +162,7 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("DeleteRepository", R, "an unknown name",
      lambda c: c.ecr.delete_repository(repositoryName=nowhere(c))),
     ("DeleteRepository", "RepositoryNotEmptyException", "images left, no force",
-     repository_with_image),
+     lambda c: triggers.repository_with_image(c.ecr, c.repo)),
     ("DeleteRepository", IPE, "repositoryName missing", lambda c: c.raw.delete_repository()),
     ("BatchCheckLayerAvailability", R, "an unknown repository",
      lambda c: c.ecr.batch_check_layer_availability(repositoryName=nowhere(c),
@@ -258,29 +179,31 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
                                        partFirstByte=0, partLastByte=0, layerPartBlob=b"x")),
     ("UploadLayerPart", "UploadNotFoundException", "an uploadId never issued", unknown_upload),
     ("UploadLayerPart", "InvalidLayerPartException", "first byte does not follow",
-     part_out_of_order),
+     lambda c: triggers.part_out_of_order(c.ecr, c.repo)),
     ("UploadLayerPart", "InvalidLayerPartException", "blob shorter than the byte range",
      part_wrong_length),
     ("UploadLayerPart", IPE, "uploadId that is not a UUID",
      lambda c: c.ecr.upload_layer_part(repositoryName="a1", uploadId="nope", partFirstByte=0,
                                        partLastByte=0, layerPartBlob=b"x")),
     ("UploadLayerPart", "LimitExceededException", "a fourth part (limit set to 3)",
-     too_many_parts),
+     lambda c: triggers.too_many_parts(c.ecr, c.repo)),
     ("CompleteLayerUpload", R, "an unknown repository",
      lambda c: c.ecr.complete_layer_upload(repositoryName=nowhere(c),
                                            uploadId=str(uuid.uuid4()), layerDigests=[MISSING])),
     ("CompleteLayerUpload", "UploadNotFoundException", "the upload of another repository",
      other_repository_upload),
     ("CompleteLayerUpload", "InvalidLayerException", "digest of other bytes",
-     lambda c: complete(c, b"abc", [digest(b"abd")])),
+     lambda c: triggers.complete(c.ecr, c.repo, b"abc", [digest(b"abd")])),
     ("CompleteLayerUpload", "InvalidLayerException", "a sha512 digest",
-     lambda c: complete(c, b"abc", ["sha512:" + "a" * 128])),
+     lambda c: triggers.complete(c.ecr, c.repo, b"abc", ["sha512:" + "a" * 128])),
     ("CompleteLayerUpload", "LayerPartTooSmallException", "a 1 MiB part before the last",
-     two_parts_first_small),
-    ("CompleteLayerUpload", "LayerAlreadyExistsException", "the same layer twice", layer_twice),
-    ("CompleteLayerUpload", "EmptyUploadException", "no part uploaded", empty_upload),
+     lambda c: triggers.two_parts_first_small(c.ecr, c.repo)),
+    ("CompleteLayerUpload", "LayerAlreadyExistsException", "the same layer twice",
+     lambda c: triggers.layer_twice(c.ecr, c.repo)),
+    ("CompleteLayerUpload", "EmptyUploadException", "no part uploaded",
+     lambda c: triggers.empty_upload(c.ecr, c.repo)),
     ("CompleteLayerUpload", IPE, "two digests",
-     lambda c: complete(c, b"abc", [digest(b"abc"), digest(b"abc")])),
+     lambda c: triggers.complete(c.ecr, c.repo, b"abc", [digest(b"abc"), digest(b"abc")])),
     ("GetDownloadUrlForLayer", R, "an unknown repository",
      lambda c: c.ecr.get_download_url_for_layer(repositoryName=nowhere(c), layerDigest=MISSING)),
     ("GetDownloadUrlForLayer", "LayersNotFoundException", "a layer no image references",
@@ -291,19 +214,21 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
      lambda c: c.ecr.get_download_url_for_layer(repositoryName="a1", layerDigest="nodigest")),
     ("PutImage", R, "an unknown repository",
      lambda c: c.ecr.put_image(repositoryName=nowhere(c), imageManifest="{}")),
-    ("PutImage", "ImageAlreadyExistsException", "same manifest and tag again", same_image_twice),
+    ("PutImage", "ImageAlreadyExistsException", "same manifest and tag again",
+     lambda c: triggers.same_image_twice(c.ecr, c.repo)),
     ("PutImage", "LayersNotFoundException", "a layer never uploaded", missing_layers),
     ("PutImage", "ReferencedImagesNotFoundException", "an index of unknown manifests",
      missing_children),
     ("PutImage", "ImageTagAlreadyExistsException", "moving a tag in an IMMUTABLE repository",
      immutable_retag),
     ("PutImage", "ImageDigestDoesNotMatchException", "imageDigest of another manifest",
-     wrong_image_digest),
+     lambda c: triggers.wrong_image_digest(c.ecr, c.repo)),
     ("PutImage", IPE, "no mediaType in manifest or parameter", no_media_type),
     ("PutImage", IPE, "a tag outside the grammar",
      lambda c: c.ecr.put_image(repositoryName="a1", imageManifest="{}", imageTag="bad tag")),
     ("PutImage", IPE, "a manifest of 4,194,305 characters", oversized_manifest),
-    ("PutImage", "LimitExceededException", "a fourth image (limit set to 3)", too_many_images),
+    ("PutImage", "LimitExceededException", "a fourth image (limit set to 3)",
+     lambda c: triggers.too_many_images(c.ecr, c.repo)),
     ("BatchGetImage", R, "an unknown repository",
      lambda c: c.ecr.batch_get_image(repositoryName=nowhere(c), imageIds=[{"imageTag": "a"}])),
     ("BatchGetImage", IPE, "101 image ids",
@@ -389,10 +314,6 @@ def injected_rows() -> list[tuple[str, str]]:
                   for error in errors if error in NOT_EMULATED or (action, error) in THROTTLES)
 
 
-def snake(action: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in action).lstrip("_")
-
-
 @pytest.fixture(scope="module")
 def errors_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     with EmulatorProcess(tmp_path_factory.mktemp("errors"), env=LIMITS) as emu:
@@ -407,22 +328,13 @@ async def ctx(errors_emulator: EmulatorProcess) -> AsyncIterator[Ctx]:
         yield Ctx(ecr, raw, errors_emulator, f"err/{uuid.uuid4().hex[:10]}")
 
 
-def assert_raised(clients: list[Any], info: pytest.ExceptionInfo[ClientError], action: str,
-                  exception: str) -> None:
-    """The error is ``client.exceptions.<exception>`` of the client that made the call."""
-    assert info.value.response["Error"]["Code"] == exception, info.value
-    assert info.value.operation_name == action
-    if exception != "UnknownOperationException":  # not modelled: a plain ClientError
-        assert any(isinstance(info.value, getattr(c.exceptions, exception)) for c in clients)
-
-
 @pytest.mark.parametrize(("action", "exception", "trigger"), [
     pytest.param(action, exception, trigger, id=f"{action}-{exception}-{why}")
     for action, exception, why, trigger in NATURAL])
 async def test_natural(ctx: Ctx, action: str, exception: str, trigger: Trigger) -> None:
     with pytest.raises(ClientError) as info:
         await trigger(ctx)
-    assert_raised([ctx.ecr, ctx.raw], info, action, exception)
+    triggers.assert_raised([ctx.ecr, ctx.raw], info, action, exception)
 
 
 async def test_tiny_limits(tmp_path: Path) -> None:
@@ -431,7 +343,7 @@ async def test_tiny_limits(tmp_path: Path) -> None:
             await ecr.create_repository(repositoryName="only")
             with pytest.raises(ClientError) as info:
                 await ecr.create_repository(repositoryName="second")
-            assert_raised([ecr], info, *TINY[0][:2])
+            triggers.assert_raised([ecr], info, *TINY[0][:2])
 
 
 @pytest.mark.parametrize(("action", "exception"), [
@@ -440,8 +352,8 @@ async def test_tiny_limits(tmp_path: Path) -> None:
 async def test_injected(ctx: Ctx, action: str, exception: str) -> None:
     ctx.emulator.inject_fault(action, exception)
     with pytest.raises(ClientError) as info:
-        await getattr(ctx.ecr, snake(action))(**VALID[action])
-    assert_raised([ctx.ecr, ctx.raw], info, action, exception)
+        await getattr(ctx.ecr, triggers.snake(action))(**VALID[action])
+    triggers.assert_raised([ctx.ecr, ctx.raw], info, action, exception)
     if exception == "ServerException":
         assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
 

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import base64
 import datetime
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import botocore.session
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
+from tests.integration.emulator.differential import (
+    Known,
+    assert_explained,
+    known,
+    model_documentation,
+    moto_server,
+)
 from tests.integration.emulator.helpers import digest, image_manifest, push_layer
 from tests.support.emulator import EmulatorProcess, ecr_client
 
@@ -31,18 +34,6 @@ M1 = image_manifest(CONFIG, [LAYER])
 M2 = image_manifest(CONFIG, [LAYER], annotations={"revision": "2"})
 SYMBOLS = {digest(M1): "<M1>", digest(M2): "<M2>", digest(CONFIG): "<CONFIG>",
            digest(LAYER): "<LAYER>"}
-
-
-@dataclass(frozen=True)
-class Known:
-    paths: frozenset[str]
-    moto: str          # what moto does
-    shape: str         # "Shape.member", "Shape" or "Operation" whose documentation decides
-    quote: str         # the deciding sentence, verbatim from that documentation
-
-
-def known(paths: set[str], moto: str, shape: str, quote: str) -> Known:
-    return Known(frozenset(paths), moto, shape, quote)
 
 
 TAG_MOVE = ("moto deletes the image whose tag moved; ECR keeps it, untagged",
@@ -149,25 +140,6 @@ def normalise(value: Any, aliases: dict[str, str], key: str = "") -> Any:
     return value
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        items: Iterator[tuple[str, Any]] = iter(value.items())
-    elif isinstance(value, list):
-        items = ((str(i), v) for i, v in enumerate(value))
-    else:
-        return {prefix: value}
-    flat: dict[str, Any] = {}
-    for key, item in items:
-        flat.update(flatten(item, f"{prefix}.{key}" if prefix else key))
-    return flat
-
-
-def differing_paths(left: Any, right: Any) -> set[str]:
-    a, b = flatten(left), flatten(right)
-    return {path for path in a.keys() | b.keys() if a.get(path, "<absent>") != b.get(
-        path, "<absent>")}
-
-
 def repository_steps(repo: str) -> list[tuple[str, Step]]:
     return [
         ("create", lambda e: e.create_repository(repositoryName=repo)),
@@ -265,11 +237,8 @@ def layer_steps(repo: str) -> list[tuple[str, Step]]:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -287,16 +256,10 @@ async def clients(moto_url: str, diff_emulator: EmulatorProcess) -> AsyncIterato
 
 
 def compare(moto: dict[str, Any], emulator: dict[str, Any]) -> None:
-    unexplained: dict[str, set[str]] = {}
-    for step in emulator:
-        paths = differing_paths(moto[step], emulator[step])
-        expected = KNOWN[step].paths if step in KNOWN else frozenset()
-        expected |= EMULATOR_CHOICES.get(step, (frozenset(), ""))[0]
-        if paths != expected:
-            unexplained[step] = paths ^ expected
-    assert not unexplained, json.dumps(
-        {s: {"paths": sorted(p), "moto": moto[s], "emulator": emulator[s]}
-         for s, p in unexplained.items()}, indent=1, default=str)
+    expected = {step: entry.paths for step, entry in KNOWN.items()}
+    for step, (paths, _) in EMULATOR_CHOICES.items():
+        expected[step] = expected.get(step, frozenset()) | paths
+    assert_explained(moto, emulator, expected)
 
 
 async def run_both(clients: tuple[Any, Any], repo: str, steps: list[tuple[str, Step]],
@@ -330,17 +293,8 @@ async def test_layer_uploads(clients: tuple[Any, Any]) -> None:
 
 
 def test_known_differences_quote_the_reference() -> None:
-    model = botocore.session.get_session().get_service_model("ecr")
     for step, entry in KNOWN.items():
-        owner, _, member = entry.shape.partition(".")
-        if member:
-            doc = model.shape_for(owner).members[member].documentation
-        elif owner in model.operation_names:
-            doc = model.operation_model(owner).documentation
-        else:
-            doc = model.shape_for(owner).documentation
-        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", doc))
-        assert entry.quote in text, (step, entry.shape)
+        assert entry.quote in model_documentation(entry.where), (step, entry.where)
 
 
 def test_known_differences_name_real_steps() -> None:

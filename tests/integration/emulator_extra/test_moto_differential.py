@@ -13,31 +13,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import botocore.session
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
-from tests.integration.emulator.test_moto_differential import Step, differing_paths, observe
+from tests.integration.emulator.differential import (
+    Known,
+    assert_explained,
+    known,
+    model_documentation,
+    moto_server,
+)
+from tests.integration.emulator.test_moto_differential import Step, observe
 from tests.integration.emulator_extra.helpers import keep_last, lifecycle, policy
 from tests.support.emulator import ACCOUNT_ID, REGION, EmulatorProcess, ecr_client
 
 GUIDE = "https://docs.aws.amazon.com/AmazonECR/latest/userguide/lifecycle_policy_parameters.html"
-
-
-@dataclass(frozen=True)
-class Known:
-    paths: frozenset[str]
-    moto: str   # what moto does
-    where: str  # "Shape.member", "Shape", an operation, or GUIDE
-    quote: str  # the deciding sentence
-
-
-def known(paths: set[str], moto: str, where: str, quote: str) -> Known:
-    return Known(frozenset(paths), moto, where, quote)
 
 
 KNOWN: dict[str, Known] = {
@@ -168,11 +160,8 @@ def tag_steps(repo: str) -> list[tuple[str, Step]]:
 
 @pytest.fixture(scope="module")
 def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture
@@ -186,14 +175,8 @@ async def clients(moto_url: str, extra_emulator: EmulatorProcess) -> AsyncIterat
 async def compare(clients: tuple[Any, Any], steps: list[tuple[str, Step]]) -> None:
     moto_seen, emulator_seen = (await observe(clients[0], steps),
                                 await observe(clients[1], steps))
-    unexplained = {}
-    for step in emulator_seen:
-        paths = differing_paths(moto_seen[step], emulator_seen[step])
-        expected = KNOWN[step].paths if step in KNOWN else frozenset()
-        if paths != expected:
-            unexplained[step] = {"paths": sorted(paths ^ expected), "moto": moto_seen[step],
-                                 "emulator": emulator_seen[step]}
-    assert not unexplained, json.dumps(unexplained, indent=1, default=str)
+    assert_explained(moto_seen, emulator_seen,
+                     {step: entry.paths for step, entry in KNOWN.items()})
 
 
 async def test_repository_policies(clients: tuple[Any, Any], repo: str) -> None:
@@ -229,19 +212,10 @@ async def test_moto_gaps_are_still_gaps(clients: tuple[Any, Any], repo: str) -> 
 
 
 def test_known_differences_quote_the_reference() -> None:
-    model = botocore.session.get_session().get_service_model("ecr")
     for step, entry in KNOWN.items():
         if entry.where == GUIDE:
             continue  # the user guide is not part of the model; cited by its address
-        owner, _, member = entry.where.partition(".")
-        if member:
-            doc = model.shape_for(owner).members[member].documentation
-        elif owner in model.operation_names:
-            doc = model.operation_model(owner).documentation
-        else:
-            doc = model.shape_for(owner).documentation
-        text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", doc))
-        assert entry.quote in text, (step, entry.where)
+        assert entry.quote in model_documentation(entry.where), (step, entry.where)
 
 
 def test_known_differences_name_real_steps() -> None:

@@ -28,13 +28,11 @@ from botocore.exceptions import ClientError
 
 from gateway.emulator import actions, public
 from gateway.emulator.protocol import ACTIONS, PUBLIC_ACTIONS
+from tests.integration.emulator import triggers
 from tests.integration.emulator.helpers import (
-    MiB,
     digest,
     image_manifest,
     index_manifest,
-    push_image,
-    push_layer,
 )
 from tests.integration.emulator_extra.helpers import (
     keep_last,
@@ -207,87 +205,6 @@ async def _then(first: Awaitable[Any], method: Callable[..., Awaitable[Any]], *a
 # ECR Public
 
 
-async def upload(c: Ctx, data: bytes) -> str:
-    upload_id = (await c.pub.initiate_layer_upload(repositoryName=c.repo))["uploadId"]
-    await c.pub.upload_layer_part(repositoryName=c.repo, uploadId=upload_id, partFirstByte=0,
-                                  partLastByte=len(data) - 1, layerPartBlob=data)
-    return str(upload_id)
-
-
-async def complete(c: Ctx, data: bytes, digests: list[str]) -> Any:
-    await c.pcreate()
-    upload_id = await upload(c, data)
-    return await c.pub.complete_layer_upload(repositoryName=c.repo, uploadId=upload_id,
-                                             layerDigests=digests)
-
-
-async def small_first_part(c: Ctx) -> Any:
-    await c.pcreate()
-    upload_id = await upload(c, b"x" * MiB)
-    await c.pub.upload_layer_part(repositoryName=c.repo, uploadId=upload_id,
-                                  partFirstByte=MiB, partLastByte=MiB, layerPartBlob=b"y")
-    return await c.pub.complete_layer_upload(repositoryName=c.repo, uploadId=upload_id,
-                                             layerDigests=[digest(b"x" * MiB + b"y")])
-
-
-async def layer_twice(c: Ctx) -> Any:
-    await c.pcreate()
-    await push_layer(c.pub, c.repo, b"same bytes")
-    await push_layer(c.pub, c.repo, b"same bytes")
-
-
-async def empty_upload(c: Ctx) -> Any:
-    await c.pcreate()
-    upload_id = (await c.pub.initiate_layer_upload(repositoryName=c.repo))["uploadId"]
-    return await c.pub.complete_layer_upload(repositoryName=c.repo, uploadId=upload_id,
-                                             layerDigests=[digest(b"")])
-
-
-async def same_image_twice(c: Ctx) -> Any:
-    await c.pcreate()
-    _, text = await push_image(c.pub, c.repo, "v1")
-    return await c.pub.put_image(repositoryName=c.repo, imageManifest=text, imageTag="v1")
-
-
-async def wrong_digest(c: Ctx) -> Any:
-    await c.pcreate()
-    _, text = await push_image(c.pub, c.repo, None)
-    return await c.pub.put_image(repositoryName=c.repo, imageManifest=text + " ",
-                                 imageTag="x", imageDigest=digest(text))
-
-
-async def too_many_images(c: Ctx) -> Any:
-    await c.pcreate()
-    for _ in range(4):
-        await push_image(c.pub, c.repo, None)
-
-
-async def too_many_parts(c: Ctx) -> Any:
-    await c.pcreate()
-    upload_id = (await c.pub.initiate_layer_upload(repositoryName=c.repo))["uploadId"]
-    for part in range(4):
-        await c.pub.upload_layer_part(repositoryName=c.repo, uploadId=upload_id,
-                                      partFirstByte=part, partLastByte=part, layerPartBlob=b"z")
-
-
-async def part_out_of_order(c: Ctx) -> Any:
-    await c.pcreate()
-    upload_id = await upload(c, b"first")
-    return await c.pub.upload_layer_part(repositoryName=c.repo, uploadId=upload_id,
-                                         partFirstByte=99, partLastByte=99, layerPartBlob=b"x")
-
-
-async def not_empty(c: Ctx) -> Any:
-    await c.pcreate()
-    await push_image(c.pub, c.repo, "v1")
-    return await c.pub.delete_repository(repositoryName=c.repo)
-
-
-async def create_twice(c: Ctx) -> Any:
-    await c.pcreate()
-    await c.pcreate()
-
-
 OTHER = "999999999999"
 P_NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("BatchCheckLayerAvailability", IPE, "101 digests",
@@ -303,14 +220,16 @@ P_NATURAL: list[tuple[str, str, str, Trigger]] = [
      lambda c: c.praw.batch_delete_image(repositoryName="a1", imageIds=[])),
     ("BatchDeleteImage", R, "an unknown repository",
      lambda c: c.pub.batch_delete_image(repositoryName=c.nowhere, imageIds=[{"imageTag": "a"}])),
-    ("CompleteLayerUpload", "EmptyUploadException", "no part uploaded", empty_upload),
+    ("CompleteLayerUpload", "EmptyUploadException", "no part uploaded",
+     lambda c: triggers.empty_upload(c.pub, c.repo)),
     ("CompleteLayerUpload", "InvalidLayerException", "digest of other bytes",
-     lambda c: complete(c, b"abc", [digest(b"abd")])),
+     lambda c: triggers.complete(c.pub, c.repo, b"abc", [digest(b"abd")])),
     ("CompleteLayerUpload", IPE, "two digests",
-     lambda c: complete(c, b"abc", [digest(b"abc")] * 2)),
-    ("CompleteLayerUpload", "LayerAlreadyExistsException", "the same layer twice", layer_twice),
+     lambda c: triggers.complete(c.pub, c.repo, b"abc", [digest(b"abc")] * 2)),
+    ("CompleteLayerUpload", "LayerAlreadyExistsException", "the same layer twice",
+     lambda c: triggers.layer_twice(c.pub, c.repo)),
     ("CompleteLayerUpload", "LayerPartTooSmallException", "a 1 MiB part before the last",
-     small_first_part),
+     lambda c: triggers.two_parts_first_small(c.pub, c.repo)),
     ("CompleteLayerUpload", "RegistryNotFoundException", "another registry",
      lambda c: c.pub.complete_layer_upload(repositoryName="a1", registryId=OTHER,
                                            uploadId=UPLOAD, layerDigests=[MISSING])),
@@ -326,13 +245,14 @@ P_NATURAL: list[tuple[str, str, str, Trigger]] = [
      lambda c: c.pub.create_repository(repositoryName=c.repo,
                                        tags=[{"Key": "aws:x", "Value": "v"}])),
     ("CreateRepository", "RepositoryAlreadyExistsException", "the same name twice",
-     create_twice),
+     lambda c: triggers.create_twice(c.pub, c.repo)),
     ("CreateRepository", "TooManyTagsException", "51 tags",
      lambda c: c.pub.create_repository(repositoryName=c.repo, tags=[
          {"Key": f"k{i}", "Value": "v"} for i in range(51)])),
     ("DeleteRepository", IPE, "an upper-case name",
      lambda c: c.pub.delete_repository(repositoryName="Upper")),
-    ("DeleteRepository", "RepositoryNotEmptyException", "an image left, no force", not_empty),
+    ("DeleteRepository", "RepositoryNotEmptyException", "an image left, no force",
+     lambda c: triggers.repository_with_image(c.pub, c.repo)),
     ("DeleteRepository", R, "an unknown repository",
      lambda c: c.pub.delete_repository(repositoryName=c.nowhere)),
     ("DeleteRepositoryPolicy", IPE, "an upper-case name",
@@ -383,15 +303,16 @@ P_NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("ListTagsForResource", R, "the ARN of no repository",
      lambda c: c.pub.list_tags_for_resource(resourceArn=c.parn(c.nowhere))),
     ("PutImage", "ImageAlreadyExistsException", "same manifest and tag again",
-     same_image_twice),
+     lambda c: triggers.same_image_twice(c.pub, c.repo)),
     ("PutImage", "ImageDigestDoesNotMatchException", "imageDigest of another manifest",
-     wrong_digest),
+     lambda c: triggers.wrong_image_digest(c.pub, c.repo)),
     ("PutImage", IPE, "a tag outside the grammar",
      lambda c: c.pub.put_image(repositoryName="a1", imageManifest="{}", imageTag="bad tag")),
     ("PutImage", "LayersNotFoundException", "a layer never uploaded",
      lambda c: _then(c.pcreate(), c.pub.put_image, repositoryName=c.repo,
                      imageManifest=image_manifest(b"{}", [b"never uploaded"]))),
-    ("PutImage", "LimitExceededException", "a fourth image (limit set to 3)", too_many_images),
+    ("PutImage", "LimitExceededException", "a fourth image (limit set to 3)",
+     lambda c: triggers.too_many_images(c.pub, c.repo)),
     ("PutImage", "ReferencedImagesNotFoundException", "an index of unknown manifests",
      lambda c: _then(c.pcreate(), c.pub.put_image, repositoryName=c.repo,
                      imageManifest=index_manifest(['{"not":"pushed"}']))),
@@ -429,12 +350,12 @@ P_NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("UntagResource", R, "the ARN of no repository",
      lambda c: c.pub.untag_resource(resourceArn=c.parn(c.nowhere), tagKeys=[])),
     ("UploadLayerPart", "InvalidLayerPartException", "first byte does not follow",
-     part_out_of_order),
+     lambda c: triggers.part_out_of_order(c.pub, c.repo)),
     ("UploadLayerPart", IPE, "an uploadId that is not a UUID",
      lambda c: c.pub.upload_layer_part(repositoryName="a1", uploadId="nope", partFirstByte=0,
                                        partLastByte=0, layerPartBlob=b"x")),
     ("UploadLayerPart", "LimitExceededException", "a fourth part (limit set to 3)",
-     too_many_parts),
+     lambda c: triggers.too_many_parts(c.pub, c.repo)),
     ("UploadLayerPart", "RegistryNotFoundException", "another registry",
      lambda c: c.pub.upload_layer_part(repositoryName="a1", registryId=OTHER, uploadId=UPLOAD,
                                        partFirstByte=0, partLastByte=0, layerPartBlob=b"x")),
@@ -572,10 +493,6 @@ def injected() -> list[tuple[str, str, str]]:
     return sorted(rows + list(NEVER))
 
 
-def snake(action: str) -> str:
-    return "".join(f"_{c.lower()}" if c.isupper() else c for c in action).lstrip("_")
-
-
 @pytest.fixture(scope="module")
 def parity_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     with EmulatorProcess(tmp_path_factory.mktemp("parity"), env=ENV) as emu:
@@ -598,20 +515,13 @@ def ctx(clients: tuple[Any, ...], parity_emulator: EmulatorProcess) -> Ctx:
     return Ctx(*clients[:4], parity_emulator, f"par/{uuid.uuid4().hex[:10]}")
 
 
-def assert_raised(client: Any, info: pytest.ExceptionInfo[ClientError], action: str,
-                  exception: str) -> None:
-    assert info.value.response["Error"]["Code"] == exception, info.value
-    assert info.value.operation_name == action
-    assert isinstance(info.value, getattr(client.exceptions, exception))
-
-
 @module_loop
 @pytest.mark.parametrize(("action", "exception", "trigger"), [
     pytest.param(a, e, t, id=f"ecr-{a}-{e}-{why}") for a, e, why, t in ECR_NATURAL])
 async def test_ecr_natural(ctx: Ctx, action: str, exception: str, trigger: Trigger) -> None:
     with pytest.raises(ClientError) as info:
         await trigger(ctx)
-    assert_raised(ctx.ecr, info, action, exception)
+    triggers.assert_raised([ctx.ecr], info, action, exception)
 
 
 @module_loop
@@ -620,7 +530,7 @@ async def test_ecr_natural(ctx: Ctx, action: str, exception: str, trigger: Trigg
 async def test_public_natural(ctx: Ctx, action: str, exception: str, trigger: Trigger) -> None:
     with pytest.raises(ClientError) as info:
         await trigger(ctx)
-    assert_raised(ctx.pub, info, action, exception)
+    triggers.assert_raised([ctx.pub], info, action, exception)
 
 
 @module_loop
@@ -630,8 +540,8 @@ async def test_public_outside_us_east_1(clients: tuple[Any, ...], action: str) -
     supported in this Region." A client of another region meets it."""
     west = clients[4]
     with pytest.raises(ClientError) as info:
-        await getattr(west, snake(action))(**P_VALID[action])
-    assert_raised(west, info, action, "UnsupportedCommandException")
+        await getattr(west, triggers.snake(action))(**P_VALID[action])
+    triggers.assert_raised([west], info, action, "UnsupportedCommandException")
 
 
 @pytest.mark.parametrize(("service", "action", "exception", "body"), RAW)
@@ -649,7 +559,7 @@ async def test_tiny_limits(tmp_path: Path) -> None:
             await pub.create_repository(repositoryName="only")
             with pytest.raises(ClientError) as info:
                 await pub.create_repository(repositoryName="second")
-            assert_raised(pub, info, "CreateRepository", "LimitExceededException")
+            triggers.assert_raised([pub], info, "CreateRepository", "LimitExceededException")
 
 
 @module_loop
@@ -661,8 +571,8 @@ async def test_injected(ctx: Ctx, service: str, action: str, exception: str) -> 
     client = ctx.ecr if service == "ecr" else ctx.pub
     valid = E_VALID if service == "ecr" else P_VALID
     with pytest.raises(ClientError) as info:
-        await getattr(client, snake(action))(**valid[action])
-    assert_raised(client, info, action, exception)
+        await getattr(client, triggers.snake(action))(**valid[action])
+    triggers.assert_raised([client], info, action, exception)
 
 
 def covered() -> set[tuple[str, str, str]]:

@@ -226,9 +226,9 @@ async def test_emulator_kill9_behind_the_gateway(
         crash: asyncio.Future[None] = loop.create_future()
 
         async def outage() -> None:
-            await asyncio.sleep(2.0)
-            emulator.kill9()
             await asyncio.sleep(1.0)
+            emulator.kill9()
+            await asyncio.sleep(2.0)
             emulator.start()
             crash.set_result(None)
 
@@ -271,10 +271,11 @@ async def test_emulator_kill9_behind_the_gateway(
             work.blobs[digest] = (name, data)
 
         async def client(i: int) -> None:
-            for _ in range(4):
+            # Keep uploading until the outage is over (however fast this machine is), so
+            # some requests always meet the dead upstream; then one more after recovery.
+            while not crash.done():
                 await tolerant_upload(f"restart/emu-{i}", os.urandom(random.randint(2, 12) * MiB))
-                if crash.done():
-                    return
+            await tolerant_upload(f"restart/emu-{i}", os.urandom(2 * MiB))
 
         outage_task = asyncio.create_task(outage())
         await asyncio.gather(*(client(i) for i in range(4)))
