@@ -250,29 +250,36 @@ class EcrRegistry:
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def get_manifest(self, name: str, reference: str) -> Manifest:
+    async def get_manifest(self, name: str, reference: str,
+                           accepted: tuple[str, ...] | None = None) -> Manifest:
         target = self._target(name)
         digest = reference if is_digest(reference) else self.caches.tag(target.key, reference)
         if digest is not None:
             cached = self.caches.manifest(target.key, digest)
-            if cached is not None:
+            if cached is not None and (accepted is None or cached.media_type in accepted):
                 return cached
-        return await self._manifest_calls.do((target.key, reference),
-                                             lambda: self._fetch_manifest(target, reference))
+        if accepted is None or self.public.serves(target):
+            manifest = await self._manifest_calls.do(
+                (target.key, reference), lambda: self._fetch_manifest(target, reference))
+            if accepted is not None and manifest.media_type not in accepted:
+                raise OciError(oci.MANIFEST_UNKNOWN, {"reference": reference,
+                                                      "stored_as": manifest.media_type},
+                               message="manifest not available in an accepted media type")
+            return manifest
+        return await self._fetch_manifest(target, reference, accepted)
 
-    async def _fetch_manifest(self, target: Target, reference: str) -> Manifest:
+    async def _fetch_manifest(self, target: Target, reference: str,
+                              accepted: tuple[str, ...] | None = None) -> Manifest:
         if self.public.serves(target):
             manifest = await self.public.manifest(target, reference)
             self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
             self._remember_blobs(target, manifest)
             return manifest
-        # Every manifest type is accepted, whatever the client's Accept says: ECR converts
-        # formats on tag pulls when the stored type is not accepted (OCI → Docker schema 2),
-        # which changes the bytes and the digest a client sees and would poison the
-        # digest-addressed cache. Like the reference registry, the stored manifest is served
-        # as pushed, and its Content-Type tells the client what it got.
+        # ECR is asked for the types the client accepts. When those narrow it, ECR may convert
+        # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is cached under
+        # its own digest only, never as what the tag points to for every other client.
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
-                                  acceptedMediaTypes=list(MANIFEST_TYPES))
+                                  acceptedMediaTypes=list(accepted or MANIFEST_TYPES))
         images = answer.get("images", [])
         if not images:
             failures = answer.get("failures", [])
@@ -283,7 +290,8 @@ class EcrRegistry:
         digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
         media_type = image.get("imageManifestMediaType") or "application/json"
         manifest = Manifest(body, media_type, digest)
-        self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
+        tag = None if is_digest(reference) or accepted else reference
+        self.caches.remember(target.key, manifest, tag)
         self._remember_blobs(target, manifest)
         return manifest
 

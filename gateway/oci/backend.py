@@ -65,7 +65,9 @@ class Registry(Protocol):
 
     async def cancel_upload(self, name: str, upload_id: str) -> None: ...
 
-    async def get_manifest(self, name: str, reference: str) -> Manifest: ...
+    async def get_manifest(self, name: str, reference: str,
+                           accepted: tuple[str, ...] | None = None) -> Manifest:
+        """``accepted``: the manifest types the client accepts (None: any)."""
 
     async def put_manifest(
         self, name: str, reference: str, body: bytes, parsed: ParsedManifest

@@ -15,7 +15,7 @@ from gateway.oci.errors import (
     OciError,
 )
 from gateway.oci.limits import MANIFEST_BODY_TIMEOUT, body_chunks, limits_of
-from gateway.oci.mediatypes import MAX_MANIFEST_BYTES, parse_manifest
+from gateway.oci.mediatypes import MAX_MANIFEST_BYTES, accepted_manifest_types, parse_manifest
 from gateway.oci.names import check_tag, is_tag
 
 
@@ -37,7 +37,8 @@ async def _fetch(request: web.Request, name: str, reference: str) -> Manifest:
         # Nothing can be stored under such a reference; the conformance suite expects 404.
         raise OciError(MANIFEST_UNKNOWN, {"reference": reference[:300]})
     check_reference(reference)
-    return await registry(request).get_manifest(name, reference)
+    accepted = accepted_manifest_types(request.headers.getall("Accept", []))
+    return await registry(request).get_manifest(name, reference, accepted)
 
 
 async def head_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:

@@ -58,6 +58,22 @@ class ParsedManifest:
     annotations: dict[str, str] | None = None
 
 
+def accepted_manifest_types(accept_headers: list[str]) -> tuple[str, ...] | None:
+    """The manifest media types a client's Accept headers name, or None for "any".
+
+    No Accept, a wildcard, or no manifest type at all named means any type will do.
+    """
+    named = set()
+    for header in accept_headers:
+        for item in header.split(","):
+            value = item.split(";", 1)[0].strip().lower()
+            if value in ("*/*", "application/*"):
+                return None
+            named.add(value)
+    known = tuple(t for t in MANIFEST_TYPES if t in named)
+    return known or None
+
+
 def _invalid(reason: str) -> OciError:
     return OciError(MANIFEST_INVALID, {"reason": reason}, message=f"manifest invalid: {reason}")
 

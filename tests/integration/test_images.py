@@ -98,3 +98,31 @@ async def test_token_cache_single_call_under_load(upstream: EmulatorProcess,
             async with session.get(f"{upstream.url}/_emulator/requests") as r:
                 actions = [e["action"] for e in (await r.json())["requests"]]
             assert actions.count("GetAuthorizationToken") == 1
+
+
+async def test_accept_header_decides_the_accepted_media_types(gateway: GatewayProcess,
+                                                              upstream: EmulatorProcess,
+                                                              repo: str) -> None:
+    """BatchGetImage gets the client's Accept as acceptedMediaTypes; a manifest stored in a
+    type the client does not accept is not served to it."""
+    docker_v2 = "application/vnd.docker.distribution.manifest.v2+json"
+    oci = "application/vnd.oci.image.manifest.v1+json"
+    async with aiohttp.ClientSession() as session:
+        client = OciClient(session, gateway.url)
+        digest, manifest = await client.push_image(repo, "v1", [os.urandom(64)])
+        for reference in ("v1", digest):
+            url = f"{gateway.url}/v2/{repo}/manifests/{reference}"
+            for accept, status in ((docker_v2, 404), (oci, 200), (f"{docker_v2}, {oci}", 200),
+                                   ("*/*", 200), (None, 200)):
+                headers = {"Accept": accept} if accept else {}
+                async with session.get(url, headers=headers) as r:
+                    assert r.status == status, (reference, accept, r.status)
+                    if status == 200:
+                        assert await r.read() == manifest
+                        assert r.headers["Content-Type"] == oci
+                    else:
+                        assert (await r.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        # The narrowed request reached ECR with the client's type, and ECR refused it.
+        calls = [e for e in upstream.requests("BatchGetImage")
+                    if e.get("repository") == repo]
+        assert calls, "the narrowed Accept must be asked upstream"
