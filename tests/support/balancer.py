@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 
 _HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
         "proxy-connection", "trailer"}
@@ -33,7 +34,9 @@ class RoundRobin:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         index = next(self._turn) % len(self.backends)
         self.served.append((request.method, request.path, index))
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        # A multidict: clients send some headers (Accept) several times, and all must pass.
+        headers = CIMultiDict((k, v) for k, v in request.headers.items()
+                              if k.lower() not in _HOP)
         body: Any = request.content.iter_chunked(1 << 16) if request.body_exists else None
         assert self._session is not None
         async with self._session.request(request.method, self.backends[index] + request.path_qs,
