@@ -10,7 +10,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -378,16 +379,15 @@ class EcrRegistry:
 
     # -- listings ---------------------------------------------------------------------------
 
-    async def _pages(self, target: Target | None, action: str, key: str,
-                     client: Any = None, **params: Any) -> list[Any]:
+    @staticmethod
+    async def _pages(fetch: Callable[..., Awaitable[dict[str, Any]]], key: str,
+                     **params: Any) -> list[Any]:
+        """Every page of a listing action; ``fetch`` performs one call with the params."""
         items: list[Any] = []
         token: str | None = None
         while True:
             extra = {"nextToken": token} if token else {}
-            if target is not None:
-                answer = await self._call(target, action, **params, **extra)
-            else:
-                answer = await call(client, action, self._policy, **params, **extra)
+            answer = await fetch(**params, **extra)
             items += answer.get(key, [])
             token = answer.get("nextToken")
             if not token:
@@ -402,11 +402,11 @@ class EcrRegistry:
                 if target.route.registry_alias == "" or exc.error not in (
                         oci.UNAVAILABLE, oci.TOOMANYREQUESTS):
                     raise
-            details = await self._pages(target, "DescribeImageTags", "imageTagDetails",
-                                        maxResults=1000)
+            describe = partial(self._call, target, "DescribeImageTags")
+            details = await self._pages(describe, "imageTagDetails", maxResults=1000)
             return sorted({d["imageTag"] for d in details})
-        ids = await self._pages(target, "ListImages", "imageIds", filter={"tagStatus": "TAGGED"},
-                                maxResults=1000)
+        ids = await self._pages(partial(self._call, target, "ListImages"), "imageIds",
+                                filter={"tagStatus": "TAGGED"}, maxResults=1000)
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
     async def list_repositories(self) -> list[str]:
@@ -418,8 +418,8 @@ class EcrRegistry:
             if where not in seen:
                 client = await self._clients.client(self.route_upstream(route))
                 params = {"registryId": route.registry_id} if route.registry_id else {}
-                repos = await self._pages(None, "DescribeRepositories", "repositories",
-                                          client=client, maxResults=1000, **params)
+                describe = partial(call, client, "DescribeRepositories", self._policy)
+                repos = await self._pages(describe, "repositories", maxResults=1000, **params)
                 seen[where] = [r["repositoryName"] for r in repos]
             names.update(n for n in (self._router.client_name(route, r) for r in seen[where])
                          if n)
@@ -434,7 +434,8 @@ class EcrRegistry:
         if artifact_type:
             params["filter"] = {"artifactTypes": [artifact_type]}
         try:
-            found = await self._pages(target, "ListImageReferrers", "referrers", **params)
+            found = await self._pages(partial(self._call, target, "ListImageReferrers"),
+                                      "referrers", **params)
         except EcrError as exc:
             # The referrers API never answers 404 (clients would fall back to the tag schema):
             # a repository not created yet has no referrers.
