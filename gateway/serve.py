@@ -21,7 +21,8 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
-from gateway.oci.limits import quiet_protocol_errors, server_options
+from gateway.oci.limits import server_options
+from gateway.oci.server import OciAppRunner
 
 log = logging.getLogger("gateway")
 
@@ -77,8 +78,7 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     # them (an upload cut short keeps what it stored: the client resumes from its offset).
     # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
     limits = config.limits
-    quiet_protocol_errors()
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+    runner = OciAppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=min(config.shutdown_grace_seconds, 2.0),
                            **server_options(max_header_bytes=limits.max_header_bytes,
                                             max_headers=limits.max_headers,

@@ -81,7 +81,11 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         return result
 
     try:
-        return await policy.run(attempt, _retriable)
+        result = await policy.run(attempt, _retriable)
+        # botocore's own field, counting this module's replays: a caller can tell that an
+        # earlier attempt may have landed (a replayed delete that finds nothing).
+        result.setdefault("ResponseMetadata", {})["RetryAttempts"] = attempts - 1
+        return result
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = error.get("Code", "Unknown")

@@ -326,8 +326,9 @@ class EcrRegistry:
                              None if is_digest(reference) else reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
             await self._update_catalog(name, target, reference, body, parsed)
-        for blob in parsed.blobs:
-            self._staging.forget(blob.digest)  # ECR serves referenced layers itself now
+        # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
+        # which takes long enough to stall every other request if done on the event loop.
+        await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
         return digest
 
     async def _update_catalog(self, name: str, target: Target, tag: str, body: bytes,
@@ -357,16 +358,14 @@ class EcrRegistry:
         self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
-        for failure in answer.get("failures", []):
-            raise _delete_failure(failure, reference)
+        _raise_delete_failures(answer, reference)
 
     async def _untag(self, target: Target, name: str, tag: str) -> None:
         """OCI untag keeps the image; ECR deletes an image with its last tag, so an image
         that lost its last tag is put back by digest."""
         manifest = await self.get_manifest(name, tag)
         answer = await self._call(target, "BatchDeleteImage", imageIds=[{"imageTag": tag}])
-        for failure in answer.get("failures", []):
-            raise _delete_failure(failure, tag)
+        _raise_delete_failures(answer, tag)
         try:
             await self._call(target, "DescribeImages",
                              imageIds=[{"imageDigest": manifest.digest}])
@@ -449,6 +448,17 @@ class EcrRegistry:
         if route.upstream_kind == "ecr-public":
             return self.public.upstream()
         return self._upstream_for(self._router.region_of(route))
+
+
+def _raise_delete_failures(answer: dict[str, Any], reference: str) -> None:
+    """BatchDeleteImage reports refusals in ``failures``. "Not found" on a replayed call is
+    the earlier attempt having landed (its answer was lost), so DELETE stays idempotent."""
+    replayed = answer.get("ResponseMetadata", {}).get("RetryAttempts", 0) > 0
+    for failure in answer.get("failures", []):
+        if replayed and failure.get("failureCode") == "ImageNotFound":
+            log.info("delete of %s replayed after a lost answer: already gone", reference)
+            continue
+        raise _delete_failure(failure, reference)
 
 
 def _delete_failure(failure: dict[str, Any], reference: str) -> OciError:

@@ -14,6 +14,8 @@ import os
 import time
 from pathlib import Path
 
+_IOV_MAX = 1024  # Linux's limit on buffers per writev
+
 
 class StagingStore:
     def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0) -> None:
@@ -62,9 +64,11 @@ class StagingStore:
         elif size < received_before:
             path.unlink(missing_ok=True)
             return
-        with open(path, "ab") as handle:
-            for piece in data if isinstance(data, list) else [data]:
-                handle.write(piece)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            _write_all(fd, data if isinstance(data, list) else [data])
+        finally:
+            os.close(fd)
 
     def promote(self, upload_id: str, digest: str, size: int, verify: bool = False) -> None:
         """Keep a finished spool under its digest: upstream-verified, or checked here when
@@ -99,10 +103,11 @@ class StagingStore:
             return None
         return path
 
-    def forget(self, digest: str) -> None:
-        """Drop a blob ECR can now serve itself."""
-        if digest.startswith("sha256:"):
-            self.blob_path(digest).unlink(missing_ok=True)
+    def forget(self, digests: list[str]) -> None:
+        """Drop blobs ECR can now serve itself."""
+        for digest in digests:
+            if digest.startswith("sha256:"):
+                self.blob_path(digest).unlink(missing_ok=True)
 
     def _evict(self) -> None:
         entries = []
@@ -118,6 +123,18 @@ class StagingStore:
                 break
             Path(path).unlink(missing_ok=True)
             total -= size
+
+
+def _write_all(fd: int, pieces: list[bytes | memoryview] | list[memoryview]) -> None:
+    """One writev per batch of chunks rather than one write call per chunk."""
+    for start in range(0, len(pieces), _IOV_MAX):
+        batch = pieces[start:start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        for piece in batch:  # after a short write (rare), the rest piece by piece
+            rest = memoryview(piece)[written:]
+            written = max(0, written - len(piece))
+            while rest:
+                rest = rest[os.write(fd, rest):]
 
 
 def _has_digest(path: Path, digest: str) -> bool:

@@ -205,7 +205,7 @@ class UploadManager:
             await asyncio.to_thread(self._staging.append, session.id, offset, data)
         except OSError as exc:
             log.warning("staging upload %s failed (%s): it will not be staged", session.id, exc)
-            self._staging.discard(session.id)
+            await asyncio.to_thread(self._staging.discard, session.id)
 
     async def _prepare(self, session: UploadSession, part: EncodedPart, first: int,
                        new_from: int, previous: asyncio.Task[None] | None) -> None:
@@ -362,7 +362,7 @@ class UploadManager:
                    and layer.get("layerSize") == size for layer in answer.get("layers", []))
 
     async def _abandon(self, session: UploadSession) -> None:
-        self._staging.discard(session.id)
+        await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)
 
     async def expire_idle(self, idle_seconds: float) -> int:

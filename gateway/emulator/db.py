@@ -120,8 +120,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 class Database:
     """An SQLite file whose queries run, one at a time, on a thread of their own."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, durable: bool = True) -> None:
         self.path = path
+        self.durable = durable
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ecr-emulator-db")
         self._conn: sqlite3.Connection | None = None
 
@@ -167,7 +168,8 @@ class Database:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
+        # NORMAL in WAL mode: commits survive a killed process, not a power cut.
+        conn.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.executescript(SCHEMA)

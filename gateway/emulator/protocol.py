@@ -175,6 +175,11 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         status, outcome, payload = 200, "ok", result
     except AwsError as exc:
         status, outcome, payload = exc.status, exc.name, exc.body()
+    except ConnectionResetError:
+        # The caller vanished mid-body (killed, timed out): nothing was stored and nobody
+        # waits for the answer, so a line in the log is all it is worth.
+        log.info("%s: caller went away before its request body ended", action_name)
+        status, outcome, payload = 400, "ClientDisconnected", {}
     except Exception:
         log.exception("%s failed", action_name)
         error = server_error()

@@ -44,6 +44,11 @@ class Settings:
     (bursts of ten times as many); ECR Public's unauthenticated quota is 1 per second."""
     public_authenticated_pull_rate: int = 10
     """The same for a token obtained with GetAuthorizationToken (ECR Public: 10 per second)."""
+    durable: int = 1
+    """1: a part, a layer and a database commit are on disk (fsync) before the call answers,
+    so nothing acknowledged is lost to a power cut. 0: writes are left to the page cache, as
+    distribution's filesystem driver leaves them; survives a killed process, not a power cut.
+    Only for measuring what durability costs (the benchmark's information row)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -40,8 +40,9 @@ class EmulatorState:
         self.region = region
         self.public_url = public_url
         self.settings = settings
-        self.db = Database(data_dir / "ecr.sqlite3")
-        self.blobs = BlobStore(data_dir)
+        durable = bool(settings.durable)
+        self.db = Database(data_dir / "ecr.sqlite3", durable=durable)
+        self.blobs = BlobStore(data_dir, durable=durable)
         self.request_log = RequestLog(data_dir / "requests.log")
         self.secret = _load_secret(data_dir / "secret")
         self.hashes: dict[str, HashProgress] = {}

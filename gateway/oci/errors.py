@@ -44,6 +44,9 @@ UPSTREAM_ERROR = ErrorCode("UNKNOWN", "upstream registry error", 502)
 NOT_FOUND = ErrorCode("NOT_FOUND", "no such endpoint", 404)
 METHOD_UNKNOWN = ErrorCode("UNSUPPORTED", "method not allowed on this endpoint", 405)
 TOO_LARGE = ErrorCode("SIZE_INVALID", "request too large", 413)
+# The spec's UNSUPPORTED covers "an invalid set of parameters": a request the HTTP layer
+# could not make sense of (broken request line, bad headers).
+REQUEST_INVALID = ErrorCode("UNSUPPORTED", "malformed HTTP request", 400)
 
 
 class OciError(Exception):

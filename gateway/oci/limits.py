@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError
 from gateway.oci.mediatypes import MAX_MANIFEST_BYTES
@@ -154,23 +152,3 @@ def server_options(*, max_header_bytes: int, max_headers: int,
     if header_timeout:
         options["keepalive_timeout"] = header_timeout
     return options
-
-
-class _ProtocolErrors(logging.Filter):
-    """Malformed requests refused by the HTTP parser are the client's fault: one warning
-    line, no traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg = f"{record.msg}: {type(exc).__name__}: {exc}"
-        return True
-
-
-def quiet_protocol_errors() -> None:
-    logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _ProtocolErrors) for f in logger.filters):
-        logger.addFilter(_ProtocolErrors())

@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.oci.errors import OciError
+from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, REQUEST_INVALID, TOO_LARGE, OciError
 
 errors_log = logging.getLogger("gateway.errors")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+_HTTP_REFUSALS = {404: NOT_FOUND, 405: METHOD_UNKNOWN, 413: TOO_LARGE}
 _INTERNAL = {"errors": [{"code": "UNKNOWN", "message": "internal error", "detail": {}}]}
 
 
@@ -42,8 +43,20 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return response
     except OciError as error:
         return render(error, request_id)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        # aiohttp's router refuses paths outside every route (/v3, /v2x) itself; the answer
+        # still takes the OCI shape clients parse.
+        if exc.status < 400:
+            raise
+        code = _HTTP_REFUSALS.get(exc.status, REQUEST_INVALID)
+        return render(OciError(code, {"path": request.rel_url.path[:300]}, message=exc.reason,
+                               status=exc.status), request_id)
+    except ConnectionResetError:
+        # The client vanished mid-request; nobody reads the answer and nothing half-done was
+        # kept (uploads record only acknowledged bytes), so this is not an error of ours.
+        errors_log.info("client went away during %s %s", request.method,
+                        request.rel_url.path)
+        return web.Response(status=400, headers={"X-Request-Id": request_id})
     except Exception:
         errors_log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
         return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),

@@ -197,7 +197,14 @@ async def test_restart_keeps_everything(tmp_path: Path) -> None:
         await restart_scenario(emulator)
 
 
-async def restart_scenario(emulator: EmulatorProcess) -> None:
+async def test_page_cache_mode_survives_a_killed_process(tmp_path: Path) -> None:
+    """ECR_EMULATOR_DURABLE=0 (the benchmark's no-fsync emulator) skips fsync, and still
+    loses nothing to a kill -9: the page cache outlives the process."""
+    with EmulatorProcess(tmp_path / "ecr", env={**ENV, "ECR_EMULATOR_DURABLE": "0"}) as emu:
+        await restart_scenario(emu, kill=True)
+
+
+async def restart_scenario(emulator: EmulatorProcess, *, kill: bool = False) -> None:
     repo = "restart/app"
     layer = os.urandom(5000)
     async with ecr_client(emulator.url) as ecr:
@@ -210,7 +217,11 @@ async def restart_scenario(emulator: EmulatorProcess) -> None:
         await ecr.upload_layer_part(repositoryName=repo, uploadId=upload_id, partFirstByte=0,
                                     partLastByte=2, layerPartBlob=b"abc")
     url = emulator.url
-    assert emulator.restart() == url
+    if kill:
+        emulator.kill9()
+        assert emulator.start() == url
+    else:
+        assert emulator.restart() == url
     async with ecr_client(emulator.url) as ecr:
         got = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])
         assert got["images"][0]["imageManifest"] == text

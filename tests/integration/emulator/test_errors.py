@@ -10,6 +10,7 @@ implemented action.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -419,3 +420,30 @@ async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str,
         assert r.headers["Content-Type"] == "application/x-amz-json-1.1"
         answer = json.loads(await r.read())
     assert answer["__type"] == error and answer["message"]
+
+
+async def test_caller_gone_mid_body(errors_emulator: EmulatorProcess) -> None:
+    """A caller killed while sending a part leaves a log line, no traceback, nothing stored."""
+    head = ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.UploadLayerPart\r\n"
+            "Content-Type: application/x-amz-json-1.1\r\n"
+            "Authorization: AWS4-HMAC-SHA256 Credential=AKIDRAW/20240101/us-east-1/ecr/"
+            "aws4_request, SignedHeaders=host, Signature=0\r\n"
+            "Content-Length: 100000\r\n\r\n")
+    port = int(errors_emulator.url.rsplit(":", 1)[1])
+    before = errors_emulator.log_path.read_text(errors="replace")
+    seen = len(errors_emulator.requests("UploadLayerPart"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + b'{"repositoryName":"a1","layerPartBlob":"AAAA')
+    await writer.drain()
+    await asyncio.sleep(0.3)
+    writer.transport.abort()  # a RST, as a killed process leaves
+    for _ in range(50):
+        if len(errors_emulator.requests("UploadLayerPart")) > seen:
+            break
+        await asyncio.sleep(0.1)
+    logged = errors_emulator.requests("UploadLayerPart")[-1]
+    assert logged["outcome"] == "ClientDisconnected"
+    added = errors_emulator.log_path.read_text(errors="replace")[len(before):]
+    assert "went away" in added and "Traceback" not in added
+    del reader

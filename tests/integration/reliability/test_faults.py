@@ -188,6 +188,28 @@ async def test_a_put_image_whose_answer_was_cut_is_success(client: OciClient,
         assert r.status == 200 and await r.read() == manifest
 
 
+@pytest.mark.parametrize("by", ["digest", "tag"])
+async def test_a_delete_whose_answer_was_cut_is_success(client: OciClient,
+                                                        upstream: EmulatorProcess,
+                                                        by: str) -> None:
+    """The first BatchDeleteImage lands but its answer is lost; the replay finds nothing to
+    delete. The client still gets 202 (DELETE is idempotent), and the image is gone."""
+    name = f"faults/delete-{os.urandom(3).hex()}"
+    digest, _ = await client.push_image(name, "v1", [os.urandom(1000)])
+    reference = digest if by == "digest" else "v1"
+    set_faults(upstream, [{"action": "BatchDeleteImage", "disconnect": True}], seed=1)
+    async with client.session.delete(client.url(f"/v2/{name}/manifests/{reference}")) as r:
+        assert r.status == 202, await r.text()
+    replays = calls(upstream, "BatchDeleteImage", name)
+    assert len(replays) == 2 and replays[0]["faults"] == ["disconnect"]
+    async with client.session.get(client.url(f"/v2/{name}/manifests/{reference}")) as r:
+        assert r.status == 404
+    # Without a lost answer, deleting what is absent stays 404 MANIFEST_UNKNOWN.
+    async with client.session.delete(client.url(f"/v2/{name}/manifests/{reference}")) as r:
+        assert r.status == 404
+        assert (await r.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+
+
 async def test_throttle_and_server_storms_end_in_retriable_errors(
         client: OciClient, upstream: EmulatorProcess) -> None:
     """Beyond the retry budget a throttle is 429 and a server fault 503, both with
