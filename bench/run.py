@@ -115,6 +115,7 @@ class Bench:
         self.rows: list[Row] = []
         self.raw: dict[str, Any] = {}
         self.skopeo = Skopeo(work / "skopeo")
+        self.pulls = pull_folder(work, 3 * sizes.image)
         self.reference = ReferenceRegistry(work / "reference")
         self.emulator = EmulatorProcess(work / "emulator")
         # The same emulator leaving its writes to the page cache, as distribution does: what
@@ -160,6 +161,8 @@ class Bench:
         self.emulator.stop()
         self.page_cache_emulator.stop()
         self.reference.stop()
+        if not self.pulls.is_relative_to(self.work):
+            shutil.rmtree(self.pulls, ignore_errors=True)
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -204,7 +207,7 @@ class Bench:
                 self._pull(self.cached, repo)  # fills the cache
                 note("pull_cache", self._pull(self.cached, repo))
             if round_ == self.sizes.rounds - 1:
-                copy = self.work / "local-copy"
+                copy = self.pulls / "local-copy"
                 note("skopeo_floor", self.skopeo.copy(source, f"oci:{copy}:v1"))
                 shutil.rmtree(copy, ignore_errors=True)
             shutil.rmtree(image.layout, ignore_errors=True)
@@ -253,6 +256,10 @@ class Bench:
                      "(as distribution does not) ÷ distribution", "information",
                      measured=f"{best['push_page_cache'] / best['push_ref']:.2f} "
                               f"({best['push_page_cache']:.2f} s vs {best['push_ref']:.2f} s)"))
+        fresh, cached = page_cache_write_cost(self.work / "page-cache-probe", size)
+        self.add(Row("page_cache_write", "kernel CPU-s per GiB writing a new file (what the "
+                     "gateway's staging copy pays) vs overwriting cached pages", "information",
+                     measured=f"{fresh:.2f} vs {cached:.2f}"))
         self.add(Row("skopeo_floor", f"skopeo copying the {mib} image oci→oci, no registry",
                      "information", measured=f"{best['skopeo_floor']:.2f} s = "
                      f"{best['skopeo_floor'] / best['pull_ref']:.2f} of the distribution pull"))
@@ -274,7 +281,7 @@ class Bench:
         return seconds
 
     def _pull(self, registry: ReferenceRegistry | Gateway, repo: str) -> float:
-        out = self.work / f"pulled-{time.monotonic_ns()}"
+        out = self.pulls / f"pulled-{time.monotonic_ns()}"
         try:
             return self.skopeo.copy(f"docker://{registry.host}/{repo}:v1", f"oci:{out}:v1")
         finally:
@@ -611,6 +618,38 @@ class _DockerPusher:
         self.daemon.stop()
 
 
+def page_cache_write_cost(path: Path, size: int) -> tuple[float, float]:
+    """CPU-s per GiB this thread spends writing ``size`` bytes into a new file, then writing
+    them again over the same, now cached, pages. On a VM whose idle memory the host reclaims,
+    the first costs many times the second: every fresh page is faulted in from the host."""
+    chunk = os.urandom(4 * MiB)
+    costs = []
+    for flags in (os.O_CREAT | os.O_TRUNC, 0):
+        fd = os.open(path, os.O_WRONLY | flags, 0o600)
+        started = time.thread_time()
+        try:
+            for _ in range(max(1, size // len(chunk))):
+                os.write(fd, chunk)
+        finally:
+            os.close(fd)
+        costs.append((time.thread_time() - started) / (size / GiB))
+    path.unlink()
+    return costs[0], costs[1]
+
+
+def pull_folder(work: Path, room: int) -> Path:
+    """Where pulled images land: a tmpfs when there is room, so that the client's own disk
+    writes (the same for both registries, and at the mercy of other work on the disk) do not
+    swamp the difference between the registries."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and shutil.disk_usage(shm).free > room:
+        folder = Path(tempfile.mkdtemp(prefix="ecr-gateway-bench-pulls-", dir=shm))
+    else:
+        folder = work / "pulls"
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def config_has(section: str, key: str) -> bool:
     """Whether this version of gateway/config.py knows ``key`` in dataclass ``section``."""
     from gateway import config
@@ -658,7 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     meta: dict[str, Any] = {"profile": sizes.name, "machine": machine(),
                             "head_load_tool": load.tool_name(), "economy_client": economy_client,
-                            "part_size": bench.part, "sizes": dataclasses.asdict(sizes)}
+                            "part_size": bench.part, "sizes": dataclasses.asdict(sizes),
+                            "pulls_into": str(bench.pulls.parent)}
     try:
         log(f"starting the reference registry, the emulator and the gateways in {work}")
         bench.start()
