@@ -33,6 +33,7 @@ from gateway.observability.metrics import cache_event
 from gateway.oci.backend import Manifest
 
 RepoKey = tuple[str | None, str, str]  # registry id, region, repository
+Accepted = tuple[str, ...] | None  # the manifest media types a client accepts; None: all
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -82,7 +83,10 @@ class PullCaches:
     def __init__(self, config: CacheConfig) -> None:
         self.manifests: ByteLRU[tuple[RepoKey, str], Manifest] = ByteLRU(
             config.manifest_max_bytes)
-        self.tags: TTLCache[tuple[RepoKey, str], str] | None = (
+        # (repository, tag) → {accepted media types (None: all) → digest}. A client that
+        # accepts fewer types may be answered a converted manifest (another digest), so each
+        # Accept set has its own entry; all of a tag's entries go together.
+        self.tags: TTLCache[tuple[RepoKey, str], dict[Accepted, str]] | None = (
             TTLCache(maxsize=100_000, ttl=config.tag_ttl_seconds)
             if config.tag_ttl_seconds > 0 else None)
         # (url, monotonic deadline): the URL's own lifetime may be shorter than the TTL
@@ -100,17 +104,26 @@ class PullCaches:
         cache_event("manifest", "hit" if found is not None else "miss")
         return found
 
-    def tag(self, repo: RepoKey, tag: str) -> str | None:
+    def tag(self, repo: RepoKey, tag: str, accepted: Accepted = None) -> str | None:
         if self.tags is None:
             return None
-        digest = self.tags.get((repo, tag))
+        variants = self.tags.get((repo, tag))
+        digest = variants.get(accepted) if variants is not None else None
         cache_event("tag", "hit" if digest is not None else "miss")
         return digest
 
-    def remember(self, repo: RepoKey, manifest: Manifest, tag: str | None = None) -> None:
+    def remember(self, repo: RepoKey, manifest: Manifest, tag: str | None = None,
+                 accepted: Accepted = None) -> None:
+        """Cache a manifest, and what ``tag`` points to for clients accepting ``accepted``.
+        An answer for every type (``None``) is authoritative and replaces narrower ones."""
         self.manifests.put((repo, manifest.digest), manifest, len(manifest.body))
-        if tag is not None and self.tags is not None:
-            self.tags[(repo, tag)] = manifest.digest
+        if tag is None or self.tags is None:
+            return
+        variants = self.tags.get((repo, tag)) if accepted is not None else None
+        if variants is None:
+            self.tags[(repo, tag)] = {accepted: manifest.digest}
+        else:  # expires with the entry it joins: a tag is never older than the TTL
+            variants[accepted] = manifest.digest
 
     def forget_tag(self, repo: RepoKey, tag: str) -> None:
         if self.tags is not None:
@@ -120,8 +133,8 @@ class PullCaches:
         """A deleted image: its manifest and every tag that pointed at it."""
         self.manifests.pop((repo, digest))
         if self.tags is not None:
-            for key, value in list(self.tags.items()):
-                if key[0] == repo and value == digest:
+            for key, variants in list(self.tags.items()):
+                if key[0] == repo and digest in variants.values():
                     self.tags.pop(key, None)
 
     # -- blobs ------------------------------------------------------------------------------

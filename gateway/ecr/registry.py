@@ -254,20 +254,23 @@ class EcrRegistry:
     async def get_manifest(self, name: str, reference: str,
                            accepted: tuple[str, ...] | None = None) -> Manifest:
         target = self._target(name)
-        digest = reference if is_digest(reference) else self.caches.tag(target.key, reference)
+        digest = reference if is_digest(reference) else self.caches.tag(
+            target.key, reference, accepted)
         if digest is not None:
             cached = self.caches.manifest(target.key, digest)
             if cached is not None and (accepted is None or cached.media_type in accepted):
                 return cached
         if accepted is None or self.public.serves(target):
             manifest = await self._manifest_calls.do(
-                (target.key, reference), lambda: self._fetch_manifest(target, reference))
+                (target.key, reference, None), lambda: self._fetch_manifest(target, reference))
             if accepted is not None and manifest.media_type not in accepted:
                 raise OciError(oci.MANIFEST_UNKNOWN, {"reference": reference,
                                                       "stored_as": manifest.media_type},
                                message="manifest not available in an accepted media type")
             return manifest
-        return await self._fetch_manifest(target, reference, accepted)
+        return await self._manifest_calls.do(
+            (target.key, reference, accepted),
+            lambda: self._fetch_manifest(target, reference, accepted))
 
     async def _fetch_manifest(self, target: Target, reference: str,
                               accepted: tuple[str, ...] | None = None) -> Manifest:
@@ -277,8 +280,8 @@ class EcrRegistry:
             self._remember_blobs(target, manifest)
             return manifest
         # ECR is asked for the types the client accepts. When those narrow it, ECR may convert
-        # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is cached under
-        # its own digest only, never as what the tag points to for every other client.
+        # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is what the tag
+        # points to for clients with the same Accept set only, never for every other client.
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
                                   acceptedMediaTypes=list(accepted or MANIFEST_TYPES))
         images = answer.get("images", [])
@@ -291,8 +294,8 @@ class EcrRegistry:
         digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
         media_type = image.get("imageManifestMediaType") or "application/json"
         manifest = Manifest(body, media_type, digest)
-        tag = None if is_digest(reference) or accepted else reference
-        self.caches.remember(target.key, manifest, tag)
+        tag = None if is_digest(reference) else reference
+        self.caches.remember(target.key, manifest, tag, accepted)
         self._remember_blobs(target, manifest)
         return manifest
 

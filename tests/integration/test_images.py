@@ -126,3 +126,40 @@ async def test_accept_header_decides_the_accepted_media_types(gateway: GatewayPr
         calls = [e for e in upstream.requests("BatchGetImage")
                     if e.get("repository") == repo]
         assert calls, "the narrowed Accept must be asked upstream"
+
+
+async def test_tag_reads_with_an_accept_list_are_cached(upstream: EmulatorProcess, repo: str,
+                                                        tmp_path: Path) -> None:
+    """docker and containerd always send an Accept list: once the tag's entry from the push
+    has expired, their repeated tag reads are answered from the tag cache again (one
+    BatchGetImage per Accept set), and a push of the tag replaces every set's entry."""
+    docker_accept = ", ".join((
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json"))
+    oci_only = "application/vnd.oci.image.manifest.v1+json"
+
+    def fetches() -> int:
+        return len([e for e in upstream.requests("BatchGetImage")
+                    if e.get("repository") == repo])
+
+    ttl = 3.0
+    with GatewayProcess(tmp_path / "gw", {"cache": {"tag_ttl_seconds": ttl}},
+                        upstream_url=upstream.url) as gateway:
+        async with aiohttp.ClientSession() as session:
+            client = OciClient(session, gateway.url)
+            await client.push_image(repo, "v1", [os.urandom(64)])
+            url = f"{gateway.url}/v2/{repo}/manifests/v1"
+            await asyncio.sleep(ttl + 0.2)  # what the push cached has expired
+            before = fetches()
+            for accept in (docker_accept, oci_only):
+                for _ in range(20):
+                    async with session.head(url, headers={"Accept": accept}) as r:
+                        assert r.status == 200
+            assert fetches() - before == 2  # one per Accept set
+            new_digest, new_manifest = await client.push_image(repo, "v1", [os.urandom(64)])
+            for accept in (docker_accept, oci_only):
+                async with session.get(url, headers={"Accept": accept}) as r:
+                    assert r.status == 200 and await r.read() == new_manifest
+                    assert r.headers["Docker-Content-Digest"] == new_digest
