@@ -198,14 +198,26 @@ class Bench:
             note("push_embedded",
                  self.skopeo.copy(source, f"docker://{self.embedded.host}/{repo}:v1"))
             note("push_bare", self._bare(image, f"bench/bare{round_}"))
-            note("pull_ref", self._pull(self.reference, repo))
-            before = cpu_seconds(self.redirect.pid)
-            note("pull_redirect", self._pull(self.redirect, repo))
-            cpu.setdefault("pull", []).append((cpu_seconds(self.redirect.pid) - before) / gib)
-            note("pull_proxy", self._pull(self.proxy, repo))
             if self.cached is not None:
                 self._pull(self.cached, repo)  # fills the cache
-                note("pull_cache", self._pull(self.cached, repo))
+            # Each side pulled twice per round, in turn, the order reversed the second time:
+            # skopeo's own run-to-run spread is larger than the registries' differences.
+            sides: list[tuple[str, ReferenceRegistry | Gateway]] = [
+                ("pull_ref", self.reference), ("pull_redirect", self.redirect),
+                ("pull_proxy", self.proxy)]
+            if self.cached is not None:
+                sides.append(("pull_cache", self.cached))
+            for order in (sides, sides[::-1]):
+                for key, registry in order:
+                    before = cpu_seconds(self.redirect.pid)
+                    note(key, self._pull(registry, repo))
+                    if key == "pull_redirect":
+                        cpu.setdefault("pull", []).append(
+                            (cpu_seconds(self.redirect.pid) - before) / gib)
+            if round_ == self.sizes.rounds - 1:
+                self.raw["blob_get"] = {key: self._blob_get(registry, repo,
+                                                            image.layers[0].digest)
+                                        for key, registry in sides}
             if round_ == self.sizes.rounds - 1:
                 copy = self.pulls / "local-copy"
                 note("skopeo_floor", self.skopeo.copy(source, f"oci:{copy}:v1"))
@@ -260,6 +272,13 @@ class Bench:
         self.add(Row("page_cache_write", "kernel CPU-s per GiB writing a new file (what the "
                      "gateway's staging copy pays) vs overwriting cached pages", "information",
                      measured=f"{fresh:.2f} vs {cached:.2f}"))
+        reads = self.raw["blob_get"]
+        self.add(Row("blob_get", f"the {mib} layer read by curl, no client work: "
+                     "distribution / redirect / proxy / proxy+cache", "information",
+                     measured=" / ".join("n/a" if reads.get(key) is None else
+                                         f"{reads[key]:.2f} s" for key in (
+                                             "pull_ref", "pull_redirect", "pull_proxy",
+                                             "pull_cache"))))
         self.add(Row("skopeo_floor", f"skopeo copying the {mib} image oci→oci, no registry",
                      "information", measured=f"{best['skopeo_floor']:.2f} s = "
                      f"{best['skopeo_floor'] / best['pull_ref']:.2f} of the distribution pull"))
@@ -279,6 +298,21 @@ class Bench:
             cwd=Path(__file__).resolve().parent.parent)
         seconds: float = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
         return seconds
+
+    def _blob_get(self, registry: ReferenceRegistry | Gateway, repo: str,
+                  digest: str) -> float | None:
+        """Best of three reads of the layer by curl into /dev/null, redirects followed: the
+        registry's side of a pull without the client's work (hashing, writing)."""
+        curl = shutil.which("curl")
+        if curl is None:
+            return None
+        best = math.inf
+        for _ in range(3):
+            started = time.monotonic()
+            subprocess.run([curl, "-sfL", "-o", "/dev/null", f"{registry.url}/v2/{repo}/blobs/"
+                            f"{digest}"], check=True, timeout=600)
+            best = min(best, time.monotonic() - started)
+        return best
 
     def _pull(self, registry: ReferenceRegistry | Gateway, repo: str) -> float:
         out = self.pulls / f"pulled-{time.monotonic_ns()}"
