@@ -4,9 +4,9 @@ middleware, so aiohttp answers them itself in plain text. Registry clients parse
 bodies as OCI JSON, so the connection handler here answers those in the OCI shape too, and
 logs them as the client's fault: one warning line, no traceback.
 
-aiohttp exposes no hook for this answer; ``RequestHandler.handle_error`` is the method its
-own server calls, and ``AppRunner._make_server`` the documented-by-subclassing point where a
-runner builds its server, so both are overridden rather than patched.
+aiohttp exposes no hook for this answer: ``RequestHandler.handle_error`` is the method its
+server calls for it, and ``_make_server`` the method every ``BaseRunner`` subclass provides to
+build its server, so both are overridden in subclasses rather than patched globally.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from gateway.oci.errors import REQUEST_INVALID, OciError
 from gateway.oci.middleware import render
 
 log = logging.getLogger("gateway.errors")
-
 
 
 class _OciRequestHandler(RequestHandler):
