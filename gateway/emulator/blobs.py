@@ -30,6 +30,19 @@ class BlobStore:
         self.blob_root.mkdir(parents=True, exist_ok=True)
         self.upload_root.mkdir(parents=True, exist_ok=True)
 
+    def _fsync(self, fd: int) -> None:
+        if self.durable:  # else left to the page cache (see Settings.durable)
+            os.fsync(fd)
+
+    def _fsync_dir(self, path: Path) -> None:
+        if not self.durable:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def blob_path(self, digest: str) -> Path:
         algorithm, _, encoded = digest.partition(":")
         return self.blob_root / algorithm / encoded[:2] / encoded
@@ -58,14 +71,13 @@ class BlobStore:
                 written += os.pwrite(fd, view[written:], offset + written)
             if stale:
                 os.ftruncate(fd, offset + len(view))
-            if self.durable:
-                os.fsync(fd)
+            self._fsync(fd)
         finally:
             os.close(fd)
             if hashing is not None:
                 hashing.join()
-        if created and self.durable:
-            _fsync_dir(self.upload_root)
+        if created:
+            self._fsync_dir(self.upload_root)
 
     def hash_upload(self, upload_id: str, length: int) -> str:
         """The sha256 digest of the upload's first ``length`` bytes, read in chunks."""
@@ -91,15 +103,13 @@ class BlobStore:
         if source.stat().st_size != length:  # a part written but never accepted
             with open(source, "r+b") as f:
                 f.truncate(length)
-                if self.durable:
-                    os.fsync(f.fileno())
+                self._fsync(f.fileno())
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(source, target)
         except FileExistsError:
             return  # published by a concurrent upload of the same bytes
-        if self.durable:
-            _fsync_dir(target.parent)
+        self._fsync_dir(target.parent)
 
     def discard_upload(self, upload_id: str) -> None:
         self.upload_path(upload_id).unlink(missing_ok=True)
@@ -127,10 +137,3 @@ class BlobStore:
                 for path in prefix.iterdir():
                     yield f"{algorithm.name}:{path.name}"
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

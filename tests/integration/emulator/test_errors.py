@@ -433,7 +433,7 @@ async def test_caller_gone_mid_body(errors_emulator: EmulatorProcess) -> None:
     port = int(errors_emulator.url.rsplit(":", 1)[1])
     before = errors_emulator.log_path.read_text(errors="replace")
     seen = len(errors_emulator.requests("UploadLayerPart"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head.encode() + b'{"repositoryName":"a1","layerPartBlob":"AAAA')
     await writer.drain()
     await asyncio.sleep(0.3)
@@ -446,4 +446,3 @@ async def test_caller_gone_mid_body(errors_emulator: EmulatorProcess) -> None:
     assert logged["outcome"] == "ClientDisconnected"
     added = errors_emulator.log_path.read_text(errors="replace")[len(before):]
     assert "went away" in added and "Traceback" not in added
-    del reader
