@@ -29,7 +29,7 @@ from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, Oci
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.routes import add_routes
-from gateway.state import session_store
+from gateway.state import cache_events, session_store
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -143,8 +143,10 @@ def build_app(config: Config) -> web.Application:
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
-    app[REGISTRY] = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
-                                policy, http, config.cache, public)
+    events = cache_events(config)
+    registry = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
+                           policy, http, config.cache, public, events)
+    app[REGISTRY] = registry
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 
@@ -153,8 +155,10 @@ def build_app(config: Config) -> web.Application:
         app[HTTP_CLIENT] = aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
+        events.listen(registry.apply_notice, registry.caches.flush)
         yield
         sweeper.cancel()
+        await events.close()
         await app[HTTP_CLIENT].close()
         await clients.close()
         await sessions.close()

@@ -115,6 +115,9 @@ class CacheConfig:
     tag_ttl_seconds: float = 5.0
     # Manifests by digest (immutable), least recently used dropped beyond this size.
     manifest_max_bytes: int = 64 * 1024**2
+    # A manifest by digest is served from the cache this long after ECR last confirmed it;
+    # older, it is asked for again (an image deleted elsewhere is not served beyond this).
+    manifest_revalidate_seconds: float = 5.0
     # Presigned download URLs are reused this long (well within their validity).
     download_url_ttl_seconds: float = 300.0
 

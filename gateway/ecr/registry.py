@@ -35,6 +35,7 @@ from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_n
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class EcrRegistry:
                  upstream_for: Callable[[str], Upstream], sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
-                 cache: CacheConfig | None = None, public: EcrPublic | None = None) -> None:
+                 cache: CacheConfig | None = None, public: EcrPublic | None = None,
+                 events: CacheEvents | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -58,6 +60,7 @@ class EcrRegistry:
         self._http = http
         # Pull path: answers cached per ECR repository, identical misses made once.
         self.caches = PullCaches(cache or CacheConfig())
+        self._events: CacheEvents = events or NoEvents()  # tells the other replicas
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
@@ -65,6 +68,14 @@ class EcrRegistry:
         self.tokens = TokenCache(self._fetch_token)
         self.public = public or EcrPublic(clients, upstream_for, policy, http,
                                           endpoint_url=None, registry_url=None)
+
+    def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
+        """Another replica moved or removed a tag (``tag``) or deleted an image
+        (``manifest``): drop what this one cached for it."""
+        if kind == "tag":
+            self.caches.forget_tag(repo, ref)
+        elif kind == "manifest":
+            self.caches.forget_manifest(repo, ref)
 
     async def authorization_token(self, region: str) -> AuthToken:
         """The ECR registry credential for this gateway's identity in ``region`` (cached)."""
@@ -327,6 +338,8 @@ class EcrRegistry:
                 raise
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
+        if not is_digest(reference):  # the tag may have moved: the others forget it
+            await self._events.publish("tag", target.key, reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
             await self._update_catalog(name, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
@@ -357,11 +370,13 @@ class EcrRegistry:
             self.caches.forget_tag(target.key, reference)
             await self._untag(target, name, reference)
             self.caches.forget_tag(target.key, reference)
+            await self._events.publish("tag", target.key, reference)
             return
         self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
         _raise_delete_failures(answer, reference)
+        await self._events.publish("manifest", target.key, reference)
 
     async def _untag(self, target: Target, name: str, tag: str) -> None:
         """OCI untag keeps the image; ECR deletes an image with its last tag, so an image

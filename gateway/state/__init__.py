@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from gateway.config import Config
+from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.sessions import SessionStore
 
 
@@ -21,3 +22,13 @@ def session_store(config: Config) -> SessionStore:
     from gateway.state.local import LocalSessionStore
 
     return LocalSessionStore(config.data_path / "sessions")
+
+
+def cache_events(config: Config) -> CacheEvents:
+    """How replicas tell each other about tag moves and deletes (Redis pub/sub), if shared."""
+    if config.state.backend == "redis":
+        from gateway.state.events import RedisCacheEvents
+
+        assert config.state.redis_url, "checked when the configuration was loaded"
+        return RedisCacheEvents(config.state.redis_url, config.state.key_prefix)
+    return NoEvents()
