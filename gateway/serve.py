@@ -12,7 +12,9 @@ import signal
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 from aiohttp import web
 
@@ -21,12 +23,15 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
+from gateway.observability.logs import announce
 from gateway.oci.limits import server_options
 from gateway.oci.server import OciAppRunner
 
 log = logging.getLogger("gateway")
 
 _READY = re.compile(r"listening on (http://\S+)")
+# The emulator's log lines: "<date> <time>,<ms> <LEVEL> <logger> <message>"
+_EMULATOR_LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) (.*)$")
 # The embedded emulator accepts any key; these only make requests well-formed and signed.
 EMBEDDED_KEY_ID = "AKIDEMBEDDEDGATEWAY"
 EMBEDDED_SECRET = "embedded-emulator-secret"
@@ -47,14 +52,32 @@ class EmbeddedEmulator:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
              "--data-dir", str(self._data_dir), "--region", self._region],
-            stdout=subprocess.PIPE, text=True)
-        assert self._process.stdout is not None
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None and self._process.stderr is not None
+        # Its lines are relayed through the gateway's logging: one format (json stays
+        # json), one redaction, and its pipes never fill up.
+        self._relay(self._process.stderr)
         for line in self._process.stdout:
             match = _READY.search(line)
             if match:
                 self.url = match[1]
+                self._relay(self._process.stdout)
                 return self.url
         raise RuntimeError("the embedded ECR emulator exited before it was ready")
+
+    @staticmethod
+    def _relay(stream: IO[str]) -> None:
+        def run() -> None:
+            for line in stream:
+                line = line.rstrip("\n")
+                match = _EMULATOR_LINE.match(line)
+                if match:
+                    logging.getLogger(f"emulator.{match[2]}").log(
+                        int(getattr(logging, match[1])), "%s", match[3])
+                elif line:
+                    logging.getLogger("emulator").info("%s", line)
+
+        threading.Thread(target=run, name="emulator-log", daemon=True).start()
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
@@ -93,7 +116,8 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     scheme = "https" if tls else "http"
     log.info("ecr-gateway listening on %s://%s:%s (upstream %s)", scheme, config.listen_host,
              port, config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
-    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
+    url = f"{scheme}://{config.listen_host}:{port}"
+    announce(f"ecr-gateway listening on {url}", url=url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

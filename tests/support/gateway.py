@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-_READY = re.compile(r"ecr-gateway listening on (https?://\S+)")
+# text: the line as is; log_format json: the same words in the object's message
+_READY = re.compile(r"ecr-gateway listening on (https?://[^\s\"]+)")
 
 
 class GatewayProcess:
@@ -37,6 +38,7 @@ class GatewayProcess:
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
+        self.stdout_lines: list[str] = []
         self._log_thread: threading.Thread | None = None
 
     @property
@@ -59,6 +61,7 @@ class GatewayProcess:
 
         def read_stdout(stream: Any) -> None:
             for line in stream:
+                self.stdout_lines.append(line.rstrip("\n"))
                 match = _READY.search(line)
                 if match and not ready.is_set():
                     self.url = match[1]
