@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,7 +35,13 @@ from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.errors import OciError
-from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.oci.mediatypes import (
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    Descriptor,
+    ParsedManifest,
+    parse_manifest,
+)
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.sessions import SessionStore
 
@@ -375,15 +382,46 @@ class EcrRegistry:
         self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
+        if _referenced_by_index(answer) and await self._drop_holder(target, reference):
+            self.caches.forget_manifest(target.key, reference)
+            answer = await self._call(target, "BatchDeleteImage",
+                                      imageIds=[{"imageDigest": reference}])
         _raise_delete_failures(answer, reference)
         await self._events.publish("manifest", target.key, reference)
 
     async def _untag(self, target: Target, name: str, tag: str) -> None:
-        """OCI untag keeps the image; ECR deletes an image with its last tag, so an image
-        that lost its last tag is put back by digest."""
-        manifest = await self.get_manifest(name, tag)
+        """OCI untag keeps the image; ECR deletes an image with its last tag. So that the
+        image is referenced at every moment (a failed call or a dead process in between
+        must not lose it), an untagged index holding it is put first, the tag deleted, then
+        the holder. ECR keeps an index's child while the index exists (the emulator does;
+        *unconfirmed* for ECR itself): if the image is gone all the same, it is put back by
+        digest. A holder left by a process that died is dropped by the next delete of
+        the image (``_drop_holder``)."""
+        manifest = await self._fetch_manifest(target, tag)  # not cached: where it is now
+        holder = _holder(manifest)
+        held = True
+        try:
+            await self._call(target, "PutImage", imageManifest=holder.body.decode(),
+                             imageManifestMediaType=holder.media_type,
+                             imageDigest=holder.digest)
+        except EcrError as exc:
+            if exc.code == "ImageAlreadyExistsException":  # e.g. a left-over holder
+                pass
+            elif exc.code in _HOLDER_REFUSED:
+                # An ECR that will not take such an index: untag the plain way (the image
+                # is put back below), with the window that has.
+                log.warning("untag of %s without a holder (%s)", tag, exc.code)
+                held = False
+            else:  # nothing changed yet: the client may simply retry
+                raise
         answer = await self._call(target, "BatchDeleteImage", imageIds=[{"imageTag": tag}])
         _raise_delete_failures(answer, tag)
+        if held:
+            answer = await self._call(target, "BatchDeleteImage",
+                                      imageIds=[{"imageDigest": holder.digest}])
+            for failure in answer.get("failures", []):
+                log.info("holder of %s not deleted: %s", manifest.digest,
+                         failure.get("failureCode"))
         try:
             await self._call(target, "DescribeImages",
                              imageIds=[{"imageDigest": manifest.digest}])
@@ -393,6 +431,17 @@ class EcrRegistry:
             await self._call(target, "PutImage", imageManifest=manifest.body.decode(),
                              imageManifestMediaType=manifest.media_type,
                              imageDigest=manifest.digest)
+
+    async def _drop_holder(self, target: Target, digest: str) -> bool:
+        """Delete the holder an interrupted untag left on ``digest``; whether there was one."""
+        try:
+            manifest = await self._fetch_manifest(target, digest)
+        except OciError:
+            return False
+        holder = _holder(manifest)
+        answer = await self._call(target, "BatchDeleteImage",
+                                  imageIds=[{"imageDigest": holder.digest}])
+        return not answer.get("failures")
 
     # -- listings ---------------------------------------------------------------------------
 
@@ -466,6 +515,28 @@ class EcrRegistry:
         if route.upstream_kind == "ecr-public":
             return self.public.upstream()
         return self._upstream_for(self._router.region_of(route))
+
+
+HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
+# PutImage refusing the holder's shape (not a failure of the moment)
+_HOLDER_REFUSED = frozenset({"InvalidParameterException", "UnsupportedImageTypeException",
+                             "ReferencedImagesNotFoundException", "LimitExceededException"})
+
+
+def _holder(manifest: Manifest) -> Manifest:
+    """The untagged index that keeps ``manifest``'s image while its last tag is removed:
+    derived from the image alone, so every attempt (and every replica) makes the same."""
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": manifest.media_type, "digest": manifest.digest,
+                       "size": len(manifest.body)}],
+        "annotations": {HOLDER_ANNOTATION: manifest.digest}}, separators=(",", ":")).encode()
+    return Manifest(body, OCI_INDEX, sha256_digest(body))
+
+
+def _referenced_by_index(answer: dict[str, Any]) -> bool:
+    return any(f.get("failureCode") == "ImageReferencedByManifestList"
+               for f in answer.get("failures", []))
 
 
 def _raise_delete_failures(answer: dict[str, Any], reference: str) -> None:
