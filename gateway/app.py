@@ -28,8 +28,9 @@ from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
+from gateway.oci.peer import add_peer_route
 from gateway.oci.routes import add_routes
-from gateway.state import cache_events, session_store
+from gateway.state import cache_events, session_store, staged_peers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,9 @@ def build_app(config: Config) -> web.Application:
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
     events = cache_events(config)
+    peers = staged_peers(config)
     registry = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
-                           policy, http, config.cache, public, events)
+                           policy, http, config.cache, public, events, peers)
     app[REGISTRY] = registry
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
@@ -159,12 +161,16 @@ def build_app(config: Config) -> web.Application:
         yield
         sweeper.cancel()
         await events.close()
+        if peers is not None:
+            await peers.close()
         await app[HTTP_CLIENT].close()
         await clients.close()
         await sessions.close()
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
+    if peers is not None:
+        add_peer_route(app)
     install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

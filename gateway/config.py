@@ -195,6 +195,9 @@ class StateConfig:
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
     lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
+    # How the other replicas reach this one (for staged blobs read through another replica),
+    # e.g. http://10.0.0.5:5000. None: the listen address, unless it is a wildcard.
+    peer_url: str | None = None
 
 
 @dataclass

@@ -24,6 +24,7 @@ from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
 from gateway.observability.logs import announce
+from gateway.oci.context import REGISTRY
 from gateway.oci.limits import server_options
 from gateway.oci.server import OciAppRunner
 
@@ -117,6 +118,7 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     log.info("ecr-gateway listening on %s://%s:%s (upstream %s)", scheme, config.listen_host,
              port, config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
     url = f"{scheme}://{config.listen_host}:{port}"
+    _advertise(app, config, url)
     announce(f"ecr-gateway listening on {url}", url=url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -128,6 +130,20 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     if tls_watch is not None:
         tls_watch.cancel()
     await graceful_stop(runner, config.shutdown_grace_seconds)
+
+
+def _advertise(app: web.Application, config: Config, url: str) -> None:
+    """Tell the staged-blob registry how the other replicas reach this one."""
+    peers = getattr(app[REGISTRY], "peers", None)
+    if peers is None:
+        return
+    if config.state.peer_url:
+        peers.self_url = config.state.peer_url.rstrip("/")
+    elif config.listen_host not in ("0.0.0.0", "::", ""):
+        peers.self_url = url
+    else:
+        log.info("state.peer_url is not set and the listen address is a wildcard: blobs "
+                 "staged here are read through this replica only")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -43,6 +44,7 @@ from gateway.oci.mediatypes import (
     parse_manifest,
 )
 from gateway.state.events import CacheEvents, NoEvents
+from gateway.state.peers import PROOF_HEADER, StagedPeers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ class EcrRegistry:
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, public: EcrPublic | None = None,
-                 events: CacheEvents | None = None) -> None:
+                 events: CacheEvents | None = None, peers: StagedPeers | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -68,6 +70,7 @@ class EcrRegistry:
         # Pull path: answers cached per ECR repository, identical misses made once.
         self.caches = PullCaches(cache or CacheConfig())
         self._events: CacheEvents = events or NoEvents()  # tells the other replicas
+        self.peers = peers  # staged copies on other replicas (shared state only)
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
@@ -194,9 +197,46 @@ class EcrRegistry:
                 return BlobLocation(size, path=staged)
         if not digest.startswith("sha256:"):
             raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
-        url = await self._url_calls.do((target.key, digest),
-                                       lambda: self._download_url(target, digest))
+        try:
+            url = await self._url_calls.do((target.key, digest),
+                                           lambda: self._download_url(target, digest))
+        except EcrError as exc:
+            # Uploaded but not referenced yet: another replica may hold it staged.
+            if exc.code != "LayersNotFoundException" or self.peers is None:
+                raise
+            found = await self._peer_copy(name, digest)
+            if found is None:
+                raise
+            return found
         return BlobLocation(-1, url=url)
+
+    async def _peer_copy(self, name: str, digest: str) -> BlobLocation | None:
+        assert self.peers is not None
+        holders = await self.peers.holders(digest)
+        if not holders:
+            return None
+        size = await self.stat_blob(name, digest)  # is it in *this* repository?
+        if size is None:
+            return None
+        url, upload = holders[0]
+        if url == self.peers.self_url:  # the spool of an upload finished on another replica
+            path = await self.staged_for_peer(digest, upload)
+            return BlobLocation(size, path=path) if path is not None else None
+        query = f"?upload={upload}" if upload else ""
+        return BlobLocation(size, url=f"{url}/_peer/staged/{digest}{query}",
+                            peer_proof=await self.peers.proof(digest))
+
+    async def staged_for_peer(self, digest: str, upload: str) -> Path | None:
+        """This replica's staged copy of ``digest`` for a peer (which proved itself): kept
+        by digest, or the finished spool of ``upload``, kept now if it hashes to it."""
+        found = self._staging.find(digest)
+        if found is not None or not _UPLOAD_ID.fullmatch(upload):
+            return found
+        spooled = await asyncio.to_thread(_size_of, self._staging.spool_path(upload))
+        if spooled is None:
+            return None
+        await asyncio.to_thread(self._staging.promote, upload, digest, spooled, verify=True)
+        return self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
         if self.public.serves(target):
@@ -226,13 +266,23 @@ class EcrRegistry:
 
     async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
-        return await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+        status = await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+        if self.peers is not None and await asyncio.to_thread(
+                _size_of, self._staging.spool_path(upload_id)) == status.received:
+            await self.peers.note_spool(upload_id)  # every byte so far is staged here
+        return status
 
     async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
         target = self._target(name)
+        holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
         size = await self.uploads.finish(name, upload_id, target, digest)
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
+        if self.peers is not None:
+            if self._staging.find(digest) is not None:
+                await self.peers.announce(digest)
+            elif holder is not None and holder != self.peers.self_url:
+                await self.peers.announce(digest, holder, upload_id)
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         await self.uploads.cancel(name, upload_id)
@@ -265,7 +315,8 @@ class EcrRegistry:
         if location.path is not None:
             return _file_chunks(location.path)
         assert location.url is not None
-        return _url_chunks(self._http(), location.url)
+        headers = {PROOF_HEADER: location.peer_proof} if location.peer_proof else {}
+        return _url_chunks(self._http(), location.url, headers)
 
     # -- manifests --------------------------------------------------------------------------
 
@@ -518,6 +569,14 @@ class EcrRegistry:
 
 
 HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # a session id (uuid4 hex): safe as a file name
+
+
+def _size_of(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
 # PutImage refusing the holder's shape (not a failure of the moment)
 _HOLDER_REFUSED = frozenset({"InvalidParameterException", "UnsupportedImageTypeException",
                              "ReferencedImagesNotFoundException", "LimitExceededException"})
@@ -570,8 +629,9 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
         handle.close()
 
 
-async def _url_chunks(client: aiohttp.ClientSession, url: str) -> AsyncIterator[bytes]:
-    async with client.get(url) as response:
+async def _url_chunks(client: aiohttp.ClientSession, url: str,
+                      headers: dict[str, str]) -> AsyncIterator[bytes]:
+    async with client.get(url, headers=headers) as response:
         if response.status != 200:
             raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
         async for chunk in response.content.iter_chunked(1 << 20):

@@ -10,6 +10,7 @@ from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.ranges import parse_file_range
+from gateway.state.peers import PROOF_HEADER
 
 _OCTET = "application/octet-stream"
 # Headers of the upstream answer that describe the bytes and so pass through in proxy mode.
@@ -44,6 +45,8 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         parse_file_range(request.headers.get("Range"), location.size)
         return web.FileResponse(location.path, headers=headers)
     assert location.url is not None
+    if location.peer_proof is not None:  # another replica's staged copy: never redirected
+        return await _from_peer(request, location.url, location.peer_proof, headers)
     if settings(request).blob_mode == "redirect":
         headers["Location"] = location.url
         return web.Response(status=307, headers=headers)
@@ -73,6 +76,22 @@ async def _proxy(
     finally:
         if fill is not None:
             fill.abort()  # no-op once committed
+
+
+async def _from_peer(request: web.Request, url: str, proof: str,
+                     headers: dict[str, str]) -> web.StreamResponse:
+    upstream_headers = {PROOF_HEADER: proof}
+    if "Range" in request.headers:
+        upstream_headers["Range"] = request.headers["Range"]
+    try:
+        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers)
+    except aiohttp.ClientError as exc:
+        raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob is unreachable"},
+                       headers={"Retry-After": "1"}) from exc
+    if upstream.status == 404:  # evicted there meanwhile
+        upstream.release()
+        raise OciError(BLOB_UNKNOWN, {"digest": headers["Docker-Content-Digest"]})
+    return await _relay(request, upstream, headers, None)
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from gateway.config import Config
 from gateway.state.events import CacheEvents, NoEvents
+from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
 
@@ -32,3 +33,12 @@ def cache_events(config: Config) -> CacheEvents:
         assert config.state.redis_url, "checked when the configuration was loaded"
         return RedisCacheEvents(config.state.redis_url, config.state.key_prefix)
     return NoEvents()
+
+
+def staged_peers(config: Config) -> StagedPeers | None:
+    """Where other replicas' staged blobs are found (shared state only)."""
+    if config.state.backend != "redis":
+        return None
+    assert config.state.redis_url, "checked when the configuration was loaded"
+    return StagedPeers(config.state.redis_url, config.state.key_prefix,
+                       keep_seconds=2 * config.uploads.idle_timeout_seconds)
