@@ -4,7 +4,8 @@ ECR serves only layers some image references, so a blob read back right after it
 served from the staging store of the replica that received its bytes (gateway/ecr/staging.py):
 
 - a replica whose spool holds every byte of an upload so far records itself as the upload's
-  spool holder (``<prefix>spool:{<upload id>}``) after each write request;
+  spool holder after each write request (field ``spool`` of the session's own hash, see
+  gateway/state/redis.py, so it goes with the session);
 - the replica that finishes the upload records who holds the blob
   (``<prefix>staged:{<digest>}``, a hash of replica URL → upload id): itself if it staged
   it, else the upload's spool holder (docker's PATCH and PUT may land on different replicas);
@@ -37,6 +38,11 @@ from redis.exceptions import RedisError
 log = logging.getLogger(__name__)
 
 PROOF_HEADER = "X-Peer-Proof"
+# Only on a session that still exists: a finished or dropped one leaves nothing behind.
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'spool', ARGV[1]) end
+return 0
+"""
 
 
 class StagedPeers:
@@ -46,27 +52,28 @@ class StagedPeers:
         self._prefix = prefix
         self._keep_ms = max(int(keep_seconds * 1000), 1000)
         self._key: bytes | None = None
+        self._note = self._redis.register_script(_NOTE)
         # How the other replicas reach this one (state.peer_url, or the listen address).
         self.self_url: str | None = None
 
     def _staged(self, digest: str) -> str:
         return f"{self._prefix}staged:{{{digest}}}"
 
-    def _spool(self, upload_id: str) -> str:
-        return f"{self._prefix}spool:{{{upload_id}}}"
+    def _session(self, upload_id: str) -> str:
+        return f"{self._prefix}session:{{{upload_id}}}"  # RedisSessionStore's key
 
     async def note_spool(self, upload_id: str) -> None:
         """This replica's spool holds every byte of the upload received so far."""
         if not self.self_url:
             return
         try:
-            await self._redis.set(self._spool(upload_id), self.self_url, px=self._keep_ms)
+            await self._note(keys=[self._session(upload_id)], args=[self.self_url])
         except RedisError as exc:
             log.warning("spool of %s not recorded: %s", upload_id, type(exc).__name__)
 
     async def spool_holder(self, upload_id: str) -> str | None:
         try:
-            found = await self._redis.get(self._spool(upload_id))
+            found = await self._redis.hget(self._session(upload_id), "spool")
         except RedisError:
             return None
         return str(found) if found else None
