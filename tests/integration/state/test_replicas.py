@@ -2,7 +2,8 @@
 
 Each test runs two real gateway processes on different ports, the same emulator upstream
 and the same redis-server. Blobs uploaded across replicas are read back after a manifest
-references them (the staging store that serves unreferenced blobs is per replica)."""
+references them (an upload spread over replicas is staged nowhere; see
+test_staged_peers.py for blobs read back before that)."""
 
 from __future__ import annotations
 
