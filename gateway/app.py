@@ -25,6 +25,7 @@ from gateway.ecr.staging import StagingStore
 from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
+from gateway.observability.tracing import Tracing
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
@@ -105,8 +106,11 @@ def upstream_factory(config: Config) -> Any:
     return upstream_for
 
 
-def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[access_log, oci_errors, count_upstream_calls])
+def build_app(config: Config, tracing: Tracing | None = None) -> web.Application:
+    """The gateway's application; ``tracing`` (from the OTEL_* environment) adds a span per
+    request, per ECR call attempt and per outbound HTTP call."""
+    traced = [tracing.middleware()] if tracing is not None else []
+    app = web.Application(middlewares=[access_log, *traced, oci_errors, count_upstream_calls])
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
     limits = config.limits
@@ -151,7 +155,8 @@ def build_app(config: Config) -> web.Application:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
         app[HTTP_CLIENT] = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         yield
         sweeper.cancel()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
+from gateway.observability.tracing import Tracing
 from gateway.oci.limits import server_options
 from gateway.oci.server import OciAppRunner
 
@@ -65,6 +67,13 @@ class EmbeddedEmulator:
                 self._process.kill()
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ecr-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _setup_logging(config: Config) -> None:
     from gateway.observability.logs import setup
     from gateway.tools.check_config import secret_values
@@ -73,7 +82,8 @@ def _setup_logging(config: Config) -> None:
 
 
 async def _run(config: Config, tls: TlsFiles | None = None) -> None:
-    app = build_app(config)
+    tracing = Tracing.from_environ(os.environ, _version())
+    app = build_app(config, tracing)
     # SIGTERM: stop accepting, give in-flight requests shutdown_grace_seconds, then cancel
     # them (an upload cut short keeps what it stored: the client resumes from its offset).
     # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
@@ -104,6 +114,8 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     if tls_watch is not None:
         tls_watch.cancel()
     await graceful_stop(runner, config.shutdown_grace_seconds)
+    if tracing is not None:
+        await asyncio.to_thread(tracing.shutdown)  # the last spans, sent before exit
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -12,7 +12,8 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
 from gateway.ecr.retry import RetryPolicy
-from gateway.observability.metrics import UPSTREAM_CALLS, upstream_attempt
+from gateway.observability.metrics import UPSTREAM_CALLS, outcome_of, upstream_attempt
+from gateway.observability.tracing import EcrAttemptSpan
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
@@ -65,17 +66,21 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         counter.inc()
         if tally is not None:
             tally.append(action)
+        span = EcrAttemptSpan(action, attempts, params)
         try:
             with upstream_attempt(action, attempts, THROTTLES):
                 result: dict[str, Any] = await method(**params)
         except Exception as exc:
+            span.finish(outcome_of(exc))
             if breaker is not None:
                 (breaker.failure if _outage(exc) else breaker.success)(endpoint)
             raise
-        except BaseException:
+        except BaseException as exc:
+            span.finish(outcome_of(exc))
             if breaker is not None:
                 breaker.released(endpoint)
             raise
+        span.finish("ok")
         if breaker is not None:
             breaker.success(endpoint)
         return result

@@ -96,7 +96,7 @@ def upstream_attempt(action: str, attempt: int,
     try:
         yield
     except BaseException as exc:
-        outcome = _outcome(exc)
+        outcome = outcome_of(exc)
         if outcome in throttles:
             UPSTREAM_THROTTLES.labels(action).inc()
         raise
@@ -105,7 +105,8 @@ def upstream_attempt(action: str, attempt: int,
         UPSTREAM_SECONDS.labels(action).observe(time.monotonic() - started)
 
 
-def _outcome(exc: BaseException) -> str:
+def outcome_of(exc: BaseException) -> str:
+    """ECR's error code for a failed call, else the exception's type name."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = response.get("Error", {}).get("Code")
