@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.auth import install as install_auth
 from gateway.blobcache import BlobCache
-from gateway.config import Config
+from gateway.config import Config, PullThroughConfig
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.calls import upstream_calls
 from gateway.ecr.clients import ClientFactory, Upstream, caller_credentials
@@ -30,6 +30,7 @@ from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, Oci
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.routes import add_routes
+from gateway.pullthrough.backend import PullThrough
 from gateway.state import session_store
 from gateway.state.sessions import SessionStore
 
@@ -147,8 +148,12 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
-    app[REGISTRY] = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
-                                policy, http, config.cache, public)
+    ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
+                      http, config.cache, public)
+    # Mirrors with an upstream registry fill ECR from it on a miss.
+    pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
+    app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password) \
+        if pulls_through else ecr
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 
@@ -160,6 +165,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         yield
         sweeper.cancel()
+        backend = app[REGISTRY]
+        if isinstance(backend, PullThrough):
+            await backend.close()
         await app[HTTP_CLIENT].close()
         await clients.close()
         await sessions.close()

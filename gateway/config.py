@@ -10,11 +10,13 @@ the key's dotted path and the reason.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,28 @@ class RouteConfig:
 
 
 @dataclass
+class PullThroughConfig:
+    """The registry a mirror fills ECR from when ECR does not hold what a client asks for
+    (gateway/pullthrough/): any OCI registry, anonymous, with the docker token flow or Basic
+    auth. ``password_file`` holds the password (never the configuration itself)."""
+
+    url: str = ""
+    username: str | None = None
+    password_file: str | None = None
+    # How long a tag is trusted before one HEAD asks the upstream whether it moved.
+    tag_ttl_seconds: float = 300.0
+    # An index's children copied into ECR: "all", or only those clients ask for.
+    platforms: str = "all"
+    # Connect and read timeout of each upstream request.
+    timeout_seconds: float = 30.0
+
+    def password(self) -> str | None:
+        if not self.password_file:
+            return None
+        return Path(self.password_file).read_text().strip()
+
+
+@dataclass
 class MirrorConfig:
     """Where requests for one upstream registry go when a mirror client names it with
     ``?ns=<host>`` (containerd does, on every request to a mirror). ``<host>/<name>`` is
@@ -105,6 +129,8 @@ class MirrorConfig:
     # public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to. None:
     # https://public.ecr.aws, or the embedded emulator's with upstream.mode embedded.
     registry_url: str | None = None
+    # Fill ECR from this registry on a miss (pull-through); None: serve what ECR holds.
+    upstream: PullThroughConfig | None = None
 
 
 @dataclass
@@ -411,6 +437,39 @@ def _check(config: Config) -> None:
         if mirror.registry_url is not None and host != "public.ecr.aws":
             raise ConfigError(f"mirrors.{host}.registry_url",
                               "only for public.ecr.aws (an ECR Public mirror)")
+        if mirror.upstream is not None:
+            _check_pull_through(mirror.upstream, f"mirrors.{host}.upstream")
+
+
+def _check_pull_through(upstream: PullThroughConfig, where: str) -> None:
+    url = urllib.parse.urlsplit(upstream.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"{where}.url", f"must be an http(s):// registry URL, got "
+                                          f"{upstream.url!r}")
+    if url.username or url.password:
+        raise ConfigError(f"{where}.url", "credentials go in username and password_file")
+    if url.scheme == "http" and not _is_loopback(url.hostname):
+        raise ConfigError(f"{where}.url", "http:// only for a loopback registry; use https://")
+    if upstream.platforms not in ("all", "requested"):
+        raise ConfigError(f"{where}.platforms",
+                          f"must be one of all, requested, got {upstream.platforms!r}")
+    if upstream.password_file is not None:
+        if not upstream.username:
+            raise ConfigError(f"{where}.password_file", "needs username")
+        try:
+            upstream.password()
+        except OSError as exc:
+            raise ConfigError(f"{where}.password_file",
+                              f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_route(route: RouteConfig, where: str) -> None:

@@ -122,6 +122,11 @@ class EcrRegistry:
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
 
+    async def create_repository_for(self, name: str) -> None:
+        """Create the repository ``name`` maps to with its route's settings, whatever the
+        route says of clients' pushes (pull-through fills it); one that exists is kept."""
+        await self._create_repository(self._target(name))
+
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
         try:

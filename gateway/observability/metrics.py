@@ -69,6 +69,14 @@ SHARED_CALLS = Counter("ecr_gateway_singleflight_shared", "Upstream lookups that
                        "identical one already in flight instead of calling ECR", ["kind"],
                        registry=REGISTRY)
 
+PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through from an upstream "
+                             "registry by mirror host: fetched, filled, revalidated, stale "
+                             "(ECR's copy served while the upstream is unavailable), "
+                             "fill_failed, rate_limited, unreachable, refused, upstream_error",
+                             ["registry", "event"], registry=REGISTRY)
+PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
+                            "registries into ECR", ["registry"], registry=REGISTRY)
+
 # How /metrics learns the number of open upload sessions (the store is async).
 SESSION_COUNT: web.AppKey[Callable[[], Awaitable[int]]] = web.AppKey("upload_session_count")
 
