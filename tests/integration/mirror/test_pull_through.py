@@ -79,12 +79,12 @@ async def _pull(http: aiohttp.ClientSession, base: str, name: str, reference: st
     return body, blobs
 
 
-async def _ecr_image(upstream: EmulatorProcess, repository: str, reference: str,
-                     timeout: float = 20.0) -> dict[str, Any]:
+async def _ecr_image(upstream: EmulatorProcess, repository: str,
+                     reference: str) -> dict[str, Any]:
     """The image as ECR holds it, once the background fill has put it there."""
     image_id = {"imageDigest": reference} if reference.startswith("sha256:") \
         else {"imageTag": reference}
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + 20.0
     async with ecr_client(upstream.url) as ecr:
         while True:
             try:
@@ -141,7 +141,7 @@ async def test_served_from_ecr_when_the_upstream_is_gone(
     gets a clear OCI error."""
     hub = ReferenceRegistry(tmp_path / "hub").start()
     try:
-        digest, manifest, layers = await _push(http, hub.url, "library/kept", "v1")
+        _digest, manifest, layers = await _push(http, hub.url, "library/kept", "v1")
         with GatewayProcess(tmp_path / "first", _mirror_config(hub.url),
                             upstream_url=upstream.url) as first:
             await _pull(http, first.url, "library/kept", "v1")
