@@ -9,7 +9,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from bench.services import ReferenceRegistry
+from tests.integration.mirror.helpers import ecr_image
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
@@ -79,26 +79,6 @@ async def _pull(http: aiohttp.ClientSession, base: str, name: str, reference: st
     return body, blobs
 
 
-async def _ecr_image(upstream: EmulatorProcess, repository: str,
-                     reference: str) -> dict[str, Any]:
-    """The image as ECR holds it, once the background fill has put it there."""
-    image_id = {"imageDigest": reference} if reference.startswith("sha256:") \
-        else {"imageTag": reference}
-    deadline = time.monotonic() + 20.0
-    async with ecr_client(upstream.url) as ecr:
-        while True:
-            try:
-                answer = await ecr.batch_get_image(repositoryName=repository,
-                                                   imageIds=[image_id])
-                if answer["images"]:
-                    image: dict[str, Any] = answer["images"][0]
-                    return image
-            except ecr.exceptions.RepositoryNotFoundException:
-                pass
-            assert time.monotonic() < deadline, f"{repository}:{reference} never reached ECR"
-            await asyncio.sleep(0.1)
-
-
 def _hub_reads(hub: ReferenceRegistry, digest: str) -> int:
     """How many times the upstream served this blob (its access log)."""
     log = (hub.root / "registry.log").read_text()
@@ -114,7 +94,7 @@ async def test_cold_pull_by_tag_fills_ecr(gateway: GatewayProcess, upstream: Emu
     body, blobs = await _pull(http, gateway.url, "library/cold", "v1")
     assert body == manifest  # byte-exact
     assert blobs[1:] == layers
-    image = await _ecr_image(upstream, "docker-hub/library/cold", "v1")
+    image = await ecr_image(upstream, "docker-hub/library/cold", "v1")
     assert image["imageId"]["imageDigest"] == digest
     assert image["imageManifest"].encode() == manifest
     async with ecr_client(upstream.url) as ecr:
@@ -129,7 +109,7 @@ async def test_first_pull_by_digest(gateway: GatewayProcess, upstream: EmulatorP
     digest, manifest, layers = await _push(http, hub.url, "library/pinned", "v1")
     body, blobs = await _pull(http, gateway.url, "library/pinned", digest)
     assert body == manifest and blobs[1:] == layers
-    image = await _ecr_image(upstream, "docker-hub/library/pinned", digest)
+    image = await ecr_image(upstream, "docker-hub/library/pinned", digest)
     assert image["imageManifest"].encode() == manifest
 
 
@@ -145,7 +125,7 @@ async def test_served_from_ecr_when_the_upstream_is_gone(
         with GatewayProcess(tmp_path / "first", _mirror_config(hub.url),
                             upstream_url=upstream.url) as first:
             await _pull(http, first.url, "library/kept", "v1")
-            await _ecr_image(upstream, "docker-hub/library/kept", "v1")
+            await ecr_image(upstream, "docker-hub/library/kept", "v1")
     finally:
         hub.stop()
     config = _mirror_config(hub.url, tag_ttl_seconds=0)
@@ -171,7 +151,7 @@ async def test_concurrent_cold_pulls_read_and_upload_each_blob_once(
     pulls = await asyncio.gather(*(_pull(http, gateway.url, "library/fanin", "v1")
                                    for _ in range(16)))
     assert all(body == manifest and blobs[1:] == layers for body, blobs in pulls)
-    await _ecr_image(upstream, "docker-hub/library/fanin", "v1")
+    await ecr_image(upstream, "docker-hub/library/fanin", "v1")
     for layer in layers:
         assert _hub_reads(hub, digest_of(layer)) == 1, digest_of(layer)
     completes = [r for r in upstream.requests("CompleteLayerUpload")
@@ -200,10 +180,10 @@ async def test_multi_arch_index(gateway: GatewayProcess, upstream: EmulatorProce
         assert r.status == 200 and await r.read() == index
     # A node pulls its own platform first; every platform lands in ECR, then the index.
     await _pull(http, gateway.url, "library/multi", children[1]["digest"])
-    image = await _ecr_image(upstream, "docker-hub/library/multi", "latest")
+    image = await ecr_image(upstream, "docker-hub/library/multi", "latest")
     assert image["imageManifest"].encode() == index
     for child in children:
-        await _ecr_image(upstream, "docker-hub/library/multi", child["digest"])
+        await ecr_image(upstream, "docker-hub/library/multi", child["digest"])
 
 
 class RateLimitedFront:
@@ -252,7 +232,7 @@ async def test_rate_limited_upstream(upstream: EmulatorProcess, hub: ReferenceRe
         config = _mirror_config(front.url, tag_ttl_seconds=0)
         with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
             await _pull(http, gw.url, "library/limited", "v1")
-            await _ecr_image(upstream, "docker-hub/library/limited", "v1")
+            await ecr_image(upstream, "docker-hub/library/limited", "v1")
             front.limited = True
             body, _blobs = await _pull(http, gw.url, "library/limited", "v1")
             assert body == manifest  # cached: served despite the 429
@@ -293,7 +273,7 @@ async def test_token_auth_upstream(upstream: EmulatorProcess, http: aiohttp.Clie
             body, blobs = await _pull(http, gw.url, "team/app", "v1",
                                       {"ns": "registry.example.com"})
             assert body == manifest and blobs[1:] == layers
-            await _ecr_image(upstream, "example/team/app", "v1")
+            await ecr_image(upstream, "example/team/app", "v1")
             assert not any("pull-secret" in line for line in gw.log_lines)
         challenged = [e for e in source.access_log() if e["status"] == 401]
         assert challenged  # the token flow really ran
