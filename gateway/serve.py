@@ -118,6 +118,20 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
         await asyncio.to_thread(tracing.shutdown)  # the last spans, sent before exit
 
 
+def start_embedded(config: Config) -> EmbeddedEmulator | None:
+    """With ``upstream.mode: embedded``, start the emulator and point the upstream at it."""
+    emulator: EmbeddedEmulator | None = None
+    if config.upstream.mode == "embedded":
+        emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+        config.upstream.endpoint_url = emulator.start()
+        config.upstream.access_key_id = EMBEDDED_KEY_ID
+        config.upstream.secret_access_key = EMBEDDED_SECRET
+        log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
+                 config.data_path / "emulator")
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
+    return emulator
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config, overrides={"listen": args.listen,
@@ -139,15 +153,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     _setup_logging(config)
     for warning in exposure_warnings:
         log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
-    emulator: EmbeddedEmulator | None = None
-    if config.upstream.mode == "embedded":
-        emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
-        config.upstream.endpoint_url = emulator.start()
-        config.upstream.access_key_id = EMBEDDED_KEY_ID
-        config.upstream.secret_access_key = EMBEDDED_SECRET
-        log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
-                 config.data_path / "emulator")
-    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
+    emulator = start_embedded(config)
     try:
         asyncio.run(_run(config, tls))
     finally:

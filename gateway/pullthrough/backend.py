@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -42,6 +41,7 @@ from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_n
 from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -244,24 +244,13 @@ class PullThrough:
                                    lambda: self._upload_blob(mirror, name, digest))
 
     async def _upload_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
-        with contextlib.suppress(OciError):
-            if await self._inner.stat_blob(name, digest) is not None:
-                return
         await self._ensure_repository(mirror, name)
         try:
-            _size, chunks = await mirror.upstream.blob(name, digest)
+            await copy_blob(mirror.upstream, name, self._inner, name, digest,
+                            PULLTHROUGH_BYTES.labels(mirror.host).inc)
         except UpstreamError as exc:
             PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
             raise _client_error(mirror, name, digest, exc) from None
-        status: UploadStatus = await self._inner.start_upload(name)
-        try:
-            await self._inner.write_upload(
-                name, status.upload_id, _verified(chunks, digest, mirror.host), 0)
-            await self._inner.finish_upload(name, status.upload_id, digest)
-        except BaseException:
-            with contextlib.suppress(OciError):
-                await self._inner.cancel_upload(name, status.upload_id)
-            raise
 
     async def stat_blob(self, name: str, digest: str) -> int | None:
         size: int | None = await self._inner.stat_blob(name, digest) \
@@ -344,26 +333,6 @@ class PullThrough:
 
 class _NotYet(Exception):
     """An index child that no client has asked for yet (``platforms: requested``)."""
-
-
-async def _verified(chunks: AsyncIterator[bytes], digest: str,
-                    host: str) -> AsyncIterator[bytes]:
-    """The upstream's bytes, hashed as they pass: a mismatch fails before the last byte
-    reaches ECR, so nothing wrong is ever completed."""
-    hasher = hashlib.sha256()
-    held = b""
-    async for chunk in chunks:
-        hasher.update(chunk)
-        PULLTHROUGH_BYTES.labels(host).inc(len(chunk))
-        if held:
-            yield held
-        held = chunk
-    if f"sha256:{hasher.hexdigest()}" != digest:
-        raise OciError(oci.DIGEST_INVALID, {"digest": digest},
-                       message="the upstream registry sent bytes that do not match the digest",
-                       status=502)
-    if held:
-        yield held
 
 
 def _outcome(exc: UpstreamError) -> str:

@@ -167,6 +167,31 @@ class OciUpstream:
         return response.content_length, _chunks(response)
 
 
+    async def tags(self, name: str) -> list[str]:
+        """Every tag of ``name`` (following the registry's ``Link`` pages)."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{name}/tags/list?n=1000"
+        while path:
+            response = await self._request("GET", path, _scope(name), f"the tags of {name}")
+            async with response:
+                try:
+                    page = await response.json(content_type=None)
+                except ValueError as exc:
+                    raise UpstreamError(502, f"the tags of {name}: not JSON") from exc
+                tags += [t for t in page.get("tags") or [] if isinstance(t, str)]
+                path = _next_page(response.headers.get("Link"))
+        return tags
+
+
+def _next_page(link: str | None) -> str | None:
+    """The path of a ``Link: </v2/...?last=x&n=100>; rel="next"`` header, if any."""
+    match = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link or "")
+    if match is None:
+        return None
+    target = match[1]
+    return target if target.startswith("/") else "/" + target.split("/", 3)[-1]
+
+
 def _scope(name: str) -> str:
     return f"repository:{name}:pull"
 
