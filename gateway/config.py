@@ -198,7 +198,11 @@ class StateConfig:
 class TokenConfig:
     """The gateway's own token server (docker token auth)."""
 
-    realm: str | None = None  # None: <scheme>://<host the client used>/token
+    # Where clients are sent for tokens (and send their passwords). None: the host the
+    # client used if it is in realm_hosts (or a loopback name on a loopback listener), else
+    # the address the connection arrived on.
+    realm: str | None = None
+    realm_hosts: list[str] = field(default_factory=list)  # host[:port] as clients write it
     service: str = "ecr-gateway"
     issuer: str = "ecr-gateway"
     ttl_seconds: int = 300
@@ -253,6 +257,8 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
     shutdown_grace_seconds: float = 30.0  # SIGTERM: in-flight requests get this long
+    # Peers (CIDRs) whose X-Forwarded-Proto/-Host/-For are believed; nobody else's are.
+    trusted_proxies: list[str] = field(default_factory=list)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     routes: list[RouteConfig] = field(default_factory=list)
     # Upstream registry host (containerd's ?ns=) → ECR target. Empty: ns is ignored and
@@ -392,6 +398,14 @@ def _check(config: Config) -> None:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}") from None
     if not host or not 0 <= port <= 65535:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}")
+    from gateway.auth.forwarded import parse_networks
+
+    for i, cidr in enumerate(config.trusted_proxies):
+        try:
+            parse_networks([cidr])
+        except ValueError:
+            raise ConfigError(f"trusted_proxies[{i}]", f"is not an address or CIDR: {cidr!r}"
+                              ) from None
     if config.state.backend == "redis" and not config.state.redis_url:
         raise ConfigError("state.redis_url", "is required when state.backend is redis")
     _check_auth(config)
@@ -453,6 +467,9 @@ def _check_auth(config: Config) -> None:
         raise ConfigError("auth.htpasswd_file", "is required when auth.mode is htpasswd")
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("tls", "cert_file and key_file go together")
+    realm = auth.token.realm
+    if realm is not None and not re.match(r"^https?://[^/\s]+", realm):
+        raise ConfigError("auth.token.realm", f"must be an http(s) URL, got {realm!r}")
     if auth.token.ttl_seconds < 60:
         raise ConfigError("auth.token.ttl_seconds", "must be at least 60")
     for i, rule in enumerate(auth.rules):
