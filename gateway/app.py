@@ -105,6 +105,15 @@ def upstream_factory(config: Config) -> Any:
     return upstream_for
 
 
+def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
+    """No total (a blob may take long), but every wait on the far end is bounded; aiohttp's
+    ``connect`` covers waiting for a pooled connection and opening a new one."""
+    up = config.upstream
+    return aiohttp.ClientTimeout(
+        total=None, connect=up.http_pool_timeout_seconds + up.http_connect_timeout_seconds,
+        sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
+
+
 def build_app(config: Config) -> web.Application:
     app = web.Application(middlewares=[access_log, oci_errors, count_upstream_calls])
     app[CONFIG] = config
@@ -150,8 +159,8 @@ def build_app(config: Config) -> web.Application:
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
-        app[HTTP_CLIENT] = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        app[HTTP_CLIENT] = aiohttp.ClientSession(auto_decompress=False,
+                                                 timeout=http_timeouts(config))
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         yield
         sweeper.cancel()

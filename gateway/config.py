@@ -133,6 +133,13 @@ class UpstreamConfig:
     call_timeout_seconds: float = 60.0
     connect_timeout_seconds: float = 5.0
     max_connections: int = 64
+    # The gateway's own HTTP client (blob downloads in proxy mode and for mounts, the ECR
+    # Public registry): to open a connection, to wait for a free one in the pool, and the
+    # longest silence while reading an answer. An upstream that stops answering fails the
+    # request with 503 instead of holding it for ever.
+    http_connect_timeout_seconds: float = 10.0
+    http_pool_timeout_seconds: float = 30.0
+    http_read_timeout_seconds: float = 60.0
     # Circuit breaker: after this many consecutive outage failures (no answer, 5xx) calls to
     # the endpoint fail at once with 503 for breaker_open_seconds, then one probe goes (0: off).
     breaker_failures: int = 5
@@ -406,6 +413,10 @@ def _check(config: Config) -> None:
         except ValueError:
             raise ConfigError(f"trusted_proxies[{i}]", f"is not an address or CIDR: {cidr!r}"
                               ) from None
+    for key in ("http_connect_timeout_seconds", "http_pool_timeout_seconds",
+                "http_read_timeout_seconds"):
+        if getattr(config.upstream, key) <= 0:
+            raise ConfigError(f"upstream.{key}", "must be more than 0")
     if config.state.backend == "redis" and not config.state.redis_url:
         raise ConfigError("state.redis_url", "is required when state.backend is redis")
     _check_auth(config)
