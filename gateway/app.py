@@ -170,8 +170,9 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
-    install_auth(app, config, clients, policy, router)
+    authenticator = install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_metrics_route(app)
+    if config.metrics_listen is None:  # else served on its own listener (gateway/serve.py)
+        add_metrics_route(app, authenticator.require_login if authenticator else None)
     return app

@@ -266,6 +266,9 @@ class Config:
     shutdown_grace_seconds: float = 30.0  # SIGTERM: in-flight requests get this long
     # Peers (CIDRs) whose X-Forwarded-Proto/-Host/-For are believed; nobody else's are.
     trusted_proxies: list[str] = field(default_factory=list)
+    # HOST:PORT of a listener serving only /metrics (no credentials asked there). None:
+    # /metrics on the main listener, behind a login when authentication is on.
+    metrics_listen: str | None = None
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     routes: list[RouteConfig] = field(default_factory=list)
     # Upstream registry host (containerd's ?ns=) → ECR target. Empty: ns is ignored and
@@ -413,6 +416,11 @@ def _check(config: Config) -> None:
         except ValueError:
             raise ConfigError(f"trusted_proxies[{i}]", f"is not an address or CIDR: {cidr!r}"
                               ) from None
+    if config.metrics_listen is not None:
+        m_host, _, m_port = config.metrics_listen.rpartition(":")
+        if not m_host or not m_port.isdigit() or int(m_port) > 65535:
+            raise ConfigError("metrics_listen", f"must be HOST:PORT, got "
+                              f"{config.metrics_listen!r}")
     for key in ("http_connect_timeout_seconds", "http_pool_timeout_seconds",
                 "http_read_timeout_seconds"):
         if getattr(config.upstream, key) <= 0:

@@ -21,6 +21,7 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
+from gateway.observability.metrics import metrics_app
 from gateway.oci.limits import server_options
 from gateway.oci.server import OciAppRunner
 
@@ -87,6 +88,13 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
                        ssl_context=tls.context if tls else None)
     await site.start()
+    metrics_runner: web.AppRunner | None = None
+    if config.metrics_listen is not None:
+        host, _, port_text = config.metrics_listen.rpartition(":")
+        metrics_runner = web.AppRunner(metrics_app(app), access_log=None, handle_signals=False)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, host.strip("[]"), int(port_text)).start()
+        log.info("metrics on http://%s/metrics", config.metrics_listen)
     tls_watch = asyncio.create_task(tls.watch()) if tls else None
     sockets = runner.addresses
     port = sockets[0][1] if sockets else config.listen_port
@@ -104,6 +112,8 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     if tls_watch is not None:
         tls_watch.cancel()
     await graceful_stop(runner, config.shutdown_grace_seconds)
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -101,6 +101,11 @@ def denied(scope: Scope, subject: str) -> OciError:
     return OciError(oci.DENIED, {"subject": subject, "scope": str(scope)})
 
 
+def metrics_login_required() -> OciError:
+    return OciError(oci.UNAUTHORIZED, {}, message="the metrics need a login",
+                    headers={"WWW-Authenticate": 'Basic realm="ecr-gateway metrics"'})
+
+
 def too_many_failures(retry_after: int) -> OciError:
     return OciError(oci.TOOMANYREQUESTS, {"retry_after_seconds": retry_after},
                     message="too many failed logins; try again later",

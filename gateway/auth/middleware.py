@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.auth.aws import AwsIdentities
-from gateway.auth.challenge import Challenger, denied
+from gateway.auth.challenge import Challenger, denied, metrics_login_required
 from gateway.auth.forwarded import client_address
 from gateway.auth.logins import Logins, parse_basic
 from gateway.auth.rules import AccessRules
@@ -102,6 +102,12 @@ class Authenticator:
             return await handler(request)
         finally:
             caller_credentials.reset(reset)
+
+    async def require_login(self, request: web.Request) -> None:
+        """Any valid login (Basic, or a token issued to a user) may read ``/metrics``."""
+        principal = await self.authenticate(request)
+        if principal.subject is None:
+            raise metrics_login_required()
 
     # -- may they do it ---------------------------------------------------------------------
 
