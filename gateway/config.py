@@ -195,7 +195,9 @@ class StateConfig:
     (shared by every replica, so any replica can continue any session)."""
 
     backend: str = "local"
-    redis_url: str | None = None  # redis://[:password@]host:port/db
+    redis_url: str | None = None  # redis://host:port/db (a password here shows in configs)
+    # A file holding the Redis password (a mounted Secret): kept out of the URL and config.
+    redis_password_file: str | None = None
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
     lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
@@ -427,6 +429,10 @@ def _check(config: Config) -> None:
             raise ConfigError(f"upstream.{key}", "must be more than 0")
     if config.state.backend == "redis" and not config.state.redis_url:
         raise ConfigError("state.redis_url", "is required when state.backend is redis")
+    if config.state.redis_password_file and config.state.redis_url and \
+            re.match(r"^[a-z]+://[^/@]*:[^/@]*@", config.state.redis_url):
+        raise ConfigError("state.redis_password_file", "and a password in state.redis_url: "
+                          "give one of them")
     _check_auth(config)
     prefixes = [route.prefix for route in config.routes]
     if len(prefixes) != len(set(prefixes)):

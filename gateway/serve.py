@@ -148,6 +148,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
     try:
         asyncio.run(_run(config, tls))
+    except ConfigError as exc:  # found while building the application (a file unreadable)
+        print(f"ecr-gateway: refusing to start: {exc}", file=sys.stderr)
+        return 2
     finally:
         if emulator:
             emulator.stop()
