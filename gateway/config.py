@@ -10,6 +10,7 @@ the key's dotted path and the reason.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -410,11 +411,9 @@ def _check(config: Config) -> None:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}") from None
     if not host or not 0 <= port <= 65535:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}")
-    from gateway.auth.forwarded import parse_networks
-
     for i, cidr in enumerate(config.trusted_proxies):
         try:
-            parse_networks([cidr])
+            ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError:
             raise ConfigError(f"trusted_proxies[{i}]", f"is not an address or CIDR: {cidr!r}"
                               ) from None

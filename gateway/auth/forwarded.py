@@ -60,7 +60,7 @@ class ProxyTrust:
             if not self.trusts(hop):
                 found = _address(hop)
                 return str(found) if found is not None else remote
-        return str(_address(hops[0])) if hops and _address(hops[0]) else remote
+        return remote  # only proxies in the chain: the request began at one of them
 
     def scheme(self, request: web.Request) -> str:
         forwarded = (self._forwarded(request, "X-Forwarded-Proto") or "").lower()
