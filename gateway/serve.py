@@ -111,9 +111,9 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
              config.shutdown_grace_seconds)
     if tls_watch is not None:
         tls_watch.cancel()
-    await graceful_stop(runner, config.shutdown_grace_seconds)
     if metrics_runner is not None:
         await metrics_runner.cleanup()
+    await graceful_stop(runner, config.shutdown_grace_seconds)
 
 
 def run_from_args(args: argparse.Namespace) -> int:
