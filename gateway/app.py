@@ -88,6 +88,15 @@ async def _expire_idle_sessions(app: web.Application) -> None:
             log.exception("expiring idle upload sessions failed")
 
 
+def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
+    """No total (a blob may take long), but every wait on the far end is bounded; aiohttp's
+    ``connect`` covers waiting for a pooled connection and opening a new one."""
+    up = config.upstream
+    return aiohttp.ClientTimeout(
+        total=None, connect=up.http_pool_timeout_seconds + up.http_connect_timeout_seconds,
+        sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
+
+
 def upstream_factory(config: Config) -> Any:
     up = config.upstream
 
@@ -103,15 +112,6 @@ def upstream_factory(config: Config) -> Any:
                         session_token=up.session_token)
 
     return upstream_for
-
-
-def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
-    """No total (a blob may take long), but every wait on the far end is bounded; aiohttp's
-    ``connect`` covers waiting for a pooled connection and opening a new one."""
-    up = config.upstream
-    return aiohttp.ClientTimeout(
-        total=None, connect=up.http_pool_timeout_seconds + up.http_connect_timeout_seconds,
-        sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
 
 
 def build_app(config: Config) -> web.Application:

@@ -21,7 +21,6 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
-from gateway.observability.metrics import metrics_app
 from gateway.oci.limits import server_options
 from gateway.oci.server import OciAppRunner
 
@@ -90,6 +89,8 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     await site.start()
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
+        from gateway.observability.metrics import metrics_app
+
         host, _, port_text = config.metrics_listen.rpartition(":")
         metrics_runner = web.AppRunner(metrics_app(app), access_log=None, handle_signals=False)
         await metrics_runner.setup()
