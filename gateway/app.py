@@ -90,6 +90,15 @@ async def _expire_idle_sessions(app: web.Application) -> None:
             log.exception("expiring idle upload sessions failed")
 
 
+def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
+    """No total (a blob may take long), but every wait on the far end is bounded; aiohttp's
+    ``connect`` covers waiting for a pooled connection and opening a new one."""
+    up = config.upstream
+    return aiohttp.ClientTimeout(
+        total=None, connect=up.http_pool_timeout_seconds + up.http_connect_timeout_seconds,
+        sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
+
+
 def upstream_factory(config: Config) -> Any:
     up = config.upstream
 
@@ -160,7 +169,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
         app[HTTP_CLIENT] = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False, timeout=http_timeouts(config),
             trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         yield
@@ -174,8 +183,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
-    install_auth(app, config, clients, policy, router)
+    authenticator = install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_metrics_route(app)
+    if config.metrics_listen is None:  # else served on its own listener (gateway/serve.py)
+        add_metrics_route(app, authenticator.require_login if authenticator else None)
     return app

@@ -159,6 +159,13 @@ class UpstreamConfig:
     call_timeout_seconds: float = 60.0
     connect_timeout_seconds: float = 5.0
     max_connections: int = 64
+    # The gateway's own HTTP client (blob downloads in proxy mode and for mounts, the ECR
+    # Public registry): to open a connection, to wait for a free one in the pool, and the
+    # longest silence while reading an answer. An upstream that stops answering fails the
+    # request with 503 instead of holding it for ever.
+    http_connect_timeout_seconds: float = 10.0
+    http_pool_timeout_seconds: float = 30.0
+    http_read_timeout_seconds: float = 60.0
     # Circuit breaker: after this many consecutive outage failures (no answer, 5xx) calls to
     # the endpoint fail at once with 503 for breaker_open_seconds, then one probe goes (0: off).
     breaker_failures: int = 5
@@ -214,7 +221,9 @@ class StateConfig:
     (shared by every replica, so any replica can continue any session)."""
 
     backend: str = "local"
-    redis_url: str | None = None  # redis://[:password@]host:port/db
+    redis_url: str | None = None  # redis://host:port/db (a password here shows in configs)
+    # A file holding the Redis password (a mounted Secret): kept out of the URL and config.
+    redis_password_file: str | None = None
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
     lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
@@ -224,7 +233,11 @@ class StateConfig:
 class TokenConfig:
     """The gateway's own token server (docker token auth)."""
 
-    realm: str | None = None  # None: <scheme>://<host the client used>/token
+    # Where clients are sent for tokens (and send their passwords). None: the host the
+    # client used if it is in realm_hosts (or a loopback name on a loopback listener), else
+    # the address the connection arrived on.
+    realm: str | None = None
+    realm_hosts: list[str] = field(default_factory=list)  # host[:port] as clients write it
     service: str = "ecr-gateway"
     issuer: str = "ecr-gateway"
     ttl_seconds: int = 300
@@ -279,6 +292,11 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
     shutdown_grace_seconds: float = 30.0  # SIGTERM: in-flight requests get this long
+    # Peers (CIDRs) whose X-Forwarded-Proto/-Host/-For are believed; nobody else's are.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # HOST:PORT of a listener serving only /metrics (no credentials asked there). None:
+    # /metrics on the main listener, behind a login when authentication is on.
+    metrics_listen: str | None = None
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     routes: list[RouteConfig] = field(default_factory=list)
     # Upstream registry host (containerd's ?ns=) → ECR target. Empty: ns is ignored and
@@ -418,8 +436,27 @@ def _check(config: Config) -> None:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}") from None
     if not host or not 0 <= port <= 65535:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}")
+    for i, cidr in enumerate(config.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies[{i}]", f"is not an address or CIDR: {cidr!r}"
+                              ) from None
+    if config.metrics_listen is not None:
+        m_host, _, m_port = config.metrics_listen.rpartition(":")
+        if not m_host or not m_port.isdigit() or int(m_port) > 65535:
+            raise ConfigError("metrics_listen", f"must be HOST:PORT, got "
+                              f"{config.metrics_listen!r}")
+    for key in ("http_connect_timeout_seconds", "http_pool_timeout_seconds",
+                "http_read_timeout_seconds"):
+        if getattr(config.upstream, key) <= 0:
+            raise ConfigError(f"upstream.{key}", "must be more than 0")
     if config.state.backend == "redis" and not config.state.redis_url:
         raise ConfigError("state.redis_url", "is required when state.backend is redis")
+    if config.state.redis_password_file and config.state.redis_url and \
+            re.match(r"^[a-z]+://[^/@]*:[^/@]*@", config.state.redis_url):
+        raise ConfigError("state.redis_password_file", "and a password in state.redis_url: "
+                          "give one of them")
     _check_auth(config)
     prefixes = [route.prefix for route in config.routes]
     if len(prefixes) != len(set(prefixes)):
@@ -512,6 +549,9 @@ def _check_auth(config: Config) -> None:
         raise ConfigError("auth.htpasswd_file", "is required when auth.mode is htpasswd")
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("tls", "cert_file and key_file go together")
+    realm = auth.token.realm
+    if realm is not None and not re.match(r"^https?://[^/\s]+", realm):
+        raise ConfigError("auth.token.realm", f"must be an http(s) URL, got {realm!r}")
     if auth.token.ttl_seconds < 60:
         raise ConfigError("auth.token.ttl_seconds", "must be at least 60")
     for i, rule in enumerate(auth.rules):

@@ -97,6 +97,15 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
                        ssl_context=tls.context if tls else None)
     await site.start()
+    metrics_runner: web.AppRunner | None = None
+    if config.metrics_listen is not None:
+        from gateway.observability.metrics import metrics_app
+
+        host, _, port_text = config.metrics_listen.rpartition(":")
+        metrics_runner = web.AppRunner(metrics_app(app), access_log=None, handle_signals=False)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, host.strip("[]"), int(port_text)).start()
+        log.info("metrics on http://%s/metrics", config.metrics_listen)
     tls_watch = asyncio.create_task(tls.watch()) if tls else None
     sockets = runner.addresses
     port = sockets[0][1] if sockets else config.listen_port
@@ -113,6 +122,8 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
              config.shutdown_grace_seconds)
     if tls_watch is not None:
         tls_watch.cancel()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await graceful_stop(runner, config.shutdown_grace_seconds)
     if tracing is not None:
         await asyncio.to_thread(tracing.shutdown)  # the last spans, sent before exit
@@ -156,6 +167,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     emulator = start_embedded(config)
     try:
         asyncio.run(_run(config, tls))
+    except ConfigError as exc:  # found while building the application (a file unreadable)
+        print(f"ecr-gateway: refusing to start: {exc}", file=sys.stderr)
+        return 2
     finally:
         if emulator:
             emulator.stop()

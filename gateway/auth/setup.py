@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth.aws import AwsIdentities
 from gateway.auth.challenge import Challenger
+from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.logins import AwsBackend, HtpasswdBackend, Logins, PasswordBackend
 from gateway.auth.middleware import Authenticator
@@ -70,7 +71,11 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
     limits = auth.rate_limit
     logins = Logins(backend, FailedLogins(limits.window_seconds, limits.max_failures_per_user,
                                           limits.max_failures_per_address))
-    challenger = Challenger(auth.token.realm, auth.token.service)
+    trust = ProxyTrust(parse_networks(config.trusted_proxies))
+    app[PROXY_TRUST] = trust
+    challenger = Challenger(auth.token.realm, auth.token.service,
+                            frozenset(host.lower() for host in auth.token.realm_hosts), trust,
+                            config.listen)
     authenticator = Authenticator(tokens, rules, logins, challenger, identities)
     app.middlewares.append(authenticator.middleware)
     app[ACCESS_CHECK] = authenticator.check_access

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,8 @@ from gateway.observability.metrics import UPSTREAM_CALLS, outcome_of, upstream_a
 from gateway.observability.tracing import EcrAttemptSpan
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+
+log = logging.getLogger(__name__)
 
 # Per-request tally of upstream calls, read by the access log.
 upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -97,6 +100,8 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code not in THROTTLES and status >= 500:
             code = "ServerException"
+        # The client sees this message scrubbed of account ids and ARNs; operators see all.
+        log.info("ECR %s answered %s: %s", action, code, error.get("Message", ""))
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
     except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},

@@ -490,8 +490,14 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 async def _url_chunks(client: aiohttp.ClientSession, url: str) -> AsyncIterator[bytes]:
-    async with client.get(url) as response:
-        if response.status != 200:
-            raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
-        async for chunk in response.content.iter_chunked(1 << 20):
-            yield chunk
+    try:
+        async with client.get(url) as response:
+            if response.status != 200:
+                raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
+            async for chunk in response.content.iter_chunked(1 << 20):
+                yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Unreachable or silent past the client's timeouts (no URL: it is a credential).
+        raise OciError(oci.UNAVAILABLE, {"blob_download": type(exc).__name__},
+                       message="the blob store did not answer in time",
+                       headers={"Retry-After": "1"}) from exc

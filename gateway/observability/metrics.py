@@ -143,5 +143,28 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def add_metrics_route(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics_handler)
+# Refuses a request that may not read the metrics (raises); None: anyone may.
+MetricsGuard = Callable[[web.Request], Awaitable[None]]
+
+
+def add_metrics_route(app: web.Application, guard: MetricsGuard | None = None) -> None:
+    if guard is None:
+        app.router.add_get("/metrics", metrics_handler)
+        return
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        await guard(request)
+        return await metrics_handler(request)
+
+    app.router.add_get("/metrics", guarded)
+
+
+def metrics_app(main: web.Application) -> web.Application:
+    """``/metrics`` alone, for its own listener (``metrics_listen``): reachable only by
+    whoever can reach that address, so no credentials are asked."""
+    app = web.Application()
+    count = main.get(SESSION_COUNT)
+    if count is not None:
+        app[SESSION_COUNT] = count
+    add_metrics_route(app)
+    return app

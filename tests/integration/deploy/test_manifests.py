@@ -163,7 +163,24 @@ def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) ->
     assert config.state.backend == "redis"
     redis_host = config.state.redis_url.split("//", 1)[1].split(":", 1)[0]
     _one(docs, "Service", redis_host)
-    _one(docs, "Deployment", redis_host)
+    redis = _one(docs, "Deployment", redis_host)
+    # Redis requires the password from the Secret the gateway reads it from (never in a URL).
+    (server,) = redis["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
+    assert server["args"][server["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert env["REDIS_PASSWORD"]["name"] == "ecr-gateway-redis"
+    assert "@" not in config.state.redis_url
+    secret_mounts = {m["mountPath"]: m["name"] for m in gateway["volumeMounts"]}
+    password_file = Path(config.state.redis_password_file)
+    volume = {v["name"]: v for v in pod["volumes"]}[secret_mounts[str(password_file.parent)]]
+    assert volume["secret"]["secretName"] == env["REDIS_PASSWORD"]["name"]
+    assert {"key": env["REDIS_PASSWORD"]["key"], "path": password_file.name} in \
+        volume["secret"]["items"]
+    # Tokens are fetched from the configured address, not one a client's Host names; the
+    # metrics have their own port.
+    assert config.auth.token.realm and config.auth.token.realm.startswith("https://")
+    metrics_port = int(config.metrics_listen.rsplit(":", 1)[1])
+    assert metrics_port in [p["containerPort"] for p in gateway["ports"]]
     # htpasswd and the signing key come from the mounted Secret, the same on every replica.
     mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
