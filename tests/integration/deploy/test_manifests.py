@@ -65,16 +65,22 @@ def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
-@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_resource_validates_strictly(built: dict[str, list[dict[str, Any]]],
-                                           version: str) -> None:
-    for overlay, docs in built.items():
+def validate_strictly(shapes: dict[str, list[dict[str, Any]]], version: str) -> None:
+    """Every resource of every shape against ``version``'s schema, unknown fields refused."""
+    for shape, docs in shapes.items():
+        assert docs, shape
         for doc in docs:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                raise AssertionError(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} "
+                raise AssertionError(f"{shape}: {doc['kind']}/{doc['metadata']['name']} "
                                      f"invalid for Kubernetes {version}: {exc}") from None
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_resource_validates_strictly(built: dict[str, list[dict[str, Any]]],
+                                           version: str) -> None:
+    validate_strictly(built, version)
 
 
 def test_every_pod_is_non_root_with_limits(built: dict[str, list[dict[str, Any]]]) -> None:
