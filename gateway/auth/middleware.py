@@ -115,8 +115,9 @@ class Authenticator:
                  action: str) -> None:
         scope = needed_scope(name, action)
         exact = Scope(scope.type, scope.name, frozenset({action}) if name else scope.actions)
-        if principal.token is not None and principal.token.allows(exact):
-            return
+        if principal.token is not None and principal.token.allows(exact) and (
+                name is None or action in self.rules.ecr_allowed(principal.subject, name)):
+            return  # a token names the client name; the ECR repository is checked now
         if principal.token is None and self._rules_allow(principal.subject, name, action):
             return
         if principal.subject is None:

@@ -120,6 +120,19 @@ class Router:
         target = self.resolve(name, ns)
         return target is not None and target.route.anonymous_pull
 
+    def mirrored(self, target: Target) -> bool:
+        """Whether ``target``'s ECR repository is one a mirror serves (under a mirror's
+        repository_prefix, in the same kind of registry and region; a registry id left to
+        default may be any), whichever route or mirror the request came through."""
+        for mirror in self._mirrors.values():
+            if (mirror.upstream_kind == target.route.upstream_kind
+                    and self.region_of(mirror) == target.region
+                    and (mirror.registry_id is None or target.registry_id is None
+                         or mirror.registry_id == target.registry_id)
+                    and _strip(target.repository, mirror.repository_prefix) is not None):
+                return True
+        return False
+
     def client_name(self, route: RouteConfig, repository: str) -> str | None:
         """The client-facing name of an ECR repository seen through ``route`` (or None)."""
         rest = _strip(repository, route.repository_prefix)

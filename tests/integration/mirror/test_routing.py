@@ -130,8 +130,8 @@ def test_mirror_config_and_anonymous_pull_flag(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
         "mirrors:\n"
-        "  docker.io: {repository_prefix: docker-hub}\n"
-        "  ghcr.io: {repository_prefix: ghcr, anonymous_pull: false}\n"
+        "  docker.io: {repository_prefix: docker-hub, anonymous_pull: true}\n"
+        "  ghcr.io: {repository_prefix: ghcr}\n"
         f"  {ECR_HOST_EU}:\n"
         "  public.ecr.aws: {}\n"
         "routes:\n  - {prefix: '', repository_prefix: local}\n")
@@ -148,7 +148,7 @@ def test_mirror_config_and_anonymous_pull_flag(tmp_path: Path) -> None:
     assert public.key == ("ecr-public:", "us-east-1", "emulator/x")
     assert router.resolve("x", "quay.io") is None
     assert router.anonymous_pull("library/nginx", "docker.io")
-    assert not router.anonymous_pull("o/app", "ghcr.io")
+    assert not router.anonymous_pull("o/app", "ghcr.io")  # mirrors default to credentials
     assert not router.anonymous_pull("library/nginx")  # routes default to credentials
 
 
