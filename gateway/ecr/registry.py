@@ -86,7 +86,7 @@ class EcrRegistry:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
-        return target
+        return target.check_name()
 
     async def _client(self, target: Target) -> Any:
         if self.public.serves(target):
