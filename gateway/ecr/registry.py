@@ -107,7 +107,7 @@ class EcrRegistry:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
-        return target
+        return target.check_name()
 
     async def _client(self, target: Target) -> Any:
         if self.public.serves(target):
@@ -142,6 +142,11 @@ class EcrRegistry:
             await self._call(target, "SetRepositoryPolicy", policyText=policy)
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
+
+    async def create_repository_for(self, name: str) -> None:
+        """Create the repository ``name`` maps to with its route's settings, whatever the
+        route says of clients' pushes (pull-through fills it); one that exists is kept."""
+        await self._create_repository(self._target(name))
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
@@ -631,8 +636,14 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 async def _url_chunks(client: aiohttp.ClientSession, url: str,
                       headers: dict[str, str]) -> AsyncIterator[bytes]:
-    async with client.get(url, headers=headers) as response:
-        if response.status != 200:
-            raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
-        async for chunk in response.content.iter_chunked(1 << 20):
-            yield chunk
+    try:
+        async with client.get(url, headers=headers) as response:
+            if response.status != 200:
+                raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
+            async for chunk in response.content.iter_chunked(1 << 20):
+                yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Unreachable or silent past the client's timeouts (no URL: it is a credential).
+        raise OciError(oci.UNAVAILABLE, {"blob_download": type(exc).__name__},
+                       message="the blob store did not answer in time",
+                       headers={"Retry-After": "1"}) from exc

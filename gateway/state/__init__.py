@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
@@ -16,7 +16,8 @@ def session_store(config: Config) -> SessionStore:
 
         idle = config.uploads.idle_timeout_seconds
         assert config.state.redis_url, "checked when the configuration was loaded"
-        return RedisSessionStore(config.state.redis_url, prefix=config.state.key_prefix,
+        return RedisSessionStore(config.state.redis_url, password=_redis_password(config),
+                                 prefix=config.state.key_prefix,
                                  lock_ttl=config.state.lock_ttl_seconds,
                                  lock_wait=config.state.lock_wait_seconds,
                                  expire_after=max(idle * 2, idle + 300))
@@ -31,7 +32,8 @@ def cache_events(config: Config) -> CacheEvents:
         from gateway.state.events import RedisCacheEvents
 
         assert config.state.redis_url, "checked when the configuration was loaded"
-        return RedisCacheEvents(config.state.redis_url, config.state.key_prefix)
+        return RedisCacheEvents(config.state.redis_url, config.state.key_prefix,
+                                password=_redis_password(config))
     return NoEvents()
 
 
@@ -41,4 +43,17 @@ def staged_peers(config: Config) -> StagedPeers | None:
         return None
     assert config.state.redis_url, "checked when the configuration was loaded"
     return StagedPeers(config.state.redis_url, config.state.key_prefix,
-                       keep_seconds=2 * config.uploads.idle_timeout_seconds)
+                       keep_seconds=2 * config.uploads.idle_timeout_seconds,
+                       password=_redis_password(config))
+
+
+def _redis_password(config: Config) -> str | None:
+    path = config.state.redis_password_file
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError as exc:
+        raise ConfigError("state.redis_password_file",
+                          f"cannot read {path}: {exc.strerror}") from None

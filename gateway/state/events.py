@@ -55,9 +55,10 @@ class NoEvents:
 
 
 class RedisCacheEvents:
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, *, password: str | None = None) -> None:
         self._redis: Any = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10,
+            url, password=password, decode_responses=True, socket_connect_timeout=5,
+            socket_timeout=10,
             health_check_interval=5)
         self._channel = f"{prefix}cache"
         self._id = uuid.uuid4().hex

@@ -46,9 +46,11 @@ return 0
 
 
 class StagedPeers:
-    def __init__(self, url: str, prefix: str, keep_seconds: float) -> None:
+    def __init__(self, url: str, prefix: str, keep_seconds: float, *,
+                 password: str | None = None) -> None:
         self._redis: Any = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=10)
+            url, password=password, decode_responses=True, socket_connect_timeout=5,
+            socket_timeout=10)
         self._prefix = prefix
         self._keep_ms = max(int(keep_seconds * 1000), 1000)
         self._key: bytes | None = None
