@@ -22,9 +22,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 log = logging.getLogger(__name__)
 
 RepoKey = tuple[str | None, str, str]
@@ -56,6 +53,11 @@ class NoEvents:
 
 class RedisCacheEvents:
     def __init__(self, url: str, prefix: str, *, password: str | None = None) -> None:
+        # redis is imported only when Redis is used (importing it loads a telemetry SDK).
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
         self._redis: Any = aioredis.Redis.from_url(
             url, password=password, decode_responses=True, socket_connect_timeout=5,
             socket_timeout=10,
@@ -68,7 +70,7 @@ class RedisCacheEvents:
         notice = json.dumps({"from": self._id, "kind": kind, "repo": list(repo), "ref": ref})
         try:
             await self._redis.publish(self._channel, notice)
-        except RedisError as exc:
+        except self._errors as exc:
             # The change itself is done in ECR; peers see it within the caches' own bounds
             # (and flush everything when their subscription comes back).
             log.warning("cache notice for %s %s not sent: %s: %s", kind, ref,
@@ -94,7 +96,7 @@ class RedisCacheEvents:
                             self._apply(message["data"], apply)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except self._errors as exc:
                 reset()
                 log.warning("cache notices: subscription lost (%s: %s); caches flushed, "
                             "retrying in %.1fs", type(exc).__name__, str(exc)[:120], delay)

@@ -32,9 +32,6 @@ import logging
 import secrets
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 log = logging.getLogger(__name__)
 
 PROOF_HEADER = "X-Peer-Proof"
@@ -48,6 +45,11 @@ return 0
 class StagedPeers:
     def __init__(self, url: str, prefix: str, keep_seconds: float, *,
                  password: str | None = None) -> None:
+        # redis is imported only when Redis is used (importing it loads a telemetry SDK).
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[Exception], ...] = (RedisError,)
         self._redis: Any = aioredis.Redis.from_url(
             url, password=password, decode_responses=True, socket_connect_timeout=5,
             socket_timeout=10)
@@ -70,13 +72,13 @@ class StagedPeers:
             return
         try:
             await self._note(keys=[self._session(upload_id)], args=[self.self_url])
-        except RedisError as exc:
+        except self._errors as exc:
             log.warning("spool of %s not recorded: %s", upload_id, type(exc).__name__)
 
     async def spool_holder(self, upload_id: str) -> str | None:
         try:
             found = await self._redis.hget(self._session(upload_id), "spool")
-        except RedisError:
+        except self._errors:
             return None
         return str(found) if found else None
 
@@ -98,7 +100,7 @@ class StagedPeers:
                 pipe.hset(self._staged(digest), holder, upload)
                 pipe.pexpire(self._staged(digest), self._keep_ms)
                 await pipe.execute()
-        except RedisError as exc:  # then only this replica serves it, as without Redis
+        except self._errors as exc:  # then only this replica serves it, as without Redis
             log.warning("staged copy of %s not announced: %s", digest, type(exc).__name__)
 
     async def holders(self, digest: str) -> list[tuple[str, str]]:
@@ -106,7 +108,7 @@ class StagedPeers:
         one first."""
         try:
             found = await self._redis.hgetall(self._staged(digest))
-        except RedisError as exc:
+        except self._errors as exc:
             log.warning("staged copies of %s not looked up: %s", digest, type(exc).__name__)
             return []
         return sorted(((str(url), str(upload)) for url, upload in found.items()),
@@ -118,7 +120,7 @@ class StagedPeers:
     async def check(self, digest: str, proof: str) -> bool:
         try:
             expected = await self.proof(digest)
-        except RedisError:
+        except self._errors:
             return False
         return hmac.compare_digest(expected, proof)
 
