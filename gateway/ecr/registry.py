@@ -169,7 +169,7 @@ class EcrRegistry:
             cached = self.caches.url(target.key, digest)
             if cached is not None:
                 return BlobLocation(-1, url=cached)
-        staged = self._staging.find(digest)
+        staged = await self._staging.find(digest)
         if staged is not None:
             size = await self.stat_blob(name, digest)  # is it in *this* repository?
             if size is not None:
