@@ -246,10 +246,14 @@ class BlobCache:
         cache_event("blob", "fill")
         self._fill_ended(fill)
 
-    def _fill_ended(self, fill: BlobFill) -> None:
+    def _release(self, fill: BlobFill) -> None:
+        """The fill will keep nothing: reads waiting for it go ahead (each on its own)."""
         if self._fills.get(fill.hexpart) is fill:
             del self._fills[fill.hexpart]
         fill.ended.set()
+
+    def _fill_ended(self, fill: BlobFill) -> None:
+        self._release(fill)
         self._unlink_later(self._evict(0))
 
     def _evict(self, room: int) -> list[Path]:
@@ -287,11 +291,6 @@ class BlobFill:
         self._hash = hashlib.sha256()
         self._done = False
         self.written = 0
-
-    @property
-    def active(self) -> bool:
-        """Whether the copy is still on its way to being kept."""
-        return self._handle is not None
 
     async def start(self, size: int | None) -> None:
         self._expected = size
@@ -369,9 +368,9 @@ class BlobFill:
         if handle is not None:
             _close_later(handle)
             cache_event("blob", "fill_abandoned")
-        if self.reserved:
-            self.reserved = 0
+        self.reserved = 0
         self._cache._unlink_later([tmp] if tmp is not None else [])
+        self._cache._release(self)
 
     def abort(self) -> None:
         """End the fill without keeping anything (a no-op once committed)."""
