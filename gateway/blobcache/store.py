@@ -136,8 +136,12 @@ class BlobCache:
         path = self._blobs / hexpart
         try:
             handle: BinaryIO | None = await asyncio.to_thread(open, path, "rb")
-        except OSError:
-            handle = None
+        except FileNotFoundError:
+            handle = None  # removed behind the cache's back: dropped below
+        except OSError as exc:  # out of file descriptors, say: the file may be fine
+            log.warning("blob cache: cannot open %s: %s", digest, exc)
+            cache_event("blob", "miss")
+            return None
         try:
             size = os.fstat(handle.fileno()).st_size if handle is not None else -1
             if size != entry.size:

@@ -12,8 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -245,7 +244,12 @@ class EcrRegistry:
     async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
         location = await self.locate_blob(name, digest)
         if location.path is not None:
-            return _file_chunks(location.path)
+            try:
+                return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
+            except FileNotFoundError:  # removed since it was found: ask ECR
+                location = await self.locate_blob(name, digest)
+                if location.path is not None:
+                    return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
         return _url_chunks(self._http(), location.url)
 
@@ -475,8 +479,7 @@ def _delete_failure(failure: dict[str, Any], reference: str) -> OciError:
                     message=failure.get("failureReason") or "upstream delete failed")
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(open, path, "rb")
+async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
     try:
         while chunk := await asyncio.to_thread(handle.read, 1 << 20):
             yield chunk

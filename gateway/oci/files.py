@@ -37,7 +37,9 @@ async def send_file(request: web.Request, handle: BinaryIO, size: int,
             if transport is None:
                 raise ConnectionResetError("client went away")
             # Falls back to reads in worker threads where sendfile is unavailable.
-            await loop.sendfile(transport, handle, start, count)
+            if await loop.sendfile(transport, handle, start, count) < count:
+                transport.abort()  # the file is shorter than the blob: a broken transfer
+                return response
         await response.write_eof()
         return response
     finally:
