@@ -86,7 +86,10 @@ def _hash_file(path: Path) -> str:
 
 def _unlink_all(paths: list[Path]) -> None:
     for path in paths:
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # left for the next start, which empties tmp/
+            log.warning("blob cache: cannot remove %s: %s", path, exc)
 
 
 class BlobCache:
@@ -271,8 +274,13 @@ class BlobCache:
         return dropped
 
 
+def _close(handle: BinaryIO) -> None:
+    with contextlib.suppress(OSError):  # a fill's copy that is abandoned anyway
+        handle.close()
+
+
 def _close_later(handle: BinaryIO) -> None:
-    asyncio.get_running_loop().run_in_executor(None, handle.close)
+    asyncio.get_running_loop().run_in_executor(None, _close, handle)
 
 
 class BlobFill:

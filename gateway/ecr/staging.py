@@ -15,6 +15,7 @@ that does not match is dropped, and the read goes to ECR instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -170,7 +171,8 @@ def _keep_if_intact(path: Path, digest: str) -> bool:
         return False
     except OSError:
         pass  # unreadable: not servable either
-    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
     return False
 
 
