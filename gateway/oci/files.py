@@ -31,13 +31,15 @@ async def send_file(request: web.Request, handle: BinaryIO, size: int,
         if span is not None:
             response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         response.content_length = count
-        await response.prepare(request)
+        writer = await response.prepare(request)
         if count > 0:
             transport = request.transport
-            if transport is None:
+            if writer is None or transport is None:
                 raise ConnectionResetError("client went away")
             # Falls back to reads in worker threads where sendfile is unavailable.
-            if await loop.sendfile(transport, handle, start, count) < count:
+            sent = await loop.sendfile(transport, handle, start, count)
+            writer.output_size += sent  # bypassed the writer: counted for the access log
+            if sent < count:
                 transport.abort()  # the file is shorter than the blob: a broken transfer
                 return response
         await response.write_eof()
