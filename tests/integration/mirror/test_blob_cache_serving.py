@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 
 MiB = 1024 * 1024
-GiB = 1024 * MiB
+BIG = 768 * MiB  # a cached file whose unlink takes a while
 
 
 def _proxy(start_gateway: StartGateway, cache: Path, max_bytes: int = 64 * MiB
@@ -103,44 +102,63 @@ def _write_synced(path: Path, size: int) -> None:
         os.fsync(handle.fileno())
 
 
-async def test_evicting_a_large_file_does_not_stall_other_requests(
-        gateway: GatewayProcess, start_gateway: StartGateway, tmp_path: Path) -> None:
-    """A cached 1 GiB file is evicted to make room for a new blob while HEAD requests keep
-    coming: none of them waits for the unlink, which takes hundreds of milliseconds (it frees
-    a gigabyte of blocks) and would stall every request if done on the event loop."""
-    cache = tmp_path / "cache"
-    (cache / "sha256").mkdir(parents=True)
-    big = cache / "sha256" / os.urandom(32).hex()  # found at start; evicted before any read
-    await asyncio.to_thread(_write_synced, big, GiB)
-    image = await _image(gateway, 2 * MiB)
-    proxy = _proxy(start_gateway, cache, max_bytes=GiB + MiB)
-    digest = sha256(image.layers[0])
-    blob = f"{proxy.url}/v2/{image.name}/blobs/{digest}"
+async def _slowest_head_while_filling(head_url: str, get_url: str, body: bytes,
+                                     evicted: Path) -> float:
+    """The slowest of back-to-back HEAD requests made while a GET fills the cache and
+    that fill evicts ``evicted``."""
     latencies: list[float] = []
+    stop = asyncio.Event()
 
-    async def probe(session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+    async def probe(session: aiohttp.ClientSession) -> None:
         while not stop.is_set():
             started = time.perf_counter()
-            async with session.head(blob) as r:
+            async with session.head(head_url) as r:
                 assert r.status == 200
             latencies.append(time.perf_counter() - started)
 
     async with aiohttp.ClientSession() as session:
-        async with session.head(blob) as r:  # membership known: HEAD makes no upstream call
+        async with session.head(head_url) as r:  # membership known: no upstream call later
             assert r.status == 200
-        stop = asyncio.Event()
-        prober = asyncio.create_task(probe(session, stop))
+        prober = asyncio.create_task(probe(session))
         await asyncio.sleep(0.3)
         async with aiohttp.ClientSession() as other:
-            assert (await get(other, blob))[2] == image.layers[0]  # fill: evicts the file
+            assert (await get(other, get_url))[2] == body
         for _ in range(100):
-            if not big.exists():
+            if not await asyncio.to_thread(evicted.exists):
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
         stop.set()
         await prober
-    assert not big.exists()
-    # The unlink alone takes ~0.4 s on the event loop; a HEAD normally takes a few ms, and
-    # the bound leaves room for a busy machine's scheduling hiccups.
-    assert max(latencies) < 0.2, (max(latencies), statistics.median(latencies))
+    assert not await asyncio.to_thread(evicted.exists)
+    return max(latencies)
+
+
+async def test_evicting_a_large_file_does_not_stall_other_requests(
+        gateway: GatewayProcess, start_gateway: StartGateway, tmp_path: Path) -> None:
+    """A large cached file (768 MiB) is evicted to make room for a new blob while HEAD requests keep
+    coming: none of them waits for the unlink, which takes hundreds of milliseconds (it frees
+    every block of the file) and would stall every request if done on the event loop. Two
+    evictions are measured and the better one counts: on a busy machine any single request
+    may be descheduled for a while, but a stall on the event loop hits every eviction."""
+    cache = tmp_path / "cache"
+    (cache / "sha256").mkdir(parents=True)
+    # Found at start, never read: the least recently read, so the first to go.
+    bigs = [cache / "sha256" / os.urandom(32).hex() for _ in range(2)]
+    for big in bigs:
+        await asyncio.to_thread(_write_synced, big, BIG)
+    image = await push_image(gateway.url, f"serve/{uuid.uuid4().hex[:10]}",
+                             layer_sizes=(2 * MiB, 2 * MiB))
+    urls = [f"/v2/{image.name}/blobs/{sha256(layer)}" for layer in image.layers]
+    # Room for both files and 1 MiB: the first 2 MiB fill evicts the first file.
+    proxy = _proxy(start_gateway, cache, max_bytes=2 * BIG + MiB)
+    slowest = [await _slowest_head_while_filling(proxy.url + urls[0], proxy.url + urls[0],
+                                                 image.layers[0], bigs[0])]
+    # Now room for the second file, the first blob and 1 MiB: the next fill evicts it.
+    proxy.config["blobs"]["cache"]["max_bytes"] = BIG + 3 * MiB
+    proxy.restart()
+    slowest.append(await _slowest_head_while_filling(
+        proxy.url + urls[0], proxy.url + urls[1], image.layers[1], bigs[1]))
+    # Each unlink takes ~0.3 s on the event loop; a HEAD normally takes a few ms, and the
+    # bound leaves room for a busy machine's scheduling hiccups.
+    assert min(slowest) < 0.12, slowest
