@@ -11,6 +11,7 @@ their sha256 checked as they arrive; nothing is held whole in memory. Every fail
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import re
@@ -145,12 +146,14 @@ class Upstream:
     async def _authenticate(self, session: aiohttp.ClientSession, challenge: str,
                             scope: str) -> None:
         scheme = challenge.split(" ", 1)[0].lower()
-        basic = (aiohttp.BasicAuth(self.credential.username, self.credential.access_token)
-                 if self.credential else None)
+        basic = None
+        if self.credential is not None:
+            pair = f"{self.credential.username}:{self.credential.access_token}".encode()
+            basic = "Basic " + base64.b64encode(pair).decode()
         if scheme == "basic":
             if basic is None:
                 raise UpstreamError("denied", "the upstream registry requires a credential")
-            self._authorization = basic.encode()
+            self._authorization = basic
             return
         if scheme != "bearer":
             raise UpstreamError("denied", "the upstream registry asks for an unknown "
@@ -162,7 +165,8 @@ class Upstream:
         query = {k: v for k, v in (("service", fields.get("service")),
                                    ("scope", fields.get("scope") or scope)) if v}
         try:
-            async with session.get(realm, params=query, auth=basic) as response:
+            headers = {"Authorization": basic} if basic else {}
+            async with session.get(realm, params=query, headers=headers) as response:
                 if response.status != 200:
                     raise _status_error(response.status, "token")
                 answer = await response.json(content_type=None)
