@@ -120,11 +120,11 @@ async def update_template(call: Call, params: Json) -> Json:
         stored = registry.get(db, registry.TEMPLATE, _key(params["prefix"]))
         if stored is None:
             raise _not_found(params["prefix"], state.account_id)
-        merged = _checked({**stored, **{k: params[k] for k in _FIELDS if k in params},
-                           "updatedAt": now})
+        merged = {**stored, **{k: params[k] for k in _FIELDS if k in params}, "updatedAt": now}
         if params.get("imageTagMutability") in ("MUTABLE", "IMMUTABLE") and (
                 "imageTagMutabilityExclusionFilters" not in params):
-            merged.pop("imageTagMutabilityExclusionFilters", None)
+            merged.pop("imageTagMutabilityExclusionFilters", None)  # the new mode has none
+        _checked(merged)
         registry.put(db, registry.TEMPLATE, _key(params["prefix"]), merged, now)
         return merged
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from botocore.session import get_session
-from botocore.utils import xform_name
+from botocore import xform_name
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 
