@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from botocore import xform_name
 from botocore.exceptions import ClientError
 from botocore.session import get_session
-from botocore import xform_name
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 
