@@ -7,7 +7,7 @@ import sqlite3
 import time
 
 from gateway.emulator import image_states, image_store, manifests, paging, store
-from gateway.emulator.actions import pull_through, scanning
+from gateway.emulator.actions import pull_through, scanning, templates
 from gateway.emulator.errors import AwsError
 from gateway.emulator.image_store import Failure, Image
 from gateway.emulator.protocol import Call, Json, action
@@ -29,6 +29,7 @@ async def put_image(call: Call, params: Json) -> Json:
         raise AwsError("InvalidParameterException",
                        f"Invalid parameter at 'imageTag' failed to satisfy constraint: "
                        f"'{tag}' is not a valid image tag")
+    await templates.create_on_push(state, repository, registry_id)
     await state.db.read(store.get_repository, repository, registry_id)
     manifest = manifests.parse(text, params.get("imageManifestMediaType"))
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()

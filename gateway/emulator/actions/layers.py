@@ -17,7 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway.emulator import downloads, store
-from gateway.emulator.actions import pull_through
+from gateway.emulator.actions import pull_through, templates
 from gateway.emulator.actions.common import existing_repository
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Json, action
@@ -69,8 +69,10 @@ async def _imported(state: EmulatorState, repository: str, digest: str) -> bool:
 async def initiate_layer_upload(call: Call, params: Json) -> Json:
     state = call.state
     upload_id = str(uuid.uuid4())
+    registry_id = state.registry_id(params)
+    await templates.create_on_push(state, params["repositoryName"], registry_id)
     await state.db.write(store.create_upload, params["repositoryName"], upload_id, time.time(),
-                         registry_id=state.registry_id(params))
+                         registry_id=registry_id)
     state.hashes[upload_id] = HashProgress(hashlib.sha256(), 0)
     return {"uploadId": upload_id, "partSize": state.settings.part_size}
 

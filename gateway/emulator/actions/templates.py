@@ -3,11 +3,12 @@ and ``create_from_template``, which creates a repository the way a template says
 
 A template applies to the repositories whose name is its prefix or starts with prefix + "/";
 the longest matching prefix wins and ``ROOT`` matches every name. Only templates whose
-``appliedFor`` names the creation path (PULL_THROUGH_CACHE here; CreateRepository never
-uses templates) are consulted. What a template carries — encryption, tag mutability and its
-exclusion filters, resource tags, repository policy, lifecycle policy — becomes the new
-repository's, and its policies are stored as SetRepositoryPolicy and PutLifecyclePolicy
-store them.
+``appliedFor`` names the creation path are consulted (CreateRepository never uses them):
+PULL_THROUGH_CACHE when a pull creates the repository, CREATE_ON_PUSH when InitiateLayerUpload
+or PutImage names a repository that does not exist. What a template carries — encryption, tag
+mutability and its exclusion filters, resource tags, repository policy, lifecycle policy —
+becomes the new repository's, and its policies are stored as SetRepositoryPolicy and
+PutLifecyclePolicy store them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from gateway.emulator import registry_documents as registry
 from gateway.emulator.actions.repositories import EXCLUSION_MODES, _check_tags
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Json, action
+from gateway.emulator.state import EmulatorState
 
 MAX_TEMPLATES = 50  # a registry's quota of repository creation templates
 ROOT = "ROOT"
@@ -189,3 +191,19 @@ def create_from_template(db: sqlite3.Connection, name: str, applied_for: str, *,
         documents.put(db, name, documents.LIFECYCLE, {"text": template["lifecyclePolicy"]},
                       now, registry_id=registry_id)
     return repo
+
+
+async def create_on_push(state: EmulatorState, repository: str, registry_id: str) -> None:
+    """A push to a missing repository creates it when a CREATE_ON_PUSH template matches its
+    name (else the push gets RepositoryNotFoundException as before)."""
+    if registry_id != state.account_id:
+        return
+
+    def create(db: sqlite3.Connection) -> None:
+        if store.repository_exists(db, repository) or best_template(
+                db, repository, "CREATE_ON_PUSH") is None:
+            return
+        create_from_template(db, repository, "CREATE_ON_PUSH", registry_id=registry_id,
+                             max_repositories=state.settings.max_repositories, now=time.time())
+
+    await state.db.write(create)

@@ -183,3 +183,32 @@ async def test_registry_documents_survive_a_restart(ecr: Any,
         await fresh.put_account_setting(name="REGISTRY_POLICY_SCOPE", value="V2")
     assert [t["prefix"] for t in listed["repositoryCreationTemplates"]] == [prefix]
     assert setting["value"] == "V1"
+
+
+async def test_create_on_push_template(ecr: Any) -> None:
+    pushed, pulled = f"cop{uuid.uuid4().hex[:8]}", f"cop{uuid.uuid4().hex[:8]}"
+    await ecr.create_repository_creation_template(
+        prefix=pushed, appliedFor=["CREATE_ON_PUSH"], imageTagMutability="IMMUTABLE",
+        resourceTags=[{"Key": "origin", "Value": "push"}])
+    await ecr.create_repository_creation_template(prefix=pulled,
+                                                  appliedFor=["PULL_THROUGH_CACHE"])
+    upload = await ecr.initiate_layer_upload(repositoryName=f"{pushed}/app")
+    assert upload["uploadId"]
+    (repo,) = (await ecr.describe_repositories(repositoryNames=[f"{pushed}/app"]))[
+        "repositories"]
+    assert repo["imageTagMutability"] == "IMMUTABLE"
+    tags = await ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"])
+    assert tags["tags"] == [{"Key": "origin", "Value": "push"}]
+    # PutImage is a push too (here refused for its missing layers, after the creation).
+    with pytest.raises(ecr.exceptions.LayersNotFoundException):
+        await ecr.put_image(repositoryName=f"{pushed}/other", imageTag="v1", imageManifest=(
+            json.dumps({"schemaVersion": 2,
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                   "digest": "sha256:" + "a" * 64, "size": 2},
+                        "layers": []})))
+    await ecr.describe_repositories(repositoryNames=[f"{pushed}/other"])
+    # A template for another creation path, or none at all: the push is refused.
+    for name in (f"{pulled}/app", f"nothing{uuid.uuid4().hex[:6]}/app"):
+        with pytest.raises(ecr.exceptions.RepositoryNotFoundException):
+            await ecr.initiate_layer_upload(repositoryName=name)
