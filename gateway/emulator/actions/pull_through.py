@@ -37,7 +37,13 @@ from gateway.emulator.errors import AwsError
 from gateway.emulator.image_store import Failure, Image
 from gateway.emulator.protocol import Call, Json, action
 from gateway.emulator.state import EmulatorState
-from gateway.emulator.upstream import Credential, Upstream, UpstreamError, base_url
+from gateway.emulator.upstream import (
+    MANIFEST_TYPES,
+    Credential,
+    Upstream,
+    UpstreamError,
+    base_url,
+)
 
 MAX_RULES = 50  # a registry's quota of pull through cache rules
 ROOT = "ROOT"
@@ -333,7 +339,8 @@ async def _import_image(state: EmulatorState, upstream: Upstream, repository: st
 
 def _parse(text: str, media_type: str) -> manifests.Manifest:
     try:
-        return manifests.parse(text, media_type or None)
+        # A registry may label a manifest application/json: the document says what it is.
+        return manifests.parse(text, media_type if media_type in MANIFEST_TYPES else None)
     except AwsError as exc:
         raise UpstreamError("invalid", f"the upstream manifest is not valid: {exc.message}"
                             ) from None
