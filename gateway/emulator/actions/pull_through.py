@@ -399,17 +399,16 @@ def _add_layer(db: sqlite3.Connection, repository: str, digest: str, size: int,
 
 async def import_layer(state: EmulatorState, repository: str, digest: str) -> bool:
     """Fetch blob ``digest`` that an image of pull through ``repository`` references but the
-    repository does not hold yet; False if there is no such blob. A failed fetch raises
-    UnableToGetUpstreamLayerException."""
+    repository does not hold yet; False if there is no such blob (or no rule covers the
+    repository). A failed fetch raises UnableToGetUpstreamLayerException."""
+    found = await state.db.read(matching_rule, repository)
+    if found is None:  # not (or no longer) a pull through cache repository
+        return False
+    rule, upstream_repository = found
     pending = await state.db.read(_pending_blob, repository, digest)
     if pending is None:
         return False
     size, media_type = pending
-    found = await state.db.read(matching_rule, repository)
-    if found is None:
-        raise AwsError("UnableToGetUpstreamLayerException",
-                       f"No pull through cache rule covers the repository '{repository}'")
-    rule, upstream_repository = found
     async with state.digest_lock(digest):
         if await asyncio.to_thread(state.blobs.has_blob, digest):  # another repository's
             length = (await asyncio.to_thread(state.blobs.blob_path(digest).stat)).st_size

@@ -196,8 +196,9 @@ def create_from_template(db: sqlite3.Connection, name: str, applied_for: str, *,
 async def create_on_push(state: EmulatorState, repository: str, registry_id: str) -> None:
     """A push to a missing repository creates it when a CREATE_ON_PUSH template matches its
     name (else the push gets RepositoryNotFoundException as before)."""
-    if registry_id != state.account_id:
-        return
+    if registry_id != state.account_id or await state.db.read(store.repository_exists,
+                                                              repository):
+        return  # the common case stays a read
 
     def create(db: sqlite3.Connection) -> None:
         if store.repository_exists(db, repository) or best_template(
