@@ -262,3 +262,29 @@ async def test_no_rule_no_import(ecr: Any) -> None:
         await ecr.batch_get_image(repositoryName=f"{prefix()}/library/app",
                                   imageIds=[{"imageTag": "1"}])
     assert info.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+
+
+async def test_large_upstream_layer_is_streamed(ecr: Any, upstream: Registry,
+                                                tmp_path: Path) -> None:
+    """A 192 MiB layer crosses the emulator without being held: its peak RSS grows by far
+    less than the layer."""
+    size = 192 * 1024 * 1024
+    layer = os.urandom(size)
+    async with aiohttp.ClientSession() as session:
+        await OciClient(session, upstream.url).push_image("big/layer", "v1", [layer])
+    layer_digest = digest_of(layer)
+    del layer
+    with EmulatorProcess(tmp_path / "rss") as emulator:
+        async with ecr_client(emulator.url) as client:
+            name = prefix()
+            await client.create_pull_through_cache_rule(ecrRepositoryPrefix=name,
+                                                        upstreamRegistryUrl=upstream.url)
+            await client.batch_get_image(repositoryName=f"{name}/big/layer",
+                                         imageIds=[{"imageTag": "v1"}])
+            before = emulator.peak_rss()
+            await client.get_download_url_for_layer(repositoryName=f"{name}/big/layer",
+                                                    layerDigest=layer_digest)
+            grown = emulator.peak_rss() - before
+        blob = emulator.data_dir / "blobs" / "sha256" / layer_digest[7:9] / layer_digest[7:]
+        assert blob.stat().st_size == size
+    assert grown < 48 * 1024 * 1024, f"peak RSS grew by {grown >> 20} MiB"
