@@ -2,7 +2,7 @@
 
 ``NATURAL`` lists, per (action, exception), a scenario that makes the emulator raise it, the
 way a client would meet it. Exceptions of features the emulator does not have (KMS,
-pull-through cache upstreams, internal failures) are raised by the fault injector instead
+internal failures) and upstream failures are raised by the fault injector instead
 (``INJECTED``), which proves only that clients see them in the modelled shape. A last test
 checks that the two tables together cover every error the botocore model declares for every
 implemented action.
@@ -263,7 +263,8 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
      lambda c: c.ecr.get_authorization_token(registryIds=["abc"])),
 ]
 
-# Emulator-wide failures and features the emulator does not have.
+# Injected here: internal failures, KMS (not emulated) and upstream failures (raised for
+# real by pull through cache in tests/integration/emulator_model/test_pull_through.py).
 NOT_EMULATED = {"ServerException", "KmsException", "UnableToGetUpstreamImageException",
                 "UnableToGetUpstreamLayerException", "UnableToListUpstreamImageReferrersException"}
 # Only reachable through a separate emulator (one repository allowed).
