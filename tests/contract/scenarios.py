@@ -201,3 +201,34 @@ SCENARIOS: dict[str, Scenario] = {
     "lifecycle preview": lifecycle_preview,
     "error cases": error_cases,
 }
+
+
+async def mutability_and_scanning(ecr: Any, repo: str) -> Facts:
+    await image(ecr, repo, "stable")
+    put = await ecr.put_image_tag_mutability(repositoryName=repo,
+                                             imageTagMutability="IMMUTABLE")
+    facts: Facts = {"mutability": put["imageTagMutability"],
+                    "moving an immutable tag": await error_of(image(ecr, repo, "stable"))}
+    scanning = await ecr.put_image_scanning_configuration(
+        repositoryName=repo, imageScanningConfiguration={"scanOnPush": True})
+    facts["scanOnPush"] = scanning["imageScanningConfiguration"]["scanOnPush"]
+    facts["findings before a scan"] = await error_of(ecr.describe_image_scan_findings(
+        repositoryName=repo, imageId={"imageTag": "absent"}))
+    return facts
+
+
+async def registry_policy(ecr: Any, repo: str) -> Facts:
+    text = json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Sid": "pull", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::210987654321:root"},
+        "Action": ["ecr:CreateRepository", "ecr:ReplicateImage"],
+        "Resource": "arn:aws:ecr:us-east-1:123456789012:repository/*"}]})
+    put = await ecr.put_registry_policy(policyText=text)
+    got = await ecr.get_registry_policy()
+    await ecr.delete_registry_policy()
+    return {"stored as given": json.loads(put["policyText"]) == json.loads(text),
+            "read back": json.loads(got["policyText"]) == json.loads(text),
+            "after delete": await error_of(ecr.get_registry_policy())}
+
+
+SCENARIOS["tag mutability and scanning"] = mutability_and_scanning
+SCENARIOS["registry policy"] = registry_policy

@@ -43,6 +43,12 @@ REFERENCE: dict[str, dict[str, Any]] = {
                     "manifest naming missing layers": "LayersNotFoundException",
                     "absent image": ["ImageNotFound"],
                     "unknown upload": "UploadNotFoundException"},
+    "tag mutability and scanning": {"mutability": "IMMUTABLE",
+                                    "moving an immutable tag": "ImageTagAlreadyExistsException",
+                                    "scanOnPush": True,
+                                    "findings before a scan": "ImageNotFoundException"},
+    "registry policy": {"stored as given": True, "read back": True,
+                        "after delete": "RegistryPolicyNotFoundException"},
 }
 
 
@@ -74,6 +80,11 @@ DIFFERENCES: dict[tuple[str, str, str], Difference] = {
         None, "no preview at all", "StartLifecyclePolicyPreview",
         "This allows you to see the results before associating the lifecycle policy with the "
         "repository."),
+    ("moto", "tag mutability and scanning", "moving an immutable tag"): Difference(
+        "ImageAlreadyExistsException", "an immutable tag moved to a new image is refused as "
+        "an image pushed twice", "ImageTagAlreadyExistsException",
+        "The specified image is tagged with a tag that already exists. The repository is "
+        "configured for tag immutability."),
     ("moto", "error cases", "wrong layer digest"): Difference(
         "none", "the layer digest is not checked", "InvalidLayerException",
         "The layer digest calculation performed by Amazon ECR upon receipt of the image layer "
