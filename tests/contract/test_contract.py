@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.contract.scenarios import SCENARIOS
-from tests.contract.targets import AWS_PROFILE, TARGETS, Target, started
+from tests.contract.targets import TARGETS, Target, started
 from tests.integration.emulator.differential import model_documentation
 
 # What ECR answers, per the API reference.
