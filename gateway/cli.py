@@ -56,6 +56,9 @@ def _build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a configuration file, print it "
                            "with secrets masked")
     check.add_argument("file", help="YAML configuration file")
+    check.add_argument("--skip-file-checks", action="store_true",
+                       help="do not require the files it names (htpasswd, TLS, signing key) "
+                       "to exist here, for checking a configuration meant for another machine")
     iam = sub.add_parser("iam-policy", help="print the IAM policy the configured routes "
                          "need")
     iam.add_argument("--config", help="YAML configuration file")
@@ -80,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         from gateway.tools import check_config
 
-        return check_config.run(args.file)
+        return check_config.run(args.file, check_files=not args.skip_file_checks)
     if args.command == "iam-policy":
         from gateway.tools import iam_policy
 
