@@ -67,6 +67,9 @@ def _build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check credentials, clock and repository "
                             "access")
     doctor.add_argument("--config", help="YAML configuration file")
+    demo = sub.add_parser("demo-image", help="write a tiny OCI image layout to push with "
+                          "skopeo")
+    demo.add_argument("folder", help="where to write it (oci:FOLDER:v1 for skopeo)")
     return parser
 
 
@@ -92,6 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.tools import doctor
 
         return doctor.run(args.config)
+    if args.command == "demo-image":
+        from gateway.tools import demo_image
+
+        return demo_image.run(args.folder)
     return 2
 
 
