@@ -12,7 +12,7 @@ COMMANDS = ("serve", "emulator", "check-config", "iam-policy", "doctor", "demo-i
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
-                          text=True, timeout=60, env={**os.environ, "COLUMNS": "100"},
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "80"},
                           check=False)
 
 
