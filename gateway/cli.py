@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from gateway.tools import sync as sync_command
+
 DESCRIPTION = "An OCI registry whose storage is Amazon ECR, with its own ECR emulator."
 
 
@@ -67,6 +69,7 @@ def _build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check credentials, clock and repository "
                             "access")
     doctor.add_argument("--config", help="YAML configuration file")
+    sync_command.add_parser(sub)
     demo = sub.add_parser("demo-image", help="write a tiny OCI image layout to push with "
                           "skopeo")
     demo.add_argument("folder", help="where to write it (oci:FOLDER:v1 for skopeo)")
@@ -91,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.tools import iam_policy
 
         return iam_policy.run(args.config, args.account_id)
+    if args.command == "sync":
+        return sync_command.run(args)
     if args.command == "doctor":
         from gateway.tools import doctor
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from importlib import metadata
 
-COMMANDS = ("serve", "emulator", "check-config", "iam-policy", "doctor", "demo-image")
+COMMANDS = ("serve", "emulator", "check-config", "iam-policy", "doctor", "sync", "demo-image")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
