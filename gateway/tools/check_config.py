@@ -91,12 +91,16 @@ def environment_source(key: str) -> str | None:
 
 
 def problems(config: Config, check_files: bool = True) -> list[str]:
-    """What loads but cannot work: an htpasswd gateway without rules (every request would
-    be denied) and, with ``check_files``, named files that are not on this machine."""
+    """What loads but cannot work: an htpasswd gateway without rules or anonymous pulls
+    (every request would be denied) and, with ``check_files``, named files that are not on
+    this machine."""
     found = []
-    if config.auth.mode == "htpasswd" and not config.auth.rules:
+    anonymous = (any(route.anonymous_pull for route in config.routes)
+                 or any(mirror.anonymous_pull for mirror in config.mirrors.values()))
+    if config.auth.mode == "htpasswd" and not config.auth.rules and not anonymous:
         found.append("auth.rules: none, so nothing is allowed: with auth.mode htpasswd only "
-                     "what a rule allows is (see README, Authentication)")
+                     "what a rule (or a route's or mirror's anonymous_pull) allows is (see "
+                     "README, Authentication)")
     if not check_files:
         return found
     files = {"auth.htpasswd_file": config.auth.htpasswd_file,
