@@ -168,6 +168,7 @@ class Bench:
     # -- rows -------------------------------------------------------------------------------
 
     def add(self, row: Row) -> None:
+        row.profile = self.sizes.name
         self.rows.append(row.judge())
         self.log(f"  {row.title}: {row.measured} [{row.verdict}]")
 

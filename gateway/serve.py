@@ -10,6 +10,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -81,7 +82,15 @@ def _setup_logging(config: Config) -> None:
     setup(config.log_level, config.log_format, secret_values(config))
 
 
-async def _run(config: Config, tls: TlsFiles | None = None) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port already in use is
+    then one clear line, not an embedded emulator started and stopped for nothing."""
+    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=1024)
+
+
+async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None) -> None:
     tracing = Tracing.from_environ(os.environ, _version())
     app = build_app(config, tracing)
     # SIGTERM: stop accepting, give in-flight requests shutdown_grace_seconds, then cancel
@@ -94,8 +103,7 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
                                             max_headers=limits.max_headers,
                                             header_timeout=limits.header_timeout_seconds))
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
-                       ssl_context=tls.context if tls else None)
+    site = web.SockSite(runner, sock, ssl_context=tls.context if tls else None)
     await site.start()
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
@@ -112,11 +120,11 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     scheme = "https" if tls else "http"
     log.info("ecr-gateway listening on %s://%s:%s (upstream %s)", scheme, config.listen_host,
              port, config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
-    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the ready line: a SIGTERM right
+        loop.add_signal_handler(sig, stop.set)   # after it must stop the emulator too
+    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
     await stop.wait()
     log.info("shutting down: no new connections, in-flight requests get up to %ss",
              config.shutdown_grace_seconds)
@@ -161,16 +169,28 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"ecr-gateway: cannot load tls.cert_file / tls.key_file: {exc}", file=sys.stderr)
         return 2
+    address = f"{config.listen_host}:{config.listen_port}"
+    try:
+        sock = _bind(config.listen_host, config.listen_port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"ecr-gateway: cannot listen on {address}: {reason}", file=sys.stderr)
+        return 1
+    # Absolute from here on: every log line and every component names the same folder,
+    # whatever the working directory of whoever reads the logs.
+    config.data_dir = str(config.data_path.resolve())
     _setup_logging(config)
     for warning in exposure_warnings:
         log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+    log.info("data directory: %s", config.data_path)
     emulator = start_embedded(config)
     try:
-        asyncio.run(_run(config, tls))
+        asyncio.run(_run(config, sock, tls))
     except ConfigError as exc:  # found while building the application (a file unreadable)
         print(f"ecr-gateway: refusing to start: {exc}", file=sys.stderr)
         return 2
     finally:
+        sock.close()
         if emulator:
             emulator.stop()
     return 0

@@ -117,8 +117,8 @@ async def test_doctor_reports_in_plain_words(emulator: EmulatorProcess, tmp_path
     assert good.returncode == 0, good.stdout + good.stderr
     assert "credentials: ECR in us-east-1 accepted the access key " + RESTRICTED in good.stdout
     assert "clock: within" in good.stdout
-    assert "route 'ci' → ECR repositories ci/*" in good.stdout and "ci/app is readable" \
-        in good.stdout
+    assert "route 'ci' → ECR repositories ci/*" in good.stdout
+    assert "(us-east-1): 1 repository, ci/app is readable" in good.stdout, good.stdout
     assert "no problems found" in good.stdout
 
     weak = _cli("doctor", "--config", str(config_file),
@@ -138,3 +138,20 @@ async def test_doctor_reports_in_plain_words(emulator: EmulatorProcess, tmp_path
                        "ECR_GATEWAY_STATE__REDIS_URL": "redis://127.0.0.1:1/0"})
     assert broken.returncode == 1
     assert "PROBLEM  state store (redis) does not answer" in broken.stdout
+
+
+def test_doctor_says_unreachable_not_refused(tmp_path: Path) -> None:
+    """Nothing listens at the endpoint: no key was refused, none was even checked."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free once closed: connections are refused
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"upstream": {
+        "mode": "aws", "endpoint_url": f"http://127.0.0.1:{port}", "access_key_id": RESTRICTED,
+        "secret_access_key": "doctor-test-secret", "retry_budget_seconds": 1}}))
+    result = _cli("doctor", "--config", str(config_file))
+    assert result.returncode == 1
+    assert f"PROBLEM  credentials: not checked: http://127.0.0.1:{port} is unreachable" \
+        in result.stdout, result.stdout
+    assert "refused" not in result.stdout
