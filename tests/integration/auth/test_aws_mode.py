@@ -6,7 +6,6 @@ token is renewed past its refresh point; secrets never reach a log."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,13 +46,7 @@ POLICIES = {
 
 
 def put_policies(emulator: EmulatorProcess, document: dict[str, Any]) -> dict[str, Any]:
-    import urllib.request
-
-    req = urllib.request.Request(f"{emulator.url}/_emulator/policies", method="PUT",
-                                 data=json.dumps(document).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as answer:
-        result: dict[str, Any] = json.load(answer)
+    result: dict[str, Any] = emulator.control("PUT", "policies", document)
     return result
 
 
@@ -206,16 +199,13 @@ async def test_token_past_its_refresh_point_is_renewed_before_use(
 
 def test_emulator_policy_endpoint_validates(upstream: EmulatorProcess) -> None:
     import urllib.error
-    import urllib.request
 
-    req = urllib.request.Request(f"{upstream.url}/_emulator/policies", method="PUT",
-                                 data=b'{"K": [{"Effect": "Perhaps", "Action": "*"}]}')
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(req, timeout=10)
+        upstream.control("PUT", "policies", {"K": [{"Effect": "Perhaps", "Action": "*"}]})
     assert caught.value.code == 400
     assert "Effect" in caught.value.read().decode()
-    with urllib.request.urlopen(f"{upstream.url}/_emulator/policies", timeout=10) as answer:
-        assert KEYS["team_a"][0] in json.load(answer)["policies"]  # the old rules remain
+    # the old rules remain
+    assert KEYS["team_a"][0] in upstream.control("GET", "policies")["policies"]
 
 
 async def test_secrets_never_reach_the_log(awsgw: GatewayProcess,
