@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import re
+import secrets
 import signal
 import ssl
 import subprocess
@@ -27,26 +28,43 @@ from gateway.oci.server import OciAppRunner
 log = logging.getLogger("gateway")
 
 _READY = re.compile(r"listening on (http://\S+)")
-# The embedded emulator accepts any key; these only make requests well-formed and signed.
-EMBEDDED_KEY_ID = "AKIDEMBEDDEDGATEWAY"
-EMBEDDED_SECRET = "embedded-emulator-secret"
+CREDENTIALS_FILE = "credentials"  # in the emulator's data dir, mode 0600
 
 
 class EmbeddedEmulator:
     """The emulator in its own process: the gateway and the emulator then each get a core
-    (sharing one interpreter would put both on one GIL)."""
+    (sharing one interpreter would put both on one GIL).
+
+    It is private to this gateway: each start makes a new random key and secret, written
+    (mode 0600) to the credentials file the emulator verifies every signature against, so
+    anything else reaching its loopback port is refused; its control endpoints stay off."""
 
     def __init__(self, data_dir: Path, region: str) -> None:
         self._data_dir = data_dir
         self._region = region
         self._process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.access_key_id = "AKIDEMBEDDED" + secrets.token_hex(6).upper()
+        self.secret_access_key = secrets.token_urlsafe(32)
+
+    def _write_credentials(self) -> Path:
+        path = self._data_dir / CREDENTIALS_FILE
+        partial = path.with_name(path.name + ".new")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)  # a left-over file keeps its mode otherwise
+            out.write(f"[gateway]\naws_access_key_id = {self.access_key_id}\n"
+                      f"aws_secret_access_key = {self.secret_access_key}\n")
+        os.replace(partial, path)
+        return path
 
     def start(self) -> str:
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        credentials = self._write_credentials()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
-             "--data-dir", str(self._data_dir), "--region", self._region],
+             "--data-dir", str(self._data_dir), "--region", self._region,
+             "--credentials", str(credentials)],
             stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         for line in self._process.stdout:
@@ -124,15 +142,16 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"ecr-gateway: cannot load tls.cert_file / tls.key_file: {exc}", file=sys.stderr)
         return 2
-    _setup_logging(config)
-    for warning in exposure_warnings:
-        log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
     emulator: EmbeddedEmulator | None = None
     if config.upstream.mode == "embedded":
         emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+        config.upstream.access_key_id = emulator.access_key_id
+        config.upstream.secret_access_key = emulator.secret_access_key  # masked in logs
+    _setup_logging(config)
+    for warning in exposure_warnings:
+        log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+    if emulator is not None:
         config.upstream.endpoint_url = emulator.start()
-        config.upstream.access_key_id = EMBEDDED_KEY_ID
-        config.upstream.secret_access_key = EMBEDDED_SECRET
         log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
                  config.data_path / "emulator")
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
