@@ -50,6 +50,13 @@ def put_policies(emulator: EmulatorProcess, document: dict[str, Any]) -> dict[st
     return result
 
 
+def register_keys(emulator: EmulatorProcess) -> None:
+    """The test identities are keys of the emulator (which verifies every signature)."""
+    for name, (key, secret) in KEYS.items():
+        token = f"session-token-{RUN}" if name == "burst" else None
+        emulator.add_key(key, secret, session_token=token)
+
+
 def calls(emulator: EmulatorProcess, key: str, action: str | None = None
           ) -> list[dict[str, Any]]:
     return [e for e in emulator.requests(action) if e.get("access_key_id") == key]
@@ -58,6 +65,7 @@ def calls(emulator: EmulatorProcess, key: str, action: str | None = None
 @pytest.fixture(scope="module")
 def awsgw(upstream: EmulatorProcess,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    register_keys(upstream)
     put_policies(upstream, POLICIES)
     config = {"auth": {"mode": "aws"}, "log_level": "debug"}
     with GatewayProcess(tmp_path_factory.mktemp("gw"), config,
@@ -161,6 +169,51 @@ async def test_refused_keys_cannot_log_in(awsgw: GatewayProcess,
     assert anonymous.status == 401
 
 
+async def test_keys_the_upstream_refuses_are_401_and_count_as_failures(
+        awsgw: GatewayProcess, upstream: EmulatorProcess,
+        session: aiohttp.ClientSession) -> None:
+    """A wrong secret, an unknown key, a forged or expired session token: the upstream
+    refuses GetAuthorizationToken (InvalidSignatureException, UnrecognizedClientException,
+    ExpiredTokenException) and the gateway answers 401 with its challenge, never 5xx."""
+    team_a_key = KEYS["team_a"][0]
+    temporary, token = f"ASIATEMP{RUN.upper()}", f"token-{uuid.uuid4().hex}"
+    temporary_secret = upstream.add_key(temporary, session_token=token)
+    expired, expired_secret = f"ASIAOLD{RUN.upper()}", "old-secret"
+    upstream.add_key(expired, expired_secret, session_token=token,
+                     expiration="2020-01-01T00:00:00Z")
+    attempts = {
+        "wrong secret": (team_a_key, "not-the-secret", "InvalidSignatureException"),
+        "unknown key": (f"AKIDNOBODY{RUN.upper()}", "whatever", "UnrecognizedClientException"),
+        "forged token": (temporary, f"{temporary_secret}:forged",
+                         "UnrecognizedClientException"),
+        "expired token": (expired, f"{expired_secret}:{token}", "ExpiredTokenException"),
+    }
+    for what, (key, password, code) in attempts.items():
+        direct = await request(session, "GET", f"{awsgw.url}/v2/", basic(key, password))
+        assert "WWW-Authenticate" in direct.headers, what
+        for answer in (direct, await fetch_token(session, awsgw.url, [], (key, password))):
+            assert answer.status == 401, (what, answer.status, answer.body)
+            assert answer.code == "UNAUTHORIZED", what
+        outcomes = {e["outcome"] for e in upstream.requests("GetAuthorizationToken")
+                    if e["access_key_id"] in (key, None)}
+        assert code in outcomes, (what, outcomes)
+    good = await request(session, "GET", f"{awsgw.url}/v2/",
+                         basic(temporary, f"{temporary_secret}:{token}"))
+    assert good.status == 200, good.body
+
+
+async def test_the_eleventh_failed_login_is_429(awsgw: GatewayProcess,
+                                                session: aiohttp.ClientSession) -> None:
+    """auth.rate_limit.max_failures_per_user is 10 by default."""
+    key = f"AKIDGUESSED{RUN.upper()}"
+    statuses = []
+    for attempt in range(11):
+        answer = await request(session, "GET", f"{awsgw.url}/v2/", basic(key, f"try-{attempt}"))
+        statuses.append(answer.status)
+    assert statuses == [401] * 10 + [429]
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
 async def test_500_concurrent_first_requests_make_one_token_call(
         awsgw: GatewayProcess, upstream: EmulatorProcess) -> None:
     key, secret = KEYS["burst"]
@@ -182,6 +235,7 @@ async def test_token_past_its_refresh_point_is_renewed_before_use(
                          env={"ECR_EMULATOR_AUTH_TOKEN_LIFETIME": "3"}) as emulator, \
             GatewayProcess(tmp_path_factory.mktemp("gw"), {"auth": {"mode": "aws"}},
                            upstream_url=emulator.url) as gateway:
+        register_keys(emulator)
         key, secret = KEYS["renew"]
         async with aiohttp.ClientSession() as session:
             token = (await fetch_token(session, gateway.url, ["repository:team-a/x:pull"],
