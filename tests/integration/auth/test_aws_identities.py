@@ -10,7 +10,7 @@ from tests.support.emulator import EmulatorProcess, new_access_key
 
 
 def identities_of(emulator: EmulatorProcess, clients: ClientFactory,
-                  **options: int) -> AwsIdentities:
+                  max_identities: int = 10_000) -> AwsIdentities:
     def upstream_of(credentials: Credentials) -> Upstream:
         return Upstream(region=emulator.region, endpoint_url=emulator.url,
                         access_key_id=credentials.access_key_id,
@@ -18,7 +18,7 @@ def identities_of(emulator: EmulatorProcess, clients: ClientFactory,
                         session_token=credentials.session_token)
 
     return AwsIdentities(clients, upstream_of, RetryPolicy(budget_seconds=1.0),
-                         **options)
+                         max_identities=max_identities)
 
 
 async def test_a_refused_login_keeps_no_identity_and_no_client(

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 
 from tests.support.emulator import EmulatorProcess, aws_client, ecr_client, new_access_key
 
-ONCE = {"retries": {"total_max_attempts": 1}}
+ONCE: dict[str, Any] = {"retries": {"total_max_attempts": 1}}
 
 
 async def refused(client: Any, call: str = "describe_repositories", **params: Any) -> str:
