@@ -26,6 +26,9 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--credentials", metavar="FILE",
                      help="AWS shared-credentials file: only its keys are accepted and every "
                      "request's SigV4 signature is verified (default: any key, unchecked)")
+    emu.add_argument("--throttle", metavar="FILE",
+                     help="JSON per-action rates, e.g. {\"PutImage\": {\"rate\": 10, "
+                     "\"burst\": 20}}: beyond, ThrottlingException (also ECR_EMULATOR_THROTTLE)")
     emu.add_argument("--admin", action="store_true",
                      help="turn on the /_emulator/ control endpoints (faults, policies, "
                      "request log); with --credentials they need a SigV4 signature")

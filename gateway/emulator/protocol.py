@@ -27,7 +27,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.emulator import access, faults, jsonbody, repository_policy, sigv4, validation
+from gateway.emulator import (
+    access,
+    faults,
+    jsonbody,
+    repository_policy,
+    sigv4,
+    throttle,
+    validation,
+)
 from gateway.emulator.errors import AwsError, server_error
 from gateway.emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
 
@@ -159,9 +167,11 @@ def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
     if verifier is None:
         return parse_identity(request), None
     public = request.headers.get("X-Amz-Target", "").startswith(PUBLIC_TARGET_PREFIX)
-    state = request.app[PUBLIC_STATE_KEY if public else STATE_KEY]
     service = "ecr-public" if public else "ecr"
-    pending = verifier.begin(request, service=service, region=state.region)
+    # ECR Public has an endpoint in other regions too, answering UnsupportedCommandException:
+    # the emulator stands for all of them, so only an ECR scope must name its region.
+    region = None if public else request.app[STATE_KEY].region
+    pending = verifier.begin(request, service=service, region=region)
     return Identity(pending.scope.access_key_id, pending.scope.region, service), pending
 
 
@@ -190,6 +200,9 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
                 pending.finish()
             raise
         params = await read_params(request, spec, pending)
+        throttles = request.app.get(throttle.KEY)
+        if throttles is not None:
+            throttles.check(spec.name)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.operation, params, spec.service)

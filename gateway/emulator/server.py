@@ -34,6 +34,7 @@ from gateway.emulator import (
     protocol,
     public,
     sigv4,
+    throttle,
 )
 from gateway.emulator.credentials import CredentialStore
 from gateway.emulator.faults import Faults
@@ -53,7 +54,8 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
                settings: Settings | None = None,
                policies: access.Policies | None = None,
                credentials: CredentialStore | None = None,
-               admin_enabled: bool = False) -> web.Application:
+               admin_enabled: bool = False,
+               throttles: throttle.Throttles | None = None) -> web.Application:
     """The emulator as an aiohttp application storing everything under ``data_dir``.
 
     ``public_url`` is the base of the URLs the emulator hands out (proxyEndpoint, download
@@ -70,6 +72,8 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     app[admin.REGION] = region
     if credentials is not None:
         app[protocol.VERIFIER] = app[admin.VERIFIER] = sigv4.Verifier(credentials)
+    if throttles is not None:
+        app[throttle.KEY] = throttles
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.start()
@@ -136,11 +140,12 @@ async def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                 public_url: str | None = None, settings: Settings | None = None,
                 policies: access.Policies | None = None,
                 credentials: CredentialStore | None = None,
-                admin_enabled: bool = False) -> AsyncIterator[str]:
+                admin_enabled: bool = False,
+                throttles: throttle.Throttles | None = None) -> AsyncIterator[str]:
     """Run the emulator on ``host:port`` (0: any free port) and yield its base URL."""
     app = create_app(data_dir, account_id=account_id, region=region, public_url=public_url,
                      settings=settings, policies=policies, credentials=credentials,
-                     admin_enabled=admin_enabled)
+                     admin_enabled=admin_enabled, throttles=throttles)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -171,6 +176,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         policies = access.Policies.from_file(policy_file) if policy_file else None
         credentials_file = getattr(args, "credentials", None)
         credentials = CredentialStore.from_file(credentials_file) if credentials_file else None
+        throttle_file = getattr(args, "throttle", None)
+        throttles = (throttle.Throttles.parse(Path(throttle_file).read_text(), throttle_file)
+                     if throttle_file else throttle.Throttles.from_env())
     except (ValueError, OSError) as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 2
@@ -184,7 +192,7 @@ def run_from_args(args: argparse.Namespace) -> int:
                  credentials.path)
     try:
         asyncio.run(_run(Path(args.data_dir), host, port, args.account_id, args.region, settings,
-                         policies, credentials, admin_enabled))
+                         policies, credentials, admin_enabled, throttles))
     except OSError as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 1
@@ -193,14 +201,15 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 async def _run(data_dir: Path, host: str, port: int, account_id: str, region: str,
                settings: Settings, policies: access.Policies | None = None,
-               credentials: CredentialStore | None = None, admin_enabled: bool = False) -> None:
+               credentials: CredentialStore | None = None, admin_enabled: bool = False,
+               throttles: throttle.Throttles | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with serve(data_dir, host=host, port=port, account_id=account_id, region=region,
                      settings=settings, policies=policies, credentials=credentials,
-                     admin_enabled=admin_enabled) as url:
+                     admin_enabled=admin_enabled, throttles=throttles) as url:
         print(f"ECR emulator listening on {url}", flush=True)
         await stop.wait()
     log.info("ECR emulator stopped")

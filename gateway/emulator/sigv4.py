@@ -118,8 +118,9 @@ class Verifier:
         self.store = store
         self._clock = clock
 
-    def begin(self, request: SignedRequest, *, service: str, region: str) -> Pending:
-        """Check all but the body; raises AwsError as AWS would answer."""
+    def begin(self, request: SignedRequest, *, service: str, region: str | None) -> Pending:
+        """Check all but the body; raises AwsError as AWS would answer. ``region`` None:
+        any region (one endpoint standing for every regional one)."""
         header = request.headers.get("Authorization")
         if header is None:
             raise missing_token()
@@ -148,7 +149,7 @@ class Verifier:
             raise invalid(f"Date in Credential scope does not match YYYYMMDD from ISO-8601 "
                           f"version of date from HTTP: '{date}' != '{timestamp[:8]}', from "
                           f"'{timestamp}'.")
-        if scope_region != region:
+        if region is not None and scope_region != region:
             raise invalid(f"Credential should be scoped to a valid region, not "
                           f"'{scope_region}'. ")
         if scope_service != service:

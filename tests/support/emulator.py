@@ -42,6 +42,7 @@ import signal
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -215,7 +216,7 @@ class EmulatorProcess:
 
     def requests(self, action: str | None = None) -> list[dict[str, Any]]:
         """The request log (optionally of one action), oldest first."""
-        query = f"?action={action}" if action else ""
+        query = f"?{urllib.parse.urlencode({'action': action})}" if action else ""
         entries: list[dict[str, Any]] = self.control("GET", f"requests{query}")["requests"]
         return entries
 

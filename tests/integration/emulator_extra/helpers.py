@@ -68,7 +68,8 @@ async def raw_call(url: str, target: str, body: bytes, *,
     """An API request as bytes (for input no SDK would send): (status, JSON answer)."""
     headers = signed_headers(url, body, {"X-Amz-Target": target,
                                          "Content-Type": "application/x-amz-json-1.1"},
-                             region=region)
+                             region=region, service="ecr-public" if target.startswith(
+                                 "SpencerFrontendService.") else "ecr")
     async with aiohttp.ClientSession() as session, session.post(url, data=body,
                                                                 headers=headers) as r:
         return r.status, json.loads(await r.read())
