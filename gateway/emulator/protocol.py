@@ -168,10 +168,10 @@ def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
         return parse_identity(request), None
     public = request.headers.get("X-Amz-Target", "").startswith(PUBLIC_TARGET_PREFIX)
     service = "ecr-public" if public else "ecr"
-    # ECR Public has an endpoint in other regions too, answering UnsupportedCommandException:
-    # the emulator stands for all of them, so only an ECR scope must name its region.
-    region = None if public else request.app[STATE_KEY].region
-    pending = verifier.begin(request, service=service, region=region)
+    # One emulator stands for every regional endpoint (a gateway routes ECR hosts of other
+    # regions to it; ECR Public answers UnsupportedCommandException outside us-east-1), so
+    # the scope must name a region, not this one.
+    pending = verifier.begin(request, service=service, region=None)
     return Identity(pending.scope.access_key_id, pending.scope.region, service), pending
 
 

@@ -35,6 +35,7 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = 300  # seconds between X-Amz-Date and the emulator's clock, either way
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _MISMATCH = ("The request signature we calculated does not match the signature you provided. "
              "Check your AWS Secret Access Key and signing method. Consult the service "
              "documentation for details.")
@@ -120,7 +121,7 @@ class Verifier:
 
     def begin(self, request: SignedRequest, *, service: str, region: str | None) -> Pending:
         """Check all but the body; raises AwsError as AWS would answer. ``region`` None:
-        any region (one endpoint standing for every regional one)."""
+        any well-formed region (one endpoint standing for every regional one)."""
         header = request.headers.get("Authorization")
         if header is None:
             raise missing_token()
@@ -149,7 +150,8 @@ class Verifier:
             raise invalid(f"Date in Credential scope does not match YYYYMMDD from ISO-8601 "
                           f"version of date from HTTP: '{date}' != '{timestamp[:8]}', from "
                           f"'{timestamp}'.")
-        if region is not None and scope_region != region:
+        if scope_region != region and (region is not None
+                                       or not _REGION.fullmatch(scope_region)):
             raise invalid(f"Credential should be scoped to a valid region, not "
                           f"'{scope_region}'. ")
         if scope_service != service:

@@ -59,10 +59,10 @@ def signed(body: bytes = BODY, *, key: str = KEY, secret: str = SECRET,
 
 
 def verify(received: Received, body: bytes = BODY, now: float | None = None,
-           service: str = "ecr") -> None:
+           service: str = "ecr", region: str | None = "us-east-1") -> None:
     store = creds.CredentialStore(creds.parse(FILE))
     verifier = Verifier(store, clock=(lambda: now) if now is not None else time.time)
-    pending = verifier.begin(received, service=service, region="us-east-1")
+    pending = verifier.begin(received, service=service, region=region)
     for start in range(0, len(body), 7):  # in pieces, as a streamed body arrives
         pending.update(body[start:start + 7])
     pending.finish()
@@ -125,6 +125,8 @@ def test_clock_skew_and_scope() -> None:
     assert code(signed(), now=time.time() - 20 * 60) == "InvalidSignatureException"
     verify(signed(), now=time.time() + 4 * 60)  # within five minutes
     assert code(signed(region="eu-west-1")) == "InvalidSignatureException"
+    verify(signed(region="eu-west-1"), region=None)  # any region, when it is one
+    assert code(signed(region="mars"), region=None) == "InvalidSignatureException"
     assert code(signed(), service="ecr-public") == "InvalidSignatureException"
 
 
