@@ -12,8 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -86,7 +85,7 @@ class EcrRegistry:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
-        return target
+        return target.check_name()
 
     async def _client(self, target: Target) -> Any:
         if self.public.serves(target):
@@ -121,6 +120,11 @@ class EcrRegistry:
             await self._call(target, "SetRepositoryPolicy", policyText=policy)
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
+
+    async def create_repository_for(self, name: str) -> None:
+        """Create the repository ``name`` maps to with its route's settings, whatever the
+        route says of clients' pushes (pull-through fills it); one that exists is kept."""
+        await self._create_repository(self._target(name))
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
@@ -169,7 +173,7 @@ class EcrRegistry:
             cached = self.caches.url(target.key, digest)
             if cached is not None:
                 return BlobLocation(-1, url=cached)
-        staged = self._staging.find(digest)
+        staged = await self._staging.find(digest)
         if staged is not None:
             size = await self.stat_blob(name, digest)  # is it in *this* repository?
             if size is not None:
@@ -245,7 +249,12 @@ class EcrRegistry:
     async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
         location = await self.locate_blob(name, digest)
         if location.path is not None:
-            return _file_chunks(location.path)
+            try:
+                return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
+            except FileNotFoundError:  # removed since it was found: ask ECR
+                location = await self.locate_blob(name, digest)
+                if location.path is not None:
+                    return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
         return _url_chunks(self._http(), location.url)
 
@@ -475,8 +484,7 @@ def _delete_failure(failure: dict[str, Any], reference: str) -> OciError:
                     message=failure.get("failureReason") or "upstream delete failed")
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(open, path, "rb")
+async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
     try:
         while chunk := await asyncio.to_thread(handle.read, 1 << 20):
             yield chunk
@@ -485,8 +493,14 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 async def _url_chunks(client: aiohttp.ClientSession, url: str) -> AsyncIterator[bytes]:
-    async with client.get(url) as response:
-        if response.status != 200:
-            raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
-        async for chunk in response.content.iter_chunked(1 << 20):
-            yield chunk
+    try:
+        async with client.get(url) as response:
+            if response.status != 200:
+                raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
+            async for chunk in response.content.iter_chunked(1 << 20):
+                yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Unreachable or silent past the client's timeouts (no URL: it is a credential).
+        raise OciError(oci.UNAVAILABLE, {"blob_download": type(exc).__name__},
+                       message="the blob store did not answer in time",
+                       headers={"Retry-After": "1"}) from exc
