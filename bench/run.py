@@ -297,7 +297,8 @@ class Bench:
             [sys.executable, "-m", "bench.bare", str(image.blob_path(layer.digest)),
              "--endpoint", self.emulator.url, "--repository", repo, "--digest", layer.digest],
             capture_output=True, text=True, timeout=900, check=True,
-            cwd=Path(__file__).resolve().parent.parent)
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **self.emulator.aws_env("AKIDBENCHBARE")})
         seconds: float = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
         return seconds
 

@@ -54,6 +54,15 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--region", default="us-east-1", help="the emulated region")
     emu.add_argument("--policy-file",
                      help="JSON per-access-key allow/deny rules (see gateway/emulator/access.py)")
+    emu.add_argument("--credentials", metavar="FILE",
+                     help="AWS shared-credentials file: only its keys are accepted and every "
+                     "request's SigV4 signature is verified (default: any key, unchecked)")
+    emu.add_argument("--throttle", metavar="FILE",
+                     help="JSON per-action rates, e.g. {\"PutImage\": {\"rate\": 10, "
+                     "\"burst\": 20}}: beyond, ThrottlingException (also ECR_EMULATOR_THROTTLE)")
+    emu.add_argument("--admin", action="store_true",
+                     help="turn on the /_emulator/ control endpoints (faults, policies, "
+                     "request log); with --credentials they need a SigV4 signature")
 
     check = sub.add_parser("check-config", help="validate a configuration file, print it "
                            "with secrets masked")
