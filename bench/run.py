@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import images, load, ocihttp, report
+from bench import images, listings, load, ocihttp, report
 from bench.images import FreshBytes, MiB, OciImage
 from bench.report import Row
 from bench.services import (
@@ -44,7 +44,8 @@ from bench.services import (
 
 GiB = 1024 * MiB
 SECTIONS = {"push_pull": "push and pull (skopeo)", "manifest_head": "manifest HEAD load",
-            "memory": "memory", "concurrency": "concurrency", "economy": "upstream economy"}
+            "memory": "memory", "concurrency": "concurrency", "economy": "upstream economy",
+            "listings": "listings (tags and catalog paging)"}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -540,6 +541,12 @@ class Bench:
                      measured=f"{ratio:.2f} ({result['pull_n']:.0f} vs "
                               f"{result['pull_1']:.0f} MiB/s)",
                      extra={"short": f"pull MiB/s {many} ÷ 1"}))
+
+    def listings(self) -> None:
+        """Paging through many tags and a large catalog (bench/listings.py)."""
+        rows, self.raw["listings"] = listings.run(self.work, self.sizes.name, self.log)
+        for row in rows:
+            self.add(row)
 
     def economy(self, client: str) -> None:
         """Row 8: the ECR calls of a push, from the emulator's request log."""

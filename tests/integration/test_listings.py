@@ -208,8 +208,8 @@ async def test_catalog_pages_show_only_what_the_caller_may_pull(
         alice = basic("alice", "alice-pw")  # team-a: pull and catalog in team-a/ only
         mine = [name for name in repositories if name.startswith("team-a/")]
         ecr.clear_requests()
-        listed, pages, seconds = await page_all(gw.url, "/v2/_catalog", "repositories",
-                                                headers=alice)
+        listed, pages, _ = await page_all(gw.url, "/v2/_catalog", "repositories",
+                                          headers=alice)
         assert listed == mine
         assert pages == math.ceil(len(mine) / PAGE)
         assert calls(ecr, "DescribeRepositories") <= math.ceil(len(repositories) / 1000) + 1
