@@ -73,11 +73,13 @@ class Listings:
             cache_event("listing", "hit")
             return entry.items
         cache_event("listing", "miss")
+        if key not in self._loading:  # from now on, edits are noted for the read
+            self._loading[key] = _Loading()
         return await self._loads.do(key, lambda: self._load(key, load))
 
     async def _load(self, key: Hashable,
                     load: Callable[[], Awaitable[Iterable[str]]]) -> list[str]:
-        loading = self._loading[key] = _Loading()
+        loading = self._loading.setdefault(key, _Loading())
         try:
             found = set(await load())
         finally:
