@@ -155,6 +155,11 @@ class Listings:
     def keys(self) -> list[Hashable]:
         return list(self._entries)
 
+    def forget_tags(self, repo: Hashable) -> None:
+        """Another writer changed the tags of ``repo`` (a ``Target.key``), e.g. another
+        replica: read them again next time."""
+        self.forget(("tags", repo))
+
     def forget_catalogs(self) -> None:
         """A repository was created: every caller's catalog is read again."""
         for key in [k for k in (*self._entries, *self._loading) if _is_catalog(k)]:

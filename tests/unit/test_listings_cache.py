@@ -95,6 +95,8 @@ async def test_catalogs_forgotten_when_a_repository_is_created() -> None:
     await listings.get(("tags", ("id", "region", "r1")), Source(["v1"]))
     listings.forget_catalogs()
     assert listings.keys() == [("tags", ("id", "region", "r1"))]
+    listings.forget_tags(("id", "region", "r1"))
+    assert listings.keys() == []
 
 
 async def test_ttl_zero_keeps_nothing() -> None:
