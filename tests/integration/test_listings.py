@@ -170,7 +170,8 @@ async def test_the_kept_list_is_read_again_after_the_ttl(
             await asyncio.sleep(2.2)
             async with http.get(f"/v2/{BIG}/tags/list?n=2") as answer:
                 assert (await answer.json())["tags"] == [elsewhere, tags[0]]
-            assert calls(ecr, "ListImages") == 2 * once
+            again = calls(ecr, "ListImages") - once  # one listing more, of one tag more
+            assert 1 <= again <= math.ceil((TAG_COUNT + 1) / 1000), again
         async with aiohttp.ClientSession(short.url) as http, \
                 http.delete(f"/v2/{BIG}/manifests/{elsewhere}") as answer:
             assert answer.status == 202
