@@ -123,9 +123,9 @@ class MirrorConfig:
     repository_prefix: str = ""
     registry_id: str | None = None  # None: from an ECR host name, else the caller's own
     region: str | None = None  # None: from an ECR host name, else upstream.region
-    # Mirror clients send no credentials: pulls through this mirror need none (honoured by
-    # the auth layer, within its access rules).
-    anonymous_pull: bool = True
+    # Pulls through this mirror need no credentials (honoured by the auth layer, within its
+    # access rules). Off by default: containerd can send a per-node credential instead.
+    anonymous_pull: bool = False
     # public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to. None:
     # https://public.ecr.aws, or the embedded emulator's with upstream.mode embedded.
     registry_url: str | None = None
@@ -250,9 +250,14 @@ class TokenConfig:
 
 @dataclass
 class AccessRuleConfig:
-    """Repository pattern → users/groups → actions; the first matching rule decides."""
+    """Repository pattern → users/groups → actions; the first matching rule decides.
+
+    A rule with ``ecr_repository`` instead matches the ECR repository a request resolves to
+    (after routes and mirrors): such rules can only narrow what the name rules allow, and
+    are needed to push or delete in an ECR repository a mirror serves."""
 
     repository: str = "**"
+    ecr_repository: str | None = None
     users: list[str] = field(default_factory=list)  # "*": every authenticated user
     groups: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)  # pull, push, delete, catalog
@@ -558,6 +563,12 @@ def _check_auth(config: Config) -> None:
     if auth.token.ttl_seconds < 60:
         raise ConfigError("auth.token.ttl_seconds", "must be at least 60")
     for i, rule in enumerate(auth.rules):
+        if rule.ecr_repository is not None and rule.repository != "**":
+            raise ConfigError(f"auth.rules[{i}]", "a rule names repository or ecr_repository, "
+                              "not both")
+        if rule.ecr_repository is not None and "catalog" in rule.actions:
+            raise ConfigError(f"auth.rules[{i}].actions", "catalog is granted by repository "
+                              "rules, not ecr_repository ones")
         unknown = set(rule.actions) - {"pull", "push", "delete", "catalog"}
         if unknown:
             raise ConfigError(f"auth.rules[{i}].actions",

@@ -133,7 +133,9 @@ class Authenticator:
         scope = needed_scope(name, action)
         exact = Scope(scope.type, scope.name, frozenset({action}) if name else scope.actions)
         if principal.token is not None:
-            return principal.token.allows(exact)
+            # A token names the client name; the ECR repository it resolves to is checked now.
+            return principal.token.allows(exact) and (
+                name is None or action in self.rules.ecr_allowed(principal.subject, name))
         return self._rules_allow(principal.subject, name, action)
 
     def _require(self, request: web.Request, principal: Principal, name: str | None,

@@ -13,7 +13,7 @@ from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.logins import AwsBackend, HtpasswdBackend, Logins, PasswordBackend
 from gateway.auth.middleware import Authenticator
 from gateway.auth.ratelimit import FailedLogins
-from gateway.auth.rules import AccessRules, Rule
+from gateway.auth.rules import AccessRules, EcrRepository, Rule
 from gateway.auth.token_server import TokenServer
 from gateway.auth.tokens import TokenService, load_signing_key
 from gateway.config import AuthConfig, Config
@@ -32,15 +32,24 @@ def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
     """The configured rules; in aws mode with none configured, every authenticated identity
     passes the gateway and IAM alone decides. Callers without credentials no rule speaks
     for may pull where the serving route or mirror has ``anonymous_pull``."""
-    rules = [Rule(r.repository, frozenset(r.users), frozenset(r.groups), frozenset(r.actions),
-                  r.anonymous) for r in auth.rules]
+    rules = [Rule(r.ecr_repository or r.repository, frozenset(r.users), frozenset(r.groups),
+                  frozenset(r.actions), r.anonymous, r.ecr_repository is not None)
+             for r in auth.rules]
     if not rules and auth.mode == "aws":
         rules = AccessRules.allow_all().rules
 
     def anonymous_default(name: str) -> bool:
         return router is not None and router.anonymous_pull(name, upstream_ns.get())
 
-    return AccessRules(rules, auth.groups, anonymous_default)
+    def ecr_of(name: str) -> EcrRepository | None:
+        if router is None:
+            return None
+        # The request's own ns counts: the same name may resolve elsewhere through a mirror.
+        target = router.resolve(name, upstream_ns.get())
+        return None if target is None else EcrRepository(target.repository,
+                                                        router.mirrored(target))
+
+    return AccessRules(rules, auth.groups, anonymous_default, ecr_of)
 
 
 def install(app: web.Application, config: Config, clients: ClientFactory,

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ParamValidationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
@@ -103,6 +103,11 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         # The client sees this message scrubbed of account ids and ARNs; operators see all.
         log.info("ECR %s answered %s: %s", action, code, error.get("Message", ""))
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
+    except ParamValidationError as exc:
+        # botocore refused a value before sending it: the request's, so a 4xx; retrying or
+        # waiting cannot help. (Its text may quote the values: not passed on.)
+        raise OciError(oci.REQUEST_INVALID, {"ecr_action": action},
+                       message="ECR does not accept a value of this request") from exc
     except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
                        message=f"upstream ECR unreachable: {type(exc).__name__}",

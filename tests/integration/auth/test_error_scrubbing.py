@@ -3,7 +3,9 @@ message without them, while the gateway's log keeps the whole text for operators
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 
 import aiohttp
 
@@ -22,6 +24,12 @@ async def test_repository_not_found_loses_the_account_id(gateway: GatewayProcess
     assert repo in text  # the message still says what was not found
     assert not ACCOUNT.search(text), text
     assert "arn:aws" not in text
-    logged = [line for line in gateway.log_lines if "RepositoryNotFoundException" in line
-              and repo in line]
+    # The log is read from the process's stderr by a thread: give the line a moment.
+    deadline = time.monotonic() + 5
+    while True:
+        logged = [line for line in gateway.log_lines if "RepositoryNotFoundException" in line
+                  and repo in line]
+        if logged or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert logged and ACCOUNT.search(logged[-1]), gateway.log_lines[-5:]

@@ -10,14 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from gateway.auth.exposure import check_exposure
 from gateway.config import load_config
 from tests.conftest import require_tool
-from tests.integration.deploy.test_manifests import KUBERNETES_VERSIONS
+from tests.integration.deploy.test_manifests import KUBERNETES_VERSIONS, validate_strictly
 from tests.support.clients import run
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "ecr-gateway"
@@ -66,14 +65,7 @@ def test_preset_lints(preset: str) -> None:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_rendered_resource_validates_strictly(rendered: dict[str, list[dict[str, Any]]],
                                                     version: str) -> None:
-    for preset, docs in rendered.items():
-        assert docs, preset
-        for doc in docs:
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as exc:
-                raise AssertionError(f"{preset}: {doc['kind']}/{doc['metadata']['name']} "
-                                     f"invalid for Kubernetes {version}: {exc}") from None
+    validate_strictly(rendered, version)
 
 
 @pytest.mark.parametrize("preset", PRESETS)
