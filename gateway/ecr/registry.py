@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -25,6 +25,7 @@ from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
+from gateway.ecr.listings import Listings, catalog_key, tags_key
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
@@ -71,6 +72,7 @@ class EcrRegistry:
         self.caches = PullCaches(cache or CacheConfig())
         self._events: CacheEvents = events or NoEvents()  # tells the other replicas
         self.peers = peers  # staged copies on other replicas (shared state only)
+        self.listings = Listings.for_config(cache or CacheConfig())  # tags and catalog pages
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
@@ -132,6 +134,7 @@ class EcrRegistry:
                 "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
         try:
             await self._call(target, "CreateRepository", **params)
+            self.listings.forget_catalogs()
             log.info("created repository %s (%s)", target.repository, target.route.upstream_kind)
         except EcrError as exc:
             if exc.code != "RepositoryAlreadyExistsException":
@@ -195,7 +198,7 @@ class EcrRegistry:
             cached = self.caches.url(target.key, digest)
             if cached is not None:
                 return BlobLocation(-1, url=cached)
-        staged = self._staging.find(digest)
+        staged = await self._staging.find(digest)
         if staged is not None:
             size = await self.stat_blob(name, digest)  # is it in *this* repository?
             if size is not None:
@@ -234,14 +237,14 @@ class EcrRegistry:
     async def staged_for_peer(self, digest: str, upload: str) -> Path | None:
         """This replica's staged copy of ``digest`` for a peer (which proved itself): kept
         by digest, or the finished spool of ``upload``, kept now if it hashes to it."""
-        found = self._staging.find(digest)
+        found = await self._staging.find(digest)
         if found is not None or not _UPLOAD_ID.fullmatch(upload):
             return found
         spooled = await asyncio.to_thread(_size_of, self._staging.spool_path(upload))
         if spooled is None:
             return None
         await asyncio.to_thread(self._staging.promote, upload, digest, spooled, verify=True)
-        return self._staging.find(digest)
+        return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
         if self.public.serves(target):
@@ -284,7 +287,7 @@ class EcrRegistry:
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
         if self.peers is not None:
-            if self._staging.find(digest) is not None:
+            if await self._staging.find(digest) is not None:
                 await self.peers.announce(digest)
             elif holder is not None and holder != self.peers.self_url:
                 await self.peers.announce(digest, holder, upload_id)
@@ -318,7 +321,12 @@ class EcrRegistry:
     async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
         location = await self.locate_blob(name, digest)
         if location.path is not None:
-            return _file_chunks(location.path)
+            try:
+                return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
+            except FileNotFoundError:  # removed since it was found: ask ECR
+                location = await self.locate_blob(name, digest)
+                if location.path is not None:
+                    return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
         headers = {PROOF_HEADER: location.peer_proof} if location.peer_proof else {}
         return _url_chunks(self._http(), location.url, headers)
@@ -401,7 +409,9 @@ class EcrRegistry:
                 raise
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
-        if not is_digest(reference):  # the tag may have moved: the others forget it
+        if not is_digest(reference):
+            self.listings.add(tags_key(target), reference)
+            # the tag may have moved: the others forget it
             await self._events.publish("tag", target.key, reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
             await self._update_catalog(name, target, reference, body, parsed)
@@ -433,6 +443,7 @@ class EcrRegistry:
             self.caches.forget_tag(target.key, reference)
             await self._untag(target, name, reference)
             self.caches.forget_tag(target.key, reference)
+            self.listings.remove(tags_key(target), reference)
             await self._events.publish("tag", target.key, reference)
             return
         self.caches.forget_manifest(target.key, reference)
@@ -442,6 +453,7 @@ class EcrRegistry:
             self.caches.forget_manifest(target.key, reference)
             answer = await self._call(target, "BatchDeleteImage",
                                       imageIds=[{"imageDigest": reference}])
+        self.listings.forget(tags_key(target))  # every tag of the image went with it
         _raise_delete_failures(answer, reference)
         await self._events.publish("manifest", target.key, reference)
 
@@ -516,7 +528,11 @@ class EcrRegistry:
                 return items
 
     async def list_tags(self, name: str) -> list[str]:
+        """Sorted; kept for paging (gateway/ecr/listings.py)."""
         target = self._target(name)
+        return await self.listings.get(tags_key(target), partial(self._read_tags, target))
+
+    async def _read_tags(self, target: Target) -> list[str]:
         if self.public.serves(target):
             try:
                 return await self.public.tags(target)
@@ -532,6 +548,10 @@ class EcrRegistry:
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
     async def list_repositories(self) -> list[str]:
+        """Sorted; kept for paging (gateway/ecr/listings.py)."""
+        return await self.listings.get(catalog_key(), self._read_repositories)
+
+    async def _read_repositories(self) -> list[str]:
         names: set[str] = set()
         seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:
@@ -625,8 +645,7 @@ def _delete_failure(failure: dict[str, Any], reference: str) -> OciError:
                     message=failure.get("failureReason") or "upstream delete failed")
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(open, path, "rb")
+async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
     try:
         while chunk := await asyncio.to_thread(handle.read, 1 << 20):
             yield chunk
