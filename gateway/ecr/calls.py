@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextvars
+import re
 from typing import Any
 
 import aiohttp
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ParamValidationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
+from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError, oci_error_for
 from gateway.ecr.retry import RetryPolicy
 from gateway.observability.metrics import UPSTREAM_CALLS, upstream_attempt
 from gateway.oci import errors as oci
@@ -25,6 +26,28 @@ upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVa
 # (botocore wraps most of aiohttp's errors; a body cut short can also surface unwrapped).
 # These, and 5xx answers, are what the circuit breaker counts as the endpoint being down.
 _TRANSIENT = (HTTPClientError, BotoConnectionError, aiohttp.ClientError, OSError, TimeoutError)
+
+
+# botocore's validation report, one problem a line: what is wrong, and with which parameter.
+# Only those two are repeated to the client (the report also quotes the values).
+_PROBLEM = re.compile(r'^(Invalid \w+|Missing required parameter|Unknown parameter)'
+                      r'(?: for parameter | in \S+: "?)([\w.\[\]]+)')
+
+
+def _bad_parameters(exc: ParamValidationError, action: str) -> OciError:
+    """botocore refused the request before sending it: the client asked for something ECR
+    cannot take (a reference or parameter out of ECR's bounds). Never retried."""
+    problems = [m.groups() for m in map(_PROBLEM.match, str(exc.kwargs.get("report", ""))
+                                        .splitlines()) if m]
+    names = {name for _, name in problems}
+    error = oci.NAME_INVALID if "repositoryName" in names else \
+        oci_error_for(action, "InvalidParameterException")
+    if error.status >= 500:
+        error = oci.PARAMETER_INVALID
+    named = "; ".join(f"{what.lower()}: {name}" for what, name in problems) or "invalid input"
+    return OciError(error, {"ecr_action": action,
+                            "parameters": sorted(names)},
+                    message=f"{error.message}: ECR {action} refuses the request ({named})")
 
 
 def _server_fault(exc: BaseException) -> bool:
@@ -93,6 +116,8 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         if code not in THROTTLES and status >= 500:
             code = "ServerException"
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
+    except ParamValidationError as exc:
+        raise _bad_parameters(exc, action) from exc
     except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
                        message=f"upstream ECR unreachable: {type(exc).__name__}",

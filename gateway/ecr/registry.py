@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -38,6 +39,13 @@ from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, p
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
+
+
+# What ECR can hold as a repository name (CreateRepository's repositoryName: 2 to 256
+# characters of this pattern). Names the OCI grammar allows beyond it (``a__b``, ``a--b``,
+# one character) are refused before any call.
+_ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_ECR_NAME_LENGTH = range(2, 257)
 
 
 def _image_id(reference: str) -> dict[str, str]:
@@ -86,6 +94,13 @@ class EcrRegistry:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
+        # Checked after routing: prefixes can make a name too long, or a valid one of its own.
+        repository = target.repository
+        if len(repository) not in _ECR_NAME_LENGTH or not _ECR_NAME.fullmatch(repository):
+            raise OciError(oci.NAME_INVALID, {"name": name[:300], "repository": repository[:300]},
+                           message="ECR cannot hold a repository of this name (2 to 256 "
+                                   "characters: lowercase letters and digits, words joined "
+                                   "by one '.', '_' or '-', path parts by '/')")
         return target
 
     async def _client(self, target: Target) -> Any:

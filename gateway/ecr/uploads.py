@@ -276,6 +276,7 @@ class UploadManager:
         start_state = self._hash_at(session.id, session.committed)
         if start_state is not None:
             states[None] = start_state
+        last_cut: list[EncodedPart | None] = [None]  # the part cut before the next one
         preparing: asyncio.Task[None] | None = None
         in_flight: asyncio.Task[None] | None = None
         failure: BaseException | None = None
@@ -302,7 +303,7 @@ class UploadManager:
                 **target.ids(), "uploadId": session.ecr_upload_id,
                 "partFirstByte": next_first, "partLastByte": next_first + count - 1})
             places[part] = _Place(self._parts)
-            before = cut[-1] if cut else None
+            before, last_cut[0] = last_cut[0], part
             cut.append(part)
             preparing = asyncio.create_task(prepare(
                 part, next_first, max(0, staged - next_first), preparing, before))

@@ -110,11 +110,12 @@ async def test_refused_upload_closes_its_session(client: OciClient, gateway: Gat
             if e.get("repository") == repo] == []
 
 
+@pytest.mark.parametrize("shape", ["chunked", "single_patch"])
 async def test_correct_bytes_of_a_stored_digest_are_accepted(
-        client: OciClient, upstream: EmulatorProcess, repo: str) -> None:
-    data = os.urandom(7 * MiB)
+        client: OciClient, upstream: EmulatorProcess, repo: str, shape: str) -> None:
+    data = os.urandom(25 * MiB)  # several parts in one request
     digest = await client.push_blob(repo, data)
-    again = await _chunked(client, repo, digest, data)
+    again = await SHAPES[shape](client, repo, digest, data)
     assert again.status == 201, again.body
     completions = [e["outcome"] for e in upstream.requests("CompleteLayerUpload")
                    if e.get("repository") == repo]
