@@ -87,7 +87,8 @@ async def test_upload_finishes_after_an_upstream_failure(
     data = os.urandom(SIZE)
     digest = digest_of(data)
     location = await client.start(name)
-    offset, requests, failures = 0, 0, []
+    offset, requests = 0, 0
+    failures: list[tuple[int, str]] = []
 
     async def fails_now(step: str) -> bool:
         if step != when or failures:
