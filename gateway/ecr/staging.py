@@ -85,14 +85,18 @@ class StagingStore:
             return None
         return "sha256:" + hasher.hexdigest()
 
-    def promote(self, upload_id: str, digest: str, size: int) -> None:
+    def promote(self, upload_id: str, digest: str, size: int, ending: bytes = b"") -> None:
         """Keep a finished spool under its digest. The caller has checked that the upload's
-        bytes (which the spool holds when it has ``size`` bytes) hash to ``digest``."""
+        bytes hash to ``digest``; the spool holds them if it has ``size`` bytes and ends with
+        ``ending`` (the session's tail, which another process may have received)."""
         path = self.spool_path(upload_id)
         try:
-            if path.stat().st_size != size:
-                path.unlink(missing_ok=True)
-                return
+            with open(path, "rb") as handle:
+                held = os.fstat(handle.fileno()).st_size
+                handle.seek(max(0, held - len(ending)))
+                if held != size or handle.read() != ending:
+                    path.unlink(missing_ok=True)
+                    return
         except FileNotFoundError:
             return
         os.replace(path, self.blob_path(digest))

@@ -445,10 +445,11 @@ class UploadManager:
                                message="upload content could not be verified against the "
                                        "digest; the repository already holds that digest")
             if computed is not None:
-                # The running hash covered the very chunks the spool was written from (or the
-                # spool itself was hashed): it may be served as this digest.
+                # The running hash covered the very chunks the spool was written from, the
+                # tail is compared (or the spool itself was hashed): it may be served as this
+                # digest.
                 await asyncio.to_thread(self._staging.promote, session.id, digest,
-                                        session.received)
+                                        session.received, tail)
             else:
                 await asyncio.to_thread(self._staging.discard, session.id)
             self._hashes.pop(session.id, None)
