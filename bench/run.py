@@ -44,7 +44,8 @@ from bench.services import (
 
 GiB = 1024 * MiB
 SECTIONS = {"push_pull": "push and pull (skopeo)", "manifest_head": "manifest HEAD load",
-            "memory": "memory", "concurrency": "concurrency", "economy": "upstream economy"}
+            "memory": "memory", "concurrency": "concurrency", "economy": "upstream economy",
+            "pull_through": "pull-through and sync from another registry"}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -540,6 +541,13 @@ class Bench:
                      measured=f"{ratio:.2f} ({result['pull_n']:.0f} vs "
                               f"{result['pull_1']:.0f} MiB/s)",
                      extra={"short": f"pull MiB/s {many} ÷ 1"}))
+
+    def pull_through(self) -> None:
+        """Cold and warm pulls through the pull-through, and sync, vs the upstream itself."""
+        from bench import pullthrough
+
+        for row in pullthrough.run(self):
+            self.add(row)
 
     def economy(self, client: str) -> None:
         """Row 8: the ECR calls of a push, from the emulator's request log."""

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.auth import install as install_auth
 from gateway.blobcache import BlobCache
-from gateway.config import Config
+from gateway.config import Config, PullThroughConfig
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.calls import upstream_calls
 from gateway.ecr.clients import ClientFactory, Upstream, caller_credentials
@@ -25,10 +25,12 @@ from gateway.ecr.staging import StagingStore
 from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
+from gateway.observability.tracing import Tracing
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.routes import add_routes
+from gateway.pullthrough.backend import PullThrough
 from gateway.state import session_store
 from gateway.state.sessions import SessionStore
 
@@ -88,6 +90,15 @@ async def _expire_idle_sessions(app: web.Application) -> None:
             log.exception("expiring idle upload sessions failed")
 
 
+def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
+    """No total (a blob may take long), but every wait on the far end is bounded; aiohttp's
+    ``connect`` covers waiting for a pooled connection and opening a new one."""
+    up = config.upstream
+    return aiohttp.ClientTimeout(
+        total=None, connect=up.http_pool_timeout_seconds + up.http_connect_timeout_seconds,
+        sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
+
+
 def upstream_factory(config: Config) -> Any:
     up = config.upstream
 
@@ -105,8 +116,11 @@ def upstream_factory(config: Config) -> Any:
     return upstream_for
 
 
-def build_app(config: Config) -> web.Application:
-    app = web.Application(middlewares=[access_log, oci_errors, count_upstream_calls])
+def build_app(config: Config, tracing: Tracing | None = None) -> web.Application:
+    """The gateway's application; ``tracing`` (from the OTEL_* environment) adds a span per
+    request, per ECR call attempt and per outbound HTTP call."""
+    traced = [tracing.middleware()] if tracing is not None else []
+    app = web.Application(middlewares=[access_log, *traced, oci_errors, count_upstream_calls])
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
     limits = config.limits
@@ -143,26 +157,35 @@ def build_app(config: Config) -> web.Application:
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
-    app[REGISTRY] = EcrRegistry(router, clients, upstream_factory(config), sessions, staging,
-                                policy, http, config.cache, public)
+    ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
+                      http, config.cache, public)
+    # Mirrors with an upstream registry fill ECR from it on a miss.
+    pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
+    app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password) \
+        if pulls_through else ecr
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
         app[HTTP_CLIENT] = aiohttp.ClientSession(
-            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+            auto_decompress=False, timeout=http_timeouts(config),
+            trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         yield
         sweeper.cancel()
+        backend = app[REGISTRY]
+        if isinstance(backend, PullThrough):
+            await backend.close()
         await app[HTTP_CLIENT].close()
         await clients.close()
         await sessions.close()
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
-    install_auth(app, config, clients, policy, router)
+    authenticator = install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_metrics_route(app)
+    if config.metrics_listen is None:  # else served on its own listener (gateway/serve.py)
+        add_metrics_route(app, authenticator.require_login if authenticator else None)
     return app

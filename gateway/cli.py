@@ -6,6 +6,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from gateway.tools import sync as sync_command
+
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecr-gateway", description=__doc__)
@@ -35,6 +37,7 @@ def _build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="check credentials, clock and every route's "
                             "repository access")
     doctor.add_argument("--config", help="YAML configuration file")
+    sync_command.add_parser(sub)
     return parser
 
 
@@ -56,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.tools import iam_policy
 
         return iam_policy.run(args.config, args.account_id)
+    if args.command == "sync":
+        return sync_command.run(args)
     if args.command == "doctor":
         from gateway.tools import doctor
 

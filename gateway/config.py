@@ -10,11 +10,13 @@ the key's dotted path and the reason.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +89,28 @@ class RouteConfig:
 
 
 @dataclass
+class PullThroughConfig:
+    """The registry a mirror fills ECR from when ECR does not hold what a client asks for
+    (gateway/pullthrough/): any OCI registry, anonymous, with the docker token flow or Basic
+    auth. ``password_file`` holds the password (never the configuration itself)."""
+
+    url: str = ""
+    username: str | None = None
+    password_file: str | None = None
+    # How long a tag is trusted before one HEAD asks the upstream whether it moved.
+    tag_ttl_seconds: float = 300.0
+    # An index's children copied into ECR: "all", or only those clients ask for.
+    platforms: str = "all"
+    # Connect and read timeout of each upstream request.
+    timeout_seconds: float = 30.0
+
+    def password(self) -> str | None:
+        if not self.password_file:
+            return None
+        return Path(self.password_file).read_text().strip()
+
+
+@dataclass
 class MirrorConfig:
     """Where requests for one upstream registry go when a mirror client names it with
     ``?ns=<host>`` (containerd does, on every request to a mirror). ``<host>/<name>`` is
@@ -99,12 +123,14 @@ class MirrorConfig:
     repository_prefix: str = ""
     registry_id: str | None = None  # None: from an ECR host name, else the caller's own
     region: str | None = None  # None: from an ECR host name, else upstream.region
-    # Mirror clients send no credentials: pulls through this mirror need none (honoured by
-    # the auth layer, within its access rules).
-    anonymous_pull: bool = True
+    # Pulls through this mirror need no credentials (honoured by the auth layer, within its
+    # access rules). Off by default: containerd can send a per-node credential instead.
+    anonymous_pull: bool = False
     # public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to. None:
     # https://public.ecr.aws, or the embedded emulator's with upstream.mode embedded.
     registry_url: str | None = None
+    # Fill ECR from this registry on a miss (pull-through); None: serve what ECR holds.
+    upstream: PullThroughConfig | None = None
 
 
 @dataclass
@@ -133,6 +159,13 @@ class UpstreamConfig:
     call_timeout_seconds: float = 60.0
     connect_timeout_seconds: float = 5.0
     max_connections: int = 64
+    # The gateway's own HTTP client (blob downloads in proxy mode and for mounts, the ECR
+    # Public registry): to open a connection, to wait for a free one in the pool, and the
+    # longest silence while reading an answer. An upstream that stops answering fails the
+    # request with 503 instead of holding it for ever.
+    http_connect_timeout_seconds: float = 10.0
+    http_pool_timeout_seconds: float = 30.0
+    http_read_timeout_seconds: float = 60.0
     # Circuit breaker: after this many consecutive outage failures (no answer, 5xx) calls to
     # the endpoint fail at once with 503 for breaker_open_seconds, then one probe goes (0: off).
     breaker_failures: int = 5
@@ -188,7 +221,9 @@ class StateConfig:
     (shared by every replica, so any replica can continue any session)."""
 
     backend: str = "local"
-    redis_url: str | None = None  # redis://[:password@]host:port/db
+    redis_url: str | None = None  # redis://host:port/db (a password here shows in configs)
+    # A file holding the Redis password (a mounted Secret): kept out of the URL and config.
+    redis_password_file: str | None = None
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
     lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
@@ -198,7 +233,11 @@ class StateConfig:
 class TokenConfig:
     """The gateway's own token server (docker token auth)."""
 
-    realm: str | None = None  # None: <scheme>://<host the client used>/token
+    # Where clients are sent for tokens (and send their passwords). None: the host the
+    # client used if it is in realm_hosts (or a loopback name on a loopback listener), else
+    # the address the connection arrived on.
+    realm: str | None = None
+    realm_hosts: list[str] = field(default_factory=list)  # host[:port] as clients write it
     service: str = "ecr-gateway"
     issuer: str = "ecr-gateway"
     ttl_seconds: int = 300
@@ -208,9 +247,14 @@ class TokenConfig:
 
 @dataclass
 class AccessRuleConfig:
-    """Repository pattern → users/groups → actions; the first matching rule decides."""
+    """Repository pattern → users/groups → actions; the first matching rule decides.
+
+    A rule with ``ecr_repository`` instead matches the ECR repository a request resolves to
+    (after routes and mirrors): such rules can only narrow what the name rules allow, and
+    are needed to push or delete in an ECR repository a mirror serves."""
 
     repository: str = "**"
+    ecr_repository: str | None = None
     users: list[str] = field(default_factory=list)  # "*": every authenticated user
     groups: list[str] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)  # pull, push, delete, catalog
@@ -253,6 +297,11 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"  # "text" or "json" (one JSON object per line)
     shutdown_grace_seconds: float = 30.0  # SIGTERM: in-flight requests get this long
+    # Peers (CIDRs) whose X-Forwarded-Proto/-Host/-For are believed; nobody else's are.
+    trusted_proxies: list[str] = field(default_factory=list)
+    # HOST:PORT of a listener serving only /metrics (no credentials asked there). None:
+    # /metrics on the main listener, behind a login when authentication is on.
+    metrics_listen: str | None = None
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     routes: list[RouteConfig] = field(default_factory=list)
     # Upstream registry host (containerd's ?ns=) → ECR target. Empty: ns is ignored and
@@ -392,8 +441,27 @@ def _check(config: Config) -> None:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}") from None
     if not host or not 0 <= port <= 65535:
         raise ConfigError("listen", f"must be HOST:PORT, got {config.listen!r}")
+    for i, cidr in enumerate(config.trusted_proxies):
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"trusted_proxies[{i}]", f"is not an address or CIDR: {cidr!r}"
+                              ) from None
+    if config.metrics_listen is not None:
+        m_host, _, m_port = config.metrics_listen.rpartition(":")
+        if not m_host or not m_port.isdigit() or int(m_port) > 65535:
+            raise ConfigError("metrics_listen", f"must be HOST:PORT, got "
+                              f"{config.metrics_listen!r}")
+    for key in ("http_connect_timeout_seconds", "http_pool_timeout_seconds",
+                "http_read_timeout_seconds"):
+        if getattr(config.upstream, key) <= 0:
+            raise ConfigError(f"upstream.{key}", "must be more than 0")
     if config.state.backend == "redis" and not config.state.redis_url:
         raise ConfigError("state.redis_url", "is required when state.backend is redis")
+    if config.state.redis_password_file and config.state.redis_url and \
+            re.match(r"^[a-z]+://[^/@]*:[^/@]*@", config.state.redis_url):
+        raise ConfigError("state.redis_password_file", "and a password in state.redis_url: "
+                          "give one of them")
     _check_auth(config)
     prefixes = [route.prefix for route in config.routes]
     if len(prefixes) != len(set(prefixes)):
@@ -411,6 +479,39 @@ def _check(config: Config) -> None:
         if mirror.registry_url is not None and host != "public.ecr.aws":
             raise ConfigError(f"mirrors.{host}.registry_url",
                               "only for public.ecr.aws (an ECR Public mirror)")
+        if mirror.upstream is not None:
+            _check_pull_through(mirror.upstream, f"mirrors.{host}.upstream")
+
+
+def _check_pull_through(upstream: PullThroughConfig, where: str) -> None:
+    url = urllib.parse.urlsplit(upstream.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError(f"{where}.url", f"must be an http(s):// registry URL, got "
+                                          f"{upstream.url!r}")
+    if url.username or url.password:
+        raise ConfigError(f"{where}.url", "credentials go in username and password_file")
+    if url.scheme == "http" and not _is_loopback(url.hostname):
+        raise ConfigError(f"{where}.url", "http:// only for a loopback registry; use https://")
+    if upstream.platforms not in ("all", "requested"):
+        raise ConfigError(f"{where}.platforms",
+                          f"must be one of all, requested, got {upstream.platforms!r}")
+    if upstream.password_file is not None:
+        if not upstream.username:
+            raise ConfigError(f"{where}.password_file", "needs username")
+        try:
+            upstream.password()
+        except OSError as exc:
+            raise ConfigError(f"{where}.password_file",
+                              f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_route(route: RouteConfig, where: str) -> None:
@@ -453,9 +554,18 @@ def _check_auth(config: Config) -> None:
         raise ConfigError("auth.htpasswd_file", "is required when auth.mode is htpasswd")
     if bool(tls.cert_file) != bool(tls.key_file):
         raise ConfigError("tls", "cert_file and key_file go together")
+    realm = auth.token.realm
+    if realm is not None and not re.match(r"^https?://[^/\s]+", realm):
+        raise ConfigError("auth.token.realm", f"must be an http(s) URL, got {realm!r}")
     if auth.token.ttl_seconds < 60:
         raise ConfigError("auth.token.ttl_seconds", "must be at least 60")
     for i, rule in enumerate(auth.rules):
+        if rule.ecr_repository is not None and rule.repository != "**":
+            raise ConfigError(f"auth.rules[{i}]", "a rule names repository or ecr_repository, "
+                              "not both")
+        if rule.ecr_repository is not None and "catalog" in rule.actions:
+            raise ConfigError(f"auth.rules[{i}].actions", "catalog is granted by repository "
+                              "rules, not ecr_repository ones")
         unknown = set(rule.actions) - {"pull", "push", "delete", "catalog"}
         if unknown:
             raise ConfigError(f"auth.rules[{i}].actions",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import os
 import re
@@ -21,6 +22,7 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
+from gateway.observability.tracing import Tracing
 from gateway.oci.limits import server_options
 from gateway.oci.server import OciAppRunner
 
@@ -65,6 +67,13 @@ class EmbeddedEmulator:
                 self._process.kill()
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ecr-gateway")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _setup_logging(config: Config) -> None:
     from gateway.observability.logs import setup
     from gateway.tools.check_config import secret_values
@@ -73,7 +82,8 @@ def _setup_logging(config: Config) -> None:
 
 
 async def _run(config: Config, tls: TlsFiles | None = None) -> None:
-    app = build_app(config)
+    tracing = Tracing.from_environ(os.environ, _version())
+    app = build_app(config, tracing)
     # SIGTERM: stop accepting, give in-flight requests shutdown_grace_seconds, then cancel
     # them (an upload cut short keeps what it stored: the client resumes from its offset).
     # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
@@ -87,6 +97,15 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
                        ssl_context=tls.context if tls else None)
     await site.start()
+    metrics_runner: web.AppRunner | None = None
+    if config.metrics_listen is not None:
+        from gateway.observability.metrics import metrics_app
+
+        host, _, port_text = config.metrics_listen.rpartition(":")
+        metrics_runner = web.AppRunner(metrics_app(app), access_log=None, handle_signals=False)
+        await metrics_runner.setup()
+        await web.TCPSite(metrics_runner, host.strip("[]"), int(port_text)).start()
+        log.info("metrics on http://%s/metrics", config.metrics_listen)
     tls_watch = asyncio.create_task(tls.watch()) if tls else None
     sockets = runner.addresses
     port = sockets[0][1] if sockets else config.listen_port
@@ -103,7 +122,25 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
              config.shutdown_grace_seconds)
     if tls_watch is not None:
         tls_watch.cancel()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     await graceful_stop(runner, config.shutdown_grace_seconds)
+    if tracing is not None:
+        await asyncio.to_thread(tracing.shutdown)  # the last spans, sent before exit
+
+
+def start_embedded(config: Config) -> EmbeddedEmulator | None:
+    """With ``upstream.mode: embedded``, start the emulator and point the upstream at it."""
+    emulator: EmbeddedEmulator | None = None
+    if config.upstream.mode == "embedded":
+        emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+        config.upstream.endpoint_url = emulator.start()
+        config.upstream.access_key_id = EMBEDDED_KEY_ID
+        config.upstream.secret_access_key = EMBEDDED_SECRET
+        log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
+                 config.data_path / "emulator")
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
+    return emulator
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -127,17 +164,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     _setup_logging(config)
     for warning in exposure_warnings:
         log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
-    emulator: EmbeddedEmulator | None = None
-    if config.upstream.mode == "embedded":
-        emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
-        config.upstream.endpoint_url = emulator.start()
-        config.upstream.access_key_id = EMBEDDED_KEY_ID
-        config.upstream.secret_access_key = EMBEDDED_SECRET
-        log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
-                 config.data_path / "emulator")
-    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
+    emulator = start_embedded(config)
     try:
         asyncio.run(_run(config, tls))
+    except ConfigError as exc:  # found while building the application (a file unreadable)
+        print(f"ecr-gateway: refusing to start: {exc}", file=sys.stderr)
+        return 2
     finally:
         if emulator:
             emulator.stop()

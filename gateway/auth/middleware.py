@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.auth.aws import AwsIdentities
-from gateway.auth.challenge import Challenger, denied
+from gateway.auth.challenge import Challenger, denied, metrics_login_required
+from gateway.auth.forwarded import client_address
 from gateway.auth.logins import Logins, parse_basic
 from gateway.auth.rules import AccessRules
 from gateway.auth.scopes import Scope, needed_scope
 from gateway.auth.tokens import AccessClaims, InvalidToken, TokenService
 from gateway.ecr.clients import caller_credentials
+from gateway.oci.context import MOUNT_REFUSED
 from gateway.oci.middleware import Handler
 
 _BASE = re.compile(r"^/v2/?$")
@@ -73,7 +75,7 @@ class Authenticator:
             return Principal(claims.subject, claims, claims.identity)
         if scheme == "basic":
             pair = parse_basic(value)
-            login = await self.logins.check(*pair, request.remote) if pair else None
+            login = await self.logins.check(*pair, client_address(request)) if pair else None
             if login is None:
                 raise self.challenger.unauthorized(request, reason="wrong user name or password")
             return Principal(login.subject, None, login.identity)
@@ -101,28 +103,51 @@ class Authenticator:
         finally:
             caller_credentials.reset(reset)
 
+    async def require_login(self, request: web.Request) -> None:
+        """Any valid login (Basic, or a token issued to a user) may read ``/metrics``."""
+        principal = await self.authenticate(request)
+        if principal.subject is None:
+            raise metrics_login_required()
+
     # -- may they do it ---------------------------------------------------------------------
 
     async def check_access(self, request: web.Request, name: str | None, action: str) -> None:
         principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
-        self._require(request, principal, name, action)
         source = request.query.get("from") if request.get("route") == "end-4a" else None
-        if source is not None and request.query.get("mount"):
-            # Mounting copies a blob out of `from`: the caller must be able to read it there.
-            self._require(request, principal, source, "pull")
+        if source is None or not request.query.get("mount"):
+            self._require(request, principal, name, action)
+            return
+        # Mounting copies a blob out of `from`: a challenge asks for both scopes at once.
+        pull_source = needed_scope(source, "pull")
+        self._require(request, principal, name, action, [pull_source])
+        if self._allows(principal, source, "pull"):
+            return
+        if not principal.has_credentials:
+            raise self.challenger.unauthorized(request, [needed_scope(name, action),
+                                                         pull_source])
+        # Not readable with these credentials: an ordinary upload, as if the blob were not
+        # there, so the caller learns nothing about the source.
+        request[MOUNT_REFUSED] = True
 
-    def _require(self, request: web.Request, principal: Principal, name: str | None,
-                 action: str) -> None:
+    def _allows(self, principal: Principal, name: str | None, action: str) -> bool:
         scope = needed_scope(name, action)
         exact = Scope(scope.type, scope.name, frozenset({action}) if name else scope.actions)
-        if principal.token is not None and principal.token.allows(exact):
+        if principal.token is not None:
+            # A token names the client name; the ECR repository it resolves to is checked now.
+            return principal.token.allows(exact) and (
+                name is None or action in self.rules.ecr_allowed(principal.subject, name))
+        return self._rules_allow(principal.subject, name, action)
+
+    def _require(self, request: web.Request, principal: Principal, name: str | None,
+                 action: str, also: list[Scope] | None = None) -> None:
+        if self._allows(principal, name, action):
             return
-        if principal.token is None and self._rules_allow(principal.subject, name, action):
-            return
+        scope = needed_scope(name, action)
+        scopes = [scope, *(also or [])]
         if principal.subject is None:
-            raise self.challenger.unauthorized(request, scope)
+            raise self.challenger.unauthorized(request, scopes)
         if self._rules_allow(principal.subject, name, action):  # the token is too narrow
-            raise self.challenger.unauthorized(request, scope, error="insufficient_scope")
+            raise self.challenger.unauthorized(request, scopes, error="insufficient_scope")
         raise denied(scope, principal.subject)
 
     def _rules_allow(self, subject: str | None, name: str | None, action: str) -> bool:

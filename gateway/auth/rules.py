@@ -9,6 +9,12 @@ credentials, who only ever get its ``pull``; when no rule applies to such a call
 route serving the name decides (``routes[].anonymous_pull``, ``mirrors.*.anonymous_pull``).
 ``catalog`` in a rule's actions lets its users
 call ``/v2/_catalog`` (whatever the pattern); the listing shows only what they may pull.
+
+Rules with ``ecr=True`` match the ECR repository a name resolves to (after routes and
+mirrors) instead of the name. They are a second gate: the first one that applies decides
+which of the name rules' actions remain. Where none applies, an ECR repository a mirror
+serves keeps only ``pull``: a name rule alone never lets anyone push into, or delete from,
+what every mirror client pulls.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ from gateway.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
 ACTIONS = (*REPOSITORY_ACTIONS, "catalog")
 NOTHING: frozenset[str] = frozenset()
 PULL = frozenset({"pull"})
+EVERY = frozenset(REPOSITORY_ACTIONS)
+
+
+@dataclass(frozen=True)
+class EcrRepository:
+    """The ECR repository a request's name resolves to, for the ``ecr`` rules."""
+
+    name: str
+    mirrored: bool  # a mirror serves it (see Router.mirrored)
 
 
 def compile_pattern(pattern: str, user: str | None = None) -> re.Pattern[str] | None:
@@ -57,6 +72,7 @@ class Rule:
     groups: frozenset[str]
     actions: frozenset[str]
     anonymous: bool = False
+    ecr: bool = False  # the pattern matches ECR repository names, not client names
 
     def applies_to(self, subject: str | None, members: Mapping[str, frozenset[str]]) -> bool:
         if subject is None:
@@ -80,38 +96,58 @@ class AccessRules:
     whether the route serving the name was configured with ``anonymous_pull``."""
 
     def __init__(self, rules: Iterable[Rule], groups: Mapping[str, Iterable[str]],
-                 anonymous_default: Callable[[str], bool] | None = None) -> None:
+                 anonymous_default: Callable[[str], bool] | None = None,
+                 ecr_of: Callable[[str], EcrRepository | None] | None = None) -> None:
+        """``ecr_of`` resolves a name to its ECR repository (None: no ECR gate at all)."""
         self.rules = list(rules)
         self._members = {name: frozenset(users) for name, users in groups.items()}
         self._anonymous_default = anonymous_default
-        self._decide = functools.lru_cache(maxsize=65536)(self._first_match)
+        self._ecr_of = ecr_of
+        by_name = [rule for rule in self.rules if not rule.ecr]
+        by_ecr = [rule for rule in self.rules if rule.ecr]
+        self._decide = functools.lru_cache(maxsize=65536)(
+            functools.partial(self._first_match, by_name))
+        self._decide_ecr = functools.lru_cache(maxsize=65536)(
+            functools.partial(self._first_match, by_ecr))
 
     @classmethod
     def allow_all(cls) -> AccessRules:
         """Every authenticated caller may do everything (the upstream decides instead)."""
-        return cls([Rule("**", frozenset({"*"}), NOTHING, frozenset(ACTIONS))], {})
+        return cls([Rule("**", frozenset({"*"}), NOTHING, frozenset(ACTIONS)),
+                    Rule("**", frozenset({"*"}), NOTHING, EVERY, ecr=True)], {})
 
     def allowed(self, subject: str | None, repository: str) -> frozenset[str]:
         """The repository actions ``subject`` (None: anonymous) may perform on ``repository``."""
         decided: frozenset[str] | None = self._decide(subject, repository)
+        if decided is None:
+            anonymous = subject is None and self._anonymous_default is not None \
+                and self._anonymous_default(repository)
+            decided = PULL if anonymous else NOTHING
+        return decided & self.ecr_allowed(subject, repository) if decided else NOTHING
+
+    def ecr_allowed(self, subject: str | None, repository: str) -> frozenset[str]:
+        """What the ``ecr`` rules leave of any grant on ``repository``'s ECR repository."""
+        target = self._ecr_of(repository) if self._ecr_of is not None else None
+        if target is None:
+            return EVERY
+        decided: frozenset[str] | None = self._decide_ecr(subject, target.name)
         if decided is not None:
             return decided
-        if subject is None and self._anonymous_default and self._anonymous_default(repository):
-            return PULL
-        return NOTHING
+        return PULL if target.mirrored else EVERY
 
-    def _first_match(self, subject: str | None, repository: str) -> frozenset[str] | None:
-        for rule in self.rules:
+    def _first_match(self, rules: list[Rule], subject: str | None,
+                     repository: str) -> frozenset[str] | None:
+        for rule in rules:
             if rule.applies_to(subject, self._members) and rule.covers(repository, subject):
-                actions = rule.actions & frozenset(REPOSITORY_ACTIONS)
+                actions = rule.actions & EVERY
                 return actions & PULL if subject is None else actions
         return None
 
     def may_list_catalog(self, subject: str | None) -> bool:
         if subject is None:
             return False
-        return any("catalog" in rule.actions and rule.applies_to(subject, self._members)
-                   for rule in self.rules)
+        return any("catalog" in rule.actions and not rule.ecr
+                   and rule.applies_to(subject, self._members) for rule in self.rules)
 
     def grant(self, subject: str | None, requested: Iterable[Scope]) -> list[Scope]:
         """What a token for ``subject`` may hold: each requested scope cut down to what the

@@ -8,11 +8,12 @@ from aiohttp import web
 
 from gateway.auth.aws import AwsIdentities
 from gateway.auth.challenge import Challenger
+from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.logins import AwsBackend, HtpasswdBackend, Logins, PasswordBackend
 from gateway.auth.middleware import Authenticator
 from gateway.auth.ratelimit import FailedLogins
-from gateway.auth.rules import AccessRules, Rule
+from gateway.auth.rules import AccessRules, EcrRepository, Rule
 from gateway.auth.token_server import TokenServer
 from gateway.auth.tokens import TokenService, load_signing_key
 from gateway.config import AuthConfig, Config
@@ -31,15 +32,24 @@ def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
     """The configured rules; in aws mode with none configured, every authenticated identity
     passes the gateway and IAM alone decides. Callers without credentials no rule speaks
     for may pull where the serving route or mirror has ``anonymous_pull``."""
-    rules = [Rule(r.repository, frozenset(r.users), frozenset(r.groups), frozenset(r.actions),
-                  r.anonymous) for r in auth.rules]
+    rules = [Rule(r.ecr_repository or r.repository, frozenset(r.users), frozenset(r.groups),
+                  frozenset(r.actions), r.anonymous, r.ecr_repository is not None)
+             for r in auth.rules]
     if not rules and auth.mode == "aws":
         rules = AccessRules.allow_all().rules
 
     def anonymous_default(name: str) -> bool:
         return router is not None and router.anonymous_pull(name, upstream_ns.get())
 
-    return AccessRules(rules, auth.groups, anonymous_default)
+    def ecr_of(name: str) -> EcrRepository | None:
+        if router is None:
+            return None
+        # The request's own ns counts: the same name may resolve elsewhere through a mirror.
+        target = router.resolve(name, upstream_ns.get())
+        return None if target is None else EcrRepository(target.repository,
+                                                        router.mirrored(target))
+
+    return AccessRules(rules, auth.groups, anonymous_default, ecr_of)
 
 
 def install(app: web.Application, config: Config, clients: ClientFactory,
@@ -70,7 +80,11 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
     limits = auth.rate_limit
     logins = Logins(backend, FailedLogins(limits.window_seconds, limits.max_failures_per_user,
                                           limits.max_failures_per_address))
-    challenger = Challenger(auth.token.realm, auth.token.service)
+    trust = ProxyTrust(parse_networks(config.trusted_proxies))
+    app[PROXY_TRUST] = trust
+    challenger = Challenger(auth.token.realm, auth.token.service,
+                            frozenset(host.lower() for host in auth.token.realm_hosts), trust,
+                            config.listen)
     authenticator = Authenticator(tokens, rules, logins, challenger, identities)
     app.middlewares.append(authenticator.middleware)
     app[ACCESS_CHECK] = authenticator.check_access

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.auth.forwarded import client_address
 from gateway.auth.logins import Login, Logins, parse_basic
 from gateway.auth.rules import AccessRules
 from gateway.auth.scopes import parse_scopes
@@ -73,7 +74,7 @@ class TokenServer:
                        message="grant_type must be password or refresh_token")
 
     async def _login(self, user: str, password: str, request: web.Request) -> Login:
-        login = await self.logins.check(user, password, request.remote)
+        login = await self.logins.check(user, password, client_address(request))
         if login is None:
             raise _bad_credentials("wrong user name or password")
         return login

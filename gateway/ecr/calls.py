@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 from typing import Any
 
@@ -13,9 +14,12 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError, oci_error_for
 from gateway.ecr.retry import RetryPolicy
-from gateway.observability.metrics import UPSTREAM_CALLS, upstream_attempt
+from gateway.observability.metrics import UPSTREAM_CALLS, outcome_of, upstream_attempt
+from gateway.observability.tracing import EcrAttemptSpan
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+
+log = logging.getLogger(__name__)
 
 # Per-request tally of upstream calls, read by the access log.
 upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -88,17 +92,21 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         counter.inc()
         if tally is not None:
             tally.append(action)
+        span = EcrAttemptSpan(action, attempts, params)
         try:
             with upstream_attempt(action, attempts, THROTTLES):
                 result: dict[str, Any] = await method(**params)
         except Exception as exc:
+            span.finish(outcome_of(exc))
             if breaker is not None:
                 (breaker.failure if _outage(exc) else breaker.success)(endpoint)
             raise
-        except BaseException:
+        except BaseException as exc:
+            span.finish(outcome_of(exc))
             if breaker is not None:
                 breaker.released(endpoint)
             raise
+        span.finish("ok")
         if breaker is not None:
             breaker.success(endpoint)
         return result
@@ -115,6 +123,8 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code not in THROTTLES and status >= 500:
             code = "ServerException"
+        # The client sees this message scrubbed of account ids and ARNs; operators see all.
+        log.info("ECR %s answered %s: %s", action, code, error.get("Message", ""))
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
     except ParamValidationError as exc:
         raise _bad_parameters(exc, action) from exc

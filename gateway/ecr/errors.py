@@ -9,6 +9,7 @@ PutImage. Each action belongs to the OCI operation it serves; the table is keyed
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gateway.oci import errors as oci
@@ -84,6 +85,18 @@ SERVER_FAULTS = frozenset({"ServerException", "ServiceUnavailableException", "In
                            "ServiceUnavailable", "InternalError"})
 
 
+# What ECR messages name that a registry client has no business learning: the account
+# (a 12-digit id, also inside registry ids) and resource ARNs, which carry it and more.
+_ARN = re.compile(r"\barn:aws[a-z-]*:[^\s'\"]*", re.IGNORECASE)
+# (a run of 12 digits inside a hex digest is not an account id)
+_ACCOUNT = re.compile(r"(?<![0-9a-zA-Z])[0-9]{12}(?![0-9a-zA-Z])")
+
+
+def scrub(message: str) -> str:
+    """``message`` without ARNs or account ids (the full text goes to the log only)."""
+    return _ACCOUNT.sub("<account>", _ARN.sub("<arn>", message))
+
+
 class EcrError(OciError):
     """An ECR API exception, already mapped to its OCI error; ``code`` keeps ECR's name."""
 
@@ -91,7 +104,7 @@ class EcrError(OciError):
         error = oci_error_for(action, code)
         headers = {"Retry-After": "1"} if error.status in (429, 503) else None
         super().__init__(error, {"ecr_action": action, "ecr_error": code},
-                         message=f"{error.message}: {message}" if message else None,
+                         message=f"{error.message}: {scrub(message)}" if message else None,
                          headers=headers)
         self.action = action
         self.code = code

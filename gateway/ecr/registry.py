@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -39,13 +38,6 @@ from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, p
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
-
-
-# What ECR can hold as a repository name (CreateRepository's repositoryName: 2 to 256
-# characters of this pattern). Names the OCI grammar allows beyond it (``a__b``, ``a--b``,
-# one character) are refused before any call.
-_ECR_NAME = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
-_ECR_NAME_LENGTH = range(2, 257)
 
 
 def _image_id(reference: str) -> dict[str, str]:
@@ -95,13 +87,7 @@ class EcrRegistry:
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
         # Checked after routing: prefixes can make a name too long, or a valid one of its own.
-        repository = target.repository
-        if len(repository) not in _ECR_NAME_LENGTH or not _ECR_NAME.fullmatch(repository):
-            raise OciError(oci.NAME_INVALID, {"name": name[:300], "repository": repository[:300]},
-                           message="ECR cannot hold a repository of this name (2 to 256 "
-                                   "characters: lowercase letters and digits, words joined "
-                                   "by one '.', '_' or '-', path parts by '/')")
-        return target
+        return target.check_name()
 
     async def _client(self, target: Target) -> Any:
         if self.public.serves(target):
@@ -136,6 +122,11 @@ class EcrRegistry:
             await self._call(target, "SetRepositoryPolicy", policyText=policy)
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
+
+    async def create_repository_for(self, name: str) -> None:
+        """Create the repository ``name`` maps to with its route's settings, whatever the
+        route says of clients' pushes (pull-through fills it); one that exists is kept."""
+        await self._create_repository(self._target(name))
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
@@ -605,8 +596,14 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 async def _url_chunks(client: aiohttp.ClientSession, url: str) -> AsyncIterator[bytes]:
-    async with client.get(url) as response:
-        if response.status != 200:
-            raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
-        async for chunk in response.content.iter_chunked(1 << 20):
-            yield chunk
+    try:
+        async with client.get(url) as response:
+            if response.status != 200:
+                raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
+            async for chunk in response.content.iter_chunked(1 << 20):
+                yield chunk
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        # Unreachable or silent past the client's timeouts (no URL: it is a credential).
+        raise OciError(oci.UNAVAILABLE, {"blob_download": type(exc).__name__},
+                       message="the blob store did not answer in time",
+                       headers={"Retry-After": "1"}) from exc

@@ -16,9 +16,19 @@ from dataclasses import dataclass
 
 from gateway.config import Config, MirrorConfig, RouteConfig
 from gateway.ecr.clients import caller_credentials
+from gateway.oci.errors import NAME_INVALID, OciError
 
 # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]: an ECR registry's own host name.
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
+# What ECR's API takes as a repository name (its model's RepositoryName) beyond the OCI
+# grammar that gateway/oci/names.py already checked: 2 to 256 characters once routed (a
+# route's repository_prefix counts); ECR Public at most 205, with single separators only.
+_ECR_NAME_MIN = 2
+_ECR_NAME_MAX = 256
+_ECR_NAME = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+                       r"(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+_PUBLIC_NAME_MAX = 205
+_PUBLIC_NAME = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 # ECR Public's registry (routes with upstream_kind ecr-public; see gateway/ecr/public.py).
 ECR_PUBLIC_HOST = "public.ecr.aws"
 ECR_PUBLIC_REGION = "us-east-1"
@@ -49,6 +59,19 @@ class Target:
         if caller is not None:
             return (f"{registry or ''}@{caller.access_key_id}", self.region, self.repository)
         return (registry, self.region, self.repository)
+
+    def check_name(self) -> Target:
+        """400 NAME_INVALID for a repository name ECR would refuse, before any call."""
+        name = self.repository
+        fits = len(name) >= _ECR_NAME_MIN
+        if self.route.upstream_kind == "ecr-public":
+            fits = fits and len(name) <= _PUBLIC_NAME_MAX and bool(_PUBLIC_NAME.match(name))
+        else:  # the prefix and the name each fit the grammar; joined, the length may not
+            fits = fits and len(name) <= _ECR_NAME_MAX and bool(_ECR_NAME.match(name))
+        if not fits:
+            raise OciError(NAME_INVALID, {"repository": name[:300]},
+                           message="ECR cannot hold a repository of this name")
+        return self
 
     def ids(self) -> dict[str, str]:
         """The registryId/repositoryName parameters every repository-scoped action takes."""
@@ -119,6 +142,19 @@ class Router:
         """Whether the route serving this request lets anyone pull (for the auth layer)."""
         target = self.resolve(name, ns)
         return target is not None and target.route.anonymous_pull
+
+    def mirrored(self, target: Target) -> bool:
+        """Whether ``target``'s ECR repository is one a mirror serves (under a mirror's
+        repository_prefix, in the same kind of registry and region; a registry id left to
+        default may be any), whichever route or mirror the request came through."""
+        for mirror in self._mirrors.values():
+            if (mirror.upstream_kind == target.route.upstream_kind
+                    and self.region_of(mirror) == target.region
+                    and (mirror.registry_id is None or target.registry_id is None
+                         or mirror.registry_id == target.registry_id)
+                    and _strip(target.repository, mirror.repository_prefix) is not None):
+                return True
+        return False
 
     def client_name(self, route: RouteConfig, repository: str) -> str | None:
         """The client-facing name of an ECR repository seen through ``route`` (or None)."""

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.observability.drain import IN_FLIGHT_REQUESTS
+from gateway.observability.logs import REQUEST_ID
 from gateway.observability.metrics import IN_FLIGHT, observe_request
 
 log = logging.getLogger("gateway.access")
@@ -63,6 +64,7 @@ def _bytes_out(request: web.Request, response: web.StreamResponse | None) -> int
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
     request["request_id"] = request_id
+    request_id_token = REQUEST_ID.set(request_id)
     started = time.monotonic()
     status = 500
     response: web.StreamResponse | None = None
@@ -112,3 +114,4 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
         if isinstance(subject, str):
             fields["user"] = subject
         log.info("%s", json.dumps(fields), extra={"access": fields})
+        REQUEST_ID.reset(request_id_token)

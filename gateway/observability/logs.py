@@ -14,6 +14,7 @@ security tokens, ``password=``/``secret=``/``token=`` values).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -22,6 +23,18 @@ import time
 from collections.abc import Iterable
 
 MASK = "***"
+
+# The id of the request being served, so that every line logged while serving it (ECR
+# retries, upstream failures) can be matched with its access line.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id",
+                                                                         default=None)
+
+
+class RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = REQUEST_ID.get()
+        return True
 
 _PATTERNS = (
     # header or field name, then its value (quoted JSON value, or up to a separator)
@@ -55,7 +68,11 @@ class TextFormatter(logging.Formatter):
         self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
-        return self._redact(super().format(record))
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        if request_id and not hasattr(record, "access"):
+            line += f" request_id={request_id}"
+        return self._redact(line)
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,6 +92,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(fields)
         else:
             entry["message"] = record.getMessage()
+            request_id = getattr(record, "request_id", None)
+            if request_id:
+                entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return self._redact(json.dumps(entry, default=str))
@@ -85,6 +105,7 @@ def setup(level: str, fmt: str = "text", secrets: Iterable[str | None] = ()) -> 
     redact = Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -69,6 +69,14 @@ SHARED_CALLS = Counter("ecr_gateway_singleflight_shared", "Upstream lookups that
                        "identical one already in flight instead of calling ECR", ["kind"],
                        registry=REGISTRY)
 
+PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through from an upstream "
+                             "registry by mirror host: fetched, filled, revalidated, stale "
+                             "(ECR's copy served while the upstream is unavailable), "
+                             "fill_failed, rate_limited, unreachable, refused, upstream_error",
+                             ["registry", "event"], registry=REGISTRY)
+PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
+                            "registries into ECR", ["registry"], registry=REGISTRY)
+
 # How /metrics learns the number of open upload sessions (the store is async).
 SESSION_COUNT: web.AppKey[Callable[[], Awaitable[int]]] = web.AppKey("upload_session_count")
 
@@ -96,7 +104,7 @@ def upstream_attempt(action: str, attempt: int,
     try:
         yield
     except BaseException as exc:
-        outcome = _outcome(exc)
+        outcome = outcome_of(exc)
         if outcome in throttles:
             UPSTREAM_THROTTLES.labels(action).inc()
         raise
@@ -105,7 +113,8 @@ def upstream_attempt(action: str, attempt: int,
         UPSTREAM_SECONDS.labels(action).observe(time.monotonic() - started)
 
 
-def _outcome(exc: BaseException) -> str:
+def outcome_of(exc: BaseException) -> str:
+    """ECR's error code for a failed call, else the exception's type name."""
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         code = response.get("Error", {}).get("Code")
@@ -134,5 +143,28 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def add_metrics_route(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics_handler)
+# Refuses a request that may not read the metrics (raises); None: anyone may.
+MetricsGuard = Callable[[web.Request], Awaitable[None]]
+
+
+def add_metrics_route(app: web.Application, guard: MetricsGuard | None = None) -> None:
+    if guard is None:
+        app.router.add_get("/metrics", metrics_handler)
+        return
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        await guard(request)
+        return await metrics_handler(request)
+
+    app.router.add_get("/metrics", guarded)
+
+
+def metrics_app(main: web.Application) -> web.Application:
+    """``/metrics`` alone, for its own listener (``metrics_listen``): reachable only by
+    whoever can reach that address, so no credentials are asked."""
+    app = web.Application()
+    count = main.get(SESSION_COUNT)
+    if count is not None:
+        app[SESSION_COUNT] = count
+    add_metrics_route(app)
+    return app

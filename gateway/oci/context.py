@@ -30,6 +30,9 @@ ACCESS_CHECK: web.AppKey[AccessCheck] = web.AppKey("access_check")
 # Whether the catalog may show a repository to this request's caller (set with auth on).
 CatalogFilter = Callable[[web.Request, str], bool]
 CATALOG_FILTER: web.AppKey[CatalogFilter] = web.AppKey("catalog_filter")
+# Request key: the caller may not read a mount's source, so the POST is an ordinary upload
+# (a refusal would tell them about a repository they cannot see).
+MOUNT_REFUSED = "mount_refused"
 # Proxy mode: local copies of blob bytes by digest (storage-agnostic; absent = no cache).
 BLOB_CACHE = web.AppKey("blob_cache", BlobCache)
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.oci import blobs, listings, manifests, uploads
 from gateway.oci.backend import upstream_ns
 from gateway.oci.context import ACCESS_CHECK
-from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, OciError
+from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, UNSUPPORTED, OciError
 from gateway.oci.limits import upload_slot
 from gateway.oci.names import check_name
 
@@ -80,9 +80,22 @@ def match(raw_path: str, method: str) -> tuple[Route, Handler, str | None, dict[
     raise OciError(NOT_FOUND, {"path": raw_path[:300]})
 
 
+def refuse_mirror_write(route: Route, action: str | None, request: web.Request) -> None:
+    """A mirror namespace (``?ns=<upstream host>``) is read-only: a write or delete naming
+    one is refused before anything else, whether or not mirrors are configured, so that no
+    push can land in the repositories every mirror client pulls from."""
+    if action not in ("push", "delete") or "ns" not in request.query:
+        return
+    reads = ", ".join(sorted(m for m, (_, a) in route.methods.items() if a == "pull"))
+    raise OciError(UNSUPPORTED, {"method": request.method, "ns": request.query["ns"][:300]},
+                   message="a mirror namespace (ns) is read-only: push and delete without ns",
+                   headers={"Allow": reads})
+
+
 async def dispatch(request: web.Request) -> web.StreamResponse:
     route, handler, action, params = match(request.rel_url.raw_path, request.method)
     request["route"] = route.spec_id
+    refuse_mirror_write(route, action, request)
     # aiohttp runs each request in a task of its own: the value never reaches another request.
     upstream_ns.set(request.query.get("ns") or None)
     name = params.get("name")

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.oci.backend import UploadStatus
-from gateway.oci.context import registry
+from gateway.oci.context import MOUNT_REFUSED, registry
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, OciError
 from gateway.oci.limits import body_chunks
@@ -76,7 +76,7 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     mount, source = query.get("mount"), query.get("from")
     if mount is not None:
         parse_digest(mount)
-        if source is not None:
+        if source is not None and not request.get(MOUNT_REFUSED):
             check_name(source)
             if await backend.mount_blob(name, mount, source):
                 return _created(name, mount)

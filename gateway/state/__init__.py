@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gateway.config import Config
+from gateway.config import Config, ConfigError
 from gateway.state.sessions import SessionStore
 
 
@@ -14,10 +14,23 @@ def session_store(config: Config) -> SessionStore:
 
         idle = config.uploads.idle_timeout_seconds
         assert config.state.redis_url, "checked when the configuration was loaded"
-        return RedisSessionStore(config.state.redis_url, prefix=config.state.key_prefix,
+        return RedisSessionStore(config.state.redis_url, password=_redis_password(config),
+                                 prefix=config.state.key_prefix,
                                  lock_ttl=config.state.lock_ttl_seconds,
                                  lock_wait=config.state.lock_wait_seconds,
                                  expire_after=max(idle * 2, idle + 300))
     from gateway.state.local import LocalSessionStore
 
     return LocalSessionStore(config.data_path / "sessions")
+
+
+def _redis_password(config: Config) -> str | None:
+    path = config.state.redis_password_file
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError as exc:
+        raise ConfigError("state.redis_password_file",
+                          f"cannot read {path}: {exc.strerror}") from None

@@ -22,7 +22,9 @@ class LocalSessionStore:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
         self._records: dict[str, UploadSession] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Only locks someone holds or waits for: an id nobody uses costs nothing, so random
+        # upload ids sent by a client cannot grow this.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         for path in self._dir.glob("*.session"):
             try:
                 self._records[path.stem] = self._read(path)[0]
@@ -73,14 +75,21 @@ class LocalSessionStore:
 
     async def delete(self, session_id: str) -> None:
         self._records.pop(session_id, None)
-        self._locks.pop(session_id, None)
         self._path(session_id).unlink(missing_ok=True)
 
     @asynccontextmanager
     async def lock(self, session_id: str) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(session_id, asyncio.Lock())
-        async with lock:
-            yield
+        lock, users = self._locks.get(session_id) or (asyncio.Lock(), 0)
+        self._locks[session_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[session_id]
+            if users <= 1:
+                del self._locks[session_id]
+            else:
+                self._locks[session_id] = (lock, users - 1)
 
     async def idle(self, older_than: float) -> list[UploadSession]:
         return [s for s in self._records.values() if s.updated_at < older_than]

@@ -88,12 +88,13 @@ class _Held:
 
 
 class RedisSessionStore:
-    def __init__(self, url: str, *, prefix: str = "ecr-gateway:", lock_ttl: float = 15.0,
+    def __init__(self, url: str, *, password: str | None = None,
+                 prefix: str = "ecr-gateway:", lock_ttl: float = 15.0,
                  lock_wait: float = 60.0, expire_after: float = 7200.0,
                  client: Any = None) -> None:
         self._redis: Any = client or aioredis.Redis.from_url(
-            url, decode_responses=False, socket_connect_timeout=5, socket_timeout=30,
-            health_check_interval=30)
+            url, password=password, decode_responses=False, socket_connect_timeout=5,
+            socket_timeout=30, health_check_interval=30)
         self._prefix = prefix
         self._lock_ttl_ms = max(int(lock_ttl * 1000), 1000)
         self._lock_wait = lock_wait

@@ -4,6 +4,7 @@ configuration as YAML, every secret masked."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import sys
@@ -63,8 +64,16 @@ def effective(config: Config) -> dict[str, Any]:
 
 
 def secret_values(config: Config) -> list[str]:
-    """Every secret value in the configuration (for log redaction)."""
-    return _secrets(dataclasses.asdict(config))
+    """Every secret value in the configuration (for log redaction), and the passwords of
+    pull-through upstreams, which live in files the configuration names."""
+    found = _secrets(dataclasses.asdict(config))
+    for mirror in config.mirrors.values():
+        if mirror.upstream is not None:
+            with contextlib.suppress(OSError):
+                password = mirror.upstream.password()
+                if password:
+                    found.append(password)
+    return found
 
 
 def run(path: str) -> int:

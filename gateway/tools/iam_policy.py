@@ -78,6 +78,8 @@ def _route_actions(config: Config, route: RouteConfig) -> set[str]:
     inner = [r.prefix for r in config.effective_routes()
              if len(r.prefix) > len(prefix) and (not prefix or r.prefix.startswith(prefix + "/"))]
     for rule in config.auth.rules:
+        if rule.ecr_repository is not None:  # narrows what name rules grant, adds nothing
+            continue
         literal = _literal(rule.repository)
         reaches = (not prefix or literal.startswith(prefix + "/") or literal == prefix
                    or (prefix + "/").startswith(literal))

@@ -18,9 +18,10 @@ from tests.support.clients import free_port
 
 
 class RedisServer:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, password: str | None = None) -> None:
         self.binary = require_tool("redis-server")
         self.folder = Path(folder)
+        self.password = password  # requirepass: clients must AUTH
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -34,7 +35,8 @@ class RedisServer:
         with open(self.folder / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
                 [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes"],
+                 "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes",
+                 *(["--requirepass", self.password] if self.password else [])],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -43,8 +45,9 @@ class RedisServer:
                                    + (self.folder / "redis.log").read_text())
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                    sock.sendall(auth + b"PING\r\n")
+                    if b"+PONG" in sock.recv(64):
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -17,6 +17,7 @@ ROWS = {
     "memory_peak", "memory_flat", "memory_idle", "concurrent_push_ok", "concurrent_push_tput",
     "concurrent_pull_ok", "concurrent_pull_tput", "economy_push", "economy_repush",
     "push_upstream", "push_page_cache", "page_cache_write", "blob_get", "skopeo_floor",
+    "pullthrough_cold", "pullthrough_warm", "sync_throughput",
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from gateway.auth.exposure import check_exposure
-from gateway.config import load_config
+from gateway.config import ConfigError, load_config
 from tests.conftest import require_tool
 from tests.support.clients import run
 
@@ -65,16 +65,22 @@ def _containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [*pod.get("initContainers", []), *pod["containers"]]
 
 
-@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_every_resource_validates_strictly(built: dict[str, list[dict[str, Any]]],
-                                           version: str) -> None:
-    for overlay, docs in built.items():
+def validate_strictly(shapes: dict[str, list[dict[str, Any]]], version: str) -> None:
+    """Every resource of every shape against ``version``'s schema, unknown fields refused."""
+    for shape, docs in shapes.items():
+        assert docs, shape
         for doc in docs:
             try:
                 kubernetes_validate.validate(doc, version, strict=True)
             except kubernetes_validate.ValidationError as exc:
-                raise AssertionError(f"{overlay}: {doc['kind']}/{doc['metadata']['name']} "
+                raise AssertionError(f"{shape}: {doc['kind']}/{doc['metadata']['name']} "
                                      f"invalid for Kubernetes {version}: {exc}") from None
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_resource_validates_strictly(built: dict[str, list[dict[str, Any]]],
+                                           version: str) -> None:
+    validate_strictly(built, version)
 
 
 def test_every_pod_is_non_root_with_limits(built: dict[str, list[dict[str, Any]]]) -> None:
@@ -117,13 +123,25 @@ def test_node_mirror_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Pat
     docs = built["node-mirror"]
     pod = _one(docs, "DaemonSet", "ecr-gateway-mirror")["spec"]["template"]["spec"]
     (gateway,) = pod["containers"]
-    assert gateway["ports"][0]["hostPort"] == 5000
+    # Reachable from the node only: its network, its loopback address, no host port.
+    assert pod["hostNetwork"] is True
+    assert all("hostPort" not in port for port in gateway["ports"])
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert gateway[probe]["httpGet"]["host"] == "127.0.0.1"
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/readyz"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["certs-d"]["hostPath"]["path"] == "/etc/containerd/certs.d"
     config = _config_of(docs, tmp_path)
+    assert config.listen_host == "127.0.0.1"
     assert set(config.mirrors) == {"docker.io", "123456789012.dkr.ecr.us-east-1.amazonaws.com"}
     assert all(route.create_on_push is False for route in config.routes)
+    # No rule opens anything to callers without credentials; only the mirrors do.
+    assert not any(rule.anonymous for rule in config.auth.rules)
+    assert not any(route.anonymous_pull for route in config.routes)
+    # The same configuration on the node's public address would not start.
+    config.listen = "0.0.0.0:5000"
+    with pytest.raises(ConfigError, match="anonymous_pull"):
+        check_exposure(config)
     # Run the init container's script here, with its volumes as folders.
     (init,) = pod["initContainers"]
     (hosts,) = [d for d in docs
@@ -134,15 +152,14 @@ def test_node_mirror_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Pat
         (source / key).write_text(text)
     script = init["command"][2].replace("/hosts/", f"{source}/").replace(
         "/certs.d/", f"{target}/")
-    result = subprocess.run(["sh", "-c", script], env={"HOST_IP": "10.1.2.3",
-                                                       "PATH": "/usr/bin:/bin"},
+    result = subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     docker_io = tomllib.loads((target / "docker.io" / "hosts.toml").read_text())
     assert docker_io["server"] == "https://registry-1.docker.io"
-    assert docker_io["host"]["http://10.1.2.3:5000"]["capabilities"] == ["pull", "resolve"]
+    assert docker_io["host"]["http://127.0.0.1:5000"]["capabilities"] == ["pull", "resolve"]
     ecr = target / "123456789012.dkr.ecr.us-east-1.amazonaws.com" / "hosts.toml"
-    assert "http://10.1.2.3:5000" in tomllib.loads(ecr.read_text())["host"]
+    assert "http://127.0.0.1:5000" in tomllib.loads(ecr.read_text())["host"]
 
 
 def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
@@ -163,7 +180,24 @@ def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) ->
     assert config.state.backend == "redis"
     redis_host = config.state.redis_url.split("//", 1)[1].split(":", 1)[0]
     _one(docs, "Service", redis_host)
-    _one(docs, "Deployment", redis_host)
+    redis = _one(docs, "Deployment", redis_host)
+    # Redis requires the password from the Secret the gateway reads it from (never in a URL).
+    (server,) = redis["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
+    assert server["args"][server["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    assert env["REDIS_PASSWORD"]["name"] == "ecr-gateway-redis"
+    assert "@" not in config.state.redis_url
+    secret_mounts = {m["mountPath"]: m["name"] for m in gateway["volumeMounts"]}
+    password_file = Path(config.state.redis_password_file)
+    volume = {v["name"]: v for v in pod["volumes"]}[secret_mounts[str(password_file.parent)]]
+    assert volume["secret"]["secretName"] == env["REDIS_PASSWORD"]["name"]
+    assert {"key": env["REDIS_PASSWORD"]["key"], "path": password_file.name} in \
+        volume["secret"]["items"]
+    # Tokens are fetched from the configured address, not one a client's Host names; the
+    # metrics have their own port.
+    assert config.auth.token.realm and config.auth.token.realm.startswith("https://")
+    metrics_port = int(config.metrics_listen.rsplit(":", 1)[1])
+    assert metrics_port in [p["containerPort"] for p in gateway["ports"]]
     # htpasswd and the signing key come from the mounted Secret, the same on every replica.
     mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -14,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient
 
@@ -127,3 +128,23 @@ def access_log_until(gw: GatewayProcess, done: Callable[[list[dict[str, Any]]], 
         if done(entries) or time.monotonic() > deadline:
             return entries
         time.sleep(0.05)
+
+
+async def ecr_image(upstream: EmulatorProcess, repository: str,
+                     reference: str) -> dict[str, Any]:
+    """The image as ECR holds it, once the background fill has put it there."""
+    image_id = {"imageDigest": reference} if reference.startswith("sha256:") \
+        else {"imageTag": reference}
+    deadline = time.monotonic() + 20.0
+    async with ecr_client(upstream.url) as ecr:
+        while True:
+            try:
+                answer = await ecr.batch_get_image(repositoryName=repository,
+                                                   imageIds=[image_id])
+                if answer["images"]:
+                    image: dict[str, Any] = answer["images"][0]
+                    return image
+            except ecr.exceptions.RepositoryNotFoundException:
+                pass
+            assert time.monotonic() < deadline, f"{repository}:{reference} never reached ECR"
+            await asyncio.sleep(0.1)

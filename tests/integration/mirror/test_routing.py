@@ -130,8 +130,8 @@ def test_mirror_config_and_anonymous_pull_flag(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(
         "mirrors:\n"
-        "  docker.io: {repository_prefix: docker-hub}\n"
-        "  ghcr.io: {repository_prefix: ghcr, anonymous_pull: false}\n"
+        "  docker.io: {repository_prefix: docker-hub, anonymous_pull: true}\n"
+        "  ghcr.io: {repository_prefix: ghcr}\n"
         f"  {ECR_HOST_EU}:\n"
         "  public.ecr.aws: {}\n"
         "routes:\n  - {prefix: '', repository_prefix: local}\n")
@@ -148,7 +148,7 @@ def test_mirror_config_and_anonymous_pull_flag(tmp_path: Path) -> None:
     assert public.key == ("ecr-public:", "us-east-1", "emulator/x")
     assert router.resolve("x", "quay.io") is None
     assert router.anonymous_pull("library/nginx", "docker.io")
-    assert not router.anonymous_pull("o/app", "ghcr.io")
+    assert not router.anonymous_pull("o/app", "ghcr.io")  # mirrors default to credentials
     assert not router.anonymous_pull("library/nginx")  # routes default to credentials
 
 
@@ -166,3 +166,30 @@ def test_bad_mirror_config_is_refused(tmp_path: Path, text: str, key: str) -> No
     with pytest.raises(ConfigError) as caught:
         load_config(str(path), environ={})
     assert caught.value.key == key
+
+
+def test_which_ecr_repositories_mirrors_serve() -> None:
+    """What the auth layer protects: ECR repositories under a mirror's prefix, in its
+    registry and region, whichever route or mirror a name came through."""
+    config = load_config(None, environ={}, overrides={
+        "mirrors": {"docker.io": {"repository_prefix": "docker-hub"},
+                    ECR_HOST_EU: {"repository_prefix": "cache"}},
+        "routes": [{"prefix": ""}, {"prefix": "hub", "repository_prefix": "docker-hub"},
+                   {"prefix": "eu", "region": "eu-west-1"},
+                   {"prefix": "other", "registry_id": "210987654321", "region": "eu-west-1"}]})
+    router = Router.from_config(config)
+
+    def mirrored(name: str, ns: str | None = None) -> bool:
+        target = router.resolve(name, ns)
+        assert target is not None
+        return router.mirrored(target)
+
+    assert mirrored("library/nginx", "docker.io")
+    assert mirrored("hub/library/nginx")  # an ordinary route onto docker-hub/...
+    assert mirrored("docker-hub")  # the prefix itself
+    assert not mirrored("docker-hubx/app")  # a prefix is whole path segments
+    assert not mirrored("library/nginx")  # library/nginx: no mirror's
+    assert mirrored("eu/cache/app")  # the ECR host mirror's account may be the caller's own
+    assert not mirrored("eu/app")
+    assert not mirrored("other/cache/app")  # another account than the mirror's
+    assert not mirrored("cache/app")  # us-east-1: not the mirror's region

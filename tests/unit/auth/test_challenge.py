@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.auth.challenge import Challenger
 from gateway.auth.scopes import needed_scope
 
 
-def test_realm_follows_the_address_the_client_used() -> None:
+def test_realm_follows_the_host_only_when_it_is_allowed() -> None:
     request = make_mocked_request("GET", "/v2/", headers={"Host": "gw.example:5000"})
-    header = Challenger(None, "ecr-gateway").header(request, needed_scope("a/b", "push"))
+    challenger = Challenger(None, "ecr-gateway", frozenset({"gw.example:5000"}),
+                            listen="10.0.0.5:5000")
+    header = challenger.header(request, needed_scope("a/b", "push"))
     assert header == ('Bearer realm="http://gw.example:5000/token",service="ecr-gateway",'
                       'scope="repository:a/b:pull,push"')
+    transport = mock.Mock()
+    transport.get_extra_info.return_value = None  # the socket cannot tell: the listen address
+    forged = make_mocked_request("GET", "/v2/", headers={"Host": "evil.example"},
+                                 transport=transport)
+    assert challenger.realm_for(forged) == "http://10.0.0.5:5000/token"
+
+
+def test_several_scopes_in_one_challenge() -> None:
+    request = make_mocked_request("POST", "/v2/t/blobs/uploads/", headers={"Host": "x"})
+    challenger = Challenger("https://gw/token", "ecr-gateway")
+    error = challenger.unauthorized(request, [needed_scope("t", "push"),
+                                              needed_scope("s", "pull")])
+    assert 'scope="repository:t:pull,push repository:s:pull"' in error.headers[
+        "WWW-Authenticate"]
+    assert len(error.body()["errors"][0]["detail"]) == 2
 
 
 def test_configured_realm_error_and_quoting() -> None:

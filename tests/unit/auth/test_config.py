@@ -52,3 +52,18 @@ def test_refusals_name_the_key(auth: dict[str, object], tls: dict[str, object],
     with pytest.raises(ConfigError) as caught:
         load_config(None, environ={}, overrides={"auth": auth, "tls": tls})
     assert caught.value.key == key
+
+
+def test_ecr_repository_rules(tmp_path: Path) -> None:
+    rules = [{"ecr_repository": "docker-hub/**", "users": ["seeder"], "actions": ["push"]}]
+    config = load_config(None, environ={}, overrides={"auth": {"rules": rules}})
+    assert config.auth.rules[0].ecr_repository == "docker-hub/**"
+    for bad, message in (({"repository": "x/**"}, "not both"), ({"actions": ["catalog"]},
+                                                                 "catalog")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(None, environ={}, overrides={"auth": {"rules": [{**rules[0], **bad}]}})
+
+
+def test_mirrors_ask_for_credentials_by_default() -> None:
+    config = load_config(None, environ={}, overrides={"mirrors": {"docker.io": {}}})
+    assert config.mirrors["docker.io"].anonymous_pull is False

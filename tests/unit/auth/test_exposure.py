@@ -57,3 +57,56 @@ def test_serve_refuses_before_listening(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "refusing to start" in result.stderr and "auth.mode" in result.stderr
     assert "listening" not in result.stdout
+
+
+def _htpasswd(tmp_path: Path, text: str) -> dict[str, object]:
+    path = tmp_path / "htpasswd"
+    path.write_text(text)
+    return {"mode": "htpasswd", "htpasswd_file": str(path)}
+
+
+USER = "robot:$2y$04$" + "a" * 53 + "\n"
+TLS = {"cert_file": "c.pem", "key_file": "k.pem"}
+
+
+def test_an_htpasswd_file_without_users_is_no_authentication(tmp_path: Path) -> None:
+    auth = _htpasswd(tmp_path, "# nobody yet\n\n")
+    with pytest.raises(ConfigError, match="no users") as refused:
+        check_exposure(config("0.0.0.0:5000", auth=auth, tls=TLS))  # type: ignore[arg-type]
+    assert refused.value.key == "auth.htpasswd_file"
+    assert check_exposure(config("127.0.0.1:5000", auth=auth)) == []  # type: ignore[arg-type]
+    allowed = {**auth, "allow_anonymous_on_public_address": True}
+    (warning,) = check_exposure(config("0.0.0.0:5000", auth=allowed,  # type: ignore[arg-type]
+                                       tls=TLS))
+    assert "NO USERS" in warning
+
+
+@pytest.mark.parametrize(("sections", "key"), [
+    ({"auth": {"rules": [{"repository": "**", "anonymous": True, "actions": ["pull"]}]}},
+     "auth.rules[0].anonymous"),
+    ({"routes": [{"prefix": "public", "anonymous_pull": True}]}, "routes[0].anonymous_pull"),
+    ({"mirrors": {"docker.io": {"anonymous_pull": True}}}, "mirrors.docker.io.anonymous_pull"),
+])
+def test_anonymous_pulls_on_a_public_address_need_the_flag(
+        tmp_path: Path, sections: dict[str, dict[str, object]], key: str) -> None:
+    for mode in ("htpasswd", "aws"):
+        auth = {**_htpasswd(tmp_path, USER), "mode": mode, **sections.get("auth", {})}
+        rest = {k: v for k, v in sections.items() if k != "auth"}
+        with pytest.raises(ConfigError) as refused:
+            check_exposure(config("0.0.0.0:5000", auth=auth, tls=TLS,  # type: ignore[arg-type]
+                                  **rest))
+        assert refused.value.key == key and "without credentials" in refused.value.reason
+        assert check_exposure(config("127.0.0.1:5000", auth=auth,  # type: ignore[arg-type]
+                                     **rest)) == []
+        flagged = {**auth, "allow_anonymous_on_public_address": True}
+        (warning,) = check_exposure(config("0.0.0.0:5000", auth=flagged,  # type: ignore[arg-type]
+                                           tls=TLS, **rest))
+        assert "ANONYMOUS PULL" in warning and key in warning
+
+
+def test_closed_mirrors_and_credentialed_rules_start_anywhere(tmp_path: Path) -> None:
+    auth = {**_htpasswd(tmp_path, USER),
+            "rules": [{"repository": "**", "users": ["*"], "actions": ["pull"]},
+                      {"ecr_repository": "**", "anonymous": True, "actions": ["pull"]}]}
+    assert check_exposure(config("0.0.0.0:5000", auth=auth, tls=TLS,  # type: ignore[arg-type]
+                                 mirrors={"docker.io": {}})) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth.rules import AccessRules, Rule, compile_pattern
+from gateway.auth.rules import AccessRules, EcrRepository, Rule, compile_pattern
 from gateway.auth.scopes import Scope, needed_scope, parse_scope, parse_scopes
 
 ALL = frozenset({"pull", "push", "delete"})
@@ -114,3 +114,37 @@ def test_challenge_scopes() -> None:
     assert str(needed_scope("a/b", "push")) == "repository:a/b:pull,push"
     assert str(needed_scope("a/b", "delete")) == "repository:a/b:delete"
     assert str(needed_scope(None, "catalog")) == "registry:catalog:*"
+
+
+def test_ecr_rules_gate_what_name_rules_grant() -> None:
+    """The same names resolve into a mirrored ECR repository (docker-hub/...) or an ordinary
+    one; pushes and deletes into the mirrored one need an ``ecr`` rule, pulls do not."""
+    mirrored = {"hub/app": EcrRepository("docker-hub/app", True),
+                "team/app": EcrRepository("team/app", False),
+                "team/locked": EcrRepository("prod/locked", False)}
+    rules = AccessRules([
+        Rule("docker-hub/**", frozenset({"seeder"}), frozenset(), frozenset({"pull", "push"}),
+             ecr=True),
+        Rule("prod/**", frozenset({"*"}), frozenset(), frozenset({"pull"}), ecr=True),
+        rule("**", {"pull", "push", "delete"}, users={"pusher", "seeder"}),
+        rule("**", {"pull"}, anonymous=True),
+    ], {}, ecr_of=mirrored.get)
+    assert rules.allowed("pusher", "hub/app") == {"pull"}  # no ECR grant: reads only
+    assert rules.allowed("seeder", "hub/app") == {"pull", "push"}  # the ECR rule decides
+    assert rules.allowed("pusher", "team/app") == ALL  # not mirrored: name rules alone
+    assert rules.allowed("pusher", "team/locked") == {"pull"}  # an ECR rule narrows
+    assert rules.allowed(None, "hub/app") == {"pull"}
+    assert rules.allowed("pusher", "unrouted") == ALL  # nothing to resolve: name rules
+    granted = rules.grant("pusher", parse_scopes(["repository:hub/app:pull,push"]))
+    assert granted == [Scope("repository", "hub/app", frozenset({"pull"}))]
+    # An ECR rule never widens: no name rule, nothing.
+    only_ecr = AccessRules([Rule("**", frozenset({"*"}), frozenset(), ALL, ecr=True)], {},
+                           ecr_of=mirrored.get)
+    assert only_ecr.allowed("pusher", "team/app") == frozenset()
+    assert not only_ecr.may_list_catalog("pusher")
+
+
+def test_allow_all_leaves_mirrored_repositories_to_iam() -> None:
+    rules = AccessRules(AccessRules.allow_all().rules, {},
+                        ecr_of=lambda name: EcrRepository("docker-hub/" + name, True))
+    assert rules.allowed("arn:aws:iam::1:user/x", "library/nginx") == ALL

@@ -1,0 +1,137 @@
+{{/* Names and labels shared by every resource. */}}
+{{- define "ecr-gateway.name" -}}
+{{- printf "%s" .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "ecr-gateway.labels" -}}
+app.kubernetes.io/name: ecr-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "ecr-gateway.selector" -}}
+app.kubernetes.io/name: ecr-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ecr-gateway.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "ecr-gateway.redisHost" -}}
+{{ include "ecr-gateway.name" . }}-redis
+{{- end -}}
+
+{{/* An HTTP check run inside the container: a loopback listener is out of the kubelet's reach. */}}
+{{- define "ecr-gateway.execProbe" -}}
+exec:
+  command: ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:{{ .port }}{{ .path }}', timeout=2)"]
+{{- end -}}
+
+{{- define "ecr-gateway.port" -}}
+{{- (splitList ":" (.Values.config.listen | default "127.0.0.1:5000")) | last -}}
+{{- end -}}
+
+{{- define "ecr-gateway.loopback" -}}
+{{- if hasPrefix "127." (.Values.config.listen | default "127.0.0.1:5000") }}true{{ end -}}
+{{- end -}}
+
+{{/* The gateway container, the same in every shape. */}}
+{{- define "ecr-gateway.container" -}}
+- name: ecr-gateway
+  image: {{ include "ecr-gateway.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  {{- if eq .Values.shape "sidecar" }}
+  restartPolicy: Always
+  {{- end }}
+  {{- if .Values.redis.enabled }}
+  env:
+    - name: REDIS_PASSWORD
+      valueFrom:
+        secretKeyRef:
+          name: {{ .Values.redis.existingSecret }}
+          key: {{ .Values.redis.passwordKey }}
+    - name: ECR_GATEWAY_STATE__REDIS_URL
+      value: "redis://:$(REDIS_PASSWORD)@{{ include "ecr-gateway.redisHost" . }}:6379/0"
+  {{- end }}
+  ports:
+    - name: registry
+      containerPort: {{ include "ecr-gateway.port" . | int }}
+      protocol: TCP
+  {{- $port := include "ecr-gateway.port" . }}
+  {{- if include "ecr-gateway.loopback" . }}
+  startupProbe:
+    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/healthz") | nindent 4 }}
+    periodSeconds: 1
+    failureThreshold: 30
+  readinessProbe:
+    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/readyz") | nindent 4 }}
+    periodSeconds: 5
+    timeoutSeconds: 3
+  livenessProbe:
+    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/healthz") | nindent 4 }}
+    periodSeconds: 10
+    timeoutSeconds: 3
+  {{- else }}
+  startupProbe:
+    httpGet: {path: /healthz, port: registry}
+    periodSeconds: 1
+    failureThreshold: 30
+  readinessProbe:
+    httpGet: {path: /readyz, port: registry}
+    periodSeconds: 5
+    timeoutSeconds: 3
+  livenessProbe:
+    httpGet: {path: /healthz, port: registry}
+    periodSeconds: 10
+    timeoutSeconds: 3
+  {{- end }}
+  lifecycle:
+    preStop:
+      sleep:
+        seconds: {{ .Values.preStopSeconds }}
+  resources:
+    {{- toYaml .Values.resources | nindent 4 }}
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 10001
+    runAsGroup: 10001
+    allowPrivilegeEscalation: false
+    readOnlyRootFilesystem: true
+    capabilities:
+      drop: ["ALL"]
+  volumeMounts:
+    - name: gateway-config
+      mountPath: /etc/ecr-gateway
+      readOnly: true
+    {{- if .Values.auth.existingSecret }}
+    - name: gateway-auth
+      mountPath: /etc/ecr-gateway-auth
+      readOnly: true
+    {{- end }}
+    - name: gateway-data
+      mountPath: /var/lib/ecr-gateway
+    - name: gateway-tmp
+      mountPath: /tmp
+{{- end -}}
+
+{{- define "ecr-gateway.volumes" -}}
+- name: gateway-config
+  configMap:
+    name: {{ include "ecr-gateway.name" . }}-config
+{{- if .Values.auth.existingSecret }}
+- name: gateway-auth
+  secret:
+    secretName: {{ .Values.auth.existingSecret }}
+    defaultMode: 0400
+{{- end }}
+- name: gateway-data
+  emptyDir:
+    sizeLimit: {{ .Values.dataSizeLimit }}
+- name: gateway-tmp
+  emptyDir:
+    medium: Memory
+    sizeLimit: 64Mi
+{{- end -}}

@@ -1,0 +1,358 @@
+"""Pull-through: a mirror with an ``upstream`` fills ECR from any OCI registry on a miss.
+
+A wrapper around the ECR backend. For requests of a mirror client (``?ns=<host>``) whose
+mirror names an upstream registry:
+
+* A manifest ECR does not hold (by tag or by digest) is fetched from the upstream, checked
+  against its digest and served at once; its blobs are then copied into the mapped ECR
+  repository with the layer actions (each read from the upstream once, hashed on the way,
+  CompleteLayerUpload checking it again) and the manifest is put under the same tag or
+  digest. A client that asks for a blob meanwhile joins that blob's copy and is served from
+  ECR (or the gateway's staged copy) when it lands. An index's children follow
+  ``platforms``: ``all`` copies each of them, the one a client asks for first; ``requested``
+  only those asked for (the index is put once every child is held).
+* A tag is trusted for ``tag_ttl_seconds``; then one HEAD asks the upstream what it points
+  to, and only a moved tag is fetched again.
+* When the upstream is down, slow or rate-limiting, ECR's copy is served (stale-if-error),
+  logged and counted; with no copy the client gets a clear OCI error.
+* Identical fills in flight are made once (per process): many nodes pulling one cold image
+  cost one upstream read and one ECR upload per blob.
+
+Everything else (and every other name) goes to the wrapped backend unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import aiohttp
+from cachetools import TTLCache
+
+from gateway.config import MirrorConfig, PullThroughConfig
+from gateway.ecr.singleflight import SingleFlight
+from gateway.observability.metrics import PULLTHROUGH_BYTES, PULLTHROUGH_EVENTS
+from gateway.oci import errors as oci
+from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
+from gateway.oci.digests import is_digest
+from gateway.oci.errors import OciError
+from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.pullthrough.copy import copy_blob
+from gateway.pullthrough.upstream import OciUpstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+_MISSES = (oci.MANIFEST_UNKNOWN, oci.NAME_UNKNOWN, oci.BLOB_UNKNOWN)
+# Blobs of one image copied at the same time.
+_PARALLEL_BLOBS = 4
+
+
+class _Mirror:
+    """One mirror host's upstream and what this process knows of its tags."""
+
+    def __init__(self, host: str, settings: PullThroughConfig, upstream: OciUpstream) -> None:
+        self.host = host
+        self.settings = settings
+        self.upstream = upstream
+        # (name, tag) → the digest the upstream gave it, trusted until the TTL runs out.
+        self.checked: TTLCache[tuple[str, str], str] = TTLCache(
+            maxsize=100_000, ttl=settings.tag_ttl_seconds or 1e-9)
+
+
+class PullThrough:
+    def __init__(self, inner: Any, mirrors: dict[str, MirrorConfig],
+                 http: Callable[[], aiohttp.ClientSession],
+                 password_of: Callable[[PullThroughConfig], str | None]) -> None:
+        self._inner = inner
+        self._mirrors: dict[str, _Mirror] = {}
+        for host, mirror in mirrors.items():
+            if mirror.upstream is None:
+                continue
+            settings = mirror.upstream
+            client = OciUpstream(settings.url, http, settings.username, password_of(settings),
+                                 timeout=settings.timeout_seconds)
+            self._mirrors[host] = _Mirror(host, settings, client)
+        self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
+        self._blob_copies: SingleFlight[None] = SingleFlight("pullthrough_blob")
+        self._stores: SingleFlight[None] = SingleFlight("pullthrough_store")
+        # Manifests served before ECR holds them: (host, name, digest) → manifest.
+        self._pending: dict[tuple[str, str, str], Manifest] = {}
+        self._repositories: set[tuple[str, str]] = set()  # created (or found) this process
+        self._background: set[asyncio.Task[None]] = set()
+
+    def __getattr__(self, attribute: str) -> Any:
+        # What is not about pull-through (tokens, caches, ECR-only helpers) is the inner's.
+        return getattr(self._inner, attribute)
+
+    def _mirror(self) -> _Mirror | None:
+        host = upstream_ns.get()
+        return self._mirrors.get(host) if host is not None else None
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def get_manifest(self, name: str, reference: str,
+                           accepted: tuple[str, ...] | None = None) -> Manifest:
+        mirror = self._mirror()
+        if mirror is None:
+            manifest: Manifest = await self._inner.get_manifest(name, reference, accepted)
+            return manifest
+        if is_digest(reference):
+            return await self._by_digest(mirror, name, reference, accepted)
+        return await self._by_tag(mirror, name, reference, accepted)
+
+    async def _by_digest(self, mirror: _Mirror, name: str, digest: str,
+                         accepted: tuple[str, ...] | None) -> Manifest:
+        pending = self._pending.get((mirror.host, name, digest))
+        if pending is not None:
+            return pending
+        try:
+            held: Manifest = await self._inner.get_manifest(name, digest, accepted)
+            return held
+        except OciError as exc:
+            if exc.error not in _MISSES:
+                raise
+        return await self._fill(mirror, name, digest, accepted)
+
+    async def _by_tag(self, mirror: _Mirror, name: str, tag: str,
+                      accepted: tuple[str, ...] | None) -> Manifest:
+        held: Manifest | None = None
+        try:
+            held = await self._inner.get_manifest(name, tag, accepted)
+        except OciError as exc:
+            if exc.error not in _MISSES:
+                raise
+        if held is not None and mirror.checked.get((name, tag)) == held.digest:
+            return held  # checked within the tag TTL
+        try:
+            current = await mirror.upstream.manifest_digest(name, tag, accepted or MANIFEST_TYPES)
+        except UpstreamError as exc:
+            if held is not None and exc.unavailable:
+                return self._stale(mirror, name, tag, held, exc)
+            raise _client_error(mirror, name, tag, exc) from None
+        if held is not None and current == held.digest:
+            mirror.checked[(name, tag)] = held.digest
+            PULLTHROUGH_EVENTS.labels(mirror.host, "revalidated").inc()
+            return held
+        return await self._fill(mirror, name, tag, accepted)
+
+    def _stale(self, mirror: _Mirror, name: str, tag: str, held: Manifest,
+               exc: UpstreamError) -> Manifest:
+        PULLTHROUGH_EVENTS.labels(mirror.host, "stale").inc()
+        log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream is unavailable"
+                    " (%s)", mirror.host, name, tag, held.digest, exc)
+        return held
+
+    async def _fill(self, mirror: _Mirror, name: str, reference: str,
+                    accepted: tuple[str, ...] | None) -> Manifest:
+        """Fetch from the upstream and serve; the copy into ECR goes on in the background."""
+        return await self._manifest_fetches.do(
+            (mirror.host, name, reference, accepted),
+            lambda: self._fetch(mirror, name, reference, accepted))
+
+    async def _fetch(self, mirror: _Mirror, name: str, reference: str,
+                     accepted: tuple[str, ...] | None) -> Manifest:
+        try:
+            fetched = await mirror.upstream.manifest(name, reference, accepted or MANIFEST_TYPES)
+        except UpstreamError as exc:
+            PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
+            raise _client_error(mirror, name, reference, exc) from None
+        parsed = parse_manifest(fetched.body, fetched.media_type or None)
+        manifest = Manifest(fetched.body, parsed.media_type, fetched.digest)
+        PULLTHROUGH_EVENTS.labels(mirror.host, "fetched").inc()
+        self._pending[(mirror.host, name, manifest.digest)] = manifest
+        tag = None if is_digest(reference) else reference
+        task = asyncio.create_task(self._store_logged(mirror, name, manifest, parsed, tag))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return manifest
+
+    async def _store_logged(self, mirror: _Mirror, name: str, manifest: Manifest,
+                            parsed: ParsedManifest, tag: str | None) -> None:
+        try:
+            await self._store(mirror, name, manifest, parsed, tag)
+        except _NotYet as exc:
+            log.info("pull-through %s/%s@%s: index kept out of ECR until every platform is "
+                     "pulled (%s is not yet)", mirror.host, name, manifest.digest, exc)
+        except Exception as exc:  # the next pull tries again
+            PULLTHROUGH_EVENTS.labels(mirror.host, "fill_failed").inc()
+            log.warning("pull-through %s/%s@%s: not stored in ECR: %s", mirror.host, name,
+                        manifest.digest, exc)
+
+    async def _store(self, mirror: _Mirror, name: str, manifest: Manifest,
+                     parsed: ParsedManifest, tag: str | None) -> None:
+        """Copy what ``manifest`` references into ECR, then put it (once per digest)."""
+        await self._stores.do((mirror.host, name, manifest.digest),
+                              partial(self._copy_and_put, mirror, name, manifest, parsed))
+        if tag is not None:
+            await self._inner.put_manifest(name, tag, manifest.body, parsed)
+            mirror.checked[(name, tag)] = manifest.digest
+        PULLTHROUGH_EVENTS.labels(mirror.host, "filled").inc()
+        log.info("pull-through %s/%s%s: stored in ECR as %s", mirror.host, name,
+                 f":{tag}" if tag else "", manifest.digest)
+
+    async def _copy_and_put(self, mirror: _Mirror, name: str, manifest: Manifest,
+                            parsed: ParsedManifest) -> None:
+        try:
+            await self._ensure_repository(mirror, name)
+            if parsed.children:
+                await self._copy_children(mirror, name, parsed.children)
+            else:
+                await self._copy_blobs(mirror, name, parsed.blobs)
+            await self._inner.put_manifest(name, manifest.digest, manifest.body, parsed)
+        finally:
+            self._pending.pop((mirror.host, name, manifest.digest), None)
+
+    async def _copy_children(self, mirror: _Mirror, name: str,
+                             children: list[Descriptor]) -> None:
+        """Every child of an index into ECR first (ECR refuses an index whose children it
+        does not hold). With ``platforms: requested`` only those clients asked for are
+        copied (each by its own fill): the index waits until all of them are held."""
+        for child in children:
+            with contextlib.suppress(OciError):
+                await self._inner.get_manifest(name, child.digest)
+                continue
+            if mirror.settings.platforms != "all":
+                raise _NotYet(child.digest)
+            manifest = await self._fill(mirror, name, child.digest, None)
+            parsed = parse_manifest(manifest.body, manifest.media_type)
+            await self._stores.do((mirror.host, name, child.digest),
+                                  partial(self._copy_and_put, mirror, name, manifest, parsed))
+
+    async def _copy_blobs(self, mirror: _Mirror, name: str, blobs: list[Descriptor]) -> None:
+        limit = asyncio.Semaphore(_PARALLEL_BLOBS)
+
+        async def one(blob: Descriptor) -> None:
+            async with limit:
+                await self._copy_blob(mirror, name, blob.digest)
+
+        await asyncio.gather(*(one(blob) for blob in blobs if blob.digest.startswith("sha256:")))
+
+    async def _ensure_repository(self, mirror: _Mirror, name: str) -> None:
+        if (mirror.host, name) in self._repositories:
+            return
+        await self._inner.create_repository_for(name)
+        self._repositories.add((mirror.host, name))
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def _copy_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
+        await self._blob_copies.do((mirror.host, name, digest),
+                                   lambda: self._upload_blob(mirror, name, digest))
+
+    async def _upload_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
+        await self._ensure_repository(mirror, name)
+        try:
+            await copy_blob(mirror.upstream, name, self._inner, name, digest,
+                            PULLTHROUGH_BYTES.labels(mirror.host).inc)
+        except UpstreamError as exc:
+            PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
+            raise _client_error(mirror, name, digest, exc) from None
+
+    async def stat_blob(self, name: str, digest: str) -> int | None:
+        size: int | None = await self._inner.stat_blob(name, digest) \
+            if self._mirror() is None else await self._held_blob_size(name, digest)
+        return size
+
+    async def _held_blob_size(self, name: str, digest: str) -> int | None:
+        """The blob's size once ECR holds it: a copy in flight is joined (ECR may already
+        list a layer whose copy has not finished), a missing blob is copied first."""
+        mirror = self._mirror()
+        assert mirror is not None
+        try:
+            await self._copy_blob(mirror, name, digest)
+        except OciError as exc:
+            if exc.error in _MISSES:
+                return None
+            raise
+        found: int | None = await self._inner.stat_blob(name, digest)
+        return found
+
+    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
+        mirror = self._mirror()
+        if mirror is not None and await self._held_blob_size(name, digest) is None:
+            raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
+        location: BlobLocation = await self._inner.locate_blob(name, digest, fresh=fresh)
+        return location
+
+    # -- everything else is the inner backend's ---------------------------------------------
+
+    async def start_upload(self, name: str) -> UploadStatus:
+        status: UploadStatus = await self._inner.start_upload(name)
+        return status
+
+    async def mount_blob(self, name: str, digest: str, source: str) -> bool:
+        mounted: bool = await self._inner.mount_blob(name, digest, source)
+        return mounted
+
+    async def upload_status(self, name: str, upload_id: str) -> UploadStatus:
+        status: UploadStatus = await self._inner.upload_status(name, upload_id)
+        return status
+
+    async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
+                           start: int | None) -> UploadStatus:
+        status: UploadStatus = await self._inner.write_upload(name, upload_id, chunks, start)
+        return status
+
+    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
+        await self._inner.finish_upload(name, upload_id, digest)
+
+    async def cancel_upload(self, name: str, upload_id: str) -> None:
+        await self._inner.cancel_upload(name, upload_id)
+
+    async def put_manifest(self, name: str, reference: str, body: bytes,
+                           parsed: ParsedManifest) -> str:
+        digest: str = await self._inner.put_manifest(name, reference, body, parsed)
+        return digest
+
+    async def delete_manifest(self, name: str, reference: str) -> None:
+        await self._inner.delete_manifest(name, reference)
+
+    async def list_tags(self, name: str) -> list[str]:
+        tags: list[str] = await self._inner.list_tags(name)
+        return tags
+
+    async def list_repositories(self) -> list[str]:
+        names: list[str] = await self._inner.list_repositories()
+        return names
+
+    async def referrers(self, name: str, digest: str,
+                        artifact_type: str | None) -> list[Descriptor]:
+        found: list[Descriptor] = await self._inner.referrers(name, digest, artifact_type)
+        return found
+
+    async def close(self) -> None:
+        """Let background copies finish their current call, then stop them."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class _NotYet(Exception):
+    """An index child that no client has asked for yet (``platforms: requested``)."""
+
+
+def _outcome(exc: UpstreamError) -> str:
+    if exc.status == 0:
+        return "unreachable"
+    if exc.status == 429:
+        return "rate_limited"
+    return "refused" if exc.status < 500 else "upstream_error"
+
+
+def _client_error(mirror: _Mirror, name: str, reference: str, exc: UpstreamError) -> OciError:
+    """What the client hears when the upstream could not give what ECR does not hold."""
+    detail = {"upstream": mirror.host, "name": name, "reference": reference,
+              "upstream_status": exc.status}
+    if exc.missing:
+        error = oci.MANIFEST_UNKNOWN if exc.what.startswith("manifest") else oci.BLOB_UNKNOWN
+        return OciError(error, detail, message=f"not in ECR, and {mirror.host} has no {exc.what}")
+    if exc.status == 429:
+        headers = {"Retry-After": exc.retry_after or "10"}
+        return OciError(oci.TOOMANYREQUESTS, detail, headers=headers,
+                        message=f"not in ECR, and {mirror.host} is rate-limiting")
+    return OciError(oci.UNAVAILABLE, detail, headers={"Retry-After": "5"},
+                    message=f"not in ECR, and {mirror.host} cannot be read now ({exc.what})")

@@ -1,0 +1,54 @@
+"""One blob from an upstream registry into a backend's repository: streamed, hashed on the
+way, never completed when the bytes do not match the digest. Shared by pull-through and
+``ecr-gateway sync``."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from gateway.oci import errors as oci
+from gateway.oci.errors import OciError
+from gateway.pullthrough.upstream import OciUpstream
+
+
+async def copy_blob(upstream: OciUpstream, source: str, backend: Any, name: str, digest: str,
+                    progress: Callable[[int], None] | None = None) -> bool:
+    """Copy ``source@digest`` into ``name``; False when the backend holds it already (one
+    BatchCheckLayerAvailability, usually answered from the gateway's own knowledge)."""
+    with contextlib.suppress(OciError):
+        if await backend.stat_blob(name, digest) is not None:
+            return False
+    _size, chunks = await upstream.blob(source, digest)
+    status = await backend.start_upload(name)
+    try:
+        await backend.write_upload(name, status.upload_id, verified(chunks, digest, progress), 0)
+        await backend.finish_upload(name, status.upload_id, digest)
+    except BaseException:
+        with contextlib.suppress(OciError):
+            await backend.cancel_upload(name, status.upload_id)
+        raise
+    return True
+
+
+async def verified(chunks: AsyncIterator[bytes], digest: str,
+                   progress: Callable[[int], None] | None = None) -> AsyncIterator[bytes]:
+    """The bytes, hashed as they pass: a mismatch fails before the last byte is handed on,
+    so nothing wrong is ever completed."""
+    hasher = hashlib.sha256()
+    held = b""
+    async for chunk in chunks:
+        hasher.update(chunk)
+        if progress is not None:
+            progress(len(chunk))
+        if held:
+            yield held
+        held = chunk
+    if f"sha256:{hasher.hexdigest()}" != digest:
+        raise OciError(oci.DIGEST_INVALID, {"digest": digest},
+                       message="the upstream registry sent bytes that do not match the digest",
+                       status=502)
+    if held:
+        yield held

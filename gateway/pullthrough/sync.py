@@ -1,0 +1,252 @@
+"""``ecr-gateway sync``: copy images from any OCI registry into ECR with the pull-through's
+machinery, ahead of the first pull.
+
+    ecr-gateway sync --config gateway.yaml docker.io/library/alpine docker-hub/library/alpine \
+        --semver '>=3.19' --last 3
+    ecr-gateway sync --config gateway.yaml --file images.yaml
+
+DEST is a repository name as the gateway's clients see it (the configured routes map it onto
+ECR). Only what ECR lacks moves: a tag that already points at the upstream's digest is left
+alone, a blob ECR holds is not copied (BatchCheckLayerAvailability), so a run that stopped
+half-way resumes where it was, and a second run moves nothing. Images are copied in
+parallel; in a terminal a line per image shows its progress, elsewhere only the summary
+table is printed. The exit status is 1 when anything failed, with the failures listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+import yaml
+
+from gateway.ecr.singleflight import SingleFlight
+from gateway.oci.errors import OciError
+from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, parse_manifest
+from gateway.pullthrough.copy import copy_blob
+from gateway.pullthrough.selection import TagSelection
+from gateway.pullthrough.upstream import OciUpstream, UpstreamError
+
+# Docker Hub's registry API lives at another host than its image names.
+_REGISTRY_OF = {"docker.io": "https://registry-1.docker.io"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One source repository, the destination name, and which tags."""
+
+    registry: str  # http(s)://host[:port]
+    source: str  # the repository name at the source
+    destination: str
+    selection: TagSelection
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class Outcome:
+    image: str
+    result: str = "pending"  # copied, unchanged, failed
+    blobs: int = 0
+    bytes: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    error: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+
+def parse_source(reference: str) -> tuple[str, str, str | None]:
+    """``[scheme://]host[:port]/name[:tag]`` → (registry URL, name, tag or None); a bare
+    Docker Hub name gets ``library/``."""
+    scheme = "https"
+    if "://" in reference:
+        scheme, reference = reference.split("://", 1)
+    host, _, rest = reference.partition("/")
+    if not rest or ("." not in host and ":" not in host and host != "localhost"):
+        host, rest = "docker.io", reference  # no registry host given
+    name, tag = rest, None
+    if ":" in rest.rsplit("/", 1)[-1]:
+        name, tag = rest.rsplit(":", 1)
+    if host == "docker.io" and "/" not in name:
+        name = f"library/{name}"
+    registry = _REGISTRY_OF.get(host, f"{scheme}://{host}")
+    return registry, name, tag
+
+
+def jobs_from_file(path: str) -> list[Job]:
+    """images.yaml: ``images: [{source, destination, tags: {regex, semver, last},
+    username, password_file}]``."""
+    document = yaml.safe_load(Path(path).read_text()) or {}
+    jobs = []
+    for i, entry in enumerate(document.get("images") or []):
+        where = f"{path}: images[{i}]"
+        if not isinstance(entry, dict) or "source" not in entry or "destination" not in entry:
+            raise ValueError(f"{where}: needs source and destination")
+        tags = entry.get("tags") or {}
+        password = Path(entry["password_file"]).read_text().strip() \
+            if entry.get("password_file") else None
+        jobs.append(job(entry["source"], entry["destination"], tags.get("regex"),
+                        tags.get("semver"), tags.get("last"), entry.get("username"), password))
+    return jobs
+
+
+def job(source: str, destination: str, regex: str | None = None, semver: str | None = None,
+        last: int | None = None, username: str | None = None,
+        password: str | None = None) -> Job:
+    registry, name, tag = parse_source(source)
+    if tag is not None:
+        if regex or semver or last:
+            raise ValueError(f"{source}: a tag in the source excludes tag patterns")
+        regex = re.escape(tag)
+    return Job(registry, name, destination, TagSelection.of(regex, semver, last),
+               username, password)
+
+
+class Progress:
+    """One line per image, redrawn in place in a terminal; nothing elsewhere."""
+
+    def __init__(self, out: TextIO, outcomes: list[Outcome]) -> None:
+        self._out = out
+        self._live = out.isatty()
+        self._outcomes = outcomes
+        self._drawn = 0
+
+    def draw(self) -> None:
+        if not self._live:
+            return
+        if self._drawn:
+            self._out.write(f"\x1b[{self._drawn}F")
+        shown = [o for o in self._outcomes if o.result == "pending"][-10:]
+        for o in shown:
+            share = o.bytes / o.total if o.total else 0.0
+            bar = "#" * int(share * 20)
+            self._out.write(f"\x1b[2K{o.image[:50]:50} [{bar:20}] {_size(o.bytes):>9} / "
+                            f"{_size(o.total):>9}\n")
+        done = sum(o.bytes for o in self._outcomes)
+        finished = sum(o.result != "pending" for o in self._outcomes)
+        self._out.write(f"\x1b[2Ktotal {finished}/{len(self._outcomes)} images, "
+                        f"{_size(done)}\n\x1b[J")
+        self._drawn = len(shown) + 1
+        self._out.flush()
+
+
+class Syncer:
+    def __init__(self, backend: Any, http: aiohttp.ClientSession, parallel: int = 4) -> None:
+        self._backend = backend
+        self._http = http
+        self._limit = asyncio.Semaphore(parallel)
+        # Images copied at once often share layers: each goes up once.
+        self._blobs: SingleFlight[bool] = SingleFlight("sync_blob")
+
+    async def plan(self, jobs: list[Job]) -> tuple[list[tuple[Job, OciUpstream, str]],
+                                                   list[Outcome]]:
+        """Every (job, tag) to copy, and a failed outcome per source that cannot be listed."""
+        images, unlisted = [], []
+        for one in jobs:
+            upstream = OciUpstream(one.registry, lambda: self._http, one.username,
+                                   one.password)
+            try:
+                tags = await upstream.tags(one.source)
+            except UpstreamError as exc:
+                unlisted.append(Outcome(f"{one.destination} (from {one.source})", "failed",
+                                        error=f"cannot list the source: {exc}"))
+                continue
+            images += [(one, upstream, tag) for tag in one.selection.select(tags)]
+        return images, unlisted
+
+    async def copy(self, one: Job, upstream: OciUpstream, tag: str, outcome: Outcome,
+                   progress: Progress) -> None:
+        async with self._limit:
+            outcome.started = time.monotonic()
+            try:
+                await self._copy(one, upstream, tag, outcome, progress)
+            except (OciError, UpstreamError, OSError, aiohttp.ClientError) as exc:
+                outcome.result, outcome.error = "failed", str(exc)
+            outcome.seconds = time.monotonic() - outcome.started
+            progress.draw()
+
+    async def _copy(self, one: Job, upstream: OciUpstream, tag: str, outcome: Outcome,
+                    progress: Progress) -> None:
+        fetched = await upstream.manifest(one.source, tag, MANIFEST_TYPES)
+        try:
+            held = await self._backend.get_manifest(one.destination, tag)
+            if held.digest == fetched.digest:
+                outcome.result = "unchanged"
+                return
+        except OciError:
+            pass  # not there yet
+        await self._backend.create_repository_for(one.destination)
+        parsed = parse_manifest(fetched.body, fetched.media_type or None)
+        children = []
+        for child in parsed.children:
+            body = await upstream.manifest(one.source, child.digest, MANIFEST_TYPES)
+            children.append((body, parse_manifest(body.body, body.media_type or None)))
+        blobs: dict[str, Descriptor] = {}
+        for _, child_parsed in children:
+            blobs.update((b.digest, b) for b in child_parsed.blobs)
+        blobs.update((b.digest, b) for b in parsed.blobs)
+        outcome.total = sum(b.size for b in blobs.values())
+
+        def moved(count: int) -> None:
+            outcome.bytes += count
+            progress.draw()
+
+        for blob in blobs.values():
+            if await self._blobs.do((one.destination, blob.digest), partial(
+                    copy_blob, upstream, one.source, self._backend, one.destination,
+                    blob.digest, moved)):
+                outcome.blobs += 1
+        for body, child_parsed in children:
+            await self._backend.put_manifest(one.destination, body.digest, body.body,
+                                             child_parsed)
+        await self._backend.put_manifest(one.destination, tag, fetched.body, parsed)
+        outcome.result = "copied"
+
+
+async def run_sync(backend: Any, jobs: list[Job], out: TextIO, parallel: int = 4) -> int:
+    async with aiohttp.ClientSession(auto_decompress=False) as http:
+        syncer = Syncer(backend, http, parallel)
+        images, unlisted = await syncer.plan(jobs)
+        copies = [Outcome(f"{one.destination}:{tag}") for one, _, tag in images]
+        progress = Progress(out, copies)
+        await asyncio.gather(*(syncer.copy(one, upstream, tag, outcome, progress)
+                               for (one, upstream, tag), outcome in zip(images, copies,
+                                                                        strict=True)))
+    outcomes = unlisted + copies
+    _summary(out, outcomes)
+    failed = [o for o in outcomes if o.result == "failed"]
+    for o in failed:
+        print(f"ecr-gateway sync: {o.image}: {o.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _summary(out: TextIO, outcomes: list[Outcome]) -> None:
+    width = max([len(o.image) for o in outcomes] + [5])
+    out.write(f"{'image':{width}}  {'result':9}  {'blobs':>5}  {'bytes':>9}  {'seconds':>7}\n")
+    for o in outcomes:
+        out.write(f"{o.image:{width}}  {o.result:9}  {o.blobs:>5}  {_size(o.bytes):>9}  "
+                  f"{o.seconds:>7.1f}\n")
+    counts = {r: sum(o.result == r for o in outcomes) for r in ("copied", "unchanged",
+                                                                  "failed")}
+    out.write(f"{len(outcomes)} images: {counts['copied']} copied, {counts['unchanged']} "
+              f"unchanged, {counts['failed']} failed; "
+              f"{_size(sum(o.bytes for o in outcomes))} moved\n")
+    out.flush()
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f} {unit}"

@@ -1,0 +1,80 @@
+"""``ecr-gateway sync``: the command around gateway/pullthrough/sync.py — the configuration,
+the embedded emulator when that is the upstream, and the ECR backend without a server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the command's own modules load only when it runs
+    from gateway.config import Config
+    from gateway.pullthrough.sync import Job
+
+
+def add_parser(sub: Any) -> None:
+    sync = sub.add_parser("sync", help="copy images from any OCI registry into ECR")
+    sync.add_argument("source", nargs="?",
+                      help="[http(s)://]host/name[:tag], e.g. docker.io/library/alpine")
+    sync.add_argument("destination", nargs="?", help="the repository name as clients see it")
+    sync.add_argument("--config", help="YAML configuration file (routes, upstream)")
+    sync.add_argument("--file", help="YAML list of images: images: [{source, destination, "
+                      "tags: {regex, semver, last}, username, password_file}]")
+    sync.add_argument("--regex", help="tags matching this regular expression (whole tag)")
+    sync.add_argument("--semver", help="tags in this semver range, e.g. '>=1.2 <2'")
+    sync.add_argument("--last", type=int, help="only the last N tags (in version order)")
+    sync.add_argument("--username", help="a user at the source registry")
+    sync.add_argument("--password-file", help="that user's password, in a file")
+    sync.add_argument("--parallel", type=int, default=4, help="images copied at once")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError, load_config
+    from gateway.serve import start_embedded
+
+    try:
+        config = load_config(args.config)
+        jobs = _jobs(args)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"ecr-gateway sync: {exc}", file=sys.stderr)
+        return 2
+    emulator = start_embedded(config)
+    try:
+        return asyncio.run(_run(config, jobs, args.parallel))
+    finally:
+        if emulator is not None:
+            emulator.stop()
+
+
+def _jobs(args: argparse.Namespace) -> list[Job]:
+    from gateway.pullthrough.sync import job, jobs_from_file
+
+    if args.file:
+        if args.source or args.destination:
+            raise ValueError("give either --file or SOURCE DESTINATION")
+        return jobs_from_file(args.file)
+    if not (args.source and args.destination):
+        raise ValueError("needs SOURCE and DESTINATION (or --file)")
+    password = None
+    if args.password_file:
+        with open(args.password_file) as handle:
+            password = handle.read().strip()
+    return [job(args.source, args.destination, args.regex, args.semver, args.last,
+                args.username, password)]
+
+
+async def _run(config: Config, jobs: list[Job], parallel: int) -> int:
+    from aiohttp import web
+
+    from gateway.app import build_app
+    from gateway.oci.context import REGISTRY
+    from gateway.pullthrough.sync import run_sync
+
+    app = build_app(config)
+    runner = web.AppRunner(app)
+    await runner.setup()  # the backend's clients and stores, no listening socket
+    try:
+        return await run_sync(app[REGISTRY], jobs, sys.stdout, parallel)
+    finally:
+        await runner.cleanup()

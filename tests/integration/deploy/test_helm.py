@@ -1,0 +1,127 @@
+"""The Helm chart (deploy/helm/ecr-gateway): each preset lints, renders, validates strictly
+against the Kubernetes versions the manifests target, ships a configuration the gateway
+accepts, and keeps each shape's promises: the node mirror reachable from its own node only,
+the shared endpoint's Redis behind a password from a Secret."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.auth.exposure import check_exposure
+from gateway.config import load_config
+from tests.conftest import require_tool
+from tests.integration.deploy.test_manifests import KUBERNETES_VERSIONS, validate_strictly
+from tests.support.clients import run
+
+CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "ecr-gateway"
+PRESETS = ("sidecar", "node-mirror", "shared")
+
+
+def _helm() -> str:
+    """helm from the test virtualenv (scripts/install-test-deps.sh puts it there) or PATH."""
+    found = shutil.which("helm", path=str(Path(sys.executable).parent))
+    return found or require_tool("helm")
+
+
+def _template(*args: str, check: bool = True) -> Any:
+    return run([_helm(), "template", "gw", str(CHART), "--kube-version",
+                KUBERNETES_VERSIONS[0], *args], timeout=120, check=check)
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict[str, Any]]]:
+    out = {}
+    for preset in PRESETS:
+        result = _template("-f", str(CHART / "presets" / f"{preset}.yaml"))
+        out[preset] = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return out
+
+
+def _kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def _config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
+    (config_map,) = [d for d in _kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    path = tmp_path / "config.yaml"
+    path.write_text(config_map["data"]["config.yaml"])
+    return path
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_lints(preset: str) -> None:
+    result = run([_helm(), "lint", str(CHART), "--strict", "--kube-version",
+                  KUBERNETES_VERSIONS[0], "-f", str(CHART / "presets" / f"{preset}.yaml")],
+                 timeout=120)
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_rendered_resource_validates_strictly(rendered: dict[str, list[dict[str, Any]]],
+                                                    version: str) -> None:
+    validate_strictly(rendered, version)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_rendered_configuration_is_accepted(rendered: dict[str, list[dict[str, Any]]],
+                                            preset: str, tmp_path: Path) -> None:
+    environ = {}
+    if preset == "shared":  # the Deployment sets the URL from the Secret's password
+        environ["ECR_GATEWAY_STATE__REDIS_URL"] = "redis://:pw@gw-redis:6379/0"
+    config = load_config(str(_config(rendered[preset], tmp_path)), environ=environ)
+    check_exposure(config)  # what serve would refuse raises here
+
+
+def test_values_schema_refuses_a_bad_value() -> None:
+    result = _template("--set", "shape=sideways", check=False)
+    assert result.returncode != 0
+    assert "shape must be one of" in result.stderr
+    result = _template("--set", "config.listen=nowhere", check=False)
+    assert result.returncode != 0 and "listen" in result.stderr
+
+
+def test_node_mirror_is_reachable_from_its_node_only(
+        rendered: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
+    docs = rendered["node-mirror"]
+    (daemonset,) = _kind(docs, "DaemonSet")
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    (gateway,) = pod["containers"]
+    assert all("hostPort" not in port for port in gateway["ports"])
+    config = load_config(str(_config(docs, tmp_path)), environ={})
+    assert config.listen_host == "127.0.0.1"
+    (hosts,) = [d for d in _kind(docs, "ConfigMap") if "docker.io.toml" in d["data"]]
+    assert '[host."http://127.0.0.1:5000"]' in hosts["data"]["docker.io.toml"]
+    assert not _kind(docs, "Service")
+
+
+def test_shared_redis_requires_the_secret_password(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["shared"]
+    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
+    redis = deployments["gw-redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert "--requirepass" in redis["args"]
+    (password,) = redis["env"]
+    assert password["valueFrom"]["secretKeyRef"]["name"] == "ecr-gateway-redis"
+    gateway = deployments["gw"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in gateway["env"]}
+    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "ecr-gateway-redis"
+    assert env["ECR_GATEWAY_STATE__REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+    volumes = {v["name"]: v for v in deployments["gw"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["gateway-auth"]["secret"]["secretName"] == "ecr-gateway-auth"
+
+
+def test_sidecar_renders_a_native_sidecar_snippet(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["sidecar"]
+    assert not _kind(docs, "Deployment") and not _kind(docs, "DaemonSet")
+    (snippet,) = [d for d in _kind(docs, "ConfigMap") if "initContainers.yaml" in d["data"]]
+    (container,) = yaml.safe_load(snippet["data"]["initContainers.yaml"])
+    assert container["restartPolicy"] == "Always"
+    assert "exec" in container["readinessProbe"]  # loopback: out of the kubelet's reach

@@ -1,0 +1,289 @@
+"""Pull-through from any OCI registry into ECR: a real distribution (Debian's docker-registry)
+stands in for Docker Hub, a second gateway in htpasswd mode for a registry with the docker
+token flow. Mirror clients (``?ns=docker.io``) read through the gateway; ECR (the emulator)
+then holds what they read, byte for byte, and keeps serving it when the upstream is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import bcrypt
+import pytest
+from aiohttp import web
+
+from bench.services import ReferenceRegistry
+from tests.integration.mirror.helpers import ecr_image
+from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.gateway import GatewayProcess
+from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+NS = {"ns": "docker.io"}
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceRegistry]:
+    registry = ReferenceRegistry(tmp_path_factory.mktemp("hub")).start()
+    yield registry
+    registry.stop()
+
+
+def _mirror_config(url: str, **upstream: Any) -> dict[str, Any]:
+    return {"mirrors": {"docker.io": {"repository_prefix": "docker-hub",
+                                      "upstream": {"url": url, **upstream}}}}
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream: EmulatorProcess, hub: ReferenceRegistry,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with GatewayProcess(tmp_path_factory.mktemp("gateway"), _mirror_config(hub.url),
+                        upstream_url=upstream.url) as gw:
+        yield gw
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _push(http: aiohttp.ClientSession, url: str, name: str, tag: str,
+                sizes: tuple[int, ...] = (300_000, 1234)) -> tuple[str, bytes, list[bytes]]:
+    layers = [bytes([i + 1]) * size for i, size in enumerate(sizes)]
+    layers = [name.encode() + tag.encode() + layer for layer in layers]  # unique per image
+    digest, manifest = await OciClient(http, url).push_image(name, tag, layers)
+    return digest, manifest, layers
+
+
+async def _pull(http: aiohttp.ClientSession, base: str, name: str, reference: str,
+                params: dict[str, str] | None = None) -> tuple[bytes, list[bytes]]:
+    """A mirror client's pull: the manifest, then every blob it names."""
+    async with http.get(f"{base}/v2/{name}/manifests/{reference}", params=params or NS,
+                        headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"}) as r:
+        assert r.status == 200, (r.status, await r.text())
+        body = await r.read()
+    doc = json.loads(body)
+    blobs = []
+    for descriptor in [doc["config"], *doc["layers"]]:
+        async with http.get(f"{base}/v2/{name}/blobs/{descriptor['digest']}",
+                            params=params or NS) as r:
+            assert r.status == 200, (r.status, await r.text())
+            blobs.append(await r.read())
+    return body, blobs
+
+
+def _hub_reads(hub: ReferenceRegistry, digest: str) -> int:
+    """How many times the upstream served this blob (its access log)."""
+    log = (hub.root / "registry.log").read_text()
+    return sum(1 for line in log.splitlines()
+               if "response completed" in line and "http.request.method=GET" in line
+               and f"/blobs/{digest}" in line)
+
+
+async def test_cold_pull_by_tag_fills_ecr(gateway: GatewayProcess, upstream: EmulatorProcess,
+                                          hub: ReferenceRegistry,
+                                          http: aiohttp.ClientSession) -> None:
+    digest, manifest, layers = await _push(http, hub.url, "library/cold", "v1")
+    body, blobs = await _pull(http, gateway.url, "library/cold", "v1")
+    assert body == manifest  # byte-exact
+    assert blobs[1:] == layers
+    image = await ecr_image(upstream, "docker-hub/library/cold", "v1")
+    assert image["imageId"]["imageDigest"] == digest
+    assert image["imageManifest"].encode() == manifest
+    async with ecr_client(upstream.url) as ecr:
+        answer = await ecr.batch_check_layer_availability(
+            repositoryName="docker-hub/library/cold", layerDigests=[digest_of(x) for x in layers])
+    assert all(layer["layerAvailability"] == "AVAILABLE" for layer in answer["layers"])
+
+
+async def test_first_pull_by_digest(gateway: GatewayProcess, upstream: EmulatorProcess,
+                                    hub: ReferenceRegistry,
+                                    http: aiohttp.ClientSession) -> None:
+    digest, manifest, layers = await _push(http, hub.url, "library/pinned", "v1")
+    body, blobs = await _pull(http, gateway.url, "library/pinned", digest)
+    assert body == manifest and blobs[1:] == layers
+    image = await ecr_image(upstream, "docker-hub/library/pinned", digest)
+    assert image["imageManifest"].encode() == manifest
+
+
+async def test_served_from_ecr_when_the_upstream_is_gone(
+        upstream: EmulatorProcess, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    """A second node's gateway (cold caches, tag TTL 0: it asks the upstream every time)
+    still serves an image ECR holds after the upstream stopped; an image ECR does not hold
+    gets a clear OCI error."""
+    hub = ReferenceRegistry(tmp_path / "hub").start()
+    try:
+        _digest, manifest, layers = await _push(http, hub.url, "library/kept", "v1")
+        with GatewayProcess(tmp_path / "first", _mirror_config(hub.url),
+                            upstream_url=upstream.url) as first:
+            await _pull(http, first.url, "library/kept", "v1")
+            await ecr_image(upstream, "docker-hub/library/kept", "v1")
+    finally:
+        hub.stop()
+    config = _mirror_config(hub.url, tag_ttl_seconds=0)
+    with GatewayProcess(tmp_path / "second", config, upstream_url=upstream.url) as second:
+        body, blobs = await _pull(http, second.url, "library/kept", "v1")
+        assert body == manifest and blobs[1:] == layers
+        async with http.get(f"{second.url}/v2/library/never-pulled/manifests/v1",
+                            params=NS) as r:
+            assert r.status == 503
+            error = (await r.json())["errors"][0]
+        assert error["code"] == "UNAVAILABLE"
+        assert "docker.io" in error["message"]
+        stale = [line for line in second.log_lines if "serving ECR's copy" in line]
+        assert stale, second.log_lines[-20:]
+
+
+async def test_concurrent_cold_pulls_read_and_upload_each_blob_once(
+        gateway: GatewayProcess, upstream: EmulatorProcess, hub: ReferenceRegistry,
+        http: aiohttp.ClientSession) -> None:
+    _digest, manifest, layers = await _push(http, hub.url, "library/fanin", "v1",
+                                            sizes=(2_000_000, 700_000, 5000))
+    upstream.clear_requests()
+    pulls = await asyncio.gather(*(_pull(http, gateway.url, "library/fanin", "v1")
+                                   for _ in range(16)))
+    assert all(body == manifest and blobs[1:] == layers for body, blobs in pulls)
+    await ecr_image(upstream, "docker-hub/library/fanin", "v1")
+    for layer in layers:
+        assert _hub_reads(hub, digest_of(layer)) == 1, digest_of(layer)
+    completes = [r for r in upstream.requests("CompleteLayerUpload")
+                 if r.get("repository") == "docker-hub/library/fanin"
+                 or "docker-hub/library/fanin" in json.dumps(r)]
+    assert len(completes) == len(layers) + 1, completes  # the layers and the config
+
+
+async def test_multi_arch_index(gateway: GatewayProcess, upstream: EmulatorProcess,
+                                hub: ReferenceRegistry, http: aiohttp.ClientSession) -> None:
+    client = OciClient(http, hub.url)
+    children = []
+    for arch in ("amd64", "arm64"):
+        config = json.dumps({"architecture": arch, "os": "linux"}).encode()
+        digest, manifest = await client.push_image("library/multi", f"only-{arch}",
+                                                   [arch.encode() * 1000], config)
+        children.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
+                         "platform": {"architecture": arch, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                        "manifests": children}).encode()
+    async with http.put(f"{hub.url}/v2/library/multi/manifests/latest", data=index,
+                        headers={"Content-Type": OCI_INDEX}) as r:
+        assert r.status == 201
+    async with http.get(f"{gateway.url}/v2/library/multi/manifests/latest", params=NS,
+                        headers={"Accept": OCI_INDEX}) as r:
+        assert r.status == 200 and await r.read() == index
+    # A node pulls its own platform first; every platform lands in ECR, then the index.
+    await _pull(http, gateway.url, "library/multi", children[1]["digest"])
+    image = await ecr_image(upstream, "docker-hub/library/multi", "latest")
+    assert image["imageManifest"].encode() == index
+    for child in children:
+        await ecr_image(upstream, "docker-hub/library/multi", child["digest"])
+
+
+class RateLimitedFront:
+    """An upstream in front of distribution that can be told to answer 429 to everything."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.limited = False
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> RateLimitedFront:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.limited:
+            return web.json_response({"errors": [{"code": "TOOMANYREQUESTS"}]}, status=429,
+                                     headers={"Retry-After": "30"})
+        async with aiohttp.ClientSession() as session, session.request(
+                request.method, f"{self.target}{request.rel_url}",
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                allow_redirects=False) as r:
+            body = await r.read()
+            headers = {k: v for k, v in r.headers.items()
+                       if k.lower() not in ("content-length", "transfer-encoding",
+                                            "connection", "content-encoding")}
+            return web.Response(status=r.status, body=body, headers=headers)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def test_rate_limited_upstream(upstream: EmulatorProcess, hub: ReferenceRegistry,
+                                     http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    front = await RateLimitedFront(hub.url).start()
+    try:
+        _digest, manifest, _layers = await _push(http, hub.url, "library/limited", "v1")
+        config = _mirror_config(front.url, tag_ttl_seconds=0)
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            await _pull(http, gw.url, "library/limited", "v1")
+            await ecr_image(upstream, "docker-hub/library/limited", "v1")
+            front.limited = True
+            body, _blobs = await _pull(http, gw.url, "library/limited", "v1")
+            assert body == manifest  # cached: served despite the 429
+            async with http.get(f"{gw.url}/v2/library/uncached/manifests/v1", params=NS) as r:
+                assert r.status == 429
+                assert (await r.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+                assert r.headers["Retry-After"] == "30"
+            async with http.get(f"{gw.url}/metrics") as r:
+                metrics = await r.text()
+            assert 'ecr_gateway_pullthrough_events_total{event="stale",registry="docker.io"}' \
+                in metrics
+    finally:
+        await front.stop()
+
+
+async def test_token_auth_upstream(upstream: EmulatorProcess, http: aiohttp.ClientSession,
+                                   tmp_path: Path) -> None:
+    """The upstream is another ecr-gateway with htpasswd users and the docker token flow."""
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("puller:" + bcrypt.hashpw(b"pull-secret", bcrypt.gensalt(4)).decode()
+                        + "\n")
+    source_config = {"auth": {"mode": "htpasswd", "htpasswd_file": str(htpasswd),
+                              "rules": [{"repository": "**", "users": ["puller"],
+                                         "actions": ["pull", "push"]}]},
+                     "routes": [{"prefix": "", "repository_prefix": "source"}]}
+    with GatewayProcess(tmp_path / "source", source_config,
+                        upstream_url=upstream.url) as source:
+        basic = {"Authorization": aiohttp.encode_basic_auth("puller", "pull-secret")}
+        async with aiohttp.ClientSession(headers=basic) as pusher:
+            _digest, manifest, layers = await _push(pusher, source.url, "team/app", "v1")
+        password = tmp_path / "password"
+        password.write_text("pull-secret\n")
+        config = {"mirrors": {"registry.example.com": {
+            "repository_prefix": "example",
+            "upstream": {"url": source.url, "username": "puller",
+                         "password_file": str(password)}}}}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            body, blobs = await _pull(http, gw.url, "team/app", "v1",
+                                      {"ns": "registry.example.com"})
+            assert body == manifest and blobs[1:] == layers
+            await ecr_image(upstream, "example/team/app", "v1")
+            assert not any("pull-secret" in line for line in gw.log_lines)
+        challenged = [e for e in source.access_log() if e["status"] == 401]
+        assert challenged  # the token flow really ran
+
+
+def test_bad_upstream_configuration_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps(_mirror_config("http://registry.example.com")))
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "mirrors.docker.io.upstream.url" in result.stderr
+    assert "loopback" in result.stderr

@@ -1,0 +1,114 @@
+"""``ecr-gateway sync`` copies a tag pattern from a real distribution into ECR (the emulator),
+and a second run moves nothing; failures are listed and make the exit status 1."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from bench.services import ReferenceRegistry
+from tests.integration.mirror.helpers import ecr_image
+from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.oci import OciClient
+
+TAGS = ("1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReferenceRegistry]:
+    registry = ReferenceRegistry(tmp_path_factory.mktemp("hub")).start()
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture
+async def pushed(hub: ReferenceRegistry) -> AsyncIterator[dict[str, str]]:
+    """library/app with one image per tag in TAGS (sharing a base layer)."""
+    digests = {}
+    async with aiohttp.ClientSession() as http:
+        client = OciClient(http, hub.url)
+        for tag in TAGS:
+            digest, _ = await client.push_image("library/app", tag,
+                                                [b"base" * 50_000, tag.encode() * 1000])
+            digests[tag] = digest
+    yield digests
+
+
+def _sync(upstream: EmulatorProcess, tmp_path: Path,
+          *args: str) -> subprocess.CompletedProcess[str]:
+    config: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "upstream": {"mode": "aws", "endpoint_url": upstream.url,
+                     "access_key_id": "AKIDSYNCTEST", "secret_access_key": "sync-secret"},
+        "routes": [{"prefix": "", "create_on_push": True}]}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "sync", "--config", str(path),
+                           *args], capture_output=True, text=True, timeout=300)
+
+
+async def _tags(upstream: EmulatorProcess, repository: str) -> set[str]:
+    async with ecr_client(upstream.url) as ecr:
+        answer = await ecr.list_images(repositoryName=repository,
+                                       filter={"tagStatus": "TAGGED"})
+    return {i["imageTag"] for i in answer["imageIds"]}
+
+
+async def test_sync_a_semver_range_then_nothing_moves(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, pushed: dict[str, str],
+        tmp_path: Path) -> None:
+    first = _sync(upstream, tmp_path, f"{hub.url}/library/app", "mirror/app",
+                  "--semver", ">=1.0.0 <2")
+    assert first.returncode == 0, first.stderr
+    assert "2 images: 2 copied, 0 unchanged, 0 failed" in first.stdout, first.stdout
+    assert await _tags(upstream, "mirror/app") == {"1.0.0", "1.1.0"}
+    for tag in ("1.0.0", "1.1.0"):
+        image = await ecr_image(upstream, "mirror/app", tag)
+        assert image["imageId"]["imageDigest"] == pushed[tag]
+
+    upstream.clear_requests()
+    second = _sync(upstream, tmp_path, f"{hub.url}/library/app", "mirror/app",
+                   "--semver", ">=1.0.0 <2")
+    assert second.returncode == 0, second.stderr
+    assert "2 images: 0 copied, 2 unchanged, 0 failed" in second.stdout, second.stdout
+    moved = [r["action"] for r in upstream.requests()
+             if r["action"] in ("InitiateLayerUpload", "UploadLayerPart", "PutImage")]
+    assert moved == []
+
+
+async def test_sync_file_skips_layers_ecr_holds_and_lists_failures(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, pushed: dict[str, str],
+        tmp_path: Path) -> None:
+    images = tmp_path / "images.yaml"
+    images.write_text(yaml.safe_dump({"images": [
+        {"source": f"{hub.url}/library/app", "destination": "filed/app",
+         "tags": {"regex": "1\\..*", "last": 1}},
+        {"source": f"{hub.url}/library/app:latest", "destination": "filed/app"},
+        {"source": f"{hub.url}/library/nothing-here", "destination": "filed/none"},
+    ]}))
+    upstream.clear_requests()
+    result = _sync(upstream, tmp_path, "--file", str(images))
+    assert result.returncode == 1
+    assert "filed/none (from library/nothing-here)" in result.stderr, result.stderr
+    assert "2 copied" in result.stdout and "1 failed" in result.stdout, result.stdout
+    # the last of the tags matching 1\..* in version order (a pre-release of 1.2.0 is
+    # above 1.1.0), and latest
+    assert await _tags(upstream, "filed/app") == {"1.2.0-rc.1", "latest"}
+    # Blobs the two images share (the base layer, the config) went up once each, whether
+    # the other copy found them in ECR or was copying them at the same moment.
+    initiated = upstream.requests("InitiateLayerUpload")
+    assert len(initiated) == 1 + 1 + 2, initiated  # base, config, each image's own layer
+
+
+def test_bad_arguments() -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "sync", "only-a-source"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("ecr-gateway sync: needs SOURCE and DESTINATION")

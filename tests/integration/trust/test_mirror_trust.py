@@ -1,0 +1,222 @@
+"""Who may change what a mirror serves: ``?ns=`` never retargets a write, pushes into an ECR
+repository a mirror serves need a rule naming that ECR repository, and mirrors ask for
+credentials unless configured otherwise.
+
+One emulator; ``docker-hub/library/nginx`` in it is what every containerd node pulls as
+docker.io/library/nginx. ``pusher`` may push ``library/**`` and ``hub/**`` (the ``hub``
+route maps onto ``docker-hub/``) but holds no grant on the ECR repositories ``docker-hub/**``;
+``seeder`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.integration.auth.helpers import basic, write_htpasswd
+from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.gateway import GatewayProcess
+from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
+
+MIRRORED = "docker-hub/library/nginx"
+PASSWORDS = {"pusher": "pusher-pw", "seeder": "seeder-pw", "node": "node-pw"}
+RULES: list[dict[str, Any]] = [
+    {"ecr_repository": "docker-hub/**", "users": ["seeder"], "actions": ["pull", "push"]},
+    {"repository": "library/**", "users": ["pusher", "seeder"],
+     "actions": ["pull", "push", "delete"]},
+    {"repository": "hub/**", "users": ["pusher", "seeder"], "actions": ["pull", "push"]},
+    {"repository": "**", "users": ["*"], "actions": ["pull"]},
+]
+PUSHER, SEEDER, NODE = (basic(user, password) for user, password in PASSWORDS.items())
+
+
+@pytest.fixture(scope="module")
+def secured(upstream: EmulatorProcess,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    htpasswd = write_htpasswd(tmp_path_factory.mktemp("users") / "htpasswd", PASSWORDS)
+    config = {
+        "auth": {"mode": "htpasswd", "htpasswd_file": str(htpasswd), "rules": RULES},
+        "mirrors": {"docker.io": {"repository_prefix": "docker-hub"}},
+        "routes": [{"prefix": ""}, {"prefix": "hub", "repository_prefix": "docker-hub"}],
+    }
+    with GatewayProcess(tmp_path_factory.mktemp("gw"), config,
+                        upstream_url=upstream.url) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def seeded(gateway: GatewayProcess) -> str:
+    """docker.io/library/nginx:latest as the mirror serves it (pushed without auth, as an
+    ECR pull-through cache would fill it; the same image each time); its digest."""
+    async with aiohttp.ClientSession() as session:
+        digest, _ = await OciClient(session, gateway.url).push_image(
+            MIRRORED, "latest", [b"genuine nginx layer" * 50])
+    return digest
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def _images(upstream: EmulatorProcess, repository: str) -> list[tuple[str, list[str]]]:
+    """The images of an ECR repository as ECR itself lists them: (digest, tags)."""
+    async with ecr_client(upstream.url) as ecr:
+        answer = await ecr.describe_images(repositoryName=repository)
+    return sorted((d["imageDigest"], sorted(d.get("imageTags", [])))
+                  for d in answer["imageDetails"])
+
+
+def _writes(upstream: EmulatorProcess, repository: str) -> list[str]:
+    reads = {"BatchGetImage", "BatchCheckLayerAvailability", "DescribeImages",
+             "GetDownloadUrlForLayer", "LayerDownload", "ListImages", "DescribeRepositories",
+             "GetAuthorizationToken"}
+    return [e["action"] for e in upstream.requests()
+            if e.get("repository") == repository and e["action"] not in reads]
+
+
+def _refused(status: int, body: bytes) -> None:
+    assert status == 405, (status, body[:300])
+    (error,) = json.loads(body)["errors"]
+    assert error["code"] == "UNSUPPORTED" and "ns" in error["message"]
+
+
+async def test_ns_never_retargets_a_write(secured: GatewayProcess, upstream: EmulatorProcess,
+                                          seeded: str, session: aiohttp.ClientSession) -> None:
+    """pusher may push library/nginx; with ?ns=docker.io every write is refused before any
+    ECR call, and what the mirror serves stays as it was."""
+    before = await _images(upstream, MIRRORED)
+    assert [tags for _, tags in before] == [["latest"]]
+    client = OciClient(aiohttp.ClientSession(headers=PUSHER), secured.url)
+    async with client.session:
+        # pusher's own library/nginx (ECR library/nginx): the legitimate push still works.
+        layer = b"poisoned layer" * 40
+        digest, manifest = await client.push_image("library/nginx", "latest", [layer])
+        base = f"{secured.url}/v2/library/nginx"
+        upstream.clear_requests()
+        q = "ns=docker.io"
+        config = json.loads(manifest)["config"]["digest"]
+        attempts = [  # the blobs, then the manifest: what poisoned the mirror before
+            ("POST", f"{base}/blobs/uploads/?{q}", None, {}),
+            ("POST", f"{base}/blobs/uploads/?digest={digest_of(layer)}&{q}", layer, {}),
+            ("POST", f"{base}/blobs/uploads/?mount={config}&from=library/nginx&{q}", None, {}),
+            ("PUT", f"{base}/manifests/latest?{q}", manifest, {"Content-Type": OCI_MANIFEST}),
+            ("DELETE", f"{base}/manifests/{seeded}?{q}", None, {}),
+            ("DELETE", f"{base}/blobs/{digest_of(layer)}?{q}", None, {}),
+            # An empty ns is no less a mirror namespace for a write.
+            ("PUT", f"{base}/manifests/latest?ns=", manifest, {"Content-Type": OCI_MANIFEST}),
+        ]
+        # An upload started without ns cannot be continued or finished with one.
+        location = await client.start("library/nginx")
+        sep = "&" if "?" in location else "?"
+        attempts += [
+            ("PATCH", f"{secured.url}{location}{sep}{q}", layer,
+             {"Content-Type": "application/octet-stream"}),
+            ("PUT", f"{secured.url}{location}{sep}digest={digest_of(layer)}&{q}", layer, {}),
+        ]
+        for method, url, data, headers in attempts:
+            async with session.request(method, url, data=data,
+                                       headers={**PUSHER, **headers}) as r:
+                _refused(r.status, await r.read())
+                assert r.headers["Allow"] in ("", "GET, HEAD")
+    assert _writes(upstream, MIRRORED) == []
+    assert await _images(upstream, MIRRORED) == before
+    assert before[0][0] == seeded != digest
+    # The mirror still serves the genuine image.
+    async with session.get(f"{secured.url}/v2/library/nginx/manifests/latest?ns=docker.io",
+                           headers={**NODE, "Accept": OCI_MANIFEST}) as r:
+        assert r.status == 200 and r.headers["Docker-Content-Digest"] == seeded
+
+
+async def test_ns_write_refused_without_auth_or_mirrors(gateway: GatewayProcess,
+                                                        upstream: EmulatorProcess,
+                                                        session: aiohttp.ClientSession) -> None:
+    """With no mirrors configured ns is ignored for reads, but a write naming one is still
+    refused: it must never matter to where a push lands."""
+    name = "plain/app"
+    async with session.post(f"{gateway.url}/v2/{name}/blobs/uploads/?ns=docker.io") as r:
+        _refused(r.status, await r.read())
+    async with session.put(f"{gateway.url}/v2/{name}/manifests/v1?ns=docker.io", data=b"{}",
+                           headers={"Content-Type": OCI_MANIFEST}) as r:
+        _refused(r.status, await r.read())
+    assert _writes(upstream, name) == []
+
+
+async def test_route_into_a_mirrored_repository_needs_an_ecr_grant(
+        secured: GatewayProcess, upstream: EmulatorProcess, seeded: str,
+        session: aiohttp.ClientSession) -> None:
+    """hub/library/nginx maps onto docker-hub/library/nginx through an ordinary route: a name
+    rule on hub/** is not enough to push or delete there; a rule on the ECR repository is."""
+    before = await _images(upstream, MIRRORED)
+    upstream.clear_requests()
+    async with session.post(f"{secured.url}/v2/hub/library/nginx/blobs/uploads/",
+                            headers=PUSHER) as r:
+        assert r.status == 403, await r.text()
+        assert json.loads(await r.read())["errors"][0]["code"] == "DENIED"
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST}).encode()
+    async with session.put(f"{secured.url}/v2/hub/library/nginx/manifests/latest",
+                           data=manifest, headers={**PUSHER, "Content-Type": OCI_MANIFEST}) as r:
+        assert r.status == 403, await r.text()
+    # A token is no way round it: the token server hands out pull only.
+    async with session.get(f"{secured.url}/token", headers=PUSHER, params={
+            "service": "ecr-gateway", "scope": "repository:hub/library/nginx:pull,push"}) as r:
+        assert r.status == 200
+        token = (await r.json())["token"]
+    async with session.post(f"{secured.url}/v2/hub/library/nginx/blobs/uploads/",
+                            headers={"Authorization": f"Bearer {token}"}) as r:
+        assert r.status == 403, await r.text()
+    assert _writes(upstream, MIRRORED) == []
+    assert await _images(upstream, MIRRORED) == before
+    # pusher still reads it through the route.
+    async with session.get(f"{secured.url}/v2/hub/library/nginx/manifests/latest",
+                           headers={**PUSHER, "Accept": OCI_MANIFEST}) as r:
+        assert r.status == 200 and r.headers["Docker-Content-Digest"] == seeded
+    # seeder holds docker-hub/** on the ECR repository: the push goes through.
+    async with aiohttp.ClientSession(headers=SEEDER) as seeder:
+        digest, _ = await OciClient(seeder, secured.url).push_image(
+            "hub/library/nginx", "seeded-2", [b"a second genuine layer" * 30])
+    assert (digest, ["seeded-2"]) in await _images(upstream, MIRRORED)
+
+
+async def test_mirror_without_anonymous_pull_asks_for_credentials(
+        secured: GatewayProcess, seeded: str, session: aiohttp.ClientSession) -> None:
+    """Mirrors are closed by default: anonymous callers get 401 with a challenge; a node's
+    credential (what hosts.toml sends in its Authorization header) reads."""
+    url = f"{secured.url}/v2/library/nginx/manifests/latest?ns=docker.io"
+    for method in ("GET", "HEAD"):
+        async with session.request(method, url, headers={"Accept": OCI_MANIFEST}) as r:
+            assert r.status == 401
+            assert r.headers["WWW-Authenticate"].startswith("Bearer ")
+    async with session.get(f"{secured.url}/v2/library/nginx/tags/list?ns=docker.io") as r:
+        assert r.status == 401
+    async with session.get(url, headers={**NODE, "Accept": OCI_MANIFEST}) as r:
+        assert r.status == 200 and r.headers["Docker-Content-Digest"] == seeded
+
+
+def test_serve_refuses_an_empty_htpasswd_on_a_public_address(tmp_path: Path) -> None:
+    """An htpasswd file listing nobody is no authentication: the real command refuses to
+    listen on 0.0.0.0 with it (and with a mirror open to anonymous pulls)."""
+    import subprocess
+    import sys
+
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("")
+    for extra in ({}, {"ECR_GATEWAY_MIRRORS": "{docker.io: {anonymous_pull: true}}"}):
+        env = {"PATH": "/usr/bin:/bin", "ECR_GATEWAY_AUTH__MODE": "htpasswd",
+               "ECR_GATEWAY_AUTH__HTPASSWD_FILE": str(htpasswd), **extra}
+        if extra:
+            write_htpasswd(htpasswd, {"node": "node-pw"})
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "serve", "--listen", "0.0.0.0:0",
+             "--data-dir", str(tmp_path / "data")], capture_output=True, text=True,
+            timeout=60, env=env)
+        assert result.returncode == 2, result.stderr
+        assert "refusing to start" in result.stderr
+        assert ("htpasswd_file" if not extra else "anonymous_pull") in result.stderr
+        assert "listening" not in result.stdout
