@@ -20,7 +20,14 @@ in progress (emptied at start). Guarantees:
 * Bounded: least recently read files are evicted to keep the total under ``max_bytes``
   (room for a fill of known size is made before it starts; a blob larger than the whole
   budget is served but not kept). The read order survives restarts through file mtimes.
-* Served by the OCI layer with aiohttp's FileResponse: sendfile and Range for free.
+* One fill per blob: a read that finds a fill of the same blob under way waits for it and
+  is then served from the cache (:meth:`BlobCache.claim`, :meth:`BlobCache.wait_fill`).
+* Served from an open file: :meth:`BlobCache.open` hands out the file already opened, so an
+  eviction between the lookup and the send cannot turn a hit into a missing file.
+* The event loop never waits for the disk: opening, hashing, writing and unlinking run in
+  worker threads. A dropped file is first renamed into ``tmp/`` (a cheap metadata change)
+  so its unlink, which frees all of its pages and can take a long time for a large file,
+  never races a later fill of the same digest.
 """
 
 from __future__ import annotations
@@ -46,7 +53,9 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class CachedBlob:
-    path: Path
+    """A cached blob, opened: the reader serves from ``file`` and closes it."""
+
+    file: BinaryIO
     size: int
 
 
@@ -75,6 +84,14 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:  # left for the next start, which empties tmp/
+            log.warning("blob cache: cannot remove %s: %s", path, exc)
+
+
 class BlobCache:
     def __init__(self, root: Path, max_bytes: int) -> None:
         self.root = root
@@ -84,10 +101,11 @@ class BlobCache:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
         for leftover in self._tmp.iterdir():
-            leftover.unlink(missing_ok=True)  # fills cut short by a stop or a crash
+            leftover.unlink(missing_ok=True)  # fills cut short, drops not finished
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently read first
-        self._filling: dict[str, int] = {}  # hex → bytes reserved for a fill in progress
+        self._fills: dict[str, BlobFill] = {}  # hex → the fill in progress
         self._verifying: dict[str, asyncio.Task[str]] = {}
+        self._unlinking: set[asyncio.Future[None]] = set()
         self.total = 0
         found = []
         for item in os.scandir(self._blobs):
@@ -98,7 +116,7 @@ class BlobCache:
         for _, name, size in sorted(found):
             self._entries[name] = _Entry(size, verified=False)
             self.total += size
-        self._evict(0)
+        _unlink_all(self._evict(0))  # before serving: no loop to keep responsive yet
         log.info("blob cache at %s: %d blobs, %d bytes", root, len(self._entries), self.total)
 
     def path_of(self, digest: str) -> Path:
@@ -111,7 +129,8 @@ class BlobCache:
     # -- reads ------------------------------------------------------------------------------
 
     async def open(self, digest: str) -> CachedBlob | None:
-        """The cached copy of ``digest``, checked; None on a miss (or a dropped bad copy)."""
+        """The cached copy of ``digest``, checked and opened; None on a miss (or a dropped
+        bad copy). The caller closes the file."""
         hexpart = _hex(digest)
         entry = self._entries.get(hexpart) if hexpart else None
         if hexpart is None or entry is None:
@@ -119,29 +138,42 @@ class BlobCache:
             return None
         path = self._blobs / hexpart
         try:
-            size = path.stat().st_size
+            handle: BinaryIO | None = await asyncio.to_thread(open, path, "rb")
         except FileNotFoundError:
-            size = -1
-        if size != entry.size:
-            log.warning("blob cache: %s has %d bytes, expected %d; dropped", digest, size,
-                        entry.size)
-            self._corrupt(hexpart)
+            handle = None  # removed behind the cache's back: dropped below
+        except OSError as exc:  # out of file descriptors, say: the file may be fine
+            log.warning("blob cache: cannot open %s: %s", digest, exc)
+            cache_event("blob", "miss")
             return None
-        if not entry.verified:
-            if await self._verify(hexpart, path) != hexpart:
-                log.warning("blob cache: %s does not match its digest; dropped", digest)
-                self._corrupt(hexpart)
+        try:
+            size = os.fstat(handle.fileno()).st_size if handle is not None else -1
+            if size != entry.size:
+                log.warning("blob cache: %s has %d bytes, expected %d; dropped", digest, size,
+                            entry.size)
+                if self._entries.get(hexpart) is entry:
+                    self._corrupt(hexpart)
                 return None
-            entry.verified = True
-        if self._entries.get(hexpart) is not entry:
-            cache_event("blob", "miss")  # evicted or replaced while being verified
-            return None
-        self._entries.move_to_end(hexpart)
-        with contextlib.suppress(OSError):
-            now = time.time()
-            os.utime(path, (now, now))  # read order for the next start
-        cache_event("blob", "hit")
-        return CachedBlob(path, size)
+            assert handle is not None
+            if not entry.verified:
+                if await self._verify(hexpart, path) != hexpart:
+                    log.warning("blob cache: %s does not match its digest; dropped", digest)
+                    if self._entries.get(hexpart) is entry:
+                        self._corrupt(hexpart)
+                    return None
+                entry.verified = True
+            if self._entries.get(hexpart) is not entry:
+                cache_event("blob", "miss")  # evicted or replaced while being verified
+                return None
+            self._entries.move_to_end(hexpart)
+            with contextlib.suppress(OSError):
+                now = time.time()
+                os.utime(handle.fileno(), (now, now))  # read order for the next start
+            cache_event("blob", "hit")
+            blob, handle = CachedBlob(handle, size), None
+            return blob
+        finally:
+            if handle is not None:
+                _close_later(handle)
 
     async def _verify(self, hexpart: str, path: Path) -> str:
         """The file's sha256 (one hashing per file at a time, shared by concurrent reads)."""
@@ -162,124 +194,200 @@ class BlobCache:
     def _corrupt(self, hexpart: str) -> None:
         cache_event("blob", "corrupt")
         cache_event("blob", "miss")
-        self._drop(hexpart)
+        self._unlink_later(self._drop(hexpart))
 
-    def _drop(self, hexpart: str) -> None:
+    def _drop(self, hexpart: str) -> list[Path]:
+        """Forget ``hexpart``; its file moves aside and is returned for unlinking."""
         entry = self._entries.pop(hexpart, None)
         if entry is not None:
             self.total -= entry.size
-        (self._blobs / hexpart).unlink(missing_ok=True)
+        aside = self._tmp / f"{hexpart}.dropped.{uuid.uuid4().hex}"
+        try:
+            os.rename(self._blobs / hexpart, aside)
+        except FileNotFoundError:
+            return []
+        return [aside]
+
+    def _unlink_later(self, paths: list[Path]) -> None:
+        """Unlink in a worker thread: freeing a large file's pages takes long."""
+        if not paths:
+            return
+        future = asyncio.get_running_loop().run_in_executor(None, _unlink_all, paths)
+        self._unlinking.add(future)
+        future.add_done_callback(self._unlinking.discard)
 
     # -- fills ------------------------------------------------------------------------------
 
-    def start_fill(self, digest: str, size: int | None = None) -> BlobFill | None:
-        """A writer that admits ``digest`` once its bytes have been verified; None when the
-        blob is cached already, being filled by another request, or cannot fit."""
+    def claim(self, digest: str) -> BlobFill | None:
+        """The fill of ``digest`` for the caller to make; None when the blob is cached
+        already, not cacheable, or being filled by another read (see :meth:`wait_fill`)."""
         hexpart = _hex(digest)
-        if hexpart is None or hexpart in self._entries or hexpart in self._filling:
+        if hexpart is None or hexpart in self._entries or hexpart in self._fills:
             return None
+        fill = BlobFill(self, hexpart)
+        self._fills[hexpart] = fill
+        return fill
+
+    async def wait_fill(self, digest: str) -> bool:
+        """Wait for a fill of ``digest`` in progress to end; False when there was none."""
+        hexpart = _hex(digest)
+        fill = self._fills.get(hexpart) if hexpart else None
+        if fill is None:
+            return False
+        cache_event("blob", "fill_shared")
+        await fill.ended.wait()
+        return True
+
+    def _reserve(self, fill: BlobFill, size: int | None) -> Path | None:
+        """Make room for a fill; the temporary file to write (None: it cannot be kept)."""
         if size is not None and size > self.max_bytes:
             return None
-        reserved = size or 0
-        self._evict(reserved)
-        tmp = self._tmp / f"{hexpart}.{uuid.uuid4().hex}"
-        try:
-            handle = open(tmp, "wb")
-        except OSError as exc:
-            log.warning("blob cache: cannot start a fill of %s: %s", digest, exc)
-            return None
-        self._filling[hexpart] = reserved
-        return BlobFill(self, hexpart, tmp, handle, size)
+        fill.reserved = size or 0
+        self._unlink_later(self._evict(0))
+        return self._tmp / f"{fill.hexpart}.{uuid.uuid4().hex}"
 
-    def _admit(self, hexpart: str, tmp: Path, size: int) -> None:
-        os.replace(tmp, self._blobs / hexpart)
-        self._filling.pop(hexpart, None)
-        self._entries[hexpart] = _Entry(size, verified=True)
+    def _admit(self, fill: BlobFill, tmp: Path, size: int) -> None:
+        os.replace(tmp, self._blobs / fill.hexpart)
+        self._entries[fill.hexpart] = _Entry(size, verified=True)
         self.total += size
         cache_event("blob", "fill")
-        self._evict(0)
+        self._fill_ended(fill)
 
-    def _fill_ended(self, hexpart: str) -> None:
-        self._filling.pop(hexpart, None)
+    def _release(self, fill: BlobFill) -> None:
+        """The fill will keep nothing: reads waiting for it go ahead (each on its own)."""
+        if self._fills.get(fill.hexpart) is fill:
+            del self._fills[fill.hexpart]
+        fill.ended.set()
 
-    def _evict(self, room: int) -> None:
-        """Drop least recently read blobs until ``room`` more bytes fit under the limit."""
-        budget = self.max_bytes - sum(self._filling.values()) - room
+    def _fill_ended(self, fill: BlobFill) -> None:
+        self._release(fill)
+        self._unlink_later(self._evict(0))
+
+    def _evict(self, room: int) -> list[Path]:
+        """Drop least recently read blobs until ``room`` more bytes fit under the limit; the
+        files to unlink are returned."""
+        budget = self.max_bytes - sum(f.reserved for f in self._fills.values()) - room
+        dropped: list[Path] = []
         while self._entries and self.total > budget:
-            hexpart = next(iter(self._entries))
-            self._drop(hexpart)
+            dropped += self._drop(next(iter(self._entries)))
             cache_event("blob", "evict")
+        return dropped
+
+
+def _close(handle: BinaryIO) -> None:
+    with contextlib.suppress(OSError):  # a fill's copy that is abandoned anyway
+        handle.close()
+
+
+def _close_later(handle: BinaryIO) -> None:
+    asyncio.get_running_loop().run_in_executor(None, _close, handle)
 
 
 class BlobFill:
-    """One blob on its way into the cache. Feed it the bytes in order with :meth:`write`,
-    then :meth:`commit` (verify and admit) or :meth:`abort`. It never raises: a failed fill
-    only means the blob is not cached."""
+    """One blob on its way into the cache, claimed by one read. :meth:`start` it with the
+    size the upstream announced, feed it the bytes in order with :meth:`write`, then
+    :meth:`commit` (verify and admit) or :meth:`abort`. It never raises.
 
-    def __init__(self, cache: BlobCache, hexpart: str, tmp: Path, handle: BinaryIO,
-                 size: int | None) -> None:
+    Every byte written is hashed, whether or not the copy can be kept (too large, disk
+    full): :meth:`commit` tells whether the bytes matched the digest either way, so the
+    reader relaying them knows whether to complete its response."""
+
+    def __init__(self, cache: BlobCache, hexpart: str) -> None:
         self._cache = cache
-        self._hex = hexpart
-        self._tmp = tmp
-        self._handle: BinaryIO | None = handle
-        self._expected = size
+        self.hexpart = hexpart
+        self.reserved = 0  # bytes of the budget set aside for this fill
+        self.ended = asyncio.Event()
+        self._tmp: Path | None = None
+        self._handle: BinaryIO | None = None
+        self._expected: int | None = None
         self._hash = hashlib.sha256()
+        self._done = False
         self.written = 0
 
-    @property
-    def active(self) -> bool:
-        return self._handle is not None
+    async def start(self, size: int | None) -> None:
+        self._expected = size
+        tmp = self._cache._reserve(self, size)
+        handle: BinaryIO | None = None
+        if tmp is not None:
+            try:
+                handle = await asyncio.to_thread(open, tmp, "wb")
+            except OSError as exc:
+                log.warning("blob cache: cannot start a fill of sha256:%s: %s", self.hexpart,
+                            exc)
+        if handle is None or self._done:  # not keepable, or aborted meanwhile
+            if handle is not None:
+                _close_later(handle)
+            self._keep_nothing(tmp)
+            return
+        self._handle, self._tmp = handle, tmp
 
-    def _write(self, chunk: bytes) -> None:
-        assert self._handle is not None
+    def _step(self, chunk: bytes, handle: BinaryIO | None) -> None:
         self._hash.update(chunk)
-        self._handle.write(chunk)
+        if handle is not None:
+            handle.write(chunk)
 
     async def write(self, chunk: bytes) -> None:
-        if self._handle is None:
+        if self._done:
             return
         self.written += len(chunk)
-        if self.written > self._cache.max_bytes or (
-                self._expected is not None and self.written > self._expected):
-            self.abort()
-            return
+        handle = self._handle
+        if handle is not None and (self.written > self._cache.max_bytes or (
+                self._expected is not None and self.written > self._expected)):
+            self._keep_nothing(self._tmp)
+            handle = None
         try:
-            await asyncio.to_thread(self._write, chunk)
+            await asyncio.to_thread(self._step, chunk, handle)
         except (OSError, ValueError) as exc:
-            log.warning("blob cache: fill of sha256:%s failed: %s", self._hex, exc)
-            self.abort()
+            log.warning("blob cache: fill of sha256:%s failed: %s", self.hexpart, exc)
+            self._keep_nothing(self._tmp)
 
-    def _close(self) -> None:
-        # No fsync: after a crash the first read of every file verifies its digest, which
-        # catches data the kernel had not written yet; a clean fill costs no disk flush.
-        assert self._handle is not None
-        self._handle.close()
+    def matches(self) -> bool:
+        """Whether the bytes written so far are the whole blob."""
+        return self._hash.hexdigest() == self.hexpart and (
+            self._expected is None or self.written == self._expected)
 
     async def commit(self) -> bool:
-        """Admit the blob if its bytes match the digest (and the announced size)."""
-        if self._handle is None:
+        """Whether the bytes matched the digest (and the announced size); the copy is
+        admitted if it could be kept."""
+        if self._done:
             return False
-        if self._hash.hexdigest() != self._hex or (
-                self._expected is not None and self.written != self._expected):
+        matched = self.matches()
+        if not matched:
             log.warning("blob cache: upstream bytes of sha256:%s do not match it; not kept",
-                        self._hex)
+                        self.hexpart)
             self.abort()
             return False
+        handle, tmp = self._handle, self._tmp
+        if handle is None or tmp is None:
+            self.abort()
+            return True
         try:
-            await asyncio.to_thread(self._close)
+            # No fsync: after a crash the first read of every file verifies its digest,
+            # which catches data the kernel had not written yet.
+            await asyncio.to_thread(handle.close)
             self._handle = None
-            self._cache._admit(self._hex, self._tmp, self.written)
+            if not self._done:
+                self._done = True
+                self._cache._admit(self, tmp, self.written)
         except OSError as exc:
-            log.warning("blob cache: cannot keep sha256:%s: %s", self._hex, exc)
+            log.warning("blob cache: cannot keep sha256:%s: %s", self.hexpart, exc)
             self.abort()
-            return False
         return True
 
-    def abort(self) -> None:
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                self._handle.close()
-            self._handle = None
+    def _keep_nothing(self, tmp: Path | None) -> None:
+        """Stop keeping a copy (the bytes are still hashed)."""
+        handle, self._handle, self._tmp = self._handle, None, None
+        if handle is not None:
+            _close_later(handle)
             cache_event("blob", "fill_abandoned")
-        self._tmp.unlink(missing_ok=True)
-        self._cache._fill_ended(self._hex)
+        self.reserved = 0
+        self._cache._unlink_later([tmp] if tmp is not None else [])
+        self._cache._release(self)
+
+    def abort(self) -> None:
+        """End the fill without keeping anything (a no-op once committed)."""
+        if self._done:
+            return
+        self._keep_nothing(self._tmp)
+        self._done = True
+        self._cache._fill_ended(self)

@@ -12,8 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -175,7 +174,7 @@ class EcrRegistry:
             cached = self.caches.url(target.key, digest)
             if cached is not None:
                 return BlobLocation(-1, url=cached)
-        staged = self._staging.find(digest)
+        staged = await self._staging.find(digest)
         if staged is not None:
             size = await self.stat_blob(name, digest)  # is it in *this* repository?
             if size is not None:
@@ -251,7 +250,12 @@ class EcrRegistry:
     async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
         location = await self.locate_blob(name, digest)
         if location.path is not None:
-            return _file_chunks(location.path)
+            try:
+                return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
+            except FileNotFoundError:  # removed since it was found: ask ECR
+                location = await self.locate_blob(name, digest)
+                if location.path is not None:
+                    return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
         return _url_chunks(self._http(), location.url)
 
@@ -586,8 +590,7 @@ def _delete_failure(failure: dict[str, Any], reference: str) -> OciError:
                     message=failure.get("failureReason") or "upstream delete failed")
 
 
-async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
-    handle = await asyncio.to_thread(open, path, "rb")
+async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
     try:
         while chunk := await asyncio.to_thread(handle.read, 1 << 20):
             yield chunk

@@ -6,10 +6,17 @@ spooled here as it streams to ECR; once the upload's bytes were checked against 
 the spool becomes ``blobs/sha256/<hex>`` and can be served until an image references it
 (then ECR serves it) or until the least recently used entries are evicted to stay under
 ``max_bytes``.
+
+Blobs staged by an earlier run are served only once their bytes have been checked against
+the digest (first read after the start, in a worker thread): the process may have died
+before the kernel wrote them, or the files may have changed while the gateway was down. One
+that does not match is dropped, and the read goes to ECR instead.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import time
@@ -38,6 +45,8 @@ class StagingStore:
                     leftover.unlink(missing_ok=True)
             except FileNotFoundError:
                 pass
+        self._unverified = {entry.name for entry in os.scandir(self._blobs)}
+        self._verifying: dict[str, asyncio.Task[bool]] = {}
 
     def spool_path(self, upload_id: str) -> Path:
         return self._spools / upload_id
@@ -100,6 +109,7 @@ class StagingStore:
         except FileNotFoundError:
             return
         os.replace(path, self.blob_path(digest))
+        self._unverified.discard(digest.split(":", 1)[1])  # checked just now
         self._evict()
 
     def discard(self, upload_id: str) -> None:
@@ -108,15 +118,32 @@ class StagingStore:
     def blob_path(self, digest: str) -> Path:
         return self._blobs / digest.split(":", 1)[1]
 
-    def find(self, digest: str) -> Path | None:
+    async def find(self, digest: str) -> Path | None:
+        """The staged copy of ``digest``; None when there is none (or it was dropped)."""
         if not digest.startswith("sha256:"):
             return None
         path = self.blob_path(digest)
+        if path.name in self._unverified and not await self._verify(digest, path):
+            return None
         try:
             os.utime(path, (time.time(), path.stat().st_mtime))  # atime: LRU order
         except FileNotFoundError:
             return None
         return path
+
+    async def _verify(self, digest: str, path: Path) -> bool:
+        """Check a blob of an earlier run once (shared by concurrent reads); drop it if bad."""
+        task = self._verifying.get(path.name)
+        if task is None:
+            task = asyncio.create_task(asyncio.to_thread(_keep_if_intact, path, digest))
+            self._verifying[path.name] = task
+
+            def done(_: asyncio.Task[bool]) -> None:
+                self._verifying.pop(path.name, None)
+                self._unverified.discard(path.name)
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     def forget(self, digests: list[str]) -> None:
         """Drop blobs ECR can now serve itself."""
@@ -151,3 +178,24 @@ def _write_all(fd: int, pieces: list[bytes | memoryview] | list[memoryview]) -> 
             while rest:
                 rest = rest[os.write(fd, rest):]
 
+
+def _keep_if_intact(path: Path, digest: str) -> bool:
+    try:
+        if _has_digest(path, digest):
+            return True
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass  # unreadable: not servable either
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+    return False
+
+
+def _has_digest(path: Path, digest: str) -> bool:
+    algorithm, _, expected = digest.partition(":")
+    hasher = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            hasher.update(chunk)
+    return hasher.hexdigest() == expected

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import BinaryIO
+
 import aiohttp
 from aiohttp import web
 
@@ -9,11 +15,35 @@ from gateway.blobcache import BlobFill
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
-from gateway.oci.ranges import parse_file_range
+from gateway.oci.files import send_file
+
+log = logging.getLogger(__name__)
 
 _OCTET = "application/octet-stream"
 # Headers of the upstream answer that describe the bytes and so pass through in proxy mode.
 _PASSED = ("Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified")
+
+
+class _DigestCheck:
+    """The digest check of a whole blob relayed without a cache fill."""
+
+    def __init__(self, digest: str) -> None:
+        algorithm, _, self._expected = digest.partition(":")
+        self._hash = hashlib.new(algorithm)
+
+    async def write(self, chunk: bytes) -> None:
+        await asyncio.to_thread(self._hash.update, chunk)  # hashing releases the GIL
+
+    async def commit(self) -> bool:
+        return self._hash.hexdigest() == self._expected
+
+    def abort(self) -> None:
+        pass
+
+
+# What verifies a whole blob as it is relayed: the cache fill this read claimed, else a
+# digest check of its own.
+_Check = BlobFill | _DigestCheck
 
 
 async def head_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
@@ -31,28 +61,68 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     backend = registry(request)
     headers = {"Docker-Content-Digest": digest, "Content-Type": _OCTET}
     cache = request.app.get(BLOB_CACHE)  # proxy mode only
+    check: _Check | None = None
     if cache is not None:
-        # The cache holds bytes by digest for every repository; whether this repository
-        # may read them is the backend's answer (usually known without an upstream call).
-        cached = await cache.open(digest)
-        if cached is not None and await backend.stat_blob(name, digest) is not None:
-            parse_file_range(request.headers.get("Range"), cached.size)
-            return web.FileResponse(cached.path, headers=headers)
+        whole = "Range" not in request.headers
+        while True:
+            cached = await cache.open(digest)
+            if cached is not None:
+                # The cache holds bytes by digest for every repository; whether this
+                # repository may read them is the backend's answer (usually known without
+                # an upstream call).
+                try:
+                    allowed = await backend.stat_blob(name, digest) is not None
+                except BaseException:
+                    cached.file.close()
+                    raise
+                if allowed:
+                    return await send_file(request, cached.file, cached.size, headers)
+                cached.file.close()
+                break
+            if not whole:
+                break
+            # One read of a cold blob fetches it; the others wait and take the cached copy
+            # (or, if that fill failed, try again themselves).
+            check = cache.claim(digest)
+            if check is not None or not await cache.wait_fill(digest):
+                break
+    try:
+        return await _read(request, name, digest, headers, check)
+    finally:
+        if check is not None:
+            check.abort()  # no-op once committed
+
+
+async def _read(request: web.Request, name: str, digest: str, headers: dict[str, str],
+                check: _Check | None) -> web.StreamResponse:
+    backend = registry(request)
     location = await backend.locate_blob(name, digest)
     if location.path is not None:
-        # Validate the range ourselves so a bad one gets the OCI error body.
-        parse_file_range(request.headers.get("Range"), location.size)
-        return web.FileResponse(location.path, headers=headers)
-    assert location.url is not None
+        handle = await _open(location.path)
+        if handle is None:  # removed since it was found: storage has the final say
+            location = await backend.locate_blob(name, digest)
+            handle = await _open(location.path) if location.path is not None else None
+        if handle is not None:
+            return await send_file(request, handle, location.size, headers)
+    if location.url is None:
+        raise OciError(BLOB_UNKNOWN, {"digest": digest})
     if settings(request).blob_mode == "redirect":
         headers["Location"] = location.url
         return web.Response(status=307, headers=headers)
-    return await _proxy(request, name, digest, location.url, headers)
+    if check is None and "Range" not in request.headers:
+        check = _DigestCheck(digest)
+    return await _proxy(request, name, digest, location.url, headers, check)
 
 
-async def _proxy(
-    request: web.Request, name: str, digest: str, url: str, headers: dict[str, str]
-) -> web.StreamResponse:
+async def _open(path: Path) -> BinaryIO | None:
+    try:
+        return await asyncio.to_thread(open, path, "rb")
+    except FileNotFoundError:
+        return None
+
+
+async def _proxy(request: web.Request, name: str, digest: str, url: str,
+                 headers: dict[str, str], check: _Check | None) -> web.StreamResponse:
     client = request.app[HTTP_CLIENT]
     upstream_headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
     for attempt in range(2):
@@ -63,20 +133,14 @@ async def _proxy(
             url = (await registry(request).locate_blob(name, digest, fresh=True)).url or url
             continue
         break
-    # A whole read (not a Range) fills the blob cache as it streams to the client.
-    fill: BlobFill | None = None
-    cache = request.app.get(BLOB_CACHE)
-    if cache is not None and upstream.status == 200:
-        fill = cache.start_fill(digest, upstream.content_length)
-    try:
-        return await _relay(request, upstream, headers, fill)
-    finally:
-        if fill is not None:
-            fill.abort()  # no-op once committed
+    # A whole read fills the blob cache as it streams to the client (its claimed fill).
+    if upstream.status == 200 and isinstance(check, BlobFill):
+        await check.start(upstream.content_length)
+    return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
-                 headers: dict[str, str], fill: BlobFill | None) -> web.StreamResponse:
+                 headers: dict[str, str], check: _Check | None) -> web.StreamResponse:
     async with upstream:
         if upstream.status == 416:
             raise OciError(RANGE_INVALID,
@@ -91,19 +155,26 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
                 headers[key] = upstream.headers[key]
         response = web.StreamResponse(status=upstream.status, headers=headers)
         await response.prepare(request)
-        # With a fill, the last chunk is held back until the copy has been verified and
-        # admitted: a client that has the whole blob finds it cached on its next read.
+        # A whole blob is verified as it streams, and its last chunk is held back until
+        # the digest matched: a client never receives a complete body of wrong bytes.
+        # (With a cache fill the copy is admitted first, so a client that has the whole
+        # blob finds it cached on its next read.)
         held = b""
         async for chunk in upstream.content.iter_chunked(1 << 20):
-            if fill is None:
+            if check is None:
                 await response.write(chunk)
                 continue
-            await fill.write(chunk)
+            await check.write(chunk)
             if held:
                 await response.write(held)
             held = chunk
-        if fill is not None:
-            await fill.commit()
+        if check is not None:
+            if not await check.commit():
+                log.warning("upstream bytes of %s do not match the digest; read cut off",
+                            headers["Docker-Content-Digest"])
+                if request.transport is not None:
+                    request.transport.abort()  # the client sees a broken transfer
+                return response
             if held:
                 await response.write(held)
         await response.write_eof()

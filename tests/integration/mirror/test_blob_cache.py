@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.integration.mirror.conftest import StartGateway
 from tests.integration.mirror.helpers import (
     Image,
     check_pulled,
@@ -54,6 +55,15 @@ def _find_files(root: Path, name: str) -> list[Path]:
 
 def _cached_bytes(cache_dir: Path) -> int:
     return sum(p.stat().st_size for p in (cache_dir / "sha256").iterdir())
+
+
+async def _tmp_emptied(cache_dir: Path) -> None:
+    """Wait for the unlinks that run in the background to leave ``tmp/`` empty."""
+    for _ in range(50):
+        if not os.listdir(cache_dir / "tmp"):
+            return
+        await asyncio.sleep(0.1)
+    assert os.listdir(cache_dir / "tmp") == []
 
 
 async def _image(gateway: GatewayProcess, sizes: tuple[int, ...] = (300_000, 200_000)) -> Image:
@@ -126,27 +136,49 @@ async def test_truncated_file_is_dropped_and_refetched(
     assert path.read_bytes() == image.layers[0]
 
 
-async def test_bytes_not_matching_the_digest_are_never_kept(
+async def _read_until_cut(session: aiohttp.ClientSession,
+                          url: str) -> tuple[int, bytes, BaseException | None]:
+    """Status, the body bytes that arrived, and how the transfer broke (None: it did not)."""
+    async with session.get(url) as r:
+        body = bytearray()
+        try:
+            async for chunk in r.content.iter_any():
+                body += chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            return r.status, bytes(body), exc
+        return r.status, bytes(body), None
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cache", "no-cache"])
+async def test_bytes_not_matching_the_digest_are_never_served(
         gateway: GatewayProcess, proxy: GatewayProcess, upstream: EmulatorProcess,
-        cache_dir: Path) -> None:
-    """Storage hands out corrupted bytes: the client gets what storage sent (the gateway
-    streams), but the cache verifies while filling and keeps nothing."""
-    image = await _image(gateway)
+        cache_dir: Path, start_gateway: StartGateway, cached: bool) -> None:
+    """Storage hands out corrupted bytes (same size): the gateway streams them but holds the
+    last chunk back until the digest matched, so the client sees a broken transfer, never a
+    complete body of wrong bytes; the cache keeps nothing. With or without a cache."""
+    image = await _image(gateway, sizes=(2 * MiB + 4321,))
     digest = sha256(image.layers[0])
     stored = _find_files(Path(upstream.data_dir), digest.split(":", 1)[1])
     assert stored, "the emulator's copy of the layer was not found"
     original = stored[0].read_bytes()
     stored[0].write_bytes(b"\0" * len(original))
-    url = f"{proxy.url}/v2/{image.name}/blobs/{digest}"
+    server = proxy if cached else start_gateway({"blobs": {"mode": "proxy"}})
+    url = f"{server.url}/v2/{image.name}/blobs/{digest}"
     try:
         async with aiohttp.ClientSession() as session:
-            assert (await get(session, url))[2] == b"\0" * len(original)
+            status, body, broken = await _read_until_cut(session, url)
+        assert status == 200
+        assert broken is not None
+        assert len(body) < len(original)
+        assert body == b"\0" * len(body)  # streamed as it came, up to the held-back end
         assert not _cached(cache_dir, digest).exists()
+        await _tmp_emptied(cache_dir)
     finally:
         stored[0].write_bytes(original)
     async with aiohttp.ClientSession() as session:
-        assert (await get(session, url))[2] == image.layers[0]
-    assert _cached(cache_dir, digest).read_bytes() == image.layers[0]
+        assert (await _read_until_cut(session, url))[1:] == (image.layers[0], None)
+    if cached:
+        assert _cached(cache_dir, digest).read_bytes() == image.layers[0]
 
 
 async def test_a_read_cut_short_leaves_nothing(

@@ -1,0 +1,98 @@
+"""Blobs read back before any image references them come from the gateway's staging store:
+checked once after a restart before they are served, and a staged file removed between the
+lookup and the send gives way to ECR."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.reliability.helpers import faults_admin
+from tests.support.emulator import EmulatorProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.oci import OciClient
+
+
+@pytest.fixture
+def own_gateway(upstream: EmulatorProcess, tmp_path: Path) -> Iterator[GatewayProcess]:
+    """A gateway of this test alone: it is restarted and its staging store edited."""
+    with GatewayProcess(tmp_path / "gw", upstream_url=upstream.url) as gw:
+        yield gw
+
+
+def _staged(gw: GatewayProcess, digest: str) -> Path:
+    return gw.data_dir / "staging" / "blobs" / "sha256" / digest.split(":", 1)[1]
+
+
+async def _get(gw: GatewayProcess, repo: str, digest: str) -> tuple[int, str, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gw.url}/v2/{repo}/blobs/{digest}") as r:
+            return r.status, r.headers.get("Content-Type", ""), await r.read()
+
+
+async def test_staged_files_changed_while_down_are_not_served(
+        own_gateway: GatewayProcess, repo: str) -> None:
+    """Staged files whose bytes changed while the gateway was down (one flipped byte, one
+    truncated) are dropped on their first read after the restart: the read goes to ECR,
+    which cannot serve a blob no image references, so the client gets a clean 404 rather
+    than wrong bytes. An intact staged file is still served from the store."""
+    blobs = [os.urandom(300_000 + i) for i in range(3)]
+    async with aiohttp.ClientSession() as session:
+        client = OciClient(session, own_gateway.url)
+        digests = [await client.push_blob(repo, data) for data in blobs]
+    for digest, data in zip(digests, blobs, strict=True):
+        assert await _get(own_gateway, repo, digest) == (200, "application/octet-stream",
+                                                         data)
+    intact, flipped, truncated = digests
+    own_gateway.stop()
+    changed = bytearray(blobs[1])
+    changed[len(changed) // 2] ^= 0xFF
+    _staged(own_gateway, flipped).write_bytes(bytes(changed))
+    os.truncate(_staged(own_gateway, truncated), 1000)
+    own_gateway.start()
+
+    assert await _get(own_gateway, repo, intact) == (200, "application/octet-stream",
+                                                     blobs[0])
+    for digest in (flipped, truncated):
+        status, content_type, body = await _get(own_gateway, repo, digest)
+        assert (status, content_type) == (404, "application/json"), body
+        assert json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+        assert not _staged(own_gateway, digest).exists()
+    assert _staged(own_gateway, intact).exists()
+
+
+async def test_staged_file_forgotten_before_the_send_is_read_from_ecr(
+        own_gateway: GatewayProcess, upstream: EmulatorProcess, repo: str) -> None:
+    """A read finds the staged copy, then, before it sends it, a manifest referencing the
+    blob is pushed and the staged copy forgotten: the read gets the bytes from ECR instead
+    of a bare 404. The window is held open by delaying the membership check the read makes
+    after the lookup (the restart forgot what the repository holds)."""
+    layer, config = os.urandom(400_000), b'{"architecture":"amd64","os":"linux"}'
+    async with aiohttp.ClientSession() as session:
+        client = OciClient(session, own_gateway.url)
+        layer_digest = await client.push_blob(repo, layer)
+        config_digest = await client.push_blob(repo, config)
+    own_gateway.restart()
+    faults_admin(upstream, "POST", {"action": "BatchCheckLayerAvailability", "latency": 2.0,
+                                    "count": 1})
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": len(layer)}]}).encode()
+    read = asyncio.create_task(_get(own_gateway, repo, layer_digest))
+    await asyncio.sleep(1.0)
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{own_gateway.url}/v2/{repo}/manifests/v1", data=manifest,
+                               headers={"Content-Type": "application/vnd.oci.image.manifest"
+                                        ".v1+json"}) as r:
+            assert r.status == 201, await r.text()
+    assert not _staged(own_gateway, layer_digest).exists()  # ECR serves it from now on
+    assert await read == (200, "application/octet-stream", layer)
