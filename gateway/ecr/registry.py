@@ -22,6 +22,7 @@ from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
+from gateway.ecr.listings import Listings, catalog_key, tags_key
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
@@ -57,6 +58,7 @@ class EcrRegistry:
         self._http = http
         # Pull path: answers cached per ECR repository, identical misses made once.
         self.caches = PullCaches(cache or CacheConfig())
+        self.listings = Listings.for_config(cache or CacheConfig())  # tags and catalog pages
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
@@ -111,6 +113,7 @@ class EcrRegistry:
                 "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
         try:
             await self._call(target, "CreateRepository", **params)
+            self.listings.forget_catalogs()
             log.info("created repository %s (%s)", target.repository, target.route.upstream_kind)
         except EcrError as exc:
             if exc.code != "RepositoryAlreadyExistsException":
@@ -338,6 +341,8 @@ class EcrRegistry:
                 raise
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
+        if not is_digest(reference):
+            self.listings.add(tags_key(target), reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
             await self._update_catalog(name, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
@@ -453,10 +458,12 @@ class EcrRegistry:
             self.caches.forget_tag(target.key, reference)
             await self._untag(target, name, reference)
             self.caches.forget_tag(target.key, reference)
+            self.listings.remove(tags_key(target), reference)
             return
         self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
+        self.listings.forget(tags_key(target))  # every tag of the image went with it
         _raise_delete_failures(answer, reference)
 
     async def _untag(self, target: Target, name: str, tag: str) -> None:
@@ -492,7 +499,11 @@ class EcrRegistry:
                 return items
 
     async def list_tags(self, name: str) -> list[str]:
+        """Sorted; kept for paging (gateway/ecr/listings.py)."""
         target = self._target(name)
+        return await self.listings.get(tags_key(target), partial(self._read_tags, target))
+
+    async def _read_tags(self, target: Target) -> list[str]:
         if self.public.serves(target):
             try:
                 return await self.public.tags(target)
@@ -508,6 +519,10 @@ class EcrRegistry:
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
     async def list_repositories(self) -> list[str]:
+        """Sorted; kept for paging (gateway/ecr/listings.py)."""
+        return await self.listings.get(catalog_key(), self._read_repositories)
+
+    async def _read_repositories(self) -> list[str]:
         names: set[str] = set()
         seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:

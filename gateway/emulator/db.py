@@ -113,6 +113,25 @@ CREATE TABLE IF NOT EXISTS repository_documents (
     PRIMARY KEY (repository, kind)
 ) WITHOUT ROWID;
 
+-- Registry-wide documents (registry_documents.py): pull through cache rules and repository
+-- creation templates (one per prefix), account settings, the registry policy, scanning,
+-- replication and signing configurations.
+CREATE TABLE IF NOT EXISTS registry_documents (
+    kind       TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    body       TEXT NOT NULL,             -- JSON
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+
+-- What an image carries besides its manifest: storage class and last scan. Goes with it.
+CREATE TABLE IF NOT EXISTS image_states (
+    image_id      INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    storage_class TEXT NOT NULL DEFAULT 'STANDARD', -- STANDARD or ARCHIVE
+    archived_at   REAL,
+    scanned_at    REAL                            -- StartImageScan (an empty finding set)
+);
+
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

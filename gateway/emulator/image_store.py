@@ -215,13 +215,24 @@ def resolve(db: sqlite3.Connection, repository: str, image_id: dict[str, Any]) -
 # Listing
 
 
+def _storage_is(column: str, storage: str | None) -> str:
+    """SQL selecting images of storage class ``storage`` (STANDARD, ARCHIVE; None: any)."""
+    if storage is None:
+        return "1"
+    assert storage in ("STANDARD", "ARCHIVE")
+    return (f"coalesce((SELECT s.storage_class FROM image_states s WHERE s.image_id = {column}),"
+            f" 'STANDARD') = '{storage}'")
+
+
 def list_image_ids(db: sqlite3.Connection, repository: str, tag_status: str,
-                   after: tuple[int, str], limit: int) -> list[tuple[int, str, str | None]]:
+                   after: tuple[int, str], limit: int,
+                   storage: str | None = "STANDARD") -> list[tuple[int, str, str | None]]:
     """(image id, digest, tag) rows: one per tag, one per untagged image, in push order."""
     where = {"TAGGED": "t.tag IS NOT NULL", "UNTAGGED": "t.tag IS NULL"}.get(tag_status, "1")
     rows = db.execute(
         "SELECT i.id, i.digest, t.tag FROM images i LEFT JOIN image_tags t ON t.image_id = i.id"
-        f" WHERE i.repository = ? AND {where} AND (i.id, coalesce(t.tag, '')) > (?, ?)"
+        f" WHERE i.repository = ? AND {where} AND {_storage_is('i.id', storage)}"
+        " AND (i.id, coalesce(t.tag, '')) > (?, ?)"
         " ORDER BY i.id, coalesce(t.tag, '') LIMIT ?",
         (repository, after[0], after[1], limit),
     )
@@ -229,12 +240,13 @@ def list_image_ids(db: sqlite3.Connection, repository: str, tag_status: str,
 
 
 def list_images(db: sqlite3.Connection, repository: str, tag_status: str, after: int,
-                limit: int) -> list[Image]:
+                limit: int, storage: str | None = "STANDARD") -> list[Image]:
     where = {
         "TAGGED": "EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = images.id)",
         "UNTAGGED": "NOT EXISTS (SELECT 1 FROM image_tags t WHERE t.image_id = images.id)",
     }.get(tag_status, "1")
     rows = db.execute(f"SELECT {_COLUMNS} FROM images WHERE repository = ? AND {where}"
+                      f" AND {_storage_is('images.id', storage)}"
                       " AND id > ? ORDER BY id LIMIT ?", (repository, after, limit))
     return [_image(row) for row in rows]
 

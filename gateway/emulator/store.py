@@ -80,6 +80,10 @@ def get_repository(db: sqlite3.Connection, name: str, registry_id: str) -> Repos
     return _repository(row)
 
 
+def repository_exists(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM repositories WHERE name = ?", (name,)).fetchone() is not None
+
+
 def list_repositories(db: sqlite3.Connection, after_id: int, limit: int) -> list[Repository]:
     rows = db.execute("SELECT * FROM repositories WHERE id > ? ORDER BY id LIMIT ?",
                       (after_id, limit))

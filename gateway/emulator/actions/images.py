@@ -6,7 +6,8 @@ import hashlib
 import sqlite3
 import time
 
-from gateway.emulator import image_store, manifests, paging, store
+from gateway.emulator import image_states, image_store, manifests, paging, store
+from gateway.emulator.actions import pull_through, scanning, templates
 from gateway.emulator.errors import AwsError
 from gateway.emulator.image_store import Failure, Image
 from gateway.emulator.protocol import Call, Json, action
@@ -28,6 +29,7 @@ async def put_image(call: Call, params: Json) -> Json:
         raise AwsError("InvalidParameterException",
                        f"Invalid parameter at 'imageTag' failed to satisfy constraint: "
                        f"'{tag}' is not a valid image tag")
+    await templates.create_on_push(state, repository, registry_id)
     await state.db.read(store.get_repository, repository, registry_id)
     manifest = manifests.parse(text, params.get("imageManifestMediaType"))
     digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
@@ -40,7 +42,7 @@ async def put_image(call: Call, params: Json) -> Json:
             raise AwsError("ImageDigestDoesNotMatchException",
                            f"The provided digest '{claimed}' does not match the digest "
                            f"'{digest}' that Amazon ECR calculated for the image manifest")
-    await state.db.write(image_store.put_image, repository=repository, registry_id=registry_id,
+    await state.db.write(_put_image, repository=repository, registry_id=registry_id,
                          digest=digest, text=text, manifest=manifest, tag=tag, now=time.time(),
                          max_images=state.settings.max_images_per_repository)
     return {"image": {
@@ -52,14 +54,42 @@ async def put_image(call: Call, params: Json) -> Json:
     }}
 
 
+def _put_image(db: sqlite3.Connection, *, repository: str, registry_id: str, digest: str,
+               text: str, manifest: manifests.Manifest, tag: str | None, now: float,
+               max_images: int) -> None:
+    """PutImage's transaction: store the image; a re-pushed archived image is active again
+    (as ECR restores it), and a repository with scanOnPush scans it."""
+    image_store.put_image(db, repository=repository, registry_id=registry_id, digest=digest,
+                          text=text, manifest=manifest, tag=tag, now=now, max_images=max_images)
+    image = image_store.find_by_digest(db, repository, digest)
+    assert image is not None
+    if image_states.storage_class(db, image.id) == "ARCHIVE":
+        image_states.set_storage_class(db, image.id, "STANDARD", now)
+    if store.get_repository(db, repository, registry_id).scan_on_push and (
+            image.artifact_media_type in scanning.IMAGE_CONFIG_TYPES):
+        image_states.set_scanned(db, image.id, now)
+
+
 @action("BatchGetImage")
 async def batch_get_image(call: Call, params: Json) -> Json:
     state = call.state
     registry_id = state.registry_id(params)
     repository = params["repositoryName"]
     accepted = params.get("acceptedMediaTypes")
+    # A repository under a pull through cache rule first fetches what it lacks.
+    upstream = await pull_through.import_images(state, repository, params["imageIds"],
+                                                registry_id)
+    if upstream and not await state.db.read(store.repository_exists, repository):
+        return {"images": [], "failures": [
+            {"imageId": i, "failureCode": upstream[pull_through.id_key(i)].code,
+             "failureReason": upstream[pull_through.id_key(i)].reason}
+            for i in params["imageIds"] if pull_through.id_key(i) in upstream]}
     images, failures = await state.db.read(_batch_get, repository, registry_id,
                                            params["imageIds"], accepted)
+    for failure in failures:
+        fetched = upstream.get(pull_through.id_key(failure["imageId"]))
+        if fetched is not None:
+            failure.update(failureCode=fetched.code, failureReason=fetched.reason)
     for entry in images:
         entry["registryId"] = registry_id
         entry["repositoryName"] = repository
@@ -82,6 +112,10 @@ def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
             # ECR does not convert formats here; an image no accepted type can carry is absent.
             found = Failure("ImageNotFound", f"Requested image's media type '{found.media_type}'"
                             " is not among acceptedMediaTypes")
+        if isinstance(found, Image) and image_states.storage_class(db, found.id) == "ARCHIVE":
+            # ECR: "Requests to pull the archived image will fail with a 404 error."
+            found = Failure("ImageNotFound", "Requested image is archived; restore it with "
+                            "UpdateImageStorageClass to pull it")
         if isinstance(found, Failure):
             failures.append({"imageId": image_id, "failureCode": found.code,
                              "failureReason": found.reason})
@@ -103,15 +137,21 @@ async def list_images(call: Call, params: Json) -> Json:
     after = paging.decode("ListImages", params.get("nextToken")) or [0, ""]
     limit = paging.page_size(params, 100)
     await state.db.read(store.get_repository, repository, registry_id)
-    if image_status not in ("ACTIVE", "ANY"):
-        return {"imageIds": []}  # no image is ever archived here
+    if image_status == "ACTIVATING":
+        return {"imageIds": []}  # a restored image is active at once here
     rows = await state.db.read(image_store.list_image_ids, repository, tag_status,
-                               (int(after[0]), str(after[1])), limit + 1)
+                               (int(after[0]), str(after[1])), limit + 1,
+                               STORAGE_CLASSES[image_status])
     result: Json = {"imageIds": [_image_id(digest, tag) for _, digest, tag in rows[:limit]]}
     if len(rows) > limit:
         last_id, _, last_tag = rows[limit - 1]
         result["nextToken"] = paging.encode("ListImages", [last_id, last_tag or ""])
     return result
+
+
+# imageStatus filter -> storage class selected (None: any).
+STORAGE_CLASSES: dict[str, str | None] = {"ACTIVE": "STANDARD", "ARCHIVED": "ARCHIVE",
+                                          "ANY": None}
 
 
 def _filters(params: Json) -> tuple[str, str]:
@@ -131,17 +171,20 @@ async def describe_images(call: Call, params: Json) -> Json:
                            "maxResults and nextToken cannot be used with imageIds")
         images, tags = await state.db.read(_describe_ids, repository, registry_id,
                                            params["imageIds"])
-        return {"imageDetails": [_detail(state, repository, i, tags[i.id]) for i in images]}
+        archived = await state.db.read(image_states.archived, [i.id for i in images])
+        return {"imageDetails": [_detail(state, repository, i, tags[i.id], i.id in archived)
+                                 for i in images]}
     after = paging.decode("DescribeImages", params.get("nextToken")) or 0
     limit = paging.page_size(params, 100)
     await state.db.read(store.get_repository, repository, registry_id)
-    if image_status not in ("ACTIVE", "ANY"):
+    if image_status == "ACTIVATING":
         return {"imageDetails": []}
     page = await state.db.read(image_store.list_images, repository, tag_status, int(after),
-                               limit + 1)
+                               limit + 1, STORAGE_CLASSES[image_status])
     tags = await state.db.read(image_store.tags_of, [i.id for i in page[:limit]])
-    result: Json = {"imageDetails": [_detail(state, repository, i, tags[i.id])
-                                     for i in page[:limit]]}
+    archived = await state.db.read(image_states.archived, [i.id for i in page[:limit]])
+    result: Json = {"imageDetails": [_detail(state, repository, i, tags[i.id],
+                                             i.id in archived) for i in page[:limit]]}
     if len(page) > limit:
         result["nextToken"] = paging.encode("DescribeImages", page[limit - 1].id)
     return result
@@ -165,7 +208,8 @@ def _describe_ids(db: sqlite3.Connection, repository: str, registry_id: str,
     return list(images.values()), image_store.tags_of(db, list(images))
 
 
-def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str]) -> Json:
+def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str],
+            archived: bool = False) -> Json:
     detail: Json = {
         "registryId": state.account_id,
         "repositoryName": repository,
@@ -173,7 +217,7 @@ def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str]
         "imageSizeInBytes": image.size,
         "imagePushedAt": image.pushed_at,
         "imageManifestMediaType": image.media_type,
-        "imageStatus": "ACTIVE",
+        "imageStatus": "ARCHIVED" if archived else "ACTIVE",
     }
     if tags:
         detail["imageTags"] = tags

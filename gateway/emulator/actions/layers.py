@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from gateway.emulator import downloads, store
+from gateway.emulator.actions import pull_through, templates
 from gateway.emulator.actions.common import existing_repository
 from gateway.emulator.errors import AwsError
 from gateway.emulator.protocol import Call, Json, action
@@ -31,6 +32,9 @@ async def batch_check_layer_availability(call: Call, params: Json) -> Json:
     digests = list(dict.fromkeys(params["layerDigests"]))
     valid = [d for d in digests if is_image_digest(d)]
     known = await state.db.read(store.get_layers, repository, valid)
+    for digest in valid:  # a pull through cache repository fetches what its images name
+        if digest not in known and await _imported(state, repository, digest):
+            known.update(await state.db.read(store.get_layers, repository, [digest]))
     on_disk = await asyncio.to_thread(lambda: {d: state.blobs.has_blob(d) for d in known})
     layers, failures = [], []
     for digest in digests:
@@ -54,12 +58,21 @@ async def batch_check_layer_availability(call: Call, params: Json) -> Json:
     return {"layers": layers, "failures": failures}
 
 
+async def _imported(state: EmulatorState, repository: str, digest: str) -> bool:
+    try:
+        return await pull_through.import_layer(state, repository, digest)
+    except AwsError:  # not modelled here: the layer stays a MissingLayerDigest failure
+        return False
+
+
 @action("InitiateLayerUpload")
 async def initiate_layer_upload(call: Call, params: Json) -> Json:
     state = call.state
     upload_id = str(uuid.uuid4())
+    registry_id = state.registry_id(params)
+    await templates.create_on_push(state, params["repositoryName"], registry_id)
     await state.db.write(store.create_upload, params["repositoryName"], upload_id, time.time(),
-                         registry_id=state.registry_id(params))
+                         registry_id=registry_id)
     state.hashes[upload_id] = HashProgress(hashlib.sha256(), 0)
     return {"uploadId": upload_id, "partSize": state.settings.part_size}
 
@@ -189,6 +202,8 @@ async def get_download_url_for_layer(call: Call, params: Json) -> Json:
     registry_id, repository = await existing_repository(call, params)
     digest = params["layerDigest"]
     layer = await state.db.read(store.referenced_layer, repository, digest)
+    if layer is None and await pull_through.import_layer(state, repository, digest):
+        layer = await state.db.read(store.referenced_layer, repository, digest)
     if layer is None:
         raise AwsError("LayersNotFoundException",
                        f"The layer with digest '{digest}' is not referenced by any image in the "

@@ -2,7 +2,7 @@
 
 ``NATURAL`` lists, per (action, exception), a scenario that makes the emulator raise it, the
 way a client would meet it. Exceptions of features the emulator does not have (KMS,
-pull-through cache upstreams, internal failures) are raised by the fault injector instead
+internal failures) and upstream failures are raised by the fault injector instead
 (``INJECTED``), which proves only that clients see them in the modelled shape. A last test
 checks that the two tables together cover every error the botocore model declares for every
 implemented action.
@@ -34,7 +34,7 @@ from tests.integration.emulator.helpers import (
     push_image,
     push_layer,
 )
-from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.emulator import EmulatorProcess, ecr_client, signed_headers
 
 LIMITS = {"ECR_EMULATOR_MAX_PARTS": "3", "ECR_EMULATOR_MAX_IMAGES_PER_REPOSITORY": "3"}
 
@@ -261,11 +261,10 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
                                           subjectId={"imageDigest": "sha256:abc"})),
     ("GetAuthorizationToken", IPE, "a registry id that is not 12 digits",
      lambda c: c.ecr.get_authorization_token(registryIds=["abc"])),
-    ("PutRegistryPolicy", "UnknownOperationException", "a modelled action not emulated",
-     lambda c: c.ecr.put_registry_policy(policyText="{}")),
 ]
 
-# Emulator-wide failures and features the emulator does not have.
+# Injected here: internal failures, KMS (not emulated) and upstream failures (raised for
+# real by pull through cache in tests/integration/emulator_model/test_pull_through.py).
 NOT_EMULATED = {"ServerException", "KmsException", "UnableToGetUpstreamImageException",
                 "UnableToGetUpstreamLayerException", "UnableToListUpstreamImageReferrersException"}
 # Only reachable through a separate emulator (one repository allowed).
@@ -303,11 +302,18 @@ OWN_TABLE = {"SetRepositoryPolicy", "GetRepositoryPolicy", "DeleteRepositoryPoli
              "ListTagsForResource", "TagResource", "UntagResource"}
 
 
+# The registry-wide actions (pull through cache, templates, scanning, settings...) too:
+# tests/integration/emulator_model/test_errors.py.
+REGISTRY_MODULES = {"account", "pull_through", "pull_time", "registry_policy", "replication",
+                    "scanning", "signing", "storage_class", "tag_mutability", "templates"}
+
+
 def declared_errors() -> dict[str, set[str]]:
     assert actions  # imported to register the handlers in ACTIONS
     model = botocore.session.get_session().get_service_model("ecr")
-    return {name: {e.name for e in model.operation_model(name).error_shapes} for name in ACTIONS
-            if name not in OWN_TABLE}
+    return {name: {e.name for e in model.operation_model(name).error_shapes}
+            for name, spec in ACTIONS.items() if name not in OWN_TABLE
+            and spec.handler.__module__.rsplit(".", 1)[-1] not in REGISTRY_MODULES}
 
 
 def injected_rows() -> list[tuple[str, str]]:
@@ -410,10 +416,9 @@ async def test_failed_completion_ends_the_upload(ctx: Ctx) -> None:
 ])
 async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str, body: bytes,
                                   error: str) -> None:
-    headers = {"X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{target}",
-               "Content-Type": "application/x-amz-json-1.1",
-               "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDRAW/20240101/us-east-1/ecr/"
-                                "aws4_request, SignedHeaders=host, Signature=0"}
+    headers = signed_headers(errors_emulator.url, body, {
+        "X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{target}",
+        "Content-Type": "application/x-amz-json-1.1"})
     async with aiohttp.ClientSession() as session, session.post(
             errors_emulator.url, data=body, headers=headers) as r:
         assert r.status == 400
@@ -424,13 +429,13 @@ async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str,
 
 async def test_caller_gone_mid_body(errors_emulator: EmulatorProcess) -> None:
     """A caller killed while sending a part leaves a log line, no traceback, nothing stored."""
-    head = ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.UploadLayerPart\r\n"
-            "Content-Type: application/x-amz-json-1.1\r\n"
-            "Authorization: AWS4-HMAC-SHA256 Credential=AKIDRAW/20240101/us-east-1/ecr/"
-            "aws4_request, SignedHeaders=host, Signature=0\r\n"
-            "Content-Length: 100000\r\n\r\n")
     port = int(errors_emulator.url.rsplit(":", 1)[1])
+    signed = signed_headers(errors_emulator.url, b"x" * 100000, {
+        "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart",
+        "Content-Type": "application/x-amz-json-1.1"})
+    head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in signed.items())
+            + "Content-Length: 100000\r\n\r\n")
     before = errors_emulator.log_path.read_text(errors="replace")
     seen = len(errors_emulator.requests("UploadLayerPart"))
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)

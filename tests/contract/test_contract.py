@@ -1,0 +1,143 @@
+"""One contract, several registries: each scenario of scenarios.py runs against every target
+and its facts are compared with what the AWS API reference says (``REFERENCE``).
+
+A target's known departures are data (``DIFFERENCES``): the fact, the value the target
+gives instead, and the reference sentence (verbatim from botocore's model documentation,
+checked below) that decides what ECR does. A listed difference must still be observed, so a
+target that comes into line makes the table shrink. At the end the terminal summary prints,
+per target, the facts that matched and the ones that differ. Real ECR runs only when
+``ECR_CONTRACT_AWS_PROFILE`` is set, and must match the reference with no difference.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.contract.scenarios import SCENARIOS
+from tests.contract.targets import TARGETS, Target, started
+from tests.integration.emulator.differential import model_documentation
+
+# What ECR answers, per the API reference.
+REFERENCE: dict[str, dict[str, Any]] = {
+    "layer in parts": {"lastByteReceived after part 1": 5 * 1024 * 1024 - 1,
+                       "completed digest is the content's": True,
+                       "availability": "AVAILABLE", "layerSize": 5 * 1024 * 1024 + 1000},
+    "resume after InvalidLayerPartException": {
+        "repeated part": "InvalidLayerPartException",
+        "lastValidByteReceived": 5 * 1024 * 1024 - 1, "completes": "none"},
+    "PutImage by tag and digest": {
+        "digest is the manifest's sha256": True, "manifest byte-exact": [True],
+        "tags": ["v1", "v2"], "wrong digest": "ImageDigestDoesNotMatchException",
+        "same manifest and tag again": "ImageAlreadyExistsException"},
+    "referrers": {"referrers": ["application/vnd.example.signature.v1+json"]},
+    "delete": {"deleted": [[True, "gone"]], "left": [],
+               "second delete failure": ["ImageNotFound"]},
+    "lifecycle preview": {"preview": "COMPLETE", "expiring": 2},
+    "error cases": {"unknown repository": "RepositoryNotFoundException",
+                    "wrong layer digest": "InvalidLayerException",
+                    "manifest naming missing layers": "LayersNotFoundException",
+                    "absent image": ["ImageNotFound"],
+                    "unknown upload": "UploadNotFoundException"},
+    "tag mutability and scanning": {"mutability": "IMMUTABLE",
+                                    "moving an immutable tag": "ImageTagAlreadyExistsException",
+                                    "scanOnPush": True,
+                                    "findings before a scan": "ImageNotFoundException"},
+    "registry policy": {"stored as given": True, "read back": True,
+                        "after delete": "RegistryPolicyNotFoundException"},
+}
+
+
+@dataclass(frozen=True)
+class Difference:
+    observed: Any
+    what: str   # what the target does
+    where: str  # the model documentation that decides ("Shape.member", a shape or operation)
+    quote: str  # the deciding sentence, verbatim
+
+
+DIGEST = ("ImageIdentifier.imageDigest", "The sha256 digest of the image manifest.")
+DIFFERENCES: dict[tuple[str, str, str], Difference] = {
+    ("moto", "PutImage by tag and digest", "digest is the manifest's sha256"): Difference(
+        False, "the digest is not the manifest's sha256", *DIGEST),
+    ("moto", "PutImage by tag and digest", "wrong digest"): Difference(
+        "none", "a wrong imageDigest is accepted", "ImageDigestDoesNotMatchException",
+        "The specified image digest does not match the digest that Amazon ECR calculated "
+        "for the image."),
+    ("moto", "delete", "deleted"): Difference(
+        [[False, "gone"]], "the deleted id carries moto's own digest", *DIGEST),
+    ("moto", "referrers", "referrers"): Difference(
+        "500", "ListImageReferrers is not implemented", "ListImageReferrers",
+        "Lists the artifacts associated with a specified subject image."),
+    ("moto", "lifecycle preview", "preview"): Difference(
+        "500", "StartLifecyclePolicyPreview is not implemented", "StartLifecyclePolicyPreview",
+        "Starts a preview of a lifecycle policy for the specified repository."),
+    ("moto", "lifecycle preview", "expiring"): Difference(
+        None, "no preview at all", "StartLifecyclePolicyPreview",
+        "This allows you to see the results before associating the lifecycle policy with the "
+        "repository."),
+    ("moto", "tag mutability and scanning", "moving an immutable tag"): Difference(
+        "ImageAlreadyExistsException", "an immutable tag moved to a new image is refused as "
+        "an image pushed twice", "ImageTagAlreadyExistsException",
+        "The specified image is tagged with a tag that already exists. The repository is "
+        "configured for tag immutability."),
+    ("moto", "error cases", "wrong layer digest"): Difference(
+        "none", "the layer digest is not checked", "InvalidLayerException",
+        "The layer digest calculation performed by Amazon ECR upon receipt of the image layer "
+        "does not match the digest specified."),
+    ("moto", "error cases", "manifest naming missing layers"): Difference(
+        "none", "a manifest's layers need not exist", "LayersNotFoundException",
+        "The specified layers could not be found, or the specified layer is not valid for "
+        "this repository."),
+}
+
+REPORT: dict[str, dict[str, list[str]]] = {}
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def target(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    name = request.param
+    with started(name, tmp_path_factory.mktemp(f"contract-{name}")) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(target: Target) -> AsyncIterator[Any]:
+    async with target.client() as ecr:
+        yield ecr
+
+
+def test_every_quote_is_in_the_reference() -> None:
+    for key, difference in DIFFERENCES.items():
+        assert difference.quote in model_documentation(difference.where), key
+        assert key[1] in REFERENCE and key[2] in REFERENCE[key[1]], key
+        assert key[0] != "aws", "real ECR is the reference: it has no differences"
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_scenario(target: Target, client: Any, scenario: str) -> None:
+    repo = f"contract/{uuid.uuid4().hex[:10]}"
+    await client.create_repository(repositoryName=repo)
+    try:
+        facts = await SCENARIOS[scenario](client, repo)
+    finally:
+        await client.delete_repository(repositoryName=repo, force=True)
+    report = REPORT.setdefault(target.name, {"matched": [], "differs": []})
+    wrong = {}
+    for fact, expected in REFERENCE[scenario].items():
+        observed = facts.get(fact)
+        known = DIFFERENCES.get((target.name, scenario, fact))
+        if known is None and observed == expected:
+            report["matched"].append(f"{scenario}: {fact}")
+        elif known is not None and observed == known.observed:
+            report["differs"].append(f"{scenario}: {fact}: {known.what} "
+                                     f"(AWS, {known.where}: \"{known.quote}\")")
+        else:
+            wrong[fact] = {"observed": observed,
+                           "expected": known.observed if known else expected}
+    assert not wrong, f"{target.name} / {scenario}: {wrong}"

@@ -1,0 +1,151 @@
+"""Pull through cache against upstreams that distribution's filesystem registry cannot play:
+Bearer token authentication (as Docker Hub, GHCR and Quay ask for it), throttling and
+server errors. The upstream is a small aiohttp registry on loopback serving one image."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.support.emulator import EmulatorProcess
+
+USER, TOKEN_SECRET = "robot", "pat-123"
+SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/bearer-Xy"
+LAYER = os.urandom(4096)
+CONFIG = b'{"architecture":"amd64","os":"linux"}'
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+MANIFEST = json.dumps({
+    "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(CONFIG),
+               "size": len(CONFIG)},
+    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(LAYER),
+                "size": len(LAYER)}]}).encode()
+
+
+class Upstream:
+    """``mode``: "ok", "throttle" (429) or "broken" (503) for every manifest request."""
+
+    def __init__(self) -> None:
+        self.mode = "ok"
+        self.tokens_issued = 0
+        self.token_requests: list[dict[str, str]] = []
+        self.url = ""
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/token", self.token)
+        app.router.add_get("/v2/", self.guarded(self.base))
+        app.router.add_get("/v2/{name:.+}/manifests/{ref}", self.guarded(self.manifest))
+        app.router.add_get("/v2/{name:.+}/blobs/{digest}", self.guarded(self.blob))
+        return app
+
+    async def base(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    async def token(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{USER}:{TOKEN_SECRET}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401)
+        self.token_requests.append(dict(request.query))
+        self.tokens_issued += 1
+        return web.json_response({"token": "bearer-token-1"})
+
+    def guarded(self, handler: Any) -> Any:
+        async def wrapped(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Authorization") != "Bearer bearer-token-1":
+                scope = (f'repository:{request.match_info["name"]}:pull'
+                         if "name" in request.match_info else "")
+                return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
+                                         headers={"WWW-Authenticate": (
+                                             f'Bearer realm="{self.url}/token",'
+                                             f'service="upstream.test",scope="{scope}"')})
+            return await handler(request)
+        return wrapped
+
+    async def manifest(self, request: web.Request) -> web.Response:
+        if self.mode == "throttle":
+            return web.json_response({"errors": [{"code": "TOOMANYREQUESTS"}]}, status=429)
+        if self.mode == "broken":
+            return web.Response(status=503)
+        if request.match_info["ref"] not in ("v1", sha(MANIFEST)):
+            return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
+        return web.Response(body=MANIFEST,
+                            content_type="application/vnd.oci.image.manifest.v1+json")
+
+    async def blob(self, request: web.Request) -> web.Response:
+        blobs = {sha(LAYER): LAYER, sha(CONFIG): CONFIG}
+        data = blobs.get(request.match_info["digest"])
+        return web.Response(body=data) if data else web.Response(status=404)
+
+
+@pytest.fixture
+async def bearer_upstream() -> AsyncIterator[Upstream]:
+    upstream = Upstream()
+    runner = web.AppRunner(upstream.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    upstream.url = f"http://127.0.0.1:{port}"
+    yield upstream
+    await runner.cleanup()
+
+
+async def test_bearer_token_flow(ecr: Any, bearer_upstream: Upstream,
+                                 model_emulator: EmulatorProcess) -> None:
+    (model_emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
+        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
+    prefix = f"bearer{uuid.uuid4().hex[:6]}"
+    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
+                                             upstreamRegistryUrl=bearer_upstream.url,
+                                             upstreamRegistry="github-container-registry",
+                                             credentialArn=SECRET)
+    repository = f"{prefix}/org/tool"
+    got = await ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": "v1"}])
+    assert got["images"][0]["imageManifest"].encode() == MANIFEST
+    url = (await ecr.get_download_url_for_layer(repositoryName=repository,
+                                                layerDigest=sha(LAYER)))["downloadUrl"]
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert await response.read() == LAYER
+    assert bearer_upstream.tokens_issued >= 2  # the manifest's and the layer's
+    assert {"service": "upstream.test", "scope": "repository:org/tool:pull"} in (
+        bearer_upstream.token_requests)
+    valid = await ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+    assert valid["isValid"] is True
+    # The credential never shows in an answer.
+    described = await ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=[prefix])
+    assert TOKEN_SECRET not in json.dumps(described, default=str)
+    assert TOKEN_SECRET not in model_emulator.log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize(("mode", "code"), [("throttle", "UpstreamTooManyRequests"),
+                                            ("broken", "UpstreamUnavailable")])
+async def test_throttled_and_broken_upstreams(ecr: Any, bearer_upstream: Upstream,
+                                              model_emulator: EmulatorProcess, mode: str,
+                                              code: str) -> None:
+    (model_emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
+        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
+    prefix = f"bearer{uuid.uuid4().hex[:6]}"
+    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
+                                             upstreamRegistryUrl=bearer_upstream.url,
+                                             credentialArn=SECRET)
+    bearer_upstream.mode = mode
+    got = await ecr.batch_get_image(repositoryName=f"{prefix}/org/tool",
+                                    imageIds=[{"imageTag": "v1"}])
+    assert got["images"] == []
+    assert got["failures"] == [{"imageId": {"imageTag": "v1"}, "failureCode": code,
+                                "failureReason": got["failures"][0]["failureReason"]}]
