@@ -109,6 +109,7 @@ class EcrRegistry:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
+        # Checked after routing: prefixes can make a name too long, or a valid one of its own.
         return target.check_name()
 
     async def _client(self, target: Target) -> Any:
@@ -400,6 +401,7 @@ class EcrRegistry:
             params["imageDigest"] = reference
         else:
             params["imageTag"] = reference
+        await self._check_references(target, parsed)
         try:
             await self._creating(target, "PutImage", **params)
         except EcrError as exc:
@@ -419,6 +421,91 @@ class EcrRegistry:
         # which takes long enough to stall every other request if done on the event loop.
         await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
         return digest
+
+    async def _check_references(self, target: Target, parsed: ParsedManifest) -> None:
+        """Every descriptor of the manifest names what the repository holds, at its size.
+
+        Blob sizes come from what this gateway learned (its own uploads, HEAD answers, images
+        it served): a push through it costs no extra call. Others take one
+        BatchCheckLayerAvailability for all of them. Index children are manifests: checked
+        against the manifest cache (children pushed just before through this gateway), else
+        with one BatchGetImage for the rest. A subject need not exist (distribution-spec).
+        """
+        fields = ["config", *(f"layers[{i}]" for i in range(len(parsed.blobs) - 1))]
+        fields = fields[:len(parsed.blobs)]  # an index has none
+        sizes = await self._blob_sizes(target, [blob.digest for blob in parsed.blobs])
+        for where, blob in zip(fields, parsed.blobs, strict=True):
+            _check_stored(where, blob, sizes.get(blob.digest), None)
+        if parsed.children:
+            stored = await self._stored_manifests(target, [m.digest for m in parsed.children])
+            for i, child in enumerate(parsed.children):
+                found = stored.get(child.digest)
+                _check_stored(f"manifests[{i}]", child,
+                              None if found is None else len(found.body),
+                              None if found is None else found.media_type)
+
+    async def _blob_sizes(self, target: Target, digests: list[str]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        unknown = []
+        for digest in dict.fromkeys(digests):
+            known = 0 if digest == EMPTY_SHA256 else self.caches.member_size(target.key, digest)
+            if known is not None:
+                sizes[digest] = known
+            elif digest.startswith("sha256:"):
+                unknown.append(digest)
+        if not unknown:
+            return sizes
+        if self.public.serves(target) and target.route.registry_alias == "":
+            for digest in unknown:
+                size = await self._check_layer(target, digest)
+                if size is not None:
+                    sizes[digest] = size
+            return sizes
+        for start in range(0, len(unknown), 100):  # layerDigests: at most 100 a call
+            try:
+                answer = await self._call(target, "BatchCheckLayerAvailability",
+                                          layerDigests=unknown[start:start + 100])
+            except EcrError as exc:
+                if exc.code == "RepositoryNotFoundException":
+                    return sizes  # a repository this push creates holds nothing yet
+                raise
+            for layer in answer.get("layers", []):
+                if layer.get("layerAvailability") == "AVAILABLE":
+                    size = int(layer.get("layerSize", 0))
+                    sizes[layer["layerDigest"]] = size
+                    self.caches.remember_member(target.key, layer["layerDigest"], size)
+        return sizes
+
+    async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
+        stored: dict[str, Manifest] = {}
+        unknown = []
+        for digest in dict.fromkeys(digests):
+            cached = self.caches.manifest(target.key, digest)
+            if cached is not None:
+                stored[digest] = cached
+            elif digest.startswith("sha256:"):
+                unknown.append(digest)
+        if self.public.serves(target):
+            for digest in unknown:  # ECR Public has no BatchGetImage
+                with contextlib.suppress(OciError):
+                    stored[digest] = await self._fetch_manifest(target, digest)
+            return stored
+        for start in range(0, len(unknown), 100):  # imageIds: at most 100 a call
+            try:
+                answer = await self._call(
+                    target, "BatchGetImage", acceptedMediaTypes=list(MANIFEST_TYPES),
+                    imageIds=[{"imageDigest": d} for d in unknown[start:start + 100]])
+            except EcrError as exc:
+                if exc.code == "RepositoryNotFoundException":
+                    return stored
+                raise
+            for image in answer.get("images", []):
+                body = image["imageManifest"].encode()
+                digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
+                manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
+                stored[digest] = manifest
+                self.caches.remember(target.key, manifest)
+        return stored
 
     async def _update_catalog(self, name: str, target: Target, tag: str, body: bytes,
                               parsed: ParsedManifest) -> None:
@@ -602,6 +689,8 @@ def _size_of(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
+
+
 # PutImage refusing the holder's shape (not a failure of the moment)
 _HOLDER_REFUSED = frozenset({"InvalidParameterException", "UnsupportedImageTypeException",
                              "ReferencedImagesNotFoundException", "LimitExceededException"})
@@ -621,6 +710,25 @@ def _holder(manifest: Manifest) -> Manifest:
 def _referenced_by_index(answer: dict[str, Any]) -> bool:
     return any(f.get("failureCode") == "ImageReferencedByManifestList"
                for f in answer.get("failures", []))
+
+
+def _check_stored(where: str, descriptor: Descriptor, size: int | None,
+                  media_type: str | None) -> None:
+    """Refuse a descriptor that does not name what is stored: absent, another size, or (for
+    a manifest) another media type."""
+    detail = {"field": where, "descriptor": descriptor.to_json()}
+    if size is None:
+        raise OciError(oci.MANIFEST_BLOB_UNKNOWN, detail,
+                       message=f"{where} names {descriptor.digest}, which the repository "
+                               "does not hold")
+    if size != descriptor.size:
+        raise OciError(oci.MANIFEST_INVALID, {**detail, "stored_size": size},
+                       message=f"{where} gives size {descriptor.size}; the stored content "
+                               f"has {size} bytes")
+    if media_type and media_type != descriptor.media_type:
+        raise OciError(oci.MANIFEST_INVALID, {**detail, "stored_media_type": media_type},
+                       message=f"{where} gives media type {descriptor.media_type}; the stored "
+                               f"manifest is {media_type}")
 
 
 def _raise_delete_failures(answer: dict[str, Any], reference: str) -> None:
