@@ -30,7 +30,7 @@ from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
-from gateway.ecr.staging import StagingStore
+from gateway.ecr.staging import StagingStore, _has_digest
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
@@ -241,10 +241,12 @@ class EcrRegistry:
         found = await self._staging.find(digest)
         if found is not None or not _UPLOAD_ID.fullmatch(upload):
             return found
-        spooled = await asyncio.to_thread(_size_of, self._staging.spool_path(upload))
-        if spooled is None:
+        spool = self._staging.spool_path(upload)
+        spooled = await asyncio.to_thread(_size_of, spool)
+        # Kept only once its bytes hash to the digest (ECR checked what it received).
+        if spooled is None or not await asyncio.to_thread(_has_digest, spool, digest):
             return None
-        await asyncio.to_thread(self._staging.promote, upload, digest, spooled, verify=True)
+        await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
         return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
