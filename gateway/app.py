@@ -29,9 +29,10 @@ from gateway.observability.tracing import Tracing
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
+from gateway.oci.peer import add_peer_route
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
-from gateway.state import session_store
+from gateway.state import cache_events, session_store, staged_peers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -160,8 +161,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
+    events = cache_events(config)
+    peers = staged_peers(config)
     ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
-                      http, config.cache, public)
+                      http, config.cache, public, events, peers)
     # Mirrors with an upstream registry fill ECR from it on a miss.
     pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
     app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password) \
@@ -175,8 +178,12 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
             auto_decompress=False, timeout=http_timeouts(config),
             trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
+        events.listen(ecr.apply_notice, ecr.caches.flush)
         yield
         sweeper.cancel()
+        await events.close()
+        if peers is not None:
+            await peers.close()
         backend = app[REGISTRY]
         if isinstance(backend, PullThrough):
             await backend.close()
@@ -186,6 +193,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
 
     app.cleanup_ctx.append(resources)
     add_routes(app)
+    if peers is not None:
+        add_peer_route(app, ecr, peers)
     authenticator = install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

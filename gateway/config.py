@@ -141,6 +141,9 @@ class CacheConfig:
     tag_ttl_seconds: float = 5.0
     # Manifests by digest (immutable), least recently used dropped beyond this size.
     manifest_max_bytes: int = 64 * 1024**2
+    # A manifest by digest is served from the cache this long after ECR last confirmed it;
+    # older, it is asked for again (an image deleted elsewhere is not served beyond this).
+    manifest_revalidate_seconds: float = 5.0
     # Presigned download URLs are reused this long (well within their validity).
     download_url_ttl_seconds: float = 300.0
     # Tag lists and the catalog kept for paging (for tag_ttl_seconds), least recently read
@@ -230,6 +233,9 @@ class StateConfig:
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
     lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
+    # How the other replicas reach this one (for staged blobs read through another replica),
+    # e.g. http://10.0.0.5:5000. None: the listen address, unless it is a wildcard.
+    peer_url: str | None = None
 
 
 @dataclass

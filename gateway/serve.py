@@ -15,7 +15,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 from aiohttp import web
 
@@ -24,13 +26,17 @@ from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
+from gateway.observability.logs import announce
 from gateway.observability.tracing import Tracing
 from gateway.oci.limits import server_options
+from gateway.oci.peer import STAGED_PEERS
 from gateway.oci.server import OciAppRunner
 
 log = logging.getLogger("gateway")
 
 _READY = re.compile(r"listening on (http://\S+)")
+# The emulator's log lines: "<date> <time>,<ms> <LEVEL> <logger> <message>"
+_EMULATOR_LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) (.*)$")
 CREDENTIALS_FILE = "credentials"  # in the emulator's data dir, mode 0600
 
 
@@ -68,14 +74,32 @@ class EmbeddedEmulator:
             [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
              "--data-dir", str(self._data_dir), "--region", self._region,
              "--credentials", str(credentials)],
-            stdout=subprocess.PIPE, text=True)
-        assert self._process.stdout is not None
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self._process.stdout is not None and self._process.stderr is not None
+        # Its lines are relayed through the gateway's logging: one format (json stays
+        # json), one redaction, and its pipes never fill up.
+        self._relay(self._process.stderr)
         for line in self._process.stdout:
             match = _READY.search(line)
             if match:
                 self.url = match[1]
+                self._relay(self._process.stdout)
                 return self.url
         raise RuntimeError("the embedded ECR emulator exited before it was ready")
+
+    @staticmethod
+    def _relay(stream: IO[str]) -> None:
+        def run() -> None:
+            for line in stream:
+                line = line.rstrip("\n")
+                match = _EMULATOR_LINE.match(line)
+                if match:
+                    logging.getLogger(f"emulator.{match[2]}").log(
+                        int(getattr(logging, match[1])), "%s", match[3])
+                elif line:
+                    logging.getLogger("emulator").info("%s", line)
+
+        threading.Thread(target=run, name="emulator-log", daemon=True).start()
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
@@ -138,11 +162,13 @@ async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None)
     scheme = "https" if tls else "http"
     log.info("ecr-gateway listening on %s://%s:%s (upstream %s)", scheme, config.listen_host,
              port, config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
+    url = f"{scheme}://{config.listen_host}:{port}"
+    _advertise(app, config, url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before the ready line: a SIGTERM right
         loop.add_signal_handler(sig, stop.set)   # after it must stop the emulator too
-    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
+    announce(f"ecr-gateway listening on {url}", url=url)
     await stop.wait()
     log.info("shutting down: no new connections, in-flight requests get up to %ss",
              config.shutdown_grace_seconds)
@@ -176,6 +202,20 @@ def start_embedded(config: Config,
                  config.data_path / "emulator")
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
     return emulator
+
+
+def _advertise(app: web.Application, config: Config, url: str) -> None:
+    """Tell the staged-blob registry how the other replicas reach this one."""
+    peers = app.get(STAGED_PEERS)
+    if peers is None:
+        return
+    if config.state.peer_url:
+        peers.self_url = config.state.peer_url.rstrip("/")
+    elif config.listen_host not in ("0.0.0.0", "::", ""):
+        peers.self_url = url
+    else:
+        log.info("state.peer_url is not set and the listen address is a wildcard: blobs "
+                 "staged here are read through this replica only")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -1,10 +1,16 @@
 """The pull path's in-memory caches, one per kind of answer ECR gives.
 
-* manifests by digest: immutable, so a hit needs no upstream call; least recently used
-  entries are dropped beyond a byte budget (``cache.manifest_max_bytes``).
+* manifests by digest: a digest's content never changes, but the image can be deleted (by
+  another replica, another ECR client, a lifecycle rule). A hit is served without an
+  upstream call for ``cache.manifest_revalidate_seconds`` after ECR last returned it; an
+  older entry is a miss, so ECR is asked again and a deleted image is not served beyond
+  that bound. Least recently used entries are dropped beyond ``cache.manifest_max_bytes``.
 * tag → digest: a tag can move, so answers are reused for ``cache.tag_ttl_seconds`` only
   (0 disables); a push or delete through this gateway updates it at once, other writers are
   seen when the entry expires.
+
+With the Redis state backend, replicas tell each other about tag moves and deletes
+(gateway/state/events.py), so those are seen by every replica at once.
 * download URLs (GetDownloadUrlForLayer) per repository and digest, for
   ``cache.download_url_ttl_seconds`` but never beyond half of the lifetime the presigned URL
   states (``X-Amz-Date`` + ``X-Amz-Expires``), so a redirected client never gets a URL about
@@ -81,8 +87,10 @@ class ByteLRU(Generic[K, V]):
 
 class PullCaches:
     def __init__(self, config: CacheConfig) -> None:
-        self.manifests: ByteLRU[tuple[RepoKey, str], Manifest] = ByteLRU(
+        # (manifest, monotonic time ECR last returned it)
+        self.manifests: ByteLRU[tuple[RepoKey, str], tuple[Manifest, float]] = ByteLRU(
             config.manifest_max_bytes)
+        self._revalidate = config.manifest_revalidate_seconds
         # (repository, tag) → {accepted media types (None: all) → digest}. A client that
         # accepts fewer types may be answered a converted manifest (another digest), so each
         # Accept set has its own entry; all of a tag's entries go together.
@@ -100,9 +108,12 @@ class PullCaches:
     # -- manifests and tags -----------------------------------------------------------------
 
     def manifest(self, repo: RepoKey, digest: str) -> Manifest | None:
+        """The cached manifest, if ECR confirmed it within the revalidation bound."""
         found = self.manifests.get((repo, digest))
+        if found is not None and time.monotonic() - found[1] > self._revalidate:
+            found = None
         cache_event("manifest", "hit" if found is not None else "miss")
-        return found
+        return found[0] if found is not None else None
 
     def tag(self, repo: RepoKey, tag: str, accepted: Accepted = None) -> str | None:
         if self.tags is None:
@@ -116,7 +127,8 @@ class PullCaches:
                  accepted: Accepted = None) -> None:
         """Cache a manifest, and what ``tag`` points to for clients accepting ``accepted``.
         An answer for every type (``None``) is authoritative and replaces narrower ones."""
-        self.manifests.put((repo, manifest.digest), manifest, len(manifest.body))
+        self.manifests.put((repo, manifest.digest), (manifest, time.monotonic()),
+                           len(manifest.body))
         if tag is None or self.tags is None:
             return
         variants = self.tags.get((repo, tag)) if accepted is not None else None
@@ -136,6 +148,16 @@ class PullCaches:
             for key, variants in list(self.tags.items()):
                 if key[0] == repo and digest in variants.values():
                     self.tags.pop(key, None)
+
+    def flush(self) -> None:
+        """Forget every answer that another writer may have made wrong (used when this
+        process may have missed other replicas' notices)."""
+        for key in self.manifests.keys():
+            self.manifests.pop(key)
+        if self.tags is not None:
+            self.tags.clear()
+        self.urls.clear()
+        self.members.clear()
 
     # -- blobs ------------------------------------------------------------------------------
 

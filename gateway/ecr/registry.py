@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import aiohttp
@@ -27,14 +30,22 @@ from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
-from gateway.ecr.staging import StagingStore
+from gateway.ecr.staging import StagingStore, _has_digest
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.errors import OciError
-from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.oci.mediatypes import (
+    MANIFEST_TYPES,
+    OCI_INDEX,
+    Descriptor,
+    ParsedManifest,
+    parse_manifest,
+)
+from gateway.state.events import CacheEvents, NoEvents
+from gateway.state.peers import PROOF_HEADER, StagedPeers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +60,8 @@ class EcrRegistry:
                  upstream_for: Callable[[str], Upstream], sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
-                 cache: CacheConfig | None = None, public: EcrPublic | None = None) -> None:
+                 cache: CacheConfig | None = None, public: EcrPublic | None = None,
+                 events: CacheEvents | None = None, peers: StagedPeers | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -58,6 +70,8 @@ class EcrRegistry:
         self._http = http
         # Pull path: answers cached per ECR repository, identical misses made once.
         self.caches = PullCaches(cache or CacheConfig())
+        self._events: CacheEvents = events or NoEvents()  # tells the other replicas
+        self.peers = peers  # staged copies on other replicas (shared state only)
         self.listings = Listings.for_config(cache or CacheConfig())  # tags and catalog pages
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
@@ -66,6 +80,14 @@ class EcrRegistry:
         self.tokens = TokenCache(self._fetch_token)
         self.public = public or EcrPublic(clients, upstream_for, policy, http,
                                           endpoint_url=None, registry_url=None)
+
+    def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
+        """Another replica moved or removed a tag (``tag``) or deleted an image
+        (``manifest``): drop what this one cached for it."""
+        if kind == "tag":
+            self.caches.forget_tag(repo, ref)
+        elif kind == "manifest":
+            self.caches.forget_manifest(repo, ref)
 
     async def authorization_token(self, region: str) -> AuthToken:
         """The ECR registry credential for this gateway's identity in ``region`` (cached)."""
@@ -184,9 +206,48 @@ class EcrRegistry:
                 return BlobLocation(size, path=staged)
         if not digest.startswith("sha256:"):
             raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
-        url = await self._url_calls.do((target.key, digest),
-                                       lambda: self._download_url(target, digest))
+        try:
+            url = await self._url_calls.do((target.key, digest),
+                                           lambda: self._download_url(target, digest))
+        except EcrError as exc:
+            # Uploaded but not referenced yet: another replica may hold it staged.
+            if exc.code != "LayersNotFoundException" or self.peers is None:
+                raise
+            found = await self._peer_copy(name, digest)
+            if found is None:
+                raise
+            return found
         return BlobLocation(-1, url=url)
+
+    async def _peer_copy(self, name: str, digest: str) -> BlobLocation | None:
+        assert self.peers is not None
+        holders = await self.peers.holders(digest)
+        if not holders:
+            return None
+        size = await self.stat_blob(name, digest)  # is it in *this* repository?
+        if size is None:
+            return None
+        url, upload = holders[0]
+        if url == self.peers.self_url:  # the spool of an upload finished on another replica
+            path = await self.staged_for_peer(digest, upload)
+            return BlobLocation(size, path=path) if path is not None else None
+        query = f"?upload={upload}" if upload else ""
+        return BlobLocation(size, url=f"{url}/_peer/staged/{digest}{query}",
+                            peer_proof=await self.peers.proof(digest))
+
+    async def staged_for_peer(self, digest: str, upload: str) -> Path | None:
+        """This replica's staged copy of ``digest`` for a peer (which proved itself): kept
+        by digest, or the finished spool of ``upload``, kept now if it hashes to it."""
+        found = await self._staging.find(digest)
+        if found is not None or not _UPLOAD_ID.fullmatch(upload):
+            return found
+        spool = self._staging.spool_path(upload)
+        spooled = await asyncio.to_thread(_size_of, spool)
+        # Kept only once its bytes hash to the digest (ECR checked what it received).
+        if spooled is None or not await asyncio.to_thread(_has_digest, spool, digest):
+            return None
+        await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
+        return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
         if self.public.serves(target):
@@ -216,13 +277,23 @@ class EcrRegistry:
 
     async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
-        return await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+        status = await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+        if self.peers is not None and await asyncio.to_thread(
+                _size_of, self._staging.spool_path(upload_id)) == status.received:
+            await self.peers.note_spool(upload_id)  # every byte so far is staged here
+        return status
 
     async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
         target = self._target(name)
+        holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
         size = await self.uploads.finish(name, upload_id, target, digest)
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
+        if self.peers is not None:
+            if await self._staging.find(digest) is not None:
+                await self.peers.announce(digest)
+            elif holder is not None and holder != self.peers.self_url:
+                await self.peers.announce(digest, holder, upload_id)
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         await self.uploads.cancel(name, upload_id)
@@ -260,7 +331,8 @@ class EcrRegistry:
                 if location.path is not None:
                     return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
-        return _url_chunks(self._http(), location.url)
+        headers = {PROOF_HEADER: location.peer_proof} if location.peer_proof else {}
+        return _url_chunks(self._http(), location.url, headers)
 
     # -- manifests --------------------------------------------------------------------------
 
@@ -343,6 +415,8 @@ class EcrRegistry:
                              None if is_digest(reference) else reference)
         if not is_digest(reference):
             self.listings.add(tags_key(target), reference)
+            # the tag may have moved: the others forget it
+            await self._events.publish("tag", target.key, reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
             await self._update_catalog(name, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
@@ -459,19 +533,52 @@ class EcrRegistry:
             await self._untag(target, name, reference)
             self.caches.forget_tag(target.key, reference)
             self.listings.remove(tags_key(target), reference)
+            await self._events.publish("tag", target.key, reference)
             return
         self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
+        if _referenced_by_index(answer) and await self._drop_holder(target, reference):
+            self.caches.forget_manifest(target.key, reference)
+            answer = await self._call(target, "BatchDeleteImage",
+                                      imageIds=[{"imageDigest": reference}])
         self.listings.forget(tags_key(target))  # every tag of the image went with it
         _raise_delete_failures(answer, reference)
+        await self._events.publish("manifest", target.key, reference)
 
     async def _untag(self, target: Target, name: str, tag: str) -> None:
-        """OCI untag keeps the image; ECR deletes an image with its last tag, so an image
-        that lost its last tag is put back by digest."""
-        manifest = await self.get_manifest(name, tag)
+        """OCI untag keeps the image; ECR deletes an image with its last tag. So that the
+        image is referenced at every moment (a failed call or a dead process in between
+        must not lose it), an untagged index holding it is put first, the tag deleted, then
+        the holder. ECR keeps an index's child while the index exists (the emulator does;
+        *unconfirmed* for ECR itself): if the image is gone all the same, it is put back by
+        digest. A holder left by a process that died is dropped by the next delete of
+        the image (``_drop_holder``)."""
+        manifest = await self._fetch_manifest(target, tag)  # not cached: where it is now
+        holder = _holder(manifest)
+        held = True
+        try:
+            await self._call(target, "PutImage", imageManifest=holder.body.decode(),
+                             imageManifestMediaType=holder.media_type,
+                             imageDigest=holder.digest)
+        except EcrError as exc:
+            if exc.code == "ImageAlreadyExistsException":  # e.g. a left-over holder
+                pass
+            elif exc.code in _HOLDER_REFUSED:
+                # An ECR that will not take such an index: untag the plain way (the image
+                # is put back below), with the window that has.
+                log.warning("untag of %s without a holder (%s)", tag, exc.code)
+                held = False
+            else:  # nothing changed yet: the client may simply retry
+                raise
         answer = await self._call(target, "BatchDeleteImage", imageIds=[{"imageTag": tag}])
         _raise_delete_failures(answer, tag)
+        if held:
+            answer = await self._call(target, "BatchDeleteImage",
+                                      imageIds=[{"imageDigest": holder.digest}])
+            for failure in answer.get("failures", []):
+                log.info("holder of %s not deleted: %s", manifest.digest,
+                         failure.get("failureCode"))
         try:
             await self._call(target, "DescribeImages",
                              imageIds=[{"imageDigest": manifest.digest}])
@@ -481,6 +588,17 @@ class EcrRegistry:
             await self._call(target, "PutImage", imageManifest=manifest.body.decode(),
                              imageManifestMediaType=manifest.media_type,
                              imageDigest=manifest.digest)
+
+    async def _drop_holder(self, target: Target, digest: str) -> bool:
+        """Delete the holder an interrupted untag left on ``digest``; whether there was one."""
+        try:
+            manifest = await self._fetch_manifest(target, digest)
+        except OciError:
+            return False
+        holder = _holder(manifest)
+        answer = await self._call(target, "BatchDeleteImage",
+                                  imageIds=[{"imageDigest": holder.digest}])
+        return not answer.get("failures")
 
     # -- listings ---------------------------------------------------------------------------
 
@@ -564,6 +682,38 @@ class EcrRegistry:
         return self._upstream_for(self._router.region_of(route))
 
 
+HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # a session id (uuid4 hex): safe as a file name
+
+
+def _size_of(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+# PutImage refusing the holder's shape (not a failure of the moment)
+_HOLDER_REFUSED = frozenset({"InvalidParameterException", "UnsupportedImageTypeException",
+                             "ReferencedImagesNotFoundException", "LimitExceededException"})
+
+
+def _holder(manifest: Manifest) -> Manifest:
+    """The untagged index that keeps ``manifest``'s image while its last tag is removed:
+    derived from the image alone, so every attempt (and every replica) makes the same."""
+    body = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": manifest.media_type, "digest": manifest.digest,
+                       "size": len(manifest.body)}],
+        "annotations": {HOLDER_ANNOTATION: manifest.digest}}, separators=(",", ":")).encode()
+    return Manifest(body, OCI_INDEX, sha256_digest(body))
+
+
+def _referenced_by_index(answer: dict[str, Any]) -> bool:
+    return any(f.get("failureCode") == "ImageReferencedByManifestList"
+               for f in answer.get("failures", []))
+
+
 def _check_stored(where: str, descriptor: Descriptor, size: int | None,
                   media_type: str | None) -> None:
     """Refuse a descriptor that does not name what is stored: absent, another size, or (for
@@ -613,9 +763,10 @@ async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
         handle.close()
 
 
-async def _url_chunks(client: aiohttp.ClientSession, url: str) -> AsyncIterator[bytes]:
+async def _url_chunks(client: aiohttp.ClientSession, url: str,
+                      headers: dict[str, str]) -> AsyncIterator[bytes]:
     try:
-        async with client.get(url) as response:
+        async with client.get(url, headers=headers) as response:
             if response.status != 200:
                 raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
             async for chunk in response.content.iter_chunked(1 << 20):

@@ -223,6 +223,15 @@ class UploadManager:
             log.info("part %d-%d of upload %s was already stored", first, last, session.id)
         session.committed = last + 1
 
+    async def _record_progress(self, session: UploadSession) -> None:
+        """Record a part ECR acknowledged before the next one goes: a process that dies
+        mid-request then leaves its successor the true offset. The bytes received but not
+        yet sent live in this process only, so the record claims what ECR holds, no tail."""
+        progress = UploadSession.from_dict(session.to_dict())
+        progress.received = progress.committed
+        progress.updated_at = time.time()
+        await self._store.save(progress, b"")
+
     async def write(self, name: str, upload_id: str, target: Target,
                     chunks: AsyncIterator[bytes], start: int | None) -> UploadStatus:
         async with self._store.lock(upload_id):
@@ -320,6 +329,7 @@ class UploadManager:
                 cut.remove(part)
                 if part in states:
                     self._hashed(session.id, session.committed, states[part])
+                await self._record_progress(session)
             finally:
                 places.pop(part).free()
 

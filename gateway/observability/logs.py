@@ -10,6 +10,11 @@ Redaction: the configured secrets (AWS secret key and session token, the Redis U
 password, …) are replaced wherever they appear, and so is anything that looks like a
 credential (``Authorization`` values, bearer/basic tokens, presigned URL signatures and
 security tokens, ``password=``/``secret=``/``token=`` values).
+
+In ``json``, everything the process writes is JSON, one object per line: the ready line on
+stdout (``announce``), Python warnings (captured into the ``py.warnings`` logger), uncaught
+exceptions (main thread and others), and the embedded emulator's lines (relayed by the
+gateway, see gateway/serve.py).
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
+from types import TracebackType
+from typing import Any
 
 MASK = "***"
 
@@ -103,8 +111,13 @@ class JsonFormatter(logging.Formatter):
         return self._redact(json.dumps(entry, default=str))
 
 
+_format = "text"
+
+
 def setup(level: str, fmt: str = "text", secrets: Iterable[str | None] = ()) -> None:
     """Send every log line to stderr in ``fmt`` at ``level``, redacted."""
+    global _format
+    _format = fmt
     redact = Redactor(secrets)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(redact) if fmt == "json" else TextFormatter(redact))
@@ -114,6 +127,38 @@ def setup(level: str, fmt: str = "text", secrets: Iterable[str | None] = ()) -> 
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
+    # Lines Python would print itself go through the same handler, so that in json every
+    # line parses.
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_uncaught
     # botocore logs request details (signed headers included) at DEBUG: never below WARNING.
     for noisy in ("botocore", "aiobotocore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def announce(message: str, **fields: Any) -> None:
+    """Print a line for whoever started the process (the ready line) on stdout: as it is in
+    ``text``, as a log object in ``json``."""
+    if _format != "json":
+        print(message, flush=True)
+        return
+    record = logging.LogRecord("gateway", logging.INFO, __file__, 0, message, None, None)
+    entry = json.loads(JsonFormatter(Redactor()).format(record))
+    print(json.dumps({**entry, **fields}), flush=True)
+
+
+def _log_uncaught(kind: type[BaseException], value: BaseException,
+                  tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, value, tb)
+        return
+    logging.getLogger("gateway").critical("uncaught exception", exc_info=(kind, value, tb))
+
+
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    logging.getLogger("gateway").error(
+        "uncaught exception in thread %s", args.thread.name if args.thread else "?",
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback))

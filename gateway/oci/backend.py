@@ -37,6 +37,9 @@ class BlobLocation:
     size: int
     path: Path | None = None
     url: str | None = None
+    # Set when ``url`` is another replica's staged copy: fetched by the gateway itself with
+    # this proof (gateway/state/peers.py), never handed to the client.
+    peer_proof: str | None = None
 
 
 @dataclass(frozen=True)

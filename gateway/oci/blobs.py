@@ -16,6 +16,7 @@ from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
+from gateway.state.peers import PROOF_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,10 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
             return await send_file(request, handle, location.size, headers)
     if location.url is None:
         raise OciError(BLOB_UNKNOWN, {"digest": digest})
+    if location.peer_proof is not None:  # another replica's staged copy: never redirected
+        if check is None and "Range" not in request.headers:
+            check = _DigestCheck(digest)
+        return await _from_peer(request, location.url, location.peer_proof, headers, check)
     if settings(request).blob_mode == "redirect":
         headers["Location"] = location.url
         return web.Response(status=307, headers=headers)
@@ -134,6 +139,24 @@ async def _proxy(request: web.Request, name: str, digest: str, url: str,
             continue
         break
     # A whole read fills the blob cache as it streams to the client (its claimed fill).
+    if upstream.status == 200 and isinstance(check, BlobFill):
+        await check.start(upstream.content_length)
+    return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
+
+
+async def _from_peer(request: web.Request, url: str, proof: str, headers: dict[str, str],
+                     check: _Check | None) -> web.StreamResponse:
+    upstream_headers = {PROOF_HEADER: proof}
+    if "Range" in request.headers:
+        upstream_headers["Range"] = request.headers["Range"]
+    try:
+        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers)
+    except aiohttp.ClientError as exc:
+        raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob is unreachable"},
+                       headers={"Retry-After": "1"}) from exc
+    if upstream.status == 404:  # evicted there meanwhile
+        upstream.release()
+        raise OciError(BLOB_UNKNOWN, {"digest": headers["Docker-Content-Digest"]})
     if upstream.status == 200 and isinstance(check, BlobFill):
         await check.start(upstream.content_length)
     return await _relay(request, upstream, headers, check if upstream.status == 200 else None)

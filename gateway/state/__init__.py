@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 from gateway.config import Config, ConfigError
+from gateway.state.events import CacheEvents, NoEvents
+from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
 
@@ -22,6 +24,27 @@ def session_store(config: Config) -> SessionStore:
     from gateway.state.local import LocalSessionStore
 
     return LocalSessionStore(config.data_path / "sessions")
+
+
+def cache_events(config: Config) -> CacheEvents:
+    """How replicas tell each other about tag moves and deletes (Redis pub/sub), if shared."""
+    if config.state.backend == "redis":
+        from gateway.state.events import RedisCacheEvents
+
+        assert config.state.redis_url, "checked when the configuration was loaded"
+        return RedisCacheEvents(config.state.redis_url, config.state.key_prefix,
+                                password=_redis_password(config))
+    return NoEvents()
+
+
+def staged_peers(config: Config) -> StagedPeers | None:
+    """Where other replicas' staged blobs are found (shared state only)."""
+    if config.state.backend != "redis":
+        return None
+    assert config.state.redis_url, "checked when the configuration was loaded"
+    return StagedPeers(config.state.redis_url, config.state.key_prefix,
+                       keep_seconds=2 * config.uploads.idle_timeout_seconds,
+                       password=_redis_password(config))
 
 
 def _redis_password(config: Config) -> str | None:

@@ -6,7 +6,8 @@ Layout (``prefix`` is ``state.key_prefix``):
   bytes under ECR's minimum part size that wait for the next request), and ``received`` /
   ``committed`` (the offsets, as strings, for the compare-and-set below). It expires on
   its own well after ``uploads.idle_timeout_seconds``, so a cluster that lost every replica
-  leaves nothing behind for ever.
+  leaves nothing behind for ever. A ``spool`` field names the replica whose staging spool
+  holds the upload's bytes (gateway/state/peers.py).
 - ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
 - ``<prefix>lock:{<id>}``: the cross-replica session lock, ``SET NX PX`` with a random token,
   renewed while held and released only by its holder (a Lua compare-and-delete).

@@ -22,7 +22,8 @@ import yaml
 
 from tests.support.emulator import signing_key
 
-_READY = re.compile(r"ecr-gateway listening on (https?://\S+)")
+# text: the line as is; log_format json: the same words in the object's message
+_READY = re.compile(r"ecr-gateway listening on (https?://[^\s\"]+)")
 
 
 class GatewayProcess:
@@ -41,6 +42,7 @@ class GatewayProcess:
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
+        self.stdout_lines: list[str] = []
         self._log_thread: threading.Thread | None = None
 
     def use_upstream_key(self, access_key_id: str) -> None:
@@ -69,6 +71,7 @@ class GatewayProcess:
 
         def read_stdout(stream: Any) -> None:
             for line in stream:
+                self.stdout_lines.append(line.rstrip("\n"))
                 match = _READY.search(line)
                 if match and not ready.is_set():
                     self.url = match[1]

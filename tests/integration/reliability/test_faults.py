@@ -201,7 +201,9 @@ async def test_a_delete_whose_answer_was_cut_is_success(client: OciClient,
     async with client.session.delete(client.url(f"/v2/{name}/manifests/{reference}")) as r:
         assert r.status == 202, await r.text()
     replays = calls(upstream, "BatchDeleteImage", name)
-    assert len(replays) == 2 and replays[0]["faults"] == ["disconnect"]
+    # An untag then deletes the holder that kept the image referenced meanwhile.
+    assert len(replays) == (2 if by == "digest" else 3)
+    assert replays[0]["faults"] == ["disconnect"]
     async with client.session.get(client.url(f"/v2/{name}/manifests/{reference}")) as r:
         assert r.status == 404
     # Without a lost answer, deleting what is absent stays 404 MANIFEST_UNKNOWN.

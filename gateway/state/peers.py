@@ -1,0 +1,128 @@
+"""Staged blobs readable from every replica (Redis state backend).
+
+ECR serves only layers some image references, so a blob read back right after its upload is
+served from the staging store of the replica that received its bytes (gateway/ecr/staging.py):
+
+- a replica whose spool holds every byte of an upload so far records itself as the upload's
+  spool holder after each write request (field ``spool`` of the session's own hash, see
+  gateway/state/redis.py, so it goes with the session);
+- the replica that finishes the upload records who holds the blob
+  (``<prefix>staged:{<digest>}``, a hash of replica URL → upload id): itself if it staged
+  it, else the upload's spool holder (docker's PATCH and PUT may land on different replicas);
+- a replica asked for a blob it neither staged nor can get from ECR streams it from a
+  holder's internal endpoint ``GET /_peer/staged/<digest>?upload=<id>``
+  (gateway/oci/peer.py), after checking, as for its own staged copies, that the repository
+  holds the layer. The holder keeps a finished spool under its digest on that first read,
+  once it hashed to the digest.
+
+Records expire with the staging spools. An upload whose bytes went through several replicas
+is staged nowhere (each spool lacks part of it): it is readable once a manifest references
+it, as before.
+
+Peers prove themselves with ``X-Peer-Proof``: HMAC-SHA256 of the digest under a random key
+kept in Redis (``<prefix>peer-key``, made by the first replica), so only processes with
+access to the shared Redis can read staged bytes this way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PROOF_HEADER = "X-Peer-Proof"
+# Only on a session that still exists: a finished or dropped one leaves nothing behind.
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'spool', ARGV[1]) end
+return 0
+"""
+
+
+class StagedPeers:
+    def __init__(self, url: str, prefix: str, keep_seconds: float, *,
+                 password: str | None = None) -> None:
+        # redis is imported only when Redis is used (importing it loads a telemetry SDK).
+        import redis.asyncio as aioredis
+        from redis.exceptions import RedisError
+
+        self._errors: tuple[type[Exception], ...] = (RedisError,)
+        self._redis: Any = aioredis.Redis.from_url(
+            url, password=password, decode_responses=True, socket_connect_timeout=5,
+            socket_timeout=10)
+        self._prefix = prefix
+        self._keep_ms = max(int(keep_seconds * 1000), 1000)
+        self._key: bytes | None = None
+        self._note = self._redis.register_script(_NOTE)
+        # How the other replicas reach this one (state.peer_url, or the listen address).
+        self.self_url: str | None = None
+
+    def _staged(self, digest: str) -> str:
+        return f"{self._prefix}staged:{{{digest}}}"
+
+    def _session(self, upload_id: str) -> str:
+        return f"{self._prefix}session:{{{upload_id}}}"  # RedisSessionStore's key
+
+    async def note_spool(self, upload_id: str) -> None:
+        """This replica's spool holds every byte of the upload received so far."""
+        if not self.self_url:
+            return
+        try:
+            await self._note(keys=[self._session(upload_id)], args=[self.self_url])
+        except self._errors as exc:
+            log.warning("spool of %s not recorded: %s", upload_id, type(exc).__name__)
+
+    async def spool_holder(self, upload_id: str) -> str | None:
+        try:
+            found = await self._redis.hget(self._session(upload_id), "spool")
+        except self._errors:
+            return None
+        return str(found) if found else None
+
+    async def _secret(self) -> bytes:
+        if self._key is None:
+            name = f"{self._prefix}peer-key"
+            await self._redis.set(name, secrets.token_hex(32), nx=True)
+            self._key = str(await self._redis.get(name)).encode()
+        return self._key
+
+    async def announce(self, digest: str, holder: str | None = None, upload: str = "") -> None:
+        """Record who holds a staged copy of ``digest``: this replica, or ``holder`` in the
+        spool of ``upload``."""
+        holder = holder or self.self_url
+        if not holder:
+            return
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._staged(digest), holder, upload)
+                pipe.pexpire(self._staged(digest), self._keep_ms)
+                await pipe.execute()
+        except self._errors as exc:  # then only this replica serves it, as without Redis
+            log.warning("staged copy of %s not announced: %s", digest, type(exc).__name__)
+
+    async def holders(self, digest: str) -> list[tuple[str, str]]:
+        """The replicas holding a staged copy of ``digest``: (URL, upload id or ""), this
+        one first."""
+        try:
+            found = await self._redis.hgetall(self._staged(digest))
+        except self._errors as exc:
+            log.warning("staged copies of %s not looked up: %s", digest, type(exc).__name__)
+            return []
+        return sorted(((str(url), str(upload)) for url, upload in found.items()),
+                      key=lambda holder: holder[0] != self.self_url)
+
+    async def proof(self, digest: str) -> str:
+        return hmac.new(await self._secret(), digest.encode(), hashlib.sha256).hexdigest()
+
+    async def check(self, digest: str, proof: str) -> bool:
+        try:
+            expected = await self.proof(digest)
+        except self._errors:
+            return False
+        return hmac.compare_digest(expected, proof)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,191 @@
+"""Replicas answer as one registry: a tag moved or an image deleted through one replica (or
+directly in ECR) is not served by another from its pull caches.
+
+Real processes: one emulator, two gateway replicas, and for the shared state one
+redis-server. Without Redis a replica learns of others' changes within the caches' bounds
+(``cache.manifest_revalidate_seconds``); with Redis at once (pub/sub notices)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.integration.state.conftest import redis_state, replica
+from tests.support.balancer import RoundRobin
+from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.gateway import GatewayProcess
+from tests.support.redis import RedisServer
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _name(tag: str) -> str:
+    return f"coherence/{tag}-{os.urandom(4).hex()}"
+
+
+async def upload(session: aiohttp.ClientSession, url: str, name: str, data: bytes) -> None:
+    async with session.post(f"{url}/v2/{name}/blobs/uploads/") as r:
+        assert r.status == 202, await r.text()
+        location = r.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    async with session.put(f"{url}{location}{sep}digest={digest_of(data)}", data=data,
+                           headers=OCTET) as r:
+        assert r.status == 201, await r.text()
+
+
+async def push(session: aiohttp.ClientSession, url: str, name: str, tag: str) -> str:
+    """A small image (its own random layer) under ``tag``; returns the manifest digest."""
+    layer = os.urandom(2048)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    await upload(session, url, name, layer)
+    await upload(session, url, name, config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest_of(layer), "size": len(layer)}]}).encode()
+    async with session.put(f"{url}/v2/{name}/manifests/{tag}", data=manifest,
+                           headers={"Content-Type": OCI_MANIFEST}) as r:
+        assert r.status == 201, await r.text()
+    return digest_of(manifest)
+
+
+async def get(session: aiohttp.ClientSession, url: str, name: str, ref: str) -> tuple[int, str]:
+    """Status and the digest served (empty when not 200)."""
+    async with session.get(f"{url}/v2/{name}/manifests/{ref}",
+                           headers={"Accept": OCI_MANIFEST}) as r:
+        body = await r.read()
+        if r.status != 200:
+            assert (await r.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN", body
+            return r.status, ""
+        assert r.headers["Docker-Content-Digest"] == digest_of(body)
+        return r.status, digest_of(body)
+
+
+async def delete(session: aiohttp.ClientSession, url: str, name: str, ref: str) -> None:
+    async with session.delete(f"{url}/v2/{name}/manifests/{ref}") as r:
+        assert r.status == 202, await r.text()
+
+
+def image_reads(upstream: EmulatorProcess, name: str) -> int:
+    return len([r for r in upstream.requests("BatchGetImage") if r["repository"] == name])
+
+
+def two(upstream: EmulatorProcess, root: Path, state: dict[str, Any],
+        cache: dict[str, float]) -> tuple[GatewayProcess, GatewayProcess]:
+    return (replica(root / "a", upstream, state, cache=cache),
+            replica(root / "b", upstream, state, cache=cache))
+
+
+async def test_without_redis_a_deletion_is_seen_within_the_bound(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    bound = 1.0
+    a, b = two(upstream, tmp_path, {"backend": "local"},
+               {"manifest_revalidate_seconds": bound, "tag_ttl_seconds": bound})
+    name = _name("bound")
+    with a, b:
+        async with aiohttp.ClientSession() as session:
+            digest = await push(session, a.url, name, "v1")
+            assert await get(session, b.url, name, digest) == (200, digest)
+            reads = image_reads(upstream, name)
+            # Warm pulls within the bound cost no upstream call.
+            for _ in range(3):
+                assert await get(session, b.url, name, digest) == (200, digest)
+            assert image_reads(upstream, name) == reads
+
+            await delete(session, a.url, name, digest)
+            await asyncio.sleep(bound + 0.3)
+            assert await get(session, b.url, name, digest) == (404, "")
+
+            # Deleted directly in ECR (another client, a lifecycle rule): the replica that
+            # pushed it and holds it in its cache stops serving it after the bound too.
+            other = await push(session, a.url, name, "v2")
+            assert await get(session, a.url, name, other) == (200, other)
+            async with ecr_client(upstream.url) as ecr:
+                answer = await ecr.batch_delete_image(repositoryName=name,
+                                                      imageIds=[{"imageDigest": other}])
+                assert not answer["failures"]
+            await asyncio.sleep(bound + 0.3)
+            assert await get(session, a.url, name, other) == (404, "")
+            assert await get(session, a.url, name, "v2") == (404, "")
+
+
+async def test_with_redis_tag_moves_and_deletes_are_seen_at_once(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    # Bounds far beyond the test: whatever B stops serving, a notice made it stop.
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    a, b = two(upstream, tmp_path, redis_state(redis_server), long)
+    name = _name("notice")
+    with a, b:
+        async with aiohttp.ClientSession() as session:
+            first = await push(session, a.url, name, "t")
+            assert await get(session, b.url, name, "t") == (200, first)
+            assert await get(session, b.url, name, first) == (200, first)
+
+            second = await push(session, a.url, name, "t")  # the tag moves
+            assert await get(session, b.url, name, "t") == (200, second)
+
+            await delete(session, a.url, name, "t")  # untag: the image stays
+            assert await get(session, b.url, name, "t") == (404, "")
+            assert await get(session, b.url, name, second) == (200, second)
+
+            await delete(session, a.url, name, first)
+            assert await get(session, b.url, name, first) == (404, "")
+            await delete(session, b.url, name, second)
+            assert await get(session, a.url, name, second) == (404, "")
+
+
+async def test_through_a_balancer_a_deleted_image_is_gone_from_every_replica(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    a, b = two(upstream, tmp_path, redis_state(redis_server), long)
+    name = _name("balanced")
+    with a, b, RoundRobin([a.url, b.url]) as balancer:
+        async with aiohttp.ClientSession() as session:
+            digest = await push(session, balancer.url, name, "v1")
+            for _ in range(4):  # both replicas cache it, by tag and by digest
+                assert await get(session, balancer.url, name, "v1") == (200, digest)
+                assert await get(session, balancer.url, name, digest) == (200, digest)
+            await delete(session, balancer.url, name, digest)
+            for _ in range(4):
+                assert await get(session, balancer.url, name, digest) == (404, "")
+                assert await get(session, balancer.url, name, "v1") == (404, "")
+
+
+async def test_a_replica_that_missed_notices_flushes_its_caches(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Redis restarts while an image is deleted: the notice is lost, so every replica that
+    listens again forgets what it cached rather than serve it for the whole bound."""
+    redis = RedisServer(tmp_path / "redis").start()
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    try:
+        a, b = two(upstream, tmp_path, redis_state(redis), long)
+        name = _name("missed")
+        with a, b:
+            async with aiohttp.ClientSession() as session:
+                digest = await push(session, a.url, name, "v1")
+                assert await get(session, b.url, name, digest) == (200, digest)
+                redis.stop()
+                await delete(session, a.url, name, digest)  # the notice cannot go out
+                redis.start()
+                deadline = time.monotonic() + 20
+                while await get(session, b.url, name, digest) != (404, ""):
+                    assert time.monotonic() < deadline, "B still serves the deleted image"
+                    await asyncio.sleep(0.2)
+                assert any("cache notices" in line for line in b.log_lines)
+    finally:
+        redis.stop()
