@@ -280,30 +280,29 @@ class UploadManager:
         next_first = session.committed
         cut: list[EncodedPart] = []  # parts taken from ``pending`` that ECR has not stored
         places: dict[EncodedPart, _Place] = {}  # each cut part's place until it is freed
-        # The sha256 state after each cut part's last byte (absent: unknown to this process).
-        states: dict[EncodedPart | None, Any] = {}
+        # The sha256 state at each part boundary (absent: unknown to this process), keyed by
+        # offset, never by the part: a key would keep the part's bytes alive to the end.
+        states: dict[int, Any] = {}
         start_state = self._hash_at(session.id, session.committed)
         if start_state is not None:
-            states[None] = start_state
-        last_cut: list[EncodedPart | None] = [None]  # the part cut before the next one
+            states[session.committed] = start_state
         preparing: asyncio.Task[None] | None = None
         in_flight: asyncio.Task[None] | None = None
         failure: BaseException | None = None
 
-        async def prepare(part: EncodedPart, first: int, new_from: int,
-                          previous: asyncio.Task[None] | None,
-                          before: EncodedPart | None) -> None:
+        async def prepare(part: EncodedPart, first: int, count: int, new_from: int,
+                          previous: asyncio.Task[None] | None) -> None:
             if previous is not None:
                 await asyncio.wait([previous])  # the part before is hashed (and staged)
             hashing = None
-            if before in states:
-                hashing = asyncio.ensure_future(asyncio.to_thread(_extended, states[before],
-                                                                  part.chunks))
+            if first in states:
+                hashing = asyncio.ensure_future(asyncio.to_thread(
+                    _extended, states[first], part.chunks))
             try:
                 await self._prepare(session, part, first, new_from, None)
             finally:
                 if hashing is not None:
-                    states[part] = await hashing
+                    states[first + count] = await hashing
 
         async def cut_part(count: int) -> tuple[EncodedPart, asyncio.Task[None]]:
             nonlocal next_first, staged, preparing
@@ -312,10 +311,9 @@ class UploadManager:
                 **target.ids(), "uploadId": session.ecr_upload_id,
                 "partFirstByte": next_first, "partLastByte": next_first + count - 1})
             places[part] = _Place(self._parts)
-            before, last_cut[0] = last_cut[0], part
             cut.append(part)
             preparing = asyncio.create_task(prepare(
-                part, next_first, max(0, staged - next_first), preparing, before))
+                part, next_first, count, max(0, staged - next_first), preparing))
             next_first += count
             staged = max(staged, next_first)
             return part, preparing
@@ -327,8 +325,10 @@ class UploadManager:
                 await prepared
                 await self._send_part(target, session, part)
                 cut.remove(part)
-                if part in states:
-                    self._hashed(session.id, session.committed, states[part])
+                if session.committed in states:
+                    self._hashed(session.id, session.committed, states[session.committed])
+                for offset in [o for o in states if o < session.committed]:
+                    del states[offset]  # parts behind the stored offset need no state
                 await self._record_progress(session)
             finally:
                 places.pop(part).free()

@@ -1,0 +1,67 @@
+"""A blob pushed as one long PATCH (docker's way) never sits whole in the gateway's memory:
+its peak resident size grows by a few parts at most, whatever the blob's size."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.support.gateway import GatewayProcess
+
+MiB = 1024 * 1024
+SIZE = 256 * MiB
+# The part being sent, the next one being cut and hashed, and the one arriving: a handful
+# of 10 MiB parts, never the blob's 256 MiB.
+GROWTH_LIMIT = 96 * MiB
+
+
+def _reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM back to the current RSS
+
+
+def _peak_rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None
+    return int(match[1]) * 1024
+
+
+@pytest.mark.slow
+async def test_a_long_patch_keeps_the_gateway_flat(gateway: GatewayProcess, repo: str) -> None:
+    assert gateway.process is not None
+    pid = gateway.process.pid
+    block = os.urandom(MiB)
+    hasher = hashlib.sha256()
+    for n in range(SIZE // MiB):
+        hasher.update(block[:-4] + n.to_bytes(4, "big"))
+    digest = "sha256:" + hasher.hexdigest()
+
+    async def body() -> AsyncIterator[bytes]:
+        for n in range(SIZE // MiB):
+            yield block[:-4] + n.to_bytes(4, "big")
+
+    async with aiohttp.ClientSession() as http:
+        # A small push first, so the baseline has every code path loaded.
+        async with http.post(f"{gateway.url}/v2/{repo}/blobs/uploads/?digest="
+                             f"sha256:{hashlib.sha256(b'x').hexdigest()}", data=b"x") as r:
+            assert r.status == 201, await r.text()
+        _reset_peak(pid)
+        before = _peak_rss(pid)
+        async with http.post(f"{gateway.url}/v2/{repo}/blobs/uploads/") as r:
+            location = r.headers["Location"]
+        base = gateway.url if location.startswith("/") else ""
+        async with http.patch(f"{base}{location}", data=body(),
+                              headers={"Content-Type": "application/octet-stream"}) as r:
+            assert r.status == 202, await r.text()
+            location = r.headers["Location"]
+        sep = "&" if "?" in location else "?"
+        async with http.put(f"{base}{location}{sep}digest={digest}") as r:
+            assert r.status == 201, await r.text()
+    growth = _peak_rss(pid) - before
+    assert growth < GROWTH_LIMIT, f"peak RSS grew {growth // MiB} MiB for a {SIZE // MiB} MiB blob"
