@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 _MISSES = (oci.MANIFEST_UNKNOWN, oci.NAME_UNKNOWN, oci.BLOB_UNKNOWN)
 # Blobs of one image copied at the same time.
 _PARALLEL_BLOBS = 4
+# How long ECR's upload of a blob may wait for the clients reading it from the tee.
+_CLIENTS_FIRST_SECONDS = 30.0
 
 
 class _Mirror:
@@ -133,15 +135,17 @@ class PullThrough:
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise
-        if held is not None and mirror.checked.get((name, tag)) == held.digest:
+        if held is None:
+            return await self._fill(mirror, name, tag, accepted)  # nothing to revalidate
+        if mirror.checked.get((name, tag)) == held.digest:
             return held  # checked within the tag TTL
         try:
             current = await mirror.upstream.manifest_digest(name, tag, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
-            if held is not None and exc.unavailable:
+            if exc.unavailable:
                 return self._stale(mirror, name, tag, held, exc)
             raise _client_error(mirror, name, tag, exc) from None
-        if held is not None and current == held.digest:
+        if current == held.digest:
             mirror.checked[(name, tag)] = held.digest
             PULLTHROUGH_EVENTS.labels(mirror.host, "revalidated").inc()
             return held
@@ -294,6 +298,10 @@ class PullThrough:
         source.set_result(tee)
         fill = asyncio.create_task(tee.fill(chunks, PULLTHROUGH_BYTES.labels(mirror.host).inc))
         try:
+            # ECR's upload (signing, encoding, part uploads) would compete with the clients
+            # following the tee for this process's CPU: it starts once the upstream's bytes
+            # are in and those clients are served (or have been given a fair while).
+            await tee.quiet(_CLIENTS_FIRST_SECONDS)
             await self._store_blob(name, digest, tee)
         except asyncio.CancelledError:
             fill.cancel()
@@ -437,7 +445,7 @@ class _Growing:
         self._copy = copy
 
     def open(self) -> AsyncGenerator[bytes, None]:
-        return self.tee.reader()
+        return self.tee.reader(client=True)
 
     async def settled(self) -> None:
         await asyncio.shield(self._copy)

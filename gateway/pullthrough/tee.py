@@ -11,6 +11,7 @@ body of wrong bytes reaches a client and ECR never completes the upload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -35,6 +36,7 @@ class Tee:
         self._failure: str | None = None
         self._mismatch = False
         self._changed = asyncio.Event()
+        self._clients = 0  # readers serving a client right now
 
     @property
     def finished(self) -> bool:
@@ -74,14 +76,30 @@ class Tee:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    def reader(self) -> AsyncGenerator[bytes, None]:
+    async def quiet(self, patience: float) -> None:
+        """Wait until every byte is in and no client is reading (at most ``patience``
+        seconds once the bytes are in)."""
+        deadline: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            changed = self._changed
+            if self.finished:
+                deadline = deadline if deadline is not None else loop.time() + patience
+                if self._clients == 0 or loop.time() >= deadline:
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(),
+                                       None if deadline is None else deadline - loop.time())
+
+    def reader(self, client: bool = False) -> AsyncGenerator[bytes, None]:
         """Every byte of the blob from the first, as it arrives. The reader holds a handle of
         its own, so it outlives :meth:`close`."""
         if self._file.closed:
             raise _broken(self.digest)  # the copy is over: the blob is read from storage
-        return self._follow(os.dup(self._file.fileno()))
+        return self._follow(os.dup(self._file.fileno()), client)
 
-    async def _follow(self, fd: int) -> AsyncGenerator[bytes, None]:
+    async def _follow(self, fd: int, client: bool) -> AsyncGenerator[bytes, None]:
+        self._clients += client
         try:
             offset = 0
             while True:
@@ -103,6 +121,8 @@ class Tee:
                 await changed.wait()
         finally:
             os.close(fd)
+            self._clients -= client
+            self._signal()
 
     def close(self) -> None:
         """The spool's own handle (readers keep theirs until they finish)."""
