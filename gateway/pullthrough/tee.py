@@ -37,6 +37,8 @@ class Tee:
         self._mismatch = False
         self._changed = asyncio.Event()
         self._clients = 0  # readers serving a client right now
+        # The chunk written last (offset, bytes): readers that keep up take it from here.
+        self._recent: tuple[int, bytes] = (0, b"")
 
     @property
     def finished(self) -> bool:
@@ -50,6 +52,7 @@ class Tee:
         try:
             async for chunk in chunks:
                 await asyncio.to_thread(self._append, fd, chunk)  # hashing releases the GIL
+                self._recent = (self._written, chunk)
                 self._written += len(chunk)
                 if progress is not None:
                     progress(len(chunk))
@@ -109,8 +112,12 @@ class Tee:
                 # The last byte waits for the digest check.
                 readable = self._written if self._complete else self._written - 1
                 if offset < readable:
-                    data = await asyncio.to_thread(os.pread, fd, min(readable - offset, _READ),
-                                                   offset)
+                    start, recent = self._recent
+                    if start <= offset < start + len(recent):
+                        data = recent[offset - start:readable - start]
+                    else:
+                        data = await asyncio.to_thread(
+                            os.pread, fd, min(readable - offset, _READ), offset)
                     if not data:
                         raise _broken(self.digest)
                     offset += len(data)
