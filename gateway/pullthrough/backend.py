@@ -329,32 +329,33 @@ class PullThrough:
                 await self._inner.cancel_upload(name, status.upload_id)
             raise
 
-    async def _arriving(self, mirror: _Mirror, name: str, digest: str) -> _Growing | None:
+    async def _arriving(self, mirror: _Mirror, name: str,
+                        digest: str) -> tuple[_Growing | None, _BlobCopy]:
         """The blob's bytes while its copy is in flight, starting the copy if ECR does not
-        hold the blob; None once the copy is over (or was not needed)."""
+        hold the blob (None once the copy is over, or was not needed); and the copy."""
         copy = self._start_copy(mirror, name, digest)
         waits: list[asyncio.Future[Any]] = [copy.source, copy.task]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if copy.task.done() or not copy.source.done() or copy.source.exception() is not None:
-            return None
+            return None, copy
         tee = copy.source.result()
-        return _Growing(tee, copy.task) if tee is not None else None
+        return (_Growing(tee, copy.task) if tee is not None else None), copy
 
     async def stat_blob(self, name: str, digest: str) -> int | None:
         mirror = self._mirror()
         if mirror is None:
             size: int | None = await self._inner.stat_blob(name, digest)
             return size
-        arriving = await self._arriving(mirror, name, digest)
+        arriving, copy = await self._arriving(mirror, name, digest)
         if arriving is not None and arriving.tee.size is not None:
             return arriving.tee.size
-        return await self._held_blob_size(mirror, name, digest)
+        return await self._held_blob_size(name, digest, copy)
 
-    async def _held_blob_size(self, mirror: _Mirror, name: str, digest: str) -> int | None:
-        """The blob's size once ECR holds it: a copy in flight is joined (ECR may already
-        list a layer whose copy has not finished), a missing blob is copied first."""
+    async def _held_blob_size(self, name: str, digest: str, copy: _BlobCopy) -> int | None:
+        """The blob's size once ECR holds it: its copy is joined (ECR may already list a
+        layer whose copy has not finished)."""
         try:
-            await self._copy_blob(mirror, name, digest)
+            await asyncio.shield(copy.task)
         except OciError as exc:
             if exc.error in _MISSES:
                 return None
@@ -366,11 +367,11 @@ class PullThrough:
         mirror = self._mirror()
         if mirror is not None:
             # A copy in flight is streamed from its tee as the upstream sends it.
-            arriving = await self._arriving(mirror, name, digest)
+            arriving, copy = await self._arriving(mirror, name, digest)
             if arriving is not None:
                 size = arriving.tee.size
                 return BlobLocation(size if size is not None else -1, growing=arriving)
-            if await self._held_blob_size(mirror, name, digest) is None:
+            if await self._held_blob_size(name, digest, copy) is None:
                 raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
         location: BlobLocation = await self._inner.locate_blob(name, digest, fresh=fresh)
         return location
