@@ -28,9 +28,9 @@ async def upload(endpoint: str, repository: str, path: Path,
                 hasher.update(chunk)
         digest = "sha256:" + hasher.hexdigest()
     session = get_session()
+    # The key and secret come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, as for any client.
     async with session.create_client(
-            "ecr", region_name="us-east-1", endpoint_url=endpoint,
-            aws_access_key_id="AKIDBENCHBARE", aws_secret_access_key="bench") as ecr:
+            "ecr", region_name="us-east-1", endpoint_url=endpoint) as ecr:
         try:
             await ecr.create_repository(repositoryName=repository)
         except ecr.exceptions.RepositoryAlreadyExistsException:

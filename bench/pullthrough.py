@@ -26,6 +26,7 @@ from bench import ocihttp
 from bench.images import FreshBytes
 from bench.report import Row
 from bench.services import Gateway, ReferenceRegistry
+from tests.support.emulator import signing_key
 
 MiB = 1024 * 1024
 NS = {"ns": "docker.io"}
@@ -72,7 +73,8 @@ def _sync_seconds(source: ReferenceRegistry, names: list[str], emulator_url: str
     config.write_text(yaml.safe_dump({
         "data_dir": str(work / "sync-data"),
         "upstream": {"mode": "aws", "endpoint_url": emulator_url,
-                     "access_key_id": "AKIDBENCHSYNC", "secret_access_key": "bench-secret"}}))
+                     "access_key_id": "AKIDBENCHSYNC",
+                     "secret_access_key": signing_key(emulator_url, "AKIDBENCHSYNC")[1]}}))
     images = work / "images.yaml"
     images.write_text(yaml.safe_dump({"images": [
         {"source": f"{source.url}/{name}", "destination": f"synced/{name}"} for name in names]}))

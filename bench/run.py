@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import images, load, ocihttp, report
+from bench import images, listings, load, ocihttp, report
 from bench.images import FreshBytes, MiB, OciImage
 from bench.report import Row
 from bench.services import (
@@ -45,7 +45,8 @@ from bench.services import (
 GiB = 1024 * MiB
 SECTIONS = {"push_pull": "push and pull (skopeo)", "manifest_head": "manifest HEAD load",
             "memory": "memory", "concurrency": "concurrency", "economy": "upstream economy",
-            "pull_through": "pull-through and sync from another registry"}
+            "pull_through": "pull-through and sync from another registry",
+            "listings": "listings (tags and catalog paging)"}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -168,6 +169,7 @@ class Bench:
     # -- rows -------------------------------------------------------------------------------
 
     def add(self, row: Row) -> None:
+        row.profile = self.sizes.name
         self.rows.append(row.judge())
         self.log(f"  {row.title}: {row.measured} [{row.verdict}]")
 
@@ -296,7 +298,8 @@ class Bench:
             [sys.executable, "-m", "bench.bare", str(image.blob_path(layer.digest)),
              "--endpoint", self.emulator.url, "--repository", repo, "--digest", layer.digest],
             capture_output=True, text=True, timeout=900, check=True,
-            cwd=Path(__file__).resolve().parent.parent)
+            cwd=Path(__file__).resolve().parent.parent,
+            env={**os.environ, **self.emulator.aws_env("AKIDBENCHBARE")})
         seconds: float = json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
         return seconds
 
@@ -547,6 +550,12 @@ class Bench:
         from bench import pullthrough
 
         for row in pullthrough.run(self):
+            self.add(row)
+
+    def listings(self) -> None:
+        """Paging through many tags and a large catalog (bench/listings.py)."""
+        rows, self.raw["listings"] = listings.run(self.work, self.sizes.name, self.log)
+        for row in rows:
             self.add(row)
 
     def economy(self, client: str) -> None:

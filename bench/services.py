@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, signing_key
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -163,9 +163,9 @@ class Gateway:
         self.root = root
         self.config = dict(config or {})
         if upstream_url:
+            key, secret = signing_key(upstream_url, "AKIDBENCHGATEWAY")
             self.config["upstream"] = {"mode": "aws", "endpoint_url": upstream_url,
-                                       "access_key_id": "AKIDBENCHGATEWAY",
-                                       "secret_access_key": "bench-secret"}
+                                       "access_key_id": key, "secret_access_key": secret}
         self.url = ""
         self.process: subprocess.Popen[str] | None = None
 

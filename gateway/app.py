@@ -124,7 +124,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
     limits = config.limits
-    app[SETTINGS] = OciSettings(blob_mode=config.blobs.mode, max_page_size=limits.max_page_size)
+    # The embedded emulator listens on a private loopback port: a redirect there would send
+    # clients to an address only this host reaches, so its blobs always stream through here.
+    blob_mode = "proxy" if config.upstream.mode == "embedded" else config.blobs.mode
+    app[SETTINGS] = OciSettings(blob_mode=blob_mode, max_page_size=limits.max_page_size)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,
                             timeout=config.upstream.call_timeout_seconds,

@@ -1,17 +1,46 @@
-"""The ``ecr-gateway`` command: ``serve`` (the registry), ``emulator`` (a stand-alone ECR)."""
+"""The ``ecr-gateway`` command and its subcommands."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from gateway.tools import sync as sync_command
 
+DESCRIPTION = "An OCI registry whose storage is Amazon ECR, with its own ECR emulator."
+
+
+def version() -> str:
+    try:
+        return metadata.version("ecr-gateway")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse (3.11) measures subcommands without their extra indent, so the longest one
+    would wrap its summary onto a line of its own; count the indent."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if not isinstance(action, argparse._SubParsersAction) or action.help is argparse.SUPPRESS:
+            return
+        for sub in action._get_subactions():
+            width = len(self._format_action_invocation(sub)) + self._current_indent
+            self._action_max_length = max(self._action_max_length,
+                                          width + self._indent_increment)
+
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ecr-gateway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="ecr-gateway", description=DESCRIPTION,
+        formatter_class=_HelpFormatter,
+        epilog="Run 'ecr-gateway COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"ecr-gateway {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, title="commands",
+                                metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the OCI registry gateway")
     serve.add_argument("--config", help="YAML configuration file")
@@ -25,19 +54,34 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--region", default="us-east-1", help="the emulated region")
     emu.add_argument("--policy-file",
                      help="JSON per-access-key allow/deny rules (see gateway/emulator/access.py)")
+    emu.add_argument("--credentials", metavar="FILE",
+                     help="AWS shared-credentials file: only its keys are accepted and every "
+                     "request's SigV4 signature is verified (default: any key, unchecked)")
+    emu.add_argument("--throttle", metavar="FILE",
+                     help="JSON per-action rates, e.g. {\"PutImage\": {\"rate\": 10, "
+                     "\"burst\": 20}}: beyond, ThrottlingException (also ECR_EMULATOR_THROTTLE)")
+    emu.add_argument("--admin", action="store_true",
+                     help="turn on the /_emulator/ control endpoints (faults, policies, "
+                     "request log); with --credentials they need a SigV4 signature")
 
-    check = sub.add_parser("check-config", help="validate a configuration file and print the "
-                           "effective configuration (secrets masked)")
+    check = sub.add_parser("check-config", help="validate a configuration file, print it "
+                           "with secrets masked")
     check.add_argument("file", help="YAML configuration file")
-    iam = sub.add_parser("iam-policy", help="print the least-privilege IAM policy the "
-                         "configured routes need")
+    check.add_argument("--skip-file-checks", action="store_true",
+                       help="do not require the files it names (htpasswd, TLS, signing key) "
+                       "to exist here, for checking a configuration meant for another machine")
+    iam = sub.add_parser("iam-policy", help="print the IAM policy the configured routes "
+                         "need")
     iam.add_argument("--config", help="YAML configuration file")
     iam.add_argument("--account-id", default="*",
                      help="AWS account of routes without registry_id (default: any)")
-    doctor = sub.add_parser("doctor", help="check credentials, clock and every route's "
-                            "repository access")
+    doctor = sub.add_parser("doctor", help="check credentials, clock and repository "
+                            "access")
     doctor.add_argument("--config", help="YAML configuration file")
     sync_command.add_parser(sub)
+    demo = sub.add_parser("demo-image", help="write a tiny OCI image layout to push with "
+                          "skopeo")
+    demo.add_argument("folder", help="where to write it (oci:FOLDER:v1 for skopeo)")
     return parser
 
 
@@ -54,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         from gateway.tools import check_config
 
-        return check_config.run(args.file)
+        return check_config.run(args.file, check_files=not args.skip_file_checks)
     if args.command == "iam-policy":
         from gateway.tools import iam_policy
 
@@ -65,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.tools import doctor
 
         return doctor.run(args.config)
+    if args.command == "demo-image":
+        from gateway.tools import demo_image
+
+        return demo_image.run(args.folder)
     return 2
 
 

@@ -143,6 +143,9 @@ class CacheConfig:
     manifest_max_bytes: int = 64 * 1024**2
     # Presigned download URLs are reused this long (well within their validity).
     download_url_ttl_seconds: float = 300.0
+    # Tag lists and the catalog kept for paging (for tag_ttl_seconds), least recently read
+    # dropped beyond this estimate of their size.
+    listing_max_bytes: int = 64 * 1024**2
 
 
 @dataclass

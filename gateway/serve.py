@@ -9,7 +9,9 @@ import importlib.metadata
 import logging
 import os
 import re
+import secrets
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -29,26 +31,43 @@ from gateway.oci.server import OciAppRunner
 log = logging.getLogger("gateway")
 
 _READY = re.compile(r"listening on (http://\S+)")
-# The embedded emulator accepts any key; these only make requests well-formed and signed.
-EMBEDDED_KEY_ID = "AKIDEMBEDDEDGATEWAY"
-EMBEDDED_SECRET = "embedded-emulator-secret"
+CREDENTIALS_FILE = "credentials"  # in the emulator's data dir, mode 0600
 
 
 class EmbeddedEmulator:
     """The emulator in its own process: the gateway and the emulator then each get a core
-    (sharing one interpreter would put both on one GIL)."""
+    (sharing one interpreter would put both on one GIL).
+
+    It is private to this gateway: each start makes a new random key and secret, written
+    (mode 0600) to the credentials file the emulator verifies every signature against, so
+    anything else reaching its loopback port is refused; its control endpoints stay off."""
 
     def __init__(self, data_dir: Path, region: str) -> None:
         self._data_dir = data_dir
         self._region = region
         self._process: subprocess.Popen[str] | None = None
         self.url = ""
+        self.access_key_id = "AKIDEMBEDDED" + secrets.token_hex(6).upper()
+        self.secret_access_key = secrets.token_urlsafe(32)
+
+    def _write_credentials(self) -> Path:
+        path = self._data_dir / CREDENTIALS_FILE
+        partial = path.with_name(path.name + ".new")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)  # a left-over file keeps its mode otherwise
+            out.write(f"[gateway]\naws_access_key_id = {self.access_key_id}\n"
+                      f"aws_secret_access_key = {self.secret_access_key}\n")
+        os.replace(partial, path)
+        return path
 
     def start(self) -> str:
         self._data_dir.mkdir(parents=True, exist_ok=True)
+        credentials = self._write_credentials()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
-             "--data-dir", str(self._data_dir), "--region", self._region],
+             "--data-dir", str(self._data_dir), "--region", self._region,
+             "--credentials", str(credentials)],
             stdout=subprocess.PIPE, text=True)
         assert self._process.stdout is not None
         for line in self._process.stdout:
@@ -81,7 +100,15 @@ def _setup_logging(config: Config) -> None:
     setup(config.log_level, config.log_format, secret_values(config))
 
 
-async def _run(config: Config, tls: TlsFiles | None = None) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port already in use is
+    then one clear line, not an embedded emulator started and stopped for nothing."""
+    family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                  flags=socket.AI_PASSIVE)[0]
+    return socket.create_server(address[:2], family=family, backlog=1024)
+
+
+async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None) -> None:
     tracing = Tracing.from_environ(os.environ, _version())
     app = build_app(config, tracing)
     # SIGTERM: stop accepting, give in-flight requests shutdown_grace_seconds, then cancel
@@ -94,8 +121,7 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
                                             max_headers=limits.max_headers,
                                             header_timeout=limits.header_timeout_seconds))
     await runner.setup()
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, backlog=1024,
-                       ssl_context=tls.context if tls else None)
+    site = web.SockSite(runner, sock, ssl_context=tls.context if tls else None)
     await site.start()
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:
@@ -112,11 +138,11 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
     scheme = "https" if tls else "http"
     log.info("ecr-gateway listening on %s://%s:%s (upstream %s)", scheme, config.listen_host,
              port, config.upstream.endpoint_url or f"AWS ECR in {config.upstream.region}")
-    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the ready line: a SIGTERM right
+        loop.add_signal_handler(sig, stop.set)   # after it must stop the emulator too
+    print(f"ecr-gateway listening on {scheme}://{config.listen_host}:{port}", flush=True)
     await stop.wait()
     log.info("shutting down: no new connections, in-flight requests get up to %ss",
              config.shutdown_grace_seconds)
@@ -129,14 +155,23 @@ async def _run(config: Config, tls: TlsFiles | None = None) -> None:
         await asyncio.to_thread(tracing.shutdown)  # the last spans, sent before exit
 
 
-def start_embedded(config: Config) -> EmbeddedEmulator | None:
+def embedded_emulator(config: Config) -> EmbeddedEmulator | None:
+    """With ``upstream.mode: embedded``, the emulator to start, its fresh key already the
+    upstream's."""
+    if config.upstream.mode != "embedded":
+        return None
+    emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+    config.upstream.access_key_id = emulator.access_key_id
+    config.upstream.secret_access_key = emulator.secret_access_key
+    return emulator
+
+
+def start_embedded(config: Config,
+                   emulator: EmbeddedEmulator | None = None) -> EmbeddedEmulator | None:
     """With ``upstream.mode: embedded``, start the emulator and point the upstream at it."""
-    emulator: EmbeddedEmulator | None = None
-    if config.upstream.mode == "embedded":
-        emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+    emulator = emulator or embedded_emulator(config)
+    if emulator is not None:
         config.upstream.endpoint_url = emulator.start()
-        config.upstream.access_key_id = EMBEDDED_KEY_ID
-        config.upstream.secret_access_key = EMBEDDED_SECRET
         log.info("embedded ECR emulator at %s (data in %s)", emulator.url,
                  config.data_path / "emulator")
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true" if emulator else "false")
@@ -161,16 +196,29 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (OSError, ssl.SSLError) as exc:
         print(f"ecr-gateway: cannot load tls.cert_file / tls.key_file: {exc}", file=sys.stderr)
         return 2
+    address = f"{config.listen_host}:{config.listen_port}"
+    try:
+        sock = _bind(config.listen_host, config.listen_port)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        print(f"ecr-gateway: cannot listen on {address}: {reason}", file=sys.stderr)
+        return 1
+    # Absolute from here on: every log line and every component names the same folder,
+    # whatever the working directory of whoever reads the logs.
+    config.data_dir = str(config.data_path.resolve())
+    prepared = embedded_emulator(config)  # before logging: its secret is then redacted
     _setup_logging(config)
     for warning in exposure_warnings:
         log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
-    emulator = start_embedded(config)
+    log.info("data directory: %s", config.data_path)
+    emulator = start_embedded(config, prepared)
     try:
-        asyncio.run(_run(config, tls))
+        asyncio.run(_run(config, sock, tls))
     except ConfigError as exc:  # found while building the application (a file unreadable)
         print(f"ecr-gateway: refusing to start: {exc}", file=sys.stderr)
         return 2
     finally:
+        sock.close()
         if emulator:
             emulator.stop()
     return 0

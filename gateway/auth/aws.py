@@ -9,6 +9,13 @@ may do. An identity is known by a handle (an HMAC of its keys under a per-proces
 it is what tokens carry, and nothing else. The keys live only in this process's memory
 and leave it only as SigV4 signatures; an identity unused past its token's expiry is
 forgotten together with its ECR client.
+
+It fails closed: keys are only kept (and their ECR client only stays open) once
+GetAuthorizationToken succeeded with them. Any refusal by the upstream (an unknown key, a
+wrong secret, an expired or forged session token: every 4xx but throttling) is a failed
+login, which the login rate limiter counts; only outages and throttling raise. The known
+identities are bounded in number and in time (a TTLCache); an identity pushed out closes
+its client at the next purge.
 """
 
 from __future__ import annotations
@@ -20,15 +27,46 @@ import secrets
 import time
 from collections.abc import Callable
 
+from cachetools import TTLCache
+
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
-from gateway.ecr.errors import THROTTLES, EcrError
+from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.tokens import AuthToken, TokenCache
 
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 60.0
+MAX_IDENTITIES = 10_000
+IDENTITY_TTL = 12 * 3600.0  # ECR's registry token lifetime: renewed on every validation
+
+
+def refused(exc: EcrError) -> bool:
+    """The upstream turned the keys down, as opposed to failing or throttling."""
+    if exc.code in THROTTLES or exc.code in SERVER_FAULTS:
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return isinstance(status, int) and 400 <= status < 500
+
+
+class _Identities(TTLCache[str, Credentials]):
+    """A TTLCache that hands what it drops (too old or too many) to ``dropped``."""
+
+    def __init__(self, maxsize: int, ttl: float, timer: Callable[[], float],
+                 dropped: list[Credentials]) -> None:
+        super().__init__(maxsize, ttl, timer)
+        self._dropped = dropped
+
+    def popitem(self) -> tuple[str, Credentials]:
+        key, value = super().popitem()
+        self._dropped.append(value)
+        return key, value
+
+    def expire(self, time: float | None = None) -> list[tuple[str, Credentials]]:
+        expired = super().expire(time)
+        self._dropped.extend(value for _, value in expired)
+        return expired
 
 
 def split_password(password: str) -> tuple[str, str | None]:
@@ -40,14 +78,17 @@ def split_password(password: str) -> tuple[str, str | None]:
 class AwsIdentities:
     def __init__(self, clients: ClientFactory, upstream_for: Callable[[Credentials], Upstream],
                  policy: RetryPolicy, *, refresh_margin: float = 1800.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_identities: int = MAX_IDENTITIES,
+                 identity_ttl: float = IDENTITY_TTL) -> None:
         self._clients = clients
         self._upstream_for = upstream_for
         self._policy = policy
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._tokens = TokenCache(self._fetch, refresh_margin=refresh_margin, clock=clock)
-        self._identities: dict[str, Credentials] = {}
+        self._dropped: list[Credentials] = []
+        self._identities = _Identities(max_identities, identity_ttl, clock, self._dropped)
+        self._pending: dict[str, Credentials] = {}  # logging in: not trusted yet
         self._expires: dict[str, float] = {}
         self._next_purge = clock() + PURGE_INTERVAL
 
@@ -64,9 +105,14 @@ class AwsIdentities:
             return None
         credentials = Credentials(access_key_id, secret, session)
         handle = self.handle_of(credentials)
-        self._identities.setdefault(handle, credentials)
         await self._purge()
-        return handle if await self._validate(handle) else None
+        if handle not in self._identities:
+            self._pending.setdefault(handle, credentials)
+        try:
+            return handle if await self._validate(handle) else None
+        finally:
+            if handle not in self._identities:  # refused or failed: keep nothing of it
+                await self._forget(handle)
 
     async def credentials(self, handle: str) -> Credentials | None:
         """The keys behind ``handle`` if the identity is still known and valid (its
@@ -83,27 +129,38 @@ class AwsIdentities:
         try:
             token = await self._tokens.get(handle)
         except EcrError as exc:
-            if exc.status >= 500 or exc.code in THROTTLES:
+            if not refused(exc):
                 raise
+            known = self._pending.get(handle) or self._identities.get(handle)
             log.info("AWS identity %s refused by the upstream: %s",
-                     self._identities[handle].access_key_id, exc.code)
+                     known.access_key_id if known else "?", exc.code)
             await self._forget(handle)
             return False
         except KeyError:  # forgotten while the check was under way
             return False
+        credentials = self._pending.pop(handle, None) or self._identities.get(handle)
+        if credentials is None:
+            return False
+        self._identities[handle] = credentials  # trusted now; its time starts again
         self._expires[handle] = token.expires_at
-        return handle in self._identities
+        return True
 
     async def _fetch(self, handle: object) -> AuthToken:
-        credentials = self._identities[str(handle)]
+        key = str(handle)
+        credentials = self._pending.get(key) or self._identities[key]
         client = await self._clients.client(self._upstream_for(credentials))
         answer = await call(client, "GetAuthorizationToken", self._policy)
         return AuthToken.from_ecr(answer["authorizationData"][0], self._clock())
 
     async def _purge(self) -> None:
+        while self._dropped:  # pushed out of the cache: close their clients
+            await self._close(self._dropped.pop())
         now = self._clock()
         if now < self._next_purge:
             return
+        self._identities.expire()
+        while self._dropped:
+            await self._close(self._dropped.pop())
         self._next_purge = now + PURGE_INTERVAL
         for handle, expires_at in list(self._expires.items()):
             if expires_at <= now:
@@ -111,10 +168,15 @@ class AwsIdentities:
 
     async def _forget(self, handle: str) -> None:
         credentials = self._identities.pop(handle, None)
+        pending = self._pending.pop(handle, None)
         self._expires.pop(handle, None)
         self._tokens.invalidate(handle)
-        if credentials is not None:
-            await self._clients.discard(
-                lambda up: (up.access_key_id, up.secret_access_key, up.session_token)
-                == (credentials.access_key_id, credentials.secret_access_key,
-                    credentials.session_token))
+        for gone in {credentials, pending} - {None}:
+            assert gone is not None
+            await self._close(gone)
+
+    async def _close(self, credentials: Credentials) -> None:
+        await self._clients.discard(
+            lambda up: (up.access_key_id, up.secret_access_key, up.session_token)
+            == (credentials.access_key_id, credentials.secret_access_key,
+                credentials.session_token))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 from typing import Any
 
 import aiohttp
@@ -11,7 +12,7 @@ from botocore import xform_name
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ParamValidationError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError
+from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError, oci_error_for
 from gateway.ecr.retry import RetryPolicy
 from gateway.observability.metrics import UPSTREAM_CALLS, outcome_of, upstream_attempt
 from gateway.observability.tracing import EcrAttemptSpan
@@ -29,6 +30,28 @@ upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVa
 # (botocore wraps most of aiohttp's errors; a body cut short can also surface unwrapped).
 # These, and 5xx answers, are what the circuit breaker counts as the endpoint being down.
 _TRANSIENT = (HTTPClientError, BotoConnectionError, aiohttp.ClientError, OSError, TimeoutError)
+
+
+# botocore's validation report, one problem a line: what is wrong, and with which parameter.
+# Only those two are repeated to the client (the report also quotes the values).
+_PROBLEM = re.compile(r'^(Invalid \w+|Missing required parameter|Unknown parameter)'
+                      r'(?: for parameter | in \S+: "?)([\w.\[\]]+)')
+
+
+def _bad_parameters(exc: ParamValidationError, action: str) -> OciError:
+    """botocore refused the request before sending it: the client asked for something ECR
+    cannot take (a reference or parameter out of ECR's bounds). Never retried."""
+    problems = [m.groups() for m in map(_PROBLEM.match, str(exc.kwargs.get("report", ""))
+                                        .splitlines()) if m]
+    names = {name for _, name in problems}
+    error = oci.NAME_INVALID if "repositoryName" in names else \
+        oci_error_for(action, "InvalidParameterException")
+    if error.status >= 500:
+        error = oci.PARAMETER_INVALID
+    named = "; ".join(f"{what.lower()}: {name}" for what, name in problems) or "invalid input"
+    return OciError(error, {"ecr_action": action,
+                            "parameters": sorted(names)},
+                    message=f"{error.message}: ECR {action} refuses the request ({named})")
 
 
 def _server_fault(exc: BaseException) -> bool:
@@ -104,10 +127,7 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         log.info("ECR %s answered %s: %s", action, code, error.get("Message", ""))
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
     except ParamValidationError as exc:
-        # botocore refused a value before sending it: the request's, so a 4xx; retrying or
-        # waiting cannot help. (Its text may quote the values: not passed on.)
-        raise OciError(oci.REQUEST_INVALID, {"ecr_action": action},
-                       message="ECR does not accept a value of this request") from exc
+        raise _bad_parameters(exc, action) from exc
     except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
                        message=f"upstream ECR unreachable: {type(exc).__name__}",

@@ -84,6 +84,10 @@ class ClientFactory:
                 self._clients[upstream] = client
         return client
 
+    def __len__(self) -> int:
+        """How many clients are open."""
+        return len(self._clients)
+
     async def discard(self, which: Callable[[Upstream], bool]) -> int:
         """Close the clients of the upstreams ``which`` selects (an identity that expired)."""
         chosen = [upstream for upstream in self._clients if which(upstream)]

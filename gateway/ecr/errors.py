@@ -1,8 +1,10 @@
-"""The one table from ECR exceptions to OCI errors.
+"""The one table from ECR exceptions to OCI errors, per action.
 
-Some ECR exceptions mean different things depending on the action that raised them (a
-missing layer is BLOB_UNKNOWN on a read but MANIFEST_BLOB_UNKNOWN on PutImage), so the
-table is keyed by exception name with optional per-action entries.
+An ECR exception means different things depending on the action that raised it: an
+InvalidParameterException is an invalid manifest on PutImage but an invalid blob upload on
+UploadLayerPart, a missing layer is BLOB_UNKNOWN on a read but MANIFEST_BLOB_UNKNOWN on
+PutImage. Each action belongs to the OCI operation it serves; the table is keyed by
+(exception, operation), with a fallback per exception for what means the same everywhere.
 """
 
 from __future__ import annotations
@@ -13,12 +15,33 @@ from typing import Any
 from gateway.oci import errors as oci
 from gateway.oci.errors import ErrorCode, OciError
 
-_BY_ACTION: dict[tuple[str, str], ErrorCode] = {
-    ("LayersNotFoundException", "PutImage"): oci.MANIFEST_BLOB_UNKNOWN,
-    ("ReferencedImagesNotFoundException", "PutImage"): oci.MANIFEST_BLOB_UNKNOWN,
-    ("InvalidParameterException", "PutImage"): oci.MANIFEST_INVALID,
-    ("LimitExceededException", "PutImage"): oci.MANIFEST_INVALID,
-    ("ImageNotFoundException", "BatchDeleteImage"): oci.MANIFEST_UNKNOWN,
+# The OCI operation each ECR action serves (actions not listed: "other").
+_OPERATION = {
+    "InitiateLayerUpload": "upload", "UploadLayerPart": "upload",
+    "CompleteLayerUpload": "upload",
+    "BatchCheckLayerAvailability": "blob", "GetDownloadUrlForLayer": "blob",
+    "PutImage": "manifest_put",
+    "BatchGetImage": "manifest", "DescribeImages": "manifest", "BatchDeleteImage": "manifest",
+    "ListImages": "listing", "DescribeImageTags": "listing",
+    "DescribeRepositories": "listing", "ListImageReferrers": "referrers",
+}
+
+# A request ECR found malformed, by operation (also botocore's own ParamValidationError).
+_INVALID_REQUEST = {
+    "upload": oci.BLOB_UPLOAD_INVALID,
+    "blob": oci.DIGEST_INVALID,  # the layer digests are the only free-form parameter
+    "manifest_put": oci.MANIFEST_INVALID,
+    "listing": oci.PAGINATION_INVALID,
+}
+
+_BY_OPERATION: dict[tuple[str, str], ErrorCode] = {
+    **{("InvalidParameterException", op): code for op, code in _INVALID_REQUEST.items()},
+    **{("ValidationException", op): code for op, code in _INVALID_REQUEST.items()},
+    ("LayersNotFoundException", "manifest_put"): oci.MANIFEST_BLOB_UNKNOWN,
+    ("ReferencedImagesNotFoundException", "manifest_put"): oci.MANIFEST_BLOB_UNKNOWN,
+    ("LimitExceededException", "manifest_put"): oci.MANIFEST_INVALID,  # e.g. too many layers
+    ("LimitExceededException", "upload"): oci.BLOB_UPLOAD_INVALID,  # too many parts or bytes
+    ("ImageNotFoundException", "manifest"): oci.MANIFEST_UNKNOWN,
 }
 
 _BY_CODE: dict[str, ErrorCode] = {
@@ -35,8 +58,8 @@ _BY_CODE: dict[str, ErrorCode] = {
     "EmptyUploadException": oci.BLOB_UPLOAD_INVALID,
     "ImageTagAlreadyExistsException": oci.TAG_IMMUTABLE,
     "ReferencedImagesNotFoundException": oci.MANIFEST_BLOB_UNKNOWN,
-    "InvalidParameterException": oci.MANIFEST_INVALID,
-    "ValidationException": oci.MANIFEST_INVALID,
+    "InvalidParameterException": oci.PARAMETER_INVALID,
+    "ValidationException": oci.PARAMETER_INVALID,
     "InvalidTagParameterException": oci.TAG_INVALID,
     "LimitExceededException": oci.DENIED,
     "AccessDeniedException": oci.DENIED,
@@ -48,6 +71,13 @@ _BY_CODE: dict[str, ErrorCode] = {
     "ServiceUnavailableException": oci.UNAVAILABLE,
     "InternalFailure": oci.UNAVAILABLE,
 }
+
+
+def oci_error_for(action: str, code: str) -> ErrorCode:
+    """The OCI error an ECR exception ``code`` stands for when ``action`` raised it."""
+    operation = _OPERATION.get(action, "other")
+    return _BY_OPERATION.get((code, operation)) or _BY_CODE.get(code, oci.UPSTREAM_ERROR)
+
 
 THROTTLES = frozenset({"ThrottlingException", "TooManyRequestsException", "Throttling",
                        "RequestLimitExceeded", "SlowDown"})
@@ -71,7 +101,7 @@ class EcrError(OciError):
     """An ECR API exception, already mapped to its OCI error; ``code`` keeps ECR's name."""
 
     def __init__(self, action: str, code: str, message: str, response: dict[str, Any]) -> None:
-        error = _BY_ACTION.get((code, action)) or _BY_CODE.get(code, oci.UPSTREAM_ERROR)
+        error = oci_error_for(action, code)
         headers = {"Retry-After": "1"} if error.status in (429, 503) else None
         super().__init__(error, {"ecr_action": action, "ecr_error": code},
                          message=f"{error.message}: {scrub(message)}" if message else None,

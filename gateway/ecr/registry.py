@@ -22,6 +22,7 @@ from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
+from gateway.ecr.listings import Listings, catalog_key, tags_key
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
@@ -57,6 +58,7 @@ class EcrRegistry:
         self._http = http
         # Pull path: answers cached per ECR repository, identical misses made once.
         self.caches = PullCaches(cache or CacheConfig())
+        self.listings = Listings.for_config(cache or CacheConfig())  # tags and catalog pages
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
@@ -85,6 +87,7 @@ class EcrRegistry:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
+        # Checked after routing: prefixes can make a name too long, or a valid one of its own.
         return target.check_name()
 
     async def _client(self, target: Target) -> Any:
@@ -110,6 +113,7 @@ class EcrRegistry:
                 "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
         try:
             await self._call(target, "CreateRepository", **params)
+            self.listings.forget_catalogs()
             log.info("created repository %s (%s)", target.repository, target.route.upstream_kind)
         except EcrError as exc:
             if exc.code != "RepositoryAlreadyExistsException":
@@ -327,6 +331,7 @@ class EcrRegistry:
             params["imageDigest"] = reference
         else:
             params["imageTag"] = reference
+        await self._check_references(target, parsed)
         try:
             await self._creating(target, "PutImage", **params)
         except EcrError as exc:
@@ -336,12 +341,99 @@ class EcrRegistry:
                 raise
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
+        if not is_digest(reference):
+            self.listings.add(tags_key(target), reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
             await self._update_catalog(name, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
         # which takes long enough to stall every other request if done on the event loop.
         await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
         return digest
+
+    async def _check_references(self, target: Target, parsed: ParsedManifest) -> None:
+        """Every descriptor of the manifest names what the repository holds, at its size.
+
+        Blob sizes come from what this gateway learned (its own uploads, HEAD answers, images
+        it served): a push through it costs no extra call. Others take one
+        BatchCheckLayerAvailability for all of them. Index children are manifests: checked
+        against the manifest cache (children pushed just before through this gateway), else
+        with one BatchGetImage for the rest. A subject need not exist (distribution-spec).
+        """
+        fields = ["config", *(f"layers[{i}]" for i in range(len(parsed.blobs) - 1))]
+        fields = fields[:len(parsed.blobs)]  # an index has none
+        sizes = await self._blob_sizes(target, [blob.digest for blob in parsed.blobs])
+        for where, blob in zip(fields, parsed.blobs, strict=True):
+            _check_stored(where, blob, sizes.get(blob.digest), None)
+        if parsed.children:
+            stored = await self._stored_manifests(target, [m.digest for m in parsed.children])
+            for i, child in enumerate(parsed.children):
+                found = stored.get(child.digest)
+                _check_stored(f"manifests[{i}]", child,
+                              None if found is None else len(found.body),
+                              None if found is None else found.media_type)
+
+    async def _blob_sizes(self, target: Target, digests: list[str]) -> dict[str, int]:
+        sizes: dict[str, int] = {}
+        unknown = []
+        for digest in dict.fromkeys(digests):
+            known = 0 if digest == EMPTY_SHA256 else self.caches.member_size(target.key, digest)
+            if known is not None:
+                sizes[digest] = known
+            elif digest.startswith("sha256:"):
+                unknown.append(digest)
+        if not unknown:
+            return sizes
+        if self.public.serves(target) and target.route.registry_alias == "":
+            for digest in unknown:
+                size = await self._check_layer(target, digest)
+                if size is not None:
+                    sizes[digest] = size
+            return sizes
+        for start in range(0, len(unknown), 100):  # layerDigests: at most 100 a call
+            try:
+                answer = await self._call(target, "BatchCheckLayerAvailability",
+                                          layerDigests=unknown[start:start + 100])
+            except EcrError as exc:
+                if exc.code == "RepositoryNotFoundException":
+                    return sizes  # a repository this push creates holds nothing yet
+                raise
+            for layer in answer.get("layers", []):
+                if layer.get("layerAvailability") == "AVAILABLE":
+                    size = int(layer.get("layerSize", 0))
+                    sizes[layer["layerDigest"]] = size
+                    self.caches.remember_member(target.key, layer["layerDigest"], size)
+        return sizes
+
+    async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
+        stored: dict[str, Manifest] = {}
+        unknown = []
+        for digest in dict.fromkeys(digests):
+            cached = self.caches.manifest(target.key, digest)
+            if cached is not None:
+                stored[digest] = cached
+            elif digest.startswith("sha256:"):
+                unknown.append(digest)
+        if self.public.serves(target):
+            for digest in unknown:  # ECR Public has no BatchGetImage
+                with contextlib.suppress(OciError):
+                    stored[digest] = await self._fetch_manifest(target, digest)
+            return stored
+        for start in range(0, len(unknown), 100):  # imageIds: at most 100 a call
+            try:
+                answer = await self._call(
+                    target, "BatchGetImage", acceptedMediaTypes=list(MANIFEST_TYPES),
+                    imageIds=[{"imageDigest": d} for d in unknown[start:start + 100]])
+            except EcrError as exc:
+                if exc.code == "RepositoryNotFoundException":
+                    return stored
+                raise
+            for image in answer.get("images", []):
+                body = image["imageManifest"].encode()
+                digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
+                manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
+                stored[digest] = manifest
+                self.caches.remember(target.key, manifest)
+        return stored
 
     async def _update_catalog(self, name: str, target: Target, tag: str, body: bytes,
                               parsed: ParsedManifest) -> None:
@@ -366,10 +458,12 @@ class EcrRegistry:
             self.caches.forget_tag(target.key, reference)
             await self._untag(target, name, reference)
             self.caches.forget_tag(target.key, reference)
+            self.listings.remove(tags_key(target), reference)
             return
         self.caches.forget_manifest(target.key, reference)
         answer = await self._call(target, "BatchDeleteImage",
                                   imageIds=[{"imageDigest": reference}])
+        self.listings.forget(tags_key(target))  # every tag of the image went with it
         _raise_delete_failures(answer, reference)
 
     async def _untag(self, target: Target, name: str, tag: str) -> None:
@@ -405,7 +499,11 @@ class EcrRegistry:
                 return items
 
     async def list_tags(self, name: str) -> list[str]:
+        """Sorted; kept for paging (gateway/ecr/listings.py)."""
         target = self._target(name)
+        return await self.listings.get(tags_key(target), partial(self._read_tags, target))
+
+    async def _read_tags(self, target: Target) -> list[str]:
         if self.public.serves(target):
             try:
                 return await self.public.tags(target)
@@ -421,6 +519,10 @@ class EcrRegistry:
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
     async def list_repositories(self) -> list[str]:
+        """Sorted; kept for paging (gateway/ecr/listings.py)."""
+        return await self.listings.get(catalog_key(), self._read_repositories)
+
+    async def _read_repositories(self) -> list[str]:
         names: set[str] = set()
         seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:
@@ -460,6 +562,25 @@ class EcrRegistry:
         if route.upstream_kind == "ecr-public":
             return self.public.upstream()
         return self._upstream_for(self._router.region_of(route))
+
+
+def _check_stored(where: str, descriptor: Descriptor, size: int | None,
+                  media_type: str | None) -> None:
+    """Refuse a descriptor that does not name what is stored: absent, another size, or (for
+    a manifest) another media type."""
+    detail = {"field": where, "descriptor": descriptor.to_json()}
+    if size is None:
+        raise OciError(oci.MANIFEST_BLOB_UNKNOWN, detail,
+                       message=f"{where} names {descriptor.digest}, which the repository "
+                               "does not hold")
+    if size != descriptor.size:
+        raise OciError(oci.MANIFEST_INVALID, {**detail, "stored_size": size},
+                       message=f"{where} gives size {descriptor.size}; the stored content "
+                               f"has {size} bytes")
+    if media_type and media_type != descriptor.media_type:
+        raise OciError(oci.MANIFEST_INVALID, {**detail, "stored_media_type": media_type},
+                       message=f"{where} gives media type {descriptor.media_type}; the stored "
+                               f"manifest is {media_type}")
 
 
 def _raise_delete_failures(answer: dict[str, Any], reference: str) -> None:

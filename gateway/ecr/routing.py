@@ -21,9 +21,12 @@ from gateway.oci.errors import NAME_INVALID, OciError
 # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]: an ECR registry's own host name.
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
 # What ECR's API takes as a repository name (its model's RepositoryName) beyond the OCI
-# grammar that gateway/oci/names.py already checked: at least 2 characters; ECR Public also
-# at most 205, with single separators only.
+# grammar that gateway/oci/names.py already checked: 2 to 256 characters once routed (a
+# route's repository_prefix counts); ECR Public at most 205, with single separators only.
 _ECR_NAME_MIN = 2
+_ECR_NAME_MAX = 256
+_ECR_NAME = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+                       r"(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 _PUBLIC_NAME_MAX = 205
 _PUBLIC_NAME = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 # ECR Public's registry (routes with upstream_kind ecr-public; see gateway/ecr/public.py).
@@ -63,6 +66,8 @@ class Target:
         fits = len(name) >= _ECR_NAME_MIN
         if self.route.upstream_kind == "ecr-public":
             fits = fits and len(name) <= _PUBLIC_NAME_MAX and bool(_PUBLIC_NAME.match(name))
+        else:  # the prefix and the name each fit the grammar; joined, the length may not
+            fits = fits and len(name) <= _ECR_NAME_MAX and bool(_ECR_NAME.match(name))
         if not fits:
             raise OciError(NAME_INVALID, {"repository": name[:300]},
                            message="ECR cannot hold a repository of this name")

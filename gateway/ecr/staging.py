@@ -2,9 +2,10 @@
 
 ECR only hands out download URLs for layers that some image references, yet clients read a
 blob back right after uploading it (and the OCI conformance workflow does). Every upload is
-spooled here as it streams to ECR; once ECR has verified the digest, the spool becomes
-``blobs/sha256/<hex>`` and can be served until an image references it (then ECR serves it)
-or until the least recently used entries are evicted to stay under ``max_bytes``.
+spooled here as it streams to ECR; once the upload's bytes were checked against the digest,
+the spool becomes ``blobs/sha256/<hex>`` and can be served until an image references it
+(then ECR serves it) or until the least recently used entries are evicted to stay under
+``max_bytes``.
 
 Blobs staged by an earlier run are served only once their bytes have been checked against
 the digest (first read after the start, in a worker thread): the process may have died
@@ -34,16 +35,14 @@ class StagingStore:
         self.empty = root / "empty"
         self.empty.touch()
         # Spools of a previous run continue with their sessions (a restarted gateway resumes
-        # uploads), but the process may have died in the middle of a write: they are checked
-        # against the digest before being kept. Those no upload touched for long are dropped.
-        self._adopted: set[str] = set()
+        # uploads); the process may have died in the middle of a write, which the check
+        # before promotion catches (a new process has no running hash: it hashes the spool).
+        # Those no upload touched for long are dropped.
         horizon = time.time() - spool_max_age
         for leftover in self._spools.iterdir():
             try:
                 if leftover.stat().st_mtime < horizon:
                     leftover.unlink(missing_ok=True)
-                else:
-                    self._adopted.add(leftover.name)
             except FileNotFoundError:
                 pass
         self._unverified = {entry.name for entry in os.scandir(self._blobs)}
@@ -79,24 +78,41 @@ class StagingStore:
         finally:
             os.close(fd)
 
-    def promote(self, upload_id: str, digest: str, size: int, verify: bool = False) -> None:
-        """Keep a finished spool under its digest: upstream-verified, or checked here when
-        ``verify`` (or when the spool comes from a process that died)."""
+    def spool_digest(self, upload_id: str, size: int) -> str | None:
+        """The sha256 digest of a spool holding exactly ``size`` bytes (None: no such spool).
+
+        A pass over the file: only for uploads whose running hash this process lacks."""
+        path = self.spool_path(upload_id)
+        hasher = hashlib.sha256()
+        try:
+            with open(path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size != size:
+                    return None
+                while chunk := handle.read(1 << 20):
+                    hasher.update(chunk)
+        except FileNotFoundError:
+            return None
+        return "sha256:" + hasher.hexdigest()
+
+    def promote(self, upload_id: str, digest: str, size: int, ending: bytes = b"") -> None:
+        """Keep a finished spool under its digest. The caller has checked that the upload's
+        bytes hash to ``digest``; the spool holds them if it has ``size`` bytes and ends with
+        ``ending`` (the session's tail, which another process may have received)."""
         path = self.spool_path(upload_id)
         try:
-            if path.stat().st_size != size or (
-                    (verify or upload_id in self._adopted) and not _has_digest(path, digest)):
-                path.unlink(missing_ok=True)
-                return
+            with open(path, "rb") as handle:
+                held = os.fstat(handle.fileno()).st_size
+                handle.seek(max(0, held - len(ending)))
+                if held != size or handle.read() != ending:
+                    path.unlink(missing_ok=True)
+                    return
         except FileNotFoundError:
             return
-        finally:
-            self._adopted.discard(upload_id)
         os.replace(path, self.blob_path(digest))
+        self._unverified.discard(digest.split(":", 1)[1])  # checked just now
         self._evict()
 
     def discard(self, upload_id: str) -> None:
-        self._adopted.discard(upload_id)
         self.spool_path(upload_id).unlink(missing_ok=True)
 
     def blob_path(self, digest: str) -> Path:

@@ -3,16 +3,27 @@
 Bytes are buffered only up to one part (ECR's ``partSize``, 10 MiB by default) per request,
 and at most one part is in flight while the next fills. At the end of a request, what is
 left is sent as a part if it is at least ECR's 5 MiB minimum; otherwise it waits in the
-session store as the tail, because only the final part of a layer may be smaller.
+session store as the tail, because only the final part of a layer may be smaller. The tail
+never exceeds one part: when parts fail to reach ECR, the session keeps at most one part of
+them and reports the rest as not received (the client continues from the upload's Range).
+
+The gateway checks every upload's digest itself (ECR does not when it already holds a layer
+with that digest): each part is hashed as it is prepared, and the sha256 state of the bytes
+ECR has stored is kept in this process's memory. A hash object cannot be saved with the
+session, so an upload that continues in another process (another replica, a restart) has no
+running hash there; it is then hashed from the staged copy if that holds every byte, and
+otherwise only ECR's own check at CompleteLayerUpload can vouch for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -38,6 +49,8 @@ MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
 # holds at once over all uploads; each upload also fills at most one part. This bounds
 # memory under many concurrent uploads: about (uploads + PARTS_IN_MEMORY) x part size.
 PARTS_IN_MEMORY = 8
+# Uploads whose running hash the process keeps; one it forgot is checked from its staged copy.
+RUNNING_HASHES = 10_000
 
 # A client that goes away mid-body surfaces as one of these while the body is read.
 _CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
@@ -109,6 +122,14 @@ class _Place:
             self._semaphore.release()
 
 
+def _extended(state: Any, chunks: Sequence[bytes | bytearray | memoryview]) -> Any:
+    """A copy of a sha256 state, fed ``chunks`` (blocking: run in a worker thread)."""
+    hasher = state.copy()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher
+
+
 def _skip(chunks: list[bytes | bytearray | memoryview], count: int) -> list[memoryview]:
     """The chunks' bytes from offset ``count`` on, as views (nothing copied)."""
     views = []
@@ -130,6 +151,24 @@ class UploadManager:
         self._policy = policy
         self._client_for = client_for
         self._parts = asyncio.Semaphore(PARTS_IN_MEMORY)
+        # upload id -> (bytes hashed, sha256 state): the bytes ECR has stored for the upload.
+        self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+
+    def _hash_at(self, upload_id: str, position: int) -> Any | None:
+        """The sha256 state of an upload's first ``position`` bytes, if this process has it."""
+        if position == 0:
+            return hashlib.sha256()
+        known = self._hashes.get(upload_id)
+        if known is None or known[0] != position:
+            return None
+        self._hashes.move_to_end(upload_id)
+        return known[1]
+
+    def _hashed(self, upload_id: str, position: int, state: Any) -> None:
+        self._hashes[upload_id] = (position, state)
+        self._hashes.move_to_end(upload_id)
+        while len(self._hashes) > RUNNING_HASHES:
+            self._hashes.popitem(last=False)
 
     async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         client = await self._client_for(target)
@@ -232,9 +271,30 @@ class UploadManager:
         next_first = session.committed
         cut: list[EncodedPart] = []  # parts taken from ``pending`` that ECR has not stored
         places: dict[EncodedPart, _Place] = {}  # each cut part's place until it is freed
+        # The sha256 state after each cut part's last byte (absent: unknown to this process).
+        states: dict[EncodedPart | None, Any] = {}
+        start_state = self._hash_at(session.id, session.committed)
+        if start_state is not None:
+            states[None] = start_state
+        last_cut: list[EncodedPart | None] = [None]  # the part cut before the next one
         preparing: asyncio.Task[None] | None = None
         in_flight: asyncio.Task[None] | None = None
         failure: BaseException | None = None
+
+        async def prepare(part: EncodedPart, first: int, new_from: int,
+                          previous: asyncio.Task[None] | None,
+                          before: EncodedPart | None) -> None:
+            if previous is not None:
+                await asyncio.wait([previous])  # the part before is hashed (and staged)
+            hashing = None
+            if before in states:
+                hashing = asyncio.ensure_future(asyncio.to_thread(_extended, states[before],
+                                                                  part.chunks))
+            try:
+                await self._prepare(session, part, first, new_from, None)
+            finally:
+                if hashing is not None:
+                    states[part] = await hashing
 
         async def cut_part(count: int) -> tuple[EncodedPart, asyncio.Task[None]]:
             nonlocal next_first, staged, preparing
@@ -243,9 +303,10 @@ class UploadManager:
                 **target.ids(), "uploadId": session.ecr_upload_id,
                 "partFirstByte": next_first, "partLastByte": next_first + count - 1})
             places[part] = _Place(self._parts)
+            before, last_cut[0] = last_cut[0], part
             cut.append(part)
-            preparing = asyncio.create_task(self._prepare(
-                session, part, next_first, max(0, staged - next_first), preparing))
+            preparing = asyncio.create_task(prepare(
+                part, next_first, max(0, staged - next_first), preparing, before))
             next_first += count
             staged = max(staged, next_first)
             return part, preparing
@@ -257,6 +318,8 @@ class UploadManager:
                 await prepared
                 await self._send_part(target, session, part)
                 cut.remove(part)
+                if part in states:
+                    self._hashed(session.id, session.committed, states[part])
             finally:
                 places.pop(part).free()
 
@@ -280,9 +343,11 @@ class UploadManager:
                 await in_flight
             except BaseException as exc:
                 failure = failure or exc
-        if failure is None and pending.size >= MIN_PART:
+        # What is left goes up if it may be a part (in parts of at most ``size``: a tail
+        # carried over from an earlier request is cut again here).
+        while failure is None and pending.size >= MIN_PART:
             try:
-                await send(*await cut_part(pending.size))
+                await send(*await cut_part(min(pending.size, size)))
             except BaseException as exc:
                 failure = exc
         if preparing is not None:
@@ -300,6 +365,15 @@ class UploadManager:
             session.committed = failure.upstream_next
             session.received = max(session.received, session.committed)
             log.info("upload %s realigned with ECR at %d", session.id, session.committed)
+        if len(rest) > size:
+            # Parts that did not reach ECR: the session keeps one part of them as its tail
+            # (the next request, or the completion, must be able to send it), the rest counts
+            # as not received and the client sends it again from the upload's Range.
+            log.info("upload %s keeps %d of %d bytes not stored upstream", session.id, size,
+                     len(rest))
+            rest = rest[:size]
+            session.received = session.committed + size
+        if isinstance(failure, _OutOfStep):
             failure = OciError(oci.UNAVAILABLE, {"upload": session.id},
                                message="upload realigned with ECR; continue from Range",
                                headers={"Retry-After": "0",
@@ -314,7 +388,8 @@ class UploadManager:
 
     async def finish(self, name: str, upload_id: str, target: Target,
                      digest: str) -> int | None:
-        """Complete the layer; returns its size when ECR verified it as this upload's bytes."""
+        """Complete the layer; returns its size once its bytes were checked against
+        ``digest`` (None for the empty blob, which ECR never holds)."""
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
             if not digest.startswith("sha256:"):
@@ -327,11 +402,21 @@ class UploadManager:
                     raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                    message="digest does not match the (empty) content")
                 return None  # the empty blob is answered by the gateway itself
-            verified = True
+            tail = await self._store.tail(upload_id)
+            computed = await self._content_digest(session, tail)
+            if computed is not None and computed != digest:
+                # Refused before anything more goes upstream: ECR's upload is left to expire
+                # unfinished, whether or not the repository holds a layer with this digest.
+                await self._abandon(session)
+                raise OciError(oci.DIGEST_INVALID, {"digest": digest, "computed": computed},
+                               message="provided digest did not match uploaded content")
+            upstream_checked = True
             try:
-                tail = await self._store.tail(upload_id)
+                # One part, unless the record comes from a version that kept longer tails.
+                for start in range(0, len(tail), session.part_size):
+                    await self._send_part(target, session,
+                                          tail[start:start + session.part_size], final=True)
                 if tail:
-                    await self._send_part(target, session, tail, final=True)
                     await self._store.save(session, b"")
                 await self._call(target, "CompleteLayerUpload",
                                  uploadId=session.ecr_upload_id, layerDigests=[digest])
@@ -339,21 +424,48 @@ class UploadManager:
                 if exc.code == "UploadNotFoundException" and \
                         await self._landed(target, digest, session.received):
                     # Completed by an earlier attempt whose answer was lost (or by a process
-                    # that died before it could record it): the layer is there.
+                    # that died before it could record it): the layer is there. That attempt
+                    # may have been answered LayerAlreadyExists, so ECR vouches for nothing.
                     log.info("upload %s was already complete as %s", session.id, digest)
-                elif exc.code != "LayerAlreadyExistsException":
+                    upstream_checked = False
+                elif exc.code == "LayerAlreadyExistsException":
+                    upstream_checked = False  # ECR answers this before hashing anything
+                else:
                     if exc.code in ("InvalidLayerException", "UploadNotFoundException",
                                     "EmptyUploadException", "LayerPartTooSmallException"):
                         await self._abandon(session)
                     raise
-                else:
-                    verified = False
-            # Bytes ECR did not verify (it already had the layer) are kept only if they hash
-            # to the digest: a staged blob is served as that digest.
-            await asyncio.to_thread(self._staging.promote, session.id, digest, session.received,
-                                    verify=not verified)
+            if computed is None and not upstream_checked:
+                # Neither this process (the upload came from another one and left no staged
+                # copy here) nor ECR checked these bytes: a 201 would vouch for content nobody
+                # hashed. The repository does hold the digest, so a client that checks
+                # with HEAD (as docker does before pushing again) finds it.
+                await self._abandon(session)
+                raise OciError(oci.BLOB_UPLOAD_INVALID, {"digest": digest, "upload": upload_id},
+                               message="upload content could not be verified against the "
+                                       "digest; the repository already holds that digest")
+            if computed is not None:
+                # The running hash covered the very chunks the spool was written from, the
+                # tail is compared (or the spool itself was hashed): it may be served as this
+                # digest.
+                await asyncio.to_thread(self._staging.promote, session.id, digest,
+                                        session.received, tail)
+            else:
+                await asyncio.to_thread(self._staging.discard, session.id)
+            self._hashes.pop(session.id, None)
             await self._store.delete(session.id)
-            return session.received if verified else None
+            return session.received
+
+    async def _content_digest(self, session: UploadSession, tail: bytes) -> str | None:
+        """The digest of everything the upload received, when this process can tell: the
+        running hash of what ECR stored plus the tail, else a hash of the staged copy."""
+        state = self._hash_at(session.id, session.committed)
+        if state is not None and session.committed + len(tail) == session.received:
+            hasher = await asyncio.to_thread(_extended, state, [tail])
+            return f"sha256:{hasher.hexdigest()}"
+        log.info("upload %s has no running hash here: hashing its staged copy", session.id)
+        return await asyncio.to_thread(self._staging.spool_digest, session.id,
+                                       session.received)
 
     async def _landed(self, target: Target, digest: str, size: int) -> bool:
         """Whether the repository holds ``digest`` with ``size`` bytes."""
@@ -362,6 +474,7 @@ class UploadManager:
                    and layer.get("layerSize") == size for layer in answer.get("layers", []))
 
     async def _abandon(self, session: UploadSession) -> None:
+        self._hashes.pop(session.id, None)
         await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)
 

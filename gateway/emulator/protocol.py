@@ -4,9 +4,11 @@ Two services share the route: ECR (``AmazonEC2ContainerRegistry_V20150921.<Actio
 ECR Public (``SpencerFrontendService.<Action>``, handlers registered with
 ``@action(name, service="ecr-public")``, run on the ECR Public registry's own state; their
 request-log and fault names are ``ecr-public:<Action>``).
-A request is signed with SigV4; the emulator does not verify signatures but reads the access
-key id and region from the credential scope, and applies the per-key rules of access.py and
-the repository policies of repository_policy.py.
+A request is signed with SigV4. With credentials (``VERIFIER`` set, see sigv4.py) the
+signature is verified as AWS does, the body's hash computed while the body streams in and
+checked before the action runs; without, any key is accepted and only read from the
+credential scope. Then the per-key rules of access.py and the repository policies of
+repository_policy.py apply.
 Errors travel as ``{"__type": name, "message": ...}`` with the HTTP status AWS uses, which is
 what botocore turns into ``client.exceptions.<name>``.
 """
@@ -25,7 +27,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.emulator import access, faults, jsonbody, repository_policy, validation
+from gateway.emulator import (
+    access,
+    faults,
+    jsonbody,
+    repository_policy,
+    sigv4,
+    throttle,
+    validation,
+)
 from gateway.emulator.errors import AwsError, server_error
 from gateway.emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
 
@@ -38,6 +48,7 @@ CONTENT_TYPE = "application/x-amz-json-1.1"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 Json = dict[str, Any]
+VERIFIER = web.AppKey("emulator_sigv4_verifier", sigv4.Verifier)  # absent: any key is accepted
 
 
 @dataclass(frozen=True)
@@ -109,8 +120,10 @@ def action(name: str, service: str = "ecr") -> Callable[[Handler], Handler]:
     return register
 
 
-async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
-    """The body's chunks as they arrive, refusing more than MAX_REQUEST_BYTES."""
+async def _chunks(request: web.Request,
+                  pending: sigv4.Pending | None = None) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive (hashed for the signature check), refusing more than
+    MAX_REQUEST_BYTES."""
     length = request.content_length
     if length is not None and length > MAX_REQUEST_BYTES:
         raise AwsError("RequestEntityTooLargeException",
@@ -121,17 +134,45 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
         if received > MAX_REQUEST_BYTES:
             raise AwsError("RequestEntityTooLargeException",
                            f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
+        if pending is not None:
+            pending.update(chunk)
         yield chunk
 
 
-async def read_params(request: web.Request, spec: ActionSpec) -> Json:
-    """The decoded JSON input; a blob member (a layer part) arrives as a bytearray."""
+async def read_params(request: web.Request, spec: ActionSpec,
+                      pending: sigv4.Pending | None = None) -> Json:
+    """The decoded JSON input; a blob member (a layer part) arrives as a bytearray. With
+    ``pending``, the signature is checked once the last byte arrived, before anything else
+    (a malformed body of a badly signed request is a signature error, as on AWS)."""
     blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
+    chunks = _chunks(request, pending)
     try:
-        return await jsonbody.parse(_chunks(request), blob, request.content_length or 0)
+        params = await jsonbody.parse(chunks, blob, request.content_length or 0)
     except jsonbody.BodyError as exc:
-        raise validation.input_error(spec.operation, f"Malformed request: {exc}",
-                                     spec.service) from None
+        error = validation.input_error(spec.operation, f"Malformed request: {exc}",
+                                       spec.service)
+        if pending is not None:
+            async for _ in chunks:
+                pass
+            pending.finish()
+        raise error from None
+    if pending is not None:
+        pending.finish()
+    return params
+
+
+def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
+    """Who signed the request; with a verifier, also the check its body must still pass."""
+    verifier = request.app.get(VERIFIER)
+    if verifier is None:
+        return parse_identity(request), None
+    public = request.headers.get("X-Amz-Target", "").startswith(PUBLIC_TARGET_PREFIX)
+    service = "ecr-public" if public else "ecr"
+    # One emulator stands for every regional endpoint (a gateway routes ECR hosts of other
+    # regions to it; ECR Public answers UnsupportedCommandException outside us-east-1), so
+    # the scope must name a region, not this one.
+    pending = verifier.begin(request, service=service, region=None)
+    return Identity(pending.scope.access_key_id, pending.scope.region, service), pending
 
 
 def base_url(request: web.Request, public_url: str | None) -> str:
@@ -148,10 +189,20 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     request_id = str(uuid.uuid4())
     plan: faults.Plan | None = None
     try:
-        identity = parse_identity(request)
+        identity, pending = authenticate(request)
         request["identity"] = identity  # who signed it, for any middleware
-        spec = _lookup(request.headers.get("X-Amz-Target", ""))
-        params = await read_params(request, spec)
+        try:
+            spec = _lookup(request.headers.get("X-Amz-Target", ""))
+        except AwsError:
+            if pending is not None:  # AWS authenticates before it looks at the operation
+                async for _ in _chunks(request, pending):
+                    pass
+                pending.finish()
+            raise
+        params = await read_params(request, spec, pending)
+        throttles = request.app.get(throttle.KEY)
+        if throttles is not None:
+            throttles.check(spec.name)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.operation, params, spec.service)

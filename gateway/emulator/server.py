@@ -3,6 +3,7 @@
 Routes:
   POST /                           the ECR API (AWS JSON 1.1; the action in X-Amz-Target)
   GET  /_emulator/layers/{digest}  presigned layer downloads (see downloads.py)
+  (the /_emulator/ control routes below but health need --admin, see admin.py)
   GET  /_emulator/requests         the request log as {"requests": [...]} (?action= filters)
   DELETE /_emulator/requests       empties the in-memory view of the log
   GET  /_emulator/health           {"status": "ok", "accountId": ..., "region": ...}
@@ -27,11 +28,15 @@ from aiohttp import web
 from gateway.emulator import (
     access,
     actions,  # noqa: F401  (importing registers the handlers)
+    admin,
     downloads,
     expiry,
     protocol,
     public,
+    sigv4,
+    throttle,
 )
+from gateway.emulator.credentials import CredentialStore
 from gateway.emulator.faults import Faults
 from gateway.emulator.settings import Settings
 from gateway.emulator.state import STATE_KEY, EmulatorState
@@ -47,16 +52,28 @@ DEFAULT_REGION = "us-east-1"
 def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
                region: str = DEFAULT_REGION, public_url: str | None = None,
                settings: Settings | None = None,
-               policies: access.Policies | None = None) -> web.Application:
+               policies: access.Policies | None = None,
+               credentials: CredentialStore | None = None,
+               admin_enabled: bool = False,
+               throttles: throttle.Throttles | None = None) -> web.Application:
     """The emulator as an aiohttp application storing everything under ``data_dir``.
 
     ``public_url`` is the base of the URLs the emulator hands out (proxyEndpoint, download
-    URLs); by default each request's own scheme and Host are used.
+    URLs); by default each request's own scheme and Host are used. With ``credentials``
+    every API call must be signed with one of them (sigv4.py); ``admin_enabled`` turns the
+    control endpoints on (admin.py).
     """
-    app = web.Application(client_max_size=protocol.MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=protocol.MAX_REQUEST_BYTES,
+                          middlewares=[admin.guard])
     state = EmulatorState(Path(data_dir), account_id=account_id, region=region,
                           public_url=public_url, settings=settings or Settings())
     app[STATE_KEY] = state
+    app[admin.ENABLED] = admin_enabled
+    app[admin.REGION] = region
+    if credentials is not None:
+        app[protocol.VERIFIER] = app[admin.VERIFIER] = sigv4.Verifier(credentials)
+    if throttles is not None:
+        app[throttle.KEY] = throttles
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.start()
@@ -121,10 +138,14 @@ async def _health(request: web.Request) -> web.Response:
 async def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                 account_id: str = DEFAULT_ACCOUNT_ID, region: str = DEFAULT_REGION,
                 public_url: str | None = None, settings: Settings | None = None,
-                policies: access.Policies | None = None) -> AsyncIterator[str]:
+                policies: access.Policies | None = None,
+                credentials: CredentialStore | None = None,
+                admin_enabled: bool = False,
+                throttles: throttle.Throttles | None = None) -> AsyncIterator[str]:
     """Run the emulator on ``host:port`` (0: any free port) and yield its base URL."""
     app = create_app(data_dir, account_id=account_id, region=region, public_url=public_url,
-                     settings=settings, policies=policies)
+                     settings=settings, policies=policies, credentials=credentials,
+                     admin_enabled=admin_enabled, throttles=throttles)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -153,12 +174,25 @@ def run_from_args(args: argparse.Namespace) -> int:
         Faults.from_env()  # a malformed ECR_EMULATOR_FAULTS is refused here, with exit code 2
         policy_file = getattr(args, "policy_file", None)
         policies = access.Policies.from_file(policy_file) if policy_file else None
+        credentials_file = getattr(args, "credentials", None)
+        credentials = CredentialStore.from_file(credentials_file) if credentials_file else None
+        throttle_file = getattr(args, "throttle", None)
+        throttles = (throttle.Throttles.parse(Path(throttle_file).read_text(), throttle_file)
+                     if throttle_file else throttle.Throttles.from_env())
     except (ValueError, OSError) as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 2
+    admin_enabled = bool(getattr(args, "admin", False))
+    if credentials is None:
+        log.warning("no --credentials: every access key and secret is accepted, signatures "
+                    "are not checked%s", " and the control endpoints are open to anyone"
+                    if admin_enabled else "")
+    else:
+        log.info("SigV4 verified against %d access keys from %s", len(credentials),
+                 credentials.path)
     try:
         asyncio.run(_run(Path(args.data_dir), host, port, args.account_id, args.region, settings,
-                         policies))
+                         policies, credentials, admin_enabled, throttles))
     except OSError as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 1
@@ -166,13 +200,16 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 async def _run(data_dir: Path, host: str, port: int, account_id: str, region: str,
-               settings: Settings, policies: access.Policies | None = None) -> None:
+               settings: Settings, policies: access.Policies | None = None,
+               credentials: CredentialStore | None = None, admin_enabled: bool = False,
+               throttles: throttle.Throttles | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with serve(data_dir, host=host, port=port, account_id=account_id, region=region,
-                     settings=settings, policies=policies) as url:
+                     settings=settings, policies=policies, credentials=credentials,
+                     admin_enabled=admin_enabled, throttles=throttles) as url:
         print(f"ECR emulator listening on {url}", flush=True)
         await stop.wait()
     log.info("ECR emulator stopped")

@@ -90,9 +90,11 @@ class Registry(Protocol):
 
     async def delete_manifest(self, name: str, reference: str) -> None: ...
 
-    async def list_tags(self, name: str) -> list[str]: ...
+    async def list_tags(self, name: str) -> list[str]:
+        """Lexically sorted, without duplicates; the caller does not change it."""
 
-    async def list_repositories(self) -> list[str]: ...
+    async def list_repositories(self) -> list[str]:
+        """Lexically sorted, without duplicates; the caller does not change it."""
 
     async def referrers(
         self, name: str, digest: str, artifact_type: str | None

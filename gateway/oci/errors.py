@@ -47,6 +47,8 @@ TOO_LARGE = ErrorCode("SIZE_INVALID", "request too large", 413)
 # The spec's UNSUPPORTED covers "an invalid set of parameters": a request the HTTP layer
 # could not make sense of (broken request line, bad headers).
 REQUEST_INVALID = ErrorCode("UNSUPPORTED", "malformed HTTP request", 400)
+# ...and a request whose parameters the storage refused as malformed.
+PARAMETER_INVALID = ErrorCode("UNSUPPORTED", "invalid request parameter", 400)
 
 
 class OciError(Exception):

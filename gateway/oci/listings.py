@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -14,8 +15,11 @@ from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import OCI_INDEX
 
 
-def _page(request: web.Request, items: list[str], path: str) -> tuple[list[str], dict[str, str]]:
-    """Apply `last` and `n` to a lexically sorted list; add a Link header when more remain."""
+def _page(request: web.Request, items: list[str], path: str,
+          visible: Callable[[str], bool] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Apply `last` and `n` to a lexically sorted list; add a Link header when more remain.
+    Only items ``visible`` keeps are shown, tested from `last` on until the page is full, so
+    a page of a long list costs a bisect and about `n` tests, not a pass over the list."""
     limit = settings(request).max_page_size
     raw_n, last = request.query.get("n"), request.query.get("last")
     n: int | None = None
@@ -26,28 +30,42 @@ def _page(request: web.Request, items: list[str], path: str) -> tuple[list[str],
     elif settings(request).default_page_size:
         n = settings(request).default_page_size
     start = bisect.bisect_right(items, last) if last else 0
-    if n is None:
+    if visible is not None:
+        page, more = _visible_page(items, start, n, visible)
+    elif n is None:
         return items[start:], {}
-    page = items[start:start + n]
+    else:
+        page, more = items[start:start + n], start + n < len(items)
     headers = {}
-    if page and start + n < len(items):
+    if page and more and n is not None:
         query = urlencode({"n": n, "last": page[-1]})
         headers["Link"] = f'<{path}?{query}>; rel="next"'
     return page, headers
 
 
+def _visible_page(items: list[str], start: int, n: int | None,
+                  visible: Callable[[str], bool]) -> tuple[list[str], bool]:
+    """Up to ``n`` visible items from ``start`` on, and whether another visible one follows."""
+    page: list[str] = []
+    for index in range(start, len(items)):
+        if visible(items[index]):
+            if n is not None and len(page) >= n:
+                return page, True
+            page.append(items[index])
+    return page, False
+
+
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
-    tags = sorted(await registry(request).list_tags(name))
+    tags = await registry(request).list_tags(name)  # sorted by the backend
     page, headers = _page(request, tags, f"/v2/{name}/tags/list")
     return web.json_response({"name": name, "tags": page}, headers=headers)
 
 
 async def catalog(request: web.Request) -> web.StreamResponse:
-    names = sorted(await registry(request).list_repositories())
-    visible = request.app.get(CATALOG_FILTER)
-    if visible is not None:
-        names = [name for name in names if visible(request, name)]
-    page, headers = _page(request, names, "/v2/_catalog")
+    names = await registry(request).list_repositories()  # sorted by the backend
+    allowed = request.app.get(CATALOG_FILTER)
+    visible = None if allowed is None else (lambda name: allowed(request, name))
+    page, headers = _page(request, names, "/v2/_catalog", visible)
     return web.json_response({"repositories": page}, headers=headers)
 
 

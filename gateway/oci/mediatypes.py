@@ -125,8 +125,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise _invalid(f"Content-Type {content_type} does not match mediaType {declared}")
     media_type = declared or content_type
     if media_type is None:
-        # OCI manifests may omit mediaType; infer from shape as the image-spec allows.
-        media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST
+        # OCI manifests may omit mediaType; then the request's Content-Type is the only
+        # statement of what the document is (ECR stores it with the manifest).
+        raise _invalid("media type unknown: set mediaType or Content-Type")
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         return ParsedManifest(media_type)
     if media_type not in MANIFEST_TYPES:
@@ -135,11 +136,15 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise _invalid("schemaVersion must be 2")
     parsed = ParsedManifest(media_type)
     if media_type in INDEX_TYPES:
+        if "config" in doc or "layers" in doc:
+            raise _invalid(f"an index ({media_type}) has no config or layers")
         manifests = doc.get("manifests")
         if not isinstance(manifests, list):
             raise _invalid("manifests must be a list")
         parsed.children = [_descriptor(m, f"manifests[{i}]") for i, m in enumerate(manifests)]
     else:
+        if "manifests" in doc:
+            raise _invalid(f"an image manifest ({media_type}) has no manifests list")
         if "config" not in doc:
             raise _invalid("config missing")
         parsed.blobs.append(_descriptor(doc["config"], "config"))
@@ -147,6 +152,10 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         if not isinstance(layers, list):
             raise _invalid("layers must be a list")
         parsed.blobs += [_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers)]
+        for i, blob in enumerate(parsed.blobs):
+            if blob.media_type in MANIFEST_TYPES:  # config and layers are blobs
+                where = "config" if i == 0 else f"layers[{i - 1}]"
+                raise _invalid(f"{where}.mediaType {blob.media_type} is a manifest type")
     if doc.get("subject") is not None:
         parsed.subject = _descriptor(doc["subject"], "subject")
     artifact_type = doc.get("artifactType")

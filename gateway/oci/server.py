@@ -15,7 +15,7 @@ import logging
 import uuid
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -31,8 +31,11 @@ class _OciRequestHandler(RequestHandler):
                      message: str | None = None) -> web.StreamResponse:
         if not isinstance(exc, HttpProcessingError) or status >= 500:
             return super().handle_error(request, status, exc, message)
-        log.warning("malformed request from %s refused: %s: %s", request.remote,
-                    type(exc).__name__, message or exc)
+        # docker and skopeo try HTTPS first on a registry they may reach in plain HTTP: a TLS
+        # handshake on this port is their expected probe, not a client fault worth a warning.
+        level = logging.DEBUG if _is_tls_probe(exc) else logging.WARNING
+        log.log(level, "malformed request from %s refused: %s: %s", request.remote,
+                type(exc).__name__, message or exc)
         if request.writer.output_size > 0:  # an answer already started: only closing is left
             raise ConnectionError("response already started")
         error = OciError(REQUEST_INVALID, {"reason": str(message or exc)[:200]},
@@ -40,6 +43,12 @@ class _OciRequestHandler(RequestHandler):
         response = render(error, uuid.uuid4().hex)
         response.force_close()  # the parser's position in the stream is lost
         return response
+
+
+def _is_tls_probe(exc: HttpProcessingError) -> bool:
+    # aiohttp's C parser says so only in the message; its Python parser keeps the bytes
+    return isinstance(exc, BadHttpMethod) and (
+        exc.line.startswith("\x16\x03") or "HTTPS traffic" in exc.message)
 
 
 class _OciServer(web.Server):

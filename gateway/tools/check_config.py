@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import sys
 from typing import Any
 
 import yaml
 
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import ENV_PREFIX, Config, ConfigError, load_config
 
 MASK = "***"
 # Keys whose values are secrets (matched on the last part of the dotted key).
@@ -76,14 +77,58 @@ def secret_values(config: Config) -> list[str]:
     return found
 
 
-def run(path: str) -> int:
+def environment_source(key: str) -> str | None:
+    """The ``ECR_GATEWAY_*`` variable that set ``key`` (a dotted path, maybe indexed), if
+    any: the environment overrides the file, so a mistake there is not the file's."""
+    dotted = key.split("[", 1)[0]
+    for name in sorted(os.environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = ".".join(name[len(ENV_PREFIX):].lower().split("__"))
+        if dotted == path or dotted.startswith(path + "."):
+            return name
+    return None
+
+
+def problems(config: Config, check_files: bool = True) -> list[str]:
+    """What loads but cannot work: an htpasswd gateway without rules or anonymous pulls
+    (every request would be denied) and, with ``check_files``, named files that are not on
+    this machine."""
+    found = []
+    anonymous = (any(route.anonymous_pull for route in config.routes)
+                 or any(mirror.anonymous_pull for mirror in config.mirrors.values()))
+    if config.auth.mode == "htpasswd" and not config.auth.rules and not anonymous:
+        found.append("auth.rules: none, so nothing is allowed: with auth.mode htpasswd only "
+                     "what a rule (or a route's or mirror's anonymous_pull) allows is (see "
+                     "README, Authentication)")
+    if not check_files:
+        return found
+    files = {"auth.htpasswd_file": config.auth.htpasswd_file,
+             "auth.token.signing_key_file": config.auth.token.signing_key_file,
+             "tls.cert_file": config.tls.cert_file, "tls.key_file": config.tls.key_file}
+    for key, name in files.items():
+        if name and not os.path.isfile(name):
+            found.append(f"{key}: {name} does not exist (or is not a file)")
+        elif name and not os.access(name, os.R_OK):
+            found.append(f"{key}: {name} is not readable")
+    return found
+
+
+def run(path: str, check_files: bool = True) -> int:
     from gateway.auth.exposure import check_exposure
 
     try:
         config = load_config(path)
         warnings = check_exposure(config)  # what `serve` refuses to start with
     except ConfigError as exc:
-        print(f"{path}: invalid: {exc}", file=sys.stderr)
+        variable = environment_source(exc.key)
+        where = f"{variable} (environment variable)" if variable else path
+        print(f"{where}: invalid: {exc}", file=sys.stderr)
+        return 2
+    found = problems(config, check_files)
+    if found:
+        for problem in found:
+            print(f"{path}: invalid: {problem}", file=sys.stderr)
         return 2
     print(f"# {path}: valid. Effective configuration (file + ECR_GATEWAY_* environment; "
           f"secrets shown as {MASK}):")

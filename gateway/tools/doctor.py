@@ -22,6 +22,7 @@ from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory
 from gateway.ecr.errors import EcrError
 from gateway.ecr.retry import RetryPolicy
+from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
 SKEW_LIMIT = 300.0  # SigV4: requests more than 5 minutes off are refused
@@ -53,6 +54,12 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, OciError):
         return exc.message
     return f"{type(exc).__name__}: {exc}"
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """No answer at all (connection refused, DNS, timeout), as opposed to ECR saying no."""
+    return (isinstance(exc, OciError) and not isinstance(exc, EcrError)
+            and exc.error is oci.UNAVAILABLE)
 
 
 def _server_time(response: dict[str, Any]) -> float | None:
@@ -99,6 +106,11 @@ async def _check(config: Config, report: Report) -> None:
         try:
             answer = await call(client, "GetAuthorizationToken", policy)
         except Exception as exc:
+            if _unreachable(exc):
+                where = config.upstream.endpoint_url or f"ECR in {region}"
+                cause = type(exc.__cause__ or exc).__name__
+                report.problem(f"credentials: not checked: {where} is unreachable ({cause})")
+                return
             report.problem(f"credentials: ECR in {region} refused {who}: {_why(exc)}")
             response = getattr(exc, "response", None)
             server = _server_time(response) if isinstance(response, dict) else None
@@ -180,7 +192,8 @@ async def _check_target(clients: ClientFactory, upstream_for: Any, policy: Retry
     except Exception as exc:
         report.problem(f"{label} → {place}: cannot read {sample}: {_why(exc)}")
         return
-    report.ok(f"{label} → {place}: {len(mine)} repositories, {sample} is readable")
+    count = f"{len(mine)} repositor{'y' if len(mine) == 1 else 'ies'}"
+    report.ok(f"{label} → {place}: {count}, {sample} is readable")
 
 
 def run(path: str | None) -> int:

@@ -212,7 +212,7 @@ def test_container_serves_on_the_host_network(docker: Docker, image: str,
         config.write_text(yaml.safe_dump({
             "upstream": {"mode": "aws", "endpoint_url": emulator.url,
                          "access_key_id": "AKIDCONTAINER",
-                         "secret_access_key": "container-secret"},
+                         "secret_access_key": emulator.secret_for("AKIDCONTAINER")},
             "shutdown_grace_seconds": 5}))
         config.chmod(0o644)
         name = f"ecr-gateway-test-{port}"

@@ -81,6 +81,12 @@ def test_docker_push_pull_save_round_trip(gateway: GatewayProcess, upstream: Emu
     assert len(parts) == expected_parts(sizes, ECR_PART_SIZE) == 6
     completes = [c for c in calls if c["action"] == "CompleteLayerUpload"]
     assert len(completes) == 3 and all(c["outcome"] == "ok" for c in completes), completes
+    # The manifest's descriptors are checked against sizes the uploads taught the gateway:
+    # no layer check beyond those docker's HEADs asked for.
+    heads = [e for e in entries if e["method"] == "HEAD" and e["route"] == "end-2"]
+    checks = [c for c in calls if c["action"] == "BatchCheckLayerAvailability"]
+    assert len(checks) <= len(heads), (checks, heads)
+    assert [c["action"] for c in calls].count("PutImage") == 1
 
     docker("rmi", ref)
     gone = docker("image", "inspect", ref, check=False)

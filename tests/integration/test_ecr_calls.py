@@ -18,7 +18,9 @@ async def test_a_refused_parameter_is_a_client_error(upstream: EmulatorProcess) 
         with pytest.raises(OciError) as refused:
             await call(client, "ListImages", RetryPolicy(budget_seconds=1),
                        repositoryName="x")  # ECR names have at least 2 characters
-    assert refused.value.status == 400 and refused.value.error.code == "UNSUPPORTED"
+    assert refused.value.status == 400 and refused.value.error.code == "NAME_INVALID"
     assert "Retry-After" not in refused.value.headers
-    assert "repositoryName" not in refused.value.message  # botocore's text is not passed on
+    # The parameter is named; botocore's text (which quotes the value) is not passed on.
+    assert refused.value.detail["parameters"] == ["repositoryName"]
+    assert "value" not in refused.value.message
     assert upstream.requests("ListImages") == []

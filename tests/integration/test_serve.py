@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.oci import OciClient
+from tests.support.emulator import ecr_client
+from tests.support.gateway import GatewayProcess
+from tests.support.oci import OciClient, digest_of
 
 
 def _port_free(port: int) -> bool:
@@ -66,3 +70,47 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60,
                             env={**os.environ, "ECR_GATEWAY_BLOBS__MODE": "nonsense"})
     assert result.returncode == 2 and "blobs.mode" in result.stderr
+
+
+async def test_the_embedded_emulator_is_private_and_never_a_redirect_target(
+        tmp_path: Path) -> None:
+    """The embedded default hands its emulator a fresh random key per start (file mode
+    0600); the emulator refuses any other key and has no control endpoints; blob reads are
+    streamed by the gateway instead of a 307 to the emulator's private address."""
+    gateway = GatewayProcess(tmp_path / "gw", {"blobs": {"mode": "redirect"}})
+    credentials = tmp_path / "gw" / "emulator" / "credentials"
+    with gateway:
+        emulator_url = _embedded_url(gateway)
+        assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+        first_key = credentials.read_text()
+        layer = os.urandom(300_000)
+        async with aiohttp.ClientSession() as session:
+            client = OciClient(session, gateway.url)
+            await client.push_image("private/app", "v1", [layer])
+            digest = digest_of(layer)
+            async with session.get(f"{gateway.url}/v2/private/app/blobs/{digest}",
+                                   allow_redirects=False) as r:
+                assert r.status == 200, r.headers.get("Location")
+                assert await r.read() == layer
+            async with session.get(f"{emulator_url}/_emulator/requests") as r:
+                assert r.status == 404
+        async with ecr_client(emulator_url, access_key_id="AKIDEMBEDDEDGUESS",
+                              secret_access_key="guess",
+                              retries={"total_max_attempts": 1}) as ecr:
+            with pytest.raises(ecr.exceptions.ClientError) as info:
+                await ecr.describe_repositories()
+        assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
+        gateway.restart()
+        assert credentials.read_text() != first_key  # a new key for every start
+        async with aiohttp.ClientSession() as session:
+            assert await OciClient(session, gateway.url).get_blob("private/app", digest) == layer
+    assert not any(first_key.split("aws_secret_access_key = ")[1].strip() in line
+                   for line in gateway.log_lines)
+
+
+def _embedded_url(gateway: GatewayProcess) -> str:
+    for line in gateway.log_lines:
+        match = re.search(r"embedded ECR emulator at (http://\S+)", line)
+        if match:
+            return match[1]
+    raise AssertionError("no embedded emulator line in:\n" + "\n".join(gateway.log_lines))

@@ -24,10 +24,7 @@ async def client(gateway: GatewayProcess) -> AsyncIterator[OciClient]:
 
 
 async def upstream_actions(upstream: EmulatorProcess, repository: str) -> list[str]:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{upstream.url}/_emulator/requests") as r:
-            entries = (await r.json())["requests"]
-    return [e["action"] for e in entries if e.get("repository") == repository]
+    return [e["action"] for e in upstream.requests() if e.get("repository") == repository]
 
 
 async def test_one_kib_chunks(client: OciClient, repo: str) -> None:

@@ -2,7 +2,9 @@
 
 ``GatewayProcess(data_dir, config)`` writes ``config`` as YAML, starts the gateway on a free
 loopback port and parses its ready line. ``upstream`` may point it at an emulator started by
-the test (``upstream_url``); with neither it runs on its embedded emulator.
+the test (``upstream_url``); with neither it runs on its embedded emulator. The gateway signs
+upstream calls as ``AKIDGATEWAYTEST`` with the secret that emulator holds for it (see
+tests/support/emulator.py); ``use_upstream_key(key)`` switches to another of its keys.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from tests.support.emulator import signing_key
+
 _READY = re.compile(r"ecr-gateway listening on (https?://\S+)")
 
 
@@ -26,18 +30,24 @@ class GatewayProcess:
                  upstream_url: str | None = None, env: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.config = dict(config or {})
+        self.upstream_url = upstream_url
         if upstream_url:
             upstream = dict(self.config.get("upstream", {}))
-            upstream.update({"mode": "aws", "endpoint_url": upstream_url,
-                             "access_key_id": "AKIDGATEWAYTEST",
-                             "secret_access_key": "gateway-test-secret"})
+            upstream.update({"mode": "aws", "endpoint_url": upstream_url})
             self.config["upstream"] = upstream
+            self.use_upstream_key("AKIDGATEWAYTEST")
         self.env = env or {}
         self.url = ""
         self.port = 0
         self.process: subprocess.Popen[str] | None = None
         self.log_lines: list[str] = []
         self._log_thread: threading.Thread | None = None
+
+    def use_upstream_key(self, access_key_id: str) -> None:
+        """Sign upstream calls with ``access_key_id`` (a key of the upstream emulator)."""
+        assert self.upstream_url, "only for a gateway in front of a test's emulator"
+        key, secret = signing_key(self.upstream_url, access_key_id)
+        self.config["upstream"].update({"access_key_id": key, "secret_access_key": secret})
 
     @property
     def host(self) -> str:

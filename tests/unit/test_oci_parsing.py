@@ -88,12 +88,29 @@ def test_manifest_parsed() -> None:
     assert parsed.media_type == OCI_MANIFEST and len(parsed.blobs) == 2
 
 
-def test_manifest_media_type_inferred_from_content_type_or_shape() -> None:
+def test_manifest_media_type_from_field_or_content_type_only() -> None:
     body = json.loads(manifest())
     del body["mediaType"]
-    assert parse_manifest(json.dumps(body).encode(), None).media_type == OCI_MANIFEST
+    assert parse_manifest(json.dumps(body).encode(), OCI_MANIFEST).media_type == OCI_MANIFEST
     index = {"schemaVersion": 2, "manifests": []}
-    assert parse_manifest(json.dumps(index).encode(), None).media_type == OCI_INDEX
+    assert parse_manifest(json.dumps(index).encode(), OCI_INDEX).media_type == OCI_INDEX
+    for doc in (body, index):  # neither says what the document is
+        with pytest.raises(OciError) as refused:
+            parse_manifest(json.dumps(doc).encode(), None)
+        assert refused.value.error.code == "MANIFEST_INVALID"
+
+
+@pytest.mark.parametrize("doc,content_type", [
+    ({"schemaVersion": 2, "manifests": []}, OCI_MANIFEST),  # an index sent as an image
+    ({"schemaVersion": 2, "config": {"mediaType": "a/b", "digest": D, "size": 1},
+      "manifests": []}, OCI_INDEX),
+    ({"schemaVersion": 2, "config": {"mediaType": OCI_MANIFEST, "digest": D, "size": 1},
+      "layers": []}, OCI_MANIFEST),  # a config that claims to be a manifest
+])
+def test_media_types_must_fit_the_document(doc: dict[str, object], content_type: str) -> None:
+    with pytest.raises(OciError) as refused:
+        parse_manifest(json.dumps(doc).encode(), content_type)
+    assert refused.value.error.code == "MANIFEST_INVALID"
 
 
 @pytest.mark.parametrize("body,content_type", [

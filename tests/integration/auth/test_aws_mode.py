@@ -6,7 +6,6 @@ token is renewed past its refresh point; secrets never reach a log."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,14 +46,15 @@ POLICIES = {
 
 
 def put_policies(emulator: EmulatorProcess, document: dict[str, Any]) -> dict[str, Any]:
-    import urllib.request
-
-    req = urllib.request.Request(f"{emulator.url}/_emulator/policies", method="PUT",
-                                 data=json.dumps(document).encode(),
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as answer:
-        result: dict[str, Any] = json.load(answer)
+    result: dict[str, Any] = emulator.control("PUT", "policies", document)
     return result
+
+
+def register_keys(emulator: EmulatorProcess) -> None:
+    """The test identities are keys of the emulator (which verifies every signature)."""
+    for name, (key, secret) in KEYS.items():
+        token = f"session-token-{RUN}" if name == "burst" else None
+        emulator.add_key(key, secret, session_token=token)
 
 
 def calls(emulator: EmulatorProcess, key: str, action: str | None = None
@@ -65,6 +65,7 @@ def calls(emulator: EmulatorProcess, key: str, action: str | None = None
 @pytest.fixture(scope="module")
 def awsgw(upstream: EmulatorProcess,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    register_keys(upstream)
     put_policies(upstream, POLICIES)
     config = {"auth": {"mode": "aws"}, "log_level": "debug"}
     with GatewayProcess(tmp_path_factory.mktemp("gw"), config,
@@ -168,6 +169,51 @@ async def test_refused_keys_cannot_log_in(awsgw: GatewayProcess,
     assert anonymous.status == 401
 
 
+async def test_keys_the_upstream_refuses_are_401_and_count_as_failures(
+        awsgw: GatewayProcess, upstream: EmulatorProcess,
+        session: aiohttp.ClientSession) -> None:
+    """A wrong secret, an unknown key, a forged or expired session token: the upstream
+    refuses GetAuthorizationToken (InvalidSignatureException, UnrecognizedClientException,
+    ExpiredTokenException) and the gateway answers 401 with its challenge, never 5xx."""
+    team_a_key = KEYS["team_a"][0]
+    temporary, token = f"ASIATEMP{RUN.upper()}", f"token-{uuid.uuid4().hex}"
+    temporary_secret = upstream.add_key(temporary, session_token=token)
+    expired, expired_secret = f"ASIAOLD{RUN.upper()}", "old-secret"
+    upstream.add_key(expired, expired_secret, session_token=token,
+                     expiration="2020-01-01T00:00:00Z")
+    attempts = {
+        "wrong secret": (team_a_key, "not-the-secret", "InvalidSignatureException"),
+        "unknown key": (f"AKIDNOBODY{RUN.upper()}", "whatever", "UnrecognizedClientException"),
+        "forged token": (temporary, f"{temporary_secret}:forged",
+                         "UnrecognizedClientException"),
+        "expired token": (expired, f"{expired_secret}:{token}", "ExpiredTokenException"),
+    }
+    for what, (key, password, code) in attempts.items():
+        direct = await request(session, "GET", f"{awsgw.url}/v2/", basic(key, password))
+        assert "WWW-Authenticate" in direct.headers, what
+        for answer in (direct, await fetch_token(session, awsgw.url, [], (key, password))):
+            assert answer.status == 401, (what, answer.status, answer.body)
+            assert answer.code == "UNAUTHORIZED", what
+        outcomes = {e["outcome"] for e in upstream.requests("GetAuthorizationToken")
+                    if e["access_key_id"] in (key, None)}
+        assert code in outcomes, (what, outcomes)
+    good = await request(session, "GET", f"{awsgw.url}/v2/",
+                         basic(temporary, f"{temporary_secret}:{token}"))
+    assert good.status == 200, good.body
+
+
+async def test_the_eleventh_failed_login_is_429(awsgw: GatewayProcess,
+                                                session: aiohttp.ClientSession) -> None:
+    """auth.rate_limit.max_failures_per_user is 10 by default."""
+    key = f"AKIDGUESSED{RUN.upper()}"
+    statuses = []
+    for attempt in range(11):
+        answer = await request(session, "GET", f"{awsgw.url}/v2/", basic(key, f"try-{attempt}"))
+        statuses.append(answer.status)
+    assert statuses == [401] * 10 + [429]
+    assert int(answer.headers["Retry-After"]) >= 1
+
+
 async def test_500_concurrent_first_requests_make_one_token_call(
         awsgw: GatewayProcess, upstream: EmulatorProcess) -> None:
     key, secret = KEYS["burst"]
@@ -189,6 +235,7 @@ async def test_token_past_its_refresh_point_is_renewed_before_use(
                          env={"ECR_EMULATOR_AUTH_TOKEN_LIFETIME": "3"}) as emulator, \
             GatewayProcess(tmp_path_factory.mktemp("gw"), {"auth": {"mode": "aws"}},
                            upstream_url=emulator.url) as gateway:
+        register_keys(emulator)
         key, secret = KEYS["renew"]
         async with aiohttp.ClientSession() as session:
             token = (await fetch_token(session, gateway.url, ["repository:team-a/x:pull"],
@@ -206,16 +253,13 @@ async def test_token_past_its_refresh_point_is_renewed_before_use(
 
 def test_emulator_policy_endpoint_validates(upstream: EmulatorProcess) -> None:
     import urllib.error
-    import urllib.request
 
-    req = urllib.request.Request(f"{upstream.url}/_emulator/policies", method="PUT",
-                                 data=b'{"K": [{"Effect": "Perhaps", "Action": "*"}]}')
     with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(req, timeout=10)
+        upstream.control("PUT", "policies", {"K": [{"Effect": "Perhaps", "Action": "*"}]})
     assert caught.value.code == 400
     assert "Effect" in caught.value.read().decode()
-    with urllib.request.urlopen(f"{upstream.url}/_emulator/policies", timeout=10) as answer:
-        assert KEYS["team_a"][0] in json.load(answer)["policies"]  # the old rules remain
+    # the old rules remain
+    assert KEYS["team_a"][0] in upstream.control("GET", "policies")["policies"]
 
 
 async def test_secrets_never_reach_the_log(awsgw: GatewayProcess,

@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -46,12 +45,7 @@ async def _scrape(session: aiohttp.ClientSession, gateway: GatewayProcess) -> st
 
 
 def _post_fault(emulator: EmulatorProcess, action: str, error: str, count: int) -> None:
-    request = urllib.request.Request(
-        f"{emulator.url}/_emulator/faults", method="POST",
-        data=json.dumps({"action": action, "error": error, "count": count}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    emulator.inject_fault(action, error, count=count)
 
 
 async def test_metrics_cover_requests_bytes_sessions_and_upstream_calls(
@@ -172,7 +166,7 @@ async def test_readyz_follows_the_upstream_and_the_state_store(
     bad: dict[str, Any] = {}
     _deny_all(upstream, "AKIDUNKNOWN")
     with GatewayProcess(tmp_path / "gw2", bad, upstream_url=upstream.url,
-                        env={"ECR_GATEWAY_UPSTREAM__ACCESS_KEY_ID": "AKIDUNKNOWN"}) as gateway:
+                        env=upstream.upstream_env("AKIDUNKNOWN")) as gateway:
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{gateway.url}/readyz") as r:
                 assert r.status == 503
@@ -180,12 +174,7 @@ async def test_readyz_follows_the_upstream_and_the_state_store(
 
 
 def _deny_all(emulator: EmulatorProcess, key: str) -> None:
-    request = urllib.request.Request(f"{emulator.url}/_emulator/policies", method="PUT",
-                                     data=json.dumps({key: [{"Effect": "Deny",
-                                                             "Action": "*"}]}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    emulator.control("PUT", "policies", {key: [{"Effect": "Deny", "Action": "*"}]})
 
 
 def _refused(port: int) -> bool:

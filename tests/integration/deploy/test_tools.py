@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,7 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def _put_policies(emulator: EmulatorProcess, document: dict[str, Any]) -> None:
-    request = urllib.request.Request(f"{emulator.url}/_emulator/policies", method="PUT",
-                                     data=json.dumps(document).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status in (200, 204)
+    emulator.control("PUT", "policies", document)
 
 
 @pytest.fixture
@@ -49,7 +44,8 @@ def _gateway_config(tmp_path: Path, emulator: EmulatorProcess) -> dict[str, Any]
                         + "\n")
     return {
         "upstream": {"mode": "aws", "endpoint_url": emulator.url, "region": "us-east-1",
-                     "access_key_id": RESTRICTED, "secret_access_key": "restricted-secret"},
+                     "access_key_id": RESTRICTED,
+                     "secret_access_key": emulator.secret_for(RESTRICTED)},
         "auth": {"mode": "htpasswd", "htpasswd_file": str(htpasswd),
                  "rules": [{"repository": "ci/**", "users": ["robot"],
                             "actions": ["pull", "push"]},
@@ -71,7 +67,7 @@ async def test_generated_policy_is_enough_and_no_more(emulator: EmulatorProcess,
     _put_policies(emulator, {RESTRICTED: document["Statement"]})
 
     # Someone with full rights puts a base image where the pull-only route maps.
-    admin_env = {"ECR_GATEWAY_UPSTREAM__ACCESS_KEY_ID": ADMIN}
+    admin_env = emulator.upstream_env(ADMIN)
     with GatewayProcess(tmp_path / "admin", upstream_url=emulator.url, env=admin_env) as admin:
         async with aiohttp.ClientSession() as session:
             await OciClient(session, admin.url).push_image("shared/base", "v1", [b"base" * 99])
@@ -117,18 +113,18 @@ async def test_doctor_reports_in_plain_words(emulator: EmulatorProcess, tmp_path
     assert good.returncode == 0, good.stdout + good.stderr
     assert "credentials: ECR in us-east-1 accepted the access key " + RESTRICTED in good.stdout
     assert "clock: within" in good.stdout
-    assert "route 'ci' → ECR repositories ci/*" in good.stdout and "ci/app is readable" \
-        in good.stdout
+    assert "route 'ci' → ECR repositories ci/*" in good.stdout
+    assert "(us-east-1): 1 repository, ci/app is readable" in good.stdout, good.stdout
     assert "no problems found" in good.stdout
 
     weak = _cli("doctor", "--config", str(config_file),
-                env={"ECR_GATEWAY_UPSTREAM__ACCESS_KEY_ID": WEAK})
+                env=emulator.upstream_env(WEAK))
     assert weak.returncode == 1
     assert "PROBLEM  route 'ci' → ECR repositories ci/* in this account (us-east-1): cannot " \
         "read ci/app: denied (AccessDeniedException)" in weak.stdout, weak.stdout
 
     nothing = _cli("doctor", "--config", str(config_file),
-                   env={"ECR_GATEWAY_UPSTREAM__ACCESS_KEY_ID": "AKIDTOOLSNOTHING"})
+                   env=emulator.upstream_env("AKIDTOOLSNOTHING"))
     assert nothing.returncode == 1
     assert "PROBLEM  credentials: ECR in us-east-1 refused the access key AKIDTOOLSNOTHING" \
         in nothing.stdout, nothing.stdout
@@ -138,3 +134,20 @@ async def test_doctor_reports_in_plain_words(emulator: EmulatorProcess, tmp_path
                        "ECR_GATEWAY_STATE__REDIS_URL": "redis://127.0.0.1:1/0"})
     assert broken.returncode == 1
     assert "PROBLEM  state store (redis) does not answer" in broken.stdout
+
+
+def test_doctor_says_unreachable_not_refused(tmp_path: Path) -> None:
+    """Nothing listens at the endpoint: no key was refused, none was even checked."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]  # free once closed: connections are refused
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"upstream": {
+        "mode": "aws", "endpoint_url": f"http://127.0.0.1:{port}", "access_key_id": RESTRICTED,
+        "secret_access_key": "doctor-test-secret", "retry_budget_seconds": 1}}))
+    result = _cli("doctor", "--config", str(config_file))
+    assert result.returncode == 1
+    assert f"PROBLEM  credentials: not checked: http://127.0.0.1:{port} is unreachable" \
+        in result.stdout, result.stdout
+    assert "refused" not in result.stdout

@@ -66,7 +66,7 @@ def test_restart_keeps_the_port(tmp_path: Path) -> None:
 
 
 def aws(emulator: EmulatorProcess, *args: str) -> dict[str, object]:
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "AKIDCLI", "AWS_SECRET_ACCESS_KEY": "secret",
+    env = {**os.environ, **emulator.aws_env("AKIDCLI"),
            "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
            "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_PAGER": ""}
     result = subprocess.run(["aws", "--endpoint-url", emulator.url, "--output", "json", "ecr",

@@ -34,7 +34,7 @@ from tests.integration.emulator.helpers import (
     push_image,
     push_layer,
 )
-from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.emulator import EmulatorProcess, ecr_client, signed_headers
 
 LIMITS = {"ECR_EMULATOR_MAX_PARTS": "3", "ECR_EMULATOR_MAX_IMAGES_PER_REPOSITORY": "3"}
 
@@ -416,10 +416,9 @@ async def test_failed_completion_ends_the_upload(ctx: Ctx) -> None:
 ])
 async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str, body: bytes,
                                   error: str) -> None:
-    headers = {"X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{target}",
-               "Content-Type": "application/x-amz-json-1.1",
-               "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDRAW/20240101/us-east-1/ecr/"
-                                "aws4_request, SignedHeaders=host, Signature=0"}
+    headers = signed_headers(errors_emulator.url, body, {
+        "X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{target}",
+        "Content-Type": "application/x-amz-json-1.1"})
     async with aiohttp.ClientSession() as session, session.post(
             errors_emulator.url, data=body, headers=headers) as r:
         assert r.status == 400
@@ -430,13 +429,13 @@ async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str,
 
 async def test_caller_gone_mid_body(errors_emulator: EmulatorProcess) -> None:
     """A caller killed while sending a part leaves a log line, no traceback, nothing stored."""
-    head = ("POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "X-Amz-Target: AmazonEC2ContainerRegistry_V20150921.UploadLayerPart\r\n"
-            "Content-Type: application/x-amz-json-1.1\r\n"
-            "Authorization: AWS4-HMAC-SHA256 Credential=AKIDRAW/20240101/us-east-1/ecr/"
-            "aws4_request, SignedHeaders=host, Signature=0\r\n"
-            "Content-Length: 100000\r\n\r\n")
     port = int(errors_emulator.url.rsplit(":", 1)[1])
+    signed = signed_headers(errors_emulator.url, b"x" * 100000, {
+        "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart",
+        "Content-Type": "application/x-amz-json-1.1"})
+    head = (f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            + "".join(f"{name}: {value}\r\n" for name, value in signed.items())
+            + "Content-Length: 100000\r\n\r\n")
     before = errors_emulator.log_path.read_text(errors="replace")
     seen = len(errors_emulator.requests("UploadLayerPart"))
     _reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -18,21 +18,18 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.emulator import EmulatorProcess, ecr_client, signed_headers
 
 MiB = 1024 * 1024
 PART = 10 * MiB
 TOTAL = 1024 * MiB
 RSS_LIMIT = 250 * MiB
-HEADERS = {
-    "Content-Type": "application/x-amz-json-1.1",
-    "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDLARGE/20240101/us-east-1/ecr/aws4_request,"
-                     " SignedHeaders=host;x-amz-date;x-amz-target, Signature=00",
-}
 
 
 async def call(session: aiohttp.ClientSession, url: str, action: str, body: bytes) -> Any:
-    headers = {**HEADERS, "X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{action}"}
+    headers = signed_headers(url, body, {
+        "Content-Type": "application/x-amz-json-1.1",
+        "X-Amz-Target": f"AmazonEC2ContainerRegistry_V20150921.{action}"})
     async with session.post(url, data=body, headers=headers) as r:
         answer = json.loads(await r.read())
         assert r.status == 200, answer

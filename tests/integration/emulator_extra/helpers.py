@@ -5,36 +5,27 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import functools
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession, get_session
 
-from tests.support.emulator import REGION
+from tests.support.emulator import REGION, aws_client, emulator_at, signed_headers
 
 PUBLIC_REGION = "us-east-1"
 ALIAS = "emulator"  # the emulator's default ECR Public registry alias
 
 
-@functools.cache
-def _session() -> AioSession:
-    return get_session()
-
-
 @contextlib.asynccontextmanager
 async def public_client(url: str, *, region: str = PUBLIC_REGION,
-                        access_key_id: str = "AKIDEXAMPLE",
+                        access_key_id: str | None = None,
                         **config: Any) -> AsyncIterator[Any]:
     """An aiobotocore ``ecr-public`` client of the emulator (no retries unless asked)."""
     config.setdefault("retries", {"total_max_attempts": 1})
-    async with _session().create_client(
-        "ecr-public", region_name=region, endpoint_url=url, aws_access_key_id=access_key_id,
-        aws_secret_access_key="secret", config=AioConfig(**config),
-    ) as client:
+    async with aws_client("ecr-public", url, region=region, access_key_id=access_key_id,
+                          **config) as client:
         yield client
 
 
@@ -61,9 +52,12 @@ def user(account: str, key: str) -> str:
 
 async def run_lifecycle(url: str, repository: str | None = None) -> dict[str, Any]:
     """POST /_emulator/lifecycle/run: apply the policies now; what each expired."""
-    params = {"repository": repository} if repository else {}
+    query = f"?{urlencode({'repository': repository})}" if repository else ""
+    emulator = emulator_at(url)
+    assert emulator is not None
+    target = f"{url}/_emulator/lifecycle/run{query}"
     async with aiohttp.ClientSession() as session, session.post(
-            f"{url}/_emulator/lifecycle/run", params=params) as r:
+            target, headers=emulator.admin_headers("POST", target)) as r:
         assert r.status == 200, await r.text()
         expired: dict[str, Any] = (await r.json())["expired"]
         return expired
@@ -72,9 +66,10 @@ async def run_lifecycle(url: str, repository: str | None = None) -> dict[str, An
 async def raw_call(url: str, target: str, body: bytes, *,
                    region: str = REGION) -> tuple[int, dict[str, Any]]:
     """An API request as bytes (for input no SDK would send): (status, JSON answer)."""
-    headers = {"X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1",
-               "Authorization": f"AWS4-HMAC-SHA256 Credential=AKIDRAW/20240101/{region}/ecr/"
-                                "aws4_request, SignedHeaders=host, Signature=0"}
+    headers = signed_headers(url, body, {"X-Amz-Target": target,
+                                         "Content-Type": "application/x-amz-json-1.1"},
+                             region=region, service="ecr-public" if target.startswith(
+                                 "SpencerFrontendService.") else "ecr")
     async with aiohttp.ClientSession() as session, session.post(url, data=body,
                                                                 headers=headers) as r:
         return r.status, json.loads(await r.read())

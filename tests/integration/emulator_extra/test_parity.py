@@ -6,15 +6,15 @@ core actions.
 bytes no SDK would send; ``INJECTED`` covers what cannot arise in an emulator (internal
 failures) or cannot arise at all (each with the reason), through the fault injector. The
 last tests check that these tables cover every error botocore's models declare for these
-actions, and every error the ECR Public API reference (source document 002) states, whose
-error lists ``DOCUMENTED`` transcribes with the line of each action's heading.
+actions, and every error the ECR Public API reference (source document 002) states, as
+transcribed in tests/data/aws_reference.json with the line of each action's heading and of
+each error (the tests read nothing outside the repository).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +46,6 @@ from tests.support.emulator import ACCOUNT_ID, REGION, EmulatorProcess, ecr_clie
 module_loop = pytest.mark.asyncio(loop_scope="module")  # for the module-scoped clients
 ENV = {"ECR_EMULATOR_MAX_PARTS": "3", "ECR_EMULATOR_MAX_IMAGES_PER_REPOSITORY": "3",
        "ECR_EMULATOR_LIFECYCLE_PREVIEW_SECONDS": "60", "ECR_EMULATOR_LIFECYCLE_INTERVAL": "0"}
-SEEDS = Path(__file__).resolve().parents[4] / "shared" / "seeds"
 MISSING = "sha256:" + "0" * 64
 UPLOAD = str(uuid.UUID(int=0))
 ECR_OWN = ("SetRepositoryPolicy", "GetRepositoryPolicy", "DeleteRepositoryPolicy",
@@ -432,50 +431,14 @@ E_VALID: dict[str, dict[str, Any]] = {
                       "tagKeys": []},
 }
 
-# The ECR Public API reference (source document 002): the line of each action's heading and
-# the errors its "Errors" section states.
+# The ECR Public API reference (source document 002) and the ECR API list (001), as
+# transcribed into tests/data/aws_reference.json with the line of each fact.
+REFERENCE = json.loads((Path(__file__).resolve().parents[2] / "data" / "aws_reference.json")
+                       .read_text())
+# action → (line of its heading, the errors its "Errors" section states)
 DOCUMENTED: dict[str, tuple[int, set[str]]] = {
-    "BatchCheckLayerAvailability": (264, {IPE, "RegistryNotFoundException", R,
-                                          "ServerException"}),
-    "BatchDeleteImage": (404, {IPE, R, "ServerException"}),
-    "CompleteLayerUpload": (544, {"EmptyUploadException", "InvalidLayerException", IPE,
-                                  "LayerAlreadyExistsException", "LayerPartTooSmallException",
-                                  "RegistryNotFoundException", R, "ServerException",
-                                  "UnsupportedCommandException", "UploadNotFoundException"}),
-    "CreateRepository": (744, {IPE, "InvalidTagParameterException", "LimitExceededException",
-                               "RepositoryAlreadyExistsException", "ServerException",
-                               "TooManyTagsException"}),
-    "DeleteRepository": (901, {IPE, "RepositoryNotEmptyException", R, "ServerException"}),
-    "DeleteRepositoryPolicy": (1022, {IPE, R, "RepositoryPolicyNotFoundException",
-                                      "ServerException"}),
-    "DescribeImages": (1148, {"ImageNotFoundException", IPE, R, "ServerException"}),
-    "DescribeImageTags": (1308, {IPE, R, "ServerException"}),
-    "DescribeRegistries": (1444, {IPE, "ServerException", "UnsupportedCommandException"}),
-    "DescribeRepositories": (1566, {IPE, R, "ServerException"}),
-    "GetAuthorizationToken": (1704, {IPE, "ServerException"}),
-    "GetRegistryCatalogData": (1762, {"ServerException", "UnsupportedCommandException"}),
-    "GetRepositoryCatalogData": (1819, {IPE, R, "ServerException"}),
-    "GetRepositoryPolicy": (1924, {IPE, R, "RepositoryPolicyNotFoundException",
-                                   "ServerException"}),
-    "InitiateLayerUpload": (2050, {IPE, "RegistryNotFoundException", R, "ServerException",
-                                   "UnsupportedCommandException"}),
-    "ListTagsForResource": (2176, {IPE, R, "ServerException"}),
-    "PutImage": (2265, {"ImageAlreadyExistsException", "ImageDigestDoesNotMatchException",
-                        "ImageTagAlreadyExistsException", IPE, "LayersNotFoundException",
-                        "LimitExceededException", "ReferencedImagesNotFoundException",
-                        "RegistryNotFoundException", R, "ServerException",
-                        "UnsupportedCommandException"}),
-    "PutRegistryCatalogData": (2465, {IPE, "ServerException", "UnsupportedCommandException"}),
-    "PutRepositoryCatalogData": (2555, {IPE, R, "ServerException"}),
-    "SetRepositoryPolicy": (2677, {IPE, R, "ServerException"}),
-    "TagResource": (2816, {IPE, "InvalidTagParameterException", R, "ServerException",
-                           "TooManyTagsException"}),
-    "UntagResource": (2910, {IPE, "InvalidTagParameterException", R, "ServerException",
-                             "TooManyTagsException"}),
-    "UploadLayerPart": (3001, {"InvalidLayerPartException", IPE, "LimitExceededException",
-                               "RegistryNotFoundException", R, "ServerException",
-                               "UnsupportedCommandException", "UploadNotFoundException"}),
-}
+    entry["action"]: (entry["line"], {error["name"] for error in entry["errors"]})
+    for entry in REFERENCE["ecr_public_actions"]["actions"]}
 
 
 @functools.cache
@@ -599,32 +562,26 @@ def test_every_documented_error_is_covered() -> None:
 def test_every_action_of_the_sources_is_implemented() -> None:
     """The 23 actions of ECR Public's reference, and the 22 of the ECR API list (001)."""
     assert set(PUBLIC_ACTIONS) == set(DOCUMENTED) == set(P_VALID)
-    listed = {"BatchCheckLayerAvailability", "BatchDeleteImage", "BatchGetImage",
-              "CompleteLayerUpload", "CreateRepository", "DeleteLifecyclePolicy",
-              "DeleteRepository", "DeleteRepositoryPolicy", "DescribeImages",
-              "DescribeRepositories", "GetAuthorizationToken", "GetDownloadUrlForLayer",
-              "GetLifecyclePolicy", "GetLifecyclePolicyPreview", "GetRepositoryPolicy",
-              "InitiateLayerUpload", "ListImages", "PutImage", "PutLifecyclePolicy",
-              "SetRepositoryPolicy", "StartLifecyclePolicyPreview", "UploadLayerPart"}
+    listed = {entry["action"] for entry in REFERENCE["ecr_actions"]["actions"]}
     assert len(listed) == 22 and listed <= set(ACTIONS)
     assert set(ECR_OWN) <= set(ACTIONS) and set(E_VALID) == set(ECR_OWN)
 
 
-def test_documented_lines_match_the_source() -> None:
-    """DOCUMENTED is transcribed from source document 002 (checked when it is at hand)."""
-    found = sorted(SEEDS.glob("002_*.txt")) if SEEDS.is_dir() else []
-    if not found:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the source documents are not in {SEEDS}")
-        pytest.skip(f"the source documents are not in {SEEDS}")
-    lines = found[0].read_text().splitlines()
-    for action, (line, errors) in DOCUMENTED.items():
-        assert lines[line - 1].strip() == action, (action, line)
-        following = [n for n, (other_line, _) in DOCUMENTED.items() if other_line > line]
-        end = min((DOCUMENTED[n][0] for n in following), default=len(lines) + 1)
-        section = [s.strip() for s in lines[line:end - 1]]
-        stated = set(section[section.index("Errors") + 1:]) & covered_names()
-        assert stated == errors, (action, stated ^ errors)
+def test_the_transcribed_reference_is_consistent() -> None:
+    """Each action's errors lie within its own section, after its "Errors" heading, in the
+    order of the document; every name is an error botocore's model knows for ECR Public."""
+    actions = REFERENCE["ecr_public_actions"]["actions"]
+    lines = [entry["line"] for entry in actions]
+    assert lines == sorted(lines) and len(set(lines)) == len(lines) == 23
+    ends = [*lines[1:], float("inf")]
+    for entry, end in zip(actions, ends, strict=True):
+        assert entry["line"] < entry["errors_line"] < end, entry["action"]
+        error_lines = [error["line"] for error in entry["errors"]]
+        assert error_lines == sorted(error_lines), entry["action"]
+        assert all(entry["errors_line"] < line < end for line in error_lines), entry["action"]
+    assert set().union(*(errors for _, errors in DOCUMENTED.values())) <= covered_names()
+    ecr = [entry["line"] for entry in REFERENCE["ecr_actions"]["actions"]]
+    assert ecr == sorted(ecr) and len(ecr) == 22
 
 
 def covered_names() -> set[str]:

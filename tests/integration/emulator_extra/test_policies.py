@@ -9,7 +9,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from tests.integration.emulator.helpers import push_image
@@ -29,13 +28,7 @@ def rules(extra_emulator: EmulatorProcess) -> Iterator[None]:
 
 
 def _admin(emulator: EmulatorProcess, method: str, body: Any) -> None:
-    import urllib.request
-
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{emulator.url}/_emulator/policies", data=data,
-                                     method=method)
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    emulator.control(method, "policies", body)
 
 
 async def test_an_explicit_deny_in_the_repository_policy_wins(
@@ -170,9 +163,6 @@ async def test_ecr_public_repository_policies(extra_emulator: EmulatorProcess, p
         assert "ecr-public:DeleteRepository" in info.value.response["Error"]["Message"]
         assert (await as_dave.get_repository_policy(repositoryName=name))["policyText"]
     await pub.delete_repository(repositoryName=name)
-    async with aiohttp.ClientSession() as session, session.get(
-            f"{extra_emulator.url}/_emulator/requests",
-            params={"action": "ecr-public:DeleteRepository"}) as r:
-        outcomes = [e["outcome"] for e in (await r.json())["requests"]
-                    if e["repository"] == name]
+    outcomes = [e["outcome"] for e in extra_emulator.requests("ecr-public:DeleteRepository")
+                if e["repository"] == name]
     assert outcomes == ["AccessDeniedException", "ok"]

@@ -46,7 +46,8 @@ def _sync(upstream: EmulatorProcess, tmp_path: Path,
     config: dict[str, Any] = {
         "data_dir": str(tmp_path / "data"),
         "upstream": {"mode": "aws", "endpoint_url": upstream.url,
-                     "access_key_id": "AKIDSYNCTEST", "secret_access_key": "sync-secret"},
+                     "access_key_id": "AKIDSYNCTEST",
+                     "secret_access_key": upstream.secret_for("AKIDSYNCTEST")},
         "routes": [{"prefix": "", "create_on_push": True}]}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))

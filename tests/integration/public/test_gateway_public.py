@@ -6,7 +6,6 @@ Public)."""
 from __future__ import annotations
 
 import json
-import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -247,7 +246,7 @@ async def test_anonymous_pulls_when_aws_refuses_a_token(
     try:
         app = f"anon-{uid()}"
         gw = GatewayProcess(tmp_path / "gw", config(upstream.url), upstream_url=upstream.url)
-        gw.config["upstream"]["access_key_id"] = key
+        gw.use_upstream_key(key)
         with gw:
             async with aiohttp.ClientSession() as session:
                 await OciClient(session, gw.url).push_image(f"pub/{app}", "v1", [b"anon"],
@@ -286,8 +285,7 @@ async def test_an_unreachable_registry_endpoint(
 
 
 def _policies(emulator: EmulatorProcess, document: dict[str, Any] | None) -> None:
-    method, data = ("PUT", json.dumps(document).encode()) if document else ("DELETE", None)
-    request = urllib.request.Request(f"{emulator.url}/_emulator/policies", data=data,
-                                     method=method)
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    if document:
+        emulator.control("PUT", "policies", document)
+    else:
+        emulator.control("DELETE", "policies")

@@ -10,7 +10,6 @@ import json
 import os
 import random
 import sqlite3
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +38,7 @@ def digest_of(data: bytes) -> str:
 # -- the emulator's fault rules -------------------------------------------------------------
 
 def faults_admin(emulator: EmulatorProcess, method: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{emulator.url}/_emulator/faults", data=data,
-                                     method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)
+    return emulator.control(method, "faults", body)
 
 
 def set_faults(emulator: EmulatorProcess, rules: list[dict[str, Any]], seed: int) -> None:

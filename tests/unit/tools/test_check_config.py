@@ -73,7 +73,8 @@ def test_example_configuration_and_every_deploy_configuration_are_valid(
              *sorted((root / "deploy").rglob("config.yaml"))]
     assert len(files) >= 5  # the example, the image's default, the three overlays
     for path in files:
-        code = main(["check-config", str(path)])
+        # they name files of the machines they are deployed to
+        code = main(["check-config", "--skip-file-checks", str(path)])
         out = capsys.readouterr()
         assert code == 0, (path, out.err)
         assert yaml.safe_load(out.out)["listen"]
@@ -85,3 +86,44 @@ def test_secret_values_feed_the_log_redaction() -> None:
         "ECR_GATEWAY_STATE__REDIS_URL": "rediss://user:pa55word@r:6380/1"})
     assert set(secret_values(config)) == {SECRET, "pa55word"}
     assert effective(config)["upstream"]["secret_access_key"] == "***"
+
+
+def _htpasswd_config(tmp_path: Path, **auth: object) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"auth": {"mode": "htpasswd", **auth}}))
+    return config
+
+
+def test_a_missing_htpasswd_file_is_invalid(tmp_path: Path) -> None:
+    rules = [{"repository": "**", "users": ["*"], "actions": ["pull"]}]
+    missing = tmp_path / "nowhere" / "htpasswd"
+    config = _htpasswd_config(tmp_path, htpasswd_file=str(missing), rules=rules)
+    result = _run("check-config", str(config))
+    assert result.returncode == 2, result.stdout
+    assert f"auth.htpasswd_file: {missing} does not exist" in result.stderr
+    assert "valid." not in result.stdout
+    missing.parent.mkdir()
+    missing.write_text("")
+    assert _run("check-config", str(config)).returncode == 0
+
+
+def test_htpasswd_mode_without_rules_is_invalid(tmp_path: Path) -> None:
+    users = tmp_path / "htpasswd"
+    users.write_text("")
+    result = _run("check-config", str(_htpasswd_config(tmp_path, htpasswd_file=str(users))))
+    assert result.returncode == 2, result.stdout
+    assert "auth.rules: none, so nothing is allowed" in result.stderr
+
+
+def test_a_bad_environment_variable_is_named_instead_of_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("listen: 127.0.0.1:5000\n")
+    result = _run("check-config", str(config), env={"ECR_GATEWAY_UPSTREAM__REGOIN": "x"})
+    assert result.returncode == 2
+    assert result.stderr.startswith("ECR_GATEWAY_UPSTREAM__REGOIN (environment variable): "
+                                    "invalid: upstream.regoin: unknown key"), result.stderr
+    assert str(config) not in result.stderr
+    # a mistake in the file is still the file's
+    config.write_text("upstream:\n  regoin: x\n")
+    result = _run("check-config", str(config))
+    assert result.stderr.startswith(f"{config}: invalid: upstream.regoin"), result.stderr

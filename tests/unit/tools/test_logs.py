@@ -47,3 +47,30 @@ def test_json_lines_carry_access_fields_at_the_top_level() -> None:
 def test_text_lines_are_redacted_too() -> None:
     formatter = TextFormatter(Redactor(["topsecretvalue"]))
     assert "topsecretvalue" not in formatter.format(_record("got %s", "topsecretvalue"))
+
+
+def test_words_that_only_contain_a_credential_name_are_not_masked() -> None:
+    """The htpasswd loader's own warning names a user, not a password."""
+    redact = Redactor()
+    for line in ("/etc/ecr-gateway/htpasswd: user 'md5user' has no bcrypt hash (use "
+                 "htpasswd -B); skipped",
+                 "htpasswd: user 'md5user' skipped",
+                 "auth.htpasswd_file: /etc/ecr-gateway/htpasswd"):
+        assert redact(line) == line
+
+
+def test_secrets_next_to_such_words_are_still_masked() -> None:
+    redact = Redactor()
+    lines = {
+        "password=hunter2 user=bob": "hunter2",
+        "db_password: hunter3": "hunter3",
+        "passwd=hunter4": "hunter4",
+        "aws_secret_access_key = AbCdEf1234": "AbCdEf1234",
+        "AWS_SESSION_TOKEN=FwoGZXIvYXdzE": "FwoGZXIvYXdzE",
+        "Authorization: Basic YWxpY2U6czNjcmV0": "YWxpY2U6czNjcmV0",
+        "authorization=AWS4-HMAC-SHA256 Credential=AKID/2024": "Credential",
+        '{"refresh_token": "r3fr3sh"}': "r3fr3sh",
+    }
+    for line, secret in lines.items():
+        masked = redact(line)
+        assert secret not in masked and "***" in masked, masked

@@ -1,0 +1,193 @@
+"""The emulator with credentials refuses what AWS refuses, with AWS's error codes, and keeps
+its control endpoints to its own keys."""
+
+from __future__ import annotations
+
+import datetime
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support.emulator import EmulatorProcess, aws_client, ecr_client, new_access_key
+
+ONCE: dict[str, Any] = {"retries": {"total_max_attempts": 1}}
+
+
+async def refused(client: Any, call: str = "describe_repositories", **params: Any) -> str:
+    """The botocore error code a call fails with."""
+    with pytest.raises(ClientError) as info:
+        await getattr(client, call)(**params)
+    code: str = info.value.response["Error"]["Code"]
+    return code
+
+
+async def test_wrong_secret_and_unknown_key(shared_emulator: EmulatorProcess) -> None:
+    url = shared_emulator.url
+    async with ecr_client(url, access_key_id=shared_emulator.access_key_id,
+                          secret_access_key="not-the-secret", **ONCE) as ecr:
+        assert await refused(ecr) == "InvalidSignatureException"
+    async with ecr_client(url, access_key_id="AKIDNOBODYKNOWS", secret_access_key="x",
+                          **ONCE) as ecr:
+        with pytest.raises(ecr.exceptions.ClientError) as info:
+            await ecr.describe_repositories()
+        error = info.value.response
+        assert error["Error"]["Code"] == "UnrecognizedClientException"
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    # The same for ECR Public, on the same route.
+    async with aws_client("ecr-public", url, access_key_id=shared_emulator.access_key_id,
+                          secret_access_key="not-the-secret", **ONCE) as public:
+        assert await refused(public, "describe_registries") == "InvalidSignatureException"
+    async with ecr_client(url, **ONCE) as ecr:  # the right ones pass
+        await ecr.describe_repositories()
+
+
+async def test_a_tampered_body_is_refused_and_nothing_is_stored(
+        shared_emulator: EmulatorProcess, repo: str) -> None:
+    async with ecr_client(shared_emulator.url, **ONCE) as ecr:
+        def tamper(request: Any, **_: Any) -> None:
+            request.body = request.body.replace(repo.encode(), repo[:-1].encode() + b"x")
+
+        ecr.meta.events.register("before-send.ecr.CreateRepository", tamper)
+        assert await refused(ecr, "create_repository", repositoryName=repo) == \
+            "InvalidSignatureException"
+        ecr.meta.events.unregister("before-send.ecr.CreateRepository", tamper)
+        tampered = repo[:-1] + "x"
+        assert await refused(ecr, "describe_repositories", repositoryNames=[tampered]) == \
+            "RepositoryNotFoundException"
+
+
+async def test_a_part_whose_content_sha256_is_not_its_body_is_refused(
+        shared_emulator: EmulatorProcess, repo: str) -> None:
+    """The header botocore trusts for the payload hash must be the body's hash."""
+    async with ecr_client(shared_emulator.url, **ONCE) as ecr:
+        await ecr.create_repository(repositoryName=repo)
+        upload = (await ecr.initiate_layer_upload(repositoryName=repo))["uploadId"]
+
+        def lie(request: Any, **_: Any) -> None:
+            request.headers["X-Amz-Content-SHA256"] = "0" * 64
+
+        def unsigned(request: Any, **_: Any) -> None:
+            request.headers["X-Amz-Content-SHA256"] = "UNSIGNED-PAYLOAD"
+
+        for hook in (lie, unsigned):
+            ecr.meta.events.register("before-sign.ecr.UploadLayerPart", hook)
+            assert await refused(ecr, "upload_layer_part", repositoryName=repo,
+                                 uploadId=upload, partFirstByte=0, partLastByte=3,
+                                 layerPartBlob=b"abcd") == "InvalidSignatureException"
+            ecr.meta.events.unregister("before-sign.ecr.UploadLayerPart", hook)
+        answer = await ecr.upload_layer_part(repositoryName=repo, uploadId=upload,
+                                             partFirstByte=0, partLastByte=3,
+                                             layerPartBlob=b"abcd")
+        assert answer["lastByteReceived"] == 3  # nothing of the refused parts was kept
+
+
+async def test_a_signature_twenty_minutes_old_is_expired(
+        shared_emulator: EmulatorProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    then = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - datetime.timedelta(
+        minutes=20)
+    monkeypatch.setattr("botocore.auth.get_current_datetime",
+                        lambda remove_tzinfo=True: then)
+    async with ecr_client(shared_emulator.url, **ONCE) as ecr:
+        with pytest.raises(ClientError) as info:
+            await ecr.describe_repositories()
+    error = info.value.response["Error"]
+    assert error["Code"] == "InvalidSignatureException"
+    assert error["Message"].startswith("Signature expired:")
+
+
+async def test_session_tokens_and_expiry(shared_emulator: EmulatorProcess) -> None:
+    url = shared_emulator.url
+    temporary, token = new_access_key("ASIA"), "token-" + new_access_key()
+    secret = shared_emulator.add_key(temporary, session_token=token,
+                                     expiration="2099-01-01T00:00:00Z")
+    async with ecr_client(url, access_key_id=temporary, secret_access_key=secret,
+                          session_token=token, **ONCE) as ecr:
+        await ecr.describe_repositories()
+    for wrong in (None, "forged-token"):
+        async with ecr_client(url, access_key_id=temporary, secret_access_key=secret,
+                              session_token=wrong, **ONCE) as ecr:
+            assert await refused(ecr) == "UnrecognizedClientException"
+    old = new_access_key("ASIA")
+    old_secret = shared_emulator.add_key(old, session_token=token,
+                                         expiration="2020-01-01T00:00:00Z")
+    async with ecr_client(url, access_key_id=old, secret_access_key=old_secret,
+                          session_token=token, **ONCE) as ecr:
+        assert await refused(ecr) == "ExpiredTokenException"
+
+
+async def test_missing_and_malformed_authorization(shared_emulator: EmulatorProcess) -> None:
+    import aiohttp
+
+    headers = {"X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories",
+               "Content-Type": "application/x-amz-json-1.1"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(shared_emulator.url, data=b"{}", headers=headers) as r:
+            assert r.status == 403
+            assert (await r.json(content_type=None))["__type"] == \
+                "MissingAuthenticationTokenException"
+        broken = {**headers, "Authorization": "AWS4-HMAC-SHA256 Credential=AKIDX/20240101/"
+                                              "us-east-1/ecr/aws4_request"}
+        async with session.post(shared_emulator.url, data=b"{}", headers=broken) as r:
+            assert r.status == 400
+            assert (await r.json(content_type=None))["__type"] == \
+                "IncompleteSignatureException"
+
+
+def test_control_endpoints_need_a_signature_of_a_known_key(
+        shared_emulator: EmulatorProcess) -> None:
+    url = f"{shared_emulator.url}/_emulator/requests"
+    for headers in ({}, {"Authorization": "AWS4-HMAC-SHA256 Credential=AKIDX/20240101/"
+                                          "us-east-1/emulator/aws4_request, SignedHeaders=host,"
+                                          " Signature=" + "0" * 64}):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10)
+        assert info.value.code == 403
+    assert isinstance(shared_emulator.requests(), list)  # signed: allowed
+    with urllib.request.urlopen(f"{shared_emulator.url}/_emulator/health", timeout=10) as r:
+        assert r.status == 200  # health stays open
+
+
+@pytest.fixture
+def closed_emulator(tmp_path: Path) -> Iterator[EmulatorProcess]:
+    with EmulatorProcess(tmp_path / "ecr", admin=False) as emu:
+        yield emu
+
+
+def test_control_endpoints_are_off_without_admin(closed_emulator: EmulatorProcess) -> None:
+    for path in ("requests", "faults", "policies"):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            closed_emulator.control("GET", path)
+        assert info.value.code == 404
+        assert "--admin" in info.value.read().decode()
+
+
+def test_without_credentials_the_emulator_says_it_is_open(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "ecr")], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert "listening on" in process.stdout.readline()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    assert "no --credentials: every access key and secret is accepted" in stderr
+
+
+def test_a_malformed_credentials_file_stops_the_start(tmp_path: Path) -> None:
+    bad = tmp_path / "credentials"
+    bad.write_text("[p]\naws_access_key_id = AKIDONLY\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "ecr"), "--credentials", str(bad)],
+        capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "aws_secret_access_key" in result.stderr

@@ -1,0 +1,66 @@
+"""What ``ecr-gateway serve`` says at start and about its clients' probes: a taken port is one
+line, the data directory is named absolute, a TLS probe on the plain port is no warning."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from tests.support.gateway import GatewayProcess
+
+
+def test_a_port_in_use_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{port}",
+             "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ecr-gateway: ") and f"127.0.0.1:{port}" in lines[0], lines
+    assert "in use" in lines[0]
+    assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
+    # The embedded emulator was never started: it would have made its data folder.
+    assert not (tmp_path / "data" / "emulator").exists()
+
+
+def test_the_data_directory_is_logged_absolute(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", "relative-data"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert process.stdout is not None
+        assert "listening on" in process.stdout.readline()
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=30)
+    absolute = str((tmp_path / "relative-data").resolve())
+    assert f"data directory: {absolute}" in stderr, stderr
+    assert f"(data in {absolute}/emulator)" in stderr, stderr
+
+
+def test_a_tls_probe_on_the_plain_port_is_not_a_warning(tmp_path: Path) -> None:
+    """docker and skopeo try HTTPS first; the gateway answers it as before, logged at debug."""
+    with GatewayProcess(tmp_path, {"log_level": "debug"}) as gateway:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
+            try:
+                context.wrap_socket(raw, server_hostname="127.0.0.1").close()
+            except (ssl.SSLError, OSError):
+                pass  # the expected outcome: the port speaks plain HTTP
+        with urllib.request.urlopen(f"{gateway.url}/v2/", timeout=10) as answer:
+            assert answer.status == 200
+    probe = [line for line in gateway.log_lines if "HTTPS traffic on an HTTP port" in line]
+    assert probe, gateway.log_lines[-20:]
+    assert all(" DEBUG " in line and " WARNING " not in line for line in probe), probe
