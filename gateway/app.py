@@ -167,8 +167,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                       http, config.cache, public, events, peers)
     # Mirrors with an upstream registry fill ECR from it on a miss.
     pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
-    app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password) \
-        if pulls_through else ecr
+    app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password,
+                                spool_dir=data / "staging" / "tee") if pulls_through else ecr
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 

@@ -6,7 +6,7 @@ location is the backend's business. Failures are raised as :class:`OciError`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +30,23 @@ class Manifest:
     digest: str
 
 
+class GrowingBlob(Protocol):
+    """A blob whose bytes are still arriving (from another registry, say) and are checked
+    against the digest as they do."""
+
+    def open(self) -> AsyncGenerator[bytes, None]:
+        """Every byte from the first, as it arrives. Raises :class:`OciError` instead of
+        handing on the last bytes when they turn out wrong or stop coming."""
+
+    async def settled(self) -> None:
+        """Wait until the blob is stored whole (then :meth:`Registry.locate_blob` finds it
+        like any other)."""
+
+
 @dataclass(frozen=True)
 class BlobLocation:
-    """Where a blob's bytes can be read: a local file, or an upstream URL (time-limited)."""
+    """Where a blob's bytes can be read: a local file, an upstream URL (time-limited), or
+    bytes still arriving (``size`` -1 when not known yet)."""
 
     size: int
     path: Path | None = None
@@ -40,6 +54,7 @@ class BlobLocation:
     # Set when ``url`` is another replica's staged copy: fetched by the gateway itself with
     # this proof (gateway/state/peers.py), never handed to the client.
     peer_proof: str | None = None
+    growing: GrowingBlob | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.blobcache import BlobFill
+from gateway.oci.backend import GrowingBlob
 from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
@@ -98,6 +100,13 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
                 check: _Check | None) -> web.StreamResponse:
     backend = registry(request)
     location = await backend.locate_blob(name, digest)
+    for _ in range(2):
+        if location.growing is None:
+            break
+        if "Range" not in request.headers:
+            return await _follow(request, location.growing, location.size, headers)
+        await location.growing.settled()  # a range is served from the stored blob
+        location = await backend.locate_blob(name, digest)
     if location.path is not None:
         handle = await _open(location.path)
         if handle is None:  # removed since it was found: storage has the final say
@@ -117,6 +126,31 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
     if check is None and "Range" not in request.headers:
         check = _DigestCheck(digest)
     return await _proxy(request, name, digest, location.url, headers, check)
+
+
+async def _follow(request: web.Request, growing: GrowingBlob, size: int,
+                  headers: dict[str, str]) -> web.StreamResponse:
+    """Stream a blob while it arrives. A failure before the first byte is an OCI error;
+    after it the connection is cut, before the last bytes (the stream holds them back until
+    they are verified)."""
+    async with contextlib.aclosing(growing.open()) as chunks:
+        first = await anext(chunks, b"")
+        response = web.StreamResponse(status=200, headers=headers)
+        if size >= 0:
+            response.content_length = size
+        await response.prepare(request)
+        try:
+            if first:
+                await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
+        except OciError as exc:
+            log.warning("read of %s cut off: %s", headers["Docker-Content-Digest"], exc.message)
+            if request.transport is not None:
+                request.transport.abort()  # the client sees a broken transfer
+            return response
+        await response.write_eof()
+        return response
 
 
 async def _open(path: Path) -> BinaryIO | None:

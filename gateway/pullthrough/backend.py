@@ -7,10 +7,12 @@ mirror names an upstream registry:
   against its digest and served at once; its blobs are then copied into the mapped ECR
   repository with the layer actions (each read from the upstream once, hashed on the way,
   CompleteLayerUpload checking it again) and the manifest is put under the same tag or
-  digest. A client that asks for a blob meanwhile joins that blob's copy and is served from
-  ECR (or the gateway's staged copy) when it lands. An index's children follow
-  ``platforms``: ``all`` copies each of them, the one a client asks for first; ``requested``
-  only those asked for (the index is put once every child is held).
+  digest. The upstream's bytes go to a spool file as fast as it sends them (the tee, see
+  tee.py): the ECR upload reads it at its own pace, and a client that asks for the blob
+  meanwhile is streamed the same bytes as they arrive, never the last ones before the digest
+  matched (a range waits for the copy and is served from ECR or the staged copy). An
+  index's children follow ``platforms``: ``all`` copies each of them, the one a client asks
+  for first; ``requested`` only those asked for (the index is put once every child is held).
 * A tag is trusted for ``tag_ttl_seconds``; then one HEAD asks the upstream what it points
   to, and only a moved tag is fetched again.
 * When the upstream is down, slow or rate-limiting, ECR's copy is served (stale-if-error),
@@ -26,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,13 +39,13 @@ from cachetools import TTLCache
 
 from gateway.config import MirrorConfig, PullThroughConfig
 from gateway.ecr.singleflight import SingleFlight
-from gateway.observability.metrics import PULLTHROUGH_BYTES, PULLTHROUGH_EVENTS
+from gateway.observability.metrics import PULLTHROUGH_BYTES, PULLTHROUGH_EVENTS, SHARED_CALLS
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
 from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
-from gateway.pullthrough.copy import copy_blob
+from gateway.pullthrough.tee import Tee
 from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 _MISSES = (oci.MANIFEST_UNKNOWN, oci.NAME_UNKNOWN, oci.BLOB_UNKNOWN)
 # Blobs of one image copied at the same time.
 _PARALLEL_BLOBS = 4
+# How long ECR's upload of a blob may wait for the clients reading it from the tee.
+_CLIENTS_FIRST_SECONDS = 30.0
 
 
 class _Mirror:
@@ -66,7 +72,8 @@ class _Mirror:
 class PullThrough:
     def __init__(self, inner: Any, mirrors: dict[str, MirrorConfig],
                  http: Callable[[], aiohttp.ClientSession],
-                 password_of: Callable[[PullThroughConfig], str | None]) -> None:
+                 password_of: Callable[[PullThroughConfig], str | None],
+                 spool_dir: Path | None = None) -> None:
         self._inner = inner
         self._mirrors: dict[str, _Mirror] = {}
         for host, mirror in mirrors.items():
@@ -77,7 +84,10 @@ class PullThrough:
                                  timeout=settings.timeout_seconds)
             self._mirrors[host] = _Mirror(host, settings, client)
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
-        self._blob_copies: SingleFlight[None] = SingleFlight("pullthrough_blob")
+        self._copies: dict[tuple[str, str, str], _BlobCopy] = {}
+        self._spool_dir = spool_dir
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
         self._stores: SingleFlight[None] = SingleFlight("pullthrough_store")
         # Manifests served before ECR holds them: (host, name, digest) → manifest.
         self._pending: dict[tuple[str, str, str], Manifest] = {}
@@ -125,15 +135,17 @@ class PullThrough:
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise
-        if held is not None and mirror.checked.get((name, tag)) == held.digest:
+        if held is None:
+            return await self._fill(mirror, name, tag, accepted)  # nothing to revalidate
+        if mirror.checked.get((name, tag)) == held.digest:
             return held  # checked within the tag TTL
         try:
             current = await mirror.upstream.manifest_digest(name, tag, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
-            if held is not None and exc.unavailable:
+            if exc.unavailable:
                 return self._stale(mirror, name, tag, held, exc)
             raise _client_error(mirror, name, tag, exc) from None
-        if held is not None and current == held.digest:
+        if current == held.digest:
             mirror.checked[(name, tag)] = held.digest
             PULLTHROUGH_EVENTS.labels(mirror.host, "revalidated").inc()
             return held
@@ -239,31 +251,111 @@ class PullThrough:
 
     # -- blobs ------------------------------------------------------------------------------
 
-    async def _copy_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
-        await self._blob_copies.do((mirror.host, name, digest),
-                                   lambda: self._upload_blob(mirror, name, digest))
+    def _start_copy(self, mirror: _Mirror, name: str, digest: str) -> _BlobCopy:
+        """The blob's copy into ECR in flight, started if there is none (once per process)."""
+        key = (mirror.host, name, digest)
+        copy = self._copies.get(key)
+        if copy is not None:
+            SHARED_CALLS.labels("pullthrough_blob").inc()
+            return copy
+        copy = _BlobCopy(asyncio.get_running_loop().create_future())
+        copy.task = asyncio.create_task(self._upload_blob(mirror, name, digest, copy.source))
+        self._copies[key] = copy
+        self._background.add(copy.task)
 
-    async def _upload_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
-        await self._ensure_repository(mirror, name)
+        def finished(task: asyncio.Task[None]) -> None:
+            self._background.discard(task)
+            if self._copies.get(key) is copy:
+                del self._copies[key]
+            if not task.cancelled():
+                task.exception()  # retrieved: no warning when nobody waited
+
+        copy.task.add_done_callback(finished)
+        return copy
+
+    async def _copy_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
+        await asyncio.shield(self._start_copy(mirror, name, digest).task)
+
+    async def _upload_blob(self, mirror: _Mirror, name: str, digest: str,
+                           source: asyncio.Future[Tee | None]) -> None:
+        """Read the upstream once into a tee; ECR's upload and the waiting clients read it."""
         try:
-            await copy_blob(mirror.upstream, name, self._inner, name, digest,
-                            PULLTHROUGH_BYTES.labels(mirror.host).inc)
-        except UpstreamError as exc:
-            PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
-            raise _client_error(mirror, name, digest, exc) from None
+            await self._ensure_repository(mirror, name)
+            with contextlib.suppress(OciError):
+                if await self._inner.stat_blob(name, digest) is not None:
+                    source.set_result(None)
+                    return
+            try:
+                size, chunks = await mirror.upstream.blob(name, digest)
+            except UpstreamError as exc:
+                PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
+                raise _client_error(mirror, name, digest, exc) from None
+        except BaseException as exc:
+            source.set_exception(exc)
+            source.exception()  # retrieved: the task raises it too
+            raise
+        tee = Tee(self._spool_dir, digest, size)
+        source.set_result(tee)
+        fill = asyncio.create_task(tee.fill(chunks, PULLTHROUGH_BYTES.labels(mirror.host).inc))
+        try:
+            # ECR's upload (signing, encoding, part uploads) would compete with the clients
+            # following the tee for this process's CPU: it starts once the upstream's bytes
+            # are in and those clients are served (or have been given a fair while).
+            await tee.quiet(_CLIENTS_FIRST_SECONDS)
+            await self._store_blob(name, digest, tee)
+        except asyncio.CancelledError:
+            fill.cancel()
+            raise
+        except Exception:
+            await asyncio.wait([fill])
+            failure = None if fill.cancelled() else fill.exception()
+            if failure is not None:
+                raise failure from None  # the upstream's failure, not its echo
+            raise
+        finally:
+            await asyncio.wait([fill])  # readers still following get every byte
+            tee.close()
+
+    async def _store_blob(self, name: str, digest: str, tee: Tee) -> None:
+        """The tee's bytes into ECR at the upload path's own pace (never completed before
+        they matched the digest)."""
+        status = await self._inner.start_upload(name)
+        try:
+            async with contextlib.aclosing(tee.reader()) as chunks:
+                await self._inner.write_upload(name, status.upload_id, chunks, 0)
+            await self._inner.finish_upload(name, status.upload_id, digest)
+        except BaseException:
+            with contextlib.suppress(OciError):
+                await self._inner.cancel_upload(name, status.upload_id)
+            raise
+
+    async def _arriving(self, mirror: _Mirror, name: str,
+                        digest: str) -> tuple[_Growing | None, _BlobCopy]:
+        """The blob's bytes while its copy is in flight, starting the copy if ECR does not
+        hold the blob (None once the copy is over, or was not needed); and the copy."""
+        copy = self._start_copy(mirror, name, digest)
+        waits: list[asyncio.Future[Any]] = [copy.source, copy.task]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if copy.task.done() or not copy.source.done() or copy.source.exception() is not None:
+            return None, copy
+        tee = copy.source.result()
+        return (_Growing(tee, copy.task) if tee is not None else None), copy
 
     async def stat_blob(self, name: str, digest: str) -> int | None:
-        size: int | None = await self._inner.stat_blob(name, digest) \
-            if self._mirror() is None else await self._held_blob_size(name, digest)
-        return size
-
-    async def _held_blob_size(self, name: str, digest: str) -> int | None:
-        """The blob's size once ECR holds it: a copy in flight is joined (ECR may already
-        list a layer whose copy has not finished), a missing blob is copied first."""
         mirror = self._mirror()
-        assert mirror is not None
+        if mirror is None:
+            size: int | None = await self._inner.stat_blob(name, digest)
+            return size
+        arriving, copy = await self._arriving(mirror, name, digest)
+        if arriving is not None and arriving.tee.size is not None:
+            return arriving.tee.size
+        return await self._held_blob_size(name, digest, copy)
+
+    async def _held_blob_size(self, name: str, digest: str, copy: _BlobCopy) -> int | None:
+        """The blob's size once ECR holds it: its copy is joined (ECR may already list a
+        layer whose copy has not finished)."""
         try:
-            await self._copy_blob(mirror, name, digest)
+            await asyncio.shield(copy.task)
         except OciError as exc:
             if exc.error in _MISSES:
                 return None
@@ -273,8 +365,14 @@ class PullThrough:
 
     async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
         mirror = self._mirror()
-        if mirror is not None and await self._held_blob_size(name, digest) is None:
-            raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
+        if mirror is not None:
+            # A copy in flight is streamed from its tee as the upstream sends it.
+            arriving, copy = await self._arriving(mirror, name, digest)
+            if arriving is not None:
+                size = arriving.tee.size
+                return BlobLocation(size if size is not None else -1, growing=arriving)
+            if await self._held_blob_size(name, digest, copy) is None:
+                raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
         location: BlobLocation = await self._inner.locate_blob(name, digest, fresh=fresh)
         return location
 
@@ -329,6 +427,29 @@ class PullThrough:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+@dataclass
+class _BlobCopy:
+    """One blob's copy into ECR: its tee once the upstream answered (None when ECR held the
+    blob already), and the copy itself."""
+
+    source: asyncio.Future[Tee | None]
+    task: asyncio.Task[None] = field(init=False)
+
+
+class _Growing:
+    """A blob in flight as the OCI handlers see it: the tee's bytes, settled with its copy."""
+
+    def __init__(self, tee: Tee, copy: asyncio.Task[None]) -> None:
+        self.tee = tee
+        self._copy = copy
+
+    def open(self) -> AsyncGenerator[bytes, None]:
+        return self.tee.reader(client=True)
+
+    async def settled(self) -> None:
+        await asyncio.shield(self._copy)
 
 
 class _NotYet(Exception):

@@ -287,3 +287,151 @@ def test_bad_upstream_configuration_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "mirrors.docker.io.upstream.url" in result.stderr
     assert "loopback" in result.stderr
+
+
+class SlowFront:
+    """An upstream in front of distribution that sends blob bodies slowly (``piece`` bytes
+    every ``pause`` seconds), counts their reads, and flips a byte of the blobs in
+    ``corrupt``."""
+
+    def __init__(self, target: str, piece: int = 64 * 1024, pause: float = 0.05) -> None:
+        self.target = target
+        self.piece = piece
+        self.pause = pause
+        self.corrupt: set[str] = set()
+        self.blob_reads: dict[str, int] = {}
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> SlowFront:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        async with aiohttp.ClientSession(auto_decompress=False) as session, session.request(
+                request.method, f"{self.target}{request.rel_url}",
+                headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+                allow_redirects=False) as r:
+            body = await r.read()  # small test blobs
+            headers = {k: v for k, v in r.headers.items()
+                       if k.lower() not in ("content-length", "transfer-encoding",
+                                            "connection", "content-encoding")}
+            if request.method != "GET" or "/blobs/" not in request.path or r.status != 200:
+                return web.Response(status=r.status, body=body, headers=headers)
+        digest = request.path.rsplit("/", 1)[1]
+        self.blob_reads[digest] = self.blob_reads.get(digest, 0) + 1
+        if digest in self.corrupt:
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1:]
+        response = web.StreamResponse(status=200, headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        for start in range(0, len(body), self.piece):
+            await response.write(body[start:start + self.piece])
+            await asyncio.sleep(self.pause)
+        await response.write_eof()
+        return response
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def _manifest(http: aiohttp.ClientSession, base: str, name: str, tag: str) -> None:
+    async with http.get(f"{base}/v2/{name}/manifests/{tag}", params=NS,
+                        headers={"Accept": OCI_MANIFEST}) as r:
+        assert r.status == 200, (r.status, await r.text())
+
+
+async def _ecr_holds(ecr: Any, repository: str, digest: str) -> bool:
+    answer = await ecr.batch_check_layer_availability(repositoryName=repository,
+                                                      layerDigests=[digest])
+    return any(layer["layerDigest"] == digest and layer["layerAvailability"] == "AVAILABLE"
+               for layer in answer["layers"])
+
+
+async def test_cold_blob_streams_while_its_copy_into_ecr_proceeds(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    """Clients of a slow upstream get the first bytes while ECR does not hold the blob yet
+    (before: only once CompleteLayerUpload was done), byte for byte; four of them still cost
+    one upstream read and one ECR upload."""
+    front = await SlowFront(hub.url).start()
+    try:
+        _digest, _manifest_body, layers = await _push(http, hub.url, "library/slow", "v1",
+                                                      sizes=(2_000_000, 1234))
+        layer = digest_of(layers[0])
+        with GatewayProcess(tmp_path / "gw", _mirror_config(front.url),
+                            upstream_url=upstream.url) as gw:
+            async with ecr_client(upstream.url) as ecr:
+                await _manifest(http, gw.url, "library/slow", "v1")
+
+                async def read() -> tuple[bytes, bool, float, float]:
+                    started = asyncio.get_running_loop().time()
+                    async with http.get(f"{gw.url}/v2/library/slow/blobs/{layer}",
+                                        params=NS) as r:
+                        assert r.status == 200, (r.status, await r.text())
+                        first = await r.content.readany()
+                        first_at = asyncio.get_running_loop().time() - started
+                        held = await _ecr_holds(ecr, "docker-hub/library/slow", layer)
+                        body = first + await r.read()
+                    return body, held, first_at, asyncio.get_running_loop().time() - started
+
+                reads = await asyncio.gather(*(read() for _ in range(4)))
+                for body, held_at_first_byte, first_at, total in reads:
+                    assert body == layers[0]
+                    assert not held_at_first_byte, "the first bytes waited for ECR's copy"
+                    assert first_at < total / 2, (first_at, total)
+                await ecr_image(upstream, "docker-hub/library/slow", "v1")
+                assert await _ecr_holds(ecr, "docker-hub/library/slow", layer)
+        assert front.blob_reads[layer] == 1
+        completes = [r for r in upstream.requests("CompleteLayerUpload")
+                     if r.get("repository") == "docker-hub/library/slow"]
+        assert len(completes) == 3, completes  # the two layers and the config
+    finally:
+        await front.stop()
+
+
+async def test_corrupted_upstream_blob_never_reaches_a_client_nor_ecr(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    front = await SlowFront(hub.url, pause=0.01).start()
+    try:
+        _digest, _manifest_body, layers = await _push(http, hub.url, "library/flipped", "v1",
+                                                      sizes=(1_000_000, 1234))
+        layer = digest_of(layers[0])
+        front.corrupt.add(layer)
+        with GatewayProcess(tmp_path / "gw", _mirror_config(front.url),
+                            upstream_url=upstream.url) as gw:
+            await _manifest(http, gw.url, "library/flipped", "v1")
+            for _ in range(2):  # streamed from the tee, then again after the copy failed
+                received = b""
+                try:
+                    async with http.get(f"{gw.url}/v2/library/flipped/blobs/{layer}",
+                                        params=NS) as r:
+                        async for chunk in r.content.iter_any():
+                            received += chunk
+                        complete = r.status == 200
+                except aiohttp.ClientPayloadError:
+                    complete = False
+                assert not complete, "a complete body of wrong bytes was sent"
+                assert len(received) < len(layers[0])
+                deadline = asyncio.get_running_loop().time() + 20
+                while not any("not stored in ECR" in line for line in gw.log_lines):
+                    assert asyncio.get_running_loop().time() < deadline, gw.log_lines[-20:]
+                    await asyncio.sleep(0.1)
+            async with ecr_client(upstream.url) as ecr:
+                assert not await _ecr_holds(ecr, "docker-hub/library/flipped", layer)
+                images = await ecr.describe_images(repositoryName="docker-hub/library/flipped")
+                assert images["imageDetails"] == []
+        completes = [r for r in upstream.requests("CompleteLayerUpload")
+                     if r.get("repository") == "docker-hub/library/flipped"]
+        assert len(completes) <= 2, completes  # the others at most, never the flipped one
+    finally:
+        await front.stop()
