@@ -46,7 +46,8 @@ GiB = 1024 * MiB
 SECTIONS = {"push_pull": "push and pull (skopeo)", "manifest_head": "manifest HEAD load",
             "memory": "memory", "concurrency": "concurrency", "economy": "upstream economy",
             "pull_through": "pull-through and sync from another registry",
-            "listings": "listings (tags and catalog paging)"}
+            "listings": "listings (tags and catalog paging)",
+            "growth": "cost as work grows (blob size, pushes at once)"}
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -556,6 +557,13 @@ class Bench:
         """Paging through many tags and a large catalog (bench/listings.py)."""
         rows, self.raw["listings"] = listings.run(self.work, self.sizes.name, self.log)
         for row in rows:
+            self.add(row)
+
+    def growth(self) -> None:
+        """Seconds and peak RSS as one blob grows, and as pushes at once grow."""
+        from bench import growth
+
+        for row in growth.run(self):
             self.add(row)
 
     def economy(self, client: str) -> None:

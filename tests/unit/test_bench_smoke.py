@@ -19,6 +19,9 @@ ROWS = {
     "push_upstream", "push_page_cache", "page_cache_write", "blob_get", "skopeo_floor",
     "pullthrough_cold", "pullthrough_warm", "sync_throughput",
     "listings_tags_calls", "listings_tags_p99", "listings_catalog_calls", "listings_catalog_p99",
+    "growth_push_1", "growth_push_2", "growth_push_3", "growth_push_4", "growth_time_linear",
+    "growth_memory_flat", "growth_concurrency", "growth_concurrency_tput",
+    "growth_concurrency_memory",
 }
 
 
