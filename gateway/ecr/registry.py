@@ -88,6 +88,7 @@ class EcrRegistry:
             self.caches.forget_tag(repo, ref)
         elif kind == "manifest":
             self.caches.forget_manifest(repo, ref)
+        self.listings.forget_tags(repo)  # the repository's kept tag list is read again
 
     async def authorization_token(self, region: str) -> AuthToken:
         """The ECR registry credential for this gateway's identity in ``region`` (cached)."""

@@ -189,3 +189,28 @@ async def test_a_replica_that_missed_notices_flushes_its_caches(
                 assert any("cache notices" in line for line in b.log_lines)
     finally:
         redis.stop()
+
+
+async def test_with_redis_tag_lists_follow_other_replicas_at_once(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    """B keeps a repository's tag list for the tag TTL; a tag pushed or deleted through A
+    shows in B's list at once."""
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    a, b = two(upstream, tmp_path, redis_state(redis_server), long)
+    name = _name("listed")
+
+    async def tags(session: aiohttp.ClientSession, url: str) -> list[str]:
+        async with session.get(f"{url}/v2/{name}/tags/list") as r:
+            assert r.status == 200, await r.text()
+            listed: list[str] = (await r.json())["tags"]
+            return listed
+
+    with a, b:
+        async with aiohttp.ClientSession() as session:
+            await push(session, a.url, name, "one")
+            assert await tags(session, b.url) == ["one"]  # B now keeps the list
+            await push(session, a.url, name, "two")
+            assert await tags(session, b.url) == ["one", "two"]
+            await delete(session, a.url, name, "one")
+            assert await tags(session, b.url) == ["two"]
+
