@@ -17,6 +17,13 @@ def existing_image(db: sqlite3.Connection, repository: str, registry_id: str,
     """The image ``image_id`` names; RepositoryNotFoundException, ImageNotFoundException or
     InvalidParameterException otherwise."""
     store.get_repository(db, repository, registry_id)
+    return resolved(db, repository, registry_id, image_id)
+
+
+def resolved(db: sqlite3.Connection, repository: str, registry_id: str,
+             image_id: dict[str, str]) -> Image:
+    """The image ``image_id`` names in a repository known to exist; ImageNotFoundException
+    or InvalidParameterException otherwise."""
     found = image_store.resolve(db, repository, image_id)
     if isinstance(found, Failure):
         if found.code in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):

@@ -195,15 +195,7 @@ def _describe_ids(db: sqlite3.Connection, repository: str, registry_id: str,
     store.get_repository(db, repository, registry_id)
     images: dict[int, Image] = {}
     for image_id in image_ids:
-        found = image_store.resolve(db, repository, image_id)
-        if isinstance(found, Failure):
-            if found.code in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):
-                shown = ", ".join(f"{k}={v}" for k, v in image_id.items())
-                raise AwsError("ImageNotFoundException",
-                               f"The image with imageId {{{shown}}} does not exist within the "
-                               f"repository with name '{repository}' in the registry with id "
-                               f"'{registry_id}'")
-            raise AwsError("InvalidParameterException", found.reason)
+        found = image_states.resolved(db, repository, registry_id, image_id)
         images.setdefault(found.id, found)
     return list(images.values()), image_store.tags_of(db, list(images))
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import bcrypt
@@ -186,16 +186,14 @@ async def test_multi_arch_index(gateway: GatewayProcess, upstream: EmulatorProce
         await ecr_image(upstream, "docker-hub/library/multi", child["digest"])
 
 
-class RateLimitedFront:
-    """An upstream in front of distribution that can be told to answer 429 to everything."""
+class _Front:
+    """A small HTTP server on a free loopback port in front of ``target``."""
 
-    def __init__(self, target: str) -> None:
-        self.target = target
-        self.limited = False
-        self.url = ""
-        self._runner: web.AppRunner | None = None
+    target: str
+    url: str
+    _runner: web.AppRunner | None
 
-    async def start(self) -> RateLimitedFront:
+    async def start(self) -> Self:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app)
@@ -204,6 +202,23 @@ class RateLimitedFront:
         await site.start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
         return self
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+class RateLimitedFront(_Front):
+    """An upstream in front of distribution that can be told to answer 429 to everything."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.limited = False
+        self.url = ""
+        self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.limited:
@@ -218,10 +233,6 @@ class RateLimitedFront:
                        if k.lower() not in ("content-length", "transfer-encoding",
                                             "connection", "content-encoding")}
             return web.Response(status=r.status, body=body, headers=headers)
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 async def test_rate_limited_upstream(upstream: EmulatorProcess, hub: ReferenceRegistry,
@@ -289,7 +300,7 @@ def test_bad_upstream_configuration_is_refused(tmp_path: Path) -> None:
     assert "loopback" in result.stderr
 
 
-class SlowFront:
+class SlowFront(_Front):
     """An upstream in front of distribution that sends blob bodies slowly (``piece`` bytes
     every ``pause`` seconds), counts their reads, and flips a byte of the blobs in
     ``corrupt``."""
@@ -302,16 +313,6 @@ class SlowFront:
         self.blob_reads: dict[str, int] = {}
         self.url = ""
         self._runner: web.AppRunner | None = None
-
-    async def start(self) -> SlowFront:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         async with aiohttp.ClientSession(auto_decompress=False) as session, session.request(
@@ -337,10 +338,6 @@ class SlowFront:
             await asyncio.sleep(self.pause)
         await response.write_eof()
         return response
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 async def _manifest(http: aiohttp.ClientSession, base: str, name: str, tag: str) -> None:
