@@ -80,7 +80,7 @@ SMOKE = Sizes("smoke", 2 * MiB, 1, 1.0, 2, 6 * MiB, 6, 2, 1 * MiB, 3, 1 * MiB, 1
 
 def part_size() -> int:
     """The partSize the emulator announces (the gateway cuts uploads into such parts)."""
-    from gateway.emulator.settings import Settings
+    from ecr_emulator.settings import Settings
 
     return Settings.from_env().part_size
 

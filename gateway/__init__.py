@@ -8,7 +8,7 @@ The package is laid out by idea, each folder one layer of the request path:
 - ``gateway.ecr``: the translation of each OCI operation into ECR API actions (aiobotocore
   clients, token cache, upload sessions cut into ECR parts, the ECR → OCI error table).
 - ``gateway.state``: where upload sessions live between requests (memory, redis).
-- ``gateway.emulator``: a stand-alone ECR that speaks the real AWS JSON protocol; the
+- ``ecr_emulator``: a stand-alone ECR that speaks the real AWS JSON protocol; the
   embedded default upstream and the test double.
 - ``gateway.config``, ``gateway.cli``, ``gateway.app``: configuration, commands, wiring.
 """

@@ -53,7 +53,7 @@ def _build_parser() -> argparse.ArgumentParser:
     emu.add_argument("--account-id", default="123456789012", help="the emulated AWS account")
     emu.add_argument("--region", default="us-east-1", help="the emulated region")
     emu.add_argument("--policy-file",
-                     help="JSON per-access-key allow/deny rules (see gateway/emulator/access.py)")
+                     help="JSON per-access-key allow/deny rules (see ecr_emulator/access.py)")
     emu.add_argument("--credentials", metavar="FILE",
                      help="AWS shared-credentials file: only its keys are accepted and every "
                      "request's SigV4 signature is verified (default: any key, unchecked)")
@@ -88,7 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "emulator":
-        from gateway.emulator.server import run_from_args
+        from ecr_emulator.server import run_from_args
 
         return run_from_args(args)
     if args.command == "serve":

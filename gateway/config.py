@@ -549,7 +549,7 @@ def _check_route(route: RouteConfig, where: str) -> None:
             raise ConfigError(f"{where}.repository.{key}", "must be a mapping (a JSON object)")
     lifecycle = settings.lifecycle_text()
     if lifecycle is not None:
-        from gateway.emulator.lifecycle_rules import PolicyError, parse
+        from ecr_model.lifecycle_policy import PolicyError, parse
 
         try:  # the rules ECR itself checks, so that no push meets a refusal
             parse(lifecycle)

@@ -48,7 +48,7 @@ def started(name: str, data_dir: Path) -> Iterator[Target]:
         with EmulatorProcess(data_dir, env={"ECR_EMULATOR_LIFECYCLE_INTERVAL": "0"}) as emu:
             yield Target(name, emu.url)
     elif name == "moto":
-        from tests.integration.emulator.differential import moto_server
+        from tests.emulator.api.differential import moto_server
 
         with moto_server() as url:
             yield Target(name, url)

@@ -20,7 +20,7 @@ import pytest
 
 from tests.contract.scenarios import SCENARIOS
 from tests.contract.targets import TARGETS, Target, started
-from tests.integration.emulator.differential import model_documentation
+from tests.emulator.api.differential import model_documentation
 
 # What ECR answers, per the API reference.
 REFERENCE: dict[str, dict[str, Any]] = {

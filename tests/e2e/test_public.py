@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.emulator_extra.helpers import ALIAS, keep_last, lifecycle, run_lifecycle
+from tests.emulator.extra.helpers import ALIAS, keep_last, lifecycle, run_lifecycle
 from tests.support.clients import CommandFailed, Containerd, Skopeo, free_port
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess

@@ -16,7 +16,7 @@ It is also a context manager (``with EmulatorProcess(d) as emu:`` starts and sto
 ECR API call with the keys ts, action, repository, outcome ("ok" or the exception name),
 status, access_key_id, region (and ``LayerDownload`` entries for presigned-URL fetches).
 ``inject_fault(action, error)`` makes the next call fail with that AWS error. ``env`` sets
-``ECR_EMULATOR_*`` limits (see gateway/emulator/settings.py), e.g.
+``ECR_EMULATOR_*`` limits (see ecr_emulator/settings.py), e.g.
 ``{"ECR_EMULATOR_DOWNLOAD_URL_EXPIRES": "1"}``; ``args`` adds command-line arguments.
 ``pid`` and ``peak_rss()`` (VmHWM) are there for resource checks.
 
@@ -226,7 +226,7 @@ class EmulatorProcess:
     def inject_fault(self, action: str, error: str, *, count: int = 1,
                      status: int | None = None, message: str | None = None) -> None:
         """Make the next ``count`` calls of ``action`` ("*": any) fail with AWS error ``error``
-        (e.g. ThrottlingException, ServerException); see gateway/emulator/faults.py."""
+        (e.g. ThrottlingException, ServerException); see ecr_emulator/faults.py."""
         fault: dict[str, Any] = {"action": action, "error": error, "count": count}
         if status is not None:
             fault["status"] = status
@@ -238,7 +238,7 @@ class EmulatorProcess:
         self.control("DELETE", "faults")
 
     def admin_headers(self, method: str, url: str, data: bytes | None = None) -> dict[str, str]:
-        """The headers that sign a control request (see gateway/emulator/admin.py)."""
+        """The headers that sign a control request (see ecr_emulator/admin.py)."""
         signed = AWSRequest(method=method, url=url, data=data or b"")
         if self.credentials:
             SigV4Auth(Credentials(self.access_key_id, self.secret_access_key), "emulator",

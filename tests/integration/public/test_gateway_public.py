@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.emulator_extra.helpers import (
+from tests.emulator.extra.helpers import (
     ALIAS,
     keep_last,
     lifecycle,

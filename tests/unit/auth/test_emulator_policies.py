@@ -1,11 +1,11 @@
-"""The emulator's per-access-key rules (gateway/emulator/access.py), evaluated as IAM does."""
+"""The emulator's per-access-key rules (ecr_emulator/access.py), evaluated as IAM does."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.emulator.access import Policies
-from gateway.emulator.errors import AwsError
+from ecr_emulator.access import Policies
+from ecr_emulator.errors import AwsError
 
 DOCUMENT = {
     "AKIDALICE": [

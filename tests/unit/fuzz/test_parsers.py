@@ -16,7 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.emulator.faults import Faults
+from ecr_emulator.faults import Faults
 from gateway.oci import listings, routes
 from gateway.oci.context import SETTINGS, OciSettings
 from gateway.oci.digests import parse_digest

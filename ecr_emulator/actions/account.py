@@ -1,0 +1,49 @@
+"""GetAccountSetting, PutAccountSetting: the account settings ECR documents, stored.
+
+BASIC_SCAN_TYPE_VERSION (AWS_NATIVE, CLAIR), REGISTRY_POLICY_SCOPE (V1, V2) and
+BLOB_MOUNTING (ENABLED, DISABLED); another name or value is ValidationException. Nothing
+here changes behaviour: the emulator has no scanner, one policy scope and no blob mounts.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ecr_emulator import registry_documents as registry
+from ecr_emulator.protocol import Call, Json, action
+from ecr_emulator.validation import input_error
+
+SETTINGS = {
+    "BASIC_SCAN_TYPE_VERSION": (("AWS_NATIVE", "CLAIR"), "AWS_NATIVE"),
+    "REGISTRY_POLICY_SCOPE": (("V1", "V2"), "V2"),
+    "BLOB_MOUNTING": (("ENABLED", "DISABLED"), "DISABLED"),
+}
+
+
+def _known(action_name: str, name: str) -> tuple[tuple[str, ...], str]:
+    known = SETTINGS.get(name)
+    if known is None:
+        raise input_error(action_name, f"1 validation error detected: Value '{name}' at 'name' "
+                          f"failed to satisfy constraint: Member must satisfy enum value set: "
+                          f"[{', '.join(SETTINGS)}]")
+    return known
+
+
+@action("GetAccountSetting")
+async def get_account_setting(call: Call, params: Json) -> Json:
+    name = params["name"]
+    _, default = _known("GetAccountSetting", name)
+    stored = await call.state.db.read(registry.get, registry.SETTING, name)
+    return {"name": name, "value": stored if stored is not None else default}
+
+
+@action("PutAccountSetting")
+async def put_account_setting(call: Call, params: Json) -> Json:
+    name, value = params["name"], params["value"]
+    allowed, _ = _known("PutAccountSetting", name)
+    if value not in allowed:
+        raise input_error("PutAccountSetting", f"1 validation error detected: Value '{value}' "
+                          f"at 'value' failed to satisfy constraint: Member must satisfy enum "
+                          f"value set: [{', '.join(allowed)}]")
+    await call.state.db.write(registry.put, registry.SETTING, name, value, time.time())
+    return {"name": name, "value": value}

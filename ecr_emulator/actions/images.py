@@ -1,0 +1,229 @@
+"""The image plane: PutImage, BatchGetImage, ListImages, DescribeImages, BatchDeleteImage."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+
+from ecr_emulator import image_states, image_store, manifests, paging, store
+from ecr_emulator.actions import pull_through, scanning, templates
+from ecr_emulator.errors import AwsError
+from ecr_emulator.image_store import Failure, Image
+from ecr_emulator.protocol import Call, Json, action
+from ecr_emulator.state import EmulatorState
+from ecr_emulator.validation import is_image_digest, is_tag
+
+
+def _image_id(digest: str, tag: str | None) -> Json:
+    return {"imageDigest": digest, "imageTag": tag} if tag else {"imageDigest": digest}
+
+
+@action("PutImage")
+async def put_image(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository, text = params["repositoryName"], params["imageManifest"]
+    tag, claimed = params.get("imageTag"), params.get("imageDigest")
+    if tag is not None and not is_tag(tag):
+        raise AwsError("InvalidParameterException",
+                       f"Invalid parameter at 'imageTag' failed to satisfy constraint: "
+                       f"'{tag}' is not a valid image tag")
+    await templates.create_on_push(state, repository, registry_id)
+    await state.db.read(store.get_repository, repository, registry_id)
+    manifest = manifests.parse(text, params.get("imageManifestMediaType"))
+    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    if claimed is not None:
+        if not is_image_digest(claimed):
+            raise AwsError("InvalidParameterException",
+                           f"Invalid parameter at 'imageDigest' failed to satisfy constraint: "
+                           f"'{claimed}' is not a valid digest")
+        if claimed != digest:
+            raise AwsError("ImageDigestDoesNotMatchException",
+                           f"The provided digest '{claimed}' does not match the digest "
+                           f"'{digest}' that Amazon ECR calculated for the image manifest")
+    await state.db.write(_put_image, repository=repository, registry_id=registry_id,
+                         digest=digest, text=text, manifest=manifest, tag=tag, now=time.time(),
+                         max_images=state.settings.max_images_per_repository)
+    return {"image": {
+        "registryId": registry_id,
+        "repositoryName": repository,
+        "imageId": _image_id(digest, tag),
+        "imageManifest": text,
+        "imageManifestMediaType": manifest.media_type,
+    }}
+
+
+def _put_image(db: sqlite3.Connection, *, repository: str, registry_id: str, digest: str,
+               text: str, manifest: manifests.Manifest, tag: str | None, now: float,
+               max_images: int) -> None:
+    """PutImage's transaction: store the image; a re-pushed archived image is active again
+    (as ECR restores it), and a repository with scanOnPush scans it."""
+    image_store.put_image(db, repository=repository, registry_id=registry_id, digest=digest,
+                          text=text, manifest=manifest, tag=tag, now=now, max_images=max_images)
+    image = image_store.find_by_digest(db, repository, digest)
+    assert image is not None
+    if image_states.storage_class(db, image.id) == "ARCHIVE":
+        image_states.set_storage_class(db, image.id, "STANDARD", now)
+    if store.get_repository(db, repository, registry_id).scan_on_push and (
+            image.artifact_media_type in scanning.IMAGE_CONFIG_TYPES):
+        image_states.set_scanned(db, image.id, now)
+
+
+@action("BatchGetImage")
+async def batch_get_image(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository = params["repositoryName"]
+    accepted = params.get("acceptedMediaTypes")
+    # A repository under a pull through cache rule first fetches what it lacks.
+    upstream = await pull_through.import_images(state, repository, params["imageIds"],
+                                                registry_id)
+    if upstream and not await state.db.read(store.repository_exists, repository):
+        return {"images": [], "failures": [
+            {"imageId": i, "failureCode": upstream[pull_through.id_key(i)].code,
+             "failureReason": upstream[pull_through.id_key(i)].reason}
+            for i in params["imageIds"] if pull_through.id_key(i) in upstream]}
+    images, failures = await state.db.read(_batch_get, repository, registry_id,
+                                           params["imageIds"], accepted)
+    for failure in failures:
+        fetched = upstream.get(pull_through.id_key(failure["imageId"]))
+        if fetched is not None:
+            failure.update(failureCode=fetched.code, failureReason=fetched.reason)
+    for entry in images:
+        entry["registryId"] = registry_id
+        entry["repositoryName"] = repository
+    return {"images": images, "failures": failures}
+
+
+def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
+               image_ids: list[Json], accepted: list[str] | None) -> tuple[list[Json], list[Json]]:
+    store.get_repository(db, repository, registry_id)
+    images: list[Json] = []
+    failures: list[Json] = []
+    seen = set()
+    for image_id in image_ids:
+        key = (image_id.get("imageDigest"), image_id.get("imageTag"))
+        if key in seen:
+            continue
+        seen.add(key)
+        found = image_store.resolve(db, repository, image_id)
+        if isinstance(found, Image) and accepted is not None and found.media_type not in accepted:
+            # ECR does not convert formats here; an image no accepted type can carry is absent.
+            found = Failure("ImageNotFound", f"Requested image's media type '{found.media_type}'"
+                            " is not among acceptedMediaTypes")
+        if isinstance(found, Image) and image_states.storage_class(db, found.id) == "ARCHIVE":
+            # ECR: "Requests to pull the archived image will fail with a 404 error."
+            found = Failure("ImageNotFound", "Requested image is archived; restore it with "
+                            "UpdateImageStorageClass to pull it")
+        if isinstance(found, Failure):
+            failures.append({"imageId": image_id, "failureCode": found.code,
+                             "failureReason": found.reason})
+            continue
+        images.append({
+            "imageId": _image_id(found.digest, image_id.get("imageTag")),
+            "imageManifest": image_store.manifest_of(db, found.id),
+            "imageManifestMediaType": found.media_type,
+        })
+    return images, failures
+
+
+@action("ListImages")
+async def list_images(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository = params["repositoryName"]
+    tag_status, image_status = _filters(params)
+    after = paging.decode("ListImages", params.get("nextToken")) or [0, ""]
+    limit = paging.page_size(params, 100)
+    await state.db.read(store.get_repository, repository, registry_id)
+    if image_status == "ACTIVATING":
+        return {"imageIds": []}  # a restored image is active at once here
+    rows = await state.db.read(image_store.list_image_ids, repository, tag_status,
+                               (int(after[0]), str(after[1])), limit + 1,
+                               STORAGE_CLASSES[image_status])
+    result: Json = {"imageIds": [_image_id(digest, tag) for _, digest, tag in rows[:limit]]}
+    if len(rows) > limit:
+        last_id, _, last_tag = rows[limit - 1]
+        result["nextToken"] = paging.encode("ListImages", [last_id, last_tag or ""])
+    return result
+
+
+# imageStatus filter -> storage class selected (None: any).
+STORAGE_CLASSES: dict[str, str | None] = {"ACTIVE": "STANDARD", "ARCHIVED": "ARCHIVE",
+                                          "ANY": None}
+
+
+def _filters(params: Json) -> tuple[str, str]:
+    filters = params.get("filter") or {}
+    return filters.get("tagStatus", "ANY"), filters.get("imageStatus", "ACTIVE")
+
+
+@action("DescribeImages")
+async def describe_images(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    repository = params["repositoryName"]
+    tag_status, image_status = _filters(params)
+    if params.get("imageIds") is not None:
+        if "maxResults" in params or "nextToken" in params:
+            raise AwsError("InvalidParameterException",
+                           "maxResults and nextToken cannot be used with imageIds")
+        images, tags = await state.db.read(_describe_ids, repository, registry_id,
+                                           params["imageIds"])
+        archived = await state.db.read(image_states.archived, [i.id for i in images])
+        return {"imageDetails": [_detail(state, repository, i, tags[i.id], i.id in archived)
+                                 for i in images]}
+    after = paging.decode("DescribeImages", params.get("nextToken")) or 0
+    limit = paging.page_size(params, 100)
+    await state.db.read(store.get_repository, repository, registry_id)
+    if image_status == "ACTIVATING":
+        return {"imageDetails": []}
+    page = await state.db.read(image_store.list_images, repository, tag_status, int(after),
+                               limit + 1, STORAGE_CLASSES[image_status])
+    tags = await state.db.read(image_store.tags_of, [i.id for i in page[:limit]])
+    archived = await state.db.read(image_states.archived, [i.id for i in page[:limit]])
+    result: Json = {"imageDetails": [_detail(state, repository, i, tags[i.id],
+                                             i.id in archived) for i in page[:limit]]}
+    if len(page) > limit:
+        result["nextToken"] = paging.encode("DescribeImages", page[limit - 1].id)
+    return result
+
+
+def _describe_ids(db: sqlite3.Connection, repository: str, registry_id: str,
+                  image_ids: list[Json]) -> tuple[list[Image], dict[int, list[str]]]:
+    store.get_repository(db, repository, registry_id)
+    images: dict[int, Image] = {}
+    for image_id in image_ids:
+        found = image_states.resolved(db, repository, registry_id, image_id)
+        images.setdefault(found.id, found)
+    return list(images.values()), image_store.tags_of(db, list(images))
+
+
+def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str],
+            archived: bool = False) -> Json:
+    detail: Json = {
+        "registryId": state.account_id,
+        "repositoryName": repository,
+        "imageDigest": image.digest,
+        "imageSizeInBytes": image.size,
+        "imagePushedAt": image.pushed_at,
+        "imageManifestMediaType": image.media_type,
+        "imageStatus": "ARCHIVED" if archived else "ACTIVE",
+    }
+    if tags:
+        detail["imageTags"] = tags
+    if image.artifact_media_type:
+        detail["artifactMediaType"] = image.artifact_media_type
+    if image.subject:
+        detail["subjectManifestDigest"] = image.subject
+    return detail
+
+
+@action("BatchDeleteImage")
+async def batch_delete_image(call: Call, params: Json) -> Json:
+    state = call.state
+    registry_id = state.registry_id(params)
+    deleted, failures = await state.db.write(image_store.batch_delete, params["repositoryName"],
+                                             registry_id, params["imageIds"])
+    return {"imageIds": deleted, "failures": failures}

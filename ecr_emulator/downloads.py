@@ -1,0 +1,105 @@
+"""Presigned layer URLs, the emulator's stand-in for the S3 URLs of GetDownloadUrlForLayer.
+
+``GET /_emulator/layers/<digest>?X-Amz-Date=…&X-Amz-Expires=…&X-Amz-Signature=…`` serves the
+blob with Range support (206, Content-Range, 416) like S3. The signature is an HMAC-SHA256,
+under a secret kept in the data directory, over the path, the signing time and the lifetime:
+a URL whose path or parameters were edited, or whose lifetime has passed, gets S3's 403.
+No Authorization header is needed or read, as with a real presigned URL.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import hmac
+import time
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from ecr_emulator.state import STATE_KEY, EmulatorState
+from ecr_emulator.validation import is_sha256_digest
+
+ROUTE = "/_emulator/layers/{digest}"
+MAX_EXPIRES = 7 * 24 * 3600  # S3's limit for presigned URLs
+_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+
+
+def layer_path(digest: str) -> str:
+    return ROUTE.format(digest=digest)
+
+
+def presign(base_url: str, secret: bytes, digest: str, *, expires: int,
+            now: float | None = None, route: str = ROUTE) -> str:
+    path = route.format(digest=digest)
+    date = time.strftime(_DATE_FORMAT, time.gmtime(time.time() if now is None else now))
+    query = urlencode({
+        "X-Amz-Date": date,
+        "X-Amz-Expires": str(expires),
+        "X-Amz-Signature": _signature(secret, path, date, str(expires)),
+    })
+    return f"{base_url}{path}?{query}"
+
+
+def _signature(secret: bytes, path: str, date: str, expires: str) -> str:
+    message = f"GET\n{path}\n{date}\n{expires}".encode()
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _s3_error(status: int, code: str, message: str) -> web.Response:
+    body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>")
+    response = web.Response(status=status, text=body, content_type="application/xml")
+    response["code"] = code  # for the request log
+    return response
+
+
+def _check(request: web.Request, secret: bytes) -> web.Response | None:
+    """None if the URL is authentic and current, else S3's error response."""
+    query = request.query
+    date, expires, signature = (query.get("X-Amz-Date"), query.get("X-Amz-Expires"),
+                                query.get("X-Amz-Signature"))
+    if date is None or expires is None or signature is None:
+        return _s3_error(403, "AccessDenied", "Query-string authentication requires the "
+                         "X-Amz-Date, X-Amz-Expires and X-Amz-Signature parameters")
+    expected = _signature(secret, request.path, date, expires)
+    if not hmac.compare_digest(expected, signature):
+        return _s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
+                         "does not match the signature you provided")
+    try:
+        signed_at = calendar.timegm(time.strptime(date, _DATE_FORMAT))
+        lifetime = int(expires)
+    except ValueError:
+        return _s3_error(403, "AccessDenied", "X-Amz-Date or X-Amz-Expires is malformed")
+    if not 0 < lifetime <= MAX_EXPIRES or time.time() > signed_at + lifetime:
+        return _s3_error(403, "AccessDenied", "Request has expired")
+    return None
+
+
+async def serve_layer(request: web.Request) -> web.StreamResponse:
+    return await serve_blob(request, request.app[STATE_KEY])
+
+
+async def serve_blob(request: web.Request, state: EmulatorState) -> web.StreamResponse:
+    """A presigned download of one of ``state``'s blobs (the route has a ``digest``)."""
+    digest = request.match_info["digest"]
+    denied = _check(request, state.secret)
+    if denied is not None:
+        return denied
+    path = state.blobs.blob_path(digest) if is_sha256_digest(digest) else None
+    if path is None or not path.is_file():
+        return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+    # FileResponse answers Range (206/416) itself and sends the file with sendfile.
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
+
+async def log_download(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: log downloads once their status is final."""
+    if not request.path.startswith(ROUTE.partition("{")[0]):
+        return
+    outcome = "InvalidRange" if response.status == 416 else response.get("code", "ok")
+    request.app[STATE_KEY].request_log.record({
+        "ts": time.time(), "action": "LayerDownload", "repository": None, "outcome": outcome,
+        "status": response.status, "access_key_id": None, "region": None,
+        "digest": request.match_info.get("digest"), "range": request.headers.get("Range"),
+    })

@@ -1,0 +1,149 @@
+"""Lifecycle policies applied: the images each repository's policy expires are deleted.
+
+ECR applies a repository's lifecycle policy within 24 hours of it being set, and then
+periodically. The emulator applies every policy each ``lifecycle_interval`` seconds
+(``ECR_EMULATOR_LIFECYCLE_INTERVAL``, default 3600; 0 turns the schedule off) and whenever a
+test asks: ``POST /_emulator/lifecycle/run`` (``?repository=NAME`` for one repository)
+applies them at once and answers what it expired::
+
+    {"expired": {"team/app": [{"imageDigest": "sha256:...", "imageTags": ["v1"],
+                               "appliedRulePriority": 1}]}}
+
+An expired image is deleted as BatchDeleteImage deletes it by digest (with all its tags), in
+the same transaction that evaluates the policy; ``lastEvaluatedAt`` (GetLifecyclePolicy)
+records the run. Each deletion is in the request log as ``LifecycleExpire``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from ecr_emulator import documents, image_store, store
+from ecr_emulator.errors import AwsError
+from ecr_emulator.state import STATE_KEY, EmulatorState
+from ecr_model import lifecycle_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """An image the rules expire, with what PreviewResult and the run report show."""
+
+    digest: str
+    tags: list[str]
+    pushed_at: float
+    rule_priority: int
+
+
+def judge(db: sqlite3.Connection, repository: str, rules: list[lifecycle_policy.Rule],
+          now: float) -> list[Judged]:
+    """What ``rules`` would expire in ``repository`` now, oldest first."""
+    rows = db.execute("SELECT id, digest, pushed_at FROM images WHERE repository = ?"
+                      " ORDER BY id", (repository,)).fetchall()
+    tags = image_store.tags_of(db, [row["id"] for row in rows])
+    referenced = {row[0] for row in db.execute(
+        "SELECT r.target FROM image_refs r JOIN images i ON i.id = r.image_id"
+        " WHERE i.repository = ? AND r.kind = 'manifest'", (repository,))}
+    candidates = [lifecycle_policy.Candidate(row["id"], tuple(tags[row["id"]]), row["pushed_at"],
+                                            row["id"], row["digest"] in referenced)
+                  for row in rows]
+    by_id = {row["id"]: row for row in rows}
+    judged = []
+    for expiry in lifecycle_policy.evaluate(rules, candidates, now):
+        row = by_id[expiry.key]
+        judged.append(Judged(row["digest"], tags[row["id"]], row["pushed_at"],
+                             expiry.rule_priority))
+    return judged
+
+
+def apply(db: sqlite3.Connection, repository: str, registry_id: str,
+          now: float) -> list[Judged]:
+    """Evaluate the repository's policy and delete what it expires (one transaction)."""
+    policy = documents.get(db, repository, documents.LIFECYCLE)
+    if policy is None:
+        return []
+    doomed = judge(db, repository, lifecycle_policy.parse(policy["text"]), now)
+    for image in doomed:
+        image_store.batch_delete(db, repository, registry_id, [{"imageDigest": image.digest}])
+    documents.put(db, repository, documents.LIFECYCLE, {**policy, "lastEvaluatedAt": now}, now,
+                  registry_id=registry_id)
+    return doomed
+
+
+async def run(state: EmulatorState, repository: str | None = None) -> dict[str, list[Judged]]:
+    """Apply the lifecycle policy of ``repository`` (None: of every repository having one)."""
+    names = ([repository] if repository is not None
+             else await state.db.read(documents.repositories_with, documents.LIFECYCLE))
+    results: dict[str, list[Judged]] = {}
+    for name in names:
+        try:
+            doomed = await state.db.write(apply, name, state.account_id, time.time())
+        except lifecycle_policy.PolicyError:
+            log.exception("the lifecycle policy of %s cannot be applied", name)
+            continue
+        results[name] = doomed
+        for image in doomed:
+            state.request_log.record({
+                "ts": time.time(), "action": "LifecycleExpire", "repository": name,
+                "outcome": "ok", "status": 200, "access_key_id": None, "region": None,
+                "digest": image.digest, "rule": image.rule_priority})
+    return results
+
+
+def report(results: dict[str, list[Judged]]) -> dict[str, Any]:
+    return {"expired": {name: [{"imageDigest": i.digest, "imageTags": i.tags,
+                                "appliedRulePriority": i.rule_priority} for i in doomed]
+                        for name, doomed in results.items()}}
+
+
+async def _run_now(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    repository = request.query.get("repository")
+    if repository is not None and not await state.db.read(_exists, repository):
+        return web.json_response({"error": f"no repository {repository!r}"}, status=404)
+    return web.json_response(report(await run(state, repository)))
+
+
+def _exists(db: sqlite3.Connection, name: str) -> bool:
+    try:
+        store.get_repository(db, name, "")
+    except AwsError:
+        return False
+    return True
+
+
+async def _schedule(state: EmulatorState) -> None:
+    interval = state.settings.lifecycle_interval
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await run(state)
+        except Exception:  # the next run tries again
+            log.exception("applying lifecycle policies failed")
+
+
+def install(app: web.Application) -> None:
+    """The ``POST /_emulator/lifecycle/run`` route and the periodic run."""
+    app.router.add_post("/_emulator/lifecycle/run", _run_now)
+
+    async def periodic(app: web.Application) -> AsyncIterator[None]:
+        state = app[STATE_KEY]
+        task = (asyncio.create_task(_schedule(state))
+                if state.settings.lifecycle_interval > 0 else None)
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.append(periodic)

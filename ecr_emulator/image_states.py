@@ -1,0 +1,70 @@
+"""Queries on what an image carries besides its manifest (``image_states``): its storage
+class (UpdateImageStorageClass) and its last scan (StartImageScan). A row goes with its
+image; an image without one is STANDARD and never scanned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ecr_emulator import image_store, store
+from ecr_emulator.errors import AwsError
+from ecr_emulator.image_store import Failure, Image
+
+
+def existing_image(db: sqlite3.Connection, repository: str, registry_id: str,
+                   image_id: dict[str, str]) -> Image:
+    """The image ``image_id`` names; RepositoryNotFoundException, ImageNotFoundException or
+    InvalidParameterException otherwise."""
+    store.get_repository(db, repository, registry_id)
+    return resolved(db, repository, registry_id, image_id)
+
+
+def resolved(db: sqlite3.Connection, repository: str, registry_id: str,
+             image_id: dict[str, str]) -> Image:
+    """The image ``image_id`` names in a repository known to exist; ImageNotFoundException
+    or InvalidParameterException otherwise."""
+    found = image_store.resolve(db, repository, image_id)
+    if isinstance(found, Failure):
+        if found.code in ("ImageNotFound", "ImageTagDoesNotMatchDigest"):
+            shown = ", ".join(f"{k}={v}" for k, v in image_id.items())
+            raise AwsError("ImageNotFoundException",
+                           f"The image with imageId {{{shown}}} does not exist within the "
+                           f"repository with name '{repository}' in the registry with id "
+                           f"'{registry_id}'")
+        raise AwsError("InvalidParameterException", found.reason)
+    return found
+
+
+def storage_class(db: sqlite3.Connection, image_id: int) -> str:
+    row = db.execute("SELECT storage_class FROM image_states WHERE image_id = ?",
+                     (image_id,)).fetchone()
+    return "STANDARD" if row is None else str(row[0])
+
+
+def archived(db: sqlite3.Connection, image_ids: list[int]) -> set[int]:
+    out: set[int] = set()
+    for start in range(0, len(image_ids), 500):
+        chunk = image_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(f"SELECT image_id FROM image_states WHERE image_id IN ({marks})"
+                          " AND storage_class = 'ARCHIVE'", chunk)
+        out.update(row[0] for row in rows)
+    return out
+
+
+def set_storage_class(db: sqlite3.Connection, image_id: int, target: str, now: float) -> None:
+    db.execute("INSERT OR IGNORE INTO image_states (image_id) VALUES (?)", (image_id,))
+    db.execute("UPDATE image_states SET storage_class = ?, archived_at = ? WHERE image_id = ?",
+               (target, now if target == "ARCHIVE" else None, image_id))
+
+
+def scanned_at(db: sqlite3.Connection, image_id: int) -> float | None:
+    row = db.execute("SELECT scanned_at FROM image_states WHERE image_id = ?",
+                     (image_id,)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
+def set_scanned(db: sqlite3.Connection, image_id: int, now: float) -> None:
+    db.execute("INSERT OR IGNORE INTO image_states (image_id) VALUES (?)", (image_id,))
+    db.execute("UPDATE image_states SET scanned_at = ? WHERE image_id = ?", (now, image_id))

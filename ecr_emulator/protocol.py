@@ -1,0 +1,302 @@
+"""The AWS JSON 1.1 protocol: one ``POST /`` route, the action in ``X-Amz-Target``.
+
+Two services share the route: ECR (``AmazonEC2ContainerRegistry_V20150921.<Action>``) and
+ECR Public (``SpencerFrontendService.<Action>``, handlers registered with
+``@action(name, service="ecr-public")``, run on the ECR Public registry's own state; their
+request-log and fault names are ``ecr-public:<Action>``).
+A request is signed with SigV4. With credentials (``VERIFIER`` set, see sigv4.py) the
+signature is verified as AWS does, the body's hash computed while the body streams in and
+checked before the action runs; without, any key is accepted and only read from the
+credential scope. Then the per-key rules of access.py and the repository policies of
+repository_policy.py apply.
+Errors travel as ``{"__type": name, "message": ...}`` with the HTTP status AWS uses, which is
+what botocore turns into ``client.exceptions.<name>``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ecr_emulator import (
+    access,
+    faults,
+    jsonbody,
+    repository_policy,
+    sigv4,
+    throttle,
+    validation,
+)
+from ecr_emulator.errors import AwsError, server_error
+from ecr_emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
+
+log = logging.getLogger(__name__)
+
+TARGET_PREFIX = "AmazonEC2ContainerRegistry_V20150921."
+PUBLIC_TARGET_PREFIX = "SpencerFrontendService."
+CONTENT_TYPE = "application/x-amz-json-1.1"
+# A 20 MiB part is 27,962,028 bytes of base64; a 4 MiB manifest escaped as JSON fits too.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+Json = dict[str, Any]
+VERIFIER = web.AppKey("emulator_sigv4_verifier", sigv4.Verifier)  # absent: any key is accepted
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who signed a request, read from ``Credential=AKID/date/region/service/aws4_request``."""
+
+    access_key_id: str
+    region: str
+    service: str
+
+
+_CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
+
+
+def parse_identity(request: web.Request) -> Identity:
+    header = request.headers.get("Authorization")
+    scope = header if header is not None else request.query.get("X-Amz-Credential")
+    if scope is None:
+        raise AwsError("MissingAuthenticationTokenException", "Missing Authentication Token",
+                       status=403)
+    if header is not None and not header.startswith("AWS4-HMAC-SHA256 "):
+        raise AwsError("IncompleteSignatureException",
+                       "Authorization header requires the AWS4-HMAC-SHA256 scheme")
+    match = _CREDENTIAL.search(scope if header is not None else f"Credential={scope}")
+    if match is None:
+        raise AwsError("IncompleteSignatureException",
+                       "Authorization header requires a valid Credential scope")
+    return Identity(access_key_id=match[1], region=match[3], service=match[4])
+
+
+@dataclass
+class Call:
+    """One API call as an action handler sees it."""
+
+    state: EmulatorState
+    action: str
+    identity: Identity
+    base_url: str
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    service: str = "ecr"  # or "ecr-public"
+
+
+Handler = Callable[[Call, Json], Awaitable[Json]]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str  # as logged and as faults name it: "PutImage", "ecr-public:PutImage"
+    handler: Handler
+    blob_members: tuple[str, ...]
+    service: str = "ecr"
+    operation: str = ""  # the bare action name ("PutImage")
+
+
+ACTIONS: dict[str, ActionSpec] = {}  # ECR
+PUBLIC_ACTIONS: dict[str, ActionSpec] = {}  # ECR Public
+
+
+def action(name: str, service: str = "ecr") -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the implementation of action ``name`` of ``service``."""
+
+    def register(handler: Handler) -> Handler:
+        table, logged = (ACTIONS, name) if service == "ecr" else (
+            PUBLIC_ACTIONS, f"{service}:{name}")
+        table[name] = ActionSpec(logged, handler, validation.blob_members(name, service),
+                                 service, name)
+        return handler
+
+    return register
+
+
+async def _chunks(request: web.Request,
+                  pending: sigv4.Pending | None = None) -> AsyncIterator[bytes]:
+    """The body's chunks as they arrive (hashed for the signature check), refusing more than
+    MAX_REQUEST_BYTES."""
+    length = request.content_length
+    if length is not None and length > MAX_REQUEST_BYTES:
+        raise AwsError("RequestEntityTooLargeException",
+                       f"Request of {length} bytes exceeds {MAX_REQUEST_BYTES}", status=413)
+    received = 0
+    async for chunk in request.content.iter_any():
+        received += len(chunk)
+        if received > MAX_REQUEST_BYTES:
+            raise AwsError("RequestEntityTooLargeException",
+                           f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
+        if pending is not None:
+            pending.update(chunk)
+        yield chunk
+
+
+async def read_params(request: web.Request, spec: ActionSpec,
+                      pending: sigv4.Pending | None = None) -> Json:
+    """The decoded JSON input; a blob member (a layer part) arrives as a bytearray. With
+    ``pending``, the signature is checked once the last byte arrived, before anything else
+    (a malformed body of a badly signed request is a signature error, as on AWS)."""
+    blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
+    chunks = _chunks(request, pending)
+    try:
+        params = await jsonbody.parse(chunks, blob, request.content_length or 0)
+    except jsonbody.BodyError as exc:
+        error = validation.input_error(spec.operation, f"Malformed request: {exc}",
+                                       spec.service)
+        if pending is not None:
+            async for _ in chunks:
+                pass
+            pending.finish()
+        raise error from None
+    if pending is not None:
+        pending.finish()
+    return params
+
+
+def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
+    """Who signed the request; with a verifier, also the check its body must still pass."""
+    verifier = request.app.get(VERIFIER)
+    if verifier is None:
+        return parse_identity(request), None
+    public = request.headers.get("X-Amz-Target", "").startswith(PUBLIC_TARGET_PREFIX)
+    service = "ecr-public" if public else "ecr"
+    # One emulator stands for every regional endpoint (a gateway routes ECR hosts of other
+    # regions to it; ECR Public answers UnsupportedCommandException outside us-east-1), so
+    # the scope must name a region, not this one.
+    pending = verifier.begin(request, service=service, region=None)
+    return Identity(pending.scope.access_key_id, pending.scope.region, service), pending
+
+
+def base_url(request: web.Request, public_url: str | None) -> str:
+    return public_url.rstrip("/") if public_url else f"{request.scheme}://{request.host}"
+
+
+async def handle_api(request: web.Request) -> web.StreamResponse:
+    """The single API route: dispatch, render errors, write the request log."""
+    state = request.app[STATE_KEY]
+    started = time.monotonic()
+    action_name = _logged_name(request.headers.get("X-Amz-Target", ""))
+    repository: str | None = None
+    identity: Identity | None = None
+    request_id = str(uuid.uuid4())
+    plan: faults.Plan | None = None
+    try:
+        identity, pending = authenticate(request)
+        request["identity"] = identity  # who signed it, for any middleware
+        try:
+            spec = _lookup(request.headers.get("X-Amz-Target", ""))
+        except AwsError:
+            if pending is not None:  # AWS authenticates before it looks at the operation
+                async for _ in _chunks(request, pending):
+                    pass
+                pending.finish()
+            raise
+        params = await read_params(request, spec, pending)
+        throttles = request.app.get(throttle.KEY)
+        if throttles is not None:
+            throttles.check(spec.name)
+        if isinstance(params.get("repositoryName"), str):
+            repository = params["repositoryName"]
+        validation.validate_input(spec.operation, params, spec.service)
+        call_state = state if spec.service == "ecr" else request.app[PUBLIC_STATE_KEY]
+        decision = request.app[access.POLICIES].decide(
+            identity.access_key_id, spec.operation, params, account_id=state.account_id,
+            region=call_state.region, service=spec.service)
+        await repository_policy.authorize(call_state, spec.service, identity.access_key_id,
+                                          spec.operation, params, decision,
+                                          region=call_state.region)
+        plan = state.faults.plan(spec.name)
+        if plan.delay:
+            await asyncio.sleep(plan.delay)
+        if plan.error is not None:
+            raise plan.error
+        call = Call(call_state, spec.operation, identity,
+                    base_url(request, call_state.public_url), request_id, spec.service)
+        result = await spec.handler(call, params)
+        if plan.after is not None:
+            raise _after(plan.after, result)
+        status, outcome, payload = 200, "ok", result
+    except AwsError as exc:
+        status, outcome, payload = exc.status, exc.name, exc.body()
+    except ConnectionResetError:
+        # The caller vanished mid-body (killed, timed out): nothing was stored and nobody
+        # waits for the answer, so a line in the log is all it is worth.
+        log.info("%s: caller went away before its request body ended", action_name)
+        status, outcome, payload = 400, "ClientDisconnected", {}
+    except Exception:
+        log.exception("%s failed", action_name)
+        error = server_error()
+        status, outcome, payload = error.status, error.name, error.body()
+    state.request_log.record({
+        "ts": time.time(),
+        "action": action_name,
+        "repository": repository,
+        "outcome": outcome,
+        "status": status,
+        "access_key_id": identity.access_key_id if identity else None,
+        "region": identity.region if identity else None,
+        "duration_ms": round((time.monotonic() - started) * 1000, 3),
+        "request_id": request_id,
+        **({"faults": plan.kinds} if plan is not None and plan.kinds else {}),
+    })
+    body = orjson.dumps(payload)
+    if plan is not None and plan.disconnect:
+        return await _cut(request, status, body, request_id)
+    return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
+                        headers={"x-amzn-RequestId": request_id})
+
+
+def _after(error: AwsError, result: Json) -> AwsError:
+    """An injected error answered after the action ran; InvalidLayerPartException tells
+    where the upload really stands, as ECR does when a retried part had already landed."""
+    if error.name == "InvalidLayerPartException" and "lastByteReceived" in result:
+        error.extra.update({k: result[k] for k in ("registryId", "repositoryName", "uploadId")
+                            if k in result})
+        error.extra["lastValidByteReceived"] = result["lastByteReceived"]
+    return error
+
+
+async def _cut(request: web.Request, status: int, body: bytes,
+               request_id: str) -> web.StreamResponse:
+    """Send the headers and half of ``body``, then close the connection (an injected fault:
+    the action was performed but its answer never fully arrives)."""
+    response = web.StreamResponse(status=status, headers={
+        "Content-Type": CONTENT_TYPE, "Content-Length": str(len(body)),
+        "x-amzn-RequestId": request_id})
+    await response.prepare(request)
+    await response.write(body[:len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+def _logged_name(target: str) -> str:
+    if target.startswith(PUBLIC_TARGET_PREFIX):
+        return "ecr-public:" + target.removeprefix(PUBLIC_TARGET_PREFIX)
+    return target.removeprefix(TARGET_PREFIX)
+
+
+def _lookup(target: str) -> ActionSpec:
+    if target.startswith(PUBLIC_TARGET_PREFIX):
+        service, table, name = "ecr-public", PUBLIC_ACTIONS, target.removeprefix(
+            PUBLIC_TARGET_PREFIX)
+    elif target.startswith(TARGET_PREFIX):
+        service, table, name = "ecr", ACTIONS, target.removeprefix(TARGET_PREFIX)
+    else:
+        raise AwsError("UnknownOperationException",
+                       f"X-Amz-Target must be {TARGET_PREFIX}<Action>, got {target!r}")
+    spec = table.get(name)
+    if spec is None:
+        known = validation.is_modelled_action(name, service)
+        raise AwsError("UnknownOperationException",
+                       f"The ECR emulator does not implement {name}" if known
+                       else f"Unknown operation {name}")
+    return spec

@@ -1,0 +1,195 @@
+"""Repository policies: validated when set, enforced on every call that names the repository.
+
+A repository policy is an IAM resource policy (``SetRepositoryPolicy``). ``parse`` accepts
+what ECR accepts and refuses the rest with ECR's message: a JSON object with an optional
+``Version`` (2008-10-17 or 2012-10-17) and ``Statement`` (one or a list), each with an
+``Effect`` (Allow or Deny), a ``Principal`` or ``NotPrincipal`` (``"*"`` or ``{"AWS": ...}``
+etc.), an ``Action`` or ``NotAction`` naming actions of the service (``ecr:*``,
+``ecr:BatchGetImage``; ``ecr-public:...`` for ECR Public), and optionally ``Sid``,
+``Resource``/``NotResource`` and ``Condition``.
+
+Enforcement covers the identities the emulator knows: a request signed with access key
+``K`` is the IAM user ``arn:aws:iam::<account>:user/K`` (see access.py). As in IAM for a
+principal of the repository's own account, a call is refused (AccessDeniedException) when
+either the identity rules or the repository policy explicitly deny it, and otherwise allowed
+when either of them allows it. A statement naming the account itself (``"123456789012"`` or
+``arn:aws:iam::123456789012:root``) applies its Deny to every identity of the account, but
+its Allow grants nothing by itself: it delegates to the identity rules, as in IAM. Statements
+with a ``Condition`` are kept but never match (the emulator evaluates no condition keys).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ecr_emulator import access, documents
+from ecr_emulator.access import Decision
+from ecr_emulator.errors import AwsError
+from ecr_emulator.state import EmulatorState
+
+VERSIONS = ("2008-10-17", "2012-10-17")
+_STATEMENT_KEYS = {"Sid", "Effect", "Principal", "NotPrincipal", "Action", "NotAction",
+                   "Resource", "NotResource", "Condition"}
+
+
+def invalid_policy(detail: str) -> AwsError:
+    return AwsError("InvalidParameterException",
+                    "Invalid parameter at 'PolicyText' failed to satisfy constraint: "
+                    f"'Invalid repository policy provided: {detail}'")
+
+
+@dataclass(frozen=True)
+class Statement:
+    effect: str
+    principals: tuple[str, ...] | None  # None: "*"
+    not_principal: bool
+    actions: tuple[str, ...]
+    not_action: bool
+    conditional: bool
+
+    def covers_action(self, qualified: str) -> bool:
+        hit = any(pattern == "*" or fnmatch.fnmatchcase(qualified.lower(), pattern.lower())
+                  for pattern in self.actions)
+        return hit != self.not_action
+
+    def names(self, principal: str, account_id: str) -> str | None:
+        """"user" if it names this identity (or everyone), "account" if only its account."""
+        if self.principals is None:
+            found: str | None = "user"
+        elif principal in self.principals:
+            found = "user"
+        elif account_id in self.principals or f"arn:aws:iam::{account_id}:root" in \
+                self.principals:
+            found = "account"
+        else:
+            found = None
+        if self.not_principal:
+            return None if found else "user"
+        return found
+
+
+@dataclass(frozen=True)
+class RepositoryPolicy:
+    statements: tuple[Statement, ...]
+
+    def decide(self, principal: str, account_id: str, qualified_action: str) -> Decision:
+        denied = allowed = False
+        for statement in self.statements:
+            if statement.conditional or not statement.covers_action(qualified_action):
+                continue
+            named = statement.names(principal, account_id)
+            if named is None:
+                continue
+            if statement.effect == "Deny":
+                denied = True
+            elif named == "user":
+                allowed = True
+        return "deny" if denied else "allow" if allowed else "none"
+
+
+def parse(text: str, service: str = "ecr") -> RepositoryPolicy:
+    """The policy ``text`` describes, or InvalidParameterException saying what is wrong."""
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise invalid_policy("the policy is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise invalid_policy("the policy must be a JSON object")
+    unknown = set(document) - {"Version", "Id", "Statement"}
+    if unknown:
+        raise invalid_policy(f"unknown element {sorted(unknown)[0]!r}")
+    if "Version" in document and document["Version"] not in VERSIONS:
+        raise invalid_policy(f"Version must be one of {', '.join(VERSIONS)}")
+    raw = document.get("Statement")
+    items = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(items, list) or not items:
+        raise invalid_policy("Statement must be an object or a non-empty list of objects")
+    return RepositoryPolicy(tuple(_statement(item, i, service) for i, item in enumerate(items)))
+
+
+def _statement(item: Any, index: int, service: str) -> Statement:
+    where = f"Statement[{index}]"
+    if not isinstance(item, dict):
+        raise invalid_policy(f"{where} must be an object")
+    unknown = set(item) - _STATEMENT_KEYS
+    if unknown:
+        raise invalid_policy(f"{where} has an unknown element {sorted(unknown)[0]!r}")
+    if item.get("Effect") not in ("Allow", "Deny"):
+        raise invalid_policy(f"{where}.Effect must be Allow or Deny")
+    if ("Principal" in item) == ("NotPrincipal" in item):
+        raise invalid_policy(f"{where} needs exactly one of Principal and NotPrincipal")
+    if ("Action" in item) == ("NotAction" in item):
+        raise invalid_policy(f"{where} needs exactly one of Action and NotAction")
+    not_principal = "NotPrincipal" in item
+    principals = _principals(item["NotPrincipal" if not_principal else "Principal"], where)
+    not_action = "NotAction" in item
+    actions = _strings(item["NotAction" if not_action else "Action"], f"{where}.Action")
+    for action in actions:
+        prefix, _, name = action.partition(":")
+        if action != "*" and (prefix.lower() != service or not name):
+            raise invalid_policy(f"{where}: {action!r} is not an action of {service}")
+    condition = item.get("Condition")
+    if condition is not None and not isinstance(condition, dict):
+        raise invalid_policy(f"{where}.Condition must be an object")
+    return Statement(item["Effect"], principals, not_principal, actions, not_action,
+                     bool(condition))
+
+
+def _principals(value: Any, where: str) -> tuple[str, ...] | None:
+    if value == "*":
+        return None
+    if not isinstance(value, dict) or not value:
+        raise invalid_policy(f"{where}.Principal must be \"*\" or an object such as "
+                             "{\"AWS\": [...]}")
+    found: list[str] = []
+    for kind, names in value.items():
+        if kind not in ("AWS", "Service", "Federated", "CanonicalUser"):
+            raise invalid_policy(f"{where}.Principal has an unknown kind {kind!r}")
+        for name in _strings(names, f"{where}.Principal.{kind}"):
+            if kind == "AWS" and name == "*":
+                return None
+            found.append(name)
+    return tuple(found)
+
+
+def _strings(value: Any, where: str) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(
+            isinstance(i, str) and i for i in items):
+        raise invalid_policy(f"{where} must be a string or a non-empty list of strings")
+    return tuple(items)
+
+
+async def authorize(state: EmulatorState, service: str, access_key_id: str, action: str,
+                    params: dict[str, Any], decision: Decision, *, region: str) -> None:
+    """Combine the identity rules' ``decision`` with the policies of the repositories the
+    call names; raise AccessDeniedException if the call may not proceed."""
+    account_id = state.account_id
+    names = list(dict.fromkeys(access.repositories_named(params)))
+    registry = params.get("registryId")
+    own = (None, account_id, state.settings.public_registry_alias if service == "ecr-public"
+           else account_id)  # ECR Public's layer actions also take the registry's alias
+    if registry not in own:
+        names = []  # another registry's repository: this registry's policies do not apply
+    principal = access.principal_arn(account_id, access_key_id)
+    verdicts: list[Decision] = []
+    for name in names:
+        stored = await state.db.read(documents.get, name, documents.POLICY)
+        if stored is None:
+            verdicts.append("none")
+            continue
+        policy = parse(stored["text"], service)
+        verdicts.append(policy.decide(principal, account_id, f"{service}:{action}"))
+        if verdicts[-1] == "deny":
+            raise access.access_denied(
+                access_key_id, action, account_id=account_id,
+                resource=access.repository_arn(service, account_id, region, name),
+                why="with an explicit deny in a resource-based policy", service=service)
+    if decision == "allow" or (verdicts and all(v == "allow" for v in verdicts)):
+        return
+    raise access.identity_denied(access_key_id, action, params, decision,
+                                 account_id=account_id, region=region, service=service)

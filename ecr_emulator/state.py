@@ -1,0 +1,143 @@
+"""Everything one emulator instance owns: settings, database, blob store, log and locks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ecr_emulator import store
+from ecr_emulator.blobs import BlobStore
+from ecr_emulator.db import Database
+from ecr_emulator.faults import Faults
+from ecr_emulator.requestlog import RequestLog
+from ecr_emulator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class HashProgress:
+    """sha256 of an upload's first ``position`` bytes, kept so completion need not re-read."""
+
+    hasher: Any
+    position: int
+
+
+class EmulatorState:
+    def __init__(self, data_dir: Path, *, account_id: str, region: str,
+                 public_url: str | None, settings: Settings) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.account_id = account_id
+        self.region = region
+        self.public_url = public_url
+        self.settings = settings
+        durable = bool(settings.durable)
+        self.db = Database(data_dir / "ecr.sqlite3", durable=durable)
+        self.blobs = BlobStore(data_dir, durable=durable)
+        self.request_log = RequestLog(data_dir / "requests.log")
+        self.secret = _load_secret(data_dir / "secret")
+        self.hashes: dict[str, HashProgress] = {}
+        self.faults = Faults.from_env()  # none unless ECR_EMULATOR_FAULTS says so
+        self._upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+        self._digest_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary())
+
+    async def start(self) -> None:
+        await self.db.open()
+        await self._reconcile()
+        self.request_log.start()
+
+    async def stop(self) -> None:
+        await self.request_log.close()
+        await self.db.close()
+
+    def upload_lock(self, upload_id: str) -> asyncio.Lock:
+        """Serialises the parts and the completion of one upload."""
+        return self._lock(self._upload_locks, upload_id)
+
+    def digest_lock(self, digest: str) -> asyncio.Lock:
+        """Serialises publishing a blob with removing it when no repository holds it."""
+        return self._lock(self._digest_locks, digest)
+
+    @staticmethod
+    def _lock(locks: weakref.WeakValueDictionary[str, asyncio.Lock], key: str) -> asyncio.Lock:
+        lock = locks.get(key)
+        if lock is None:
+            lock = asyncio.Lock()
+            locks[key] = lock
+        return lock
+
+    def registry_id(self, params: dict[str, Any]) -> str:
+        """The registry a call addresses; only the emulated account's exists."""
+        registry_id = params.get("registryId") or self.account_id
+        if registry_id != self.account_id and "repositoryName" in params:
+            raise store.repository_not_found(params["repositoryName"], registry_id)
+        return str(registry_id)
+
+    def repository_arn(self, name: str) -> str:
+        return f"arn:aws:ecr:{self.region}:{self.account_id}:repository/{name}"
+
+    def repository_uri(self, name: str) -> str:
+        return f"{self.account_id}.dkr.ecr.{self.region}.amazonaws.com/{name}"
+
+    async def remove_unused_blobs(self, digests: list[str]) -> None:
+        """Delete the files of blobs that no repository holds any more."""
+        for digest in digests:
+            async with self.digest_lock(digest):
+                if not await self.db.read(store.digest_in_use, digest):
+                    await asyncio.to_thread(self.blobs.remove_blob, digest)
+
+    async def _reconcile(self) -> None:
+        """Repair what a crash can leave behind, before the first request."""
+        uploads = await self.db.read(store.all_uploads)
+        in_use = await self.db.read(store.all_layer_digests)
+        lost = await asyncio.to_thread(self._reconcile_files, uploads, in_use)
+        for upload_id in lost:
+            await self.db.write(store.delete_upload, upload_id)
+
+    def _reconcile_files(self, uploads: dict[str, int], in_use: set[str]) -> list[str]:
+        lost = []
+        for upload_id in list(self.blobs.upload_ids()):
+            if upload_id not in uploads:  # completed or deleted, file not yet unlinked
+                self.blobs.discard_upload(upload_id)
+        for upload_id, received in uploads.items():
+            size = self.blobs.upload_size(upload_id) or 0
+            if size > received:  # a part written but never accepted
+                self.blobs.truncate_upload(upload_id, received)
+            elif size < received:
+                log.warning("upload %s lost its data; dropping it", upload_id)
+                lost.append(upload_id)
+        for digest in list(self.blobs.blob_digests()):
+            if digest not in in_use:  # published, but the layer was never committed
+                self.blobs.remove_blob(digest)
+        return lost
+
+
+def _load_secret(path: Path) -> bytes:
+    """The per-data-dir key that signs download URLs (stable across restarts)."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    temp = path.with_suffix(".tmp")
+    with open(temp, "w") as f:
+        f.write(secrets.token_hex(32))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, path)
+    return bytes.fromhex(path.read_text().strip())
+
+
+STATE_KEY = web.AppKey("ecr_emulator_state", EmulatorState)
+# The ECR Public registry's own state (its data under <data-dir>/public), see public/.
+PUBLIC_STATE_KEY = web.AppKey("ecr_public_emulator_state", EmulatorState)

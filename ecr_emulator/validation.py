@@ -1,0 +1,254 @@
+"""Input validation: the constraints of botocore's ECR model, plus ECR's own grammars.
+
+The model (the same one the clients are generated from) gives every member's type, length,
+range, pattern and enum; checking against it keeps the emulator's limits equal to the API
+reference's. botocore validates little of this client-side (required members and minimums),
+so the server has to. Shape violations are InvalidParameterException, or ValidationException
+for the newer operations that declare it (ListImageReferrers).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import re
+from typing import Any
+
+import botocore.session
+from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
+
+from ecr_emulator.errors import AwsError
+
+SHA256_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+# OCI image-spec digest grammar: algorithm ":" encoded.
+DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+# ECR's own digest grammar (the model's LayerDigest pattern, quoted in its failure reasons).
+ECR_DIGEST = re.compile(r"[a-zA-Z0-9_+.-]+:[a-fA-F0-9]+")
+# OCI distribution tag grammar with ECR's longer limit (ImageTag max 300 in the model).
+TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,299}")
+
+
+def is_digest(value: str) -> bool:
+    return DIGEST.fullmatch(value) is not None
+
+
+def is_sha256_digest(value: str) -> bool:
+    return SHA256_DIGEST.fullmatch(value) is not None
+
+
+def is_image_digest(value: str) -> bool:
+    """A digest as ECR accepts one in an image or layer id; sha256 needs 64 hex digits."""
+    if ECR_DIGEST.fullmatch(value) is None:
+        return False
+    algorithm, _, encoded = value.partition(":")
+    return algorithm != "sha256" or len(encoded) == 64
+
+
+def is_tag(value: str) -> bool:
+    return TAG.fullmatch(value) is not None
+
+
+@functools.cache
+def service_model(service: str = "ecr") -> ServiceModel:
+    """botocore's model of ``ecr`` or ``ecr-public``."""
+    return botocore.session.get_session().get_service_model(service)
+
+
+def is_modelled_action(name: str, service: str = "ecr") -> bool:
+    return name in service_model(service).operation_names
+
+
+@functools.cache
+def _operation(name: str, service: str = "ecr") -> OperationModel:
+    return service_model(service).operation_model(name)
+
+
+@functools.cache
+def _error_name(action_name: str, service: str = "ecr") -> str:
+    if not is_modelled_action(action_name, service):
+        return "InvalidParameterException"
+    declared = {shape.name for shape in _operation(action_name, service).error_shapes}
+    if "ValidationException" in declared:
+        return "ValidationException"
+    return "InvalidParameterException"
+
+
+def input_error(action_name: str, message: str, service: str = "ecr") -> AwsError:
+    """The error this action reports for malformed input."""
+    return AwsError(_error_name(action_name, service), message)
+
+
+def blob_members(action_name: str, service: str = "ecr") -> tuple[str, ...]:
+    """Top-level members of type blob (base64 in JSON), decoded before validation."""
+    if not is_modelled_action(action_name, service):
+        return ()
+    shape = _operation(action_name, service).input_shape
+    if shape is None:
+        return ()
+    return tuple(name for name, member in shape.members.items() if member.type_name == "blob")
+
+
+def validate_input(action_name: str, params: dict[str, Any], service: str = "ecr") -> None:
+    """Raise the action's validation error for the first constraint ``params`` breaks."""
+    shape = _operation(action_name, service).input_shape
+    if shape is None:
+        return
+    problem = _check(shape, params, "")
+    if problem is not None:
+        path, value, constraint = problem
+        if _error_name(action_name, service) == "ValidationException":
+            message = (f"1 validation error detected: Value {_show(value)} at '{path}' "
+                       f"failed to satisfy constraint: Member must {constraint}")
+        else:
+            message = (f"Invalid parameter at '{path}' failed to satisfy constraint: "
+                       f"'must {constraint}'")
+        raise AwsError(_error_name(action_name, service), message)
+
+
+Problem = tuple[str, Any, str]
+
+
+def _check(shape: Shape, value: Any, path: str) -> Problem | None:
+    kind = shape.type_name
+    checker = _CHECKERS.get(kind)
+    if checker is None:
+        return None
+    return checker(shape, value, path)
+
+
+def _check_structure(shape: Shape, value: Any, path: str) -> Problem | None:
+    assert isinstance(shape, StructureShape)
+    if not isinstance(value, dict):
+        return path or "input", value, "be an object"
+    for name in shape.required_members:
+        if value.get(name) is None:
+            return _join(path, name), None, "not be null"
+    for name, member in shape.members.items():
+        if name in value and value[name] is not None:
+            problem = _check(member, value[name], _join(path, name))
+            if problem is not None:
+                return problem
+    return None
+
+
+def _check_list(shape: Shape, value: Any, path: str) -> Problem | None:
+    assert isinstance(shape, ListShape)
+    if not isinstance(value, list):
+        return path, value, "be a list"
+    problem = _length(shape, value, path)
+    if problem is not None:
+        return problem
+    for index, item in enumerate(value):
+        problem = _check(shape.member, item, f"{path}.{index + 1}.member")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_map(shape: Shape, value: Any, path: str) -> Problem | None:
+    assert isinstance(shape, MapShape)
+    if not isinstance(value, dict):
+        return path, value, "be a map"
+    problem = _length(shape, value, path)
+    if problem is not None:
+        return problem
+    for key, item in value.items():
+        problem = _check(shape.key, key, f"{path}.{key}.key") or _check(
+            shape.value, item, f"{path}.{key}.value")
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_string(shape: Shape, value: Any, path: str) -> Problem | None:
+    if not isinstance(value, str):
+        return path, value, "be a string"
+    problem = _length(shape, value, path)
+    if problem is not None:
+        return problem
+    enum = shape.metadata.get("enum")
+    if enum and value not in enum:
+        return path, value, f"satisfy enum value set: [{', '.join(enum)}]"
+    pattern = _pattern(shape.metadata.get("pattern"))
+    if pattern is not None and pattern.fullmatch(value) is None:
+        return path, value, f"satisfy regular expression pattern: {pattern.pattern}"
+    return None
+
+
+def _check_number(shape: Shape, value: Any, path: str) -> Problem | None:
+    integral = shape.type_name in ("integer", "long")
+    types: tuple[type, ...] = (int,) if integral else (int, float)
+    if isinstance(value, bool) or not isinstance(value, types):
+        return path, value, "be a number"
+    low, high = shape.metadata.get("min"), shape.metadata.get("max")
+    if low is not None and value < low:
+        return path, value, f"have value greater than or equal to {low}"
+    if high is not None and value > high:
+        return path, value, f"have value less than or equal to {high}"
+    return None
+
+
+def _check_boolean(shape: Shape, value: Any, path: str) -> Problem | None:
+    return None if isinstance(value, bool) else (path, value, "be a boolean")
+
+
+def _check_blob(shape: Shape, value: Any, path: str) -> Problem | None:
+    if isinstance(value, str):  # a nested blob (only top-level ones are decoded on arrival)
+        try:
+            value = base64.b64decode(value, validate=True)
+        except binascii.Error:
+            return path, "<blob>", "be base64-encoded binary data"
+    if not isinstance(value, bytes | bytearray):
+        return path, "<blob>", "be base64-encoded binary data"
+    return _length(shape, value, path)
+
+
+def _check_timestamp(shape: Shape, value: Any, path: str) -> Problem | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return None if ok else (path, value, "be a timestamp in epoch seconds")
+
+
+_CHECKERS = {
+    "structure": _check_structure,
+    "list": _check_list,
+    "map": _check_map,
+    "string": _check_string,
+    "integer": _check_number,
+    "long": _check_number,
+    "float": _check_number,
+    "double": _check_number,
+    "boolean": _check_boolean,
+    "blob": _check_blob,
+    "timestamp": _check_timestamp,
+}
+
+
+def _length(shape: Shape, value: Any, path: str) -> Problem | None:
+    low, high = shape.metadata.get("min"), shape.metadata.get("max")
+    size = len(value)
+    shown = "<blob>" if isinstance(value, bytes | bytearray) else value
+    if low is not None and size < low:
+        return path, shown, f"have length greater than or equal to {low}"
+    if high is not None and size > high:
+        return path, shown, f"have length less than or equal to {high}"
+    return None
+
+
+@functools.cache
+def _pattern(source: str | None) -> re.Pattern[str] | None:
+    if not source:
+        return None
+    try:
+        return re.compile(source)
+    except re.error:  # a Java-only construct: leave that constraint to the handler
+        return None
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if not isinstance(value, str) else f"'{value}'"
+    return text if len(text) <= 200 else text[:200] + "..."

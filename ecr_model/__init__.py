@@ -1,0 +1,5 @@
+"""What ECR accepts, written down once.
+
+The gateway checks its configuration against these rules before ECR could refuse a call, and
+the emulator enforces them as ECR does; both import this package, neither imports the other.
+"""

@@ -1,0 +1,96 @@
+"""Streaming parse of JSON bodies whose blob member is decoded as it arrives."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ecr_emulator import jsonbody
+from ecr_emulator.jsonbody import BodyError
+
+
+async def chunks(body: bytes, sizes: list[int] | int) -> AsyncIterator[bytes]:
+    if isinstance(sizes, int):
+        sizes = [sizes]
+    pos = i = 0
+    while pos < len(body):
+        size = sizes[i % len(sizes)]
+        yield body[pos:pos + size]
+        pos += size
+        i += 1
+
+
+def part_body(blob: bytes, *, first: bool = False, escape_slash: bool = False) -> bytes:
+    encoded = base64.b64encode(blob).decode()
+    if escape_slash:
+        encoded = encoded.replace("/", "\\/")
+    fields = {"repositoryName": "a/b", "partFirstByte": 0, "partLastByte": len(blob) - 1}
+    text = json.dumps(fields)
+    member = f'"layerPartBlob": "{encoded}"'
+    if first:
+        return ("{" + member + ", " + text[1:]).encode()
+    return (text[:-1] + ", " + member + "}").encode()
+
+
+@pytest.mark.parametrize("sizes", [1, 3, 7, 64, 1000, 65536, [5, 1, 9000, 2]])
+@pytest.mark.parametrize("first", [False, True])
+async def test_blob_decoded_across_any_chunking(sizes: list[int] | int, first: bool) -> None:
+    blob = os.urandom(10_001)
+    params = await jsonbody.parse(chunks(part_body(blob, first=first), sizes), "layerPartBlob")
+    assert params == {"repositoryName": "a/b", "partFirstByte": 0, "partLastByte": 10_000,
+                      "layerPartBlob": blob}
+
+
+async def test_escaped_slashes() -> None:
+    blob = bytes(range(256)) * 40  # plenty of "/" in its base64
+    body = part_body(blob, escape_slash=True)
+    assert b"\\/" in body
+    for size in (1, 2, 3, 100):
+        params = await jsonbody.parse(chunks(body, size), "layerPartBlob")
+        assert params["layerPartBlob"] == blob
+
+
+@pytest.mark.parametrize("blob", [b"", b"a", b"ab", b"abc"])
+async def test_short_blobs(blob: bytes) -> None:
+    params = await jsonbody.parse(chunks(part_body(blob), 2), "layerPartBlob")
+    assert params["layerPartBlob"] == blob
+
+
+async def test_no_blob_member() -> None:
+    body = b'{"repositoryName": "a/b", "note": "layerPartBlob"}'
+    assert await jsonbody.parse(chunks(body, 4), "layerPartBlob") == {
+        "repositoryName": "a/b", "note": "layerPartBlob"}
+    assert await jsonbody.parse(chunks(b"", 4), None) == {}
+    assert await jsonbody.parse(chunks(body, 3), None) == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [
+    b'{"layerPartBlob": "QUJD*EFC"}',          # outside the alphabet
+    b'{"layerPartBlob": "QUJDR"}',             # not a multiple of 4
+    b'{"layerPartBlob": "QQ==QUJD"}',          # padding in the middle
+    b'{"layerPartBlob": "QUJD\\u0041QUJD"}',   # an escape other than \\/
+    b'{"layerPartBlob": "QUJD',                # never closed
+    b'{"layerPartBlob": "QUJD", ',             # broken JSON after the blob
+    b'["layerPartBlob"]',
+    b"not json at all",
+])
+async def test_malformed(body: bytes) -> None:
+    with pytest.raises(BodyError):
+        await jsonbody.parse(chunks(body, 3), "layerPartBlob")
+
+
+async def test_random_chunkings_agree_with_json() -> None:
+    rng = random.Random(7)
+    for _ in range(20):
+        blob = os.urandom(rng.randrange(0, 5000))
+        body = part_body(blob, first=rng.random() < 0.5)
+        sizes = [rng.randrange(1, 200) for _ in range(10)]
+        params = await jsonbody.parse(chunks(body, sizes), "layerPartBlob")
+        expected = json.loads(body)
+        expected["layerPartBlob"] = base64.b64decode(expected["layerPartBlob"])
+        assert params == expected

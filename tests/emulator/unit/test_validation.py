@@ -1,0 +1,97 @@
+"""Input validation against botocore's ECR model, and ECR's name, tag and digest grammars."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ecr_emulator import validation
+from ecr_emulator.errors import AwsError
+
+DIGEST = "sha256:" + "a" * 64
+UPLOAD_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def error_of(action: str, params: dict[str, Any]) -> AwsError:
+    with pytest.raises(AwsError) as info:
+        validation.validate_input(action, params)
+    return info.value
+
+
+@pytest.mark.parametrize(("action", "params"), [
+    ("CreateRepository", {"repositoryName": "team/app-1"}),
+    ("CreateRepository", {"repositoryName": "a__b/c--d/e.f", "imageTagMutability": "IMMUTABLE",
+                          "tags": [{"Key": "k", "Value": ""}]}),
+    ("UploadLayerPart", {"repositoryName": "ab", "uploadId": UPLOAD_ID, "partFirstByte": 0,
+                         "partLastByte": 0, "layerPartBlob": b"x"}),
+    ("ListImages", {"repositoryName": "ab", "maxResults": 1000, "filter": {"tagStatus": "ANY"}}),
+    ("DescribeRepositories", {}),
+    ("GetAuthorizationToken", {"registryIds": ["123456789012"]}),
+])
+def test_valid_input_passes(action: str, params: dict[str, Any]) -> None:
+    validation.validate_input(action, params)
+
+
+@pytest.mark.parametrize(("action", "params", "fragment"), [
+    ("CreateRepository", {}, "'repositoryName' failed to satisfy constraint: 'must not be null'"),
+    ("CreateRepository", {"repositoryName": "Upper"}, "regular expression"),
+    ("CreateRepository", {"repositoryName": "a" * 257}, "length less than or equal to 256"),
+    ("CreateRepository", {"repositoryName": "ab", "imageTagMutability": "SOMETIMES"},
+     "enum value set"),
+    ("CreateRepository", {"repositoryName": "ab", "tags": [{"Key": "k"}]},
+     "'tags.1.member.Value'"),
+    ("CreateRepository", {"repositoryName": 5}, "be a string"),
+    ("DeleteRepository", {"repositoryName": "ab", "force": "yes"}, "be a boolean"),
+    ("ListImages", {"repositoryName": "ab", "maxResults": 0}, "greater than or equal to 1"),
+    ("ListImages", {"repositoryName": "ab", "maxResults": True}, "be a number"),
+    ("BatchGetImage", {"repositoryName": "ab", "imageIds": []}, "length greater than or equal"),
+    ("UploadLayerPart", {"repositoryName": "ab", "uploadId": "x", "partFirstByte": 0,
+                         "partLastByte": 0, "layerPartBlob": b"x"}, "'uploadId'"),
+    ("UploadLayerPart", {"repositoryName": "ab", "uploadId": UPLOAD_ID, "partFirstByte": 0,
+                         "partLastByte": 0, "layerPartBlob": b"x" * 20_971_521}, "20971520"),
+    ("PutImage", {"repositoryName": "ab", "imageManifest": "x" * 4_194_305}, "4194304"),
+])
+def test_invalid_input_is_invalid_parameter(action: str, params: dict[str, Any],
+                                            fragment: str) -> None:
+    error = error_of(action, params)
+    assert error.name == "InvalidParameterException" and error.status == 400
+    assert fragment in error.message
+
+
+def test_operations_declaring_validation_exception_use_it() -> None:
+    error = error_of("ListImageReferrers", {"repositoryName": "ab",
+                                            "subjectId": {"imageDigest": DIGEST},
+                                            "maxResults": 51})
+    assert error.name == "ValidationException"
+    assert error.message == ("1 validation error detected: Value 51 at 'maxResults' failed to "
+                             "satisfy constraint: Member must have value less than or equal to 50")
+
+
+def test_blob_members_come_from_the_model() -> None:
+    assert validation.blob_members("UploadLayerPart") == ("layerPartBlob",)
+    assert validation.blob_members("PutImage") == ()
+    assert validation.blob_members("NoSuchAction") == ()
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    (DIGEST, True), ("sha256:" + "A" * 64, True), ("sha256:abc", False),
+    ("sha512:" + "a" * 128, True),
+    ("md5:zz", False), ("nodigest", False), ("", False), ("sha256:" + "a" * 65, False),
+])
+def test_image_digests(value: str, ok: bool) -> None:
+    assert validation.is_image_digest(value) is ok
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("latest", True), ("v1.2.3-rc_1", True), ("_hidden", True), ("a" * 300, True),
+    ("a" * 301, False), (".dot", False), ("-dash", False), ("has space", False), ("", False),
+])
+def test_tags(value: str, ok: bool) -> None:
+    assert validation.is_tag(value) is ok
+
+
+def test_sha256_digests_are_lowercase_hex() -> None:
+    assert validation.is_sha256_digest(DIGEST)
+    assert not validation.is_sha256_digest(DIGEST.upper())
+    assert not validation.is_sha256_digest("sha512:" + "a" * 64)
