@@ -86,6 +86,9 @@ class RouteConfig:
     # ECR Public: "from_annotations" fills the repository's catalog data (description,
     # about, usage, architectures, operating systems) from each tagged image pushed.
     catalog_data: str = "none"
+    # Fill ECR from this registry on a miss (pull-through, as a mirror's upstream): a name
+    # under ``prefix`` is asked of it without the prefix. None: serve what ECR holds.
+    upstream: PullThroughConfig | None = None
 
 
 @dataclass
@@ -525,6 +528,8 @@ def _is_loopback(host: str) -> bool:
 
 def _check_route(route: RouteConfig, where: str) -> None:
     settings = route.repository
+    if route.upstream is not None:
+        _check_pull_through(route.upstream, f"{where}.upstream")
     public = route.upstream_kind == "ecr-public"
     if public and route.region not in (None, "us-east-1"):
         raise ConfigError(f"{where}.region", "ECR Public is in us-east-1 only")
