@@ -126,6 +126,9 @@ class PullThrough:
         except UpstreamError as exc:
             if exc.unavailable:
                 return self._stale(mirror, name, tag, held, exc)
+            if exc.missing and mirror.own_tags:
+                mirror.checked[(name, tag)] = held.digest
+                return held
             raise _client_error(mirror, name, tag, exc) from None
         if current == held.digest:
             mirror.checked[(name, tag)] = held.digest

@@ -24,6 +24,9 @@ class Source:
         self.settings = settings
         self.upstream = upstream
         self._prefix = prefix
+        # A route's repositories also hold what clients pushed: a tag the upstream does not
+        # know is theirs, served from ECR (a mirror's tags are only ever the upstream's).
+        self.own_tags = key.startswith("route:")
         # (name, tag) → the digest the upstream gave it, trusted until the TTL runs out.
         self.checked: TTLCache[tuple[str, str], str] = TTLCache(
             maxsize=100_000, ttl=settings.tag_ttl_seconds or 1e-9)

@@ -318,6 +318,11 @@ async def test_route_pulls_through(upstream: EmulatorProcess, hub: ReferenceRegi
                 assert r.status == 404, name
         filled = [e["pullthrough"] for e in await _access(gw, "/manifests/", 4)]
         assert filled == [["fetched"], [], [], []]
+        # What a client pushes under the route is served from ECR (the upstream has no such
+        # tag), not refused because the upstream does not know it.
+        _own, pushed, own_layers = await _push(http, gw.url, "hub/team/own", "v1")
+        body, blobs = await _pull(http, gw.url, "hub/team/own", "v1", {})
+        assert body == pushed and blobs[1:] == own_layers
         async with http.get(f"{gw.url}/metrics") as r:
             metrics = await r.text()
         host = hub.url.removeprefix("http://")
