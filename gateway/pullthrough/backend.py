@@ -74,6 +74,7 @@ class PullThrough:
         # Manifests served before ECR holds them: (host, name, digest) → manifest.
         self._pending: dict[tuple[str, str, str], Manifest] = {}
         self._repositories: set[tuple[str, str]] = set()  # created (or found) this process
+        self._creations: SingleFlight[None] = SingleFlight("pullthrough_repository")
         self._background: set[asyncio.Task[None]] = set()
 
     def __getattr__(self, attribute: str) -> Any:
@@ -196,11 +197,13 @@ class PullThrough:
     async def _copy_and_put(self, mirror: Source, name: str, manifest: Manifest,
                             parsed: ParsedManifest) -> None:
         try:
-            await self._ensure_repository(mirror, name)
+            # The blobs' upstream reads start at once (each copy creates the repository
+            # first, once): a client asking for them next finds them on their way.
             if parsed.children:
                 await self._copy_children(mirror, name, parsed.children)
             else:
                 await self._copy_blobs(mirror, name, parsed.blobs)
+            await self._ensure_repository(mirror, name)
             await self._inner.put_manifest(name, manifest.digest, manifest.body, parsed)
         finally:
             self._pending.pop((mirror.host, name, manifest.digest), None)
@@ -231,10 +234,11 @@ class PullThrough:
         await asyncio.gather(*(one(blob) for blob in blobs if blob.digest.startswith("sha256:")))
 
     async def _ensure_repository(self, mirror: Source, name: str) -> None:
-        if (mirror.host, name) in self._repositories:
+        key = (mirror.host, name)
+        if key in self._repositories:
             return
-        await self._inner.create_repository_for(name)
-        self._repositories.add((mirror.host, name))
+        await self._creations.do(key, partial(self._inner.create_repository_for, name))
+        self._repositories.add(key)
 
     # -- blobs ------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextvars
 
+from gateway.ecr.calls import upstream_calls
 from gateway.observability.metrics import PULLTHROUGH_EVENTS
 
 # The events of the request being served (set by the app's middleware; None outside one).
@@ -21,5 +22,6 @@ def record(registry: str, event: str) -> None:
 
 def detach() -> None:
     """For a background task (it copied the request's context): what it does later is not
-    that request's."""
+    that request's (nor are its ECR calls)."""
     request_events.set(None)
+    upstream_calls.set(None)
