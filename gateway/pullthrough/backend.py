@@ -306,7 +306,8 @@ class PullThrough:
             raise
         finally:
             await asyncio.wait([fill])  # readers still following get every byte
-            tee.close()
+            # Freeing a large spool's pages takes a while: not on the event loop.
+            await asyncio.shield(asyncio.to_thread(tee.close))
 
     async def _store_blob(self, name: str, digest: str, tee: Tee) -> None:
         """The tee's bytes into ECR at the upload path's own pace (never completed before
