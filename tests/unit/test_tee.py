@@ -50,24 +50,16 @@ async def test_a_reader_that_keeps_up_gets_the_chunks_received(tmp_path: Path) -
 @pytest.mark.parametrize("size", [SIZE, None])
 async def test_the_last_byte_waits_for_the_digest(tmp_path: Path, size: int | None) -> None:
     wrong = [*CHUNKS[:-1], b"x" + CHUNKS[-1][1:]]
-    tee = Tee(tmp_path, DIGEST, size)
-    got: list[bytes] = []
-
-    async def read() -> None:
-        async for data in tee.reader(client=True):
-            got.append(data)
-
-    reader = asyncio.create_task(read())
-    with pytest.raises(OciError):
-        await tee.fill(_unpaced(wrong))
-    with pytest.raises(OciError):
-        await reader
-    tee.close()
-    assert sum(map(len, got)) < SIZE
+    assert await _read_failing(Tee(tmp_path, DIGEST, size), wrong) < SIZE
 
 
 async def test_bytes_beyond_the_announced_size_wait_too(tmp_path: Path) -> None:
     tee = Tee(tmp_path, DIGEST, SIZE - 1)  # the upstream's Content-Length was short
+    assert await _read_failing(tee, [*CHUNKS, b"tail"]) < SIZE - 1
+
+
+async def _read_failing(tee: Tee, chunks: list[bytes]) -> int:
+    """Fill ``tee`` with ``chunks`` that do not match its digest: the bytes a reader got."""
     got: list[bytes] = []
 
     async def read() -> None:
@@ -76,11 +68,11 @@ async def test_bytes_beyond_the_announced_size_wait_too(tmp_path: Path) -> None:
 
     reader = asyncio.create_task(read())
     with pytest.raises(OciError):
-        await tee.fill(_unpaced([*CHUNKS, b"tail"]))
+        await tee.fill(_unpaced(chunks))
     with pytest.raises(OciError):
         await reader
     tee.close()
-    assert sum(map(len, got)) < SIZE - 1
+    return sum(map(len, got))
 
 
 async def _unpaced(chunks: list[bytes]) -> AsyncIterator[bytes]:
