@@ -227,9 +227,14 @@ class StateConfig:
     (shared by every replica, so any replica can continue any session)."""
 
     backend: str = "local"
-    redis_url: str | None = None  # redis://host:port/db (a password here shows in configs)
+    # redis://host:port/db, redis+sentinel://h1:26379,h2:26379/service[/db] or
+    # redis+cluster://h1:6379,h2:6379 (gateway/state/connect.py); a password here shows in
+    # configs.
+    redis_url: str | None = None
     # A file holding the Redis password (a mounted Secret): kept out of the URL and config.
     redis_password_file: str | None = None
+    # A file holding the Sentinels' own password, when they ask for one (redis+sentinel).
+    redis_sentinel_password_file: str | None = None
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: float = 15.0  # a dead replica's session lock frees itself after this
     lock_wait_seconds: float = 60.0  # a request waits this long for a busy session
@@ -467,8 +472,15 @@ def _check(config: Config) -> None:
             raise ConfigError(f"upstream.{key}", "must be more than 0")
     if config.state.backend == "redis" and not config.state.redis_url:
         raise ConfigError("state.redis_url", "is required when state.backend is redis")
+    if config.state.redis_url:
+        from gateway.state.connect import parse_redis_url
+
+        try:
+            parse_redis_url(config.state.redis_url)
+        except ValueError as exc:
+            raise ConfigError("state.redis_url", str(exc)) from None
     if config.state.redis_password_file and config.state.redis_url and \
-            re.match(r"^[a-z]+://[^/@]*:[^/@]*@", config.state.redis_url):
+            re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", config.state.redis_url):
         raise ConfigError("state.redis_password_file", "and a password in state.redis_url: "
                           "give one of them")
     _check_auth(config)

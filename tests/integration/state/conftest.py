@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, SharedRedis
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
-def redis_state(server: RedisServer, **extra: Any) -> dict[str, Any]:
+def redis_state(server: SharedRedis, **extra: Any) -> dict[str, Any]:
     """A ``state`` section on ``server`` with a key prefix of its own."""
     return {"backend": "redis", "redis_url": server.url,
             "key_prefix": f"t{uuid.uuid4().hex[:8]}:", **extra}

@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.oci.errors import OciError
+from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
 from gateway.state.sessions import UploadSession
 from tests.support.redis import RedisServer
@@ -30,8 +31,9 @@ def _session(**fields: object) -> UploadSession:
 async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RedisSessionStore,
                                                                    RedisSessionStore]]:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    a = RedisSessionStore(redis_server.url, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
-    b = RedisSessionStore(redis_server.url, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
+    connection = RedisConnection(redis_server.url)
+    a = RedisSessionStore(connection, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
+    b = RedisSessionStore(connection, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
     yield a, b
     await a.close()
     await b.close()
@@ -161,7 +163,7 @@ async def test_idle_lists_old_sessions_and_forgets_vanished_ones(
 async def test_ping_fails_when_redis_is_unreachable() -> None:
     from tests.support.clients import free_port
 
-    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")
+    store = RedisSessionStore(RedisConnection(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(Exception) as failed:
         await store.ping()
     await store.close()

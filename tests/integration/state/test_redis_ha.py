@@ -1,0 +1,132 @@
+"""The shared state without a single point of failure: Redis behind Sentinel, and Redis
+Cluster. Real processes throughout: redis-server masters and replicas, Sentinels
+(``redis-server --sentinel``), an emulator and gateway replicas.
+
+With Sentinel, the master fails over in the middle of an upload (handed over with SENTINEL
+FAILOVER, or killed): the client carries on as the OCI protocol says (on an error it asks
+the upload's offset and resumes from there), the upload completes and the blob reads back
+byte for byte. With Cluster, the replica tests run as they do on a single Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.state import test_cache_coherence, test_replicas, test_staged_peers
+from tests.integration.state.conftest import redis_state, replica
+from tests.support.emulator import EmulatorProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.redis import RedisClusterGroup, RedisSentinelGroup
+
+MiB = 1024 * 1024
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def digest_of(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def _offset(session: aiohttp.ClientSession, gateway: GatewayProcess, location: str,
+                  deadline: float) -> int:
+    """The upload's offset, asked until the gateway can answer (503 during a failover)."""
+    while True:
+        async with session.get(gateway.url + location) as r:
+            if r.status == 204:
+                return int(r.headers["Range"].split("-")[1]) + 1
+            assert r.status == 503, (r.status, await r.text())
+        assert time.monotonic() < deadline, "the upload stayed unavailable"
+        await asyncio.sleep(0.2)
+
+
+async def _send(session: aiohttp.ClientSession, gateway: GatewayProcess, location: str,
+                data: bytes, begin: int, end: int) -> int:
+    """PATCH ``data[begin:end]``; on any refusal resume from the offset the gateway gives.
+    Returns the offset reached (``end``)."""
+    deadline = time.monotonic() + 60
+    offset = begin
+    while offset < end:
+        headers = {**OCTET, "Content-Range": f"{offset}-{end - 1}"}
+        async with session.patch(gateway.url + location, data=data[offset:end],
+                                 headers=headers) as r:
+            if r.status == 202:
+                offset = end
+                continue
+            assert r.status in (409, 416, 503), (r.status, await r.text())
+        offset = await _offset(session, gateway, location, deadline)
+        assert offset <= end, "the gateway claims bytes it was never sent"
+    return offset
+
+
+@pytest.fixture(scope="module")
+def sentinel_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSentinelGroup]:
+    with RedisSentinelGroup(tmp_path_factory.mktemp("sentinel")) as group:
+        yield group
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["sentinel-failover", "master-killed"])
+async def test_upload_survives_a_sentinel_failover(
+        upstream: EmulatorProcess, sentinel_group: RedisSentinelGroup, tmp_path: Path,
+        kill: bool) -> None:
+    state = redis_state(sentinel_group, lock_ttl_seconds=2)
+    name = f"ha/failover-{os.urandom(4).hex()}"
+    layer = os.urandom(23 * MiB + 77)
+    cuts = [0, 6 * MiB + 1, 13 * MiB, 17 * MiB + 5, len(layer)]
+    with replica(tmp_path / "a", upstream, state) as a, \
+            replica(tmp_path / "b", upstream, state) as b:
+        async with aiohttp.ClientSession() as session:
+            location = await test_replicas.start(session, a, name)
+            await _send(session, a, location, layer, cuts[0], cuts[1])
+            await _send(session, b, location, layer, cuts[1], cuts[2])
+            before = sentinel_group.master_port()
+            await asyncio.to_thread(sentinel_group.failover, kill=kill)
+            assert sentinel_group.master_port() != before
+            await _send(session, a, location, layer, cuts[2], cuts[3])
+            await _send(session, b, location, layer, cuts[3], cuts[4])
+            await test_replicas.finish(session, a, location, digest_of(layer))
+            await test_replicas.push_manifest(session, b, name, layer)
+            for gateway in (a, b):
+                assert await test_replicas.read_blob(session, gateway, name,
+                                                     digest_of(layer)) == layer
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterGroup]:
+    with RedisClusterGroup(tmp_path_factory.mktemp("cluster")) as group:
+        yield group
+
+
+@pytest.fixture(scope="module")
+def cluster_pair(upstream: EmulatorProcess, cluster: RedisClusterGroup,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess,
+                                                                             GatewayProcess]]:
+    state = redis_state(cluster, lock_ttl_seconds=2)
+    root = tmp_path_factory.mktemp("cluster-replicas")
+    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
+        yield a, b
+
+
+async def test_cluster_upload_alternating_between_replicas(
+        cluster_pair: tuple[GatewayProcess, GatewayProcess], upstream: EmulatorProcess) -> None:
+    await test_replicas.test_chunked_upload_alternating_between_replicas(cluster_pair, upstream)
+
+
+async def test_cluster_staged_blob_reads_back_through_the_other_replica(
+        cluster_pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    await test_staged_peers.test_patch_on_one_replica_put_on_the_other_reads_back_everywhere(
+        cluster_pair)
+
+
+async def test_cluster_notices_keep_replica_caches_coherent(
+        upstream: EmulatorProcess, cluster: RedisClusterGroup, tmp_path: Path) -> None:
+    await test_cache_coherence.test_with_redis_tag_moves_and_deletes_are_seen_at_once(
+        upstream, cluster, tmp_path / "moves")
+    await test_cache_coherence.test_with_redis_tag_lists_follow_other_replicas_at_once(
+        upstream, cluster, tmp_path / "lists")
+
