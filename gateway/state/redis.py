@@ -24,7 +24,8 @@ The session's keys share the hash tag ``{<id>}``, so each script and transaction
 Redis Cluster slot; the index is written apart from them (it serves idle expiry and counts
 only: a record missing from it still expires with its key, an id whose record is gone is
 dropped when met). A single Redis, one behind Sentinel and a Redis Cluster all work
-(gateway/state/connect.py); what a failover can lose is in README.md, "Shared state".
+(gateway/state/connect.py); what a failover can lose is in README.md (*Replicas share upload
+sessions in Redis*).
 """
 
 from __future__ import annotations

@@ -18,12 +18,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from tests.integration.state import test_cache_coherence, test_replicas, test_staged_peers
 from tests.integration.state.conftest import redis_state, replica
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import RedisClusterGroup, RedisSentinelGroup
+from tests.support.redis import RedisClusterGroup, RedisSentinelGroup, RedisServer
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -130,3 +131,71 @@ async def test_cluster_notices_keep_replica_caches_coherent(
     await test_cache_coherence.test_with_redis_tag_lists_follow_other_replicas_at_once(
         upstream, cluster, tmp_path / "lists")
 
+
+
+def _session_key(state: dict[str, str], location: str) -> str:
+    return f"{state['key_prefix']}session:{{{location.rstrip('/').rsplit('/', 1)[1]}}}"
+
+
+async def test_a_session_record_older_than_ecr_realigns_and_the_blob_is_intact(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    """What a failover can do: the new master lacks the last write of a session (Redis
+    replicates asynchronously). Here the record is put back to an older copy of itself
+    while ECR already holds the parts written after it: the client's next chunk is refused
+    (416, the offset it was told is ahead of the record), it resumes from the offset the
+    gateway gives, the gateway skips what ECR already holds, and the blob is intact."""
+    state = redis_state(redis_server)
+    name = f"ha/behind-{os.urandom(4).hex()}"
+    layer = os.urandom(22 * MiB + 9)
+    cuts = [0, 6 * MiB + 1, 13 * MiB + 1, len(layer)]
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with replica(tmp_path / "a", upstream, state) as a:
+            async with aiohttp.ClientSession() as session:
+                location = await test_replicas.start(session, a, name)
+                key = _session_key(state, location)
+                await _send(session, a, location, layer, cuts[0], cuts[1])
+                older = await raw.dump(key)
+                await _send(session, a, location, layer, cuts[1], cuts[2])
+                await raw.restore(key, 0, older, replace=True)  # the last write is lost
+                assert await _offset(session, a, location, time.monotonic() + 10) == cuts[1]
+                await _send(session, a, location, layer, cuts[2], cuts[3])
+                await test_replicas.finish(session, a, location, digest_of(layer))
+                await test_replicas.push_manifest(session, a, name, layer)
+                assert await test_replicas.read_blob(session, a, name,
+                                                     digest_of(layer)) == layer
+    finally:
+        await raw.aclose()
+    parts = [r for r in upstream.requests("UploadLayerPart") if r["repository"] == name]
+    assert any(r["outcome"] != "ok" for r in parts)  # ECR refused the stale offset once
+
+
+async def test_a_session_lost_in_a_failover_is_unknown_never_a_wrong_blob(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    state = redis_state(redis_server)
+    name = f"ha/vanished-{os.urandom(4).hex()}"
+    layer = os.urandom(7 * MiB)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with replica(tmp_path / "a", upstream, state) as a:
+            async with aiohttp.ClientSession() as session:
+                location = await test_replicas.start(session, a, name)
+                await _send(session, a, location, layer, 0, 3 * MiB)
+                await raw.delete(_session_key(state, location))  # never reached the replica
+                headers = {**OCTET, "Content-Range": f"{3 * MiB}-{len(layer) - 1}"}
+                async with session.patch(a.url + location, data=layer[3 * MiB:],
+                                         headers=headers) as r:
+                    assert r.status == 404
+                    assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+                sep = "&" if "?" in location else "?"
+                async with session.put(f"{a.url}{location}{sep}digest={digest_of(layer)}",
+                                       data=layer[3 * MiB:], headers=OCTET) as r:
+                    assert r.status == 404
+                    assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+                # The client starts over, as the protocol has it.
+                location = await test_replicas.start(session, a, name)
+                await test_replicas.finish(session, a, location, digest_of(layer), layer)
+                assert await test_replicas.read_blob(session, a, name,
+                                                     digest_of(layer)) == layer
+    finally:
+        await raw.aclose()
