@@ -6,6 +6,7 @@ from __future__ import annotations
 from gateway.config import Config, ConfigError
 from gateway.state.connect import RedisConnection
 from gateway.state.events import CacheEvents, NoEvents
+from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
@@ -40,6 +41,15 @@ def staged_peers(config: Config) -> StagedPeers | None:
         return None
     return StagedPeers(redis_connection(config), config.state.key_prefix,
                        keep_seconds=2 * config.uploads.idle_timeout_seconds)
+
+
+def fill_locks(config: Config) -> FillLocks | None:
+    """One fetch per blob across replicas (shared state only)."""
+    if config.state.backend != "redis":
+        return None
+    return FillLocks(redis_connection(config), config.state.key_prefix,
+                     ttl=config.state.lock_ttl_seconds,
+                     keep_seconds=2 * config.uploads.idle_timeout_seconds)
 
 
 def redis_connection(config: Config) -> RedisConnection:

@@ -9,8 +9,7 @@ Layout (``prefix`` is ``state.key_prefix``):
   leaves nothing behind for ever. A ``spool`` field names the replica whose staging spool
   holds the upload's bytes (gateway/state/peers.py).
 - ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
-- ``<prefix>lock:{<id>}``: the cross-replica session lock, ``SET NX PX`` with a random token,
-  renewed while held and released only by its holder (a Lua compare-and-delete).
+- ``<prefix>lock:{<id>}``: the cross-replica session lock (gateway/state/locks.py).
 
 A request's record and tail are written by one Lua script that first checks that the lock
 is still this request's and that the stored offsets are still the ones the request started
@@ -46,6 +45,7 @@ from redis.exceptions import RedisError
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
+from gateway.state.locks import TokenLocks
 from gateway.state.sessions import UploadSession
 
 # KEYS: session, lock. ARGV: record, tail, expiry (ms), lock token, the offsets the request
@@ -63,24 +63,6 @@ redis.call('HSET', KEYS[1], 'record', ARGV[1], 'tail', ARGV[2], 'received', ARGV
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'OK'
 """
-
-# Taken, or already ours (the answer to a first try was lost).
-_ACQUIRE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
-"""
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
@@ -113,9 +95,7 @@ class RedisSessionStore:
         self._lock_wait = lock_wait
         self._expire_ms = max(int(expire_after * 1000), self._lock_ttl_ms)
         self._save = self._redis.register_script(_SAVE)
-        self._take = self._redis.register_script(_ACQUIRE)
-        self._release = self._redis.register_script(_RELEASE)
-        self._renew = self._redis.register_script(_RENEW)
+        self._mutex = TokenLocks(self._redis, self._lock_ttl_ms)
         # Session id -> the lock the current task holds on it through this store (a
         # context variable: per asyncio task).
         self._locks: contextvars.ContextVar[dict[str, _Held] | None] = contextvars.ContextVar(
@@ -217,7 +197,7 @@ class RedisSessionStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
         held = _Held(token)
-        renewer = asyncio.create_task(self._keep(key, token))
+        renewer = asyncio.create_task(self._mutex.keep(key, token))
         locks = dict(self._locks.get() or {})
         locks[session_id] = held
         reset = self._locks.set(locks)
@@ -226,21 +206,11 @@ class RedisSessionStore:
         finally:
             self._locks.reset(reset)
             renewer.cancel()
-            # Released even when the request is being cancelled (shutdown grace ran out).
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(keys=[key], args=[token]))
+            await self._mutex.release(key, token)
 
     async def _acquire(self, key: str, token: str) -> bool:
         with _store_errors():
-            return bool(await self._take(keys=[key], args=[token, self._lock_ttl_ms]))
-
-    async def _keep(self, key: str, token: str) -> None:
-        """Renew the lock while the request runs (a long PATCH outlives the lock's TTL)."""
-        while True:
-            await asyncio.sleep(self._lock_ttl_ms / 3000)
-            with contextlib.suppress(Exception):  # a missed renewal is caught by save()
-                if not await self._renew(keys=[key], args=[token, self._lock_ttl_ms]):
-                    return
+            return await self._mutex.take(key, token)
 
     # -- housekeeping -----------------------------------------------------------------------
 
