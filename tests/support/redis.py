@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, Self
 
 from tests.conftest import require_tool
 from tests.support.clients import free_port
@@ -103,7 +103,27 @@ def _wait(what: str, ready: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-class RedisSentinelGroup:
+class _Processes:
+    """Several processes started together: stopped together, also when one fails to start."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisSentinelGroup(_Processes):
     """A master, one replica and ``sentinels`` Sentinels (``redis-server --sentinel``)
     watching them as ``service``, failing over one second after the master stops answering."""
 
@@ -127,7 +147,7 @@ class RedisSentinelGroup:
                            self.service)
         return int(answer.split()[-1])
 
-    def start(self) -> RedisSentinelGroup:
+    def start(self) -> Self:
         self.master.start()
         self.replica.extra = ["--replicaof", "127.0.0.1", str(self.master.port)]
         self.replica.start()
@@ -189,16 +209,6 @@ class RedisSentinelGroup:
         self.replica.stop()
         self.master.stop()
 
-    def __enter__(self) -> RedisSentinelGroup:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _answers(port: int) -> bool:
     try:
@@ -215,7 +225,7 @@ def _master_of(sentinel_port: int, service: str) -> int | None:
     return int(answer.split()[-1]) if answer else None
 
 
-class RedisClusterGroup:
+class RedisClusterGroup(_Processes):
     """A Redis Cluster of ``masters`` masters (no replicas), slots spread by redis-cli."""
 
     def __init__(self, folder: Path, masters: int = 3) -> None:
@@ -232,7 +242,7 @@ class RedisClusterGroup:
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
-    def start(self) -> RedisClusterGroup:
+    def start(self) -> Self:
         for node in self.nodes:
             node.start()
         redis_cli(self.nodes[0].port, "--cluster", "create",
@@ -246,13 +256,3 @@ class RedisClusterGroup:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> RedisClusterGroup:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

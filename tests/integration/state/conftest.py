@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +30,11 @@ def redis_state(server: SharedRedis, **extra: Any) -> dict[str, Any]:
 def replica(folder: Path, upstream: EmulatorProcess, state: dict[str, Any],
             **config: Any) -> GatewayProcess:
     return GatewayProcess(folder, {"state": state, **config}, upstream_url=upstream.url)
+
+
+@contextmanager
+def replica_pair(root: Path, upstream: EmulatorProcess, state: dict[str, Any]
+                 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two replicas sharing ``state``, in ``root``/a and ``root``/b."""
+    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
+        yield a, b

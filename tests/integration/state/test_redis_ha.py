@@ -21,7 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.integration.state import test_cache_coherence, test_replicas, test_staged_peers
-from tests.integration.state.conftest import redis_state, replica
+from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisClusterGroup, RedisSentinelGroup, RedisServer
@@ -108,9 +108,8 @@ def cluster_pair(upstream: EmulatorProcess, cluster: RedisClusterGroup,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess,
                                                                              GatewayProcess]]:
     state = redis_state(cluster, lock_ttl_seconds=2)
-    root = tmp_path_factory.mktemp("cluster-replicas")
-    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
-        yield a, b
+    with replica_pair(tmp_path_factory.mktemp("cluster-replicas"), upstream, state) as gateways:
+        yield gateways
 
 
 async def test_cluster_upload_alternating_between_replicas(
