@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,14 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.integration.state import test_cache_coherence, test_replicas, test_staged_peers
+from gateway.state.connect import RedisConnection
+from gateway.state.redis import RedisSessionStore
+from tests.integration.state import (
+    test_cache_coherence,
+    test_redis_store,
+    test_replicas,
+    test_staged_peers,
+)
 from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -198,3 +206,25 @@ async def test_a_session_lost_in_a_failover_is_unknown_never_a_wrong_blob(
                                                      digest_of(layer)) == layer
     finally:
         await raw.aclose()
+
+
+async def test_cluster_session_store(cluster: RedisClusterGroup) -> None:
+    """The store's own operations, each within one slot (a Cluster refuses any other)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    stores = tuple(RedisSessionStore(RedisConnection(cluster.url), prefix=prefix,
+                                     lock_ttl=1.0, lock_wait=5.0) for _ in range(2))
+    pair = (stores[0], stores[1])
+    try:
+        await test_redis_store.test_record_and_tail_round_trip_between_replicas(pair)
+        await test_redis_store.test_lock_excludes_the_other_replica_until_released(pair)
+        await test_redis_store.test_save_checks_the_offsets_the_request_started_from(pair)
+        await test_redis_store.test_a_write_sent_again_after_a_lost_answer_is_not_refused(pair)
+        ids = []
+        for _ in range(5):  # spread over the nodes' slots
+            ids.append(test_redis_store._session(updated_at=1.0))
+            await pair[0].create(ids[-1])
+        assert {s.id for s in await pair[1].idle(2.0)} == {s.id for s in ids}
+        assert await pair[1].count() >= 5
+    finally:
+        for store in stores:
+            await store.close()
