@@ -9,13 +9,15 @@ or the flag.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
+import typing
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from gateway.config.errors import ConfigError, KeyPath
@@ -64,11 +66,14 @@ def _read(path: str) -> tuple[dict[str, Any], dict[KeyPath, tuple[int, int]]]:
             text = handle.read()
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
-    try:
-        loaded = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    loader = yaml.SafeLoader(text)
+    try:  # one parse: the nodes carry the marks, the document is built from them
+        node = loader.get_single_node()
+        loaded = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+    finally:
+        loader.dispose()
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError("(top level)", "must be a mapping", path)
     marks: dict[KeyPath, tuple[int, int]] = {}
@@ -99,7 +104,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[KeyPath, str]:
 def _tree(variables: dict[KeyPath, str], environ: Mapping[str, str]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for keys, name in variables.items():
-        value = _environ_value(name, environ)
+        value = _environ_value(keys, name, environ)
         node = tree
         for key in keys[:-1]:
             node = node.setdefault(key, {})
@@ -107,14 +112,14 @@ def _tree(variables: dict[KeyPath, str], environ: Mapping[str, str]) -> dict[str
     return tree
 
 
-def _environ_value(name: str, environ: Mapping[str, str]) -> Any:
+def _environ_value(keys: KeyPath, name: str, environ: Mapping[str, str]) -> Any:
     value = environ[name]
     if value == "":
         return None
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as exc:
-        raise ConfigError(name, f"is not valid YAML: {exc}",
+        raise ConfigError(keys, f"is not valid YAML: {exc}",
                           f"{name} (environment variable)") from None
 
 
@@ -135,8 +140,9 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
     cause = ctx.get("error")
     if isinstance(cause, ConfigError):  # a check of ours: its key is relative to loc
         return (*key_path, *cause.parts), cause.reason
+    if kind == "extra_forbidden":
+        return key_path, "unknown key" + _suggestion(key_path)
     reasons = {
-        "extra_forbidden": "unknown key",
         "bool_type": "must be true or false",
         "string_type": f"must be a string, got {given!r}",
         "int_type": f"must be a whole number, got {given!r}",
@@ -160,3 +166,26 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
         return key_path, f"must be more than {ctx.get('gt')}"
     message = str(error["msg"])
     return key_path, message[:1].lower() + message[1:]
+
+
+def _suggestion(key_path: KeyPath) -> str:
+    """`` (did you mean 'region'?)`` when the unknown key is a typo of a known one."""
+    section: Any = Config
+    entry = False  # the next part is a list index or a mapping's key
+    for part in key_path[:-1]:
+        if entry:
+            entry = False
+            continue
+        field = section.model_fields.get(part)
+        if field is None:
+            return ""
+        section = field.annotation
+        members = [a for a in typing.get_args(section) if a is not type(None)]
+        if typing.get_origin(section) in (list, dict):
+            section, entry = members[-1], True
+        elif members:  # X | None
+            section = members[0]
+        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+            return ""
+    close = difflib.get_close_matches(key_path[-1], list(section.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -152,3 +152,33 @@ def test_attributes_stay_assignable() -> None:
     config.upstream.access_key_id = "AKIDEXAMPLE"  # what serve does for the embedded emulator
     config.data_dir = "/abs"
     assert config.upstream.access_key_id == "AKIDEXAMPLE" and str(config.data_path) == "/abs"
+
+
+def test_an_environment_value_that_is_not_yaml_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={"ECR_GATEWAY_AUTH__GROUPS": "{team: [alice"})
+    assert caught.value.where == "ECR_GATEWAY_AUTH__GROUPS (environment variable)"
+    assert caught.value.key == "auth.groups" and "is not valid YAML" in caught.value.reason
+
+
+def test_a_file_that_is_not_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("listen: [127.0.0.1:5000\n")
+    with pytest.raises(ConfigError, match="is not valid YAML") as caught:
+        load_config(str(path), environ={})
+    assert caught.value.key == "--config"
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"upstream": {"regoin": "x"}}, "unknown key (did you mean 'region'?)"),
+    ({"routes": [{"prefx": "a"}]}, "unknown key (did you mean 'prefix'?)"),
+    ({"auth": {"rules": [{"action": ["pull"]}]}}, "unknown key (did you mean 'actions'?)"),
+    ({"mirrors": {"docker.io": {"upstream": {"url": "https://r.example", "tag_ttl": 1}}}},
+     "unknown key (did you mean 'tag_ttl_seconds'?)"),
+    ({"colour": "blue"}, "unknown key"),
+])
+def test_a_typo_is_answered_with_the_key_meant(overrides: dict[str, object],
+                                               reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides=overrides)
+    assert caught.value.reason == reason
