@@ -3,8 +3,9 @@
 Every key has a default, so an empty file (or none) gives the embedded-emulator setup. The
 models refuse unknown keys and values of the wrong type; the checks that belong to one part
 of the gateway (access rules, routes, pull-through upstreams, shared state) live beside that
-part and are called from the validators here. Each field's docstring is its description in
-the published JSON Schema (docs/config.schema.json).
+part and are called from the validators here (imported inside them: those modules import
+this package). Each field's docstring is its description in the published JSON Schema
+(docs/config.schema.json).
 """
 
 from __future__ import annotations
