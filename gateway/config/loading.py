@@ -144,7 +144,8 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
         return key_path, "unknown key" + _suggestion(key_path)
     reasons = {
         "bool_type": "must be true or false",
-        "string_type": f"must be a string, got {given!r}",
+        # the kind, not the value: a misplaced secret is not echoed
+        "string_type": f"must be a string, got {_kind(given)}",
         "int_type": f"must be a whole number, got {given!r}",
         "int_from_float": f"must be a whole number, got {given!r}",
         "dict_type": "must be a mapping",
@@ -166,6 +167,11 @@ def _explain(error: ErrorDetails) -> tuple[KeyPath, str]:
         return key_path, f"must be more than {ctx.get('gt')}"
     message = str(error["msg"])
     return key_path, message[:1].lower() + message[1:]
+
+
+def _kind(value: Any) -> str:
+    kinds = {bool: "true or false", dict: "a mapping", list: "a list", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def _suggestion(key_path: KeyPath) -> str:

@@ -44,7 +44,7 @@ class Section(BaseModel):
     (``registry_id: 123456789012``)."""
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True,
-                              use_attribute_docstrings=True, validate_default=False)
+                              use_attribute_docstrings=True)
 
     @model_validator(mode="before")
     @classmethod

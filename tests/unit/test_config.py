@@ -182,3 +182,11 @@ def test_a_typo_is_answered_with_the_key_meant(overrides: dict[str, object],
     with pytest.raises(ConfigError) as caught:
         load_config(None, environ={}, overrides=overrides)
     assert caught.value.reason == reason
+
+
+def test_a_misplaced_secret_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides={
+            "upstream": {"secret_access_key": {"key": "wJalrXUtnFEMIEXAMPLE"}}})
+    assert caught.value.reason == "must be a string, got a mapping"
+    assert "wJalrXUtnFEMIEXAMPLE" not in caught.value.located()
