@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
-from gateway.config import Config, ConfigError
-from gateway.state.connect import RedisConnection
+import re
+
+from gateway.config import Config, ConfigError, StateConfig
+from gateway.state.connect import RedisConnection, parse_redis_url
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
@@ -70,3 +72,20 @@ def _secret(config: Config, key: str) -> str | None:
     except OSError as exc:
         raise ConfigError(f"state.{key}",
                           f"cannot read {path}: {exc.strerror}") from None
+
+
+def check_state(state: StateConfig) -> None:
+    """The ``state`` section (called by gateway/config/models.py): redis needs its URL (one
+    of the forms of gateway/state/connect.py), and its password comes from the URL or the
+    file, not both."""
+    if state.backend == "redis" and not state.redis_url:
+        raise ConfigError("redis_url", "is required when state.backend is redis")
+    if state.redis_url:
+        try:
+            parse_redis_url(state.redis_url)
+        except ValueError as exc:
+            raise ConfigError("redis_url", str(exc)) from None
+    if state.redis_password_file and state.redis_url and \
+            re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", state.redis_url):
+        raise ConfigError("redis_password_file", "and a password in state.redis_url: "
+                          "give one of them")
