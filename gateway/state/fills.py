@@ -13,8 +13,9 @@ next one takes the lock and fetches.
 Replicas that hold a filled copy record themselves in ``<prefix>filled:{<what>}`` (a hash
 of replica URL → "", expiring after ``keep_seconds``) for the others to read it from.
 
-Redis trouble never stops a read: without an answer the replica fetches on its own, as it
-would without Redis.
+Each fill another replica made for this one counts in
+``ecr_gateway_singleflight_shared_total{kind="replica_fill"}``. Redis trouble never stops a
+read: without an answer the replica fetches on its own, as it would without Redis.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from gateway.observability.metrics import SHARED_CALLS
 from gateway.state.connect import RedisConnection
 from gateway.state.locks import TokenLocks
 
@@ -65,6 +67,7 @@ class FillLocks:
         waited = False
         while True:
             if await done():
+                SHARED_CALLS.labels("replica_fill").inc()
                 yield False
                 return
             try:

@@ -55,6 +55,14 @@ async def test_concurrent_first_reads_on_replicas_fetch_each_blob_once(
             assert fetched == Counter(sha256(layer) for layer in image.layers), fetched
             assert ecr_calls(upstream, image.name)["GetDownloadUrlForLayer"] == \
                 len(image.layers)
+            shared = 0.0
+            for gw in replicas:
+                async with session.get(f"{gw.url}/metrics") as r:
+                    for line in (await r.text()).splitlines():
+                        if line.startswith('ecr_gateway_singleflight_shared_total{kind="'
+                                           'replica_fill"}'):
+                            shared += float(line.split()[-1])
+            assert shared == 2 * len(image.layers)  # the two replicas that did not fetch
             # Every replica now holds each blob: later reads cost nothing upstream.
             upstream.clear_requests()
             for gw, layer in itertools.product(replicas, image.layers):
