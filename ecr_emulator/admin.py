@@ -24,7 +24,7 @@ from ecr_emulator.errors import AwsError
 
 SERVICE = "emulator"
 _OPEN_PREFIXES = ("/_emulator/health", "/_emulator/layers/", "/_emulator/public/layers/",
-                  "/_emulator/public/logos/")
+                  "/_emulator/public/logos/", "/_emulator/registries/")
 ENABLED = web.AppKey("emulator_admin_enabled", bool)
 VERIFIER = web.AppKey("emulator_admin_verifier", sigv4.Verifier)
 REGION = web.AppKey("emulator_admin_region", str)

@@ -37,6 +37,7 @@ from ecr_emulator import (
     validation,
 )
 from ecr_emulator.errors import AwsError, server_error
+from ecr_emulator.registries import REGISTRIES_KEY
 from ecr_emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Identity:
     access_key_id: str
     region: str
     service: str
+    account_id: str | None = None  # the key's account, if the credentials file names it
 
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
@@ -172,7 +174,9 @@ def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
     # regions to it; ECR Public answers UnsupportedCommandException outside us-east-1), so
     # the scope must name a region, not this one.
     pending = verifier.begin(request, service=service, region=None)
-    return Identity(pending.scope.access_key_id, pending.scope.region, service), pending
+    known = verifier.store.lookup(pending.scope.access_key_id)
+    return Identity(pending.scope.access_key_id, pending.scope.region, service,
+                    known.account_id if known is not None else None), pending
 
 
 def base_url(request: web.Request, public_url: str | None) -> str:
@@ -206,9 +210,10 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.operation, params, spec.service)
-        call_state = state if spec.service == "ecr" else request.app[PUBLIC_STATE_KEY]
+        call_state = (await _registry(request, identity) if spec.service == "ecr"
+                      else request.app[PUBLIC_STATE_KEY])
         decision = request.app[access.POLICIES].decide(
-            identity.access_key_id, spec.operation, params, account_id=state.account_id,
+            identity.access_key_id, spec.operation, params, account_id=call_state.account_id,
             region=call_state.region, service=spec.service)
         await repository_policy.authorize(call_state, spec.service, identity.access_key_id,
                                           spec.operation, params, decision,
@@ -252,6 +257,18 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         return await _cut(request, status, body, request_id)
     return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
                         headers={"x-amzn-RequestId": request_id})
+
+
+async def _registry(request: web.Request, identity: Identity) -> EmulatorState:
+    """The private registry a call addresses: its key's account in its signature's region."""
+    state = request.app[STATE_KEY]
+    registries = request.app.get(REGISTRIES_KEY)
+    if registries is None:
+        return state
+    try:
+        return await registries.get(identity.account_id or state.account_id, identity.region)
+    except ValueError:  # no AWS region's name (unchecked without credentials): as before
+        return state
 
 
 def _after(error: AwsError, result: Json) -> AwsError:

@@ -33,6 +33,7 @@ from ecr_emulator import (
     expiry,
     protocol,
     public,
+    registries,
     sigv4,
     throttle,
 )
@@ -91,6 +92,7 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     app.router.add_post("/_emulator/faults", _add_fault)
     app.router.add_delete("/_emulator/faults", _clear_faults)
     access.add_routes(app, policies)
+    registries.install(app)
     public.install(app)
     expiry.install(app)
     return app
