@@ -62,7 +62,14 @@ class Registries:
             return self.primary
         return self._others.get((account_id, region))
 
+    def all(self) -> list[EmulatorState]:
+        """Every registry opened so far, the emulator's own first."""
+        return [self.primary, *self._others.values()]
+
     async def close(self) -> None:
+        pending = {task for state in self.all() for task in state.background}
+        if pending:  # replications under way write into the registries closed below
+            await asyncio.wait(pending, timeout=10)
         for state in list(self._others.values()):
             await state.stop()
         self._others.clear()
