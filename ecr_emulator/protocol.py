@@ -22,14 +22,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 
 from ecr_emulator import (
     access,
-    faults,
     jsonbody,
     repository_policy,
     sigv4,
@@ -39,6 +38,9 @@ from ecr_emulator import (
 from ecr_emulator.errors import AwsError, server_error
 from ecr_emulator.registries import REGISTRIES_KEY
 from ecr_emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
+
+if TYPE_CHECKING:  # faults.py is imported only when faults are asked for (control.py)
+    from ecr_emulator.faults import Plan
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +193,7 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
     repository: str | None = None
     identity: Identity | None = None
     request_id = str(uuid.uuid4())
-    plan: faults.Plan | None = None
+    plan: Plan | None = None
     try:
         identity, pending = authenticate(request)
         request["identity"] = identity  # who signed it, for any middleware
@@ -218,15 +220,15 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         await repository_policy.authorize(call_state, spec.service, identity.access_key_id,
                                           spec.operation, params, decision,
                                           region=call_state.region)
-        plan = state.faults.plan(spec.name)
-        if plan.delay:
+        plan = state.faults.plan(spec.name) if state.faults is not None else None
+        if plan is not None and plan.delay:
             await asyncio.sleep(plan.delay)
-        if plan.error is not None:
+        if plan is not None and plan.error is not None:
             raise plan.error
         call = Call(call_state, spec.operation, identity,
                     base_url(request, call_state.public_url), request_id, spec.service)
         result = await spec.handler(call, params)
-        if plan.after is not None:
+        if plan is not None and plan.after is not None:
             raise _after(plan.after, result)
         status, outcome, payload = 200, "ok", result
     except AwsError as exc:

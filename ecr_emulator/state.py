@@ -20,11 +20,11 @@ from aiohttp import web
 from ecr_emulator import store
 from ecr_emulator.blobs import BlobStore
 from ecr_emulator.db import Database
-from ecr_emulator.faults import Faults
 from ecr_emulator.requestlog import RequestLog
 from ecr_emulator.settings import Settings
 
 if TYPE_CHECKING:
+    from ecr_emulator.faults import Faults
     from ecr_emulator.registries import Registries
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,9 @@ class EmulatorState:
         self.request_log = RequestLog(data_dir / "requests.log")
         self.secret = _load_secret(data_dir / "secret")
         self.hashes: dict[str, HashProgress] = {}
-        self.faults = Faults.from_env()  # none unless ECR_EMULATOR_FAULTS says so
+        # Injected failures (faults.py): set with --admin or ECR_EMULATOR_FAULTS only, so an
+        # installation without faults.py runs all the same (see control.py).
+        self.faults: Faults | None = None
         self._upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
         self._digest_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
