@@ -145,3 +145,27 @@ async def test_immutable_tag_in_destination_fails_the_copy(emulator: EmulatorPro
         assert await replication_statuses(east, "locked", {"imageTag": "v1"}) == [
             {"region": "eu-central-1", "registryId": ACCOUNT, "status": "FAILED",
              "failureCode": "ImageTagAlreadyExistsException"}]
+
+
+async def test_lifecycle_runs_in_another_registry(emulator: EmulatorProcess) -> None:
+    """``POST /_emulator/lifecycle/run?account=…&region=…`` applies another registry's
+    policies (the schedule applies every opened registry's)."""
+    async with ecr_client(emulator.url, region="eu-west-1") as west:
+        await west.create_repository(repositoryName="old/app")
+        first, _ = await push_image(west, "old/app", "v1")
+        await push_image(west, "old/app", "v2")
+        await west.put_lifecycle_policy(repositoryName="old/app", lifecyclePolicyText=json.dumps(
+            {"rules": [{"rulePriority": 1, "selection": {
+                "tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": 1},
+                "action": {"type": "expire"}}]}))
+        async with aiohttp.ClientSession() as session:
+            for region, status in (("ap-south-2", 404), ("eu-west-1", 200)):
+                target = (f"{emulator.url}/_emulator/lifecycle/run?account={ACCOUNT}"
+                          f"&region={region}")
+                async with session.post(target,
+                                        headers=emulator.admin_headers("POST", target)) as r:
+                    assert r.status == status, await r.text()
+                    ran = await r.json()
+        assert [e["imageDigest"] for e in ran["expired"]["old/app"]] == [first]
+        left = await west.list_images(repositoryName="old/app")
+        assert [i["imageTag"] for i in left["imageIds"]] == ["v2"]
