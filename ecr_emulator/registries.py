@@ -7,7 +7,8 @@ same layout, and holds its own repositories, images, blobs and registry settings
 addresses the registry of the region its signature is scoped to and of the account its
 access key belongs to (``aws_account_id`` in the credentials file; the emulator's account
 otherwise). Replication (replicator.py) copies images between them. Each registry's
-presigned downloads are served under a route naming it.
+presigned downloads are served under a route naming it. Each open registry holds a database
+thread, so a process opens at most ``MAX_REGISTRIES`` of them.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ecr_emulator import downloads
+from ecr_emulator.errors import AwsError
 from ecr_emulator.state import REGISTRY_LAYER_ROUTE as ROUTE
 from ecr_emulator.state import STATE_KEY, EmulatorState
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]+")
+MAX_REGISTRIES = 64
 
 
 class Registries:
@@ -45,6 +48,10 @@ class Registries:
         async with self._lock:
             state = self._others.get((account_id, region))
             if state is None:
+                if len(self._others) + 1 >= MAX_REGISTRIES:
+                    raise AwsError("LimitExceededException",
+                                   f"The emulator holds at most {MAX_REGISTRIES} registries "
+                                   "(accounts and regions) in one process")
                 primary = self.primary
                 state = EmulatorState(
                     primary.data_dir / "registries" / account_id / region,
