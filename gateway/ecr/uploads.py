@@ -3,9 +3,11 @@
 Bytes are buffered only up to one part (ECR's ``partSize``, 10 MiB by default) per request,
 and at most one part is in flight while the next fills. At the end of a request, what is
 left is sent as a part if it is at least ECR's 5 MiB minimum; otherwise it waits in the
-session store as the tail, because only the final part of a layer may be smaller. The tail
-never exceeds one part: when parts fail to reach ECR, the session keeps at most one part of
-them and reports the rest as not received (the client continues from the upload's Range).
+session as the tail, because only the final part of a layer may be smaller (in the
+staging spool alone when the session store is this process's own: each byte reaches the
+disk once). The tail never exceeds one part: when parts fail to reach ECR, the session keeps
+at most one part of them and reports the rest as not received (the client continues from
+the upload's Range).
 
 The gateway checks every upload's digest itself (ECR does not when it already holds a layer
 with that digest): each part is hashed as it is prepared, and the sha256 state of the bytes
@@ -69,7 +71,7 @@ class _Request:
 
     async def save(self, tail: bytes) -> None:
         self._session.updated_at = time.time()
-        await self._manager._store.save(self._session, tail)
+        await self._manager._save(self._session, tail)
 
     def hashed(self, position: int, state: Any) -> None:
         self._manager._hashed(self._session.id, position, state)
@@ -127,6 +129,9 @@ class UploadManager:
         # offset once the gateway has finished with what that PATCH delivered.
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
+            if session.tail_staged and not await asyncio.to_thread(
+                    self._staging.holds, session.id, session.received):
+                await self._tail(session)  # lost: the offset goes back to what ECR holds
         return UploadStatus(session.id, session.received)
 
     async def _send_part(self, target: Target, session: UploadSession,
@@ -161,13 +166,38 @@ class UploadManager:
         yet sent live in this process only, so the record claims what ECR holds, no tail."""
         progress = UploadSession.from_dict(session.to_dict())
         progress.received = progress.committed
+        progress.tail_staged = False
         progress.updated_at = time.time()
         await self._store.save(progress, b"")
+
+    async def _save(self, session: UploadSession, tail: bytes) -> None:
+        """Save the record and its tail. With a store only this process reads, a tail the
+        staging spool holds stays there alone: its bytes are not written a second time."""
+        session.tail_staged = bool(tail) and self._store.process_local and \
+            await asyncio.to_thread(self._staging.holds, session.id, session.received)
+        await self._store.save(session, b"" if session.tail_staged else tail)
+
+    async def _tail(self, session: UploadSession) -> bytes:
+        """The session's tail, from the store or the staging spool. A staged tail that is
+        gone (its spool dropped, or short after the machine went down) counts as not
+        received: the record says so, and the client sends it again from the Range."""
+        if not session.tail_staged:
+            return await self._store.tail(session.id)
+        tail = await asyncio.to_thread(self._staging.spool_range, session.id,
+                                       session.committed, session.received)
+        if tail is not None:
+            return tail
+        log.warning("upload %s lost its staged tail: it continues from %d", session.id,
+                    session.committed)
+        session.received = session.committed
+        await self._save(session, b"")
+        return b""
 
     async def write(self, name: str, upload_id: str, target: Target,
                     chunks: AsyncIterator[bytes], start: int | None) -> UploadStatus:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
+            tail = await self._tail(session)
             if start is not None and start != session.received:
                 raise OciError(oci.RANGE_INVALID, {"expected_start": session.received,
                                                    "got": start},
@@ -175,7 +205,7 @@ class UploadManager:
                                headers={"Range": upload_range_header(session.received),
                                         "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
             pipeline = PartPipeline(
-                session, Pending(await self._store.tail(upload_id)),
+                session, Pending(tail),
                 {**target.ids(), "uploadId": session.ecr_upload_id},
                 _Request(self, target, session), self._parts,
                 self._hash_at(session.id, session.committed))
@@ -207,7 +237,13 @@ class UploadManager:
                     raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                    message="digest does not match the (empty) content")
                 return None  # the empty blob is answered by the gateway itself
-            tail = await self._store.tail(upload_id)
+            received = session.received
+            tail = await self._tail(session)
+            if session.received != received:
+                raise OciError(oci.BLOB_UPLOAD_INVALID, {"upload": upload_id},
+                               message="the upload lost its last bytes; continue from Range",
+                               headers={"Range": upload_range_header(session.received),
+                                        "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
             computed = await self._content_digest(session, tail)
             if computed is not None and computed != digest:
                 # Refused before anything more goes upstream: ECR's upload is left to expire
@@ -222,7 +258,7 @@ class UploadManager:
                     await self._send_part(target, session,
                                           tail[start:start + session.part_size], final=True)
                 if tail:
-                    await self._store.save(session, b"")
+                    await self._save(session, b"")
                 await self._call(target, "CompleteLayerUpload",
                                  uploadId=session.ecr_upload_id, layerDigests=[digest])
             except EcrError as exc:
