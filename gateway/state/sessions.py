@@ -37,7 +37,10 @@ class UploadSession:
         return self.received - self.committed
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if not self.tail_staged:
+            del record["tail_staged"]  # records as before, which any version reads
+        return record
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UploadSession:

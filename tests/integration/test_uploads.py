@@ -202,3 +202,18 @@ async def test_a_lost_staged_tail_is_sent_again_from_the_range(gateway: GatewayP
     r = await client.put(r.headers["Location"], digest_of(data))
     assert r.status == 201
     assert await client.get_blob(repo, digest_of(data)) == data
+
+
+async def test_a_put_after_the_staged_tail_was_lost_names_the_range(
+        gateway: GatewayProcess, client: OciClient, repo: str) -> None:
+    data = os.urandom(MiB)
+    location = await client.start(repo)
+    r = await client.patch(location, data, 0)
+    assert r.status == 202
+    _upload_files(gateway, location)[1].unlink()
+    r = await client.put(r.headers["Location"], digest_of(data))
+    assert r.status == 400 and r.error_code() == "BLOB_UPLOAD_INVALID"
+    assert r.headers["Range"] == "0-0"
+    r = await client.patch(r.headers["Location"], data, 0)
+    assert r.status == 202
+    assert (await client.put(r.headers["Location"], digest_of(data))).status == 201
