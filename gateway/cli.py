@@ -57,6 +57,10 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--skip-file-checks", action="store_true",
                        help="do not require the files it names (htpasswd, TLS, signing key) "
                        "to exist here, for checking a configuration meant for another machine")
+    schema = sub.add_parser("config-schema", help="print the configuration's JSON Schema")
+    schema.add_argument("--write", action="store_true",
+                        help="in a source checkout: regenerate docs/config.schema.json and "
+                        "the Helm chart's values.schema.json instead")
     iam = sub.add_parser("iam-policy", help="print the IAM policy the configured routes "
                          "need")
     iam.add_argument("--config", help="YAML configuration file")
@@ -86,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.tools import check_config
 
         return check_config.run(args.file, check_files=not args.skip_file_checks)
+    if args.command == "config-schema":
+        from gateway.config import schema
+
+        return schema.main(["--write"] if args.write else [])
     if args.command == "iam-policy":
         from gateway.tools import iam_policy
 

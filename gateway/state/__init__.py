@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from gateway.config import Config, ConfigError
+import re
+
+from gateway.config import Config, ConfigError, StateConfig
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
@@ -57,3 +59,14 @@ def _redis_password(config: Config) -> str | None:
     except OSError as exc:
         raise ConfigError("state.redis_password_file",
                           f"cannot read {path}: {exc.strerror}") from None
+
+
+def check_state(state: StateConfig) -> None:
+    """The ``state`` section (called by gateway/config/models.py): redis needs its URL, and
+    its password comes from the URL or the file, not both."""
+    if state.backend == "redis" and not state.redis_url:
+        raise ConfigError("redis_url", "is required when state.backend is redis")
+    if state.redis_password_file and state.redis_url and \
+            re.match(r"^[a-z]+://[^/@]*:[^/@]*@", state.redis_url):
+        raise ConfigError("redis_password_file", "and a password in state.redis_url: "
+                          "give one of them")
