@@ -86,6 +86,8 @@ class _Held:
 
 
 class RedisSessionStore:
+    process_local = False  # replicas share the records, not their staging spools
+
     def __init__(self, connection: RedisConnection, *, prefix: str = "ecr-gateway:",
                  lock_ttl: float = 15.0, lock_wait: float = 60.0,
                  expire_after: float = 7200.0) -> None:
