@@ -267,12 +267,16 @@ class StateConfig(Section):
 
     backend: Literal["local", "redis"] = "local"
     redis_url: str | None = None
-    """redis://host:port/db (a password here shows in configs)."""
+    """redis://host:port/db, redis+sentinel://h1:26379,h2:26379/service[/db] or
+    redis+cluster://h1:6379,h2:6379 (gateway/state/connect.py); a password here shows in
+    configs."""
     redis_password_file: str | None = None
     """A file holding the Redis password (a mounted Secret): kept out of the URL and config."""
+    redis_sentinel_password_file: str | None = None
+    """A file holding the Sentinels' own password, when they ask for one (redis+sentinel)."""
     key_prefix: str = "ecr-gateway:"
     lock_ttl_seconds: Seconds = 15.0
-    """A dead replica's session lock frees itself after this."""
+    """A dead replica's session lock (and blob fill lock) frees itself after this."""
     lock_wait_seconds: Seconds = 60.0
     """A request waits this long for a busy session."""
     peer_url: str | None = None
