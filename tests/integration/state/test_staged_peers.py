@@ -5,6 +5,7 @@ peers over an internal endpoint that only processes sharing the Redis can use.""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -100,6 +101,29 @@ async def test_patch_on_one_replica_put_on_the_other_reads_back_everywhere(
         assert await _read(session, a, name, digest) == (200, blob)
 
 
+async def test_chunks_on_alternating_replicas_read_back_everywhere(
+        pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    """A chunked upload whose PATCHes and closing PUT (with the last chunk) alternate between
+    replicas: each replica continuing it takes over the spool of the one before, so the blob
+    reads back through both before any manifest references it."""
+    a, b = pair
+    name = _name("chunks")
+    blob = os.urandom(2 * MiB + 13)
+    digest = digest_of(blob)
+    cuts = [0, MiB, MiB + 4321, 2 * MiB, len(blob)]
+    async with aiohttp.ClientSession() as session:
+        location = await _post(session, a, name)
+        for number, (start, end) in enumerate(itertools.pairwise(cuts[:-1])):
+            gateway = (a, b)[number % 2]
+            async with session.patch(gateway.url + location, data=blob[start:end], headers={
+                    **OCTET, "Content-Range": f"{start}-{end - 1}"}) as r:
+                assert r.status == 202, await r.text()
+                location = r.headers["Location"]
+        await _put(session, b, location, digest, blob[cuts[-2]:])
+        assert await _read(session, a, name, digest) == (200, blob)
+        assert await _read(session, b, name, digest) == (200, blob)
+
+
 async def test_the_internal_endpoint_refuses_strangers(
         pair: tuple[GatewayProcess, GatewayProcess]) -> None:
     a, _ = pair
@@ -109,8 +133,11 @@ async def test_the_internal_endpoint_refuses_strangers(
     async with aiohttp.ClientSession() as session:
         location = await _post(session, a, name)
         await _put(session, a, location, digest, blob)
+        in_progress = await _patch(session, a, await _post(session, a, name), blob)
+        upload = in_progress.split("?", 1)[0].rsplit("/", 1)[-1]
         for proof in (None, "0" * 64):
             headers = {"X-Peer-Proof": proof} if proof else {}
-            async with session.get(f"{a.url}/_peer/staged/{digest}", headers=headers) as r:
-                assert r.status == 403
-                assert (await r.json())["errors"][0]["code"] == "DENIED"
+            for path in (f"staged/{digest}", f"spool/{upload}"):
+                async with session.get(f"{a.url}/_peer/{path}", headers=headers) as r:
+                    assert r.status == 403
+                    assert (await r.json())["errors"][0]["code"] == "DENIED"
