@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.state.connect import redis_client
+
 log = logging.getLogger(__name__)
 
 RepoKey = tuple[str | None, str, str]
@@ -54,14 +56,11 @@ class NoEvents:
 class RedisCacheEvents:
     def __init__(self, url: str, prefix: str, *, password: str | None = None) -> None:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
-        import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
         self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
-        self._redis: Any = aioredis.Redis.from_url(
-            url, password=password, decode_responses=True, socket_connect_timeout=5,
-            socket_timeout=10,
-            health_check_interval=5)
+        self._redis: Any = redis_client(url, password=password, decode_responses=True,
+                                        socket_timeout=10, health_check_interval=5)
         self._channel = f"{prefix}cache"
         self._id = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None

@@ -35,11 +35,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+from gateway.state.connect import redis_client
 from gateway.state.sessions import UploadSession
 
 _SAVE = """
@@ -93,9 +93,9 @@ class RedisSessionStore:
                  prefix: str = "ecr-gateway:", lock_ttl: float = 15.0,
                  lock_wait: float = 60.0, expire_after: float = 7200.0,
                  client: Any = None) -> None:
-        self._redis: Any = client or aioredis.Redis.from_url(
-            url, password=password, decode_responses=False, socket_connect_timeout=5,
-            socket_timeout=30, health_check_interval=30)
+        self._redis: Any = client or redis_client(
+            url, password=password, decode_responses=False, socket_timeout=30,
+            health_check_interval=30)
         self._prefix = prefix
         self._lock_ttl_ms = max(int(lock_ttl * 1000), 1000)
         self._lock_wait = lock_wait
