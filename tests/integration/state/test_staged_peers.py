@@ -4,10 +4,13 @@ peers over an internal endpoint that only processes sharing the Redis can use.""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -141,3 +144,30 @@ async def test_the_internal_endpoint_refuses_strangers(
                 async with session.get(f"{a.url}/_peer/{path}", headers=headers) as r:
                     assert r.status == 403
                     assert (await r.json())["errors"][0]["code"] == "DENIED"
+
+
+async def test_staged_blobs_stay_readable_everywhere_after_redis_restarts_empty(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Redis restarts with nothing (no persistence): each replica tells it again what it has
+    staged, and the peers' proof key is the new Redis's, also for a replica started since."""
+    with RedisServer(tmp_path / "redis") as server:
+        state = redis_state(server)
+        with replica(tmp_path / "a", upstream, state) as a, \
+                replica(tmp_path / "b", upstream, state) as b:
+            name = _name("restart")
+            blob = os.urandom(MiB + 7)
+            digest = digest_of(blob)
+            async with aiohttp.ClientSession() as session:
+                location = await _post(session, a, name)
+                await _put(session, a, location, digest, blob)
+                assert await _read(session, b, name, digest) == (200, blob)
+                server.stop()
+                server.start()
+                with replica(tmp_path / "c", upstream, state) as c:
+                    deadline = time.monotonic() + 15
+                    while True:
+                        answers = [await _read(session, g, name, digest) for g in (b, c)]
+                        if answers == [(200, blob)] * 2 or time.monotonic() > deadline:
+                            break
+                        await asyncio.sleep(0.2)
+                    assert [status for status, _ in answers] == [200, 200]
