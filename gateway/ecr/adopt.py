@@ -1,4 +1,5 @@
-"""An upload continued on another replica first takes over the spool of the one before.
+"""Spools across replicas: an upload continued on another replica first takes over the spool
+of the one before, and an upload finished on another replica is kept by the spool's holder.
 
 A balancer that spreads one client's requests over replicas sends the PATCHes of a chunked
 upload (or a PUT carrying the last chunk) to different replicas. Each replica spools only
@@ -9,6 +10,12 @@ continuing the upload copies that spool from it (``GET /_peer/spool/<upload>``, 
 HMAC proof as staged blobs) before it appends the new bytes, and so becomes the holder. The
 copy is bounded by ``MAX_ADOPTED_BYTES``: a larger upload spread over replicas stays
 unstaged (readable once a manifest references it) rather than costing a copy per request.
+
+docker's PATCH and its empty PUT may land on different replicas: the one finishing the upload
+asks the spool's holder (``HEAD /_peer/staged/<digest>?upload=<id>``, in the background) to
+keep the spool under its digest at once, once it hashes to it. It is then one of the holder's
+staged blobs (served, evicted, announced again after a Redis restart) rather than a spool
+left behind until the holder restarts.
 """
 
 from __future__ import annotations
@@ -74,3 +81,27 @@ def _size(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
+
+
+_SETTLING: set[asyncio.Task[None]] = set()
+
+
+def settle_spool(peers: StagedPeers, http: aiohttp.ClientSession, holder: str, digest: str,
+                 upload_id: str) -> None:
+    """Have ``holder`` keep the finished upload's spool as the staged blob ``digest``."""
+    task = asyncio.create_task(_settle(peers, http, holder, digest, upload_id))
+    _SETTLING.add(task)
+    task.add_done_callback(_SETTLING.discard)
+
+
+async def _settle(peers: StagedPeers, http: aiohttp.ClientSession, holder: str, digest: str,
+                  upload_id: str) -> None:
+    try:
+        async with http.head(f"{holder}/_peer/staged/{digest}?upload={upload_id}",
+                             headers={PROOF_HEADER: await peers.proof(digest)}) as answer:
+            if answer.status != 200:
+                log.info("%s did not keep the spool of %s: %d", holder, upload_id,
+                         answer.status)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.info("%s not asked to keep the spool of %s: %s", holder, upload_id,
+                 type(exc).__name__)

@@ -21,7 +21,7 @@ import aiohttp
 
 from gateway.config import CacheConfig, RouteConfig
 from gateway.ecr import catalog
-from gateway.ecr.adopt import adopt_spool
+from gateway.ecr.adopt import adopt_spool, settle_spool
 from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
@@ -246,9 +246,9 @@ class EcrRegistry:
         spool = self._staging.spool_path(upload)
         spooled = await asyncio.to_thread(_size_of, spool)
         # Kept only once its bytes hash to the digest (ECR checked what it received).
-        if spooled is None or not await asyncio.to_thread(_has_digest, spool, digest):
-            return None
-        await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent request kept it first
+            if spooled is not None and await asyncio.to_thread(_has_digest, spool, digest):
+                await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
         return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
@@ -307,6 +307,7 @@ class EcrRegistry:
                 await self.peers.announce(digest)
             elif holder is not None and holder != self.peers.self_url:
                 await self.peers.announce(digest, holder, upload_id)
+                settle_spool(self.peers, self._http(), holder, digest, upload_id)
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         await self.uploads.cancel(name, upload_id)
