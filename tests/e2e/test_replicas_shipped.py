@@ -24,6 +24,8 @@ import inspect
 import json
 import os
 import secrets
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -274,7 +276,7 @@ async def test_unreferenced_blobs_read_back_from_every_replica(
     """Blobs just uploaded (no manifest yet) through the balancer, whole or in PATCHes
     that land on different replicas, answer HEAD and GET the same everywhere."""
     blobs = [os.urandom(3 * MiB + 17), os.urandom(12 * MiB + 3), os.urandom(2000)]
-    shapes = [1, 1, 1]
+    shapes = [1, 4, 3]  # chunked: every PATCH may go to another replica
     for blob, chunks in zip(blobs, shapes, strict=True):
         digest = await _upload(session, shape.nginx.url, repo, blob, chunks)
         await _read_everywhere(session, shape, repo, digest, blob)
@@ -351,3 +353,127 @@ def test_skopeo_copy_in_and_out_and_inspect_everywhere(
     skopeo.copy(f"docker://{shape.nginx.host}/{name}:v1", f"oci:{tmp_path / 'out'}:v1",
                 "--src-creds", creds)
     assert layout_ref(tmp_path / "out", "v1")["digest"] == image.digest
+
+
+# -- failures -----------------------------------------------------------------------------
+
+def _spools(shape: Shape) -> set[Path]:
+    return {spool for replica in shape.replicas
+            for spool in (replica.data_dir / "staging" / "spool").glob("*")}
+
+
+def _receiving(shape: Shape, before: set[Path], timeout: float = 60.0,
+               at_least: int = 2 * MiB) -> GatewayProcess:
+    """The replica with a new spool that is growing: it is in the middle of receiving a
+    layer (spools in ``before`` were there already)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for replica in shape.replicas:
+            for spool in (replica.data_dir / "staging" / "spool").glob("*"):
+                if spool in before:
+                    continue
+                try:
+                    if spool.stat().st_size >= at_least:
+                        return replica
+                except FileNotFoundError:
+                    continue
+        time.sleep(0.01)
+    raise AssertionError("no replica received a layer")
+
+
+def test_replica_killed_mid_push_the_push_completes_through_the_others(
+        shape: Shape, docker: Docker, tmp_path: Path) -> None:
+    ref = f"{shape.nginx.host}/ci/killed-{uuid.uuid4().hex[:8]}:v1"
+    archive = docker_archive(tmp_path / "image.tar", [40 * MiB, 3 * MiB, 2048], ref)
+    docker("load", "-i", str(archive.path))
+    _docker_login(docker, shape.nginx.host, shape)
+    spools = _spools(shape)
+    push = subprocess.Popen([docker.binary, "push", ref], env={**os.environ, **docker.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        victim = _receiving(shape, spools)
+        before = len(shape.nginx.served())
+        victim.kill9()
+        output, _ = push.communicate(timeout=180)
+    finally:
+        if push.poll() is None:
+            push.kill()
+            push.communicate()
+    assert push.returncode == 0, output
+    after = shape.nginx.served()[before:]
+    # Only requests the kill cut failed; the others went to the live replicas.
+    failed = [entry for entry in after if entry[2] >= 500]
+    assert failed and all(entry[3] == [victim.host] for entry in failed), (failed, output)
+    victim.start()  # same port and data dir, as the Deployment restarts the pod
+    docker("rmi", ref)
+    for base in [shape.nginx.host, victim.host]:
+        direct = ref.replace(shape.nginx.host, base)
+        _docker_login(docker, base, shape)
+        docker("pull", direct)
+        docker("save", "-o", str(tmp_path / "back.tar"), direct)
+        docker("rmi", direct)
+        _, layers, config = read_docker_save(tmp_path / "back.tar", tmp_path / f"back-{base}")
+        assert layers == archive.diff_ids and config == archive.image_id
+
+
+async def test_redis_restarted_mid_upload(session: aiohttp.ClientSession, shape: Shape,
+                                          repo: str, skopeo: Skopeo, tmp_path: Path) -> None:
+    """Redis restarts empty (as the overlay's does). What was acknowledged stays: an image
+    and a blob not yet referenced, read through every replica. An upload in flight ends with
+    an OCI error, and a new one succeeds; a skopeo copy under way succeeds or fails with an
+    OCI error, and then succeeds when run again."""
+    base = shape.nginx.url
+    layer = os.urandom(2 * MiB)
+    manifest = await _push_manifest(session, base, repo, "before", [layer])
+    staged = os.urandom(3 * MiB + 1)
+    staged_digest = await _upload(session, base, repo, staged)
+    blob = os.urandom(7 * MiB)
+    async with session.post(f"{base}/v2/{repo}/blobs/uploads/") as r:
+        assert r.status == 202, await r.text()
+        location = r.headers["Location"]
+    async with session.patch(base + location, data=blob[:MiB], headers={
+            **OCTET, "Content-Range": f"0-{MiB - 1}"}) as r:
+        assert r.status == 202, await r.text()
+        location = r.headers["Location"]
+    image = oci_layout(tmp_path / "in", "v1", [24 * MiB, 4096])
+    creds = f"{shape.user}:{shape.password}"
+    target = f"docker://{shape.nginx.host}/{repo}-skopeo:v1"
+    spools = _spools(shape)
+    copy = subprocess.Popen([skopeo.binary, "--policy", str(skopeo.policy), "copy",
+                             "--dest-tls-verify=false", "--dest-creds", creds,
+                             f"oci:{tmp_path / 'in'}:v1", target],
+                            env={**os.environ, **skopeo.env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        _receiving(shape, spools)
+        shape.redis.stop()
+        shape.redis.start()
+        output, _ = copy.communicate(timeout=120)
+    finally:
+        if copy.poll() is None:
+            copy.kill()
+            copy.communicate()
+    # The upload in flight lost its session: a clean OCI error, then a new upload succeeds.
+    # (Its own connection: the answer comes before the body is sent, so it is not reused.)
+    async with aiohttp.ClientSession(headers=shape.login,
+                                     connector=aiohttp.TCPConnector(force_close=True)) as once:
+        async with once.patch(base + location, data=blob[MiB:], headers={
+                **OCTET, "Content-Range": f"{MiB}-{len(blob) - 1}"}) as r:
+            assert r.status == 404, await r.text()
+            assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+    digest = await _upload(session, base, repo, blob, chunks=2)
+    await _read_everywhere(session, shape, repo, digest, blob)
+    if copy.returncode != 0:  # then with the gateway's OCI error, and a new run succeeds
+        assert any(oci_error in output for oci_error in (
+            "blob upload unknown", "blob upload invalid", "unavailable")), output
+        skopeo.copy(f"oci:{tmp_path / 'in'}:v1", target, "--dest-creds", creds)
+    found = skopeo.inspect_json(target, "--creds", creds)
+    assert found["Digest"] == image.digest
+    # Nothing acknowledged is lost.
+    await _read_everywhere(session, shape, repo, staged_digest, staged)
+    for base_url in shape.bases():
+        async with session.get(f"{base_url}/v2/{repo}/manifests/{manifest}", headers={
+                "Accept": "application/vnd.oci.image.manifest.v1+json"}) as r:
+            assert r.status == 200, base_url
+        async with session.get(f"{base_url}/readyz") as r:
+            assert r.status == 200, (base_url, await r.text())
