@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.conftest import require_tool
-from tests.support.clients import free_port
+from tests.support.clients import free_port, stop_process
 
 _CONFIG = """\
 daemon off;
@@ -123,13 +123,7 @@ class Nginx:
         return entries
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
     def __enter__(self) -> Nginx:
