@@ -34,7 +34,7 @@ import logging
 import secrets
 from typing import Any
 
-from gateway.state.connect import redis_client
+from gateway.state.connect import RedisConnection
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,12 @@ return 0
 
 
 class StagedPeers:
-    def __init__(self, url: str, prefix: str, keep_seconds: float, *,
-                 password: str | None = None) -> None:
+    def __init__(self, connection: RedisConnection, prefix: str, keep_seconds: float) -> None:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
         from redis.exceptions import RedisError
 
         self._errors: tuple[type[Exception], ...] = (RedisError,)
-        self._redis: Any = redis_client(url, password=password, decode_responses=True,
-                                        socket_timeout=10)
+        self._redis: Any = connection.client(decode_responses=True)
         self._prefix = prefix
         self._keep_ms = max(int(keep_seconds * 1000), 1000)
         self._note = self._redis.register_script(_NOTE)
