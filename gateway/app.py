@@ -41,6 +41,7 @@ from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
 from gateway.pullthrough.events import request_events as pullthrough_events
 from gateway.state import cache_events, fill_locks, session_store, staged_peers
+from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,10 @@ async def _expire_idle_sessions(app: web.Application) -> None:
             await registry.uploads.expire_idle(idle)
         except Exception:  # a failed sweep is retried on the next tick
             log.exception("expiring idle upload sessions failed")
+
+
+async def _announce_staged(peers: StagedPeers, staging: StagingStore) -> None:
+    await peers.announce_all(await asyncio.to_thread(staging.digests))
 
 
 def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
@@ -195,7 +200,16 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
             auto_decompress=False, timeout=http_timeouts(config),
             trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
-        events.listen(ecr.apply_notice, ecr.caches.flush)
+        announcing: set[asyncio.Task[None]] = set()
+
+        def listening_again() -> None:
+            ecr.caches.flush()
+            if peers is not None:  # Redis may have restarted empty: tell it what is staged here
+                task = asyncio.create_task(_announce_staged(peers, staging))
+                announcing.add(task)
+                task.add_done_callback(announcing.discard)
+
+        events.listen(ecr.apply_notice, listening_again)
         yield
         sweeper.cancel()
         await events.close()

@@ -165,6 +165,10 @@ class StagingStore:
             task.add_done_callback(done)
         return await asyncio.shield(task)
 
+    def digests(self) -> list[str]:
+        """Every staged blob's digest (a pass over the folder)."""
+        return [f"sha256:{entry.name}" for entry in os.scandir(self._blobs)]
+
     def forget(self, digests: list[str]) -> None:
         """Drop blobs ECR can now serve itself."""
         for digest in digests:

@@ -106,20 +106,23 @@ def redis_client(url: str, *, password: str | None = None,
                  socket_timeout: float = 10.0, health_check_interval: float = 0) -> Any:
     """An asyncio client for ``url`` (a password given apart from the URL wins)."""
     # redis is imported only when Redis is used (importing it loads a telemetry SDK).
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+
     target = parse_redis_url(url)
-    common: dict[str, Any] = {"decode_responses": decode_responses,
-                              "socket_connect_timeout": 5, "socket_timeout": socket_timeout}
+    # Commands are tried again through a restart of a single server (every pooled connection
+    # is dead then; a client made with from_url does not retry unless told to) and through a
+    # failover (a Sentinel-managed connection turns a demoted master's READONLY into a
+    # reconnection to the new one).
+    common: dict[str, Any] = {
+        "decode_responses": decode_responses, "socket_connect_timeout": 5,
+        "socket_timeout": socket_timeout,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), _RETRIES)}
     if target.kind == "single":
         import redis.asyncio as aioredis
 
         return aioredis.Redis.from_url(url, password=password,
                                        health_check_interval=health_check_interval, **common)
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
-
-    # Commands are tried again through a failover (a Sentinel-managed connection turns a
-    # demoted master's READONLY into a reconnection to the new one).
-    common["retry"] = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), _RETRIES)
     secret = password or target.password
     if target.kind == "cluster":
         from redis.asyncio.cluster import ClusterNode, RedisCluster

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from tests.conftest import require_tool
-from tests.support.clients import free_port
+from tests.support.clients import free_port, stop_process
 
 
 class SharedRedis(Protocol):
@@ -71,13 +71,7 @@ class RedisServer:
         raise RuntimeError("redis-server did not answer PING")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
         self.process = None
 
     def __enter__(self) -> RedisServer:

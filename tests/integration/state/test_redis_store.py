@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -190,3 +191,20 @@ async def test_ping_fails_when_redis_is_unreachable() -> None:
         await store.ping()
     await store.close()
     assert "connect" in str(failed.value).lower()
+
+
+async def test_the_first_command_after_a_redis_restart_succeeds(tmp_path: Path) -> None:
+    """Every pooled connection died with the old Redis: the next command reconnects rather
+    than answering 503 to the request that picked it (and every later one with a dead
+    connection)."""
+    with RedisServer(tmp_path / "redis", password="restart-pw") as server:
+        store = RedisSessionStore(RedisConnection(server.url, password="restart-pw"), lock_ttl=1.0)
+        session = _session()
+        await store.create(session)
+        server.stop()
+        server.start()  # empty: this Redis keeps nothing
+        assert await store.get(session.id) is None
+        await store.create(session)
+        async with store.lock(session.id):
+            assert await store.count() == 1
+        await store.close()
