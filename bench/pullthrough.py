@@ -3,7 +3,9 @@ Hub (the source), the first (the reference) and the emulator are the stores.
 
 * cold: one mirror client (aiohttp, digests checked, bytes discarded) pulls a fresh image
   through a gateway whose mirror fills ECR from the source, ÷ the same client pulling it
-  from the source directly; warm: the same pull again (ECR holds it) ÷ direct.
+  from the source directly; warm: the same pull again once ECR holds it (the gateway counted
+  the fill) ÷ direct. Information: how long the fill took after the cold pull, and the CPU
+  the gateway spent on the cold pull against the client's and the source's.
 * sync: ``ecr-gateway sync`` of N fresh images from the source into ECR ÷ ``skopeo sync`` of
   the same images into the reference registry, as throughput (higher is better).
 """
@@ -13,10 +15,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +32,7 @@ import yaml
 from bench import ocihttp
 from bench.images import FreshBytes
 from bench.report import Row
-from bench.services import Gateway, ReferenceRegistry
+from bench.services import Gateway, ReferenceRegistry, cpu_seconds
 from tests.support.emulator import signing_key
 
 MiB = 1024 * 1024
@@ -65,6 +72,75 @@ async def _pull(base: str, repo: str, tag: str, params: dict[str, str] | None) -
             if "sha256:" + hasher.hexdigest() != blob["digest"]:
                 raise ocihttp.PushError("a blob read back with another digest")
     return time.monotonic() - started
+
+
+def _cpu_text(cpu: dict[str, list[float]]) -> str:
+    """Medians: the gateway's CPU on the cold pull beside the client's and the source's, and
+    the direct pull's; on a CPU-bound machine the cold ÷ direct time tends to their sums'
+    ratio."""
+    mid = {key: sorted(values)[len(values) // 2] for key, values in cpu.items()}
+    cold = mid["gateway"] + mid["client"] + mid["source"]
+    direct = mid["direct_client"] + mid["direct_source"]
+    floor = mid["floor"] + mid["client"] + mid["source"]
+    return (f"gateway {mid['gateway']:.2f} + client {mid['client']:.2f} + source "
+            f"{mid['source']:.2f} vs direct {direct:.2f} (client + source): "
+            f"{cold / direct:.2f}x the CPU; with the gateway at its floor (hash, spool write "
+            f"and loopback pass of the same bytes: {mid['floor']:.2f}) {floor / direct:.2f}x")
+
+
+def _floor_cpu(size: int, fresh: FreshBytes, work: Path) -> float:
+    """CPU-s of the work no pull-through of ``size`` bytes avoids, done in this process: hash
+    them (the digest is checked before the last byte goes out), write them once (the spool ECR's
+    copy reads) and pass them through a loopback socket pair (received from the upstream, sent
+    to the client)."""
+    chunks = list(fresh.chunks(16 * MiB, MiB))
+    count = size // MiB
+    started = _process_cpu()
+    hasher = hashlib.sha256()
+    with tempfile.TemporaryFile(dir=work) as spool:
+        for i in range(count):
+            hasher.update(chunks[i % len(chunks)])
+            spool.write(chunks[i % len(chunks)])
+        spool.flush()
+    ours, theirs = socket.socketpair()
+
+    def drain() -> None:
+        left = count * MiB
+        while left > 0:
+            left -= len(theirs.recv(256 * 1024))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    for i in range(count):
+        ours.sendall(chunks[i % len(chunks)])
+    reader.join()
+    ours.close()
+    theirs.close()
+    return _process_cpu() - started
+
+
+def _fills(gateway: Gateway) -> float:
+    """The fills the gateway completed (its metrics)."""
+    with urllib.request.urlopen(f"{gateway.url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    line = 'ecr_gateway_pullthrough_events_total{event="filled",registry="docker.io"} '
+    return sum(float(row.removeprefix(line)) for row in text.splitlines()
+               if row.startswith(line))
+
+
+def _until_filled(gateway: Gateway, before: float, timeout: float = 600.0) -> float:
+    """Seconds until the gateway counts one more fill (ECR holds the image)."""
+    started = time.monotonic()
+    while _fills(gateway) <= before:
+        if time.monotonic() - started > timeout:
+            raise RuntimeError("the pull-through fill did not complete")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _process_cpu() -> float:
+    usage = os.times()
+    return usage.user + usage.system
 
 
 def _sync_seconds(source: ReferenceRegistry, names: list[str], emulator_url: str,
@@ -123,15 +199,28 @@ def run(bench: Any) -> list[Row]:
         warmup = f"library/warmup-{time.monotonic_ns()}"
         asyncio.run(_push_image(source.url, warmup, "v1", MiB, bench.fresh))
         asyncio.run(_pull(gateway.url, warmup, "v1", NS))
-        cold, warm, direct = [], [], []
+        cold, warm, direct, fill = [], [], [], []
+        cpu: dict[str, list[float]] = {"gateway": [], "client": [], "source": [],
+                                       "direct_client": [], "direct_source": []}
         for round_ in range(sizes.rounds):
             repo = f"library/pt{round_}-{time.monotonic_ns()}"
             asyncio.run(_push_image(source.url, repo, "v1", image, bench.fresh))
+            spent = _process_cpu(), cpu_seconds(source.pid)
             direct.append(asyncio.run(_pull(source.url, repo, "v1", None)))
+            cpu["direct_client"].append(_process_cpu() - spent[0])
+            cpu["direct_source"].append(cpu_seconds(source.pid) - spent[1])
+            filled = _fills(gateway)
+            spent = _process_cpu(), cpu_seconds(source.pid), cpu_seconds(gateway.pid)
             cold.append(asyncio.run(_pull(gateway.url, repo, "v1", NS)))
-            time.sleep(1.0)  # the fill's last PutImage lands
+            cpu["client"].append(_process_cpu() - spent[0])
+            cpu["source"].append(cpu_seconds(source.pid) - spent[1])
+            cpu["gateway"].append(cpu_seconds(gateway.pid) - spent[2])
+            # Warm means ECR holds the image: the copy into ECR (which goes on after the cold
+            # pull) is over, and competes with neither the warm pull nor the next direct one.
+            fill.append(_until_filled(gateway, filled))
             warm.append(asyncio.run(_pull(gateway.url, repo, "v1", NS)))
             direct.append(asyncio.run(_pull(source.url, repo, "v1", None)))
+        cpu["floor"] = [_floor_cpu(image, bench.fresh, bench.work)]
         names = [f"library/sync{i}-{time.monotonic_ns()}" for i in range(count)]
         for name in names:
             asyncio.run(_push_image(source.url, name, "v1", sync_size, bench.fresh))
@@ -140,8 +229,8 @@ def run(bench: Any) -> list[Row]:
     finally:
         gateway.stop()
         source.stop()
-    bench.raw["pull_through"] = {"cold": cold, "warm": warm, "direct": direct,
-                                 "sync": ours, "skopeo_sync": theirs}
+    bench.raw["pull_through"] = {"cold": cold, "warm": warm, "direct": direct, "fill": fill,
+                                 "cpu": cpu, "sync": ours, "skopeo_sync": theirs}
     best = min(direct)
     size_text = f"{image // MiB} MiB"
     rows = [
@@ -151,6 +240,11 @@ def run(bench: Any) -> list[Row]:
         Row("pullthrough_warm", f"pull-through warm pull {size_text} ÷ direct from upstream",
             "≤ 1.0", f"{min(warm) / best:.2f} ({min(warm):.2f} s vs {best:.2f} s)",
             value=min(warm) / best, bound=1.0, gateway=min(warm), reference=best, unit="s"),
+        Row("pullthrough_fill", f"pull-through: the copy of {size_text} into ECR after the "
+            "cold pull", "information", measured=f"{min(fill):.2f} s (median "
+            f"{sorted(fill)[len(fill) // 2]:.2f} s) until ECR holds the image"),
+        Row("pullthrough_cpu", f"pull-through cold pull {size_text}: CPU-s of each process",
+            "information", measured=_cpu_text(cpu)),
         Row("sync_throughput", f"ecr-gateway sync of {count} images ÷ skopeo sync "
             "(throughput)", "≥ 0.8", f"{theirs / ours:.2f} ({ours:.1f} s vs {theirs:.1f} s)",
             value=theirs / ours, bound=0.8, better="higher", gateway=ours, reference=theirs,

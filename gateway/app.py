@@ -39,6 +39,7 @@ from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
+from gateway.pullthrough.events import request_events as pullthrough_events
 from gateway.state import cache_events, fill_locks, session_store, staged_peers
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
@@ -54,12 +55,16 @@ BREAKER = web.AppKey("breaker", CircuitBreaker)
 @web.middleware
 async def count_upstream_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
     tally: list[str] = []
+    filled: list[str] = []
     token = upstream_calls.set(tally)
+    filled_token = pullthrough_events.set(filled)
     try:
         return await handler(request)
     finally:
         request["upstream_calls"] = len(tally)
         request["upstream_actions"] = tally
+        request["pullthrough"] = filled
+        pullthrough_events.reset(filled_token)
         upstream_calls.reset(token)
 
 
@@ -178,11 +183,12 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
                       http, config.cache, public, events, peers)
     fills = fill_locks(config)  # one fetch per blob across replicas
-    # Mirrors with an upstream registry fill ECR from it on a miss.
-    pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
+    # Mirrors and routes with an upstream registry fill ECR from it on a miss.
+    pulls_through = (any(mirror.upstream for mirror in config.mirrors.values())
+                     or any(route.upstream for route in config.routes))
     app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password,
-                                spool_dir=data / "staging" / "tee",
-                                fills=fills) if pulls_through else ecr
+                                spool_dir=data / "staging" / "tee", fills=fills,
+                                routes=config.effective_routes()) if pulls_through else ecr
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
         if fills is not None:

@@ -104,6 +104,9 @@ class RouteConfig(Section):
     catalog_data: Literal["none", "from_annotations"] = "none"
     """ECR Public: "from_annotations" fills the repository's catalog data (description,
     about, usage, architectures, operating systems) from each tagged image pushed."""
+    upstream: PullThroughConfig | None = None
+    """Fill ECR from this registry on a miss (pull-through, as a mirror's upstream): a name
+    under ``prefix`` is asked of it without the prefix. None: serve what ECR holds."""
 
     @model_validator(mode="after")
     def _route(self) -> Self:

@@ -108,6 +108,9 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
             "bytes_in": bytes_in, "bytes_out": bytes_out,
             "upstream_calls": request.get("upstream_calls", 0),
             "upstream_actions": request.get("upstream_actions", []),
+            # Pull-through: "fetched" (this request filled ECR from the upstream registry),
+            # "streamed", "revalidated", "stale", or the upstream's refusal.
+            "pullthrough": request.get("pullthrough", []),
         }
         principal = request.get("principal")  # set by the auth layer
         subject = getattr(principal, "subject", None)

@@ -70,12 +70,32 @@ SHARED_CALLS = Counter("ecr_gateway_singleflight_shared", "Upstream lookups that
                        registry=REGISTRY)
 
 PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through from an upstream "
-                             "registry by mirror host: fetched, filled, revalidated, stale "
+                             "registry by mirror host: fetched, streamed (a blob read as it "
+                             "arrives), filled, revalidated, stale "
                              "(ECR's copy served while the upstream is unavailable), "
                              "fill_failed, rate_limited, unreachable, refused, upstream_error",
                              ["registry", "event"], registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
+# What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and
+# RateLimit-Remaining, "100;w=21600": the pulls allowed per window, and the window).
+PULLTHROUGH_RATELIMIT_LIMIT = Gauge("ecr_gateway_pullthrough_ratelimit_limit",
+                                    "Requests an upstream registry allows per window, as its "
+                                    "last RateLimit-Limit header said", ["registry"],
+                                    registry=REGISTRY)
+PULLTHROUGH_RATELIMIT_REMAINING = Gauge("ecr_gateway_pullthrough_ratelimit_remaining",
+                                        "Requests left in an upstream registry's window, as "
+                                        "its last RateLimit-Remaining header said", ["registry"],
+                                        registry=REGISTRY)
+PULLTHROUGH_RATELIMIT_WINDOW = Gauge("ecr_gateway_pullthrough_ratelimit_window_seconds",
+                                     "An upstream registry's rate-limit window (the w= of its "
+                                     "RateLimit-Limit header)", ["registry"], registry=REGISTRY)
+PULLTHROUGH_THROTTLED = Counter("ecr_gateway_pullthrough_throttled",
+                                "429 answers from upstream registries", ["registry"],
+                                registry=REGISTRY)
+PULLTHROUGH_RETRY_AFTER = Gauge("ecr_gateway_pullthrough_retry_after_seconds",
+                                "The Retry-After of an upstream registry's last 429 (seconds; "
+                                "an HTTP date counted from now)", ["registry"], registry=REGISTRY)
 
 # How /metrics learns the number of open upload sessions (the store is async).
 SESSION_COUNT: web.AppKey[Callable[[], Awaitable[int]]] = web.AppKey("upload_session_count")

@@ -36,18 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cachetools import TTLCache
 
-from gateway.config import MirrorConfig, PullThroughConfig
+from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.singleflight import SingleFlight
-from gateway.observability.metrics import PULLTHROUGH_BYTES, PULLTHROUGH_EVENTS, SHARED_CALLS
+from gateway.observability.metrics import PULLTHROUGH_BYTES, SHARED_CALLS
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
 from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.pullthrough import events
+from gateway.pullthrough.sources import Source, Sources
 from gateway.pullthrough.tee import Tee
-from gateway.pullthrough.upstream import OciUpstream, UpstreamError
+from gateway.pullthrough.upstream import UpstreamError
 from gateway.state.fills import FillLocks
 
 log = logging.getLogger(__name__)
@@ -59,33 +60,15 @@ _PARALLEL_BLOBS = 4
 _CLIENTS_FIRST_SECONDS = 30.0
 
 
-class _Mirror:
-    """One mirror host's upstream and what this process knows of its tags."""
-
-    def __init__(self, host: str, settings: PullThroughConfig, upstream: OciUpstream) -> None:
-        self.host = host
-        self.settings = settings
-        self.upstream = upstream
-        # (name, tag) → the digest the upstream gave it, trusted until the TTL runs out.
-        self.checked: TTLCache[tuple[str, str], str] = TTLCache(
-            maxsize=100_000, ttl=settings.tag_ttl_seconds or 1e-9)
-
-
 class PullThrough:
     def __init__(self, inner: Any, mirrors: dict[str, MirrorConfig],
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
-                 spool_dir: Path | None = None, fills: FillLocks | None = None) -> None:
+                 spool_dir: Path | None = None, fills: FillLocks | None = None,
+                 routes: list[RouteConfig] | None = None) -> None:
         self._inner = inner
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
-        self._mirrors: dict[str, _Mirror] = {}
-        for host, mirror in mirrors.items():
-            if mirror.upstream is None:
-                continue
-            settings = mirror.upstream
-            client = OciUpstream(settings.url, http, settings.username, password_of(settings),
-                                 timeout=settings.timeout_seconds)
-            self._mirrors[host] = _Mirror(host, settings, client)
+        self._sources = Sources(mirrors, routes or [], http, password_of)
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
         self._copies: dict[tuple[str, str, str], _BlobCopy] = {}
         self._spool_dir = spool_dir
@@ -95,21 +78,21 @@ class PullThrough:
         # Manifests served before ECR holds them: (host, name, digest) → manifest.
         self._pending: dict[tuple[str, str, str], Manifest] = {}
         self._repositories: set[tuple[str, str]] = set()  # created (or found) this process
+        self._creations: SingleFlight[None] = SingleFlight("pullthrough_repository")
         self._background: set[asyncio.Task[None]] = set()
 
     def __getattr__(self, attribute: str) -> Any:
         # What is not about pull-through (tokens, caches, ECR-only helpers) is the inner's.
         return getattr(self._inner, attribute)
 
-    def _mirror(self) -> _Mirror | None:
-        host = upstream_ns.get()
-        return self._mirrors.get(host) if host is not None else None
+    def _mirror(self, name: str) -> Source | None:
+        return self._sources.find(upstream_ns.get(), name)
 
     # -- manifests --------------------------------------------------------------------------
 
     async def get_manifest(self, name: str, reference: str,
                            accepted: tuple[str, ...] | None = None) -> Manifest:
-        mirror = self._mirror()
+        mirror = self._mirror(name)
         if mirror is None:
             manifest: Manifest = await self._inner.get_manifest(name, reference, accepted)
             return manifest
@@ -117,7 +100,7 @@ class PullThrough:
             return await self._by_digest(mirror, name, reference, accepted)
         return await self._by_tag(mirror, name, reference, accepted)
 
-    async def _by_digest(self, mirror: _Mirror, name: str, digest: str,
+    async def _by_digest(self, mirror: Source, name: str, digest: str,
                          accepted: tuple[str, ...] | None) -> Manifest:
         pending = self._pending.get((mirror.host, name, digest))
         if pending is not None:
@@ -130,7 +113,7 @@ class PullThrough:
                 raise
         return await self._fill(mirror, name, digest, accepted)
 
-    async def _by_tag(self, mirror: _Mirror, name: str, tag: str,
+    async def _by_tag(self, mirror: Source, name: str, tag: str,
                       accepted: tuple[str, ...] | None) -> Manifest:
         held: Manifest | None = None
         try:
@@ -143,41 +126,46 @@ class PullThrough:
         if mirror.checked.get((name, tag)) == held.digest:
             return held  # checked within the tag TTL
         try:
-            current = await mirror.upstream.manifest_digest(name, tag, accepted or MANIFEST_TYPES)
+            current = await mirror.upstream.manifest_digest(
+                mirror.upstream_name(name), tag, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
             if exc.unavailable:
                 return self._stale(mirror, name, tag, held, exc)
+            if exc.missing and mirror.own_tags:
+                mirror.checked[(name, tag)] = held.digest
+                return held
             raise _client_error(mirror, name, tag, exc) from None
         if current == held.digest:
             mirror.checked[(name, tag)] = held.digest
-            PULLTHROUGH_EVENTS.labels(mirror.host, "revalidated").inc()
+            events.record(mirror.registry, "revalidated")
             return held
         return await self._fill(mirror, name, tag, accepted)
 
-    def _stale(self, mirror: _Mirror, name: str, tag: str, held: Manifest,
+    def _stale(self, mirror: Source, name: str, tag: str, held: Manifest,
                exc: UpstreamError) -> Manifest:
-        PULLTHROUGH_EVENTS.labels(mirror.host, "stale").inc()
+        events.record(mirror.registry, "stale")
         log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream is unavailable"
-                    " (%s)", mirror.host, name, tag, held.digest, exc)
+                    " (%s)", mirror.registry, name, tag, held.digest, exc)
         return held
 
-    async def _fill(self, mirror: _Mirror, name: str, reference: str,
+    async def _fill(self, mirror: Source, name: str, reference: str,
                     accepted: tuple[str, ...] | None) -> Manifest:
         """Fetch from the upstream and serve; the copy into ECR goes on in the background."""
         return await self._manifest_fetches.do(
             (mirror.host, name, reference, accepted),
             lambda: self._fetch(mirror, name, reference, accepted))
 
-    async def _fetch(self, mirror: _Mirror, name: str, reference: str,
+    async def _fetch(self, mirror: Source, name: str, reference: str,
                      accepted: tuple[str, ...] | None) -> Manifest:
         try:
-            fetched = await mirror.upstream.manifest(name, reference, accepted or MANIFEST_TYPES)
+            fetched = await mirror.upstream.manifest(
+                mirror.upstream_name(name), reference, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
-            PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
+            events.record(mirror.registry, _outcome(exc))
             raise _client_error(mirror, name, reference, exc) from None
         parsed = parse_manifest(fetched.body, fetched.media_type or None)
         manifest = Manifest(fetched.body, parsed.media_type, fetched.digest)
-        PULLTHROUGH_EVENTS.labels(mirror.host, "fetched").inc()
+        events.record(mirror.registry, "fetched")
         self._pending[(mirror.host, name, manifest.digest)] = manifest
         tag = None if is_digest(reference) else reference
         task = asyncio.create_task(self._store_logged(mirror, name, manifest, parsed, tag))
@@ -185,19 +173,20 @@ class PullThrough:
         task.add_done_callback(self._background.discard)
         return manifest
 
-    async def _store_logged(self, mirror: _Mirror, name: str, manifest: Manifest,
+    async def _store_logged(self, mirror: Source, name: str, manifest: Manifest,
                             parsed: ParsedManifest, tag: str | None) -> None:
+        events.detach()
         try:
             await self._store(mirror, name, manifest, parsed, tag)
         except _NotYet as exc:
             log.info("pull-through %s/%s@%s: index kept out of ECR until every platform is "
-                     "pulled (%s is not yet)", mirror.host, name, manifest.digest, exc)
+                     "pulled (%s is not yet)", mirror.registry, name, manifest.digest, exc)
         except Exception as exc:  # the next pull tries again
-            PULLTHROUGH_EVENTS.labels(mirror.host, "fill_failed").inc()
-            log.warning("pull-through %s/%s@%s: not stored in ECR: %s", mirror.host, name,
+            events.record(mirror.registry, "fill_failed")
+            log.warning("pull-through %s/%s@%s: not stored in ECR: %s", mirror.registry, name,
                         manifest.digest, exc)
 
-    async def _store(self, mirror: _Mirror, name: str, manifest: Manifest,
+    async def _store(self, mirror: Source, name: str, manifest: Manifest,
                      parsed: ParsedManifest, tag: str | None) -> None:
         """Copy what ``manifest`` references into ECR, then put it (once per digest)."""
         await self._stores.do((mirror.host, name, manifest.digest),
@@ -205,23 +194,25 @@ class PullThrough:
         if tag is not None:
             await self._inner.put_manifest(name, tag, manifest.body, parsed)
             mirror.checked[(name, tag)] = manifest.digest
-        PULLTHROUGH_EVENTS.labels(mirror.host, "filled").inc()
-        log.info("pull-through %s/%s%s: stored in ECR as %s", mirror.host, name,
+        events.record(mirror.registry, "filled")
+        log.info("pull-through %s/%s%s: stored in ECR as %s", mirror.registry, name,
                  f":{tag}" if tag else "", manifest.digest)
 
-    async def _copy_and_put(self, mirror: _Mirror, name: str, manifest: Manifest,
+    async def _copy_and_put(self, mirror: Source, name: str, manifest: Manifest,
                             parsed: ParsedManifest) -> None:
         try:
-            await self._ensure_repository(mirror, name)
+            # The blobs' upstream reads start at once (each copy creates the repository
+            # first, once): a client asking for them next finds them on their way.
             if parsed.children:
                 await self._copy_children(mirror, name, parsed.children)
             else:
                 await self._copy_blobs(mirror, name, parsed.blobs)
+            await self._ensure_repository(mirror, name)
             await self._inner.put_manifest(name, manifest.digest, manifest.body, parsed)
         finally:
             self._pending.pop((mirror.host, name, manifest.digest), None)
 
-    async def _copy_children(self, mirror: _Mirror, name: str,
+    async def _copy_children(self, mirror: Source, name: str,
                              children: list[Descriptor]) -> None:
         """Every child of an index into ECR first (ECR refuses an index whose children it
         does not hold). With ``platforms: requested`` only those clients asked for are
@@ -237,7 +228,7 @@ class PullThrough:
             await self._stores.do((mirror.host, name, child.digest),
                                   partial(self._copy_and_put, mirror, name, manifest, parsed))
 
-    async def _copy_blobs(self, mirror: _Mirror, name: str, blobs: list[Descriptor]) -> None:
+    async def _copy_blobs(self, mirror: Source, name: str, blobs: list[Descriptor]) -> None:
         limit = asyncio.Semaphore(_PARALLEL_BLOBS)
 
         async def one(blob: Descriptor) -> None:
@@ -246,15 +237,16 @@ class PullThrough:
 
         await asyncio.gather(*(one(blob) for blob in blobs if blob.digest.startswith("sha256:")))
 
-    async def _ensure_repository(self, mirror: _Mirror, name: str) -> None:
-        if (mirror.host, name) in self._repositories:
+    async def _ensure_repository(self, mirror: Source, name: str) -> None:
+        key = (mirror.host, name)
+        if key in self._repositories:
             return
-        await self._inner.create_repository_for(name)
-        self._repositories.add((mirror.host, name))
+        await self._creations.do(key, partial(self._inner.create_repository_for, name))
+        self._repositories.add(key)
 
     # -- blobs ------------------------------------------------------------------------------
 
-    def _start_copy(self, mirror: _Mirror, name: str, digest: str) -> _BlobCopy:
+    def _start_copy(self, mirror: Source, name: str, digest: str) -> _BlobCopy:
         """The blob's copy into ECR in flight, started if there is none (once per process)."""
         key = (mirror.host, name, digest)
         copy = self._copies.get(key)
@@ -276,13 +268,14 @@ class PullThrough:
         copy.task.add_done_callback(finished)
         return copy
 
-    async def _copy_blob(self, mirror: _Mirror, name: str, digest: str) -> None:
+    async def _copy_blob(self, mirror: Source, name: str, digest: str) -> None:
         await asyncio.shield(self._start_copy(mirror, name, digest).task)
 
-    async def _upload_blob(self, mirror: _Mirror, name: str, digest: str,
+    async def _upload_blob(self, mirror: Source, name: str, digest: str,
                            source: asyncio.Future[Tee | None]) -> None:
         """The blob's copy, made by one replica at a time (gateway/state/fills.py): the
         others wait for it, then find the layer in ECR."""
+        events.detach()
         if self._fills is None:
             return await self._copy_once(mirror, name, digest, source)
 
@@ -302,7 +295,7 @@ class PullThrough:
             raise
         source.set_result(None)  # another replica copied it
 
-    async def _copy_once(self, mirror: _Mirror, name: str, digest: str,
+    async def _copy_once(self, mirror: Source, name: str, digest: str,
                          source: asyncio.Future[Tee | None]) -> None:
         """Read the upstream once into a tee; ECR's upload and the waiting clients read it."""
         try:
@@ -312,9 +305,9 @@ class PullThrough:
                     source.set_result(None)
                     return
             try:
-                size, chunks = await mirror.upstream.blob(name, digest)
+                size, chunks = await mirror.upstream.blob(mirror.upstream_name(name), digest)
             except UpstreamError as exc:
-                PULLTHROUGH_EVENTS.labels(mirror.host, _outcome(exc)).inc()
+                events.record(mirror.registry, _outcome(exc))
                 raise _client_error(mirror, name, digest, exc) from None
         except BaseException as exc:
             source.set_exception(exc)
@@ -322,7 +315,7 @@ class PullThrough:
             raise
         tee = Tee(self._spool_dir, digest, size)
         source.set_result(tee)
-        fill = asyncio.create_task(tee.fill(chunks, PULLTHROUGH_BYTES.labels(mirror.host).inc))
+        fill = asyncio.create_task(tee.fill(chunks, PULLTHROUGH_BYTES.labels(mirror.registry).inc))
         try:
             # ECR's upload (signing, encoding, part uploads) would compete with the clients
             # following the tee for this process's CPU: it starts once the upstream's bytes
@@ -340,7 +333,8 @@ class PullThrough:
             raise
         finally:
             await asyncio.wait([fill])  # readers still following get every byte
-            tee.close()
+            # Freeing a large spool's pages takes a while: not on the event loop.
+            await asyncio.shield(asyncio.to_thread(tee.close))
 
     async def _store_blob(self, name: str, digest: str, tee: Tee) -> None:
         """The tee's bytes into ECR at the upload path's own pace (never completed before
@@ -355,7 +349,7 @@ class PullThrough:
                 await self._inner.cancel_upload(name, status.upload_id)
             raise
 
-    async def _arriving(self, mirror: _Mirror, name: str,
+    async def _arriving(self, mirror: Source, name: str,
                         digest: str) -> tuple[_Growing | None, _BlobCopy]:
         """The blob's bytes while its copy is in flight, starting the copy if ECR does not
         hold the blob (None once the copy is over, or was not needed); and the copy."""
@@ -368,7 +362,7 @@ class PullThrough:
         return (_Growing(tee, copy.task) if tee is not None else None), copy
 
     async def stat_blob(self, name: str, digest: str) -> int | None:
-        mirror = self._mirror()
+        mirror = self._mirror(name)
         if mirror is None:
             size: int | None = await self._inner.stat_blob(name, digest)
             return size
@@ -390,11 +384,12 @@ class PullThrough:
         return found
 
     async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
-        mirror = self._mirror()
+        mirror = self._mirror(name)
         if mirror is not None:
             # A copy in flight is streamed from its tee as the upstream sends it.
             arriving, copy = await self._arriving(mirror, name, digest)
             if arriving is not None:
+                events.record(mirror.registry, "streamed")
                 size = arriving.tee.size
                 return BlobLocation(size if size is not None else -1, growing=arriving)
             if await self._held_blob_size(name, digest, copy) is None:
@@ -490,16 +485,17 @@ def _outcome(exc: UpstreamError) -> str:
     return "refused" if exc.status < 500 else "upstream_error"
 
 
-def _client_error(mirror: _Mirror, name: str, reference: str, exc: UpstreamError) -> OciError:
+def _client_error(mirror: Source, name: str, reference: str, exc: UpstreamError) -> OciError:
     """What the client hears when the upstream could not give what ECR does not hold."""
-    detail = {"upstream": mirror.host, "name": name, "reference": reference,
+    detail = {"upstream": mirror.registry, "name": name, "reference": reference,
               "upstream_status": exc.status}
     if exc.missing:
         error = oci.MANIFEST_UNKNOWN if exc.what.startswith("manifest") else oci.BLOB_UNKNOWN
-        return OciError(error, detail, message=f"not in ECR, and {mirror.host} has no {exc.what}")
+        return OciError(error, detail,
+                        message=f"not in ECR, and {mirror.registry} has no {exc.what}")
     if exc.status == 429:
         headers = {"Retry-After": exc.retry_after or "10"}
         return OciError(oci.TOOMANYREQUESTS, detail, headers=headers,
-                        message=f"not in ECR, and {mirror.host} is rate-limiting")
+                        message=f"not in ECR, and {mirror.registry} is rate-limiting")
     return OciError(oci.UNAVAILABLE, detail, headers={"Retry-After": "5"},
-                    message=f"not in ECR, and {mirror.host} cannot be read now ({exc.what})")
+                    message=f"not in ECR, and {mirror.registry} cannot be read now ({exc.what})")

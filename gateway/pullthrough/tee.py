@@ -31,7 +31,8 @@ class Tee:
         # Unlinked at once (O_TMPFILE where available): nothing is left behind by a crash.
         self._file = tempfile.TemporaryFile(dir=directory)
         self._hash = hashlib.sha256()
-        self._written = 0
+        # Bytes from the upstream so far; all but the latest chunk are in the spool file.
+        self._received = 0
         self._complete = False
         self._failure: str | None = None
         self._mismatch = False
@@ -51,12 +52,14 @@ class Tee:
         fd = self._file.fileno()
         try:
             async for chunk in chunks:
-                await asyncio.to_thread(self._append, fd, chunk)  # hashing releases the GIL
-                self._recent = (self._written, chunk)
-                self._written += len(chunk)
+                # Readers that keep up take the chunk from memory at once, sending it while
+                # it is hashed and spooled (hashing and writing release the GIL).
+                self._recent = (self._received, chunk)
+                self._received += len(chunk)
+                self._signal()
+                await asyncio.to_thread(self._append, fd, chunk)
                 if progress is not None:
                     progress(len(chunk))
-                self._signal()
             if f"sha256:{self._hash.hexdigest()}" != self.digest:
                 self._mismatch = True
                 raise _mismatch(self.digest)
@@ -109,15 +112,14 @@ class Tee:
                 changed = self._changed
                 if self._failure is not None:
                     raise _mismatch(self.digest) if self._mismatch else _broken(self.digest)
-                # The last byte waits for the digest check.
-                readable = self._written if self._complete else self._written - 1
+                readable = self._readable()
                 if offset < readable:
                     start, recent = self._recent
                     if start <= offset < start + len(recent):
                         data = recent[offset - start:readable - start]
-                    else:
+                    else:  # before the latest chunk: in the file already
                         data = await asyncio.to_thread(
-                            os.pread, fd, min(readable - offset, _READ), offset)
+                            os.pread, fd, min(min(readable, start) - offset, _READ), offset)
                     if not data:
                         raise _broken(self.digest)
                     offset += len(data)
@@ -130,6 +132,16 @@ class Tee:
             os.close(fd)
             self._clients -= client
             self._signal()
+
+    def _readable(self) -> int:
+        """How far readers may go: the last byte waits for the digest check. With the size
+        known only that byte is held back (a reader that keeps up takes each chunk whole from
+        memory, no copy); bytes beyond the size never reach a reader before the check."""
+        if self._complete:
+            return self._received
+        if self.size is not None:
+            return min(self._received, self.size - 1)
+        return self._received - 1
 
     def close(self) -> None:
         """The spool's own handle (readers keep theirs until they finish)."""

@@ -26,6 +26,7 @@ import aiohttp
 
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import is_digest, sha256_digest
+from gateway.pullthrough import ratelimit
 
 if TYPE_CHECKING:
     from gateway.config import PullThroughConfig
@@ -65,8 +66,10 @@ class UpstreamError(Exception):
 class OciUpstream:
     def __init__(self, url: str, http: Callable[[], aiohttp.ClientSession],
                  username: str | None = None, password: str | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, registry: str | None = None) -> None:
         self.url = url.rstrip("/")
+        # The metrics' label: the host name (never the URL, which may carry credentials).
+        self.registry = registry or registry_host(url)
         self._http = http
         self._basic = (base64.b64encode(f"{username}:{password or ''}".encode()).decode()
                        if username else None)
@@ -92,6 +95,7 @@ class OciUpstream:
                                                       headers=sent, timeout=self._timeout)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise UpstreamError(0, what) from exc
+            ratelimit.observe(self.registry, response.status, response.headers)
             if response.status == 401 and attempt == 0:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
@@ -188,6 +192,13 @@ class OciUpstream:
                 tags += [t for t in page.get("tags") or [] if isinstance(t, str)]
                 path = _next_page(response.headers.get("Link"))
         return tags
+
+
+def registry_host(url: str) -> str:
+    """``host[:port]`` of a registry URL, without any user information."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "unknown"
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def _next_page(link: str | None) -> str | None:

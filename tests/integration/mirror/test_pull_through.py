@@ -79,6 +79,18 @@ async def _pull(http: aiohttp.ClientSession, base: str, name: str, reference: st
     return body, blobs
 
 
+async def _access(gw: GatewayProcess, path: str, count: int) -> list[dict[str, Any]]:
+    """The access-log entries of requests whose path holds ``path``, once there are
+    ``count`` (a line is written just after its answer)."""
+    entries: list[dict[str, Any]] = []
+    for _ in range(50):
+        entries = [e for e in gw.access_log() if path in e["path"]]
+        if len(entries) >= count:
+            break
+        await asyncio.sleep(0.1)
+    return entries
+
+
 def _hub_reads(hub: ReferenceRegistry, digest: str) -> int:
     """How many times the upstream served this blob (its access log)."""
     log = (hub.root / "registry.log").read_text()
@@ -219,11 +231,16 @@ class RateLimitedFront(_Front):
         self.limited = False
         self.url = ""
         self._runner: web.AppRunner | None = None
+        self.remaining = 100
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        # Docker Hub's headers: the pulls allowed per window of w seconds, and those left.
+        self.remaining -= 1
+        quota = {"RateLimit-Limit": "100;w=21600",
+                 "RateLimit-Remaining": f"{self.remaining};w=21600"}
         if self.limited:
             return web.json_response({"errors": [{"code": "TOOMANYREQUESTS"}]}, status=429,
-                                     headers={"Retry-After": "30"})
+                                     headers={"Retry-After": "30", **quota})
         async with aiohttp.ClientSession() as session, session.request(
                 request.method, f"{self.target}{request.rel_url}",
                 headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
@@ -232,7 +249,7 @@ class RateLimitedFront(_Front):
             headers = {k: v for k, v in r.headers.items()
                        if k.lower() not in ("content-length", "transfer-encoding",
                                             "connection", "content-encoding")}
-            return web.Response(status=r.status, body=body, headers=headers)
+            return web.Response(status=r.status, body=body, headers={**headers, **quota})
 
 
 async def test_rate_limited_upstream(upstream: EmulatorProcess, hub: ReferenceRegistry,
@@ -255,8 +272,62 @@ async def test_rate_limited_upstream(upstream: EmulatorProcess, hub: ReferenceRe
                 metrics = await r.text()
             assert 'ecr_gateway_pullthrough_events_total{event="stale",registry="docker.io"}' \
                 in metrics
+            # What the upstream said of its rate limit, per registry (never a URL).
+            assert 'ecr_gateway_pullthrough_ratelimit_limit{registry="docker.io"} 100.0' in metrics
+            window = 'ecr_gateway_pullthrough_ratelimit_window_seconds{registry="docker.io"}'
+            assert f"{window} 21600.0" in metrics
+            remaining = f'ecr_gateway_pullthrough_ratelimit_remaining{{registry="docker.io"}} ' \
+                        f'{float(front.remaining)}'
+            assert remaining in metrics
+            assert 'ecr_gateway_pullthrough_throttled_total{registry="docker.io"} 2.0' in metrics
+            assert 'ecr_gateway_pullthrough_retry_after_seconds{registry="docker.io"} 30.0' \
+                in metrics
+            assert front.url not in metrics
+            # The access log names the requests that filled, revalidated or went stale.
+            manifests = [(e["status"], e["pullthrough"])
+                         for e in await _access(gw, "/manifests/", 3)]
+            assert manifests == [(200, ["fetched"]), (200, ["stale"]),
+                                 (429, ["rate_limited"])]
+            blobs = [e["pullthrough"] for e in gw.access_log() if "/blobs/" in e["path"]]
+            assert ["streamed"] in blobs
     finally:
         await front.stop()
+
+
+async def test_route_pulls_through(upstream: EmulatorProcess, hub: ReferenceRegistry,
+                                   http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A route with an upstream: every name under its prefix is filled from that registry
+    (asked for without the prefix), with no mirror client and no ns; other routes are not."""
+    digest, manifest, layers = await _push(http, hub.url, "library/routed", "v1")
+    config = {"routes": [{"prefix": "hub", "repository_prefix": "hub-cache",
+                          "upstream": {"url": hub.url}},
+                         {"prefix": "hub/local", "repository_prefix": "local"},
+                         {"prefix": "", "repository_prefix": "team"}]}
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        body, blobs = await _pull(http, gw.url, "hub/library/routed", "v1", {})
+        assert body == manifest and blobs[1:] == layers
+        image = await ecr_image(upstream, "hub-cache/library/routed", "v1")
+        assert image["imageId"]["imageDigest"] == digest
+        body, blobs = await _pull(http, gw.url, "hub/library/routed", digest, {})
+        assert body == manifest and blobs[1:] == layers
+        assert _hub_reads(hub, digest_of(layers[0])) == 1
+        # A longer route without an upstream, and the catch-all, serve what ECR holds only.
+        for name in ("hub/local/library/routed", "library/routed"):
+            async with http.get(f"{gw.url}/v2/{name}/manifests/v1",
+                                headers={"Accept": OCI_MANIFEST}) as r:
+                assert r.status == 404, name
+        filled = [e["pullthrough"] for e in await _access(gw, "/manifests/", 4)]
+        assert filled == [["fetched"], [], [], []]
+        # What a client pushes under the route is served from ECR (the upstream has no such
+        # tag), not refused because the upstream does not know it.
+        _own, pushed, own_layers = await _push(http, gw.url, "hub/team/own", "v1")
+        body, blobs = await _pull(http, gw.url, "hub/team/own", "v1", {})
+        assert body == pushed and blobs[1:] == own_layers
+        async with http.get(f"{gw.url}/metrics") as r:
+            metrics = await r.text()
+        host = hub.url.removeprefix("http://")
+        assert f'ecr_gateway_pullthrough_events_total{{event="fetched",registry="{host}"}}' \
+            in metrics
 
 
 async def test_token_auth_upstream(upstream: EmulatorProcess, http: aiohttp.ClientSession,
@@ -290,13 +361,19 @@ async def test_token_auth_upstream(upstream: EmulatorProcess, http: aiohttp.Clie
         assert challenged  # the token flow really ran
 
 
-def test_bad_upstream_configuration_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("settings", "where"), [
+    (_mirror_config("http://registry.example.com"), "mirrors.docker.io.upstream.url"),
+    ({"routes": [{"prefix": "hub", "upstream": {"url": "http://registry.example.com"}}]},
+     "routes[0].upstream.url"),
+])
+def test_bad_upstream_configuration_is_refused(tmp_path: Path, settings: dict[str, Any],
+                                               where: str) -> None:
     config = tmp_path / "gateway.yaml"
-    config.write_text(json.dumps(_mirror_config("http://registry.example.com")))
+    config.write_text(json.dumps(settings))
     result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "mirrors.docker.io.upstream.url" in result.stderr
+    assert where in result.stderr
     assert "loopback" in result.stderr
 
 

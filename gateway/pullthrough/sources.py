@@ -1,0 +1,73 @@
+"""Which upstream registry, if any, fills a request's repository: a mirror's (the ``ns`` a
+mirror client names) or a route's (the longest prefix matching the name, as ECR routing
+picks it), and the name to ask that registry for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from cachetools import TTLCache
+
+from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
+from gateway.ecr.routing import Router
+from gateway.pullthrough.upstream import OciUpstream, registry_host
+
+
+class Source:
+    """One upstream registry and what this process knows of its tags."""
+
+    def __init__(self, key: str, registry: str, settings: PullThroughConfig,
+                 upstream: OciUpstream, prefix: str = "") -> None:
+        self.host = key  # identifies the source among this gateway's (mirror host, route)
+        self.registry = registry  # metric label and log name: a host name, never a URL
+        self.settings = settings
+        self.upstream = upstream
+        self._prefix = prefix
+        # A route's repositories also hold what clients pushed: a tag the upstream does not
+        # know is theirs, served from ECR (a mirror's tags are only ever the upstream's).
+        self.own_tags = key.startswith("route:")
+        # (name, tag) → the digest the upstream gave it, trusted until the TTL runs out.
+        self.checked: TTLCache[tuple[str, str], str] = TTLCache(
+            maxsize=100_000, ttl=settings.tag_ttl_seconds or 1e-9)
+
+    def upstream_name(self, name: str) -> str:
+        """The upstream's name for the client's ``name`` (a route's prefix taken off)."""
+        if not self._prefix:
+            return name
+        return name[len(self._prefix) + 1:]
+
+
+class Sources:
+    def __init__(self, mirrors: dict[str, MirrorConfig], routes: list[RouteConfig],
+                 http: Callable[[], aiohttp.ClientSession],
+                 password_of: Callable[[PullThroughConfig], str | None]) -> None:
+        def client(settings: PullThroughConfig, registry: str) -> OciUpstream:
+            return OciUpstream(settings.url, http, settings.username, password_of(settings),
+                               timeout=settings.timeout_seconds, registry=registry)
+
+        # As ECR routing has it: with mirrors configured, a request naming ns is a mirror's.
+        self._by_ns = bool(mirrors)
+        self._mirrors = {host: Source(host, host, m.upstream, client(m.upstream, host))
+                         for host, m in mirrors.items() if m.upstream is not None}
+        self._router = Router(routes, "") if any(r.upstream for r in routes) else None
+        self._routes: dict[int, Source] = {}
+        for route in routes:
+            if route.upstream is not None:
+                registry = registry_host(route.upstream.url)
+                self._routes[id(route)] = Source(f"route:{route.prefix}", registry,
+                                                 route.upstream,
+                                                 client(route.upstream, registry), route.prefix)
+
+    def __bool__(self) -> bool:
+        return bool(self._mirrors or self._routes)
+
+    def find(self, ns: str | None, name: str) -> Source | None:
+        if ns is not None and self._by_ns:
+            return self._mirrors.get(ns)
+        if self._router is None:
+            return None
+        target = self._router.resolve(name)
+        if target is None or target.route.prefix == name:  # the prefix itself names nothing
+            return None
+        return self._routes.get(id(target.route))

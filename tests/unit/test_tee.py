@@ -1,0 +1,81 @@
+"""The pull-through tee (gateway/pullthrough/tee.py): readers that keep up take each chunk
+from memory as it was received, and no reader gets the last byte before the digest matched."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.oci.errors import OciError
+from gateway.pullthrough.tee import Tee
+
+CHUNKS = [bytes([i]) * (256 * 1024) for i in range(1, 9)]
+DIGEST = "sha256:" + hashlib.sha256(b"".join(CHUNKS)).hexdigest()
+SIZE = sum(map(len, CHUNKS))
+
+
+async def _paced(chunks: list[bytes], gate: asyncio.Queue[None]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        await gate.get()  # the next chunk only once the reader took the last one
+        yield chunk
+
+
+async def _follow(tee: Tee, gate: asyncio.Queue[None] | None) -> list[bytes]:
+    got = []
+    async for data in tee.reader(client=True):
+        got.append(data)
+        if gate is not None:
+            gate.put_nowait(None)
+    return got
+
+
+async def test_a_reader_that_keeps_up_gets_the_chunks_received(tmp_path: Path) -> None:
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    gate: asyncio.Queue[None] = asyncio.Queue()
+    gate.put_nowait(None)
+    reader = asyncio.create_task(_follow(tee, gate))
+    await asyncio.sleep(0)
+    await tee.fill(_paced(CHUNKS, gate))
+    got = await reader
+    tee.close()
+    assert b"".join(got) == b"".join(CHUNKS)
+    # Every chunk but the last handed on as received: no copy, no read back from the spool.
+    assert all(a is b for a, b in zip(got, CHUNKS[:-1], strict=False))
+
+
+@pytest.mark.parametrize("size", [SIZE, None])
+async def test_the_last_byte_waits_for_the_digest(tmp_path: Path, size: int | None) -> None:
+    wrong = [*CHUNKS[:-1], b"x" + CHUNKS[-1][1:]]
+    assert await _read_failing(Tee(tmp_path, DIGEST, size), wrong) < SIZE
+
+
+async def test_bytes_beyond_the_announced_size_wait_too(tmp_path: Path) -> None:
+    tee = Tee(tmp_path, DIGEST, SIZE - 1)  # the upstream's Content-Length was short
+    assert await _read_failing(tee, [*CHUNKS, b"tail"]) < SIZE - 1
+
+
+async def _read_failing(tee: Tee, chunks: list[bytes]) -> int:
+    """Fill ``tee`` with ``chunks`` that do not match its digest: the bytes a reader got."""
+    got: list[bytes] = []
+
+    async def read() -> None:
+        async for data in tee.reader(client=True):
+            got.append(data)
+
+    reader = asyncio.create_task(read())
+    with pytest.raises(OciError):
+        await tee.fill(_unpaced(chunks))
+    with pytest.raises(OciError):
+        await reader
+    tee.close()
+    return sum(map(len, got))
+
+
+async def _unpaced(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        await asyncio.sleep(0)
+        yield chunk
