@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +15,7 @@ from gateway.auth import install as install_auth
 from gateway.blobcache import BlobCache
 from gateway.config import Config, PullThroughConfig
 from gateway.ecr.breaker import CircuitBreaker, reachable
-from gateway.ecr.calls import upstream_calls
-from gateway.ecr.clients import ClientFactory, Upstream, caller_credentials
+from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.registry import EcrRegistry
 from gateway.ecr.retry import RetryPolicy
@@ -30,6 +29,7 @@ from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, Oci
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
+from gateway.oci.request import UPSTREAM_ACTIONS
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
 from gateway.state import cache_events, session_store, staged_peers
@@ -46,13 +46,11 @@ BREAKER = web.AppKey("breaker", CircuitBreaker)
 @web.middleware
 async def count_upstream_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
     tally: list[str] = []
-    token = upstream_calls.set(tally)
+    request[UPSTREAM_ACTIONS] = tally  # the dispatcher hands it on in the RequestContext
     try:
         return await handler(request)
     finally:
         request["upstream_calls"] = len(tally)
-        request["upstream_actions"] = tally
-        upstream_calls.reset(token)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -68,7 +66,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         # A dead upstream answers at once: known down (circuit open) or not accepting
         # connections, even while a cached token would hide it.
         client = await request.app[CLIENTS].client(
-            upstream_factory(config)(config.upstream.region))
+            upstream_factory(config)(config.upstream.region, None))
         endpoint = str(client.meta.endpoint_url)
         if request.app[BREAKER].is_open(endpoint) or not await reachable(endpoint):
             raise OSError(f"upstream {endpoint} is unreachable")
@@ -100,11 +98,12 @@ def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
         sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
 
 
-def upstream_factory(config: Config) -> Any:
+def upstream_factory(config: Config) -> Callable[[str, Credentials | None], Upstream]:
     up = config.upstream
 
-    def upstream_for(region: str) -> Upstream:
-        caller = caller_credentials.get()  # auth.mode aws: the caller's own keys
+    def upstream_for(region: str, caller: Credentials | None = None) -> Upstream:
+        """Where ECR calls in ``region`` go, signed as ``caller`` (auth.mode aws: the
+        caller's own keys) or else as the gateway's configured identity."""
         if caller is not None:
             return Upstream(region=region, endpoint_url=up.endpoint_url,
                             access_key_id=caller.access_key_id,

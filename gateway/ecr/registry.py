@@ -22,7 +22,7 @@ import aiohttp
 from gateway.config import CacheConfig, RouteConfig
 from gateway.ecr import catalog
 from gateway.ecr.caches import PullCaches
-from gateway.ecr.calls import call
+from gateway.ecr.calls import call, counted
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
 from gateway.ecr.listings import Listings, catalog_key, tags_key
@@ -34,7 +34,7 @@ from gateway.ecr.staging import StagingStore, _has_digest
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
-from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
+from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import (
@@ -44,6 +44,7 @@ from gateway.oci.mediatypes import (
     ParsedManifest,
     parse_manifest,
 )
+from gateway.oci.request import Credentials, RequestContext
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.peers import PROOF_HEADER, StagedPeers
 from gateway.state.sessions import SessionStore
@@ -57,7 +58,8 @@ def _image_id(reference: str) -> dict[str, str]:
 
 class EcrRegistry:
     def __init__(self, router: Router, clients: ClientFactory,
-                 upstream_for: Callable[[str], Upstream], sessions: SessionStore,
+                 upstream_for: Callable[[str, Credentials | None], Upstream],
+                 sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, public: EcrPublic | None = None,
@@ -90,33 +92,37 @@ class EcrRegistry:
             self.caches.forget_manifest(repo, ref)
         self.listings.forget_tags(repo)  # the repository's kept tag list is read again
 
+    def capabilities(self, ctx: RequestContext) -> Capabilities:
+        return ECR_CAPABILITIES
+
     async def authorization_token(self, region: str) -> AuthToken:
         """The ECR registry credential for this gateway's identity in ``region`` (cached)."""
-        upstream = self._upstream_for(region)
+        upstream = self._upstream_for(region, None)
         return await self.tokens.get((upstream.access_key_id, upstream.endpoint_url, region))
 
     async def _fetch_token(self, key: Any) -> AuthToken:
         region = key[2]
-        client = await self._clients.client(self._upstream_for(region))
+        client = await self._clients.client(self._upstream_for(region, None))
         answer = await call(client, "GetAuthorizationToken", self._policy)
         return AuthToken.from_ecr(answer["authorizationData"][0], time.time())
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _target(self, name: str) -> Target:
-        ns = upstream_ns.get()
+    def _target(self, ctx: RequestContext) -> Target:
+        name, ns = ctx.name, ctx.ns
         target = self._router.resolve(name, ns)
         if target is None:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
         # Checked after routing: prefixes can make a name too long, or a valid one of its own.
-        return target.check_name()
+        return target.check_name().for_request(ctx)
 
     async def _client(self, target: Target) -> Any:
         if self.public.serves(target):
-            return await self.public.client()
-        return await self._clients.client(self._upstream_for(target.region))
+            return await self.public.client(target)
+        client = await self._clients.client(self._upstream_for(target.region, target.caller))
+        return counted(client, target.calls)
 
     async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         return await call(await self._client(target), action, self._policy, **target.ids(),
@@ -148,10 +154,10 @@ class EcrRegistry:
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
 
-    async def create_repository_for(self, name: str) -> None:
+    async def create_repository_for(self, ctx: RequestContext) -> None:
         """Create the repository ``name`` maps to with its route's settings, whatever the
         route says of clients' pushes (pull-through fills it); one that exists is kept."""
-        await self._create_repository(self._target(name))
+        await self._create_repository(self._target(ctx))
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
@@ -165,8 +171,8 @@ class EcrRegistry:
 
     # -- blobs ------------------------------------------------------------------------------
 
-    async def stat_blob(self, name: str, digest: str) -> int | None:
-        target = self._target(name)
+    async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
+        target = self._target(ctx)
         if digest == EMPTY_SHA256:
             return 0
         if not digest.startswith("sha256:"):
@@ -192,8 +198,9 @@ class EcrRegistry:
                 return size
         return None
 
-    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
-        target = self._target(name)
+    async def locate_blob(self, ctx: RequestContext, digest: str, *,
+                          fresh: bool = False) -> BlobLocation:
+        target = self._target(ctx)
         if digest == EMPTY_SHA256:
             return BlobLocation(0, path=self._staging.empty)
         if not fresh:
@@ -202,7 +209,7 @@ class EcrRegistry:
                 return BlobLocation(-1, url=cached)
         staged = await self._staging.find(digest)
         if staged is not None:
-            size = await self.stat_blob(name, digest)  # is it in *this* repository?
+            size = await self.stat_blob(ctx, digest)  # is it in *this* repository?
             if size is not None:
                 return BlobLocation(size, path=staged)
         if not digest.startswith("sha256:"):
@@ -214,18 +221,18 @@ class EcrRegistry:
             # Uploaded but not referenced yet: another replica may hold it staged.
             if exc.code != "LayersNotFoundException" or self.peers is None:
                 raise
-            found = await self._peer_copy(name, digest)
+            found = await self._peer_copy(ctx, digest)
             if found is None:
                 raise
             return found
         return BlobLocation(-1, url=url)
 
-    async def _peer_copy(self, name: str, digest: str) -> BlobLocation | None:
+    async def _peer_copy(self, ctx: RequestContext, digest: str) -> BlobLocation | None:
         assert self.peers is not None
         holders = await self.peers.holders(digest)
         if not holders:
             return None
-        size = await self.stat_blob(name, digest)  # is it in *this* repository?
+        size = await self.stat_blob(ctx, digest)  # is it in *this* repository?
         if size is None:
             return None
         url, upload = holders[0]
@@ -262,32 +269,32 @@ class EcrRegistry:
 
     # -- uploads ----------------------------------------------------------------------------
 
-    async def start_upload(self, name: str) -> UploadStatus:
-        target = self._target(name)
+    async def start_upload(self, ctx: RequestContext) -> UploadStatus:
+        target = self._target(ctx)
         try:
-            session = await self.uploads.start(name, target)
+            session = await self.uploads.start(ctx.name, target)
         except EcrError as exc:
             if exc.code != "RepositoryNotFoundException" or not target.route.create_on_push:
                 raise
             await self._create_repository(target)
-            session = await self.uploads.start(name, target)
+            session = await self.uploads.start(ctx.name, target)
         return UploadStatus(session.id, session.received)
 
-    async def upload_status(self, name: str, upload_id: str) -> UploadStatus:
-        return await self.uploads.status(name, upload_id)
+    async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:
+        return await self.uploads.status(ctx.name, upload_id)
 
-    async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
+    async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
-        status = await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+        status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
         return status
 
-    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
-        target = self._target(name)
+    async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
+        target = self._target(ctx)
         holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
-        size = await self.uploads.finish(name, upload_id, target, digest)
+        size = await self.uploads.finish(ctx.name, upload_id, target, digest)
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
         if self.peers is not None:
@@ -296,39 +303,39 @@ class EcrRegistry:
             elif holder is not None and holder != self.peers.self_url:
                 await self.peers.announce(digest, holder, upload_id)
 
-    async def cancel_upload(self, name: str, upload_id: str) -> None:
-        await self.uploads.cancel(name, upload_id)
+    async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
+        await self.uploads.cancel(ctx.name, upload_id)
 
-    async def mount_blob(self, name: str, digest: str, source: str) -> bool:
+    async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
         try:
-            if await self.stat_blob(name, digest) is not None:
+            if await self.stat_blob(ctx, digest) is not None:
                 return True
         except EcrError as exc:  # a target this push is about to create has nothing yet
             if exc.code != "RepositoryNotFoundException":
                 raise
         try:
-            if await self.stat_blob(source, digest) is None:
+            if await self.stat_blob(ctx.for_name(source), digest) is None:
                 return False
-            chunks = await self._read_chunks(source, digest)
+            chunks = await self._read_chunks(ctx.for_name(source), digest)
         except OciError:
             return False  # not readable there: the client uploads it instead
-        status = await self.start_upload(name)
+        status = await self.start_upload(ctx)
         try:
-            await self.write_upload(name, status.upload_id, chunks, 0)
-            await self.finish_upload(name, status.upload_id, digest)
+            await self.write_upload(ctx, status.upload_id, chunks, 0)
+            await self.finish_upload(ctx, status.upload_id, digest)
         except BaseException:
             with contextlib.suppress(OciError):  # the failure may have closed it already
-                await self.uploads.cancel(name, status.upload_id)
+                await self.uploads.cancel(ctx.name, status.upload_id)
             raise
         return True
 
-    async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
-        location = await self.locate_blob(name, digest)
+    async def _read_chunks(self, ctx: RequestContext, digest: str) -> AsyncIterator[bytes]:
+        location = await self.locate_blob(ctx, digest)
         if location.path is not None:
             try:
                 return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
             except FileNotFoundError:  # removed since it was found: ask ECR
-                location = await self.locate_blob(name, digest)
+                location = await self.locate_blob(ctx, digest)
                 if location.path is not None:
                     return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
@@ -337,9 +344,9 @@ class EcrRegistry:
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def get_manifest(self, name: str, reference: str,
+    async def get_manifest(self, ctx: RequestContext, reference: str,
                            accepted: tuple[str, ...] | None = None) -> Manifest:
-        target = self._target(name)
+        target = self._target(ctx)
         digest = reference if is_digest(reference) else self.caches.tag(
             target.key, reference, accepted)
         if digest is not None:
@@ -394,9 +401,9 @@ class EcrRegistry:
         for blob in parsed.blobs:
             self.caches.remember_member(target.key, blob.digest, blob.size)
 
-    async def put_manifest(self, name: str, reference: str, body: bytes,
+    async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
-        target = self._target(name)
+        target = self._target(ctx)
         params: dict[str, Any] = {"imageManifest": body.decode(),
                                   "imageManifestMediaType": parsed.media_type}
         digest = sha256_digest(body)
@@ -419,7 +426,7 @@ class EcrRegistry:
             # the tag may have moved: the others forget it
             await self._events.publish("tag", target.key, reference)
         if target.route.catalog_data == "from_annotations" and not is_digest(reference):
-            await self._update_catalog(name, target, reference, body, parsed)
+            await self._update_catalog(ctx, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
         # which takes long enough to stall every other request if done on the event loop.
         await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
@@ -510,13 +517,13 @@ class EcrRegistry:
                 self.caches.remember(target.key, manifest)
         return stored
 
-    async def _update_catalog(self, name: str, target: Target, tag: str, body: bytes,
+    async def _update_catalog(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
                               parsed: ParsedManifest) -> None:
         """ECR Public: PutRepositoryCatalogData from the image's annotations and config."""
         config = b""
         if parsed.blobs and not parsed.children and parsed.blobs[0].size <= 1 << 20:
             with contextlib.suppress(OciError):
-                async for chunk in await self._read_chunks(name, parsed.blobs[0].digest):
+                async for chunk in await self._read_chunks(ctx, parsed.blobs[0].digest):
                     config += chunk
         where = f"{await self.public.alias(target)}/{target.repository}".lstrip("/")
         data = catalog.from_image(body, config, f"public.ecr.aws/{where}:{tag}")
@@ -527,11 +534,11 @@ class EcrRegistry:
         except OciError as exc:  # the image is pushed; its catalog entry can wait
             log.warning("catalog data of %s not updated: %s", target.repository, exc)
 
-    async def delete_manifest(self, name: str, reference: str) -> None:
-        target = self._target(name)
+    async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
+        target = self._target(ctx)
         if not is_digest(reference):
             self.caches.forget_tag(target.key, reference)
-            await self._untag(target, name, reference)
+            await self._untag(target, reference)
             self.caches.forget_tag(target.key, reference)
             self.listings.remove(tags_key(target), reference)
             await self._events.publish("tag", target.key, reference)
@@ -547,7 +554,7 @@ class EcrRegistry:
         _raise_delete_failures(answer, reference)
         await self._events.publish("manifest", target.key, reference)
 
-    async def _untag(self, target: Target, name: str, tag: str) -> None:
+    async def _untag(self, target: Target, tag: str) -> None:
         """OCI untag keeps the image; ECR deletes an image with its last tag. So that the
         image is referenced at every moment (a failed call or a dead process in between
         must not lose it), an untagged index holding it is put first, the tag deleted, then
@@ -617,9 +624,9 @@ class EcrRegistry:
             if not token:
                 return items
 
-    async def list_tags(self, name: str) -> list[str]:
+    async def list_tags(self, ctx: RequestContext) -> list[str]:
         """Sorted; kept for paging (gateway/ecr/listings.py)."""
-        target = self._target(name)
+        target = self._target(ctx)
         return await self.listings.get(tags_key(target), partial(self._read_tags, target))
 
     async def _read_tags(self, target: Target) -> list[str]:
@@ -637,18 +644,20 @@ class EcrRegistry:
                                 filter={"tagStatus": "TAGGED"}, maxResults=1000)
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
-    async def list_repositories(self) -> list[str]:
+    async def list_repositories(self, ctx: RequestContext) -> list[str]:
         """Sorted; kept for paging (gateway/ecr/listings.py)."""
-        return await self.listings.get(catalog_key(), self._read_repositories)
+        return await self.listings.get(catalog_key(ctx.caller),
+                                       partial(self._read_repositories, ctx))
 
-    async def _read_repositories(self) -> list[str]:
+    async def _read_repositories(self, ctx: RequestContext) -> list[str]:
         names: set[str] = set()
         seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:
             region = self._router.region_of(route)
             where = (route.registry_id, region, route.upstream_kind)
             if where not in seen:
-                client = await self._clients.client(self.route_upstream(route))
+                client = counted(await self._clients.client(
+                    self.route_upstream(route, ctx.caller)), ctx.calls)
                 params = {"registryId": route.registry_id} if route.registry_id else {}
                 describe = partial(call, client, "DescribeRepositories", self._policy)
                 repos = await self._pages(describe, "repositories", maxResults=1000, **params)
@@ -657,9 +666,9 @@ class EcrRegistry:
                          if n)
         return sorted(names)
 
-    async def referrers(self, name: str, digest: str,
+    async def referrers(self, ctx: RequestContext, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
-        target = self._target(name)
+        target = self._target(ctx)
         if self.public.serves(target):
             return await self.public.referrers(target, digest, artifact_type)
         params: dict[str, Any] = {"subjectId": {"imageDigest": digest}, "maxResults": 50}
@@ -677,11 +686,19 @@ class EcrRegistry:
         return [Descriptor(r["mediaType"], r["digest"], int(r.get("size", 0)),
                            r.get("artifactType"), r.get("annotations") or None) for r in found]
 
-    def route_upstream(self, route: RouteConfig) -> Upstream:
+    def route_upstream(self, route: RouteConfig, caller: Credentials | None) -> Upstream:
         if route.upstream_kind == "ecr-public":
-            return self.public.upstream()
-        return self._upstream_for(self._router.region_of(route))
+            return self.public.upstream(caller)
+        return self._upstream_for(self._router.region_of(route), caller)
 
+
+# What ECR stores: sha256 content only (its image and layer digests), no blob on its own
+# (layers go with the images that use them), PutImage's imageManifest of at most 4,194,304
+# characters.
+ECR_CAPABILITIES = Capabilities(
+    digest_algorithms=frozenset({"sha256"}), blob_delete=False,
+    blob_delete_refusal="ECR removes layers with the images that use them",
+    max_manifest_bytes=4 * 1024 * 1024)
 
 HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # a session id (uuid4 hex): safe as a file name
