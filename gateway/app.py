@@ -6,18 +6,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway.auth import install as install_auth
+from gateway.backends.ecr import EcrBackend
+from gateway.backends.ecr_public import EcrPublicBackend
+from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, PullThroughConfig
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
-from gateway.ecr.registry import EcrRegistry
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
@@ -41,6 +42,8 @@ CONFIG = web.AppKey("config", Config)
 CLIENTS = web.AppKey("clients", ClientFactory)
 SESSIONS = web.AppKey("sessions", SessionStore)
 BREAKER = web.AppKey("breaker", CircuitBreaker)
+# The backends (REGISTRY may be a wrapper around them): readiness, expiry, notices.
+STORAGE = web.AppKey("storage", Storage)
 
 
 @web.middleware
@@ -60,7 +63,7 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def readyz(request: web.Request) -> web.StreamResponse:
     """Ready when the upstream hands this gateway a registry credential and the session
     store answers."""
-    registry: Any = request.app[REGISTRY]
+    storage = request.app[STORAGE]
     config = request.app[CONFIG]
     try:
         # A dead upstream answers at once: known down (circuit open) or not accepting
@@ -70,7 +73,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         endpoint = str(client.meta.endpoint_url)
         if request.app[BREAKER].is_open(endpoint) or not await reachable(endpoint):
             raise OSError(f"upstream {endpoint} is unreachable")
-        await registry.authorization_token(config.upstream.region)
+        await storage.authorization_token(config.upstream.region)
         await request.app[SESSIONS].ping()
     except Exception as exc:  # any failure means not ready; say which
         return web.json_response({"status": "unavailable", "reason": str(exc)[:200]},
@@ -80,11 +83,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 async def _expire_idle_sessions(app: web.Application) -> None:
     idle = app[CONFIG].uploads.idle_timeout_seconds
-    registry: Any = app[REGISTRY]
+    storage = app[STORAGE]
     while True:
         await asyncio.sleep(min(60.0, max(idle / 4, 1.0)))
         try:
-            await registry.uploads.expire_idle(idle)
+            await storage.expire_idle_uploads(idle)
         except Exception:  # a failed sweep is retried on the next tick
             log.exception("expiring idle upload sessions failed")
 
@@ -162,12 +165,16 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
     events = cache_events(config)
     peers = staged_peers(config)
-    ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
-                      http, config.cache, public, events, peers)
+    upstream_for = upstream_factory(config)
+    shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
+              events, peers)
+    # One backend per kind of upstream; the router picks one per route or mirror namespace.
+    backends = BackendRouter(router, [EcrBackend(*shared), EcrPublicBackend(public, *shared)])
+    app[STORAGE] = backends
     # Mirrors with an upstream registry fill ECR from it on a miss.
     pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
-    app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password,
-                                spool_dir=data / "staging" / "tee") if pulls_through else ecr
+    app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,
+                                spool_dir=data / "staging" / "tee") if pulls_through else backends
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
 
@@ -177,7 +184,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
             auto_decompress=False, timeout=http_timeouts(config),
             trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
-        events.listen(ecr.apply_notice, ecr.caches.flush)
+        events.listen(backends.apply_notice, backends.flush_caches)
         yield
         sweeper.cancel()
         await events.close()
@@ -193,7 +200,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app.cleanup_ctx.append(resources)
     add_routes(app)
     if peers is not None:
-        add_peer_route(app, ecr, peers)
+        add_peer_route(app, backends, peers)
     authenticator = install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

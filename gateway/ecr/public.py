@@ -3,10 +3,11 @@
 A route with ``upstream_kind: ecr-public`` (or the ``public.ecr.aws`` mirror) serves
 repositories of ECR Public (service ``ecr-public``, us-east-1). Pushes use the actions the
 two services share (BatchCheckLayerAvailability, InitiateLayerUpload, UploadLayerPart,
-CompleteLayerUpload, PutImage), through an ``ecr-public`` client that EcrRegistry picks for
-such targets. ECR Public has no BatchGetImage, GetDownloadUrlForLayer nor ListImages: pulls,
-HEADs, tag lists and referrers go to the public registry endpoint (``registry_url``, default
-https://public.ecr.aws), which is what this module speaks:
+CompleteLayerUpload, PutImage), through the ``ecr-public`` client this module hands the ECR
+Public backend (gateway/backends/ecr_public.py). ECR Public has no BatchGetImage,
+GetDownloadUrlForLayer nor ListImages: pulls, HEADs, tag lists and referrers go to the
+public registry endpoint (``registry_url``, default https://public.ecr.aws), which is what
+this module speaks:
 
 * a bearer token from the endpoint's token realm, obtained with the password of ECR Public's
   GetAuthorizationToken (both cached like ECR's tokens, renewed ahead of expiry); without
@@ -73,10 +74,6 @@ class EcrPublic:
         self._aliases: dict[Hashable, str] = {}
 
     # -- the API ----------------------------------------------------------------------------
-
-    @staticmethod
-    def serves(target: Target) -> bool:
-        return target.route.upstream_kind == "ecr-public"
 
     def upstream(self, caller: Credentials | None) -> Upstream:
         """Where ecr-public calls go, as whom (the caller's keys in auth.mode aws)."""

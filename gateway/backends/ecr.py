@@ -1,7 +1,8 @@
 """The OCI ``Registry`` backend on ECR: each operation names the ECR actions it performs.
 
-Targets of ECR Public (``upstream_kind: ecr-public``) are pushed through the ``ecr-public``
-API with the same actions, and pulled from its registry endpoint (gateway/ecr/public.py).
+It serves the routes of one kind (``upstream_kind: ecr``); ECR Public shares its actions and
+overrides what differs (gateway/backends/ecr_public.py). The pieces it is built from (the
+upload pipeline, the pull caches, the listings, the call policy) live in gateway/ecr/.
 """
 
 from __future__ import annotations
@@ -20,13 +21,11 @@ from typing import Any, BinaryIO
 import aiohttp
 
 from gateway.config import CacheConfig, RouteConfig
-from gateway.ecr import catalog
 from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call, counted
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
 from gateway.ecr.listings import Listings, catalog_key, tags_key
-from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
@@ -56,14 +55,19 @@ def _image_id(reference: str) -> dict[str, str]:
     return {"imageDigest": reference} if is_digest(reference) else {"imageTag": reference}
 
 
-class EcrRegistry:
+class EcrBackend:
+    # The routes this backend serves (RouteConfig.upstream_kind).
+    kind = "ecr"
+    # Whether a manifest read names the types the client accepts (ECR may convert to one).
+    converts_on_accept = True
+
     def __init__(self, router: Router, clients: ClientFactory,
                  upstream_for: Callable[[str, Credentials | None], Upstream],
                  sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
-                 cache: CacheConfig | None = None, public: EcrPublic | None = None,
-                 events: CacheEvents | None = None, peers: StagedPeers | None = None) -> None:
+                 cache: CacheConfig | None = None, events: CacheEvents | None = None,
+                 peers: StagedPeers | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -80,8 +84,6 @@ class EcrRegistry:
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self.uploads = UploadManager(sessions, staging, policy, self._client)
         self.tokens = TokenCache(self._fetch_token)
-        self.public = public or EcrPublic(clients, upstream_for, policy, http,
-                                          endpoint_url=None, registry_url=None)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
         """Another replica moved or removed a tag (``tag``) or deleted an image
@@ -119,8 +121,6 @@ class EcrRegistry:
         return target.check_name().for_request(ctx)
 
     async def _client(self, target: Target) -> Any:
-        if self.public.serves(target):
-            return await self.public.client(target)
         client = await self._clients.client(self._upstream_for(target.region, target.caller))
         return counted(client, target.calls)
 
@@ -131,17 +131,8 @@ class EcrRegistry:
     async def _create_repository(self, target: Target) -> None:
         """CreateRepository, then the route's repository policy and lifecycle policy."""
         settings = target.route.repository
-        encryption: dict[str, str] = {"encryptionType": settings.encryption_type}
-        if settings.kms_key:
-            encryption["kmsKey"] = settings.kms_key
-        params: dict[str, Any] = self.public.create_params(target.route) if \
-            self.public.serves(target) else {
-                "imageTagMutability": settings.image_tag_mutability,
-                "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
-                "encryptionConfiguration": encryption,
-                "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
         try:
-            await self._call(target, "CreateRepository", **params)
+            await self._call(target, "CreateRepository", **self._create_params(target))
             self.listings.forget_catalogs()
             log.info("created repository %s (%s)", target.repository, target.route.upstream_kind)
         except EcrError as exc:
@@ -153,6 +144,17 @@ class EcrRegistry:
             await self._call(target, "SetRepositoryPolicy", policyText=policy)
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
+
+    def _create_params(self, target: Target) -> dict[str, Any]:
+        """CreateRepository's parameters from the route's repository settings."""
+        settings = target.route.repository
+        encryption: dict[str, str] = {"encryptionType": settings.encryption_type}
+        if settings.kms_key:
+            encryption["kmsKey"] = settings.kms_key
+        return {"imageTagMutability": settings.image_tag_mutability,
+                "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
+                "encryptionConfiguration": encryption,
+                "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
 
     async def create_repository_for(self, ctx: RequestContext) -> None:
         """Create the repository ``name`` maps to with its route's settings, whatever the
@@ -184,12 +186,6 @@ class EcrRegistry:
                                          lambda: self._check_layer(target, digest))
 
     async def _check_layer(self, target: Target, digest: str) -> int | None:
-        if self.public.serves(target) and target.route.registry_alias == "":
-            # A mirror of others' ECR Public repositories: only their endpoint can tell.
-            size = await self.public.blob_size(target, digest)
-            if size is not None:
-                self.caches.remember_member(target.key, digest, size)
-            return size
         answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
         for layer in answer.get("layers", []):
             if layer.get("layerAvailability") == "AVAILABLE":
@@ -258,10 +254,6 @@ class EcrRegistry:
         return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
-        if self.public.serves(target):
-            url = await self.public.blob_url(target, digest)
-            self.caches.remember_url(target.key, digest, url)
-            return url
         answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
         url = answer["downloadUrl"]
         self.caches.remember_url(target.key, digest, url)
@@ -353,7 +345,7 @@ class EcrRegistry:
             cached = self.caches.manifest(target.key, digest)
             if cached is not None and (accepted is None or cached.media_type in accepted):
                 return cached
-        if accepted is None or self.public.serves(target):
+        if accepted is None or not self.converts_on_accept:
             manifest = await self._manifest_calls.do(
                 (target.key, reference, None), lambda: self._fetch_manifest(target, reference))
             if accepted is not None and manifest.media_type not in accepted:
@@ -367,11 +359,6 @@ class EcrRegistry:
 
     async def _fetch_manifest(self, target: Target, reference: str,
                               accepted: tuple[str, ...] | None = None) -> Manifest:
-        if self.public.serves(target):
-            manifest = await self.public.manifest(target, reference)
-            self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
-            self._remember_blobs(target, manifest)
-            return manifest
         # ECR is asked for the types the client accepts. When those narrow it, ECR may convert
         # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is what the tag
         # points to for clients with the same Accept set only, never for every other client.
@@ -425,8 +412,8 @@ class EcrRegistry:
             self.listings.add(tags_key(target), reference)
             # the tag may have moved: the others forget it
             await self._events.publish("tag", target.key, reference)
-        if target.route.catalog_data == "from_annotations" and not is_digest(reference):
-            await self._update_catalog(ctx, target, reference, body, parsed)
+        if not is_digest(reference):
+            await self._tagged(ctx, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
         # which takes long enough to stall every other request if done on the event loop.
         await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
@@ -463,28 +450,26 @@ class EcrRegistry:
                 sizes[digest] = known
             elif digest.startswith("sha256:"):
                 unknown.append(digest)
-        if not unknown:
-            return sizes
-        if self.public.serves(target) and target.route.registry_alias == "":
-            for digest in unknown:
-                size = await self._check_layer(target, digest)
-                if size is not None:
-                    sizes[digest] = size
-            return sizes
+        if unknown:
+            await self._check_layers(target, unknown, sizes)
+        return sizes
+
+    async def _check_layers(self, target: Target, unknown: list[str],
+                            sizes: dict[str, int]) -> None:
+        """Add the sizes of the layers of ``unknown`` the repository holds to ``sizes``."""
         for start in range(0, len(unknown), 100):  # layerDigests: at most 100 a call
             try:
                 answer = await self._call(target, "BatchCheckLayerAvailability",
                                           layerDigests=unknown[start:start + 100])
             except EcrError as exc:
                 if exc.code == "RepositoryNotFoundException":
-                    return sizes  # a repository this push creates holds nothing yet
+                    return  # a repository this push creates holds nothing yet
                 raise
             for layer in answer.get("layers", []):
                 if layer.get("layerAvailability") == "AVAILABLE":
                     size = int(layer.get("layerSize", 0))
                     sizes[layer["layerDigest"]] = size
                     self.caches.remember_member(target.key, layer["layerDigest"], size)
-        return sizes
 
     async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
         stored: dict[str, Manifest] = {}
@@ -495,11 +480,13 @@ class EcrRegistry:
                 stored[digest] = cached
             elif digest.startswith("sha256:"):
                 unknown.append(digest)
-        if self.public.serves(target):
-            for digest in unknown:  # ECR Public has no BatchGetImage
-                with contextlib.suppress(OciError):
-                    stored[digest] = await self._fetch_manifest(target, digest)
-            return stored
+        if unknown:
+            await self._read_manifests(target, unknown, stored)
+        return stored
+
+    async def _read_manifests(self, target: Target, unknown: list[str],
+                              stored: dict[str, Manifest]) -> None:
+        """Add the manifests of ``unknown`` the repository holds to ``stored``."""
         for start in range(0, len(unknown), 100):  # imageIds: at most 100 a call
             try:
                 answer = await self._call(
@@ -507,7 +494,7 @@ class EcrRegistry:
                     imageIds=[{"imageDigest": d} for d in unknown[start:start + 100]])
             except EcrError as exc:
                 if exc.code == "RepositoryNotFoundException":
-                    return stored
+                    return
                 raise
             for image in answer.get("images", []):
                 body = image["imageManifest"].encode()
@@ -515,24 +502,10 @@ class EcrRegistry:
                 manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
                 stored[digest] = manifest
                 self.caches.remember(target.key, manifest)
-        return stored
 
-    async def _update_catalog(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
-                              parsed: ParsedManifest) -> None:
-        """ECR Public: PutRepositoryCatalogData from the image's annotations and config."""
-        config = b""
-        if parsed.blobs and not parsed.children and parsed.blobs[0].size <= 1 << 20:
-            with contextlib.suppress(OciError):
-                async for chunk in await self._read_chunks(ctx, parsed.blobs[0].digest):
-                    config += chunk
-        where = f"{await self.public.alias(target)}/{target.repository}".lstrip("/")
-        data = catalog.from_image(body, config, f"public.ecr.aws/{where}:{tag}")
-        if not data:
-            return
-        try:
-            await self._call(target, "PutRepositoryCatalogData", catalogData=data)
-        except OciError as exc:  # the image is pushed; its catalog entry can wait
-            log.warning("catalog data of %s not updated: %s", target.repository, exc)
+    async def _tagged(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
+                      parsed: ParsedManifest) -> None:
+        """After a manifest was put under ``tag`` (nothing more in ECR)."""
 
     async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
         target = self._target(ctx)
@@ -630,16 +603,6 @@ class EcrRegistry:
         return await self.listings.get(tags_key(target), partial(self._read_tags, target))
 
     async def _read_tags(self, target: Target) -> list[str]:
-        if self.public.serves(target):
-            try:
-                return await self.public.tags(target)
-            except OciError as exc:  # the endpoint is down or refuses: ask the API
-                if target.route.registry_alias == "" or exc.error not in (
-                        oci.UNAVAILABLE, oci.TOOMANYREQUESTS):
-                    raise
-            describe = partial(self._call, target, "DescribeImageTags")
-            details = await self._pages(describe, "imageTagDetails", maxResults=1000)
-            return sorted({d["imageTag"] for d in details})
         ids = await self._pages(partial(self._call, target, "ListImages"), "imageIds",
                                 filter={"tagStatus": "TAGGED"}, maxResults=1000)
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
@@ -653,6 +616,8 @@ class EcrRegistry:
         names: set[str] = set()
         seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:
+            if route.upstream_kind != self.kind:
+                continue  # another backend's
             region = self._router.region_of(route)
             where = (route.registry_id, region, route.upstream_kind)
             if where not in seen:
@@ -668,9 +633,10 @@ class EcrRegistry:
 
     async def referrers(self, ctx: RequestContext, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
-        target = self._target(ctx)
-        if self.public.serves(target):
-            return await self.public.referrers(target, digest, artifact_type)
+        return await self._read_referrers(self._target(ctx), digest, artifact_type)
+
+    async def _read_referrers(self, target: Target, digest: str,
+                              artifact_type: str | None) -> list[Descriptor]:
         params: dict[str, Any] = {"subjectId": {"imageDigest": digest}, "maxResults": 50}
         if artifact_type:
             params["filter"] = {"artifactTypes": [artifact_type]}
@@ -687,8 +653,6 @@ class EcrRegistry:
                            r.get("artifactType"), r.get("annotations") or None) for r in found]
 
     def route_upstream(self, route: RouteConfig, caller: Credentials | None) -> Upstream:
-        if route.upstream_kind == "ecr-public":
-            return self.public.upstream(caller)
         return self._upstream_for(self._router.region_of(route), caller)
 
 
