@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 
@@ -49,6 +49,7 @@ from gateway.state.peers import PROOF_HEADER, StagedPeers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _image_id(reference: str) -> dict[str, str]:
@@ -442,14 +443,8 @@ class EcrBackend:
                               None if found is None else found.media_type)
 
     async def _blob_sizes(self, target: Target, digests: list[str]) -> dict[str, int]:
-        sizes: dict[str, int] = {}
-        unknown = []
-        for digest in dict.fromkeys(digests):
-            known = 0 if digest == EMPTY_SHA256 else self.caches.member_size(target.key, digest)
-            if known is not None:
-                sizes[digest] = known
-            elif digest.startswith("sha256:"):
-                unknown.append(digest)
+        sizes, unknown = _split_known(digests, lambda digest: 0 if digest == EMPTY_SHA256
+                                      else self.caches.member_size(target.key, digest))
         if unknown:
             await self._check_layers(target, unknown, sizes)
         return sizes
@@ -457,29 +452,32 @@ class EcrBackend:
     async def _check_layers(self, target: Target, unknown: list[str],
                             sizes: dict[str, int]) -> None:
         """Add the sizes of the layers of ``unknown`` the repository holds to ``sizes``."""
-        for start in range(0, len(unknown), 100):  # layerDigests: at most 100 a call
-            try:
-                answer = await self._call(target, "BatchCheckLayerAvailability",
-                                          layerDigests=unknown[start:start + 100])
-            except EcrError as exc:
-                if exc.code == "RepositoryNotFoundException":
-                    return  # a repository this push creates holds nothing yet
-                raise
+        async for answer in self._batched(target, "BatchCheckLayerAvailability",
+                                          "layerDigests", unknown):
             for layer in answer.get("layers", []):
                 if layer.get("layerAvailability") == "AVAILABLE":
                     size = int(layer.get("layerSize", 0))
                     sizes[layer["layerDigest"]] = size
                     self.caches.remember_member(target.key, layer["layerDigest"], size)
 
+    async def _batched(self, target: Target, action: str, field: str, items: list[Any],
+                       **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """The answers of ``action`` on ``items`` as ``field``, at most 100 a call (ECR's
+        limit); none more once the repository turns out not to exist (a repository this
+        push creates holds nothing yet)."""
+        for start in range(0, len(items), 100):
+            try:
+                answer = await self._call(target, action, **{field: items[start:start + 100]},
+                                          **params)
+            except EcrError as exc:
+                if exc.code == "RepositoryNotFoundException":
+                    return
+                raise
+            yield answer
+
     async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
-        stored: dict[str, Manifest] = {}
-        unknown = []
-        for digest in dict.fromkeys(digests):
-            cached = self.caches.manifest(target.key, digest)
-            if cached is not None:
-                stored[digest] = cached
-            elif digest.startswith("sha256:"):
-                unknown.append(digest)
+        stored, unknown = _split_known(
+            digests, lambda digest: self.caches.manifest(target.key, digest))
         if unknown:
             await self._read_manifests(target, unknown, stored)
         return stored
@@ -487,15 +485,9 @@ class EcrBackend:
     async def _read_manifests(self, target: Target, unknown: list[str],
                               stored: dict[str, Manifest]) -> None:
         """Add the manifests of ``unknown`` the repository holds to ``stored``."""
-        for start in range(0, len(unknown), 100):  # imageIds: at most 100 a call
-            try:
-                answer = await self._call(
-                    target, "BatchGetImage", acceptedMediaTypes=list(MANIFEST_TYPES),
-                    imageIds=[{"imageDigest": d} for d in unknown[start:start + 100]])
-            except EcrError as exc:
-                if exc.code == "RepositoryNotFoundException":
-                    return
-                raise
+        async for answer in self._batched(target, "BatchGetImage", "imageIds",
+                                          [{"imageDigest": d} for d in unknown],
+                                          acceptedMediaTypes=list(MANIFEST_TYPES)):
             for image in answer.get("images", []):
                 body = image["imageManifest"].encode()
                 digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
@@ -666,6 +658,21 @@ ECR_CAPABILITIES = Capabilities(
 
 HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # a session id (uuid4 hex): safe as a file name
+
+
+def _split_known(digests: list[str], known: Callable[[str], _T | None]
+                 ) -> tuple[dict[str, _T], list[str]]:
+    """What ``known`` already answers for ``digests`` (each once), and the digests left to
+    ask ECR about (sha256 only: it holds nothing else)."""
+    found: dict[str, _T] = {}
+    unknown = []
+    for digest in dict.fromkeys(digests):
+        answer = known(digest)
+        if answer is not None:
+            found[digest] = answer
+        elif digest.startswith("sha256:"):
+            unknown.append(digest)
+    return found, unknown
 
 
 def _size_of(path: Path) -> int | None:
