@@ -24,7 +24,8 @@ class Capabilities:
 
     # Digest algorithms content (blobs and manifests) may be addressed by.
     digest_algorithms: frozenset[str] = frozenset({"sha256", "sha512"})
-    # Whether ``DELETE /v2/<name>/blobs/<digest>`` can be honoured; if not, why not.
+    # Whether ``DELETE /v2/<name>/blobs/<digest>`` can be honoured, and if not, why not (the
+    # protocol has no blob deletion yet: every backend declares False, with its reason).
     blob_delete: bool = False
     blob_delete_refusal: str = "the storage does not delete blobs on their own"
     # The largest manifest body the storage takes.
