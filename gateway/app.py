@@ -159,13 +159,13 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         return app[HTTP_CLIENT]
 
     up = config.upstream
-    public = EcrPublic(clients, upstream_factory(config), policy, http,
+    upstream_for = upstream_factory(config)
+    public = EcrPublic(clients, upstream_for, policy, http,
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
     events = cache_events(config)
     peers = staged_peers(config)
-    upstream_for = upstream_factory(config)
     shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
               events, peers)
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
