@@ -26,14 +26,21 @@ from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
 from gateway.observability.tracing import Tracing
-from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
+from gateway.oci.context import (
+    BLOB_CACHE,
+    FILL_LOCKS,
+    HTTP_CLIENT,
+    REGISTRY,
+    SETTINGS,
+    OciSettings,
+)
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
 from gateway.oci.request import UPSTREAM_ACTIONS
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
-from gateway.state import cache_events, session_store, staged_peers
+from gateway.state import cache_events, fill_locks, session_store, staged_peers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -171,12 +178,16 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
     backends = BackendRouter(router, [EcrBackend(*shared), EcrPublicBackend(public, *shared)])
     app[STORAGE] = backends
+    fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors with an upstream registry fill ECR from it on a miss.
     pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
     app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,
-                                spool_dir=data / "staging" / "tee") if pulls_through else backends
+                                spool_dir=data / "staging" / "tee",
+                                fills=fills) if pulls_through else backends
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
+        if fills is not None:
+            app[FILL_LOCKS] = fills
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
@@ -193,6 +204,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         backend = app[REGISTRY]
         if isinstance(backend, PullThrough):
             await backend.close()
+        if fills is not None:
+            await fills.close()
         await app[HTTP_CLIENT].close()
         await clients.close()
         await sessions.close()

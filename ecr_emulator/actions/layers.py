@@ -212,5 +212,6 @@ async def get_download_url_for_layer(call: Call, params: Json) -> Json:
         raise AwsError("LayerInaccessibleException",
                        f"The layer with digest '{digest}' is not available")
     url = downloads.presign(call.base_url, state.secret, digest,
-                            expires=state.settings.download_url_expires)
+                            expires=state.settings.download_url_expires,
+                            route=state.layer_route)
     return {"downloadUrl": url, "layerDigest": digest}

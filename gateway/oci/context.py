@@ -12,6 +12,7 @@ from gateway.blobcache import BlobCache
 from gateway.oci.backend import Capabilities, Registry
 from gateway.oci.errors import DIGEST_INVALID, OciError
 from gateway.oci.request import RequestContext
+from gateway.state.fills import FillLocks
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ MOUNT_REFUSED = "mount_refused"
 BLOB_CACHE = web.AppKey("blob_cache", BlobCache)
 # Request key: the request's RequestContext, built by the dispatcher.
 REQUEST_CONTEXT = "request_context"
+# Shared state: one replica fills the cache with a blob, the others read its copy.
+FILL_LOCKS = web.AppKey("fill_locks", FillLocks)
 
 
 def registry(request: web.Request) -> Registry:

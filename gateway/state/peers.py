@@ -32,6 +32,8 @@ import logging
 import secrets
 from typing import Any
 
+from gateway.state.connect import RedisConnection
+
 log = logging.getLogger(__name__)
 
 PROOF_HEADER = "X-Peer-Proof"
@@ -43,16 +45,12 @@ return 0
 
 
 class StagedPeers:
-    def __init__(self, url: str, prefix: str, keep_seconds: float, *,
-                 password: str | None = None) -> None:
+    def __init__(self, connection: RedisConnection, prefix: str, keep_seconds: float) -> None:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
-        import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
         self._errors: tuple[type[Exception], ...] = (RedisError,)
-        self._redis: Any = aioredis.Redis.from_url(
-            url, password=password, decode_responses=True, socket_connect_timeout=5,
-            socket_timeout=10)
+        self._redis: Any = connection.client(decode_responses=True)
         self._prefix = prefix
         self._keep_ms = max(int(keep_seconds * 1000), 1000)
         self._key: bytes | None = None

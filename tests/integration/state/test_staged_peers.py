@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from tests.integration.state.conftest import redis_state, replica
+from tests.integration.state.conftest import redis_state, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
@@ -29,9 +29,8 @@ def pair(upstream: EmulatorProcess, redis_server: RedisServer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess,
                                                                      GatewayProcess]]:
     state = redis_state(redis_server)
-    root = tmp_path_factory.mktemp("peers")
-    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
-        yield a, b
+    with replica_pair(tmp_path_factory.mktemp("peers"), upstream, state) as gateways:
+        yield gateways
 
 
 def _name(tag: str) -> str:
