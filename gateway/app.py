@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from gateway.auth import install as install_auth
+from gateway.backends.ecr import EcrBackend
+from gateway.backends.ecr_public import EcrPublicBackend
+from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, PullThroughConfig
 from gateway.ecr.breaker import CircuitBreaker, reachable
-from gateway.ecr.calls import upstream_calls
-from gateway.ecr.clients import ClientFactory, Upstream, caller_credentials
+from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
-from gateway.ecr.registry import EcrRegistry
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
@@ -37,9 +37,9 @@ from gateway.oci.context import (
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
+from gateway.oci.request import PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
-from gateway.pullthrough.events import request_events as pullthrough_events
 from gateway.state import cache_events, fill_locks, session_store, staged_peers
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
@@ -50,22 +50,22 @@ CONFIG = web.AppKey("config", Config)
 CLIENTS = web.AppKey("clients", ClientFactory)
 SESSIONS = web.AppKey("sessions", SessionStore)
 BREAKER = web.AppKey("breaker", CircuitBreaker)
+# The backends (REGISTRY may be a wrapper around them): readiness, expiry, notices.
+STORAGE = web.AppKey("storage", Storage)
 
 
 @web.middleware
 async def count_upstream_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
     tally: list[str] = []
     filled: list[str] = []
-    token = upstream_calls.set(tally)
-    filled_token = pullthrough_events.set(filled)
+    # The dispatcher hands both lists on in the RequestContext.
+    request[UPSTREAM_ACTIONS] = tally
+    request[PULLTHROUGH_EVENTS] = filled
     try:
         return await handler(request)
     finally:
         request["upstream_calls"] = len(tally)
-        request["upstream_actions"] = tally
         request["pullthrough"] = filled
-        pullthrough_events.reset(filled_token)
-        upstream_calls.reset(token)
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -75,17 +75,17 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 async def readyz(request: web.Request) -> web.StreamResponse:
     """Ready when the upstream hands this gateway a registry credential and the session
     store answers."""
-    registry: Any = request.app[REGISTRY]
+    storage = request.app[STORAGE]
     config = request.app[CONFIG]
     try:
         # A dead upstream answers at once: known down (circuit open) or not accepting
         # connections, even while a cached token would hide it.
         client = await request.app[CLIENTS].client(
-            upstream_factory(config)(config.upstream.region))
+            upstream_factory(config)(config.upstream.region, None))
         endpoint = str(client.meta.endpoint_url)
         if request.app[BREAKER].is_open(endpoint) or not await reachable(endpoint):
             raise OSError(f"upstream {endpoint} is unreachable")
-        await registry.authorization_token(config.upstream.region)
+        await storage.authorization_token(config.upstream.region)
         await request.app[SESSIONS].ping()
     except Exception as exc:  # any failure means not ready; say which
         return web.json_response({"status": "unavailable", "reason": str(exc)[:200]},
@@ -95,11 +95,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 async def _expire_idle_sessions(app: web.Application) -> None:
     idle = app[CONFIG].uploads.idle_timeout_seconds
-    registry: Any = app[REGISTRY]
+    storage = app[STORAGE]
     while True:
         await asyncio.sleep(min(60.0, max(idle / 4, 1.0)))
         try:
-            await registry.uploads.expire_idle(idle)
+            await storage.expire_idle_uploads(idle)
         except Exception:  # a failed sweep is retried on the next tick
             log.exception("expiring idle upload sessions failed")
 
@@ -117,11 +117,12 @@ def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
         sock_connect=up.http_connect_timeout_seconds, sock_read=up.http_read_timeout_seconds)
 
 
-def upstream_factory(config: Config) -> Any:
+def upstream_factory(config: Config) -> Callable[[str, Credentials | None], Upstream]:
     up = config.upstream
 
-    def upstream_for(region: str) -> Upstream:
-        caller = caller_credentials.get()  # auth.mode aws: the caller's own keys
+    def upstream_for(region: str, caller: Credentials | None = None) -> Upstream:
+        """Where ECR calls in ``region`` go, signed as ``caller`` (auth.mode aws: the
+        caller's own keys) or else as the gateway's configured identity."""
         if caller is not None:
             return Upstream(region=region, endpoint_url=up.endpoint_url,
                             access_key_id=caller.access_key_id,
@@ -174,21 +175,25 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         return app[HTTP_CLIENT]
 
     up = config.upstream
-    public = EcrPublic(clients, upstream_factory(config), policy, http,
+    upstream_for = upstream_factory(config)
+    public = EcrPublic(clients, upstream_for, policy, http,
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
     events = cache_events(config)
     peers = staged_peers(config)
-    ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
-                      http, config.cache, public, events, peers)
+    shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
+              events, peers)
+    # One backend per kind of upstream; the router picks one per route or mirror namespace.
+    backends = BackendRouter(router, [EcrBackend(*shared), EcrPublicBackend(public, *shared)])
+    app[STORAGE] = backends
     fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.
     pulls_through = (any(mirror.upstream for mirror in config.mirrors.values())
                      or any(route.upstream for route in config.routes))
-    app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password,
+    app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,
                                 spool_dir=data / "staging" / "tee", fills=fills,
-                                routes=config.effective_routes()) if pulls_through else ecr
+                                routes=config.effective_routes()) if pulls_through else backends
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
         if fills is not None:
@@ -203,13 +208,13 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         announcing: set[asyncio.Task[None]] = set()
 
         def listening_again() -> None:
-            ecr.caches.flush()
+            backends.flush_caches()
             if peers is not None:  # Redis may have restarted empty: tell it what is staged here
                 task = asyncio.create_task(_announce_staged(peers, staging))
                 announcing.add(task)
                 task.add_done_callback(announcing.discard)
 
-        events.listen(ecr.apply_notice, listening_again)
+        events.listen(backends.apply_notice, listening_again)
         yield
         sweeper.cancel()
         await events.close()
@@ -227,7 +232,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app.cleanup_ctx.append(resources)
     add_routes(app)
     if peers is not None:
-        add_peer_route(app, ecr, peers)
+        add_peer_route(app, backends, peers)
     authenticator = install_auth(app, config, clients, policy, router)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -27,9 +27,9 @@ from gateway.auth.logins import Logins, parse_basic
 from gateway.auth.rules import AccessRules
 from gateway.auth.scopes import Scope, needed_scope
 from gateway.auth.tokens import AccessClaims, InvalidToken, TokenService
-from gateway.ecr.clients import caller_credentials
 from gateway.oci.context import MOUNT_REFUSED
 from gateway.oci.middleware import Handler
+from gateway.oci.request import CALLER
 
 _BASE = re.compile(r"^/v2/?$")
 
@@ -97,11 +97,8 @@ class Authenticator:
             if credentials is None:  # expired, revoked, or issued before a restart
                 raise self.challenger.unauthorized(
                     request, error="invalid_token", reason="the AWS identity is no longer valid")
-        reset = caller_credentials.set(credentials)
-        try:
-            return await handler(request)
-        finally:
-            caller_credentials.reset(reset)
+        request[CALLER] = credentials  # the dispatcher puts them in the RequestContext
+        return await handler(request)
 
     async def require_login(self, request: web.Request) -> None:
         """Any valid login (Basic, or a token issued to a user) may read ``/metrics``."""
@@ -120,7 +117,7 @@ class Authenticator:
         # Mounting copies a blob out of `from`: a challenge asks for both scopes at once.
         pull_source = needed_scope(source, "pull")
         self._require(request, principal, name, action, [pull_source])
-        if self._allows(principal, source, "pull"):
+        if self._allows(request, principal, source, "pull"):
             return
         if not principal.has_credentials:
             raise self.challenger.unauthorized(request, [needed_scope(name, action),
@@ -129,33 +126,41 @@ class Authenticator:
         # there, so the caller learns nothing about the source.
         request[MOUNT_REFUSED] = True
 
-    def _allows(self, principal: Principal, name: str | None, action: str) -> bool:
+    def _allows(self, request: web.Request, principal: Principal, name: str | None,
+                action: str) -> bool:
         scope = needed_scope(name, action)
         exact = Scope(scope.type, scope.name, frozenset({action}) if name else scope.actions)
         if principal.token is not None:
             # A token names the client name; the ECR repository it resolves to is checked now.
             return principal.token.allows(exact) and (
-                name is None or action in self.rules.ecr_allowed(principal.subject, name))
-        return self._rules_allow(principal.subject, name, action)
+                name is None or action in self.rules.ecr_allowed(principal.subject, name,
+                                                                  _ns(request)))
+        return self._rules_allow(request, principal.subject, name, action)
 
     def _require(self, request: web.Request, principal: Principal, name: str | None,
                  action: str, also: list[Scope] | None = None) -> None:
-        if self._allows(principal, name, action):
+        if self._allows(request, principal, name, action):
             return
         scope = needed_scope(name, action)
         scopes = [scope, *(also or [])]
         if principal.subject is None:
             raise self.challenger.unauthorized(request, scopes)
-        if self._rules_allow(principal.subject, name, action):  # the token is too narrow
+        if self._rules_allow(request, principal.subject, name, action):  # token too narrow
             raise self.challenger.unauthorized(request, scopes, error="insufficient_scope")
         raise denied(scope, principal.subject)
 
-    def _rules_allow(self, subject: str | None, name: str | None, action: str) -> bool:
+    def _rules_allow(self, request: web.Request, subject: str | None, name: str | None,
+                     action: str) -> bool:
         if name is None:
             return self.rules.may_list_catalog(subject)
-        return action in self.rules.allowed(subject, name)
+        return action in self.rules.allowed(subject, name, _ns(request))
 
     def may_pull(self, request: web.Request, name: str) -> bool:
         """Whether the catalog shows ``name`` to this caller."""
         principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
-        return "pull" in self.rules.allowed(principal.subject, name)
+        return "pull" in self.rules.allowed(principal.subject, name, _ns(request))
+
+
+def _ns(request: web.Request) -> str | None:
+    """The upstream registry a mirror client named (``?ns=<host>``): where names resolve."""
+    return request.query.get("ns") or None

@@ -101,9 +101,11 @@ class AccessRules:
     whether the route serving the name was configured with ``anonymous_pull``."""
 
     def __init__(self, rules: Iterable[Rule], groups: Mapping[str, Iterable[str]],
-                 anonymous_default: Callable[[str], bool] | None = None,
-                 ecr_of: Callable[[str], EcrRepository | None] | None = None) -> None:
-        """``ecr_of`` resolves a name to its ECR repository (None: no ECR gate at all)."""
+                 anonymous_default: Callable[[str, str | None], bool] | None = None,
+                 ecr_of: Callable[[str, str | None], EcrRepository | None] | None = None
+                 ) -> None:
+        """``ecr_of`` resolves a name (and the mirror namespace a request named, if any) to
+        its ECR repository (None: no ECR gate at all)."""
         self.rules = list(rules)
         self._members = {name: frozenset(users) for name, users in groups.items()}
         self._anonymous_default = anonymous_default
@@ -121,18 +123,21 @@ class AccessRules:
         return cls([Rule("**", frozenset({"*"}), NOTHING, frozenset(ACTIONS)),
                     Rule("**", frozenset({"*"}), NOTHING, EVERY, ecr=True)], {})
 
-    def allowed(self, subject: str | None, repository: str) -> frozenset[str]:
-        """The repository actions ``subject`` (None: anonymous) may perform on ``repository``."""
+    def allowed(self, subject: str | None, repository: str,
+                ns: str | None = None) -> frozenset[str]:
+        """The repository actions ``subject`` (None: anonymous) may perform on ``repository``
+        (as a request naming the mirror namespace ``ns`` reaches it)."""
         decided: frozenset[str] | None = self._decide(subject, repository)
         if decided is None:
             anonymous = subject is None and self._anonymous_default is not None \
-                and self._anonymous_default(repository)
+                and self._anonymous_default(repository, ns)
             decided = PULL if anonymous else NOTHING
-        return decided & self.ecr_allowed(subject, repository) if decided else NOTHING
+        return decided & self.ecr_allowed(subject, repository, ns) if decided else NOTHING
 
-    def ecr_allowed(self, subject: str | None, repository: str) -> frozenset[str]:
+    def ecr_allowed(self, subject: str | None, repository: str,
+                    ns: str | None = None) -> frozenset[str]:
         """What the ``ecr`` rules leave of any grant on ``repository``'s ECR repository."""
-        target = self._ecr_of(repository) if self._ecr_of is not None else None
+        target = self._ecr_of(repository, ns) if self._ecr_of is not None else None
         if target is None:
             return EVERY
         decided: frozenset[str] | None = self._decide_ecr(subject, target.name)

@@ -20,7 +20,6 @@ from gateway.config import AuthConfig, Config
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
-from gateway.oci.backend import upstream_ns
 from gateway.oci.context import ACCESS_CHECK, CATALOG_FILTER
 
 log = logging.getLogger(__name__)
@@ -38,14 +37,14 @@ def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
     if not rules and auth.mode == "aws":
         rules = AccessRules.allow_all().rules
 
-    def anonymous_default(name: str) -> bool:
-        return router is not None and router.anonymous_pull(name, upstream_ns.get())
+    def anonymous_default(name: str, ns: str | None) -> bool:
+        return router is not None and router.anonymous_pull(name, ns)
 
-    def ecr_of(name: str) -> EcrRepository | None:
+    def ecr_of(name: str, ns: str | None) -> EcrRepository | None:
         if router is None:
             return None
         # The request's own ns counts: the same name may resolve elsewhere through a mirror.
-        target = router.resolve(name, upstream_ns.get())
+        target = router.resolve(name, ns)
         return None if target is None else EcrRepository(target.repository,
                                                         router.mirrored(target))
 

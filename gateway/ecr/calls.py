@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -21,9 +21,19 @@ from gateway.oci.errors import OciError
 
 log = logging.getLogger(__name__)
 
-# Per-request tally of upstream calls, read by the access log.
-upstream_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "upstream_calls", default=None)
+
+@dataclass(frozen=True)
+class Counted:
+    """An ECR client whose calls are tallied for one request's access-log line (the list is
+    the RequestContext's ``calls``)."""
+
+    client: Any
+    calls: list[str]
+
+
+def counted(client: Any, calls: list[str] | None) -> Any:
+    """``client``, counting its calls into ``calls`` when a request counts them."""
+    return client if calls is None else Counted(client, calls)
 
 
 # The connection failed, was refused, timed out or closed before the whole answer arrived
@@ -76,8 +86,10 @@ def _outage(exc: BaseException) -> bool:
 
 async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> dict[str, Any]:
     """Perform one ECR action; raise EcrError (an OciError) on failure."""
+    tally: list[str] | None = None
+    if isinstance(client, Counted):
+        client, tally = client.client, client.calls
     method = getattr(client, xform_name(action))
-    tally = upstream_calls.get()
     counter = UPSTREAM_CALLS.labels(action)
     attempts = 0
 

@@ -8,7 +8,6 @@ client API is a thin wrapper over aiobotocore's ``create_client``, so nothing is
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,9 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from gateway.ecr import partbody
+from gateway.oci.request import Credentials
+
+__all__ = ["ClientFactory", "Credentials", "Upstream"]
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,6 @@ class Upstream:
     secret_access_key: str | None = field(default=None, repr=False)
     session_token: str | None = field(default=None, repr=False)
     service: str = "ecr"
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """An AWS identity's keys (never printed)."""
-
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    session_token: str | None = field(default=None, repr=False)
-
-
-# The caller's own AWS identity (auth.mode aws), set per request by the auth middleware and
-# used wherever an Upstream is built; None means the gateway's configured identity.
-caller_credentials: contextvars.ContextVar[Credentials | None] = contextvars.ContextVar(
-    "caller_credentials", default=None)
 
 
 class ClientFactory:

@@ -20,10 +20,10 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from gateway.config import CacheConfig
-from gateway.ecr.clients import caller_credentials
 from gateway.ecr.routing import Target
 from gateway.ecr.singleflight import SingleFlight
 from gateway.observability.metrics import cache_event
+from gateway.oci.request import Credentials
 
 MAX_ENTRIES = 10_000
 # What one kept name costs besides its characters: the str object and the list's pointer.
@@ -175,9 +175,8 @@ def tags_key(target: Target) -> Hashable:
     return ("tags", target.key)
 
 
-def catalog_key() -> Hashable:
+def catalog_key(caller: Credentials | None) -> Hashable:
     """The catalog as this request's caller sees it (auth.mode aws: their own identity)."""
-    caller = caller_credentials.get()
     return ("catalog", caller.access_key_id if caller is not None else None)
 
 

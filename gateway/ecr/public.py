@@ -3,10 +3,11 @@
 A route with ``upstream_kind: ecr-public`` (or the ``public.ecr.aws`` mirror) serves
 repositories of ECR Public (service ``ecr-public``, us-east-1). Pushes use the actions the
 two services share (BatchCheckLayerAvailability, InitiateLayerUpload, UploadLayerPart,
-CompleteLayerUpload, PutImage), through an ``ecr-public`` client that EcrRegistry picks for
-such targets. ECR Public has no BatchGetImage, GetDownloadUrlForLayer nor ListImages: pulls,
-HEADs, tag lists and referrers go to the public registry endpoint (``registry_url``, default
-https://public.ecr.aws), which is what this module speaks:
+CompleteLayerUpload, PutImage), through the ``ecr-public`` client this module hands the ECR
+Public backend (gateway/backends/ecr_public.py). ECR Public has no BatchGetImage,
+GetDownloadUrlForLayer nor ListImages: pulls, HEADs, tag lists and referrers go to the
+public registry endpoint (``registry_url``, default https://public.ecr.aws), which is what
+this module speaks:
 
 * a bearer token from the endpoint's token realm, obtained with the password of ECR Public's
   GetAuthorizationToken (both cached like ECR's tokens, renewed ahead of expiry); without
@@ -36,7 +37,7 @@ import aiohttp
 import orjson
 
 from gateway.config import RouteConfig
-from gateway.ecr.calls import call, upstream_calls
+from gateway.ecr.calls import call, counted
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import ECR_PUBLIC_REGION, Target
@@ -47,6 +48,7 @@ from gateway.oci.backend import Manifest
 from gateway.oci.digests import sha256_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor
+from gateway.oci.request import Credentials
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,8 @@ _REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class EcrPublic:
-    def __init__(self, clients: ClientFactory, upstream_for: Callable[[str], Upstream],
+    def __init__(self, clients: ClientFactory,
+                 upstream_for: Callable[[str, Credentials | None], Upstream],
                  policy: RetryPolicy, http: Callable[[], aiohttp.ClientSession], *,
                  endpoint_url: str | None, registry_url: str | None) -> None:
         self._clients = clients
@@ -65,37 +68,35 @@ class EcrPublic:
         self._http = http
         self._endpoint_url = endpoint_url
         self._registry_url = (registry_url or DEFAULT_REGISTRY_URL).rstrip("/")
-        self.tokens = TokenCache(self._fetch_authorization)  # GetAuthorizationToken
-        self.bearers = TokenCache(self._fetch_bearer)  # the registry endpoint's tokens
+        # Fetched as the caller the key names (each get passes its own fetch).
+        self.tokens = TokenCache(_fetched_by_get)  # GetAuthorizationToken
+        self.bearers = TokenCache(_fetched_by_get)  # the registry endpoint's tokens
         self._aliases: dict[Hashable, str] = {}
 
     # -- the API ----------------------------------------------------------------------------
 
-    @staticmethod
-    def serves(target: Target) -> bool:
-        return target.route.upstream_kind == "ecr-public"
-
-    def upstream(self) -> Upstream:
+    def upstream(self, caller: Credentials | None) -> Upstream:
         """Where ecr-public calls go, as whom (the caller's keys in auth.mode aws)."""
-        base = self._upstream_for(ECR_PUBLIC_REGION)
+        base = self._upstream_for(ECR_PUBLIC_REGION, caller)
         return dataclasses.replace(base, service="ecr-public",
                                    endpoint_url=self._endpoint_url or base.endpoint_url)
 
-    async def client(self) -> Any:
-        return await self._clients.client(self.upstream())
+    async def client(self, target: Target) -> Any:
+        return counted(await self._clients.client(self.upstream(target.caller)), target.calls)
 
-    async def _call(self, action: str, **params: Any) -> dict[str, Any]:
-        return await call(await self.client(), action, self._policy, **params)
+    async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
+        return await call(await self.client(target), action, self._policy, **params)
 
-    def _identity(self) -> tuple[str | None, str | None]:
-        upstream = self.upstream()
+    def _identity(self, caller: Credentials | None) -> tuple[str | None, str | None]:
+        upstream = self.upstream(caller)
         return upstream.access_key_id, upstream.endpoint_url
 
-    async def authorization_token(self) -> AuthToken:
-        return await self.tokens.get(self._identity())
+    async def authorization_token(self, target: Target) -> AuthToken:
+        return await self.tokens.get(self._identity(target.caller),
+                                     lambda: self._fetch_authorization(target))
 
-    async def _fetch_authorization(self, key: Hashable) -> AuthToken:
-        answer = await self._call("GetAuthorizationToken")
+    async def _fetch_authorization(self, target: Target) -> AuthToken:
+        answer = await self._call(target, "GetAuthorizationToken")
         return AuthToken.from_ecr(answer["authorizationData"], time.time())
 
     def create_params(self, route: RouteConfig) -> dict[str, Any]:
@@ -107,10 +108,10 @@ class EcrPublic:
         alias = target.route.registry_alias
         if alias is not None:
             return alias
-        key = (self._identity(), target.route.registry_id)
+        key = (self._identity(target.caller), target.route.registry_id)
         known = self._aliases.get(key)
         if known is None:
-            answer = await self._call("DescribeRegistries")
+            answer = await self._call(target, "DescribeRegistries")
             registries = answer.get("registries", [])
             wanted = [r for r in registries if target.route.registry_id in (
                 None, r.get("registryId"))]
@@ -132,12 +133,12 @@ class EcrPublic:
         alias = await self.alias(target)
         return f"{alias}/{target.repository}" if alias else target.repository
 
-    async def _bearer(self, registry_url: str) -> str:
-        token = await self.bearers.get((self._identity(), registry_url))
+    async def _bearer(self, target: Target, registry_url: str) -> str:
+        token = await self.bearers.get((self._identity(target.caller), registry_url),
+                                       lambda: self._fetch_bearer(target, registry_url))
         return token.password
 
-    async def _fetch_bearer(self, key: Any) -> AuthToken:
-        registry_url = key[1]
+    async def _fetch_bearer(self, target: Target, registry_url: str) -> AuthToken:
         http = self._http()
         async with http.get(f"{registry_url}/v2/") as probe:
             challenge = probe.headers.get("WWW-Authenticate", "")
@@ -146,7 +147,7 @@ class EcrPublic:
         params.pop("error", None)
         headers = {}
         try:
-            authorization = await self.authorization_token()
+            authorization = await self.authorization_token(target)
             basic = f"{authorization.username}:{authorization.password}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(basic).decode()
         except OciError as exc:  # no usable AWS identity: pull anonymously (lower limits)
@@ -178,13 +179,13 @@ class EcrPublic:
         url = f"{registry_url}/v2/{await self._path(target)}/{suffix}"
         if params:
             url += "?" + urlencode(params)
-        tally = upstream_calls.get()
+        tally = target.calls
         for attempt in range(2):
             UPSTREAM_CALLS.labels(f"public:{what}").inc()
             if tally is not None:
                 tally.append(f"public:{what}")
             try:
-                auth = {"Authorization": f"Bearer {await self._bearer(registry_url)}"}
+                auth = {"Authorization": f"Bearer {await self._bearer(target, registry_url)}"}
                 async with self._http().request(method, url, headers={**(headers or {}), **auth},
                                                 allow_redirects=False) as r:
                     body = await r.read() if method != "HEAD" and r.status not in _REDIRECTS \
@@ -195,7 +196,7 @@ class EcrPublic:
                                message=f"ECR Public registry unreachable: {type(exc).__name__}",
                                headers={"Retry-After": "1"}) from exc
             if status == 401 and attempt == 0:
-                self.bearers.invalidate((self._identity(), registry_url))
+                self.bearers.invalidate((self._identity(target.caller), registry_url))
                 continue
             break
         if status == 429:
@@ -256,6 +257,10 @@ class EcrPublic:
                            m.get("artifactType"), m.get("annotations") or None)
                 for m in orjson.loads(body).get("manifests", [])
                 if not artifact_type or m.get("artifactType") == artifact_type]
+
+
+async def _fetched_by_get(key: Hashable) -> AuthToken:
+    raise AssertionError(f"token {key!r} asked for without its fetch")
 
 
 def _not_found(status: int, body: bytes, default: oci.ErrorCode,

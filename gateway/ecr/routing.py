@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from gateway.config import Config, ConfigError, MirrorConfig, RepositorySettings, RouteConfig
-from gateway.ecr.clients import caller_credentials
 from gateway.oci.errors import NAME_INVALID, OciError
+from gateway.oci.request import Credentials, RequestContext
 
 # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]: an ECR registry's own host name.
 _ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?$")
@@ -44,6 +44,13 @@ class Target:
     route: RouteConfig
     repository: str  # the ECR repository name
     region: str
+    # Whose view of the repository (auth.mode aws: the caller's own keys; None: the
+    # gateway's identity), and where the request counts its ECR calls.
+    caller: Credentials | None = None
+    calls: list[str] | None = field(default=None, compare=False, repr=False)
+
+    def for_request(self, ctx: RequestContext) -> Target:
+        return replace(self, caller=ctx.caller, calls=ctx.calls)
 
     @property
     def registry_id(self) -> str | None:
@@ -60,9 +67,9 @@ class Target:
         registry = self.route.registry_id
         if self.route.upstream_kind == "ecr-public":  # another registry than ECR's
             registry = f"ecr-public:{registry or ''}"
-        caller = caller_credentials.get()
-        if caller is not None:
-            return (f"{registry or ''}@{caller.access_key_id}", self.region, self.repository)
+        if self.caller is not None:
+            return (f"{registry or ''}@{self.caller.access_key_id}", self.region,
+                    self.repository)
         return (registry, self.region, self.repository)
 
     def check_name(self) -> Target:

@@ -57,7 +57,10 @@ class TokenCache:
         lifetime = token.expires_at - token.issued_at
         return token.expires_at - min(self._margin, max(lifetime, 0) / 2)
 
-    async def get(self, key: Hashable) -> AuthToken:
+    async def get(self, key: Hashable,
+                  fetch: Callable[[], Awaitable[AuthToken]] | None = None) -> AuthToken:
+        """The token of ``key``; on a miss ``fetch`` (default: the cache's own fetch of
+        ``key``) obtains it, e.g. with credentials the key only names."""
         token = self._tokens.get(key)
         if token is not None:
             TOKEN_CACHE.labels("hit").inc()
@@ -65,7 +68,7 @@ class TokenCache:
         pending = self._pending.get(key)
         TOKEN_CACHE.labels("miss" if pending is None else "shared").inc()
         if pending is None:
-            pending = asyncio.ensure_future(self._fetch(key))
+            pending = asyncio.ensure_future(fetch() if fetch is not None else self._fetch(key))
             self._pending[key] = pending
             pending.add_done_callback(lambda done: self._settle(key, done))
         # shield: one waiter giving up must not cancel the call the others wait on.

@@ -1,26 +1,35 @@
-"""What the OCI handlers need from storage. ``gateway.ecr.registry.EcrRegistry`` implements it.
+"""What the OCI handlers need from storage: the ``Registry`` protocol every backend implements.
 
-Every method takes the repository name as the client wrote it; mapping it onto a storage
-location is the backend's business. Failures are raised as :class:`OciError`.
+Every method takes the request's :class:`RequestContext`, whose ``name`` is the repository
+name as the client wrote it; mapping it onto a storage location is the backend's business.
+Failures are raised as :class:`OciError`. What a backend cannot store (digest algorithms,
+blob deletion, manifest sizes) it declares as :class:`Capabilities`, which the handlers
+check before any call.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gateway.oci.mediatypes import Descriptor, ParsedManifest
+from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES, Descriptor, ParsedManifest
+from gateway.oci.request import RequestContext
 
-# The upstream registry a mirror client asked for: containerd adds ``?ns=<host>`` to every
-# request it sends to a mirror (None without it). The dispatcher sets it for the duration of
-# one request, before access checks and handlers run. It qualifies the whole request rather
-# than one operation, and a backend serving a single upstream ignores it, so it travels as a
-# context variable instead of a parameter of every method below; a backend that serves
-# several upstreams reads it wherever it maps a name onto storage.
-upstream_ns: ContextVar[str | None] = ContextVar("upstream_ns", default=None)
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can store; the OCI handlers refuse the rest before calling it."""
+
+    # Digest algorithms content (blobs and manifests) may be addressed by.
+    digest_algorithms: frozenset[str] = frozenset({"sha256", "sha512"})
+    # Whether ``DELETE /v2/<name>/blobs/<digest>`` can be honoured, and if not, why not (the
+    # protocol has no blob deletion yet: every backend declares False, with its reason).
+    blob_delete: bool = False
+    blob_delete_refusal: str = "the storage does not delete blobs on their own"
+    # The largest manifest body the storage takes.
+    max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
 
 
 @dataclass(frozen=True)
@@ -64,41 +73,45 @@ class UploadStatus:
 
 
 class Registry(Protocol):
-    async def stat_blob(self, name: str, digest: str) -> int | None: ...
+    def capabilities(self, ctx: RequestContext) -> Capabilities:
+        """What the backend serving ``ctx`` can store (asked before each write or read)."""
 
-    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
-        ...
+    async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None: ...
 
-    async def start_upload(self, name: str) -> UploadStatus: ...
+    async def locate_blob(self, ctx: RequestContext, digest: str, *,
+                          fresh: bool = False) -> BlobLocation: ...
 
-    async def mount_blob(self, name: str, digest: str, source: str) -> bool: ...
+    async def start_upload(self, ctx: RequestContext) -> UploadStatus: ...
 
-    async def upload_status(self, name: str, upload_id: str) -> UploadStatus: ...
+    async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool: ...
+
+    async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus: ...
 
     async def write_upload(
-        self, name: str, upload_id: str, chunks: AsyncIterator[bytes], start: int | None
+        self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
+        start: int | None
     ) -> UploadStatus: ...
 
-    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None: ...
+    async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None: ...
 
-    async def cancel_upload(self, name: str, upload_id: str) -> None: ...
+    async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None: ...
 
-    async def get_manifest(self, name: str, reference: str,
+    async def get_manifest(self, ctx: RequestContext, reference: str,
                            accepted: tuple[str, ...] | None = None) -> Manifest:
         """``accepted``: the manifest types the client accepts (None: any)."""
 
     async def put_manifest(
-        self, name: str, reference: str, body: bytes, parsed: ParsedManifest
+        self, ctx: RequestContext, reference: str, body: bytes, parsed: ParsedManifest
     ) -> str: ...
 
-    async def delete_manifest(self, name: str, reference: str) -> None: ...
+    async def delete_manifest(self, ctx: RequestContext, reference: str) -> None: ...
 
-    async def list_tags(self, name: str) -> list[str]:
+    async def list_tags(self, ctx: RequestContext) -> list[str]:
         """Lexically sorted, without duplicates; the caller does not change it."""
 
-    async def list_repositories(self) -> list[str]:
+    async def list_repositories(self, ctx: RequestContext) -> list[str]:
         """Lexically sorted, without duplicates; the caller does not change it."""
 
     async def referrers(
-        self, name: str, digest: str, artifact_type: str | None
+        self, ctx: RequestContext, digest: str, artifact_type: str | None
     ) -> list[Descriptor]: ...

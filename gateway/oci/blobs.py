@@ -1,4 +1,4 @@
-"""Blob reads: HEAD and GET (redirect, proxy or local file), and DELETE (unsupported by ECR)."""
+"""Blob reads: HEAD and GET (redirect, proxy or local file), and DELETE (where the backend can)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,15 @@ from aiohttp import web
 
 from gateway.blobcache import BlobFill
 from gateway.oci.backend import GrowingBlob
-from gateway.oci.context import BLOB_CACHE, FILL_LOCKS, HTTP_CLIENT, registry, settings
+from gateway.oci.context import (
+    BLOB_CACHE,
+    FILL_LOCKS,
+    HTTP_CLIENT,
+    capabilities,
+    registry,
+    request_context,
+    settings,
+)
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
@@ -52,7 +60,7 @@ _Check = BlobFill | _DigestCheck
 
 async def head_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     parse_digest(digest)
-    size = await registry(request).stat_blob(name, digest)
+    size = await registry(request).stat_blob(request_context(request), digest)
     if size is None:
         raise OciError(BLOB_UNKNOWN, {"digest": digest})
     return web.Response(status=200, headers={
@@ -75,7 +83,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
                 # repository may read them is the backend's answer (usually known without
                 # an upstream call).
                 try:
-                    allowed = await backend.stat_blob(name, digest) is not None
+                    allowed = await backend.stat_blob(request_context(request), digest) is not None
                 except BaseException:
                     cached.file.close()
                     raise
@@ -115,7 +123,7 @@ async def _read_once(request: web.Request, name: str, digest: str, headers: dict
 
     async with locks.first(digest, filled_elsewhere) as mine:
         if not mine:
-            if await registry(request).stat_blob(name, digest) is None:
+            if await registry(request).stat_blob(request_context(request), digest) is None:
                 raise OciError(BLOB_UNKNOWN, {"digest": digest})
             proof = await peers.proof(digest)
             for holder in holders:
@@ -134,18 +142,18 @@ async def _read_once(request: web.Request, name: str, digest: str, headers: dict
 async def _read(request: web.Request, name: str, digest: str, headers: dict[str, str],
                 check: _Check | None) -> web.StreamResponse:
     backend = registry(request)
-    location = await backend.locate_blob(name, digest)
+    location = await backend.locate_blob(request_context(request), digest)
     for _ in range(2):
         if location.growing is None:
             break
         if "Range" not in request.headers:
             return await _follow(request, location.growing, location.size, headers)
         await location.growing.settled()  # a range is served from the stored blob
-        location = await backend.locate_blob(name, digest)
+        location = await backend.locate_blob(request_context(request), digest)
     if location.path is not None:
         handle = await _open(location.path)
         if handle is None:  # removed since it was found: storage has the final say
-            location = await backend.locate_blob(name, digest)
+            location = await backend.locate_blob(request_context(request), digest)
             handle = await _open(location.path) if location.path is not None else None
         if handle is not None:
             return await send_file(request, handle, location.size, headers)
@@ -204,7 +212,9 @@ async def _proxy(request: web.Request, name: str, digest: str, url: str,
         # An expired or revoked URL answers 403: ask for a fresh one once.
         if upstream.status == 403 and attempt == 0:
             upstream.release()
-            url = (await registry(request).locate_blob(name, digest, fresh=True)).url or url
+            fresh = await registry(request).locate_blob(request_context(request), digest,
+                                                        fresh=True)
+            url = fresh.url or url
             continue
         break
     # A whole read fills the blob cache as it streams to the client (its claimed fill).
@@ -275,5 +285,7 @@ async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,
 
 async def delete_blob(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     parse_digest(digest)
-    raise OciError(UNSUPPORTED, {"reason": "ECR removes layers with the images that use them"},
+    declared = capabilities(request)
+    # No backend deletes blobs on its own yet: each says why, in its own words.
+    raise OciError(UNSUPPORTED, {"reason": declared.blob_delete_refusal},
                    message="blob deletion is not supported; delete the manifests instead")

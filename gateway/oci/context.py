@@ -9,7 +9,9 @@ import aiohttp
 from aiohttp import web
 
 from gateway.blobcache import BlobCache
-from gateway.oci.backend import Registry
+from gateway.oci.backend import Capabilities, Registry
+from gateway.oci.errors import DIGEST_INVALID, OciError
+from gateway.oci.request import RequestContext
 from gateway.state.fills import FillLocks
 
 
@@ -36,12 +38,31 @@ CATALOG_FILTER: web.AppKey[CatalogFilter] = web.AppKey("catalog_filter")
 MOUNT_REFUSED = "mount_refused"
 # Proxy mode: local copies of blob bytes by digest (storage-agnostic; absent = no cache).
 BLOB_CACHE = web.AppKey("blob_cache", BlobCache)
+# Request key: the request's RequestContext, built by the dispatcher.
+REQUEST_CONTEXT = "request_context"
 # Shared state: one replica fills the cache with a blob, the others read its copy.
 FILL_LOCKS = web.AppKey("fill_locks", FillLocks)
 
 
 def registry(request: web.Request) -> Registry:
     return request.app[REGISTRY]
+
+
+def request_context(request: web.Request) -> RequestContext:
+    ctx: RequestContext = request[REQUEST_CONTEXT]
+    return ctx
+
+
+def capabilities(request: web.Request) -> Capabilities:
+    return registry(request).capabilities(request_context(request))
+
+
+def check_stored_algorithm(request: web.Request, digest: str) -> None:
+    """400 DIGEST_INVALID for content addressed by an algorithm the backend cannot store."""
+    accepted = capabilities(request).digest_algorithms
+    if digest.partition(":")[0] not in accepted:
+        raise OciError(DIGEST_INVALID, {"digest": digest},
+                       message=f"this registry stores {', '.join(sorted(accepted))} digests only")
 
 
 def settings(request: web.Request) -> OciSettings:

@@ -45,3 +45,8 @@ def is_digest(text: str) -> bool:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def content_digest(algorithm: str, data: bytes) -> str:
+    """``data``'s digest with one of the registered algorithms."""
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError
-from gateway.oci.mediatypes import MAX_MANIFEST_BYTES
+from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES
 
 BODY_TIMEOUT = ErrorCode("BLOB_UPLOAD_INVALID", "request body too slow", 408)
 MANIFEST_BODY_TIMEOUT = ErrorCode("MANIFEST_INVALID", "request body too slow", 408)
@@ -31,7 +31,7 @@ MANIFEST_BODY_TIMEOUT = ErrorCode("MANIFEST_INVALID", "request body too slow", 4
 
 @dataclass(frozen=True)
 class Limits:
-    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES
     max_uploads_per_client: int = 32  # 0: unlimited
     max_uploads_total: int = 256  # 0: unlimited
     max_open_uploads: int = 10_000  # 0: unlimited

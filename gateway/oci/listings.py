@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from gateway.oci.context import CATALOG_FILTER, registry, settings
+from gateway.oci.context import CATALOG_FILTER, registry, request_context, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import OCI_INDEX
@@ -56,13 +56,14 @@ def _visible_page(items: list[str], start: int, n: int | None,
 
 
 async def list_tags(request: web.Request, name: str) -> web.StreamResponse:
-    tags = await registry(request).list_tags(name)  # sorted by the backend
+    tags = await registry(request).list_tags(request_context(request))  # sorted by the backend
     page, headers = _page(request, tags, f"/v2/{name}/tags/list")
     return web.json_response({"name": name, "tags": page}, headers=headers)
 
 
 async def catalog(request: web.Request) -> web.StreamResponse:
-    names = await registry(request).list_repositories()  # sorted by the backend
+    # sorted by the backend
+    names = await registry(request).list_repositories(request_context(request))
     allowed = request.app.get(CATALOG_FILTER)
     visible = None if allowed is None else (lambda name: allowed(request, name))
     page, headers = _page(request, names, "/v2/_catalog", visible)
@@ -72,7 +73,7 @@ async def catalog(request: web.Request) -> web.StreamResponse:
 async def referrers(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     parse_digest(digest)
     artifact_type = request.query.get("artifactType")
-    found = await registry(request).referrers(name, digest, artifact_type)
+    found = await registry(request).referrers(request_context(request), digest, artifact_type)
     headers = {}
     if artifact_type is not None:
         found = [d for d in found if d.artifact_type == artifact_type]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.oci.backend import Manifest
-from gateway.oci.context import registry
-from gateway.oci.digests import is_digest, parse_digest, sha256_digest
+from gateway.oci.context import capabilities, check_stored_algorithm, registry, request_context
+from gateway.oci.digests import content_digest, is_digest, parse_digest
 from gateway.oci.errors import (
     DIGEST_INVALID,
     MANIFEST_INVALID,
@@ -15,7 +15,7 @@ from gateway.oci.errors import (
     OciError,
 )
 from gateway.oci.limits import MANIFEST_BODY_TIMEOUT, body_chunks, limits_of
-from gateway.oci.mediatypes import MAX_MANIFEST_BYTES, accepted_manifest_types, parse_manifest
+from gateway.oci.mediatypes import accepted_manifest_types, parse_manifest
 from gateway.oci.names import check_tag, is_tag
 
 
@@ -38,7 +38,7 @@ async def _fetch(request: web.Request, name: str, reference: str) -> Manifest:
         raise OciError(MANIFEST_UNKNOWN, {"reference": reference[:300]})
     check_reference(reference)
     accepted = accepted_manifest_types(request.headers.getall("Accept", []))
-    return await registry(request).get_manifest(name, reference, accepted)
+    return await registry(request).get_manifest(request_context(request), reference, accepted)
 
 
 async def head_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
@@ -55,7 +55,7 @@ async def get_manifest(request: web.Request, name: str, reference: str) -> web.S
 
 
 async def _read_limited(request: web.Request) -> bytes:
-    limit = min(limits_of(request).max_manifest_bytes, MAX_MANIFEST_BYTES)
+    limit = min(limits_of(request).max_manifest_bytes, capabilities(request).max_manifest_bytes)
     declared = request.content_length
     if declared is not None and declared > limit:
         raise OciError(TOO_LARGE, {"limit": limit},
@@ -74,13 +74,15 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
     body = await _read_limited(request)
     if not body:
         raise OciError(MANIFEST_INVALID, {"reason": "empty body"}, message="manifest is empty")
-    parsed = parse_manifest(body, request.headers.get("Content-Type"))
-    digest = sha256_digest(body)
-    if is_digest(reference) and reference != digest:
-        # sha512 references are valid digests but ECR addresses images by sha256 only.
-        raise OciError(DIGEST_INVALID, {"expected": reference, "computed": digest},
-                       message="manifest digest does not match the reference")
-    stored = await registry(request).put_manifest(name, reference, body, parsed)
+    parsed = parse_manifest(body, request.headers.get("Content-Type"),
+                            capabilities(request).max_manifest_bytes)
+    if is_digest(reference):
+        check_stored_algorithm(request, reference)
+        digest = content_digest(reference.partition(":")[0], body)
+        if reference != digest:
+            raise OciError(DIGEST_INVALID, {"expected": reference, "computed": digest},
+                           message="manifest digest does not match the reference")
+    stored = await registry(request).put_manifest(request_context(request), reference, body, parsed)
     headers = {"Location": f"/v2/{name}/manifests/{stored}", "Docker-Content-Digest": stored,
                "Content-Length": "0"}
     if parsed.subject is not None:
@@ -90,5 +92,5 @@ async def put_manifest(request: web.Request, name: str, reference: str) -> web.S
 
 async def delete_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     check_reference(reference)
-    await registry(request).delete_manifest(name, reference)
+    await registry(request).delete_manifest(request_context(request), reference)
     return web.Response(status=202, headers={"Content-Length": "0"})

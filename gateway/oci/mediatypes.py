@@ -22,8 +22,8 @@ IMAGE_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
                   DOCKER_SCHEMA1_SIGNED, DOCKER_SCHEMA1)
 
-# ECR's PutImage limit on imageManifest (4,194,304 characters).
-MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# The largest manifest taken unless a backend declares otherwise (distribution's default).
+DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # image-spec descriptors: an RFC 6838 media type, a size that fits an int64.
 _MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/"
                          r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
@@ -105,12 +105,13 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
                       artifact_type if isinstance(artifact_type, str) else None, annotations)
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
+def parse_manifest(body: bytes, content_type: str | None,
+                   max_bytes: int = DEFAULT_MAX_MANIFEST_BYTES) -> ParsedManifest:
     """Check a pushed manifest: JSON, schema version, media type agreement, descriptors."""
-    if len(body) > MAX_MANIFEST_BYTES:
-        raise _invalid(f"larger than {MAX_MANIFEST_BYTES} bytes")
+    if len(body) > max_bytes:
+        raise _invalid(f"larger than {max_bytes} bytes")
     try:
-        # UTF-8 only (json.loads would also take UTF-16/32, which ECR cannot store); nesting
+        # UTF-8 only (json.loads would also take UTF-16/32, which registries do not store); nesting
         # beyond the parser's recursion limit is a malformed manifest, not a crash.
         doc = json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -126,7 +127,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     media_type = declared or content_type
     if media_type is None:
         # OCI manifests may omit mediaType; then the request's Content-Type is the only
-        # statement of what the document is (ECR stores it with the manifest).
+        # statement of what the document is (storage keeps it with the manifest).
         raise _invalid("media type unknown: set mediaType or Content-Type")
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         return ParsedManifest(media_type)

@@ -11,7 +11,7 @@ _NAME = re.compile(
     r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$"
 )
 _TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
-# ECR allows 256 characters for a repository name; the spec's hostname+name limit is 255.
+# The spec's hostname+name limit; a backend may hold longer names, none holds more.
 MAX_NAME_LENGTH = 255
 
 

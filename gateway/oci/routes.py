@@ -14,11 +14,11 @@ from typing import Any
 from aiohttp import web
 
 from gateway.oci import blobs, listings, manifests, uploads
-from gateway.oci.backend import upstream_ns
-from gateway.oci.context import ACCESS_CHECK
+from gateway.oci.context import ACCESS_CHECK, REQUEST_CONTEXT
 from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, UNSUPPORTED, OciError
 from gateway.oci.limits import upload_slot
 from gateway.oci.names import check_name
+from gateway.oci.request import CALLER, PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS, RequestContext
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
@@ -96,12 +96,14 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     route, handler, action, params = match(request.rel_url.raw_path, request.method)
     request["route"] = route.spec_id
     refuse_mirror_write(route, action, request)
-    # aiohttp runs each request in a task of its own: the value never reaches another request.
-    upstream_ns.set(request.query.get("ns") or None)
     name = params.get("name")
     if name is not None:
         check_name(name)
         request["repository"] = name
+    # Everything the backend learns of this request beyond an operation's arguments.
+    request[REQUEST_CONTEXT] = RequestContext(
+        name or "", request.query.get("ns") or None, request.get(CALLER), route.spec_id,
+        request.get(UPSTREAM_ACTIONS), request.get(PULLTHROUGH_EVENTS))
     check = request.app.get(ACCESS_CHECK)
     if check is not None and action is not None:
         await check(request, name, action)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.oci.backend import UploadStatus
-from gateway.oci.context import MOUNT_REFUSED, registry
+from gateway.oci.context import MOUNT_REFUSED, check_stored_algorithm, registry, request_context
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, OciError
 from gateway.oci.limits import body_chunks
@@ -72,29 +72,31 @@ def _has_body(request: web.Request) -> bool:
 
 async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     backend = registry(request)
+    ctx = request_context(request)
     query = request.query
     mount, source = query.get("mount"), query.get("from")
     if mount is not None:
         parse_digest(mount)
         if source is not None and not request.get(MOUNT_REFUSED):
             check_name(source)
-            if await backend.mount_blob(name, mount, source):
+            if await backend.mount_blob(ctx, mount, source):
                 return _created(name, mount)
     digest = query.get("digest")
     if digest is not None:
         parse_digest(digest)
-    status = await backend.start_upload(name)
+        check_stored_algorithm(request, digest)
+    status = await backend.start_upload(ctx)
     if digest is None:
         return _in_progress(name, status, 202)
     # Monolithic upload: the whole blob is this request's body.
     try:
         if _has_body(request):
-            await backend.write_upload(name, status.upload_id, _body(request), None)
-        await backend.finish_upload(name, status.upload_id, digest)
+            await backend.write_upload(ctx, status.upload_id, _body(request), None)
+        await backend.finish_upload(ctx, status.upload_id, digest)
     except BaseException:
         # The failure may already have closed the session: keep the original error.
         with contextlib.suppress(OciError):
-            await backend.cancel_upload(name, status.upload_id)
+            await backend.cancel_upload(ctx, status.upload_id)
         raise
     return _created(name, digest)
 
@@ -102,7 +104,8 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
 async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     _check_upload_id(upload_id)
     start = _chunk_start(request)
-    status = await registry(request).write_upload(name, upload_id, _body(request), start)
+    status = await registry(request).write_upload(request_context(request), upload_id,
+                                                  _body(request), start)
     return _in_progress(name, status, 202)
 
 
@@ -115,18 +118,18 @@ async def put_upload(request: web.Request, name: str, upload_id: str) -> web.Str
     backend = registry(request)
     start = _chunk_start(request)
     if _has_body(request):
-        await backend.write_upload(name, upload_id, _body(request), start)
-    await backend.finish_upload(name, upload_id, digest)
+        await backend.write_upload(request_context(request), upload_id, _body(request), start)
+    await backend.finish_upload(request_context(request), upload_id, digest)
     return _created(name, digest)
 
 
 async def get_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     _check_upload_id(upload_id)
-    status = await registry(request).upload_status(name, upload_id)
+    status = await registry(request).upload_status(request_context(request), upload_id)
     return _in_progress(name, status, 204)
 
 
 async def delete_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     _check_upload_id(upload_id)
-    await registry(request).cancel_upload(name, upload_id)
+    await registry(request).cancel_upload(request_context(request), upload_id)
     return web.Response(status=204)

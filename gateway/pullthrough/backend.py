@@ -41,10 +41,11 @@ from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.singleflight import SingleFlight
 from gateway.observability.metrics import PULLTHROUGH_BYTES, SHARED_CALLS
 from gateway.oci import errors as oci
-from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
+from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.oci.request import RequestContext
 from gateway.pullthrough import events
 from gateway.pullthrough.sources import Source, Sources
 from gateway.pullthrough.tee import Tee
@@ -85,176 +86,181 @@ class PullThrough:
         # What is not about pull-through (tokens, caches, ECR-only helpers) is the inner's.
         return getattr(self._inner, attribute)
 
-    def _mirror(self, name: str) -> Source | None:
-        return self._sources.find(upstream_ns.get(), name)
+    def _mirror(self, ctx: RequestContext) -> Source | None:
+        return self._sources.find(ctx.ns, ctx.name)
+
+    def capabilities(self, ctx: RequestContext) -> Capabilities:
+        declared: Capabilities = self._inner.capabilities(ctx)
+        return declared
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def get_manifest(self, name: str, reference: str,
+    async def get_manifest(self, ctx: RequestContext, reference: str,
                            accepted: tuple[str, ...] | None = None) -> Manifest:
-        mirror = self._mirror(name)
+        mirror = self._mirror(ctx)
         if mirror is None:
-            manifest: Manifest = await self._inner.get_manifest(name, reference, accepted)
+            manifest: Manifest = await self._inner.get_manifest(ctx, reference, accepted)
             return manifest
         if is_digest(reference):
-            return await self._by_digest(mirror, name, reference, accepted)
-        return await self._by_tag(mirror, name, reference, accepted)
+            return await self._by_digest(mirror, ctx, reference, accepted)
+        return await self._by_tag(mirror, ctx, reference, accepted)
 
-    async def _by_digest(self, mirror: Source, name: str, digest: str,
+    async def _by_digest(self, mirror: Source, ctx: RequestContext, digest: str,
                          accepted: tuple[str, ...] | None) -> Manifest:
-        pending = self._pending.get((mirror.host, name, digest))
+        pending = self._pending.get((mirror.host, ctx.name, digest))
         if pending is not None:
             return pending
         try:
-            held: Manifest = await self._inner.get_manifest(name, digest, accepted)
+            held: Manifest = await self._inner.get_manifest(ctx, digest, accepted)
             return held
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise
-        return await self._fill(mirror, name, digest, accepted)
+        return await self._fill(mirror, ctx, digest, accepted)
 
-    async def _by_tag(self, mirror: Source, name: str, tag: str,
+    async def _by_tag(self, mirror: Source, ctx: RequestContext, tag: str,
                       accepted: tuple[str, ...] | None) -> Manifest:
         held: Manifest | None = None
         try:
-            held = await self._inner.get_manifest(name, tag, accepted)
+            held = await self._inner.get_manifest(ctx, tag, accepted)
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise
         if held is None:
-            return await self._fill(mirror, name, tag, accepted)  # nothing to revalidate
-        if mirror.checked.get((name, tag)) == held.digest:
+            return await self._fill(mirror, ctx, tag, accepted)  # nothing to revalidate
+        if mirror.checked.get((ctx.name, tag)) == held.digest:
             return held  # checked within the tag TTL
         try:
             current = await mirror.upstream.manifest_digest(
-                mirror.upstream_name(name), tag, accepted or MANIFEST_TYPES)
+                mirror.upstream_name(ctx.name), tag, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
             if exc.unavailable:
-                return self._stale(mirror, name, tag, held, exc)
+                return self._stale(mirror, ctx, tag, held, exc)
             if exc.missing and mirror.own_tags:
-                mirror.checked[(name, tag)] = held.digest
+                mirror.checked[(ctx.name, tag)] = held.digest
                 return held
-            raise _client_error(mirror, name, tag, exc) from None
+            raise _client_error(mirror, ctx.name, tag, exc) from None
         if current == held.digest:
-            mirror.checked[(name, tag)] = held.digest
-            events.record(mirror.registry, "revalidated")
+            mirror.checked[(ctx.name, tag)] = held.digest
+            events.record(ctx, mirror.registry, "revalidated")
             return held
-        return await self._fill(mirror, name, tag, accepted)
+        return await self._fill(mirror, ctx, tag, accepted)
 
-    def _stale(self, mirror: Source, name: str, tag: str, held: Manifest,
+    def _stale(self, mirror: Source, ctx: RequestContext, tag: str, held: Manifest,
                exc: UpstreamError) -> Manifest:
-        events.record(mirror.registry, "stale")
+        events.record(ctx, mirror.registry, "stale")
         log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream is unavailable"
-                    " (%s)", mirror.registry, name, tag, held.digest, exc)
+                    " (%s)", mirror.registry, ctx.name, tag, held.digest, exc)
         return held
 
-    async def _fill(self, mirror: Source, name: str, reference: str,
+    async def _fill(self, mirror: Source, ctx: RequestContext, reference: str,
                     accepted: tuple[str, ...] | None) -> Manifest:
         """Fetch from the upstream and serve; the copy into ECR goes on in the background."""
         return await self._manifest_fetches.do(
-            (mirror.host, name, reference, accepted),
-            lambda: self._fetch(mirror, name, reference, accepted))
+            (mirror.host, ctx.name, reference, accepted),
+            lambda: self._fetch(mirror, ctx, reference, accepted))
 
-    async def _fetch(self, mirror: Source, name: str, reference: str,
+    async def _fetch(self, mirror: Source, ctx: RequestContext, reference: str,
                      accepted: tuple[str, ...] | None) -> Manifest:
         try:
             fetched = await mirror.upstream.manifest(
-                mirror.upstream_name(name), reference, accepted or MANIFEST_TYPES)
+                mirror.upstream_name(ctx.name), reference, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
-            events.record(mirror.registry, _outcome(exc))
-            raise _client_error(mirror, name, reference, exc) from None
+            events.record(ctx, mirror.registry, _outcome(exc))
+            raise _client_error(mirror, ctx.name, reference, exc) from None
         parsed = parse_manifest(fetched.body, fetched.media_type or None)
         manifest = Manifest(fetched.body, parsed.media_type, fetched.digest)
-        events.record(mirror.registry, "fetched")
-        self._pending[(mirror.host, name, manifest.digest)] = manifest
+        events.record(ctx, mirror.registry, "fetched")
+        self._pending[(mirror.host, ctx.name, manifest.digest)] = manifest
         tag = None if is_digest(reference) else reference
-        task = asyncio.create_task(self._store_logged(mirror, name, manifest, parsed, tag))
+        task = asyncio.create_task(self._store_logged(mirror, ctx, manifest, parsed, tag))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return manifest
 
-    async def _store_logged(self, mirror: Source, name: str, manifest: Manifest,
+    async def _store_logged(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
                             parsed: ParsedManifest, tag: str | None) -> None:
-        events.detach()
+        ctx = ctx.detached()
         try:
-            await self._store(mirror, name, manifest, parsed, tag)
+            await self._store(mirror, ctx, manifest, parsed, tag)
         except _NotYet as exc:
             log.info("pull-through %s/%s@%s: index kept out of ECR until every platform is "
-                     "pulled (%s is not yet)", mirror.registry, name, manifest.digest, exc)
+                     "pulled (%s is not yet)", mirror.registry, ctx.name, manifest.digest, exc)
         except Exception as exc:  # the next pull tries again
-            events.record(mirror.registry, "fill_failed")
-            log.warning("pull-through %s/%s@%s: not stored in ECR: %s", mirror.registry, name,
+            events.record(ctx, mirror.registry, "fill_failed")
+            log.warning("pull-through %s/%s@%s: not stored in ECR: %s", mirror.registry, ctx.name,
                         manifest.digest, exc)
 
-    async def _store(self, mirror: Source, name: str, manifest: Manifest,
+    async def _store(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
                      parsed: ParsedManifest, tag: str | None) -> None:
         """Copy what ``manifest`` references into ECR, then put it (once per digest)."""
-        await self._stores.do((mirror.host, name, manifest.digest),
-                              partial(self._copy_and_put, mirror, name, manifest, parsed))
+        await self._stores.do((mirror.host, ctx.name, manifest.digest),
+                              partial(self._copy_and_put, mirror, ctx, manifest, parsed))
         if tag is not None:
-            await self._inner.put_manifest(name, tag, manifest.body, parsed)
-            mirror.checked[(name, tag)] = manifest.digest
-        events.record(mirror.registry, "filled")
-        log.info("pull-through %s/%s%s: stored in ECR as %s", mirror.registry, name,
+            await self._inner.put_manifest(ctx, tag, manifest.body, parsed)
+            mirror.checked[(ctx.name, tag)] = manifest.digest
+        events.record(ctx, mirror.registry, "filled")
+        log.info("pull-through %s/%s%s: stored in ECR as %s", mirror.registry, ctx.name,
                  f":{tag}" if tag else "", manifest.digest)
 
-    async def _copy_and_put(self, mirror: Source, name: str, manifest: Manifest,
+    async def _copy_and_put(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
                             parsed: ParsedManifest) -> None:
         try:
             # The blobs' upstream reads start at once (each copy creates the repository
             # first, once): a client asking for them next finds them on their way.
             if parsed.children:
-                await self._copy_children(mirror, name, parsed.children)
+                await self._copy_children(mirror, ctx, parsed.children)
             else:
-                await self._copy_blobs(mirror, name, parsed.blobs)
-            await self._ensure_repository(mirror, name)
-            await self._inner.put_manifest(name, manifest.digest, manifest.body, parsed)
+                await self._copy_blobs(mirror, ctx, parsed.blobs)
+            await self._ensure_repository(mirror, ctx)
+            await self._inner.put_manifest(ctx, manifest.digest, manifest.body, parsed)
         finally:
-            self._pending.pop((mirror.host, name, manifest.digest), None)
+            self._pending.pop((mirror.host, ctx.name, manifest.digest), None)
 
-    async def _copy_children(self, mirror: Source, name: str,
+    async def _copy_children(self, mirror: Source, ctx: RequestContext,
                              children: list[Descriptor]) -> None:
         """Every child of an index into ECR first (ECR refuses an index whose children it
         does not hold). With ``platforms: requested`` only those clients asked for are
         copied (each by its own fill): the index waits until all of them are held."""
         for child in children:
             with contextlib.suppress(OciError):
-                await self._inner.get_manifest(name, child.digest)
+                await self._inner.get_manifest(ctx, child.digest)
                 continue
             if mirror.settings.platforms != "all":
                 raise _NotYet(child.digest)
-            manifest = await self._fill(mirror, name, child.digest, None)
+            manifest = await self._fill(mirror, ctx, child.digest, None)
             parsed = parse_manifest(manifest.body, manifest.media_type)
-            await self._stores.do((mirror.host, name, child.digest),
-                                  partial(self._copy_and_put, mirror, name, manifest, parsed))
+            await self._stores.do((mirror.host, ctx.name, child.digest),
+                                  partial(self._copy_and_put, mirror, ctx, manifest, parsed))
 
-    async def _copy_blobs(self, mirror: Source, name: str, blobs: list[Descriptor]) -> None:
+    async def _copy_blobs(self, mirror: Source, ctx: RequestContext,
+                          blobs: list[Descriptor]) -> None:
         limit = asyncio.Semaphore(_PARALLEL_BLOBS)
 
         async def one(blob: Descriptor) -> None:
             async with limit:
-                await self._copy_blob(mirror, name, blob.digest)
+                await self._copy_blob(mirror, ctx, blob.digest)
 
         await asyncio.gather(*(one(blob) for blob in blobs if blob.digest.startswith("sha256:")))
 
-    async def _ensure_repository(self, mirror: Source, name: str) -> None:
-        key = (mirror.host, name)
+    async def _ensure_repository(self, mirror: Source, ctx: RequestContext) -> None:
+        key = (mirror.host, ctx.name)
         if key in self._repositories:
             return
-        await self._creations.do(key, partial(self._inner.create_repository_for, name))
+        await self._creations.do(key, partial(self._inner.create_repository_for, ctx))
         self._repositories.add(key)
 
     # -- blobs ------------------------------------------------------------------------------
 
-    def _start_copy(self, mirror: Source, name: str, digest: str) -> _BlobCopy:
+    def _start_copy(self, mirror: Source, ctx: RequestContext, digest: str) -> _BlobCopy:
         """The blob's copy into ECR in flight, started if there is none (once per process)."""
-        key = (mirror.host, name, digest)
+        key = (mirror.host, ctx.name, digest)
         copy = self._copies.get(key)
         if copy is not None:
             SHARED_CALLS.labels("pullthrough_blob").inc()
             return copy
         copy = _BlobCopy(asyncio.get_running_loop().create_future())
-        copy.task = asyncio.create_task(self._upload_blob(mirror, name, digest, copy.source))
+        copy.task = asyncio.create_task(self._upload_blob(mirror, ctx, digest, copy.source))
         self._copies[key] = copy
         self._background.add(copy.task)
 
@@ -268,26 +274,26 @@ class PullThrough:
         copy.task.add_done_callback(finished)
         return copy
 
-    async def _copy_blob(self, mirror: Source, name: str, digest: str) -> None:
-        await asyncio.shield(self._start_copy(mirror, name, digest).task)
+    async def _copy_blob(self, mirror: Source, ctx: RequestContext, digest: str) -> None:
+        await asyncio.shield(self._start_copy(mirror, ctx, digest).task)
 
-    async def _upload_blob(self, mirror: Source, name: str, digest: str,
+    async def _upload_blob(self, mirror: Source, ctx: RequestContext, digest: str,
                            source: asyncio.Future[Tee | None]) -> None:
         """The blob's copy, made by one replica at a time (gateway/state/fills.py): the
         others wait for it, then find the layer in ECR."""
-        events.detach()
+        ctx = ctx.detached()
         if self._fills is None:
-            return await self._copy_once(mirror, name, digest, source)
+            return await self._copy_once(mirror, ctx, digest, source)
 
         async def in_ecr() -> bool:
             with contextlib.suppress(OciError):
-                return await self._inner.stat_blob(name, digest) is not None
+                return await self._inner.stat_blob(ctx, digest) is not None
             return False
 
         try:
-            async with self._fills.first(f"{mirror.host}/{name}@{digest}", in_ecr) as mine:
+            async with self._fills.first(f"{mirror.host}/{ctx.name}@{digest}", in_ecr) as mine:
                 if mine:
-                    return await self._copy_once(mirror, name, digest, source)
+                    return await self._copy_once(mirror, ctx, digest, source)
         except BaseException as exc:
             if not source.done():
                 source.set_exception(exc)
@@ -295,20 +301,20 @@ class PullThrough:
             raise
         source.set_result(None)  # another replica copied it
 
-    async def _copy_once(self, mirror: Source, name: str, digest: str,
+    async def _copy_once(self, mirror: Source, ctx: RequestContext, digest: str,
                          source: asyncio.Future[Tee | None]) -> None:
         """Read the upstream once into a tee; ECR's upload and the waiting clients read it."""
         try:
-            await self._ensure_repository(mirror, name)
+            await self._ensure_repository(mirror, ctx)
             with contextlib.suppress(OciError):
-                if await self._inner.stat_blob(name, digest) is not None:
+                if await self._inner.stat_blob(ctx, digest) is not None:
                     source.set_result(None)
                     return
             try:
-                size, chunks = await mirror.upstream.blob(mirror.upstream_name(name), digest)
+                size, chunks = await mirror.upstream.blob(mirror.upstream_name(ctx.name), digest)
             except UpstreamError as exc:
-                events.record(mirror.registry, _outcome(exc))
-                raise _client_error(mirror, name, digest, exc) from None
+                events.record(ctx, mirror.registry, _outcome(exc))
+                raise _client_error(mirror, ctx.name, digest, exc) from None
         except BaseException as exc:
             source.set_exception(exc)
             source.exception()  # retrieved: the task raises it too
@@ -321,7 +327,7 @@ class PullThrough:
             # following the tee for this process's CPU: it starts once the upstream's bytes
             # are in and those clients are served (or have been given a fair while).
             await tee.quiet(_CLIENTS_FIRST_SECONDS)
-            await self._store_blob(name, digest, tee)
+            await self._store_blob(ctx, digest, tee)
         except asyncio.CancelledError:
             fill.cancel()
             raise
@@ -336,24 +342,24 @@ class PullThrough:
             # Freeing a large spool's pages takes a while: not on the event loop.
             await asyncio.shield(asyncio.to_thread(tee.close))
 
-    async def _store_blob(self, name: str, digest: str, tee: Tee) -> None:
+    async def _store_blob(self, ctx: RequestContext, digest: str, tee: Tee) -> None:
         """The tee's bytes into ECR at the upload path's own pace (never completed before
         they matched the digest)."""
-        status = await self._inner.start_upload(name)
+        status = await self._inner.start_upload(ctx)
         try:
             async with contextlib.aclosing(tee.reader()) as chunks:
-                await self._inner.write_upload(name, status.upload_id, chunks, 0)
-            await self._inner.finish_upload(name, status.upload_id, digest)
+                await self._inner.write_upload(ctx, status.upload_id, chunks, 0)
+            await self._inner.finish_upload(ctx, status.upload_id, digest)
         except BaseException:
             with contextlib.suppress(OciError):
-                await self._inner.cancel_upload(name, status.upload_id)
+                await self._inner.cancel_upload(ctx, status.upload_id)
             raise
 
-    async def _arriving(self, mirror: Source, name: str,
+    async def _arriving(self, mirror: Source, ctx: RequestContext,
                         digest: str) -> tuple[_Growing | None, _BlobCopy]:
         """The blob's bytes while its copy is in flight, starting the copy if ECR does not
         hold the blob (None once the copy is over, or was not needed); and the copy."""
-        copy = self._start_copy(mirror, name, digest)
+        copy = self._start_copy(mirror, ctx, digest)
         waits: list[asyncio.Future[Any]] = [copy.source, copy.task]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if copy.task.done() or not copy.source.done() or copy.source.exception() is not None:
@@ -361,17 +367,18 @@ class PullThrough:
         tee = copy.source.result()
         return (_Growing(tee, copy.task) if tee is not None else None), copy
 
-    async def stat_blob(self, name: str, digest: str) -> int | None:
-        mirror = self._mirror(name)
+    async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
+        mirror = self._mirror(ctx)
         if mirror is None:
-            size: int | None = await self._inner.stat_blob(name, digest)
+            size: int | None = await self._inner.stat_blob(ctx, digest)
             return size
-        arriving, copy = await self._arriving(mirror, name, digest)
+        arriving, copy = await self._arriving(mirror, ctx, digest)
         if arriving is not None and arriving.tee.size is not None:
             return arriving.tee.size
-        return await self._held_blob_size(name, digest, copy)
+        return await self._held_blob_size(ctx, digest, copy)
 
-    async def _held_blob_size(self, name: str, digest: str, copy: _BlobCopy) -> int | None:
+    async def _held_blob_size(self, ctx: RequestContext, digest: str,
+                              copy: _BlobCopy) -> int | None:
         """The blob's size once ECR holds it: its copy is joined (ECR may already list a
         layer whose copy has not finished)."""
         try:
@@ -380,67 +387,68 @@ class PullThrough:
             if exc.error in _MISSES:
                 return None
             raise
-        found: int | None = await self._inner.stat_blob(name, digest)
+        found: int | None = await self._inner.stat_blob(ctx, digest)
         return found
 
-    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
-        mirror = self._mirror(name)
+    async def locate_blob(self, ctx: RequestContext, digest: str, *,
+                          fresh: bool = False) -> BlobLocation:
+        mirror = self._mirror(ctx)
         if mirror is not None:
             # A copy in flight is streamed from its tee as the upstream sends it.
-            arriving, copy = await self._arriving(mirror, name, digest)
+            arriving, copy = await self._arriving(mirror, ctx, digest)
             if arriving is not None:
-                events.record(mirror.registry, "streamed")
+                events.record(ctx, mirror.registry, "streamed")
                 size = arriving.tee.size
                 return BlobLocation(size if size is not None else -1, growing=arriving)
-            if await self._held_blob_size(name, digest, copy) is None:
+            if await self._held_blob_size(ctx, digest, copy) is None:
                 raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
-        location: BlobLocation = await self._inner.locate_blob(name, digest, fresh=fresh)
+        location: BlobLocation = await self._inner.locate_blob(ctx, digest, fresh=fresh)
         return location
 
     # -- everything else is the inner backend's ---------------------------------------------
 
-    async def start_upload(self, name: str) -> UploadStatus:
-        status: UploadStatus = await self._inner.start_upload(name)
+    async def start_upload(self, ctx: RequestContext) -> UploadStatus:
+        status: UploadStatus = await self._inner.start_upload(ctx)
         return status
 
-    async def mount_blob(self, name: str, digest: str, source: str) -> bool:
-        mounted: bool = await self._inner.mount_blob(name, digest, source)
+    async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
+        mounted: bool = await self._inner.mount_blob(ctx, digest, source)
         return mounted
 
-    async def upload_status(self, name: str, upload_id: str) -> UploadStatus:
-        status: UploadStatus = await self._inner.upload_status(name, upload_id)
+    async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:
+        status: UploadStatus = await self._inner.upload_status(ctx, upload_id)
         return status
 
-    async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
+    async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
-        status: UploadStatus = await self._inner.write_upload(name, upload_id, chunks, start)
+        status: UploadStatus = await self._inner.write_upload(ctx, upload_id, chunks, start)
         return status
 
-    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
-        await self._inner.finish_upload(name, upload_id, digest)
+    async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
+        await self._inner.finish_upload(ctx, upload_id, digest)
 
-    async def cancel_upload(self, name: str, upload_id: str) -> None:
-        await self._inner.cancel_upload(name, upload_id)
+    async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
+        await self._inner.cancel_upload(ctx, upload_id)
 
-    async def put_manifest(self, name: str, reference: str, body: bytes,
+    async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
-        digest: str = await self._inner.put_manifest(name, reference, body, parsed)
+        digest: str = await self._inner.put_manifest(ctx, reference, body, parsed)
         return digest
 
-    async def delete_manifest(self, name: str, reference: str) -> None:
-        await self._inner.delete_manifest(name, reference)
+    async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
+        await self._inner.delete_manifest(ctx, reference)
 
-    async def list_tags(self, name: str) -> list[str]:
-        tags: list[str] = await self._inner.list_tags(name)
+    async def list_tags(self, ctx: RequestContext) -> list[str]:
+        tags: list[str] = await self._inner.list_tags(ctx)
         return tags
 
-    async def list_repositories(self) -> list[str]:
-        names: list[str] = await self._inner.list_repositories()
+    async def list_repositories(self, ctx: RequestContext) -> list[str]:
+        names: list[str] = await self._inner.list_repositories(ctx)
         return names
 
-    async def referrers(self, name: str, digest: str,
+    async def referrers(self, ctx: RequestContext, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
-        found: list[Descriptor] = await self._inner.referrers(name, digest, artifact_type)
+        found: list[Descriptor] = await self._inner.referrers(ctx, digest, artifact_type)
         return found
 
     async def close(self) -> None:

@@ -11,24 +11,25 @@ from typing import Any
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+from gateway.oci.request import RequestContext
 from gateway.pullthrough.upstream import OciUpstream
 
 
-async def copy_blob(upstream: OciUpstream, source: str, backend: Any, name: str, digest: str,
-                    progress: Callable[[int], None] | None = None) -> bool:
-    """Copy ``source@digest`` into ``name``; False when the backend holds it already (one
+async def copy_blob(upstream: OciUpstream, source: str, backend: Any, ctx: RequestContext,
+                    digest: str, progress: Callable[[int], None] | None = None) -> bool:
+    """Copy ``source@digest`` into ``ctx.name``; False when the backend holds it already (one
     BatchCheckLayerAvailability, usually answered from the gateway's own knowledge)."""
     with contextlib.suppress(OciError):
-        if await backend.stat_blob(name, digest) is not None:
+        if await backend.stat_blob(ctx, digest) is not None:
             return False
     _size, chunks = await upstream.blob(source, digest)
-    status = await backend.start_upload(name)
+    status = await backend.start_upload(ctx)
     try:
-        await backend.write_upload(name, status.upload_id, verified(chunks, digest, progress), 0)
-        await backend.finish_upload(name, status.upload_id, digest)
+        await backend.write_upload(ctx, status.upload_id, verified(chunks, digest, progress), 0)
+        await backend.finish_upload(ctx, status.upload_id, digest)
     except BaseException:
         with contextlib.suppress(OciError):
-            await backend.cancel_upload(name, status.upload_id)
+            await backend.cancel_upload(ctx, status.upload_id)
         raise
     return True
 

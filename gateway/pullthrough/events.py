@@ -3,25 +3,11 @@ request they happened for (``"pullthrough": ["fetched"]`` on the pull that fille
 
 from __future__ import annotations
 
-import contextvars
-
-from gateway.ecr.calls import upstream_calls
 from gateway.observability.metrics import PULLTHROUGH_EVENTS
-
-# The events of the request being served (set by the app's middleware; None outside one).
-request_events: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
-    "pullthrough_events", default=None)
+from gateway.oci.request import RequestContext
 
 
-def record(registry: str, event: str) -> None:
+def record(ctx: RequestContext, registry: str, event: str) -> None:
     PULLTHROUGH_EVENTS.labels(registry, event).inc()
-    tally = request_events.get()
-    if tally is not None:
-        tally.append(event)
-
-
-def detach() -> None:
-    """For a background task (it copied the request's context): what it does later is not
-    that request's (nor are its ECR calls)."""
-    request_events.set(None)
-    upstream_calls.set(None)
+    if ctx.events is not None:
+        ctx.events.append(event)

@@ -30,6 +30,7 @@ import yaml
 from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, parse_manifest
+from gateway.oci.request import RequestContext
 from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.selection import TagSelection
 from gateway.pullthrough.upstream import OciUpstream, UpstreamError
@@ -175,14 +176,15 @@ class Syncer:
     async def _copy(self, one: Job, upstream: OciUpstream, tag: str, outcome: Outcome,
                     progress: Progress) -> None:
         fetched = await upstream.manifest(one.source, tag, MANIFEST_TYPES)
+        ctx = RequestContext(one.destination)  # as the gateway's own identity
         try:
-            held = await self._backend.get_manifest(one.destination, tag)
+            held = await self._backend.get_manifest(ctx, tag)
             if held.digest == fetched.digest:
                 outcome.result = "unchanged"
                 return
         except OciError:
             pass  # not there yet
-        await self._backend.create_repository_for(one.destination)
+        await self._backend.create_repository_for(ctx)
         parsed = parse_manifest(fetched.body, fetched.media_type or None)
         children = []
         for child in parsed.children:
@@ -200,13 +202,12 @@ class Syncer:
 
         for blob in blobs.values():
             if await self._blobs.do((one.destination, blob.digest), partial(
-                    copy_blob, upstream, one.source, self._backend, one.destination,
+                    copy_blob, upstream, one.source, self._backend, ctx,
                     blob.digest, moved)):
                 outcome.blobs += 1
         for body, child_parsed in children:
-            await self._backend.put_manifest(one.destination, body.digest, body.body,
-                                             child_parsed)
-        await self._backend.put_manifest(one.destination, tag, fetched.body, parsed)
+            await self._backend.put_manifest(ctx, body.digest, body.body, child_parsed)
+        await self._backend.put_manifest(ctx, tag, fetched.body, parsed)
         outcome.result = "copied"
 
 

@@ -101,7 +101,7 @@ async def _check(config: Config, report: Report) -> None:
     upstream_for = upstream_factory(config)
     try:
         region = config.upstream.region
-        client = await clients.client(upstream_for(region))
+        client = await clients.client(upstream_for(region, None))
         started = time.time()
         try:
             answer = await call(client, "GetAuthorizationToken", policy)
@@ -159,7 +159,7 @@ async def _check(config: Config, report: Report) -> None:
 async def _check_target(clients: ClientFactory, upstream_for: Any, policy: RetryPolicy,
                         report: Report, label: str, region: str, registry_id: str | None,
                         prefix: str, creates: bool) -> None:
-    client = await clients.client(upstream_for(region))
+    client = await clients.client(upstream_for(region, None))
     ids = {"registryId": registry_id} if registry_id else {}
     place = (f"ECR repositories {prefix + '/*' if prefix else '*'} in "
              f"{registry_id or 'this account'} ({region})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -131,6 +132,20 @@ async def test_monolithic_post_and_put(client: OciClient, repo: str) -> None:
     assert r.status == 201
     assert await client.get_blob(repo, digest) == data
     assert await client.get_blob(repo, digest_of(other)) == other
+
+
+async def test_a_digest_the_backend_cannot_store_is_refused_before_any_upload(
+        client: OciClient, upstream: EmulatorProcess, repo: str) -> None:
+    """ECR's backend declares sha256 content only: a monolithic push naming a sha512 digest
+    is refused by the OCI layer from that declaration, before an upload starts upstream."""
+    data = os.urandom(1000)
+    sha512 = "sha512:" + hashlib.sha512(data).hexdigest()
+    async with client.session.post(client.url(f"/v2/{repo}/blobs/uploads/?digest={sha512}"),
+                                   data=data) as r:
+        assert r.status == 400
+        error = (await r.json())["errors"][0]
+    assert error["code"] == "DIGEST_INVALID" and "sha256" in error["message"], error
+    assert "InitiateLayerUpload" not in await upstream_actions(upstream, repo)
 
 
 async def test_cancelled_upload_is_unknown(client: OciClient, repo: str) -> None:

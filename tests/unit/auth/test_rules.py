@@ -65,7 +65,7 @@ def test_grant_is_the_intersection(rules: AccessRules) -> None:
 
 def test_route_default_applies_only_when_no_rule_speaks() -> None:
     rules = AccessRules([rule("mirror/private/**", set(), anonymous=True)], {},
-                        anonymous_default=lambda name: name.startswith("mirror/"))
+                        anonymous_default=lambda name, ns: name.startswith("mirror/"))
     assert rules.allowed(None, "mirror/library/nginx") == {"pull"}
     assert rules.allowed(None, "mirror/private/x") == frozenset()  # a rule said no
     assert rules.allowed(None, "team/app") == frozenset()
@@ -128,7 +128,7 @@ def test_ecr_rules_gate_what_name_rules_grant() -> None:
         Rule("prod/**", frozenset({"*"}), frozenset(), frozenset({"pull"}), ecr=True),
         rule("**", {"pull", "push", "delete"}, users={"pusher", "seeder"}),
         rule("**", {"pull"}, anonymous=True),
-    ], {}, ecr_of=mirrored.get)
+    ], {}, ecr_of=lambda name, ns: mirrored.get(name))
     assert rules.allowed("pusher", "hub/app") == {"pull"}  # no ECR grant: reads only
     assert rules.allowed("seeder", "hub/app") == {"pull", "push"}  # the ECR rule decides
     assert rules.allowed("pusher", "team/app") == ALL  # not mirrored: name rules alone
@@ -139,12 +139,12 @@ def test_ecr_rules_gate_what_name_rules_grant() -> None:
     assert granted == [Scope("repository", "hub/app", frozenset({"pull"}))]
     # An ECR rule never widens: no name rule, nothing.
     only_ecr = AccessRules([Rule("**", frozenset({"*"}), frozenset(), ALL, ecr=True)], {},
-                           ecr_of=mirrored.get)
+                           ecr_of=lambda name, ns: mirrored.get(name))
     assert only_ecr.allowed("pusher", "team/app") == frozenset()
     assert not only_ecr.may_list_catalog("pusher")
 
 
 def test_allow_all_leaves_mirrored_repositories_to_iam() -> None:
     rules = AccessRules(AccessRules.allow_all().rules, {},
-                        ecr_of=lambda name: EcrRepository("docker-hub/" + name, True))
+                        ecr_of=lambda name, ns: EcrRepository("docker-hub/" + name, True))
     assert rules.allowed("arn:aws:iam::1:user/x", "library/nginx") == ALL

@@ -1,7 +1,8 @@
 """The OCI ``Registry`` backend on ECR: each operation names the ECR actions it performs.
 
-Targets of ECR Public (``upstream_kind: ecr-public``) are pushed through the ``ecr-public``
-API with the same actions, and pulled from its registry endpoint (gateway/ecr/public.py).
+It serves the routes of one kind (``upstream_kind: ecr``); ECR Public shares its actions and
+overrides what differs (gateway/backends/ecr_public.py). The pieces it is built from (the
+upload pipeline, the pull caches, the listings, the call policy) live in gateway/ecr/.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
 
 from gateway.config import CacheConfig, RouteConfig
-from gateway.ecr import catalog
 from gateway.ecr.adopt import adopt_spool, settle_spool
 from gateway.ecr.caches import PullCaches
-from gateway.ecr.calls import call
+from gateway.ecr.calls import call, counted
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
 from gateway.ecr.listings import Listings, catalog_key, tags_key
-from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
@@ -35,7 +34,7 @@ from gateway.ecr.staging import StagingStore, _has_digest
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
-from gateway.oci.backend import BlobLocation, Manifest, UploadStatus, upstream_ns
+from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import (
@@ -45,24 +44,32 @@ from gateway.oci.mediatypes import (
     ParsedManifest,
     parse_manifest,
 )
+from gateway.oci.request import Credentials, RequestContext
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.peers import PROOF_HEADER, StagedPeers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def _image_id(reference: str) -> dict[str, str]:
     return {"imageDigest": reference} if is_digest(reference) else {"imageTag": reference}
 
 
-class EcrRegistry:
+class EcrBackend:
+    # The routes this backend serves (RouteConfig.upstream_kind).
+    kind = "ecr"
+    # Whether a manifest read names the types the client accepts (ECR may convert to one).
+    converts_on_accept = True
+
     def __init__(self, router: Router, clients: ClientFactory,
-                 upstream_for: Callable[[str], Upstream], sessions: SessionStore,
+                 upstream_for: Callable[[str, Credentials | None], Upstream],
+                 sessions: SessionStore,
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
-                 cache: CacheConfig | None = None, public: EcrPublic | None = None,
-                 events: CacheEvents | None = None, peers: StagedPeers | None = None) -> None:
+                 cache: CacheConfig | None = None, events: CacheEvents | None = None,
+                 peers: StagedPeers | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -79,8 +86,6 @@ class EcrRegistry:
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self.uploads = UploadManager(sessions, staging, policy, self._client)
         self.tokens = TokenCache(self._fetch_token)
-        self.public = public or EcrPublic(clients, upstream_for, policy, http,
-                                          endpoint_url=None, registry_url=None)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
         """Another replica moved or removed a tag (``tag``) or deleted an image
@@ -91,33 +96,35 @@ class EcrRegistry:
             self.caches.forget_manifest(repo, ref)
         self.listings.forget_tags(repo)  # the repository's kept tag list is read again
 
+    def capabilities(self, ctx: RequestContext) -> Capabilities:
+        return ECR_CAPABILITIES
+
     async def authorization_token(self, region: str) -> AuthToken:
         """The ECR registry credential for this gateway's identity in ``region`` (cached)."""
-        upstream = self._upstream_for(region)
+        upstream = self._upstream_for(region, None)
         return await self.tokens.get((upstream.access_key_id, upstream.endpoint_url, region))
 
     async def _fetch_token(self, key: Any) -> AuthToken:
         region = key[2]
-        client = await self._clients.client(self._upstream_for(region))
+        client = await self._clients.client(self._upstream_for(region, None))
         answer = await call(client, "GetAuthorizationToken", self._policy)
         return AuthToken.from_ecr(answer["authorizationData"][0], time.time())
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _target(self, name: str) -> Target:
-        ns = upstream_ns.get()
+    def _target(self, ctx: RequestContext) -> Target:
+        name, ns = ctx.name, ctx.ns
         target = self._router.resolve(name, ns)
         if target is None:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
         # Checked after routing: prefixes can make a name too long, or a valid one of its own.
-        return target.check_name()
+        return target.check_name().for_request(ctx)
 
     async def _client(self, target: Target) -> Any:
-        if self.public.serves(target):
-            return await self.public.client()
-        return await self._clients.client(self._upstream_for(target.region))
+        client = await self._clients.client(self._upstream_for(target.region, target.caller))
+        return counted(client, target.calls)
 
     async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         return await call(await self._client(target), action, self._policy, **target.ids(),
@@ -126,17 +133,8 @@ class EcrRegistry:
     async def _create_repository(self, target: Target) -> None:
         """CreateRepository, then the route's repository policy and lifecycle policy."""
         settings = target.route.repository
-        encryption: dict[str, str] = {"encryptionType": settings.encryption_type}
-        if settings.kms_key:
-            encryption["kmsKey"] = settings.kms_key
-        params: dict[str, Any] = self.public.create_params(target.route) if \
-            self.public.serves(target) else {
-                "imageTagMutability": settings.image_tag_mutability,
-                "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
-                "encryptionConfiguration": encryption,
-                "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
         try:
-            await self._call(target, "CreateRepository", **params)
+            await self._call(target, "CreateRepository", **self._create_params(target))
             self.listings.forget_catalogs()
             log.info("created repository %s (%s)", target.repository, target.route.upstream_kind)
         except EcrError as exc:
@@ -149,10 +147,21 @@ class EcrRegistry:
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
 
-    async def create_repository_for(self, name: str) -> None:
+    def _create_params(self, target: Target) -> dict[str, Any]:
+        """CreateRepository's parameters from the route's repository settings."""
+        settings = target.route.repository
+        encryption: dict[str, str] = {"encryptionType": settings.encryption_type}
+        if settings.kms_key:
+            encryption["kmsKey"] = settings.kms_key
+        return {"imageTagMutability": settings.image_tag_mutability,
+                "imageScanningConfiguration": {"scanOnPush": settings.scan_on_push},
+                "encryptionConfiguration": encryption,
+                "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
+
+    async def create_repository_for(self, ctx: RequestContext) -> None:
         """Create the repository ``name`` maps to with its route's settings, whatever the
         route says of clients' pushes (pull-through fills it); one that exists is kept."""
-        await self._create_repository(self._target(name))
+        await self._create_repository(self._target(ctx))
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""
@@ -166,8 +175,8 @@ class EcrRegistry:
 
     # -- blobs ------------------------------------------------------------------------------
 
-    async def stat_blob(self, name: str, digest: str) -> int | None:
-        target = self._target(name)
+    async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
+        target = self._target(ctx)
         if digest == EMPTY_SHA256:
             return 0
         if not digest.startswith("sha256:"):
@@ -179,12 +188,6 @@ class EcrRegistry:
                                          lambda: self._check_layer(target, digest))
 
     async def _check_layer(self, target: Target, digest: str) -> int | None:
-        if self.public.serves(target) and target.route.registry_alias == "":
-            # A mirror of others' ECR Public repositories: only their endpoint can tell.
-            size = await self.public.blob_size(target, digest)
-            if size is not None:
-                self.caches.remember_member(target.key, digest, size)
-            return size
         answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
         for layer in answer.get("layers", []):
             if layer.get("layerAvailability") == "AVAILABLE":
@@ -193,8 +196,9 @@ class EcrRegistry:
                 return size
         return None
 
-    async def locate_blob(self, name: str, digest: str, *, fresh: bool = False) -> BlobLocation:
-        target = self._target(name)
+    async def locate_blob(self, ctx: RequestContext, digest: str, *,
+                          fresh: bool = False) -> BlobLocation:
+        target = self._target(ctx)
         if digest == EMPTY_SHA256:
             return BlobLocation(0, path=self._staging.empty)
         if not fresh:
@@ -203,7 +207,7 @@ class EcrRegistry:
                 return BlobLocation(-1, url=cached)
         staged = await self._staging.find(digest)
         if staged is not None:
-            size = await self.stat_blob(name, digest)  # is it in *this* repository?
+            size = await self.stat_blob(ctx, digest)  # is it in *this* repository?
             if size is not None:
                 return BlobLocation(size, path=staged)
         if not digest.startswith("sha256:"):
@@ -215,18 +219,18 @@ class EcrRegistry:
             # Uploaded but not referenced yet: another replica may hold it staged.
             if exc.code != "LayersNotFoundException" or self.peers is None:
                 raise
-            found = await self._peer_copy(name, digest)
+            found = await self._peer_copy(ctx, digest)
             if found is None:
                 raise
             return found
         return BlobLocation(-1, url=url)
 
-    async def _peer_copy(self, name: str, digest: str) -> BlobLocation | None:
+    async def _peer_copy(self, ctx: RequestContext, digest: str) -> BlobLocation | None:
         assert self.peers is not None
         holders = await self.peers.holders(digest)
         if not holders:
             return None
-        size = await self.stat_blob(name, digest)  # is it in *this* repository?
+        size = await self.stat_blob(ctx, digest)  # is it in *this* repository?
         if size is None:
             return None
         url, upload = holders[0]
@@ -252,10 +256,6 @@ class EcrRegistry:
         return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
-        if self.public.serves(target):
-            url = await self.public.blob_url(target, digest)
-            self.caches.remember_url(target.key, digest, url)
-            return url
         answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
         url = answer["downloadUrl"]
         self.caches.remember_url(target.key, digest, url)
@@ -263,26 +263,26 @@ class EcrRegistry:
 
     # -- uploads ----------------------------------------------------------------------------
 
-    async def start_upload(self, name: str) -> UploadStatus:
-        target = self._target(name)
+    async def start_upload(self, ctx: RequestContext) -> UploadStatus:
+        target = self._target(ctx)
         try:
-            session = await self.uploads.start(name, target)
+            session = await self.uploads.start(ctx.name, target)
         except EcrError as exc:
             if exc.code != "RepositoryNotFoundException" or not target.route.create_on_push:
                 raise
             await self._create_repository(target)
-            session = await self.uploads.start(name, target)
+            session = await self.uploads.start(ctx.name, target)
         return UploadStatus(session.id, session.received)
 
-    async def upload_status(self, name: str, upload_id: str) -> UploadStatus:
-        return await self.uploads.status(name, upload_id)
+    async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:
+        return await self.uploads.status(ctx.name, upload_id)
 
-    async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
+    async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
         if self.peers is not None:  # the request before may have gone to another replica
             await adopt_spool(self.peers, self._http(), self._staging.spool_path(upload_id),
-                              upload_id, partial(self._received, name, upload_id))
-        status = await self.uploads.write(name, upload_id, self._target(name), chunks, start)
+                              upload_id, partial(self._received, ctx.name, upload_id))
+        status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
@@ -296,10 +296,10 @@ class EcrRegistry:
         path = self._staging.spool_path(upload) if _UPLOAD_ID.fullmatch(upload) else None
         return path if path is not None and path.is_file() else None
 
-    async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
-        target = self._target(name)
+    async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
+        target = self._target(ctx)
         holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
-        size = await self.uploads.finish(name, upload_id, target, digest)
+        size = await self.uploads.finish(ctx.name, upload_id, target, digest)
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
         if self.peers is not None:
@@ -309,39 +309,39 @@ class EcrRegistry:
                 await self.peers.announce(digest, holder, upload_id)
                 settle_spool(self.peers, self._http(), holder, digest, upload_id)
 
-    async def cancel_upload(self, name: str, upload_id: str) -> None:
-        await self.uploads.cancel(name, upload_id)
+    async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
+        await self.uploads.cancel(ctx.name, upload_id)
 
-    async def mount_blob(self, name: str, digest: str, source: str) -> bool:
+    async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
         try:
-            if await self.stat_blob(name, digest) is not None:
+            if await self.stat_blob(ctx, digest) is not None:
                 return True
         except EcrError as exc:  # a target this push is about to create has nothing yet
             if exc.code != "RepositoryNotFoundException":
                 raise
         try:
-            if await self.stat_blob(source, digest) is None:
+            if await self.stat_blob(ctx.for_name(source), digest) is None:
                 return False
-            chunks = await self._read_chunks(source, digest)
+            chunks = await self._read_chunks(ctx.for_name(source), digest)
         except OciError:
             return False  # not readable there: the client uploads it instead
-        status = await self.start_upload(name)
+        status = await self.start_upload(ctx)
         try:
-            await self.write_upload(name, status.upload_id, chunks, 0)
-            await self.finish_upload(name, status.upload_id, digest)
+            await self.write_upload(ctx, status.upload_id, chunks, 0)
+            await self.finish_upload(ctx, status.upload_id, digest)
         except BaseException:
             with contextlib.suppress(OciError):  # the failure may have closed it already
-                await self.uploads.cancel(name, status.upload_id)
+                await self.uploads.cancel(ctx.name, status.upload_id)
             raise
         return True
 
-    async def _read_chunks(self, name: str, digest: str) -> AsyncIterator[bytes]:
-        location = await self.locate_blob(name, digest)
+    async def _read_chunks(self, ctx: RequestContext, digest: str) -> AsyncIterator[bytes]:
+        location = await self.locate_blob(ctx, digest)
         if location.path is not None:
             try:
                 return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
             except FileNotFoundError:  # removed since it was found: ask ECR
-                location = await self.locate_blob(name, digest)
+                location = await self.locate_blob(ctx, digest)
                 if location.path is not None:
                     return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
@@ -350,16 +350,16 @@ class EcrRegistry:
 
     # -- manifests --------------------------------------------------------------------------
 
-    async def get_manifest(self, name: str, reference: str,
+    async def get_manifest(self, ctx: RequestContext, reference: str,
                            accepted: tuple[str, ...] | None = None) -> Manifest:
-        target = self._target(name)
+        target = self._target(ctx)
         digest = reference if is_digest(reference) else self.caches.tag(
             target.key, reference, accepted)
         if digest is not None:
             cached = self.caches.manifest(target.key, digest)
             if cached is not None and (accepted is None or cached.media_type in accepted):
                 return cached
-        if accepted is None or self.public.serves(target):
+        if accepted is None or not self.converts_on_accept:
             manifest = await self._manifest_calls.do(
                 (target.key, reference, None), lambda: self._fetch_manifest(target, reference))
             if accepted is not None and manifest.media_type not in accepted:
@@ -373,11 +373,6 @@ class EcrRegistry:
 
     async def _fetch_manifest(self, target: Target, reference: str,
                               accepted: tuple[str, ...] | None = None) -> Manifest:
-        if self.public.serves(target):
-            manifest = await self.public.manifest(target, reference)
-            self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
-            self._remember_blobs(target, manifest)
-            return manifest
         # ECR is asked for the types the client accepts. When those narrow it, ECR may convert
         # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is what the tag
         # points to for clients with the same Accept set only, never for every other client.
@@ -407,9 +402,9 @@ class EcrRegistry:
         for blob in parsed.blobs:
             self.caches.remember_member(target.key, blob.digest, blob.size)
 
-    async def put_manifest(self, name: str, reference: str, body: bytes,
+    async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
-        target = self._target(name)
+        target = self._target(ctx)
         params: dict[str, Any] = {"imageManifest": body.decode(),
                                   "imageManifestMediaType": parsed.media_type}
         digest = sha256_digest(body)
@@ -431,8 +426,8 @@ class EcrRegistry:
             self.listings.add(tags_key(target), reference)
             # the tag may have moved: the others forget it
             await self._events.publish("tag", target.key, reference)
-        if target.route.catalog_data == "from_annotations" and not is_digest(reference):
-            await self._update_catalog(name, target, reference, body, parsed)
+        if not is_digest(reference):
+            await self._tagged(ctx, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
         # which takes long enough to stall every other request if done on the event loop.
         await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
@@ -461,90 +456,67 @@ class EcrRegistry:
                               None if found is None else found.media_type)
 
     async def _blob_sizes(self, target: Target, digests: list[str]) -> dict[str, int]:
-        sizes: dict[str, int] = {}
-        unknown = []
-        for digest in dict.fromkeys(digests):
-            known = 0 if digest == EMPTY_SHA256 else self.caches.member_size(target.key, digest)
-            if known is not None:
-                sizes[digest] = known
-            elif digest.startswith("sha256:"):
-                unknown.append(digest)
-        if not unknown:
-            return sizes
-        if self.public.serves(target) and target.route.registry_alias == "":
-            for digest in unknown:
-                size = await self._check_layer(target, digest)
-                if size is not None:
-                    sizes[digest] = size
-            return sizes
-        for start in range(0, len(unknown), 100):  # layerDigests: at most 100 a call
-            try:
-                answer = await self._call(target, "BatchCheckLayerAvailability",
-                                          layerDigests=unknown[start:start + 100])
-            except EcrError as exc:
-                if exc.code == "RepositoryNotFoundException":
-                    return sizes  # a repository this push creates holds nothing yet
-                raise
+        sizes, unknown = _split_known(digests, lambda digest: 0 if digest == EMPTY_SHA256
+                                      else self.caches.member_size(target.key, digest))
+        if unknown:
+            await self._check_layers(target, unknown, sizes)
+        return sizes
+
+    async def _check_layers(self, target: Target, unknown: list[str],
+                            sizes: dict[str, int]) -> None:
+        """Add the sizes of the layers of ``unknown`` the repository holds to ``sizes``."""
+        async for answer in self._batched(target, "BatchCheckLayerAvailability",
+                                          "layerDigests", unknown):
             for layer in answer.get("layers", []):
                 if layer.get("layerAvailability") == "AVAILABLE":
                     size = int(layer.get("layerSize", 0))
                     sizes[layer["layerDigest"]] = size
                     self.caches.remember_member(target.key, layer["layerDigest"], size)
-        return sizes
 
-    async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
-        stored: dict[str, Manifest] = {}
-        unknown = []
-        for digest in dict.fromkeys(digests):
-            cached = self.caches.manifest(target.key, digest)
-            if cached is not None:
-                stored[digest] = cached
-            elif digest.startswith("sha256:"):
-                unknown.append(digest)
-        if self.public.serves(target):
-            for digest in unknown:  # ECR Public has no BatchGetImage
-                with contextlib.suppress(OciError):
-                    stored[digest] = await self._fetch_manifest(target, digest)
-            return stored
-        for start in range(0, len(unknown), 100):  # imageIds: at most 100 a call
+    async def _batched(self, target: Target, action: str, field: str, items: list[Any],
+                       **params: Any) -> AsyncIterator[dict[str, Any]]:
+        """The answers of ``action`` on ``items`` as ``field``, at most 100 a call (ECR's
+        limit); none more once the repository turns out not to exist (a repository this
+        push creates holds nothing yet)."""
+        for start in range(0, len(items), 100):
             try:
-                answer = await self._call(
-                    target, "BatchGetImage", acceptedMediaTypes=list(MANIFEST_TYPES),
-                    imageIds=[{"imageDigest": d} for d in unknown[start:start + 100]])
+                answer = await self._call(target, action, **{field: items[start:start + 100]},
+                                          **params)
             except EcrError as exc:
                 if exc.code == "RepositoryNotFoundException":
-                    return stored
+                    return
                 raise
+            yield answer
+
+    async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
+        stored, unknown = _split_known(
+            digests, lambda digest: self.caches.manifest(target.key, digest))
+        if unknown:
+            await self._read_manifests(target, unknown, stored)
+        return stored
+
+    async def _read_manifests(self, target: Target, unknown: list[str],
+                              stored: dict[str, Manifest]) -> None:
+        """Add the manifests of ``unknown`` the repository holds to ``stored``."""
+        async for answer in self._batched(target, "BatchGetImage", "imageIds",
+                                          [{"imageDigest": d} for d in unknown],
+                                          acceptedMediaTypes=list(MANIFEST_TYPES)):
             for image in answer.get("images", []):
                 body = image["imageManifest"].encode()
                 digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
                 manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
                 stored[digest] = manifest
                 self.caches.remember(target.key, manifest)
-        return stored
 
-    async def _update_catalog(self, name: str, target: Target, tag: str, body: bytes,
-                              parsed: ParsedManifest) -> None:
-        """ECR Public: PutRepositoryCatalogData from the image's annotations and config."""
-        config = b""
-        if parsed.blobs and not parsed.children and parsed.blobs[0].size <= 1 << 20:
-            with contextlib.suppress(OciError):
-                async for chunk in await self._read_chunks(name, parsed.blobs[0].digest):
-                    config += chunk
-        where = f"{await self.public.alias(target)}/{target.repository}".lstrip("/")
-        data = catalog.from_image(body, config, f"public.ecr.aws/{where}:{tag}")
-        if not data:
-            return
-        try:
-            await self._call(target, "PutRepositoryCatalogData", catalogData=data)
-        except OciError as exc:  # the image is pushed; its catalog entry can wait
-            log.warning("catalog data of %s not updated: %s", target.repository, exc)
+    async def _tagged(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
+                      parsed: ParsedManifest) -> None:
+        """After a manifest was put under ``tag`` (nothing more in ECR)."""
 
-    async def delete_manifest(self, name: str, reference: str) -> None:
-        target = self._target(name)
+    async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
+        target = self._target(ctx)
         if not is_digest(reference):
             self.caches.forget_tag(target.key, reference)
-            await self._untag(target, name, reference)
+            await self._untag(target, reference)
             self.caches.forget_tag(target.key, reference)
             self.listings.remove(tags_key(target), reference)
             await self._events.publish("tag", target.key, reference)
@@ -560,7 +532,7 @@ class EcrRegistry:
         _raise_delete_failures(answer, reference)
         await self._events.publish("manifest", target.key, reference)
 
-    async def _untag(self, target: Target, name: str, tag: str) -> None:
+    async def _untag(self, target: Target, tag: str) -> None:
         """OCI untag keeps the image; ECR deletes an image with its last tag. So that the
         image is referenced at every moment (a failed call or a dead process in between
         must not lose it), an untagged index holding it is put first, the tag deleted, then
@@ -630,38 +602,32 @@ class EcrRegistry:
             if not token:
                 return items
 
-    async def list_tags(self, name: str) -> list[str]:
+    async def list_tags(self, ctx: RequestContext) -> list[str]:
         """Sorted; kept for paging (gateway/ecr/listings.py)."""
-        target = self._target(name)
+        target = self._target(ctx)
         return await self.listings.get(tags_key(target), partial(self._read_tags, target))
 
     async def _read_tags(self, target: Target) -> list[str]:
-        if self.public.serves(target):
-            try:
-                return await self.public.tags(target)
-            except OciError as exc:  # the endpoint is down or refuses: ask the API
-                if target.route.registry_alias == "" or exc.error not in (
-                        oci.UNAVAILABLE, oci.TOOMANYREQUESTS):
-                    raise
-            describe = partial(self._call, target, "DescribeImageTags")
-            details = await self._pages(describe, "imageTagDetails", maxResults=1000)
-            return sorted({d["imageTag"] for d in details})
         ids = await self._pages(partial(self._call, target, "ListImages"), "imageIds",
                                 filter={"tagStatus": "TAGGED"}, maxResults=1000)
         return sorted({i["imageTag"] for i in ids if i.get("imageTag")})
 
-    async def list_repositories(self) -> list[str]:
+    async def list_repositories(self, ctx: RequestContext) -> list[str]:
         """Sorted; kept for paging (gateway/ecr/listings.py)."""
-        return await self.listings.get(catalog_key(), self._read_repositories)
+        return await self.listings.get(catalog_key(ctx.caller),
+                                       partial(self._read_repositories, ctx))
 
-    async def _read_repositories(self) -> list[str]:
+    async def _read_repositories(self, ctx: RequestContext) -> list[str]:
         names: set[str] = set()
         seen: dict[tuple[str | None, str, str], list[str]] = {}
         for route in self._router.routes:
+            if route.upstream_kind != self.kind:
+                continue  # another backend's
             region = self._router.region_of(route)
             where = (route.registry_id, region, route.upstream_kind)
             if where not in seen:
-                client = await self._clients.client(self.route_upstream(route))
+                client = counted(await self._clients.client(
+                    self.route_upstream(route, ctx.caller)), ctx.calls)
                 params = {"registryId": route.registry_id} if route.registry_id else {}
                 describe = partial(call, client, "DescribeRepositories", self._policy)
                 repos = await self._pages(describe, "repositories", maxResults=1000, **params)
@@ -670,11 +636,12 @@ class EcrRegistry:
                          if n)
         return sorted(names)
 
-    async def referrers(self, name: str, digest: str,
+    async def referrers(self, ctx: RequestContext, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
-        target = self._target(name)
-        if self.public.serves(target):
-            return await self.public.referrers(target, digest, artifact_type)
+        return await self._read_referrers(self._target(ctx), digest, artifact_type)
+
+    async def _read_referrers(self, target: Target, digest: str,
+                              artifact_type: str | None) -> list[Descriptor]:
         params: dict[str, Any] = {"subjectId": {"imageDigest": digest}, "maxResults": 50}
         if artifact_type:
             params["filter"] = {"artifactTypes": [artifact_type]}
@@ -690,14 +657,35 @@ class EcrRegistry:
         return [Descriptor(r["mediaType"], r["digest"], int(r.get("size", 0)),
                            r.get("artifactType"), r.get("annotations") or None) for r in found]
 
-    def route_upstream(self, route: RouteConfig) -> Upstream:
-        if route.upstream_kind == "ecr-public":
-            return self.public.upstream()
-        return self._upstream_for(self._router.region_of(route))
+    def route_upstream(self, route: RouteConfig, caller: Credentials | None) -> Upstream:
+        return self._upstream_for(self._router.region_of(route), caller)
 
+
+# What ECR stores: sha256 content only (its image and layer digests), no blob on its own
+# (layers go with the images that use them), PutImage's imageManifest of at most 4,194,304
+# characters.
+ECR_CAPABILITIES = Capabilities(
+    digest_algorithms=frozenset({"sha256"}), blob_delete=False,
+    blob_delete_refusal="ECR removes layers with the images that use them",
+    max_manifest_bytes=4 * 1024 * 1024)
 
 HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
 _UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # a session id (uuid4 hex): safe as a file name
+
+
+def _split_known(digests: list[str], known: Callable[[str], _T | None]
+                 ) -> tuple[dict[str, _T], list[str]]:
+    """What ``known`` already answers for ``digests`` (each once), and the digests left to
+    ask ECR about (sha256 only: it holds nothing else)."""
+    found: dict[str, _T] = {}
+    unknown = []
+    for digest in dict.fromkeys(digests):
+        answer = known(digest)
+        if answer is not None:
+            found[digest] = answer
+        elif digest.startswith("sha256:"):
+            unknown.append(digest)
+    return found, unknown
 
 
 def _size_of(path: Path) -> int | None:
