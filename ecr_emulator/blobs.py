@@ -7,9 +7,8 @@ an upload hard-links the (already durable) upload file under its digest — the 
 step of write-fsync-rename — and only then commits the layer; the upload file is unlinked
 last, so a crash at any point leaves either a resumable upload or a finished layer.
 
-A part is appended by a PartWriter as its bytes arrive (decoded from the request body on
-the way), hashed as it is written, fsynced by ``commit`` and cut off again by ``rollback``,
-so each byte reaches the disk once and is never read back to publish or hash the layer.
+A part is appended by a PartWriter (parts.py) as its bytes arrive, so each byte reaches the
+disk once and is never read back to publish or hash the layer.
 
 Every method here blocks (write, fsync, hashing): callers run them with ``asyncio.to_thread``,
 but for PartWriter.write of pieces of a request body (a page-cache write of ≤ 1 MiB) and
@@ -18,13 +17,13 @@ PartWriter.rollback (an ftruncate).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ecr_emulator.parts import PartWriter
 
 CHUNK = 1024 * 1024
 
@@ -73,7 +72,11 @@ class BlobStore:
 
     def part_writer(self, upload_id: str, offset: int, hasher: Any | None) -> PartWriter:
         """A part about to be appended at ``offset`` of the upload's file."""
-        return PartWriter(self, self.upload_path(upload_id), offset, hasher)
+        path = self.upload_path(upload_id)
+        created = offset == 0 and not path.exists()
+        return PartWriter(path, offset, hasher, durable=self.durable,
+                          on_commit=(lambda: self._fsync_dir(self.upload_root)) if created
+                          else None)
 
     def hash_upload(self, upload_id: str, length: int) -> str:
         """The sha256 digest of the upload's first ``length`` bytes, read in chunks."""
@@ -132,79 +135,3 @@ class BlobStore:
             for prefix in algorithm.iterdir():
                 for path in prefix.iterdir():
                     yield f"{algorithm.name}:{path.name}"
-
-
-
-class PartWriter:
-    """One part being appended to its upload's file: written and hashed as pieces arrive,
-    made durable by ``commit``, removed again by ``rollback`` (the file ends where it began)."""
-
-    def __init__(self, store: BlobStore, path: Path, offset: int, hasher: Any | None) -> None:
-        self._store = store
-        self.hasher = hasher
-        self.start = self.end = self._flushed = offset
-        self._created = offset == 0 and not path.exists()
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            # Bytes a crashed or refused attempt left beyond ``offset`` are not the layer's.
-            if os.fstat(self._fd).st_size > offset:
-                os.ftruncate(self._fd, offset)
-        except BaseException:
-            self._close()
-            raise
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        written = 0
-        while written < len(view):
-            written += os.pwrite(self._fd, view[written:], self.end + written)
-        if self.hasher is not None:
-            self.hasher.update(view)
-        self.end += len(view)
-        if self._store.durable and self.end - self._flushed >= WRITEBACK_STEP:
-            # Start the disk writing now, so commit's fsync finds little left to do.
-            _start_writeback(self._fd, self._flushed, self.end - self._flushed)
-            self._flushed = self.end
-
-    def commit(self) -> None:
-        """Make the part durable (its bytes and the file's size; the file's name if new)."""
-        assert self._fd is not None
-        try:
-            if self._store.durable:
-                os.fdatasync(self._fd)
-        finally:
-            self._close()
-        if self._created:
-            self._store._fsync_dir(self._store.upload_root)
-
-    def rollback(self) -> None:
-        """Cut the file back to where the part began (no-op once committed)."""
-        if self._fd is None:
-            return
-        try:
-            os.ftruncate(self._fd, self.start)
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
-WRITEBACK_STEP = 2 * CHUNK
-_SYNC_FILE_RANGE_WRITE = 2  # start writeback of the range's dirty pages, do not wait
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-_sync_file_range = getattr(_libc, "sync_file_range", None)
-if _sync_file_range is not None:
-    _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    if _sync_file_range is not None:  # Linux; elsewhere commit's fsync does it all
-        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
