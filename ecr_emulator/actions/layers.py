@@ -14,6 +14,7 @@ that digest: no byte is copied or read again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -23,8 +24,8 @@ from typing import Any
 from ecr_emulator import downloads, store
 from ecr_emulator.actions import pull_through, templates
 from ecr_emulator.actions.common import existing_repository
-from ecr_emulator.blobs import PartWriter
 from ecr_emulator.errors import AwsError
+from ecr_emulator.parts import Handoff, PartWriter
 from ecr_emulator.protocol import Call, Json, action, streams_blob
 from ecr_emulator.state import EmulatorState, HashProgress
 from ecr_emulator.validation import is_image_digest, is_sha256_digest
@@ -108,20 +109,23 @@ class StagedPart:
         self.upload = upload
         self.registry_id = registry_id
         self.writer = writer
+        self.handoff = Handoff(writer)  # hashed and written beside the event loop
         self.kept = False  # the action took it over: it keeps or rolls back, then unlocks
         self._released = False
 
     def write(self, piece: bytes) -> None:
-        self.writer.write(piece)
+        self.handoff.write(piece)
 
     def __len__(self) -> int:
-        return self.writer.size
+        return self.handoff.size
 
     def release(self) -> None:
         if self.kept or self._released:
             return
         self._released = True
         try:
+            with contextlib.suppress(Exception):  # being undone: a failed write changes nothing
+                self.handoff.finish()
             self.writer.rollback()
         finally:
             self.lock.release()
@@ -171,11 +175,17 @@ def _hasher(state: EmulatorState, upload_id: str, first: int) -> Any | None:
 
 
 async def _keep_staged(state: EmulatorState, params: Json, part: StagedPart) -> Json:
+    upload = part.upload
     try:
-        upload = part.upload
-        if (params["repositoryName"], params["uploadId"]) != (upload.repository, upload.id):
-            raise AwsError("InvalidParameterException",
-                           "repositoryName and uploadId must be given once")
+        try:
+            await asyncio.to_thread(part.handoff.finish)
+            if (params["repositoryName"], params["uploadId"]) != (upload.repository,
+                                                                   upload.id):
+                raise AwsError("InvalidParameterException",
+                               "repositoryName and uploadId must be given once")
+        except BaseException:
+            part.writer.rollback()
+            raise
         return await _accept(state, params, upload, part.registry_id, part.writer)
     finally:
         part.lock.release()
