@@ -724,11 +724,16 @@ def pull_folder(work: Path, room: int) -> Path:
 
 
 def config_has(section: str, key: str) -> bool:
-    """Whether this version of gateway/config.py knows ``key`` in dataclass ``section``."""
+    """Whether this version of gateway.config knows ``key`` in section ``section`` (a pydantic
+    model; a dataclass in older versions)."""
     from gateway import config
 
     cls = getattr(config, section, None)
-    return cls is not None and key in {f.name for f in dataclasses.fields(cls)}
+    if cls is None:
+        return False
+    if hasattr(cls, "model_fields"):
+        return key in cls.model_fields
+    return key in {f.name for f in dataclasses.fields(cls)}
 
 
 def blob_cache_supported() -> bool:

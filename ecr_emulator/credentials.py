@@ -3,7 +3,9 @@
 The file is the INI format of ``~/.aws/credentials``: one section (profile) per key with
 ``aws_access_key_id`` and ``aws_secret_access_key``, optionally ``aws_session_token`` (the
 key is then temporary: every request must carry that token) and ``expiration`` (an ISO 8601
-instant such as ``2026-12-02T18:00:00Z``; later requests get ExpiredTokenException).
+instant such as ``2026-12-02T18:00:00Z``; later requests get ExpiredTokenException) and
+``aws_account_id`` (twelve digits, botocore's name for it: the account the key belongs to,
+whose registry its calls address; without it, the emulator's ``--account-id``).
 
 Like IAM, where a new key works moments after it is created, a key the emulator does not
 know makes it read the file again if the file changed since it was loaded, so keys can be
@@ -29,6 +31,7 @@ class Credential:
     secret_access_key: str
     session_token: str | None = None
     expires_at: float | None = None  # epoch seconds; None: never
+    account_id: str | None = None  # None: the emulator's own account
 
     def __repr__(self) -> str:  # keep the secret and the token out of any log line
         return f"Credential(profile={self.profile!r}, access_key_id={self.access_key_id!r})"
@@ -53,8 +56,13 @@ def parse(text: str, source: str = "credentials") -> dict[str, Credential]:
             raise ValueError(f"{source}: access key {key_id} appears in two profiles")
         token = section.get("aws_session_token", "").strip() or None
         expiration = section.get("expiration", "").strip()
+        account = section.get("aws_account_id", "").strip() or None
+        if account is not None and not (len(account) == 12 and account.isdigit()):
+            raise ValueError(f"{source}: profile [{profile}] has an aws_account_id that is "
+                             f"not twelve digits: {account!r}")
         keys[key_id] = Credential(profile, key_id, secret, token,
-                                  _instant(expiration, source, profile) if expiration else None)
+                                  _instant(expiration, source, profile) if expiration else None,
+                                  account)
     if not keys:
         raise ValueError(f"{source} holds no profile with an access key")
     return keys

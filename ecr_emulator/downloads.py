@@ -17,10 +17,10 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from ecr_emulator.state import STATE_KEY, EmulatorState
+from ecr_emulator.state import LAYER_ROUTE, REGISTRY_LAYER_ROUTE, STATE_KEY, EmulatorState
 from ecr_emulator.validation import is_sha256_digest
 
-ROUTE = "/_emulator/layers/{digest}"
+ROUTE = LAYER_ROUTE
 MAX_EXPIRES = 7 * 24 * 3600  # S3's limit for presigned URLs
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
@@ -95,7 +95,8 @@ async def serve_blob(request: web.Request, state: EmulatorState) -> web.StreamRe
 
 async def log_download(request: web.Request, response: web.StreamResponse) -> None:
     """``on_response_prepare`` hook: log downloads once their status is final."""
-    if not request.path.startswith(ROUTE.partition("{")[0]):
+    if not request.path.startswith((ROUTE.partition("{")[0],
+                                    REGISTRY_LAYER_ROUTE.partition("{")[0])):
         return
     outcome = "InvalidRange" if response.status == 416 else response.get("code", "ok")
     request.app[STATE_KEY].request_log.record({

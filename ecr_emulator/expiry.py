@@ -1,17 +1,21 @@
-"""Lifecycle policies applied: the images each repository's policy expires are deleted.
+"""Lifecycle policies applied: the images each repository's policy expires are deleted, those
+it transitions are archived.
 
 ECR applies a repository's lifecycle policy within 24 hours of it being set, and then
 periodically. The emulator applies every policy each ``lifecycle_interval`` seconds
 (``ECR_EMULATOR_LIFECYCLE_INTERVAL``, default 3600; 0 turns the schedule off) and whenever a
 test asks: ``POST /_emulator/lifecycle/run`` (``?repository=NAME`` for one repository)
-applies them at once and answers what it expired::
+applies them at once (``&account=…&region=…``: another registry of the process) and
+answers what it expired::
 
     {"expired": {"team/app": [{"imageDigest": "sha256:...", "imageTags": ["v1"],
-                               "appliedRulePriority": 1}]}}
+                               "appliedRulePriority": 1, "action": "EXPIRE"}]}}
 
 An expired image is deleted as BatchDeleteImage deletes it by digest (with all its tags), in
-the same transaction that evaluates the policy; ``lastEvaluatedAt`` (GetLifecyclePolicy)
-records the run. Each deletion is in the request log as ``LifecycleExpire``.
+the same transaction that evaluates the policy; a transitioned one (``"action":
+"TRANSITION"``) is archived as UpdateImageStorageClass archives it, index children included.
+``lastEvaluatedAt`` (GetLifecyclePolicy) records the run. Each deletion is in the request
+log as ``LifecycleExpire``, each archiving as ``LifecycleTransition``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ecr_emulator import documents, image_store, store
+from ecr_emulator import documents, image_states, image_store, store
 from ecr_emulator.errors import AwsError
 from ecr_emulator.state import STATE_KEY, EmulatorState
 from ecr_model import lifecycle_policy
@@ -37,44 +41,57 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Judged:
-    """An image the rules expire, with what PreviewResult and the run report show."""
+    """An image the rules act on, with what PreviewResult and the run report show."""
 
     digest: str
     tags: list[str]
     pushed_at: float
     rule_priority: int
+    action: str = "expire"  # or "transition"
+    storage_class: str = "STANDARD"  # the image's, before the action
+    image_id: int = 0
 
 
 def judge(db: sqlite3.Connection, repository: str, rules: list[lifecycle_policy.Rule],
           now: float) -> list[Judged]:
-    """What ``rules`` would expire in ``repository`` now, oldest first."""
+    """What ``rules`` would do in ``repository`` now, oldest image first."""
     rows = db.execute("SELECT id, digest, pushed_at FROM images WHERE repository = ?"
                       " ORDER BY id", (repository,)).fetchall()
     tags = image_store.tags_of(db, [row["id"] for row in rows])
     referenced = {row[0] for row in db.execute(
         "SELECT r.target FROM image_refs r JOIN images i ON i.id = r.image_id"
         " WHERE i.repository = ? AND r.kind = 'manifest'", (repository,))}
-    candidates = [lifecycle_policy.Candidate(row["id"], tuple(tags[row["id"]]), row["pushed_at"],
-                                            row["id"], row["digest"] in referenced)
-                  for row in rows]
+    states = image_states.states(db, repository)
+    # The emulator records no pulls: sinceImagePulled measures from the push.
+    candidates = [lifecycle_policy.Candidate(
+        row["id"], tuple(tags[row["id"]]), row["pushed_at"], row["id"],
+        row["digest"] in referenced,
+        storage_class=states.get(row["id"], ("STANDARD", None))[0].lower(),
+        archived_at=states.get(row["id"], ("STANDARD", None))[1]) for row in rows]
     by_id = {row["id"]: row for row in rows}
     judged = []
     for expiry in lifecycle_policy.evaluate(rules, candidates, now):
         row = by_id[expiry.key]
         judged.append(Judged(row["digest"], tags[row["id"]], row["pushed_at"],
-                             expiry.rule_priority))
+                             expiry.rule_priority, expiry.action,
+                             states.get(row["id"], ("STANDARD", None))[0], row["id"]))
     return judged
 
 
 def apply(db: sqlite3.Connection, repository: str, registry_id: str,
           now: float) -> list[Judged]:
-    """Evaluate the repository's policy and delete what it expires (one transaction)."""
+    """Evaluate the repository's policy; delete what it expires and archive what it
+    transitions (one transaction)."""
     policy = documents.get(db, repository, documents.LIFECYCLE)
     if policy is None:
         return []
     doomed = judge(db, repository, lifecycle_policy.parse(policy["text"]), now)
     for image in doomed:
-        image_store.batch_delete(db, repository, registry_id, [{"imageDigest": image.digest}])
+        if image.action == "transition":
+            image_states.set_with_children(db, repository, image.image_id, "ARCHIVE", now)
+        else:
+            image_store.batch_delete(db, repository, registry_id,
+                                     [{"imageDigest": image.digest}])
     documents.put(db, repository, documents.LIFECYCLE, {**policy, "lastEvaluatedAt": now}, now,
                   registry_id=registry_id)
     return doomed
@@ -94,7 +111,9 @@ async def run(state: EmulatorState, repository: str | None = None) -> dict[str, 
         results[name] = doomed
         for image in doomed:
             state.request_log.record({
-                "ts": time.time(), "action": "LifecycleExpire", "repository": name,
+                "ts": time.time(), "repository": name,
+                "action": "LifecycleTransition" if image.action == "transition"
+                else "LifecycleExpire",
                 "outcome": "ok", "status": 200, "access_key_id": None, "region": None,
                 "digest": image.digest, "rule": image.rule_priority})
     return results
@@ -102,12 +121,20 @@ async def run(state: EmulatorState, repository: str | None = None) -> dict[str, 
 
 def report(results: dict[str, list[Judged]]) -> dict[str, Any]:
     return {"expired": {name: [{"imageDigest": i.digest, "imageTags": i.tags,
-                                "appliedRulePriority": i.rule_priority} for i in doomed]
+                                "appliedRulePriority": i.rule_priority,
+                                "action": i.action.upper()} for i in doomed]
                         for name, doomed in results.items()}}
 
 
 async def _run_now(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    account, region = request.query.get("account"), request.query.get("region")
+    if account or region:  # another registry of the process (registries.py)
+        assert state.registries is not None
+        other = state.registries.opened(account or state.account_id, region or state.region)
+        if other is None:
+            return web.json_response({"error": "no such registry"}, status=404)
+        state = other
     repository = request.query.get("repository")
     if repository is not None and not await state.db.read(_exists, repository):
         return web.json_response({"error": f"no repository {repository!r}"}, status=404)
@@ -126,10 +153,12 @@ async def _schedule(state: EmulatorState) -> None:
     interval = state.settings.lifecycle_interval
     while True:
         await asyncio.sleep(interval)
-        try:
-            await run(state)
-        except Exception:  # the next run tries again
-            log.exception("applying lifecycle policies failed")
+        registries = state.registries
+        for each in registries.all() if registries is not None else [state]:
+            try:
+                await run(each)
+            except Exception:  # the next run tries again
+                log.exception("applying lifecycle policies failed")
 
 
 def install(app: web.Application) -> None:

@@ -31,9 +31,8 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ecr_emulator.control import FAULTS_ENV as ENV
 from ecr_emulator.errors import AwsError
-
-ENV = "ECR_EMULATOR_FAULTS"
 
 
 @dataclass

@@ -59,6 +59,25 @@ def set_storage_class(db: sqlite3.Connection, image_id: int, target: str, now: f
                (target, now if target == "ARCHIVE" else None, image_id))
 
 
+def set_with_children(db: sqlite3.Connection, repository: str, image_id: int, target: str,
+                      now: float) -> None:
+    """Move an image, and the child manifests of an index, to storage class ``target``."""
+    set_storage_class(db, image_id, target, now)
+    for (child,) in db.execute(
+            "SELECT i.id FROM image_refs r JOIN images i ON i.digest = r.target AND"
+            " i.repository = ? WHERE r.image_id = ? AND r.kind = 'manifest'",
+            (repository, image_id)).fetchall():
+        set_storage_class(db, child, target, now)
+
+
+def states(db: sqlite3.Connection, repository: str) -> dict[int, tuple[str, float | None]]:
+    """(storage class, archived at) of the images of ``repository`` that have a state row."""
+    rows = db.execute("SELECT s.image_id, s.storage_class, s.archived_at FROM image_states s"
+                      " JOIN images i ON i.id = s.image_id WHERE i.repository = ?",
+                      (repository,))
+    return {row[0]: (str(row[1]), row[2]) for row in rows}
+
+
 def scanned_at(db: sqlite3.Connection, image_id: int) -> float | None:
     row = db.execute("SELECT scanned_at FROM image_states WHERE image_id = ?",
                      (image_id,)).fetchone()

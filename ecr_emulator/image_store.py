@@ -252,8 +252,10 @@ def list_images(db: sqlite3.Connection, repository: str, tag_status: str, after:
 
 
 def referrers(db: sqlite3.Connection, repository: str, subject: str,
-              artifact_types: list[str], after: int, limit: int) -> list[Image]:
-    sql = f"SELECT {_COLUMNS} FROM images WHERE repository = ? AND subject = ? AND id > ?"
+              artifact_types: list[str], after: int, limit: int,
+              storage: str | None = "STANDARD") -> list[Image]:
+    sql = (f"SELECT {_COLUMNS} FROM images WHERE repository = ? AND subject = ? AND id > ?"
+           f" AND {_storage_is('images.id', storage)}")
     args: list[Any] = [repository, subject, after]
     if artifact_types:
         sql += f" AND artifact_type IN ({','.join('?' * len(artifact_types))})"

@@ -22,14 +22,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from ecr_emulator import (
     access,
-    faults,
     jsonbody,
     repository_policy,
     sigv4,
@@ -37,7 +36,11 @@ from ecr_emulator import (
     validation,
 )
 from ecr_emulator.errors import AwsError, server_error
+from ecr_emulator.registries import REGISTRIES_KEY
 from ecr_emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
+
+if TYPE_CHECKING:  # faults.py is imported only when faults are asked for (control.py)
+    from ecr_emulator.faults import Plan
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ class Identity:
     access_key_id: str
     region: str
     service: str
+    account_id: str | None = None  # the key's account, if the credentials file names it
 
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
@@ -196,7 +200,9 @@ def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
     # regions to it; ECR Public answers UnsupportedCommandException outside us-east-1), so
     # the scope must name a region, not this one.
     pending = verifier.begin(request, service=service, region=None)
-    return Identity(pending.scope.access_key_id, pending.scope.region, service), pending
+    known = verifier.store.lookup(pending.scope.access_key_id)
+    return Identity(pending.scope.access_key_id, pending.scope.region, service,
+                    known.account_id if known is not None else None), pending
 
 
 def base_url(request: web.Request, public_url: str | None) -> str:
@@ -213,14 +219,19 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
             blob.release()
 
 
-def _sink_opener(state: EmulatorState, spec: ActionSpec,
+def _sink_opener(request: web.Request, identity: Identity, spec: ActionSpec,
                  streamed: list[StreamedBlob]) -> jsonbody.SinkOpener | None:
     opener = BLOB_OPENERS.get(spec.name) if spec.service == "ecr" else None
     if opener is None:
         return None
 
     async def open_sink(head: Json) -> jsonbody.Sink | None:
-        blob = await opener(state, head)
+        # Only a registry already open: nothing is made for a body not yet checked.
+        primary = request.app[STATE_KEY]
+        registries = request.app.get(REGISTRIES_KEY)
+        state = primary if registries is None else registries.opened(
+            identity.account_id or primary.account_id, identity.region)
+        blob = await opener(state, head) if state is not None else None
         if blob is not None:
             streamed.append(blob)
         return blob
@@ -236,7 +247,7 @@ async def _handle_api(request: web.Request,
     repository: str | None = None
     identity: Identity | None = None
     request_id = str(uuid.uuid4())
-    plan: faults.Plan | None = None
+    plan: Plan | None = None
     try:
         identity, pending = authenticate(request)
         request["identity"] = identity  # who signed it, for any middleware
@@ -249,29 +260,30 @@ async def _handle_api(request: web.Request,
                 pending.finish()
             raise
         params = await read_params(request, spec, pending,
-                                   _sink_opener(state, spec, streamed))
+                                   _sink_opener(request, identity, spec, streamed))
         throttles = request.app.get(throttle.KEY)
         if throttles is not None:
             throttles.check(spec.name)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.operation, params, spec.service)
-        call_state = state if spec.service == "ecr" else request.app[PUBLIC_STATE_KEY]
+        call_state = (await _registry(request, identity) if spec.service == "ecr"
+                      else request.app[PUBLIC_STATE_KEY])
         decision = request.app[access.POLICIES].decide(
-            identity.access_key_id, spec.operation, params, account_id=state.account_id,
+            identity.access_key_id, spec.operation, params, account_id=call_state.account_id,
             region=call_state.region, service=spec.service)
         await repository_policy.authorize(call_state, spec.service, identity.access_key_id,
                                           spec.operation, params, decision,
                                           region=call_state.region)
-        plan = state.faults.plan(spec.name)
-        if plan.delay:
+        plan = state.faults.plan(spec.name) if state.faults is not None else None
+        if plan is not None and plan.delay:
             await asyncio.sleep(plan.delay)
-        if plan.error is not None:
+        if plan is not None and plan.error is not None:
             raise plan.error
         call = Call(call_state, spec.operation, identity,
                     base_url(request, call_state.public_url), request_id, spec.service)
         result = await spec.handler(call, params)
-        if plan.after is not None:
+        if plan is not None and plan.after is not None:
             raise _after(plan.after, result)
         status, outcome, payload = 200, "ok", result
     except AwsError as exc:
@@ -302,6 +314,18 @@ async def _handle_api(request: web.Request,
         return await _cut(request, status, body, request_id)
     return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
                         headers={"x-amzn-RequestId": request_id})
+
+
+async def _registry(request: web.Request, identity: Identity) -> EmulatorState:
+    """The private registry a call addresses: its key's account in its signature's region."""
+    state = request.app[STATE_KEY]
+    registries = request.app.get(REGISTRIES_KEY)
+    if registries is None:
+        return state
+    try:
+        return await registries.get(identity.account_id or state.account_id, identity.region)
+    except ValueError:  # no AWS region's name (unchecked without credentials): as before
+        return state
 
 
 def _after(error: AwsError, result: Json) -> AwsError:

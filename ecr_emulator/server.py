@@ -3,9 +3,11 @@
 Routes:
   POST /                           the ECR API (AWS JSON 1.1; the action in X-Amz-Target)
   GET  /_emulator/layers/{digest}  presigned layer downloads (see downloads.py)
-  (the /_emulator/ control routes below but health need --admin, see admin.py)
+  (the /_emulator/ control routes below but health need --admin, see admin.py and
+  control.py: admin.py and faults.py are imported only when asked for)
   GET  /_emulator/requests         the request log as {"requests": [...]} (?action= filters)
   DELETE /_emulator/requests       empties the in-memory view of the log
+  GET/POST/DELETE /_emulator/faults  injected failures (see faults.py)
   GET  /_emulator/health           {"status": "ok", "accountId": ..., "region": ...}
   GET/PUT/DELETE /_emulator/policies  per-access-key allow/deny rules (see access.py)
   POST /_emulator/lifecycle/run    apply the lifecycle policies now (see expiry.py)
@@ -17,27 +19,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import ModuleType
 
 from aiohttp import web
 
 from ecr_emulator import (
     access,
     actions,  # noqa: F401  (importing registers the handlers)
-    admin,
+    control,
     downloads,
     expiry,
     protocol,
     public,
+    registries,
     sigv4,
     throttle,
 )
 from ecr_emulator.credentials import CredentialStore
-from ecr_emulator.faults import Faults
 from ecr_emulator.settings import Settings
 from ecr_emulator.state import STATE_KEY, EmulatorState
 
@@ -63,15 +68,19 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     every API call must be signed with one of them (sigv4.py); ``admin_enabled`` turns the
     control endpoints on (admin.py).
     """
-    app = web.Application(client_max_size=protocol.MAX_REQUEST_BYTES,
-                          middlewares=[admin.guard])
+    app = web.Application(client_max_size=protocol.MAX_REQUEST_BYTES)
     state = EmulatorState(Path(data_dir), account_id=account_id, region=region,
                           public_url=public_url, settings=settings or Settings())
     app[STATE_KEY] = state
-    app[admin.ENABLED] = admin_enabled
-    app[admin.REGION] = region
-    if credentials is not None:
-        app[protocol.VERIFIER] = app[admin.VERIFIER] = sigv4.Verifier(credentials)
+    verifier = sigv4.Verifier(credentials) if credentials is not None else None
+    if verifier is not None:
+        app[protocol.VERIFIER] = verifier
+    if admin_enabled:
+        _tool("admin").install(app, region, verifier)
+    else:
+        app.middlewares.append(control.off)
+        if os.environ.get(control.FAULTS_ENV):  # faults without the control endpoints
+            state.faults = _tool("faults").Faults.from_env()
     if throttles is not None:
         app[throttle.KEY] = throttles
 
@@ -84,48 +93,30 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     app.router.add_post("/", protocol.handle_api)
     app.router.add_get(downloads.ROUTE, downloads.serve_layer)
     app.on_response_prepare.append(downloads.log_download)
-    app.router.add_get("/_emulator/requests", _get_requests)
-    app.router.add_delete("/_emulator/requests", _clear_requests)
     app.router.add_get("/_emulator/health", _health)
-    app.router.add_get("/_emulator/faults", _list_faults)
-    app.router.add_post("/_emulator/faults", _add_fault)
-    app.router.add_delete("/_emulator/faults", _clear_faults)
     access.add_routes(app, policies)
+    registries.install(app)
     public.install(app)
     expiry.install(app)
     return app
 
 
-async def _get_requests(request: web.Request) -> web.Response:
-    entries = request.app[STATE_KEY].request_log.entries(request.query.get("action"))
-    return web.json_response({"requests": entries})
+class ToolMissing(RuntimeError):
+    """--admin or ECR_EMULATOR_FAULTS where admin.py or faults.py were left out."""
 
 
-async def _clear_requests(request: web.Request) -> web.Response:
-    return web.json_response({"cleared": request.app[STATE_KEY].request_log.clear()})
-
-
-async def _add_fault(request: web.Request) -> web.Response:
-    faults = request.app[STATE_KEY].faults
+def _tool(name: str) -> ModuleType:
+    """``ecr_emulator.<name>`` (admin or faults), which an installation may leave out: the
+    production container image has them only when built with EMULATOR_TOOLS=1."""
     try:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise ValueError("the body must be a JSON object")
-        faults.add_from_json(body)
-    except ValueError as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    return web.json_response({"faults": faults.describe()})
-
-
-async def _list_faults(request: web.Request) -> web.Response:
-    faults = request.app[STATE_KEY].faults
-    return web.json_response({"faults": faults.describe(), "seed": faults.seed,
-                              "injected": faults.stats()})
-
-
-async def _clear_faults(request: web.Request) -> web.Response:
-    request.app[STATE_KEY].faults.clear()
-    return web.json_response({"faults": []})
+        return importlib.import_module(f"ecr_emulator.{name}")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("ecr_emulator."):
+            raise
+        raise ToolMissing(
+            f"{exc.name} is not part of this installation: the emulator's control endpoints "
+            "and fault injection are left out of the production container image unless it "
+            "is built with --build-arg EMULATOR_TOOLS=1") from None
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -171,7 +162,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     try:
         host, port = parse_listen(args.listen)
         settings = Settings.from_env()
-        Faults.from_env()  # a malformed ECR_EMULATOR_FAULTS is refused here, with exit code 2
+        if os.environ.get(control.FAULTS_ENV):
+            # a malformed ECR_EMULATOR_FAULTS is refused here, with exit code 2
+            _tool("faults").Faults.from_env()
         policy_file = getattr(args, "policy_file", None)
         policies = access.Policies.from_file(policy_file) if policy_file else None
         credentials_file = getattr(args, "credentials", None)
@@ -179,10 +172,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         throttle_file = getattr(args, "throttle", None)
         throttles = (throttle.Throttles.parse(Path(throttle_file).read_text(), throttle_file)
                      if throttle_file else throttle.Throttles.from_env())
-    except (ValueError, OSError) as exc:
+        admin_enabled = bool(getattr(args, "admin", False))
+        if admin_enabled:
+            _tool("admin")  # present, or exit 2 now rather than at the first request
+    except (ValueError, OSError, ToolMissing) as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 2
-    admin_enabled = bool(getattr(args, "admin", False))
     if credentials is None:
         log.warning("no --credentials: every access key and secret is accepted, signatures "
                     "are not checked%s", " and the control endpoints are open to anyone"

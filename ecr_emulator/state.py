@@ -1,4 +1,8 @@
-"""Everything one emulator instance owns: settings, database, blob store, log and locks."""
+"""Everything one registry of the emulator owns: settings, database, blob store, log and locks.
+
+The emulator's own account and region is one such state; registries.py holds the others
+(other regions and accounts) and ``public/`` the ECR Public registry's.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,25 @@ import secrets
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from ecr_emulator import store
 from ecr_emulator.blobs import BlobStore
 from ecr_emulator.db import Database
-from ecr_emulator.faults import Faults
 from ecr_emulator.requestlog import RequestLog
 from ecr_emulator.settings import Settings
 
+if TYPE_CHECKING:
+    from ecr_emulator.faults import Faults
+    from ecr_emulator.registries import Registries
+
 log = logging.getLogger(__name__)
+
+LAYER_ROUTE = "/_emulator/layers/{digest}"
+# The presigned downloads of the other registries (registries.py).
+REGISTRY_LAYER_ROUTE = "/_emulator/registries/{account}/{region}/layers/{digest}"
 
 
 @dataclass
@@ -33,20 +44,28 @@ class HashProgress:
 
 class EmulatorState:
     def __init__(self, data_dir: Path, *, account_id: str, region: str,
-                 public_url: str | None, settings: Settings) -> None:
+                 public_url: str | None, settings: Settings,
+                 layer_route: str = LAYER_ROUTE) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir = data_dir
         self.account_id = account_id
         self.region = region
         self.public_url = public_url
         self.settings = settings
+        self.layer_route = layer_route  # where this registry's presigned downloads are served
+        # Every registry of the process (registries.py), for what crosses registries
+        # (replication); None for a state standing alone (ECR Public).
+        self.registries: Registries | None = None
+        self.background: set[asyncio.Task[None]] = set()  # replications under way
         durable = bool(settings.durable)
         self.db = Database(data_dir / "ecr.sqlite3", durable=durable)
         self.blobs = BlobStore(data_dir, durable=durable)
         self.request_log = RequestLog(data_dir / "requests.log")
         self.secret = _load_secret(data_dir / "secret")
         self.hashes: dict[str, HashProgress] = {}
-        self.faults = Faults.from_env()  # none unless ECR_EMULATOR_FAULTS says so
+        # Injected failures (faults.py): set with --admin or ECR_EMULATOR_FAULTS only, so an
+        # installation without faults.py runs all the same (see control.py).
+        self.faults: Faults | None = None
         self._upload_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
             weakref.WeakValueDictionary())
         self._digest_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
@@ -58,8 +77,16 @@ class EmulatorState:
         self.request_log.start()
 
     async def stop(self) -> None:
+        if self.background:  # let replications under way record their outcome
+            await asyncio.wait(self.background, timeout=10)
         await self.request_log.close()
         await self.db.close()
+
+    def spawn(self, work: Any) -> None:
+        """Run coroutine ``work`` in the background; stop() waits for it."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def upload_lock(self, upload_id: str) -> asyncio.Lock:
         """Serialises the parts and the completion of one upload."""

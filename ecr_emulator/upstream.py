@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v1+prettyjws",
     "application/vnd.docker.distribution.manifest.v1+json",
 )
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # PutImage's limit
 CHUNK = 1024 * 1024
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
@@ -90,6 +92,36 @@ class Upstream:
             return body.decode(), media_type
         except UnicodeDecodeError:
             raise UpstreamError("invalid", "the upstream manifest is not UTF-8") from None
+
+    async def referrers(self, repository: str, digest: str) -> list[dict[str, object]]:
+        """The descriptors of the manifests whose subject is ``digest``: the distribution
+        spec's referrers API, else (a registry without it answers 404) the referrers tag
+        schema's index under ``sha256-<hex>``; none if neither exists."""
+        index = OCI_INDEX
+        try:
+            async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+                async with await self._get(session, f"/v2/{repository}/referrers/{digest}",
+                                           index, f"repository:{repository}:pull") as response:
+                    body = await response.content.read(MAX_MANIFEST_BYTES + 1)
+        except UpstreamError as exc:
+            if exc.kind != "not_found":
+                raise
+            try:
+                text, _ = await self.manifest(repository, digest.replace(":", "-", 1))
+            except UpstreamError as fallback:
+                if fallback.kind == "not_found":
+                    return []
+                raise
+            body = text.encode()
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise UpstreamError("invalid", "the upstream referrers list is not JSON") from None
+        found = document.get("manifests") if isinstance(document, dict) else None
+        if not isinstance(found, list):
+            raise UpstreamError("invalid", "the upstream referrers list is not an index")
+        return [d for d in found if isinstance(d, dict) and isinstance(d.get("digest"), str)
+                and d["digest"].startswith("sha256:")]
 
     async def blob_to_file(self, repository: str, digest: str, path: Path, *,
                            expected_size: int | None, fsync: bool) -> int:

@@ -5,27 +5,42 @@ A policy is ``{"rules": [rule, ...]}``; a rule is::
     {"rulePriority": 1, "description": "...",
      "selection": {"tagStatus": "tagged" | "untagged" | "any",
                    "tagPrefixList": ["v"] | "tagPatternList": ["prod*"],   # tagged only
-                   "countType": "imageCountMoreThan" | "sinceImagePushed",
-                   "countUnit": "days",                                    # sinceImagePushed
+                   "storageClass": "standard" | "archive",                 # default standard
+                   "countType": "imageCountMoreThan" | "sinceImagePushed"
+                                | "sinceImagePulled" | "sinceImageTransitioned",
+                   "countUnit": "days",                                    # all but count
                    "countNumber": 3},
-     "action": {"type": "expire"}}
+     "action": {"type": "expire"} | {"type": "transition", "targetStorageClass": "archive"}}
 
 ``parse`` refuses what ECR refuses, in the words of its validation failures. ``evaluate``
 applies ECR's evaluation rules (Amazon ECR User Guide, "Lifecycle policy evaluation rules"):
 
-* rules run by ascending ``rulePriority``; an image is expired by at most one rule;
-* a rule selects the images matching its tag filter: ``tagged`` with ``tagPrefixList``
+* rules run by ascending ``rulePriority``; an image is acted on (expired, or transitioned to
+  the archive storage class) by at most one rule;
+* a rule selects the images of its ``storageClass`` (standard, the default, or archive)
+  matching its tag filter: ``tagged`` with ``tagPrefixList``
   selects images having, for every prefix, a tag starting with it; ``tagPatternList`` the
   same with ``*`` wildcards (at most four per pattern); ``untagged`` images without tags;
   ``any`` every image;
 * ``imageCountMoreThan n`` keeps the ``n`` most recently pushed of the selected images and
-  expires the rest; ``sinceImagePushed n days`` expires those pushed more than ``n`` days ago;
+  acts on the rest; ``sinceImagePushed n days`` on those pushed more than ``n`` days ago,
+  ``sinceImagePulled`` last pulled (else pushed) more than ``n`` days ago,
+  ``sinceImageTransitioned`` archived more than ``n`` days ago;
 * an image that matched a higher-priority rule's filter is never expired by a lower one, but
   lower rules still count it ("Rules can never mark images that are marked by higher priority
   rules, but can still identify them as if they haven't been expired");
 * an image an index of the repository references is not expired (the index must go first);
 * only one rule may select untagged images, and a rule with ``tagStatus`` ``any`` must have
-  the highest ``rulePriority``.
+  the highest ``rulePriority``;
+* ``sinceImageTransitioned`` goes with ``storageClass`` archive and every other count type
+  with standard; a ``transition`` rule selects standard images and names
+  ``targetStorageClass`` archive; an ``expire`` rule of archived images counts at least 90
+  days ("Archived images have a minimum storage duration of 90 days. You cannot configure
+  lifecycle policies that delete images that have been in archive for less than 90 days").
+
+Storage classes, ``sinceImagePulled``, ``sinceImageTransitioned`` and the ``transition``
+action are the grammar of the ECR User Guide's "Examples of lifecycle policies" template and
+its "Archiving an image" page; the guide's examples write their values in lower case.
 
 ``tagPatternList`` is not in botocore's model (the policy is opaque text there); it is part
 of ECR's lifecycle policy grammar since 2024.
@@ -45,8 +60,11 @@ DAY = 86400.0
 MAX_WILDCARDS = 4
 _PATTERN = re.compile(r"[a-zA-Z0-9_.*-]+")  # tag characters, and * (the one wildcard)
 _RULE_KEYS = {"rulePriority", "description", "selection", "action"}
-_SELECTION_KEYS = {"tagStatus", "tagPrefixList", "tagPatternList", "countType", "countUnit",
-                   "countNumber"}
+_SELECTION_KEYS = {"tagStatus", "tagPrefixList", "tagPatternList", "storageClass", "countType",
+                   "countUnit", "countNumber"}
+COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed", "sinceImagePulled",
+               "sinceImageTransitioned")
+MIN_ARCHIVE_DAYS = 90  # an archived image is kept at least this long
 
 
 class PolicyError(ValueError):
@@ -57,13 +75,17 @@ class PolicyError(ValueError):
 class Rule:
     priority: int
     tag_status: str  # "tagged", "untagged" or "any"
-    count_type: str  # "imageCountMoreThan" or "sinceImagePushed"
+    count_type: str  # one of COUNT_TYPES
     count_number: int
     tag_prefixes: tuple[str, ...] = ()
     tag_patterns: tuple[str, ...] = ()
     description: str | None = None
+    storage_class: str = "standard"  # the images it selects: "standard" or "archive"
+    action: str = "expire"  # or "transition" (to the archive storage class)
 
-    def selects(self, tags: Sequence[str]) -> bool:
+    def selects(self, tags: Sequence[str], storage_class: str = "standard") -> bool:
+        if storage_class != self.storage_class:
+            return False
         if self.tag_status == "any":
             return True
         if self.tag_status == "untagged":
@@ -84,12 +106,16 @@ class Candidate:
     pushed_at: float
     order: int = 0  # breaks ties between images pushed at the same instant (push order)
     referenced: bool = False  # an index of the repository references it
+    storage_class: str = "standard"  # or "archive"
+    pulled_at: float | None = None  # last recorded pull; None: never pulled
+    archived_at: float | None = None  # when it was last archived
 
 
 @dataclass(frozen=True)
 class Expiry:
     key: Hashable
     rule_priority: int
+    action: str = "expire"  # or "transition"
 
 
 def _fail(detail: str) -> PolicyError:
@@ -136,10 +162,15 @@ def _rule(raw: Any) -> Rule:
     action = raw["action"]
     if not isinstance(action, dict):
         raise _fail("action must be an object")
-    _keys(action, {"type"}, {"type"})
-    if action["type"] != "expire":
-        raise _fail(f"instance value ({action['type']}) not found in enum "
-                    '(possible values: ["expire"])')
+    _keys(action, {"type", "targetStorageClass"}, {"type"})
+    kind = action["type"]
+    if kind not in ("expire", "transition"):
+        raise _fail(f"instance value ({kind}) not found in enum "
+                    '(possible values: ["expire","transition"])')
+    if kind == "transition" and action.get("targetStorageClass") != "archive":
+        raise _fail("targetStorageClass must be archive when the action type is transition")
+    if kind == "expire" and "targetStorageClass" in action:
+        raise _fail("targetStorageClass can only be used when the action type is transition")
     selection = raw["selection"]
     if not isinstance(selection, dict):
         raise _fail("selection must be an object")
@@ -164,19 +195,34 @@ def _rule(raw: Any) -> Rule:
             raise _fail(f"tagPatternList entry '{pattern}' has more than {MAX_WILDCARDS} "
                         "wildcards")
     count_type = selection["countType"]
-    if count_type not in ("imageCountMoreThan", "sinceImagePushed"):
-        raise _fail("instance failed to match exactly one schema (matched 0 out of 2)")
+    if count_type not in COUNT_TYPES:
+        raise _fail(f"instance failed to match exactly one schema (matched 0 out of "
+                    f"{len(COUNT_TYPES)})")
     unit = selection.get("countUnit")
-    if count_type == "sinceImagePushed" and unit != "days":
-        raise _fail("countUnit must be days when countType is sinceImagePushed")
+    if count_type != "imageCountMoreThan" and unit != "days":
+        raise _fail(f"countUnit must be days when countType is {count_type}")
     if count_type == "imageCountMoreThan" and unit is not None:
-        raise _fail("countUnit can only be used when countType is sinceImagePushed")
+        raise _fail("countUnit can only be used when countType is sinceImagePushed, "
+                    "sinceImagePulled or sinceImageTransitioned")
+    storage = selection.get("storageClass", "standard")
+    if storage not in ("standard", "archive"):
+        raise _fail(f"instance value ({storage}) not found in enum "
+                    '(possible values: ["archive","standard"])')
+    if (storage == "archive") != (count_type == "sinceImageTransitioned"):
+        raise _fail("storageClass archive goes with countType sinceImageTransitioned, and "
+                    "only with it")
+    if kind == "transition" and storage != "standard":
+        raise _fail("a transition rule selects images of the standard storage class")
     number = selection["countNumber"]
     if isinstance(number, bool) or not isinstance(number, int) or number < 1:
         raise _fail(f"numeric instance is lower than the required minimum (minimum: 1, "
                     f"found: {number})" if isinstance(number, int) and not isinstance(
                         number, bool) else "countNumber must be an integer")
-    return Rule(priority, status, count_type, number, prefixes, patterns, description)
+    if storage == "archive" and number < MIN_ARCHIVE_DAYS:
+        raise _fail(f"images in archive are kept at least {MIN_ARCHIVE_DAYS} days: "
+                    f"countNumber must be at least {MIN_ARCHIVE_DAYS}")
+    return Rule(priority, status, count_type, number, prefixes, patterns, description,
+                storage, kind)
 
 
 def _keys(value: dict[str, Any], allowed: set[str], required: set[str]) -> None:
@@ -199,23 +245,34 @@ def _strings(selection: dict[str, Any], key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _moment(rule: Rule, image: Candidate) -> float | None:
+    """The instant a time-based rule measures ``image``'s age from."""
+    if rule.count_type == "sinceImagePulled":
+        return image.pulled_at if image.pulled_at is not None else image.pushed_at
+    if rule.count_type == "sinceImageTransitioned":
+        return image.archived_at
+    return image.pushed_at
+
+
 def evaluate(rules: Sequence[Rule], images: Sequence[Candidate], now: float) -> list[Expiry]:
-    """The images the rules expire, oldest first, each with the rule that expires it."""
+    """The images the rules act on, oldest first, each with the rule and its action."""
     claimed: set[Hashable] = set()  # matched a higher-priority rule's filter
-    expired: dict[Hashable, int] = {}
+    acted: dict[Hashable, Rule] = {}
     newest_first = sorted(images, key=lambda i: (i.pushed_at, i.order), reverse=True)
     for rule in sorted(rules, key=lambda r: r.priority):
-        selected = [image for image in newest_first if rule.selects(image.tags)]
+        selected = [image for image in newest_first
+                    if rule.selects(image.tags, image.storage_class)]
         if rule.count_type == "imageCountMoreThan":
             doomed = selected[rule.count_number:]
         else:
             cutoff = now - rule.count_number * DAY
-            doomed = [image for image in selected if image.pushed_at < cutoff]
+            doomed = [image for image in selected
+                      if (moment := _moment(rule, image)) is not None and moment < cutoff]
         for image in doomed:
-            if image.key in claimed or image.key in expired or image.referenced:
+            if image.key in claimed or image.key in acted or image.referenced:
                 continue
-            expired[image.key] = rule.priority
+            acted[image.key] = rule
         claimed.update(image.key for image in selected)
     by_key = {image.key: image for image in images}
-    order = sorted(expired, key=lambda k: (by_key[k].pushed_at, by_key[k].order))
-    return [Expiry(key, expired[key]) for key in order]
+    order = sorted(acted, key=lambda k: (by_key[k].pushed_at, by_key[k].order))
+    return [Expiry(key, acted[key].priority, acted[key].action) for key in order]

@@ -26,13 +26,21 @@ from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
 from gateway.observability.tracing import Tracing
-from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, REGISTRY, SETTINGS, OciSettings
+from gateway.oci.context import (
+    BLOB_CACHE,
+    FILL_LOCKS,
+    HTTP_CLIENT,
+    REGISTRY,
+    SETTINGS,
+    OciSettings,
+)
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
-from gateway.state import cache_events, session_store, staged_peers
+from gateway.state import cache_events, fill_locks, session_store, staged_peers
+from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +97,10 @@ async def _expire_idle_sessions(app: web.Application) -> None:
             await registry.uploads.expire_idle(idle)
         except Exception:  # a failed sweep is retried on the next tick
             log.exception("expiring idle upload sessions failed")
+
+
+async def _announce_staged(peers: StagedPeers, staging: StagingStore) -> None:
+    await peers.announce_all(await asyncio.to_thread(staging.digests))
 
 
 def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
@@ -165,12 +177,16 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     peers = staged_peers(config)
     ecr = EcrRegistry(router, clients, upstream_factory(config), sessions, staging, policy,
                       http, config.cache, public, events, peers)
+    fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors with an upstream registry fill ECR from it on a miss.
     pulls_through = any(mirror.upstream for mirror in config.mirrors.values())
     app[REGISTRY] = PullThrough(ecr, config.mirrors, http, PullThroughConfig.password,
-                                spool_dir=data / "staging" / "tee") if pulls_through else ecr
+                                spool_dir=data / "staging" / "tee",
+                                fills=fills) if pulls_through else ecr
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
+        if fills is not None:
+            app[FILL_LOCKS] = fills
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.
@@ -178,7 +194,16 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
             auto_decompress=False, timeout=http_timeouts(config),
             trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
-        events.listen(ecr.apply_notice, ecr.caches.flush)
+        announcing: set[asyncio.Task[None]] = set()
+
+        def listening_again() -> None:
+            ecr.caches.flush()
+            if peers is not None:  # Redis may have restarted empty: tell it what is staged here
+                task = asyncio.create_task(_announce_staged(peers, staging))
+                announcing.add(task)
+                task.add_done_callback(announcing.discard)
+
+        events.listen(ecr.apply_notice, listening_again)
         yield
         sweeper.cancel()
         await events.close()
@@ -187,6 +212,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         backend = app[REGISTRY]
         if isinstance(backend, PullThrough):
             await backend.close()
+        if fills is not None:
+            await fills.close()
         await app[HTTP_CLIENT].close()
         await clients.close()
         await sessions.close()

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from ecr_emulator import cli as emulator_cli
 from gateway.tools import sync as sync_command
 
 DESCRIPTION = "An OCI registry whose storage is Amazon ECR, with its own ECR emulator."
@@ -47,22 +48,8 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5000)")
     serve.add_argument("--data-dir", help="where local state lives (default ./.ecr-gateway)")
 
-    emu = sub.add_parser("emulator", help="run the ECR emulator on its own")
-    emu.add_argument("--listen", default="127.0.0.1:4566", help="HOST:PORT (default %(default)s)")
-    emu.add_argument("--data-dir", default="./.ecr-emulator", help="storage folder")
-    emu.add_argument("--account-id", default="123456789012", help="the emulated AWS account")
-    emu.add_argument("--region", default="us-east-1", help="the emulated region")
-    emu.add_argument("--policy-file",
-                     help="JSON per-access-key allow/deny rules (see ecr_emulator/access.py)")
-    emu.add_argument("--credentials", metavar="FILE",
-                     help="AWS shared-credentials file: only its keys are accepted and every "
-                     "request's SigV4 signature is verified (default: any key, unchecked)")
-    emu.add_argument("--throttle", metavar="FILE",
-                     help="JSON per-action rates, e.g. {\"PutImage\": {\"rate\": 10, "
-                     "\"burst\": 20}}: beyond, ThrottlingException (also ECR_EMULATOR_THROTTLE)")
-    emu.add_argument("--admin", action="store_true",
-                     help="turn on the /_emulator/ control endpoints (faults, policies, "
-                     "request log); with --credentials they need a SigV4 signature")
+    emulator_cli.add_arguments(sub.add_parser("emulator",
+                                              help="run the ECR emulator on its own"))
 
     check = sub.add_parser("check-config", help="validate a configuration file, print it "
                            "with secrets masked")
@@ -70,6 +57,10 @@ def _build_parser() -> argparse.ArgumentParser:
     check.add_argument("--skip-file-checks", action="store_true",
                        help="do not require the files it names (htpasswd, TLS, signing key) "
                        "to exist here, for checking a configuration meant for another machine")
+    schema = sub.add_parser("config-schema", help="print the configuration's JSON Schema")
+    schema.add_argument("--write", action="store_true",
+                        help="in a source checkout: regenerate docs/config.schema.json and "
+                        "the Helm chart's values.schema.json instead")
     iam = sub.add_parser("iam-policy", help="print the IAM policy the configured routes "
                          "need")
     iam.add_argument("--config", help="YAML configuration file")
@@ -99,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gateway.tools import check_config
 
         return check_config.run(args.file, check_files=not args.skip_file_checks)
+    if args.command == "config-schema":
+        from gateway.config import schema
+
+        return schema.main(["--write"] if args.write else [])
     if args.command == "iam-policy":
         from gateway.tools import iam_policy
 

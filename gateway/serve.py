@@ -223,7 +223,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         config = load_config(args.config, overrides={"listen": args.listen,
                                                      "data_dir": args.data_dir})
     except ConfigError as exc:
-        print(f"ecr-gateway: bad configuration: {exc}", file=sys.stderr)
+        print(f"ecr-gateway: bad configuration: {exc.located()}", file=sys.stderr)
         return 2
     try:
         exposure_warnings = check_exposure(config)

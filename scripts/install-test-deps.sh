@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(docker.io skopeo containerd redis-server docker-registry apache2-utils debootstrap hey)
+packages=(docker.io skopeo containerd redis-server docker-registry apache2-utils debootstrap hey nginx)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

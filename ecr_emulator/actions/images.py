@@ -6,7 +6,7 @@ import hashlib
 import sqlite3
 import time
 
-from ecr_emulator import image_states, image_store, manifests, paging, store
+from ecr_emulator import image_states, image_store, manifests, paging, replicator, store
 from ecr_emulator.actions import pull_through, scanning, templates
 from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
@@ -45,6 +45,7 @@ async def put_image(call: Call, params: Json) -> Json:
     await state.db.write(_put_image, repository=repository, registry_id=registry_id,
                          digest=digest, text=text, manifest=manifest, tag=tag, now=time.time(),
                          max_images=state.settings.max_images_per_repository)
+    await replicator.after_push(state, repository, digest, tag)
     return {"image": {
         "registryId": registry_id,
         "repositoryName": repository,

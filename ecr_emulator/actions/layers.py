@@ -103,8 +103,9 @@ class StagedPart:
     arrives (base64-decoded and hashed on the way), under the upload's lock. It counts only
     once UploadLayerPart keeps it; else ``release`` cuts the file back, the upload unchanged."""
 
-    def __init__(self, lock: asyncio.Lock, upload: store.Upload, registry_id: str,
-                 writer: PartWriter) -> None:
+    def __init__(self, state: EmulatorState, lock: asyncio.Lock, upload: store.Upload,
+                 registry_id: str, writer: PartWriter) -> None:
+        self.state = state
         self.lock = lock
         self.upload = upload
         self.registry_id = registry_id
@@ -160,7 +161,7 @@ async def stage_part(state: EmulatorState, head: Json) -> StagedPart | None:
     except BaseException:
         lock.release()
         raise
-    return StagedPart(lock, upload, registry_id, writer)
+    return StagedPart(state, lock, upload, registry_id, writer)
 
 
 def _hasher(state: EmulatorState, upload_id: str, first: int) -> Any | None:
@@ -179,8 +180,8 @@ async def _keep_staged(state: EmulatorState, params: Json, part: StagedPart) -> 
     try:
         try:
             await asyncio.to_thread(part.handoff.finish)
-            if (params["repositoryName"], params["uploadId"]) != (upload.repository,
-                                                                   upload.id):
+            if (params["repositoryName"], params["uploadId"], state) != (
+                    upload.repository, upload.id, part.state):
                 raise AwsError("InvalidParameterException",
                                "repositoryName and uploadId must be given once")
         except BaseException:
@@ -329,5 +330,6 @@ async def get_download_url_for_layer(call: Call, params: Json) -> Json:
         raise AwsError("LayerInaccessibleException",
                        f"The layer with digest '{digest}' is not available")
     url = downloads.presign(call.base_url, state.secret, digest,
-                            expires=state.settings.download_url_expires)
+                            expires=state.settings.download_url_expires,
+                            route=state.layer_route)
     return {"downloadUrl": url, "layerDigest": digest}

@@ -4,7 +4,8 @@ GetLifecyclePolicyPreview.
 The policy text is validated by lifecycle_policy.parse (InvalidParameterException with ECR's
 "Lifecycle policy validation failure: ..." message) and stored byte-exact. A preview
 evaluates the rules against the repository's images when it starts and lists exactly the
-images they would expire, each with the rule that expires it; it reports IN_PROGRESS for
+images they would expire or transition to the archive storage class, each with the rule and
+its action; it reports IN_PROGRESS for
 ``lifecycle_preview_seconds`` (default 0), then COMPLETE. expiry.py applies stored policies.
 """
 
@@ -102,7 +103,8 @@ async def start_lifecycle_policy_preview(call: Call, params: Json) -> Json:
         documents.put(db, repository, documents.LIFECYCLE_PREVIEW, {
             "text": text, "readyAt": now + state.settings.lifecycle_preview_seconds,
             "results": [{"imageDigest": j.digest, "imageTags": j.tags,
-                         "imagePushedAt": j.pushed_at, "appliedRulePriority": j.rule_priority}
+                         "imagePushedAt": j.pushed_at, "appliedRulePriority": j.rule_priority,
+                         "action": j.action, "storageClass": j.storage_class}
                         for j in judged]}, now, registry_id=registry_id)
 
     await state.db.write(start)
@@ -139,10 +141,17 @@ async def get_lifecycle_policy_preview(call: Call, params: Json) -> Json:
     if tag_status != "ANY":
         results = [r for r in results if bool(r["imageTags"]) == (tag_status == "TAGGED")]
     page = results[after:after + limit]
+    every = preview["results"]
+    summary: Json = {"expiringImageTotalCount": sum(
+        r.get("action", "expire") == "expire" for r in every)}
+    transitioning = len(every) - summary["expiringImageTotalCount"]
+    if transitioning:  # "only present if at least one image will be transitioned"
+        summary["transitioningImageTotalCounts"] = [
+            {"targetStorageClass": "ARCHIVE", "imageTotalCount": transitioning}]
     answer.update({
         "status": "COMPLETE",
         "previewResults": [_result(r) for r in page],
-        "summary": {"expiringImageTotalCount": len(preview["results"])},
+        "summary": summary,
     })
     if after + limit < len(results):
         answer["nextToken"] = paging.encode("GetLifecyclePolicyPreview", after + limit)
@@ -150,10 +159,13 @@ async def get_lifecycle_policy_preview(call: Call, params: Json) -> Json:
 
 
 def _result(stored: dict[str, Any]) -> Json:
+    action: Json = ({"type": "TRANSITION", "targetStorageClass": "ARCHIVE"}
+                    if stored.get("action") == "transition" else {"type": "EXPIRE"})
     result: Json = {"imageDigest": stored["imageDigest"],
                     "imagePushedAt": stored["imagePushedAt"],
-                    "action": {"type": "EXPIRE"},
-                    "appliedRulePriority": stored["appliedRulePriority"]}
+                    "action": action,
+                    "appliedRulePriority": stored["appliedRulePriority"],
+                    "storageClass": stored.get("storageClass", "STANDARD")}
     if stored["imageTags"]:
         result["imageTags"] = stored["imageTags"]
     return result

@@ -9,7 +9,10 @@ manifests) from the upstream, creating the repository from the matching reposito
 template (PULL_THROUGH_CACHE) on the first pull; the layers follow when a client asks for
 them (GetDownloadUrlForLayer, BatchCheckLayerAvailability), streamed into the blob store
 and checked against their digest. A tag already cached is served without asking the
-upstream again.
+upstream again. An imported image brings its referrers (signatures, SBOMs: the manifests
+whose ``subject`` it is, from the upstream's referrers API or referrers tag), and
+ListImageReferrers of such a repository first fetches the referrers it lacks
+(UnableToListUpstreamImageReferrersException when the upstream cannot be asked).
 
 Credentials are Secrets Manager ARNs (``…:secret:ecr-pullthroughcache/<name>``); the
 emulator resolves them in ``<data-dir>/pull-through-secrets.json``, an object whose keys are
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sqlite3
 import time
 import uuid
@@ -44,6 +48,8 @@ from ecr_emulator.upstream import (
     UpstreamError,
     base_url,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_RULES = 50  # a registry's quota of pull through cache rules
 ROOT = "ROOT"
@@ -310,21 +316,58 @@ async def import_images(state: EmulatorState, repository: str, image_ids: list[J
     upstream = Upstream(rule["upstreamRegistryUrl"], credential)
     for image_id in missing:
         try:
-            await _import_image(state, upstream, repository, upstream_repository, image_id,
-                                registry_id)
+            imported = await _import_image(state, upstream, repository, upstream_repository,
+                                           image_id, registry_id)
         except UpstreamError as exc:
             if exc.kind == "invalid":
                 raise AwsError("UnableToGetUpstreamImageException", str(exc)) from None
             failures[id_key(image_id)] = Failure(_FAILURE_CODES[exc.kind], str(exc))
+            continue
+        if imported is not None:
+            try:  # the image is served whether or not its referrers can be had now
+                await _import_referrers(state, upstream, repository, upstream_repository,
+                                        imported, registry_id)
+            except UpstreamError as exc:
+                log.info("referrers of %s@%s not imported: %s", repository, imported, exc)
     return failures
 
 
+async def import_referrers(state: EmulatorState, repository: str, subject: str,
+                           registry_id: str) -> None:
+    """ListImageReferrers' first step in a pull through cache repository: fetch the
+    referrers of ``subject`` it lacks from the upstream."""
+    found = await state.db.read(matching_rule, repository)
+    if found is None:
+        return
+    rule, upstream_repository = found
+    try:
+        credential = load_credential(state, rule.get("credentialArn"),
+                                     "UnableToListUpstreamImageReferrersException")
+        await _import_referrers(state, Upstream(rule["upstreamRegistryUrl"], credential),
+                                repository, upstream_repository, subject, registry_id)
+    except (AwsError, UpstreamError) as exc:
+        raise AwsError("UnableToListUpstreamImageReferrersException",
+                       f"The referrers of '{subject}' could not be listed using the pull "
+                       f"through cache rule: {exc}") from None
+
+
+async def _import_referrers(state: EmulatorState, upstream: Upstream, repository: str,
+                            upstream_repository: str, subject: str, registry_id: str) -> None:
+    descriptors = await upstream.referrers(upstream_repository, subject)
+    wanted = [{"imageDigest": str(d["digest"])} for d in descriptors]
+    for image_id in await state.db.read(_missing, repository, wanted):
+        await _import_image(state, upstream, repository, upstream_repository, image_id,
+                            registry_id)
+
+
 async def _import_image(state: EmulatorState, upstream: Upstream, repository: str,
-                        upstream_repository: str, image_id: Json, registry_id: str) -> None:
+                        upstream_repository: str, image_id: Json,
+                        registry_id: str) -> str | None:
+    """Fetch and store one image (and an index's children); its digest."""
     tag, digest = image_id.get("imageTag"), image_id.get("imageDigest")
     reference = digest or tag
     if not reference:
-        return
+        return None
     text, media_type = await upstream.manifest(upstream_repository, reference)
     manifest = _parse(text, media_type)
     fetched = [(text, manifest)]
@@ -335,6 +378,7 @@ async def _import_image(state: EmulatorState, upstream: Upstream, repository: st
                          registry_id=registry_id, now=time.time(),
                          max_repositories=state.settings.max_repositories,
                          max_images=state.settings.max_images_per_repository)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def _parse(text: str, media_type: str) -> manifests.Manifest:

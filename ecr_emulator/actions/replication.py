@@ -1,10 +1,10 @@
 """PutReplicationConfiguration, DescribeRegistry, DescribeImageReplicationStatus.
 
 The configuration is validated (a destination may not be this registry in this region, at
-most 25 destinations in all) and stored; DescribeRegistry answers it. An emulator holds one
-account in one region, so nothing is copied: DescribeImageReplicationStatus reports every
-destination whose rule covers the repository as FAILED with failureCode
-``REPLICATION_NOT_EMULATED`` rather than pretending the copy exists.
+most 25 destinations in all) and stored; DescribeRegistry answers it. Images pushed afterwards
+are copied to the destinations (replicator.py); DescribeImageReplicationStatus reports each
+copy's outcome (IN_PROGRESS, COMPLETE, or FAILED with a failureCode), and no status for an
+image pushed before replication covered it (ECR replicates only content pushed later).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from ecr_emulator import image_states
+from ecr_emulator import image_states, replicator
 from ecr_emulator import registry_documents as registry
 from ecr_emulator.errors import AwsError
 from ecr_emulator.protocol import Call, Json, action
@@ -54,20 +54,11 @@ async def describe_image_replication_status(call: Call, params: Json) -> Json:
     registry_id = state.registry_id(params)
     repository, asked = params["repositoryName"], params["imageId"]
 
-    def read(db: sqlite3.Connection) -> tuple[image_states.Image, Json | None]:
+    def read(db: sqlite3.Connection) -> tuple[image_states.Image, list[dict[str, str]]]:
         image = image_states.existing_image(db, repository, registry_id, asked)
-        return image, registry.get(db, registry.REPLICATION)
+        return image, replicator.statuses(db, repository, image.digest)
 
-    image, configuration = await state.db.read(read)
-    statuses = []
-    for rule in (configuration or {"rules": []})["rules"]:
-        filters = rule.get("repositoryFilters") or []
-        if filters and not any(repository.startswith(f["filter"]) for f in filters):
-            continue
-        for destination in rule.get("destinations", []):
-            statuses.append({"region": destination["region"],
-                             "registryId": destination["registryId"], "status": "FAILED",
-                             "failureCode": "REPLICATION_NOT_EMULATED"})
+    image, statuses = await state.db.read(read)
     image_id: Json = {"imageDigest": image.digest}
     if asked.get("imageTag"):
         image_id["imageTag"] = asked["imageTag"]

@@ -37,12 +37,7 @@ async def update_image_storage_class(call: Call, params: Json) -> Json:
                            "with its index")
         if target == current:
             return image, "ARCHIVED" if target == "ARCHIVE" else "ACTIVE"
-        image_states.set_storage_class(db, image.id, target, now)
-        for (child,) in db.execute(
-                "SELECT i.id FROM image_refs r JOIN images i ON i.digest = r.target AND"
-                " i.repository = ? WHERE r.image_id = ? AND r.kind = 'manifest'",
-                (repository, image.id)).fetchall():
-            image_states.set_storage_class(db, child, target, now)
+        image_states.set_with_children(db, repository, image.id, target, now)
         return image, "ARCHIVED" if target == "ARCHIVE" else "ACTIVATING"
 
     image, status = await state.db.write(update)

@@ -15,6 +15,7 @@ connection arrived on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from aiohttp import web
 from gateway.auth.exposure import is_loopback
 from gateway.auth.forwarded import ProxyTrust
 from gateway.auth.scopes import Scope
+from gateway.config.errors import ConfigError
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
@@ -114,3 +116,11 @@ def too_many_failures(retry_after: int) -> OciError:
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def check_realm(realm: str | None) -> str | None:
+    """``auth.token.realm`` (called by gateway/config/models.py): an http(s) URL, since
+    clients send their passwords there."""
+    if realm is not None and not re.match(r"^https?://[^/\s]+", realm):
+        raise ConfigError("", f"must be an http(s) URL, got {realm!r}")
+    return realm

@@ -14,12 +14,23 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.config.errors import ConfigError
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def parse_networks(values: list[str]) -> tuple[Network, ...]:
     """CIDRs (a bare address is a /32 or /128); ValueError names the bad one."""
     return tuple(ipaddress.ip_network(value.strip(), strict=False) for value in values)
+
+
+def check_networks(values: list[str]) -> None:
+    """``trusted_proxies`` (called by gateway/config/models.py): each an address or CIDR."""
+    for i, value in enumerate(values):
+        try:
+            parse_networks([value])
+        except ValueError:
+            raise ConfigError(f"[{i}]", f"is not an address or CIDR: {value!r}") from None
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -23,8 +23,13 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
+from gateway.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.config import AccessRuleConfig
 
 ACTIONS = (*REPOSITORY_ACTIONS, "catalog")
 NOTHING: frozenset[str] = frozenset()
@@ -165,3 +170,27 @@ class AccessRules:
                 granted.setdefault((scope.type, scope.name), set()).update(actions)
         return [Scope(kind, name, frozenset(actions))
                 for (kind, name), actions in granted.items()]
+
+
+# The configuration's checks of access rules (called by gateway/config/models.py).
+
+
+def check_rule(rule: AccessRuleConfig) -> None:
+    if rule.ecr_repository is not None and rule.repository != "**":
+        raise ConfigError("", "a rule names repository or ecr_repository, not both")
+    if rule.ecr_repository is not None and "catalog" in rule.actions:
+        raise ConfigError("actions", "catalog is granted by repository rules, not "
+                          "ecr_repository ones")
+    unknown = set(rule.actions) - set(ACTIONS)
+    if unknown:
+        raise ConfigError("actions", f"unknown action {sorted(unknown)[0]!r} "
+                          f"({', '.join(ACTIONS)})")
+
+
+def check_rule_groups(rules: list[AccessRuleConfig], groups: Mapping[str, list[str]]) -> None:
+    """Every group a rule names is defined in ``auth.groups``."""
+    for i, rule in enumerate(rules):
+        missing = [group for group in rule.groups if group not in groups]
+        if missing:
+            raise ConfigError(f"rules[{i}].groups", f"group {missing[0]!r} is not defined in "
+                              "auth.groups")

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import calendar
 import time
-from collections import OrderedDict
 from typing import Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from gateway.config import CacheConfig
 from gateway.observability.metrics import cache_event
@@ -49,40 +48,41 @@ MEMBERSHIP_SECONDS = 300.0
 
 
 class ByteLRU(Generic[K, V]):
-    """A dict bounded by the total size of its values (sizes given on insert)."""
+    """A dict bounded by the total size of its values (sizes given on insert): a cachetools
+    LRUCache whose items carry their size."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._items: LRUCache[K, tuple[V, int]] = LRUCache(max_bytes, getsizeof=_item_size)
+
+    @property
+    def max_bytes(self) -> int:
+        return int(self._items.maxsize)
+
+    @property
+    def bytes(self) -> int:
+        return int(self._items.currsize)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        self._items.move_to_end(key)
-        return item[0]
+        item = self._items.get(key)  # a hit becomes the most recently used
+        return None if item is None else item[0]
 
     def put(self, key: K, value: V, size: int) -> None:
         self.pop(key)
-        if size > self.max_bytes:
-            return
-        self._items[key] = (value, size)
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self.bytes -= dropped
+        if size <= self.max_bytes:  # LRUCache refuses a larger one (ValueError)
+            self._items[key] = (value, size)
 
     def pop(self, key: K) -> None:
-        item = self._items.pop(key, None)
-        if item is not None:
-            self.bytes -= item[1]
+        self._items.pop(key, None)
 
     def keys(self) -> list[K]:
         return list(self._items)
+
+
+def _item_size(item: tuple[object, int]) -> int:
+    return item[1]
 
 
 class PullCaches:

@@ -21,6 +21,7 @@ import aiohttp
 
 from gateway.config import CacheConfig, RouteConfig
 from gateway.ecr import catalog
+from gateway.ecr.adopt import adopt_spool, settle_spool
 from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory, Upstream
@@ -245,9 +246,9 @@ class EcrRegistry:
         spool = self._staging.spool_path(upload)
         spooled = await asyncio.to_thread(_size_of, spool)
         # Kept only once its bytes hash to the digest (ECR checked what it received).
-        if spooled is None or not await asyncio.to_thread(_has_digest, spool, digest):
-            return None
-        await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent request kept it first
+            if spooled is not None and await asyncio.to_thread(_has_digest, spool, digest):
+                await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
         return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
@@ -278,11 +279,22 @@ class EcrRegistry:
 
     async def write_upload(self, name: str, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
+        if self.peers is not None:  # the request before may have gone to another replica
+            await adopt_spool(self.peers, self._http(), self._staging.spool_path(upload_id),
+                              upload_id, partial(self._received, name, upload_id))
         status = await self.uploads.write(name, upload_id, self._target(name), chunks, start)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
         return status
+
+    async def _received(self, name: str, upload_id: str) -> int:
+        return (await self.uploads.status(name, upload_id)).received
+
+    def spool_for_peer(self, upload: str) -> Path | None:
+        """The spool of an upload in progress, for the peer continuing it."""
+        path = self._staging.spool_path(upload) if _UPLOAD_ID.fullmatch(upload) else None
+        return path if path is not None and path.is_file() else None
 
     async def finish_upload(self, name: str, upload_id: str, digest: str) -> None:
         target = self._target(name)
@@ -295,6 +307,7 @@ class EcrRegistry:
                 await self.peers.announce(digest)
             elif holder is not None and holder != self.peers.self_url:
                 await self.peers.announce(digest, holder, upload_id)
+                settle_spool(self.peers, self._http(), holder, digest, upload_id)
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
         await self.uploads.cancel(name, upload_id)

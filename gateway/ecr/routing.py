@@ -11,10 +11,12 @@ mirror route pulls ``public.ecr.aws/<alias>/<name>`` from the ECR Public registr
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.config import Config, MirrorConfig, RouteConfig
+from gateway.config import Config, ConfigError, MirrorConfig, RepositorySettings, RouteConfig
 from gateway.ecr.clients import caller_credentials
 from gateway.oci.errors import NAME_INVALID, OciError
 
@@ -32,6 +34,9 @@ _PUBLIC_NAME = re.compile(r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-]
 # ECR Public's registry (routes with upstream_kind ecr-public; see gateway/ecr/public.py).
 ECR_PUBLIC_HOST = "public.ecr.aws"
 ECR_PUBLIC_REGION = "us-east-1"
+# What containerd puts in ?ns=: a lower-case registry host, optionally with a port.
+_MIRROR_HOST = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
+                          r"(:[0-9]{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -179,3 +184,67 @@ def _strip(name: str, prefix: str) -> str | None:
 
 def _join(prefix: str, rest: str) -> str:
     return f"{prefix}/{rest}" if prefix and rest else (prefix or rest)
+
+
+# The configuration's checks of routes and mirrors (called by gateway/config/models.py).
+
+
+def check_routes(routes: list[RouteConfig]) -> None:
+    prefixes = [route.prefix for route in routes]
+    if len(prefixes) != len(set(prefixes)):
+        raise ConfigError("routes", "two routes have the same prefix")
+
+
+def check_route(route: RouteConfig) -> None:
+    """One route's keys agree with each other and with its kind (ECR or ECR Public)."""
+    if route.prefix.endswith("/") or route.repository_prefix.endswith("/"):
+        raise ConfigError("", "prefixes are written without a trailing slash")
+    public = route.upstream_kind == "ecr-public"
+    if public and route.region not in (None, ECR_PUBLIC_REGION):
+        raise ConfigError("region", "ECR Public is in us-east-1 only")
+    if route.catalog_data != "none" and not public:
+        raise ConfigError("catalog_data", "catalog data is ECR Public's "
+                          "(upstream_kind: ecr-public)")
+    for key in ("registry_url", "registry_alias"):
+        if getattr(route, key) is not None and not public:
+            raise ConfigError(key, "only for upstream_kind: ecr-public")
+    if public and route.repository.lifecycle_policy is not None:
+        raise ConfigError("repository.lifecycle_policy", "ECR Public has no lifecycle policies")
+    check_repository_settings(route.repository)
+
+
+def check_repository_settings(settings: RepositorySettings) -> None:
+    """A route's ``repository`` section: the policy documents are JSON objects, and the
+    lifecycle policy passes the rules ECR itself checks, so that no push meets a refusal."""
+    for key in ("repository_policy", "lifecycle_policy"):
+        value = getattr(settings, key)
+        if value is None:
+            continue
+        if not isinstance(value, (str, dict)):
+            raise ConfigError(f"repository.{key}", "must be a mapping (a JSON object)")
+        try:
+            document = json.loads(value) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise ConfigError(f"repository.{key}", f"is not JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise ConfigError(f"repository.{key}", "must be a mapping (a JSON object)")
+    lifecycle = settings.lifecycle_text()
+    if lifecycle is not None:
+        from ecr_model.lifecycle_policy import PolicyError, parse
+
+        try:
+            parse(lifecycle)
+        except PolicyError as exc:
+            raise ConfigError("repository.lifecycle_policy", str(exc)) from None
+
+
+def check_mirrors(mirrors: Mapping[str, MirrorConfig]) -> None:
+    for host, mirror in mirrors.items():
+        if not _MIRROR_HOST.match(host):
+            raise ConfigError(("mirrors", host), "must be a registry host name (host[:port])")
+        if mirror.repository_prefix.endswith("/"):
+            raise ConfigError(("mirrors", host, "repository_prefix"),
+                              "prefixes are written without a trailing slash")
+        if mirror.registry_url is not None and host != ECR_PUBLIC_HOST:
+            raise ConfigError(("mirrors", host, "registry_url"),
+                              "only for public.ecr.aws (an ECR Public mirror)")

@@ -78,6 +78,26 @@ class StagingStore:
         finally:
             os.close(fd)
 
+    def spool_range(self, upload_id: str, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` of a spool that holds them (None: it does not: gone, or
+        short after the machine went down). Bytes beyond ``end`` (a process that died wrote
+        them) do not matter: the spool is written in stream order."""
+        try:
+            with open(self.spool_path(upload_id), "rb") as handle:
+                if os.fstat(handle.fileno()).st_size < end:
+                    return None
+                handle.seek(start)
+                return handle.read(end - start)
+        except FileNotFoundError:
+            return None
+
+    def holds(self, upload_id: str, size: int) -> bool:
+        """Whether an upload's spool holds its first ``size`` bytes."""
+        try:
+            return self.spool_path(upload_id).stat().st_size >= size
+        except FileNotFoundError:
+            return False
+
     def spool_digest(self, upload_id: str, size: int) -> str | None:
         """The sha256 digest of a spool holding exactly ``size`` bytes (None: no such spool).
 
@@ -144,6 +164,10 @@ class StagingStore:
 
             task.add_done_callback(done)
         return await asyncio.shield(task)
+
+    def digests(self) -> list[str]:
+        """Every staged blob's digest (a pass over the folder)."""
+        return [f"sha256:{entry.name}" for entry in os.scandir(self._blobs)]
 
     def forget(self, digests: list[str]) -> None:
         """Drop blobs ECR can now serve itself."""

@@ -3,9 +3,11 @@
 Bytes are buffered only up to one part (ECR's ``partSize``, 10 MiB by default) per request,
 and at most one part is in flight while the next fills. At the end of a request, what is
 left is sent as a part if it is at least ECR's 5 MiB minimum; otherwise it waits in the
-session store as the tail, because only the final part of a layer may be smaller. The tail
-never exceeds one part: when parts fail to reach ECR, the session keeps at most one part of
-them and reports the rest as not received (the client continues from the upload's Range).
+session as the tail, because only the final part of a layer may be smaller (in the
+staging spool alone when the session store is this process's own: each byte reaches the
+disk once). The tail never exceeds one part: when parts fail to reach ECR, the session keeps
+at most one part of them and reports the rest as not received (the client continues from
+the upload's Range).
 
 The gateway checks every upload's digest itself (ECR does not when it already holds a layer
 with that digest): each part is hashed as it is prepared, and the sha256 state of the bytes
@@ -23,13 +25,12 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
-
-import aiohttp
 
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
+from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending, extended
 from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
@@ -43,7 +44,6 @@ from gateway.state.sessions import SessionStore, UploadSession
 
 log = logging.getLogger(__name__)
 
-MIN_PART = 5 * 1024 * 1024  # every part but the last (LayerPartTooSmallException)
 MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
 # Parts cut from request bodies (being encoded, or on their way upstream) that the process
 # holds at once over all uploads; each upload also fills at most one part. This bounds
@@ -52,95 +52,29 @@ PARTS_IN_MEMORY = 8
 # Uploads whose running hash the process keeps; one it forgot is checked from its staged copy.
 RUNNING_HASHES = 10_000
 
-# A client that goes away mid-body surfaces as one of these while the body is read.
-_CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
+class _Request:
+    """A :class:`~gateway.ecr.part_pipeline.Destination` for one request on one session."""
 
+    def __init__(self, manager: UploadManager, target: Target, session: UploadSession) -> None:
+        self._manager = manager
+        self._target = target
+        self._session = session
 
-class _Pending:
-    """Received bytes not sent upstream yet, kept as the chunks they arrived in, so that a
-    part is joined from them with a single copy."""
+    async def send(self, part: EncodedPart) -> None:
+        await self._manager._send_part(self._target, self._session, part)
 
-    def __init__(self, data: bytes = b"") -> None:
-        self._chunks: list[bytes | memoryview] = [data] if data else []
-        self.size = len(data)
+    async def record_progress(self) -> None:
+        await self._manager._record_progress(self._session)
 
-    def add(self, chunk: bytes) -> None:
-        if chunk:
-            self._chunks.append(chunk)
-            self.size += len(chunk)
+    async def spool(self, offset: int, data: list[memoryview]) -> None:
+        await self._manager._spool(self._session, offset, data)
 
-    def put_back(self, data: bytes) -> None:
-        if data:
-            self._chunks.insert(0, data)
-            self.size += len(data)
+    async def save(self, tail: bytes) -> None:
+        self._session.updated_at = time.time()
+        await self._manager._save(self._session, tail)
 
-    def take(self, count: int) -> bytes:
-        """The first ``count`` bytes as one bytes object; the rest stays pending."""
-        taken = self.take_chunks(count)
-        if len(taken) == 1 and isinstance(taken[0], bytes):
-            return taken[0]
-        return b"".join(taken)
-
-    def take_chunks(self, count: int) -> list[bytes | memoryview]:
-        """The first ``count`` bytes as the chunks they are in (the last one cut to fit)."""
-        taken: list[bytes | memoryview] = []
-        need, used = count, 0
-        while need:
-            chunk = self._chunks[used]
-            if len(chunk) <= need:
-                taken.append(chunk)
-                need -= len(chunk)
-                used += 1
-            else:
-                view = memoryview(chunk)
-                taken.append(view[:need])
-                self._chunks[used] = view[need:]
-                need = 0
-        del self._chunks[:used]
-        self.size -= count
-        return taken
-
-
-class _OutOfStep(Exception):
-    """ECR already holds this upload up to ``upstream_next`` (mid-part)."""
-
-    def __init__(self, upstream_next: int) -> None:
-        super().__init__(f"ECR holds the upload up to byte {upstream_next}")
-        self.upstream_next = upstream_next
-
-
-class _Place:
-    """One of the process's PARTS_IN_MEMORY places for cut parts, given back once."""
-
-    def __init__(self, semaphore: asyncio.Semaphore) -> None:
-        self._semaphore = semaphore
-        self._held = True
-
-    def free(self) -> None:
-        if self._held:
-            self._held = False
-            self._semaphore.release()
-
-
-def _extended(state: Any, chunks: Sequence[bytes | bytearray | memoryview]) -> Any:
-    """A copy of a sha256 state, fed ``chunks`` (blocking: run in a worker thread)."""
-    hasher = state.copy()
-    for chunk in chunks:
-        hasher.update(chunk)
-    return hasher
-
-
-def _skip(chunks: list[bytes | bytearray | memoryview], count: int) -> list[memoryview]:
-    """The chunks' bytes from offset ``count`` on, as views (nothing copied)."""
-    views = []
-    for chunk in chunks:
-        view = memoryview(chunk)
-        if count >= len(view):
-            count -= len(view)
-            continue
-        views.append(view[count:])
-        count = 0
-    return views
+    def hashed(self, position: int, state: Any) -> None:
+        self._manager._hashed(self._session.id, position, state)
 
 
 class UploadManager:
@@ -195,6 +129,9 @@ class UploadManager:
         # offset once the gateway has finished with what that PATCH delivered.
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
+            if session.tail_staged and not await asyncio.to_thread(
+                    self._staging.holds, session.id, session.received):
+                await self._tail(session)  # lost: the offset goes back to what ECR holds
         return UploadStatus(session.id, session.received)
 
     async def _send_part(self, target: Target, session: UploadSession,
@@ -215,7 +152,7 @@ class UploadManager:
             if landed < last:
                 # Stored up to the middle of this part (it was cut differently before).
                 if not final:
-                    raise _OutOfStep(landed + 1) from exc
+                    raise OutOfStep(landed + 1) from exc
                 data = part.data() if isinstance(part, EncodedPart) else part
                 session.committed = landed + 1  # the last part may be of any size
                 await self._send_part(target, session, data[landed + 1 - first:], final=True)
@@ -229,21 +166,50 @@ class UploadManager:
         yet sent live in this process only, so the record claims what ECR holds, no tail."""
         progress = UploadSession.from_dict(session.to_dict())
         progress.received = progress.committed
+        progress.tail_staged = False
         progress.updated_at = time.time()
         await self._store.save(progress, b"")
+
+    async def _save(self, session: UploadSession, tail: bytes) -> None:
+        """Save the record and its tail. With a store only this process reads, a tail the
+        staging spool holds stays there alone: its bytes are not written a second time."""
+        session.tail_staged = bool(tail) and self._store.process_local and \
+            await asyncio.to_thread(self._staging.holds, session.id, session.received)
+        await self._store.save(session, b"" if session.tail_staged else tail)
+
+    async def _tail(self, session: UploadSession) -> bytes:
+        """The session's tail, from the store or the staging spool. A staged tail that is
+        gone (its spool dropped, or short after the machine went down) counts as not
+        received: the record says so, and the client sends it again from the Range."""
+        if not session.tail_staged:
+            return await self._store.tail(session.id)
+        tail = await asyncio.to_thread(self._staging.spool_range, session.id,
+                                       session.committed, session.received)
+        if tail is not None:
+            return tail
+        log.warning("upload %s lost its staged tail: it continues from %d", session.id,
+                    session.committed)
+        session.received = session.committed
+        await self._save(session, b"")
+        return b""
 
     async def write(self, name: str, upload_id: str, target: Target,
                     chunks: AsyncIterator[bytes], start: int | None) -> UploadStatus:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
+            tail = await self._tail(session)
             if start is not None and start != session.received:
                 raise OciError(oci.RANGE_INVALID, {"expected_start": session.received,
                                                    "got": start},
                                message="chunk does not start where the upload stands",
                                headers={"Range": upload_range_header(session.received),
                                         "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
-            pending = _Pending(await self._store.tail(upload_id))
-            await self._pump(target, session, pending, chunks)
+            pipeline = PartPipeline(
+                session, Pending(tail),
+                {**target.ids(), "uploadId": session.ecr_upload_id},
+                _Request(self, target, session), self._parts,
+                self._hash_at(session.id, session.committed))
+            await pipeline.run(chunks)
             return UploadStatus(session.id, session.received)
 
     async def _spool(self, session: UploadSession, offset: int,
@@ -254,147 +220,6 @@ class UploadManager:
         except OSError as exc:
             log.warning("staging upload %s failed (%s): it will not be staged", session.id, exc)
             await asyncio.to_thread(self._staging.discard, session.id)
-
-    async def _prepare(self, session: UploadSession, part: EncodedPart, first: int,
-                       new_from: int, previous: asyncio.Task[None] | None) -> None:
-        """Stage a part's new bytes and hash its request body, both in worker threads."""
-        if previous is not None:
-            await asyncio.wait([previous])  # staging writes stay in stream order
-        building = part.prepare()
-        if new_from < part.size:
-            await self._spool(session, first + new_from, _skip(part.chunks, new_from))
-        await building
-
-    async def _pump(self, target: Target, session: UploadSession, pending: _Pending,
-                    chunks: AsyncIterator[bytes]) -> None:
-        """Move a request body into parts; always leave the store consistent.
-
-        While a part is on its way upstream, the next one is cut (as the chunks it arrived
-        in: nothing is copied), staged and its body hashed in worker threads, so that it
-        leaves as soon as ECR has taken the previous one. Reading the request pauses while
-        both are pending, and while the process holds PARTS_IN_MEMORY cut parts over all
-        uploads.
-        """
-        size = session.part_size
-        staged = session.received  # the staging spool holds everything received before
-        next_first = session.committed
-        cut: list[EncodedPart] = []  # parts taken from ``pending`` that ECR has not stored
-        places: dict[EncodedPart, _Place] = {}  # each cut part's place until it is freed
-        # The sha256 state at each part boundary (absent: unknown to this process), keyed by
-        # offset, never by the part: a key would keep the part's bytes alive to the end.
-        states: dict[int, Any] = {}
-        start_state = self._hash_at(session.id, session.committed)
-        if start_state is not None:
-            states[session.committed] = start_state
-        preparing: asyncio.Task[None] | None = None
-        in_flight: asyncio.Task[None] | None = None
-        failure: BaseException | None = None
-
-        async def prepare(part: EncodedPart, first: int, count: int, new_from: int,
-                          previous: asyncio.Task[None] | None) -> None:
-            if previous is not None:
-                await asyncio.wait([previous])  # the part before is hashed (and staged)
-            hashing = None
-            if first in states:
-                hashing = asyncio.ensure_future(asyncio.to_thread(
-                    _extended, states[first], part.chunks))
-            try:
-                await self._prepare(session, part, first, new_from, None)
-            finally:
-                if hashing is not None:
-                    states[first + count] = await hashing
-
-        async def cut_part(count: int) -> tuple[EncodedPart, asyncio.Task[None]]:
-            nonlocal next_first, staged, preparing
-            await self._parts.acquire()
-            part = EncodedPart(pending.take_chunks(count), {
-                **target.ids(), "uploadId": session.ecr_upload_id,
-                "partFirstByte": next_first, "partLastByte": next_first + count - 1})
-            places[part] = _Place(self._parts)
-            cut.append(part)
-            preparing = asyncio.create_task(prepare(
-                part, next_first, count, max(0, staged - next_first), preparing))
-            next_first += count
-            staged = max(staged, next_first)
-            return part, preparing
-
-        async def send(part: EncodedPart, prepared: asyncio.Task[None]) -> None:
-            # The place is given back sent or not: an upload whose send failed must never
-            # hold places while it waits for one.
-            try:
-                await prepared
-                await self._send_part(target, session, part)
-                cut.remove(part)
-                if session.committed in states:
-                    self._hashed(session.id, session.committed, states[session.committed])
-                for offset in [o for o in states if o < session.committed]:
-                    del states[offset]  # parts behind the stored offset need no state
-                await self._record_progress(session)
-            finally:
-                places.pop(part).free()
-
-        try:
-            async for chunk in chunks:
-                pending.add(chunk)
-                session.received += len(chunk)
-                while pending.size >= size:
-                    part, prepared = await cut_part(size)
-                    if in_flight is not None:
-                        await in_flight
-                    in_flight = asyncio.create_task(send(part, prepared))
-        except _CLIENT_GONE:
-            log.info("client went away mid-body on upload %s at %d", session.id,
-                     session.received)
-        except BaseException as exc:
-            failure = exc
-        # The part in flight must settle before the record is written.
-        if in_flight is not None:
-            try:
-                await in_flight
-            except BaseException as exc:
-                failure = failure or exc
-        # What is left goes up if it may be a part (in parts of at most ``size``: a tail
-        # carried over from an earlier request is cut again here).
-        while failure is None and pending.size >= MIN_PART:
-            try:
-                await send(*await cut_part(min(pending.size, size)))
-            except BaseException as exc:
-                failure = exc
-        if preparing is not None:
-            await asyncio.wait([preparing])  # staging of every cut part is done
-        for part in reversed(cut):
-            pending.put_back(part.data())  # not stored upstream: it is tail again
-            if part in places:
-                places.pop(part).free()
-        rest = pending.take(pending.size)
-        if isinstance(failure, _OutOfStep):
-            # ECR holds more than this session recorded: skip what it has, and let the client
-            # continue from the Range (its next request is cut to match).
-            skip = failure.upstream_next - session.committed
-            rest = rest[skip:]
-            session.committed = failure.upstream_next
-            session.received = max(session.received, session.committed)
-            log.info("upload %s realigned with ECR at %d", session.id, session.committed)
-        if len(rest) > size:
-            # Parts that did not reach ECR: the session keeps one part of them as its tail
-            # (the next request, or the completion, must be able to send it), the rest counts
-            # as not received and the client sends it again from the upload's Range.
-            log.info("upload %s keeps %d of %d bytes not stored upstream", session.id, size,
-                     len(rest))
-            rest = rest[:size]
-            session.received = session.committed + size
-        if isinstance(failure, _OutOfStep):
-            failure = OciError(oci.UNAVAILABLE, {"upload": session.id},
-                               message="upload realigned with ECR; continue from Range",
-                               headers={"Retry-After": "0",
-                                        "Range": upload_range_header(session.received)})
-        new_from = max(0, staged - session.committed)
-        if new_from < len(rest):
-            await self._spool(session, session.committed + new_from, memoryview(rest)[new_from:])
-        session.updated_at = time.time()
-        await self._store.save(session, rest)
-        if failure is not None:
-            raise failure
 
     async def finish(self, name: str, upload_id: str, target: Target,
                      digest: str) -> int | None:
@@ -412,7 +237,13 @@ class UploadManager:
                     raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                    message="digest does not match the (empty) content")
                 return None  # the empty blob is answered by the gateway itself
-            tail = await self._store.tail(upload_id)
+            received = session.received
+            tail = await self._tail(session)
+            if session.received != received:
+                raise OciError(oci.BLOB_UPLOAD_INVALID, {"upload": upload_id},
+                               message="the upload lost its last bytes; continue from Range",
+                               headers={"Range": upload_range_header(session.received),
+                                        "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
             computed = await self._content_digest(session, tail)
             if computed is not None and computed != digest:
                 # Refused before anything more goes upstream: ECR's upload is left to expire
@@ -427,7 +258,7 @@ class UploadManager:
                     await self._send_part(target, session,
                                           tail[start:start + session.part_size], final=True)
                 if tail:
-                    await self._store.save(session, b"")
+                    await self._save(session, b"")
                 await self._call(target, "CompleteLayerUpload",
                                  uploadId=session.ecr_upload_id, layerDigests=[digest])
             except EcrError as exc:
@@ -471,7 +302,7 @@ class UploadManager:
         running hash of what ECR stored plus the tail, else a hash of the staged copy."""
         state = self._hash_at(session.id, session.committed)
         if state is not None and session.committed + len(tail) == session.received:
-            hasher = await asyncio.to_thread(_extended, state, [tail])
+            hasher = await asyncio.to_thread(extended, state, [tail])
             return f"sha256:{hasher.hexdigest()}"
         log.info("upload %s has no running hash here: hashing its staged copy", session.id)
         return await asyncio.to_thread(self._staging.spool_digest, session.id,

@@ -14,10 +14,11 @@ from aiohttp import web
 
 from gateway.blobcache import BlobFill
 from gateway.oci.backend import GrowingBlob
-from gateway.oci.context import BLOB_CACHE, HTTP_CLIENT, registry, settings
+from gateway.oci.context import BLOB_CACHE, FILL_LOCKS, HTTP_CLIENT, registry, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
+from gateway.oci.peer import STAGED_PEERS
 from gateway.state.peers import PROOF_HEADER
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,44 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
             if check is not None or not await cache.wait_fill(digest):
                 break
     try:
+        if isinstance(check, BlobFill) and FILL_LOCKS in request.app:
+            return await _read_once(request, name, digest, headers, check)
         return await _read(request, name, digest, headers, check)
     finally:
         if check is not None:
             check.abort()  # no-op once committed
+
+
+async def _read_once(request: web.Request, name: str, digest: str, headers: dict[str, str],
+                     fill: BlobFill) -> web.StreamResponse:
+    """A cold blob with replicas: one of them fetches it into its cache, the others wait for
+    that and then stream its copy (gateway/state/fills.py), filling their own caches."""
+    locks, peers = request.app[FILL_LOCKS], request.app.get(STAGED_PEERS)
+    here = peers.self_url if peers is not None else None
+    if peers is None or here is None:
+        return await _read(request, name, digest, headers, fill)
+    holders: list[str] = []
+
+    async def filled_elsewhere() -> bool:
+        holders[:] = [url for url in await locks.holders(digest) if url != here]
+        return bool(holders)
+
+    async with locks.first(digest, filled_elsewhere) as mine:
+        if not mine:
+            if await registry(request).stat_blob(name, digest) is None:
+                raise OciError(BLOB_UNKNOWN, {"digest": digest})
+            proof = await peers.proof(digest)
+            for holder in holders:
+                try:
+                    return await _from_peer(request, f"{holder}/_peer/cached/{digest}", proof,
+                                            headers, fill)
+                except OciError:  # evicted there, or that replica is gone
+                    await locks.forget(digest, holder)
+        response = await _read(request, name, digest, headers, fill)
+        cache = request.app[BLOB_CACHE]
+        if digest in cache:
+            await locks.record(digest, here)
+        return response
 
 
 async def _read(request: web.Request, name: str, digest: str, headers: dict[str, str],

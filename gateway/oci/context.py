@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.blobcache import BlobCache
 from gateway.oci.backend import Registry
+from gateway.state.fills import FillLocks
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ CATALOG_FILTER: web.AppKey[CatalogFilter] = web.AppKey("catalog_filter")
 MOUNT_REFUSED = "mount_refused"
 # Proxy mode: local copies of blob bytes by digest (storage-agnostic; absent = no cache).
 BLOB_CACHE = web.AppKey("blob_cache", BlobCache)
+# Shared state: one replica fills the cache with a blob, the others read its copy.
+FILL_LOCKS = web.AppKey("fill_locks", FillLocks)
 
 
 def registry(request: web.Request) -> Registry:

@@ -1,5 +1,8 @@
-"""``GET /_peer/staged/<digest>``: this replica's staged copy of a blob, for another replica
-that proves it shares this one's Redis (gateway/state/peers.py). Not part of the OCI API."""
+"""``GET /_peer/staged/<digest>``: this replica's staged copy of a blob,
+``GET /_peer/cached/<digest>``: its blob cache's copy (proxy mode, gateway/state/fills.py),
+and ``GET /_peer/spool/<upload>``: the spool of an upload in progress (gateway/ecr/adopt.py),
+for another replica that proves it shares this one's Redis (gateway/state/peers.py). Not
+part of the OCI API."""
 
 from __future__ import annotations
 
@@ -8,8 +11,11 @@ from typing import Protocol
 
 from aiohttp import web
 
+from gateway.ecr.adopt import spool_subject
+from gateway.oci.context import BLOB_CACHE
 from gateway.oci.digests import parse_digest
-from gateway.oci.errors import BLOB_UNKNOWN, DENIED, OciError
+from gateway.oci.errors import BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN, DENIED, OciError
+from gateway.oci.files import send_file
 from gateway.oci.ranges import parse_file_range
 from gateway.state.peers import PROOF_HEADER, StagedPeers
 
@@ -20,16 +26,25 @@ STAGED_PEERS = web.AppKey("staged_peers", StagedPeers)
 class StagedSource(Protocol):
     async def staged_for_peer(self, digest: str, upload: str) -> Path | None: ...
 
+    def spool_for_peer(self, upload: str) -> Path | None: ...
+
 
 def add_peer_route(app: web.Application, source: StagedSource, peers: StagedPeers) -> None:
     app[STAGED_PEERS] = peers
 
-    async def staged_blob(request: web.Request) -> web.StreamResponse:
+    async def check_peer(request: web.Request, subject: str) -> None:
+        proof = request.headers.get(PROOF_HEADER, "")
+        if not proof or not await peers.check(subject, proof):
+            raise OciError(DENIED, {"reason": "not a replica of this gateway"})
+
+    async def peer_digest(request: web.Request) -> str:
         digest = request.match_info["digest"]
         parse_digest(digest)
-        proof = request.headers.get(PROOF_HEADER, "")
-        if not proof or not await peers.check(digest, proof):
-            raise OciError(DENIED, {"reason": "not a replica of this gateway"})
+        await check_peer(request, digest)
+        return digest
+
+    async def staged_blob(request: web.Request) -> web.StreamResponse:
+        digest = await peer_digest(request)
         path = await source.staged_for_peer(digest, request.query.get("upload", ""))
         if path is None:
             raise OciError(BLOB_UNKNOWN, {"digest": digest})
@@ -37,4 +52,23 @@ def add_peer_route(app: web.Application, source: StagedSource, peers: StagedPeer
         return web.FileResponse(path, headers={"Docker-Content-Digest": digest,
                                                "Content-Type": "application/octet-stream"})
 
+    async def cached_blob(request: web.Request) -> web.StreamResponse:
+        digest = await peer_digest(request)
+        cache = request.app.get(BLOB_CACHE)
+        cached = await cache.open(digest) if cache is not None else None
+        if cached is None:  # evicted since it was recorded
+            raise OciError(BLOB_UNKNOWN, {"digest": digest})
+        return await send_file(request, cached.file, cached.size, {
+            "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"})
+
+    async def spool(request: web.Request) -> web.StreamResponse:
+        upload = request.match_info["upload"]
+        await check_peer(request, spool_subject(upload))
+        path = source.spool_for_peer(upload)
+        if path is None:
+            raise OciError(BLOB_UPLOAD_UNKNOWN, {"upload": upload})
+        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+
     app.router.add_get("/_peer/staged/{digest}", staged_blob)
+    app.router.add_get("/_peer/cached/{digest}", cached_blob)
+    app.router.add_get("/_peer/spool/{upload}", spool)

@@ -17,8 +17,9 @@ mirror names an upstream registry:
   to, and only a moved tag is fetched again.
 * When the upstream is down, slow or rate-limiting, ECR's copy is served (stale-if-error),
   logged and counted; with no copy the client gets a clear OCI error.
-* Identical fills in flight are made once (per process): many nodes pulling one cold image
-  cost one upstream read and one ECR upload per blob.
+* Identical fills in flight are made once: many nodes pulling one cold image cost one
+  upstream read and one ECR upload per blob, per process, and across replicas with the
+  Redis state backend (the other replicas wait for the copy, then read ECR's).
 
 Everything else (and every other name) goes to the wrapped backend unchanged.
 """
@@ -47,6 +48,7 @@ from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
 from gateway.pullthrough.tee import Tee
 from gateway.pullthrough.upstream import OciUpstream, UpstreamError
+from gateway.state.fills import FillLocks
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,9 @@ class PullThrough:
     def __init__(self, inner: Any, mirrors: dict[str, MirrorConfig],
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
-                 spool_dir: Path | None = None) -> None:
+                 spool_dir: Path | None = None, fills: FillLocks | None = None) -> None:
         self._inner = inner
+        self._fills = fills  # with replicas: one of them copies a blob, the others wait
         self._mirrors: dict[str, _Mirror] = {}
         for host, mirror in mirrors.items():
             if mirror.upstream is None:
@@ -278,6 +281,29 @@ class PullThrough:
 
     async def _upload_blob(self, mirror: _Mirror, name: str, digest: str,
                            source: asyncio.Future[Tee | None]) -> None:
+        """The blob's copy, made by one replica at a time (gateway/state/fills.py): the
+        others wait for it, then find the layer in ECR."""
+        if self._fills is None:
+            return await self._copy_once(mirror, name, digest, source)
+
+        async def in_ecr() -> bool:
+            with contextlib.suppress(OciError):
+                return await self._inner.stat_blob(name, digest) is not None
+            return False
+
+        try:
+            async with self._fills.first(f"{mirror.host}/{name}@{digest}", in_ecr) as mine:
+                if mine:
+                    return await self._copy_once(mirror, name, digest, source)
+        except BaseException as exc:
+            if not source.done():
+                source.set_exception(exc)
+                source.exception()  # retrieved: the task raises it too
+            raise
+        source.set_result(None)  # another replica copied it
+
+    async def _copy_once(self, mirror: _Mirror, name: str, digest: str,
+                         source: asyncio.Future[Tee | None]) -> None:
         """Read the upstream once into a tee; ECR's upload and the waiting clients read it."""
         try:
             await self._ensure_repository(mirror, name)

@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 
+from gateway.config.errors import ConfigError
 from gateway.oci.digests import is_digest, sha256_digest
+
+if TYPE_CHECKING:
+    from gateway.config import PullThroughConfig
 
 log = logging.getLogger(__name__)
 
@@ -200,3 +207,33 @@ async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     async with response:
         async for chunk in response.content.iter_chunked(1 << 20):
             yield chunk
+
+
+def check_pull_through(upstream: PullThroughConfig) -> None:
+    """A mirror's ``upstream`` section (called by gateway/config/models.py): an http(s)
+    registry URL without credentials in it, plain http only on loopback, and a readable
+    password file."""
+    url = urllib.parse.urlsplit(upstream.url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ConfigError("url", f"must be an http(s):// registry URL, got {upstream.url!r}")
+    if url.username or url.password:
+        raise ConfigError("url", "credentials go in username and password_file")
+    if url.scheme == "http" and not _is_loopback(url.hostname):
+        raise ConfigError("url", "http:// only for a loopback registry; use https://")
+    if upstream.password_file is not None:
+        if not upstream.username:
+            raise ConfigError("password_file", "needs username")
+        try:
+            upstream.password()
+        except OSError as exc:
+            raise ConfigError("password_file",
+                              f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

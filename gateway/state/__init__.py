@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-from gateway.config import Config, ConfigError
+import re
+
+from gateway.config import Config, ConfigError, StateConfig
+from gateway.state.connect import RedisConnection, parse_redis_url
 from gateway.state.events import CacheEvents, NoEvents
+from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
@@ -15,9 +19,7 @@ def session_store(config: Config) -> SessionStore:
         from gateway.state.redis import RedisSessionStore
 
         idle = config.uploads.idle_timeout_seconds
-        assert config.state.redis_url, "checked when the configuration was loaded"
-        return RedisSessionStore(config.state.redis_url, password=_redis_password(config),
-                                 prefix=config.state.key_prefix,
+        return RedisSessionStore(redis_connection(config), prefix=config.state.key_prefix,
                                  lock_ttl=config.state.lock_ttl_seconds,
                                  lock_wait=config.state.lock_wait_seconds,
                                  expire_after=max(idle * 2, idle + 300))
@@ -31,9 +33,7 @@ def cache_events(config: Config) -> CacheEvents:
     if config.state.backend == "redis":
         from gateway.state.events import RedisCacheEvents
 
-        assert config.state.redis_url, "checked when the configuration was loaded"
-        return RedisCacheEvents(config.state.redis_url, config.state.key_prefix,
-                                password=_redis_password(config))
+        return RedisCacheEvents(redis_connection(config), config.state.key_prefix)
     return NoEvents()
 
 
@@ -41,19 +41,51 @@ def staged_peers(config: Config) -> StagedPeers | None:
     """Where other replicas' staged blobs are found (shared state only)."""
     if config.state.backend != "redis":
         return None
+    return StagedPeers(redis_connection(config), config.state.key_prefix,
+                       keep_seconds=2 * config.uploads.idle_timeout_seconds)
+
+
+def fill_locks(config: Config) -> FillLocks | None:
+    """One fetch per blob across replicas (shared state only)."""
+    if config.state.backend != "redis":
+        return None
+    return FillLocks(redis_connection(config), config.state.key_prefix,
+                     ttl=config.state.lock_ttl_seconds,
+                     keep_seconds=2 * config.uploads.idle_timeout_seconds)
+
+
+def redis_connection(config: Config) -> RedisConnection:
+    """How to reach the shared Redis (``state.redis_url`` and the password files)."""
     assert config.state.redis_url, "checked when the configuration was loaded"
-    return StagedPeers(config.state.redis_url, config.state.key_prefix,
-                       keep_seconds=2 * config.uploads.idle_timeout_seconds,
-                       password=_redis_password(config))
+    return RedisConnection(config.state.redis_url,
+                           _secret(config, "redis_password_file"),
+                           _secret(config, "redis_sentinel_password_file"))
 
 
-def _redis_password(config: Config) -> str | None:
-    path = config.state.redis_password_file
+def _secret(config: Config, key: str) -> str | None:
+    path = getattr(config.state, key)
     if not path:
         return None
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read().strip() or None
     except OSError as exc:
-        raise ConfigError("state.redis_password_file",
+        raise ConfigError(f"state.{key}",
                           f"cannot read {path}: {exc.strerror}") from None
+
+
+def check_state(state: StateConfig) -> None:
+    """The ``state`` section (called by gateway/config/models.py): redis needs its URL (one
+    of the forms of gateway/state/connect.py), and its password comes from the URL or the
+    file, not both."""
+    if state.backend == "redis" and not state.redis_url:
+        raise ConfigError("redis_url", "is required when state.backend is redis")
+    if state.redis_url:
+        try:
+            parse_redis_url(state.redis_url)
+        except ValueError as exc:
+            raise ConfigError("redis_url", str(exc)) from None
+    if state.redis_password_file and state.redis_url and \
+            re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", state.redis_url):
+        raise ConfigError("redis_password_file", "and a password in state.redis_url: "
+                          "give one of them")

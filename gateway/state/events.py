@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from gateway.state.connect import RedisConnection
+
 log = logging.getLogger(__name__)
 
 RepoKey = tuple[str | None, str, str]
@@ -52,16 +54,12 @@ class NoEvents:
 
 
 class RedisCacheEvents:
-    def __init__(self, url: str, prefix: str, *, password: str | None = None) -> None:
+    def __init__(self, connection: RedisConnection, prefix: str) -> None:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
-        import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
         self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
-        self._redis: Any = aioredis.Redis.from_url(
-            url, password=password, decode_responses=True, socket_connect_timeout=5,
-            socket_timeout=10,
-            health_check_interval=5)
+        self._redis: Any = connection.client(decode_responses=True, health_check_interval=5)
         self._channel = f"{prefix}cache"
         self._id = uuid.uuid4().hex
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +81,7 @@ class RedisCacheEvents:
         delay = 0.1
         while True:
             try:
+                await self._redis.ping()  # a Cluster client learns its slots before pubsub()
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel)
                     while True:

@@ -18,6 +18,8 @@ _HEADER = struct.Struct(">I")
 
 
 class LocalSessionStore:
+    process_local = True
+
     def __init__(self, directory: Path) -> None:
         self._dir = directory
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +71,8 @@ class LocalSessionStore:
             return b""
 
     async def save(self, session: UploadSession, tail: bytes) -> None:
-        assert len(tail) == session.tail_length, "tail must match the record"
+        assert len(tail) == (0 if session.tail_staged else session.tail_length), \
+            "tail must match the record"
         await asyncio.to_thread(self._write, session, tail)
         self._records[session.id] = session
 

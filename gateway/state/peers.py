@@ -15,7 +15,9 @@ served from the staging store of the replica that received its bytes (gateway/ec
   holds the layer. The holder keeps a finished spool under its digest on that first read,
   once it hashed to the digest.
 
-Records expire with the staging spools. An upload whose bytes went through several replicas
+Records expire with the staging spools. Each replica records its whole staging store again
+whenever it (re)subscribes to the cache notices (gateway/state/events.py), so a Redis that
+restarted empty learns again who holds what. An upload whose bytes went through several replicas
 is staged nowhere (each spool lacks part of it): it is readable once a manifest references
 it, as before.
 
@@ -32,6 +34,8 @@ import logging
 import secrets
 from typing import Any
 
+from gateway.state.connect import RedisConnection
+
 log = logging.getLogger(__name__)
 
 PROOF_HEADER = "X-Peer-Proof"
@@ -43,19 +47,14 @@ return 0
 
 
 class StagedPeers:
-    def __init__(self, url: str, prefix: str, keep_seconds: float, *,
-                 password: str | None = None) -> None:
+    def __init__(self, connection: RedisConnection, prefix: str, keep_seconds: float) -> None:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
-        import redis.asyncio as aioredis
         from redis.exceptions import RedisError
 
         self._errors: tuple[type[Exception], ...] = (RedisError,)
-        self._redis: Any = aioredis.Redis.from_url(
-            url, password=password, decode_responses=True, socket_connect_timeout=5,
-            socket_timeout=10)
+        self._redis: Any = connection.client(decode_responses=True)
         self._prefix = prefix
         self._keep_ms = max(int(keep_seconds * 1000), 1000)
-        self._key: bytes | None = None
         self._note = self._redis.register_script(_NOTE)
         # How the other replicas reach this one (state.peer_url, or the listen address).
         self.self_url: str | None = None
@@ -83,11 +82,14 @@ class StagedPeers:
         return str(found) if found else None
 
     async def _secret(self) -> bytes:
-        if self._key is None:
-            name = f"{self._prefix}peer-key"
+        # Read every time, never kept: a Redis that restarted empty gets a new key, and every
+        # replica (one started since, or one that had the old key) must use that one.
+        name = f"{self._prefix}peer-key"
+        key = await self._redis.get(name)
+        if key is None:
             await self._redis.set(name, secrets.token_hex(32), nx=True)
-            self._key = str(await self._redis.get(name)).encode()
-        return self._key
+            key = await self._redis.get(name)
+        return str(key).encode()
 
     async def announce(self, digest: str, holder: str | None = None, upload: str = "") -> None:
         """Record who holds a staged copy of ``digest``: this replica, or ``holder`` in the
@@ -102,6 +104,20 @@ class StagedPeers:
                 await pipe.execute()
         except self._errors as exc:  # then only this replica serves it, as without Redis
             log.warning("staged copy of %s not announced: %s", digest, type(exc).__name__)
+
+    async def announce_all(self, digests: list[str]) -> None:
+        """Record this replica as holding each of ``digests`` (its whole staging store, after
+        Redis may have restarted empty and forgotten who holds what)."""
+        if not self.self_url or not digests:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.hset(self._staged(digest), self.self_url, "")
+                    pipe.pexpire(self._staged(digest), self._keep_ms)
+                await pipe.execute()
+        except self._errors as exc:
+            log.warning("staged copies not announced: %s", type(exc).__name__)
 
     async def holders(self, digest: str) -> list[tuple[str, str]]:
         """The replicas holding a staged copy of ``digest``: (URL, upload id or ""), this

@@ -9,17 +9,22 @@ Layout (``prefix`` is ``state.key_prefix``):
   leaves nothing behind for ever. A ``spool`` field names the replica whose staging spool
   holds the upload's bytes (gateway/state/peers.py).
 - ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
-- ``<prefix>lock:{<id>}``: the cross-replica session lock, ``SET NX PX`` with a random token,
-  renewed while held and released only by its holder (a Lua compare-and-delete).
+- ``<prefix>lock:{<id>}``: the cross-replica session lock (gateway/state/locks.py).
 
 A request's record and tail are written by one Lua script that first checks that the lock
 is still this request's and that the stored offsets are still the ones the request started
 from. A replica that dies between two requests therefore leaves the last complete write (the
 client resumes from its offset), and a replica that lost its lock (stalled past the lock's
 expiry while another took over) cannot overwrite newer state: no byte is lost or doubled.
+The script finds its own write already done when a command is sent again after a lost
+answer (a failover), and says so instead of refusing.
 
-Redis Cluster is not supported (the index and the session keys live in different slots);
-a single Redis, or one behind Sentinel with failover, is.
+The session's keys share the hash tag ``{<id>}``, so each script and transaction touches one
+Redis Cluster slot; the index is written apart from them (it serves idle expiry and counts
+only: a record missing from it still expires with its key, an id whose record is gone is
+dropped when met). A single Redis, one behind Sentinel and a Redis Cluster all work
+(gateway/state/connect.py); what a failover can lose is in README.md (*Replicas share upload
+sessions in Redis*).
 """
 
 from __future__ import annotations
@@ -35,37 +40,29 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+from gateway.state.connect import RedisConnection
+from gateway.state.locks import TokenLocks
 from gateway.state.sessions import UploadSession
 
+# KEYS: session, lock. ARGV: record, tail, expiry (ms), lock token, the offsets the request
+# started from (received, committed), the new offsets.
 _SAVE = """
-if ARGV[6] ~= '' and redis.call('GET', KEYS[3]) ~= ARGV[6] then return 'LOCK' end
-if ARGV[7] ~= '' then
+if redis.call('HGET', KEYS[1], 'record') == ARGV[1] then return 'OK' end
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return 'LOCK' end
+if ARGV[5] ~= '' then
   local offsets = redis.call('HMGET', KEYS[1], 'received', 'committed')
   if not offsets[1] then return 'GONE' end
-  if offsets[1] ~= ARGV[7] or offsets[2] ~= ARGV[8] then return 'MOVED' end
+  if offsets[1] ~= ARGV[5] or offsets[2] ~= ARGV[6] then return 'MOVED' end
 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'tail', ARGV[2], 'received', ARGV[9],
-           'committed', ARGV[10])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'tail', ARGV[2], 'received', ARGV[7],
+           'committed', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'OK'
 """
-
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
@@ -89,20 +86,18 @@ class _Held:
 
 
 class RedisSessionStore:
-    def __init__(self, url: str, *, password: str | None = None,
-                 prefix: str = "ecr-gateway:", lock_ttl: float = 15.0,
-                 lock_wait: float = 60.0, expire_after: float = 7200.0,
-                 client: Any = None) -> None:
-        self._redis: Any = client or aioredis.Redis.from_url(
-            url, password=password, decode_responses=False, socket_connect_timeout=5,
-            socket_timeout=30, health_check_interval=30)
+    process_local = False  # replicas share the records, not their staging spools
+
+    def __init__(self, connection: RedisConnection, *, prefix: str = "ecr-gateway:",
+                 lock_ttl: float = 15.0, lock_wait: float = 60.0,
+                 expire_after: float = 7200.0) -> None:
+        self._redis: Any = connection.client(socket_timeout=30, health_check_interval=30)
         self._prefix = prefix
         self._lock_ttl_ms = max(int(lock_ttl * 1000), 1000)
         self._lock_wait = lock_wait
         self._expire_ms = max(int(expire_after * 1000), self._lock_ttl_ms)
         self._save = self._redis.register_script(_SAVE)
-        self._release = self._redis.register_script(_RELEASE)
-        self._renew = self._redis.register_script(_RENEW)
+        self._mutex = TokenLocks(self._redis, self._lock_ttl_ms)
         # Session id -> the lock the current task holds on it through this store (a
         # context variable: per asyncio task).
         self._locks: contextvars.ContextVar[dict[str, _Held] | None] = contextvars.ContextVar(
@@ -137,8 +132,8 @@ class RedisSessionStore:
                                     "received": str(session.received),
                                     "committed": str(session.committed)})
             pipe.pexpire(key, self._expire_ms)
-            pipe.zadd(self._index, {session.id: session.updated_at})
             await pipe.execute()
+        await self._redis.zadd(self._index, {session.id: session.updated_at})
 
     async def get(self, session_id: str) -> UploadSession | None:
         with _store_errors():
@@ -164,10 +159,12 @@ class RedisSessionStore:
             expected = (str(held.received), str(held.committed))
         with _store_errors():
             outcome = await self._save(
-                keys=[self._key(session.id), self._index, self._lock_key(session.id)],
-                args=[json.dumps(session.to_dict()), tail, session.id, session.updated_at,
-                      self._expire_ms, held.token if held else "", *expected,
+                keys=[self._key(session.id), self._lock_key(session.id)],
+                args=[json.dumps(session.to_dict()), tail, self._expire_ms,
+                      held.token if held else "", *expected,
                       str(session.received), str(session.committed)])
+            if outcome in (b"OK", "OK"):
+                await self._redis.zadd(self._index, {session.id: session.updated_at})
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if outcome != "OK":
             reasons = {"LOCK": "another request took over this upload session",
@@ -183,10 +180,8 @@ class RedisSessionStore:
 
     async def delete(self, session_id: str) -> None:
         with _store_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._key(session_id))
-                pipe.zrem(self._index, session_id)
-                await pipe.execute()
+            await self._redis.delete(self._key(session_id))
+            await self._redis.zrem(self._index, session_id)
 
     # -- the cross-replica lock -------------------------------------------------------------
 
@@ -204,7 +199,7 @@ class RedisSessionStore:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
         held = _Held(token)
-        renewer = asyncio.create_task(self._keep(key, token))
+        renewer = asyncio.create_task(self._mutex.keep(key, token))
         locks = dict(self._locks.get() or {})
         locks[session_id] = held
         reset = self._locks.set(locks)
@@ -213,21 +208,11 @@ class RedisSessionStore:
         finally:
             self._locks.reset(reset)
             renewer.cancel()
-            # Released even when the request is being cancelled (shutdown grace ran out).
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(keys=[key], args=[token]))
+            await self._mutex.release(key, token)
 
     async def _acquire(self, key: str, token: str) -> bool:
         with _store_errors():
-            return bool(await self._redis.set(key, token, nx=True, px=self._lock_ttl_ms))
-
-    async def _keep(self, key: str, token: str) -> None:
-        """Renew the lock while the request runs (a long PATCH outlives the lock's TTL)."""
-        while True:
-            await asyncio.sleep(self._lock_ttl_ms / 3000)
-            with contextlib.suppress(Exception):  # a missed renewal is caught by save()
-                if not await self._renew(keys=[key], args=[token, self._lock_ttl_ms]):
-                    return
+            return await self._mutex.take(key, token)
 
     # -- housekeeping -----------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ class UploadSession:
 
     ``received`` counts every byte the client sent; ``committed`` those already sent to ECR
     as parts. The difference, the tail, is under ECR's minimum part size and waits in the
-    store (never in process memory) for the next request.
+    store or the staging spool (never in process memory) for the next request.
     """
 
     id: str
@@ -26,6 +26,9 @@ class UploadSession:
     part_size: int
     received: int = 0
     committed: int = 0
+    # The tail is the end of this process's staging spool rather than in the store (only
+    # with a store no other process reads): each received byte then reaches the disk once.
+    tail_staged: bool = False
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -34,7 +37,10 @@ class UploadSession:
         return self.received - self.committed
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        record = asdict(self)
+        if not self.tail_staged:
+            del record["tail_staged"]  # records as before, which any version reads
+        return record
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UploadSession:
@@ -42,6 +48,9 @@ class UploadSession:
 
 
 class SessionStore(Protocol):
+    # Whether only this process reads the records: a tail may then stay in its staging spool.
+    process_local: bool
+
     async def create(self, session: UploadSession) -> None: ...
 
     async def get(self, session_id: str) -> UploadSession | None: ...

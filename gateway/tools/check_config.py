@@ -5,7 +5,6 @@ configuration as YAML, every secret masked."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import sys
@@ -58,8 +57,8 @@ def _secrets(value: Any, key: str = "") -> list[str]:
 def effective(config: Config) -> dict[str, Any]:
     """The configuration as plain data, secrets masked, with the routes the gateway really
     uses (the catch-all route added when none is configured)."""
-    data = dataclasses.asdict(config)
-    data["routes"] = [dataclasses.asdict(route) for route in config.effective_routes()]
+    data = config.model_dump()
+    data["routes"] = [route.model_dump() for route in config.effective_routes()]
     masked: dict[str, Any] = _walk(data)
     return masked
 
@@ -67,7 +66,7 @@ def effective(config: Config) -> dict[str, Any]:
 def secret_values(config: Config) -> list[str]:
     """Every secret value in the configuration (for log redaction), and the passwords of
     pull-through upstreams, which live in files the configuration names."""
-    found = _secrets(dataclasses.asdict(config))
+    found = _secrets(config.model_dump())
     for mirror in config.mirrors.values():
         if mirror.upstream is not None:
             with contextlib.suppress(OSError):
@@ -79,7 +78,8 @@ def secret_values(config: Config) -> list[str]:
 
 def environment_source(key: str) -> str | None:
     """The ``ECR_GATEWAY_*`` variable that set ``key`` (a dotted path, maybe indexed), if
-    any: the environment overrides the file, so a mistake there is not the file's."""
+    any: the environment overrides the file, so a mistake there is not the file's. (The
+    loader names the source of what it refuses; this is for the checks made after it.)"""
     dotted = key.split("[", 1)[0]
     for name in sorted(os.environ):
         if not name.startswith(ENV_PREFIX):
@@ -122,7 +122,7 @@ def run(path: str, check_files: bool = True) -> int:
         warnings = check_exposure(config)  # what `serve` refuses to start with
     except ConfigError as exc:
         variable = environment_source(exc.key)
-        where = f"{variable} (environment variable)" if variable else path
+        where = exc.where or (f"{variable} (environment variable)" if variable else path)
         print(f"{where}: invalid: {exc}", file=sys.stderr)
         return 2
     found = problems(config, check_files)

@@ -201,7 +201,7 @@ def run(path: str | None) -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"PROBLEM  configuration {path}: {exc}")
+        print(f"PROBLEM  configuration {exc.where or path}: {exc}")
         return 1
     report.ok(f"configuration {path or '(defaults)'} is valid")
     asyncio.run(_check(config, report))

@@ -211,7 +211,7 @@ def run(path: str | None, account: str = "*") -> int:
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"{path}: invalid: {exc}", file=sys.stderr)
+        print(f"{exc.where or path}: invalid: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(policy(config, account), indent=2))
     return 0

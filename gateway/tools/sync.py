@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         jobs = _jobs(args)
     except (ConfigError, ValueError, OSError) as exc:
-        print(f"ecr-gateway sync: {exc}", file=sys.stderr)
+        shown = exc.located() if isinstance(exc, ConfigError) else exc
+        print(f"ecr-gateway sync: {shown}", file=sys.stderr)
         return 2
     emulator = start_embedded(config)
     try:

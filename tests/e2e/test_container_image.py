@@ -196,6 +196,10 @@ def test_image_is_multi_stage_non_root_and_has_no_build_tools(docker: Docker,
     assert (data.uid, data.gid) == (10001, 10001)
     site = [n for n in names if n.startswith("opt/ecr-gateway/lib/")]
     assert any("/site-packages/gateway/" in n for n in site)
+    # The emulator without its fault injection and control endpoints (EMULATOR_TOOLS=0).
+    assert any(n.endswith("/site-packages/ecr_emulator/server.py") for n in site)
+    assert not any(n.endswith(("/site-packages/ecr_emulator/faults.py",
+                               "/site-packages/ecr_emulator/admin.py")) for n in site)
     assert any("/site-packages/redis/" in n for n in site)
     # No build tools: no compiler, no pip or setuptools, no source tree.
     for tool in ("usr/bin/gcc", "usr/bin/cc", "usr/bin/make", "opt/ecr-gateway/bin/pip",

@@ -155,3 +155,65 @@ async def test_repeated_push_uploads_no_layer(client: OciClient, upstream: Emula
     actions = (await upstream_actions(upstream, repo))[before:]
     # At most a layer check each (blobs this gateway just completed need none).
     assert actions.count("BatchCheckLayerAvailability") == len(actions) <= 2
+
+
+def _upload_files(gateway: GatewayProcess, location: str) -> tuple[Path, Path]:
+    """The upload's session record and staging spool."""
+    upload_id = location.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return (gateway.data_dir / "sessions" / f"{upload_id}.session",
+            gateway.data_dir / "staging" / "spool" / upload_id)
+
+
+async def test_a_tail_reaches_the_disk_once(gateway: GatewayProcess, client: OciClient,
+                                            repo: str) -> None:
+    """Bytes under the part minimum wait in the staging spool only: the session record
+    (default, process-local store) keeps no second copy of them."""
+    data = os.urandom(3 * MiB + 5)
+    location = await client.start(repo)
+    r = await client.patch(location, data[:2 * MiB], 0)
+    assert r.status == 202
+    record, spool = _upload_files(gateway, location)
+    assert spool.stat().st_size == 2 * MiB
+    assert record.stat().st_size < 4096, "the tail's bytes were written to the record too"
+    r = await client.patch(r.headers["Location"], data[2 * MiB:], 2 * MiB)
+    assert r.status == 202 and r.headers["Range"] == f"0-{len(data) - 1}"
+    assert record.stat().st_size < 4096
+    r = await client.put(r.headers["Location"], digest_of(data))
+    assert r.status == 201
+    assert await client.get_blob(repo, digest_of(data)) == data
+
+
+async def test_a_lost_staged_tail_is_sent_again_from_the_range(gateway: GatewayProcess,
+                                                               client: OciClient,
+                                                               repo: str) -> None:
+    data = os.urandom(2 * MiB)
+    location = await client.start(repo)
+    r = await client.patch(location, data[:MiB], 0)
+    assert r.status == 202
+    _, spool = _upload_files(gateway, location)
+    spool.unlink()  # as after the machine went down before the page cache was written
+    async with client.session.get(client.url(location)) as status:
+        assert status.status == 204 and status.headers["Range"] == "0-0"
+        location = status.headers["Location"]
+    r = await client.patch(location, data[MiB:], MiB)
+    assert r.status == 416 and r.headers["Range"] == "0-0"
+    r = await client.patch(location, data, 0)
+    assert r.status == 202
+    r = await client.put(r.headers["Location"], digest_of(data))
+    assert r.status == 201
+    assert await client.get_blob(repo, digest_of(data)) == data
+
+
+async def test_a_put_after_the_staged_tail_was_lost_names_the_range(
+        gateway: GatewayProcess, client: OciClient, repo: str) -> None:
+    data = os.urandom(MiB)
+    location = await client.start(repo)
+    r = await client.patch(location, data, 0)
+    assert r.status == 202
+    _upload_files(gateway, location)[1].unlink()
+    r = await client.put(r.headers["Location"], digest_of(data))
+    assert r.status == 400 and r.error_code() == "BLOB_UPLOAD_INVALID"
+    assert r.headers["Range"] == "0-0"
+    r = await client.patch(r.headers["Location"], data, 0)
+    assert r.status == 202
+    assert (await client.put(r.headers["Location"], digest_of(data))).status == 201

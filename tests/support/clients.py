@@ -83,7 +83,7 @@ def _wait(predicate: Any, timeout: float, what: str, log: Path | None = None) ->
     raise AssertionError(f"{what} was not ready after {timeout:.0f}s\n{text}")
 
 
-def _stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 20.0) -> None:
     if process is None or process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)
@@ -233,7 +233,7 @@ class Dockerd:
         return _tail(self.log.read_text(errors="replace")) if self.log.exists() else ""
 
     def stop(self) -> None:
-        _stop_process(self.process, timeout=30)
+        stop_process(self.process, timeout=30)
         self.process = None
         if self.root != Path() and self.root.exists():
             # dockerd leaves its default network namespace bind-mounted under exec-root.
@@ -332,7 +332,7 @@ class Containerd:
         return _tail(self.log.read_text(errors="replace")) if self.log.exists() else ""
 
     def stop(self) -> None:
-        _stop_process(self.process)
+        stop_process(self.process)
         self.process = None
         if self.root != Path() and self.root.exists():
             # Unpacked snapshots may hold read-only folders; best effort.

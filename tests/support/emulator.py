@@ -32,6 +32,7 @@ turns them off) and the helpers here sign their calls with the instance's key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -42,6 +43,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
@@ -85,17 +87,19 @@ class EmulatorProcess:
         self.credentials_path = self.data_dir.with_name(self.data_dir.name + ".credentials")
         self.access_key_id = new_access_key("AKIDEMULATOR")
         self.secret_access_key = secrets.token_urlsafe(30)
-        # access key id -> (secret, session token, expiration)
-        self._keys: dict[str, tuple[str, str | None, str | None]] = {
-            self.access_key_id: (self.secret_access_key, None, None)}
+        # access key id -> (secret, session token, expiration, account id)
+        self._keys: dict[str, tuple[str, str | None, str | None, str | None]] = {
+            self.access_key_id: (self.secret_access_key, None, None, None)}
         self._process: subprocess.Popen[str] | None = None
 
     def add_key(self, access_key_id: str, secret_access_key: str | None = None, *,
-                session_token: str | None = None, expiration: str | None = None) -> str:
+                session_token: str | None = None, expiration: str | None = None,
+                account_id: str | None = None) -> str:
         """Make ``access_key_id`` one of the emulator's keys (a temporary one with
-        ``session_token``, expiring at the ISO 8601 ``expiration``); returns its secret."""
+        ``session_token``, expiring at the ISO 8601 ``expiration``; one of another account
+        with ``account_id``); returns its secret."""
         secret = secret_access_key or secrets.token_urlsafe(30)
-        self._keys[access_key_id] = (secret, session_token, expiration)
+        self._keys[access_key_id] = (secret, session_token, expiration, account_id)
         self._write_credentials()
         return secret
 
@@ -116,11 +120,13 @@ class EmulatorProcess:
 
     def _write_credentials(self) -> None:
         lines = []
-        for number, (key, (secret, token, expiration)) in enumerate(self._keys.items()):
+        for number, (key, (secret, token, expiration, account)) in enumerate(
+                self._keys.items()):
             lines += [f"[key{number}]", f"aws_access_key_id = {key}",
                       f"aws_secret_access_key = {secret}"]
             lines += [f"aws_session_token = {token}"] if token else []
             lines += [f"expiration = {expiration}"] if expiration else []
+            lines += [f"aws_account_id = {account}"] if account else []
             lines.append("")
         self.credentials_path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.credentials_path.with_name(self.credentials_path.name + ".new")
@@ -321,3 +327,16 @@ async def ecr_client(url: str, *, region: str = REGION, access_key_id: str | Non
                           secret_access_key=secret_access_key, session_token=session_token,
                           **config) as client:
         yield client
+
+
+async def replication_statuses(ecr: Any, repository: str, image_id: dict[str, str],
+                               within: float = 20.0) -> list[dict[str, str]]:
+    """DescribeImageReplicationStatus's statuses once no copy is IN_PROGRESS any more."""
+    deadline = time.monotonic() + within
+    while True:
+        answer = await ecr.describe_image_replication_status(repositoryName=repository,
+                                                             imageId=image_id)
+        statuses: list[dict[str, str]] = answer["replicationStatuses"]
+        if all(s["status"] != "IN_PROGRESS" for s in statuses) or time.monotonic() > deadline:
+            return statuses
+        await asyncio.sleep(0.05)

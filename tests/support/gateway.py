@@ -28,8 +28,10 @@ _READY = re.compile(r"ecr-gateway listening on (https?://[^\s\"]+)")
 
 class GatewayProcess:
     def __init__(self, data_dir: Path, config: dict[str, Any] | None = None,
-                 upstream_url: str | None = None, env: dict[str, str] | None = None) -> None:
+                 upstream_url: str | None = None, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.cwd = cwd  # where the process starts (``python -m`` imports from there first)
         self.config = dict(config or {})
         self.upstream_url = upstream_url
         if upstream_url:
@@ -65,7 +67,7 @@ class GatewayProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config_path),
              "--listen", listen, "--data-dir", str(self.data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=self.cwd)
         ready = threading.Event()
         assert self.process.stdout is not None and self.process.stderr is not None
 

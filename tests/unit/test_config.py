@@ -65,3 +65,128 @@ def test_routing_longest_prefix_and_reverse_mapping() -> None:
     assert target and target.repository == "team-ab/x" and target.route.prefix == ""
     assert router.client_name(routes[1], "teams/a/app") == "team-a/app"
     assert router.client_name(routes[1], "other/app") is None
+
+
+def test_a_refusal_names_the_file_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("listen: 127.0.0.1:5000\nroutes:\n  - prefix: a\n    colour: blue\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ={})
+    assert caught.value.key == "routes[0].colour" and caught.value.reason == "unknown key"
+    assert caught.value.where == f"{path}:4:5"
+    assert caught.value.located() == f"{path}:4:5: routes[0].colour: unknown key"
+
+
+def test_a_refusal_names_the_environment_variable(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("cache:\n  tag_ttl_seconds: 1\n")
+    environ = {"ECR_GATEWAY_CACHE__TAG_TTL_SECONDS": "5s"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path), environ=environ)
+    assert caught.value.where == "ECR_GATEWAY_CACHE__TAG_TTL_SECONDS (environment variable)"
+    assert caught.value.reason == "must be a number, got '5s'"
+    # a whole section from one variable: a mistake inside it is still that variable's
+    environ = {"ECR_GATEWAY_MIRRORS": "{docker.io: {colour: blue}}"}
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ=environ)
+    assert caught.value.key == "mirrors.docker.io.colour"
+    assert caught.value.where == "ECR_GATEWAY_MIRRORS (environment variable)"
+
+
+def test_environment_values_are_yaml_and_empty_is_null() -> None:
+    config = load_config(None, environ={
+        "ECR_GATEWAY_TRUSTED_PROXIES": "[10.0.0.0/8, '::1']",
+        "ECR_GATEWAY_UPSTREAM__MAX_CONNECTIONS": "8",
+        "ECR_GATEWAY_ROUTES": "[{prefix: a, registry_id: 123456789012}]",
+        "ECR_GATEWAY_AUTH__TOKEN__REALM": "",
+        "ECR_GATEWAY_BLOBS__CACHE__PATH": "/var/cache/blobs",
+        "OTHER_LISTEN": "nowhere"})
+    assert config.trusted_proxies == ["10.0.0.0/8", "::1"]
+    assert config.upstream.max_connections == 8
+    assert config.routes[0].registry_id == "123456789012"  # an account id stays a string
+    assert config.auth.token.realm is None
+    assert config.blobs.cache.path == "/var/cache/blobs"
+
+
+@pytest.mark.parametrize(("overrides", "key", "reason"), [
+    # a count is a whole number: 1.5 is refused, not cut to 1
+    ({"limits": {"max_headers": 1.5}}, "limits.max_headers", "must be a whole number, got 1.5"),
+    ({"cache": {"tag_ttl_seconds": "5"}}, "cache.tag_ttl_seconds", "must be a number, got '5'"),
+    ({"cache": {"tag_ttl_seconds": True}}, "cache.tag_ttl_seconds", "must be a number"),
+    ({"routes": [{"create_on_push": "yes"}]}, "routes[0].create_on_push",
+     "must be true or false"),
+    ({"routes": [{"create_on_push": 1}]}, "routes[0].create_on_push", "must be true or false"),
+    ({"mirrors": {"docker.io": {"upstream": {"url": 5}}}}, "mirrors.docker.io.upstream.url",
+     "must be an http(s):// registry URL"),
+    ({"mirrors": {"docker.io": {"upstream": {"url": "https://r.example", "platforms": "x"}}}},
+     "mirrors.docker.io.upstream.platforms", "must be one of all, requested, got 'x'"),
+    ({"routes": "a"}, "routes", "must be a list"),
+    ({"upstream": {"http_pool_timeout_seconds": 0}}, "upstream.http_pool_timeout_seconds",
+     "must be more than 0"),
+])
+def test_types_are_checked_as_written(overrides: dict[str, object], key: str,
+                                      reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides=overrides)
+    assert caught.value.key == key and reason in caught.value.reason
+
+
+def test_policy_documents_keep_their_form() -> None:
+    policy = {"Version": "2012-10-17", "Statement": []}
+    config = load_config(None, environ={}, overrides={"routes": [
+        {"prefix": "a", "repository": {"repository_policy": policy}},
+        {"prefix": "b", "repository": {"repository_policy": '{"Version": "2012-10-17"}'}}]})
+    assert config.routes[0].repository.repository_policy == policy
+    assert config.routes[1].repository.policy_text() == '{"Version": "2012-10-17"}'
+
+
+def test_empty_sections_take_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("auth:\nmirrors:\n  docker.io:\n")
+    config = load_config(str(path), environ={})
+    assert config.auth.mode == "none" and config.mirrors["docker.io"].anonymous_pull is False
+
+
+def test_attributes_stay_assignable() -> None:
+    config = load_config(None, environ={})
+    config.upstream.access_key_id = "AKIDEXAMPLE"  # what serve does for the embedded emulator
+    config.data_dir = "/abs"
+    assert config.upstream.access_key_id == "AKIDEXAMPLE" and str(config.data_path) == "/abs"
+
+
+def test_an_environment_value_that_is_not_yaml_is_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={"ECR_GATEWAY_AUTH__GROUPS": "{team: [alice"})
+    assert caught.value.where == "ECR_GATEWAY_AUTH__GROUPS (environment variable)"
+    assert caught.value.key == "auth.groups" and "is not valid YAML" in caught.value.reason
+
+
+def test_a_file_that_is_not_yaml_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("listen: [127.0.0.1:5000\n")
+    with pytest.raises(ConfigError, match="is not valid YAML") as caught:
+        load_config(str(path), environ={})
+    assert caught.value.key == "--config"
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"upstream": {"regoin": "x"}}, "unknown key (did you mean 'region'?)"),
+    ({"routes": [{"prefx": "a"}]}, "unknown key (did you mean 'prefix'?)"),
+    ({"auth": {"rules": [{"action": ["pull"]}]}}, "unknown key (did you mean 'actions'?)"),
+    ({"mirrors": {"docker.io": {"upstream": {"url": "https://r.example", "tag_ttl": 1}}}},
+     "unknown key (did you mean 'tag_ttl_seconds'?)"),
+    ({"colour": "blue"}, "unknown key"),
+])
+def test_a_typo_is_answered_with_the_key_meant(overrides: dict[str, object],
+                                               reason: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides=overrides)
+    assert caught.value.reason == reason
+
+
+def test_a_misplaced_secret_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides={
+            "upstream": {"secret_access_key": {"key": "wJalrXUtnFEMIEXAMPLE"}}})
+    assert caught.value.reason == "must be a string, got a mapping"
+    assert "wJalrXUtnFEMIEXAMPLE" not in caught.value.located()

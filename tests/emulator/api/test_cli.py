@@ -10,11 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.support.emulator import EmulatorProcess
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def launch(data_dir: Path, *extra: str, listen: str = "127.0.0.1:0") -> subprocess.Popen[str]:
@@ -92,3 +95,29 @@ def test_aws_cli(shared_emulator: EmulatorProcess) -> None:
     assert str(password).strip()
     assert [e["access_key_id"] for e in shared_emulator.requests("CreateRepository")
             if e["repository"] == repo] == ["AKIDCLI"]
+
+
+def _help(command: list[str]) -> str:
+    """The option lines of a command's --help (its usage line names the command)."""
+    out = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=30,
+                         check=True).stdout
+    return out[out.index("options:"):]
+
+
+def test_ecr_emulator_command_is_ecr_gateway_emulator(tmp_path: Path) -> None:
+    """``ecr-emulator`` (the console entry pyproject.toml declares) takes exactly the options
+    of ``ecr-gateway emulator`` and runs the same server."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["ecr-emulator"] == "ecr_emulator.cli:main"
+    command = shutil.which("ecr-emulator", path=str(Path(sys.executable).parent))
+    assert command is not None, "ecr-emulator is not installed next to this Python"
+    assert _help([command]) == _help([sys.executable, "-m", "gateway.cli", "emulator"])
+    process = subprocess.Popen([command, "--listen", "127.0.0.1:0", "--data-dir",
+                                str(tmp_path / "ecr"), "--region", "eu-west-3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert line.startswith("ECR emulator listening on http://127.0.0.1:")
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=15)
+    assert process.returncode == 0

@@ -264,7 +264,7 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
 ]
 
 # Injected here: internal failures, KMS (not emulated) and upstream failures (raised for
-# real by pull through cache in tests/emulator/model/test_pull_through.py).
+# real by pull through cache in tests/emulator/model/test_pull_through*.py).
 NOT_EMULATED = {"ServerException", "KmsException", "UnableToGetUpstreamImageException",
                 "UnableToGetUpstreamLayerException", "UnableToListUpstreamImageReferrersException"}
 # Only reachable through a separate emulator (one repository allowed).

@@ -85,6 +85,40 @@ def test_images_an_index_references_are_kept() -> None:
     assert expired([keep_last(1)], images, frozenset({"child"})) == {"index": 1}
 
 
+ARCHIVE = {"type": "transition", "targetStorageClass": "archive"}
+
+
+def acted(rules: list[dict[str, Any]], images: list[Candidate]) -> dict[str, tuple[int, str]]:
+    return {str(e.key): (e.rule_priority, e.action)
+            for e in evaluate(parse(lifecycle(*rules)), images, NOW)}
+
+
+def test_transition_archives_and_archived_images_have_rules_of_their_own() -> None:
+    """A transition rule archives what it selects; rules select one storage class (standard
+    unless they say archive), so archived images are neither counted nor expired by the
+    standard rules, and sinceImageTransitioned measures from the archiving."""
+    images = [Candidate("A", ("v1",), NOW - 9 * DAY, 0),
+              Candidate("B", ("v2",), NOW - 8 * DAY, 1),
+              Candidate("C", ("v3",), NOW - 7 * DAY, 2),
+              Candidate("old", ("v0",), NOW - 400 * DAY, 3, storage_class="archive",
+                        archived_at=NOW - 120 * DAY),
+              Candidate("recent", ("v00",), NOW - 300 * DAY, 4, storage_class="archive",
+                        archived_at=NOW - 30 * DAY)]
+    transition = {**keep_last(1, tag_status="tagged", tagPrefixList=["v"]), "action": ARCHIVE}
+    assert acted([transition], images) == {"A": (1, "transition"), "B": (1, "transition")}
+    purge = since(90, tag_status="any", priority=2, countType="sinceImageTransitioned",
+                  storageClass="archive")
+    assert acted([transition, purge], images) == {
+        "A": (1, "transition"), "B": (1, "transition"), "old": (2, "expire")}
+    # A standard rule never reaches archived images, however old.
+    assert acted([since(1)], images) == {k: (1, "expire") for k in ("A", "B", "C")}
+    # sinceImagePulled: the last pull, else the push.
+    pulled = [Candidate("P", ("v1",), NOW - 50 * DAY, 0, pulled_at=NOW - 2 * DAY),
+              Candidate("N", ("v2",), NOW - 50 * DAY, 1)]
+    assert acted([{**since(10, countType="sinceImagePulled"), "action": ARCHIVE}], pulled) == {
+        "N": (1, "transition")}
+
+
 @pytest.mark.parametrize(("rules", "fragment"), [
     ([], "non-empty"),
     ([keep_last(1), keep_last(2)], "rulePriority must be unique"),
@@ -102,7 +136,17 @@ def test_images_an_index_references_are_kept() -> None:
     ([keep_last(1, countUnit="days")], "countUnit can only be used"),
     ([{**since(3), "selection": {"tagStatus": "any", "countType": "sinceImagePushed",
                                  "countNumber": 3}}], "countUnit must be days"),
-    ([{**keep_last(1), "action": {"type": "transition"}}], "not found in enum"),
+    ([{**keep_last(1), "action": {"type": "delete"}}], "not found in enum"),
+    ([{**keep_last(1), "action": {"type": "transition"}}], "targetStorageClass must be archive"),
+    ([{**keep_last(1), "action": {"type": "expire", "targetStorageClass": "archive"}}],
+     "only be used when the action type is transition"),
+    ([keep_last(1, storageClass="archive")], "goes with countType sinceImageTransitioned"),
+    ([since(100, countType="sinceImageTransitioned")],
+     "goes with countType sinceImageTransitioned"),
+    ([since(89, countType="sinceImageTransitioned", storageClass="archive")], "at least 90 days"),
+    ([{**since(100, countType="sinceImageTransitioned", storageClass="archive"),
+       "action": ARCHIVE}], "selects images of the standard storage class"),
+    ([keep_last(1, storageClass="glacier")], "not found in enum"),
     ([{**keep_last(1), "colour": "red"}], "not allowed by the schema"),
     ([{"rulePriority": 1, "action": {"type": "expire"}}], "missing required properties"),
 ])
@@ -167,6 +211,45 @@ async def test_preview_lists_exactly_what_a_run_expires(ecr: Any, repo: str,
     deleted = await ecr.delete_lifecycle_policy(repositoryName=repo)
     assert deleted["lifecyclePolicyText"] == text
     assert repo not in await run_lifecycle(extra_emulator.url)
+
+
+async def test_transition_rule_archives_on_preview_and_run(
+        ecr: Any, repo: str, extra_emulator: EmulatorProcess) -> None:
+    """A transition rule: the preview lists TRANSITION to ARCHIVE (and counts it apart from
+    expiries), the run archives those images (described as ARCHIVED, refused on pull as
+    UpdateImageStorageClass archives them) and leaves them alone on the next run."""
+    await ecr.create_repository(repositoryName=repo)
+    pushed = await _push_tagged(ecr, repo, ["v1", "v2", "v3", None])
+    text = lifecycle({**keep_last(1, tag_status="tagged", tagPrefixList=["v"]),
+                      "action": ARCHIVE},
+                     keep_last(1, tag_status="untagged", priority=2))
+    await ecr.start_lifecycle_policy_preview(repositoryName=repo, lifecyclePolicyText=text)
+    preview = await ecr.get_lifecycle_policy_preview(repositoryName=repo)
+    results = {r["imageDigest"]: r for r in preview["previewResults"]}
+    assert set(results) == {pushed["v1"], pushed["v2"]}
+    assert all(r["action"] == {"type": "TRANSITION", "targetStorageClass": "ARCHIVE"}
+               and r["storageClass"] == "STANDARD" for r in results.values())
+    assert preview["summary"] == {"expiringImageTotalCount": 0, "transitioningImageTotalCounts":
+                                  [{"targetStorageClass": "ARCHIVE", "imageTotalCount": 2}]}
+
+    await ecr.put_lifecycle_policy(repositoryName=repo, lifecyclePolicyText=text)
+    ran = await run_lifecycle(extra_emulator.url, repo)
+    assert {e["imageDigest"]: e["action"] for e in ran[repo]} == {
+        pushed["v1"]: "TRANSITION", pushed["v2"]: "TRANSITION"}
+    archived = await ecr.describe_images(repositoryName=repo,
+                                         filter={"imageStatus": "ARCHIVED"})
+    assert {d["imageDigest"] for d in archived["imageDetails"]} == {pushed["v1"], pushed["v2"]}
+    assert all(d["imageStatus"] == "ARCHIVED" for d in archived["imageDetails"])
+    active = await ecr.list_images(repositoryName=repo)
+    assert {i["imageDigest"] for i in active["imageIds"]} == {pushed["v3"],
+                                                              pushed["untagged-3"]}
+    pulled = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])
+    assert pulled["images"] == [] and pulled["failures"][0]["failureCode"] == "ImageNotFound"
+    assert (await run_lifecycle(extra_emulator.url, repo))[repo] == []  # archived: not again
+    # Archived a moment ago: not yet 90 days in the archive.
+    await ecr.start_lifecycle_policy_preview(repositoryName=repo, lifecyclePolicyText=lifecycle(
+        since(90, countType="sinceImageTransitioned", storageClass="archive")))
+    assert (await ecr.get_lifecycle_policy_preview(repositoryName=repo))["previewResults"] == []
 
 
 async def test_children_go_after_their_index(ecr: Any, repo: str,

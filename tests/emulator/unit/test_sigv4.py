@@ -149,6 +149,12 @@ def test_credentials_file_errors_and_reload(tmp_path: Path) -> None:
         creds.parse("[p]\naws_access_key_id = A\n")
     with pytest.raises(ValueError, match="ISO 8601"):
         creds.parse("[p]\naws_access_key_id = A\naws_secret_access_key = s\nexpiration = soon\n")
+    with pytest.raises(ValueError, match="twelve digits"):
+        creds.parse("[p]\naws_access_key_id = A\naws_secret_access_key = s\n"
+                    "aws_account_id = 1234\n")
+    (other,) = creds.parse("[p]\naws_access_key_id = A\naws_secret_access_key = s\n"
+                           "aws_account_id = 210987654321\n").values()
+    assert other.account_id == "210987654321"
     path = tmp_path / "credentials"
     path.write_text("[a]\naws_access_key_id = AKIDA\naws_secret_access_key = s\n")
     store = creds.CredentialStore.from_file(path)

@@ -5,11 +5,13 @@ the shared endpoint's Redis behind a password from a Secret."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -90,6 +92,20 @@ def test_values_schema_refuses_a_bad_value() -> None:
     assert "shape must be one of" in result.stderr
     result = _template("--set", "config.listen=nowhere", check=False)
     assert result.returncode != 0 and "listen" in result.stderr
+    # config's schema is the gateway's own (docs/config.schema.json): typos, wrong types
+    result = _template("--set", "config.upstream.regoin=eu-west-1", check=False)
+    assert result.returncode != 0 and "regoin" in result.stderr
+    result = _template("--set", "config.cache.tag_ttl_seconds=-1", check=False)
+    assert result.returncode != 0 and "tag_ttl_seconds" in result.stderr
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_rendered_configuration_passes_the_published_schema(
+        rendered: dict[str, list[dict[str, Any]]], preset: str, tmp_path: Path) -> None:
+    schema = json.loads((CHART.parents[2] / "docs" / "config.schema.json").read_text())
+    document = yaml.safe_load(_config(rendered[preset], tmp_path).read_text())
+    errors = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(document)]
+    assert errors == []
 
 
 def test_node_mirror_is_reachable_from_its_node_only(

@@ -21,7 +21,7 @@ from tests.integration.mirror.helpers import (
     pull,
     push_image,
 )
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, ecr_client, replication_statuses
 from tests.support.gateway import GatewayProcess
 
 ECR_HOST_EU = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
@@ -70,9 +70,19 @@ async def test_ecr_host_gives_registry_id_and_region(
         gateway: GatewayProcess, mirror: GatewayProcess, upstream: EmulatorProcess) -> None:
     """An ECR registry host routes to that account and region: calls are signed for
     eu-west-1 and name registry 123456789012; another account's host reaches that account
-    (which the emulator does not hold: NAME_UNKNOWN from upstream)."""
+    (which the emulator does not hold: NAME_UNKNOWN from upstream). The emulator keeps a
+    registry per region: replication puts the image pushed to us-east-1 into eu-west-1."""
     name = f"team/{_uid()}"
-    image = await push_image(gateway.url, name)
+    async with ecr_client(upstream.url) as ecr:
+        await ecr.put_replication_configuration(replicationConfiguration={"rules": [{
+            "destinations": [{"region": "eu-west-1", "registryId": "123456789012"}],
+            "repositoryFilters": [{"filter": name, "filterType": "PREFIX_MATCH"}]}]})
+        try:
+            image = await push_image(gateway.url, name)
+            assert (await replication_statuses(ecr, name, {"imageTag": "v1"}))[0][
+                "status"] == "COMPLETE"
+        finally:
+            await ecr.put_replication_configuration(replicationConfiguration={"rules": []})
     upstream.clear_requests()
     async with aiohttp.ClientSession() as session:
         check_pulled(await pull(session, mirror.url, name, "v1", ECR_HOST_EU), image)

@@ -21,7 +21,7 @@ from tests.integration.state.conftest import redis_state, replica
 from tests.support.balancer import RoundRobin
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import RedisServer
+from tests.support.redis import RedisServer, SharedRedis
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -125,7 +125,7 @@ async def test_without_redis_a_deletion_is_seen_within_the_bound(
 
 
 async def test_with_redis_tag_moves_and_deletes_are_seen_at_once(
-        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, redis_server: SharedRedis, tmp_path: Path) -> None:
     # Bounds far beyond the test: whatever B stops serving, a notice made it stop.
     long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
     a, b = two(upstream, tmp_path, redis_state(redis_server), long)
@@ -192,7 +192,7 @@ async def test_a_replica_that_missed_notices_flushes_its_caches(
 
 
 async def test_with_redis_tag_lists_follow_other_replicas_at_once(
-        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, redis_server: SharedRedis, tmp_path: Path) -> None:
     """B keeps a repository's tag list for the tag TTL; a tag pushed or deleted through A
     shows in B's list at once."""
     long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}

@@ -8,11 +8,13 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from gateway.oci.errors import OciError
+from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
 from gateway.state.sessions import UploadSession
 from tests.support.redis import RedisServer
@@ -30,8 +32,9 @@ def _session(**fields: object) -> UploadSession:
 async def stores(redis_server: RedisServer) -> AsyncIterator[tuple[RedisSessionStore,
                                                                    RedisSessionStore]]:
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    a = RedisSessionStore(redis_server.url, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
-    b = RedisSessionStore(redis_server.url, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
+    connection = RedisConnection(redis_server.url)
+    a = RedisSessionStore(connection, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
+    b = RedisSessionStore(connection, prefix=prefix, lock_ttl=1.0, lock_wait=5.0)
     yield a, b
     await a.close()
     await b.close()
@@ -143,6 +146,28 @@ async def test_save_checks_the_offsets_the_request_started_from(
     assert await b.tail(session.id) == b"x" * 10
 
 
+async def test_a_write_sent_again_after_a_lost_answer_is_not_refused(
+        stores: tuple[RedisSessionStore, RedisSessionStore]) -> None:
+    """Redis carried out a save, its answer was lost (connection cut, failover) and the client
+    library sends it again: the store finds its own write done, where a check of the
+    starting offsets alone would see them moved and refuse; the lock likewise."""
+    a, _ = stores
+    session = _session()
+    await a.create(session)
+    async with a.lock(session.id):
+        mine = await a.get(session.id)
+        assert mine is not None
+        mine.received = 6
+        first = UploadSession.from_dict(mine.to_dict())
+        await a.save(mine, b"abcdef")
+        held = a._held(session.id)
+        assert held is not None
+        held.received, held.committed = 0, 0  # as before the answer arrived
+        await a.save(first, b"abcdef")  # the same write again
+        assert await a._mutex.take(a._lock_key(session.id), held.token)
+    assert await a.tail(session.id) == b"abcdef"
+
+
 async def test_idle_lists_old_sessions_and_forgets_vanished_ones(
         stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer) -> None:
     a, b = stores
@@ -161,8 +186,25 @@ async def test_idle_lists_old_sessions_and_forgets_vanished_ones(
 async def test_ping_fails_when_redis_is_unreachable() -> None:
     from tests.support.clients import free_port
 
-    store = RedisSessionStore(f"redis://127.0.0.1:{free_port()}/0")
+    store = RedisSessionStore(RedisConnection(f"redis://127.0.0.1:{free_port()}/0"))
     with pytest.raises(Exception) as failed:
         await store.ping()
     await store.close()
     assert "connect" in str(failed.value).lower()
+
+
+async def test_the_first_command_after_a_redis_restart_succeeds(tmp_path: Path) -> None:
+    """Every pooled connection died with the old Redis: the next command reconnects rather
+    than answering 503 to the request that picked it (and every later one with a dead
+    connection)."""
+    with RedisServer(tmp_path / "redis", password="restart-pw") as server:
+        store = RedisSessionStore(RedisConnection(server.url, password="restart-pw"), lock_ttl=1.0)
+        session = _session()
+        await store.create(session)
+        server.stop()
+        server.start()  # empty: this Redis keeps nothing
+        assert await store.get(session.id) is None
+        await store.create(session)
+        async with store.lock(session.id):
+            assert await store.count() == 1
+        await store.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.state.conftest import redis_state, replica
+from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
@@ -38,9 +38,8 @@ def replicas(upstream: EmulatorProcess, redis_server: RedisServer,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess,
                                                                          GatewayProcess]]:
     state = redis_state(redis_server, lock_ttl_seconds=2)
-    root = tmp_path_factory.mktemp("replicas")
-    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
-        yield a, b
+    with replica_pair(tmp_path_factory.mktemp("replicas"), upstream, state) as gateways:
+        yield gateways
 
 
 async def start(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str) -> str:

@@ -4,14 +4,20 @@ peers over an internal endpoint that only processes sharing the Redis can use.""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import itertools
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.integration.state.conftest import redis_state, replica
+from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
@@ -29,9 +35,8 @@ def pair(upstream: EmulatorProcess, redis_server: RedisServer,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProcess,
                                                                      GatewayProcess]]:
     state = redis_state(redis_server)
-    root = tmp_path_factory.mktemp("peers")
-    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
-        yield a, b
+    with replica_pair(tmp_path_factory.mktemp("peers"), upstream, state) as gateways:
+        yield gateways
 
 
 def _name(tag: str) -> str:
@@ -100,6 +105,29 @@ async def test_patch_on_one_replica_put_on_the_other_reads_back_everywhere(
         assert await _read(session, a, name, digest) == (200, blob)
 
 
+async def test_chunks_on_alternating_replicas_read_back_everywhere(
+        pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    """A chunked upload whose PATCHes and closing PUT (with the last chunk) alternate between
+    replicas: each replica continuing it takes over the spool of the one before, so the blob
+    reads back through both before any manifest references it."""
+    a, b = pair
+    name = _name("chunks")
+    blob = os.urandom(2 * MiB + 13)
+    digest = digest_of(blob)
+    cuts = [0, MiB, MiB + 4321, 2 * MiB, len(blob)]
+    async with aiohttp.ClientSession() as session:
+        location = await _post(session, a, name)
+        for number, (start, end) in enumerate(itertools.pairwise(cuts[:-1])):
+            gateway = (a, b)[number % 2]
+            async with session.patch(gateway.url + location, data=blob[start:end], headers={
+                    **OCTET, "Content-Range": f"{start}-{end - 1}"}) as r:
+                assert r.status == 202, await r.text()
+                location = r.headers["Location"]
+        await _put(session, b, location, digest, blob[cuts[-2]:])
+        assert await _read(session, a, name, digest) == (200, blob)
+        assert await _read(session, b, name, digest) == (200, blob)
+
+
 async def test_the_internal_endpoint_refuses_strangers(
         pair: tuple[GatewayProcess, GatewayProcess]) -> None:
     a, _ = pair
@@ -109,8 +137,59 @@ async def test_the_internal_endpoint_refuses_strangers(
     async with aiohttp.ClientSession() as session:
         location = await _post(session, a, name)
         await _put(session, a, location, digest, blob)
+        in_progress = await _patch(session, a, await _post(session, a, name), blob)
+        upload = in_progress.split("?", 1)[0].rsplit("/", 1)[-1]
         for proof in (None, "0" * 64):
             headers = {"X-Peer-Proof": proof} if proof else {}
-            async with session.get(f"{a.url}/_peer/staged/{digest}", headers=headers) as r:
-                assert r.status == 403
-                assert (await r.json())["errors"][0]["code"] == "DENIED"
+            for path in (f"staged/{digest}", f"spool/{upload}"):
+                async with session.get(f"{a.url}/_peer/{path}", headers=headers) as r:
+                    assert r.status == 403
+                    assert (await r.json())["errors"][0]["code"] == "DENIED"
+
+
+async def test_staged_blobs_stay_readable_everywhere_after_redis_restarts_empty(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Redis restarts with nothing (no persistence): each replica tells it again what it has
+    staged, and the peers' proof key is the new Redis's, also for a replica started since.
+    That includes a blob whose PATCH went to one replica and its PUT to another (docker's
+    shape): the replica finishing it has the spool's holder keep it as a staged blob at once,
+    not only once someone reads it."""
+    with RedisServer(tmp_path / "redis") as server:
+        state = redis_state(server)
+        with replica(tmp_path / "a", upstream, state) as a, \
+                replica(tmp_path / "b", upstream, state) as b:
+            name = _name("restart")
+            read, split = os.urandom(MiB + 7), os.urandom(MiB + 9)
+            async with aiohttp.ClientSession() as session:
+                location = await _post(session, a, name)
+                await _put(session, a, location, digest_of(read), read)
+                assert await _read(session, b, name, digest_of(read)) == (200, read)
+                location = await _patch(session, a, await _post(session, a, name), split)
+                await _put(session, b, location, digest_of(split))
+                kept = a.data_dir / "staging" / "blobs" / "sha256" / digest_of(split)[7:]
+                await _until(lambda: kept.exists())
+                server.stop()
+                server.start()
+                with replica(tmp_path / "c", upstream, state) as c:
+                    for blob in (read, split):
+                        digest = digest_of(blob)
+                        await _until(functools.partial(_found, session, (b, c), name, digest))
+                        assert await _read(session, b, name, digest) == (200, blob)
+                        assert await _read(session, c, name, digest) == (200, blob)
+
+
+async def _found(session: aiohttp.ClientSession, gateways: tuple[GatewayProcess, ...],
+                 name: str, digest: str) -> bool:
+    return [(await _read(session, g, name, digest))[0] for g in gateways] == [200] * len(gateways)
+
+
+async def _until(check: Any, seconds: float = 15.0) -> None:
+    """Wait until ``check()`` (or its awaited answer) is true, or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = check()
+        if asyncio.iscoroutine(found):
+            found = await found
+        if found:
+            return
+        await asyncio.sleep(0.2)

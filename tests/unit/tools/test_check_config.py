@@ -123,7 +123,8 @@ def test_a_bad_environment_variable_is_named_instead_of_the_file(tmp_path: Path)
     assert result.stderr.startswith("ECR_GATEWAY_UPSTREAM__REGOIN (environment variable): "
                                     "invalid: upstream.regoin: unknown key"), result.stderr
     assert str(config) not in result.stderr
-    # a mistake in the file is still the file's
-    config.write_text("upstream:\n  regoin: x\n")
+    # a mistake in the file is still the file's, with its line and column
+    config.write_text("listen: 127.0.0.1:5000\nupstream:\n  regoin: x\n")
     result = _run("check-config", str(config))
-    assert result.stderr.startswith(f"{config}: invalid: upstream.regoin"), result.stderr
+    assert result.stderr.startswith(f"{config}:3:3: invalid: upstream.regoin: unknown key"), \
+        result.stderr

@@ -1,0 +1,32 @@
+"""Which paths are the ``/_emulator/`` control endpoints, and their answer while they are off.
+
+The control endpoints (request log, faults, per-key policies, lifecycle runs) exist only
+with ``--admin``: admin.py (their guard and handlers) and faults.py are imported then, or
+when ``ECR_EMULATOR_FAULTS`` asks for faults, and nowhere else, so an installation without
+them (the production container image) runs the emulator all the same. This module is what
+stays: without ``--admin`` every control path answers 404 before any handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+FAULTS_ENV = "ECR_EMULATOR_FAULTS"
+# Health and the presigned download routes carry checks of their own and are always open.
+OPEN_PREFIXES = ("/_emulator/health", "/_emulator/layers/", "/_emulator/public/layers/",
+                 "/_emulator/public/logos/", "/_emulator/registries/")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_control(path: str) -> bool:
+    return path.startswith("/_emulator/") and not path.startswith(OPEN_PREFIXES)
+
+
+@web.middleware
+async def off(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if is_control(request.path):
+        return web.json_response({"__type": "NotFound", "message": "the control endpoints "
+                                  "are off; start the emulator with --admin"}, status=404)
+    return await handler(request)

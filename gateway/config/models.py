@@ -1,0 +1,465 @@
+"""The configuration's typed sections (pydantic models) with their defaults.
+
+Every key has a default, so an empty file (or none) gives the embedded-emulator setup. The
+models refuse unknown keys and values of the wrong type; the checks that belong to one part
+of the gateway (access rules, routes, pull-through upstreams, shared state) live beside that
+part and are called from the validators here (imported inside them: those modules import
+this package). Each field's docstring is its description in the published JSON Schema
+(docs/config.schema.json).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from gateway.config.errors import ConfigError
+
+# Numbers and booleans are taken as YAML typed them: "5" is not 5, and 1 is not true.
+Seconds = Annotated[float, Strict(), Field(ge=0)]
+Count = Annotated[int, Strict(), Field(ge=0)]
+Flag = Annotated[bool, Strict()]
+# The policy documents: a mapping, or its JSON text (checked with the route they belong to,
+# so that "[1]" is refused as not a mapping rather than once per member of a union).
+PolicyDocument = Annotated[Any, WithJsonSchema(
+    {"anyOf": [{"type": "object"}, {"type": "string"}, {"type": "null"}]})]
+# HOST:PORT, for editors and the Helm chart; the validators below give the clear refusal.
+_HOST_PORT = {"pattern": r"^.+:[0-9]{1,5}$"}
+
+
+class Section(BaseModel):
+    """What every section shares: unknown keys refused, an empty section (``auth:`` with
+    nothing under it) taking every default, numbers accepted where strings are meant
+    (``registry_id: 123456789012``)."""
+
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True,
+                              use_attribute_docstrings=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        return {} if data is None else data
+
+
+class RepositorySettings(Section):
+    """What CreateRepository is given when ``create_on_push`` creates a repository, and what
+    is applied to it right after (the gateway's repository creation template)."""
+
+    image_tag_mutability: Literal["MUTABLE", "IMMUTABLE"] = "MUTABLE"
+    scan_on_push: Flag = False
+    encryption_type: Literal["AES256", "KMS"] = "AES256"
+    kms_key: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    repository_policy: PolicyDocument = None
+    """SetRepositoryPolicy: an IAM policy document (a mapping, or its JSON text)."""
+    lifecycle_policy: PolicyDocument = None
+    """PutLifecyclePolicy (ECR only): {"rules": [...]} (a mapping, or its JSON text)."""
+
+    def policy_text(self) -> str | None:
+        return _json_text(self.repository_policy)
+
+    def lifecycle_text(self) -> str | None:
+        return _json_text(self.lifecycle_policy)
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2)
+
+
+class RouteConfig(Section):
+    """Client repository names under ``prefix`` map to ECR repositories under
+    ``repository_prefix`` in ``registry_id``/``region``. The longest matching prefix wins."""
+
+    prefix: str = ""
+    repository_prefix: str = ""
+    registry_id: str | None = None
+    region: str | None = None
+    """None: upstream.region."""
+    create_on_push: Flag = True
+    anonymous_pull: Flag = False
+    """Pulls need no client credentials on this route (honoured by the auth layer)."""
+    repository: RepositorySettings = Field(default_factory=RepositorySettings)
+    upstream_kind: Literal["ecr", "ecr-public"] = "ecr"
+    """"ecr", or "ecr-public": the repositories are ECR Public's (us-east-1), pushed through
+    its API and pulled from its registry endpoint."""
+    registry_url: str | None = None
+    """ECR Public: the registry endpoint pulls go to. None: https://public.ecr.aws, or the
+    embedded emulator's with upstream.mode embedded."""
+    registry_alias: str | None = None
+    """ECR Public: the alias in pull paths (<registry_url>/v2/<alias>/<repository>/...).
+    None: the registry's primary alias (DescribeRegistries); "": names carry the alias."""
+    catalog_data: Literal["none", "from_annotations"] = "none"
+    """ECR Public: "from_annotations" fills the repository's catalog data (description,
+    about, usage, architectures, operating systems) from each tagged image pushed."""
+
+    @model_validator(mode="after")
+    def _route(self) -> Self:
+        from gateway.ecr.routing import check_route
+
+        check_route(self)
+        return self
+
+
+class PullThroughConfig(Section):
+    """The registry a mirror fills ECR from when ECR does not hold what a client asks for:
+    any OCI registry, anonymous, with the docker token flow or Basic auth. ``password_file``
+    holds the password (never the configuration itself)."""
+
+    url: str = ""
+    username: str | None = None
+    password_file: str | None = None
+    tag_ttl_seconds: Seconds = 300.0
+    """How long a tag is trusted before one HEAD asks the upstream whether it moved."""
+    platforms: Literal["all", "requested"] = "all"
+    """An index's children copied into ECR: "all", or only those clients ask for."""
+    timeout_seconds: Seconds = 30.0
+    """Connect and read timeout of each upstream request."""
+
+    def password(self) -> str | None:
+        if not self.password_file:
+            return None
+        return Path(self.password_file).read_text().strip()
+
+    @model_validator(mode="after")
+    def _upstream(self) -> Self:
+        from gateway.pullthrough.upstream import check_pull_through
+
+        check_pull_through(self)
+        return self
+
+
+class MirrorConfig(Section):
+    """Where requests for one upstream registry go when a mirror client names it with
+    ``?ns=<host>`` (containerd does, on every request to a mirror). ``<host>/<name>`` is
+    served from the ECR repository ``repository_prefix/<name>``: ``docker.io`` with prefix
+    ``docker-hub`` maps ``docker.io/library/nginx`` to ``docker-hub/library/nginx``, as an
+    ECR pull-through cache rule with that prefix names it. For an ECR host
+    (``<account>.dkr.ecr.<region>.amazonaws.com``) registry_id and region default to the
+    ones in the host name. Mirror routes are pull-only: nothing is created on push."""
+
+    repository_prefix: str = ""
+    registry_id: str | None = None
+    """None: from an ECR host name, else the caller's own."""
+    region: str | None = None
+    """None: from an ECR host name, else upstream.region."""
+    anonymous_pull: Flag = False
+    """Pulls through this mirror need no credentials (honoured by the auth layer, within its
+    access rules). Off by default: containerd can send a per-node credential instead."""
+    registry_url: str | None = None
+    """public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to. None:
+    https://public.ecr.aws, or the embedded emulator's with upstream.mode embedded."""
+    upstream: PullThroughConfig | None = None
+    """Fill ECR from this registry on a miss (pull-through); None: serve what ECR holds."""
+
+
+class CacheConfig(Section):
+    """The pull path's in-memory caches (per process)."""
+
+    tag_ttl_seconds: Seconds = 5.0
+    """How long a tag → digest answer is reused (0: every tag read asks ECR)."""
+    manifest_max_bytes: Count = 64 * 1024**2
+    """Manifests by digest (immutable), least recently used dropped beyond this size."""
+    manifest_revalidate_seconds: Seconds = 5.0
+    """A manifest by digest is served from the cache this long after ECR last confirmed it;
+    older, it is asked for again (an image deleted elsewhere is not served beyond this)."""
+    download_url_ttl_seconds: Seconds = 300.0
+    """Presigned download URLs are reused this long (well within their validity)."""
+    listing_max_bytes: Count = 64 * 1024**2
+    """Tag lists and the catalog kept for paging (for tag_ttl_seconds), least recently read
+    dropped beyond this estimate of their size."""
+
+
+class UpstreamConfig(Section):
+    mode: Literal["embedded", "aws"] = "embedded"
+    """"embedded": start the ECR emulator; "aws": a real (or given) ECR."""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    public_endpoint_url: str | None = None
+    """The ECR Public API (routes with upstream_kind ecr-public). None: endpoint_url."""
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+    retry_budget_seconds: Seconds = 10.0
+    call_timeout_seconds: Seconds = 60.0
+    connect_timeout_seconds: Seconds = 5.0
+    max_connections: Count = 64
+    http_connect_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 10.0
+    """The gateway's own HTTP client (blob downloads in proxy mode and for mounts, the ECR
+    Public registry): to open a connection. An upstream that stops answering fails the
+    request with 503 instead of holding it for ever."""
+    http_pool_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 30.0
+    """The gateway's own HTTP client: to wait for a free connection in the pool."""
+    http_read_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 60.0
+    """The gateway's own HTTP client: the longest silence while reading an answer."""
+    breaker_failures: Count = 5
+    """Circuit breaker: after this many consecutive outage failures (no answer, 5xx) calls
+    to the endpoint fail at once with 503 for breaker_open_seconds, then one probe goes (0:
+    off)."""
+    breaker_open_seconds: Seconds = 2.0
+
+
+class StagingConfig(Section):
+    """Uploaded blobs kept locally until an image references them (ECR cannot serve them)."""
+
+    max_bytes: Count = 10 * 1024**3
+
+
+class BlobCacheConfig(Section):
+    """Proxy mode: a local copy of every blob served, shared by all repositories."""
+
+    path: str | None = None
+    """None: no blob cache."""
+    max_bytes: Count = 20 * 1024**3
+
+
+class BlobsConfig(Section):
+    mode: Literal["redirect", "proxy"] = "redirect"
+    """"redirect" (307 to the download URL) or "proxy" (the gateway streams the blob)."""
+    staging: StagingConfig = Field(default_factory=StagingConfig)
+    cache: BlobCacheConfig = Field(default_factory=BlobCacheConfig)
+
+
+class UploadsConfig(Section):
+    idle_timeout_seconds: Seconds = 3600.0
+
+
+class LimitsConfig(Section):
+    """Bounds against resource exhaustion; 0 disables a bound."""
+
+    max_manifest_bytes: Count = 4 * 1024**2
+    """ECR's own PutImage limit is 4 MiB."""
+    max_uploads_per_client: Count = 128
+    """Upload requests in progress per user or address."""
+    max_uploads_total: Count = 512
+    """Upload requests in progress over all clients."""
+    max_open_uploads: Count = 10000
+    """Upload sessions open at once."""
+    body_idle_timeout_seconds: Seconds = 60.0
+    """A request body silent this long is cut (408)."""
+    body_timeout_seconds: Seconds = 3600.0
+    """A request body taking longer is cut (408)."""
+    header_timeout_seconds: Seconds = 60.0
+    """To send a request's headers (and keep-alive idle)."""
+    max_header_bytes: Count = 8190
+    """One request line or header field."""
+    max_headers: Count = 100
+    """Header fields per request."""
+    max_page_size: Count = 1000
+    """The largest `n` of a tags or catalog page."""
+
+
+class StateConfig(Section):
+    """Where upload sessions live: ``local`` (this process, spilled to data_dir) or ``redis``
+    (shared by every replica, so any replica can continue any session)."""
+
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str | None = None
+    """redis://host:port/db, redis+sentinel://h1:26379,h2:26379/service[/db] or
+    redis+cluster://h1:6379,h2:6379 (gateway/state/connect.py); a password here shows in
+    configs."""
+    redis_password_file: str | None = None
+    """A file holding the Redis password (a mounted Secret): kept out of the URL and config."""
+    redis_sentinel_password_file: str | None = None
+    """A file holding the Sentinels' own password, when they ask for one (redis+sentinel)."""
+    key_prefix: str = "ecr-gateway:"
+    lock_ttl_seconds: Seconds = 15.0
+    """A dead replica's session lock (and blob fill lock) frees itself after this."""
+    lock_wait_seconds: Seconds = 60.0
+    """A request waits this long for a busy session."""
+    peer_url: str | None = None
+    """How the other replicas reach this one (for staged blobs read through another replica),
+    e.g. http://10.0.0.5:5000. None: the listen address, unless it is a wildcard."""
+
+    @model_validator(mode="after")
+    def _state(self) -> Self:
+        from gateway.state import check_state
+
+        check_state(self)
+        return self
+
+
+class TokenConfig(Section):
+    """The gateway's own token server (docker token auth)."""
+
+    realm: str | None = None
+    """Where clients are sent for tokens (and send their passwords). None: the host the
+    client used if it is in realm_hosts (or a loopback name on a loopback listener), else
+    the address the connection arrived on."""
+    realm_hosts: list[str] = Field(default_factory=list)
+    """host[:port] as clients write it."""
+    service: str = "ecr-gateway"
+    issuer: str = "ecr-gateway"
+    ttl_seconds: Annotated[int, Strict(), Field(ge=60)] = 300
+    refresh_ttl_seconds: Count = 14 * 86400
+    """0: never hand out refresh tokens."""
+    signing_key_file: str | None = None
+    """None: generated into data_dir/auth (mode 0600)."""
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, realm: str | None) -> str | None:
+        from gateway.auth.challenge import check_realm
+
+        return check_realm(realm)
+
+
+class AccessRuleConfig(Section):
+    """Repository pattern → users/groups → actions; the first matching rule decides.
+
+    A rule with ``ecr_repository`` instead matches the ECR repository a request resolves to
+    (after routes and mirrors): such rules can only narrow what the name rules allow, and
+    are needed to push or delete in an ECR repository a mirror serves."""
+
+    repository: str = "**"
+    ecr_repository: str | None = None
+    users: list[str] = Field(default_factory=list)
+    """"*": every authenticated user."""
+    groups: list[str] = Field(default_factory=list)
+    actions: list[str] = Field(default_factory=list)
+    """pull, push, delete, catalog."""
+    anonymous: Flag = False
+    """Also applies to callers without credentials (pull only)."""
+
+    @model_validator(mode="after")
+    def _rule(self) -> Self:
+        from gateway.auth.rules import check_rule
+
+        check_rule(self)
+        return self
+
+
+class RateLimitConfig(Section):
+    """Failed logins tolerated per user name and per client address within the window."""
+
+    window_seconds: Seconds = 300.0
+    max_failures_per_user: Count = 10
+    max_failures_per_address: Count = 50
+
+
+class AuthConfig(Section):
+    mode: Literal["none", "htpasswd", "aws"] = "none"
+    allow_anonymous_on_public_address: Flag = False
+    htpasswd_file: str | None = None
+    token: TokenConfig = Field(default_factory=TokenConfig)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    rules: list[AccessRuleConfig] = Field(default_factory=list)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+
+    @model_validator(mode="after")
+    def _auth(self) -> Self:
+        from gateway.auth.rules import check_rule_groups
+
+        if self.mode == "htpasswd" and not self.htpasswd_file:
+            raise ConfigError("htpasswd_file", "is required when auth.mode is htpasswd")
+        check_rule_groups(self.rules, self.groups)
+        return self
+
+
+class TlsConfig(Section):
+    """HTTPS served by the gateway itself; both files are re-read when they change."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    reload_interval_seconds: Seconds = 5.0
+
+    @model_validator(mode="after")
+    def _pair(self) -> Self:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError("", "cert_file and key_file go together")
+        return self
+
+
+class Config(Section):
+    """The ecr-gateway configuration (``ecr-gateway serve --config FILE``). Any key can be
+    overridden from the environment: ``ECR_GATEWAY_<SECTION>__<KEY>``, values parsed as
+    YAML."""
+
+    model_config = ConfigDict(title="ecr-gateway configuration")
+
+    listen: Annotated[str, Field(json_schema_extra=_HOST_PORT)] = "127.0.0.1:5000"
+    """Address the registry listens on (HOST:PORT)."""
+    data_dir: str = "./.ecr-gateway"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """"text" or "json" (one JSON object per line)."""
+    shutdown_grace_seconds: Seconds = 30.0
+    """SIGTERM: in-flight requests get this long."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Peers (addresses or CIDRs) whose X-Forwarded-Proto/-Host/-For are believed; nobody
+    else's are."""
+    metrics_listen: Annotated[str | None, Field(json_schema_extra=_HOST_PORT)] = None
+    """HOST:PORT of a listener serving only /metrics (no credentials asked there). None:
+    /metrics on the main listener, behind a login when authentication is on."""
+    upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    mirrors: dict[str, MirrorConfig] = Field(default_factory=dict)
+    """Upstream registry host (containerd's ?ns=) → ECR target. Empty: ns is ignored and
+    `routes` serve every request; else a request whose ns is not listed gets NAME_UNKNOWN."""
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    blobs: BlobsConfig = Field(default_factory=BlobsConfig)
+    uploads: UploadsConfig = Field(default_factory=UploadsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    state: StateConfig = Field(default_factory=StateConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    def effective_routes(self) -> list[RouteConfig]:
+        """The configured routes, plus a catch-all default when none covers every name."""
+        routes = list(self.routes)
+        if not any(route.prefix == "" for route in routes):
+            routes.append(RouteConfig())
+        return routes
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        if not host.strip("[]") or not port.isdigit() or int(port) > 65535:
+            raise ConfigError("", f"must be HOST:PORT, got {listen!r}")
+        return listen
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, listen: str | None) -> str | None:
+        return None if listen is None else cls._listen(listen)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, proxies: list[str]) -> list[str]:
+        from gateway.auth.forwarded import check_networks
+
+        check_networks(proxies)
+        return proxies
+
+    @model_validator(mode="after")
+    def _routing(self) -> Self:
+        from gateway.ecr.routing import check_mirrors, check_routes
+
+        check_routes(self.routes)
+        check_mirrors(self.mirrors)
+        return self

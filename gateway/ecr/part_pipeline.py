@@ -1,0 +1,359 @@
+"""One request body's way into an upload's ECR parts, as a small state machine.
+
+Each change of state is one method: bytes buffered (:meth:`PartPipeline.buffered`), a part
+cut (:meth:`~PartPipeline.cut`), a part sent (:meth:`~PartPipeline.send`), its
+acknowledgement recorded (:meth:`~PartPipeline.acked`), a failure (:meth:`~PartPipeline.failed`),
+a cancellation (:meth:`~PartPipeline.cancel`), the realignment to what ECR says it holds
+(:meth:`~PartPipeline.realign`) and the end of the request (:meth:`~PartPipeline.wind_up`),
+which always leaves the session record consistent. :meth:`~PartPipeline.run` drives them.
+
+While a part is on its way upstream, the next one is cut (as the chunks it arrived in:
+nothing is copied), staged and its request body hashed in worker threads, so that it leaves
+as soon as ECR has taken the previous one. Reading the request pauses while both are
+pending, and while the process holds its limit of cut parts over all uploads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol
+
+import aiohttp
+
+from gateway.ecr.partbody import EncodedPart
+from gateway.oci import errors as oci
+from gateway.oci.errors import OciError
+from gateway.oci.ranges import upload_range_header
+from gateway.state.sessions import UploadSession
+
+log = logging.getLogger(__name__)
+
+MIN_PART = 5 * 1024 * 1024  # every part but the last (LayerPartTooSmallException)
+
+# A client that goes away mid-body surfaces as one of these while the body is read.
+CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
+
+Buffer = bytes | bytearray | memoryview
+
+
+class OutOfStep(Exception):
+    """ECR already holds this upload up to ``upstream_next`` (mid-part)."""
+
+    def __init__(self, upstream_next: int) -> None:
+        super().__init__(f"ECR holds the upload up to byte {upstream_next}")
+        self.upstream_next = upstream_next
+
+
+class Pending:
+    """Received bytes not sent upstream yet, kept as the chunks they arrived in, so that a
+    part is joined from them with a single copy."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._chunks: list[bytes | memoryview] = [data] if data else []
+        self.size = len(data)
+
+    def add(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(chunk)
+            self.size += len(chunk)
+
+    def put_back(self, data: bytes) -> None:
+        if data:
+            self._chunks.insert(0, data)
+            self.size += len(data)
+
+    def take(self, count: int) -> bytes:
+        """The first ``count`` bytes as one bytes object; the rest stays pending."""
+        taken = self.take_chunks(count)
+        if len(taken) == 1 and isinstance(taken[0], bytes):
+            return taken[0]
+        return b"".join(taken)
+
+    def take_chunks(self, count: int) -> list[bytes | memoryview]:
+        """The first ``count`` bytes as the chunks they are in (the last one cut to fit)."""
+        taken: list[bytes | memoryview] = []
+        need, used = count, 0
+        while need:
+            chunk = self._chunks[used]
+            if len(chunk) <= need:
+                taken.append(chunk)
+                need -= len(chunk)
+                used += 1
+            else:
+                view = memoryview(chunk)
+                taken.append(view[:need])
+                self._chunks[used] = view[need:]
+                need = 0
+        del self._chunks[:used]
+        self.size -= count
+        return taken
+
+
+def extended(state: Any, chunks: Sequence[Buffer]) -> Any:
+    """A copy of a sha256 state, fed ``chunks`` (blocking: run in a worker thread)."""
+    hasher = state.copy()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher
+
+
+def skip(chunks: Sequence[Buffer], count: int) -> list[memoryview]:
+    """The chunks' bytes from offset ``count`` on, as views (nothing copied)."""
+    views = []
+    for chunk in chunks:
+        view = memoryview(chunk)
+        if count >= len(view):
+            count -= len(view)
+            continue
+        views.append(view[count:])
+        count = 0
+    return views
+
+
+class Destination(Protocol):
+    """Where a pipeline's parts and records go: ECR, the staging spool, the session store
+    and the process's running hashes (``UploadManager`` for one request)."""
+
+    async def send(self, part: EncodedPart) -> None:
+        """UploadLayerPart; raises :class:`OutOfStep` when ECR holds part of it already."""
+
+    async def record_progress(self) -> None:
+        """Save the session as ECR holds it (no tail) before the next part goes."""
+
+    async def spool(self, offset: int, data: list[memoryview]) -> None:
+        """Stage received bytes at ``offset``; never raises for a failed write."""
+
+    async def save(self, tail: bytes) -> None:
+        """Save the session with ``tail``, the bytes received but not stored upstream."""
+
+    def hashed(self, position: int, state: Any) -> None:
+        """The sha256 state of the upload's first ``position`` bytes."""
+
+
+class _Cut:
+    """A part taken from the pending bytes: its first byte, the task preparing it (staging
+    and hashing) and the place it holds among the process's cut parts until it is freed."""
+
+    def __init__(self, part: EncodedPart, first: int, places: asyncio.Semaphore) -> None:
+        self.part = part
+        self.first = first
+        self.prepared: asyncio.Task[None] | None = None
+        self._places: asyncio.Semaphore | None = places
+
+    @property
+    def end(self) -> int:
+        return self.first + self.part.size
+
+    def free(self) -> None:
+        """Give the place back (once)."""
+        places, self._places = self._places, None
+        if places is not None:
+            places.release()
+
+
+class PartPipeline:
+    """One request's bytes on their way into ECR parts of ``session.part_size``.
+
+    ``places`` bounds the cut parts of every upload in the process; ``start_state`` is the
+    sha256 state at ``session.committed`` when the process knows it.
+    """
+
+    def __init__(self, session: UploadSession, pending: Pending, members: dict[str, Any],
+                 destination: Destination, places: asyncio.Semaphore,
+                 start_state: Any | None) -> None:
+        self.session = session
+        self.pending = pending
+        self.size = session.part_size
+        self._members = members  # the UploadLayerPart members besides the byte range
+        self._to = destination
+        self._places = places
+        self.staged = session.received  # the spool holds everything received before
+        self.next_first = session.committed
+        self.cut_parts: list[_Cut] = []  # parts taken from ``pending`` ECR has not stored
+        # The sha256 state at each part boundary (absent: unknown to this process), keyed by
+        # offset, never by the part: a key would keep the part's bytes alive to the end.
+        self.states: dict[int, Any] = {}
+        if start_state is not None:
+            self.states[session.committed] = start_state
+        self._preparing: asyncio.Task[None] | None = None
+        self._in_flight: asyncio.Task[None] | None = None
+        self.failure: BaseException | None = None
+        self.cancelled = False
+
+    # -- state changes ------------------------------------------------------------------
+
+    def buffered(self, chunk: bytes) -> None:
+        """Bytes received: pending until a part is cut from them."""
+        self.pending.add(chunk)
+        self.session.received += len(chunk)
+
+    @property
+    def full(self) -> bool:
+        """Whether a whole part is pending."""
+        return self.pending.size >= self.size
+
+    async def cut(self, count: int) -> _Cut:
+        """Take the next ``count`` pending bytes as a part (waiting for a place) and start
+        preparing it: staging its new bytes and hashing its body, in stream order."""
+        await self._places.acquire()
+        first = self.next_first
+        part = EncodedPart(self.pending.take_chunks(count), {
+            **self._members, "partFirstByte": first, "partLastByte": first + count - 1})
+        cut = _Cut(part, first, self._places)
+        self.cut_parts.append(cut)
+        cut.prepared = self._preparing = asyncio.create_task(
+            self._prepare(cut, max(0, self.staged - first), self._preparing))
+        self.next_first += count
+        self.staged = max(self.staged, self.next_first)
+        return cut
+
+    async def send(self, cut: _Cut) -> None:
+        """Send a prepared part and record ECR's acknowledgement. The place is given back
+        sent or not: an upload whose send failed must never hold places while it waits."""
+        try:
+            assert cut.prepared is not None
+            await cut.prepared
+            await self._to.send(cut.part)
+            self.acked(cut)
+            await self._to.record_progress()
+        finally:
+            cut.free()
+
+    def acked(self, cut: _Cut) -> None:
+        """ECR stored ``cut``: the upload's committed offset moves past it, and the running
+        hash at that offset is the process's for the upload."""
+        self.cut_parts.remove(cut)
+        self.session.committed = cut.end
+        if cut.end in self.states:
+            self._to.hashed(cut.end, self.states[cut.end])
+        for offset in [o for o in self.states if o < cut.end]:
+            del self.states[offset]  # parts behind the stored offset need no state
+
+    def failed(self, exc: BaseException) -> None:
+        """The request fails; the first failure is the one reported."""
+        if self.failure is None:
+            self.failure = exc
+
+    def cancel(self) -> None:
+        """The request was cancelled: the part in flight is abandoned (it is tail again)
+        and no more parts go; the session is still saved by :meth:`wind_up`."""
+        self.cancelled = True
+        if self._in_flight is not None:
+            self._in_flight.cancel()
+
+    def realign(self, upstream_next: int, rest: bytes) -> bytes:
+        """ECR holds more than this session recorded: skip what it has, and let the client
+        continue from the Range (its next request is cut to match). Returns the tail left."""
+        rest = rest[upstream_next - self.session.committed:]
+        self.session.committed = upstream_next
+        self.session.received = max(self.session.received, upstream_next)
+        log.info("upload %s realigned with ECR at %d", self.session.id, upstream_next)
+        return rest
+
+    # -- driving ------------------------------------------------------------------------
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> None:
+        """Move a request body into parts; always leave the store consistent."""
+        try:
+            await self._take(chunks)
+            await self.settle()  # the part in flight settles before the rest goes
+            await self._flush()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        finally:
+            await self.wind_up()
+        if self.failure is not None:
+            raise self.failure
+
+    async def _take(self, chunks: AsyncIterator[bytes]) -> None:
+        """Read the body, sending each whole part while the next one fills."""
+        try:
+            async for chunk in chunks:
+                self.buffered(chunk)
+                while self.full:
+                    cut = await self.cut(self.size)
+                    await self.settle()
+                    if self.failure is not None:
+                        return  # the part before failed: this one is tail again
+                    self._in_flight = asyncio.create_task(self.send(cut))
+        except CLIENT_GONE:
+            log.info("client went away mid-body on upload %s at %d", self.session.id,
+                     self.session.received)
+        except Exception as exc:  # a body that broke its limits: still saved first
+            self.failed(exc)
+
+    async def settle(self) -> None:
+        """Wait for the part in flight; its failure (or cancellation) becomes the
+        request's. Never raises what the send raised, and never cancels the send."""
+        task = self._in_flight
+        if task is None:
+            return
+        await asyncio.wait([task])
+        self._in_flight = None  # only now: a cancel() while waiting must still reach it
+        if task.cancelled():
+            self.failed(asyncio.CancelledError())
+        elif (error := task.exception()) is not None:
+            self.failed(error)
+
+    async def _flush(self) -> None:
+        """What is left goes up if it may be a part (in parts of at most ``size``: a tail
+        carried over from an earlier request is cut again here)."""
+        while self.failure is None and self.pending.size >= MIN_PART:
+            self._in_flight = asyncio.create_task(
+                self.send(await self.cut(min(self.pending.size, self.size))))
+            await self.settle()
+
+    async def wind_up(self) -> None:
+        """Settle what is in flight, turn every part ECR has not stored into tail again,
+        keep at most one part of it, stage and save it with the session record."""
+        await self.settle()
+        if self._preparing is not None:
+            await asyncio.wait([self._preparing])  # staging of every cut part is done
+        for cut in reversed(self.cut_parts):
+            self.pending.put_back(cut.part.data())  # not stored upstream: it is tail again
+            cut.free()
+        self.cut_parts.clear()
+        session = self.session
+        rest = self.pending.take(self.pending.size)
+        if isinstance(self.failure, OutOfStep):
+            rest = self.realign(self.failure.upstream_next, rest)
+        if len(rest) > self.size:
+            # Parts that did not reach ECR: the session keeps one part of them as its tail
+            # (the next request, or the completion, must be able to send it), the rest counts
+            # as not received and the client sends it again from the upload's Range.
+            log.info("upload %s keeps %d of %d bytes not stored upstream", session.id,
+                     self.size, len(rest))
+            rest = rest[:self.size]
+            session.received = session.committed + self.size
+        if isinstance(self.failure, OutOfStep):
+            self.failure = OciError(
+                oci.UNAVAILABLE, {"upload": session.id},
+                message="upload realigned with ECR; continue from Range",
+                headers={"Retry-After": "0", "Range": upload_range_header(session.received)})
+        new_from = max(0, self.staged - session.committed)
+        if new_from < len(rest):
+            await self._to.spool(session.committed + new_from, [memoryview(rest)[new_from:]])
+        await self._to.save(rest)
+
+    async def _prepare(self, cut: _Cut, new_from: int,
+                       previous: asyncio.Task[None] | None) -> None:
+        """Stage a part's new bytes and hash its request body (and, when the state before
+        it is known, the upload's running hash) in worker threads, after the part before."""
+        if previous is not None:
+            await asyncio.wait([previous])  # staging writes stay in stream order
+        part = cut.part
+        hashing = None
+        if cut.first in self.states:
+            hashing = asyncio.ensure_future(asyncio.to_thread(
+                extended, self.states[cut.first], part.chunks))
+        try:
+            building = part.prepare()
+            if new_from < part.size:
+                await self._to.spool(cut.first + new_from, skip(part.chunks, new_from))
+            await building
+        finally:
+            if hashing is not None:
+                self.states[cut.end] = await hashing

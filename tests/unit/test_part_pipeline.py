@@ -1,0 +1,237 @@
+"""PartPipeline's state changes, one at a time: bytes buffered, a part cut, sent and
+acknowledged, a failure, a cancellation and the realignment to what ECR holds. The
+destination here keeps what it is given in memory (ECR, the spool and the session store
+are exercised over HTTP and on disk by tests/integration/test_uploads.py and its peers)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending
+from gateway.ecr.partbody import EncodedPart
+from gateway.oci.errors import SIZE_INVALID, OciError
+from gateway.state.sessions import UploadSession
+
+PART = MIN_PART
+
+
+class Destination:
+    """ECR, spool, store and running hashes, as lists and a bytearray."""
+
+    def __init__(self, refuse: BaseException | None = None, refuse_at: int = 0) -> None:
+        self.sent: list[tuple[int, bytes]] = []
+        self.progress: list[int] = []
+        self.spooled = bytearray()
+        self.saved: list[tuple[int, int, bytes]] = []  # committed, received, tail
+        self.hashes: dict[int, str] = {}
+        self.refuse, self.refuse_at = refuse, refuse_at
+        self.hold: asyncio.Event | None = None  # a send waits for it when set
+        self.sending = asyncio.Event()
+        self.session: UploadSession | None = None
+
+    async def send(self, part: EncodedPart) -> None:
+        self.sending.set()
+        first = part.members["partFirstByte"]
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.refuse is not None and first >= self.refuse_at:
+            raise self.refuse
+        self.sent.append((first, part.data()))
+
+    async def record_progress(self) -> None:
+        assert self.session is not None
+        self.progress.append(self.session.committed)
+
+    async def spool(self, offset: int, data: list[memoryview]) -> None:
+        assert offset == len(self.spooled), "staging writes stay in stream order"
+        for piece in data:
+            self.spooled += piece
+
+    async def save(self, tail: bytes) -> None:
+        assert self.session is not None
+        assert len(tail) == self.session.tail_length, "the tail matches the record"
+        self.saved.append((self.session.committed, self.session.received, tail))
+
+    def hashed(self, position: int, state: Any) -> None:
+        self.hashes[position] = state.hexdigest()
+
+
+def _pipeline(destination: Destination, *, places: int = 8, tail: bytes = b"",
+              committed: int = 0) -> PartPipeline:
+    session = UploadSession(id="u1", name="repo", repository="repo", registry_id=None,
+                            route="", ecr_upload_id="ecr-1", part_size=PART,
+                            received=committed + len(tail), committed=committed)
+    destination.session = session
+    return PartPipeline(session, Pending(tail), {"repositoryName": "repo", "uploadId": "ecr-1"},
+                        destination, asyncio.Semaphore(places),
+                        hashlib.sha256() if committed == 0 else None)
+
+
+async def _body(data: bytes, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), chunk):
+        yield data[start:start + chunk]
+
+
+def test_buffered_bytes_count_as_received_until_a_part_is_full() -> None:
+    pipeline = _pipeline(Destination())
+    pipeline.buffered(b"x" * (PART - 1))
+    assert (pipeline.session.received, pipeline.pending.size, pipeline.full) == (
+        PART - 1, PART - 1, False)
+    pipeline.buffered(b"y")
+    assert pipeline.full
+
+
+async def test_a_cut_part_is_the_chunks_it_arrived_in_and_holds_a_place() -> None:
+    destination = Destination()
+    pipeline = _pipeline(destination, places=1)
+    chunks = [os.urandom(PART // 2), os.urandom(PART // 2 + 10)]
+    for chunk in chunks:
+        pipeline.buffered(chunk)
+    cut = await pipeline.cut(PART)
+    assert cut.part.chunks[0] is chunks[0]  # nothing copied
+    assert cut.part.members["partFirstByte"] == 0
+    assert cut.part.members["partLastByte"] == PART - 1
+    assert (pipeline.pending.size, pipeline.next_first) == (10, PART)
+    assert pipeline._places.locked()
+    assert cut.prepared is not None
+    await cut.prepared
+    assert bytes(destination.spooled) == b"".join(chunks)[:PART]  # staged as it is cut
+    assert pipeline.states[PART].hexdigest() == hashlib.sha256(destination.spooled).hexdigest()
+    cut.free()
+    cut.free()  # given back once
+    assert not pipeline._places.locked()
+    assert pipeline._places._value == 1
+
+
+async def test_acked_parts_move_the_offset_and_the_running_hash() -> None:
+    destination = Destination()
+    pipeline = _pipeline(destination, places=2)
+    data = os.urandom(2 * PART + 123)
+    await pipeline.run(_body(data))
+    assert [first for first, _ in destination.sent] == [0, PART]
+    assert b"".join(part for _, part in destination.sent) == data[:2 * PART]
+    assert destination.progress == [PART, 2 * PART]  # recorded before the next part goes
+    assert destination.hashes[2 * PART] == hashlib.sha256(data[:2 * PART]).hexdigest()
+    assert destination.saved == [(2 * PART, len(data), data[2 * PART:])]
+    assert bytes(destination.spooled) == data  # every byte staged once, in order
+    assert pipeline.states == {2 * PART: pipeline.states[2 * PART]}  # older ones dropped
+    assert pipeline._places._value == 2
+
+
+async def test_a_tail_of_at_least_the_minimum_goes_up_at_the_end() -> None:
+    destination = Destination()
+    carried = os.urandom(PART - 5)
+    pipeline = _pipeline(destination, tail=carried)
+    destination.spooled += carried  # staged by the request that received it
+    await pipeline.run(_body(b"12345678"))
+    assert destination.sent == [(0, (carried + b"12345678")[:PART])]
+    assert destination.saved == [(PART, PART + 3, b"678")]
+    assert bytes(destination.spooled) == carried + b"12345678"
+
+
+async def test_a_failed_send_keeps_one_part_as_tail_and_is_raised() -> None:
+    destination = Destination(refuse=RuntimeError("ECR refused"), refuse_at=PART)
+    pipeline = _pipeline(destination, places=2)
+    data = os.urandom(4 * PART)
+    with pytest.raises(RuntimeError, match="ECR refused"):
+        await pipeline.run(_body(data))
+    assert [first for first, _ in destination.sent] == [0]
+    # ECR holds one part; of the rest the session keeps one part, the client resends more.
+    assert destination.saved == [(PART, 2 * PART, data[PART:2 * PART])]
+    assert isinstance(pipeline.failure, RuntimeError)
+    assert pipeline._places._value == 2  # every place given back
+    assert pipeline.cut_parts == []
+
+
+async def test_a_body_error_is_raised_after_the_session_is_saved() -> None:
+    destination = Destination()
+    pipeline = _pipeline(destination)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a" * 100
+        raise OciError(SIZE_INVALID)
+
+    with pytest.raises(OciError):
+        await pipeline.run(body())
+    assert destination.saved == [(0, 100, b"a" * 100)]
+
+
+async def test_a_client_gone_mid_body_keeps_what_arrived() -> None:
+    destination = Destination()
+    pipeline = _pipeline(destination)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"b" * 100
+        raise ConnectionResetError
+
+    await pipeline.run(body())
+    assert destination.saved == [(0, 100, b"b" * 100)]
+
+
+async def test_a_cancelled_request_is_cancelled_and_still_saved() -> None:
+    destination = Destination()
+    destination.hold = asyncio.Event()  # ECR never answers
+    pipeline = _pipeline(destination, places=2)
+    data = os.urandom(PART + 7)
+    task = asyncio.create_task(pipeline.run(_body(data)))
+    await asyncio.wait_for(destination.sending.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task  # never swallowed
+    assert pipeline.cancelled
+    assert destination.sent == []
+    # The abandoned part is tail again: one part of what arrived is kept.
+    assert destination.saved == [(0, PART, data[:PART])]
+    assert pipeline._places._value == 2
+
+
+async def test_cancel_abandons_the_part_in_flight() -> None:
+    destination = Destination()
+    destination.hold = asyncio.Event()
+    pipeline = _pipeline(destination)
+    pipeline.buffered(os.urandom(PART))
+    cut = await pipeline.cut(PART)
+    pipeline._in_flight = asyncio.create_task(pipeline.send(cut))
+    await asyncio.wait_for(destination.sending.wait(), 10)
+    pipeline.cancel()
+    await pipeline.settle()
+    assert isinstance(pipeline.failure, asyncio.CancelledError)
+    assert pipeline.cut_parts == [cut]  # not acknowledged
+    await pipeline.wind_up()
+    assert destination.saved[-1][:2] == (0, PART)
+
+
+async def test_settle_records_a_failure_without_raising_it() -> None:
+    destination = Destination(refuse=RuntimeError("no"))
+    pipeline = _pipeline(destination)
+    pipeline.buffered(os.urandom(PART))
+    pipeline._in_flight = asyncio.create_task(pipeline.send(await pipeline.cut(PART)))
+    await pipeline.settle()
+    pipeline.failed(ValueError("later"))
+    assert isinstance(pipeline.failure, RuntimeError)  # the first failure is reported
+
+
+async def test_realign_skips_what_ecr_holds() -> None:
+    pipeline = _pipeline(Destination(), tail=b"0123456789", committed=100)
+    rest = pipeline.realign(104, b"0123456789")
+    assert rest == b"456789"
+    assert (pipeline.session.committed, pipeline.session.received) == (104, 110)
+    assert pipeline.realign(120, b"") == b""
+    assert (pipeline.session.committed, pipeline.session.received) == (120, 120)
+
+
+async def test_out_of_step_becomes_a_retry_from_the_range() -> None:
+    destination = Destination(refuse=OutOfStep(PART // 2))
+    pipeline = _pipeline(destination)
+    data = os.urandom(PART + 10)
+    with pytest.raises(OciError) as raised:
+        await pipeline.run(_body(data))
+    assert raised.value.error.code == "UNAVAILABLE"
+    assert raised.value.headers["Range"] == f"0-{PART + 9}"
+    assert destination.saved == [(PART // 2, PART + 10, data[PART // 2:])]
