@@ -7,17 +7,23 @@ an upload hard-links the (already durable) upload file under its digest — the 
 step of write-fsync-rename — and only then commits the layer; the upload file is unlinked
 last, so a crash at any point leaves either a resumable upload or a finished layer.
 
-Every method here blocks (write, fsync, hashing): callers run them with ``asyncio.to_thread``.
+A part is appended by a PartWriter (parts.py) as its bytes arrive, so each byte reaches the
+disk once and is never read back to publish or hash the layer.
+
+Every method here blocks (write, fsync, hashing): callers run them with ``asyncio.to_thread``,
+but for PartWriter.write of pieces of a request body (a page-cache write of ≤ 1 MiB) and
+PartWriter.rollback (an ftruncate).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ecr_emulator.parts import PartWriter
 
 CHUNK = 1024 * 1024
 
@@ -53,31 +59,24 @@ class BlobStore:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def write_part(self, upload_id: str, offset: int, data: bytes, hasher: Any | None) -> None:
-        """Write ``data`` at ``offset`` (dropping anything after it) and fsync it."""
+    def write_part(self, upload_id: str, offset: int, data: bytes | bytearray | memoryview,
+                   hasher: Any | None) -> None:
+        """Write ``data`` at ``offset`` (dropping anything after it) and make it durable."""
+        writer = self.part_writer(upload_id, offset, hasher)
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.rollback()
+            raise
+
+    def part_writer(self, upload_id: str, offset: int, hasher: Any | None) -> PartWriter:
+        """A part about to be appended at ``offset`` of the upload's file."""
         path = self.upload_path(upload_id)
         created = offset == 0 and not path.exists()
-        view = memoryview(data)
-        # The hash (CPU) runs beside the write and fsync (mostly waiting on the disk).
-        hashing = threading.Thread(target=hasher.update, args=(view,)) if hasher else None
-        if hashing is not None:
-            hashing.start()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            # Bytes a crashed attempt left beyond this part are not part of the layer.
-            stale = os.fstat(fd).st_size > offset + len(view)
-            written = 0
-            while written < len(view):
-                written += os.pwrite(fd, view[written:], offset + written)
-            if stale:
-                os.ftruncate(fd, offset + len(view))
-            self._fsync(fd)
-        finally:
-            os.close(fd)
-            if hashing is not None:
-                hashing.join()
-        if created:
-            self._fsync_dir(self.upload_root)
+        return PartWriter(path, offset, hasher, durable=self.durable,
+                          on_commit=(lambda: self._fsync_dir(self.upload_root)) if created
+                          else None)
 
     def hash_upload(self, upload_id: str, length: int) -> str:
         """The sha256 digest of the upload's first ``length`` bytes, read in chunks."""
@@ -136,4 +135,3 @@ class BlobStore:
             for prefix in algorithm.iterdir():
                 for path in prefix.iterdir():
                     yield f"{algorithm.name}:{path.name}"
-

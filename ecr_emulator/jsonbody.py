@@ -5,14 +5,20 @@ body, parsing it into a 28 MB string and decoding that, the blob is decoded chun
 it arrives (overlapping the decoding with the network transfer) into a single buffer, and only
 the small rest of the document goes through orjson. Memory per part is then about the decoded
 size, and the base64 text is never held whole.
+
+With an ``open_sink``, the blob is not kept at all: once its opening quote arrives, the
+members before it (a client such as botocore sends the blob last) are handed to
+``open_sink``, which may return a Sink; every decoded piece then goes to ``Sink.write`` as
+it arrives, and the member's value is the sink. Base64 is decoded in runs of whole 4-character
+quanta, the remainder waiting for the next chunk.
 """
 
 from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -36,9 +42,23 @@ class BodyError(ValueError):
     """The body is not the JSON object (with valid base64) the action expects."""
 
 
-async def parse(chunks: AsyncIterator[bytes], blob_member: str | None,
-                size_hint: int = 0) -> dict[str, Any]:
-    """Parse a JSON object from ``chunks``; ``blob_member`` (if given) comes back as bytes."""
+@runtime_checkable
+class Sink(Protocol):
+    """Where a streamed blob's decoded bytes go."""
+
+    def write(self, piece: bytes) -> None: ...
+
+    def __len__(self) -> int: ...  # bytes written so far
+
+
+# Given the members before the blob, a Sink for it, or None to keep it in memory.
+SinkOpener = Callable[[dict[str, Any]], Awaitable[Sink | None]]
+
+
+async def parse(chunks: AsyncIterator[bytes], blob_member: str | None, size_hint: int = 0,
+                open_sink: SinkOpener | None = None) -> dict[str, Any]:
+    """Parse a JSON object from ``chunks``; ``blob_member`` (if given) comes back as bytes,
+    or as the sink ``open_sink`` gave for it."""
     if blob_member is None:
         body = bytearray()
         async for chunk in chunks:
@@ -46,7 +66,12 @@ async def parse(chunks: AsyncIterator[bytes], blob_member: str | None,
         return _loads(body)
     decoder = _BlobDecoder(blob_member, size_hint)
     async for chunk in chunks:
-        decoder.feed(chunk)
+        if decoder.feed(chunk):  # the blob begins
+            if open_sink is not None:
+                head = decoder.head()
+                if head is not None:
+                    decoder.sink = await open_sink(head)
+            decoder.resume()
     return decoder.finish()
 
 
@@ -68,23 +93,44 @@ class _BlobDecoder:
         self._opening = re.compile(rb'"' + re.escape(member.encode()) + rb'"\s*:\s*"')
         self._before = bytearray()   # the document up to and including the blob's opening quote
         self._after = bytearray()    # from the blob's closing quote on
-        self._out = bytearray(size_hint * 3 // 4 + 3)
+        self._size_hint = size_hint
+        self._out: bytearray | None = None  # the blob, when it goes to no sink
         self._out_len = 0
+        self._held = b""             # the rest of the chunk in which the blob began
+        self.sink: Sink | None = None
         self._pending = b""          # base64 characters not yet a multiple of 4
         self._padded = False         # the last piece ended in "=": nothing may follow
         self._stage = 0              # 0: before the blob, 1: in it, 2: after it
 
-    def feed(self, chunk: bytes) -> None:
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next chunk; True when the blob just began (then call ``resume``)."""
         if self._stage == 0:
             start = max(0, len(self._before) - _SEARCH_OVERLAP)
             self._before += chunk
             match = self._opening.search(self._before, start)
             if match is None:
-                return
-            rest = bytes(self._before[match.end():])
+                return False
+            self._held = bytes(self._before[match.end():])
             del self._before[match.end():]
             self._stage = 1
-            chunk = rest
+            return True
+        self._take(chunk)
+        return False
+
+    def head(self) -> dict[str, Any] | None:
+        """The members before the blob, if they parse as the start of the document."""
+        try:
+            return _loads(self._before + b'"}')
+        except BodyError:
+            return None
+
+    def resume(self) -> None:
+        held, self._held = self._held, b""
+        if self.sink is None:
+            self._out = bytearray(self._size_hint * 3 // 4 + 3)
+        self._take(held)
+
+    def _take(self, chunk: bytes) -> None:
         if self._stage == 1:
             end = chunk.find(b'"')
             if end >= 0:
@@ -117,9 +163,13 @@ class _BlobDecoder:
                 raise BodyError(f"'{self._member}' is not valid base64") from None
             self._padded = text[usable - 1] == ord("=")
             end = self._out_len + len(piece)
-            if end > len(self._out):
-                self._out.extend(bytes(end - len(self._out)))
-            self._out[self._out_len:end] = piece
+            if self.sink is not None:
+                self.sink.write(piece)
+            else:
+                assert self._out is not None
+                if end > len(self._out):
+                    self._out.extend(bytes(end - len(self._out)))
+                self._out[self._out_len:end] = piece
             self._out_len = end
 
     def finish(self) -> dict[str, Any]:
@@ -132,7 +182,11 @@ class _BlobDecoder:
             raise BodyError(f"'{self._member}' could not be located in the body")
         if self._pending:
             raise BodyError(f"'{self._member}' is not valid base64")
-        del self._out[self._out_len:]
-        params[self._member] = self._out
+        if self.sink is not None:
+            params[self._member] = self.sink
+        else:
+            assert self._out is not None
+            del self._out[self._out_len:]
+            params[self._member] = self._out
         return params
 

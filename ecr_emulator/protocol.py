@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -111,6 +111,29 @@ ACTIONS: dict[str, ActionSpec] = {}  # ECR
 PUBLIC_ACTIONS: dict[str, ActionSpec] = {}  # ECR Public
 
 
+class StreamedBlob(jsonbody.Sink, Protocol):
+    """A blob member written to its place as it arrives (see ``streams_blob``)."""
+
+    def release(self) -> None:
+        """Undo what was written unless the action kept it; called once the request ends."""
+        ...
+
+
+# Given the state and the members before the blob: where an ECR action's blob streams to.
+BlobOpener = Callable[[EmulatorState, Json], Awaitable[StreamedBlob | None]]
+BLOB_OPENERS: dict[str, BlobOpener] = {}
+
+
+def streams_blob(name: str) -> Callable[[BlobOpener], BlobOpener]:
+    """Stream ECR action ``name``'s blob member to what ``opener`` returns (None: memory)."""
+
+    def register(opener: BlobOpener) -> BlobOpener:
+        BLOB_OPENERS[name] = opener
+        return opener
+
+    return register
+
+
 def action(name: str, service: str = "ecr") -> Callable[[Handler], Handler]:
     """Register ``handler`` as the implementation of action ``name`` of ``service``."""
 
@@ -144,14 +167,15 @@ async def _chunks(request: web.Request,
 
 
 async def read_params(request: web.Request, spec: ActionSpec,
-                      pending: sigv4.Pending | None = None) -> Json:
+                      pending: sigv4.Pending | None = None,
+                      open_sink: jsonbody.SinkOpener | None = None) -> Json:
     """The decoded JSON input; a blob member (a layer part) arrives as a bytearray. With
     ``pending``, the signature is checked once the last byte arrived, before anything else
     (a malformed body of a badly signed request is a signature error, as on AWS)."""
     blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
     chunks = _chunks(request, pending)
     try:
-        params = await jsonbody.parse(chunks, blob, request.content_length or 0)
+        params = await jsonbody.parse(chunks, blob, request.content_length or 0, open_sink)
     except jsonbody.BodyError as exc:
         error = validation.input_error(spec.operation, f"Malformed request: {exc}",
                                        spec.service)
@@ -187,6 +211,36 @@ def base_url(request: web.Request, public_url: str | None) -> str:
 
 async def handle_api(request: web.Request) -> web.StreamResponse:
     """The single API route: dispatch, render errors, write the request log."""
+    streamed: list[StreamedBlob] = []
+    try:
+        return await _handle_api(request, streamed)
+    finally:
+        for blob in streamed:  # a refused or failed call leaves no trace of its blob
+            blob.release()
+
+
+def _sink_opener(request: web.Request, identity: Identity, spec: ActionSpec,
+                 streamed: list[StreamedBlob]) -> jsonbody.SinkOpener | None:
+    opener = BLOB_OPENERS.get(spec.name) if spec.service == "ecr" else None
+    if opener is None:
+        return None
+
+    async def open_sink(head: Json) -> jsonbody.Sink | None:
+        # Only a registry already open: nothing is made for a body not yet checked.
+        primary = request.app[STATE_KEY]
+        registries = request.app.get(REGISTRIES_KEY)
+        state = primary if registries is None else registries.opened(
+            identity.account_id or primary.account_id, identity.region)
+        blob = await opener(state, head) if state is not None else None
+        if blob is not None:
+            streamed.append(blob)
+        return blob
+
+    return open_sink
+
+
+async def _handle_api(request: web.Request,
+                      streamed: list[StreamedBlob]) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     started = time.monotonic()
     action_name = _logged_name(request.headers.get("X-Amz-Target", ""))
@@ -205,7 +259,8 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
                     pass
                 pending.finish()
             raise
-        params = await read_params(request, spec, pending)
+        params = await read_params(request, spec, pending,
+                                   _sink_opener(request, identity, spec, streamed))
         throttles = request.app.get(throttle.KEY)
         if throttles is not None:
             throttles.check(spec.name)

@@ -18,6 +18,7 @@ from typing import Any
 import botocore.session
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
 
+from ecr_emulator import jsonbody
 from ecr_emulator.errors import AwsError
 
 SHA256_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -199,7 +200,7 @@ def _check_blob(shape: Shape, value: Any, path: str) -> Problem | None:
             value = base64.b64decode(value, validate=True)
         except binascii.Error:
             return path, "<blob>", "be base64-encoded binary data"
-    if not isinstance(value, bytes | bytearray):
+    if not isinstance(value, bytes | bytearray | jsonbody.Sink):  # a sink: streamed to disk
         return path, "<blob>", "be base64-encoded binary data"
     return _length(shape, value, path)
 
@@ -227,7 +228,7 @@ _CHECKERS = {
 def _length(shape: Shape, value: Any, path: str) -> Problem | None:
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     size = len(value)
-    shown = "<blob>" if isinstance(value, bytes | bytearray) else value
+    shown = "<blob>" if isinstance(value, bytes | bytearray | jsonbody.Sink) else value
     if low is not None and size < low:
         return path, shown, f"have length greater than or equal to {low}"
     if high is not None and size > high:

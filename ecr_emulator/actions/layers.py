@@ -1,15 +1,20 @@
 """The layer plane: BatchCheckLayerAvailability, InitiateLayerUpload, UploadLayerPart,
 CompleteLayerUpload, GetDownloadUrlForLayer.
 
-An upload receives consecutive parts; each is written and fsynced to the upload's file before
-the database counts it, so an acknowledged part survives a crash and an upload resumes from
-``lastValidByteReceived + 1``. The sha256 is computed as parts arrive (falling back to reading
-the file after a restart), then checked by CompleteLayerUpload against the client's digest.
+An upload receives consecutive parts; each is appended to the upload's file as its request
+body arrives (StagedPart: decoded and hashed on the way) and fsynced before the database counts
+it, so an acknowledged part survives a crash and an upload resumes from
+``lastValidByteReceived + 1``; a part refused for any reason (its signature, its offsets, a
+limit) is cut off the file again. The sha256 runs over the parts in order (a copy of the
+upload's state per part, kept only with the part; after a restart completion reads the file
+once), and CompleteLayerUpload checks it against the client's digest and links the file under
+that digest: no byte is copied or read again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -20,7 +25,8 @@ from ecr_emulator import downloads, store
 from ecr_emulator.actions import pull_through, templates
 from ecr_emulator.actions.common import existing_repository
 from ecr_emulator.errors import AwsError
-from ecr_emulator.protocol import Call, Json, action
+from ecr_emulator.parts import Handoff, PartWriter
+from ecr_emulator.protocol import Call, Json, action, streams_blob
 from ecr_emulator.state import EmulatorState, HashProgress
 from ecr_emulator.validation import is_image_digest, is_sha256_digest
 
@@ -79,6 +85,10 @@ async def initiate_layer_upload(call: Call, params: Json) -> Json:
 
 @action("UploadLayerPart")
 async def upload_layer_part(call: Call, params: Json) -> Json:
+    data = params["layerPartBlob"]
+    if isinstance(data, StagedPart):  # already written, its upload locked
+        data.kept = True  # from here on the action keeps or rolls back the part, and unlocks
+        return await _unabandoned(_keep_staged(call.state, params, data))
     return await _unabandoned(_upload_part(call.state, params))
 
 
@@ -88,41 +98,149 @@ async def _unabandoned(work: Coroutine[Any, Any, Json]) -> Json:
     return await asyncio.shield(work)
 
 
+class StagedPart:
+    """A part streamed from the request body to the end of its upload's file while the body
+    arrives (base64-decoded and hashed on the way), under the upload's lock. It counts only
+    once UploadLayerPart keeps it; else ``release`` cuts the file back, the upload unchanged."""
+
+    def __init__(self, state: EmulatorState, lock: asyncio.Lock, upload: store.Upload,
+                 registry_id: str, writer: PartWriter) -> None:
+        self.state = state
+        self.lock = lock
+        self.upload = upload
+        self.registry_id = registry_id
+        self.writer = writer
+        self.handoff = Handoff(writer)  # hashed and written beside the event loop
+        self.kept = False  # the action took it over: it keeps or rolls back, then unlocks
+        self._released = False
+
+    def write(self, piece: bytes) -> None:
+        self.handoff.write(piece)
+
+    def __len__(self) -> int:
+        return self.handoff.size
+
+    def release(self) -> None:
+        if self.kept or self._released:
+            return
+        self._released = True
+        try:
+            with contextlib.suppress(Exception):  # being undone: a failed write changes nothing
+                self.handoff.finish()
+            self.writer.rollback()
+        finally:
+            self.lock.release()
+
+
+@streams_blob("UploadLayerPart")
+async def stage_part(state: EmulatorState, head: Json) -> StagedPart | None:
+    """Where an UploadLayerPart's bytes go as they arrive: the end of the upload's file, if
+    the members before the blob name an upload whose next byte is partFirstByte. Anything
+    else is decided by the action from the whole request (the blob kept in memory)."""
+    repository, upload_id, first = (head.get("repositoryName"), head.get("uploadId"),
+                                    head.get("partFirstByte"))
+    if not (isinstance(repository, str) and isinstance(upload_id, str)
+            and type(first) is int):
+        return None
+    try:
+        registry_id = state.registry_id(head)
+    except AwsError:
+        return None
+    lock = state.upload_lock(upload_id)
+    await lock.acquire()
+    try:
+        upload = await state.db.read(store.get_upload, repository, upload_id,
+                                     registry_id=registry_id)
+        if first != upload.received:
+            lock.release()
+            return None
+        writer = state.blobs.part_writer(upload_id, first, _hasher(state, upload_id, first))
+    except AwsError:
+        lock.release()
+        return None
+    except BaseException:
+        lock.release()
+        raise
+    return StagedPart(state, lock, upload, registry_id, writer)
+
+
+def _hasher(state: EmulatorState, upload_id: str, first: int) -> Any | None:
+    """The upload's running sha256 continued for a part starting at ``first``, or None when
+    it is not known (after a restart: completion then reads the file)."""
+    if first == 0:
+        return hashlib.sha256()
+    progress = state.hashes.get(upload_id)
+    if progress is None or progress.position != first:
+        return None
+    return progress.hasher.copy()
+
+
+async def _keep_staged(state: EmulatorState, params: Json, part: StagedPart) -> Json:
+    upload = part.upload
+    try:
+        try:
+            await asyncio.to_thread(part.handoff.finish)
+            if (params["repositoryName"], params["uploadId"], state) != (
+                    upload.repository, upload.id, part.state):
+                raise AwsError("InvalidParameterException",
+                               "repositoryName and uploadId must be given once")
+        except BaseException:
+            part.writer.rollback()
+            raise
+        return await _accept(state, params, upload, part.registry_id, part.writer)
+    finally:
+        part.lock.release()
+
+
 async def _upload_part(state: EmulatorState, params: Json) -> Json:
     registry_id = state.registry_id(params)
     repository, upload_id = params["repositoryName"], params["uploadId"]
-    first, last, data = params["partFirstByte"], params["partLastByte"], params["layerPartBlob"]
+    first, data = params["partFirstByte"], params["layerPartBlob"]
     async with state.upload_lock(upload_id):
         upload = await state.db.read(store.get_upload, repository, upload_id,
                                      registry_id=registry_id)
+        writer = None
+        if first == upload.received:
+            writer = state.blobs.part_writer(upload_id, first, _hasher(state, upload_id, first))
+            try:
+                await asyncio.to_thread(writer.write, data)
+            except BaseException:
+                writer.rollback()
+                raise
+        return await _accept(state, params, upload, registry_id, writer)
 
+
+async def _accept(state: EmulatorState, params: Json, upload: store.Upload, registry_id: str,
+                  writer: PartWriter | None) -> Json:
+    """Check the part written by ``writer`` (None: it starts at the wrong byte) and make it
+    durable and counted, or roll it back."""
+    first, last = params["partFirstByte"], params["partLastByte"]
+    try:
         def part_error(message: str) -> AwsError:
             return AwsError("InvalidLayerPartException", message, registryId=registry_id,
-                            repositoryName=repository, uploadId=upload_id,
+                            repositoryName=upload.repository, uploadId=upload.id,
                             lastValidByteReceived=upload.received - 1)
 
-        if first != upload.received:
+        if writer is None or first != upload.received:
             raise part_error(f"The part starts at byte {first}; the next expected byte is "
                              f"{upload.received}")
-        if last < first or len(data) != last - first + 1:
+        size = writer.size
+        if last < first or size != last - first + 1:
             raise part_error(f"partFirstByte {first} and partLastByte {last} do not describe "
-                             f"the {len(data)} bytes of layerPartBlob")
-        _check_limits(state, upload, len(data))
-        progress = state.hashes.get(upload_id)
-        if progress is not None and progress.position != first:
-            state.hashes.pop(upload_id)  # out of step: completion re-reads the file
-            progress = None
-        try:
-            await asyncio.to_thread(state.blobs.write_part, upload_id, first, data,
-                                    progress.hasher if progress else None)
-            await state.db.write(store.record_part, upload, len(data))
-        except BaseException:
-            state.hashes.pop(upload_id, None)
-            raise
-        if progress is not None:
-            progress.position = last + 1
-    return {"registryId": registry_id, "repositoryName": repository, "uploadId": upload_id,
-            "lastByteReceived": last}
+                             f"the {size} bytes of layerPartBlob")
+        _check_limits(state, upload, size)
+        await asyncio.to_thread(writer.commit)
+        await state.db.write(store.record_part, upload, size)
+    except BaseException:
+        if writer is not None:  # once committed, a no-op: bytes past ``received`` do not count
+            writer.rollback()
+        raise
+    if writer.hasher is not None:
+        state.hashes[upload.id] = HashProgress(writer.hasher, last + 1)
+    else:
+        state.hashes.pop(upload.id, None)
+    return {"registryId": registry_id, "repositoryName": upload.repository,
+            "uploadId": upload.id, "lastByteReceived": last}
 
 
 def _check_limits(state: EmulatorState, upload: store.Upload, size: int) -> None:

@@ -94,3 +94,54 @@ async def test_random_chunkings_agree_with_json() -> None:
         expected = json.loads(body)
         expected["layerPartBlob"] = base64.b64decode(expected["layerPartBlob"])
         assert params == expected
+
+
+class Recorder:
+    """A sink that keeps what it is given, and how much of the body had arrived then."""
+
+    def __init__(self) -> None:
+        self.pieces: list[bytes] = []
+
+    def write(self, piece: bytes) -> None:
+        self.pieces.append(piece)
+
+    def __len__(self) -> int:
+        return sum(map(len, self.pieces))
+
+
+@pytest.mark.parametrize("sizes", [1, 3, 7, 1000, 65536, [5, 1, 9000, 2]])
+async def test_a_sink_gets_the_blob_as_it_arrives(sizes: list[int] | int) -> None:
+    blob = os.urandom(200_003)
+    heads: list[dict[str, object]] = []
+    sink = Recorder()
+    arrived: list[int] = []
+
+    async def open_sink(head: dict[str, object]) -> Recorder:
+        heads.append(head)
+        return sink
+
+    async def counted() -> AsyncIterator[bytes]:
+        async for chunk in chunks(part_body(blob), sizes):
+            arrived.append(len(sink))
+            yield chunk
+
+    params = await jsonbody.parse(counted(), "layerPartBlob", 0, open_sink)
+    assert params["layerPartBlob"] is sink
+    assert b"".join(sink.pieces) == blob
+    assert heads == [{"repositoryName": "a/b", "partFirstByte": 0, "partLastByte": 200_002,
+                      "layerPartBlob": ""}]
+    assert params["partLastByte"] == 200_002
+    assert 0 < arrived[len(arrived) // 2] < len(blob)  # written while the body arrives
+    # Every piece decoded from whole base64 quanta: all but the last are multiples of 3.
+    assert all(len(piece) % 3 == 0 for piece in sink.pieces[:-1])
+
+
+async def test_a_blob_before_the_other_members_stays_in_memory() -> None:
+    blob = os.urandom(3000)
+
+    async def open_sink(head: dict[str, object]) -> Recorder | None:
+        return None if "partFirstByte" not in head else Recorder()
+
+    params = await jsonbody.parse(chunks(part_body(blob, first=True), 100), "layerPartBlob",
+                                  0, open_sink)
+    assert params["layerPartBlob"] == blob
