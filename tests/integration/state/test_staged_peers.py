@@ -8,6 +8,7 @@ import asyncio
 import functools
 import hashlib
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -126,6 +127,44 @@ async def test_chunks_on_alternating_replicas_read_back_everywhere(
         await _put(session, b, location, digest, blob[cuts[-2]:])
         assert await _read(session, a, name, digest) == (200, blob)
         assert await _read(session, b, name, digest) == (200, blob)
+
+
+async def test_a_large_chunked_upload_alternating_replicas_copies_each_byte_once(
+        pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    """Over 64 MiB in 16 MiB PATCHes alternating between the replicas, the last chunk with
+    the PUT: the blob reads back through both before any manifest references it, and each
+    replica continuing the upload copied only what the other received since it last held
+    every byte (in all, the blob's size once), not the whole spool per request."""
+    a, b = pair
+    name = _name("large")
+    chunk = 16 * MiB
+    blob = os.urandom(5 * chunk + 7)
+    digest = digest_of(blob)
+    marks = (len(a.log_lines), len(b.log_lines))
+    async with aiohttp.ClientSession() as session:
+        location = await _post(session, a, name)
+        for number, start in enumerate(range(0, 4 * chunk, chunk)):
+            gateway = (a, b)[number % 2]
+            async with session.patch(gateway.url + location, data=blob[start:start + chunk],
+                                     headers={**OCTET, "Content-Range":
+                                              f"{start}-{start + chunk - 1}"}) as r:
+                assert r.status == 202, await r.text()
+                location = r.headers["Location"]
+        await _put(session, a, location, digest, blob[4 * chunk:])
+        assert await _read(session, b, name, digest) == (200, blob)
+        assert await _read(session, a, name, digest) == (200, blob)
+    upload = location.split("?", 1)[0].rsplit("/", 1)[-1]
+    copied = [entry["bytes_out"] for gateway, mark in zip((a, b), marks, strict=True)
+              for entry in _access_since(gateway, mark)
+              if entry["path"] == f"/_peer/spool/{upload}" and entry["status"] in (200, 206)]
+    assert len(copied) == 4  # b, a, b, then a again with the last chunk: each one adopted
+    assert sum(copied) == 4 * chunk  # each chunk copied once, to the replica without it
+
+
+def _access_since(gateway: GatewayProcess, mark: int) -> list[dict[str, Any]]:
+    lines = gateway.log_lines[mark:]
+    return [json.loads(line.split(" gateway.access ", 1)[1])
+            for line in lines if " gateway.access " in line]
 
 
 async def test_the_internal_endpoint_refuses_strangers(
