@@ -16,11 +16,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import RedisServer
+from tests.support.hostile import Server
+from tests.support.redis import RedisServer, redis_cli
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -193,3 +195,34 @@ async def _until(check: Any, seconds: float = 15.0) -> None:
         if found:
             return
         await asyncio.sleep(0.2)
+
+
+async def test_attacker_holder_written_into_redis_reaches_no_other_path_or_host(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """Someone who can write Redis names the holder of a staged blob: a URL whose query
+    swallows the /_peer path (the metadata service's credentials, say), then a "replica"
+    that redirects there. A replica asks neither, and relays nothing of theirs."""
+    a, b = pair
+    name = _name("poisoned")
+    blob = os.urandom(1000)
+    digest = digest_of(blob)
+
+    async def credentials(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=206, body=b"ROLE-CREDENTIALS",
+                            headers={"Content-Range": "bytes 0-15/16"})
+
+    async with Server(credentials) as metadata:
+        async def bounce(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPTemporaryRedirect(f"{metadata.as_localhost}/latest/meta-data/")
+
+        async with Server(bounce) as bouncer, aiohttp.ClientSession() as session:
+            await _put(session, a, await _post(session, a, name), digest, blob)
+            key = redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{digest}}}")
+            assert key, "the staged copy was not announced"
+            for holder in (f"{metadata.url}/latest/meta-data/?", bouncer.url):
+                redis_cli(redis_server.port, "DEL", key)
+                redis_cli(redis_server.port, "HSET", key, holder, "")
+                status, body = await _read(session, b, name, digest, {"Range": "bytes=0-15"})
+                assert b"ROLE-CREDENTIALS" not in body, holder
+                assert status in (404, 503), (status, body[:300])
+            assert metadata.seen == []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,41 +20,10 @@ from aiohttp import web
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
+from tests.support.hostile import Server
 
 PASSWORD = "upstream-pass-7f3a"
 NS = {"ns": "docker.io"}
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class Server:
-    """A loopback HTTP server answering every request with ``handler``, recording each."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.path, request.headers.get("Authorization")))
-        return await self.handler(request)
-
-    async def __aenter__(self) -> Server:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    @property
-    def as_localhost(self) -> str:
-        return self.url.replace("127.0.0.1", "localhost")
 
 
 async def _token(request: web.Request) -> web.StreamResponse:
