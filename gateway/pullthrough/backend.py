@@ -108,14 +108,16 @@ class PullThrough:
     async def _by_digest(self, mirror: Source, ctx: RequestContext, digest: str,
                          accepted: tuple[str, ...] | None) -> Manifest:
         pending = self._pending.get((mirror.host, ctx.name, digest))
-        if pending is not None:
+        if pending is not None and ctx.caller is None:
             return pending
         try:
             held: Manifest = await self._inner.get_manifest(ctx, digest, accepted)
             return held
         except OciError as exc:
             if exc.error not in _MISSES:
-                raise
+                raise  # a caller with keys of its own that may not read the repository
+        if pending is not None:
+            return pending
         return await self._fill(mirror, ctx, digest, accepted)
 
     async def _by_tag(self, mirror: Source, ctx: RequestContext, tag: str,
@@ -367,11 +369,29 @@ class PullThrough:
         tee = copy.source.result()
         return (_Growing(tee, copy.task) if tee is not None else None), copy
 
+    async def _check_caller(self, ctx: RequestContext, digest: str) -> None:
+        """A caller signing with its own keys (auth.mode aws) gets what the upstream sends
+        only where it may read the repository: its refusal stands (a miss is no refusal).
+        Other callers were checked by the gateway's rules already."""
+        if ctx.caller is None:
+            return
+        try:
+            await self._inner.stat_blob(ctx, digest)
+        except OciError as exc:
+            if exc.error not in _MISSES:
+                raise
+
+    def _blob_source(self, ctx: RequestContext, digest: str) -> Source | None:
+        """The upstream a blob is read from on a miss: only sha256 blobs, the one digest the
+        tee verifies (any other would reach clients unchecked)."""
+        return self._mirror(ctx) if digest.startswith("sha256:") else None
+
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
-        mirror = self._mirror(ctx)
+        mirror = self._blob_source(ctx, digest)
         if mirror is None:
             size: int | None = await self._inner.stat_blob(ctx, digest)
             return size
+        await self._check_caller(ctx, digest)
         arriving, copy = await self._arriving(mirror, ctx, digest)
         if arriving is not None and arriving.tee.size is not None:
             return arriving.tee.size
@@ -392,8 +412,9 @@ class PullThrough:
 
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation:
-        mirror = self._mirror(ctx)
+        mirror = self._blob_source(ctx, digest)
         if mirror is not None:
+            await self._check_caller(ctx, digest)
             # A copy in flight is streamed from its tee as the upstream sends it.
             arriving, copy = await self._arriving(mirror, ctx, digest)
             if arriving is not None:
