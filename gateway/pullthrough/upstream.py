@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -44,6 +45,8 @@ _PARAM = re.compile(r'(\w+)="([^"]*)"')
 # The largest manifest read from an upstream (ECR's own limit): a larger one is refused
 # before it is held whole in memory.
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# The largest page of a tag list (a thousand tags take some tens of KiB).
+MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024
 # Digest algorithms a manifest is checked against.
 _CHECKED = ("sha256", "sha512")
 
@@ -199,15 +202,22 @@ class OciUpstream:
         """Every tag of ``name`` (following the registry's ``Link`` pages)."""
         tags: list[str] = []
         path: str | None = f"/v2/{name}/tags/list?n=1000"
+        asked: set[str] = set()
         while path:
-            response = await self._request("GET", path, _scope(name), f"the tags of {name}")
+            if path in asked:  # an upstream whose pages lead back would never end
+                raise UpstreamError(502, f"the tags of {name}: the pages loop")
+            asked.add(path)
+            what = f"the tags of {name}"
+            response = await self._request("GET", path, _scope(name), what)
             async with response:
-                try:
-                    page = await response.json(content_type=None)
-                except ValueError as exc:
-                    raise UpstreamError(502, f"the tags of {name}: not JSON") from exc
-                tags += [t for t in page.get("tags") or [] if isinstance(t, str)]
+                body = await _read_bounded(response, MAX_TAG_PAGE_BYTES, what)
                 path = _next_page(response.headers.get("Link"))
+            try:
+                page = json.loads(body)
+            except ValueError as exc:
+                raise UpstreamError(502, f"{what}: not JSON") from exc
+            listed = page.get("tags") if isinstance(page, dict) else None
+            tags += [t for t in listed or [] if isinstance(t, str)]
         return tags
 
 

@@ -8,6 +8,7 @@ the upstream is ``127.0.0.1``: another host name) are small servers in this proc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -18,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Server
@@ -46,12 +48,6 @@ async def _gateway(upstream: EmulatorProcess, hostile: Server,
         yield gw
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def _ecr_images(upstream: EmulatorProcess, repository: str) -> list[object]:
     async with ecr_client(upstream.url) as ecr:
         try:
@@ -69,7 +65,7 @@ def _oci_error(status: int, body: bytes) -> dict[str, object]:
 
 
 async def test_attacker_realm_on_another_host_never_gets_the_credentials(
-        upstream: EmulatorProcess, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     async with Server(_token) as elsewhere:
         realm = f'Bearer realm="{elsewhere.as_localhost}/token",service="hub"'
 
@@ -78,7 +74,7 @@ async def test_attacker_realm_on_another_host_never_gets_the_credentials(
                                      headers={"WWW-Authenticate": realm})
 
         async with Server(challenge) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
-            async with http.get(f"{gw.url}/v2/library/nginx/manifests/latest",
+            async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest",
                                 params=NS) as r:
                 status, body = r.status, await r.read()
             error = _oci_error(status, body)
@@ -90,7 +86,7 @@ async def test_attacker_realm_on_another_host_never_gets_the_credentials(
 
 
 async def test_attacker_redirect_to_another_host_loses_the_authorization(
-        upstream: EmulatorProcess, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     async def missing(request: web.Request) -> web.StreamResponse:
         return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
 
@@ -103,7 +99,7 @@ async def test_attacker_redirect_to_another_host_loses_the_authorization(
 
         async with Server(basic_then_redirect) as hostile, \
                 _gateway(upstream, hostile, tmp_path) as gw:
-            async with http.get(f"{gw.url}/v2/library/nginx/manifests/latest",
+            async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest",
                                 params=NS) as r:
                 assert r.status == 404, await r.text()
             assert any(auth for _path, auth in hostile.seen)  # it did get the credentials
@@ -112,7 +108,7 @@ async def test_attacker_redirect_to_another_host_loses_the_authorization(
 
 
 async def test_attacker_manifest_that_does_not_match_a_sha512_reference_is_refused(
-        upstream: EmulatorProcess, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     forged = json.dumps({"schemaVersion": 2, "mediaType":
                          "application/vnd.oci.image.index.v1+json", "manifests": []}).encode()
     asked = "sha512:" + hashlib.sha512(b"the manifest the client wants").hexdigest()
@@ -121,7 +117,7 @@ async def test_attacker_manifest_that_does_not_match_a_sha512_reference_is_refus
         return web.Response(body=forged, content_type="application/vnd.oci.image.index.v1+json")
 
     async with Server(anything) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
-        async with http.get(f"{gw.url}/v2/library/nginx/manifests/{asked}", params=NS) as r:
+        async with session.get(f"{gw.url}/v2/library/nginx/manifests/{asked}", params=NS) as r:
             status, body = r.status, await r.read()
         assert forged not in body
         _oci_error(status, body)
@@ -130,7 +126,7 @@ async def test_attacker_manifest_that_does_not_match_a_sha512_reference_is_refus
 
 
 async def test_attacker_endless_manifest_is_cut_off(
-        upstream: EmulatorProcess, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     offered = 256 * 1024 * 1024
     sent = [0]
 
@@ -148,8 +144,19 @@ async def test_attacker_endless_manifest_is_cut_off(
         return response
 
     async with Server(endless) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
-        async with http.get(f"{gw.url}/v2/library/nginx/manifests/latest", params=NS) as r:
+        async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest", params=NS) as r:
             status, body = r.status, await r.read()
         _oci_error(status, body)
     assert sent[0] < 64 * 1024 * 1024, f"the gateway read {sent[0]} bytes of one manifest"
     assert await _ecr_images(upstream, "docker-hub/library/nginx") == []
+
+
+async def test_attacker_tag_pages_that_lead_back_end(session: aiohttp.ClientSession) -> None:
+    async def looping(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"name": "x", "tags": ["v1"]}, headers={
+            "Link": '</v2/x/tags/list?n=1000&last=v1>; rel="next"'})
+
+    async with Server(looping) as hostile:
+        with pytest.raises(UpstreamError, match="loop"):
+            await asyncio.wait_for(OciUpstream(hostile.url, lambda: session).tags("x"), 30)
+    assert len(hostile.seen) == 2
