@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 import itertools
 import os
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
@@ -226,3 +228,32 @@ async def test_attacker_holder_written_into_redis_reaches_no_other_path_or_host(
                 assert b"ROLE-CREDENTIALS" not in body, holder
                 assert status in (404, 503), (status, body[:300])
             assert metadata.seen == []
+
+
+async def test_attacker_with_a_proof_names_no_file_outside_the_staging_store(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """Even a request proved with the replicas' own key (say one leaked) reads no file but a
+    staged blob or spool: a digest is parsed and an upload id matched before any path is
+    made of it."""
+    a, _ = pair
+    (a.data_dir / "staging" / "secret").write_bytes(b"NOT-A-BLOB")
+    prefix = a.config["state"]["key_prefix"]
+    key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+    if not key:  # made on first use
+        async with aiohttp.ClientSession() as session:
+            await _put(session, a, await _post(session, a, _name("key")), digest_of(b"k"), b"k")
+        key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+
+    def proof(subject: str) -> dict[str, str]:
+        return {"X-Peer-Proof": hmac.new(key.encode(), subject.encode(),
+                                         hashlib.sha256).hexdigest()}
+
+    names = ["..", "../secret", "..%2Fsecret", "%2e%2e%2Fsecret", "sha256:..%2F..%2Fsecret"]
+    async with aiohttp.ClientSession() as session:
+        for name in names:
+            for kind, subject in (("staged", name), ("cached", name), ("spool", f"spool:{name}")):
+                url = URL(f"{a.url}/_peer/{kind}/{name}", encoded=True)
+                async with session.get(url, headers=proof(subject)) as r:
+                    body = await r.read()
+                assert b"NOT-A-BLOB" not in body, (kind, name)
+                assert r.status in (400, 403, 404), (kind, name, r.status)
