@@ -191,11 +191,18 @@ class OciUpstream:
         async with response:
             return response.headers.get("Docker-Content-Digest")
 
-    async def blob(self, name: str, digest: str) -> tuple[int | None, AsyncIterator[bytes]]:
-        """The blob's size (if the registry says) and its bytes, unverified."""
-        response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name),
-                                       f"blob {name}@{digest}")
-        return response.content_length, _chunks(response)
+    async def blob(self, name: str, digest: str, size: int | None = None
+                   ) -> tuple[int | None, AsyncIterator[bytes]]:
+        """The blob's size (``size``, what a manifest naming it says, else the registry's
+        word if any) and its bytes, unverified but never more than ``size``."""
+        what = f"blob {name}@{digest}"
+        response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name), what)
+        if size is not None and response.content_length not in (None, size):
+            response.release()
+            raise UpstreamError(502, f"{what}: {response.content_length} bytes where its "
+                                     f"manifest says {size}")
+        return (response.content_length if size is None else size), \
+            _chunks(response, size, what)
 
 
     async def tags(self, name: str) -> list[str]:
@@ -279,9 +286,14 @@ def _scope(name: str) -> str:
     return f"repository:{name}:pull"
 
 
-async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _chunks(response: aiohttp.ClientResponse, limit: int | None,
+                  what: str) -> AsyncIterator[bytes]:
+    received = 0
     async with response:
         async for chunk in response.content.iter_chunked(1 << 20):
+            received += len(chunk)
+            if limit is not None and received > limit:
+                raise UpstreamError(502, f"{what}: more bytes than its manifest says")
             yield chunk
 
 

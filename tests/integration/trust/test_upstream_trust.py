@@ -160,3 +160,43 @@ async def test_attacker_tag_pages_that_lead_back_end(session: aiohttp.ClientSess
         with pytest.raises(UpstreamError, match="loop"):
             await asyncio.wait_for(OciUpstream(hostile.url, lambda: session).tags("x"), 30)
     assert len(hostile.seen) == 2
+
+
+async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    config_blob = b'{"architecture":"amd64","os":"linux"}'
+    layer = hashlib.sha256(b"the layer the manifest names").hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": "sha256:" + hashlib.sha256(config_blob).hexdigest(),
+                   "size": len(config_blob)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": f"sha256:{layer}", "size": 3000}]}).encode()
+    offered, sent, done = 256 * 1024 * 1024, [0], asyncio.Event()
+
+    async def swollen(request: web.Request) -> web.StreamResponse:
+        if "/manifests/" in request.path:
+            return web.Response(body=manifest,
+                                content_type="application/vnd.oci.image.manifest.v1+json")
+        if request.path.endswith(layer):
+            response = web.StreamResponse()
+            await response.prepare(request)  # chunked: no length to refuse up front
+            try:
+                while sent[0] < offered:
+                    await response.write(b"\0" * (1 << 20))
+                    sent[0] += 1 << 20
+            except ConnectionResetError:
+                pass
+            finally:
+                done.set()
+            return response
+        return web.Response(body=config_blob)
+
+    async with Server(swollen) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+        async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest", params=NS) as r:
+            assert r.status == 200, await r.text()
+        await asyncio.wait_for(done.wait(), 60)  # the copy read what it was going to
+        assert sent[0] < 64 * 1024 * 1024, f"the gateway read {sent[0]} bytes of a 3000-byte blob"
+        assert not any(PASSWORD in line for line in gw.log_lines)
+    assert await _ecr_images(upstream, "docker-hub/library/nginx") == []
