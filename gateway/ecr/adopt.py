@@ -61,7 +61,8 @@ async def adopt_spool(peers: StagedPeers, http: aiohttp.ClientSession, spool: Pa
     target = spool.with_name(spool.name + ".adopting") if start == 0 else spool
     copied = 0
     try:
-        async with http.get(f"{holder}/_peer/spool/{upload_id}", headers=headers) as answer:
+        async with http.get(f"{holder}/_peer/spool/{upload_id}", headers=headers,
+                            allow_redirects=False) as answer:
             if answer.status not in (200, 206) or (start and answer.status != 206):
                 log.info("spool of %s not adopted: %s answered %d", upload_id, holder,
                          answer.status)
@@ -113,7 +114,8 @@ async def _settle(peers: StagedPeers, http: aiohttp.ClientSession, holder: str, 
                   upload_id: str) -> None:
     try:
         async with http.head(f"{holder}/_peer/staged/{digest}?upload={upload_id}",
-                             headers={PROOF_HEADER: await peers.proof(digest)}) as answer:
+                             headers={PROOF_HEADER: await peers.proof(digest)},
+                             allow_redirects=False) as answer:
             if answer.status != 200:
                 log.info("%s did not keep the spool of %s: %d", holder, upload_id,
                          answer.status)

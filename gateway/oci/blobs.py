@@ -229,7 +229,9 @@ async def _from_peer(request: web.Request, url: str, proof: str, headers: dict[s
     if "Range" in request.headers:
         upstream_headers["Range"] = request.headers["Range"]
     try:
-        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers)
+        # No redirect: the proof is for the replica asked, and only its answer is relayed.
+        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers,
+                                                      allow_redirects=False)
     except aiohttp.ClientError as exc:
         raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob is unreachable"},
                        headers={"Retry-After": "1"}) from exc
