@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -59,6 +60,8 @@ _MISSES = (oci.MANIFEST_UNKNOWN, oci.NAME_UNKNOWN, oci.BLOB_UNKNOWN)
 _PARALLEL_BLOBS = 4
 # How long ECR's upload of a blob may wait for the clients reading it from the tee.
 _CLIENTS_FIRST_SECONDS = 30.0
+# How long a layer another replica copied into ECR may take to become servable.
+_SERVABLE_WITHIN_SECONDS = 5.0
 
 
 class PullThrough:
@@ -429,8 +432,26 @@ class PullThrough:
                 return BlobLocation(size if size is not None else -1, growing=arriving)
             if await self._held_blob_size(ctx, digest, copy) is None:
                 raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
+            return await self._settled_location(ctx, digest, fresh)
         location: BlobLocation = await self._inner.locate_blob(ctx, digest, fresh=fresh)
         return location
+
+    async def _settled_location(self, ctx: RequestContext, digest: str,
+                                fresh: bool) -> BlobLocation:
+        """Where storage serves a blob it holds. Copied by another replica, a layer is held
+        a moment before it is servable (ECR serves only layers an image references; until
+        then the copying replica's staged copy is, once announced): asked again briefly."""
+        delay, deadline = 0.05, time.monotonic() + _SERVABLE_WITHIN_SECONDS
+        while True:
+            try:
+                location: BlobLocation = await self._inner.locate_blob(ctx, digest,
+                                                                       fresh=fresh)
+                return location
+            except OciError as exc:
+                if exc.error is not oci.BLOB_UNKNOWN or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay, fresh = min(delay * 2, 0.5), True
 
     # -- everything else is the inner backend's ---------------------------------------------
 
