@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -162,41 +163,74 @@ async def test_attacker_tag_pages_that_lead_back_end(session: aiohttp.ClientSess
     assert len(hostile.seen) == 2
 
 
-async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off(
-        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
-    config_blob = b'{"architecture":"amd64","os":"linux"}'
-    layer = hashlib.sha256(b"the layer the manifest names").hexdigest()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": "sha256:" + hashlib.sha256(config_blob).hexdigest(),
-                   "size": len(config_blob)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": f"sha256:{layer}", "size": 3000}]}).encode()
-    offered, sent, done = 256 * 1024 * 1024, [0], asyncio.Event()
+class _Swollen:
+    """An upstream whose manifest names a 3000-byte layer and which then sends that layer
+    endlessly (chunked: no length to refuse up front); ``sent`` counts what it got out."""
 
-    async def swollen(request: web.Request) -> web.StreamResponse:
+    def __init__(self) -> None:
+        config_blob = b'{"architecture":"amd64","os":"linux"}'
+        self.layer = hashlib.sha256(b"the layer the manifest names").hexdigest()
+        self.config_blob = config_blob
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": "sha256:" + hashlib.sha256(config_blob).hexdigest(),
+                       "size": len(config_blob)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": f"sha256:{self.layer}", "size": 3000}]}).encode()
+        self.offered, self.sent, self.done = 256 * 1024 * 1024, 0, asyncio.Event()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/tags/list"):
+            return web.json_response({"name": "library/nginx", "tags": ["latest"]})
         if "/manifests/" in request.path:
-            return web.Response(body=manifest,
+            return web.Response(body=self.manifest,
                                 content_type="application/vnd.oci.image.manifest.v1+json")
-        if request.path.endswith(layer):
+        if request.path.endswith(self.layer):
             response = web.StreamResponse()
-            await response.prepare(request)  # chunked: no length to refuse up front
+            await response.prepare(request)
             try:
-                while sent[0] < offered:
+                while self.sent < self.offered:
                     await response.write(b"\0" * (1 << 20))
-                    sent[0] += 1 << 20
+                    self.sent += 1 << 20
             except ConnectionResetError:
                 pass
             finally:
-                done.set()
+                self.done.set()
             return response
-        return web.Response(body=config_blob)
+        return web.Response(body=self.config_blob)
 
+
+async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    swollen = _Swollen()
     async with Server(swollen) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
         async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest", params=NS) as r:
             assert r.status == 200, await r.text()
-        await asyncio.wait_for(done.wait(), 60)  # the copy read what it was going to
-        assert sent[0] < 64 * 1024 * 1024, f"the gateway read {sent[0]} bytes of a 3000-byte blob"
+        await asyncio.wait_for(swollen.done.wait(), 60)  # the copy read what it was going to
+        assert swollen.sent < 64 * 1024 * 1024, \
+            f"the gateway read {swollen.sent} bytes of a 3000-byte blob"
         assert not any(PASSWORD in line for line in gw.log_lines)
     assert await _ecr_images(upstream, "docker-hub/library/nginx") == []
+
+
+async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off_by_sync(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    swollen = _Swollen()
+    config = {"data_dir": str(tmp_path / "data"),
+              "upstream": {"mode": "aws", "endpoint_url": upstream.url,
+                           "access_key_id": "AKIDSYNCTEST",
+                           "secret_access_key": upstream.secret_for("AKIDSYNCTEST")},
+              "routes": [{"prefix": "", "create_on_push": True}]}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(json.dumps(config))
+    async with Server(swollen) as hostile:
+        sync = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.cli", "sync", "--config", str(path),
+            f"{hostile.url}/library/nginx:latest", "synced/nginx",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _out, err = await asyncio.wait_for(sync.communicate(), 120)
+    assert sync.returncode == 1, (_out.decode(), err.decode())
+    assert swollen.sent < 64 * 1024 * 1024, \
+        f"sync read {swollen.sent} bytes of a 3000-byte blob"
+    assert await _ecr_images(upstream, "synced/nginx") == []
