@@ -1,16 +1,22 @@
 """One blob's bytes from the upstream into a spool file, followed by any number of readers.
 
-The upstream is read as fast as it sends: each chunk is written to an unlinked spool file (on
-disk, never held in memory; its space is freed with its last open handle) and hashed. Readers
-(the ECR upload, every client waiting for the blob) follow the file as it grows, each at its
-own pace. A reader never gets the last byte before the whole blob matched its digest: when
-it does not (or the upstream transfer breaks), every reader raises instead, so no complete
-body of wrong bytes reaches a client and ECR never completes the upload.
+The upstream is read as fast as it sends, in the pieces its connection delivers (never joined:
+joining them costs a copy and fresh pages). A worker thread hashes them and writes them to an
+unlinked spool file (on disk; its space is freed with its last open handle), a batch at a
+time: whatever arrived while it worked on the previous batch, so the event loop hands it work
+once per batch, not once per piece. Pieces stay in memory only until spooled (at most
+``_UNSPOOLED_MAX`` bytes: beyond that the upstream waits). Readers (the ECR upload, every
+client waiting for the blob) take the pieces not yet spooled from memory and the rest from
+the file, each at its own pace. A reader never gets the last byte before the whole blob
+matched its digest: when it does not (or the upstream transfer breaks), every reader raises
+instead, so no complete body of wrong bytes reaches a client and ECR never completes the
+upload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import os
@@ -22,6 +28,9 @@ from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
 _READ = 1 << 20
+# Bytes received but not yet hashed and spooled: past this the upstream's reads wait for the
+# worker (memory stays bounded when the disk is slower than the network).
+_UNSPOOLED_MAX = 16 << 20
 
 
 class Tee:
@@ -31,39 +40,58 @@ class Tee:
         # Unlinked at once (O_TMPFILE where available): nothing is left behind by a crash.
         self._file = tempfile.TemporaryFile(dir=directory)
         self._hash = hashlib.sha256()
-        # Bytes from the upstream so far; all but the latest chunk are in the spool file.
+        # Bytes from the upstream so far, and how many of them are in the spool file; the
+        # others are in memory as received, (offset, piece) in order.
         self._received = 0
+        self._spooled = 0
+        self._unspooled: collections.deque[tuple[int, bytes]] = collections.deque()
         self._complete = False
         self._failure: str | None = None
         self._mismatch = False
         self._changed = asyncio.Event()
         self._clients = 0  # readers serving a client right now
-        # The chunk written last (offset, bytes): readers that keep up take it from here.
-        self._recent: tuple[int, bytes] = (0, b"")
 
     @property
     def finished(self) -> bool:
         return self._complete or self._failure is not None
 
-    async def fill(self, chunks: AsyncIterator[bytes],
+    async def fill(self, pieces: AsyncIterator[bytes],
                    progress: Callable[[int], None] | None = None) -> None:
         """Spool the upstream's bytes; raise (and fail every reader) when the transfer breaks
         or the bytes do not match the digest."""
+        loop = asyncio.get_running_loop()
         fd = self._file.fileno()
+        batch: list[bytes] = []
+        writing: asyncio.Future[int] | None = None
         try:
-            async for chunk in chunks:
-                # Readers that keep up take the chunk from memory at once, sending it while
-                # it is hashed and spooled (hashing and writing release the GIL).
-                self._recent = (self._received, chunk)
-                self._received += len(chunk)
+            async for piece in pieces:
+                if not piece:
+                    continue
+                # Readers take the piece from memory at once, sending it while it waits for
+                # the worker (hashing and writing release the GIL).
+                self._unspooled.append((self._received, piece))
+                self._received += len(piece)
                 self._signal()
-                await asyncio.to_thread(self._append, fd, chunk)
-                if progress is not None:
-                    progress(len(chunk))
+                batch.append(piece)
+                if (writing is not None and not writing.done()
+                        and self._received - self._spooled < _UNSPOOLED_MAX):
+                    continue  # the worker is busy: the piece joins the next batch
+                if writing is not None:
+                    await self._spooled_through(writing, progress)
+                writing = loop.run_in_executor(None, self._append, fd, batch, self._received)
+                batch = []
+            if writing is not None:
+                await self._spooled_through(writing, progress)
+            if batch:
+                writing = loop.run_in_executor(None, self._append, fd, batch, self._received)
+                await self._spooled_through(writing, progress)
             if f"sha256:{self._hash.hexdigest()}" != self.digest:
                 self._mismatch = True
                 raise _mismatch(self.digest)
         except BaseException as exc:
+            if writing is not None:
+                # The worker writes to the spool's descriptor: done before anyone closes it.
+                await asyncio.wait([writing])
             self._failure = str(exc) or type(exc).__name__
             self._signal()
             if isinstance(exc, Exception) and not isinstance(exc, OciError):
@@ -72,11 +100,23 @@ class Tee:
         self._complete = True
         self._signal()
 
-    def _append(self, fd: int, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
+    def _append(self, fd: int, batch: list[bytes], through: int) -> int:
+        """Hash and spool one batch (in a worker); the offset the spool then reaches."""
+        for piece in batch:
+            self._hash.update(piece)
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view):]
+        return through
+
+    async def _spooled_through(self, writing: asyncio.Future[int],
+                               progress: Callable[[int], None] | None) -> None:
+        """Wait for the worker's batch; its pieces are then read from the file."""
+        before, self._spooled = self._spooled, await writing
+        if progress is not None:
+            progress(self._spooled - before)
+        while self._unspooled and self._unspooled[0][0] < self._spooled:
+            self._unspooled.popleft()
 
     def _signal(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -114,12 +154,12 @@ class Tee:
                     raise _mismatch(self.digest) if self._mismatch else _broken(self.digest)
                 readable = self._readable()
                 if offset < readable:
-                    start, recent = self._recent
-                    if start <= offset < start + len(recent):
-                        data = recent[offset - start:readable - start]
-                    else:  # before the latest chunk: in the file already
-                        data = await asyncio.to_thread(
-                            os.pread, fd, min(min(readable, start) - offset, _READ), offset)
+                    if offset >= self._spooled:
+                        data = self._in_memory(offset, readable)
+                    else:
+                        data = await asyncio.get_running_loop().run_in_executor(
+                            None, os.pread, fd,
+                            min(min(readable, self._spooled) - offset, _READ), offset)
                     if not data:
                         raise _broken(self.digest)
                     offset += len(data)
@@ -133,9 +173,19 @@ class Tee:
             self._clients -= client
             self._signal()
 
+    def _in_memory(self, offset: int, readable: int) -> bytes:
+        """The received piece holding ``offset`` (not yet spooled), up to ``readable``: a
+        reader that keeps up takes it whole, without a copy."""
+        for start, piece in reversed(self._unspooled):
+            if start <= offset:
+                if start == offset and start + len(piece) <= readable:
+                    return piece
+                return piece[offset - start:readable - start]
+        raise AssertionError("an offset beyond the spool is in memory")
+
     def _readable(self) -> int:
         """How far readers may go: the last byte waits for the digest check. With the size
-        known only that byte is held back (a reader that keeps up takes each chunk whole from
+        known only that byte is held back (a reader that keeps up takes each piece whole from
         memory, no copy); bytes beyond the size never reach a reader before the check."""
         if self._complete:
             return self._received

@@ -175,7 +175,7 @@ class OciUpstream:
         """The blob's size (if the registry says) and its bytes, unverified."""
         response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name),
                                        f"blob {name}@{digest}")
-        return response.content_length, _chunks(response)
+        return response.content_length, _pieces(response)
 
 
     async def tags(self, name: str) -> list[str]:
@@ -214,10 +214,13 @@ def _scope(name: str) -> str:
     return f"repository:{name}:pull"
 
 
-async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _pieces(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body in the pieces the connection delivered (up to 256 KiB each): joining them
+    into larger chunks would copy every byte once more, into fresh pages."""
     async with response:
-        async for chunk in response.content.iter_chunked(1 << 20):
-            yield chunk
+        async for piece, _ in response.content.iter_chunks():
+            if piece:
+                yield piece
 
 
 def check_pull_through(upstream: PullThroughConfig) -> None:
