@@ -1,11 +1,11 @@
 """One blob's bytes from the upstream into a spool file, followed by any number of readers.
 
 The upstream is read as fast as it sends, in the pieces its connection delivers (never joined:
-joining them costs a copy and fresh pages). A worker thread hashes them and writes them to an
-unlinked spool file (on disk; its space is freed with its last open handle), a batch at a
-time: whatever arrived while it worked on the previous batch, so the event loop hands it work
-once per batch, not once per piece. Pieces stay in memory only until spooled (at most
-``_UNSPOOLED_MAX`` bytes: beyond that the upstream waits). Readers (the ECR upload, every
+joining them costs a copy and fresh pages). A thread of the tee's own (spooler.py) hashes
+them and writes them to an unlinked spool file (on disk; its space is freed with its last
+open handle); the event loop hands each piece over with a queue put and is not woken when it
+is written. Pieces stay in memory only until spooled (at most ``_UNSPOOLED_MAX`` bytes:
+beyond that the upstream waits). Readers (the ECR upload, every
 client waiting for the blob) take the pieces not yet spooled from memory and the rest from
 the file, each at its own pace. A reader never gets the last byte before the whole blob
 matched its digest: when it does not (or the upstream transfer breaks), every reader raises
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -26,10 +25,11 @@ from pathlib import Path
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+from gateway.pullthrough.spooler import Spooler
 
 _READ = 1 << 20
 # Bytes received but not yet hashed and spooled: past this the upstream's reads wait for the
-# worker (memory stays bounded when the disk is slower than the network).
+# spooler (memory stays bounded when the disk is slower than the network).
 _UNSPOOLED_MAX = 16 << 20
 
 
@@ -39,11 +39,10 @@ class Tee:
         self.size = size
         # Unlinked at once (O_TMPFILE where available): nothing is left behind by a crash.
         self._file = tempfile.TemporaryFile(dir=directory)
-        self._hash = hashlib.sha256()
         # Bytes from the upstream so far, and how many of them are in the spool file; the
         # others are in memory as received, (offset, piece) in order.
         self._received = 0
-        self._spooled = 0
+        self._spooler: Spooler | None = None
         self._unspooled: collections.deque[tuple[int, bytes]] = collections.deque()
         self._complete = False
         self._failure: str | None = None
@@ -59,39 +58,33 @@ class Tee:
                    progress: Callable[[int], None] | None = None) -> None:
         """Spool the upstream's bytes; raise (and fail every reader) when the transfer breaks
         or the bytes do not match the digest."""
-        loop = asyncio.get_running_loop()
-        fd = self._file.fileno()
-        batch: list[bytes] = []
-        writing: asyncio.Future[int] | None = None
+        spooler = Spooler(self._file.fileno())
+        self._spooler = spooler
         try:
             async for piece in pieces:
                 if not piece:
                     continue
-                # Readers take the piece from memory at once, sending it while it waits for
-                # the worker (hashing and writing release the GIL).
+                # Readers take the piece from memory at once, sending it while the spooler's
+                # thread hashes and writes it (both release the GIL).
                 self._unspooled.append((self._received, piece))
                 self._received += len(piece)
+                spooler.add(piece)
                 self._signal()
-                batch.append(piece)
-                if (writing is not None and not writing.done()
-                        and self._received - self._spooled < _UNSPOOLED_MAX):
-                    continue  # the worker is busy: the piece joins the next batch
-                if writing is not None:
-                    await self._spooled_through(writing, progress)
-                writing = loop.run_in_executor(None, self._append, fd, batch, self._received)
-                batch = []
-            if writing is not None:
-                await self._spooled_through(writing, progress)
-            if batch:
-                writing = loop.run_in_executor(None, self._append, fd, batch, self._received)
-                await self._spooled_through(writing, progress)
-            if f"sha256:{self._hash.hexdigest()}" != self.digest:
+                if progress is not None:
+                    progress(len(piece))
+                self._forget_spooled()
+                if spooler.failure is not None:
+                    raise spooler.failure
+                if self._received - spooler.spooled > _UNSPOOLED_MAX:
+                    await spooler.written_up_to(self._received - _UNSPOOLED_MAX // 2)
+            digest = await spooler.finish()
+            self._forget_spooled()
+            if digest != self.digest:
                 self._mismatch = True
                 raise _mismatch(self.digest)
         except BaseException as exc:
-            if writing is not None:
-                # The worker writes to the spool's descriptor: done before anyone closes it.
-                await asyncio.wait([writing])
+            # The thread writes to the spool's descriptor: stopped before anyone closes it.
+            await spooler.abandon()
             self._failure = str(exc) or type(exc).__name__
             self._signal()
             if isinstance(exc, Exception) and not isinstance(exc, OciError):
@@ -100,22 +93,15 @@ class Tee:
         self._complete = True
         self._signal()
 
-    def _append(self, fd: int, batch: list[bytes], through: int) -> int:
-        """Hash and spool one batch (in a worker); the offset the spool then reaches."""
-        for piece in batch:
-            self._hash.update(piece)
-            view = memoryview(piece)
-            while view:
-                view = view[os.write(fd, view):]
-        return through
+    @property
+    def _spooled(self) -> int:
+        """Bytes in the spool file (the spooler's thread advances it)."""
+        return 0 if self._spooler is None else self._spooler.spooled
 
-    async def _spooled_through(self, writing: asyncio.Future[int],
-                               progress: Callable[[int], None] | None) -> None:
-        """Wait for the worker's batch; its pieces are then read from the file."""
-        before, self._spooled = self._spooled, await writing
-        if progress is not None:
-            progress(self._spooled - before)
-        while self._unspooled and self._unspooled[0][0] < self._spooled:
+    def _forget_spooled(self) -> None:
+        """Pieces in the file are read from there: memory holds the others only."""
+        spooled = self._spooled
+        while self._unspooled and self._unspooled[0][0] < spooled:
             self._unspooled.popleft()
 
     def _signal(self) -> None:
@@ -154,12 +140,13 @@ class Tee:
                     raise _mismatch(self.digest) if self._mismatch else _broken(self.digest)
                 readable = self._readable()
                 if offset < readable:
-                    if offset >= self._spooled:
+                    spooled = self._spooled  # read once: the thread moves it on
+                    if offset >= spooled:
                         data = self._in_memory(offset, readable)
                     else:
                         data = await asyncio.get_running_loop().run_in_executor(
-                            None, os.pread, fd,
-                            min(min(readable, self._spooled) - offset, _READ), offset)
+                            None, os.pread, fd, min(min(readable, spooled) - offset, _READ),
+                            offset)
                     if not data:
                         raise _broken(self.digest)
                     offset += len(data)
