@@ -60,9 +60,7 @@ class Spooler:
         try:
             while (piece := self._pieces.get()) is not None and not self._abandoned:
                 self._hash.update(piece)  # both release the GIL
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(self._fd, view):]
+                _write_all(self._fd, piece)
                 self.spooled += len(piece)
                 self._wake_if_waited()
         except BaseException as exc:  # the disk: told to the loop, which fails the tee
@@ -78,6 +76,12 @@ class Spooler:
     def _wake(self, future: asyncio.Future[None]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed (the process stops)
             self._loop.call_soon_threadsafe(_settle, future)
+
+
+def _write_all(fd: int, piece: bytes) -> None:
+    view = memoryview(piece)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _settle(future: asyncio.Future[None]) -> None:
