@@ -4,10 +4,10 @@ The upstream is read as fast as it sends, in the pieces its connection delivers 
 joining them costs a copy and fresh pages). A thread of the tee's own (spooler.py) hashes
 them and writes them to an unlinked spool file (on disk; its space is freed with its last
 open handle); the event loop hands each piece over with a queue put and is not woken when it
-is written. Pieces stay in memory only until spooled (at most ``_UNSPOOLED_MAX`` bytes:
-beyond that the upstream waits). Readers (the ECR upload, every
-client waiting for the blob) take the pieces not yet spooled from memory and the rest from
-the file, each at its own pace. A reader never gets the last byte before the whole blob
+is written. Pieces stay in memory until spooled (at most ``_UNSPOOLED_MAX`` bytes: beyond
+that the upstream waits), and the latest ``_KEPT`` bytes a while longer. Readers (the ECR
+upload, every client waiting for the blob) take the pieces in memory from there and the rest
+from the file, each at its own pace. A reader never gets the last byte before the whole blob
 matched its digest: when it does not (or the upstream transfer breaks), every reader raises
 instead, so no complete body of wrong bytes reaches a client and ECR never completes the
 upload.
@@ -31,6 +31,9 @@ _READ = 1 << 20
 # Bytes received but not yet hashed and spooled: past this the upstream's reads wait for the
 # spooler (memory stays bounded when the disk is slower than the network).
 _UNSPOOLED_MAX = 16 << 20
+# Spooled bytes still kept in memory behind the newest: a client a few pieces behind takes
+# them from there (no copy, no read back from the spool in a worker thread).
+_KEPT = 4 << 20
 
 
 class Tee:
@@ -39,11 +42,12 @@ class Tee:
         self.size = size
         # Unlinked at once (O_TMPFILE where available): nothing is left behind by a crash.
         self._file = tempfile.TemporaryFile(dir=directory)
-        # Bytes from the upstream so far, and how many of them are in the spool file; the
-        # others are in memory as received, (offset, piece) in order.
+        # Bytes from the upstream so far (the spooler knows how many are in the spool file);
+        # those not yet spooled, and the latest _KEPT, are in memory as received, (offset,
+        # piece) in order.
         self._received = 0
         self._spooler: Spooler | None = None
-        self._unspooled: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._in_memory_pieces: collections.deque[tuple[int, bytes]] = collections.deque()
         self._complete = False
         self._failure: str | None = None
         self._mismatch = False
@@ -66,19 +70,19 @@ class Tee:
                     continue
                 # Readers take the piece from memory at once, sending it while the spooler's
                 # thread hashes and writes it (both release the GIL).
-                self._unspooled.append((self._received, piece))
+                self._in_memory_pieces.append((self._received, piece))
                 self._received += len(piece)
                 spooler.add(piece)
                 self._signal()
                 if progress is not None:
                     progress(len(piece))
-                self._forget_spooled()
+                self._forget_old_pieces()
                 if spooler.failure is not None:
                     raise spooler.failure
                 if self._received - spooler.spooled > _UNSPOOLED_MAX:
                     await spooler.written_up_to(self._received - _UNSPOOLED_MAX // 2)
             digest = await spooler.finish()
-            self._forget_spooled()
+            self._forget_old_pieces()
             if digest != self.digest:
                 self._mismatch = True
                 raise _mismatch(self.digest)
@@ -98,11 +102,11 @@ class Tee:
         """Bytes in the spool file (the spooler's thread advances it)."""
         return 0 if self._spooler is None else self._spooler.spooled
 
-    def _forget_spooled(self) -> None:
-        """Pieces in the file are read from there: memory holds the others only."""
-        spooled = self._spooled
-        while self._unspooled and self._unspooled[0][0] < spooled:
-            self._unspooled.popleft()
+    def _forget_old_pieces(self) -> None:
+        """Pieces in the file and behind the latest ``_KEPT`` bytes are read from there."""
+        pieces, spooled, kept_from = self._in_memory_pieces, self._spooled, self._received - _KEPT
+        while pieces and pieces[0][0] + len(pieces[0][1]) <= min(spooled, kept_from):
+            pieces.popleft()
 
     def _signal(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -140,12 +144,13 @@ class Tee:
                     raise _mismatch(self.digest) if self._mismatch else _broken(self.digest)
                 readable = self._readable()
                 if offset < readable:
-                    spooled = self._spooled  # read once: the thread moves it on
-                    if offset >= spooled:
+                    pieces = self._in_memory_pieces
+                    if pieces and offset >= pieces[0][0]:
                         data = self._in_memory(offset, readable)
-                    else:
+                    else:  # in the file: every piece before those in memory is
+                        in_file = pieces[0][0] if pieces else readable
                         data = await asyncio.get_running_loop().run_in_executor(
-                            None, os.pread, fd, min(min(readable, spooled) - offset, _READ),
+                            None, os.pread, fd, min(min(readable, in_file) - offset, _READ),
                             offset)
                     if not data:
                         raise _broken(self.digest)
@@ -161,14 +166,14 @@ class Tee:
             self._signal()
 
     def _in_memory(self, offset: int, readable: int) -> bytes:
-        """The received piece holding ``offset`` (not yet spooled), up to ``readable``: a
-        reader that keeps up takes it whole, without a copy."""
-        for start, piece in reversed(self._unspooled):
+        """The piece in memory holding ``offset``, up to ``readable``: a reader that keeps up
+        takes it whole, without a copy."""
+        for start, piece in reversed(self._in_memory_pieces):
             if start <= offset:
                 if start == offset and start + len(piece) <= readable:
                     return piece
                 return piece[offset - start:readable - start]
-        raise AssertionError("an offset beyond the spool is in memory")
+        raise AssertionError("an offset past the first piece in memory is in memory")
 
     def _readable(self) -> int:
         """How far readers may go: the last byte waits for the digest check. With the size

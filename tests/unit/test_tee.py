@@ -87,13 +87,27 @@ async def _unpaced(chunks: list[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def test_a_reader_that_falls_behind_reads_the_spool(tmp_path: Path) -> None:
+async def test_a_reader_a_few_pieces_behind_takes_them_from_memory(tmp_path: Path) -> None:
     tee = Tee(tmp_path, DIGEST, SIZE)
-    await tee.fill(_unpaced(CHUNKS))
-    got = [data async for data in tee.reader(client=True)]  # every piece spooled by now
+    await tee.fill(_unpaced(CHUNKS))  # 2 MiB, all of it within the latest kept in memory
+    got = [data async for data in tee.reader(client=True)]
     tee.close()
     assert b"".join(got) == b"".join(CHUNKS)
-    assert not any(a is b for a, b in zip(got, CHUNKS, strict=False))
+    assert all(a is b for a, b in zip(got, CHUNKS, strict=True))
+
+
+async def test_a_reader_that_falls_behind_reads_the_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tee_module, "_KEPT", 512 * 1024)
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    await tee.fill(_unpaced(CHUNKS))
+    got = [data async for data in tee.reader(client=True)]
+    tee.close()
+    assert b"".join(got) == b"".join(CHUNKS)
+    # The first 1.5 MiB read back from the spool, the last two pieces from memory.
+    assert b"".join(got[:-2]) == b"".join(CHUNKS[:-2])
+    assert not any(data is chunk for data in got[:-2] for chunk in CHUNKS)
+    assert got[-2] is CHUNKS[-2] and got[-1] is CHUNKS[-1]
 
 
 async def test_memory_holds_a_bounded_amount_ahead_of_a_slow_disk(
