@@ -1,9 +1,9 @@
 """A thread of its own that hashes pieces and appends them to a file, in order.
 
 The event loop hands each piece over with one queue put (no executor future, no wake-up of
-the loop when the piece is written): the thread takes whatever is queued, as a batch. The
-loop learns how far the file has got from :attr:`Spooler.spooled` (a plain integer the
-thread advances after each write), and is woken only when it asks to wait: for room
+the loop when the piece is written); the thread takes them in turn. The loop learns how far
+the file has got from :attr:`Spooler.spooled` (a plain integer the thread advances after
+each write), and is woken only when it asks to wait: for room
 (:meth:`Spooler.written_up_to`) or for the end (:meth:`Spooler.finish`).
 """
 
