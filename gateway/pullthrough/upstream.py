@@ -202,7 +202,7 @@ class OciUpstream:
             raise UpstreamError(502, f"{what}: {response.content_length} bytes where its "
                                      f"manifest says {size}")
         return (response.content_length if size is None else size), \
-            _chunks(response, size, what)
+            _pieces(response, size, what)
 
 
     async def tags(self, name: str) -> list[str]:
@@ -286,15 +286,20 @@ def _scope(name: str) -> str:
     return f"repository:{name}:pull"
 
 
-async def _chunks(response: aiohttp.ClientResponse, limit: int | None,
+async def _pieces(response: aiohttp.ClientResponse, limit: int | None,
                   what: str) -> AsyncIterator[bytes]:
+    """The body in the pieces the connection delivered (up to 256 KiB each): joining them
+    into larger chunks would copy every byte once more, into fresh pages. Never more than
+    ``limit`` bytes."""
     received = 0
     async with response:
-        async for chunk in response.content.iter_chunked(1 << 20):
-            received += len(chunk)
+        async for piece, _ in response.content.iter_chunks():
+            if not piece:
+                continue
+            received += len(piece)
             if limit is not None and received > limit:
                 raise UpstreamError(502, f"{what}: more bytes than its manifest says")
-            yield chunk
+            yield piece
 
 
 def check_pull_through(upstream: PullThroughConfig) -> None:
