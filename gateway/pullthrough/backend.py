@@ -351,6 +351,7 @@ class PullThrough:
         finally:
             await asyncio.wait([fill])  # readers still following get every byte
             # Freeing a large spool's pages takes a while: not on the event loop.
+            tee.retire()  # on the event loop: no reader starts from here on
             await asyncio.shield(asyncio.to_thread(tee.close))
 
     async def _store_blob(self, ctx: RequestContext, digest: str, tee: Tee) -> None:
@@ -376,7 +377,9 @@ class PullThrough:
         if copy.task.done() or not copy.source.done() or copy.source.exception() is not None:
             return None, copy
         tee = copy.source.result()
-        return (_Growing(tee, copy.task) if tee is not None else None), copy
+        if tee is None or tee.retired:  # the copy is over (its spool closing): from storage
+            return None, copy
+        return _Growing(tee, copy.task), copy
 
     async def _check_caller(self, ctx: RequestContext, digest: str) -> None:
         """A caller signing with its own keys (auth.mode aws) gets what the upstream sends

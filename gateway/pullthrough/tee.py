@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -26,6 +27,8 @@ from pathlib import Path
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.pullthrough.spooler import Spooler
+
+log = logging.getLogger(__name__)
 
 _READ = 1 << 20
 # Bytes received but not yet hashed and spooled: past this the upstream's reads wait for the
@@ -50,6 +53,7 @@ class Tee:
         self._in_memory_pieces: collections.deque[tuple[int, bytes]] = collections.deque()
         self._complete = False
         self._failure: str | None = None
+        self.retired = False
         self._mismatch = False
         self._changed = asyncio.Event()
         self._clients = 0  # readers serving a client right now
@@ -94,6 +98,8 @@ class Tee:
             if exc is spooler.failure:  # this gateway's disk, not the upstream
                 raise _unspooled(self.digest, exc) from exc
             if isinstance(exc, Exception) and not isinstance(exc, OciError):
+                log.warning("pull-through of %s broke off after %d bytes: %s", self.digest,
+                            self._received, exc)
                 raise _broken(self.digest) from exc  # a connection that broke off
             raise
         self._complete = True
@@ -186,6 +192,11 @@ class Tee:
         if self.size is not None:
             return min(self._received, self.size - 1)
         return self._received - 1
+
+    def retire(self) -> None:
+        """No reader starts after this (the spool's handle is about to close): decided on
+        the event loop, where readers start, not by the thread that closes it."""
+        self.retired = True
 
     def close(self) -> None:
         """The spool's own handle (readers keep theirs until they finish)."""

@@ -160,8 +160,12 @@ async def test_concurrent_cold_pulls_read_and_upload_each_blob_once(
     _digest, manifest, layers = await _push(http, hub.url, "library/fanin", "v1",
                                             sizes=(2_000_000, 700_000, 5000))
     upstream.clear_requests()
-    pulls = await asyncio.gather(*(_pull(http, gateway.url, "library/fanin", "v1")
-                                   for _ in range(16)))
+    try:
+        pulls = await asyncio.gather(*(_pull(http, gateway.url, "library/fanin", "v1")
+                                       for _ in range(16)))
+    except AssertionError:
+        print("\n".join(gateway.log_lines[-80:]))
+        raise
     assert all(body == manifest and blobs[1:] == layers for body, blobs in pulls)
     await ecr_image(upstream, "docker-hub/library/fanin", "v1")
     for layer in layers:
