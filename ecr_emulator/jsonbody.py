@@ -48,6 +48,8 @@ class Sink(Protocol):
 
     def write(self, piece: bytes) -> None: ...
 
+    async def drain(self) -> None: ...  # returns when the sink can take more
+
     def __len__(self) -> int: ...  # bytes written so far
 
 
@@ -72,6 +74,8 @@ async def parse(chunks: AsyncIterator[bytes], blob_member: str | None, size_hint
                 if head is not None:
                     decoder.sink = await open_sink(head)
             decoder.resume()
+        if decoder.sink is not None:
+            await decoder.sink.drain()  # the reading waits for the sink, not the event loop
     return decoder.finish()
 
 

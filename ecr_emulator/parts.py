@@ -16,6 +16,7 @@ writing one piece overlaps with receiving, checking the signature of and decodin
 
 from __future__ import annotations
 
+import asyncio
 import mmap
 import os
 import queue
@@ -143,7 +144,9 @@ class PartWriter:
 
 class Handoff:
     """Gives a PartWriter's pieces to a thread of their own, in batches of about BATCH bytes
-    (one wake-up each), at most QUEUED batches waiting."""
+    (one wake-up each). ``write`` never blocks the event loop; the body's reader awaits
+    ``drain`` after each chunk, which returns once at most QUEUED batches wait (a slow disk
+    slows this request's reading, not every other request's)."""
 
     BATCH = 256 * 1024
     QUEUED = 8
@@ -153,8 +156,10 @@ class Handoff:
         self.size = 0  # bytes handed over
         self._batch: list[bytes] = []
         self._batched = 0
-        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(self.QUEUED)
+        self._queue: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
         self._failure: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
+        self._room: asyncio.Future[None] | None = None  # drain waiting for the thread
         self._thread = threading.Thread(target=self._run, name="ecr-emulator-part", daemon=True)
         self._thread.start()
 
@@ -167,6 +172,15 @@ class Handoff:
         if self._batched >= self.BATCH:
             self._queue.put(self._batch)
             self._batch, self._batched = [], 0
+
+    async def drain(self) -> None:
+        while self._queue.qsize() > self.QUEUED and self._thread.is_alive():
+            # Set and checked on the loop's thread, woken from the writer's after each batch:
+            # a batch taken in between is seen by the size check above.
+            self._room = self._loop.create_future()
+            await self._room
+        if self._failure is not None:
+            raise self._failure
 
     def finish(self) -> None:
         """Wait until every piece handed over is written; raise what a write raised."""
@@ -187,6 +201,12 @@ class Handoff:
                         self.writer.write(piece)
                     except BaseException as exc:
                         self._failure = exc
+            self._loop.call_soon_threadsafe(self._wake)
+        self._loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        if self._room is not None and not self._room.done():
+            self._room.set_result(None)
 
 
 def _pwrite(fd: int, view: memoryview, offset: int) -> None:

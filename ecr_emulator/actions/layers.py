@@ -117,6 +117,9 @@ class StagedPart:
     def write(self, piece: bytes) -> None:
         self.handoff.write(piece)
 
+    async def drain(self) -> None:
+        await self.handoff.drain()
+
     def __len__(self) -> int:
         return self.handoff.size
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
+from cachetools import LRUCache
 
 from gateway.config import CacheConfig, RouteConfig
 from gateway.ecr.adopt import adopt_spool, settle_spool
@@ -80,6 +81,9 @@ class EcrBackend:
         self.caches = PullCaches(cache or CacheConfig())
         self._events: CacheEvents = events or NoEvents()  # tells the other replicas
         self.peers = peers  # staged copies on other replicas (shared state only)
+        # Upload → its spool's size when this replica last held every byte of it: continued
+        # here again, only what other replicas received since is copied (gateway/ecr/adopt.py).
+        self._held_spools: LRUCache[str, int] = LRUCache(maxsize=10_000)
         self.listings = Listings.for_config(cache or CacheConfig())  # tags and catalog pages
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
@@ -281,11 +285,13 @@ class EcrBackend:
                            start: int | None) -> UploadStatus:
         if self.peers is not None:  # the request before may have gone to another replica
             await adopt_spool(self.peers, self._http(), self._staging.spool_path(upload_id),
-                              upload_id, partial(self._received, ctx.name, upload_id))
+                              upload_id, partial(self._received, ctx.name, upload_id),
+                              self._held_spools.get(upload_id))
         status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
+            self._held_spools[upload_id] = status.received
         return status
 
     async def _received(self, name: str, upload_id: str) -> int:
@@ -299,6 +305,7 @@ class EcrBackend:
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         target = self._target(ctx)
         holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
+        self._held_spools.pop(upload_id, None)
         size = await self.uploads.finish(ctx.name, upload_id, target, digest)
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
@@ -310,6 +317,7 @@ class EcrBackend:
                 settle_spool(self.peers, self._http(), holder, digest, upload_id)
 
     async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
+        self._held_spools.pop(upload_id, None)
         await self.uploads.cancel(ctx.name, upload_id)
 
     async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:

@@ -130,6 +130,10 @@ class PullThroughConfig(Section):
     """An index's children copied into ECR: "all", or only those clients ask for."""
     timeout_seconds: Seconds = 30.0
     """Connect and read timeout of each upstream request."""
+    token_realm_hosts: list[str] = Field(default_factory=list)
+    """Hosts besides the upstream's own and its domain's that its token realm may name (e.g.
+    ``authn.nvidia.com`` for ``nvcr.io``): the credentials and token requests go to no
+    other host."""
 
     def password(self) -> str | None:
         if not self.password_file:

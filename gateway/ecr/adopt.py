@@ -7,9 +7,10 @@ what it received, so without help no spool would hold the whole blob and it coul
 read back before a manifest references it (ECR serves only referenced layers). The replica
 that holds every byte so far is recorded with the session (gateway/state/peers.py); the one
 continuing the upload copies that spool from it (``GET /_peer/spool/<upload>``, the same
-HMAC proof as staged blobs) before it appends the new bytes, and so becomes the holder. The
-copy is bounded by ``MAX_ADOPTED_BYTES``: a larger upload spread over replicas stays
-unstaged (readable once a manifest references it) rather than costing a copy per request.
+HMAC proof as staged blobs) before it appends the new bytes, and so becomes the holder. A
+replica that held every byte once before copies only the bytes received elsewhere since
+(its own spool is the upload's first bytes: each replica copies at most the blob once,
+however the requests alternate).
 
 docker's PATCH and its empty PUT may land on different replicas: the one finishing the upload
 asks the spool's holder (``HEAD /_peer/staged/<digest>?upload=<id>``, in the background) to
@@ -21,6 +22,7 @@ left behind until the holder restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -32,48 +34,62 @@ from gateway.state.peers import PROOF_HEADER, StagedPeers
 
 log = logging.getLogger(__name__)
 
-MAX_ADOPTED_BYTES = 64 * 1024 * 1024
-
-
 def spool_subject(upload_id: str) -> str:
     """What a peer's proof for an upload's spool is computed over (never a digest)."""
     return f"spool:{upload_id}"
 
 
 async def adopt_spool(peers: StagedPeers, http: aiohttp.ClientSession, spool: Path,
-                      upload_id: str, received: Callable[[], Awaitable[int]]) -> None:
+                      upload_id: str, received: Callable[[], Awaitable[int]],
+                      held: int | None = None) -> None:
     """Make ``spool`` hold the upload's bytes received so far, copied from the replica whose
-    spool holds them all, when that is another replica. Best effort: on any failure the
-    upload goes on and is simply not staged here."""
+    spool holds them all, when that is another replica. ``held``: the spool's size when this
+    replica last held every byte (those bytes are the upload's: only the rest is copied).
+    Best effort: on any failure the upload goes on and is simply not staged here."""
     holder = await peers.spool_holder(upload_id)
     if holder is None or holder == peers.self_url:
         return
     size = await received()
-    if size == 0 or size > MAX_ADOPTED_BYTES or await asyncio.to_thread(_size, spool) == size:
+    have = await asyncio.to_thread(_size, spool)
+    if size == 0 or have == size:
         return
-    incoming = spool.with_name(spool.name + ".adopting")
+    start = held if held is not None and have == held and held < size else 0
     headers = {PROOF_HEADER: await peers.proof(spool_subject(upload_id)),
-               "Range": f"bytes=0-{size - 1}"}
+               "Range": f"bytes={start}-{size - 1}"}
+    # A whole copy goes to a new file, replacing the spool only once complete; the rest of
+    # one is appended, and cut off again if it does not arrive whole.
+    target = spool.with_name(spool.name + ".adopting") if start == 0 else spool
+    copied = 0
     try:
-        async with http.get(f"{holder}/_peer/spool/{upload_id}", headers=headers) as answer:
-            if answer.status not in (200, 206):
+        async with http.get(f"{holder}/_peer/spool/{upload_id}", headers=headers,
+                            allow_redirects=False) as answer:
+            if answer.status not in (200, 206) or (start and answer.status != 206):
                 log.info("spool of %s not adopted: %s answered %d", upload_id, holder,
                          answer.status)
                 return
-            handle = await asyncio.to_thread(open, incoming, "wb")
-            copied = 0
+            handle = await asyncio.to_thread(open, target, "wb" if start == 0 else "r+b")
             try:
+                await asyncio.to_thread(handle.seek, start)
                 async for chunk in answer.content.iter_chunked(1 << 20):
                     copied += len(chunk)
                     await asyncio.to_thread(handle.write, chunk)
             finally:
                 await asyncio.to_thread(handle.close)
-        if copied == size:
-            await asyncio.to_thread(os.replace, incoming, spool)
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         log.info("spool of %s not adopted from %s: %s", upload_id, holder, type(exc).__name__)
     finally:
-        await asyncio.to_thread(incoming.unlink, True)
+        complete = copied == size - start
+        if start == 0:
+            if complete:
+                await asyncio.to_thread(os.replace, target, spool)
+            await asyncio.to_thread(target.unlink, True)
+        elif not complete:
+            await asyncio.to_thread(_cut, spool, start)
+
+
+def _cut(path: Path, size: int) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.truncate(path, size)
 
 
 def _size(path: Path) -> int | None:
@@ -98,7 +114,8 @@ async def _settle(peers: StagedPeers, http: aiohttp.ClientSession, holder: str, 
                   upload_id: str) -> None:
     try:
         async with http.head(f"{holder}/_peer/staged/{digest}?upload={upload_id}",
-                             headers={PROOF_HEADER: await peers.proof(digest)}) as answer:
+                             headers={PROOF_HEADER: await peers.proof(digest)},
+                             allow_redirects=False) as answer:
             if answer.status != 200:
                 log.info("%s did not keep the spool of %s: %d", holder, upload_id,
                          answer.status)

@@ -157,18 +157,29 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
             handle = await _open(location.path) if location.path is not None else None
         if handle is not None:
             return await send_file(request, handle, location.size, headers)
-    if location.url is None:
+    url = location.url
+    if url is None:
         raise OciError(BLOB_UNKNOWN, {"digest": digest})
     if location.peer_proof is not None:  # another replica's staged copy: never redirected
         if check is None and "Range" not in request.headers:
             check = _DigestCheck(digest)
-        return await _from_peer(request, location.url, location.peer_proof, headers, check)
+        try:
+            return await _from_peer(request, url, location.peer_proof, headers, check)
+        except OciError as exc:
+            if exc.error is not BLOB_UNKNOWN:
+                raise
+        # Dropped there meanwhile, most often because an image now references the blob:
+        # storage serves it from now on.
+        location = await backend.locate_blob(request_context(request), digest, fresh=True)
+        url = location.url
+        if url is None or location.peer_proof is not None:
+            raise OciError(BLOB_UNKNOWN, {"digest": digest})
     if settings(request).blob_mode == "redirect":
-        headers["Location"] = location.url
+        headers["Location"] = url
         return web.Response(status=307, headers=headers)
     if check is None and "Range" not in request.headers:
         check = _DigestCheck(digest)
-    return await _proxy(request, name, digest, location.url, headers, check)
+    return await _proxy(request, name, digest, url, headers, check)
 
 
 async def _follow(request: web.Request, growing: GrowingBlob, size: int,
@@ -229,7 +240,9 @@ async def _from_peer(request: web.Request, url: str, proof: str, headers: dict[s
     if "Range" in request.headers:
         upstream_headers["Range"] = request.headers["Range"]
     try:
-        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers)
+        # No redirect: the proof is for the replica asked, and only its answer is relayed.
+        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers,
+                                                      allow_redirects=False)
     except aiohttp.ClientError as exc:
         raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob is unreachable"},
                        headers={"Retry-After": "1"}) from exc

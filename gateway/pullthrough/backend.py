@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -59,6 +60,8 @@ _MISSES = (oci.MANIFEST_UNKNOWN, oci.NAME_UNKNOWN, oci.BLOB_UNKNOWN)
 _PARALLEL_BLOBS = 4
 # How long ECR's upload of a blob may wait for the clients reading it from the tee.
 _CLIENTS_FIRST_SECONDS = 30.0
+# How long a layer another replica copied into ECR may take to become servable.
+_SERVABLE_WITHIN_SECONDS = 5.0
 
 
 class PullThrough:
@@ -108,14 +111,16 @@ class PullThrough:
     async def _by_digest(self, mirror: Source, ctx: RequestContext, digest: str,
                          accepted: tuple[str, ...] | None) -> Manifest:
         pending = self._pending.get((mirror.host, ctx.name, digest))
-        if pending is not None:
+        if pending is not None and ctx.caller is None:
             return pending
         try:
             held: Manifest = await self._inner.get_manifest(ctx, digest, accepted)
             return held
         except OciError as exc:
             if exc.error not in _MISSES:
-                raise
+                raise  # a caller with keys of its own that may not read the repository
+        if pending is not None:
+            return pending
         return await self._fill(mirror, ctx, digest, accepted)
 
     async def _by_tag(self, mirror: Source, ctx: RequestContext, tag: str,
@@ -239,7 +244,7 @@ class PullThrough:
 
         async def one(blob: Descriptor) -> None:
             async with limit:
-                await self._copy_blob(mirror, ctx, blob.digest)
+                await self._copy_blob(mirror, ctx, blob.digest, blob.size)
 
         await asyncio.gather(*(one(blob) for blob in blobs if blob.digest.startswith("sha256:")))
 
@@ -252,15 +257,18 @@ class PullThrough:
 
     # -- blobs ------------------------------------------------------------------------------
 
-    def _start_copy(self, mirror: Source, ctx: RequestContext, digest: str) -> _BlobCopy:
-        """The blob's copy into ECR in flight, started if there is none (once per process)."""
+    def _start_copy(self, mirror: Source, ctx: RequestContext, digest: str,
+                    size: int | None = None) -> _BlobCopy:
+        """The blob's copy into ECR in flight, started if there is none (once per process);
+        ``size``: what the manifest naming the blob says it is."""
         key = (mirror.host, ctx.name, digest)
         copy = self._copies.get(key)
         if copy is not None:
             SHARED_CALLS.labels("pullthrough_blob").inc()
             return copy
         copy = _BlobCopy(asyncio.get_running_loop().create_future())
-        copy.task = asyncio.create_task(self._upload_blob(mirror, ctx, digest, copy.source))
+        copy.task = asyncio.create_task(self._upload_blob(mirror, ctx, digest, copy.source,
+                                                          size))
         self._copies[key] = copy
         self._background.add(copy.task)
 
@@ -274,16 +282,17 @@ class PullThrough:
         copy.task.add_done_callback(finished)
         return copy
 
-    async def _copy_blob(self, mirror: Source, ctx: RequestContext, digest: str) -> None:
-        await asyncio.shield(self._start_copy(mirror, ctx, digest).task)
+    async def _copy_blob(self, mirror: Source, ctx: RequestContext, digest: str,
+                         size: int | None = None) -> None:
+        await asyncio.shield(self._start_copy(mirror, ctx, digest, size).task)
 
     async def _upload_blob(self, mirror: Source, ctx: RequestContext, digest: str,
-                           source: asyncio.Future[Tee | None]) -> None:
+                           source: asyncio.Future[Tee | None], size: int | None) -> None:
         """The blob's copy, made by one replica at a time (gateway/state/fills.py): the
         others wait for it, then find the layer in ECR."""
         ctx = ctx.detached()
         if self._fills is None:
-            return await self._copy_once(mirror, ctx, digest, source)
+            return await self._copy_once(mirror, ctx, digest, source, size)
 
         async def in_ecr() -> bool:
             with contextlib.suppress(OciError):
@@ -293,7 +302,7 @@ class PullThrough:
         try:
             async with self._fills.first(f"{mirror.host}/{ctx.name}@{digest}", in_ecr) as mine:
                 if mine:
-                    return await self._copy_once(mirror, ctx, digest, source)
+                    return await self._copy_once(mirror, ctx, digest, source, size)
         except BaseException as exc:
             if not source.done():
                 source.set_exception(exc)
@@ -302,8 +311,9 @@ class PullThrough:
         source.set_result(None)  # another replica copied it
 
     async def _copy_once(self, mirror: Source, ctx: RequestContext, digest: str,
-                         source: asyncio.Future[Tee | None]) -> None:
-        """Read the upstream once into a tee; ECR's upload and the waiting clients read it."""
+                         source: asyncio.Future[Tee | None], expected: int | None) -> None:
+        """Read the upstream once into a tee (never more than the ``expected`` size a
+        manifest gave); ECR's upload and the waiting clients read it."""
         try:
             await self._ensure_repository(mirror, ctx)
             with contextlib.suppress(OciError):
@@ -311,7 +321,8 @@ class PullThrough:
                     source.set_result(None)
                     return
             try:
-                size, chunks = await mirror.upstream.blob(mirror.upstream_name(ctx.name), digest)
+                size, chunks = await mirror.upstream.blob(mirror.upstream_name(ctx.name),
+                                                          digest, expected)
             except UpstreamError as exc:
                 events.record(ctx, mirror.registry, _outcome(exc))
                 raise _client_error(mirror, ctx.name, digest, exc) from None
@@ -367,11 +378,29 @@ class PullThrough:
         tee = copy.source.result()
         return (_Growing(tee, copy.task) if tee is not None else None), copy
 
+    async def _check_caller(self, ctx: RequestContext, digest: str) -> None:
+        """A caller signing with its own keys (auth.mode aws) gets what the upstream sends
+        only where it may read the repository: its refusal stands (a miss is no refusal).
+        Other callers were checked by the gateway's rules already."""
+        if ctx.caller is None:
+            return
+        try:
+            await self._inner.stat_blob(ctx, digest)
+        except OciError as exc:
+            if exc.error not in _MISSES:
+                raise
+
+    def _blob_source(self, ctx: RequestContext, digest: str) -> Source | None:
+        """The upstream a blob is read from on a miss: only sha256 blobs, the one digest the
+        tee verifies (any other would reach clients unchecked)."""
+        return self._mirror(ctx) if digest.startswith("sha256:") else None
+
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
-        mirror = self._mirror(ctx)
+        mirror = self._blob_source(ctx, digest)
         if mirror is None:
             size: int | None = await self._inner.stat_blob(ctx, digest)
             return size
+        await self._check_caller(ctx, digest)
         arriving, copy = await self._arriving(mirror, ctx, digest)
         if arriving is not None and arriving.tee.size is not None:
             return arriving.tee.size
@@ -392,8 +421,9 @@ class PullThrough:
 
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation:
-        mirror = self._mirror(ctx)
+        mirror = self._blob_source(ctx, digest)
         if mirror is not None:
+            await self._check_caller(ctx, digest)
             # A copy in flight is streamed from its tee as the upstream sends it.
             arriving, copy = await self._arriving(mirror, ctx, digest)
             if arriving is not None:
@@ -402,8 +432,26 @@ class PullThrough:
                 return BlobLocation(size if size is not None else -1, growing=arriving)
             if await self._held_blob_size(ctx, digest, copy) is None:
                 raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
+            return await self._settled_location(ctx, digest, fresh)
         location: BlobLocation = await self._inner.locate_blob(ctx, digest, fresh=fresh)
         return location
+
+    async def _settled_location(self, ctx: RequestContext, digest: str,
+                                fresh: bool) -> BlobLocation:
+        """Where storage serves a blob it holds. Copied by another replica, a layer is held
+        a moment before it is servable (ECR serves only layers an image references; until
+        then the copying replica's staged copy is, once announced): asked again briefly."""
+        delay, deadline = 0.05, time.monotonic() + _SERVABLE_WITHIN_SECONDS
+        while True:
+            try:
+                location: BlobLocation = await self._inner.locate_blob(ctx, digest,
+                                                                       fresh=fresh)
+                return location
+            except OciError as exc:
+                if exc.error is not oci.BLOB_UNKNOWN or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay, fresh = min(delay * 2, 0.5), True
 
     # -- everything else is the inner backend's ---------------------------------------------
 

@@ -16,13 +16,15 @@ from gateway.pullthrough.upstream import OciUpstream
 
 
 async def copy_blob(upstream: OciUpstream, source: str, backend: Any, ctx: RequestContext,
-                    digest: str, progress: Callable[[int], None] | None = None) -> bool:
+                    digest: str, progress: Callable[[int], None] | None = None,
+                    size: int | None = None) -> bool:
     """Copy ``source@digest`` into ``ctx.name``; False when the backend holds it already (one
-    BatchCheckLayerAvailability, usually answered from the gateway's own knowledge)."""
+    BatchCheckLayerAvailability, usually answered from the gateway's own knowledge). ``size``
+    (what the manifest naming the blob says) bounds what is read from the upstream."""
     with contextlib.suppress(OciError):
         if await backend.stat_blob(ctx, digest) is not None:
             return False
-    _size, chunks = await upstream.blob(source, digest)
+    _size, chunks = await upstream.blob(source, digest, size)
     status = await backend.start_upload(ctx)
     try:
         await backend.write_upload(ctx, status.upload_id, verified(chunks, digest, progress), 0)

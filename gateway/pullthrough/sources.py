@@ -44,7 +44,8 @@ class Sources:
                  password_of: Callable[[PullThroughConfig], str | None]) -> None:
         def client(settings: PullThroughConfig, registry: str) -> OciUpstream:
             return OciUpstream(settings.url, http, settings.username, password_of(settings),
-                               timeout=settings.timeout_seconds, registry=registry)
+                               timeout=settings.timeout_seconds, registry=registry,
+                               realm_hosts=tuple(settings.token_realm_hosts))
 
         # As ECR routing has it: with mirrors configured, a request naming ns is a mirror's.
         self._by_ns = bool(mirrors)

@@ -203,7 +203,7 @@ class Syncer:
         for blob in blobs.values():
             if await self._blobs.do((one.destination, blob.digest), partial(
                     copy_blob, upstream, one.source, self._backend, ctx,
-                    blob.digest, moved)):
+                    blob.digest, moved, blob.size)):
                 outcome.blobs += 1
         for body, child_parsed in children:
             await self._backend.put_manifest(ctx, body.digest, body.body, child_parsed)

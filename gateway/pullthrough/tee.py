@@ -1,18 +1,23 @@
 """One blob's bytes from the upstream into a spool file, followed by any number of readers.
 
-The upstream is read as fast as it sends: each chunk is written to an unlinked spool file (on
-disk, never held in memory; its space is freed with its last open handle) and hashed. Readers
-(the ECR upload, every client waiting for the blob) follow the file as it grows, each at its
-own pace. A reader never gets the last byte before the whole blob matched its digest: when
-it does not (or the upstream transfer breaks), every reader raises instead, so no complete
-body of wrong bytes reaches a client and ECR never completes the upload.
+The upstream is read as fast as it sends, in the pieces its connection delivers (never joined:
+joining them costs a copy and fresh pages). A thread of the tee's own (spooler.py) hashes
+them and writes them to an unlinked spool file (on disk; its space is freed with its last
+open handle); the event loop hands each piece over with a queue put and is not woken when it
+is written. Pieces stay in memory until spooled (at most ``_UNSPOOLED_MAX`` bytes: beyond
+that the upstream waits), and the latest ``_KEPT`` bytes a while longer. Readers (the ECR
+upload, every client waiting for the blob) take the pieces in memory from there and the rest
+from the file, each at its own pace. A reader never gets the last byte before the whole blob
+matched its digest: when it does not (or the upstream transfer breaks), every reader raises
+instead, so no complete body of wrong bytes reaches a client and ECR never completes the
+upload.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -20,8 +25,15 @@ from pathlib import Path
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+from gateway.pullthrough.spooler import Spooler
 
 _READ = 1 << 20
+# Bytes received but not yet hashed and spooled: past this the upstream's reads wait for the
+# spooler (memory stays bounded when the disk is slower than the network).
+_UNSPOOLED_MAX = 16 << 20
+# Spooled bytes still kept in memory behind the newest: a client a few pieces behind takes
+# them from there (no copy, no read back from the spool in a worker thread).
+_KEPT = 4 << 20
 
 
 class Tee:
@@ -30,53 +42,73 @@ class Tee:
         self.size = size
         # Unlinked at once (O_TMPFILE where available): nothing is left behind by a crash.
         self._file = tempfile.TemporaryFile(dir=directory)
-        self._hash = hashlib.sha256()
-        # Bytes from the upstream so far; all but the latest chunk are in the spool file.
+        # Bytes from the upstream so far (the spooler knows how many are in the spool file);
+        # those not yet spooled, and the latest _KEPT, are in memory as received, (offset,
+        # piece) in order.
         self._received = 0
+        self._spooler: Spooler | None = None
+        self._in_memory_pieces: collections.deque[tuple[int, bytes]] = collections.deque()
         self._complete = False
         self._failure: str | None = None
         self._mismatch = False
         self._changed = asyncio.Event()
         self._clients = 0  # readers serving a client right now
-        # The chunk written last (offset, bytes): readers that keep up take it from here.
-        self._recent: tuple[int, bytes] = (0, b"")
 
     @property
     def finished(self) -> bool:
         return self._complete or self._failure is not None
 
-    async def fill(self, chunks: AsyncIterator[bytes],
+    async def fill(self, pieces: AsyncIterator[bytes],
                    progress: Callable[[int], None] | None = None) -> None:
         """Spool the upstream's bytes; raise (and fail every reader) when the transfer breaks
         or the bytes do not match the digest."""
-        fd = self._file.fileno()
+        spooler = Spooler(self._file.fileno())
+        self._spooler = spooler
         try:
-            async for chunk in chunks:
-                # Readers that keep up take the chunk from memory at once, sending it while
-                # it is hashed and spooled (hashing and writing release the GIL).
-                self._recent = (self._received, chunk)
-                self._received += len(chunk)
+            async for piece in pieces:
+                if not piece:
+                    continue
+                # Readers take the piece from memory at once, sending it while the spooler's
+                # thread hashes and writes it (both release the GIL).
+                self._in_memory_pieces.append((self._received, piece))
+                self._received += len(piece)
+                spooler.add(piece)
                 self._signal()
-                await asyncio.to_thread(self._append, fd, chunk)
                 if progress is not None:
-                    progress(len(chunk))
-            if f"sha256:{self._hash.hexdigest()}" != self.digest:
+                    progress(len(piece))
+                self._forget_old_pieces()
+                if spooler.failure is not None:
+                    raise spooler.failure
+                if self._received - spooler.spooled > _UNSPOOLED_MAX:
+                    await spooler.written_up_to(self._received - _UNSPOOLED_MAX // 2)
+            digest = await spooler.finish()
+            self._forget_old_pieces()
+            if digest != self.digest:
                 self._mismatch = True
                 raise _mismatch(self.digest)
         except BaseException as exc:
+            # The thread writes to the spool's descriptor: stopped before anyone closes it.
+            await spooler.abandon()
             self._failure = str(exc) or type(exc).__name__
             self._signal()
+            if exc is spooler.failure:  # this gateway's disk, not the upstream
+                raise _unspooled(self.digest, exc) from exc
             if isinstance(exc, Exception) and not isinstance(exc, OciError):
                 raise _broken(self.digest) from exc  # a connection that broke off
             raise
         self._complete = True
         self._signal()
 
-    def _append(self, fd: int, chunk: bytes) -> None:
-        self._hash.update(chunk)
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view):]
+    @property
+    def _spooled(self) -> int:
+        """Bytes in the spool file (the spooler's thread advances it)."""
+        return 0 if self._spooler is None else self._spooler.spooled
+
+    def _forget_old_pieces(self) -> None:
+        """Pieces in the file and behind the latest ``_KEPT`` bytes are read from there."""
+        pieces, spooled, kept_from = self._in_memory_pieces, self._spooled, self._received - _KEPT
+        while pieces and pieces[0][0] + len(pieces[0][1]) <= min(spooled, kept_from):
+            pieces.popleft()
 
     def _signal(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -114,12 +146,14 @@ class Tee:
                     raise _mismatch(self.digest) if self._mismatch else _broken(self.digest)
                 readable = self._readable()
                 if offset < readable:
-                    start, recent = self._recent
-                    if start <= offset < start + len(recent):
-                        data = recent[offset - start:readable - start]
-                    else:  # before the latest chunk: in the file already
-                        data = await asyncio.to_thread(
-                            os.pread, fd, min(min(readable, start) - offset, _READ), offset)
+                    pieces = self._in_memory_pieces
+                    if pieces and offset >= pieces[0][0]:
+                        data = self._in_memory(offset, readable)
+                    else:  # in the file: every piece before those in memory is
+                        in_file = pieces[0][0] if pieces else readable
+                        data = await asyncio.get_running_loop().run_in_executor(
+                            None, os.pread, fd, min(min(readable, in_file) - offset, _READ),
+                            offset)
                     if not data:
                         raise _broken(self.digest)
                     offset += len(data)
@@ -133,9 +167,19 @@ class Tee:
             self._clients -= client
             self._signal()
 
+    def _in_memory(self, offset: int, readable: int) -> bytes:
+        """The piece in memory holding ``offset``, up to ``readable``: a reader that keeps up
+        takes it whole, without a copy."""
+        for start, piece in reversed(self._in_memory_pieces):
+            if start <= offset:
+                if start == offset and start + len(piece) <= readable:
+                    return piece
+                return piece[offset - start:readable - start]
+        raise AssertionError("an offset past the first piece in memory is in memory")
+
     def _readable(self) -> int:
         """How far readers may go: the last byte waits for the digest check. With the size
-        known only that byte is held back (a reader that keeps up takes each chunk whole from
+        known only that byte is held back (a reader that keeps up takes each piece whole from
         memory, no copy); bytes beyond the size never reach a reader before the check."""
         if self._complete:
             return self._received
@@ -151,6 +195,13 @@ class Tee:
 def _mismatch(digest: str) -> OciError:
     return OciError(oci.DIGEST_INVALID, {"digest": digest}, status=502,
                     message="the upstream registry sent bytes that do not match the digest")
+
+
+def _unspooled(digest: str, exc: BaseException) -> OciError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return OciError(oci.UNAVAILABLE, {"digest": digest, "reason": reason},
+                    headers={"Retry-After": "1"},
+                    message="the gateway could not keep its copy of this blob")
 
 
 def _broken(digest: str) -> OciError:

@@ -2,6 +2,12 @@
 docker token flow (anonymous or with credentials) or Basic auth, whichever the registry's
 challenge asks for.
 
+A challenge's token realm is asked only when it is the upstream's own host, a host of the
+upstream's domain (``registry-1.docker.io`` → ``auth.docker.io``) or one the configuration
+lists (``token_realm_hosts``), over https (http only on loopback): an upstream never points
+the gateway's credentials, or its requests, at another host. Redirects to another origin
+lose the Authorization header (aiohttp drops it).
+
 Every manifest is checked against its digest before it is returned (a digest reference must
 match the bytes; a ``Docker-Content-Digest`` header must too); blobs are returned as streams
 for the caller to verify as the bytes pass. The upstream's refusals become
@@ -14,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -25,7 +32,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from gateway.config.errors import ConfigError
-from gateway.oci.digests import is_digest, sha256_digest
+from gateway.oci.digests import content_digest, is_digest, sha256_digest
 from gateway.pullthrough import ratelimit
 
 if TYPE_CHECKING:
@@ -35,6 +42,13 @@ log = logging.getLogger(__name__)
 
 # Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="..."
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
+# The largest manifest read from an upstream (ECR's own limit): a larger one is refused
+# before it is held whole in memory.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# The largest page of a tag list (a thousand tags take some tens of KiB).
+MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024
+# Digest algorithms a manifest is checked against.
+_CHECKED = ("sha256", "sha512")
 
 
 @dataclass(frozen=True)
@@ -66,8 +80,10 @@ class UpstreamError(Exception):
 class OciUpstream:
     def __init__(self, url: str, http: Callable[[], aiohttp.ClientSession],
                  username: str | None = None, password: str | None = None,
-                 timeout: float = 30.0, registry: str | None = None) -> None:
+                 timeout: float = 30.0, registry: str | None = None,
+                 realm_hosts: tuple[str, ...] = ()) -> None:
         self.url = url.rstrip("/")
+        self._realm_hosts = realm_hosts
         # The metrics' label: the host name (never the URL, which may carry credentials).
         self.registry = registry or registry_host(url)
         self._http = http
@@ -124,6 +140,11 @@ class OciUpstream:
         realm = params.get("realm")
         if not realm:
             raise UpstreamError(401, what)
+        if not realm_allowed(realm, self.url, self._realm_hosts):
+            log.warning("upstream %s names the token realm host %s, not its own: not asked "
+                        "(list it in token_realm_hosts if it is the registry's)", self.registry,
+                        registry_host(realm))
+            raise UpstreamError(502, f"{what}: a token realm on another host")
         lock = self._token_locks.setdefault(scope, asyncio.Lock())
         async with lock:  # many pulls of one image wait for one token
             if self._authorization(scope) is not None:
@@ -154,15 +175,14 @@ class OciUpstream:
         response = await self._request("GET", f"/v2/{name}/manifests/{reference}",
                                        _scope(name), what, {"Accept": ", ".join(accept)})
         async with response:
-            body = await response.read()
+            body = await _read_bounded(response, MAX_MANIFEST_BYTES, what)
             media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
             claimed = response.headers.get("Docker-Content-Digest")
-        digest = sha256_digest(body)
-        if is_digest(reference) and reference.startswith("sha256:") and reference != digest:
+        if is_digest(reference) and not _matches(reference, body):
             raise UpstreamError(502, f"{what}: the bytes do not match the digest")
-        if claimed and claimed.startswith("sha256:") and claimed != digest:
+        if claimed and claimed.partition(":")[0] in _CHECKED and not _matches(claimed, body):
             raise UpstreamError(502, f"{what}: the bytes do not match Docker-Content-Digest")
-        return UpstreamManifest(body, media_type, digest)
+        return UpstreamManifest(body, media_type, sha256_digest(body))
 
     async def manifest_digest(self, name: str, tag: str, accept: tuple[str, ...]) -> str | None:
         """What ``tag`` points to now (one HEAD), or None when the registry does not say."""
@@ -171,27 +191,61 @@ class OciUpstream:
         async with response:
             return response.headers.get("Docker-Content-Digest")
 
-    async def blob(self, name: str, digest: str) -> tuple[int | None, AsyncIterator[bytes]]:
-        """The blob's size (if the registry says) and its bytes, unverified."""
-        response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name),
-                                       f"blob {name}@{digest}")
-        return response.content_length, _chunks(response)
+    async def blob(self, name: str, digest: str, size: int | None = None
+                   ) -> tuple[int | None, AsyncIterator[bytes]]:
+        """The blob's size (``size``, what a manifest naming it says, else the registry's
+        word if any) and its bytes, unverified but never more than ``size``."""
+        what = f"blob {name}@{digest}"
+        response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name), what)
+        if size is not None and response.content_length not in (None, size):
+            response.release()
+            raise UpstreamError(502, f"{what}: {response.content_length} bytes where its "
+                                     f"manifest says {size}")
+        return (response.content_length if size is None else size), \
+            _pieces(response, size, what)
 
 
     async def tags(self, name: str) -> list[str]:
         """Every tag of ``name`` (following the registry's ``Link`` pages)."""
         tags: list[str] = []
         path: str | None = f"/v2/{name}/tags/list?n=1000"
+        asked: set[str] = set()
         while path:
-            response = await self._request("GET", path, _scope(name), f"the tags of {name}")
+            if path in asked:  # an upstream whose pages lead back would never end
+                raise UpstreamError(502, f"the tags of {name}: the pages loop")
+            asked.add(path)
+            what = f"the tags of {name}"
+            response = await self._request("GET", path, _scope(name), what)
             async with response:
-                try:
-                    page = await response.json(content_type=None)
-                except ValueError as exc:
-                    raise UpstreamError(502, f"the tags of {name}: not JSON") from exc
-                tags += [t for t in page.get("tags") or [] if isinstance(t, str)]
+                body = await _read_bounded(response, MAX_TAG_PAGE_BYTES, what)
                 path = _next_page(response.headers.get("Link"))
+            try:
+                page = json.loads(body)
+            except ValueError as exc:
+                raise UpstreamError(502, f"{what}: not JSON") from exc
+            listed = page.get("tags") if isinstance(page, dict) else None
+            tags += [t for t in listed or [] if isinstance(t, str)]
         return tags
+
+
+def realm_allowed(realm: str, upstream_url: str, listed: tuple[str, ...] = ()) -> bool:
+    """Whether a token realm may be asked (with the upstream's credentials): https (http
+    only on loopback), on the upstream's host, a host of its domain, or a listed host."""
+    parts, upstream = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(upstream_url)
+    host, own = (parts.hostname or "").lower(), (upstream.hostname or "").lower()
+    if not host or parts.username or parts.password:
+        return False
+    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+        return False
+    if host == own or host in (h.lower() for h in listed):
+        return True
+    # registry-1.docker.io's domain is docker.io; a two-label host (ghcr.io) has none of
+    # its own to share, and an address none at all.
+    labels = own.split(".")
+    if len(labels) < 3 or _is_address(own):
+        return False
+    domain = ".".join(labels[1:])
+    return host == domain or host.endswith("." + domain)
 
 
 def registry_host(url: str) -> str:
@@ -210,14 +264,42 @@ def _next_page(link: str | None) -> str | None:
     return target if target.startswith("/") else "/" + target.split("/", 3)[-1]
 
 
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    if response.content_length is not None and response.content_length > limit:
+        raise UpstreamError(502, f"{what}: larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise UpstreamError(502, f"{what}: larger than {limit} bytes")
+    return bytes(body)
+
+
+def _matches(digest: str, body: bytes) -> bool:
+    """Whether ``body`` has ``digest`` (one of an algorithm the gateway checks; any other
+    never matches, so it is never taken on the upstream's word)."""
+    algorithm = digest.partition(":")[0]
+    return algorithm in _CHECKED and content_digest(algorithm, body) == digest
+
+
 def _scope(name: str) -> str:
     return f"repository:{name}:pull"
 
 
-async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+async def _pieces(response: aiohttp.ClientResponse, limit: int | None,
+                  what: str) -> AsyncIterator[bytes]:
+    """The body in the pieces the connection delivered (up to 256 KiB each): joining them
+    into larger chunks would copy every byte once more, into fresh pages. Never more than
+    ``limit`` bytes."""
+    received = 0
     async with response:
-        async for chunk in response.content.iter_chunked(1 << 20):
-            yield chunk
+        async for piece, _ in response.content.iter_chunks():
+            if not piece:
+                continue
+            received += len(piece)
+            if limit is not None and received > limit:
+                raise UpstreamError(502, f"{what}: more bytes than its manifest says")
+            yield piece
 
 
 def check_pull_through(upstream: PullThroughConfig) -> None:
@@ -239,6 +321,14 @@ def check_pull_through(upstream: PullThroughConfig) -> None:
         except OSError as exc:
             raise ConfigError("password_file",
                               f"cannot be read: {exc.strerror or exc}") from None
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

@@ -52,6 +52,12 @@ def parse_redis_url(url: str) -> RedisTarget:
     if not sep or scheme not in _SINGLE + _SENTINEL + _CLUSTER:
         raise ValueError("must start with redis://, rediss://, unix://, redis+sentinel://, "
                          "rediss+sentinel://, redis+cluster:// or rediss+cluster://")
+    # A password's unencoded "/", "?" or "#" ends the host part early for every URL parser:
+    # pieces of the password would be read as hosts, ports or names and echoed in errors.
+    userinfo_end = rest.rfind("@")
+    if scheme != "unix" and userinfo_end > 0 and any(c in rest[:userinfo_end] for c in "/?#"):
+        raise ValueError("the password must have any '/', '?' and '#' percent-encoded "
+                         "(%2F, %3F, %23), or be given in state.redis_password_file")
     if scheme in _SINGLE:
         return RedisTarget("single", url, tls=scheme == "rediss")
     # urlsplit cannot take several host:port pairs: split them out by hand.

@@ -32,6 +32,7 @@ from typing import Any
 from gateway.observability.metrics import SHARED_CALLS
 from gateway.state.connect import RedisConnection
 from gateway.state.locks import TokenLocks
+from gateway.state.peers import replica_urls
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,10 @@ class FillLocks:
 
     async def holders(self, what: str) -> list[str]:
         try:
-            return sorted(await self._redis.hkeys(self._filled(what)))
+            found = await self._redis.hkeys(self._filled(what))
         except self._errors:
             return []
+        return sorted(replica_urls([str(url) for url in found], what))
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -24,6 +24,10 @@ it, as before.
 Peers prove themselves with ``X-Peer-Proof``: HMAC-SHA256 of the digest under a random key
 kept in Redis (``<prefix>peer-key``, made by the first replica), so only processes with
 access to the shared Redis can read staged bytes this way.
+
+A replica URL read from Redis is used only when it is one (``http(s)://host[:port]``, nothing
+more), and peer requests follow no redirect: an entry written into Redis by someone else
+makes a replica ask ``/_peer/...`` of that host at most, never another path or host.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import urllib.parse
 from typing import Any
 
 from gateway.state.connect import RedisConnection
@@ -44,6 +49,29 @@ _NOTE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'spool', ARGV[1]) end
 return 0
 """
+
+
+def is_replica_url(url: str) -> bool:
+    """Whether ``url`` has the shape of a replica's base URL: http(s)://host[:port], with no
+    user, path, query or fragment (a query or fragment would swallow the /_peer path)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port that is not a number raises)
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)
+            and parts.username is None and parts.password is None
+            and not parts.path and not parts.query and not parts.fragment
+            and "?" not in url and "#" not in url)
+
+
+def replica_urls(found: list[str], what: str) -> list[str]:
+    """The entries of ``found`` that are replica URLs (the others are logged and dropped)."""
+    kept = [url for url in found if is_replica_url(url)]
+    if len(kept) < len(found):
+        log.warning("%d holder(s) of %s in Redis are not replica URLs: ignored",
+                    len(found) - len(kept), what)
+    return kept
 
 
 class StagedPeers:
@@ -79,7 +107,7 @@ class StagedPeers:
             found = await self._redis.hget(self._session(upload_id), "spool")
         except self._errors:
             return None
-        return str(found) if found else None
+        return next(iter(replica_urls([str(found)], upload_id)), None) if found else None
 
     async def _secret(self) -> bytes:
         # Read every time, never kept: a Redis that restarted empty gets a new key, and every
@@ -127,7 +155,8 @@ class StagedPeers:
         except self._errors as exc:
             log.warning("staged copies of %s not looked up: %s", digest, type(exc).__name__)
             return []
-        return sorted(((str(url), str(upload)) for url, upload in found.items()),
+        urls = replica_urls([str(url) for url in found], digest)
+        return sorted(((url, str(found[url])) for url in urls),
                       key=lambda holder: holder[0] != self.self_url)
 
     async def proof(self, digest: str) -> str:

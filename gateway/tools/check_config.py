@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -18,8 +19,10 @@ MASK = "***"
 # Keys whose values are secrets (matched on the last part of the dotted key).
 SECRET_KEYS = frozenset({"secret_access_key", "session_token", "password", "signing_key",
                          "private_key", "token_secret"})
-_URL_PASSWORD = re.compile(r"^(?P<head>[a-z][a-z0-9+.-]*://[^/@:]*:)(?P<pw>[^@/]+)(?P<tail>@.*)$",
-                           re.IGNORECASE)
+# A URL's password runs to the last "@" of its host part (a password may hold "@").
+_URL_PASSWORD = re.compile(
+    r"^(?P<head>[a-z][a-z0-9+.-]*://[^/@:]*:)(?P<pw>[^/]+)(?P<tail>@[^@/]*(?:/.*)?)$",
+    re.IGNORECASE)
 
 
 def _walk(value: Any, key: str = "") -> Any:
@@ -67,12 +70,19 @@ def secret_values(config: Config) -> list[str]:
     """Every secret value in the configuration (for log redaction), and the passwords of
     pull-through upstreams, which live in files the configuration names."""
     found = _secrets(config.model_dump())
-    for mirror in config.mirrors.values():
-        if mirror.upstream is not None:
+    upstreams = [mirror.upstream for mirror in config.mirrors.values()]
+    upstreams += [route.upstream for route in config.routes]
+    for upstream in upstreams:
+        if upstream is not None:
             with contextlib.suppress(OSError):
-                password = mirror.upstream.password()
+                password = upstream.password()
                 if password:
                     found.append(password)
+    for key in ("redis_password_file", "redis_sentinel_password_file"):
+        path = getattr(config.state, key)
+        with contextlib.suppress(OSError):
+            if path and (password := Path(path).read_text().strip()):
+                found.append(password)
     return found
 
 

@@ -1,16 +1,22 @@
 """The pull-through tee (gateway/pullthrough/tee.py): readers that keep up take each chunk
-from memory as it was received, and no reader gets the last byte before the digest matched."""
+from memory as it was received, those behind read the spool, memory ahead of the spool stays
+bounded, and no reader gets the last byte before the digest matched (nor any when the spool
+cannot be written)."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from gateway.oci.errors import OciError
+from gateway.pullthrough import spooler as spooler_module
+from gateway.pullthrough import tee as tee_module
 from gateway.pullthrough.tee import Tee
 
 CHUNKS = [bytes([i]) * (256 * 1024) for i in range(1, 9)]
@@ -79,3 +85,65 @@ async def _unpaced(chunks: list[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         await asyncio.sleep(0)
         yield chunk
+
+
+async def test_a_reader_a_few_pieces_behind_takes_them_from_memory(tmp_path: Path) -> None:
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    await tee.fill(_unpaced(CHUNKS))  # 2 MiB, all of it within the latest kept in memory
+    got = [data async for data in tee.reader(client=True)]
+    tee.close()
+    assert b"".join(got) == b"".join(CHUNKS)
+    assert all(a is b for a, b in zip(got, CHUNKS, strict=True))
+
+
+async def test_a_reader_that_falls_behind_reads_the_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tee_module, "_KEPT", 512 * 1024)
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    await tee.fill(_unpaced(CHUNKS))
+    got = [data async for data in tee.reader(client=True)]
+    tee.close()
+    assert b"".join(got) == b"".join(CHUNKS)
+    # The first 1.5 MiB read back from the spool, the last two pieces from memory.
+    assert b"".join(got[:-2]) == b"".join(CHUNKS[:-2])
+    assert not any(data is chunk for data in got[:-2] for chunk in CHUNKS)
+    assert got[-2] is CHUNKS[-2] and got[-1] is CHUNKS[-1]
+
+
+async def test_memory_holds_a_bounded_amount_ahead_of_a_slow_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tee_module, "_UNSPOOLED_MAX", 512 * 1024)
+
+    write_all = spooler_module._write_all
+
+    def slow_write(fd: int, piece: bytes) -> None:
+        time.sleep(0.02)
+        write_all(fd, piece)
+
+    monkeypatch.setattr(spooler_module, "_write_all", slow_write)
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    ahead: list[int] = []
+
+    async def watched() -> AsyncIterator[bytes]:
+        async for chunk in _unpaced(CHUNKS):
+            ahead.append(tee._received - tee._spooled)
+            yield chunk
+
+    await tee.fill(watched())
+    tee.close()
+    assert max(ahead) <= 512 * 1024 + len(CHUNKS[0])
+
+
+async def test_a_failing_disk_fails_the_fill_and_its_readers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, piece: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spooler_module, "_write_all", full)
+    assert await _read_failing(Tee(tmp_path, DIGEST, SIZE), CHUNKS) < SIZE
+    # Said as what it is: this gateway's disk, not the upstream's transfer.
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    with pytest.raises(OciError, match="could not keep its copy") as failed:
+        await tee.fill(_unpaced(CHUNKS))
+    assert failed.value.detail["reason"] == "No space left on device"
+    tee.close()

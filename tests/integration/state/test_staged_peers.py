@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import hmac
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -16,11 +18,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from yarl import URL
 
 from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.redis import RedisServer
+from tests.support.hostile import Server
+from tests.support.redis import RedisServer, redis_cli
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -128,6 +133,44 @@ async def test_chunks_on_alternating_replicas_read_back_everywhere(
         assert await _read(session, b, name, digest) == (200, blob)
 
 
+async def test_a_large_chunked_upload_alternating_replicas_copies_each_byte_once(
+        pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    """Over 64 MiB in 16 MiB PATCHes alternating between the replicas, the last chunk with
+    the PUT: the blob reads back through both before any manifest references it, and each
+    replica continuing the upload copied only what the other received since it last held
+    every byte (in all, the blob's size once), not the whole spool per request."""
+    a, b = pair
+    name = _name("large")
+    chunk = 16 * MiB
+    blob = os.urandom(5 * chunk + 7)
+    digest = digest_of(blob)
+    marks = (len(a.log_lines), len(b.log_lines))
+    async with aiohttp.ClientSession() as session:
+        location = await _post(session, a, name)
+        for number, start in enumerate(range(0, 4 * chunk, chunk)):
+            gateway = (a, b)[number % 2]
+            async with session.patch(gateway.url + location, data=blob[start:start + chunk],
+                                     headers={**OCTET, "Content-Range":
+                                              f"{start}-{start + chunk - 1}"}) as r:
+                assert r.status == 202, await r.text()
+                location = r.headers["Location"]
+        await _put(session, a, location, digest, blob[4 * chunk:])
+        assert await _read(session, b, name, digest) == (200, blob)
+        assert await _read(session, a, name, digest) == (200, blob)
+    upload = location.split("?", 1)[0].rsplit("/", 1)[-1]
+    copied = [entry["bytes_out"] for gateway, mark in zip((a, b), marks, strict=True)
+              for entry in _access_since(gateway, mark)
+              if entry["path"] == f"/_peer/spool/{upload}" and entry["status"] in (200, 206)]
+    assert len(copied) == 4  # b, a, b, then a again with the last chunk: each one adopted
+    assert sum(copied) == 4 * chunk  # each chunk copied once, to the replica without it
+
+
+def _access_since(gateway: GatewayProcess, mark: int) -> list[dict[str, Any]]:
+    lines = gateway.log_lines[mark:]
+    return [json.loads(line.split(" gateway.access ", 1)[1])
+            for line in lines if " gateway.access " in line]
+
+
 async def test_the_internal_endpoint_refuses_strangers(
         pair: tuple[GatewayProcess, GatewayProcess]) -> None:
     a, _ = pair
@@ -193,3 +236,63 @@ async def _until(check: Any, seconds: float = 15.0) -> None:
         if found:
             return
         await asyncio.sleep(0.2)
+
+
+async def test_attacker_holder_written_into_redis_reaches_no_other_path_or_host(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """Someone who can write Redis names the holder of a staged blob: a URL whose query
+    swallows the /_peer path (the metadata service's credentials, say), then a "replica"
+    that redirects there. A replica asks neither, and relays nothing of theirs."""
+    a, b = pair
+    name = _name("poisoned")
+    blob = os.urandom(1000)
+    digest = digest_of(blob)
+
+    async def credentials(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=206, body=b"ROLE-CREDENTIALS",
+                            headers={"Content-Range": "bytes 0-15/16"})
+
+    async with Server(credentials) as metadata:
+        async def bounce(request: web.Request) -> web.StreamResponse:
+            raise web.HTTPTemporaryRedirect(f"{metadata.as_localhost}/latest/meta-data/")
+
+        async with Server(bounce) as bouncer, aiohttp.ClientSession() as session:
+            await _put(session, a, await _post(session, a, name), digest, blob)
+            key = redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{digest}}}")
+            assert key, "the staged copy was not announced"
+            for holder in (f"{metadata.url}/latest/meta-data/?", bouncer.url):
+                redis_cli(redis_server.port, "DEL", key)
+                redis_cli(redis_server.port, "HSET", key, holder, "")
+                status, body = await _read(session, b, name, digest, {"Range": "bytes=0-15"})
+                assert b"ROLE-CREDENTIALS" not in body, holder
+                assert status in (404, 503), (status, body[:300])
+            assert metadata.seen == []
+
+
+async def test_attacker_with_a_proof_names_no_file_outside_the_staging_store(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """Even a request proved with the replicas' own key (say one leaked) reads no file but a
+    staged blob or spool: a digest is parsed and an upload id matched before any path is
+    made of it."""
+    a, _ = pair
+    (a.data_dir / "staging" / "secret").write_bytes(b"NOT-A-BLOB")
+    prefix = a.config["state"]["key_prefix"]
+    key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+    if not key:  # made on first use
+        async with aiohttp.ClientSession() as session:
+            await _put(session, a, await _post(session, a, _name("key")), digest_of(b"k"), b"k")
+        key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+
+    def proof(subject: str) -> dict[str, str]:
+        return {"X-Peer-Proof": hmac.new(key.encode(), subject.encode(),
+                                         hashlib.sha256).hexdigest()}
+
+    names = ["..", "../secret", "..%2Fsecret", "%2e%2e%2Fsecret", "sha256:..%2F..%2Fsecret"]
+    async with aiohttp.ClientSession() as session:
+        for name in names:
+            for kind, subject in (("staged", name), ("cached", name), ("spool", f"spool:{name}")):
+                url = URL(f"{a.url}/_peer/{kind}/{name}", encoded=True)
+                async with session.get(url, headers=proof(subject)) as r:
+                    body = await r.read()
+                assert b"NOT-A-BLOB" not in body, (kind, name)
+                assert r.status in (400, 403, 404), (kind, name, r.status)

@@ -11,7 +11,7 @@ route maps onto ``docker-hub/``) but holds no grant on the ECR repositories ``do
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,6 @@ async def seeded(gateway: GatewayProcess) -> str:
         digest, _ = await OciClient(session, gateway.url).push_image(
             MIRRORED, "latest", [b"genuine nginx layer" * 50])
     return digest
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
 
 
 async def _images(upstream: EmulatorProcess, repository: str) -> list[tuple[str, list[str]]]:

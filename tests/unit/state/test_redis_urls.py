@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,30 @@ def test_checked_when_the_configuration_loads(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(str(path), environ={})
     assert "give one of them" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", [
+    "redis+sentinel://:s3cr/etPW@s1:26379/svc",
+    "redis+cluster://:s3cr/etPW@n1:7000",
+    "redis://:s3cr/etPW@r:6379/0",
+    "rediss://user:s3cr?etPW@r:6380",
+    "redis+sentinel://:s3cr#etPW@s1:26379/svc/x",
+])
+def test_a_password_with_a_slash_is_refused_without_echoing_it(url: str) -> None:
+    with pytest.raises(ValueError, match="percent-encoded") as caught:
+        parse_redis_url(url)
+    assert "s3cr" not in str(caught.value) and "etPW" not in str(caught.value)
+
+
+def test_doctor_and_check_config_never_show_a_piece_of_the_password(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    for url in ("redis+sentinel://:s3cr/etPW@127.0.0.1:1/svc", "redis://:s3cr/etPW@127.0.0.1:1/0",
+                "redis+cluster://:s3cr/etPW@127.0.0.1:1"):
+        path.write_text(f"state:\n  backend: redis\n  redis_url: '{url}'\n")
+        for command in (["check-config", str(path)], ["doctor", "--config", str(path)]):
+            result = subprocess.run([sys.executable, "-m", "gateway.cli", *command],
+                                    capture_output=True, text=True, timeout=60)
+            shown = result.stdout + result.stderr
+            assert result.returncode != 0, shown
+            assert "s3cr" not in shown and "etPW" not in shown, (command, shown)
+            assert "Traceback" not in shown

@@ -128,3 +128,31 @@ def test_a_bad_environment_variable_is_named_instead_of_the_file(tmp_path: Path)
     result = _run("check-config", str(config))
     assert result.stderr.startswith(f"{config}:3:3: invalid: upstream.regoin: unknown key"), \
         result.stderr
+
+
+def test_attacker_reading_check_config_sees_no_piece_of_a_password_with_an_at(
+        tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"state": {
+        "backend": "redis", "redis_url": "redis+sentinel://:p@ss-w0rd@s1:26379,s2:26379/m"}}))
+    result = _run("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "ss-w0rd" not in result.stdout
+    shown = yaml.safe_load(result.stdout)
+    assert shown["state"]["redis_url"] == "redis+sentinel://:***@s1:26379,s2:26379/m"
+
+
+def test_route_upstream_and_redis_passwords_feed_the_log_redaction(tmp_path: Path) -> None:
+    (tmp_path / "upstream").write_text("route-upstream-pw\n")
+    (tmp_path / "redis").write_text("redis-file-pw\n")
+    (tmp_path / "sentinel").write_text("sentinel-file-pw\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "state": {"backend": "redis", "redis_url": "redis+sentinel://s1:26379/m",
+                  "redis_password_file": str(tmp_path / "redis"),
+                  "redis_sentinel_password_file": str(tmp_path / "sentinel")},
+        "routes": [{"prefix": "hub", "upstream": {
+            "url": "https://registry.example.com", "username": "puller",
+            "password_file": str(tmp_path / "upstream")}}]}))
+    assert set(secret_values(load_config(str(config), environ={}))) == {
+        "route-upstream-pw", "redis-file-pw", "sentinel-file-pw"}

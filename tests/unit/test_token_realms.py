@@ -1,0 +1,37 @@
+"""Which token realms a pull-through upstream may send the gateway to (with its upstream
+credentials): its own host, a host of its domain, a configured one; https, or http on
+loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.pullthrough.upstream import realm_allowed
+
+
+@pytest.mark.parametrize(("realm", "upstream", "listed"), [
+    ("https://auth.docker.io/token", "https://registry-1.docker.io", ()),
+    ("https://ghcr.io/token", "https://ghcr.io", ()),
+    ("https://gitlab.com/jwt/auth", "https://registry.gitlab.com", ()),
+    ("https://authn.nvidia.com/token", "https://nvcr.io", ("authn.nvidia.com",)),
+    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", ()),
+    ("https://REGISTRY.example.com:8443/token", "https://registry.example.com", ()),
+])
+def test_the_registry_s_own_realms_are_asked(realm: str, upstream: str,
+                                             listed: tuple[str, ...]) -> None:
+    assert realm_allowed(realm, upstream, listed)
+
+
+@pytest.mark.parametrize(("realm", "upstream"), [
+    ("https://attacker.example/token", "https://registry-1.docker.io"),
+    ("https://evil.io/token", "https://ghcr.io"),  # "io" is nobody's domain
+    ("https://docker.io.attacker.example/token", "https://registry-1.docker.io"),
+    ("http://auth.docker.io/token", "https://registry-1.docker.io"),  # credentials in clear
+    ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:5000"),
+    ("https://10.0.0.2/token", "https://10.0.0.1"),
+    ("https://user:pw@auth.docker.io/token", "https://registry-1.docker.io"),
+    ("file:///etc/passwd", "https://registry-1.docker.io"),
+    ("/token", "https://registry-1.docker.io"),
+])
+def test_other_hosts_are_never_asked(realm: str, upstream: str) -> None:
+    assert not realm_allowed(realm, upstream)
