@@ -132,6 +132,21 @@ CREATE TABLE IF NOT EXISTS image_states (
     scanned_at    REAL                            -- StartImageScan (an empty finding set)
 );
 
+-- Where an image was replicated to (replicator.py): one row per destination, gone with the
+-- image, so a status never outlives it nor reappears for a later push of the same digest.
+CREATE TABLE IF NOT EXISTS image_replications (
+    image_id     INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    registry_id  TEXT NOT NULL,
+    region       TEXT NOT NULL,
+    position     INTEGER NOT NULL,        -- the destination's rank in the configuration
+    status       TEXT NOT NULL,           -- IN_PROGRESS, COMPLETE or FAILED
+    failure_code TEXT,
+    PRIMARY KEY (image_id, registry_id, region)
+) WITHOUT ROWID;
+
+-- Statuses an earlier version kept as registry documents, which outlived their images.
+DELETE FROM registry_documents WHERE kind = 'replication-status';
+
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 

@@ -8,7 +8,8 @@ A request is signed with SigV4. With credentials (``VERIFIER`` set, see sigv4.py
 signature is verified as AWS does, the body's hash computed while the body streams in and
 checked before the action runs; without, any key is accepted and only read from the
 credential scope. Then the per-key rules of access.py and the repository policies of
-repository_policy.py apply.
+repository_policy.py apply; a call naming another account's repositories (``registryId``)
+reaches that account's registry only as cross_account.py allows.
 Errors travel as ``{"__type": name, "message": ...}`` with the HTTP status AWS uses, which is
 what botocore turns into ``client.exceptions.<name>``.
 """
@@ -29,6 +30,7 @@ from aiohttp import web
 
 from ecr_emulator import (
     access,
+    cross_account,
     jsonbody,
     repository_policy,
     sigv4,
@@ -229,8 +231,16 @@ def _sink_opener(request: web.Request, identity: Identity, spec: ActionSpec,
         # Only a registry already open: nothing is made for a body not yet checked.
         primary = request.app[STATE_KEY]
         registries = request.app.get(REGISTRIES_KEY)
+        caller = identity.account_id or primary.account_id
+        foreign = cross_account.foreign_account(spec.operation, head, caller)
         state = primary if registries is None else registries.opened(
-            identity.account_id or primary.account_id, identity.region)
+            foreign or caller, identity.region)
+        if state is not None and foreign is not None:
+            try:  # another account's upload file only for a caller its policies let in
+                await _authorize(request, identity, spec, head, state, caller,
+                                 state.account_id, state.region)
+            except AwsError:
+                state = None
         blob = await opener(state, head) if state is not None else None
         if blob is not None:
             streamed.append(blob)
@@ -267,14 +277,7 @@ async def _handle_api(request: web.Request,
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.operation, params, spec.service)
-        call_state = (await _registry(request, identity) if spec.service == "ecr"
-                      else request.app[PUBLIC_STATE_KEY])
-        decision = request.app[access.POLICIES].decide(
-            identity.access_key_id, spec.operation, params, account_id=call_state.account_id,
-            region=call_state.region, service=spec.service)
-        await repository_policy.authorize(call_state, spec.service, identity.access_key_id,
-                                          spec.operation, params, decision,
-                                          region=call_state.region)
+        call_state = await _addressed(request, identity, spec, params)
         plan = state.faults.plan(spec.name) if state.faults is not None else None
         if plan is not None and plan.delay:
             await asyncio.sleep(plan.delay)
@@ -314,6 +317,48 @@ async def _handle_api(request: web.Request,
         return await _cut(request, status, body, request_id)
     return web.Response(body=body, status=status, content_type=CONTENT_TYPE,
                         headers={"x-amzn-RequestId": request_id})
+
+
+async def _addressed(request: web.Request, identity: Identity, spec: ActionSpec,
+                     params: Json) -> EmulatorState:
+    """The registry the call acts on, once the caller may: its own (its key's account in its
+    signature's region), or the other account's whose repositories it names."""
+    if spec.service != "ecr":
+        state = request.app[PUBLIC_STATE_KEY]
+        await _authorize(request, identity, spec, params, state, state.account_id,
+                         state.account_id, state.region)
+        return state
+    own = await _registry(request, identity)
+    registries = request.app.get(REGISTRIES_KEY)
+    foreign = cross_account.foreign_account(spec.operation, params, own.account_id)
+    if foreign is None or registries is None:
+        await _authorize(request, identity, spec, params, own, own.account_id,
+                         own.account_id, own.region)
+        return own
+    target = await registries.existing(foreign, own.region)
+    await _authorize(request, identity, spec, params, target, own.account_id, foreign,
+                     own.region)
+    assert target is not None  # a registry that does not exist grants nothing
+    return target
+
+
+async def _authorize(request: web.Request, identity: Identity, spec: ActionSpec,
+                     params: Json, state: EmulatorState | None, caller_account: str,
+                     account_id: str, region: str) -> None:
+    """Raise AccessDeniedException unless the caller's per-key rules and the resource-based
+    policies of ``state`` (the registry of ``account_id`` in ``region``; None: it has none)
+    let the call proceed."""
+    decision = request.app[access.POLICIES].decide(
+        identity.access_key_id, spec.operation, params, account_id=account_id,
+        region=region, service=spec.service)
+    if account_id != caller_account:
+        await cross_account.authorize(state, identity.access_key_id, spec.operation, params,
+                                      decision, caller_account=caller_account,
+                                      account_id=account_id, region=region)
+    else:
+        assert state is not None
+        await repository_policy.authorize(state, spec.service, identity.access_key_id,
+                                          spec.operation, params, decision, region=region)
 
 
 async def _registry(request: web.Request, identity: Identity) -> EmulatorState:

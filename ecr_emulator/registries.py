@@ -69,6 +69,18 @@ class Registries:
             return self.primary
         return self._others.get((account_id, region))
 
+    async def existing(self, account_id: str, region: str) -> EmulatorState | None:
+        """The registry of ``account_id`` in ``region`` if something made it (now or in an
+        earlier run); None without making one."""
+        state = self.opened(account_id, region)
+        if state is not None:
+            return state
+        path = self.primary.data_dir / "registries" / account_id / region
+        named = bool(_ACCOUNT.fullmatch(account_id) and _REGION.fullmatch(region))
+        if not (named and await asyncio.to_thread(path.is_dir)):
+            return None
+        return await self.get(account_id, region)
+
     def all(self) -> list[EmulatorState]:
         """Every registry opened so far, the emulator's own first."""
         return [self.primary, *self._others.values()]
@@ -87,14 +99,9 @@ REGISTRIES_KEY = web.AppKey("ecr_emulator_registries", Registries)
 
 async def _serve_layer(request: web.Request) -> web.StreamResponse:
     info = request.match_info
-    state = request.app[REGISTRIES_KEY].opened(info["account"], info["region"])
+    state = await request.app[REGISTRIES_KEY].existing(info["account"], info["region"])
     if state is None:
-        path = (request.app[STATE_KEY].data_dir / "registries" / info["account"] /
-                info["region"])
-        if not (_ACCOUNT.fullmatch(info["account"]) and _REGION.fullmatch(info["region"])
-                and path.is_dir()):
-            raise web.HTTPNotFound()
-        state = await request.app[REGISTRIES_KEY].get(info["account"], info["region"])
+        raise web.HTTPNotFound()
     return await downloads.serve_blob(request, state)
 
 

@@ -13,7 +13,8 @@ with one of them; one without covers every repository.
 Each PutImage records IN_PROGRESS for every destination at once, then copies in the
 background: the layers (hard links into the destination's blob store), an index's child
 manifests, the manifest byte-exact and the pushed tag. Each destination's outcome is kept
-with the source image (``replication-status`` registry documents) for
+with the source image (``image_replications`` rows, deleted with the image: a copy ending
+after its image was deleted records nothing) for
 DescribeImageReplicationStatus: COMPLETE, or FAILED with ``failureCode`` the name of the ECR
 exception the copy met (AccessDeniedException without the grant,
 ImageTagAlreadyExistsException for an immutable tag already elsewhere in the destination…).
@@ -40,9 +41,6 @@ from ecr_emulator.state import EmulatorState
 
 log = logging.getLogger(__name__)
 
-STATUS = "replication-status"  # registry document kind: key "<repository>@<digest>"
-
-
 def covers(rule: dict[str, Any], repository: str) -> bool:
     filters = rule.get("repositoryFilters") or []
     return not filters or any(repository.startswith(f["filter"]) for f in filters
@@ -60,24 +58,39 @@ def destinations(configuration: dict[str, Any] | None,
     return list(found)
 
 
-def _key(repository: str, digest: str) -> str:
-    return f"{repository}@{digest}"
+def statuses(db: sqlite3.Connection, image_id: int) -> list[dict[str, str]]:
+    """The recorded outcome per destination of replicating image ``image_id``."""
+    rows = db.execute("SELECT registry_id, region, status, failure_code FROM"
+                      " image_replications WHERE image_id = ? ORDER BY position", (image_id,))
+    out = []
+    for row in rows:
+        entry = {"region": row["region"], "registryId": row["registry_id"],
+                 "status": row["status"]}
+        if row["failure_code"] is not None:
+            entry["failureCode"] = row["failure_code"]
+        out.append(entry)
+    return out
 
 
-def statuses(db: sqlite3.Connection, repository: str, digest: str) -> list[dict[str, str]]:
-    """The recorded outcome per destination of replicating image ``digest``."""
-    stored = registry.get(db, STATUS, _key(repository, digest)) or {}
-    return list(stored.values())
+def _start(db: sqlite3.Connection, repository: str, digest: str,
+           targets: list[tuple[str, str]]) -> int | None:
+    """Mark the copies of the image just pushed IN_PROGRESS; its id (None if it is gone)."""
+    image = image_store.find_by_digest(db, repository, digest)
+    if image is None:
+        return None
+    for position, (registry_id, region) in enumerate(targets):
+        db.execute("INSERT OR REPLACE INTO image_replications (image_id, registry_id, region,"
+                   " position, status) VALUES (?, ?, ?, ?, 'IN_PROGRESS')",
+                   (image.id, registry_id, region, position))
+    return image.id
 
 
-def _record(db: sqlite3.Connection, repository: str, digest: str, registry_id: str,
-            region: str, status: str, failure: str | None, now: float) -> None:
-    stored = registry.get(db, STATUS, _key(repository, digest)) or {}
-    entry = {"region": region, "registryId": registry_id, "status": status}
-    if failure is not None:
-        entry["failureCode"] = failure
-    stored[f"{registry_id}/{region}"] = entry
-    registry.put(db, STATUS, _key(repository, digest), stored, now)
+def _finish(db: sqlite3.Connection, image_id: int, registry_id: str, region: str,
+            failure: str | None) -> None:
+    """A copy's outcome, kept only while its image exists (a deleted image took its rows)."""
+    db.execute("UPDATE image_replications SET status = ?, failure_code = ? WHERE image_id = ?"
+               " AND registry_id = ? AND region = ?",
+               ("FAILED" if failure else "COMPLETE", failure, image_id, registry_id, region))
 
 
 async def after_push(state: EmulatorState, repository: str, digest: str,
@@ -89,19 +102,15 @@ async def after_push(state: EmulatorState, repository: str, digest: str,
     targets = destinations(configuration, repository)
     if not targets:
         return
-
-    def mark(db: sqlite3.Connection) -> None:
-        for registry_id, region in targets:
-            _record(db, repository, digest, registry_id, region, "IN_PROGRESS", None,
-                    time.time())
-
-    await state.db.write(mark)
+    image_id = await state.db.write(_start, repository, digest, targets)
+    if image_id is None:
+        return
     for registry_id, region in targets:
-        state.spawn(_replicate(state, repository, digest, tag, registry_id, region))
+        state.spawn(_replicate(state, repository, digest, image_id, tag, registry_id, region))
 
 
-async def _replicate(source: EmulatorState, repository: str, digest: str, tag: str | None,
-                     registry_id: str, region: str) -> None:
+async def _replicate(source: EmulatorState, repository: str, digest: str, image_id: int,
+                     tag: str | None, registry_id: str, region: str) -> None:
     failure: str | None = None
     try:
         assert source.registries is not None
@@ -113,8 +122,7 @@ async def _replicate(source: EmulatorState, repository: str, digest: str, tag: s
         log.exception("replicating %s@%s to %s/%s failed", repository, digest, registry_id,
                       region)
         failure = "ServerException"
-    await source.db.write(_record, repository, digest, registry_id, region,
-                          "FAILED" if failure else "COMPLETE", failure, time.time())
+    await source.db.write(_finish, image_id, registry_id, region, failure)
 
 
 def _granted(destination: EmulatorState, policy_text: str | None, account_id: str) -> bool:

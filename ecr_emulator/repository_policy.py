@@ -14,8 +14,12 @@ principal of the repository's own account, a call is refused (AccessDeniedExcept
 either the identity rules or the repository policy explicitly deny it, and otherwise allowed
 when either of them allows it. A statement naming the account itself (``"123456789012"`` or
 ``arn:aws:iam::123456789012:root``) applies its Deny to every identity of the account, but
-its Allow grants nothing by itself: it delegates to the identity rules, as in IAM. Statements
-with a ``Condition`` are kept but never match (the emulator evaluates no condition keys).
+its Allow grants nothing by itself: it delegates to the identity rules, as in IAM. A principal
+of another account reaches a repository only through these policies (cross_account.py), and
+there a statement naming its account does grant. The emulator evaluates no condition keys, so
+it assumes the worst of a statement with a ``Condition``: its Allow grants nothing, its Deny
+refuses. ``Resource``/``NotResource`` are matched (``fnmatch``) where a policy covers several
+repositories (the registry policy); a repository policy's statements cover its repository.
 """
 
 from __future__ import annotations
@@ -50,11 +54,19 @@ class Statement:
     actions: tuple[str, ...]
     not_action: bool
     conditional: bool
+    resources: tuple[str, ...] | None = None  # None: every resource
+    not_resource: bool = False
 
     def covers_action(self, qualified: str) -> bool:
         hit = any(pattern == "*" or fnmatch.fnmatchcase(qualified.lower(), pattern.lower())
                   for pattern in self.actions)
         return hit != self.not_action
+
+    def covers_resource(self, arn: str | None) -> bool:
+        if arn is None or self.resources is None:
+            return True
+        hit = any(fnmatch.fnmatchcase(arn, pattern) for pattern in self.resources)
+        return hit != self.not_resource
 
     def names(self, principal: str, account_id: str) -> str | None:
         """"user" if it names this identity (or everyone), "account" if only its account."""
@@ -76,17 +88,22 @@ class Statement:
 class RepositoryPolicy:
     statements: tuple[Statement, ...]
 
-    def decide(self, principal: str, account_id: str, qualified_action: str) -> Decision:
+    def decide(self, principal: str, account_id: str, qualified_action: str, *,
+               resource: str | None = None, account_grants: bool = False) -> Decision:
+        """This policy's verdict on ``principal`` (of ``account_id``) performing the action
+        on ``resource``; ``account_grants``: an Allow naming the account grants (the
+        principal is of another account than the policy's)."""
         denied = allowed = False
         for statement in self.statements:
-            if statement.conditional or not statement.covers_action(qualified_action):
+            if not (statement.covers_action(qualified_action)
+                    and statement.covers_resource(resource)):
                 continue
             named = statement.names(principal, account_id)
             if named is None:
                 continue
             if statement.effect == "Deny":
-                denied = True
-            elif named == "user":
+                denied = True  # a Condition may hold: the worst is assumed
+            elif not statement.conditional and (named == "user" or account_grants):
                 allowed = True
         return "deny" if denied else "allow" if allowed else "none"
 
@@ -135,8 +152,12 @@ def _statement(item: Any, index: int, service: str) -> Statement:
     condition = item.get("Condition")
     if condition is not None and not isinstance(condition, dict):
         raise invalid_policy(f"{where}.Condition must be an object")
+    not_resource = "NotResource" in item
+    resources = (_strings(item["NotResource" if not_resource else "Resource"],
+                          f"{where}.Resource")
+                 if not_resource or "Resource" in item else None)
     return Statement(item["Effect"], principals, not_principal, actions, not_action,
-                     bool(condition))
+                     bool(condition), resources, not_resource)
 
 
 def _principals(value: Any, where: str) -> tuple[str, ...] | None:

@@ -56,7 +56,7 @@ async def describe_image_replication_status(call: Call, params: Json) -> Json:
 
     def read(db: sqlite3.Connection) -> tuple[image_states.Image, list[dict[str, str]]]:
         image = image_states.existing_image(db, repository, registry_id, asked)
-        return image, replicator.statuses(db, repository, image.digest)
+        return image, replicator.statuses(db, image.id)
 
     image, statuses = await state.db.read(read)
     image_id: Json = {"imageDigest": image.digest}

@@ -232,3 +232,53 @@ async def registry_policy(ecr: Any, repo: str) -> Facts:
 
 SCENARIOS["tag mutability and scanning"] = mutability_and_scanning
 SCENARIOS["registry policy"] = registry_policy
+
+
+PULL = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]
+PUSH = ["ecr:InitiateLayerUpload", "ecr:UploadLayerPart", "ecr:CompleteLayerUpload",
+        "ecr:PutImage"]
+
+
+def _policy(*statements: dict[str, Any]) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+async def _pulled(other: Any, registry: str, repo: str, text: str) -> Any:
+    """True if the other account reads ``text`` back as ``repo``'s v1, else the error."""
+    try:
+        got = await other.batch_get_image(registryId=registry, repositoryName=repo,
+                                          imageIds=[{"imageTag": "v1"}])
+    except ClientError as exc:
+        return str(exc.response["Error"]["Code"])
+    return [i["imageManifest"] for i in got["images"]] == [text]
+
+
+async def cross_account(ecr: Any, repo: str, other: Any, other_account: str) -> Facts:
+    """Account B reaches account A's repository (``registryId``) only as A's repository
+    policy allows; ``ecr`` is A's client, ``other`` B's."""
+    (described,) = (await ecr.describe_repositories(repositoryNames=[repo]))["repositories"]
+    registry = described["registryId"]
+    text = await image(ecr, repo, "v1")
+    root = {"AWS": f"arn:aws:iam::{other_account}:root"}
+    facts: Facts = {"without a policy": await _pulled(other, registry, repo, text)}
+    await ecr.set_repository_policy(repositoryName=repo, policyText=_policy(
+        {"Sid": "pull", "Effect": "Allow", "Principal": root, "Action": PULL}))
+    facts["pull granted"] = await _pulled(other, registry, repo, text)
+    facts["push with a pull grant"] = await error_of(other.initiate_layer_upload(
+        registryId=registry, repositoryName=repo))
+    await ecr.set_repository_policy(repositoryName=repo, policyText=_policy(
+        {"Sid": "all", "Effect": "Allow", "Principal": root, "Action": "ecr:*"},
+        {"Sid": "nopull", "Effect": "Deny", "Principal": root, "Action": "ecr:BatchGetImage"}))
+    facts["explicit deny over ecr:*"] = await _pulled(other, registry, repo, text)
+    facts["ecr:* grants listing"] = await error_of(other.list_images(
+        registryId=registry, repositoryName=repo))
+    await ecr.set_repository_policy(repositoryName=repo, policyText=_policy(
+        {"Sid": "push", "Effect": "Allow", "Principal": root, "Action": PULL + PUSH}))
+    facts["push granted"] = await error_of(other.initiate_layer_upload(
+        registryId=registry, repositoryName=repo))
+    await ecr.delete_repository_policy(repositoryName=repo)
+    facts["after the policy is deleted"] = await _pulled(other, registry, repo, text)
+    return facts
+
+
+CROSS_ACCOUNT = "cross-account access"

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.contract.scenarios import SCENARIOS
+from tests.contract.scenarios import CROSS_ACCOUNT, SCENARIOS, cross_account
 from tests.contract.targets import TARGETS, Target, started
 from tests.emulator.api.differential import model_documentation
 
@@ -49,6 +49,11 @@ REFERENCE: dict[str, dict[str, Any]] = {
                                     "findings before a scan": "ImageNotFoundException"},
     "registry policy": {"stored as given": True, "read back": True,
                         "after delete": "RegistryPolicyNotFoundException"},
+    CROSS_ACCOUNT: {"without a policy": "AccessDeniedException", "pull granted": True,
+                    "push with a pull grant": "AccessDeniedException",
+                    "explicit deny over ecr:*": "AccessDeniedException",
+                    "ecr:* grants listing": "none", "push granted": "none",
+                    "after the policy is deleted": "AccessDeniedException"},
 }
 
 
@@ -94,6 +99,29 @@ DIFFERENCES: dict[tuple[str, str, str], Difference] = {
         "The specified layers could not be found, or the specified layer is not valid for "
         "this repository."),
 }
+# moto keeps each account's repositories apart and looks a registryId up only among the
+# caller's own: another account's repository is never found, whatever its policy says.
+POLICY = ("SetRepositoryPolicy", "Applies a repository policy to the specified repository to "
+          "control access permissions.")
+NOT_FOUND = "RepositoryNotFoundException"
+ACROSS = "another account's repository is not found (no policy is evaluated)"
+DIFFERENCES.update({
+    ("moto", CROSS_ACCOUNT, "without a policy"): Difference(NOT_FOUND, ACROSS, *POLICY),
+    ("moto", CROSS_ACCOUNT, "pull granted"): Difference(
+        NOT_FOUND, ACROSS, "BatchGetImageRequest.registryId", "The Amazon Web Services "
+        "account ID associated with the registry that contains the images to describe."),
+    ("moto", CROSS_ACCOUNT, "push with a pull grant"): Difference(NOT_FOUND, ACROSS, *POLICY),
+    ("moto", CROSS_ACCOUNT, "explicit deny over ecr:*"): Difference(NOT_FOUND, ACROSS, *POLICY),
+    ("moto", CROSS_ACCOUNT, "ecr:* grants listing"): Difference(
+        NOT_FOUND, ACROSS, "ListImagesRequest.registryId", "The Amazon Web Services account ID "
+        "associated with the registry that contains the repository in which to list images."),
+    ("moto", CROSS_ACCOUNT, "push granted"): Difference(
+        NOT_FOUND, ACROSS, "InitiateLayerUploadRequest.registryId", "The Amazon Web Services "
+        "account ID associated with the registry to which you intend to upload layers."),
+    ("moto", CROSS_ACCOUNT, "after the policy is deleted"): Difference(
+        NOT_FOUND, ACROSS, "DeleteRepositoryPolicy",
+        "Deletes the repository policy associated with the specified repository."),
+})
 
 REPORT: dict[str, dict[str, list[str]]] = {}
 
@@ -127,11 +155,27 @@ async def test_scenario(target: Target, client: Any, scenario: str) -> None:
         facts = await SCENARIOS[scenario](client, repo)
     finally:
         await client.delete_repository(repositoryName=repo, force=True)
-    report = REPORT.setdefault(target.name, {"matched": [], "differs": []})
+    _compare(target.name, scenario, facts)
+
+
+async def test_cross_account(target: Target, client: Any) -> None:
+    repo = f"contract/{uuid.uuid4().hex[:10]}"
+    await client.create_repository(repositoryName=repo)
+    try:
+        async with target.other() as (other, other_account):
+            facts = await cross_account(client, repo, other, other_account)
+    finally:
+        await client.delete_repository(repositoryName=repo, force=True)
+    _compare(target.name, CROSS_ACCOUNT, facts)
+
+
+def _compare(target: str, scenario: str, facts: dict[str, Any]) -> None:
+    """Record each fact as matched or as a known difference; fail on any other value."""
+    report = REPORT.setdefault(target, {"matched": [], "differs": []})
     wrong = {}
     for fact, expected in REFERENCE[scenario].items():
         observed = facts.get(fact)
-        known = DIFFERENCES.get((target.name, scenario, fact))
+        known = DIFFERENCES.get((target, scenario, fact))
         if known is None and observed == expected:
             report["matched"].append(f"{scenario}: {fact}")
         elif known is not None and observed == known.observed:
@@ -140,4 +184,4 @@ async def test_scenario(target: Target, client: Any, scenario: str) -> None:
         else:
             wrong[fact] = {"observed": observed,
                            "expected": known.observed if known else expected}
-    assert not wrong, f"{target.name} / {scenario}: {wrong}"
+    assert not wrong, f"{target} / {scenario}: {wrong}"

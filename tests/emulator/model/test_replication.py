@@ -6,6 +6,7 @@ DescribeImageReplicationStatus reports each copy."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -169,3 +170,37 @@ async def test_lifecycle_runs_in_another_registry(emulator: EmulatorProcess) -> 
         assert [e["imageDigest"] for e in ran["expired"]["old/app"]] == [first]
         left = await west.list_images(repositoryName="old/app")
         assert [i["imageTag"] for i in left["imageIds"]] == ["v2"]
+
+
+async def test_no_status_outlives_its_image(emulator: EmulatorProcess) -> None:
+    """A deleted image's statuses go with it: DescribeImageReplicationStatus answers
+    ImageNotFoundException, the database keeps no row, and the same manifest pushed again
+    after replication was turned off has no status of its first push."""
+    async with ecr_client(emulator.url) as east:
+        await east.put_replication_configuration(replicationConfiguration={"rules": [{
+            "destinations": [{"region": "eu-west-3", "registryId": ACCOUNT}]}]})
+        await east.create_repository(repositoryName="gone/app")
+        image, text = await push_image(east, "gone/app", "v1")
+        assert [s["status"] for s in await replication_statuses(
+            east, "gone/app", {"imageTag": "v1"})] == ["COMPLETE"]
+
+        await east.batch_delete_image(repositoryName="gone/app",
+                                      imageIds=[{"imageDigest": image}])
+        for image_id in ({"imageDigest": image}, {"imageTag": "v1"}):
+            with pytest.raises(east.exceptions.ImageNotFoundException):
+                await east.describe_image_replication_status(repositoryName="gone/app",
+                                                             imageId=image_id)
+        with sqlite3.connect(emulator.data_dir / "ecr.sqlite3") as db:
+            assert db.execute("SELECT count(*) FROM image_replications").fetchone() == (0,)
+
+        await east.put_replication_configuration(replicationConfiguration={"rules": []})
+        await east.put_image(repositoryName="gone/app", imageManifest=text, imageTag="v1")
+        assert await replication_statuses(east, "gone/app", {"imageTag": "v1"}) == []
+        # A repository deleted with its images takes their statuses too.
+        await east.put_replication_configuration(replicationConfiguration={"rules": [{
+            "destinations": [{"region": "eu-west-3", "registryId": ACCOUNT}]}]})
+        await push_image(east, "gone/app", "v2")
+        await replication_statuses(east, "gone/app", {"imageTag": "v2"})
+        await east.delete_repository(repositoryName="gone/app", force=True)
+        with sqlite3.connect(emulator.data_dir / "ecr.sqlite3") as db:
+            assert db.execute("SELECT count(*) FROM image_replications").fetchone() == (0,)

@@ -69,8 +69,9 @@ async def test_docker_io_maps_onto_the_pull_through_prefix(
 async def test_ecr_host_gives_registry_id_and_region(
         gateway: GatewayProcess, mirror: GatewayProcess, upstream: EmulatorProcess) -> None:
     """An ECR registry host routes to that account and region: calls are signed for
-    eu-west-1 and name registry 123456789012; another account's host reaches that account
-    (which the emulator does not hold: NAME_UNKNOWN from upstream). The emulator keeps a
+    eu-west-1 and name registry 123456789012; another account's host reaches that account,
+    whose repositories this account's key may not read without a policy there (AccessDenied
+    from upstream, DENIED to the client). The emulator keeps a
     registry per region: replication puts the image pushed to us-east-1 into eu-west-1."""
     name = f"team/{_uid()}"
     async with ecr_client(upstream.url) as ecr:
@@ -87,12 +88,12 @@ async def test_ecr_host_gives_registry_id_and_region(
     async with aiohttp.ClientSession() as session:
         check_pulled(await pull(session, mirror.url, name, "v1", ECR_HOST_EU), image)
         async with session.head(f"{mirror.url}/v2/{name}/manifests/v1?ns={OTHER_ACCOUNT}") as r:
-            assert r.status == 404
+            assert r.status == 403
     entries = [e for e in upstream.requests() if e["action"] != "LayerDownload"]
     eu = [e for e in entries if e["region"] == "eu-west-1"]
     assert eu and all(e["outcome"] == "ok" for e in eu), entries
     other = [e for e in entries if e["region"] == "us-east-1"]
-    assert [e["outcome"] for e in other] == ["RepositoryNotFoundException"], other
+    assert [e["outcome"] for e in other] == ["AccessDeniedException"], other
 
 
 @pytest.mark.parametrize("ns,message", [
