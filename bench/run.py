@@ -130,6 +130,7 @@ class Bench:
         self.proxy: Gateway | None = None
         self.cached: Gateway | None = None
         self.embedded: Gateway | None = None
+        self.containerd: Any = None  # tests.support.clients.Containerd, for the ctr rows
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -156,8 +157,16 @@ class Bench:
         gateways.append(self.embedded)
         with ThreadPoolExecutor(len(gateways)) as pool:
             list(pool.map(lambda g: g.start(), gateways))
+        self.containerd = start_containerd(self.log)
+        if self.containerd is not None:
+            for registry in (self.reference, self.redirect, self.cached):
+                if registry is not None:  # plain HTTP, pulled and resolved from itself
+                    url = f"http://{registry.host}"
+                    self.containerd.mirror(registry.host, url, url)
 
     def stop(self) -> None:
+        if self.containerd is not None:
+            self.containerd.stop()
         for gateway in (self.redirect, self.proxy, self.cached, self.embedded, self.page_cache):
             if gateway is not None:
                 gateway.stop()
@@ -226,6 +235,15 @@ class Bench:
                     if key == "pull_redirect":
                         cpu.setdefault("pull", []).append(
                             (cpu_seconds(self.redirect.pid) - before) / gib)
+            if self.containerd is not None:
+                # What nodes use: containerd's fetch, each side in turn, the order reversed.
+                fetched: list[tuple[str, ReferenceRegistry | Gateway]] = [
+                    ("fetch_ref", self.reference), ("fetch_redirect", self.redirect)]
+                if self.cached is not None:
+                    fetched.append(("fetch_cache", self.cached))
+                for order in (fetched, fetched[::-1]):
+                    for key, registry in order:
+                        note(key, self._ctr_fetch(registry, repo))
             if round_ == self.sizes.rounds - 1:
                 self.raw["blob_get"] = {key: self._blob_get(registry, repo,
                                                             image.layers[0].digest)
@@ -264,6 +282,19 @@ class Bench:
         else:
             self.add(Row("pull_cache", f"pull {mib}, proxy + warm blob cache ÷ distribution",
                          "≤ 0.8", measured="n/a (cache not available)"))
+        if "fetch_ref" in best:
+            timed("fetch_redirect", f"`ctr content fetch` {mib}, redirect mode ÷ distribution",
+                  "ctr fetch redirect", "fetch_redirect", "fetch_ref", 1.0)
+        else:
+            self.add(Row("fetch_redirect", f"`ctr content fetch` {mib}, redirect mode ÷ "
+                         "distribution", "≤ 1", measured="n/a (containerd not available)"))
+        if "fetch_cache" in best:
+            timed("fetch_cache", f"`ctr content fetch` {mib}, proxy + warm blob cache ÷ "
+                  "distribution", "ctr fetch proxy+cache", "fetch_cache", "fetch_ref", 0.8)
+        else:
+            self.add(Row("fetch_cache", f"`ctr content fetch` {mib}, proxy + warm blob cache ÷ "
+                         "distribution", "≤ 0.8",
+                         measured="n/a (containerd or the blob cache not available)"))
         push_cpu = min(cpu["push"])
         self.add(Row("push_cpu", "gateway CPU-s per GiB pushed", "≤ 2", value=push_cpu,
                      bound=2.0, measured=f"{push_cpu:.2f}", extra={"short": "push CPU-s/GiB"}))
@@ -339,6 +370,18 @@ class Bench:
             return self.skopeo.copy(f"docker://{registry.host}/{repo}:v1", f"oci:{out}:v1")
         finally:
             shutil.rmtree(out, ignore_errors=True)
+
+    def _ctr_fetch(self, registry: ReferenceRegistry | Gateway, repo: str) -> float:
+        """``ctr content fetch`` of the image (manifest, config, layer into containerd's
+        content store, each digest checked); the store is emptied again after it."""
+        started = time.perf_counter()
+        self.containerd.ctr("content", "fetch", "--hosts-dir", str(self.containerd.hosts_dir),
+                            f"{registry.host}/{repo}:v1", timeout=900)
+        seconds = time.perf_counter() - started
+        stored = self.containerd.ctr("content", "ls", "-q").stdout.split()
+        if stored:
+            self.containerd.ctr("content", "rm", *stored)
+        return seconds
 
     def manifest_head(self) -> None:
         """Row 5: manifest HEAD by digest and by tag, 64 concurrent clients."""
@@ -734,6 +777,16 @@ def config_has(section: str, key: str) -> bool:
     if hasattr(cls, "model_fields"):
         return key in cls.model_fields
     return key in {f.name for f in dataclasses.fields(cls)}
+
+
+def start_containerd(log: Callable[[str], None]) -> Any:
+    """A private containerd for the ``ctr content fetch`` rows (None where there is none)."""
+    from tests.support.clients import Containerd
+
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        log("  containerd not installed: the ctr fetch rows read n/a")
+        return None
+    return Containerd().start()
 
 
 def blob_cache_supported() -> bool:

@@ -13,7 +13,7 @@ from tests.conftest import require_tool
 
 ROWS = {
     "push", "push_embedded", "pull_redirect", "pull_proxy", "pull_cache", "push_cpu",
-    "push_emulator_cpu", "pull_cpu", "bare", "head_digest_rps", "head_digest_p99",
+    "push_emulator_cpu", "pull_cpu", "fetch_redirect", "fetch_cache", "bare", "head_digest_rps", "head_digest_p99",
     "head_tag_rps", "head_tag_p99",
     "memory_peak", "memory_flat", "memory_idle", "concurrent_push_ok", "concurrent_push_tput",
     "concurrent_pull_ok", "concurrent_pull_tput", "economy_push", "economy_repush",
@@ -30,6 +30,7 @@ ROWS = {
 def test_smoke_run_reports_every_row(tmp_path: Path) -> None:
     require_tool("skopeo")
     require_tool("docker-registry")
+    require_tool("containerd")
     out = tmp_path / "results"
     run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out),
                           "--work", str(tmp_path / "work")],
@@ -49,6 +50,8 @@ def test_smoke_run_reports_every_row(tmp_path: Path) -> None:
     assert rows["economy_repush"]["value"] == 0
     assert rows["listings_tags_calls"]["passed"] and rows["listings_catalog_calls"]["passed"]
     assert report["meta"]["head_load_tool"] in ("hey", "python-aiohttp")
+    for key in ("fetch_redirect", "fetch_cache"):  # containerd really fetched
+        assert rows[key]["value"] is not None, rows[key]
     for row in rows.values():
         assert row["title"] in run.stdout  # the printed table has every row
         if not row["extra"].get("check"):  # a speed target missed at smoke sizes is no FAIL
