@@ -41,8 +41,8 @@ async def pushed(hub: ReferenceRegistry) -> AsyncIterator[dict[str, str]]:
     yield digests
 
 
-def _sync(upstream: EmulatorProcess, tmp_path: Path,
-          *args: str) -> subprocess.CompletedProcess[str]:
+def sync_config(upstream: EmulatorProcess, tmp_path: Path) -> Path:
+    """A configuration file for ``ecr-gateway sync`` into the emulator."""
     config: dict[str, Any] = {
         "data_dir": str(tmp_path / "data"),
         "upstream": {"mode": "aws", "endpoint_url": upstream.url,
@@ -51,8 +51,14 @@ def _sync(upstream: EmulatorProcess, tmp_path: Path,
         "routes": [{"prefix": "", "create_on_push": True}]}
     path = tmp_path / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
-    return subprocess.run([sys.executable, "-m", "gateway.cli", "sync", "--config", str(path),
-                           *args], capture_output=True, text=True, timeout=300)
+    return path
+
+
+def _sync(upstream: EmulatorProcess, tmp_path: Path,
+          *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "sync", "--config",
+                           str(sync_config(upstream, tmp_path)), *args],
+                          capture_output=True, text=True, timeout=300)
 
 
 async def _tags(upstream: EmulatorProcess, repository: str) -> set[str]:

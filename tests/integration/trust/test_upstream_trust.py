@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 
 from gateway.pullthrough.upstream import OciUpstream, UpstreamError
+from tests.integration.mirror.test_sync import sync_config
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Server
@@ -217,13 +218,7 @@ async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off(
 async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off_by_sync(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     swollen = _Swollen()
-    config = {"data_dir": str(tmp_path / "data"),
-              "upstream": {"mode": "aws", "endpoint_url": upstream.url,
-                           "access_key_id": "AKIDSYNCTEST",
-                           "secret_access_key": upstream.secret_for("AKIDSYNCTEST")},
-              "routes": [{"prefix": "", "create_on_push": True}]}
-    path = tmp_path / "gateway.yaml"
-    path.write_text(json.dumps(config))
+    path = sync_config(upstream, tmp_path)
     async with Server(swollen) as hostile:
         sync = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.cli", "sync", "--config", str(path),
