@@ -38,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.backends.router import Storage
 from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.singleflight import SingleFlight
 from gateway.observability.metrics import PULLTHROUGH_BYTES, SHARED_CALLS
@@ -65,7 +66,7 @@ _SERVABLE_WITHIN_SECONDS = 5.0
 
 
 class PullThrough:
-    def __init__(self, inner: Any, mirrors: dict[str, MirrorConfig],
+    def __init__(self, inner: Storage, mirrors: dict[str, MirrorConfig],
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
@@ -85,9 +86,6 @@ class PullThrough:
         self._creations: SingleFlight[None] = SingleFlight("pullthrough_repository")
         self._background: set[asyncio.Task[None]] = set()
 
-    def __getattr__(self, attribute: str) -> Any:
-        # What is not about pull-through (tokens, caches, ECR-only helpers) is the inner's.
-        return getattr(self._inner, attribute)
 
     def _mirror(self, ctx: RequestContext) -> Source | None:
         return self._sources.find(ctx.ns, ctx.name)
@@ -102,8 +100,7 @@ class PullThrough:
                            accepted: tuple[str, ...] | None = None) -> Manifest:
         mirror = self._mirror(ctx)
         if mirror is None:
-            manifest: Manifest = await self._inner.get_manifest(ctx, reference, accepted)
-            return manifest
+            return await self._inner.get_manifest(ctx, reference, accepted)
         if is_digest(reference):
             return await self._by_digest(mirror, ctx, reference, accepted)
         return await self._by_tag(mirror, ctx, reference, accepted)
@@ -114,8 +111,7 @@ class PullThrough:
         if pending is not None and ctx.caller is None:
             return pending
         try:
-            held: Manifest = await self._inner.get_manifest(ctx, digest, accepted)
-            return held
+            return await self._inner.get_manifest(ctx, digest, accepted)
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise  # a caller with keys of its own that may not read the repository
@@ -401,8 +397,7 @@ class PullThrough:
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
         mirror = self._blob_source(ctx, digest)
         if mirror is None:
-            size: int | None = await self._inner.stat_blob(ctx, digest)
-            return size
+            return await self._inner.stat_blob(ctx, digest)
         await self._check_caller(ctx, digest)
         arriving, copy = await self._arriving(mirror, ctx, digest)
         if arriving is not None and arriving.tee.size is not None:
@@ -419,8 +414,7 @@ class PullThrough:
             if exc.error in _MISSES:
                 return None
             raise
-        found: int | None = await self._inner.stat_blob(ctx, digest)
-        return found
+        return await self._inner.stat_blob(ctx, digest)
 
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation:
@@ -436,8 +430,7 @@ class PullThrough:
             if await self._held_blob_size(ctx, digest, copy) is None:
                 raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
             return await self._settled_location(ctx, digest, fresh)
-        location: BlobLocation = await self._inner.locate_blob(ctx, digest, fresh=fresh)
-        return location
+        return await self._inner.locate_blob(ctx, digest, fresh=fresh)
 
     async def _settled_location(self, ctx: RequestContext, digest: str,
                                 fresh: bool) -> BlobLocation:
@@ -459,21 +452,17 @@ class PullThrough:
     # -- everything else is the inner backend's ---------------------------------------------
 
     async def start_upload(self, ctx: RequestContext) -> UploadStatus:
-        status: UploadStatus = await self._inner.start_upload(ctx)
-        return status
+        return await self._inner.start_upload(ctx)
 
     async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
-        mounted: bool = await self._inner.mount_blob(ctx, digest, source)
-        return mounted
+        return await self._inner.mount_blob(ctx, digest, source)
 
     async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:
-        status: UploadStatus = await self._inner.upload_status(ctx, upload_id)
-        return status
+        return await self._inner.upload_status(ctx, upload_id)
 
     async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None) -> UploadStatus:
-        status: UploadStatus = await self._inner.write_upload(ctx, upload_id, chunks, start)
-        return status
+        return await self._inner.write_upload(ctx, upload_id, chunks, start)
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         await self._inner.finish_upload(ctx, upload_id, digest)
@@ -483,24 +472,20 @@ class PullThrough:
 
     async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
-        digest: str = await self._inner.put_manifest(ctx, reference, body, parsed)
-        return digest
+        return await self._inner.put_manifest(ctx, reference, body, parsed)
 
     async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
         await self._inner.delete_manifest(ctx, reference)
 
     async def list_tags(self, ctx: RequestContext) -> list[str]:
-        tags: list[str] = await self._inner.list_tags(ctx)
-        return tags
+        return await self._inner.list_tags(ctx)
 
     async def list_repositories(self, ctx: RequestContext) -> list[str]:
-        names: list[str] = await self._inner.list_repositories(ctx)
-        return names
+        return await self._inner.list_repositories(ctx)
 
     async def referrers(self, ctx: RequestContext, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
-        found: list[Descriptor] = await self._inner.referrers(ctx, digest, artifact_type)
-        return found
+        return await self._inner.referrers(ctx, digest, artifact_type)
 
     async def close(self) -> None:
         """Let background copies finish their current call, then stop them."""

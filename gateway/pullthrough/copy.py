@@ -7,15 +7,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 from gateway.oci import errors as oci
+from gateway.oci.backend import Registry
 from gateway.oci.errors import OciError
 from gateway.oci.request import RequestContext
 from gateway.pullthrough.upstream import OciUpstream
 
 
-async def copy_blob(upstream: OciUpstream, source: str, backend: Any, ctx: RequestContext,
+async def copy_blob(upstream: OciUpstream, source: str, backend: Registry,
+                    ctx: RequestContext,
                     digest: str, progress: Callable[[int], None] | None = None,
                     size: int | None = None) -> bool:
     """Copy ``source@digest`` into ``ctx.name``; False when the backend holds it already (one

@@ -22,11 +22,12 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import aiohttp
 import yaml
 
+from gateway.backends.router import Storage
 from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, parse_manifest
@@ -139,7 +140,8 @@ class Progress:
 
 
 class Syncer:
-    def __init__(self, backend: Any, http: aiohttp.ClientSession, parallel: int = 4) -> None:
+    def __init__(self, backend: Storage, http: aiohttp.ClientSession,
+                 parallel: int = 4) -> None:
         self._backend = backend
         self._http = http
         self._limit = asyncio.Semaphore(parallel)
@@ -211,7 +213,8 @@ class Syncer:
         outcome.result = "copied"
 
 
-async def run_sync(backend: Any, jobs: list[Job], out: TextIO, parallel: int = 4) -> int:
+async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,
+                   parallel: int = 4) -> int:
     async with aiohttp.ClientSession(auto_decompress=False) as http:
         syncer = Syncer(backend, http, parallel)
         images, unlisted = await syncer.plan(jobs)

@@ -68,14 +68,14 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
 async def _run(config: Config, jobs: list[Job], parallel: int) -> int:
     from aiohttp import web
 
-    from gateway.app import build_app
-    from gateway.oci.context import REGISTRY
+    from gateway.app import STORAGE, build_app
     from gateway.pullthrough.sync import run_sync
 
     app = build_app(config)
     runner = web.AppRunner(app)
     await runner.setup()  # the backend's clients and stores, no listening socket
     try:
-        return await run_sync(app[REGISTRY], jobs, sys.stdout, parallel)
+        # Straight into storage: a destination is ECR's, never filled from an upstream.
+        return await run_sync(app[STORAGE], jobs, sys.stdout, parallel)
     finally:
         await runner.cleanup()
