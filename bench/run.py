@@ -130,7 +130,7 @@ class Bench:
         self.proxy: Gateway | None = None
         self.cached: Gateway | None = None
         self.embedded: Gateway | None = None
-        self.containerd: Any = None  # tests.support.clients.Containerd, for the ctr rows
+        self.containerd = False  # whether the ctr rows can run
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -157,16 +157,9 @@ class Bench:
         gateways.append(self.embedded)
         with ThreadPoolExecutor(len(gateways)) as pool:
             list(pool.map(lambda g: g.start(), gateways))
-        self.containerd = start_containerd(self.log)
-        if self.containerd is not None:
-            for registry in (self.reference, self.redirect, self.cached):
-                if registry is not None:  # plain HTTP, pulled and resolved from itself
-                    url = f"http://{registry.host}"
-                    self.containerd.mirror(registry.host, url, url)
+        self.containerd = containerd_available(self.log)
 
     def stop(self) -> None:
-        if self.containerd is not None:
-            self.containerd.stop()
         for gateway in (self.redirect, self.proxy, self.cached, self.embedded, self.page_cache):
             if gateway is not None:
                 gateway.stop()
@@ -235,7 +228,7 @@ class Bench:
                     if key == "pull_redirect":
                         cpu.setdefault("pull", []).append(
                             (cpu_seconds(self.redirect.pid) - before) / gib)
-            if self.containerd is not None:
+            if self.containerd:
                 # What nodes use: containerd's fetch, each side in turn, the order reversed.
                 fetched: list[tuple[str, ReferenceRegistry | Gateway]] = [
                     ("fetch_ref", self.reference), ("fetch_redirect", self.redirect)]
@@ -373,15 +366,21 @@ class Bench:
 
     def _ctr_fetch(self, registry: ReferenceRegistry | Gateway, repo: str) -> float:
         """``ctr content fetch`` of the image (manifest, config, layer into containerd's
-        content store, each digest checked); the store is emptied again after it."""
-        started = time.perf_counter()
-        self.containerd.ctr("content", "fetch", "--hosts-dir", str(self.containerd.hosts_dir),
-                            f"{registry.host}/{repo}:v1", timeout=900)
-        seconds = time.perf_counter() - started
-        stored = self.containerd.ctr("content", "ls", "-q").stdout.split()
-        if stored:
-            self.containerd.ctr("content", "rm", *stored)
-        return seconds
+        content store, each digest checked) by a containerd of its own, started before the
+        clock: a store that held the blobs once, even deleted, fetches nothing again (its
+        files stay until containerd's garbage collection)."""
+        from tests.support.clients import Containerd
+
+        node = Containerd().start()
+        try:
+            url = f"http://{registry.host}"  # plain HTTP, pulled and resolved from itself
+            node.mirror(registry.host, url, url)
+            started = time.perf_counter()
+            node.ctr("content", "fetch", "--hosts-dir", str(node.hosts_dir),
+                     f"{registry.host}/{repo}:v1", timeout=900)
+            return time.perf_counter() - started
+        finally:
+            node.stop()
 
     def manifest_head(self) -> None:
         """Row 5: manifest HEAD by digest and by tag, 64 concurrent clients."""
@@ -779,14 +778,12 @@ def config_has(section: str, key: str) -> bool:
     return key in {f.name for f in dataclasses.fields(cls)}
 
 
-def start_containerd(log: Callable[[str], None]) -> Any:
-    """A private containerd for the ``ctr content fetch`` rows (None where there is none)."""
-    from tests.support.clients import Containerd
-
+def containerd_available(log: Callable[[str], None]) -> bool:
+    """Whether containerd and ctr are installed, for the ``ctr content fetch`` rows."""
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         log("  containerd not installed: the ctr fetch rows read n/a")
-        return None
-    return Containerd().start()
+        return False
+    return True
 
 
 def blob_cache_supported() -> bool:
