@@ -30,13 +30,9 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.state.peers import PROOF_HEADER, StagedPeers
+from gateway.state.peers import PROOF_HEADER, StagedPeers, spool_subject
 
 log = logging.getLogger(__name__)
-
-def spool_subject(upload_id: str) -> str:
-    """What a peer's proof for an upload's spool is computed over (never a digest)."""
-    return f"spool:{upload_id}"
 
 
 async def adopt_spool(peers: StagedPeers, http: aiohttp.ClientSession, spool: Path,

@@ -11,13 +11,12 @@ from typing import Protocol
 
 from aiohttp import web
 
-from gateway.ecr.adopt import spool_subject
 from gateway.oci.context import BLOB_CACHE
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN, DENIED, OciError
 from gateway.oci.files import send_file
 from gateway.oci.ranges import parse_file_range
-from gateway.state.peers import PROOF_HEADER, StagedPeers
+from gateway.state.peers import PROOF_HEADER, StagedPeers, spool_subject
 
 # This replica's staged-blob registry (set with state.backend redis).
 STAGED_PEERS = web.AppKey("staged_peers", StagedPeers)

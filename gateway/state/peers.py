@@ -44,6 +44,13 @@ from gateway.state.connect import RedisConnection
 log = logging.getLogger(__name__)
 
 PROOF_HEADER = "X-Peer-Proof"
+
+
+def spool_subject(upload_id: str) -> str:
+    """What a peer's proof for an upload's spool is computed over (never a digest)."""
+    return f"spool:{upload_id}"
+
+
 # Only on a session that still exists: a finished or dropped one leaves nothing behind.
 _NOTE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'spool', ARGV[1]) end
