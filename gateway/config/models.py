@@ -131,9 +131,9 @@ class PullThroughConfig(Section):
     timeout_seconds: Seconds = 30.0
     """Connect and read timeout of each upstream request."""
     token_realm_hosts: list[str] = Field(default_factory=list)
-    """Hosts besides the upstream's own and its domain's that its token realm may name (e.g.
-    ``authn.nvidia.com`` for ``nvcr.io``): the credentials and token requests go to no
-    other host."""
+    """Hosts besides the upstream's own (and the known realm of a well-known registry, such as
+    ``auth.docker.io`` for ``registry-1.docker.io``) that its token realm may name: the
+    credentials and token requests go to no other host. A shared domain is not enough."""
 
     def password(self) -> str | None:
         if not self.password_file:

@@ -2,11 +2,12 @@
 docker token flow (anonymous or with credentials) or Basic auth, whichever the registry's
 challenge asks for.
 
-A challenge's token realm is asked only when it is the upstream's own host, a host of the
-upstream's domain (``registry-1.docker.io`` → ``auth.docker.io``) or one the configuration
-lists (``token_realm_hosts``), over https (http only on loopback): an upstream never points
-the gateway's credentials, or its requests, at another host. Redirects to another origin
-lose the Authorization header (aiohttp drops it).
+A challenge's token realm is asked only when it is the upstream's own host, the known realm
+of a well-known registry (``registry-1.docker.io`` → ``auth.docker.io``) or one the
+configuration lists (``token_realm_hosts``), over https (http only on loopback): an upstream
+never points the gateway's credentials, or its requests, at another host. A shared domain is
+not enough: ``a.azurecr.io`` and ``b.azurecr.io`` belong to different tenants. Redirects to
+another origin lose the Authorization header (aiohttp drops it).
 
 Every manifest is checked against its digest before it is returned (a digest reference must
 match the bytes; a ``Docker-Content-Digest`` header must too); blobs are returned as streams
@@ -204,7 +205,6 @@ class OciUpstream:
         return (response.content_length if size is None else size), \
             _pieces(response, size, what)
 
-
     async def tags(self, name: str) -> list[str]:
         """Every tag of ``name`` (following the registry's ``Link`` pages)."""
         tags: list[str] = []
@@ -228,24 +228,29 @@ class OciUpstream:
         return tags
 
 
+# Registries whose token service lives on a host of its own (their documented realms).
+KNOWN_REALM_HOSTS: dict[str, tuple[str, ...]] = {
+    "registry-1.docker.io": ("auth.docker.io",),
+    "index.docker.io": ("auth.docker.io",),
+    "docker.io": ("auth.docker.io",),
+    "registry.gitlab.com": ("gitlab.com",),
+    "nvcr.io": ("authn.nvidia.com",),
+    "docker.elastic.co": ("docker-auth.elastic.co",),
+}
+
+
 def realm_allowed(realm: str, upstream_url: str, listed: tuple[str, ...] = ()) -> bool:
     """Whether a token realm may be asked (with the upstream's credentials): https (http
-    only on loopback), on the upstream's host, a host of its domain, or a listed host."""
+    only on loopback), on the upstream's own host, its well-known realm host, or a listed
+    host."""
     parts, upstream = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(upstream_url)
     host, own = (parts.hostname or "").lower(), (upstream.hostname or "").lower()
     if not host or parts.username or parts.password:
         return False
     if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
         return False
-    if host == own or host in (h.lower() for h in listed):
-        return True
-    # registry-1.docker.io's domain is docker.io; a two-label host (ghcr.io) has none of
-    # its own to share, and an address none at all.
-    labels = own.split(".")
-    if len(labels) < 3 or _is_address(own):
-        return False
-    domain = ".".join(labels[1:])
-    return host == domain or host.endswith("." + domain)
+    return (host == own or host in KNOWN_REALM_HOSTS.get(own, ())
+            or host in (h.lower() for h in listed))
 
 
 def registry_host(url: str) -> str:
@@ -321,14 +326,6 @@ def check_pull_through(upstream: PullThroughConfig) -> None:
         except OSError as exc:
             raise ConfigError("password_file",
                               f"cannot be read: {exc.strerror or exc}") from None
-
-
-def _is_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_loopback(host: str) -> bool:

@@ -1,6 +1,6 @@
 """Which token realms a pull-through upstream may send the gateway to (with its upstream
-credentials): its own host, a host of its domain, a configured one; https, or http on
-loopback."""
+credentials): its own host, a well-known registry's realm host, a configured one; https, or
+http on loopback. A shared domain is not enough: another tenant of it is another party."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from gateway.pullthrough.upstream import realm_allowed
     ("https://auth.docker.io/token", "https://registry-1.docker.io", ()),
     ("https://ghcr.io/token", "https://ghcr.io", ()),
     ("https://gitlab.com/jwt/auth", "https://registry.gitlab.com", ()),
-    ("https://authn.nvidia.com/token", "https://nvcr.io", ("authn.nvidia.com",)),
+    ("https://authn.nvidia.com/token", "https://nvcr.io", ()),
+    ("https://auth.example.net/token", "https://registry.example.com", ("auth.example.net",)),
+    ("https://mine.azurecr.io/oauth2/token", "https://mine.azurecr.io", ()),
     ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", ()),
     ("https://REGISTRY.example.com:8443/token", "https://registry.example.com", ()),
 ])
@@ -32,6 +34,11 @@ def test_the_registry_s_own_realms_are_asked(realm: str, upstream: str,
     ("https://user:pw@auth.docker.io/token", "https://registry-1.docker.io"),
     ("file:///etc/passwd", "https://registry-1.docker.io"),
     ("/token", "https://registry-1.docker.io"),
+    # A shared suffix is not a shared owner: another tenant's host, or a sibling.
+    ("https://theirs.azurecr.io/oauth2/token", "https://mine.azurecr.io"),
+    ("https://other-project.pkg.dev/token", "https://europe-docker.pkg.dev"),
+    ("https://hub.docker.io/token", "https://registry-1.docker.io"),
+    ("https://auth.example.com/token", "https://registry.example.com"),
 ])
 def test_other_hosts_are_never_asked(realm: str, upstream: str) -> None:
     assert not realm_allowed(realm, upstream)
