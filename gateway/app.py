@@ -40,6 +40,7 @@ from gateway.oci.peer import add_peer_route
 from gateway.oci.request import PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
+from gateway.pullthrough.budget import SpoolBudget
 from gateway.state import cache_events, fill_locks, session_store, staged_peers
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
@@ -193,7 +194,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                      or any(route.upstream for route in config.routes))
     app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,
                                 spool_dir=data / "staging" / "tee", fills=fills,
-                                routes=config.effective_routes()) if pulls_through else backends
+                                routes=config.effective_routes(),
+                                spool_budget=SpoolBudget(
+                                    config.blobs.staging.pullthrough_max_bytes),
+                                ) if pulls_through else backends
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
         app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
         if fills is not None:

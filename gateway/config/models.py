@@ -222,6 +222,10 @@ class StagingConfig(Section):
     """Uploaded blobs kept locally until an image references them (ECR cannot serve them)."""
 
     max_bytes: Count = 10 * 1024**3
+    pullthrough_max_bytes: Count = 10 * 1024**3
+    """Disk that blobs being pulled through from an upstream may take at once (each is
+    spooled while it is copied into ECR): a cold pull beyond it is answered 503 with
+    Retry-After, so a burst of cold pulls never fills the disk pushes stage on."""
 
 
 class BlobCacheConfig(Section):

@@ -73,8 +73,13 @@ PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through fro
                              "registry by mirror host: fetched, streamed (a blob read as it "
                              "arrives), filled, revalidated, stale "
                              "(ECR's copy served while the upstream is unavailable), "
-                             "fill_failed, rate_limited, unreachable, refused, upstream_error",
+                             "fill_failed, rate_limited, unreachable, refused, upstream_error, "
+                             "spool_full (a cold blob refused: the spool budget is taken)",
                              ["registry", "event"], registry=REGISTRY)
+PULLTHROUGH_SPOOL_BYTES = Gauge("ecr_gateway_pullthrough_spool_bytes",
+                                "Disk taken now by blobs being pulled through (spooled while "
+                                "they are copied into ECR), bounded by "
+                                "blobs.staging.pullthrough_max_bytes", registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
 # What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and

@@ -49,6 +49,7 @@ from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
 from gateway.oci.request import RequestContext
 from gateway.pullthrough import events
+from gateway.pullthrough.budget import DEFAULT_SPOOL_MAX_BYTES, SpoolBudget, SpoolClaim
 from gateway.pullthrough.sources import Source, Sources
 from gateway.pullthrough.tee import Tee
 from gateway.pullthrough.upstream import UpstreamError
@@ -70,8 +71,10 @@ class PullThrough:
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
-                 routes: list[RouteConfig] | None = None) -> None:
+                 routes: list[RouteConfig] | None = None,
+                 spool_budget: SpoolBudget | None = None) -> None:
         self._inner = inner
+        self._spool_budget = spool_budget or SpoolBudget(DEFAULT_SPOOL_MAX_BYTES)
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
         self._sources = Sources(mirrors, routes or [], http, password_of)
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
@@ -85,7 +88,6 @@ class PullThrough:
         self._repositories: set[tuple[str, str]] = set()  # created (or found) this process
         self._creations: SingleFlight[None] = SingleFlight("pullthrough_repository")
         self._background: set[asyncio.Task[None]] = set()
-
 
     def _mirror(self, ctx: RequestContext) -> Source | None:
         return self._sources.find(ctx.ns, ctx.name)
@@ -309,20 +311,27 @@ class PullThrough:
     async def _copy_once(self, mirror: Source, ctx: RequestContext, digest: str,
                          source: asyncio.Future[Tee | None], expected: int | None) -> None:
         """Read the upstream once into a tee (never more than the ``expected`` size a
-        manifest gave); ECR's upload and the waiting clients read it."""
+        manifest gave, and only while the spool budget has room); ECR's upload and the
+        waiting clients read it."""
+        claim = self._spool_budget.claim()
         try:
             await self._ensure_repository(mirror, ctx)
             with contextlib.suppress(OciError):
                 if await self._inner.stat_blob(ctx, digest) is not None:
                     source.set_result(None)
                     return
+            if expected is not None:  # all of it before the first byte: refused cleanly
+                self._take(mirror, ctx, claim, expected, digest)
             try:
                 size, chunks = await mirror.upstream.blob(mirror.upstream_name(ctx.name),
                                                           digest, expected)
             except UpstreamError as exc:
                 events.record(ctx, mirror.registry, _outcome(exc))
                 raise _client_error(mirror, ctx.name, digest, exc) from None
+            if expected is None:  # as the bytes arrive
+                chunks = self._metered(mirror, ctx, claim, chunks, digest)
         except BaseException as exc:
+            claim.release()
             source.set_exception(exc)
             source.exception()  # retrieved: the task raises it too
             raise
@@ -349,6 +358,27 @@ class PullThrough:
             # Freeing a large spool's pages takes a while: not on the event loop.
             tee.retire()  # on the event loop: no reader starts from here on
             await asyncio.shield(asyncio.to_thread(tee.close))
+            claim.release()
+
+    def _take(self, mirror: Source, ctx: RequestContext, claim: SpoolClaim, size: int,
+              digest: str) -> None:
+        try:
+            claim.take(size, digest)
+        except OciError:
+            events.record(ctx, mirror.registry, "spool_full")
+            log.warning("pull-through of %s@%s refused: the spool budget of %d bytes is "
+                        "taken (%d in use)", ctx.name, digest, self._spool_budget.max_bytes,
+                        self._spool_budget.in_use)
+            raise
+
+    async def _metered(self, mirror: Source, ctx: RequestContext, claim: SpoolClaim,
+                       pieces: AsyncGenerator[bytes, None],
+                       digest: str) -> AsyncGenerator[bytes, None]:
+        """A blob of unknown size takes its share of the budget piece by piece."""
+        async with contextlib.aclosing(pieces) as upstream:
+            async for piece in upstream:
+                self._take(mirror, ctx, claim, len(piece), digest)
+                yield piece
 
     async def _store_blob(self, ctx: RequestContext, digest: str, tee: Tee) -> None:
         """The tee's bytes into ECR at the upload path's own pace (never completed before

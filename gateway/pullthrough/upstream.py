@@ -26,7 +26,7 @@ import logging
 import re
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -193,7 +193,7 @@ class OciUpstream:
             return response.headers.get("Docker-Content-Digest")
 
     async def blob(self, name: str, digest: str, size: int | None = None
-                   ) -> tuple[int | None, AsyncIterator[bytes]]:
+                   ) -> tuple[int | None, AsyncGenerator[bytes, None]]:
         """The blob's size (``size``, what a manifest naming it says, else the registry's
         word if any) and its bytes, unverified but never more than ``size``."""
         what = f"blob {name}@{digest}"
@@ -292,7 +292,7 @@ def _scope(name: str) -> str:
 
 
 async def _pieces(response: aiohttp.ClientResponse, limit: int | None,
-                  what: str) -> AsyncIterator[bytes]:
+                  what: str) -> AsyncGenerator[bytes, None]:
     """The body in the pieces the connection delivered (up to 256 KiB each): joining them
     into larger chunks would copy every byte once more, into fresh pages. Never more than
     ``limit`` bytes."""
