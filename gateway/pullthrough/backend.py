@@ -209,8 +209,9 @@ class PullThrough:
     async def _copy_and_put(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
                             parsed: ParsedManifest) -> None:
         try:
-            # The blobs' upstream reads start at once (each copy creates the repository
-            # first, once): a client asking for them next finds them on their way.
+            # The blobs' upstream reads start at once (the repository is created, once, as
+            # the first copy into ECR begins): a client asking for them next finds them on
+            # their way.
             if parsed.children:
                 await self._copy_children(mirror, ctx, parsed.children)
             else:
@@ -315,7 +316,6 @@ class PullThrough:
         waiting clients read it."""
         claim = self._spool_budget.claim()
         try:
-            await self._ensure_repository(mirror, ctx)
             with contextlib.suppress(OciError):
                 if await self._inner.stat_blob(ctx, digest) is not None:
                     source.set_result(None)
@@ -343,6 +343,9 @@ class PullThrough:
             # following the tee for this process's CPU: it starts once the upstream's bytes
             # are in and those clients are served (or have been given a fair while).
             await tee.quiet(_CLIENTS_FIRST_SECONDS)
+            # Only now that the upstream has sent the blob: a caller asking for names the
+            # upstream does not hold must not fill ECR's repository quota with empty ones.
+            await self._ensure_repository(mirror, ctx)
             await self._store_blob(ctx, digest, tee)
         except asyncio.CancelledError:
             fill.cancel()

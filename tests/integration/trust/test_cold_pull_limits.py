@@ -3,7 +3,8 @@ images ECR does not hold, and each cold blob is spooled to the gateway's disk wh
 copied into ECR. The spools in flight never take more than
 ``blobs.staging.pullthrough_max_bytes``: a blob that does not fit is refused with a 503 and
 Retry-After before the upstream is asked for it, and a blob of unknown size is cut off
-where the budget ends.
+where the budget ends. Nor does a cold pull of a name the upstream does not hold create an
+ECR repository.
 
 The upstream is a small server in this process that can hold a layer's transfer open.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Server
 
@@ -154,3 +155,27 @@ async def test_a_blob_of_unknown_size_is_cut_off_where_the_budget_ends(
             assert await _spool_bytes(session, gw) == 0
     assert source.endless_sent < BUDGET + 32 * MiB, \
         f"the gateway read {source.endless_sent // MiB} MiB of a blob of unknown size"
+
+
+async def test_names_the_upstream_does_not_hold_create_no_ecr_repository(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """ECR's repositories are a quota of the whole account (10,000 by default): a caller
+    asking for blobs under made-up names must not create one per name."""
+
+    async def nothing(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]},
+                                 status=404)
+
+    async with Server(nothing) as hostile:
+        with GatewayProcess(tmp_path / "gw", _config(hostile.url),
+                            upstream_url=upstream.url) as gw:
+            for index in range(3):
+                async with session.get(f"{gw.url}/v2/made-up/name{index}/blobs/"
+                                       f"{_digest(b'x%d' % index)}", params=NS) as r:
+                    body = await r.read()
+                    assert r.status == 404, (r.status, body[:300])
+                    assert json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+    async with ecr_client(upstream.url) as ecr:
+        found = await ecr.describe_repositories()
+    names = [repository["repositoryName"] for repository in found["repositories"]]
+    assert not [name for name in names if "made-up" in name], names
