@@ -12,9 +12,11 @@ The upstream is a small server in this process that can hold a layer's transfer 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +24,7 @@ from aiohttp import web
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Server
+from tests.support.hostile import Handler, Server
 
 MiB = 1024 * 1024
 BUDGET = 64 * MiB
@@ -86,6 +88,16 @@ def _config(url: str) -> dict[str, object]:
             "blobs": {"staging": {"pullthrough_max_bytes": BUDGET}}}
 
 
+@contextlib.asynccontextmanager
+async def _gateway(handler: Handler, upstream: EmulatorProcess,
+                   tmp_path: Path) -> AsyncIterator[tuple[Server, GatewayProcess]]:
+    """A gateway whose docker.io mirror pulls through ``handler``, with a 64 MiB spool."""
+    async with Server(handler) as source:
+        with GatewayProcess(tmp_path / "gw", _config(source.url),
+                            upstream_url=upstream.url) as gw:
+            yield source, gw
+
+
 async def _spool_bytes(session: aiohttp.ClientSession, gw: GatewayProcess) -> float:
     async with session.get(f"{gw.url}/metrics") as r:
         text = await r.text()
@@ -97,62 +109,58 @@ async def _spool_bytes(session: aiohttp.ClientSession, gw: GatewayProcess) -> fl
 async def test_cold_pulls_beyond_the_spool_budget_are_refused_before_the_upstream_is_asked(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     source = _Upstream()
-    async with Server(source) as hostile:
-        with GatewayProcess(tmp_path / "gw", _config(hostile.url),
-                            upstream_url=upstream.url) as gw:
-            async with session.get(f"{gw.url}/v2/library/a/manifests/v1", params=NS) as r:
-                assert r.status == 200, await r.text()
-            layer_a, layer_b = (_digest(source.layers[n]) for n in "ab")
-            for _ in range(200):  # a's layer is being copied (and held open upstream)
-                if any(path.endswith(layer_a) for path, _ in hostile.seen):
-                    break
-                await asyncio.sleep(0.05)
-            assert await _spool_bytes(session, gw) >= 40 * MiB
+    async with _gateway(source, upstream, tmp_path) as (hostile, gw):
+        async with session.get(f"{gw.url}/v2/library/a/manifests/v1", params=NS) as r:
+            assert r.status == 200, await r.text()
+        layer_a, layer_b = (_digest(source.layers[n]) for n in "ab")
+        for _ in range(200):  # a's layer is being copied (and held open upstream)
+            if any(path.endswith(layer_a) for path, _ in hostile.seen):
+                break
+            await asyncio.sleep(0.05)
+        assert await _spool_bytes(session, gw) >= 40 * MiB
 
-            async with session.get(f"{gw.url}/v2/library/b/manifests/v1", params=NS) as r:
-                assert r.status == 200, await r.text()
-            async with session.get(f"{gw.url}/v2/library/b/blobs/{layer_b}", params=NS) as r:
-                body = await r.read()
-                assert r.status == 503, (r.status, body[:300])
-                assert r.headers.get("Retry-After") == "10"
-                (error,) = json.loads(body)["errors"]
-                assert error["code"] == "UNAVAILABLE"
-                assert error["detail"]["spool_max_bytes"] == BUDGET
-            assert not any(path.endswith(layer_b) for path, _ in hostile.seen), \
-                "the upstream was asked for a blob the spool had no room for"
-            assert await _spool_bytes(session, gw) <= BUDGET
+        async with session.get(f"{gw.url}/v2/library/b/manifests/v1", params=NS) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(f"{gw.url}/v2/library/b/blobs/{layer_b}", params=NS) as r:
+            body = await r.read()
+            assert r.status == 503, (r.status, body[:300])
+            assert r.headers.get("Retry-After") == "10"
+            (error,) = json.loads(body)["errors"]
+            assert error["code"] == "UNAVAILABLE"
+            assert error["detail"]["spool_max_bytes"] == BUDGET
+        assert not any(path.endswith(layer_b) for path, _ in hostile.seen), \
+            "the upstream was asked for a blob the spool had no room for"
+        assert await _spool_bytes(session, gw) <= BUDGET
 
-            source.release.set()  # a's copy ends and gives its share back
-            for _ in range(400):
-                if await _spool_bytes(session, gw) == 0:
-                    break
-                await asyncio.sleep(0.05)
-            async with session.get(f"{gw.url}/v2/library/b/blobs/{layer_b}", params=NS) as r:
-                assert r.status == 200, await r.text()
-                assert await r.read() == source.layers["b"]
+        source.release.set()  # a's copy ends and gives its share back
+        for _ in range(400):
+            if await _spool_bytes(session, gw) == 0:
+                break
+            await asyncio.sleep(0.05)
+        async with session.get(f"{gw.url}/v2/library/b/blobs/{layer_b}", params=NS) as r:
+            assert r.status == 200, await r.text()
+            assert await r.read() == source.layers["b"]
 
 
 async def test_a_blob_of_unknown_size_is_cut_off_where_the_budget_ends(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     source = _Upstream()
-    async with Server(source) as hostile:
-        with GatewayProcess(tmp_path / "gw", _config(hostile.url),
-                            upstream_url=upstream.url) as gw:
-            # Asked for by digest with no manifest before it: neither the gateway nor the
-            # upstream's answer (chunked) says how large it is.
-            async with session.get(f"{gw.url}/v2/library/a/blobs/{source.endless}",
-                                   params=NS) as r:
-                with_body = r.status
-                try:
-                    await r.read()
-                except aiohttp.ClientPayloadError:
-                    pass  # the transfer broke off: what a client must see
-            assert with_body in (200, 503)
-            for _ in range(200):
-                if await _spool_bytes(session, gw) == 0:
-                    break
-                await asyncio.sleep(0.05)
-            assert await _spool_bytes(session, gw) == 0
+    async with _gateway(source, upstream, tmp_path) as (_, gw):
+        # Asked for by digest with no manifest before it: neither the gateway nor the
+        # upstream's answer (chunked) says how large it is.
+        async with session.get(f"{gw.url}/v2/library/a/blobs/{source.endless}",
+                               params=NS) as r:
+            with_body = r.status
+            try:
+                await r.read()
+            except aiohttp.ClientPayloadError:
+                pass  # the transfer broke off: what a client must see
+        assert with_body in (200, 503)
+        for _ in range(200):
+            if await _spool_bytes(session, gw) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _spool_bytes(session, gw) == 0
     assert source.endless_sent < BUDGET + 32 * MiB, \
         f"the gateway read {source.endless_sent // MiB} MiB of a blob of unknown size"
 
@@ -166,15 +174,13 @@ async def test_names_the_upstream_does_not_hold_create_no_ecr_repository(
         return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]},
                                  status=404)
 
-    async with Server(nothing) as hostile:
-        with GatewayProcess(tmp_path / "gw", _config(hostile.url),
-                            upstream_url=upstream.url) as gw:
-            for index in range(3):
-                async with session.get(f"{gw.url}/v2/made-up/name{index}/blobs/"
-                                       f"{_digest(b'x%d' % index)}", params=NS) as r:
-                    body = await r.read()
-                    assert r.status == 404, (r.status, body[:300])
-                    assert json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+    async with _gateway(nothing, upstream, tmp_path) as (_, gw):
+        for index in range(3):
+            async with session.get(f"{gw.url}/v2/made-up/name{index}/blobs/"
+                                   f"{_digest(b'x%d' % index)}", params=NS) as r:
+                body = await r.read()
+                assert r.status == 404, (r.status, body[:300])
+                assert json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
     async with ecr_client(upstream.url) as ecr:
         found = await ecr.describe_repositories()
     names = [repository["repositoryName"] for repository in found["repositories"]]
