@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import queue
 import threading
-
-from gateway.pullthrough.directwrite import DirectAppender
 
 
 class Spooler:
@@ -58,23 +57,16 @@ class Spooler:
         await asyncio.wait([self._done])
 
     def _run(self) -> None:
-        appender = DirectAppender(self._fd, self._written)
         try:
             while (piece := self._pieces.get()) is not None and not self._abandoned:
-                self._hash.update(piece)  # releases the GIL
-                appender.write(piece)
-            if not self._abandoned:
-                appender.finish()
+                self._hash.update(piece)  # both release the GIL
+                _write_all(self._fd, piece)
+                self.spooled += len(piece)
+                self._wake_if_waited()
         except BaseException as exc:  # the disk: told to the loop, which fails the tee
             self.failure = exc
-        finally:
-            appender.close()  # no write under way once the descriptor is the caller's
         self._wake_if_waited(True)
         self._wake(self._done)
-
-    def _written(self, total: int) -> None:
-        self.spooled = total
-        self._wake_if_waited()
 
     def _wake_if_waited(self, always: bool = False) -> None:
         waiting = self._waiting
@@ -84,6 +76,12 @@ class Spooler:
     def _wake(self, future: asyncio.Future[None]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed (the process stops)
             self._loop.call_soon_threadsafe(_settle, future)
+
+
+def _write_all(fd: int, piece: bytes) -> None:
+    view = memoryview(piece)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _settle(future: asyncio.Future[None]) -> None:

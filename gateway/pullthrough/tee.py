@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 
 _READ = 1 << 20
 # Bytes received but not yet hashed and spooled: past this the upstream's reads wait for the
-# spooler (memory stays bounded when the disk is slower than the network). More than twice
-# directwrite.BUFFER: the spooler holds back up to one block until it is full.
+# spooler (memory stays bounded when the disk is slower than the network).
 _UNSPOOLED_MAX = 16 << 20
 # Spooled bytes still kept in memory behind the newest: a client a few pieces behind takes
 # them from there (no copy, no read back from the spool in a worker thread).

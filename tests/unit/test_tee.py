@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gateway.oci.errors import OciError
-from gateway.pullthrough import directwrite
+from gateway.pullthrough import spooler as spooler_module
 from gateway.pullthrough import tee as tee_module
 from gateway.pullthrough.tee import Tee
 
@@ -113,17 +113,14 @@ async def test_a_reader_that_falls_behind_reads_the_spool(
 async def test_memory_holds_a_bounded_amount_ahead_of_a_slow_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tee_module, "_UNSPOOLED_MAX", 512 * 1024)
-    # Blocks well below that bound (the spooler holds back at most one until it is full).
-    monkeypatch.setattr(directwrite, "BUFFER", 64 * 1024)
-    monkeypatch.setattr(directwrite, "_spare", [])
 
-    pwrite = directwrite._pwrite
+    write_all = spooler_module._write_all
 
-    def slow_write(fd: int, view: memoryview, offset: int) -> None:
-        time.sleep(0.002)
-        pwrite(fd, view, offset)
+    def slow_write(fd: int, piece: bytes) -> None:
+        time.sleep(0.02)
+        write_all(fd, piece)
 
-    monkeypatch.setattr(directwrite, "_pwrite", slow_write)
+    monkeypatch.setattr(spooler_module, "_write_all", slow_write)
     tee = Tee(tmp_path, DIGEST, SIZE)
     ahead: list[int] = []
 
@@ -139,10 +136,10 @@ async def test_memory_holds_a_bounded_amount_ahead_of_a_slow_disk(
 
 async def test_a_failing_disk_fails_the_fill_and_its_readers(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def full(fd: int, view: memoryview, offset: int) -> None:
+    def full(fd: int, piece: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(directwrite, "_pwrite", full)
+    monkeypatch.setattr(spooler_module, "_write_all", full)
     assert await _read_failing(Tee(tmp_path, DIGEST, SIZE), CHUNKS) < SIZE
     # Said as what it is: this gateway's disk, not the upstream's transfer.
     tee = Tee(tmp_path, DIGEST, SIZE)
