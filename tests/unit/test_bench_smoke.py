@@ -13,7 +13,8 @@ from tests.conftest import require_tool
 
 ROWS = {
     "push", "push_embedded", "pull_redirect", "pull_proxy", "pull_cache", "push_cpu",
-    "push_emulator_cpu", "pull_cpu", "fetch_redirect", "fetch_cache", "bare",
+    "push_cpu_floor", "push_emulator_cpu", "push_emulator_cpu_floor", "pull_cpu",
+    "fetch_redirect", "fetch_cache", "bare",
     "head_digest_rps", "head_digest_p99",
     "head_tag_rps", "head_tag_p99",
     "memory_peak", "memory_flat", "memory_idle", "concurrent_push_ok", "concurrent_push_tput",
