@@ -24,7 +24,7 @@ ROWS = {
     "sync_throughput",
     "listings_tags_calls", "listings_tags_p99", "listings_catalog_calls", "listings_catalog_p99",
     "growth_push_1", "growth_push_2", "growth_push_3", "growth_push_4", "growth_time_linear",
-    "growth_memory_flat", "growth_concurrency", "growth_concurrency_tput",
+    "growth_memory_flat", "growth_concurrency", "growth_concurrency_cpu", "growth_concurrency_tput",
     "growth_concurrency_memory",
 }
 
