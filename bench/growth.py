@@ -22,12 +22,13 @@ import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import ocihttp
 from bench.images import FreshBytes
 from bench.report import Row
-from bench.services import peak_rss, reset_peak_rss, rss
+from bench.services import cpu_seconds, peak_rss, reset_peak_rss, rss
 
 if TYPE_CHECKING:
     from bench.run import Bench
@@ -112,8 +113,32 @@ def _with_tail(base: list[bytes], tail: bytes) -> Iterator[bytes]:
     yield tail
 
 
-def _push_concurrently(url: str, pid: int, fresh: FreshBytes, levels: tuple[int, ...],
-                       size: int) -> list[dict[str, Any]]:
+def _cpu(pid: int, emulator_pid: int) -> dict[str, float]:
+    """CPU-s so far of the gateway, the emulator and this process (the pushing client)."""
+    own = os.times()
+    return {"gateway": cpu_seconds(pid), "emulator": cpu_seconds(emulator_pid),
+            "client": own.user + own.system}
+
+
+def _machine_idle() -> float:
+    """CPU-s the whole machine has spent idle so far (all CPUs; /proc/stat's idle + iowait):
+    during a step, what was left for more work, by this run or by anything else."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+def _calls(log: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The emulator's calls by action: how many, and their summed duration in seconds."""
+    out: dict[str, dict[str, float]] = {}
+    for entry in log:
+        call = out.setdefault(entry["action"], {"count": 0, "seconds": 0.0})
+        call["count"] += 1
+        call["seconds"] += entry.get("duration_ms", 0.0) / 1000
+    return out
+
+
+def _push_concurrently(url: str, pid: int, emulator: Any, fresh: FreshBytes,
+                       levels: tuple[int, ...], size: int) -> list[dict[str, Any]]:
     # One shared body with a distinct 64-byte tail per push: distinct blobs, and the client
     # hashes each body once instead of once per push.
     base = list(fresh.chunks(size - 64))
@@ -143,12 +168,22 @@ def _push_concurrently(url: str, pid: int, fresh: FreshBytes, levels: tuple[int,
 
                 before = rss(pid)
                 reset_peak_rss(pid)
+                emulator.clear_requests()
+                cpu = _cpu(pid, emulator.pid)
+                idle = _machine_idle()
                 started = time.monotonic()
                 await asyncio.gather(*(gated(gate, level, i) for i in range(count)))
                 seconds = time.monotonic() - started
+                idle = (_machine_idle() - idle) / seconds
+                gib = count * size / GiB
+                spent = {key: (value - cpu[key]) / gib
+                         for key, value in _cpu(pid, emulator.pid).items()}
                 out.append({"level": level, "blobs": count, "seconds": seconds,
                             "mib_s": count * size / MiB / seconds, "peak": peak_rss(pid),
-                            "rss_before": before})
+                            "rss_before": before, "cpu_per_gib": spent,
+                            "cpus_busy": sum(spent.values()) * gib / seconds,
+                            "cpus_idle": idle,
+                            "emulator_calls": _calls(emulator.requests())})
         return out
 
     return asyncio.run(run())
@@ -192,19 +227,29 @@ def run(bench: Bench) -> Iterator[Row]:
               extra={"short": "peak RSS growth, largest blob (MiB)"})
 
     size = profile.concurrent_size
-    levels = _push_concurrently(gateway.url, gateway.pid, bench.fresh, profile.concurrency,
-                                size)
+    levels = _push_concurrently(gateway.url, gateway.pid, bench.emulator, bench.fresh,
+                                profile.concurrency, size)
     bench.raw["growth"] = {"sizes": pushed, "concurrency": levels, "part_size": bench.part,
                            "free_disk": free}
     yield Row("growth_concurrency", f"pushes of distinct {label(size)} blobs at once: "
               "MiB/s and gateway peak RSS", "information",
               measured="; ".join(f"{lv['level']}: {lv['mib_s']:.0f} MiB/s, peak "
                                  f"{lv['peak'] / MiB:.0f} MiB" for lv in levels))
+    yield Row("growth_concurrency_cpu", "the same pushes: CPU-s per GiB of gateway + "
+              "emulator + client, CPUs they kept busy, CPUs the machine left idle, emulator "
+              "seconds per blob in UploadLayerPart / CompleteLayerUpload", "information",
+              measured="; ".join(_cpu_text(lv) for lv in levels))
     one, most = levels[0], levels[-1]
     ratio = most["mib_s"] / one["mib_s"]
+    cpu_one = sum(one["cpu_per_gib"].values())
+    cpu_most = sum(most["cpu_per_gib"].values())
     yield Row("growth_concurrency_tput", f"push throughput, {most['level']} at once ÷ 1 at a "
               f"time ({label(size)} blobs)", "≥ 1", value=ratio, bound=1.0, better="higher",
-              measured=f"{ratio:.2f} ({most['mib_s']:.0f} vs {one['mib_s']:.0f} MiB/s)",
+              measured=f"{ratio:.2f} ({most['mib_s']:.0f} vs {one['mib_s']:.0f} MiB/s; "
+                       f"CPU-s per GiB, all three processes: {cpu_most:.1f} vs {cpu_one:.1f}, "
+                       f"CPUs busy {most['cpus_busy']:.1f} vs {one['cpus_busy']:.1f}, "
+                       f"machine idle {most['cpus_idle']:.1f} vs {one['cpus_idle']:.1f} of "
+                       f"{os.cpu_count()})",
               extra={"short": f"push MiB/s {most['level']} ÷ 1"})
     # The bound of the memory section's row, for this many uploads: each upload fills one
     # part (and glibc keeps heap fragments of the chunks it arrived in), the process holds
@@ -216,3 +261,16 @@ def run(bench: Bench) -> Iterator[Row]:
               measured=f"{most['peak'] / MiB:.0f} MiB (before: "
                        f"{most['rss_before'] / MiB:.0f} MiB)",
               extra={"short": f"peak RSS, {most['level']} pushes (MiB)"})
+
+
+def _cpu_text(level: dict[str, Any]) -> str:
+    cpu = level["cpu_per_gib"]
+    calls = level["emulator_calls"]
+
+    def per_blob(action: str) -> float:
+        return calls.get(action, {}).get("seconds", 0.0) / level["blobs"]
+
+    return (f"{level['level']}: {cpu['gateway']:.1f} + {cpu['emulator']:.1f} + "
+            f"{cpu['client']:.1f} CPU-s/GiB, {level['cpus_busy']:.1f} CPUs busy, "
+            f"{level['cpus_idle']:.1f} idle, "
+            f"{per_blob('UploadLayerPart'):.2f} / {per_blob('CompleteLayerUpload'):.2f} s")

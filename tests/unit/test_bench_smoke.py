@@ -13,7 +13,8 @@ from tests.conftest import require_tool
 
 ROWS = {
     "push", "push_embedded", "pull_redirect", "pull_proxy", "pull_cache", "push_cpu",
-    "push_emulator_cpu", "pull_cpu", "fetch_redirect", "fetch_cache", "bare",
+    "push_cpu_floor", "push_emulator_cpu", "push_emulator_cpu_floor", "pull_cpu",
+    "fetch_redirect", "fetch_cache", "bare",
     "head_digest_rps", "head_digest_p99",
     "head_tag_rps", "head_tag_p99",
     "memory_peak", "memory_flat", "memory_idle", "concurrent_push_ok", "concurrent_push_tput",
@@ -23,7 +24,7 @@ ROWS = {
     "sync_throughput",
     "listings_tags_calls", "listings_tags_p99", "listings_catalog_calls", "listings_catalog_p99",
     "growth_push_1", "growth_push_2", "growth_push_3", "growth_push_4", "growth_time_linear",
-    "growth_memory_flat", "growth_concurrency", "growth_concurrency_tput",
+    "growth_memory_flat", "growth_concurrency", "growth_concurrency_cpu", "growth_concurrency_tput",
     "growth_concurrency_memory",
 }
 
