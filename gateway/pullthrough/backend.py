@@ -49,7 +49,7 @@ from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
 from gateway.oci.request import RequestContext
 from gateway.pullthrough import events
-from gateway.pullthrough.budget import DEFAULT_SPOOL_MAX_BYTES, SpoolBudget, SpoolClaim
+from gateway.pullthrough.budget import SpoolBudget, SpoolClaim
 from gateway.pullthrough.sources import Source, Sources
 from gateway.pullthrough.tee import Tee
 from gateway.pullthrough.upstream import UpstreamError
@@ -71,10 +71,9 @@ class PullThrough:
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
-                 routes: list[RouteConfig] | None = None,
-                 spool_budget: SpoolBudget | None = None) -> None:
+                 routes: list[RouteConfig] | None = None, *, spool_budget: SpoolBudget) -> None:
         self._inner = inner
-        self._spool_budget = spool_budget or SpoolBudget(DEFAULT_SPOOL_MAX_BYTES)
+        self._spool_budget = spool_budget
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
         self._sources = Sources(mirrors, routes or [], http, password_of)
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")

@@ -15,8 +15,6 @@ from gateway.observability.metrics import PULLTHROUGH_SPOOL_BYTES
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
-DEFAULT_SPOOL_MAX_BYTES = 10 * 1024**3
-
 
 class SpoolBudget:
     """Bytes the spools in flight may hold, on the event loop (no locking needed)."""
