@@ -82,10 +82,13 @@ def _cpu_text(cpu: dict[str, list[float]]) -> str:
     cold = mid["gateway"] + mid["client"] + mid["source"]
     direct = mid["direct_client"] + mid["direct_source"]
     floor = mid["floor"] + mid["client"] + mid["source"]
-    return (f"gateway {mid['gateway']:.2f} + client {mid['client']:.2f} + source "
-            f"{mid['source']:.2f} vs direct {direct:.2f} (client + source): "
-            f"{cold / direct:.2f}x the CPU; with the gateway at its floor (hash, spool write "
-            f"and loopback pass of the same bytes: {mid['floor']:.2f}) {floor / direct:.2f}x")
+    text = (f"gateway {mid['gateway']:.2f} + client {mid['client']:.2f} + source "
+            f"{mid['source']:.2f} vs direct {direct:.2f} (client + source)")
+    if direct <= 0:  # a pull shorter than /proc's clock tick (small sizes): no ratio to give
+        return text + f"; the gateway's floor for the same bytes: {mid['floor']:.2f}"
+    return (text + f": {cold / direct:.2f}x the CPU; with the gateway at its floor (hash, spool "
+            f"write and loopback pass of the same bytes: {mid['floor']:.2f}) "
+            f"{floor / direct:.2f}x")
 
 
 def _floor_cpu(size: int, fresh: FreshBytes, work: Path) -> float:

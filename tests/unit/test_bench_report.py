@@ -28,3 +28,14 @@ def test_quick_sizes_mark_missed_targets_instead_of_failing_them() -> None:
 def test_the_full_run_judges_every_target() -> None:
     assert [r.verdict for r in _rows("full")] == ["FAIL", "PASS", "FAIL"]
     assert summary(_rows("full")) == "1/3 targets met; missed: speed, all_ok"
+
+
+def test_pull_through_cpu_line_survives_a_pull_shorter_than_a_clock_tick() -> None:
+    """At smoke sizes the direct pull can cost 0.00 CPU-s as /proc counts it."""
+    from bench.pullthrough import _cpu_text
+
+    zero = {"gateway": [0.01], "client": [0.0], "source": [0.0], "direct_client": [0.0],
+            "direct_source": [0.0], "floor": [0.0]}
+    assert "x the CPU" not in _cpu_text(zero)
+    some = {**zero, "client": [0.29], "direct_client": [0.3], "direct_source": [0.17]}
+    assert "x the CPU" in _cpu_text(some)
