@@ -79,6 +79,7 @@ class RedisCacheEvents:
 
     async def _run(self, apply: Apply, reset: Callable[[], None]) -> None:
         delay = 0.1
+        subscribed_before = False
         while True:
             try:
                 await self._redis.ping()  # a Cluster client learns its slots before pubsub()
@@ -90,6 +91,10 @@ class RedisCacheEvents:
                             continue
                         if message["type"] == "subscribe":
                             reset()  # notices sent while not listening are lost
+                            if subscribed_before:  # the client may reconnect on its own
+                                log.warning("cache notices: subscribed again after a lost "
+                                            "connection; caches flushed")
+                            subscribed_before = True
                             delay = 0.1
                         elif message["type"] == "message":
                             self._apply(message["data"], apply)
