@@ -116,10 +116,17 @@ class PullCaches:
         return found[0] if found is not None else None
 
     def tag(self, repo: RepoKey, tag: str, accepted: Accepted = None) -> str | None:
+        """The digest ``tag`` points to for clients accepting ``accepted``; the caller checks
+        that the manifest's media type is one of them."""
         if self.tags is None:
             return None
         variants = self.tags.get((repo, tag))
-        digest = variants.get(accepted) if variants is not None else None
+        digest = None
+        if variants is not None:
+            # What the tag points to for every client (a push, a pull-through fill) answers a
+            # narrower Accept set too, if the caller finds that manifest's type in the set:
+            # ECR converts a manifest only for a client that does not accept its type.
+            digest = variants.get(accepted) or variants.get(None)
         cache_event("tag", "hit" if digest is not None else "miss")
         return digest
 

@@ -201,9 +201,22 @@ class PullThrough:
         if tag is not None:
             await self._inner.put_manifest(ctx, tag, manifest.body, parsed)
             mirror.checked[(ctx.name, tag)] = manifest.digest
+        await self._prime(ctx, parsed.blobs)
         events.record(ctx, mirror.registry, "filled")
         log.info("pull-through %s/%s%s: stored in ECR as %s", mirror.registry, ctx.name,
                  f":{tag}" if tag else "", manifest.digest)
+
+    async def _prime(self, ctx: RequestContext, blobs: list[Descriptor]) -> None:
+        """Locate each blob of the image just filled, once: the pulls that follow a first
+        one (the other nodes) are then answered without an ECR call per blob. An index's
+        other platforms are not primed: nobody has asked for them yet."""
+        async def one(blob: Descriptor) -> None:
+            try:
+                await self._inner.locate_blob(ctx, blob.digest)
+            except Exception as exc:  # only a head start: the next pull asks on its own
+                log.debug("pull-through: %s not located ahead of its pulls: %s", blob.digest, exc)
+
+        await asyncio.gather(*(one(blob) for blob in blobs))
 
     async def _copy_and_put(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
                             parsed: ParsedManifest) -> None:

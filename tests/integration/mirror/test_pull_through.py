@@ -115,6 +115,28 @@ async def test_cold_pull_by_tag_fills_ecr(gateway: GatewayProcess, upstream: Emu
     assert all(layer["layerAvailability"] == "AVAILABLE" for layer in answer["layers"])
 
 
+async def test_the_pulls_after_a_fill_ask_ecr_nothing(gateway: GatewayProcess,
+                                                      upstream: EmulatorProcess,
+                                                      hub: ReferenceRegistry,
+                                                      http: aiohttp.ClientSession) -> None:
+    """Other nodes pull what one node just filled: the fill leaves the tag, the manifest and
+    where each blob is served in the gateway's caches, so those pulls make no ECR call."""
+    digest, manifest, layers = await _push(http, hub.url, "library/primed", "v1")
+    await _pull(http, gateway.url, "library/primed", "v1")
+    stored = f"docker.io/library/primed:v1: stored in ECR as {digest}"
+    for _ in range(100):
+        if any(stored in line for line in gateway.log_lines):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the fill did not complete:\n" + "\n".join(gateway.log_lines[-40:]))
+    upstream.clear_requests()
+    body, blobs = await _pull(http, gateway.url, "library/primed", "v1")
+    assert body == manifest and blobs[1:] == layers
+    calls = [r["action"] for r in upstream.requests() if r["action"] != "LayerDownload"]
+    assert calls == []
+
+
 async def test_first_pull_by_digest(gateway: GatewayProcess, upstream: EmulatorProcess,
                                     hub: ReferenceRegistry,
                                     http: aiohttp.ClientSession) -> None:

@@ -1,0 +1,31 @@
+"""The tag cache of the pull path: what a tag points to is kept per Accept set, and an
+answer for every client (a push, a pull-through fill) serves narrower Accept sets too."""
+
+from __future__ import annotations
+
+from gateway.config import CacheConfig
+from gateway.ecr.caches import PullCaches
+from gateway.oci.backend import Manifest
+
+REPO = (None, "us-east-1", "library/app")
+OCI = "application/vnd.oci.image.manifest.v1+json"
+DOCKER = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def test_a_pushed_tag_answers_a_client_that_names_the_types_it_accepts() -> None:
+    caches = PullCaches(CacheConfig())
+    caches.remember(REPO, Manifest(b"{}", OCI, "sha256:" + "a" * 64), "v1")  # a push: no Accept
+    assert caches.tag(REPO, "v1", (OCI, DOCKER)) == "sha256:" + "a" * 64
+
+
+def test_an_answer_for_one_accept_set_stays_its_own() -> None:
+    caches = PullCaches(CacheConfig())
+    caches.remember(REPO, Manifest(b"{}", OCI, "sha256:" + "a" * 64), "v1")
+    # ECR converted the manifest for a client that accepts Docker's type only: another digest
+    caches.remember(REPO, Manifest(b"{ }", DOCKER, "sha256:" + "b" * 64), "v1", (DOCKER,))
+    assert caches.tag(REPO, "v1", (DOCKER,)) == "sha256:" + "b" * 64
+    assert caches.tag(REPO, "v1", None) == "sha256:" + "a" * 64
+    assert caches.tag(REPO, "v1", (OCI,)) == "sha256:" + "a" * 64
+    # a narrower answer never stands for every client
+    caches.remember(REPO, Manifest(b"{ }", DOCKER, "sha256:" + "b" * 64), "v2", (DOCKER,))
+    assert caches.tag(REPO, "v2", None) is None
