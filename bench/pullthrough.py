@@ -5,6 +5,8 @@ Hub (the source), the first (the reference) and the emulator are the stores.
   through a gateway whose mirror fills ECR from the source, ÷ the same client pulling it
   from the source directly; warm: the same pull again once ECR holds it (the gateway counted
   the fill) ÷ direct, with the ECR calls the warm pulls made (the emulator's request log).
+  Each round pulls directly before its cold pull and after its warm one; each row takes the
+  best of its own rounds on both sides (as many pulls each).
   Information: how long the fill took after the cold pull, and the CPU
   the gateway spent on the cold pull against the client's and the source's.
 * sync: ``ecr-gateway sync`` of N fresh images from the source into ECR ÷ ``skopeo sync`` of
@@ -244,16 +246,19 @@ def run(bench: Any) -> list[Row]:
         source.stop()
     bench.raw["pull_through"] = {"cold": cold, "warm": warm, "direct": direct, "fill": fill,
                                  "cpu": cpu, "sync": ours, "skopeo_sync": theirs}
-    best = min(direct)
+    # Each side's best of as many pulls: the direct pull taken just before each cold one
+    # for the cold row, the one just after each warm pull for the warm row.
+    before, after = min(direct[0::2]), min(direct[1::2])
     size_text = f"{image // MiB} MiB"
     rows = [
         Row("pullthrough_cold", f"pull-through cold pull {size_text} ÷ direct from upstream",
-            "≤ 1.3", f"{min(cold) / best:.2f} ({min(cold):.2f} s vs {best:.2f} s)",
-            value=min(cold) / best, bound=1.3, gateway=min(cold), reference=best, unit="s"),
+            "≤ 1.3", f"{min(cold) / before:.2f} ({min(cold):.2f} s vs {before:.2f} s)",
+            value=min(cold) / before, bound=1.3, gateway=min(cold), reference=before,
+            unit="s"),
         Row("pullthrough_warm", f"pull-through warm pull {size_text} ÷ direct from upstream",
-            "≤ 1.0", f"{min(warm) / best:.2f} ({min(warm):.2f} s vs {best:.2f} s); ECR calls "
+            "≤ 1.0", f"{min(warm) / after:.2f} ({min(warm):.2f} s vs {after:.2f} s); ECR calls "
             f"in {len(warm)} warm pulls: {_calls_text(warm_calls)}",
-            value=min(warm) / best, bound=1.0, gateway=min(warm), reference=best, unit="s"),
+            value=min(warm) / after, bound=1.0, gateway=min(warm), reference=after, unit="s"),
         Row("pullthrough_fill", f"pull-through: the copy of {size_text} into ECR after the "
             "cold pull", "information", measured=f"{min(fill):.2f} s (median "
             f"{sorted(fill)[len(fill) // 2]:.2f} s) until ECR holds the image"),
