@@ -210,9 +210,12 @@ class PullThrough:
         """Locate each blob of the image just filled, once: the pulls that follow a first
         one (the other nodes) are then answered without an ECR call per blob. An index's
         other platforms are not primed: nobody has asked for them yet."""
+        limit = asyncio.Semaphore(_PARALLEL_BLOBS)  # no burst of ECR calls for a large image
+
         async def one(blob: Descriptor) -> None:
             try:
-                await self._inner.locate_blob(ctx, blob.digest)
+                async with limit:
+                    await self._inner.locate_blob(ctx, blob.digest)
             except Exception as exc:  # only a head start: the next pull asks on its own
                 log.debug("pull-through: %s not located ahead of its pulls: %s", blob.digest, exc)
 
