@@ -192,16 +192,18 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.
     pulls_through = (any(mirror.upstream for mirror in config.mirrors.values())
                      or any(route.upstream for route in config.routes))
+    blob_cache = None
+    if config.blobs.mode == "proxy" and config.blobs.cache.path:
+        blob_cache = app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path),
+                                                 config.blobs.cache.max_bytes)
+        if fills is not None:
+            app[FILL_LOCKS] = fills
     app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,
                                 spool_dir=data / "staging" / "tee", fills=fills,
                                 routes=config.effective_routes(),
                                 spool_budget=SpoolBudget(
                                     config.blobs.staging.pullthrough_max_bytes),
-                                ) if pulls_through else backends
-    if config.blobs.mode == "proxy" and config.blobs.cache.path:
-        app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path), config.blobs.cache.max_bytes)
-        if fills is not None:
-            app[FILL_LOCKS] = fills
+                                blob_cache=blob_cache) if pulls_through else backends
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.

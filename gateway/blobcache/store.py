@@ -20,6 +20,8 @@ in progress (emptied at start). Guarantees:
 * Bounded: least recently read files are evicted to keep the total under ``max_bytes``
   (room for a fill of known size is made before it starts; a blob larger than the whole
   budget is served but not kept). The read order survives restarts through file mtimes.
+* Adopted copies: a caller that verified a blob itself (the pull-through's spool) hands it
+  over with :meth:`BlobCache.adopt`, linked into place rather than written again.
 * One fill per blob: a read that finds a fill of the same blob under way waits for it and
   is then served from the cache (:meth:`BlobCache.claim`, :meth:`BlobCache.wait_fill`).
 * Served from an open file: :meth:`BlobCache.open` hands out the file already opened, so an
@@ -40,6 +42,7 @@ import os
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -238,6 +241,33 @@ class BlobCache:
         await fill.ended.wait()
         return True
 
+    async def adopt(self, digest: str, size: int, place: Callable[[Path], None]) -> bool:
+        """Admit a copy of ``digest`` that the caller has verified already (a pull-through's
+        spool, say): ``place`` puts its ``size`` bytes at the path it is given, in a worker
+        thread (a link costs no write). Whether the cache holds the blob afterwards."""
+        hexpart = _hex(digest)
+        if hexpart is None or size > self.max_bytes:
+            return False
+        if hexpart in self._entries:
+            return True
+        self._unlink_later(self._evict(size))
+        tmp = self._tmp / f"{hexpart}.{uuid.uuid4().hex}"
+        try:
+            await asyncio.to_thread(place, tmp)
+        except OSError as exc:
+            log.warning("blob cache: cannot take in %s: %s", digest, exc)
+            self._unlink_later([tmp])
+            return False
+        if hexpart in self._entries:  # a read's fill got there first: the same bytes
+            self._unlink_later([tmp])
+            return True
+        os.replace(tmp, self._blobs / hexpart)
+        self._entries[hexpart] = _Entry(size, verified=True)
+        self.total += size
+        cache_event("blob", "adopt")
+        self._unlink_later(self._evict(0))
+        return True
+
     def _reserve(self, fill: BlobFill, size: int | None) -> Path | None:
         """Make room for a fill; the temporary file to write (None: it cannot be kept)."""
         if size is not None and size > self.max_bytes:
@@ -248,6 +278,9 @@ class BlobCache:
 
     def _admit(self, fill: BlobFill, tmp: Path, size: int) -> None:
         os.replace(tmp, self._blobs / fill.hexpart)
+        replaced = self._entries.pop(fill.hexpart, None)  # adopted meanwhile: same bytes
+        if replaced is not None:
+            self.total -= replaced.size
         self._entries[fill.hexpart] = _Entry(size, verified=True)
         self.total += size
         cache_event("blob", "fill")

@@ -3,18 +3,24 @@
 aiohttp's FileResponse opens its path only when the response starts; a file removed in
 between (evicted, or forgotten once an image references it) then becomes a plain-text 404.
 Serving from a file opened while the blob was looked up closes that gap: an open file stays
-readable after it is unlinked. The bytes go out with sendfile; one ``bytes=`` range is
-served, and every refused range gets the OCI error body (see gateway/oci/ranges.py).
+readable after it is unlinked. The bytes go out with sendfile, or to a client on this host
+through a small buffer (see :func:`_through_memory`); one ``bytes=`` range is served, and
+every refused range gets the OCI error body (see gateway/oci/ranges.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import os
 from typing import BinaryIO
 
 from aiohttp import web
 
 from gateway.oci.ranges import parse_file_range
+
+_PIECE = 256 * 1024  # per read, to a client on this host
 
 
 async def send_file(request: web.Request, handle: BinaryIO, size: int,
@@ -36,9 +42,12 @@ async def send_file(request: web.Request, handle: BinaryIO, size: int,
             transport = request.transport
             if writer is None or transport is None:
                 raise ConnectionResetError("client went away")
-            # Falls back to reads in worker threads where sendfile is unavailable.
-            sent = await loop.sendfile(transport, handle, start, count)
-            writer.output_size += sent  # bypassed the writer: counted for the access log
+            if _on_this_host(transport):
+                sent = await _through_memory(response, handle.fileno(), start, count)
+            else:
+                # Falls back to reads in worker threads where sendfile is unavailable.
+                sent = await loop.sendfile(transport, handle, start, count)
+                writer.output_size += sent  # bypassed the writer: counted for the access log
             if sent < count:
                 transport.abort()  # the file is shorter than the blob: a broken transfer
                 return response
@@ -46,3 +55,49 @@ async def send_file(request: web.Request, handle: BinaryIO, size: int,
         return response
     finally:
         loop.run_in_executor(None, handle.close)
+
+
+def _on_this_host(transport: asyncio.BaseTransport) -> bool:
+    """Whether the client is on this host (a loopback address or a Unix socket): a node's
+    containerd reading its node-local mirror, a sidecar's workload."""
+    peer = transport.get_extra_info("peername")
+    if not isinstance(peer, tuple) or not peer:
+        return True  # a Unix socket: no address
+    try:
+        return ipaddress.ip_address(str(peer[0]).partition("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def _through_memory(response: web.StreamResponse, fd: int, start: int,
+                          count: int) -> int:
+    """Send ``count`` bytes of ``fd`` from ``start`` as reads of ``_PIECE`` bytes (each in a
+    worker thread, the next one read while this one is sent); the bytes sent.
+
+    For a client on the same host this is faster than sendfile: the bytes reach its socket
+    freshly copied, still in the CPU's cache, where sendfile hands it page-cache pages it
+    then reads from memory. Measured with a hashing client reading 256 MiB over loopback:
+    0.31-0.35 s by sendfile, 0.18-0.29 s this way (distribution, which copies too:
+    0.25-0.28 s)."""
+    loop = asyncio.get_running_loop()
+    sent = 0
+    ahead = loop.run_in_executor(None, os.pread, fd, min(_PIECE, count), start)
+    try:
+        while True:
+            piece = await ahead
+            if not piece:
+                return sent  # the file is shorter than it was said to be
+            sent += len(piece)
+            if sent < count:
+                ahead = loop.run_in_executor(None, os.pread, fd, min(_PIECE, count - sent),
+                                             start + sent)
+            await response.write(piece)
+            if sent >= count:
+                return sent
+    finally:
+        # A client gone mid-send: the read ahead ends before the caller closes the file.
+        if not ahead.done():
+            with contextlib.suppress(OSError):
+                await asyncio.shield(ahead)
+        elif not ahead.cancelled():
+            ahead.exception()  # retrieved: the caller's failure is the one to report

@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 
 from gateway.backends.router import Storage
+from gateway.blobcache import BlobCache
 from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.singleflight import SingleFlight
 from gateway.observability.metrics import PULLTHROUGH_BYTES, SHARED_CALLS
@@ -71,8 +72,12 @@ class PullThrough:
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
-                 routes: list[RouteConfig] | None = None, *, spool_budget: SpoolBudget) -> None:
+                 routes: list[RouteConfig] | None = None, *, spool_budget: SpoolBudget,
+                 blob_cache: BlobCache | None = None) -> None:
         self._inner = inner
+        # Proxy mode's blob cache: a verified spool is linked into it, so the next pulls are
+        # served from this gateway's disk without downloading the blob from ECR again.
+        self._blob_cache = blob_cache
         self._spool_budget = spool_budget
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
         self._sources = Sources(mirrors, routes or [], http, password_of)
@@ -358,6 +363,8 @@ class PullThrough:
             # following the tee for this process's CPU: it starts once the upstream's bytes
             # are in and those clients are served (or have been given a fair while).
             await tee.quiet(_CLIENTS_FIRST_SECONDS)
+            if self._blob_cache is not None and tee.verified and tee.size is not None:
+                await self._blob_cache.adopt(digest, tee.size, tee.keep_as)
             # Only now that the upstream has sent the blob: a caller asking for names the
             # upstream does not hold must not fill ECR's repository quota with empty ones.
             await self._ensure_repository(mirror, ctx)

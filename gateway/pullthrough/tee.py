@@ -18,11 +18,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import logging
 import os
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
@@ -43,8 +45,8 @@ class Tee:
     def __init__(self, directory: Path | None, digest: str, size: int | None) -> None:
         self.digest = digest
         self.size = size
-        # Unlinked at once (O_TMPFILE where available): nothing is left behind by a crash.
-        self._file = tempfile.TemporaryFile(dir=directory)
+        # Unlinked at once: nothing is left behind by a crash.
+        self._file = _unnamed_file(directory)
         # Bytes from the upstream so far (the spooler knows how many are in the spool file);
         # those not yet spooled, and the latest _KEPT, are in memory as received, (offset,
         # piece) in order.
@@ -57,6 +59,11 @@ class Tee:
         self._mismatch = False
         self._changed = asyncio.Event()
         self._clients = 0  # readers serving a client right now
+
+    @property
+    def verified(self) -> bool:
+        """Every byte is in and matched the digest."""
+        return self._complete
 
     @property
     def finished(self) -> bool:
@@ -193,6 +200,28 @@ class Tee:
             return min(self._received, self.size - 1)
         return self._received - 1
 
+    def keep_as(self, path: Path) -> None:
+        """Give the verified spool a name (a link where the file system allows it, a copy
+        in the kernel otherwise), so the bytes outlive the tee without being written again.
+        Blocking: run in a worker thread."""
+        if not self._complete:
+            raise RuntimeError("only a complete, verified spool is kept")
+        fd = self._file.fileno()
+        try:
+            # An O_TMPFILE file opened without O_EXCL may be linked once it is written:
+            # linkat(2) following the descriptor's /proc link (a dir fd makes os.link use
+            # linkat with AT_SYMLINK_FOLLOW; plain link(2) would not follow it).
+            descriptors = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.link(str(fd), path, src_dir_fd=descriptors, follow_symlinks=True)
+            finally:
+                os.close(descriptors)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP):
+                raise
+        _copy_out(fd, self._received, path)
+
     def retire(self) -> None:
         """No reader starts after this (the spool's handle is about to close): decided on
         the event loop, where readers start, not by the thread that closes it."""
@@ -201,6 +230,36 @@ class Tee:
     def close(self) -> None:
         """The spool's own handle (readers keep theirs until they finish)."""
         self._file.close()
+
+
+def _unnamed_file(directory: Path | None) -> BinaryIO:
+    """A file with no name in ``directory``: O_TMPFILE (without O_EXCL, so that
+    :meth:`Tee.keep_as` can link it) where the system has it, an unlinked temporary file
+    elsewhere."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if flag:
+        with contextlib.suppress(OSError):  # a file system without O_TMPFILE
+            fd = os.open(directory or tempfile.gettempdir(), flag | os.O_RDWR, 0o600)
+            return os.fdopen(fd, "w+b", buffering=0)
+    return tempfile.TemporaryFile(dir=directory, buffering=0)
+
+
+def _copy_out(fd: int, size: int, path: Path) -> None:
+    """``size`` bytes of ``fd`` into a new file at ``path``, copied by the kernel."""
+    target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        offset = 0
+        while offset < size:
+            copied = os.sendfile(target, fd, offset, size - offset)
+            if copied == 0:
+                raise OSError(errno.EIO, "the spool ended early")
+            offset += copied
+    except BaseException:
+        os.close(target)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    os.close(target)
 
 
 def _mismatch(digest: str) -> OciError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -147,3 +148,37 @@ async def test_a_failing_disk_fails_the_fill_and_its_readers(
         await tee.fill(_unpaced(CHUNKS))
     assert failed.value.detail["reason"] == "No space left on device"
     tee.close()
+
+
+async def _pieces(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def test_a_verified_spool_is_kept_by_a_link_not_a_copy(tmp_path: Path) -> None:
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    with pytest.raises(RuntimeError):
+        tee.keep_as(tmp_path / "early")  # nothing is kept before the digest matched
+    await tee.fill(_pieces(CHUNKS))
+    kept = tmp_path / "kept"
+    tee.keep_as(kept)
+    spool = os.fstat(tee._file.fileno())
+    tee.close()
+    assert kept.read_bytes() == b"".join(CHUNKS)
+    assert kept.stat().st_ino == spool.st_ino  # the spool itself, given a name
+    assert os.listdir(tmp_path) == ["kept"]  # the spool had none
+
+
+async def test_a_spool_that_cannot_be_linked_is_copied(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another file system (or one without O_TMPFILE): the kernel copies the spool."""
+    tee = Tee(tmp_path, DIGEST, SIZE)
+    await tee.fill(_pieces(CHUNKS))
+
+    def cross_device(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(tee_module.os, "link", cross_device)
+    tee.keep_as(tmp_path / "kept")
+    tee.close()
+    assert (tmp_path / "kept").read_bytes() == b"".join(CHUNKS)

@@ -123,18 +123,51 @@ async def test_the_pulls_after_a_fill_ask_ecr_nothing(gateway: GatewayProcess,
     where each blob is served in the gateway's caches, so those pulls make no ECR call."""
     digest, manifest, layers = await _push(http, hub.url, "library/primed", "v1")
     await _pull(http, gateway.url, "library/primed", "v1")
-    stored = f"docker.io/library/primed:v1: stored in ECR as {digest}"
-    for _ in range(100):
-        if any(stored in line for line in gateway.log_lines):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the fill did not complete:\n" + "\n".join(gateway.log_lines[-40:]))
+    await _until_stored(gateway, f"docker.io/library/primed:v1: stored in ECR as {digest}")
     upstream.clear_requests()
     body, blobs = await _pull(http, gateway.url, "library/primed", "v1")
     assert body == manifest and blobs[1:] == layers
     calls = [r["action"] for r in upstream.requests() if r["action"] != "LayerDownload"]
     assert calls == []
+
+
+async def _until_stored(gateway: GatewayProcess, line: str) -> None:
+    """Wait for the gateway's log line saying a fill completed."""
+    for _ in range(100):
+        if any(line in logged for logged in gateway.log_lines):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the fill did not complete:\n" + "\n".join(gateway.log_lines[-40:]))
+
+
+async def test_a_fill_leaves_its_blobs_in_the_blob_cache(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    """A node-local mirror (proxy mode with a blob cache): the blobs a fill verified are
+    linked into the cache from the fill's spool, so the next pulls are served from the
+    gateway's disk, without downloading them from ECR (or the upstream) again."""
+    cache = tmp_path / "blobs"
+    config = {**_mirror_config(hub.url),
+              "blobs": {"mode": "proxy", "cache": {"path": str(cache)}}}
+    digest, manifest, layers = await _push(http, hub.url, "library/cached", "v1",
+                                           sizes=(3_000_000, 1234))
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gateway:
+        body, blobs = await _pull(http, gateway.url, "library/cached", "v1")
+        assert body == manifest and blobs[1:] == layers
+        await _until_stored(gateway, f"docker.io/library/cached:v1: stored in ECR as {digest}")
+        held = {path.name for path in (cache / "sha256").iterdir()}
+        assert {digest_of(layer).partition(":")[2] for layer in layers} <= held
+        upstream.clear_requests()
+        reads = {d: _hub_reads(hub, d) for d in map(digest_of, blobs)}
+        for _ in range(2):
+            body, blobs = await _pull(http, gateway.url, "library/cached", "v1")
+            assert body == manifest and blobs[1:] == layers
+        assert [r["action"] for r in upstream.requests()] == []  # not even a download
+        assert {d: _hub_reads(hub, d) for d in map(digest_of, blobs)} == reads
+        async with http.get(f"{gateway.url}/metrics") as r:
+            metrics = await r.text()
+        adopted = 'ecr_gateway_cache_events_total{cache="blob",event="adopt"} 3.0'
+        assert adopted in metrics  # the config and both layers
 
 
 async def test_first_pull_by_digest(gateway: GatewayProcess, upstream: EmulatorProcess,

@@ -1,0 +1,75 @@
+"""Serving a blob from an open local file (gateway/oci/files.py): by sendfile to a client
+elsewhere, through a small buffer to a client on this host; either way the whole blob, a
+range of it, and a cut transfer when the file is shorter than the blob."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.oci import files
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)  # not a whole number of the buffer's pieces
+
+
+class _Transport(asyncio.BaseTransport):
+    def __init__(self, peer: Any) -> None:
+        super().__init__()
+        self._peer = peer
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._peer if name == "peername" else default
+
+
+@pytest.mark.parametrize(("peer", "local"), [
+    (("127.0.0.1", 5000), True), (("127.3.4.5", 5000), True), (("::1", 5000, 0, 0), True),
+    ("", True), (("10.0.0.7", 5000), False), (("2001:db8::1", 5000, 0, 0), False),
+    (("fe80::1%eth0", 5000, 0, 2), False), (("not an address", 1), False)])
+def test_which_clients_are_on_this_host(peer: Any, local: bool) -> None:
+    assert files._on_this_host(_Transport(peer)) is local
+
+
+async def _client(tmp_path: Path, size: int) -> TestClient[web.Request, web.Application]:
+    path = tmp_path / "blob"
+    path.write_bytes(DATA)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await files.send_file(request, open(path, "rb"), size,
+                                     {"Content-Type": "application/octet-stream"})
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    return TestClient(TestServer(app, host="127.0.0.1"))
+
+
+@pytest.fixture(params=[True, False], ids=["this host", "elsewhere"])
+def local(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    monkeypatch.setattr(files, "_on_this_host", lambda transport: request.param)
+    return bool(request.param)
+
+
+async def test_the_whole_blob_and_a_range(tmp_path: Path, local: bool) -> None:
+    async with await _client(tmp_path, len(DATA)) as client:
+        async with client.get("/") as answer:
+            assert answer.status == 200
+            assert await answer.read() == DATA
+        async with client.get("/", headers={"Range": "bytes=1000-2999999"}) as answer:
+            assert answer.status == 206
+            assert answer.headers["Content-Range"] == f"bytes 1000-2999999/{len(DATA)}"
+            assert await answer.read() == DATA[1000:3000000]
+
+
+async def test_a_file_shorter_than_the_blob_is_a_cut_transfer(tmp_path: Path,
+                                                              local: bool) -> None:
+    async with await _client(tmp_path, len(DATA) + 4096) as client:
+        async with client.get("/") as answer:
+            assert answer.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await answer.read()
