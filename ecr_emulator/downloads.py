@@ -9,13 +9,18 @@ No Authorization header is needed or read, as with a real presigned URL.
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import hashlib
 import hmac
+import ipaddress
 import time
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 
 from ecr_emulator.state import LAYER_ROUTE, REGISTRY_LAYER_ROUTE, STATE_KEY, EmulatorState
 from ecr_emulator.validation import is_sha256_digest
@@ -89,8 +94,37 @@ async def serve_blob(request: web.Request, state: EmulatorState) -> web.StreamRe
     path = state.blobs.blob_path(digest) if is_sha256_digest(digest) else None
     if path is None or not path.is_file():
         return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
-    # FileResponse answers Range (206/416) itself and sends the file with sendfile.
-    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+    # FileResponse answers Range (206/416) itself.
+    return _LayerFile(path, headers={"Content-Type": "application/octet-stream"})
+
+
+class _LayerFile(web.FileResponse):
+    """A layer file, sent with sendfile to clients on other hosts and in 1 MiB reads to a
+    client on this host (the embedded gateway, a node's client following a redirect): those
+    bytes reach the client still in the CPU's cache, where sendfile hands it page-cache pages
+    it then reads from memory (256 MiB over loopback: a hashing client 0.31-0.35 s by
+    sendfile, 0.24-0.28 s in reads; curl 0.15-0.17 s and 0.11-0.13 s)."""
+
+    def __init__(self, path: Path, headers: dict[str, str]) -> None:
+        super().__init__(path, chunk_size=1 << 20, headers=headers)
+
+    async def _sendfile(self, request: web.BaseRequest, fobj: IO[Any], offset: int,
+                        count: int) -> AbstractStreamWriter:
+        if request.transport is None or not _on_this_host(request.transport):
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)
+        assert writer is not None  # prepared just now
+        return await self._sendfile_fallback(writer, fobj, offset, count)
+
+
+def _on_this_host(transport: asyncio.BaseTransport) -> bool:
+    peer = transport.get_extra_info("peername")
+    if not isinstance(peer, tuple) or not peer:
+        return True  # a Unix socket
+    try:
+        return ipaddress.ip_address(str(peer[0]).partition("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 async def log_download(request: web.Request, response: web.StreamResponse) -> None:

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from gateway.oci.ranges import parse_file_range
 
-_PIECE = 256 * 1024  # per read, to a client on this host
+_PIECE = 1 << 20  # per read, to a client on this host
 
 
 async def send_file(request: web.Request, handle: BinaryIO, size: int,
@@ -76,9 +76,10 @@ async def _through_memory(response: web.StreamResponse, fd: int, start: int,
 
     For a client on the same host this is faster than sendfile: the bytes reach its socket
     freshly copied, still in the CPU's cache, where sendfile hands it page-cache pages it
-    then reads from memory. Measured with a hashing client reading 256 MiB over loopback:
-    0.31-0.35 s by sendfile, 0.18-0.29 s this way (distribution, which copies too:
-    0.25-0.28 s)."""
+    then reads from memory. Measured reading 256 MiB over loopback: a hashing client took
+    0.31-0.35 s by sendfile and 0.24-0.28 s this way (distribution, which copies too:
+    0.25-0.28 s); curl 0.15-0.17 s by sendfile and 0.11-0.13 s this way (reads of 256 KiB:
+    0.15-0.19 s)."""
     loop = asyncio.get_running_loop()
     sent = 0
     ahead = loop.run_in_executor(None, os.pread, fd, min(_PIECE, count), start)

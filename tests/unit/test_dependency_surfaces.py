@@ -74,6 +74,15 @@ def test_aiohttp_file_response_path(tmp_path: Path) -> None:
             getattr(response, "_path", "missing"))
 
 
+def test_aiohttp_file_response_sendfile_hooks() -> None:
+    # ecr_emulator/downloads.py overrides _sendfile and calls _sendfile_fallback.
+    hooks = (_parameters(web.FileResponse._sendfile),
+             _parameters(web.FileResponse._sendfile_fallback))
+    surface("aiohttp", "web.FileResponse._sendfile / _sendfile_fallback",
+            hooks == (["self", "request", "fobj", "offset", "count"],
+                      ["self", "writer", "fobj", "offset", "count"]), hooks)
+
+
 def test_aiohttp_server_size_arguments() -> None:
     from aiohttp.web_protocol import RequestHandler
 
