@@ -4,6 +4,7 @@ second node still pulls the same bytes, from ECR."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -54,3 +55,42 @@ async def test_containerd_pull_through_fills_ecr_and_survives_the_upstream(
                    f"docker.io/{name}:v1")
         for blob in [image.manifest, *image.blobs()]:
             assert second.content(blob.digest) == blob.read(), blob.digest
+
+
+async def test_a_node_local_mirror_serves_what_it_filled_from_its_own_disk(
+        upstream: EmulatorProcess, containerd: Callable[[], Containerd],
+        tmp_path: Path) -> None:
+    """Proxy mode with a blob cache, as a node-local mirror runs: once the first pull has
+    filled ECR, another containerd on the node pulls the image with the upstream gone and
+    without a single ECR call or download: the fill left every blob in the cache."""
+    name = f"library/local-{uuid.uuid4().hex[:8]}"
+    image = oci_layout(tmp_path / "img", "v1", [3 * MiB, 4096])
+    hub = ReferenceRegistry(tmp_path / "hub").start()
+    config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub",
+                                        "upstream": {"url": hub.url}}},
+              "blobs": {"mode": "proxy", "cache": {"path": str(tmp_path / "cache")}}}
+    dead = f"http://127.0.0.1:{free_port()}"
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        try:
+            await _push(hub.url, name, image)
+            first = containerd()
+            first.mirror("docker.io", gw.url, dead)
+            first.ctr("content", "fetch", "--hosts-dir", str(first.hosts_dir),
+                      f"docker.io/{name}:v1")
+            stored = f"docker.io/{name}:v1: stored in ECR as {image.digest}"
+            for _ in range(100):
+                if any(stored in line for line in gw.log_lines):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the fill did not complete")
+        finally:
+            hub.stop()
+        upstream.clear_requests()
+        second = containerd()
+        second.mirror("docker.io", gw.url, dead)
+        second.ctr("content", "fetch", "--hosts-dir", str(second.hosts_dir),
+                   f"docker.io/{name}:v1")
+        for blob in [image.manifest, *image.blobs()]:
+            assert second.content(blob.digest) == blob.read(), blob.digest
+        assert [r["action"] for r in upstream.requests()] == []
