@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -42,6 +42,7 @@ from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
 from gateway.pullthrough.budget import SpoolBudget
 from gateway.state import cache_events, fill_locks, session_store, staged_peers
+from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
@@ -107,6 +108,20 @@ async def _expire_idle_sessions(app: web.Application) -> None:
 
 async def _announce_staged(peers: StagedPeers, staging: StagingStore) -> None:
     await peers.announce_all(await asyncio.to_thread(staging.digests))
+
+
+def _announcer(fills: FillLocks | None, peers: StagedPeers | None
+               ) -> Callable[[str], Awaitable[None]] | None:
+    """With replicas: record this one as holding a blob it cached, so that the others'
+    first reads stream it from here (gateway/oci/blobs.py) rather than from storage."""
+    if fills is None or peers is None:
+        return None
+
+    async def announce(digest: str) -> None:
+        if peers.self_url:  # known once the server listens
+            await fills.record(digest, peers.self_url)
+
+    return announce
 
 
 def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
@@ -203,7 +218,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                                 routes=config.effective_routes(),
                                 spool_budget=SpoolBudget(
                                     config.blobs.staging.pullthrough_max_bytes),
-                                blob_cache=blob_cache) if pulls_through else backends
+                                blob_cache=blob_cache,
+                                announce_cached=_announcer(fills, peers),
+                                ) if pulls_through else backends
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         # auto_decompress off: blob bytes pass through exactly as stored.

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -73,11 +73,14 @@ class PullThrough:
                  password_of: Callable[[PullThroughConfig], str | None],
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
                  routes: list[RouteConfig] | None = None, *, spool_budget: SpoolBudget,
-                 blob_cache: BlobCache | None = None) -> None:
+                 blob_cache: BlobCache | None = None,
+                 announce_cached: Callable[[str], Awaitable[None]] | None = None) -> None:
         self._inner = inner
         # Proxy mode's blob cache: a verified spool is linked into it, so the next pulls are
-        # served from this gateway's disk without downloading the blob from ECR again.
+        # served from this gateway's disk without downloading the blob from ECR again; with
+        # replicas, announced so that the others stream it from here.
         self._blob_cache = blob_cache
+        self._announce_cached = announce_cached
         self._spool_budget = spool_budget
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
         self._sources = Sources(mirrors, routes or [], http, password_of)
@@ -363,8 +366,10 @@ class PullThrough:
             # following the tee for this process's CPU: it starts once the upstream's bytes
             # are in and those clients are served (or have been given a fair while).
             await tee.quiet(_CLIENTS_FIRST_SECONDS)
-            if self._blob_cache is not None and tee.verified and tee.size is not None:
-                await self._blob_cache.adopt(digest, tee.size, tee.keep_as)
+            if self._blob_cache is not None and tee.verified and tee.size is not None and \
+                    await self._blob_cache.adopt(digest, tee.size, tee.keep_as) and \
+                    self._announce_cached is not None:
+                await self._announce_cached(digest)
             # Only now that the upstream has sent the blob: a caller asking for names the
             # upstream does not hold must not fill ECR's repository quota with empty ones.
             await self._ensure_repository(mirror, ctx)

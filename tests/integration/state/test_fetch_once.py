@@ -18,7 +18,13 @@ import redis.asyncio as aioredis
 
 from bench.services import ReferenceRegistry
 from tests.integration.mirror.helpers import downloads, ecr_calls, push_image, sha256
-from tests.integration.mirror.test_pull_through import _hub_reads, _mirror_config, _pull, _push
+from tests.integration.mirror.test_pull_through import (
+    _hub_reads,
+    _mirror_config,
+    _pull,
+    _push,
+    _until_stored,
+)
 from tests.integration.state.conftest import redis_state, replica
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -117,5 +123,37 @@ async def test_pull_through_on_replicas_reads_each_upstream_blob_once(
             assert body == manifest and blobs[1:] == layers
         for layer in layers:
             assert _hub_reads(hub, sha256(layer)) == 1
+    finally:
+        hub.stop()
+
+
+async def test_a_blob_one_replica_filled_is_streamed_from_it_by_the_others(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Replicas in proxy mode with blob caches: the replica whose pull-through filled ECR
+    keeps the blobs in its cache and says so in Redis, and another replica's first pull
+    streams them from it: nothing is downloaded from ECR, nor read from the upstream again."""
+    hub = ReferenceRegistry(tmp_path / "hub").start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            name = f"library/held-{uuid.uuid4().hex[:8]}"
+            digest, manifest, layers = await _push(http, hub.url, name, "v1",
+                                                   sizes=(3 * MiB, 200_000))
+            state = redis_state(redis_server)
+            with contextlib.ExitStack() as stack:
+                a, b = (stack.enter_context(replica(
+                    tmp_path / label, upstream, state, **_mirror_config(hub.url),
+                    blobs={"mode": "proxy", "cache": {"path": str(tmp_path / label / "c")}}))
+                    for label in "ab")
+                body, blobs = await _pull(http, a.url, name, "v1")
+                assert body == manifest and blobs[1:] == layers
+                await _until_stored(a, f"docker.io/{name}:v1: stored in ECR as {digest}")
+                upstream.clear_requests()
+                body, blobs = await _pull(http, b.url, name, "v1")
+                assert body == manifest and blobs[1:] == layers
+                assert downloads(upstream) == []
+                held = {path.name for path in (tmp_path / "b" / "c" / "sha256").iterdir()}
+                assert {sha256(blob).partition(":")[2] for blob in blobs} <= held
+        for blob in blobs:
+            assert _hub_reads(hub, sha256(blob)) == 1
     finally:
         hub.stop()
