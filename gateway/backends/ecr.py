@@ -282,17 +282,35 @@ class EcrBackend:
         return await self.uploads.status(ctx.name, upload_id)
 
     async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
-                           start: int | None) -> UploadStatus:
+                           start: int | None, *,
+                           kept: Callable[[Path], None] | None = None) -> UploadStatus:
+        """``kept``: the caller holds the whole blob, verified, in a file of its own (a
+        pull-through's spool) and names it with this as the upload's staged copy (a link),
+        so that its bytes are not written a second time; only for a new upload written
+        whole in this one call."""
         if self.peers is not None:  # the request before may have gone to another replica
             await adopt_spool(self.peers, self._http(), self._staging.spool_path(upload_id),
                               upload_id, partial(self._received, ctx.name, upload_id),
                               self._held_spools.get(upload_id))
-        status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start)
+        staged = kept is not None and start == 0 and await self._stage_kept(upload_id, kept)
+        status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start,
+                                          staged=staged)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
             self._held_spools[upload_id] = status.received
         return status
+
+    async def _stage_kept(self, upload_id: str, kept: Callable[[Path], None]) -> bool:
+        """The caller's copy as the upload's staging spool; False: spooled as usual."""
+        spool = self._staging.spool_path(upload_id)
+        try:
+            await asyncio.to_thread(kept, spool)
+        except OSError as exc:
+            log.info("upload %s: the blob's own copy could not be staged (%s); writing one",
+                     upload_id, exc)  # keep_as leaves no partial file behind
+            return False
+        return True
 
     async def _received(self, name: str, upload_id: str) -> int:
         return (await self.uploads.status(name, upload_id)).received

@@ -8,7 +8,7 @@ which answers NAME_UNKNOWN with the reason. The catalog is the union of every ba
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -23,6 +23,12 @@ from gateway.oci.request import RequestContext
 class Storage(Registry, Protocol):
     """The OCI operations, and what the wiring needs beyond them: readiness, upload-session
     expiry, other replicas' cache notices, staged copies for peers, pull-through fills."""
+
+    async def write_upload(self, ctx: RequestContext, upload_id: str,
+                           chunks: AsyncIterator[bytes], start: int | None, *,
+                           kept: Callable[[Path], None] | None = None) -> UploadStatus:
+        """As the OCI operation; ``kept`` names a verified copy the caller holds as the
+        upload's staged copy (see ``EcrBackend.write_upload``)."""
 
     async def create_repository_for(self, ctx: RequestContext) -> None: ...
 
@@ -73,8 +79,9 @@ class BackendRouter:
         return await self.backend(ctx).upload_status(ctx, upload_id)
 
     async def write_upload(self, ctx: RequestContext, upload_id: str,
-                           chunks: AsyncIterator[bytes], start: int | None) -> UploadStatus:
-        return await self.backend(ctx).write_upload(ctx, upload_id, chunks, start)
+                           chunks: AsyncIterator[bytes], start: int | None, *,
+                           kept: Callable[[Path], None] | None = None) -> UploadStatus:
+        return await self.backend(ctx).write_upload(ctx, upload_id, chunks, start, kept=kept)
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         await self.backend(ctx).finish_upload(ctx, upload_id, digest)

@@ -55,10 +55,12 @@ RUNNING_HASHES = 10_000
 class _Request:
     """A :class:`~gateway.ecr.part_pipeline.Destination` for one request on one session."""
 
-    def __init__(self, manager: UploadManager, target: Target, session: UploadSession) -> None:
+    def __init__(self, manager: UploadManager, target: Target, session: UploadSession,
+                 staged: bool) -> None:
         self._manager = manager
         self._target = target
         self._session = session
+        self._staged = staged  # the staging spool holds every byte already
 
     async def send(self, part: EncodedPart) -> None:
         await self._manager._send_part(self._target, self._session, part)
@@ -67,7 +69,8 @@ class _Request:
         await self._manager._record_progress(self._session)
 
     async def spool(self, offset: int, data: list[memoryview]) -> None:
-        await self._manager._spool(self._session, offset, data)
+        if not self._staged:
+            await self._manager._spool(self._session, offset, data)
 
     async def save(self, tail: bytes) -> None:
         self._session.updated_at = time.time()
@@ -194,7 +197,11 @@ class UploadManager:
         return b""
 
     async def write(self, name: str, upload_id: str, target: Target,
-                    chunks: AsyncIterator[bytes], start: int | None) -> UploadStatus:
+                    chunks: AsyncIterator[bytes], start: int | None, *,
+                    staged: bool = False) -> UploadStatus:
+        """Cut ``chunks`` into parts for ECR. ``staged``: the staging spool holds every
+        byte of the upload already (the caller put it there), so they are not written
+        again; they are hashed and checked against the digest all the same."""
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
             tail = await self._tail(session)
@@ -207,7 +214,7 @@ class UploadManager:
             pipeline = PartPipeline(
                 session, Pending(tail),
                 {**target.ids(), "uploadId": session.ecr_upload_id},
-                _Request(self, target, session), self._parts,
+                _Request(self, target, session, staged), self._parts,
                 self._hash_at(session.id, session.committed))
             await pipeline.run(chunks)
             return UploadStatus(session.id, session.received)

@@ -416,7 +416,10 @@ class PullThrough:
         status = await self._inner.start_upload(ctx)
         try:
             async with contextlib.aclosing(tee.reader()) as chunks:
-                await self._inner.write_upload(ctx, status.upload_id, chunks, 0)
+                # The verified spool is the upload's staged copy: its bytes are not written
+                # again (they are hashed again, as every upload is).
+                await self._inner.write_upload(ctx, status.upload_id, chunks, 0,
+                                               kept=tee.keep_as if tee.verified else None)
             await self._inner.finish_upload(ctx, status.upload_id, digest)
         except BaseException:
             with contextlib.suppress(OciError):

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bench.services import ReferenceRegistry
 from tests.integration.mirror.helpers import ecr_image
+from tests.integration.reliability.helpers import faults_admin
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
@@ -568,3 +569,34 @@ async def test_corrupted_upstream_blob_never_reaches_a_client_nor_ecr(
         assert len(completes) <= 2, completes  # the others at most, never the flipped one
     finally:
         await front.stop()
+
+
+async def test_a_fill_writes_each_blob_to_the_disk_once(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, http: aiohttp.ClientSession,
+        tmp_path: Path) -> None:
+    """The spool a fill verified is also its upload's staged copy (readable until the image
+    is in ECR) and, in proxy mode, the blob cache's copy: one file, linked, not rewritten."""
+    cache = tmp_path / "blobs"
+    config = {**_mirror_config(hub.url),
+              "blobs": {"mode": "proxy", "cache": {"path": str(cache)}}}
+    digest, manifest, layers = await _push(http, hub.url, "library/once", "v1",
+                                           sizes=(3_000_000, 1234))
+    hexes = [digest_of(layer).partition(":")[2] for layer in layers]
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gateway:
+        staged = gateway.data_dir / "staging" / "blobs" / "sha256"
+        # The image goes into ECR late, so the staged copies are still there to look at.
+        faults_admin(upstream, "POST", {"action": "PutImage", "latency": 3.0, "count": 1})
+        try:
+            body, blobs = await _pull(http, gateway.url, "library/once", "v1")
+            assert body == manifest and blobs[1:] == layers
+            for _ in range(100):
+                if all((staged / h).exists() for h in hexes):
+                    break
+                await asyncio.sleep(0.02)
+            for h in hexes:
+                kept, cached = (staged / h).stat(), (cache / "sha256" / h).stat()
+                assert (kept.st_ino, kept.st_nlink) == (cached.st_ino, 2), h
+        finally:
+            faults_admin(upstream, "DELETE")
+        await _until_stored(gateway, f"docker.io/library/once:v1: stored in ECR as {digest}")
+        assert not any((staged / h).exists() for h in hexes)  # ECR serves them now
