@@ -147,6 +147,10 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
         if location.growing is None:
             break
         if "Range" not in request.headers:
+            if isinstance(check, BlobFill):
+                # Storage streams an arriving blob to every reader at once: reads waiting
+                # for this one's cache fill go ahead and follow it too.
+                check.abort()
             return await _follow(request, location.growing, location.size, headers)
         await location.growing.settled()  # a range is served from the stored blob
         location = await backend.locate_blob(request_context(request), digest)

@@ -490,30 +490,35 @@ async def _ecr_holds(ecr: Any, repository: str, digest: str) -> bool:
                for layer in answer["layers"])
 
 
+@pytest.mark.parametrize("proxy", [False, True], ids=["redirect", "proxy with a cache"])
 async def test_cold_blob_streams_while_its_copy_into_ecr_proceeds(
         upstream: EmulatorProcess, hub: ReferenceRegistry, http: aiohttp.ClientSession,
-        tmp_path: Path) -> None:
+        tmp_path: Path, proxy: bool) -> None:
     """Clients of a slow upstream get the first bytes while ECR does not hold the blob yet
     (before: only once CompleteLayerUpload was done), byte for byte; four of them still cost
-    one upstream read and one ECR upload."""
+    one upstream read and one ECR upload. With a blob cache, none waits for another's read
+    to fill it (before: three of the four got nothing until the first had it all)."""
     front = await SlowFront(hub.url).start()
+    name = f"library/slow-{'proxy' if proxy else 'redirect'}"
+    blobs = {"blobs": {"mode": "proxy", "cache": {"path": str(tmp_path / "cache")}}}
     try:
-        _digest, _manifest_body, layers = await _push(http, hub.url, "library/slow", "v1",
+        _digest, _manifest_body, layers = await _push(http, hub.url, name, "v1",
                                                       sizes=(2_000_000, 1234))
         layer = digest_of(layers[0])
-        with GatewayProcess(tmp_path / "gw", _mirror_config(front.url),
+        with GatewayProcess(tmp_path / "gw", {**_mirror_config(front.url),
+                                              **(blobs if proxy else {})},
                             upstream_url=upstream.url) as gw:
             async with ecr_client(upstream.url) as ecr:
-                await _manifest(http, gw.url, "library/slow", "v1")
+                await _manifest(http, gw.url, name, "v1")
 
                 async def read() -> tuple[bytes, bool, float, float]:
                     started = asyncio.get_running_loop().time()
-                    async with http.get(f"{gw.url}/v2/library/slow/blobs/{layer}",
+                    async with http.get(f"{gw.url}/v2/{name}/blobs/{layer}",
                                         params=NS) as r:
                         assert r.status == 200, (r.status, await r.text())
                         first = await r.content.readany()
                         first_at = asyncio.get_running_loop().time() - started
-                        held = await _ecr_holds(ecr, "docker-hub/library/slow", layer)
+                        held = await _ecr_holds(ecr, f"docker-hub/{name}", layer)
                         body = first + await r.read()
                     return body, held, first_at, asyncio.get_running_loop().time() - started
 
@@ -522,11 +527,11 @@ async def test_cold_blob_streams_while_its_copy_into_ecr_proceeds(
                     assert body == layers[0]
                     assert not held_at_first_byte, "the first bytes waited for ECR's copy"
                     assert first_at < total / 2, (first_at, total)
-                await ecr_image(upstream, "docker-hub/library/slow", "v1")
-                assert await _ecr_holds(ecr, "docker-hub/library/slow", layer)
+                await ecr_image(upstream, f"docker-hub/{name}", "v1")
+                assert await _ecr_holds(ecr, f"docker-hub/{name}", layer)
         assert front.blob_reads[layer] == 1
         completes = [r for r in upstream.requests("CompleteLayerUpload")
-                     if r.get("repository") == "docker-hub/library/slow"]
+                     if r.get("repository") == f"docker-hub/{name}"]
         assert len(completes) == 3, completes  # the two layers and the config
     finally:
         await front.stop()
