@@ -4,7 +4,6 @@ second node still pulls the same bytes, from ECR."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +13,11 @@ import pytest
 from bench.services import ReferenceRegistry
 from tests.e2e.test_mirror import _push
 from tests.integration.mirror.helpers import ecr_image
+from tests.integration.mirror.test_pull_through import _until_stored
 from tests.support.clients import Containerd, free_port
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.images import oci_layout
+from tests.support.images import OciImage, oci_layout
 
 pytestmark = pytest.mark.e2e
 
@@ -49,12 +49,16 @@ async def test_containerd_pull_through_fills_ecr_and_survives_the_upstream(
         hub.stop()
     # Another node, another gateway process (cold caches), the upstream gone.
     with GatewayProcess(tmp_path / "gw2", config, upstream_url=upstream.url) as gw:
-        second = containerd()
-        second.mirror("docker.io", gw.url, dead)
-        second.ctr("content", "fetch", "--hosts-dir", str(second.hosts_dir),
-                   f"docker.io/{name}:v1")
-        for blob in [image.manifest, *image.blobs()]:
-            assert second.content(blob.digest) == blob.read(), blob.digest
+        _fetch_and_check(containerd(), gw.url, dead, name, image)
+
+
+def _fetch_and_check(node: Containerd, gateway: str, fallback: str, name: str,
+                     image: OciImage) -> None:
+    """``ctr content fetch`` of docker.io/<name>:v1 through the gateway: byte for byte."""
+    node.mirror("docker.io", gateway, fallback)
+    node.ctr("content", "fetch", "--hosts-dir", str(node.hosts_dir), f"docker.io/{name}:v1")
+    for blob in [image.manifest, *image.blobs()]:
+        assert node.content(blob.digest) == blob.read(), blob.digest
 
 
 async def test_a_node_local_mirror_serves_what_it_filled_from_its_own_disk(
@@ -73,24 +77,10 @@ async def test_a_node_local_mirror_serves_what_it_filled_from_its_own_disk(
     with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
         try:
             await _push(hub.url, name, image)
-            first = containerd()
-            first.mirror("docker.io", gw.url, dead)
-            first.ctr("content", "fetch", "--hosts-dir", str(first.hosts_dir),
-                      f"docker.io/{name}:v1")
-            stored = f"docker.io/{name}:v1: stored in ECR as {image.digest}"
-            for _ in range(100):
-                if any(stored in line for line in gw.log_lines):
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the fill did not complete")
+            _fetch_and_check(containerd(), gw.url, dead, name, image)
+            await _until_stored(gw, f"docker.io/{name}:v1: stored in ECR as {image.digest}")
         finally:
             hub.stop()
         upstream.clear_requests()
-        second = containerd()
-        second.mirror("docker.io", gw.url, dead)
-        second.ctr("content", "fetch", "--hosts-dir", str(second.hosts_dir),
-                   f"docker.io/{name}:v1")
-        for blob in [image.manifest, *image.blobs()]:
-            assert second.content(blob.digest) == blob.read(), blob.digest
+        _fetch_and_check(containerd(), gw.url, dead, name, image)
         assert [r["action"] for r in upstream.requests()] == []
