@@ -13,7 +13,9 @@ applies a notice pushes an acknowledgment onto ``<prefix>ack:{<notice id>}``, an
 publisher waits for as many as PUBLISH reached other replicas (at most ``ACK_WITHIN``
 seconds; a replica that is slower is logged and then sees the change within the caches'
 bounds). Without that wait a client whose next request reaches another replica could
-still be answered from that replica's cache, the notice being on its way.
+still be answered from that replica's cache, the notice being on its way. (On a Redis
+Cluster PUBLISH counts only the subscribers of the node that took it: the wait then covers
+the replicas listening on that node.)
 
 A notice is JSON: ``{"from": <replica id>, "id": <notice id>, "kind": "tag" | "manifest",
 "repo": [registry id, region, repository], "ref": <tag or digest>}``.
