@@ -104,6 +104,19 @@ async def test_a_filler_that_dies_frees_the_blob_for_the_others(
         await raw.aclose()
 
 
+def _pulling_through(stack: contextlib.ExitStack, labels: str, root: Path,
+                     upstream: EmulatorProcess, redis_server: RedisServer,
+                     hub: ReferenceRegistry, cached: bool = False) -> list[GatewayProcess]:
+    """Replicas sharing one Redis whose docker.io mirror pulls through from ``hub``; with
+    ``cached``, in proxy mode with a blob cache each."""
+    state = redis_state(redis_server)
+    return [stack.enter_context(replica(
+        root / label, upstream, state, **_mirror_config(hub.url),
+        **({"blobs": {"mode": "proxy", "cache": {"path": str(root / label / "c")}}}
+           if cached else {})))
+        for label in labels]
+
+
 async def test_pull_through_on_replicas_reads_each_upstream_blob_once(
         upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
     hub = ReferenceRegistry(tmp_path / "hub").start()
@@ -112,11 +125,9 @@ async def test_pull_through_on_replicas_reads_each_upstream_blob_once(
             name = f"library/once-{uuid.uuid4().hex[:8]}"
             _digest, manifest, layers = await _push(http, hub.url, name, "v1",
                                                     sizes=(4 * MiB, 300_000))
-            state = redis_state(redis_server)
             with contextlib.ExitStack() as stack:
-                replicas = [stack.enter_context(replica(
-                    tmp_path / label, upstream, state, **_mirror_config(hub.url)))
-                    for label in "abc"]
+                replicas = _pulling_through(stack, "abc", tmp_path, upstream, redis_server,
+                                            hub)
                 pulls = await asyncio.gather(*(_pull(http, gw.url, name, "v1")
                                                for gw in replicas for _ in range(2)))
         for body, blobs in pulls:
@@ -138,12 +149,9 @@ async def test_a_blob_one_replica_filled_is_streamed_from_it_by_the_others(
             name = f"library/held-{uuid.uuid4().hex[:8]}"
             digest, manifest, layers = await _push(http, hub.url, name, "v1",
                                                    sizes=(3 * MiB, 200_000))
-            state = redis_state(redis_server)
             with contextlib.ExitStack() as stack:
-                a, b = (stack.enter_context(replica(
-                    tmp_path / label, upstream, state, **_mirror_config(hub.url),
-                    blobs={"mode": "proxy", "cache": {"path": str(tmp_path / label / "c")}}))
-                    for label in "ab")
+                a, b = _pulling_through(stack, "ab", tmp_path, upstream, redis_server, hub,
+                                        cached=True)
                 body, blobs = await _pull(http, a.url, name, "v1")
                 assert body == manifest and blobs[1:] == layers
                 await _until_stored(a, f"docker.io/{name}:v1: stored in ECR as {digest}")
