@@ -326,8 +326,9 @@ class Bench:
               "(as distribution does not) ÷ distribution", "push (emulator without fsync)",
               "push_page_cache", "push_ref", 0.9)
         fresh, cached = page_cache_write_cost(self.work / "page-cache-probe", size)
-        self.add(Row("page_cache_write", "kernel CPU-s per GiB writing a new file (what the "
-                     "gateway's staging copy pays) vs overwriting cached pages", "information",
+        self.add(Row("page_cache_write", "kernel CPU-s per GiB writing a new file (what a "
+                     "staging copy through the page cache pays) vs overwriting cached pages",
+                     "information",
                      measured=f"{fresh:.2f} vs {cached:.2f}"))
         reads = self.raw["blob_get"]
         self.add(Row("blob_get", f"the {mib} layer read by curl, no client work: "

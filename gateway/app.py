@@ -18,6 +18,7 @@ from gateway.blobcache import BlobCache
 from gateway.config import Config, PullThroughConfig
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
+from gateway.ecr.direct_io import balloon_reports_free_pages
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
@@ -124,6 +125,16 @@ def _announcer(fills: FillLocks | None, peers: StagedPeers | None
     return announce
 
 
+def _stages_directly(setting: str) -> bool:
+    if setting != "auto":
+        return setting == "always"
+    direct = balloon_reports_free_pages()
+    if direct:
+        log.info("staging pushed blobs with O_DIRECT: this machine's memory balloon reports "
+                 "freed pages to its host (blobs.staging.direct_writes: auto)")
+    return direct
+
+
 def http_timeouts(config: Config) -> aiohttp.ClientTimeout:
     """No total (a blob may take long), but every wait on the far end is bounded; aiohttp's
     ``connect`` covers waiting for a pooled connection and opening a new one."""
@@ -172,7 +183,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app[SESSIONS] = sessions
     app[SESSION_COUNT] = sessions.count
     staging = StagingStore(data / "staging", config.blobs.staging.max_bytes,
-                           spool_max_age=2 * config.uploads.idle_timeout_seconds)
+                           spool_max_age=2 * config.uploads.idle_timeout_seconds,
+                           direct=_stages_directly(config.blobs.staging.direct_writes))
     breaker = CircuitBreaker(config.upstream.breaker_failures,
                              config.upstream.breaker_open_seconds)
     app[BREAKER] = breaker

@@ -11,6 +11,9 @@ Blobs staged by an earlier run are served only once their bytes have been checke
 the digest (first read after the start, in a worker thread): the process may have died
 before the kernel wrote them, or the files may have changed while the gateway was down. One
 that does not match is dropped, and the read goes to ECR instead.
+
+With ``direct``, spools are written past the page cache where the file system allows it
+(see direct_io.py for when that pays).
 """
 
 from __future__ import annotations
@@ -22,16 +25,20 @@ import os
 import time
 from pathlib import Path
 
+from gateway.ecr.direct_io import ALIGN, write_direct
+
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
 
 
 class StagingStore:
-    def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0) -> None:
+    def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0, *,
+                 direct: bool = False) -> None:
         self._spools = root / "spool"
         self._blobs = root / "blobs" / "sha256"
         self._spools.mkdir(parents=True, exist_ok=True)
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._max_bytes = max_bytes
+        self._direct = direct
         self.empty = root / "empty"
         self.empty.touch()
         # Spools of a previous run continue with their sessions (a restarted gateway resumes
@@ -72,9 +79,16 @@ class StagingStore:
         elif size < received_before:
             path.unlink(missing_ok=True)
             return
+        pieces = data if isinstance(data, list) else [data]
+        if self._direct:
+            if write_direct(path, received_before, pieces):
+                return
+            # An unaligned start (a client's odd chunk) waits for the page cache; a file
+            # system without direct I/O does for good.
+            self._direct = received_before % ALIGN != 0
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            _write_all(fd, data if isinstance(data, list) else [data])
+            _write_all(fd, pieces)
         finally:
             os.close(fd)
 
