@@ -37,7 +37,7 @@ class BlobStore:
         self.upload_root.mkdir(parents=True, exist_ok=True)
 
     def _fsync(self, fd: int) -> None:
-        if self.durable:  # else left to the page cache (see Settings.durable)
+        if self.durable:  # else left to the kernel (see Settings.durable)
             os.fsync(fd)
 
     def _fsync_dir(self, path: Path) -> None:

@@ -2,13 +2,14 @@
 
 A PartWriter hashes each piece and writes it at the end of the file; ``commit`` makes the part
 durable, ``rollback`` cuts the file back to where the part began, so a refused part leaves no
-trace. In durable mode the pieces go to the disk with ``O_DIRECT`` from a few page-aligned
-buffers, written by worker threads while the next pieces arrive: the part must reach the disk
-before it is acknowledged anyway, and a write through the page cache would cost the CPU a copy
-into freshly allocated cache pages (on the virtual machines measured here more than the
-part's sha256) before the fsync writes them out. The part's unaligned tail, and parts that do
-not start at an aligned offset, go through the page cache; commit's ``fdatasync`` covers both.
-Without durability everything is left to the page cache.
+trace. The pieces go to the disk with ``O_DIRECT`` from a few page-aligned buffers, written
+by worker threads while the next pieces arrive: a durable part must reach the disk before it
+is acknowledged anyway, and a write through the page cache would cost the CPU a copy into
+freshly allocated cache pages (on the virtual machines measured here more than the part's
+sha256) before the fsync writes them out. The part's unaligned tail, and parts that do not
+start at an aligned offset, go through the page cache; in durable mode commit's
+``fdatasync`` covers both. Without durability the writes are the same and only the syncs
+are left out, so that the two modes differ by what durability costs and nothing else.
 
 A Handoff runs a writer's writes, in order, in a thread of the part's own, so that hashing and
 writing one piece overlaps with receiving, checking the signature of and decoding the next.
@@ -52,7 +53,7 @@ class PartWriter:
             # Bytes a crashed or refused attempt left beyond ``offset`` are not the layer's.
             if os.fstat(self._fd).st_size > offset:
                 os.ftruncate(self._fd, offset)
-            if durable and offset % ALIGN == 0 and hasattr(os, "O_DIRECT"):
+            if offset % ALIGN == 0 and hasattr(os, "O_DIRECT"):
                 try:
                     self._direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
                 except OSError:  # a file system without direct I/O (tmpfs)

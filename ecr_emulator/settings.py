@@ -46,9 +46,9 @@ class Settings:
     """The same for a token obtained with GetAuthorizationToken (ECR Public: 10 per second)."""
     durable: int = 1
     """1: a part, a layer and a database commit are on disk (fsync) before the call answers,
-    so nothing acknowledged is lost to a power cut. 0: writes are left to the page cache, as
+    so nothing acknowledged is lost to a power cut. 0: the same writes without a sync, as
     distribution's filesystem driver leaves them; survives a killed process, not a power cut.
-    Only for measuring what durability costs (the benchmark's information row)."""
+    Only for measuring what durability costs (the benchmark's judged no-fsync row)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
