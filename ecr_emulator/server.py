@@ -36,6 +36,7 @@ from ecr_emulator import (
     control,
     downloads,
     expiry,
+    memory,
     protocol,
     public,
     registries,
@@ -178,6 +179,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     except (ValueError, OSError, ToolMissing) as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 2
+    memory.keep_freed_memory()
     if credentials is None:
         log.warning("no --credentials: every access key and secret is accepted, signatures "
                     "are not checked%s", " and the control endpoints are open to anyone"
