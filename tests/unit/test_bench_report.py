@@ -39,3 +39,15 @@ def test_pull_through_cpu_line_survives_a_pull_shorter_than_a_clock_tick() -> No
     assert "x the CPU" not in _cpu_text(zero)
     some = {**zero, "client": [0.29], "direct_client": [0.3], "direct_source": [0.17]}
     assert "x the CPU" in _cpu_text(some)
+
+
+def test_pull_through_cpu_line_says_what_the_target_leaves_the_gateway() -> None:
+    from bench.pullthrough import _cpu_text
+
+    cpu = {"gateway": [0.55], "client": [0.23], "source": [0.13], "direct_client": [0.25],
+           "direct_source": [0.15], "floor": [0.9], "floor_hash": [0.18],
+           "floor_write": [0.6], "floor_pass": [0.12]}
+    text = _cpu_text(cpu, 0.26, 2)
+    # 2 CPUs * 1.3 * 0.26 s = 0.676 CPU-s, less 0.23 + 0.13 for the client and the source.
+    assert "leaves the gateway 0.32 CPU-s" in text
+    assert "hash 0.18, spool write 0.60, loopback pass 0.12" in text
