@@ -3,7 +3,9 @@ elsewhere, in direct reads to a client on this host; the whole file and ranges e
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,19 @@ from tests.support.pagecache import resident_pages
 DATA = os.urandom(1024 * 1024 + 3)
 
 
+@contextlib.asynccontextmanager
+async def _serving(path: Path) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """A client of a server that answers ``GET /`` with the layer file at ``path``."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return downloads._LayerFile(path, {})
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        yield client
+
+
 @pytest.mark.parametrize("local", [True, False], ids=["this host", "elsewhere"])
 async def test_whole_and_ranged_reads(tmp_path: Path, local: bool,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,13 +45,7 @@ async def test_whole_and_ranged_reads(tmp_path: Path, local: bool,
         return local
 
     monkeypatch.setattr(downloads, "_on_this_host", on_this_host)
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return downloads._LayerFile(path, {})
-
-    app = web.Application()
-    app.router.add_get("/", handler)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with _serving(path) as client:
         async with client.get("/") as answer:
             assert (answer.status, await answer.read()) == (200, DATA)
         async with client.get("/", headers={"Range": "bytes=5-300000"}) as answer:
@@ -62,13 +71,7 @@ async def test_a_download_to_this_host_leaves_the_page_cache_alone(tmp_path: Pat
     finally:
         os.close(fd)
     assert resident_pages(path) == 0
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return downloads._LayerFile(path, {})
-
-    app = web.Application()
-    app.router.add_get("/", handler)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+    async with _serving(path) as client:
         async with client.get("/") as answer:
             assert await answer.read() == data
     assert resident_pages(path) <= 1  # the last, partial block at most
