@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -31,6 +32,9 @@ from ecr_emulator.validation import is_sha256_digest
 ROUTE = LAYER_ROUTE
 MAX_EXPIRES = 7 * 24 * 3600  # S3's limit for presigned URLs
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+# Direct reads in flight per download: one at a time leaves the disk idle between them
+# (curl read 512 MiB in 0.52-0.61 s that way, 0.34-0.39 s with three, as from the page cache).
+READS_AHEAD = 3
 
 
 def layer_path(digest: str) -> str:
@@ -131,31 +135,38 @@ class _LayerFile(web.FileResponse):
 
 
 async def _send_direct(writer: AbstractStreamWriter, fd: int, offset: int, count: int) -> int:
-    """``count`` bytes of ``fd`` from ``offset`` in direct reads, the next one read (in a
-    worker thread) while this one is sent; the bytes sent (fewer where the file is
-    shorter)."""
+    """``count`` bytes of ``fd`` from ``offset`` in direct reads, up to READS_AHEAD of them
+    in worker threads while the client is sent the one before; the bytes sent (fewer where
+    the file is shorter)."""
     loop = asyncio.get_running_loop()
-    sent = 0
-    ahead = loop.run_in_executor(None, read_direct, fd, offset, min(PIECE, count))
+    reads: collections.deque[asyncio.Future[bytes]] = collections.deque()
+    asked = sent = 0
+
+    def read_ahead() -> None:
+        nonlocal asked
+        while len(reads) < READS_AHEAD and asked < count:
+            size = min(PIECE, count - asked)
+            reads.append(loop.run_in_executor(None, read_direct, fd, offset + asked, size))
+            asked += size
+
+    read_ahead()
     try:
-        while True:
-            piece = await ahead
+        while reads:
+            piece = await reads.popleft()
             if not piece:
                 return sent
             sent += len(piece)
-            if sent < count:
-                ahead = loop.run_in_executor(None, read_direct, fd, offset + sent,
-                                             min(PIECE, count - sent))
+            read_ahead()
             await writer.write(piece)
-            if sent >= count:
-                return sent
+        return sent
     finally:
-        # A client gone mid-send: the read ahead ends before the caller closes the file.
-        if not ahead.done():
-            with contextlib.suppress(OSError):
-                await asyncio.shield(ahead)
-        elif not ahead.cancelled():
-            ahead.exception()  # retrieved: the caller's failure is the one to report
+        # A client gone mid-send: the reads ahead end before the caller closes the file.
+        for read in reads:
+            if not read.done():
+                with contextlib.suppress(OSError):
+                    await asyncio.shield(read)
+            elif not read.cancelled():
+                read.exception()  # retrieved: the caller's failure is the one to report
 
 
 def _on_this_host(transport: asyncio.BaseTransport) -> bool:
