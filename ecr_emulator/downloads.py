@@ -111,7 +111,7 @@ class _LayerFile(web.FileResponse):
     bytes reach the client still in the CPU's cache, where sendfile hands it page-cache pages
     it then reads from memory (256 MiB over loopback: a hashing client 0.31-0.35 s by
     sendfile, 0.24-0.28 s in reads; curl 0.15-0.17 s and 0.11-0.13 s). The reads go past
-    the page cache (direct_reads.py), one read ahead of the client."""
+    the page cache (direct_reads.py), a few of them ahead of the client."""
 
     def __init__(self, path: Path, headers: dict[str, str]) -> None:
         super().__init__(path, chunk_size=PIECE, headers=headers)
