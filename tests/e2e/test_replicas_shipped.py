@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.integration.auth.helpers import write_htpasswd
 from tests.integration.spec import test_discovery, test_management, test_pull, test_push
 from tests.integration.spec.conftest import OciClient as SpecClient
-from tests.support.clients import Docker, Skopeo, free_port, run
+from tests.support.clients import Docker, Skopeo, free_ports, run
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.images import docker_archive, layout_ref, oci_layout, read_docker_save
@@ -79,12 +79,13 @@ class Shape:
         return {replica.host for replica in self.replicas}
 
 
-def _overlay_config(folder: Path, realm: str, redis: RedisServer) -> dict[str, Any]:
+def _overlay_config(folder: Path, realm: str, redis: RedisServer,
+                    metrics_port: int) -> dict[str, Any]:
     """The overlay's config.yaml with this machine's paths, ports and addresses."""
     config: dict[str, Any] = yaml.safe_load((OVERLAY / "config.yaml").read_text())
     config.pop("listen")  # each replica gets --listen and --data-dir
     config.pop("data_dir")
-    config["metrics_listen"] = f"127.0.0.1:{free_port()}"
+    config["metrics_listen"] = f"127.0.0.1:{metrics_port}"
     config["trusted_proxies"] = ["127.0.0.1"]  # nginx connects from here
     config["auth"]["htpasswd_file"] = str(folder / "htpasswd")
     config["auth"]["token"].update({"realm": realm,
@@ -92,6 +93,12 @@ def _overlay_config(folder: Path, realm: str, redis: RedisServer) -> dict[str, A
     config["state"].update({"redis_url": redis.url,
                             "redis_password_file": str(folder / "redis-password")})
     return config
+
+
+def _split(ports: list[int]) -> tuple[list[int], list[int]]:
+    """The replicas' ports and their metrics listeners' ports."""
+    half = len(ports) // 2
+    return ports[:half], ports[half:]
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +115,15 @@ def shape(upstream: EmulatorProcess,
         serialization.NoEncryption()))
     redis_password = secrets.token_hex(16)
     (secrets_dir / "redis-password").write_text(redis_password + "\n")
-    ports = [free_port() for _ in range(3)]
+    # Chosen together: a port picked while the others were not yet bound could come twice.
+    ports, metrics_ports = _split(free_ports(6))
     nginx = Nginx(root / "nginx", [f"127.0.0.1:{port}" for port in ports])
     replicas: list[GatewayProcess] = []
     with RedisServer(root / "redis", password=redis_password) as redis:
         try:
             for number, port in enumerate(ports):
-                config = _overlay_config(secrets_dir, f"{nginx.url}/token", redis)
+                config = _overlay_config(secrets_dir, f"{nginx.url}/token", redis,
+                                         metrics_ports[number])
                 # The Deployment's ECR_GATEWAY_STATE__PEER_URL (http://$(POD_IP):5000).
                 replica = GatewayProcess(root / f"replica{number}", config,
                                          upstream_url=upstream.url,
