@@ -298,11 +298,10 @@ class UploadManager:
                 # digest.
                 await asyncio.to_thread(self._staging.promote, session.id, digest,
                                         session.received, tail)
+            else:
+                await asyncio.to_thread(self._staging.discard, session.id)
             self._hashes.pop(session.id, None)
             await self._store.delete(session.id)
-            # Only now: a process that dies before the session is gone must still be able to
-            # hash the spool when the client sends its PUT again.
-            await asyncio.to_thread(self._staging.discard, session.id)
             return session.received
 
     async def _content_digest(self, session: UploadSession, tail: bytes) -> str | None:
