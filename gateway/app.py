@@ -99,6 +99,10 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def _expire_idle_sessions(app: web.Application) -> None:
     idle = app[CONFIG].uploads.idle_timeout_seconds
     storage = app[STORAGE]
+    try:  # once at start: a spool no session names was left by an earlier process
+        await storage.drop_orphan_spools()
+    except Exception:
+        log.exception("dropping the spools of finished uploads failed")
     while True:
         await asyncio.sleep(min(60.0, max(idle / 4, 1.0)))
         try:

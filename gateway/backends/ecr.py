@@ -257,6 +257,7 @@ class EcrBackend:
         with contextlib.suppress(FileNotFoundError):  # a concurrent request kept it first
             if spooled is not None and await asyncio.to_thread(_has_digest, spool, digest):
                 await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
+                await asyncio.to_thread(self._staging.discard, upload)  # its upload is over
         return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:

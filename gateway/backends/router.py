@@ -36,6 +36,8 @@ class Storage(Registry, Protocol):
 
     async def expire_idle_uploads(self, idle_seconds: float) -> int: ...
 
+    async def drop_orphan_spools(self) -> int: ...
+
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None: ...
 
     def flush_caches(self) -> None: ...
@@ -126,6 +128,9 @@ class BackendRouter:
     async def expire_idle_uploads(self, idle_seconds: float) -> int:
         # One session store behind every backend: one sweep covers them all.
         return await self._default.uploads.expire_idle(idle_seconds)
+
+    async def drop_orphan_spools(self) -> int:
+        return await self._default.uploads.drop_orphan_spools()
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
         for backend in self._backends.values():

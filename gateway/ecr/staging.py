@@ -129,7 +129,8 @@ class StagingStore:
         return "sha256:" + hasher.hexdigest()
 
     def promote(self, upload_id: str, digest: str, size: int, ending: bytes = b"") -> None:
-        """Keep a finished spool under its digest. The caller has checked that the upload's
+        """Keep a finished spool under its digest as well; the caller :meth:`discard`s the
+        spool once the upload's session is gone. The caller has checked that the upload's
         bytes hash to ``digest``; the spool holds them if it has ``size`` bytes and ends with
         ``ending`` (the session's tail, which another process may have received)."""
         path = self.spool_path(upload_id)
@@ -142,12 +143,29 @@ class StagingStore:
                     return
         except FileNotFoundError:
             return
-        os.replace(path, self.blob_path(digest))
+        # Linked, not renamed: the spool stays until the caller drops it with the upload's
+        # session, so a process that dies in between still finds the upload's bytes there.
+        linked = path.with_name(f"{path.name}.kept")
+        linked.unlink(missing_ok=True)
+        os.link(path, linked)
+        os.replace(linked, self.blob_path(digest))
         self._unverified.discard(digest.split(":", 1)[1])  # checked just now
         self._evict()
 
     def discard(self, upload_id: str) -> None:
         self.spool_path(upload_id).unlink(missing_ok=True)
+
+    def spooled_uploads(self) -> list[str]:
+        """The uploads that have a spool here. A link left half-made by :meth:`promote`
+        (the process died between its two steps) is dropped on the way."""
+        uploads = []
+        for entry in os.scandir(self._spools):
+            if entry.name.endswith(".kept"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+            else:
+                uploads.append(entry.name)
+        return uploads
 
     def blob_path(self, digest: str) -> Path:
         return self._blobs / digest.split(":", 1)[1]

@@ -298,10 +298,11 @@ class UploadManager:
                 # digest.
                 await asyncio.to_thread(self._staging.promote, session.id, digest,
                                         session.received, tail)
-            else:
-                await asyncio.to_thread(self._staging.discard, session.id)
             self._hashes.pop(session.id, None)
             await self._store.delete(session.id)
+            # Only now: a process that dies before the session is gone must still be able to
+            # hash the spool when the client sends its PUT again.
+            await asyncio.to_thread(self._staging.discard, session.id)
             return session.received
 
     async def _content_digest(self, session: UploadSession, tail: bytes) -> str | None:
@@ -344,6 +345,19 @@ class UploadManager:
                 continue
         if dropped:
             log.info("dropped %d idle upload sessions", dropped)
+        return dropped
+
+    async def drop_orphan_spools(self) -> int:
+        """Drop spools whose session is gone; returns how many. A session is saved before
+        its first byte is spooled and deleted before its spool, so a spool without one was
+        left by a process that died between the two (see :meth:`finish`)."""
+        dropped = 0
+        for upload_id in await asyncio.to_thread(self._staging.spooled_uploads):
+            if await self._store.get(upload_id) is None:
+                await asyncio.to_thread(self._staging.discard, upload_id)
+                dropped += 1
+        if dropped:
+            log.info("dropped %d spools of finished uploads", dropped)
         return dropped
 
     async def cancel(self, name: str, upload_id: str) -> None:

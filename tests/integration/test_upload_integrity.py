@@ -8,6 +8,8 @@ tried against a digest that is already stored.
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -50,6 +52,13 @@ def _spool_heads(gateway: GatewayProcess) -> list[bytes]:
 def _staged(gateway: GatewayProcess, digest: str) -> bytes | None:
     path = Path(gateway.data_dir, "staging", "blobs", "sha256", digest.split(":")[1])
     return path.read_bytes() if path.exists() else None
+
+
+def _immutable(gateway: GatewayProcess, location: str, on: bool) -> None:
+    """Make the upload's session record immutable (``chattr +i``), or mutable again."""
+    record = Path(gateway.data_dir, "sessions", f"{_session_id(location)}.session")
+    assert record.is_file()
+    subprocess.run(["chattr", "+i" if on else "-i", str(record)], check=True)
 
 
 def _drop_spool(gateway: GatewayProcess, location: str) -> None:
@@ -184,3 +193,78 @@ async def test_an_upload_resumed_by_another_process_is_checked_from_its_staged_c
             r = await resumed(other, digest_of(other), keep_spool=True)
             assert r.status == 201, r.body
             assert _staged(gateway, digest_of(other)) == other
+
+
+async def test_an_upload_finished_by_a_process_that_died_before_answering_is_accepted_again(
+        upstream: EmulatorProcess, tmp_path: Path, repo: str) -> None:
+    """The process completed the layer in ECR and kept the staged copy, then died before
+    its session record was gone (here: the record cannot be deleted). The client sends its
+    PUT again to the restarted gateway, which has no running hash: the upload's spool is
+    still there to be hashed, so the upload is accepted, not refused as unverifiable."""
+    data = os.urandom(6 * MiB + 12345)
+    digest = digest_of(data)
+    with GatewayProcess(tmp_path / "gw", upstream_url=upstream.url) as gateway:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as session:
+            client = OciClient(session, gateway.url)
+            location = await client.start(repo)
+            r = await client.patch(location, data, 0)
+            assert r.status == 202, r.body
+            # An immutable file cannot be unlinked, even by root: the session's deletion
+            # fails right after the layer was completed and staged, as a crash there would.
+            _immutable(gateway, location, True)
+            try:
+                r = await client.put(location, digest)
+                assert r.status >= 500, r.body
+            finally:
+                _immutable(gateway, location, False)
+            gateway.restart()
+            r = await client.put(location, digest)
+            assert r.status == 201, r.body
+            assert await client.get_blob(repo, digest) == data
+            _assert_nothing_left(gateway, location, digest, data)
+
+
+
+def _leave_orphans(gateway: GatewayProcess, orphan: str, live: str) -> list[Path]:
+    """With the gateway stopped: the files a crash between two steps leaves behind, an
+    upload's spool without its session and a half-made ``.kept`` link."""
+    spools = Path(gateway.data_dir, "staging", "spool")
+    Path(gateway.data_dir, "sessions", f"{_session_id(orphan)}.session").unlink()
+    half_kept = spools / f"{_session_id(live)}.kept"
+    half_kept.write_bytes(b"a link promote made before the process died")
+    return [spools / _session_id(orphan), half_kept]
+
+
+def _until_gone(paths: list[Path], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while left := [path.name for path in paths if path.exists()]:
+        assert time.monotonic() < deadline, left
+        time.sleep(0.1)
+
+
+async def test_spools_no_session_names_are_dropped_at_start(
+        upstream: EmulatorProcess, tmp_path: Path, repo: str) -> None:
+    """A process that died after an upload's session was deleted but before its spool was
+    (or halfway through keeping a spool under its digest) leaves files no request can reach
+    again. The next start drops them; a spool whose session lives on is kept and resumed."""
+    live_data = os.urandom(2 * MiB + 7)
+    with GatewayProcess(tmp_path / "gw", upstream_url=upstream.url) as gateway:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as session:
+            client = OciClient(session, gateway.url)
+            live = await client.start(repo)
+            assert (await client.patch(live, live_data[:MiB], 0)).status == 202
+            orphan = await client.start(repo)
+            assert (await client.patch(orphan, os.urandom(MiB), 0)).status == 202
+            gateway.stop()
+            orphans = _leave_orphans(gateway, orphan, live)
+            gateway.start()
+            _until_gone(orphans)
+            assert _spool_heads(gateway) == [live_data[:64]]  # the live upload's is kept
+            r = await client.patch(live, live_data[MiB:], MiB)
+            assert r.status == 202, r.body
+            r = await client.put(live, digest_of(live_data))
+            assert r.status == 201, r.body
+            assert await client.get_blob(repo, digest_of(live_data)) == live_data
+            assert _spool_heads(gateway) == []
