@@ -32,8 +32,9 @@ from typing import TypeVar
 
 from bench.images import FreshBytes, MiB
 from ecr_emulator.jsonbody import b64decode
-from gateway.ecr.direct_io import balloon_reports_free_pages, write_direct
+from gateway.ecr.direct_io import balloon_reports_free_pages
 from gateway.ecr.partbody import b64encode
+from gateway.ecr.staging import StagingStore
 
 GiB = 1024 * MiB
 _SLICE = 192 * 1024  # base64 input per piece, as partbody (a multiple of 3: no padding)
@@ -145,26 +146,18 @@ def _decode_all(pieces: Sequence[bytes]) -> None:
         b64decode(piece)
 
 
-def _write_staging(path: Path, chunks: Sequence[bytes]) -> None:
-    """Write the chunks once into a new file as the gateway stages a push by default (no
-    sync), in 10 MiB batches as its parts are staged, then delete it."""
-    direct = balloon_reports_free_pages()
+def _write_staging(root: Path, chunks: Sequence[bytes]) -> None:
+    """Spool the chunks once through the gateway's own staging store, as it stages a push by
+    default (no sync), in 10 MiB batches as its parts are staged, then drop the spool."""
+    staging = StagingStore(root, max_bytes=0, direct=balloon_reports_free_pages())
     offset = 0
     try:
         for start in range(0, len(chunks), 10):
-            batch = chunks[start:start + 10]
-            if not (direct and write_direct(path, offset, batch)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-                try:
-                    at = offset
-                    for chunk in batch:
-                        _pwrite(fd, memoryview(chunk), at)
-                        at += len(chunk)
-                finally:
-                    os.close(fd)
+            batch = [memoryview(chunk) for chunk in chunks[start:start + 10]]
+            staging.append("floor", offset, batch)
             offset += sum(len(chunk) for chunk in batch)
     finally:
-        path.unlink(missing_ok=True)
+        staging.discard("floor")
 
 
 def _write_direct(path: Path, chunks: Sequence[bytes]) -> bool:
