@@ -5,7 +5,7 @@ user + kernel), on the same machine in the same run as the judged CPU rows.
 * gateway: receive the layer over a loopback TCP connection, sha256 of the layer, write the
   staging copy once into a new file as the gateway does by default (``O_DIRECT`` where the
   machine's memory balloon reports freed pages to its host, else fresh page-cache pages; see
-  ``gateway/ecr/direct_io.py``), base64 of the parts (pybase64,
+  ``gateway/disk/direct_io.py``), base64 of the parts (pybase64,
   as ``gateway/ecr/partbody.py``), sha256 of the base64 text (SigV4's payload hash), send the
   base64 over a loopback TCP connection;
 * emulator: receive the base64 over loopback, sha256 of it (SigV4 verification), base64
@@ -32,7 +32,7 @@ from typing import TypeVar
 
 from bench.images import FreshBytes, MiB
 from ecr_emulator.jsonbody import b64decode
-from gateway.ecr.direct_io import balloon_reports_free_pages
+from gateway.disk.direct_io import balloon_reports_free_pages
 from gateway.ecr.partbody import b64encode
 from gateway.ecr.staging import StagingStore
 

@@ -16,9 +16,9 @@ from gateway.backends.ecr_public import EcrPublicBackend
 from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, PullThroughConfig
+from gateway.disk.direct_io import balloon_reports_free_pages
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
-from gateway.ecr.direct_io import balloon_reports_free_pages
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
@@ -129,13 +129,14 @@ def _announcer(fills: FillLocks | None, peers: StagedPeers | None
     return announce
 
 
-def _stages_directly(setting: str) -> bool:
+def _direct_io(setting: str) -> bool:
     if setting != "auto":
         return setting == "always"
     direct = balloon_reports_free_pages()
     if direct:
-        log.info("staging pushed blobs with O_DIRECT: this machine's memory balloon reports "
-                 "freed pages to its host (blobs.staging.direct_writes: auto)")
+        log.info("writing and reading the gateway's own blob files with O_DIRECT: this "
+                 "machine's memory balloon reports freed pages to its host "
+                 "(blobs.direct_io: auto)")
     return direct
 
 
@@ -177,7 +178,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # The embedded emulator listens on a private loopback port: a redirect there would send
     # clients to an address only this host reaches, so its blobs always stream through here.
     blob_mode = "proxy" if config.upstream.mode == "embedded" else config.blobs.mode
-    app[SETTINGS] = OciSettings(blob_mode=blob_mode, max_page_size=limits.max_page_size)
+    direct_io = _direct_io(config.blobs.direct_io)
+    app[SETTINGS] = OciSettings(blob_mode=blob_mode, max_page_size=limits.max_page_size,
+                                direct_reads=direct_io)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,
                             timeout=config.upstream.call_timeout_seconds,
@@ -188,7 +191,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app[SESSION_COUNT] = sessions.count
     staging = StagingStore(data / "staging", config.blobs.staging.max_bytes,
                            spool_max_age=2 * config.uploads.idle_timeout_seconds,
-                           direct=_stages_directly(config.blobs.staging.direct_writes))
+                           direct=direct_io)
     breaker = CircuitBreaker(config.upstream.breaker_failures,
                              config.upstream.breaker_open_seconds)
     app[BREAKER] = breaker
@@ -236,6 +239,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                                     config.blobs.staging.pullthrough_max_bytes),
                                 blob_cache=blob_cache,
                                 announce_cached=_announcer(fills, peers),
+                                direct_io=direct_io,
                                 ) if pulls_through else backends
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -226,13 +226,6 @@ class StagingConfig(Section):
     """Disk that blobs being pulled through from an upstream may take at once (each is
     spooled while it is copied into ECR): a cold pull beyond it is answered 503 with
     Retry-After, so a burst of cold pulls never fills the disk pushes stage on."""
-    direct_writes: Literal["auto", "always", "never"] = "auto"
-    """How pushed blobs are staged. ``always``: with O_DIRECT, past the page cache (each byte
-    goes to the disk at once); ``never``: through the page cache (a staged blob its image
-    references before write-back never reaches the disk); ``auto``: ``always`` on a virtual
-    machine whose memory balloon reports freed pages to its host, where each new page-cache
-    page costs a fault in the host (measured: 2.9 CPU-s per GiB staged, against 0.2 written
-    directly), ``never`` elsewhere."""
 
 
 class BlobCacheConfig(Section):
@@ -248,6 +241,14 @@ class BlobsConfig(Section):
     """"redirect" (307 to the download URL) or "proxy" (the gateway streams the blob)."""
     staging: StagingConfig = Field(default_factory=StagingConfig)
     cache: BlobCacheConfig = Field(default_factory=BlobCacheConfig)
+    direct_io: Literal["auto", "always", "never"] = "auto"
+    """How the gateway writes and reads its own blob files (staged pushes, pull-through
+    spools, the blob cache's reads). ``always``: with O_DIRECT, past the page cache (each
+    byte goes to the disk at once); ``never``: through the page cache (a staged blob its
+    image references before write-back never reaches the disk); ``auto``: ``always`` on a
+    virtual machine whose memory balloon reports freed pages to its host, where each new
+    page-cache page costs a fault in the host (measured: 2.9 CPU-s per GiB staged, against
+    0.2 written directly), ``never`` elsewhere."""
 
 
 class UploadsConfig(Section):

@@ -13,7 +13,7 @@ before the kernel wrote them, or the files may have changed while the gateway wa
 that does not match is dropped, and the read goes to ECR instead.
 
 With ``direct``, spools are written past the page cache where the file system allows it
-(see direct_io.py for when that pays).
+(see gateway/disk/direct_io.py for when that pays).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import os
 import time
 from pathlib import Path
 
-from gateway.ecr.direct_io import ALIGN, write_direct
+from gateway.disk.direct_io import ALIGN, write_direct
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
 

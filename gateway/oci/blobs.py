@@ -88,7 +88,8 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
                     cached.file.close()
                     raise
                 if allowed:
-                    return await send_file(request, cached.file, cached.size, headers)
+                    return await send_file(request, cached.file, cached.size, headers,
+                                           direct=settings(request).direct_reads)
                 cached.file.close()
                 break
             if not whole:
@@ -160,7 +161,8 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
             location = await backend.locate_blob(request_context(request), digest)
             handle = await _open(location.path) if location.path is not None else None
         if handle is not None:
-            return await send_file(request, handle, location.size, headers)
+            return await send_file(request, handle, location.size, headers,
+                                   direct=settings(request).direct_reads)
     url = location.url
     if url is None:
         raise OciError(BLOB_UNKNOWN, {"digest": digest})

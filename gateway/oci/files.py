@@ -4,8 +4,10 @@ aiohttp's FileResponse opens its path only when the response starts; a file remo
 between (evicted, or forgotten once an image references it) then becomes a plain-text 404.
 Serving from a file opened while the blob was looked up closes that gap: an open file stays
 readable after it is unlinked. The bytes go out with sendfile, or to a client on this host
-through a small buffer (see :func:`_through_memory`); one ``bytes=`` range is served, and
-every refused range gets the OCI error body (see gateway/oci/ranges.py).
+through a small buffer (see :func:`_through_memory`), or with ``direct`` read past the page
+cache into that buffer for every client (gateway/disk/direct_io.py says where that pays);
+one ``bytes=`` range is served, and every refused range gets the OCI error body (see
+gateway/oci/ranges.py).
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+from collections.abc import Callable
 from typing import BinaryIO
 
 from aiohttp import web
 
+from gateway.disk.direct_io import read_cached, read_direct, reopen_direct
 from gateway.oci.ranges import parse_file_range
 
 _PIECE = 1 << 20  # per read, to a client on this host
 
 
 async def send_file(request: web.Request, handle: BinaryIO, size: int,
-                    headers: dict[str, str]) -> web.StreamResponse:
+                    headers: dict[str, str], *, direct: bool = False) -> web.StreamResponse:
     """Serve ``size`` bytes of ``handle`` (whole, or the Range asked for); the file is
     closed afterwards, also on failure."""
     loop = asyncio.get_running_loop()
@@ -42,8 +46,15 @@ async def send_file(request: web.Request, handle: BinaryIO, size: int,
             transport = request.transport
             if writer is None or transport is None:
                 raise ConnectionResetError("client went away")
-            if _on_this_host(transport):
-                sent = await _through_memory(response, handle.fileno(), start, count)
+            direct_fd = reopen_direct(handle.fileno(), os.O_RDONLY) if direct else None
+            if direct_fd is not None:
+                try:
+                    sent = await _through_memory(response, direct_fd, start, count,
+                                                 read_direct)
+                finally:
+                    os.close(direct_fd)
+            elif _on_this_host(transport):
+                sent = await _through_memory(response, handle.fileno(), start, count, read_cached)
             else:
                 # Falls back to reads in worker threads where sendfile is unavailable.
                 sent = await loop.sendfile(transport, handle, start, count)
@@ -69,8 +80,8 @@ def _on_this_host(transport: asyncio.BaseTransport) -> bool:
         return False
 
 
-async def _through_memory(response: web.StreamResponse, fd: int, start: int,
-                          count: int) -> int:
+async def _through_memory(response: web.StreamResponse, fd: int, start: int, count: int,
+                          read: Callable[[int, int, int], bytes]) -> int:
     """Send ``count`` bytes of ``fd`` from ``start`` as reads of ``_PIECE`` bytes (each in a
     worker thread, the next one read while this one is sent); the bytes sent.
 
@@ -82,7 +93,7 @@ async def _through_memory(response: web.StreamResponse, fd: int, start: int,
     0.15-0.19 s)."""
     loop = asyncio.get_running_loop()
     sent = 0
-    ahead = loop.run_in_executor(None, os.pread, fd, min(_PIECE, count), start)
+    ahead = loop.run_in_executor(None, read, fd, start, min(_PIECE, count))
     try:
         while True:
             piece = await ahead
@@ -90,8 +101,8 @@ async def _through_memory(response: web.StreamResponse, fd: int, start: int,
                 return sent  # the file is shorter than it was said to be
             sent += len(piece)
             if sent < count:
-                ahead = loop.run_in_executor(None, os.pread, fd, min(_PIECE, count - sent),
-                                             start + sent)
+                ahead = loop.run_in_executor(None, read, fd, start + sent,
+                                             min(_PIECE, count - sent))
             await response.write(piece)
             if sent >= count:
                 return sent
@@ -102,3 +113,4 @@ async def _through_memory(response: web.StreamResponse, fd: int, start: int,
                 await asyncio.shield(ahead)
         elif not ahead.cancelled():
             ahead.exception()  # retrieved: the caller's failure is the one to report
+

@@ -74,7 +74,8 @@ class PullThrough:
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
                  routes: list[RouteConfig] | None = None, *, spool_budget: SpoolBudget,
                  blob_cache: BlobCache | None = None,
-                 announce_cached: Callable[[str], Awaitable[None]] | None = None) -> None:
+                 announce_cached: Callable[[str], Awaitable[None]] | None = None,
+                 direct_io: bool = False) -> None:
         self._inner = inner
         # Proxy mode's blob cache: a verified spool is linked into it, so the next pulls are
         # served from this gateway's disk without downloading the blob from ECR again; with
@@ -87,6 +88,7 @@ class PullThrough:
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
         self._copies: dict[tuple[str, str, str], _BlobCopy] = {}
         self._spool_dir = spool_dir
+        self._direct_io = direct_io  # spools written and read past the page cache
         if spool_dir is not None:
             spool_dir.mkdir(parents=True, exist_ok=True)
         self._stores: SingleFlight[None] = SingleFlight("pullthrough_store")
@@ -358,7 +360,7 @@ class PullThrough:
             source.set_exception(exc)
             source.exception()  # retrieved: the task raises it too
             raise
-        tee = Tee(self._spool_dir, digest, size)
+        tee = Tee(self._spool_dir, digest, size, direct=self._direct_io)
         source.set_result(tee)
         fill = asyncio.create_task(tee.fill(chunks, PULLTHROUGH_BYTES.labels(mirror.registry).inc))
         try:

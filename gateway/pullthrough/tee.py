@@ -1,16 +1,17 @@
 """One blob's bytes from the upstream into a spool file, followed by any number of readers.
 
 The upstream is read as fast as it sends, in the pieces its connection delivers (never joined:
-joining them costs a copy and fresh pages). A thread of the tee's own (spooler.py) hashes
-them and writes them to an unlinked spool file (on disk; its space is freed with its last
+joining them costs a copy and fresh pages). Two threads of the tee's own (spooler.py) hash
+them and write them to an unlinked spool file (on disk; its space is freed with its last
 open handle); the event loop hands each piece over with a queue put and is not woken when it
-is written. Pieces stay in memory until spooled (at most ``_UNSPOOLED_MAX`` bytes: beyond
-that the upstream waits), and the latest ``_KEPT`` bytes a while longer. Readers (the ECR
-upload, every client waiting for the blob) take the pieces in memory from there and the rest
-from the file, each at its own pace. A reader never gets the last byte before the whole blob
-matched its digest: when it does not (or the upstream transfer breaks), every reader raises
-instead, so no complete body of wrong bytes reaches a client and ECR never completes the
-upload.
+is written. With ``direct`` the spool is written and read back past the page cache
+(gateway/disk/direct_io.py says where that pays). Pieces stay in memory until spooled (at
+most ``_UNSPOOLED_MAX`` bytes: beyond that the upstream waits), and the latest ``_KEPT``
+bytes a while longer. Readers (the ECR upload, every client waiting for the blob) take the
+pieces in memory from there and the rest from the file, each at its own pace. A reader never
+gets the last byte before the whole blob matched its digest: when it does not (or the
+upstream transfer breaks), every reader raises instead, so no complete body of wrong bytes
+reaches a client and ECR never completes the upload.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.disk.direct_io import read_cached, read_direct, reopen_direct
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.pullthrough.spooler import Spooler
@@ -42,9 +44,11 @@ _KEPT = 4 << 20
 
 
 class Tee:
-    def __init__(self, directory: Path | None, digest: str, size: int | None) -> None:
+    def __init__(self, directory: Path | None, digest: str, size: int | None, *,
+                 direct: bool = False) -> None:
         self.digest = digest
         self.size = size
+        self._direct = direct  # written and read past the page cache (spooler.py)
         # Unlinked at once: nothing is left behind by a crash.
         self._file = _unnamed_file(directory)
         # Bytes from the upstream so far (the spooler knows how many are in the spool file);
@@ -73,7 +77,7 @@ class Tee:
                    progress: Callable[[int], None] | None = None) -> None:
         """Spool the upstream's bytes; raise (and fail every reader) when the transfer breaks
         or the bytes do not match the digest."""
-        spooler = Spooler(self._file.fileno())
+        spooler = Spooler(self._file.fileno(), self._direct)
         self._spooler = spooler
         try:
             async for piece in pieces:
@@ -93,6 +97,9 @@ class Tee:
                 if self._received - spooler.spooled > _UNSPOOLED_MAX:
                     await spooler.written_up_to(self._received - _UNSPOOLED_MAX // 2)
             digest = await spooler.finish()
+            if spooler.cached and self._direct:
+                log.debug("pull-through of %s: %d of %d bytes spooled through the page cache "
+                          "(the disk fell behind)", self.digest, spooler.cached, self._received)
             self._forget_old_pieces()
             if digest != self.digest:
                 self._mismatch = True
@@ -147,9 +154,14 @@ class Tee:
         its own, so it outlives :meth:`close`."""
         if self._file.closed:
             raise _broken(self.digest)  # the copy is over: the blob is read from storage
-        return self._follow(os.dup(self._file.fileno()), client)
+        fd = self._file.fileno()
+        direct = reopen_direct(fd, os.O_RDONLY) if self._direct else None
+        if direct is not None:
+            return self._follow(direct, client, read_direct)
+        return self._follow(os.dup(fd), client, read_cached)
 
-    async def _follow(self, fd: int, client: bool) -> AsyncGenerator[bytes, None]:
+    async def _follow(self, fd: int, client: bool,
+                      read: Callable[[int, int, int], bytes]) -> AsyncGenerator[bytes, None]:
         self._clients += client
         try:
             offset = 0
@@ -165,8 +177,7 @@ class Tee:
                     else:  # in the file: every piece before those in memory is
                         in_file = pieces[0][0] if pieces else readable
                         data = await asyncio.get_running_loop().run_in_executor(
-                            None, os.pread, fd, min(min(readable, in_file) - offset, _READ),
-                            offset)
+                            None, read, fd, offset, min(min(readable, in_file) - offset, _READ))
                     if not data:
                         raise _broken(self.digest)
                     offset += len(data)

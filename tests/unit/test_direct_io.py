@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import _stages_directly
-from gateway.ecr.direct_io import ALIGN, balloon_reports_free_pages, write_direct
+from gateway.app import _direct_io
+from gateway.disk.direct_io import ALIGN, DirectWriter, balloon_reports_free_pages, write_direct
 from gateway.ecr.staging import StagingStore
 from tests.support.pagecache import resident_pages
 
@@ -32,9 +32,9 @@ def test_a_balloon_that_reports_free_pages_is_recognised(tmp_path: Path) -> None
 
 
 def test_the_setting_overrides_the_machine() -> None:
-    assert _stages_directly("always") is True
-    assert _stages_directly("never") is False
-    assert _stages_directly("auto") is balloon_reports_free_pages()
+    assert _direct_io("always") is True
+    assert _direct_io("never") is False
+    assert _direct_io("auto") is balloon_reports_free_pages()
 
 
 def test_a_direct_write_holds_every_byte_and_leaves_the_page_cache_alone(
@@ -86,3 +86,28 @@ def test_a_staged_push_does_not_fill_the_page_cache(tmp_path: Path) -> None:
             assert resident <= limit
         else:
             assert resident > 4000  # the same bytes through the page cache stay cached
+
+
+def test_blocks_go_through_the_page_cache_while_the_writer_lags(tmp_path: Path) -> None:
+    """A writer behind what it must keep up with (a disk slower than the upstream) writes
+    whole buffers through the page cache until it has caught up; the file stays whole and
+    the direct writes after those blocks stay aligned."""
+    path = tmp_path / "spool"
+    lags = iter([False, True, True, False, True, False, False])
+    pieces = [os.urandom(n) for n in (MiB + 5, 3 * MiB, 333, 2 * MiB - 338 + 17)]
+    with open(path, "wb") as plain:
+        direct = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        try:
+            writer = DirectWriter(direct, 0, buffered=plain.fileno(),
+                                  lagging=lambda: next(lags))
+            for piece in pieces:
+                writer.write(piece)
+            writer.finish()
+        finally:
+            os.close(direct)
+    whole = b"".join(pieces)
+    assert writer.written == len(whole) == 6 * MiB + 17
+    # Buffers 2, 3 and 5 of 6 through the page cache, and the 17 bytes of the end.
+    assert writer.cached == 3 * MiB + 17
+    assert 3 * MiB // ALIGN <= resident_pages(path) <= 3 * MiB // ALIGN + 1
+    assert path.read_bytes() == whole

@@ -1,6 +1,7 @@
 """Serving a blob from an open local file (gateway/oci/files.py): by sendfile to a client
-elsewhere, through a small buffer to a client on this host; either way the whole blob, a
-range of it, and a cut transfer when the file is shorter than the blob."""
+elsewhere, through a small buffer to a client on this host, read past the page cache with
+``direct``; each way the whole blob, a range of it, and a cut transfer when the file is
+shorter than the blob."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.disk.direct_io import write_direct
 from gateway.oci import files
+from tests.support.pagecache import resident_pages
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)  # not a whole number of the buffer's pieces
 
@@ -36,27 +39,30 @@ def test_which_clients_are_on_this_host(peer: Any, local: bool) -> None:
     assert files._on_this_host(_Transport(peer)) is local
 
 
-async def _client(tmp_path: Path, size: int) -> TestClient[web.Request, web.Application]:
+async def _client(tmp_path: Path, size: int,
+                  direct: bool) -> TestClient[web.Request, web.Application]:
     path = tmp_path / "blob"
-    path.write_bytes(DATA)
+    assert write_direct(path, 0, [DATA])  # on the disk, not in the page cache
 
     async def handler(request: web.Request) -> web.StreamResponse:
         return await files.send_file(request, open(path, "rb"), size,
-                                     {"Content-Type": "application/octet-stream"})
+                                     {"Content-Type": "application/octet-stream"},
+                                     direct=direct)
 
     app = web.Application()
     app.router.add_get("/", handler)
     return TestClient(TestServer(app, host="127.0.0.1"))
 
 
-@pytest.fixture(params=[True, False], ids=["this host", "elsewhere"])
-def local(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    monkeypatch.setattr(files, "_on_this_host", lambda transport: request.param)
-    return bool(request.param)
+@pytest.fixture(params=["this host", "elsewhere", "direct"])
+def direct(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Whether the file is read past the page cache (for a client elsewhere, too)."""
+    monkeypatch.setattr(files, "_on_this_host", lambda transport: request.param == "this host")
+    return bool(request.param == "direct")
 
 
-async def test_the_whole_blob_and_a_range(tmp_path: Path, local: bool) -> None:
-    async with await _client(tmp_path, len(DATA)) as client:
+async def test_the_whole_blob_and_a_range(tmp_path: Path, direct: bool) -> None:
+    async with await _client(tmp_path, len(DATA), direct) as client:
         async with client.get("/") as answer:
             assert answer.status == 200
             assert await answer.read() == DATA
@@ -64,11 +70,13 @@ async def test_the_whole_blob_and_a_range(tmp_path: Path, local: bool) -> None:
             assert answer.status == 206
             assert answer.headers["Content-Range"] == f"bytes 1000-2999999/{len(DATA)}"
             assert await answer.read() == DATA[1000:3000000]
+    if direct:  # at most the unaligned end's block came through the page cache
+        assert resident_pages(tmp_path / "blob") <= 2
 
 
 async def test_a_file_shorter_than_the_blob_is_a_cut_transfer(tmp_path: Path,
-                                                              local: bool) -> None:
-    async with await _client(tmp_path, len(DATA) + 4096) as client:
+                                                              direct: bool) -> None:
+    async with await _client(tmp_path, len(DATA) + 4096, direct) as client:
         async with client.get("/") as answer:
             assert answer.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
