@@ -60,12 +60,17 @@ class CachedBlob:
 
     file: BinaryIO
     size: int
+    on_disk: bool = False  # written past the page cache: read it the same way
 
 
 @dataclass
 class _Entry:
     size: int
     verified: bool  # digest checked since this process started
+    # Written past the page cache (an adopted spool that was): reading it through the page
+    # cache would allocate it there after all (gateway/disk/direct_io.py). Fills, and files
+    # verified after a start, are read through the page cache, where they are.
+    on_disk: bool = False
 
 
 def _hex(digest: str) -> str | None:
@@ -172,7 +177,7 @@ class BlobCache:
                 now = time.time()
                 os.utime(handle.fileno(), (now, now))  # read order for the next start
             cache_event("blob", "hit")
-            blob, handle = CachedBlob(handle, size), None
+            blob, handle = CachedBlob(handle, size, entry.on_disk), None
             return blob
         finally:
             if handle is not None:
@@ -241,10 +246,12 @@ class BlobCache:
         await fill.ended.wait()
         return True
 
-    async def adopt(self, digest: str, size: int, place: Callable[[Path], None]) -> bool:
+    async def adopt(self, digest: str, size: int, place: Callable[[Path], None], *,
+                    on_disk: bool = False) -> bool:
         """Admit a copy of ``digest`` that the caller has verified already (a pull-through's
         spool, say): ``place`` puts its ``size`` bytes at the path it is given, in a worker
-        thread (a link costs no write). Whether the cache holds the blob afterwards."""
+        thread (a link costs no write); ``on_disk``: they were written past the page cache.
+        Whether the cache holds the blob afterwards."""
         hexpart = _hex(digest)
         if hexpart is None or size > self.max_bytes:
             return False
@@ -262,7 +269,7 @@ class BlobCache:
             self._unlink_later([tmp])
             return True
         os.replace(tmp, self._blobs / hexpart)
-        self._entries[hexpart] = _Entry(size, verified=True)
+        self._entries[hexpart] = _Entry(size, verified=True, on_disk=on_disk)
         self.total += size
         cache_event("blob", "adopt")
         self._unlink_later(self._evict(0))

@@ -242,8 +242,9 @@ class BlobsConfig(Section):
     staging: StagingConfig = Field(default_factory=StagingConfig)
     cache: BlobCacheConfig = Field(default_factory=BlobCacheConfig)
     direct_io: Literal["auto", "always", "never"] = "auto"
-    """How the gateway writes and reads its own blob files (staged pushes, pull-through
-    spools, the blob cache's reads). ``always``: with O_DIRECT, past the page cache (each
+    """How the gateway writes and reads its own blob files: staged pushes and pull-through
+    spools, and the blob cache's copies of those spools (its fills from ECR go through the
+    page cache, where a direct write would make the client wait for the disk). ``always``: with O_DIRECT, past the page cache (each
     byte goes to the disk at once); ``never``: through the page cache (a staged blob its
     image references before write-back never reaches the disk); ``auto``: ``always`` on a
     virtual machine whose memory balloon reports freed pages to its host, where each new

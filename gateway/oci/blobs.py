@@ -89,7 +89,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
                     raise
                 if allowed:
                     return await send_file(request, cached.file, cached.size, headers,
-                                           direct=settings(request).direct_reads)
+                                           direct=cached.on_disk)
                 cached.file.close()
                 break
             if not whole:

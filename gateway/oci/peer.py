@@ -11,7 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from gateway.oci.context import BLOB_CACHE, settings
+from gateway.oci.context import BLOB_CACHE
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN, DENIED, OciError
 from gateway.oci.files import send_file
@@ -59,7 +59,7 @@ def add_peer_route(app: web.Application, source: StagedSource, peers: StagedPeer
             raise OciError(BLOB_UNKNOWN, {"digest": digest})
         return await send_file(request, cached.file, cached.size, {
             "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"},
-            direct=settings(request).direct_reads)
+            direct=cached.on_disk)
 
     async def spool(request: web.Request) -> web.StreamResponse:
         upload = request.match_info["upload"]

@@ -369,7 +369,8 @@ class PullThrough:
             # are in and those clients are served (or have been given a fair while).
             await tee.quiet(_CLIENTS_FIRST_SECONDS)
             if self._blob_cache is not None and tee.verified and tee.size is not None and \
-                    await self._blob_cache.adopt(digest, tee.size, tee.keep_as) and \
+                    await self._blob_cache.adopt(digest, tee.size, tee.keep_as,
+                                                 on_disk=self._direct_io) and \
                     self._announce_cached is not None:
                 await self._announce_cached(digest)
             # Only now that the upstream has sent the blob: a caller asking for names the

@@ -379,7 +379,7 @@ def _receiving(shape: Shape, before: set[Path], timeout: float = 60.0,
     while time.monotonic() < deadline:
         for replica in shape.replicas:
             for spool in (replica.data_dir / "staging" / "spool").glob("*"):
-                if spool in before:
+                if spool in before or spool.suffix == ".kept":  # a finished one, being kept
                     continue
                 try:
                     if spool.stat().st_size >= at_least:

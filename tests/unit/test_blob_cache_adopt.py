@@ -69,3 +69,24 @@ async def test_a_fill_ending_after_an_adoption_counts_the_blob_once(tmp_path: Pa
     assert await fill.commit()
     assert cache.total == len(DATA)
     assert [p.name for p in (tmp_path / "cache" / "sha256").iterdir()] == [DIGEST[7:]]
+
+
+async def test_a_copy_written_past_the_page_cache_is_read_the_same_way(tmp_path: Path) -> None:
+    """Only a copy its adopter wrote past the page cache is read past it; after a start the
+    copy is verified through the page cache, and is then read from there."""
+    cache = BlobCache(tmp_path / "cache", 10 * len(DATA))
+    source = _source(tmp_path)
+    assert await cache.adopt(DIGEST, len(DATA), lambda path: shutil.copyfile(source, path),
+                             on_disk=True)
+    blob = await cache.open(DIGEST)
+    assert blob is not None and blob.on_disk
+    blob.file.close()
+    restarted = BlobCache(tmp_path / "cache", 10 * len(DATA))
+    blob = await restarted.open(DIGEST)
+    assert blob is not None and not blob.on_disk
+    blob.file.close()
+    other = BlobCache(tmp_path / "other", 10 * len(DATA))
+    assert await other.adopt(DIGEST, len(DATA), lambda path: shutil.copyfile(source, path))
+    blob = await other.open(DIGEST)
+    assert blob is not None and not blob.on_disk
+    blob.file.close()
