@@ -244,12 +244,13 @@ class BlobsConfig(Section):
     direct_io: Literal["auto", "always", "never"] = "auto"
     """How the gateway writes and reads its own blob files: staged pushes and pull-through
     spools, and the blob cache's copies of those spools (its fills from ECR go through the
-    page cache, where a direct write would make the client wait for the disk). ``always``: with O_DIRECT, past the page cache (each
-    byte goes to the disk at once); ``never``: through the page cache (a staged blob its
-    image references before write-back never reaches the disk); ``auto``: ``always`` on a
-    virtual machine whose memory balloon reports freed pages to its host, where each new
-    page-cache page costs a fault in the host (measured: 2.9 CPU-s per GiB staged, against
-    0.2 written directly), ``never`` elsewhere."""
+    page cache, where a direct write would make the client wait for the disk). ``always``:
+    with O_DIRECT, past the page cache (each byte goes to the disk at once); ``never``:
+    through the page cache (a staged blob its image references before write-back never
+    reaches the disk); ``auto``: ``always`` on a virtual machine whose memory balloon
+    reports freed pages to its host, where each new page-cache page costs a fault in the
+    host (measured: 2.9 CPU-s per GiB staged, against 0.2 written directly), ``never``
+    elsewhere."""
 
 
 class UploadsConfig(Section):
