@@ -40,7 +40,8 @@ from bench import ocihttp
 from bench.images import FreshBytes
 from bench.report import Row
 from bench.services import Gateway, ReferenceRegistry, cpu_seconds
-from gateway.disk.direct_io import DirectWriter, balloon_reports_free_pages, reopen_direct
+from gateway.disk.direct_io import balloon_reports_free_pages
+from gateway.pullthrough.spooler import SpoolFile
 from tests.support.emulator import signing_key
 
 MiB = 1024 * 1024
@@ -142,22 +143,16 @@ def _floor_cpu(size: int, fresh: FreshBytes, work: Path) -> dict[str, float]:
 
 
 def _write_spool(work: Path, chunks: list[bytes]) -> None:
-    """Write the chunks once into an unnamed file as the tee spools them: past the page
-    cache where the gateway would (``blobs.direct_io: auto``), else through it."""
+    """Write the chunks once into an unnamed file as the tee spools them (its SpoolFile):
+    past the page cache where the gateway would (``blobs.direct_io: auto``)."""
     with tempfile.TemporaryFile(dir=work, buffering=0) as spool:
-        direct = reopen_direct(spool.fileno(), os.O_WRONLY) \
-            if balloon_reports_free_pages() else None
-        if direct is None:
-            for chunk in chunks:
-                spool.write(chunk)
-            return
+        file = SpoolFile(spool.fileno(), balloon_reports_free_pages())
         try:
-            writer = DirectWriter(direct, 0)
             for chunk in chunks:
-                writer.write(chunk)
-            writer.finish(spool.fileno())
+                file.write(chunk)
+            file.finish()
         finally:
-            os.close(direct)
+            file.close()
 
 
 def _calls_text(calls: Counter[str]) -> str:

@@ -54,9 +54,9 @@ class Spooler:
         self._written = self._loop.create_future()
         # A wait of the loop's: (offset, future), woken once the file reaches the offset.
         self._waiting: tuple[int, asyncio.Future[None]] | None = None
-        direct_fd = reopen_direct(fd, os.O_WRONLY) if direct else None
+        file = SpoolFile(fd, direct, lagging=lambda: self._added - self.spooled > _DIRECT_LAG_MAX)
         self._start(self._hashing, self._hashed, "pullthrough-hash")
-        self._start(partial(self._writing, direct_fd), self._written, "pullthrough-spool")
+        self._start(partial(self._writing, file), self._written, "pullthrough-spool")
 
     def add(self, piece: bytes) -> None:
         self._added += len(piece)
@@ -103,26 +103,16 @@ class Spooler:
         while (piece := self._to_hash.get()) is not None and not self._abandoned:
             self._hash.update(piece)  # releases the GIL
 
-    def _writing(self, direct: int | None) -> None:
-        writer = None if direct is None else DirectWriter(
-            direct, 0, mmap.mmap(-1, _DIRECT_WRITE), buffered=self._fd,
-            lagging=lambda: self._added - self.spooled > _DIRECT_LAG_MAX)
+    def _writing(self, file: SpoolFile) -> None:
         try:
             while (piece := self._to_write.get()) is not None and not self._abandoned:
-                if writer is None:
-                    _write_all(self._fd, piece)
-                    self.spooled += len(piece)
-                else:
-                    writer.write(piece)
-                    self.spooled = writer.written
+                self.spooled = file.write(piece)
                 self._wake_if_waited()
-            if writer is not None and not self._abandoned:
-                writer.finish()
-                self.spooled = writer.written
-                self.cached = writer.cached
+            if not self._abandoned:
+                self.spooled = file.finish()
+                self.cached = file.cached
         finally:
-            if direct is not None:
-                os.close(direct)
+            file.close()
 
     def _wake_if_waited(self, always: bool = False) -> None:
         waiting = self._waiting
@@ -132,6 +122,49 @@ class Spooler:
     def _wake(self, future: asyncio.Future[None]) -> None:
         with contextlib.suppress(RuntimeError):  # the loop closed (the process stops)
             self._loop.call_soon_threadsafe(_settle, future)
+
+
+class SpoolFile:
+    """The spool's bytes into its file, in order, from one thread at a time: with
+    ``direct``, in whole blocks past the page cache where the file system allows it, the
+    blocks through the page cache while ``lagging`` says so, the unaligned end through it at
+    :meth:`finish`; else plain writes."""
+
+    def __init__(self, fd: int, direct: bool,
+                 lagging: Callable[[], bool] | None = None) -> None:
+        self._fd = fd
+        self._direct = reopen_direct(fd, os.O_WRONLY) if direct else None
+        self._writer = None if self._direct is None else DirectWriter(
+            self._direct, 0, mmap.mmap(-1, _DIRECT_WRITE), buffered=fd, lagging=lagging)
+        self._written = 0
+
+    def write(self, piece: bytes) -> int:
+        """Append ``piece``; the bytes in the file now (with ``direct``, short of the
+        gathered ones)."""
+        if self._writer is None:
+            _write_all(self._fd, piece)
+            self._written += len(piece)
+            return self._written
+        self._writer.write(piece)
+        return self._writer.written
+
+    def finish(self) -> int:
+        """Write what is gathered; the bytes in the file."""
+        if self._writer is None:
+            return self._written
+        self._writer.finish()
+        return self._writer.written
+
+    @property
+    def cached(self) -> int:
+        """With ``direct``, the bytes that went through the page cache."""
+        return 0 if self._writer is None else self._writer.cached
+
+    def close(self) -> None:
+        """The direct descriptor (the file's own is the caller's)."""
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            os.close(direct)
 
 
 def _write_all(fd: int, piece: bytes) -> None:
