@@ -74,6 +74,9 @@ def _check(request: web.Request, secret: bytes) -> web.Response | None:
     if date is None or expires is None or signature is None:
         return _s3_error(403, "AccessDenied", "Query-string authentication requires the "
                          "X-Amz-Date, X-Amz-Expires and X-Amz-Signature parameters")
+    if len(query) != 3:  # S3 signs every parameter: one added (or repeated) breaks it
+        return _s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
+                         "does not match the signature you provided")
     expected = _signature(secret, request.path, date, expires)
     if not hmac.compare_digest(expected, signature):
         return _s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "

@@ -179,8 +179,7 @@ async def read_params(request: web.Request, spec: ActionSpec,
     try:
         params = await jsonbody.parse(chunks, blob, request.content_length or 0, open_sink)
     except jsonbody.BodyError as exc:
-        error = validation.input_error(spec.operation, f"Malformed request: {exc}",
-                                       spec.service)
+        error = validation.serialization_error(f"Malformed request: {exc}")
         if pending is not None:
             async for _ in chunks:
                 pass
@@ -273,7 +272,8 @@ async def _handle_api(request: web.Request,
                                    _sink_opener(request, identity, spec, streamed))
         throttles = request.app.get(throttle.KEY)
         if throttles is not None:
-            throttles.check(spec.name)
+            # The key's account where the credentials file names one, else the default's.
+            throttles.check(spec.name, identity.account_id or "", identity.region)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
         validation.validate_input(spec.operation, params, spec.service)

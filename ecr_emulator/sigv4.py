@@ -34,6 +34,7 @@ from ecr_emulator.errors import AwsError
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW = 300  # seconds between X-Amz-Date and the emulator's clock, either way
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_BASIC_DATE = re.compile(r"\d{8}T\d{6}Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
 _MISMATCH = ("The request signature we calculated does not match the signature you provided. "
@@ -176,6 +177,17 @@ class Verifier:
         if "host" not in signed:
             raise invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS "
                           "Authorization.")
+        # The date and the action are what a replayed signature would change: both signed
+        # (SigV4: a date header and the x-amz-* headers sent go into SignedHeaders).
+        sent = request.headers
+        for name in ("x-amz-date" if sent.get("X-Amz-Date") is not None else "date",
+                     "x-amz-target"):
+            if sent.get(name) is not None and name not in signed:
+                raise invalid(f"'{name}' must be a 'SignedHeader' in the AWS Authorization.")
+        for name in signed:
+            if name != "host" and sent.get(name) is None:
+                raise invalid(f"The header '{name}' is in SignedHeaders but not in the "
+                              "request.")
         head = canonical_head(request, signed)
         claimed = request.headers.get("X-Amz-Content-SHA256")
         return Pending(Scope(key_id, date, scope_region, scope_service), timestamp, head,
@@ -204,6 +216,8 @@ def _authorization_fields(header: str) -> dict[str, str]:
 
 
 def _parse_date(value: str) -> float | None:
+    if not _BASIC_DATE.fullmatch(value):  # strptime alone takes unpadded fields
+        return None
     try:
         return float(timegm(time.strptime(value, _DATE_FORMAT)))
     except ValueError:
@@ -238,13 +252,13 @@ def canonical_uri(path: str) -> str:
 
 
 def canonical_query(query: str) -> str:
+    """Every parameter of the query, sorted and encoded: with header authentication a
+    parameter added after signing (even one named X-Amz-Signature) breaks the signature."""
     pairs = []
     for item in query.split("&") if query else []:
         if not item:
             continue
         name, _, value = item.partition("=")
-        if name == "X-Amz-Signature":
-            continue
         pairs.append((quote(unquote(name), safe="-_.~"), quote(unquote(value), safe="-_.~")))
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 

@@ -157,7 +157,8 @@ def _load_secret(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     temp = path.with_suffix(".tmp")
-    with open(temp, "w") as f:
+    # Readable by this user only: whoever holds it can sign a download of any layer.
+    with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         f.write(secrets.token_hex(32))
         f.flush()
         os.fsync(f.fileno())

@@ -48,7 +48,7 @@ class Throttles:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._limits = dict(limits or {})
         self._clock = clock
-        self._buckets: dict[str, Bucket] = {}
+        self._buckets: dict[tuple[str, str, str], Bucket] = {}
 
     @classmethod
     def parse(cls, text: str, source: str = ENV,
@@ -76,8 +76,9 @@ class Throttles:
         raw = environ.get(ENV)
         return cls.parse(raw) if raw else cls()
 
-    def check(self, action: str) -> None:
-        """Take a token of ``action``'s bucket; ThrottlingException if there is none."""
+    def check(self, action: str, account: str = "", region: str = "") -> None:
+        """Take a token of ``action``'s bucket for the caller's account and region (each
+        has buckets of its own, as on AWS); ThrottlingException if there is none."""
         if not self._limits:
             return
         name = action if action in self._limits else "*"
@@ -85,9 +86,10 @@ class Throttles:
         if limit is None:
             return
         now = self._clock()
-        bucket = self._buckets.get(action)
+        key = (account, region, action)
+        bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = self._buckets[action] = Bucket(limit[0], limit[1], limit[1], now)
+            bucket = self._buckets[key] = Bucket(limit[0], limit[1], limit[1], now)
         if not bucket.take(now):
             raise AwsError("ThrottlingException", "Rate exceeded")
 

@@ -75,6 +75,12 @@ def _error_name(action_name: str, service: str = "ecr") -> str:
     return "InvalidParameterException"
 
 
+def serialization_error(message: str) -> AwsError:
+    """What JSON services answer for a body that is not JSON, not an object, or holds a value
+    of the wrong kind for its member (before any constraint is looked at)."""
+    return AwsError("SerializationException", message)
+
+
 def input_error(action_name: str, message: str, service: str = "ecr") -> AwsError:
     """The error this action reports for malformed input."""
     return AwsError(_error_name(action_name, service), message)
@@ -98,6 +104,8 @@ def validate_input(action_name: str, params: dict[str, Any], service: str = "ecr
     problem = _check(shape, params, "")
     if problem is not None:
         path, value, constraint = problem
+        if constraint in _TYPES:  # a JSON value of the wrong kind: the body does not parse
+            raise serialization_error(f"'{path}' must {constraint}")
         if _error_name(action_name, service) == "ValidationException":
             message = (f"1 validation error detected: Value {_show(value)} at '{path}' "
                        f"failed to satisfy constraint: Member must {constraint}")
@@ -108,6 +116,11 @@ def validate_input(action_name: str, params: dict[str, Any], service: str = "ecr
 
 
 Problem = tuple[str, Any, str]
+
+_OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP = (
+    "be an object", "be a list", "be a map", "be a string", "be a number", "be a boolean",
+    "be base64-encoded binary data", "be a timestamp in epoch seconds")
+_TYPES = frozenset((_OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP))
 
 
 def _check(shape: Shape, value: Any, path: str) -> Problem | None:
@@ -121,7 +134,7 @@ def _check(shape: Shape, value: Any, path: str) -> Problem | None:
 def _check_structure(shape: Shape, value: Any, path: str) -> Problem | None:
     assert isinstance(shape, StructureShape)
     if not isinstance(value, dict):
-        return path or "input", value, "be an object"
+        return path or "input", value, _OBJECT
     for name in shape.required_members:
         if value.get(name) is None:
             return _join(path, name), None, "not be null"
@@ -136,7 +149,7 @@ def _check_structure(shape: Shape, value: Any, path: str) -> Problem | None:
 def _check_list(shape: Shape, value: Any, path: str) -> Problem | None:
     assert isinstance(shape, ListShape)
     if not isinstance(value, list):
-        return path, value, "be a list"
+        return path, value, _LIST
     problem = _length(shape, value, path)
     if problem is not None:
         return problem
@@ -150,7 +163,7 @@ def _check_list(shape: Shape, value: Any, path: str) -> Problem | None:
 def _check_map(shape: Shape, value: Any, path: str) -> Problem | None:
     assert isinstance(shape, MapShape)
     if not isinstance(value, dict):
-        return path, value, "be a map"
+        return path, value, _MAP
     problem = _length(shape, value, path)
     if problem is not None:
         return problem
@@ -164,7 +177,7 @@ def _check_map(shape: Shape, value: Any, path: str) -> Problem | None:
 
 def _check_string(shape: Shape, value: Any, path: str) -> Problem | None:
     if not isinstance(value, str):
-        return path, value, "be a string"
+        return path, value, _STRING
     problem = _length(shape, value, path)
     if problem is not None:
         return problem
@@ -181,7 +194,7 @@ def _check_number(shape: Shape, value: Any, path: str) -> Problem | None:
     integral = shape.type_name in ("integer", "long")
     types: tuple[type, ...] = (int,) if integral else (int, float)
     if isinstance(value, bool) or not isinstance(value, types):
-        return path, value, "be a number"
+        return path, value, _NUMBER
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     if low is not None and value < low:
         return path, value, f"have value greater than or equal to {low}"
@@ -191,7 +204,7 @@ def _check_number(shape: Shape, value: Any, path: str) -> Problem | None:
 
 
 def _check_boolean(shape: Shape, value: Any, path: str) -> Problem | None:
-    return None if isinstance(value, bool) else (path, value, "be a boolean")
+    return None if isinstance(value, bool) else (path, value, _BOOLEAN)
 
 
 def _check_blob(shape: Shape, value: Any, path: str) -> Problem | None:
@@ -199,15 +212,15 @@ def _check_blob(shape: Shape, value: Any, path: str) -> Problem | None:
         try:
             value = base64.b64decode(value, validate=True)
         except binascii.Error:
-            return path, "<blob>", "be base64-encoded binary data"
+            return path, "<blob>", _BLOB
     if not isinstance(value, bytes | bytearray | jsonbody.Sink):  # a sink: streamed to disk
-        return path, "<blob>", "be base64-encoded binary data"
+        return path, "<blob>", _BLOB
     return _length(shape, value, path)
 
 
 def _check_timestamp(shape: Shape, value: Any, path: str) -> Problem | None:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return None if ok else (path, value, "be a timestamp in epoch seconds")
+    return None if ok else (path, value, _TIMESTAMP)
 
 
 _CHECKERS = {

@@ -86,6 +86,8 @@ async def test_tampered_urls_are_refused(shared_emulator: EmulatorProcess, repo:
         edit(url, **{"X-Amz-Date": "20990101T000000Z"}),
         edit(url, path=f"/_emulator/layers/{other}"),
         url.split("?")[0],
+        url + "&extra=1",  # S3 signs every parameter of the query
+        url + "&X-Amz-Date=20990101T000000Z",
     ]
     for bad in tampered:
         status, headers, body = await get(bad)
@@ -96,6 +98,8 @@ async def test_tampered_urls_are_refused(shared_emulator: EmulatorProcess, repo:
 
 async def test_signatures_survive_a_restart(emulator: EmulatorProcess) -> None:
     url = await layer_url(emulator, "restart/url")
+    # The key that signs them is its user's alone.
+    assert (emulator.data_dir / "secret").stat().st_mode & 0o777 == 0o600
     emulator.restart()
     assert (await get(url))[0] == 200
 

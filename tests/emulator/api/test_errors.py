@@ -405,13 +405,20 @@ async def test_failed_completion_ends_the_upload(ctx: Ctx) -> None:
 
 
 @pytest.mark.parametrize(("target", "body", "error"), [
-    ("CreateRepository", b"{not json", "InvalidParameterException"),
-    ("CreateRepository", b"[1, 2]", "InvalidParameterException"),
-    ("CreateRepository", b'{"repositoryName": 12}', "InvalidParameterException"),
-    ("ListImageReferrers", b"{", "ValidationException"),
+    # A body the service cannot read into the action's input: SerializationException, as
+    # JSON services answer, whatever the action declares for broken constraints.
+    ("CreateRepository", b"{not json", "SerializationException"),
+    ("CreateRepository", b"[1, 2]", "SerializationException"),
+    ("CreateRepository", b'{"repositoryName": 12}', "SerializationException"),
+    ("ListImageReferrers", b"{", "SerializationException"),
+    ("ListImages", b'{"repositoryName": "a1", "maxResults": "5"}', "SerializationException"),
     ("UploadLayerPart", b'{"repositoryName":"a1","uploadId":"00000000-0000-0000-0000-'
      b'000000000000","partFirstByte":0,"partLastByte":0,"layerPartBlob":"***"}',
-     "InvalidParameterException"),
+     "SerializationException"),
+    # A readable body that breaks a constraint: the action's own error.
+    ("CreateRepository", b'{"repositoryName": "Upper"}', "InvalidParameterException"),
+    ("ListImageReferrers", b'{"repositoryName": "a1", "subjectId": {"imageDigest": "sha256:'
+     + b"a" * 64 + b'"}, "maxResults": 51}', "ValidationException"),
     ("NoSuchAction", b"{}", "UnknownOperationException"),
 ])
 async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str, body: bytes,

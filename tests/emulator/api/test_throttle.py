@@ -32,6 +32,10 @@ async def test_an_action_past_its_burst_is_throttled(tmp_path: Path) -> None:
                 await ecr.create_repository(repositoryName=f"throttle/{name}")
         assert emulator.requests("DescribeRepositories")[-1]["outcome"] == \
             "ThrottlingException"
+        # Quotas are per account and region: another region's bucket is still full.
+        async with ecr_client(emulator.url, region="eu-west-1",
+                              retries={"total_max_attempts": 1}) as elsewhere:
+            await elsewhere.describe_repositories()
 
 
 def test_buckets_refill_at_their_rate() -> None:

@@ -368,7 +368,8 @@ P_NATURAL: list[tuple[str, str, str, Trigger]] = [
 
 # Bytes no SDK would send: (service, action, exception, body).
 RAW: list[tuple[str, str, str, bytes]] = [
-    ("ecr-public", "GetAuthorizationToken", IPE, b"[1, 2]"),
+    # A body that is not an object is unreadable, not an invalid parameter.
+    ("ecr-public", "GetAuthorizationToken", "SerializationException", b"[1, 2]"),
 ]
 # Only reachable with a repository limit of 1: (service, action, exception).
 TINY = [("ecr-public", "CreateRepository", "LimitExceededException")]
@@ -382,6 +383,8 @@ NEVER = {
     ("ecr-public", "UntagResource", "TooManyTagsException"): "as for ECR",
     ("ecr-public", "PutImage", "ImageTagAlreadyExistsException"):
         "ECR Public tags are always mutable",
+    ("ecr-public", "GetAuthorizationToken", IPE): "the action has no input members: every "
+        "body it cannot read is a SerializationException, so no parameter can be invalid",
 }
 
 # Valid input per ECR Public action: an injected fault (or a foreign region) strikes after

@@ -6,6 +6,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -164,3 +165,46 @@ def test_credentials_file_errors_and_reload(tmp_path: Path) -> None:
     found = store.lookup("AKIDB")
     assert found is not None and found.secret_access_key == "second-secret"
     assert "second-secret" not in repr(found)
+
+
+def test_a_signed_header_missing_from_the_request_is_a_signature_error() -> None:
+    """Not a crash (a 500 a client retries): the signature cannot cover what is not sent."""
+    for name in ("Content-Type", "X-Amz-Target"):
+        received = signed()
+        del received.headers[name]
+        assert code(received) == "InvalidSignatureException", name
+
+
+class _HostAndDateOnly(SigV4Auth):
+    def headers_to_sign(self, request: AWSRequest) -> Any:
+        headers = super().headers_to_sign(request)
+        for name in set(headers.keys()) - {"host", "x-amz-date"}:
+            del headers[name]
+        return headers
+
+
+def test_the_action_and_the_date_must_be_signed() -> None:
+    """A signature that leaves X-Amz-Target out could be replayed as any other action."""
+    request = AWSRequest(method="POST", url="http://127.0.0.1:4566/", data=BODY,
+                         headers={"Content-Type": "application/x-amz-json-1.1",
+                                  "X-Amz-Target": "AmazonEC2ContainerRegistry_V20150921."
+                                                  "DescribeRepositories"})
+    _HostAndDateOnly(Credentials(KEY, SECRET), "ecr", "us-east-1").add_auth(request)
+    assert "x-amz-target" not in request.headers["Authorization"]
+    received = Received("POST", "/", CIMultiDict(request.headers.items()))
+    received.headers["Host"] = "127.0.0.1:4566"
+    assert code(received) == "InvalidSignatureException"
+
+
+def test_a_date_not_in_basic_format_is_incomplete() -> None:
+    received = signed()
+    stamp = received.headers["X-Amz-Date"]
+    received.headers["X-Amz-Date"] = stamp[:9] + "124Z"  # hour and minute, unpadded
+    assert code(received) == "IncompleteSignatureException"
+
+
+def test_a_query_parameter_added_after_signing_breaks_the_signature() -> None:
+    for query in ("?X-Amz-Signature=" + "d" * 64, "?extra=1"):
+        received = signed()
+        received.raw_path = "/" + query
+        assert code(received) == "InvalidSignatureException", query

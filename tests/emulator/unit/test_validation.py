@@ -41,10 +41,7 @@ def test_valid_input_passes(action: str, params: dict[str, Any]) -> None:
      "enum value set"),
     ("CreateRepository", {"repositoryName": "ab", "tags": [{"Key": "k"}]},
      "'tags.1.member.Value'"),
-    ("CreateRepository", {"repositoryName": 5}, "be a string"),
-    ("DeleteRepository", {"repositoryName": "ab", "force": "yes"}, "be a boolean"),
     ("ListImages", {"repositoryName": "ab", "maxResults": 0}, "greater than or equal to 1"),
-    ("ListImages", {"repositoryName": "ab", "maxResults": True}, "be a number"),
     ("BatchGetImage", {"repositoryName": "ab", "imageIds": []}, "length greater than or equal"),
     ("UploadLayerPart", {"repositoryName": "ab", "uploadId": "x", "partFirstByte": 0,
                          "partLastByte": 0, "layerPartBlob": b"x"}, "'uploadId'"),
@@ -56,6 +53,23 @@ def test_invalid_input_is_invalid_parameter(action: str, params: dict[str, Any],
                                             fragment: str) -> None:
     error = error_of(action, params)
     assert error.name == "InvalidParameterException" and error.status == 400
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize(("action", "params", "fragment"), [
+    ("CreateRepository", {"repositoryName": 5}, "'repositoryName' must be a string"),
+    ("DeleteRepository", {"repositoryName": "ab", "force": "yes"}, "'force' must be a boolean"),
+    ("ListImages", {"repositoryName": "ab", "maxResults": True}, "must be a number"),
+    ("ListImages", {"repositoryName": "ab", "maxResults": "5"}, "must be a number"),
+    ("BatchGetImage", {"repositoryName": "ab", "imageIds": {"imageTag": "v1"}}, "be a list"),
+    ("ListImageReferrers", {"repositoryName": "ab", "subjectId": "x"}, "be an object"),
+])
+def test_a_value_of_the_wrong_kind_is_a_serialization_error(action: str, params: dict[str, Any],
+                                                            fragment: str) -> None:
+    """A JSON service cannot read such a body into its input at all: SerializationException,
+    whatever the action declares for broken constraints."""
+    error = error_of(action, params)
+    assert error.name == "SerializationException" and error.status == 400
     assert fragment in error.message
 
 
