@@ -49,6 +49,8 @@ class Challenger:
             return forwarded
         local = _local_address(request) or self.listen
         claimed = request.headers.get("Host", "")
+        if not _HOST.fullmatch(claimed):  # "localhost:5000@evil.example" is no loopback host
+            claimed = ""
         if claimed.lower() in self.realm_hosts:
             return claimed
         if claimed and is_loopback(_hostname(claimed)) and is_loopback(_hostname(local)):
@@ -80,6 +82,10 @@ def _as_list(scope: Scope | Sequence[Scope] | None) -> list[Scope]:
     if scope is None:
         return []
     return [scope] if isinstance(scope, Scope) else list(scope)
+
+
+# A Host header that is a host name or address and a port, nothing more.
+_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 def _hostname(host: str) -> str:

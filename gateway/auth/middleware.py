@@ -79,7 +79,9 @@ class Authenticator:
             if login is None:
                 raise self.challenger.unauthorized(request, reason="wrong user name or password")
             return Principal(login.subject, None, login.identity)
-        raise self.challenger.unauthorized(request, reason=f"unsupported scheme {scheme!r}")
+        # The header is not echoed: a bare token sent without a scheme is still a secret.
+        raise self.challenger.unauthorized(
+            request, reason="unsupported authorization scheme (Basic or Bearer)")
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -131,10 +133,12 @@ class Authenticator:
         scope = needed_scope(name, action)
         exact = Scope(scope.type, scope.name, frozenset({action}) if name else scope.actions)
         if principal.token is not None:
-            # A token names the client name; the ECR repository it resolves to is checked now.
+            # A token names the client name only, granted as if no mirror were named: where
+            # this request resolves it (its ?ns=) is judged now, with the rules of that route
+            # (an anonymous token must not open a mirror closed to anonymous pulls).
             return principal.token.allows(exact) and (
-                name is None or action in self.rules.ecr_allowed(principal.subject, name,
-                                                                  _ns(request)))
+                name is None or action in self.rules.allowed(principal.subject, name,
+                                                              _ns(request)))
         return self._rules_allow(request, principal.subject, name, action)
 
     def _require(self, request: web.Request, principal: Principal, name: str | None,
@@ -156,9 +160,11 @@ class Authenticator:
         return action in self.rules.allowed(subject, name, _ns(request))
 
     def may_pull(self, request: web.Request, name: str) -> bool:
-        """Whether the catalog shows ``name`` to this caller."""
+        """Whether the catalog shows ``name`` to this caller. The catalog lists ECR's own
+        names, never a mirror's: judged without the request's ``?ns=``, which would resolve
+        them through a mirror's rules instead."""
         principal: Principal = request.get(PRINCIPAL, ANONYMOUS)
-        return "pull" in self.rules.allowed(principal.subject, name, _ns(request))
+        return "pull" in self.rules.allowed(principal.subject, name)
 
 
 def _ns(request: web.Request) -> str | None:

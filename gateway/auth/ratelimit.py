@@ -20,7 +20,8 @@ class FailedLogins:
         self._limits = {"user": per_user, "address": per_address}
         self._clock = clock
         self._max_keys = max_keys
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        # Each failure's time, and for a user's failures the address they came from.
+        self._failures: dict[tuple[str, str], deque[tuple[float, str | None]]] = {}
 
     def retry_after(self, user: str | None, address: str | None) -> int | None:
         """Seconds until ``user`` from ``address`` may try again; None if not blocked now."""
@@ -32,7 +33,7 @@ class FailedLogins:
                 continue
             times = self._recent((kind, value), now)
             if times is not None and len(times) >= limit:
-                waits.append(times[-limit] + self._window - now)
+                waits.append(times[-limit][0] + self._window - now)
         return max(1, math.ceil(max(waits))) if waits else None
 
     def failed(self, user: str | None, address: str | None) -> None:
@@ -43,16 +44,26 @@ class FailedLogins:
             if value is None:
                 continue
             times = self._failures.setdefault((kind, value), deque(maxlen=1000))
-            times.append(now)
+            times.append((now, address))
 
     def succeeded(self, user: str, address: str | None) -> None:
-        self._failures.pop(("user", user), None)
+        """Forget ``user``'s failures from ``address`` only: the owner logging in elsewhere
+        must not wipe the count of someone guessing the password from other addresses."""
+        times = self._failures.get(("user", user))
+        if times is None:
+            return
+        kept = deque((t for t in times if t[1] != address), maxlen=times.maxlen)
+        if kept:
+            self._failures[("user", user)] = kept
+        else:
+            del self._failures[("user", user)]
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float] | None:
+    def _recent(self, key: tuple[str, str],
+                now: float) -> deque[tuple[float, str | None]] | None:
         times = self._failures.get(key)
         if times is None:
             return None
-        while times and times[0] <= now - self._window:
+        while times and times[0][0] <= now - self._window:
             times.popleft()
         if not times:
             del self._failures[key]

@@ -47,6 +47,11 @@ class TlsFiles:
             return False
         self._version = version
         try:
+            # Tried on a context of its own first: a certificate that does not match the key
+            # leaves the context it was loaded into with that certificate and no key, and
+            # every handshake would fail (a half-written pair while a tool replaces them).
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(self.cert_file,
+                                                                    self.key_file)
             self.context.load_cert_chain(self.cert_file, self.key_file)
         except (OSError, ssl.SSLError) as exc:
             log.error("TLS certificate %s / key %s changed but do not load (%s); still "

@@ -156,3 +156,15 @@ async def test_delete_needs_the_delete_action(alice: OciClient, authgw: GatewayP
     deleted = await request(alice.session, "DELETE",
                             f"{authgw.url}/v2/{own}/manifests/{digest}")
     assert deleted.status == 202
+
+
+async def test_a_bare_token_without_a_scheme_is_not_echoed(authgw: GatewayProcess) -> None:
+    """A client that sends its token with no scheme gets 401, and the token is not in the
+    answer (nor in the log)."""
+    secret = "ghp_" + uuid.uuid4().hex
+    async with aiohttp.ClientSession() as session:
+        answer = await request(session, "GET", f"{authgw.url}/v2/",
+                               {"Authorization": secret})
+    assert answer.status == 401
+    assert secret.lower() not in answer.body.decode().lower()
+    assert not any(secret.lower() in line.lower() for line in authgw.log_lines)

@@ -94,6 +94,24 @@ async def test_new_certificate_files_are_served_without_restart(
     assert tlsgw.process is not None and tlsgw.process.poll() is None  # same process
 
 
+async def test_a_certificate_without_its_key_leaves_the_old_pair_served(
+        tlsgw: GatewayProcess, ca: TestCA, tmp_path: Path) -> None:
+    """Halfway through a replacement (the certificate written, its key not yet) the pair
+    served before stays served: every handshake still succeeds."""
+    config_tls = tlsgw.config["tls"]
+    before = await asyncio.to_thread(served_common_name, tlsgw.port, ca)
+    ca.issue(tmp_path / "next.crt", tmp_path / "next.key", common_name="next")
+    os.replace(tmp_path / "next.crt", config_tls["cert_file"])
+    for _ in range(10):  # five reload intervals
+        assert await asyncio.to_thread(served_common_name, tlsgw.port, ca) == before
+        await asyncio.sleep(0.1)
+    os.replace(tmp_path / "next.key", config_tls["key_file"])
+    deadline = time.monotonic() + 10
+    while await asyncio.to_thread(served_common_name, tlsgw.port, ca) != "next":
+        assert time.monotonic() < deadline, "the completed pair was not picked up"
+        await asyncio.sleep(0.1)
+
+
 def test_unloadable_files_stop_the_start(tmp_path: Path) -> None:
     (tmp_path / "c.pem").write_text("not a certificate")
     (tmp_path / "k.pem").write_text("not a key")

@@ -11,6 +11,7 @@ route maps onto ``docker-hub/``) but holds no grant on the ECR repositories ``do
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.auth.helpers import basic, write_htpasswd
+from tests.integration.auth.helpers import basic, token_for, write_htpasswd
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
@@ -214,3 +215,52 @@ def test_serve_refuses_an_empty_htpasswd_on_a_public_address(tmp_path: Path) -> 
         assert "refusing to start" in result.stderr
         assert ("htpasswd_file" if not extra else "anonymous_pull") in result.stderr
         assert "listening" not in result.stdout
+
+
+async def test_requests_are_judged_where_they_resolve_not_where_a_token_was_granted(
+        upstream: EmulatorProcess, gateway: GatewayProcess, tmp_path: Path,
+        session: aiohttp.ClientSession) -> None:
+    """The attacker: no credentials, against a gateway whose default route is open to
+    anonymous pulls and whose docker.io mirror is not. The token endpoint grants an anonymous
+    pull of library/<x> (as the open route allows); the same token with ?ns=docker.io must
+    not read the mirror's private image. And dave, whose pull is taken away on team-a/**,
+    does not see it in the catalog by adding ?ns=docker.io."""
+    suffix = uuid.uuid4().hex[:8]
+    private, team = f"library/private-{suffix}", f"team-a/app-{suffix}"
+    async with aiohttp.ClientSession() as seeding:  # through the open gateway, as ECR fills
+        seeder = OciClient(seeding, gateway.url)
+        digest, _ = await seeder.push_image(f"docker-hub/{private}", "v1",
+                                            [b"mirrored, private layer" * 40])
+        await seeder.push_image(team, "v1", [b"team a layer" * 40])
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"dave": "dave-pw"})
+    config = {
+        "auth": {"mode": "htpasswd", "htpasswd_file": str(htpasswd), "rules": [
+            {"repository": "**", "users": ["dave"], "actions": ["pull", "catalog"]},
+            {"ecr_repository": "team-a/**", "users": ["dave"], "actions": ["push"]}]},
+        "mirrors": {"docker.io": {"repository_prefix": "docker-hub"}},
+        "routes": [{"prefix": "", "anonymous_pull": True}],
+    }
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        token = await token_for(session, gw.url, [f"repository:{private}:pull"])
+        bearer = {"Authorization": f"Bearer {token}", "Accept": OCI_MANIFEST}
+        mirrored = f"{gw.url}/v2/{private}/manifests/v1?ns=docker.io"
+        async with session.get(mirrored) as r:
+            assert r.status == 401
+        async with session.get(mirrored, headers=bearer) as r:
+            assert r.status == 401, await r.text()
+            assert r.headers["WWW-Authenticate"].startswith("Bearer ")
+        async with session.get(f"{gw.url}/v2/{private}/blobs/{digest}?ns=docker.io",
+                               headers=bearer) as r:
+            assert r.status == 401
+        # The node's own credential still reads the mirror.
+        dave = basic("dave", "dave-pw")
+        async with session.get(mirrored, headers={**dave, "Accept": OCI_MANIFEST}) as r:
+            assert r.status == 200 and r.headers["Docker-Content-Digest"] == digest
+        for query in ("", "?ns=docker.io"):
+            async with session.get(f"{gw.url}/v2/_catalog{query}", headers=dave) as r:
+                assert r.status == 200
+                listed = (await r.json())["repositories"]
+            assert team not in listed, query
+            assert f"docker-hub/{private}" in listed, query
+        async with session.get(f"{gw.url}/v2/{team}/tags/list", headers=dave) as r:
+            assert r.status == 403

@@ -44,3 +44,21 @@ def test_configured_realm_error_and_quoting() -> None:
     assert error.status == 401
     assert error.body()["errors"][0]["detail"] == [
         {"Type": "registry", "Name": "catalog", "Action": "*"}]
+
+
+def test_a_loopback_listener_takes_only_a_plain_host_header() -> None:
+    """A client on this machine may name the host it used, but a Host header that is not a
+    host and a port ('localhost:5000@evil.example') never moves the realm."""
+    transport = mock.Mock()
+    transport.get_extra_info.return_value = ("127.0.0.1", 5000)
+    challenger = Challenger(None, "ecr-gateway", listen="127.0.0.1:5000")
+
+    def realm(host: str) -> str:
+        return challenger.realm_for(make_mocked_request("GET", "/v2/", headers={"Host": host},
+                                                        transport=transport))
+
+    assert realm("localhost:5000") == "http://localhost:5000/token"
+    assert realm("[::1]:5000") == "http://[::1]:5000/token"
+    for forged in ("localhost:5000@evil.example", "127.0.0.1:1/../x", "localhost\\evil",
+                   "localhost:5000/x", "localhost:abc"):
+        assert realm(forged) == "http://127.0.0.1:5000/token", forged

@@ -42,6 +42,18 @@ def test_success_clears_the_user_count() -> None:
     assert limits.retry_after("alice", "a") is None
 
 
+def test_the_owner_logging_in_elsewhere_does_not_clear_a_guesser_s_failures() -> None:
+    """The attacker guesses from one address while the owner, elsewhere, logs in between
+    (a client that sends Basic credentials on every request): the count holds."""
+    limits = FailedLogins(60, per_user=3, per_address=100, clock=Clock())
+    for _ in range(3):
+        limits.failed("admin", "attacker")
+        limits.succeeded("admin", "owner")
+    assert limits.retry_after("admin", "attacker") is not None
+    limits.succeeded("admin", "attacker")  # the guess that succeeded clears its own
+    assert limits.retry_after("admin", "attacker") is None
+
+
 def test_old_keys_are_forgotten() -> None:
     clock = Clock()
     limits = FailedLogins(10, per_user=1, per_address=1, clock=clock, max_keys=4)
