@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
@@ -48,7 +47,7 @@ from gateway.oci.mediatypes import (
 from gateway.oci.request import Credentials, RequestContext
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.peers import PROOF_HEADER, StagedPeers
-from gateway.state.sessions import SessionStore
+from gateway.state.sessions import SESSION_ID, SessionStore
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -249,7 +248,7 @@ class EcrBackend:
         """This replica's staged copy of ``digest`` for a peer (which proved itself): kept
         by digest, or the finished spool of ``upload``, kept now if it hashes to it."""
         found = await self._staging.find(digest)
-        if found is not None or not _UPLOAD_ID.fullmatch(upload):
+        if found is not None or not SESSION_ID.fullmatch(upload):
             return found
         spool = self._staging.spool_path(upload)
         spooled = await asyncio.to_thread(_size_of, spool)
@@ -289,6 +288,8 @@ class EcrBackend:
         pull-through's spool) and names it with this as the upload's staged copy (a link),
         so that its bytes are not written a second time; only for a new upload written
         whole in this one call."""
+        if not SESSION_ID.fullmatch(upload_id):  # never made here: no session, no spool
+            raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id[:80]})
         if self.peers is not None:  # the request before may have gone to another replica
             await adopt_spool(self.peers, self._http(), self._staging.spool_path(upload_id),
                               upload_id, partial(self._received, ctx.name, upload_id),
@@ -318,7 +319,7 @@ class EcrBackend:
 
     def spool_for_peer(self, upload: str) -> Path | None:
         """The spool of an upload in progress, for the peer continuing it."""
-        path = self._staging.spool_path(upload) if _UPLOAD_ID.fullmatch(upload) else None
+        path = self._staging.spool_path(upload) if SESSION_ID.fullmatch(upload) else None
         return path if path is not None and path.is_file() else None
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
@@ -697,7 +698,6 @@ ECR_CAPABILITIES = Capabilities(
     max_manifest_bytes=4 * 1024 * 1024)
 
 HOLDER_ANNOTATION = "ecr-gateway.untag.holds"
-_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")  # a session id (uuid4 hex): safe as a file name
 
 
 def _split_known(digests: list[str], known: Callable[[str], _T | None]

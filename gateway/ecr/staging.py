@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from gateway.disk.direct_io import ALIGN, write_direct
+from gateway.state.sessions import SESSION_ID
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
 
@@ -56,6 +57,8 @@ class StagingStore:
         self._verifying: dict[str, asyncio.Task[bool]] = {}
 
     def spool_path(self, upload_id: str) -> Path:
+        if not SESSION_ID.fullmatch(upload_id):  # whatever a store handed over, no path
+            raise ValueError(f"not an upload session id: {upload_id[:80]!r}")
         return self._spools / upload_id
 
     def append(self, upload_id: str, received_before: int,

@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import contextvars
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -47,6 +48,8 @@ from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.locks import TokenLocks
 from gateway.state.sessions import UploadSession
+
+log = logging.getLogger(__name__)
 
 # KEYS: session, lock. ARGV: record, tail, expiry (ms), lock token, the offsets the request
 # started from (received, committed), the new offsets.
@@ -140,7 +143,9 @@ class RedisSessionStore:
             raw = await self._redis.hget(self._key(session_id), "record")
         if raw is None:
             return None
-        session = UploadSession.from_dict(json.loads(raw))
+        session = _stored(raw, session_id)
+        if session is None:
+            return None
         held = self._held(session_id)
         if held is not None:  # the request holding the lock starts from these offsets
             held.received, held.committed = session.received, session.committed
@@ -230,10 +235,11 @@ class RedisSessionStore:
             records = await pipe.execute()
         found, vanished = [], []
         for raw_id, record in zip(ids, records, strict=True):
-            if record is None:
+            session = None if record is None else _stored(record, raw_id.decode())
+            if session is None:
                 vanished.append(raw_id)
             else:
-                found.append(UploadSession.from_dict(json.loads(record)))
+                found.append(session)
         if vanished:
             await self._redis.zrem(self._index, *vanished)
         return found
@@ -248,3 +254,16 @@ class RedisSessionStore:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _stored(raw: bytes, session_id: str) -> UploadSession | None:
+    """The record filed under ``session_id``; None (and a warning) for one this gateway did
+    not write: unreadable, or naming another id than its key."""
+    try:
+        session = UploadSession.stored(json.loads(raw), session_id)
+    except ValueError:
+        session = None
+    if session is None:
+        log.warning("ignoring a malformed upload session record in Redis (under id %r)",
+                    session_id[:80])
+    return session

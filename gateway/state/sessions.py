@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+
+# What the gateway makes a session id from (uuid4 hex): the only shape safe as a file name.
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -45,6 +49,19 @@ class UploadSession:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> UploadSession:
         return cls(**data)
+
+    @classmethod
+    def stored(cls, data: dict[str, Any], key_id: str) -> UploadSession | None:
+        """A record read back from a shared store, filed under ``key_id``; None if it is not
+        a record this gateway could have written there (its id names the spool file: a
+        forged one must not point it at any other path)."""
+        found = data.get("id") if isinstance(data, dict) else None
+        if found != key_id or not isinstance(found, str) or not SESSION_ID.fullmatch(found):
+            return None
+        try:
+            return cls.from_dict(data)
+        except TypeError:  # members missing or unknown
+            return None
 
 
 class SessionStore(Protocol):

@@ -5,6 +5,7 @@ state, idle expiry and the health check. Two store objects stand for two replica
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.ecr.staging import StagingStore
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
@@ -181,6 +183,31 @@ async def test_idle_lists_old_sessions_and_forgets_vanished_ones(
     idle = await b.idle(time.time() - 60)
     assert [s.id for s in idle] == [old.id]
     assert await b.count() == 2  # the vanished one left the index
+
+
+async def test_records_a_gateway_did_not_write_are_ignored(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    """The attacker can write to Redis: a record whose id is a path (or another session's
+    id) must never name the spool file a replica appends to, reads, or deletes."""
+    a, _ = stores
+    raw = aioredis.Redis.from_url(redis_server.url)
+    forged = {"../../../../tmp/target": _session(id="../../../../tmp/target"),
+              uuid.uuid4().hex: _session(),  # a genuine-looking record filed under another id
+              uuid.uuid4().hex: None}  # not JSON at all
+    for key_id, session in forged.items():
+        record = b"{not json" if session is None else json.dumps(session.to_dict()).encode()
+        await raw.hset(a._key(key_id), mapping={"record": record, "tail": b"",
+                                                "received": "0", "committed": "0"})
+        await raw.zadd(a._index, {key_id: 1.0})
+    for key_id in forged:
+        assert await a.get(key_id) is None, key_id
+    assert await a.idle(time.time()) == []  # nor does the sweep act on them
+    assert await raw.zcard(a._index) == 0
+    await raw.aclose()
+    staging = StagingStore(tmp_path / "staging", max_bytes=1 << 20)
+    with pytest.raises(ValueError):
+        staging.spool_path("../../../../tmp/target")
 
 
 async def test_ping_fails_when_redis_is_unreachable() -> None:
