@@ -80,6 +80,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     store answers."""
     storage = request.app[STORAGE]
     config = request.app[CONFIG]
+    step = "the ECR upstream is unreachable"
     try:
         # A dead upstream answers at once: known down (circuit open) or not accepting
         # connections, even while a cached token would hide it.
@@ -88,10 +89,14 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         endpoint = str(client.meta.endpoint_url)
         if request.app[BREAKER].is_open(endpoint) or not await reachable(endpoint):
             raise OSError(f"upstream {endpoint} is unreachable")
+        step = "no ECR authorization token"
         await storage.authorization_token(config.upstream.region)
+        step = "the upload session store is unavailable"
         await request.app[SESSIONS].ping()
-    except Exception as exc:  # any failure means not ready; say which
-        return web.json_response({"status": "unavailable", "reason": str(exc)[:200]},
+    except Exception as exc:  # any failure means not ready: which step, not its details
+        # The details (addresses, errors) go to the log: anyone may ask /readyz.
+        log.warning("not ready: %s: %s", step, str(exc)[:300])
+        return web.json_response({"status": "unavailable", "reason": step},
                                  status=503, headers={"Retry-After": "1"})
     return web.json_response({"status": "ready"})
 
