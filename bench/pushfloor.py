@@ -25,6 +25,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,14 +151,15 @@ def _write_staging(root: Path, chunks: Sequence[bytes]) -> None:
     """Spool the chunks once through the gateway's own staging store, as it stages a push by
     default (no sync), in 10 MiB batches as its parts are staged, then drop the spool."""
     staging = StagingStore(root, max_bytes=0, direct=balloon_reports_free_pages())
+    session = uuid.uuid4().hex  # spools are named by upload session id
     offset = 0
     try:
         for start in range(0, len(chunks), 10):
             batch = [memoryview(chunk) for chunk in chunks[start:start + 10]]
-            staging.append("floor", offset, batch)
+            staging.append(session, offset, batch)
             offset += sum(len(chunk) for chunk in batch)
     finally:
-        staging.discard("floor")
+        staging.discard(session)
 
 
 def _write_direct(path: Path, chunks: Sequence[bytes]) -> bool:

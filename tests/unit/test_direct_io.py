@@ -14,6 +14,7 @@ from gateway.ecr.staging import StagingStore
 from tests.support.pagecache import resident_pages
 
 MiB = 1024 * 1024
+U1, U2 = "1" * 32, "2" * 32  # upload session ids (spool names)
 
 
 def _balloon(root: Path, features: str) -> Path:
@@ -64,13 +65,13 @@ def test_a_spool_written_in_any_shape_is_promoted_whole(tmp_path: Path, direct: 
     chunks = [os.urandom(n) for n in (10 * MiB, 10 * MiB, 333, 7 * MiB + 5, 4096, 1)]
     received = 0
     for chunk in chunks:  # aligned starts, then an odd one: the page cache from there on
-        store.append("u1", received, [memoryview(chunk)])
+        store.append(U1, received, [memoryview(chunk)])
         received += len(chunk)
     whole = b"".join(chunks)
-    assert store.spool_range("u1", received - 4097, received) == whole[-4097:]
+    assert store.spool_range(U1, received - 4097, received) == whole[-4097:]
     digest = "sha256:" + hashlib.sha256(whole).hexdigest()
-    assert store.spool_digest("u1", received) == digest
-    store.promote("u1", digest, received, chunks[-1])
+    assert store.spool_digest(U1, received) == digest
+    store.promote(U1, digest, received, chunks[-1])
     assert store.blob_path(digest).read_bytes() == whole
 
 
@@ -79,9 +80,9 @@ def test_a_staged_push_does_not_fill_the_page_cache(tmp_path: Path) -> None:
     chunks = [os.urandom(10 * MiB), os.urandom(10 * MiB)]
     for direct, limit in ((True, 16), (False, None)):
         store = StagingStore(tmp_path / f"staging-{direct}", 1 << 30, direct=direct)
-        store.append("u", 0, [memoryview(chunks[0])])
-        store.append("u", 10 * MiB, [memoryview(chunks[1])])
-        resident = resident_pages(store.spool_path("u"))
+        store.append(U2, 0, [memoryview(chunks[0])])
+        store.append(U2, 10 * MiB, [memoryview(chunks[1])])
+        resident = resident_pages(store.spool_path(U2))
         if limit is not None:
             assert resident <= limit
         else:
