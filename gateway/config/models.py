@@ -158,6 +158,9 @@ class MirrorConfig(Section):
     ones in the host name. Mirror routes are pull-only: nothing is created on push."""
 
     repository_prefix: str = ""
+    """Required with ``upstream``, and then the mirror's alone: it fills these repositories
+    with the gateway's identity, so no other mirror's prefix may equal it, lie inside it or
+    hold it, and no route's repository_prefix may equal it or lie inside it."""
     registry_id: str | None = None
     """None: from an ECR host name, else the caller's own."""
     region: str | None = None
@@ -482,5 +485,5 @@ class Config(Section):
         from gateway.ecr.routing import check_mirrors, check_routes
 
         check_routes(self.routes)
-        check_mirrors(self.mirrors)
+        check_mirrors(self.mirrors, self.routes, self.upstream.region)
         return self

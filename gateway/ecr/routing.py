@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from gateway.config import Config, ConfigError, MirrorConfig, RepositorySettings, RouteConfig
@@ -245,7 +245,8 @@ def check_repository_settings(settings: RepositorySettings) -> None:
             raise ConfigError("repository.lifecycle_policy", str(exc)) from None
 
 
-def check_mirrors(mirrors: Mapping[str, MirrorConfig]) -> None:
+def check_mirrors(mirrors: Mapping[str, MirrorConfig], routes: Sequence[RouteConfig] = (),
+                  region: str = "") -> None:
     for host, mirror in mirrors.items():
         if not _MIRROR_HOST.match(host):
             raise ConfigError(("mirrors", host), "must be a registry host name (host[:port])")
@@ -255,3 +256,53 @@ def check_mirrors(mirrors: Mapping[str, MirrorConfig]) -> None:
         if mirror.registry_url is not None and host != ECR_PUBLIC_HOST:
             raise ConfigError(("mirrors", host, "registry_url"),
                               "only for public.ecr.aws (an ECR Public mirror)")
+    for host, mirror in mirrors.items():
+        if mirror.upstream is not None:
+            _check_pull_through_namespace(host, mirrors, routes, region)
+
+
+def _check_pull_through_namespace(host: str, mirrors: Mapping[str, MirrorConfig],
+                                  routes: Sequence[RouteConfig], region: str) -> None:
+    """The ECR repositories a mirror with an ``upstream`` fills (``repository_prefix/**``)
+    are its alone. It writes them with the gateway's own identity on any client's pull, so
+    a repository some route maps its names onto, or another mirror serves, would have its
+    tags replaced by the upstream's images. Refused: an empty prefix (every repository), and
+    a route's or another mirror's repository_prefix equal to it or inside it (in the same
+    registry and region). One whose repositories merely hold the mirror's (the catch-all
+    route ``""`` onto ``""``) reaches them only with names spelled with the mirror's prefix;
+    a push there is a push into a mirror's ECR repository (it needs an ``ecr_repository``
+    rule), and a mirror's clients never write. Two mirrors with upstreams never nest: the
+    outer one's check finds the inner one."""
+    mirror = mirrors[host]
+    key = ("mirrors", host, "repository_prefix")
+    prefix = mirror.repository_prefix
+    if not prefix:
+        raise ConfigError(key, f"a mirror with an upstream needs its own repository_prefix: it "
+                          "fills ECR repositories with the gateway's identity, and with no "
+                          f"prefix those are every route's repositories ({host}/team/app "
+                          "would replace the images of team/app)")
+    own = mirror_route(host, mirror)
+    others = [(f"mirrors.{name}", mirror_route(name, other))
+              for name, other in mirrors.items() if name != host]
+    others += [(f"routes[{index}] (prefix {route.prefix!r})", route)
+               for index, route in enumerate(routes)]
+    for where, other in others:
+        if _same_registry(own, other, region) and \
+                _strip(other.repository_prefix, prefix) is not None:
+            raise ConfigError(key, f"{prefix!r} holds the ECR repositories of {where}, "
+                              f"repository_prefix {other.repository_prefix!r}: a mirror with "
+                              "an upstream fills its repositories with the gateway's identity, "
+                              "so they must be its alone (its upstream would replace the "
+                              "images found there); give it a prefix of its own")
+
+
+def _same_registry(one: RouteConfig, other: RouteConfig, region: str) -> bool:
+    """Whether two routes may name repositories of one registry (as Router.mirrored judges:
+    a registry id left to default may be any)."""
+    def where(route: RouteConfig) -> str:
+        return ECR_PUBLIC_REGION if route.upstream_kind == "ecr-public" \
+            else route.region or region
+
+    return (one.upstream_kind == other.upstream_kind and where(one) == where(other)
+            and (one.registry_id is None or other.registry_id is None
+                 or one.registry_id == other.registry_id))

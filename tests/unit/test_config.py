@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,65 @@ def test_a_misplaced_secret_is_not_echoed() -> None:
             "upstream": {"secret_access_key": {"key": "wJalrXUtnFEMIEXAMPLE"}}})
     assert caught.value.reason == "must be a string, got a mapping"
     assert "wJalrXUtnFEMIEXAMPLE" not in caught.value.located()
+
+
+_PULL_THROUGH = {"url": "https://registry.example.com"}
+
+
+@pytest.mark.parametrize(("settings", "key", "named"), [
+    # no prefix: the mirror would fill every route's repositories (evil.io/team/app → team/app)
+    ({"mirrors": {"evil.io": {"upstream": _PULL_THROUGH}}}, "evil.io",
+     "needs its own repository_prefix"),
+    # another mirror's repositories: the same, or inside the mirror's
+    ({"mirrors": {"evil.io": {"repository_prefix": "hub", "upstream": _PULL_THROUGH},
+                  "docker.io": {"repository_prefix": "hub"}}}, "evil.io", "mirrors.docker.io"),
+    ({"mirrors": {"evil.io": {"repository_prefix": "hub", "upstream": _PULL_THROUGH},
+                  "docker.io": {"repository_prefix": "hub/x"}}}, "evil.io",
+     "mirrors.docker.io"),
+    # two upstreams filling nested repositories: the outer mirror is refused
+    ({"mirrors": {"evil.io": {"repository_prefix": "hub/x", "upstream": _PULL_THROUGH},
+                  "docker.io": {"repository_prefix": "hub", "upstream": _PULL_THROUGH}}},
+     "docker.io", "mirrors.evil.io"),
+    # a route whose repositories are the mirror's, or inside them
+    ({"mirrors": {"evil.io": {"repository_prefix": "team", "upstream": _PULL_THROUGH}},
+      "routes": [{"prefix": "a", "repository_prefix": "team"}]}, "evil.io", "routes[0]"),
+    ({"mirrors": {"evil.io": {"repository_prefix": "team", "upstream": _PULL_THROUGH}},
+      "routes": [{"prefix": "a"}, {"prefix": "", "repository_prefix": "team/app"}]},
+     "evil.io", "routes[1]"),
+    # a route pulling through another upstream into the same repositories
+    ({"mirrors": {"evil.io": {"repository_prefix": "hub", "upstream": _PULL_THROUGH}},
+      "routes": [{"prefix": "hub", "repository_prefix": "hub", "upstream": _PULL_THROUGH}]},
+     "evil.io", "routes[0]"),
+])
+def test_a_pull_through_mirror_never_fills_repositories_it_shares(
+        settings: dict[str, Any], key: str, named: str) -> None:
+    """A mirror with an upstream writes its ECR repositories with the gateway's identity on
+    any client's pull: they must be its alone, or a pull with ?ns= replaces others' tags."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides=settings)
+    assert caught.value.key == f"mirrors.{key}.repository_prefix"
+    assert named in caught.value.reason
+    assert "alone" in caught.value.reason or "every route" in caught.value.reason
+
+
+@pytest.mark.parametrize("settings", [
+    # the catch-all reaches docker-hub/** only by names spelled with the prefix (a push there
+    # needs an ecr_repository rule)
+    {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": _PULL_THROUGH}}},
+    {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": _PULL_THROUGH},
+                 "ghcr.io": {"repository_prefix": "ghcr", "upstream": _PULL_THROUGH},
+                 "123456789012.dkr.ecr.us-east-1.amazonaws.com": {}, "quay.io": {}},
+     "routes": [{"prefix": ""}, {"prefix": "team", "repository_prefix": "platform/team"}]},
+    # a mirror without an upstream only reads: its prefix may hold another's
+    {"mirrors": {"evil.io": {"repository_prefix": "hub/x", "upstream": _PULL_THROUGH},
+                 "docker.io": {"repository_prefix": "hub"}}},
+    {"mirrors": {"docker.io": {"repository_prefix": "docker-hub"}, "quay.io": {}},
+     "routes": [{"prefix": "hub", "repository_prefix": "docker-hub"}]},
+    # another region's repositories are others
+    {"mirrors": {"docker.io": {"repository_prefix": "hub", "region": "eu-west-1",
+                               "upstream": _PULL_THROUGH}},
+     "routes": [{"prefix": "hub", "repository_prefix": "hub"}]},
+])
+def test_a_pull_through_mirror_with_a_namespace_of_its_own_is_accepted(
+        settings: dict[str, object]) -> None:
+    load_config(None, environ={}, overrides=settings)

@@ -11,6 +11,9 @@ route maps onto ``docker-hub/``) but holds no grant on the ECR repositories ``do
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,3 +267,40 @@ async def test_requests_are_judged_where_they_resolve_not_where_a_token_was_gran
             assert f"docker-hub/{private}" in listed, query
         async with session.get(f"{gw.url}/v2/{team}/tags/list", headers=dave) as r:
             assert r.status == 403
+
+
+def _gateway_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
+    return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False,
+                          env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[3])})
+
+
+@pytest.mark.parametrize(("mirror", "named"), [
+    # No prefix: ?ns=evil.io with team/app would fill ECR's team/app with evil.io's image.
+    ({}, "needs its own repository_prefix"),
+    # The prefix of a route's repositories: the same, for every name the route serves.
+    ({"repository_prefix": "team"}, "routes[0]"),
+])
+def test_a_pull_through_mirror_sharing_repositories_is_never_served(
+        upstream: EmulatorProcess, tmp_path: Path, mirror: dict[str, Any], named: str) -> None:
+    """A mirror with an upstream fills ECR with the gateway's identity on any pull: an
+    attacker who may only pull would otherwise replace team/app:latest, which the
+    organisation pushes through its routes, by naming the mirror (?ns=evil.io). Neither
+    check-config nor serve takes such a configuration; nothing is written."""
+    evil = {"url": "http://127.0.0.1:9"}  # never asked: the gateway does not start
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({
+        "upstream": {"mode": "aws", "endpoint_url": upstream.url},
+        "mirrors": {"evil.io": {**mirror, "upstream": evil}, "docker.io": {}},
+        "routes": [{"prefix": "team", "repository_prefix": "team"}, {"prefix": ""}]}))
+    before = len(upstream.requests())
+    checked = _gateway_cli("check-config", str(config))
+    assert checked.returncode == 2, checked.stdout
+    assert "mirrors.evil.io.repository_prefix" in checked.stderr and named in checked.stderr
+    served = _gateway_cli("serve", "--config", str(config), "--listen", "127.0.0.1:0",
+                          "--data-dir", str(tmp_path / "data"), timeout=30)
+    assert served.returncode == 2, served.stderr
+    assert "mirrors.evil.io.repository_prefix" in served.stderr and named in served.stderr
+    assert "Traceback" not in served.stderr
+    assert len(upstream.requests()) == before  # no ECR call, let alone a write
