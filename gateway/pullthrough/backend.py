@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, p
 from gateway.oci.request import RequestContext
 from gateway.pullthrough import events
 from gateway.pullthrough.budget import SpoolBudget, SpoolClaim
+from gateway.pullthrough.ratelimit import retry_after_seconds
 from gateway.pullthrough.sources import Source, Sources
 from gateway.pullthrough.tee import Tee
 from gateway.pullthrough.upstream import UpstreamError
@@ -156,7 +158,12 @@ class PullThrough:
             mirror.checked[(ctx.name, tag)] = held.digest
             events.record(ctx, mirror.registry, "revalidated")
             return held
-        return await self._fill(mirror, ctx, tag, accepted)
+        try:
+            return await self._fill(mirror, ctx, tag, accepted)
+        except _UpstreamFailure as exc:  # the tag moved, the new image cannot be read now
+            if exc.cause.unavailable:  # (Docker Hub: HEAD is free, a GET is rate-limited)
+                return self._stale(mirror, ctx, tag, held, exc.cause)
+            raise
 
     def _stale(self, mirror: Source, ctx: RequestContext, tag: str, held: Manifest,
                exc: UpstreamError) -> Manifest:
@@ -180,7 +187,17 @@ class PullThrough:
         except UpstreamError as exc:
             events.record(ctx, mirror.registry, _outcome(exc))
             raise _client_error(mirror, ctx.name, reference, exc) from None
-        parsed = parse_manifest(fetched.body, fetched.media_type or None)
+        try:
+            parsed = parse_manifest(fetched.body, fetched.media_type or None)
+        except OciError as exc:  # the upstream's fault, not the client's
+            events.record(ctx, mirror.registry, "upstream_error")
+            log.warning("pull-through %s/%s:%s: the upstream sent an invalid manifest (%s)",
+                        mirror.registry, ctx.name, reference, exc.message)
+            reason = exc.detail.get("reason") if isinstance(exc.detail, dict) else None
+            raise OciError(oci.MANIFEST_INVALID, {
+                "upstream": mirror.registry, "name": ctx.name, "reference": reference,
+                "reason": reason or exc.message}, status=502,
+                message=f"{mirror.registry} sent a manifest that is not valid") from None
         manifest = Manifest(fetched.body, parsed.media_type, fetched.digest)
         events.record(ctx, mirror.registry, "fetched")
         self._pending[(mirror.host, ctx.name, manifest.digest)] = manifest
@@ -595,17 +612,41 @@ def _outcome(exc: UpstreamError) -> str:
     return "refused" if exc.status < 500 else "upstream_error"
 
 
-def _client_error(mirror: Source, name: str, reference: str, exc: UpstreamError) -> OciError:
+class _UpstreamFailure(OciError):
+    """What the client hears when the upstream could not give what ECR does not hold; the
+    upstream's failure itself in ``cause``."""
+
+    def __init__(self, error: oci.ErrorCode, detail: dict[str, Any], message: str,
+                 cause: UpstreamError, headers: dict[str, str] | None = None) -> None:
+        super().__init__(error, detail, message=message, headers=headers)
+        self.cause = cause
+
+
+def _client_error(mirror: Source, name: str, reference: str,
+                  exc: UpstreamError) -> _UpstreamFailure:
     """What the client hears when the upstream could not give what ECR does not hold."""
     detail = {"upstream": mirror.registry, "name": name, "reference": reference,
               "upstream_status": exc.status}
     if exc.missing:
         error = oci.MANIFEST_UNKNOWN if exc.what.startswith("manifest") else oci.BLOB_UNKNOWN
-        return OciError(error, detail,
-                        message=f"not in ECR, and {mirror.registry} has no {exc.what}")
+        return _UpstreamFailure(error, detail, f"not in ECR, and {mirror.registry} has no "
+                                f"{exc.what}", exc)
     if exc.status == 429:
-        headers = {"Retry-After": exc.retry_after or "10"}
-        return OciError(oci.TOOMANYREQUESTS, detail, headers=headers,
-                        message=f"not in ECR, and {mirror.registry} is rate-limiting")
-    return OciError(oci.UNAVAILABLE, detail, headers={"Retry-After": "5"},
-                    message=f"not in ECR, and {mirror.registry} cannot be read now ({exc.what})")
+        return _UpstreamFailure(oci.TOOMANYREQUESTS, detail,
+                                f"not in ECR, and {mirror.registry} is rate-limiting", exc,
+                                headers=_retry_after(exc.retry_after))
+    return _UpstreamFailure(oci.UNAVAILABLE, detail, f"not in ECR, and {mirror.registry} "
+                            f"cannot be read now ({exc.what})", exc, headers={"Retry-After": "5"})
+
+
+# The longest wait passed on to clients from an upstream's Retry-After.
+_MAX_RETRY_AFTER_SECONDS = 3600
+
+
+def _retry_after(value: str | None) -> dict[str, str]:
+    """The upstream's Retry-After (seconds or an HTTP date) as whole seconds between 1 and
+    an hour; nothing when it sent none that reads as a time (never its text itself)."""
+    seconds = retry_after_seconds(value)
+    if seconds is None or not math.isfinite(seconds):
+        return {}
+    return {"Retry-After": str(min(max(math.ceil(seconds), 1), _MAX_RETRY_AFTER_SECONDS))}

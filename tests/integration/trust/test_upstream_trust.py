@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -239,3 +240,125 @@ async def test_attacker_blob_larger_than_its_manifest_says_is_cut_off_by_sync(
     assert swollen.sent < 64 * 1024 * 1024, \
         f"sync read {swollen.sent} bytes of a 3000-byte blob"
     assert await _ecr_images(upstream, "synced/nginx") == []
+
+
+class _Moving:
+    """An upstream holding one small image under ``latest``; told to, it says (HEAD) that the
+    tag moved but refuses every GET with 429 and ``retry_after`` (Docker Hub's pattern: a
+    HEAD costs nothing, a GET counts against the rate limit), or sends ``garbage`` as the
+    manifest."""
+
+    MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+
+    def __init__(self) -> None:
+        self.config_blob = b'{"architecture":"amd64","os":"linux"}'
+        self.layer = b"the genuine layer" * 64
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": self.MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": _sha256(self.config_blob), "size": len(self.config_blob)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": _sha256(self.layer), "size": len(self.layer)}]}).encode()
+        self.name = f"library/app-{uuid.uuid4().hex[:8]}"
+        self.limited = False
+        self.retry_after = "30"
+        self.garbage: bytes | None = None
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if "/manifests/" in request.path:
+            if self.garbage is not None:
+                return web.Response(body=self.garbage, content_type=self.MEDIA_TYPE)
+            if self.limited and request.method == "HEAD":
+                return web.Response(content_type=self.MEDIA_TYPE, headers={
+                    "Docker-Content-Digest": "sha256:" + "b" * 64})
+            if self.limited or not request.path.endswith(f"/{self.name}/manifests/latest"):
+                return web.json_response({"errors": [{"code": "TOOMANYREQUESTS"}]},
+                                         status=429, headers={"Retry-After": self.retry_after})
+            return web.Response(body=self.manifest, content_type=self.MEDIA_TYPE,
+                                headers={"Docker-Content-Digest": _sha256(self.manifest)})
+        for blob in (self.config_blob, self.layer):
+            if request.path.endswith(_sha256(blob)):
+                return web.Response(body=blob)
+        return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def _filled(upstream: EmulatorProcess, repository: str) -> None:
+    for _ in range(200):
+        if await _ecr_images(upstream, repository):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{repository} was never filled")
+
+
+@contextlib.asynccontextmanager
+async def _revalidating(upstream: EmulatorProcess, source: _Moving,
+                        tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+    """A gateway that asks the upstream about a tag on every pull (tag TTL 0)."""
+    async with Server(source) as hostile:
+        config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
+            "url": hostile.url, "tag_ttl_seconds": 0}}}}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            yield gw
+
+
+async def test_attacker_rate_limiting_the_moved_tag_still_gets_ecrs_copy_served(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """HEAD says the tag moved, the GET for the new image is refused (429): ECR's copy is
+    served (stale-if-error), logged and counted, not the upstream's refusal."""
+    source = _Moving()
+    async with _revalidating(upstream, source, tmp_path) as gw:
+        url = f"{gw.url}/v2/{source.name}/manifests/latest"
+        async with session.get(url, params=NS) as r:
+            assert r.status == 200 and await r.read() == source.manifest
+        await _filled(upstream, f"docker-hub/{source.name}")
+        source.limited = True
+        async with session.get(url, params=NS) as r:
+            assert r.status == 200, await r.text()
+            assert await r.read() == source.manifest
+        async with session.get(f"{gw.url}/metrics") as r:
+            metrics = await r.text()
+        assert 'ecr_gateway_pullthrough_events_total{event="stale",registry="docker.io"} 1.0' \
+            in metrics
+        assert await _logged(gw, "serving ECR's copy")
+
+
+@pytest.mark.parametrize(("sent", "forwarded"), [
+    ("abc; <script>alert(1)</script>", None),  # not a time: no Retry-After at all
+    ("7.2", "8"),
+    ("86400000000", "3600"),  # a day's wait and more: an hour at most
+    ("nan", None),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "1"),  # a date gone by: at once
+])
+async def test_attacker_retry_after_reaches_clients_only_as_whole_seconds(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
+        sent: str, forwarded: str | None) -> None:
+    source = _Moving()
+    source.retry_after = sent
+    async with _revalidating(upstream, source, tmp_path) as gw:
+        async with session.get(f"{gw.url}/v2/library/uncached/manifests/v1", params=NS) as r:
+            assert r.status == 429, await r.text()
+            assert r.headers.get("Retry-After") == forwarded
+            assert "<script>" not in await r.text()
+
+
+async def test_attacker_garbage_manifest_is_the_upstreams_fault(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A manifest the upstream sends that is no manifest is a bad gateway answer (502 naming
+    the upstream), never the client's 400 MANIFEST_INVALID; nothing reaches ECR."""
+    source = _Moving()
+    source.garbage = b'{"schemaVersion": 2, "mediaType": 5}'
+    async with _revalidating(upstream, source, tmp_path) as gw:
+        async with session.get(f"{gw.url}/v2/{source.name}/manifests/latest",
+                               params=NS) as r:
+            status, body = r.status, await r.read()
+    assert status == 502, (status, body[:300])
+    (error,) = json.loads(body)["errors"]
+    assert error["code"] == "MANIFEST_INVALID"
+    assert "docker.io sent" in error["message"], error
+    assert error["detail"]["upstream"] == "docker.io"
+    assert await _ecr_images(upstream, f"docker-hub/{source.name}") == []
+
