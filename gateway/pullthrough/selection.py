@@ -7,7 +7,12 @@ import re
 from dataclasses import dataclass
 
 # 1, 1.2, 1.2.3, v1.2.3, 1.2.3-rc.1 (build metadata ignored)
-_VERSION = re.compile(r"^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:-([0-9A-Za-z.-]+))?(?:\+\S*)?$")
+# Each number at most 18 digits (a tag is the upstream's word: int() of thousands of digits
+# is refused, or slow); pre-release numbers alike, longer ones are no version.
+_MAX_DIGITS = 18
+_NUMBER = f"([0-9]{{1,{_MAX_DIGITS}}})"
+_VERSION = re.compile(rf"v?{_NUMBER}(?:\.{_NUMBER})?(?:\.{_NUMBER})?(?:-([0-9A-Za-z.-]+))?"
+                      r"(?:\+\S*)?")
 _COMPARATOR = re.compile(r"^(>=|<=|>|<|=|\^|~)?\s*(v?\d+(?:\.\d+){0,2}(?:-[0-9A-Za-z.-]+)?)$")
 
 # (major, minor, patch, pre-release identifiers): numeric identifiers as (0, n, ""), others
@@ -20,11 +25,13 @@ _LOWEST: tuple[Identifier, ...] = ((-1, 0, ""),)
 
 
 def parse_version(tag: str) -> Version | None:
-    match = _VERSION.match(tag)
+    match = _VERSION.fullmatch(tag)
     if match is None:
         return None
     major, minor, patch = (int(part or 0) for part in match.groups()[:3])
     pre = match[4]
+    if pre is not None and any(p.isdigit() and len(p) > _MAX_DIGITS for p in pre.split(".")):
+        return None
     order = _RELEASE if pre is None else tuple(
         (0, int(p), "") if p.isdigit() else (1, 0, p) for p in pre.split("."))
     return (major, minor, patch, order)

@@ -19,6 +19,7 @@ import asyncio
 import re
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -31,10 +32,11 @@ from gateway.backends.router import Storage
 from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, parse_manifest
+from gateway.oci.names import is_name, is_tag
 from gateway.oci.request import RequestContext
 from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.selection import TagSelection
-from gateway.pullthrough.upstream import OciUpstream, UpstreamError
+from gateway.pullthrough.upstream import OciUpstream, UpstreamError, registry_url_problem
 
 # Docker Hub's registry API lives at another host than its image names.
 _REGISTRY_OF = {"docker.io": "https://registry-1.docker.io"}
@@ -103,7 +105,14 @@ def job(source: str, destination: str, regex: str | None = None, semver: str | N
         last: int | None = None, username: str | None = None,
         password: str | None = None) -> Job:
     registry, name, tag = parse_source(source)
+    problem = registry_url_problem(registry)
+    if problem is not None:  # as for a mirror's upstream
+        raise ValueError(f"{printable(source)}: {problem}")
+    if not is_name(name):
+        raise ValueError(f"{printable(source)}: {printable(name)!r} is not a repository name")
     if tag is not None:
+        if not is_tag(tag):
+            raise ValueError(f"{printable(source)}: {printable(tag)!r} is not a valid tag")
         if regex or semver or last:
             raise ValueError(f"{source}: a tag in the source excludes tag patterns")
         regex = re.escape(tag)
@@ -129,7 +138,7 @@ class Progress:
         for o in shown:
             share = o.bytes / o.total if o.total else 0.0
             bar = "#" * int(share * 20)
-            self._out.write(f"\x1b[2K{o.image[:50]:50} [{bar:20}] {_size(o.bytes):>9} / "
+            self._out.write(f"\x1b[2K{printable(o.image)[:50]:50} [{bar:20}] {_size(o.bytes):>9} / "
                             f"{_size(o.total):>9}\n")
         done = sum(o.bytes for o in self._outcomes)
         finished = sum(o.result != "pending" for o in self._outcomes)
@@ -156,11 +165,17 @@ class Syncer:
             upstream = OciUpstream(one.registry, lambda: self._http, one.username,
                                    one.password)
             try:
-                tags = await upstream.tags(one.source)
+                listed = await upstream.tags(one.source)
             except UpstreamError as exc:
                 unlisted.append(Outcome(f"{one.destination} (from {one.source})", "failed",
                                         error=f"cannot list the source: {exc}"))
                 continue
+            # The upstream's word: a name that is no OCI tag (a path, escape sequences, digits
+            # by the thousand) is neither selected, nor asked for, nor printed.
+            tags = [tag for tag in listed if is_tag(tag)]
+            if len(tags) < len(listed):
+                print(f"ecr-gateway sync: {printable(one.source)}: {len(listed) - len(tags)} "
+                      "tags the source lists are not valid tags: skipped", file=sys.stderr)
             images += [(one, upstream, tag) for tag in one.selection.select(tags)]
         return images, unlisted
 
@@ -227,15 +242,15 @@ async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,
     _summary(out, outcomes)
     failed = [o for o in outcomes if o.result == "failed"]
     for o in failed:
-        print(f"ecr-gateway sync: {o.image}: {o.error}", file=sys.stderr)
+        print(f"ecr-gateway sync: {printable(o.image)}: {printable(o.error)}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def _summary(out: TextIO, outcomes: list[Outcome]) -> None:
-    width = max([len(o.image) for o in outcomes] + [5])
+    width = max([len(printable(o.image)) for o in outcomes] + [5])
     out.write(f"{'image':{width}}  {'result':9}  {'blobs':>5}  {'bytes':>9}  {'seconds':>7}\n")
     for o in outcomes:
-        out.write(f"{o.image:{width}}  {o.result:9}  {o.blobs:>5}  {_size(o.bytes):>9}  "
+        out.write(f"{printable(o.image):{width}}  {o.result:9}  {o.blobs:>5}  {_size(o.bytes):>9}  "
                   f"{o.seconds:>7.1f}\n")
     counts = {r: sum(o.result == r for o in outcomes) for r in ("copied", "unchanged",
                                                                   "failed")}
@@ -243,6 +258,17 @@ def _summary(out: TextIO, outcomes: list[Outcome]) -> None:
               f"unchanged, {counts['failed']} failed; "
               f"{_size(sum(o.bytes for o in outcomes))} moved\n")
     out.flush()
+
+
+def printable(text: str) -> str:
+    """``text`` with every control or format character (escape sequences, carriage returns,
+    bidirectional overrides) written as its Python escape: what an upstream named cannot
+    move the cursor, recolour or rewrite the terminal it is printed to."""
+    return "".join(ch.encode("unicode_escape").decode("ascii")
+                   if unicodedata.category(ch) in _UNPRINTABLE else ch for ch in text)
+
+
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def _size(count: int) -> str:

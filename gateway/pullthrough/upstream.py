@@ -311,13 +311,9 @@ def check_pull_through(upstream: PullThroughConfig) -> None:
     """A mirror's ``upstream`` section (called by gateway/config/models.py): an http(s)
     registry URL without credentials in it, plain http only on loopback, and a readable
     password file."""
-    url = urllib.parse.urlsplit(upstream.url)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise ConfigError("url", f"must be an http(s):// registry URL, got {upstream.url!r}")
-    if url.username or url.password:
-        raise ConfigError("url", "credentials go in username and password_file")
-    if url.scheme == "http" and not _is_loopback(url.hostname):
-        raise ConfigError("url", "http:// only for a loopback registry; use https://")
+    problem = registry_url_problem(upstream.url)
+    if problem is not None:
+        raise ConfigError("url", problem)
     if upstream.password_file is not None:
         if not upstream.username:
             raise ConfigError("password_file", "needs username")
@@ -326,6 +322,25 @@ def check_pull_through(upstream: PullThroughConfig) -> None:
         except OSError as exc:
             raise ConfigError("password_file",
                               f"cannot be read: {exc.strerror or exc}") from None
+
+
+def registry_url_problem(registry_url: str) -> str | None:
+    """Why ``registry_url`` cannot be an upstream registry's (None: it can): an http(s) URL
+    without credentials in it, plain http only on loopback (an upstream's answers, and the
+    credentials it is sent, are not to cross a network in clear). Mirrors, routes and
+    ``ecr-gateway sync`` hold their upstreams to it alike."""
+    url = urllib.parse.urlsplit(registry_url)
+    try:
+        host = url.hostname
+    except ValueError:  # an unbalanced [ in the host
+        host = None
+    if url.scheme not in ("http", "https") or not host:
+        return f"must be an http(s):// registry URL, got {registry_url!r}"
+    if url.username or url.password:
+        return "credentials go in username and password_file"
+    if url.scheme == "http" and not _is_loopback(host):
+        return "http:// only for a loopback registry; use https://"
+    return None
 
 
 def _is_loopback(host: str) -> bool:

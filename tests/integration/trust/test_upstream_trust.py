@@ -362,3 +362,69 @@ async def test_attacker_garbage_manifest_is_the_upstreams_fault(
     assert error["detail"]["upstream"] == "docker.io"
     assert await _ecr_images(upstream, f"docker-hub/{source.name}") == []
 
+
+async def _sync_from(hostile: Server, upstream: EmulatorProcess, tmp_path: Path, source: str,
+                     *args: str) -> tuple[int | None, str, str]:
+    sync = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "sync", "--config",
+        str(sync_config(upstream, tmp_path)), source, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(sync.communicate(), 120)
+    return sync.returncode, out.decode(), err.decode()
+
+
+async def test_attacker_tag_names_never_steer_sync(upstream: EmulatorProcess,
+                                                   tmp_path: Path) -> None:
+    """The upstream lists tags that are no OCI tags: 5000 digits (int() refuses them),
+    terminal escape sequences, a path into another repository. None is selected, asked for
+    or printed; the run copies the one real tag, and text the upstream chose (a manifest's
+    media type in an error) reaches the terminal escaped."""
+    source = _Moving()
+    repository = source.name.rsplit("/", 1)[-1]
+    escape = "\x1b]0;pwned\x07\x1b[2J"
+    forged = json.dumps({"schemaVersion": 2, "mediaType": f"text/{escape}",
+                         "layers": []}).encode()
+    listed = ["latest", "9" * 5000, f"v1{escape}", "../../other/manifests/latest", "1.0\n",
+              "broken"]
+
+    async def hostile_tags(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/tags/list"):
+            return web.json_response({"name": source.name, "tags": listed})
+        if request.path.endswith("/manifests/broken"):
+            return web.Response(body=forged, content_type="application/json")
+        return await source(request)
+
+    async with Server(hostile_tags) as hostile:
+        status, out, err = await _sync_from(hostile, upstream, tmp_path,
+                                            f"{hostile.url}/{source.name}",
+                                            f"synced/{repository}")
+    assert status == 1, (out, err)  # "broken" failed, nothing crashed
+    assert "Traceback" not in err, err
+    assert "\x1b" not in out + err and "\x07" not in out + err, (out, err)
+    assert "\\x1b" in err  # the media type, escaped
+    assert "4 tags the source lists are not valid tags: skipped" in err
+    asked = [path for path, _ in hostile.seen]
+    assert not any("other" in path or "\n" in path or "999" in path for path in asked), asked
+    images = await _ecr_images(upstream, f"synced/{repository}")
+    assert [i.get("imageTags") for i in images if isinstance(i, dict)] == [["latest"]]
+
+
+async def test_attacker_sync_over_plain_http_never_gets_the_credentials(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """As a mirror's upstream: http:// only for a loopback registry (here 127.1, which the
+    check does not take for loopback: any other host); refused before anything is asked."""
+    async def basic(request: web.Request) -> web.StreamResponse:
+        if "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="hub"'})
+        return web.json_response({"name": "library/app", "tags": []})
+
+    password = tmp_path / "password"
+    password.write_text(PASSWORD + "\n")
+    async with Server(basic) as hostile:
+        elsewhere = hostile.url.replace("127.0.0.1", "127.1")
+        status, out, err = await _sync_from(
+            hostile, upstream, tmp_path, f"{elsewhere}/library/app", "synced/plain",
+            "--username", "puller", "--password-file", str(password))
+    assert status == 2, (out, err)
+    assert "http:// only for a loopback registry" in err, err
+    assert hostile.seen == [], "the source was asked"
