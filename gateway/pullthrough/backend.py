@@ -575,6 +575,7 @@ class PullThrough:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self._sources.close()
 
 
 @dataclass

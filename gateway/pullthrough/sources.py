@@ -11,7 +11,7 @@ from cachetools import TTLCache
 
 from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.routing import Router
-from gateway.pullthrough.upstream import OciUpstream, registry_host
+from gateway.pullthrough.upstream import ForeignSession, OciUpstream, registry_host
 
 
 class Source:
@@ -42,10 +42,14 @@ class Sources:
     def __init__(self, mirrors: dict[str, MirrorConfig], routes: list[RouteConfig],
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None]) -> None:
+        # Every upstream's redirects to other origins (their CDNs) go through one session.
+        self._foreign = ForeignSession()
+
         def client(settings: PullThroughConfig, registry: str) -> OciUpstream:
             return OciUpstream(settings.url, http, settings.username, password_of(settings),
                                timeout=settings.timeout_seconds, registry=registry,
-                               realm_hosts=tuple(settings.token_realm_hosts))
+                               realm_hosts=tuple(settings.token_realm_hosts),
+                               foreign=self._foreign)
 
         # As ECR routing has it: with mirrors configured, a request naming ns is a mirror's.
         self._by_ns = bool(mirrors)
@@ -59,6 +63,9 @@ class Sources:
                 self._routes[id(route)] = Source(f"route:{route.prefix}", registry,
                                                  route.upstream,
                                                  client(route.upstream, registry), route.prefix)
+
+    async def close(self) -> None:
+        await self._foreign.close()
 
     def __bool__(self) -> bool:
         return bool(self._mirrors or self._routes)

@@ -36,7 +36,12 @@ from gateway.oci.names import is_name, is_tag
 from gateway.oci.request import RequestContext
 from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.selection import TagSelection
-from gateway.pullthrough.upstream import OciUpstream, UpstreamError, registry_url_problem
+from gateway.pullthrough.upstream import (
+    ForeignSession,
+    OciUpstream,
+    UpstreamError,
+    registry_url_problem,
+)
 
 # Docker Hub's registry API lives at another host than its image names.
 _REGISTRY_OF = {"docker.io": "https://registry-1.docker.io"}
@@ -150,9 +155,11 @@ class Progress:
 
 class Syncer:
     def __init__(self, backend: Storage, http: aiohttp.ClientSession,
-                 parallel: int = 4) -> None:
+                 parallel: int, foreign: ForeignSession) -> None:
         self._backend = backend
         self._http = http
+        # Redirects to other origins (a registry's CDN) go through one session for all jobs.
+        self._foreign = foreign
         self._limit = asyncio.Semaphore(parallel)
         # Images copied at once often share layers: each goes up once.
         self._blobs: SingleFlight[bool] = SingleFlight("sync_blob")
@@ -163,7 +170,7 @@ class Syncer:
         images, unlisted = [], []
         for one in jobs:
             upstream = OciUpstream(one.registry, lambda: self._http, one.username,
-                                   one.password)
+                                   one.password, foreign=self._foreign)
             try:
                 listed = await upstream.tags(one.source)
             except UpstreamError as exc:
@@ -230,8 +237,9 @@ class Syncer:
 
 async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,
                    parallel: int = 4) -> int:
-    async with aiohttp.ClientSession(auto_decompress=False) as http:
-        syncer = Syncer(backend, http, parallel)
+    async with aiohttp.ClientSession(auto_decompress=False) as http, \
+            ForeignSession() as foreign:
+        syncer = Syncer(backend, http, parallel, foreign)
         images, unlisted = await syncer.plan(jobs)
         copies = [Outcome(f"{one.destination}:{tag}") for one, _, tag in images]
         progress = Progress(out, copies)

@@ -6,8 +6,20 @@ A challenge's token realm is asked only when it is the upstream's own host, the 
 of a well-known registry (``registry-1.docker.io`` → ``auth.docker.io``) or one the
 configuration lists (``token_realm_hosts``), over https (http only on loopback): an upstream
 never points the gateway's credentials, or its requests, at another host. A shared domain is
-not enough: ``a.azurecr.io`` and ``b.azurecr.io`` belong to different tenants. Redirects to
-another origin lose the Authorization header (aiohttp drops it).
+not enough: ``a.azurecr.io`` and ``b.azurecr.io`` belong to different tenants. The realm's
+answer is read bounded (a token is a few KiB at most) and its redirects are not followed.
+
+Redirects are followed here, never by aiohttp, and at most :data:`MAX_REDIRECTS` hops: to the
+upstream's own origin (scheme, host, port) as any request; to another origin only over https,
+without the Authorization header, and through a session whose resolver refuses a host with a
+loopback, link-local, unspecified, multicast or cloud metadata address (judged when the
+connection is made, so a host that resolves differently the second time gains nothing). Blob
+downloads from a registry's CDN (Docker Hub, ghcr) are such redirects; a hop to an internal
+service is an :class:`UpstreamError`, as an unreachable upstream is.
+
+Manifests, tokens and tag pages are read within a deadline (a few times the read timeout):
+an upstream that sends a byte now and then cannot hold a request for ever. Blobs, which may
+be large, keep the read timeout only.
 
 Every manifest is checked against its digest before it is returned (a digest reference must
 match the bytes; a ``Docker-Content-Digest`` header must too); blobs are returned as streams
@@ -20,17 +32,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import json
 import logging
+import math
 import re
+import socket
 import time
 import urllib.parse
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
@@ -50,6 +67,17 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024
 # Digest algorithms a manifest is checked against.
 _CHECKED = ("sha256", "sha512")
+# A token realm's answer, and the token in it (registries' tokens take 1-3 KiB).
+MAX_TOKEN_ANSWER_BYTES = 64 * 1024
+MAX_TOKEN_CHARS = 8 * 1024
+# Redirect hops followed for one request (Docker Hub and ghcr send a blob's GET to their CDN
+# with one).
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+# A manifest's, token's or tag page's whole answer takes at most this many read timeouts.
+DEADLINE_TIMEOUTS = 4
+# What a bearer token or a Basic value may be made of (no spaces, no line breaks).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclass(frozen=True)
@@ -82,41 +110,52 @@ class OciUpstream:
     def __init__(self, url: str, http: Callable[[], aiohttp.ClientSession],
                  username: str | None = None, password: str | None = None,
                  timeout: float = 30.0, registry: str | None = None,
-                 realm_hosts: tuple[str, ...] = ()) -> None:
+                 realm_hosts: tuple[str, ...] = (),
+                 foreign: Callable[[], aiohttp.ClientSession] | None = None) -> None:
         self.url = url.rstrip("/")
+        self._origin = _origin(URL(self.url))
         self._realm_hosts = realm_hosts
         # The metrics' label: the host name (never the URL, which may carry credentials).
         self.registry = registry or registry_host(url)
         self._http = http
+        # Redirect hops to another origin go through this one (its resolver refuses internal
+        # addresses); its owner closes it (else this client does, in close()).
+        self._own_foreign: ForeignSession | None = None
+        if foreign is None:
+            foreign = self._own_foreign = ForeignSession()
+        self._foreign = foreign
         self._basic = (base64.b64encode(f"{username}:{password or ''}".encode()).decode()
                        if username else None)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout,
                                               sock_read=timeout)
+        self._deadline = DEADLINE_TIMEOUTS * timeout if timeout > 0 else None
         # The Authorization value for each scope (a bearer token until shortly before it
         # expires, or Basic), learned from the registry's challenges.
         self._auth: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
+
+    async def close(self) -> None:
+        """Close the session for other origins, if this client made it."""
+        if self._own_foreign is not None:
+            await self._own_foreign.close()
 
     # -- requests ---------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, scope: str, what: str,
                        headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         """One request, authenticated as the registry's challenge asks (at most one retry
-        after a 401). The caller releases the response."""
+        after a 401: a token the registry no longer takes is asked for again). The caller
+        releases the response."""
         wanted = dict(headers or {})
         for attempt in range(2):
             auth = self._authorization(scope)
-            sent = {**wanted, **({"Authorization": auth} if auth else {})}
-            try:
-                response = await self._http().request(method, f"{self.url}{path}",
-                                                      headers=sent, timeout=self._timeout)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise UpstreamError(0, what) from exc
+            response = await self._follow(method, URL(f"{self.url}{path}"), wanted, auth, what)
             ratelimit.observe(self.registry, response.status, response.headers)
-            if response.status == 401 and attempt == 0:
+            if (response.status == 401 and attempt == 0
+                    and _origin(response.url) == self._origin):
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
-                await self._answer(challenge, scope, what)
+                await self._answer(challenge, scope, what, auth)
                 continue
             if response.status >= 400:
                 retry_after = response.headers.get("Retry-After")
@@ -125,12 +164,67 @@ class OciUpstream:
             return response
         raise UpstreamError(401, what)
 
+    async def _follow(self, method: str, url: URL, headers: dict[str, str],
+                      auth: str | None, what: str) -> aiohttp.ClientResponse:
+        """The response at the end of the redirects from ``url``: hops on the upstream's
+        origin carry ``auth``; a hop to another origin is https to a public address, without
+        it; at most MAX_REDIRECTS of them."""
+        for _ in range(MAX_REDIRECTS + 1):
+            if _origin(url) == self._origin:
+                session = self._http()
+                sent = {**headers, **({"Authorization": auth} if auth else {})}
+            else:
+                refused = _foreign_refusal(url)
+                if refused:
+                    raise UpstreamError(502, f"{what}: a redirect {refused} (not followed)")
+                session, sent = self._foreign(), dict(headers)
+            try:
+                response = await session.request(method, url, headers=sent,
+                                                 timeout=self._timeout, allow_redirects=False)
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, NotPublic):
+                    raise UpstreamError(502, f"{what}: a redirect to a host with an internal "
+                                             "address (not followed)") from exc
+                raise UpstreamError(0, what) from exc
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise UpstreamError(0, what) from exc
+            if response.status not in _REDIRECTS:
+                return response
+            location = response.headers.get("Location")
+            response.release()
+            try:
+                url = response.url.join(URL(location or ""))
+            except ValueError:
+                location = None
+            if not location:
+                raise UpstreamError(502, f"{what}: a redirect without a usable Location")
+        raise UpstreamError(502, f"{what}: more than {MAX_REDIRECTS} redirects")
+
+    @contextlib.asynccontextmanager
+    async def _within_deadline(self, what: str) -> AsyncIterator[None]:
+        """The whole of what runs inside within DEADLINE_TIMEOUTS read timeouts; a body
+        that stops or breaks off is the upstream's failure too."""
+        deadline = asyncio.timeout(self._deadline)
+        try:
+            async with deadline:
+                yield
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if deadline.expired():
+                raise UpstreamError(0, f"{what}: no whole answer within "
+                                       f"{self._deadline:g} seconds") from exc
+            raise UpstreamError(0, what) from exc
+
     def _authorization(self, scope: str) -> str | None:
         held = self._auth.get(scope)
         return held[0] if held is not None and held[1] > time.monotonic() else None
 
-    async def _answer(self, challenge: str, scope: str, what: str) -> None:
-        """Get what a 401's challenge asks for: a bearer token for ``scope``, or Basic."""
+    async def _answer(self, challenge: str, scope: str, what: str,
+                      refused: str | None = None) -> None:
+        """Get what a 401's challenge asks for: a bearer token for ``scope``, or Basic.
+        ``refused``, the Authorization the 401 answered, is never kept."""
+        held = self._auth.get(scope)
+        if refused is not None and held is not None and held[0] == refused:
+            del self._auth[scope]  # rotated or revoked: ask for another
         kind, _, rest = challenge.partition(" ")
         if kind.lower() == "basic" and self._basic is not None:
             self._auth[scope] = (f"Basic {self._basic}", float("inf"))
@@ -148,24 +242,28 @@ class OciUpstream:
             raise UpstreamError(502, f"{what}: a token realm on another host")
         lock = self._token_locks.setdefault(scope, asyncio.Lock())
         async with lock:  # many pulls of one image wait for one token
-            if self._authorization(scope) is not None:
-                return
+            if self._authorization(scope) not in (None, refused):
+                return  # another request got a fresh one meanwhile
             query = {"scope": scope}
             if params.get("service"):
                 query["service"] = params["service"]
             headers = {"Authorization": f"Basic {self._basic}"} if self._basic else {}
-            try:
-                async with self._http().get(realm, params=query, headers=headers,
-                                            timeout=self._timeout) as response:
-                    if response.status != 200:
-                        raise UpstreamError(response.status, f"a token for {scope}")
-                    answer = await response.json(content_type=None)
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                raise UpstreamError(0, f"a token for {scope}") from exc
-            token = answer.get("token") or answer.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise UpstreamError(401, f"a token for {scope}")
-            lifetime = float(answer.get("expires_in") or 60)
+            asked = f"a token for {scope}"
+            async with self._within_deadline(asked):
+                try:
+                    # The realm's redirects are not followed: they could lead anywhere.
+                    async with self._http().get(realm, params=query, headers=headers,
+                                                timeout=self._timeout,
+                                                allow_redirects=False) as response:
+                        if response.status in _REDIRECTS:
+                            raise UpstreamError(502, f"{asked}: the realm redirects "
+                                                     "(not followed)")
+                        if response.status != 200:
+                            raise UpstreamError(response.status, asked)
+                        body = await _read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                    raise UpstreamError(0, asked) from exc
+            token, lifetime = _token_answer(body, asked)
             self._auth[scope] = (f"Bearer {token}", time.monotonic() + max(lifetime - 10, 1))
 
     # -- manifests and blobs ----------------------------------------------------------------
@@ -173,12 +271,13 @@ class OciUpstream:
     async def manifest(self, name: str, reference: str,
                        accept: tuple[str, ...]) -> UpstreamManifest:
         what = f"manifest {name}:{reference}"
-        response = await self._request("GET", f"/v2/{name}/manifests/{reference}",
-                                       _scope(name), what, {"Accept": ", ".join(accept)})
-        async with response:
-            body = await _read_bounded(response, MAX_MANIFEST_BYTES, what)
-            media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
-            claimed = response.headers.get("Docker-Content-Digest")
+        async with self._within_deadline(what):
+            response = await self._request("GET", f"/v2/{name}/manifests/{reference}",
+                                           _scope(name), what, {"Accept": ", ".join(accept)})
+            async with response:
+                body = await _read_bounded(response, MAX_MANIFEST_BYTES, what)
+                media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
+                claimed = response.headers.get("Docker-Content-Digest")
         if is_digest(reference) and not _matches(reference, body):
             raise UpstreamError(502, f"{what}: the bytes do not match the digest")
         if claimed and claimed.partition(":")[0] in _CHECKED and not _matches(claimed, body):
@@ -187,17 +286,21 @@ class OciUpstream:
 
     async def manifest_digest(self, name: str, tag: str, accept: tuple[str, ...]) -> str | None:
         """What ``tag`` points to now (one HEAD), or None when the registry does not say."""
-        response = await self._request("HEAD", f"/v2/{name}/manifests/{tag}", _scope(name),
-                                       f"manifest {name}:{tag}", {"Accept": ", ".join(accept)})
-        async with response:
-            return response.headers.get("Docker-Content-Digest")
+        what = f"manifest {name}:{tag}"
+        async with self._within_deadline(what):
+            response = await self._request("HEAD", f"/v2/{name}/manifests/{tag}", _scope(name),
+                                           what, {"Accept": ", ".join(accept)})
+            async with response:
+                return response.headers.get("Docker-Content-Digest")
 
     async def blob(self, name: str, digest: str, size: int | None = None
                    ) -> tuple[int | None, AsyncGenerator[bytes, None]]:
         """The blob's size (``size``, what a manifest naming it says, else the registry's
         word if any) and its bytes, unverified but never more than ``size``."""
         what = f"blob {name}@{digest}"
-        response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name), what)
+        async with self._within_deadline(what):  # up to the headers; the body has no deadline
+            response = await self._request("GET", f"/v2/{name}/blobs/{digest}", _scope(name),
+                                           what)
         if size is not None and response.content_length not in (None, size):
             response.release()
             raise UpstreamError(502, f"{what}: {response.content_length} bytes where its "
@@ -215,10 +318,11 @@ class OciUpstream:
                 raise UpstreamError(502, f"the tags of {name}: the pages loop")
             asked.add(path)
             what = f"the tags of {name}"
-            response = await self._request("GET", path, _scope(name), what)
-            async with response:
-                body = await _read_bounded(response, MAX_TAG_PAGE_BYTES, what)
-                path = _next_page(response.headers.get("Link"))
+            async with self._within_deadline(what):
+                response = await self._request("GET", path, _scope(name), what)
+                async with response:
+                    body = await _read_bounded(response, MAX_TAG_PAGE_BYTES, what)
+                    path = _next_page(response.headers.get("Link"))
             try:
                 page = json.loads(body)
             except ValueError as exc:
@@ -258,6 +362,124 @@ def registry_host(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or "unknown"
     return f"{host}:{parts.port}" if parts.port else host
+
+
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the port made explicit."""
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
+def _foreign_refusal(url: URL) -> str | None:
+    """Why a redirect to ``url``, another origin than the upstream's, is not followed (None:
+    it is, if its host's addresses turn out to be public)."""
+    if url.scheme != "https":
+        return "to another origin over plain http"
+    if not url.host or url.user or url.password:
+        return "to a URL without a host, or with credentials"
+    try:
+        address = ipaddress.ip_address(url.host.strip("[]"))
+    except ValueError:
+        return None  # a name: its addresses are judged when it is resolved
+    return None if public_address(address) else "to an internal address"
+
+
+# The cloud metadata services (AWS, GCP, Azure: 169.254.169.254; AWS on IPv6).
+_METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether a redirect may lead to ``address``: not loopback, link-local, unspecified,
+    multicast or a metadata service (nor an IPv6 address that stands for such an IPv4
+    address)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not public_address(embedded):
+            return False
+    if isinstance(address, ipaddress.IPv4Address) and address in _THIS_NETWORK:
+        return False
+    return not (address.is_loopback or address.is_link_local or address.is_unspecified
+                or address.is_multicast or address in _METADATA)
+
+
+class NotPublic(OSError):
+    """A redirect's host resolved to an address it may not lead to."""
+
+
+class _PublicResolver(AbstractResolver):
+    """The system's resolver, refusing a host with any address ``public_address`` refuses:
+    judged when a connection is made, so a name that rebinds to an internal address is
+    refused then."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        found = await self._inner.resolve(host, port, family)
+        for one in found:
+            try:
+                address = ipaddress.ip_address(one["host"].partition("%")[0])
+            except ValueError:
+                raise NotPublic(f"{host} resolved to something not an address") from None
+            if not public_address(address):
+                raise NotPublic(f"{host} resolves to an internal address")
+        return found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class ForeignSession:
+    """The aiohttp session for redirect hops to other origins (a registry's CDN), made when
+    first needed: its connector resolves names with :class:`_PublicResolver`."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # auto_decompress off: blob bytes pass through exactly as stored.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=_PublicResolver()),
+                auto_decompress=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def __aenter__(self) -> ForeignSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _token_answer(body: bytes, what: str) -> tuple[str, float]:
+    """The token in a realm's answer and its lifetime in seconds (60 when not a finite
+    positive number); an answer that is not a JSON object with a usable token is an
+    UpstreamError."""
+    try:
+        answer = json.loads(body)
+    except ValueError as exc:
+        raise UpstreamError(502, f"{what}: the answer is not JSON") from exc
+    if not isinstance(answer, dict):
+        raise UpstreamError(502, f"{what}: the answer is not a JSON object")
+    token = answer.get("token") or answer.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise UpstreamError(401, what)
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN.fullmatch(token):
+        raise UpstreamError(502, f"{what}: the token is longer than {MAX_TOKEN_CHARS} "
+                                 "characters or holds characters a header cannot")
+    lifetime = answer.get("expires_in")
+    if (not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool)
+            or not math.isfinite(lifetime) or lifetime <= 0):
+        lifetime = 60
+    return token, float(lifetime)
 
 
 def _next_page(link: str | None) -> str | None:

@@ -399,7 +399,11 @@ async def test_token_auth_upstream(upstream: EmulatorProcess, http: aiohttp.Clie
     source_config = {"auth": {"mode": "htpasswd", "htpasswd_file": str(htpasswd),
                               "rules": [{"repository": "**", "users": ["puller"],
                                          "actions": ["pull", "push"]}]},
-                     "routes": [{"prefix": "", "repository_prefix": "source"}]}
+                     "routes": [{"prefix": "", "repository_prefix": "source"}],
+                     # Its blobs from itself: in redirect mode it would send them to the
+                     # emulator's plain-http loopback address, a redirect no upstream may
+                     # lead the gateway to.
+                     "blobs": {"mode": "proxy"}}
     with GatewayProcess(tmp_path / "source", source_config,
                         upstream_url=upstream.url) as source:
         basic = {"Authorization": aiohttp.encode_basic_auth("puller", "pull-secret")}

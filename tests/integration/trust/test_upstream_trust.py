@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import socket
+import ssl
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 from tests.integration.mirror.test_sync import sync_config
@@ -35,18 +38,18 @@ async def _token(request: web.Request) -> web.StreamResponse:
     return web.json_response({"token": "stolen", "expires_in": 300})
 
 
-def _config(url: str, tmp_path: Path) -> dict[str, object]:
+def _config(url: str, tmp_path: Path, **settings: object) -> dict[str, object]:
     password = tmp_path / "upstream-password"
     password.write_text(PASSWORD + "\n")
     return {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
-        "url": url, "username": "puller", "password_file": str(password)}}}}
+        "url": url, "username": "puller", "password_file": str(password), **settings}}}}
 
 
 @contextlib.asynccontextmanager
-async def _gateway(upstream: EmulatorProcess, hostile: Server,
-                   tmp_path: Path) -> AsyncIterator[GatewayProcess]:
+async def _gateway(upstream: EmulatorProcess, hostile: Server, tmp_path: Path,
+                   **settings: object) -> AsyncIterator[GatewayProcess]:
     """A gateway whose docker.io mirror pulls through ``hostile`` with credentials."""
-    with GatewayProcess(tmp_path / "gw", _config(hostile.url, tmp_path),
+    with GatewayProcess(tmp_path / "gw", _config(hostile.url, tmp_path, **settings),
                         upstream_url=upstream.url) as gw:
         yield gw
 
@@ -96,28 +99,6 @@ async def test_attacker_realm_on_another_host_never_gets_the_credentials(
             # The log is read from the process's stderr by a thread: the line may trail.
             assert await _logged(gw, "token realm host localhost")
             assert not any(PASSWORD in line for line in gw.log_lines)
-
-
-async def test_attacker_redirect_to_another_host_loses_the_authorization(
-        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
-    async def missing(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
-
-    async with Server(missing) as elsewhere:
-        async def basic_then_redirect(request: web.Request) -> web.StreamResponse:
-            if "Authorization" not in request.headers:
-                return web.Response(status=401,
-                                    headers={"WWW-Authenticate": 'Basic realm="hub"'})
-            raise web.HTTPTemporaryRedirect(f"{elsewhere.as_localhost}{request.path}")
-
-        async with Server(basic_then_redirect) as hostile, \
-                _gateway(upstream, hostile, tmp_path) as gw:
-            async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest",
-                                params=NS) as r:
-                assert r.status == 404, await r.text()
-            assert any(auth for _path, auth in hostile.seen)  # it did get the credentials
-            assert elsewhere.seen and all(auth is None for _path, auth in elsewhere.seen), \
-                elsewhere.seen
 
 
 async def test_attacker_manifest_that_does_not_match_a_sha512_reference_is_refused(
@@ -282,6 +263,68 @@ class _Moving:
         return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
 
 
+# -- redirects, token answers, slow answers -------------------------------------------------
+
+SECRET = b'{"token": "internal-secret-7c1e", "AccessKeyId": "ASIAINTERNAL"}'
+BASIC = aiohttp.encode_basic_auth("puller", PASSWORD)
+
+
+class _Internal:
+    """A service only the gateway's host can reach (an instance metadata endpoint): a raw TCP
+    server that counts the connections made to it, whatever is said on them (http, or a TLS
+    handshake it cannot answer), and answers ``SECRET`` over http."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.read(65536), 5)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (len(SECRET), SECRET))
+            await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> _Internal:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+class _Image:
+    """A small image (a config and one layer) an upstream serves."""
+
+    def __init__(self, seed: str) -> None:
+        self.config = json.dumps({"architecture": "amd64", "os": "linux",
+                                  "seed": seed}).encode()
+        self.layer = f"the layer of {seed}".encode() * 100
+        self.blobs = {_sha256(b): b for b in (self.config, self.layer)}
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": _sha256(self.config), "size": len(self.config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": _sha256(self.layer), "size": len(self.layer)}]}).encode()
+
+    def answer(self, path: str) -> web.StreamResponse:
+        if "/manifests/" in path:
+            return web.Response(body=self.manifest,
+                                content_type="application/vnd.oci.image.manifest.v1+json")
+        blob = self.blobs.get(path.rsplit("/", 1)[-1])
+        if blob is None:
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN"}]}, status=404)
+        return web.Response(body=blob, content_type="application/octet-stream")
+
+
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -428,3 +471,267 @@ async def test_attacker_sync_over_plain_http_never_gets_the_credentials(
     assert status == 2, (out, err)
     assert "http:// only for a loopback registry" in err, err
     assert hostile.seen == [], "the source was asked"
+
+
+@pytest.mark.parametrize("target", [
+    "http://127.0.0.1:{port}/latest/meta-data/",   # another port of the upstream's host
+    "http://localhost:{port}/latest/meta-data/",   # another host name, plain http
+    "https://127.0.0.1:{port}/latest/meta-data/",  # https, but a loopback address
+    "https://localhost:{port}/latest/meta-data/",  # https, a name that resolves to loopback
+])
+async def test_attacker_redirect_to_an_internal_service_is_refused(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
+        target: str) -> None:
+    image = _Image("ssrf")
+    async with _Internal() as internal:
+        location = target.format(port=internal.port)
+
+        async def redirecting(request: web.Request) -> web.StreamResponse:
+            if request.headers.get("Authorization") != BASIC:
+                return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+            if "/blobs/" in request.path:
+                raise web.HTTPFound(location)
+            return image.answer(request.path)
+
+        async with Server(redirecting) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+            digest = _sha256(image.layer)
+            async with session.get(f"{gw.url}/v2/library/ssrf/blobs/{digest}", params=NS) as r:
+                status, body = r.status, await r.read()
+            error = _oci_error(status, body)
+            assert error["code"] == "UNAVAILABLE", error
+            assert "redirect" in str(error["message"]), error
+            assert any("/blobs/" in path for path, _auth in hostile.seen)
+            assert internal.connections == 0, "the internal service was contacted"
+            assert b"internal-secret" not in body and b"ASIAINTERNAL" not in body
+            assert not any("internal-secret" in line for line in gw.log_lines)
+
+
+async def test_same_origin_redirect_is_followed_with_the_credentials(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A registry that moves its blobs to another path of its own origin still serves."""
+    image = _Image("moved")
+
+    async def moving(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != BASIC:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+        if request.path.startswith("/v2/") and "/blobs/" in request.path:
+            raise web.HTTPTemporaryRedirect("/storage/" + request.path.rsplit("/", 1)[-1])
+        return image.answer(request.path)
+
+    async with Server(moving) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+        digest = _sha256(image.layer)
+        async with session.get(f"{gw.url}/v2/library/moved/blobs/{digest}", params=NS) as r:
+            assert r.status == 200, await r.text()
+            assert await r.read() == image.layer
+        assert (f"/storage/{digest}", BASIC) in hostile.seen
+
+
+async def test_redirect_to_a_cdn_on_another_host_is_followed_without_the_credentials(
+        session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Docker Hub and ghcr send a blob's GET to an https CDN on another host: followed, but
+    the upstream's Authorization stays with the upstream. (The CDN is this test's TLS server
+    under the name cdn.test, reached through a session that resolves it here.)"""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    proc = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        "-subj", "/CN=cdn.test", "-keyout", str(key), "-out", str(cert),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    assert await proc.wait() == 0
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    layer = b"a layer on the CDN" * 1000
+    cdn_seen: list[str | None] = []
+
+    async def cdn_answer(request: web.Request) -> web.StreamResponse:
+        cdn_seen.append(request.headers.get("Authorization"))
+        return web.Response(body=layer)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", cdn_answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls).start()
+    cdn_port = runner.addresses[0][1]
+
+    class _CdnHere(AbstractResolver):
+        async def resolve(self, host: str, port: int = 0,
+                          family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+            assert host == "cdn.test", host
+            return [{"hostname": host, "host": "127.0.0.1", "port": port,
+                     "family": socket.AF_INET, "proto": 0, "flags": 0}]
+
+        async def close(self) -> None:
+            pass
+
+    async def registry(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != BASIC:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+        raise web.HTTPTemporaryRedirect(f"https://cdn.test:{cdn_port}/blob?sig=a%2Fb")
+
+    try:
+        async with Server(registry) as hub, aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(resolver=_CdnHere(), ssl=False)) as cdn_session:
+            client = OciUpstream(hub.url, lambda: session, "puller", PASSWORD,
+                                 foreign=lambda: cdn_session)
+            _size, pieces = await client.blob("library/x", _sha256(layer), len(layer))
+            assert b"".join([p async for p in pieces]) == layer
+        assert cdn_seen == [None], "the upstream's credentials went to the CDN"
+    finally:
+        await runner.cleanup()
+
+
+async def test_attacker_realm_redirect_to_an_internal_service_is_refused(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    async with _Internal() as internal:
+        async def realm_redirects(request: web.Request) -> web.StreamResponse:
+            if request.path == "/token":
+                raise web.HTTPFound(f"http://127.0.0.1:{internal.port}/latest/meta-data/")
+            if request.headers.get("Authorization") is None:
+                return web.Response(status=401, headers={
+                    "WWW-Authenticate": f'Bearer realm="{hostile.url}/token",service="x"'})
+            return web.Response(status=403)  # never a bearer token the realm did not give
+
+        async with Server(realm_redirects) as hostile, \
+                _gateway(upstream, hostile, tmp_path) as gw:
+            async with session.get(f"{gw.url}/v2/library/realm/manifests/latest",
+                                   params=NS) as r:
+                status, body = r.status, await r.read()
+            error = _oci_error(status, body)
+            assert error["code"] == "UNAVAILABLE", error
+            assert internal.connections == 0, "the internal service was asked for a token"
+            assert b"internal-secret" not in body
+            assert [auth for path, auth in hostile.seen if path != "/token"] == [None]
+
+
+async def test_attacker_endless_token_answer_is_cut_off(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    offered, sent = 128 * 1024 * 1024, [0]
+
+    async def endless_token(request: web.Request) -> web.StreamResponse:
+        if request.path == "/token":
+            response = web.StreamResponse(headers={"Content-Type": "application/json"})
+            await response.prepare(request)  # chunked: no length to refuse up front
+            try:
+                await response.write(b'{"token": "')
+                while sent[0] < offered:
+                    await response.write(b"a" * (1 << 20))
+                    sent[0] += 1 << 20
+            except ConnectionResetError:
+                pass
+            return response
+        return web.Response(status=401, headers={
+            "WWW-Authenticate": f'Bearer realm="{hostile.url}/token",service="x"'})
+
+    async with Server(endless_token) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+        async with session.get(f"{gw.url}/v2/library/endless/manifests/latest",
+                               params=NS) as r:
+            status, body = r.status, await r.read()
+        error = _oci_error(status, body)
+        assert error["code"] == "UNAVAILABLE", error
+    assert sent[0] < 32 * 1024 * 1024, f"the gateway read {sent[0]} bytes of a token answer"
+
+
+async def test_attacker_dripped_manifest_ends_within_the_deadline(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """One byte every half second never lets the 1-second read timeout fire; the deadline
+    (four read timeouts) ends the request all the same."""
+    manifest = _Image("drip").manifest
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={
+            "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+            "Content-Length": str(len(manifest))})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            for byte in manifest[:60]:
+                await response.write(bytes([byte]))
+                await asyncio.sleep(0.5)
+        return response
+
+    async with Server(drip) as hostile, \
+            _gateway(upstream, hostile, tmp_path, timeout_seconds=1.0) as gw:
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(15):
+            async with session.get(f"{gw.url}/v2/library/drip/manifests/latest",
+                                   params=NS) as r:
+                status, body = r.status, await r.read()
+        took = asyncio.get_running_loop().time() - started
+        error = _oci_error(status, body)
+        assert error["code"] == "UNAVAILABLE", error
+        assert "within 4 seconds" in str(error["message"]), error
+        assert took < 10, took
+
+
+async def test_rotated_token_is_asked_for_again(session: aiohttp.ClientSession) -> None:
+    """The upstream stops taking a token long before its expires_in: after its 401 the realm
+    is asked again (once), and the pull goes on with the new token."""
+    image = _Image("rotated")
+    current, realm_asked = ["first"], [0]
+
+    async def rotating(request: web.Request) -> web.StreamResponse:
+        if request.path == "/token":
+            realm_asked[0] += 1
+            return web.json_response({"token": current[0], "expires_in": 3600})
+        if request.headers.get("Authorization") != f"Bearer {current[0]}":
+            return web.Response(status=401, headers={
+                "WWW-Authenticate": f'Bearer realm="{hostile.url}/token",service="x"'})
+        return image.answer(request.path)
+
+    async with Server(rotating) as hostile:
+        client = OciUpstream(hostile.url, lambda: session)
+        assert (await client.manifest("library/rotated", "v1", ())).body == image.manifest
+        assert realm_asked == [1]
+        current[0] = "second"  # rotated, the first revoked
+        assert (await client.manifest("library/rotated", "v1", ())).body == image.manifest
+        assert realm_asked == [2]
+        # A token the realm gives and the upstream refuses is not asked for in a loop.
+        current[0] = "third"
+        realm_asked[0] = 0
+
+        async def stale_realm(request: web.Request) -> web.StreamResponse:
+            if request.path == "/token":
+                realm_asked[0] += 1
+                return web.json_response({"token": "never-taken"})
+            return await rotating(request)
+
+        hostile.handler = stale_realm
+        with pytest.raises(UpstreamError) as refused:
+            await client.manifest("library/rotated", "v1", ())
+        assert refused.value.status == 401 and realm_asked == [1]
+
+
+@pytest.mark.parametrize(("answer", "served"), [
+    (b"[]", False),
+    (b'"a token"', False),
+    (b'{"token": 5}', False),
+    (b'{"token": "bad\\r\\nX-Injected: 1"}', False),
+    (b'{"token": "' + b"t" * 20_000 + b'"}', False),
+    (b"not json at all", False),
+    (b'{"token": "good", "expires_in": "soon"}', True),
+    (b'{"token": "good", "expires_in": -5}', True),
+    (b'{"token": "good", "expires_in": NaN}', True),
+    (b'{"token": "good", "expires_in": 1e999}', True),
+])
+async def test_attacker_bad_token_answer_is_an_upstream_error(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
+        answer: bytes, served: bool) -> None:
+    image = _Image("token")
+
+    async def odd_realm(request: web.Request) -> web.StreamResponse:
+        if request.path == "/token":
+            return web.Response(body=answer, content_type="application/json")
+        if request.headers.get("Authorization") != "Bearer good":
+            return web.Response(status=401, headers={
+                "WWW-Authenticate": f'Bearer realm="{hostile.url}/token",service="x"'})
+        return image.answer(request.path)
+
+    async with Server(odd_realm) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+        async with session.get(f"{gw.url}/v2/library/token/manifests/latest",
+                               params=NS) as r:
+            status, body = r.status, await r.read()
+        if served:
+            assert status == 200 and body == image.manifest, (status, body[:300])
+        else:
+            error = _oci_error(status, body)
+            assert error["code"] == "UNAVAILABLE", error
+        assert not any("Traceback" in line for line in gw.log_lines), gw.log_lines[-20:]
