@@ -129,7 +129,8 @@ class PullThroughConfig(Section):
     platforms: Literal["all", "requested"] = "all"
     """An index's children copied into ECR: "all", or only those clients ask for."""
     timeout_seconds: Seconds = 30.0
-    """Connect and read timeout of each upstream request."""
+    """Connect and read timeout of each upstream request; a manifest, a token or a tag page
+    must also arrive whole within four times this."""
     token_realm_hosts: list[str] = Field(default_factory=list)
     """Hosts besides the upstream's own (and the known realm of a well-known registry, such as
     ``auth.docker.io`` for ``registry-1.docker.io``) that its token realm may name: the
