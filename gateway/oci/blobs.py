@@ -27,6 +27,7 @@ from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
 from gateway.oci.peer import STAGED_PEERS
+from gateway.oci.ranges import asks_range, forwarded_range
 from gateway.state.peers import PROOF_HEADER
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     cache = request.app.get(BLOB_CACHE)  # proxy mode only
     check: _Check | None = None
     if cache is not None:
-        whole = "Range" not in request.headers
+        whole = not asks_range(request.headers.get("Range"))
         while True:
             cached = await cache.open(digest)
             if cached is not None:
@@ -147,7 +148,7 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
     for _ in range(2):
         if location.growing is None:
             break
-        if "Range" not in request.headers:
+        if not asks_range(request.headers.get("Range")):
             if isinstance(check, BlobFill):
                 # Storage streams an arriving blob to every reader at once: reads waiting
                 # for this one's cache fill go ahead and follow it too.
@@ -167,10 +168,11 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
     if url is None:
         raise OciError(BLOB_UNKNOWN, {"digest": digest})
     if location.peer_proof is not None:  # another replica's staged copy: never redirected
-        if check is None and "Range" not in request.headers:
+        if check is None and not asks_range(request.headers.get("Range")):
             check = _DigestCheck(digest)
         try:
-            return await _from_peer(request, url, location.peer_proof, headers, check)
+            return await _from_peer(request, url, location.peer_proof, headers, check,
+                                    location.size)
         except OciError as exc:
             if exc.error is not BLOB_UNKNOWN:
                 raise
@@ -183,9 +185,9 @@ async def _read(request: web.Request, name: str, digest: str, headers: dict[str,
     if settings(request).blob_mode == "redirect":
         headers["Location"] = url
         return web.Response(status=307, headers=headers)
-    if check is None and "Range" not in request.headers:
+    if check is None and not asks_range(request.headers.get("Range")):
         check = _DigestCheck(digest)
-    return await _proxy(request, name, digest, url, headers, check)
+    return await _proxy(request, name, digest, url, headers, check, location.size)
 
 
 async def _follow(request: web.Request, growing: GrowingBlob, size: int,
@@ -221,9 +223,9 @@ async def _open(path: Path) -> BinaryIO | None:
 
 
 async def _proxy(request: web.Request, name: str, digest: str, url: str,
-                 headers: dict[str, str], check: _Check | None) -> web.StreamResponse:
+                 headers: dict[str, str], check: _Check | None, size: int) -> web.StreamResponse:
     client = request.app[HTTP_CLIENT]
-    upstream_headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
+    upstream_headers = _range_for(request, size)
     for attempt in range(2):
         upstream = await client.get(url, headers=upstream_headers)
         # An expired or revoked URL answers 403: ask for a fresh one once.
@@ -240,11 +242,17 @@ async def _proxy(request: web.Request, name: str, digest: str, url: str,
     return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
 
 
+def _range_for(request: web.Request, size: int) -> dict[str, str]:
+    """The Range header for the storage (or replica) that serves the bytes, as resolved
+    here for a blob of ``size`` bytes (-1: not known): the answer is the one a local file
+    would give (gateway/oci/ranges.py), a 416 raised before anything is asked."""
+    value = forwarded_range(request.headers.get("Range"), size)
+    return {} if value is None else {"Range": value}
+
+
 async def _from_peer(request: web.Request, url: str, proof: str, headers: dict[str, str],
-                     check: _Check | None) -> web.StreamResponse:
-    upstream_headers = {PROOF_HEADER: proof}
-    if "Range" in request.headers:
-        upstream_headers["Range"] = request.headers["Range"]
+                     check: _Check | None, size: int = -1) -> web.StreamResponse:
+    upstream_headers = {PROOF_HEADER: proof, **_range_for(request, size)}
     try:
         # No redirect: the proof is for the replica asked, and only its answer is relayed.
         upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers,

@@ -6,6 +6,8 @@ part of the OCI API."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from typing import Protocol
 
@@ -15,7 +17,6 @@ from gateway.oci.context import BLOB_CACHE
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import BLOB_UNKNOWN, BLOB_UPLOAD_UNKNOWN, DENIED, OciError
 from gateway.oci.files import send_file
-from gateway.oci.ranges import parse_file_range
 from gateway.state.peers import PROOF_HEADER, StagedPeers, spool_subject
 
 # This replica's staged-blob registry (set with state.backend redis).
@@ -47,9 +48,13 @@ def add_peer_route(app: web.Application, source: StagedSource, peers: StagedPeer
         path = await source.staged_for_peer(digest, request.query.get("upload", ""))
         if path is None:
             raise OciError(BLOB_UNKNOWN, {"digest": digest})
-        parse_file_range(request.headers.get("Range"), path.stat().st_size)
-        return web.FileResponse(path, headers={"Docker-Content-Digest": digest,
-                                               "Content-Type": "application/octet-stream"})
+        try:
+            handle = await asyncio.to_thread(open, path, "rb")
+        except FileNotFoundError:  # dropped since it was found
+            raise OciError(BLOB_UNKNOWN, {"digest": digest}) from None
+        # Served as every blob read is (gateway/oci/files.py): the same Range rules.
+        return await send_file(request, handle, os.fstat(handle.fileno()).st_size, {
+            "Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"})
 
     async def cached_blob(request: web.Request) -> web.StreamResponse:
         digest = await peer_digest(request)

@@ -8,7 +8,6 @@ from gateway.oci.errors import BLOB_UPLOAD_INVALID, RANGE_INVALID, OciError
 
 # Upload chunks carry "<start>-<end>" (inclusive); some clients prefix "bytes ".
 _CHUNK = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})$")
-_READ = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
 
 
 def parse_content_range(value: str) -> tuple[int, int]:
@@ -37,53 +36,101 @@ def upload_range_header(received: int) -> str:
     return f"0-{max(received - 1, 0)}"
 
 
-def parse_read_range(value: str, size: int) -> tuple[int, int] | None:
-    """A single byte range of a blob read as (start, end inclusive); None means whole blob.
+class _Malformed(ValueError):
+    """A ``bytes`` Range whose one range-spec is not one."""
 
-    Raises 416 for a range outside the blob. Multi-range requests are served whole, which
-    RFC 9110 permits.
-    """
-    match = _READ.match(value.strip())
-    if not match:
+
+def _byte_range(value: str | None) -> tuple[str, str] | None:
+    """The one byte range a Range header asks for, as its two positions (strings of digits,
+    either may be empty). None: the whole blob, for no header, a unit other than ``bytes``
+    or more than one range: RFC 9110 (14.2) lets a server ignore a Range it does not
+    support, and requires it to ignore a unit it does not know. Units are case-insensitive
+    and the range list may carry optional whitespace (``bytes= 0-1``)."""
+    if value is None:
         return None
-    first, last = match[1], match[2]
-    if first == "" and last == "":
+    unit, equals, ranges = value.partition("=")
+    if not equals or unit.strip(" \t").lower() != "bytes":
         return None
-    if first == "":  # suffix range: the last N bytes
-        length = int(last)
-        if length == 0 or size == 0:  # nothing to take the last bytes of
-            raise _unsatisfiable(size)
-        return max(size - length, 0), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
-    if start >= size or (last and int(last) < start):
-        raise _unsatisfiable(size)
-    return start, end
+    specs = [spec for spec in (part.strip(" \t") for part in ranges.split(",")) if spec]
+    if len(specs) > 1:
+        return None  # several ranges: the whole blob
+    match = _SPEC.fullmatch(specs[0]) if specs else None
+    if not match or not (match[1] or match[2]):
+        raise _Malformed(value)
+    return match[1], match[2]
 
 
-_FILE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$", re.ASCII | re.IGNORECASE)
+_SPEC = re.compile(r"(\d*)-(\d*)", re.ASCII)
+# A range no blob satisfies: the storage's 416 carries the blob's size (Content-Range).
+_NEVER = f"bytes={2**63 - 1}-"
+# Positions longer than this are beyond any blob (and int() refuses thousands of digits).
+_DIGITS = 19
 
 
 def parse_file_range(value: str | None, size: int) -> tuple[int, int] | None:
-    """The Range of a read served from a local file. aiohttp's file responses serve one
-    ``bytes=`` range and refuse anything else with a bare 416, so every refusal is made here
-    instead, with its OCI body and Content-Range. None: no Range, the whole file."""
-    if value is None:
+    """The byte range of a blob read as (start, end inclusive); None: the whole blob.
+
+    Every path that serves blob bytes (a local file, a blob cache, ECR's storage or another
+    replica through this gateway) resolves the Range here, so all answer alike: a single
+    range it cannot satisfy (or a malformed one) gets 416 with the OCI body and
+    ``Content-Range: bytes */<size>``; a last-byte position past the end means up to the end
+    (RFC 9110 14.1.2), however many digits it has."""
+    try:
+        spec = _byte_range(value)
+    except _Malformed:
+        raise _unsatisfiable(size) from None
+    if spec is None:
         return None
-    match = _FILE_RANGE.match(value)
-    # More than 19 digits: beyond any blob (and past what aiohttp's int() parsing accepts).
-    if not match or not (match[1] or match[2]) or max(len(match[1]), len(match[2])) > 19:
-        raise _unsatisfiable(size)
-    first, last = match[1], match[2]
+    first, last = spec
     if not first:  # suffix range: the last N bytes
-        length = int(last)
+        length = int(last) if len(last) <= _DIGITS else size
         if length == 0 or size == 0:  # nothing to take the last bytes of
             raise _unsatisfiable(size)
         return max(size - length, 0), size - 1
-    start = int(first)
-    if start >= size or (last and int(last) < start):
+    if len(first) > _DIGITS or int(first) >= size:
         raise _unsatisfiable(size)
-    return start, min(int(last), size - 1) if last else size - 1
+    start = int(first)
+    if not last or len(last) > _DIGITS:
+        return start, size - 1
+    if int(last) < start:
+        raise _unsatisfiable(size)
+    return start, min(int(last), size - 1)
+
+
+# The name the reads of blobs stored elsewhere used; one rule now serves every path.
+parse_read_range = parse_file_range
+
+
+def asks_range(value: str | None) -> bool:
+    """Whether a blob read is for a part of the blob (a Range this gateway serves or
+    refuses), not the whole of it."""
+    try:
+        return _byte_range(value) is not None
+    except _Malformed:
+        return True
+
+
+def forwarded_range(value: str | None, size: int) -> str | None:
+    """The Range to ask the storage that holds a blob of ``size`` bytes for (None: the
+    whole blob): resolved here, so that the storage's own reading of Range headers (a
+    multi-range, a 20-digit position) cannot make this path answer otherwise than a local
+    file would. With the size unknown (-1), the one range normalized: a huge last-byte
+    position clamped, a malformed or unsatisfiable one made one no blob satisfies."""
+    if size >= 0:
+        span = parse_file_range(value, size)
+        return None if span is None else f"bytes={span[0]}-{span[1]}"
+    try:
+        spec = _byte_range(value)
+    except _Malformed:
+        return _NEVER  # refused there as here: 416
+    if spec is None:
+        return None
+    first, last = spec
+    if len(first) > _DIGITS:
+        return _NEVER
+    if not first:
+        return f"bytes=-{last}" if len(last) <= _DIGITS else "bytes=0-"
+    return f"bytes={first}-{last if len(last) <= _DIGITS else ''}"
 
 
 def _unsatisfiable(size: int) -> OciError:
