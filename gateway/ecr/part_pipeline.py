@@ -24,7 +24,7 @@ import aiohttp
 
 from gateway.ecr.partbody import EncodedPart
 from gateway.oci import errors as oci
-from gateway.oci.errors import OciError
+from gateway.oci.errors import OciError, RequestRefused
 from gateway.oci.ranges import upload_range_header
 from gateway.state.sessions import UploadSession
 
@@ -123,7 +123,9 @@ class Destination(Protocol):
         """Save the session as ECR holds it (no tail) before the next part goes."""
 
     async def spool(self, offset: int, data: list[memoryview]) -> None:
-        """Stage received bytes at ``offset``; never raises for a failed write."""
+        """Stage received bytes at ``offset``. A failed write raises :class:`RequestRefused`
+        only when the spool holds acknowledged bytes nothing else does (it is then cut back
+        to them); otherwise it only means no staged copy."""
 
     async def save(self, tail: bytes) -> None:
         """Save the session with ``tail``, the bytes received but not stored upstream."""
@@ -170,6 +172,7 @@ class PartPipeline:
         self._to = destination
         self._places = places
         self.staged = session.received  # the spool holds everything received before
+        self.received_before = session.received  # what the client was told it holds
         self.next_first = session.committed
         self.cut_parts: list[_Cut] = []  # parts taken from ``pending`` ECR has not stored
         # The sha256 state at each part boundary (absent: unknown to this process), keyed by
@@ -333,9 +336,22 @@ class PartPipeline:
                 oci.UNAVAILABLE, {"upload": session.id},
                 message="upload realigned with ECR; continue from Range",
                 headers={"Retry-After": "0", "Range": upload_range_header(session.received)})
-        new_from = max(0, self.staged - session.committed)
-        if new_from < len(rest):
-            await self._to.spool(session.committed + new_from, [memoryview(rest)[new_from:]])
+        if not isinstance(self.failure, RequestRefused):
+            new_from = max(0, self.staged - session.committed)
+            if new_from < len(rest):
+                try:
+                    await self._to.spool(session.committed + new_from,
+                                         [memoryview(rest)[new_from:]])
+                except RequestRefused as exc:
+                    self.failure = exc  # nothing of this request may be recorded now
+        if isinstance(self.failure, RequestRefused):
+            # Refused as a whole (a body that is not its Content-Range, a full disk): the
+            # upload stands where it stood, or where ECR now holds it if parts of this body
+            # went up (a part starts with the old tail, so that is never short of it).
+            # Nothing is saved: the store holds just that already (the record from before,
+            # or the progress recorded with the part).
+            session.received = max(self.received_before, session.committed)
+            return
         await self._to.save(rest)
 
     async def _prepare(self, cut: _Cut, new_from: int,
@@ -351,9 +367,11 @@ class PartPipeline:
                 extended, self.states[cut.first], part.chunks))
         try:
             building = part.prepare()
-            if new_from < part.size:
-                await self._to.spool(cut.first + new_from, skip(part.chunks, new_from))
-            await building
+            try:
+                if new_from < part.size:
+                    await self._to.spool(cut.first + new_from, skip(part.chunks, new_from))
+            finally:
+                await building
         finally:
             if hashing is not None:
                 self.states[cut.end] = await hashing

@@ -155,6 +155,15 @@ class StagingStore:
         self._unverified.discard(digest.split(":", 1)[1])  # checked just now
         self._evict()
 
+    def cut_back(self, upload_id: str, size: int) -> None:
+        """Cut a spool longer than ``size`` bytes back to them (what its upload holds)."""
+        path = self.spool_path(upload_id)
+        try:
+            if path.stat().st_size > size:
+                os.truncate(path, size)
+        except FileNotFoundError:
+            pass
+
     def discard(self, upload_id: str) -> None:
         self.spool_path(upload_id).unlink(missing_ok=True)
 

@@ -38,7 +38,7 @@ from gateway.ecr.staging import StagingStore
 from gateway.oci import errors as oci
 from gateway.oci.backend import UploadStatus
 from gateway.oci.digests import EMPTY_SHA256
-from gateway.oci.errors import OciError
+from gateway.oci.errors import OciError, RequestRefused, disk_full, is_disk_full
 from gateway.oci.ranges import upload_range_header
 from gateway.state.sessions import SessionStore, UploadSession
 
@@ -61,6 +61,8 @@ class _Request:
         self._target = target
         self._session = session
         self._staged = staged  # the staging spool holds every byte already
+        self._acknowledged = session.received  # what the client was told before this request
+        self._refused = False  # a write failed where acknowledged bytes live: no more writes
 
     async def send(self, part: EncodedPart) -> None:
         await self._manager._send_part(self._target, self._session, part)
@@ -69,8 +71,13 @@ class _Request:
         await self._manager._record_progress(self._session)
 
     async def spool(self, offset: int, data: list[memoryview]) -> None:
-        if not self._staged:
-            await self._manager._spool(self._session, offset, data)
+        if self._staged or self._refused:
+            return
+        try:
+            await self._manager._spool(self._session, offset, data, self._acknowledged)
+        except RequestRefused:
+            self._refused = True
+            raise
 
     async def save(self, tail: bytes) -> None:
         self._session.updated_at = time.time()
@@ -216,16 +223,37 @@ class UploadManager:
                 {**target.ids(), "uploadId": session.ecr_upload_id},
                 _Request(self, target, session, staged), self._parts,
                 self._hash_at(session.id, session.committed))
-            await pipeline.run(chunks)
+            try:
+                await pipeline.run(chunks)
+            except RequestRefused as exc:
+                # Nothing of the refused body stays staged either (the spool may hold parts
+                # of it): the spool holds exactly what the upload stands at.
+                await asyncio.to_thread(self._staging.cut_back, session.id, session.received)
+                exc.headers.update({"Range": upload_range_header(session.received),
+                                    "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
+                raise
             return UploadStatus(session.id, session.received)
 
     async def _spool(self, session: UploadSession, offset: int,
-                     data: memoryview | list[memoryview]) -> None:
-        """Stage received bytes (in a thread); a failed write only means no staged copy."""
+                     data: memoryview | list[memoryview], acknowledged: int) -> None:
+        """Stage received bytes (in a thread). A failed write (a full disk, say) mostly means
+        no staged copy; but where the spool alone holds the tail the client was told is
+        received (``tail_staged``: up to ``acknowledged``), it is cut back to that, never
+        dropped, and the request is refused: the client sends the same chunk again."""
         try:
             await asyncio.to_thread(self._staging.append, session.id, offset, data)
         except OSError as exc:
-            log.warning("staging upload %s failed (%s): it will not be staged", session.id, exc)
+            if session.tail_staged:
+                log.warning("staging upload %s failed (%s): the request is refused, the "
+                            "upload stays at %d", session.id, exc.strerror or exc, acknowledged)
+                await asyncio.to_thread(self._staging.cut_back, session.id, acknowledged)
+                if is_disk_full(exc):
+                    raise disk_full(exc) from None
+                raise RequestRefused(oci.UNAVAILABLE, {"upload": session.id},
+                                     message="the gateway could not stage the chunk",
+                                     headers={"Retry-After": "1"}) from None
+            log.warning("staging upload %s failed (%s): it will not be staged", session.id,
+                        exc.strerror or exc)
             await asyncio.to_thread(self._staging.discard, session.id)
 
     async def finish(self, name: str, upload_id: str, target: Target,

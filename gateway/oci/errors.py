@@ -5,6 +5,7 @@ Rendered by :mod:`gateway.oci.middleware` as ``{"errors": [{"code", "message", "
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,3 +75,27 @@ class OciError(Exception):
         entry: dict[str, Any] = {"code": self.error.code, "message": self.message}
         entry["detail"] = self.detail if self.detail is not None else {}
         return {"errors": [entry]}
+
+
+class RequestRefused(OciError):
+    """A refusal of a request as a whole: an upload keeps nothing of the request's body and
+    stands where it stood before it (the client sends the same chunk again)."""
+
+
+# A file system out of space (or out of the user's quota).
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+DISK_FULL_MESSAGE = "the gateway's disk is full"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def disk_full(error: OSError | None = None) -> RequestRefused:
+    """The answer to a request this gateway's own disk could not take: the server side is
+    unavailable for now (507 is not an OCI error), so UNAVAILABLE with Retry-After, as for
+    every other such condition; no details of paths."""
+    quota = error is not None and error.errno == errno.EDQUOT
+    reason = "disk quota exceeded" if quota else "no space left"
+    return RequestRefused(UNAVAILABLE, {"reason": reason}, message=DISK_FULL_MESSAGE,
+                          headers={"Retry-After": "10"})

@@ -10,7 +10,15 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, REQUEST_INVALID, TOO_LARGE, OciError
+from gateway.oci.errors import (
+    METHOD_UNKNOWN,
+    NOT_FOUND,
+    REQUEST_INVALID,
+    TOO_LARGE,
+    OciError,
+    disk_full,
+    is_disk_full,
+)
 
 errors_log = logging.getLogger("gateway.errors")
 
@@ -57,6 +65,18 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         errors_log.info("client went away during %s %s", request.method,
                         request.rel_url.path)
         return web.Response(status=400, headers={"X-Request-Id": request_id})
+    except OSError as exc:
+        if not is_disk_full(exc):
+            errors_log.exception("unhandled error on %s %s", request.method,
+                                 request.rel_url.path)
+            return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),
+                                content_type="application/json",
+                                headers={"X-Request-Id": request_id})
+        # Wherever on the way (session store, staging, a cache), a full disk is a condition
+        # of this server, not a bug: one line, and an answer clients retry.
+        errors_log.warning("disk full on %s %s: %s", request.method, request.rel_url.path,
+                           exc.strerror or exc)
+        return render(disk_full(exc), request_id)
     except Exception:
         errors_log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
         return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),

@@ -11,7 +11,13 @@ from aiohttp import web
 from gateway.oci.backend import UploadStatus
 from gateway.oci.context import MOUNT_REFUSED, check_stored_algorithm, registry, request_context
 from gateway.oci.digests import parse_digest
-from gateway.oci.errors import BLOB_UPLOAD_UNKNOWN, DIGEST_INVALID, RANGE_INVALID, OciError
+from gateway.oci.errors import (
+    BLOB_UPLOAD_UNKNOWN,
+    DIGEST_INVALID,
+    RANGE_INVALID,
+    OciError,
+    RequestRefused,
+)
 from gateway.oci.limits import body_chunks
 from gateway.oci.names import check_name
 from gateway.oci.ranges import parse_content_length, parse_content_range, upload_range_header
@@ -43,13 +49,29 @@ def _check_upload_id(upload_id: str) -> None:
         raise OciError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id[:200]})
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
+async def _body(request: web.Request, declared: int | None = None) -> AsyncIterator[bytes]:
+    """The body; with ``declared`` (its Content-Range's length), one of any other length is
+    refused as a whole with 416 (aiohttp holds a body with Content-Length to its length,
+    but a chunked one may run past or stop short of its Content-Range): the byte that
+    overruns it is never handed on, and the upload keeps nothing of this request."""
+    received = 0
     async for chunk in body_chunks(request):  # 408 if the body stalls (limits.py)
+        received += len(chunk)
+        if declared is not None and received > declared:
+            raise _mismatch(request, declared, "more")
         yield chunk
+    if declared is not None and received != declared:
+        raise _mismatch(request, declared, "fewer")
 
 
-def _chunk_start(request: web.Request) -> int | None:
-    """The chunk's declared start offset, after checking Content-Range against Content-Length."""
+def _mismatch(request: web.Request, declared: int, more: str) -> RequestRefused:
+    return RequestRefused(RANGE_INVALID, {"Content-Range": request.headers["Content-Range"][:100]},
+                          message=f"the body holds {more} bytes than its Content-Range")
+
+
+def _chunk_range(request: web.Request) -> tuple[int, int] | None:
+    """The chunk's declared (start, length), after checking Content-Range against
+    Content-Length."""
     length = parse_content_length(request.headers.get("Content-Length"))
     value = request.headers.get("Content-Range")
     if value is None:
@@ -60,7 +82,7 @@ def _chunk_start(request: web.Request) -> int | None:
     if length is not None and length != end - start + 1:
         raise OciError(RANGE_INVALID, {"Content-Range": value, "Content-Length": length},
                        message="Content-Range does not match Content-Length")
-    return start
+    return start, end - start + 1
 
 
 def _has_body(request: web.Request) -> bool:
@@ -103,9 +125,9 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
 
 async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     _check_upload_id(upload_id)
-    start = _chunk_start(request)
+    start, declared = _chunk_range(request) or (None, None)
     status = await registry(request).write_upload(request_context(request), upload_id,
-                                                  _body(request), start)
+                                                  _body(request, declared), start)
     return _in_progress(name, status, 202)
 
 
@@ -116,9 +138,10 @@ async def put_upload(request: web.Request, name: str, upload_id: str) -> web.Str
         raise OciError(DIGEST_INVALID, message="digest query parameter missing")
     parse_digest(digest)
     backend = registry(request)
-    start = _chunk_start(request)
+    start, declared = _chunk_range(request) or (None, None)
     if _has_body(request):
-        await backend.write_upload(request_context(request), upload_id, _body(request), start)
+        await backend.write_upload(request_context(request), upload_id,
+                                   _body(request, declared), start)
     await backend.finish_upload(request_context(request), upload_id, digest)
     return _created(name, digest)
 

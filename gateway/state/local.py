@@ -47,13 +47,19 @@ class LocalSessionStore:
         header = json.dumps(session.to_dict()).encode()
         path = self._path(session.id)
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(_HEADER.pack(len(header)))
-            handle.write(header)
-            handle.write(tail)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(_HEADER.pack(len(header)))
+                handle.write(header)
+                handle.write(tail)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except OSError:
+            # A full disk, say: the record stays as it was, and the half-written copy does
+            # not keep taking space.
+            tmp.unlink(missing_ok=True)
+            raise
 
     async def create(self, session: UploadSession) -> None:
         await asyncio.to_thread(self._write, session, b"")
