@@ -114,6 +114,12 @@ async def _expire_idle_sessions(app: web.Application) -> None:
             await storage.expire_idle_uploads(idle)
         except Exception:  # a failed sweep is retried on the next tick
             log.exception("expiring idle upload sessions failed")
+        try:
+            # Spools whose sessions went elsewhere (cancelled or expired through another
+            # replica, lost with the store), once they have idled as long as a session may.
+            await storage.drop_orphan_spools(idle)
+        except Exception:
+            log.exception("dropping the spools of finished uploads failed")
 
 
 async def _announce_staged(peers: StagedPeers, staging: StagingStore) -> None:

@@ -36,7 +36,7 @@ class Storage(Registry, Protocol):
 
     async def expire_idle_uploads(self, idle_seconds: float) -> int: ...
 
-    async def drop_orphan_spools(self) -> int: ...
+    async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int: ...
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None: ...
 
@@ -129,8 +129,8 @@ class BackendRouter:
         # One session store behind every backend: one sweep covers them all.
         return await self._default.uploads.expire_idle(idle_seconds)
 
-    async def drop_orphan_spools(self) -> int:
-        return await self._default.uploads.drop_orphan_spools()
+    async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int:
+        return await self._default.uploads.drop_orphan_spools(idle_seconds)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
         for backend in self._backends.values():

@@ -167,17 +167,23 @@ class StagingStore:
     def discard(self, upload_id: str) -> None:
         self.spool_path(upload_id).unlink(missing_ok=True)
 
-    def spooled_uploads(self) -> list[str]:
-        """The uploads that have a spool here. A link left half-made by :meth:`promote`
-        (the process died between its two steps) is dropped on the way."""
-        uploads = []
+    def spool_entries(self) -> list[tuple[str, float]]:
+        """Every file in the spool folder, with when it was last written: the uploads'
+        spools (named by session id) and links :meth:`promote` is making, or left half-made
+        when the process died between its two steps (``<session id>.kept``)."""
+        entries = []
         for entry in os.scandir(self._spools):
-            if entry.name.endswith(".kept"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-            else:
-                uploads.append(entry.name)
-        return uploads
+            try:
+                entries.append((entry.name, entry.stat().st_mtime))
+            except FileNotFoundError:  # dropped meanwhile
+                continue
+        return entries
+
+    def drop_entry(self, name: str) -> None:
+        """Drop a spool, or a half-made link, by its :meth:`spool_entries` name."""
+        upload_id = name.removesuffix(".kept")
+        path = self.spool_path(upload_id)
+        path.with_name(name).unlink(missing_ok=True)
 
     def blob_path(self, digest: str) -> Path:
         return self._blobs / digest.split(":", 1)[1]

@@ -40,7 +40,7 @@ from gateway.oci.backend import UploadStatus
 from gateway.oci.digests import EMPTY_SHA256
 from gateway.oci.errors import OciError, RequestRefused, disk_full, is_disk_full
 from gateway.oci.ranges import upload_range_header
-from gateway.state.sessions import SessionStore, UploadSession
+from gateway.state.sessions import SESSION_ID, SessionStore, UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -375,17 +375,42 @@ class UploadManager:
             log.info("dropped %d idle upload sessions", dropped)
         return dropped
 
-    async def drop_orphan_spools(self) -> int:
-        """Drop spools whose session is gone; returns how many. A session is saved before
-        its first byte is spooled and deleted before its spool, so a spool without one was
-        left by a process that died between the two (see :meth:`finish`)."""
+    async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int:
+        """Drop spools no session names, and links :meth:`StagingStore.promote` left
+        half-made; returns how many. ``idle_seconds`` None: once at the start, where any
+        such file was left by an earlier process (every ``.kept`` link: the next promote
+        would make its own). Else (on every sweep of a running
+        gateway) only those not written for ``idle_seconds`` as well: with a shared store,
+        an upload cancelled or expired through another replica, or sessions lost with the
+        store, leave this replica's spools behind.
+
+        Why this never drops a file in use: a session is saved before its first byte is
+        spooled and deleted (under its lock) only after the last write to its spool, and a
+        session id is never made again; so a request that writes a spool found its
+        session first, and the file is named by a session until the write is over. A
+        request that read its session just before the session vanished (the store lost it)
+        may still be writing; its writes keep the spool's mtime fresh, so the age rule
+        leaves it alone (the next sweep after it idled drops it). A ``.kept`` link exists
+        only inside :meth:`StagingStore.promote`, which runs under the session's lock
+        before the session is deleted: its session still names it. Only a store that
+        cannot answer stops the sweep (an error, never taken for "no session")."""
+        cutoff = None if idle_seconds is None else time.time() - idle_seconds
         dropped = 0
-        for upload_id in await asyncio.to_thread(self._staging.spooled_uploads):
+        for name, written in await asyncio.to_thread(self._staging.spool_entries):
+            upload_id = name.removesuffix(".kept")
+            if not SESSION_ID.fullmatch(upload_id):
+                continue  # not a file this gateway makes
+            if cutoff is None and name != upload_id:  # at the start nothing is promoting
+                await asyncio.to_thread(self._staging.drop_entry, name)
+                dropped += 1
+                continue
+            if cutoff is not None and written >= cutoff:
+                continue
             if await self._store.get(upload_id) is None:
-                await asyncio.to_thread(self._staging.discard, upload_id)
+                await asyncio.to_thread(self._staging.drop_entry, name)
                 dropped += 1
         if dropped:
-            log.info("dropped %d spools of finished uploads", dropped)
+            log.info("dropped %d spools no upload session names", dropped)
         return dropped
 
     async def cancel(self, name: str, upload_id: str) -> None:
