@@ -65,19 +65,13 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         errors_log.info("client went away during %s %s", request.method,
                         request.rel_url.path)
         return web.Response(status=400, headers={"X-Request-Id": request_id})
-    except OSError as exc:
-        if not is_disk_full(exc):
-            errors_log.exception("unhandled error on %s %s", request.method,
-                                 request.rel_url.path)
-            return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),
-                                content_type="application/json",
-                                headers={"X-Request-Id": request_id})
-        # Wherever on the way (session store, staging, a cache), a full disk is a condition
-        # of this server, not a bug: one line, and an answer clients retry.
-        errors_log.warning("disk full on %s %s: %s", request.method, request.rel_url.path,
-                           exc.strerror or exc)
-        return render(disk_full(exc), request_id)
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and is_disk_full(exc):
+            # Wherever on the way (session store, staging, a cache), a full disk is a
+            # condition of this server, not a bug: one line, and an answer clients retry.
+            errors_log.warning("disk full on %s %s: %s", request.method,
+                               request.rel_url.path, exc.strerror or exc)
+            return render(disk_full(exc), request_id)
         errors_log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
         return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),
                             content_type="application/json",
