@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.auth import install as install_auth
+from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.backends.ecr import EcrBackend
 from gateway.backends.ecr_public import EcrPublicBackend
 from gateway.backends.router import BackendRouter, Storage
@@ -185,6 +186,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app = web.Application(middlewares=[access_log, *traced, oci_errors, count_upstream_calls])
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
+    # Whose X-Forwarded-* are believed: the client's address counts for the login rate
+    # limiter and the per-client limits, with authentication or without.
+    app[PROXY_TRUST] = ProxyTrust(parse_networks(config.trusted_proxies))
     limits = config.limits
     # The embedded emulator listens on a private loopback port: a redirect there would send
     # clients to an address only this host reaches, so its blobs always stream through here.
@@ -231,7 +235,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
               events, peers)
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
-    backends = BackendRouter(router, [EcrBackend(*shared), EcrPublicBackend(public, *shared)])
+    per_client = limits.max_open_uploads_per_client
+    backends = BackendRouter(router, [
+        EcrBackend(*shared, max_open_uploads_per_client=per_client),
+        EcrPublicBackend(public, *shared, max_open_uploads_per_client=per_client)])
     app[STORAGE] = backends
     fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.

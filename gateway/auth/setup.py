@@ -79,7 +79,7 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
     limits = auth.rate_limit
     logins = Logins(backend, FailedLogins(limits.window_seconds, limits.max_failures_per_user,
                                           limits.max_failures_per_address))
-    trust = ProxyTrust(parse_networks(config.trusted_proxies))
+    trust = app.get(PROXY_TRUST) or ProxyTrust(parse_networks(config.trusted_proxies))
     app[PROXY_TRUST] = trust
     challenger = Challenger(auth.token.realm, auth.token.service,
                             frozenset(host.lower() for host in auth.token.realm_hosts), trust,

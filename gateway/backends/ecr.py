@@ -69,7 +69,8 @@ class EcrBackend:
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
-                 peers: StagedPeers | None = None) -> None:
+                 peers: StagedPeers | None = None, *, max_open_uploads_per_client: int = 0
+                 ) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -87,7 +88,8 @@ class EcrBackend:
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
-        self.uploads = UploadManager(sessions, staging, policy, self._client)
+        self.uploads = UploadManager(sessions, staging, policy, self._client,
+                                     max_open_per_client=max_open_uploads_per_client)
         self.tokens = TokenCache(self._fetch_token)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
@@ -270,12 +272,12 @@ class EcrBackend:
     async def start_upload(self, ctx: RequestContext) -> UploadStatus:
         target = self._target(ctx)
         try:
-            session = await self.uploads.start(ctx.name, target)
+            session = await self.uploads.start(ctx.name, target, ctx.client)
         except EcrError as exc:
             if exc.code != "RepositoryNotFoundException" or not target.route.create_on_push:
                 raise
             await self._create_repository(target)
-            session = await self.uploads.start(ctx.name, target)
+            session = await self.uploads.start(ctx.name, target, ctx.client)
         return UploadStatus(session.id, session.received)
 
     async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:

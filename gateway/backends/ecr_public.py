@@ -47,9 +47,10 @@ class EcrPublicBackend(EcrBackend):
                  sessions: SessionStore, staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
-                 peers: StagedPeers | None = None) -> None:
+                 peers: StagedPeers | None = None, *, max_open_uploads_per_client: int = 0
+                 ) -> None:
         super().__init__(router, clients, upstream_for, sessions, staging, policy, http, cache,
-                         events, peers)
+                         events, peers, max_open_uploads_per_client=max_open_uploads_per_client)
         self.public = public
 
     async def _client(self, target: Target) -> Any:

@@ -272,6 +272,9 @@ class LimitsConfig(Section):
     """Upload requests in progress over all clients."""
     max_open_uploads: Count = 10000
     """Upload sessions open at once."""
+    max_open_uploads_per_client: Count = 100
+    """Upload sessions one client (its user name, else its address) holds open at once: each
+    may keep a tail under 5 MiB on disk or in Redis until it ends or idles out."""
     body_idle_timeout_seconds: Seconds = 60.0
     """A request body silent this long is cut (408)."""
     body_timeout_seconds: Seconds = 3600.0

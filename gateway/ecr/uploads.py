@@ -40,7 +40,13 @@ from gateway.oci.backend import UploadStatus
 from gateway.oci.digests import EMPTY_SHA256
 from gateway.oci.errors import OciError, RequestRefused, disk_full, is_disk_full
 from gateway.oci.ranges import upload_range_header
-from gateway.state.sessions import SESSION_ID, SessionStore, UploadSession
+from gateway.state.sessions import (
+    SESSION_ID,
+    SessionLimit,
+    SessionStore,
+    UploadSession,
+    owner_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +93,19 @@ class _Request:
         self._manager._hashed(self._session.id, position, state)
 
 
+def _too_many_open(limit: int) -> OciError:
+    return OciError(oci.TOOMANYREQUESTS, {"limit": limit},
+                    message="too many open upload sessions for this client: finish or cancel "
+                            "(DELETE) some first",
+                    headers={"Retry-After": "1"})
+
+
 class UploadManager:
     def __init__(self, store: SessionStore, staging: StagingStore, policy: RetryPolicy,
-                 client_for: Callable[[Target], Any]) -> None:
+                 client_for: Callable[[Target], Any], *, max_open_per_client: int = 0) -> None:
         self._store = store
+        # limits.max_open_uploads_per_client (0: none): sessions one client may hold open.
+        self._max_open_per_client = max_open_per_client
         self._staging = staging
         self._policy = policy
         self._client_for = client_for
@@ -118,14 +133,27 @@ class UploadManager:
         client = await self._client_for(target)
         return await call(client, action, self._policy, **target.ids(), **params)
 
-    async def start(self, name: str, target: Target) -> UploadSession:
+    async def start(self, name: str, target: Target, client: str | None = None
+                    ) -> UploadSession:
+        """Open a session for ``client`` (``RequestContext.client``; None: the gateway's own
+        work, counted for nobody). A client holding ``max_open_per_client`` sessions gets
+        429: asked before ECR is (a client at its limit costs no upstream call), and again
+        as the session is stored (concurrent POSTs, other replicas)."""
+        owner = owner_of(client) if client else None
+        limit = self._max_open_per_client if owner else 0
+        if limit and owner and await self._store.owned(owner) >= limit:
+            raise _too_many_open(limit)
         answer = await self._call(target, "InitiateLayerUpload")
         part_size = min(max(int(answer.get("partSize") or 10 * 1024 * 1024), MIN_PART), MAX_PART)
         session = UploadSession(
             id=uuid.uuid4().hex, name=name, repository=target.repository,
             registry_id=target.registry_id, route=target.route.prefix,
-            ecr_upload_id=answer["uploadId"], part_size=part_size)
-        await self._store.create(session)
+            ecr_upload_id=answer["uploadId"], part_size=part_size, owner=owner)
+        try:
+            await self._store.create(session, max_owned=limit)
+        except SessionLimit:
+            # ECR's upload is left unused: it expires on its own, as a cancelled one does.
+            raise _too_many_open(limit) from None
         return session
 
     async def _session(self, name: str, upload_id: str) -> UploadSession:

@@ -3,7 +3,8 @@
 * Upload requests (POST, PATCH and PUT of ``/v2/<name>/blobs/uploads/``) in progress at once,
   per client (its authenticated name, else its address) and in total; beyond either the
   request gets ``429 TOOMANYREQUESTS`` with Retry-After before anything is read or called.
-* Upload sessions open at once (a POST beyond gets 429).
+* Upload sessions open at once, per client and in total (a POST beyond either gets 429; the
+  per-client count is kept by the session store: gateway/ecr/uploads.py).
 * Request bodies that stall (no byte for ``body_idle_timeout`` seconds) or drag on (longer than
   ``body_timeout`` in all) are cut with ``408``; an upload keeps what it received and the
   client resumes from the reported Range.
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.auth.forwarded import client_address
 from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError
 from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES
 
@@ -92,11 +94,12 @@ UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 
 
 def client_of(request: web.Request) -> str:
-    """Who a request counts against: its authenticated subject, else its address."""
+    """Who a request counts against: its authenticated subject (a user name, or in aws mode
+    the access key id: never a secret), else its address as the trusted proxies tell it."""
     subject = getattr(request.get("principal"), "subject", None)
     if isinstance(subject, str) and subject:
         return f"user:{subject}"
-    return f"addr:{request.remote or '?'}"
+    return f"addr:{client_address(request) or '?'}"
 
 
 def _busy(message: str, detail: dict[str, Any]) -> OciError:

@@ -41,6 +41,9 @@ class RequestContext:
     calls: list[str] | None = field(default=None, compare=False, repr=False)
     # Pull-through events of this request, for its access-log line (None: not recorded).
     events: list[str] | None = field(default=None, compare=False, repr=False)
+    # Whom the request counts against (``user:<name>`` or ``addr:<address>``, never a
+    # secret): the upload sessions it opens are this client's. None: the gateway's own work.
+    client: str | None = None
 
     def for_name(self, name: str) -> RequestContext:
         """The same request about another repository (a mount's source, say)."""
@@ -48,5 +51,6 @@ class RequestContext:
 
     def detached(self) -> RequestContext:
         """The same request for work that outlives it (a background copy): what that work
-        does later is not counted in the request's access-log line."""
-        return replace(self, calls=None, events=None)
+        does later is not counted in the request's access-log line, and the upload sessions
+        it opens are the gateway's, not the client's."""
+        return replace(self, calls=None, events=None, client=None)

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.oci import blobs, listings, manifests, uploads
 from gateway.oci.context import ACCESS_CHECK, REQUEST_CONTEXT
 from gateway.oci.errors import METHOD_UNKNOWN, NOT_FOUND, UNSUPPORTED, OciError
-from gateway.oci.limits import upload_slot
+from gateway.oci.limits import client_of, upload_slot
 from gateway.oci.names import check_name
 from gateway.oci.request import CALLER, PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS, RequestContext
 
@@ -103,7 +103,8 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     # Everything the backend learns of this request beyond an operation's arguments.
     request[REQUEST_CONTEXT] = RequestContext(
         name or "", request.query.get("ns") or None, request.get(CALLER), route.spec_id,
-        request.get(UPSTREAM_ACTIONS), request.get(PULLTHROUGH_EVENTS))
+        request.get(UPSTREAM_ACTIONS), request.get(PULLTHROUGH_EVENTS),
+        client=client_of(request))
     check = request.app.get(ACCESS_CHECK)
     if check is not None and action is not None:
         await check(request, name, action)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from gateway.state.sessions import UploadSession
+from gateway.state.sessions import SessionLimit, UploadSession
 
 # File layout: 4-byte big-endian header length, JSON record, then the tail bytes.
 _HEADER = struct.Struct(">I")
@@ -27,11 +27,17 @@ class LocalSessionStore:
         # Only locks someone holds or waits for: an id nobody uses costs nothing, so random
         # upload ids sent by a client cannot grow this.
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        # Owner -> the ids of its sessions (those being created included).
+        self._owned: dict[str, set[str]] = {}
         for path in self._dir.glob("*.session"):
             try:
-                self._records[path.stem] = self._read(path)[0]
+                session = self._read(path)[0]
             except (OSError, ValueError, TypeError, KeyError):
                 path.unlink(missing_ok=True)  # a torn write never reached its rename
+                continue
+            self._records[path.stem] = session
+            if session.owner:
+                self._owned.setdefault(session.owner, set()).add(path.stem)
 
     def _path(self, session_id: str) -> Path:
         return self._dir / f"{session_id}.session"
@@ -61,9 +67,27 @@ class LocalSessionStore:
             tmp.unlink(missing_ok=True)
             raise
 
-    async def create(self, session: UploadSession) -> None:
-        await asyncio.to_thread(self._write, session, b"")
+    async def create(self, session: UploadSession, *, max_owned: int = 0) -> None:
+        owner = session.owner
+        if owner:
+            # Counted before the write (no await in between): concurrent creates see it.
+            ids = self._owned.setdefault(owner, set())
+            if max_owned and session.id not in ids and len(ids) >= max_owned:
+                raise SessionLimit(max_owned)
+            ids.add(session.id)
+        try:
+            await asyncio.to_thread(self._write, session, b"")
+        except BaseException:
+            self._disown(owner, session.id)
+            raise
         self._records[session.id] = session
+
+    def _disown(self, owner: str | None, session_id: str) -> None:
+        ids = self._owned.get(owner) if owner else None
+        if owner and ids is not None:
+            ids.discard(session_id)
+            if not ids:
+                del self._owned[owner]
 
     async def get(self, session_id: str) -> UploadSession | None:
         record = self._records.get(session_id)
@@ -83,7 +107,9 @@ class LocalSessionStore:
         self._records[session.id] = session
 
     async def delete(self, session_id: str) -> None:
-        self._records.pop(session_id, None)
+        session = self._records.pop(session_id, None)
+        if session is not None:
+            self._disown(session.owner, session_id)
         self._path(session_id).unlink(missing_ok=True)
 
     @asynccontextmanager
@@ -105,6 +131,9 @@ class LocalSessionStore:
 
     async def count(self) -> int:
         return len(self._records)
+
+    async def owned(self, owner: str) -> int:
+        return len(self._owned.get(owner, ()))
 
     async def ping(self) -> None:
         if not os.access(self._dir, os.W_OK):

@@ -7,8 +7,15 @@ Layout (``prefix`` is ``state.key_prefix``):
   ``committed`` (the offsets, as strings, for the compare-and-set below). It expires on
   its own well after ``uploads.idle_timeout_seconds``, so a cluster that lost every replica
   leaves nothing behind for ever. A ``spool`` field names the replica whose staging spool
-  holds the upload's bytes (gateway/state/peers.py).
+  holds the upload's bytes (gateway/state/peers.py), an ``owner`` field whom the session
+  counts against (:func:`~gateway.state.sessions.owner_of` the client, a digest; kept out of
+  ``record`` so that the record reads the same in every version).
 - ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
+- ``<prefix>owner:{<owner>}``: a sorted set of the owner's session ids scored by creation
+  (``limits.max_open_uploads_per_client``). It expires with the last of its sessions; an id
+  is added only once its session's hash exists, removed when the session is deleted, and one
+  whose hash is gone (expired on its own, or a replica died between the two deletes) is
+  dropped whenever the owner's sessions are counted: a count never includes a closed session.
 - ``<prefix>lock:{<id>}``: the cross-replica session lock (gateway/state/locks.py).
 
 A request's record and tail are written by one Lua script that first checks that the lock
@@ -47,7 +54,7 @@ from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.locks import TokenLocks
-from gateway.state.sessions import UploadSession
+from gateway.state.sessions import SessionLimit, UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +73,27 @@ redis.call('HSET', KEYS[1], 'record', ARGV[1], 'tail', ARGV[2], 'received', ARGV
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'OK'
 """
+
+# KEYS: the owner's set. ARGV: session id, score, the owner's limit (0: none), expiry (ms).
+# 1 once the id is in the set, 0 when the owner has ``limit`` sessions there already.
+_CLAIM = """
+local limit = tonumber(ARGV[3])
+if limit > 0 and not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= limit then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+def _record(session: UploadSession) -> str:
+    """The ``record`` field: the session without its owner (a field of its own)."""
+    record = session.to_dict()
+    record.pop("owner", None)
+    return json.dumps(record)
+
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
@@ -100,6 +128,7 @@ class RedisSessionStore:
         self._lock_wait = lock_wait
         self._expire_ms = max(int(expire_after * 1000), self._lock_ttl_ms)
         self._save = self._redis.register_script(_SAVE)
+        self._claim = self._redis.register_script(_CLAIM)
         self._mutex = TokenLocks(self._redis, self._lock_ttl_ms)
         # Session id -> the lock the current task holds on it through this store (a
         # context variable: per asyncio task).
@@ -118,32 +147,55 @@ class RedisSessionStore:
     def _index(self) -> str:
         return f"{self._prefix}sessions"
 
+    def _owner_key(self, owner: str) -> str:
+        return f"{self._prefix}owner:{{{owner}}}"
+
     def _held(self, session_id: str) -> _Held | None:
         held = self._locks.get()
         return held.get(session_id) if held else None
 
     # -- records ----------------------------------------------------------------------------
 
-    async def create(self, session: UploadSession) -> None:
+    async def create(self, session: UploadSession, *, max_owned: int = 0) -> None:
         key = self._key(session.id)
         with _store_errors():
-            await self._create(key, session)
+            await self._create(key, session, max_owned)
 
-    async def _create(self, key: str, session: UploadSession) -> None:
+    async def _create(self, key: str, session: UploadSession, max_owned: int) -> None:
+        fields: dict[str, Any] = {"record": _record(session), "tail": b"",
+                                  "received": str(session.received),
+                                  "committed": str(session.committed)}
+        if session.owner:
+            fields["owner"] = session.owner
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"record": json.dumps(session.to_dict()), "tail": b"",
-                                    "received": str(session.received),
-                                    "committed": str(session.committed)})
+            pipe.hset(key, mapping=fields)
             pipe.pexpire(key, self._expire_ms)
             await pipe.execute()
+        # Counted only once the hash exists (so an id without one is a closed session).
+        if session.owner and not await self._claimed(session, max_owned):
+            await self._redis.delete(key)
+            raise SessionLimit(max_owned)
         await self._redis.zadd(self._index, {session.id: session.updated_at})
+
+    async def _claimed(self, session: UploadSession, max_owned: int) -> bool:
+        """Whether the session now counts against its owner; False when the owner has
+        ``max_owned`` open (closed ones that are still listed are dropped first)."""
+        assert session.owner
+        for attempt in range(2):
+            added = await self._claim(keys=[self._owner_key(session.owner)],
+                                      args=[session.id, session.created_at, max_owned,
+                                            self._expire_ms])
+            if int(added) or attempt:
+                return bool(int(added))
+            await self._owned(session.owner)
+        return False
 
     async def get(self, session_id: str) -> UploadSession | None:
         with _store_errors():
-            raw = await self._redis.hget(self._key(session_id), "record")
+            raw, owner = await self._redis.hmget(self._key(session_id), ["record", "owner"])
         if raw is None:
             return None
-        session = _stored(raw, session_id)
+        session = _stored(raw, session_id, owner)
         if session is None:
             return None
         held = self._held(session_id)
@@ -165,11 +217,11 @@ class RedisSessionStore:
         with _store_errors():
             outcome = await self._save(
                 keys=[self._key(session.id), self._lock_key(session.id)],
-                args=[json.dumps(session.to_dict()), tail, self._expire_ms,
+                args=[_record(session), tail, self._expire_ms,
                       held.token if held else "", *expected,
                       str(session.received), str(session.committed)])
             if outcome in (b"OK", "OK"):
-                await self._redis.zadd(self._index, {session.id: session.updated_at})
+                await self._touched(session)
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if outcome != "OK":
             reasons = {"LOCK": "another request took over this upload session",
@@ -183,10 +235,28 @@ class RedisSessionStore:
         if held is not None:
             held.received, held.committed = session.received, session.committed
 
+    async def _touched(self, session: UploadSession) -> None:
+        """A save went through: the session's place in the index; its owner's set lives as
+        long as the session's hash (each is given the same expiry at each write)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self._index, {session.id: session.updated_at})
+            if session.owner:
+                pipe.pexpire(self._owner_key(session.owner), self._expire_ms)
+            await pipe.execute()
+
     async def delete(self, session_id: str) -> None:
+        key = self._key(session_id)
         with _store_errors():
-            await self._redis.delete(self._key(session_id))
-            await self._redis.zrem(self._index, session_id)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hget(key, "owner")
+                pipe.delete(key)
+                owner, _ = await pipe.execute()
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self._index, session_id)
+                if owner:
+                    owner = owner.decode() if isinstance(owner, bytes) else str(owner)
+                    pipe.zrem(self._owner_key(owner), session_id)
+                await pipe.execute()
 
     # -- the cross-replica lock -------------------------------------------------------------
 
@@ -231,11 +301,11 @@ class RedisSessionStore:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for raw_id in ids:
-                pipe.hget(self._key(raw_id.decode()), "record")
+                pipe.hmget(self._key(raw_id.decode()), ["record", "owner"])
             records = await pipe.execute()
         found, vanished = [], []
-        for raw_id, record in zip(ids, records, strict=True):
-            session = None if record is None else _stored(record, raw_id.decode())
+        for raw_id, (record, owner) in zip(ids, records, strict=True):
+            session = None if record is None else _stored(record, raw_id.decode(), owner)
             if session is None:
                 vanished.append(raw_id)
             else:
@@ -248,6 +318,25 @@ class RedisSessionStore:
         with _store_errors():
             return int(await self._redis.zcard(self._index))
 
+    async def owned(self, owner: str) -> int:
+        with _store_errors():
+            return await self._owned(owner)
+
+    async def _owned(self, owner: str) -> int:
+        """The owner's sessions whose hash still exists; the others leave its set."""
+        key = self._owner_key(owner)
+        ids = await self._redis.zrange(key, 0, -1)
+        if not ids:
+            return 0
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for raw_id in ids:
+                pipe.exists(self._key(raw_id.decode()))
+            alive = await pipe.execute()
+        gone = [raw_id for raw_id, found in zip(ids, alive, strict=True) if not found]
+        if gone:
+            await self._redis.zrem(key, *gone)
+        return len(ids) - len(gone)
+
     async def ping(self) -> None:
         with _store_errors():
             await self._redis.ping()
@@ -256,9 +345,10 @@ class RedisSessionStore:
         await self._redis.aclose()
 
 
-def _stored(raw: bytes, session_id: str) -> UploadSession | None:
-    """The record filed under ``session_id``; None (and a warning) for one this gateway did
-    not write: unreadable, or naming another id than its key."""
+def _stored(raw: bytes, session_id: str, owner: bytes | None = None) -> UploadSession | None:
+    """The record filed under ``session_id`` with the hash's ``owner`` field; None (and a
+    warning) for one this gateway did not write: unreadable, or naming another id than its
+    key."""
     try:
         session = UploadSession.stored(json.loads(raw), session_id)
     except ValueError:
@@ -266,4 +356,6 @@ def _stored(raw: bytes, session_id: str) -> UploadSession | None:
     if session is None:
         log.warning("ignoring a malformed upload session record in Redis (under id %r)",
                     session_id[:80])
+    elif owner:
+        session.owner = owner.decode(errors="replace")
     return session

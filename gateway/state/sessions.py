@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +34,10 @@ class UploadSession:
     # The tail is the end of this process's staging spool rather than in the store (only
     # with a store no other process reads): each received byte then reaches the disk once.
     tail_staged: bool = False
+    # Whom the session counts against for ``limits.max_open_uploads_per_client``:
+    # :func:`owner_of` the client that opened it; None (a record from before, or one the
+    # gateway opened for its own work) counts for nobody.
+    owner: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -44,6 +49,8 @@ class UploadSession:
         record = asdict(self)
         if not self.tail_staged:
             del record["tail_staged"]  # records as before, which any version reads
+        if self.owner is None:
+            del record["owner"]
         return record
 
     @classmethod
@@ -64,11 +71,28 @@ class UploadSession:
             return None
 
 
+def owner_of(client: str) -> str:
+    """The owner a client's sessions are filed under: a digest of its key (``user:<name>``
+    or ``addr:<address>``), so that no user name or address is written into a store."""
+    return hashlib.sha256(client.encode()).hexdigest()[:32]
+
+
+class SessionLimit(Exception):
+    """The session's owner has ``limit`` sessions open already (it was not created)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"{limit} upload sessions open for this owner")
+        self.limit = limit
+
+
 class SessionStore(Protocol):
     # Whether only this process reads the records: a tail may then stay in its staging spool.
     process_local: bool
 
-    async def create(self, session: UploadSession) -> None: ...
+    async def create(self, session: UploadSession, *, max_owned: int = 0) -> None:
+        """Store a new session; with ``max_owned`` (0: no limit) and an owner, raise
+        :class:`SessionLimit` instead when the owner has that many open already (checked
+        and counted in one step, however many replicas create at once)."""
 
     async def get(self, session_id: str) -> UploadSession | None: ...
 
@@ -85,6 +109,9 @@ class SessionStore(Protocol):
     async def idle(self, older_than: float) -> list[UploadSession]: ...
 
     async def count(self) -> int: ...
+
+    async def owned(self, owner: str) -> int:
+        """Sessions open for ``owner`` (none that finished, were cancelled or expired)."""
 
     async def ping(self) -> None:
         """Raise if the store cannot be used (``/readyz``)."""

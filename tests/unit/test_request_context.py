@@ -50,3 +50,11 @@ def test_a_mounts_source_is_the_same_request_about_another_name() -> None:
     assert (source.name, source.ns, source.caller, source.endpoint) == (
         "c/d", "ghcr.io", ctx.caller, "end-4a")
     assert source.calls is calls  # counted on the same access-log line
+
+
+def test_work_that_outlives_the_request_opens_sessions_for_nobody() -> None:
+    """A pull-through copy runs on a detached context: its upload session is the gateway's,
+    not counted against the client that asked (limits.max_open_uploads_per_client)."""
+    ctx = RequestContext("a/b", caller=Credentials("AKID", "s"), client="user:alice")
+    assert ctx.for_name("c/d").client == "user:alice"
+    assert ctx.detached().client is None and ctx.detached().caller == ctx.caller

@@ -1,6 +1,7 @@
 """RedisSessionStore against a real redis-server: record and tail written together, the
 cross-replica lock, the compare-and-set that keeps a stalled replica from overwriting newer
-state, idle expiry and the health check. Two store objects stand for two replicas."""
+state, idle expiry, each client's count of open sessions and the health check. Two store
+objects stand for two replicas."""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.staging import StagingStore
+from gateway.ecr.uploads import UploadManager
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
-from gateway.state.sessions import UploadSession
+from gateway.state.sessions import SessionLimit, UploadSession, owner_of
 from tests.support.redis import RedisServer
 
 
@@ -235,3 +238,86 @@ async def test_the_first_command_after_a_redis_restart_succeeds(tmp_path: Path) 
         async with store.lock(session.id):
             assert await store.count() == 1
         await store.close()
+
+
+ALICE, BOB = owner_of("user:alice"), owner_of("user:bob")
+
+
+async def test_an_owners_sessions_are_counted_for_every_replica(
+        stores: tuple[RedisSessionStore, RedisSessionStore]) -> None:
+    """Creates on both replicas at once never pass the owner's limit, and a session deleted
+    on either leaves the count."""
+    a, b = stores
+    results = await asyncio.gather(
+        *(store.create(_session(owner=ALICE), max_owned=3) for store in (a, b) * 5),
+        return_exceptions=True)
+    assert sum(r is None for r in results) == 3, results
+    assert all(isinstance(r, SessionLimit) for r in results if r is not None)
+    assert await a.owned(ALICE) == await b.owned(ALICE) == 3
+    assert await a.count() == 3  # a refused create left no session behind
+    await b.create(_session(owner=BOB), max_owned=3)  # someone else's count
+    await a.create(_session(), max_owned=3)  # the gateway's own: nobody's
+    assert await b.owned(BOB) == 1 and await a.count() == 5
+    alice = [s for s in await a.idle(time.time() + 1) if s.owner == ALICE]
+    assert len(alice) == 3
+    await b.delete(alice[0].id)
+    assert await a.owned(ALICE) == 2
+    await a.create(_session(owner=ALICE), max_owned=3)
+    with pytest.raises(SessionLimit):
+        await b.create(_session(owner=ALICE), max_owned=3)
+
+
+async def test_the_owner_survives_saves_and_stays_out_of_the_record(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer) -> None:
+    """The record field reads the same as before (an older replica reads it); the owner is a
+    field of its own, kept through every save."""
+    a, b = stores
+    session = _session(owner=ALICE)
+    await a.create(session)
+    async with b.lock(session.id):
+        mine = await b.get(session.id)
+        assert mine is not None and mine.owner == ALICE
+        mine.received = 3
+        await b.save(mine, b"abc")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    record = json.loads(await raw.hget(a._key(session.id), "record"))
+    assert "owner" not in record and UploadSession.from_dict(record).id == session.id
+    assert await raw.pttl(a._owner_key(ALICE)) > 0  # leaves nothing behind for ever
+    # A record an older version wrote: no owner field, counted for nobody.
+    old = _session()
+    await raw.hset(a._key(old.id), mapping={"record": json.dumps(old.to_dict()), "tail": b"",
+                                            "received": "0", "committed": "0"})
+    await raw.aclose()
+    found = await a.get(old.id)
+    assert found is not None and found.owner is None
+    await a.delete(old.id)
+    assert (await a.get(session.id)).owner == ALICE  # type: ignore[union-attr]
+    assert await a.owned(ALICE) == 1
+    await a.delete(session.id)
+    assert await a.owned(ALICE) == 0
+
+
+async def test_expired_and_vanished_sessions_leave_the_count(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer,
+        tmp_path: Path) -> None:
+    a, b = stores
+    idle, vanished, live = (_session(owner=ALICE, updated_at=time.time() - 600),
+                            _session(owner=ALICE), _session(owner=ALICE))
+    for session in (idle, vanished, live):
+        await a.create(session, max_owned=3)
+    manager = UploadManager(b, StagingStore(tmp_path / "staging", 1 << 30),
+                            RetryPolicy(budget_seconds=1.0),
+                            lambda target: None)  # type: ignore[arg-type,return-value]
+    assert await manager.expire_idle(60) == 1  # the idle sweep
+    assert await a.owned(ALICE) == 2
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.delete(a._key(vanished.id))  # expired by Redis itself
+    assert await b.owned(ALICE) == 1
+    assert await raw.zrange(a._owner_key(ALICE), 0, -1) == [live.id.encode()]
+    # At the limit, a vanished session is found and dropped before anyone is refused.
+    other = _session(owner=ALICE)
+    await a.create(other, max_owned=2)
+    await raw.delete(a._key(other.id))
+    await b.create(_session(owner=ALICE), max_owned=2)
+    assert await a.owned(ALICE) == 2
+    await raw.aclose()

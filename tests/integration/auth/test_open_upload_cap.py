@@ -1,0 +1,118 @@
+"""``limits.max_open_uploads_per_client``: one client cannot hold every upload session the
+gateway allows (each keeps up to 5 MiB on disk until it ends or idles out). Its sessions are
+counted per user, or per address (as the trusted proxies tell it) for anonymous callers;
+past its cap its POST gets 429 while other clients still open theirs, and a session that
+finishes or is cancelled no longer counts."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.integration.auth.conftest import PASSWORDS, htpasswd_auth
+from tests.integration.auth.helpers import auth_gateway, basic
+from tests.support.emulator import EmulatorProcess
+from tests.support.gateway import GatewayProcess
+
+CAP = 3
+LIMITS = {"max_open_uploads_per_client": CAP, "max_open_uploads": 1000}
+
+
+@pytest.fixture(scope="module")
+def capgw(upstream: EmulatorProcess, htpasswd: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with auth_gateway(tmp_path_factory.mktemp("cap"), upstream, htpasswd_auth(htpasswd),
+                      limits=LIMITS) as gateway:
+        yield gateway
+
+
+def _as(user: str) -> dict[str, str]:
+    return basic(user, PASSWORDS[user])
+
+
+async def post(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str,
+               headers: dict[str, str]) -> tuple[int, str, dict[str, str], dict]:
+    async with session.post(f"{gateway.url}/v2/{name}/blobs/uploads/", headers=headers) as r:
+        body = await r.json(content_type=None) if r.status != 202 else {}
+        return r.status, r.headers.get("Location", ""), dict(r.headers), body
+
+
+async def open_upload(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str,
+                      headers: dict[str, str]) -> str:
+    status, location, _, body = await post(session, gateway, name, headers)
+    assert status == 202, body
+    return location
+
+
+async def assert_refused(session: aiohttp.ClientSession, gateway: GatewayProcess, name: str,
+                         headers: dict[str, str]) -> None:
+    status, _, answer_headers, body = await post(session, gateway, name, headers)
+    assert status == 429, body
+    assert answer_headers["Retry-After"]
+    error = body["errors"][0]
+    assert error["code"] == "TOOMANYREQUESTS"
+    assert "open upload sessions for this client" in error["message"]
+    assert error["detail"] == {"limit": CAP}
+
+
+async def test_a_client_at_its_cap_is_refused_while_others_still_open(
+        capgw: GatewayProcess) -> None:
+    alice, bob = _as("alice"), _as("bob")
+    mine = f"team-a/cap-{os.urandom(3).hex()}"
+    async with aiohttp.ClientSession() as session:
+        opened = [await open_upload(session, capgw, mine, alice) for _ in range(CAP)]
+        await assert_refused(session, capgw, mine, alice)
+        await assert_refused(session, capgw, f"team-a/other-{os.urandom(3).hex()}", alice)
+        # bob, in his own repository, is not held up by alice's sessions.
+        theirs = f"public/bob-{os.urandom(3).hex()}"
+        bobs = [await open_upload(session, capgw, theirs, bob) for _ in range(CAP)]
+        await assert_refused(session, capgw, theirs, bob)
+
+        # A cancelled session no longer counts.
+        async with session.delete(capgw.url + opened.pop(), headers=alice) as r:
+            assert r.status == 204, await r.text()
+        opened.append(await open_upload(session, capgw, mine, alice))
+        await assert_refused(session, capgw, mine, alice)
+
+        # Nor does a finished one.
+        data = os.urandom(1000)
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        async with session.put(f"{capgw.url}{opened.pop()}?digest={digest}", data=data,
+                               headers={**alice,
+                                        "Content-Type": "application/octet-stream"}) as r:
+            assert r.status == 201, await r.text()
+        opened.append(await open_upload(session, capgw, mine, alice))
+        await assert_refused(session, capgw, mine, alice)
+
+        for location in opened:
+            async with session.delete(capgw.url + location, headers=alice) as r:
+                assert r.status == 204
+        for location in bobs:
+            async with session.delete(capgw.url + location, headers=bob) as r:
+                assert r.status == 204
+        # Nothing stays counted: the whole cap is there again.
+        again = [await open_upload(session, capgw, mine, alice) for _ in range(CAP)]
+        for location in again:
+            async with session.delete(capgw.url + location, headers=alice):
+                pass
+
+
+async def test_anonymous_clients_count_by_the_address_the_trusted_proxy_gives(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Behind a trusted proxy every client arrives from the proxy's address: each is
+    counted by the address the proxy forwarded, not all of them as one."""
+    with GatewayProcess(tmp_path, {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"]},
+                        upstream_url=upstream.url) as gateway:
+        first, second = ({"X-Forwarded-For": "203.0.113.7"},
+                         {"X-Forwarded-For": "203.0.113.8"})
+        name = f"anon/cap-{os.urandom(3).hex()}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(CAP):
+                await open_upload(session, gateway, name, first)
+            await assert_refused(session, gateway, name, first)
+            await open_upload(session, gateway, name, second)
