@@ -49,6 +49,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from gateway.auth.exposure import is_loopback
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
 from gateway.pullthrough import ratelimit
@@ -351,7 +352,7 @@ def realm_allowed(realm: str, upstream_url: str, listed: tuple[str, ...] = ()) -
     host, own = (parts.hostname or "").lower(), (upstream.hostname or "").lower()
     if not host or parts.username or parts.password:
         return False
-    if parts.scheme != "https" and not (parts.scheme == "http" and _is_loopback(host)):
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(host)):
         return False
     return (host == own or host in KNOWN_REALM_HOSTS.get(own, ())
             or host in (h.lower() for h in listed))
@@ -560,15 +561,6 @@ def registry_url_problem(registry_url: str) -> str | None:
         return f"must be an http(s):// registry URL, got {registry_url!r}"
     if url.username or url.password:
         return "credentials go in username and password_file"
-    if url.scheme == "http" and not _is_loopback(host):
+    if url.scheme == "http" and not is_loopback(host):
         return "http:// only for a loopback registry; use https://"
     return None
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
