@@ -176,15 +176,27 @@ async def read_params(request: web.Request, spec: ActionSpec,
     (a malformed body of a badly signed request is a signature error, as on AWS)."""
     blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
     chunks = _chunks(request, pending)
+    settings = request.app[STATE_KEY].settings
+    length = request.content_length or 0
+    # One deadline for the whole body (a timer per chunk would cost the hot path): the
+    # bytes of a part stream into the upload's file under its lock before the signature can
+    # be checked, so a slow body must not hold that lock for ever.
+    allowed = settings.request_body_grace_seconds + length / settings.request_body_min_rate
     try:
-        params = await jsonbody.parse(chunks, blob, request.content_length or 0, open_sink)
-    except jsonbody.BodyError as exc:
-        error = validation.serialization_error(f"Malformed request: {exc}")
-        if pending is not None:
-            async for _ in chunks:
-                pass
-            pending.finish()
-        raise error from None
+        async with asyncio.timeout(allowed):
+            try:
+                params = await jsonbody.parse(chunks, blob, length, open_sink)
+            except jsonbody.BodyError as exc:
+                error = validation.serialization_error(f"Malformed request: {exc}")
+                if pending is not None:
+                    async for _ in chunks:
+                        pass
+                    pending.finish()
+                raise error from None
+    except TimeoutError:
+        raise AwsError("RequestTimeoutException",
+                       f"The request body did not arrive within {allowed:.0f} seconds",
+                       status=408) from None
     if pending is not None:
         pending.finish()
     return params

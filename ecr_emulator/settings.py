@@ -44,6 +44,12 @@ class Settings:
     (bursts of ten times as many); ECR Public's unauthenticated quota is 1 per second."""
     public_authenticated_pull_rate: int = 10
     """The same for a token obtained with GetAuthorizationToken (ECR Public: 10 per second)."""
+    request_body_grace_seconds: int = 20
+    request_body_min_rate: int = 64 * 1024
+    """A request's body must arrive within the grace plus its length at this many bytes a
+    second, or the call fails with 408 RequestTimeoutException: a caller trickling an
+    UploadLayerPart (whose signature is only checked at its end) holds that upload's lock
+    for no longer than that."""
     durable: int = 1
     """1: a part, a layer and a database commit are on disk (fsync) before the call answers,
     so nothing acknowledged is lost to a power cut. 0: the same writes without a sync, as

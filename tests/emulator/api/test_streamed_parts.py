@@ -100,3 +100,56 @@ async def test_a_part_streams_to_its_file_and_a_refused_one_leaves_no_trace(
     assert not upload_file.exists()
     blob = emulator.data_dir / "blobs" / "sha256" / digest(data)[7:9] / digest(data)[7:]
     assert blob.read_bytes() == data
+
+
+async def test_a_trickled_part_holds_its_upload_no_longer_than_the_body_deadline(
+        tmp_path: Path, repo: str) -> None:
+    """A caller that knows an access key id and an upload id, not the secret, starts a part
+    and trickles its body: the part's bytes stream under the upload's lock, and the signature
+    can only be judged at the end. The body deadline (grace 1 s, then 1 MiB/s) cuts it off
+    with 408 RequestTimeoutException, and the owner's part goes through (before: it waited
+    for as long as the trickle went on)."""
+    env = {"ECR_EMULATOR_REQUEST_BODY_GRACE_SECONDS": "1",
+           "ECR_EMULATOR_REQUEST_BODY_MIN_RATE": str(MiB)}
+    data = os.urandom(1 * MiB)
+    with EmulatorProcess(tmp_path / "ecr", env=env) as emulator:
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            await ecr.create_repository(repositoryName=repo)
+            upload_id = (await ecr.initiate_layer_upload(repositoryName=repo))["uploadId"]
+            headers, body = signed_part(emulator, repo, upload_id, data)
+            forged = dict(headers)
+            forged["Authorization"] = forged["Authorization"][:-8] + "00000000"
+            trickling = asyncio.Event()
+
+            async def trickle() -> AsyncIterator[bytes]:
+                yield body[:200_000]  # past the members before the blob: the lock is taken
+                trickling.set()
+                for i in range(200_000, len(body)):
+                    await asyncio.sleep(0.5)
+                    yield body[i:i + 1]
+
+            async with aiohttp.ClientSession() as http:
+                async def forger() -> tuple[int, object]:
+                    async with http.post(emulator.url + "/", data=trickle(), headers={
+                            **forged, "Content-Length": str(len(body))}) as response:
+                        return response.status, await response.json(content_type=None)
+
+                attack = asyncio.create_task(forger())
+                await asyncio.wait_for(trickling.wait(), 10)
+                await asyncio.sleep(0.3)
+                started = asyncio.get_running_loop().time()
+
+                async def owner() -> tuple[int, dict[str, object]]:
+                    async with http.post(emulator.url + "/", data=body,
+                                         headers=headers) as response:
+                        return response.status, await response.json(content_type=None)
+
+                status, answer = await asyncio.wait_for(owner(), 15)
+                assert (status, answer.get("lastByteReceived")) == (200, len(data) - 1), answer
+                waited = asyncio.get_running_loop().time() - started
+                status, refusal = await asyncio.wait_for(attack, 10)
+            assert (status, refusal["__type"]) == (408, "RequestTimeoutException")  # type: ignore[index]
+            assert waited < 8, waited  # the deadline: 1 s + 1.4 MB at 1 MiB/s
+            done = await ecr.complete_layer_upload(repositoryName=repo, uploadId=upload_id,
+                                                   layerDigests=[digest(data)])
+            assert done["layerDigest"] == digest(data)
