@@ -12,6 +12,8 @@ import pytest
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 
+pytest_plugins = ["tests.support.failure_report"]
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
