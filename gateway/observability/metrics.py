@@ -2,7 +2,8 @@
 them. ``GET /metrics`` renders :data:`REGISTRY` in the Prometheus text format.
 
 Labels stay bounded: ``route`` is the spec endpoint id (``end-3``…), never a repository
-name; ``action`` is an ECR API action; ``outcome`` is ``ok`` or ECR's exception name.
+name; ``method`` is one the gateway serves or ``other``; ``action`` is an ECR API action;
+``outcome`` is ``ok`` or ECR's exception name.
 """
 
 from __future__ import annotations
@@ -106,9 +107,15 @@ PULLTHROUGH_RETRY_AFTER = Gauge("ecr_gateway_pullthrough_retry_after_seconds",
 SESSION_COUNT: web.AppKey[Callable[[], Awaitable[int]]] = web.AppKey("upload_session_count")
 
 
+# The methods the gateway serves; any other (WebDAV's, or any token aiohttp's pure-Python
+# parser accepts) counts as "other", so that callers cannot mint label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(route: str | None, method: str, status: int, seconds: float,
                     bytes_in: int, bytes_out: int) -> None:
     label = route or "other"
+    method = method if method in _METHODS else "other"
     REQUESTS.labels(label, method, str(status)).inc()
     REQUEST_SECONDS.labels(label, method).observe(seconds)
     if bytes_in:

@@ -103,6 +103,27 @@ async def test_metrics_cover_requests_bytes_sessions_and_upstream_calls(
     assert grew("ecr_gateway_token_cache_events_total", event="hit") >= 1
 
 
+def _raw_request(gateway: GatewayProcess, method: str, path: str) -> bytes:
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                     .encode())
+        return sock.recv(200).split(b"\r\n", 1)[0]
+
+
+async def test_request_metric_methods_stay_bounded(gateway: GatewayProcess) -> None:
+    """Every method a caller sends must not become a label value of its own: WebDAV's (which
+    aiohttp's C parser accepts) and the ones the gateway serves are all there is."""
+    for method in ("PROPFIND", "MKCOL", "SEARCH", "PURGE", "UNLOCK"):
+        status = await asyncio.to_thread(_raw_request, gateway, method, "/v2/")
+        assert b" 405 " in status, status
+    async with aiohttp.ClientSession() as session:
+        text = await _scrape(session, gateway)
+    methods = set(re.findall(r'^ecr_gateway_http_requests_total\{[^}]*method="([^"]*)"', text,
+                             re.MULTILINE))
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+
+
 async def test_json_logs_one_line_per_request_and_no_secrets(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     config = {"log_format": "json", "log_level": "debug"}
