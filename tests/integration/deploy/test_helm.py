@@ -50,6 +50,21 @@ def _kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def _pod_specs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d["spec"]["template"]["spec"] for d in docs if d["kind"] in ("Deployment",
+                                                                         "DaemonSet")]
+
+
+def _gateway_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The gateway container of every pod, and of the sidecar snippet."""
+    found = [c for pod in _pod_specs(docs) for c in pod["containers"]
+             if c["name"] == "ecr-gateway"]
+    for config_map in _kind(docs, "ConfigMap"):
+        if "initContainers.yaml" in config_map["data"]:
+            found += yaml.safe_load(config_map["data"]["initContainers.yaml"])
+    return found
+
+
 def _config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
     (config_map,) = [d for d in _kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
     path = tmp_path / "config.yaml"
@@ -80,8 +95,9 @@ def test_every_rendered_resource_validates_strictly(rendered: dict[str, list[dic
 def test_rendered_configuration_is_accepted(rendered: dict[str, list[dict[str, Any]]],
                                             preset: str, tmp_path: Path) -> None:
     environ = {}
-    if preset == "shared":  # the Deployment sets the URL from the Secret's password
-        environ["ECR_GATEWAY_STATE__REDIS_URL"] = "redis://:pw@gw-redis:6379/0"
+    if preset == "shared":  # the Deployment names Redis and its password file
+        (gateway,) = _gateway_containers(rendered[preset])
+        environ = {e["name"]: e["value"] for e in gateway["env"]}
     config = load_config(str(_config(rendered[preset], tmp_path)), environ=environ)
     check_exposure(config)  # what serve would refuse raises here
 
@@ -132,11 +148,16 @@ def test_shared_redis_requires_the_secret_password(
     (password,) = redis["env"]
     assert password["valueFrom"]["secretKeyRef"]["name"] == "ecr-gateway-redis"
     gateway = deployments["gw"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in gateway["env"]}
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "ecr-gateway-redis"
-    assert env["ECR_GATEWAY_STATE__REDIS_URL"]["value"].startswith("redis://:$(REDIS_PASSWORD)@")
+    env = {e["name"]: e["value"] for e in gateway["env"]}
+    assert env["ECR_GATEWAY_STATE__REDIS_URL"] == "redis://gw-redis:6379/0"
+    assert env["ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE"] == "/etc/ecr-gateway-redis/password"
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    assert mounts["redis-password"] == "/etc/ecr-gateway-redis"
     volumes = {v["name"]: v for v in deployments["gw"]["spec"]["template"]["spec"]["volumes"]}
     assert volumes["gateway-auth"]["secret"]["secretName"] == "ecr-gateway-auth"
+    assert volumes["redis-password"]["secret"] == {
+        "secretName": "ecr-gateway-redis", "defaultMode": 0o400,
+        "items": [{"key": "password", "path": "password"}]}
 
 
 def test_sidecar_renders_a_native_sidecar_snippet(
@@ -147,3 +168,52 @@ def test_sidecar_renders_a_native_sidecar_snippet(
     (container,) = yaml.safe_load(snippet["data"]["initContainers.yaml"])
     assert container["restartPolicy"] == "Always"
     assert "exec" in container["readinessProbe"]  # loopback: out of the kubelet's reach
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_no_secret_in_the_environment(rendered: dict[str, list[dict[str, Any]]],
+                                      preset: str) -> None:
+    """Secrets reach the gateway as mounted files: an environment variable shows in the pod's
+    spec, in /proc/<pid>/environ and in every process the gateway starts."""
+    with_redis = _template("-f", str(CHART / "presets" / f"{preset}.yaml"),
+                           "--set", "redis.enabled=true")
+    docs = rendered[preset] + [d for d in yaml.safe_load_all(with_redis.stdout) if d]
+    containers = _gateway_containers(docs)
+    assert containers
+    for container in containers:
+        for variable in container.get("env", []):
+            assert "secretKeyRef" not in variable.get("valueFrom", {}), variable
+            assert "PASSWORD)" not in variable.get("value", ""), variable
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]],
+                              preset: str) -> None:
+    """No Kubernetes API token in pods that never call the API, and every container (the
+    sidecar snippet's too, whose pod this chart does not write) under seccomp RuntimeDefault,
+    non-root, without privilege escalation or capabilities, on a read-only root."""
+    for pod in _pod_specs(rendered[preset]):
+        assert pod.get("automountServiceAccountToken") is False, pod["containers"][0]["name"]
+    for container in _gateway_containers(rendered[preset]):
+        context = container["securityContext"]
+        assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert context["runAsNonRoot"] is True and context["runAsUser"] != 0
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_shared_redis_admits_the_gateway_only(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["shared"]
+    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
+    (policy,) = _kind(docs, "NetworkPolicy")
+    redis_labels = deployments["gw-redis"]["spec"]["template"]["metadata"]["labels"]
+    gateway_labels = deployments["gw"]["spec"]["template"]["metadata"]["labels"]
+    selected = policy["spec"]["podSelector"]["matchLabels"]
+    assert selected.items() <= redis_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= gateway_labels.items()
+    assert not source["podSelector"]["matchLabels"].items() <= redis_labels.items()

@@ -47,14 +47,13 @@ exec:
   restartPolicy: Always
   {{- end }}
   {{- if .Values.redis.enabled }}
+  # The password is read from the mounted Secret: an environment variable or a URL holding
+  # it would show in the pod spec's environment, /proc and any config dump.
   env:
-    - name: REDIS_PASSWORD
-      valueFrom:
-        secretKeyRef:
-          name: {{ .Values.redis.existingSecret }}
-          key: {{ .Values.redis.passwordKey }}
     - name: ECR_GATEWAY_STATE__REDIS_URL
-      value: "redis://:$(REDIS_PASSWORD)@{{ include "ecr-gateway.redisHost" . }}:6379/0"
+      value: "redis://{{ include "ecr-gateway.redisHost" . }}:6379/0"
+    - name: ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE
+      value: /etc/ecr-gateway-redis/password
   {{- end }}
   ports:
     - name: registry
@@ -102,6 +101,8 @@ exec:
     readOnlyRootFilesystem: true
     capabilities:
       drop: ["ALL"]
+    # here, not only in the pod: the sidecar snippet joins pods this chart does not write
+    seccompProfile: {type: RuntimeDefault}
   volumeMounts:
     - name: gateway-config
       mountPath: /etc/ecr-gateway
@@ -109,6 +110,11 @@ exec:
     {{- if .Values.auth.existingSecret }}
     - name: gateway-auth
       mountPath: /etc/ecr-gateway-auth
+      readOnly: true
+    {{- end }}
+    {{- if .Values.redis.enabled }}
+    - name: redis-password
+      mountPath: /etc/ecr-gateway-redis
       readOnly: true
     {{- end }}
     - name: gateway-data
@@ -126,6 +132,14 @@ exec:
   secret:
     secretName: {{ .Values.auth.existingSecret }}
     defaultMode: 0400
+{{- end }}
+{{- if .Values.redis.enabled }}
+- name: redis-password
+  secret:
+    secretName: {{ .Values.redis.existingSecret }}
+    defaultMode: 0400
+    items:
+      - {key: {{ .Values.redis.passwordKey }}, path: password}
 {{- end }}
 - name: gateway-data
   emptyDir:
