@@ -162,6 +162,31 @@ def test_node_mirror_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Pat
     assert "http://127.0.0.1:5000" in tomllib.loads(ecr.read_text())["host"]
 
 
+def test_no_service_account_token_in_the_pods_of_the_shapes(
+        built: dict[str, list[dict[str, Any]]]) -> None:
+    """The gateway and Redis never call the Kubernetes API: a token mounted there would only
+    serve whoever takes the pod over (IRSA and EKS Pod Identity mount their own)."""
+    for overlay in ("shared", "node-mirror"):
+        for doc in built[overlay]:
+            if doc["kind"] in ("Deployment", "DaemonSet"):
+                pod = doc["spec"]["template"]["spec"]
+                assert pod.get("automountServiceAccountToken") is False, \
+                    f"{overlay}/{doc['metadata']['name']}"
+
+
+def test_shared_redis_admits_the_gateway_only(built: dict[str, list[dict[str, Any]]]) -> None:
+    docs = built["shared"]
+    gateway = _one(docs, "Deployment", "ecr-gateway")["spec"]["template"]["metadata"]
+    redis = _one(docs, "Deployment", "ecr-gateway-redis")["spec"]["template"]["metadata"]
+    policy = _one(docs, "NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"].items() <= gateway["labels"].items()
+    assert not source["podSelector"]["matchLabels"].items() <= redis["labels"].items()
+
+
 def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
     docs = built["shared"]
     deployment = _one(docs, "Deployment", "ecr-gateway")
