@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ecr_emulator.control import read_json
 from ecr_emulator.errors import AwsError
 
 
@@ -191,7 +192,7 @@ async def get_policies(request: web.Request) -> web.Response:
 
 async def put_policies(request: web.Request) -> web.Response:
     try:
-        request.app[POLICIES].replace(await request.json())
+        request.app[POLICIES].replace(await read_json(request))
     except ValueError as exc:  # includes malformed JSON
         return web.json_response({"error": str(exc)}, status=400)
     return web.json_response({"policies": request.app[POLICIES].document})

@@ -23,7 +23,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ecr_emulator import sigv4
-from ecr_emulator.control import Handler, is_control
+from ecr_emulator.control import Handler, is_control, read_json
 from ecr_emulator.errors import AwsError
 from ecr_emulator.faults import Faults
 from ecr_emulator.state import STATE_KEY
@@ -87,7 +87,7 @@ def _faults(request: web.Request) -> Faults:
 async def _add_fault(request: web.Request) -> web.Response:
     faults = _faults(request)
     try:
-        body = await request.json()
+        body = await read_json(request)
         if not isinstance(body, dict):
             raise ValueError("the body must be a JSON object")
         faults.add_from_json(body)

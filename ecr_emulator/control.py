@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 FAULTS_ENV = "ECR_EMULATOR_FAULTS"
@@ -30,3 +31,13 @@ async def off(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response({"__type": "NotFound", "message": "the control endpoints "
                                   "are off; start the emulator with --admin"}, status=404)
     return await handler(request)
+
+
+async def read_json(request: web.Request) -> object:
+    """The request's JSON body; ValueError if it is not JSON. orjson refuses nesting past
+    1024 levels with a ValueError, where json.loads recurses into a RecursionError (a 500)."""
+    body = await request.read()
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the body is not JSON: {exc}") from None

@@ -24,12 +24,14 @@ rules or ``{"seed": 42, "rules": [...]}``. Nothing is injected by default.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+import orjson
 
 from ecr_emulator.control import FAULTS_ENV as ENV
 from ecr_emulator.errors import AwsError
@@ -81,7 +83,7 @@ class Faults:
         raw = environ.get(ENV)
         if raw:
             try:
-                config = json.loads(raw)
+                config = orjson.loads(raw)  # refuses NaN and nesting past 1024 levels
             except ValueError as exc:
                 raise ValueError(f"{ENV} is not JSON: {exc}") from None
             if isinstance(config, dict):
@@ -174,12 +176,20 @@ class Faults:
             if not 0 <= rate <= 1:
                 raise ValueError("'rate' must be between 0 and 1")
         name = error if isinstance(error, str) else ""
+        # An AWS error is a 4xx or 5xx: any other status is no error to a client, or no
+        # valid HTTP status line at all.
+        status = _integer(body, "status", 500 if name == "ServerException" else 400)
+        if not 400 <= status <= 599:
+            raise ValueError("'status' must be an HTTP error status, 400 to 599")
+        count = _integer(body, "count", 1)
+        if count < 1:
+            raise ValueError("'count' must be at least 1")
         self.add(Fault(
             action=str(body.get("action", "*")),
             error=name,
             message=str(body.get("message", f"Injected {name or 'fault'}")),
-            status=int(str(body.get("status", 500 if name == "ServerException" else 400))),
-            remaining=int(str(body.get("count", 1))),
+            status=status,
+            remaining=count,
             rate=rate,
             after=body.get("after") is True,
             latency=latency,
@@ -189,6 +199,15 @@ class Faults:
 
 def _number(body: Mapping[str, object], key: str, default: float) -> float:
     value = body.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    # NaN passes every range check and then sleeps for ever (latency) or never fires.
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value)):
         raise ValueError(f"'{key}' must be a number")
     return float(value)
+
+
+def _integer(body: Mapping[str, object], key: str, default: int) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"'{key}' must be an integer")
+    return value
