@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
+import orjson
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -114,7 +114,7 @@ class Upstream:
                 raise
             body = text.encode()
         try:
-            document = json.loads(body)
+            document = orjson.loads(body)  # json.loads recursed on deep nesting
         except ValueError:
             raise UpstreamError("invalid", "the upstream referrers list is not JSON") from None
         found = document.get("manifests") if isinstance(document, dict) else None
@@ -124,18 +124,27 @@ class Upstream:
                 and d["digest"].startswith("sha256:")]
 
     async def blob_to_file(self, repository: str, digest: str, path: Path, *,
-                           expected_size: int | None, fsync: bool) -> int:
-        """Stream blob ``digest`` into ``path``, checking its sha256; the byte count."""
+                           expected_size: int | None, max_size: int, fsync: bool) -> int:
+        """Stream blob ``digest`` into ``path``, checking its sha256; the byte count. The
+        transfer stops at the first byte past ``expected_size`` (else ``max_size``): an
+        upstream sending without end must not fill the disk."""
         hasher = hashlib.sha256()
         size = 0
+        limit = expected_size if expected_size is not None else max_size
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
             async with await self._get(session, f"/v2/{repository}/blobs/{digest}", None,
                                        f"repository:{repository}:pull") as response:
+                if (response.content_length or 0) > limit:
+                    raise UpstreamError("invalid", f"the upstream blob {digest} has "
+                                        f"{response.content_length} bytes, more than {limit}")
                 f = await asyncio.to_thread(open, path, "wb")
                 try:
                     async for chunk in response.content.iter_chunked(CHUNK):
                         hasher.update(chunk)
                         size += len(chunk)
+                        if size > limit:
+                            raise UpstreamError("invalid", f"the upstream blob {digest} has "
+                                                f"more than {limit} bytes")
                         await asyncio.to_thread(f.write, chunk)
                     await asyncio.to_thread(f.flush)
                     if fsync:
@@ -201,7 +210,11 @@ class Upstream:
             async with session.get(realm, params=query, headers=headers) as response:
                 if response.status != 200:
                     raise _status_error(response.status, "token")
-                answer = await response.json(content_type=None)
+                # A token is a few KiB: a realm sending without end must not fill memory.
+                text = await response.content.read(MAX_MANIFEST_BYTES + 1)
+                if len(text) > MAX_MANIFEST_BYTES:
+                    raise UpstreamError("unavailable", "the upstream token is too large")
+                answer = orjson.loads(text)
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError("unavailable", f"the upstream token service failed: {exc}"
                                 ) from None

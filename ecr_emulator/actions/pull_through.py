@@ -472,7 +472,9 @@ async def _fetch_blob(state: EmulatorState, rule: Json, upstream_repository: str
                                      "UnableToGetUpstreamLayerException")
         upstream = Upstream(rule["upstreamRegistryUrl"], credential)
         length = await upstream.blob_to_file(upstream_repository, digest, path,
-                                             expected_size=size, fsync=state.blobs.durable)
+                                             expected_size=size,
+                                             max_size=state.settings.max_layer_size,
+                                             fsync=state.blobs.durable)
         await asyncio.to_thread(state.blobs.publish, temp_id, digest, length)
         return length
     except UpstreamError as exc:

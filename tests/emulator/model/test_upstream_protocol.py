@@ -10,13 +10,14 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, ecr_client
 
 USER, TOKEN_SECRET = "robot", "pat-123"
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/bearer-Xy"
@@ -36,11 +37,17 @@ MANIFEST = json.dumps({
                 "size": len(LAYER)}]}).encode()
 
 
+ENDLESS = 256 * 1024 * 1024  # what an "endless" answer sends if nobody stops reading
+
+
 class Upstream:
-    """``mode``: "ok", "throttle" (429) or "broken" (503) for every manifest request."""
+    """``mode``: "ok", "throttle" (429) or "broken" (503) for every manifest request;
+    "endless_blob" / "endless_token": blobs / tokens are answered with bytes without end
+    (``sent`` counts them); "deep_referrers": the referrers list is nested 100,000 deep."""
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.sent = 0
         self.tokens_issued = 0
         self.token_requests: list[dict[str, str]] = []
         self.url = ""
@@ -51,6 +58,7 @@ class Upstream:
         app.router.add_get("/v2/", self.guarded(self.base))
         app.router.add_get("/v2/{name:.+}/manifests/{ref}", self.guarded(self.manifest))
         app.router.add_get("/v2/{name:.+}/blobs/{digest}", self.guarded(self.blob))
+        app.router.add_get("/v2/{name:.+}/referrers/{digest}", self.guarded(self.referrers))
         return app
 
     async def base(self, request: web.Request) -> web.Response:
@@ -62,7 +70,22 @@ class Upstream:
             return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401)
         self.token_requests.append(dict(request.query))
         self.tokens_issued += 1
+        if self.mode == "endless_token":
+            return await self.endless(request, b'{"token": "')
         return web.json_response({"token": "bearer-token-1"})
+
+    async def endless(self, request: web.Request, head: bytes) -> web.StreamResponse:
+        response = web.StreamResponse()  # chunked: no Content-Length to refuse up front
+        await response.prepare(request)
+        await response.write(head)
+        piece = b"a" * (1024 * 1024)
+        try:
+            while self.sent < ENDLESS:
+                await response.write(piece)
+                self.sent += len(piece)
+        except (ConnectionError, aiohttp.ClientConnectionResetError):
+            pass  # the emulator stopped reading
+        return response
 
     def guarded(self, handler: Any) -> Any:
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -86,7 +109,16 @@ class Upstream:
         return web.Response(body=MANIFEST,
                             content_type="application/vnd.oci.image.manifest.v1+json")
 
-    async def blob(self, request: web.Request) -> web.Response:
+    async def referrers(self, request: web.Request) -> web.Response:
+        if self.mode == "deep_referrers":  # json.loads recursed into a RecursionError
+            return web.Response(body=b"[" * 100_000 + b"]" * 100_000,
+                                content_type="application/vnd.oci.image.index.v1+json")
+        return web.Response(body=json.dumps({"schemaVersion": 2, "manifests": []}).encode(),
+                            content_type="application/vnd.oci.image.index.v1+json")
+
+    async def blob(self, request: web.Request) -> web.StreamResponse:
+        if self.mode == "endless_blob":
+            return await self.endless(request, b"")
         blobs = {sha(LAYER): LAYER, sha(CONFIG): CONFIG}
         data = blobs.get(request.match_info["digest"])
         return web.Response(body=data) if data else web.Response(status=404)
@@ -149,3 +181,43 @@ async def test_throttled_and_broken_upstreams(ecr: Any, bearer_upstream: Upstrea
     assert got["images"] == []
     assert got["failures"] == [{"imageId": {"imageTag": "v1"}, "failureCode": code,
                                 "failureReason": got["failures"][0]["failureReason"]}]
+
+
+@pytest.mark.parametrize("mode", ["endless_blob", "endless_token"])
+async def test_endless_upstream_answers_are_cut_short(bearer_upstream: Upstream,
+                                                      tmp_path: Path, mode: str) -> None:
+    """A blob is read up to its descriptor's size and a token up to 4 MiB: an upstream
+    sending without end fills neither the disk nor the memory."""
+    # An emulator of its own: the shared one may hold the layer already.
+    with EmulatorProcess(tmp_path / "ecr") as emulator:
+        (emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
+            {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="endless",
+                                                     upstreamRegistryUrl=bearer_upstream.url,
+                                                     credentialArn=SECRET)
+            got = await ecr.batch_get_image(repositoryName="endless/org/tool",
+                                            imageIds=[{"imageTag": "v1"}])
+            assert got["failures"] == []
+            bearer_upstream.mode = mode
+            with pytest.raises(ecr.exceptions.UnableToGetUpstreamLayerException):
+                await ecr.get_download_url_for_layer(repositoryName="endless/org/tool",
+                                                     layerDigest=sha(LAYER))
+    assert bearer_upstream.sent < 32 * 1024 * 1024
+
+
+async def test_deeply_nested_upstream_referrers_are_refused(
+        ecr: Any, bearer_upstream: Upstream, model_emulator: EmulatorProcess) -> None:
+    (model_emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
+        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
+    prefix = f"deep{uuid.uuid4().hex[:6]}"
+    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
+                                             upstreamRegistryUrl=bearer_upstream.url,
+                                             credentialArn=SECRET)
+    repository = f"{prefix}/org/tool"
+    got = await ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": "v1"}])
+    assert got["failures"] == []
+    bearer_upstream.mode = "deep_referrers"
+    with pytest.raises(ecr.exceptions.UnableToListUpstreamImageReferrersException):
+        await ecr.list_image_referrers(repositoryName=repository,
+                                       subjectId={"imageDigest": sha(MANIFEST)})
