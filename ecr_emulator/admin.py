@@ -4,11 +4,12 @@ who may use them, and the request-log and fault routes.
 They are off unless the emulator runs with ``--admin``, and only then is this module imported
 (control.py answers 404 otherwise): a fault rule or a policy change is as good as write
 access to every repository, and the request log shows every key's calls. When on and the
-emulator has credentials, a control request must be SigV4-signed with one of
-them, for the service ``emulator`` in the emulator's region (``curl --aws-sigv4
+emulator has credentials, a control request must be SigV4-signed with one of them, for the
+service ``emulator`` in the emulator's region (``curl --aws-sigv4
 aws:amz:<region>:emulator --user KEY:SECRET``): the secret never travels, and a captured
-request is useless five minutes later. Without credentials the whole emulator is open, and so
-are they.
+request is useless five minutes later. Only keys of the emulator's own account
+(``--account-id``) may: one with another ``aws_account_id`` is AccessDeniedException (403).
+Without credentials the whole emulator is open, and so are they.
 
 Health (``/_emulator/health``) and the presigned download routes, which carry checks of their
 own, stay outside (``control.OPEN_PREFIXES``).
@@ -64,6 +65,16 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             body = await request.read()  # small; aiohttp keeps it for the handler
             pending.update(body)
             pending.finish()
+            # The rules, faults and log cover every account: a key of another account
+            # would rule over the emulator's own (as no IAM principal of one account edits
+            # another's policies).
+            known = verifier.store.lookup(pending.scope.access_key_id)
+            account = known.account_id if known is not None else None
+            if account not in (None, request.app[STATE_KEY].account_id):
+                raise AwsError("AccessDeniedException",
+                               f"User: arn:aws:iam::{account}:user/{pending.scope.access_key_id}"
+                               " is not authorized to use the control endpoints: they are "
+                               "for keys of the emulator's own account")
         except AwsError as exc:
             return web.json_response(exc.body(), status=403 if exc.status < 413 else exc.status)
     return await handler(request)

@@ -10,6 +10,9 @@ import urllib.request
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 
@@ -65,3 +68,27 @@ def test_deeply_nested_policies_are_refused(shared_emulator: EmulatorProcess) ->
     status, body = send(shared_emulator, "PUT", "policies", DEEP)
     assert status == 400, body
     assert shared_emulator.control("GET", "policies")["policies"] == {}
+
+
+def test_control_endpoints_refuse_keys_of_another_account(
+        shared_emulator: EmulatorProcess) -> None:
+    """A key of another account would otherwise deny the emulator's own keys every call,
+    inject faults into them and read their request log."""
+    other = "AKIDOTHERACCOUNT1"
+    secret = shared_emulator.add_key(other, account_id="210987654321")
+    rules = json.dumps({shared_emulator.access_key_id: [{"Effect": "Deny", "Action": "*"}]})
+    for method, path, data in (("PUT", "policies", rules.encode()), ("GET", "requests", b""),
+                               ("POST", "faults", b'{"error": "ServerException"}'),
+                               ("POST", "lifecycle/run", b"")):
+        url = f"{shared_emulator.url}/_emulator/{path}"
+        signed = AWSRequest(method=method, url=url, data=data)
+        SigV4Auth(Credentials(other, secret), "emulator",
+                  shared_emulator.region).add_auth(signed)
+        request = urllib.request.Request(url, data=data or None, method=method,
+                                         headers=dict(signed.headers.items()))
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 403, path
+        assert json.load(refused.value)["__type"] == "AccessDeniedException"
+    assert shared_emulator.control("GET", "policies")["policies"] == {}
+    assert shared_emulator.control("GET", "faults")["faults"] == []
