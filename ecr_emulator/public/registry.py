@@ -178,7 +178,9 @@ async def tags_list(request: web.Request) -> web.Response:
     headers = {}
     n = request.query.get("n")
     if n is not None:
-        if not n.isdigit():
+        # ASCII digits only (str.isdigit takes "²", which int() refuses), and no more than an
+        # int64 holds (int() refuses past 4300 digits): either was a 500.
+        if not (n.isascii() and n.isdigit()) or len(n) > 18:
             return _error(400, "PAGINATION_NUMBER_INVALID", "invalid number of results "
                           "requested", {"n": n})
         if int(n) < len(rows):

@@ -230,3 +230,16 @@ async def test_only_us_east_1(extra_emulator: EmulatorProcess) -> None:
             await elsewhere.describe_registries()
     assert info.value.response["Error"]["Message"] == \
         "The action isn't supported in this Region."
+
+
+@pytest.mark.parametrize("n", ["²", "9" * 5000])  # str.isdigit() took both; int() did not
+async def test_tags_list_refuses_a_malformed_page_size(pub: Any, extra_emulator: EmulatorProcess,
+                                                       n: str) -> None:
+    repo = name()
+    await pub.create_repository(repositoryName=repo)
+    auth = {"Authorization": f"Bearer {await registry_token(extra_emulator.url)}"}
+    async with aiohttp.ClientSession() as session, session.get(
+            f"{extra_emulator.url}/v2/{ALIAS}/{repo}/tags/list", params={"n": n},
+            headers=auth) as r:
+        assert r.status == 400
+        assert (await r.json())["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID"
