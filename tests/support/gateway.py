@@ -101,11 +101,20 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._read_log_to_end()
 
     def kill9(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+        self._read_log_to_end()
+
+    def _read_log_to_end(self) -> None:
+        """Once the process is gone, wait for its last log lines: the reader thread may still
+        be behind the pipe, and a test reads ``log_lines`` right after the stop."""
+        if self._log_thread is not None and self.process is not None and (
+                self.process.poll() is not None):
+            self._log_thread.join(timeout=10)
 
     def restart(self) -> GatewayProcess:
         """Stop and start again on the same port and data dir."""
