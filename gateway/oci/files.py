@@ -7,7 +7,7 @@ readable after it is unlinked. The bytes go out with sendfile, or to a client on
 through a small buffer (see :func:`_through_memory`), or with ``direct`` read past the page
 cache into that buffer for every client (gateway/disk/direct_io.py says where that pays);
 one ``bytes=`` range is served, and every refused range gets the OCI error body (see
-gateway/oci/ranges.py).
+gateway/oci/ranges.py). A HEAD request gets the same headers and no body.
 """
 
 from __future__ import annotations
@@ -42,7 +42,10 @@ async def send_file(request: web.Request, handle: BinaryIO, size: int,
             response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
         response.content_length = count
         writer = await response.prepare(request)
-        if count > 0:
+        # A HEAD answer has the headers alone. aiohttp does not hold back what is written
+        # after them: a body would stay in the connection, and a client reusing it would
+        # read those bytes as the start of its next answer.
+        if count > 0 and request.method != "HEAD":
             transport = request.transport
             if writer is None or transport is None:
                 raise ConnectionResetError("client went away")

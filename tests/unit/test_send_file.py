@@ -81,3 +81,30 @@ async def test_a_file_shorter_than_the_blob_is_a_cut_transfer(tmp_path: Path,
             assert answer.status == 200
             with pytest.raises(aiohttp.ClientPayloadError):
                 await answer.read()
+
+
+
+async def _answer(reader: asyncio.StreamReader, status: bytes) -> int:
+    """Read one HTTP answer's head, which must start with ``status``; its Content-Length."""
+    start = await reader.readexactly(len(status))
+    assert start == status  # not bytes left in the connection by the answer before
+    head = await reader.readuntil(b"\r\n\r\n")
+    lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return int(lengths[0].split(b":", 1)[1])
+
+
+async def test_a_head_request_gets_the_headers_and_no_body(tmp_path: Path,
+                                                           direct: bool) -> None:
+    """A body after a HEAD answer would stay in the connection: the next answer on it (a
+    client's pooled connection) would start with blob bytes instead of a status line."""
+    async with await _client(tmp_path, len(DATA), direct) as client:
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        try:
+            writer.write(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\n\r\n")
+            async with asyncio.timeout(10):
+                assert await _answer(reader, b"HTTP/1.1 200 ") == len(DATA)
+                assert await _answer(reader, b"HTTP/1.1 206 ") == 100
+                assert await reader.readexactly(100) == DATA[:100]
+        finally:
+            writer.close()
