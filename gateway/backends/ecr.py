@@ -88,6 +88,8 @@ class EcrBackend:
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
+        # Finished spools being kept under their digest (see staged_for_peer).
+        self._keeping: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.uploads = UploadManager(sessions, staging, policy, self._client,
                                      max_open_per_client=max_open_uploads_per_client)
         self.tokens = TokenCache(self._fetch_token)
@@ -252,14 +254,35 @@ class EcrBackend:
         found = await self._staging.find(digest)
         if found is not None or not SESSION_ID.fullmatch(upload):
             return found
+        # The peer reading the blob and the replica that finished the upload (its
+        # settle_spool, gateway/ecr/adopt.py) ask at once: one keeping of a spool at a time,
+        # which the others wait for. Two at once would make the same link beside the spool
+        # (one failing on it), or one would find neither the spool (the other dropped it)
+        # nor the staged blob (not renamed into place yet) and answer 404.
+        key = (digest, upload)
+        task = self._keeping.get(key)
+        if task is None:
+            task = asyncio.create_task(self._keep_spool(digest, upload))
+            self._keeping[key] = task
+
+            def done(finished: asyncio.Task[None]) -> None:
+                if self._keeping.get(key) is finished:
+                    del self._keeping[key]
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: it is reported to those waiting
+
+            task.add_done_callback(done)
+        await asyncio.shield(task)  # a peer gone away does not stop the keeping
+        return await self._staging.find(digest)
+
+    async def _keep_spool(self, digest: str, upload: str) -> None:
         spool = self._staging.spool_path(upload)
         spooled = await asyncio.to_thread(_size_of, spool)
         # Kept only once its bytes hash to the digest (ECR checked what it received).
-        with contextlib.suppress(FileNotFoundError):  # a concurrent request kept it first
+        with contextlib.suppress(FileNotFoundError):  # a request before this one kept it
             if spooled is not None and await asyncio.to_thread(_has_digest, spool, digest):
                 await asyncio.to_thread(self._staging.promote, upload, digest, spooled)
                 await asyncio.to_thread(self._staging.discard, upload)  # its upload is over
-        return await self._staging.find(digest)
 
     async def _download_url(self, target: Target, digest: str) -> str:
         answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
