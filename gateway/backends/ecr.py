@@ -88,8 +88,7 @@ class EcrBackend:
         self._manifest_calls: SingleFlight[Manifest] = SingleFlight("manifest")
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
-        # Finished spools being kept under their digest (see staged_for_peer).
-        self._keeping: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
         self.uploads = UploadManager(sessions, staging, policy, self._client,
                                      max_open_per_client=max_open_uploads_per_client)
         self.tokens = TokenCache(self._fetch_token)
@@ -259,20 +258,8 @@ class EcrBackend:
         # which the others wait for. Two at once would make the same link beside the spool
         # (one failing on it), or one would find neither the spool (the other dropped it)
         # nor the staged blob (not renamed into place yet) and answer 404.
-        key = (digest, upload)
-        task = self._keeping.get(key)
-        if task is None:
-            task = asyncio.create_task(self._keep_spool(digest, upload))
-            self._keeping[key] = task
-
-            def done(finished: asyncio.Task[None]) -> None:
-                if self._keeping.get(key) is finished:
-                    del self._keeping[key]
-                if not finished.cancelled():
-                    finished.exception()  # retrieved: it is reported to those waiting
-
-            task.add_done_callback(done)
-        await asyncio.shield(task)  # a peer gone away does not stop the keeping
+        # (Shielded: a peer gone away does not stop the keeping.)
+        await self._keep_calls.do((digest, upload), lambda: self._keep_spool(digest, upload))
         return await self._staging.find(digest)
 
     async def _keep_spool(self, digest: str, upload: str) -> None:
