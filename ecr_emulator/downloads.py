@@ -58,7 +58,7 @@ def _signature(secret: bytes, path: str, date: str, expires: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def _s3_error(status: int, code: str, message: str) -> web.Response:
+def s3_error(status: int, code: str, message: str) -> web.Response:
     body = ('<?xml version="1.0" encoding="UTF-8"?>\n'
             f"<Error><Code>{code}</Code><Message>{message}</Message></Error>")
     response = web.Response(status=status, text=body, content_type="application/xml")
@@ -72,22 +72,22 @@ def _check(request: web.Request, secret: bytes) -> web.Response | None:
     date, expires, signature = (query.get("X-Amz-Date"), query.get("X-Amz-Expires"),
                                 query.get("X-Amz-Signature"))
     if date is None or expires is None or signature is None:
-        return _s3_error(403, "AccessDenied", "Query-string authentication requires the "
+        return s3_error(403, "AccessDenied", "Query-string authentication requires the "
                          "X-Amz-Date, X-Amz-Expires and X-Amz-Signature parameters")
     if len(query) != 3:  # S3 signs every parameter: one added (or repeated) breaks it
-        return _s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
+        return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
                          "does not match the signature you provided")
     expected = _signature(secret, request.path, date, expires)
     if not hmac.compare_digest(expected, signature):
-        return _s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
+        return s3_error(403, "SignatureDoesNotMatch", "The request signature we calculated "
                          "does not match the signature you provided")
     try:
         signed_at = calendar.timegm(time.strptime(date, _DATE_FORMAT))
         lifetime = int(expires)
     except ValueError:
-        return _s3_error(403, "AccessDenied", "X-Amz-Date or X-Amz-Expires is malformed")
+        return s3_error(403, "AccessDenied", "X-Amz-Date or X-Amz-Expires is malformed")
     if not 0 < lifetime <= MAX_EXPIRES or time.time() > signed_at + lifetime:
-        return _s3_error(403, "AccessDenied", "Request has expired")
+        return s3_error(403, "AccessDenied", "Request has expired")
     return None
 
 
@@ -103,7 +103,7 @@ async def serve_blob(request: web.Request, state: EmulatorState) -> web.StreamRe
         return denied
     path = state.blobs.blob_path(digest) if is_sha256_digest(digest) else None
     if path is None or not path.is_file():
-        return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+        return s3_error(404, "NoSuchKey", "The specified key does not exist.")
     # FileResponse answers Range (206/416) itself.
     return _LayerFile(path, headers={"Content-Type": "application/octet-stream"})
 

@@ -99,7 +99,12 @@ REGISTRIES_KEY = web.AppKey("ecr_emulator_registries", Registries)
 
 async def _serve_layer(request: web.Request) -> web.StreamResponse:
     info = request.match_info
-    state = await request.app[REGISTRIES_KEY].existing(info["account"], info["region"])
+    try:
+        state = await request.app[REGISTRIES_KEY].existing(info["account"], info["region"])
+    except AwsError:
+        # Every registry slot is taken (the signature is only checked with the registry's
+        # own secret, once it is open): S3's answer to a moment it cannot serve, not a 500.
+        return downloads.s3_error(503, "SlowDown", "Please reduce your request rate.")
     if state is None:
         raise web.HTTPNotFound()
     return await downloads.serve_blob(request, state)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import aiohttp
 import pytest
 
+from ecr_emulator.registries import MAX_REGISTRIES
 from tests.emulator.api.helpers import digest, push_image
 from tests.support.emulator import EmulatorProcess, ecr_client
 
@@ -118,3 +120,25 @@ async def test_missing_blob_is_404(shared_emulator: EmulatorProcess, repo: str) 
     (shared_emulator.data_dir / "blobs" / "sha256" / encoded[:2] / encoded).unlink()
     status, _, body = await get(url)
     assert status == 404 and b"NoSuchKey" in body
+
+
+async def test_registries_past_the_limit_answer_slow_down_not_500(tmp_path: Path) -> None:
+    """An anonymous download URL names an account and region; the registry is opened (from
+    disk) before its signature can be checked. With every slot taken the answer is S3's
+    503 SlowDown (before: a 500 with a traceback), and the emulator still serves its own."""
+    data_dir = tmp_path / "ecr"
+    accounts = [f"{100000000000 + i}" for i in range(MAX_REGISTRIES)]
+    for account in accounts:
+        (data_dir / "registries" / account / "us-east-1").mkdir(parents=True)
+    with EmulatorProcess(data_dir) as emulator:
+        statuses = []
+        async with aiohttp.ClientSession() as http:
+            for account in accounts:
+                async with http.get(f"{emulator.url}/_emulator/registries/{account}/us-east-1"
+                                    f"/layers/{digest(b'x')}") as r:
+                    statuses.append((r.status, await r.text()))
+        assert {status for status, _ in statuses} <= {403, 503}, statuses[-1]
+        assert statuses[-1][0] == 503 and "SlowDown" in statuses[-1][1]
+        url = await layer_url(emulator, "emu/limits")
+        async with aiohttp.ClientSession() as http, http.get(url) as r:
+            assert r.status == 200 and await r.read() == LAYER
