@@ -125,6 +125,11 @@ class EcrBackend:
             detail = {"name": name, "ns": ns} if ns else {"name": name}
             raise OciError(oci.NAME_UNKNOWN, detail,
                            message=self._router.unrouted_reason(name, ns))
+        if target.route.upstream_kind != self.kind:
+            # Another backend's repository (a mount's source on an ECR Public route, say):
+            # never read as this registry's repository of the same ECR name.
+            raise OciError(oci.NAME_UNKNOWN, {"name": name},
+                           message="this name is served by another registry")
         # Checked after routing: prefixes can make a name too long, or a valid one of its own.
         return target.check_name().for_request(ctx)
 
