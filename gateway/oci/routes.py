@@ -100,6 +100,10 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     if name is not None:
         check_name(name)
         request["repository"] = name
+    source = request.query.get("from") if route.spec_id == "end-4a" else None
+    if source is not None and request.query.get("mount"):
+        # A mount's source is judged by the access check too: a valid name, or nothing is.
+        check_name(source)
     # Everything the backend learns of this request beyond an operation's arguments.
     request[REQUEST_CONTEXT] = RequestContext(
         name or "", request.query.get("ns") or None, request.get(CALLER), route.spec_id,

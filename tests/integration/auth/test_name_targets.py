@@ -68,3 +68,21 @@ async def test_a_mount_source_on_a_public_route_is_not_read_from_the_private_reg
     blob = await request(session, "GET", f"{gateway.url}/v2/{mine}/blobs/{digest}",
                          basic("mallory", "mallory-pw"))
     assert blob.status == 404, (blob.status, blob.body[:200])
+
+
+@pytest.mark.parametrize("source", ["x%0d%0aSet-Cookie:%20a=b", "x%00y", "Secret/app",
+                                    "secret%2F..%2Fmallory", "x%22,realm=%22http://evil"])
+@pytest.mark.parametrize("user", [None, "mallory"])
+async def test_a_mount_source_is_a_repository_name(gateway: GatewayProcess,
+                                                   session: aiohttp.ClientSession,
+                                                   source: str, user: str | None) -> None:
+    """The source is checked as a name before anyone judges it: 400 NAME_INVALID, never a
+    5xx nor a challenge carrying it."""
+    digest = "sha256:" + "a" * 64
+    headers = basic(user, f"{user}-pw") if user else {}
+    answer = await request(
+        session, "POST",
+        f"{gateway.url}/v2/mallory/app/blobs/uploads/?mount={digest}&from={source}", headers)
+    assert answer.status == 400, (answer.status, answer.body[:300])
+    assert answer.code == "NAME_INVALID"
+    assert "WWW-Authenticate" not in answer.headers
