@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from gateway.auth.scopes import CATALOG, REPOSITORY_ACTIONS, Scope
 from gateway.config.errors import ConfigError
+from gateway.oci.names import is_name
 
 if TYPE_CHECKING:
     from gateway.config import AccessRuleConfig
@@ -165,7 +166,10 @@ class AccessRules:
         granted: dict[tuple[str, str], set[str]] = {}
         for scope in requested:
             if scope.type == "repository":
-                allowed: frozenset[str] = self.allowed(subject, scope.name)
+                # Only names a request can carry (gateway/oci/names.py): a pattern like
+                # secret/** must not be seen to grant secret/../other, nor Secret/app.
+                allowed: frozenset[str] = self.allowed(subject, scope.name) \
+                    if is_name(scope.name) else NOTHING
                 actions = scope.actions & allowed
             elif (scope.type, scope.name) == CATALOG and self.may_list_catalog(subject):
                 actions = scope.actions & {"*"}

@@ -13,7 +13,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.auth.helpers import basic, request, write_htpasswd
+from tests.integration.auth.helpers import (
+    basic,
+    fetch_token,
+    granted,
+    request,
+    write_htpasswd,
+)
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient, digest_of
@@ -86,3 +92,16 @@ async def test_a_mount_source_is_a_repository_name(gateway: GatewayProcess,
     assert answer.status == 400, (answer.status, answer.body[:300])
     assert answer.code == "NAME_INVALID"
     assert "WWW-Authenticate" not in answer.headers
+
+
+async def test_the_token_server_grants_only_repository_names(
+        gateway: GatewayProcess, session: aiohttp.ClientSession) -> None:
+    """secret/** is owner's; the token server judges only names a request can carry, as the
+    registry does, and signs nothing for the others."""
+    odd = ["secret/../mallory/x", "secret/App", "secret/x%2F..%2Fy", "secret/" + "a" * 300,
+           "secret/x\nmallory/y"]
+    answer = await fetch_token(session, gateway.url,
+                               [f"repository:{name}:pull" for name in odd]
+                               + ["repository:secret/app:pull"], ("owner", "owner-pw"))
+    assert answer.status == 200, answer.body
+    assert granted(answer.json()["token"]) == {"repository:secret/app": {"pull"}}
