@@ -137,15 +137,21 @@ async def bearer_upstream() -> AsyncIterator[Upstream]:
     await runner.cleanup()
 
 
+async def _rule(ecr: Any, emulator: EmulatorProcess, upstream: Upstream, prefix: str,
+                **extra: str) -> None:
+    """A pull through cache rule for ``prefix`` onto ``upstream``, with its credential."""
+    (emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
+        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
+    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
+                                             upstreamRegistryUrl=upstream.url,
+                                             credentialArn=SECRET, **extra)
+
+
 async def test_bearer_token_flow(ecr: Any, bearer_upstream: Upstream,
                                  model_emulator: EmulatorProcess) -> None:
-    (model_emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
-        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
     prefix = f"bearer{uuid.uuid4().hex[:6]}"
-    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
-                                             upstreamRegistryUrl=bearer_upstream.url,
-                                             upstreamRegistry="github-container-registry",
-                                             credentialArn=SECRET)
+    await _rule(ecr, model_emulator, bearer_upstream, prefix,
+                upstreamRegistry="github-container-registry")
     repository = f"{prefix}/org/tool"
     got = await ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": "v1"}])
     assert got["images"][0]["imageManifest"].encode() == MANIFEST
@@ -169,12 +175,8 @@ async def test_bearer_token_flow(ecr: Any, bearer_upstream: Upstream,
 async def test_throttled_and_broken_upstreams(ecr: Any, bearer_upstream: Upstream,
                                               model_emulator: EmulatorProcess, mode: str,
                                               code: str) -> None:
-    (model_emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
-        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
     prefix = f"bearer{uuid.uuid4().hex[:6]}"
-    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
-                                             upstreamRegistryUrl=bearer_upstream.url,
-                                             credentialArn=SECRET)
+    await _rule(ecr, model_emulator, bearer_upstream, prefix)
     bearer_upstream.mode = mode
     got = await ecr.batch_get_image(repositoryName=f"{prefix}/org/tool",
                                     imageIds=[{"imageTag": "v1"}])
@@ -190,12 +192,8 @@ async def test_endless_upstream_answers_are_cut_short(bearer_upstream: Upstream,
     sending without end fills neither the disk nor the memory."""
     # An emulator of its own: the shared one may hold the layer already.
     with EmulatorProcess(tmp_path / "ecr") as emulator:
-        (emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
-            {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
         async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
-            await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="endless",
-                                                     upstreamRegistryUrl=bearer_upstream.url,
-                                                     credentialArn=SECRET)
+            await _rule(ecr, emulator, bearer_upstream, "endless")
             got = await ecr.batch_get_image(repositoryName="endless/org/tool",
                                             imageIds=[{"imageTag": "v1"}])
             assert got["failures"] == []
@@ -208,12 +206,8 @@ async def test_endless_upstream_answers_are_cut_short(bearer_upstream: Upstream,
 
 async def test_deeply_nested_upstream_referrers_are_refused(
         ecr: Any, bearer_upstream: Upstream, model_emulator: EmulatorProcess) -> None:
-    (model_emulator.data_dir / "pull-through-secrets.json").write_text(json.dumps(
-        {SECRET: {"username": USER, "accessToken": TOKEN_SECRET}}))
     prefix = f"deep{uuid.uuid4().hex[:6]}"
-    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
-                                             upstreamRegistryUrl=bearer_upstream.url,
-                                             credentialArn=SECRET)
+    await _rule(ecr, model_emulator, bearer_upstream, prefix)
     repository = f"{prefix}/org/tool"
     got = await ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": "v1"}])
     assert got["failures"] == []
