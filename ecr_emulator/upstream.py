@@ -79,11 +79,7 @@ class Upstream:
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
             async with await self._get(session, path, ", ".join(MANIFEST_TYPES),
                                        f"repository:{repository}:pull") as response:
-                if (response.content_length or 0) > MAX_MANIFEST_BYTES:
-                    raise UpstreamError("invalid", "the upstream manifest is too large")
-                body = await response.content.read(MAX_MANIFEST_BYTES + 1)
-                if len(body) > MAX_MANIFEST_BYTES:
-                    raise UpstreamError("invalid", "the upstream manifest is too large")
+                body = await _read_bounded(response, "invalid", "the upstream manifest")
                 media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         if reference.startswith("sha256:") and (
                 "sha256:" + hashlib.sha256(body).hexdigest()) != reference:
@@ -102,7 +98,8 @@ class Upstream:
             async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
                 async with await self._get(session, f"/v2/{repository}/referrers/{digest}",
                                            index, f"repository:{repository}:pull") as response:
-                    body = await response.content.read(MAX_MANIFEST_BYTES + 1)
+                    body = await _read_bounded(response, "invalid",
+                                               "the upstream referrers list")
         except UpstreamError as exc:
             if exc.kind != "not_found":
                 raise
@@ -210,11 +207,8 @@ class Upstream:
             async with session.get(realm, params=query, headers=headers) as response:
                 if response.status != 200:
                     raise _status_error(response.status, "token")
-                # A token is a few KiB: a realm sending without end must not fill memory.
-                text = await response.content.read(MAX_MANIFEST_BYTES + 1)
-                if len(text) > MAX_MANIFEST_BYTES:
-                    raise UpstreamError("unavailable", "the upstream token is too large")
-                answer = orjson.loads(text)
+                answer = orjson.loads(await _read_bounded(response, "unavailable",
+                                                          "the upstream token"))
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError("unavailable", f"the upstream token service failed: {exc}"
                                 ) from None
@@ -223,6 +217,21 @@ class Upstream:
         if not isinstance(token, str):
             raise UpstreamError("denied", "the upstream token service gave no token")
         self._authorization = f"Bearer {token}"
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, kind: str, what: str) -> bytes:
+    """The whole body, up to MAX_MANIFEST_BYTES (an upstream sending without end must not
+    fill memory). Read to its end: one ``read(n)`` returns only what has arrived so far,
+    and a body often comes in several pieces (TLS records, a slow link)."""
+    too_large = UpstreamError(kind, f"{what} is larger than {MAX_MANIFEST_BYTES} bytes")
+    if (response.content_length or 0) > MAX_MANIFEST_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise too_large
+    return bytes(body)
 
 
 def _status_error(status: int, what: str) -> UpstreamError:

@@ -4,6 +4,7 @@ server errors. The upstream is a small aiohttp registry on loopback serving one 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -43,7 +44,8 @@ ENDLESS = 256 * 1024 * 1024  # what an "endless" answer sends if nobody stops re
 class Upstream:
     """``mode``: "ok", "throttle" (429) or "broken" (503) for every manifest request;
     "endless_blob" / "endless_token": blobs / tokens are answered with bytes without end
-    (``sent`` counts them); "deep_referrers": the referrers list is nested 100,000 deep."""
+    (``sent`` counts them); "deep_referrers": the referrers list is nested 100,000 deep;
+    "dribble": tokens and manifests arrive a few bytes at a time."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -72,7 +74,20 @@ class Upstream:
         self.tokens_issued += 1
         if self.mode == "endless_token":
             return await self.endless(request, b'{"token": "')
+        if self.mode == "dribble":
+            return await self.dribble(request, b'{"token": "bearer-token-1"}')
         return web.json_response({"token": "bearer-token-1"})
+
+    async def dribble(self, request: web.Request, body: bytes,
+                      content_type: str = "application/json") -> web.StreamResponse:
+        """``body`` a few bytes at a time, as a slow link or TLS records deliver it."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        for start in range(0, len(body), 7):
+            await response.write(body[start:start + 7])
+            await asyncio.sleep(0.002)
+        await response.write_eof()
+        return response
 
     async def endless(self, request: web.Request, head: bytes) -> web.StreamResponse:
         response = web.StreamResponse()  # chunked: no Content-Length to refuse up front
@@ -106,6 +121,9 @@ class Upstream:
             return web.Response(status=503)
         if request.match_info["ref"] not in ("v1", sha(MANIFEST)):
             return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]}, status=404)
+        if self.mode == "dribble":
+            return await self.dribble(request, MANIFEST,
+                                      "application/vnd.oci.image.manifest.v1+json")
         return web.Response(body=MANIFEST,
                             content_type="application/vnd.oci.image.manifest.v1+json")
 
@@ -215,3 +233,17 @@ async def test_deeply_nested_upstream_referrers_are_refused(
     with pytest.raises(ecr.exceptions.UnableToListUpstreamImageReferrersException):
         await ecr.list_image_referrers(repositoryName=repository,
                                        subjectId={"imageDigest": sha(MANIFEST)})
+
+
+async def test_answers_arriving_in_pieces_are_read_whole(
+        ecr: Any, bearer_upstream: Upstream, model_emulator: EmulatorProcess) -> None:
+    """A token and a manifest that reach the emulator in many small pieces (a slow link, TLS
+    records) are read to their end (before: only what had arrived at the first read, so the
+    token was not JSON and the manifest did not match its digest)."""
+    prefix = f"dribble{uuid.uuid4().hex[:6]}"
+    await _rule(ecr, model_emulator, bearer_upstream, prefix)
+    bearer_upstream.mode = "dribble"
+    got = await ecr.batch_get_image(repositoryName=f"{prefix}/org/tool",
+                                    imageIds=[{"imageDigest": sha(MANIFEST)}])
+    assert got["failures"] == [], got["failures"]
+    assert got["images"][0]["imageManifest"].encode() == MANIFEST
