@@ -44,6 +44,9 @@ class EcrRepository:
 
     name: str
     mirrored: bool  # a mirror serves it (see Router.mirrored)
+    # Reached through a mirror (``?ns=``) whose ``anonymous_pull`` is off: no rule opens it
+    # to anonymous callers (see AccessRules.allowed).
+    closed_mirror: bool = False
 
 
 def compile_pattern(pattern: str, user: str | None = None) -> re.Pattern[str] | None:
@@ -128,12 +131,20 @@ class AccessRules:
                 ns: str | None = None) -> frozenset[str]:
         """The repository actions ``subject`` (None: anonymous) may perform on ``repository``
         (as a request naming the mirror namespace ``ns`` reaches it)."""
+        if subject is None and ns is not None and self._closed_mirror(repository, ns):
+            # Name rules speak of the names clients use here; a mirror closed to anonymous
+            # pulls stays closed to them (its fills spend the gateway's upstream identity).
+            return NOTHING
         decided: frozenset[str] | None = self._decide(subject, repository)
         if decided is None:
             anonymous = subject is None and self._anonymous_default is not None \
                 and self._anonymous_default(repository, ns)
             decided = PULL if anonymous else NOTHING
         return decided & self.ecr_allowed(subject, repository, ns) if decided else NOTHING
+
+    def _closed_mirror(self, repository: str, ns: str) -> bool:
+        target = self._ecr_of(repository, ns) if self._ecr_of is not None else None
+        return target is not None and target.closed_mirror
 
     def ecr_allowed(self, subject: str | None, repository: str,
                     ns: str | None = None) -> frozenset[str]:

@@ -45,8 +45,11 @@ def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
             return None
         # The request's own ns counts: the same name may resolve elsewhere through a mirror.
         target = router.resolve(name, ns)
-        return None if target is None else EcrRepository(target.repository,
-                                                        router.mirrored(target))
+        if target is None:
+            return None
+        return EcrRepository(target.repository, router.mirrored(target),
+                             closed_mirror=router.through_mirror(ns)
+                             and not target.route.anonymous_pull)
 
     return AccessRules(rules, auth.groups, anonymous_default, ecr_of)
 

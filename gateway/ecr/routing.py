@@ -150,6 +150,10 @@ class Router:
             return f"this gateway is not a mirror of {ns}"
         return "no route serves this name"
 
+    def through_mirror(self, ns: str | None) -> bool:
+        """Whether a request naming ``ns`` is served by a mirror (else ``ns`` is ignored)."""
+        return ns is not None and ns in self._mirrors
+
     def anonymous_pull(self, name: str, ns: str | None = None) -> bool:
         """Whether the route serving this request lets anyone pull (for the auth layer)."""
         target = self.resolve(name, ns)

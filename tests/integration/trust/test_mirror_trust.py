@@ -269,6 +269,43 @@ async def test_requests_are_judged_where_they_resolve_not_where_a_token_was_gran
             assert r.status == 403
 
 
+async def test_an_anonymous_rule_does_not_open_a_closed_mirror(
+        upstream: EmulatorProcess, gateway: GatewayProcess, tmp_path: Path,
+        session: aiohttp.ClientSession) -> None:
+    """The attacker: no credentials. A rule lets anyone pull public/** (the organisation's
+    own public images); the docker.io mirror is closed to anonymous pulls. Adding
+    ?ns=docker.io to a public/<x> name must not read the mirror (nor start a fill spending
+    the gateway's upstream identity): before, the rule decided for the mirror too."""
+    suffix = uuid.uuid4().hex[:8]
+    name = f"public/app-{suffix}"
+    async with aiohttp.ClientSession() as seeding:  # through the open gateway, as ECR fills
+        seeder = OciClient(seeding, gateway.url)
+        mirrored_digest, _ = await seeder.push_image(f"docker-hub/{name}", "v1",
+                                                     [b"mirrored layer" * 40])
+        own_digest, _ = await seeder.push_image(name, "v1", [b"own public layer" * 40])
+    htpasswd = write_htpasswd(tmp_path / "htpasswd", {"node": "node-pw"})
+    config = {
+        "auth": {"mode": "htpasswd", "htpasswd_file": str(htpasswd), "rules": [
+            {"repository": "public/**", "anonymous": True, "actions": ["pull"]},
+            {"repository": "**", "users": ["node"], "actions": ["pull"]}]},
+        "mirrors": {"docker.io": {"repository_prefix": "docker-hub"}},
+    }
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        accept = {"Accept": OCI_MANIFEST}
+        async with session.get(f"{gw.url}/v2/{name}/manifests/v1", headers=accept) as r:
+            assert r.status == 200 and r.headers["Docker-Content-Digest"] == own_digest
+        mirrored = f"{gw.url}/v2/{name}/manifests/v1?ns=docker.io"
+        async with session.get(mirrored, headers=accept) as r:
+            assert r.status == 401, await r.text()
+        token = await token_for(session, gw.url, [f"repository:{name}:pull"])
+        async with session.get(mirrored, headers={**accept,
+                                                  "Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 401, await r.text()
+        node = basic("node", "node-pw")
+        async with session.get(mirrored, headers={**accept, **node}) as r:
+            assert r.status == 200 and r.headers["Docker-Content-Digest"] == mirrored_digest
+
+
 def _gateway_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
     return subprocess.run([sys.executable, "-m", "gateway.cli", *args], capture_output=True,

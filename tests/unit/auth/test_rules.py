@@ -8,6 +8,7 @@ from gateway.auth.rules import AccessRules, EcrRepository, Rule, compile_pattern
 from gateway.auth.scopes import Scope, needed_scope, parse_scope, parse_scopes
 
 ALL = frozenset({"pull", "push", "delete"})
+PULL = frozenset({"pull"})
 
 
 def rule(repository: str, actions: set[str], users: set[str] | None = None,
@@ -148,3 +149,19 @@ def test_allow_all_leaves_mirrored_repositories_to_iam() -> None:
     rules = AccessRules(AccessRules.allow_all().rules, {},
                         ecr_of=lambda name, ns: EcrRepository("docker-hub/" + name, True))
     assert rules.allowed("arn:aws:iam::1:user/x", "library/nginx") == ALL
+
+
+def test_a_mirror_closed_to_anonymous_pulls_is_a_ceiling_for_anonymous_rules() -> None:
+    """An anonymous rule opens names here; under a closed mirror's ?ns= it opens nothing,
+    while a user's rule still decides there."""
+    def ecr_of(name: str, ns: str | None) -> EcrRepository:
+        if ns == "docker.io":
+            return EcrRepository("docker-hub/" + name, True, closed_mirror=True)
+        return EcrRepository(name, False)
+
+    rules = AccessRules([Rule("public/**", frozenset(), frozenset(), PULL, anonymous=True),
+                         Rule("**", frozenset({"node"}), frozenset(), PULL)], {},
+                        ecr_of=ecr_of)
+    assert rules.allowed(None, "public/app") == PULL
+    assert rules.allowed(None, "public/app", "docker.io") == frozenset()
+    assert rules.allowed("node", "public/app", "docker.io") == PULL
