@@ -326,7 +326,7 @@ class OciUpstream:
                     path = _next_page(response.headers.get("Link"))
             try:
                 page = json.loads(body)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nested past the parser's depth
                 raise UpstreamError(502, f"{what}: not JSON") from exc
             listed = page.get("tags") if isinstance(page, dict) else None
             tags += [t for t in listed or [] if isinstance(t, str)]
@@ -466,7 +466,7 @@ def _token_answer(body: bytes, what: str) -> tuple[str, float]:
     UpstreamError."""
     try:
         answer = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # nested past the parser's depth
         raise UpstreamError(502, f"{what}: the answer is not JSON") from exc
     if not isinstance(answer, dict):
         raise UpstreamError(502, f"{what}: the answer is not a JSON object")

@@ -156,6 +156,17 @@ async def test_attacker_tag_pages_that_lead_back_end(session: aiohttp.ClientSess
     assert len(hostile.seen) == 2
 
 
+async def test_attacker_tag_page_nested_past_the_parsers_depth_is_an_upstream_error(
+        session: aiohttp.ClientSession) -> None:
+    async def nested(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"[" * 50_000 + b"]" * 50_000,
+                            content_type="application/json")
+
+    async with Server(nested) as hostile:
+        with pytest.raises(UpstreamError, match="not JSON"):
+            await OciUpstream(hostile.url, lambda: session).tags("x")
+
+
 class _Swollen:
     """An upstream whose manifest names a 3000-byte layer and which then sends that layer
     endlessly (chunked: no length to refuse up front); ``sent`` counts what it got out."""
@@ -707,6 +718,7 @@ async def test_rotated_token_is_asked_for_again(session: aiohttp.ClientSession) 
     (b'{"token": "bad\\r\\nX-Injected: 1"}', False),
     (b'{"token": "' + b"t" * 20_000 + b'"}', False),
     (b"not json at all", False),
+    (b"[" * 30_000 + b"]" * 30_000, False),  # nested past the parser's depth
     (b'{"token": "good", "expires_in": "soon"}', True),
     (b'{"token": "good", "expires_in": -5}', True),
     (b'{"token": "good", "expires_in": NaN}', True),
