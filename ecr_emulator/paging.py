@@ -8,28 +8,46 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 
 from ecr_emulator.errors import AwsError
+
+P = TypeVar("P", int, str, list[Any])
 
 
 def encode(action: str, position: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([action, position])).decode()
 
 
-def decode(action: str, token: str | None) -> Any:
-    """The position a token carries, or None when there is no token."""
+def decode(action: str, token: str | None, start: P) -> P:
+    """The position a token carries, ``start`` when there is no token. The position must have
+    the shape of ``start`` (a non-negative int, a string, or a list of those): the tokens
+    are not sealed as AWS's are, and a caller's forged one is InvalidParameterException,
+    never a failure of the action."""
     if token is None:
-        return None
+        return start
     try:
         name, position = orjson.loads(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, TypeError):
         raise invalid_token() from None
-    if name != action:
+    if name != action or not _shaped_like(position, start):
         raise invalid_token()
-    return position
+    return cast(P, position)
+
+
+def _shaped_like(value: object, start: object) -> bool:
+    if isinstance(start, bool) or isinstance(value, bool):
+        return False
+    if isinstance(start, int):
+        return isinstance(value, int) and value >= 0
+    if isinstance(start, str):
+        return isinstance(value, str)
+    if isinstance(start, list):
+        return isinstance(value, list) and len(value) == len(start) and all(
+            _shaped_like(v, s) for v, s in zip(value, start, strict=True))
+    return False
 
 
 def invalid_token() -> AwsError:

@@ -135,7 +135,7 @@ async def list_images(call: Call, params: Json) -> Json:
     registry_id = state.registry_id(params)
     repository = params["repositoryName"]
     tag_status, image_status = _filters(params)
-    after = paging.decode("ListImages", params.get("nextToken")) or [0, ""]
+    after = paging.decode("ListImages", params.get("nextToken"), [0, ""])
     limit = paging.page_size(params, 100)
     await state.db.read(store.get_repository, repository, registry_id)
     if image_status == "ACTIVATING":
@@ -175,7 +175,7 @@ async def describe_images(call: Call, params: Json) -> Json:
         archived = await state.db.read(image_states.archived, [i.id for i in images])
         return {"imageDetails": [_detail(state, repository, i, tags[i.id], i.id in archived)
                                  for i in images]}
-    after = paging.decode("DescribeImages", params.get("nextToken")) or 0
+    after = paging.decode("DescribeImages", params.get("nextToken"), 0)
     limit = paging.page_size(params, 100)
     await state.db.read(store.get_repository, repository, registry_id)
     if image_status == "ACTIVATING":

@@ -121,7 +121,7 @@ async def get_lifecycle_policy_preview(call: Call, params: Json) -> Json:
     if image_ids is not None and ("maxResults" in params or "nextToken" in params):
         raise AwsError("InvalidParameterException",
                        "maxResults and nextToken cannot be used with imageIds")
-    after = int(paging.decode("GetLifecyclePolicyPreview", params.get("nextToken")) or 0)
+    after = paging.decode("GetLifecyclePolicyPreview", params.get("nextToken"), 0)
     limit = paging.page_size(params, DEFAULT_PAGE)
     await state.db.read(store.get_repository, repository, registry_id)
     preview = await state.db.read(documents.get, repository, documents.LIFECYCLE_PREVIEW)

@@ -189,9 +189,9 @@ async def describe_rules(call: Call, params: Json) -> Json:
             if _key(prefix) not in by_key:
                 raise _not_found(prefix, registry_id)
         rules = [(k, by_key[k]) for k in dict.fromkeys(_key(p) for p in wanted)]
-    after = paging.decode("DescribePullThroughCacheRules", params.get("nextToken"))
-    if after is not None:
-        rules = [(k, r) for k, r in rules if k > str(after)]
+    after = paging.decode("DescribePullThroughCacheRules", params.get("nextToken"), "")
+    if after:
+        rules = [(k, r) for k, r in rules if k > after]
     limit = paging.page_size(params, 100)
     result: Json = {"pullThroughCacheRules": [_answer(r, registry_id, *_RULE_MEMBERS)
                                               for _, r in rules[:limit]]}

@@ -47,9 +47,9 @@ async def deregister_exclusion(call: Call, params: Json) -> Json:
 @action("ListPullTimeUpdateExclusions")
 async def list_exclusions(call: Call, params: Json) -> Json:
     arns = [arn for arn, _ in await call.state.db.read(registry.all_of, registry.EXCLUSION)]
-    after = paging.decode("ListPullTimeUpdateExclusions", params.get("nextToken"))
-    if after is not None:
-        arns = [a for a in arns if a > str(after)]
+    after = paging.decode("ListPullTimeUpdateExclusions", params.get("nextToken"), "")
+    if after:
+        arns = [a for a in arns if a > after]
     limit = paging.page_size(params, 100)
     result: Json = {"pullTimeUpdateExclusions": arns[:limit]}
     if len(arns) > limit:

@@ -44,7 +44,7 @@ async def list_image_referrers(call: Call, params: Json) -> Json:
                        f"Invalid parameter at 'subjectId.imageDigest' failed to satisfy "
                        f"constraint: '{subject}' is not a valid digest")
     filters = params.get("filter") or {}
-    after = paging.decode("ListImageReferrers", params.get("nextToken")) or 0
+    after = paging.decode("ListImageReferrers", params.get("nextToken"), 0)
     limit = paging.page_size(params, DEFAULT_PAGE)
     await state.db.read(store.get_repository, repository, registry_id)
     status = filters.get("artifactStatus", "ACTIVE")

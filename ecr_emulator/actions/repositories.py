@@ -99,7 +99,7 @@ async def describe_repositories(call: Call, params: Json) -> Json:
                 raise store.repository_not_found(name, registry_id)
             repos.append(await state.db.read(store.get_repository, name, registry_id))
         return {"repositories": [repository_json(state, r) for r in repos]}
-    after = paging.decode("DescribeRepositories", params.get("nextToken")) or 0
+    after = paging.decode("DescribeRepositories", params.get("nextToken"), 0)
     limit = paging.page_size(params, 100)
     if registry_id != state.account_id:
         return {"repositories": []}

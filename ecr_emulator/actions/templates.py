@@ -152,9 +152,9 @@ async def describe_templates(call: Call, params: Json) -> Json:
     if wanted is not None:
         keys = {_key(p) for p in wanted}
         stored = [(k, t) for k, t in stored if k in keys]
-    after = paging.decode("DescribeRepositoryCreationTemplates", params.get("nextToken"))
-    if after is not None:
-        stored = [(k, t) for k, t in stored if k > str(after)]
+    after = paging.decode("DescribeRepositoryCreationTemplates", params.get("nextToken"), "")
+    if after:
+        stored = [(k, t) for k, t in stored if k > after]
     limit = paging.page_size(params, 100)
     result: Json = {"registryId": state.account_id,
                     "repositoryCreationTemplates": [_answer(t) for _, t in stored[:limit]]}

@@ -195,7 +195,7 @@ async def describe_image_tags(call: Call, params: Json) -> Json:
     state = call.state
     registry_id = state.registry_id(params)
     repository = params["repositoryName"]
-    after = paging.decode("DescribeImageTags", params.get("nextToken")) or ""
+    after = paging.decode("DescribeImageTags", params.get("nextToken"), "")
     limit = paging.page_size(params, 100)
     await state.db.read(store.get_repository, repository, registry_id)
     rows = await state.db.read(_tag_rows, repository, str(after), limit + 1)
@@ -227,7 +227,8 @@ def _tag_rows(db: sqlite3.Connection, repository: str, after: str,
 @public_action("DescribeRegistries")
 async def describe_registries(call: Call, params: Json) -> Json:
     state = call.state
-    if paging.decode("DescribeRegistries", params.get("nextToken")) is not None:
+    if params.get("nextToken") is not None:
+        paging.decode("DescribeRegistries", params["nextToken"], 0)  # a forged one is refused
         return {"registries": []}  # there is one registry, on the first page
     name = alias(state)
     return {"registries": [{

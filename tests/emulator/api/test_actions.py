@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from tests.emulator.api.helpers import (
@@ -480,3 +481,19 @@ async def test_existing_layer_reused_across_images(ecr: Any, repo: str) -> None:
     assert await ensure_layer(ecr, repo, shared) == digest(shared)
     second, _ = await push_image(ecr, repo, "two", layers=[shared, b"more"])
     assert first != second
+
+
+@pytest.mark.parametrize("position", [{"a": 1}, "x", [1, 2, 3], -5, [0, 5]],
+                         ids=["object", "string", "list", "negative", "pair"])
+async def test_a_forged_next_token_is_an_invalid_parameter(ecr: Any, repo: str,
+                                                           position: object) -> None:
+    """The emulator's tokens are readable (AWS's are sealed): one whose position has another
+    shape than the action's is InvalidParameterException, never a ServerException."""
+    await ecr.create_repository(repositoryName=repo)
+    calls = {"DescribeRepositories": lambda t: ecr.describe_repositories(nextToken=t),
+             "ListImages": lambda t: ecr.list_images(repositoryName=repo, nextToken=t),
+             "DescribeImages": lambda t: ecr.describe_images(repositoryName=repo, nextToken=t)}
+    for action, call in calls.items():
+        token = base64.urlsafe_b64encode(orjson.dumps([action, position])).decode()
+        with pytest.raises(ecr.exceptions.InvalidParameterException):
+            await call(token)

@@ -23,12 +23,19 @@ def test_settings_from_env() -> None:
 
 def test_tokens_round_trip_and_refuse_strangers() -> None:
     token = paging.encode("ListImages", [3, "v1"])
-    assert paging.decode("ListImages", token) == [3, "v1"]
-    assert paging.decode("ListImages", None) is None
-    for bad in ("garbage", paging.encode("DescribeImages", 3), token[:-3]):
+    assert paging.decode("ListImages", token, [0, ""]) == [3, "v1"]
+    assert paging.decode("ListImages", None, [0, ""]) == [0, ""]
+    # Strangers, and positions of another shape than the action's (a forged token was a
+    # ServerException where the action used the position).
+    forged = [paging.encode("ListImages", position)
+              for position in ({"a": 1}, [1, 2, 3], "x", 1.5, True, -5, [-1, "v1"], ["a", "b"])]
+    for bad in ("garbage", paging.encode("DescribeImages", 3), token[:-3], *forged):
         with pytest.raises(AwsError) as info:
-            paging.decode("ListImages", bad)
+            paging.decode("ListImages", bad, [0, ""])
         assert info.value.name == "InvalidParameterException"
+    assert paging.decode("DescribeImages", paging.encode("DescribeImages", 7), 0) == 7
+    with pytest.raises(AwsError):
+        paging.decode("DescribeImages", paging.encode("DescribeImages", "7"), 0)
 
 
 def test_faults_fire_the_given_number_of_times() -> None:
