@@ -79,7 +79,7 @@ async def initiate_layer_upload(call: Call, params: Json) -> Json:
     await templates.create_on_push(state, params["repositoryName"], registry_id)
     await state.db.write(store.create_upload, params["repositoryName"], upload_id, time.time(),
                          registry_id=registry_id)
-    state.hashes[upload_id] = HashProgress(hashlib.sha256(), 0)
+    # No running hash yet: the first part starts one (an upload never used costs no memory).
     return {"uploadId": upload_id, "partSize": state.settings.part_size}
 
 
