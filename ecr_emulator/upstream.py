@@ -61,6 +61,19 @@ def base_url(upstream_registry_url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".rstrip("/")
 
 
+def check_registry_url(upstream_registry_url: str) -> None:
+    """ValueError unless a connection to the URL could ever be made: an http(s) URL (see
+    ``base_url``) with a port from 0 to 65535 and a host name the resolver can encode (labels
+    of 1 to 63 characters). A rule stored before this check is refused when used instead:
+    ``Upstream`` reports such a host as unreachable."""
+    parts = urlsplit(base_url(upstream_registry_url))
+    try:
+        _ = parts.port
+        (parts.hostname or "").encode("idna")
+    except ValueError:  # UnicodeError included
+        raise ValueError(f"not a registry host: {upstream_registry_url!r}") from None
+
+
 class Upstream:
     def __init__(self, registry_url: str, credential: Credential | None) -> None:
         self.base = base_url(registry_url)
@@ -167,7 +180,9 @@ class Upstream:
                 headers["Authorization"] = self._authorization
             try:
                 response = await session.get(self.base + path, headers=headers)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                # ValueError: a host the resolver cannot encode (a rule stored before
+                # check_registry_url refused such hosts)
                 raise UpstreamError("unavailable",
                                     f"the upstream registry is unreachable: {exc}") from None
             if response.status == 401 and attempt == 0:

@@ -46,7 +46,7 @@ from ecr_emulator.upstream import (
     Credential,
     Upstream,
     UpstreamError,
-    base_url,
+    check_registry_url,
 )
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ async def create_rule(call: Call, params: Json) -> Json:
     registry_id = _check_registry_id(state, params)
     url = params["upstreamRegistryUrl"]
     try:
-        base_url(url)
+        check_registry_url(url)
     except ValueError:
         raise AwsError("UnsupportedUpstreamRegistryException",
                        f"The upstream registry URL '{url}' is not supported") from None

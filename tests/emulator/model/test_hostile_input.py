@@ -1,0 +1,45 @@
+"""Input that passes the model's constraints but that an action used to accept and then fail
+on (a ServerException later) or answer with an error the action does not declare (which
+botocore cannot turn into one of the client's exceptions). Each is refused at once, with
+the action's own error."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from ecr_emulator.upstream import Upstream, UpstreamError
+
+# Hosts no connection can be made to: a label over 63 characters, an empty label, a port
+# outside 0-65535 or not a number. They were stored, and every use of the rule
+# (ValidatePullThroughCacheRule, BatchGetImage of its repositories) was a ServerException.
+UNREACHABLE_UPSTREAMS = [
+    "a" * 64 + ".example",
+    "https://" + "a" * 64 + ".example",
+    "registry..example",
+    ".example",
+    "https://registry.example:99999",
+    "http://registry.example:port",
+]
+
+
+@pytest.mark.parametrize("url", UNREACHABLE_UPSTREAMS)
+async def test_pull_through_rule_needs_a_reachable_host(ecr: Any, url: str) -> None:
+    prefix = f"host{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ecr.exceptions.UnsupportedUpstreamRegistryException):
+        await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
+                                                 upstreamRegistryUrl=url)
+    with pytest.raises(ecr.exceptions.PullThroughCacheRuleNotFoundException):
+        await ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+
+
+@pytest.mark.parametrize("url", ["a" * 64 + ".example", "registry..example"])
+async def test_a_stored_rule_with_such_a_host_is_unreachable(url: str) -> None:
+    # A rule stored before the check: its upstream is one that cannot be reached
+    # (UpstreamUnavailable, ValidatePullThroughCacheRule's isValid false), not a failure.
+    with pytest.raises(UpstreamError) as info:
+        await Upstream(url, None).ping()
+    assert info.value.kind == "unavailable"
+
