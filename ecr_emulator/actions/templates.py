@@ -65,7 +65,14 @@ def _checked(template: Json) -> Json:
         raise AwsError("InvalidParameterException",
                        "Invalid parameter at 'encryptionConfiguration' failed to satisfy "
                        "constraint: 'kmsKey can only be given with a KMS encryption type'")
-    _check_tags(template.get("resourceTags") or [])
+    try:
+        _check_tags(template.get("resourceTags") or [])
+    except AwsError as exc:
+        # CreateRepository's own errors (TooManyTagsException, InvalidTagParameterException)
+        # are not among these actions' errors: botocore would not know them.
+        raise AwsError("InvalidParameterException",
+                       f"Invalid parameter at 'resourceTags' failed to satisfy constraint: "
+                       f"'{exc.message}'") from None
     if template.get("repositoryPolicy"):
         repository_policy.parse(template["repositoryPolicy"])
     if template.get("lifecyclePolicy"):

@@ -43,3 +43,32 @@ async def test_a_stored_rule_with_such_a_host_is_unreachable(url: str) -> None:
         await Upstream(url, None).ping()
     assert info.value.kind == "unavailable"
 
+
+# CreateRepository's tag rules, which templates share; the template actions declare neither
+# TooManyTagsException nor InvalidTagParameterException.
+BAD_TEMPLATE_TAGS = {
+    "51 tags": [{"Key": f"k{i}", "Value": "v"} for i in range(51)],
+    "an aws: key": [{"Key": "aws:team", "Value": "x"}],
+    "an empty key": [{"Key": "", "Value": "x"}],
+    "a key of 129 characters": [{"Key": "k" * 129, "Value": "x"}],
+    "a value of 257 characters": [{"Key": "k", "Value": "v" * 257}],
+    "a key twice": [{"Key": "k", "Value": "a"}, {"Key": "k", "Value": "b"}],
+}
+
+
+@pytest.mark.parametrize("tags", BAD_TEMPLATE_TAGS.values(), ids=BAD_TEMPLATE_TAGS.keys())
+async def test_template_tags_are_invalid_parameters(ecr: Any, tags: list[dict[str, str]]
+                                                    ) -> None:
+    prefix = f"tpltags{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as created:
+        await ecr.create_repository_creation_template(prefix=prefix, appliedFor=["REPLICATION"],
+                                                      resourceTags=tags)
+    assert "resourceTags" in created.value.response["Error"]["Message"]
+    await ecr.create_repository_creation_template(prefix=prefix, appliedFor=["REPLICATION"])
+    try:
+        with pytest.raises(ecr.exceptions.InvalidParameterException):
+            await ecr.update_repository_creation_template(prefix=prefix, resourceTags=tags)
+        described = await ecr.describe_repository_creation_templates(prefixes=[prefix])
+        assert described["repositoryCreationTemplates"][0]["resourceTags"] == []
+    finally:
+        await ecr.delete_repository_creation_template(prefix=prefix)
