@@ -9,9 +9,9 @@ The rules are a JSON object from access key id to a list of statements, IAM-styl
                    {"Effect": "Deny", "Action": ["ecr:PutImage", "ecr:InitiateLayerUpload"]}],
      "*":         [...]}
 
-``Action`` and ``Resource`` are a string or a list of ``fnmatch`` patterns; actions are
-written ``ecr:Name`` or ``ecr-public:Name`` (or ``*``); resources are repository names or
-repository ARNs, and a statement without ``Resource`` covers every call. A call naming
+``Action`` and ``Resource`` are a string or a list of AWS wildcard patterns (``*``, ``?``);
+actions are written ``ecr:Name`` or ``ecr-public:Name`` (or ``*``); resources are repository
+names or repository ARNs, and a statement without ``Resource`` covers every call. A call naming
 repositories is covered when each of them matches; a call naming none
 (GetAuthorizationToken, DescribeRepositories without names) only by ``*`` or no Resource.
 As in IAM an explicit Deny wins, then an Allow; nothing matching means denied. Keys not in
@@ -26,7 +26,6 @@ Rules come from ``ecr-gateway emulator --policy-file FILE`` or at run time from
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from ecr_emulator import wildcards
 from ecr_emulator.control import read_json
 from ecr_emulator.errors import AwsError
 
@@ -45,7 +45,7 @@ class Statement:
     resources: tuple[str, ...] | None  # None: every call
 
     def covers_action(self, action: str, service: str = "ecr") -> bool:
-        return any(fnmatch.fnmatchcase(f"{service}:{action}", pattern) or pattern == "*"
+        return any(wildcards.matches(f"{service}:{action}", pattern) or pattern == "*"
                    for pattern in self.actions)
 
     def covers_resources(self, names: list[str], arns: list[str], *, every: bool) -> bool:
@@ -53,7 +53,7 @@ class Statement:
             return True
         if not names:
             return "*" in self.resources
-        hits = [any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(arn, p)
+        hits = [any(wildcards.matches(name, p) or wildcards.matches(arn, p)
                     for p in self.resources) for name, arn in zip(names, arns, strict=True)]
         return all(hits) if every else any(hits)
 

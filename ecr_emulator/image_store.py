@@ -7,14 +7,13 @@ what GetDownloadUrlForLayer, BatchDeleteImage and ListImageReferrers consult.
 
 from __future__ import annotations
 
-import fnmatch
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ecr_emulator import store
+from ecr_emulator import store, wildcards
 from ecr_emulator.errors import AwsError
 from ecr_emulator.manifests import Manifest
 from ecr_emulator.validation import is_image_digest, is_tag
@@ -50,7 +49,7 @@ def _image(row: sqlite3.Row) -> Image:
 
 def tag_is_immutable(repo: store.Repository, tag: str) -> bool:
     """Whether ``tag`` may not move, given the repository's mutability and exclusion filters."""
-    matches = any(fnmatch.fnmatchcase(tag, f["filter"]) for f in repo.mutability_filters or [])
+    matches = any(wildcards.matches(tag, f["filter"]) for f in repo.mutability_filters or [])
     return {
         "IMMUTABLE": True,
         "MUTABLE": False,

@@ -18,19 +18,19 @@ its Allow grants nothing by itself: it delegates to the identity rules, as in IA
 of another account reaches a repository only through these policies (cross_account.py), and
 there a statement naming its account does grant. The emulator evaluates no condition keys, so
 it assumes the worst of a statement with a ``Condition``: its Allow grants nothing, its Deny
-refuses. ``Resource``/``NotResource`` are matched (``fnmatch``) where a policy covers several
-repositories (the registry policy); a repository policy's statements cover its repository.
+refuses. ``Resource``/``NotResource`` are matched (AWS wildcards, ``*`` and ``?`` only) where
+a policy covers several repositories (the registry policy); a repository policy's statements
+cover its repository.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from ecr_emulator import access, documents
+from ecr_emulator import access, documents, wildcards
 from ecr_emulator.access import Decision
 from ecr_emulator.errors import AwsError
 from ecr_emulator.state import EmulatorState
@@ -58,14 +58,14 @@ class Statement:
     not_resource: bool = False
 
     def covers_action(self, qualified: str) -> bool:
-        hit = any(pattern == "*" or fnmatch.fnmatchcase(qualified.lower(), pattern.lower())
+        hit = any(pattern == "*" or wildcards.matches(qualified.lower(), pattern.lower())
                   for pattern in self.actions)
         return hit != self.not_action
 
     def covers_resource(self, arn: str | None) -> bool:
         if arn is None or self.resources is None:
             return True
-        hit = any(fnmatch.fnmatchcase(arn, pattern) for pattern in self.resources)
+        hit = any(wildcards.matches(arn, pattern) for pattern in self.resources)
         return hit != self.not_resource
 
     def names(self, principal: str, account_id: str) -> str | None:

@@ -11,11 +11,10 @@ archived images ImageArchivedException.
 
 from __future__ import annotations
 
-import fnmatch
 import sqlite3
 import time
 
-from ecr_emulator import image_states, store
+from ecr_emulator import image_states, store, wildcards
 from ecr_emulator import registry_documents as registry
 from ecr_emulator.actions.common import existing_repository
 from ecr_emulator.errors import AwsError
@@ -62,7 +61,7 @@ def _applied(configuration: Json, repo: store.Repository) -> tuple[str, list[Jso
     matching rule, the repository's own scanOnPush decides."""
     for rule in configuration["rules"]:
         filters = rule.get("repositoryFilters", [])
-        hit = [f for f in filters if fnmatch.fnmatchcase(repo.name, f["filter"])]
+        hit = [f for f in filters if wildcards.matches(repo.name, f["filter"])]
         if hit:
             return rule["scanFrequency"], hit
     return ("SCAN_ON_PUSH" if repo.scan_on_push else "MANUAL"), []

@@ -168,6 +168,19 @@ async def test_wildcard_actions_and_an_account_principal(
     assert [i["imageTag"] for i in deleted["imageIds"]] == ["v1"]
 
 
+async def test_brackets_in_a_policy_are_literal_as_in_iam(
+        ecr: Any, other: Any, other_key: str, repo: str) -> None:
+    """IAM's wildcards are ``*`` and ``?``: ``ecr:Batch[GC]*`` names no action (the emulator
+    read it as a character class, and so granted BatchGetImage where AWS grants nothing)."""
+    await ecr.create_repository(repositoryName=repo)
+    await push_image(ecr, repo, "v1", layers=[os.urandom(200)])
+    await ecr.set_repository_policy(repositoryName=repo, policyText=policy(
+        {"Effect": "Allow", "Principal": {"AWS": OTHER_ACCOUNT}, "Action": "ecr:Batch[GC]*"}))
+    error = await refusal(other.batch_get_image(repositoryName=repo,
+                                                imageIds=[{"imageTag": "v1"}]))
+    assert error["Message"] == no_policy(other_key, "BatchGetImage", repo)
+
+
 async def test_a_foreign_push_needs_the_push_actions(
         ecr: Any, other: Any, other_key: str, repo: str,
         extra_emulator: EmulatorProcess) -> None:
