@@ -131,7 +131,8 @@ class AccessRules:
                 ns: str | None = None) -> frozenset[str]:
         """The repository actions ``subject`` (None: anonymous) may perform on ``repository``
         (as a request naming the mirror namespace ``ns`` reaches it)."""
-        if subject is None and ns is not None and self._closed_mirror(repository, ns):
+        target = self._target(repository, ns)  # resolved once for both kinds of rules
+        if subject is None and target is not None and target.closed_mirror:
             # Name rules speak of the names clients use here; a mirror closed to anonymous
             # pulls stays closed to them (its fills spend the gateway's upstream identity).
             return NOTHING
@@ -140,16 +141,17 @@ class AccessRules:
             anonymous = subject is None and self._anonymous_default is not None \
                 and self._anonymous_default(repository, ns)
             decided = PULL if anonymous else NOTHING
-        return decided & self.ecr_allowed(subject, repository, ns) if decided else NOTHING
-
-    def _closed_mirror(self, repository: str, ns: str) -> bool:
-        target = self._ecr_of(repository, ns) if self._ecr_of is not None else None
-        return target is not None and target.closed_mirror
+        return decided & self._ecr_allowed(subject, target) if decided else NOTHING
 
     def ecr_allowed(self, subject: str | None, repository: str,
                     ns: str | None = None) -> frozenset[str]:
         """What the ``ecr`` rules leave of any grant on ``repository``'s ECR repository."""
-        target = self._ecr_of(repository, ns) if self._ecr_of is not None else None
+        return self._ecr_allowed(subject, self._target(repository, ns))
+
+    def _target(self, repository: str, ns: str | None) -> EcrRepository | None:
+        return self._ecr_of(repository, ns) if self._ecr_of is not None else None
+
+    def _ecr_allowed(self, subject: str | None, target: EcrRepository | None) -> frozenset[str]:
         if target is None:
             return EVERY
         decided: frozenset[str] | None = self._decide_ecr(subject, target.name)
