@@ -27,6 +27,7 @@ IMAGE_TYPES = frozenset({DOCKER_V2, OCI_MANIFEST})
 INDEX_TYPES = frozenset({DOCKER_LIST, OCI_INDEX})
 SCHEMA1_TYPES = frozenset({DOCKER_V1, DOCKER_V1_SIGNED})
 SUPPORTED_TYPES = IMAGE_TYPES | INDEX_TYPES | SCHEMA1_TYPES
+MAX_SIZE = 2**63 - 1  # a descriptor's size is an int64 (OCI image-spec); SQLite's INTEGER too
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,9 @@ def _parse_image(doc: dict[str, Any], media_type: str) -> Manifest:
     if not isinstance(layers, list):
         raise _invalid("imageManifest", "layers must be a list")
     layer_descriptors = tuple(_descriptor(item, f"layers[{i}]") for i, item in enumerate(layers))
+    # The image's size is their sum (a pull through cache stores it before any layer arrives).
+    if sum(d.size or 0 for d in layer_descriptors) > MAX_SIZE:
+        raise _invalid("imageManifest", "the layers' sizes add up to more than a 64-bit integer")
     return Manifest(
         media_type=media_type,
         blobs=(config, *layer_descriptors),
@@ -136,7 +140,9 @@ def _parse_schema1(doc: dict[str, Any], media_type: str) -> Manifest:
 
 
 def _schema_version(doc: dict[str, Any], expected: int) -> None:
-    if doc.get("schemaVersion") != expected:
+    version = doc.get("schemaVersion")
+    # An integer: Python's == takes true for 1 and 2.0 for 2.
+    if type(version) is not int or version != expected:
         raise _invalid("imageManifest", f"schemaVersion must be {expected}")
 
 
@@ -148,8 +154,9 @@ def _descriptor(item: Any, where: str) -> Descriptor:
         raise _invalid("imageManifest", f"{where}.digest must be a digest")
     if media_type is not None and not isinstance(media_type, str):
         raise _invalid("imageManifest", f"{where}.mediaType must be a string")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-        raise _invalid("imageManifest", f"{where}.size must be a non-negative integer")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int)
+                             or not 0 <= size <= MAX_SIZE):
+        raise _invalid("imageManifest", f"{where}.size must be a non-negative 64-bit integer")
     return Descriptor(digest, media_type, size)
 
 

@@ -15,6 +15,8 @@ import orjson
 from ecr_emulator.errors import AwsError
 
 P = TypeVar("P", int, str, list[Any])
+# Positions go to SQLite, whose INTEGER is 64-bit signed: a larger one was a ServerException.
+MAX_POSITION = 2**63 - 1
 
 
 def encode(action: str, position: Any) -> str:
@@ -23,9 +25,9 @@ def encode(action: str, position: Any) -> str:
 
 def decode(action: str, token: str | None, start: P) -> P:
     """The position a token carries, ``start`` when there is no token. The position must have
-    the shape of ``start`` (a non-negative int, a string, or a list of those): the tokens
-    are not sealed as AWS's are, and a caller's forged one is InvalidParameterException,
-    never a failure of the action."""
+    the shape of ``start`` (an int from 0 to MAX_POSITION, a string, or a list of those):
+    the tokens are not sealed as AWS's are, and a caller's forged one is
+    InvalidParameterException, never a failure of the action."""
     if token is None:
         return start
     try:
@@ -41,7 +43,7 @@ def _shaped_like(value: object, start: object) -> bool:
     if isinstance(start, bool) or isinstance(value, bool):
         return False
     if isinstance(start, int):
-        return isinstance(value, int) and value >= 0
+        return isinstance(value, int) and 0 <= value <= MAX_POSITION
     if isinstance(start, str):
         return isinstance(value, str)
     if isinstance(start, list):

@@ -288,7 +288,7 @@ async def _handle_api(request: web.Request,
             throttles.check(spec.name, identity.account_id or "", identity.region)
         if isinstance(params.get("repositoryName"), str):
             repository = params["repositoryName"]
-        validation.validate_input(spec.operation, params, spec.service)
+        params = validation.validate_input(spec.operation, params, spec.service)
         call_state = await _addressed(request, identity, spec, params)
         plan = state.faults.plan(spec.name) if state.faults is not None else None
         if plan is not None and plan.delay:

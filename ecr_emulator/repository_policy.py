@@ -6,7 +6,9 @@ what ECR accepts and refuses the rest with ECR's message: a JSON object with an 
 ``Effect`` (Allow or Deny), a ``Principal`` or ``NotPrincipal`` (``"*"`` or ``{"AWS": ...}``
 etc.), an ``Action`` or ``NotAction`` naming actions of the service (``ecr:*``,
 ``ecr:BatchGetImage``; ``ecr-public:...`` for ECR Public), and optionally ``Sid``,
-``Resource``/``NotResource`` and ``Condition``.
+``Resource``/``NotResource`` and ``Condition``. The values follow the IAM JSON policy
+grammar: ``Id`` and ``Sid`` are strings, and a ``Condition`` maps operators to objects whose
+values are a string, number or boolean, or a list of those.
 
 Enforcement covers the identities the emulator knows: a request signed with access key
 ``K`` is the IAM user ``arn:aws:iam::<account>:user/K`` (see access.py). As in IAM for a
@@ -121,6 +123,8 @@ def parse(text: str, service: str = "ecr") -> RepositoryPolicy:
         raise invalid_policy(f"unknown element {sorted(unknown)[0]!r}")
     if "Version" in document and document["Version"] not in VERSIONS:
         raise invalid_policy(f"Version must be one of {', '.join(VERSIONS)}")
+    if "Id" in document and not isinstance(document["Id"], str):
+        raise invalid_policy("Id must be a string")
     raw = document.get("Statement")
     items = [raw] if isinstance(raw, dict) else raw
     if not isinstance(items, list) or not items:
@@ -135,6 +139,8 @@ def _statement(item: Any, index: int, service: str) -> Statement:
     unknown = set(item) - _STATEMENT_KEYS
     if unknown:
         raise invalid_policy(f"{where} has an unknown element {sorted(unknown)[0]!r}")
+    if "Sid" in item and not isinstance(item["Sid"], str):
+        raise invalid_policy(f"{where}.Sid must be a string")
     if item.get("Effect") not in ("Allow", "Deny"):
         raise invalid_policy(f"{where}.Effect must be Allow or Deny")
     if ("Principal" in item) == ("NotPrincipal" in item):
@@ -150,14 +156,29 @@ def _statement(item: Any, index: int, service: str) -> Statement:
         if action != "*" and (prefix.lower() != service or not name):
             raise invalid_policy(f"{where}: {action!r} is not an action of {service}")
     condition = item.get("Condition")
-    if condition is not None and not isinstance(condition, dict):
-        raise invalid_policy(f"{where}.Condition must be an object")
+    if condition is not None:
+        _condition(condition, f"{where}.Condition")
     not_resource = "NotResource" in item
     resources = (_strings(item["NotResource" if not_resource else "Resource"],
                           f"{where}.Resource")
                  if not_resource or "Resource" in item else None)
     return Statement(item["Effect"], principals, not_principal, actions, not_action,
                      bool(condition), resources, not_resource)
+
+
+def _condition(value: Any, where: str) -> None:
+    """IAM's condition block: ``{operator: {key: value or [value, ...]}}``, each value a
+    string, number or boolean (nested arrays or objects are no condition values)."""
+    if not isinstance(value, dict):
+        raise invalid_policy(f"{where} must be an object")
+    for operator, keys in value.items():
+        if not isinstance(keys, dict):
+            raise invalid_policy(f"{where}.{operator} must be an object of condition keys")
+        for key, values in keys.items():
+            items = values if isinstance(values, list) else [values]
+            if not all(isinstance(v, str | int | float) for v in items):
+                raise invalid_policy(f"{where}.{operator}.{key} must be a string, number or "
+                                     "boolean, or a list of them")
 
 
 def _principals(value: Any, where: str) -> tuple[str, ...] | None:

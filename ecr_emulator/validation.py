@@ -5,6 +5,11 @@ range, pattern and enum; checking against it keeps the emulator's limits equal t
 reference's. botocore validates little of this client-side (required members and minimums),
 so the server has to. Shape violations are InvalidParameterException, or ValidationException
 for the newer operations that declare it (ListImageReferrers).
+
+As AWS's JSON protocol reads a body into the action's input shape, an integer member takes
+a 32-bit and a long member a 64-bit signed value (more is SerializationException), and
+members the model does not declare are dropped at every level: the actions never see, store
+or answer them back.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import base64
 import binascii
 import functools
 import re
-from typing import Any
+from typing import Any, cast
 
 import botocore.session
 from botocore.model import ListShape, MapShape, OperationModel, ServiceModel, Shape, StructureShape
@@ -96,11 +101,13 @@ def blob_members(action_name: str, service: str = "ecr") -> tuple[str, ...]:
     return tuple(name for name, member in shape.members.items() if member.type_name == "blob")
 
 
-def validate_input(action_name: str, params: dict[str, Any], service: str = "ecr") -> None:
-    """Raise the action's validation error for the first constraint ``params`` breaks."""
+def validate_input(action_name: str, params: dict[str, Any],
+                   service: str = "ecr") -> dict[str, Any]:
+    """Raise the action's validation error for the first constraint ``params`` breaks;
+    else ``params`` with only the members the model declares."""
     shape = _operation(action_name, service).input_shape
     if shape is None:
-        return
+        return {}
     problem = _check(shape, params, "")
     if problem is not None:
         path, value, constraint = problem
@@ -113,6 +120,22 @@ def validate_input(action_name: str, params: dict[str, Any], service: str = "ecr
             message = (f"Invalid parameter at '{path}' failed to satisfy constraint: "
                        f"'must {constraint}'")
         raise AwsError(_error_name(action_name, service), message)
+    modelled: dict[str, Any] = _modelled(shape, params)
+    return modelled
+
+
+def _modelled(shape: Shape, value: Any) -> Any:
+    """``value`` (already checked against ``shape``) without the members ``shape`` does not
+    declare. Unknown members used to be stored and answered back as sent: one nested past
+    the JSON encoder's depth made the action a ServerException."""
+    if isinstance(shape, StructureShape) and isinstance(value, dict):
+        return {name: _modelled(shape.members[name], item) for name, item in value.items()
+                if name in shape.members}
+    if isinstance(shape, ListShape) and isinstance(value, list):
+        return [_modelled(shape.member, item) for item in value]
+    if isinstance(shape, MapShape) and isinstance(value, dict):
+        return {key: _modelled(shape.value, item) for key, item in value.items()}
+    return value
 
 
 Problem = tuple[str, Any, str]
@@ -120,7 +143,12 @@ Problem = tuple[str, Any, str]
 _OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP = (
     "be an object", "be a list", "be a map", "be a string", "be a number", "be a boolean",
     "be base64-encoded binary data", "be a timestamp in epoch seconds")
-_TYPES = frozenset((_OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP))
+# What a Java int and long hold: the service reads integer and long members into them.
+_RANGES: dict[str, tuple[str, int, int]] = {
+    "integer": ("be a 32-bit integer", -2**31, 2**31 - 1),
+    "long": ("be a 64-bit integer", -2**63, 2**63 - 1)}
+_TYPES = frozenset((_OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP,
+                    *(kind for kind, _, _ in _RANGES.values())))
 
 
 def _check(shape: Shape, value: Any, path: str) -> Problem | None:
@@ -195,6 +223,10 @@ def _check_number(shape: Shape, value: Any, path: str) -> Problem | None:
     types: tuple[type, ...] = (int,) if integral else (int, float)
     if isinstance(value, bool) or not isinstance(value, types):
         return path, value, _NUMBER
+    if shape.type_name in _RANGES:
+        kind, lowest, highest = _RANGES[shape.type_name]
+        if not lowest <= cast(int, value) <= highest:
+            return path, value, kind
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     if low is not None and value < low:
         return path, value, f"have value greater than or equal to {low}"

@@ -44,6 +44,9 @@ its "Archiving an image" page; the guide's examples write their values in lower 
 
 ``tagPatternList`` is not in botocore's model (the policy is opaque text there); it is part
 of ECR's lifecycle policy grammar since 2024.
+
+Every object of the policy takes only the properties above, and ``rulePriority`` and
+``countNumber`` are JSON integers (not booleans, floats or strings) of at least 1.
 """
 
 from __future__ import annotations
@@ -59,12 +62,17 @@ import orjson
 DAY = 86400.0
 MAX_WILDCARDS = 4
 _PATTERN = re.compile(r"[a-zA-Z0-9_.*-]+")  # tag characters, and * (the one wildcard)
+_POLICY_KEYS = {"rules"}
 _RULE_KEYS = {"rulePriority", "description", "selection", "action"}
+_ACTION_KEYS = {"type", "targetStorageClass"}
 _SELECTION_KEYS = {"tagStatus", "tagPrefixList", "tagPatternList", "storageClass", "countType",
                    "countUnit", "countNumber"}
 COUNT_TYPES = ("imageCountMoreThan", "sinceImagePushed", "sinceImagePulled",
                "sinceImageTransitioned")
 MIN_ARCHIVE_DAYS = 90  # an archived image is kept at least this long
+# ECR documents no upper bound for rulePriority or countNumber; its schema reads them as
+# 32-bit signed integers (a Java int), so that is the bound here.
+MAX_INTEGER = 2**31 - 1
 
 
 class PolicyError(ValueError):
@@ -130,10 +138,10 @@ def parse(text: str) -> list[Rule]:
         raise _fail("Could not map policyString into LifecyclePolicy.") from None
     if not isinstance(document, dict):
         raise _fail("Could not map policyString into LifecyclePolicy.")
-    raw_rules = document.get("rules")
+    _keys(document, _POLICY_KEYS, {"rules"})
+    raw_rules = document["rules"]
     if not isinstance(raw_rules, list) or not raw_rules:
-        raise _fail('object has missing required properties (["rules"])' if raw_rules is None
-                    else "rules must be a non-empty array")
+        raise _fail("rules must be a non-empty array")
     rules = sorted((_rule(raw) for raw in raw_rules), key=lambda r: r.priority)
     priorities = [r.priority for r in rules]
     if len(set(priorities)) != len(priorities):
@@ -153,16 +161,14 @@ def _rule(raw: Any) -> Rule:
         raise _fail('instance type does not match any allowed primitive type '
                     '(allowed: ["object"])')
     _keys(raw, _RULE_KEYS, {"rulePriority", "selection", "action"})
-    priority = raw["rulePriority"]
-    if isinstance(priority, bool) or not isinstance(priority, int) or priority < 1:
-        raise _fail("rulePriority must be an integer of at least 1")
+    priority = _integer(raw["rulePriority"], "rulePriority")
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
         raise _fail("description must be a string")
     action = raw["action"]
     if not isinstance(action, dict):
         raise _fail("action must be an object")
-    _keys(action, {"type", "targetStorageClass"}, {"type"})
+    _keys(action, _ACTION_KEYS, {"type"})
     kind = action["type"]
     if kind not in ("expire", "transition"):
         raise _fail(f"instance value ({kind}) not found in enum "
@@ -213,16 +219,42 @@ def _rule(raw: Any) -> Rule:
                     "only with it")
     if kind == "transition" and storage != "standard":
         raise _fail("a transition rule selects images of the standard storage class")
-    number = selection["countNumber"]
-    if isinstance(number, bool) or not isinstance(number, int) or number < 1:
-        raise _fail(f"numeric instance is lower than the required minimum (minimum: 1, "
-                    f"found: {number})" if isinstance(number, int) and not isinstance(
-                        number, bool) else "countNumber must be an integer")
+    number = _integer(selection["countNumber"], "countNumber")
     if storage == "archive" and number < MIN_ARCHIVE_DAYS:
         raise _fail(f"images in archive are kept at least {MIN_ARCHIVE_DAYS} days: "
                     f"countNumber must be at least {MIN_ARCHIVE_DAYS}")
     return Rule(priority, status, count_type, number, prefixes, patterns, description,
                 storage, kind)
+
+
+def _integer(value: Any, name: str) -> int:
+    """``value`` if it is a JSON integer from 1 to MAX_INTEGER (``true`` is a boolean, ``1.0``
+    a number, ``"1"`` a string, though Python would compare each of them with an int)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _fail(f"{name}: instance type ({_json_type(value)}) does not match any allowed "
+                    'primitive type (allowed: ["integer"])')
+    if value < 1:
+        raise _fail(f"{name}: numeric instance is lower than the required minimum (minimum: 1, "
+                    f"found: {value})")
+    if value > MAX_INTEGER:
+        raise _fail(f"{name}: numeric instance is greater than the required maximum (maximum: "
+                    f"{MAX_INTEGER}, found: {value})")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    """The JSON schema type name of a parsed value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null" if value is None else "integer"
 
 
 def _keys(value: dict[str, Any], allowed: set[str], required: set[str]) -> None:

@@ -483,12 +483,15 @@ async def test_existing_layer_reused_across_images(ecr: Any, repo: str) -> None:
     assert first != second
 
 
-@pytest.mark.parametrize("position", [{"a": 1}, "x", [1, 2, 3], -5, [0, 5]],
-                         ids=["object", "string", "list", "negative", "pair"])
+@pytest.mark.parametrize("position", [{"a": 1}, "x", [1, 2, 3], -5, [0, 5], 2**63,
+                                      [2**64 - 1, ""]],
+                         ids=["object", "string", "list", "negative", "pair", "past int64",
+                              "pair past int64"])
 async def test_a_forged_next_token_is_an_invalid_parameter(ecr: Any, repo: str,
                                                            position: object) -> None:
     """The emulator's tokens are readable (AWS's are sealed): one whose position has another
-    shape than the action's is InvalidParameterException, never a ServerException."""
+    shape than the action's, or an offset past what SQLite's INTEGER holds, is
+    InvalidParameterException, never a ServerException."""
     await ecr.create_repository(repositoryName=repo)
     calls = {"DescribeRepositories": lambda t: ecr.describe_repositories(nextToken=t),
              "ListImages": lambda t: ecr.list_images(repositoryName=repo, nextToken=t),

@@ -149,12 +149,30 @@ def test_transition_archives_and_archived_images_have_rules_of_their_own() -> No
     ([keep_last(1, storageClass="glacier")], "not found in enum"),
     ([{**keep_last(1), "colour": "red"}], "not allowed by the schema"),
     ([{"rulePriority": 1, "action": {"type": "expire"}}], "missing required properties"),
+    # JSON integers of ECR's schema, a 32-bit bound: past it they used to be taken.
+    ([keep_last(1, priority=2**63)], "rulePriority: numeric instance is greater than the "
+                                     "required maximum (maximum: 2147483647"),
+    ([keep_last(1, priority=2**31)], "maximum: 2147483647, found: 2147483648"),
+    ([keep_last(2**63)], "countNumber: numeric instance is greater than the required maximum"),
+    ([keep_last(2**64 - 1)], "countNumber: numeric instance is greater"),
+    ([keep_last(1, priority=True)], 'rulePriority: instance type (boolean) does not match any '
+                                    'allowed primitive type (allowed: ["integer"])'),
+    ([{**keep_last(1), "rulePriority": 1.0}], "rulePriority: instance type (number)"),
+    ([{**keep_last(1), "rulePriority": "1"}], "rulePriority: instance type (string)"),
+    ([keep_last(1, countNumber=True)], "countNumber: instance type (boolean)"),
+    ([keep_last(1, countNumber=2.0)], "countNumber: instance type (number)"),
 ])
 def test_policies_ecr_refuses(rules: list[dict[str, Any]], fragment: str) -> None:
     with pytest.raises(PolicyError) as info:
         parse(lifecycle(*rules))
     assert fragment in str(info.value)
     assert str(info.value).startswith("Lifecycle policy validation failure: ")
+
+
+def test_a_property_beside_rules_is_refused() -> None:
+    with pytest.raises(PolicyError) as info:
+        parse(json.dumps({"rules": [keep_last(1)], "colour": "red"}))
+    assert 'not allowed by the schema: (["colour"])' in str(info.value)
 
 
 async def _push_tagged(ecr: Any, repo: str, tags: list[str | None]) -> dict[str | None, str]:

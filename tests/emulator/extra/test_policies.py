@@ -136,6 +136,16 @@ async def test_a_lockout_needs_force(ecr: Any, repo: str) -> None:
      "unknown kind"),
     (policy({"Effect": "Allow", "Principal": "*", "Action": "ecr:*", "When": 1}),
      "unknown element"),
+    # The IAM grammar's types: such values used to be stored as given.
+    (policy({"Sid": 2**63, "Effect": "Allow", "Principal": "*", "Action": "ecr:*"}),
+     "Sid must be a string"),
+    (json.dumps({"Id": [[[]]], "Statement": [{"Effect": "Allow", "Principal": "*",
+                                               "Action": "ecr:*"}]}), "Id must be a string"),
+    (policy({"Effect": "Allow", "Principal": "*", "Action": "ecr:*",
+             "Condition": {"StringEquals": "x"}}), "object of condition keys"),
+    (policy({"Effect": "Allow", "Principal": "*", "Action": "ecr:*",
+             "Condition": {"StringEquals": {"aws:username": [["x"]]}}}),
+     "string, number or boolean"),
 ])
 async def test_invalid_policies_are_refused(ecr: Any, repo: str, text: str,
                                             fragment: str) -> None:

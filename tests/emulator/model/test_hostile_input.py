@@ -5,12 +5,17 @@ the action's own error."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ecr_emulator.protocol import TARGET_PREFIX
 from ecr_emulator.upstream import Upstream, UpstreamError
+from tests.emulator.extra.helpers import raw_call
+from tests.support.emulator import ACCOUNT_ID, EmulatorProcess, ecr_client
 
 # Hosts no connection can be made to: a label over 63 characters, an empty label, a port
 # outside 0-65535 or not a number. They were stored, and every use of the rule
@@ -72,3 +77,74 @@ async def test_template_tags_are_invalid_parameters(ecr: Any, tags: list[dict[st
         assert described["repositoryCreationTemplates"][0]["resourceTags"] == []
     finally:
         await ecr.delete_repository_creation_template(prefix=prefix)
+
+
+def _lifecycle_text(priority: int, count: int) -> str:
+    return json.dumps({"rules": [{
+        "rulePriority": priority, "description": "a rule whose integers are out of bounds",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                      "countNumber": count},
+        "action": {"type": "expire"}}]})
+
+
+@pytest.mark.parametrize(("priority", "count"), [(2**63, 1), (1, 2**63), (2**31, 1)],
+                         ids=["rulePriority 2**63", "countNumber 2**63", "rulePriority 2**31"])
+async def test_lifecycle_integers_past_32_bits_are_refused(ecr: Any, repo: str, priority: int,
+                                                           count: int) -> None:
+    """They were stored, previewed and applied; ECR's schema reads them as Java ints."""
+    text = _lifecycle_text(priority, count)
+    await ecr.create_repository(repositoryName=repo)
+    for call in (ecr.put_lifecycle_policy, ecr.start_lifecycle_policy_preview):
+        with pytest.raises(ecr.exceptions.InvalidParameterException) as info:
+            await call(repositoryName=repo, lifecyclePolicyText=text)
+        assert "Lifecycle policy validation failure: " in info.value.response["Error"]["Message"]
+        assert "maximum: 2147483647" in info.value.response["Error"]["Message"]
+    with pytest.raises(ecr.exceptions.LifecyclePolicyNotFoundException):
+        await ecr.get_lifecycle_policy(repositoryName=repo)
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
+        await ecr.create_repository_creation_template(
+            prefix=f"lc{uuid.uuid4().hex[:8]}", appliedFor=["CREATE_ON_PUSH"],
+            lifecyclePolicy=text)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+# Members no shape declares, nested past orjson's 254 levels of encoding: stored with the
+# document, they made each of these a ServerException (and were answered back otherwise).
+UNKNOWN_MEMBERS = {
+    "PutReplicationConfiguration": {"replicationConfiguration": {"rules": [{"destinations": [
+        {"region": "eu-west-1", "registryId": ACCOUNT_ID, "x": _nested(300)}]}]}},
+    "PutRegistryScanningConfiguration": {"scanType": "BASIC", "rules": [
+        {"scanFrequency": "SCAN_ON_PUSH", "x": _nested(300),
+         "repositoryFilters": [{"filter": "*", "filterType": "WILDCARD"}]}]},
+    "CreateRepositoryCreationTemplate": {
+        "prefix": "unknown-members", "appliedFor": ["REPLICATION"],
+        "encryptionConfiguration": {"encryptionType": "AES256", "x": _nested(300)}},
+    "PutImageTagMutability": {
+        "repositoryName": "hostile/unknown-members",
+        "imageTagMutability": "IMMUTABLE_WITH_EXCLUSION",
+        "imageTagMutabilityExclusionFilters": [
+            {"filterType": "WILDCARD", "filter": "latest", "x": _nested(300)}]},
+}
+
+
+async def test_members_no_shape_declares_are_dropped(tmp_path: Path) -> None:
+    # An emulator of its own: replication and scanning settings are registry-wide.
+    with EmulatorProcess(tmp_path / "ecr") as emulator:
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            await ecr.create_repository(repositoryName="hostile/unknown-members")
+        for action, params in UNKNOWN_MEMBERS.items():
+            status, answer = await raw_call(emulator.url, TARGET_PREFIX + action,
+                                            json.dumps(params).encode())
+            assert status == 200, (action, answer)
+            assert '"x"' not in json.dumps(answer), action
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            registry = await ecr.describe_registry()
+            assert registry["replicationConfiguration"]["rules"][0]["destinations"] == [
+                {"region": "eu-west-1", "registryId": ACCOUNT_ID}]
+        assert "Traceback" not in emulator.log_path.read_text()

@@ -70,6 +70,14 @@ def test_schema1() -> None:
     (json.dumps(oci(layers="no")), None, "layers must be a list"),
     (json.dumps(oci(config={"digest": "nope"})), None, "config.digest"),
     (json.dumps(oci(config={"digest": D[0], "size": -1})), None, "config.size"),
+    # Past an int64 (SQLite's INTEGER, where a pull through cache stores it), and values
+    # Python's == takes for an integer.
+    (json.dumps(oci(config={"digest": D[0], "size": 2**63})), None, "config.size"),
+    (json.dumps(oci(layers=[{"digest": D[1], "size": 2**62}, {"digest": D[2], "size": 2**62}])),
+     None, "add up to more than a 64-bit integer"),
+    (json.dumps(oci(schemaVersion=2.0)), None, "schemaVersion must be 2"),
+    (json.dumps({"schemaVersion": True, "fsLayers": [{"blobSum": D[0]}]}),
+     manifests.DOCKER_V1_SIGNED, "schemaVersion must be 1"),
     (json.dumps({"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "manifests": [{}]}),
      None, "manifests[0].digest"),
 ])

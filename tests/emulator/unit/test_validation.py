@@ -63,6 +63,10 @@ def test_invalid_input_is_invalid_parameter(action: str, params: dict[str, Any],
     ("ListImages", {"repositoryName": "ab", "maxResults": "5"}, "must be a number"),
     ("BatchGetImage", {"repositoryName": "ab", "imageIds": {"imageTag": "v1"}}, "be a list"),
     ("ListImageReferrers", {"repositoryName": "ab", "subjectId": "x"}, "be an object"),
+    # What a Java long holds (the model gives partFirstByte a minimum only).
+    ("UploadLayerPart", {"repositoryName": "ab", "uploadId": UPLOAD_ID, "partFirstByte": 2**63,
+                         "partLastByte": 0, "layerPartBlob": b"x"},
+     "'partFirstByte' must be a 64-bit integer"),
 ])
 def test_a_value_of_the_wrong_kind_is_a_serialization_error(action: str, params: dict[str, Any],
                                                             fragment: str) -> None:
@@ -109,3 +113,17 @@ def test_sha256_digests_are_lowercase_hex() -> None:
     assert validation.is_sha256_digest(DIGEST)
     assert not validation.is_sha256_digest(DIGEST.upper())
     assert not validation.is_sha256_digest("sha512:" + "a" * 64)
+
+
+def test_members_the_model_does_not_declare_are_dropped_at_every_level() -> None:
+    """As AWS reads a body into the input shape: what no shape declares is never stored or
+    answered back (a member nested past the JSON encoder's depth was a ServerException)."""
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    params = {"replicationConfiguration": {"rules": [{"destinations": [
+        {"region": "eu-west-1", "registryId": "123456789012", "x": deep}], "y": 1}],
+        "z": 2**64 - 1}, "extra": deep}
+    assert validation.validate_input("PutReplicationConfiguration", params) == {
+        "replicationConfiguration": {"rules": [{"destinations": [
+            {"region": "eu-west-1", "registryId": "123456789012"}]}]}}
