@@ -15,7 +15,10 @@ GetAuthorizationToken succeeded with them. Any refusal by the upstream (an unkno
 wrong secret, an expired or forged session token: every 4xx but throttling) is a failed
 login, which the login rate limiter counts; only outages and throttling raise. The known
 identities are bounded in number and in time (a TTLCache); an identity pushed out closes
-its client at the next purge.
+its client at the next purge. An ECR call of a known identity that the upstream answers
+with a refusal of the keys themselves (:data:`KEYS_REFUSED`: a session token that expired
+since the login, a deleted key) ends the identity at once (:meth:`AwsIdentities.revoke`):
+the registry token of the login outlives a short session, and nothing may be served on it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL = 60.0
 MAX_IDENTITIES = 10_000
 IDENTITY_TTL = 12 * 3600.0  # ECR's registry token lifetime: renewed on every validation
+# What AWS answers to a call signed with keys it no longer takes (as opposed to
+# AccessDeniedException, IAM's verdict on one action by keys it does take).
+KEYS_REFUSED = frozenset({"ExpiredTokenException", "ExpiredToken", "UnrecognizedClientException",
+                          "InvalidClientTokenId", "InvalidSignatureException"})
 
 
 def refused(exc: EcrError) -> bool:
@@ -121,6 +128,14 @@ class AwsIdentities:
         if handle not in self._identities or not await self._validate(handle):
             return None
         return self._identities.get(handle)
+
+    async def revoke(self, handle: str) -> None:
+        """Forget ``handle`` now: the upstream refused its keys on a call (see
+        :data:`KEYS_REFUSED`). A new login with the same keys asks the upstream again."""
+        known = self._identities.get(handle)
+        if known is not None:
+            log.info("AWS identity %s no longer accepted by the upstream", known.access_key_id)
+        await self._forget(handle)
 
     def __len__(self) -> int:
         return len(self._identities)

@@ -3,8 +3,10 @@
 The middleware reads the credentials (a Bearer token this gateway issued, or Basic
 credentials on the request itself) into ``request["principal"]``; with ``auth.mode: aws`` it
 also makes the caller's AWS keys the ones this request's ECR calls are signed with. Bad
-credentials are refused at once. ``/v2/`` itself answers 401 to callers without
-credentials, which is how ``docker login`` learns where the token server is.
+credentials are refused at once; so are AWS keys the upstream stops taking mid-session (an
+expired session token): the identity is forgotten and the request answers 401. ``/v2/``
+itself answers 401 to callers without credentials, which is how ``docker login`` learns
+where the token server is.
 
 The OCI dispatcher then calls :meth:`Authenticator.check_access` with the repository and
 the action (pull, push, delete, catalog). A token must hold that action for that
@@ -20,13 +22,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.auth.aws import AwsIdentities
+from gateway.auth.aws import KEYS_REFUSED, AwsIdentities
 from gateway.auth.challenge import Challenger, denied, metrics_login_required
 from gateway.auth.forwarded import client_address
 from gateway.auth.logins import Logins, parse_basic
 from gateway.auth.rules import AccessRules
 from gateway.auth.scopes import Scope, needed_scope
 from gateway.auth.tokens import AccessClaims, InvalidToken, TokenService
+from gateway.ecr.errors import EcrError
 from gateway.oci.context import MOUNT_REFUSED
 from gateway.oci.middleware import Handler
 from gateway.oci.request import CALLER
@@ -100,7 +103,20 @@ class Authenticator:
                 raise self.challenger.unauthorized(
                     request, error="invalid_token", reason="the AWS identity is no longer valid")
         request[CALLER] = credentials  # the dispatcher puts them in the RequestContext
-        return await handler(request)
+        if credentials is None:
+            return await handler(request)
+        try:
+            return await handler(request)
+        except EcrError as exc:
+            if exc.code not in KEYS_REFUSED or self.identities is None:
+                raise
+            # Not a 502 to retry: the login's registry token outlives a session token, so
+            # the identity ends here (its cached answers with it) and the client logs in again.
+            assert principal.identity is not None
+            await self.identities.revoke(principal.identity)
+            raise self.challenger.unauthorized(
+                request, error="invalid_token",
+                reason="the upstream no longer accepts these AWS keys") from None
 
     async def require_login(self, request: web.Request) -> None:
         """Any valid login (Basic, or a token issued to a user) may read ``/metrics``."""

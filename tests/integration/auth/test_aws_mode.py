@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
@@ -19,6 +21,7 @@ from tests.integration.auth.helpers import (
     bearer,
     fetch_token,
     granted,
+    parse_challenge,
     request,
 )
 from tests.support.emulator import EmulatorProcess
@@ -200,6 +203,44 @@ async def test_keys_the_upstream_refuses_are_401_and_count_as_failures(
     good = await request(session, "GET", f"{awsgw.url}/v2/",
                          basic(temporary, f"{temporary_secret}:{token}"))
     assert good.status == 200, good.body
+
+
+async def test_a_session_token_expiring_after_the_login_ends_the_identity_at_once(
+        awsgw: GatewayProcess, upstream: EmulatorProcess,
+        session: aiohttp.ClientSession) -> None:
+    """The login's registry token is good for 12 hours, a session token often for less. Once
+    ECR answers ExpiredTokenException to a call of the caller's, the identity is forgotten:
+    that request and every later one (Basic, or a bearer token issued before) are 401 with a
+    challenge, so the client logs in again, never a 502 to retry while the gateway still
+    takes the keys for good ones."""
+    key, token = f"ASIASHORT{RUN.upper()}", f"token-{uuid.uuid4().hex}"
+    expires = time.time() + 5
+    instant = datetime.fromtimestamp(expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    secret = upstream.add_key(key, session_token=token, expiration=instant)
+    credentials = (key, f"{secret}:{token}")
+    name = repo("short")
+    access = await fetch_token(session, awsgw.url, [f"repository:{name}:pull,push"],
+                               credentials)
+    assert access.status == 200, access.body
+    async with aiohttp.ClientSession(headers=basic(*credentials)) as as_key:
+        await OciClient(as_key, awsgw.url).push_image(name, "v1", [os.urandom(400)])
+    await asyncio.sleep(max(0.0, expires - time.time()) + 1.5)  # the session token is over
+
+    pulled = await request(session, "GET", f"{awsgw.url}/v2/{name}/manifests/v1",
+                           {**basic(*credentials), "Accept": OCI_MANIFEST})
+    assert pulled.status == 401, (pulled.status, pulled.body)
+    assert parse_challenge(pulled.headers["WWW-Authenticate"])["error"] == "invalid_token"
+    refused = upstream.requests("BatchGetImage")[-1]  # refused before it names the key
+    assert refused["outcome"] == "ExpiredTokenException"
+    later = len(upstream.requests())
+    for headers in (bearer(access.json()["token"]), {}):
+        tags = await request(session, "GET", f"{awsgw.url}/v2/{name}/tags/list",
+                             headers or basic(*credentials))
+        assert tags.status == 401, (tags.status, tags.body)
+    ping = await request(session, "GET", f"{awsgw.url}/v2/", basic(*credentials))
+    assert ping.status == 401
+    # Nothing was asked as the identity any more: only logins were tried again.
+    assert {e["action"] for e in upstream.requests()[later:]} <= {"GetAuthorizationToken"}
 
 
 async def test_the_eleventh_failed_login_is_429(awsgw: GatewayProcess,
