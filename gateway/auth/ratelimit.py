@@ -3,6 +3,11 @@
 Once a user name (or an address) has failed ``max_failures`` times within the window, its
 further attempts are refused with 429 before the password is even looked at, until the
 oldest failure leaves the window. A success clears that user's count from that address.
+
+A user name is public knowledge (an access key id, a node's account), so failures from
+strangers must not lock its owner out: an address the user logged in from within
+``KNOWN_SECONDS`` counts only that user's failures from that address, not everyone's. A
+guesser elsewhere stays limited by all of them; one at an owner's address by its own.
 """
 
 from __future__ import annotations
@@ -11,6 +16,11 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+
+from cachetools import TTLCache
+
+# How long an address the user logged in from keeps its own count for that user.
+KNOWN_SECONDS = 86400.0
 
 
 class FailedLogins:
@@ -22,6 +32,10 @@ class FailedLogins:
         self._max_keys = max_keys
         # Each failure's time, and for a user's failures the address they came from.
         self._failures: dict[tuple[str, str], deque[tuple[float, str | None]]] = {}
+        # (user, address) pairs that logged in: only successes add to it, so it is bounded
+        # by the real users' addresses (and max_keys), not by what failures send.
+        self._known: TTLCache[tuple[str, str], bool] = TTLCache(max_keys, KNOWN_SECONDS,
+                                                                timer=clock)
 
     def retry_after(self, user: str | None, address: str | None) -> int | None:
         """Seconds until ``user`` from ``address`` may try again; None if not blocked now."""
@@ -32,6 +46,9 @@ class FailedLogins:
             if value is None or limit <= 0:
                 continue
             times = self._recent((kind, value), now)
+            if times is not None and kind == "user" and address is not None \
+                    and (value, address) in self._known:
+                times = deque(t for t in times if t[1] == address)  # its own failures only
             if times is not None and len(times) >= limit:
                 waits.append(times[-limit][0] + self._window - now)
         return max(1, math.ceil(max(waits))) if waits else None
@@ -49,6 +66,8 @@ class FailedLogins:
     def succeeded(self, user: str, address: str | None) -> None:
         """Forget ``user``'s failures from ``address`` only: the owner logging in elsewhere
         must not wipe the count of someone guessing the password from other addresses."""
+        if address is not None:
+            self._known[(user, address)] = True
         times = self._failures.get(("user", user))
         if times is None:
             return

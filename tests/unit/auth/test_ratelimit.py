@@ -62,3 +62,25 @@ def test_old_keys_are_forgotten() -> None:
     clock.now += 11
     limits.failed("x", "y")  # past max_keys: expired entries are dropped
     assert len(limits._failures) == 2
+
+
+def test_strangers_cannot_lock_the_owner_out_where_they_logged_in() -> None:
+    """A user name is no secret: failures from other addresses lock it for strangers, not at
+    an address its owner logged in from (a node sending Basic credentials on every pull)."""
+    clock = Clock()
+    limits = FailedLogins(60, per_user=3, per_address=100, clock=clock)
+    limits.succeeded("node", "10.0.0.5")
+    for _ in range(3):
+        limits.failed("node", "attacker")
+    assert limits.retry_after("node", "attacker") is not None
+    assert limits.retry_after("node", "10.0.0.9") is not None  # a new address: locked
+    assert limits.retry_after("node", "10.0.0.5") is None
+    for _ in range(3):  # guessing from the owner's address counts there
+        limits.failed("node", "10.0.0.5")
+    assert limits.retry_after("node", "10.0.0.5") is not None
+    clock.now += 61
+    limits.succeeded("node", "10.0.0.5")
+    clock.now += 86400 + 1  # an address not logged in from for a day is a stranger's again
+    for _ in range(3):
+        limits.failed("node", "attacker")
+    assert limits.retry_after("node", "10.0.0.5") is not None
