@@ -8,10 +8,14 @@ A user name is public knowledge (an access key id, a node's account), so failure
 strangers must not lock its owner out: an address the user logged in from within
 ``KNOWN_SECONDS`` counts only that user's failures from that address, not everyone's. A
 guesser elsewhere stays limited by all of them; one at an owner's address by its own.
+
+An IPv6 client is counted by its /64: a single host is routinely handed a whole /64, and
+counted per address it would have 2**64 fresh limits (and fill this table without end).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import deque
@@ -39,6 +43,7 @@ class FailedLogins:
 
     def retry_after(self, user: str | None, address: str | None) -> int | None:
         """Seconds until ``user`` from ``address`` may try again; None if not blocked now."""
+        address = client_key(address)
         now = self._clock()
         waits = []
         for kind, value in (("user", user), ("address", address)):
@@ -54,6 +59,7 @@ class FailedLogins:
         return max(1, math.ceil(max(waits))) if waits else None
 
     def failed(self, user: str | None, address: str | None) -> None:
+        address = client_key(address)
         now = self._clock()
         if len(self._failures) >= self._max_keys:
             self._forget_old(now)
@@ -66,6 +72,7 @@ class FailedLogins:
     def succeeded(self, user: str, address: str | None) -> None:
         """Forget ``user``'s failures from ``address`` only: the owner logging in elsewhere
         must not wipe the count of someone guessing the password from other addresses."""
+        address = client_key(address)
         if address is not None:
             self._known[(user, address)] = True
         times = self._failures.get(("user", user))
@@ -92,3 +99,16 @@ class FailedLogins:
     def _forget_old(self, now: float) -> None:
         for key in list(self._failures):
             self._recent(key, now)
+
+
+def client_key(address: str | None) -> str | None:
+    """What failures from ``address`` count against: the address, or an IPv6 one's /64."""
+    try:
+        ip = ipaddress.ip_address(address) if address else None
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return address

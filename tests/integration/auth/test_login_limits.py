@@ -53,3 +53,27 @@ async def test_an_attacker_knowing_the_user_name_cannot_lock_its_owner_out(
                                                      **OWNER})
         assert guess.status == 401
     assert (await request(session, "GET", ping, {**owner, **OWNER})).status == 429
+
+
+
+@pytest.fixture(scope="module")
+def per_address(upstream: EmulatorProcess, htpasswd: Path,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    auth = htpasswd_auth(htpasswd, rate_limit={"max_failures_per_user": 1000,
+                                               "max_failures_per_address": 3})
+    with auth_gateway(tmp_path_factory.mktemp("per-address"), upstream, auth,
+                      trusted_proxies=["127.0.0.1/32"]) as gateway:
+        yield gateway
+
+
+async def test_fresh_ipv6_addresses_of_one_64_are_no_fresh_limits(
+        per_address: GatewayProcess, session: aiohttp.ClientSession) -> None:
+    """max_failures_per_address holds for a /64 as for one address: a client handed a /64
+    cannot go on guessing, and growing the limiter's table, with each new address of it."""
+    async def guess(user: str, address: str) -> int:
+        headers = {**basic(user, "wrong"), "X-Forwarded-For": address}
+        return (await request(session, "GET", f"{per_address.url}/v2/", headers)).status
+
+    assert [await guess(f"name{i}", f"2001:db8:5:6::{i}") for i in range(1, 4)] == [401] * 3
+    assert await guess("name-next", "2001:db8:5:6:abcd::1") == 429
+    assert await guess("name-next", "2001:db8:5:7::1") == 401  # another /64

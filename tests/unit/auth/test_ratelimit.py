@@ -84,3 +84,15 @@ def test_strangers_cannot_lock_the_owner_out_where_they_logged_in() -> None:
     for _ in range(3):
         limits.failed("node", "attacker")
     assert limits.retry_after("node", "10.0.0.5") is not None
+
+
+def test_an_ipv6_client_counts_by_its_64() -> None:
+    """One host holds a whole /64: fresh addresses from it are no fresh limits, nor new keys."""
+    limits = FailedLogins(60, per_user=100, per_address=3, clock=Clock())
+    for i in range(3):
+        assert limits.retry_after(f"user{i}", f"2001:db8:0:7::{i + 1:x}") is None
+        limits.failed(f"user{i}", f"2001:db8:0:7::{i + 1:x}")
+    assert limits.retry_after("someone", "2001:db8:0:7:ffff::9") is not None
+    assert limits.retry_after("someone", "2001:db8:0:8::1") is None  # another /64
+    assert limits.retry_after("someone", "::ffff:192.0.2.1") is None
+    assert len(limits._failures) == 4  # three user names and one /64
