@@ -33,6 +33,8 @@ class PasswordBackend(Protocol):
 
     def still_valid(self, claims: RefreshClaims) -> Login | None: ...
 
+    def still_holds(self, subject: str, fingerprint: str | None) -> bool: ...
+
 
 class HtpasswdBackend:
     offers_refresh_tokens = True
@@ -50,6 +52,12 @@ class HtpasswdBackend:
             return None
         return Login(found.name, fingerprint=found.fingerprint)
 
+    def still_holds(self, subject: str, fingerprint: str | None) -> bool:
+        """Whether an access token issued to ``subject`` still speaks for them (they were
+        not removed and their password did not change since)."""
+        return fingerprint is not None and \
+            self.still_valid(RefreshClaims(subject, fingerprint)) is not None
+
 
 class AwsBackend:
     """Refresh tokens are never offered: they would have to carry the secret key."""
@@ -65,6 +73,9 @@ class AwsBackend:
 
     def still_valid(self, claims: RefreshClaims) -> Login | None:
         return None
+
+    def still_holds(self, subject: str, fingerprint: str | None) -> bool:
+        return True  # the token's identity handle is checked instead (AwsIdentities)
 
 
 class Logins:

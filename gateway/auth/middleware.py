@@ -75,6 +75,12 @@ class Authenticator:
             except InvalidToken as exc:
                 raise self.challenger.unauthorized(request, error="invalid_token",
                                                    reason=str(exc)) from None
+            # A user removed, or whose password changed, loses what tokens held at once.
+            if claims.subject is not None and not self.logins.backend.still_holds(
+                    claims.subject, claims.fingerprint):
+                raise self.challenger.unauthorized(
+                    request, error="invalid_token",
+                    reason="the user or their password changed; log in again")
             return Principal(claims.subject, claims, claims.identity)
         if scheme == "basic":
             pair = parse_basic(value)

@@ -83,7 +83,8 @@ class TokenServer:
                 offline: bool) -> web.Response:
         subject = login.subject if login else None
         granted = self.rules.grant(subject, parse_scopes(scope_values))
-        issued = self.tokens.issue_access(subject, granted, login.identity if login else None)
+        issued = self.tokens.issue_access(subject, granted, login.identity if login else None,
+                                          login.fingerprint if login else None)
         body: dict[str, Any] = {
             "token": issued.token, "access_token": issued.token,
             "expires_in": issued.expires_in, "issued_at": issued.issued_at_rfc3339(),

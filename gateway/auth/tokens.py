@@ -7,10 +7,10 @@ must share the key file.
 
 Access tokens carry the claims of the docker token spec (``iss``, ``sub``, ``aud``, ``exp``,
 ``nbf``, ``iat``, ``jti``, ``access``); ``use`` tells them apart from refresh tokens, which
-carry no access but a fingerprint of the user's password entry (a changed password or a
-removed user ends them). Verification accepts exactly the key's own algorithm, so ``none``
-and HS256-signed-with-the-public-key forgeries fail; the issuer, audience and expiry are
-required and checked.
+carry no access. Both carry a fingerprint of an htpasswd user's password entry (``fpr``): a
+changed password or a removed user ends them. Verification accepts exactly the key's own
+algorithm, so ``none`` and HS256-signed-with-the-public-key forgeries fail; the issuer,
+audience and expiry are required and checked.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ class AccessClaims:
     access: frozenset[tuple[str, str, str]]  # (type, name, action)
     identity: str | None = None  # auth.mode aws: the caller's in-memory AWS identity
     expires_at: float = 0.0
+    fingerprint: str | None = None  # htpasswd: the user's password entry when issued
 
     def allows(self, scope: Scope) -> bool:
         return all((scope.type, scope.name, action) in self.access for action in scope.actions)
@@ -153,7 +154,8 @@ class TokenService:
     clock: Any = field(default=time.time)
 
     def issue_access(self, subject: str | None, scopes: list[Scope],
-                     identity: str | None = None) -> IssuedToken:
+                     identity: str | None = None,
+                     fingerprint: str | None = None) -> IssuedToken:
         now = int(self.clock())
         claims: dict[str, Any] = {
             **self._base(now, self.ttl), "sub": subject or "", "use": "access",
@@ -161,6 +163,8 @@ class TokenService:
         }
         if identity is not None:
             claims["idn"] = identity
+        if fingerprint is not None:
+            claims["fpr"] = fingerprint
         return IssuedToken(self._sign(claims), self.ttl, now)
 
     def issue_refresh(self, subject: str, fingerprint: str) -> str:
@@ -183,10 +187,11 @@ class TokenService:
                     not isinstance(actions, list):
                 raise InvalidToken("malformed access entry")
             access.update((kind, name, str(action)) for action in actions)
-        identity = claims.get("idn")
+        identity, fingerprint = claims.get("idn"), claims.get("fpr")
         return AccessClaims(claims["sub"] or None, frozenset(access),
                             identity if isinstance(identity, str) else None,
-                            float(claims["exp"]))
+                            float(claims["exp"]),
+                            fingerprint if isinstance(fingerprint, str) else None)
 
     def verify_refresh(self, token: str) -> RefreshClaims:
         claims = self._decode(token, "refresh")

@@ -184,3 +184,29 @@ async def test_concurrent_logins_do_not_stall_the_gateway(
         fetch_token(session, authgw.url, ["repository:team-a/app:pull"], ("viewer", "viewer-pw"))
         for _ in range(20)))
     assert {a.status for a in answers} == {200}
+
+
+async def test_access_tokens_end_when_the_user_is_removed_or_their_password_changes(
+        authgw: GatewayProcess, htpasswd: Path, session: aiohttp.ClientSession) -> None:
+    """A token already issued does not outlive its user's entry: removing a user whose
+    password leaked, or changing it, stops their tokens at once, not minutes later."""
+    scope = ["repository:team-a/app:pull"]
+    original = await asyncio.to_thread(htpasswd.read_text)
+    tokens = {user: await token_for(session, authgw.url, scope, (user, PASSWORDS[user]))
+              for user in ("ci-a", "viewer")}
+    url = f"{authgw.url}/v2/team-a/app/tags/list"
+    for token in tokens.values():
+        assert (await request(session, "GET", url, bearer(token))).status != 401
+    try:
+        kept = {name: pw for name, pw in PASSWORDS.items() if name != "ci-a"}
+        replacement = write_htpasswd(htpasswd.with_name("without"),
+                                     {**kept, "viewer": "viewer-new-pw"})
+        os.replace(replacement, htpasswd)
+        for user, token in tokens.items():
+            answer = await request(session, "GET", url, bearer(token))
+            assert answer.status == 401, (user, answer.status, answer.body)
+            assert 'error="invalid_token"' in answer.headers["WWW-Authenticate"]
+        fresh = await token_for(session, authgw.url, scope, ("viewer", "viewer-new-pw"))
+        assert (await request(session, "GET", url, bearer(fresh))).status != 401
+    finally:
+        await asyncio.to_thread(htpasswd.write_text, original)
