@@ -33,11 +33,14 @@ class SharedRedis(Protocol):
 
 class RedisServer:
     def __init__(self, folder: Path, password: str | None = None,
-                 extra: Sequence[str] = ()) -> None:
+                 extra: Sequence[str] = (), config: Sequence[str] = ()) -> None:
         self.binary = require_tool("redis-server")
         self.folder = Path(folder)
         self.password = password  # requirepass: clients must AUTH
         self.extra = list(extra)  # more redis-server options
+        # A deployment's own arguments (its config file, then options), first: the port,
+        # address and folder given here come after them and win.
+        self.config = list(config)
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -50,8 +53,9 @@ class RedisServer:
         self.port = self.port or free_port()  # a restart keeps the port
         with open(self.folder / "redis.log", "ab") as log:
             self.process = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", str(self.folder), "--protected-mode", "yes",
+                [self.binary, *self.config, "--port", str(self.port), "--bind", "127.0.0.1",
+                 "--save", "", "--appendonly", "no", "--dir", str(self.folder),
+                 "--protected-mode", "yes",
                  *(["--requirepass", self.password] if self.password else []), *self.extra],
                 stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -63,7 +67,9 @@ class RedisServer:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
                     auth = f"AUTH {self.password}\r\n".encode() if self.password else b""
                     sock.sendall(auth + b"PING\r\n")
-                    if b"+PONG" in sock.recv(64):
+                    reply = sock.recv(64)
+                    # NOAUTH: up, with a password from its config file
+                    if b"+PONG" in reply or reply.startswith(b"-NOAUTH"):
                         return self
             except OSError:
                 time.sleep(0.05)

@@ -19,7 +19,13 @@ import yaml
 from gateway.auth.exposure import check_exposure
 from gateway.config import load_config
 from tests.conftest import require_tool
-from tests.integration.deploy.test_manifests import KUBERNETES_VERSIONS, validate_strictly
+from tests.integration.deploy.test_manifests import (
+    KUBERNETES_VERSIONS,
+    PROMETHEUS,
+    assert_metrics_policy,
+    assert_redis_password_in_a_file,
+    validate_strictly,
+)
 from tests.support.clients import run
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "ecr-gateway"
@@ -143,10 +149,8 @@ def test_shared_redis_requires_the_secret_password(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["shared"]
     deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
-    redis = deployments["gw-redis"]["spec"]["template"]["spec"]["containers"][0]
-    assert "--requirepass" in redis["args"]
-    (password,) = redis["env"]
-    assert password["valueFrom"]["secretKeyRef"]["name"] == "ecr-gateway-redis"
+    assert_redis_password_in_a_file(deployments["gw-redis"]["spec"]["template"]["spec"],
+                                    "ecr-gateway-redis", "password")
     gateway = deployments["gw"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in gateway["env"]}
     assert env["ECR_GATEWAY_STATE__REDIS_URL"] == "redis://gw-redis:6379/0"
@@ -158,6 +162,60 @@ def test_shared_redis_requires_the_secret_password(
     assert volumes["redis-password"]["secret"] == {
         "secretName": "ecr-gateway-redis", "defaultMode": 0o400,
         "items": [{"key": "password", "path": "password"}]}
+
+
+def test_shared_redis_takes_an_existing_secret(tmp_path: Path) -> None:
+    """``redis.existingSecret`` and ``redis.passwordKey`` name the Secret both Redis and the
+    gateway read the password from."""
+    result = _template("-f", str(CHART / "presets" / "shared.yaml"),
+                       "--set", "redis.existingSecret=team-redis",
+                       "--set", "redis.passwordKey=redis-password")
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
+    assert_redis_password_in_a_file(deployments["gw-redis"]["spec"]["template"]["spec"],
+                                    "team-redis", "redis-password")
+    volumes = {v["name"]: v for v in deployments["gw"]["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["redis-password"]["secret"]["secretName"] == "team-redis"
+    assert volumes["redis-password"]["secret"]["items"] == [
+        {"key": "redis-password", "path": "password"}]
+
+
+def _with_metrics(*args: str) -> list[dict[str, Any]]:
+    result = _template("-f", str(CHART / "presets" / "shared.yaml"), *args)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_shared_metrics_port_admits_the_scrapers_only() -> None:
+    docs = _with_metrics("--set", "config.metrics_listen=0.0.0.0:9191")
+    policies = {d["metadata"]["name"]: d for d in _kind(docs, "NetworkPolicy")}
+    assert set(policies) == {"gw", "gw-redis"}
+    (deployment,) = [d for d in _kind(docs, "Deployment") if d["metadata"]["name"] == "gw"]
+    assert_metrics_policy(policies["gw"], deployment["spec"]["template"], 9191, PROMETHEUS)
+    validate_strictly({"shared": docs}, KUBERNETES_VERSIONS[0])
+    # Other scrapers; the policy left to the cluster's own; metrics on loopback: no port, no
+    # policy needed.
+    others = [{"namespaceSelector": {"matchLabels": {"team": "observability"}}},
+              {"ipBlock": {"cidr": "10.1.0.0/16"}}]
+    docs = _with_metrics("--set", "config.metrics_listen=0.0.0.0:9191",
+                         "--set-json", f"metrics.scrapers={json.dumps(others)}")
+    (policy,) = [d for d in _kind(docs, "NetworkPolicy") if d["metadata"]["name"] == "gw"]
+    assert policy["spec"]["ingress"][1]["from"] == others
+    for args in (("--set", "config.metrics_listen=0.0.0.0:9191",
+                  "--set", "metrics.networkPolicy=false"),
+                 ("--set", "config.metrics_listen=127.0.0.1:9191"), ()):
+        docs = _with_metrics(*args)
+        assert [d["metadata"]["name"] for d in _kind(docs, "NetworkPolicy")] == ["gw-redis"]
+    (gateway,) = _gateway_containers(docs)
+    assert [p["name"] for p in gateway["ports"]] == ["registry"]
+
+
+def test_scrapers_cannot_be_left_empty() -> None:
+    """A rule without peers would admit every source."""
+    for value in ("[]", "[{}]", "null"):
+        result = _template("-f", str(CHART / "presets" / "shared.yaml"),
+                           "--set", "config.metrics_listen=0.0.0.0:9090",
+                           "--set-json", f"metrics.scrapers={value}", check=False)
+        assert result.returncode != 0 and "scrapers" in result.stderr, (value, result.stdout)
 
 
 def test_sidecar_renders_a_native_sidecar_snippet(

@@ -4,6 +4,9 @@ the configurations they ship pass ``check-config``, and each shape has what it p
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,6 +78,52 @@ def validate_strictly(shapes: dict[str, list[dict[str, Any]]], version: str) -> 
             except kubernetes_validate.ValidationError as exc:
                 raise AssertionError(f"{shape}: {doc['kind']}/{doc['metadata']['name']} "
                                      f"invalid for Kubernetes {version}: {exc}") from None
+
+
+# A reference the kubelet expands in a container's command and arguments.
+KUBELET_REFERENCE = re.compile(r"\$\([A-Za-z_][A-Za-z0-9_]*\)")
+
+
+def assert_redis_password_in_a_file(pod: dict[str, Any], secret: str, key: str) -> None:
+    """Redis's pod: no container has the password in its arguments or environment (the pod
+    spec and /proc show both); an init container reads it from the Secret mounted as a file
+    and writes the config file Redis reads from a memory-backed volume, where the Secret is
+    not mounted."""
+    for container in _containers(pod):
+        for arg in [*container.get("command", []), *container.get("args", [])]:
+            assert "requirepass" not in arg, (container["name"], arg)
+            assert not KUBELET_REFERENCE.search(arg), (container["name"], arg)
+        assert not container.get("env") and not container.get("envFrom"), container["name"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (init,) = pod["initContainers"]
+    (redis,) = pod["containers"]
+    (password,) = [name for name, volume in volumes.items() if "secret" in volume]
+    assert volumes[password]["secret"]["secretName"] == secret
+    assert volumes[password]["secret"]["items"] == [{"key": key, "path": "password"}]
+    init_mounts = {m["name"]: m for m in init["volumeMounts"]}
+    redis_mounts = {m["name"]: m for m in redis["volumeMounts"]}
+    assert password in init_mounts and password not in redis_mounts
+    assert redis["args"][0] == "redis-server"
+    (config,) = [name for name, mount in redis_mounts.items()
+                 if Path(redis["args"][1]).parent == Path(mount["mountPath"])]
+    assert redis_mounts[config]["readOnly"] is True
+    assert init_mounts[config]["mountPath"] == redis_mounts[config]["mountPath"]
+    assert volumes[config]["emptyDir"]["medium"] == "Memory"
+
+
+def assert_metrics_policy(policy: dict[str, Any], pod: dict[str, Any], metrics_port: int,
+                          scrapers: list[dict[str, Any]]) -> None:
+    """The gateway's NetworkPolicy: the registry port open to every source, the metrics port
+    (no login there) to ``scrapers`` only, and no other port on the gateway's container."""
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert spec["policyTypes"] == ["Ingress"]
+    registry, metrics = spec["ingress"]
+    assert registry == {"ports": [{"port": "registry", "protocol": "TCP"}]}  # no `from`: all
+    assert metrics == {"from": scrapers, "ports": [{"port": "metrics", "protocol": "TCP"}]}
+    (gateway,) = [c for c in pod["spec"]["containers"] if c["name"] == "ecr-gateway"]
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    assert set(ports) == {"registry", "metrics"} and ports["metrics"] == metrics_port
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -178,13 +227,49 @@ def test_shared_redis_admits_the_gateway_only(built: dict[str, list[dict[str, An
     docs = built["shared"]
     gateway = _one(docs, "Deployment", "ecr-gateway")["spec"]["template"]["metadata"]
     redis = _one(docs, "Deployment", "ecr-gateway-redis")["spec"]["template"]["metadata"]
-    policy = _one(docs, "NetworkPolicy")["spec"]
+    policy = _one(docs, "NetworkPolicy", "ecr-gateway-redis")["spec"]
     assert policy["podSelector"]["matchLabels"].items() <= redis["labels"].items()
     assert policy["policyTypes"] == ["Ingress"]
     (rule,) = policy["ingress"]
     (source,) = rule["from"]
     assert source["podSelector"]["matchLabels"].items() <= gateway["labels"].items()
     assert not source["podSelector"]["matchLabels"].items() <= redis["labels"].items()
+
+
+PROMETHEUS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
+                                                    "monitoring"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+
+
+def test_shared_metrics_port_admits_the_scrapers_only(built: dict[str, list[dict[str, Any]]],
+                                                      tmp_path: Path) -> None:
+    docs = built["shared"]
+    config = _config_of(docs, tmp_path)
+    assert config.metrics_listen == "0.0.0.0:9090"  # every pod could read it but for the policy
+    assert_metrics_policy(_one(docs, "NetworkPolicy", "ecr-gateway"),
+                          _one(docs, "Deployment", "ecr-gateway")["spec"]["template"], 9090,
+                          PROMETHEUS)
+
+
+def test_shared_scrapers_patch_as_documented(tmp_path: Path) -> None:
+    """The patch kustomization.yaml shows, in an overlay of one's own, replaces the scrapers
+    and nothing else."""
+    shared = KUBE / "overlays" / "shared"
+    text = (shared / "kustomization.yaml").read_text()
+    after = text[text.index("in an overlay of your own, e.g.:"):].split("\n")[2:]
+    example = itertools.takewhile(lambda line: line.startswith("#   "), after)
+    patch = "\n".join(line[len("#   "):] for line in example)
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources:\n  - " + str(Path(os.path.relpath(shared, tmp_path))) + "\npatches:\n"
+        + "\n".join("  " + line for line in patch.split("\n")) + "\n")
+    result = run([_kubectl(), "kustomize", str(tmp_path)], timeout=120)
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    scrapers = yaml.safe_load(patch)[0]["patch"]
+    (op,) = yaml.safe_load(scrapers)
+    assert op["path"] == "/spec/ingress/1/from" and op["value"] != PROMETHEUS
+    assert_metrics_policy(_one(docs, "NetworkPolicy", "ecr-gateway"),
+                          _one(docs, "Deployment", "ecr-gateway")["spec"]["template"], 9090,
+                          op["value"])
 
 
 def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
@@ -206,18 +291,16 @@ def test_shared_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) ->
     redis_host = config.state.redis_url.split("//", 1)[1].split(":", 1)[0]
     _one(docs, "Service", redis_host)
     redis = _one(docs, "Deployment", redis_host)
-    # Redis requires the password from the Secret the gateway reads it from (never in a URL).
-    (server,) = redis["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
-    assert server["args"][server["args"].index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
-    assert env["REDIS_PASSWORD"]["name"] == "ecr-gateway-redis"
+    # Redis requires the password from the Secret the gateway reads it from (never in a URL),
+    # as a file on both sides.
+    assert_redis_password_in_a_file(redis["spec"]["template"]["spec"], "ecr-gateway-redis",
+                                    "password")
     assert "@" not in config.state.redis_url
     secret_mounts = {m["mountPath"]: m["name"] for m in gateway["volumeMounts"]}
     password_file = Path(config.state.redis_password_file)
     volume = {v["name"]: v for v in pod["volumes"]}[secret_mounts[str(password_file.parent)]]
-    assert volume["secret"]["secretName"] == env["REDIS_PASSWORD"]["name"]
-    assert {"key": env["REDIS_PASSWORD"]["key"], "path": password_file.name} in \
-        volume["secret"]["items"]
+    assert volume["secret"]["secretName"] == "ecr-gateway-redis"
+    assert {"key": "password", "path": password_file.name} in volume["secret"]["items"]
     # Tokens are fetched from the configured address, not one a client's Host names; the
     # metrics have their own port.
     assert config.auth.token.realm and config.auth.token.realm.startswith("https://")

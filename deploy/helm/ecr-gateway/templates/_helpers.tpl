@@ -38,6 +38,16 @@ exec:
 {{- if hasPrefix "127." (.Values.config.listen | default "127.0.0.1:5000") }}true{{ end -}}
 {{- end -}}
 
+{{/* The metrics port when the shared shape's config.metrics_listen is on the pod's
+address (other pods can reach it; no login there): empty otherwise. */}}
+{{- define "ecr-gateway.metricsPort" -}}
+{{- $listen := .Values.config.metrics_listen | default "" -}}
+{{- if and (eq .Values.shape "shared") $listen (not (hasPrefix "127." $listen))
+      (not (hasPrefix "[::1]" $listen)) (not (hasPrefix "localhost:" $listen)) -}}
+{{- splitList ":" $listen | last -}}
+{{- end -}}
+{{- end -}}
+
 {{/* The gateway container, the same in every shape. */}}
 {{- define "ecr-gateway.container" -}}
 - name: ecr-gateway
@@ -59,6 +69,11 @@ exec:
     - name: registry
       containerPort: {{ include "ecr-gateway.port" . | int }}
       protocol: TCP
+    {{- with include "ecr-gateway.metricsPort" . }}
+    - name: metrics  # metrics_listen
+      containerPort: {{ . | int }}
+      protocol: TCP
+    {{- end }}
   {{- $port := include "ecr-gateway.port" . }}
   {{- if include "ecr-gateway.loopback" . }}
   startupProbe:
