@@ -5,6 +5,7 @@ Addresses come from X-Forwarded-For, from the trusted proxy the loopback peer pl
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
@@ -20,13 +21,20 @@ ATTACKER = {"X-Forwarded-For": "198.51.100.66"}
 NEW_PLACE = {"X-Forwarded-For": "203.0.113.99"}
 
 
+@contextmanager
+def _limited_gateway(upstream: EmulatorProcess, htpasswd: Path, folder: Path,
+                     **limits: int) -> Iterator[GatewayProcess]:
+    """A gateway with ``limits`` for its login rate limiter, behind the loopback proxy."""
+    auth = htpasswd_auth(htpasswd, rate_limit=limits)
+    with auth_gateway(folder, upstream, auth, trusted_proxies=["127.0.0.1/32"]) as gateway:
+        yield gateway
+
+
 @pytest.fixture(scope="module")
 def limited(upstream: EmulatorProcess, htpasswd: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    auth = htpasswd_auth(htpasswd, rate_limit={"max_failures_per_user": 3,
-                                               "max_failures_per_address": 1000})
-    with auth_gateway(tmp_path_factory.mktemp("limited"), upstream, auth,
-                      trusted_proxies=["127.0.0.1/32"]) as gateway:
+    with _limited_gateway(upstream, htpasswd, tmp_path_factory.mktemp("limited"),
+                          max_failures_per_user=3, max_failures_per_address=1000) as gateway:
         yield gateway
 
 
@@ -55,14 +63,11 @@ async def test_an_attacker_knowing_the_user_name_cannot_lock_its_owner_out(
     assert (await request(session, "GET", ping, {**owner, **OWNER})).status == 429
 
 
-
 @pytest.fixture(scope="module")
 def per_address(upstream: EmulatorProcess, htpasswd: Path,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    auth = htpasswd_auth(htpasswd, rate_limit={"max_failures_per_user": 1000,
-                                               "max_failures_per_address": 3})
-    with auth_gateway(tmp_path_factory.mktemp("per-address"), upstream, auth,
-                      trusted_proxies=["127.0.0.1/32"]) as gateway:
+    with _limited_gateway(upstream, htpasswd, tmp_path_factory.mktemp("per-address"),
+                          max_failures_per_user=1000, max_failures_per_address=3) as gateway:
         yield gateway
 
 
