@@ -1,4 +1,4 @@
-"""What ECR accepts, written down once.
+"""What ECR accepts, and where its pull through cache may be led, written down once.
 
 The gateway checks its configuration against these rules before ECR could refuse a call, and
 the emulator enforces them as ECR does; both import this package, neither imports the other.

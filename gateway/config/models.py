@@ -135,6 +135,11 @@ class PullThroughConfig(Section):
     """Hosts besides the upstream's own (and the known realm of a well-known registry, such as
     ``auth.docker.io`` for ``registry-1.docker.io``) that its token realm may name: the
     credentials and token requests go to no other host. A shared domain is not enough."""
+    private_redirects: Flag = False
+    """The upstream's redirects to another origin (its blob storage) may lead to private
+    networks: RFC 1918, CGNAT 100.64.0.0/10 and IPv6 ULA, for a registry whose storage lives
+    in the operator's network (an S3 interface endpoint). Off: globally routable addresses
+    only. Loopback, link-local and cloud metadata addresses are refused either way."""
 
     def password(self) -> str | None:
         if not self.password_file:

@@ -42,14 +42,16 @@ class Sources:
     def __init__(self, mirrors: dict[str, MirrorConfig], routes: list[RouteConfig],
                  http: Callable[[], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None]) -> None:
-        # Every upstream's redirects to other origins (their CDNs) go through one session.
-        self._foreign = ForeignSession()
+        # Every upstream's redirects to other origins (their CDNs) go through one session,
+        # or through the one allowing private networks for upstreams that say so.
+        self._foreign = {private: ForeignSession(private) for private in (False, True)}
 
         def client(settings: PullThroughConfig, registry: str) -> OciUpstream:
+            private = settings.private_redirects
             return OciUpstream(settings.url, http, settings.username, password_of(settings),
                                timeout=settings.timeout_seconds, registry=registry,
                                realm_hosts=tuple(settings.token_realm_hosts),
-                               foreign=self._foreign)
+                               foreign=self._foreign[private], private_redirects=private)
 
         # As ECR routing has it: with mirrors configured, a request naming ns is a mirror's.
         self._by_ns = bool(mirrors)
@@ -65,7 +67,8 @@ class Sources:
                                                  client(route.upstream, registry), route.prefix)
 
     async def close(self) -> None:
-        await self._foreign.close()
+        for foreign in self._foreign.values():
+            await foreign.close()
 
     def __bool__(self) -> bool:
         return bool(self._mirrors or self._routes)

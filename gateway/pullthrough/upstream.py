@@ -11,11 +11,11 @@ answer is read bounded (a token is a few KiB at most) and its redirects are not 
 
 Redirects are followed here, never by aiohttp, and at most :data:`MAX_REDIRECTS` hops: to the
 upstream's own origin (scheme, host, port) as any request; to another origin only over https,
-without the Authorization header, and through a session whose resolver refuses a host with a
-loopback, link-local, unspecified, multicast or cloud metadata address (judged when the
-connection is made, so a host that resolves differently the second time gains nothing). Blob
-downloads from a registry's CDN (Docker Hub, ghcr) are such redirects; a hop to an internal
-service is an :class:`UpstreamError`, as an unreachable upstream is.
+without the Authorization header, and only to globally routable addresses (private networks
+too with the upstream's ``private_redirects``; never loopback, link-local or a cloud metadata
+service: see :mod:`ecr_model.redirect_targets`), names judged when the connection is made.
+Blob downloads from a registry's CDN (Docker Hub, ghcr) are such redirects; a hop to an
+internal address is an :class:`UpstreamError`, as an unreachable upstream is.
 
 Manifests, tokens and tag pages are read within a deadline (a few times the read timeout):
 an upstream that sends a byte now and then cannot hold a request for ever. Blobs, which may
@@ -33,12 +33,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ipaddress
 import json
 import logging
 import math
 import re
-import socket
 import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -46,9 +44,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, host_refusal
 from gateway.auth.exposure import is_loopback
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
@@ -112,18 +110,21 @@ class OciUpstream:
                  username: str | None = None, password: str | None = None,
                  timeout: float = 30.0, registry: str | None = None,
                  realm_hosts: tuple[str, ...] = (),
-                 foreign: Callable[[], aiohttp.ClientSession] | None = None) -> None:
+                 foreign: Callable[[], aiohttp.ClientSession] | None = None,
+                 private_redirects: bool = False) -> None:
         self.url = url.rstrip("/")
         self._origin = _origin(URL(self.url))
         self._realm_hosts = realm_hosts
         # The metrics' label: the host name (never the URL, which may carry credentials).
         self.registry = registry or registry_host(url)
         self._http = http
-        # Redirect hops to another origin go through this one (its resolver refuses internal
-        # addresses); its owner closes it (else this client does, in close()).
+        # Redirect hops to another origin go through this one (its resolver refuses what
+        # private_redirects does not allow, as it must); its owner closes it (else this
+        # client does, in close()).
+        self.private_redirects = private_redirects
         self._own_foreign: ForeignSession | None = None
         if foreign is None:
-            foreign = self._own_foreign = ForeignSession()
+            foreign = self._own_foreign = ForeignSession(private_redirects)
         self._foreign = foreign
         self._basic = (base64.b64encode(f"{username}:{password or ''}".encode()).decode()
                        if username else None)
@@ -168,24 +169,24 @@ class OciUpstream:
     async def _follow(self, method: str, url: URL, headers: dict[str, str],
                       auth: str | None, what: str) -> aiohttp.ClientResponse:
         """The response at the end of the redirects from ``url``: hops on the upstream's
-        origin carry ``auth``; a hop to another origin is https to a public address, without
-        it; at most MAX_REDIRECTS of them."""
+        origin carry ``auth``; a hop to another origin is https to an address the redirect
+        policy allows, without it; at most MAX_REDIRECTS of them."""
         for _ in range(MAX_REDIRECTS + 1):
             if _origin(url) == self._origin:
                 session = self._http()
                 sent = {**headers, **({"Authorization": auth} if auth else {})}
             else:
-                refused = _foreign_refusal(url)
+                refused = _foreign_refusal(url, self.private_redirects)
                 if refused:
-                    raise UpstreamError(502, f"{what}: a redirect {refused} (not followed)")
+                    raise UpstreamError(502, f"{what}: a redirect {refused}")
                 session, sent = self._foreign(), dict(headers)
             try:
                 response = await session.request(method, url, headers=sent,
                                                  timeout=self._timeout, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, NotPublic):
-                    raise UpstreamError(502, f"{what}: a redirect to a host with an internal "
-                                             "address (not followed)") from exc
+                if isinstance(exc.os_error, RefusedAddress):
+                    raise UpstreamError(502, f"{what}: a redirect to a host with "
+                                             f"{_REFUSED[exc.os_error.why]}") from exc
                 raise UpstreamError(0, what) from exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise UpstreamError(0, what) from exc
@@ -370,82 +371,39 @@ def _origin(url: URL) -> tuple[str, str, int | None]:
     return (url.scheme.lower(), (url.host or "").lower(), url.port)
 
 
-def _foreign_refusal(url: URL) -> str | None:
+# How a refused address is named to clients: a private one names the setting that allows it.
+_REFUSED: dict[Refusal, str] = {
+    "private": "a private address (not followed: the upstream's private_redirects setting "
+               "allows private networks)",
+    "internal": "an internal address (not followed)",
+}
+
+
+def _foreign_refusal(url: URL, private: bool = False) -> str | None:
     """Why a redirect to ``url``, another origin than the upstream's, is not followed (None:
-    it is, if its host's addresses turn out to be public)."""
+    it is, if its host's addresses turn out to be allowed)."""
     if url.scheme != "https":
-        return "to another origin over plain http"
+        return "to another origin over plain http (not followed)"
     if not url.host or url.user or url.password:
-        return "to a URL without a host, or with credentials"
-    try:
-        address = ipaddress.ip_address(url.host.strip("[]"))
-    except ValueError:
-        return None  # a name: its addresses are judged when it is resolved
-    return None if public_address(address) else "to an internal address"
-
-
-# The cloud metadata services (AWS, GCP, Azure: 169.254.169.254; AWS on IPv6).
-_METADATA = (ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254"))
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
-
-
-def public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Whether a redirect may lead to ``address``: not loopback, link-local, unspecified,
-    multicast or a metadata service (nor an IPv6 address that stands for such an IPv4
-    address)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-        if embedded is not None and not public_address(embedded):
-            return False
-    if isinstance(address, ipaddress.IPv4Address) and address in _THIS_NETWORK:
-        return False
-    return not (address.is_loopback or address.is_link_local or address.is_unspecified
-                or address.is_multicast or address in _METADATA)
-
-
-class NotPublic(OSError):
-    """A redirect's host resolved to an address it may not lead to."""
-
-
-class _PublicResolver(AbstractResolver):
-    """The system's resolver, refusing a host with any address ``public_address`` refuses:
-    judged when a connection is made, so a name that rebinds to an internal address is
-    refused then."""
-
-    def __init__(self) -> None:
-        self._inner = aiohttp.DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        for one in found:
-            try:
-                address = ipaddress.ip_address(one["host"].partition("%")[0])
-            except ValueError:
-                raise NotPublic(f"{host} resolved to something not an address") from None
-            if not public_address(address):
-                raise NotPublic(f"{host} resolves to an internal address")
-        return found
-
-    async def close(self) -> None:
-        await self._inner.close()
+        return "to a URL without a host, or with credentials (not followed)"
+    why = host_refusal(url.host, private)
+    return None if why is None else f"to {_REFUSED[why]}"
 
 
 class ForeignSession:
     """The aiohttp session for redirect hops to other origins (a registry's CDN), made when
-    first needed: its connector resolves names with :class:`_PublicResolver`."""
+    first needed: its connector resolves names with a :class:`TargetResolver` (private
+    networks allowed with ``private_redirects``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, private_redirects: bool = False) -> None:
+        self._private = private_redirects
         self._session: aiohttp.ClientSession | None = None
 
     def __call__(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # auto_decompress off: blob bytes pass through exactly as stored.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(resolver=_PublicResolver()),
+                connector=aiohttp.TCPConnector(resolver=TargetResolver(self._private)),
                 auto_decompress=False)
         return self._session
 

@@ -128,6 +128,22 @@ async def test_aiohttp_stream_reader_total_bytes_and_writer_output_size() -> Non
             isinstance(seen["output_size"], int) and seen["output_size"] > 0, seen)
 
 
+def test_aiohttp_connects_to_address_like_hosts_without_the_resolver() -> None:
+    """ecr_model/redirect_targets.py judges these hosts itself (host_refusal): aiohttp skips
+    the resolver, and so the redirect policy's TargetResolver, for what it takes for an
+    address; a host it resolves (``0x7f.1``) is judged by the resolver."""
+    from aiohttp.helpers import is_ip_address
+
+    from ecr_model.redirect_targets import host_refusal
+
+    taken = {host: is_ip_address(host) for host in ("127.1", "2130706433", "127.0.0.1.",
+                                                    "::1", "0x7f.1", "cdn.example")}
+    surface("aiohttp", "helpers.is_ip_address (digits and dots, or a colon)",
+            taken == {"127.1": True, "2130706433": True, "127.0.0.1.": True, "::1": True,
+                      "0x7f.1": False, "cdn.example": False}, taken)
+    assert all(host_refusal(host) is not None for host, address in taken.items() if address)
+
+
 # -- botocore / aiobotocore ----------------------------------------------------------------
 
 _PART = b"\x01\x02\x03" * 40_000  # above partbody.MIN_BYTES: the hooks take it

@@ -489,6 +489,8 @@ async def test_attacker_sync_over_plain_http_never_gets_the_credentials(
     "http://localhost:{port}/latest/meta-data/",   # another host name, plain http
     "https://127.0.0.1:{port}/latest/meta-data/",  # https, but a loopback address
     "https://localhost:{port}/latest/meta-data/",  # https, a name that resolves to loopback
+    "https://127.1:{port}/latest/meta-data/",      # loopback in a short form aiohttp does not
+    "https://2130706433:{port}/latest/meta-data/",  # resolve, as one number
 ])
 async def test_attacker_redirect_to_an_internal_service_is_refused(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
@@ -515,6 +517,44 @@ async def test_attacker_redirect_to_an_internal_service_is_refused(
             assert internal.connections == 0, "the internal service was contacted"
             assert b"internal-secret" not in body and b"ASIAINTERNAL" not in body
             assert not any("internal-secret" in line for line in gw.log_lines)
+
+
+@pytest.mark.parametrize(("target", "private_redirects", "names_the_setting"), [
+    ("https://10.1.2.3/registry/blobs/data?X-Amz-Signature=sig-5e1f", False, True),
+    ("https://100.100.100.200/latest/meta-data/", False, False),  # Alibaba Cloud's metadata
+    ("https://100.100.100.200/latest/meta-data/", True, False),
+    ("https://[fd00:ec2::254]/latest/meta-data/", True, False),
+])
+async def test_attacker_redirect_into_a_private_network_is_refused_at_once(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
+        target: str, private_redirects: bool, names_the_setting: bool) -> None:
+    """No connection is tried: the upstream's timeout is a minute, and the client hears the
+    refusal within seconds. A private address names the setting that would allow it; a
+    metadata address is refused whatever the setting."""
+    image = _Image("vpc")
+
+    async def redirecting(request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != BASIC:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="x"'})
+        if "/blobs/" in request.path:
+            raise web.HTTPTemporaryRedirect(target)
+        return image.answer(request.path)
+
+    allowing = {"private_redirects": True} if private_redirects else {}  # else the default
+    async with Server(redirecting) as hostile, _gateway(
+            upstream, hostile, tmp_path, timeout_seconds=60, **allowing) as gw:
+        digest = _sha256(image.layer)
+        async with session.get(f"{gw.url}/v2/library/vpc/blobs/{digest}", params=NS,
+                               timeout=aiohttp.ClientTimeout(total=5)) as r:
+            status, body = r.status, await r.read()
+        error = _oci_error(status, body)
+        assert error["code"] == "UNAVAILABLE", error
+        message = str(error["message"])
+        assert "redirect" in message and "not followed" in message, error
+        assert ("private_redirects" in message) is names_the_setting, error
+        assert any("/blobs/" in path for path, _auth in hostile.seen)
+        assert b"sig-5e1f" not in body and PASSWORD.encode() not in body
+        assert not any("sig-5e1f" in line or PASSWORD in line for line in gw.log_lines)
 
 
 async def test_same_origin_redirect_is_followed_with_the_credentials(
