@@ -3,7 +3,9 @@ upstream registry, anonymous or with a username and access token.
 
 Authentication follows the distribution spec: a 401 carries ``WWW-Authenticate``; ``Basic``
 is answered with the credential, ``Bearer realm=…,service=…,scope=…`` by fetching a token
-from the realm (with the credential, if any) and retrying. Blobs are streamed to a file and
+from the realm (with the credential, if any) and retrying. Redirects, and a realm on another
+origin, are followed as ECR's pull through cache reaches the internet (``upstream_session``):
+never to a private, loopback or metadata address. Blobs are streamed to a file and
 their sha256 checked as they arrive; nothing is held whole in memory. Every failure is an
 ``UpstreamError`` whose ``kind`` maps onto ECR's documented failure codes.
 """
@@ -21,6 +23,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+from yarl import URL
+
+from ecr_emulator.upstream_session import RedirectRefused, UpstreamSession
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -82,14 +87,14 @@ class Upstream:
 
     async def ping(self) -> None:
         """Reach ``/v2/`` with the credential; UpstreamError if that fails."""
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with UpstreamSession(self.base, TIMEOUT) as session:
             async with await self._get(session, "/v2/", None, ""):
                 pass
 
     async def manifest(self, repository: str, reference: str) -> tuple[str, str]:
         """The manifest text and its media type."""
         path = f"/v2/{repository}/manifests/{reference}"
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with UpstreamSession(self.base, TIMEOUT) as session:
             async with await self._get(session, path, ", ".join(MANIFEST_TYPES),
                                        f"repository:{repository}:pull") as response:
                 body = await _read_bounded(response, "invalid", "the upstream manifest")
@@ -108,7 +113,7 @@ class Upstream:
         schema's index under ``sha256-<hex>``; none if neither exists."""
         index = OCI_INDEX
         try:
-            async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            async with UpstreamSession(self.base, TIMEOUT) as session:
                 async with await self._get(session, f"/v2/{repository}/referrers/{digest}",
                                            index, f"repository:{repository}:pull") as response:
                     body = await _read_bounded(response, "invalid",
@@ -141,7 +146,7 @@ class Upstream:
         hasher = hashlib.sha256()
         size = 0
         limit = expected_size if expected_size is not None else max_size
-        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+        async with UpstreamSession(self.base, TIMEOUT) as session:
             async with await self._get(session, f"/v2/{repository}/blobs/{digest}", None,
                                        f"repository:{repository}:pull") as response:
                 if (response.content_length or 0) > limit:
@@ -171,7 +176,7 @@ class Upstream:
                                 f"its descriptor says {expected_size}")
         return size
 
-    async def _get(self, session: aiohttp.ClientSession, path: str, accept: str | None,
+    async def _get(self, session: UpstreamSession, path: str, accept: str | None,
                    scope: str) -> aiohttp.ClientResponse:
         """A 200 response to GET ``path`` (following the auth challenge once)."""
         for attempt in range(2):
@@ -179,7 +184,10 @@ class Upstream:
             if self._authorization:
                 headers["Authorization"] = self._authorization
             try:
-                response = await session.get(self.base + path, headers=headers)
+                response = await session.get(self.base + path, headers)
+            except RedirectRefused as exc:
+                raise UpstreamError("unavailable", f"the upstream registry: {exc}"
+                                    ) from None
             except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
                 # ValueError: a host the resolver cannot encode (a rule stored before
                 # check_registry_url refused such hosts)
@@ -196,7 +204,7 @@ class Upstream:
             raise _status_error(response.status, path)
         raise UpstreamError("denied", "the upstream registry refused the credential")
 
-    async def _authenticate(self, session: aiohttp.ClientSession, challenge: str,
+    async def _authenticate(self, session: UpstreamSession, challenge: str,
                             scope: str) -> None:
         scheme = challenge.split(" ", 1)[0].lower()
         basic = None
@@ -219,11 +227,15 @@ class Upstream:
                                    ("scope", fields.get("scope") or scope)) if v}
         try:
             headers = {"Authorization": basic} if basic else {}
-            async with session.get(realm, params=query, headers=headers) as response:
+            async with await session.get(URL(realm).extend_query(query),
+                                         headers) as response:
                 if response.status != 200:
                     raise _status_error(response.status, "token")
                 answer = orjson.loads(await _read_bounded(response, "unavailable",
                                                           "the upstream token"))
+        except RedirectRefused as exc:
+            raise UpstreamError("unavailable", f"the upstream token service: {exc}"
+                                ) from None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             raise UpstreamError("unavailable", f"the upstream token service failed: {exc}"
                                 ) from None

@@ -40,7 +40,9 @@ async def test_pull_through_rule_needs_a_reachable_host(ecr: Any, url: str) -> N
         await ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
 
 
-@pytest.mark.parametrize("url", ["a" * 64 + ".example", "registry..example"])
+@pytest.mark.parametrize("url", ["a" * 64 + ".example", "registry..example",
+                                 "https://registry.example:99999",
+                                 "http://registry.example:port"])
 async def test_a_stored_rule_with_such_a_host_is_unreachable(url: str) -> None:
     # A rule stored before the check: its upstream is one that cannot be reached
     # (UpstreamUnavailable, ValidatePullThroughCacheRule's isValid false), not a failure.

@@ -45,10 +45,14 @@ class Upstream:
     """``mode``: "ok", "throttle" (429) or "broken" (503) for every manifest request;
     "endless_blob" / "endless_token": blobs / tokens are answered with bytes without end
     (``sent`` counts them); "deep_referrers": the referrers list is nested 100,000 deep;
-    "dribble": tokens and manifests arrive a few bytes at a time."""
+    "dribble": tokens and manifests arrive a few bytes at a time; "redirect": blobs are a
+    307 to ``redirect_to`` (``{digest}`` filled in). ``realm``: the token realm challenges
+    name, if not this registry's own."""
 
     def __init__(self) -> None:
         self.mode = "ok"
+        self.redirect_to = ""
+        self.realm = ""
         self.sent = 0
         self.tokens_issued = 0
         self.token_requests: list[dict[str, str]] = []
@@ -61,6 +65,7 @@ class Upstream:
         app.router.add_get("/v2/{name:.+}/manifests/{ref}", self.guarded(self.manifest))
         app.router.add_get("/v2/{name:.+}/blobs/{digest}", self.guarded(self.blob))
         app.router.add_get("/v2/{name:.+}/referrers/{digest}", self.guarded(self.referrers))
+        app.router.add_get("/storage/{digest}", self.blob)  # a CDN's signed URL: no auth
         return app
 
     async def base(self, request: web.Request) -> web.Response:
@@ -109,7 +114,7 @@ class Upstream:
                          if "name" in request.match_info else "")
                 return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
                                          headers={"WWW-Authenticate": (
-                                             f'Bearer realm="{self.url}/token",'
+                                             f'Bearer realm="{self.realm or self.url}/token",'
                                              f'service="upstream.test",scope="{scope}"')})
             return await handler(request)
         return wrapped
@@ -137,6 +142,9 @@ class Upstream:
     async def blob(self, request: web.Request) -> web.StreamResponse:
         if self.mode == "endless_blob":
             return await self.endless(request, b"")
+        if self.mode == "redirect" and request.path.startswith("/v2/"):
+            raise web.HTTPTemporaryRedirect(
+                self.redirect_to.format(digest=request.match_info["digest"]))
         blobs = {sha(LAYER): LAYER, sha(CONFIG): CONFIG}
         data = blobs.get(request.match_info["digest"])
         return web.Response(body=data) if data else web.Response(status=404)
@@ -220,6 +228,47 @@ async def test_endless_upstream_answers_are_cut_short(bearer_upstream: Upstream,
                 await ecr.get_download_url_for_layer(repositoryName="endless/org/tool",
                                                      layerDigest=sha(LAYER))
     assert bearer_upstream.sent < 32 * 1024 * 1024
+
+
+async def test_redirects_and_realms_into_private_networks_are_refused(
+        bearer_upstream: Upstream, tmp_path: Path) -> None:
+    """As ECR's pull through cache reaches its upstreams over the internet: a blob's redirect
+    or a token realm on a private or metadata address is refused before any connection (the
+    emulator's connect timeout is 10 s: the answer comes within 5). An upstream on loopback
+    (this test's) may still redirect to loopback under another host name."""
+    with EmulatorProcess(tmp_path / "ecr") as emulator:  # the shared one may hold the layer
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            await _rule(ecr, emulator, bearer_upstream, "vpc")
+            got = await ecr.batch_get_image(repositoryName="vpc/org/tool",
+                                            imageIds=[{"imageTag": "v1"}])
+            assert got["failures"] == []
+            bearer_upstream.mode = "redirect"
+            for target in ("https://10.1.2.3/storage/{digest}?X-Amz-Signature=sig-5e1f",
+                           "https://100.100.100.200/latest/meta-data/",
+                           "https://[fd00:ec2::254]/latest/meta-data/",
+                           "http://cdn.example/storage/{digest}"):
+                bearer_upstream.redirect_to = target
+                async with asyncio.timeout(5):
+                    with pytest.raises(ecr.exceptions.UnableToGetUpstreamLayerException) as no:
+                        await ecr.get_download_url_for_layer(repositoryName="vpc/org/tool",
+                                                             layerDigest=sha(LAYER))
+                message = no.value.response["Error"]["Message"]
+                assert "a redirect to" in message and "(not followed)" in message, message
+                assert "sig-5e1f" not in message
+            bearer_upstream.redirect_to = (bearer_upstream.url.replace("127.0.0.1", "localhost")
+                                           + "/storage/{digest}")
+            url = (await ecr.get_download_url_for_layer(
+                repositoryName="vpc/org/tool", layerDigest=sha(LAYER)))["downloadUrl"]
+            async with aiohttp.ClientSession() as session, session.get(url) as response:
+                assert await response.read() == LAYER
+
+            bearer_upstream.mode, bearer_upstream.realm = "ok", "https://10.1.2.3"
+            async with asyncio.timeout(5):
+                got = await ecr.batch_get_image(repositoryName="vpc/org/other",
+                                                imageIds=[{"imageTag": "v1"}])
+            (failure,) = got["failures"]
+            assert failure["failureCode"] == "UpstreamUnavailable", failure
+            assert "a request to a private address (not made)" in failure["failureReason"]
 
 
 async def test_deeply_nested_upstream_referrers_are_refused(
