@@ -52,7 +52,14 @@ class TokenServer:
         return self._answer(login, request.query.getall("scope", []), offline)
 
     async def post(self, request: web.Request) -> web.StreamResponse:
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, LookupError) as exc:
+            # A form aiohttp cannot read (bytes that are not in its charset, a charset
+            # Python does not know, multipart without or past its boundary) is the
+            # client's: 400 naming the kind of fault, never the values sent.
+            raise OciError(oci.REQUEST_INVALID, {"reason": type(exc).__name__},
+                           message="the form body cannot be read") from None
         fields = {key: value for key, value in form.items() if isinstance(value, str)}
         grant = fields.get("grant_type", "")
         scopes = [fields.get("scope", "")]

@@ -210,3 +210,24 @@ async def test_access_tokens_end_when_the_user_is_removed_or_their_password_chan
         assert (await request(session, "GET", url, bearer(fresh))).status != 401
     finally:
         await asyncio.to_thread(htpasswd.write_text, original)
+
+
+async def test_unreadable_token_forms_are_400(authgw: GatewayProcess,
+                                              session: aiohttp.ClientSession) -> None:
+    """A form aiohttp cannot parse is the client's fault: 400, no traceback, nothing echoed."""
+    url = f"{authgw.url}/token"
+    part = (b'--xx\r\nContent-Type: text/plain; charset=bogus\r\nContent-Disposition: '
+            b'form-data; name="grant_type"\r\n\r\npassword\r\n--xx--\r\n')
+    for content_type, body in [
+        ("application/x-www-form-urlencoded; charset=bogus", form(grant_type="password")),
+        ("application/x-www-form-urlencoded", b"grant_type=password&username=\xff&password=x"),
+        ("multipart/form-data", b"grant_type=password"),  # no boundary
+        ("multipart/form-data; boundary=xx", b"no boundary in here"),
+        ("multipart/form-data; boundary=xx", part),
+    ]:
+        answer = await request(session, "POST", url, {"Content-Type": content_type}, body)
+        assert answer.status == 400, (content_type, answer.status, answer.body[:200])
+        assert answer.code == "UNSUPPORTED"
+        assert b"password" not in answer.body and b"\xff" not in answer.body
+    await asyncio.sleep(0.2)  # the log arrives through a pipe
+    assert not [line for line in authgw.log_lines if "Traceback" in line]
