@@ -37,10 +37,14 @@ def from_image(manifest: bytes, config: bytes | None, reference: str) -> dict[st
         return {}
     if not isinstance(doc, dict) or not isinstance(config_doc, dict):
         return {}
-    labels = (config_doc.get("config") or {}).get("Labels") or {}
+    # The client wrote these documents: a member of another JSON type than expected says
+    # nothing (the push itself is checked elsewhere), it never fails the push.
+    labels = _object(_object(config_doc.get("config")).get("Labels"))
     notes = {**_strings(labels), **_strings(doc.get("annotations"))}
-    platforms = [m.get("platform") or {} for m in doc.get("manifests") or []
-                 if isinstance(m, dict)] or [config_doc]
+    children = doc.get("manifests")
+    platforms = [_object(m.get("platform")) for m in
+                 (children if isinstance(children, list) else []) if isinstance(m, dict)]
+    platforms = platforms or [config_doc]
     data: dict[str, Any] = {}
     description = notes.get(PREFIX + "description") or notes.get(PREFIX + "title")
     if description:
@@ -60,6 +64,10 @@ def from_image(manifest: bytes, config: bytes | None, reference: str) -> dict[st
             usage += f"\nDocumentation: {notes[PREFIX + 'documentation']}\n"
         data["usageText"] = usage[:MAX_TEXT]
     return data
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _strings(value: Any) -> dict[str, str]:

@@ -184,6 +184,41 @@ async def test_catalog_data_from_annotations(oci: OciClient, upstream: EmulatorP
     assert "* Source: https://x.test" in data["aboutText"]
 
 
+async def test_catalog_data_from_documents_of_odd_shapes(oci: OciClient,
+                                                         upstream: EmulatorProcess) -> None:
+    """Configs and index platforms are the client's JSON: members of another type than the
+    image spec's say nothing to the catalog, and the push succeeds all the same."""
+    app = f"odd-{uid()}"
+    title = {"org.opencontainers.image.title": "Odd"}
+    for n, config in enumerate([{"architecture": "amd64", "config": "not an object"},
+                                {"architecture": ["amd64"], "config": {"Labels": ["x"]}}]):
+        blob = json.dumps({**config, "nonce": uid()}).encode()
+        config_digest = await oci.push_blob(f"pub/{app}", blob)
+        layer = await oci.push_blob(f"pub/{app}", f"odd layer {n}".encode())
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "annotations": title,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": config_digest, "size": len(blob)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": layer, "size": len(f"odd layer {n}")}]})
+        async with oci.session.put(f"{oci.base}/v2/pub/{app}/manifests/v{n}", data=manifest,
+                                   headers={"Content-Type": OCI_MANIFEST}) as r:
+            assert r.status == 201, await r.text()
+    child = {"mediaType": OCI_MANIFEST, "digest": digest_of(manifest.encode()),
+             "size": len(manifest)}
+    for n, platform in enumerate(["linux/amd64", ["amd64"], 7]):
+        index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "annotations": title,
+                            "manifests": [{**child, "platform": platform}]})
+        async with oci.session.put(f"{oci.base}/v2/pub/{app}/manifests/multi{n}", data=index,
+                                   headers={"Content-Type": OCI_INDEX}) as r:
+            assert r.status == 201, await r.text()
+    async with public_client(upstream.url) as pub:
+        data = (await pub.get_repository_catalog_data(repositoryName=app))["catalogData"]
+    assert data["description"] == "Odd"
+    assert f"{app}:multi2" in data["usageText"]  # the last index filled it
+    assert data["architectures"] == ["x86-64"]  # the one config that names it as a string
+
+
 async def test_create_on_push_applies_the_repository_template(
         oci: OciClient, upstream: EmulatorProcess) -> None:
     """The route's repository policy, lifecycle policy and tags land on each repository it
