@@ -137,6 +137,9 @@ async def put_upload(request: web.Request, name: str, upload_id: str) -> web.Str
     if digest is None:
         raise OciError(DIGEST_INVALID, message="digest query parameter missing")
     parse_digest(digest)
+    # Before the body is read: a digest the storage cannot hold would only be refused once
+    # the bytes went upstream, and the upload with them.
+    check_stored_algorithm(request, digest)
     backend = registry(request)
     start, declared = _chunk_range(request) or (None, None)
     if _has_body(request):

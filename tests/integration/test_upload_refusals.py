@@ -1,5 +1,6 @@
 """Requests an upload refuses as a whole, keeping nothing of them: a chunked body that is not
-as long as its Content-Range (416), and a chunk the gateway's full disk cannot take (503
+as long as its Content-Range (416), a closing PUT naming a digest algorithm the storage
+cannot hold (400, before its body is read), and a chunk the gateway's full disk cannot take (503
 UNAVAILABLE with Retry-After, never a 500; the bytes acknowledged before stay, and the same
 chunk is taken once there is space again). The disk is a real small tmpfs."""
 
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import subprocess
@@ -96,6 +98,30 @@ def _fill(folder: Path) -> Path:
             except OSError:
                 break
     return filler
+
+
+async def test_a_digest_the_storage_cannot_hold_refuses_the_put_before_its_body(
+        client: OciClient, upstream: EmulatorProcess, repo: str) -> None:
+    """ECR holds sha256 content only: a closing PUT naming a sha512 digest is refused before
+    its body goes anywhere, and the upload stands where it stood for a PUT with its sha256."""
+    data = os.urandom(6 * MiB)  # the PUT's body alone fills an ECR part
+    location = await client.start(repo)
+    first = await client.patch(location, data[:100], 0)
+    assert first.status == 202
+    location = first.headers["Location"]
+    upstream.clear_requests()
+    sha512 = "sha512:" + hashlib.sha512(data).hexdigest()
+    async with client.session.put(client.url(f"{location}?digest={sha512}"), data=data[100:],
+                                  headers={"Content-Type": "application/octet-stream"}) as r:
+        assert r.status == 400, await r.text()
+        assert json.loads(await r.read())["errors"][0]["code"] == "DIGEST_INVALID"
+    assert upstream.requests() == []  # no part of it went upstream
+    async with client.session.get(client.url(location)) as r:
+        assert r.status == 204 and r.headers["Range"] == "0-99"
+    async with client.session.put(client.url(f"{location}?digest={digest_of(data)}"),
+                                  data=data[100:]) as r:
+        assert r.status == 201, await r.text()
+    assert await client.get_blob(repo, digest_of(data)) == data
 
 
 async def test_a_full_disk_refuses_the_chunk_and_keeps_the_staged_tail(
