@@ -82,6 +82,15 @@ class RequestRefused(OciError):
     stands where it stood before it (the client sends the same chunk again)."""
 
 
+def malformed_body(exc: BaseException) -> RequestRefused:
+    """The answer to a body that broke while it was read (a Content-Encoding it does not
+    decode in, a chunked framing that goes wrong past the head): the client's fault, refused
+    as a whole. ``detail`` names the kind of fault, never the bytes."""
+    cause = exc.__cause__ or exc
+    return RequestRefused(REQUEST_INVALID, {"reason": type(cause).__name__},
+                          message="the request body is malformed")
+
+
 # A file system out of space (or out of the user's quota).
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 DISK_FULL_MESSAGE = "the gateway's disk is full"

@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth.forwarded import client_address
-from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError
+from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError, malformed_body
 from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES
 
 BODY_TIMEOUT = ErrorCode("BLOB_UPLOAD_INVALID", "request body too slow", 408)
@@ -137,6 +137,8 @@ async def body_chunks(request: web.Request, *,
                 message=(f"no body data for {limits.body_idle_timeout:g} s" if idle else
                          f"body not received within {limits.body_timeout:g} s"),
                 headers={"Connection": "close"}) from None
+        except web.RequestPayloadError as exc:  # an upload keeps nothing of this body
+            raise malformed_body(exc) from None
         if not chunk:
             return
         yield chunk

@@ -18,6 +18,7 @@ from gateway.oci.errors import (
     OciError,
     disk_full,
     is_disk_full,
+    malformed_body,
 )
 
 errors_log = logging.getLogger("gateway.errors")
@@ -43,6 +44,19 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
     request_id = request.get("request_id") or request.headers.get("X-Request-Id", "")[:64] \
         or uuid.uuid4().hex
     request["request_id"] = request_id
+    response = await _answer(request, handler, request_id)
+    if request.content.exception() is not None:
+        # The body broke while it was read: nothing of it is left to drain (aiohttp would
+        # read it on after the answer, trip on the same fault and log it as a crash), and
+        # the connection's framing is lost.
+        request.content.feed_eof()
+        if not response.prepared:
+            response.force_close()
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler,
+                  request_id: str) -> web.StreamResponse:
     try:
         response = await handler(request)
         if not response.prepared:
@@ -51,6 +65,8 @@ async def oci_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         return response
     except OciError as error:
         return render(error, request_id)
+    except web.RequestPayloadError as exc:  # read by aiohttp itself (a form, say)
+        return render(malformed_body(exc), request_id)
     except web.HTTPException as exc:
         # aiohttp's router refuses paths outside every route (/v3, /v2x) itself; the answer
         # still takes the OCI shape clients parse.

@@ -6,8 +6,10 @@ chunk is taken once there is space again). The disk is a real small tmpfs."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import gzip
 import hashlib
 import json
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.integration.reliability.helpers import RawReply, http_request, read_response
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient, digest_of
@@ -98,6 +101,57 @@ def _fill(folder: Path) -> Path:
             except OSError:
                 break
     return filler
+
+
+async def _raw(gateway: GatewayProcess, head: bytes, *later: bytes) -> RawReply:
+    """Send ``head`` (a request's head and first bytes), then each of ``later`` after a pause
+    (so that the handler is reading the body when it breaks), and read the answer."""
+    host, port = gateway.host.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(head)
+        for data in later:
+            await writer.drain()
+            await asyncio.sleep(0.3)
+            writer.write(data)
+        await writer.drain()
+        reply = await read_response(reader)
+    finally:
+        writer.close()
+    assert reply is not None, "closed without an answer"
+    return reply
+
+
+async def test_a_body_that_breaks_while_read_is_refused_and_kept_nowhere(
+        gateway: GatewayProcess, client: OciClient, repo: str) -> None:
+    """A body that turns out not to be in its Content-Encoding (at once, or after bytes that
+    decoded) is 400 UNSUPPORTED, not a 500: the upload keeps nothing of it."""
+    data = os.urandom(300)
+    location = await client.start(repo)
+    first = await client.patch(location, data[:100], 0)
+    assert first.status == 202
+    location = first.headers["Location"]
+    garbage = await _raw(gateway, http_request(
+        "PATCH", location, gateway.host, [("Content-Encoding", "gzip")], b"not gzip at all"))
+    packed = gzip.compress(data[100:200])  # its last 8 bytes: the CRC and the length
+    broken = packed[:-8] + bytes(8)
+    late = await _raw(gateway, http_request(
+        "PATCH", location, gateway.host, [("Content-Encoding", "gzip")], broken)[:-8],
+        broken[-8:])
+    manifest = await _raw(gateway, http_request(
+        "PUT", f"/v2/{repo}/manifests/v1", gateway.host,
+        [("Content-Type", "application/vnd.oci.image.manifest.v1+json"),
+         ("Content-Encoding", "deflate")], b"{not deflate}"))
+    for reply in (garbage, late, manifest):
+        assert reply.status == 400, (reply.status, reply.body[:300])
+        assert reply.error_code() == "UNSUPPORTED"
+        async with client.session.get(client.url(location)) as r:
+            assert r.status == 204 and r.headers["Range"] == "0-99"
+    done = await client.patch(location, data[100:], 100)
+    assert done.status == 202 and done.headers["Range"] == "0-299"
+    assert (await client.put(location, digest_of(data))).status == 201
+    await asyncio.sleep(0.3)  # the log arrives through a pipe
+    assert not [line for line in gateway.log_lines if "Traceback" in line]
 
 
 async def test_a_digest_the_storage_cannot_hold_refuses_the_put_before_its_body(
