@@ -2,9 +2,11 @@
 
 On a loopback address anything goes. On any other address the gateway refuses to start,
 unless ``auth.allow_anonymous_on_public_address`` says so, when callers without credentials
-could do anything there: ``auth.mode: none`` (they may push, pull and delete), an htpasswd
-file without a single user (only anonymous callers can get in), or anonymous pulls opened by
-a rule (``anonymous: true``), a route or a mirror (``anonymous_pull: true``). With the flag it
+could do anything there: ``auth.mode: none`` (they may push, pull and delete, and publish
+to the internet through routes with ``upstream_kind: ecr-public``, which the refusal and the
+warning name), an htpasswd file without a single user (only anonymous callers can get in), or
+anonymous pulls opened by a rule (``anonymous: true``), a route or a mirror
+(``anonymous_pull: true``). With the flag it
 starts and says loudly what is open. Authentication on a non-loopback address without TLS
 would send passwords and tokens in clear: that starts, with a prominent warning (a
 TLS-terminating proxy in front may make it right).
@@ -59,6 +61,13 @@ def anonymous_pulls(config: Config) -> list[tuple[str, str]]:
     return found
 
 
+def public_routes(config: Config) -> str:
+    """The routes whose pushes land in ECR Public, where the whole internet reads them."""
+    return ", ".join(f"routes[{i}] (prefix {route.prefix!r})"
+                     for i, route in enumerate(config.routes)
+                     if route.upstream_kind == "ecr-public")
+
+
 def check_exposure(config: Config) -> list[str]:
     """Warnings to log at start; raises ConfigError for a setup that must not start."""
     host = config.listen_host
@@ -67,13 +76,16 @@ def check_exposure(config: Config) -> list[str]:
     auth = config.auth
     allowed = auth.allow_anonymous_on_public_address
     if auth.mode == "none":
+        published = public_routes(config)
+        publishes = (f"; whatever they push through {published} is published to the "
+                     "internet (ECR Public)") if published else ""
         if not allowed:
             raise ConfigError(
                 "auth.mode", f"is none (no authentication) while listening on {host}, which "
-                f"is not a loopback address; configure auth (see README, Authentication) or set "
-                f"{_FLAG}: true to allow this on purpose")
+                f"is not a loopback address{publishes}; configure auth (see README, "
+                f"Authentication) or set {_FLAG}: true to allow this on purpose")
         return [f"NO AUTHENTICATION on {host}: anyone who can reach this address may push, "
-                f"pull and delete ({_FLAG} is true)"]
+                f"pull and delete{publishes} ({_FLAG} is true)"]
     warnings = []
     if auth.mode == "htpasswd" and has_no_users(auth.htpasswd_file):
         if not allowed:

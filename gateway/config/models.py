@@ -81,7 +81,8 @@ def _json_text(value: Any) -> str | None:
 
 class RouteConfig(Section):
     """Client repository names under ``prefix`` map to ECR repositories under
-    ``repository_prefix`` in ``registry_id``/``region``. The longest matching prefix wins."""
+    ``repository_prefix`` in ``registry_id``/``region``. The longest matching prefix wins;
+    a prefix is itself a repository name (no name could start with any other)."""
 
     prefix: str = ""
     repository_prefix: str = ""
@@ -96,8 +97,9 @@ class RouteConfig(Section):
     """"ecr", or "ecr-public": the repositories are ECR Public's (us-east-1), pushed through
     its API and pulled from its registry endpoint."""
     registry_url: str | None = None
-    """ECR Public: the registry endpoint pulls go to. None: https://public.ecr.aws, or the
-    embedded emulator's with upstream.mode embedded."""
+    """ECR Public: the registry endpoint pulls go to (https, http only on loopback; it gets
+    the ECR Public password). None: https://public.ecr.aws, or the embedded emulator's with
+    upstream.mode embedded."""
     registry_alias: str | None = None
     """ECR Public: the alias in pull paths (<registry_url>/v2/<alias>/<repository>/...).
     None: the registry's primary alias (DescribeRegistries); "": names carry the alias."""
@@ -175,8 +177,9 @@ class MirrorConfig(Section):
     """Pulls through this mirror need no credentials (honoured by the auth layer, within its
     access rules). Off by default: containerd can send a per-node credential instead."""
     registry_url: str | None = None
-    """public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to. None:
-    https://public.ecr.aws, or the embedded emulator's with upstream.mode embedded."""
+    """public.ecr.aws only (an ECR Public mirror): the registry endpoint pulls go to (https,
+    http only on loopback). None: https://public.ecr.aws, or the embedded emulator's with
+    upstream.mode embedded."""
     upstream: PullThroughConfig | None = None
     """Fill ECR from this registry on a miss (pull-through); None: serve what ECR holds."""
 

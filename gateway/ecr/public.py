@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Hashable
@@ -49,12 +50,20 @@ from gateway.oci.digests import sha256_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor
 from gateway.oci.request import Credentials
+from gateway.pullthrough.upstream import (
+    MAX_TOKEN_ANSWER_BYTES,
+    MAX_TOKEN_CHARS,
+    realm_allowed,
+    registry_host,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY_URL = "https://public.ecr.aws"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 _REDIRECTS = (301, 302, 303, 307, 308)
+# What a bearer token may be made of (it goes into a header: no spaces, no line breaks).
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 class EcrPublic:
@@ -119,7 +128,10 @@ class EcrPublic:
             primary = [a["name"] for a in aliases if a.get("primaryRegistryAlias")]
             names = primary or [a["name"] for a in aliases]
             if not names:
-                raise OciError(oci.NAME_UNKNOWN, {"registry": target.route.registry_id},
+                # Not named: a registry id is an account id (the log has the route).
+                log.warning("ECR Public registry %s has no alias the gateway can read",
+                            target.route.registry_id or "(the gateway's own)")
+                raise OciError(oci.NAME_UNKNOWN, {"repository": target.repository},
                                message="the ECR Public registry has no alias yet")
             known = self._aliases[key] = names[0]
         return known
@@ -140,11 +152,19 @@ class EcrPublic:
 
     async def _fetch_bearer(self, target: Target, registry_url: str) -> AuthToken:
         http = self._http()
-        async with http.get(f"{registry_url}/v2/") as probe:
+        async with http.get(f"{registry_url}/v2/", allow_redirects=False) as probe:
             challenge = probe.headers.get("WWW-Authenticate", "")
         params = dict(_CHALLENGE.findall(challenge))
         realm = params.pop("realm", f"{registry_url}/token")
         params.pop("error", None)
+        # The Basic password below pushes to the account's ECR Public registry: it goes to
+        # the endpoint's own host only (https, http on loopback), whatever the challenge says.
+        if not realm_allowed(realm, registry_url):
+            log.warning("the ECR Public registry %s names the token realm host %s, not its "
+                        "own: not asked", registry_host(registry_url), registry_host(realm))
+            raise OciError(oci.UNAVAILABLE, {"registry": registry_host(registry_url)},
+                           message="the ECR Public registry names a token realm on another "
+                                   "host", headers={"Retry-After": "1"})
         headers = {}
         try:
             authorization = await self.authorization_token(target)
@@ -154,20 +174,32 @@ class EcrPublic:
             log.warning("ECR Public GetAuthorizationToken failed (%s): pulling from %s "
                         "anonymously", exc.message, registry_url)
         now = time.time()
-        async with http.get(f"{realm}?{urlencode(params)}", headers=headers) as r:
-            body = await r.read()
+        # Redirects are not followed (they could lead anywhere); the answer is read bounded.
+        async with http.get(realm, params=params, headers=headers,
+                            allow_redirects=False) as r:
+            status = r.status
+            body = bytearray()
+            if status == 200:
+                async for chunk in r.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_TOKEN_ANSWER_BYTES:  # no token is that long
+                        break
         try:
-            answer = orjson.loads(body) if r.status == 200 else {}
+            answer = orjson.loads(body) if len(body) <= MAX_TOKEN_ANSWER_BYTES else {}
         except orjson.JSONDecodeError:
             answer = {}
         token = (answer.get("token") or answer.get("access_token")) if isinstance(
             answer, dict) else None
-        if not token:
-            raise OciError(oci.UNAVAILABLE, {"upstream_status": r.status},
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token) \
+                or len(token) > MAX_TOKEN_CHARS:
+            raise OciError(oci.UNAVAILABLE, {"upstream_status": status},
                            message="the ECR Public registry gave no token",
                            headers={"Retry-After": "1"})
-        lifetime = float(answer.get("expires_in") or 60)
-        return AuthToken("", str(token), registry_url, now + lifetime, now)
+        lifetime = answer.get("expires_in")
+        if not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool) \
+                or not 0 < lifetime < math.inf:
+            lifetime = 60
+        return AuthToken("", token, registry_url, now + lifetime, now)
 
     async def _request(self, target: Target, method: str, suffix: str, *, what: str,
                        headers: dict[str, str] | None = None,

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from gateway.config import Config, ConfigError, MirrorConfig, RepositorySettings, RouteConfig
 from gateway.oci.errors import NAME_INVALID, OciError
+from gateway.oci.names import is_name
 from gateway.oci.request import Credentials, RequestContext
 
 # <account>.dkr.ecr[-fips].<region>.amazonaws.com[.cn]: an ECR registry's own host name.
@@ -210,6 +211,11 @@ def check_route(route: RouteConfig) -> None:
     """One route's keys agree with each other and with its kind (ECR or ECR Public)."""
     if route.prefix.endswith("/") or route.repository_prefix.endswith("/"):
         raise ConfigError("", "prefixes are written without a trailing slash")
+    if route.prefix and not is_name(route.prefix):
+        # No name would ever match it: its names would go to a shorter prefix's route (the
+        # catch-all, perhaps ECR Public: a push meant for this route published).
+        raise ConfigError("prefix", "no repository name starts with it: names are "
+                          "lower-case letters, digits and . _ - between / (the OCI grammar)")
     public = route.upstream_kind == "ecr-public"
     if public and route.region not in (None, ECR_PUBLIC_REGION):
         raise ConfigError("region", "ECR Public is in us-east-1 only")
@@ -219,9 +225,21 @@ def check_route(route: RouteConfig) -> None:
     for key in ("registry_url", "registry_alias"):
         if getattr(route, key) is not None and not public:
             raise ConfigError(key, "only for upstream_kind: ecr-public")
+    _check_registry_url("registry_url", route.registry_url)
     if public and route.repository.lifecycle_policy is not None:
         raise ConfigError("repository.lifecycle_policy", "ECR Public has no lifecycle policies")
     check_repository_settings(route.repository)
+
+
+def _check_registry_url(key: str | tuple[str, ...], registry_url: str | None) -> None:
+    """An ECR Public registry endpoint gets the gateway's ECR Public password (it opens
+    pushes to the account's public registry): https, or http on loopback, with no
+    credentials in the URL (they would be in error bodies and logs)."""
+    from gateway.pullthrough.upstream import registry_url_problem
+
+    problem = None if registry_url is None else registry_url_problem(registry_url)
+    if problem is not None:
+        raise ConfigError(key, problem)
 
 
 def check_repository_settings(settings: RepositorySettings) -> None:
@@ -260,6 +278,7 @@ def check_mirrors(mirrors: Mapping[str, MirrorConfig], routes: Sequence[RouteCon
         if mirror.registry_url is not None and host != ECR_PUBLIC_HOST:
             raise ConfigError(("mirrors", host, "registry_url"),
                               "only for public.ecr.aws (an ECR Public mirror)")
+        _check_registry_url(("mirrors", host, "registry_url"), mirror.registry_url)
     for host, mirror in mirrors.items():
         if mirror.upstream is not None:
             _check_pull_through_namespace(host, mirrors, routes, region)

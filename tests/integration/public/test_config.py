@@ -37,6 +37,22 @@ def load(tmp_path: Path, text: str) -> Config:
      "routes[0].repository.repository_policy", "must be a mapping"),
     ("mirrors:\n  docker.io: {registry_url: 'http://x'}\n", "mirrors.docker.io.registry_url",
      "only for public.ecr.aws"),
+    # The endpoint gets the ECR Public password, which pushes to the account's registry:
+    # never in clear across a network, never with credentials of its own in the URL.
+    ("routes:\n  - {prefix: p, upstream_kind: ecr-public, "
+     "registry_url: 'http://registry.example.com'}\n", "routes[0].registry_url",
+     "http:// only for a loopback registry"),
+    ("routes:\n  - {prefix: p, upstream_kind: ecr-public, "
+     "registry_url: 'https://AWS:secret@public.example.com'}\n", "routes[0].registry_url",
+     "credentials go in"),
+    ("mirrors:\n  public.ecr.aws: {registry_url: 'http://public.example.com'}\n",
+     "mirrors.public.ecr.aws.registry_url", "http:// only for a loopback registry"),
+    # A prefix no name can start with would send its names to the catch-all (here ECR
+    # Public: a push meant for a private route published).
+    ("routes:\n  - {prefix: '', upstream_kind: ecr-public}\n  - {prefix: Internal}\n",
+     "routes[1].prefix", "no repository name starts with it"),
+    ("routes:\n  - {prefix: 'team//ci'}\n", "routes[0].prefix",
+     "no repository name starts with it"),
 ])
 def test_mistakes_are_refused(tmp_path: Path, text: str, key: str, reason: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -40,6 +40,20 @@ def test_no_auth_on_a_public_address_when_allowed_warns() -> None:
     assert len(warnings) == 1 and "NO AUTHENTICATION" in warnings[0]
 
 
+def test_no_auth_with_an_ecr_public_route_says_pushes_are_published() -> None:
+    """Without authentication, a push through an ECR Public route publishes to the whole
+    internet: the refusal and the warning say so, and name the route."""
+    routes = [{"prefix": "pub", "upstream_kind": "ecr-public"}, {"prefix": ""}]
+    with pytest.raises(ConfigError) as info:
+        check_exposure(config("0.0.0.0:5000", routes=routes))  # type: ignore[arg-type]
+    assert "published to the internet" in str(info.value)
+    warnings = check_exposure(config(  # type: ignore[arg-type]
+        "0.0.0.0:5000", routes=routes, auth={"allow_anonymous_on_public_address": True}))
+    assert len(warnings) == 1 and "NO AUTHENTICATION" in warnings[0]
+    assert "published to the internet (ECR Public)" in warnings[0]
+    assert "routes[0] (prefix 'pub')" in warnings[0]
+
+
 def test_auth_without_tls_on_a_public_address_warns(tmp_path: Path) -> None:
     auth = {"mode": "htpasswd", "htpasswd_file": str(tmp_path / "h")}
     warnings = check_exposure(config("0.0.0.0:5000", auth=auth))  # type: ignore[arg-type]
