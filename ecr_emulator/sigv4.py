@@ -16,6 +16,7 @@ botocore gets from AWS JSON services.
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import hashlib
 import hmac
@@ -25,6 +26,7 @@ import time
 from calendar import timegm
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Protocol
 from urllib.parse import quote, unquote
 
@@ -122,41 +124,28 @@ class Verifier:
 
     def begin(self, request: SignedRequest, *, service: str, region: str | None) -> Pending:
         """Check all but the body; raises AwsError as AWS would answer. ``region`` None:
-        any well-formed region (one endpoint standing for every regional one)."""
-        header = request.headers.get("Authorization")
+        any well-formed region (one endpoint standing for every regional one).
+
+        The checks come in the order AWS makes them: the form of the header and its date, the clock,
+        ``host`` signed, the credential scope, and only then the key."""
+        sent = request.headers
+        header = sent.get("Authorization")
+        if header is not None and "X-Amz-Algorithm" in _query_names(request.raw_path):
+            raise invalid("Found both 'X-Amz-Algorithm' as a query-string param and "
+                          "'Authorization' as HTTP header.")
         if header is None:
             raise missing_token()
-        fields = _authorization_fields(header)
-        credential = fields["Credential"].split("/")
-        if len(credential) != 5:
-            raise incomplete(f"Authorization header requires a valid Credential: "
-                             f"{fields['Credential']!r} is not "
-                             "AKID/YYYYMMDD/region/service/aws4_request")
-        key_id, date, scope_region, scope_service, terminator = credential
-        timestamp = request.headers.get("X-Amz-Date") or request.headers.get("Date")
-        if not timestamp:
-            raise incomplete("Authorization header requires existence of either a "
-                             "'X-Amz-Date' or a 'Date' header.")
-        when = _parse_date(timestamp)
+        amz_date = sent.get("X-Amz-Date")
+        raw_date = amz_date or sent.get("Date") or ""
+        # A repeated header reads as its values joined by commas (RFC 9110, 5.3): the
+        # second scheme is then a component that is no key=value pair.
+        fields = _authorization_fields(", ".join(sent.getall("Authorization")),
+                                       has_date=bool(raw_date))
+        when = _parse_date(raw_date, http_date=not amz_date)
         if when is None:
-            raise incomplete(f"Date must be in ISO-8601 'basic format'. Got '{timestamp}'.")
-        known = self.store.lookup(key_id)
-        if known is None:
-            raise AwsError("UnrecognizedClientException",
-                           "The security token included in the request is invalid.")
-        if terminator != "aws4_request":
-            raise invalid(f"Credential should be scoped with a valid terminator: "
-                          f"'aws4_request', not '{terminator}'.")
-        if date != timestamp[:8]:
-            raise invalid(f"Date in Credential scope does not match YYYYMMDD from ISO-8601 "
-                          f"version of date from HTTP: '{date}' != '{timestamp[:8]}', from "
-                          f"'{timestamp}'.")
-        if scope_region != region and (region is not None
-                                       or not _REGION.fullmatch(scope_region)):
-            raise invalid(f"Credential should be scoped to a valid region, not "
-                          f"'{scope_region}'. ")
-        if scope_service != service:
-            raise invalid(f"Credential should be scoped to correct service: '{service}'. ")
+            raise incomplete(f"Date must be in ISO-8601 'basic format'. Got '{raw_date}'. "
+                             "See http://en.wikipedia.org/wiki/ISO_8601")
+        timestamp = _format(when)  # what the string to sign holds, whichever header
         now = self._clock()
         if when < now - MAX_SKEW:
             raise invalid(f"Signature expired: {timestamp} is now earlier than "
@@ -164,7 +153,38 @@ class Verifier:
         if when > now + MAX_SKEW:
             raise invalid(f"Signature not yet current: {timestamp} is still later than "
                           f"{_format(now + MAX_SKEW)} ({_format(now)} + 5 min.)")
-        token = request.headers.get("X-Amz-Security-Token")
+        # Names compare without case; the canonical request lists them lowercase and
+        # sorted, so a signature over any other order or case does not match.
+        signed = sorted({name.lower() for name in fields["SignedHeaders"].split(";") if name})
+        if "host" not in signed:
+            raise invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS "
+                          "Authorization.")
+        credential = fields["Credential"].split("/")
+        if len(credential) != 5:
+            raise incomplete("Credential must have exactly 5 slash-delimited elements, e.g. "
+                             f"keyid/date/region/service/term, got '{fields['Credential']}'")
+        key_id, date, scope_region, scope_service, terminator = credential
+        problems = []
+        if scope_region != region and (region is not None
+                                       or not _REGION.fullmatch(scope_region)):
+            problems.append(f"Credential should be scoped to a valid region, not "
+                            f"'{scope_region}'. ")
+        if scope_service != service:
+            problems.append(f"Credential should be scoped to correct service: '{service}'. ")
+        if terminator != "aws4_request":
+            problems.append(f"Credential should be scoped with a valid terminator: "
+                            f"'aws4_request', not '{terminator}'. ")
+        if date != timestamp[:8]:
+            problems.append(f"Date in Credential scope does not match YYYYMMDD from ISO-8601 "
+                            f"version of date from HTTP: '{date}' != '{timestamp[:8]}', from "
+                            f"'{timestamp}'.")
+        if problems:
+            raise invalid("".join(problems))
+        known = self.store.lookup(key_id)
+        if known is None:
+            raise AwsError("UnrecognizedClientException",
+                           "The security token included in the request is invalid.")
+        token = sent.get("X-Amz-Security-Token")
         if known.session_token is not None or token is not None:
             if token is None or known.session_token is None or not hmac.compare_digest(
                     token.encode(), known.session_token.encode()):
@@ -173,15 +193,9 @@ class Verifier:
         if known.expires_at is not None and now >= known.expires_at:
             raise AwsError("ExpiredTokenException",
                            "The security token included in the request is expired")
-        signed = fields["SignedHeaders"].split(";")
-        if "host" not in signed:
-            raise invalid("'Host' or ':authority' must be a 'SignedHeader' in the AWS "
-                          "Authorization.")
         # The date and the action are what a replayed signature would change: both signed
         # (SigV4: a date header and the x-amz-* headers sent go into SignedHeaders).
-        sent = request.headers
-        for name in ("x-amz-date" if sent.get("X-Amz-Date") is not None else "date",
-                     "x-amz-target"):
+        for name in ("x-amz-date" if amz_date is not None else "date", "x-amz-target"):
             if sent.get(name) is not None and name not in signed:
                 raise invalid(f"'{name}' must be a 'SignedHeader' in the AWS Authorization.")
         for name in signed:
@@ -189,39 +203,63 @@ class Verifier:
                 raise invalid(f"The header '{name}' is in SignedHeaders but not in the "
                               "request.")
         head = canonical_head(request, signed)
-        claimed = request.headers.get("X-Amz-Content-SHA256")
+        claimed = sent.get("X-Amz-Content-SHA256")
         return Pending(Scope(key_id, date, scope_region, scope_service), timestamp, head,
                        signing_key(known.secret_access_key, date, scope_region, scope_service),
                        fields["Signature"], claimed)
 
 
-def _authorization_fields(header: str) -> dict[str, str]:
+def _authorization_fields(header: str, *, has_date: bool) -> dict[str, str]:
     scheme, _, rest = header.strip().partition(" ")
     if scheme != ALGORITHM:
         raise incomplete(f"Authorization header requires the {ALGORITHM} scheme. "
                          f"Authorization={scheme}")
     fields: dict[str, str] = {}
-    for part in rest.split(","):
-        name, sep, value = part.strip().partition("=")
-        if sep:
-            fields[name] = value.strip()
-    for name in ("Credential", "SignedHeaders", "Signature"):
-        if not fields.get(name):
-            raise incomplete(f"Authorization header requires '{name}' parameter. "
-                             f"Authorization={scheme}")
+    # Components are separated by commas, blanks or both, in any order.
+    for part in re.split(r"[,\s]+", rest):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise incomplete(f"'{name}' not a valid key=value pair (missing equal-sign) in "
+                             "Authorization header.")
+        fields[name] = value
+    missing = "".join(f"Authorization header requires '{name}' parameter. "
+                      for name in ("Credential", "Signature", "SignedHeaders")
+                      if not fields.get(name))
+    if not has_date:
+        missing += ("Authorization header requires existence of either a 'X-Amz-Date' or a "
+                    "'Date' header. ")
+    if missing:
+        raise incomplete(f"{missing}Authorization={scheme}")
     if not _HEX64.fullmatch(fields["Signature"]):
         raise incomplete("Authorization header requires a Signature of 64 hexadecimal "
                          "digits.")
     return fields
 
 
-def _parse_date(value: str) -> float | None:
-    if not _BASIC_DATE.fullmatch(value):  # strptime alone takes unpadded fields
+def _query_names(raw_path: str) -> set[str]:
+    query = raw_path.partition("?")[2]
+    return {unquote(item.partition("=")[0]) for item in query.split("&") if item}
+
+
+def _parse_date(value: str, *, http_date: bool) -> float | None:
+    """The instant of an ISO 8601 basic-format stamp, or with ``http_date`` also of an
+    HTTP date (a ``Date`` header as HTTP writes it, which is how botocore sends one)."""
+    if _BASIC_DATE.fullmatch(value):  # strptime alone takes unpadded fields
+        try:
+            return float(timegm(time.strptime(value, _DATE_FORMAT)))
+        except ValueError:
+            return None
+    if not http_date:
         return None
     try:
-        return float(timegm(time.strptime(value, _DATE_FORMAT)))
-    except ValueError:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
         return None
+    if moment.tzinfo is None:  # "-0000": UTC, with no claim about the local zone
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _format(moment: float) -> str:

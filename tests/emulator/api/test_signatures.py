@@ -4,15 +4,20 @@ its control endpoints to its own keys."""
 from __future__ import annotations
 
 import datetime
+import http.client
+import json
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from tests.support.emulator import EmulatorProcess, aws_client, ecr_client, new_access_key
@@ -191,3 +196,154 @@ def test_a_malformed_credentials_file_stops_the_start(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "aws_secret_access_key" in result.stderr
+
+
+# Requests signed by botocore's own signer and sent byte for byte over HTTP (http.client
+# neither normalizes the path nor merges headers), then edited the way a client or a
+# forger would: each shape AWS accepts passes, each one it refuses gets its code.
+ACTION = [("X-Amz-Target", "AmazonEC2ContainerRegistry_V20150921.DescribeRepositories"),
+          ("Content-Type", "application/x-amz-json-1.1")]
+MISMATCH = "The request signature we calculated does not match the signature you provided."
+Sent = tuple[list[tuple[str, str]], str]  # the headers and the path
+
+
+def sign(emulator: EmulatorProcess, *, path: str = "/", headers: list[tuple[str, str]] = ACTION,
+         signer: type[SigV4Auth] = SigV4Auth, key: str | None = None,
+         service: str = "ecr", date_header: bool = False) -> list[tuple[str, str]]:
+    request = AWSRequest(method="POST", url=emulator.url + path, data=b"{}")
+    for name, value in headers:
+        request.headers[name] = value  # one more line, as HTTPHeaders adds a repeated name
+    if date_header:
+        request.headers["Date"] = "set by the signer"  # botocore then signs with Date
+    secret = emulator.secret_access_key if key is None else "a-secret-of-nobody"
+    signer(Credentials(key or emulator.access_key_id, secret), service,
+           emulator.region).add_auth(request)
+    return list(request.headers.items())
+
+
+def post(emulator: EmulatorProcess, headers: list[tuple[str, str]],
+         path: str = "/") -> tuple[int, dict[str, Any]]:
+    host, port = emulator.url.removeprefix("http://").rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
+        connection.putheader("Host", f"{host}:{port}")
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", "2")
+        connection.endheaders(b"{}")
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def replaced(headers: list[tuple[str, str]], name: str,
+             edit: Callable[[str], str]) -> list[tuple[str, str]]:
+    return [(k, edit(v) if k.lower() == name.lower() else v) for k, v in headers]
+
+
+class _Unsorted(SigV4Auth):
+    """Lists and canonicalizes the signed headers in reverse order."""
+
+    def signed_headers(self, headers_to_sign: Any) -> str:
+        return ";".join(sorted(set(headers_to_sign), reverse=True))
+
+    def canonical_headers(self, headers_to_sign: Any) -> str:
+        lines = []
+        for name in sorted(set(headers_to_sign), reverse=True):
+            values = (self._header_value(v) for v in headers_to_sign.get_all(name))
+            lines.append(f"{name}:{','.join(values)}")
+        return "\n".join(lines)
+
+
+class _UppercaseHost(SigV4Auth):
+    """Signs ``Host`` under that spelling, in SignedHeaders and the canonical headers."""
+
+    def signed_headers(self, headers_to_sign: Any) -> str:
+        return super().signed_headers(headers_to_sign).replace("host", "Host")
+
+    def canonical_headers(self, headers_to_sign: Any) -> str:
+        return super().canonical_headers(headers_to_sign).replace("\nhost:", "\nHost:")
+
+
+def _blank_separated(emulator: EmulatorProcess) -> Sent:
+    return replaced(sign(emulator), "Authorization", lambda v: v.replace(", ", "  ")), "/"
+
+
+def _date_header(emulator: EmulatorProcess) -> Sent:
+    headers = sign(emulator, date_header=True)
+    assert "X-Amz-Date" not in dict(headers) and dict(headers)["Date"].endswith(" -0000")
+    return headers, "/"
+
+
+def _repeated_authorization(emulator: EmulatorProcess) -> Sent:
+    headers = sign(emulator)
+    return headers + [h for h in headers if h[0] == "Authorization"], "/"
+
+
+def _query_signed_too(emulator: EmulatorProcess) -> Sent:
+    path = "/?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Expires=300"
+    return sign(emulator, path=path), path
+
+
+def _credential_of_four(emulator: EmulatorProcess) -> Sent:
+    return replaced(sign(emulator), "Authorization",
+                    lambda v: v.replace("/aws4_request", "")), "/"
+
+
+def _only_a_credential(emulator: EmulatorProcess) -> Sent:
+    return replaced(sign(emulator), "Authorization", lambda v: v.partition(",")[0]), "/"
+
+
+def _unknown_key_out_of_date(emulator: EmulatorProcess) -> Sent:
+    headers = sign(emulator, key="AKIDNOBODYATALL")
+    stamp = dict(headers)["X-Amz-Date"]
+    return replaced(headers, "X-Amz-Date", lambda _: f"{int(stamp[:4]) - 1}{stamp[4:]}"), "/"
+
+
+CASES: dict[str, tuple[Callable[[EmulatorProcess], Sent], int, str | None, str]] = {
+    # name: (request, status, __type (None: answered), message start)
+    "Date header in HTTP form, as botocore signs it": (_date_header, 200, None, ""),
+    "components separated by blanks only": (_blank_separated, 200, None, ""),
+    "signed in the query too": (
+        _query_signed_too, 400, "InvalidSignatureException",
+        "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP "
+        "header."),
+    "Authorization header twice": (
+        _repeated_authorization, 400, "IncompleteSignatureException",
+        "'AWS4-HMAC-SHA256' not a valid key=value pair (missing equal-sign)"),
+    "SignedHeaders not sorted": (
+        lambda emu: (sign(emu, signer=_Unsorted), "/"), 400, "InvalidSignatureException",
+        MISMATCH),
+    "SignedHeaders with Host capitalized": (
+        lambda emu: (sign(emu, signer=_UppercaseHost), "/"), 400,
+        "InvalidSignatureException", MISMATCH),
+    "credential scope of four elements": (
+        _credential_of_four, 400, "IncompleteSignatureException",
+        "Credential must have exactly 5 slash-delimited elements"),
+    "every missing component named": (
+        _only_a_credential, 400, "IncompleteSignatureException",
+        "Authorization header requires 'Signature' parameter. Authorization header requires "
+        "'SignedHeaders' parameter."),
+    "unknown key, out of date: the date first": (
+        _unknown_key_out_of_date, 400, "InvalidSignatureException", "Signature expired:"),
+    "unknown key, scope of another service: the scope first": (
+        lambda emu: (sign(emu, key="AKIDNOBODYATALL", service="ecs"), "/"), 400,
+        "InvalidSignatureException", "Credential should be scoped to correct service"),
+    "scope of no region and another service: both said": (
+        lambda emu: (replaced(sign(emu, service="ecs"), "Authorization",
+                              lambda v: v.replace("/us-east-1/", "/nowhere/")), "/"), 400,
+        "InvalidSignatureException",
+        "Credential should be scoped to a valid region, not 'nowhere'. Credential should be "
+        "scoped to correct service: 'ecr'. "),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_request_shapes_as_aws_takes_them(shared_emulator: EmulatorProcess, case: str) -> None:
+    build, status, code, message = CASES[case]
+    headers, path = build(shared_emulator)
+    answered, body = post(shared_emulator, headers, path)
+    assert (answered, body.get("__type")) == (status, code), body
+    assert body.get("message", "").startswith(message), body
