@@ -516,7 +516,8 @@ def registry_url_problem(registry_url: str) -> str | None:
     except ValueError:  # an unbalanced [ in the host
         host = None
     if url.scheme not in ("http", "https") or not host:
-        return f"must be an http(s):// registry URL, got {registry_url!r}"
+        # Not the URL itself: one written without its scheme may hold a password.
+        return "must be an http(s):// registry URL with a host"
     if url.username or url.password:
         return "credentials go in username and password_file"
     if url.scheme == "http" and not is_loopback(host):

@@ -119,6 +119,8 @@ def test_environment_values_are_yaml_and_empty_is_null() -> None:
     ({"routes": [{"create_on_push": 1}]}, "routes[0].create_on_push", "must be true or false"),
     ({"mirrors": {"docker.io": {"upstream": {"url": 5}}}}, "mirrors.docker.io.upstream.url",
      "must be an http(s):// registry URL"),
+    ({"mirrors": {"docker.io": {"upstream": {"url": "ci:s3cret@registry.example"}}}},
+     "mirrors.docker.io.upstream.url", "must be an http(s):// registry URL with a host"),
     ({"mirrors": {"docker.io": {"upstream": {"url": "https://r.example", "platforms": "x"}}}},
      "mirrors.docker.io.upstream.platforms", "must be one of all, requested, got 'x'"),
     ({"routes": "a"}, "routes", "must be a list"),
@@ -130,6 +132,7 @@ def test_types_are_checked_as_written(overrides: dict[str, object], key: str,
     with pytest.raises(ConfigError) as caught:
         load_config(None, environ={}, overrides=overrides)
     assert caught.value.key == key and reason in caught.value.reason
+    assert "s3cret" not in str(caught.value)  # a URL is never echoed: it may hold a password
 
 
 def test_policy_documents_keep_their_form() -> None:
