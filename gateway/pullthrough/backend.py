@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cachetools import TTLCache
 
 from gateway.backends.router import Storage
 from gateway.blobcache import BlobCache
@@ -50,7 +51,8 @@ from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
 from gateway.oci.request import RequestContext
-from gateway.pullthrough import events
+from gateway.pullthrough import bounds, events
+from gateway.pullthrough.bounds import Fanout
 from gateway.pullthrough.budget import SpoolBudget, SpoolClaim
 from gateway.pullthrough.ratelimit import retry_after_seconds
 from gateway.pullthrough.sources import Source, Sources
@@ -98,6 +100,10 @@ class PullThrough:
         self._pending: dict[tuple[str, str, str], Manifest] = {}
         self._repositories: set[tuple[str, str]] = set()  # created (or found) this process
         self._creations: SingleFlight[None] = SingleFlight("pullthrough_repository")
+        # Manifests an index's copy fetched (host, name, digest) → where that copy stands:
+        # the store each fetch starts of its own counts within the same bounds.
+        self._fanouts: TTLCache[tuple[str, str, str], Fanout] = TTLCache(
+            maxsize=10_000, ttl=3600)
         self._background: set[asyncio.Task[None]] = set()
 
     def _mirror(self, ctx: RequestContext) -> Source | None:
@@ -189,6 +195,7 @@ class PullThrough:
             raise _client_error(mirror, ctx.name, reference, exc) from None
         try:
             parsed = parse_manifest(fetched.body, fetched.media_type or None)
+            bounds.check(parsed)
         except OciError as exc:  # the upstream's fault, not the client's
             events.record(ctx, mirror.registry, "upstream_error")
             log.warning("pull-through %s/%s:%s: the upstream sent an invalid manifest (%s)",
@@ -249,13 +256,15 @@ class PullThrough:
         await asyncio.gather(*(one(blob) for blob in blobs))
 
     async def _copy_and_put(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
-                            parsed: ParsedManifest) -> None:
+                            parsed: ParsedManifest, fanout: Fanout | None = None) -> None:
+        """``fanout``: where the copy of the index this manifest is an entry of stands."""
         try:
             # The blobs' upstream reads start at once (the repository is created, once, as
             # the first copy into ECR begins): a client asking for them next finds them on
             # their way.
             if parsed.children:
-                await self._copy_children(mirror, ctx, parsed.children)
+                fanout = fanout or self._fanouts.get((mirror.host, ctx.name, manifest.digest))
+                await self._copy_children(mirror, ctx, parsed.children, fanout or Fanout())
             else:
                 await self._copy_blobs(mirror, ctx, parsed.blobs)
             await self._ensure_repository(mirror, ctx)
@@ -264,20 +273,23 @@ class PullThrough:
             self._pending.pop((mirror.host, ctx.name, manifest.digest), None)
 
     async def _copy_children(self, mirror: Source, ctx: RequestContext,
-                             children: list[Descriptor]) -> None:
+                             children: list[Descriptor], fanout: Fanout) -> None:
         """Every child of an index into ECR first (ECR refuses an index whose children it
         does not hold). With ``platforms: requested`` only those clients asked for are
-        copied (each by its own fill): the index waits until all of them are held."""
-        for child in children:
+        copied (each by its own fill): the index waits until all of them are held. With
+        ``all``, within the bounds of one index's copy (bounds.py)."""
+        for digest in dict.fromkeys(child.digest for child in children):
             with contextlib.suppress(OciError):
-                await self._inner.get_manifest(ctx, child.digest)
+                await self._inner.get_manifest(ctx, digest)
                 continue
             if mirror.settings.platforms != "all":
-                raise _NotYet(child.digest)
-            manifest = await self._fill(mirror, ctx, child.digest, None)
+                raise _NotYet(digest)
+            level = self._fanouts[(mirror.host, ctx.name, digest)] = fanout.child()
+            manifest = await self._fill(mirror, ctx, digest, None)
             parsed = parse_manifest(manifest.body, manifest.media_type)
-            await self._stores.do((mirror.host, ctx.name, child.digest),
-                                  partial(self._copy_and_put, mirror, ctx, manifest, parsed))
+            await self._stores.do((mirror.host, ctx.name, digest),
+                                  partial(self._copy_and_put, mirror, ctx, manifest, parsed,
+                                          level))
 
     async def _copy_blobs(self, mirror: Source, ctx: RequestContext,
                           blobs: list[Descriptor]) -> None:
@@ -385,6 +397,8 @@ class PullThrough:
             # following the tee for this process's CPU: it starts once the upstream's bytes
             # are in and those clients are served (or have been given a fair while).
             await tee.quiet(_CLIENTS_FIRST_SECONDS)
+            if not tee.verified:  # the upstream's failure, raised below: nothing is created
+                await fill
             if self._blob_cache is not None and tee.verified and tee.size is not None and \
                     await self._blob_cache.adopt(digest, tee.size, tee.keep_as,
                                                  on_disk=self._direct_io) and \

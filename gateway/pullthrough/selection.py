@@ -1,9 +1,18 @@
 """Which tags of a repository ``ecr-gateway sync`` copies: a regular expression, a semver
-range, the last N (by semver where tags are versions, else by name), or all of them."""
+range, the last N (by semver where tags are versions, else by name), or all of them.
+
+The tags are the upstream's word, and Python's ``re`` backtracks: a pattern such as
+``(a+)+$`` or ``([0-9]+[.]?)+$`` takes exponential time against a tag the upstream chose, and
+``re`` has no timeout. The pattern is matched in a child process, ended after
+:data:`PATTERN_SECONDS`.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import sys
 from dataclasses import dataclass
 
 # 1, 1.2, 1.2.3, v1.2.3, 1.2.3-rc.1 (build metadata ignored)
@@ -22,6 +31,39 @@ Version = tuple[int, int, int, tuple[Identifier, ...]]
 _RELEASE: tuple[Identifier, ...] = ((2, 0, ""),)
 # Below every pre-release of a version: "<2.0.0" as an upper bound excludes 2.0.0-rc.1 too.
 _LOWEST: tuple[Identifier, ...] = ((-1, 0, ""),)
+
+
+# How long a pattern may take against all of a source's tags (a hundred thousand tags take
+# well under a second with any pattern that does not backtrack).
+PATTERN_SECONDS = 10.0
+# The child: [pattern, tags] on stdin, the matching tags on stdout (isolated: no site, no
+# environment, nothing but the standard library).
+_MATCHER = ("import json, re, sys; pattern, tags = json.load(sys.stdin); found = "
+            "re.compile(pattern).fullmatch; json.dump([t for t in tags if found(t)], sys.stdout)")
+
+
+async def matching(pattern: str, tags: list[str]) -> list[str]:
+    """The tags ``pattern`` matches whole; a ValueError when that takes over
+    PATTERN_SECONDS."""
+    seconds = PATTERN_SECONDS
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-I", "-S", "-c", _MATCHER, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        out, _ = await asyncio.wait_for(child.communicate(json.dumps([pattern, tags]).encode()),
+                                        seconds)
+    except TimeoutError:
+        raise ValueError(f"the tag pattern {pattern!r} took more than {seconds:g} seconds "
+                         f"against {len(tags)} tags (it backtracks: rewrite it without nested "
+                         "or overlapping repetition)") from None
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    if child.returncode != 0:
+        raise ValueError(f"the tag pattern {pattern!r} could not be matched")
+    found: list[str] = json.loads(out)
+    return found
 
 
 def parse_version(tag: str) -> Version | None:
@@ -105,14 +147,24 @@ class TagSelection:
     @classmethod
     def of(cls, regex: str | None = None, semver: str | None = None,
            last: int | None = None) -> TagSelection:
-        if last is not None and last < 1:
-            raise ValueError("last must be at least 1")
-        return cls(re.compile(regex) if regex else None,
-                   SemverRange.parse(semver) if semver else None, last)
+        if last is not None and (not isinstance(last, int) or isinstance(last, bool)
+                                 or last < 1):
+            raise ValueError("last must be a whole number, at least 1")
+        if regex is not None and not isinstance(regex, str):
+            raise ValueError("regex must be a string")
+        if semver is not None and not isinstance(semver, str):
+            raise ValueError("semver must be a string")
+        try:
+            pattern = re.compile(regex) if regex else None
+        except re.error as exc:
+            raise ValueError(f"regex {regex!r} is not a regular expression: {exc}") from None
+        return cls(pattern, SemverRange.parse(semver) if semver else None, last)
 
-    def select(self, tags: list[str]) -> list[str]:
-        chosen = [t for t in tags if (self.pattern is None or self.pattern.fullmatch(t))
-                  and (self.semver is None or t in self.semver)]
+    async def select(self, tags: list[str]) -> list[str]:
+        """The chosen tags, in order (the pattern matched within PATTERN_SECONDS)."""
+        if self.pattern is not None:
+            tags = await matching(self.pattern.pattern, tags)
+        chosen = [t for t in tags if self.semver is None or t in self.semver]
         if self.last is not None:
             chosen = sorted(chosen, key=_order)[-self.last:]
         return sorted(chosen, key=_order)

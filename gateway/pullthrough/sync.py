@@ -31,9 +31,11 @@ import yaml
 from gateway.backends.router import Storage
 from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.errors import OciError
-from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, parse_manifest
+from gateway.oci.mediatypes import MANIFEST_TYPES, ParsedManifest, parse_manifest
 from gateway.oci.names import is_name, is_tag
 from gateway.oci.request import RequestContext
+from gateway.pullthrough import bounds
+from gateway.pullthrough.bounds import Fanout
 from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.selection import TagSelection
 from gateway.pullthrough.upstream import (
@@ -92,17 +94,33 @@ def parse_source(reference: str) -> tuple[str, str, str | None]:
 def jobs_from_file(path: str) -> list[Job]:
     """images.yaml: ``images: [{source, destination, tags: {regex, semver, last},
     username, password_file}]``."""
-    document = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        document = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML ({exc})") from None
+    images = (document.get("images") or []) if isinstance(document, dict) else None
+    if not isinstance(images, list):
+        raise ValueError(f"{path}: needs images: a list")
     jobs = []
-    for i, entry in enumerate(document.get("images") or []):
+    for i, entry in enumerate(images):
         where = f"{path}: images[{i}]"
-        if not isinstance(entry, dict) or "source" not in entry or "destination" not in entry:
-            raise ValueError(f"{where}: needs source and destination")
+        if not isinstance(entry, dict) or not all(
+                isinstance(entry.get(key), str) for key in ("source", "destination")):
+            raise ValueError(f"{where}: needs source and destination (strings)")
         tags = entry.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise ValueError(f"{where}: tags must be a mapping of regex, semver and last")
+        for key in ("username", "password_file"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise ValueError(f"{where}: {key} must be a string")
         password = Path(entry["password_file"]).read_text().strip() \
             if entry.get("password_file") else None
-        jobs.append(job(entry["source"], entry["destination"], tags.get("regex"),
-                        tags.get("semver"), tags.get("last"), entry.get("username"), password))
+        try:
+            jobs.append(job(entry["source"], entry["destination"], tags.get("regex"),
+                            tags.get("semver"), tags.get("last"), entry.get("username"),
+                            password))
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return jobs
 
 
@@ -183,7 +201,13 @@ class Syncer:
             if len(tags) < len(listed):
                 print(f"ecr-gateway sync: {printable(one.source)}: {len(listed) - len(tags)} "
                       "tags the source lists are not valid tags: skipped", file=sys.stderr)
-            images += [(one, upstream, tag) for tag in one.selection.select(tags)]
+            try:
+                chosen = await one.selection.select(tags)
+            except ValueError as exc:  # a pattern that backtracks against these tags
+                unlisted.append(Outcome(f"{one.destination} (from {one.source})", "failed",
+                                        error=f"cannot select the tags: {exc}"))
+                continue
+            images += [(one, upstream, tag) for tag in chosen]
         return images, unlisted
 
     async def copy(self, one: Job, upstream: OciUpstream, tag: str, outcome: Outcome,
@@ -208,31 +232,38 @@ class Syncer:
                 return
         except OciError:
             pass  # not there yet
-        await self._backend.create_repository_for(ctx)
         parsed = parse_manifest(fetched.body, fetched.media_type or None)
-        children = []
-        for child in parsed.children:
-            body = await upstream.manifest(one.source, child.digest, MANIFEST_TYPES)
-            children.append((body, parse_manifest(body.body, body.media_type or None)))
-        blobs: dict[str, Descriptor] = {}
-        for _, child_parsed in children:
-            blobs.update((b.digest, b) for b in child_parsed.blobs)
-        blobs.update((b.digest, b) for b in parsed.blobs)
-        outcome.total = sum(b.size for b in blobs.values())
+        bounds.check(parsed)  # before the repository is created for it
+        await self._backend.create_repository_for(ctx)
+        await self._contents(one, upstream, ctx, parsed, Fanout(), outcome, progress)
+        await self._backend.put_manifest(ctx, tag, fetched.body, parsed)
+        outcome.result = "copied"
+
+    async def _contents(self, one: Job, upstream: OciUpstream, ctx: RequestContext,
+                        parsed: ParsedManifest, fanout: Fanout, outcome: Outcome,
+                        progress: Progress) -> None:
+        """What ``parsed`` references into ECR before it is put: an image's blobs; an
+        index's manifests, each with what it references and put once that is held (one at
+        a time: an index's entries are never all held in memory)."""
 
         def moved(count: int) -> None:
             outcome.bytes += count
             progress.draw()
 
+        blobs = {b.digest: b for b in parsed.blobs}
+        outcome.total += sum(b.size for b in blobs.values())
         for blob in blobs.values():
             if await self._blobs.do((one.destination, blob.digest), partial(
                     copy_blob, upstream, one.source, self._backend, ctx,
                     blob.digest, moved, blob.size)):
                 outcome.blobs += 1
-        for body, child_parsed in children:
-            await self._backend.put_manifest(ctx, body.digest, body.body, child_parsed)
-        await self._backend.put_manifest(ctx, tag, fetched.body, parsed)
-        outcome.result = "copied"
+        for digest in dict.fromkeys(child.digest for child in parsed.children):
+            level = fanout.child()
+            child = await upstream.manifest(one.source, digest, MANIFEST_TYPES)
+            child_parsed = parse_manifest(child.body, child.media_type or None)
+            bounds.check(child_parsed)
+            await self._contents(one, upstream, ctx, child_parsed, level, outcome, progress)
+            await self._backend.put_manifest(ctx, child.digest, child.body, child_parsed)
 
 
 async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,

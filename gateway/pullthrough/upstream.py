@@ -64,6 +64,11 @@ _PARAM = re.compile(r'(\w+)="([^"]*)"')
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # The largest page of a tag list (a thousand tags take some tens of KiB).
 MAX_TAG_PAGE_BYTES = 16 * 1024 * 1024
+# A tag list's pages and tags: an upstream whose pages never end (a new ``last`` each time)
+# or that lists millions of names is cut off (Quay pages 100 tags at a time: a thousand
+# pages are all of a repository's hundred thousand).
+MAX_TAG_PAGES = 1000
+MAX_TAGS = 100_000
 # Digest algorithms a manifest is checked against.
 _CHECKED = ("sha256", "sha512")
 # A token realm's answer, and the token in it (registries' tokens take 1-3 KiB).
@@ -311,15 +316,18 @@ class OciUpstream:
             _pieces(response, size, what)
 
     async def tags(self, name: str) -> list[str]:
-        """Every tag of ``name`` (following the registry's ``Link`` pages)."""
-        tags: list[str] = []
+        """Every tag of ``name``, each once (following the registry's ``Link`` pages on its
+        own origin): at most MAX_TAGS of them in at most MAX_TAG_PAGES pages."""
+        tags: dict[str, None] = {}
         path: str | None = f"/v2/{name}/tags/list?n=1000"
         asked: set[str] = set()
+        what = f"the tags of {name}"
         while path:
             if path in asked:  # an upstream whose pages lead back would never end
-                raise UpstreamError(502, f"the tags of {name}: the pages loop")
+                raise UpstreamError(502, f"{what}: the pages loop")
+            if len(asked) == MAX_TAG_PAGES:  # nor one whose pages lead on for ever
+                raise UpstreamError(502, f"{what}: more than {MAX_TAG_PAGES} pages")
             asked.add(path)
-            what = f"the tags of {name}"
             async with self._within_deadline(what):
                 response = await self._request("GET", path, _scope(name), what)
                 async with response:
@@ -330,8 +338,12 @@ class OciUpstream:
             except (ValueError, RecursionError) as exc:  # nested past the parser's depth
                 raise UpstreamError(502, f"{what}: not JSON") from exc
             listed = page.get("tags") if isinstance(page, dict) else None
-            tags += [t for t in listed or [] if isinstance(t, str)]
-        return tags
+            if listed is not None and not isinstance(listed, list):
+                raise UpstreamError(502, f"{what}: the tags are not a list")
+            tags.update(dict.fromkeys(t for t in listed or [] if isinstance(t, str)))
+            if len(tags) > MAX_TAGS:
+                raise UpstreamError(502, f"{what}: more than {MAX_TAGS} tags")
+        return list(tags)
 
 
 # Registries whose token service lives on a host of its own (their documented realms).
@@ -441,13 +453,22 @@ def _token_answer(body: bytes, what: str) -> tuple[str, float]:
     return token, float(lifetime)
 
 
+# One link-value of a Link header (RFC 8288): <target>, then its parameters.
+_LINK = re.compile(r"<([^>]*)>([^<]*)")
+_REL = re.compile(r';\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,]+))', re.IGNORECASE)
+
+
 def _next_page(link: str | None) -> str | None:
-    """The path of a ``Link: </v2/...?last=x&n=100>; rel="next"`` header, if any."""
-    match = re.match(r'\s*<([^>]+)>\s*;\s*rel="?next"?', link or "")
-    if match is None:
-        return None
-    target = match[1]
-    return target if target.startswith("/") else "/" + target.split("/", 3)[-1]
+    """The path of the ``rel="next"`` link-value of a ``Link: </v2/...?last=x&n=100>;
+    rel="next"`` header, if any (among others, as RFC 8288 allows). Only its path is taken:
+    the next page is asked of the upstream's own origin, never of a host a Link names."""
+    for target, params in _LINK.findall(link or ""):
+        rel = _REL.search(params)
+        if rel is not None and "next" in (rel[1] or rel[2] or "").lower().split():
+            if not target:
+                return None
+            return target if target.startswith("/") else "/" + target.split("/", 3)[-1]
+    return None
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
@@ -486,6 +507,10 @@ async def _pieces(response: aiohttp.ClientResponse, limit: int | None,
             if limit is not None and received > limit:
                 raise UpstreamError(502, f"{what}: more bytes than its manifest says")
             yield piece
+        # A body that ends short of its size (sent without a length) is no copy of the blob,
+        # even where its bytes hash to the digest: its manifest would name another size.
+        if limit is not None and received < limit:
+            raise UpstreamError(502, f"{what}: {received} bytes where its manifest says {limit}")
 
 
 def check_pull_through(upstream: PullThroughConfig) -> None:

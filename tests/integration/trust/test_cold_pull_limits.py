@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.support.emulator import EmulatorProcess, ecr_client
@@ -165,22 +166,38 @@ async def test_a_blob_of_unknown_size_is_cut_off_where_the_budget_ends(
         f"the gateway read {source.endless_sent // MiB} MiB of a blob of unknown size"
 
 
+async def _not_held(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]},
+                             status=404)
+
+
+async def _error_page(request: web.Request) -> web.StreamResponse:
+    """A proxy or portal in front of the upstream: 200 with a page of its own."""
+    return web.Response(body=b"<html><body>Sign in to continue</body></html>",
+                        content_type="text/html")
+
+
+@pytest.mark.parametrize("answer", [_not_held, _error_page])
 async def test_names_the_upstream_does_not_hold_create_no_ecr_repository(
-        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
+        answer: Handler) -> None:
     """ECR's repositories are a quota of the whole account (10,000 by default): a caller
-    asking for blobs under made-up names must not create one per name."""
-
-    async def nothing(request: web.Request) -> web.StreamResponse:
-        return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "no"}]},
-                                 status=404)
-
-    async with _gateway(nothing, upstream, tmp_path) as (_, gw):
+    asking for blobs under made-up names must not create one per name, whether the upstream
+    says it has no such blob or answers with bytes that are not the blob."""
+    async with _gateway(answer, upstream, tmp_path) as (_, gw):
         for index in range(3):
             async with session.get(f"{gw.url}/v2/made-up/name{index}/blobs/"
                                    f"{_digest(b'x%d' % index)}", params=NS) as r:
-                body = await r.read()
+                try:
+                    body, whole = await r.read(), True
+                except aiohttp.ClientPayloadError:  # streamed as it came, then broken off
+                    body, whole = b"", False
+            if answer is _not_held:
                 assert r.status == 404, (r.status, body[:300])
                 assert json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN"
+            else:
+                assert not (r.status == 200 and whole), "the page was served as the blob"
+        await asyncio.sleep(1)  # the copies that failed are over
     async with ecr_client(upstream.url) as ecr:
         found = await ecr.describe_repositories()
     names = [repository["repositoryName"] for repository in found["repositories"]]

@@ -787,3 +787,172 @@ async def test_attacker_bad_token_answer_is_an_upstream_error(
             error = _oci_error(status, body)
             assert error["code"] == "UNAVAILABLE", error
         assert not any("Traceback" in line for line in gw.log_lines), gw.log_lines[-20:]
+
+
+# -- tag pages, blob sizes, index fan-out ----------------------------------------------------
+
+
+async def test_attacker_tag_pages_that_never_end_are_cut_off(
+        session: aiohttp.ClientSession) -> None:
+    """Each page names a new ``last`` (so no page is asked twice) and a tag seen before:
+    the listing ends after MAX_TAG_PAGES pages."""
+    pages = [0]
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        pages[0] += 1
+        return web.json_response({"name": "x", "tags": ["v1"]}, headers={
+            "Link": f'</v2/x/tags/list?n=1000&last=v{pages[0]}>; rel="next"'})
+
+    async with Server(endless) as hostile:
+        with pytest.raises(UpstreamError, match="more than 1000 pages"):
+            await asyncio.wait_for(OciUpstream(hostile.url, lambda: session).tags("x"), 60)
+    assert pages[0] == 1000
+
+
+@pytest.mark.parametrize(("page", "said"), [
+    ({"name": "x", "tags": [f"t{i}" for i in range(100_001)]}, "more than 100000 tags"),
+    ({"name": "x", "tags": 5}, "not a list"),
+])
+async def test_attacker_tag_page_past_the_bounds_is_an_upstream_error(
+        session: aiohttp.ClientSession, page: dict[str, object], said: str) -> None:
+    async def listing(request: web.Request) -> web.StreamResponse:
+        return web.json_response(page)
+
+    async with Server(listing) as hostile:
+        with pytest.raises(UpstreamError, match=said):
+            await OciUpstream(hostile.url, lambda: session).tags("x")
+
+
+async def test_next_page_among_other_links_is_asked_of_the_upstreams_origin(
+        session: aiohttp.ClientSession) -> None:
+    """A Link header may hold several link-values (RFC 8288): the ``next`` one is followed
+    wherever it stands, and only its path is taken: a Link naming another host never sends
+    the gateway (with the upstream's credentials) there."""
+    async with Server(_token) as elsewhere:
+        async def two_pages(request: web.Request) -> web.StreamResponse:
+            if request.query.get("last") == "v1":
+                return web.json_response({"name": "x", "tags": ["v2", "v1"]})
+            return web.json_response({"name": "x", "tags": ["v1"]}, headers={"Link": (
+                '</v2/x/tags/list?n=1000>; rel="prev", '
+                f'<{elsewhere.as_localhost}/v2/x/tags/list?n=1000&last=v1>; rel="next"')})
+
+        async with Server(two_pages) as hostile:
+            client = OciUpstream(hostile.url, lambda: session, "puller", PASSWORD)
+            assert await client.tags("x") == ["v1", "v2"]
+        assert elsewhere.seen == []
+        assert [path for path, _ in hostile.seen] == ["/v2/x/tags/list"] * 2
+
+
+async def test_attacker_blob_shorter_than_its_manifest_says_is_refused(
+        session: aiohttp.ClientSession) -> None:
+    """The bytes hash to the digest, but the manifest says the blob is larger, and the body
+    comes without a length: no copy of the blob the manifest names."""
+    layer = b"a short layer" * 100
+
+    async def short(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)  # chunked: no length to check up front
+        await response.write(layer)
+        return response
+
+    async with Server(short) as hostile:
+        client = OciUpstream(hostile.url, lambda: session)
+        _size, pieces = await client.blob("library/x", _sha256(layer), len(layer) * 1000)
+        with pytest.raises(UpstreamError, match="bytes where its manifest says"):
+            async for _ in pieces:
+                pass
+
+
+def _index(children: list[tuple[bytes, str]]) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [
+        {"mediaType": media_type, "digest": _sha256(body), "size": len(body),
+         "platform": {"architecture": "amd64", "os": "linux"}}
+        for body, media_type in children]}).encode()
+
+
+INDEX = "application/vnd.oci.image.index.v1+json"
+IMAGE = "application/vnd.oci.image.manifest.v1+json"
+
+
+class _Indexes:
+    """An upstream whose ``latest`` is ``top``, an index; other manifests by digest."""
+
+    def __init__(self, top: bytes, manifests: list[tuple[bytes, str]], image: _Image) -> None:
+        self.top = top
+        self.image = image
+        self.by_digest = {_sha256(body): (body, media_type) for body, media_type in manifests}
+        self.by_digest[_sha256(top)] = (top, INDEX)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        reference = request.path.rsplit("/", 1)[-1]
+        if request.path.endswith("/tags/list"):
+            return web.json_response({"name": "x", "tags": ["latest"]})
+        if request.path.endswith("/manifests/latest"):
+            return web.Response(body=self.top, content_type=INDEX)
+        if "/manifests/" in request.path:
+            if reference not in self.by_digest:
+                return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN"}]},
+                                         status=404)
+            body, media_type = self.by_digest[reference]
+            return web.Response(body=body, content_type=media_type)
+        return self.image.answer(request.path)
+
+
+def _wide_index() -> bytes:
+    """An index of 1025 entries, one more than an index's copy takes."""
+    return _index([(b"entry %d" % i, IMAGE) for i in range(1025)])
+
+
+async def test_attacker_index_of_too_many_entries_is_refused(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    source = _Indexes(_wide_index(), [], _Image("wide"))
+    async with Server(source) as hostile, \
+            _gateway(upstream, hostile, tmp_path, platforms="all") as gw:
+        async with session.get(f"{gw.url}/v2/library/wide/manifests/latest", params=NS) as r:
+            status, body = r.status, await r.read()
+        assert status == 502, (status, body[:300])
+        (error,) = json.loads(body)["errors"]
+        assert error["code"] == "MANIFEST_INVALID", error
+        assert "1025 manifests" in error["detail"]["reason"], error
+        await asyncio.sleep(1)  # no copy goes on behind the answer
+        assert [path for path, _ in hostile.seen] == ["/v2/library/wide/manifests/latest"]
+    async with ecr_client(upstream.url) as ecr:
+        found = await ecr.describe_repositories()
+    assert not [r for r in found["repositories"] if "wide" in r["repositoryName"]]
+
+
+async def test_attacker_indexes_nested_past_the_depth_are_not_copied(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """index → index → index → image: with ``platforms: all`` the copy stops where indexes
+    nest more than two deep, and nothing of the image or its indexes is put into ECR."""
+    image = _Image("nested")
+    deepest = _index([(image.manifest, IMAGE)])
+    middle = _index([(deepest, INDEX)])
+    top = _index([(middle, INDEX)])
+    source = _Indexes(top, [(image.manifest, IMAGE), (deepest, INDEX), (middle, INDEX)], image)
+    async with Server(source) as hostile, \
+            _gateway(upstream, hostile, tmp_path, platforms="all") as gw:
+        async with session.get(f"{gw.url}/v2/library/nested/manifests/latest",
+                               params=NS) as r:
+            assert r.status == 200, await r.text()
+            assert await r.read() == top
+        assert await _logged(gw, "indexes nested more than 2 deep")
+        await asyncio.sleep(1)
+        assert not any(path.endswith(_sha256(image.manifest)) for path, _ in hostile.seen)
+    assert await _ecr_images(upstream, "docker-hub/library/nested") == []
+
+
+async def test_attacker_index_of_too_many_entries_fails_sync_cleanly(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    source = _Indexes(_wide_index(), [], _Image("wide"))
+    async with Server(source) as hostile:
+        status, out, err = await _sync_from(hostile, upstream, tmp_path,
+                                            f"{hostile.url}/library/wide:latest", "synced/wide")
+    assert status == 1, (out, err)
+    assert "Traceback" not in err, err
+    assert "synced/wide:latest: manifest invalid: an index of 1025 manifests" in err, err
+    assert [path for path, _ in hostile.seen if "/manifests/" in path] == [
+        "/v2/library/wide/manifests/latest"]
+    async with ecr_client(upstream.url) as ecr:
+        found = await ecr.describe_repositories()
+    assert not [r for r in found["repositories"] if r["repositoryName"] == "synced/wide"]
