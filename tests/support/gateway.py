@@ -9,6 +9,7 @@ tests/support/emulator.py); ``use_upstream_key(key)`` switches to another of its
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -120,6 +121,15 @@ class GatewayProcess:
         """Stop and start again on the same port and data dir."""
         self.stop()
         return self.start()
+
+    async def logged(self, text: str, seconds: float = 10.0) -> bool:
+        """Whether the gateway logs a line holding ``text`` within ``seconds`` (the log
+        arrives through a pipe, a little after the request that caused it)."""
+        for _ in range(max(1, int(seconds / 0.05))):
+            if any(text in line for line in self.log_lines):
+                return True
+            await asyncio.sleep(0.05)
+        return False
 
     def access_log(self) -> list[dict[str, Any]]:
         import json

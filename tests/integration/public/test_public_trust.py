@@ -8,7 +8,6 @@ the endpoint is ``127.0.0.1``: another host name) are small servers in this proc
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -23,15 +22,6 @@ OTHER_ACCOUNT = "210987654321"  # a registry whose alias the gateway's identity 
 
 async def _token(request: web.Request) -> web.StreamResponse:
     return web.json_response({"token": "stolen", "expires_in": 300})
-
-
-async def _logged(gw: GatewayProcess, text: str) -> bool:
-    """Whether ``gw`` logs a line holding ``text`` within 10 seconds."""
-    for _ in range(200):
-        if any(text in line for line in gw.log_lines):
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def test_a_realm_on_another_host_never_gets_the_ecr_public_password(
@@ -56,7 +46,7 @@ async def test_a_realm_on_another_host_never_gets_the_ecr_public_password(
                 assert status == 503 and r.headers["Retry-After"]
                 assert body["errors"][0]["code"] == "UNAVAILABLE"
                 assert "token realm on another host" in body["errors"][0]["message"]
-                assert await _logged(gw, "token realm host localhost")
+                assert await gw.logged("token realm host localhost")
                 sent = [auth for _, auth in hostile.seen if auth]
                 assert not any(a.startswith("Basic ") for a in sent), sent
 

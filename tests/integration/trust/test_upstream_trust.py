@@ -63,15 +63,6 @@ async def _ecr_images(upstream: EmulatorProcess, repository: str) -> list[object
     return list(found["imageDetails"])
 
 
-async def _logged(gw: GatewayProcess, text: str) -> bool:
-    """Whether ``gw`` logs a line holding ``text`` within 10 seconds."""
-    for _ in range(200):
-        if any(text in line for line in gw.log_lines):
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 def _oci_error(status: int, body: bytes) -> dict[str, object]:
     assert 500 <= status < 600 and status != 500, (status, body[:300])
     (error,) = json.loads(body)["errors"]
@@ -97,7 +88,7 @@ async def test_attacker_realm_on_another_host_never_gets_the_credentials(
             assert elsewhere.seen == [], "the token realm's host was asked"
             assert PASSWORD.encode() not in body
             # The log is read from the process's stderr by a thread: the line may trail.
-            assert await _logged(gw, "token realm host localhost")
+            assert await gw.logged("token realm host localhost")
             assert not any(PASSWORD in line for line in gw.log_lines)
 
 
@@ -377,7 +368,7 @@ async def test_attacker_rate_limiting_the_moved_tag_still_gets_ecrs_copy_served(
             metrics = await r.text()
         assert 'ecr_gateway_pullthrough_events_total{event="stale",registry="docker.io"} 1.0' \
             in metrics
-        assert await _logged(gw, "serving ECR's copy")
+        assert await gw.logged("serving ECR's copy")
 
 
 @pytest.mark.parametrize(("sent", "forwarded"), [
@@ -936,7 +927,7 @@ async def test_attacker_indexes_nested_past_the_depth_are_not_copied(
                                params=NS) as r:
             assert r.status == 200, await r.text()
             assert await r.read() == top
-        assert await _logged(gw, "indexes nested more than 2 deep")
+        assert await gw.logged("indexes nested more than 2 deep")
         await asyncio.sleep(1)
         assert not any(path.endswith(_sha256(image.manifest)) for path, _ in hostile.seen)
     assert await _ecr_images(upstream, "docker-hub/library/nested") == []
