@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Hashable
@@ -52,9 +51,10 @@ from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor
 from gateway.oci.request import Credentials
 from gateway.pullthrough.upstream import (
     MAX_TOKEN_ANSWER_BYTES,
-    MAX_TOKEN_CHARS,
+    UpstreamError,
     realm_allowed,
     registry_host,
+    token_answer,
 )
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,6 @@ log = logging.getLogger(__name__)
 DEFAULT_REGISTRY_URL = "https://public.ecr.aws"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 _REDIRECTS = (301, 302, 303, 307, 308)
-# What a bearer token may be made of (it goes into a header: no spaces, no line breaks).
-_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 class EcrPublic:
@@ -185,20 +183,13 @@ class EcrPublic:
                     if len(body) > MAX_TOKEN_ANSWER_BYTES:  # no token is that long
                         break
         try:
-            answer = orjson.loads(body) if len(body) <= MAX_TOKEN_ANSWER_BYTES else {}
-        except orjson.JSONDecodeError:
-            answer = {}
-        token = (answer.get("token") or answer.get("access_token")) if isinstance(
-            answer, dict) else None
-        if not isinstance(token, str) or not _TOKEN.fullmatch(token) \
-                or len(token) > MAX_TOKEN_CHARS:
+            if status != 200 or len(body) > MAX_TOKEN_ANSWER_BYTES:
+                raise UpstreamError(status, "the token realm")
+            token, lifetime = token_answer(bytes(body), "the token realm")
+        except UpstreamError:
             raise OciError(oci.UNAVAILABLE, {"upstream_status": status},
                            message="the ECR Public registry gave no token",
-                           headers={"Retry-After": "1"})
-        lifetime = answer.get("expires_in")
-        if not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool) \
-                or not 0 < lifetime < math.inf:
-            lifetime = 60
+                           headers={"Retry-After": "1"}) from None
         return AuthToken("", token, registry_url, now + lifetime, now)
 
     async def _request(self, target: Target, method: str, suffix: str, *, what: str,

@@ -270,7 +270,7 @@ class OciUpstream:
                         body = await _read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     raise UpstreamError(0, asked) from exc
-            token, lifetime = _token_answer(body, asked)
+            token, lifetime = token_answer(body, asked)
             self._auth[scope] = (f"Bearer {token}", time.monotonic() + max(lifetime - 10, 1))
 
     # -- manifests and blobs ----------------------------------------------------------------
@@ -430,7 +430,7 @@ class ForeignSession:
         await self.close()
 
 
-def _token_answer(body: bytes, what: str) -> tuple[str, float]:
+def token_answer(body: bytes, what: str) -> tuple[str, float]:
     """The token in a realm's answer and its lifetime in seconds (60 when not a finite
     positive number); an answer that is not a JSON object with a usable token is an
     UpstreamError."""
