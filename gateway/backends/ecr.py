@@ -94,8 +94,11 @@ class EcrBackend:
         self.tokens = TokenCache(self._fetch_token)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
-        """Another replica moved or removed a tag (``tag``) or deleted an image
-        (``manifest``): drop what this one cached for it."""
+        """Another replica moved or removed a tag (``tag``), deleted an image (``manifest``)
+        or created a repository (``repository``): drop what this one cached for it."""
+        if kind == "repository":
+            self.listings.forget_catalogs()
+            return
         if kind == "tag":
             self.caches.forget_tag(repo, ref)
         elif kind == "manifest":
@@ -152,6 +155,8 @@ class EcrBackend:
             if exc.code != "RepositoryAlreadyExistsException":
                 raise
             return  # whoever created it applied the settings
+        # The other replicas' kept catalogs lack it: the next page they answer must not.
+        await self._events.publish("repository", target.key, target.repository)
         policy, lifecycle = settings.policy_text(), settings.lifecycle_text()
         if policy is not None:
             await self._call(target, "SetRepositoryPolicy", policyText=policy)

@@ -139,6 +139,7 @@ class BackendRouter:
     def flush_caches(self) -> None:
         for backend in self._backends.values():
             backend.caches.flush()
+            backend.listings.forget_all()  # tag lists and catalogs are answers too
 
     async def staged_for_peer(self, digest: str, upload: str) -> Path | None:
         # Staged copies are this replica's, by digest, whichever backend received them.

@@ -5,7 +5,8 @@ each one would read every ListImages page again. A listing is read from ECR once
 page of it), kept sorted, and reused for ``cache.tag_ttl_seconds``, so each OCI page is a
 bisect and a slice. A push or delete through this gateway edits the kept list at once (an
 edit made while the list is being read is applied to what the read returns); other writers
-are seen when the entry expires, as with the tag → digest cache. Memory is bounded by
+are seen when the entry expires, as with the tag → digest cache (with Redis, other
+replicas' changes are told at once: gateway/state/events.py). Memory is bounded by
 ``cache.listing_max_bytes`` (an estimate of the strings' size) and ``MAX_ENTRIES`` lists,
 least recently read dropped first; a list bigger than the budget is never kept. Concurrent
 reads of the same missing listing make one set of ECR calls.
@@ -161,8 +162,15 @@ class Listings:
         self.forget(("tags", repo))
 
     def forget_catalogs(self) -> None:
-        """A repository was created: every caller's catalog is read again."""
+        """A repository was created (here or, told by a notice, through another replica):
+        every caller's catalog is read again."""
         for key in [k for k in (*self._entries, *self._loading) if _is_catalog(k)]:
+            self.forget(key)
+
+    def forget_all(self) -> None:
+        """Changes made elsewhere may have been missed (no notices for a while): every
+        listing, kept or being read, is read again."""
+        for key in [*self._entries, *self._loading]:
             self.forget(key)
 
     @classmethod

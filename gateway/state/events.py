@@ -1,4 +1,5 @@
-"""Cache notices between replicas: a tag moved or was removed, an image was deleted.
+"""Cache notices between replicas: a tag moved or was removed, an image was deleted, a
+repository was created (the catalog).
 
 With the Redis state backend every replica publishes such a change on the channel
 ``<prefix>cache`` once ECR has taken it, and every replica listens there and drops the
@@ -17,8 +18,8 @@ still be answered from that replica's cache, the notice being on its way. (On a 
 Cluster PUBLISH counts only the subscribers of the node that took it: the wait then covers
 the replicas listening on that node.)
 
-A notice is JSON: ``{"from": <replica id>, "id": <notice id>, "kind": "tag" | "manifest",
-"repo": [registry id, region, repository], "ref": <tag or digest>}``.
+A notice is JSON: ``{"from": <replica id>, "id": <notice id>, "kind": "tag" | "manifest" |
+"repository", "repo": [registry id, region, repository], "ref": <tag, digest or repository>}``.
 """
 
 from __future__ import annotations

@@ -105,3 +105,20 @@ async def test_ttl_zero_keeps_nothing() -> None:
     await listings.get("k", source)
     await listings.get("k", source)
     assert source.reads == 2 and len(listings) == 0
+
+
+async def test_forget_all_drops_every_listing_and_the_reads_in_flight() -> None:
+    """Notices may have been missed: nothing kept is trusted, nor a read that started
+    before (its answer is returned but not kept)."""
+    listings = Listings(ttl_seconds=60, max_bytes=1 << 20)
+    await listings.get(("catalog", None), Source(["r1"]))
+    await listings.get(("tags", ("id", "region", "r1")), Source(["v1"]))
+    slow = Source(["old"])
+    slow.gate = asyncio.Event()
+    reading = asyncio.create_task(listings.get(("tags", ("id", "region", "r2")), slow))
+    await asyncio.sleep(0)
+    listings.forget_all()
+    assert listings.keys() == [] and listings.bytes == 0
+    slow.gate.set()
+    assert await reading == ["old"]
+    assert listings.keys() == []

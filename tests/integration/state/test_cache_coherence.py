@@ -216,3 +216,60 @@ async def test_with_redis_tag_lists_follow_other_replicas_at_once(
             await delete(session, a.url, name, "one")
             assert await tags(session, b.url) == ["two"]
 
+
+
+async def catalog(session: aiohttp.ClientSession, url: str) -> list[str]:
+    async with session.get(f"{url}/v2/_catalog") as r:
+        assert r.status == 200, await r.text()
+        listed: list[str] = (await r.json())["repositories"]
+        return listed
+
+
+async def test_with_redis_a_repository_created_through_one_replica_is_in_every_catalog(
+        upstream: EmulatorProcess, redis_server: SharedRedis, tmp_path: Path) -> None:
+    """B keeps the catalog for the tag TTL; a repository a push through A creates is in B's
+    catalog at once, so pages answered by different replicas list the same names."""
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    a, b = two(upstream, tmp_path, redis_state(redis_server), long)
+    first, second = _name("cat-a"), _name("cat-b")
+    with a, b:
+        async with aiohttp.ClientSession() as session:
+            await push(session, a.url, first, "v1")
+            assert first in await catalog(session, b.url)  # B now keeps the catalog
+            await push(session, a.url, second, "v1")  # a new repository, through A
+            assert second in await catalog(session, a.url)
+            assert second in await catalog(session, b.url)
+
+
+async def test_a_replica_that_missed_notices_reads_its_tag_lists_again(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A tag deleted through A while Redis is down: its notice is lost, so B, once it
+    listens again, reads the repository's tag list from ECR rather than keep listing the
+    tag for the whole TTL."""
+    redis = RedisServer(tmp_path / "redis").start()
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    name = _name("missed-list")
+
+    async def tags(session: aiohttp.ClientSession, url: str) -> list[str]:
+        async with session.get(f"{url}/v2/{name}/tags/list") as r:
+            assert r.status == 200, await r.text()
+            listed: list[str] = (await r.json())["tags"]
+            return listed
+
+    try:
+        a, b = two(upstream, tmp_path, redis_state(redis), long)
+        with a, b:
+            async with aiohttp.ClientSession() as session:
+                await push(session, a.url, name, "keep")
+                await push(session, a.url, name, "gone")
+                assert await tags(session, b.url) == ["gone", "keep"]  # B keeps the list
+                redis.stop()
+                await delete(session, a.url, name, "gone")  # the notice cannot go out
+                redis.start()
+                deadline = time.monotonic() + 20
+                while not any("subscribed again" in line for line in b.log_lines):
+                    assert time.monotonic() < deadline, "B never listened again"
+                    await asyncio.sleep(0.1)
+                assert await tags(session, b.url) == ["keep"]
+    finally:
+        redis.stop()
