@@ -426,6 +426,7 @@ class EcrBackend:
         # ECR is asked for the types the client accepts. When those narrow it, ECR may convert
         # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is what the tag
         # points to for clients with the same Accept set only, never for every other client.
+        since = self.caches.version(target.key)  # a change meanwhile: the answer is not kept
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
                                   acceptedMediaTypes=list(accepted or MANIFEST_TYPES))
         images = answer.get("images", [])
@@ -439,7 +440,7 @@ class EcrBackend:
         media_type = image.get("imageManifestMediaType") or "application/json"
         manifest = Manifest(body, media_type, digest)
         tag = None if is_digest(reference) else reference
-        self.caches.remember(target.key, manifest, tag, accepted)
+        self.caches.remember(target.key, manifest, tag, accepted, since=since)
         self._remember_blobs(target, manifest)
         return manifest
 
@@ -470,6 +471,9 @@ class EcrBackend:
             # (it is also what a retried PutImage that did land looks like).
             if exc.code != "ImageAlreadyExistsException":
                 raise
+        # Reads of the repository that ECR answered before this put keep nothing (a tag's
+        # old digest would otherwise replace the new one when they come in after it).
+        self.caches.changed(target.key)
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
         if not is_digest(reference):
@@ -548,6 +552,7 @@ class EcrBackend:
     async def _read_manifests(self, target: Target, unknown: list[str],
                               stored: dict[str, Manifest]) -> None:
         """Add the manifests of ``unknown`` the repository holds to ``stored``."""
+        since = self.caches.version(target.key)
         async for answer in self._batched(target, "BatchGetImage", "imageIds",
                                           [{"imageDigest": d} for d in unknown],
                                           acceptedMediaTypes=list(MANIFEST_TYPES)):
@@ -556,7 +561,7 @@ class EcrBackend:
                 digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
                 manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
                 stored[digest] = manifest
-                self.caches.remember(target.key, manifest)
+                self.caches.remember(target.key, manifest, since=since)
 
     async def _tagged(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
                       parsed: ParsedManifest) -> None:
@@ -578,6 +583,8 @@ class EcrBackend:
             self.caches.forget_manifest(target.key, reference)
             answer = await self._call(target, "BatchDeleteImage",
                                       imageIds=[{"imageDigest": reference}])
+        # Again once ECR took it: a read made meanwhile may still have found the image.
+        self.caches.forget_manifest(target.key, reference)
         self.listings.forget(tags_key(target))  # every tag of the image went with it
         _raise_delete_failures(answer, reference)
         await self._events.publish("manifest", target.key, reference)

@@ -92,8 +92,10 @@ class EcrPublicBackend(EcrBackend):
 
     async def _fetch_manifest(self, target: Target, reference: str,
                               accepted: tuple[str, ...] | None = None) -> Manifest:
+        since = self.caches.version(target.key)  # a change meanwhile: the answer is not kept
         manifest = await self.public.manifest(target, reference)
-        self.caches.remember(target.key, manifest, None if is_digest(reference) else reference)
+        self.caches.remember(target.key, manifest, None if is_digest(reference) else reference,
+                             since=since)
         self._remember_blobs(target, manifest)
         return manifest
 

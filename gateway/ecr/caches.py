@@ -10,7 +10,11 @@
   seen when the entry expires.
 
 With the Redis state backend, replicas tell each other about tag moves and deletes
-(gateway/state/events.py), so those are seen by every replica at once.
+(gateway/state/events.py), so those are seen by every replica at once. A read that ECR
+answered before such a change may reach the cache after it (the answer was on its way when
+the change's notice was applied): every change to a repository counts in its
+:meth:`PullCaches.version`, and an answer is kept only if the version is still the one its
+read started from (it is still returned to the request that asked).
 * download URLs (GetDownloadUrlForLayer) per repository and digest, for
   ``cache.download_url_ttl_seconds`` but never beyond half of the lifetime the presigned URL
   states (``X-Amz-Date`` + ``X-Amz-Expires``), so a redirected client never gets a URL about
@@ -27,6 +31,7 @@ repository's answers are never served for another. Every lookup counts a hit or 
 from __future__ import annotations
 
 import calendar
+import itertools
 import time
 from typing import Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -41,6 +46,10 @@ RepoKey = tuple[str | None, str, str]  # registry id, region, repository
 Accepted = tuple[str, ...] | None  # the manifest media types a client accepts; None: all
 K = TypeVar("K")
 V = TypeVar("V")
+
+# Repositories whose last change is counted (the least recently changed are forgotten: a
+# read that started before that then keeps nothing, see PullCaches.version).
+CHANGES_KEPT = 100_000
 
 # How long what a repository holds is remembered. Images can be deleted; a blob of a deleted
 # image may then still be served for this long (as from a CDN), never bytes of another digest.
@@ -104,6 +113,22 @@ class PullCaches:
         # (repository, digest) → size of a blob the repository holds
         self.members: TTLCache[tuple[RepoKey, str], int] = TTLCache(
             maxsize=1_000_000, ttl=MEMBERSHIP_SECONDS)
+        # Repository -> the number of its last change (tags moved or removed, images
+        # deleted), from one sequence, so a number is never given twice; and how many times
+        # everything was flushed.
+        self._changes: LRUCache[RepoKey, int] = LRUCache(maxsize=CHANGES_KEPT)
+        self._numbers = itertools.count(1)
+        self._flushes = 0
+
+    def version(self, repo: RepoKey) -> tuple[int, int]:
+        """What a read of ``repo`` from ECR starts from; :meth:`remember` keeps its answer
+        only if nothing changed since."""
+        return self._flushes, self._changes.get(repo, 0)
+
+    def changed(self, repo: RepoKey) -> None:
+        """``repo`` changed (here, or told by another replica): answers being read now may
+        predate it."""
+        self._changes[repo] = next(self._numbers)
 
     # -- manifests and tags -----------------------------------------------------------------
 
@@ -131,9 +156,13 @@ class PullCaches:
         return digest
 
     def remember(self, repo: RepoKey, manifest: Manifest, tag: str | None = None,
-                 accepted: Accepted = None) -> None:
+                 accepted: Accepted = None, *, since: tuple[int, int] | None = None) -> None:
         """Cache a manifest, and what ``tag`` points to for clients accepting ``accepted``.
-        An answer for every type (``None``) is authoritative and replaces narrower ones."""
+        An answer for every type (``None``) is authoritative and replaces narrower ones.
+        ``since``: the :meth:`version` the read from ECR started from; an answer read before
+        a change to the repository is not kept (None: what this gateway just wrote)."""
+        if since is not None and since != self.version(repo):
+            return
         self.manifests.put((repo, manifest.digest), (manifest, time.monotonic()),
                            len(manifest.body))
         if tag is None or self.tags is None:
@@ -145,11 +174,13 @@ class PullCaches:
             variants[accepted] = manifest.digest
 
     def forget_tag(self, repo: RepoKey, tag: str) -> None:
+        self.changed(repo)
         if self.tags is not None:
             self.tags.pop((repo, tag), None)
 
     def forget_manifest(self, repo: RepoKey, digest: str) -> None:
         """A deleted image: its manifest and every tag that pointed at it."""
+        self.changed(repo)
         self.manifests.pop((repo, digest))
         if self.tags is not None:
             for key, variants in list(self.tags.items()):
@@ -158,7 +189,8 @@ class PullCaches:
 
     def flush(self) -> None:
         """Forget every answer that another writer may have made wrong (used when this
-        process may have missed other replicas' notices)."""
+        process may have missed other replicas' notices), and every answer on its way."""
+        self._flushes += 1
         for key in self.manifests.keys():
             self.manifests.pop(key)
         if self.tags is not None:

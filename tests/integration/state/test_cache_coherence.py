@@ -12,15 +12,18 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from tests.integration.state.conftest import redis_state, replica
 from tests.support.balancer import RoundRobin
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
+from tests.support.hostile import Server
 from tests.support.redis import RedisServer, SharedRedis
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -273,3 +276,86 @@ async def test_a_replica_that_missed_notices_reads_its_tag_lists_again(
                 assert await tags(session, b.url) == ["keep"]
     finally:
         redis.stop()
+
+
+class LateAnswers:
+    """A forwarding hop between a replica and ECR that holds ECR's answers to
+    BatchGetImage for ``hold`` seconds once ECR gave them: the replica's read was answered
+    before a change another replica then makes, and reaches it after that change's notice."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.hold = 0.0
+        self.answered = 0  # BatchGetImage answers ECR gave (held or not)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        async with aiohttp.ClientSession(auto_decompress=False) as client, client.request(
+                request.method, self.upstream + request.path_qs, data=await request.read(),
+                headers=request.headers) as answer:  # the same Host: the signature holds
+            body = await answer.read()
+            if "BatchGetImage" in request.headers.get("X-Amz-Target", ""):
+                self.answered += 1
+                await asyncio.sleep(self.hold)
+            return web.Response(status=answer.status, body=body, headers={
+                k: v for k, v in answer.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")})
+
+
+async def image_manifest(session: aiohttp.ClientSession, url: str, name: str) -> bytes:
+    """A small image's blobs uploaded; its manifest, to be put."""
+    layer = os.urandom(2048)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    await upload(session, url, name, layer)
+    await upload(session, url, name, config)
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": digest_of(layer), "size": len(layer)}]}).encode()
+
+
+async def test_a_read_answered_before_another_replicas_change_is_not_kept(
+        upstream: EmulatorProcess, redis_server: SharedRedis, tmp_path: Path) -> None:
+    """B reads a tag (then an image) from ECR; A moves the tag (deletes the image) while
+    ECR's answer is on its way to B, and answers its client once B applied the notice. B
+    answers the read in flight with what ECR said, but keeps none of it: the next read
+    through B sees A's change, not the old answer for the whole cache bound."""
+    long = {"manifest_revalidate_seconds": 600.0, "tag_ttl_seconds": 600.0}
+    name = _name("in-flight")
+    late = LateAnswers(upstream.url)
+    async with Server(late) as hop:
+        a = replica(tmp_path / "a", upstream, redis_state(redis_server), cache=long)
+        b = replica(tmp_path / "b", upstream, a.config["state"], cache=long)
+        b.config["upstream"]["endpoint_url"] = hop.url
+        with a, b:
+            async with aiohttp.ClientSession() as session:
+                first = await push(session, a.url, name, "t")
+                moved = await image_manifest(session, a.url, name)
+
+                async def while_b_reads(ref: str, change: Callable[[], Awaitable[None]]
+                                        ) -> tuple[int, str]:
+                    late.hold, asked = 1.5, late.answered
+                    reading = asyncio.create_task(get(session, b.url, name, ref))
+                    deadline = time.monotonic() + 10
+                    while late.answered == asked:  # ECR answered B: the change comes after
+                        assert time.monotonic() < deadline, "B did not ask ECR"
+                        await asyncio.sleep(0.01)
+                    await change()
+                    late.hold = 0.0
+                    return await reading
+
+                async def move() -> None:
+                    async with session.put(f"{a.url}/v2/{name}/manifests/t", data=moved,
+                                           headers={"Content-Type": OCI_MANIFEST}) as r:
+                        assert r.status == 201, await r.text()
+
+                assert await while_b_reads("t", move) == (200, first)  # asked before
+                assert await get(session, b.url, name, "t") == (200, digest_of(moved))
+
+                async def remove() -> None:
+                    await delete(session, a.url, name, first)
+
+                assert await while_b_reads(first, remove) == (200, first)
+                assert await get(session, b.url, name, first) == (404, "")
