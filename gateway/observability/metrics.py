@@ -73,8 +73,11 @@ SHARED_CALLS = Counter("ecr_gateway_singleflight_shared", "Upstream lookups that
 PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through from an upstream "
                              "registry by mirror host: fetched, streamed (a blob read as it "
                              "arrives), filled, revalidated, stale "
-                             "(ECR's copy served while the upstream is unavailable), "
-                             "fill_failed, rate_limited, unreachable, refused, upstream_error, "
+                             "(ECR's copy served when the upstream does not confirm the "
+                             "tag), fill_failed, rate_limited, unreachable, missing (404), "
+                             "refused (400, or 401/403 after the auth flow), "
+                             "credentials_refused (the configured credentials are wrong), "
+                             "upstream_error, "
                              "spool_full (a cold blob refused: the spool budget is taken)",
                              ["registry", "event"], registry=REGISTRY)
 PULLTHROUGH_SPOOL_BYTES = Gauge("ecr_gateway_pullthrough_spool_bytes",

@@ -14,9 +14,13 @@ mirror names an upstream registry:
   index's children follow ``platforms``: ``all`` copies each of them, the one a client asks
   for first; ``requested`` only those asked for (the index is put once every child is held).
 * A tag is trusted for ``tag_ttl_seconds``; then one HEAD asks the upstream what it points
-  to, and only a moved tag is fetched again.
+  to, and only a moved tag is fetched again. Only the upstream's 404 withdraws a mirror's
+  tag (a route's is then its own); any other failure of the check serves ECR's copy.
 * When the upstream is down, slow or rate-limiting, ECR's copy is served (stale-if-error),
-  logged and counted; with no copy the client gets a clear OCI error.
+  logged and counted; with no copy the client gets a clear OCI error: 404 when the
+  upstream does not hold it or will not give it (400, 401/403 after the auth flow), 502
+  without Retry-After when it refuses the gateway's own credentials, 503 or 429 with
+  Retry-After when it may answer later.
 * Identical fills in flight are made once: many nodes pulling one cold image cost one
   upstream read and one ECR upload per blob, per process, and across replicas with the
   Redis state backend (the other replicas wait for the copy, then read ECR's).
@@ -154,12 +158,17 @@ class PullThrough:
             current = await mirror.upstream.manifest_digest(
                 mirror.upstream_name(ctx.name), tag, accepted or MANIFEST_TYPES)
         except UpstreamError as exc:
-            if exc.unavailable:
-                return self._stale(mirror, ctx, tag, held, exc)
-            if exc.missing and mirror.own_tags:
+            if (exc.missing or exc.refused) and mirror.own_tags:
+                # A name or tag the upstream does not hold (Docker Hub: a 401) is the
+                # route's own, pushed by its clients.
                 mirror.checked[(ctx.name, tag)] = held.digest
                 return held
-            raise _client_error(mirror, ctx.name, tag, exc) from None
+            if exc.missing:  # deleted upstream: a mirror follows it
+                events.record(ctx, mirror.registry, _outcome(exc))
+                raise _client_error(mirror, ctx.name, tag, exc) from None
+            # Only a 404 says the tag is gone: a refusal (an auth hiccup, credentials being
+            # rotated) or an outage must not make a held image unpullable.
+            return self._stale(mirror, ctx, tag, held, exc)
         if current == held.digest:
             mirror.checked[(ctx.name, tag)] = held.digest
             events.record(ctx, mirror.registry, "revalidated")
@@ -167,15 +176,17 @@ class PullThrough:
         try:
             return await self._fill(mirror, ctx, tag, accepted)
         except _UpstreamFailure as exc:  # the tag moved, the new image cannot be read now
-            if exc.cause.unavailable:  # (Docker Hub: HEAD is free, a GET is rate-limited)
+            if not exc.cause.missing:  # (Docker Hub: HEAD is free, a GET is rate-limited)
                 return self._stale(mirror, ctx, tag, held, exc.cause)
             raise
 
     def _stale(self, mirror: Source, ctx: RequestContext, tag: str, held: Manifest,
                exc: UpstreamError) -> Manifest:
         events.record(ctx, mirror.registry, "stale")
-        log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream is unavailable"
-                    " (%s)", mirror.registry, ctx.name, tag, held.digest, exc)
+        log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream did not "
+                    "confirm the tag (%s)", mirror.registry, ctx.name, tag, held.digest, exc)
+        if exc.credentials_refused:
+            _credentials_warning(mirror)
         return held
 
     async def _fill(self, mirror: Source, ctx: RequestContext, reference: str,
@@ -381,7 +392,7 @@ class PullThrough:
                                                           digest, expected)
             except UpstreamError as exc:
                 events.record(ctx, mirror.registry, _outcome(exc))
-                raise _client_error(mirror, ctx.name, digest, exc) from None
+                raise _client_error(mirror, ctx.name, digest, exc, blob=True) from None
             if expected is None:  # as the bytes arrive
                 chunks = self._metered(mirror, ctx, claim, chunks, digest)
         except BaseException as exc:
@@ -501,14 +512,15 @@ class PullThrough:
             return arriving.tee.size
         return await self._held_blob_size(ctx, digest, copy)
 
-    async def _held_blob_size(self, ctx: RequestContext, digest: str,
-                              copy: _BlobCopy) -> int | None:
+    async def _held_blob_size(self, ctx: RequestContext, digest: str, copy: _BlobCopy, *,
+                              explained: bool = False) -> int | None:
         """The blob's size once ECR holds it: its copy is joined (ECR may already list a
-        layer whose copy has not finished)."""
+        layer whose copy has not finished). ``explained``: a miss the upstream answered is
+        raised as the upstream's answer (its status in the detail), not as None."""
         try:
             await asyncio.shield(copy.task)
         except OciError as exc:
-            if exc.error in _MISSES:
+            if exc.error in _MISSES and not (explained and isinstance(exc, _UpstreamFailure)):
                 return None
             raise
         return await self._inner.stat_blob(ctx, digest)
@@ -524,7 +536,7 @@ class PullThrough:
                 events.record(ctx, mirror.registry, "streamed")
                 size = arriving.tee.size
                 return BlobLocation(size if size is not None else -1, growing=arriving)
-            if await self._held_blob_size(ctx, digest, copy) is None:
+            if await self._held_blob_size(ctx, digest, copy, explained=True) is None:
                 raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
             return await self._settled_location(ctx, digest, fresh)
         return await self._inner.locate_blob(ctx, digest, fresh=fresh)
@@ -620,11 +632,16 @@ class _NotYet(Exception):
 
 
 def _outcome(exc: UpstreamError) -> str:
+    """The event (a metric label: one of a few words) for an upstream's failure."""
     if exc.status == 0:
         return "unreachable"
     if exc.status == 429:
         return "rate_limited"
-    return "refused" if exc.status < 500 else "upstream_error"
+    if exc.missing:
+        return "missing"
+    if exc.credentials_refused:
+        return "credentials_refused"
+    return "refused" if exc.refused else "upstream_error"
 
 
 class _UpstreamFailure(OciError):
@@ -632,26 +649,52 @@ class _UpstreamFailure(OciError):
     upstream's failure itself in ``cause``."""
 
     def __init__(self, error: oci.ErrorCode, detail: dict[str, Any], message: str,
-                 cause: UpstreamError, headers: dict[str, str] | None = None) -> None:
-        super().__init__(error, detail, message=message, headers=headers)
+                 cause: UpstreamError, headers: dict[str, str] | None = None,
+                 status: int | None = None) -> None:
+        super().__init__(error, detail, message=message, headers=headers, status=status)
         self.cause = cause
 
 
-def _client_error(mirror: Source, name: str, reference: str,
-                  exc: UpstreamError) -> _UpstreamFailure:
-    """What the client hears when the upstream could not give what ECR does not hold."""
+def _client_error(mirror: Source, name: str, reference: str, exc: UpstreamError, *,
+                  blob: bool = False) -> _UpstreamFailure:
+    """What the client hears when the upstream could not give what ECR does not hold: a
+    404 when the upstream does not hold it or will not give it (no Retry-After: asking
+    again changes nothing), a 502 when it refuses the gateway's own credentials, a 429 or
+    503 with Retry-After when it may answer later."""
     detail = {"upstream": mirror.registry, "name": name, "reference": reference,
               "upstream_status": exc.status}
     if exc.missing:
-        error = oci.MANIFEST_UNKNOWN if exc.what.startswith("manifest") else oci.BLOB_UNKNOWN
+        error = oci.BLOB_UNKNOWN if blob else oci.MANIFEST_UNKNOWN
         return _UpstreamFailure(error, detail, f"not in ECR, and {mirror.registry} has no "
                                 f"{exc.what}", exc)
+    if exc.refused:
+        # Docker Hub answers a repository it does not have with 401: the token it gave
+        # lacks the scope. The client named something that is not there for it.
+        error = oci.BLOB_UNKNOWN if blob else oci.NAME_UNKNOWN
+        asked = mirror.upstream_name(name)
+        needs = "the gateway's credentials may not read it" \
+            if mirror.upstream.has_credentials else "it needs credentials"
+        return _UpstreamFailure(error, detail, f"not in ECR, and {mirror.registry} does not "
+                                f"hold {asked}, or {needs}", exc)
+    if exc.credentials_refused:
+        _credentials_warning(mirror)
+        return _UpstreamFailure(oci.UNAVAILABLE, detail, f"not in ECR, and {mirror.registry} "
+                                "refuses the gateway's credentials for it (the gateway's "
+                                "configuration must be corrected)", exc, status=502)
     if exc.status == 429:
         return _UpstreamFailure(oci.TOOMANYREQUESTS, detail,
                                 f"not in ECR, and {mirror.registry} is rate-limiting", exc,
                                 headers=_retry_after(exc.retry_after))
     return _UpstreamFailure(oci.UNAVAILABLE, detail, f"not in ECR, and {mirror.registry} "
                             f"cannot be read now ({exc.what})", exc, headers={"Retry-After": "5"})
+
+
+def _credentials_warning(mirror: Source) -> None:
+    """The operator's part: the upstream refuses the configured credentials (named by the
+    registry and the setting, never their value)."""
+    log.warning("pull-through %s: the upstream refuses the configured username and "
+                "password_file: correct them (pulls of images ECR does not hold fail "
+                "meanwhile)", mirror.registry)
 
 
 # The longest wait passed on to clients from an upstream's Retry-After.

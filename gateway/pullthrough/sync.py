@@ -193,7 +193,8 @@ class Syncer:
                 listed = await upstream.tags(one.source)
             except UpstreamError as exc:
                 unlisted.append(Outcome(f"{one.destination} (from {one.source})", "failed",
-                                        error=f"cannot list the source: {exc}"))
+                                        error=f"cannot list the source: "
+                                              f"{failure(exc, upstream)}"))
                 continue
             # The upstream's word: a name that is no OCI tag (a path, escape sequences, digits
             # by the thousand) is neither selected, nor asked for, nor printed.
@@ -216,7 +217,9 @@ class Syncer:
             outcome.started = time.monotonic()
             try:
                 await self._copy(one, upstream, tag, outcome, progress)
-            except (OciError, UpstreamError, OSError, aiohttp.ClientError) as exc:
+            except UpstreamError as exc:
+                outcome.result, outcome.error = "failed", failure(exc, upstream)
+            except (OciError, OSError, aiohttp.ClientError) as exc:
                 outcome.result, outcome.error = "failed", str(exc)
             outcome.seconds = time.monotonic() - outcome.started
             progress.draw()
@@ -283,6 +286,26 @@ async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,
     for o in failed:
         print(f"ecr-gateway sync: {printable(o.image)}: {printable(o.error)}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def failure(exc: UpstreamError, upstream: OciUpstream) -> str:
+    """A failure line's words for the source's refusal, by what it means: not there, not
+    given, the credentials wrong, or not now."""
+    registry = upstream.registry
+    if exc.missing:
+        return f"{registry} does not hold {exc.what} (404)"
+    if exc.refused:
+        needs = "the credentials given may not read it" if upstream.has_credentials \
+            else "it needs credentials"
+        return f"{registry} does not hold {exc.what}, or {needs} ({exc.status})"
+    if exc.credentials_refused:
+        return f"{registry} refuses the credentials given ({exc.status}) for {exc.what}"
+    if exc.status == 429:
+        return f"{registry} is rate-limiting (429): try again later ({exc.what})"
+    if exc.unavailable:
+        answered = f"answered {exc.status}" if exc.status else "could not be reached"
+        return f"{registry} {answered}: try again later ({exc.what})"
+    return f"{registry} answered {exc.status} for {exc.what}"
 
 
 def _summary(out: TextIO, outcomes: list[Outcome]) -> None:

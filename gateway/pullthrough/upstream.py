@@ -24,8 +24,11 @@ be large, keep the read timeout only.
 Every manifest is checked against its digest before it is returned (a digest reference must
 match the bytes; a ``Docker-Content-Digest`` header must too); blobs are returned as streams
 for the caller to verify as the bytes pass. The upstream's refusals become
-:class:`UpstreamError` with the HTTP status, so the caller tells "not there" (404) from "not
-now" (429, 5xx, unreachable). Credentials never reach a log line or an error message.
+:class:`UpstreamError` with the HTTP status, so the caller tells "not there" (404), "not
+given" (400, or 401/403 once the auth flow ran: Docker Hub answers a name it does not hold
+so), "the configured credentials are wrong" (the realm, or a Basic upstream, refused them)
+and "not now" (429, 5xx, unreachable) apart. Credentials never reach a log line or an
+error message.
 """
 
 from __future__ import annotations
@@ -92,17 +95,36 @@ class UpstreamManifest:
 
 
 class UpstreamError(Exception):
-    """The upstream registry refused or could not be reached (``status`` 0)."""
+    """The upstream registry refused or could not be reached (``status`` 0).
 
-    def __init__(self, status: int, what: str, retry_after: str | None = None) -> None:
-        super().__init__(f"upstream answered {status or 'nothing'} for {what}")
+    ``credentials_refused``: a 401 answered the gateway's own configured credentials (sent
+    as Basic to the registry or to its token realm): they are wrong, whatever was asked.
+    ``redirected``: the answer came from another origin a redirect led to (a CDN), not
+    from the registry itself."""
+
+    def __init__(self, status: int, what: str, retry_after: str | None = None, *,
+                 credentials_refused: bool = False, redirected: bool = False) -> None:
+        answered = "refused the configured credentials with" if credentials_refused \
+            else "answered"
+        super().__init__(f"upstream {answered} {status or 'nothing'} for {what}")
         self.status = status
         self.what = what
         self.retry_after = retry_after
+        self.credentials_refused = credentials_refused
+        self.redirected = redirected
 
     @property
     def missing(self) -> bool:
         return self.status == 404
+
+    @property
+    def refused(self) -> bool:
+        """The registry will not give it: a name it cannot hold (400), or a 401/403 that
+        persists after the auth flow without credentials, or with a token its realm granted
+        (Docker Hub's answer for a repository that does not exist). Either it does not hold
+        it or it needs credentials the gateway does not have: not the client's to retry."""
+        return (self.status in (400, 401, 403) and not self.credentials_refused
+                and not self.redirected)
 
     @property
     def unavailable(self) -> bool:
@@ -141,6 +163,10 @@ class OciUpstream:
         self._auth: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
 
+    @property
+    def has_credentials(self) -> bool:
+        return self._basic is not None
+
     async def close(self) -> None:
         """Close the session for other origins, if this client made it."""
         if self._own_foreign is not None:
@@ -158,8 +184,8 @@ class OciUpstream:
             auth = self._authorization(scope)
             response = await self._follow(method, URL(f"{self.url}{path}"), wanted, auth, what)
             ratelimit.observe(self.registry, response.status, response.headers)
-            if (response.status == 401 and attempt == 0
-                    and _origin(response.url) == self._origin):
+            own = _origin(response.url) == self._origin
+            if response.status == 401 and attempt == 0 and own:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
                 await self._answer(challenge, scope, what, auth)
@@ -167,9 +193,14 @@ class OciUpstream:
             if response.status >= 400:
                 retry_after = response.headers.get("Retry-After")
                 response.release()
-                raise UpstreamError(response.status, what, retry_after)
+                # A 401 to the gateway's own Basic credentials: they are wrong. A 401 to a
+                # bearer token says only that the token lacks the scope.
+                raise UpstreamError(response.status, what, retry_after,
+                                    credentials_refused=(own and response.status == 401
+                                                         and _is_basic(auth)),
+                                    redirected=not own)
             return response
-        raise UpstreamError(401, what)
+        raise UpstreamError(401, what, credentials_refused=_is_basic(auth))
 
     async def _follow(self, method: str, url: URL, headers: dict[str, str],
                       auth: str | None, what: str) -> aiohttp.ClientResponse:
@@ -241,7 +272,7 @@ class OciUpstream:
         params = dict(_PARAM.findall(rest))
         realm = params.get("realm")
         if not realm:
-            raise UpstreamError(401, what)
+            raise UpstreamError(502, f"{what}: a Bearer challenge without a realm")
         if not realm_allowed(realm, self.url, self._realm_hosts):
             log.warning("upstream %s names the token realm host %s, not its own: not asked "
                         "(list it in token_realm_hosts if it is the registry's)", self.registry,
@@ -266,7 +297,8 @@ class OciUpstream:
                             raise UpstreamError(502, f"{asked}: the realm redirects "
                                                      "(not followed)")
                         if response.status != 200:
-                            raise UpstreamError(response.status, asked)
+                            raise _realm_refusal(response.status, asked,
+                                                 self._basic is not None)
                         body = await _read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
                 except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                     raise UpstreamError(0, asked) from exc
@@ -442,7 +474,7 @@ def token_answer(body: bytes, what: str) -> tuple[str, float]:
         raise UpstreamError(502, f"{what}: the answer is not a JSON object")
     token = answer.get("token") or answer.get("access_token")
     if not isinstance(token, str) or not token:
-        raise UpstreamError(401, what)
+        raise UpstreamError(502, f"{what}: the answer holds no token")
     if len(token) > MAX_TOKEN_CHARS or not _TOKEN.fullmatch(token):
         raise UpstreamError(502, f"{what}: the token is longer than {MAX_TOKEN_CHARS} "
                                  "characters or holds characters a header cannot")
@@ -451,6 +483,23 @@ def token_answer(body: bytes, what: str) -> tuple[str, float]:
             or not math.isfinite(lifetime) or lifetime <= 0):
         lifetime = 60
     return token, float(lifetime)
+
+
+def _realm_refusal(status: int, asked: str, with_credentials: bool) -> UpstreamError:
+    """A token realm's answer other than 200: a 401 to the gateway's credentials refuses
+    them (Docker Hub's answer to a wrong password); a 401 without credentials, or a 403
+    (they were taken, not for this name), refuses the name; 400, 408, 429 and 5xx keep
+    their meaning; anything else (a 404 where the challenge named a realm) is the
+    upstream's fault, never "not there"."""
+    if status == 401:
+        return UpstreamError(status, asked, credentials_refused=with_credentials)
+    if status in (400, 403, 408, 429) or status >= 500:
+        return UpstreamError(status, asked)
+    return UpstreamError(502, f"{asked}: the realm answered {status}")
+
+
+def _is_basic(auth: str | None) -> bool:
+    return auth is not None and auth.startswith("Basic ")
 
 
 # One link-value of a Link header (RFC 8288): <target>, then its parameters.
