@@ -43,6 +43,7 @@ from gateway.oci.request import PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS
 from gateway.oci.routes import add_routes
 from gateway.pullthrough.backend import PullThrough
 from gateway.pullthrough.budget import SpoolBudget
+from gateway.pullthrough.upstream import EXACT_BYTES
 from gateway.state import cache_events, fill_locks, session_store, staged_peers
 from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
@@ -261,9 +262,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                                 ) if pulls_through else backends
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        # auto_decompress off: blob bytes pass through exactly as stored.
+        # auto_decompress off, and identity asked for: bytes pass through exactly as stored.
         app[HTTP_CLIENT] = aiohttp.ClientSession(
-            auto_decompress=False, timeout=http_timeouts(config),
+            auto_decompress=False, headers=EXACT_BYTES, timeout=http_timeouts(config),
             trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         announcing: set[asyncio.Task[None]] = set()

@@ -39,6 +39,7 @@ from gateway.pullthrough.bounds import Fanout
 from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.selection import TagSelection
 from gateway.pullthrough.upstream import (
+    EXACT_BYTES,
     ForeignSession,
     OciUpstream,
     UpstreamError,
@@ -271,7 +272,7 @@ class Syncer:
 
 async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,
                    parallel: int = 4) -> int:
-    async with aiohttp.ClientSession(auto_decompress=False) as http, \
+    async with aiohttp.ClientSession(auto_decompress=False, headers=EXACT_BYTES) as http, \
             ForeignSession() as foreign:
         syncer = Syncer(backend, http, parallel, foreign)
         images, unlisted = await syncer.plan(jobs)

@@ -80,6 +80,10 @@ MAX_TOKEN_CHARS = 8 * 1024
 # Redirect hops followed for one request (Docker Hub and ghcr send a blob's GET to their CDN
 # with one).
 MAX_REDIRECTS = 5
+# Sent with every request to an upstream: the bytes must come as stored, since digests are
+# of them and sessions do not decompress (aiohttp offers gzip and deflate otherwise, and a
+# registry behind a compressing proxy takes it up for manifests and tag pages).
+EXACT_BYTES = {"Accept-Encoding": "identity"}
 _REDIRECTS = (301, 302, 303, 307, 308)
 # A manifest's, token's or tag page's whole answer takes at most this many read timeouts.
 DEADLINE_TIMEOUTS = 4
@@ -448,7 +452,7 @@ class ForeignSession:
             # auto_decompress off: blob bytes pass through exactly as stored.
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(resolver=TargetResolver(self._private)),
-                auto_decompress=False)
+                auto_decompress=False, headers=EXACT_BYTES)
         return self._session
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import socket
@@ -406,6 +407,34 @@ async def test_attacker_garbage_manifest_is_the_upstreams_fault(
     assert "docker.io sent" in error["message"], error
     assert error["detail"]["upstream"] == "docker.io"
     assert await _ecr_images(upstream, f"docker-hub/{source.name}") == []
+
+
+async def test_an_upstream_that_would_compress_is_asked_for_the_bytes_as_stored(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A registry behind a compressing proxy gzips what a client says it accepts: the gateway
+    asks for the bytes as stored (digests are of them), so manifests and blobs arrive, and
+    reach the client, byte for byte."""
+    image = _Image("compressing")
+    offered: list[str] = []
+
+    async def compressing(request: web.Request) -> web.StreamResponse:
+        offered.append(request.headers.get("Accept-Encoding", ""))
+        answer = image.answer(request.path)
+        assert isinstance(answer, web.Response) and answer.body is not None
+        if "gzip" in offered[-1] and answer.status == 200:
+            answer = web.Response(body=gzip.compress(bytes(answer.body)),
+                                  content_type=answer.content_type,
+                                  headers={"Content-Encoding": "gzip"})
+        return answer
+
+    async with Server(compressing) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+        base = f"{gw.url}/v2/library/compressing"
+        async with session.get(f"{base}/manifests/v1", params=NS) as r:
+            assert (r.status, await r.read()) == (200, image.manifest)
+        for digest, blob in image.blobs.items():
+            async with session.get(f"{base}/blobs/{digest}", params=NS) as r:
+                assert (r.status, await r.read()) == (200, blob)
+    assert offered and all(sent == "identity" for sent in offered), offered
 
 
 async def _sync_from(hostile: Server, upstream: EmulatorProcess, tmp_path: Path, source: str,
