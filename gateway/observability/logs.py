@@ -162,3 +162,30 @@ def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
     logging.getLogger("gateway").error(
         "uncaught exception in thread %s", args.thread.name if args.thread else "?",
         exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
+class Sparing:
+    """Says each kind of warning at most once per ``seconds``: an upstream down or a wrong
+    setting would otherwise repeat its line on every request (the metrics count them all).
+    :meth:`due` answers whether to say it now, and how many went unsaid since the last time."""
+
+    def __init__(self, seconds: float = 60.0, clock: Any = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._said: dict[str, tuple[float, int]] = {}  # kind -> (when said, unsaid since)
+
+    def due(self, kind: str) -> int | None:
+        """None: not now (counted); else the number left unsaid since it was last said."""
+        now = self._clock()
+        said = self._said.get(kind)
+        if said is not None and now - said[0] < self._seconds:
+            self._said[kind] = (said[0], said[1] + 1)
+            return None
+        self._said[kind] = (now, 0)
+        return 0 if said is None else said[1]
+
+
+def unsaid(count: int) -> str:
+    """What a spared line adds about the ones left out before it."""
+    return f" ({count} more like it since the last such line)" if count else ""
+

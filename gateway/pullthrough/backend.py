@@ -48,6 +48,7 @@ from gateway.backends.router import Storage
 from gateway.blobcache import BlobCache
 from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.singleflight import SingleFlight
+from gateway.observability.logs import unsaid
 from gateway.observability.metrics import PULLTHROUGH_BYTES, SHARED_CALLS
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
@@ -183,8 +184,10 @@ class PullThrough:
     def _stale(self, mirror: Source, ctx: RequestContext, tag: str, held: Manifest,
                exc: UpstreamError) -> Manifest:
         events.record(ctx, mirror.registry, "stale")
-        log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream did not "
-                    "confirm the tag (%s)", mirror.registry, ctx.name, tag, held.digest, exc)
+        if (left_out := mirror.warnings.due("stale")) is not None:
+            log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream did not "
+                        "confirm the tag (%s)%s", mirror.registry, ctx.name, tag, held.digest,
+                        exc, unsaid(left_out))
         if exc.credentials_refused:
             _credentials_warning(mirror)
         return held
@@ -692,9 +695,10 @@ def _client_error(mirror: Source, name: str, reference: str, exc: UpstreamError,
 def _credentials_warning(mirror: Source) -> None:
     """The operator's part: the upstream refuses the configured credentials (named by the
     registry and the setting, never their value)."""
-    log.warning("pull-through %s: the upstream refuses the configured username and "
-                "password_file: correct them (pulls of images ECR does not hold fail "
-                "meanwhile)", mirror.registry)
+    if (left_out := mirror.warnings.due("credentials")) is not None:
+        log.warning("pull-through %s: the upstream refuses the configured username and "
+                    "password_file: correct them (pulls of images ECR does not hold fail "
+                    "meanwhile)%s", mirror.registry, unsaid(left_out))
 
 
 # The longest wait passed on to clients from an upstream's Retry-After.
