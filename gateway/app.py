@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -16,8 +17,9 @@ from gateway.backends.ecr import EcrBackend
 from gateway.backends.ecr_public import EcrPublicBackend
 from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
-from gateway.config import Config, PullThroughConfig
+from gateway.config import Config, ConfigError, PullThroughConfig
 from gateway.disk.direct_io import balloon_reports_free_pages
+from gateway.disk.private import NotPrivate
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
@@ -180,6 +182,18 @@ def upstream_factory(config: Config) -> Callable[[str, Credentials | None], Upst
     return upstream_for
 
 
+_T = TypeVar("_T")
+
+
+def _private_folder(key: str, make: Callable[[], _T]) -> _T:
+    """``make()``, whose folder of blob bytes belongs to another user or is a link: a
+    refusal to start naming the setting (gateway/disk/private.py), not a traceback."""
+    try:
+        return make()
+    except NotPrivate as exc:
+        raise ConfigError(key, f"{exc}: blob bytes there would not be private") from None
+
+
 def build_app(config: Config, tracing: Tracing | None = None) -> web.Application:
     """The gateway's application; ``tracing`` (from the OTEL_* environment) adds a span per
     request, per ECR call attempt and per outbound HTTP call."""
@@ -202,12 +216,12 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                             timeout=config.upstream.call_timeout_seconds,
                             connect_timeout=config.upstream.connect_timeout_seconds)
     app[CLIENTS] = clients
-    sessions = session_store(config)
+    sessions = _private_folder("data_dir", lambda: session_store(config))
     app[SESSIONS] = sessions
     app[SESSION_COUNT] = sessions.count
-    staging = StagingStore(data / "staging", config.blobs.staging.max_bytes,
-                           spool_max_age=2 * config.uploads.idle_timeout_seconds,
-                           direct=direct_io)
+    staging = _private_folder("data_dir", lambda: StagingStore(
+        data / "staging", config.blobs.staging.max_bytes,
+        spool_max_age=2 * config.uploads.idle_timeout_seconds, direct=direct_io))
     breaker = CircuitBreaker(config.upstream.breaker_failures,
                              config.upstream.breaker_open_seconds)
     app[BREAKER] = breaker
@@ -247,8 +261,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                      or any(route.upstream for route in config.routes))
     blob_cache = None
     if config.blobs.mode == "proxy" and config.blobs.cache.path:
-        blob_cache = app[BLOB_CACHE] = BlobCache(Path(config.blobs.cache.path),
-                                                 config.blobs.cache.max_bytes)
+        cache_path = Path(config.blobs.cache.path)
+        blob_cache = app[BLOB_CACHE] = _private_folder("blobs.cache.path", lambda: BlobCache(
+            cache_path, config.blobs.cache.max_bytes))
         if fills is not None:
             app[FILL_LOCKS] = fills
     app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,

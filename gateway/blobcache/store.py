@@ -26,6 +26,15 @@ in progress (emptied at start). Guarantees:
   is then served from the cache (:meth:`BlobCache.claim`, :meth:`BlobCache.wait_fill`).
 * Served from an open file: :meth:`BlobCache.open` hands out the file already opened, so an
   eviction between the lookup and the send cannot turn a hit into a missing file.
+* Private: ``sha256/`` and ``tmp/`` are folders only the gateway's user can enter (mode
+  0700, refused at start when another user owns them), fills are files of mode 0600, and
+  nothing is read through a symbolic link; a file found at start that is not a plain file
+  of the gateway's user, writable by nobody else, is dropped (gateway/disk/private.py). The
+  size check on reads relies on that: nobody else can rewrite a verified file.
+* Bounded while filling too: the fills under way reserve their sizes (one of unknown size,
+  the bytes it wrote so far) and a fill that does not fit beside them is relayed without
+  being kept, so concurrent cold reads of many large blobs never take more than
+  ``max_bytes`` between them.
 * The event loop never waits for the disk: opening, hashing, writing and unlinking run in
   worker threads. A dropped file is first renamed into ``tmp/`` (a cheap metadata change)
   so its unlink, which frees all of its pages and can take a long time for a large file,
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -47,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gateway.disk.private import create_private, open_read, own_regular_file, private_dir
 from gateway.observability.metrics import cache_event
 
 log = logging.getLogger(__name__)
@@ -84,12 +95,23 @@ def _hex(digest: str) -> str | None:
     return hexpart
 
 
-def _hash_file(path: Path) -> str:
+def _hash_fd(fd: int) -> str:
+    """The sha256 of the open file ``fd`` (read by offset: the served handle stays where it
+    is). The very file that is then served, whatever its path names meanwhile."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
     return digest.hexdigest()
+
+
+def _open_blob(path: Path) -> BinaryIO:
+    return os.fdopen(open_read(path), "rb")
+
+
+def _create_fill(path: Path) -> BinaryIO:
+    return os.fdopen(create_private(path), "wb")
 
 
 def _unlink_all(paths: list[Path]) -> None:
@@ -106,8 +128,9 @@ class BlobCache:
         self.max_bytes = max_bytes
         self._blobs = root / "sha256"
         self._tmp = root / "tmp"
-        self._blobs.mkdir(parents=True, exist_ok=True)
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self._blobs)
+        private_dir(self._tmp)
         for leftover in self._tmp.iterdir():
             leftover.unlink(missing_ok=True)  # fills cut short, drops not finished
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently read first
@@ -117,9 +140,13 @@ class BlobCache:
         self.total = 0
         found = []
         for item in os.scandir(self._blobs):
-            if _hex(f"sha256:{item.name}") is None or not item.is_file():
+            stat = item.stat(follow_symlinks=False)
+            if _hex(f"sha256:{item.name}") is None or not own_regular_file(stat):
+                if not item.is_dir(follow_symlinks=False):
+                    # A link, or a file someone else could rewrite once it is verified.
+                    log.warning("blob cache: dropped %s, not a private file", item.name[:80])
+                    Path(item.path).unlink(missing_ok=True)
                 continue
-            stat = item.stat()
             found.append((stat.st_mtime, item.name, stat.st_size))
         for _, name, size in sorted(found):
             self._entries[name] = _Entry(size, verified=False)
@@ -146,13 +173,15 @@ class BlobCache:
             return None
         path = self._blobs / hexpart
         try:
-            handle: BinaryIO | None = await asyncio.to_thread(open, path, "rb")
+            handle: BinaryIO | None = await asyncio.to_thread(_open_blob, path)
         except FileNotFoundError:
             handle = None  # removed behind the cache's back: dropped below
-        except OSError as exc:  # out of file descriptors, say: the file may be fine
-            log.warning("blob cache: cannot open %s: %s", digest, exc)
-            cache_event("blob", "miss")
-            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                log.warning("blob cache: cannot open %s: %s", digest, exc)
+                cache_event("blob", "miss")
+                return None
+            handle = None  # a link in place of the file: never read through, dropped below
         try:
             size = os.fstat(handle.fileno()).st_size if handle is not None else -1
             if size != entry.size:
@@ -163,7 +192,7 @@ class BlobCache:
                 return None
             assert handle is not None
             if not entry.verified:
-                if await self._verify(hexpart, path) != hexpart:
+                if await self._verify(hexpart, handle) != hexpart:
                     log.warning("blob cache: %s does not match its digest; dropped", digest)
                     if self._entries.get(hexpart) is entry:
                         self._corrupt(hexpart)
@@ -183,21 +212,27 @@ class BlobCache:
             if handle is not None:
                 _close_later(handle)
 
-    async def _verify(self, hexpart: str, path: Path) -> str:
-        """The file's sha256 (one hashing per file at a time, shared by concurrent reads)."""
+    async def _verify(self, hexpart: str, handle: BinaryIO) -> str:
+        """The open file's sha256 (one hashing per file at a time, shared by concurrent
+        reads, which opened the same file: one is replaced only after its entry is gone).
+        Hashed through a descriptor of its own, which a read that ends meanwhile (its
+        client gone) does not close."""
         task = self._verifying.get(hexpart)
         if task is None:
-            task = asyncio.create_task(asyncio.to_thread(self._hash_or_empty, path))
+            task = asyncio.create_task(asyncio.to_thread(self._hash_or_empty,
+                                                         os.dup(handle.fileno())))
             self._verifying[hexpart] = task
             task.add_done_callback(lambda _: self._verifying.pop(hexpart, None))
         return await asyncio.shield(task)
 
     @staticmethod
-    def _hash_or_empty(path: Path) -> str:
+    def _hash_or_empty(fd: int) -> str:
         try:
-            return _hash_file(path)
+            return _hash_fd(fd)
         except OSError:
             return ""
+        finally:
+            os.close(fd)
 
     def _corrupt(self, hexpart: str) -> None:
         cache_event("blob", "corrupt")
@@ -275,9 +310,14 @@ class BlobCache:
         self._unlink_later(self._evict(0))
         return True
 
+    def _room_beside(self, fill: BlobFill) -> int:
+        """The bytes of the budget the other fills under way leave ``fill``."""
+        return self.max_bytes - sum(f.reserved for f in self._fills.values() if f is not fill)
+
     def _reserve(self, fill: BlobFill, size: int | None) -> Path | None:
-        """Make room for a fill; the temporary file to write (None: it cannot be kept)."""
-        if size is not None and size > self.max_bytes:
+        """Make room for a fill; the temporary file to write (None: it cannot be kept: it is
+        larger than the budget, or than what the fills under way leave of it)."""
+        if size is not None and size > self._room_beside(fill):
             return None
         fill.reserved = size or 0
         self._unlink_later(self._evict(0))
@@ -350,7 +390,7 @@ class BlobFill:
         handle: BinaryIO | None = None
         if tmp is not None:
             try:
-                handle = await asyncio.to_thread(open, tmp, "wb")
+                handle = await asyncio.to_thread(_create_fill, tmp)
             except OSError as exc:
                 log.warning("blob cache: cannot start a fill of sha256:%s: %s", self.hexpart,
                             exc)
@@ -371,7 +411,9 @@ class BlobFill:
             return
         self.written += len(chunk)
         handle = self._handle
-        if handle is not None and (self.written > self._cache.max_bytes or (
+        if handle is not None and self._expected is None:
+            self.reserved = self.written  # of unknown size: holds what it wrote so far
+        if handle is not None and (self.written > self._cache._room_beside(self) or (
                 self._expected is not None and self.written > self._expected)):
             self._keep_nothing(self._tmp)
             handle = None

@@ -12,6 +12,10 @@ the digest (first read after the start, in a worker thread): the process may hav
 before the kernel wrote them, or the files may have changed while the gateway was down. One
 that does not match is dropped, and the read goes to ECR instead.
 
+The folder is the gateway user's alone (mode 0700, gateway/disk/private.py): spools and
+staged blobs are private repositories' bytes, and a staged blob is served without its
+digest being checked again.
+
 With ``direct``, spools are written past the page cache where the file system allows it
 (see gateway/disk/direct_io.py for when that pays).
 """
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 from gateway.disk.direct_io import ALIGN, write_direct
+from gateway.disk.private import private_dir
 from gateway.state.sessions import SESSION_ID
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
@@ -34,6 +39,7 @@ _IOV_MAX = 1024  # Linux's limit on buffers per writev
 class StagingStore:
     def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0, *,
                  direct: bool = False) -> None:
+        private_dir(root)
         self._spools = root / "spool"
         self._blobs = root / "blobs" / "sha256"
         self._spools.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from gateway.disk.private import NOFOLLOW, private_dir
 from gateway.state.sessions import SessionLimit, UploadSession
 
 # File layout: 4-byte big-endian header length, JSON record, then the tail bytes.
@@ -22,7 +23,7 @@ class LocalSessionStore:
 
     def __init__(self, directory: Path) -> None:
         self._dir = directory
-        self._dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._dir)  # records hold the tails of uploads: private bytes
         self._records: dict[str, UploadSession] = {}
         # Only locks someone holds or waits for: an id nobody uses costs nothing, so random
         # upload ids sent by a client cannot grow this.
@@ -54,7 +55,8 @@ class LocalSessionStore:
         path = self._path(session.id)
         tmp = path.with_suffix(".tmp")
         try:
-            with open(tmp, "wb") as handle:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as handle:
                 handle.write(_HEADER.pack(len(header)))
                 handle.write(header)
                 handle.write(tail)

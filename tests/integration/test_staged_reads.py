@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +99,42 @@ async def test_staged_file_forgotten_before_the_send_is_read_from_ecr(
             assert r.status == 201, await r.text()
     assert not _staged(own_gateway, layer_digest).exists()  # ECR serves it from now on
     assert await read == (200, "application/octet-stream", layer)
+
+
+async def test_staged_bytes_and_session_tails_are_private(
+        own_gateway: GatewayProcess, repo: str) -> None:
+    """Uploads of private repositories stay the gateway user's: the staging folder and the
+    session records (which hold upload tails) are mode 0700, a record is 0600, also when an
+    older version left the folders open to everyone. A link in place of the staging folder,
+    or a folder of another user's, stops the start with the setting named."""
+    async with aiohttp.ClientSession() as session:
+        client = OciClient(session, own_gateway.url)
+        await client.push_blob(repo, os.urandom(1000))
+        async with session.post(f"{own_gateway.url}/v2/{repo}/blobs/uploads/") as r:
+            location = r.headers["Location"]
+        async with session.patch(own_gateway.url + location, data=b"tail",
+                                 headers={"Content-Type": "application/octet-stream"}) as r:
+            assert r.status == 202
+    staging, sessions = own_gateway.data_dir / "staging", own_gateway.data_dir / "sessions"
+    records = list(sessions.glob("*.session"))
+    assert records
+    for path, mode in ((staging, 0o700), (sessions, 0o700), (records[0], 0o600)):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+    own_gateway.stop()
+    os.chmod(staging, 0o755)
+    os.chmod(sessions, 0o777)
+    own_gateway.start()
+    assert stat.S_IMODE(staging.stat().st_mode) == stat.S_IMODE(sessions.stat().st_mode) == 0o700
+
+    own_gateway.stop()
+    staging.rename(own_gateway.data_dir / "elsewhere")
+    staging.symlink_to(own_gateway.data_dir / "elsewhere")
+    data = own_gateway.data_dir
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(data / "config.yaml"),
+         "--listen", "127.0.0.1:0", "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "refusing to start: data_dir: " in refused.stderr
+    assert "staging is not a folder" in refused.stderr and "Traceback" not in refused.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,46 @@ async def test_survives_restart_and_verifies_first_read(
     assert ecr_calls(upstream, image.name) == {"BatchGetImage": 1, "GetDownloadUrlForLayer": 1}
     assert path.read_bytes() == image.layers[1]
 
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+async def test_other_local_users_neither_read_nor_plant_cached_blobs(
+        gateway: GatewayProcess, proxy: GatewayProcess, upstream: EmulatorProcess,
+        cache_dir: Path, tmp_path: Path) -> None:
+    """The cache holds private repositories' bytes and, once it verified a file, checks only
+    its size: its folders are the gateway user's alone and its files 0600. A folder left
+    open while the gateway was down (by an older version, or by hand), with a symbolic link
+    and a file anyone may rewrite put in place of two cached blobs: the gateway closes the
+    folder again, reads through neither, and fetches both blobs again."""
+    image = await _image(gateway)
+    async with aiohttp.ClientSession() as session:
+        check_pulled(await pull(session, proxy.url, image.name, "v1"), image)
+    linked, writable = (sha256(layer) for layer in image.layers)
+    for folder in (cache_dir / "sha256", cache_dir / "tmp"):
+        assert _mode(folder) == 0o700, folder
+    assert _mode(_cached(cache_dir, linked)) == 0o600
+
+    proxy.stop()
+    os.chmod(cache_dir / "sha256", 0o777)
+    outside = tmp_path / "outside"
+    outside.write_bytes(image.layers[0])
+    _cached(cache_dir, linked).unlink()
+    _cached(cache_dir, linked).symlink_to(outside)
+    os.chmod(_cached(cache_dir, writable), 0o666)
+    proxy.start()
+
+    assert _mode(cache_dir / "sha256") == 0o700
+    upstream.clear_requests()
+    async with aiohttp.ClientSession() as session:
+        check_pulled(await pull(session, proxy.url, image.name, "v1"), image)
+    assert sorted(d["digest"] for d in downloads(upstream)) == sorted([linked, writable])
+    for digest, layer in ((linked, image.layers[0]), (writable, image.layers[1])):
+        assert _mode(_cached(cache_dir, digest)) == 0o600
+        assert _cached(cache_dir, digest).read_bytes() == layer
+    assert outside.read_bytes() == image.layers[0]
 
 async def test_truncated_file_is_dropped_and_refetched(
         gateway: GatewayProcess, proxy: GatewayProcess, upstream: EmulatorProcess,

@@ -1,0 +1,51 @@
+"""Folders and files of blob bytes that only the gateway's own user can reach.
+
+The blob cache and the staging store hold bytes of private repositories and serve them
+after checking little more than their size (the digest only once per file and process). So
+no other local user may read them, nor put a file or a link of their own where the gateway
+would serve it: their folders are mode 0700 and must belong to the gateway's user, their
+files are created 0600, and they are opened without following a symbolic link.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+# Opening a cached or staged file never reads through a link put in its place.
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+class NotPrivate(PermissionError):
+    """A folder of blob bytes that another user controls."""
+
+
+def private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) a folder only this user can enter. One that is
+    a link, or belongs to another user, is refused (NotPrivate): whoever owns it could
+    swap the files in it."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotPrivate(f"{path} is not a folder (a symbolic link?)")
+    if info.st_uid != os.geteuid():
+        raise NotPrivate(f"{path} belongs to another user (uid {info.st_uid})")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700)  # made by a version that left it readable by everyone
+
+
+def own_regular_file(info: os.stat_result) -> bool:
+    """Whether an lstat answer is a plain file of this user's that nobody else may write."""
+    return (stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+            and not stat.S_IMODE(info.st_mode) & 0o022)
+
+
+def open_read(path: Path) -> int:
+    """A descriptor to read ``path``; OSError (ELOOP) when it is a symbolic link."""
+    return os.open(path, os.O_RDONLY | NOFOLLOW)
+
+
+def create_private(path: Path) -> int:
+    """A new file at ``path``, mode 0600, for writing; it must not exist (nor be a link)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o600)
