@@ -174,7 +174,9 @@ class StagedPeers:
             expected = await self.proof(digest)
         except self._errors:
             return False
-        return hmac.compare_digest(expected, proof)
+        # As bytes: compare_digest refuses text outside ASCII, which a header may hold (a
+        # stranger's proof is a 403, not a 500).
+        return hmac.compare_digest(expected.encode(), proof.encode("utf-8", "surrogateescape"))
 
     async def close(self) -> None:
         await self._redis.aclose()

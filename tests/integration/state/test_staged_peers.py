@@ -190,6 +190,27 @@ async def test_the_internal_endpoint_refuses_strangers(
                     assert (await r.json())["errors"][0]["code"] == "DENIED"
 
 
+async def test_a_proof_of_bytes_outside_ascii_is_refused_like_any_other(
+        pair: tuple[GatewayProcess, GatewayProcess]) -> None:
+    """A proof header holding UTF-8 or bytes no text encoding has is a stranger's proof
+    (403), never a 500 with a traceback (the comparison is of bytes, in constant time)."""
+    a, _ = pair
+    blob = os.urandom(1000)
+    digest = digest_of(blob)
+    async with aiohttp.ClientSession() as session:
+        await _put(session, a, await _post(session, a, _name("proof")), digest, blob)
+    for proof in (b"\xc3\xa9" * 32, b"\xff" * 64):
+        reader, writer = await asyncio.open_connection("127.0.0.1", a.port)
+        writer.write(b"GET /_peer/staged/" + digest.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                     b"X-Peer-Proof: " + proof + b"\r\nConnection: close\r\n\r\n")
+        answer = await reader.read()
+        writer.close()
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.split()[1] == b"403", answer[:300]
+        assert b'"DENIED"' in rest
+    assert not any("Traceback" in line for line in a.log_lines)
+
+
 async def test_staged_blobs_stay_readable_everywhere_after_redis_restarts_empty(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     """Redis restarts with nothing (no persistence): each replica tells it again what it has
