@@ -133,6 +133,13 @@ class PullThroughConfig(Section):
     timeout_seconds: Seconds = 30.0
     """Connect and read timeout of each upstream request; a manifest, a token or a tag page
     must also arrive whole within four times this."""
+    blob_grace_seconds: Seconds = 20.0
+    """How long a blob's body may take before ``blob_min_rate`` applies to it."""
+    blob_min_rate: Count = 64 * 1024
+    """Bytes a second a blob's body must keep up with on average (counted from its start)
+    once ``blob_grace_seconds`` have passed, or its transfer is cut off as the upstream's
+    failure: one that sends a byte just inside each read timeout would otherwise hold the
+    fill, its spool budget and the clients waiting for it for ever. 0: no floor."""
     token_realm_hosts: list[str] = Field(default_factory=list)
     """Hosts besides the upstream's own (and the known realm of a well-known registry, such as
     ``auth.docker.io`` for ``registry-1.docker.io``) that its token realm may name: the

@@ -77,7 +77,8 @@ PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through fro
                              "tag), fill_failed, rate_limited, unreachable, missing (404), "
                              "refused (400, or 401/403 after the auth flow), "
                              "credentials_refused (the configured credentials are wrong), "
-                             "upstream_error, "
+                             "upstream_error, too_slow (a blob's body fell below "
+                             "upstream.blob_min_rate), "
                              "spool_full (a cold blob refused: the spool budget is taken)",
                              ["registry", "event"], registry=REGISTRY)
 PULLTHROUGH_SPOOL_BYTES = Gauge("ecr_gateway_pullthrough_spool_bytes",

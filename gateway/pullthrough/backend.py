@@ -62,7 +62,7 @@ from gateway.pullthrough.budget import SpoolBudget, SpoolClaim
 from gateway.pullthrough.ratelimit import retry_after_seconds
 from gateway.pullthrough.sources import Source, Sources
 from gateway.pullthrough.tee import Tee
-from gateway.pullthrough.upstream import UpstreamError
+from gateway.pullthrough.upstream import UpstreamError, UpstreamTooSlow
 from gateway.state.fills import FillLocks
 
 log = logging.getLogger(__name__)
@@ -429,6 +429,8 @@ class PullThrough:
             await asyncio.wait([fill])
             failure = None if fill.cancelled() else fill.exception()
             if failure is not None:
+                if isinstance(failure.__cause__, UpstreamError):  # the tee's reason for it
+                    events.record(ctx, mirror.registry, _outcome(failure.__cause__))
                 raise failure from None  # the upstream's failure, not its echo
             raise
         finally:
@@ -636,6 +638,8 @@ class _NotYet(Exception):
 
 def _outcome(exc: UpstreamError) -> str:
     """The event (a metric label: one of a few words) for an upstream's failure."""
+    if isinstance(exc, UpstreamTooSlow):
+        return "too_slow"
     if exc.status == 0:
         return "unreachable"
     if exc.status == 429:

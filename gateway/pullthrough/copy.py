@@ -1,6 +1,7 @@
 """One blob from an upstream registry into a backend's repository: streamed, hashed on the
 way, never completed when the bytes do not match the digest. Shared by pull-through and
-``ecr-gateway sync``."""
+``ecr-gateway sync``. A body that breaks off or falls below the upstream's minimum rate
+(pace.py) fails the copy, with its upload never completed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from gateway.oci import errors as oci
 from gateway.oci.backend import Registry
 from gateway.oci.errors import OciError
 from gateway.oci.request import RequestContext
-from gateway.pullthrough.upstream import OciUpstream
+from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 
 
 async def copy_blob(upstream: OciUpstream, source: str, backend: Registry,
@@ -28,7 +29,13 @@ async def copy_blob(upstream: OciUpstream, source: str, backend: Registry,
     _size, chunks = await upstream.blob(source, digest, size)
     status = await backend.start_upload(ctx)
     try:
-        await backend.write_upload(ctx, status.upload_id, verified(chunks, digest, progress), 0)
+        written = await backend.write_upload(ctx, status.upload_id,
+                                             verified(chunks, digest, progress), 0)
+        if size is not None and written.received != size:
+            # A body cut short must fail here, however the upload path took its end: a
+            # partial blob is never completed.
+            raise UpstreamError(502, f"blob {source}@{digest}: {written.received} bytes "
+                                     f"copied where its manifest says {size}")
         await backend.finish_upload(ctx, status.upload_id, digest)
     except BaseException:
         with contextlib.suppress(OciError):

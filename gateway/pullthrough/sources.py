@@ -53,7 +53,9 @@ class Sources:
             return OciUpstream(settings.url, http, settings.username, password_of(settings),
                                timeout=settings.timeout_seconds, registry=registry,
                                realm_hosts=tuple(settings.token_realm_hosts),
-                               foreign=self._foreign[private], private_redirects=private)
+                               foreign=self._foreign[private], private_redirects=private,
+                               blob_grace=settings.blob_grace_seconds,
+                               blob_min_rate=settings.blob_min_rate)
 
         # As ECR routing has it: with mirrors configured, a request naming ns is a mirror's.
         self._by_ns = bool(mirrors)

@@ -34,7 +34,7 @@ from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, ParsedManifest, parse_manifest
 from gateway.oci.names import is_name, is_tag
 from gateway.oci.request import RequestContext
-from gateway.pullthrough import bounds
+from gateway.pullthrough import bounds, pace
 from gateway.pullthrough.bounds import Fanout
 from gateway.pullthrough.copy import copy_blob
 from gateway.pullthrough.selection import TagSelection
@@ -174,8 +174,13 @@ class Progress:
 
 class Syncer:
     def __init__(self, backend: Storage, http: aiohttp.ClientSession,
-                 parallel: int, foreign: ForeignSession) -> None:
+                 parallel: int, foreign: ForeignSession, *,
+                 blob_grace: float = pace.GRACE_SECONDS,
+                 blob_min_rate: float = pace.MIN_RATE) -> None:
         self._backend = backend
+        # What a blob's body must keep up with (pace.py): a source dribbling one cannot
+        # hold the run for ever.
+        self._blob_grace, self._blob_min_rate = blob_grace, blob_min_rate
         self._http = http
         # Redirects to other origins (a registry's CDN) go through one session for all jobs.
         self._foreign = foreign
@@ -189,7 +194,9 @@ class Syncer:
         images, unlisted = [], []
         for one in jobs:
             upstream = OciUpstream(one.registry, lambda: self._http, one.username,
-                                   one.password, foreign=self._foreign)
+                                   one.password, foreign=self._foreign,
+                                   blob_grace=self._blob_grace,
+                                   blob_min_rate=self._blob_min_rate)
             try:
                 listed = await upstream.tags(one.source)
             except UpstreamError as exc:
@@ -271,10 +278,12 @@ class Syncer:
 
 
 async def run_sync(backend: Storage, jobs: list[Job], out: TextIO,
-                   parallel: int = 4) -> int:
+                   parallel: int = 4, *, blob_grace: float = pace.GRACE_SECONDS,
+                   blob_min_rate: float = pace.MIN_RATE) -> int:
     async with aiohttp.ClientSession(auto_decompress=False, headers=EXACT_BYTES) as http, \
             ForeignSession() as foreign:
-        syncer = Syncer(backend, http, parallel, foreign)
+        syncer = Syncer(backend, http, parallel, foreign, blob_grace=blob_grace,
+                        blob_min_rate=blob_min_rate)
         images, unlisted = await syncer.plan(jobs)
         copies = [Outcome(f"{one.destination}:{tag}") for one, _, tag in images]
         progress = Progress(out, copies)

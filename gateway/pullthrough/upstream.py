@@ -19,7 +19,9 @@ internal address is an :class:`UpstreamError`, as an unreachable upstream is.
 
 Manifests, tokens and tag pages are read within a deadline (a few times the read timeout):
 an upstream that sends a byte now and then cannot hold a request for ever. Blobs, which may
-be large, keep the read timeout only.
+be large, have no deadline: after a grace period their bytes must keep up with a minimum
+average rate (:mod:`gateway.pullthrough.pace`), or the transfer is cut off as the
+upstream's failure (:class:`UpstreamTooSlow`).
 
 Every manifest is checked against its digest before it is returned (a digest reference must
 match the bytes; a ``Docker-Content-Digest`` header must too); blobs are returned as streams
@@ -44,6 +46,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -53,7 +56,8 @@ from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, 
 from gateway.auth.exposure import is_loopback
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
-from gateway.pullthrough import ratelimit
+from gateway.pullthrough import pace, ratelimit
+from gateway.pullthrough.pace import RateFloor
 
 if TYPE_CHECKING:
     from gateway.config import PullThroughConfig
@@ -136,13 +140,24 @@ class UpstreamError(Exception):
         return self.status in (0, 408, 429) or self.status >= 500
 
 
+class UpstreamTooSlow(UpstreamError):
+    """A blob's body fell below the minimum average rate after its grace period."""
+
+    def __init__(self, what: str, floor: RateFloor) -> None:
+        super().__init__(0, f"{what}: slower than {floor.min_rate:g} bytes a second after "
+                            f"{floor.grace:g} seconds ({floor.received} bytes in "
+                            f"{floor.elapsed:.0f} seconds)")
+
+
 class OciUpstream:
     def __init__(self, url: str, http: Callable[[], aiohttp.ClientSession],
                  username: str | None = None, password: str | None = None,
                  timeout: float = 30.0, registry: str | None = None,
                  realm_hosts: tuple[str, ...] = (),
                  foreign: Callable[[], aiohttp.ClientSession] | None = None,
-                 private_redirects: bool = False) -> None:
+                 private_redirects: bool = False,
+                 blob_grace: float = pace.GRACE_SECONDS,
+                 blob_min_rate: float = pace.MIN_RATE) -> None:
         self.url = url.rstrip("/")
         self._origin = _origin(URL(self.url))
         self._realm_hosts = realm_hosts
@@ -162,6 +177,8 @@ class OciUpstream:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout,
                                               sock_read=timeout)
         self._deadline = DEADLINE_TIMEOUTS * timeout if timeout > 0 else None
+        # A blob's body: bytes a second it must keep up with after the grace (0: no floor).
+        self._blob_grace, self._blob_min_rate = blob_grace, blob_min_rate
         # The Authorization value for each scope (a bearer token until shortly before it
         # expires, or Basic), learned from the registry's challenges.
         self._auth: dict[str, tuple[str, float]] = {}
@@ -349,7 +366,7 @@ class OciUpstream:
             raise UpstreamError(502, f"{what}: {response.content_length} bytes where its "
                                      f"manifest says {size}")
         return (response.content_length if size is None else size), \
-            _pieces(response, size, what)
+            _pieces(response, size, what, self._blob_grace, self._blob_min_rate)
 
     async def tags(self, name: str) -> list[str]:
         """Every tag of ``name``, each once (following the registry's ``Link`` pages on its
@@ -546,24 +563,43 @@ def _scope(name: str) -> str:
     return f"repository:{name}:pull"
 
 
-async def _pieces(response: aiohttp.ClientResponse, limit: int | None,
-                  what: str) -> AsyncGenerator[bytes, None]:
+async def _pieces(response: aiohttp.ClientResponse, limit: int | None, what: str,
+                  grace: float, min_rate: float) -> AsyncGenerator[bytes, None]:
     """The body in the pieces the connection delivered (up to 256 KiB each): joining them
     into larger chunks would copy every byte once more, into fresh pages. Never more than
-    ``limit`` bytes."""
-    received = 0
-    async with response:
-        async for piece, _ in response.content.iter_chunks():
-            if not piece:
-                continue
-            received += len(piece)
-            if limit is not None and received > limit:
-                raise UpstreamError(502, f"{what}: more bytes than its manifest says")
-            yield piece
-        # A body that ends short of its size (sent without a length) is no copy of the blob,
-        # even where its bytes hash to the digest: its manifest would name another size.
-        if limit is not None and received < limit:
-            raise UpstreamError(502, f"{what}: {received} bytes where its manifest says {limit}")
+    ``limit`` bytes, nor slower than ``min_rate`` bytes a second after ``grace`` seconds.
+    A transfer that breaks off is an :class:`UpstreamError` (never an aiohttp error a
+    consumer might take for its own client going away)."""
+    floor = RateFloor(grace, min_rate, partial(_cut_off, response, what))
+    try:
+        async with response:
+            async for piece, _ in response.content.iter_chunks():
+                if not piece:
+                    continue
+                floor.received += len(piece)
+                if limit is not None and floor.received > limit:
+                    raise UpstreamError(502, f"{what}: more bytes than its manifest says")
+                yield piece
+            # A body that ends short of its size (sent without a length) is no copy of the
+            # blob, even where its bytes hash to the digest: its manifest would name another
+            # size.
+            if limit is not None and floor.received < limit:
+                raise UpstreamError(502, f"{what}: {floor.received} bytes where its manifest "
+                                         f"says {limit}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        if floor.broken:  # the connection's own error may arrive first
+            raise UpstreamTooSlow(what, floor) from exc
+        raise UpstreamError(0, f"{what}: the transfer broke off ({type(exc).__name__})") \
+            from exc
+    finally:
+        floor.end()
+
+
+def _cut_off(response: aiohttp.ClientResponse, what: str, floor: RateFloor) -> None:
+    """The floor is broken: the read waiting (or the next) raises, and the connection is
+    closed, not returned to the pool."""
+    response.content.set_exception(UpstreamTooSlow(what, floor))
+    response.close()
 
 
 def check_pull_through(upstream: PullThroughConfig) -> None:

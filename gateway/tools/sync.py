@@ -27,6 +27,18 @@ def add_parser(sub: Any) -> None:
     sync.add_argument("--username", help="a user at the source registry")
     sync.add_argument("--password-file", help="that user's password, in a file")
     sync.add_argument("--parallel", type=int, default=4, help="images copied at once")
+    sync.add_argument("--blob-grace-seconds", type=_not_negative, default=20.0,
+                      help="seconds a blob's body may take before --blob-min-rate applies")
+    sync.add_argument("--blob-min-rate", type=_not_negative, default=64 * 1024,
+                      help="bytes a second a blob's body must keep up with on average after "
+                           "the grace, or its copy fails (0: no floor)")
+
+
+def _not_negative(value: str) -> float:
+    number = float(value)
+    if not number >= 0 or number == float("inf"):  # NaN too
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of at least 0")
+    return number
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     emulator = start_embedded(config)
     try:
-        return asyncio.run(_run(config, jobs, args.parallel))
+        return asyncio.run(_run(config, jobs, args.parallel, args.blob_grace_seconds,
+                                args.blob_min_rate))
     finally:
         if emulator is not None:
             emulator.stop()
@@ -65,7 +78,8 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
                 args.username, password)]
 
 
-async def _run(config: Config, jobs: list[Job], parallel: int) -> int:
+async def _run(config: Config, jobs: list[Job], parallel: int, blob_grace: float,
+               blob_min_rate: float) -> int:
     from aiohttp import web
 
     from gateway.app import STORAGE, build_app
@@ -76,6 +90,7 @@ async def _run(config: Config, jobs: list[Job], parallel: int) -> int:
     await runner.setup()  # the backend's clients and stores, no listening socket
     try:
         # Straight into storage: a destination is ECR's, never filled from an upstream.
-        return await run_sync(app[STORAGE], jobs, sys.stdout, parallel)
+        return await run_sync(app[STORAGE], jobs, sys.stdout, parallel,
+                              blob_grace=blob_grace, blob_min_rate=blob_min_rate)
     finally:
         await runner.cleanup()

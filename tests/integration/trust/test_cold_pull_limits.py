@@ -4,7 +4,9 @@ copied into ECR. The spools in flight never take more than
 ``blobs.staging.pullthrough_max_bytes``: a blob that does not fit is refused with a 503 and
 Retry-After before the upstream is asked for it, and a blob of unknown size is cut off
 where the budget ends. Nor does a cold pull of a name the upstream does not hold create an
-ECR repository.
+ECR repository. An upstream that dribbles a blob (a byte just inside each read timeout) is
+cut off once it falls below the minimum average rate, and its spool's share is given back;
+one that is slow but keeps above the rate is copied whole.
 
 The upstream is a small server in this process that can hold a layer's transfer open.
 """
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,14 +41,20 @@ def _digest(data: bytes) -> str:
 
 
 class _Upstream:
-    """Two images, each with one 40 MiB layer; ``a``'s layer stops after its first MiB
-    until ``release`` is set. Every endless blob is sent without a length."""
+    """Two images (``a`` and ``b`` unless ``names`` says otherwise), each with one 40 MiB
+    layer; the first one's layer stops after its first MiB until ``release`` is set, or
+    with ``drip`` sends one byte every 0.3 s (inside any read timeout) for a minute,
+    ``dripped_off`` set once the gateway closed that connection. Every endless blob is sent
+    without a length."""
 
-    def __init__(self) -> None:
-        self.layers = {name: bytes([index]) * 40 * MiB for index, name in enumerate("ab")}
+    def __init__(self, names: str = "ab", drip: bool = False) -> None:
+        self.layers = {name: bytes([ord(name)]) * 40 * MiB for name in names}
+        self.held = names[0]
         self.release = asyncio.Event()
         self.endless = _digest(b"a layer nobody has")
         self.endless_sent = 0
+        self.drip = drip
+        self.dripped_off = asyncio.Event()
 
     def manifest(self, name: str) -> bytes:
         return json.dumps({
@@ -75,26 +84,37 @@ class _Upstream:
             if request.path.endswith(_digest(layer)):
                 response = web.StreamResponse(headers={"Content-Length": str(len(layer))})
                 await response.prepare(request)
+                if name == self.held and self.drip:
+                    return await self._dripped(response, layer)
                 await response.write(layer[:MiB])
-                if name == "a":
+                if name == self.held:
                     await self.release.wait()
                 await response.write(layer[MiB:])
                 return response
         return web.Response(body=CONFIG_BLOB)
 
+    async def _dripped(self, response: web.StreamResponse, layer: bytes) -> web.StreamResponse:
+        try:
+            for byte in layer[:200]:
+                await response.write(bytes([byte]))
+                await asyncio.sleep(0.3)
+        except ConnectionError:
+            self.dripped_off.set()
+        return response
 
-def _config(url: str) -> dict[str, object]:
+
+def _config(url: str, **settings: object) -> dict[str, object]:
     return {"mirrors": {"docker.io": {"repository_prefix": "docker-hub",
-                                      "upstream": {"url": url}}},
+                                      "upstream": {"url": url, **settings}}},
             "blobs": {"staging": {"pullthrough_max_bytes": BUDGET}}}
 
 
 @contextlib.asynccontextmanager
-async def _gateway(handler: Handler, upstream: EmulatorProcess,
-                   tmp_path: Path) -> AsyncIterator[tuple[Server, GatewayProcess]]:
+async def _gateway(handler: Handler, upstream: EmulatorProcess, tmp_path: Path,
+                   **settings: object) -> AsyncIterator[tuple[Server, GatewayProcess]]:
     """A gateway whose docker.io mirror pulls through ``handler``, with a 64 MiB spool."""
     async with Server(handler) as source:
-        with GatewayProcess(tmp_path / "gw", _config(source.url),
+        with GatewayProcess(tmp_path / "gw", _config(source.url, **settings),
                             upstream_url=upstream.url) as gw:
             yield source, gw
 
@@ -164,6 +184,126 @@ async def test_a_blob_of_unknown_size_is_cut_off_where_the_budget_ends(
         assert await _spool_bytes(session, gw) == 0
     assert source.endless_sent < BUDGET + 32 * MiB, \
         f"the gateway read {source.endless_sent // MiB} MiB of a blob of unknown size"
+
+
+# A floor the tests reach in seconds: one second's grace, then 64 KiB a second on average.
+FLOOR = {"timeout_seconds": 2, "blob_grace_seconds": 1, "blob_min_rate": 64 * 1024}
+
+
+async def _event_count(session: aiohttp.ClientSession, gw: GatewayProcess, event: str) -> float:
+    async with session.get(f"{gw.url}/metrics") as r:
+        text = await r.text()
+    return sum(float(m[1]) for m in re.finditer(
+        rf'^ecr_gateway_pullthrough_events_total{{[^}}]*event="{event}"[^}}]*}} (\S+)$',
+        text, re.M))
+
+
+async def test_a_dribbled_blob_is_cut_off_below_the_minimum_rate_and_frees_its_spool(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """A byte every 0.3 s never lets the 2-second read timeout fire: without a floor the
+    fill, its 40 MiB of the 64 MiB spool budget and the client following it would wait a
+    minute (as long as the upstream cares to), and ``b`` could not be pulled meanwhile."""
+    source = _Upstream("cd", drip=True)  # not the images other tests put into ECR
+    layer_c, layer_d = (_digest(source.layers[n]) for n in "cd")
+    async with _gateway(source, upstream, tmp_path, **FLOOR) as (_, gw):
+        async with session.get(f"{gw.url}/v2/library/c/manifests/v1", params=NS) as r:
+            assert r.status == 200, await r.text()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(20):
+            async with session.get(f"{gw.url}/v2/library/c/blobs/{layer_c}",
+                                   params=NS) as r:
+                status = r.status
+                try:
+                    body, whole = await r.read(), True
+                except aiohttp.ClientPayloadError:
+                    body, whole = b"", False  # streamed as it came, then cut off
+        took = loop.time() - started
+        if status == 200:
+            assert not whole, "a dribbled blob was served whole"
+        else:  # cut off before its first byte reached the client
+            assert status == 503, (status, body[:300])
+            assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+        assert took < 8, f"the client waited {took:.1f} s for a dribbled blob"
+        # The gateway closed the upstream's connection (not kept for the next request).
+        await asyncio.wait_for(source.dripped_off.wait(), 5)
+        for _ in range(100):
+            if await _spool_bytes(session, gw) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await _spool_bytes(session, gw) == 0
+        assert await _event_count(session, gw, "too_slow") == 1
+        assert await gw.logged("slower than 65536 bytes a second after 1 seconds")
+
+        # The budget is free again: another cold image of 40 MiB is pulled whole.
+        async with session.get(f"{gw.url}/v2/library/d/manifests/v1", params=NS) as r:
+            assert r.status == 200, await r.text()
+        async with session.get(f"{gw.url}/v2/library/d/blobs/{layer_d}", params=NS) as r:
+            assert r.status == 200, await r.text()
+            assert await r.read() == source.layers["d"]
+    # Nothing of the dribbled layer went into ECR.
+    assert not [e for e in upstream.requests("CompleteLayerUpload")
+                if layer_c in json.dumps(e)]
+    async with ecr_client(upstream.url) as ecr:
+        with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
+            found = await ecr.describe_images(repositoryName="docker-hub/library/c")
+            assert found["imageDetails"] == []
+
+
+class _Steady:
+    """One image whose 6 MiB layer is sent at about 1 MiB a second in 64 KiB pieces, with a
+    1.5-second pause half-way (shorter than the read timeout): slow, and nothing at all for
+    a while, but above the floor on average."""
+
+    def __init__(self) -> None:
+        self.layer = os.urandom(6 * MiB)
+        self.manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": _digest(CONFIG_BLOB), "size": len(CONFIG_BLOB)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": _digest(self.layer), "size": len(self.layer)}]}).encode()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if "/manifests/" in request.path:
+            return web.Response(body=self.manifest,
+                                content_type="application/vnd.oci.image.manifest.v1+json")
+        if not request.path.endswith(_digest(self.layer)):
+            return web.Response(body=CONFIG_BLOB)
+        response = web.StreamResponse(headers={"Content-Length": str(len(self.layer))})
+        await response.prepare(request)
+        piece = 64 * 1024
+        for offset in range(0, len(self.layer), piece):
+            await response.write(self.layer[offset:offset + piece])
+            await asyncio.sleep(1.5 if offset + piece == len(self.layer) // 2 else 1 / 16)
+        return response
+
+
+async def test_a_slow_upstream_above_the_minimum_rate_is_copied_whole(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    source = _Steady()
+    layer = _digest(source.layer)
+    # A floor of 256 KiB a second: the pause alone is below it, the average is not.
+    settings = {**FLOOR, "blob_min_rate": 256 * 1024}
+    async with _gateway(source, upstream, tmp_path, **settings) as (_, gw):
+        async with session.get(f"{gw.url}/v2/library/steady/manifests/v1", params=NS) as r:
+            assert r.status == 200, await r.text()
+        async with asyncio.timeout(60):
+            async with session.get(f"{gw.url}/v2/library/steady/blobs/{layer}",
+                                   params=NS) as r:
+                assert r.status == 200, await r.text()
+                assert await r.read() == source.layer
+            for _ in range(400):  # the fill puts the image into ECR
+                async with ecr_client(upstream.url) as ecr:
+                    with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
+                        found = await ecr.describe_images(
+                            repositoryName="docker-hub/library/steady")
+                        if found["imageDetails"]:
+                            break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the slow upstream's image never reached ECR")
+        assert await _event_count(session, gw, "too_slow") == 0
 
 
 async def _not_held(request: web.Request) -> web.StreamResponse:

@@ -733,6 +733,52 @@ async def test_attacker_dripped_manifest_ends_within_the_deadline(
         assert took < 10, took
 
 
+class _Dribbling:
+    """``image``, its layer sent with its length but one byte every 0.3 s (inside any read
+    timeout) for a minute; ``cut_off`` set once the reader closed that connection."""
+
+    def __init__(self, image: _Image) -> None:
+        self.image = image
+        self.cut_off = asyncio.Event()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("/tags/list"):
+            return web.json_response({"name": "library/drip", "tags": ["latest"]})
+        if not request.path.endswith(_sha256(self.image.layer)):
+            return self.image.answer(request.path)
+        response = web.StreamResponse(headers={"Content-Length": str(len(self.image.layer))})
+        await response.prepare(request)
+        try:
+            for byte in self.image.layer[:200]:
+                await response.write(bytes([byte]))
+                await asyncio.sleep(0.3)
+        except ConnectionError:
+            self.cut_off.set()
+        return response
+
+
+async def test_attacker_dribbled_blob_fails_sync_within_the_minimum_rate(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Sync holds a source's blob bodies to the same floor as the pull-through: after the
+    grace (1 s here), 64 KiB a second on average. The run fails in seconds, names the
+    floor, and completes no layer upload with the bytes it got."""
+    image = _Image("dribbled-sync")
+    source = _Dribbling(image)
+    started = asyncio.get_running_loop().time()
+    async with Server(source) as hostile:
+        status, out, err = await _sync_from(
+            hostile, upstream, tmp_path, f"{hostile.url}/library/drip:latest", "synced/drip",
+            "--blob-grace-seconds", "1", "--blob-min-rate", "65536")
+        took = asyncio.get_running_loop().time() - started
+        await asyncio.wait_for(source.cut_off.wait(), 5)
+    assert status == 1, (out, err)
+    assert "slower than 65536 bytes a second after 1 seconds" in err, err
+    assert took < 20, f"sync took {took:.1f} s over a dribbled blob"
+    layer = _sha256(image.layer)
+    assert not [e for e in upstream.requests("CompleteLayerUpload") if layer in json.dumps(e)]
+    assert await _ecr_images(upstream, "synced/drip") == []
+
+
 async def test_rotated_token_is_asked_for_again(session: aiohttp.ClientSession) -> None:
     """The upstream stops taking a token long before its expires_in: after its 401 the realm
     is asked again (once), and the pull goes on with the new token."""
