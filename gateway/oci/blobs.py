@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.blobcache import BlobFill
+from gateway.observability.logs import Sparing, unsaid
 from gateway.oci.backend import GrowingBlob
 from gateway.oci.context import (
     BLOB_CACHE,
@@ -31,6 +32,10 @@ from gateway.oci.ranges import asks_range, forwarded_range
 from gateway.state.peers import PROOF_HEADER
 
 log = logging.getLogger(__name__)
+
+# A replica refusing this one's proofs says so once a minute (a rolling upgrade would
+# otherwise log it on every read).
+_REFUSALS = Sparing()
 
 _OCTET = "application/octet-stream"
 # Headers of the upstream answer that describe the bytes and so pass through in proxy mode.
@@ -263,6 +268,17 @@ async def _from_peer(request: web.Request, url: str, proof: str, headers: dict[s
     if upstream.status == 404:  # evicted there meanwhile
         upstream.release()
         raise OciError(BLOB_UNKNOWN, {"digest": headers["Docker-Content-Digest"]})
+    if upstream.status == 403:
+        # Another version (proofs without or with an expiry), or clocks a minute apart:
+        # read as from an unreachable replica (a cached blob from storage instead).
+        upstream.release()
+        holder = url.split("/_peer/", 1)[0]
+        left = _REFUSALS.due(holder)
+        if left is not None:
+            log.warning("replica %s refused this replica's proof (another version, or "
+                        "clocks more than a minute apart)%s", holder, unsaid(left))
+        raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob refused this one"},
+                       headers={"Retry-After": "1"})
     if upstream.status == 200 and isinstance(check, BlobFill):
         await check.start(upstream.content_length)
     return await _relay(request, upstream, headers, check if upstream.status == 200 else None)

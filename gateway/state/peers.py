@@ -21,9 +21,15 @@ restarted empty learns again who holds what. An upload whose bytes went through 
 is staged nowhere (each spool lacks part of it): it is readable once a manifest references
 it, as before.
 
-Peers prove themselves with ``X-Peer-Proof``: HMAC-SHA256 of the digest under a random key
-kept in Redis (``<prefix>peer-key``, made by the first replica), so only processes with
-access to the shared Redis can read staged bytes this way.
+Peers prove themselves with ``X-Peer-Proof: <expiry>.<mac>``: the unix time the proof
+stops being good (a minute ahead), and HMAC-SHA256 of that time and the digest (or
+``spool:<upload>``) under a random key kept in Redis (``<prefix>peer-key``, made by the first
+replica), so only processes with access to the shared Redis can read staged bytes this way,
+and a proof seen on the way (peer traffic in clear, a proxy's log) is of no use a minute
+later. A proof past its time, or good for more than a few minutes more (replicas' clocks
+must agree within a minute), is refused like a wrong one. A replica of a version before
+expiries sends a bare MAC, which is refused too (and it refuses these): during a rolling
+upgrade the two read each other's blobs as they would an unreachable replica's.
 
 A replica URL read from Redis is used only when it is one (``http(s)://host[:port]``, nothing
 more), and peer requests follow no redirect: an entry written into Redis by someone else
@@ -36,6 +42,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 import urllib.parse
 from typing import Any
 
@@ -44,6 +51,10 @@ from gateway.state.connect import RedisConnection
 log = logging.getLogger(__name__)
 
 PROOF_HEADER = "X-Peer-Proof"
+# How long a proof is good for, and how far ahead of this replica's clock one is accepted
+# (the time left plus another replica's clock running ahead of this one's).
+PROOF_SECONDS = 60
+PROOF_AHEAD_SECONDS = 300
 
 
 def spool_subject(upload_id: str) -> str:
@@ -166,17 +177,30 @@ class StagedPeers:
         return sorted(((url, str(found[url])) for url in urls),
                       key=lambda holder: holder[0] != self.self_url)
 
-    async def proof(self, digest: str) -> str:
-        return hmac.new(await self._secret(), digest.encode(), hashlib.sha256).hexdigest()
+    async def proof(self, subject: str) -> str:
+        """The proof for ``subject`` (a digest, or :func:`spool_subject`), good for a minute."""
+        expiry = str(int(time.time()) + PROOF_SECONDS)
+        return f"{expiry}.{_mac(await self._secret(), expiry, subject)}"
 
-    async def check(self, digest: str, proof: str) -> bool:
+    async def check(self, subject: str, proof: str) -> bool:
+        # As bytes: text outside ASCII, which a header may hold, is a stranger's proof (a
+        # 403, not a 500).
+        expiry, _, mac = proof.encode("utf-8", "surrogateescape").partition(b".")
+        if not (0 < len(expiry) <= 12 and expiry.isdigit()):  # ASCII digits only
+            return False
         try:
-            expected = await self.proof(digest)
+            expected = _mac(await self._secret(), expiry.decode(), subject)
         except self._errors:
             return False
-        # As bytes: compare_digest refuses text outside ASCII, which a header may hold (a
-        # stranger's proof is a 403, not a 500).
-        return hmac.compare_digest(expected.encode(), proof.encode("utf-8", "surrogateescape"))
+        now = time.time()
+        fresh = now <= int(expiry) <= now + PROOF_AHEAD_SECONDS
+        # The MAC covers the expiry: one proof's MAC under another's expiry matches nothing.
+        return hmac.compare_digest(expected.encode(), mac) and fresh
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _mac(key: bytes, expiry: str, subject: str) -> str:
+    # The expiry is digits only, so the first newline tells it from the subject.
+    return hmac.new(key, f"{expiry}\n{subject}".encode(), hashlib.sha256).hexdigest()

@@ -290,6 +290,24 @@ async def test_attacker_holder_written_into_redis_reaches_no_other_path_or_host(
             assert metadata.seen == []
 
 
+async def _peer_key(a: GatewayProcess, redis_server: RedisServer) -> str:
+    """The replicas' proof key, as whoever can read their Redis finds it."""
+    prefix = a.config["state"]["key_prefix"]
+    key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+    if not key:  # made on first use: a proof checked (even a wrong one) makes it
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{a.url}/_peer/staged/{digest_of(b'k')}", headers={"X-Peer-Proof": "0.0"}):
+            pass
+        key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+    assert key
+    return key
+
+
+def _proof(key: str, subject: str, expiry: int) -> dict[str, str]:
+    mac = hmac.new(key.encode(), f"{expiry}\n{subject}".encode(), hashlib.sha256).hexdigest()
+    return {"X-Peer-Proof": f"{expiry}.{mac}"}
+
+
 async def test_attacker_with_a_proof_names_no_file_outside_the_staging_store(
         pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
     """Even a request proved with the replicas' own key (say one leaked) reads no file but a
@@ -297,16 +315,10 @@ async def test_attacker_with_a_proof_names_no_file_outside_the_staging_store(
     made of it."""
     a, _ = pair
     (a.data_dir / "staging" / "secret").write_bytes(b"NOT-A-BLOB")
-    prefix = a.config["state"]["key_prefix"]
-    key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
-    if not key:  # made on first use
-        async with aiohttp.ClientSession() as session:
-            await _put(session, a, await _post(session, a, _name("key")), digest_of(b"k"), b"k")
-        key = redis_cli(redis_server.port, "GET", f"{prefix}peer-key")
+    key = await _peer_key(a, redis_server)
 
     def proof(subject: str) -> dict[str, str]:
-        return {"X-Peer-Proof": hmac.new(key.encode(), subject.encode(),
-                                         hashlib.sha256).hexdigest()}
+        return _proof(key, subject, int(time.time()) + 60)
 
     names = ["..", "../secret", "..%2Fsecret", "%2e%2e%2Fsecret", "sha256:..%2F..%2Fsecret"]
     async with aiohttp.ClientSession() as session:
@@ -317,3 +329,111 @@ async def test_attacker_with_a_proof_names_no_file_outside_the_staging_store(
                     body = await r.read()
                 assert b"NOT-A-BLOB" not in body, (kind, name)
                 assert r.status in (400, 403, 404), (kind, name, r.status)
+
+
+async def _capture_proof(session: aiohttp.ClientSession, redis_server: RedisServer,
+                         reader: GatewayProcess, name: str, digest: str) -> str:
+    """The proof ``reader`` sends the holder of a staged ``digest``, as someone watching
+    peer traffic in clear sees it (the holder's record points at a listener for it)."""
+    seen: list[str] = []
+
+    async def listener(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("X-Peer-Proof", ""))
+        return web.Response(status=404)
+
+    key = redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{digest}}}")
+    assert key, "the staged copy was not announced"
+    held = redis_cli(redis_server.port, "HKEYS", key).split("\n")  # put whole: no upload
+    async with Server(listener) as watcher:
+        redis_cli(redis_server.port, "DEL", key)
+        redis_cli(redis_server.port, "HSET", key, watcher.url, "")
+        await _read(session, reader, name, digest)
+    redis_cli(redis_server.port, "DEL", key)
+    redis_cli(redis_server.port, "HSET", key, *(item for url in held for item in (url, "")))
+    assert seen and seen[0], "no proof was sent"
+    return seen[0]
+
+
+async def test_a_proof_seen_on_the_way_is_good_for_a_minute_and_one_blob_only(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """A proof is bound to one blob and to a time a minute ahead: a captured one works for
+    that blob until then, never for another, nor under another proof's time; a proof past
+    its time or good for hours more is refused like a wrong one (403 DENIED)."""
+    a, b = pair
+    name = _name("expiry")
+    first, second = os.urandom(1000), os.urandom(1001)
+    key = await _peer_key(a, redis_server)
+    async with aiohttp.ClientSession() as session:
+        for blob in (first, second):
+            await _put(session, a, await _post(session, a, name), digest_of(blob), blob)
+        captured = {}
+        for blob in (first, second):
+            captured[blob] = await _capture_proof(session, redis_server, b, name,
+                                                  digest_of(blob))
+            await asyncio.sleep(1.1)  # the two proofs' times differ
+        now = time.time()
+        for blob, proof in captured.items():
+            expiry, _, _ = proof.partition(".")
+            assert expiry.isdigit(), proof  # the time it is good until goes with it
+            assert now < int(expiry) <= now + 61, proof
+            assert _proof(key, digest_of(blob), int(expiry))["X-Peer-Proof"] == proof
+
+        async def peer_read(blob: bytes, proof: str) -> int:
+            async with session.get(f"{a.url}/_peer/staged/{digest_of(blob)}",
+                                   headers={"X-Peer-Proof": proof}) as r:
+                if r.status == 403:
+                    assert (await r.json())["errors"][0]["code"] == "DENIED"
+                return r.status
+
+        # Replayed within its minute, for its own blob only.
+        assert await peer_read(first, captured[first]) == 200
+        assert await peer_read(second, captured[first]) == 403
+        # One blob's MAC under the other's expiry, or under a later one.
+        first_expiry, _, first_mac = captured[first].partition(".")
+        second_expiry, _, _ = captured[second].partition(".")
+        assert first_expiry != second_expiry
+        assert await peer_read(first, f"{second_expiry}.{first_mac}") == 403
+        assert await peer_read(first, f"{int(first_expiry) - 1}.{first_mac}") == 403
+        # Good for hours more: refused, even made with the key.
+        assert await peer_read(first, _proof(key, digest_of(first),
+                                             int(time.time()) + 3600)["X-Peer-Proof"]) == 403
+        # A proof replayed after its time: refused.
+        short = _proof(key, digest_of(first), int(time.time()) + 2)["X-Peer-Proof"]
+        assert await peer_read(first, short) == 200
+        await asyncio.sleep(3.2)
+        assert await peer_read(first, short) == 403
+        # A proof without its time (what a replica before expiries sends).
+        bare = hmac.new(key.encode(), digest_of(first).encode(), hashlib.sha256).hexdigest()
+        assert await peer_read(first, bare) == 403
+        # Normal reads through the other replica still work.
+        assert await _read(session, b, name, digest_of(first)) == (200, first)
+
+
+async def test_a_replica_refusing_the_proof_is_read_as_an_unreachable_one(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """During a rolling upgrade a replica of the other version refuses this one's proofs
+    (403): the read is a 503 with Retry-After, as when the holder is unreachable, never a
+    client error; the refusal is logged once a minute, naming the replica."""
+    a, b = pair
+    name = _name("upgrade")
+    blob = os.urandom(1000)
+    digest = digest_of(blob)
+
+    async def other_version(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"errors": [{"code": "DENIED", "message": "denied"}]},
+                                 status=403)
+
+    async with Server(other_version) as old, aiohttp.ClientSession() as session:
+        await _put(session, a, await _post(session, a, name), digest, blob)
+        key = redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{digest}}}")
+        redis_cli(redis_server.port, "DEL", key)
+        redis_cli(redis_server.port, "HSET", key, old.url, "")
+        for _ in range(3):
+            async with session.get(f"{b.url}/v2/{name}/blobs/{digest}") as r:
+                assert r.status == 503, await r.text()
+                assert r.headers["Retry-After"] == "1"
+                assert (await r.json())["errors"][0]["code"] == "UNAVAILABLE"
+        assert len(old.seen) == 3
+    text = f"replica {old.url} refused this replica's proof"
+    assert await b.logged(text)
+    assert sum(text in line for line in b.log_lines) == 1
