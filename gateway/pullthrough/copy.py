@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from gateway.oci import errors as oci
 from gateway.oci.backend import Registry
@@ -19,14 +19,19 @@ from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 async def copy_blob(upstream: OciUpstream, source: str, backend: Registry,
                     ctx: RequestContext,
                     digest: str, progress: Callable[[int], None] | None = None,
-                    size: int | None = None) -> bool:
+                    size: int | None = None,
+                    before_write: Callable[[], Awaitable[None]] | None = None) -> bool:
     """Copy ``source@digest`` into ``ctx.name``; False when the backend holds it already (one
     BatchCheckLayerAvailability, usually answered from the gateway's own knowledge). ``size``
-    (what the manifest naming the blob says) bounds what is read from the upstream."""
+    (what the manifest naming the blob says) bounds what is read from the upstream.
+    ``before_write`` is awaited once the upstream answered with the blob, before anything is
+    written (it creates the repository: not for a blob the upstream does not serve)."""
     with contextlib.suppress(OciError):
         if await backend.stat_blob(ctx, digest) is not None:
             return False
     _size, chunks = await upstream.blob(source, digest, size)
+    if before_write is not None:
+        await before_write()
     status = await backend.start_upload(ctx)
     try:
         written = await backend.write_upload(ctx, status.upload_id,

@@ -187,6 +187,9 @@ class Syncer:
         self._limit = asyncio.Semaphore(parallel)
         # Images copied at once often share layers: each goes up once.
         self._blobs: SingleFlight[bool] = SingleFlight("sync_blob")
+        # Destinations created in this run (each once, by the first image writing into it).
+        self._repositories: set[str] = set()
+        self._creations: SingleFlight[None] = SingleFlight("sync_repository")
 
     async def plan(self, jobs: list[Job]) -> tuple[list[tuple[Job, OciUpstream, str]],
                                                    list[Outcome]]:
@@ -244,11 +247,20 @@ class Syncer:
         except OciError:
             pass  # not there yet
         parsed = parse_manifest(fetched.body, fetched.media_type or None)
-        bounds.check(parsed)  # before the repository is created for it
-        await self._backend.create_repository_for(ctx)
+        bounds.check(parsed)  # before anything is written for it
         await self._contents(one, upstream, ctx, parsed, Fanout(), outcome, progress)
+        await self._ensure_repository(ctx)
         await self._backend.put_manifest(ctx, tag, fetched.body, parsed)
         outcome.result = "copied"
+
+    async def _ensure_repository(self, ctx: RequestContext) -> None:
+        """Create the destination just before the first blob or manifest goes into it: an
+        image whose blobs the source does not serve leaves no empty repository behind (they
+        count against the account's quota)."""
+        if ctx.name in self._repositories:
+            return
+        await self._creations.do(ctx.name, partial(self._backend.create_repository_for, ctx))
+        self._repositories.add(ctx.name)
 
     async def _contents(self, one: Job, upstream: OciUpstream, ctx: RequestContext,
                         parsed: ParsedManifest, fanout: Fanout, outcome: Outcome,
@@ -266,7 +278,7 @@ class Syncer:
         for blob in blobs.values():
             if await self._blobs.do((one.destination, blob.digest), partial(
                     copy_blob, upstream, one.source, self._backend, ctx,
-                    blob.digest, moved, blob.size)):
+                    blob.digest, moved, blob.size, partial(self._ensure_repository, ctx))):
                 outcome.blobs += 1
         for digest in dict.fromkeys(child.digest for child in parsed.children):
             level = fanout.child()
@@ -274,6 +286,7 @@ class Syncer:
             child_parsed = parse_manifest(child.body, child.media_type or None)
             bounds.check(child_parsed)
             await self._contents(one, upstream, ctx, child_parsed, level, outcome, progress)
+            await self._ensure_repository(ctx)
             await self._backend.put_manifest(ctx, child.digest, child.body, child_parsed)
 
 

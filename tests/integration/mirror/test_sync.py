@@ -3,6 +3,9 @@ and a second run moves nothing; failures are listed and make the exit status 1."
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -12,10 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+from aiohttp import web
 
 from bench.services import ReferenceRegistry
 from tests.integration.mirror.helpers import ecr_image
 from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.hostile import Server
 from tests.support.oci import OciClient
 
 TAGS = ("1.0.0", "1.1.0", "1.2.0-rc.1", "2.0.0", "latest")
@@ -112,6 +117,46 @@ async def test_sync_file_skips_layers_ecr_holds_and_lists_failures(
     # the other copy found them in ECR or was copying them at the same moment.
     initiated = upstream.requests("InitiateLayerUpload")
     assert len(initiated) == 1 + 1 + 2, initiated  # base, config, each image's own layer
+
+
+async def test_an_image_whose_blobs_fail_leaves_no_repository(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A source that serves the manifest but answers 500 for every blob: the copy fails
+    before anything is written, so no destination repository is created for it (an empty
+    one would count against the account's quota)."""
+    config = b'{"architecture":"amd64","os":"linux"}'
+    layer = b"never served" * 100
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": _sha256(config), "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": _sha256(layer), "size": len(layer)}]}).encode()
+
+    async def source(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/library/broken/tags/list":
+            return web.json_response({"name": "library/broken", "tags": ["1.0"]})
+        if request.path.startswith("/v2/library/broken/manifests/"):
+            return web.Response(body=manifest, headers={
+                "Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                "Docker-Content-Digest": _sha256(manifest)})
+        if "/blobs/" in request.path:
+            return web.Response(status=500, text="storage backend down")
+        return web.json_response({})
+
+    async with Server(source) as hostile:
+        result = await asyncio.to_thread(_sync, upstream, tmp_path,
+                                         f"{hostile.url}/library/broken:1.0", "broken/app")
+        assert any("/blobs/" in path for path, _ in hostile.seen), hostile.seen
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 failed" in result.stdout, result.stdout
+    async with ecr_client(upstream.url) as ecr:
+        with pytest.raises(ecr.exceptions.RepositoryNotFoundException):
+            await ecr.describe_repositories(repositoryNames=["broken/app"])
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def test_bad_arguments() -> None:
