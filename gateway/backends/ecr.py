@@ -379,9 +379,11 @@ class EcrBackend:
         try:
             await self.write_upload(ctx, status.upload_id, chunks, 0)
             await self.finish_upload(ctx, status.upload_id, digest)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(OciError):  # the failure may have closed it already
                 await self.uploads.cancel(ctx.name, status.upload_id)
+            if isinstance(exc, OciError):
+                return False  # the copy broke off (its holder refused, say): an upload then
             raise
         return True
 
@@ -823,8 +825,11 @@ async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
 
 async def _url_chunks(client: aiohttp.ClientSession, url: str,
                       headers: dict[str, str]) -> AsyncIterator[bytes]:
+    # A replica's read (its proof in the headers) follows no redirect: the proof, and the
+    # request, are for that replica alone.
     try:
-        async with client.get(url, headers=headers) as response:
+        async with client.get(url, headers=headers,
+                              allow_redirects=PROOF_HEADER not in headers) as response:
             if response.status != 200:
                 raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
             async for chunk in response.content.iter_chunked(1 << 20):

@@ -437,3 +437,45 @@ async def test_a_replica_refusing_the_proof_is_read_as_an_unreachable_one(
     text = f"replica {old.url} refused this replica's proof"
     assert await b.logged(text)
     assert sum(text in line for line in b.log_lines) == 1
+
+
+async def test_a_peer_read_for_a_mount_follows_no_redirect_with_its_proof(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """A mount reads the source's blob from the replica holding it, with a proof: a holder
+    (a forged record, a replica's proxy) answering with a redirect does not send the proof,
+    nor the read, to the host it names; the mount falls back to an upload."""
+    a, b = pair
+    source, target = _name("mount-src"), _name("mount-dst")
+    blob = os.urandom(2000)
+    digest = digest_of(blob)
+    elsewhere_seen: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        elsewhere_seen.append(request.headers.get("X-Peer-Proof", ""))
+        return web.Response(body=blob)
+
+    async with aiohttp.ClientSession() as session, Server(elsewhere) as other:
+        async def redirecting(request: web.Request) -> web.StreamResponse:
+            if request.method == "HEAD":
+                return web.Response(headers={"Content-Length": str(len(blob))})
+            raise web.HTTPTemporaryRedirect(f"{other.as_localhost}{request.path}")
+
+        await _put(session, a, await _post(session, a, source), digest, blob)
+        key = redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{digest}}}")
+        assert key, "the staged copy was not announced"
+        held = redis_cli(redis_server.port, "HKEYS", key).split("\n")
+        async with Server(redirecting) as holder:
+            redis_cli(redis_server.port, "DEL", key)
+            redis_cli(redis_server.port, "HSET", key, holder.url, "")
+            try:
+                async with session.post(f"{b.url}/v2/{target}/blobs/uploads/",
+                                        params={"mount": digest, "from": source}) as r:
+                    status = r.status
+            finally:
+                redis_cli(redis_server.port, "DEL", key)
+                redis_cli(redis_server.port,
+                          "HSET", key, *(item for url in held for item in (url, "")))
+            asked_holder = [path for path, _ in holder.seen]
+    assert asked_holder, "the mount never asked the holder"
+    assert elsewhere_seen == [], elsewhere_seen
+    assert status == 202, status  # not mounted: the client uploads the blob instead
