@@ -76,11 +76,15 @@ class StagingStore:
         """
         path = self.spool_path(upload_id)
         try:
-            size = path.stat().st_size
+            held = path.stat()
         except FileNotFoundError:
             if received_before != 0:
                 return
             size = 0
+        else:
+            if _staged_as_blob(path, held):
+                return
+            size = held.st_size
         if size > received_before:
             # Bytes a process that died wrote after the session's last saved offset: the
             # client sends them again from that offset.
@@ -165,7 +169,8 @@ class StagingStore:
         """Cut a spool longer than ``size`` bytes back to them (what its upload holds)."""
         path = self.spool_path(upload_id)
         try:
-            if path.stat().st_size > size:
+            held = path.stat()
+            if held.st_size > size and not _staged_as_blob(path, held):
                 os.truncate(path, size)
         except FileNotFoundError:
             pass
@@ -245,6 +250,16 @@ class StagingStore:
                 break
             Path(path).unlink(missing_ok=True)
             total -= size
+
+
+def _staged_as_blob(path: Path, held: os.stat_result) -> bool:
+    """Whether a spool is also a staged blob (:meth:`StagingStore.promote` links the two):
+    its upload was finished, and a blob served as its digest is never written again. The
+    spool's name is dropped, the staged copy kept."""
+    if held.st_nlink < 2:
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def _write_all(fd: int, pieces: list[bytes | memoryview] | list[memoryview]) -> None:

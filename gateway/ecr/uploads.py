@@ -156,9 +156,12 @@ class UploadManager:
             raise _too_many_open(limit) from None
         return session
 
-    async def _session(self, name: str, upload_id: str) -> UploadSession:
+    async def _session(self, name: str, upload_id: str, *,
+                       finished: bool = False) -> UploadSession:
+        """The upload's session. One whose layer is complete is unknown (as once its session
+        is gone) but to a closing PUT (``finished``), which closes it."""
         session = await self._store.get(upload_id)
-        if session is None or session.name != name:
+        if session is None or session.name != name or (session.completed and not finished):
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
         return session
 
@@ -289,7 +292,9 @@ class UploadManager:
         """Complete the layer; returns its size once its bytes were checked against
         ``digest`` (None for the empty blob, which ECR never holds)."""
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id)
+            session = await self._session(name, upload_id, finished=True)
+            if session.completed is not None:
+                return await self._close_finished(session, digest)
             if not digest.startswith("sha256:"):
                 await self._abandon(session)
                 raise OciError(oci.DIGEST_INVALID, {"digest": digest},
@@ -348,18 +353,38 @@ class UploadManager:
                 raise OciError(oci.BLOB_UPLOAD_INVALID, {"digest": digest, "upload": upload_id},
                                message="upload content could not be verified against the "
                                        "digest; the repository already holds that digest")
+            # Recorded before the spool becomes the staged copy (the same file until the
+            # spool is dropped): if the session outlives this request, no later PATCH
+            # appends to it, and a PUT again closes the upload as finished.
+            session.completed = digest
+            await self._save(session, b"")
             if computed is not None:
                 # The running hash covered the very chunks the spool was written from, the
                 # tail is compared (or the spool itself was hashed): it may be served as this
                 # digest.
                 await asyncio.to_thread(self._staging.promote, session.id, digest,
                                         session.received, tail)
-            self._hashes.pop(session.id, None)
-            await self._store.delete(session.id)
-            # Only now: a process that dies before the session is gone must still be able to
-            # hash the spool when the client sends its PUT again.
-            await asyncio.to_thread(self._staging.discard, session.id)
+            await self._close(session)
             return session.received
+
+    async def _close_finished(self, session: UploadSession, digest: str) -> int:
+        """A PUT again on an upload whose layer a request completed (its bytes checked) and
+        recorded, but could not answer or close. Closed as finished; the spool is staged
+        again if it still hashes to the digest (the request may have died before that)."""
+        if digest != session.completed:
+            raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": session.id})
+        if await self._content_digest(session, b"") == digest:
+            await asyncio.to_thread(self._staging.promote, session.id, digest,
+                                    session.received)
+        await self._close(session)
+        return session.received
+
+    async def _close(self, session: UploadSession) -> None:
+        self._hashes.pop(session.id, None)
+        await self._store.delete(session.id)
+        # Only now: a process that dies before the session is gone must still be able to
+        # hash the spool when the client sends its PUT again.
+        await asyncio.to_thread(self._staging.discard, session.id)
 
     async def _content_digest(self, session: UploadSession, tail: bytes) -> str | None:
         """The digest of everything the upload received, when this process can tell: the

@@ -38,6 +38,10 @@ class UploadSession:
     # :func:`owner_of` the client that opened it; None (a record from before, or one the
     # gateway opened for its own work) counts for nobody.
     owner: str | None = None
+    # The digest the layer was completed as, recorded before the staged copy is made: the
+    # upload is finished even if its session outlives that (a process that died, a store
+    # that failed before the session was deleted). Nothing more is written to it.
+    completed: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -51,6 +55,8 @@ class UploadSession:
             del record["tail_staged"]  # records as before, which any version reads
         if self.owner is None:
             del record["owner"]
+        if self.completed is None:
+            del record["completed"]
         return record
 
     @classmethod
