@@ -1,10 +1,12 @@
-"""Gateways started with a test's own configuration on the module's emulator."""
+"""Gateways started with a test's own configuration on the module's emulator, and an HTTP
+client per test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.support.emulator import EmulatorProcess
@@ -28,3 +30,11 @@ def start_gateway(upstream: EmulatorProcess,
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client for the test, closed after it."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+

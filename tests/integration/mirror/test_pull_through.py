@@ -9,7 +9,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -47,12 +47,6 @@ def gateway(upstream: EmulatorProcess, hub: ReferenceRegistry,
     with GatewayProcess(tmp_path_factory.mktemp("gateway"), _mirror_config(hub.url),
                         upstream_url=upstream.url) as gw:
         yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _push(http: aiohttp.ClientSession, url: str, name: str, tag: str,

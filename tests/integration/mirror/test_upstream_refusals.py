@@ -12,7 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +68,6 @@ def anonymous(upstream: EmulatorProcess, source: GatewayProcess,
     with GatewayProcess(tmp_path_factory.mktemp("anonymous"), config,
                         upstream_url=upstream.url) as gw:
         yield gw
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def _push(source: GatewayProcess, name: str) -> tuple[str, bytes]:
