@@ -12,11 +12,10 @@ header (as aiohttp does). At most :data:`MAX_REDIRECTS` hops.
 
 from __future__ import annotations
 
-import ipaddress
-
 import aiohttp
 from yarl import URL
 
+from ecr_model.hosts import is_loopback
 from ecr_model.redirect_targets import RefusedAddress, TargetResolver, host_refusal
 
 MAX_REDIRECTS = 5
@@ -34,7 +33,7 @@ class UpstreamSession:
             self._origin: tuple[str, str, int | None] | None = _origin(own)
         except ValueError:  # a rule stored before check_registry_url: get() raises it
             own, self._origin = URL(), None
-        self._loopback = _is_loopback(own.host or "")
+        self._loopback = is_loopback(own.host or "")
         self._timeout = timeout
         self._own = aiohttp.ClientSession(timeout=timeout)
         self._foreign: aiohttp.ClientSession | None = None
@@ -90,7 +89,7 @@ class UpstreamSession:
         host = target.host or ""
         if not host or target.user or target.password:
             return "to a URL without a host, or with credentials"
-        loopback_hop = self._loopback and _is_loopback(host)
+        loopback_hop = self._loopback and is_loopback(host)
         if target.scheme != "https" and not (target.scheme == "http" and loopback_hop):
             return "to another origin over plain http"
         why = host_refusal(host, loopback=self._loopback)
@@ -107,10 +106,3 @@ def _origin(url: URL) -> tuple[str, str, int | None]:
     return (url.scheme.lower(), (url.host or "").lower(), url.port)
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

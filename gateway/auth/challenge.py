@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from gateway.auth.exposure import is_loopback
+from ecr_model.hosts import is_loopback
 from gateway.auth.forwarded import ProxyTrust
 from gateway.auth.scopes import Scope
 from gateway.config.errors import ConfigError

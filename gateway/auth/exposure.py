@@ -14,22 +14,13 @@ TLS-terminating proxy in front may make it right).
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
+from ecr_model.hosts import is_loopback
 from gateway.auth.htpasswd import parse
 from gateway.config import Config, ConfigError
 
 _FLAG = "auth.allow_anonymous_on_public_address"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: assume it is reachable from elsewhere
 
 
 def has_no_users(htpasswd_file: str | None) -> bool:

@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from yarl import URL
 
+from ecr_model.hosts import is_loopback
 from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, host_refusal
-from gateway.auth.exposure import is_loopback
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
 from gateway.pullthrough import pace, ratelimit

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.auth.exposure import check_exposure, is_loopback
+from ecr_model.hosts import is_loopback
+from gateway.auth.exposure import check_exposure
 from gateway.config import ConfigError, load_config
 
 
