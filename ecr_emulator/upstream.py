@@ -3,11 +3,15 @@ upstream registry, anonymous or with a username and access token.
 
 Authentication follows the distribution spec: a 401 carries ``WWW-Authenticate``; ``Basic``
 is answered with the credential, ``Bearer realm=…,service=…,scope=…`` by fetching a token
-from the realm (with the credential, if any) and retrying. Redirects, and a realm on another
-origin, are followed as ECR's pull through cache reaches the internet (``upstream_session``):
-never to a private, loopback or metadata address. Blobs are streamed to a file and
-their sha256 checked as they arrive; nothing is held whole in memory. Every failure is an
-``UpstreamError`` whose ``kind`` maps onto ECR's documented failure codes.
+from the realm (with the credential, if any) and retrying. The realm is asked only on the
+upstream's own host or a well-known registry's realm host (``auth.docker.io`` for Docker
+Hub), as the gateway's pull-through asks it (:mod:`ecr_model.token_realms`): ECR's pull
+through cache serves a fixed set of registries and never sends their credential to a host a
+challenge names. Redirects are followed as ECR's pull through cache reaches the internet
+(``upstream_session``): never to a private, loopback or metadata address. Blobs are
+streamed to a file and their sha256 checked as they arrive; nothing is held whole in memory.
+Every failure is an ``UpstreamError`` whose ``kind`` maps onto ECR's documented failure
+codes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import orjson
 from yarl import URL
 
 from ecr_emulator.upstream_session import RedirectRefused, UpstreamSession
+from ecr_model.token_realms import realm_allowed
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -223,6 +228,10 @@ class Upstream:
         realm = fields.get("realm")
         if not realm:
             raise UpstreamError("denied", "the upstream registry's challenge has no realm")
+        if not realm_allowed(realm, self.base):
+            # Named by nothing but its host: a realm URL may carry anything.
+            raise UpstreamError("unavailable", "the upstream registry names a token realm on "
+                                f"another host, {_host(realm)} (not asked)")
         query = {k: v for k, v in (("service", fields.get("service")),
                                    ("scope", fields.get("scope") or scope)) if v}
         try:
@@ -259,6 +268,13 @@ async def _read_bounded(response: aiohttp.ClientResponse, kind: str, what: str) 
         if len(body) > MAX_MANIFEST_BYTES:
             raise too_large
     return bytes(body)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "no host"
+    except ValueError:
+        return "no host"
 
 
 def _status_error(status: int, what: str) -> UpstreamError:

@@ -3,7 +3,7 @@ token realm, their redirects followed here (never by aiohttp) as ECR's pull thro
 reaches the internet.
 
 A request on the upstream's own origin (scheme, host, port) is made as any. One on another
-origin (a registry's CDN, a token realm on another host) goes only over https, and only to
+origin (a registry's CDN, a well-known registry's realm host) goes only over https, and only to
 addresses :mod:`ecr_model.redirect_targets` allows: globally routable ones (names judged when
 the connection is made). An upstream on loopback (a test's registry) may lead to loopback,
 over http too. A redirect to another origin than the request's drops the Authorization

@@ -54,6 +54,7 @@ from yarl import URL
 
 from ecr_model.hosts import is_loopback
 from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, host_refusal
+from ecr_model.token_realms import realm_allowed
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
 from gateway.pullthrough import pace, ratelimit
@@ -397,31 +398,6 @@ class OciUpstream:
             if len(tags) > MAX_TAGS:
                 raise UpstreamError(502, f"{what}: more than {MAX_TAGS} tags")
         return list(tags)
-
-
-# Registries whose token service lives on a host of its own (their documented realms).
-KNOWN_REALM_HOSTS: dict[str, tuple[str, ...]] = {
-    "registry-1.docker.io": ("auth.docker.io",),
-    "index.docker.io": ("auth.docker.io",),
-    "docker.io": ("auth.docker.io",),
-    "registry.gitlab.com": ("gitlab.com",),
-    "nvcr.io": ("authn.nvidia.com",),
-    "docker.elastic.co": ("docker-auth.elastic.co",),
-}
-
-
-def realm_allowed(realm: str, upstream_url: str, listed: tuple[str, ...] = ()) -> bool:
-    """Whether a token realm may be asked (with the upstream's credentials): https (http
-    only on loopback), on the upstream's own host, its well-known realm host, or a listed
-    host."""
-    parts, upstream = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(upstream_url)
-    host, own = (parts.hostname or "").lower(), (upstream.hostname or "").lower()
-    if not host or parts.username or parts.password:
-        return False
-    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(host)):
-        return False
-    return (host == own or host in KNOWN_REALM_HOSTS.get(own, ())
-            or host in (h.lower() for h in listed))
 
 
 def registry_host(url: str) -> str:

@@ -56,6 +56,7 @@ class Upstream:
         self.sent = 0
         self.tokens_issued = 0
         self.token_requests: list[dict[str, str]] = []
+        self.token_asked = 0  # every request to /token, with or without the credential
         self.url = ""
 
     def app(self) -> web.Application:
@@ -72,6 +73,7 @@ class Upstream:
         return web.json_response({})
 
     async def token(self, request: web.Request) -> web.Response:
+        self.token_asked += 1
         expected = "Basic " + base64.b64encode(f"{USER}:{TOKEN_SECRET}".encode()).decode()
         if request.headers.get("Authorization") != expected:
             return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401)
@@ -268,7 +270,36 @@ async def test_redirects_and_realms_into_private_networks_are_refused(
                                                 imageIds=[{"imageTag": "v1"}])
             (failure,) = got["failures"]
             assert failure["failureCode"] == "UpstreamUnavailable", failure
-            assert "a request to a private address (not made)" in failure["failureReason"]
+            # Refused for its host before its address is looked at.
+            assert "a token realm on another host, 10.1.2.3 (not asked)" in (
+                failure["failureReason"]), failure
+
+
+async def test_a_token_realm_on_another_host_is_never_asked(
+        bearer_upstream: Upstream, tmp_path: Path) -> None:
+    """As the gateway's pull-through: a challenge naming a realm on another host than the
+    upstream's (here ``localhost`` for an upstream on ``127.0.0.1``, the same server, so
+    every address check passes) gets neither the rule's credential nor a request. Before, the
+    emulator sent the credential to any realm host on an allowed address."""
+    with EmulatorProcess(tmp_path / "ecr") as emulator:  # the shared one may hold the image
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            await _rule(ecr, emulator, bearer_upstream, "elsewhere")
+            bearer_upstream.realm = bearer_upstream.url.replace("127.0.0.1", "localhost")
+            got = await ecr.batch_get_image(repositoryName="elsewhere/org/tool",
+                                            imageIds=[{"imageTag": "v1"}])
+            assert bearer_upstream.token_asked == 0, "the credential went to localhost"
+            (failure,) = got["failures"]
+            assert failure["failureCode"] == "UpstreamUnavailable", failure
+            assert failure["failureReason"].endswith(
+                "a token realm on another host, localhost (not asked)"), failure
+            assert bearer_upstream.token_asked == 0
+            # Its own host's realm is asked as before.
+            bearer_upstream.realm = ""
+            got = await ecr.batch_get_image(repositoryName="elsewhere/org/tool",
+                                            imageIds=[{"imageTag": "v1"}])
+            assert got["failures"] == [], got["failures"]
+            assert bearer_upstream.token_asked == 1
+    assert TOKEN_SECRET not in emulator.log_path.read_text(errors="replace")
 
 
 async def test_deeply_nested_upstream_referrers_are_refused(

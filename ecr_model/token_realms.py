@@ -1,0 +1,43 @@
+"""Which token realm a registry's ``WWW-Authenticate`` challenge may send a pull through
+cache to, with the credentials it holds for that registry.
+
+Only the registry's own host, the documented realm host of a well-known registry
+(``registry-1.docker.io`` → ``auth.docker.io``) or a host the operator lists, over https
+(http only on loopback): a challenge is the upstream's word, and a realm elsewhere would
+receive the credentials, or the cache's requests, wherever the upstream pointed it. A shared
+domain is not enough: ``a.azurecr.io`` and ``b.azurecr.io`` belong to different tenants.
+ECR's pull through cache serves a fixed set of upstreams whose realms are all of these kinds.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from ecr_model.hosts import is_loopback
+
+# Registries whose token service lives on a host of its own (their documented realms).
+KNOWN_REALM_HOSTS: dict[str, tuple[str, ...]] = {
+    "registry-1.docker.io": ("auth.docker.io",),
+    "index.docker.io": ("auth.docker.io",),
+    "docker.io": ("auth.docker.io",),
+    "registry.gitlab.com": ("gitlab.com",),
+    "nvcr.io": ("authn.nvidia.com",),
+    "docker.elastic.co": ("docker-auth.elastic.co",),
+}
+
+
+def realm_allowed(realm: str, upstream_url: str, listed: tuple[str, ...] = ()) -> bool:
+    """Whether a token realm may be asked (with the upstream's credentials): https (http
+    only on loopback), on the upstream's own host, its well-known realm host, or a listed
+    host."""
+    try:
+        parts, upstream = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(upstream_url)
+        host, own = (parts.hostname or "").lower(), (upstream.hostname or "").lower()
+    except ValueError:  # an unbalanced bracket
+        return False
+    if not host or parts.username or parts.password:
+        return False
+    if parts.scheme != "https" and not (parts.scheme == "http" and is_loopback(host)):
+        return False
+    return (host == own or host in KNOWN_REALM_HOSTS.get(own, ())
+            or host in (h.lower() for h in listed))
