@@ -14,8 +14,11 @@ It fails closed: keys are only kept (and their ECR client only stays open) once
 GetAuthorizationToken succeeded with them. Any refusal by the upstream (an unknown key, a
 wrong secret, an expired or forged session token: every 4xx but throttling) is a failed
 login, which the login rate limiter counts; only outages and throttling raise. The known
-identities are bounded in number and in time (a TTLCache); an identity pushed out closes
-its client at the next purge. An ECR call of a known identity that the upstream answers
+identities are bounded in number (:data:`MAX_IDENTITIES`) and in time (a TTLCache), and
+their registry tokens with them: the token cache holds as many as there are identities (a
+smaller one made every use of the identities past it a GetAuthorizationToken call), and an
+identity pushed out leaves its token and its client at the next purge (a login with the
+same keys asks ECR again). An ECR call of a known identity that the upstream answers
 with a refusal of the keys themselves (:data:`KEYS_REFUSED`: a session token that expired
 since the login, a deleted key) ends the identity at once (:meth:`AwsIdentities.revoke`):
 the registry token of the login outlives a short session, and nothing may be served on it.
@@ -92,7 +95,8 @@ class AwsIdentities:
         self._policy = policy
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._tokens = TokenCache(self._fetch, refresh_margin=refresh_margin, clock=clock)
+        self._tokens = TokenCache(self._fetch, refresh_margin=refresh_margin, clock=clock,
+                                  maxsize=max_identities)
         self._dropped: list[Credentials] = []
         self._identities = _Identities(max_identities, identity_ttl, clock, self._dropped)
         self._pending: dict[str, Credentials] = {}  # logging in: not trusted yet
@@ -168,18 +172,28 @@ class AwsIdentities:
         return AuthToken.from_ecr(answer["authorizationData"][0], self._clock())
 
     async def _purge(self) -> None:
-        while self._dropped:  # pushed out of the cache: close their clients
-            await self._close(self._dropped.pop())
+        await self._drop_pushed_out()
         now = self._clock()
         if now < self._next_purge:
             return
         self._identities.expire()
-        while self._dropped:
-            await self._close(self._dropped.pop())
+        await self._drop_pushed_out()
         self._next_purge = now + PURGE_INTERVAL
         for handle, expires_at in list(self._expires.items()):
             if expires_at <= now:
                 await self._forget(handle)
+
+    async def _drop_pushed_out(self) -> None:
+        """Identities the cache pushed out (too many, or too old) leave their token and their
+        client, unless they logged in again since."""
+        while self._dropped:
+            credentials = self._dropped.pop()
+            handle = self.handle_of(credentials)
+            if handle in self._identities or handle in self._pending:
+                continue
+            self._tokens.invalidate(handle)
+            self._expires.pop(handle, None)
+            await self._close(credentials)
 
     async def _forget(self, handle: str) -> None:
         credentials = self._identities.pop(handle, None)

@@ -56,3 +56,26 @@ async def test_identities_are_bounded_and_dropped_ones_close_their_client(
         assert len(clients) == 2  # its client was closed with it
     finally:
         await clients.close()
+
+
+async def test_an_identity_pushed_out_keeps_no_token_and_logging_in_again_asks_ecr(
+        upstream: EmulatorProcess) -> None:
+    """The registry tokens are bounded with the identities: one pushed out leaves its token
+    too, so its keys are checked again at the next login (here ECR no longer takes them).
+    Before, the token cache (4,096 entries, against 10,000 identities) kept it, and the
+    login passed on the cached token without asking ECR."""
+    clients = ClientFactory()
+    identities = identities_of(upstream, clients, max_identities=2)
+    keys = [new_access_key() for _ in range(3)]
+    try:
+        handles = [await identities.login(key, upstream.secret_for(key)) for key in keys]
+        assert all(handles) and len(identities) == 2  # the third pushed the first out
+        upstream.inject_fault("GetAuthorizationToken", "UnrecognizedClientException",
+                              status=400)  # the first key was deleted meanwhile
+        asked = len(upstream.requests("GetAuthorizationToken"))
+        assert await identities.login(keys[0], upstream.secret_for(keys[0])) is None
+        assert len(upstream.requests("GetAuthorizationToken")) == asked + 1
+        assert len(identities) == 2 and len(clients) == 2
+    finally:
+        upstream.clear_faults()
+        await clients.close()
