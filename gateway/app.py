@@ -32,12 +32,14 @@ from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
 from gateway.observability.tracing import Tracing
 from gateway.oci.context import (
     BLOB_CACHE,
+    DOWNLOADS,
     FILL_LOCKS,
     HTTP_CLIENT,
     REGISTRY,
     SETTINGS,
     OciSettings,
 )
+from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
@@ -239,12 +241,26 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     def http() -> aiohttp.ClientSession:
         return app[HTTP_CLIENT]
 
+    def client(connector: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+        # auto_decompress off, and identity asked for: bytes pass through exactly as stored.
+        return aiohttp.ClientSession(
+            connector=connector, auto_decompress=False, headers=EXACT_BYTES,
+            timeout=http_timeouts(config),
+            trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
+
     up = config.upstream
     upstream_for = upstream_factory(config)
     public = EcrPublic(clients, upstream_for, policy, http,
                        endpoint_url=up.public_endpoint_url,
                        # the embedded emulator is the ECR Public registry endpoint too
                        registry_url=up.endpoint_url if up.mode == "embedded" else None)
+    # Download URLs the gateway fetches lead only where storage's do, or to the origins of
+    # the endpoints configured here (the embedded emulator's on loopback).
+    downloads = app[DOWNLOADS] = DownloadTargets(
+        [up.endpoint_url, up.public_endpoint_url, public.registry_url_default,
+         *(route.registry_url for route in config.routes),
+         *(mirror.registry_url for mirror in config.mirrors.values())],
+        own=http, make=client, private=up.private_downloads)
     events = cache_events(config)
     peers = staged_peers(config)
     shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
@@ -252,8 +268,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
     per_client = limits.max_open_uploads_per_client
     backends = BackendRouter(router, [
-        EcrBackend(*shared, max_open_uploads_per_client=per_client),
-        EcrPublicBackend(public, *shared, max_open_uploads_per_client=per_client)])
+        EcrBackend(*shared, downloads=downloads, max_open_uploads_per_client=per_client),
+        EcrPublicBackend(public, *shared, downloads=downloads,
+                         max_open_uploads_per_client=per_client)])
     app[STORAGE] = backends
     fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.
@@ -277,10 +294,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                                 ) if pulls_through else backends
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        # auto_decompress off, and identity asked for: bytes pass through exactly as stored.
-        app[HTTP_CLIENT] = aiohttp.ClientSession(
-            auto_decompress=False, headers=EXACT_BYTES, timeout=http_timeouts(config),
-            trace_configs=[tracing.client_trace_config()] if tracing is not None else None)
+        app[HTTP_CLIENT] = client()
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         announcing: set[asyncio.Task[None]] = set()
 
@@ -303,6 +317,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         if fills is not None:
             await fills.close()
         await app[HTTP_CLIENT].close()
+        await downloads.close()
         await clients.close()
         await sessions.close()
 

@@ -36,6 +36,7 @@ from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
+from gateway.oci.download_targets import DownloadRefused, DownloadTargets, download_refused
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import (
     MANIFEST_TYPES,
@@ -69,14 +70,15 @@ class EcrBackend:
                  staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
-                 peers: StagedPeers | None = None, *, max_open_uploads_per_client: int = 0
-                 ) -> None:
+                 peers: StagedPeers | None = None, *, downloads: DownloadTargets,
+                 max_open_uploads_per_client: int = 0) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
         self._staging = staging
         self._policy = policy
         self._http = http
+        self._downloads = downloads  # where download URLs may lead (gateway/oci/...)
         # Pull path: answers cached per ECR repository, identical misses made once.
         self.caches = PullCaches(cache or CacheConfig())
         self._events: CacheEvents = events or NoEvents()  # tells the other replicas
@@ -397,8 +399,10 @@ class EcrBackend:
                 if location.path is not None:
                     return _file_chunks(await asyncio.to_thread(open, location.path, "rb"))
         assert location.url is not None
-        headers = {PROOF_HEADER: location.peer_proof} if location.peer_proof else {}
-        return _url_chunks(self._http(), location.url, headers)
+        if location.peer_proof:
+            return _url_chunks(partial(self._http().get, allow_redirects=False), location.url,
+                               {PROOF_HEADER: location.peer_proof})
+        return _url_chunks(self._downloads.get, location.url, {})
 
     # -- manifests --------------------------------------------------------------------------
 
@@ -823,17 +827,19 @@ async def _file_chunks(handle: BinaryIO) -> AsyncIterator[bytes]:
         handle.close()
 
 
-async def _url_chunks(client: aiohttp.ClientSession, url: str,
+async def _url_chunks(get: Callable[..., Awaitable[aiohttp.ClientResponse]], url: str,
                       headers: dict[str, str]) -> AsyncIterator[bytes]:
     # A replica's read (its proof in the headers) follows no redirect: the proof, and the
-    # request, are for that replica alone.
+    # request, are for that replica alone. A download URL's are followed only where
+    # storage's lead (``DownloadTargets.get``).
     try:
-        async with client.get(url, headers=headers,
-                              allow_redirects=PROOF_HEADER not in headers) as response:
+        async with await get(url, headers=headers) as response:
             if response.status != 200:
                 raise OciError(oci.BLOB_UNKNOWN, {"upstream_status": response.status})
             async for chunk in response.content.iter_chunked(1 << 20):
                 yield chunk
+    except DownloadRefused as exc:
+        raise download_refused(exc) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
         # Unreachable or silent past the client's timeouts (no URL: it is a credential).
         raise OciError(oci.UNAVAILABLE, {"blob_download": type(exc).__name__},

@@ -27,6 +27,7 @@ from gateway.ecr.staging import StagingStore
 from gateway.oci import errors as oci
 from gateway.oci.backend import Manifest
 from gateway.oci.digests import is_digest
+from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import Descriptor, ParsedManifest
 from gateway.oci.request import Credentials, RequestContext
@@ -47,10 +48,11 @@ class EcrPublicBackend(EcrBackend):
                  sessions: SessionStore, staging: StagingStore, policy: RetryPolicy,
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
-                 peers: StagedPeers | None = None, *, max_open_uploads_per_client: int = 0
-                 ) -> None:
+                 peers: StagedPeers | None = None, *, downloads: DownloadTargets,
+                 max_open_uploads_per_client: int = 0) -> None:
         super().__init__(router, clients, upstream_for, sessions, staging, policy, http, cache,
-                         events, peers, max_open_uploads_per_client=max_open_uploads_per_client)
+                         events, peers, downloads=downloads,
+                         max_open_uploads_per_client=max_open_uploads_per_client)
         self.public = public
 
     async def _client(self, target: Target) -> Any:

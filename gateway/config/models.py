@@ -235,6 +235,11 @@ class UpstreamConfig(Section):
     to the endpoint fail at once with 503 for breaker_open_seconds, then one probe goes (0:
     off)."""
     breaker_open_seconds: Seconds = 2.0
+    private_downloads: Flag = False
+    """Blob download URLs the gateway fetches itself (proxy mode, mounts) may lead to
+    private networks (RFC 1918, CGNAT, IPv6 ULA): S3 reached through an interface VPC
+    endpoint. Off: https to globally routable addresses only, besides the configured
+    endpoints' own origins; loopback, link-local and metadata addresses never."""
 
 
 class StagingConfig(Section):

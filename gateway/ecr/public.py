@@ -136,6 +136,11 @@ class EcrPublic:
 
     # -- the registry endpoint ---------------------------------------------------------------
 
+    @property
+    def registry_url_default(self) -> str:
+        """The registry endpoint of routes and mirrors that name none."""
+        return self._registry_url
+
     def registry_url(self, target: Target) -> str:
         return (target.route.registry_url or self._registry_url).rstrip("/")
 

@@ -17,6 +17,7 @@ from gateway.observability.logs import Sparing, unsaid
 from gateway.oci.backend import GrowingBlob
 from gateway.oci.context import (
     BLOB_CACHE,
+    DOWNLOADS,
     FILL_LOCKS,
     HTTP_CLIENT,
     capabilities,
@@ -25,6 +26,7 @@ from gateway.oci.context import (
     settings,
 )
 from gateway.oci.digests import parse_digest
+from gateway.oci.download_targets import DownloadRefused, download_refused
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
 from gateway.oci.peer import STAGED_PEERS
@@ -229,10 +231,14 @@ async def _open(path: Path) -> BinaryIO | None:
 
 async def _proxy(request: web.Request, name: str, digest: str, url: str,
                  headers: dict[str, str], check: _Check | None, size: int) -> web.StreamResponse:
-    client = request.app[HTTP_CLIENT]
+    downloads = request.app[DOWNLOADS]
     upstream_headers = _range_for(request, size)
     for attempt in range(2):
-        upstream = await client.get(url, headers=upstream_headers)
+        try:
+            # Followed only where storage's download URLs lead (gateway/oci/download_targets.py).
+            upstream = await downloads.get(url, upstream_headers)
+        except DownloadRefused as exc:
+            raise download_refused(exc) from None
         # An expired or revoked URL answers 403: ask for a fresh one once.
         if upstream.status == 403 and attempt == 0:
             upstream.release()

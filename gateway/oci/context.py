@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.blobcache import BlobCache
 from gateway.oci.backend import Capabilities, Registry
+from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.errors import DIGEST_INVALID, OciError
 from gateway.oci.request import RequestContext
 from gateway.state.fills import FillLocks
@@ -30,6 +31,8 @@ AccessCheck = Callable[[web.Request, str | None, str], Awaitable[None]]
 REGISTRY = web.AppKey("registry", Registry)
 SETTINGS = web.AppKey("oci_settings", OciSettings)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
+# Blob download URLs fetched by the gateway: only where storage's URLs may lead.
+DOWNLOADS = web.AppKey("downloads", DownloadTargets)
 ACCESS_CHECK: web.AppKey[AccessCheck] = web.AppKey("access_check")
 # Whether the catalog may show a repository to this request's caller (set with auth on).
 CatalogFilter = Callable[[web.Request, str], bool]

@@ -24,7 +24,8 @@ async def test_requests_at_once_keep_the_spool_once_and_all_get_the_blob(
     staging = StagingStore(tmp_path / "staging", 1 << 30)
     backend = EcrBackend(None, None, None,  # type: ignore[arg-type]
                          LocalSessionStore(tmp_path / "sessions"), staging,
-                         RetryPolicy(budget_seconds=1.0), lambda: None)  # type: ignore[arg-type,return-value]
+                         RetryPolicy(budget_seconds=1.0), lambda: None,  # type: ignore[arg-type,return-value]
+                         downloads=None)  # type: ignore[arg-type]
     blob = os.urandom(300_000)
     digest = "sha256:" + hashlib.sha256(blob).hexdigest()
     upload = uuid.uuid4().hex
