@@ -109,15 +109,16 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 
 async def _expire_idle_sessions(app: web.Application) -> None:
     idle = app[CONFIG].uploads.idle_timeout_seconds
+    finished = min(app[CONFIG].uploads.finished_timeout_seconds, idle)
     storage = app[STORAGE]
     try:  # once at start: a spool no session names was left by an earlier process
         await storage.drop_orphan_spools()
     except Exception:
         log.exception("dropping the spools of finished uploads failed")
     while True:
-        await asyncio.sleep(min(60.0, max(idle / 4, 1.0)))
+        await asyncio.sleep(min(60.0, max(finished / 4, 1.0)))
         try:
-            await storage.expire_idle_uploads(idle)
+            await storage.expire_idle_uploads(idle, finished)
         except Exception:  # a failed sweep is retried on the next tick
             log.exception("expiring idle upload sessions failed")
         try:

@@ -34,7 +34,8 @@ class Storage(Registry, Protocol):
 
     async def authorization_token(self, region: str) -> AuthToken: ...
 
-    async def expire_idle_uploads(self, idle_seconds: float) -> int: ...
+    async def expire_idle_uploads(self, idle_seconds: float,
+                                  finished_seconds: float | None = None) -> int: ...
 
     async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int: ...
 
@@ -125,9 +126,10 @@ class BackendRouter:
     async def authorization_token(self, region: str) -> AuthToken:
         return await self._default.authorization_token(region)
 
-    async def expire_idle_uploads(self, idle_seconds: float) -> int:
+    async def expire_idle_uploads(self, idle_seconds: float,
+                                  finished_seconds: float | None = None) -> int:
         # One session store behind every backend: one sweep covers them all.
-        return await self._default.uploads.expire_idle(idle_seconds)
+        return await self._default.uploads.expire_idle(idle_seconds, finished_seconds)
 
     async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int:
         return await self._default.uploads.drop_orphan_spools(idle_seconds)

@@ -279,6 +279,11 @@ class BlobsConfig(Section):
 
 class UploadsConfig(Section):
     idle_timeout_seconds: Seconds = 3600.0
+    finished_timeout_seconds: Seconds = 60.0
+    """A session whose layer was completed but that outlived its closing PUT (the process
+    died, or the store failed, before deleting it) is kept this long after the layer was
+    completed, for the client's PUT again, then dropped with its spool (it took no more
+    bytes anyway). Capped at ``idle_timeout_seconds``."""
 
 
 class LimitsConfig(Section):

@@ -355,8 +355,10 @@ class UploadManager:
                                        "digest; the repository already holds that digest")
             # Recorded before the spool becomes the staged copy (the same file until the
             # spool is dropped): if the session outlives this request, no later PATCH
-            # appends to it, and a PUT again closes the upload as finished.
+            # appends to it, and a PUT again closes the upload as finished. Its time is the
+            # finish's: the sweep drops such a leftover soon after (``expire_idle``).
             session.completed = digest
+            session.updated_at = time.time()
             await self._save(session, b"")
             if computed is not None:
                 # The running hash covered the very chunks the spool was written from, the
@@ -408,17 +410,27 @@ class UploadManager:
         await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)
 
-    async def expire_idle(self, idle_seconds: float) -> int:
-        """Drop sessions no request has touched for ``idle_seconds``; returns how many."""
+    async def expire_idle(self, idle_seconds: float,
+                          finished_seconds: float | None = None) -> int:
+        """Drop sessions no request has touched for ``idle_seconds``, and those whose layer
+        was completed ``finished_seconds`` ago (a leftover of a closing PUT that could not
+        delete it, kept only for a PUT again: its spool and record should not wait an
+        hour); returns how many."""
         dropped = 0
-        cutoff = time.time() - idle_seconds
-        for session in await self._store.idle(cutoff):
+        now = time.time()
+        cutoff = now - idle_seconds
+        finished_cutoff = cutoff if finished_seconds is None else max(
+            cutoff, now - finished_seconds)
+        for session in await self._store.idle(finished_cutoff):
+            if session.updated_at >= cutoff and session.completed is None:
+                continue  # idle, not yet for long enough
             try:
                 async with self._store.lock(session.id):
                     # Under the lock, look again: with a shared store another replica may
                     # have used (or dropped) the session since the list was read.
                     current = await self._store.get(session.id)
-                    if current is None or current.updated_at >= cutoff:
+                    if current is None or current.updated_at >= (
+                            finished_cutoff if current.completed else cutoff):
                         continue
                     await self._abandon(current)
                     dropped += 1

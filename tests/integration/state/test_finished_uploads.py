@@ -76,3 +76,47 @@ async def test_an_upload_left_open_after_its_layer_was_completed_takes_no_more_b
     assert r.status == 201, r.body
     assert not _spool(gateway, location).exists()
     assert await client.get_blob(repo, digest) == data
+
+
+async def test_a_finished_upload_left_open_is_dropped_soon_after_its_layer_was_completed(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path,
+        repo: str) -> None:
+    """Such a leftover is kept only for the client's PUT again: after
+    ``uploads.finished_timeout_seconds`` its record and spool are gone, as an idle upload's
+    are after ``idle_timeout_seconds`` (an hour here). The blob stays readable."""
+    state = redis_state(redis_server, lock_ttl_seconds=1)
+    with replica(tmp_path / "gw", upstream, state,
+                 uploads={"idle_timeout_seconds": 3600, "finished_timeout_seconds": 1}
+                 ) as gateway:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True)) as session:
+            client = OciClient(session, gateway.url)
+            data = os.urandom(1000)
+            digest = digest_of(data)
+            location = await client.start(repo)
+            r = await client.patch(location, data, 0)
+            assert r.status == 202, r.body
+            session_id = _spool(gateway, location).name
+            record = f"{state['key_prefix']}session:{{{session_id}}}"
+            redis_cli(redis_server.port, "ACL", "SETUSER", "default", "-del")
+            try:
+                r = await client.put(location, digest)
+                assert r.status >= 500, r.body
+            finally:
+                redis_cli(redis_server.port, "ACL", "SETUSER", "default", "+del")
+            assert redis_cli(redis_server.port, "EXISTS", record) == "1"
+            assert _spool(gateway, location).exists()
+
+            # The sweep runs every second here; the session's lock frees itself after one.
+            for _ in range(100):
+                if redis_cli(redis_server.port, "EXISTS", record) == "0":
+                    break
+                await asyncio.sleep(0.1)
+            assert redis_cli(redis_server.port, "EXISTS", record) == "0", \
+                "the finished session is still stored"
+            assert not _spool(gateway, location).exists()
+            assert redis_cli(redis_server.port, "ZSCORE", f"{state['key_prefix']}sessions",
+                             session_id) == ""
+            r = await client.put(location, digest)
+            assert r.status == 404 and r.error_code() == "BLOB_UPLOAD_UNKNOWN", r.body
+            assert await client.get_blob(repo, digest) == data
