@@ -180,6 +180,15 @@ async def test_an_ecr_download_url_into_the_network_is_never_fetched(
             relay.bounce_to = f"https://127.0.0.2:{other.port}/blob"
             error = await _refused(session, blob, listeners)
             assert "a redirect from the download URL" in error["message"], error
+            # A mount's server-side copy reads the source the same way: refused, it falls
+            # back to an ordinary upload.
+            relay.rewrite = lambda url: f"http://127.0.0.2:{other.port}/blob?{SIGNATURE}"
+            asked = len(upstream.requests("GetDownloadUrlForLayer"))
+            async with session.post(f"{gateway.url}/v2/{repo}-copy/blobs/uploads/",
+                                    params={"mount": sha(layer), "from": repo}) as r:
+                assert other.connections == 0, "connected"
+                assert r.status == 202, (r.status, await r.text())
+            assert len(upstream.requests("GetDownloadUrlForLayer")) > asked  # it tried
         assert (here.connections, other.connections) == (0, 0)
         assert await gateway.logged("blob download from 127.0.0.2 refused")
         assert "sig-5e1f" not in "\n".join(gateway.log_lines)
