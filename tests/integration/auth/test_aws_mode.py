@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.config.models import CacheConfig
 from tests.integration.auth.helpers import (
     basic,
     bearer,
@@ -29,6 +30,7 @@ from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
 
 RUN = uuid.uuid4().hex[:8]
+TAG_TTL = CacheConfig().tag_ttl_seconds  # the gateway below keeps the default
 KEYS = {name: (f"AKID{name.upper()}{RUN.upper()}", f"secret-{name}-{uuid.uuid4().hex}")
         for name in ("team_a", "team_b", "revoked", "noread", "burst", "renew")}
 PULLS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability",
@@ -224,7 +226,10 @@ async def test_a_session_token_expiring_after_the_login_ends_the_identity_at_onc
     assert access.status == 200, access.body
     async with aiohttp.ClientSession(headers=basic(*credentials)) as as_key:
         await OciClient(as_key, awsgw.url).push_image(name, "v1", [os.urandom(400)])
-    await asyncio.sleep(max(0.0, expires - time.time()) + 1.5)  # the session token is over
+    # The session token is over, and the tag the push wrote is no longer answered from the
+    # gateway's cache (cache.tag_ttl_seconds: a slow push ends close to the expiry).
+    over = max(expires + 1.5, time.time() + TAG_TTL + 0.5)
+    await asyncio.sleep(over - time.time())
 
     pulled = await request(session, "GET", f"{awsgw.url}/v2/{name}/manifests/v1",
                            {**basic(*credentials), "Accept": OCI_MANIFEST})
