@@ -36,7 +36,12 @@ from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
-from gateway.oci.download_targets import DownloadRefused, DownloadTargets, download_refused
+from gateway.oci.download_targets import (
+    DownloadRefused,
+    DownloadTargets,
+    download_refused,
+    storage_unreachable,
+)
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import (
     MANIFEST_TYPES,
@@ -841,7 +846,4 @@ async def _url_chunks(get: Callable[..., Awaitable[aiohttp.ClientResponse]], url
     except DownloadRefused as exc:
         raise download_refused(exc) from None
     except (aiohttp.ClientError, TimeoutError) as exc:
-        # Unreachable or silent past the client's timeouts (no URL: it is a credential).
-        raise OciError(oci.UNAVAILABLE, {"blob_download": type(exc).__name__},
-                       message="the blob store did not answer in time",
-                       headers={"Retry-After": "1"}) from exc
+        raise storage_unreachable(exc) from exc

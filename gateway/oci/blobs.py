@@ -26,7 +26,7 @@ from gateway.oci.context import (
     settings,
 )
 from gateway.oci.digests import parse_digest
-from gateway.oci.download_targets import DownloadRefused, download_refused
+from gateway.oci.download_targets import DownloadRefused, download_refused, storage_unreachable
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
 from gateway.oci.peer import STAGED_PEERS
@@ -239,6 +239,8 @@ async def _proxy(request: web.Request, name: str, digest: str, url: str,
             upstream = await downloads.get(url, upstream_headers)
         except DownloadRefused as exc:
             raise download_refused(exc) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise storage_unreachable(exc) from exc
         # An expired or revoked URL answers 403: ask for a fresh one once.
         if upstream.status == 403 and attempt == 0:
             upstream.release()

@@ -24,7 +24,7 @@ from yarl import URL
 
 from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, host_refusal
 from gateway.observability.logs import Sparing, unsaid
-from gateway.oci.errors import UPSTREAM_ERROR, OciError
+from gateway.oci.errors import UNAVAILABLE, UPSTREAM_ERROR, OciError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,14 @@ def download_refused(exc: DownloadRefused) -> OciError:
                     unsaid(left))
     return OciError(UPSTREAM_ERROR, {"download_host": exc.host},
                     message=f"blob storage answered with a download URL not followed: {exc}")
+
+
+def storage_unreachable(exc: BaseException) -> OciError:
+    """The client's answer when blob storage cannot be reached or stays silent past the
+    client's timeouts: 503, to be retried (the error's type only: the URL is a credential)."""
+    return OciError(UNAVAILABLE, {"blob_download": type(exc).__name__},
+                    message="the blob store did not answer in time",
+                    headers={"Retry-After": "1"})
 
 
 def _origin(url: URL) -> Origin:

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,29 @@ async def test_an_ecr_public_blob_redirect_into_the_network_is_never_fetched(
                 locations["to"] = target
                 await _refused(session, blob, listeners)
     assert (here.connections, other.connections) == (0, 0)
+
+
+async def test_blob_storage_out_of_reach_is_a_503_to_retry(
+        upstream: EmulatorProcess, tmp_path: Path, repo: str,
+        session: aiohttp.ClientSession) -> None:
+    """A download URL the gateway may follow (a configured endpoint's origin) whose host
+    does not answer: storage is down, not the client wrong: 503 with Retry-After, no URL."""
+    layer = os.urandom(2500)
+    await _push(upstream.url, repo, layer)
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    async with Relay(upstream.url) as relay:
+        relay.rewrite = lambda url: f"{gone}/blob?{SIGNATURE}"
+        gateway = GatewayProcess(tmp_path / "gw", {
+            "blobs": {"mode": "proxy"}, "cache": {"download_url_ttl_seconds": 0}},
+            upstream_url=upstream.url)
+        gateway.config["upstream"]["endpoint_url"] = relay.url
+        gateway.config["upstream"]["public_endpoint_url"] = gone
+        with gateway:
+            async with session.get(f"{gateway.url}/v2/{repo}/blobs/{sha(layer)}") as r:
+                status, text, retry = r.status, await r.text(), r.headers.get("Retry-After")
+    assert (status, retry) == (503, "1"), (status, text)
+    (error,) = json.loads(text)["errors"]
+    assert error["code"] == "UNAVAILABLE", error
+    assert "sig-5e1f" not in text
