@@ -16,10 +16,13 @@ import aiohttp
 from yarl import URL
 
 from ecr_model.hosts import is_loopback
-from ecr_model.redirect_targets import RefusedAddress, TargetResolver, host_refusal
-
-MAX_REDIRECTS = 5
-_REDIRECTS = (301, 302, 303, 307, 308)
+from ecr_model.redirect_targets import (
+    MAX_REDIRECTS,
+    TargetResolver,
+    host_refusal,
+    next_hop,
+    resolver_refusal,
+)
 
 
 class RedirectRefused(Exception):
@@ -67,20 +70,18 @@ class UpstreamSession:
             try:
                 response = await session.get(target, headers=sent, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, RefusedAddress):
-                    raise RedirectRefused(f"{what} to a host with a {exc.os_error.why} "
+                if (why := resolver_refusal(exc)) is not None:
+                    raise RedirectRefused(f"{what} to a host with a {why} "
                                           f"address ({refused_as})") from None
                 raise
-            if response.status not in _REDIRECTS:
-                return response
-            location = response.headers.get("Location")
-            response.release()
             try:
-                target = response.url.join(URL(location or ""))
+                hop_to = next_hop(response)
             except ValueError:
-                location = None
-            if not location:
-                raise RedirectRefused("a redirect without a usable Location (not followed)")
+                raise RedirectRefused("a redirect without a usable Location "
+                                      "(not followed)") from None
+            if hop_to is None:
+                return response
+            target = hop_to
         raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects (not followed)")
 
     def _refusal(self, target: URL) -> str | None:

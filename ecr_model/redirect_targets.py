@@ -22,6 +22,7 @@ from typing import Literal
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # "private": refused unless private networks are allowed; "internal": refused always.
@@ -124,3 +125,27 @@ class TargetResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+# The hops a caller following redirects itself takes from one URL, and what counts as one.
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def resolver_refusal(exc: aiohttp.ClientConnectorError) -> Refusal | None:
+    """Why a connection was not made when :class:`TargetResolver` refused its host (None:
+    it failed for another reason)."""
+    return exc.os_error.why if isinstance(exc.os_error, RefusedAddress) else None
+
+
+def next_hop(response: aiohttp.ClientResponse) -> URL | None:
+    """Where a redirect ``response`` leads, its ``Location`` resolved against its URL, the
+    response released; None when it is not a redirect (it is the answer). ValueError for a
+    redirect without a usable ``Location``."""
+    if response.status not in REDIRECTS:
+        return None
+    location = response.headers.get("Location")
+    response.release()
+    if not location:
+        raise ValueError("a redirect without a Location")
+    return response.url.join(URL(location))

@@ -36,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 import aiohttp
 import orjson
 
+from ecr_model.redirect_targets import REDIRECTS
 from gateway.config import RouteConfig
 from gateway.ecr.calls import call, counted
 from gateway.ecr.clients import ClientFactory, Upstream
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY_URL = "https://public.ecr.aws"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
-_REDIRECTS = (301, 302, 303, 307, 308)
 
 
 class EcrPublic:
@@ -216,7 +216,7 @@ class EcrPublic:
                 auth = {"Authorization": f"Bearer {await self._bearer(target, registry_url)}"}
                 async with self._http().request(method, url, headers={**(headers or {}), **auth},
                                                 allow_redirects=False) as r:
-                    body = await r.read() if method != "HEAD" and r.status not in _REDIRECTS \
+                    body = await r.read() if method != "HEAD" and r.status not in REDIRECTS \
                         else b""
                     status, answer = r.status, dict(r.headers)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -254,7 +254,7 @@ class EcrPublic:
     async def blob_url(self, target: Target, digest: str) -> str:
         status, headers, body = await self._request(target, "GET", f"blobs/{digest}",
                                                     what="GetBlob")
-        if status in _REDIRECTS and "Location" in headers:
+        if status in REDIRECTS and "Location" in headers:
             return urljoin(self.registry_url(target) + "/", headers["Location"])
         if status == 200:
             raise OciError(oci.UNAVAILABLE, {"digest": digest},

@@ -22,15 +22,19 @@ from collections.abc import Callable, Iterable
 import aiohttp
 from yarl import URL
 
-from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, host_refusal
+from ecr_model.redirect_targets import (
+    MAX_REDIRECTS,
+    Refusal,
+    TargetResolver,
+    host_refusal,
+    next_hop,
+    resolver_refusal,
+)
 from gateway.observability.logs import Sparing, unsaid
 from gateway.oci.errors import UNAVAILABLE, UPSTREAM_ERROR, OciError
 
 log = logging.getLogger(__name__)
 
-# Redirect hops followed from one download URL (S3 and CloudFront answer none).
-MAX_REDIRECTS = 5
-_REDIRECTS = (301, 302, 303, 307, 308)
 _REFUSED: dict[Refusal, str] = {
     "private": "a private address (upstream.private_downloads allows private networks)",
     "internal": "an internal address",
@@ -99,21 +103,18 @@ class DownloadTargets:
             try:
                 response = await session.get(target, headers=headers, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, RefusedAddress):
-                    raise DownloadRefused(f"{what} leads to a host with "
-                                          f"{_REFUSED[exc.os_error.why]} (not followed)",
-                                          host) from None
+                if (why := resolver_refusal(exc)) is not None:
+                    raise DownloadRefused(f"{what} leads to a host with {_REFUSED[why]} "
+                                          "(not followed)", host) from None
                 raise
-            if response.status not in _REDIRECTS:
-                return response
-            location = response.headers.get("Location")
-            response.release()
             try:
-                target = response.url.join(URL(location or ""))
+                hop_to = next_hop(response)
             except ValueError:
-                location = None
-            if not location:
-                raise DownloadRefused(f"{what} redirects without a usable Location", host)
+                raise DownloadRefused(f"{what} redirects without a usable Location",
+                                      host) from None
+            if hop_to is None:
+                return response
+            target = hop_to
         raise DownloadRefused(f"more than {MAX_REDIRECTS} redirects from the download URL",
                               target.host or "")
 

@@ -53,7 +53,15 @@ import aiohttp
 from yarl import URL
 
 from ecr_model.hosts import is_loopback
-from ecr_model.redirect_targets import Refusal, RefusedAddress, TargetResolver, host_refusal
+from ecr_model.redirect_targets import (
+    MAX_REDIRECTS,
+    REDIRECTS,
+    Refusal,
+    TargetResolver,
+    host_refusal,
+    next_hop,
+    resolver_refusal,
+)
 from ecr_model.token_realms import realm_allowed
 from gateway.config.errors import ConfigError
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
@@ -82,14 +90,10 @@ _CHECKED = ("sha256", "sha512")
 # A token realm's answer, and the token in it (registries' tokens take 1-3 KiB).
 MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 MAX_TOKEN_CHARS = 8 * 1024
-# Redirect hops followed for one request (Docker Hub and ghcr send a blob's GET to their CDN
-# with one).
-MAX_REDIRECTS = 5
 # Sent with every request to an upstream: the bytes must come as stored, since digests are
 # of them and sessions do not decompress (aiohttp offers gzip and deflate otherwise, and a
 # registry behind a compressing proxy takes it up for manifests and tag pages).
 EXACT_BYTES = {"Accept-Encoding": "identity"}
-_REDIRECTS = (301, 302, 303, 307, 308)
 # A manifest's, token's or tag page's whole answer takes at most this many read timeouts.
 DEADLINE_TIMEOUTS = 4
 # What a bearer token or a Basic value may be made of (no spaces, no line breaks).
@@ -242,22 +246,20 @@ class OciUpstream:
                 response = await session.request(method, url, headers=sent,
                                                  timeout=self._timeout, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
-                if isinstance(exc.os_error, RefusedAddress):
+                if (why := resolver_refusal(exc)) is not None:
                     raise UpstreamError(502, f"{what}: a redirect to a host with "
-                                             f"{_REFUSED[exc.os_error.why]}") from exc
+                                             f"{_REFUSED[why]}") from exc
                 raise UpstreamError(0, what) from exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise UpstreamError(0, what) from exc
-            if response.status not in _REDIRECTS:
-                return response
-            location = response.headers.get("Location")
-            response.release()
             try:
-                url = response.url.join(URL(location or ""))
+                hop_to = next_hop(response)
             except ValueError:
-                location = None
-            if not location:
-                raise UpstreamError(502, f"{what}: a redirect without a usable Location")
+                raise UpstreamError(502, f"{what}: a redirect without a usable "
+                                         "Location") from None
+            if hop_to is None:
+                return response
+            url = hop_to
         raise UpstreamError(502, f"{what}: more than {MAX_REDIRECTS} redirects")
 
     @contextlib.asynccontextmanager
@@ -315,7 +317,7 @@ class OciUpstream:
                     async with self._http().get(realm, params=query, headers=headers,
                                                 timeout=self._timeout,
                                                 allow_redirects=False) as response:
-                        if response.status in _REDIRECTS:
+                        if response.status in REDIRECTS:
                             raise UpstreamError(502, f"{asked}: the realm redirects "
                                                      "(not followed)")
                         if response.status != 200:
