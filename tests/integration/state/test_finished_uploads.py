@@ -45,6 +45,18 @@ def _spool(gateway: GatewayProcess, location: str) -> Path:
     return Path(gateway.data_dir, "staging", "spool", session_id)
 
 
+async def _put_while_redis_refuses_del(redis_server: RedisServer, client: OciClient,
+                                       location: str, digest: str) -> None:
+    """The closing PUT with DEL refused: the layer is completed and staged, the session is
+    not deleted (nor its lock released), as when the process dies right there."""
+    redis_cli(redis_server.port, "ACL", "SETUSER", "default", "-del")
+    try:
+        r = await client.put(location, digest)
+        assert r.status >= 500, r.body
+    finally:
+        redis_cli(redis_server.port, "ACL", "SETUSER", "default", "+del")
+
+
 async def test_an_upload_left_open_after_its_layer_was_completed_takes_no_more_bytes(
         redis_server: RedisServer, gateway: GatewayProcess, client: OciClient,
         repo: str) -> None:
@@ -53,14 +65,7 @@ async def test_an_upload_left_open_after_its_layer_was_completed_takes_no_more_b
     location = await client.start(repo)
     r = await client.patch(location, data, 0)
     assert r.status == 202, r.body
-    # Redis refuses DEL: the layer is completed and staged, then the session cannot be
-    # deleted (nor its lock released), as when the process dies right there.
-    redis_cli(redis_server.port, "ACL", "SETUSER", "default", "-del")
-    try:
-        r = await client.put(location, digest)
-        assert r.status >= 500, r.body
-    finally:
-        redis_cli(redis_server.port, "ACL", "SETUSER", "default", "+del")
+    await _put_while_redis_refuses_del(redis_server, client, location, digest)
     await asyncio.sleep(1.5)  # the session's lock expires
     assert _staged(gateway, digest).read_bytes() == data
 
@@ -98,12 +103,7 @@ async def test_a_finished_upload_left_open_is_dropped_soon_after_its_layer_was_c
             assert r.status == 202, r.body
             session_id = _spool(gateway, location).name
             record = f"{state['key_prefix']}session:{{{session_id}}}"
-            redis_cli(redis_server.port, "ACL", "SETUSER", "default", "-del")
-            try:
-                r = await client.put(location, digest)
-                assert r.status >= 500, r.body
-            finally:
-                redis_cli(redis_server.port, "ACL", "SETUSER", "default", "+del")
+            await _put_while_redis_refuses_del(redis_server, client, location, digest)
             assert redis_cli(redis_server.port, "EXISTS", record) == "1"
             assert _spool(gateway, location).exists()
 
