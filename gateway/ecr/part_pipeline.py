@@ -7,10 +7,16 @@ a cancellation (:meth:`~PartPipeline.cancel`), the realignment to what ECR says 
 (:meth:`~PartPipeline.realign`) and the end of the request (:meth:`~PartPipeline.wind_up`),
 which always leaves the session record consistent. :meth:`~PartPipeline.run` drives them.
 
-While a part is on its way upstream, the next one is cut (as the chunks it arrived in:
-nothing is copied), staged and its request body hashed in worker threads, so that it leaves
-as soon as ECR has taken the previous one. Reading the request pauses while both are
-pending, and while the process holds its limit of cut parts over all uploads.
+While a part is on its way upstream, the next one fills, and its bytes are staged and
+hashed in worker threads as they arrive (the request body as a whole part, the upload's
+running hash), so that when it is cut (as the chunks it arrived in: nothing is copied) only
+its last bytes are left to prepare, and it leaves as soon as ECR has taken the previous one.
+Reading the request pauses while both are pending, and while the process holds its limit of
+cut parts over all uploads.
+
+The progress record of an acknowledged part is saved while the next part goes, not before:
+the store may then lag ECR by up to two parts (a successor realigns with ECR, see
+:class:`OutOfStep`), and the request's own record always waits for it.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from gateway.ecr.partbody import EncodedPart
+from gateway.disk.direct_io import ALIGN
+from gateway.ecr.partbody import BodyHash, EncodedPart, opening
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError, RequestRefused
 from gateway.oci.ranges import upload_range_header
@@ -31,6 +38,9 @@ from gateway.state.sessions import UploadSession
 log = logging.getLogger(__name__)
 
 MIN_PART = 5 * 1024 * 1024  # every part but the last (LayerPartTooSmallException)
+# Bytes of the filling part handed to the worker threads at a time: few thread hops per
+# part (1 MiB steps cost measurably more CPU), and little left to do when it is cut.
+STEP = 2 * 1024 * 1024
 
 # A client that goes away mid-body surfaces as one of these while the body is read.
 CLIENT_GONE = (aiohttp.ClientError, ConnectionError, asyncio.IncompleteReadError)
@@ -71,6 +81,21 @@ class Pending:
             return taken[0]
         return b"".join(taken)
 
+    def peek(self, start: int, count: int) -> list[memoryview]:
+        """Views of ``count`` pending bytes from ``start`` (nothing taken or copied)."""
+        views: list[memoryview] = []
+        for chunk in self._chunks:
+            if count == 0:
+                break
+            if start >= len(chunk):
+                start -= len(chunk)
+                continue
+            view = memoryview(chunk)[start:start + count]
+            views.append(view)
+            count -= len(view)
+            start = 0
+        return views
+
     def take_chunks(self, count: int) -> list[bytes | memoryview]:
         """The first ``count`` bytes as the chunks they are in (the last one cut to fit)."""
         taken: list[bytes | memoryview] = []
@@ -94,9 +119,21 @@ class Pending:
 def extended(state: Any, chunks: Sequence[Buffer]) -> Any:
     """A copy of a sha256 state, fed ``chunks`` (blocking: run in a worker thread)."""
     hasher = state.copy()
+    _feed(hasher, chunks)
+    return hasher
+
+
+def _feed(hasher: Any, chunks: Sequence[Buffer]) -> None:
     for chunk in chunks:
         hasher.update(chunk)
-    return hasher
+
+
+def _hash_step(filling: _Filling, chunks: Sequence[Buffer]) -> None:
+    """Feed a step's bytes to the part's body hash and the running hash (one thread hop:
+    each costs about as much CPU as hashing 50 KiB)."""
+    filling.body.update(chunks)
+    if filling.running is not None:
+        _feed(filling.running, chunks)
 
 
 def skip(chunks: Sequence[Buffer], count: int) -> list[memoryview]:
@@ -119,8 +156,9 @@ class Destination(Protocol):
     async def send(self, part: EncodedPart) -> None:
         """UploadLayerPart; raises :class:`OutOfStep` when ECR holds part of it already."""
 
-    async def record_progress(self) -> None:
-        """Save the session as ECR holds it (no tail) before the next part goes."""
+    async def record_progress(self, committed: int) -> None:
+        """Save the session as ECR holds it up to ``committed`` (no tail). Called once at a
+        time, in order, while the next part goes."""
 
     async def spool(self, offset: int, data: list[memoryview]) -> None:
         """Stage received bytes at ``offset``. A failed write raises :class:`RequestRefused`
@@ -155,6 +193,21 @@ class _Cut:
             places.release()
 
 
+class _Filling:
+    """The part being filled, from byte ``first``: the work done on its bytes as they
+    arrive, in stream order (staging the new ones, hashing its request body as a whole part
+    of ``members``, extending the upload's running hash when the state at ``first`` is
+    known)."""
+
+    def __init__(self, first: int, members: dict[str, Any]) -> None:
+        self.first = first
+        self.members = members
+        self.handed = 0  # bytes of the part handed to the worker threads so far
+        self.body = BodyHash(opening(members))
+        self.running: Any | None = None  # the upload's sha256 state, from the first step
+        self.started = False
+
+
 class PartPipeline:
     """One request's bytes on their way into ECR parts of ``session.part_size``.
 
@@ -168,7 +221,7 @@ class PartPipeline:
         self.session = session
         self.pending = pending
         self.size = session.part_size
-        self._members = members  # the UploadLayerPart members besides the byte range
+        self._members_base = members  # the UploadLayerPart members besides the byte range
         self._to = destination
         self._places = places
         self.staged = session.received  # the spool holds everything received before
@@ -180,17 +233,45 @@ class PartPipeline:
         self.states: dict[int, Any] = {}
         if start_state is not None:
             self.states[session.committed] = start_state
-        self._preparing: asyncio.Task[None] | None = None
+        self._preparing: asyncio.Task[None] | None = None  # the last step of the work
+        self._filling: _Filling | None = None  # from the first cut on
+        self._unprepared: BaseException | None = None  # a step failed (a refused write)
         self._in_flight: asyncio.Task[None] | None = None
+        self._recording: asyncio.Task[None] | None = None  # the last progress record
         self.failure: BaseException | None = None
         self.cancelled = False
 
     # -- state changes ------------------------------------------------------------------
 
     def buffered(self, chunk: bytes) -> None:
-        """Bytes received: pending until a part is cut from them."""
+        """Bytes received: pending until a part is cut from them, and handed to the worker
+        threads a step at a time once a part was cut (the first part of a request is
+        prepared from its cut: a request that ends before a part is full, as a chunked
+        client's do, would have its tail hashed again by the next one)."""
         self.pending.add(chunk)
         self.session.received += len(chunk)
+        filling = self._filling
+        if filling is not None:
+            ready = min(self.pending.size, self.size) - filling.handed
+            ready -= ready % ALIGN  # each step's staging write starts on a block (O_DIRECT)
+            if ready >= STEP:
+                self._hand(filling, ready)
+
+    def _members(self, first: int, count: int) -> dict[str, Any]:
+        return {**self._members_base, "partFirstByte": first,
+                "partLastByte": first + count - 1}
+
+    def _hand(self, filling: _Filling, count: int) -> asyncio.Task[None]:
+        """Start the work on the filling part's next ``count`` pending bytes."""
+        if count == 0 and self._preparing is not None:
+            return self._preparing  # every byte was handed already
+        views = self.pending.peek(filling.handed, count)
+        offset = filling.first + filling.handed
+        filling.handed += count
+        step = self._preparing = asyncio.create_task(self._step(
+            filling, views, offset, max(0, self.staged - offset), self._preparing))
+        self.staged = max(self.staged, offset + count)
+        return step
 
     @property
     def full(self) -> bool:
@@ -202,14 +283,16 @@ class PartPipeline:
         preparing it: staging its new bytes and hashing its body, in stream order."""
         await self._places.acquire()
         first = self.next_first
-        part = EncodedPart(self.pending.take_chunks(count), {
-            **self._members, "partFirstByte": first, "partLastByte": first + count - 1})
+        filling = self._filling or _Filling(first, self._members(first, self.size))
+        last_step = self._hand(filling, count - filling.handed)
+        part = EncodedPart(self.pending.take_chunks(count), self._members(first, count))
         cut = _Cut(part, first, self._places)
         self.cut_parts.append(cut)
+        # The next part's steps wait for this one: its running hash starts where this ends.
         cut.prepared = self._preparing = asyncio.create_task(
-            self._prepare(cut, max(0, self.staged - first), self._preparing))
+            self._prepared(cut, filling, last_step))
         self.next_first += count
-        self.staged = max(self.staged, self.next_first)
+        self._filling = _Filling(self.next_first, self._members(self.next_first, self.size))
         return cut
 
     async def send(self, cut: _Cut) -> None:
@@ -217,12 +300,26 @@ class PartPipeline:
         sent or not: an upload whose send failed must never hold places while it waits."""
         try:
             assert cut.prepared is not None
-            await cut.prepared
+            # Waited for, never cancelled from here: wind_up must find every write done.
+            await asyncio.wait([cut.prepared])
+            cut.prepared.result()
             await self._to.send(cut.part)
             self.acked(cut)
-            await self._to.record_progress()
         finally:
             cut.free()
+        # Saved while the next part goes; that one waits here for the record before: the
+        # store is never more than two parts behind ECR.
+        before = self._recording
+        self._recording = asyncio.create_task(self._record(self.session.committed, before))
+        if before is not None:
+            await asyncio.wait([before])  # never cancelled from here: the record is saved
+            if (error := before.exception()) is not None:
+                raise error
+
+    async def _record(self, committed: int, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            await asyncio.wait([before])  # records are saved in order
+        await self._to.record_progress(committed)
 
     def acked(self, cut: _Cut) -> None:
         """ECR stored ``cut``: the upload's committed offset moves past it, and the running
@@ -313,8 +410,14 @@ class PartPipeline:
         """Settle what is in flight, turn every part ECR has not stored into tail again,
         keep at most one part of it, stage and save it with the session record."""
         await self.settle()
+        if self._recording is not None:
+            await asyncio.wait([self._recording])  # the request's record comes last
+            if (error := self._recording.exception()) is not None:
+                self.failed(error)
         if self._preparing is not None:
-            await asyncio.wait([self._preparing])  # staging of every cut part is done
+            await asyncio.wait([self._preparing])  # staging of every byte handed is done
+        if self._unprepared is not None:
+            self.failed(self._unprepared)
         for cut in reversed(self.cut_parts):
             self.pending.put_back(cut.part.data())  # not stored upstream: it is tail again
             cut.free()
@@ -354,24 +457,33 @@ class PartPipeline:
             return
         await self._to.save(rest)
 
-    async def _prepare(self, cut: _Cut, new_from: int,
-                       previous: asyncio.Task[None] | None) -> None:
-        """Stage a part's new bytes and hash its request body (and, when the state before
-        it is known, the upload's running hash) in worker threads, after the part before."""
+    async def _step(self, filling: _Filling, views: list[memoryview], offset: int,
+                    new_from: int, previous: asyncio.Task[None] | None) -> None:
+        """Stage the new bytes of ``views`` (at ``offset``), feed them to the part's body
+        hash and to the running hash, in worker threads, after the step before. A failure
+        is kept for the part's send and the request (a later step must not hide it)."""
         if previous is not None:
-            await asyncio.wait([previous])  # staging writes stay in stream order
-        part = cut.part
-        hashing = None
-        if cut.first in self.states:
-            hashing = asyncio.ensure_future(asyncio.to_thread(
-                extended, self.states[cut.first], part.chunks))
-        try:
-            building = part.prepare()
-            try:
-                if new_from < part.size:
-                    await self._to.spool(cut.first + new_from, skip(part.chunks, new_from))
-            finally:
-                await building
-        finally:
-            if hashing is not None:
-                self.states[cut.end] = await hashing
+            await asyncio.wait([previous])  # staging writes and hashes stay in stream order
+        if not filling.started:
+            filling.started = True
+            state = self.states.get(filling.first)  # set by the part before's last step
+            filling.running = None if state is None else state.copy()
+        work = [asyncio.to_thread(_hash_step, filling, views)]
+        if new_from < sum(len(view) for view in views):
+            work.append(self._to.spool(offset + new_from, skip(views, new_from)))
+        for outcome in await asyncio.gather(*work, return_exceptions=True):
+            if isinstance(outcome, BaseException) and self._unprepared is None:
+                self._unprepared = outcome
+
+    async def _prepared(self, cut: _Cut, filling: _Filling, last: asyncio.Task[None]) -> None:
+        """The part is ready to go once its last step is done: its body hashed (again, in a
+        worker thread, when it is not a whole part) and the running hash at its end kept."""
+        await asyncio.wait([last])
+        if self._unprepared is not None:
+            raise self._unprepared
+        if cut.part.members == filling.members:
+            cut.part.hashed_ahead(filling.body)
+        else:
+            await cut.part.prepare()
+        if filling.running is not None:
+            self.states[cut.end] = filling.running

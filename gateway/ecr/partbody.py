@@ -6,10 +6,11 @@ over the whole document (about 0.27 GB/s for a 20 MiB string: most of a push's C
 SigV4 would then hash the body once more, all on the event loop and on the part's critical
 path. Instead:
 
-* :class:`EncodedPart` hashes the body in a worker thread ahead of the call (the upload
-  manager prepares the next part while the previous one is on its way upstream): the body is
-  the small JSON members, then the part's base64 text made with SIMD base64 (pybase64, else
-  binascii) from the chunks the part arrived in, never joined;
+* :class:`EncodedPart` hashes the body in worker threads ahead of the call (the upload
+  manager feeds a :class:`BodyHash` the next part's bytes as they arrive, while the
+  previous part is on its way upstream): the body is the small JSON members, then the
+  part's base64 text made with SIMD base64 (pybase64, else binascii) from the chunks the
+  part arrived in, never joined;
 * two event hooks on the client take the part out of botocore's way: at
   ``before-parameter-build`` the part moves into the call's context and botocore serializes
   and validates the document with an empty ``layerPartBlob``; at ``before-call`` the body
@@ -57,42 +58,83 @@ _SLICE = 192 * 1024  # input bytes per base64 piece (a multiple of 3: no padding
 MIN_BYTES = 64 * 1024
 
 
+class Base64Stream:
+    """Base64 text of bytes fed in any number of calls, in pieces, without joining them: at
+    most two bytes are carried from one chunk (or call) to the next."""
+
+    def __init__(self) -> None:
+        self._carry = b""
+
+    def pieces(self, chunks: Sequence[Buffer]) -> Iterator[bytes]:
+        """The text of ``chunks``, but for the up to two bytes carried to the next call."""
+        carry = self._carry
+        for chunk in chunks:
+            view = memoryview(chunk)
+            if carry:
+                joined = carry + bytes(view[:3 - len(carry)])
+                view = view[3 - len(carry):]
+                if len(joined) < 3:
+                    carry = joined
+                    continue
+                yield b64encode(joined)
+            usable = len(view) - len(view) % 3
+            for start in range(0, usable, _SLICE):
+                yield b64encode(view[start:min(start + _SLICE, usable)])
+            carry = bytes(view[usable:])
+        self._carry = carry
+
+    def end(self) -> Iterator[bytes]:
+        """The carried bytes' text, padded."""
+        if self._carry:
+            yield b64encode(self._carry)
+            self._carry = b""
+
+
 def _base64_pieces(chunks: Sequence[Buffer]) -> Iterator[bytes]:
-    """The base64 text of the chunks' concatenation, in pieces, without joining them: at most
-    two bytes are carried from one chunk to the next."""
-    carry = b""
-    for chunk in chunks:
-        view = memoryview(chunk)
-        if carry:
-            joined = carry + bytes(view[:3 - len(carry)])
-            view = view[3 - len(carry):]
-            if len(joined) < 3:
-                carry = joined
-                continue
-            yield b64encode(joined)
-        usable = len(view) - len(view) % 3
-        for start in range(0, usable, _SLICE):
-            yield b64encode(view[start:min(start + _SLICE, usable)])
-        carry = bytes(view[usable:])
-    if carry:
-        yield b64encode(carry)
+    """The base64 text of the chunks' concatenation, in pieces."""
+    stream = Base64Stream()
+    yield from stream.pieces(chunks)
+    yield from stream.end()
+
+
+class BodyHash:
+    """A body's size and sha256, fed the part's bytes as they arrive (blocking: run each
+    :meth:`update` in a worker thread, one after the other)."""
+
+    def __init__(self, opening: bytes) -> None:
+        self.opening = opening
+        self._hasher = hashlib.sha256(opening)
+        self._size = len(opening)
+        self._text = Base64Stream()
+
+    def update(self, chunks: Sequence[Buffer]) -> None:
+        for piece in self._text.pieces(chunks):
+            self._hasher.update(piece)
+            self._size += len(piece)
+
+    def finish(self, closing: bytes) -> tuple[int, str]:
+        """The whole body's size and sha256 hex digest."""
+        for piece in self._text.end():
+            self._hasher.update(piece)
+            self._size += len(piece)
+        self._hasher.update(closing)
+        return self._size + len(closing), self._hasher.hexdigest()
 
 
 class Body:
-    """A request body: ``opening`` + base64(chunks) + ``closing``, its size and sha256."""
+    """A request body: ``opening`` + base64(chunks) + ``closing``, its size and sha256
+    (hashed here unless ``hashed`` gives them)."""
 
-    def __init__(self, opening: bytes, chunks: Sequence[Buffer], closing: bytes) -> None:
+    def __init__(self, opening: bytes, chunks: Sequence[Buffer], closing: bytes,
+                 hashed: tuple[int, str] | None = None) -> None:
         self.opening = opening
         self.chunks = chunks
         self.closing = closing
-        hasher = hashlib.sha256(opening)
-        size = len(opening) + len(closing)
-        for piece in _base64_pieces(chunks):
-            hasher.update(piece)
-            size += len(piece)
-        hasher.update(closing)
-        self.size = size
-        self.sha256 = hasher.hexdigest()
+        if hashed is None:
+            hashing = BodyHash(opening)
+            hashing.update(chunks)
+            hashed = hashing.finish(closing)
+        self.size, self.sha256 = hashed
 
     def pieces(self) -> Iterator[bytes]:
         yield self.opening
@@ -104,13 +146,21 @@ class Body:
             yield piece
 
 
+CLOSING = b'"}'
+
+
+def opening(members: dict[str, Any]) -> bytes:
+    """The document's text before the base64: ``members`` and the blob's name (last, as
+    botocore sends it: a receiver may stream the blob knowing the other members)."""
+    head = orjson.dumps({k: v for k, v in members.items() if k != MEMBER})
+    return head[:-1] + (b',"' if len(head) > 2 else b'"') + MEMBER.encode() + b'":"'
+
+
 def build(members: dict[str, Any], part: Buffer | Sequence[Buffer]) -> Body:
     """The JSON document ``members`` + ``{"layerPartBlob": base64(part)}`` (blocking: the
     hash is a pass over the whole body). ``part`` may be the list of chunks it arrived in."""
-    head = orjson.dumps({k: v for k, v in members.items() if k != MEMBER})
-    opening = head[:-1] + (b',"' if len(head) > 2 else b'"') + MEMBER.encode() + b'":"'
     chunks = [part] if isinstance(part, (bytes, bytearray, memoryview)) else part
-    return Body(opening, chunks, b'"}')
+    return Body(opening(members), chunks, CLOSING)
 
 
 class EncodedPart:
@@ -133,6 +183,13 @@ class EncodedPart:
 
     def data(self) -> bytes:
         return b"".join(self.chunks)
+
+    def hashed_ahead(self, hashing: BodyHash) -> None:
+        """The body, hashed as the part's bytes arrived (``hashing`` fed every byte, for
+        these members)."""
+        built: asyncio.Future[Body] = asyncio.get_running_loop().create_future()
+        built.set_result(Body(hashing.opening, self.chunks, CLOSING, hashing.finish(CLOSING)))
+        self._built = built
 
     def prepare(self) -> asyncio.Future[Body]:
         """Start hashing the body in a worker thread (once)."""

@@ -73,8 +73,8 @@ class _Request:
     async def send(self, part: EncodedPart) -> None:
         await self._manager._send_part(self._target, self._session, part)
 
-    async def record_progress(self) -> None:
-        await self._manager._record_progress(self._session)
+    async def record_progress(self, committed: int) -> None:
+        await self._manager._record_progress(self._session, committed)
 
     async def spool(self, offset: int, data: list[memoryview]) -> None:
         if self._staged or self._refused:
@@ -201,12 +201,13 @@ class UploadManager:
             log.info("part %d-%d of upload %s was already stored", first, last, session.id)
         session.committed = last + 1
 
-    async def _record_progress(self, session: UploadSession) -> None:
-        """Record a part ECR acknowledged before the next one goes: a process that dies
-        mid-request then leaves its successor the true offset. The bytes received but not
-        yet sent live in this process only, so the record claims what ECR holds, no tail."""
+    async def _record_progress(self, session: UploadSession, committed: int) -> None:
+        """Record that ECR holds the upload up to ``committed`` (while the next part goes):
+        a process that dies mid-request then leaves its successor an offset at most two
+        parts behind ECR's, which it realigns with. The bytes received but not yet sent live
+        in this process only, so the record claims what ECR holds, no tail."""
         progress = UploadSession.from_dict(session.to_dict())
-        progress.received = progress.committed
+        progress.committed = progress.received = committed
         progress.tail_staged = False
         progress.updated_at = time.time()
         await self._store.save(progress, b"")

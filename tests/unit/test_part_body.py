@@ -62,3 +62,16 @@ async def test_a_part_given_as_the_chunks_it_arrived_in() -> None:
     assert body.sha256 == partbody.build(MEMBERS, data).sha256
     part = partbody.EncodedPart(chunks, MEMBERS)
     assert len(part) == len(data) and part.data() == data
+
+
+def test_a_body_hashed_as_its_bytes_arrive_is_the_built_one() -> None:
+    """BodyHash fed the part in any number of calls (splits unaligned to base64's 3-byte
+    groups, empty calls) gives the size and sha256 of the document built at once."""
+    data = os.urandom(3 * 1024 * 1024 + 2)
+    built = partbody.build(MEMBERS, data)
+    for cuts in ([0, len(data)], [0, 1, 2, 2, 4, 1_000_000, 2_000_002, len(data)],
+                 [0, 3, 196_609, len(data) - 1, len(data)]):
+        hashing = partbody.BodyHash(partbody.opening(MEMBERS))
+        for a, b in itertools.pairwise(cuts):
+            hashing.update([memoryview(data)[a:b]])
+        assert hashing.finish(partbody.CLOSING) == (built.size, built.sha256)

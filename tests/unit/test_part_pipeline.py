@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gateway.ecr import partbody
 from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending
 from gateway.ecr.partbody import EncodedPart
 from gateway.oci.errors import SIZE_INVALID, OciError
@@ -32,6 +33,9 @@ class Destination:
         self.hashes: dict[int, str] = {}
         self.refuse, self.refuse_at = refuse, refuse_at
         self.hold: asyncio.Event | None = None  # a send waits for it when set
+        self.record_hold: asyncio.Event | None = None  # a progress record waits for it
+        self.events: list[tuple[str, int]] = []  # sends, records and saves, in order
+        self.spool_offsets: list[int] = []
         self.sending = asyncio.Event()
         self.session: UploadSession | None = None
 
@@ -42,14 +46,23 @@ class Destination:
             await self.hold.wait()
         if self.refuse is not None and first >= self.refuse_at:
             raise self.refuse
+        body = await part.body_for(part.members)  # hashed ahead: the very document
+        assert body.sha256 == partbody.build(part.members, part.data()).sha256
         self.sent.append((first, part.data()))
+        self.events.append(("send", first))
 
-    async def record_progress(self) -> None:
-        assert self.session is not None
-        self.progress.append(self.session.committed)
+    async def record_progress(self, committed: int | None = None) -> None:
+        if committed is None:  # the signature before records left the critical path
+            assert self.session is not None
+            committed = self.session.committed
+        if self.record_hold is not None:
+            await self.record_hold.wait()
+        self.progress.append(committed)
+        self.events.append(("record", committed))
 
     async def spool(self, offset: int, data: list[memoryview]) -> None:
         assert offset == len(self.spooled), "staging writes stay in stream order"
+        self.spool_offsets.append(offset)
         for piece in data:
             self.spooled += piece
 
@@ -57,6 +70,7 @@ class Destination:
         assert self.session is not None
         assert len(tail) == self.session.tail_length, "the tail matches the record"
         self.saved.append((self.session.committed, self.session.received, tail))
+        self.events.append(("save", self.session.committed))
 
     def hashed(self, position: int, state: Any) -> None:
         self.hashes[position] = state.hexdigest()
@@ -116,12 +130,72 @@ async def test_acked_parts_move_the_offset_and_the_running_hash() -> None:
     await pipeline.run(_body(data))
     assert [first for first, _ in destination.sent] == [0, PART]
     assert b"".join(part for _, part in destination.sent) == data[:2 * PART]
-    assert destination.progress == [PART, 2 * PART]  # recorded before the next part goes
+    assert destination.progress == [PART, 2 * PART]  # every acknowledged part, in order
     assert destination.hashes[2 * PART] == hashlib.sha256(data[:2 * PART]).hexdigest()
     assert destination.saved == [(2 * PART, len(data), data[2 * PART:])]
     assert bytes(destination.spooled) == data  # every byte staged once, in order
     assert pipeline.states == {2 * PART: pipeline.states[2 * PART]}  # older ones dropped
     assert pipeline._places._value == 2
+
+
+async def test_a_part_goes_while_the_record_before_is_saved() -> None:
+    """The progress record is off the chain of parts: the next part goes while it is
+    saved, one more waits for it (the store is at most two parts behind ECR), and the
+    request's own record comes after every progress record."""
+    destination = Destination()
+    destination.record_hold = asyncio.Event()  # the store is slow
+    pipeline = _pipeline(destination, places=4)
+    data = os.urandom(3 * PART + 5)
+    task = asyncio.create_task(pipeline.run(_body(data)))
+    for _ in range(1000):
+        if len(destination.sent) >= 2 or task.done():
+            break
+        await asyncio.sleep(0.01)
+    assert [first for first, _ in destination.sent] == [0, PART]
+    assert destination.progress == []  # the first record is still being saved
+    await asyncio.sleep(0.1)
+    assert len(destination.sent) == 2  # the third part waits for the first record
+    destination.record_hold.set()
+    await task
+    assert destination.progress == [PART, 2 * PART, 3 * PART]
+    assert destination.events[-1] == ("save", 3 * PART)
+    assert destination.saved == [(3 * PART, len(data), data[3 * PART:])]
+
+
+async def test_the_next_part_is_staged_and_hashed_as_it_arrives() -> None:
+    """While a part is on its way, the bytes of the next one are staged and hashed as they
+    come, before that part is full; what ECR receives is the same."""
+    destination = Destination()
+    destination.hold = asyncio.Event()  # ECR takes its time with the first part
+    pipeline = _pipeline(destination, places=4)
+    data = os.urandom(3 * PART + 5)
+    arrived, more = asyncio.Event(), asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, PART + 3 * 1024 * 1024, 333_333):  # unaligned to base64
+            yield data[start:min(start + 333_333, PART + 3 * 1024 * 1024)]
+        arrived.set()
+        await more.wait()  # the client pauses mid-part
+        async for chunk in _body(data[PART + 3 * 1024 * 1024:], 1_000_001):
+            yield chunk
+
+    task = asyncio.create_task(pipeline.run(body()))
+    await asyncio.wait_for(arrived.wait(), 10)
+    for _ in range(500):
+        if len(destination.spooled) >= PART + 2 * 1024 * 1024:
+            break
+        await asyncio.sleep(0.01)
+    # The second part is 3 MiB full: its first MiBs are staged already.
+    assert len(destination.spooled) >= PART + 2 * 1024 * 1024
+    more.set()
+    destination.hold.set()
+    await task
+    assert b"".join(part for _, part in destination.sent) == data[:3 * PART]
+    assert destination.hashes[3 * PART] == hashlib.sha256(data[:3 * PART]).hexdigest()
+    assert bytes(destination.spooled) == data
+    # Written a step at a time, each from a block boundary (O_DIRECT takes whole blocks).
+    assert len(destination.spool_offsets) > 3
+    assert all(offset % 4096 == 0 for offset in destination.spool_offsets)
 
 
 async def test_a_tail_of_at_least_the_minimum_goes_up_at_the_end() -> None:
