@@ -379,6 +379,9 @@ class PartPipeline:
                     if self.failure is not None:
                         return  # the part before failed: this one is tail again
                     self._in_flight = asyncio.create_task(self.send(cut))
+                    # The task holds the part until ECR has it; a local would hold it on
+                    # while the next part fills and waits for a place (10 MiB per upload).
+                    del cut
         except CLIENT_GONE:
             log.info("client went away mid-body on upload %s at %d", self.session.id,
                      self.session.received)
