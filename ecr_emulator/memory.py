@@ -13,27 +13,20 @@ faults and 3.24-3.46 CPU-s per GiB.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
+
+from ecr_model import malloc
 
 log = logging.getLogger(__name__)
 
-_M_TRIM_THRESHOLD = -1  # mallopt parameters, malloc.h
-_M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 * 1024 * 1024  # blocks up to this come from the heap (and go back to it)
 TRIM_THRESHOLD = 32 * 1024 * 1024  # free memory the heap's top keeps
 
 
 def keep_freed_memory() -> bool:
     """Fix malloc's thresholds (glibc only); False where the C library has no ``mallopt``."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    kept = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-        bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    kept = malloc.set_option(malloc.M_MMAP_THRESHOLD, MMAP_THRESHOLD) and \
+        malloc.set_option(malloc.M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     if not kept:
         log.info("malloc's thresholds could not be set: freed memory goes back to the system")
     return kept

@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
+from gateway.ecr.idle_trim import IdleTrim
 from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending, extended
 from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
@@ -110,6 +111,7 @@ class UploadManager:
         self._policy = policy
         self._client_for = client_for
         self._parts = asyncio.Semaphore(PARTS_IN_MEMORY)
+        self._idle = IdleTrim()  # the heap's freed memory goes back once uploads stop
         # upload id -> (bytes hashed, sha256 state): the bytes ECR has stored for the upload.
         self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
 
@@ -241,6 +243,12 @@ class UploadManager:
         """Cut ``chunks`` into parts for ECR. ``staged``: the staging spool holds every
         byte of the upload already (the caller put it there), so they are not written
         again; they are hashed and checked against the digest all the same."""
+        with self._idle.busy():
+            return await self._write(name, upload_id, target, chunks, start, staged)
+
+    async def _write(self, name: str, upload_id: str, target: Target,
+                     chunks: AsyncIterator[bytes], start: int | None,
+                     staged: bool) -> UploadStatus:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id)
             tail = await self._tail(session)
@@ -292,6 +300,11 @@ class UploadManager:
                      digest: str) -> int | None:
         """Complete the layer; returns its size once its bytes were checked against
         ``digest`` (None for the empty blob, which ECR never holds)."""
+        with self._idle.busy():
+            return await self._finish(name, upload_id, target, digest)
+
+    async def _finish(self, name: str, upload_id: str, target: Target,
+                      digest: str) -> int | None:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, finished=True)
             if session.completed is not None:
