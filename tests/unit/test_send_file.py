@@ -1,12 +1,13 @@
 """Serving a blob from an open local file (gateway/oci/files.py): by sendfile to a client
-elsewhere, through a small buffer to a client on this host, read past the page cache with
-``direct``; each way the whole blob, a range of it, and a cut transfer when the file is
-shorter than the blob."""
+elsewhere, through a small buffer to a client on this host (by sendfile too once it falls
+behind), read past the page cache with ``direct``; each way the whole blob, a range of it,
+and a cut transfer when the file is shorter than the blob."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.disk.direct_io import write_direct
+from gateway.disk.direct_io import read_cached, write_direct
 from gateway.oci import files
 from tests.support.pagecache import resident_pages
 
-DATA = os.urandom(3 * 1024 * 1024 + 17)  # not a whole number of the buffer's pieces
+MiB = 1024 * 1024
+DATA = os.urandom(3 * MiB + 17)  # not a whole number of the buffer's pieces
 
 
 class _Transport(asyncio.BaseTransport):
@@ -108,3 +110,63 @@ async def test_a_head_request_gets_the_headers_and_no_body(tmp_path: Path,
                 assert await reader.readexactly(100) == DATA[:100]
         finally:
             writer.close()
+
+
+async def _slow_read(host: str, port: int, range_header: str = "") -> tuple[bytes, bytes]:
+    """GET / as a client that reads slower than the server sends (containerd hands each MiB
+    to its content store before reading on): a small receive buffer, 64 KiB at a time, a
+    pause after each. The answer's head and body."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        writer.write(f"GET / HTTP/1.1\r\nHost: x\r\n{range_header}\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        body = bytearray()
+        while len(body) < length:
+            piece = await reader.read(min(64 * 1024, length - len(body)))
+            assert piece, "the answer was cut"
+            body += piece
+            await asyncio.sleep(0.002)
+        return head, bytes(body)
+    finally:
+        writer.close()
+
+
+async def test_a_client_falling_behind_gets_the_rest_by_sendfile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client on this host that reads slower than the file is read: bytes wait in its
+    socket long after they were copied, so copying them only costs CPU. After a few pieces
+    the rest goes by sendfile, whole and from where the copies stopped (also in a range)."""
+    data = os.urandom(24 * MiB + 4321)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    reads: list[int] = []
+
+    def counted(fd: int, offset: int, count: int) -> bytes:
+        reads.append(count)
+        return read_cached(fd, offset, count)
+
+    monkeypatch.setattr(files, "read_cached", counted)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await files.send_file(request, open(path, "rb"), len(data),
+                                     {"Content-Type": "application/octet-stream"})
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        head, body = await _slow_read(client.host, client.port)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert body == data
+        copied = len(reads)
+        assert copied <= 12, f"{copied} of {len(data) // MiB + 1} pieces copied"
+        head, body = await _slow_read(client.host, client.port,
+                                      f"Range: bytes=1000-{len(data) - 1001}\r\n")
+        assert head.startswith(b"HTTP/1.1 206 ")
+        assert body == data[1000:-1000]
+        assert len(reads) - copied <= 12
