@@ -35,6 +35,21 @@ def _peak_rss(pid: int) -> int:
 
 
 @pytest.mark.slow
+async def _push_streamed(http: aiohttp.ClientSession, url: str, repo: str,
+                         body: AsyncIterator[bytes], digest: str) -> None:
+    """A blob pushed as one streamed PATCH (chunked), then the closing PUT."""
+    async with http.post(f"{url}/v2/{repo}/blobs/uploads/") as r:
+        location = r.headers["Location"]
+    base = url if location.startswith("/") else ""
+    async with http.patch(f"{base}{location}", data=body,
+                          headers={"Content-Type": "application/octet-stream"}) as r:
+        assert r.status == 202, await r.text()
+        location = r.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    async with http.put(f"{base}{location}{sep}digest={digest}") as r:
+        assert r.status == 201, await r.text()
+
+
 async def test_a_long_patch_keeps_the_gateway_flat(gateway: GatewayProcess, repo: str) -> None:
     assert gateway.process is not None
     pid = gateway.process.pid
@@ -55,16 +70,7 @@ async def test_a_long_patch_keeps_the_gateway_flat(gateway: GatewayProcess, repo
             assert r.status == 201, await r.text()
         _reset_peak(pid)
         before = _peak_rss(pid)
-        async with http.post(f"{gateway.url}/v2/{repo}/blobs/uploads/") as r:
-            location = r.headers["Location"]
-        base = gateway.url if location.startswith("/") else ""
-        async with http.patch(f"{base}{location}", data=body(),
-                              headers={"Content-Type": "application/octet-stream"}) as r:
-            assert r.status == 202, await r.text()
-            location = r.headers["Location"]
-        sep = "&" if "?" in location else "?"
-        async with http.put(f"{base}{location}{sep}digest={digest}") as r:
-            assert r.status == 201, await r.text()
+        await _push_streamed(http, gateway.url, repo, body(), digest)
     growth = _peak_rss(pid) - before
     assert growth < GROWTH_LIMIT, f"peak RSS grew {growth // MiB} MiB for a {SIZE // MiB} MiB blob"
 
@@ -91,15 +97,6 @@ async def test_freed_memory_goes_back_once_uploads_are_idle(debug_gateway: Gatew
             yield data[start:start + MiB]
 
     async with aiohttp.ClientSession() as http:
-        async with http.post(f"{gateway.url}/v2/{repo}/blobs/uploads/") as r:
-            location = r.headers["Location"]
-        base = gateway.url if location.startswith("/") else ""
-        async with http.patch(f"{base}{location}", data=body(),
-                              headers={"Content-Type": "application/octet-stream"}) as r:
-            assert r.status == 202, await r.text()
-            location = r.headers["Location"]
-        sep = "&" if "?" in location else "?"
-        async with http.put(f"{base}{location}{sep}digest={digest}") as r:
-            assert r.status == 201, await r.text()
+        await _push_streamed(http, gateway.url, repo, body(), digest)
     assert await gateway.logged("uploads idle: freed heap memory given back", 10.0), \
         "\n".join(gateway.log_lines[-20:])

@@ -1,9 +1,11 @@
-"""A small loopback HTTP server for attacker tests: it answers every request with the
-handler it is given (a hostile upstream, a host that should never be asked) and records what
-it was sent."""
+"""Loopback servers for attacker tests: a small HTTP server that answers every request with
+the handler it is given (a hostile upstream, a host that should never be asked) and records
+what it was sent, and a raw TCP listener that counts the connections made to it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -12,8 +14,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class Server:
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, client_max_size: int = 1024 ** 2) -> None:
         self.handler = handler
+        self.client_max_size = client_max_size  # the largest request body it reads
         self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -23,7 +26,7 @@ class Server:
         return await self.handler(request)
 
     async def __aenter__(self) -> Server:
-        app = web.Application()
+        app = web.Application(client_max_size=self.client_max_size)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
@@ -39,3 +42,36 @@ class Server:
     def as_localhost(self) -> str:
         """The same server under another host name."""
         return self.url.replace("127.0.0.1", "localhost")
+
+
+class Listener:
+    """A TCP port on ``host`` that counts the connections made to it, whatever is said on
+    them (http, or a TLS handshake it cannot answer). With ``answer`` it reads the request
+    and writes those bytes back before closing (an internal service's reply); without, it
+    closes at once."""
+
+    def __init__(self, host: str = "127.0.0.1", answer: bytes | None = None) -> None:
+        self.host = host
+        self.answer = answer
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.answer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(reader.read(65536), 5)
+                writer.write(self.answer)
+                await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> Listener:
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Server
+from tests.support.hostile import Listener, Server
 
 SIGNATURE = "X-Amz-Signature=sig-5e1f"
 _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-encoding"}
@@ -31,30 +31,6 @@ _HOP_BY_HOP = {"content-length", "transfer-encoding", "connection", "content-enc
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class Listener:
-    """A TCP port on ``host`` that counts the connections made to it and closes them."""
-
-    def __init__(self, host: str) -> None:
-        self.host = host
-        self.connections = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        writer.close()
-
-    async def __aenter__(self) -> Listener:
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
 
 
 class Relay:
@@ -67,7 +43,7 @@ class Relay:
         self.rewrite: Callable[[str], str] = lambda url: url
         self.bounce_to = ""
         self.url = ""
-        self._runner: web.AppRunner | None = None
+        self._server = Server(self._handle, client_max_size=64 * 1024 * 1024)
         self._session: aiohttp.ClientSession | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -89,17 +65,12 @@ class Relay:
 
     async def __aenter__(self) -> Relay:
         self._session = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self.url = (await self._server.__aenter__()).url
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None and self._session is not None
-        await self._runner.cleanup()
+        assert self._session is not None
+        await self._server.__aexit__(*exc)
         await self._session.close()
 
 

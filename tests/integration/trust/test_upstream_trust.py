@@ -29,7 +29,7 @@ from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 from tests.integration.mirror.test_sync import sync_config
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Server
+from tests.support.hostile import Listener, Server
 
 PASSWORD = "upstream-pass-7f3a"
 NS = {"ns": "docker.io"}
@@ -272,35 +272,12 @@ SECRET = b'{"token": "internal-secret-7c1e", "AccessKeyId": "ASIAINTERNAL"}'
 BASIC = aiohttp.encode_basic_auth("puller", PASSWORD)
 
 
-class _Internal:
-    """A service only the gateway's host can reach (an instance metadata endpoint): a raw TCP
-    server that counts the connections made to it, whatever is said on them (http, or a TLS
-    handshake it cannot answer), and answers ``SECRET`` over http."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.read(65536), 5)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                         % (len(SECRET), SECRET))
-            await writer.drain()
-        writer.close()
-
-    async def __aenter__(self) -> _Internal:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
+def _internal() -> Listener:
+    """A service only the gateway's host can reach (an instance metadata endpoint): it
+    counts the connections made to it and answers ``SECRET`` over http."""
+    return Listener(answer=b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                           % (len(SECRET), SECRET))
 
 
 class _Image:
@@ -516,7 +493,7 @@ async def test_attacker_redirect_to_an_internal_service_is_refused(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path,
         target: str) -> None:
     image = _Image("ssrf")
-    async with _Internal() as internal:
+    async with _internal() as internal:
         location = target.format(port=internal.port)
 
         async def redirecting(request: web.Request) -> web.StreamResponse:
@@ -653,7 +630,7 @@ async def test_redirect_to_a_cdn_on_another_host_is_followed_without_the_credent
 
 async def test_attacker_realm_redirect_to_an_internal_service_is_refused(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
-    async with _Internal() as internal:
+    async with _internal() as internal:
         async def realm_redirects(request: web.Request) -> web.StreamResponse:
             if request.path == "/token":
                 raise web.HTTPFound(f"http://127.0.0.1:{internal.port}/latest/meta-data/")
