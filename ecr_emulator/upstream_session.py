@@ -21,6 +21,7 @@ from ecr_model.redirect_targets import (
     TargetResolver,
     host_refusal,
     next_hop,
+    origin,
     resolver_refusal,
 )
 
@@ -33,7 +34,7 @@ class UpstreamSession:
     def __init__(self, base: str, timeout: aiohttp.ClientTimeout) -> None:
         try:
             own = URL(base)
-            self._origin: tuple[str, str, int | None] | None = _origin(own)
+            self._origin: tuple[str, str, int | None] | None = origin(own)
         except ValueError:  # a rule stored before check_registry_url: get() raises it
             own, self._origin = URL(), None
         self._loopback = is_loopback(own.host or "")
@@ -55,17 +56,17 @@ class UpstreamSession:
         followed (``url`` itself too, when it is not the upstream's: a token realm);
         aiohttp's errors as they come."""
         target = URL(url)
-        first = _origin(target)
+        first = origin(target)
         for hop in range(MAX_REDIRECTS + 1):
             what, refused_as = ("a redirect", "not followed") if hop else ("a request", "not made")
-            if _origin(target) == self._origin:
+            if origin(target) == self._origin:
                 session = self._own
             else:
                 refused = self._refusal(target)
                 if refused is not None:
                     raise RedirectRefused(f"{what} {refused} ({refused_as})")
                 session = self._foreign_session()
-            sent = headers if _origin(target) == first else {
+            sent = headers if origin(target) == first else {
                 k: v for k, v in headers.items() if k.lower() != "authorization"}
             try:
                 response = await session.get(target, headers=sent, allow_redirects=False)
@@ -102,8 +103,5 @@ class UpstreamSession:
                 aiohttp.TCPConnector(resolver=TargetResolver(loopback=self._loopback))))
         return self._foreign
 
-
-def _origin(url: URL) -> tuple[str, str, int | None]:
-    return (url.scheme.lower(), (url.host or "").lower(), url.port)
 
 

@@ -132,6 +132,15 @@ MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
+Origin = tuple[str, str, int | None]
+
+
+def origin(url: URL) -> Origin:
+    """(scheme, host, port) of ``url``, lower case, the port made explicit: what a redirect
+    stays on or leaves."""
+    return (url.scheme.lower(), (url.host or "").lower(), url.port)
+
+
 def resolver_refusal(exc: aiohttp.ClientConnectorError) -> Refusal | None:
     """Why a connection was not made when :class:`TargetResolver` refused its host (None:
     it failed for another reason)."""

@@ -28,6 +28,7 @@ from ecr_model.redirect_targets import (
     TargetResolver,
     host_refusal,
     next_hop,
+    origin,
     resolver_refusal,
 )
 from gateway.observability.logs import Sparing, unsaid
@@ -40,7 +41,6 @@ _REFUSED: dict[Refusal, str] = {
     "internal": "an internal address",
 }
 
-Origin = tuple[str, str, int | None]
 # A hostile endpoint answers every read so: one line a minute, the metrics count them all.
 _WARNINGS = Sparing()
 
@@ -64,7 +64,7 @@ class DownloadTargets:
                  own: Callable[[], aiohttp.ClientSession],
                  make: Callable[[aiohttp.BaseConnector], aiohttp.ClientSession],
                  private: bool = False) -> None:
-        self._trusted = {_origin(URL(e)) for e in endpoints if e}
+        self._trusted = {origin(URL(e)) for e in endpoints if e}
         self._own, self._make, self._private = own, make, private
         self._session: aiohttp.ClientSession | None = None
 
@@ -80,7 +80,7 @@ class DownloadTargets:
 
     def refusal(self, url: URL) -> str | None:
         """Why ``url`` is not fetched (None: it is, if its host's addresses are allowed)."""
-        if _origin(url) in self._trusted:
+        if origin(url) in self._trusted:
             return None
         if url.scheme != "https":
             return "leads to another host than the configured endpoints over plain http"
@@ -99,7 +99,7 @@ class DownloadTargets:
             refused = self.refusal(target)
             if refused is not None:
                 raise DownloadRefused(f"{what} {refused} (not followed)", host)
-            session = self._own() if _origin(target) in self._trusted else self._guarded()
+            session = self._own() if origin(target) in self._trusted else self._guarded()
             try:
                 response = await session.get(target, headers=headers, allow_redirects=False)
             except aiohttp.ClientConnectorError as exc:
@@ -137,6 +137,3 @@ def storage_unreachable(exc: BaseException) -> OciError:
                     message="the blob store did not answer in time",
                     headers={"Retry-After": "1"})
 
-
-def _origin(url: URL) -> Origin:
-    return (url.scheme.lower(), (url.host or "").lower(), url.port)

@@ -60,6 +60,7 @@ from ecr_model.redirect_targets import (
     TargetResolver,
     host_refusal,
     next_hop,
+    origin,
     resolver_refusal,
 )
 from ecr_model.token_realms import realm_allowed
@@ -164,7 +165,7 @@ class OciUpstream:
                  blob_grace: float = pace.GRACE_SECONDS,
                  blob_min_rate: float = pace.MIN_RATE) -> None:
         self.url = url.rstrip("/")
-        self._origin = _origin(URL(self.url))
+        self._origin = origin(URL(self.url))
         self._realm_hosts = realm_hosts
         # The metrics' label: the host name (never the URL, which may carry credentials).
         self.registry = registry or registry_host(url)
@@ -210,7 +211,7 @@ class OciUpstream:
             auth = self._authorization(scope)
             response = await self._follow(method, URL(f"{self.url}{path}"), wanted, auth, what)
             ratelimit.observe(self.registry, response.status, response.headers)
-            own = _origin(response.url) == self._origin
+            own = origin(response.url) == self._origin
             if response.status == 401 and attempt == 0 and own:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
@@ -234,7 +235,7 @@ class OciUpstream:
         origin carry ``auth``; a hop to another origin is https to an address the redirect
         policy allows, without it; at most MAX_REDIRECTS of them."""
         for _ in range(MAX_REDIRECTS + 1):
-            if _origin(url) == self._origin:
+            if origin(url) == self._origin:
                 session = self._http()
                 sent = {**headers, **({"Authorization": auth} if auth else {})}
             else:
@@ -408,10 +409,6 @@ def registry_host(url: str) -> str:
     host = parts.hostname or "unknown"
     return f"{host}:{parts.port}" if parts.port else host
 
-
-def _origin(url: URL) -> tuple[str, str, int | None]:
-    """(scheme, host, port) of ``url``, the port made explicit."""
-    return (url.scheme.lower(), (url.host or "").lower(), url.port)
 
 
 # How a refused address is named to clients: a private one names the setting that allows it.
