@@ -7,10 +7,12 @@ a cancellation (:meth:`~PartPipeline.cancel`), the realignment to what ECR says 
 (:meth:`~PartPipeline.realign`) and the end of the request (:meth:`~PartPipeline.wind_up`),
 which always leaves the session record consistent. :meth:`~PartPipeline.run` drives them.
 
-While a part is on its way upstream, the next one fills, and its bytes are staged and
-hashed in worker threads as they arrive (the request body as a whole part, the upload's
-running hash), so that when it is cut (as the chunks it arrived in: nothing is copied) only
-its last bytes are left to prepare, and it leaves as soon as ECR has taken the previous one.
+While a part is on its way upstream, the next one fills, and its bytes are staged and its
+request body hashed in worker threads as they arrive (two works, each in stream order, the
+one not waiting for the other), so that when it is cut (as the chunks it arrived in: nothing
+is copied) only its last bytes are left to prepare, and it leaves as soon as ECR has taken
+the previous one. The layer's own digest is not computed here: ECR checks it when the layer
+is completed (see gateway/ecr/uploads.py for when it does not).
 Reading the request pauses while both are pending, and while the process holds its limit of
 cut parts over all uploads.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import aiohttp
@@ -116,26 +118,6 @@ class Pending:
         return taken
 
 
-def extended(state: Any, chunks: Sequence[Buffer]) -> Any:
-    """A copy of a sha256 state, fed ``chunks`` (blocking: run in a worker thread)."""
-    hasher = state.copy()
-    _feed(hasher, chunks)
-    return hasher
-
-
-def _feed(hasher: Any, chunks: Sequence[Buffer]) -> None:
-    for chunk in chunks:
-        hasher.update(chunk)
-
-
-def _hash_step(filling: _Filling, chunks: Sequence[Buffer]) -> None:
-    """Feed a step's bytes to the part's body hash and the running hash (one thread hop:
-    each costs about as much CPU as hashing 50 KiB)."""
-    filling.body.update(chunks)
-    if filling.running is not None:
-        _feed(filling.running, chunks)
-
-
 def skip(chunks: Sequence[Buffer], count: int) -> list[memoryview]:
     """The chunks' bytes from offset ``count`` on, as views (nothing copied)."""
     views = []
@@ -151,7 +133,7 @@ def skip(chunks: Sequence[Buffer], count: int) -> list[memoryview]:
 
 class Destination(Protocol):
     """Where a pipeline's parts and records go: ECR, the staging spool, the session store
-    and the process's running hashes (``UploadManager`` for one request)."""
+    and the process's account of what it sent (``UploadManager`` for one request)."""
 
     async def send(self, part: EncodedPart) -> None:
         """UploadLayerPart; raises :class:`OutOfStep` when ECR holds part of it already."""
@@ -168,13 +150,14 @@ class Destination(Protocol):
     async def save(self, tail: bytes) -> None:
         """Save the session with ``tail``, the bytes received but not stored upstream."""
 
-    def hashed(self, position: int, state: Any) -> None:
-        """The sha256 state of the upload's first ``position`` bytes."""
+    def sent_from_start(self, position: int) -> None:
+        """This process sent every part of the upload up to ``position`` itself."""
 
 
 class _Cut:
-    """A part taken from the pending bytes: its first byte, the task preparing it (staging
-    and hashing) and the place it holds among the process's cut parts until it is freed."""
+    """A part taken from the pending bytes: its first byte, the task preparing it (its body
+    hashed, its bytes staged) and the place it holds among the process's cut parts until
+    it is freed."""
 
     def __init__(self, part: EncodedPart, first: int, places: asyncio.Semaphore) -> None:
         self.part = part
@@ -194,30 +177,26 @@ class _Cut:
 
 
 class _Filling:
-    """The part being filled, from byte ``first``: the work done on its bytes as they
-    arrive, in stream order (staging the new ones, hashing its request body as a whole part
-    of ``members``, extending the upload's running hash when the state at ``first`` is
-    known)."""
+    """The part being filled, from byte ``first``: its request body (for ``members``)
+    hashed as its bytes arrive."""
 
     def __init__(self, first: int, members: dict[str, Any]) -> None:
         self.first = first
         self.members = members
         self.handed = 0  # bytes of the part handed to the worker threads so far
         self.body = BodyHash(opening(members))
-        self.running: Any | None = None  # the upload's sha256 state, from the first step
-        self.started = False
 
 
 class PartPipeline:
     """One request's bytes on their way into ECR parts of ``session.part_size``.
 
-    ``places`` bounds the cut parts of every upload in the process; ``start_state`` is the
-    sha256 state at ``session.committed`` when the process knows it.
+    ``places`` bounds the cut parts of every upload in the process; ``from_start`` says
+    whether this process sent every part up to ``session.committed`` itself.
     """
 
     def __init__(self, session: UploadSession, pending: Pending, members: dict[str, Any],
                  destination: Destination, places: asyncio.Semaphore,
-                 start_state: Any | None) -> None:
+                 from_start: bool) -> None:
         self.session = session
         self.pending = pending
         self.size = session.part_size
@@ -228,12 +207,11 @@ class PartPipeline:
         self.received_before = session.received  # what the client was told it holds
         self.next_first = session.committed
         self.cut_parts: list[_Cut] = []  # parts taken from ``pending`` ECR has not stored
-        # The sha256 state at each part boundary (absent: unknown to this process), keyed by
-        # offset, never by the part: a key would keep the part's bytes alive to the end.
-        self.states: dict[int, Any] = {}
-        if start_state is not None:
-            self.states[session.committed] = start_state
-        self._preparing: asyncio.Task[None] | None = None  # the last step of the work
+        self.from_start = from_start
+        # The last step of each work on the bytes (the request body's hash, the staging
+        # writes): each in stream order, neither waiting for the other.
+        self._body_step: asyncio.Task[None] | None = None
+        self._spool_step: asyncio.Task[None] | None = None
         self._filling: _Filling | None = None  # from the first cut on
         self._unprepared: BaseException | None = None  # a step failed (a refused write)
         self._in_flight: asyncio.Task[None] | None = None
@@ -261,17 +239,21 @@ class PartPipeline:
         return {**self._members_base, "partFirstByte": first,
                 "partLastByte": first + count - 1}
 
-    def _hand(self, filling: _Filling, count: int) -> asyncio.Task[None]:
+    def _hand(self, filling: _Filling, count: int) -> None:
         """Start the work on the filling part's next ``count`` pending bytes."""
-        if count == 0 and self._preparing is not None:
-            return self._preparing  # every byte was handed already
+        if count == 0:
+            return  # every byte was handed already
         views = self.pending.peek(filling.handed, count)
         offset = filling.first + filling.handed
         filling.handed += count
-        step = self._preparing = asyncio.create_task(self._step(
-            filling, views, offset, max(0, self.staged - offset), self._preparing))
+        new_from = max(0, self.staged - offset)
+        self._body_step = self._in_order(
+            self._body_step, lambda: asyncio.to_thread(filling.body.update, views))
+        if new_from < count:
+            self._spool_step = self._in_order(
+                self._spool_step,
+                lambda: self._to.spool(offset + new_from, skip(views, new_from)))
         self.staged = max(self.staged, offset + count)
-        return step
 
     @property
     def full(self) -> bool:
@@ -284,13 +266,12 @@ class PartPipeline:
         await self._places.acquire()
         first = self.next_first
         filling = self._filling or _Filling(first, self._members(first, self.size))
-        last_step = self._hand(filling, count - filling.handed)
+        self._hand(filling, count - filling.handed)
         part = EncodedPart(self.pending.take_chunks(count), self._members(first, count))
         cut = _Cut(part, first, self._places)
         self.cut_parts.append(cut)
-        # The next part's steps wait for this one: its running hash starts where this ends.
-        cut.prepared = self._preparing = asyncio.create_task(
-            self._prepared(cut, filling, last_step))
+        cut.prepared = asyncio.create_task(
+            self._prepared(cut, filling, [self._body_step, self._spool_step]))
         self.next_first += count
         self._filling = _Filling(self.next_first, self._members(self.next_first, self.size))
         return cut
@@ -322,14 +303,11 @@ class PartPipeline:
         await self._to.record_progress(committed)
 
     def acked(self, cut: _Cut) -> None:
-        """ECR stored ``cut``: the upload's committed offset moves past it, and the running
-        hash at that offset is the process's for the upload."""
+        """ECR stored ``cut``: the upload's committed offset moves past it."""
         self.cut_parts.remove(cut)
         self.session.committed = cut.end
-        if cut.end in self.states:
-            self._to.hashed(cut.end, self.states[cut.end])
-        for offset in [o for o in self.states if o < cut.end]:
-            del self.states[offset]  # parts behind the stored offset need no state
+        if self.from_start:
+            self._to.sent_from_start(cut.end)
 
     def failed(self, exc: BaseException) -> None:
         """The request fails; the first failure is the one reported."""
@@ -417,8 +395,9 @@ class PartPipeline:
             await asyncio.wait([self._recording])  # the request's record comes last
             if (error := self._recording.exception()) is not None:
                 self.failed(error)
-        if self._preparing is not None:
-            await asyncio.wait([self._preparing])  # staging of every byte handed is done
+        steps = [step for step in (self._body_step, self._spool_step) if step is not None]
+        if steps:
+            await asyncio.wait(steps)  # staging of every byte handed is done
         if self._unprepared is not None:
             self.failed(self._unprepared)
         for cut in reversed(self.cut_parts):
@@ -460,33 +439,33 @@ class PartPipeline:
             return
         await self._to.save(rest)
 
-    async def _step(self, filling: _Filling, views: list[memoryview], offset: int,
-                    new_from: int, previous: asyncio.Task[None] | None) -> None:
-        """Stage the new bytes of ``views`` (at ``offset``), feed them to the part's body
-        hash and to the running hash, in worker threads, after the step before. A failure
-        is kept for the part's send and the request (a later step must not hide it)."""
-        if previous is not None:
-            await asyncio.wait([previous])  # staging writes and hashes stay in stream order
-        if not filling.started:
-            filling.started = True
-            state = self.states.get(filling.first)  # set by the part before's last step
-            filling.running = None if state is None else state.copy()
-        work = [asyncio.to_thread(_hash_step, filling, views)]
-        if new_from < sum(len(view) for view in views):
-            work.append(self._to.spool(offset + new_from, skip(views, new_from)))
-        for outcome in await asyncio.gather(*work, return_exceptions=True):
-            if isinstance(outcome, BaseException) and self._unprepared is None:
-                self._unprepared = outcome
+    def _in_order(self, previous: asyncio.Task[None] | None,
+                  work: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+        """A task doing ``work`` once ``previous`` is done (each work's steps stay in stream
+        order). A failure is kept for the part's send and the request (a later step must
+        not hide it)."""
 
-    async def _prepared(self, cut: _Cut, filling: _Filling, last: asyncio.Task[None]) -> None:
-        """The part is ready to go once its last step is done: its body hashed (again, in a
-        worker thread, when it is not a whole part) and the running hash at its end kept."""
-        await asyncio.wait([last])
+        async def step() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            try:
+                await work()
+            except Exception as exc:
+                if self._unprepared is None:
+                    self._unprepared = exc
+
+        return asyncio.create_task(step())
+
+    async def _prepared(self, cut: _Cut, filling: _Filling,
+                        last: list[asyncio.Task[None] | None]) -> None:
+        """The part is ready to go once its body is hashed (again, in a worker thread, when
+        it is not a whole part) and its bytes are staged."""
+        steps = [step for step in last if step is not None]
+        if steps:
+            await asyncio.wait(steps)
         if self._unprepared is not None:
             raise self._unprepared
         if cut.part.members == filling.members:
             cut.part.hashed_ahead(filling.body)
         else:
             await cut.part.prepare()
-        if filling.running is not None:
-            self.states[cut.end] = filling.running

@@ -50,7 +50,8 @@ class StagingStore:
         self.empty.touch()
         # Spools of a previous run continue with their sessions (a restarted gateway resumes
         # uploads); the process may have died in the middle of a write, which the check
-        # before promotion catches (a new process has no running hash: it hashes the spool).
+        # before promotion catches (a new process did not send the upload's earlier parts:
+        # it hashes the spool).
         # Those no upload touched for long are dropped.
         horizon = time.time() - spool_max_age
         for leftover in self._spools.iterdir():
@@ -128,7 +129,8 @@ class StagingStore:
     def spool_digest(self, upload_id: str, size: int) -> str | None:
         """The sha256 digest of a spool holding exactly ``size`` bytes (None: no such spool).
 
-        A pass over the file: only for uploads whose running hash this process lacks."""
+        A pass over the file: only for uploads ECR does not check, or whose earlier parts
+        another process sent."""
         path = self.spool_path(upload_id)
         hasher = hashlib.sha256()
         try:

@@ -9,18 +9,20 @@ disk once). The tail never exceeds one part: when parts fail to reach ECR, the s
 at most one part of them and reports the rest as not received (the client continues from
 the upload's Range).
 
-The gateway checks every upload's digest itself (ECR does not when it already holds a layer
-with that digest): each part is hashed as it is prepared, and the sha256 state of the bytes
-ECR has stored is kept in this process's memory. A hash object cannot be saved with the
-session, so an upload that continues in another process (another replica, a restart) has no
-running hash there; it is then hashed from the staged copy if that holds every byte, and
-otherwise only ECR's own check at CompleteLayerUpload can vouch for it.
+Every upload's bytes are checked against the digest once, by whoever must. ECR hashes the
+layer at CompleteLayerUpload and refuses a mismatch (InvalidLayerException), except when the
+repository already holds that digest: it then answers LayerAlreadyExistsException without
+hashing anything, and the gateway hashes its staged copy itself (a second hash on every push
+cost the gateway about a sixth of its CPU, for a case clients rarely cause: they check with
+HEAD before they push). An upload whose parts did not all go through this process (another
+replica, a restart) is hashed from the staged copy before completion when that holds every
+byte, as the staged copy is served as the blob afterwards only when someone hashed what it
+holds; otherwise only ECR's own check can vouch for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
@@ -31,14 +33,14 @@ from typing import Any
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
 from gateway.ecr.idle_trim import IdleTrim
-from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending, extended
+from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending
 from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
 from gateway.ecr.staging import StagingStore
 from gateway.oci import errors as oci
 from gateway.oci.backend import UploadStatus
-from gateway.oci.digests import EMPTY_SHA256
+from gateway.oci.digests import EMPTY_SHA256, sha256_digest
 from gateway.oci.errors import OciError, RequestRefused, disk_full, is_disk_full
 from gateway.oci.ranges import upload_range_header
 from gateway.state.sessions import (
@@ -56,8 +58,9 @@ MAX_PART = 20 * 1024 * 1024  # UploadLayerPart's layerPartBlob limit
 # holds at once over all uploads; each upload also fills at most one part. This bounds
 # memory under many concurrent uploads: about (uploads + PARTS_IN_MEMORY) x part size.
 PARTS_IN_MEMORY = 8
-# Uploads whose running hash the process keeps; one it forgot is checked from its staged copy.
-RUNNING_HASHES = 10_000
+# Uploads the process remembers sending from their first byte; one it forgot is hashed from
+# its staged copy before completion, like one that came from another process.
+SENT_FROM_START = 10_000
 
 class _Request:
     """A :class:`~gateway.ecr.part_pipeline.Destination` for one request on one session."""
@@ -90,8 +93,8 @@ class _Request:
         self._session.updated_at = time.time()
         await self._manager._save(self._session, tail)
 
-    def hashed(self, position: int, state: Any) -> None:
-        self._manager._hashed(self._session.id, position, state)
+    def sent_from_start(self, position: int) -> None:
+        self._manager._sent_from_start(self._session.id, position)
 
 
 def _too_many_open(limit: int) -> OciError:
@@ -112,24 +115,23 @@ class UploadManager:
         self._client_for = client_for
         self._parts = asyncio.Semaphore(PARTS_IN_MEMORY)
         self._idle = IdleTrim()  # the heap's freed memory goes back once uploads stop
-        # upload id -> (bytes hashed, sha256 state): the bytes ECR has stored for the upload.
-        self._hashes: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        # upload id -> the offset up to which this process sent every part itself.
+        self._from_start: OrderedDict[str, int] = OrderedDict()
 
-    def _hash_at(self, upload_id: str, position: int) -> Any | None:
-        """The sha256 state of an upload's first ``position`` bytes, if this process has it."""
+    def _all_sent_here(self, upload_id: str, position: int) -> bool:
+        """Whether this process sent every part of an upload's first ``position`` bytes."""
         if position == 0:
-            return hashlib.sha256()
-        known = self._hashes.get(upload_id)
-        if known is None or known[0] != position:
-            return None
-        self._hashes.move_to_end(upload_id)
-        return known[1]
+            return True
+        if self._from_start.get(upload_id) != position:
+            return False
+        self._from_start.move_to_end(upload_id)
+        return True
 
-    def _hashed(self, upload_id: str, position: int, state: Any) -> None:
-        self._hashes[upload_id] = (position, state)
-        self._hashes.move_to_end(upload_id)
-        while len(self._hashes) > RUNNING_HASHES:
-            self._hashes.popitem(last=False)
+    def _sent_from_start(self, upload_id: str, position: int) -> None:
+        self._from_start[upload_id] = position
+        self._from_start.move_to_end(upload_id)
+        while len(self._from_start) > SENT_FROM_START:
+            self._from_start.popitem(last=False)
 
     async def _call(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         client = await self._client_for(target)
@@ -262,7 +264,7 @@ class UploadManager:
                 session, Pending(tail),
                 {**target.ids(), "uploadId": session.ecr_upload_id},
                 _Request(self, target, session, staged), self._parts,
-                self._hash_at(session.id, session.committed))
+                self._all_sent_here(session.id, session.committed))
             try:
                 await pipeline.run(chunks)
             except RequestRefused as exc:
@@ -326,13 +328,14 @@ class UploadManager:
                                message="the upload lost its last bytes; continue from Range",
                                headers={"Range": upload_range_header(session.received),
                                         "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
-            computed = await self._content_digest(session, tail)
+            # An upload that came (in part) from elsewhere is hashed from the staged copy
+            # now, if that holds every byte: a mismatch is refused before anything more
+            # goes upstream, a match lets the staged copy be served afterwards.
+            stored = session.committed  # what ECR held before the tail
+            sent_here = self._all_sent_here(session.id, stored)
+            computed = None if sent_here else await self._own_digest(session, stored, tail)
             if computed is not None and computed != digest:
-                # Refused before anything more goes upstream: ECR's upload is left to expire
-                # unfinished, whether or not the repository holds a layer with this digest.
-                await self._abandon(session)
-                raise OciError(oci.DIGEST_INVALID, {"digest": digest, "computed": computed},
-                               message="provided digest did not match uploaded content")
+                await self._refuse_digest(session, digest, computed)
             upstream_checked = True
             try:
                 # One part, unless the record comes from a version that kept longer tails.
@@ -354,10 +357,17 @@ class UploadManager:
                 elif exc.code == "LayerAlreadyExistsException":
                     upstream_checked = False  # ECR answers this before hashing anything
                 else:
-                    if exc.code in ("InvalidLayerException", "UploadNotFoundException",
-                                    "EmptyUploadException", "LayerPartTooSmallException"):
+                    if exc.code == "InvalidLayerException":  # ECR hashed it: a mismatch
+                        await self._refuse_digest(session, digest, None)
+                    if exc.code in ("UploadNotFoundException", "EmptyUploadException",
+                                    "LayerPartTooSmallException"):
                         await self._abandon(session)
                     raise
+            if computed is None and not upstream_checked and sent_here:
+                # ECR vouches for nothing, and this process staged every byte it sent.
+                computed = await self._own_digest(session, stored, tail)
+                if computed is not None and computed != digest:
+                    await self._refuse_digest(session, digest, computed)
             if computed is None and not upstream_checked:
                 # Neither this process (the upload came from another one and left no staged
                 # copy here) nor ECR checked these bytes: a 201 would vouch for content nobody
@@ -374,10 +384,9 @@ class UploadManager:
             session.completed = digest
             session.updated_at = time.time()
             await self._save(session, b"")
-            if computed is not None:
-                # The running hash covered the very chunks the spool was written from, the
-                # tail is compared (or the spool itself was hashed): it may be served as this
-                # digest.
+            if computed is not None or sent_here:
+                # The spool itself was hashed, or ECR hashed the very chunks the spool was
+                # written from (the tail is compared): it may be served as this digest.
                 await asyncio.to_thread(self._staging.promote, session.id, digest,
                                         session.received, tail)
             await self._close(session)
@@ -389,29 +398,42 @@ class UploadManager:
         again if it still hashes to the digest (the request may have died before that)."""
         if digest != session.completed:
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": session.id})
-        if await self._content_digest(session, b"") == digest:
+        if await self._spool_digest(session) == digest:
             await asyncio.to_thread(self._staging.promote, session.id, digest,
                                     session.received)
         await self._close(session)
         return session.received
 
     async def _close(self, session: UploadSession) -> None:
-        self._hashes.pop(session.id, None)
+        self._from_start.pop(session.id, None)
         await self._store.delete(session.id)
         # Only now: a process that dies before the session is gone must still be able to
         # hash the spool when the client sends its PUT again.
         await asyncio.to_thread(self._staging.discard, session.id)
 
-    async def _content_digest(self, session: UploadSession, tail: bytes) -> str | None:
-        """The digest of everything the upload received, when this process can tell: the
-        running hash of what ECR stored plus the tail, else a hash of the staged copy."""
-        state = self._hash_at(session.id, session.committed)
-        if state is not None and session.committed + len(tail) == session.received:
-            hasher = await asyncio.to_thread(extended, state, [tail])
-            return f"sha256:{hasher.hexdigest()}"
-        log.info("upload %s has no running hash here: hashing its staged copy", session.id)
+    async def _own_digest(self, session: UploadSession, stored: int,
+                          tail: bytes) -> str | None:
+        """The digest of every byte the upload received, when this process can tell: the
+        tail alone when ECR held none of it before (``stored``), else the staged copy if
+        that holds every byte."""
+        if stored == 0 and len(tail) == session.received:
+            return await asyncio.to_thread(sha256_digest, tail)
+        return await self._spool_digest(session)
+
+    async def _spool_digest(self, session: UploadSession) -> str | None:
+        """The digest of the staged copy, if it holds every byte the upload received."""
+        log.info("upload %s: hashing its staged copy", session.id)
         return await asyncio.to_thread(self._staging.spool_digest, session.id,
                                        session.received)
+
+    async def _refuse_digest(self, session: UploadSession, digest: str,
+                             computed: str | None) -> None:
+        """The bytes are not ``digest``: the session ends, ECR's upload is left to expire
+        unfinished (or was refused by ECR's own check), and the client is told."""
+        await self._abandon(session)
+        raise OciError(oci.DIGEST_INVALID, {"digest": digest, "computed": computed}
+                       if computed else {"digest": digest},
+                       message="provided digest did not match uploaded content")
 
     async def _landed(self, target: Target, digest: str, size: int) -> bool:
         """Whether the repository holds ``digest`` with ``size`` bytes."""
@@ -420,7 +442,7 @@ class UploadManager:
                    and layer.get("layerSize") == size for layer in answer.get("layers", []))
 
     async def _abandon(self, session: UploadSession) -> None:
-        self._hashes.pop(session.id, None)
+        self._from_start.pop(session.id, None)
         await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)
 

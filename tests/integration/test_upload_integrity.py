@@ -1,8 +1,9 @@
-"""The gateway checks every upload's bytes against the claimed digest itself.
+"""Every upload's bytes are checked against the claimed digest, by ECR or by the gateway.
 
-ECR answers LayerAlreadyExistsException before hashing anything, so an upload of other bytes
-under a digest the repository already holds would otherwise be accepted. Every upload shape is
-tried against a digest that is already stored.
+ECR hashes a new layer at CompleteLayerUpload, but answers LayerAlreadyExistsException before
+hashing anything when the repository already holds the digest, so an upload of other bytes
+under such a digest would be accepted if the gateway did not then hash its staged copy.
+Every upload shape is tried against a digest that is already stored.
 """
 
 from __future__ import annotations
@@ -127,9 +128,40 @@ async def test_refused_upload_closes_its_session(client: OciClient, gateway: Gat
     async with client.session.get(client.url(location)) as status:
         assert status.status == 404  # the session is closed
     _assert_nothing_left(gateway, location, digest, good)
-    # Nothing more went upstream once the mismatch was known: no completion was asked for.
-    assert [e for e in upstream.requests("CompleteLayerUpload")
-            if e.get("repository") == repo] == []
+    # ECR vouched for nothing (it holds the digest): that answer is what made the gateway
+    # hash the bytes itself.
+    assert [e["outcome"] for e in upstream.requests("CompleteLayerUpload")
+            if e.get("repository") == repo] == ["LayerAlreadyExistsException"]
+
+
+@pytest.mark.parametrize("size", [1000, 13 * MiB])
+async def test_wrong_bytes_under_a_new_digest_are_refused_by_ecrs_own_check(
+        client: OciClient, gateway: GatewayProcess, upstream: EmulatorProcess, repo: str,
+        size: int) -> None:
+    """A digest the repository does not hold: ECR hashes the layer as it completes it, and
+    that check is the only one (the gateway does not hash the same bytes again)."""
+    await client.push_blob(repo, b"the repository exists")
+    good, bad = os.urandom(size), os.urandom(size)
+    digest = digest_of(good)
+    upstream.clear_requests()
+    logged = len(gateway.log_lines)
+    location = await client.start(repo)
+    r = await client.patch(location, bad)
+    assert r.status == 202, r.body
+    location = r.headers["Location"]
+    r = await client.put(location, digest)
+    assert r.status == 400 and r.error_code() == "DIGEST_INVALID", r.body
+    assert "Retry-After" not in r.headers
+    assert [e["outcome"] for e in upstream.requests("CompleteLayerUpload")
+            if e.get("repository") == repo] == ["InvalidLayerException"]
+    async with client.session.get(client.url(location)) as status:
+        assert status.status == 404  # the session is closed
+    _assert_nothing_left(gateway, location, digest, good)
+    async with client.session.head(client.url(f"/v2/{repo}/blobs/{digest}")) as head:
+        assert head.status == 404
+    assert not any("hashing its staged copy" in line for line in gateway.log_lines[logged:])
+    # The right bytes then go in as any new blob.
+    assert await client.push_blob(repo, good) == digest
 
 
 @pytest.mark.parametrize("shape", ["chunked", "single_patch"])
