@@ -2,12 +2,14 @@
 of layer, each pass done once in this process and timed on its own (the thread's CPU time,
 user + kernel), on the same machine in the same run as the judged CPU rows.
 
-* gateway: receive the layer over a loopback TCP connection, sha256 of the layer, write the
-  staging copy once into a new file as the gateway does by default (``O_DIRECT`` where the
-  machine's memory balloon reports freed pages to its host, else fresh page-cache pages; see
-  ``gateway/disk/direct_io.py``), base64 of the parts (pybase64,
-  as ``gateway/ecr/partbody.py``), sha256 of the base64 text (SigV4's payload hash), send the
-  base64 over a loopback TCP connection;
+* gateway: receive the layer over a loopback TCP connection, write the staging copy once
+  into a new file as the gateway does by default (``O_DIRECT`` where the machine's memory
+  balloon reports freed pages to its host, else fresh page-cache pages; see
+  ``gateway/disk/direct_io.py``), base64 of the parts (pybase64, as
+  ``gateway/ecr/partbody.py``), sha256 of the base64 text (SigV4's payload hash), send the
+  base64 over a loopback TCP connection (no sha256 of the layer: ECR hashes the layer as it
+  completes it, so the gateway hashes only what ECR does not check, an upload of a digest
+  the repository already holds; see ``gateway/ecr/uploads.py``);
 * emulator: receive the base64 over loopback, sha256 of it (SigV4 verification), base64
   decode, sha256 of the layer, ``O_DIRECT`` write from a page-aligned buffer and one
   ``fdatasync`` (as ``ecr_emulator/parts.py`` writes in durable mode).
@@ -94,12 +96,11 @@ def measure(size: int, fresh: FreshBytes, work: Path) -> PushFloor:
     received, _ = _loopback(layer_chunks)
     text_received, text_sent = _loopback(text_pieces)
     written, direct = _timed(lambda: _write_direct(work / "push-floor-part", layer_chunks))
-    # Both sides hash the same bytes the same way: each hash is timed once, counted for both.
+    # Both sides hash the base64 text the same way: timed once, counted for both.
     layer_hash = per_gib(_timed(lambda: _sha256(layer_chunks))[0])
     text_hash = per_gib(_timed(lambda: _sha256(text_pieces))[0])
     gateway = Floor({
         "receive": per_gib(received),
-        "sha256": layer_hash,
         "staging write": staging,
         "base64": per_gib(_timed(lambda: _encode_all(layer_chunks))[0]),
         "SigV4 hash": text_hash,

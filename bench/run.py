@@ -36,6 +36,7 @@ from bench.services import (
     EmulatorProcess,
     Gateway,
     ReferenceRegistry,
+    children_cpu_seconds,
     cpu_seconds,
     peak_rss,
     reset_peak_rss,
@@ -182,6 +183,8 @@ class Bench:
         size = self.sizes.image
         times: dict[str, list[float]] = {}
         cpu: dict[str, list[float]] = {}
+        # Each push's CPU-s: (skopeo, the registry's processes), for the CPU-bound rows.
+        whole: dict[str, list[tuple[float, float]]] = {}
         floors: list[pushfloor.PushFloor] = []
 
         def note(key: str, seconds: float) -> None:
@@ -193,14 +196,21 @@ class Bench:
             source = f"oci:{image.layout}:{image.tag}"
             repo = f"bench/push{round_}"
             self.log(f"round {round_ + 1}/{self.sizes.rounds}: {image.blob_bytes / MiB:.0f} MiB")
+            skopeo_before, before = children_cpu_seconds(), cpu_seconds(self.reference.pid)
             note("push_ref", self.skopeo.copy(source, f"docker://{self.reference.host}/{repo}:v1"))
+            whole.setdefault("push_ref", []).append(
+                (children_cpu_seconds() - skopeo_before, cpu_seconds(self.reference.pid) - before))
+            skopeo_before = children_cpu_seconds()
             before = cpu_seconds(self.redirect.pid)
             emulator_before = cpu_seconds(self.emulator.pid)
             self.emulator.clear_requests()
             note("push_gw", self.skopeo.copy(source, f"docker://{self.redirect.host}/{repo}:v1"))
-            cpu.setdefault("push", []).append((cpu_seconds(self.redirect.pid) - before) / gib)
-            cpu.setdefault("push_emulator", []).append(
-                (cpu_seconds(self.emulator.pid) - emulator_before) / gib)
+            gateway_cpu = cpu_seconds(self.redirect.pid) - before
+            emulator_cpu = cpu_seconds(self.emulator.pid) - emulator_before
+            whole.setdefault("push_gw", []).append(
+                (children_cpu_seconds() - skopeo_before, gateway_cpu + emulator_cpu))
+            cpu.setdefault("push", []).append(gateway_cpu / gib)
+            cpu.setdefault("push_emulator", []).append(emulator_cpu / gib)
             note("push_upstream_busy", sum(e.get("duration_ms", 0.0)
                                            for e in self.emulator.requests()) / 1000)
             # What the protocol requires of each side for the same bytes, in this process,
@@ -254,6 +264,7 @@ class Bench:
         gateway_floor = min((f.gateway for f in floors), key=lambda f: f.total)
         emulator_floor = min((f.emulator for f in floors), key=lambda f: f.total)
         self.raw["push_pull"] = {"seconds": times, "cpu_per_gib": cpu, "image_bytes": size,
+                                 "push_cpu_seconds": whole,
                                  "floor_cpu_per_gib": [{"gateway": f.gateway.passes,
                                                         "emulator": f.emulator.passes}
                                                        for f in floors]}
@@ -325,6 +336,7 @@ class Bench:
         self.add(Row("push_upstream", "share of the gateway push spent inside the emulator's "
                      "ECR calls", "information", measured=f"{busy / best['push_gw']:.0%} "
                      f"({busy:.2f} s of {best['push_gw']:.2f} s, from its request log)"))
+        self.add(push_cpu_row(times, whole))
         timed("push_page_cache", f"push {mib} with an emulator that does not fsync "
               "(as distribution does not) ÷ distribution", "push (emulator without fsync)",
               "push_page_cache", "push_ref", 0.9)
@@ -750,6 +762,27 @@ class _DockerPusher:
 
     def stop(self) -> None:
         self.daemon.stop()
+
+
+def push_cpu_row(times: dict[str, list[float]],
+                 whole: dict[str, list[tuple[float, float]]]) -> Row:
+    """The CPU of every process in each side's fastest push (skopeo's too), and how busy it
+    kept the machine's CPUs: where both sides keep them busy, the push's time follows the
+    CPU it takes, and the ratio of CPU is what the time ratio can come down to."""
+    cpus = os.cpu_count() or 1
+    parts = []
+    totals = {}
+    for key in ("push_gw", "push_ref"):
+        fastest = times[key].index(min(times[key]))
+        skopeo, registry = whole[key][fastest]
+        totals[key] = skopeo + registry
+        busy = totals[key] / (min(times[key]) * cpus)
+        parts.append(f"{totals[key]:.2f} CPU-s (skopeo {skopeo:.2f}) keeping {busy:.0%} of "
+                     f"the {cpus} CPUs busy")
+    ratio = totals["push_gw"] / totals["push_ref"]
+    return Row("push_cpu_all", "CPU-s of every process in the push, skopeo + gateway + "
+               "emulator ÷ skopeo + distribution", "information",
+               measured=f"{ratio:.2f} ({parts[0]} vs {parts[1]})")
 
 
 def floor_row(key: str, title: str, floor: pushfloor.Floor, target: float) -> Row:
