@@ -333,9 +333,8 @@ class UploadManager:
             # goes upstream, a match lets the staged copy be served afterwards.
             stored = session.committed  # what ECR held before the tail
             sent_here = self._all_sent_here(session.id, stored)
-            computed = None if sent_here else await self._own_digest(session, stored, tail)
-            if computed is not None and computed != digest:
-                await self._refuse_digest(session, digest, computed)
+            computed = None if sent_here else await self._checked_here(session, stored, tail,
+                                                                        digest)
             upstream_checked = True
             try:
                 # One part, unless the record comes from a version that kept longer tails.
@@ -365,9 +364,7 @@ class UploadManager:
                     raise
             if computed is None and not upstream_checked and sent_here:
                 # ECR vouches for nothing, and this process staged every byte it sent.
-                computed = await self._own_digest(session, stored, tail)
-                if computed is not None and computed != digest:
-                    await self._refuse_digest(session, digest, computed)
+                computed = await self._checked_here(session, stored, tail, digest)
             if computed is None and not upstream_checked:
                 # Neither this process (the upload came from another one and left no staged
                 # copy here) nor ECR checked these bytes: a 201 would vouch for content nobody
@@ -411,14 +408,19 @@ class UploadManager:
         # hash the spool when the client sends its PUT again.
         await asyncio.to_thread(self._staging.discard, session.id)
 
-    async def _own_digest(self, session: UploadSession, stored: int,
-                          tail: bytes) -> str | None:
-        """The digest of every byte the upload received, when this process can tell: the
-        tail alone when ECR held none of it before (``stored``), else the staged copy if
-        that holds every byte."""
+    async def _checked_here(self, session: UploadSession, stored: int, tail: bytes,
+                            digest: str) -> str | None:
+        """The digest of every byte the upload received, when this process can tell (the
+        tail alone when ECR held none of it before, ``stored``; else the staged copy if that
+        holds every byte); a mismatch with ``digest`` is refused."""
+        computed: str | None
         if stored == 0 and len(tail) == session.received:
-            return await asyncio.to_thread(sha256_digest, tail)
-        return await self._spool_digest(session)
+            computed = await asyncio.to_thread(sha256_digest, tail)
+        else:
+            computed = await self._spool_digest(session)
+        if computed is not None and computed != digest:
+            await self._refuse_digest(session, digest, computed)
+        return computed
 
     async def _spool_digest(self, session: UploadSession) -> str | None:
         """The digest of the staged copy, if it holds every byte the upload received."""
