@@ -4,9 +4,14 @@ middleware, so aiohttp answers them itself in plain text. Registry clients parse
 bodies as OCI JSON, so the connection handler here answers those in the OCI shape too, and
 logs them as the client's fault: one warning line, no traceback.
 
-aiohttp exposes no hook for this answer: ``RequestHandler.handle_error`` is the method its
-server calls for it, and ``_make_server`` the method every ``BaseRunner`` subclass provides to
-build its server, so both are overridden in subclasses rather than patched globally.
+A body whose framing breaks after its head (a chunk size that is not hex, in a later packet)
+fails the handler reading it at once, with the parser's error: aiohttp's C parser drops such
+a body's reader without telling it, so the handler would wait for bytes that never come.
+
+aiohttp exposes no hook for either: ``RequestHandler.handle_error`` and ``data_received`` are
+the methods its server calls, and ``_make_server`` the method every ``BaseRunner`` subclass
+provides to build its server, so they are overridden in subclasses rather than patched
+globally.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import uuid
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from gateway.oci.errors import REQUEST_INVALID, OciError
@@ -26,6 +32,23 @@ log = logging.getLogger("gateway.errors")
 
 
 class _OciRequestHandler(RequestHandler):
+    def data_received(self, data: bytes) -> None:
+        queued = len(self._messages)
+        super().data_received(data)
+        if len(self._messages) == queued or not isinstance(self._messages[-1][0], _ErrInfo):
+            return
+        # The parser refused these bytes. A body it was reading ends here, with its error:
+        # the Python parser does so, the C parser leaves the body's reader waiting.
+        refusal = self._messages[-1][0].exc
+        for payload in self._open_bodies():
+            payload.set_exception(RequestPayloadError(str(refusal)), refusal)
+
+    def _open_bodies(self) -> list[StreamReader]:
+        bodies = [payload for _, payload in self._messages]
+        if self._current_request is not None:
+            bodies.append(self._current_request.content)
+        return [body for body in bodies if not body.is_eof() and body.exception() is None]
+
     def handle_error(self, request: BaseRequest, status: int = 500,
                      exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:

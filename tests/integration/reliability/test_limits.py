@@ -179,6 +179,39 @@ async def test_stalled_and_dragging_bodies_are_cut(limitgw: GatewayProcess,
         pass
 
 
+async def test_a_chunked_framing_broken_mid_body_is_refused_at_once(
+        limitgw: GatewayProcess, oci: OciClient) -> None:
+    """A chunk size that is not hex, arriving after the body began, gets 400 there and then
+    (not the idle timeout's 408), one answer, and the upload stands where it stood."""
+    name = f"limits/f-{os.urandom(3).hex()}"
+    location = await oci.start(name)
+    host, port = limitgw.host.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = http_request("PATCH", location, limitgw.host,
+                        [("Transfer-Encoding", "chunked")], close=False)
+    writer.write(head + b"64\r\n" + b"c" * 100 + b"\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.3)  # the first chunk is read on its own, before the bad framing
+    started = time.monotonic()
+    writer.write(b"zz\r\nabc\r\n")
+    await writer.drain()
+    reply = await asyncio.wait_for(read_response(reader), 10)
+    waited = time.monotonic() - started
+    rest = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert reply is not None and reply.status == 400, reply
+    assert reply.error_code() == "UNSUPPORTED"
+    assert json.loads(reply.body)["errors"][0]["detail"]["reason"]
+    assert waited < LIMITS["body_idle_timeout_seconds"] / 2, waited
+    assert rest == b""  # closed after the one answer
+    async with oci.session.get(oci.url(location)) as status:
+        assert status.status == 204 and status.headers["Range"] == "0-0"
+    async with oci.session.patch(oci.url(location), data=b"d" * 100) as patched:
+        assert patched.status == 202 and patched.headers["Range"] == "0-99"
+    async with oci.session.delete(oci.url(location)):
+        pass
+
+
 async def _trickle(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(ConnectionError):
         while True:
