@@ -459,9 +459,7 @@ class UploadManager:
         cutoff = now - idle_seconds
         finished_cutoff = cutoff if finished_seconds is None else max(
             cutoff, now - finished_seconds)
-        for session in await self._store.idle(finished_cutoff):
-            if session.updated_at >= cutoff and session.completed is None:
-                continue  # idle, not yet for long enough
+        for session in await self._store.idle(cutoff, finished_cutoff):
             try:
                 async with self._store.lock(session.id):
                     # Under the lock, look again: with a shared store another replica may

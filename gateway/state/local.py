@@ -128,8 +128,11 @@ class LocalSessionStore:
             else:
                 self._locks[session_id] = (lock, users - 1)
 
-    async def idle(self, older_than: float) -> list[UploadSession]:
-        return [s for s in self._records.values() if s.updated_at < older_than]
+    async def idle(self, older_than: float,
+                   finished_older_than: float | None = None) -> list[UploadSession]:
+        finished = older_than if finished_older_than is None else finished_older_than
+        return [s for s in self._records.values() if s.updated_at < older_than
+                or (s.completed is not None and s.updated_at < finished)]
 
     async def count(self) -> int:
         return len(self._records)

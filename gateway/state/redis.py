@@ -11,6 +11,8 @@ Layout (``prefix`` is ``state.key_prefix``):
   counts against (:func:`~gateway.state.sessions.owner_of` the client, a digest; kept out of
   ``record`` so that the record reads the same in every version).
 - ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
+- ``<prefix>finished``: the same for the sessions whose layer was completed (they expire
+  sooner): the sweep reads these, not every session idle for a minute.
 - ``<prefix>owner:{<owner>}``: a sorted set of the owner's session ids scored by creation
   (``limits.max_open_uploads_per_client``). It expires with the last of its sessions; an id
   is added only once its session's hash exists, removed when the session is deleted, and one
@@ -147,6 +149,10 @@ class RedisSessionStore:
     def _index(self) -> str:
         return f"{self._prefix}sessions"
 
+    @property
+    def _finished(self) -> str:
+        return f"{self._prefix}finished"
+
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}owner:{{{owner}}}"
 
@@ -240,6 +246,8 @@ class RedisSessionStore:
         long as the session's hash (each is given the same expiry at each write)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self._index, {session.id: session.updated_at})
+            if session.completed:
+                pipe.zadd(self._finished, {session.id: session.updated_at})
             if session.owner:
                 pipe.pexpire(self._owner_key(session.owner), self._expire_ms)
             await pipe.execute()
@@ -253,6 +261,7 @@ class RedisSessionStore:
                 owner, _ = await pipe.execute()
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._index, session_id)
+                pipe.zrem(self._finished, session_id)
                 if owner:
                     owner = owner.decode() if isinstance(owner, bytes) else str(owner)
                     pipe.zrem(self._owner_key(owner), session_id)
@@ -291,12 +300,18 @@ class RedisSessionStore:
 
     # -- housekeeping -----------------------------------------------------------------------
 
-    async def idle(self, older_than: float) -> list[UploadSession]:
+    async def idle(self, older_than: float,
+                   finished_older_than: float | None = None) -> list[UploadSession]:
         with _store_errors():
-            return await self._idle(older_than)
+            return await self._idle(older_than, finished_older_than)
 
-    async def _idle(self, older_than: float) -> list[UploadSession]:
+    async def _idle(self, older_than: float,
+                    finished_older_than: float | None) -> list[UploadSession]:
         ids = await self._redis.zrangebyscore(self._index, "-inf", older_than)
+        if finished_older_than is not None:
+            finished = await self._redis.zrangebyscore(self._finished, "-inf",
+                                                       finished_older_than)
+            ids = list(dict.fromkeys([*ids, *finished]))
         if not ids:
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -311,7 +326,10 @@ class RedisSessionStore:
             else:
                 found.append(session)
         if vanished:
-            await self._redis.zrem(self._index, *vanished)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self._index, *vanished)
+                pipe.zrem(self._finished, *vanished)
+                await pipe.execute()
         return found
 
     async def count(self) -> int:

@@ -112,7 +112,10 @@ class SessionStore(Protocol):
     def lock(self, session_id: str) -> AbstractAsyncContextManager[None]:
         """Serialize requests on one session (a client's PATCHes must not interleave)."""
 
-    async def idle(self, older_than: float) -> list[UploadSession]: ...
+    async def idle(self, older_than: float,
+                   finished_older_than: float | None = None) -> list[UploadSession]:
+        """Sessions last used before ``older_than``, and those whose layer was completed
+        (``completed``) last used before ``finished_older_than``."""
 
     async def count(self) -> int: ...
 

@@ -188,6 +188,36 @@ async def test_idle_lists_old_sessions_and_forgets_vanished_ones(
     assert await b.count() == 2  # the vanished one left the index
 
 
+async def test_the_finished_sweep_reads_only_completed_sessions(
+        stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer) -> None:
+    """Completed sessions expire a minute after their last use, open ones after an hour: the
+    sweep that runs every few seconds reads the completed ones, not every open session that
+    has been quiet for a minute."""
+    a, b = stores
+    quiet = [_session(updated_at=time.time() - 300) for _ in range(20)]
+    done = _session()
+    for session in (*quiet, done):
+        await a.create(session)
+    async with a.lock(done.id):
+        current = await a.get(done.id)
+        assert current is not None
+        current.completed = "sha256:" + "0" * 64
+        current.updated_at = time.time() - 300
+        await a.save(current, b"")
+    raw = aioredis.Redis.from_url(redis_server.url)
+    reads = (await raw.info("commandstats")).get("cmdstat_hmget", {}).get("calls", 0)
+    now = time.time()
+    found = await b.idle(now - 3600, now - 60)
+    reads = (await raw.info("commandstats"))["cmdstat_hmget"]["calls"] - reads
+    assert [s.id for s in found] == [done.id]
+    assert reads == 1
+    assert {s.id for s in await b.idle(now - 60)} == {s.id for s in (*quiet, done)}
+    await b.delete(done.id)
+    assert await b.idle(now - 3600, now) == []
+    assert await raw.zcard(a._finished) == 0
+    await raw.aclose()
+
+
 async def test_records_a_gateway_did_not_write_are_ignored(
         stores: tuple[RedisSessionStore, RedisSessionStore], redis_server: RedisServer,
         tmp_path: Path) -> None:
