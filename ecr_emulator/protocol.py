@@ -40,6 +40,7 @@ from ecr_emulator import (
 from ecr_emulator.errors import AwsError, server_error
 from ecr_emulator.registries import REGISTRIES_KEY
 from ecr_emulator.state import PUBLIC_STATE_KEY, STATE_KEY, EmulatorState
+from ecr_model.body_reads import BodyReads
 
 if TYPE_CHECKING:  # faults.py is imported only when faults are asked for (control.py)
     from ecr_emulator.faults import Plan
@@ -158,14 +159,22 @@ async def _chunks(request: web.Request,
         raise AwsError("RequestEntityTooLargeException",
                        f"Request of {length} bytes exceeds {MAX_REQUEST_BYTES}", status=413)
     received = 0
-    async for chunk in request.content.iter_any():
-        received += len(chunk)
-        if received > MAX_REQUEST_BYTES:
-            raise AwsError("RequestEntityTooLargeException",
-                           f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
-        if pending is not None:
-            pending.update(chunk)
-        yield chunk
+    reads = BodyReads(request.transport, length)  # large socket reads (ecr_model/body_reads.py)
+    try:
+        while True:
+            reads.before_wait(request.content.total_bytes)
+            chunk = await request.content.readany()
+            if not chunk:
+                return
+            received += len(chunk)
+            if received > MAX_REQUEST_BYTES:
+                raise AwsError("RequestEntityTooLargeException",
+                               f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
+            if pending is not None:
+                pending.update(chunk)
+            yield chunk
+    finally:
+        reads.close()
 
 
 async def read_params(request: web.Request, spec: ActionSpec,

@@ -23,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ecr_model.body_reads import BodyReads
 from gateway.auth.forwarded import client_address
 from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError, malformed_body
 from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES
@@ -117,31 +118,39 @@ def limits_of(request: web.Request) -> Limits:
 
 async def body_chunks(request: web.Request, *,
                       timeout_error: ErrorCode = BODY_TIMEOUT) -> AsyncIterator[bytes]:
-    """The request body as it arrives, cut with 408 if it stalls or takes too long."""
+    """The request body as it arrives, cut with 408 if it stalls or takes too long; read in
+    large socket reads where its length is known (ecr_model/body_reads.py)."""
     limits = limits_of(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.body_timeout if limits.body_timeout else None
-    while True:
-        wait = limits.body_idle_timeout or None
-        if deadline is not None:
-            left = deadline - loop.time()
-            wait = left if wait is None else min(wait, left)
-        try:
-            async with asyncio.timeout(wait if wait is None else max(wait, 0.0)):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            idle = deadline is None or loop.time() < deadline
-            raise OciError(timeout_error, {
-                "received": int(getattr(request.content, "total_bytes", 0) or 0),
-                "reason": "idle" if idle else "total"},
-                message=(f"no body data for {limits.body_idle_timeout:g} s" if idle else
-                         f"body not received within {limits.body_timeout:g} s"),
-                headers={"Connection": "close"}) from None
-        except web.RequestPayloadError as exc:  # an upload keeps nothing of this body
-            raise malformed_body(exc) from None
-        if not chunk:
-            return
-        yield chunk
+    reads = BodyReads(request.transport, request.content_length)
+    try:
+        while True:
+            wait = limits.body_idle_timeout or None
+            if deadline is not None:
+                left = deadline - loop.time()
+                wait = left if wait is None else min(wait, left)
+            reads.before_wait(request.content.total_bytes)
+            try:
+                async with asyncio.timeout(wait if wait is None else max(wait, 0.0)):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                idle = deadline is None or loop.time() < deadline
+                if idle and not reads.stalled():
+                    continue  # bytes came, fewer than the read size: no stall
+                raise OciError(timeout_error, {
+                    "received": int(getattr(request.content, "total_bytes", 0) or 0),
+                    "reason": "idle" if idle else "total"},
+                    message=(f"no body data for {limits.body_idle_timeout:g} s" if idle else
+                             f"body not received within {limits.body_timeout:g} s"),
+                    headers={"Connection": "close"}) from None
+            except web.RequestPayloadError as exc:  # an upload keeps nothing of this body
+                raise malformed_body(exc) from None
+            if not chunk:
+                return
+            yield chunk
+    finally:
+        reads.close()
 
 
 def server_options(*, max_header_bytes: int, max_headers: int,
