@@ -202,7 +202,12 @@ class Handoff:
                         self.writer.write(piece)
                     except BaseException as exc:
                         self._failure = exc
-            self._loop.call_soon_threadsafe(self._wake)
+            # The loop is woken only when drain waits: a wake-up costs it a round of work.
+            # drain sets _room only with more than QUEUED batches queued, so a _room set
+            # after this look is seen after the next batch.
+            room = self._room
+            if room is not None and not room.done():
+                self._loop.call_soon_threadsafe(self._wake)
         self._loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:

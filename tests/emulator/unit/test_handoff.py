@@ -64,3 +64,31 @@ async def test_a_failed_write_is_raised_by_drain_and_finish() -> None:
             await asyncio.sleep(0.01)
     with pytest.raises(OSError, match="No space"):
         await asyncio.to_thread(handoff.finish)
+
+
+async def test_the_loop_is_woken_only_while_drain_waits() -> None:
+    """A wake-up costs the event loop a round of work: a writer that keeps up wakes it once
+    (when the part ends), not once per batch."""
+    writer = GatedWriter()
+    writer.gate.set()
+    handoff = Handoff(cast(PartWriter, writer))
+    loop = asyncio.get_running_loop()
+    wakes = 0
+
+    class CountingLoop:
+        def call_soon_threadsafe(self, callback: Any, *args: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return loop.call_soon_threadsafe(callback, *args)
+
+        def create_future(self) -> asyncio.Future[None]:
+            return loop.create_future()
+
+    handoff._loop = cast(Any, CountingLoop())
+    for i in range(20):
+        handoff.write(bytes([i]) * Handoff.BATCH)
+        await handoff.drain()  # the writer keeps up: nothing to wait for
+        await asyncio.sleep(0.005)
+    await asyncio.to_thread(handoff.finish)
+    assert len(writer.pieces) == 20
+    assert wakes == 1, wakes
