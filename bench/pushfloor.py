@@ -36,11 +36,10 @@ from typing import TypeVar
 from bench.images import FreshBytes, MiB
 from ecr_emulator.jsonbody import b64decode
 from gateway.disk.direct_io import balloon_reports_free_pages
-from gateway.ecr.partbody import b64encode
+from gateway.ecr.partbody import SLICE, b64encode
 from gateway.ecr.staging import StagingStore
 
 GiB = 1024 * MiB
-_SLICE = 192 * 1024  # base64 input per piece, as partbody (a multiple of 3: no padding)
 _READ = 256 * 1024  # asyncio's read size
 _ALIGN = 4096
 # Seconds after which a VM's freed pages are back with its host (free page reporting).
@@ -80,7 +79,7 @@ def measure(size: int, fresh: FreshBytes, work: Path) -> PushFloor:
     # The base64 text the hashing, sending and decoding passes go over: the pieces of the
     # 16 MiB, cycled to the layer's length (the encoding pass itself covers every byte).
     pieces = list(_encode(layer))
-    text_pieces = [pieces[i % len(pieces)] for i in range(count * MiB // _SLICE)]
+    text_pieces = [pieces[i % len(pieces)] for i in range(count * MiB // SLICE)]
 
     def per_gib(seconds: float) -> float:
         return seconds / gib
@@ -130,12 +129,12 @@ def _sha256(chunks: Sequence[bytes]) -> str:
 
 
 def _encode(chunks: Sequence[bytes]) -> Iterator[bytes]:
-    """Base64 of each chunk, in slices of _SLICE (a chunk's tail of 1-2 bytes is padded: the
+    """Base64 of each chunk, in slices of SLICE (a chunk's tail of 1-2 bytes is padded: the
     cost is the same, the text's content is not the point)."""
     for chunk in chunks:
         view = memoryview(chunk)
-        for start in range(0, len(view), _SLICE):
-            yield b64encode(view[start:start + _SLICE])
+        for start in range(0, len(view), SLICE):
+            yield b64encode(view[start:start + SLICE])
 
 
 def _encode_all(chunks: Sequence[bytes]) -> None:

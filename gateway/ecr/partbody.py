@@ -53,7 +53,10 @@ Buffer = bytes | bytearray | memoryview
 OPERATION = "UploadLayerPart"
 MEMBER = "layerPartBlob"
 _CONTEXT_KEY = "gateway_layer_part"
-_SLICE = 192 * 1024  # input bytes per base64 piece (a multiple of 3: no padding inside)
+# Input bytes per base64 piece (a multiple of 3: no padding inside). Above the 256 KiB a socket
+# read brings, so that each chunk a part arrived in is one piece: every piece is a write and
+# a send of its own on its way upstream.
+SLICE = 384 * 1024
 # Below this a part goes through botocore unchanged (nothing to gain).
 MIN_BYTES = 64 * 1024
 
@@ -78,8 +81,8 @@ class Base64Stream:
                     continue
                 yield b64encode(joined)
             usable = len(view) - len(view) % 3
-            for start in range(0, usable, _SLICE):
-                yield b64encode(view[start:min(start + _SLICE, usable)])
+            for start in range(0, usable, SLICE):
+                yield b64encode(view[start:min(start + SLICE, usable)])
             carry = bytes(view[usable:])
         self._carry = carry
 
