@@ -17,11 +17,12 @@ what botocore turns into ``client.exceptions.<name>``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -151,7 +152,7 @@ def action(name: str, service: str = "ecr") -> Callable[[Handler], Handler]:
 
 
 async def _chunks(request: web.Request,
-                  pending: sigv4.Pending | None = None) -> AsyncIterator[bytes]:
+                  pending: sigv4.Pending | None = None) -> AsyncGenerator[bytes, None]:
     """The body's chunks as they arrive (hashed for the signature check), refusing more than
     MAX_REQUEST_BYTES."""
     length = request.content_length
@@ -184,15 +185,17 @@ async def read_params(request: web.Request, spec: ActionSpec,
     ``pending``, the signature is checked once the last byte arrived, before anything else
     (a malformed body of a badly signed request is a signature error, as on AWS)."""
     blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
-    chunks = _chunks(request, pending)
     settings = request.app[STATE_KEY].settings
     length = request.content_length or 0
     # One deadline for the whole body (a timer per chunk would cost the hot path): the
     # bytes of a part stream into the upload's file under its lock before the signature can
     # be checked, so a slow body must not hold that lock for ever.
     allowed = settings.request_body_grace_seconds + length / settings.request_body_min_rate
+    # Closed as soon as the body is done with (the socket's read mark goes with it: aiohttp
+    # reads what is left of a body after the handler, and the mark would hold that back).
     try:
-        async with asyncio.timeout(allowed):
+        async with contextlib.aclosing(_chunks(request, pending)) as chunks, \
+                asyncio.timeout(allowed):
             try:
                 params = await jsonbody.parse(chunks, blob, length, open_sink)
             except jsonbody.BodyError as exc:

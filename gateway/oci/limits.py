@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,9 +117,12 @@ def limits_of(request: web.Request) -> Limits:
 
 
 async def body_chunks(request: web.Request, *,
-                      timeout_error: ErrorCode = BODY_TIMEOUT) -> AsyncIterator[bytes]:
+                      timeout_error: ErrorCode = BODY_TIMEOUT) -> AsyncGenerator[bytes, None]:
     """The request body as it arrives, cut with 408 if it stalls or takes too long; read in
-    large socket reads where its length is known (ecr_model/body_reads.py)."""
+    large socket reads where its length is known (ecr_model/body_reads.py). Consume it
+    under ``contextlib.aclosing``: the socket's read mark must be gone as soon as the body is
+    no longer read (aiohttp reads what is left of it after the handler, and a mark above
+    what is left would hold that read back)."""
     limits = limits_of(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.body_timeout if limits.body_timeout else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from aiohttp import web
 
 from gateway.oci.backend import Manifest
@@ -61,11 +63,13 @@ async def _read_limited(request: web.Request) -> bytes:
         raise OciError(TOO_LARGE, {"limit": limit},
                        message="manifest larger than the registry accepts")
     body = bytearray()
-    async for chunk in body_chunks(request, timeout_error=MANIFEST_BODY_TIMEOUT):
-        body += chunk
-        if len(body) > limit:
-            raise OciError(TOO_LARGE, {"limit": limit},
-                           message="manifest larger than the registry accepts")
+    async with contextlib.aclosing(body_chunks(request,
+                                               timeout_error=MANIFEST_BODY_TIMEOUT)) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > limit:
+                raise OciError(TOO_LARGE, {"limit": limit},
+                               message="manifest larger than the registry accepts")
     return bytes(body)
 
 

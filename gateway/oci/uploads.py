@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiohttp import web
 
@@ -49,17 +49,19 @@ def _check_upload_id(upload_id: str) -> None:
         raise OciError(BLOB_UPLOAD_UNKNOWN, {"upload": upload_id[:200]})
 
 
-async def _body(request: web.Request, declared: int | None = None) -> AsyncIterator[bytes]:
+async def _body(request: web.Request, declared: int | None = None) -> AsyncGenerator[bytes, None]:
     """The body; with ``declared`` (its Content-Range's length), one of any other length is
     refused as a whole with 416 (aiohttp holds a body with Content-Length to its length,
     but a chunked one may run past or stop short of its Content-Range): the byte that
     overruns it is never handed on, and the upload keeps nothing of this request."""
     received = 0
-    async for chunk in body_chunks(request):  # 408 if the body stalls (limits.py)
-        received += len(chunk)
-        if declared is not None and received > declared:
-            raise _mismatch(request, declared, "more")
-        yield chunk
+    # Closed as soon as this body is done with, whoever stops reading it (limits.py).
+    async with contextlib.aclosing(body_chunks(request)) as chunks:  # 408 if it stalls
+        async for chunk in chunks:
+            received += len(chunk)
+            if declared is not None and received > declared:
+                raise _mismatch(request, declared, "more")
+            yield chunk
     if declared is not None and received != declared:
         raise _mismatch(request, declared, "fewer")
 
@@ -113,7 +115,8 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     # Monolithic upload: the whole blob is this request's body.
     try:
         if _has_body(request):
-            await backend.write_upload(ctx, status.upload_id, _body(request), None)
+            async with contextlib.aclosing(_body(request)) as body:
+                await backend.write_upload(ctx, status.upload_id, body, None)
         await backend.finish_upload(ctx, status.upload_id, digest)
     except BaseException:
         # The failure may already have closed the session: keep the original error.
@@ -126,8 +129,9 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
 async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.StreamResponse:
     _check_upload_id(upload_id)
     start, declared = _chunk_range(request) or (None, None)
-    status = await registry(request).write_upload(request_context(request), upload_id,
-                                                  _body(request, declared), start)
+    async with contextlib.aclosing(_body(request, declared)) as body:
+        status = await registry(request).write_upload(request_context(request), upload_id,
+                                                      body, start)
     return _in_progress(name, status, 202)
 
 
@@ -143,8 +147,8 @@ async def put_upload(request: web.Request, name: str, upload_id: str) -> web.Str
     backend = registry(request)
     start, declared = _chunk_range(request) or (None, None)
     if _has_body(request):
-        await backend.write_upload(request_context(request), upload_id,
-                                   _body(request, declared), start)
+        async with contextlib.aclosing(_body(request, declared)) as body:
+            await backend.write_upload(request_context(request), upload_id, body, start)
     await backend.finish_upload(request_context(request), upload_id, digest)
     return _created(name, digest)
 
