@@ -35,12 +35,13 @@ from typing import TypeVar
 
 from bench.images import FreshBytes, MiB
 from ecr_emulator.jsonbody import b64decode
+from ecr_model.body_reads import READ_SIZE
 from gateway.disk.direct_io import balloon_reports_free_pages
 from gateway.ecr.partbody import SLICE, b64encode
 from gateway.ecr.staging import StagingStore
 
 GiB = 1024 * MiB
-_READ = 256 * 1024  # asyncio's read size
+_READ = READ_SIZE  # the servers' body reads
 _ALIGN = 4096
 # Seconds after which a VM's freed pages are back with its host (free page reporting).
 _HOST_RECLAIMS_WITHIN = 3.0

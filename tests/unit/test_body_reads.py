@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -23,9 +24,11 @@ class Receiver(asyncio.Protocol):
     length: int
     reads: list[int] = field(default_factory=list)
     body: BodyReads | None = None
+    transport: Any = None
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
         self.body = BodyReads(transport, self.length)
         self.body.before_wait(0)
 
@@ -91,9 +94,23 @@ async def test_a_body_sent_in_small_pieces_is_read_in_large_reads(connect: Conne
     await asyncio.gather(sending, _until(conn.receiver, total, 10))
     reads = conn.receiver.reads
     assert sum(reads) == total
-    # 50 pieces of 16 KiB, in 4 reads or so (one per READ_SIZE, the rest at the end)
+    # about 190 pieces of 16 KiB, in 4 reads or so (one per READ_SIZE, the rest at the end)
     assert len(reads) <= 6, reads
     assert all(size >= READ_SIZE for size in reads[:-1][:3]), reads
+
+
+async def test_the_transport_reads_in_large_reads_only_while_a_body_is_owed(
+        connect: Connect) -> None:
+    conn = await connect(5 * READ_SIZE)
+    transport = conn.receiver.transport
+    own = type(transport).max_size
+    assert own < READ_SIZE  # asyncio's own read size, which a body's reads go beyond
+    assert transport.max_size == READ_SIZE
+    assert conn.receiver.body is not None
+    conn.receiver.body.before_wait(5 * READ_SIZE - 1000)  # 1000 bytes still owed
+    assert transport.max_size == own  # never below the transport's own
+    conn.receiver.body.close()
+    assert transport.max_size == own
 
 
 async def test_a_sender_slower_than_the_mark_is_no_stall(connect: Connect) -> None:
