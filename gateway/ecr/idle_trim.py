@@ -1,6 +1,6 @@
 """Freed heap memory given back to the system once uploads go idle.
 
-An upload's parts arrive as socket reads of up to 256 KiB, each a new object in the event
+An upload's parts arrive as socket reads of up to 1 MiB, each a new object in the event
 loop thread's heap, and dozens of uploads interleave them. Once they are freed, glibc keeps
 the memory: its automatic trim only cuts free space off the heap's top, and a few live
 objects above it hold the rest (measured: 449 MiB of a 533 MiB RSS after 32 concurrent

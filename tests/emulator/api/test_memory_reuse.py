@@ -1,6 +1,6 @@
 """Receiving layer parts reuses the memory the previous parts freed (ecr_emulator/memory.py).
 
-Each part arrives as a stream of socket reads, each a new object of up to 256 KiB; with
+Each part arrives as a stream of socket reads, each a new object of up to 1 MiB; with
 malloc's adaptive defaults those blocks went back to the kernel when freed and every new one
 faulted in fresh pages (about 130 minor faults per MiB received, each one taken by the host
 too on a VM that hands freed pages back to it)."""
