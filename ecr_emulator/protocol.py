@@ -159,7 +159,6 @@ async def _chunks(request: web.Request,
     if length is not None and length > MAX_REQUEST_BYTES:
         raise AwsError("RequestEntityTooLargeException",
                        f"Request of {length} bytes exceeds {MAX_REQUEST_BYTES}", status=413)
-    received = 0
     reads = BodyReads(request.transport, length)  # large socket reads (ecr_model/body_reads.py)
     try:
         while True:
@@ -167,8 +166,8 @@ async def _chunks(request: web.Request,
             chunk = await request.content.readany()
             if not chunk:
                 return
-            received += len(chunk)
-            if received > MAX_REQUEST_BYTES:
+            # Every byte the connection has delivered of the body (read or still buffered).
+            if request.content.total_bytes > MAX_REQUEST_BYTES:
                 raise AwsError("RequestEntityTooLargeException",
                                f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
             if pending is not None:
