@@ -264,11 +264,11 @@ def run(bench: Any) -> list[Row]:
             cpu["direct_client"].append(_process_cpu() - spent[0])
             cpu["direct_source"].append(cpu_seconds(source.pid) - spent[1])
             filled = _fills(gateway)
-            spent = _process_cpu(), cpu_seconds(source.pid), cpu_seconds(gateway.pid)
+            at = _process_cpu(), cpu_seconds(source.pid), cpu_seconds(gateway.pid)
             cold.append(asyncio.run(_pull(gateway.url, repo, "v1", NS)))
-            cpu["client"].append(_process_cpu() - spent[0])
-            cpu["source"].append(cpu_seconds(source.pid) - spent[1])
-            cpu["gateway"].append(cpu_seconds(gateway.pid) - spent[2])
+            cpu["client"].append(_process_cpu() - at[0])
+            cpu["source"].append(cpu_seconds(source.pid) - at[1])
+            cpu["gateway"].append(cpu_seconds(gateway.pid) - at[2])
             # Warm means ECR holds the image: the copy into ECR (which goes on after the cold
             # pull) is over, and competes with neither the warm pull nor the next direct one.
             fill.append(_until_filled(gateway, filled))

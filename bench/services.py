@@ -45,10 +45,22 @@ def free_port() -> int:
         return port
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat from its third field on (the name may hold spaces)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(pid)
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime (fields 14, 15)
+
+
+def first_touches(pid: int) -> tuple[int, float]:
+    """The process's minor page faults so far (each a page it touched for the first time
+    since the kernel gave it) and its system CPU seconds, which include what they cost."""
+    fields = _stat_fields(pid)
+    return int(fields[7]), int(fields[12]) / _TICKS  # minflt, stime (fields 10, 15)
 
 
 def children_cpu_seconds() -> float:
