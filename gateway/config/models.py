@@ -246,6 +246,9 @@ class StagingConfig(Section):
     """Uploaded blobs kept locally until an image references them (ECR cannot serve them)."""
 
     max_bytes: Count = 10 * 1024**3
+    """Past it, the least recently read staged blobs go (down to 90% of it). Processes
+    sharing the data folder count each other's blobs every 10 seconds, so the folder may
+    briefly hold more by what the others staged meanwhile."""
     pullthrough_max_bytes: Count = 10 * 1024**3
     """Disk that blobs being pulled through from an upstream may take at once (each is
     spooled while it is copied into ECR): a cold pull beyond it is answered 503 with

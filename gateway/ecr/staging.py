@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from gateway.disk.direct_io import ALIGN, write_direct
@@ -34,11 +35,20 @@ from gateway.disk.private import private_dir
 from gateway.state.sessions import SESSION_ID
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
+# Eviction looks at every staged blob (its size and last read), a cost that grows with their
+# number; it is done when this process's own count says the store may be over its bound, or
+# when the last look is older than this (other processes sharing the folder stage blobs
+# this one does not count: the store may exceed its bound by what they stage meanwhile).
+_LOOK_AGAIN_SECONDS = 10.0
+# A look that finds the store over its bound evicts down to this share of it, so that the
+# promotes after it have room without a look each (a store full of small blobs would
+# otherwise be scanned whole on every promote).
+_LOW_WATER = 0.9
 
 
 class StagingStore:
     def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0, *,
-                 direct: bool = False) -> None:
+                 direct: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
         private_dir(root)
         self._spools = root / "spool"
         self._blobs = root / "blobs" / "sha256"
@@ -46,6 +56,11 @@ class StagingStore:
         self._blobs.mkdir(parents=True, exist_ok=True)
         self._max_bytes = max_bytes
         self._direct = direct
+        self._clock = clock
+        # Bytes staged as of the last look, plus those this process promoted since (None:
+        # no look yet), and when that look was.
+        self._held: int | None = None
+        self._looked = 0.0
         self.empty = root / "empty"
         self.empty.touch()
         # Spools of a previous run continue with their sessions (a restarted gateway resumes
@@ -165,7 +180,12 @@ class StagingStore:
         os.link(path, linked)
         os.replace(linked, self.blob_path(digest))
         self._unverified.discard(digest.split(":", 1)[1])  # checked just now
-        self._evict()
+        if self._held is not None:
+            self._held += size
+        if (self._held is None or self._held > self._max_bytes
+                or self._clock() - self._looked >= _LOOK_AGAIN_SECONDS):
+            self._held = self._evict()
+            self._looked = self._clock()
 
     def cut_back(self, upload_id: str, size: int) -> None:
         """Cut a spool longer than ``size`` bytes back to them (what its upload holds)."""
@@ -238,7 +258,9 @@ class StagingStore:
             if digest.startswith("sha256:"):
                 self.blob_path(digest).unlink(missing_ok=True)
 
-    def _evict(self) -> None:
+    def _evict(self) -> int:
+        """Look at every staged blob; over the bound, drop the least recently read down to
+        the low-water mark. Returns the bytes left staged."""
         entries = []
         for entry in os.scandir(self._blobs):
             try:
@@ -247,11 +269,14 @@ class StagingStore:
                 continue
             entries.append((stat.st_atime, stat.st_size, entry.path))
         total = sum(size for _, size, _ in entries)
+        if total <= self._max_bytes:
+            return total
         for _, size, path in sorted(entries):
-            if total <= self._max_bytes:
+            if total <= self._max_bytes * _LOW_WATER:
                 break
             Path(path).unlink(missing_ok=True)
             total -= size
+        return total
 
 
 def _staged_as_blob(path: Path, held: os.stat_result) -> bool:
