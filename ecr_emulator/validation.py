@@ -31,8 +31,10 @@ SHA256_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 DIGEST = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 # ECR's own digest grammar (the model's LayerDigest pattern, quoted in its failure reasons).
 ECR_DIGEST = re.compile(r"[a-zA-Z0-9_+.-]+:[a-fA-F0-9]+")
-# OCI distribution tag grammar with ECR's longer limit (ImageTag max 300 in the model).
-TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,299}")
+# ECR's tag grammar, wider than OCI's (any of these characters first, up to 300): the
+# model gives only the length, ECR's error text the characters ("must satisfy regular
+# expression '[a-zA-Z0-9-_.]+'"). The gateway holds its clients to OCI's own grammar.
+TAG = re.compile(r"[a-zA-Z0-9._-]{1,300}")
 
 
 def is_digest(value: str) -> bool:

@@ -27,8 +27,8 @@ async def put_image(call: Call, params: Json) -> Json:
     tag, claimed = params.get("imageTag"), params.get("imageDigest")
     if tag is not None and not is_tag(tag):
         raise AwsError("InvalidParameterException",
-                       f"Invalid parameter at 'imageTag' failed to satisfy constraint: "
-                       f"'{tag}' is not a valid image tag")
+                       "Invalid parameter at 'imageTag' failed to satisfy constraint: "
+                       "must satisfy regular expression '[a-zA-Z0-9-_.]+'")
     await templates.create_on_push(state, repository, registry_id)
     await state.db.read(store.get_repository, repository, registry_id)
     manifest = manifests.parse(text, params.get("imageManifestMediaType"))

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.emulator.api.helpers import (
     DOCKER_CONFIG,
@@ -215,6 +216,20 @@ async def test_one_image_many_tags(ecr: Any, repo: str) -> None:
     details = (await ecr.describe_images(repositoryName=repo))["imageDetails"]
     assert len(details) == 1 and details[0]["imageTags"] == ["a", "b", "c"]
 
+
+
+async def test_tags_take_ecr_grammar_not_only_oci(ecr: Any, repo: str) -> None:
+    """ECR takes any of [a-zA-Z0-9-_.] first (OCI wants a word character): a tag made
+    outside the gateway, "-rc" or ".hidden", is stored and found."""
+    await ecr.create_repository(repositoryName=repo)
+    image, text = await push_image(ecr, repo, "a")
+    for tag in ("-rc", ".hidden", "-"):
+        await ecr.put_image(repositoryName=repo, imageManifest=text, imageTag=tag)
+        found = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": tag}])
+        assert [i["imageId"]["imageDigest"] for i in found["images"]] == [image]
+    with pytest.raises(ClientError) as refused:
+        await ecr.put_image(repositoryName=repo, imageManifest=text, imageTag="a:b")
+    assert refused.value.response["Error"]["Code"] == "InvalidParameterException"
 
 async def test_list_images_pages(ecr: Any, repo: str) -> None:
     await ecr.create_repository(repositoryName=repo)

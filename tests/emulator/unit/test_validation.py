@@ -103,7 +103,8 @@ def test_image_digests(value: str, ok: bool) -> None:
 
 @pytest.mark.parametrize(("value", "ok"), [
     ("latest", True), ("v1.2.3-rc_1", True), ("_hidden", True), ("a" * 300, True),
-    ("a" * 301, False), (".dot", False), ("-dash", False), ("has space", False), ("", False),
+    ("a" * 301, False), (".dot", True), ("-dash", True), ("-", True), ("has space", False),
+    ("", False), ("a:b", False), ("a/b", False), ("a+b", False),
 ])
 def test_tags(value: str, ok: bool) -> None:
     assert validation.is_tag(value) is ok
