@@ -145,19 +145,34 @@ class PullThrough:
 
     async def _by_tag(self, mirror: Source, ctx: RequestContext, tag: str,
                       accepted: tuple[str, ...] | None) -> Manifest:
+        """What the tag names, held, revalidated or filled with every manifest type the
+        gateway takes, whatever this client takes: a narrow Accept never re-points the tag
+        for every other client. A client that does not take that type gets ECR's answer to
+        its own Accept, or else the upstream's, stored by digest only."""
+        named = await self._tag(mirror, ctx, tag)
+        if accepted is None or named.media_type in accepted:
+            return named
+        try:
+            return await self._inner.get_manifest(ctx, tag, accepted)
+        except OciError as exc:
+            if exc.error not in _MISSES:
+                raise
+        return await self._fill(mirror, ctx, tag, accepted, store_tag=False)
+
+    async def _tag(self, mirror: Source, ctx: RequestContext, tag: str) -> Manifest:
         held: Manifest | None = None
         try:
-            held = await self._inner.get_manifest(ctx, tag, accepted)
+            held = await self._inner.get_manifest(ctx, tag, None)
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise
         if held is None:
-            return await self._fill(mirror, ctx, tag, accepted)  # nothing to revalidate
+            return await self._fill(mirror, ctx, tag, None)  # nothing to revalidate
         if mirror.checked.get((ctx.name, tag)) == held.digest:
             return held  # checked within the tag TTL
         try:
             current = await mirror.upstream.manifest_digest(
-                mirror.upstream_name(ctx.name), tag, accepted or MANIFEST_TYPES)
+                mirror.upstream_name(ctx.name), tag, MANIFEST_TYPES)
         except UpstreamError as exc:
             if (exc.missing or exc.refused) and mirror.own_tags:
                 # A name or tag the upstream does not hold (Docker Hub: a 401) is the
@@ -175,7 +190,7 @@ class PullThrough:
             events.record(ctx, mirror.registry, "revalidated")
             return held
         try:
-            return await self._fill(mirror, ctx, tag, accepted)
+            return await self._fill(mirror, ctx, tag, None)
         except _UpstreamFailure as exc:  # the tag moved, the new image cannot be read now
             if not exc.cause.missing:  # (Docker Hub: HEAD is free, a GET is rate-limited)
                 return self._stale(mirror, ctx, tag, held, exc.cause)
@@ -193,14 +208,16 @@ class PullThrough:
         return held
 
     async def _fill(self, mirror: Source, ctx: RequestContext, reference: str,
-                    accepted: tuple[str, ...] | None) -> Manifest:
-        """Fetch from the upstream and serve; the copy into ECR goes on in the background."""
+                    accepted: tuple[str, ...] | None, *, store_tag: bool = True) -> Manifest:
+        """Fetch from the upstream and serve; the copy into ECR goes on in the background,
+        under the tag too (a tag ``reference``) unless ``store_tag`` is False."""
+        tag = reference if store_tag and not is_digest(reference) else None
         return await self._manifest_fetches.do(
             (mirror.host, ctx.name, reference, accepted),
-            lambda: self._fetch(mirror, ctx, reference, accepted))
+            lambda: self._fetch(mirror, ctx, reference, accepted, tag))
 
     async def _fetch(self, mirror: Source, ctx: RequestContext, reference: str,
-                     accepted: tuple[str, ...] | None) -> Manifest:
+                     accepted: tuple[str, ...] | None, tag: str | None) -> Manifest:
         try:
             fetched = await mirror.upstream.manifest(
                 mirror.upstream_name(ctx.name), reference, accepted or MANIFEST_TYPES)
@@ -222,7 +239,6 @@ class PullThrough:
         manifest = Manifest(fetched.body, parsed.media_type, fetched.digest)
         events.record(ctx, mirror.registry, "fetched")
         self._pending[(mirror.host, ctx.name, manifest.digest)] = manifest
-        tag = None if is_digest(reference) else reference
         task = asyncio.create_task(self._store_logged(mirror, ctx, manifest, parsed, tag))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -276,10 +292,12 @@ class PullThrough:
             # The blobs' upstream reads start at once (the repository is created, once, as
             # the first copy into ECR begins): a client asking for them next finds them on
             # their way.
+            fanout = fanout or self._fanouts.get((mirror.host, ctx.name, manifest.digest))
             if parsed.children:
-                fanout = fanout or self._fanouts.get((mirror.host, ctx.name, manifest.digest))
                 await self._copy_children(mirror, ctx, parsed.children, fanout or Fanout())
             else:
+                if fanout is not None:  # an entry of an index being copied
+                    fanout.take_blobs(len(parsed.blobs))
                 await self._copy_blobs(mirror, ctx, parsed.blobs)
             await self._ensure_repository(mirror, ctx)
             await self._inner.put_manifest(ctx, manifest.digest, manifest.body, parsed)

@@ -274,6 +274,7 @@ class Syncer:
             progress.draw()
 
         blobs = {b.digest: b for b in parsed.blobs}
+        fanout.take_blobs(len(blobs))
         outcome.total += sum(b.size for b in blobs.values())
         for blob in blobs.values():
             if await self._blobs.do((one.destination, blob.digest), partial(

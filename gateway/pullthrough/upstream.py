@@ -50,6 +50,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 import aiohttp
+from cachetools import LRUCache
 from yarl import URL
 
 from ecr_model.hosts import is_loopback
@@ -65,6 +66,7 @@ from ecr_model.redirect_targets import (
 )
 from ecr_model.token_realms import realm_allowed
 from gateway.config.errors import ConfigError
+from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
 from gateway.pullthrough import pace, ratelimit
 from gateway.pullthrough.pace import RateFloor
@@ -91,6 +93,9 @@ _CHECKED = ("sha256", "sha512")
 # A token realm's answer, and the token in it (registries' tokens take 1-3 KiB).
 MAX_TOKEN_ANSWER_BYTES = 64 * 1024
 MAX_TOKEN_CHARS = 8 * 1024
+# Scopes (repository names) whose Authorization is remembered: at most this many tokens of
+# MAX_TOKEN_CHARS each, however many names clients ask for.
+AUTH_SCOPES_KEPT = 4096
 # Sent with every request to an upstream: the bytes must come as stored, since digests are
 # of them and sessions do not decompress (aiohttp offers gzip and deflate otherwise, and a
 # registry behind a compressing proxy takes it up for manifests and tag pages).
@@ -186,9 +191,11 @@ class OciUpstream:
         # A blob's body: bytes a second it must keep up with after the grace (0: no floor).
         self._blob_grace, self._blob_min_rate = blob_grace, blob_min_rate
         # The Authorization value for each scope (a bearer token until shortly before it
-        # expires, or Basic), learned from the registry's challenges.
-        self._auth: dict[str, tuple[str, float]] = {}
-        self._token_locks: dict[str, asyncio.Lock] = {}
+        # expires, or Basic), learned from the registry's challenges. A scope is a
+        # repository name, which clients choose: the least recently used are forgotten
+        # (and asked for again) beyond AUTH_SCOPES_KEPT.
+        self._auth: LRUCache[str, tuple[str, float]] = LRUCache(AUTH_SCOPES_KEPT)
+        self._token_fetches: SingleFlight[None] = SingleFlight("upstream_token")
 
     @property
     def has_credentials(self) -> bool:
@@ -303,32 +310,34 @@ class OciUpstream:
                         "(list it in token_realm_hosts if it is the registry's)", self.registry,
                         registry_host(realm))
             raise UpstreamError(502, f"{what}: a token realm on another host")
-        lock = self._token_locks.setdefault(scope, asyncio.Lock())
-        async with lock:  # many pulls of one image wait for one token
-            if self._authorization(scope) not in (None, refused):
-                return  # another request got a fresh one meanwhile
-            query = {"scope": scope}
-            if params.get("service"):
-                query["service"] = params["service"]
-            headers = {"Authorization": f"Basic {self._basic}"} if self._basic else {}
-            asked = f"a token for {scope}"
-            async with self._within_deadline(asked):
-                try:
-                    # The realm's redirects are not followed: they could lead anywhere.
-                    async with self._http().get(realm, params=query, headers=headers,
-                                                timeout=self._timeout,
-                                                allow_redirects=False) as response:
-                        if response.status in REDIRECTS:
-                            raise UpstreamError(502, f"{asked}: the realm redirects "
-                                                     "(not followed)")
-                        if response.status != 200:
-                            raise _realm_refusal(response.status, asked,
-                                                 self._basic is not None)
-                        body = await _read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
-                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                    raise UpstreamError(0, asked) from exc
-            token, lifetime = token_answer(body, asked)
-            self._auth[scope] = (f"Bearer {token}", time.monotonic() + max(lifetime - 10, 1))
+        if self._authorization(scope) not in (None, refused):
+            return  # another request got a fresh one meanwhile
+        # Many pulls of one image wait for one token.
+        await self._token_fetches.do(scope, partial(self._token, realm, scope,
+                                                    params.get("service")))
+
+    async def _token(self, realm: str, scope: str, service: str | None) -> None:
+        query = {"scope": scope}
+        if service:
+            query["service"] = service
+        headers = {"Authorization": f"Basic {self._basic}"} if self._basic else {}
+        asked = f"a token for {scope}"
+        async with self._within_deadline(asked):
+            try:
+                # The realm's redirects are not followed: they could lead anywhere.
+                async with self._http().get(realm, params=query, headers=headers,
+                                            timeout=self._timeout,
+                                            allow_redirects=False) as response:
+                    if response.status in REDIRECTS:
+                        raise UpstreamError(502, f"{asked}: the realm redirects "
+                                                 "(not followed)")
+                    if response.status != 200:
+                        raise _realm_refusal(response.status, asked, self._basic is not None)
+                    body = await _read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                raise UpstreamError(0, asked) from exc
+        token, lifetime = token_answer(body, asked)
+        self._auth[scope] = (f"Bearer {token}", time.monotonic() + max(lifetime - 10, 1))
 
     # -- manifests and blobs ----------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 NS = {"ns": "docker.io"}
 
 
@@ -226,21 +227,28 @@ async def test_concurrent_cold_pulls_read_and_upload_each_blob_once(
     assert len(completes) == len(layers) + 1, completes  # the layers and the config
 
 
-async def test_multi_arch_index(gateway: GatewayProcess, upstream: EmulatorProcess,
-                                hub: ReferenceRegistry, http: aiohttp.ClientSession) -> None:
+async def _push_platforms(http: aiohttp.ClientSession, hub: ReferenceRegistry, name: str,
+                          media_type: str) -> tuple[list[dict[str, Any]], bytes]:
+    """An amd64 and an arm64 image on ``hub``, and ``latest`` an index (or docker list)
+    of both: its entries, and its bytes."""
     client = OciClient(http, hub.url)
     children = []
     for arch in ("amd64", "arm64"):
         config = json.dumps({"architecture": arch, "os": "linux"}).encode()
-        digest, manifest = await client.push_image("library/multi", f"only-{arch}",
+        digest, manifest = await client.push_image(name, f"only-{arch}",
                                                    [arch.encode() * 1000], config)
         children.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(manifest),
                          "platform": {"architecture": arch, "os": "linux"}})
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+    index = json.dumps({"schemaVersion": 2, "mediaType": media_type,
                         "manifests": children}).encode()
-    async with http.put(f"{hub.url}/v2/library/multi/manifests/latest", data=index,
-                        headers={"Content-Type": OCI_INDEX}) as r:
+    async with http.put(f"{hub.url}/v2/{name}/manifests/latest", data=index,
+                        headers={"Content-Type": media_type}) as r:
         assert r.status == 201
+    return children, index
+
+async def test_multi_arch_index(gateway: GatewayProcess, upstream: EmulatorProcess,
+                                hub: ReferenceRegistry, http: aiohttp.ClientSession) -> None:
+    children, index = await _push_platforms(http, hub, "library/multi", OCI_INDEX)
     async with http.get(f"{gateway.url}/v2/library/multi/manifests/latest", params=NS,
                         headers={"Accept": OCI_INDEX}) as r:
         assert r.status == 200 and await r.read() == index
@@ -250,6 +258,30 @@ async def test_multi_arch_index(gateway: GatewayProcess, upstream: EmulatorProce
     assert image["imageManifest"].encode() == index
     for child in children:
         await ecr_image(upstream, "docker-hub/library/multi", child["digest"])
+
+
+
+async def test_a_narrow_accept_never_re_points_the_tag(
+        gateway: GatewayProcess, upstream: EmulatorProcess, hub: ReferenceRegistry,
+        http: aiohttp.ClientSession) -> None:
+    """The attacker's pull: an Accept of image manifests only, for a tag naming a docker
+    manifest list. distribution answers it with the list's linux/amd64 manifest; that answer
+    serves this client but must not become what the tag names for every other client (arm64
+    nodes would get amd64), neither on the first, cold pull nor once the list is held."""
+    children, listed = await _push_platforms(http, hub, "library/narrow", DOCKER_LIST)
+
+    async def pull(accept: str) -> tuple[str, bytes]:
+        async with http.get(f"{gateway.url}/v2/library/narrow/manifests/latest", params=NS,
+                            headers={"Accept": accept}) as r:
+            assert r.status == 200, (r.status, await r.text())
+            return r.headers["Docker-Content-Digest"], await r.read()
+
+    for _ in range(2):  # cold, then with the list held and checked
+        digest, _body = await pull(OCI_MANIFEST)
+        assert digest == children[0]["digest"]  # what distribution gives this client
+        image = await ecr_image(upstream, "docker-hub/library/narrow", "latest")
+        assert image["imageManifest"].encode() == listed
+        assert await pull(f"{DOCKER_LIST}, {OCI_MANIFEST}") == (digest_of(listed), listed)
 
 
 class _Front:

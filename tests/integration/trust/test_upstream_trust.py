@@ -985,6 +985,37 @@ async def test_attacker_indexes_nested_past_the_depth_are_not_copied(
     assert await _ecr_images(upstream, "docker-hub/library/nested") == []
 
 
+
+def _heavy_images(count: int, layers: int) -> tuple[list[bytes], _Image]:
+    """``count`` distinct images, each naming the same small layer ``layers`` times: within
+    an image's own bounds, and cheap to copy, but their index's copy takes count x layers
+    blobs."""
+    image = _Image("heavy")
+    doc = json.loads(image.manifest)
+    doc["layers"] = doc["layers"] * layers
+    manifests = [json.dumps({**doc, "annotations": {"n": str(i)}}).encode()
+                 for i in range(count)]
+    return manifests, image
+
+
+async def test_attacker_index_of_heavy_images_stops_at_the_copys_blob_bound(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Five images of 1,001 blobs each (each image within its own bound of 1,024): with
+    ``platforms: all`` the index's copy stops past 4,096 blobs in all, and the index is not
+    put into ECR (an index of a thousand such images would be a million blob copies)."""
+    manifests, image = _heavy_images(5, 1000)
+    top = _index([(body, IMAGE) for body in manifests])
+    source = _Indexes(top, [(body, IMAGE) for body in manifests], image)
+    async with Server(source) as hostile, \
+            _gateway(upstream, hostile, tmp_path, platforms="all") as gw:
+        async with session.get(f"{gw.url}/v2/library/heavy/manifests/latest",
+                               params=NS) as r:
+            assert r.status == 200, await r.text()
+        assert await gw.logged("an index whose copy takes more than 4096 blobs", seconds=60)
+    assert _sha256(top) not in [
+        held["imageDigest"] for held in await _ecr_images(upstream, "docker-hub/library/heavy")]
+
+
 async def test_attacker_index_of_too_many_entries_fails_sync_cleanly(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     source = _Indexes(_wide_index(), [], _Image("wide"))
