@@ -7,8 +7,12 @@ refused with 429 before any password is checked.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
+import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -82,18 +86,44 @@ class Logins:
     def __init__(self, backend: PasswordBackend, failures: FailedLogins) -> None:
         self.backend = backend
         self.failures = failures
+        # Checks under way, by a keyed hash of the name and password: the same credentials
+        # sent at once (a CI job's parallel pushes) share one check, and count as one
+        # attempt, where distinct guesses each count (FailedLogins.attempt).
+        self._key = secrets.token_bytes(32)
+        self._checks: dict[bytes, asyncio.Future[Login | None]] = {}
 
     async def check(self, user: str, password: str, address: str | None) -> Login | None:
         """The login, or None for a wrong name or password; 429 once rate-limited."""
         wait = self.failures.retry_after(user, address)
         if wait is not None:
             raise too_many_failures(wait)
-        login = await self.backend.check(user, password) if user and password else None
+        login = await self._shared_check(user, password, address) if user and password \
+            else None
         if login is None:
             self.failures.failed(user, address)
         else:
             self.failures.succeeded(user, address)
         return login
+
+    async def _shared_check(self, user: str, password: str,
+                            address: str | None) -> Login | None:
+        key = hmac.new(self._key, f"{user}\0{password}".encode(), hashlib.sha256).digest()
+        check = self._checks.get(key)
+        if check is None:
+            # Counted from now, before the next request is looked at, until it ends.
+            end = self.failures.attempt(user, address)
+            check = asyncio.ensure_future(self.backend.check(user, password))
+            self._checks[key] = check
+
+            def done(task: asyncio.Future[Login | None]) -> None:
+                end()
+                self._checks.pop(key, None)
+                if not task.cancelled():
+                    task.exception()  # retrieved: no warning when every asker went away
+
+            check.add_done_callback(done)
+        # Shielded: a client that goes away does not cancel the others' check.
+        return await asyncio.shield(check)
 
 
 def parse_basic(value: str) -> tuple[str, str] | None:

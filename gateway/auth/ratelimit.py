@@ -11,6 +11,11 @@ guesser elsewhere stays limited by all of them; one at an owner's address by its
 
 An IPv6 client is counted by its /64: a single host is routinely handed a whole /64, and
 counted per address it would have 2**64 fresh limits (and fill this table without end).
+
+Checks still under way count as failures until they end (:meth:`FailedLogins.attempt`): a
+burst of concurrent guesses would otherwise all pass the limit before the first of them
+failed. The table holds at most ``max_keys`` names and addresses: past it, those whose
+last failure is the oldest are forgotten first.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from cachetools import TTLCache
@@ -34,8 +39,13 @@ class FailedLogins:
         self._limits = {"user": per_user, "address": per_address}
         self._clock = clock
         self._max_keys = max_keys
-        # Each failure's time, and for a user's failures the address they came from.
+        # Each failure's time, and for a user's failures the address they came from; keys
+        # in the order of their last failure (the least recent first).
         self._failures: dict[tuple[str, str], deque[tuple[float, str | None]]] = {}
+        # Checks under way: per ("user", name) and ("address", key), and per (name, key)
+        # for a user's count at an address it logged in from.
+        self._trying: Counter[tuple[str, str]] = Counter()
+        self._trying_from: Counter[tuple[str, str]] = Counter()
         # (user, address) pairs that logged in: only successes add to it, so it is bounded
         # by the real users' addresses (and max_keys), not by what failures send.
         self._known: TTLCache[tuple[str, str], bool] = TTLCache(max_keys, KNOWN_SECONDS,
@@ -50,13 +60,36 @@ class FailedLogins:
             limit = self._limits[kind]
             if value is None or limit <= 0:
                 continue
-            times = self._recent((kind, value), now)
-            if times is not None and kind == "user" and address is not None \
-                    and (value, address) in self._known:
+            times = self._recent((kind, value), now) or deque()
+            trying = self._trying[(kind, value)]
+            if kind == "user" and address is not None and (value, address) in self._known:
                 times = deque(t for t in times if t[1] == address)  # its own failures only
-            if times is not None and len(times) >= limit:
+                trying = self._trying_from[(value, address)]
+            if len(times) >= limit:
                 waits.append(times[-limit][0] + self._window - now)
+            elif len(times) + trying >= limit:
+                waits.append(1.0)  # the checks under way end within a second or so
         return max(1, math.ceil(max(waits))) if waits else None
+
+    def attempt(self, user: str | None, address: str | None) -> Callable[[], None]:
+        """A check of ``user``'s password from ``address`` begins: it counts against both
+        limits as a failure would until the function returned is called (once)."""
+        address = client_key(address)
+        counted = [(self._trying, (kind, value))
+                   for kind, value in (("user", user), ("address", address)) if value]
+        if user and address:
+            counted.append((self._trying_from, (user, address)))
+        for counter, key in counted:
+            counter[key] += 1
+
+        def end() -> None:
+            for counter, key in counted:
+                counter[key] -= 1
+                if counter[key] <= 0:
+                    del counter[key]
+            counted.clear()
+
+        return end
 
     def failed(self, user: str | None, address: str | None) -> None:
         address = client_key(address)
@@ -66,8 +99,10 @@ class FailedLogins:
         for kind, value in (("user", user), ("address", address)):
             if value is None:
                 continue
-            times = self._failures.setdefault((kind, value), deque(maxlen=1000))
+            # Moved to the end: the keys stay in the order of their last failure.
+            times = self._failures.pop((kind, value), None) or deque(maxlen=1000)
             times.append((now, address))
+            self._failures[(kind, value)] = times
 
     def succeeded(self, user: str, address: str | None) -> None:
         """Forget ``user``'s failures from ``address`` only: the owner logging in elsewhere
@@ -97,8 +132,18 @@ class FailedLogins:
         return times
 
     def _forget_old(self, now: float) -> None:
-        for key in list(self._failures):
-            self._recent(key, now)
+        """Drop the keys whose last failure left the window, then, while the table is still
+        full, those whose last failure is the oldest. Both from the front: nothing else is
+        looked at (a failure never walks the whole table)."""
+        failures = self._failures
+        while failures:
+            key = next(iter(failures))
+            times = failures[key]
+            if times and times[-1][0] > now - self._window:
+                break
+            del failures[key]
+        while len(failures) >= self._max_keys:
+            del failures[next(iter(failures))]
 
 
 def client_key(address: str | None) -> str | None:
