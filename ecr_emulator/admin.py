@@ -7,8 +7,9 @@ access to every repository, and the request log shows every key's calls. When on
 emulator has credentials, a control request must be SigV4-signed with one of them, for the
 service ``emulator`` in the emulator's region (``curl --aws-sigv4
 aws:amz:<region>:emulator --user KEY:SECRET``): the secret never travels, and a captured
-request is useless five minutes later. Only keys of the emulator's own account
-(``--account-id``) may: one with another ``aws_account_id`` is AccessDeniedException (403).
+request is useless fifteen minutes later (ECR's clock window). Only keys of the emulator's
+own account (``--account-id``) may: one with another ``aws_account_id`` is
+AccessDeniedException (403).
 Without credentials the whole emulator is open, and so are they.
 
 Health (``/_emulator/health``) and the presigned download routes, which carry checks of their

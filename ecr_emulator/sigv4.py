@@ -34,7 +34,9 @@ from ecr_emulator.credentials import CredentialStore
 from ecr_emulator.errors import AwsError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-MAX_SKEW = 300  # seconds between X-Amz-Date and the emulator's clock, either way
+# Seconds between X-Amz-Date and the emulator's clock, either way: ECR's own refusals read
+# "Signature expired: ... is now earlier than ... (... - 15 min.)" (GetAuthorizationToken).
+MAX_SKEW = 900
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _BASIC_DATE = re.compile(r"\d{8}T\d{6}Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -149,10 +151,10 @@ class Verifier:
         now = self._clock()
         if when < now - MAX_SKEW:
             raise invalid(f"Signature expired: {timestamp} is now earlier than "
-                          f"{_format(now - MAX_SKEW)} ({_format(now)} - 5 min.)")
+                          f"{_format(now - MAX_SKEW)} ({_format(now)} - 15 min.)")
         if when > now + MAX_SKEW:
             raise invalid(f"Signature not yet current: {timestamp} is still later than "
-                          f"{_format(now + MAX_SKEW)} ({_format(now)} + 5 min.)")
+                          f"{_format(now + MAX_SKEW)} ({_format(now)} + 15 min.)")
         # Names compare without case; the canonical request lists them lowercase and
         # sorted, so a signature over any other order or case does not match.
         signed = sorted({name.lower() for name in fields["SignedHeaders"].split(";") if name})

@@ -1,7 +1,7 @@
 """``ecr-gateway doctor --config FILE``: check what the gateway needs before serving.
 
 In order: the configuration; the state store (Redis answers); the credentials (ECR hands
-the gateway a registry token); the clock (ECR refuses requests signed more than 5 minutes
+the gateway a registry token); the clock (ECR refuses requests signed more than 15 minutes
 off its own clock); then for every route and mirror, that the identity can list and read
 the ECR repositories it maps to. Each finding is one line in plain words; the exit status
 is 0 when nothing is wrong, 1 otherwise. Nothing is written upstream (push rights are not
@@ -25,7 +25,7 @@ from gateway.ecr.retry import RetryPolicy
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
-SKEW_LIMIT = 300.0  # SigV4: requests more than 5 minutes off are refused
+SKEW_LIMIT = 900.0  # ECR refuses requests signed more than 15 minutes off its clock
 SKEW_WARN = 60.0
 
 
@@ -116,7 +116,7 @@ async def _check(config: Config, report: Report) -> None:
             server = _server_time(response) if isinstance(response, dict) else None
             if server is not None and abs(server - started) > SKEW_LIMIT:
                 report.problem(f"clock: this machine is {started - server:+.0f} s off ECR's "
-                               "clock; requests are refused beyond 300 s (fix NTP)")
+                               f"clock; requests are refused beyond {SKEW_LIMIT:.0f} s (fix NTP)")
             return
         report.ok(f"credentials: ECR in {region} accepted {who}")
         server = _server_time(answer)
@@ -125,10 +125,11 @@ async def _check(config: Config, report: Report) -> None:
         else:
             skew = (started + time.time()) / 2 - server
             if abs(skew) > SKEW_LIMIT:
-                report.problem(f"clock: {skew:+.0f} s off ECR's clock (the limit is 300 s)")
+                report.problem(f"clock: {skew:+.0f} s off ECR's clock (the limit is "
+                               f"{SKEW_LIMIT:.0f} s)")
             elif abs(skew) > SKEW_WARN:
                 report.note(f"clock: {skew:+.0f} s off ECR's clock; fix NTP before it "
-                            "reaches 300 s")
+                            f"reaches {SKEW_LIMIT:.0f} s")
             else:
                 report.ok(f"clock: within {max(abs(skew), 1):.0f} s of ECR's clock")
         targets: list[tuple[str, str, str | None, str, bool]] = []

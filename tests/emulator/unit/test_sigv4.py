@@ -124,7 +124,11 @@ def test_clock_skew_and_scope() -> None:
     assert info.value.name == "InvalidSignatureException" and info.value.status == 400
     assert info.value.message.startswith("Signature expired:")
     assert code(signed(), now=time.time() - 20 * 60) == "InvalidSignatureException"
-    verify(signed(), now=time.time() + 4 * 60)  # within five minutes
+    verify(signed(), now=time.time() + 4 * 60)
+    # ECR's window is 15 minutes either way (its refusals say "- 15 min."), not SigV4's 5.
+    verify(signed(), now=time.time() + 10 * 60)
+    verify(signed(), now=time.time() - 10 * 60)
+    assert code(signed(), now=time.time() + 16 * 60) == "InvalidSignatureException"
     assert code(signed(region="eu-west-1")) == "InvalidSignatureException"
     verify(signed(region="eu-west-1"), region=None)  # any region, when it is one
     assert code(signed(region="mars"), region=None) == "InvalidSignatureException"
