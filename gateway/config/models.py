@@ -295,9 +295,10 @@ class LimitsConfig(Section):
     max_manifest_bytes: Count = 4 * 1024**2
     """ECR's own PutImage limit is 4 MiB."""
     max_uploads_per_client: Count = 128
-    """Upload requests in progress per user or address."""
+    """Upload requests (blob uploads' POST, PATCH and PUT, and manifest PUTs) in progress
+    per user or address."""
     max_uploads_total: Count = 512
-    """Upload requests in progress over all clients."""
+    """Upload requests (as above) in progress over all clients."""
     max_open_uploads: Count = 10000
     """Upload sessions open at once."""
     max_open_uploads_per_client: Count = 100

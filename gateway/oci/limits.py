@@ -1,8 +1,9 @@
 """Bounds against resource exhaustion: concurrent uploads, open sessions, slow bodies.
 
-* Upload requests (POST, PATCH and PUT of ``/v2/<name>/blobs/uploads/``) in progress at once,
-  per client (its authenticated name, else its address) and in total; beyond either the
-  request gets ``429 TOOMANYREQUESTS`` with Retry-After before anything is read or called.
+* Upload requests (POST, PATCH and PUT of ``/v2/<name>/blobs/uploads/``, and manifest PUTs,
+  whose bodies are held whole while they arrive) in progress at once, per client (its
+  authenticated name, else its address) and in total; beyond either the request gets
+  ``429 TOOMANYREQUESTS`` with Retry-After before anything is read or called.
 * Upload sessions open at once, per client and in total (a POST beyond either gets 429; the
   per-client count is kept by the session store: gateway/ecr/uploads.py).
 * Request bodies that stall (no byte for ``body_idle_timeout`` seconds) or drag on (longer than

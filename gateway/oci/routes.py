@@ -112,8 +112,11 @@ async def dispatch(request: web.Request) -> web.StreamResponse:
     check = request.app.get(ACCESS_CHECK)
     if check is not None and action is not None:
         await check(request, name, action)
-    if route.spec_id in ("end-4a", "end-5") and request.method in ("POST", "PATCH", "PUT"):
-        async with upload_slot(request):  # 429 beyond the concurrent-upload limits
+    if (route.spec_id in ("end-4a", "end-5") and request.method in ("POST", "PATCH", "PUT")) \
+            or (route.spec_id == "end-3" and request.method == "PUT"):
+        # 429 beyond the concurrent-upload limits. A manifest PUT counts too: its body is
+        # held whole while it arrives (up to max_manifest_bytes).
+        async with upload_slot(request):
             return await handler(request, **params)
     return await handler(request, **params)
 

@@ -48,13 +48,15 @@ async def oci(limitgw: GatewayProcess) -> AsyncIterator[OciClient]:
 
 
 @contextlib.asynccontextmanager
-async def held_patch(gateway: GatewayProcess, location: str,
-                     source: str = "127.0.0.1") -> AsyncIterator[asyncio.StreamReader]:
-    """A PATCH whose body has begun but not ended (the upload request stays in progress)."""
+async def held_patch(gateway: GatewayProcess, location: str, source: str = "127.0.0.1",
+                     method: str = "PATCH",
+                     length: int = 100_000) -> AsyncIterator[asyncio.StreamReader]:
+    """A PATCH (or another ``method``) whose body has begun but not ended (the request stays
+    in progress)."""
     host, port = gateway.host.rsplit(":", 1)
     reader, writer = await asyncio.open_connection(host, int(port), local_addr=(source, 0))
-    head = http_request("PATCH", location, gateway.host, content_length=False, close=False)
-    writer.write(head[:-2] + b"Content-Length: 100000\r\n\r\n" + b"x" * 100)
+    head = http_request(method, location, gateway.host, content_length=False, close=False)
+    writer.write(head[:-2] + f"Content-Length: {length}\r\n\r\n".encode() + b"x" * 100)
     await writer.drain()
     await asyncio.sleep(0.2)
     try:
@@ -120,6 +122,19 @@ async def test_uploads_in_progress_per_client_and_in_total(limitgw: GatewayProce
         async with oci.session.delete(oci.url(location)):
             pass
 
+
+
+async def test_manifest_puts_in_progress_count_as_uploads(limitgw: GatewayProcess) -> None:
+    """A manifest PUT's body is held whole while it arrives: stalled ones, from a client
+    that may push, must not pile up without bound (each could hold max_manifest_bytes)."""
+    path = f"/v2/limits/mp-{os.urandom(3).hex()}/manifests/v1"
+    async with held_patch(limitgw, path, method="PUT", length=4000), \
+            held_patch(limitgw, path, method="PUT", length=4000):
+        reply = await send_raw(limitgw.host, http_request(
+            "PUT", path, limitgw.host,
+            [("Content-Type", "application/vnd.oci.image.manifest.v1+json")], b"{}"))
+        assert reply is not None and reply.status == 429 and reply.header("Retry-After")
+        assert reply.error_code() == "TOOMANYREQUESTS"
 
 async def test_open_upload_sessions(oci: OciClient) -> None:
     name = f"limits/o-{os.urandom(3).hex()}"
