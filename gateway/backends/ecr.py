@@ -30,7 +30,7 @@ from gateway.ecr.listings import Listings, catalog_key, tags_key
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
-from gateway.ecr.staging import StagingStore, _has_digest
+from gateway.ecr.staging import StagingStore, _has_digest, repository_key
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import UploadManager
 from gateway.oci import errors as oci
@@ -495,7 +495,8 @@ class EcrBackend:
             await self._tagged(ctx, target, reference, body, parsed)
         # ECR serves referenced layers itself now. Unlinking a large file frees its pages,
         # which takes long enough to stall every other request if done on the event loop.
-        await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs])
+        await asyncio.to_thread(self._staging.forget, [blob.digest for blob in parsed.blobs],
+                                repository_key(target.registry_id, target.repository))
         return digest
 
     async def _check_references(self, target: Target, parsed: ParsedManifest) -> None:

@@ -61,6 +61,11 @@ class StagingStore:
         # no look yet), and when that look was.
         self._held: int | None = None
         self._looked = 0.0
+        # The repositories each blob this process staged was uploaded to and no image of
+        # theirs references yet (by the digest's hex): the store is keyed by digest, so a
+        # manifest in one of them must not take the copy away from the others (ECR serves
+        # a layer only where an image references it).
+        self._waiting: dict[str, set[str]] = {}
         self.empty = root / "empty"
         self.empty.touch()
         # Spools of a previous run continue with their sessions (a restarted gateway resumes
@@ -158,11 +163,13 @@ class StagingStore:
             return None
         return "sha256:" + hasher.hexdigest()
 
-    def promote(self, upload_id: str, digest: str, size: int, ending: bytes = b"") -> None:
+    def promote(self, upload_id: str, digest: str, size: int, ending: bytes = b"",
+                repository: str | None = None) -> None:
         """Keep a finished spool under its digest as well; the caller :meth:`discard`s the
         spool once the upload's session is gone. The caller has checked that the upload's
         bytes hash to ``digest``; the spool holds them if it has ``size`` bytes and ends with
-        ``ending`` (the session's tail, which another process may have received)."""
+        ``ending`` (the session's tail, which another process may have received).
+        ``repository`` (:func:`repository_key`): where it was uploaded, when known."""
         path = self.spool_path(upload_id)
         try:
             with open(path, "rb") as handle:
@@ -180,6 +187,8 @@ class StagingStore:
         os.link(path, linked)
         os.replace(linked, self.blob_path(digest))
         self._unverified.discard(digest.split(":", 1)[1])  # checked just now
+        if repository is not None:
+            self._waiting.setdefault(digest.split(":", 1)[1], set()).add(repository)
         if self._held is not None:
             self._held += size
         if (self._held is None or self._held > self._max_bytes
@@ -252,11 +261,21 @@ class StagingStore:
         """Every staged blob's digest (a pass over the folder)."""
         return [f"sha256:{entry.name}" for entry in os.scandir(self._blobs)]
 
-    def forget(self, digests: list[str]) -> None:
-        """Drop blobs ECR can now serve itself."""
+    def forget(self, digests: list[str], repository: str) -> None:
+        """Drop blobs ECR can now serve itself in ``repository`` (an image there references
+        them), unless they were uploaded to other repositories too that no image of theirs
+        references yet (as far as this process knows: what another process staged is
+        dropped)."""
         for digest in digests:
-            if digest.startswith("sha256:"):
-                self.blob_path(digest).unlink(missing_ok=True)
+            if not digest.startswith("sha256:"):
+                continue
+            waiting = self._waiting.get(digest.split(":", 1)[1])
+            if waiting is not None:
+                waiting.discard(repository)
+                if waiting:
+                    continue
+                del self._waiting[digest.split(":", 1)[1]]
+            self.blob_path(digest).unlink(missing_ok=True)
 
     def _evict(self) -> int:
         """Look at every staged blob; over the bound, drop the least recently read down to
@@ -275,8 +294,14 @@ class StagingStore:
             if total <= self._max_bytes * _LOW_WATER:
                 break
             Path(path).unlink(missing_ok=True)
+            self._waiting.pop(os.path.basename(path), None)
             total -= size
         return total
+
+
+def repository_key(registry_id: str | None, repository: str) -> str:
+    """A repository as :meth:`StagingStore.promote` and :meth:`StagingStore.forget` name it."""
+    return f"{registry_id or ''}/{repository}"
 
 
 def _staged_as_blob(path: Path, held: os.stat_result) -> bool:

@@ -37,7 +37,7 @@ from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending
 from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
-from gateway.ecr.staging import StagingStore
+from gateway.ecr.staging import StagingStore, repository_key
 from gateway.oci import errors as oci
 from gateway.oci.backend import UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, sha256_digest
@@ -385,7 +385,7 @@ class UploadManager:
                 # The spool itself was hashed, or ECR hashed the very chunks the spool was
                 # written from (the tail is compared): it may be served as this digest.
                 await asyncio.to_thread(self._staging.promote, session.id, digest,
-                                        session.received, tail)
+                                        session.received, tail, _repository_key(session))
             await self._close(session)
             return session.received
 
@@ -397,7 +397,7 @@ class UploadManager:
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": session.id})
         if await self._spool_digest(session) == digest:
             await asyncio.to_thread(self._staging.promote, session.id, digest,
-                                    session.received)
+                                    session.received, b"", _repository_key(session))
         await self._close(session)
         return session.received
 
@@ -519,3 +519,7 @@ class UploadManager:
             session = await self._session(name, upload_id)
             # ECR has no action to abort an upload; its upload simply expires unused.
             await self._abandon(session)
+
+
+def _repository_key(session: UploadSession) -> str:
+    return repository_key(session.registry_id, session.repository)

@@ -101,6 +101,25 @@ async def test_staged_file_forgotten_before_the_send_is_read_from_ecr(
     assert await read == (200, "application/octet-stream", layer)
 
 
+
+async def test_a_manifest_elsewhere_leaves_the_staged_copy_other_repositories_read(
+        own_gateway: GatewayProcess, repo: str) -> None:
+    """Repository B uploads a layer (no image yet: only the staged copy serves it); another
+    client pushes the same layer and an image of it into A. B still reads the layer: the
+    store is keyed by digest, and ECR serves a layer only where an image references it.
+    Once B's own image references it, the copy goes."""
+    layer = os.urandom(300_000)
+    other = f"{repo}-a"
+    async with aiohttp.ClientSession() as session:
+        client = OciClient(session, own_gateway.url)
+        digest = await client.push_blob(repo, layer)
+        await client.push_image(other, "v1", [layer])
+        assert await _get(own_gateway, repo, digest) == (200, "application/octet-stream",
+                                                         layer)
+        assert _staged(own_gateway, digest).exists()
+        await client.push_image(repo, "v1", [layer])
+    assert not _staged(own_gateway, digest).exists()  # ECR serves it in both now
+
 async def test_staged_bytes_and_session_tails_are_private(
         own_gateway: GatewayProcess, repo: str) -> None:
     """Uploads of private repositories stay the gateway user's: the staging folder and the
