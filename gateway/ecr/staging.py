@@ -186,9 +186,10 @@ class StagingStore:
         linked.unlink(missing_ok=True)
         os.link(path, linked)
         os.replace(linked, self.blob_path(digest))
-        self._unverified.discard(digest.split(":", 1)[1])  # checked just now
+        name = digest.split(":", 1)[1]
+        self._unverified.discard(name)  # checked just now
         if repository is not None:
-            self._waiting.setdefault(digest.split(":", 1)[1], set()).add(repository)
+            self._waiting.setdefault(name, set()).add(repository)
         if self._held is not None:
             self._held += size
         if (self._held is None or self._held > self._max_bytes
@@ -269,13 +270,14 @@ class StagingStore:
         for digest in digests:
             if not digest.startswith("sha256:"):
                 continue
-            waiting = self._waiting.get(digest.split(":", 1)[1])
+            path = self.blob_path(digest)
+            waiting = self._waiting.get(path.name)
             if waiting is not None:
                 waiting.discard(repository)
                 if waiting:
                     continue
-                del self._waiting[digest.split(":", 1)[1]]
-            self.blob_path(digest).unlink(missing_ok=True)
+                del self._waiting[path.name]
+            path.unlink(missing_ok=True)
 
     def _evict(self) -> int:
         """Look at every staged blob; over the bound, drop the least recently read down to
