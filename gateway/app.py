@@ -224,7 +224,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app[SESSION_COUNT] = sessions.count
     staging = _private_folder("data_dir", lambda: StagingStore(
         data / "staging", config.blobs.staging.max_bytes,
-        spool_max_age=2 * config.uploads.idle_timeout_seconds, direct=direct_io))
+        spool_max_age=2 * config.uploads.idle_timeout_seconds,
+        spools_max_bytes=config.blobs.staging.spools_max_bytes, direct=direct_io))
     breaker = CircuitBreaker(config.upstream.breaker_failures,
                              config.upstream.breaker_open_seconds)
     app[BREAKER] = breaker

@@ -249,6 +249,14 @@ class StagingConfig(Section):
     """Past it, the least recently read staged blobs go (down to 90% of it). Processes
     sharing the data folder count each other's blobs every 10 seconds, so the folder may
     briefly hold more by what the others staged meanwhile."""
+    spools_max_bytes: Count = 10 * 1024**3
+    """Disk the spools of unfinished uploads may take at once (each upload's bytes are
+    spooled while they go to ECR, so that the blob can be read before an image references
+    it). An upload that does not fit goes on unspooled: its blob is then served once an
+    image references it, and a tail under ECR's 5 MiB part minimum waits in the session
+    store. So clients that open uploads and never finish them cannot fill the disk. Counted
+    per process (each process sharing the data folder counts the others' spools every 10
+    seconds). 0: no bound."""
     pullthrough_max_bytes: Count = 10 * 1024**3
     """Disk that blobs being pulled through from an upstream may take at once (each is
     spooled while it is copied into ECR): a cold pull beyond it is answered 503 with

@@ -26,12 +26,14 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from gateway.disk.direct_io import ALIGN, write_direct
 from gateway.disk.private import private_dir
+from gateway.observability.metrics import UPLOAD_SPOOL_BYTES
 from gateway.state.sessions import SESSION_ID
 
 _IOV_MAX = 1024  # Linux's limit on buffers per writev
@@ -44,11 +46,19 @@ _LOOK_AGAIN_SECONDS = 10.0
 # promotes after it have room without a look each (a store full of small blobs would
 # otherwise be scanned whole on every promote).
 _LOW_WATER = 0.9
+# While the spools seem to hold their bound, a refused spool looks at the folder again at most
+# this often (uploads finished meanwhile, here or in other processes, free room).
+_LOOK_WHEN_FULL_SECONDS = 1.0
+
+
+class SpoolsFull(Exception):
+    """The spools of unfinished uploads take ``spools_max_bytes``: this one grows no more."""
 
 
 class StagingStore:
     def __init__(self, root: Path, max_bytes: int, spool_max_age: float = 86400.0, *,
-                 direct: bool = False, clock: Callable[[], float] = time.monotonic) -> None:
+                 spools_max_bytes: int = 0, direct: bool = False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         private_dir(root)
         self._spools = root / "spool"
         self._blobs = root / "blobs" / "sha256"
@@ -66,6 +76,13 @@ class StagingStore:
         # manifest in one of them must not take the copy away from the others (ECR serves
         # a layer only where an image references it).
         self._waiting: dict[str, set[str]] = {}
+        # Bytes the spools of unfinished uploads may take (0: no bound), and what they take
+        # as of the last count plus what was appended and dropped since (None: no count
+        # yet). Appends run in worker threads, hence the lock.
+        self._spools_max = spools_max_bytes
+        self._spooled: int | None = None
+        self._spools_counted = 0.0
+        self._spooled_lock = threading.Lock()
         self.empty = root / "empty"
         self.empty.touch()
         # Spools of a previous run continue with their sessions (a restarted gateway resumes
@@ -114,6 +131,7 @@ class StagingStore:
             path.unlink(missing_ok=True)
             return
         pieces = data if isinstance(data, list) else [data]
+        self._take_spool_room(sum(len(piece) for piece in pieces))
         if self._direct:
             if write_direct(path, received_before, pieces):
                 return
@@ -125,6 +143,42 @@ class StagingStore:
             _write_all(fd, pieces)
         finally:
             os.close(fd)
+
+    def _take_spool_room(self, size: int) -> None:
+        """Count ``size`` more spooled bytes, or raise :class:`SpoolsFull` when they do not
+        fit: a client that opens uploads and never finishes them cannot fill the disk."""
+        if not self._spools_max:
+            return
+        with self._spooled_lock:
+            now = self._clock()
+            since = now - self._spools_counted
+            if self._spooled is None or since >= _LOOK_AGAIN_SECONDS or (
+                    self._spooled + size > self._spools_max and since >= _LOOK_WHEN_FULL_SECONDS):
+                self._spooled = self._spool_bytes()
+                self._spools_counted = now
+            if self._spooled + size > self._spools_max:
+                raise SpoolsFull(self._spooled)
+            self._spooled += size
+            UPLOAD_SPOOL_BYTES.set(self._spooled)
+
+    def _spool_bytes(self) -> int:
+        """What the spools take on disk, staged blobs' links aside (counted as staged)."""
+        total = 0
+        for entry in os.scandir(self._spools):
+            try:
+                held = entry.stat()
+            except FileNotFoundError:  # dropped meanwhile
+                continue
+            if held.st_nlink == 1:
+                total += held.st_size
+        return total
+
+    def _spool_gone(self, size: int) -> None:
+        if self._spools_max:
+            with self._spooled_lock:
+                if self._spooled is not None:
+                    self._spooled = max(0, self._spooled - size)
+                    UPLOAD_SPOOL_BYTES.set(self._spooled)
 
     def spool_range(self, upload_id: str, start: int, end: int) -> bytes | None:
         """Bytes ``start`` to ``end`` of a spool that holds them (None: it does not: gone, or
@@ -204,11 +258,18 @@ class StagingStore:
             held = path.stat()
             if held.st_size > size and not _staged_as_blob(path, held):
                 os.truncate(path, size)
+                self._spool_gone(held.st_size - size)
         except FileNotFoundError:
             pass
 
     def discard(self, upload_id: str) -> None:
-        self.spool_path(upload_id).unlink(missing_ok=True)
+        path = self.spool_path(upload_id)
+        try:
+            held = path.stat()
+        except FileNotFoundError:
+            return
+        path.unlink(missing_ok=True)
+        self._spool_gone(held.st_size)  # a promoted one's too: its appends were counted
 
     def spool_entries(self) -> list[tuple[str, float]]:
         """Every file in the spool folder, with when it was last written: the uploads'

@@ -37,7 +37,7 @@ from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending
 from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
-from gateway.ecr.staging import StagingStore, repository_key
+from gateway.ecr.staging import SpoolsFull, StagingStore, repository_key
 from gateway.oci import errors as oci
 from gateway.oci.backend import UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, sha256_digest
@@ -284,6 +284,10 @@ class UploadManager:
         dropped, and the request is refused: the client sends the same chunk again."""
         try:
             await asyncio.to_thread(self._staging.append, session.id, offset, data)
+        except SpoolsFull as full:
+            log.warning("upload %s goes on unspooled: the spools of unfinished uploads take "
+                        "%d bytes (blobs.staging.spools_max_bytes)", session.id, full.args[0])
+            await self._unspool(session)
         except OSError as exc:
             if session.tail_staged:
                 log.warning("staging upload %s failed (%s): the request is refused, the "
@@ -297,6 +301,20 @@ class UploadManager:
             log.warning("staging upload %s failed (%s): it will not be staged", session.id,
                         exc.strerror or exc)
             await asyncio.to_thread(self._staging.discard, session.id)
+
+    async def _unspool(self, session: UploadSession) -> None:
+        """Drop an upload's spool for good. A tail the client was told is received and that
+        lives in the spool alone (as the stored record says) moves into the session store
+        first, so that a process dying right after loses nothing acknowledged."""
+        stored = await self._store.get(session.id)
+        if stored is not None and stored.tail_staged:
+            tail = await asyncio.to_thread(self._staging.spool_range, session.id,
+                                           stored.committed, stored.received)
+            if tail is not None:
+                stored.tail_staged = False
+                await self._store.save(stored, tail)
+        session.tail_staged = False
+        await asyncio.to_thread(self._staging.discard, session.id)
 
     async def finish(self, name: str, upload_id: str, target: Target,
                      digest: str) -> int | None:

@@ -85,6 +85,10 @@ PULLTHROUGH_SPOOL_BYTES = Gauge("ecr_gateway_pullthrough_spool_bytes",
                                 "Disk taken now by blobs being pulled through (spooled while "
                                 "they are copied into ECR), bounded by "
                                 "blobs.staging.pullthrough_max_bytes", registry=REGISTRY)
+UPLOAD_SPOOL_BYTES = Gauge("ecr_gateway_upload_spool_bytes",
+                           "Disk taken by the spools of unfinished uploads (as this process "
+                           "last counted them), bounded by blobs.staging.spools_max_bytes",
+                           registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
 # What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and
