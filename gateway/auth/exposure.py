@@ -1,6 +1,8 @@
 """Start-time checks of who can reach the gateway and how credentials travel.
 
-On a loopback address anything goes. On any other address the gateway refuses to start,
+On a loopback address anything goes, unless ``trusted_proxies`` names a proxy on this host
+(nginx publishing ``127.0.0.1:5000``): loopback is then no boundary, as no address is. On any
+other address the gateway refuses to start,
 unless ``auth.allow_anonymous_on_public_address`` says so, when callers without credentials
 could do anything there: ``auth.mode: none`` (they may push, pull and delete, and publish
 to the internet through routes with ``upstream_kind: ecr-public``, which the refusal and the
@@ -14,9 +16,11 @@ TLS-terminating proxy in front may make it right).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from ecr_model.hosts import is_loopback
+from gateway.auth.forwarded import parse_networks
 from gateway.auth.htpasswd import parse
 from gateway.config import Config, ConfigError
 
@@ -62,8 +66,16 @@ def public_routes(config: Config) -> str:
 def check_exposure(config: Config) -> list[str]:
     """Warnings to log at start; raises ConfigError for a setup that must not start."""
     host = config.listen_host
-    if is_loopback(host):
-        return []
+    exposed = f"{host}, which is not a loopback address"
+    proxied = is_loopback(host)
+    if proxied:
+        proxies = _loopback_proxies(config.trusted_proxies)
+        if not proxies:
+            return []
+        # A proxy on this host the gateway believes forwards other hosts' requests: loopback
+        # is then no boundary (nginx publishing 127.0.0.1:5000 to the network).
+        exposed = (f"{host} behind the proxies of trusted_proxies ({', '.join(proxies)}), "
+                   "which forward others' requests")
     auth = config.auth
     allowed = auth.allow_anonymous_on_public_address
     if auth.mode == "none":
@@ -72,8 +84,8 @@ def check_exposure(config: Config) -> list[str]:
                      "internet (ECR Public)") if published else ""
         if not allowed:
             raise ConfigError(
-                "auth.mode", f"is none (no authentication) while listening on {host}, which "
-                f"is not a loopback address{publishes}; configure auth (see README, "
+                "auth.mode", f"is none (no authentication) while listening on {exposed}"
+                f"{publishes}; configure auth (see README, "
                 f"Authentication) or set {_FLAG}: true to allow this on purpose")
         return [f"NO AUTHENTICATION on {host}: anyone who can reach this address may push, "
                 f"pull and delete{publishes} ({_FLAG} is true)"]
@@ -81,8 +93,8 @@ def check_exposure(config: Config) -> list[str]:
     if auth.mode == "htpasswd" and has_no_users(auth.htpasswd_file):
         if not allowed:
             raise ConfigError(
-                "auth.htpasswd_file", f"lists no users while listening on {host}, which is "
-                "not a loopback address: only callers without credentials can get in; add "
+                "auth.htpasswd_file", f"lists no users while listening on {exposed}: "
+                "only callers without credentials can get in; add "
                 f"users, listen on a loopback address, or set {_FLAG}: true")
         warnings.append(f"NO USERS in {auth.htpasswd_file} on {host}: only anonymous callers "
                         f"get in ({_FLAG} is true)")
@@ -91,14 +103,22 @@ def check_exposure(config: Config) -> list[str]:
         key, what = opened[0]
         if not allowed:
             raise ConfigError(
-                key, f"lets anyone who can reach {host} (not a loopback address) pull {what} "
+                key, f"lets anyone who can reach {exposed}, pull {what} "
                 "without credentials; give pullers credentials (see README, Authentication), "
                 f"listen on a loopback address, or set {_FLAG}: true to allow this on purpose")
         warnings.append(f"ANONYMOUS PULL on {host}: anyone who can reach this address may pull "
                         + "; ".join(f"{what} ({key})" for key, what in opened)
                         + f" ({_FLAG} is true)")
-    if not config.tls.cert_file:
+    if not config.tls.cert_file and not proxied:  # a proxy on this host terminates TLS
         warnings.append(f"AUTHENTICATION WITHOUT TLS on {host}: passwords and tokens cross the "
                         "network in clear; set tls.cert_file and tls.key_file (or terminate "
                         "TLS in front)")
     return warnings
+
+
+def _loopback_proxies(proxies: list[str]) -> list[str]:
+    """The trusted proxies that can reach a loopback listener (on this host)."""
+    loopback = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    return [text for text, network in zip(proxies, parse_networks(proxies), strict=True)
+            if any(network.version == own.version and network.overlaps(own)
+                   for own in loopback)]

@@ -119,8 +119,12 @@ def _environ_value(keys: KeyPath, name: str, environ: Mapping[str, str]) -> Any:
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as exc:
-        raise ConfigError(keys, f"is not valid YAML: {exc}",
-                          f"{name} (environment variable)") from None
+        # Not the parser's words: they quote the value (and the token it stumbled on), and
+        # a variable is how secrets reach a container (ECR_GATEWAY_UPSTREAM__SECRET_ACCESS_KEY).
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at character {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(keys, f"is not valid YAML{at} (the value is not shown: it may be a "
+                          "secret); quote it", f"{name} (environment variable)") from None
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

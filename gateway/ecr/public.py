@@ -46,13 +46,18 @@ from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.observability.metrics import UPSTREAM_CALLS
 from gateway.oci import errors as oci
 from gateway.oci.backend import Manifest
-from gateway.oci.digests import sha256_digest
+from gateway.oci.digests import is_digest, sha256_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor
 from gateway.oci.request import Credentials
 from gateway.pullthrough.upstream import (
+    MAX_MANIFEST_BYTES,
+    MAX_TAG_PAGE_BYTES,
+    MAX_TAG_PAGES,
+    MAX_TAGS,
     MAX_TOKEN_ANSWER_BYTES,
     UpstreamError,
+    read_bounded,
     realm_allowed,
     registry_host,
     token_answer,
@@ -62,6 +67,11 @@ log = logging.getLogger(__name__)
 
 DEFAULT_REGISTRY_URL = "https://public.ecr.aws"
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+# What is read of an answer of the registry endpoint (a route's registry_url may be any
+# host): a manifest as ECR's own limit, a tag page as the pull-through's, a referrers list,
+# and anything else (an error body) at most this; larger is the endpoint's failure.
+MAX_REFERRERS_BYTES = 16 * 1024 * 1024
+MAX_OTHER_BYTES = 64 * 1024
 
 
 class EcrPublic:
@@ -199,10 +209,11 @@ class EcrPublic:
 
     async def _request(self, target: Target, method: str, suffix: str, *, what: str,
                        headers: dict[str, str] | None = None,
-                       params: dict[str, str] | None = None
+                       params: dict[str, str] | None = None, limit: int = MAX_OTHER_BYTES
                        ) -> tuple[int, dict[str, str], bytes]:
         """One request to the registry endpoint: (status, headers, body); a 401 renews the
-        token once; 429 and outages become OCI errors."""
+        token once; 429 and outages become OCI errors. A 200's body is read up to ``limit``
+        bytes, any other's up to MAX_OTHER_BYTES: more is the endpoint's failure (502)."""
         registry_url = self.registry_url(target)
         url = f"{registry_url}/v2/{await self._path(target)}/{suffix}"
         if params:
@@ -216,9 +227,14 @@ class EcrPublic:
                 auth = {"Authorization": f"Bearer {await self._bearer(target, registry_url)}"}
                 async with self._http().request(method, url, headers={**(headers or {}), **auth},
                                                 allow_redirects=False) as r:
-                    body = await r.read() if method != "HEAD" and r.status not in REDIRECTS \
-                        else b""
                     status, answer = r.status, dict(r.headers)
+                    body: bytes | None = b""
+                    if method != "HEAD" and status not in REDIRECTS:
+                        try:
+                            body = await read_bounded(
+                                r, limit if status == 200 else MAX_OTHER_BYTES, what)
+                        except UpstreamError:
+                            body = None  # too large
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise OciError(oci.UNAVAILABLE, {"registry": registry_url},
                                message=f"ECR Public registry unreachable: {type(exc).__name__}",
@@ -227,6 +243,9 @@ class EcrPublic:
                 self.bearers.invalidate((self._identity(target.caller), registry_url))
                 continue
             break
+        if body is None:
+            raise OciError(oci.UPSTREAM_ERROR, {"registry": registry_host(registry_url)},
+                           message=f"the ECR Public registry's answer to {what} is too large")
         if status == 429:
             raise OciError(oci.TOOMANYREQUESTS, {"registry": registry_url},
                            headers={"Retry-After": answer.get("Retry-After", "1")})
@@ -238,11 +257,16 @@ class EcrPublic:
     async def manifest(self, target: Target, reference: str) -> Manifest:
         status, headers, body = await self._request(
             target, "GET", f"manifests/{reference}", what="GetManifest",
-            headers={"Accept": ", ".join(MANIFEST_TYPES)})
+            headers={"Accept": ", ".join(MANIFEST_TYPES)}, limit=MAX_MANIFEST_BYTES)
         if status != 200:
             raise _not_found(status, body, oci.MANIFEST_UNKNOWN, {"reference": reference})
         media_type = headers.get("Content-Type", "application/json").split(";")[0].strip()
-        return Manifest(body, media_type, sha256_digest(body))
+        digest = sha256_digest(body)
+        if is_digest(reference) and digest != reference:
+            raise OciError(oci.UPSTREAM_ERROR, {"reference": reference},
+                           message="the ECR Public registry answered another manifest than "
+                                   "the digest asked for")
+        return Manifest(body, media_type, digest)
 
     async def blob_size(self, target: Target, digest: str) -> int | None:
         status, headers, _ = await self._request(target, "HEAD", f"blobs/{digest}",
@@ -263,14 +287,28 @@ class EcrPublic:
         raise _not_found(status, body, oci.BLOB_UNKNOWN, {"digest": digest})
 
     async def tags(self, target: Target) -> list[str]:
+        """Every tag, following the endpoint's pages: at most MAX_TAGS in MAX_TAG_PAGES
+        pages, none asked twice (an endpoint whose pages never end is the endpoint's
+        failure, not a list held in memory for ever)."""
         found: set[str] = set()
         params: dict[str, str] | None = {"n": "1000"}
+        asked: set[tuple[tuple[str, str], ...]] = set()
         while params is not None:
+            page = tuple(sorted(params.items()))
+            if page in asked or len(asked) >= MAX_TAG_PAGES:
+                raise _too_many(target, "its tag pages loop or never end")
+            asked.add(page)
             status, headers, body = await self._request(target, "GET", "tags/list",
-                                                        what="ListTags", params=params)
+                                                        what="ListTags", params=params,
+                                                        limit=MAX_TAG_PAGE_BYTES)
             if status != 200:
                 raise _not_found(status, body, oci.NAME_UNKNOWN, {"name": target.repository})
-            found.update(orjson.loads(body).get("tags") or [])
+            listed = _json_object(body).get("tags") or []
+            if not isinstance(listed, list):
+                raise _too_many(target, "its tags are not a list")
+            found.update(t for t in listed if isinstance(t, str))
+            if len(found) > MAX_TAGS:
+                raise _too_many(target, f"it lists more than {MAX_TAGS} tags")
             params = _next_page(headers.get("Link", ""))
         return sorted(found)
 
@@ -278,13 +316,30 @@ class EcrPublic:
                         artifact_type: str | None) -> list[Descriptor]:
         params = {"artifactType": artifact_type} if artifact_type else None
         status, _, body = await self._request(target, "GET", f"referrers/{digest}",
-                                              what="ListReferrers", params=params)
+                                              what="ListReferrers", params=params,
+                                              limit=MAX_REFERRERS_BYTES)
         if status != 200:  # no referrers API there, or no such repository: none
             return []
         return [Descriptor(m["mediaType"], m["digest"], int(m.get("size", 0)),
                            m.get("artifactType"), m.get("annotations") or None)
                 for m in orjson.loads(body).get("manifests", [])
                 if not artifact_type or m.get("artifactType") == artifact_type]
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise OciError(oci.UPSTREAM_ERROR, {}, message="the ECR Public registry's answer is "
+                       "not a JSON object")
+    return answer
+
+
+def _too_many(target: Target, why: str) -> OciError:
+    return OciError(oci.UPSTREAM_ERROR, {"name": target.repository},
+                    message=f"the ECR Public registry's tag list is refused: {why}")
 
 
 async def _fetched_by_get(key: Hashable) -> AuthToken:

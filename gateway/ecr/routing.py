@@ -201,6 +201,14 @@ def _join(prefix: str, rest: str) -> str:
 # The configuration's checks of routes and mirrors (called by gateway/config/models.py).
 
 
+# A pull-through fill writes with the gateway's own identity on any caller's pull: into ECR
+# Public that would let a pull (a pull-only user's, an anonymous one's) create repositories
+# and publish to the internet what the upstream served to the gateway's credentials.
+_PUBLIC_FILL = ("ECR Public cannot be filled from an upstream: a fill writes with the "
+                "gateway's identity on any pull, so every puller could publish to the internet "
+                "what the upstream serves the gateway (use an ECR route or mirror)")
+
+
 def check_routes(routes: list[RouteConfig]) -> None:
     prefixes = [route.prefix for route in routes]
     if len(prefixes) != len(set(prefixes)):
@@ -225,6 +233,8 @@ def check_route(route: RouteConfig) -> None:
     for key in ("registry_url", "registry_alias"):
         if getattr(route, key) is not None and not public:
             raise ConfigError(key, "only for upstream_kind: ecr-public")
+    if public and route.upstream is not None:
+        raise ConfigError("upstream", _PUBLIC_FILL)
     _check_registry_url("registry_url", route.registry_url)
     if public and route.repository.lifecycle_policy is not None:
         raise ConfigError("repository.lifecycle_policy", "ECR Public has no lifecycle policies")
@@ -279,6 +289,8 @@ def check_mirrors(mirrors: Mapping[str, MirrorConfig], routes: Sequence[RouteCon
             raise ConfigError(("mirrors", host, "registry_url"),
                               "only for public.ecr.aws (an ECR Public mirror)")
         _check_registry_url(("mirrors", host, "registry_url"), mirror.registry_url)
+        if host == ECR_PUBLIC_HOST and mirror.upstream is not None:
+            raise ConfigError(("mirrors", host, "upstream"), _PUBLIC_FILL)
     for host, mirror in mirrors.items():
         if mirror.upstream is not None:
             _check_pull_through_namespace(host, mirrors, routes, region)

@@ -333,7 +333,7 @@ class OciUpstream:
                                                  "(not followed)")
                     if response.status != 200:
                         raise _realm_refusal(response.status, asked, self._basic is not None)
-                    body = await _read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
+                    body = await read_bounded(response, MAX_TOKEN_ANSWER_BYTES, asked)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
                 raise UpstreamError(0, asked) from exc
         token, lifetime = token_answer(body, asked)
@@ -348,7 +348,7 @@ class OciUpstream:
             response = await self._request("GET", f"/v2/{name}/manifests/{reference}",
                                            _scope(name), what, {"Accept": ", ".join(accept)})
             async with response:
-                body = await _read_bounded(response, MAX_MANIFEST_BYTES, what)
+                body = await read_bounded(response, MAX_MANIFEST_BYTES, what)
                 media_type = (response.headers.get("Content-Type") or "").split(";")[0].strip()
                 claimed = response.headers.get("Docker-Content-Digest")
         if is_digest(reference) and not _matches(reference, body):
@@ -397,7 +397,7 @@ class OciUpstream:
             async with self._within_deadline(what):
                 response = await self._request("GET", path, _scope(name), what)
                 async with response:
-                    body = await _read_bounded(response, MAX_TAG_PAGE_BYTES, what)
+                    body = await read_bounded(response, MAX_TAG_PAGE_BYTES, what)
                     path = _next_page(response.headers.get("Link"))
             try:
                 page = json.loads(body)
@@ -525,7 +525,8 @@ def _next_page(link: str | None) -> str | None:
     return None
 
 
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+async def read_bounded(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    """The body, read no further than ``limit`` bytes: more is the registry's failure."""
     if response.content_length is not None and response.content_length > limit:
         raise UpstreamError(502, f"{what}: larger than {limit} bytes")
     body = bytearray()

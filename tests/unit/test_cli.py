@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 COMMANDS = ("serve", "emulator", "check-config", "iam-policy", "doctor", "sync", "demo-image")
 
@@ -31,3 +32,22 @@ def test_version_prints_the_installed_version() -> None:
     result = _run("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"ecr-gateway {metadata.version('ecr-gateway')}"
+
+
+def test_a_secret_in_the_environment_that_is_not_yaml_is_never_echoed(tmp_path: Path) -> None:
+    """Containers get their AWS keys and passwords through ECR_GATEWAY_* variables; one the
+    YAML parser refuses (it starts with * or @, or holds ': ') must not be printed in the
+    refusal, which lands in the pod's log."""
+    config = tmp_path / "config.yaml"
+    config.write_text("listen: 127.0.0.1:5000\n")
+    for secret in ("*Sup3rSecretPw", "Sup3r: Secret: Pw", "@Sup3rSecret", '"Sup3rSecret'):
+        env = {**os.environ, "ECR_GATEWAY_UPSTREAM__SECRET_ACCESS_KEY": secret}
+        for command in (["check-config", str(config)],
+                        ["serve", "--config", str(config), "--listen", "127.0.0.1:0",
+                         "--data-dir", str(tmp_path / "data")]):
+            result = subprocess.run([sys.executable, "-m", "gateway.cli", *command],
+                                    capture_output=True, text=True, env=env, timeout=60,
+                                    check=False)
+            assert result.returncode == 2, (command, result)
+            assert "ECR_GATEWAY_UPSTREAM__SECRET_ACCESS_KEY" in result.stderr
+            assert "Sup3r" not in result.stderr + result.stdout, (secret, result.stderr)

@@ -23,6 +23,8 @@ def _gateway(tmp: Path, upstream: EmulatorProcess, htpasswd: Path,
     auth = htpasswd_auth(htpasswd, token={"realm_hosts": ["gw.example.com:5000"]},
                          rate_limit={"max_failures_per_user": 1000,
                                      "max_failures_per_address": 3})
+    # Its rules let anyone pull public/*, and a trusted proxy may publish it.
+    auth["allow_anonymous_on_public_address"] = True
     return auth_gateway(tmp, upstream, auth, trusted_proxies=trusted)
 
 

@@ -106,7 +106,9 @@ async def test_anonymous_clients_count_by_the_address_the_trusted_proxy_gives(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     """Behind a trusted proxy every client arrives from the proxy's address: each is
     counted by the address the proxy forwarded, not all of them as one."""
-    with GatewayProcess(tmp_path, {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"]},
+    proxied = {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"],
+               "auth": {"allow_anonymous_on_public_address": True}}  # a proxy publishes it
+    with GatewayProcess(tmp_path, proxied,
                         upstream_url=upstream.url) as gateway:
         first, second = ({"X-Forwarded-For": "203.0.113.7"},
                          {"X-Forwarded-For": "203.0.113.8"})

@@ -8,11 +8,14 @@ the endpoint is ``127.0.0.1``: another host name) are small servers in this proc
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from gateway.pullthrough.upstream import MAX_MANIFEST_BYTES
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Server
@@ -63,3 +66,52 @@ async def test_a_registry_without_an_alias_is_not_named_to_clients(
             status, text = r.status, await r.text()
     assert status == 404 and "NAME_UNKNOWN" in text
     assert OTHER_ACCOUNT not in text, text
+
+
+def _endless_endpoint(pages: list[int]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A registry endpoint whose tag pages never end (each names a next one) and whose
+    manifests are larger than any manifest ECR holds."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v2/":
+            return web.Response(status=401, headers={
+                "WWW-Authenticate": f'Bearer realm="http://{request.host}/token"'})
+        if request.path == "/token":
+            return web.json_response({"token": "t", "expires_in": 300})
+        if request.path.endswith("/tags/list"):
+            pages.append(len(pages))
+            page = len(pages)
+            return web.json_response(
+                {"tags": [f"t{page}-{i}" for i in range(1000)]},
+                headers={"Link": f'</v2/alias/app/tags/list?last=t{page}&n=1000>; rel="next"'})
+        if "/manifests/" in request.path:
+            return web.Response(body=b" " * (MAX_MANIFEST_BYTES + 1),
+                                content_type="application/vnd.oci.image.manifest.v1+json")
+        return web.Response(status=404)
+
+    return handler
+
+
+async def test_an_endpoint_whose_answers_never_end_is_cut_off(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A route's registry_url may name any host: its tag pages are bounded as a pull-through
+    upstream's (1000 pages, 100,000 tags; not held in memory for ever) and its manifests at
+    ECR's 4 MiB, never read whole and served."""
+    pages: list[int] = []
+    async with Server(_endless_endpoint(pages)) as hostile:
+        config = {"routes": [{"prefix": "pub", "upstream_kind": "ecr-public",
+                              "registry_alias": "alias", "registry_url": hostile.url}]}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{gw.url}/v2/pub/app/manifests/v1") as r:
+                    status, body = r.status, await r.read()
+                assert status == 502, (status, len(body))
+                assert len(body) < 4096
+                try:
+                    async with asyncio.timeout(60), session.get(
+                            f"{gw.url}/v2/pub/app/tags/list") as r:
+                        status = r.status
+                except TimeoutError:
+                    status = 0
+                assert status == 502, f"{status} after {len(pages)} pages"
+                assert len(pages) <= 1000

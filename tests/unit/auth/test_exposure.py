@@ -30,6 +30,20 @@ def test_no_auth_on_loopback_is_fine() -> None:
     assert check_exposure(config("127.0.0.1:5000")) == []  # type: ignore[arg-type]
 
 
+def test_no_auth_behind_a_trusted_proxy_on_loopback_is_refused() -> None:
+    """A proxy on this host (nginx publishing 127.0.0.1:5000) forwards other hosts'
+    requests: loopback is then no boundary."""
+    proxied = {"trusted_proxies": ["127.0.0.1"]}
+    with pytest.raises(ConfigError, match="behind the proxies of trusted_proxies"):
+        check_exposure(config("127.0.0.1:5000", **proxied))  # type: ignore[arg-type]
+    warnings = check_exposure(config(  # type: ignore[arg-type]
+        "127.0.0.1:5000", auth={"allow_anonymous_on_public_address": True}, **proxied))
+    assert len(warnings) == 1 and "NO AUTHENTICATION" in warnings[0]
+    # Proxies elsewhere cannot reach a loopback listener.
+    assert check_exposure(config(  # type: ignore[arg-type]
+        "127.0.0.1:5000", trusted_proxies=["10.0.0.0/8", "fd00::/8"])) == []
+
+
 def test_no_auth_on_a_public_address_is_refused() -> None:
     with pytest.raises(ConfigError, match="allow_anonymous_on_public_address"):
         check_exposure(config("0.0.0.0:5000"))  # type: ignore[arg-type]
