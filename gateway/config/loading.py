@@ -112,10 +112,17 @@ def _tree(variables: dict[KeyPath, str], environ: Mapping[str, str]) -> dict[str
     return tree
 
 
+# Keys whose variables are taken as they are, not as YAML: a credential is any text ("pw #1"
+# would lose " #1" as a comment, "*pw" would be an alias, "0123" a number).
+_VERBATIM = frozenset({"access_key_id", "secret_access_key", "session_token"})
+
+
 def _environ_value(keys: KeyPath, name: str, environ: Mapping[str, str]) -> Any:
     value = environ[name]
     if value == "":
         return None
+    if keys[-1] in _VERBATIM:
+        return value
     try:
         return yaml.safe_load(value)
     except yaml.YAMLError as exc:

@@ -8,6 +8,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from gateway.config import load_config
+
 COMMANDS = ("serve", "emulator", "check-config", "iam-policy", "doctor", "sync", "demo-image")
 
 
@@ -34,14 +36,14 @@ def test_version_prints_the_installed_version() -> None:
     assert result.stdout.strip() == f"ecr-gateway {metadata.version('ecr-gateway')}"
 
 
-def test_a_secret_in_the_environment_that_is_not_yaml_is_never_echoed(tmp_path: Path) -> None:
-    """Containers get their AWS keys and passwords through ECR_GATEWAY_* variables; one the
-    YAML parser refuses (it starts with * or @, or holds ': ') must not be printed in the
-    refusal, which lands in the pod's log."""
+def test_a_value_in_the_environment_that_is_not_yaml_is_never_echoed(tmp_path: Path) -> None:
+    """Containers get their settings through ECR_GATEWAY_* variables, some with credentials
+    in them (a URL's password); one the YAML parser refuses (it starts with * or @, or holds
+    ': ') must not be printed in the refusal, which lands in the pod's log."""
     config = tmp_path / "config.yaml"
     config.write_text("listen: 127.0.0.1:5000\n")
-    for secret in ("*Sup3rSecretPw", "Sup3r: Secret: Pw", "@Sup3rSecret", '"Sup3rSecret'):
-        env = {**os.environ, "ECR_GATEWAY_UPSTREAM__SECRET_ACCESS_KEY": secret}
+    for value in ("*Sup3rSecretPw", "Sup3r: Secret: Pw", "@Sup3rSecret", '"Sup3rSecret'):
+        env = {**os.environ, "ECR_GATEWAY_STATE__REDIS_URL": value}
         for command in (["check-config", str(config)],
                         ["serve", "--config", str(config), "--listen", "127.0.0.1:0",
                          "--data-dir", str(tmp_path / "data")]):
@@ -49,5 +51,19 @@ def test_a_secret_in_the_environment_that_is_not_yaml_is_never_echoed(tmp_path: 
                                     capture_output=True, text=True, env=env, timeout=60,
                                     check=False)
             assert result.returncode == 2, (command, result)
-            assert "ECR_GATEWAY_UPSTREAM__SECRET_ACCESS_KEY" in result.stderr
-            assert "Sup3r" not in result.stderr + result.stdout, (secret, result.stderr)
+            assert "ECR_GATEWAY_STATE__REDIS_URL" in result.stderr
+            assert "Sup3r" not in result.stderr + result.stdout, (value, result.stderr)
+
+
+def test_credentials_in_the_environment_are_taken_as_they_are() -> None:
+    """AWS keys are any text: not YAML, which would cut " #tail" off as a comment, refuse
+    "*..." as an alias, or read "0123" as a number."""
+    for secret in ("*Sup3rSecretPw", "Secret #tail", "Sup3r: Secret: Pw", "0123", "@x"):
+        loaded = load_config(None, environ={
+            "ECR_GATEWAY_UPSTREAM__MODE": "aws",
+            "ECR_GATEWAY_UPSTREAM__ACCESS_KEY_ID": secret,
+            "ECR_GATEWAY_UPSTREAM__SECRET_ACCESS_KEY": secret,
+            "ECR_GATEWAY_UPSTREAM__SESSION_TOKEN": secret})
+        upstream = loaded.upstream
+        assert (upstream.access_key_id, upstream.secret_access_key,
+                upstream.session_token) == (secret, secret, secret)
