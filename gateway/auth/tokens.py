@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 import secrets
-import stat
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from gateway.auth.scopes import Scope
+from gateway.config.secret_files import warn_if_readable_by_others
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def load_signing_key(configured: str | None, data_dir: Path) -> SigningKey:
     """The configured key file, or the generated one (created with 0600 if missing)."""
     if configured:
         path = Path(configured)
-        _warn_if_readable_by_others(path)
+        warn_if_readable_by_others(path, "token-signing key")
         return SigningKey.from_pem(path.read_bytes(), str(path))
     path = data_dir / GENERATED_KEY
     if not path.exists():
@@ -105,15 +105,8 @@ def load_signing_key(configured: str | None, data_dir: Path) -> SigningKey:
         finally:
             temp.unlink()
         log.info("generated a token-signing key in %s", path)
-    _warn_if_readable_by_others(path)
+    warn_if_readable_by_others(path, "token-signing key")
     return SigningKey.from_pem(path.read_bytes(), str(path))
-
-
-def _warn_if_readable_by_others(path: Path) -> None:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("token-signing key %s is readable by others (mode %o); chmod 600 it",
-                    path, mode)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from gateway.config.errors import ConfigError
+from gateway.config.secret_files import read_secret_file
 
 # Numbers and booleans are taken as YAML typed them: "5" is not 5, and 1 is not true.
 Seconds = Annotated[float, Strict(), Field(ge=0)]
@@ -153,7 +154,7 @@ class PullThroughConfig(Section):
     def password(self) -> str | None:
         if not self.password_file:
             return None
-        return Path(self.password_file).read_text().strip()
+        return read_secret_file(self.password_file, "upstream password file")
 
     @model_validator(mode="after")
     def _upstream(self) -> Self:

@@ -29,6 +29,7 @@ import aiohttp
 import yaml
 
 from gateway.backends.router import Storage
+from gateway.config.secret_files import read_secret_file
 from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, ParsedManifest, parse_manifest
@@ -114,7 +115,7 @@ def jobs_from_file(path: str) -> list[Job]:
         for key in ("username", "password_file"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise ValueError(f"{where}: {key} must be a string")
-        password = Path(entry["password_file"]).read_text().strip() \
+        password = read_secret_file(entry["password_file"], f"{where}: password_file") \
             if entry.get("password_file") else None
         try:
             jobs.append(job(entry["source"], entry["destination"], tags.get("regex"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from gateway.config import Config, ConfigError, StateConfig
+from gateway.config.secret_files import read_secret_file
 from gateway.state.connect import RedisConnection, parse_redis_url
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.fills import FillLocks
@@ -67,8 +68,7 @@ def _secret(config: Config, key: str) -> str | None:
     if not path:
         return None
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
+        return read_secret_file(path, f"state.{key}") or None
     except OSError as exc:
         raise ConfigError(f"state.{key}",
                           f"cannot read {path}: {exc.strerror}") from None

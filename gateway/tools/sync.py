@@ -72,8 +72,9 @@ def _jobs(args: argparse.Namespace) -> list[Job]:
         raise ValueError("needs SOURCE and DESTINATION (or --file)")
     password = None
     if args.password_file:
-        with open(args.password_file) as handle:
-            password = handle.read().strip()
+        from gateway.config.secret_files import read_secret_file
+
+        password = read_secret_file(args.password_file, "--password-file")
     return [job(args.source, args.destination, args.regex, args.semver, args.last,
                 args.username, password)]
 
