@@ -24,6 +24,7 @@ whether an image survived losing a tag (DescribeImages), the repositories (Descr
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
@@ -51,6 +52,7 @@ from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor
 from gateway.oci.request import Credentials
 from gateway.pullthrough.upstream import (
+    DEADLINE_TIMEOUTS,
     MAX_MANIFEST_BYTES,
     MAX_TAG_PAGE_BYTES,
     MAX_TAG_PAGES,
@@ -163,7 +165,17 @@ class EcrPublic:
                                        lambda: self._fetch_bearer(target, registry_url))
         return token.password
 
+    def _deadline(self) -> float | None:
+        """The time a whole answer of the registry endpoint may take: a few read timeouts
+        (one that sends a byte just inside each read timeout holds no request for ever)."""
+        read = self._http().timeout.sock_read
+        return DEADLINE_TIMEOUTS * read if read else None
+
     async def _fetch_bearer(self, target: Target, registry_url: str) -> AuthToken:
+        async with asyncio.timeout(self._deadline()):
+            return await self._fetch_bearer_now(target, registry_url)
+
+    async def _fetch_bearer_now(self, target: Target, registry_url: str) -> AuthToken:
         http = self._http()
         async with http.get(f"{registry_url}/v2/", allow_redirects=False) as probe:
             challenge = probe.headers.get("WWW-Authenticate", "")
@@ -225,8 +237,9 @@ class EcrPublic:
                 tally.append(f"public:{what}")
             try:
                 auth = {"Authorization": f"Bearer {await self._bearer(target, registry_url)}"}
-                async with self._http().request(method, url, headers={**(headers or {}), **auth},
-                                                allow_redirects=False) as r:
+                async with asyncio.timeout(self._deadline()), self._http().request(
+                        method, url, headers={**(headers or {}), **auth},
+                        allow_redirects=False) as r:
                     status, answer = r.status, dict(r.headers)
                     body: bytes | None = b""
                     if method != "HEAD" and status not in REDIRECTS:

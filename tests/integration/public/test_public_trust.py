@@ -115,3 +115,38 @@ async def test_an_endpoint_whose_answers_never_end_is_cut_off(
                     status = 0
                 assert status == 502, f"{status} after {len(pages)} pages"
                 assert len(pages) <= 1000
+
+
+async def _dribbling_manifests(request: web.Request) -> web.StreamResponse:
+    """A registry endpoint that sends each manifest a byte just inside the read timeout."""
+    if request.path == "/v2/":
+        return web.Response(status=401, headers={
+            "WWW-Authenticate": f'Bearer realm="http://{request.host}/token"'})
+    if request.path == "/token":
+        return web.json_response({"token": "t", "expires_in": 300})
+    response = web.StreamResponse(headers={
+        "Content-Type": "application/vnd.oci.image.manifest.v1+json", "Content-Length": "600"})
+    await response.prepare(request)
+    for _ in range(600):
+        await response.write(b" ")
+        await asyncio.sleep(0.5)
+    return response
+
+
+async def test_an_endpoint_that_dribbles_an_answer_is_cut_off_at_the_deadline(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A byte just inside each read timeout (1 s here) holds no request for ever: a whole
+    answer gets four read timeouts, then the client hears 503."""
+    async with Server(_dribbling_manifests) as hostile:
+        config = {"routes": [{"prefix": "pub", "upstream_kind": "ecr-public",
+                              "registry_alias": "alias", "registry_url": hostile.url}],
+                  "upstream": {"http_read_timeout_seconds": 1.0}}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            async with aiohttp.ClientSession() as session:
+                started = asyncio.get_running_loop().time()
+                async with asyncio.timeout(60), session.get(
+                        f"{gw.url}/v2/pub/app/manifests/v1") as r:
+                    status, text = r.status, await r.text()
+                took = asyncio.get_running_loop().time() - started
+    assert status == 503 and "UNAVAILABLE" in text, (status, text)
+    assert took < 15, took
