@@ -23,7 +23,9 @@ in progress (emptied at start). Guarantees:
 * Adopted copies: a caller that verified a blob itself (the pull-through's spool) hands it
   over with :meth:`BlobCache.adopt`, linked into place rather than written again.
 * One fill per blob: a read that finds a fill of the same blob under way waits for it and
-  is then served from the cache (:meth:`BlobCache.claim`, :meth:`BlobCache.wait_fill`).
+  is then served from the cache (:meth:`BlobCache.claim`, :meth:`BlobCache.wait_fill`),
+  as long as the fill keeps up: one held back by a client that stops reading is no longer
+  waited for (the others read on their own).
 * Served from an open file: :meth:`BlobCache.open` hands out the file already opened, so an
   eviction between the lookup and the send cannot turn a hit into a missing file.
 * Private: ``sha256/`` and ``tmp/`` are folders only the gateway's user can enter (mode
@@ -63,6 +65,10 @@ from gateway.observability.metrics import cache_event
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
+# A read waits for another read's fill of the same blob only while that fill writes at
+# least FILL_WAIT_MIN_BYTES every FILL_WAIT_SECONDS (:meth:`BlobCache.wait_fill`).
+FILL_WAIT_SECONDS = 5.0
+FILL_WAIT_MIN_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -123,9 +129,13 @@ def _unlink_all(paths: list[Path]) -> None:
 
 
 class BlobCache:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, *,
+                 fill_wait_seconds: float = FILL_WAIT_SECONDS,
+                 fill_wait_min_bytes: int = FILL_WAIT_MIN_BYTES) -> None:
         self.root = root
         self.max_bytes = max_bytes
+        self.fill_wait_seconds = fill_wait_seconds
+        self.fill_wait_min_bytes = fill_wait_min_bytes
         self._blobs = root / "sha256"
         self._tmp = root / "tmp"
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -271,15 +281,69 @@ class BlobCache:
         self._fills[hexpart] = fill
         return fill
 
+    def known(self, digest: str) -> bool:
+        """Whether ``digest`` is cached or being filled, without touching it (no read order,
+        no verification, no metric): what a read asks before it knows it may have it."""
+        hexpart = _hex(digest)
+        return hexpart is not None and (hexpart in self._entries or hexpart in self._fills)
+
+    def stall_watch(self, fill: BlobFill) -> Callable[[], bool]:
+        """A check to make now and then while ``fill`` runs: whether it stalled, that is
+        wrote less than ``fill_wait_min_bytes`` per ``fill_wait_seconds`` since the last
+        check at least that long ago (a fill found stalled is marked so)."""
+        mark = [time.monotonic(), fill.written]
+
+        def stalled() -> bool:
+            if fill.stalled or fill.ended.is_set():
+                return fill.stalled
+            now = time.monotonic()
+            elapsed = now - mark[0]
+            if elapsed < self.fill_wait_seconds:
+                return False
+            if fill.written - mark[1] < self.fill_wait_min_bytes * elapsed / \
+                    self.fill_wait_seconds:
+                fill.stalled = True
+                cache_event("blob", "fill_stalled")
+                log.warning("blob cache: the fill of sha256:%s stalled (its client reads too "
+                            "slowly): reads of it go on without waiting", fill.hexpart)
+                return True
+            mark[:] = [now, fill.written]
+            return False
+
+        return stalled
+
+    def count_refused(self) -> None:
+        """A read refused a blob the cache holds (or is filling) for another repository:
+        counted as the miss it is from the reader's repository, so that the metrics tell
+        nobody what other repositories hold."""
+        cache_event("blob", "miss")
+
     async def wait_fill(self, digest: str) -> bool:
-        """Wait for a fill of ``digest`` in progress to end; False when there was none."""
+        """Wait for a fill of ``digest`` in progress to end; False when there was none, or
+        when it does not keep up (then the caller reads on its own, without the cache).
+
+        A fill goes at the pace of the client it streams to: one that stops reading would
+        otherwise hold every read of the blob, in every repository, for as long as it keeps
+        its connection open. A fill that wrote less than ``fill_wait_min_bytes`` in
+        ``fill_wait_seconds`` is marked stalled, and no read waits for it again."""
         hexpart = _hex(digest)
         fill = self._fills.get(hexpart) if hexpart else None
-        if fill is None:
+        if fill is None or fill.stalled:
             return False
         cache_event("blob", "fill_shared")
-        await fill.ended.wait()
-        return True
+        while True:
+            seen = fill.written
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fill.ended.wait(), self.fill_wait_seconds)
+            if fill.ended.is_set():
+                return True
+            if fill.written - seen < self.fill_wait_min_bytes:
+                if not fill.stalled:
+                    fill.stalled = True
+                    cache_event("blob", "fill_stalled")
+                    log.warning("blob cache: the fill of sha256:%s stalled (its client reads "
+                                "too slowly): reads of it go on without waiting", hexpart)
+                return False
 
     async def adopt(self, digest: str, size: int, place: Callable[[Path], None], *,
                     on_disk: bool = False) -> bool:
@@ -383,6 +447,7 @@ class BlobFill:
         self._hash = hashlib.sha256()
         self._done = False
         self.written = 0
+        self.stalled = False  # too slow to be waited for (BlobCache.wait_fill)
 
     async def start(self, size: int | None) -> None:
         self._expected = size

@@ -45,14 +45,16 @@ class RequestIdFilter(logging.Filter):
         return True
 
 _PATTERNS = (
-    # header or field name, then its value (quoted JSON value, or up to a separator)
+    # header or field name, then its value (quoted JSON value, or up to a separator; a
+    # backslash only with the character it escapes, never the one of an escaped quote: masked
+    # alone, a client's quote in a JSON line (\" in a path) would end its string there)
     # "password" and "secret" count anywhere (dbpassword=); the shorter names only standing
     # on their own, so "htpasswd: user 'x'" (a file name) is left alone ("_" and "-" are
     # separators: aws_session_token, x-amz-security-token).
     re.compile(r'(?i)((?:password|secret(?:_access_key)?|(?<![a-z0-9])(?:authorization'
                r'|x-amz-security-token|x-amz-signature|x-amz-credential|passwd|session_token'
                r'|access_token|refresh_token|token)|"token")["\']?\s*[:=]\s*["\']?)'
-               r'((?:bearer|basic|aws4-hmac-sha256)\s+)?([^"\'&\s,}]+)'),
+               r'((?:bearer|basic|aws4-hmac-sha256)\s+)?((?:[^"\'&\s,}\\]|\\[^"])+)'),
     # a bare bearer/basic credential
     re.compile(r"(?i)(\b(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]{8,})()"),
     # user:password@ in URLs (redis://:pw@host, https://u:pw@host)

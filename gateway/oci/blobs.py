@@ -84,28 +84,37 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     check: _Check | None = None
     if cache is not None:
         whole = not asks_range(request.headers.get("Range"))
+        allowed: bool | None = None
+
+        async def authorize() -> None:
+            # The cache holds bytes by digest for every repository; whether this repository
+            # may read them is the backend's answer (usually known without an upstream
+            # call), asked before a cached copy, or a fill of one, is touched: a read refused
+            # here must not open, verify, reorder or wait for another repository's copy, nor
+            # count a hit, any of which would tell the caller that the copy exists.
+            nonlocal allowed
+            if allowed is None:
+                allowed = await backend.stat_blob(request_context(request), digest) is not None
+            if not allowed:
+                cache.count_refused()
+                raise OciError(BLOB_UNKNOWN, {"digest": digest})
+
         while True:
+            if cache.known(digest):
+                await authorize()
             cached = await cache.open(digest)
             if cached is not None:
-                # The cache holds bytes by digest for every repository; whether this
-                # repository may read them is the backend's answer (usually known without
-                # an upstream call).
-                try:
-                    allowed = await backend.stat_blob(request_context(request), digest) is not None
-                except BaseException:
-                    cached.file.close()
-                    raise
-                if allowed:
-                    return await send_file(request, cached.file, cached.size, headers,
-                                           direct=cached.on_disk)
-                cached.file.close()
-                break
+                return await send_file(request, cached.file, cached.size, headers,
+                                       direct=cached.on_disk)
             if not whole:
                 break
             # One read of a cold blob fetches it; the others wait and take the cached copy
-            # (or, if that fill failed, try again themselves).
+            # (or, if that fill failed or does not keep up, read on their own).
             check = cache.claim(digest)
-            if check is not None or not await cache.wait_fill(digest):
+            if check is not None:
+                break
+            await authorize()
+            if not await cache.wait_fill(digest):
                 break
     try:
         if isinstance(check, BlobFill) and FILL_LOCKS in request.app:
@@ -130,7 +139,10 @@ async def _read_once(request: web.Request, name: str, digest: str, headers: dict
         holders[:] = [url for url in await locks.holders(digest) if url != here]
         return bool(holders)
 
-    async with locks.first(digest, filled_elsewhere) as mine:
+    # A fill held back by its client (one that stopped reading) gives the lock up: the
+    # other replicas then fetch on their own instead of waiting for it.
+    cache = request.app[BLOB_CACHE]
+    async with locks.first(digest, filled_elsewhere, cache.stall_watch(fill)) as mine:
         if not mine:
             if await registry(request).stat_blob(request_context(request), digest) is None:
                 raise OciError(BLOB_UNKNOWN, {"digest": digest})
@@ -142,7 +154,6 @@ async def _read_once(request: web.Request, name: str, digest: str, headers: dict
                 except OciError:  # evicted there, or that replica is gone
                     await locks.forget(digest, holder)
         response = await _read(request, name, digest, headers, fill)
-        cache = request.app[BLOB_CACHE]
         if digest in cache:
             await locks.record(digest, here)
         return response

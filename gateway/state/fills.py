@@ -59,9 +59,11 @@ class FillLocks:
         return f"{self._prefix}filled:{{{what}}}"
 
     @asynccontextmanager
-    async def first(self, what: str, done: Callable[[], Awaitable[bool]]
-                    ) -> AsyncIterator[bool]:
-        """True: this replica makes the fill (the lock is held until the block ends);
+    async def first(self, what: str, done: Callable[[], Awaitable[bool]],
+                    stalled: Callable[[], bool] | None = None) -> AsyncIterator[bool]:
+        """True: this replica makes the fill (the lock is held until the block ends, or
+        until ``stalled``, asked at each renewal, says the fill no longer keeps up: the
+        others then fetch on their own rather than wait for a client that stopped reading);
         False: another replica made it and ``done`` says what it left is there."""
         key, token = self._lock(what), uuid.uuid4().hex
         deadline = time.monotonic() + self._max_wait
@@ -86,7 +88,7 @@ class FillLocks:
             if not await self._wait_free(key, deadline):
                 yield True  # waited long enough: fill without it
                 return
-        renewer = asyncio.create_task(self._locks.keep(key, token))
+        renewer = asyncio.create_task(self._locks.keep(key, token, stalled))
         try:
             yield True
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 _TAKE = """
@@ -37,10 +38,15 @@ class TokenLocks:
         """Whether ``key`` is now held with ``token`` (Redis errors are the caller's)."""
         return bool(await self._take(keys=[key], args=[token, self.ttl_ms]))
 
-    async def keep(self, key: str, token: str) -> None:
-        """Renew the lock while it is ours (run as a task, cancelled on release)."""
+    async def keep(self, key: str, token: str,
+                   stalled: Callable[[], bool] | None = None) -> None:
+        """Renew the lock while it is ours (run as a task, cancelled on release); with
+        ``stalled``, only while that says no: the lock is given up once it says yes."""
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
+            if stalled is not None and stalled():
+                await self.release(key, token)
+                return
             with contextlib.suppress(Exception):  # a missed renewal: the TTL decides
                 if not await self._renew(keys=[key], args=[token, self.ttl_ms]):
                     return

@@ -48,3 +48,32 @@ async def test_every_line_is_json_with_the_embedded_emulator(tmp_path: Path) -> 
     loggers = {r["logger"] for r in records}
     assert any(name.startswith("emulator") for name in loggers), loggers
     assert "gateway.access" in loggers
+
+
+async def test_a_client_cannot_break_its_access_line(tmp_path: Path) -> None:
+    """The redaction of secrets runs over the JSON line: a path (or ``?ns=``) naming a
+    ``secret=`` followed by a quote must not have the quote's escape masked, which ended the
+    string there and left the line unparseable (the caller's request out of any JSON-reading
+    audit)."""
+    gateway = GatewayProcess(tmp_path / "gw", {"log_format": "json"})
+    paths = ['/v2/public/x/manifests/secret=%22,%22user%22:%22admin',
+             '/v2/public/x/blobs/password=%5C%22',
+             '/v2/public/x/tags/list?ns=token=%22%7D',
+             '/v2/secret=%22/secret=%22,%20%22level%22:%20%22secret=%22/blobs/x']
+    with gateway:
+        for path in paths:
+            with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+                             .encode())
+                while sock.recv(65536):
+                    pass
+    time.sleep(0.3)
+    access = [line for line in gateway.log_lines if '"gateway.access"' in line]
+    assert len(access) == len(paths), gateway.log_lines
+    bad = []
+    for line in access:
+        try:
+            json.loads(line)
+        except ValueError:
+            bad.append(line)
+    assert not bad, "not JSON:\n" + "\n".join(bad)
