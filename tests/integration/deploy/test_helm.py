@@ -18,6 +18,7 @@ import yaml
 
 from gateway.auth.exposure import check_exposure
 from gateway.config import load_config
+from gateway.tools import iam_policy
 from tests.conftest import require_tool
 from tests.integration.deploy.test_manifests import (
     KUBERNETES_VERSIONS,
@@ -121,6 +122,24 @@ def test_values_schema_refuses_a_bad_value() -> None:
     assert result.returncode != 0 and "tag_ttl_seconds" in result.stderr
 
 
+def test_what_the_gateway_would_refuse_does_not_render(tmp_path: Path) -> None:
+    """auth "none" on an address other hosts reach: the chart refuses it as the gateway's
+    exposure check would (the default values included), rather than installing pods that
+    crash-loop until someone sets the override flag; the flag itself stays explicit."""
+    for args in ((), ("-f", str(CHART / "presets" / "sidecar.yaml"),
+                      "--set", "config.listen=0.0.0.0:5000"),
+                 ("-f", str(CHART / "presets" / "node-mirror.yaml"),
+                  "--set", "config.listen=0.0.0.0:5000", "--set", "config.auth.mode=none")):
+        result = _template(*args, check=False)
+        assert result.returncode != 0, args
+        assert "auth.mode is none" in result.stderr, result.stderr
+    for args in (("--set", "config.listen=127.0.0.1:5000"),
+                 ("--set", "config.auth.allow_anonymous_on_public_address=true")):
+        docs = [d for d in yaml.safe_load_all(_template(*args).stdout) if d]
+        config = load_config(str(_config(docs, tmp_path)), environ={})
+        check_exposure(config)
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_rendered_configuration_passes_the_published_schema(
         rendered: dict[str, list[dict[str, Any]]], preset: str, tmp_path: Path) -> None:
@@ -143,6 +162,33 @@ def test_node_mirror_is_reachable_from_its_node_only(
     (hosts,) = [d for d in _kind(docs, "ConfigMap") if "docker.io.toml" in d["data"]]
     assert '[host."http://127.0.0.1:5000"]' in hosts["data"]["docker.io.toml"]
     assert not _kind(docs, "Service")
+
+
+def test_node_mirror_is_pull_only(rendered: dict[str, list[dict[str, Any]]],
+                                  tmp_path: Path) -> None:
+    """Whatever shares the node's network (its processes, every hostNetwork pod) reaches the
+    mirror without credentials: it may pull through the mirrors and nothing else, and the
+    IAM policy the mirror needs grants no push or delete (as in the kustomize overlay and
+    docs/security.md; CreateRepository stays for the pull-through cache's own)."""
+    docs = rendered["node-mirror"]
+    (config_map,) = [d for d in _kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
+    config = load_config(str(_config(docs, tmp_path)), environ={})
+    assert config.auth.mode == "htpasswd"
+    (gateway,) = _gateway_containers(docs)
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    htpasswd = Path(config.auth.htpasswd_file)
+    assert htpasswd.parent == Path(mounts["gateway-config"])
+    assert config_map["data"][htpasswd.name] == ""  # no users
+    assert not any(rule.anonymous for rule in config.auth.rules)
+    assert not any(route.anonymous_pull for route in config.routes)
+    assert all(route.create_on_push is False for route in config.routes)
+    (hosts,) = [d for d in _kind(docs, "ConfigMap") if "docker.io.toml" in d["data"]]
+    mirrored = {key.removesuffix(".toml") for key in hosts["data"]}
+    assert mirrored <= {host for host, m in config.mirrors.items() if m.anonymous_pull}
+    actions = {action for statement in iam_policy.policy(config)["Statement"]
+               for action in statement["Action"]}
+    assert not actions & {"ecr:PutImage", "ecr:InitiateLayerUpload", "ecr:UploadLayerPart",
+                          "ecr:CompleteLayerUpload", "ecr:BatchDeleteImage"}, sorted(actions)
 
 
 def test_shared_redis_requires_the_secret_password(
@@ -242,6 +288,24 @@ def test_no_secret_in_the_environment(rendered: dict[str, list[dict[str, Any]]],
         for variable in container.get("env", []):
             assert "secretKeyRef" not in variable.get("valueFrom", {}), variable
             assert "PASSWORD)" not in variable.get("value", ""), variable
+
+
+@pytest.mark.parametrize("values", [
+    ("--set", "config.upstream.access_key_id=AKIAEXAMPLE",
+     "--set", "config.upstream.secret_access_key=not-in-a-configmap"),
+    ("--set", "config.upstream.session_token=not-in-a-configmap"),
+    ("--set", "config.state.backend=redis",
+     "--set", "config.state.redis_url=redis://:not-in-a-configmap@redis:6379/0"),
+])
+def test_no_secret_in_the_config_map(values: tuple[str, ...]) -> None:
+    """``config`` is rendered into a ConfigMap: AWS keys or a Redis password given there are
+    refused (IRSA / Pod Identity, and the Redis password's Secret, are the ways in)."""
+    for preset in PRESETS:
+        result = _template("-f", str(CHART / "presets" / f"{preset}.yaml"), *values,
+                           check=False)
+        assert result.returncode != 0, (preset, values)
+        assert "not-in-a-configmap" not in result.stdout + result.stderr
+        assert "ConfigMap" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -152,6 +152,23 @@ def test_every_pod_is_non_root_with_limits(built: dict[str, list[dict[str, Any]]
                     assert user == 10001, where
 
 
+def test_every_container_runs_under_runtime_default_seccomp(
+        built: dict[str, list[dict[str, Any]]]) -> None:
+    """Every container of every shape, the node mirror's (on the host network, its init
+    container root) too, under the runtime's default seccomp filter: set on the pod or on
+    the container, not left to the kubelet's default (Unconfined)."""
+    for overlay, docs in built.items():
+        for doc in docs:
+            if doc["kind"] not in ("Deployment", "DaemonSet"):
+                continue
+            pod = doc["spec"]["template"]["spec"]
+            default = pod.get("securityContext", {}).get("seccompProfile")
+            for container in _containers(pod):
+                profile = container.get("securityContext", {}).get("seccompProfile", default)
+                assert profile == {"type": "RuntimeDefault"}, \
+                    f"{overlay}/{doc['metadata']['name']}/{container['name']}"
+
+
 def test_sidecar_shape(built: dict[str, list[dict[str, Any]]], tmp_path: Path) -> None:
     docs = built["sidecar"]
     account = _one(docs, "ServiceAccount", "ecr-gateway")
