@@ -86,7 +86,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
         whole = not asks_range(request.headers.get("Range"))
         allowed: bool | None = None
 
-        async def authorize() -> None:
+        async def authorize(*, count: bool = True) -> None:
             # The cache holds bytes by digest for every repository; whether this repository
             # may read them is the backend's answer (usually known without an upstream
             # call), asked before a cached copy, or a fill of one, is touched: a read refused
@@ -96,7 +96,8 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
             if allowed is None:
                 allowed = await backend.stat_blob(request_context(request), digest) is not None
             if not allowed:
-                cache.count_refused()
+                if count:
+                    cache.count_refused()
                 raise OciError(BLOB_UNKNOWN, {"digest": digest})
 
         while True:
@@ -108,13 +109,18 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
                                        direct=cached.on_disk)
             if not whole:
                 break
+            # Fills are shared by digest (this process's claim, every replica's fill lock): a
+            # read its repository cannot serve takes none, nor waits for one, or a client
+            # reading its own repository would hold back, request after request, the first
+            # reads of any blob it can name in repositories it cannot read. A blob read
+            # through from an upstream registry is the upstream's to refuse (asking here
+            # would wait for its copy).
+            if not _pulls_through(request, digest):
+                await authorize(count=False)  # the cache's lookup counted the miss
             # One read of a cold blob fetches it; the others wait and take the cached copy
             # (or, if that fill failed or does not keep up, read on their own).
             check = cache.claim(digest)
-            if check is not None:
-                break
-            await authorize()
-            if not await cache.wait_fill(digest):
+            if check is not None or not await cache.wait_fill(digest):
                 break
     try:
         if isinstance(check, BlobFill) and FILL_LOCKS in request.app:
@@ -123,6 +129,12 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     finally:
         if check is not None:
             check.abort()  # no-op once committed
+
+
+def _pulls_through(request: web.Request, digest: str) -> bool:
+    """Whether a miss of this blob is read from an upstream registry (a pull-through mirror)."""
+    pulls_through = getattr(registry(request), "pulls_through", None)
+    return pulls_through is not None and pulls_through(request_context(request), digest)
 
 
 async def _read_once(request: web.Request, name: str, digest: str, headers: dict[str, str],

@@ -520,6 +520,11 @@ class PullThrough:
             if exc.error not in _MISSES:
                 raise
 
+    def pulls_through(self, ctx: RequestContext, digest: str) -> bool:
+        """Whether a miss of this blob is read from an upstream registry (which then says
+        whether the repository holds it), rather than being one storage knows of or not."""
+        return self._blob_source(ctx, digest) is not None
+
     def _blob_source(self, ctx: RequestContext, digest: str) -> Source | None:
         """The upstream a blob is read from on a miss: only sha256 blobs, the one digest the
         tee verifies (any other would reach clients unchecked)."""

@@ -99,13 +99,16 @@ def _record(session: UploadSession) -> str:
 
 @contextlib.contextmanager
 def _store_errors() -> Iterator[None]:
-    """Redis down or unreachable: the client gets 503 with Retry-After, not a 500."""
+    """Redis down or unreachable: the client gets 503 with Retry-After, not a 500. What went
+    wrong goes to the log only: Redis's errors name its address, the keys and the commands
+    (as /readyz, the answer says which step failed, never its details)."""
     try:
         yield
     except RedisError as exc:
+        log.warning("upload session store unavailable: %s: %s", type(exc).__name__,
+                    str(exc)[:300])
         raise OciError(oci.UNAVAILABLE, {"state_store": "redis"},
-                       message=f"upload session store unavailable: {type(exc).__name__}: "
-                               f"{str(exc)[:120]}",
+                       message="upload session store unavailable",
                        headers={"Retry-After": "1"}) from exc
 
 

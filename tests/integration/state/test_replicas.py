@@ -270,3 +270,29 @@ async def test_redis_down_answers_503_not_500(upstream: EmulatorProcess, tmp_pat
                     assert r.status == 503
     finally:
         redis.stop()
+
+
+async def test_redis_trouble_reaches_clients_without_its_details(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A client whose request met a Redis failure learns that the session store is
+    unavailable, not where Redis is nor which keys and commands failed (that is the log's,
+    as for /readyz)."""
+    redis = RedisServer(tmp_path / "redis").start()
+    name = _name("quiet")
+    try:
+        with replica(tmp_path / "a", upstream, redis_state(redis)) as a:
+            async with aiohttp.ClientSession() as session:
+                location = await start(session, a, name)
+                redis.stop()
+                for method, url in (("PATCH", a.url + location),
+                                    ("POST", f"{a.url}/v2/{name}/blobs/uploads/")):
+                    async with session.request(method, url, data=b"x" * 100,
+                                               headers=OCTET) as r:
+                        assert r.status == 503 and r.headers["Retry-After"] == "1"
+                        body = await r.text()
+                    assert "session store unavailable" in body
+                    for detail in (str(redis.port), "127.0.0.1", "Error", "connect"):
+                        assert detail not in body, (detail, body)
+                assert await a.logged(str(redis.port))  # the operator still sees what failed
+    finally:
+        redis.stop()
