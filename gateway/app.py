@@ -26,6 +26,7 @@ from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
+from gateway.ecr.uploads import ClientBounds
 from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
@@ -268,11 +269,11 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
               events, peers)
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
-    per_client = limits.max_open_uploads_per_client
+    per_client = ClientBounds(limits.max_open_uploads_per_client,
+                              limits.max_upload_tail_bytes_per_client)
     backends = BackendRouter(router, [
-        EcrBackend(*shared, downloads=downloads, max_open_uploads_per_client=per_client),
-        EcrPublicBackend(public, *shared, downloads=downloads,
-                         max_open_uploads_per_client=per_client)])
+        EcrBackend(*shared, downloads=downloads, upload_bounds=per_client),
+        EcrPublicBackend(public, *shared, downloads=downloads, upload_bounds=per_client)])
     app[STORAGE] = backends
     fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.

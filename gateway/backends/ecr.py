@@ -32,7 +32,7 @@ from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
 from gateway.ecr.staging import StagingStore, _has_digest, repository_key
 from gateway.ecr.tokens import AuthToken, TokenCache
-from gateway.ecr.uploads import UploadManager
+from gateway.ecr.uploads import UNBOUNDED, ClientBounds, UploadManager
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
@@ -76,7 +76,7 @@ class EcrBackend:
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
                  peers: StagedPeers | None = None, *, downloads: DownloadTargets,
-                 max_open_uploads_per_client: int = 0) -> None:
+                 upload_bounds: ClientBounds = UNBOUNDED) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -97,7 +97,7 @@ class EcrBackend:
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
         self.uploads = UploadManager(sessions, staging, policy, self._client,
-                                     max_open_per_client=max_open_uploads_per_client)
+                                     bounds=upload_bounds)
         self.tokens = TokenCache(self._fetch_token)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:

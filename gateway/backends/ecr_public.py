@@ -24,6 +24,7 @@ from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.staging import StagingStore
+from gateway.ecr.uploads import UNBOUNDED, ClientBounds
 from gateway.oci import errors as oci
 from gateway.oci.backend import Manifest
 from gateway.oci.digests import is_digest
@@ -49,10 +50,9 @@ class EcrPublicBackend(EcrBackend):
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
                  peers: StagedPeers | None = None, *, downloads: DownloadTargets,
-                 max_open_uploads_per_client: int = 0) -> None:
+                 upload_bounds: ClientBounds = UNBOUNDED) -> None:
         super().__init__(router, clients, upstream_for, sessions, staging, policy, http, cache,
-                         events, peers, downloads=downloads,
-                         max_open_uploads_per_client=max_open_uploads_per_client)
+                         events, peers, downloads=downloads, upload_bounds=upload_bounds)
         self.public = public
 
     async def _client(self, target: Target) -> Any:

@@ -313,6 +313,13 @@ class LimitsConfig(Section):
     max_open_uploads_per_client: Count = 100
     """Upload sessions one client (its user name, else its address) holds open at once: each
     may keep a tail under 5 MiB on disk or in Redis until it ends or idles out."""
+    max_upload_tail_bytes_per_client: Count = 64 * 1024**2
+    """Bytes one client's open upload sessions may keep in the session store (Redis, or the
+    local disk) waiting for ECR's 5 MiB part minimum. A request whose tail does not fit is
+    cut back to what the client was told before it, the rest reported not received (the
+    client sends it again from the upload's Range), so sessions opened and never finished
+    cannot fill Redis's memory. A tail the staging spool holds alone (the default,
+    process-local store) counts against blobs.staging.spools_max_bytes instead."""
     body_idle_timeout_seconds: Seconds = 60.0
     """A request body silent this long is cut (408)."""
     body_timeout_seconds: Seconds = 3600.0

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.ecr.calls import call
@@ -47,6 +48,7 @@ from gateway.state.sessions import (
     SESSION_ID,
     SessionLimit,
     SessionStore,
+    TailBudget,
     UploadSession,
     owner_of,
 )
@@ -91,7 +93,7 @@ class _Request:
 
     async def save(self, tail: bytes) -> None:
         self._session.updated_at = time.time()
-        await self._manager._save(self._session, tail)
+        await self._manager._save(self._session, tail, self._acknowledged)
 
     def sent_from_start(self, position: int) -> None:
         self._manager._sent_from_start(self._session.id, position)
@@ -104,12 +106,24 @@ def _too_many_open(limit: int) -> OciError:
                     headers={"Retry-After": "1"})
 
 
+@dataclass(frozen=True)
+class ClientBounds:
+    """What one client's unfinished uploads may hold (0: no bound)."""
+
+    open_sessions: int = 0  # limits.max_open_uploads_per_client
+    tail_bytes: int = 0  # limits.max_upload_tail_bytes_per_client
+
+
+UNBOUNDED = ClientBounds()
+
+
 class UploadManager:
     def __init__(self, store: SessionStore, staging: StagingStore, policy: RetryPolicy,
-                 client_for: Callable[[Target], Any], *, max_open_per_client: int = 0) -> None:
+                 client_for: Callable[[Target], Any], *,
+                 bounds: ClientBounds = UNBOUNDED) -> None:
         self._store = store
-        # limits.max_open_uploads_per_client (0: none): sessions one client may hold open.
-        self._max_open_per_client = max_open_per_client
+        self._max_open_per_client = bounds.open_sessions
+        self._max_tail_per_client = bounds.tail_bytes
         self._staging = staging
         self._policy = policy
         self._client_for = client_for
@@ -216,12 +230,34 @@ class UploadManager:
         progress.updated_at = time.time()
         await self._store.save(progress, b"")
 
-    async def _save(self, session: UploadSession, tail: bytes) -> None:
+    async def _save(self, session: UploadSession, tail: bytes,
+                    acknowledged: int | None = None) -> None:
         """Save the record and its tail. With a store only this process reads, a tail the
-        staging spool holds stays there alone: its bytes are not written a second time."""
+        staging spool holds stays there alone: its bytes are not written a second time.
+
+        A tail that would take the client's tails in the store past
+        ``max_upload_tail_bytes_per_client`` is cut back to what the client was told before
+        this request (``acknowledged``; nothing of it when parts went past it): the rest is
+        reported not received, and the client sends it again from the Range. Clients that
+        open uploads and never finish them cannot fill the store (Redis's memory)."""
+        try:
+            await self._save_bounded(session, tail, self._max_tail_per_client)
+        except TailBudget as full:
+            assert acknowledged is not None, "only a request's own save makes a tail grow"
+            keep = max(acknowledged, session.committed)
+            log.warning("upload %s: the client's unfinished uploads keep %d bytes of tails "
+                        "(limits.max_upload_tail_bytes_per_client): the upload stays at %d",
+                        session.id, full.args[0], keep)
+            tail = tail[:keep - session.committed]
+            session.received = keep
+            await asyncio.to_thread(self._staging.cut_back, session.id, keep)
+            await self._save_bounded(session, tail, 0)  # what the client was told: kept
+
+    async def _save_bounded(self, session: UploadSession, tail: bytes, bound: int) -> None:
         session.tail_staged = bool(tail) and self._store.process_local and \
             await asyncio.to_thread(self._staging.holds, session.id, session.received)
-        await self._store.save(session, b"" if session.tail_staged else tail)
+        await self._store.save(session, b"" if session.tail_staged else tail,
+                               max_owner_tail=bound)
 
     async def _tail(self, session: UploadSession) -> bytes:
         """The session's tail, from the store or the staging spool. A staged tail that is

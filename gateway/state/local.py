@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from gateway.disk.private import NOFOLLOW, private_dir
-from gateway.state.sessions import SessionLimit, UploadSession
+from gateway.state.sessions import SessionLimit, TailBudget, UploadSession
 
 # File layout: 4-byte big-endian header length, JSON record, then the tail bytes.
 _HEADER = struct.Struct(">I")
@@ -30,6 +30,8 @@ class LocalSessionStore:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
         # Owner -> the ids of its sessions (those being created included).
         self._owned: dict[str, set[str]] = {}
+        # Session id -> the tail bytes its file holds (counted before the write).
+        self._tails: dict[str, int] = {}
         for path in self._dir.glob("*.session"):
             try:
                 session = self._read(path)[0]
@@ -37,6 +39,8 @@ class LocalSessionStore:
                 path.unlink(missing_ok=True)  # a torn write never reached its rename
                 continue
             self._records[path.stem] = session
+            if not session.tail_staged:
+                self._tails[path.stem] = session.tail_length
             if session.owner:
                 self._owned.setdefault(session.owner, set()).add(path.stem)
 
@@ -102,13 +106,26 @@ class LocalSessionStore:
         except FileNotFoundError:
             return b""
 
-    async def save(self, session: UploadSession, tail: bytes) -> None:
+    async def save(self, session: UploadSession, tail: bytes, *,
+                   max_owner_tail: int = 0) -> None:
         assert len(tail) == (0 if session.tail_staged else session.tail_length), \
             "tail must match the record"
-        await asyncio.to_thread(self._write, session, tail)
+        before = self._tails.get(session.id, 0)
+        if max_owner_tail and session.owner and len(tail) > before:
+            held = sum(self._tails.get(other, 0) for other in self._owned.get(session.owner, ())
+                       if other != session.id)
+            if held + len(tail) > max_owner_tail:
+                raise TailBudget(held)
+        self._tails[session.id] = len(tail)  # before the write: concurrent saves see it
+        try:
+            await asyncio.to_thread(self._write, session, tail)
+        except BaseException:
+            self._tails[session.id] = before
+            raise
         self._records[session.id] = session
 
     async def delete(self, session_id: str) -> None:
+        self._tails.pop(session_id, None)
         session = self._records.pop(session_id, None)
         if session is not None:
             self._disown(session.owner, session_id)

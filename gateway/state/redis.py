@@ -18,6 +18,9 @@ Layout (``prefix`` is ``state.key_prefix``):
   is added only once its session's hash exists, removed when the session is deleted, and one
   whose hash is gone (expired on its own, or a replica died between the two deletes) is
   dropped whenever the owner's sessions are counted: a count never includes a closed session.
+- ``<prefix>tails:{<owner>}``: a hash of the owner's session ids to the bytes of their tails
+  (``limits.max_upload_tail_bytes_per_client``), in the owner's slot. A tail is counted
+  there before it is saved; ids no longer in the owner's set are dropped when it is summed.
 - ``<prefix>lock:{<id>}``: the cross-replica session lock (gateway/state/locks.py).
 
 A request's record and tail are written by one Lua script that first checks that the lock
@@ -56,7 +59,7 @@ from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.locks import TokenLocks
-from gateway.state.sessions import SessionLimit, UploadSession
+from gateway.state.sessions import SessionLimit, TailBudget, UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,28 @@ end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
+"""
+
+# KEYS: the owner's set, the owner's tails. ARGV: session id, its tail's bytes, the owner's
+# bound (0: none), expiry (ms). -1 once counted; else the bytes the owner's other tails take
+# (the tail was not counted). A tail that does not grow is always counted.
+_RESERVE = """
+local size, bound = tonumber(ARGV[2]), tonumber(ARGV[3])
+local before = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if bound > 0 and size > before then
+  local held, fields = 0, redis.call('HGETALL', KEYS[2])
+  for i = 1, #fields, 2 do
+    if fields[i] ~= ARGV[1] then
+      if redis.call('ZSCORE', KEYS[1], fields[i]) then held = held + tonumber(fields[i + 1])
+      else redis.call('HDEL', KEYS[2], fields[i]) end
+    end
+  end
+  if held + size > bound then return held end
+end
+if size == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) return -1 end
+redis.call('HSET', KEYS[2], ARGV[1], size)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return -1
 """
 
 
@@ -134,6 +159,7 @@ class RedisSessionStore:
         self._expire_ms = max(int(expire_after * 1000), self._lock_ttl_ms)
         self._save = self._redis.register_script(_SAVE)
         self._claim = self._redis.register_script(_CLAIM)
+        self._reserve = self._redis.register_script(_RESERVE)
         self._mutex = TokenLocks(self._redis, self._lock_ttl_ms)
         # Session id -> the lock the current task holds on it through this store (a
         # context variable: per asyncio task).
@@ -158,6 +184,9 @@ class RedisSessionStore:
 
     def _owner_key(self, owner: str) -> str:
         return f"{self._prefix}owner:{{{owner}}}"
+
+    def _tails_key(self, owner: str) -> str:
+        return f"{self._prefix}tails:{{{owner}}}"
 
     def _held(self, session_id: str) -> _Held | None:
         held = self._locks.get()
@@ -217,13 +246,22 @@ class RedisSessionStore:
             data = await self._redis.hget(self._key(session_id), "tail")
         return bytes(data) if data else b""
 
-    async def save(self, session: UploadSession, tail: bytes) -> None:
+    async def save(self, session: UploadSession, tail: bytes, *,
+                   max_owner_tail: int = 0) -> None:
         assert len(tail) == session.tail_length, "tail must match the record"
         held = self._held(session.id)
         expected = ("", "")
         if held is not None and held.received is not None:
             expected = (str(held.received), str(held.committed))
         with _store_errors():
+            if session.owner and max_owner_tail:
+                # Counted first (another slot than the session's): a save that then fails
+                # leaves its tail counted until the session's next save or its end.
+                others = int(await self._reserve(
+                    keys=[self._owner_key(session.owner), self._tails_key(session.owner)],
+                    args=[session.id, len(tail), max_owner_tail, self._expire_ms]))
+                if others >= 0:
+                    raise TailBudget(others)
             outcome = await self._save(
                 keys=[self._key(session.id), self._lock_key(session.id)],
                 args=[_record(session), tail, self._expire_ms,
@@ -268,6 +306,7 @@ class RedisSessionStore:
                 if owner:
                     owner = owner.decode() if isinstance(owner, bytes) else str(owner)
                     pipe.zrem(self._owner_key(owner), session_id)
+                    pipe.hdel(self._tails_key(owner), session_id)
                 await pipe.execute()
 
     # -- the cross-replica lock -------------------------------------------------------------

@@ -91,6 +91,11 @@ class SessionLimit(Exception):
         self.limit = limit
 
 
+class TailBudget(Exception):
+    """The owner's tails in the store take ``max_owner_tail`` bytes (this one was not
+    saved)."""
+
+
 class SessionStore(Protocol):
     # Whether only this process reads the records: a tail may then stay in its staging spool.
     process_local: bool
@@ -104,8 +109,12 @@ class SessionStore(Protocol):
 
     async def tail(self, session_id: str) -> bytes: ...
 
-    async def save(self, session: UploadSession, tail: bytes) -> None:
-        """Store the record and its tail together: both or neither."""
+    async def save(self, session: UploadSession, tail: bytes, *,
+                   max_owner_tail: int = 0) -> None:
+        """Store the record and its tail together: both or neither. With ``max_owner_tail``
+        (0: no bound) and an owner, raise :class:`TailBudget` instead, nothing written, when
+        the tails the store holds for the owner's sessions would pass it (checked and
+        counted in one step, however many replicas save at once)."""
 
     async def delete(self, session_id: str) -> None: ...
 

@@ -18,7 +18,7 @@ from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.staging import StagingStore
 from gateway.ecr.uploads import UploadManager
 from gateway.state.local import LocalSessionStore
-from gateway.state.sessions import SessionLimit, UploadSession, owner_of
+from gateway.state.sessions import SessionLimit, TailBudget, UploadSession, owner_of
 
 ALICE, BOB = owner_of("user:alice"), owner_of("user:bob")
 
@@ -85,3 +85,30 @@ async def test_idle_expiry_frees_the_owners_count(tmp_path: Path) -> None:
     await store.create(_session(owner=ALICE))
     assert await manager.expire_idle(60) == 1
     assert await store.owned(ALICE) == 1
+
+
+async def _save_tail(store: LocalSessionStore, session: UploadSession, size: int) -> None:
+    session.received = session.committed + size
+    await store.save(session, b"x" * size, max_owner_tail=5000)
+
+
+async def test_an_owners_tails_in_the_store_stop_at_the_bound(tmp_path: Path) -> None:
+    """``max_owner_tail``: counted per owner, from the files too after a restart; a tail that
+    shrinks always fits, and a deleted session's tail is no longer counted."""
+    store = LocalSessionStore(tmp_path / "sessions")
+    first, second, third, bob = (_session(owner=owner) for owner in (ALICE, ALICE, ALICE, BOB))
+    for session in (first, second, third, bob):
+        await store.create(session)
+    await _save_tail(store, first, 2000)
+    await _save_tail(store, second, 2000)
+    with pytest.raises(TailBudget):
+        await _save_tail(store, third, 1001)
+    await _save_tail(store, third, 1000)
+    await _save_tail(store, first, 500)  # shrinks
+    await _save_tail(store, bob, 5000)  # someone else's bound
+
+    again = LocalSessionStore(tmp_path / "sessions")  # a restart reads the tails back
+    with pytest.raises(TailBudget):
+        await _save_tail(again, first, 2001)
+    await again.delete(second.id)
+    await _save_tail(again, first, 3000)
