@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.auth.helpers import write_htpasswd
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer, SharedRedis
@@ -30,6 +31,21 @@ def redis_state(server: SharedRedis, **extra: Any) -> dict[str, Any]:
 def replica(folder: Path, upstream: EmulatorProcess, state: dict[str, Any],
             **config: Any) -> GatewayProcess:
     return GatewayProcess(folder, {"state": state, **config}, upstream_url=upstream.url)
+
+
+@contextmanager
+def user_replicas(root: Path, upstream: EmulatorProcess, state: dict[str, Any],
+                  limits: dict[str, Any]) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two replicas sharing ``state`` with ``limits``, where alice and bob (passwords
+    ``alice-pw``, ``bob-pw``) each push to ``<user>/**``."""
+    users = write_htpasswd(root / "htpasswd", {"alice": "alice-pw", "bob": "bob-pw"})
+    auth = {"mode": "htpasswd", "htpasswd_file": str(users),
+            "rules": [{"repository": "{user}/**", "users": ["*"],
+                       "actions": ["pull", "push", "delete"]}]}
+    config = {"auth": auth, "limits": limits}
+    with replica(root / "a", upstream, state, **config) as a, \
+            replica(root / "b", upstream, state, **config) as b:
+        yield a, b
 
 
 @contextmanager

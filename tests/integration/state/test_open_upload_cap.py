@@ -16,14 +16,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.state.sessions import owner_of
-from tests.integration.auth.helpers import basic, write_htpasswd
-from tests.integration.state.conftest import redis_state, replica
+from tests.integration.auth.helpers import basic
+from tests.integration.state.conftest import redis_state, user_replicas
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
 
 CAP = 3
-PASSWORDS = {"alice": "alice-pw", "bob": "bob-pw"}
 ALICE, BOB = basic("alice", "alice-pw"), basic("bob", "bob-pw")
 
 
@@ -31,15 +30,9 @@ ALICE, BOB = basic("alice", "alice-pw"), basic("bob", "bob-pw")
 def capped(upstream: EmulatorProcess, redis_server: RedisServer,
            tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[tuple[GatewayProcess, GatewayProcess, dict[str, Any]]]:
-    root = tmp_path_factory.mktemp("capped")
-    users = write_htpasswd(root / "htpasswd", PASSWORDS)
-    auth = {"mode": "htpasswd", "htpasswd_file": str(users),
-            "rules": [{"repository": "{user}/**", "users": ["*"],
-                       "actions": ["pull", "push", "delete"]}]}
     state = redis_state(redis_server)
-    config = {"auth": auth, "limits": {"max_open_uploads_per_client": CAP}}
-    with replica(root / "a", upstream, state, **config) as a, \
-            replica(root / "b", upstream, state, **config) as b:
+    with user_replicas(tmp_path_factory.mktemp("capped"), upstream, state,
+                       {"max_open_uploads_per_client": CAP}) as (a, b):
         yield a, b, state
 
 

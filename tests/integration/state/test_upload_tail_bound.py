@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from tests.integration.auth.helpers import basic, write_htpasswd
-from tests.integration.state.conftest import redis_state, replica
+from tests.integration.auth.helpers import basic
+from tests.integration.state.conftest import redis_state, user_replicas
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.redis import RedisServer
@@ -32,15 +32,9 @@ ALICE, BOB = basic("alice", "alice-pw"), basic("bob", "bob-pw")
 def bounded(upstream: EmulatorProcess, redis_server: RedisServer,
             tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[GatewayProcess, GatewayProcess, dict[str, Any]]]:
-    root = tmp_path_factory.mktemp("bounded")
-    users = write_htpasswd(root / "htpasswd", {"alice": "alice-pw", "bob": "bob-pw"})
-    auth = {"mode": "htpasswd", "htpasswd_file": str(users),
-            "rules": [{"repository": "{user}/**", "users": ["*"],
-                       "actions": ["pull", "push", "delete"]}]}
     state = redis_state(redis_server)
-    config = {"auth": auth, "limits": {"max_upload_tail_bytes_per_client": BOUND}}
-    with replica(root / "a", upstream, state, **config) as a, \
-            replica(root / "b", upstream, state, **config) as b:
+    with user_replicas(tmp_path_factory.mktemp("bounded"), upstream, state,
+                       {"max_upload_tail_bytes_per_client": BOUND}) as (a, b):
         yield a, b, state
 
 
