@@ -67,6 +67,7 @@ def check_exposure(config: Config) -> list[str]:
     """Warnings to log at start; raises ConfigError for a setup that must not start."""
     host = config.listen_host
     exposed = f"{host}, which is not a loopback address"
+    instead = "listen on a loopback address"
     proxied = is_loopback(host)
     if proxied:
         proxies = _loopback_proxies(config.trusted_proxies)
@@ -76,6 +77,7 @@ def check_exposure(config: Config) -> list[str]:
         # is then no boundary (nginx publishing 127.0.0.1:5000 to the network).
         exposed = (f"{host} behind the proxies of trusted_proxies ({', '.join(proxies)}), "
                    "which forward others' requests")
+        instead = "take this host out of trusted_proxies"
     auth = config.auth
     allowed = auth.allow_anonymous_on_public_address
     if auth.mode == "none":
@@ -95,7 +97,7 @@ def check_exposure(config: Config) -> list[str]:
             raise ConfigError(
                 "auth.htpasswd_file", f"lists no users while listening on {exposed}: "
                 "only callers without credentials can get in; add "
-                f"users, listen on a loopback address, or set {_FLAG}: true")
+                f"users, {instead}, or set {_FLAG}: true")
         warnings.append(f"NO USERS in {auth.htpasswd_file} on {host}: only anonymous callers "
                         f"get in ({_FLAG} is true)")
     opened = anonymous_pulls(config)
@@ -105,7 +107,7 @@ def check_exposure(config: Config) -> list[str]:
             raise ConfigError(
                 key, f"lets anyone who can reach {exposed}, pull {what} "
                 "without credentials; give pullers credentials (see README, Authentication), "
-                f"listen on a loopback address, or set {_FLAG}: true to allow this on purpose")
+                f"{instead}, or set {_FLAG}: true to allow this on purpose")
         warnings.append(f"ANONYMOUS PULL on {host}: anyone who can reach this address may pull "
                         + "; ".join(f"{what} ({key})" for key, what in opened)
                         + f" ({_FLAG} is true)")

@@ -308,7 +308,7 @@ class EcrBackend:
         return UploadStatus(session.id, session.received)
 
     async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:
-        return await self.uploads.status(ctx.name, upload_id)
+        return await self.uploads.status(ctx.name, upload_id, ctx.client)
 
     async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None, *,
@@ -325,7 +325,7 @@ class EcrBackend:
                               self._held_spools.get(upload_id))
         staged = kept is not None and start == 0 and await self._stage_kept(upload_id, kept)
         status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start,
-                                          staged=staged)
+                                          staged=staged, client=ctx.client)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
@@ -355,7 +355,7 @@ class EcrBackend:
         target = self._target(ctx)
         holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
         self._held_spools.pop(upload_id, None)
-        size = await self.uploads.finish(ctx.name, upload_id, target, digest)
+        size = await self.uploads.finish(ctx.name, upload_id, target, digest, ctx.client)
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
         if self.peers is not None:
@@ -367,7 +367,7 @@ class EcrBackend:
 
     async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
         self._held_spools.pop(upload_id, None)
-        await self.uploads.cancel(ctx.name, upload_id)
+        await self.uploads.cancel(ctx.name, upload_id, ctx.client)
 
     async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
         try:

@@ -174,20 +174,27 @@ class UploadManager:
             raise _too_many_open(limit) from None
         return session
 
-    async def _session(self, name: str, upload_id: str, *,
+    async def _session(self, name: str, upload_id: str, *, client: str | None = None,
                        finished: bool = False) -> UploadSession:
         """The upload's session. One whose layer is complete is unknown (as once its session
-        is gone) but to a closing PUT (``finished``), which closes it."""
+        is gone) but to a closing PUT (``finished``), which closes it. So is one a logged-in
+        ``client`` did not open, though its repository is the same: an upload id shows in
+        logs, and who may push to a repository may still not take over another's upload (an
+        address or an access key is not compared: a client's may change in the middle of an
+        upload)."""
         session = await self._store.get(upload_id)
-        if session is None or session.name != name or (session.completed and not finished):
+        if session is None or session.name != name or (session.completed and not finished) \
+                or (client is not None and client.startswith("user:")
+                    and session.owner is not None and session.owner != owner_of(client)):
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
         return session
 
-    async def status(self, name: str, upload_id: str) -> UploadStatus:
+    async def status(self, name: str, upload_id: str, client: str | None = None
+                     ) -> UploadStatus:
         # Behind the session's lock: a client that lost its connection mid-PATCH learns the
         # offset once the gateway has finished with what that PATCH delivered.
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id)
+            session = await self._session(name, upload_id, client=client)
             if session.tail_staged and not await asyncio.to_thread(
                     self._staging.holds, session.id, session.received):
                 await self._tail(session)  # lost: the offset goes back to what ECR holds
@@ -277,18 +284,18 @@ class UploadManager:
 
     async def write(self, name: str, upload_id: str, target: Target,
                     chunks: AsyncIterator[bytes], start: int | None, *,
-                    staged: bool = False) -> UploadStatus:
+                    staged: bool = False, client: str | None = None) -> UploadStatus:
         """Cut ``chunks`` into parts for ECR. ``staged``: the staging spool holds every
         byte of the upload already (the caller put it there), so they are not written
         again; they are hashed and checked against the digest all the same."""
         with self._idle.busy():
-            return await self._write(name, upload_id, target, chunks, start, staged)
+            return await self._write(name, upload_id, target, chunks, start, staged, client)
 
     async def _write(self, name: str, upload_id: str, target: Target,
                      chunks: AsyncIterator[bytes], start: int | None,
-                     staged: bool) -> UploadStatus:
+                     staged: bool, client: str | None) -> UploadStatus:
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id)
+            session = await self._session(name, upload_id, client=client)
             tail = await self._tail(session)
             if start is not None and start != session.received:
                 raise OciError(oci.RANGE_INVALID, {"expected_start": session.received,
@@ -353,16 +360,16 @@ class UploadManager:
         await asyncio.to_thread(self._staging.discard, session.id)
 
     async def finish(self, name: str, upload_id: str, target: Target,
-                     digest: str) -> int | None:
+                     digest: str, client: str | None = None) -> int | None:
         """Complete the layer; returns its size once its bytes were checked against
         ``digest`` (None for the empty blob, which ECR never holds)."""
         with self._idle.busy():
-            return await self._finish(name, upload_id, target, digest)
+            return await self._finish(name, upload_id, target, digest, client)
 
     async def _finish(self, name: str, upload_id: str, target: Target,
-                      digest: str) -> int | None:
+                      digest: str, client: str | None) -> int | None:
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id, finished=True)
+            session = await self._session(name, upload_id, client=client, finished=True)
             if session.completed is not None:
                 return await self._close_finished(session, digest)
             if not digest.startswith("sha256:"):
@@ -568,9 +575,9 @@ class UploadManager:
             log.info("dropped %d spools no upload session names", dropped)
         return dropped
 
-    async def cancel(self, name: str, upload_id: str) -> None:
+    async def cancel(self, name: str, upload_id: str, client: str | None = None) -> None:
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id)
+            session = await self._session(name, upload_id, client=client)
             # ECR has no action to abort an upload; its upload simply expires unused.
             await self._abandon(session)
 

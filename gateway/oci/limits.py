@@ -96,11 +96,14 @@ UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 
 
 def client_of(request: web.Request) -> str:
-    """Who a request counts against: its authenticated subject (a user name, or in aws mode
-    the access key id: never a secret), else its address as the trusted proxies tell it."""
-    subject = getattr(request.get("principal"), "subject", None)
+    """Who a request counts against: its authenticated subject (``user:`` a user name, or in
+    aws mode ``key:`` the access key id: never a secret, but one a client's credentials
+    rotate), else its address as the trusted proxies tell it."""
+    principal = request.get("principal")
+    subject = getattr(principal, "subject", None)
     if isinstance(subject, str) and subject:
-        return f"user:{subject}"
+        kind = "key" if getattr(principal, "identity", None) is not None else "user"
+        return f"{kind}:{subject}"
     return f"addr:{client_address(request) or '?'}"
 
 

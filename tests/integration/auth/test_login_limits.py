@@ -25,7 +25,8 @@ NEW_PLACE = {"X-Forwarded-For": "203.0.113.99"}
 def _limited_gateway(upstream: EmulatorProcess, htpasswd: Path, folder: Path,
                      **limits: int) -> Iterator[GatewayProcess]:
     """A gateway with ``limits`` for its login rate limiter, behind the loopback proxy."""
-    auth = htpasswd_auth(htpasswd, rate_limit=limits)
+    # Its rules let anyone pull public/*, and a trusted proxy may publish it.
+    auth = htpasswd_auth(htpasswd, rate_limit=limits, allow_anonymous_on_public_address=True)
     with auth_gateway(folder, upstream, auth, trusted_proxies=["127.0.0.1/32"]) as gateway:
         yield gateway
 
