@@ -135,6 +135,8 @@ class StagedPeers:
         if key is None:
             await self._redis.set(name, secrets.token_hex(32), nx=True)
             key = await self._redis.get(name)
+        if key is None:  # gone again (a failover, a flush): never a key anyone could guess
+            raise self._errors[0]("the peer key could not be read back")
         return str(key).encode()
 
     async def announce(self, digest: str, holder: str | None = None, upload: str = "") -> None:
@@ -188,14 +190,15 @@ class StagedPeers:
         expiry, _, mac = proof.encode("utf-8", "surrogateescape").partition(b".")
         if not (0 < len(expiry) <= 12 and expiry.isdigit()):  # ASCII digits only
             return False
+        now = time.time()
+        if not now <= int(expiry) <= now + PROOF_AHEAD_SECONDS:
+            return False  # stale or far ahead: refused without asking Redis for the key
         try:
             expected = _mac(await self._secret(), expiry.decode(), subject)
         except self._errors:
             return False
-        now = time.time()
-        fresh = now <= int(expiry) <= now + PROOF_AHEAD_SECONDS
         # The MAC covers the expiry: one proof's MAC under another's expiry matches nothing.
-        return hmac.compare_digest(expected.encode(), mac) and fresh
+        return hmac.compare_digest(expected.encode(), mac)
 
     async def close(self) -> None:
         await self._redis.aclose()
