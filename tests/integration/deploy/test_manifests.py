@@ -232,7 +232,7 @@ def test_no_service_account_token_in_the_pods_of_the_shapes(
         built: dict[str, list[dict[str, Any]]]) -> None:
     """The gateway and Redis never call the Kubernetes API: a token mounted there would only
     serve whoever takes the pod over (IRSA and EKS Pod Identity mount their own)."""
-    for overlay in ("shared", "node-mirror"):
+    for overlay in OVERLAYS:
         for doc in built[overlay]:
             if doc["kind"] in ("Deployment", "DaemonSet"):
                 pod = doc["spec"]["template"]["spec"]
