@@ -305,9 +305,10 @@ class LimitsConfig(Section):
     """ECR's own PutImage limit is 4 MiB."""
     max_uploads_per_client: Count = 128
     """Upload requests (blob uploads' POST, PATCH and PUT, and manifest PUTs) in progress
-    per user or address."""
+    per user or address, in each replica (counted in its memory: N replicas take N times as
+    many; the open sessions below are counted across replicas with Redis)."""
     max_uploads_total: Count = 512
-    """Upload requests (as above) in progress over all clients."""
+    """Upload requests (as above) in progress over all clients, in each replica."""
     max_open_uploads: Count = 10000
     """Upload sessions open at once."""
     max_open_uploads_per_client: Count = 100
