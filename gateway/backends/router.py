@@ -68,6 +68,9 @@ class BackendRouter:
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
         return await self.backend(ctx).stat_blob(ctx, digest)
 
+    def pulls_through(self, ctx: RequestContext, digest: str) -> bool:
+        return False  # storage alone: a pull-through wraps it (gateway/pullthrough/backend.py)
+
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation:
         return await self.backend(ctx).locate_blob(ctx, digest, fresh=fresh)

@@ -78,6 +78,10 @@ class Registry(Protocol):
 
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None: ...
 
+    def pulls_through(self, ctx: RequestContext, digest: str) -> bool:
+        """Whether a miss of this blob is read from an upstream registry (a pull-through
+        mirror), which then says whether the repository holds it."""
+
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation: ...
 

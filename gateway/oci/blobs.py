@@ -115,7 +115,7 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
             # reads of any blob it can name in repositories it cannot read. A blob read
             # through from an upstream registry is the upstream's to refuse (asking here
             # would wait for its copy).
-            if not _pulls_through(request, digest):
+            if not backend.pulls_through(request_context(request), digest):
                 await authorize(count=False)  # the cache's lookup counted the miss
             # One read of a cold blob fetches it; the others wait and take the cached copy
             # (or, if that fill failed or does not keep up, read on their own).
@@ -129,12 +129,6 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     finally:
         if check is not None:
             check.abort()  # no-op once committed
-
-
-def _pulls_through(request: web.Request, digest: str) -> bool:
-    """Whether a miss of this blob is read from an upstream registry (a pull-through mirror)."""
-    pulls_through = getattr(registry(request), "pulls_through", None)
-    return pulls_through is not None and pulls_through(request_context(request), digest)
 
 
 async def _read_once(request: web.Request, name: str, digest: str, headers: dict[str, str],
