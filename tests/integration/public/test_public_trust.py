@@ -68,16 +68,24 @@ async def test_a_registry_without_an_alias_is_not_named_to_clients(
     assert OTHER_ACCOUNT not in text, text
 
 
+def _token_flow(request: web.Request) -> web.Response | None:
+    """The endpoint's answers to the token flow (its own host's realm); None for the rest."""
+    if request.path == "/v2/":
+        return web.Response(status=401, headers={
+            "WWW-Authenticate": f'Bearer realm="http://{request.host}/token"'})
+    if request.path == "/token":
+        return web.json_response({"token": "t", "expires_in": 300})
+    return None
+
+
 def _endless_endpoint(pages: list[int]) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """A registry endpoint whose tag pages never end (each names a next one) and whose
     manifests are larger than any manifest ECR holds."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        if request.path == "/v2/":
-            return web.Response(status=401, headers={
-                "WWW-Authenticate": f'Bearer realm="http://{request.host}/token"'})
-        if request.path == "/token":
-            return web.json_response({"token": "t", "expires_in": 300})
+        auth = _token_flow(request)
+        if auth is not None:
+            return auth
         if request.path.endswith("/tags/list"):
             pages.append(len(pages))
             page = len(pages)
@@ -119,11 +127,9 @@ async def test_an_endpoint_whose_answers_never_end_is_cut_off(
 
 async def _dribbling_manifests(request: web.Request) -> web.StreamResponse:
     """A registry endpoint that sends each manifest a byte just inside the read timeout."""
-    if request.path == "/v2/":
-        return web.Response(status=401, headers={
-            "WWW-Authenticate": f'Bearer realm="http://{request.host}/token"'})
-    if request.path == "/token":
-        return web.json_response({"token": "t", "expires_in": 300})
+    auth = _token_flow(request)
+    if auth is not None:
+        return auth
     response = web.StreamResponse(headers={
         "Content-Type": "application/vnd.oci.image.manifest.v1+json", "Content-Length": "600"})
     await response.prepare(request)
