@@ -26,7 +26,7 @@ from gateway.ecr.routing import Router, Target
 from gateway.ecr.staging import StagingStore
 from gateway.ecr.uploads import UNBOUNDED, ClientBounds
 from gateway.oci import errors as oci
-from gateway.oci.backend import Manifest
+from gateway.oci.backend import Manifest, UploadStatus
 from gateway.oci.digests import is_digest
 from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.errors import OciError
@@ -63,6 +63,34 @@ class EcrPublicBackend(EcrBackend):
 
     def _create_params(self, target: Target) -> dict[str, Any]:
         return self.public.create_params(target.route)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _writable(self, ctx: RequestContext) -> None:
+        """A mirror of others' repositories (``registry_alias: ""``, names carrying the
+        alias) takes no writes: reads come from their registry, and a push would land in
+        this account's own public registry under a name that says otherwise."""
+        if self._target(ctx).route.registry_alias == "":
+            raise OciError(oci.UNSUPPORTED, {"method": "push or delete"},
+                           message="this route mirrors others' ECR Public repositories "
+                                   "(registry_alias \"\"): it takes no pushes or deletes")
+
+    async def start_upload(self, ctx: RequestContext) -> UploadStatus:
+        self._writable(ctx)
+        return await super().start_upload(ctx)
+
+    async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
+        self._writable(ctx)
+        return await super().mount_blob(ctx, digest, source)
+
+    async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
+                           parsed: ParsedManifest) -> str:
+        self._writable(ctx)
+        return await super().put_manifest(ctx, reference, body, parsed)
+
+    async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
+        self._writable(ctx)
+        await super().delete_manifest(ctx, reference)
 
     # -- blobs ------------------------------------------------------------------------------
 

@@ -103,7 +103,8 @@ class RouteConfig(Section):
     upstream.mode embedded."""
     registry_alias: str | None = None
     """ECR Public: the alias in pull paths (<registry_url>/v2/<alias>/<repository>/...).
-    None: the registry's primary alias (DescribeRegistries); "": names carry the alias."""
+    None: the registry's primary alias (DescribeRegistries); "": names carry the alias (a
+    mirror of others' public repositories: it takes no pushes or deletes, 405)."""
     catalog_data: Literal["none", "from_annotations"] = "none"
     """ECR Public: "from_annotations" fills the repository's catalog data (description,
     about, usage, architectures, operating systems) from each tagged image pushed."""

@@ -324,3 +324,39 @@ def _policies(emulator: EmulatorProcess, document: dict[str, Any] | None) -> Non
         emulator.control("PUT", "policies", document)
     else:
         emulator.control("DELETE", "policies")
+
+
+async def test_a_mirror_of_others_repositories_takes_no_writes(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A route with ``registry_alias: ""`` reads others' public repositories (names carry
+    the alias). A push there would land in this account's own public registry under a name
+    that says otherwise: every write is refused (405) before any ECR Public call."""
+    routes = {"routes": [
+        {"prefix": "pub", "upstream_kind": "ecr-public", "registry_url": upstream.url},
+        {"prefix": "others", "upstream_kind": "ecr-public", "registry_alias": "",
+         "registry_url": upstream.url},
+        {"prefix": ""}]}
+    app = f"others-{uid()}"
+    with GatewayProcess(tmp_path / "gw", routes, upstream_url=upstream.url) as gw:
+        async with aiohttp.ClientSession() as session:
+            oci = OciClient(session, gw.url)
+            _, manifest = await oci.push_image(f"pub/{app}", "v1", [b"mirrored " + uid().encode()],
+                                               config=config_blob())
+            upstream.clear_requests()
+            base = f"{gw.url}/v2/others/{ALIAS}/{app}"
+            async with session.get(f"{base}/manifests/v1", headers={"Accept": OCI_MANIFEST}) as r:
+                assert r.status == 200 and await r.read() == manifest
+            writes = [session.post(f"{base}/blobs/uploads/"),
+                      session.post(f"{base}/blobs/uploads/?mount={digest_of(b'x')}"
+                                   f"&from=pub/{app}"),
+                      session.put(f"{base}/manifests/v2", data=manifest,
+                                  headers={"Content-Type": OCI_MANIFEST}),
+                      session.delete(f"{base}/manifests/v1")]
+            for write in writes:
+                async with write as r:
+                    body = await r.json()
+                    assert (r.status, body["errors"][0]["code"]) == (405, "UNSUPPORTED"), body
+    written = {e["action"] for e in upstream.requests()} & {
+        "ecr-public:CreateRepository", "ecr-public:InitiateLayerUpload",
+        "ecr-public:PutImage", "ecr-public:BatchDeleteImage"}
+    assert written == set()
