@@ -302,10 +302,7 @@ class BlobCache:
                 return False
             if fill.written - mark[1] < self.fill_wait_min_bytes * elapsed / \
                     self.fill_wait_seconds:
-                fill.stalled = True
-                cache_event("blob", "fill_stalled")
-                log.warning("blob cache: the fill of sha256:%s stalled (its client reads too "
-                            "slowly): reads of it go on without waiting", fill.hexpart)
+                fill.mark_stalled()
                 return True
             mark[:] = [now, fill.written]
             return False
@@ -338,11 +335,7 @@ class BlobCache:
             if fill.ended.is_set():
                 return True
             if fill.written - seen < self.fill_wait_min_bytes:
-                if not fill.stalled:
-                    fill.stalled = True
-                    cache_event("blob", "fill_stalled")
-                    log.warning("blob cache: the fill of sha256:%s stalled (its client reads "
-                                "too slowly): reads of it go on without waiting", hexpart)
+                fill.mark_stalled()
                 return False
 
     async def adopt(self, digest: str, size: int, place: Callable[[Path], None], *,
@@ -448,6 +441,14 @@ class BlobFill:
         self._done = False
         self.written = 0
         self.stalled = False  # too slow to be waited for (BlobCache.wait_fill)
+
+    def mark_stalled(self) -> None:
+        """Too slow to be waited for: said once (a metric event and a warning)."""
+        if not self.stalled:
+            self.stalled = True
+            cache_event("blob", "fill_stalled")
+            log.warning("blob cache: the fill of sha256:%s stalled (its client reads too "
+                        "slowly): reads of it go on without waiting", self.hexpart)
 
     async def start(self, size: int | None) -> None:
         self._expected = size
