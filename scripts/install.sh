@@ -15,7 +15,10 @@ if ! python3 -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)
   fi
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r "$lock"
-.venv/bin/python -m pip install -q --no-deps -e .
+# Every download is checked against a lock's hashes (pip's hash-checking mode), pip and the
+# build backend included: the gateway itself builds with the locked setuptools, not a fresh one.
+.venv/bin/python -m pip install -q --require-hashes -r requirements-build.lock
+.venv/bin/python -m pip install -q --require-hashes -r "$lock"
+# (setuptools warns about editable installs on every run; shown only when the build fails)
+built=$(.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$built" >&2; exit 1; }
 echo "installed: $(.venv/bin/ecr-gateway --help >/dev/null && echo .venv/bin/ecr-gateway)"

@@ -118,19 +118,18 @@ def _read_from_image(docker: Docker, member: str) -> str:
 
 
 def _wheelhouse(folder: Path, python_version: str) -> Path:
-    """Every wheel the image installs: the gateway's own and its locked dependencies, for
-    the base image's Python."""
+    """Every wheel the image installs: its locked pip, setuptools and dependencies, for the
+    base image's Python (the gateway itself is built from the source the image copies)."""
     pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(folder), str(ROOT)],
-        timeout=300)
-    (own,) = folder.glob("ecr_gateway-*.whl")
-    extra = ["setuptools>=68"]
+    download = [*pip, "download", "--quiet", "--only-binary=:all:", "--python-version",
+                python_version, "--dest", str(folder)]
+    # The locks carry hashes, so pip checks each of them in a download of its own.
+    for lock in ("requirements-build.lock", "requirements.lock"):
+        run([*download, "--require-hashes", "-r", str(ROOT / lock)], timeout=600)
     if tuple(int(p) for p in python_version.split(".")) < (3, 11, 3):
-        extra.append("async-timeout>=4.0.3")  # redis needs it before 3.11.3; pip's
-        # --python-version does not evaluate python_full_version markers
-    run([*pip, "download", "--quiet", "--only-binary=:all:", "--python-version",
-         python_version, "--dest", str(folder), "-r", str(ROOT / "requirements.lock"),
-         str(own), *extra], timeout=600)
+        # redis needs it before 3.11.3; pip's --python-version does not evaluate
+        # python_full_version markers
+        run([*download, "--no-deps", "async-timeout==5.0.1"], timeout=600)
     return folder
 
 

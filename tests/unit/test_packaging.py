@@ -1,5 +1,6 @@
 """The runtime dependencies: what pyproject.toml declares is pinned in requirements.lock, with
-only extras the packages define; a checkout's own virtualenv is never committed."""
+only extras the packages define; every pin of every lock carries the hashes pip checks; a
+checkout's own virtualenv is never committed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 import tomllib
 from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[([^\]]*)\])?")
@@ -51,6 +54,29 @@ def test_boto3_is_part_of_the_runtime_at_the_tested_version() -> None:
     runtime, test = _pinned("requirements.lock"), _pinned("requirements-test.lock")
     for name in ("boto3", "botocore", "s3transfer", "jmespath"):
         assert runtime.get(name) == test.get(name), name
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-test.lock",
+                                  "requirements-build.lock"])
+def test_every_pin_carries_its_hashes(lock: str) -> None:
+    """A mirror or index serving other bytes under a pinned version is refused by pip's
+    hash-checking mode, which the install scripts and the image turn on."""
+    text = (ROOT / lock).read_text()
+    assert _pinned(lock), lock
+    # one requirement per entry: the pin line, its "\\"-continued hashes, then "# via" lines
+    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
+    for entry in entries:
+        name = entry.split("==", 1)[0]
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{lock}: {name} has no hash"
+    pin_lines = re.findall(r"^[A-Za-z0-9_.-]+==", text, flags=re.MULTILINE)
+    assert len(entries) == len(pin_lines), lock
+
+
+def test_the_installs_check_hashes() -> None:
+    for script in ("scripts/install.sh", "deploy/Dockerfile"):
+        text = (ROOT / script).read_text()
+        assert "--require-hashes -r requirements-build.lock" in text, script
+        assert text.count("--require-hashes") >= 2, script
 
 
 def test_the_virtualenv_is_ignored() -> None:
