@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -44,6 +45,10 @@ from gateway.ecr.tokens import AuthToken, TokenCache
 log = logging.getLogger(__name__)
 
 PURGE_INTERVAL = 60.0
+# What AWS key ids, secrets and session tokens are made of (printable ASCII, no space):
+# anything else could not be signed or sent (a newline in a header), and that failure would
+# count as an outage of the upstream and open its circuit for every caller.
+_KEY_MATERIAL = re.compile(r"[\x21-\x7e]+")
 MAX_IDENTITIES = 10_000
 IDENTITY_TTL = 12 * 3600.0  # ECR's registry token lifetime: renewed on every validation
 # What AWS answers to a call signed with keys it no longer takes (as opposed to
@@ -114,6 +119,9 @@ class AwsIdentities:
         secret, session = split_password(password)
         if not access_key_id or not secret:
             return None
+        if not all(_KEY_MATERIAL.fullmatch(part) for part in (access_key_id, secret,
+                                                               session or secret)):
+            return None  # a wrong password, which the login rate limiter counts
         credentials = Credentials(access_key_id, secret, session)
         handle = self.handle_of(credentials)
         await self._purge()

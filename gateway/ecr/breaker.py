@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from urllib.parse import urlsplit
 
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,7 +63,9 @@ class CircuitBreaker:
             state.probing = True  # this call is the probe
             return
         retry_after = max(1, math.ceil(self.open_seconds - waited))
-        raise OciError(oci.UNAVAILABLE, {"upstream": _host(endpoint)},
+        # The endpoint is the operator's to know (a VPC endpoint, an internal proxy): the log
+        # names it when the circuit opens, the client is only told to come back.
+        raise OciError(oci.UNAVAILABLE, {"reason": "circuit open"},
                        message="upstream ECR unreachable (circuit open)",
                        headers={"Retry-After": str(retry_after)})
 
@@ -76,6 +81,10 @@ class CircuitBreaker:
         state = self._state(endpoint)
         state.failures += 1
         if state.probing or state.failures >= self.threshold:
+            if state.opened_at is None:
+                log.warning("upstream ECR %s unreachable after %d attempts in a row: calls "
+                            "to it fail at once for %.1fs, then one is tried", _host(endpoint),
+                            state.failures, self.open_seconds)
             state.opened_at = self._clock()
             state.probing = False
 

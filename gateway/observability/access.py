@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,18 @@ from gateway.observability.metrics import IN_FLIGHT, observe_request
 log = logging.getLogger("gateway.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# A client's X-Request-Id is kept only when it looks like one (a uuid, hex, a short token):
+# it is echoed in answers and spans, and ends every text log line of its request, where
+# spaces, quotes or "=" in it could pass for more fields ("request_id=x user=admin").
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def request_id_of(request: web.Request) -> str:
+    """The client's X-Request-Id if it is a plain one, else a new id."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if _CLIENT_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def _route_label(request: web.Request) -> str:
@@ -62,7 +75,7 @@ def _bytes_out(request: web.Request, response: web.StreamResponse | None) -> int
 
 @web.middleware
 async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    request_id = request_id_of(request)
     request["request_id"] = request_id
     request_id_token = REQUEST_ID.set(request_id)
     started = time.monotonic()

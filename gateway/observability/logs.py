@@ -74,6 +74,18 @@ class Redactor:
         text = bare.sub(lambda m: f"{m[1]}{MASK}", text)
         return url.sub(lambda m: f"{m[1]}{MASK}{m[3]}", text)
 
+    def values(self, value: object) -> object:
+        """``value`` (JSON-like data) with every string in it redacted. Data about to become
+        JSON is redacted before JSON escapes it: a secret holding a quote, a backslash, a
+        control or a non-ASCII character is no longer itself once encoded."""
+        if isinstance(value, dict):
+            return {key: self.values(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.values(item) for item in value]
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return self(str(value))
+
 
 class TextFormatter(logging.Formatter):
     def __init__(self, redact: Redactor) -> None:
@@ -81,9 +93,15 @@ class TextFormatter(logging.Formatter):
         self._redact = redact
 
     def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict) and not record.exc_info:
+            # Its message is the fields as JSON: each redacted before it is encoded, as in json.
+            return super().format(logging.makeLogRecord(
+                {**record.__dict__, "msg": json.dumps(self._redact.values(fields)),
+                 "args": None}))
         line = super().format(record)
         request_id = getattr(record, "request_id", None)
-        if request_id and not hasattr(record, "access"):
+        if request_id:
             line += f" request_id={request_id}"
         return self._redact(line)
 
@@ -110,7 +128,7 @@ class JsonFormatter(logging.Formatter):
                 entry["request_id"] = request_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return self._redact(json.dumps(entry, default=str))
+        return json.dumps(self._redact.values(entry))
 
 
 _format = "text"

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.observability.access import request_id_of
 from gateway.oci.errors import (
     METHOD_UNKNOWN,
     NOT_FOUND,
@@ -41,8 +41,7 @@ def render(error: OciError, request_id: str) -> web.Response:
 async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The access-log middleware (gateway.observability.access) outside this one names the
     # request and writes its log line.
-    request_id = request.get("request_id") or request.headers.get("X-Request-Id", "")[:64] \
-        or uuid.uuid4().hex
+    request_id = request.get("request_id") or request_id_of(request)
     request["request_id"] = request_id
     response = await _answer(request, handler, request_id)
     if request.content.exception() is not None:

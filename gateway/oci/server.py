@@ -17,6 +17,7 @@ globally.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 from aiohttp import web
@@ -57,15 +58,33 @@ class _OciRequestHandler(RequestHandler):
         # docker and skopeo try HTTPS first on a registry they may reach in plain HTTP: a TLS
         # handshake on this port is their expected probe, not a client fault worth a warning.
         level = logging.DEBUG if _is_tls_probe(exc) else logging.WARNING
+        reason = _without_quoted_bytes(str(message or exc))
         log.log(level, "malformed request from %s refused: %s: %s", request.remote,
-                type(exc).__name__, message or exc)
+                type(exc).__name__, reason)
         if request.writer.output_size > 0:  # an answer already started: only closing is left
             raise ConnectionError("response already started")
-        error = OciError(REQUEST_INVALID, {"reason": str(message or exc)[:200]},
-                         status=status)
+        error = OciError(REQUEST_INVALID, {"reason": reason[:200]}, status=status)
         response = render(error, uuid.uuid4().hex)
         response.force_close()  # the parser's position in the stream is lost
         return response
+
+
+# The parser quotes the bytes it refused (b'...', bytearray(b'...'), '...'), on lines of
+# their own with a caret under the fault, or after "when reading:" or "Bad status line".
+_QUOTED = re.compile(r"""(?::\s*)?(?:(?<=[\s:])|^)(?:bytearray\()?b?['"].*""")
+
+
+def _without_quoted_bytes(message: str) -> str:
+    """The parser's reason, on one line, without the request bytes it quotes: those can be a
+    credential (an overlong Authorization or X-Amz-Security-Token value is quoted without its
+    header's name, which log redaction needs), and the answer would echo them to whatever
+    stands between the client and the gateway."""
+    kept = []
+    for line in message.splitlines():
+        line = _QUOTED.sub("", line).strip().rstrip(":").strip()
+        if line and line != "^":
+            kept.append(line)
+    return ": ".join(kept) or "unparseable request"
 
 
 def _is_tls_probe(exc: HttpProcessingError) -> bool:

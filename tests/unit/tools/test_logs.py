@@ -74,3 +74,38 @@ def test_secrets_next_to_such_words_are_still_masked() -> None:
     for line, secret in lines.items():
         masked = redact(line)
         assert secret not in masked and "***" in masked, masked
+
+
+# Secrets as JSON would encode them differently: a quote, a backslash, a newline, non-ASCII.
+AWKWARD_SECRETS = ['pa"ss\\word-1', "p\u00e4ssw\u00f6rd-2", "multi\nline-3", "tab\tbed-4"]
+
+
+def test_json_lines_mask_secrets_that_json_escapes() -> None:
+    formatter = JsonFormatter(Redactor(AWKWARD_SECRETS))
+    for secret in AWKWARD_SECRETS:
+        message = json.loads(formatter.format(_record("upstream said %s!", secret)))["message"]
+        assert message == "upstream said ***!", message
+        fields = {"request_id": "r1", "path": f"/v2/{secret}/x", "list": [secret]}
+        entry = json.loads(formatter.format(_record("%s", json.dumps(fields), access=fields)))
+        assert entry["path"] == "/v2/***/x" and entry["list"] == ["***"], entry
+
+
+def test_json_lines_mask_credential_shapes_after_a_quote_as_text_does() -> None:
+    redact = Redactor()
+    json_line = JsonFormatter(redact)
+    text_line = TextFormatter(redact)
+    for message, secret in {'token="abc0123 rest': "abc0123",
+                            'Authorization: "Bearer zz0123zz"': "zz0123zz",
+                            "password='h\u00fcnter2'": "h\u00fcnter2",
+                            'password=a\\b\\c"': "a\\b\\c"}.items():
+        entry = json.loads(json_line.format(_record("%s", message)))
+        assert secret not in entry["message"] and "***" in entry["message"], entry
+        assert secret not in text_line.format(_record("%s", message))
+
+
+def test_text_access_lines_mask_secrets_that_json_escapes() -> None:
+    formatter = TextFormatter(Redactor(AWKWARD_SECRETS))
+    for secret in AWKWARD_SECRETS:
+        fields = {"request_id": "r1", "path": f"/v2/{secret}/x"}
+        line = formatter.format(_record("%s", json.dumps(fields), access=fields))
+        assert json.loads(line.split(" ", 4)[4])["path"] == "/v2/***/x", line
