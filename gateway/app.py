@@ -201,13 +201,14 @@ def _private_folder(key: str, make: Callable[[], _T]) -> _T:
 def build_app(config: Config, tracing: Tracing | None = None) -> web.Application:
     """The gateway's application; ``tracing`` (from the OTEL_* environment) adds a span per
     request, per ECR call attempt and per outbound HTTP call."""
-    traced = [tracing.middleware()] if tracing is not None else []
+    # Whose X-Forwarded-* (and traceparent) are believed: the client's address counts for the
+    # login rate limiter and the per-client limits, with authentication or without.
+    proxy_trust = ProxyTrust(parse_networks(config.trusted_proxies))
+    traced = [tracing.middleware(proxy_trust)] if tracing is not None else []
     app = web.Application(middlewares=[access_log, *traced, oci_errors, count_upstream_calls])
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
-    # Whose X-Forwarded-* are believed: the client's address counts for the login rate
-    # limiter and the per-client limits, with authentication or without.
-    app[PROXY_TRUST] = ProxyTrust(parse_networks(config.trusted_proxies))
+    app[PROXY_TRUST] = proxy_trust
     limits = config.limits
     # The embedded emulator listens on a private loopback port: a redirect there would send
     # clients to an address only this host reaches, so its blobs always stream through here.

@@ -16,14 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from gateway.auth.forwarded import ProxyTrust
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,22 @@ def requested(environ: Mapping[str, str]) -> bool:
         return exporter.strip().lower() == "otlp"
     return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
                 or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def caller_context(request: web.Request,
+                   trust: ProxyTrust) -> tuple[Context | None, list[trace.Link]]:
+    """The parent of a request's span: the caller's ``traceparent`` when it comes from a
+    trusted proxy (``trusted_proxies``: a traced service in front, as for X-Forwarded-*);
+    anyone else's is only a link from a new trace. A parent decides sampling (``-00`` would
+    hide a client's requests from traces, ``-01`` would have them exported under a ratio
+    sampler) and would let any client put the gateway's spans in a trace of its choosing."""
+    if not request.headers.get("traceparent"):
+        return None, []
+    given = extract(request.headers)
+    if trust.trusts(request.remote):
+        return given, []
+    caller = trace.get_current_span(given).get_span_context()
+    return None, [trace.Link(caller)] if caller.is_valid else []
 
 
 class Tracing:
@@ -66,6 +86,8 @@ class Tracing:
             attributes["service.name"] = "ecr-gateway"
         resource = Resource.create(attributes)
         provider = TracerProvider(resource=resource)
+        # A client's malformed tracestate would be a warning per request, its wording theirs.
+        logging.getLogger("opentelemetry.trace.span").setLevel(logging.ERROR)
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         trace.set_tracer_provider(provider)
         log.info("traces: exporting over OTLP/HTTP (OTEL_* environment)")
@@ -75,14 +97,15 @@ class Tracing:
         """Send what is still buffered (called once the server has drained)."""
         self._provider.shutdown()
 
-    def middleware(self) -> Middleware:
+    def middleware(self, trust: ProxyTrust) -> Middleware:
+        """A SERVER span per request; ``trust`` says whose trace context is believed."""
         tracer = self.tracer
 
         @web.middleware
         async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
-            parent = extract(request.headers)  # a caller's traceparent, if any
+            parent, links = caller_context(request, trust)
             with tracer.start_as_current_span(
-                    f"{request.method}", context=parent, kind=SpanKind.SERVER,
+                    f"{request.method}", context=parent, links=links, kind=SpanKind.SERVER,
                     record_exception=False, set_status_on_exception=False) as span:
                 span.set_attribute("http.request.method", request.method)
                 span.set_attribute("url.path", request.rel_url.path)
