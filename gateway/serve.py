@@ -249,7 +249,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     prepared = embedded_emulator(config)  # before logging: its secret is then redacted
     _setup_logging(config)
     for warning in exposure_warnings:
-        log.warning("%s\n%s\n%s", "!" * 78, warning, "!" * 78)
+        # a banner of three lines (a log message is one line, its breaks escaped)
+        for line in ("!" * 78, warning, "!" * 78):
+            log.warning("%s", line)
     log.info("data directory: %s", config.data_path)
     emulator = start_embedded(config, prepared)
     try:

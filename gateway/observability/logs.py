@@ -87,6 +87,15 @@ class Redactor:
         return self(str(value))
 
 
+# C0 and C1 controls but the tab, DEL, and the Unicode line and paragraph separators.
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
+                         else f"\\u{ord(m[0]):04x}", text)
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self, redact: Redactor) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -99,7 +108,13 @@ class TextFormatter(logging.Formatter):
             return super().format(logging.makeLogRecord(
                 {**record.__dict__, "msg": json.dumps(self._redact.values(fields)),
                  "args": None}))
-        line = super().format(record)
+        # One event, one line: a message quoting another's words (an upstream registry's
+        # error text, say) keeps its line breaks and terminal escapes as visible escapes, so
+        # it cannot end the line early and pass for lines of the gateway's own. Redacted
+        # first: a secret holding such a character is itself only before the escape.
+        message = _escape_controls(self._redact(record.getMessage()))
+        line = super().format(logging.makeLogRecord(
+            {**record.__dict__, "msg": message, "args": None}))
         request_id = getattr(record, "request_id", None)
         if request_id:
             line += f" request_id={request_id}"

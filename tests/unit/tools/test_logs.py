@@ -109,3 +109,15 @@ def test_text_access_lines_mask_secrets_that_json_escapes() -> None:
         fields = {"request_id": "r1", "path": f"/v2/{secret}/x"}
         line = formatter.format(_record("%s", json.dumps(fields), access=fields))
         assert json.loads(line.split(" ", 4)[4])["path"] == "/v2/***/x", line
+
+
+def test_text_lines_keep_a_quoted_line_break_or_escape_visible() -> None:
+    """An upstream's error text with a line break cannot end the line and forge another."""
+    formatter = TextFormatter(Redactor(["multi\nline-secret"]))
+    line = formatter.format(_record("upstream said: %s", "no\r\n2026-12-06 ERROR gateway.auth "
+                                    "login of admin accepted\x1b[2J\u2028end multi\nline-secret",
+                                    request_id="r1"))
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line, line
+    assert "\u2028" not in line and "line-secret" not in line, line
+    assert "no\\x0d\\x0a2026-12-06 ERROR" in line and "\\x1b[2J" in line, line
+    assert "\\u2028end ***" in line and line.endswith(" request_id=r1"), line
