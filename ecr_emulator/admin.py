@@ -34,6 +34,7 @@ SERVICE = "emulator"
 VERIFIER = web.AppKey("emulator_admin_verifier", sigv4.Verifier)
 REGION = web.AppKey("emulator_admin_region", str)
 MAX_BODY = 1024 * 1024
+REQUESTS_KEPT = 100_000  # the request log's entries GET /_emulator/requests can show
 
 
 def install(app: web.Application, region: str, verifier: sigv4.Verifier | None) -> None:
@@ -43,6 +44,7 @@ def install(app: web.Application, region: str, verifier: sigv4.Verifier | None) 
     if verifier is not None:
         app[VERIFIER] = verifier
     state = app[STATE_KEY]
+    state.request_log.remember(REQUESTS_KEPT)
     if state.faults is None:
         state.faults = Faults.from_env()
     app.router.add_get("/_emulator/requests", _get_requests)

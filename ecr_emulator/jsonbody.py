@@ -57,7 +57,7 @@ class Sink(Protocol):
 SinkOpener = Callable[[dict[str, Any]], Awaitable[Sink | None]]
 
 
-async def parse(chunks: AsyncIterator[bytes], blob_member: str | None, size_hint: int = 0,
+async def parse(chunks: AsyncIterator[bytes], blob_member: str | None,
                 open_sink: SinkOpener | None = None) -> dict[str, Any]:
     """Parse a JSON object from ``chunks``; ``blob_member`` (if given) comes back as bytes,
     or as the sink ``open_sink`` gave for it."""
@@ -66,7 +66,7 @@ async def parse(chunks: AsyncIterator[bytes], blob_member: str | None, size_hint
         async for chunk in chunks:
             body += chunk
         return _loads(body)
-    decoder = _BlobDecoder(blob_member, size_hint)
+    decoder = _BlobDecoder(blob_member)
     async for chunk in chunks:
         if decoder.feed(chunk):  # the blob begins
             if open_sink is not None:
@@ -92,12 +92,11 @@ def _loads(body: bytes | bytearray) -> dict[str, Any]:
 class _BlobDecoder:
     """Splits the stream into the document before the blob, the blob, and the document after."""
 
-    def __init__(self, member: str, size_hint: int) -> None:
+    def __init__(self, member: str) -> None:
         self._member = member
         self._opening = re.compile(rb'"' + re.escape(member.encode()) + rb'"\s*:\s*"')
         self._before = bytearray()   # the document up to and including the blob's opening quote
         self._after = bytearray()    # from the blob's closing quote on
-        self._size_hint = size_hint
         self._out: bytearray | None = None  # the blob, when it goes to no sink
         self._out_len = 0
         self._held = b""             # the rest of the chunk in which the blob began
@@ -131,7 +130,9 @@ class _BlobDecoder:
     def resume(self) -> None:
         held, self._held = self._held, b""
         if self.sink is None:
-            self._out = bytearray(self._size_hint * 3 // 4 + 3)
+            # Grown as bytes arrive, not sized from Content-Length: a body is only checked
+            # against its signature at its end, and a length announced is not a length sent.
+            self._out = bytearray()
         self._take(held)
 
     def _take(self, chunk: bytes) -> None:
@@ -171,9 +172,7 @@ class _BlobDecoder:
                 self.sink.write(piece)
             else:
                 assert self._out is not None
-                if end > len(self._out):
-                    self._out.extend(bytes(end - len(self._out)))
-                self._out[self._out_len:end] = piece
+                self._out += piece
             self._out_len = end
 
     def finish(self) -> dict[str, Any]:
@@ -190,7 +189,6 @@ class _BlobDecoder:
             params[self._member] = self.sink
         else:
             assert self._out is not None
-            del self._out[self._out_len:]
             params[self._member] = self._out
         return params
 

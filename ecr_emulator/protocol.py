@@ -196,7 +196,7 @@ async def read_params(request: web.Request, spec: ActionSpec,
         async with contextlib.aclosing(_chunks(request, pending)) as chunks, \
                 asyncio.timeout(allowed):
             try:
-                params = await jsonbody.parse(chunks, blob, length, open_sink)
+                params = await jsonbody.parse(chunks, blob, open_sink)
             except jsonbody.BodyError as exc:
                 error = validation.serialization_error(f"Malformed request: {exc}")
                 if pending is not None:
@@ -314,10 +314,14 @@ async def _handle_api(request: web.Request,
         status, outcome, payload = 200, "ok", result
     except AwsError as exc:
         status, outcome, payload = exc.status, exc.name, exc.body()
-    except ConnectionResetError:
+    except ConnectionResetError as exc:
         # The caller vanished mid-body (killed, timed out): nothing was stored and nobody
         # waits for the answer, so a line in the log is all it is worth.
         log.info("%s: caller went away before its request body ended", action_name)
+        # aiohttp keeps this error in the request's stream: its traceback would tie this
+        # call's frames, and the body they had read, into a cycle that only a full garbage
+        # collection frees (MiBs held per abandoned request, for as long as it takes).
+        exc.__traceback__ = None
         status, outcome, payload = 400, "ClientDisconnected", {}
     except Exception:
         log.exception("%s failed", action_name)

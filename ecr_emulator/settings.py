@@ -50,6 +50,8 @@ class Settings:
     second, or the call fails with 408 RequestTimeoutException: a caller trickling an
     UploadLayerPart (whose signature is only checked at its end) holds that upload's lock
     for no longer than that."""
+    request_log_max_bytes: int = 64 * MiB
+    """Size past which ``requests.log`` becomes ``requests.log.1`` (the one before dropped)."""
     durable: int = 1
     """1: a part, a layer and a database commit are on disk (fsync) before the call answers,
     so nothing acknowledged is lost to a power cut. 0: the same writes without a sync, as

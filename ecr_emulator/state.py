@@ -60,7 +60,8 @@ class EmulatorState:
         durable = bool(settings.durable)
         self.db = Database(data_dir / "ecr.sqlite3", durable=durable)
         self.blobs = BlobStore(data_dir, durable=durable)
-        self.request_log = RequestLog(data_dir / "requests.log")
+        self.request_log = RequestLog(data_dir / "requests.log",
+                                      max_file_bytes=settings.request_log_max_bytes)
         self.secret = _load_secret(data_dir / "secret")
         self.hashes: dict[str, HashProgress] = {}
         # Injected failures (faults.py): set with --admin or ECR_EMULATOR_FAULTS only, so an

@@ -25,6 +25,7 @@ from gateway.app import build_app
 from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
+from gateway.disk.private import NotPrivate, private_dir
 from gateway.observability.drain import graceful_stop
 from gateway.observability.logs import announce
 from gateway.observability.tracing import Tracing
@@ -46,7 +47,8 @@ class EmbeddedEmulator:
 
     It is private to this gateway: each start makes a new random key and secret, written
     (mode 0600) to the credentials file the emulator verifies every signature against, so
-    anything else reaching its loopback port is refused; its control endpoints stay off."""
+    anything else reaching its loopback port is refused; its control endpoints stay off.
+    Its data folder (every layer, manifest and authorization token) is mode 0700."""
 
     def __init__(self, data_dir: Path, region: str) -> None:
         self._data_dir = data_dir
@@ -68,7 +70,7 @@ class EmbeddedEmulator:
         return path
 
     def start(self) -> str:
-        self._data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self._data_dir)  # NotPrivate if another user owns it or it is a link
         credentials = self._write_credentials()
         self._process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
@@ -253,7 +255,13 @@ def run_from_args(args: argparse.Namespace) -> int:
         for line in ("!" * 78, warning, "!" * 78):
             log.warning("%s", line)
     log.info("data directory: %s", config.data_path)
-    emulator = start_embedded(config, prepared)
+    try:
+        emulator = start_embedded(config, prepared)
+    except NotPrivate as exc:
+        sock.close()
+        print(f"ecr-gateway: refusing to start: data_dir: {exc}: the embedded emulator's "
+              "data there would not be private", file=sys.stderr)
+        return 2
     try:
         asyncio.run(_run(config, sock, tls))
     except ConfigError as exc:  # found while building the application (a file unreadable)

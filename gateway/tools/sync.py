@@ -48,11 +48,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         jobs = _jobs(args)
+        emulator = start_embedded(config)  # NotPrivate (an OSError): its folder is not ours
     except (ConfigError, ValueError, OSError) as exc:
         shown = exc.located() if isinstance(exc, ConfigError) else exc
         print(f"ecr-gateway sync: {shown}", file=sys.stderr)
         return 2
-    emulator = start_embedded(config)
     try:
         return asyncio.run(_run(config, jobs, args.parallel, args.blob_grace_seconds,
                                 args.blob_min_rate))

@@ -108,6 +108,37 @@ async def test_the_embedded_emulator_is_private_and_never_a_redirect_target(
                    for line in gateway.log_lines)
 
 
+async def test_the_embedded_emulators_data_is_no_other_users(tmp_path: Path) -> None:
+    """The embedded emulator's folder holds every layer and manifest pushed (files another
+    local user could read, bypassing the gateway): it is mode 0700, also when an older
+    version left it open to everyone; a link in its place stops the start."""
+    gateway = GatewayProcess(tmp_path / "gw")
+    folder = tmp_path / "gw" / "emulator"
+    layer = os.urandom(5000)
+    with gateway:
+        async with aiohttp.ClientSession() as session:
+            await OciClient(session, gateway.url).push_image("private/data", "v1", [layer])
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        gateway.stop()
+        folder.chmod(0o755)
+        gateway.start()
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        async with aiohttp.ClientSession() as session:
+            assert await OciClient(session, gateway.url).get_blob(
+                "private/data", digest_of(layer)) == layer
+    folder.rename(tmp_path / "elsewhere")
+    folder.symlink_to(tmp_path / "elsewhere")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--listen", "127.0.0.1:0",
+         "--data-dir", str(tmp_path / "gw")],
+        capture_output=True, text=True, timeout=60, env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")},
+            "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "refusing to start: data_dir:" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def _embedded_url(gateway: GatewayProcess) -> str:
     for line in gateway.log_lines:
         match = re.search(r"embedded ECR emulator at (http://\S+)", line)

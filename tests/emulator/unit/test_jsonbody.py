@@ -131,7 +131,7 @@ async def test_a_sink_gets_the_blob_as_it_arrives(sizes: list[int] | int) -> Non
             arrived.append(len(sink))
             yield chunk
 
-    params = await jsonbody.parse(counted(), "layerPartBlob", 0, open_sink)
+    params = await jsonbody.parse(counted(), "layerPartBlob", open_sink)
     assert params["layerPartBlob"] is sink
     assert b"".join(sink.pieces) == blob
     assert heads == [{"repositoryName": "a/b", "partFirstByte": 0, "partLastByte": 200_002,
@@ -150,5 +150,5 @@ async def test_a_blob_before_the_other_members_stays_in_memory() -> None:
         return None if "partFirstByte" not in head else Recorder()
 
     params = await jsonbody.parse(chunks(part_body(blob, first=True), 100), "layerPartBlob",
-                                  0, open_sink)
+                                  open_sink)
     assert params["layerPartBlob"] == blob
