@@ -79,7 +79,9 @@ PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through fro
                              "credentials_refused (the configured credentials are wrong), "
                              "upstream_error, too_slow (a blob's body fell below "
                              "upstream.blob_min_rate), "
-                             "spool_full (a cold blob refused: the spool budget is taken)",
+                             "spool_full (a cold blob refused: the spool budget is taken), "
+                             "store_deferred (a manifest served but not stored: too many "
+                             "bytes of manifests are being stored)",
                              ["registry", "event"], registry=REGISTRY)
 PULLTHROUGH_SPOOL_BYTES = Gauge("ecr_gateway_pullthrough_spool_bytes",
                                 "Disk taken now by blobs being pulled through (spooled while "

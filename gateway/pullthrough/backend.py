@@ -15,7 +15,8 @@ mirror names an upstream registry:
   for first; ``requested`` only those asked for (the index is put once every child is held).
 * A tag is trusted for ``tag_ttl_seconds``; then one HEAD asks the upstream what it points
   to, and only a moved tag is fetched again. Only the upstream's 404 withdraws a mirror's
-  tag (a route's is then its own); any other failure of the check serves ECR's copy.
+  tag (a route's is then its own); any other failure of the check serves ECR's copy, for
+  another ``tag_ttl_seconds`` (the pulls that follow do not wait on the upstream again).
 * When the upstream is down, slow or rate-limiting, ECR's copy is served (stale-if-error),
   logged and counted; with no copy the client gets a clear OCI error: 404 when the
   upstream does not hold it or will not give it (400, 401/403 after the auth flow), 502
@@ -74,6 +75,12 @@ _PARALLEL_BLOBS = 4
 _CLIENTS_FIRST_SECONDS = 30.0
 # How long a layer another replica copied into ECR may take to become servable.
 _SERVABLE_WITHIN_SECONDS = 5.0
+# Bytes of fetched manifests held by their copies into ECR at once. A copy lasts as long as
+# its blobs take (an upstream may send one at its minimum rate for hours), and a manifest
+# may take 4 MiB (twice that in memory once parsed): past this, a manifest is served but not
+# stored (the next pull stores it), so that many tags of large manifests waiting on one slow
+# blob cannot fill the gateway's memory. Real manifests take a few KiB.
+_STORING_MAX_BYTES = 64 * 1024 * 1024
 
 
 class PullThrough:
@@ -110,6 +117,7 @@ class PullThrough:
         self._fanouts: TTLCache[tuple[str, str, str], Fanout] = TTLCache(
             maxsize=10_000, ttl=3600)
         self._background: set[asyncio.Task[None]] = set()
+        self._storing_bytes = 0  # manifest bytes held by copies into ECR (_STORING_MAX_BYTES)
 
     def _mirror(self, ctx: RequestContext) -> Source | None:
         return self._sources.find(ctx.ns, ctx.name)
@@ -198,6 +206,9 @@ class PullThrough:
 
     def _stale(self, mirror: Source, ctx: RequestContext, tag: str, held: Manifest,
                exc: UpstreamError) -> Manifest:
+        # Trusted for another tag TTL: an upstream that is down, or holds the check until
+        # its timeout, would otherwise hold every pull of the tag as long.
+        mirror.checked[(ctx.name, tag)] = held.digest
         events.record(ctx, mirror.registry, "stale")
         if (left_out := mirror.warnings.due("stale")) is not None:
             log.warning("pull-through %s/%s:%s: serving ECR's copy %s, the upstream did not "
@@ -238,11 +249,26 @@ class PullThrough:
                 message=f"{mirror.registry} sent a manifest that is not valid") from None
         manifest = Manifest(fetched.body, parsed.media_type, fetched.digest)
         events.record(ctx, mirror.registry, "fetched")
+        held = len(manifest.body)
+        if self._storing_bytes + held > _STORING_MAX_BYTES:
+            events.record(ctx, mirror.registry, "store_deferred")
+            if (left_out := mirror.warnings.due("store_deferred")) is not None:
+                log.warning("pull-through %s/%s:%s: served but not stored in ECR: %d bytes of "
+                            "manifests are being stored already (the next pull stores it)%s",
+                            mirror.registry, ctx.name, reference, self._storing_bytes,
+                            unsaid(left_out))
+            return manifest
+        self._storing_bytes += held
         self._pending[(mirror.host, ctx.name, manifest.digest)] = manifest
         task = asyncio.create_task(self._store_logged(mirror, ctx, manifest, parsed, tag))
         self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(partial(self._stored, held))
         return manifest
+
+    def _stored(self, held: int, task: asyncio.Task[None]) -> None:
+        """A manifest's copy into ECR is over: its bytes are no longer held."""
+        self._background.discard(task)
+        self._storing_bytes -= held
 
     async def _store_logged(self, mirror: Source, ctx: RequestContext, manifest: Manifest,
                             parsed: ParsedManifest, tag: str | None) -> None:

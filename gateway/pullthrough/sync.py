@@ -93,6 +93,14 @@ def parse_source(reference: str) -> tuple[str, str, str | None]:
     return registry, name, tag
 
 
+def without_userinfo(source: str) -> str:
+    """``source`` without the ``user:password@`` a registry host may have been written with
+    (refused, and never echoed where it lands in a terminal's or a CI job's log)."""
+    scheme, separator, rest = source.partition("://") if "://" in source else ("", "", source)
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{separator}{host.rpartition('@')[2]}{slash}{path}"
+
+
 def jobs_from_file(path: str) -> list[Job]:
     """images.yaml: ``images: [{source, destination, tags: {regex, semver, last},
     username, password_file}]``."""
@@ -130,16 +138,17 @@ def job(source: str, destination: str, regex: str | None = None, semver: str | N
         last: int | None = None, username: str | None = None,
         password: str | None = None) -> Job:
     registry, name, tag = parse_source(source)
+    shown = printable(without_userinfo(source))
     problem = registry_url_problem(registry)
     if problem is not None:  # as for a mirror's upstream
-        raise ValueError(f"{printable(source)}: {problem}")
+        raise ValueError(f"{shown}: {problem}")
     if not is_name(name):
-        raise ValueError(f"{printable(source)}: {printable(name)!r} is not a repository name")
+        raise ValueError(f"{shown}: {printable(name)!r} is not a repository name")
     if tag is not None:
         if not is_tag(tag):
-            raise ValueError(f"{printable(source)}: {printable(tag)!r} is not a valid tag")
+            raise ValueError(f"{shown}: {printable(tag)!r} is not a valid tag")
         if regex or semver or last:
-            raise ValueError(f"{source}: a tag in the source excludes tag patterns")
+            raise ValueError(f"{shown}: a tag in the source excludes tag patterns")
         regex = re.escape(tag)
     return Job(registry, name, destination, TagSelection.of(regex, semver, last),
                username, password)
@@ -210,12 +219,11 @@ class Syncer:
                 continue
             # The upstream's word: a name that is no OCI tag (a path, escape sequences, digits
             # by the thousand) is neither selected, nor asked for, nor printed.
-            tags = [tag for tag in listed if is_tag(tag)]
-            if len(tags) < len(listed):
-                print(f"ecr-gateway sync: {printable(one.source)}: {len(listed) - len(tags)} "
+            if listed.invalid:
+                print(f"ecr-gateway sync: {printable(one.source)}: {listed.invalid} "
                       "tags the source lists are not valid tags: skipped", file=sys.stderr)
             try:
-                chosen = await one.selection.select(tags)
+                chosen = await one.selection.select(listed.tags)
             except ValueError as exc:  # a pattern that backtracks against these tags
                 unlisted.append(Outcome(f"{one.destination} (from {one.source})", "failed",
                                         error=f"cannot select the tags: {exc}"))

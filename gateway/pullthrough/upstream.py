@@ -68,6 +68,7 @@ from ecr_model.token_realms import realm_allowed
 from gateway.config.errors import ConfigError
 from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.digests import content_digest, is_digest, sha256_digest
+from gateway.oci.names import is_tag
 from gateway.pullthrough import pace, ratelimit
 from gateway.pullthrough.pace import RateFloor
 
@@ -104,6 +105,15 @@ EXACT_BYTES = {"Accept-Encoding": "identity"}
 DEADLINE_TIMEOUTS = 4
 # What a bearer token or a Basic value may be made of (no spaces, no line breaks).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass(frozen=True)
+class TagList:
+    """A repository's tags as its registry lists them: the valid ones, each once, and how
+    many names were no OCI tag (never kept: a name of megabytes on each page would add up)."""
+
+    tags: list[str]
+    invalid: int
 
 
 @dataclass(frozen=True)
@@ -381,10 +391,13 @@ class OciUpstream:
         return (response.content_length if size is None else size), \
             _pieces(response, size, what, self._blob_grace, self._blob_min_rate)
 
-    async def tags(self, name: str) -> list[str]:
+    async def tags(self, name: str) -> TagList:
         """Every tag of ``name``, each once (following the registry's ``Link`` pages on its
-        own origin): at most MAX_TAGS of them in at most MAX_TAG_PAGES pages."""
+        own origin): at most MAX_TAGS of them in at most MAX_TAG_PAGES pages. Only valid
+        OCI tags are kept (a name that is none is counted): what is held stays within
+        MAX_TAGS tags of at most 128 characters, whatever the pages hold."""
         tags: dict[str, None] = {}
+        invalid = 0
         path: str | None = f"/v2/{name}/tags/list?n=1000"
         asked: set[str] = set()
         what = f"the tags of {name}"
@@ -406,10 +419,14 @@ class OciUpstream:
             listed = page.get("tags") if isinstance(page, dict) else None
             if listed is not None and not isinstance(listed, list):
                 raise UpstreamError(502, f"{what}: the tags are not a list")
-            tags.update(dict.fromkeys(t for t in listed or [] if isinstance(t, str)))
+            for tag in listed or []:
+                if isinstance(tag, str) and is_tag(tag):
+                    tags[tag] = None
+                else:
+                    invalid += 1
             if len(tags) > MAX_TAGS:
                 raise UpstreamError(502, f"{what}: more than {MAX_TAGS} tags")
-        return list(tags)
+        return TagList(list(tags), invalid)
 
 
 def registry_host(url: str) -> str:

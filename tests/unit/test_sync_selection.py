@@ -69,3 +69,23 @@ def test_a_bad_images_file_is_a_usage_error(tmp_path: Path, text: str, said: str
     assert "Traceback" not in result.stderr, result.stderr
     assert result.returncode == 2, result.stderr
     assert said in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("source", [
+    "https://puller:s3cret-pass@registry.example.com/app:v1",
+    "puller:s3cret-pass@registry.example.com/app",
+    "http://puller:s3cret-pass@127.0.0.1:5000/app",
+])
+def test_credentials_written_into_a_source_are_refused_unsaid(tmp_path: Path,
+                                                              source: str) -> None:
+    """A password put in a source's URL is refused, and the refusal (in a terminal's or a CI
+    job's log) names the source without it, given as arguments or in a file of images."""
+    images = tmp_path / "images.yaml"
+    images.write_text(f"images: [{{source: '{source}', destination: app}}]\n")
+    for args in ([source, "app"], ["--file", str(images)]):
+        result = subprocess.run([sys.executable, "-m", "gateway.cli", "sync", *args],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert "credentials go in username and password_file" in result.stderr, result.stderr
+        assert "s3cret-pass" not in result.stdout + result.stderr, result.stderr
+        assert "@" not in result.stderr, result.stderr

@@ -342,3 +342,66 @@ async def test_names_the_upstream_does_not_hold_create_no_ecr_repository(
         found = await ecr.describe_repositories()
     names = [repository["repositoryName"] for repository in found["repositories"]]
     assert not [name for name in names if "made-up" in name], names
+
+
+def _peak_rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None, status
+    return int(match[1]) * 1024
+
+
+async def test_many_large_manifests_waiting_on_one_slow_blob_stay_within_memory(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Every tag the caller names is a manifest of almost 4 MiB (annotations) whose one layer
+    the upstream sends at just above the minimum rate: each copy into ECR waits on that blob
+    for hours. 120 such tags are all served, while the manifests held for their copies stay
+    within 64 MiB (kept, each took 8 MiB of the gateway's memory: a thousand tags, 8 GiB)."""
+    slow_layer = _digest(b"a layer sent slowly")
+    layer_size = 1024 * MiB
+
+    def manifest(tag: str) -> bytes:
+        return json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": _digest(CONFIG_BLOB), "size": len(CONFIG_BLOB)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": slow_layer, "size": layer_size}],
+            "annotations": {"padding": tag + "x" * (4 * MiB - 4096)}}).encode()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        if "/manifests/" in request.path:
+            return web.Response(body=manifest(request.path.rsplit("/", 1)[-1]),
+                                content_type="application/vnd.oci.image.manifest.v1+json")
+        if request.path.endswith(_digest(CONFIG_BLOB)):
+            return web.Response(body=CONFIG_BLOB)
+        response = web.StreamResponse(headers={"Content-Length": str(layer_size)})
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionError):
+            while True:  # 100 KB a second: above the floor, ending in three hours
+                await response.write(b"\0" * 100_000)
+                await asyncio.sleep(1)
+        return response
+
+    settings = {"pullthrough_max_bytes": 2 * layer_size}
+    async with Server(slow) as source:
+        config = _config(source.url)
+        config["blobs"] = {"staging": settings}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            assert gw.process is not None
+            before = _peak_rss(gw.process.pid)
+
+            async def pull(tag: str) -> int:
+                async with session.get(f"{gw.url}/v2/library/big/manifests/{tag}",
+                                       params=NS) as r:
+                    await r.read()
+                    return r.status
+
+            for batch in range(0, 120, 10):
+                statuses = await asyncio.gather(*(pull(f"t{i}")
+                                                  for i in range(batch, batch + 10)))
+                assert set(statuses) == {200}, statuses
+            grown = _peak_rss(gw.process.pid) - before
+            deferred = await _event_count(session, gw, "store_deferred")
+    assert grown < 400 * MiB, f"the gateway grew {grown // MiB} MiB"
+    assert deferred >= 100, deferred

@@ -13,6 +13,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import re
 import socket
 import ssl
 import sys
@@ -33,6 +34,7 @@ from tests.support.hostile import Listener, Server
 
 PASSWORD = "upstream-pass-7f3a"
 NS = {"ns": "docker.io"}
+MiB = 1024 * 1024
 
 
 async def _token(request: web.Request) -> web.StreamResponse:
@@ -349,6 +351,40 @@ async def test_attacker_rate_limiting_the_moved_tag_still_gets_ecrs_copy_served(
         assert await gw.logged("serving ECR's copy")
 
 
+async def test_attacker_stalling_the_tag_check_holds_one_pull_not_every_pull(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Once ECR holds the image, the upstream answers the tag's HEAD with nothing (it holds
+    the connection): the pull that asked waits out the read timeout and gets ECR's copy; the
+    pulls after it get ECR's copy at once for a tag TTL, not each the whole timeout (30
+    seconds by default, on every pull of every image the mirror holds)."""
+    source = _Moving()
+    stalled = asyncio.Event()
+
+    async def stalling(request: web.Request) -> web.StreamResponse:
+        if request.method == "HEAD" and stalled.is_set():
+            await asyncio.sleep(3)  # past the read timeout
+        return await source(request)
+
+    async with Server(stalling) as hostile:
+        config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
+            "url": hostile.url, "tag_ttl_seconds": 1, "timeout_seconds": 1}}}}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            url = f"{gw.url}/v2/{source.name}/manifests/latest"
+            async with session.get(url, params=NS) as r:
+                assert r.status == 200 and await r.read() == source.manifest
+            await _filled(upstream, f"docker-hub/{source.name}")
+            await asyncio.sleep(1.5)  # past the tag TTL
+            stalled.set()
+            took = []
+            for _ in range(3):
+                started = asyncio.get_running_loop().time()
+                async with session.get(url, params=NS) as r:
+                    assert r.status == 200 and await r.read() == source.manifest
+                took.append(asyncio.get_running_loop().time() - started)
+    assert 0.9 < took[0] < 3, took  # the read timeout
+    assert max(took[1:]) < 0.5, took
+
+
 @pytest.mark.parametrize(("sent", "forwarded"), [
     ("abc; <script>alert(1)</script>", None),  # not a time: no Retry-After at all
     ("7.2", "8"),
@@ -415,11 +451,14 @@ async def test_an_upstream_that_would_compress_is_asked_for_the_bytes_as_stored(
 
 
 async def _sync_from(hostile: Server, upstream: EmulatorProcess, tmp_path: Path, source: str,
-                     *args: str) -> tuple[int | None, str, str]:
+                     *args: str, pid: list[int] | None = None) -> tuple[int | None, str, str]:
+    """Run ``ecr-gateway sync`` (its process id appended to ``pid``, if given)."""
     sync = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.cli", "sync", "--config",
         str(sync_config(upstream, tmp_path)), source, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    if pid is not None:
+        pid.append(sync.pid)
     out, err = await asyncio.wait_for(sync.communicate(), 120)
     return sync.returncode, out.decode(), err.decode()
 
@@ -458,6 +497,41 @@ async def test_attacker_tag_names_never_steer_sync(upstream: EmulatorProcess,
     assert not any("other" in path or "\n" in path or "999" in path for path in asked), asked
     images = await _ecr_images(upstream, f"synced/{repository}")
     assert [i.get("imageTags") for i in images if isinstance(i, dict)] == [["latest"]]
+
+
+def _peak_rss(pid: int) -> int:
+    """A process's peak resident set size in bytes (VmHWM)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None, status
+    return int(match[1]) * 1024
+
+
+async def test_attacker_tag_pages_of_huge_names_never_pile_up_in_sync(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Each tag page (within its 16 MiB) lists one name of 15 MiB that is no OCI tag, and
+    links to the next: sync keeps none of them, so its memory stays put however many pages
+    come (kept, a thousand pages would take 15 GiB)."""
+    pid: list[int] = []
+    peaks: list[int] = []
+    pages = 20
+
+    async def huge_names(request: web.Request) -> web.StreamResponse:
+        peaks.append(_peak_rss(pid[0]))  # what the pages before this one left behind
+        page = len(peaks)
+        more = {"Link": f'</v2/x/y/tags/list?n=1000&last=p{page}>; rel="next"'} \
+            if page < pages else {}
+        return web.json_response({"name": "x/y", "tags": [f"{page}" + "a" * (15 * MiB)]},
+                                 headers=more)
+
+    async with Server(huge_names) as hostile:
+        status, out, err = await _sync_from(hostile, upstream, tmp_path, f"{hostile.url}/x/y",
+                                            "synced/huge-names", pid=pid)
+    assert status == 0, (out, err)
+    assert f"{pages} tags the source lists are not valid tags: skipped" in err, err
+    assert len(peaks) == pages
+    grown = peaks[-1] - peaks[1]
+    assert grown < 64 * MiB, f"sync grew {grown // MiB} MiB over {pages - 2} pages"
 
 
 async def test_attacker_sync_over_plain_http_never_gets_the_credentials(
@@ -881,7 +955,7 @@ async def test_next_page_among_other_links_is_asked_of_the_upstreams_origin(
 
         async with Server(two_pages) as hostile:
             client = OciUpstream(hostile.url, lambda: session, "puller", PASSWORD)
-            assert await client.tags("x") == ["v1", "v2"]
+            assert (await client.tags("x")).tags == ["v1", "v2"]
         assert elsewhere.seen == []
         assert [path for path, _ in hostile.seen] == ["/v2/x/tags/list"] * 2
 
