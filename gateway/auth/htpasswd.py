@@ -5,6 +5,10 @@ with a warning naming the user. A check for an unknown user still runs one bcryp
 of the same cost, so response times do not tell which users exist. A successful check is
 remembered for a minute (keyed by an HMAC of name and password, never the password), so
 clients that send Basic credentials on every request do not pay bcrypt every time.
+
+Checks run on threads of their own, on at most half the cores: a burst of guesses (an
+address may have 50 under way) waits there, not in the event loop's default pool, where
+every upload's staging and hashing runs and would wait behind each guess.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +48,8 @@ class HtpasswdFile:
         self._dummy: bytes = b""
         self._key = secrets.token_bytes(32)
         self._verified: dict[bytes, float] = {}
+        self._checks = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
+                                          thread_name_prefix="password-check")
         self.reload()
 
     def reload(self) -> bool:
@@ -98,7 +105,8 @@ class HtpasswdFile:
             return self.user(name)
         stored = hashes.get(name)
         candidate = password.encode()[:BCRYPT_MAX_BYTES]
-        ok = await asyncio.to_thread(_checkpw, candidate, stored or self._dummy)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            self._checks, _checkpw, candidate, stored or self._dummy)
         if not ok or stored is None or hashes is not self._hashes:
             return None
         if len(self._verified) > 10_000:

@@ -15,21 +15,27 @@ counted per address it would have 2**64 fresh limits (and fill this table withou
 Checks still under way count as failures until they end (:meth:`FailedLogins.attempt`): a
 burst of concurrent guesses would otherwise all pass the limit before the first of them
 failed. The table holds at most ``max_keys`` names and addresses: past it, those whose
-last failure is the oldest are forgotten first.
+last failure is the oldest are forgotten first. A name is the caller's to choose, up to the
+megabyte of a token form, so one longer than any real name is kept as its digest: each key
+costs a bounded few hundred bytes, whatever was sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import overload
 
 from cachetools import TTLCache
 
 # How long an address the user logged in from keeps its own count for that user.
 KNOWN_SECONDS = 86400.0
+# Longer than any user name or access key id (at most 128 characters): kept as a digest.
+MAX_KEPT_NAME = 256
 
 
 class FailedLogins:
@@ -53,7 +59,7 @@ class FailedLogins:
 
     def retry_after(self, user: str | None, address: str | None) -> int | None:
         """Seconds until ``user`` from ``address`` may try again; None if not blocked now."""
-        address = client_key(address)
+        user, address = user_key(user), client_key(address)
         now = self._clock()
         waits = []
         for kind, value in (("user", user), ("address", address)):
@@ -74,7 +80,7 @@ class FailedLogins:
     def attempt(self, user: str | None, address: str | None) -> Callable[[], None]:
         """A check of ``user``'s password from ``address`` begins: it counts against both
         limits as a failure would until the function returned is called (once)."""
-        address = client_key(address)
+        user, address = user_key(user), client_key(address)
         counted = [(self._trying, (kind, value))
                    for kind, value in (("user", user), ("address", address)) if value]
         if user and address:
@@ -92,7 +98,7 @@ class FailedLogins:
         return end
 
     def failed(self, user: str | None, address: str | None) -> None:
-        address = client_key(address)
+        user, address = user_key(user), client_key(address)
         now = self._clock()
         if len(self._failures) >= self._max_keys:
             self._forget_old(now)
@@ -107,7 +113,7 @@ class FailedLogins:
     def succeeded(self, user: str, address: str | None) -> None:
         """Forget ``user``'s failures from ``address`` only: the owner logging in elsewhere
         must not wipe the count of someone guessing the password from other addresses."""
-        address = client_key(address)
+        user, address = user_key(user), client_key(address)
         if address is not None:
             self._known[(user, address)] = True
         times = self._failures.get(("user", user))
@@ -157,3 +163,19 @@ def client_key(address: str | None) -> str | None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
     return address
+
+
+@overload
+def user_key(user: str) -> str: ...
+
+
+@overload
+def user_key(user: None) -> None: ...
+
+
+def user_key(user: str | None) -> str | None:
+    """What failures for ``user`` count against: the name, or a longer one's digest."""
+    if user is None or len(user) <= MAX_KEPT_NAME:
+        return user
+    digest = hashlib.sha256(user.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"

@@ -3,7 +3,9 @@
 ``GET /token?service=…&scope=repository:team/app:pull,push`` with Basic credentials (or
 none, for anonymous pulls) answers ``{"token", "access_token", "expires_in", "issued_at"}``:
 a signed JWT granting the requested actions the rules allow (the intersection; scopes
-left empty are dropped). ``offline_token=true`` adds a ``refresh_token``.
+left empty are dropped). ``offline_token=true`` adds a ``refresh_token``. A request names at
+most :data:`MAX_SCOPES` scopes: clients ask for one to three, a token of more would not fit
+the request header that carries it, and each costs a rule check and its bytes in the token.
 
 ``POST /token`` is the OAuth2 form (``grant_type=password`` with ``username``/``password``,
 or ``grant_type=refresh_token``; ``scope`` space-separated; ``access_type=offline`` for a
@@ -21,12 +23,13 @@ from aiohttp import web
 from gateway.auth.forwarded import client_address
 from gateway.auth.logins import Login, Logins, parse_basic
 from gateway.auth.rules import AccessRules
-from gateway.auth.scopes import parse_scopes
+from gateway.auth.scopes import Scope, parse_scopes
 from gateway.auth.tokens import InvalidToken, TokenService
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_SCOPES = 100
 
 
 class TokenServer:
@@ -41,6 +44,7 @@ class TokenServer:
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         login: Login | None = None
+        scopes = _requested(request.query.getall("scope", []))
         header = request.headers.get("Authorization", "")
         if header:
             scheme, _, value = header.partition(" ")
@@ -49,7 +53,7 @@ class TokenServer:
                 raise _bad_credentials("send Basic credentials, or none for anonymous access")
             login = await self._login(*pair, request)
         offline = request.query.get("offline_token", "").lower() == "true"
-        return self._answer(login, request.query.getall("scope", []), offline)
+        return self._answer(login, scopes, offline)
 
     async def post(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -62,7 +66,7 @@ class TokenServer:
                            message="the form body cannot be read") from None
         fields = {key: value for key, value in form.items() if isinstance(value, str)}
         grant = fields.get("grant_type", "")
-        scopes = [fields.get("scope", "")]
+        scopes = _requested([fields.get("scope", "")])
         if grant == "password":
             login = await self._login(fields.get("username", ""), fields.get("password", ""),
                                       request)
@@ -86,10 +90,10 @@ class TokenServer:
             raise _bad_credentials("wrong user name or password")
         return login
 
-    def _answer(self, login: Login | None, scope_values: list[str],
+    def _answer(self, login: Login | None, scopes: list[Scope],
                 offline: bool) -> web.Response:
         subject = login.subject if login else None
-        granted = self.rules.grant(subject, parse_scopes(scope_values))
+        granted = self.rules.grant(subject, scopes)
         issued = self.tokens.issue_access(subject, granted, login.identity if login else None,
                                           login.fingerprint if login else None)
         body: dict[str, Any] = {
@@ -101,6 +105,15 @@ class TokenServer:
                 and self.logins.backend.offers_refresh_tokens and self.tokens.refresh_ttl > 0):
             body["refresh_token"] = self.tokens.issue_refresh(login.subject, login.fingerprint)
         return web.json_response(body, headers=NO_STORE)
+
+
+def _requested(values: list[str]) -> list[Scope]:
+    """The scopes asked for; 400 beyond :data:`MAX_SCOPES`, before any password is checked."""
+    scopes = parse_scopes(values)
+    if len(scopes) > MAX_SCOPES:
+        raise OciError(oci.REQUEST_INVALID, {"scopes": len(scopes), "limit": MAX_SCOPES},
+                       message=f"a token covers at most {MAX_SCOPES} scopes")
+    return scopes
 
 
 def _bad_credentials(reason: str) -> OciError:

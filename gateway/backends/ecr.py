@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -506,7 +506,10 @@ class EcrBackend:
         it served): a push through it costs no extra call. Others take one
         BatchCheckLayerAvailability for all of them. Index children are manifests: checked
         against the manifest cache (children pushed just before through this gateway), else
-        with one BatchGetImage for the rest. A subject need not exist (distribution-spec).
+        with one BatchGetImage for the rest. Either asks at most 100 at a time, and no more
+        once one is missing: a manifest of 4 MiB names 25,000 descriptors, and one that
+        names what the repository lacks would cost 250 calls to be refused. A subject need
+        not exist (distribution-spec).
         """
         fields = ["config", *(f"layers[{i}]" for i in range(len(parsed.blobs) - 1))]
         fields = fields[:len(parsed.blobs)]  # an index has none
@@ -530,29 +533,33 @@ class EcrBackend:
 
     async def _check_layers(self, target: Target, unknown: list[str],
                             sizes: dict[str, int]) -> None:
-        """Add the sizes of the layers of ``unknown`` the repository holds to ``sizes``."""
-        async for answer in self._batched(target, "BatchCheckLayerAvailability",
-                                          "layerDigests", unknown):
-            for layer in answer.get("layers", []):
-                if layer.get("layerAvailability") == "AVAILABLE":
-                    size = int(layer.get("layerSize", 0))
-                    sizes[layer["layerDigest"]] = size
-                    self.caches.remember_member(target.key, layer["layerDigest"], size)
+        """Add the sizes of the layers of ``unknown`` the repository holds to ``sizes``, up
+        to the first batch that lacks one."""
+        async with contextlib.aclosing(self._batched(
+                target, "BatchCheckLayerAvailability", "layerDigests", unknown)) as batches:
+            async for asked, answer in batches:
+                for layer in answer.get("layers", []):
+                    if layer.get("layerAvailability") == "AVAILABLE":
+                        size = int(layer.get("layerSize", 0))
+                        sizes[layer["layerDigest"]] = size
+                        self.caches.remember_member(target.key, layer["layerDigest"], size)
+                if any(digest not in sizes for digest in asked):
+                    return
 
-    async def _batched(self, target: Target, action: str, field: str, items: list[Any],
-                       **params: Any) -> AsyncIterator[dict[str, Any]]:
-        """The answers of ``action`` on ``items`` as ``field``, at most 100 a call (ECR's
-        limit); none more once the repository turns out not to exist (a repository this
-        push creates holds nothing yet)."""
+    async def _batched(self, target: Target, action: str, field: str, items: list[_T],
+                       **params: Any) -> AsyncGenerator[tuple[list[_T], dict[str, Any]], None]:
+        """The items asked and the answer of ``action`` on them as ``field``, at most 100 a
+        call (ECR's limit); none more once the repository turns out not to exist (a
+        repository this push creates holds nothing yet)."""
         for start in range(0, len(items), 100):
+            asked = items[start:start + 100]
             try:
-                answer = await self._call(target, action, **{field: items[start:start + 100]},
-                                          **params)
+                answer = await self._call(target, action, **{field: asked}, **params)
             except EcrError as exc:
                 if exc.code == "RepositoryNotFoundException":
                     return
                 raise
-            yield answer
+            yield asked, answer
 
     async def _stored_manifests(self, target: Target, digests: list[str]) -> dict[str, Manifest]:
         stored, unknown = _split_known(
@@ -563,17 +570,21 @@ class EcrBackend:
 
     async def _read_manifests(self, target: Target, unknown: list[str],
                               stored: dict[str, Manifest]) -> None:
-        """Add the manifests of ``unknown`` the repository holds to ``stored``."""
+        """Add the manifests of ``unknown`` the repository holds to ``stored``, up to the
+        first batch that lacks one."""
         since = self.caches.version(target.key)
-        async for answer in self._batched(target, "BatchGetImage", "imageIds",
-                                          [{"imageDigest": d} for d in unknown],
-                                          acceptedMediaTypes=list(MANIFEST_TYPES)):
-            for image in answer.get("images", []):
-                body = image["imageManifest"].encode()
-                digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
-                manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
-                stored[digest] = manifest
-                self.caches.remember(target.key, manifest, since=since)
+        async with contextlib.aclosing(self._batched(
+                target, "BatchGetImage", "imageIds", [{"imageDigest": d} for d in unknown],
+                acceptedMediaTypes=list(MANIFEST_TYPES))) as batches:
+            async for asked, answer in batches:
+                for image in answer.get("images", []):
+                    body = image["imageManifest"].encode()
+                    digest = image.get("imageId", {}).get("imageDigest") or sha256_digest(body)
+                    manifest = Manifest(body, image.get("imageManifestMediaType") or "", digest)
+                    stored[digest] = manifest
+                    self.caches.remember(target.key, manifest, since=since)
+                if any(image_id["imageDigest"] not in stored for image_id in asked):
+                    return
 
     async def _tagged(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
                       parsed: ParsedManifest) -> None:

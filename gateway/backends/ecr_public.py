@@ -132,8 +132,10 @@ class EcrPublicBackend(EcrBackend):
     async def _read_manifests(self, target: Target, unknown: list[str],
                               stored: dict[str, Manifest]) -> None:
         for digest in unknown:  # no BatchGetImage: one endpoint read each
-            with contextlib.suppress(OciError):
+            try:
                 stored[digest] = await self._fetch_manifest(target, digest)
+            except OciError:
+                return  # the manifest is refused for this one: reading on only costs calls
 
     async def _tagged(self, ctx: RequestContext, target: Target, tag: str, body: bytes,
                       parsed: ParsedManifest) -> None:

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from gateway.oci.errors import DIGEST_INVALID, OciError
 
 # distribution-spec "Digests": algorithm ":" encoded, with the registered algorithms' lengths.
-_GRAMMAR = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
+# Matched whole: "$" would also take a trailing newline, and a query's ?digest= can end in one.
+_GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_HEX = re.compile(r"^[a-f0-9]+$")
+_HEX = re.compile(r"[a-f0-9]+")
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -27,14 +28,14 @@ class Digest:
 
 def parse_digest(text: str) -> Digest:
     """Parse a digest, refusing unknown algorithms and wrong lengths with DIGEST_INVALID."""
-    if len(text) > 256 or not _GRAMMAR.match(text):
+    if len(text) > 256 or not _GRAMMAR.fullmatch(text):
         raise OciError(DIGEST_INVALID, {"digest": text[:300]}, message="invalid digest format")
     algorithm, _, encoded = text.partition(":")
     expected = _HEX_LENGTH.get(algorithm)
     if expected is None:
         raise OciError(DIGEST_INVALID, {"digest": text},
                        message=f"unsupported algorithm {algorithm}")
-    if len(encoded) != expected or not _HEX.match(encoded):
+    if len(encoded) != expected or not _HEX.fullmatch(encoded):
         raise OciError(DIGEST_INVALID, {"digest": text}, message="digest has a malformed hex part")
     return Digest(algorithm, encoded)
 

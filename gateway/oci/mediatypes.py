@@ -24,9 +24,10 @@ MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
 
 # The largest manifest taken unless a backend declares otherwise (distribution's default).
 DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-# image-spec descriptors: an RFC 6838 media type, a size that fits an int64.
-_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/"
-                         r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$")
+# image-spec descriptors: an RFC 6838 media type (matched whole: "$" would also take a
+# trailing newline), a size that fits an int64.
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/"
+                         r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
 _MAX_SIZE = 2**63 - 1
 
 
@@ -84,7 +85,7 @@ def _descriptor(raw: Any, where: str) -> Descriptor:
     media_type, digest, size = raw.get("mediaType"), raw.get("digest"), raw.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise _invalid(f"{where}.mediaType missing")
-    if not _MEDIA_TYPE.match(media_type):
+    if not _MEDIA_TYPE.fullmatch(media_type):
         raise _invalid(f"{where}.mediaType is not a media type")
     if not isinstance(digest, str):
         raise _invalid(f"{where}.digest missing")
@@ -161,7 +162,7 @@ def parse_manifest(body: bytes, content_type: str | None,
         parsed.subject = _descriptor(doc["subject"], "subject")
     artifact_type = doc.get("artifactType")
     if artifact_type is not None and not (isinstance(artifact_type, str)
-                                          and _MEDIA_TYPE.match(artifact_type)):
+                                          and _MEDIA_TYPE.fullmatch(artifact_type)):
         raise _invalid("artifactType must be a media type")
     parsed.artifact_type = artifact_type
     annotations = doc.get("annotations")

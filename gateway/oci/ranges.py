@@ -6,12 +6,13 @@ import re
 
 from gateway.oci.errors import BLOB_UPLOAD_INVALID, RANGE_INVALID, OciError
 
-# Upload chunks carry "<start>-<end>" (inclusive); some clients prefix "bytes ".
-_CHUNK = re.compile(r"^(?:bytes[ =])?(\d{1,19})-(\d{1,19})$")
+# Upload chunks carry "<start>-<end>" (inclusive); some clients prefix "bytes ". ASCII digits
+# only: \d and int() also take the digits of other scripts.
+_CHUNK = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})", re.ASCII)
 
 
 def parse_content_range(value: str) -> tuple[int, int]:
-    match = _CHUNK.match(value.strip())
+    match = _CHUNK.fullmatch(value.strip())
     if not match:
         raise OciError(RANGE_INVALID, {"Content-Range": value[:100]},
                        message="malformed Content-Range")

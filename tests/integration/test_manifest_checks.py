@@ -156,3 +156,23 @@ async def test_the_manifest_type_must_be_stated(client: OciClient, repo: str) ->
     _error(await _put(client, repo, "v1", doc, content_type=None), "MANIFEST_INVALID")
     reply = await _put(client, repo, "v1", doc, content_type=OCI_MANIFEST)
     assert reply.status == 201, reply.body
+
+
+async def test_thousands_of_absent_descriptors_cost_one_call(
+        client: OciClient, upstream: EmulatorProcess, repo: str) -> None:
+    """A pusher's 4 MiB manifest names 20,000 blobs (or child manifests) the repository does
+    not hold: refused after the first batch of 100 that lacks one, not after 200 calls
+    spent of the identity every client shares."""
+    await client.push_blob(repo, CONFIG)
+    absent = [_descriptor(f"absent {i}".encode()) for i in range(20_000)]
+    upstream.clear_requests()
+    error = _error(await _put(client, repo, "v1", _image(absent)), "MANIFEST_BLOB_UNKNOWN")
+    assert error["detail"]["field"] == "layers[0]"
+    assert _calls(upstream, repo) == ["BatchCheckLayerAvailability"]
+
+    children = [{**child, "mediaType": OCI_MANIFEST} for child in absent]
+    upstream.clear_requests()
+    index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
+    error = _error(await _put(client, repo, "v1", index, OCI_INDEX), "MANIFEST_BLOB_UNKNOWN")
+    assert error["detail"]["field"] == "manifests[0]"
+    assert _calls(upstream, repo) == ["BatchGetImage"]

@@ -1,9 +1,15 @@
 """The login rate limiter against an attacker who knows a user's name: failures sent from
-elsewhere lock that name for every other address, but not where its owner logs in from.
+elsewhere lock that name for every other address, but not where its owner logs in from;
+against one who sends names of a megabyte, which the limiter must not keep whole; and
+against one whose guesses, each a bcrypt check, would hold up everyone else's work.
 Addresses come from X-Forwarded-For, from the trusted proxy the loopback peer plays."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,9 +18,10 @@ import aiohttp
 import pytest
 
 from tests.integration.auth.conftest import PASSWORDS, htpasswd_auth
-from tests.integration.auth.helpers import auth_gateway, basic, request
+from tests.integration.auth.helpers import auth_gateway, basic, request, write_htpasswd
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
+from tests.support.oci import OciClient
 
 OWNER = {"X-Forwarded-For": "203.0.113.10"}
 ATTACKER = {"X-Forwarded-For": "198.51.100.66"}
@@ -83,3 +90,57 @@ async def test_fresh_ipv6_addresses_of_one_64_are_no_fresh_limits(
     assert [await guess(f"name{i}", f"2001:db8:5:6::{i}") for i in range(1, 4)] == [401] * 3
     assert await guess("name-next", "2001:db8:5:6:abcd::1") == 429
     assert await guess("name-next", "2001:db8:5:7::1") == 401  # another /64
+
+
+def _rss(gateway: GatewayProcess) -> int:
+    assert gateway.process is not None
+    status = Path(f"/proc/{gateway.process.pid}/status").read_text()
+    match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+    assert match is not None
+    return int(match[1]) * 1024
+
+
+async def test_failed_logins_with_huge_user_names_keep_no_memory(
+        limited: GatewayProcess, session: aiohttp.ClientSession) -> None:
+    """A caller without an account sends token-form logins whose user names fill the form's
+    megabyte. Each failure is counted against its name until the limiter's table is full
+    (100,000 names): kept whole, 150 of them held 140 MB, and an address at the default
+    limit (50 per 5 minutes) adds half a gigabyte an hour."""
+    before = _rss(limited)
+    statuses = set()
+    for i in range(150):
+        form = {"grant_type": "password", "username": f"n{i}-" + "x" * 950_000,
+                "password": "guess"}
+        async with session.post(f"{limited.url}/token", data=form,
+                                headers={"X-Forwarded-For": "198.51.100.77"}) as r:
+            await r.read()
+            statuses.add(r.status)
+    assert statuses == {401}
+    grown = _rss(limited) - before
+    assert grown < 40 * 1024 * 1024, f"the gateway kept {grown / 2**20:.0f} MiB"
+
+
+async def test_guesses_do_not_hold_up_logged_in_users(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """One address without an account sends the 50 guesses its limit lets through at once,
+    against a file of cost-11 hashes. They ran in the event loop's default thread pool,
+    where uploads stage and hash their bytes: a logged-in user's five small pushes took 5
+    to 7 s instead of 0.15 s (13.7 s at cost 12). The guesses wait on threads of their own."""
+    users = write_htpasswd(tmp_path / "htpasswd", {"alice": PASSWORDS["alice"]}, rounds=11)
+    with _limited_gateway(upstream, users, tmp_path / "gw") as gateway:
+        owner = {**basic("alice", PASSWORDS["alice"]), "X-Forwarded-For": "203.0.113.10"}
+        async with aiohttp.ClientSession(headers=owner) as session:
+            alice = OciClient(session, gateway.url)
+            await alice.push_blob("team-a/guessed", os.urandom(1000))  # logged in
+
+            async with aiohttp.ClientSession() as stranger:
+                guesses = asyncio.gather(*(request(stranger, "GET", f"{gateway.url}/v2/", {
+                    **basic(f"nobody-{i}", "guess"), "X-Forwarded-For": "198.51.100.9"})
+                    for i in range(50)))
+                await asyncio.sleep(0.1)  # all under way
+                started = time.monotonic()
+                for _ in range(5):
+                    await alice.push_blob("team-a/guessed", os.urandom(300_000))
+                pushed = time.monotonic() - started
+                assert {answer.status for answer in await guesses} == {401}
+    assert pushed < 1.5, f"five pushes took {pushed:.1f} s while guesses were checked"

@@ -235,3 +235,23 @@ async def test_unreadable_token_forms_are_400(authgw: GatewayProcess,
     assert answer.status == 400 and answer.code == "UNSUPPORTED", answer.body[:200]
     await asyncio.sleep(0.2)  # the log arrives through a pipe
     assert not [line for line in authgw.log_lines if "Traceback" in line]
+
+
+async def test_a_token_request_names_at_most_100_scopes(authgw: GatewayProcess,
+                                                        session: aiohttp.ClientSession) -> None:
+    """One login asking for 20,000 scopes in a form of 700 KB got a token of 4.4 MB after
+    0.4 s of the event loop (every other request waited), a token no request header can
+    carry; now 400 before the password is checked."""
+    many = " ".join(f"repository:team-a/app{i}:pull,push" for i in range(20_000))
+    answer = await request(session, "POST", f"{authgw.url}/token", FORM, form(
+        grant_type="password", username="alice", password="alice-pw", scope=many))
+    assert answer.status == 400 and answer.code == "UNSUPPORTED", answer.body[:200]
+    assert answer.json()["errors"][0]["detail"] == {"scopes": 20_000, "limit": 100}
+    query = [("service", SERVICE), *(("scope", f"repository:public/a{i}:pull")
+                                     for i in range(101))]
+    url = f"{authgw.url}/token?{urllib.parse.urlencode(query)}"
+    assert (await request(session, "GET", url)).status == 400
+    enough = " ".join(f"repository:team-a/app{i}:pull,push" for i in range(100))
+    answer = await request(session, "POST", f"{authgw.url}/token", FORM, form(
+        grant_type="password", username="alice", password="alice-pw", scope=enough))
+    assert answer.status == 200 and len(granted(answer.json()["token"])) == 100

@@ -96,3 +96,15 @@ def test_an_ipv6_client_counts_by_its_64() -> None:
     assert limits.retry_after("someone", "2001:db8:0:8::1") is None  # another /64
     assert limits.retry_after("someone", "::ffff:192.0.2.1") is None
     assert len(limits._failures) == 4  # three user names and one /64
+
+
+def test_a_long_name_is_limited_by_its_digest() -> None:
+    """A name longer than any real one is kept as its digest: still limited, and only it."""
+    limits = FailedLogins(60, per_user=2, per_address=100, clock=Clock())
+    name = "n" * 100_000
+    for address in ("10.0.0.1", "10.0.0.2"):
+        limits.failed(name, address)
+    assert limits.retry_after(name, "10.0.0.3") is not None
+    assert limits.retry_after(name[:-1], "10.0.0.3") is None
+    limits.succeeded(name, "10.0.0.1")  # forgets that address's failure of the same name
+    assert limits.retry_after(name, "10.0.0.3") is None
