@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.auth import install as install_auth
 from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
+from gateway.auth.host_names import rebinding_guard
 from gateway.backends.ecr import EcrBackend
 from gateway.backends.ecr_public import EcrPublicBackend
 from gateway.backends.router import BackendRouter, Storage
@@ -205,7 +206,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # login rate limiter and the per-client limits, with authentication or without.
     proxy_trust = ProxyTrust(parse_networks(config.trusted_proxies))
     traced = [tracing.middleware(proxy_trust)] if tracing is not None else []
-    app = web.Application(middlewares=[access_log, *traced, oci_errors, count_upstream_calls])
+    guard = rebinding_guard(config, proxy_trust)
+    guarded = [guard] if guard is not None else []
+    app = web.Application(middlewares=[access_log, *traced, oci_errors, *guarded,
+                                       count_upstream_calls])
     app[CONFIG] = config
     app[IN_FLIGHT_REQUESTS] = InFlight()
     app[PROXY_TRUST] = proxy_trust
