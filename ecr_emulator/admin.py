@@ -25,7 +25,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ecr_emulator import sigv4
-from ecr_emulator.control import Handler, is_control, read_json
+from ecr_emulator.control import BodyTooLarge, Handler, is_control, read_body, read_json
 from ecr_emulator.errors import AwsError
 from ecr_emulator.faults import Faults
 from ecr_emulator.state import STATE_KEY
@@ -33,7 +33,6 @@ from ecr_emulator.state import STATE_KEY
 SERVICE = "emulator"
 VERIFIER = web.AppKey("emulator_admin_verifier", sigv4.Verifier)
 REGION = web.AppKey("emulator_admin_region", str)
-MAX_BODY = 1024 * 1024
 REQUESTS_KEPT = 100_000  # the request log's entries GET /_emulator/requests can show
 
 
@@ -62,10 +61,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if verifier is not None:
         try:
             pending = verifier.begin(request, service=SERVICE, region=request.app[REGION])
-            if (request.content_length or 0) > MAX_BODY:
-                raise AwsError("RequestEntityTooLargeException", "control request too large",
-                               status=413)
-            body = await request.read()  # small; aiohttp keeps it for the handler
+            try:
+                body = await read_body(request)  # kept for the handler
+            except BodyTooLarge as exc:
+                raise AwsError("RequestEntityTooLargeException",
+                               f"control request too large: {exc}", status=413) from None
             pending.update(body)
             pending.finish()
             # The rules, faults and log cover every account: a key of another account

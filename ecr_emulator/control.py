@@ -19,6 +19,30 @@ FAULTS_ENV = "ECR_EMULATOR_FAULTS"
 OPEN_PREFIXES = ("/_emulator/health", "/_emulator/layers/", "/_emulator/public/layers/",
                  "/_emulator/public/logos/", "/_emulator/registries/")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 1024 * 1024  # a control request's body (rules, faults) is a few KiB
+_BODY = "emulator_control_body"
+
+
+class BodyTooLarge(ValueError):
+    """A control request's body passed MAX_BODY."""
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, read once; BodyTooLarge past MAX_BODY, counted as the bytes
+    arrive (a chunked body announces no length)."""
+    kept = request.get(_BODY)
+    if isinstance(kept, bytes):
+        return kept
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise BodyTooLarge(f"the body of {length} bytes exceeds {MAX_BODY}")
+    body = bytearray()
+    while chunk := await request.content.readany():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BodyTooLarge(f"the body exceeds {MAX_BODY} bytes")
+    request[_BODY] = kept = bytes(body)
+    return kept
 
 
 def is_control(path: str) -> bool:
@@ -36,7 +60,7 @@ async def off(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def read_json(request: web.Request) -> object:
     """The request's JSON body; ValueError if it is not JSON. orjson refuses nesting past
     1024 levels with a ValueError, where json.loads recurses into a RecursionError (a 500)."""
-    body = await request.read()
+    body = await read_body(request)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -43,7 +43,7 @@ class PartWriter:
         self.start = self.end = offset
         self._durable = durable
         self._on_commit = on_commit
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         self._direct: int | None = None
         self._buffer: mmap.mmap | None = None
         self._filled = 0

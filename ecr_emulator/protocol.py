@@ -31,6 +31,7 @@ from aiohttp import web
 
 from ecr_emulator import (
     access,
+    body_budget,
     cross_account,
     jsonbody,
     repository_policy,
@@ -151,10 +152,10 @@ def action(name: str, service: str = "ecr") -> Callable[[Handler], Handler]:
     return register
 
 
-async def _chunks(request: web.Request,
-                  pending: sigv4.Pending | None = None) -> AsyncGenerator[bytes, None]:
-    """The body's chunks as they arrive (hashed for the signature check), refusing more than
-    MAX_REQUEST_BYTES."""
+async def _chunks(request: web.Request, pending: sigv4.Pending | None = None,
+                  hold: body_budget.Hold | None = None) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as they arrive (hashed for the signature check, charged to
+    ``hold``), refusing more than MAX_REQUEST_BYTES."""
     length = request.content_length
     if length is not None and length > MAX_REQUEST_BYTES:
         raise AwsError("RequestEntityTooLargeException",
@@ -172,6 +173,8 @@ async def _chunks(request: web.Request,
                                f"Request exceeds {MAX_REQUEST_BYTES} bytes", status=413)
             if pending is not None:
                 pending.update(chunk)
+            if hold is not None:
+                hold.charge(len(chunk))
             yield chunk
     finally:
         reads.close()
@@ -179,10 +182,12 @@ async def _chunks(request: web.Request,
 
 async def read_params(request: web.Request, spec: ActionSpec,
                       pending: sigv4.Pending | None = None,
-                      open_sink: jsonbody.SinkOpener | None = None) -> Json:
+                      open_sink: jsonbody.SinkOpener | None = None,
+                      hold: body_budget.Hold | None = None) -> Json:
     """The decoded JSON input; a blob member (a layer part) arrives as a bytearray. With
     ``pending``, the signature is checked once the last byte arrived, before anything else
-    (a malformed body of a badly signed request is a signature error, as on AWS)."""
+    (a malformed body of a badly signed request is a signature error, as on AWS); until
+    then the bytes held are charged to ``hold`` (body_budget.py)."""
     blob = spec.blob_members[0] if len(spec.blob_members) == 1 else None
     settings = request.app[STATE_KEY].settings
     length = request.content_length or 0
@@ -193,7 +198,7 @@ async def read_params(request: web.Request, spec: ActionSpec,
     # Closed as soon as the body is done with (the socket's read mark goes with it: aiohttp
     # reads what is left of a body after the handler, and the mark would hold that back).
     try:
-        async with contextlib.aclosing(_chunks(request, pending)) as chunks, \
+        async with contextlib.aclosing(_chunks(request, pending, hold)) as chunks, \
                 asyncio.timeout(allowed):
             try:
                 params = await jsonbody.parse(chunks, blob, open_sink)
@@ -210,6 +215,8 @@ async def read_params(request: web.Request, spec: ActionSpec,
                        status=408) from None
     if pending is not None:
         pending.finish()
+    if hold is not None:
+        hold.release()
     return params
 
 
@@ -236,15 +243,18 @@ def base_url(request: web.Request, public_url: str | None) -> str:
 async def handle_api(request: web.Request) -> web.StreamResponse:
     """The single API route: dispatch, render errors, write the request log."""
     streamed: list[StreamedBlob] = []
+    hold = request.app[body_budget.KEY].hold()
     try:
-        return await _handle_api(request, streamed)
+        return await _handle_api(request, streamed, hold)
     finally:
+        hold.release()
         for blob in streamed:  # a refused or failed call leaves no trace of its blob
             blob.release()
 
 
 def _sink_opener(request: web.Request, identity: Identity, spec: ActionSpec,
-                 streamed: list[StreamedBlob]) -> jsonbody.SinkOpener | None:
+                 streamed: list[StreamedBlob],
+                 hold: body_budget.Hold) -> jsonbody.SinkOpener | None:
     opener = BLOB_OPENERS.get(spec.name) if spec.service == "ecr" else None
     if opener is None:
         return None
@@ -266,13 +276,14 @@ def _sink_opener(request: web.Request, identity: Identity, spec: ActionSpec,
         blob = await opener(state, head) if state is not None else None
         if blob is not None:
             streamed.append(blob)
+            hold.streaming = True  # the blob's bytes go to the upload's file
         return blob
 
     return open_sink
 
 
-async def _handle_api(request: web.Request,
-                      streamed: list[StreamedBlob]) -> web.StreamResponse:
+async def _handle_api(request: web.Request, streamed: list[StreamedBlob],
+                      hold: body_budget.Hold) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     started = time.monotonic()
     action_name = _logged_name(request.headers.get("X-Amz-Target", ""))
@@ -292,7 +303,8 @@ async def _handle_api(request: web.Request,
                 pending.finish()
             raise
         params = await read_params(request, spec, pending,
-                                   _sink_opener(request, identity, spec, streamed))
+                                   _sink_opener(request, identity, spec, streamed, hold),
+                                   hold if pending is not None else None)
         throttles = request.app.get(throttle.KEY)
         if throttles is not None:
             # The key's account where the credentials file names one, else the default's.

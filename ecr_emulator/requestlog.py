@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections import deque
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -45,7 +46,9 @@ class RequestLog:
         self._entries = deque(self._entries, maxlen=count)
 
     def _open(self) -> BinaryIO:
-        file = open(self.path, "ab", buffering=256 * 1024)
+        # Every caller's key ids and calls: for this user only.
+        file = open(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab",
+                    buffering=256 * 1024)
         self._size = file.tell()
         return file
 

@@ -33,6 +33,7 @@ from aiohttp import web
 from ecr_emulator import (
     access,
     actions,  # noqa: F401  (importing registers the handlers)
+    body_budget,
     control,
     downloads,
     expiry,
@@ -73,6 +74,7 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     state = EmulatorState(Path(data_dir), account_id=account_id, region=region,
                           public_url=public_url, settings=settings or Settings())
     app[STATE_KEY] = state
+    app[body_budget.KEY] = body_budget.UnverifiedBodies(state.settings.unverified_body_bytes)
     verifier = sigv4.Verifier(credentials) if credentials is not None else None
     if verifier is not None:
         app[protocol.VERIFIER] = verifier

@@ -50,6 +50,11 @@ class Settings:
     second, or the call fails with 408 RequestTimeoutException: a caller trickling an
     UploadLayerPart (whose signature is only checked at its end) holds that upload's lock
     for no longer than that."""
+    unverified_body_bytes: int = 128 * MiB
+    """Request-body bytes all callers together may have in memory before their signatures
+    are checked (each body's first 64 KiB and a layer part streaming to its upload's file
+    are not counted); a body that would pass it fails with ThrottlingException (see
+    body_budget.py)."""
     request_log_max_bytes: int = 64 * MiB
     """Size past which ``requests.log`` becomes ``requests.log.1`` (the one before dropped)."""
     durable: int = 1

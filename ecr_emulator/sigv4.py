@@ -131,6 +131,13 @@ class Verifier:
         The checks come in the order AWS makes them: the form of the header and its date, the clock,
         ``host`` signed, the credential scope, and only then the key."""
         sent = request.headers
+        encoding = (sent.get("Content-Encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            # The signature covers the body as sent, and the body reaches the emulator only
+            # decoded: it could not be checked (ECR's API has no request compression).
+            raise AwsError("SerializationException",
+                           f"Content-Encoding {encoding!r} is not accepted: send the body "
+                           "uncompressed")
         header = sent.get("Authorization")
         if header is not None and "X-Amz-Algorithm" in _query_names(request.raw_path):
             raise invalid("Found both 'X-Amz-Algorithm' as a query-string param and "

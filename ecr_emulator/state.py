@@ -22,6 +22,7 @@ from ecr_emulator.blobs import BlobStore
 from ecr_emulator.db import Database
 from ecr_emulator.requestlog import RequestLog
 from ecr_emulator.settings import Settings
+from ecr_model.private_files import private_dir
 
 if TYPE_CHECKING:
     from ecr_emulator.faults import Faults
@@ -46,7 +47,9 @@ class EmulatorState:
     def __init__(self, data_dir: Path, *, account_id: str, region: str,
                  public_url: str | None, settings: Settings,
                  layer_route: str = LAYER_ROUTE) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        # Layers of private repositories, the signing secret and who called what: this
+        # user's alone (NotPrivate, an OSError, for a link or another user's folder).
+        private_dir(data_dir)
         self.data_dir = data_dir
         self.account_id = account_id
         self.region = region

@@ -11,6 +11,7 @@ from typing import TypeVar
 import aiohttp
 from aiohttp import web
 
+from ecr_model.private_files import NotPrivate
 from gateway.auth import install as install_auth
 from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.auth.host_names import rebinding_guard
@@ -20,7 +21,6 @@ from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, ConfigError, PullThroughConfig
 from gateway.disk.direct_io import balloon_reports_free_pages
-from gateway.disk.private import NotPrivate
 from gateway.ecr.breaker import CircuitBreaker, reachable
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
@@ -192,7 +192,7 @@ _T = TypeVar("_T")
 
 def _private_folder(key: str, make: Callable[[], _T]) -> _T:
     """``make()``, whose folder of blob bytes belongs to another user or is a link: a
-    refusal to start naming the setting (gateway/disk/private.py), not a traceback."""
+    refusal to start naming the setting (ecr_model/private_files.py), not a traceback."""
     try:
         return make()
     except NotPrivate as exc:

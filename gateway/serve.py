@@ -21,11 +21,11 @@ from typing import IO
 
 from aiohttp import web
 
+from ecr_model.private_files import NotPrivate, private_dir
 from gateway.app import build_app
 from gateway.auth.exposure import check_exposure
 from gateway.auth.tls import TlsFiles
 from gateway.config import Config, ConfigError, load_config
-from gateway.disk.private import NotPrivate, private_dir
 from gateway.observability.drain import graceful_stop
 from gateway.observability.logs import announce
 from gateway.observability.tracing import Tracing

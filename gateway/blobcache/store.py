@@ -31,7 +31,7 @@ in progress (emptied at start). Guarantees:
 * Private: ``sha256/`` and ``tmp/`` are folders only the gateway's user can enter (mode
   0700, refused at start when another user owns them), fills are files of mode 0600, and
   nothing is read through a symbolic link; a file found at start that is not a plain file
-  of the gateway's user, writable by nobody else, is dropped (gateway/disk/private.py). The
+  of the gateway's user, writable by nobody else, is dropped (ecr_model/private_files.py). The
   size check on reads relies on that: nobody else can rewrite a verified file.
 * Bounded while filling too: the fills under way reserve their sizes (one of unknown size,
   the bytes it wrote so far) and a fill that does not fit beside them is relayed without
@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from gateway.disk.private import create_private, open_read, own_regular_file, private_dir
+from ecr_model.private_files import create_private, open_read, own_regular_file, private_dir
 from gateway.observability.metrics import cache_event
 
 log = logging.getLogger(__name__)

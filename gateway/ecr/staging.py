@@ -12,7 +12,7 @@ the digest (first read after the start, in a worker thread): the process may hav
 before the kernel wrote them, or the files may have changed while the gateway was down. One
 that does not match is dropped, and the read goes to ECR instead.
 
-The folder is the gateway user's alone (mode 0700, gateway/disk/private.py): spools and
+The folder is the gateway user's alone (mode 0700, ecr_model/private_files.py): spools and
 staged blobs are private repositories' bytes, and a staged blob is served without its
 digest being checked again.
 
@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ecr_model.private_files import private_dir
 from gateway.disk.direct_io import ALIGN, write_direct
-from gateway.disk.private import private_dir
 from gateway.observability.metrics import UPLOAD_SPOOL_BYTES
 from gateway.state.sessions import SESSION_ID
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from gateway.disk.private import NOFOLLOW, private_dir
+from ecr_model.private_files import NOFOLLOW, private_dir
 from gateway.state.sessions import SessionLimit, TailBudget, UploadSession
 
 # File layout: 4-byte big-endian header length, JSON record, then the tail bytes.

@@ -6,6 +6,7 @@ hold no more than the bytes that arrived, and let go of them as soon as the call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from tests.support.emulator import REGION, EmulatorProcess
+from tests.support.emulator import REGION, EmulatorProcess, ecr_client
 
 MiB = 1024 * 1024
 TARGET = "AmazonEC2ContainerRegistry_V20150921.UploadLayerPart"
@@ -29,10 +30,10 @@ def _rss(pid: int) -> int:
     return int(match[1]) * 1024
 
 
-def _request_head(emulator: EmulatorProcess, length: int) -> bytes:
+def _request_head(emulator: EmulatorProcess, length: int, target: str = TARGET) -> bytes:
     """Headers signed with the emulator's key id and a secret that is not its secret."""
     request = AWSRequest(method="POST", url=emulator.url + "/", data=b"{}", headers={
-        "X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"})
+        "X-Amz-Target": target, "Content-Type": "application/x-amz-json-1.1"})
     SigV4Auth(Credentials(emulator.access_key_id, "not-the-secret"), "ecr",
               REGION).add_auth(request)
     headers = {**dict(request.headers.items()), "Host": emulator.url.split("://")[1],
@@ -47,6 +48,17 @@ async def _open(emulator: EmulatorProcess, length: int,
     writer.write(_request_head(emulator, length) + body)
     await writer.drain()
     return writer
+
+
+async def _send(emulator: EmulatorProcess, target: str, length: int,
+                body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send ``body`` of a request announcing ``length`` bytes; a connection the emulator
+    answers and closes midway is left as it is."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", emulator.port)
+    with contextlib.suppress(ConnectionError):
+        writer.write(_request_head(emulator, length, target) + body)
+        await writer.drain()
+    return reader, writer
 
 
 async def test_a_length_announced_is_not_memory_reserved(emulator: EmulatorProcess) -> None:
@@ -74,3 +86,25 @@ async def test_a_body_abandoned_midway_is_freed_at_once(emulator: EmulatorProces
     # Each abandoned request's 12 MiB of decoded blob stayed (96 MiB in all) until a full
     # garbage collection, whenever that came.
     assert kept < 48 * MiB, f"{kept // MiB} MiB still held after the callers left"
+
+
+async def test_unverified_bodies_share_one_memory_budget(emulator: EmulatorProcess) -> None:
+    """Twelve PutImage bodies of 30 MB each (no blob member: all of it is held until the
+    signature is checked at the body's end), held open just short of their end."""
+    manifest = b'{"repositoryName":"nobody/here","imageManifest":"' + b"A" * (30 * MiB)
+    before = _rss(emulator.pid)
+    sent = [await _send(emulator, "AmazonEC2ContainerRegistry_V20150921.PutImage",
+                        32 * MiB, manifest) for _ in range(12)]
+    await asyncio.sleep(1.5)
+    grown = _rss(emulator.pid) - before
+    async with ecr_client(emulator.url) as ecr:  # small calls go on meanwhile
+        await ecr.describe_repositories()
+    answers = []
+    for reader, writer in sent:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            answers.append(await asyncio.wait_for(reader.read(4096), 0.2))
+        writer.close()
+    # Each body was held whole: 360 MB for calls nobody could have signed.
+    assert grown < 192 * MiB, f"{grown // MiB} MiB held for unverified bodies"
+    throttled = [a for a in answers if b"ThrottlingException" in a]
+    assert throttled and all(a.startswith(b"HTTP/1.1 400 ") for a in throttled), answers

@@ -1,10 +1,10 @@
-"""Folders and files of blob bytes that only the gateway's own user can reach.
+"""Folders and files of blob bytes that only the process's own user can reach.
 
-The blob cache and the staging store hold bytes of private repositories and serve them
-after checking little more than their size (the digest only once per file and process). So
-no other local user may read them, nor put a file or a link of their own where the gateway
-would serve it: their folders are mode 0700 and must belong to the gateway's user, their
-files are created 0600, and they are opened without following a symbolic link.
+The gateway's blob cache and staging store, and the emulator's data folder, hold bytes of
+private repositories and serve them after checking little more than their size. So no
+other local user may read them, nor put a file or a link of their own where they would be
+served: their folders are mode 0700 and must belong to the process's user, their files are
+created 0600, and they are opened without following a symbolic link.
 """
 
 from __future__ import annotations
