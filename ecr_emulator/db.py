@@ -124,6 +124,12 @@ CREATE TABLE IF NOT EXISTS registry_documents (
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 
+-- When an image was last pulled (pull_times.py). Goes with it.
+CREATE TABLE IF NOT EXISTS image_pulls (
+    image_id  INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    pulled_at REAL NOT NULL
+);
+
 -- What an image carries besides its manifest: storage class and last scan. Goes with it.
 CREATE TABLE IF NOT EXISTS image_states (
     image_id      INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,

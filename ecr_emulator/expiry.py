@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ecr_emulator import documents, image_states, image_store, store
+from ecr_emulator import documents, image_states, image_store, pull_times, store
 from ecr_emulator.errors import AwsError
 from ecr_emulator.state import STATE_KEY, EmulatorState
 from ecr_model import lifecycle_policy
@@ -62,11 +62,12 @@ def judge(db: sqlite3.Connection, repository: str, rules: list[lifecycle_policy.
         "SELECT r.target FROM image_refs r JOIN images i ON i.id = r.image_id"
         " WHERE i.repository = ? AND r.kind = 'manifest'", (repository,))}
     states = image_states.states(db, repository)
-    # The emulator records no pulls: sinceImagePulled measures from the push.
+    pulled = pull_times.of(db, [row["id"] for row in rows])
     candidates = [lifecycle_policy.Candidate(
         row["id"], tuple(tags[row["id"]]), row["pushed_at"], row["id"],
         row["digest"] in referenced,
         storage_class=states.get(row["id"], ("STANDARD", None))[0].lower(),
+        pulled_at=pulled.get(row["id"]),
         archived_at=states.get(row["id"], ("STANDARD", None))[1]) for row in rows]
     by_id = {row["id"]: row for row in rows}
     judged = []

@@ -53,10 +53,27 @@ def archived(db: sqlite3.Connection, image_ids: list[int]) -> set[int]:
     return out
 
 
+def last_archived(db: sqlite3.Connection, image_ids: list[int]) -> dict[int, float]:
+    """When each of ``image_ids`` ever archived was last archived (ImageDetail.lastArchivedAt:
+    kept once the image is restored)."""
+    out: dict[int, float] = {}
+    for start in range(0, len(image_ids), 500):
+        chunk = image_ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = db.execute(f"SELECT image_id, archived_at FROM image_states WHERE image_id IN"
+                          f" ({marks}) AND archived_at IS NOT NULL", chunk)
+        out.update((row[0], float(row[1])) for row in rows)
+    return out
+
+
 def set_storage_class(db: sqlite3.Connection, image_id: int, target: str, now: float) -> None:
     db.execute("INSERT OR IGNORE INTO image_states (image_id) VALUES (?)", (image_id,))
-    db.execute("UPDATE image_states SET storage_class = ?, archived_at = ? WHERE image_id = ?",
-               (target, now if target == "ARCHIVE" else None, image_id))
+    if target == "ARCHIVE":
+        db.execute("UPDATE image_states SET storage_class = ?, archived_at = ?"
+                   " WHERE image_id = ?", (target, now, image_id))
+    else:  # the time of the last archiving stays: lifecycle reads it of archived images only
+        db.execute("UPDATE image_states SET storage_class = ? WHERE image_id = ?",
+                   (target, image_id))
 
 
 def set_with_children(db: sqlite3.Connection, repository: str, image_id: int, target: str,

@@ -63,8 +63,11 @@ def tag_is_immutable(repo: store.Repository, tag: str) -> bool:
 
 def put_image(db: sqlite3.Connection, *, repository: str, registry_id: str, digest: str,
               text: str, manifest: Manifest, tag: str | None, now: float,
-              max_images: int) -> None:
-    """Store the image and move ``tag`` to it, with PutImage's checks, in one transaction."""
+              max_images: int, restores: bool = False) -> None:
+    """Store the image and move ``tag`` to it, with PutImage's checks, in one transaction.
+    ``restores``: the image is archived, and pushing it again restores it (ECR: "If you
+    push an image that is currently archived, that image will be automatically restored"),
+    so it is not ImageAlreadyExistsException."""
     repo = store.get_repository(db, repository, registry_id)
     needed = list(dict.fromkeys(d.digest for d in manifest.blobs if d.distributable))
     layers = store.get_layers(db, repository, needed)
@@ -82,7 +85,8 @@ def put_image(db: sqlite3.Connection, *, repository: str, registry_id: str, dige
                        f"'{repository}': {missing}")
     existing = find_by_digest(db, repository, digest)
     tagged = find_by_tag(db, repository, tag) if tag else None
-    if existing is not None and (tag is None or (tagged is not None and tagged.id == existing.id)):
+    if existing is not None and not restores and (
+            tag is None or (tagged is not None and tagged.id == existing.id)):
         shown = f" and tag '{tag}'" if tag else ""
         raise AwsError("ImageAlreadyExistsException",
                        f"Image with digest '{digest}'{shown} already exists in the repository "

@@ -6,7 +6,16 @@ import hashlib
 import sqlite3
 import time
 
-from ecr_emulator import image_states, image_store, manifests, paging, replicator, store
+from ecr_emulator import (
+    access,
+    image_states,
+    image_store,
+    manifests,
+    paging,
+    pull_times,
+    replicator,
+    store,
+)
 from ecr_emulator.actions import pull_through, scanning, templates
 from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
@@ -58,15 +67,19 @@ async def put_image(call: Call, params: Json) -> Json:
 def _put_image(db: sqlite3.Connection, *, repository: str, registry_id: str, digest: str,
                text: str, manifest: manifests.Manifest, tag: str | None, now: float,
                max_images: int) -> None:
-    """PutImage's transaction: store the image; a re-pushed archived image is active again
-    (as ECR restores it), and a repository with scanOnPush scans it."""
+    """PutImage's transaction: store the image; a re-pushed archived image (an index with
+    its children) is active again, as ECR restores it, and a push the repository's or the
+    registry's scanning configuration scans on push is scanned."""
+    existing = image_store.find_by_digest(db, repository, digest)
+    archived = existing is not None and image_states.storage_class(db, existing.id) == "ARCHIVE"
     image_store.put_image(db, repository=repository, registry_id=registry_id, digest=digest,
-                          text=text, manifest=manifest, tag=tag, now=now, max_images=max_images)
+                          text=text, manifest=manifest, tag=tag, now=now, max_images=max_images,
+                          restores=archived)
     image = image_store.find_by_digest(db, repository, digest)
     assert image is not None
-    if image_states.storage_class(db, image.id) == "ARCHIVE":
-        image_states.set_storage_class(db, image.id, "STANDARD", now)
-    if store.get_repository(db, repository, registry_id).scan_on_push and (
+    if archived:
+        image_states.set_with_children(db, repository, image.id, "STANDARD", now)
+    if scanning.scans_on_push(db, store.get_repository(db, repository, registry_id)) and (
             image.artifact_media_type in scanning.IMAGE_CONFIG_TYPES):
         image_states.set_scanned(db, image.id, now)
 
@@ -85,8 +98,13 @@ async def batch_get_image(call: Call, params: Json) -> Json:
             {"imageId": i, "failureCode": upstream[pull_through.id_key(i)].code,
              "failureReason": upstream[pull_through.id_key(i)].reason}
             for i in params["imageIds"] if pull_through.id_key(i) in upstream]}
-    images, failures = await state.db.read(_batch_get, repository, registry_id,
-                                           params["imageIds"], accepted)
+    now = time.time()
+    images, failures, moved = await state.db.read(_batch_get, repository, registry_id,
+                                                  params["imageIds"], accepted, now)
+    if moved:
+        principal = access.principal_arn(call.identity.account_id or state.account_id,
+                                         call.identity.access_key_id)
+        await state.db.write(pull_times.record, moved, principal, now)
     for failure in failures:
         fetched = upstream.get(pull_through.id_key(failure["imageId"]))
         if fetched is not None:
@@ -98,10 +116,14 @@ async def batch_get_image(call: Call, params: Json) -> Json:
 
 
 def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
-               image_ids: list[Json], accepted: list[str] | None) -> tuple[list[Json], list[Json]]:
+               image_ids: list[Json], accepted: list[str] | None,
+               now: float) -> tuple[list[Json], list[Json], list[int]]:
+    """The images and failures BatchGetImage answers, and the ids of the images whose
+    recorded pull time this pull moves."""
     store.get_repository(db, repository, registry_id)
     images: list[Json] = []
     failures: list[Json] = []
+    pulled: list[int] = []
     seen = set()
     for image_id in image_ids:
         key = (image_id.get("imageDigest"), image_id.get("imageTag"))
@@ -126,7 +148,8 @@ def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
             "imageManifest": image_store.manifest_of(db, found.id),
             "imageManifestMediaType": found.media_type,
         })
-    return images, failures
+        pulled.append(found.id)
+    return images, failures, pull_times.stale(db, pulled, now)
 
 
 @action("ListImages")
@@ -170,11 +193,9 @@ async def describe_images(call: Call, params: Json) -> Json:
         if "maxResults" in params or "nextToken" in params:
             raise AwsError("InvalidParameterException",
                            "maxResults and nextToken cannot be used with imageIds")
-        images, tags = await state.db.read(_describe_ids, repository, registry_id,
-                                           params["imageIds"])
-        archived = await state.db.read(image_states.archived, [i.id for i in images])
-        return {"imageDetails": [_detail(state, repository, i, tags[i.id], i.id in archived)
-                                 for i in images]}
+        images = await state.db.read(_describe_ids, repository, registry_id,
+                                     params["imageIds"])
+        return {"imageDetails": await _details(state, repository, images)}
     after = paging.decode("DescribeImages", params.get("nextToken"), 0)
     limit = paging.page_size(params, 100)
     await state.db.read(store.get_repository, repository, registry_id)
@@ -182,27 +203,37 @@ async def describe_images(call: Call, params: Json) -> Json:
         return {"imageDetails": []}
     page = await state.db.read(image_store.list_images, repository, tag_status, int(after),
                                limit + 1, STORAGE_CLASSES[image_status])
-    tags = await state.db.read(image_store.tags_of, [i.id for i in page[:limit]])
-    archived = await state.db.read(image_states.archived, [i.id for i in page[:limit]])
-    result: Json = {"imageDetails": [_detail(state, repository, i, tags[i.id],
-                                             i.id in archived) for i in page[:limit]]}
+    result: Json = {"imageDetails": await _details(state, repository, page[:limit])}
     if len(page) > limit:
         result["nextToken"] = paging.encode("DescribeImages", page[limit - 1].id)
     return result
 
 
 def _describe_ids(db: sqlite3.Connection, repository: str, registry_id: str,
-                  image_ids: list[Json]) -> tuple[list[Image], dict[int, list[str]]]:
+                  image_ids: list[Json]) -> list[Image]:
     store.get_repository(db, repository, registry_id)
     images: dict[int, Image] = {}
     for image_id in image_ids:
         found = image_states.resolved(db, repository, registry_id, image_id)
         images.setdefault(found.id, found)
-    return list(images.values()), image_store.tags_of(db, list(images))
+    return list(images.values())
+
+
+async def _details(state: EmulatorState, repository: str, images: list[Image]) -> list[Json]:
+    ids = [i.id for i in images]
+
+    def read(db: sqlite3.Connection) -> tuple[dict[int, list[str]], set[int], dict[int, float],
+                                              dict[int, float]]:
+        return (image_store.tags_of(db, ids), image_states.archived(db, ids),
+                pull_times.of(db, ids), image_states.last_archived(db, ids))
+
+    tags, archived, pulled, archived_at = await state.db.read(read)
+    return [_detail(state, repository, i, tags[i.id], i.id in archived, pulled.get(i.id),
+                    archived_at.get(i.id)) for i in images]
 
 
 def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str],
-            archived: bool = False) -> Json:
+            archived: bool, pulled_at: float | None, archived_at: float | None) -> Json:
     detail: Json = {
         "registryId": state.account_id,
         "repositoryName": repository,
@@ -218,6 +249,10 @@ def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str]
         detail["artifactMediaType"] = image.artifact_media_type
     if image.subject:
         detail["subjectManifestDigest"] = image.subject
+    if pulled_at is not None:
+        detail["lastRecordedPullTime"] = pulled_at
+    if archived_at is not None:
+        detail["lastArchivedAt"] = archived_at
     return detail
 
 

@@ -1,7 +1,6 @@
 """RegisterPullTimeUpdateExclusion, DeregisterPullTimeUpdateExclusion,
 ListPullTimeUpdateExclusions: the IAM principals whose pulls do not update an image's last
-pull time, stored (at most 100). The emulator records no pull times, so the list changes
-nothing else.
+recorded pull time (pull_times.py), at most 100.
 """
 
 from __future__ import annotations

@@ -67,6 +67,13 @@ def _applied(configuration: Json, repo: store.Repository) -> tuple[str, list[Jso
     return ("SCAN_ON_PUSH" if repo.scan_on_push else "MANUAL"), []
 
 
+def scans_on_push(db: sqlite3.Connection, repo: store.Repository) -> bool:
+    """Whether a push to ``repo`` is scanned: a registry rule of frequency SCAN_ON_PUSH (or
+    CONTINUOUS_SCAN, which scans on push too) that matches it, else its own scanOnPush."""
+    configuration = _registry_configuration(registry.get(db, registry.SCANNING))
+    return _applied(configuration, repo)[0] != "MANUAL"
+
+
 @action("BatchGetRepositoryScanningConfiguration")
 async def batch_get_repository_scanning_configuration(call: Call, params: Json) -> Json:
     state = call.state

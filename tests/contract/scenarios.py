@@ -282,3 +282,202 @@ async def cross_account(ecr: Any, repo: str, other: Any, other_account: str) -> 
 
 
 CROSS_ACCOUNT = "cross-account access"
+
+
+async def _pages(call: Callable[..., Awaitable[Any]], key: str, **params: Any) -> list[Any]:
+    """Every page of a listing, following nextToken (at most ten pages)."""
+    found = []
+    for _ in range(10):
+        page = await call(**params)
+        found.append(page[key])
+        if "nextToken" not in page:
+            break
+        params["nextToken"] = page["nextToken"]
+    return found
+
+
+async def pages(ecr: Any, repo: str) -> Facts:
+    """maxResults and nextToken: a page of at most maxResults, a token while more remain,
+    none on the last page; a range the model forbids is refused."""
+    for tag in ("p1", "p2", "p3"):
+        await image(ecr, repo, tag)
+    listed = await _pages(ecr.list_images, "imageIds", repositoryName=repo, maxResults=2)
+    described = await _pages(ecr.describe_images, "imageDetails", repositoryName=repo,
+                             maxResults=2)
+    return {"ListImages pages": [len(page) for page in listed],
+            "ListImages tags across pages": sorted(i.get("imageTag", "") for page in listed
+                                                   for i in page),
+            "DescribeImages pages": [len(page) for page in described],
+            "ListImages maxResults 1001": await error_of(ecr.list_images(
+                repositoryName=repo, maxResults=1001)),
+            "DescribeImages imageIds with maxResults": await error_of(ecr.describe_images(
+                repositoryName=repo, imageIds=[{"imageTag": "p1"}], maxResults=1)),
+            "DescribeRepositories repositoryNames with maxResults": await error_of(
+                ecr.describe_repositories(repositoryNames=[repo], maxResults=1))}
+
+
+async def _digest_of(ecr: Any, repo: str, tag: str) -> str:
+    """The digest the target gives the image ``tag`` names."""
+    found = await ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": tag}])
+    return str(found["imageDetails"][0]["imageDigest"])
+
+
+async def tags_and_digests(ecr: Any, repo: str) -> Facts:
+    """BatchDeleteImage by tag removes the tag (the image with its last one), by digest the
+    image and every tag; a repository with images is deleted only with force."""
+    text = await image(ecr, repo, "a")
+    await ecr.put_image(repositoryName=repo, imageManifest=text, imageTag="b")
+    await image(ecr, repo, "c")
+    first, other = await _digest_of(ecr, repo, "a"), await _digest_of(ecr, repo, "c")
+    got = await ecr.batch_get_image(repositoryName=repo, imageIds=[
+        {"imageTag": "a", "imageDigest": other}])
+    facts: Facts = {
+        "tag with another image's digest": [f["failureCode"] for f in got["failures"]],
+        "DeleteRepository with images": await error_of(ecr.delete_repository(
+            repositoryName=repo))}
+    untagged = await ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageTag": "a"}])
+    facts["delete by tag"] = [i.get("imageTag") for i in untagged["imageIds"]]
+    left = await ecr.describe_images(repositoryName=repo, imageIds=[{"imageDigest": first}])
+    facts["tags left"] = [d.get("imageTags") for d in left["imageDetails"]]
+    gone = await ecr.batch_delete_image(repositoryName=repo, imageIds=[{"imageDigest": first}])
+    facts["delete by digest"] = sorted([i.get("imageDigest") == first, i.get("imageTag")]
+                                       for i in gone["imageIds"])
+    facts["tag of a deleted image"] = await error_of(ecr.describe_images(
+        repositoryName=repo, imageIds=[{"imageTag": "b"}]))
+    return facts
+
+
+async def documents(ecr: Any, repo: str) -> Facts:
+    """Lifecycle and repository policies: absent until put, read back as put, absent again
+    once deleted; a lifecycle policy ECR's grammar refuses is InvalidParameterException."""
+    lifecycle = json.dumps({"rules": [{"rulePriority": 1, "description": "old untagged",
+                                       "selection": {"tagStatus": "untagged",
+                                                     "countType": "sinceImagePushed",
+                                                     "countUnit": "days", "countNumber": 14},
+                                       "action": {"type": "expire"}}]})
+    tagged_without_filter = json.dumps({"rules": [{
+        "rulePriority": 1, "selection": {"tagStatus": "tagged", "countType":
+                                         "imageCountMoreThan", "countNumber": 1},
+        "action": {"type": "expire"}}]})
+    policy = _policy({"Sid": "pull", "Effect": "Allow",
+                      "Principal": {"AWS": "arn:aws:iam::210987654321:root"}, "Action": PULL})
+    facts: Facts = {
+        "lifecycle before put": await error_of(ecr.get_lifecycle_policy(repositoryName=repo)),
+        "lifecycle tagged without a tag filter": await error_of(ecr.put_lifecycle_policy(
+            repositoryName=repo, lifecyclePolicyText=tagged_without_filter)),
+        "policy before set": await error_of(ecr.get_repository_policy(repositoryName=repo))}
+    await ecr.put_lifecycle_policy(repositoryName=repo, lifecyclePolicyText=lifecycle)
+    got = await ecr.get_lifecycle_policy(repositoryName=repo)
+    facts["lifecycle read back"] = json.loads(got["lifecyclePolicyText"]) == json.loads(
+        lifecycle)
+    await ecr.delete_lifecycle_policy(repositoryName=repo)
+    facts["lifecycle after delete"] = await error_of(ecr.get_lifecycle_policy(
+        repositoryName=repo))
+    await ecr.set_repository_policy(repositoryName=repo, policyText=policy)
+    read = await ecr.get_repository_policy(repositoryName=repo)
+    facts["policy read back"] = json.loads(read["policyText"]) == json.loads(policy)
+    await ecr.delete_repository_policy(repositoryName=repo)
+    facts["policy after delete"] = await error_of(ecr.get_repository_policy(
+        repositoryName=repo))
+    return facts
+
+
+async def pull_through_rule(ecr: Any, repo: str) -> Facts:
+    """A pull through cache rule per prefix: a second one is refused, a deleted one is gone."""
+    prefix = "ptc" + repo.rsplit("/", 1)[-1][:20]
+    try:
+        created = await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=prefix,
+                                                           upstreamRegistryUrl="public.ecr.aws")
+    except ClientError as exc:
+        return {"created": exc.response["Error"]["Code"]}
+    try:
+        described = await ecr.describe_pull_through_cache_rules(ecrRepositoryPrefixes=[prefix])
+        facts: Facts = {
+            "created": [created["ecrRepositoryPrefix"] == prefix,
+                        created["upstreamRegistryUrl"]],
+            "described": [[r["ecrRepositoryPrefix"] == prefix, r["upstreamRegistryUrl"]]
+                          for r in described["pullThroughCacheRules"]],
+            "same prefix again": await error_of(ecr.create_pull_through_cache_rule(
+                ecrRepositoryPrefix=prefix, upstreamRegistryUrl="public.ecr.aws"))}
+    finally:
+        await ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix=prefix)
+    facts["after delete"] = await error_of(ecr.describe_pull_through_cache_rules(
+        ecrRepositoryPrefixes=[prefix]))
+    return facts
+
+
+SCENARIOS["pages"] = pages
+SCENARIOS["tags and digests"] = tags_and_digests
+SCENARIOS["lifecycle and repository policies"] = documents
+SCENARIOS["pull through cache rule"] = pull_through_rule
+
+
+async def archive_and_push_again(ecr: Any, repo: str) -> Facts:
+    """An archived image is not pulled; pushing it again restores it (user guide, "Pushing
+    an image": "If you push an image that is currently archived, that image will be
+    automatically restored and removed from the archive")."""
+    text = await image(ecr, repo, "v1")
+    untagged = await image(ecr, repo, None)
+    try:
+        for image_id in ({"imageTag": "v1"}, {"imageDigest": digest(untagged)}):
+            await ecr.update_image_storage_class(repositoryName=repo, imageId=image_id,
+                                                 targetStorageClass="ARCHIVE")
+    except ClientError as exc:
+        return {"archived pull": exc.response["Error"]["Code"]}
+    archived = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])
+    (detail,) = (await ecr.describe_images(repositoryName=repo, imageIds=[
+        {"imageTag": "v1"}]))["imageDetails"]
+    facts: Facts = {
+        "archived pull": [f["failureCode"] for f in archived["failures"]],
+        "archived image": [detail.get("imageStatus"), "lastArchivedAt" in detail],
+        "same tag pushed again": await error_of(ecr.put_image(
+            repositoryName=repo, imageManifest=text, imageTag="v1")),
+        "untagged pushed again": await error_of(ecr.put_image(
+            repositoryName=repo, imageManifest=untagged))}
+    pulled = await ecr.batch_get_image(repositoryName=repo, imageIds=[
+        {"imageTag": "v1"}, {"imageDigest": digest(untagged)}])
+    facts["pulled after the push"] = len(pulled["images"])
+    described = await ecr.describe_images(repositoryName=repo, filter={"imageStatus": "ANY"})
+    facts["status after the push"] = sorted(d.get("imageStatus", "")
+                                            for d in described["imageDetails"])
+    return facts
+
+
+SCENARIOS["archive and push again"] = archive_and_push_again
+
+
+async def last_pull_time(ecr: Any, repo: str) -> Facts:
+    """DescribeImages' lastRecordedPullTime: absent until the image is pulled (BatchGetImage),
+    then the time of that pull."""
+    await image(ecr, repo, "v1")
+    (before,) = (await ecr.describe_images(repositoryName=repo))["imageDetails"]
+    await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}])
+    (after,) = (await ecr.describe_images(repositoryName=repo))["imageDetails"]
+    pulled = after.get("lastRecordedPullTime")
+    return {"before a pull": before.get("lastRecordedPullTime"),
+            "after a pull": None if pulled is None else pulled >= before["imagePushedAt"]}
+
+
+SCENARIOS["last pull time"] = last_pull_time
+
+
+async def registry_scan_on_push(ecr: Any, repo: str) -> Facts:
+    """A registry scanning rule of frequency SCAN_ON_PUSH whose filter matches a repository
+    scans what is pushed there, though the repository's own scanOnPush is false."""
+    saved = (await ecr.get_registry_scanning_configuration())["scanningConfiguration"]
+    try:
+        await ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[{
+            "scanFrequency": "SCAN_ON_PUSH",
+            "repositoryFilters": [{"filter": repo, "filterType": "WILDCARD"}]}])
+        (applied,) = (await ecr.batch_get_repository_scanning_configuration(
+            repositoryNames=[repo]))["scanningConfigurations"]
+        await image(ecr, repo, "scanned")
+        findings = await error_of(ecr.describe_image_scan_findings(
+            repositoryName=repo, imageId={"imageTag": "scanned"}))
+    finally:
+        await ecr.put_registry_scanning_configuration(
+            scanType=saved.get("scanType", "BASIC"), rules=saved.get("rules", []))
+    return {"scanFrequency": applied.get("scanFrequency"), "findings after a push": findings}
+
+
+SCENARIOS["registry scan on push"] = registry_scan_on_push

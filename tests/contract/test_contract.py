@@ -49,6 +49,34 @@ REFERENCE: dict[str, dict[str, Any]] = {
                                     "findings before a scan": "ImageNotFoundException"},
     "registry policy": {"stored as given": True, "read back": True,
                         "after delete": "RegistryPolicyNotFoundException"},
+    "pages": {"ListImages pages": [2, 1], "ListImages tags across pages": ["p1", "p2", "p3"],
+              "DescribeImages pages": [2, 1],
+              "ListImages maxResults 1001": "InvalidParameterException",
+              "DescribeImages imageIds with maxResults": "InvalidParameterException",
+              "DescribeRepositories repositoryNames with maxResults":
+                  "InvalidParameterException"},
+    "tags and digests": {"tag with another image's digest": ["ImageTagDoesNotMatchDigest"],
+                         "DeleteRepository with images": "RepositoryNotEmptyException",
+                         "delete by tag": ["a"], "tags left": [["b"]],
+                         "delete by digest": [[True, "b"]],
+                         "tag of a deleted image": "ImageNotFoundException"},
+    "lifecycle and repository policies": {
+        "lifecycle before put": "LifecyclePolicyNotFoundException",
+        "lifecycle tagged without a tag filter": "InvalidParameterException",
+        "policy before set": "RepositoryPolicyNotFoundException",
+        "lifecycle read back": True, "lifecycle after delete": "LifecyclePolicyNotFoundException",
+        "policy read back": True, "policy after delete": "RepositoryPolicyNotFoundException"},
+    "pull through cache rule": {
+        "created": [True, "public.ecr.aws"], "described": [[True, "public.ecr.aws"]],
+        "same prefix again": "PullThroughCacheRuleAlreadyExistsException",
+        "after delete": "PullThroughCacheRuleNotFoundException"},
+    "archive and push again": {"archived pull": ["ImageNotFound"],
+                               "archived image": ["ARCHIVED", True],
+                               "same tag pushed again": "none",
+                               "untagged pushed again": "none", "pulled after the push": 2,
+                               "status after the push": ["ACTIVE", "ACTIVE"]},
+    "last pull time": {"before a pull": None, "after a pull": True},
+    "registry scan on push": {"scanFrequency": "SCAN_ON_PUSH", "findings after a push": "none"},
     CROSS_ACCOUNT: {"without a policy": "AccessDeniedException", "pull granted": True,
                     "push with a pull grant": "AccessDeniedException",
                     "explicit deny over ecr:*": "AccessDeniedException",
@@ -122,6 +150,61 @@ DIFFERENCES.update({
         NOT_FOUND, ACROSS, "DeleteRepositoryPolicy",
         "Deletes the repository policy associated with the specified repository."),
 })
+
+LIST_PAGE = ("ListImagesRequest.maxResults", "When this parameter is used, ListImages only "
+             "returns maxResults results in a single page along with a nextToken response "
+             "element.")
+DESCRIBE_PAGE = ("DescribeImagesRequest.maxResults", "When this parameter is used, "
+                 "DescribeImages only returns maxResults results in a single page along with a "
+                 "nextToken response element.")
+DIFFERENCES.update({
+    ("moto", "pages", "ListImages pages"): Difference(
+        [3], "maxResults is ignored: one page of every image", *LIST_PAGE),
+    ("moto", "pages", "DescribeImages pages"): Difference(
+        [3], "maxResults is ignored: one page of every image", *DESCRIBE_PAGE),
+    ("moto", "pages", "ListImages maxResults 1001"): Difference(
+        "none", "maxResults past the model's range is accepted", "ListImagesRequest.maxResults",
+        "This value can be between 1 and 1000."),
+    ("moto", "pages", "DescribeImages imageIds with maxResults"): Difference(
+        "none", "maxResults is accepted beside imageIds", "DescribeImagesRequest.maxResults",
+        "This option cannot be used when you specify images with imageIds."),
+    ("moto", "pages", "DescribeRepositories repositoryNames with maxResults"): Difference(
+        "none", "maxResults is accepted beside repositoryNames",
+        "DescribeRepositoriesRequest.maxResults",
+        "This option cannot be used when you specify repositories with repositoryNames."),
+    ("moto", "tags and digests", "tag with another image's digest"): Difference(
+        [], "an image id whose tag names another image than its digest is served",
+        "BatchGetImage", "Images are specified with either an imageTag or imageDigest."),
+    ("moto", "lifecycle and repository policies", "lifecycle tagged without a tag filter"):
+        Difference("none", "a lifecycle policy is stored without checking its rules",
+                   "PutLifecyclePolicy", "For more information, see Lifecycle policy template."),
+    ("moto", "pull through cache rule", "created"): Difference(
+        "500", "CreatePullThroughCacheRule is not implemented", "CreatePullThroughCacheRule",
+        "Creates a pull through cache rule."),
+})
+NO_RULE = ("CreatePullThroughCacheRule", "A pull through cache rule provides a way to cache "
+           "images from an upstream registry source in your Amazon ECR private registry.")
+for fact in ("described", "same prefix again", "after delete"):
+    DIFFERENCES[("moto", "pull through cache rule", fact)] = Difference(
+        None, "no rule was created", *NO_RULE)
+
+STORAGE_CLASS = ("UpdateImageStorageClass", "Transitions an image between storage classes.")
+DIFFERENCES[("moto", "archive and push again", "archived pull")] = Difference(
+    "500", "UpdateImageStorageClass is not implemented", *STORAGE_CLASS)
+for fact in ("archived image", "same tag pushed again", "untagged pushed again",
+             "pulled after the push", "status after the push"):
+    DIFFERENCES[("moto", "archive and push again", fact)] = Difference(
+        None, "nothing was archived", *STORAGE_CLASS)
+
+DIFFERENCES[("moto", "last pull time", "after a pull")] = Difference(
+    None, "pulls are not recorded", "ImageDetail.lastRecordedPullTime",
+    "The date and time, expressed in standard JavaScript date format, when Amazon ECR "
+    "recorded the last image pull.")
+
+DIFFERENCES[("moto", "registry scan on push", "findings after a push")] = Difference(
+    "ScanNotFoundException", "a registry rule's SCAN_ON_PUSH does not scan a push",
+    "PutRegistryScanningConfigurationRequest.rules", "A scanning rule is used to determine "
+    "which repository filters are used and at what frequency scanning will occur.")
 
 REPORT: dict[str, dict[str, list[str]]] = {}
 
