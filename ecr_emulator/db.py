@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -221,3 +221,13 @@ class Database:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def rows_in(db: sqlite3.Connection, query: str, values: Sequence[object],
+            *before: object) -> Iterator[Any]:
+    """The rows of ``query`` (its ``{marks}`` the placeholders of an ``IN`` list) for every
+    one of ``values``, asked 500 at a time (SQLite bounds a statement's parameters);
+    ``before`` are the parameters ahead of the list."""
+    for start in range(0, len(values), 500):
+        chunk = values[start:start + 500]
+        yield from db.execute(query.format(marks=",".join("?" * len(chunk))), (*before, *chunk))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 
 from ecr_emulator import image_store, store
+from ecr_emulator.db import rows_in
 from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
 
@@ -43,27 +44,17 @@ def storage_class(db: sqlite3.Connection, image_id: int) -> str:
 
 
 def archived(db: sqlite3.Connection, image_ids: list[int]) -> set[int]:
-    out: set[int] = set()
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(f"SELECT image_id FROM image_states WHERE image_id IN ({marks})"
-                          " AND storage_class = 'ARCHIVE'", chunk)
-        out.update(row[0] for row in rows)
-    return out
+    return {row[0] for row in rows_in(
+        db, "SELECT image_id FROM image_states WHERE image_id IN ({marks})"
+        " AND storage_class = 'ARCHIVE'", image_ids)}
 
 
 def last_archived(db: sqlite3.Connection, image_ids: list[int]) -> dict[int, float]:
     """When each of ``image_ids`` ever archived was last archived (ImageDetail.lastArchivedAt:
     kept once the image is restored)."""
-    out: dict[int, float] = {}
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(f"SELECT image_id, archived_at FROM image_states WHERE image_id IN"
-                          f" ({marks}) AND archived_at IS NOT NULL", chunk)
-        out.update((row[0], float(row[1])) for row in rows)
-    return out
+    return {row[0]: float(row[1]) for row in rows_in(
+        db, "SELECT image_id, archived_at FROM image_states WHERE image_id IN ({marks})"
+        " AND archived_at IS NOT NULL", image_ids)}
 
 
 def set_storage_class(db: sqlite3.Connection, image_id: int, target: str, now: float) -> None:

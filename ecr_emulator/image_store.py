@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ecr_emulator import store, wildcards
+from ecr_emulator.db import rows_in
 from ecr_emulator.errors import AwsError
 from ecr_emulator.manifests import Manifest
 from ecr_emulator.validation import is_image_digest, is_tag
@@ -162,27 +163,17 @@ def manifest_of(db: sqlite3.Connection, image_id: int) -> str:
 
 def tags_of(db: sqlite3.Connection, image_ids: list[int]) -> dict[int, list[str]]:
     tags: dict[int, list[str]] = {i: [] for i in image_ids}
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(f"SELECT image_id, tag FROM image_tags WHERE image_id IN ({marks})"
-                          " ORDER BY tagged_at, tag", chunk)
-        for image_id, tag in rows:
-            tags[image_id].append(tag)
+    for image_id, tag in rows_in(db, "SELECT image_id, tag FROM image_tags WHERE image_id"
+                                 " IN ({marks}) ORDER BY tagged_at, tag", image_ids):
+        tags[image_id].append(tag)
     return tags
 
 
 def _images_by_digest(db: sqlite3.Connection, repository: str,
                       digests: list[str]) -> dict[str, Image]:
-    found: dict[str, Image] = {}
-    for start in range(0, len(digests), 500):
-        chunk = digests[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(f"SELECT {_COLUMNS} FROM images WHERE repository = ?"
-                          f" AND digest IN ({marks})", (repository, *chunk))
-        for row in rows:
-            found[row["digest"]] = _image(row)
-    return found
+    rows = rows_in(db, f"SELECT {_COLUMNS} FROM images WHERE repository = ?"
+                   " AND digest IN ({marks})", digests, repository)
+    return {row["digest"]: _image(row) for row in rows}
 
 
 @dataclass(frozen=True)

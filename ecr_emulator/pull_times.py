@@ -12,20 +12,16 @@ from __future__ import annotations
 import sqlite3
 
 from ecr_emulator import registry_documents as registry
+from ecr_emulator.db import rows_in
 
 REFRESH_SECONDS = 3600.0
 
 
 def of(db: sqlite3.Connection, image_ids: list[int]) -> dict[int, float]:
     """The recorded pull time of each of ``image_ids`` that was ever pulled."""
-    found: dict[int, float] = {}
-    for start in range(0, len(image_ids), 500):
-        chunk = image_ids[start:start + 500]
-        marks = ",".join("?" * len(chunk))
-        rows = db.execute(f"SELECT image_id, pulled_at FROM image_pulls"
-                          f" WHERE image_id IN ({marks})", chunk)
-        found.update((row[0], float(row[1])) for row in rows)
-    return found
+    return {row[0]: float(row[1]) for row in rows_in(
+        db, "SELECT image_id, pulled_at FROM image_pulls WHERE image_id IN ({marks})",
+        image_ids)}
 
 
 def stale(db: sqlite3.Connection, image_ids: list[int], now: float) -> list[int]:
