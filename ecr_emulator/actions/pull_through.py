@@ -9,8 +9,11 @@ manifests) from the upstream, creating the repository from the matching reposito
 template (PULL_THROUGH_CACHE) on the first pull; the layers follow when a client asks for
 them (GetDownloadUrlForLayer, BatchCheckLayerAvailability), streamed into the blob store
 and checked against their digest. A tag already cached is served without asking the
-upstream again. An imported image brings its referrers (signatures, SBOMs: the manifests
-whose ``subject`` it is, from the upstream's referrers API or referrers tag), and
+upstream again. As in ECR, an image asked for by digest alone is not fetched (its first pull
+must be by tag: containers-roadmap #2837): ImageNotFound, unless it is cached already (an
+index's children come with the index). An imported image brings its referrers
+(signatures, SBOMs: the manifests whose ``subject`` it is, from the upstream's referrers API
+or referrers tag), and
 ListImageReferrers of such a repository first fetches the referrers it lacks
 (UnableToListUpstreamImageReferrersException when the upstream cannot be asked).
 
@@ -315,6 +318,11 @@ async def import_images(state: EmulatorState, repository: str, image_ids: list[J
                                  "UnableToGetUpstreamImageException")
     upstream = Upstream(rule["upstreamRegistryUrl"], credential)
     for image_id in missing:
+        if not image_id.get("imageTag"):
+            failures[id_key(image_id)] = Failure(
+                "ImageNotFound", "Requested image not found: an image not yet cached in a "
+                "pull through cache repository is first pulled by tag")
+            continue
         try:
             imported = await _import_image(state, upstream, repository, upstream_repository,
                                            image_id, registry_id)

@@ -143,6 +143,25 @@ async def test_pull_imports_image_into_templated_repository(
     assert again["images"][0]["imageManifest"].encode() == manifest
 
 
+async def test_a_first_pull_by_digest_is_not_filled(ecr: Any, upstream: Registry) -> None:
+    """As ECR (containers-roadmap #2837): an image not yet cached is fetched by tag only; by
+    digest it is ImageNotFound, and nothing is created or asked of the upstream."""
+    name = prefix()
+    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=name,
+                                             upstreamRegistryUrl=upstream.url)
+    digest, manifest, _ = await push_upstream(upstream, "library/pinned", "1.0")
+    got = await ecr.batch_get_image(repositoryName=f"{name}/library/pinned",
+                                    imageIds=[{"imageDigest": digest}])
+    assert got["images"] == []
+    assert got["failures"][0]["failureCode"] == "ImageNotFound", got["failures"]
+    got = await ecr.batch_get_image(repositoryName=f"{name}/library/pinned",
+                                    imageIds=[{"imageTag": "1.0"}])
+    assert got["images"][0]["imageManifest"].encode() == manifest
+    got = await ecr.batch_get_image(repositoryName=f"{name}/library/pinned",
+                                    imageIds=[{"imageDigest": digest}])
+    assert got["failures"] == [] and got["images"][0]["imageId"]["imageDigest"] == digest
+
+
 async def test_upstream_down_and_missing_images(ecr: Any, upstream: Registry) -> None:
     down, up = prefix(), prefix()
     await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=down,

@@ -324,6 +324,6 @@ async def test_answers_arriving_in_pieces_are_read_whole(
     await _rule(ecr, model_emulator, bearer_upstream, prefix)
     bearer_upstream.mode = "dribble"
     got = await ecr.batch_get_image(repositoryName=f"{prefix}/org/tool",
-                                    imageIds=[{"imageDigest": sha(MANIFEST)}])
+                                    imageIds=[{"imageTag": "v1"}])
     assert got["failures"] == [], got["failures"]
     assert got["images"][0]["imageManifest"].encode() == MANIFEST
