@@ -308,7 +308,7 @@ class EcrBackend:
         return UploadStatus(session.id, session.received)
 
     async def upload_status(self, ctx: RequestContext, upload_id: str) -> UploadStatus:
-        return await self.uploads.status(ctx.name, upload_id, ctx.client)
+        return await self.uploads.status(ctx.name, upload_id, ctx.client, self._target(ctx))
 
     async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
                            start: int | None, *,
@@ -321,7 +321,7 @@ class EcrBackend:
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id[:80]})
         if self.peers is not None:  # the request before may have gone to another replica
             await adopt_spool(self.peers, self._http(), self._staging.spool_path(upload_id),
-                              upload_id, partial(self._received, ctx.name, upload_id),
+                              upload_id, partial(self._received, ctx, upload_id),
                               self._held_spools.get(upload_id))
         staged = kept is not None and start == 0 and await self._stage_kept(upload_id, kept)
         status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start,
@@ -331,6 +331,11 @@ class EcrBackend:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here
             self._held_spools[upload_id] = status.received
         return status
+
+    async def _received(self, ctx: RequestContext, upload_id: str) -> int:
+        """What the upload holds, as this request's client may learn it: one that may not
+        use the upload is refused here, before any of its bytes is copied to this replica."""
+        return (await self.upload_status(ctx, upload_id)).received
 
     async def _stage_kept(self, upload_id: str, kept: Callable[[Path], None]) -> bool:
         """The caller's copy as the upload's staging spool; False: spooled as usual."""
@@ -342,9 +347,6 @@ class EcrBackend:
                      upload_id, exc)  # keep_as leaves no partial file behind
             return False
         return True
-
-    async def _received(self, name: str, upload_id: str) -> int:
-        return (await self.uploads.status(name, upload_id)).received
 
     def spool_for_peer(self, upload: str) -> Path | None:
         """The spool of an upload in progress, for the peer continuing it."""
@@ -367,7 +369,7 @@ class EcrBackend:
 
     async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
         self._held_spools.pop(upload_id, None)
-        await self.uploads.cancel(ctx.name, upload_id, ctx.client)
+        await self.uploads.cancel(ctx.name, upload_id, ctx.client, self._target(ctx))
 
     async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
         try:

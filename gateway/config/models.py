@@ -202,9 +202,12 @@ class CacheConfig(Section):
     """Manifests by digest (immutable), least recently used dropped beyond this size."""
     manifest_revalidate_seconds: Seconds = 5.0
     """A manifest by digest is served from the cache this long after ECR last confirmed it;
-    older, it is asked for again (an image deleted elsewhere is not served beyond this)."""
+    older, it is asked for again (an image deleted elsewhere is not served beyond this).
+    With auth.mode aws it also bounds every answer kept for one identity (download URLs,
+    which blobs a repository holds): keys or permissions IAM withdrew end within it."""
     download_url_ttl_seconds: Seconds = 300.0
-    """Presigned download URLs are reused this long (well within their validity)."""
+    """Presigned download URLs are reused this long (well within their validity); those got
+    with a caller's own keys (auth.mode aws) at most manifest_revalidate_seconds."""
     listing_max_bytes: Count = 64 * 1024**2
     """Tag lists and the catalog kept for paging (for tag_ttl_seconds), least recently read
     dropped beyond this estimate of their size."""

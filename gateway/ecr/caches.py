@@ -26,6 +26,13 @@ read started from (it is still returned to the request that asked).
 Keys name the ECR repository (``Target.key``: registry id, region, repository), so one
 repository's answers are never served for another. Every lookup counts a hit or a miss in
 ``ecr_gateway_cache_events_total``.
+
+Answers read with a caller's own keys (auth.mode aws: ``Target.key`` names the access key)
+are that identity's alone, and IAM may stop taking them at any moment (a session token that
+expires, a deleted key, a policy that no longer allows the repository). So that no cached
+answer outlives that by more than the manifests' bound, download URLs and membership are
+kept for such a view no longer than ``cache.manifest_revalidate_seconds`` either: the next
+read asks ECR with the caller's keys, which ends the identity if they are refused.
 """
 
 from __future__ import annotations
@@ -113,6 +120,10 @@ class PullCaches:
         # (repository, digest) → size of a blob the repository holds
         self.members: TTLCache[tuple[RepoKey, str], int] = TTLCache(
             maxsize=1_000_000, ttl=MEMBERSHIP_SECONDS)
+        # The same for the views of callers' own keys, trusted as long as a manifest
+        self._caller_members: TTLCache[tuple[RepoKey, str], int] = TTLCache(
+            maxsize=1_000_000, ttl=min(MEMBERSHIP_SECONDS,
+                                       max(config.manifest_revalidate_seconds, 0.001)))
         # Repository -> the number of its last change (tags moved or removed, images
         # deleted), from one sequence, so a number is never given twice; and how many times
         # everything was flushed.
@@ -197,6 +208,7 @@ class PullCaches:
             self.tags.clear()
         self.urls.clear()
         self.members.clear()
+        self._caller_members.clear()
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -212,6 +224,8 @@ class PullCaches:
         if self._url_ttl <= 0:
             return
         keep = self._url_ttl
+        if callers_view(repo):
+            keep = min(keep, self._revalidate)
         remaining = _presigned_remaining(url)
         if remaining is not None:
             keep = min(keep, remaining / 2)
@@ -220,12 +234,21 @@ class PullCaches:
 
     def member_size(self, repo: RepoKey, digest: str) -> int | None:
         """The size of a blob the repository is known to hold (None: not known)."""
-        size = self.members.get((repo, digest))
+        size = self._members_of(repo).get((repo, digest))
         cache_event("membership", "hit" if size is not None else "miss")
         return size
 
     def remember_member(self, repo: RepoKey, digest: str, size: int) -> None:
-        self.members[(repo, digest)] = size
+        self._members_of(repo)[(repo, digest)] = size
+
+    def _members_of(self, repo: RepoKey) -> TTLCache[tuple[RepoKey, str], int]:
+        return self._caller_members if callers_view(repo) else self.members
+
+
+def callers_view(repo: RepoKey) -> bool:
+    """Whether ``repo`` is a repository as a caller's own keys see it (``Target.key`` then
+    ends its registry part with ``@<access key id>``)."""
+    return repo[0] is not None and "@" in repo[0]
 
 
 def _presigned_remaining(url: str) -> float | None:

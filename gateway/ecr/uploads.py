@@ -31,6 +31,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import TTLCache
+
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
 from gateway.ecr.idle_trim import IdleTrim
@@ -63,6 +65,10 @@ PARTS_IN_MEMORY = 8
 # Uploads the process remembers sending from their first byte; one it forgot is hashed from
 # its staged copy before completion, like one that came from another process.
 SENT_FROM_START = 10_000
+# How long an AWS identity's proven right to push to a repository lets it use uploads other
+# identities opened there without asking ECR again, and how many such proofs are kept.
+PUSH_PROOF_SECONDS = 60.0
+PUSH_PROOFS_KEPT = 10_000
 
 class _Request:
     """A :class:`~gateway.ecr.part_pipeline.Destination` for one request on one session."""
@@ -131,6 +137,9 @@ class UploadManager:
         self._idle = IdleTrim()  # the heap's freed memory goes back once uploads stop
         # upload id -> the offset up to which this process sent every part itself.
         self._from_start: OrderedDict[str, int] = OrderedDict()
+        # Target.key (the repository as one identity sees it) -> ECR let it push there.
+        self._pushers: TTLCache[tuple[str | None, str, str], bool] = TTLCache(
+            maxsize=PUSH_PROOFS_KEPT, ttl=PUSH_PROOF_SECONDS)
 
     def _all_sent_here(self, upload_id: str, position: int) -> bool:
         """Whether this process sent every part of an upload's first ``position`` bytes."""
@@ -175,26 +184,53 @@ class UploadManager:
         return session
 
     async def _session(self, name: str, upload_id: str, *, client: str | None = None,
-                       finished: bool = False) -> UploadSession:
+                       finished: bool = False, target: Target | None = None
+                       ) -> UploadSession:
         """The upload's session. One whose layer is complete is unknown (as once its session
         is gone) but to a closing PUT (``finished``), which closes it. So is one a logged-in
         ``client`` did not open, though its repository is the same: an upload id shows in
         logs, and who may push to a repository may still not take over another's upload (an
-        address or an access key is not compared: a client's may change in the middle of an
-        upload)."""
+        address is not compared: a client's may change in the middle of an upload).
+
+        An AWS identity (``key:``, auth.mode aws) other than the one that opened the upload
+        (temporary keys renewed mid-upload have another key id) is served the session only
+        once ECR, asked with its own keys (``target``), lets it push to the repository:
+        the status, a tail kept here and the cancellation involve no ECR call of their own,
+        so IAM would otherwise never be asked."""
         session = await self._store.get(upload_id)
-        if session is None or session.name != name or (session.completed and not finished) \
-                or (client is not None and client.startswith("user:")
-                    and session.owner is not None and session.owner != owner_of(client)):
+        if session is None or session.name != name or (session.completed and not finished):
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
+        if client is None or session.owner == owner_of(client):
+            return session
+        if client.startswith("user:") and session.owner is not None:
+            raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
+        if client.startswith("key:"):
+            await self._prove_push(target, upload_id)
         return session
 
-    async def status(self, name: str, upload_id: str, client: str | None = None
-                     ) -> UploadStatus:
+    async def _prove_push(self, target: Target | None, upload_id: str) -> None:
+        """Ask ECR whether the identity ``target`` signs with may push to its repository,
+        with the cheapest call that needs that (an ECR upload never written to expires on
+        its own); an allowed identity is not asked again for :data:`PUSH_PROOF_SECONDS`.
+        Refused: the upload is unknown to it, as to a client of another repository."""
+        if target is None:  # nothing to sign with: nothing proven
+            raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})
+        if target.key in self._pushers:
+            return
+        try:
+            await self._call(target, "InitiateLayerUpload")
+        except EcrError as exc:
+            if exc.code != "AccessDeniedException":
+                raise
+            raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id}) from None
+        self._pushers[target.key] = True
+
+    async def status(self, name: str, upload_id: str, client: str | None = None,
+                     target: Target | None = None) -> UploadStatus:
         # Behind the session's lock: a client that lost its connection mid-PATCH learns the
         # offset once the gateway has finished with what that PATCH delivered.
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id, client=client)
+            session = await self._session(name, upload_id, client=client, target=target)
             if session.tail_staged and not await asyncio.to_thread(
                     self._staging.holds, session.id, session.received):
                 await self._tail(session)  # lost: the offset goes back to what ECR holds
@@ -295,7 +331,7 @@ class UploadManager:
                      chunks: AsyncIterator[bytes], start: int | None,
                      staged: bool, client: str | None) -> UploadStatus:
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id, client=client)
+            session = await self._session(name, upload_id, client=client, target=target)
             tail = await self._tail(session)
             if start is not None and start != session.received:
                 raise OciError(oci.RANGE_INVALID, {"expected_start": session.received,
@@ -369,7 +405,8 @@ class UploadManager:
     async def _finish(self, name: str, upload_id: str, target: Target,
                       digest: str, client: str | None) -> int | None:
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id, client=client, finished=True)
+            session = await self._session(name, upload_id, client=client, finished=True,
+                                          target=target)
             if session.completed is not None:
                 return await self._close_finished(session, digest)
             if not digest.startswith("sha256:"):
@@ -575,9 +612,10 @@ class UploadManager:
             log.info("dropped %d spools no upload session names", dropped)
         return dropped
 
-    async def cancel(self, name: str, upload_id: str, client: str | None = None) -> None:
+    async def cancel(self, name: str, upload_id: str, client: str | None = None,
+                     target: Target | None = None) -> None:
         async with self._store.lock(upload_id):
-            session = await self._session(name, upload_id, client=client)
+            session = await self._session(name, upload_id, client=client, target=target)
             # ECR has no action to abort an upload; its upload simply expires unused.
             await self._abandon(session)
 

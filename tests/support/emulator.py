@@ -103,6 +103,12 @@ class EmulatorProcess:
         self._write_credentials()
         return secret
 
+    def remove_key(self, access_key_id: str) -> None:
+        """Delete ``access_key_id`` as IAM deletes a key. The emulator reads its keys again
+        when asked about one it does not know: until then it still takes this one."""
+        self._keys.pop(access_key_id, None)
+        self._write_credentials()
+
     def secret_for(self, access_key_id: str) -> str:
         """The secret of ``access_key_id``, added to the emulator's keys if it is new."""
         known = self._keys.get(access_key_id)
