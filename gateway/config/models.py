@@ -142,6 +142,12 @@ class PullThroughConfig(Section):
     once ``blob_grace_seconds`` have passed, or its transfer is cut off as the upstream's
     failure: one that sends a byte just inside each read timeout would otherwise hold the
     fill, its spool budget and the clients waiting for it for ever. 0: no floor."""
+    max_blob_transfers: Annotated[int, Strict(), Field(ge=1)] = 32
+    """Blob transfers from this upstream in flight at once in one process (each holds a
+    connection, a spool file and two spooling threads until its body ends or falls below
+    ``blob_min_rate``). Beyond it a transfer waits a few seconds for its turn, then its
+    client gets a 503 with Retry-After: an upstream that sends headers and then stalls,
+    asked for many blobs, holds no more than this."""
     token_realm_hosts: list[str] = Field(default_factory=list)
     """Hosts besides the upstream's own (and the known realm of a well-known registry, such as
     ``auth.docker.io`` for ``registry-1.docker.io``) that its token realm may name: the

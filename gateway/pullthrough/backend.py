@@ -13,10 +13,11 @@ mirror names an upstream registry:
   matched (a range waits for the copy and is served from ECR or the staged copy). An
   index's children follow ``platforms``: ``all`` copies each of them, the one a client asks
   for first; ``requested`` only those asked for (the index is put once every child is held).
-* A tag is trusted for ``tag_ttl_seconds``; then one HEAD asks the upstream what it points
-  to, and only a moved tag is fetched again. Only the upstream's 404 withdraws a mirror's
-  tag (a route's is then its own); any other failure of the check serves ECR's copy, for
-  another ``tag_ttl_seconds`` (the pulls that follow do not wait on the upstream again).
+* A tag is trusted for ``tag_ttl_seconds``; then one HEAD (shared by the pulls of the tag
+  meanwhile) asks the upstream what it points to, and only a moved tag is fetched again.
+  Only the upstream's 404 withdraws a mirror's tag (a route's is then its own); any other
+  failure of the check serves ECR's copy, for another ``tag_ttl_seconds`` (the pulls that
+  follow do not wait on the upstream again).
 * When the upstream is down, slow or rate-limiting, ECR's copy is served (stale-if-error),
   logged and counted; with no copy the client gets a clear OCI error: 404 when the
   upstream does not hold it or will not give it (400, 401/403 after the auth flow), 502
@@ -24,7 +25,8 @@ mirror names an upstream registry:
   Retry-After when it may answer later.
 * Identical fills in flight are made once: many nodes pulling one cold image cost one
   upstream read and one ECR upload per blob, per process, and across replicas with the
-  Redis state backend (the other replicas wait for the copy, then read ECR's).
+  Redis state backend (the other replicas wait for the copy, then read ECR's). At most
+  ``max_blob_transfers`` blob bodies from one upstream are in flight at once (transfers.py).
 
 Everything else (and every other name) goes to the wrapped backend unchanged.
 """
@@ -102,6 +104,9 @@ class PullThrough:
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
         self._sources = Sources(mirrors, routes or [], http, password_of)
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
+        # One HEAD per (source, name, tag) at a time: the pulls that come while it is asked
+        # share its answer (a stalling upstream holds them once, not each its own timeout).
+        self._tag_checks: SingleFlight[str | None] = SingleFlight("pullthrough_tag_check")
         self._copies: dict[tuple[str, str, str], _BlobCopy] = {}
         self._spool_dir = spool_dir
         self._direct_io = direct_io  # spools written and read past the page cache
@@ -179,8 +184,10 @@ class PullThrough:
         if mirror.checked.get((ctx.name, tag)) == held.digest:
             return held  # checked within the tag TTL
         try:
-            current = await mirror.upstream.manifest_digest(
-                mirror.upstream_name(ctx.name), tag, MANIFEST_TYPES)
+            current = await self._tag_checks.do(
+                (mirror.host, ctx.name, tag),
+                partial(mirror.upstream.manifest_digest, mirror.upstream_name(ctx.name), tag,
+                        MANIFEST_TYPES))
         except UpstreamError as exc:
             if (exc.missing or exc.refused) and mirror.own_tags:
                 # A name or tag the upstream does not hold (Docker Hub: a 401) is the
@@ -427,6 +434,7 @@ class PullThrough:
         manifest gave, and only while the spool budget has room); ECR's upload and the
         waiting clients read it."""
         claim = self._spool_budget.claim()
+        turn = False  # one of the upstream's blob transfers, held until the tee is filled
         try:
             with contextlib.suppress(OciError):
                 if await self._inner.stat_blob(ctx, digest) is not None:
@@ -434,6 +442,9 @@ class PullThrough:
                     return
             if expected is not None:  # all of it before the first byte: refused cleanly
                 self._take(mirror, ctx, claim, expected, digest)
+            turn = await mirror.transfers.take()
+            if not turn:
+                raise _no_turn(mirror, ctx, digest)
             try:
                 size, chunks = await mirror.upstream.blob(mirror.upstream_name(ctx.name),
                                                           digest, expected)
@@ -442,14 +453,17 @@ class PullThrough:
                 raise _client_error(mirror, ctx.name, digest, exc, blob=True) from None
             if expected is None:  # as the bytes arrive
                 chunks = self._metered(mirror, ctx, claim, chunks, digest)
+            tee = Tee(self._spool_dir, digest, size, direct=self._direct_io)
         except BaseException as exc:
+            if turn:
+                mirror.transfers.give_back()
             claim.release()
             source.set_exception(exc)
             source.exception()  # retrieved: the task raises it too
             raise
-        tee = Tee(self._spool_dir, digest, size, direct=self._direct_io)
         source.set_result(tee)
         fill = asyncio.create_task(tee.fill(chunks, PULLTHROUGH_BYTES.labels(mirror.registry).inc))
+        fill.add_done_callback(lambda _: mirror.transfers.give_back())
         try:
             # ECR's upload (signing, encoding, part uploads) would compete with the clients
             # following the tee for this process's CPU: it starts once the upstream's bytes
@@ -743,6 +757,20 @@ def _client_error(mirror: Source, name: str, reference: str, exc: UpstreamError,
                                 headers=_retry_after(exc.retry_after))
     return _UpstreamFailure(oci.UNAVAILABLE, detail, f"not in ECR, and {mirror.registry} "
                             f"cannot be read now ({exc.what})", exc, headers={"Retry-After": "5"})
+
+
+def _no_turn(mirror: Source, ctx: RequestContext, digest: str) -> OciError:
+    """A blob transfer refused: the upstream has ``max_blob_transfers`` in flight already."""
+    events.record(ctx, mirror.registry, "transfers_full")
+    if (left_out := mirror.warnings.due("transfers_full")) is not None:
+        log.warning("pull-through %s: %d blob transfers in flight already, %s/%s@%s refused "
+                    "(max_blob_transfers)%s", mirror.registry, mirror.transfers.limit,
+                    mirror.registry, ctx.name, digest, unsaid(left_out))
+    return OciError(oci.UNAVAILABLE, {"upstream": mirror.registry, "name": ctx.name,
+                                      "reference": digest},
+                    message=f"not in ECR, and {mirror.transfers.limit} blob transfers from "
+                            f"{mirror.registry} are in flight already: try again shortly",
+                    headers={"Retry-After": "5"})
 
 
 def _credentials_warning(mirror: Source) -> None:

@@ -187,6 +187,8 @@ class Syncer:
                  parallel: int, foreign: ForeignSession, *,
                  blob_grace: float = pace.GRACE_SECONDS,
                  blob_min_rate: float = pace.MIN_RATE) -> None:
+        if parallel < 1:  # a semaphore of 0 would never let an image through
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
         self._backend = backend
         # What a blob's body must keep up with (pace.py): a source dribbling one cannot
         # hold the run for ever.

@@ -2,8 +2,9 @@
 docker token flow (anonymous or with credentials) or Basic auth, whichever the registry's
 challenge asks for.
 
-A challenge's token realm is asked only when it is the upstream's own host, the known realm
-of a well-known registry (``registry-1.docker.io`` → ``auth.docker.io``) or one the
+A challenge's token realm is asked only when it is the upstream's own host (on loopback its
+own scheme and port too: every local service shares that host), the known realm of a
+well-known registry (``registry-1.docker.io`` → ``auth.docker.io``) or one the
 configuration lists (``token_realm_hosts``), over https (http only on loopback): an upstream
 never points the gateway's credentials, or its requests, at another host. A shared domain is
 not enough: ``a.azurecr.io`` and ``b.azurecr.io`` belong to different tenants. The realm's
@@ -17,8 +18,10 @@ service: see :mod:`ecr_model.redirect_targets`), names judged when the connectio
 Blob downloads from a registry's CDN (Docker Hub, ghcr) are such redirects; a hop to an
 internal address is an :class:`UpstreamError`, as an unreachable upstream is.
 
-Manifests, tokens and tag pages are read within a deadline (a few times the read timeout):
-an upstream that sends a byte now and then cannot hold a request for ever. Blobs, which may
+Manifests, tokens and tag pages are read within a deadline (a few times the read timeout),
+a tag list's pages together within a longer one, and at most :data:`REQUESTS_AT_ONCE`
+manifest or tag page requests are in flight to one upstream: an upstream that sends a byte
+now and then cannot hold a request, or the connections of others, for ever. Blobs, which may
 be large, have no deadline: after a grace period their bytes must keep up with a minimum
 average rate (:mod:`gateway.pullthrough.pace`), or the transfer is cut off as the
 upstream's failure (:class:`UpstreamTooSlow`).
@@ -103,6 +106,15 @@ AUTH_SCOPES_KEPT = 4096
 EXACT_BYTES = {"Accept-Encoding": "identity"}
 # A manifest's, token's or tag page's whole answer takes at most this many read timeouts.
 DEADLINE_TIMEOUTS = 4
+# A tag list's pages together take at most this many (10 minutes at the default 30 seconds;
+# a registry lists a hundred thousand tags in a few): pages each just within their deadline
+# would otherwise hold the listing for MAX_TAG_PAGES of them.
+TAG_LIST_DEADLINE_TIMEOUTS = 20
+# Manifest, tag check and tag page requests to one upstream in flight at once; more wait
+# their turn within their deadline. The connections to every upstream (and to replicas and
+# download targets) come from one pool: an upstream that holds its answers must not take
+# all of it (its blob bodies are bounded apart, transfers.py).
+REQUESTS_AT_ONCE = 16
 # What a bearer token or a Basic value may be made of (no spaces, no line breaks).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
@@ -198,6 +210,7 @@ class OciUpstream:
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout,
                                               sock_read=timeout)
         self._deadline = DEADLINE_TIMEOUTS * timeout if timeout > 0 else None
+        self._listing_deadline = TAG_LIST_DEADLINE_TIMEOUTS * timeout if timeout > 0 else None
         # A blob's body: bytes a second it must keep up with after the grace (0: no floor).
         self._blob_grace, self._blob_min_rate = blob_grace, blob_min_rate
         # The Authorization value for each scope (a bearer token until shortly before it
@@ -206,6 +219,8 @@ class OciUpstream:
         # (and asked for again) beyond AUTH_SCOPES_KEPT.
         self._auth: LRUCache[str, tuple[str, float]] = LRUCache(AUTH_SCOPES_KEPT)
         self._token_fetches: SingleFlight[None] = SingleFlight("upstream_token")
+        # Not the token requests: a request holding a turn may need one.
+        self._turns = asyncio.Semaphore(REQUESTS_AT_ONCE)
 
     @property
     def has_credentials(self) -> bool:
@@ -354,7 +369,7 @@ class OciUpstream:
     async def manifest(self, name: str, reference: str,
                        accept: tuple[str, ...]) -> UpstreamManifest:
         what = f"manifest {name}:{reference}"
-        async with self._within_deadline(what):
+        async with self._within_deadline(what), self._turns:
             response = await self._request("GET", f"/v2/{name}/manifests/{reference}",
                                            _scope(name), what, {"Accept": ", ".join(accept)})
             async with response:
@@ -370,7 +385,7 @@ class OciUpstream:
     async def manifest_digest(self, name: str, tag: str, accept: tuple[str, ...]) -> str | None:
         """What ``tag`` points to now (one HEAD), or None when the registry does not say."""
         what = f"manifest {name}:{tag}"
-        async with self._within_deadline(what):
+        async with self._within_deadline(what), self._turns:
             response = await self._request("HEAD", f"/v2/{name}/manifests/{tag}", _scope(name),
                                            what, {"Accept": ", ".join(accept)})
             async with response:
@@ -393,9 +408,21 @@ class OciUpstream:
 
     async def tags(self, name: str) -> TagList:
         """Every tag of ``name``, each once (following the registry's ``Link`` pages on its
-        own origin): at most MAX_TAGS of them in at most MAX_TAG_PAGES pages. Only valid
-        OCI tags are kept (a name that is none is counted): what is held stays within
-        MAX_TAGS tags of at most 128 characters, whatever the pages hold."""
+        own origin): at most MAX_TAGS of them in at most MAX_TAG_PAGES pages, all within
+        TAG_LIST_DEADLINE_TIMEOUTS read timeouts. Only valid OCI tags are kept (a name that
+        is none is counted): what is held stays within MAX_TAGS tags of at most 128
+        characters, whatever the pages hold."""
+        listing = asyncio.timeout(self._listing_deadline)
+        try:
+            async with listing:
+                return await self._listed(name)
+        except TimeoutError as exc:
+            if listing.expired():
+                raise UpstreamError(0, f"the tags of {name}: not listed whole within "
+                                       f"{self._listing_deadline:g} seconds") from exc
+            raise
+
+    async def _listed(self, name: str) -> TagList:
         tags: dict[str, None] = {}
         invalid = 0
         path: str | None = f"/v2/{name}/tags/list?n=1000"
@@ -407,7 +434,7 @@ class OciUpstream:
             if len(asked) == MAX_TAG_PAGES:  # nor one whose pages lead on for ever
                 raise UpstreamError(502, f"{what}: more than {MAX_TAG_PAGES} pages")
             asked.add(path)
-            async with self._within_deadline(what):
+            async with self._within_deadline(what), self._turns:
                 response = await self._request("GET", path, _scope(name), what)
                 async with response:
                     body = await read_bounded(response, MAX_TAG_PAGE_BYTES, what)

@@ -23,15 +23,26 @@ def add_parser(sub: Any) -> None:
                       "tags: {regex, semver, last}, username, password_file}]")
     sync.add_argument("--regex", help="tags matching this regular expression (whole tag)")
     sync.add_argument("--semver", help="tags in this semver range, e.g. '>=1.2 <2'")
-    sync.add_argument("--last", type=int, help="only the last N tags (in version order)")
+    sync.add_argument("--last", type=_at_least_one, help="only the last N tags (in version order)")
     sync.add_argument("--username", help="a user at the source registry")
     sync.add_argument("--password-file", help="that user's password, in a file")
-    sync.add_argument("--parallel", type=int, default=4, help="images copied at once")
+    sync.add_argument("--parallel", type=_at_least_one, default=4, help="images copied at once")
     sync.add_argument("--blob-grace-seconds", type=_not_negative, default=20.0,
                       help="seconds a blob's body may take before --blob-min-rate applies")
     sync.add_argument("--blob-min-rate", type=_not_negative, default=64 * 1024,
                       help="bytes a second a blob's body must keep up with on average after "
                            "the grace, or its copy fails (0: no floor)")
+
+
+def _at_least_one(value: str) -> int:
+    """A whole number of at least 1 (``--parallel 0`` would copy nothing and never end)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return number
 
 
 def _not_negative(value: str) -> float:

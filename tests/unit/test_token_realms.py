@@ -16,7 +16,9 @@ from gateway.pullthrough.upstream import realm_allowed
     ("https://authn.nvidia.com/token", "https://nvcr.io", ()),
     ("https://auth.example.net/token", "https://registry.example.com", ("auth.example.net",)),
     ("https://mine.azurecr.io/oauth2/token", "https://mine.azurecr.io", ()),
-    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", ()),
+    ("http://127.0.0.1:5000/token", "http://127.0.0.1:5000", ()),
+    ("http://localhost/token", "http://localhost:80", ()),
+    ("http://127.0.0.1:5001/token", "http://127.0.0.1:5000", ("127.0.0.1",)),
     ("https://REGISTRY.example.com:8443/token", "https://registry.example.com", ()),
 ])
 def test_the_registry_s_own_realms_are_asked(realm: str, upstream: str,
@@ -39,6 +41,13 @@ def test_the_registry_s_own_realms_are_asked(realm: str, upstream: str,
     ("https://other-project.pkg.dev/token", "https://europe-docker.pkg.dev"),
     ("https://hub.docker.io/token", "https://registry-1.docker.io"),
     ("https://auth.example.com/token", "https://registry.example.com"),
+    # Loopback is every local service's host: another port there is another service (the
+    # emulator's, Redis's), another scheme another listener.
+    ("http://127.0.0.1:6379/token", "http://127.0.0.1:5000"),
+    ("http://localhost/token", "http://localhost:5000"),
+    ("https://127.0.0.1:5000/token", "http://127.0.0.1:5000"),
+    ("http://[::1]:5001/token", "http://[::1]:5000"),
+    ("http://127.0.0.1:99999/token", "http://127.0.0.1:5000"),
 ])
 def test_other_hosts_are_never_asked(realm: str, upstream: str) -> None:
     assert not realm_allowed(realm, upstream)
