@@ -50,6 +50,7 @@ from gateway.oci.mediatypes import (
     ParsedManifest,
     parse_manifest,
 )
+from gateway.oci.offload import off_loop
 from gateway.oci.request import Credentials, RequestContext
 from gateway.state.events import CacheEvents, NoEvents
 from gateway.state.peers import PROOF_HEADER, StagedPeers
@@ -454,13 +455,13 @@ class EcrBackend:
         manifest = Manifest(body, media_type, digest)
         tag = None if is_digest(reference) else reference
         self.caches.remember(target.key, manifest, tag, accepted, since=since)
-        self._remember_blobs(target, manifest)
+        await self._remember_blobs(target, manifest)
         return manifest
 
-    def _remember_blobs(self, target: Target, manifest: Manifest) -> None:
+    async def _remember_blobs(self, target: Target, manifest: Manifest) -> None:
         """ECR holds an image only with all of its layers: the repository has these blobs."""
         try:
-            parsed = parse_manifest(manifest.body, manifest.media_type)
+            parsed = await off_loop(parse_manifest, manifest.body, manifest.media_type)
         except OciError:
             return  # not an image manifest the gateway understands; nothing learned
         for blob in parsed.blobs:
@@ -469,9 +470,9 @@ class EcrBackend:
     async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
         target = self._target(ctx)
-        params: dict[str, Any] = {"imageManifest": body.decode(),
+        text, digest = await off_loop(_text_and_digest, body)
+        params: dict[str, Any] = {"imageManifest": text,
                                   "imageManifestMediaType": parsed.media_type}
-        digest = sha256_digest(body)
         if is_digest(reference):
             params["imageDigest"] = reference
         else:
@@ -513,18 +514,20 @@ class EcrBackend:
         names what the repository lacks would cost 250 calls to be refused. A subject need
         not exist (distribution-spec).
         """
-        fields = ["config", *(f"layers[{i}]" for i in range(len(parsed.blobs) - 1))]
-        fields = fields[:len(parsed.blobs)]  # an index has none
         sizes = await self._blob_sizes(target, [blob.digest for blob in parsed.blobs])
-        for where, blob in zip(fields, parsed.blobs, strict=True):
-            _check_stored(where, blob, sizes.get(blob.digest), None)
+        # Named only when refused: a manifest may hold tens of thousands that pass.
+        for i, blob in enumerate(parsed.blobs):
+            size = sizes.get(blob.digest)
+            if not _matches(blob, size, None):
+                _check_stored("config" if i == 0 else f"layers[{i - 1}]", blob, size, None)
         if parsed.children:
             stored = await self._stored_manifests(target, [m.digest for m in parsed.children])
             for i, child in enumerate(parsed.children):
                 found = stored.get(child.digest)
-                _check_stored(f"manifests[{i}]", child,
-                              None if found is None else len(found.body),
-                              None if found is None else found.media_type)
+                size = None if found is None else len(found.body)
+                media_type = None if found is None else found.media_type
+                if not _matches(child, size, media_type):
+                    _check_stored(f"manifests[{i}]", child, size, media_type)
 
     async def _blob_sizes(self, target: Target, digests: list[str]) -> dict[str, int]:
         sizes, unknown = _split_known(digests, lambda digest: 0 if digest == EMPTY_SHA256
@@ -795,6 +798,15 @@ def _holder(manifest: Manifest) -> Manifest:
 def _referenced_by_index(answer: dict[str, Any]) -> bool:
     return any(f.get("failureCode") == "ImageReferencedByManifestList"
                for f in answer.get("failures", []))
+
+
+def _text_and_digest(body: bytes) -> tuple[str, str]:
+    return body.decode(), sha256_digest(body)
+
+
+def _matches(descriptor: Descriptor, size: int | None, media_type: str | None) -> bool:
+    """Whether ``descriptor`` names what is stored (``size``; for a manifest ``media_type``)."""
+    return size == descriptor.size and (not media_type or media_type == descriptor.media_type)
 
 
 def _check_stored(where: str, descriptor: Descriptor, size: int | None,

@@ -126,7 +126,7 @@ class EcrPublicBackend(EcrBackend):
         manifest = await self.public.manifest(target, reference)
         self.caches.remember(target.key, manifest, None if is_digest(reference) else reference,
                              since=since)
-        self._remember_blobs(target, manifest)
+        await self._remember_blobs(target, manifest)
         return manifest
 
     async def _read_manifests(self, target: Target, unknown: list[str],

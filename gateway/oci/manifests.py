@@ -17,8 +17,9 @@ from gateway.oci.errors import (
     OciError,
 )
 from gateway.oci.limits import MANIFEST_BODY_TIMEOUT, body_chunks, limits_of
-from gateway.oci.mediatypes import accepted_manifest_types, parse_manifest
+from gateway.oci.mediatypes import ParsedManifest, accepted_manifest_types, parse_manifest
 from gateway.oci.names import check_tag, is_tag
+from gateway.oci.offload import off_loop
 
 
 def check_reference(reference: str) -> str:
@@ -73,16 +74,25 @@ async def _read_limited(request: web.Request) -> bytes:
     return bytes(body)
 
 
+def _checked(body: bytes, reference: str, content_type: str | None,
+              max_bytes: int) -> tuple[ParsedManifest, str | None]:
+    """The manifest checked for form, and its digest by the reference's algorithm (if one)."""
+    parsed = parse_manifest(body, content_type, max_bytes)
+    if not is_digest(reference):
+        return parsed, None
+    return parsed, content_digest(reference.partition(":")[0], body)
+
+
 async def put_manifest(request: web.Request, name: str, reference: str) -> web.StreamResponse:
     check_reference(reference)
     body = await _read_limited(request)
     if not body:
         raise OciError(MANIFEST_INVALID, {"reason": "empty body"}, message="manifest is empty")
-    parsed = parse_manifest(body, request.headers.get("Content-Type"),
-                            capabilities(request).max_manifest_bytes)
-    if is_digest(reference):
+    parsed, digest = await off_loop(_checked, body, reference,
+                                    request.headers.get("Content-Type"),
+                                    capabilities(request).max_manifest_bytes)
+    if digest is not None:
         check_stored_algorithm(request, reference)
-        digest = content_digest(reference.partition(":")[0], body)
         if reference != digest:
             raise OciError(DIGEST_INVALID, {"expected": reference, "computed": digest},
                            message="manifest digest does not match the reference")

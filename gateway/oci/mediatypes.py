@@ -75,6 +75,12 @@ def accepted_manifest_types(accept_headers: list[str]) -> tuple[str, ...] | None
     return known or None
 
 
+def _shown(text: str) -> str:
+    """A client's text as an error repeats it: its start (a manifest's mediaType may be
+    megabytes, and the error says it twice)."""
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def _invalid(reason: str) -> OciError:
     return OciError(MANIFEST_INVALID, {"reason": reason}, message=f"manifest invalid: {reason}")
 
@@ -124,7 +130,8 @@ def parse_manifest(body: bytes, content_type: str | None,
         raise _invalid("mediaType must be a string")
     content_type = (content_type or "").split(";")[0].strip() or None
     if declared and content_type and declared != content_type:
-        raise _invalid(f"Content-Type {content_type} does not match mediaType {declared}")
+        raise _invalid(f"Content-Type {_shown(content_type)} does not match mediaType "
+                       f"{_shown(declared)}")
     media_type = declared or content_type
     if media_type is None:
         # OCI manifests may omit mediaType; then the request's Content-Type is the only
@@ -133,7 +140,7 @@ def parse_manifest(body: bytes, content_type: str | None,
     if media_type in (DOCKER_SCHEMA1, DOCKER_SCHEMA1_SIGNED):
         return ParsedManifest(media_type)
     if media_type not in MANIFEST_TYPES:
-        raise _invalid(f"unsupported manifest media type {media_type}")
+        raise _invalid(f"unsupported manifest media type {_shown(media_type)}")
     if doc.get("schemaVersion") != 2:
         raise _invalid("schemaVersion must be 2")
     parsed = ParsedManifest(media_type)

@@ -58,6 +58,7 @@ from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStat
 from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
+from gateway.oci.offload import off_loop
 from gateway.oci.request import RequestContext
 from gateway.pullthrough import bounds, events
 from gateway.pullthrough.bounds import Fanout
@@ -243,7 +244,7 @@ class PullThrough:
             events.record(ctx, mirror.registry, _outcome(exc))
             raise _client_error(mirror, ctx.name, reference, exc) from None
         try:
-            parsed = parse_manifest(fetched.body, fetched.media_type or None)
+            parsed = await off_loop(parse_manifest, fetched.body, fetched.media_type or None)
             bounds.check(parsed)
         except OciError as exc:  # the upstream's fault, not the client's
             events.record(ctx, mirror.registry, "upstream_error")
@@ -351,7 +352,7 @@ class PullThrough:
                 raise _NotYet(digest)
             level = self._fanouts[(mirror.host, ctx.name, digest)] = fanout.child()
             manifest = await self._fill(mirror, ctx, digest, None)
-            parsed = parse_manifest(manifest.body, manifest.media_type)
+            parsed = await off_loop(parse_manifest, manifest.body, manifest.media_type)
             await self._stores.do((mirror.host, ctx.name, digest),
                                   partial(self._copy_and_put, mirror, ctx, manifest, parsed,
                                           level))

@@ -34,6 +34,7 @@ from gateway.ecr.singleflight import SingleFlight
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, ParsedManifest, parse_manifest
 from gateway.oci.names import is_name, is_tag
+from gateway.oci.offload import off_loop
 from gateway.oci.request import RequestContext
 from gateway.pullthrough import bounds, pace
 from gateway.pullthrough.bounds import Fanout
@@ -257,7 +258,7 @@ class Syncer:
                 return
         except OciError:
             pass  # not there yet
-        parsed = parse_manifest(fetched.body, fetched.media_type or None)
+        parsed = await off_loop(parse_manifest, fetched.body, fetched.media_type or None)
         bounds.check(parsed)  # before anything is written for it
         await self._contents(one, upstream, ctx, parsed, Fanout(), outcome, progress)
         await self._ensure_repository(ctx)
@@ -295,7 +296,7 @@ class Syncer:
         for digest in dict.fromkeys(child.digest for child in parsed.children):
             level = fanout.child()
             child = await upstream.manifest(one.source, digest, MANIFEST_TYPES)
-            child_parsed = parse_manifest(child.body, child.media_type or None)
+            child_parsed = await off_loop(parse_manifest, child.body, child.media_type or None)
             bounds.check(child_parsed)
             await self._contents(one, upstream, ctx, child_parsed, level, outcome, progress)
             await self._ensure_repository(ctx)

@@ -107,3 +107,20 @@ async def test_hostile_input_is_a_4xx_before_any_upstream_call(
     async with session.get(client.url(f"/v2/{repo}/manifests/hostile")) as r:
         assert r.status == 404
 
+
+
+@pytest.mark.parametrize("content_type", [None, OCI_MANIFEST])
+async def test_an_error_does_not_repeat_a_huge_media_type(
+        content_type: str | None, gateway: GatewayProcess, repo: str,
+        session: aiohttp.ClientSession) -> None:
+    """A manifest's mediaType of 4 MiB (unknown, or unlike the Content-Type) once came back
+    twice in the error: 8 MiB an answer."""
+    body = json.dumps({"schemaVersion": 2,
+                       "mediaType": "application/" + "x" * (4 * 1024 * 1024 - 100)}).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    async with session.put(f"{gateway.url}/v2/{repo}/manifests/hostile", data=body,
+                           headers=headers, skip_auto_headers=["Content-Type"]) as r:
+        status, answer = r.status, await r.read()
+    assert status == 400
+    assert json.loads(answer)["errors"][0]["code"] == "MANIFEST_INVALID"
+    assert len(answer) < 4096, len(answer)
