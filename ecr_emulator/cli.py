@@ -26,6 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON per-action rates, e.g. {\"PutImage\": {\"rate\": 10, "
                         "\"burst\": 20}}: beyond, ThrottlingException (also "
                         "ECR_EMULATOR_THROTTLE)")
+    parser.add_argument("--local-host-name", action="append", metavar="NAME",
+                        help="without --credentials on loopback, requests must name the "
+                        "emulator by address or localhost (a web page can point a name of its "
+                        "own at 127.0.0.1): this name is accepted too (repeatable)")
     parser.add_argument("--admin", action="store_true",
                         help="turn on the /_emulator/ control endpoints (faults, policies, "
                         "request log); with --credentials they need a SigV4 signature")

@@ -8,7 +8,7 @@ Routes:
   GET  /_emulator/requests         the request log as {"requests": [...]} (?action= filters)
   DELETE /_emulator/requests       empties the in-memory view of the log
   GET/POST/DELETE /_emulator/faults  injected failures (see faults.py)
-  GET  /_emulator/health           {"status": "ok", "accountId": ..., "region": ...}
+  GET  /_emulator/health           {"status": "ok"}
   GET/PUT/DELETE /_emulator/policies  per-access-key allow/deny rules (see access.py)
   POST /_emulator/lifecycle/run    apply the lifecycle policies now (see expiry.py)
   GET  /token, /v2/...             the ECR Public registry endpoint (see public/registry.py)
@@ -34,6 +34,7 @@ from ecr_emulator import (
     access,
     actions,  # noqa: F401  (importing registers the handlers)
     body_budget,
+    browsers,
     control,
     downloads,
     expiry,
@@ -44,9 +45,11 @@ from ecr_emulator import (
     sigv4,
     throttle,
 )
+from ecr_emulator.connections import BoundedAppRunner, server_options
 from ecr_emulator.credentials import CredentialStore
 from ecr_emulator.settings import Settings
 from ecr_emulator.state import STATE_KEY, EmulatorState
+from ecr_model.hosts import is_loopback
 
 __all__ = ["create_app", "run_from_args", "serve"]
 
@@ -62,15 +65,20 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
                policies: access.Policies | None = None,
                credentials: CredentialStore | None = None,
                admin_enabled: bool = False,
-               throttles: throttle.Throttles | None = None) -> web.Application:
+               throttles: throttle.Throttles | None = None,
+               local_host_names: tuple[str, ...] | None = None) -> web.Application:
     """The emulator as an aiohttp application storing everything under ``data_dir``.
 
     ``public_url`` is the base of the URLs the emulator hands out (proxyEndpoint, download
     URLs); by default each request's own scheme and Host are used. With ``credentials``
     every API call must be signed with one of them (sigv4.py); ``admin_enabled`` turns the
-    control endpoints on (admin.py).
+    control endpoints on (admin.py). With ``local_host_names`` (for a loopback listener
+    without credentials) only requests naming the emulator by address, localhost or one of
+    them are served, and none a web page sent (browsers.py).
     """
     app = web.Application(client_max_size=protocol.MAX_REQUEST_BYTES)
+    if local_host_names is not None:
+        app.middlewares.append(browsers.local_callers_only(local_host_names))
     state = EmulatorState(Path(data_dir), account_id=account_id, region=region,
                           public_url=public_url, settings=settings or Settings())
     app[STATE_KEY] = state
@@ -123,9 +131,9 @@ def _tool(name: str) -> ModuleType:
 
 
 async def _health(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    return web.json_response({"status": "ok", "accountId": state.account_id,
-                              "region": state.region})
+    # Open to anyone who reaches the port: it says the process answers, nothing about whose
+    # registry it holds (a signed call tells its caller the account id, as on AWS).
+    return web.json_response({"status": "ok"})
 
 
 @contextlib.asynccontextmanager
@@ -135,12 +143,20 @@ async def serve(data_dir: Path, *, host: str = "127.0.0.1", port: int = 0,
                 policies: access.Policies | None = None,
                 credentials: CredentialStore | None = None,
                 admin_enabled: bool = False,
-                throttles: throttle.Throttles | None = None) -> AsyncIterator[str]:
-    """Run the emulator on ``host:port`` (0: any free port) and yield its base URL."""
+                throttles: throttle.Throttles | None = None,
+                local_host_names: tuple[str, ...] = ()) -> AsyncIterator[str]:
+    """Run the emulator on ``host:port`` (0: any free port) and yield its base URL. Open
+    (no ``credentials``) on loopback, it answers only requests that name it by address,
+    localhost or one of ``local_host_names`` (browsers.py)."""
+    settings = settings or Settings()
+    guarded = credentials is None and is_loopback(host)
     app = create_app(data_dir, account_id=account_id, region=region, public_url=public_url,
                      settings=settings, policies=policies, credentials=credentials,
-                     admin_enabled=admin_enabled, throttles=throttles)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+                     admin_enabled=admin_enabled, throttles=throttles,
+                     local_host_names=local_host_names if guarded else None)
+    runner = BoundedAppRunner(app, max_connections=settings.max_connections, access_log=None,
+                              handle_signals=False,
+                              **server_options(settings.header_timeout))
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -191,7 +207,8 @@ def run_from_args(args: argparse.Namespace) -> int:
                  credentials.path)
     try:
         asyncio.run(_run(Path(args.data_dir), host, port, args.account_id, args.region, settings,
-                         policies, credentials, admin_enabled, throttles))
+                         policies, credentials, admin_enabled, throttles,
+                         tuple(getattr(args, "local_host_name", None) or ())))
     except OSError as exc:
         print(f"ecr-gateway emulator: {exc}", file=sys.stderr)
         return 1
@@ -201,14 +218,16 @@ def run_from_args(args: argparse.Namespace) -> int:
 async def _run(data_dir: Path, host: str, port: int, account_id: str, region: str,
                settings: Settings, policies: access.Policies | None = None,
                credentials: CredentialStore | None = None, admin_enabled: bool = False,
-               throttles: throttle.Throttles | None = None) -> None:
+               throttles: throttle.Throttles | None = None,
+               local_host_names: tuple[str, ...] = ()) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with serve(data_dir, host=host, port=port, account_id=account_id, region=region,
                      settings=settings, policies=policies, credentials=credentials,
-                     admin_enabled=admin_enabled, throttles=throttles) as url:
+                     admin_enabled=admin_enabled, throttles=throttles,
+                     local_host_names=local_host_names) as url:
         print(f"ECR emulator listening on {url}", flush=True)
         await stop.wait()
     log.info("ECR emulator stopped")

@@ -55,6 +55,11 @@ class Settings:
     are checked (each body's first 64 KiB and a layer part streaming to its upload's file
     are not counted); a body that would pass it fails with ThrottlingException (see
     body_budget.py)."""
+    max_connections: int = 512
+    """Connections open at once; past it a new one gets 503 and is closed (0: no limit).
+    Each may hold a request head and a body's first 64 KiB (connections.py)."""
+    header_timeout: int = 60
+    """Seconds a connection may take to send a request head, or stay idle between two."""
     request_log_max_bytes: int = 64 * MiB
     """Size past which ``requests.log`` becomes ``requests.log.1`` (the one before dropped)."""
     durable: int = 1

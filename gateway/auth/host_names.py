@@ -20,13 +20,12 @@ the proxy answers for its own server names and clients.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from ecr_model.hosts import is_loopback
+from ecr_model.hosts import is_local_name, is_loopback, sent_by_web_page
 from gateway.auth.exposure import anonymous_pulls
 from gateway.auth.forwarded import ProxyTrust
 from gateway.config import Config
@@ -53,7 +52,7 @@ def rebinding_guard(config: Config, trust: ProxyTrust) -> Middleware | None:
                            message="this gateway answers on loopback to its addresses, "
                            "localhost and auth.local_host_names only: a web page can point "
                            "any name at 127.0.0.1")
-        if "Origin" in request.headers or "Sec-Fetch-Site" in request.headers:
+        if sent_by_web_page(request.headers):
             raise OciError(DENIED, {"reason": "sent by a web page"},
                            message="this gateway takes no requests from web pages on "
                            "loopback without authentication")
@@ -61,23 +60,3 @@ def rebinding_guard(config: Config, trust: ProxyTrust) -> Middleware | None:
 
     return local_names_only
 
-
-def is_local_name(host: str, names: frozenset[str]) -> bool:
-    """Whether ``host`` (a Host header: name or address, perhaps with a port) names this
-    gateway: an IP address, localhost, or one of ``names``."""
-    if host.startswith("["):
-        bracketed, _, _ = host[1:].partition("]")
-        return _is_address(bracketed)
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    if _is_address(name):
-        return True
-    name = name.lower().rstrip(".")
-    return name == "localhost" or name.endswith(".localhost") or name in names
-
-
-def _is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
