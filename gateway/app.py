@@ -291,7 +291,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
             cache_path, config.blobs.cache.max_bytes))
         if fills is not None:
             app[FILL_LOCKS] = fills
-    app[REGISTRY] = PullThrough(backends, config.mirrors, http, PullThroughConfig.password,
+    app[REGISTRY] = PullThrough(backends, config.mirrors, client, PullThroughConfig.password,
                                 spool_dir=data / "staging" / "tee", fills=fills,
                                 routes=config.effective_routes(),
                                 spool_budget=SpoolBudget(

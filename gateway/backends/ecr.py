@@ -32,7 +32,7 @@ from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
 from gateway.ecr.staging import StagingStore, _has_digest, repository_key
 from gateway.ecr.tokens import AuthToken, TokenCache
-from gateway.ecr.uploads import UNBOUNDED, ClientBounds, UploadManager
+from gateway.ecr.uploads import PUSH_PROOF_SECONDS, UNBOUNDED, ClientBounds, UploadManager
 from gateway.oci import errors as oci
 from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
@@ -97,8 +97,12 @@ class EcrBackend:
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
+        # An identity's right to push, like its other answers, is trusted only as long as
+        # a manifest: IAM withdrawing it ends its use of others' uploads within that bound.
+        revalidate = (cache or CacheConfig()).manifest_revalidate_seconds
         self.uploads = UploadManager(sessions, staging, policy, self._client,
-                                     bounds=upload_bounds)
+                                     bounds=upload_bounds,
+                                     push_proof_seconds=min(PUSH_PROOF_SECONDS, revalidate))
         self.tokens = TokenCache(self._fetch_token)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
@@ -111,7 +115,7 @@ class EcrBackend:
             self.caches.forget_tag(repo, ref)
         elif kind == "manifest":
             self.caches.forget_manifest(repo, ref)
-        self.listings.forget_tags(repo)  # the repository's kept tag list is read again
+        self.listings.forget_tags(repo)  # every kept tag list of the repository is read again
 
     def capabilities(self, ctx: RequestContext) -> Capabilities:
         return ECR_CAPABILITIES
@@ -488,10 +492,13 @@ class EcrBackend:
         # Reads of the repository that ECR answered before this put keep nothing (a tag's
         # old digest would otherwise replace the new one when they come in after it).
         self.caches.changed(target.key)
+        if not is_digest(reference):  # every identity's answer for the tag moved with it
+            self.caches.forget_tag(target.key, reference)
         self.caches.remember(target.key, Manifest(body, parsed.media_type, digest),
                              None if is_digest(reference) else reference)
         if not is_digest(reference):
             self.listings.add(tags_key(target), reference)
+            self.listings.forget_tags(target.key, keep=True)  # other identities' lists
             # the tag may have moved: the others forget it
             await self._events.publish("tag", target.key, reference)
         if not is_digest(reference):
@@ -602,6 +609,7 @@ class EcrBackend:
             await self._untag(target, reference)
             self.caches.forget_tag(target.key, reference)
             self.listings.remove(tags_key(target), reference)
+            self.listings.forget_tags(target.key, keep=True)  # other identities' lists
             await self._events.publish("tag", target.key, reference)
             return
         self.caches.forget_manifest(target.key, reference)
@@ -613,7 +621,7 @@ class EcrBackend:
                                       imageIds=[{"imageDigest": reference}])
         # Again once ECR took it: a read made meanwhile may still have found the image.
         self.caches.forget_manifest(target.key, reference)
-        self.listings.forget(tags_key(target))  # every tag of the image went with it
+        self.listings.forget_tags(target.key)  # every tag of the image went with it
         _raise_delete_failures(answer, reference)
         await self._events.publish("manifest", target.key, reference)
 

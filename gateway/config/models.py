@@ -210,7 +210,8 @@ class CacheConfig(Section):
     """A manifest by digest is served from the cache this long after ECR last confirmed it;
     older, it is asked for again (an image deleted elsewhere is not served beyond this).
     With auth.mode aws it also bounds every answer kept for one identity (download URLs,
-    which blobs a repository holds): keys or permissions IAM withdrew end within it."""
+    which blobs a repository holds, its right to push to uploads others opened): keys or
+    permissions IAM withdrew end within it."""
     download_url_ttl_seconds: Seconds = 300.0
     """Presigned download URLs are reused this long (well within their validity); those got
     with a caller's own keys (auth.mode aws) at most manifest_revalidate_seconds."""

@@ -31,8 +31,12 @@ Answers read with a caller's own keys (auth.mode aws: ``Target.key`` names the a
 are that identity's alone, and IAM may stop taking them at any moment (a session token that
 expires, a deleted key, a policy that no longer allows the repository). So that no cached
 answer outlives that by more than the manifests' bound, download URLs and membership are
-kept for such a view no longer than ``cache.manifest_revalidate_seconds`` either: the next
-read asks ECR with the caller's keys, which ends the identity if they are refused.
+kept for such a view no longer than ``cache.manifest_revalidate_seconds`` either (as is an
+identity's right to push to uploads others opened, gateway/ecr/uploads.py): the next read
+asks ECR with the caller's keys, which ends the identity if they are refused.
+A change, though, is one to the repository: a tag moved or an image deleted through one
+identity (or told by another replica) drops every identity's view of it
+(:meth:`PullCaches.views`).
 """
 
 from __future__ import annotations
@@ -128,18 +132,25 @@ class PullCaches:
         # deleted), from one sequence, so a number is never given twice; and how many times
         # everything was flushed.
         self._changes: LRUCache[RepoKey, int] = LRUCache(maxsize=CHANGES_KEPT)
+        # Repository -> the callers' views of it that answers were cached for.
+        self._views: LRUCache[RepoKey, set[RepoKey]] = LRUCache(maxsize=CHANGES_KEPT)
         self._numbers = itertools.count(1)
         self._flushes = 0
 
     def version(self, repo: RepoKey) -> tuple[int, int]:
         """What a read of ``repo`` from ECR starts from; :meth:`remember` keeps its answer
         only if nothing changed since."""
-        return self._flushes, self._changes.get(repo, 0)
+        return self._flushes, self._changes.get(shared_repo(repo), 0)
 
     def changed(self, repo: RepoKey) -> None:
-        """``repo`` changed (here, or told by another replica): answers being read now may
-        predate it."""
-        self._changes[repo] = next(self._numbers)
+        """``repo`` changed (here, or told by another replica): answers being read now, by
+        any identity, may predate it."""
+        self._changes[shared_repo(repo)] = next(self._numbers)
+
+    def views(self, repo: RepoKey) -> list[RepoKey]:
+        """``repo`` and every caller's view of the same repository cached here."""
+        shared = shared_repo(repo)
+        return list({repo, shared, *self._views.get(shared, ())})
 
     # -- manifests and tags -----------------------------------------------------------------
 
@@ -174,6 +185,8 @@ class PullCaches:
         a change to the repository is not kept (None: what this gateway just wrote)."""
         if since is not None and since != self.version(repo):
             return
+        if callers_view(repo):
+            self._views.setdefault(shared_repo(repo), set()).add(repo)
         self.manifests.put((repo, manifest.digest), (manifest, time.monotonic()),
                            len(manifest.body))
         if tag is None or self.tags is None:
@@ -185,17 +198,22 @@ class PullCaches:
             variants[accepted] = manifest.digest
 
     def forget_tag(self, repo: RepoKey, tag: str) -> None:
+        """A tag moved or removed, in every identity's view."""
         self.changed(repo)
         if self.tags is not None:
-            self.tags.pop((repo, tag), None)
+            for view in self.views(repo):
+                self.tags.pop((view, tag), None)
 
     def forget_manifest(self, repo: RepoKey, digest: str) -> None:
-        """A deleted image: its manifest and every tag that pointed at it."""
+        """A deleted image: its manifest and every tag that pointed at it, in every
+        identity's view."""
         self.changed(repo)
-        self.manifests.pop((repo, digest))
+        views = self.views(repo)
+        for view in views:
+            self.manifests.pop((view, digest))
         if self.tags is not None:
             for key, variants in list(self.tags.items()):
-                if key[0] == repo and digest in variants.values():
+                if key[0] in views and digest in variants.values():
                     self.tags.pop(key, None)
 
     def flush(self) -> None:
@@ -209,6 +227,7 @@ class PullCaches:
         self.urls.clear()
         self.members.clear()
         self._caller_members.clear()
+        self._views.clear()
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -249,6 +268,15 @@ def callers_view(repo: RepoKey) -> bool:
     """Whether ``repo`` is a repository as a caller's own keys see it (``Target.key`` then
     ends its registry part with ``@<access key id>``)."""
     return repo[0] is not None and "@" in repo[0]
+
+
+def shared_repo(repo: RepoKey) -> RepoKey:
+    """The repository a caller's view is of (its key without ``@<access key id>``)."""
+    registry = repo[0]
+    if registry is None or "@" not in registry:
+        return repo
+    registry = registry.rpartition("@")[0]
+    return (registry or None, repo[1], repo[2])
 
 
 def _presigned_remaining(url: str) -> float | None:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from gateway.config import CacheConfig
+from gateway.ecr.caches import RepoKey, shared_repo
 from gateway.ecr.routing import Target
 from gateway.ecr.singleflight import SingleFlight
 from gateway.observability.metrics import cache_event
@@ -156,10 +157,14 @@ class Listings:
     def keys(self) -> list[Hashable]:
         return list(self._entries)
 
-    def forget_tags(self, repo: Hashable) -> None:
+    def forget_tags(self, repo: RepoKey, *, keep: bool = False) -> None:
         """Another writer changed the tags of ``repo`` (a ``Target.key``), e.g. another
-        replica: read them again next time."""
-        self.forget(("tags", repo))
+        replica or identity: every identity's tag list of that repository is read again
+        next time (with ``keep``, but ``repo``'s own, which its writer updated)."""
+        shared = shared_repo(repo)
+        for key in {k for k in (*self._entries, *self._loading) if _is_tags_of(k, shared)}:
+            if not (keep and key == ("tags", repo)):
+                self.forget(key)
 
     def forget_catalogs(self) -> None:
         """A repository was created (here or, told by a notice, through another replica):
@@ -186,6 +191,11 @@ def tags_key(target: Target) -> Hashable:
 def catalog_key(caller: Credentials | None) -> Hashable:
     """The catalog as this request's caller sees it (auth.mode aws: their own identity)."""
     return ("catalog", caller.access_key_id if caller is not None else None)
+
+
+def _is_tags_of(key: Hashable, shared: RepoKey) -> bool:
+    return (isinstance(key, tuple) and len(key) == 2 and key[0] == "tags"
+            and shared_repo(key[1]) == shared)
 
 
 def _is_catalog(key: Hashable) -> bool:

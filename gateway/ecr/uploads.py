@@ -65,8 +65,9 @@ PARTS_IN_MEMORY = 8
 # Uploads the process remembers sending from their first byte; one it forgot is hashed from
 # its staged copy before completion, like one that came from another process.
 SENT_FROM_START = 10_000
-# How long an AWS identity's proven right to push to a repository lets it use uploads other
-# identities opened there without asking ECR again, and how many such proofs are kept.
+# How long at most an AWS identity's proven right to push to a repository lets it use uploads
+# other identities opened there without asking ECR again (no longer than the other answers
+# kept for one identity, cache.manifest_revalidate_seconds), and how many proofs are kept.
 PUSH_PROOF_SECONDS = 60.0
 PUSH_PROOFS_KEPT = 10_000
 
@@ -126,7 +127,8 @@ UNBOUNDED = ClientBounds()
 class UploadManager:
     def __init__(self, store: SessionStore, staging: StagingStore, policy: RetryPolicy,
                  client_for: Callable[[Target], Any], *,
-                 bounds: ClientBounds = UNBOUNDED) -> None:
+                 bounds: ClientBounds = UNBOUNDED,
+                 push_proof_seconds: float = PUSH_PROOF_SECONDS) -> None:
         self._store = store
         self._max_open_per_client = bounds.open_sessions
         self._max_tail_per_client = bounds.tail_bytes
@@ -139,7 +141,7 @@ class UploadManager:
         self._from_start: OrderedDict[str, int] = OrderedDict()
         # Target.key (the repository as one identity sees it) -> ECR let it push there.
         self._pushers: TTLCache[tuple[str | None, str, str], bool] = TTLCache(
-            maxsize=PUSH_PROOFS_KEPT, ttl=PUSH_PROOF_SECONDS)
+            maxsize=PUSH_PROOFS_KEPT, ttl=max(push_proof_seconds, 0.001))
 
     def _all_sent_here(self, upload_id: str, position: int) -> bool:
         """Whether this process sent every part of an upload's first ``position`` bytes."""
@@ -211,7 +213,7 @@ class UploadManager:
     async def _prove_push(self, target: Target | None, upload_id: str) -> None:
         """Ask ECR whether the identity ``target`` signs with may push to its repository,
         with the cheapest call that needs that (an ECR upload never written to expires on
-        its own); an allowed identity is not asked again for :data:`PUSH_PROOF_SECONDS`.
+        its own); an allowed identity is not asked again for ``push_proof_seconds``.
         Refused: the upload is unknown to it, as to a client of another repository."""
         if target is None:  # nothing to sign with: nothing proven
             raise OciError(oci.BLOB_UPLOAD_UNKNOWN, {"upload": upload_id})

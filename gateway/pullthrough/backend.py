@@ -88,7 +88,7 @@ _STORING_MAX_BYTES = 64 * 1024 * 1024
 
 class PullThrough:
     def __init__(self, inner: Storage, mirrors: dict[str, MirrorConfig],
-                 http: Callable[[], aiohttp.ClientSession],
+                 make: Callable[[aiohttp.BaseConnector], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None],
                  spool_dir: Path | None = None, fills: FillLocks | None = None,
                  routes: list[RouteConfig] | None = None, *, spool_budget: SpoolBudget,
@@ -103,7 +103,7 @@ class PullThrough:
         self._announce_cached = announce_cached
         self._spool_budget = spool_budget
         self._fills = fills  # with replicas: one of them copies a blob, the others wait
-        self._sources = Sources(mirrors, routes or [], http, password_of)
+        self._sources = Sources(mirrors, routes or [], make, password_of)
         self._manifest_fetches: SingleFlight[Manifest] = SingleFlight("pullthrough_manifest")
         # One HEAD per (source, name, tag) at a time: the pulls that come while it is asked
         # share its answer (a stalling upstream holds them once, not each its own timeout).

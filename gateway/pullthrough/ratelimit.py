@@ -9,6 +9,7 @@ a credential.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 
@@ -39,34 +40,44 @@ def observe(registry: str, status: int, headers: Mapping[str, str]) -> None:
 
 
 def _quota(value: str | None) -> tuple[float, float | None] | None:
-    """``100;w=21600`` → (100, 21600); ``100`` → (100, None); anything else → None."""
+    """``100;w=21600`` → (100, 21600); ``100`` → (100, None); anything else → None (a
+    count or window that is not a finite number ≥ 0, such as ``nan`` or ``inf``, too)."""
     if not value:
         return None
     count, *params = (part.strip() for part in value.split(";"))
-    try:
-        number = float(count)
-    except ValueError:
+    number = _count(count)
+    if number is None:
         return None
     window = None
     for param in params:
         key, _, raw = param.partition("=")
         if key.strip().lower() == "w":
-            try:
-                window = float(raw)
-            except ValueError:
-                pass
+            window = _count(raw)
     return number, window
 
 
+def _count(text: str) -> float | None:
+    """``text`` as a finite number ≥ 0 (None otherwise): an upstream's header never puts
+    nan, inf or a negative number into a gauge."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: a number, or an HTTP date counted from now."""
+    """Retry-After as seconds: a number, or an HTTP date counted from now (None when it
+    is neither, or not finite)."""
     if not value:
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

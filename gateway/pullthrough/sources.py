@@ -13,7 +13,13 @@ from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.routing import Router
 from gateway.observability.logs import Sparing
 from gateway.pullthrough.transfers import Transfers
-from gateway.pullthrough.upstream import ForeignSession, OciUpstream, registry_host
+from gateway.pullthrough.upstream import (
+    REQUESTS_AT_ONCE,
+    ForeignSession,
+    OciUpstream,
+    OwnPool,
+    registry_host,
+)
 
 
 class Source:
@@ -44,15 +50,20 @@ class Source:
 
 class Sources:
     def __init__(self, mirrors: dict[str, MirrorConfig], routes: list[RouteConfig],
-                 http: Callable[[], aiohttp.ClientSession],
+                 make: Callable[[aiohttp.BaseConnector], aiohttp.ClientSession],
                  password_of: Callable[[PullThroughConfig], str | None]) -> None:
         # Every upstream's redirects to other origins (their CDNs) go through one session,
         # or through the one allowing private networks for upstreams that say so.
         self._foreign = {private: ForeignSession(private) for private in (False, True)}
+        self._pools: list[OwnPool] = []
 
         def client(settings: PullThroughConfig, registry: str) -> OciUpstream:
             private = settings.private_redirects
-            return OciUpstream(settings.url, http, settings.username, password_of(settings),
+            # Each upstream has connections of its own, enough for its manifest turns and
+            # blob transfers each with a token request: stalled, it holds only those.
+            pool = OwnPool(make, 2 * (REQUESTS_AT_ONCE + settings.max_blob_transfers))
+            self._pools.append(pool)
+            return OciUpstream(settings.url, pool, settings.username, password_of(settings),
                                timeout=settings.timeout_seconds, registry=registry,
                                realm_hosts=tuple(settings.token_realm_hosts),
                                foreign=self._foreign[private], private_redirects=private,
@@ -75,6 +86,8 @@ class Sources:
     async def close(self) -> None:
         for foreign in self._foreign.values():
             await foreign.close()
+        for pool in self._pools:
+            await pool.close()
 
     def __bool__(self) -> bool:
         return bool(self._mirrors or self._routes)

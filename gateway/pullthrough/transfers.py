@@ -2,7 +2,9 @@
 ``max_blob_transfers`` at once. A transfer beyond waits a few seconds for a turn, then is
 refused (its client gets a 503 with Retry-After and asks again): each transfer holds a
 connection, a spool file and two spooling threads, and an upstream that sends headers and
-then nothing would otherwise hold as many as clients ask it for blobs."""
+then nothing would otherwise hold as many as clients ask it for blobs. At most as many wait
+as may run: each waiter holds a client's socket and a task, so the ones beyond are refused
+at once."""
 
 from __future__ import annotations
 
@@ -18,14 +20,20 @@ class Transfers:
         self.limit = limit
         self._wait = wait
         self._turns = asyncio.Semaphore(limit)
+        self._waiting = 0
 
     async def take(self) -> bool:
-        """A turn, within the wait (False: none came free)."""
+        """A turn, within the wait (False: none came free, or ``limit`` wait already)."""
+        if self._turns.locked() and self._waiting >= self.limit:
+            return False
+        self._waiting += 1
         try:
             async with asyncio.timeout(self._wait):
                 await self._turns.acquire()
         except TimeoutError:
             return False
+        finally:
+            self._waiting -= 1
         return True
 
     def give_back(self) -> None:

@@ -111,9 +111,9 @@ DEADLINE_TIMEOUTS = 4
 # would otherwise hold the listing for MAX_TAG_PAGES of them.
 TAG_LIST_DEADLINE_TIMEOUTS = 20
 # Manifest, tag check and tag page requests to one upstream in flight at once; more wait
-# their turn within their deadline. The connections to every upstream (and to replicas and
-# download targets) come from one pool: an upstream that holds its answers must not take
-# all of it (its blob bodies are bounded apart, transfers.py).
+# their turn within their deadline: an upstream that holds its answers must not take all of
+# its connection pool (OwnPool), which other tenants' pulls from it share (its blob bodies
+# are bounded apart, transfers.py).
 REQUESTS_AT_ONCE = 16
 # What a bearer token or a Basic value may be made of (no spaces, no line breaks).
 _TOKEN = re.compile(r"[\x21-\x7e]+")
@@ -481,6 +481,26 @@ def _foreign_refusal(url: URL, private: bool = False) -> str | None:
         return "to a URL without a host, or with credentials (not followed)"
     why = host_refusal(url.host, private)
     return None if why is None else f"to {_REFUSED[why]}"
+
+
+class OwnPool:
+    """An upstream's aiohttp session on a connection pool of its own of ``limit`` connections,
+    made by ``make`` when first needed: an upstream that holds its answers waits on its own
+    connections, never on those the gateway's reads of its storage and its replicas use."""
+
+    def __init__(self, make: Callable[[aiohttp.BaseConnector], aiohttp.ClientSession],
+                 limit: int) -> None:
+        self._make, self._limit = make, limit
+        self._session: aiohttp.ClientSession | None = None
+
+    def __call__(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = self._make(aiohttp.TCPConnector(limit=self._limit))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class ForeignSession:

@@ -208,14 +208,14 @@ async def test_each_upstream_follows_its_own_private_redirects_setting() -> None
                                            "upstream": {"url": f"https://{host}", **extra}})
         for host, extra in (("docker.io", {}),
                             ("registry.internal", {"private_redirects": True}))}
-    async with aiohttp.ClientSession() as http:
-        sources = Sources(mirrors, [], lambda: http, lambda settings: None)
-        try:
-            public, private = sources.find("docker.io", "x"), sources.find(
-                "registry.internal", "x")
-            assert public is not None and private is not None
-            assert public.upstream.private_redirects is False
-            assert private.upstream.private_redirects is True
-            assert public.upstream._foreign is not private.upstream._foreign
-        finally:
-            await sources.close()
+    sources = Sources(mirrors, [], lambda connector: aiohttp.ClientSession(
+        connector=connector), lambda settings: None)
+    try:
+        public, private = sources.find("docker.io", "x"), sources.find(
+            "registry.internal", "x")
+        assert public is not None and private is not None
+        assert public.upstream.private_redirects is False
+        assert private.upstream.private_redirects is True
+        assert public.upstream._foreign is not private.upstream._foreign
+    finally:
+        await sources.close()

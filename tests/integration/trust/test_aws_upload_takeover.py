@@ -8,6 +8,7 @@ once ECR said so with its own keys."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -115,3 +116,35 @@ async def _attack(upstream: EmulatorProcess, session: aiohttp.ClientSession, ope
         assert r.status == 201, await r.text()
     async with session.get(f"{opened_at}/v2/{name}/blobs/{digest}", headers=owner) as r:
         assert r.status == 200 and await r.read() == data
+
+
+async def test_a_withdrawn_right_to_push_ends_within_the_revalidation_bound(
+        upstream: EmulatorProcess, keys: None, tmp_path: Path,
+        session: aiohttp.ClientSession) -> None:
+    """An identity ECR let push continues another's upload; IAM then withdraws its right to
+    push. Past ``cache.manifest_revalidate_seconds`` (2 s here), not the minute a proof used
+    to be trusted, it is asked again with its own keys and the upload is unknown to it."""
+    withdrawn = (f"AKIDWITHDRAWN{RUN}", f"secret-withdrawn-{uuid.uuid4().hex}")
+    upstream.add_key(*withdrawn)
+    policies = upstream.control("GET", "policies")["policies"]
+    upstream.control("PUT", "policies", {**policies, withdrawn[0]: [
+        {"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]})
+    owner, other = basic(*OWNER), basic(*withdrawn)
+    name = f"private/app-{os.urandom(3).hex()}"
+    config = {"auth": {"mode": "aws"}, "cache": {"manifest_revalidate_seconds": 2}}
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        async with session.post(f"{gw.url}/v2/{name}/blobs/uploads/", headers=owner) as r:
+            assert r.status == 202, await r.text()
+            there = gw.url + r.headers["Location"]
+        async with session.get(there, headers=other) as r:
+            assert r.status == 204, await r.text()  # proven with its own keys
+        upstream.control("PUT", "policies", {**policies, withdrawn[0]: [
+            {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken"}]})
+        await asyncio.sleep(3)
+        chunk = {"Content-Type": "application/octet-stream", "Content-Range": "0-9"}
+        async with session.patch(there, data=b"x" * 10, headers={**other, **chunk}) as r:
+            status, body = r.status, await r.read()
+        async with session.get(there, headers=owner) as r:
+            assert r.status == 204 and r.headers.get("Range") in (None, "0-0"), \
+                (r.status, r.headers.get("Range"))
+    assert status == 404 and b"BLOB_UPLOAD_UNKNOWN" in body, (status, body[:300])

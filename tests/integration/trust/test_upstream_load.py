@@ -240,3 +240,48 @@ async def test_attacker_stalling_manifests_never_starve_another_upstream(
     assert status == 200 and body == healthy.manifest, (status, body[:200])
     assert took < 2, took
     assert reached <= 32, reached
+
+
+async def test_attacker_flood_past_the_waiting_transfers_is_refused_at_once(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Blob transfers stall with headers and then nothing, 4 at most in flight: of 24 more
+    pulls, 4 wait for a turn and the others are refused at once with a 503 and Retry-After,
+    rather than each holding its socket and a task through the wait."""
+    release = asyncio.Event()
+
+    async def stalling(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Length": str(10 * 1024 * 1024)})
+        await response.prepare(request)
+        await release.wait()
+        return response
+
+    async with Server(stalling) as hostile:
+        config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
+            "url": hostile.url, "max_blob_transfers": 4}}}}
+        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+            async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=0)) as flood:
+                async def pull(i: int) -> tuple[int, str | None, bytes]:
+                    digest = "sha256:" + f"{i:x}".rjust(64, "b")
+                    async with flood.get(f"{gw.url}/v2/library/app/blobs/{digest}",
+                                         params=NS) as r:
+                        if r.status == 200:  # a transfer in flight: its body never comes
+                            return r.status, None, b""
+                        return r.status, r.headers.get("Retry-After"), await r.read()
+
+                holding = [asyncio.create_task(pull(i)) for i in range(4)]
+                await asyncio.sleep(1.5)  # the 4 transfers are in flight
+                started = time.monotonic()
+                more = [asyncio.create_task(pull(i)) for i in range(4, 28)]
+                done, _ = await asyncio.wait(more, timeout=2.5)
+                took = time.monotonic() - started
+                release.set()
+                for task in [*holding, *more]:
+                    task.cancel()
+                await asyncio.gather(*holding, *more, return_exceptions=True)
+    print(f"{len(done)} of 24 pulls answered within {took:.1f} s", file=sys.stderr)
+    assert len(done) >= 20, f"only {len(done)} of 24 pulls refused within {took:.1f} s"
+    for task in done:
+        status, retry_after, body = task.result()
+        assert status == 503 and retry_after is not None, (status, retry_after, body)
+        assert _oci_error(status, body)["code"] == "UNAVAILABLE"
