@@ -97,6 +97,9 @@ class EcrBackend:
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
+        # A referrers list is parsed on the loop, each referrer with its manifest's annotations
+        # (up to 4 MiB apiece): readers of the same list at once share one read.
+        self._referrers_calls: SingleFlight[list[Descriptor]] = SingleFlight("referrers")
         # An identity's right to push, like its other answers, is trusted only as long as
         # a manifest: IAM withdrawing it ends its use of others' uploads within that bound.
         revalidate = (cache or CacheConfig()).manifest_revalidate_seconds
@@ -731,7 +734,10 @@ class EcrBackend:
 
     async def referrers(self, ctx: RequestContext, digest: str,
                         artifact_type: str | None) -> list[Descriptor]:
-        return await self._read_referrers(self._target(ctx), digest, artifact_type)
+        target = self._target(ctx)
+        return await self._referrers_calls.do(
+            (target.key, digest, artifact_type),
+            lambda: self._read_referrers(target, digest, artifact_type))
 
     async def _read_referrers(self, target: Target, digest: str,
                               artifact_type: str | None) -> list[Descriptor]:

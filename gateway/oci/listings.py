@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import bisect
-import json
 from collections.abc import Callable
 from urllib.parse import urlencode
 
+import orjson
 from aiohttp import web
 
 from gateway.oci.context import CATALOG_FILTER, registry, request_context, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import OCI_INDEX
+from gateway.oci.middleware import stamp
+from gateway.oci.offload import off_loop
+
+_PIECE = 256 * 1024  # written at a time: what the loop copies before another client's turn
 
 
 def _page(request: web.Request, items: list[str], path: str,
@@ -80,5 +84,16 @@ async def referrers(request: web.Request, name: str, digest: str) -> web.StreamR
         headers["OCI-Filters-Applied"] = "artifactType"
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
              "manifests": [d.to_json() for d in found]}
-    return web.Response(body=json.dumps(index).encode(), content_type=OCI_INDEX,
-                        headers=headers)
+    # Each referrer carries its manifest's annotations: tens of MiB to encode, beside the
+    # loop, and to write in pieces (one write copies all of it on the loop, twice).
+    body = await off_loop(orjson.dumps, index)
+    response = web.StreamResponse(headers=headers)
+    response.content_type = OCI_INDEX
+    response.content_length = len(body)
+    stamp(response, request["request_id"])
+    await response.prepare(request)
+    view = memoryview(body)
+    for start in range(0, len(body), _PIECE):
+        await response.write(view[start:start + _PIECE])
+    await response.write_eof()
+    return response

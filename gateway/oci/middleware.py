@@ -37,6 +37,12 @@ def render(error: OciError, request_id: str) -> web.Response:
                         content_type="application/json")
 
 
+def stamp(response: web.StreamResponse, request_id: str) -> None:
+    """The headers every answer carries; one a handler streams gets them before it starts."""
+    response.headers.setdefault("Docker-Distribution-API-Version", "registry/2.0")
+    response.headers["X-Request-Id"] = request_id
+
+
 @web.middleware
 async def oci_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     # The access-log middleware (gateway.observability.access) outside this one names the
@@ -59,8 +65,7 @@ async def _answer(request: web.Request, handler: Handler,
     try:
         response = await handler(request)
         if not response.prepared:
-            response.headers.setdefault("Docker-Distribution-API-Version", "registry/2.0")
-            response.headers["X-Request-Id"] = request_id
+            stamp(response, request_id)
         return response
     except OciError as error:
         return render(error, request_id)
