@@ -41,7 +41,11 @@ def rebinding_guard(config: Config, trust: ProxyTrust) -> Middleware | None:
         return None  # reached over the network: the exposure check and auth answer for it
     if config.auth.mode != "none" and not anonymous_pulls(config):
         return None  # a browser page has no credentials to send
-    names = frozenset(name.lower().rstrip(".") for name in config.auth.local_host_names)
+    # The names the token realm may carry are names clients use for this gateway too.
+    realm_names = [host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+                   for host in config.auth.token.realm_hosts]
+    names = frozenset(name.lower().rstrip(".")
+                      for name in [*config.auth.local_host_names, *realm_names])
 
     @web.middleware
     async def local_names_only(request: web.Request, handler: Handler) -> web.StreamResponse:

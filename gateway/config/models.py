@@ -442,8 +442,9 @@ class AuthConfig(Section):
     listening on a loopback address where callers without credentials get something
     (``mode: none``, anonymous pulls). A request naming any other host in its ``Host`` is
     refused there (403 DENIED): a web page can point a name of its own at 127.0.0.1 (DNS
-    rebinding) and then send the gateway what any local process could. Requests from
-    ``trusted_proxies`` are not checked (the proxy answers for its own server names)."""
+    rebinding) and then send the gateway what any local process could. The hosts of
+    ``token.realm_hosts`` count as listed. Requests from ``trusted_proxies`` are not checked
+    (the proxy answers for its own server names)."""
     htpasswd_file: str | None = None
     token: TokenConfig = Field(default_factory=TokenConfig)
     groups: dict[str, list[str]] = Field(default_factory=dict)

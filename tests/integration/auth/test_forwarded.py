@@ -25,6 +25,9 @@ def _gateway(tmp: Path, upstream: EmulatorProcess, htpasswd: Path,
                                      "max_failures_per_address": 3})
     # Its rules let anyone pull public/*, and a trusted proxy may publish it.
     auth["allow_anonymous_on_public_address"] = True
+    # Served under that name too (on loopback with anonymous pulls, a name must be listed to
+    # be served at all), but it is no realm host: the realm must not follow it.
+    auth["local_host_names"] = ["evil.example"]
     return auth_gateway(tmp, upstream, auth, trusted_proxies=trusted)
 
 

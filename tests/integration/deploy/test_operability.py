@@ -105,7 +105,7 @@ async def test_metrics_cover_requests_bytes_sessions_and_upstream_calls(
 
 def _raw_request(gateway: GatewayProcess, method: str, path: str) -> bytes:
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as sock:
-        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
                      .encode())
         return sock.recv(200).split(b"\r\n", 1)[0]
 

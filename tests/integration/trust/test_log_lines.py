@@ -14,7 +14,7 @@ from tests.support.gateway import GatewayProcess
 
 def _send(gateway: GatewayProcess, head: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
-        sock.sendall(head + b"Host: gw\r\nConnection: close\r\n\r\n")
+        sock.sendall(head + b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk
