@@ -79,8 +79,15 @@ class HtpasswdFile:
         self._hashes = parse(text, str(self.path))
         self._version = version
         self._verified.clear()
-        self._dummy = _dummy_hash(self._hashes.values())
+        costs = _costs(self._hashes.values())
+        self._dummy = _dummy_hash(costs)
         log.info("loaded %d users from %s", len(self._hashes), self.path)
+        if len(set(costs)) > 1:
+            log.warning("htpasswd file %s mixes bcrypt costs (%s): a user who does not exist "
+                        "is checked at cost %d, so users with cheaper hashes answer faster and "
+                        "timing tells who exists; hash every password at one cost "
+                        "(htpasswd -B -C %d)", self.path,
+                        ", ".join(str(c) for c in sorted(set(costs))), max(costs), max(costs))
         return True
 
     def users(self) -> list[str]:
@@ -140,13 +147,18 @@ def _checkpw(password: bytes, stored: bytes) -> bool:
         return False
 
 
-def _dummy_hash(hashes: Iterable[bytes]) -> bytes:
-    """A hash as costly as the file's, checked when the user does not exist."""
+def _costs(hashes: Iterable[bytes]) -> list[int]:
+    """The bcrypt cost of each hash ($2y$<cost>$...)."""
     costs = []
     for stored in hashes:
         try:
             costs.append(int(stored.split(b"$")[2]))
         except (IndexError, ValueError):
             continue
+    return costs
+
+
+def _dummy_hash(costs: list[int]) -> bytes:
+    """A hash as costly as the file's costliest, checked when the user does not exist."""
     rounds = min(max(costs, default=5), 16)
     return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=max(rounds, 4)))

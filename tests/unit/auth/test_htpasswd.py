@@ -94,3 +94,20 @@ async def test_unknown_user_costs_a_bcrypt_round(tmp_path: Path) -> None:
 
     known, unknown = await timed("alice"), await timed("nobody")
     assert unknown > known * 0.5, (known, unknown)
+
+
+def test_a_file_mixing_bcrypt_costs_is_named(tmp_path: Path,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """A user who does not exist is checked at the file's highest cost: users hashed cheaper
+    answer faster, which tells who exists. The operator is told, with the cost to use."""
+    cheap = write_htpasswd(tmp_path / "cheap", {"alice": "pw"}, rounds=4).read_text()
+    dear = write_htpasswd(tmp_path / "dear", {"bob": "pw"}, rounds=6).read_text()
+    mixed = tmp_path / "mixed"
+    mixed.write_text(cheap + dear)
+    with caplog.at_level(logging.WARNING):
+        HtpasswdFile(write_htpasswd(tmp_path / "one", {"a": "x", "b": "y"}, rounds=4))
+    assert "mixes bcrypt costs" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        HtpasswdFile(mixed)
+    assert "mixes bcrypt costs (4, 6)" in caplog.text and "htpasswd -B -C 6" in caplog.text
+    assert "pw" not in caplog.text.replace("htpasswd", "")
