@@ -45,16 +45,17 @@ class RequestIdFilter(logging.Filter):
         return True
 
 _PATTERNS = (
-    # header or field name, then its value (quoted JSON value, or up to a separator; a
-    # backslash only with the character it escapes, never the one of an escaped quote: masked
-    # alone, a client's quote in a JSON line (\" in a path) would end its string there)
+    # header or field name, then its value: a quoted one up to its closing quote (an escaped
+    # quote is part of it), a bare one up to a separator (a quote in it too: password=ab"cd).
+    # Text is redacted before anything encodes it (Redactor.values), so no quote here is JSON's.
     # "password" and "secret" count anywhere (dbpassword=); the shorter names only standing
     # on their own, so "htpasswd: user 'x'" (a file name) is left alone ("_" and "-" are
     # separators: aws_session_token, x-amz-security-token).
-    re.compile(r'(?i)((?:password|secret(?:_access_key)?|(?<![a-z0-9])(?:authorization'
+    re.compile(r'(?i)(?P<name>(?:password|secret(?:_access_key)?|(?<![a-z0-9])(?:authorization'
                r'|x-amz-security-token|x-amz-signature|x-amz-credential|passwd|session_token'
-               r'|access_token|refresh_token|token)|"token")["\']?\s*[:=]\s*["\']?)'
-               r'((?:bearer|basic|aws4-hmac-sha256)\s+)?((?:[^"\'&\s,}\\]|\\[^"])+)'),
+               r'|access_token|refresh_token|token)|"token")["\']?\s*[:=]\s*(?P<quote>["\'])?)'
+               r'(?P<scheme>(?:bearer|basic|aws4-hmac-sha256)\s+)?'
+               r'(?(quote)(?:\\.|(?!(?P=quote))[^\\])+|[^&\s,]+)'),
     # a bare bearer/basic credential
     re.compile(r"(?i)(\b(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]{8,})()"),
     # user:password@ in URLs (redis://:pw@host, https://u:pw@host)
@@ -70,7 +71,7 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         first, bare, url = _PATTERNS
-        text = first.sub(lambda m: f"{m[1]}{m[2] or ''}{MASK}", text)
+        text = first.sub(lambda m: f"{m['name']}{m['scheme'] or ''}{MASK}", text)
         text = bare.sub(lambda m: f"{m[1]}{MASK}", text)
         return url.sub(lambda m: f"{m[1]}{MASK}{m[3]}", text)
 

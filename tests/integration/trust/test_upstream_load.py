@@ -10,7 +10,9 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -21,9 +23,9 @@ from tests.integration.trust.test_upstream_trust import (
     NS,
     PASSWORD,
     _config,
-    _filled,
     _Moving,
     _oci_error,
+    stalled_tag_check,
 )
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -34,35 +36,15 @@ async def test_attacker_stalling_the_tag_check_is_asked_once_for_concurrent_pull
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     """Past the tag TTL, the upstream holds every HEAD of the tag past the read timeout: ten
     pulls of that tag at once share one check (one HEAD upstream), not ten."""
-    source = _Moving()
-    stalled = asyncio.Event()
-    heads = [0]
-
-    async def stalling(request: web.Request) -> web.StreamResponse:
-        if request.method == "HEAD" and stalled.is_set():
-            heads[0] += 1
-            await asyncio.sleep(3)  # past the read timeout
-        return await source(request)
-
-    async with Server(stalling) as hostile:
-        config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
-            "url": hostile.url, "tag_ttl_seconds": 1, "timeout_seconds": 1}}}}
-        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
-            url = f"{gw.url}/v2/{source.name}/manifests/latest"
+    async with stalled_tag_check(upstream, session, tmp_path) as (url, source, heads):
+        async def pull() -> int:
             async with session.get(url, params=NS) as r:
-                assert r.status == 200 and await r.read() == source.manifest
-            await _filled(upstream, f"docker-hub/{source.name}")
-            await asyncio.sleep(1.5)  # past the tag TTL
-            stalled.set()
+                assert await r.read() == source.manifest
+                return r.status
 
-            async def pull() -> int:
-                async with session.get(url, params=NS) as r:
-                    assert await r.read() == source.manifest
-                    return r.status
-
-            started = time.monotonic()
-            statuses = await asyncio.gather(*(pull() for _ in range(10)))
-            took = time.monotonic() - started
+        started = time.monotonic()
+        statuses = await asyncio.gather(*(pull() for _ in range(10)))
+        took = time.monotonic() - started
     assert statuses == [200] * 10, statuses
     assert heads[0] == 1, f"{heads[0]} HEADs upstream for 10 concurrent pulls of one tag"
     assert took < 3, took
@@ -124,43 +106,56 @@ def _threads(pid: int) -> int:
     raise AssertionError("no thread count")
 
 
+class _StalledBlobs:
+    """An upstream answering every request with a blob's headers and then nothing until
+    ``release`` is set; ``started`` counts the transfers it began."""
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        self.started += 1
+        response = web.StreamResponse(headers={"Content-Length": str(10 * 1024 * 1024)})
+        await response.prepare(request)
+        await self.release.wait()
+        return response
+
+
+def _bounded_mirror(url: str) -> dict[str, object]:
+    return {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
+        "url": url, "max_blob_transfers": 4}}}}
+
+
+async def _pull_blob(client: aiohttp.ClientSession, gateway_url: str,
+                     digest: str) -> tuple[int, str | None, bytes]:
+    """(status, Retry-After, body) of a blob pull; a transfer in flight (200) never sends its
+    body, so it is not read."""
+    async with client.get(f"{gateway_url}/v2/library/app/blobs/{digest}", params=NS) as r:
+        if r.status == 200:
+            return r.status, None, b""
+        return r.status, r.headers.get("Retry-After"), await r.read()
+
+
 async def test_attacker_stalled_blob_transfers_are_bounded_per_upstream(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     """Blob requests for made-up digests, each answered with headers and then nothing: at
     most ``max_blob_transfers`` of them reach the upstream at once (each holds a connection,
     a spool file and two spooling threads until the grace ends); the clients beyond get a
     503 with Retry-After after a short wait, not a transfer each."""
-    started_blobs = [0]
-    release = asyncio.Event()
-
-    async def stalling(request: web.Request) -> web.StreamResponse:
-        started_blobs[0] += 1
-        response = web.StreamResponse(headers={"Content-Length": str(10 * 1024 * 1024)})
-        await response.prepare(request)
-        await release.wait()
-        return response
-
+    stalling = _StalledBlobs()
     async with Server(stalling) as hostile:
-        config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
-            "url": hostile.url, "max_blob_transfers": 4}}}}
-        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        with GatewayProcess(tmp_path / "gw", _bounded_mirror(hostile.url),
+                            upstream_url=upstream.url) as gw:
             assert gw.process is not None
             before = _threads(gw.process.pid), len(os.listdir(f"/proc/{gw.process.pid}/fd"))
-
-            async def pull(i: int) -> tuple[int, str | None, bytes]:
-                digest = "sha256:" + f"{i:x}".rjust(64, "a")
-                async with session.get(f"{gw.url}/v2/library/app/blobs/{digest}",
-                                       params=NS) as r:
-                    if r.status == 200:  # a transfer in flight: its body never comes
-                        return r.status, None, b""
-                    return r.status, r.headers.get("Retry-After"), await r.read()
-
-            pulls = [asyncio.create_task(pull(i)) for i in range(16)]
+            pulls = [asyncio.create_task(_pull_blob(
+                session, gw.url, "sha256:" + f"{i:x}".rjust(64, "a"))) for i in range(16)]
             await asyncio.sleep(2)
             during = _threads(gw.process.pid), len(os.listdir(f"/proc/{gw.process.pid}/fd"))
-            reached = started_blobs[0]
+            reached = stalling.started
             done, pending = await asyncio.wait(pulls, timeout=10)
-            release.set()
+            stalling.release.set()
             for task in pending:
                 task.cancel()
     print(f"threads and fds before {before}, with 16 stalled pulls {during}; "
@@ -247,27 +242,14 @@ async def test_attacker_flood_past_the_waiting_transfers_is_refused_at_once(
     """Blob transfers stall with headers and then nothing, 4 at most in flight: of 24 more
     pulls, 4 wait for a turn and the others are refused at once with a 503 and Retry-After,
     rather than each holding its socket and a task through the wait."""
-    release = asyncio.Event()
-
-    async def stalling(request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Length": str(10 * 1024 * 1024)})
-        await response.prepare(request)
-        await release.wait()
-        return response
-
+    stalling = _StalledBlobs()
     async with Server(stalling) as hostile:
-        config = {"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": {
-            "url": hostile.url, "max_blob_transfers": 4}}}}
-        with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        with GatewayProcess(tmp_path / "gw", _bounded_mirror(hostile.url),
+                            upstream_url=upstream.url) as gw:
             async with aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(limit=0)) as flood:
-                async def pull(i: int) -> tuple[int, str | None, bytes]:
-                    digest = "sha256:" + f"{i:x}".rjust(64, "b")
-                    async with flood.get(f"{gw.url}/v2/library/app/blobs/{digest}",
-                                         params=NS) as r:
-                        if r.status == 200:  # a transfer in flight: its body never comes
-                            return r.status, None, b""
-                        return r.status, r.headers.get("Retry-After"), await r.read()
+                def pull(i: int) -> Coroutine[Any, Any, tuple[int, str | None, bytes]]:
+                    return _pull_blob(flood, gw.url, "sha256:" + f"{i:x}".rjust(64, "b"))
 
                 holding = [asyncio.create_task(pull(i)) for i in range(4)]
                 await asyncio.sleep(1.5)  # the 4 transfers are in flight
@@ -275,7 +257,7 @@ async def test_attacker_flood_past_the_waiting_transfers_is_refused_at_once(
                 more = [asyncio.create_task(pull(i)) for i in range(4, 28)]
                 done, _ = await asyncio.wait(more, timeout=2.5)
                 took = time.monotonic() - started
-                release.set()
+                stalling.release.set()
                 for task in [*holding, *more]:
                     task.cancel()
                 await asyncio.gather(*holding, *more, return_exceptions=True)

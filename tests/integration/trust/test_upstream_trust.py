@@ -351,17 +351,19 @@ async def test_attacker_rate_limiting_the_moved_tag_still_gets_ecrs_copy_served(
         assert await gw.logged("serving ECR's copy")
 
 
-async def test_attacker_stalling_the_tag_check_holds_one_pull_not_every_pull(
-        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
-    """Once ECR holds the image, the upstream answers the tag's HEAD with nothing (it holds
-    the connection): the pull that asked waits out the read timeout and gets ECR's copy; the
-    pulls after it get ECR's copy at once for a tag TTL, not each the whole timeout (30
-    seconds by default, on every pull of every image the mirror holds)."""
+@contextlib.asynccontextmanager
+async def stalled_tag_check(upstream: EmulatorProcess, session: aiohttp.ClientSession,
+                            tmp_path: Path) -> AsyncIterator[tuple[str, _Moving, list[int]]]:
+    """A mirror (tag TTL and read timeout 1 s) whose upstream, once ECR holds its image,
+    holds every HEAD of the tag past the read timeout: (the tag's manifest URL on the
+    gateway, the upstream's image, the HEADs held so far), past the tag TTL."""
     source = _Moving()
     stalled = asyncio.Event()
+    heads = [0]
 
     async def stalling(request: web.Request) -> web.StreamResponse:
         if request.method == "HEAD" and stalled.is_set():
+            heads[0] += 1
             await asyncio.sleep(3)  # past the read timeout
         return await source(request)
 
@@ -375,12 +377,22 @@ async def test_attacker_stalling_the_tag_check_holds_one_pull_not_every_pull(
             await _filled(upstream, f"docker-hub/{source.name}")
             await asyncio.sleep(1.5)  # past the tag TTL
             stalled.set()
-            took = []
-            for _ in range(3):
-                started = asyncio.get_running_loop().time()
-                async with session.get(url, params=NS) as r:
-                    assert r.status == 200 and await r.read() == source.manifest
-                took.append(asyncio.get_running_loop().time() - started)
+            yield url, source, heads
+
+
+async def test_attacker_stalling_the_tag_check_holds_one_pull_not_every_pull(
+        upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """Once ECR holds the image, the upstream answers the tag's HEAD with nothing (it holds
+    the connection): the pull that asked waits out the read timeout and gets ECR's copy; the
+    pulls after it get ECR's copy at once for a tag TTL, not each the whole timeout (30
+    seconds by default, on every pull of every image the mirror holds)."""
+    async with stalled_tag_check(upstream, session, tmp_path) as (url, source, _):
+        took = []
+        for _ in range(3):
+            started = asyncio.get_running_loop().time()
+            async with session.get(url, params=NS) as r:
+                assert r.status == 200 and await r.read() == source.manifest
+            took.append(asyncio.get_running_loop().time() - started)
     assert 0.9 < took[0] < 3, took  # the read timeout
     assert max(took[1:]) < 0.5, took
 

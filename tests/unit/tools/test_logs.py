@@ -70,6 +70,9 @@ def test_secrets_next_to_such_words_are_still_masked() -> None:
         "Authorization: Basic YWxpY2U6czNjcmV0": "YWxpY2U6czNjcmV0",
         "authorization=AWS4-HMAC-SHA256 Credential=AKID/2024": "Credential",
         '{"refresh_token": "r3fr3sh"}': "r3fr3sh",
+        # a quote inside a bare value, an escaped quote inside a quoted one
+        'password=ab"c0d3 user=bob': "c0d3",
+        'upstream said {"password": "hun\\"t3r2"}': "t3r2",
     }
     for line, secret in lines.items():
         masked = redact(line)
