@@ -124,6 +124,15 @@ CREATE TABLE IF NOT EXISTS registry_documents (
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
 
+-- When a pull through cache repository last asked its upstream which image a tag names
+-- (actions/pull_through.py). Goes with the repository.
+CREATE TABLE IF NOT EXISTS pull_through_checks (
+    repository TEXT NOT NULL REFERENCES repositories(name) ON DELETE CASCADE,
+    tag        TEXT NOT NULL,
+    checked_at REAL NOT NULL,
+    PRIMARY KEY (repository, tag)
+) WITHOUT ROWID;
+
 -- When an image was last pulled (pull_times.py). Goes with it.
 CREATE TABLE IF NOT EXISTS image_pulls (
     image_id  INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
@@ -136,6 +145,12 @@ CREATE TABLE IF NOT EXISTS image_states (
     storage_class TEXT NOT NULL DEFAULT 'STANDARD', -- STANDARD or ARCHIVE
     archived_at   REAL,
     scanned_at    REAL                            -- StartImageScan (an empty finding set)
+);
+
+-- When an archived image was last restored (ImageDetail.lastActivatedAt). Goes with it.
+CREATE TABLE IF NOT EXISTS image_restores (
+    image_id    INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    restored_at REAL NOT NULL
 );
 
 -- Where an image was replicated to (replicator.py): one row per destination, gone with the

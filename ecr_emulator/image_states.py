@@ -1,6 +1,7 @@
 """Queries on what an image carries besides its manifest (``image_states``): its storage
-class (UpdateImageStorageClass) and its last scan (StartImageScan). A row goes with its
-image; an image without one is STANDARD and never scanned.
+class (UpdateImageStorageClass), when it was last archived and restored, and its last scan
+(StartImageScan). A row goes with its image; an image without one is STANDARD, never
+archived and never scanned.
 """
 
 from __future__ import annotations
@@ -57,7 +58,16 @@ def last_archived(db: sqlite3.Connection, image_ids: list[int]) -> dict[int, flo
         " AND archived_at IS NOT NULL", image_ids)}
 
 
+def last_restored(db: sqlite3.Connection, image_ids: list[int]) -> dict[int, float]:
+    """When each of ``image_ids`` ever restored from archive was last restored
+    (ImageDetail.lastActivatedAt)."""
+    return {row[0]: float(row[1]) for row in rows_in(
+        db, "SELECT image_id, restored_at FROM image_restores WHERE image_id IN ({marks})",
+        image_ids)}
+
+
 def set_storage_class(db: sqlite3.Connection, image_id: int, target: str, now: float) -> None:
+    was_archived = storage_class(db, image_id) == "ARCHIVE"
     db.execute("INSERT OR IGNORE INTO image_states (image_id) VALUES (?)", (image_id,))
     if target == "ARCHIVE":
         db.execute("UPDATE image_states SET storage_class = ?, archived_at = ?"
@@ -65,6 +75,9 @@ def set_storage_class(db: sqlite3.Connection, image_id: int, target: str, now: f
     else:  # the time of the last archiving stays: lifecycle reads it of archived images only
         db.execute("UPDATE image_states SET storage_class = ? WHERE image_id = ?",
                    (target, image_id))
+        if was_archived:
+            db.execute("INSERT OR REPLACE INTO image_restores (image_id, restored_at)"
+                       " VALUES (?, ?)", (image_id, now))
 
 
 def set_with_children(db: sqlite3.Connection, repository: str, image_id: int, target: str,

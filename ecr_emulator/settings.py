@@ -22,6 +22,10 @@ class Settings:
     """``partSize`` that InitiateLayerUpload announces."""
     min_part_size: int = 5 * MiB
     """Every part but the last must be at least this big (checked by CompleteLayerUpload)."""
+    max_part_size: int = 20 * MiB
+    """A bigger part is InvalidLayerPartException ("The layer part size isn't valid"). The
+    API reference allows 20,971,520 bytes (more is InvalidParameterException), the service
+    quotas page 10 MiB: set it to 10485760 to hold clients to the quota page."""
     max_parts: int = 4200
     """Parts per upload; one more gives LimitExceededException."""
     max_layer_size: int = 52_000 * MiB
@@ -35,6 +39,9 @@ class Settings:
     lifecycle_interval: int = 3600
     """Seconds between two applications of every lifecycle policy (0: only on demand, through
     ``POST /_emulator/lifecycle/run``). ECR applies them within 24 hours."""
+    pull_through_refresh_seconds: int = 24 * 3600
+    """How old a pull through cache repository's check of a tag against its upstream may be
+    before a pull by that tag asks the upstream again (ECR: "at least once every 24 hours")."""
     lifecycle_preview_seconds: int = 0
     """How long a lifecycle policy preview stays IN_PROGRESS before it is COMPLETE."""
     public_registry_alias: str = "emulator"

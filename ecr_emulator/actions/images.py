@@ -223,17 +223,19 @@ async def _details(state: EmulatorState, repository: str, images: list[Image]) -
     ids = [i.id for i in images]
 
     def read(db: sqlite3.Connection) -> tuple[dict[int, list[str]], set[int], dict[int, float],
-                                              dict[int, float]]:
+                                              dict[int, float], dict[int, float]]:
         return (image_store.tags_of(db, ids), image_states.archived(db, ids),
-                pull_times.of(db, ids), image_states.last_archived(db, ids))
+                pull_times.of(db, ids), image_states.last_archived(db, ids),
+                image_states.last_restored(db, ids))
 
-    tags, archived, pulled, archived_at = await state.db.read(read)
+    tags, archived, pulled, archived_at, restored_at = await state.db.read(read)
     return [_detail(state, repository, i, tags[i.id], i.id in archived, pulled.get(i.id),
-                    archived_at.get(i.id)) for i in images]
+                    archived_at.get(i.id), restored_at.get(i.id)) for i in images]
 
 
 def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str],
-            archived: bool, pulled_at: float | None, archived_at: float | None) -> Json:
+            archived: bool, pulled_at: float | None, archived_at: float | None,
+            restored_at: float | None) -> Json:
     detail: Json = {
         "registryId": state.account_id,
         "repositoryName": repository,
@@ -253,6 +255,8 @@ def _detail(state: EmulatorState, repository: str, image: Image, tags: list[str]
         detail["lastRecordedPullTime"] = pulled_at
     if archived_at is not None:
         detail["lastArchivedAt"] = archived_at
+    if restored_at is not None:
+        detail["lastActivatedAt"] = restored_at
     return detail
 
 

@@ -231,6 +231,9 @@ async def _accept(state: EmulatorState, params: Json, upload: store.Upload, regi
         if last < first or size != last - first + 1:
             raise part_error(f"partFirstByte {first} and partLastByte {last} do not describe "
                              f"the {size} bytes of layerPartBlob")
+        if size > state.settings.max_part_size:
+            raise part_error(f"The layer part of {size} bytes is larger than "
+                             f"{state.settings.max_part_size} bytes")
         _check_limits(state, upload, size)
         await asyncio.to_thread(writer.commit)
         await state.db.write(store.record_part, upload, size)

@@ -9,9 +9,14 @@ manifests) from the upstream, creating the repository from the matching reposito
 template (PULL_THROUGH_CACHE) on the first pull; the layers follow when a client asks for
 them (GetDownloadUrlForLayer, BatchCheckLayerAvailability), streamed into the blob store
 and checked against their digest. A tag already cached is served without asking the
-upstream again. As in ECR, an image asked for by digest alone is not fetched (its first pull
-must be by tag: containers-roadmap #2837): ImageNotFound, unless it is cached already (an
-index's children come with the index). An imported image brings its referrers
+upstream again until its last check is ``pull_through_refresh_seconds`` old (24 hours: ECR
+"checks the upstream registry for a new version of the image with that specific tag and
+attempts to update the image in your private registry at least once every 24 hours"); a pull
+by that tag then asks the upstream which image it names and caches it if it is another (an
+upstream that cannot tell leaves the cached image served, and the next pull asks again; an
+immutable tag does not move). As in ECR, an image asked for by digest alone is not fetched
+(its first pull must be by tag: containers-roadmap #2837): ImageNotFound, unless it is cached
+already (an index's children come with the index). An imported image brings its referrers
 (signatures, SBOMs: the manifests whose ``subject`` it is, from the upstream's referrers API
 or referrers tag), and
 ListImageReferrers of such a repository first fetches the referrers it lacks
@@ -40,6 +45,7 @@ from typing import Any
 from ecr_emulator import image_store, manifests, paging, store
 from ecr_emulator import registry_documents as registry
 from ecr_emulator.actions import templates
+from ecr_emulator.db import rows_in
 from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
 from ecr_emulator.protocol import Call, Json, action
@@ -302,21 +308,62 @@ def id_key(image_id: Json) -> tuple[Any, Any]:
     return image_id.get("imageDigest"), image_id.get("imageTag")
 
 
+def _stale_tags(db: sqlite3.Connection, repository: str, image_ids: list[Json],
+                checked_before: float) -> list[str]:
+    """The tags ``image_ids`` ask for alone that ``repository`` holds and last checked
+    against its upstream before ``checked_before`` (one never checked: since it was set)."""
+    tags = sorted({str(i["imageTag"]) for i in image_ids
+                   if i.get("imageTag") and not i.get("imageDigest")})
+    return [row[0] for row in rows_in(
+        db, "SELECT t.tag FROM image_tags t LEFT JOIN pull_through_checks c"
+        " ON c.repository = t.repository AND c.tag = t.tag WHERE t.repository = ?"
+        " AND COALESCE(c.checked_at, t.tagged_at) < ? AND t.tag IN ({marks})",
+        tags, repository, checked_before)]
+
+
+def _record_check(db: sqlite3.Connection, repository: str, tag: str, now: float) -> None:
+    db.execute("INSERT OR REPLACE INTO pull_through_checks (repository, tag, checked_at)"
+               " VALUES (?, ?, ?)", (repository, tag, now))
+
+
+def _cached_tag(db: sqlite3.Connection, repository: str, registry_id: str,
+                tag: str) -> tuple[str | None, bool]:
+    """The digest ``tag`` names in ``repository`` (None if none) and whether it may move."""
+    tagged = image_store.find_by_tag(db, repository, tag)
+    repo = store.get_repository(db, repository, registry_id)
+    return (None if tagged is None else tagged.digest), image_store.tag_is_immutable(repo, tag)
+
+
+def _digest_of(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 async def import_images(state: EmulatorState, repository: str, image_ids: list[Json],
                         registry_id: str) -> dict[tuple[Any, Any], Failure]:
-    """Fetch from the upstream the images of ``image_ids`` that ``repository`` lacks; the
+    """Fetch from the upstream the images of ``image_ids`` that ``repository`` lacks, and
+    the current image of each cached tag they ask for whose last check is too old; the
     BatchGetImage failures of those that could not be fetched, by (digest, tag)."""
     found = await state.db.read(matching_rule, repository)
     if found is None:
         return {}
     rule, upstream_repository = found
     missing = await state.db.read(_missing, repository, image_ids)
+    stale = await state.db.read(_stale_tags, repository, image_ids,
+                                time.time() - state.settings.pull_through_refresh_seconds)
     failures: dict[tuple[Any, Any], Failure] = {}
-    if not missing:
+    if not missing and not stale:
         return failures
-    credential = load_credential(state, rule.get("credentialArn"),
-                                 "UnableToGetUpstreamImageException")
+    try:
+        credential = load_credential(state, rule.get("credentialArn"),
+                                     "UnableToGetUpstreamImageException")
+    except AwsError as exc:
+        if missing:
+            raise
+        log.info("tags of %s not checked against their upstream: %s", repository, exc)
+        return failures  # what is cached is served
     upstream = Upstream(rule["upstreamRegistryUrl"], credential)
+    for tag in stale:
+        await _refresh_tag(state, upstream, repository, upstream_repository, tag, registry_id)
     for image_id in missing:
         if not image_id.get("imageTag"):
             failures[id_key(image_id)] = Failure(
@@ -332,12 +379,40 @@ async def import_images(state: EmulatorState, repository: str, image_ids: list[J
             failures[id_key(image_id)] = Failure(_FAILURE_CODES[exc.kind], str(exc))
             continue
         if imported is not None:
-            try:  # the image is served whether or not its referrers can be had now
-                await _import_referrers(state, upstream, repository, upstream_repository,
-                                        imported, registry_id)
-            except UpstreamError as exc:
-                log.info("referrers of %s@%s not imported: %s", repository, imported, exc)
+            await _try_referrers(state, upstream, repository, upstream_repository, imported,
+                                 registry_id)
     return failures
+
+
+async def _try_referrers(state: EmulatorState, upstream: Upstream, repository: str,
+                         upstream_repository: str, subject: str, registry_id: str) -> None:
+    try:  # the image is served whether or not its referrers can be had now
+        await _import_referrers(state, upstream, repository, upstream_repository, subject,
+                                registry_id)
+    except UpstreamError as exc:
+        log.info("referrers of %s@%s not imported: %s", repository, subject, exc)
+
+
+async def _refresh_tag(state: EmulatorState, upstream: Upstream, repository: str,
+                       upstream_repository: str, tag: str, registry_id: str) -> None:
+    """Ask the upstream which image ``tag`` names now and cache that image if it is another;
+    the cached one stays served when the upstream cannot tell (asked again next pull)."""
+    try:
+        text, media_type = await upstream.manifest(upstream_repository, tag)
+        cached, immutable = await state.db.read(_cached_tag, repository, registry_id, tag)
+        if cached == _digest_of(text) or immutable:
+            await state.db.write(_record_check, repository, tag, time.time())
+            return
+        imported = await _import_image(state, upstream, repository, upstream_repository,
+                                       {"imageTag": tag}, registry_id,
+                                       fetched=(text, media_type))
+    except (AwsError, UpstreamError) as exc:
+        log.info("%s:%s not checked against its upstream, the cached image is served: %s",
+                 repository, tag, exc)
+        return
+    if imported is not None:
+        await _try_referrers(state, upstream, repository, upstream_repository, imported,
+                             registry_id)
 
 
 async def import_referrers(state: EmulatorState, repository: str, subject: str,
@@ -369,24 +444,25 @@ async def _import_referrers(state: EmulatorState, upstream: Upstream, repository
 
 
 async def _import_image(state: EmulatorState, upstream: Upstream, repository: str,
-                        upstream_repository: str, image_id: Json,
-                        registry_id: str) -> str | None:
-    """Fetch and store one image (and an index's children); its digest."""
+                        upstream_repository: str, image_id: Json, registry_id: str,
+                        fetched: tuple[str, str] | None = None) -> str | None:
+    """Fetch (unless ``fetched`` is its manifest and media type already) and store one
+    image (and an index's children); its digest."""
     tag, digest = image_id.get("imageTag"), image_id.get("imageDigest")
     reference = digest or tag
     if not reference:
         return None
-    text, media_type = await upstream.manifest(upstream_repository, reference)
+    text, media_type = fetched or await upstream.manifest(upstream_repository, reference)
     manifest = _parse(text, media_type)
-    fetched = [(text, manifest)]
+    documents = [(text, manifest)]
     for child in manifest.children:
         child_text, child_type = await upstream.manifest(upstream_repository, child)
-        fetched.insert(0, (child_text, _parse(child_text, child_type)))
-    await state.db.write(_store_images, repository, fetched, tag,
+        documents.insert(0, (child_text, _parse(child_text, child_type)))
+    await state.db.write(_store_images, repository, documents, tag,
                          registry_id=registry_id, now=time.time(),
                          max_repositories=state.settings.max_repositories,
                          max_images=state.settings.max_images_per_repository)
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return _digest_of(text)
 
 
 def _parse(text: str, media_type: str) -> manifests.Manifest:
@@ -409,7 +485,7 @@ def _store_images(db: sqlite3.Connection, repository: str,
                                        max_repositories=max_repositories, now=now)
     image: Image | None = None
     for text, manifest in fetched:
-        digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+        digest = _digest_of(text)
         image = image_store.find_by_digest(db, repository, digest)
         if image is None:
             layers = {d.digest: store.Layer(d.digest, d.size or 0, d.media_type)
@@ -421,6 +497,7 @@ def _store_images(db: sqlite3.Connection, repository: str,
     if tag and image is not None:
         db.execute("INSERT OR REPLACE INTO image_tags (repository, tag, image_id, tagged_at)"
                    " VALUES (?, ?, ?, ?)", (repository, tag, image.id, now))
+        _record_check(db, repository, tag, now)
 
 
 def _pending_blob(db: sqlite3.Connection, repository: str,

@@ -440,6 +440,10 @@ async def archive_and_push_again(ecr: Any, repo: str) -> Facts:
     described = await ecr.describe_images(repositoryName=repo, filter={"imageStatus": "ANY"})
     facts["status after the push"] = sorted(d.get("imageStatus", "")
                                             for d in described["imageDetails"])
+    # ImageDetail.lastActivatedAt: when the image was last restored from archive.
+    facts["restored after archived"] = [
+        "lastActivatedAt" in d and d["lastActivatedAt"] >= d["lastArchivedAt"]
+        for d in described["imageDetails"]]
     return facts
 
 

@@ -74,7 +74,8 @@ REFERENCE: dict[str, dict[str, Any]] = {
                                "archived image": ["ARCHIVED", True],
                                "same tag pushed again": "none",
                                "untagged pushed again": "none", "pulled after the push": 2,
-                               "status after the push": ["ACTIVE", "ACTIVE"]},
+                               "status after the push": ["ACTIVE", "ACTIVE"],
+                               "restored after archived": [True, True]},
     "last pull time": {"before a pull": None, "after a pull": True},
     "registry scan on push": {"scanFrequency": "SCAN_ON_PUSH", "findings after a push": "none"},
     CROSS_ACCOUNT: {"without a policy": "AccessDeniedException", "pull granted": True,
@@ -192,7 +193,7 @@ STORAGE_CLASS = ("UpdateImageStorageClass", "Transitions an image between storag
 DIFFERENCES[("moto", "archive and push again", "archived pull")] = Difference(
     "500", "UpdateImageStorageClass is not implemented", *STORAGE_CLASS)
 for fact in ("archived image", "same tag pushed again", "untagged pushed again",
-             "pulled after the push", "status after the push"):
+             "pulled after the push", "status after the push", "restored after archived"):
     DIFFERENCES[("moto", "archive and push again", fact)] = Difference(
         None, "nothing was archived", *STORAGE_CLASS)
 

@@ -107,6 +107,38 @@ async def test_archive_and_restore(ecr: Any, repo: str) -> None:
                                              targetStorageClass="ARCHIVE")
 
 
+async def test_a_restored_image_says_when_it_was_restored(ecr: Any, repo: str) -> None:
+    """ImageDetail.lastActivatedAt: "when the image was last restored from Amazon ECR archive
+    to Amazon ECR standard", by UpdateImageStorageClass or by pushing the image again."""
+    await ecr.create_repository(repositoryName=repo)
+    digest, text = await push_image(ecr, repo, "v1")
+    image_id = {"imageDigest": digest}
+
+    async def detail() -> dict[str, Any]:
+        found = await ecr.describe_images(repositoryName=repo, imageIds=[image_id])
+        return dict(found["imageDetails"][0])
+
+    assert "lastActivatedAt" not in await detail()  # never archived
+    await ecr.update_image_storage_class(repositoryName=repo, imageId=image_id,
+                                         targetStorageClass="ARCHIVE")
+    archived = await detail()
+    assert "lastActivatedAt" not in archived
+    await ecr.update_image_storage_class(repositoryName=repo, imageId=image_id,
+                                         targetStorageClass="STANDARD")
+    restored = await detail()
+    assert restored["lastActivatedAt"] >= archived["lastArchivedAt"]
+    await ecr.update_image_storage_class(repositoryName=repo, imageId=image_id,
+                                         targetStorageClass="STANDARD")  # already standard
+    assert (await detail())["lastActivatedAt"] == restored["lastActivatedAt"]
+
+    await ecr.update_image_storage_class(repositoryName=repo, imageId=image_id,
+                                         targetStorageClass="ARCHIVE")
+    await ecr.put_image(repositoryName=repo, imageManifest=text, imageTag="v1")  # restores
+    pushed = await detail()
+    assert pushed["imageStatus"] == "ACTIVE"
+    assert pushed["lastActivatedAt"] >= pushed["lastArchivedAt"] > restored["lastActivatedAt"]
+
+
 async def test_index_child_moves_with_its_index(ecr: Any, repo: str) -> None:
     await ecr.create_repository(repositoryName=repo)
     child_digest, child = await push_image(ecr, repo, None)

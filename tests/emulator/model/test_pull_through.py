@@ -162,6 +162,62 @@ async def test_a_first_pull_by_digest_is_not_filled(ecr: Any, upstream: Registry
     assert got["failures"] == [] and got["images"][0]["imageId"]["imageDigest"] == digest
 
 
+async def _pulled_digest(ecr: Any, repository: str, tag: str) -> str:
+    got = await ecr.batch_get_image(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    assert got["failures"] == [], got["failures"]
+    return str(got["images"][0]["imageId"]["imageDigest"])
+
+
+async def test_a_cached_tag_is_not_asked_again_within_a_day(ecr: Any,
+                                                            upstream: Registry) -> None:
+    name = prefix()
+    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=name,
+                                             upstreamRegistryUrl=upstream.url)
+    first, _, _ = await push_upstream(upstream, "library/daily", "stable")
+    assert await _pulled_digest(ecr, f"{name}/library/daily", "stable") == first
+    second, _, _ = await push_upstream(upstream, "library/daily", "stable")
+    assert second != first
+    assert await _pulled_digest(ecr, f"{name}/library/daily", "stable") == first
+
+
+async def test_a_cached_tag_follows_its_upstream_once_its_check_is_old(tmp_path: Path) -> None:
+    """ECR's user guide: "For subsequent pull requests of the cached image with a given tag,
+    Amazon ECR checks the upstream registry for a new version of the image with that specific
+    tag and attempts to update the image in your private registry at least once every 24
+    hours." The interval is a setting: 0 makes every pull's check an old one."""
+    registry = Registry(tmp_path / "moving").start()
+    env = {"ECR_EMULATOR_PULL_THROUGH_REFRESH_SECONDS": "0"}
+    with EmulatorProcess(tmp_path / "emulator", env=env) as emulator:
+        async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+            mutable, immutable = prefix(), prefix()
+            await ecr.create_repository_creation_template(
+                prefix=immutable, appliedFor=["PULL_THROUGH_CACHE"],
+                imageTagMutability="IMMUTABLE")
+            for name in (mutable, immutable):
+                await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=name,
+                                                         upstreamRegistryUrl=registry.url)
+            try:
+                first, _, _ = await push_upstream(registry, "library/app", "latest")
+                for name in (mutable, immutable):
+                    assert await _pulled_digest(ecr, f"{name}/library/app", "latest") == first
+                second, _, layers = await push_upstream(registry, "library/app", "latest")
+                repository = f"{mutable}/library/app"
+                assert await _pulled_digest(ecr, repository, "latest") == second
+                url = (await ecr.get_download_url_for_layer(
+                    repositoryName=repository, layerDigest=digest_of(layers[0])))["downloadUrl"]
+                async with aiohttp.ClientSession() as session, session.get(url) as response:
+                    assert await response.read() == layers[0]
+                listed = await ecr.list_images(repositoryName=repository)
+                assert {(i["imageDigest"], i.get("imageTag")) for i in listed["imageIds"]} == {
+                    (first, None), (second, "latest")}  # the old image stays, untagged
+                # An immutable tag does not move.
+                assert await _pulled_digest(ecr, f"{immutable}/library/app", "latest") == first
+            finally:
+                registry.stop()
+            # The upstream gone: what is cached is still served.
+            assert await _pulled_digest(ecr, repository, "latest") == second
+
+
 async def test_upstream_down_and_missing_images(ecr: Any, upstream: Registry) -> None:
     down, up = prefix(), prefix()
     await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=down,
