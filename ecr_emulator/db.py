@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS uploads (
     created_at REAL NOT NULL,
     received   INTEGER NOT NULL DEFAULT 0 -- bytes fsynced to the upload file and accepted
 );
+-- When an upload last received a part (none yet: its uploads.created_at counts).
+CREATE TABLE IF NOT EXISTS upload_activity (
+    upload_id    TEXT PRIMARY KEY REFERENCES uploads(id) ON DELETE CASCADE,
+    last_part_at REAL NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS upload_parts (
     upload_id  TEXT NOT NULL REFERENCES uploads(id) ON DELETE CASCADE,
     number     INTEGER NOT NULL,

@@ -21,17 +21,17 @@ log as ``LifecycleExpire``, each archiving as ``LifecycleTransition``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from ecr_emulator import documents, image_states, image_store, pull_times, store
+from ecr_emulator.background import every_registry, run_beside
 from ecr_emulator.errors import AwsError
 from ecr_emulator.state import STATE_KEY, EmulatorState
 from ecr_model import lifecycle_policy
@@ -154,8 +154,7 @@ async def _schedule(state: EmulatorState) -> None:
     interval = state.settings.lifecycle_interval
     while True:
         await asyncio.sleep(interval)
-        registries = state.registries
-        for each in registries.all() if registries is not None else [state]:
+        for each in every_registry(state):
             try:
                 await run(each)
             except Exception:  # the next run tries again
@@ -166,14 +165,8 @@ def install(app: web.Application) -> None:
     """The ``POST /_emulator/lifecycle/run`` route and the periodic run."""
     app.router.add_post("/_emulator/lifecycle/run", _run_now)
 
-    async def periodic(app: web.Application) -> AsyncIterator[None]:
+    def periodic(app: web.Application) -> Coroutine[Any, Any, None] | None:
         state = app[STATE_KEY]
-        task = (asyncio.create_task(_schedule(state))
-                if state.settings.lifecycle_interval > 0 else None)
-        yield
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return _schedule(state) if state.settings.lifecycle_interval > 0 else None
 
-    app.cleanup_ctx.append(periodic)
+    run_beside(app, periodic)

@@ -44,6 +44,7 @@ from ecr_emulator import (
     registries,
     sigv4,
     throttle,
+    upload_expiry,
 )
 from ecr_emulator.connections import BoundedAppRunner, server_options
 from ecr_emulator.credentials import CredentialStore
@@ -109,6 +110,7 @@ def create_app(data_dir: Path, *, account_id: str = DEFAULT_ACCOUNT_ID,
     registries.install(app)
     public.install(app)
     expiry.install(app)
+    upload_expiry.install(app)
     return app
 
 

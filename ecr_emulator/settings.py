@@ -42,6 +42,11 @@ class Settings:
     pull_through_refresh_seconds: int = 24 * 3600
     """How old a pull through cache repository's check of a tag against its upstream may be
     before a pull by that tag asks the upstream again (ECR: "at least once every 24 hours")."""
+    upload_lifetime: int = 24 * 3600
+    """Seconds an upload lives after its InitiateLayerUpload or its last accepted part; then
+    it ends, its file deleted, and later calls naming it get UploadNotFoundException (0:
+    uploads never expire). ECR publishes no lifetime; without one, uploads a client abandons
+    (ECR has no call to cancel one) keep their parts on disk for ever."""
     lifecycle_preview_seconds: int = 0
     """How long a lifecycle policy preview stays IN_PROGRESS before it is COMPLETE."""
     public_registry_alias: str = "emulator"

@@ -190,14 +190,35 @@ def get_upload(db: sqlite3.Connection, repository: str, upload_id: str,
     return Upload(row["id"], row["repository"], row["received"], row["parts"])
 
 
-def record_part(db: sqlite3.Connection, upload: Upload, size: int) -> None:
+def record_part(db: sqlite3.Connection, upload: Upload, size: int, now: float) -> None:
     """Accept a part whose bytes are already fsynced at offset ``upload.received``."""
     cur = db.execute("UPDATE uploads SET received = received + ? WHERE id = ? AND received = ?",
                      (size, upload.id, upload.received))
-    if cur.rowcount != 1:  # the repository was deleted meanwhile
+    if cur.rowcount != 1:  # the repository was deleted, or the upload expired, meanwhile
         raise AwsError("UploadNotFoundException", f"Upload with id '{upload.id}' is not found")
     db.execute("INSERT INTO upload_parts (upload_id, number, first_byte, size) VALUES (?, ?, ?, ?)",
                (upload.id, upload.parts, upload.received, size))
+    db.execute("INSERT OR REPLACE INTO upload_activity (upload_id, last_part_at) VALUES (?, ?)",
+               (upload.id, now))
+
+
+# An upload's last sign of life: its last accepted part, else its InitiateLayerUpload.
+_LAST_ACTIVE = ("max(u.created_at, coalesce((SELECT a.last_part_at FROM upload_activity a"
+                " WHERE a.upload_id = u.id), 0))")
+
+
+def idle_uploads(db: sqlite3.Connection, before: float) -> list[tuple[str, str]]:
+    """The uploads (id, repository) that have shown no sign of life since ``before``."""
+    return [(row[0], row[1]) for row in db.execute(
+        f"SELECT u.id, u.repository FROM uploads u WHERE {_LAST_ACTIVE} < ?", (before,))]
+
+
+def expire_upload(db: sqlite3.Connection, upload_id: str, before: float) -> bool:
+    """End the upload if it is still idle since ``before`` (a part may have come meanwhile);
+    whether it ended."""
+    cur = db.execute(f"DELETE FROM uploads WHERE id IN (SELECT u.id FROM uploads u"
+                     f" WHERE u.id = ? AND {_LAST_ACTIVE} < ?)", (upload_id, before))
+    return cur.rowcount == 1
 
 
 def undersized_parts(db: sqlite3.Connection, upload_id: str, min_size: int) -> int:

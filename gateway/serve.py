@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import importlib.metadata
 import logging
+import math
 import os
 import re
 import secrets
@@ -39,6 +40,7 @@ _READY = re.compile(r"listening on (http://\S+)")
 # The emulator's log lines: "<date> <time>,<ms> <LEVEL> <logger> <message>"
 _EMULATOR_LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) (.*)$")
 CREDENTIALS_FILE = "credentials"  # in the emulator's data dir, mode 0600
+UPLOAD_LIFETIME_ENV = "ECR_EMULATOR_UPLOAD_LIFETIME"
 
 
 class EmbeddedEmulator:
@@ -48,11 +50,17 @@ class EmbeddedEmulator:
     It is private to this gateway: each start makes a new random key and secret, written
     (mode 0600) to the credentials file the emulator verifies every signature against, so
     anything else reaching its loopback port is refused; its control endpoints stay off.
-    Its data folder (every layer, manifest and authorization token) is mode 0700."""
+    Its data folder (every layer, manifest and authorization token) is mode 0700.
 
-    def __init__(self, data_dir: Path, region: str) -> None:
+    ECR has no call that cancels a layer upload: one whose session the gateway dropped
+    (cancelled, or idle) would keep its parts on the emulator's disk until the emulator's
+    upload lifetime ends. ``upload_lifetime`` (seconds) shortens that to what a session of
+    the gateway can live, unless ``ECR_EMULATOR_UPLOAD_LIFETIME`` says otherwise."""
+
+    def __init__(self, data_dir: Path, region: str, upload_lifetime: int | None = None) -> None:
         self._data_dir = data_dir
         self._region = region
+        self._upload_lifetime = upload_lifetime
         self._process: subprocess.Popen[str] | None = None
         self.url = ""
         self.access_key_id = "AKIDEMBEDDED" + secrets.token_hex(6).upper()
@@ -72,11 +80,14 @@ class EmbeddedEmulator:
     def start(self) -> str:
         private_dir(self._data_dir)  # NotPrivate if another user owns it or it is a link
         credentials = self._write_credentials()
+        env = dict(os.environ)
+        if self._upload_lifetime is not None:
+            env.setdefault(UPLOAD_LIFETIME_ENV, str(self._upload_lifetime))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "emulator", "--listen", "127.0.0.1:0",
              "--data-dir", str(self._data_dir), "--region", self._region,
              "--credentials", str(credentials)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         assert self._process.stdout is not None and self._process.stderr is not None
         # Its lines are relayed through the gateway's logging: one format (json stays
         # json), one redaction, and its pipes never fill up.
@@ -188,7 +199,12 @@ def embedded_emulator(config: Config) -> EmbeddedEmulator | None:
     upstream's."""
     if config.upstream.mode != "embedded":
         return None
-    emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region)
+    # A session idles out after idle_timeout_seconds and its spool is kept twice as long: an
+    # ECR upload that received no part for longer is one the gateway dropped (or one whose
+    # client sent less than a part in all that time).
+    lifetime = max(1, math.ceil(2 * config.uploads.idle_timeout_seconds))
+    emulator = EmbeddedEmulator(config.data_path / "emulator", config.upstream.region,
+                                upload_lifetime=lifetime)
     config.upstream.access_key_id = emulator.access_key_id
     config.upstream.secret_access_key = emulator.secret_access_key
     return emulator

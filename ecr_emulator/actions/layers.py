@@ -236,7 +236,7 @@ async def _accept(state: EmulatorState, params: Json, upload: store.Upload, regi
                              f"{state.settings.max_part_size} bytes")
         _check_limits(state, upload, size)
         await asyncio.to_thread(writer.commit)
-        await state.db.write(store.record_part, upload, size)
+        await state.db.write(store.record_part, upload, size, time.time())
     except BaseException:
         if writer is not None:  # once committed, a no-op: bytes past ``received`` do not count
             writer.rollback()

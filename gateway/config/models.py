@@ -302,6 +302,9 @@ class BlobsConfig(Section):
 
 class UploadsConfig(Section):
     idle_timeout_seconds: Seconds = 3600.0
+    """A session no request touched for this long is dropped with its spool. The embedded
+    emulator ends an upload that received no part for twice as long, deleting its parts
+    (ECR has no call to cancel one)."""
     finished_timeout_seconds: Seconds = 60.0
     """A session whose layer was completed but that outlived its closing PUT (the process
     died, or the store failed, before deleting it) is kept this long after the layer was
@@ -323,8 +326,9 @@ class LimitsConfig(Section):
     max_open_uploads: Count = 10000
     """Upload sessions open at once."""
     max_open_uploads_per_client: Count = 100
-    """Upload sessions one client (its user name, else its address) holds open at once: each
-    may keep a tail under 5 MiB on disk or in Redis until it ends or idles out."""
+    """Upload sessions one client (its user name, else its address, an IPv6 one's /64) holds
+    open at once: each may keep a tail under 5 MiB on disk or in Redis until it ends or
+    idles out."""
     max_upload_tail_bytes_per_client: Count = 64 * 1024**2
     """Bytes one client's open upload sessions may keep in the session store (Redis, or the
     local disk) waiting for ECR's 5 MiB part minimum. A request whose tail does not fit is

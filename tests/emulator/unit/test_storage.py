@@ -61,11 +61,11 @@ async def test_queries(tmp_path: Path) -> None:
                            max_repositories=10)
         await db.write(store.create_upload, "a/b", "u1", 0.0, registry_id=ACCOUNT)
         upload = await db.read(store.get_upload, "a/b", "u1", registry_id=ACCOUNT)
-        await db.write(store.record_part, upload, 3)
+        await db.write(store.record_part, upload, 3, 0.0)
         with pytest.raises(AwsError, match="UploadNotFound"):  # stale view of the upload
-            await db.write(store.record_part, upload, 3)
+            await db.write(store.record_part, upload, 3, 0.0)
         upload = await db.read(store.get_upload, "a/b", "u1", registry_id=ACCOUNT)
-        await db.write(store.record_part, upload, 10)
+        await db.write(store.record_part, upload, 10, 0.0)
         assert (upload.received, upload.parts) == (3, 1)
         assert await db.read(store.undersized_parts, "u1", 5) == 1
         assert await db.read(store.undersized_parts, "u1", 3) == 0
@@ -101,7 +101,7 @@ async def test_start_up_repairs_what_a_crash_left(tmp_path: Path) -> None:
         await db.write(store.create_upload, "a/b", upload_id, 0.0, registry_id=ACCOUNT)
         upload = await db.read(store.get_upload, "a/b", upload_id, registry_id=ACCOUNT)
         blobs.write_part(upload_id, 0, b"accepted", None)
-        await db.write(store.record_part, upload, 8)
+        await db.write(store.record_part, upload, 8, 0.0)
     await state.stop()
     # What a crash can leave: a part written but not accepted, an upload file whose row was
     # already deleted, a blob published without its layer row.

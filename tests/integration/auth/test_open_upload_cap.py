@@ -118,3 +118,22 @@ async def test_anonymous_clients_count_by_the_address_the_trusted_proxy_gives(
                 await open_upload(session, gateway, name, first)
             await assert_refused(session, gateway, name, first)
             await open_upload(session, gateway, name, second)
+
+
+async def test_anonymous_ipv6_clients_count_by_their_64(upstream: EmulatorProcess,
+                                                        tmp_path: Path) -> None:
+    """A host is routinely handed a whole IPv6 /64: counted per address, it would open its
+    sessions under a fresh cap from each of 2**64 addresses, up to every session the gateway
+    allows (max_open_uploads), and every other pusher's POST would get 429. Its sessions are
+    counted by the /64, as its failed logins are; another /64 is another client."""
+    proxied = {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"],
+               "auth": {"allow_anonymous_on_public_address": True}}
+    with GatewayProcess(tmp_path, proxied, upstream_url=upstream.url) as gateway:
+        name = f"anon/v6-{os.urandom(3).hex()}"
+        async with aiohttp.ClientSession() as session:
+            for i in range(1, CAP + 1):
+                await open_upload(session, gateway, name,
+                                  {"X-Forwarded-For": f"2001:db8:5:6::{i}"})
+            for address in ("2001:db8:5:6::ffff", "2001:db8:5:6:abcd:ef01:2345:6789"):
+                await assert_refused(session, gateway, name, {"X-Forwarded-For": address})
+            await open_upload(session, gateway, name, {"X-Forwarded-For": "2001:db8:5:7::1"})
