@@ -21,9 +21,10 @@ from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, ConfigError, PullThroughConfig
 from gateway.disk.direct_io import balloon_reports_free_pages
-from gateway.ecr.breaker import CircuitBreaker, reachable
+from gateway.ecr.breaker import CircuitBreaker
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
+from gateway.ecr.reachability import Reachability
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
@@ -61,6 +62,7 @@ CONFIG = web.AppKey("config", Config)
 CLIENTS = web.AppKey("clients", ClientFactory)
 SESSIONS = web.AppKey("sessions", SessionStore)
 BREAKER = web.AppKey("breaker", CircuitBreaker)
+REACHABILITY = web.AppKey("reachability", Reachability)
 # The backends (REGISTRY may be a wrapper around them): readiness, expiry, notices.
 STORAGE = web.AppKey("storage", Storage)
 
@@ -95,7 +97,8 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         client = await request.app[CLIENTS].client(
             upstream_factory(config)(config.upstream.region, None))
         endpoint = str(client.meta.endpoint_url)
-        if request.app[BREAKER].is_open(endpoint) or not await reachable(endpoint):
+        if request.app[BREAKER].is_open(endpoint) or \
+                not await request.app[REACHABILITY].check(endpoint):
             raise OSError(f"upstream {endpoint} is unreachable")
         step = "no ECR authorization token"
         await storage.authorization_token(config.upstream.region)
@@ -190,13 +193,13 @@ def upstream_factory(config: Config) -> Callable[[str, Credentials | None], Upst
 _T = TypeVar("_T")
 
 
-def _private_folder(key: str, make: Callable[[], _T]) -> _T:
-    """``make()``, whose folder of blob bytes belongs to another user or is a link: a
+def _private_folder(key: str, make: Callable[[], _T], what: str = "blob bytes") -> _T:
+    """``make()``, whose folder of ``what`` belongs to another user or is a link: a
     refusal to start naming the setting (ecr_model/private_files.py), not a traceback."""
     try:
         return make()
     except NotPrivate as exc:
-        raise ConfigError(key, f"{exc}: blob bytes there would not be private") from None
+        raise ConfigError(key, f"{exc}: {what} there would not be private") from None
 
 
 def build_app(config: Config, tracing: Tracing | None = None) -> web.Application:
@@ -235,6 +238,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     breaker = CircuitBreaker(config.upstream.breaker_failures,
                              config.upstream.breaker_open_seconds)
     app[BREAKER] = breaker
+    app[REACHABILITY] = Reachability()
     policy = RetryPolicy(budget_seconds=config.upstream.retry_budget_seconds, breaker=breaker)
     oci_limits = Limits(
         max_manifest_bytes=limits.max_manifest_bytes,
@@ -333,7 +337,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     add_routes(app)
     if peers is not None:
         add_peer_route(app, backends, peers)
-    authenticator = install_auth(app, config, clients, policy, router)
+    authenticator = _private_folder(
+        "data_dir", lambda: install_auth(app, config, clients, policy, router),
+        "the token-signing key")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if config.metrics_listen is None:  # else served on its own listener (gateway/serve.py)

@@ -16,10 +16,12 @@ audience and expiry are required and checked.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import logging
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,6 +32,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from ecr_model.private_files import NotPrivate, open_read, private_dir
 from gateway.auth.scopes import Scope
 from gateway.config.secret_files import warn_if_readable_by_others
 
@@ -87,8 +90,10 @@ def load_signing_key(configured: str | None, data_dir: Path) -> SigningKey:
         warn_if_readable_by_others(path, "token-signing key")
         return SigningKey.from_pem(path.read_bytes(), str(path))
     path = data_dir / GENERATED_KEY
+    # Whoever could put a key there would sign tokens this gateway honours: the folder must
+    # be this user's (NotPrivate if it is a link or another user's), as must the file.
+    private_dir(path.parent)
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
@@ -106,7 +111,26 @@ def load_signing_key(configured: str | None, data_dir: Path) -> SigningKey:
             temp.unlink()
         log.info("generated a token-signing key in %s", path)
     warn_if_readable_by_others(path, "token-signing key")
-    return SigningKey.from_pem(path.read_bytes(), str(path))
+    return SigningKey.from_pem(_read_own_file(path), str(path))
+
+
+def _read_own_file(path: Path) -> bytes:
+    """The bytes of ``path``, a plain file of this user's (checked on the open file, so a
+    swap after the check does not count), made 0600 if it was open to others (a volume's
+    group rights)."""
+    try:
+        fd = open_read(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotPrivate(f"{path} is a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            raise NotPrivate(f"{path} is not a plain file of this user's")
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(handle.fileno(), 0o600)
+        return handle.read()
 
 
 @dataclass(frozen=True)

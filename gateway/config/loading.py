@@ -71,7 +71,7 @@ def _read(path: str) -> tuple[dict[str, Any], dict[KeyPath, tuple[int, int]]]:
         node = loader.get_single_node()
         loaded = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
-        raise ConfigError("--config", f"{path} is not valid YAML: {exc}") from None
+        raise _not_yaml(path, exc) from None
     finally:
         loader.dispose()
     if loaded is not None and not isinstance(loaded, dict):
@@ -80,6 +80,18 @@ def _read(path: str) -> tuple[dict[str, Any], dict[KeyPath, tuple[int, int]]]:
     if node is not None:
         _marks(node, (), marks)
     return loaded or {}, marks
+
+
+def _not_yaml(path: str, exc: yaml.YAMLError) -> ConfigError:
+    """Where the file stops being YAML and why, without the parser's quote of the line (or
+    of an alias, anchor or tag it names): a secret may be written there."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or "cannot be parsed"
+    # Token kinds ('<scalar>') and single characters (',') say what is wrong; names do not.
+    problem = re.sub(r"'[^'<][^']+'", "(not shown)", problem)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
+    return ConfigError("--config", f"is not valid YAML: {problem} (the line is not "
+                       "shown: it may hold a secret)", where)
 
 
 def _marks(node: yaml.Node, at: KeyPath, marks: dict[KeyPath, tuple[int, int]]) -> None:

@@ -10,6 +10,7 @@ import re
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import yaml
 
@@ -23,6 +24,31 @@ SECRET_KEYS = frozenset({"secret_access_key", "session_token", "password", "sign
 _URL_PASSWORD = re.compile(
     r"^(?P<head>[a-z][a-z0-9+.-]*://[^/@:]*:)(?P<pw>[^/]+)(?P<tail>@[^@/]*(?:/.*)?)$",
     re.IGNORECASE)
+# A secret given as a URL's query parameter (redis-py reads ``?password=`` of any Redis
+# URL, and of ``unix://`` sockets it is the usual way).
+_QUERY_SECRET = re.compile(r"(?P<head>[?&](?:" + "|".join(sorted(SECRET_KEYS))
+                           + r")=)(?P<value>[^&#]*)", re.IGNORECASE)
+
+
+def _url_secrets(value: str) -> list[str]:
+    """The secrets in a URL's user info and query, as written and decoded."""
+    if "://" not in value:
+        return []
+    found = []
+    match = _URL_PASSWORD.match(value)
+    if match:
+        found.append(match["pw"])
+    found += [m["value"] for m in _QUERY_SECRET.finditer(value) if m["value"]]
+    return found + [unquote(s) for s in found if unquote(s) != s]
+
+
+def _mask_url(value: str) -> str:
+    if "://" not in value:
+        return value
+    match = _URL_PASSWORD.match(value)
+    if match:
+        value = f"{match['head']}{MASK}{match['tail']}"
+    return _QUERY_SECRET.sub(lambda m: m["head"] + (MASK if m["value"] else ""), value)
 
 
 def _walk(value: Any, key: str = "") -> Any:
@@ -34,9 +60,7 @@ def _walk(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         if key in SECRET_KEYS and value:
             return MASK
-        match = _URL_PASSWORD.match(value)
-        if match:
-            return f"{match['head']}{MASK}{match['tail']}"
+        return _mask_url(value)
     return value
 
 
@@ -51,9 +75,7 @@ def _secrets(value: Any, key: str = "") -> list[str]:
     elif isinstance(value, str) and value:
         if key in SECRET_KEYS:
             found.append(value)
-        match = _URL_PASSWORD.match(value)
-        if match:
-            found.append(match["pw"])
+        found += _url_secrets(value)
     return found
 
 

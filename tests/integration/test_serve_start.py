@@ -4,6 +4,7 @@ line, the data directory is named absolute, a TLS probe on the plain port is no 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -64,3 +65,33 @@ def test_a_tls_probe_on_the_plain_port_is_not_a_warning(tmp_path: Path) -> None:
     probe = [line for line in gateway.log_lines if "HTTPS traffic on an HTTP port" in line]
     assert probe, gateway.log_lines[-20:]
     assert all(" DEBUG " in line and " WARNING " not in line for line in probe), probe
+
+
+def test_a_configuration_that_is_not_yaml_is_refused_without_quoting_it(
+        tmp_path: Path) -> None:
+    """The YAML parser's own message quotes the line it stopped at (or an alias it could not
+    find, ``*pw``): a secret written there would reach the log of every failed start, and
+    check-config's output. Line and column say where instead."""
+    secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    broken = {
+        "unterminated": f'upstream:\n  mode: aws\n  secret_access_key: "{secret}\n',
+        "colon": f"state:\n  backend: redis\n  redis_url: redis://:{secret}: x@r:6379/0\n",
+        "alias": f"upstream:\n  mode: aws\n  secret_access_key: *{secret.replace('/', '')}\n",
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
+    for name, text in broken.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(text)
+        for command in (["serve", "--config", str(path), "--listen", "127.0.0.1:0",
+                         "--data-dir", str(tmp_path / "data")],
+                        ["check-config", str(path)]):
+            result = subprocess.run([sys.executable, "-m", "gateway.cli", *command],
+                                    capture_output=True, text=True, timeout=60, check=False,
+                                    env=env)
+            output = result.stdout + result.stderr
+            assert result.returncode == 2, (name, command[0], output)
+            assert secret not in output and secret[:12] not in output, (name, command[0],
+                                                                        output)
+            assert re.search(rf"{re.escape(str(path))}:\d+:\d+: ", result.stderr), (
+                name, command[0], result.stderr)
+            assert "is not valid YAML" in result.stderr and "Traceback" not in output

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,12 @@ class GatewayProcess:
         self._log_thread = threading.Thread(target=read_stderr, args=(self.process.stderr,),
                                             daemon=True)
         self._log_thread.start()
-        if not ready.wait(timeout):
-            self.stop()
-            raise RuntimeError("gateway did not start:\n" + "\n".join(self.log_lines[-40:]))
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.1):  # a process that exits (refusing to start) ends the wait
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("gateway did not start:\n"
+                                   + "\n".join(self.log_lines[-40:]))
         return self
 
     def stop(self) -> None:

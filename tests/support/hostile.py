@@ -1,6 +1,7 @@
 """Loopback servers for attacker tests: a small HTTP server that answers every request with
 the handler it is given (a hostile upstream, a host that should never be asked) and records
-what it was sent, and a raw TCP listener that counts the connections made to it."""
+what it was sent, a raw TCP listener that counts the connections made to it, and one that
+also passes them on to a real server."""
 
 from __future__ import annotations
 
@@ -75,3 +76,33 @@ class Listener:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+
+class Forwarder(Listener):
+    """A Listener that passes each connection on to ``target`` (host, port) both ways: an
+    upstream whose connections are counted."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__()
+        self.target = target
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            far_reader, far_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, far_writer), pipe(far_reader, writer))
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"

@@ -296,6 +296,12 @@ def test_no_secret_in_the_environment(rendered: dict[str, list[dict[str, Any]]],
     ("--set", "config.upstream.session_token=not-in-a-configmap"),
     ("--set", "config.state.backend=redis",
      "--set", "config.state.redis_url=redis://:not-in-a-configmap@redis:6379/0"),
+    # the Redis client reads a password from the query too (for unix sockets, the usual way)
+    ("--set", "config.state.backend=redis",
+     "--set-string", "config.state.redis_url=redis://redis:6379/0?password=not-in-a-configmap"),
+    ("--set", "config.state.backend=redis",
+     "--set-string",
+     "config.state.redis_url=unix:///run/redis.sock?db=0&Password=not-in-a-configmap"),
 ])
 def test_no_secret_in_the_config_map(values: tuple[str, ...]) -> None:
     """``config`` is rendered into a ConfigMap: AWS keys or a Redis password given there are
@@ -311,11 +317,15 @@ def test_no_secret_in_the_config_map(values: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]],
                               preset: str) -> None:
-    """No Kubernetes API token in pods that never call the API, and every container (the
-    sidecar snippet's too, whose pod this chart does not write) under seccomp RuntimeDefault,
-    non-root, without privilege escalation or capabilities, on a read-only root."""
+    """No Kubernetes API token in pods that never call the API, nor by default in others
+    using the service account, and every container (the sidecar snippet's too, whose pod
+    this chart does not write) under seccomp RuntimeDefault, non-root, without privilege
+    escalation or capabilities, on a read-only root."""
     for pod in _pod_specs(rendered[preset]):
         assert pod.get("automountServiceAccountToken") is False, pod["containers"][0]["name"]
+    # nor in the pods the chart does not write that use its service account (the sidecar's)
+    (account,) = _kind(rendered[preset], "ServiceAccount")
+    assert account.get("automountServiceAccountToken") is False, account
     for container in _gateway_containers(rendered[preset]):
         context = container["securityContext"]
         assert context["seccompProfile"] == {"type": "RuntimeDefault"}

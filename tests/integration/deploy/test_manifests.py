@@ -238,6 +238,8 @@ def test_no_service_account_token_in_the_pods_of_the_shapes(
                 pod = doc["spec"]["template"]["spec"]
                 assert pod.get("automountServiceAccountToken") is False, \
                     f"{overlay}/{doc['metadata']['name']}"
+            if doc["kind"] == "ServiceAccount":  # nor in other pods using it
+                assert doc.get("automountServiceAccountToken") is False, overlay
 
 
 def test_shared_redis_admits_the_gateway_only(built: dict[str, list[dict[str, Any]]]) -> None:

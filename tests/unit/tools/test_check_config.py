@@ -156,3 +156,23 @@ def test_route_upstream_and_redis_passwords_feed_the_log_redaction(tmp_path: Pat
             "password_file": str(tmp_path / "upstream")}}]}))
     assert set(secret_values(load_config(str(config), environ={}))) == {
         "route-upstream-pw", "redis-file-pw", "sentinel-file-pw"}
+
+
+@pytest.mark.parametrize("url", [
+    "unix:///run/redis/redis.sock?db=0&password=qu3ry-pw%26more",
+    "redis://redis:6379/0?password=qu3ry-pw%26more",
+    "rediss://redis:6380/1?ssl_cert_reqs=required&PASSWORD=qu3ry-pw%26more&db=1",
+])
+def test_a_redis_password_in_the_url_query_is_masked_and_redacted(tmp_path: Path,
+                                                                   url: str) -> None:
+    """The Redis client reads ``?password=`` of any Redis URL (the usual way for a unix
+    socket): check-config shows it masked, and the log redaction knows it, encoded or not."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"state": {"backend": "redis", "redis_url": url}}))
+    result = _run("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "qu3ry-pw" not in result.stdout, result.stdout
+    shown = yaml.safe_load(result.stdout)["state"]["redis_url"]
+    assert shown == url.replace("qu3ry-pw%26more", "***"), shown
+    found = secret_values(load_config(str(config), environ={}))
+    assert {"qu3ry-pw%26more", "qu3ry-pw&more"} <= set(found), found
