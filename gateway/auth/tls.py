@@ -14,6 +14,8 @@ import os
 import ssl
 from pathlib import Path
 
+from gateway.config.secret_files import warn_if_readable_by_others
+
 log = logging.getLogger(__name__)
 
 Version = tuple[tuple[int, int, int] | None, ...]
@@ -29,6 +31,8 @@ class TlsFiles:
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._version = self._stat()
         self.context.load_cert_chain(self.cert_file, self.key_file)  # fails at start: say so
+        # Whoever reads the key can pass for this registry to every client.
+        warn_if_readable_by_others(self.key_file, "TLS key")
 
     def _stat(self) -> Version:
         versions: list[tuple[int, int, int] | None] = []

@@ -123,3 +123,15 @@ def test_unloadable_files_stop_the_start(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "tls.cert_file" in result.stderr
+
+
+async def test_a_key_others_can_read_is_named_at_start(
+        upstream: EmulatorProcess, ca: TestCA, tmp_path: Path) -> None:
+    """Whoever reads the server's key can pass for the registry: a key file open to other
+    users is named in a warning, as the other secret files are."""
+    ca.issue(tmp_path / "server.crt", tmp_path / "server.key", common_name="loose")
+    (tmp_path / "server.key").chmod(0o644)
+    config = {"tls": {"cert_file": str(tmp_path / "server.crt"),
+                      "key_file": str(tmp_path / "server.key")}}
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gateway:
+        assert await gateway.logged(f"TLS key {tmp_path / 'server.key'} is readable by others")
