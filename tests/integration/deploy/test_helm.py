@@ -314,6 +314,21 @@ def test_no_secret_in_the_config_map(values: tuple[str, ...]) -> None:
         assert "ConfigMap" in result.stderr, result.stderr
 
 
+def test_a_node_mirror_serves_metrics_on_loopback_only() -> None:
+    """A node mirror's pods use the node's network, where no NetworkPolicy applies: a
+    metrics listener on another address would serve /metrics, without a login, on every
+    node's addresses. The shared shape keeps its pod-address listener (a NetworkPolicy)."""
+    node_mirror = ("-f", str(CHART / "presets" / "node-mirror.yaml"))
+    for address in ("0.0.0.0:9090", "10.0.0.5:9090", "[::]:9090"):
+        result = _template(*node_mirror, "--set-string", f"config.metrics_listen={address}",
+                           check=False)
+        assert result.returncode != 0 and "metrics_listen" in result.stderr, address
+    for address in ("127.0.0.1:9090", "[::1]:9090"):
+        _template(*node_mirror, "--set-string", f"config.metrics_listen={address}")
+    _template("-f", str(CHART / "presets" / "shared.yaml"),
+              "--set-string", "config.metrics_listen=0.0.0.0:9090")
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]],
                               preset: str) -> None:

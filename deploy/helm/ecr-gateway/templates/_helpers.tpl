@@ -35,14 +35,19 @@ exec:
 {{- end -}}
 
 {{- define "ecr-gateway.loopback" -}}
-{{- if hasPrefix "127." (.Values.config.listen | default "127.0.0.1:5000") }}true{{ end -}}
+{{- include "ecr-gateway.loopbackAddress" (.Values.config.listen | default "127.0.0.1:5000") -}}
+{{- end -}}
+
+{{/* "true" when a listen address (host:port) is this machine's loopback, else nothing. */}}
+{{- define "ecr-gateway.loopbackAddress" -}}
+{{- if or (hasPrefix "127." .) (hasPrefix "[::1]:" .) (hasPrefix "localhost:" .) -}}true{{- end -}}
 {{- end -}}
 
 {{/* The metrics port when the shared shape's config.metrics_listen is on the pod's
 address (other pods can reach it; no login there): empty otherwise. */}}
 {{- define "ecr-gateway.metricsPort" -}}
 {{- $listen := .Values.config.metrics_listen | default "" -}}
-{{- if and (eq .Values.shape "shared") $listen (not (hasPrefix "127." $listen))
+{{- if and (eq .Values.shape "shared") $listen (not (include "ecr-gateway.loopbackAddress" $listen))
       (not (hasPrefix "[::1]" $listen)) (not (hasPrefix "localhost:" $listen)) -}}
 {{- splitList ":" $listen | last -}}
 {{- end -}}
