@@ -221,7 +221,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # clients to an address only this host reaches, so its blobs always stream through here.
     blob_mode = "proxy" if config.upstream.mode == "embedded" else config.blobs.mode
     direct_io = _direct_io(config.blobs.direct_io)
+    # A tags or catalog request without `n` gets the largest page and a Link to the rest:
+    # a repository's tags (1,000 per image) and a registry's repositories have no bound.
     app[SETTINGS] = OciSettings(blob_mode=blob_mode, max_page_size=limits.max_page_size,
+                                default_page_size=limits.max_page_size,
                                 direct_reads=direct_io)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,

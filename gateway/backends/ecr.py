@@ -21,6 +21,7 @@ import aiohttp
 from cachetools import LRUCache
 
 from gateway.config import CacheConfig, RouteConfig
+from gateway.ecr import referrers
 from gateway.ecr.adopt import adopt_spool, settle_spool
 from gateway.ecr.caches import PullCaches
 from gateway.ecr.calls import call, counted
@@ -34,7 +35,13 @@ from gateway.ecr.staging import StagingStore, _has_digest, repository_key
 from gateway.ecr.tokens import AuthToken, TokenCache
 from gateway.ecr.uploads import PUSH_PROOF_SECONDS, UNBOUNDED, ClientBounds, UploadManager
 from gateway.oci import errors as oci
-from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
+from gateway.oci.backend import (
+    BlobLocation,
+    Capabilities,
+    Manifest,
+    ReferrersPage,
+    UploadStatus,
+)
 from gateway.oci.digests import EMPTY_SHA256, is_digest, sha256_digest
 from gateway.oci.download_targets import (
     DownloadRefused,
@@ -97,9 +104,9 @@ class EcrBackend:
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
-        # A referrers list is parsed on the loop, each referrer with its manifest's annotations
-        # (up to 4 MiB apiece): readers of the same list at once share one read.
-        self._referrers_calls: SingleFlight[list[Descriptor]] = SingleFlight("referrers")
+        # A referrers page is parsed on the loop, each referrer with its manifest's annotations
+        # (up to 4 MiB apiece): readers of the same page at once share one read.
+        self._referrers_calls: SingleFlight[ReferrersPage] = SingleFlight("referrers")
         # An identity's right to push, like its other answers, is trusted only as long as
         # a manifest: IAM withdrawing it ends its use of others' uploads within that bound.
         revalidate = (cache or CacheConfig()).manifest_revalidate_seconds
@@ -732,29 +739,41 @@ class EcrBackend:
                          if n)
         return sorted(names)
 
-    async def referrers(self, ctx: RequestContext, digest: str,
-                        artifact_type: str | None) -> list[Descriptor]:
+    async def referrers(self, ctx: RequestContext, digest: str, artifact_type: str | None,
+                        cursor: str | None = None) -> ReferrersPage:
         target = self._target(ctx)
         return await self._referrers_calls.do(
-            (target.key, digest, artifact_type),
-            lambda: self._read_referrers(target, digest, artifact_type))
+            (target.key, digest, artifact_type, cursor),
+            lambda: self._read_referrers(target, digest, artifact_type, cursor))
 
-    async def _read_referrers(self, target: Target, digest: str,
-                              artifact_type: str | None) -> list[Descriptor]:
-        params: dict[str, Any] = {"subjectId": {"imageDigest": digest}, "maxResults": 50}
+    async def _read_referrers(self, target: Target, digest: str, artifact_type: str | None,
+                              cursor: str | None) -> ReferrersPage:
+        """A bounded page of them (gateway/ecr/referrers.py)."""
+        params: dict[str, Any] = {"subjectId": {"imageDigest": digest},
+                                  "maxResults": referrers.PER_CALL}
         if artifact_type:
             params["filter"] = {"artifactTypes": [artifact_type]}
+
+        async def fetch(token: str | None) -> tuple[list[Descriptor], str | None]:
+            extra = {"nextToken": token} if token else {}
+            try:
+                answer = await self._call(target, "ListImageReferrers", **params, **extra)
+            except EcrError as exc:
+                if token and exc.code in ("InvalidParameterException", "ValidationException"):
+                    raise referrers.invalid_cursor(cursor or "") from None
+                raise
+            return [Descriptor(r["mediaType"], r["digest"], int(r.get("size", 0)),
+                               r.get("artifactType"), r.get("annotations") or None)
+                    for r in answer.get("referrers", [])], answer.get("nextToken")
+
         try:
-            found = await self._pages(partial(self._call, target, "ListImageReferrers"),
-                                      "referrers", **params)
+            return await referrers.read_page(fetch, cursor)
         except EcrError as exc:
             # The referrers API never answers 404 (clients would fall back to the tag schema):
             # a repository not created yet has no referrers.
             if exc.code != "RepositoryNotFoundException":
                 raise
-            return []
-        return [Descriptor(r["mediaType"], r["digest"], int(r.get("size", 0)),
-                           r.get("artifactType"), r.get("annotations") or None) for r in found]
+            return ReferrersPage([])
 
     def route_upstream(self, route: RouteConfig, caller: Credentials | None) -> Upstream:
         return self._upstream_for(self._router.region_of(route), caller)

@@ -18,7 +18,7 @@ import aiohttp
 
 from gateway.backends.ecr import EcrBackend
 from gateway.config import CacheConfig, RouteConfig
-from gateway.ecr import catalog
+from gateway.ecr import catalog, referrers
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.retry import RetryPolicy
@@ -26,11 +26,11 @@ from gateway.ecr.routing import Router, Target
 from gateway.ecr.staging import StagingStore
 from gateway.ecr.uploads import UNBOUNDED, ClientBounds
 from gateway.oci import errors as oci
-from gateway.oci.backend import Manifest, UploadStatus
+from gateway.oci.backend import Manifest, ReferrersPage, UploadStatus
 from gateway.oci.digests import is_digest
 from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.errors import OciError
-from gateway.oci.mediatypes import Descriptor, ParsedManifest
+from gateway.oci.mediatypes import ParsedManifest
 from gateway.oci.request import Credentials, RequestContext
 from gateway.state.events import CacheEvents
 from gateway.state.peers import StagedPeers
@@ -172,6 +172,10 @@ class EcrPublicBackend(EcrBackend):
         details = await self._pages(describe, "imageTagDetails", maxResults=1000)
         return sorted({d["imageTag"] for d in details})
 
-    async def _read_referrers(self, target: Target, digest: str,
-                              artifact_type: str | None) -> list[Descriptor]:
-        return await self.public.referrers(target, digest, artifact_type)
+    async def _read_referrers(self, target: Target, digest: str, artifact_type: str | None,
+                              cursor: str | None) -> ReferrersPage:
+        """One page: the registry endpoint's answer, read whole, is at most
+        MAX_REFERRERS_BYTES."""
+        if cursor is not None:
+            raise referrers.invalid_cursor(cursor)
+        return ReferrersPage(await self.public.referrers(target, digest, artifact_type))

@@ -15,8 +15,15 @@ from typing import Protocol
 from gateway.backends.ecr import EcrBackend
 from gateway.ecr.routing import Router
 from gateway.ecr.tokens import AuthToken
-from gateway.oci.backend import BlobLocation, Capabilities, Manifest, Registry, UploadStatus
-from gateway.oci.mediatypes import Descriptor, ParsedManifest
+from gateway.oci.backend import (
+    BlobLocation,
+    Capabilities,
+    Manifest,
+    ReferrersPage,
+    Registry,
+    UploadStatus,
+)
+from gateway.oci.mediatypes import ParsedManifest
 from gateway.oci.request import RequestContext
 
 
@@ -117,9 +124,9 @@ class BackendRouter:
             names.update(await backend.list_repositories(ctx))
         return sorted(names)
 
-    async def referrers(self, ctx: RequestContext, digest: str,
-                        artifact_type: str | None) -> list[Descriptor]:
-        return await self.backend(ctx).referrers(ctx, digest, artifact_type)
+    async def referrers(self, ctx: RequestContext, digest: str, artifact_type: str | None,
+                        cursor: str | None = None) -> ReferrersPage:
+        return await self.backend(ctx).referrers(ctx, digest, artifact_type, cursor)
 
     # -- the wiring's -----------------------------------------------------------------------
 

@@ -347,7 +347,8 @@ class LimitsConfig(Section):
     max_headers: Count = 100
     """Header fields per request."""
     max_page_size: Count = 1000
-    """The largest `n` of a tags or catalog page."""
+    """The largest `n` of a tags or catalog page, and the size of a page that asks for none
+    (a `Link` header names the rest)."""
 
 
 class StateConfig(Section):

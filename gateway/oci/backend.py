@@ -33,6 +33,15 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class ReferrersPage:
+    """Some of a subject's referrers, and the opaque cursor of the page after them (None:
+    this is the last)."""
+
+    manifests: list[Descriptor]
+    next: str | None = None
+
+
+@dataclass(frozen=True)
 class Manifest:
     body: bytes
     media_type: str
@@ -117,5 +126,8 @@ class Registry(Protocol):
         """Lexically sorted, without duplicates; the caller does not change it."""
 
     async def referrers(
-        self, ctx: RequestContext, digest: str, artifact_type: str | None
-    ) -> list[Descriptor]: ...
+        self, ctx: RequestContext, digest: str, artifact_type: str | None,
+        cursor: str | None = None
+    ) -> ReferrersPage:
+        """A page of the referrers of ``digest``: the first, or the one ``cursor`` (a
+        previous page's ``next``, as the client sent it back) names."""

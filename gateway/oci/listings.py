@@ -1,4 +1,5 @@
-"""Content discovery: tags list, catalog and referrers, with the spec's `n`/`last` paging."""
+"""Content discovery: tags list and catalog with the spec's `n`/`last` paging; referrers a page
+at a time, each page's `Link` naming the next."""
 
 from __future__ import annotations
 
@@ -77,15 +78,22 @@ async def catalog(request: web.Request) -> web.StreamResponse:
 async def referrers(request: web.Request, name: str, digest: str) -> web.StreamResponse:
     parse_digest(digest)
     artifact_type = request.query.get("artifactType")
-    found = await registry(request).referrers(request_context(request), digest, artifact_type)
+    cursor = request.query.get("next")
+    page = await registry(request).referrers(request_context(request), digest, artifact_type,
+                                             cursor)
+    found = page.manifests
     headers = {}
     if artifact_type is not None:
         found = [d for d in found if d.artifact_type == artifact_type]
         headers["OCI-Filters-Applied"] = "artifactType"
+    if page.next is not None:  # the spec's paging of a referrers list, by the Link header
+        query = {"artifactType": artifact_type} if artifact_type is not None else {}
+        query["next"] = page.next
+        headers["Link"] = f'</v2/{name}/referrers/{digest}?{urlencode(query)}>; rel="next"'
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
              "manifests": [d.to_json() for d in found]}
-    # Each referrer carries its manifest's annotations: tens of MiB to encode, beside the
-    # loop, and to write in pieces (one write copies all of it on the loop, twice).
+    # Each referrer carries its manifest's annotations: MiBs to encode, beside the loop, and
+    # to write in pieces (one write copies all of it on the loop, twice).
     body = await off_loop(orjson.dumps, index)
     response = web.StreamResponse(headers=headers)
     response.content_type = OCI_INDEX

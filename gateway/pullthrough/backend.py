@@ -54,7 +54,13 @@ from gateway.ecr.singleflight import SingleFlight
 from gateway.observability.logs import unsaid
 from gateway.observability.metrics import PULLTHROUGH_BYTES, SHARED_CALLS
 from gateway.oci import errors as oci
-from gateway.oci.backend import BlobLocation, Capabilities, Manifest, UploadStatus
+from gateway.oci.backend import (
+    BlobLocation,
+    Capabilities,
+    Manifest,
+    ReferrersPage,
+    UploadStatus,
+)
 from gateway.oci.digests import is_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import MANIFEST_TYPES, Descriptor, ParsedManifest, parse_manifest
@@ -661,9 +667,9 @@ class PullThrough:
     async def list_repositories(self, ctx: RequestContext) -> list[str]:
         return await self._inner.list_repositories(ctx)
 
-    async def referrers(self, ctx: RequestContext, digest: str,
-                        artifact_type: str | None) -> list[Descriptor]:
-        return await self._inner.referrers(ctx, digest, artifact_type)
+    async def referrers(self, ctx: RequestContext, digest: str, artifact_type: str | None,
+                        cursor: str | None = None) -> ReferrersPage:
+        return await self._inner.referrers(ctx, digest, artifact_type, cursor)
 
     async def close(self) -> None:
         """Let background copies finish their current call, then stop them."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
+from tests.support.processes import peak_rss
 
 MiB = 1024 * 1024
 SIZE = 256 * MiB
@@ -26,12 +26,6 @@ GROWTH_LIMIT = 96 * MiB
 def _reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM back to the current RSS
 
-
-def _peak_rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    assert match is not None
-    return int(match[1]) * 1024
 
 
 @pytest.mark.slow
@@ -69,9 +63,9 @@ async def test_a_long_patch_keeps_the_gateway_flat(gateway: GatewayProcess, repo
                              f"sha256:{hashlib.sha256(b'x').hexdigest()}", data=b"x") as r:
             assert r.status == 201, await r.text()
         _reset_peak(pid)
-        before = _peak_rss(pid)
+        before = peak_rss(pid)
         await _push_streamed(http, gateway.url, repo, body(), digest)
-    growth = _peak_rss(pid) - before
+    growth = peak_rss(pid) - before
     assert growth < GROWTH_LIMIT, f"peak RSS grew {growth // MiB} MiB for a {SIZE // MiB} MiB blob"
 
 

@@ -57,6 +57,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from tests.support import processes
+
 READY = re.compile(r"ECR emulator listening on (http://\S+)")
 ACCOUNT_ID = "123456789012"
 REGION = "us-east-1"
@@ -221,10 +223,7 @@ class EmulatorProcess:
 
     def peak_rss(self) -> int:
         """The process's peak resident set size in bytes (VmHWM)."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        assert match is not None, status
-        return int(match[1]) * 1024
+        return processes.peak_rss(self.pid)
 
     def requests(self, action: str | None = None) -> list[dict[str, Any]]:
         """The request log (optionally of one action), oldest first."""

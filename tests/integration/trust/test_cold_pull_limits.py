@@ -29,6 +29,7 @@ from aiohttp import web
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Handler, Server
+from tests.support.processes import peak_rss
 
 MiB = 1024 * 1024
 BUDGET = 64 * MiB
@@ -344,12 +345,6 @@ async def test_names_the_upstream_does_not_hold_create_no_ecr_repository(
     assert not [name for name in names if "made-up" in name], names
 
 
-def _peak_rss(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    assert match is not None, status
-    return int(match[1]) * 1024
-
 
 async def test_many_large_manifests_waiting_on_one_slow_blob_stay_within_memory(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
@@ -389,7 +384,7 @@ async def test_many_large_manifests_waiting_on_one_slow_blob_stay_within_memory(
         config["blobs"] = {"staging": settings}
         with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
             assert gw.process is not None
-            before = _peak_rss(gw.process.pid)
+            before = peak_rss(gw.process.pid)
 
             async def pull(tag: str) -> int:
                 async with session.get(f"{gw.url}/v2/library/big/manifests/{tag}",
@@ -401,7 +396,7 @@ async def test_many_large_manifests_waiting_on_one_slow_blob_stay_within_memory(
                 statuses = await asyncio.gather(*(pull(f"t{i}")
                                                   for i in range(batch, batch + 10)))
                 assert set(statuses) == {200}, statuses
-            grown = _peak_rss(gw.process.pid) - before
+            grown = peak_rss(gw.process.pid) - before
             deferred = await _event_count(session, gw, "store_deferred")
     assert grown < 400 * MiB, f"the gateway grew {grown // MiB} MiB"
     assert deferred >= 100, deferred

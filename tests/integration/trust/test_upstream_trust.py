@@ -13,7 +13,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import re
 import socket
 import ssl
 import sys
@@ -31,6 +30,7 @@ from tests.integration.mirror.test_sync import sync_config
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Listener, Server
+from tests.support.processes import peak_rss
 
 PASSWORD = "upstream-pass-7f3a"
 NS = {"ns": "docker.io"}
@@ -511,13 +511,6 @@ async def test_attacker_tag_names_never_steer_sync(upstream: EmulatorProcess,
     assert [i.get("imageTags") for i in images if isinstance(i, dict)] == [["latest"]]
 
 
-def _peak_rss(pid: int) -> int:
-    """A process's peak resident set size in bytes (VmHWM)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    assert match is not None, status
-    return int(match[1]) * 1024
-
 
 async def test_attacker_tag_pages_of_huge_names_never_pile_up_in_sync(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
@@ -529,7 +522,7 @@ async def test_attacker_tag_pages_of_huge_names_never_pile_up_in_sync(
     pages = 20
 
     async def huge_names(request: web.Request) -> web.StreamResponse:
-        peaks.append(_peak_rss(pid[0]))  # what the pages before this one left behind
+        peaks.append(peak_rss(pid[0]))  # what the pages before this one left behind
         page = len(peaks)
         more = {"Link": f'</v2/x/y/tags/list?n=1000&last=p{page}>; rel="next"'} \
             if page < pages else {}

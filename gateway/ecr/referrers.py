@@ -1,0 +1,89 @@
+"""A subject's referrers read from ListImageReferrers a page at a time, each page bounded.
+
+Every referrer comes with its manifest's annotations, up to 4 MiB apiece, so a subject's
+whole list can be hundreds of MiB: held whole in memory, for each reader at once, it is
+the process's memory an attacker with push rights chooses. Instead ECR is asked
+``PER_CALL`` referrers at a time (one call's answer is at most that many manifests'
+worth), and an OCI page ends once its referrers' estimated size reaches ``PAGE_BYTES`` or
+it holds ``PAGE_REFERRERS`` of them; the client follows the ``Link`` header to the next.
+
+The cursor in that link is the nextToken of the call the page stopped in and how many of
+that call's referrers were already answered. It only ever goes back to ListImageReferrers
+of the repository and subject of the request's path, with the request's identity: a token
+of another listing is ECR's to refuse (a 400), and it reaches nothing the caller could not.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from gateway.oci.backend import ReferrersPage
+from gateway.oci.errors import PAGINATION_INVALID, OciError
+from gateway.oci.mediatypes import Descriptor
+
+PER_CALL = 4  # ListImageReferrers' maxResults: one answer is at most 4 manifests' annotations
+PAGE_BYTES = 16 * 1024 * 1024  # one OCI page's referrers, estimated (the first always goes)
+PAGE_REFERRERS = 100  # and at most this many of them
+MAX_CALLS = PAGE_REFERRERS // PER_CALL  # per page, even if ECR's pages come back empty
+MAX_CURSOR = 4096  # characters; ECR's nextToken are a few hundred
+_ENTRY_OVERHEAD = 128  # a referrer's JSON besides its strings
+
+# One call: the referrers after ``token`` (None: the first) and the nextToken after them.
+Fetch = Callable[[str | None], Awaitable[tuple[list[Descriptor], str | None]]]
+
+
+async def read_page(fetch: Fetch, cursor: str | None) -> ReferrersPage:
+    """The page ``cursor`` names (None: the first)."""
+    token, skip = _decode(cursor) if cursor is not None else (None, 0)
+    page: list[Descriptor] = []
+    size = calls = 0
+    while True:
+        found, following = await fetch(token)
+        calls += 1
+        for index in range(skip, len(found)):
+            cost = encoded_size(found[index])
+            if page and (size + cost > PAGE_BYTES or len(page) >= PAGE_REFERRERS):
+                return ReferrersPage(page, _encode(token, index))
+            page.append(found[index])
+            size += cost
+        if not following:
+            return ReferrersPage(page)
+        if size >= PAGE_BYTES or len(page) >= PAGE_REFERRERS or calls >= MAX_CALLS:
+            return ReferrersPage(page, _encode(following, 0))
+        token, skip = following, 0
+
+
+def encoded_size(referrer: Descriptor) -> int:
+    """About how many bytes ``referrer`` takes in an answer."""
+    notes = referrer.annotations or {}
+    return (_ENTRY_OVERHEAD + len(referrer.media_type) + len(referrer.digest)
+            + len(referrer.artifact_type or "") + sum(len(k) + len(v) + 6
+                                                      for k, v in notes.items()))
+
+
+def _encode(token: str | None, skip: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([token, skip])).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> tuple[str | None, int]:
+    """The nextToken and count a cursor names; a cursor this module did not write (or one
+    edited to a count a call never has) is the client's mistake."""
+    try:
+        if len(cursor) > MAX_CURSOR:
+            raise ValueError
+        token, skip = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, TypeError):
+        raise invalid_cursor(cursor) from None
+    if not (token is None or (isinstance(token, str) and token)) or isinstance(skip, bool) \
+            or not isinstance(skip, int) or not 0 <= skip < PER_CALL:
+        raise invalid_cursor(cursor)
+    return token, skip
+
+
+def invalid_cursor(cursor: str) -> OciError:
+    return OciError(PAGINATION_INVALID, {"next": cursor[:50]},
+                    message="invalid referrers page cursor")
