@@ -336,6 +336,20 @@ class LimitsConfig(Section):
     client sends it again from the upload's Range), so sessions opened and never finished
     cannot fill Redis's memory. A tail the staging spool holds alone (the default,
     process-local store) counts against blobs.staging.spools_max_bytes instead."""
+    max_upload_tail_bytes: Count = 1024**3
+    """Bytes the tails of all clients' open upload sessions may take together in the local
+    session store (``state.backend: local``, a file per session under data_dir; with Redis,
+    its own ``maxmemory``). A PATCH whose tail does not fit gets 429 with Retry-After and
+    the upload's Range (the client sends it again once sessions end), so clients each at
+    their own bound cannot fill the disk together (10,000 sessions of up to 5 MiB)."""
+    max_abandoned_upload_bytes_per_client: Count = 16 * 1024**3
+    """Bytes one client sent to ECR for uploads that then ended without completion
+    (cancelled with DELETE, expired, refused) within twice ``uploads.idle_timeout_seconds``
+    (how long the embedded emulator keeps such an upload; ECR has no call to cancel one).
+    Past it, the client's next POST or PATCH gets 429 with Retry-After until enough of them
+    are older. Completed uploads never count; a few interrupted pushes of large images do,
+    so a login every CI job shares needs room for them (0: no bound). Counted in each
+    replica's memory: N replicas let a client leave N times as much."""
     body_idle_timeout_seconds: Seconds = 60.0
     """A request body silent this long is cut (408)."""
     body_timeout_seconds: Seconds = 3600.0

@@ -33,6 +33,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
+from gateway.ecr.abandoned import AbandonedBytes
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
 from gateway.ecr.idle_trim import IdleTrim
@@ -51,6 +52,7 @@ from gateway.state.sessions import (
     SessionLimit,
     SessionStore,
     TailBudget,
+    TailsFull,
     UploadSession,
     owner_of,
 )
@@ -119,6 +121,8 @@ class ClientBounds:
 
     open_sessions: int = 0  # limits.max_open_uploads_per_client
     tail_bytes: int = 0  # limits.max_upload_tail_bytes_per_client
+    # limits.max_abandoned_upload_bytes_per_client, shared by every backend's uploads
+    abandoned: AbandonedBytes | None = None
 
 
 UNBOUNDED = ClientBounds()
@@ -132,6 +136,7 @@ class UploadManager:
         self._store = store
         self._max_open_per_client = bounds.open_sessions
         self._max_tail_per_client = bounds.tail_bytes
+        self._abandoned = bounds.abandoned or AbandonedBytes(0, 0.0)
         self._staging = staging
         self._policy = policy
         self._client_for = client_for
@@ -169,6 +174,7 @@ class UploadManager:
         429: asked before ECR is (a client at its limit costs no upstream call), and again
         as the session is stored (concurrent POSTs, other replicas)."""
         owner = owner_of(client) if client else None
+        self._abandoned.check(owner)
         limit = self._max_open_per_client if owner else 0
         if limit and owner and await self._store.owned(owner) >= limit:
             raise _too_many_open(limit)
@@ -288,21 +294,36 @@ class UploadManager:
         try:
             await self._save_bounded(session, tail, self._max_tail_per_client)
         except TailBudget as full:
-            assert acknowledged is not None, "only a request's own save makes a tail grow"
-            keep = max(acknowledged, session.committed)
             log.warning("upload %s: the client's unfinished uploads keep %d bytes of tails "
-                        "(limits.max_upload_tail_bytes_per_client): the upload stays at %d",
-                        session.id, full.args[0], keep)
-            tail = tail[:keep - session.committed]
-            session.received = keep
-            await asyncio.to_thread(self._staging.cut_back, session.id, keep)
-            await self._save_bounded(session, tail, 0)  # what the client was told: kept
+                        "(limits.max_upload_tail_bytes_per_client)", session.id, full.args[0])
+            await self._cut_back(session, tail, acknowledged)
+        except TailsFull as full:
+            log.warning("upload %s: unfinished uploads keep %d bytes of tails in the session "
+                        "store (limits.max_upload_tail_bytes)", session.id, full.args[0])
+            await self._cut_back(session, tail, acknowledged)
+            raise RequestRefused(oci.TOOMANYREQUESTS, {"upload": session.id},
+                                 message="the registry holds too many unfinished uploads' "
+                                         "bytes: send the chunk again later",
+                                 headers={"Retry-After": "10"}) from None
 
-    async def _save_bounded(self, session: UploadSession, tail: bytes, bound: int) -> None:
+    async def _cut_back(self, session: UploadSession, tail: bytes,
+                        acknowledged: int | None) -> None:
+        """Keep of a tail that does not fit what the client was told before this request."""
+        assert acknowledged is not None, "only a request's own save makes a tail grow"
+        keep = max(acknowledged, session.committed)
+        log.warning("upload %s stays at %d", session.id, keep)
+        session.received = keep
+        await asyncio.to_thread(self._staging.cut_back, session.id, keep)
+        # What the client was told: kept, past either bound.
+        await self._save_bounded(session, tail[:keep - session.committed], None)
+
+    async def _save_bounded(self, session: UploadSession, tail: bytes,
+                            bound: int | None) -> None:
+        """``bound``: the owner's (0: none), and the store's own; None: neither."""
         session.tail_staged = bool(tail) and self._store.process_local and \
             await asyncio.to_thread(self._staging.holds, session.id, session.received)
         await self._store.save(session, b"" if session.tail_staged else tail,
-                               max_owner_tail=bound)
+                               max_owner_tail=bound or 0, bounded=bound is not None)
 
     async def _tail(self, session: UploadSession) -> bytes:
         """The session's tail, from the store or the staging spool. A staged tail that is
@@ -332,6 +353,7 @@ class UploadManager:
     async def _write(self, name: str, upload_id: str, target: Target,
                      chunks: AsyncIterator[bytes], start: int | None,
                      staged: bool, client: str | None) -> UploadStatus:
+        self._abandoned.check(owner_of(client) if client else None)
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
             tail = await self._tail(session)
@@ -544,6 +566,10 @@ class UploadManager:
                    and layer.get("layerSize") == size for layer in answer.get("layers", []))
 
     async def _abandon(self, session: UploadSession) -> None:
+        """End an upload unfinished: what ECR holds of it stays there until ECR ends the
+        upload, and counts against its owner (gateway/ecr/abandoned.py)."""
+        if not session.completed:
+            self._abandoned.add(session.owner, session.committed)
         self._from_start.pop(session.id, None)
         await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)

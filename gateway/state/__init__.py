@@ -26,7 +26,8 @@ def session_store(config: Config) -> SessionStore:
                                  expire_after=max(idle * 2, idle + 300))
     from gateway.state.local import LocalSessionStore
 
-    return LocalSessionStore(config.data_path / "sessions")
+    return LocalSessionStore(config.data_path / "sessions",
+                             max_tail_bytes=config.limits.max_upload_tail_bytes)
 
 
 def cache_events(config: Config) -> CacheEvents:

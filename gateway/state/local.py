@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from ecr_model.private_files import NOFOLLOW, private_dir
-from gateway.state.sessions import SessionLimit, TailBudget, UploadSession
+from gateway.state.sessions import SessionLimit, TailBudget, TailsFull, UploadSession
 
 # File layout: 4-byte big-endian header length, JSON record, then the tail bytes.
 _HEADER = struct.Struct(">I")
@@ -21,8 +21,11 @@ _HEADER = struct.Struct(">I")
 class LocalSessionStore:
     process_local = True
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, max_tail_bytes: int = 0) -> None:
+        """``max_tail_bytes``: the tails all sessions' files may hold (0: no bound), on top
+        of each owner's bound (the spools' bound leaves tails here, on the same disk)."""
         self._dir = directory
+        self._max_tail_bytes = max_tail_bytes
         private_dir(self._dir)  # records hold the tails of uploads: private bytes
         self._records: dict[str, UploadSession] = {}
         # Only locks someone holds or waits for: an id nobody uses costs nothing, so random
@@ -32,6 +35,7 @@ class LocalSessionStore:
         self._owned: dict[str, set[str]] = {}
         # Session id -> the tail bytes its file holds (counted before the write).
         self._tails: dict[str, int] = {}
+        self._tail_total = 0  # the sum of _tails
         for path in self._dir.glob("*.session"):
             try:
                 session = self._read(path)[0]
@@ -40,9 +44,13 @@ class LocalSessionStore:
                 continue
             self._records[path.stem] = session
             if not session.tail_staged:
-                self._tails[path.stem] = session.tail_length
+                self._set_tail(path.stem, session.tail_length)
             if session.owner:
                 self._owned.setdefault(session.owner, set()).add(path.stem)
+
+    def _set_tail(self, session_id: str, length: int) -> None:
+        self._tail_total += length - self._tails.get(session_id, 0)
+        self._tails[session_id] = length
 
     def _path(self, session_id: str) -> Path:
         return self._dir / f"{session_id}.session"
@@ -107,7 +115,7 @@ class LocalSessionStore:
             return b""
 
     async def save(self, session: UploadSession, tail: bytes, *,
-                   max_owner_tail: int = 0) -> None:
+                   max_owner_tail: int = 0, bounded: bool = False) -> None:
         assert len(tail) == (0 if session.tail_staged else session.tail_length), \
             "tail must match the record"
         before = self._tails.get(session.id, 0)
@@ -116,16 +124,19 @@ class LocalSessionStore:
                        if other != session.id)
             if held + len(tail) > max_owner_tail:
                 raise TailBudget(held)
-        self._tails[session.id] = len(tail)  # before the write: concurrent saves see it
+        if bounded and self._max_tail_bytes and len(tail) > before and \
+                self._tail_total - before + len(tail) > self._max_tail_bytes:
+            raise TailsFull(self._tail_total)
+        self._set_tail(session.id, len(tail))  # before the write: concurrent saves see it
         try:
             await asyncio.to_thread(self._write, session, tail)
         except BaseException:
-            self._tails[session.id] = before
+            self._set_tail(session.id, before)
             raise
         self._records[session.id] = session
 
     async def delete(self, session_id: str) -> None:
-        self._tails.pop(session_id, None)
+        self._tail_total -= self._tails.pop(session_id, 0)
         session = self._records.pop(session_id, None)
         if session is not None:
             self._disown(session.owner, session_id)

@@ -247,7 +247,8 @@ class RedisSessionStore:
         return bytes(data) if data else b""
 
     async def save(self, session: UploadSession, tail: bytes, *,
-                   max_owner_tail: int = 0) -> None:
+                   max_owner_tail: int = 0, bounded: bool = False) -> None:
+        # No bound of its own over all owners: Redis's maxmemory is it.
         assert len(tail) == session.tail_length, "tail must match the record"
         held = self._held(session.id)
         expected = ("", "")

@@ -96,6 +96,11 @@ class TailBudget(Exception):
     saved)."""
 
 
+class TailsFull(Exception):
+    """The tails the store holds over all owners take its own bound (the local store's
+    ``limits.max_upload_tail_bytes``); this one was not saved."""
+
+
 class SessionStore(Protocol):
     # Whether only this process reads the records: a tail may then stay in its staging spool.
     process_local: bool
@@ -110,11 +115,14 @@ class SessionStore(Protocol):
     async def tail(self, session_id: str) -> bytes: ...
 
     async def save(self, session: UploadSession, tail: bytes, *,
-                   max_owner_tail: int = 0) -> None:
+                   max_owner_tail: int = 0, bounded: bool = False) -> None:
         """Store the record and its tail together: both or neither. With ``max_owner_tail``
         (0: no bound) and an owner, raise :class:`TailBudget` instead, nothing written, when
         the tails the store holds for the owner's sessions would pass it (checked and
-        counted in one step, however many replicas save at once)."""
+        counted in one step, however many replicas save at once). A ``bounded`` save (a
+        request's own, whose bytes the client was not yet told are received) also meets
+        the store's own bound over all owners, if it has one: :class:`TailsFull` instead
+        for a tail that grows past it."""
 
     async def delete(self, session_id: str) -> None: ...
 

@@ -7,7 +7,10 @@ for ``ECR_EMULATOR_UPLOAD_LIFETIME`` seconds and deletes its file."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -77,3 +80,68 @@ async def _push_still_works(client: OciClient, repo: str) -> None:
     data = os.urandom(PART + 7)
     digest = await client.push_blob(repo, data)
     assert await client.get_blob(repo, digest) == data
+
+
+async def test_a_client_that_keeps_cancelling_uploads_is_refused_before_ecr_fills(
+        tmp_path: Path, repo: str) -> None:
+    """Expiry bounds how long a cancelled upload's parts stay in ECR, not how fast one client
+    leaves them there: cycling POST, PATCH, DELETE it filled the emulator's disk at line rate
+    (about 200 GB in the embedded two hours). Past its bound of bytes sent for uploads that
+    ended unfinished (cancelled, or expired) the client gets 429 until they age out of the
+    window; completed pushes never count."""
+    idle = 4  # the window is twice as long
+    bound = 3 * PART
+    env = {"ECR_EMULATOR_PART_SIZE": str(PART)}  # the emulator's own lifetime: a day
+    config = {"uploads": {"idle_timeout_seconds": idle},
+              "limits": {"max_abandoned_upload_bytes_per_client": bound}}
+    with EmulatorProcess(tmp_path / "ecr", env=env) as upstream, \
+            GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
+        parts = upstream.data_dir / "uploads"
+        async with aiohttp.ClientSession() as session:
+            client = OciClient(session, gateway.url)
+            for _ in range(3):  # completed pushes of several parts each: not counted
+                await client.push_blob(repo, os.urandom(2 * PART + 1), chunk=PART + 1)
+            held_open = await client.start(repo)  # opened while under the bound
+
+            for _ in range(2):  # cancelled, one part each in ECR
+                reply = await client.patch(await client.start(repo), os.urandom(PART + 1), 0)
+                assert reply.status == 202, reply.body
+                async with session.delete(client.url(reply.headers["Location"])) as cancel:
+                    assert cancel.status == 204, await cancel.text()
+            left = await client.patch(await client.start(repo), os.urandom(PART + 1), 0)
+            assert left.status == 202, left.body  # left to expire: counted when it does
+            assert await _eventually(lambda: _gone(session, client, left.headers["Location"]),
+                                     6 * idle), "the idle session did not expire"
+
+            async with session.post(client.url(f"/v2/{repo}/blobs/uploads/")) as refused:
+                assert refused.status == 429, await refused.text()
+                assert (await refused.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+                retry_after = int(refused.headers["Retry-After"])
+                assert 1 <= retry_after <= 2 * idle
+            more = await client.patch(held_open, os.urandom(PART + 1), 0)
+            assert more.status == 429, more.body
+            # ECR holds the three unfinished parts, nothing of the refused requests.
+            assert sorted(_files(parts).values()) == [PART] * 3
+
+            # Once they are older than the window, the client pushes again.
+            assert await _eventually(lambda: _post_accepted(session, client, repo), 4 * idle)
+            await _push_still_works(client, repo)
+
+
+async def _eventually(done: Callable[[], Awaitable[bool]], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not await done():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
+async def _gone(session: aiohttp.ClientSession, client: OciClient, location: str) -> bool:
+    async with session.get(client.url(location)) as reply:
+        return reply.status == 404
+
+
+async def _post_accepted(session: aiohttp.ClientSession, client: OciClient, repo: str) -> bool:
+    async with session.post(client.url(f"/v2/{repo}/blobs/uploads/")) as reply:
+        return reply.status == 202

@@ -18,7 +18,7 @@ from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.staging import StagingStore
 from gateway.ecr.uploads import UploadManager
 from gateway.state.local import LocalSessionStore
-from gateway.state.sessions import SessionLimit, TailBudget, UploadSession, owner_of
+from gateway.state.sessions import SessionLimit, TailBudget, TailsFull, UploadSession, owner_of
 
 ALICE, BOB = owner_of("user:alice"), owner_of("user:bob")
 
@@ -112,3 +112,30 @@ async def test_an_owners_tails_in_the_store_stop_at_the_bound(tmp_path: Path) ->
         await _save_tail(again, first, 2001)
     await again.delete(second.id)
     await _save_tail(again, first, 3000)
+
+
+async def test_all_owners_tails_stop_at_the_stores_bound(tmp_path: Path) -> None:
+    """``max_tail_bytes``: over all owners, for a request's own (``bounded``) save that makes
+    a tail grow; a tail the client was already told of (moved out of its spool) is kept
+    past it, and the total is read back from the files after a restart."""
+    store = LocalSessionStore(tmp_path / "sessions", max_tail_bytes=3000)
+    alice, bob, carol = (_session(owner=owner) for owner in (ALICE, BOB, owner_of("user:c")))
+    for session in (alice, bob, carol):
+        await store.create(session)
+    for session, size in ((alice, 2000), (bob, 1000)):
+        session.received = size
+        await store.save(session, b"x" * size, bounded=True)
+    carol.received = 1
+    with pytest.raises(TailsFull):
+        await store.save(carol, b"x", bounded=True)
+    await store.save(carol, b"x")  # not a request's growth: kept
+    alice.received = 500
+    await store.save(alice, b"x" * 500, bounded=True)  # shrinks
+    again = LocalSessionStore(tmp_path / "sessions", max_tail_bytes=3000)
+    bob.received = 2499
+    await again.save(bob, b"x" * 2499, bounded=True)
+    bob.received = 2500
+    with pytest.raises(TailsFull):
+        await again.save(bob, b"x" * 2500, bounded=True)
+    await again.delete(alice.id)
+    await again.save(bob, b"x" * 2500, bounded=True)
