@@ -226,13 +226,38 @@ class EcrBackend:
                                          lambda: self._check_layer(target, digest))
 
     async def _check_layer(self, target: Target, digest: str) -> int | None:
+        since = self.caches.blob_epoch()  # an image deleted meanwhile: the answer is not kept
         answer = await self._call(target, "BatchCheckLayerAvailability", layerDigests=[digest])
         for layer in answer.get("layers", []):
             if layer.get("layerAvailability") == "AVAILABLE":
                 size = int(layer.get("layerSize", 0))
-                self.caches.remember_member(target.key, digest, size)
+                self.caches.remember_member(target.key, digest, size, since=since)
                 return size
         return None
+
+    async def serves_kept_copy(self, ctx: RequestContext, digest: str) -> bool:
+        """Whether a read of ``digest`` may be answered from a copy kept by digest: only
+        if ECR serves it to this caller now. ECR serves a layer only while an image of the
+        repository references it, and a layer check (:meth:`stat_blob`) goes on finding
+        one whose images were deleted (a layer deleted for the secret it held, say). A blob
+        held but not served is read as :meth:`locate_blob` says: a staged copy of a blob
+        pushed but not referenced yet, or ECR's refusal."""
+        target = self._target(ctx)
+        if digest == EMPTY_SHA256 or self.caches.referenced(target.key, digest):
+            return True
+        if self.caches.url(target.key, digest) is not None:
+            return True
+        try:
+            await self._url_calls.do((target.key, digest),
+                                     lambda: self._download_url(target, digest))
+            return True  # its URL is kept for the read that follows a miss
+        except EcrError as exc:
+            if exc.code != "LayersNotFoundException":
+                raise
+        except OciError as exc:  # an ECR Public endpoint's answer
+            if exc.error is not oci.BLOB_UNKNOWN:
+                raise
+        return False
 
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation:
@@ -304,9 +329,10 @@ class EcrBackend:
                 await asyncio.to_thread(self._staging.discard, upload)  # its upload is over
 
     async def _download_url(self, target: Target, digest: str) -> str:
+        since = self.caches.blob_epoch()
         answer = await self._call(target, "GetDownloadUrlForLayer", layerDigest=digest)
         url = answer["downloadUrl"]
-        self.caches.remember_url(target.key, digest, url)
+        self.caches.remember_url(target.key, digest, url, since=since)
         return url
 
     # -- uploads ----------------------------------------------------------------------------
@@ -455,6 +481,7 @@ class EcrBackend:
         # a tag pull (OCI → Docker schema 2, a new digest), so such an answer is what the tag
         # points to for clients with the same Accept set only, never for every other client.
         since = self.caches.version(target.key)  # a change meanwhile: the answer is not kept
+        blobs_since = self.caches.blob_epoch()
         answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
                                   acceptedMediaTypes=list(accepted or MANIFEST_TYPES))
         images = answer.get("images", [])
@@ -469,17 +496,19 @@ class EcrBackend:
         manifest = Manifest(body, media_type, digest)
         tag = None if is_digest(reference) else reference
         self.caches.remember(target.key, manifest, tag, accepted, since=since)
-        await self._remember_blobs(target, manifest)
+        await self._remember_blobs(target, manifest, blobs_since)
         return manifest
 
-    async def _remember_blobs(self, target: Target, manifest: Manifest) -> None:
-        """ECR holds an image only with all of its layers: the repository has these blobs."""
+    async def _remember_blobs(self, target: Target, manifest: Manifest, since: int) -> None:
+        """ECR holds an image only with all of its layers: the repository has these blobs
+        (as of ``since``, the blob epoch the manifest's read started from)."""
         try:
             parsed = await off_loop(parse_manifest, manifest.body, manifest.media_type)
         except OciError:
             return  # not an image manifest the gateway understands; nothing learned
         for blob in parsed.blobs:
-            self.caches.remember_member(target.key, blob.digest, blob.size)
+            self.caches.remember_member(target.key, blob.digest, blob.size, since=since,
+                                        referenced=True)
 
     async def put_manifest(self, ctx: RequestContext, reference: str, body: bytes,
                            parsed: ParsedManifest) -> str:
@@ -557,6 +586,7 @@ class EcrBackend:
                             sizes: dict[str, int]) -> None:
         """Add the sizes of the layers of ``unknown`` the repository holds to ``sizes``, up
         to the first batch that lacks one."""
+        since = self.caches.blob_epoch()
         async with contextlib.aclosing(self._batched(
                 target, "BatchCheckLayerAvailability", "layerDigests", unknown)) as batches:
             async for asked, answer in batches:
@@ -564,7 +594,8 @@ class EcrBackend:
                     if layer.get("layerAvailability") == "AVAILABLE":
                         size = int(layer.get("layerSize", 0))
                         sizes[layer["layerDigest"]] = size
-                        self.caches.remember_member(target.key, layer["layerDigest"], size)
+                        self.caches.remember_member(target.key, layer["layerDigest"], size,
+                                                    since=since)
                 if any(digest not in sizes for digest in asked):
                     return
 

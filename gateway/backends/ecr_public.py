@@ -98,9 +98,10 @@ class EcrPublicBackend(EcrBackend):
         if target.route.registry_alias != "":
             return await super()._check_layer(target, digest)
         # A mirror of others' ECR Public repositories: only their endpoint can tell.
+        since = self.caches.blob_epoch()
         size = await self.public.blob_size(target, digest)
         if size is not None:
-            self.caches.remember_member(target.key, digest, size)
+            self.caches.remember_member(target.key, digest, size, since=since)
         return size
 
     async def _check_layers(self, target: Target, unknown: list[str],
@@ -114,8 +115,9 @@ class EcrPublicBackend(EcrBackend):
                 sizes[digest] = size
 
     async def _download_url(self, target: Target, digest: str) -> str:
+        since = self.caches.blob_epoch()
         url = await self.public.blob_url(target, digest)
-        self.caches.remember_url(target.key, digest, url)
+        self.caches.remember_url(target.key, digest, url, since=since)
         return url
 
     # -- manifests --------------------------------------------------------------------------
@@ -123,10 +125,11 @@ class EcrPublicBackend(EcrBackend):
     async def _fetch_manifest(self, target: Target, reference: str,
                               accepted: tuple[str, ...] | None = None) -> Manifest:
         since = self.caches.version(target.key)  # a change meanwhile: the answer is not kept
+        blobs_since = self.caches.blob_epoch()
         manifest = await self.public.manifest(target, reference)
         self.caches.remember(target.key, manifest, None if is_digest(reference) else reference,
                              since=since)
-        await self._remember_blobs(target, manifest)
+        await self._remember_blobs(target, manifest, blobs_since)
         return manifest
 
     async def _read_manifests(self, target: Target, unknown: list[str],

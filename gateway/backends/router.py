@@ -75,6 +75,9 @@ class BackendRouter:
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
         return await self.backend(ctx).stat_blob(ctx, digest)
 
+    async def serves_kept_copy(self, ctx: RequestContext, digest: str) -> bool:
+        return await self.backend(ctx).serves_kept_copy(ctx, digest)
+
     def pulls_through(self, ctx: RequestContext, digest: str) -> bool:
         return False  # storage alone: a pull-through wraps it (gateway/pullthrough/backend.py)
 

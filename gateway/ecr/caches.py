@@ -21,7 +21,15 @@ read started from (it is still returned to the request that asked).
   to expire; in proxy mode a 403 from the URL's host asks for a new one.
 * membership: which blobs a repository holds, learned from the manifests it served (ECR
   accepts an image only when its repository holds every layer) and from layer checks. It
-  lets a blob served from the local blob cache skip the upstream check.
+  lets a blob served from the local blob cache skip the upstream check, if it was learned
+  from a manifest: ECR serves a layer only while an image references it, though a layer
+  check goes on finding one whose images were deleted.
+
+Download URLs and membership outlive no image deletion told to this process (through it, by
+any identity, or by another replica's notice): a deletion in a repository counts in
+:meth:`PullCaches.blob_epoch`, and such an answer is served only if it was read from ECR
+after the last deletion in its repository (a layer deleted with its image, one that held a
+leaked secret say, is asked ECR about again, which refuses it once no image references it).
 
 Keys name the ECR repository (``Target.key``: registry id, region, repository), so one
 repository's answers are never served for another. Every lookup counts a hit or a miss in
@@ -62,8 +70,10 @@ V = TypeVar("V")
 # read that started before that then keeps nothing, see PullCaches.version).
 CHANGES_KEPT = 100_000
 
-# How long what a repository holds is remembered. Images can be deleted; a blob of a deleted
-# image may then still be served for this long (as from a CDN), never bytes of another digest.
+# How long what a repository holds is remembered. Images can be deleted behind the gateway
+# (in ECR itself, a lifecycle rule); a blob of such an image may then still be served for this
+# long (as from a CDN), never bytes of another digest. A deletion the gateway is told of
+# ends it at once (PullCaches.blob_epoch).
 MEMBERSHIP_SECONDS = 300.0
 
 
@@ -105,6 +115,22 @@ def _item_size(item: tuple[object, int]) -> int:
     return item[1]
 
 
+class _Deletions(LRUCache[RepoKey, int]):
+    """Repository -> the number of its last image deletion. One forgotten (the least
+    recently changed, beyond CHANGES_KEPT) raises ``floor``: a repository not found counts
+    as deleted from at ``floor``, so no answer it stood against is served again."""
+
+    floor = 0
+
+    def popitem(self) -> tuple[RepoKey, int]:
+        key, number = super().popitem()
+        self.floor = max(self.floor, number)
+        return key, number
+
+    def last(self, repo: RepoKey) -> int:
+        return max(self.get(repo, 0), self.floor)
+
+
 class PullCaches:
     def __init__(self, config: CacheConfig) -> None:
         # (manifest, monotonic time ECR last returned it)
@@ -117,15 +143,17 @@ class PullCaches:
         self.tags: TTLCache[tuple[RepoKey, str], dict[Accepted, str]] | None = (
             TTLCache(maxsize=100_000, ttl=config.tag_ttl_seconds)
             if config.tag_ttl_seconds > 0 else None)
-        # (url, monotonic deadline): the URL's own lifetime may be shorter than the TTL
-        self.urls: TTLCache[tuple[RepoKey, str], tuple[str, float]] = TTLCache(
+        # (url, monotonic deadline, blob epoch read at): the URL's own lifetime may be
+        # shorter than the TTL
+        self.urls: TTLCache[tuple[RepoKey, str], tuple[str, float, int]] = TTLCache(
             maxsize=100_000, ttl=max(config.download_url_ttl_seconds, 0.001))
         self._url_ttl = config.download_url_ttl_seconds
-        # (repository, digest) → size of a blob the repository holds
-        self.members: TTLCache[tuple[RepoKey, str], int] = TTLCache(
+        # (repository, digest) → (size of a blob the repository holds, blob epoch read at,
+        # whether learned from an image that references it)
+        self.members: TTLCache[tuple[RepoKey, str], tuple[int, int, bool]] = TTLCache(
             maxsize=1_000_000, ttl=MEMBERSHIP_SECONDS)
         # The same for the views of callers' own keys, trusted as long as a manifest
-        self._caller_members: TTLCache[tuple[RepoKey, str], int] = TTLCache(
+        self._caller_members: TTLCache[tuple[RepoKey, str], tuple[int, int, bool]] = TTLCache(
             maxsize=1_000_000, ttl=min(MEMBERSHIP_SECONDS,
                                        max(config.manifest_revalidate_seconds, 0.001)))
         # Repository -> the number of its last change (tags moved or removed, images
@@ -134,7 +162,10 @@ class PullCaches:
         self._changes: LRUCache[RepoKey, int] = LRUCache(maxsize=CHANGES_KEPT)
         # Repository -> the callers' views of it that answers were cached for.
         self._views: LRUCache[RepoKey, set[RepoKey]] = LRUCache(maxsize=CHANGES_KEPT)
+        # The blob answers' counterpart: the last image deletion in each repository.
+        self._deletions = _Deletions(maxsize=CHANGES_KEPT)
         self._numbers = itertools.count(1)
+        self._issued = 0  # the last number taken from _numbers
         self._flushes = 0
 
     def version(self, repo: RepoKey) -> tuple[int, int]:
@@ -145,7 +176,24 @@ class PullCaches:
     def changed(self, repo: RepoKey) -> None:
         """``repo`` changed (here, or told by another replica): answers being read now, by
         any identity, may predate it."""
-        self._changes[shared_repo(repo)] = next(self._numbers)
+        self._changes[shared_repo(repo)] = self._next_number()
+
+    def _next_number(self) -> int:
+        self._issued = next(self._numbers)
+        return self._issued
+
+    def blob_epoch(self) -> int:
+        """What a read of blob answers (a download URL, a layer check) from ECR starts from:
+        the answer is served only if no image of its repository was deleted since."""
+        return self._issued
+
+    def _deleted_from(self, repo: RepoKey) -> None:
+        self._deletions[shared_repo(repo)] = self._next_number()
+
+    def _current(self, repo: RepoKey, read_at: int) -> bool:
+        """Whether a blob answer read at ``read_at`` postdates the last deletion in
+        ``repo`` (in any identity's view of it)."""
+        return read_at >= self._deletions.last(shared_repo(repo))
 
     def views(self, repo: RepoKey) -> list[RepoKey]:
         """``repo`` and every caller's view of the same repository cached here."""
@@ -205,9 +253,11 @@ class PullCaches:
                 self.tags.pop((view, tag), None)
 
     def forget_manifest(self, repo: RepoKey, digest: str) -> None:
-        """A deleted image: its manifest and every tag that pointed at it, in every
-        identity's view."""
+        """A deleted image: its manifest, every tag that pointed at it, and the repository's
+        download URLs and membership (its layers may be gone with it), in every identity's
+        view."""
         self.changed(repo)
+        self._deleted_from(repo)
         views = self.views(repo)
         for view in views:
             self.manifests.pop((view, digest))
@@ -220,6 +270,7 @@ class PullCaches:
         """Forget every answer that another writer may have made wrong (used when this
         process may have missed other replicas' notices), and every answer on its way."""
         self._flushes += 1
+        self._deletions.floor = self._next_number()  # a deletion anywhere may have been missed
         for key in self.manifests.keys():
             self.manifests.pop(key)
         if self.tags is not None:
@@ -235,11 +286,14 @@ class PullCaches:
         if self._url_ttl <= 0:
             return None
         found = self.urls.get((repo, digest))
-        url = found[0] if found is not None and time.monotonic() < found[1] else None
+        url = found[0] if found is not None and time.monotonic() < found[1] and self._current(
+            repo, found[2]) else None
         cache_event("download_url", "hit" if url is not None else "miss")
         return url
 
-    def remember_url(self, repo: RepoKey, digest: str, url: str) -> None:
+    def remember_url(self, repo: RepoKey, digest: str, url: str, *,
+                     since: int | None = None) -> None:
+        """``since``: the :meth:`blob_epoch` the read from ECR started from."""
         if self._url_ttl <= 0:
             return
         keep = self._url_ttl
@@ -249,18 +303,32 @@ class PullCaches:
         if remaining is not None:
             keep = min(keep, remaining / 2)
         if keep > 0:
-            self.urls[(repo, digest)] = (url, time.monotonic() + keep)
+            self.urls[(repo, digest)] = (url, time.monotonic() + keep,
+                                         self._issued if since is None else since)
 
     def member_size(self, repo: RepoKey, digest: str) -> int | None:
         """The size of a blob the repository is known to hold (None: not known)."""
-        size = self._members_of(repo).get((repo, digest))
+        found = self._members_of(repo).get((repo, digest))
+        size = found[0] if found is not None and self._current(repo, found[1]) else None
         cache_event("membership", "hit" if size is not None else "miss")
         return size
 
-    def remember_member(self, repo: RepoKey, digest: str, size: int) -> None:
-        self._members_of(repo)[(repo, digest)] = size
+    def referenced(self, repo: RepoKey, digest: str) -> bool:
+        """Whether an image of the repository was found naming the blob (ECR serves it)."""
+        found = self._members_of(repo).get((repo, digest))
+        known = found is not None and found[2] and self._current(repo, found[1])
+        cache_event("membership", "hit" if known else "miss")
+        return known
 
-    def _members_of(self, repo: RepoKey) -> TTLCache[tuple[RepoKey, str], int]:
+    def remember_member(self, repo: RepoKey, digest: str, size: int, *,
+                        since: int | None = None, referenced: bool = False) -> None:
+        """``since``: the :meth:`blob_epoch` the read from ECR started from (None: what
+        this gateway learned just now); ``referenced``: learned from an image naming it."""
+        self._members_of(repo)[(repo, digest)] = (size, self._issued if since is None
+                                                  else since, referenced)
+
+    def _members_of(self, repo: RepoKey
+                    ) -> TTLCache[tuple[RepoKey, str], tuple[int, int, bool]]:
         return self._caller_members if callers_view(repo) else self.members
 
 

@@ -91,6 +91,12 @@ class Registry(Protocol):
         """Whether a miss of this blob is read from an upstream registry (a pull-through
         mirror), which then says whether the repository holds it."""
 
+    async def serves_kept_copy(self, ctx: RequestContext, digest: str) -> bool:
+        """Whether a read of the blob may be answered from a copy kept by digest (the
+        blob cache, another replica's): only if storage would serve it to the caller now,
+        which the repository holding it (:meth:`stat_blob`) does not always mean. A blob
+        held but not served is read as :meth:`locate_blob` says."""
+
     async def locate_blob(self, ctx: RequestContext, digest: str, *,
                           fresh: bool = False) -> BlobLocation: ...
 

@@ -84,25 +84,30 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
     check: _Check | None = None
     if cache is not None:
         whole = not asks_range(request.headers.get("Range"))
-        allowed: bool | None = None
+        served: bool | None = None  # storage serves it to this caller (a kept copy may too)
 
-        async def authorize(*, count: bool = True) -> None:
+        async def authorize(*, count: bool = True) -> bool:
             # The cache holds bytes by digest for every repository; whether this repository
             # may read them is the backend's answer (usually known without an upstream
             # call), asked before a cached copy, or a fill of one, is touched: a read refused
             # here must not open, verify, reorder or wait for another repository's copy, nor
             # count a hit, any of which would tell the caller that the copy exists.
-            nonlocal allowed
-            if allowed is None:
-                allowed = await backend.stat_blob(request_context(request), digest) is not None
-            if not allowed:
-                if count:
-                    cache.count_refused()
-                raise OciError(BLOB_UNKNOWN, {"digest": digest})
+            # False: the repository holds the blob but storage does not serve it (its
+            # images deleted, or pushed and not referenced yet): read as without a cache.
+            nonlocal served
+            if served is None:
+                ctx = request_context(request)
+                answer = await backend.serves_kept_copy(ctx, digest)
+                if not answer and await backend.stat_blob(ctx, digest) is None:
+                    if count:
+                        cache.count_refused()
+                    raise OciError(BLOB_UNKNOWN, {"digest": digest})
+                served = answer
+            return served
 
         while True:
-            if cache.known(digest):
-                await authorize()
+            if cache.known(digest) and not await authorize():
+                break
             cached = await cache.open(digest)
             if cached is not None:
                 return await send_file(request, cached.file, cached.size, headers,
@@ -115,8 +120,9 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
             # reads of any blob it can name in repositories it cannot read. A blob read
             # through from an upstream registry is the upstream's to refuse (asking here
             # would wait for its copy).
-            if not backend.pulls_through(request_context(request), digest):
-                await authorize(count=False)  # the cache's lookup counted the miss
+            if not backend.pulls_through(request_context(request), digest) and \
+                    not await authorize(count=False):  # the cache's lookup counted the miss
+                break
             # One read of a cold blob fetches it; the others wait and take the cached copy
             # (or, if that fill failed or does not keep up, read on their own).
             check = cache.claim(digest)
@@ -150,8 +156,11 @@ async def _read_once(request: web.Request, name: str, digest: str, headers: dict
     cache = request.app[BLOB_CACHE]
     async with locks.first(digest, filled_elsewhere, cache.stall_watch(fill)) as mine:
         if not mine:
-            if await registry(request).stat_blob(request_context(request), digest) is None:
-                raise OciError(BLOB_UNKNOWN, {"digest": digest})
+            ctx = request_context(request)
+            if not await registry(request).serves_kept_copy(ctx, digest):
+                if await registry(request).stat_blob(ctx, digest) is None:
+                    raise OciError(BLOB_UNKNOWN, {"digest": digest})
+                holders.clear()  # held, not served: storage answers, not others' copies
             proof = await peers.proof(digest)
             for holder in holders:
                 try:

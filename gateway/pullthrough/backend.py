@@ -577,6 +577,12 @@ class PullThrough:
         tee verifies (any other would reach clients unchecked)."""
         return self._mirror(ctx) if digest.startswith("sha256:") else None
 
+    async def serves_kept_copy(self, ctx: RequestContext, digest: str) -> bool:
+        """A mirrored blob the repository holds is the upstream's to serve."""
+        if self._blob_source(ctx, digest) is None:
+            return await self._inner.serves_kept_copy(ctx, digest)
+        return await self.stat_blob(ctx, digest) is not None
+
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
         mirror = self._blob_source(ctx, digest)
         if mirror is None:

@@ -345,3 +345,18 @@ async def replication_statuses(ecr: Any, repository: str, image_id: dict[str, st
         if all(s["status"] != "IN_PROGRESS" for s in statuses) or time.monotonic() > deadline:
             return statuses
         await asyncio.sleep(0.05)
+
+
+def writer_and_reader(emulator: EmulatorProcess) -> tuple[tuple[str, str], tuple[str, str]]:
+    """Two new identities of ``emulator`` (access key id, secret), each allowed every ECR
+    action: a writer and a reader whose cached views of one repository can differ."""
+    run = secrets.token_hex(4).upper()
+    writer = (f"AKIDWRITER{run}", f"secret-{secrets.token_hex(16)}")
+    reader = (f"AKIDREADER{run}", f"secret-{secrets.token_hex(16)}")
+    for key in (writer, reader):
+        emulator.add_key(*key)
+    policies: dict[str, Any] = emulator.control("GET", "policies")["policies"]
+    allow_all = [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]
+    emulator.control("PUT", "policies", {**policies, writer[0]: allow_all,
+                                         reader[0]: allow_all})
+    return writer, reader

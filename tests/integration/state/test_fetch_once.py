@@ -59,8 +59,11 @@ async def test_concurrent_first_reads_on_replicas_fetch_each_blob_once(
             assert all(body == layer for body, (_, layer) in zip(bodies, reads, strict=True))
             fetched = Counter(d["digest"] for d in downloads(upstream))
             assert fetched == Counter(sha256(layer) for layer in image.layers), fetched
-            assert ecr_calls(upstream, image.name)["GetDownloadUrlForLayer"] == \
-                len(image.layers)
+            # Each replica asks once whether storage serves the blob to its caller (a
+            # download URL, which the fetching replica then reads): nothing more.
+            calls = ecr_calls(upstream, image.name)
+            assert calls["GetDownloadUrlForLayer"] == len(replicas) * len(image.layers)
+            assert calls["BatchCheckLayerAvailability"] == 0
             shared = 0.0
             for gw in replicas:
                 async with session.get(f"{gw.url}/metrics") as r:

@@ -12,14 +12,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiohttp
 import pytest
 
 from tests.integration.auth.helpers import basic
 from tests.integration.state.conftest import redis_server, redis_state, replica
-from tests.support.emulator import EmulatorProcess
+from tests.support.emulator import EmulatorProcess, writer_and_reader
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient
 
@@ -57,15 +57,7 @@ async def _tags(session: aiohttp.ClientSession, url: str) -> list[str]:
 async def test_one_identitys_changes_reach_anothers_cached_view(
         upstream: EmulatorProcess, tmp_path: Path, request: pytest.FixtureRequest,
         replicas: int) -> None:
-    run = uuid.uuid4().hex[:8].upper()
-    writer = (f"AKIDWRITER{run}", f"secret-{uuid.uuid4().hex}")
-    reader = (f"AKIDREADER{run}", f"secret-{uuid.uuid4().hex}")
-    for key in (writer, reader):
-        upstream.add_key(*key)
-    policies: dict[str, Any] = upstream.control("GET", "policies")["policies"]
-    allow_all = [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}]
-    upstream.control("PUT", "policies", {**policies, writer[0]: allow_all,
-                                         reader[0]: allow_all})
+    writer, reader = writer_and_reader(upstream)
     # Kept for a minute: without the change reaching them, the reader's answers stay stale.
     config = {"auth": {"mode": "aws"},
               "cache": {"tag_ttl_seconds": 60, "manifest_revalidate_seconds": 60}}
