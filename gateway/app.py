@@ -107,7 +107,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         await request.app[SESSIONS].ping()
     except Exception as exc:  # any failure means not ready: which step, not its details
         # The details (addresses, errors) go to the log: anyone may ask /readyz.
-        log.warning("not ready: %s: %s", step, str(exc)[:300])
+        # "(step)": a step's last word followed by a colon reads as a credential's name to the
+        # log's redaction ("token: An error occurred" would lose its first word)
+        log.warning("not ready (%s): %s", step, str(exc)[:300])
         return web.json_response({"status": "unavailable", "reason": step},
                                  status=503, headers={"Retry-After": "1"})
     return web.json_response({"status": "ready"})

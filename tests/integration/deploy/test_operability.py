@@ -200,8 +200,11 @@ async def test_readyz_follows_the_upstream_and_the_state_store(
                     assert (await r.json())["reason"] == "no ECR authorization token"
                 if await gateway.logged("not authorized", 1.0):
                     break
-        assert any("not authorized" in line for line in gateway.log_lines), \
-            [line for line in gateway.log_lines if "not ready" in line]
+        reasons = [line for line in gateway.log_lines if "not ready" in line]
+        assert any("not authorized" in line for line in gateway.log_lines), reasons
+        # the step and the whole of IAM's answer, none of it masked as if it were a secret
+        assert any("not ready (no ECR authorization token): " in line and "***" not in line
+                   for line in reasons), reasons
 
 
 def _deny_all(emulator: EmulatorProcess, key: str) -> None:
