@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib.metadata
 import logging
 import math
@@ -259,6 +260,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         sock = _bind(config.listen_host, config.listen_port)
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason += (" (another process listens there, perhaps a gateway already running:"
+                       " stop it, or choose another address with --listen or listen:)")
         print(f"ecr-gateway: cannot listen on {address}: {reason}", file=sys.stderr)
         return 1
     # Absolute from here on: every log line and every component names the same folder,

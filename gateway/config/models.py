@@ -253,6 +253,15 @@ class UpstreamConfig(Section):
     endpoint. Off: https to globally routable addresses only, besides the configured
     endpoints' own origins; loopback, link-local and metadata addresses never."""
 
+    @model_validator(mode="after")
+    def _endpoints_need_aws(self) -> Self:
+        # the embedded emulator replaces them, so a configured endpoint would go unused
+        for key in ("endpoint_url", "public_endpoint_url"):
+            if self.mode == "embedded" and getattr(self, key):
+                raise ConfigError(key, "is called only with upstream.mode: aws (the embedded"
+                                       " emulator has its own); set upstream.mode: aws")
+        return self
+
 
 class StagingConfig(Section):
     """Uploaded blobs kept locally until an image references them (ECR cannot serve them)."""

@@ -9,7 +9,13 @@ from typing import Any
 
 import aiohttp
 from botocore import xform_name
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, ParamValidationError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    ParamValidationError,
+)
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError, oci_error_for
@@ -20,6 +26,10 @@ from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 
 log = logging.getLogger(__name__)
+
+NO_CREDENTIALS = ("the gateway has no AWS credentials: set upstream.access_key_id and"
+                  " upstream.secret_access_key, or give it the AWS_* environment, a profile"
+                  " or an instance role")
 
 
 @dataclass(frozen=True)
@@ -140,6 +150,10 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         raise EcrError(action, code, error.get("Message", ""), exc.response) from exc
     except ParamValidationError as exc:
         raise _bad_parameters(exc, action) from exc
+    except NoCredentialsError as exc:
+        # a setup mistake, not an outage: name what would fix it
+        raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
+                       message=NO_CREDENTIALS, headers={"Retry-After": "1"}) from exc
     except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
                        message=f"upstream ECR unreachable: {type(exc).__name__}",

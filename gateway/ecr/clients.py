@@ -8,15 +8,21 @@ client API is a thin wrapper over aiobotocore's ``create_client``, so nothing is
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import CredentialRetrievalError
 
 from gateway.ecr import partbody
+from gateway.oci import errors as oci
+from gateway.oci.errors import OciError
 from gateway.oci.request import Credentials
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ClientFactory", "Credentials", "Upstream"]
 
@@ -65,7 +71,15 @@ class ClientFactory:
                     aws_session_token=upstream.session_token,
                     config=self._config,
                 )
-                client = await context.__aenter__()
+                try:
+                    client = await context.__aenter__()
+                except CredentialRetrievalError as exc:
+                    # a setup mistake of this gateway: the operator reads why in the log
+                    log.warning("cannot get AWS credentials: %s", exc)
+                    raise OciError(oci.UNAVAILABLE, {},
+                                   message="the gateway could not get AWS credentials"
+                                           " (its log says why)",
+                                   headers={"Retry-After": "1"}) from exc
                 partbody.install(client)  # UploadLayerPart bodies without stdlib json
                 self._contexts[upstream] = context
                 self._clients[upstream] = client

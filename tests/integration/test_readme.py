@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,12 +34,9 @@ def _section(title: str) -> str:
     return text[start:end if end != -1 else len(text)]
 
 
-def test_the_shared_endpoint_walkthrough_runs_as_written(tmp_path: Path) -> None:
-    require_tool("skopeo")
-    require_tool("htpasswd")
-    blocks = RUNNABLE.findall(_section("A shared endpoint with logins in 5 minutes"))
-    assert len(blocks) >= 4, "the walkthrough lost its runnable blocks"
-    port = free_port()
+def _run_walkthrough(tmp_path: Path, blocks: list[str], port: int,
+                     timeout: float = 180) -> tuple[int, str]:
+    """The blocks as one bash script on ``port`` instead of 5000: its exit status and output."""
     script = "set -euo pipefail\n" + "\n".join(blocks).replace("127.0.0.1:5000",
                                                                 f"127.0.0.1:{port}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
@@ -49,19 +47,37 @@ def test_the_shared_endpoint_walkthrough_runs_as_written(tmp_path: Path) -> None
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
-        output, _ = process.communicate(timeout=180)
+        output, _ = process.communicate(timeout=timeout)
     finally:
         # whatever the script left behind (the gateway and its emulator) goes with it
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert process.returncode == 0, output[-4000:]
+    return process.returncode, output
+
+
+def test_the_shared_endpoint_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    require_tool("skopeo")
+    require_tool("htpasswd")
+    blocks = RUNNABLE.findall(_section("A shared endpoint with logins in 5 minutes"))
+    assert len(blocks) >= 4, "the walkthrough lost its runnable blocks"
+    returncode, output = _run_walkthrough(tmp_path, blocks, free_port())
+    assert returncode == 0, output[-4000:]
     assert "gateway.yaml is valid" in output
     assert "alice may not push to team-b/app: denied, as the rules say" in output
     assert re.search(r'"Digest": "sha256:[0-9a-f]{64}"', output), output[-2000:]
     log = (tmp_path / "gw-demo" / "gateway.log").read_text()
     assert "Traceback" not in log and " WARNING " not in log, log[-3000:]
+
+
+def test_the_walkthrough_stops_and_says_why_when_its_port_is_taken(tmp_path: Path) -> None:
+    """The wait for the gateway ends when it could not start, its log shown."""
+    require_tool("htpasswd")
+    blocks = RUNNABLE.findall(_section("A shared endpoint with logins in 5 minutes"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        _, output = _run_walkthrough(tmp_path, blocks[:2], taken.getsockname()[1], timeout=60)
+    assert "cannot listen on" in output and "in use" in output, output[-2000:]
 
 
 async def _anonymous_pull(session: aiohttp.ClientSession, url: str) -> int:

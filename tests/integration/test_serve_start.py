@@ -1,17 +1,23 @@
 """What ``ecr-gateway serve`` says at start and about its clients' probes: a taken port is one
-line, the data directory is named absolute, a TLS probe on the plain port is no warning."""
+line, the data directory is named absolute, a TLS probe on the plain port is no warning, a
+missing AWS credential is named."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 
 
@@ -27,6 +33,7 @@ def test_a_port_in_use_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("ecr-gateway: ") and f"127.0.0.1:{port}" in lines[0], lines
     assert "in use" in lines[0]
+    assert "--listen" in lines[0], "the refusal does not say how to choose another address"
     assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
     # The embedded emulator was never started: it would have made its data folder.
     assert not (tmp_path / "data" / "emulator").exists()
@@ -95,3 +102,29 @@ def test_a_configuration_that_is_not_yaml_is_refused_without_quoting_it(
             assert re.search(rf"{re.escape(str(path))}:\d+:\d+: ", result.stderr), (
                 name, command[0], result.stderr)
             assert "is not valid YAML" in result.stderr and "Traceback" not in output
+
+
+@pytest.mark.parametrize("chain,expected", [
+    ({}, "upstream.access_key_id"),
+    # a container credential endpoint that answers nothing
+    ({"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/credentials"}, "its log"),
+])
+def test_a_gateway_without_aws_credentials_says_so(upstream: EmulatorProcess, tmp_path: Path,
+                                                   chain: dict[str, str],
+                                                   expected: str) -> None:
+    """``upstream.mode: aws`` with nothing usable in the credential chain: a 503 that says
+    what is missing, never a 500."""
+    nowhere = str(tmp_path / "absent")
+    env = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+           "AWS_SHARED_CREDENTIALS_FILE": nowhere, "AWS_CONFIG_FILE": nowhere,
+           "AWS_EC2_METADATA_DISABLED": "true", **chain}
+    config = {"upstream": {"mode": "aws", "endpoint_url": upstream.url}}
+    with GatewayProcess(tmp_path / "gw", config, env=env) as gateway:
+        try:
+            urllib.request.urlopen(f"{gateway.url}/v2/a/b/tags/list", timeout=60)
+            raise AssertionError("answered without credentials")
+        except urllib.error.HTTPError as refused:
+            status, body = refused.code, json.loads(refused.read())
+    assert status == 503, body
+    message = body["errors"][0]["message"]
+    assert "AWS credentials" in message and expected in message, message

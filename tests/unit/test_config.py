@@ -38,6 +38,10 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     ("routes:\n  - prefix: a\n    repository:\n      image_tag_mutability: SOMETIMES\n",
      "routes[0].repository.image_tag_mutability"),
     ("- just a list\n", "(top level)"),
+    # the embedded emulator would replace the endpoint without a word
+    ("upstream:\n  endpoint_url: http://127.0.0.1:4566\n", "upstream.endpoint_url"),
+    ("upstream:\n  public_endpoint_url: http://127.0.0.1:4566\n",
+     "upstream.public_endpoint_url"),
 ])
 def test_bad_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
     path = tmp_path / "c.yaml"
