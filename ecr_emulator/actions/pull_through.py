@@ -13,10 +13,11 @@ upstream again until its last check is ``pull_through_refresh_seconds`` old (24 
 "checks the upstream registry for a new version of the image with that specific tag and
 attempts to update the image in your private registry at least once every 24 hours"); a pull
 by that tag then asks the upstream which image it names and caches it if it is another (an
-upstream that cannot tell leaves the cached image served, and the next pull asks again; an
-immutable tag does not move). As in ECR, an image asked for by digest alone is not fetched
-(its first pull must be by tag: containers-roadmap #2837): ImageNotFound, unless it is cached
-already (an index's children come with the index). An imported image brings its referrers
+upstream that cannot tell leaves the cached image served, and a pull asks again after
+``FAILED_CHECK_RETRY_SECONDS``, not every pull waiting on it; an immutable tag does not
+move). As in ECR, an image asked for by digest alone is not fetched (its first pull must be
+by tag: containers-roadmap #2837): ImageNotFound, unless it is cached already (an index's
+children come with the index). An imported image brings its referrers
 (signatures, SBOMs: the manifests whose ``subject`` it is, from the upstream's referrers API
 or referrers tag), and
 ListImageReferrers of such a repository first fetches the referrers it lacks
@@ -59,6 +60,10 @@ from ecr_emulator.upstream import (
 )
 
 log = logging.getLogger(__name__)
+
+# A tag whose check failed (the upstream down, stalled, refusing) is checked again this long
+# after, or after pull_through_refresh_seconds if that is shorter.
+FAILED_CHECK_RETRY_SECONDS = 300
 
 MAX_RULES = 50  # a registry's quota of pull through cache rules
 ROOT = "ROOT"
@@ -396,7 +401,7 @@ async def _try_referrers(state: EmulatorState, upstream: Upstream, repository: s
 async def _refresh_tag(state: EmulatorState, upstream: Upstream, repository: str,
                        upstream_repository: str, tag: str, registry_id: str) -> None:
     """Ask the upstream which image ``tag`` names now and cache that image if it is another;
-    the cached one stays served when the upstream cannot tell (asked again next pull)."""
+    the cached one stays served when the upstream cannot tell (asked again later)."""
     try:
         text, media_type = await upstream.manifest(upstream_repository, tag)
         cached, immutable = await state.db.read(_cached_tag, repository, registry_id, tag)
@@ -409,6 +414,10 @@ async def _refresh_tag(state: EmulatorState, upstream: Upstream, repository: str
     except (AwsError, UpstreamError) as exc:
         log.info("%s:%s not checked against its upstream, the cached image is served: %s",
                  repository, tag, exc)
+        # Asked again after a while, not on every pull: each would wait on the upstream.
+        refresh = state.settings.pull_through_refresh_seconds
+        await state.db.write(_record_check, repository, tag,
+                             time.time() - refresh + min(refresh, FAILED_CHECK_RETRY_SECONDS))
         return
     if imported is not None:
         await _try_referrers(state, upstream, repository, upstream_repository, imported,

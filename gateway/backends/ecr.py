@@ -116,8 +116,9 @@ class EcrBackend:
         self.tokens = TokenCache(self._fetch_token)
 
     def apply_notice(self, kind: str, repo: tuple[str | None, str, str], ref: str) -> None:
-        """Another replica moved or removed a tag (``tag``), deleted an image (``manifest``)
-        or created a repository (``repository``): drop what this one cached for it."""
+        """Another replica moved or removed a tag (``tag``), deleted an image or found it
+        gone (``manifest``), created a repository (``repository``) or found one gone
+        (``repository_gone``): drop what this one cached for it."""
         if kind == "repository":
             self.listings.forget_catalogs()
             return
@@ -125,6 +126,8 @@ class EcrBackend:
             self.caches.forget_tag(repo, ref)
         elif kind == "manifest":
             self.caches.forget_manifest(repo, ref)
+        elif kind == "repository_gone":
+            self.caches.found_repository_gone(repo)
         self.listings.forget_tags(repo)  # every kept tag list of the repository is read again
 
     def capabilities(self, ctx: RequestContext) -> Capabilities:
@@ -482,12 +485,19 @@ class EcrBackend:
         # points to for clients with the same Accept set only, never for every other client.
         since = self.caches.version(target.key)  # a change meanwhile: the answer is not kept
         blobs_since = self.caches.blob_epoch()
-        answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
-                                  acceptedMediaTypes=list(accepted or MANIFEST_TYPES))
+        try:
+            answer = await self._call(target, "BatchGetImage", imageIds=[_image_id(reference)],
+                                      acceptedMediaTypes=list(accepted or MANIFEST_TYPES))
+        except EcrError as exc:
+            if exc.code == "RepositoryNotFoundException":
+                await self._found_repository_gone(target)
+            raise
         images = answer.get("images", [])
         if not images:
             failures = answer.get("failures", [])
             code = failures[0].get("failureCode", "") if failures else ""
+            if code == "ImageNotFound":
+                await self._found_gone(target, reference)
             raise OciError(oci.MANIFEST_UNKNOWN, {"reference": reference, "ecr_failure": code})
         image = images[0]
         body = image["imageManifest"].encode()
@@ -498,6 +508,22 @@ class EcrBackend:
         self.caches.remember(target.key, manifest, tag, accepted, since=since)
         await self._remember_blobs(target, manifest, blobs_since)
         return manifest
+
+    async def _found_gone(self, target: Target, reference: str) -> None:
+        """ECR has no image ``reference`` (deleted behind the gateway): what was cached of
+        it here and on the other replicas is dropped as for a delete through the gateway
+        (a tag's: of the image it was cached as pointing to, which may be gone with it)."""
+        digests = ({reference} if is_digest(reference)
+                   else self.caches.tagged(target.key, reference))
+        for digest in self.caches.found_gone(target.key, digests):
+            self.listings.forget_tags(target.key)
+            await self._events.publish("manifest", target.key, digest)
+
+    async def _found_repository_gone(self, target: Target) -> None:
+        """ECR has no repository ``target``: likewise for every answer cached of it."""
+        if self.caches.found_repository_gone(target.key):
+            self.listings.forget_tags(target.key)
+            await self._events.publish("repository_gone", target.key, target.repository)
 
     async def _remember_blobs(self, target: Target, manifest: Manifest, since: int) -> None:
         """ECR holds an image only with all of its layers: the repository has these blobs
@@ -654,8 +680,13 @@ class EcrBackend:
             await self._events.publish("tag", target.key, reference)
             return
         self.caches.forget_manifest(target.key, reference)
-        answer = await self._call(target, "BatchDeleteImage",
-                                  imageIds=[{"imageDigest": reference}])
+        try:
+            answer = await self._call(target, "BatchDeleteImage",
+                                      imageIds=[{"imageDigest": reference}])
+        except EcrError as exc:
+            if exc.code == "RepositoryNotFoundException":
+                await self._found_repository_gone(target)
+            raise
         if _referenced_by_index(answer) and await self._drop_holder(target, reference):
             self.caches.forget_manifest(target.key, reference)
             answer = await self._call(target, "BatchDeleteImage",
@@ -663,7 +694,13 @@ class EcrBackend:
         # Again once ECR took it: a read made meanwhile may still have found the image.
         self.caches.forget_manifest(target.key, reference)
         self.listings.forget_tags(target.key)  # every tag of the image went with it
-        _raise_delete_failures(answer, reference)
+        try:
+            _raise_delete_failures(answer, reference)
+        except OciError as exc:
+            # Not found: deleted behind the gateway, which the other replicas learn too.
+            if exc.error is oci.MANIFEST_UNKNOWN:
+                await self._events.publish("manifest", target.key, reference)
+            raise
         await self._events.publish("manifest", target.key, reference)
 
     async def _untag(self, target: Target, tag: str) -> None:

@@ -9,6 +9,7 @@ or the flag.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 import re
@@ -82,13 +83,28 @@ def _read(path: str) -> tuple[dict[str, Any], dict[KeyPath, tuple[int, int]]]:
     return loaded or {}, marks
 
 
+# What the parser quotes (with repr(): one holding ' comes in double quotes).
+_QUOTED = re.compile(r"""(['"])(?:\\.|(?!\1)[^\\])*\1""")
+_TOKEN_KIND = re.compile(r"<[a-z ]+>")
+
+
+def _unnamed(quoted: re.Match[str]) -> str:
+    """A token kind ('<scalar>') or a single character (',', '\\t') says what is wrong
+    and is kept; anything longer may be a name (an alias, anchor or tag) holding a secret."""
+    try:
+        text = ast.literal_eval(quoted[0])
+    except (ValueError, SyntaxError):
+        return "(not shown)"
+    keep = isinstance(text, str) and (len(text) <= 1 or _TOKEN_KIND.fullmatch(text))
+    return quoted[0] if keep else "(not shown)"
+
+
 def _not_yaml(path: str, exc: yaml.YAMLError) -> ConfigError:
     """Where the file stops being YAML and why, without the parser's quote of the line (or
     of an alias, anchor or tag it names): a secret may be written there."""
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or "cannot be parsed"
-    # Token kinds ('<scalar>') and single characters (',') say what is wrong; names do not.
-    problem = re.sub(r"'[^'<][^']+'", "(not shown)", problem)
+    problem = _QUOTED.sub(_unnamed, problem)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
     return ConfigError("--config", f"is not valid YAML: {problem} (the line is not "
                        "shown: it may hold a secret)", where)

@@ -31,6 +31,12 @@ any identity, or by another replica's notice): a deletion in a repository counts
 after the last deletion in its repository (a layer deleted with its image, one that held a
 leaked secret say, is asked ECR about again, which refuses it once no image references it).
 
+A manifest read that ECR answers "no such image" or "no such repository" (deleted behind the
+gateway: in ECR itself, a lifecycle rule) ends the same answers, as a deletion, if this
+process still holds an answer of that image or repository (:meth:`PullCaches.found_gone`,
+:meth:`PullCaches.found_repository_gone`): once only, so that asking for what does not exist
+costs no other reader its cached answers.
+
 Keys name the ECR repository (``Target.key``: registry id, region, repository), so one
 repository's answers are never served for another. Every lookup counts a hit or a miss in
 ``ecr_gateway_cache_events_total``.
@@ -110,6 +116,9 @@ class ByteLRU(Generic[K, V]):
     def keys(self) -> list[K]:
         return list(self._items)
 
+    def __contains__(self, key: object) -> bool:  # leaves the order as it is
+        return key in self._items
+
 
 def _item_size(item: tuple[object, int]) -> int:
     return item[1]
@@ -162,6 +171,8 @@ class PullCaches:
         self._changes: LRUCache[RepoKey, int] = LRUCache(maxsize=CHANGES_KEPT)
         # Repository -> the callers' views of it that answers were cached for.
         self._views: LRUCache[RepoKey, set[RepoKey]] = LRUCache(maxsize=CHANGES_KEPT)
+        # Repositories answers were cached for since they were last found gone.
+        self._held: LRUCache[RepoKey, None] = LRUCache(maxsize=CHANGES_KEPT)
         # The blob answers' counterpart: the last image deletion in each repository.
         self._deletions = _Deletions(maxsize=CHANGES_KEPT)
         self._numbers = itertools.count(1)
@@ -189,6 +200,9 @@ class PullCaches:
 
     def _deleted_from(self, repo: RepoKey) -> None:
         self._deletions[shared_repo(repo)] = self._next_number()
+
+    def _holds(self, repo: RepoKey) -> None:
+        self._held[shared_repo(repo)] = None
 
     def _current(self, repo: RepoKey, read_at: int) -> bool:
         """Whether a blob answer read at ``read_at`` postdates the last deletion in
@@ -235,6 +249,7 @@ class PullCaches:
             return
         if callers_view(repo):
             self._views.setdefault(shared_repo(repo), set()).add(repo)
+        self._holds(repo)
         self.manifests.put((repo, manifest.digest), (manifest, time.monotonic()),
                            len(manifest.body))
         if tag is None or self.tags is None:
@@ -266,6 +281,45 @@ class PullCaches:
                 if key[0] in views and digest in variants.values():
                     self.tags.pop(key, None)
 
+    def tagged(self, repo: RepoKey, tag: str) -> set[str]:
+        """The digests ``tag`` is cached as pointing to, in any identity's view."""
+        if self.tags is None:
+            return set()
+        found: set[str] = set()
+        for view in self.views(repo):
+            found.update((self.tags.get((view, tag)) or {}).values())
+        return found
+
+    def found_gone(self, repo: RepoKey, digests: set[str]) -> set[str]:
+        """ECR found no image ``digests`` in ``repo`` (deleted behind the gateway): those
+        this process holds a manifest of are forgotten as deleted, and returned (the other
+        replicas are told of them: they may serve its layers' answers without reading the
+        manifest again)."""
+        views = self.views(repo)
+        held = {digest for digest in digests
+                if any((view, digest) in self.manifests for view in views)}
+        for digest in held:
+            self.forget_manifest(repo, digest)
+        return held
+
+    def found_repository_gone(self, repo: RepoKey) -> bool:
+        """ECR found no repository ``repo``: every identity's answers of it are forgotten,
+        as for a deletion of each of its images, if this process held any since it last
+        found it gone (whether it did)."""
+        if self._held.pop(shared_repo(repo), False) is False:
+            return False
+        self.changed(repo)
+        self._deleted_from(repo)
+        views = self.views(repo)
+        for key in self.manifests.keys():
+            if key[0] in views:
+                self.manifests.pop(key)
+        if self.tags is not None:
+            for tag_key in list(self.tags.keys()):
+                if tag_key[0] in views:
+                    self.tags.pop(tag_key, None)
+        return True
+
     def flush(self) -> None:
         """Forget every answer that another writer may have made wrong (used when this
         process may have missed other replicas' notices), and every answer on its way."""
@@ -279,6 +333,7 @@ class PullCaches:
         self.members.clear()
         self._caller_members.clear()
         self._views.clear()
+        self._held.clear()
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -303,6 +358,7 @@ class PullCaches:
         if remaining is not None:
             keep = min(keep, remaining / 2)
         if keep > 0:
+            self._holds(repo)
             self.urls[(repo, digest)] = (url, time.monotonic() + keep,
                                          self._issued if since is None else since)
 
@@ -324,6 +380,7 @@ class PullCaches:
                         since: int | None = None, referenced: bool = False) -> None:
         """``since``: the :meth:`blob_epoch` the read from ECR started from (None: what
         this gateway learned just now); ``referenced``: learned from an image naming it."""
+        self._holds(repo)
         self._members_of(repo)[(repo, digest)] = (size, self._issued if since is None
                                                   else since, referenced)
 

@@ -4,7 +4,7 @@ Every referrer comes with its manifest's annotations, up to 4 MiB apiece, so a s
 whole list can be hundreds of MiB: held whole in memory, for each reader at once, it is
 the process's memory an attacker with push rights chooses. Instead ECR is asked
 ``PER_CALL`` referrers at a time (one call's answer is at most that many manifests'
-worth), and an OCI page ends once its referrers' estimated size reaches ``PAGE_BYTES`` or
+worth), and an OCI page ends once its referrers' encoded size reaches ``PAGE_BYTES`` or
 it holds ``PAGE_REFERRERS`` of them; the client follows the ``Link`` header to the next.
 
 The cursor in that link is the nextToken of the call the page stopped in and how many of
@@ -24,13 +24,13 @@ import orjson
 from gateway.oci.backend import ReferrersPage
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import Descriptor
+from gateway.oci.offload import off_loop
 
 PER_CALL = 4  # ListImageReferrers' maxResults: one answer is at most 4 manifests' annotations
-PAGE_BYTES = 16 * 1024 * 1024  # one OCI page's referrers, estimated (the first always goes)
+PAGE_BYTES = 16 * 1024 * 1024  # one OCI page's referrers, encoded (the first always goes)
 PAGE_REFERRERS = 100  # and at most this many of them
 MAX_CALLS = PAGE_REFERRERS // PER_CALL  # per page, even if ECR's pages come back empty
 MAX_CURSOR = 4096  # characters; ECR's nextToken are a few hundred
-_ENTRY_OVERHEAD = 128  # a referrer's JSON besides its strings
 
 # One call: the referrers after ``token`` (None: the first) and the nextToken after them.
 Fetch = Callable[[str | None], Awaitable[tuple[list[Descriptor], str | None]]]
@@ -44,8 +44,10 @@ async def read_page(fetch: Fetch, cursor: str | None) -> ReferrersPage:
     while True:
         found, following = await fetch(token)
         calls += 1
+        # Encoding MiBs of annotations to measure them is work for beside the loop.
+        costs = await off_loop(_encoded_sizes, found) if found else []
         for index in range(skip, len(found)):
-            cost = encoded_size(found[index])
+            cost = costs[index]
             if page and (size + cost > PAGE_BYTES or len(page) >= PAGE_REFERRERS):
                 return ReferrersPage(page, _encode(token, index))
             page.append(found[index])
@@ -58,11 +60,13 @@ async def read_page(fetch: Fetch, cursor: str | None) -> ReferrersPage:
 
 
 def encoded_size(referrer: Descriptor) -> int:
-    """About how many bytes ``referrer`` takes in an answer."""
-    notes = referrer.annotations or {}
-    return (_ENTRY_OVERHEAD + len(referrer.media_type) + len(referrer.digest)
-            + len(referrer.artifact_type or "") + sum(len(k) + len(v) + 6
-                                                      for k, v in notes.items()))
+    """How many bytes ``referrer`` takes in an answer: as encoded, not its strings' length
+    (a control character is 6 bytes there, a non-ASCII one up to 4)."""
+    return len(orjson.dumps(referrer.to_json()))
+
+
+def _encoded_sizes(found: list[Descriptor]) -> list[int]:
+    return [encoded_size(referrer) for referrer in found]
 
 
 def _encode(token: str | None, skip: int) -> str:

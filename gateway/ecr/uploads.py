@@ -565,11 +565,12 @@ class UploadManager:
         return any(layer.get("layerAvailability") == "AVAILABLE"
                    and layer.get("layerSize") == size for layer in answer.get("layers", []))
 
-    async def _abandon(self, session: UploadSession) -> None:
+    async def _abandon(self, session: UploadSession, *, charged: str | None = None) -> None:
         """End an upload unfinished: what ECR holds of it stays there until ECR ends the
-        upload, and counts against its owner (gateway/ecr/abandoned.py)."""
+        upload, and counts against ``charged`` (default: its owner; see
+        gateway/ecr/abandoned.py)."""
         if not session.completed:
-            self._abandoned.add(session.owner, session.committed)
+            self._abandoned.add(charged or session.owner, session.committed)
         self._from_start.pop(session.id, None)
         await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)
@@ -644,8 +645,10 @@ class UploadManager:
                      target: Target | None = None) -> None:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
-            # ECR has no action to abort an upload; its upload simply expires unused.
-            await self._abandon(session)
+            # ECR has no action to abort an upload; its upload simply expires unused. Its
+            # bytes count against whoever cancels it: another client that may (an anonymous
+            # one knowing the id) must not spend the owner's bound and lock the owner out.
+            await self._abandon(session, charged=owner_of(client) if client else None)
 
 
 def _repository_key(session: UploadSession) -> str:

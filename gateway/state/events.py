@@ -19,7 +19,9 @@ Cluster PUBLISH counts only the subscribers of the node that took it: the wait t
 the replicas listening on that node.)
 
 A notice is JSON: ``{"from": <replica id>, "id": <notice id>, "kind": "tag" | "manifest" |
-"repository", "repo": [registry id, region, repository], "ref": <tag, digest or repository>}``.
+"repository" | "repository_gone", "repo": [registry id, region, repository], "ref": <tag,
+digest or repository>}``. A replica that does not know a kind drops the repository's kept tag
+lists only.
 """
 
 from __future__ import annotations

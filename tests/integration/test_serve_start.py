@@ -84,6 +84,8 @@ def test_a_configuration_that_is_not_yaml_is_refused_without_quoting_it(
         "unterminated": f'upstream:\n  mode: aws\n  secret_access_key: "{secret}\n',
         "colon": f"state:\n  backend: redis\n  redis_url: redis://:{secret}: x@r:6379/0\n",
         "alias": f"upstream:\n  mode: aws\n  secret_access_key: *{secret.replace('/', '')}\n",
+        # a value starting with ! is a tag; the parser quotes one holding ' in double quotes
+        "tag": f"upstream:\n  mode: aws\n  secret_access_key: !{secret}'s\n",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
     for name, text in broken.items():

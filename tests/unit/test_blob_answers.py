@@ -9,6 +9,7 @@ import pytest
 from gateway.config import CacheConfig
 from gateway.ecr import caches as caches_module
 from gateway.ecr.caches import PullCaches
+from gateway.oci.backend import Manifest
 
 SHARED = (None, "us-east-1", "team/app")
 READER = ("@AKIDREADER", "us-east-1", "team/app")  # a caller's view of the same repository
@@ -59,3 +60,22 @@ def test_a_repository_whose_deletion_was_forgotten_stays_deleted_from(
     for i in range(3):  # the deletion in team/app is pushed out of the kept ones
         caches.forget_manifest(("@AKIDREADER", "us-east-1", f"team/x{i}"), LAYER)
     assert not _served(caches, READER)
+
+
+def test_only_what_was_held_is_found_gone_and_only_once() -> None:
+    """A read of what does not exist (a typo, a probe, over and over) costs no other reader
+    its answers: only an image or repository this process held answers of is forgotten."""
+    caches = PullCaches(CacheConfig(manifest_revalidate_seconds=60))
+    image = Manifest(b"{}", "application/vnd.oci.image.manifest.v1+json", "sha256:" + "c" * 64)
+    caches.remember(READER, image)
+    _learned(caches, READER)
+    assert not caches.found_gone(SHARED, {"sha256:" + "d" * 64})
+    assert not caches.found_repository_gone(OTHER)
+    assert _served(caches, READER)
+    assert caches.found_gone(SHARED, {image.digest})  # in any identity's view
+    assert not _served(caches, READER)
+    assert not caches.found_gone(SHARED, {image.digest})
+    _learned(caches, READER)
+    assert caches.found_repository_gone(WRITER)
+    assert not _served(caches, READER)
+    assert not caches.found_repository_gone(WRITER)

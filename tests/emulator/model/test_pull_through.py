@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from botocore.exceptions import ClientError
 
 from tests.emulator.model.conftest import PASSWORD, USER, Registry
 from tests.support.emulator import EmulatorProcess, ecr_client
+from tests.support.hostile import Forwarder, Server
 from tests.support.oci import OciClient, digest_of
 
 SECRET_ARN = ("arn:aws:secretsmanager:us-east-1:123456789012:secret:"
@@ -216,6 +220,43 @@ async def test_a_cached_tag_follows_its_upstream_once_its_check_is_old(tmp_path:
                 registry.stop()
             # The upstream gone: what is cached is still served.
             assert await _pulled_digest(ecr, repository, "latest") == second
+
+
+async def test_a_failed_tag_check_is_not_made_again_on_every_pull(tmp_path: Path) -> None:
+    """An upstream that stalls while a cached tag is due for its check: the pull that asks
+    waits for it and is served the cached image, and the pulls after it are served at once
+    rather than each waiting on (and asking) the stalled upstream again."""
+    registry = Registry(tmp_path / "slow").start()
+    stalled_seconds = 2.0
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(stalled_seconds)
+        return web.Response(status=503)
+
+    env = {"ECR_EMULATOR_PULL_THROUGH_REFRESH_SECONDS": "3"}
+    try:
+        async with Forwarder(("127.0.0.1", int(registry.url.rsplit(":", 1)[1]))) as upstream, \
+                Server(stall) as stalled:
+            with EmulatorProcess(tmp_path / "emulator", env=env) as emulator:
+                async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+                    name = prefix()
+                    await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix=name,
+                                                             upstreamRegistryUrl=upstream.url)
+                    first, _, _ = await push_upstream(registry, "library/app", "latest")
+                    repository = f"{name}/library/app"
+                    assert await _pulled_digest(ecr, repository, "latest") == first
+                    await asyncio.sleep(3.2)  # the tag's check is due
+                    upstream.target = ("127.0.0.1", int(stalled.url.rsplit(":", 1)[1]))
+                    took = []
+                    for _ in range(3):
+                        started = time.monotonic()
+                        assert await _pulled_digest(ecr, repository, "latest") == first
+                        took.append(time.monotonic() - started)
+                    assert took[0] >= stalled_seconds, took  # the due check was made
+                    assert max(took[1:]) < 1.0, took
+                    assert len(stalled.seen) == 1, stalled.seen
+    finally:
+        registry.stop()
 
 
 async def test_upstream_down_and_missing_images(ecr: Any, upstream: Registry) -> None:

@@ -145,3 +145,35 @@ async def _gone(session: aiohttp.ClientSession, client: OciClient, location: str
 async def _post_accepted(session: aiohttp.ClientSession, client: OciClient, repo: str) -> bool:
     async with session.post(client.url(f"/v2/{repo}/blobs/uploads/")) as reply:
         return reply.status == 202
+
+
+async def test_cancelling_another_clients_upload_spends_the_cancellers_bound(
+        tmp_path: Path, repo: str) -> None:
+    """An anonymous client may cancel an upload whose id it learned (ids show in logs and
+    proxies' access lines). The bytes that upload left in ECR count against the client that
+    cancelled it, not against its owner: otherwise anyone could spend a pusher's bound and
+    have its pushes refused with 429 for the whole window."""
+    victim, attacker = ({"X-Forwarded-For": "203.0.113.7"},
+                        {"X-Forwarded-For": "198.51.100.9"})
+    env = {"ECR_EMULATOR_PART_SIZE": str(PART)}
+    config = {"trusted_proxies": ["127.0.0.1/32"],
+              "auth": {"allow_anonymous_on_public_address": True},
+              "limits": {"max_abandoned_upload_bytes_per_client": PART}}
+    with EmulatorProcess(tmp_path / "ecr", env=env) as upstream, \
+            GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
+        async with aiohttp.ClientSession() as session:
+            uploads = f"{gateway.url}/v2/{repo}/blobs/uploads/"
+            async with session.post(uploads, headers=victim) as started:
+                assert started.status == 202, await started.text()
+                location = gateway.url + started.headers["Location"]
+            async with session.patch(location, data=os.urandom(PART + 1), headers={
+                    **victim, "Content-Type": "application/octet-stream",
+                    "Content-Range": f"0-{PART}"}) as sent:
+                assert sent.status == 202, await sent.text()
+            async with session.delete(location, headers=attacker) as cancelled:
+                assert cancelled.status == 204, await cancelled.text()
+
+            async with session.post(uploads, headers=victim) as again:
+                assert again.status == 202, (again.status, await again.text())
+            async with session.post(uploads, headers=attacker) as refused:
+                assert refused.status == 429, (refused.status, await refused.text())

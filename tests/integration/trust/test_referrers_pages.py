@@ -57,6 +57,22 @@ async def _push(session: aiohttp.ClientSession, client: OciClient, repo: str,
         await _put(session, client.url(f"/v2/{repo}/manifests/{tag}"), body)
 
 
+async def _walk(session: aiohttp.ClientSession, url: str) -> tuple[list[str], list[int]]:
+    """Every referrer listed from ``url`` on, following the Links; and each page's size."""
+    listed: list[str] = []
+    sizes: list[int] = []
+    following: str | None = url
+    while following is not None:
+        async with session.get(following) as reply:
+            body = await reply.read()
+            assert reply.status == 200, body[:300]
+            assert reply.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
+            sizes.append(len(body))
+            listed += [m["digest"] for m in orjson.loads(body)["manifests"]]
+            following = _next(following, reply.headers.get("Link"))
+    return listed, sizes
+
+
 def _next(url: str, link: str | None) -> str | None:
     if link is None:
         return None
@@ -77,17 +93,7 @@ async def test_a_subjects_large_referrers_come_in_bounded_pages(
     assert gateway.process is not None
     before = peak_rss(gateway.process.pid)
     first = client.url(f"/v2/{repo}/referrers/{digest_of(subject)}")
-    url: str | None = first
-    listed: list[str] = []
-    sizes: list[int] = []
-    while url is not None:
-        async with session.get(url) as reply:
-            body = await reply.read()
-            assert reply.status == 200, body[:300]
-            assert reply.headers["Content-Type"] == "application/vnd.oci.image.index.v1+json"
-            sizes.append(len(body))
-            listed += [m["digest"] for m in orjson.loads(body)["manifests"]]
-            url = _next(url, reply.headers.get("Link"))
+    listed, sizes = await _walk(session, first)
     assert sorted(listed) == sorted(digest_of(body) for body in notes.values())
     assert max(sizes) <= PAGE_LIMIT, [size // MiB for size in sizes]
 
@@ -135,3 +141,31 @@ async def test_a_referrers_cursor_lists_only_the_subject_of_the_path(
             assert reply.status == 400, (forged, reply.status, body)
             assert body["errors"][0]["code"] == "PAGINATION_NUMBER_INVALID", body
             assert "X-Injected" not in reply.headers
+
+
+def _escaped_referrer(subject: bytes, number: int) -> bytes:
+    """A referrer of ``subject`` of about 4 MiB whose annotations are control characters:
+    6 bytes each in JSON (\\u0001), one character once parsed."""
+    value = "\x01" * 100_000
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "artifactType": "application/vnd.example.note",
+                       "config": _layer(CONFIG, OCI_CONFIG), "layers": [_layer(LAYER)],
+                       "subject": _layer(subject, OCI_MANIFEST),
+                       "annotations": {f"k{number}-{i}": value for i in range(6)}})
+    assert 3 * MiB < len(body) < 4 * MiB, len(body)
+    return body.encode()
+
+
+async def test_a_page_is_bounded_by_its_encoded_size(
+        gateway: GatewayProcess, repo: str, session: aiohttp.ClientSession) -> None:
+    """Annotations that JSON escapes (control characters) or encodes in several bytes
+    (non-ASCII) take up to 6 times their length in the answer: the page's bound counts
+    what is sent, not the parsed length (8 such referrers were one page of 27 MiB)."""
+    client = OciClient(session, gateway.url)
+    subject = _subject("escaped")
+    notes = {f"note{n}": _escaped_referrer(subject, n) for n in range(8)}
+    await _push(session, client, repo, {"subject": subject, **notes})
+    listed, sizes = await _walk(session, client.url(f"/v2/{repo}/referrers/"
+                                                    f"{digest_of(subject)}"))
+    assert sorted(listed) == sorted(digest_of(body) for body in notes.values())
+    assert max(sizes) <= PAGE_LIMIT, [size // MiB for size in sizes]
