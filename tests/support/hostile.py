@@ -14,6 +14,17 @@ from aiohttp import web
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def challenging(realm: str) -> Handler:
+    """An upstream answering every request 401 with ``realm`` as its ``WWW-Authenticate``
+    challenge (a token realm it chose)."""
+
+    async def challenge(request: web.Request) -> web.StreamResponse:
+        return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
+                                 headers={"WWW-Authenticate": realm})
+
+    return challenge
+
+
 class Server:
     def __init__(self, handler: Handler, client_max_size: int = 1024 ** 2) -> None:
         self.handler = handler

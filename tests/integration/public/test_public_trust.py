@@ -18,7 +18,7 @@ from aiohttp import web
 from gateway.pullthrough.upstream import MAX_MANIFEST_BYTES
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Server
+from tests.support.hostile import Server, challenging
 
 OTHER_ACCOUNT = "210987654321"  # a registry whose alias the gateway's identity cannot read
 
@@ -33,12 +33,7 @@ async def test_a_realm_on_another_host_never_gets_the_ecr_public_password(
     public registry: a challenge naming another host's realm is refused, not followed."""
     async with Server(_token) as elsewhere:
         realm = f'Bearer realm="{elsewhere.as_localhost}/token",service="public.ecr.aws"'
-
-        async def challenge(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
-                                     headers={"WWW-Authenticate": realm})
-
-        async with Server(challenge) as hostile:
+        async with Server(challenging(realm)) as hostile:
             config = {"routes": [{"prefix": "pub", "upstream_kind": "ecr-public",
                                   "registry_alias": "alias", "registry_url": hostile.url}]}
             with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:

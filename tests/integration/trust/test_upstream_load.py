@@ -29,7 +29,7 @@ from tests.integration.trust.test_upstream_trust import (
 )
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Server
+from tests.support.hostile import Server, challenging
 
 
 async def test_attacker_stalling_the_tag_check_is_asked_once_for_concurrent_pulls(
@@ -82,12 +82,7 @@ async def test_attacker_realm_on_another_local_port_never_gets_the_credentials(
 
     async with Server(token) as local_service:
         realm = f'Bearer realm="{local_service.url}/token",service="hub"'
-
-        async def challenge(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
-                                     headers={"WWW-Authenticate": realm})
-
-        async with Server(challenge) as hostile:
+        async with Server(challenging(realm)) as hostile:
             with GatewayProcess(tmp_path / "gw", _config(hostile.url, tmp_path),
                                 upstream_url=upstream.url) as gw:
                 async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest",

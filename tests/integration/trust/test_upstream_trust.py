@@ -29,7 +29,7 @@ from gateway.pullthrough.upstream import OciUpstream, UpstreamError
 from tests.integration.mirror.test_sync import sync_config
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Listener, Server
+from tests.support.hostile import Listener, Server, challenging
 from tests.support.processes import peak_rss
 
 PASSWORD = "upstream-pass-7f3a"
@@ -77,12 +77,8 @@ async def test_attacker_realm_on_another_host_never_gets_the_credentials(
         upstream: EmulatorProcess, session: aiohttp.ClientSession, tmp_path: Path) -> None:
     async with Server(_token) as elsewhere:
         realm = f'Bearer realm="{elsewhere.as_localhost}/token",service="hub"'
-
-        async def challenge(request: web.Request) -> web.StreamResponse:
-            return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401,
-                                     headers={"WWW-Authenticate": realm})
-
-        async with Server(challenge) as hostile, _gateway(upstream, hostile, tmp_path) as gw:
+        async with Server(challenging(realm)) as hostile, \
+                _gateway(upstream, hostile, tmp_path) as gw:
             async with session.get(f"{gw.url}/v2/library/nginx/manifests/latest",
                                 params=NS) as r:
                 status, body = r.status, await r.read()
