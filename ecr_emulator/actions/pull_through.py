@@ -50,6 +50,7 @@ from ecr_emulator.db import rows_in
 from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
 from ecr_emulator.protocol import Call, Json, action
+from ecr_emulator.role_arns import check_custom_role
 from ecr_emulator.state import EmulatorState
 from ecr_emulator.upstream import (
     MANIFEST_TYPES,
@@ -163,6 +164,7 @@ async def create_rule(call: Call, params: Json) -> Json:
         raise AwsError("InvalidParameterException",
                        f"Invalid parameter at 'credentialArn' failed to satisfy constraint: "
                        f"'a credential is required for upstream registry {kind}'")
+    check_custom_role(params.get("customRoleArn"), registry_id)
     load_credential(state, params.get("credentialArn"), "UnableToAccessSecretException")
     prefix = params["ecrRepositoryPrefix"]
     now = time.time()
@@ -222,6 +224,7 @@ async def update_rule(call: Call, params: Json) -> Json:
     if "credentialArn" not in params and "customRoleArn" not in params:
         raise AwsError("InvalidParameterException",
                        "Invalid parameter: give credentialArn, customRoleArn or both")
+    check_custom_role(params.get("customRoleArn"), registry_id)
     load_credential(state, params.get("credentialArn"), "UnableToAccessSecretException")
     now = time.time()
 

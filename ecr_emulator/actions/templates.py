@@ -22,6 +22,7 @@ from ecr_emulator import registry_documents as registry
 from ecr_emulator.actions.repositories import EXCLUSION_MODES, _check_tags
 from ecr_emulator.errors import AwsError
 from ecr_emulator.protocol import Call, Json, action
+from ecr_emulator.role_arns import check_custom_role
 from ecr_emulator.state import EmulatorState
 from ecr_model import lifecycle_policy
 
@@ -101,6 +102,7 @@ def _answer(template: Json) -> Json:
 async def create_template(call: Call, params: Json) -> Json:
     state = call.state
     now = time.time()
+    check_custom_role(params.get("customRoleArn"), state.account_id)
     template = _checked({"prefix": params["prefix"],
                          **{k: params[k] for k in _FIELDS if k in params},
                          "createdAt": now, "updatedAt": now})
@@ -125,6 +127,7 @@ async def create_template(call: Call, params: Json) -> Json:
 async def update_template(call: Call, params: Json) -> Json:
     state = call.state
     now = time.time()
+    check_custom_role(params.get("customRoleArn"), state.account_id)
 
     def update(db: sqlite3.Connection) -> Json:
         stored = registry.get(db, registry.TEMPLATE, _key(params["prefix"]))

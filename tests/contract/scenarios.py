@@ -485,3 +485,37 @@ async def registry_scan_on_push(ecr: Any, repo: str) -> Facts:
 
 
 SCENARIOS["registry scan on push"] = registry_scan_on_push
+
+
+async def _foreign_role(ecr: Any, repo: str) -> str:
+    """An IAM role ARN of an account other than the caller's registry."""
+    found = await ecr.describe_repositories(repositoryNames=[repo])
+    own = found["repositories"][0]["registryId"]
+    return f"arn:aws:iam::{'210987654321' if own != '210987654321' else '123456789012'}:role/ecr"
+
+
+async def _refused(create: Awaitable[Any], delete: Callable[[], Awaitable[Any]]) -> str:
+    """The error ``create`` fails with; whatever it created by mistake is deleted again."""
+    code = await error_of(create)
+    if code == "none":
+        await delete()
+    return code
+
+
+async def custom_role_of_another_account(ecr: Any, repo: str) -> Facts:
+    """customRoleArn names a role of the registry's own account, for templates and rules."""
+    role = await _foreign_role(ecr, repo)
+    prefix = "role" + repo.rsplit("/", 1)[-1][:20]
+    return {
+        "creation template": await _refused(
+            ecr.create_repository_creation_template(prefix=prefix, appliedFor=["CREATE_ON_PUSH"],
+                                                    customRoleArn=role),
+            lambda: ecr.delete_repository_creation_template(prefix=prefix)),
+        "pull through cache rule": await _refused(
+            ecr.create_pull_through_cache_rule(
+                ecrRepositoryPrefix=prefix, upstreamRegistry="ecr", customRoleArn=role,
+                upstreamRegistryUrl=f"{role.split(':')[4]}.dkr.ecr.us-east-1.amazonaws.com"),
+            lambda: ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix=prefix))}
+
+
+SCENARIOS["custom role of another account"] = custom_role_of_another_account

@@ -78,6 +78,8 @@ REFERENCE: dict[str, dict[str, Any]] = {
                                "restored after archived": [True, True]},
     "last pull time": {"before a pull": None, "after a pull": True},
     "registry scan on push": {"scanFrequency": "SCAN_ON_PUSH", "findings after a push": "none"},
+    "custom role of another account": {"creation template": "InvalidParameterException",
+                                       "pull through cache rule": "InvalidParameterException"},
     CROSS_ACCOUNT: {"without a policy": "AccessDeniedException", "pull granted": True,
                     "push with a pull grant": "AccessDeniedException",
                     "explicit deny over ecr:*": "AccessDeniedException",
@@ -206,6 +208,15 @@ DIFFERENCES[("moto", "registry scan on push", "findings after a push")] = Differ
     "ScanNotFoundException", "a registry rule's SCAN_ON_PUSH does not scan a push",
     "PutRegistryScanningConfigurationRequest.rules", "A scanning rule is used to determine "
     "which repository filters are used and at what frequency scanning will occur.")
+
+DIFFERENCES[("moto", "custom role of another account", "creation template")] = Difference(
+    "500", "CreateRepositoryCreationTemplate is not implemented",
+    "CreateRepositoryCreationTemplateRequest.customRoleArn",
+    "This role must be in the same account as the registry that you are configuring.")
+DIFFERENCES[("moto", "custom role of another account", "pull through cache rule")] = Difference(
+    "500", "CreatePullThroughCacheRule is not implemented",
+    "CreatePullThroughCacheRuleRequest.customRoleArn",
+    "This role must be in the same account as the registry that you are configuring.")
 
 REPORT: dict[str, dict[str, list[str]]] = {}
 

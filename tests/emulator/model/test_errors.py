@@ -35,6 +35,7 @@ REGISTRY_MODULES = {"account", "pull_through", "pull_time", "registry_policy", "
 SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:ecr-pullthroughcache/errors-x"
 BAD_DIGEST = {"imageDigest": "sha256:xyz"}
 IPE, VE = "InvalidParameterException", "ValidationException"
+ROLE = "arn:aws:iam::123456789012:role/ecr-pull-through"
 RNF, INF = "RepositoryNotFoundException", "ImageNotFoundException"
 OTHER_REGISTRY = "210987654321"
 
@@ -350,10 +351,10 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("UpdatePullThroughCacheRule", IPE, "neither credentialArn nor customRoleArn", rule_then),
     ("UpdatePullThroughCacheRule", VE, "a prefix outside the pattern",
      lambda c: c.ecr.update_pull_through_cache_rule(ecrRepositoryPrefix="Hub!",
-                                                    customRoleArn="r")),
+                                                    customRoleArn=ROLE)),
     ("UpdatePullThroughCacheRule", "PullThroughCacheRuleNotFoundException", "no such rule",
      lambda c: c.ecr.update_pull_through_cache_rule(ecrRepositoryPrefix="absent",
-                                                    customRoleArn="r")),
+                                                    customRoleArn=ROLE)),
     ("UpdatePullThroughCacheRule", "UnableToAccessSecretException", "an unreadable store",
      lambda c: update_rule_with(c, "{not json")),
     ("UpdatePullThroughCacheRule", "SecretNotFoundException", "a secret nobody stored",
@@ -432,7 +433,7 @@ VALID: dict[str, dict[str, Any]] = {
     "StartImageScan": {"repositoryName": "a1", "imageId": {"imageTag": "a"}},
     "UpdateImageStorageClass": {"repositoryName": "a1", "imageId": {"imageTag": "a"},
                                 "targetStorageClass": "ARCHIVE"},
-    "UpdatePullThroughCacheRule": {"ecrRepositoryPrefix": "inj", "customRoleArn": "r"},
+    "UpdatePullThroughCacheRule": {"ecrRepositoryPrefix": "inj", "customRoleArn": ROLE},
     "UpdateRepositoryCreationTemplate": {"prefix": "inj"},
     "ValidatePullThroughCacheRule": {"ecrRepositoryPrefix": "inj"},
 }

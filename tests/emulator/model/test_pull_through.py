@@ -24,6 +24,7 @@ from tests.support.oci import OciClient, digest_of
 
 SECRET_ARN = ("arn:aws:secretsmanager:us-east-1:123456789012:secret:"
               "ecr-pullthroughcache/upstream-AbCdEf")
+ROLE = "arn:aws:iam::123456789012:role/ecr-pull-through"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 LIFECYCLE = json.dumps({"rules": [{"rulePriority": 1, "description": "keep ten",
                                    "selection": {"tagStatus": "any", "countType":
@@ -72,8 +73,8 @@ async def test_rule_lifecycle(ecr: Any, upstream: Registry) -> None:
     valid = await ecr.validate_pull_through_cache_rule(ecrRepositoryPrefix=name)
     assert valid["isValid"] is True and "failure" not in valid
     updated = await ecr.update_pull_through_cache_rule(ecrRepositoryPrefix=name,
-                                                       customRoleArn="arn:aws:iam::1:role/r")
-    assert updated["customRoleArn"] == "arn:aws:iam::1:role/r"
+                                                       customRoleArn=ROLE)
+    assert updated["customRoleArn"] == ROLE
     deleted = await ecr.delete_pull_through_cache_rule(ecrRepositoryPrefix=name)
     assert deleted["upstreamRegistryUrl"] == upstream.url
     for call in (ecr.delete_pull_through_cache_rule, ecr.validate_pull_through_cache_rule):
