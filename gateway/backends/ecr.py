@@ -679,29 +679,43 @@ class EcrBackend:
             self.listings.forget_tags(target.key, keep=True)  # other identities' lists
             await self._events.publish("tag", target.key, reference)
             return
-        self.caches.forget_manifest(target.key, reference)
+        # Nothing is forgotten before ECR answers: a deletion counts against every blob
+        # answer of the repository (and, beyond CHANGES_KEPT repositories, of all), so one
+        # that ECR refuses (denied, no such repository or image) must cost no reader anything.
         try:
             answer = await self._call(target, "BatchDeleteImage",
                                       imageIds=[{"imageDigest": reference}])
-        except EcrError as exc:
-            if exc.code == "RepositoryNotFoundException":
+            if _referenced_by_index(answer) and await self._drop_holder(target, reference):
+                answer = await self._call(target, "BatchDeleteImage",
+                                          imageIds=[{"imageDigest": reference}])
+        except OciError as exc:
+            if isinstance(exc, EcrError) and exc.code == "RepositoryNotFoundException":
                 await self._found_repository_gone(target)
+            else:
+                await self._maybe_deleted(target, reference, exc)
             raise
-        if _referenced_by_index(answer) and await self._drop_holder(target, reference):
-            self.caches.forget_manifest(target.key, reference)
-            answer = await self._call(target, "BatchDeleteImage",
-                                      imageIds=[{"imageDigest": reference}])
-        # Again once ECR took it: a read made meanwhile may still have found the image.
-        self.caches.forget_manifest(target.key, reference)
-        self.listings.forget_tags(target.key)  # every tag of the image went with it
         try:
             _raise_delete_failures(answer, reference)
         except OciError as exc:
-            # Not found: deleted behind the gateway, which the other replicas learn too.
+            # Not found: deleted behind the gateway, dropped as such if it was held here.
             if exc.error is oci.MANIFEST_UNKNOWN:
-                await self._events.publish("manifest", target.key, reference)
+                await self._found_gone(target, reference)
             raise
-        await self._events.publish("manifest", target.key, reference)
+        # A read made meanwhile may still have found the image: its answer is not kept.
+        await self._deleted(target, reference)
+
+    async def _deleted(self, target: Target, digest: str) -> None:
+        """Image ``digest`` deleted through this gateway: dropped here and on every replica."""
+        self.caches.forget_manifest(target.key, digest)
+        self.listings.forget_tags(target.key)  # every tag of the image went with it
+        await self._events.publish("manifest", target.key, digest)
+
+    async def _maybe_deleted(self, target: Target, digest: str, failure: OciError) -> None:
+        """A delete whose outcome is unknown (an ECR error or no answer) may have landed:
+        taken as one if answers of the repository are held, so that a made-up name costs
+        nothing however long ECR fails."""
+        if failure.status >= 500 and self.caches.held(target.key):
+            await self._deleted(target, digest)
 
     async def _untag(self, target: Target, tag: str) -> None:
         """OCI untag keeps the image; ECR deletes an image with its last tag. So that the

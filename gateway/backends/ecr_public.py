@@ -126,7 +126,14 @@ class EcrPublicBackend(EcrBackend):
                               accepted: tuple[str, ...] | None = None) -> Manifest:
         since = self.caches.version(target.key)  # a change meanwhile: the answer is not kept
         blobs_since = self.caches.blob_epoch()
-        manifest = await self.public.manifest(target, reference)
+        try:
+            manifest = await self.public.manifest(target, reference)
+        except OciError as exc:  # deleted behind the gateway: as ECR's answers (the base's)
+            if exc.error is oci.NAME_UNKNOWN:
+                await self._found_repository_gone(target)
+            elif exc.error is oci.MANIFEST_UNKNOWN:
+                await self._found_gone(target, reference)
+            raise
         self.caches.remember(target.key, manifest, None if is_digest(reference) else reference,
                              since=since)
         await self._remember_blobs(target, manifest, blobs_since)

@@ -204,6 +204,11 @@ class PullCaches:
     def _holds(self, repo: RepoKey) -> None:
         self._held[shared_repo(repo)] = None
 
+    def held(self, repo: RepoKey) -> bool:
+        """Whether answers of ``repo`` (in any identity's view) were cached since it was last
+        found gone."""
+        return shared_repo(repo) in self._held
+
     def _current(self, repo: RepoKey, read_at: int) -> bool:
         """Whether a blob answer read at ``read_at`` postdates the last deletion in
         ``repo`` (in any identity's view of it)."""
