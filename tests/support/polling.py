@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
-async def until(done: Callable[[], bool], seconds: float, step: float = 0.2) -> bool:
-    """Whether ``done()`` became true within ``seconds``, asked every ``step``."""
+async def until(done: Callable[[], bool | Awaitable[bool]], seconds: float,
+                step: float = 0.2) -> bool:
+    """Whether ``done()`` (a check, or a coroutine asking a process) became true within
+    ``seconds``, asked every ``step``."""
     deadline = time.monotonic() + seconds
-    while not done():
+    while not await _answer(done()):
         if time.monotonic() >= deadline:
             return False
         await asyncio.sleep(step)
     return True
+
+
+async def _answer(result: bool | Awaitable[bool]) -> bool:
+    return await result if inspect.isawaitable(result) else result

@@ -7,10 +7,7 @@ for ``ECR_EMULATOR_UPLOAD_LIFETIME`` seconds and deletes its file."""
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -110,8 +107,8 @@ async def test_a_client_that_keeps_cancelling_uploads_is_refused_before_ecr_fill
                     assert cancel.status == 204, await cancel.text()
             left = await client.patch(await client.start(repo), os.urandom(PART + 1), 0)
             assert left.status == 202, left.body  # left to expire: counted when it does
-            assert await _eventually(lambda: _gone(session, client, left.headers["Location"]),
-                                     6 * idle), "the idle session did not expire"
+            assert await until(lambda: _gone(session, client, left.headers["Location"]),
+                               6 * idle), "the idle session did not expire"
 
             async with session.post(client.url(f"/v2/{repo}/blobs/uploads/")) as refused:
                 assert refused.status == 429, await refused.text()
@@ -124,17 +121,8 @@ async def test_a_client_that_keeps_cancelling_uploads_is_refused_before_ecr_fill
             assert sorted(_files(parts).values()) == [PART] * 3
 
             # Once they are older than the window, the client pushes again.
-            assert await _eventually(lambda: _post_accepted(session, client, repo), 4 * idle)
+            assert await until(lambda: _post_accepted(session, client, repo), 4 * idle)
             await _push_still_works(client, repo)
-
-
-async def _eventually(done: Callable[[], Awaitable[bool]], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not await done():
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(0.2)
-    return True
 
 
 async def _gone(session: aiohttp.ClientSession, client: OciClient, location: str) -> bool:
