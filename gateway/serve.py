@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -42,6 +43,19 @@ _READY = re.compile(r"listening on (http://\S+)")
 _EMULATOR_LINE = re.compile(r"^\S+ \S+ (DEBUG|INFO|WARNING|ERROR|CRITICAL) (\S+) (.*)$")
 CREDENTIALS_FILE = "credentials"  # in the emulator's data dir, mode 0600
 UPLOAD_LIFETIME_ENV = "ECR_EMULATOR_UPLOAD_LIFETIME"
+# What the embedded emulator inherits of the gateway's environment: the interpreter's and the
+# locale's needs, TLS trust for pull-through cache upstreams, and its own ECR_EMULATOR_*
+# settings. Nothing else: the gateway's credentials (AWS_*, OTEL_* headers, a Redis or
+# upstream password given by environment) have no use there.
+_EMULATOR_ENVIRONMENT = re.compile(
+    r"PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|LC_\w+|TZ|TMPDIR|TEMP|TMP|VIRTUAL_ENV|PYTHON\w*"
+    r"|SSL_CERT_FILE|SSL_CERT_DIR|COVERAGE_\w+|ECR_EMULATOR_\w+")
+
+
+def emulator_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``environ`` the embedded emulator gets."""
+    return {name: value for name, value in environ.items()
+            if _EMULATOR_ENVIRONMENT.fullmatch(name)}
 
 
 class EmbeddedEmulator:
@@ -81,7 +95,7 @@ class EmbeddedEmulator:
     def start(self) -> str:
         private_dir(self._data_dir)  # NotPrivate if another user owns it or it is a link
         credentials = self._write_credentials()
-        env = dict(os.environ)
+        env = emulator_environment(os.environ)
         if self._upload_lifetime is not None:
             env.setdefault(UPLOAD_LIFETIME_ENV, str(self._upload_lifetime))
         self._process = subprocess.Popen(

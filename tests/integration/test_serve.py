@@ -139,6 +139,25 @@ async def test_the_embedded_emulators_data_is_no_other_users(tmp_path: Path) -> 
     assert "Traceback" not in result.stderr
 
 
+def test_the_embedded_emulator_gets_none_of_the_gateways_credentials(tmp_path: Path) -> None:
+    """The emulator process inherits what the interpreter and its own settings need, not the
+    gateway's secrets given by environment (another process's memory to leak them from)."""
+    secret = "wJalrXUtnFEMI-canary-" + os.urandom(6).hex()
+    gateway = GatewayProcess(tmp_path / "gw", env={
+        "AWS_SECRET_ACCESS_KEY": secret, "OTEL_EXPORTER_OTLP_HEADERS": f"authorization={secret}",
+        "REDIS_PASSWORD": secret, "ECR_EMULATOR_MAX_PART_SIZE": "20971520"})
+    with gateway:
+        _embedded_url(gateway)
+        assert gateway.process is not None
+        children = Path(f"/proc/{gateway.process.pid}/task/{gateway.process.pid}/children")
+        (child,) = children.read_text().split()
+        environ = dict(entry.split("=", 1) for entry in Path(f"/proc/{child}/environ")
+                       .read_bytes().decode().split("\0") if "=" in entry)
+    assert not [name for name, value in environ.items() if secret in value]
+    assert environ.get("ECR_EMULATOR_MAX_PART_SIZE") == "20971520"
+    assert "PATH" in environ
+
+
 def _embedded_url(gateway: GatewayProcess) -> str:
     for line in gateway.log_lines:
         match = re.search(r"embedded ECR emulator at (http://\S+)", line)
