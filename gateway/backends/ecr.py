@@ -672,7 +672,6 @@ class EcrBackend:
     async def delete_manifest(self, ctx: RequestContext, reference: str) -> None:
         target = self._target(ctx)
         if not is_digest(reference):
-            self.caches.forget_tag(target.key, reference)
             await self._untag(target, reference)
             self.caches.forget_tag(target.key, reference)
             self.listings.remove(tags_key(target), reference)
@@ -726,6 +725,9 @@ class EcrBackend:
         digest. A holder left by a process that died is dropped by the next delete of
         the image (``_drop_holder``)."""
         manifest = await self._fetch_manifest(target, tag)  # not cached: where it is now
+        # From here ECR may change, whatever the outcome; a tag ECR has not (404) changes
+        # nothing, and costs reads in flight nothing.
+        self.caches.forget_tag(target.key, tag)
         holder = _holder(manifest)
         held = True
         try:

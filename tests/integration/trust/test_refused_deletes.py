@@ -22,7 +22,7 @@ from tests.integration.trust.test_images_gone_behind_the_gateway import (
 )
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
-from tests.support.oci import digest_of
+from tests.support.oci import OciClient, digest_of
 
 __all__ = ["redis_server"]  # the fixture
 
@@ -71,3 +71,28 @@ async def test_a_delete_ecr_fails_on_counts_as_one_only_in_a_repository_held(
                 assert await _status(session, "GET", blob) == 307
                 asked = [e["action"] for e in upstream.requests() if e.get("repository") == name]
                 assert asked == ([] if aimed != name else ["GetDownloadUrlForLayer"])
+
+
+async def test_untagging_a_tag_ecr_does_not_have_changes_nothing(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """An untag of a made-up tag (404) leaves the repository's answers as they were: a tag
+    read in flight meanwhile is kept, as it is without that untag."""
+    with GatewayProcess(tmp_path / "push", upstream_url=upstream.url) as pusher, \
+            GatewayProcess(tmp_path / "gw", {"cache": CACHE}, upstream_url=upstream.url) as gw:
+        async with aiohttp.ClientSession() as session:
+            name = f"gone/{uuid.uuid4().hex[:8]}"
+            await OciClient(session, pusher.url).push_image(name, "v1", [os.urandom(3000)])
+            upstream.control("POST", "faults", {"action": "BatchGetImage", "latency": 2.0,
+                                                "count": 1})
+            try:
+                reading = asyncio.create_task(
+                    _status(session, "GET", f"{gw.url}/v2/{name}/manifests/v1"))
+                await asyncio.sleep(0.5)  # the read is waiting for ECR
+                assert await _status(
+                    session, "DELETE", f"{gw.url}/v2/{name}/manifests/made-up") == 404
+                assert await reading == 200
+            finally:
+                upstream.clear_faults()
+            upstream.clear_requests()
+            assert await _status(session, "GET", f"{gw.url}/v2/{name}/manifests/v1") == 200
+            assert [e["action"] for e in upstream.requests() if e.get("repository") == name] == []
