@@ -57,6 +57,15 @@ def is_tag(value: str) -> bool:
     return TAG.fullmatch(value) is not None
 
 
+def tag_error() -> AwsError:
+    """ECR's refusal of a tag outside its grammar, where an action (PutImage, DescribeImages,
+    an ``imageId`` of one image) refuses it whole: the text users quote from ECR
+    (alexjurkiewicz/ecr-scan-image#40, datawire/forge#99)."""
+    return AwsError("InvalidParameterException",
+                    "Invalid parameter at 'imageTag' failed to satisfy constraint: "
+                    "'must satisfy regular expression '[a-zA-Z0-9-_.]+''")
+
+
 @functools.cache
 def service_model(service: str = "ecr") -> ServiceModel:
     """botocore's model of ``ecr`` or ``ecr-public``."""
@@ -118,9 +127,11 @@ def validate_input(action_name: str, params: dict[str, Any],
         if _error_name(action_name, service) == "ValidationException":
             message = (f"1 validation error detected: Value {_show(value)} at '{path}' "
                        f"failed to satisfy constraint: Member must {constraint}")
-        else:
+        else:  # ECR's own form, as it answers (e.g. "... 'Member must have length less
+            # than or equal to 100'" for 101 imageIds, aws-actions/amazon-ecr-login#225 for
+            # registryIds)
             message = (f"Invalid parameter at '{path}' failed to satisfy constraint: "
-                       f"'must {constraint}'")
+                       f"'Member must {constraint}'")
         raise AwsError(_error_name(action_name, service), message)
     modelled: dict[str, Any] = _modelled(shape, params)
     return modelled
@@ -149,6 +160,8 @@ _OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP = (
 _RANGES: dict[str, tuple[str, int, int]] = {
     "integer": ("be a 32-bit integer", -2**31, 2**31 - 1),
     "long": ("be a 64-bit integer", -2**63, 2**63 - 1)}
+_SCALARS = frozenset(("string", "integer", "long", "float", "double", "boolean", "blob",
+                      "timestamp"))
 _TYPES = frozenset((_OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP,
                     *(kind for kind, _, _ in _RANGES.values())))
 
@@ -185,8 +198,15 @@ def _check_list(shape: Shape, value: Any, path: str) -> Problem | None:
         return problem
     for index, item in enumerate(value):
         problem = _check(shape.member, item, f"{path}.{index + 1}.member")
-        if problem is not None:
-            return problem
+        if problem is None:
+            continue
+        if shape.member.type_name in _SCALARS and problem[2] not in _TYPES:
+            # A list of strings or numbers is reported whole, its item's constraint nested:
+            # "at 'registryIds' ... 'Member must satisfy constraint: [Member must satisfy
+            # regular expression pattern: [0-9]{12}]'" (ECR's answer quoted in
+            # aws-actions/amazon-ecr-login#225).
+            return path, value, f"satisfy constraint: [Member must {problem[2]}]"
+        return problem
     return None
 
 
@@ -287,8 +307,8 @@ def _length(shape: Shape, value: Any, path: str) -> Problem | None:
 def _pattern(source: str | None) -> re.Pattern[str] | None:
     if not source:
         return None
-    try:
-        return re.compile(source)
+    try:  # as Java reads it: \w, \d and \s are ASCII (no UNICODE_CHARACTER_CLASS)
+        return re.compile(source, re.ASCII)
     except re.error:  # a Java-only construct: leave that constraint to the handler
         return None
 
@@ -298,5 +318,9 @@ def _join(path: str, name: str) -> str:
 
 
 def _show(value: Any) -> str:
+    """A value as AWS's messages print it: JSON's null, true and false ("Value null at
+    'subjectId' ..."), a string quoted."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     text = repr(value) if not isinstance(value, str) else f"'{value}'"
     return text if len(text) <= 200 else text[:200] + "..."

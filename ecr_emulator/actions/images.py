@@ -21,7 +21,7 @@ from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
 from ecr_emulator.protocol import Call, Json, action
 from ecr_emulator.state import EmulatorState
-from ecr_emulator.validation import is_image_digest, is_tag
+from ecr_emulator.validation import is_image_digest, is_tag, tag_error
 
 
 def _image_id(digest: str, tag: str | None) -> Json:
@@ -35,9 +35,7 @@ async def put_image(call: Call, params: Json) -> Json:
     repository, text = params["repositoryName"], params["imageManifest"]
     tag, claimed = params.get("imageTag"), params.get("imageDigest")
     if tag is not None and not is_tag(tag):
-        raise AwsError("InvalidParameterException",
-                       "Invalid parameter at 'imageTag' failed to satisfy constraint: "
-                       "must satisfy regular expression '[a-zA-Z0-9-_.]+'")
+        raise tag_error()
     await templates.create_on_push(state, repository, registry_id)
     await state.db.read(store.get_repository, repository, registry_id)
     manifest = manifests.parse(text, params.get("imageManifestMediaType"))
@@ -119,17 +117,17 @@ def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
                image_ids: list[Json], accepted: list[str] | None,
                now: float) -> tuple[list[Json], list[Json], list[int]]:
     """The images and failures BatchGetImage answers, and the ids of the images whose
-    recorded pull time this pull moves."""
+    recorded pull time this pull moves.
+
+    Every reference is answered in the request's order, a repeated one again: the model's
+    ``images`` are "image objects corresponding to the image references in the request"
+    (BatchGetImageResponse.images), as BatchDeleteImage reports a repeat (found deleted:
+    ImageNotFound), and moto answers each repeat too."""
     store.get_repository(db, repository, registry_id)
     images: list[Json] = []
     failures: list[Json] = []
     pulled: list[int] = []
-    seen = set()
     for image_id in image_ids:
-        key = (image_id.get("imageDigest"), image_id.get("imageTag"))
-        if key in seen:
-            continue
-        seen.add(key)
         found = image_store.resolve(db, repository, image_id)
         if isinstance(found, Image) and accepted is not None and found.media_type not in accepted:
             # ECR does not convert formats here; an image no accepted type can carry is absent.

@@ -519,3 +519,27 @@ async def custom_role_of_another_account(ecr: Any, repo: str) -> Facts:
 
 
 SCENARIOS["custom role of another account"] = custom_role_of_another_account
+
+
+async def repeated_references(ecr: Any, repo: str) -> Facts:
+    """Each image reference of a batch is answered, a repeated one again; a list member the
+    model's limits refuse is InvalidParameterException."""
+    await image(ecr, repo, "v1")
+    got = await ecr.batch_get_image(repositoryName=repo, imageIds=[
+        {"imageTag": "v1"}, {"imageTag": "v1"}, {"imageTag": "nope"}, {"imageTag": "nope"}])
+    deleted = await ecr.batch_delete_image(repositoryName=repo, imageIds=[
+        {"imageTag": "v1"}, {"imageTag": "v1"}])
+    return {"BatchGetImage images of a repeated tag": len(got["images"]),
+            "BatchGetImage failures of a repeated absent tag":
+                [f["failureCode"] for f in got["failures"]],
+            "BatchDeleteImage repeated tag": [len(deleted["imageIds"]),
+                                              [f["failureCode"] for f in deleted["failures"]]],
+            "BatchDeleteImage 101 imageIds": await error_of(ecr.batch_delete_image(
+                repositoryName=repo, imageIds=[{"imageTag": f"t{i}"} for i in range(101)])),
+            "GetAuthorizationToken registryId of 11 digits": await error_of(
+                ecr.get_authorization_token(registryIds=["12345678901"])),
+            "GetAuthorizationToken 11 registryIds": await error_of(
+                ecr.get_authorization_token(registryIds=["123456789012"] * 11))}
+
+
+SCENARIOS["repeated references and list limits"] = repeated_references

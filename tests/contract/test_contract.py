@@ -80,6 +80,13 @@ REFERENCE: dict[str, dict[str, Any]] = {
     "registry scan on push": {"scanFrequency": "SCAN_ON_PUSH", "findings after a push": "none"},
     "custom role of another account": {"creation template": "InvalidParameterException",
                                        "pull through cache rule": "InvalidParameterException"},
+    "repeated references and list limits": {
+        "BatchGetImage images of a repeated tag": 2,
+        "BatchGetImage failures of a repeated absent tag": ["ImageNotFound", "ImageNotFound"],
+        "BatchDeleteImage repeated tag": [1, ["ImageNotFound"]],
+        "BatchDeleteImage 101 imageIds": "InvalidParameterException",
+        "GetAuthorizationToken registryId of 11 digits": "InvalidParameterException",
+        "GetAuthorizationToken 11 registryIds": "InvalidParameterException"},
     CROSS_ACCOUNT: {"without a policy": "AccessDeniedException", "pull granted": True,
                     "push with a pull grant": "AccessDeniedException",
                     "explicit deny over ecr:*": "AccessDeniedException",
@@ -217,6 +224,19 @@ DIFFERENCES[("moto", "custom role of another account", "pull through cache rule"
     "500", "CreatePullThroughCacheRule is not implemented",
     "CreatePullThroughCacheRuleRequest.customRoleArn",
     "This role must be in the same account as the registry that you are configuring.")
+
+# The limits themselves are the model's (ImageIdentifierList max 100,
+# GetAuthorizationTokenRegistryIdList max 10, RegistryId pattern [0-9]{12}); its
+# documentation gives the error they are broken with.
+UNCHECKED = ("InvalidParameterException", "The specified parameter is invalid. Review the "
+             "available parameters for the API request.")
+REPEATED = "repeated references and list limits"
+DIFFERENCES[("moto", REPEATED, "BatchDeleteImage 101 imageIds")] = Difference(
+    "none", "a list past the model's 100 image ids is accepted", *UNCHECKED)
+DIFFERENCES[("moto", REPEATED, "GetAuthorizationToken registryId of 11 digits")] = Difference(
+    "none", "a registry id is not held to [0-9]{12}", *UNCHECKED)
+DIFFERENCES[("moto", REPEATED, "GetAuthorizationToken 11 registryIds")] = Difference(
+    "none", "a list past the model's 10 registry ids is accepted", *UNCHECKED)
 
 REPORT: dict[str, dict[str, list[str]]] = {}
 

@@ -231,6 +231,26 @@ async def test_tags_take_ecr_grammar_not_only_oci(ecr: Any, repo: str) -> None:
         await ecr.put_image(repositoryName=repo, imageManifest=text, imageTag="a:b")
     assert refused.value.response["Error"]["Code"] == "InvalidParameterException"
 
+
+async def test_a_tag_outside_ecrs_grammar_is_refused_in_ecrs_words(ecr: Any, repo: str) -> None:
+    """PutImage and the actions naming one image refuse such a tag whole, with the text ECR
+    answers (quoted by its users from PutImage, DescribeImages and DescribeImageScanFindings);
+    BatchGetImage reports it as its failure InvalidImageTag."""
+    await ecr.create_repository(repositoryName=repo)
+    _, text = await push_image(ecr, repo, "a")
+    ecr_words = ("Invalid parameter at 'imageTag' failed to satisfy constraint: 'must satisfy "
+                 "regular expression '[a-zA-Z0-9-_.]+''")
+    calls = [ecr.put_image(repositoryName=repo, imageManifest=text, imageTag="20230616+1"),
+             ecr.describe_images(repositoryName=repo, imageIds=[{"imageTag": "20230616+1"}]),
+             ecr.describe_image_scan_findings(repositoryName=repo,
+                                              imageId={"imageTag": "20230616+1"})]
+    for call in calls:
+        with pytest.raises(ecr.exceptions.InvalidParameterException) as refused:
+            await call
+        assert refused.value.response["Error"]["Message"] == ecr_words
+    got = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "20230616+1"}])
+    assert [f["failureCode"] for f in got["failures"]] == ["InvalidImageTag"]
+
 async def test_list_images_pages(ecr: Any, repo: str) -> None:
     await ecr.create_repository(repositoryName=repo)
     pushed = []
@@ -327,6 +347,47 @@ async def test_batch_get_image_failures(ecr: Any, repo: str) -> None:
     codes = [f["failureCode"] for f in result["failures"]]
     assert codes == ["ImageNotFound", "ImageNotFound", "InvalidImageDigest", "InvalidImageTag",
                      "ImageTagDoesNotMatchDigest", "MissingDigestAndTag"]
+
+
+async def test_batch_get_image_answers_every_reference(ecr: Any, repo: str) -> None:
+    """A repeated reference is answered again, in the request's order, as BatchDeleteImage
+    answers each of its references (a repeat found deleted is a failure of its own)."""
+    await ecr.create_repository(repositoryName=repo)
+    image, text = await push_image(ecr, repo, "v1")
+    got = await ecr.batch_get_image(repositoryName=repo, imageIds=[
+        {"imageTag": "v1"}, {"imageDigest": image}, {"imageTag": "v1"}, {"imageTag": "nope"},
+        {"imageTag": "nope"}])
+    assert [i["imageId"] for i in got["images"]] == [
+        {"imageDigest": image, "imageTag": "v1"}, {"imageDigest": image},
+        {"imageDigest": image, "imageTag": "v1"}]
+    assert [i["imageManifest"] for i in got["images"]] == [text] * 3
+    assert [f["imageId"] for f in got["failures"]] == [{"imageTag": "nope"}] * 2
+    deleted = await ecr.batch_delete_image(repositoryName=repo, imageIds=[
+        {"imageTag": "v1"}, {"imageTag": "v1"}])
+    assert deleted["imageIds"] == [{"imageDigest": image, "imageTag": "v1"}]
+    assert [f["failureCode"] for f in deleted["failures"]] == ["ImageNotFound"]
+
+
+async def test_invalid_parameter_messages_are_ecrs(ecr: Any, repo: str) -> None:
+    """ECR words a broken constraint "'Member must ...'", and a list of strings is reported
+    whole with its item's constraint nested (the answers users quote: 101 imageIds, and
+    aws-actions/amazon-ecr-login#225 for registryIds)."""
+    await ecr.create_repository(repositoryName=repo)
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as too_many:
+        await ecr.batch_delete_image(repositoryName=repo,
+                                     imageIds=[{"imageTag": f"t{i}"} for i in range(101)])
+    assert too_many.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'imageIds' failed to satisfy constraint: 'Member must have "
+        "length less than or equal to 100'")
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as bad_id:
+        await ecr.get_authorization_token(registryIds=["123456789012", "12345678901"])
+    assert bad_id.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'registryIds' failed to satisfy constraint: 'Member must "
+        "satisfy constraint: [Member must satisfy regular expression pattern: [0-9]{12}]'")
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as eleven:
+        await ecr.get_authorization_token(registryIds=["123456789012"] * 11)
+    assert "'registryIds' failed to satisfy constraint: 'Member must have length less than " \
+           "or equal to 10'" in eleven.value.response["Error"]["Message"]
 
 
 async def test_batch_delete_image(ecr: Any, repo: str) -> None:

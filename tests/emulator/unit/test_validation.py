@@ -34,7 +34,8 @@ def test_valid_input_passes(action: str, params: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(("action", "params", "fragment"), [
-    ("CreateRepository", {}, "'repositoryName' failed to satisfy constraint: 'must not be null'"),
+    ("CreateRepository", {},
+     "'repositoryName' failed to satisfy constraint: 'Member must not be null'"),
     ("CreateRepository", {"repositoryName": "Upper"}, "regular expression"),
     ("CreateRepository", {"repositoryName": "a" * 257}, "length less than or equal to 256"),
     ("CreateRepository", {"repositoryName": "ab", "imageTagMutability": "SOMETIMES"},
@@ -77,6 +78,27 @@ def test_a_value_of_the_wrong_kind_is_a_serialization_error(action: str, params:
     assert fragment in error.message
 
 
+def test_a_list_of_strings_is_reported_whole() -> None:
+    error = error_of("BatchCheckLayerAvailability", {
+        "repositoryName": "ab", "layerDigests": ["sha256:" + "a" * 64, "x" * 1001]})
+    assert error.message == (
+        "Invalid parameter at 'layerDigests' failed to satisfy constraint: 'Member must "
+        "satisfy constraint: [Member must have length less than or equal to 1000]'")
+    # A value of the wrong kind keeps the item's own path: the body does not parse.
+    error = error_of("GetAuthorizationToken", {"registryIds": ["123456789012", 5]})
+    assert error.name == "SerializationException"
+    assert error.message == "'registryIds.2.member' must be a string"
+
+
+def test_patterns_read_word_classes_as_java_does() -> None:
+    """The model's patterns are Java's: \\w is [a-zA-Z0-9_] there, not any letter."""
+    validation.validate_input("RegisterPullTimeUpdateExclusion",
+                              {"principalArn": "arn:aws:iam::123456789012:role/ci_Role-1"})
+    error = error_of("RegisterPullTimeUpdateExclusion",
+                     {"principalArn": "arn:aws:iam::123456789012:role/caf\u00e9"})
+    assert "at 'principalArn' failed to satisfy constraint" in error.message
+
+
 def test_operations_declaring_validation_exception_use_it() -> None:
     error = error_of("ListImageReferrers", {"repositoryName": "ab",
                                             "subjectId": {"imageDigest": DIGEST},
@@ -84,6 +106,12 @@ def test_operations_declaring_validation_exception_use_it() -> None:
     assert error.name == "ValidationException"
     assert error.message == ("1 validation error detected: Value 51 at 'maxResults' failed to "
                              "satisfy constraint: Member must have value less than or equal to 50")
+
+
+def test_a_missing_member_is_a_null_value() -> None:
+    error = error_of("ListImageReferrers", {"repositoryName": "ab"})
+    assert error.message == ("1 validation error detected: Value null at 'subjectId' failed "
+                             "to satisfy constraint: Member must not be null")
 
 
 def test_blob_members_come_from_the_model() -> None:
