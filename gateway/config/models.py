@@ -346,11 +346,12 @@ class LimitsConfig(Section):
     cannot fill Redis's memory. A tail the staging spool holds alone (the default,
     process-local store) counts against blobs.staging.spools_max_bytes instead."""
     max_upload_tail_bytes: Count = 1024**3
-    """Bytes the tails of all clients' open upload sessions may take together in the local
-    session store (``state.backend: local``, a file per session under data_dir; with Redis,
-    its own ``maxmemory``). A PATCH whose tail does not fit gets 429 with Retry-After and
-    the upload's Range (the client sends it again once sessions end), so clients each at
-    their own bound cannot fill the disk together (10,000 sessions of up to 5 MiB)."""
+    """Bytes the tails of all clients' open upload sessions may take together in the session
+    store: the local one (``state.backend: local``, a file per session under data_dir) or
+    Redis (counted there across replicas: keep it under Redis's ``maxmemory``). A PATCH
+    whose tail does not fit gets 429 with Retry-After and the upload's Range (the client
+    sends it again once sessions end), so clients each at their own bound cannot fill the
+    disk or Redis together (10,000 sessions of up to 5 MiB). 0: no bound."""
     max_abandoned_upload_bytes_per_client: Count = 16 * 1024**3
     """Bytes one client sent to ECR for uploads that then ended without completion
     (cancelled with DELETE, expired, refused) within twice ``uploads.idle_timeout_seconds``

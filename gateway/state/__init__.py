@@ -23,7 +23,8 @@ def session_store(config: Config) -> SessionStore:
         return RedisSessionStore(redis_connection(config), prefix=config.state.key_prefix,
                                  lock_ttl=config.state.lock_ttl_seconds,
                                  lock_wait=config.state.lock_wait_seconds,
-                                 expire_after=max(idle * 2, idle + 300))
+                                 expire_after=max(idle * 2, idle + 300),
+                                 max_tail_bytes=config.limits.max_upload_tail_bytes)
     from gateway.state.local import LocalSessionStore
 
     return LocalSessionStore(config.data_path / "sessions",

@@ -21,6 +21,11 @@ Layout (``prefix`` is ``state.key_prefix``):
 - ``<prefix>tails:{<owner>}``: a hash of the owner's session ids to the bytes of their tails
   (``limits.max_upload_tail_bytes_per_client``), in the owner's slot. A tail is counted
   there before it is saved; ids no longer in the owner's set are dropped when it is summed.
+- ``<prefix>all-tails:{tails}``: a hash of every session id to the bytes of its tail, and
+  ``sum`` (``limits.max_upload_tail_bytes``, over all owners), with
+  ``<prefix>tail-due:{tails}``, a sorted set of the same ids scored by when their session's
+  hash expires (ms): an entry whose session went without a delete (expired on its own, a
+  replica died) leaves the sum once that time has passed.
 - ``<prefix>lock:{<id>}``: the cross-replica session lock (gateway/state/locks.py).
 
 A request's record and tail are written by one Lua script that first checks that the lock
@@ -59,7 +64,7 @@ from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.locks import TokenLocks
-from gateway.state.sessions import SessionLimit, TailBudget, UploadSession
+from gateway.state.sessions import SessionLimit, TailBudget, TailsFull, UploadSession
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,34 @@ redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return -1
 """
 
+# KEYS: all tails, their due times. ARGV: session id, its tail's bytes, the bound (0: none),
+# now and the session's expiry (ms). -1 once counted; else the bytes all tails take (the
+# tail was not counted). Entries past their time leave first. A tail that does not grow is
+# always counted. Nothing is left once no tail is counted. The sum is written before the
+# entries it counts (a Redis out of memory refuses the write that may grow it, HINCRBY,
+# not those that shrink, HDEL).
+_TOTAL = """
+local size, bound = tonumber(ARGV[2]), tonumber(ARGV[3])
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)) do
+  redis.call('HINCRBY', KEYS[1], 'sum', -tonumber(redis.call('HGET', KEYS[1], id) or '0'))
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+end
+local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local held = tonumber(redis.call('HGET', KEYS[1], 'sum') or '0')
+if bound > 0 and size > before and held - before + size > bound then return held end
+redis.call('HINCRBY', KEYS[1], 'sum', size - before)
+if size == 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], size)
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+end
+if redis.call('HLEN', KEYS[1]) == 1 then redis.call('HDEL', KEYS[1], 'sum') end
+return -1
+"""
+
 
 def _record(session: UploadSession) -> str:
     """The ``record`` field: the session without its owner (a field of its own)."""
@@ -151,7 +184,9 @@ class RedisSessionStore:
 
     def __init__(self, connection: RedisConnection, *, prefix: str = "ecr-gateway:",
                  lock_ttl: float = 15.0, lock_wait: float = 60.0,
-                 expire_after: float = 7200.0) -> None:
+                 expire_after: float = 7200.0, max_tail_bytes: int = 0) -> None:
+        """``max_tail_bytes``: the tails all sessions may keep in Redis together (0: no
+        bound), on top of each owner's bound."""
         self._redis: Any = connection.client(socket_timeout=30, health_check_interval=30)
         self._prefix = prefix
         self._lock_ttl_ms = max(int(lock_ttl * 1000), 1000)
@@ -160,6 +195,8 @@ class RedisSessionStore:
         self._save = self._redis.register_script(_SAVE)
         self._claim = self._redis.register_script(_CLAIM)
         self._reserve = self._redis.register_script(_RESERVE)
+        self._total = self._redis.register_script(_TOTAL)
+        self._max_tail_bytes = max_tail_bytes
         self._mutex = TokenLocks(self._redis, self._lock_ttl_ms)
         # Session id -> the lock the current task holds on it through this store (a
         # context variable: per asyncio task).
@@ -187,6 +224,10 @@ class RedisSessionStore:
 
     def _tails_key(self, owner: str) -> str:
         return f"{self._prefix}tails:{{{owner}}}"
+
+    @property
+    def _all_tails(self) -> list[str]:
+        return [f"{self._prefix}all-tails:{{tails}}", f"{self._prefix}tail-due:{{tails}}"]
 
     def _held(self, session_id: str) -> _Held | None:
         held = self._locks.get()
@@ -248,16 +289,18 @@ class RedisSessionStore:
 
     async def save(self, session: UploadSession, tail: bytes, *,
                    max_owner_tail: int = 0, bounded: bool = False) -> None:
-        # No bound of its own over all owners: Redis's maxmemory is it.
         assert len(tail) == session.tail_length, "tail must match the record"
         held = self._held(session.id)
         expected = ("", "")
         if held is not None and held.received is not None:
             expected = (str(held.received), str(held.committed))
         with _store_errors():
+            # Counted first (other slots than the session's): a save that then fails, or
+            # that the owner's bound refuses, leaves its tail counted until the session's
+            # next save (a refused request's own, cut back) or its end.
+            if self._max_tail_bytes:
+                await self._count_total(session.id, len(tail), bounded)
             if session.owner and max_owner_tail:
-                # Counted first (another slot than the session's): a save that then fails
-                # leaves its tail counted until the session's next save or its end.
                 others = int(await self._reserve(
                     keys=[self._owner_key(session.owner), self._tails_key(session.owner)],
                     args=[session.id, len(tail), max_owner_tail, self._expire_ms]))
@@ -282,6 +325,18 @@ class RedisSessionStore:
                            status=409)
         if held is not None:
             held.received, held.committed = session.received, session.committed
+
+    async def _count_total(self, session_id: str, size: int, bounded: bool = False) -> None:
+        """Count the session's tail in the bound over all owners (0: no longer counted);
+        ``bounded``: raise :class:`TailsFull` instead, nothing counted, for one that grows
+        past it."""
+        now = int(time.time() * 1000)
+        held = int(await self._total(
+            keys=self._all_tails,
+            args=[session_id, size, self._max_tail_bytes if bounded else 0, now,
+                  now + self._expire_ms]))
+        if held >= 0:
+            raise TailsFull(held)
 
     async def _touched(self, session: UploadSession) -> None:
         """A save went through: the session's place in the index; its owner's set lives as
@@ -309,6 +364,12 @@ class RedisSessionStore:
                     pipe.zrem(self._owner_key(owner), session_id)
                     pipe.hdel(self._tails_key(owner), session_id)
                 await pipe.execute()
+        if self._max_tail_bytes:
+            try:
+                await self._count_total(session_id, 0)
+            except RedisError as exc:  # its due time takes it out of the count
+                log.warning("upload %s: its tail stays counted until the session's expiry: "
+                            "%s", session_id, type(exc).__name__)
 
     # -- the cross-replica lock -------------------------------------------------------------
 

@@ -97,8 +97,9 @@ class TailBudget(Exception):
 
 
 class TailsFull(Exception):
-    """The tails the store holds over all owners take its own bound (the local store's
-    ``limits.max_upload_tail_bytes``); this one was not saved."""
+    """The tails the store holds over all owners take its own bound
+    (``limits.max_upload_tail_bytes``, counted in Redis across replicas); this one was not
+    saved."""
 
 
 class SessionStore(Protocol):

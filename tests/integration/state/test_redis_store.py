@@ -21,7 +21,7 @@ from gateway.ecr.uploads import UploadManager
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
-from gateway.state.sessions import SessionLimit, UploadSession, owner_of
+from gateway.state.sessions import SessionLimit, TailsFull, UploadSession, owner_of
 from tests.support.redis import RedisServer
 
 
@@ -353,3 +353,47 @@ async def test_expired_and_vanished_sessions_leave_the_count(
     await b.create(_session(owner=ALICE), max_owned=2)
     assert await a.owned(ALICE) == 2
     await raw.aclose()
+
+
+async def test_tails_over_all_owners_are_bounded_across_replicas(
+        redis_server: RedisServer) -> None:
+    """The store's bound over all owners (``limits.max_upload_tail_bytes``), counted in
+    Redis: one replica's tails count for the other, a save that shrinks or empties a tail is
+    never refused, and a session that expired on its own (no delete: every replica died)
+    stops counting once its time has passed."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    connection = RedisConnection(redis_server.url)
+    a, b = (RedisSessionStore(connection, prefix=prefix, lock_ttl=1.0, expire_after=1.0,
+                              max_tail_bytes=100) for _ in range(2))
+    try:
+        first = _session(owner=ALICE, received=80)
+        second = _session(owner=owner_of("addr:203.0.113.9"), received=30)
+        for session in (first, second):
+            await a.create(session)
+        await a.save(first, b"x" * 80, bounded=True)
+        with pytest.raises(TailsFull):
+            await b.save(second, b"y" * 30, bounded=True)
+        assert await b.tail(second.id) == b""  # nothing of it saved
+        second.received = 20
+        await b.save(second, b"y" * 20, bounded=True)  # fits
+        second.received = 40
+        await b.save(second, b"y" * 40)  # a save that is not a request's own is never refused
+        first.committed = 60
+        await a.save(first, b"x" * 20, bounded=True)  # shrinks
+        second.received = 80
+        await b.save(second, b"y" * 80, bounded=True)
+        await b.delete(second.id)
+        await a.save(_session(received=80), b"z" * 80, bounded=True)  # room again
+
+        await asyncio.sleep(1.2)  # every session's hash expired without a delete
+        assert await a.get(first.id) is None
+        late = _session(received=100)
+        await b.save(late, b"w" * 100, bounded=True)
+        await b.delete(late.id)
+        raw = aioredis.Redis.from_url(redis_server.url)
+        # Nothing of the count is left once no tail is counted.
+        assert not await raw.keys(f"{prefix}*tail*")
+        await raw.aclose()
+    finally:
+        await a.close()
+        await b.close()
