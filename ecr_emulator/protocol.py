@@ -364,8 +364,17 @@ async def _addressed(request: web.Request, identity: Identity, spec: ActionSpec,
     signature's region), or the other account's whose repositories it names."""
     if spec.service != "ecr":
         state = request.app[PUBLIC_STATE_KEY]
+        if params.get("registryId") == state.settings.public_registry_alias:
+            # The alias names the account's registry: rules see its repositories' ARNs.
+            params = {**params, "registryId": state.account_id}
         await _authorize(request, identity, spec, params, state, state.account_id,
                          state.account_id, state.region)
+        if spec.operation == "GetAuthorizationToken":
+            # ECR Public's token is an STS service bearer token: the caller needs
+            # sts:GetServiceBearerToken too (API reference, GetAuthorizationToken).
+            request.app[access.POLICIES].check(
+                identity.access_key_id, "GetServiceBearerToken", {},
+                account_id=state.account_id, region=state.region, service="sts")
         return state
     own = await _registry(request, identity)
     registries = request.app.get(REGISTRIES_KEY)

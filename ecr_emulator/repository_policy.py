@@ -212,10 +212,8 @@ async def authorize(state: EmulatorState, service: str, access_key_id: str, acti
     call names; raise AccessDeniedException if the call may not proceed."""
     account_id = state.account_id
     names = list(dict.fromkeys(access.repositories_named(params)))
-    registry = params.get("registryId")
-    own = (None, account_id, state.settings.public_registry_alias if service == "ecr-public"
-           else account_id)  # ECR Public's layer actions also take the registry's alias
-    if registry not in own:
+    registry = params.get("registryId")  # ECR Public's alias is already the account's id
+    if registry not in (None, account_id):
         names = []  # another registry's repository: this registry's policies do not apply
     principal = access.principal_arn(account_id, access_key_id)
     verdicts: list[Decision] = []

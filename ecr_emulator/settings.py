@@ -56,6 +56,10 @@ class Settings:
     (bursts of ten times as many); ECR Public's unauthenticated quota is 1 per second."""
     public_authenticated_pull_rate: int = 10
     """The same for a token obtained with GetAuthorizationToken (ECR Public: 10 per second)."""
+    public_max_parts: int = 1000
+    """``max_parts`` of the ECR Public registry: its quota (not adjustable) is 1,000 parts."""
+    public_max_layer_size: int = 10_000 * MiB
+    """``max_layer_size`` of the ECR Public registry: its quota is 10,000 MiB a layer."""
     request_body_grace_seconds: int = 20
     request_body_min_rate: int = 64 * 1024
     """A request's body must arrive within the grace plus its length at this many bytes a

@@ -10,10 +10,17 @@ imageTagMutability...). What differs from ECR:
 
 * the API exists in us-east-1 only: a request signed for another region gets
   UnsupportedCommandException ("The action isn't supported in this Region.");
-* the layer and image actions take the registry's id or its alias as ``registryId``; another
-  one is RegistryNotFoundException;
+* the actions whose model types ``registryId`` as RegistryIdOrAlias (the layer plane,
+  PutImage, BatchDeleteImage) take the registry's id or its alias; another one is
+  RegistryNotFoundException where the action declares it, else RepositoryNotFoundException;
 * repository ARNs are ``arn:aws:ecr-public::<account>:repository/<name>`` and URIs
   ``public.ecr.aws/<alias>/<name>``; tags are always mutable;
+* every repository has catalog data, empty until some is put: CreateRepository answers
+  ``catalogData: {}`` without any (the AWS CLI's example), and GetRepositoryCatalogData
+  answers a repository created without any with ``{}`` (Terraform's aws_ecrpublic_repository
+  reads it after every create and fails on any error). When AWS raises the model's
+  RepositoryCatalogDataNotFoundException is not published: the emulator never does.
+  ``marketplaceCertified`` is left out, as AWS's answers for repositories not certified;
 * GetAuthorizationToken answers one authorizationData (no proxyEndpoint); its password is
   what the public registry endpoint's ``/token`` accepts (registry.py).
 """
@@ -40,9 +47,8 @@ SERVICE = "ecr-public"
 REGION = "us-east-1"
 HOST = "public.ecr.aws"
 REGISTRY_NAME_KEY = "registry_display_name"
-# Actions whose registryId is a RegistryIdOrAlias and that declare RegistryNotFoundException.
-_BY_ALIAS = {"BatchCheckLayerAvailability", "InitiateLayerUpload", "UploadLayerPart",
-             "CompleteLayerUpload", "PutImage"}
+CATALOG_MEMBERS = ("description", "architectures", "operatingSystems", "aboutText",
+                   "usageText")
 
 
 def alias(state: EmulatorState) -> str:
@@ -72,22 +78,41 @@ def prune(shape: Shape | None, value: Any) -> Any:
     return value
 
 
+def _takes_alias(name: str) -> bool:
+    """Whether the model types the action's ``registryId`` as RegistryIdOrAlias."""
+    shape = validation.service_model(SERVICE).operation_model(name).input_shape
+    member = shape.members.get("registryId") if shape is not None else None
+    return member is not None and member.name == "RegistryIdOrAlias"
+
+
+def _declares(name: str, error: str) -> bool:
+    operation = validation.service_model(SERVICE).operation_model(name)
+    return any(shape.name == error for shape in operation.error_shapes)
+
+
+def _by_alias(state: EmulatorState, name: str, params: Json) -> Json:
+    """``params`` with the registry's id for the alias (or its id) as ``registryId``."""
+    registry = params.get("registryId")
+    if registry is not None and registry not in (state.account_id, alias(state)):
+        if _declares(name, "RegistryNotFoundException"):
+            raise AwsError("RegistryNotFoundException",
+                           f"The registry with id '{registry}' does not exist")
+        raise store.repository_not_found(params["repositoryName"], registry)
+    return {**params, "registryId": state.account_id}
+
+
 def public_action(name: str) -> Callable[[Handler], Handler]:
     """Register ``handler`` as ECR Public's ``name``, behind the region and registry checks."""
     output = validation.service_model(SERVICE).operation_model(name).output_shape
+    by_alias = _takes_alias(name)
 
     def register(handler: Handler) -> Handler:
         async def checked(call: Call, params: Json) -> Json:
             if call.identity.region != REGION:
                 raise AwsError("UnsupportedCommandException",
                                "The action isn't supported in this Region.")
-            if name in _BY_ALIAS:
-                registry = params.get("registryId")
-                if registry is not None and registry not in (call.state.account_id,
-                                                             alias(call.state)):
-                    raise AwsError("RegistryNotFoundException",
-                                   f"The registry with id '{registry}' does not exist")
-                params = {**params, "registryId": call.state.account_id}
+            if by_alias:
+                params = _by_alias(call.state, name, params)
             result: Json = prune(output, await handler(call, params))
             return result
 
@@ -126,7 +151,7 @@ def _catalog_document(given: Json | None, previous: Json | None = None) -> Json 
     if given is None:
         return previous
     stored = dict(previous or {})
-    for key in ("description", "architectures", "operatingSystems", "aboutText", "usageText"):
+    for key in CATALOG_MEMBERS:
         if key in given:
             stored[key] = given[key]
     if "logoImageBlob" in given:
@@ -136,12 +161,11 @@ def _catalog_document(given: Json | None, previous: Json | None = None) -> Json 
     return stored
 
 
-def catalog_json(call: Call, repository: str, stored: Json) -> Json:
-    data: Json = {k: stored[k] for k in ("description", "architectures", "operatingSystems",
-                                         "aboutText", "usageText") if k in stored}
-    if stored.get("logo"):
+def catalog_json(call: Call, repository: str, stored: Json | None) -> Json:
+    """RepositoryCatalogData of what is stored (None: nothing yet, ``{}``)."""
+    data: Json = {k: stored[k] for k in CATALOG_MEMBERS if k in stored} if stored else {}
+    if stored and stored.get("logo"):
         data["logoUrl"] = f"{call.base_url}/_emulator/public/logos/{repository}"
-    data["marketplaceCertified"] = False
     return data
 
 
@@ -163,10 +187,8 @@ async def create_repository(call: Call, params: Json) -> Json:
                           registry_id=state.account_id)
 
     await state.db.write(create)
-    answer: Json = {"repository": repository_json(state, name, now)}
-    if catalog is not None:
-        answer["catalogData"] = catalog_json(call, name, catalog)
-    return answer
+    return {"repository": repository_json(state, name, now),
+            "catalogData": catalog_json(call, name, catalog)}
 
 
 @public_action("DescribeRepositories")
@@ -276,13 +298,8 @@ async def put_registry_catalog_data(call: Call, params: Json) -> Json:
 
 @public_action("GetRepositoryCatalogData")
 async def get_repository_catalog_data(call: Call, params: Json) -> Json:
-    state = call.state
-    registry_id, repository = await existing_repository(call, params)
-    stored = await state.db.read(documents.get, repository, documents.CATALOG)
-    if stored is None:
-        raise AwsError("RepositoryCatalogDataNotFoundException",
-                       f"The repository catalog data does not exist for the repository with "
-                       f"name '{repository}' in the registry with id '{registry_id}'")
+    _, repository = await existing_repository(call, params)
+    stored = await call.state.db.read(documents.get, repository, documents.CATALOG)
     return {"catalogData": catalog_json(call, repository, stored)}
 
 

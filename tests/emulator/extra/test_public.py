@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from ecr_emulator.settings import MiB, Settings
 from tests.emulator.api.helpers import (
     OCI_MANIFEST,
     digest,
@@ -21,10 +22,12 @@ from tests.emulator.api.helpers import (
 from tests.emulator.extra.helpers import (
     ALIAS,
     basic_of,
+    policy,
     public_client,
     registry_token,
+    user,
 )
-from tests.support.emulator import ACCOUNT_ID, EmulatorProcess, ecr_client
+from tests.support.emulator import ACCOUNT_ID, EmulatorProcess, ecr_client, new_access_key
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
@@ -48,7 +51,7 @@ async def test_repositories_and_catalog_data(pub: Any, ecr: Any) -> None:
         "repositoryUri": f"public.ecr.aws/{ALIAS}/{repo}",
         "createdAt": created["repository"]["createdAt"]}
     data = created["catalogData"]
-    assert data["description"] == "A test image" and data["marketplaceCertified"] is False
+    assert data["description"] == "A test image" and "marketplaceCertified" not in data
     assert data["architectures"] == ["x86-64", "ARM 64"] and data["logoUrl"]
     async with aiohttp.ClientSession() as session, session.get(data["logoUrl"]) as r:
         assert r.status == 200 and await r.read() == PNG
@@ -67,6 +70,129 @@ async def test_repositories_and_catalog_data(pub: Any, ecr: Any) -> None:
         await ecr.describe_repositories(repositoryNames=[repo])
     deleted = await pub.delete_repository(repositoryName=repo)
     assert deleted["repository"] == created["repository"]
+
+
+async def test_catalog_data_of_a_repository_created_without_any(pub: Any) -> None:
+    """Every repository has catalog data: CreateRepository without any answers
+    ``catalogData: {}`` (the AWS CLI's example) and GetRepositoryCatalogData reads it as
+    ``{}`` (Terraform reads it after every create and fails on any error); AWS leaves out
+    marketplaceCertified for a repository that is not certified."""
+    repo = name()
+    created = await pub.create_repository(repositoryName=repo)
+    assert created["catalogData"] == {}
+    assert (await pub.get_repository_catalog_data(repositoryName=repo))["catalogData"] == {}
+    put = await pub.put_repository_catalog_data(repositoryName=repo,
+                                                catalogData={"description": "Now some"})
+    assert put["catalogData"] == {"description": "Now some"}
+    assert (await pub.get_repository_catalog_data(repositoryName=repo))["catalogData"] == \
+        {"description": "Now some"}
+
+
+async def test_batch_delete_image_takes_the_registry_alias(pub: Any) -> None:
+    """BatchDeleteImage's registryId is a RegistryIdOrAlias in ECR Public's model, as for
+    the layer plane and PutImage: the alias names the registry. Another one names no
+    repository (the action declares no RegistryNotFoundException)."""
+    repo = name()
+    await pub.create_repository(repositoryName=repo)
+    await push_image(pub, repo, "v1")
+    with pytest.raises(pub.exceptions.RepositoryNotFoundException):
+        await pub.batch_delete_image(repositoryName=repo, registryId="someone-else",
+                                     imageIds=[{"imageTag": "v1"}])
+    deleted = await pub.batch_delete_image(repositoryName=repo, registryId=ALIAS,
+                                           imageIds=[{"imageTag": "v1"}])
+    assert [i["imageTag"] for i in deleted["imageIds"]] == ["v1"] and not deleted["failures"]
+    assert (await pub.describe_images(repositoryName=repo))["imageDetails"] == []
+
+
+async def test_rules_on_repository_arns_hold_for_calls_naming_the_alias(
+        pub: Any, extra_emulator: EmulatorProcess) -> None:
+    """A key allowed ``ecr-public:*`` on its repositories' ARNs pushes whether the call
+    names the registry by its id, its alias or not at all: the alias is the account's
+    registry, not an account of its own (the ARN the rules were matched against was
+    ``arn:aws:ecr-public::emulator:repository/...``)."""
+    repo, pusher = f"team-{uuid.uuid4().hex[:8]}/app", new_access_key("AKIDPUSHER")
+    await pub.create_repository(repositoryName=repo)
+    extra_emulator.control("PUT", "policies", {pusher: [
+        {"Effect": "Allow", "Action": "ecr-public:*",
+         "Resource": f"arn:aws:ecr-public::{ACCOUNT_ID}:repository/{repo}"}]})
+    try:
+        async with public_client(extra_emulator.url, access_key_id=pusher) as as_pusher:
+            for registry in (None, ACCOUNT_ID, ALIAS):
+                named = {"registryId": registry} if registry else {}
+                assert (await as_pusher.initiate_layer_upload(repositoryName=repo, **named))[
+                    "uploadId"]
+            # The repository's own policy applies to calls naming the alias as well.
+            await pub.set_repository_policy(repositoryName=repo, policyText=policy(
+                {"Effect": "Deny", "Principal": {"AWS": user(ACCOUNT_ID, pusher)},
+                 "Action": "ecr-public:InitiateLayerUpload"}))
+            with pytest.raises(as_pusher.exceptions.ClientError) as info:
+                await as_pusher.initiate_layer_upload(repositoryName=repo, registryId=ALIAS)
+            assert "explicit deny in a resource-based policy" in \
+                info.value.response["Error"]["Message"]
+    finally:
+        extra_emulator.control("DELETE", "policies")
+
+
+async def test_authorization_token_needs_sts_get_service_bearer_token(
+        extra_emulator: EmulatorProcess) -> None:
+    """ECR Public's GetAuthorizationToken needs ecr-public:GetAuthorizationToken and
+    sts:GetServiceBearerToken: a key allowed only the first is refused, naming the second."""
+    without, with_sts = new_access_key("AKIDNOSTS"), new_access_key("AKIDSTS")
+    extra_emulator.control("PUT", "policies", {
+        without: [{"Effect": "Allow", "Action": "ecr-public:*"}],
+        with_sts: [{"Effect": "Allow", "Action": ["ecr-public:GetAuthorizationToken",
+                                                  "sts:GetServiceBearerToken"]}]})
+    try:
+        async with public_client(extra_emulator.url, access_key_id=without) as refused:
+            with pytest.raises(refused.exceptions.ClientError) as info:
+                await refused.get_authorization_token()
+        error = info.value.response["Error"]
+        assert error["Code"] == "AccessDeniedException"
+        assert "not authorized to perform: sts:GetServiceBearerToken" in error["Message"]
+        async with public_client(extra_emulator.url, access_key_id=with_sts) as allowed:
+            data = (await allowed.get_authorization_token())["authorizationData"]
+        assert await registry_token(extra_emulator.url, basic_of(data))
+    finally:
+        extra_emulator.control("DELETE", "policies")
+
+
+async def test_upload_quotas_are_ecr_publics(tmp_path: Path) -> None:
+    """ECR Public's upload quotas are its own (1,000 parts, 10,000 MiB layers, where ECR
+    allows 4,200 and 52,000 MiB), set apart from ECR's: with the public ones lowered, the
+    public registry refuses a third part and a layer past its size while the private one,
+    at its defaults, takes both."""
+    env = {"ECR_EMULATOR_PUBLIC_MAX_PARTS": "2", "ECR_EMULATOR_PUBLIC_MAX_LAYER_SIZE": "4"}
+    with EmulatorProcess(tmp_path / "ecr", env=env) as emu:
+        async with public_client(emu.url) as pub, ecr_client(
+                emu.url, retries={"total_max_attempts": 1}) as ecr:
+            for client, limited in ((pub, True), (ecr, False)):
+                repo = name()
+                await client.create_repository(repositoryName=repo)
+                parts = (await client.initiate_layer_upload(repositoryName=repo))["uploadId"]
+                big = (await client.initiate_layer_upload(repositoryName=repo))["uploadId"]
+                for part in range(3):
+                    call = client.upload_layer_part(
+                        repositoryName=repo, uploadId=parts, partFirstByte=part,
+                        partLastByte=part, layerPartBlob=b"z")
+                    if limited and part == 2:
+                        with pytest.raises(client.exceptions.LimitExceededException):
+                            await call
+                    else:
+                        await call
+                call = client.upload_layer_part(repositoryName=repo, uploadId=big,
+                                                partFirstByte=0, partLastByte=4,
+                                                layerPartBlob=b"12345")
+                if limited:
+                    with pytest.raises(client.exceptions.LimitExceededException):
+                        await call
+                else:
+                    await call
+
+
+def test_default_upload_quotas_are_the_published_ones() -> None:
+    settings = Settings()
+    assert (settings.public_max_parts, settings.public_max_layer_size) == (1000, 10_000 * MiB)
+    assert (settings.max_parts, settings.max_layer_size) == (4200, 52_000 * MiB)
 
 
 async def test_images_and_image_tags(pub: Any) -> None:
