@@ -21,7 +21,7 @@ from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, ConfigError, PullThroughConfig
 from gateway.disk.direct_io import balloon_reports_free_pages
-from gateway.ecr.abandoned import AbandonedBytes
+from gateway.ecr.abandoned import UnfinishedBytes
 from gateway.ecr.breaker import CircuitBreaker
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
@@ -286,7 +286,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
     per_client = ClientBounds(limits.max_open_uploads_per_client,
                               limits.max_upload_tail_bytes_per_client,
-                              AbandonedBytes(limits.max_abandoned_upload_bytes_per_client,
+                              UnfinishedBytes(limits.max_abandoned_upload_bytes_per_client,
                                              2 * config.uploads.idle_timeout_seconds))
     backends = BackendRouter(router, [
         EcrBackend(*shared, downloads=downloads, upload_bounds=per_client),

@@ -355,7 +355,7 @@ class EcrBackend:
         return await self.uploads.status(ctx.name, upload_id, ctx.client, self._target(ctx))
 
     async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
-                           start: int | None, *,
+                           start: int | None, *, length: int | None = None,
                            kept: Callable[[Path], None] | None = None) -> UploadStatus:
         """``kept``: the caller holds the whole blob, verified, in a file of its own (a
         pull-through's spool) and names it with this as the upload's staged copy (a link),
@@ -369,7 +369,7 @@ class EcrBackend:
                               self._held_spools.get(upload_id))
         staged = kept is not None and start == 0 and await self._stage_kept(upload_id, kept)
         status = await self.uploads.write(ctx.name, upload_id, self._target(ctx), chunks, start,
-                                          staged=staged, client=ctx.client)
+                                          staged=staged, client=ctx.client, length=length)
         if self.peers is not None and await asyncio.to_thread(
                 _size_of, self._staging.spool_path(upload_id)) == status.received:
             await self.peers.note_spool(upload_id)  # every byte so far is staged here

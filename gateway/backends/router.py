@@ -33,6 +33,7 @@ class Storage(Registry, Protocol):
 
     async def write_upload(self, ctx: RequestContext, upload_id: str,
                            chunks: AsyncIterator[bytes], start: int | None, *,
+                           length: int | None = None,
                            kept: Callable[[Path], None] | None = None) -> UploadStatus:
         """As the OCI operation; ``kept`` names a verified copy the caller holds as the
         upload's staged copy (see ``EcrBackend.write_upload``)."""
@@ -96,8 +97,10 @@ class BackendRouter:
 
     async def write_upload(self, ctx: RequestContext, upload_id: str,
                            chunks: AsyncIterator[bytes], start: int | None, *,
+                           length: int | None = None,
                            kept: Callable[[Path], None] | None = None) -> UploadStatus:
-        return await self.backend(ctx).write_upload(ctx, upload_id, chunks, start, kept=kept)
+        return await self.backend(ctx).write_upload(ctx, upload_id, chunks, start,
+                                                    length=length, kept=kept)
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         await self.backend(ctx).finish_upload(ctx, upload_id, digest)

@@ -351,15 +351,22 @@ class LimitsConfig(Section):
     Redis (counted there across replicas: keep it under Redis's ``maxmemory``). A PATCH
     whose tail does not fit gets 429 with Retry-After and the upload's Range (the client
     sends it again once sessions end), so clients each at their own bound cannot fill the
-    disk or Redis together (10,000 sessions of up to 5 MiB). 0: no bound."""
-    max_abandoned_upload_bytes_per_client: Count = 16 * 1024**3
-    """Bytes one client sent to ECR for uploads that then ended without completion
-    (cancelled with DELETE, expired, refused) within twice ``uploads.idle_timeout_seconds``
-    (how long the embedded emulator keeps such an upload; ECR has no call to cancel one).
-    Past it, the client's next POST or PATCH gets 429 with Retry-After until enough of them
-    are older. Completed uploads never count; a few interrupted pushes of large images do,
-    so a login every CI job shares needs room for them (0: no bound). Counted in each
-    replica's memory: N replicas let a client leave N times as much."""
+    disk or Redis together (10,000 sessions of up to 5 MiB). Once reached, a warning says
+    so once a minute, and ``ecr_gateway_upload_refusals_total{bound="tail_total"}`` counts
+    each refusal. 0: no bound."""
+    max_abandoned_upload_bytes_per_client: Count = 64 * 1024**3
+    """Bytes one client has ECR hold for its unfinished uploads: those it sent for uploads
+    still open (given back when ECR accepts an upload's completion), and for uploads that
+    ended without completion (cancelled with DELETE, expired, refused) within twice
+    ``uploads.idle_timeout_seconds`` (how long the embedded emulator keeps such an upload;
+    ECR has no call to cancel one). Past it, the client's POSTs get 429 with Retry-After; a
+    PATCH whose Content-Length would take it past gets 429 before a byte is read, and a
+    chunked one stops before the part that would, with 429 and the upload's Range (the
+    client continues from it). It is also the most one client pushes at once (the default
+    is above ECR's largest layer, 52,000 MiB; layers larger together need it raised), and
+    a few interrupted pushes of large images count, so a login every CI job shares needs
+    room for them (0: no bound). Counted in each replica's memory: N replicas let a client
+    hold N times as much."""
     body_idle_timeout_seconds: Seconds = 60.0
     """A request body silent this long is cut (408)."""
     body_timeout_seconds: Seconds = 3600.0

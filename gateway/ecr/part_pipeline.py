@@ -131,9 +131,20 @@ def skip(chunks: Sequence[Buffer], count: int) -> list[memoryview]:
     return views
 
 
+def parts_of(total: int, size: int) -> int:
+    """The bytes of ``total`` (an upload's tail and a request body) that a request sends as
+    parts of ``size``: all but what is left under the part minimum after the whole parts."""
+    rest = total % size
+    return total - rest if rest < MIN_PART else total
+
+
 class Destination(Protocol):
     """Where a pipeline's parts and records go: ECR, the staging spool, the session store
     and the process's account of what it sent (``UploadManager`` for one request)."""
+
+    def admit(self, size: int) -> None:
+        """Before a part of ``size`` bytes goes: raises :class:`RequestRefused` when the
+        client may not have ECR hold it (the part is tail again, nothing more is read)."""
 
     async def send(self, part: EncodedPart) -> None:
         """UploadLayerPart; raises :class:`OutOfStep` when ECR holds part of it already."""
@@ -356,6 +367,7 @@ class PartPipeline:
                     await self.settle()
                     if self.failure is not None:
                         return  # the part before failed: this one is tail again
+                    self._to.admit(cut.part.size)
                     self._in_flight = asyncio.create_task(self.send(cut))
                     # The task holds the part until ECR has it; a local would hold it on
                     # while the next part fills and waits for a place (10 MiB per upload).
@@ -383,8 +395,14 @@ class PartPipeline:
         """What is left goes up if it may be a part (in parts of at most ``size``: a tail
         carried over from an earlier request is cut again here)."""
         while self.failure is None and self.pending.size >= MIN_PART:
-            self._in_flight = asyncio.create_task(
-                self.send(await self.cut(min(self.pending.size, self.size))))
+            cut = await self.cut(min(self.pending.size, self.size))
+            try:
+                self._to.admit(cut.part.size)
+            except RequestRefused as exc:
+                self.failed(exc)
+                return
+            self._in_flight = asyncio.create_task(self.send(cut))
+            del cut
             await self.settle()
 
     async def wind_up(self) -> None:

@@ -33,15 +33,17 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from gateway.ecr.abandoned import AbandonedBytes
+from gateway.ecr.abandoned import Grant, UnfinishedBytes
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
 from gateway.ecr.idle_trim import IdleTrim
-from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending
+from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending, parts_of
 from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
 from gateway.ecr.staging import SpoolsFull, StagingStore, repository_key
+from gateway.observability.logs import Sparing, unsaid
+from gateway.observability.metrics import UPLOAD_REFUSALS
 from gateway.oci import errors as oci
 from gateway.oci.backend import UploadStatus
 from gateway.oci.digests import EMPTY_SHA256, sha256_digest
@@ -72,21 +74,29 @@ SENT_FROM_START = 10_000
 # kept for one identity, cache.manifest_revalidate_seconds), and how many proofs are kept.
 PUSH_PROOF_SECONDS = 60.0
 PUSH_PROOFS_KEPT = 10_000
+# The store's bound on tails, once reached, is reached by every PATCH until sessions end:
+# said once a minute (the metric counts every refusal).
+_TAILS_FULL = Sparing()
 
 class _Request:
     """A :class:`~gateway.ecr.part_pipeline.Destination` for one request on one session."""
 
     def __init__(self, manager: UploadManager, target: Target, session: UploadSession,
-                 staged: bool) -> None:
+                 staged: bool, grant: Grant) -> None:
         self._manager = manager
         self._target = target
         self._session = session
+        self._grant = grant  # what the request's client may still have ECR hold
         self._staged = staged  # the staging spool holds every byte already
         self._acknowledged = session.received  # what the client was told before this request
         self._refused = False  # a write failed where acknowledged bytes live: no more writes
 
+    def admit(self, size: int) -> None:
+        self._grant.reserve(size)
+
     async def send(self, part: EncodedPart) -> None:
-        await self._manager._send_part(self._target, self._session, part)
+        await self._manager._send_part(self._target, self._session, part,
+                                       sender=self._grant.owner, grant=self._grant)
 
     async def record_progress(self, committed: int) -> None:
         await self._manager._record_progress(self._session, committed)
@@ -122,7 +132,7 @@ class ClientBounds:
     open_sessions: int = 0  # limits.max_open_uploads_per_client
     tail_bytes: int = 0  # limits.max_upload_tail_bytes_per_client
     # limits.max_abandoned_upload_bytes_per_client, shared by every backend's uploads
-    abandoned: AbandonedBytes | None = None
+    unfinished: UnfinishedBytes | None = None
 
 
 UNBOUNDED = ClientBounds()
@@ -136,7 +146,7 @@ class UploadManager:
         self._store = store
         self._max_open_per_client = bounds.open_sessions
         self._max_tail_per_client = bounds.tail_bytes
-        self._abandoned = bounds.abandoned or AbandonedBytes(0, 0.0)
+        self._unfinished = bounds.unfinished or UnfinishedBytes(0, 0.0)
         self._staging = staging
         self._policy = policy
         self._client_for = client_for
@@ -174,7 +184,7 @@ class UploadManager:
         429: asked before ECR is (a client at its limit costs no upstream call), and again
         as the session is stored (concurrent POSTs, other replicas)."""
         owner = owner_of(client) if client else None
-        self._abandoned.check(owner)
+        self._unfinished.check(owner)
         limit = self._max_open_per_client if owner else 0
         if limit and owner and await self._store.owned(owner) >= limit:
             raise _too_many_open(limit)
@@ -245,12 +255,19 @@ class UploadManager:
         return UploadStatus(session.id, session.received)
 
     async def _send_part(self, target: Target, session: UploadSession,
-                         part: bytes | EncodedPart, *, final: bool = False) -> None:
+                         part: bytes | EncodedPart, *, sender: str | None,
+                         grant: Grant | None = None, final: bool = False) -> None:
+        """Send one part as ``sender``'s (None: the gateway's own), out of ``grant``'s room
+        if the request has one (the completion's last bytes: counted, never refused)."""
         first = session.committed
         last = first + len(part) - 1
         try:
-            await self._call(target, "UploadLayerPart", uploadId=session.ecr_upload_id,
-                             partFirstByte=first, partLastByte=last, layerPartBlob=part)
+            try:
+                await self._call(target, "UploadLayerPart", uploadId=session.ecr_upload_id,
+                                 partFirstByte=first, partLastByte=last, layerPartBlob=part)
+            finally:
+                if grant is not None:
+                    grant.spent(len(part))
         except EcrError as exc:
             # A retry of a part that did land (its answer was lost, or a process that died
             # had sent it) is refused as out of order; ECR's lastValidByteReceived tells how
@@ -259,16 +276,20 @@ class UploadManager:
             if exc.code != "InvalidLayerPartException" or not isinstance(landed, int) \
                     or landed < first:
                 raise
+            # ECR holds it up to ``landed``: counted as this request's (it continues it).
+            self._unfinished.sent(session.id, sender, first, min(landed, last) + 1)
             if landed < last:
                 # Stored up to the middle of this part (it was cut differently before).
                 if not final:
                     raise OutOfStep(landed + 1) from exc
                 data = part.data() if isinstance(part, EncodedPart) else part
                 session.committed = landed + 1  # the last part may be of any size
-                await self._send_part(target, session, data[landed + 1 - first:], final=True)
+                await self._send_part(target, session, data[landed + 1 - first:],
+                                      sender=sender, final=True)
                 return
             log.info("part %d-%d of upload %s was already stored", first, last, session.id)
         session.committed = last + 1
+        self._unfinished.sent(session.id, sender, first, session.committed)
 
     async def _record_progress(self, session: UploadSession, committed: int) -> None:
         """Record that ECR holds the upload up to ``committed`` (while the next part goes):
@@ -298,20 +319,25 @@ class UploadManager:
                         "(limits.max_upload_tail_bytes_per_client)", session.id, full.args[0])
             await self._cut_back(session, tail, acknowledged)
         except TailsFull as full:
-            log.warning("upload %s: unfinished uploads keep %d bytes of tails in the session "
-                        "store (limits.max_upload_tail_bytes)", session.id, full.args[0])
-            await self._cut_back(session, tail, acknowledged)
+            UPLOAD_REFUSALS.labels("tail_total").inc()
+            if (left_out := _TAILS_FULL.due("tails_full")) is not None:
+                log.warning("unfinished uploads keep %d bytes of tails in the session store, "
+                            "its bound (limits.max_upload_tail_bytes): PATCHes that would keep "
+                            "more get 429%s", full.args[0], unsaid(left_out))
+            await self._cut_back(session, tail, acknowledged, quiet=True)
             raise RequestRefused(oci.TOOMANYREQUESTS, {"upload": session.id},
                                  message="the registry holds too many unfinished uploads' "
                                          "bytes: send the chunk again later",
                                  headers={"Retry-After": "10"}) from None
 
     async def _cut_back(self, session: UploadSession, tail: bytes,
-                        acknowledged: int | None) -> None:
-        """Keep of a tail that does not fit what the client was told before this request."""
+                        acknowledged: int | None, *, quiet: bool = False) -> None:
+        """Keep of a tail that does not fit what the client was told before this request
+        (``quiet``: a line per request would flood the log, the caller said it once)."""
         assert acknowledged is not None, "only a request's own save makes a tail grow"
         keep = max(acknowledged, session.committed)
-        log.warning("upload %s stays at %d", session.id, keep)
+        if not quiet:
+            log.warning("upload %s stays at %d", session.id, keep)
         session.received = keep
         await asyncio.to_thread(self._staging.cut_back, session.id, keep)
         # What the client was told: kept, past either bound.
@@ -343,17 +369,22 @@ class UploadManager:
 
     async def write(self, name: str, upload_id: str, target: Target,
                     chunks: AsyncIterator[bytes], start: int | None, *,
-                    staged: bool = False, client: str | None = None) -> UploadStatus:
+                    staged: bool = False, client: str | None = None,
+                    length: int | None = None) -> UploadStatus:
         """Cut ``chunks`` into parts for ECR. ``staged``: the staging spool holds every
         byte of the upload already (the caller put it there), so they are not written
-        again; they are hashed and checked against the digest all the same."""
+        again; they are hashed and checked against the digest all the same. ``length``:
+        the body's, when known before it is read (what it sends to ECR is then reserved
+        against the client's bound first; a streamed body reserves part by part)."""
         with self._idle.busy():
-            return await self._write(name, upload_id, target, chunks, start, staged, client)
+            return await self._write(name, upload_id, target, chunks, start, staged, client,
+                                     length)
 
     async def _write(self, name: str, upload_id: str, target: Target,
                      chunks: AsyncIterator[bytes], start: int | None,
-                     staged: bool, client: str | None) -> UploadStatus:
-        self._abandoned.check(owner_of(client) if client else None)
+                     staged: bool, client: str | None, length: int | None) -> UploadStatus:
+        sender = owner_of(client) if client else None
+        self._unfinished.check(sender)  # at its bound: refused without waiting for the lock
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
             tail = await self._tail(session)
@@ -363,12 +394,20 @@ class UploadManager:
                                message="chunk does not start where the upload stands",
                                headers={"Range": upload_range_header(session.received),
                                         "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
-            pipeline = PartPipeline(
-                session, Pending(tail),
-                {**target.ids(), "uploadId": session.ecr_upload_id},
-                _Request(self, target, session, staged), self._parts,
-                self._all_sent_here(session.id, session.committed))
+            self._unfinished.touch(session.id)
+            grant = self._unfinished.grant(sender)
             try:
+                # Refused before a byte is read: a body of known length if what it sends
+                # does not fit, another if the client reached its bound meanwhile.
+                if length is None:
+                    self._unfinished.check(sender, refusal=RequestRefused)
+                else:
+                    grant.reserve(parts_of(len(tail) + length, session.part_size))
+                pipeline = PartPipeline(
+                    session, Pending(tail),
+                    {**target.ids(), "uploadId": session.ecr_upload_id},
+                    _Request(self, target, session, staged, grant), self._parts,
+                    self._all_sent_here(session.id, session.committed))
                 await pipeline.run(chunks)
             except RequestRefused as exc:
                 # Nothing of the refused body stays staged either (the spool may hold parts
@@ -377,6 +416,8 @@ class UploadManager:
                 exc.headers.update({"Range": upload_range_header(session.received),
                                     "Location": f"/v2/{name}/blobs/uploads/{upload_id}"})
                 raise
+            finally:
+                grant.close()
             return UploadStatus(session.id, session.received)
 
     async def _spool(self, session: UploadSession, offset: int,
@@ -428,17 +469,19 @@ class UploadManager:
 
     async def _finish(self, name: str, upload_id: str, target: Target,
                       digest: str, client: str | None) -> int | None:
+        # An upload this request ends unfinished counts against its client, as a cancel.
+        ender = owner_of(client) if client else None
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, finished=True,
                                           target=target)
             if session.completed is not None:
                 return await self._close_finished(session, digest)
             if not digest.startswith("sha256:"):
-                await self._abandon(session)
+                await self._abandon(session, charged=ender)
                 raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                message="ECR stores sha256 digests only")
             if session.received == 0:
-                await self._abandon(session)
+                await self._abandon(session, charged=ender)
                 if digest != EMPTY_SHA256:
                     raise OciError(oci.DIGEST_INVALID, {"digest": digest},
                                    message="digest does not match the (empty) content")
@@ -456,13 +499,14 @@ class UploadManager:
             stored = session.committed  # what ECR held before the tail
             sent_here = self._all_sent_here(session.id, stored)
             computed = None if sent_here else await self._checked_here(session, stored, tail,
-                                                                        digest)
+                                                                        digest, ender)
             upstream_checked = True
             try:
                 # One part, unless the record comes from a version that kept longer tails.
                 for start in range(0, len(tail), session.part_size):
                     await self._send_part(target, session,
-                                          tail[start:start + session.part_size], final=True)
+                                          tail[start:start + session.part_size],
+                                          sender=ender, final=True)
                 if tail:
                     await self._save(session, b"")
                 await self._call(target, "CompleteLayerUpload",
@@ -479,20 +523,22 @@ class UploadManager:
                     upstream_checked = False  # ECR answers this before hashing anything
                 else:
                     if exc.code == "InvalidLayerException":  # ECR hashed it: a mismatch
-                        await self._refuse_digest(session, digest, None)
+                        await self._refuse_digest(session, digest, None, ender)
                     if exc.code in ("UploadNotFoundException", "EmptyUploadException",
                                     "LayerPartTooSmallException"):
-                        await self._abandon(session)
+                        await self._abandon(session, charged=ender)
                     raise
+            # ECR accepted the completion (or had): its bytes are a layer now.
+            self._unfinished.completed(session.id)
             if computed is None and not upstream_checked and sent_here:
                 # ECR vouches for nothing, and this process staged every byte it sent.
-                computed = await self._checked_here(session, stored, tail, digest)
+                computed = await self._checked_here(session, stored, tail, digest, ender)
             if computed is None and not upstream_checked:
                 # Neither this process (the upload came from another one and left no staged
                 # copy here) nor ECR checked these bytes: a 201 would vouch for content nobody
                 # hashed. The repository does hold the digest, so a client that checks
                 # with HEAD (as docker does before pushing again) finds it.
-                await self._abandon(session)
+                await self._abandon(session, charged=ender)
                 raise OciError(oci.BLOB_UPLOAD_INVALID, {"digest": digest, "upload": upload_id},
                                message="upload content could not be verified against the "
                                        "digest; the repository already holds that digest")
@@ -524,6 +570,7 @@ class UploadManager:
         return session.received
 
     async def _close(self, session: UploadSession) -> None:
+        self._unfinished.completed(session.id)
         self._from_start.pop(session.id, None)
         await self._store.delete(session.id)
         # Only now: a process that dies before the session is gone must still be able to
@@ -531,17 +578,18 @@ class UploadManager:
         await asyncio.to_thread(self._staging.discard, session.id)
 
     async def _checked_here(self, session: UploadSession, stored: int, tail: bytes,
-                            digest: str) -> str | None:
+                            digest: str, ender: str | None) -> str | None:
         """The digest of every byte the upload received, when this process can tell (the
         tail alone when ECR held none of it before, ``stored``; else the staged copy if that
-        holds every byte); a mismatch with ``digest`` is refused."""
+        holds every byte); a mismatch with ``digest`` is refused, the upload ended by
+        ``ender``."""
         computed: str | None
         if stored == 0 and len(tail) == session.received:
             computed = await asyncio.to_thread(sha256_digest, tail)
         else:
             computed = await self._spool_digest(session)
         if computed is not None and computed != digest:
-            await self._refuse_digest(session, digest, computed)
+            await self._refuse_digest(session, digest, computed, ender)
         return computed
 
     async def _spool_digest(self, session: UploadSession) -> str | None:
@@ -551,10 +599,11 @@ class UploadManager:
                                        session.received)
 
     async def _refuse_digest(self, session: UploadSession, digest: str,
-                             computed: str | None) -> None:
-        """The bytes are not ``digest``: the session ends, ECR's upload is left to expire
-        unfinished (or was refused by ECR's own check), and the client is told."""
-        await self._abandon(session)
+                             computed: str | None, ender: str | None) -> None:
+        """The bytes are not ``digest``: the session ends (charged to ``ender``), ECR's
+        upload is left to expire unfinished (or was refused by ECR's own check), and the
+        client is told."""
+        await self._abandon(session, charged=ender)
         raise OciError(oci.DIGEST_INVALID, {"digest": digest, "computed": computed}
                        if computed else {"digest": digest},
                        message="provided digest did not match uploaded content")
@@ -567,10 +616,13 @@ class UploadManager:
 
     async def _abandon(self, session: UploadSession, *, charged: str | None = None) -> None:
         """End an upload unfinished: what ECR holds of it stays there until ECR ends the
-        upload, and counts against ``charged`` (default: its owner; see
-        gateway/ecr/abandoned.py)."""
-        if not session.completed:
-            self._abandoned.add(charged or session.owner, session.committed)
+        upload, and counts against ``charged`` (None: each sender's bytes against the
+        sender, the rest against its owner; see gateway/ecr/abandoned.py)."""
+        if session.completed:
+            self._unfinished.completed(session.id)
+        else:
+            self._unfinished.ended(session.id, session.committed, charged=charged,
+                                   owner=session.owner)
         self._from_start.pop(session.id, None)
         await asyncio.to_thread(self._staging.discard, session.id)
         await self._store.delete(session.id)
@@ -601,6 +653,11 @@ class UploadManager:
                 continue
         if dropped:
             log.info("dropped %d idle upload sessions", dropped)
+        # Uploads counted as open here that no request used for as long: gone from the
+        # store, they ended elsewhere (another replica, a store that lost them).
+        for upload_id in self._unfinished.unused_since(self._unfinished.now() - idle_seconds):
+            if await self._store.get(upload_id) is None:
+                self._unfinished.forget(upload_id)
         return dropped
 
     async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int:

@@ -91,6 +91,11 @@ UPLOAD_SPOOL_BYTES = Gauge("ecr_gateway_upload_spool_bytes",
                            "Disk taken by the spools of unfinished uploads (as this process "
                            "last counted them), bounded by blobs.staging.spools_max_bytes",
                            registry=REGISTRY)
+UPLOAD_REFUSALS = Counter("ecr_gateway_upload_refusals", "Upload requests refused with 429 "
+                          "for what unfinished uploads hold, by bound: unfinished_bytes (a "
+                          "client's bytes in ECR, limits.max_abandoned_upload_bytes_per_client), "
+                          "tail_total (the local session store's tails, "
+                          "limits.max_upload_tail_bytes)", ["bound"], registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
 # What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and

@@ -108,8 +108,9 @@ class Registry(Protocol):
 
     async def write_upload(
         self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
-        start: int | None
-    ) -> UploadStatus: ...
+        start: int | None, *, length: int | None = None
+    ) -> UploadStatus:
+        """``length``: the body's, when the request says it before it is read."""
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None: ...
 

@@ -87,6 +87,14 @@ def _chunk_range(request: web.Request) -> tuple[int, int] | None:
     return start, end - start + 1
 
 
+def _length(request: web.Request, declared: int | None) -> int | None:
+    """The body's length as the request says it before it is read (None: chunked, with no
+    Content-Range)."""
+    if declared is not None:
+        return declared
+    return parse_content_length(request.headers.get("Content-Length"))
+
+
 def _has_body(request: web.Request) -> bool:
     length = parse_content_length(request.headers.get("Content-Length"))
     if length is not None:
@@ -116,7 +124,8 @@ async def start_upload(request: web.Request, name: str) -> web.StreamResponse:
     try:
         if _has_body(request):
             async with contextlib.aclosing(_body(request)) as body:
-                await backend.write_upload(ctx, status.upload_id, body, None)
+                await backend.write_upload(ctx, status.upload_id, body, None,
+                                           length=_length(request, None))
         await backend.finish_upload(ctx, status.upload_id, digest)
     except BaseException:
         # The failure may already have closed the session: keep the original error.
@@ -131,7 +140,8 @@ async def patch_upload(request: web.Request, name: str, upload_id: str) -> web.S
     start, declared = _chunk_range(request) or (None, None)
     async with contextlib.aclosing(_body(request, declared)) as body:
         status = await registry(request).write_upload(request_context(request), upload_id,
-                                                      body, start)
+                                                      body, start,
+                                                      length=_length(request, declared))
     return _in_progress(name, status, 202)
 
 
@@ -148,7 +158,8 @@ async def put_upload(request: web.Request, name: str, upload_id: str) -> web.Str
     start, declared = _chunk_range(request) or (None, None)
     if _has_body(request):
         async with contextlib.aclosing(_body(request, declared)) as body:
-            await backend.write_upload(request_context(request), upload_id, body, start)
+            await backend.write_upload(request_context(request), upload_id, body, start,
+                                       length=_length(request, declared))
     await backend.finish_upload(request_context(request), upload_id, digest)
     return _created(name, digest)
 

@@ -651,8 +651,8 @@ class PullThrough:
         return await self._inner.upload_status(ctx, upload_id)
 
     async def write_upload(self, ctx: RequestContext, upload_id: str, chunks: AsyncIterator[bytes],
-                           start: int | None) -> UploadStatus:
-        return await self._inner.write_upload(ctx, upload_id, chunks, start)
+                           start: int | None, *, length: int | None = None) -> UploadStatus:
+        return await self._inner.write_upload(ctx, upload_id, chunks, start, length=length)
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         await self._inner.finish_upload(ctx, upload_id, digest)

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from gateway.ecr import partbody
-from gateway.ecr.part_pipeline import MIN_PART, STEP, OutOfStep, PartPipeline, Pending
+from gateway.ecr.part_pipeline import MIN_PART, STEP, OutOfStep, PartPipeline, Pending, parts_of
 from gateway.ecr.partbody import EncodedPart
-from gateway.oci.errors import SIZE_INVALID, OciError
+from gateway.oci.errors import SIZE_INVALID, TOOMANYREQUESTS, OciError, RequestRefused
 from gateway.state.sessions import UploadSession
 
 PART = MIN_PART
@@ -25,7 +25,9 @@ class Destination:
     """ECR, spool, store and the parts sent from the upload's start, as lists and a
     bytearray."""
 
-    def __init__(self, refuse: BaseException | None = None, refuse_at: int = 0) -> None:
+    def __init__(self, refuse: BaseException | None = None, refuse_at: int = 0,
+                 room: int | None = None) -> None:
+        self.room = room  # the bytes the client may still have ECR hold (None: any)
         self.sent: list[tuple[int, bytes]] = []
         self.parts: list[weakref.ref[EncodedPart]] = []  # whether anything still holds them
         self.progress: list[int] = []
@@ -40,6 +42,12 @@ class Destination:
         self.spool_offsets: list[int] = []
         self.sending = asyncio.Event()
         self.session: UploadSession | None = None
+
+    def admit(self, size: int) -> None:
+        if self.room is not None:
+            if size > self.room:
+                raise RequestRefused(TOOMANYREQUESTS, message="no room")
+            self.room -= size
 
     async def send(self, part: EncodedPart) -> None:
         self.sending.set()
@@ -139,6 +147,33 @@ async def test_acked_parts_move_the_offset() -> None:
     assert destination.saved == [(2 * PART, len(data), data[2 * PART:])]
     assert bytes(destination.spooled) == data  # every byte staged once, in order
     assert pipeline._places._value == 2
+
+
+async def test_a_streamed_body_stops_before_the_part_the_client_has_no_room_for() -> None:
+    destination = Destination(room=2 * PART)
+    pipeline = _pipeline(destination)
+    read = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal read
+        async for chunk in _body(os.urandom(5 * PART)):
+            read += len(chunk)
+            yield chunk
+
+    with pytest.raises(RequestRefused):
+        await pipeline.run(body())
+    assert [first for first, _ in destination.sent] == [0, PART]
+    assert read <= 3 * PART  # no more of the body is read once a part is refused
+    # The upload stands where ECR holds it; nothing of the rest is saved as tail.
+    assert (pipeline.session.committed, pipeline.session.received) == (2 * PART, 2 * PART)
+    assert destination.saved == []
+
+
+def test_a_request_of_known_length_sends_all_but_a_tail_under_the_minimum() -> None:
+    assert parts_of(2 * PART, PART) == 2 * PART
+    assert parts_of(2 * PART + 1, PART) == 2 * PART
+    assert parts_of(MIN_PART - 1, 2 * MIN_PART) == 0
+    assert parts_of(3 * MIN_PART, 2 * MIN_PART) == 3 * MIN_PART
 
 
 async def test_a_part_goes_while_the_record_before_is_saved() -> None:

@@ -3,11 +3,14 @@ bound leaves to the local session store were bounded per client only: many clien
 or addresses as a trusted proxy gives them) each at its own bound filled the gateway's disk
 (10,000 sessions of up to 5 MiB: about 50 GB). Past ``limits.max_upload_tail_bytes`` over
 all clients, a PATCH that would keep more gets 429 with the upload's Range (its bytes not
-received) and the session files hold no more."""
+received) and the session files hold no more. Operators learn why pushers get 429: one
+warning line a minute, naming the bound, and every refusal counted in
+``ecr_gateway_upload_refusals_total{bound="tail_total"}``."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import aiohttp
@@ -61,6 +64,13 @@ async def test_tails_of_many_clients_stop_at_the_gateways_bound(
         assert _stored(sessions) < TOTAL + MiB, f"{_stored(sessions)} bytes of tails on disk"
         assert len(kept) == TOTAL // TAIL
         assert refused
+        async with session.get(f"{gateway.url}/metrics") as metrics:
+            counted = re.search(r'^ecr_gateway_upload_refusals_total\{bound="tail_total"\} (\S+)$',
+                                await metrics.text(), re.M)
+        assert counted and float(counted[1]) == len(refused), counted
+        said = [line for line in gateway.log_lines if "limits.max_upload_tail_bytes)" in line]
+        assert len(said) == 1, said  # once, however many PATCHes it refused
+        assert "203.0.113." not in said[0] and "/v2/" not in said[0]
 
         # A cancelled upload's tail makes room for another's.
         location, headers = kept[0]
