@@ -10,7 +10,9 @@ strangers must not lock its owner out: an address the user logged in from within
 guesser elsewhere stays limited by all of them; one at an owner's address by its own.
 
 An IPv6 client is counted by its /64: a single host is routinely handed a whole /64, and
-counted per address it would have 2**64 fresh limits (and fill this table without end).
+counted per address it would have 2**64 fresh limits (and fill this table without end). One
+that carries an IPv4 client's address (NAT64's 64:ff9b::/96, Teredo, 6to4) is counted by
+that: its /64 is every IPv4 client of the translator.
 
 Checks still under way count as failures until they end (:meth:`FailedLogins.attempt`): a
 burst of concurrent guesses would otherwise all pass the limit before the first of them
@@ -152,17 +154,35 @@ class FailedLogins:
             del failures[next(iter(failures))]
 
 
+# NAT64's well-known prefix (RFC 6052): an IPv4 client translated to IPv6 (SIIT, NAT64 in
+# front of an IPv6-only service) arrives as this /96 and its own address.
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
 def client_key(address: str | None) -> str | None:
-    """What failures from ``address`` count against: the address, or an IPv6 one's /64."""
+    """What failures from ``address`` count against: the address, or an IPv6 one's /64,
+    or the IPv4 address an IPv6 one carries (mapped, NAT64, Teredo, 6to4): the /64 of those
+    is every IPv4 client of the translator, and one of them would lock all others out."""
     try:
         ip = ipaddress.ip_address(address) if address else None
     except ValueError:
         return address
     if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+        carried = _carried_ipv4(ip)
+        if carried is not None:
+            return str(carried)
+        return str(ipaddress.IPv6Network((ip.packed, 64), strict=False))
     return address
+
+
+def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip.teredo is not None:
+        return ip.teredo[1]  # (server, client)
+    return ip.sixtofour
 
 
 @overload

@@ -12,7 +12,14 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Hashable,
+)
 from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -225,8 +232,14 @@ class EcrBackend:
         known = self.caches.member_size(target.key, digest)
         if known is not None:
             return known
-        return await self._stat_calls.do((target.key, digest),
+        return await self._stat_calls.do(self._blob_call(target, digest),
                                          lambda: self._check_layer(target, digest))
+
+    def _blob_call(self, target: Target, digest: str) -> Hashable:
+        """What reads of a blob's answers from ECR share a call by: a call made before an
+        image of the repository was deleted answers no read that starts after the delete
+        (it may serve the deleted image's layer)."""
+        return target.key, digest, self.caches.last_deletion(target.key)
 
     async def _check_layer(self, target: Target, digest: str) -> int | None:
         since = self.caches.blob_epoch()  # an image deleted meanwhile: the answer is not kept
@@ -251,7 +264,7 @@ class EcrBackend:
         if self.caches.url(target.key, digest) is not None:
             return True
         try:
-            await self._url_calls.do((target.key, digest),
+            await self._url_calls.do(self._blob_call(target, digest),
                                      lambda: self._download_url(target, digest))
             return True  # its URL is kept for the read that follows a miss
         except EcrError as exc:
@@ -279,7 +292,7 @@ class EcrBackend:
         if not digest.startswith("sha256:"):
             raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
         try:
-            url = await self._url_calls.do((target.key, digest),
+            url = await self._url_calls.do(self._blob_call(target, digest),
                                            lambda: self._download_url(target, digest))
         except EcrError as exc:
             # Uploaded but not referenced yet: another replica may hold it staged.
@@ -467,15 +480,19 @@ class EcrBackend:
             if cached is not None and (accepted is None or cached.media_type in accepted):
                 return cached
         if accepted is None or not self.converts_on_accept:
+            # A read shares no call made before a change of the repository (a tag moved, an
+            # image deleted): it would be answered what ECR held before that change.
+            since = self.caches.version(target.key)
             manifest = await self._manifest_calls.do(
-                (target.key, reference, None), lambda: self._fetch_manifest(target, reference))
+                (target.key, reference, None, since),
+                lambda: self._fetch_manifest(target, reference))
             if accepted is not None and manifest.media_type not in accepted:
                 raise OciError(oci.MANIFEST_UNKNOWN, {"reference": reference,
                                                       "stored_as": manifest.media_type},
                                message="manifest not available in an accepted media type")
             return manifest
         return await self._manifest_calls.do(
-            (target.key, reference, accepted),
+            (target.key, reference, accepted, self.caches.version(target.key)),
             lambda: self._fetch_manifest(target, reference, accepted))
 
     async def _fetch_manifest(self, target: Target, reference: str,
@@ -496,8 +513,8 @@ class EcrBackend:
         if not images:
             failures = answer.get("failures", [])
             code = failures[0].get("failureCode", "") if failures else ""
-            if code == "ImageNotFound":
-                await self._found_gone(target, reference)
+            if code == "ImageNotFound":  # or not of the types asked for
+                await self._found_gone(target, reference, accepted or MANIFEST_TYPES)
             raise OciError(oci.MANIFEST_UNKNOWN, {"reference": reference, "ecr_failure": code})
         image = images[0]
         body = image["imageManifest"].encode()
@@ -509,13 +526,15 @@ class EcrBackend:
         await self._remember_blobs(target, manifest, blobs_since)
         return manifest
 
-    async def _found_gone(self, target: Target, reference: str) -> None:
-        """ECR has no image ``reference`` (deleted behind the gateway): what was cached of
-        it here and on the other replicas is dropped as for a delete through the gateway
-        (a tag's: of the image it was cached as pointing to, which may be gone with it)."""
+    async def _found_gone(self, target: Target, reference: str,
+                          asked: Collection[str] | None = None) -> None:
+        """ECR has no image ``reference`` (deleted behind the gateway) of the media types
+        ``asked`` (None: any): what was cached of it here and on the other replicas is
+        dropped as for a delete through the gateway (a tag's: of the image it was cached as
+        pointing to, which may be gone with it)."""
         digests = ({reference} if is_digest(reference)
                    else self.caches.tagged(target.key, reference))
-        for digest in self.caches.found_gone(target.key, digests):
+        for digest in self.caches.found_gone(target.key, digests, asked):
             self.listings.forget_tags(target.key)
             await self._events.publish("manifest", target.key, digest)
 
@@ -827,7 +846,7 @@ class EcrBackend:
                         cursor: str | None = None) -> ReferrersPage:
         target = self._target(ctx)
         return await self._referrers_calls.do(
-            (target.key, digest, artifact_type, cursor),
+            (target.key, digest, artifact_type, referrers.position(cursor)),
             lambda: self._read_referrers(target, digest, artifact_type, cursor))
 
     async def _read_referrers(self, target: Target, digest: str, artifact_type: str | None,

@@ -58,6 +58,7 @@ from __future__ import annotations
 import calendar
 import itertools
 import time
+from collections.abc import Collection
 from typing import Generic, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -198,6 +199,10 @@ class PullCaches:
         the answer is served only if no image of its repository was deleted since."""
         return self._issued
 
+    def last_deletion(self, repo: RepoKey) -> int:
+        """The number of the last image deletion in ``repo`` (in any identity's view)."""
+        return self._deletions.last(shared_repo(repo))
+
     def _deleted_from(self, repo: RepoKey) -> None:
         self._deletions[shared_repo(repo)] = self._next_number()
 
@@ -212,7 +217,7 @@ class PullCaches:
     def _current(self, repo: RepoKey, read_at: int) -> bool:
         """Whether a blob answer read at ``read_at`` postdates the last deletion in
         ``repo`` (in any identity's view of it)."""
-        return read_at >= self._deletions.last(shared_repo(repo))
+        return read_at >= self.last_deletion(repo)
 
     def views(self, repo: RepoKey) -> list[RepoKey]:
         """``repo`` and every caller's view of the same repository cached here."""
@@ -295,14 +300,21 @@ class PullCaches:
             found.update((self.tags.get((view, tag)) or {}).values())
         return found
 
-    def found_gone(self, repo: RepoKey, digests: set[str]) -> set[str]:
+    def found_gone(self, repo: RepoKey, digests: set[str],
+                   asked: Collection[str] | None = None) -> set[str]:
         """ECR found no image ``digests`` in ``repo`` (deleted behind the gateway): those
         this process holds a manifest of are forgotten as deleted, and returned (the other
         replicas are told of them: they may serve its layers' answers without reading the
-        manifest again)."""
+        manifest again). ``asked``: the media types the read accepted (None: any). ECR
+        answers "no such image" for one of another type, which is no sign it is gone:
+        only a manifest held of one of them counts."""
         views = self.views(repo)
-        held = {digest for digest in digests
-                if any((view, digest) in self.manifests for view in views)}
+        held = set()
+        for digest in digests:
+            for view in views:
+                found = self.manifests.get((view, digest))
+                if found is not None and (asked is None or found[0].media_type in asked):
+                    held.add(digest)
         for digest in held:
             self.forget_manifest(repo, digest)
         return held

@@ -38,7 +38,7 @@ Fetch = Callable[[str | None], Awaitable[tuple[list[Descriptor], str | None]]]
 
 async def read_page(fetch: Fetch, cursor: str | None) -> ReferrersPage:
     """The page ``cursor`` names (None: the first)."""
-    token, skip = _decode(cursor) if cursor is not None else (None, 0)
+    token, skip = position(cursor)
     page: list[Descriptor] = []
     size = calls = 0
     while True:
@@ -57,6 +57,13 @@ async def read_page(fetch: Fetch, cursor: str | None) -> ReferrersPage:
         if size >= PAGE_BYTES or len(page) >= PAGE_REFERRERS or calls >= MAX_CALLS:
             return ReferrersPage(page, _encode(following, 0))
         token, skip = following, 0
+
+
+def position(cursor: str | None) -> tuple[str | None, int]:
+    """The nextToken and count ``cursor`` names, however it is spelled (JSON's spaces, the
+    padding): readers of one page at once share one read by it, not one each for every
+    spelling a client makes up."""
+    return _decode(cursor) if cursor is not None else (None, 0)
 
 
 def encoded_size(referrer: Descriptor) -> int:

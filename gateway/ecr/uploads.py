@@ -469,13 +469,13 @@ class UploadManager:
 
     async def _finish(self, name: str, upload_id: str, target: Target,
                       digest: str, client: str | None) -> int | None:
-        # An upload this request ends unfinished counts against its client, as a cancel.
-        ender = owner_of(client) if client else None
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, finished=True,
                                           target=target)
             if session.completed is not None:
                 return await self._close_finished(session, digest)
+            # Anyone who learned the id may send a PUT that ends the upload unfinished.
+            ender = self._ender(session, client)
             if not digest.startswith("sha256:"):
                 await self._abandon(session, charged=ender)
                 raise OciError(oci.DIGEST_INVALID, {"digest": digest},
@@ -702,10 +702,20 @@ class UploadManager:
                      target: Target | None = None) -> None:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
-            # ECR has no action to abort an upload; its upload simply expires unused. Its
-            # bytes count against whoever cancels it: another client that may (an anonymous
-            # one knowing the id) must not spend the owner's bound and lock the owner out.
-            await self._abandon(session, charged=owner_of(client) if client else None)
+            # ECR has no action to abort an upload; its upload simply expires unused.
+            await self._abandon(session, charged=self._ender(session, client))
+
+    def _ender(self, session: UploadSession, client: str | None) -> str | None:
+        """Whom the bytes of an upload that ``client``'s request ends unfinished count
+        against: that client. Another client that may end it (an anonymous one knowing the
+        id) must not spend the owner's bound and lock the owner out; nor, once past its own
+        bound, end others' uploads at will: a second address would then cancel every upload
+        of the first, which no bound would ever count (429: the upload expires on its own,
+        counted against its owner)."""
+        ender = owner_of(client) if client else None
+        if ender is not None and ender != session.owner:
+            self._unfinished.check(ender)
+        return ender
 
 
 def _repository_key(session: UploadSession) -> str:

@@ -1,7 +1,8 @@
 """Loopback servers for attacker tests: a small HTTP server that answers every request with
 the handler it is given (a hostile upstream, a host that should never be asked) and records
-what it was sent, a raw TCP listener that counts the connections made to it, and one that
-also passes them on to a real server."""
+what it was sent, a handler that passes requests on to ECR and holds some of its answers, a
+raw TCP listener that counts the connections made to it, and one that also passes them on
+to a real server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,6 +56,31 @@ class Server:
     def as_localhost(self) -> str:
         """The same server under another host name."""
         return self.url.replace("127.0.0.1", "localhost")
+
+
+class LateAnswers:
+    """A forwarding hop (a :class:`Server` handler) between a gateway and ECR that holds
+    ECR's answers to ``action`` for ``hold`` seconds once ECR gave them: the gateway's read
+    was answered before a change made meanwhile (another replica's, or its own), and reaches
+    it after that change."""
+
+    def __init__(self, upstream: str, action: str = "BatchGetImage") -> None:
+        self.upstream = upstream
+        self.action = action
+        self.hold = 0.0
+        self.answered = 0  # answers to ``action`` ECR gave (held or not)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        async with aiohttp.ClientSession(auto_decompress=False) as client, client.request(
+                request.method, self.upstream + request.path_qs, data=await request.read(),
+                headers=request.headers) as answer:  # the same Host: the signature holds
+            body = await answer.read()
+            if request.headers.get("X-Amz-Target", "").endswith(f".{self.action}"):
+                self.answered += 1
+                await asyncio.sleep(self.hold)
+            return web.Response(status=answer.status, body=body, headers={
+                k: v for k, v in answer.headers.items()
+                if k.lower() not in ("content-length", "transfer-encoding", "connection")})
 
 
 class Listener:

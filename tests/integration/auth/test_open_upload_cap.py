@@ -137,3 +137,24 @@ async def test_anonymous_ipv6_clients_count_by_their_64(upstream: EmulatorProces
             for address in ("2001:db8:5:6::ffff", "2001:db8:5:6:abcd:ef01:2345:6789"):
                 await assert_refused(session, gateway, name, {"X-Forwarded-For": address})
             await open_upload(session, gateway, name, {"X-Forwarded-For": "2001:db8:5:7::1"})
+
+
+async def test_ipv4_clients_behind_nat64_count_by_their_own_address(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """An IPv6-only gateway reached by IPv4 clients through a translator (SIIT, NAT64's
+    64:ff9b::/96) sees each as 64:ff9b:: and its IPv4 address: one /64 for every IPv4
+    client on the internet. Counted by the /64, one of them opening its cap of sessions got
+    every other one's POST refused with 429."""
+    proxied = {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"],
+               "auth": {"allow_anonymous_on_public_address": True}}
+    with GatewayProcess(tmp_path, proxied, upstream_url=upstream.url) as gateway:
+        name = f"anon/nat64-{os.urandom(3).hex()}"
+        attacker = {"X-Forwarded-For": "64:ff9b::c633:6409"}  # 198.51.100.9
+        async with aiohttp.ClientSession() as session:
+            for _ in range(CAP):
+                await open_upload(session, gateway, name, attacker)
+            await assert_refused(session, gateway, name, attacker)
+            # The same IPv4 client, mapped or as itself, is the same client.
+            await assert_refused(session, gateway, name, {"X-Forwarded-For": "198.51.100.9"})
+            await open_upload(session, gateway, name,
+                              {"X-Forwarded-For": "64:ff9b::cb00:7107"})  # 203.0.113.7

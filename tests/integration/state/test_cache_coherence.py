@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from tests.integration.state.conftest import redis_state, replica
 from tests.support.balancer import RoundRobin
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
-from tests.support.hostile import Server
+from tests.support.hostile import LateAnswers, Server
 from tests.support.redis import RedisServer, SharedRedis
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -276,29 +275,6 @@ async def test_a_replica_that_missed_notices_reads_its_tag_lists_again(
                 assert await tags(session, b.url) == ["keep"]
     finally:
         redis.stop()
-
-
-class LateAnswers:
-    """A forwarding hop between a replica and ECR that holds ECR's answers to
-    BatchGetImage for ``hold`` seconds once ECR gave them: the replica's read was answered
-    before a change another replica then makes, and reaches it after that change's notice."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.hold = 0.0
-        self.answered = 0  # BatchGetImage answers ECR gave (held or not)
-
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
-        async with aiohttp.ClientSession(auto_decompress=False) as client, client.request(
-                request.method, self.upstream + request.path_qs, data=await request.read(),
-                headers=request.headers) as answer:  # the same Host: the signature holds
-            body = await answer.read()
-            if "BatchGetImage" in request.headers.get("X-Amz-Target", ""):
-                self.answered += 1
-                await asyncio.sleep(self.hold)
-            return web.Response(status=answer.status, body=body, headers={
-                k: v for k, v in answer.headers.items()
-                if k.lower() not in ("content-length", "transfer-encoding", "connection")})
 
 
 async def image_manifest(session: aiohttp.ClientSession, url: str, name: str) -> bytes:

@@ -7,10 +7,14 @@ for ``ECR_EMULATOR_UPLOAD_LIFETIME`` seconds and deletes its file."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -135,33 +139,81 @@ async def _post_accepted(session: aiohttp.ClientSession, client: OciClient, repo
         return reply.status == 202
 
 
-async def test_cancelling_another_clients_upload_spends_the_cancellers_bound(
-        tmp_path: Path, repo: str) -> None:
+# Anonymous pushers told apart by the address a trusted proxy gives, each bound to one part.
+ADDRESSED = {"trusted_proxies": ["127.0.0.1/32"],
+             "auth": {"allow_anonymous_on_public_address": True},
+             "limits": {"max_abandoned_upload_bytes_per_client": PART}}
+
+
+@contextlib.contextmanager
+def _addressed_gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    with EmulatorProcess(tmp_path / "ecr", env={"ECR_EMULATOR_PART_SIZE": str(PART)}) as ecr, \
+            GatewayProcess(tmp_path / "gateway", ADDRESSED, upstream_url=ecr.url) as gateway:
+        yield gateway
+
+
+async def _part_sent(session: aiohttp.ClientSession, uploads: str,
+                     sender: dict[str, str]) -> str:
+    """An upload opened by ``sender`` that sent ECR one part; its URL."""
+    async with session.post(uploads, headers=sender) as started:
+        assert started.status == 202, await started.text()
+        location = uploads.partition("/v2/")[0] + started.headers["Location"]
+    async with session.patch(location, data=os.urandom(PART + 1), headers={
+            **sender, "Content-Type": "application/octet-stream",
+            "Content-Range": f"0-{PART}"}) as sent:
+        assert sent.status == 202, await sent.text()
+    return location
+
+
+@pytest.mark.parametrize("ending", ["DELETE", "PUT"])
+async def test_ending_another_clients_upload_spends_the_enders_bound(
+        tmp_path: Path, repo: str, ending: str) -> None:
     """An anonymous client may cancel an upload whose id it learned (ids show in logs and
-    proxies' access lines). The bytes that upload left in ECR count against the client that
-    cancelled it, not against its owner: otherwise anyone could spend a pusher's bound and
-    have its pushes refused with 429 for the whole window."""
+    proxies' access lines), or end it with a PUT whose digest does not match. The bytes that
+    upload left in ECR count against the client that ended it, not against its owner:
+    otherwise anyone could spend a pusher's bound and have its pushes refused with 429 for
+    the whole window."""
     victim, attacker = ({"X-Forwarded-For": "203.0.113.7"},
                         {"X-Forwarded-For": "198.51.100.9"})
-    env = {"ECR_EMULATOR_PART_SIZE": str(PART)}
-    config = {"trusted_proxies": ["127.0.0.1/32"],
-              "auth": {"allow_anonymous_on_public_address": True},
-              "limits": {"max_abandoned_upload_bytes_per_client": PART}}
-    with EmulatorProcess(tmp_path / "ecr", env=env) as upstream, \
-            GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
+    with _addressed_gateway(tmp_path) as gateway:
         async with aiohttp.ClientSession() as session:
             uploads = f"{gateway.url}/v2/{repo}/blobs/uploads/"
-            async with session.post(uploads, headers=victim) as started:
-                assert started.status == 202, await started.text()
-                location = gateway.url + started.headers["Location"]
-            async with session.patch(location, data=os.urandom(PART + 1), headers={
-                    **victim, "Content-Type": "application/octet-stream",
-                    "Content-Range": f"0-{PART}"}) as sent:
-                assert sent.status == 202, await sent.text()
-            async with session.delete(location, headers=attacker) as cancelled:
-                assert cancelled.status == 204, await cancelled.text()
+            location = await _part_sent(session, uploads, victim)
+            if ending == "DELETE":
+                async with session.delete(location, headers=attacker) as cancelled:
+                    assert cancelled.status == 204, await cancelled.text()
+            else:
+                wrong = "sha256:" + hashlib.sha256(b"not the bytes sent").hexdigest()
+                async with session.put(location, params={"digest": wrong},
+                                       headers=attacker) as ended:
+                    assert ended.status == 400, await ended.text()
+                    assert (await ended.json())["errors"][0]["code"] == "DIGEST_INVALID"
+                async with session.get(location, headers=victim) as gone:
+                    assert gone.status == 404, await gone.text()
 
             async with session.post(uploads, headers=victim) as again:
                 assert again.status == 202, (again.status, await again.text())
             async with session.post(uploads, headers=attacker) as refused:
                 assert refused.status == 429, (refused.status, await refused.text())
+
+
+async def test_a_second_address_cannot_cancel_the_first_ones_uploads_past_its_bound(
+        tmp_path: Path, repo: str) -> None:
+    """A pusher with two addresses sends from the first and cancels from the second: the
+    bytes count against the second, which never needs to POST or PATCH again, so the
+    first was never counted and the pair left parts in ECR at line rate. Past its bound the
+    second cancels no other client's upload (429); the upload stays, and expires counted
+    against the first."""
+    sender, canceller = ({"X-Forwarded-For": "198.51.100.9"},
+                         {"X-Forwarded-For": "198.51.100.10"})
+    with _addressed_gateway(tmp_path) as gateway:
+        async with aiohttp.ClientSession() as session:
+            uploads = f"{gateway.url}/v2/{repo}/blobs/uploads/"
+            statuses = []
+            for _ in range(2):
+                location = await _part_sent(session, uploads, sender)
+                async with session.delete(location, headers=canceller) as cancelled:
+                    statuses.append(cancelled.status)
+            assert statuses == [204, 429], statuses
+            async with session.get(location, headers=sender) as kept:
+                assert kept.status == 204, await kept.text()

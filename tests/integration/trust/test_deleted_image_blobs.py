@@ -23,7 +23,9 @@ from tests.integration.auth.helpers import basic
 from tests.integration.state.conftest import redis_server, redis_state, replica
 from tests.support.emulator import EmulatorProcess, ecr_client, writer_and_reader
 from tests.support.gateway import GatewayProcess
+from tests.support.hostile import LateAnswers, Server
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
+from tests.support.polling import until
 
 __all__ = ["redis_server"]  # the fixture
 
@@ -123,3 +125,70 @@ async def test_a_layer_deleted_behind_the_gateway_leaves_the_blob_cache_within_t
             await asyncio.sleep(revalidate + 0.5)
             assert await _blob_status(b, blob_url) == 404
             assert await _blob_status(a, blob_url) == 404
+
+
+@pytest.mark.parametrize("blobs", ["redirect", "proxy+cache"])
+async def test_a_read_after_the_delete_takes_no_answer_asked_for_before_it(
+        upstream: EmulatorProcess, tmp_path: Path, blobs: str) -> None:
+    """A read of a layer asks ECR for its download URL, and ECR answers before the image is
+    deleted; the answer is on its way when the delete is acknowledged (202). A read that
+    starts after the 202 must not share that call: it was ECR's answer from before the
+    delete (a 307 to the deleted layer, or the blob cache's copy of it, here one kept from
+    before a restart)."""
+    mode: dict[str, Any] = {"mode": blobs.partition("+")[0]}
+    if blobs == "proxy+cache":
+        mode["cache"] = {"path": str(tmp_path / "blobs")}
+    late = LateAnswers(upstream.url, "GetDownloadUrlForLayer")
+    async with Server(late) as hop:
+        gw = GatewayProcess(tmp_path / "gw", {"blobs": mode, "cache": CACHE},
+                            upstream_url=upstream.url)
+        gw.config["upstream"]["endpoint_url"] = hop.url  # signed for the emulator's host
+        with gw:
+            async with aiohttp.ClientSession() as session:
+                name = f"leaked/{uuid.uuid4().hex[:8]}"
+                secret_layer = os.urandom(3000)
+                image, _ = await OciClient(session, gw.url).push_image(name, "v1",
+                                                                       [secret_layer])
+                blob_url = f"{gw.url}/v2/{name}/blobs/{digest_of(secret_layer)}"
+                served = 307 if blobs == "redirect" else 200
+                assert await _blob_status(session, blob_url) == served  # into the blob cache
+                gw.stop()  # what it learned of the repository is gone, the blob cache kept
+                gw.start()
+                late.hold, asked = 2.0, late.answered
+                before = asyncio.create_task(_blob_status(session, blob_url))
+                assert await until(lambda: late.answered > asked, 10, step=0.01), \
+                    "ECR was not asked"
+                async with session.delete(f"{gw.url}/v2/{name}/manifests/{image}") as r:
+                    assert r.status == 202, await r.text()
+                after = await _blob_status(session, blob_url)
+                late.hold = 0.0
+                assert after == 404, "a read after the delete was served the deleted layer"
+                assert await before == served  # asked before the delete: ECR's answer then
+
+
+async def test_a_manifest_read_after_the_delete_takes_no_answer_asked_for_before_it(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """The same for the image's manifest: a read by digest that starts once the delete was
+    acknowledged shares no BatchGetImage call made before it (a 200 for the deleted image)."""
+    late = LateAnswers(upstream.url, "BatchGetImage")
+    async with Server(late) as hop:
+        gw = GatewayProcess(tmp_path / "gw", {"cache": CACHE}, upstream_url=upstream.url)
+        gw.config["upstream"]["endpoint_url"] = hop.url  # signed for the emulator's host
+        with gw:
+            async with aiohttp.ClientSession() as session:
+                name = f"leaked/{uuid.uuid4().hex[:8]}"
+                image, _ = await OciClient(session, gw.url).push_image(name, "v1",
+                                                                       [os.urandom(3000)])
+                manifest_url = f"{gw.url}/v2/{name}/manifests/{image}"
+                gw.stop()  # what it kept of the push is gone
+                gw.start()
+                late.hold, asked = 2.0, late.answered
+                before = asyncio.create_task(_blob_status(session, manifest_url))
+                assert await until(lambda: late.answered > asked, 10, step=0.01), \
+                    "ECR was not asked"
+                async with session.delete(manifest_url) as r:
+                    assert r.status == 202, await r.text()
+                after = await _blob_status(session, manifest_url)
+                late.hold = 0.0
+                assert after == 404, "a read after the delete was served the deleted image"
+                assert await before == 200  # asked before the delete: ECR's answer then

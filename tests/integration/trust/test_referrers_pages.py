@@ -11,9 +11,11 @@ of the request's path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
+from pathlib import Path
 from urllib.parse import urljoin
 
 import aiohttp
@@ -27,7 +29,9 @@ from tests.integration.trust.test_event_loop_stalls import (
     _put,
     _read_referrers_at_once,
 )
+from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
+from tests.support.hostile import LateAnswers, Server
 from tests.support.oci import OCI_CONFIG, OCI_MANIFEST, OciClient, digest_of
 from tests.support.processes import peak_rss
 
@@ -169,3 +173,33 @@ async def test_a_page_is_bounded_by_its_encoded_size(
                                                     f"{digest_of(subject)}"))
     assert sorted(listed) == sorted(digest_of(body) for body in notes.values())
     assert max(sizes) <= PAGE_LIMIT, [size // MiB for size in sizes]
+
+
+async def test_readers_of_one_page_share_one_read_however_its_cursor_is_spelled(
+        upstream: EmulatorProcess, tmp_path: Path, repo: str) -> None:
+    """Readers of one page at once share one read of it (each page holds up to about
+    32 MiB while it is read and encoded). A cursor is the client's to spell: JSON spaces in
+    it name the same page, and each spelling was a read of its own, so concurrent readers
+    held as many pages as spellings they made up."""
+    late = LateAnswers(upstream.url, "ListImageReferrers")
+    async with Server(late) as hop:
+        gw = GatewayProcess(tmp_path / "gw", upstream_url=upstream.url)
+        gw.config["upstream"]["endpoint_url"] = hop.url  # signed for the emulator's host
+        with gw:
+            async with aiohttp.ClientSession() as session:
+                client = OciClient(session, gw.url)
+                subject = _subject("spelled")
+                await _push(session, client, repo, {"subject": subject, "note": _small_referrer(
+                    subject, "note")})
+                listing = client.url(f"/v2/{repo}/referrers/{digest_of(subject)}")
+                spellings = [base64.urlsafe_b64encode(
+                    b"[" + b" " * spaces + b"null,0]").decode() for spaces in range(6)]
+                late.hold, asked = 1.0, late.answered
+
+                async def read(cursor: str) -> int:
+                    async with session.get(listing, params={"next": cursor}) as reply:
+                        await reply.read()
+                        return reply.status
+
+                assert await asyncio.gather(*map(read, spellings)) == [200] * 6
+                assert late.answered - asked == 1, "each spelling read the page again"
