@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ecr_emulator.parts import PartWriter
+from ecr_model.durable_files import fsync_dir, make_dirs
 
 CHUNK = 1024 * 1024
 
@@ -33,21 +34,23 @@ class BlobStore:
         self.durable = durable
         self.blob_root = root / "blobs"
         self.upload_root = root / "uploads"
-        self.blob_root.mkdir(parents=True, exist_ok=True)
-        self.upload_root.mkdir(parents=True, exist_ok=True)
+        self._make_dir(self.blob_root)
+        self._make_dir(self.upload_root)
 
     def _fsync(self, fd: int) -> None:
         if self.durable:  # else left to the kernel (see Settings.durable)
             os.fsync(fd)
 
+    def _make_dir(self, path: Path) -> None:
+        """A folder (and its missing parents) whose name outlives a power cut when durable."""
+        if self.durable:
+            make_dirs(path)
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+
     def _fsync_dir(self, path: Path) -> None:
-        if not self.durable:
-            return
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.durable:
+            fsync_dir(path)
 
     def blob_path(self, digest: str) -> Path:
         algorithm, _, encoded = digest.partition(":")
@@ -72,10 +75,10 @@ class BlobStore:
 
     def part_writer(self, upload_id: str, offset: int, hasher: Any | None) -> PartWriter:
         """A part about to be appended at ``offset`` of the upload's file."""
-        path = self.upload_path(upload_id)
-        created = offset == 0 and not path.exists()
-        return PartWriter(path, offset, hasher, durable=self.durable,
-                          on_commit=(lambda: self._fsync_dir(self.upload_root)) if created
+        # The first part names the file durably: a first attempt that was refused or cut
+        # off may have created it already, and its name was never synced then.
+        return PartWriter(self.upload_path(upload_id), offset, hasher, durable=self.durable,
+                          on_commit=(lambda: self._fsync_dir(self.upload_root)) if offset == 0
                           else None)
 
     def hash_upload(self, upload_id: str, length: int) -> str:
@@ -103,7 +106,7 @@ class BlobStore:
             with open(source, "r+b") as f:
                 f.truncate(length)
                 self._fsync(f.fileno())
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self._make_dir(target.parent)  # a new blobs/sha256/ab folder: its name durable too
         try:
             os.link(source, target)
         except FileExistsError:

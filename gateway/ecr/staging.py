@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ecr_model.private_files import private_dir
 from gateway.disk.direct_io import ALIGN, write_direct
+from gateway.ecr.staged_waiters import Waiters
 from gateway.observability.metrics import UPLOAD_SPOOL_BYTES
 from gateway.state.sessions import SESSION_ID
 
@@ -71,11 +72,13 @@ class StagingStore:
         # no look yet), and when that look was.
         self._held: int | None = None
         self._looked = 0.0
-        # The repositories each blob this process staged was uploaded to and no image of
-        # theirs references yet (by the digest's hex): the store is keyed by digest, so a
-        # manifest in one of them must not take the copy away from the others (ECR serves
-        # a layer only where an image references it).
-        self._waiting: dict[str, set[str]] = {}
+        # The repositories each staged blob was uploaded to and no image of theirs
+        # references yet: the store is keyed by digest, so a manifest in one of them must
+        # not take the copy away from the others (ECR serves a layer only where an image
+        # references it).
+        self._waiting = Waiters(root / "waiting")
+        # A blob staged for one repository is never dropped, in between, for another's image.
+        self._staged_lock = threading.Lock()
         # Bytes the spools of unfinished uploads may take (0: no bound), and what they take
         # as of the last count plus what was appended and dropped since (None: no count
         # yet). Appends run in worker threads, hence the lock.
@@ -98,6 +101,7 @@ class StagingStore:
             except FileNotFoundError:
                 pass
         self._unverified = {entry.name for entry in os.scandir(self._blobs)}
+        self._waiting.prune(self._unverified)
         self._verifying: dict[str, asyncio.Task[bool]] = {}
 
     def spool_path(self, upload_id: str) -> Path:
@@ -239,11 +243,12 @@ class StagingStore:
         linked = path.with_name(f"{path.name}.kept")
         linked.unlink(missing_ok=True)
         os.link(path, linked)
-        os.replace(linked, self.blob_path(digest))
         name = digest.split(":", 1)[1]
+        with self._staged_lock:
+            os.replace(linked, self.blob_path(digest))
+            if repository is not None:
+                self._waiting.add(name, repository)
         self._unverified.discard(name)  # checked just now
-        if repository is not None:
-            self._waiting.setdefault(name, set()).add(repository)
         if self._held is not None:
             self._held += size
         if (self._held is None or self._held > self._max_bytes
@@ -326,19 +331,14 @@ class StagingStore:
     def forget(self, digests: list[str], repository: str) -> None:
         """Drop blobs ECR can now serve itself in ``repository`` (an image there references
         them), unless they were uploaded to other repositories too that no image of theirs
-        references yet (as far as this process knows: what another process staged is
-        dropped)."""
+        references yet (whichever process, or run of this one, staged them)."""
         for digest in digests:
             if not digest.startswith("sha256:"):
                 continue
             path = self.blob_path(digest)
-            waiting = self._waiting.get(path.name)
-            if waiting is not None:
-                waiting.discard(repository)
-                if waiting:
-                    continue
-                del self._waiting[path.name]
-            path.unlink(missing_ok=True)
+            with self._staged_lock:
+                if self._waiting.release(path.name, repository):
+                    path.unlink(missing_ok=True)
 
     def _evict(self) -> int:
         """Look at every staged blob; over the bound, drop the least recently read down to
@@ -357,7 +357,7 @@ class StagingStore:
             if total <= self._max_bytes * _LOW_WATER:
                 break
             Path(path).unlink(missing_ok=True)
-            self._waiting.pop(os.path.basename(path), None)
+            self._waiting.drop(os.path.basename(path))
             total -= size
         return total
 

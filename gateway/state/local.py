@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from ecr_model.durable_files import fsync_dir
 from ecr_model.private_files import NOFOLLOW, private_dir
 from gateway.state.sessions import SessionLimit, TailBudget, TailsFull, UploadSession
 
@@ -36,6 +37,10 @@ class LocalSessionStore:
         # Session id -> the tail bytes its file holds (counted before the write).
         self._tails: dict[str, int] = {}
         self._tail_total = 0  # the sum of _tails
+        # A write the process died in never reached its rename: its copy (a record and up to
+        # a part of private tail bytes) is no session's, and nothing else would remove it.
+        for path in self._dir.glob("*.tmp"):
+            path.unlink(missing_ok=True)
         for path in self._dir.glob("*.session"):
             try:
                 session = self._read(path)[0]
@@ -75,6 +80,9 @@ class LocalSessionStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
+            # The rename itself must outlive a power cut: else the record the client was
+            # answered for may come back as the one before it (an older Range).
+            fsync_dir(self._dir)
         except OSError:
             # A full disk, say: the record stays as it was, and the half-written copy does
             # not keep taking space.

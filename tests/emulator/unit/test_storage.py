@@ -137,3 +137,39 @@ def test_parts_go_past_the_page_cache_with_or_without_fsync(tmp_path: Path,
     path = blobs.upload_path("u1")
     assert resident_pages(path) <= 1  # only the unaligned tail's block
     assert path.read_bytes() == part
+
+
+def test_every_new_name_is_synced_in_its_folder(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A power cut keeps what fsync wrote: an upload file or a blob whose bytes are synced
+    but whose name (its entry in the folder: created, linked, a new blobs/sha256/ab) is not
+    comes back without it, while the database, synced too, says the part or layer is there."""
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    def is_synced(folder: Path) -> bool:
+        info = folder.stat()
+        return (info.st_dev, info.st_ino) in synced
+
+    blobs = BlobStore(tmp_path / "data")
+    assert is_synced(tmp_path / "data")  # blobs/ and uploads/ are named there
+    # A first part refused after it created the file; the retry names it durably.
+    writer = blobs.part_writer("u1", 0, None)
+    writer.write(b"half")
+    writer.rollback()
+    synced.clear()
+    blobs.write_part("u1", 0, b"content", None)
+    assert is_synced(blobs.upload_root)
+    synced.clear()
+    blobs.publish("u1", sha(b"content"), 7)
+    target = blobs.blob_path(sha(b"content"))
+    assert is_synced(target.parent)  # the link
+    assert is_synced(target.parent.parent)  # the new blobs/sha256/<first two>
+    assert is_synced(blobs.blob_root)  # the new blobs/sha256

@@ -1,0 +1,33 @@
+"""The local session store after a process died in the middle of writing a record: the
+record keeps its last complete version, and the half-written copy does not stay behind."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from gateway.state.local import LocalSessionStore
+from gateway.state.sessions import UploadSession
+
+
+async def test_a_write_cut_before_its_rename_leaves_nothing_behind(tmp_path: Path) -> None:
+    folder = tmp_path / "sessions"
+    store = LocalSessionStore(folder)
+    session = UploadSession(id=uuid.uuid4().hex, name="r", repository="r", registry_id=None,
+                            route="", ecr_upload_id="u", part_size=5 << 20)
+    await store.create(session)
+    session.received = 3  # a tail of 3 bytes, below ECR's minimum part
+    await store.save(session, b"abc")
+    # What a kill -9 between the write of the next version and its rename leaves: a copy
+    # that holds private tail bytes (up to a part's) and that no session names any more.
+    cut = folder / f"{session.id}.tmp"
+    cut.write_bytes(os.urandom(4096))
+    other = folder / f"{uuid.uuid4().hex}.tmp"  # of a session deleted since
+    other.write_bytes(os.urandom(4096))
+
+    restarted = LocalSessionStore(folder)
+    record = await restarted.get(session.id)
+    assert record is not None and record.tail_length == 3
+    assert await restarted.tail(session.id) == b"abc"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{session.id}.session"]
