@@ -73,6 +73,10 @@ def _build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo-image", help="write a tiny OCI image layout to push with "
                           "skopeo")
     demo.add_argument("folder", help="where to write it (oci:FOLDER:v1 for skopeo)")
+    demo.add_argument("--config", help="the gateway's YAML configuration file: the push "
+                      "suggested goes to its listen address")
+    demo.add_argument("--listen", help="HOST:PORT the gateway listens on (default "
+                      "127.0.0.1:5000, or the configuration's)")
     return parser
 
 
@@ -107,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo-image":
         from gateway.tools import demo_image
 
-        return demo_image.run(args.folder)
+        return demo_image.run(args.folder, args.config, args.listen)
     return 2
 
 

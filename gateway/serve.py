@@ -35,6 +35,7 @@ from gateway.observability.tracing import Tracing
 from gateway.oci.limits import server_options
 from gateway.oci.peer import STAGED_PEERS
 from gateway.oci.server import OciAppRunner
+from gateway.tools.check_config import missing_files, secret_values
 
 log = logging.getLogger("gateway")
 
@@ -147,7 +148,6 @@ def _version() -> str:
 
 def _setup_logging(config: Config) -> None:
     from gateway.observability.logs import setup
-    from gateway.tools.check_config import secret_values
 
     setup(config.log_level, config.log_format, secret_values(config))
 
@@ -158,6 +158,21 @@ def _bind(host: str, port: int) -> socket.socket:
     family, _, _, _, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
                                                   flags=socket.AI_PASSIVE)[0]
     return socket.create_server(address[:2], family=family, backlog=1024)
+
+
+def _unusable_folder(path: Path) -> str | None:
+    """Why ``path`` cannot hold the gateway's data (None: it can), made if it is missing:
+    checked before anything starts, so that a mistake there is one line, not a traceback
+    from the first component that writes there."""
+    if path.exists() and not path.is_dir():
+        return "it is a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return os.strerror(exc.errno) if exc.errno else str(exc)
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "this user may not write there"
+    return None
 
 
 async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None) -> None:
@@ -258,6 +273,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"ecr-gateway: bad configuration: {exc.located()}", file=sys.stderr)
         return 2
+    missing = missing_files(config)
+    if missing:
+        print(f"ecr-gateway: refusing to start: {'; '.join(missing)}", file=sys.stderr)
+        return 2
     try:
         exposure_warnings = check_exposure(config)
         tls = (TlsFiles(config.tls.cert_file, config.tls.key_file,
@@ -282,6 +301,12 @@ def run_from_args(args: argparse.Namespace) -> int:
     # Absolute from here on: every log line and every component names the same folder,
     # whatever the working directory of whoever reads the logs.
     config.data_dir = str(config.data_path.resolve())
+    unusable = _unusable_folder(config.data_path)
+    if unusable is not None:
+        sock.close()
+        print(f"ecr-gateway: cannot use data_dir {config.data_dir}: {unusable} (choose "
+              "another folder with --data-dir or data_dir:)", file=sys.stderr)
+        return 2
     prepared = embedded_emulator(config)  # before logging: its secret is then redacted
     _setup_logging(config)
     for warning in exposure_warnings:

@@ -105,8 +105,24 @@ def _local_address(request: web.Request) -> str | None:
     return f"{host}:{sock[1]}"
 
 
-def denied(scope: Scope, subject: str) -> OciError:
-    return OciError(oci.DENIED, {"subject": subject, "scope": str(scope)})
+# What a client prints of a refusal is its message: it says what to do next (the reference
+# registry's words first, which clients and scripts know).
+LOG_IN_FIRST = f"{oci.UNAUTHORIZED.message}: log in first (docker, podman or skopeo login)"
+
+
+def login_required(challenger: Challenger, request: web.Request,
+                   scopes: Sequence[Scope]) -> OciError:
+    """A caller without credentials asking for what only a login may do."""
+    return challenger.unauthorized(request, scopes, reason=LOG_IN_FIRST)
+
+
+def denied(scope: Scope, subject: str, action: str) -> OciError:
+    """A logged-in caller the access rules refuse: who, what and on what, in the message."""
+    verb = {"push": "push to", "pull": "pull from", "delete": "delete from"}.get(action, action)
+    what = f"{verb} {scope.name}" if scope.type == "repository" else "list the catalog"
+    return OciError(oci.DENIED, {"subject": subject, "scope": str(scope)},
+                    message=f"{oci.DENIED.message}: {subject} may not {what} (no access rule "
+                    "of this gateway's auth.rules allows it)")
 
 
 def metrics_login_required() -> OciError:

@@ -23,7 +23,12 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.auth.aws import KEYS_REFUSED, AwsIdentities
-from gateway.auth.challenge import Challenger, denied, metrics_login_required
+from gateway.auth.challenge import (
+    Challenger,
+    denied,
+    login_required,
+    metrics_login_required,
+)
 from gateway.auth.forwarded import client_address
 from gateway.auth.logins import Logins, parse_basic
 from gateway.auth.rules import AccessRules
@@ -144,8 +149,8 @@ class Authenticator:
         if self._allows(request, principal, source, "pull"):
             return
         if not principal.has_credentials:
-            raise self.challenger.unauthorized(request, [needed_scope(name, action),
-                                                         pull_source])
+            raise login_required(self.challenger, request, [needed_scope(name, action),
+                                                            pull_source])
         # Not readable with these credentials: an ordinary upload, as if the blob were not
         # there, so the caller learns nothing about the source.
         request[MOUNT_REFUSED] = True
@@ -170,10 +175,10 @@ class Authenticator:
         scope = needed_scope(name, action)
         scopes = [scope, *(also or [])]
         if principal.subject is None:
-            raise self.challenger.unauthorized(request, scopes)
+            raise login_required(self.challenger, request, scopes)
         if self._rules_allow(request, principal.subject, name, action):  # token too narrow
             raise self.challenger.unauthorized(request, scopes, error="insufficient_scope")
-        raise denied(scope, principal.subject)
+        raise denied(scope, principal.subject, action)
 
     def _rules_allow(self, request: web.Request, subject: str | None, name: str | None,
                      action: str) -> bool:

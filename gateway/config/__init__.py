@@ -5,7 +5,7 @@ schema publishes the JSON Schema editors and the Helm chart check against."""
 from __future__ import annotations
 
 from gateway.config.errors import ConfigError
-from gateway.config.loading import ENV_PREFIX, load_config
+from gateway.config.loading import ENV_PREFIX, FILE_OPTION, load_config
 from gateway.config.models import (
     AccessRuleConfig,
     AuthConfig,
@@ -28,8 +28,8 @@ from gateway.config.models import (
 )
 
 __all__ = [
-    "ENV_PREFIX", "AccessRuleConfig", "AuthConfig", "BlobCacheConfig", "BlobsConfig",
-    "CacheConfig", "Config", "ConfigError", "LimitsConfig", "MirrorConfig",
+    "ENV_PREFIX", "FILE_OPTION", "AccessRuleConfig", "AuthConfig", "BlobCacheConfig",
+    "BlobsConfig", "CacheConfig", "Config", "ConfigError", "LimitsConfig", "MirrorConfig",
     "PullThroughConfig", "RateLimitConfig", "RepositorySettings", "RouteConfig",
     "StagingConfig", "StateConfig", "TlsConfig", "TokenConfig", "UploadsConfig",
     "UpstreamConfig", "load_config",

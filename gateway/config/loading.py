@@ -25,6 +25,8 @@ from gateway.config.errors import ConfigError, KeyPath
 from gateway.config.models import Config
 
 ENV_PREFIX = "ECR_GATEWAY_"
+# The key of a refusal of the file itself (unreadable, not YAML): the option that named it.
+FILE_OPTION = "--config"
 
 
 def load_config(path: str | None = None, *, environ: Mapping[str, str] | None = None,
@@ -66,7 +68,7 @@ def _read(path: str) -> tuple[dict[str, Any], dict[KeyPath, tuple[int, int]]]:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as exc:
-        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(FILE_OPTION, f"cannot read {path}: {exc.strerror}") from None
     loader = yaml.SafeLoader(text)
     try:  # one parse: the nodes carry the marks, the document is built from them
         node = loader.get_single_node()
@@ -106,7 +108,7 @@ def _not_yaml(path: str, exc: yaml.YAMLError) -> ConfigError:
     problem = getattr(exc, "problem", None) or "cannot be parsed"
     problem = _QUOTED.sub(_unnamed, problem)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else path
-    return ConfigError("--config", f"is not valid YAML: {problem} (the line is not "
+    return ConfigError(FILE_OPTION, f"is not valid YAML: {problem} (the line is not "
                        "shown: it may hold a secret)", where)
 
 

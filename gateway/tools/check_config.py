@@ -14,7 +14,7 @@ from urllib.parse import unquote
 
 import yaml
 
-from gateway.config import ENV_PREFIX, Config, ConfigError, load_config
+from gateway.config import ENV_PREFIX, FILE_OPTION, Config, ConfigError, load_config
 
 MASK = "***"
 # Keys whose values are secrets (matched on the last part of the dotted key).
@@ -133,8 +133,13 @@ def problems(config: Config, check_files: bool = True) -> list[str]:
         found.append("auth.rules: none, so nothing is allowed: with auth.mode htpasswd only "
                      "what a rule (or a route's or mirror's anonymous_pull) allows is (see "
                      "README, Authentication)")
-    if not check_files:
-        return found
+    return found + missing_files(config) if check_files else found
+
+
+def missing_files(config: Config) -> list[str]:
+    """The files the configuration names that are not here to read: ``serve`` refuses to
+    start without them, as check-config does."""
+    found = []
     files = {"auth.htpasswd_file": config.auth.htpasswd_file,
              "auth.token.signing_key_file": config.auth.token.signing_key_file,
              "tls.cert_file": config.tls.cert_file, "tls.key_file": config.tls.key_file}
@@ -153,6 +158,10 @@ def run(path: str, check_files: bool = True) -> int:
         config = load_config(path)
         warnings = check_exposure(config)  # what `serve` refuses to start with
     except ConfigError as exc:
+        if exc.key == FILE_OPTION:  # the file itself, named here as FILE, not --config
+            print(f"{exc.where}: invalid: {exc.reason}" if exc.where
+                  else f"ecr-gateway: {exc.reason}", file=sys.stderr)
+            return 2
         variable = environment_source(exc.key)
         where = exc.where or (f"{variable} (environment variable)" if variable else path)
         print(f"{where}: invalid: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """``ecr-gateway demo-image DIR``: write a tiny OCI image layout (one layer holding
 ``/hello.txt``, tagged ``v1``) to push with ``skopeo copy oci:DIR:v1 docker://…``, so the
-quick start needs no container daemon and no download."""
+quick start needs no container daemon and no download. The push it suggests goes where
+``serve`` with the same ``--config``/``--listen`` (and ``ECR_GATEWAY_*`` environment)
+listens."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import json
 import sys
 import tarfile
 from pathlib import Path
+
+from gateway.config import Config, ConfigError, load_config
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -54,13 +58,43 @@ def write(folder: Path, tag: str = "v1") -> str:
     return str(described["digest"])
 
 
-def run(folder: str) -> int:
+def _client_address(config: Config) -> str:
+    """Where a client on this machine reaches the gateway: a wildcard address is not one
+    to connect to, its loopback is."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(config.listen_host,
+                                                                       config.listen_host)
+    return f"[{host}]:{config.listen_port}" if ":" in host else f"{host}:{config.listen_port}"
+
+
+def push_commands(config: Config, folder: str) -> list[str]:
+    """The skopeo commands that push the layout to the gateway ``config`` describes."""
+    address = _client_address(config)
+    # Plain HTTP needs the flag; with tls the client checks the certificate as usual.
+    insecure = "" if config.tls.cert_file else "--tls-verify=false "
+    copy = (f"skopeo copy {insecure.replace('--', '--dest-')}oci:{folder}:v1 "
+            f"docker://{address}/demo/app:v1")
+    if config.auth.mode == "none":
+        return [copy]
+    return [f"skopeo login {insecure}{address}",
+            f"{copy}    # or a repository the access rules let you push to"]
+
+
+def run(folder: str, config_file: str | None = None, listen: str | None = None) -> int:
+    try:
+        config = load_config(config_file, overrides={"listen": listen})
+    except ConfigError as exc:
+        print(f"ecr-gateway: bad configuration: {exc.located()}", file=sys.stderr)
+        return 2
     try:
         digest = write(Path(folder))
     except OSError as exc:
         print(f"ecr-gateway: cannot write {folder}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    print(f"wrote {folder}: an OCI image layout, tag v1 ({digest}); push it with\n"
-          f"  skopeo copy --dest-tls-verify=false oci:{folder}:v1 "
-          f"docker://127.0.0.1:5000/demo/app:v1")
+    where = f"the gateway of {config_file}" if config_file else f"a gateway on {config.listen}"
+    lines = "".join(f"\n  {command}" for command in push_commands(config, folder))
+    print(f"wrote {folder}: an OCI image layout, tag v1 ({digest}); push it to {where} "
+          f"with{lines}")
+    if not config_file and not listen:
+        print("(a gateway listening elsewhere: ecr-gateway demo-image --config FILE or "
+              "--listen HOST:PORT names it)")
     return 0

@@ -36,11 +36,12 @@ def _section(title: str) -> str:
 
 def _run_walkthrough(tmp_path: Path, blocks: list[str], port: int,
                      timeout: float = 180) -> tuple[int, str]:
-    """The blocks as one bash script on ``port`` instead of 5000: its exit status and output."""
-    script = "set -euo pipefail\n" + "\n".join(blocks).replace("127.0.0.1:5000",
-                                                                f"127.0.0.1:{port}")
+    """The blocks as one bash script with ``GW`` on ``port``, as a reader whose port 5000 is
+    taken sets it: its exit status and output."""
+    script = "set -euo pipefail\n" + "\n".join(blocks)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
     env.update({"PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                "GW": f"127.0.0.1:{port}",
                 "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
                 "PYTHONPATH": str(README.parent)})
     process = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, text=True,
@@ -62,13 +63,27 @@ def test_the_shared_endpoint_walkthrough_runs_as_written(tmp_path: Path) -> None
     require_tool("htpasswd")
     blocks = RUNNABLE.findall(_section("A shared endpoint with logins in 5 minutes"))
     assert len(blocks) >= 4, "the walkthrough lost its runnable blocks"
-    returncode, output = _run_walkthrough(tmp_path, blocks, free_port())
+    # The reader's shell may hold a job of its own (the quick start's dockerd): stopping the
+    # gateway at the end must not stop that one.
+    other = ["sleep 600 >/dev/null 2>&1 & other=$!", *blocks,
+             'sleep 1; kill -0 "$other" && echo "the other background job lives"',
+             'kill "$other"']
+    port = free_port()
+    returncode, output = _run_walkthrough(tmp_path, other, port)
     assert returncode == 0, output[-4000:]
     assert "gateway.yaml is valid" in output
     assert "alice may not push to team-b/app: denied, as the rules say" in output
+    # what skopeo shows of the refusal says who may not do what
+    assert "denied: requested access to the resource is denied: alice may not push to " \
+        "team-b/app" in output, output[-3000:]
     assert re.search(r'"Digest": "sha256:[0-9a-f]{64}"', output), output[-2000:]
+    # demo-image suggests a push to this gateway, not to the default port
+    assert f"docker://127.0.0.1:{port}/demo/app:v1" in output, output[:2000]
+    assert "127.0.0.1:5000" not in output, output[:2000]
+    assert "the other background job lives" in output, output[-2000:]
     log = (tmp_path / "gw-demo" / "gateway.log").read_text()
     assert "Traceback" not in log and " WARNING " not in log, log[-3000:]
+    assert "shutting down" in log, "the walkthrough's last block did not stop the gateway"
 
 
 def test_the_walkthrough_stops_and_says_why_when_its_port_is_taken(tmp_path: Path) -> None:

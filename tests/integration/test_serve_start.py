@@ -1,6 +1,6 @@
-"""What ``ecr-gateway serve`` says at start and about its clients' probes: a taken port is one
-line, the data directory is named absolute, a TLS probe on the plain port is no warning, a
-missing AWS credential is named."""
+"""What ``ecr-gateway serve`` says at start and about its clients' probes: a taken port and an
+unusable data directory are one line each, the data directory is named absolute, a TLS probe
+on the plain port is no warning, a missing AWS credential is named."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -37,6 +38,56 @@ def test_a_port_in_use_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr and "Unclosed" not in result.stderr
     # The embedded emulator was never started: it would have made its data folder.
     assert not (tmp_path / "data" / "emulator").exists()
+
+
+@pytest.mark.parametrize("data_dir", ["a-file", "a-file/data"])
+def test_a_data_dir_that_cannot_be_used_is_one_line_and_starts_nothing(
+        tmp_path: Path, data_dir: str) -> None:
+    """A file where the folder should be, or a folder under a file: the setting named and
+    how to choose another, not a traceback from the embedded emulator's start."""
+    (tmp_path / "a-file").write_text("not a folder\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
+    with socket.create_server(("127.0.0.1", 0)) as free:
+        port = free.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--listen", f"127.0.0.1:{port}",
+         "--data-dir", data_dir], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        check=False, env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert lines[0].startswith(f"ecr-gateway: cannot use data_dir {tmp_path / data_dir}: ")
+    assert "--data-dir" in lines[0], "the refusal does not say how to choose another folder"
+    assert (tmp_path / "a-file").read_text() == "not a folder\n"
+    with socket.create_server(("127.0.0.1", port)):
+        pass  # the port was let go
+
+
+@pytest.mark.parametrize("auth", [
+    # a typo in the path: every login would fail as "wrong user name or password"
+    {"htpasswd_file": "htpaswd"},
+    {"htpasswd_file": "htpasswd", "token": {"signing_key_file": "signing-key.pem"}},
+])
+def test_a_file_the_configuration_names_that_is_missing_stops_the_start(
+        tmp_path: Path, auth: dict[str, object]) -> None:
+    """What check-config calls invalid, serve refuses: one line naming the key and the file,
+    not a gateway nobody can log in to, nor a traceback after the emulator started."""
+    (tmp_path / "htpasswd").write_text("")
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({"auth": {
+        "mode": "htpasswd", **auth,
+        "rules": [{"repository": "**", "users": ["*"], "actions": ["pull"]}]}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ECR_GATEWAY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--listen",
+         "127.0.0.1:0", "--data-dir", "data"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=60, check=False,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith("ecr-gateway: refusing to start: auth."), result.stderr
+    assert "does not exist" in result.stderr and "listening" not in result.stdout
+    assert not (tmp_path / "data").exists()  # nothing started
 
 
 def test_the_data_directory_is_logged_absolute(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from tests.integration.auth.helpers import basic, request
+from tests.integration.auth.helpers import basic, request, token_for
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OCI_MANIFEST, OciClient, digest_of
 
@@ -168,3 +168,26 @@ async def test_a_bare_token_without_a_scheme_is_not_echoed(authgw: GatewayProces
     assert answer.status == 401
     assert secret.lower() not in answer.body.decode().lower()
     assert not any(secret.lower() in line.lower() for line in authgw.log_lines)
+
+
+async def test_a_refusal_says_what_to_do(alice: OciClient, authgw: GatewayProcess,
+                                         session: aiohttp.ClientSession) -> None:
+    """Clients print a refusal's message, nothing else of it: one without a login says to
+    log in; one the rules refuse names who may not do what, with a token as with Basic."""
+    other = unique("team-b")
+    before_login = await request(session, "POST", f"{authgw.url}/v2/{other}/blobs/uploads/")
+    assert before_login.status == 401
+    message = before_login.json()["errors"][0]["message"]
+    assert message.startswith("authentication required") and "log in" in message, message
+    token = await token_for(session, authgw.url, [f"repository:{other}:pull,push"],
+                            ("alice", "alice-pw"))
+    for credentials in (basic("alice", "alice-pw"), {"Authorization": f"Bearer {token}"}):
+        refused = await request(session, "POST", f"{authgw.url}/v2/{other}/blobs/uploads/",
+                                credentials)
+        assert refused.status == 403 and refused.code == "DENIED", refused.body
+        message = refused.json()["errors"][0]["message"]
+        assert message.startswith("requested access to the resource is denied"), message
+        assert f"alice may not push to {other}" in message, message
+    catalog = await request(session, "GET", f"{authgw.url}/v2/_catalog",
+                            basic("carol", "carol-pw"))
+    assert "carol may not list the catalog" in catalog.json()["errors"][0]["message"]

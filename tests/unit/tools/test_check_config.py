@@ -56,6 +56,33 @@ def test_names_the_bad_key_and_fails(tmp_path: Path,
     assert "state.redis_url" in capsys.readouterr().err
 
 
+def test_a_file_it_cannot_read_is_named_without_an_option(tmp_path: Path) -> None:
+    """check-config takes the file as its argument: an unreadable one is not a --config
+    problem, nor "invalid"."""
+    for path in (tmp_path / "missing.yaml", tmp_path):
+        result = _run("check-config", str(path))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"ecr-gateway: cannot read {path}: "
+            + ("No such file or directory" if path != tmp_path else "Is a directory")]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("auth:\n  mod: htpasswd\n", ":2:3: invalid: auth.mod: unknown key (did you mean "
+     "'mode'?)"),
+    ("limits:\n  max_page_size: lots\n", ":2:3: invalid: limits.max_page_size: must be a "
+     "whole number, got 'lots'"),
+    ("listen: 5000\n", ":1:1: invalid: listen: must be HOST:PORT, got '5000'"),
+])
+def test_a_common_mistake_is_named_where_it_is(tmp_path: Path, text: str,
+                                                expected: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    result = _run("check-config", str(config))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"{config}{expected}", result.stderr
+
+
 def test_refuses_what_serve_would_refuse(tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "config.yaml"
