@@ -39,7 +39,9 @@ to finish what it started, which gives the room back.
 Counted in this process's memory: with Redis, each replica counts what was sent through it
 and what was abandoned through it (a DELETE, or its own sweep expiring a session), so N
 replicas let a client hold up to N times the bound; a restart forgets the count. An upload
-that ended through another replica is forgotten here once the sweep finds its session gone.
+that ended through another replica is forgotten here once the sweep finds its session gone,
+or sooner: before a client is refused for its open uploads, the store is asked whether they
+are still open (:meth:`UnfinishedBytes.doubtful`).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class _Open:
     known: int
     touched: float
     sent: Counter[str] = field(default_factory=Counter)
+    looked: float = -math.inf  # when the store was last asked whether it is still open
 
 
 class Grant:
@@ -193,6 +196,20 @@ class UnfinishedBytes:
     def now(self) -> float:
         return self._clock()
 
+    def doubtful(self, owner: str | None, more: int = 0) -> list[str]:
+        """When ``owner`` is refused (or ``more`` bytes would be): the open uploads it sent
+        bytes to that the store was not asked about within ``OPEN_RETRY_SECONDS`` (another
+        replica may have completed them). Each is named at most once per that time: a client
+        kept at its bound costs the store no more lookups by asking more often."""
+        if not self.limit or owner is None or self._fits(self.held(owner), more):
+            return []
+        now = self._clock()
+        doubtful = [upload_id for upload_id, entry in self._open.items()
+                    if entry.sent[owner] > 0 and entry.looked <= now - OPEN_RETRY_SECONDS]
+        for upload_id in doubtful:
+            self._open[upload_id].looked = now
+        return doubtful
+
     # -- requests in progress -------------------------------------------------------------
 
     def grant(self, owner: str | None, size: int = 0) -> Grant:
@@ -231,6 +248,11 @@ class UnfinishedBytes:
         if self._fits(held, more):
             return
         UPLOAD_REFUSALS.labels("unfinished_bytes").inc()
+        if more > self.limit:  # never fits, however long the client waits: not a 429
+            raise refusal(oci.TOO_LARGE, {"limit": self.limit},
+                          message="this request alone would have ECR hold more than one "
+                                  "client's unfinished uploads may "
+                                  "(limits.max_abandoned_upload_bytes_per_client)")
         now = self._clock()
         wait = float(OPEN_RETRY_SECONDS)
         if self._fits(held - self._ended_totals[owner], more):  # ended bytes make the room

@@ -184,6 +184,7 @@ class UploadManager:
         429: asked before ECR is (a client at its limit costs no upstream call), and again
         as the session is stored (concurrent POSTs, other replicas)."""
         owner = owner_of(client) if client else None
+        await self._recount(owner)
         self._unfinished.check(owner)
         limit = self._max_open_per_client if owner else 0
         if limit and owner and await self._store.owned(owner) >= limit:
@@ -384,7 +385,14 @@ class UploadManager:
                      chunks: AsyncIterator[bytes], start: int | None,
                      staged: bool, client: str | None, length: int | None) -> UploadStatus:
         sender = owner_of(client) if client else None
-        self._unfinished.check(sender)  # at its bound: refused without waiting for the lock
+        if length is None or length >= MIN_PART:
+            # At its bound: refused without waiting for the lock (such a body has ECR hold
+            # bytes, whatever the upload's tail). A shorter one is weighed with the tail,
+            # under the lock: one that ECR will not hold (it stays tail, as a last short
+            # chunk does) is taken at the bound, else a client whose open uploads hold
+            # exactly its bound could finish none of them.
+            await self._recount(sender)
+            self._unfinished.check(sender)
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
             tail = await self._tail(session)
@@ -402,7 +410,10 @@ class UploadManager:
                 if length is None:
                     self._unfinished.check(sender, refusal=RequestRefused)
                 else:
-                    grant.reserve(parts_of(len(tail) + length, session.part_size))
+                    sends = parts_of(len(tail) + length, session.part_size)
+                    if sends:
+                        await self._recount(sender, sends)
+                    grant.reserve(sends)
                 pipeline = PartPipeline(
                     session, Pending(tail),
                     {**target.ids(), "uploadId": session.ecr_upload_id},
@@ -475,7 +486,7 @@ class UploadManager:
             if session.completed is not None:
                 return await self._close_finished(session, digest)
             # Anyone who learned the id may send a PUT that ends the upload unfinished.
-            ender = self._ender(session, client)
+            ender = await self._ender(session, client)
             if not digest.startswith("sha256:"):
                 await self._abandon(session, charged=ender)
                 raise OciError(oci.DIGEST_INVALID, {"digest": digest},
@@ -703,9 +714,9 @@ class UploadManager:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
             # ECR has no action to abort an upload; its upload simply expires unused.
-            await self._abandon(session, charged=self._ender(session, client))
+            await self._abandon(session, charged=await self._ender(session, client))
 
-    def _ender(self, session: UploadSession, client: str | None) -> str | None:
+    async def _ender(self, session: UploadSession, client: str | None) -> str | None:
         """Whom the bytes of an upload that ``client``'s request ends unfinished count
         against: that client. Another client that may end it (an anonymous one knowing the
         id) must not spend the owner's bound and lock the owner out; nor, once past its own
@@ -714,8 +725,18 @@ class UploadManager:
         counted against its owner)."""
         ender = owner_of(client) if client else None
         if ender is not None and ender != session.owner:
+            await self._recount(ender)
             self._unfinished.check(ender)
         return ender
+
+    async def _recount(self, owner: str | None, more: int = 0) -> None:
+        """Before ``owner`` is refused for what its open uploads hold: those whose sessions
+        are gone from the store, or completed, were ended through another replica (the one a
+        client's PUT reached gave their bytes back there), and no longer count here."""
+        for upload_id in self._unfinished.doubtful(owner, more):
+            session = await self._store.get(upload_id)
+            if session is None or session.completed is not None:
+                self._unfinished.forget(upload_id)
 
 
 def _repository_key(session: UploadSession) -> str:

@@ -87,3 +87,30 @@ def test_an_upload_ended_elsewhere_is_forgotten() -> None:
     assert budget.unused_since(now[0] - 10) == ["u"]
     budget.forget("u")
     assert budget.held("a") == 0
+
+
+def test_open_uploads_of_a_refused_owner_are_looked_up_at_most_once_in_a_while() -> None:
+    """A client at its bound asking again and again costs the store one lookup per open
+    upload per ``OPEN_RETRY_SECONDS``, not one per request."""
+    now = [1000.0]
+    budget = UnfinishedBytes(100, 60.0, clock=lambda: now[0])
+    budget.sent("u1", "a", 0, 60)
+    budget.sent("u2", "a", 0, 40)
+    budget.sent("u3", "b", 0, 10)
+    assert budget.doubtful("b") == []  # under its bound: nothing to ask
+    assert budget.doubtful("a") == ["u1", "u2"]
+    assert budget.doubtful("a") == []
+    now[0] += OPEN_RETRY_SECONDS
+    budget.forget("u1")  # the store no longer has it
+    budget.check("a")
+    assert budget.doubtful("a", 61) == ["u2"]
+
+
+def test_a_request_larger_than_the_bound_is_too_large_not_too_many() -> None:
+    """Waiting never makes it fit: 413 without Retry-After, rather than 429 for ever."""
+    budget = UnfinishedBytes(100, 60.0)
+    with pytest.raises(RequestRefused) as refused:
+        budget.reserve("a", 101)
+    assert refused.value.status == 413
+    assert "Retry-After" not in refused.value.headers
+    budget.reserve("a", 100)  # the bound itself fits

@@ -154,3 +154,29 @@ async def test_a_patch_broken_midway_counts_what_ecr_holds_and_no_more(
         assert _held_by_ecr(gateway) == BOUND
         async with session.post(client.url(f"/v2/{repo}/blobs/uploads/")) as full:
             assert full.status == 429, await full.text()  # at its bound now
+
+
+async def test_a_client_at_its_bound_may_still_send_what_ecr_will_not_hold(
+        tmp_path: Path, repo: str, session: aiohttp.ClientSession) -> None:
+    """A client whose open uploads hold exactly its bound sends the last, short chunk of one
+    of them: those bytes stay the upload's tail until its completion (which is never
+    refused), ECR holds nothing more. Refused, the client could finish neither upload (each
+    needs its last chunk) and waited for them to expire, then for their bytes to age out."""
+    config = {"limits": {"max_abandoned_upload_bytes_per_client": BOUND}}
+    with GatewayProcess(tmp_path / "gateway", config, env=ENV) as gateway:
+        client = OciClient(session, gateway.url)
+        layers = [os.urandom(2 * PART + MiB) for _ in range(BOUND // (2 * PART))]
+        locations = []
+        for layer in layers:
+            sent = await client.patch(await client.start(repo), layer[:2 * PART], 0)
+            assert sent.status == 202, sent.body
+            locations.append(sent.headers["Location"])
+        assert _held_by_ecr(gateway) == BOUND
+        for location, layer in zip(locations, layers, strict=True):
+            last = await client.patch(location, layer[2 * PART:], 2 * PART)
+            assert last.status == 202, (last.status, last.body[:300])
+            assert _held_by_ecr(gateway) <= BOUND
+            done = await client.put(last.headers["Location"], digest_of(layer))
+            assert done.status == 201, done.body
+        for layer in layers:
+            assert await client.get_blob(repo, digest_of(layer)) == layer
