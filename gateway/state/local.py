@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import struct
 from collections.abc import AsyncIterator
@@ -14,6 +15,8 @@ from pathlib import Path
 from ecr_model.durable_files import fsync_dir
 from ecr_model.private_files import NOFOLLOW, private_dir
 from gateway.state.sessions import SessionLimit, TailBudget, TailsFull, UploadSession
+
+log = logging.getLogger(__name__)
 
 # File layout: 4-byte big-endian header length, JSON record, then the tail bytes.
 _HEADER = struct.Struct(">I")
@@ -80,14 +83,20 @@ class LocalSessionStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-            # The rename itself must outlive a power cut: else the record the client was
-            # answered for may come back as the one before it (an older Range).
-            fsync_dir(self._dir)
         except OSError:
             # A full disk, say: the record stays as it was, and the half-written copy does
             # not keep taking space.
             tmp.unlink(missing_ok=True)
             raise
+        # The rename itself must outlive a power cut: else the record the client was answered
+        # for may come back as the one before it (an older Range). A folder that cannot be
+        # synced leaves the save made all the same (the file holds it): failing it now would
+        # have this process go on from the record before, against the file's tail.
+        try:
+            fsync_dir(self._dir)
+        except OSError as exc:
+            log.warning("upload sessions' folder could not be synced (%s): a power cut may "
+                        "bring back a session's previous record", exc.strerror or exc)
 
     async def create(self, session: UploadSession, *, max_owned: int = 0) -> None:
         owner = session.owner

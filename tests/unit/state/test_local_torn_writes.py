@@ -1,12 +1,17 @@
 """The local session store after a process died in the middle of writing a record: the
-record keeps its last complete version, and the half-written copy does not stay behind."""
+record keeps its last complete version, and the half-written copy does not stay behind; a
+save whose folder cannot be synced is made all the same, in memory as on disk."""
 
 from __future__ import annotations
 
+import errno
 import os
 import uuid
 from pathlib import Path
 
+import pytest
+
+from gateway.state import local
 from gateway.state.local import LocalSessionStore
 from gateway.state.sessions import UploadSession
 
@@ -31,3 +36,24 @@ async def test_a_write_cut_before_its_rename_leaves_nothing_behind(tmp_path: Pat
     assert record is not None and record.tail_length == 3
     assert await restarted.tail(session.id) == b"abc"
     assert sorted(p.name for p in folder.iterdir()) == [f"{session.id}.session"]
+
+
+async def test_a_folder_that_cannot_be_synced_leaves_the_save_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rename is done when the folder's sync fails (an I/O error): the file holds the new
+    record and tail, so the process must go on from them, not from the record before."""
+    store = LocalSessionStore(tmp_path / "sessions")
+    session = UploadSession(id=uuid.uuid4().hex, name="r", repository="r", registry_id=None,
+                            route="", ecr_upload_id="u", part_size=5 << 20)
+    await store.create(session)
+
+    def failing(path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    monkeypatch.setattr(local, "fsync_dir", failing)
+    session.received = 3
+    await store.save(session, b"abc")
+    record = await store.get(session.id)
+    assert record is not None and record.received == 3 and record.tail_length == 3
+    assert await store.tail(session.id) == b"abc"
+    assert await LocalSessionStore(tmp_path / "sessions").tail(session.id) == b"abc"
