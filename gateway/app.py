@@ -21,7 +21,6 @@ from gateway.backends.router import BackendRouter, Storage
 from gateway.blobcache import BlobCache
 from gateway.config import Config, ConfigError, PullThroughConfig
 from gateway.disk.direct_io import balloon_reports_free_pages
-from gateway.ecr.abandoned import UnfinishedBytes
 from gateway.ecr.breaker import CircuitBreaker
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
@@ -29,6 +28,7 @@ from gateway.ecr.reachability import Reachability
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
+from gateway.ecr.unfinished import UnfinishedBytes
 from gateway.ecr.uploads import ClientBounds
 from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight

@@ -33,7 +33,6 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from gateway.ecr.abandoned import Grant, UnfinishedBytes
 from gateway.ecr.calls import call
 from gateway.ecr.errors import EcrError
 from gateway.ecr.idle_trim import IdleTrim
@@ -42,6 +41,7 @@ from gateway.ecr.partbody import EncodedPart
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
 from gateway.ecr.staging import SpoolsFull, StagingStore, repository_key
+from gateway.ecr.unfinished import Grant, UnfinishedBytes
 from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import UPLOAD_REFUSALS
 from gateway.oci import errors as oci

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ecr.abandoned import OPEN_RETRY_SECONDS, UnfinishedBytes
+from gateway.ecr.unfinished import OPEN_RETRY_SECONDS, UnfinishedBytes
 from gateway.oci.errors import OciError, RequestRefused
 
 
