@@ -184,8 +184,7 @@ class UploadManager:
         429: asked before ECR is (a client at its limit costs no upstream call), and again
         as the session is stored (concurrent POSTs, other replicas)."""
         owner = owner_of(client) if client else None
-        await self._recount(owner)
-        self._unfinished.check(owner)
+        await self._within_bound(owner)
         limit = self._max_open_per_client if owner else 0
         if limit and owner and await self._store.owned(owner) >= limit:
             raise _too_many_open(limit)
@@ -391,8 +390,7 @@ class UploadManager:
             # under the lock: one that ECR will not hold (it stays tail, as a last short
             # chunk does) is taken at the bound, else a client whose open uploads hold
             # exactly its bound could finish none of them.
-            await self._recount(sender)
-            self._unfinished.check(sender)
+            await self._within_bound(sender)
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, target=target)
             tail = await self._tail(session)
@@ -628,7 +626,7 @@ class UploadManager:
     async def _abandon(self, session: UploadSession, *, charged: str | None = None) -> None:
         """End an upload unfinished: what ECR holds of it stays there until ECR ends the
         upload, and counts against ``charged`` (None: each sender's bytes against the
-        sender, the rest against its owner; see gateway/ecr/abandoned.py)."""
+        sender, the rest against its owner; see gateway/ecr/unfinished.py)."""
         if session.completed:
             self._unfinished.completed(session.id)
         else:
@@ -725,9 +723,14 @@ class UploadManager:
         counted against its owner)."""
         ender = owner_of(client) if client else None
         if ender is not None and ender != session.owner:
-            await self._recount(ender)
-            self._unfinished.check(ender)
+            await self._within_bound(ender)
         return ender
+
+    async def _within_bound(self, owner: str | None) -> None:
+        """429 if ``owner`` is at its unfinished-bytes bound, once uploads ended through
+        another replica no longer count."""
+        await self._recount(owner)
+        self._unfinished.check(owner)
 
     async def _recount(self, owner: str | None, more: int = 0) -> None:
         """Before ``owner`` is refused for what its open uploads hold: those whose sessions
