@@ -247,8 +247,10 @@ class PartPipeline:
                 self._hand(filling, ready)
 
     def _members(self, first: int, count: int) -> dict[str, Any]:
-        return {**self._members_base, "partFirstByte": first,
-                "partLastByte": first + count - 1}
+        # The session's upload id, not the request's first: ECR may have ended the upload
+        # and a new one taken its place (gateway/ecr/resend.py).
+        return {**self._members_base, "uploadId": self.session.ecr_upload_id,
+                "partFirstByte": first, "partLastByte": first + count - 1}
 
     def _hand(self, filling: _Filling, count: int) -> None:
         """Start the work on the filling part's next ``count`` pending bytes."""

@@ -18,6 +18,10 @@ HEAD before they push). An upload whose parts did not all go through this proces
 replica, a restart) is hashed from the staged copy before completion when that holds every
 byte, as the staged copy is served as the blob afterwards only when someone hashed what it
 holds; otherwise only ECR's own check can vouch for it.
+
+An upload ECR ended while its session lives (no part for the upload's lifetime: a client that
+sends less than a part at a time) is begun again from the staged copy when that holds every
+byte (gateway/ecr/resend.py).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from gateway.ecr.errors import EcrError
 from gateway.ecr.idle_trim import IdleTrim
 from gateway.ecr.part_pipeline import MIN_PART, OutOfStep, PartPipeline, Pending, parts_of
 from gateway.ecr.partbody import EncodedPart
+from gateway.ecr.resend import MAX_RESUMES, resend_ranges
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
 from gateway.ecr.staging import SpoolsFull, StagingStore, repository_key
@@ -269,6 +274,11 @@ class UploadManager:
                 if grant is not None:
                     grant.spent(len(part))
         except EcrError as exc:
+            if exc.code == "UploadNotFoundException":
+                # ECR ended the upload while this session holds it (no part for the upload's
+                # lifetime): a new one takes every byte up to this part's end, if held here.
+                await self._resume(target, session, last + 1, sender, exc)
+                return
             # A retry of a part that did land (its answer was lost, or a process that died
             # had sent it) is refused as out of order; ECR's lastValidByteReceived tells how
             # much of it is in fact already stored.
@@ -518,17 +528,9 @@ class UploadManager:
                                           sender=ender, final=True)
                 if tail:
                     await self._save(session, b"")
-                await self._call(target, "CompleteLayerUpload",
-                                 uploadId=session.ecr_upload_id, layerDigests=[digest])
+                upstream_checked = await self._complete(target, session, digest, ender)
             except EcrError as exc:
-                if exc.code == "UploadNotFoundException" and \
-                        await self._landed(target, digest, session.received):
-                    # Completed by an earlier attempt whose answer was lost (or by a process
-                    # that died before it could record it): the layer is there. That attempt
-                    # may have been answered LayerAlreadyExists, so ECR vouches for nothing.
-                    log.info("upload %s was already complete as %s", session.id, digest)
-                    upstream_checked = False
-                elif exc.code == "LayerAlreadyExistsException":
+                if exc.code == "LayerAlreadyExistsException":
                     upstream_checked = False  # ECR answers this before hashing anything
                 else:
                     if exc.code == "InvalidLayerException":  # ECR hashed it: a mismatch
@@ -565,6 +567,79 @@ class UploadManager:
                                         session.received, tail, _repository_key(session))
             await self._close(session)
             return session.received
+
+    async def _complete(self, target: Target, session: UploadSession, digest: str,
+                        sender: str | None) -> bool:
+        """CompleteLayerUpload; False when an earlier attempt had completed the layer
+        already (its answer lost, or a process that died before it could record it): that
+        attempt may have been answered LayerAlreadyExists, so ECR vouches for nothing."""
+        resumed = False
+        while True:
+            try:
+                await self._call(target, "CompleteLayerUpload",
+                                 uploadId=session.ecr_upload_id, layerDigests=[digest])
+                return True
+            except EcrError as exc:
+                if exc.code != "UploadNotFoundException":
+                    raise
+                if await self._landed(target, digest, session.received):
+                    log.info("upload %s was already complete as %s", session.id, digest)
+                    return False
+                if resumed:  # ended again at once: not begun again here
+                    raise
+                # ECR ended the upload (no part for its lifetime: a trickled upload's last
+                # bytes were all tail). Begun again with every byte, if they are held here.
+                await self._resume(target, session, session.received, sender, exc)
+            resumed = True
+            await self._save(session, b"")  # the new ECR upload's id, before completing it
+
+    async def _resume(self, target: Target, session: UploadSession, end: int,
+                      sender: str | None, ended: EcrError) -> None:
+        """ECR ended the upload (``ended``: UploadNotFoundException) while the session holds
+        it: begin a new one holding its first ``end`` bytes, sent again as ``sender``'s from
+        the staging spool, a part at a time (gateway/ecr/resend.py). ``ended`` is raised
+        instead where that cannot be done."""
+        if session.resumed >= MAX_RESUMES or not await asyncio.to_thread(
+                self._staging.holds, session.id, end):
+            # The spool does not hold every byte (dropped, or the upload came in part through
+            # another replica), or the upload was begun again often enough: nothing here
+            # can make ECR hold it again, so the client is told it is unknown, as ECR said,
+            # and starts over.
+            log.warning("ECR ended upload %s at %d; it is not begun again (%d times so far)",
+                        session.id, session.committed, session.resumed)
+            raise ended
+        # ECR holds nothing of the ended upload any more; what is sent again counts as any
+        # part does: 429 (413) past the sender's bound, the session kept as it stood.
+        self._unfinished.forget(session.id)
+        grant = self._unfinished.grant(sender, end)
+        session.resumed += 1
+        try:
+            answer = await self._call(target, "InitiateLayerUpload")
+            upload_id = answer["uploadId"]
+            for start, stop in resend_ranges(end, session.part_size):
+                piece = await asyncio.to_thread(self._staging.spool_range, session.id,
+                                                start, stop)
+                if piece is None:  # the spool was dropped meanwhile
+                    raise ended
+                try:
+                    await self._call(target, "UploadLayerPart", uploadId=upload_id,
+                                     partFirstByte=start, partLastByte=stop - 1,
+                                     layerPartBlob=piece)
+                finally:
+                    grant.spent(len(piece))
+                del piece
+                self._unfinished.sent(session.id, sender, start, stop)
+        except BaseException:
+            # The new upload is left to expire: what it holds counts as ended.
+            self._unfinished.ended(session.id, 0, charged=None, owner=session.owner)
+            raise
+        finally:
+            grant.close()
+        log.warning("ECR ended upload %s at %d: begun again as a new ECR upload holding "
+                    "%d bytes", session.id, session.committed, end)
+        session.ecr_upload_id = upload_id
+        session.committed = end
+        self._sent_from_start(session.id, end)  # ECR holds what the spool holds, as sent
 
     async def _close_finished(self, session: UploadSession, digest: str) -> int:
         """A PUT again on an upload whose layer a request completed (its bytes checked) and

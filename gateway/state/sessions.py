@@ -42,6 +42,9 @@ class UploadSession:
     # upload is finished even if its session outlives that (a process that died, a store
     # that failed before the session was deleted). Nothing more is written to it.
     completed: str | None = None
+    # How many times ECR ended the upload (it received no part for its lifetime) and the
+    # gateway began a new one with the bytes it held (gateway/ecr/resend.py): bounded.
+    resumed: int = 0
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 
@@ -57,6 +60,8 @@ class UploadSession:
             del record["owner"]
         if self.completed is None:
             del record["completed"]
+        if not self.resumed:
+            del record["resumed"]
         return record
 
     @classmethod
