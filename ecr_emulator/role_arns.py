@@ -12,8 +12,10 @@ import re
 
 from ecr_emulator.errors import AwsError
 
-# arn:<partition>:iam::<account>:role/<optional path/>name
-_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(?P<account>[0-9]{12}):role/[\w+=,.@/-]+")
+# arn:<partition>:iam::<account>:role/<optional path/>name; IAM names are ASCII (its \w is
+# Java's, not Python's Unicode one)
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::(?P<account>[0-9]{12}):role/[\w+=,.@/-]+",
+                       re.ASCII)
 
 
 def check_custom_role(arn: str | None, account_id: str) -> None:
