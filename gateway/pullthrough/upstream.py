@@ -434,26 +434,31 @@ class OciUpstream:
             if len(asked) == MAX_TAG_PAGES:  # nor one whose pages lead on for ever
                 raise UpstreamError(502, f"{what}: more than {MAX_TAG_PAGES} pages")
             asked.add(path)
-            async with self._within_deadline(what), self._turns:
-                response = await self._request("GET", path, _scope(name), what)
-                async with response:
-                    body = await read_bounded(response, MAX_TAG_PAGE_BYTES, what)
-                    path = _next_page(response.headers.get("Link"))
-            try:
-                page = json.loads(body)
-            except (ValueError, RecursionError) as exc:  # nested past the parser's depth
-                raise UpstreamError(502, f"{what}: not JSON") from exc
-            listed = page.get("tags") if isinstance(page, dict) else None
-            if listed is not None and not isinstance(listed, list):
-                raise UpstreamError(502, f"{what}: the tags are not a list")
-            for tag in listed or []:
-                if isinstance(tag, str) and is_tag(tag):
-                    tags[tag] = None
-                else:
-                    invalid += 1
+            valid, refused, path = await self._tag_page(name, path, what)
+            tags.update(dict.fromkeys(valid))
+            invalid += refused
             if len(tags) > MAX_TAGS:
                 raise UpstreamError(502, f"{what}: more than {MAX_TAGS} tags")
         return TagList(list(tags), invalid)
+
+    async def _tag_page(self, name: str, path: str, what: str
+                        ) -> tuple[list[str], int, str | None]:
+        """One page's valid tags, how many names on it are none, and the next page. A page
+        of up to MAX_TAG_PAGE_BYTES lives only in here, so the next one is read without it."""
+        async with self._within_deadline(what), self._turns:
+            response = await self._request("GET", path, _scope(name), what)
+            async with response:
+                body = await read_bounded(response, MAX_TAG_PAGE_BYTES, what)
+                following = _next_page(response.headers.get("Link"))
+        try:
+            page = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # nested past the parser's depth
+            raise UpstreamError(502, f"{what}: not JSON") from exc
+        listed = page.get("tags") if isinstance(page, dict) else None
+        if listed is not None and not isinstance(listed, list):
+            raise UpstreamError(502, f"{what}: the tags are not a list")
+        valid = [tag for tag in listed or [] if isinstance(tag, str) and is_tag(tag)]
+        return valid, len(listed or []) - len(valid), following
 
 
 def registry_host(url: str) -> str:
