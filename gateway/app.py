@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ecr_model.private_files import NotPrivate
 from gateway.auth import install as install_auth
+from gateway.auth.client_keys import CLIENT_KEYS, client_keys
 from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.auth.host_names import rebinding_guard
 from gateway.backends.ecr import EcrBackend
@@ -220,6 +221,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     app[IN_FLIGHT_REQUESTS] = InFlight()
     app[PROXY_TRUST] = proxy_trust
     limits = config.limits
+    app[CLIENT_KEYS] = client_keys(config)
     # The embedded emulator listens on a private loopback port: a redirect there would send
     # clients to an address only this host reaches, so its blobs always stream through here.
     blob_mode = "proxy" if config.upstream.mode == "embedded" else config.blobs.mode

@@ -9,10 +9,9 @@ strangers must not lock its owner out: an address the user logged in from within
 ``KNOWN_SECONDS`` counts only that user's failures from that address, not everyone's. A
 guesser elsewhere stays limited by all of them; one at an owner's address by its own.
 
-An IPv6 client is counted by its /64: a single host is routinely handed a whole /64, and
-counted per address it would have 2**64 fresh limits (and fill this table without end). One
-that carries an IPv4 client's address (NAT64's 64:ff9b::/96, Teredo, 6to4) is counted by
-that: its /64 is every IPv4 client of the translator.
+An address counts by its client key (gateway/auth/client_keys.py): an IPv6 client by its
+/64 (a host handed a whole /64 would otherwise have 2**64 fresh limits, and fill this table
+without end), one carrying an IPv4 client's address (NAT64, Teredo, 6to4) by that address.
 
 Checks still under way count as failures until they end (:meth:`FailedLogins.attempt`): a
 burst of concurrent guesses would otherwise all pass the limit before the first of them
@@ -25,7 +24,6 @@ costs a bounded few hundred bytes, whatever was sent.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import math
 import time
 from collections import Counter, deque
@@ -33,6 +31,8 @@ from collections.abc import Callable
 from typing import overload
 
 from cachetools import TTLCache
+
+from gateway.auth.client_keys import DEFAULT_CLIENT_KEYS, ClientKeys
 
 # How long an address the user logged in from keeps its own count for that user.
 KNOWN_SECONDS = 86400.0
@@ -42,7 +42,9 @@ MAX_KEPT_NAME = 256
 
 class FailedLogins:
     def __init__(self, window: float, per_user: int, per_address: int, *,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000,
+                 keys: ClientKeys = DEFAULT_CLIENT_KEYS) -> None:
+        self._keys = keys
         self._window = window
         self._limits = {"user": per_user, "address": per_address}
         self._clock = clock
@@ -61,7 +63,7 @@ class FailedLogins:
 
     def retry_after(self, user: str | None, address: str | None) -> int | None:
         """Seconds until ``user`` from ``address`` may try again; None if not blocked now."""
-        user, address = user_key(user), client_key(address)
+        user, address = user_key(user), self._keys.of(address)
         now = self._clock()
         waits = []
         for kind, value in (("user", user), ("address", address)):
@@ -82,7 +84,7 @@ class FailedLogins:
     def attempt(self, user: str | None, address: str | None) -> Callable[[], None]:
         """A check of ``user``'s password from ``address`` begins: it counts against both
         limits as a failure would until the function returned is called (once)."""
-        user, address = user_key(user), client_key(address)
+        user, address = user_key(user), self._keys.of(address)
         counted = [(self._trying, (kind, value))
                    for kind, value in (("user", user), ("address", address)) if value]
         if user and address:
@@ -100,7 +102,7 @@ class FailedLogins:
         return end
 
     def failed(self, user: str | None, address: str | None) -> None:
-        user, address = user_key(user), client_key(address)
+        user, address = user_key(user), self._keys.of(address)
         now = self._clock()
         if len(self._failures) >= self._max_keys:
             self._forget_old(now)
@@ -115,7 +117,7 @@ class FailedLogins:
     def succeeded(self, user: str, address: str | None) -> None:
         """Forget ``user``'s failures from ``address`` only: the owner logging in elsewhere
         must not wipe the count of someone guessing the password from other addresses."""
-        user, address = user_key(user), client_key(address)
+        user, address = user_key(user), self._keys.of(address)
         if address is not None:
             self._known[(user, address)] = True
         times = self._failures.get(("user", user))
@@ -152,37 +154,6 @@ class FailedLogins:
             del failures[key]
         while len(failures) >= self._max_keys:
             del failures[next(iter(failures))]
-
-
-# NAT64's well-known prefix (RFC 6052): an IPv4 client translated to IPv6 (SIIT, NAT64 in
-# front of an IPv6-only service) arrives as this /96 and its own address.
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-def client_key(address: str | None) -> str | None:
-    """What failures from ``address`` count against: the address, or an IPv6 one's /64,
-    or the IPv4 address an IPv6 one carries (mapped, NAT64, Teredo, 6to4): the /64 of those
-    is every IPv4 client of the translator, and one of them would lock all others out."""
-    try:
-        ip = ipaddress.ip_address(address) if address else None
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        carried = _carried_ipv4(ip)
-        if carried is not None:
-            return str(carried)
-        return str(ipaddress.IPv6Network((ip.packed, 64), strict=False))
-    return address
-
-
-def _carried_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip.teredo is not None:
-        return ip.teredo[1]  # (server, client)
-    return ip.sixtofour
 
 
 @overload

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth.aws import AwsIdentities
 from gateway.auth.challenge import Challenger
+from gateway.auth.client_keys import CLIENT_KEYS, client_keys
 from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.logins import AwsBackend, HtpasswdBackend, Logins, PasswordBackend
@@ -81,7 +82,8 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
         backend = HtpasswdBackend(HtpasswdFile(auth.htpasswd_file))
     limits = auth.rate_limit
     logins = Logins(backend, FailedLogins(limits.window_seconds, limits.max_failures_per_user,
-                                          limits.max_failures_per_address))
+                                          limits.max_failures_per_address,
+                                          keys=app.get(CLIENT_KEYS) or client_keys(config)))
     trust = app.get(PROXY_TRUST) or ProxyTrust(parse_networks(config.trusted_proxies))
     app[PROXY_TRUST] = trust
     challenger = Challenger(auth.token.realm, auth.token.service,

@@ -321,6 +321,40 @@ class UploadsConfig(Section):
     bytes anyway). Capped at ``idle_timeout_seconds``."""
 
 
+class ClientKeyConfig(Section):
+    """How a caller without a login is told apart from another by its address, for the
+    per-client ``limits`` and the failed logins per address (``auth.rate_limit``). The
+    address is the peer's, or the one the ``trusted_proxies`` forwarded. Replicas sharing
+    Redis need the same setting (their session counts are kept per key)."""
+
+    ipv6_prefix_length: Annotated[int, Strict(), Field(ge=32, le=128)] = 64
+    """An IPv6 client counts by this prefix of its address. 64: a host is routinely handed a
+    whole /64, and counted per address it would have 2**64 fresh limits. Shorter (56, 48)
+    where the clients that matter are sites an ISP hands a /56 or /48; longer (up to 128)
+    only where many distinct clients share a /64 (IPv6 pods of a cluster subnet) and the
+    addresses are the operator's own: any other holder of a /64 then is 2**64 clients, held
+    only by the registry-wide bounds."""
+    ipv4_prefix_length: Annotated[int, Strict(), Field(ge=16, le=32)] = 32
+    """An IPv4 client (and one an IPv6 address carries) counts by this prefix of its
+    address; 32: the address itself."""
+    nat64_prefixes: list[str] = Field(default_factory=lambda: ["64:ff9b::/96"])
+    """Prefixes (RFC 6052: /32, /40, /48, /56, /64 or /96, bits 64 to 71 zero) whose
+    addresses are IPv4 clients translated by a NAT64 or SIIT: such a client counts by the
+    IPv4 address the address carries (after the prefix, the "u" octet skipped), not the
+    translator's prefix, which every IPv4 client behind it shares. Add the operator's own
+    network-specific prefix (one carved from 64:ff9b:1::/48, RFC 8215, or from its own
+    space); list only prefixes nothing but the translators send from. IPv4-mapped, Teredo
+    and 6to4 addresses always count by their IPv4 address."""
+
+    @field_validator("nat64_prefixes")
+    @classmethod
+    def _nat64_prefixes(cls, prefixes: list[str]) -> list[str]:
+        from gateway.auth.client_keys import check_nat64_prefixes
+
+        check_nat64_prefixes(prefixes)
+        return prefixes
+
+
 class LimitsConfig(Section):
     """Bounds against resource exhaustion; 0 disables a bound."""
 
@@ -335,7 +369,7 @@ class LimitsConfig(Section):
     max_open_uploads: Count = 10000
     """Upload sessions open at once."""
     max_open_uploads_per_client: Count = 100
-    """Upload sessions one client (its user name, else its address, an IPv6 one's /64) holds
+    """Upload sessions one client (its user name, else its address's ``client_key``) holds
     open at once: each may keep a tail under 5 MiB on disk or in Redis until it ends or
     idles out."""
     max_upload_tail_bytes_per_client: Count = 64 * 1024**2
@@ -380,6 +414,7 @@ class LimitsConfig(Section):
     max_page_size: Count = 1000
     """The largest `n` of a tags or catalog page, and the size of a page that asks for none
     (a `Link` header names the rest)."""
+    client_key: ClientKeyConfig = Field(default_factory=ClientKeyConfig)
 
 
 class StateConfig(Section):

@@ -2,8 +2,9 @@
 
 * Upload requests (POST, PATCH and PUT of ``/v2/<name>/blobs/uploads/``, and manifest PUTs,
   whose bodies are held whole while they arrive) in progress at once, per client (its
-  authenticated name, else its address, an IPv6 one's /64) and in total; beyond either the
-  request gets ``429 TOOMANYREQUESTS`` with Retry-After before anything is read or called.
+  authenticated name, else its address's key: gateway/auth/client_keys.py) and in total;
+  beyond either the request gets ``429 TOOMANYREQUESTS`` with Retry-After before anything
+  is read or called.
 * Upload sessions open at once, per client and in total (a POST beyond either gets 429; the
   per-client count is kept by the session store: gateway/ecr/uploads.py).
 * Request bodies that stall (no byte for ``body_idle_timeout`` seconds) or drag on (longer than
@@ -25,8 +26,8 @@ from typing import Any
 from aiohttp import web
 
 from ecr_model.body_reads import BodyReads
+from gateway.auth.client_keys import client_keys_of
 from gateway.auth.forwarded import client_address
-from gateway.auth.ratelimit import client_key
 from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError, malformed_body
 from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES
 
@@ -99,14 +100,15 @@ UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
 def client_of(request: web.Request) -> str:
     """Who a request counts against: its authenticated subject (``user:`` a user name, or in
     aws mode ``key:`` the access key id: never a secret, but one a client's credentials
-    rotate), else its address as the trusted proxies tell it, an IPv6 one by its /64 (a
-    host handed a /64 would otherwise open its sessions under 2**64 fresh limits)."""
+    rotate), else its address as the trusted proxies tell it, by its client key
+    (``limits.client_key``: an IPv6 one by its /64, a host handed a /64 would otherwise open
+    its sessions under 2**64 fresh limits; a translated IPv4 client by its IPv4 address)."""
     principal = request.get("principal")
     subject = getattr(principal, "subject", None)
     if isinstance(subject, str) and subject:
         kind = "key" if getattr(principal, "identity", None) is not None else "user"
         return f"{kind}:{subject}"
-    return f"addr:{client_key(client_address(request)) or '?'}"
+    return f"addr:{client_keys_of(request).of(client_address(request)) or '?'}"
 
 
 def _busy(message: str, detail: dict[str, Any]) -> OciError:

@@ -31,10 +31,14 @@ NEW_PLACE = {"X-Forwarded-For": "203.0.113.99"}
 @contextmanager
 def _limited_gateway(upstream: EmulatorProcess, htpasswd: Path, folder: Path,
                      **limits: int) -> Iterator[GatewayProcess]:
-    """A gateway with ``limits`` for its login rate limiter, behind the loopback proxy."""
+    """A gateway with ``limits`` for its login rate limiter, behind the loopback proxy, with
+    an operator's NAT64 prefix (a /96 of the local-use 64:ff9b:1::/48) besides the
+    well-known one."""
     # Its rules let anyone pull public/*, and a trusted proxy may publish it.
     auth = htpasswd_auth(htpasswd, rate_limit=limits, allow_anonymous_on_public_address=True)
-    with auth_gateway(folder, upstream, auth, trusted_proxies=["127.0.0.1/32"]) as gateway:
+    keys = {"nat64_prefixes": ["64:ff9b::/96", "64:ff9b:1:2::/96"]}
+    with auth_gateway(folder, upstream, auth, trusted_proxies=["127.0.0.1/32"],
+                      limits={"client_key": keys}) as gateway:
         yield gateway
 
 
@@ -90,6 +94,21 @@ async def test_fresh_ipv6_addresses_of_one_64_are_no_fresh_limits(
     assert [await guess(f"name{i}", f"2001:db8:5:6::{i}") for i in range(1, 4)] == [401] * 3
     assert await guess("name-next", "2001:db8:5:6:abcd::1") == 429
     assert await guess("name-next", "2001:db8:5:7::1") == 401  # another /64
+
+
+async def test_ipv4_clients_behind_an_operator_nat64_prefix_fail_apart(
+        per_address: GatewayProcess, session: aiohttp.ClientSession) -> None:
+    """Every IPv4 client of a translator with its own prefix arrives in one /64: counted by
+    it, one client's failures locked all the others out. Each counts by its IPv4 address."""
+    async def guess(user: str, address: str) -> int:
+        headers = {**basic(user, "wrong"), "X-Forwarded-For": address}
+        return (await request(session, "GET", f"{per_address.url}/v2/", headers)).status
+
+    guesser = "64:ff9b:1:2::c633:6442"  # 198.51.100.66
+    assert [await guess(f"nsp{i}", guesser) for i in range(3)] == [401] * 3
+    assert await guess("nsp-next", guesser) == 429
+    assert await guess("nsp-next", "198.51.100.66") == 429  # the same client, untranslated
+    assert await guess("nsp-next", "64:ff9b:1:2::cb00:7163") == 401  # 203.0.113.99
 
 
 def _rss(gateway: GatewayProcess) -> int:

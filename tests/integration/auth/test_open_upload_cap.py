@@ -10,6 +10,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -102,14 +103,19 @@ async def test_a_client_at_its_cap_is_refused_while_others_still_open(
                 pass
 
 
+def _proxied(client_key: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Anonymous pushes behind the trusted loopback proxy (a proxy may publish them), its
+    clients' addresses in X-Forwarded-For, keyed by ``client_key`` (limits.client_key)."""
+    return {"limits": {**LIMITS, "client_key": client_key or {}},
+            "trusted_proxies": ["127.0.0.1/32"],
+            "auth": {"allow_anonymous_on_public_address": True}}
+
+
 async def test_anonymous_clients_count_by_the_address_the_trusted_proxy_gives(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     """Behind a trusted proxy every client arrives from the proxy's address: each is
     counted by the address the proxy forwarded, not all of them as one."""
-    proxied = {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"],
-               "auth": {"allow_anonymous_on_public_address": True}}  # a proxy publishes it
-    with GatewayProcess(tmp_path, proxied,
-                        upstream_url=upstream.url) as gateway:
+    with GatewayProcess(tmp_path, _proxied(), upstream_url=upstream.url) as gateway:
         first, second = ({"X-Forwarded-For": "203.0.113.7"},
                          {"X-Forwarded-For": "203.0.113.8"})
         name = f"anon/cap-{os.urandom(3).hex()}"
@@ -126,9 +132,7 @@ async def test_anonymous_ipv6_clients_count_by_their_64(upstream: EmulatorProces
     sessions under a fresh cap from each of 2**64 addresses, up to every session the gateway
     allows (max_open_uploads), and every other pusher's POST would get 429. Its sessions are
     counted by the /64, as its failed logins are; another /64 is another client."""
-    proxied = {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"],
-               "auth": {"allow_anonymous_on_public_address": True}}
-    with GatewayProcess(tmp_path, proxied, upstream_url=upstream.url) as gateway:
+    with GatewayProcess(tmp_path, _proxied(), upstream_url=upstream.url) as gateway:
         name = f"anon/v6-{os.urandom(3).hex()}"
         async with aiohttp.ClientSession() as session:
             for i in range(1, CAP + 1):
@@ -139,22 +143,46 @@ async def test_anonymous_ipv6_clients_count_by_their_64(upstream: EmulatorProces
             await open_upload(session, gateway, name, {"X-Forwarded-For": "2001:db8:5:7::1"})
 
 
+@pytest.mark.parametrize("client_key,first,second", [
+    # NAT64's well-known prefix, known by default.
+    ({}, "64:ff9b::c633:6409", "64:ff9b::cb00:7107"),
+    # A translator's own prefix (RFC 6052 network-specific: a /96 of the local-use
+    # 64:ff9b:1::/48, RFC 8215), listed.
+    ({"nat64_prefixes": ["64:ff9b::/96", "64:ff9b:1:2::/96"]},
+     "64:ff9b:1:2::c633:6409", "64:ff9b:1:2::cb00:7107"),
+    # A /48 one, the address after it with the "u" octet skipped.
+    ({"nat64_prefixes": ["2001:db8:122::/48"]},
+     "2001:db8:122:c633:64:900::", "2001:db8:122:cb00:71:700::"),
+])
 async def test_ipv4_clients_behind_nat64_count_by_their_own_address(
-        upstream: EmulatorProcess, tmp_path: Path) -> None:
-    """An IPv6-only gateway reached by IPv4 clients through a translator (SIIT, NAT64's
-    64:ff9b::/96) sees each as 64:ff9b:: and its IPv4 address: one /64 for every IPv4
-    client on the internet. Counted by the /64, one of them opening its cap of sessions got
-    every other one's POST refused with 429."""
-    proxied = {"limits": LIMITS, "trusted_proxies": ["127.0.0.1/32"],
-               "auth": {"allow_anonymous_on_public_address": True}}
-    with GatewayProcess(tmp_path, proxied, upstream_url=upstream.url) as gateway:
+        upstream: EmulatorProcess, tmp_path: Path, client_key: dict[str, Any], first: str,
+        second: str) -> None:
+    """An IPv6-only gateway reached by IPv4 clients through a translator (SIIT, NAT64) sees
+    each as the translator's prefix and its IPv4 address: one /64 for every IPv4 client on
+    the internet. Counted by the /64, one of them (198.51.100.9) opening its cap of sessions
+    got every other one's (203.0.113.7) POST refused with 429."""
+    with GatewayProcess(tmp_path, _proxied(client_key), upstream_url=upstream.url) as gateway:
         name = f"anon/nat64-{os.urandom(3).hex()}"
-        attacker = {"X-Forwarded-For": "64:ff9b::c633:6409"}  # 198.51.100.9
+        attacker = {"X-Forwarded-For": first}
         async with aiohttp.ClientSession() as session:
             for _ in range(CAP):
                 await open_upload(session, gateway, name, attacker)
             await assert_refused(session, gateway, name, attacker)
             # The same IPv4 client, mapped or as itself, is the same client.
             await assert_refused(session, gateway, name, {"X-Forwarded-For": "198.51.100.9"})
-            await open_upload(session, gateway, name,
-                              {"X-Forwarded-For": "64:ff9b::cb00:7107"})  # 203.0.113.7
+            await open_upload(session, gateway, name, {"X-Forwarded-For": second})
+
+
+async def test_an_ipv6_site_counts_by_the_configured_prefix(upstream: EmulatorProcess,
+                                                            tmp_path: Path) -> None:
+    """Handed a /56, a client has 256 /64s, each a fresh cap at the default length; with
+    limits.client_key.ipv6_prefix_length 56 they are one client, another /56 another."""
+    with GatewayProcess(tmp_path, _proxied({"ipv6_prefix_length": 56}),
+                        upstream_url=upstream.url) as gateway:
+        name = f"anon/v6site-{os.urandom(3).hex()}"
+        async with aiohttp.ClientSession() as session:
+            for i in range(1, CAP + 1):
+                await open_upload(session, gateway, name,
+                                  {"X-Forwarded-For": f"2001:db8:5:{i}::1"})
+            await assert_refused(session, gateway, name, {"X-Forwarded-For": "2001:db8:5:ff::1"})
+            await open_upload(session, gateway, name, {"X-Forwarded-For": "2001:db8:5:100::1"})
