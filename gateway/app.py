@@ -26,6 +26,7 @@ from gateway.ecr.breaker import CircuitBreaker
 from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.public import EcrPublic
 from gateway.ecr.reachability import Reachability
+from gateway.ecr.referrers_budget import ReferrersBudget
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
@@ -290,9 +291,12 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                               limits.max_upload_tail_bytes_per_client,
                               UnfinishedBytes(limits.max_abandoned_upload_bytes_per_client,
                                              2 * config.uploads.idle_timeout_seconds))
+    referrers_budget = ReferrersBudget(limits.max_referrers_bytes)  # both backends' reads
     backends = BackendRouter(router, [
-        EcrBackend(*shared, downloads=downloads, upload_bounds=per_client),
-        EcrPublicBackend(public, *shared, downloads=downloads, upload_bounds=per_client)])
+        EcrBackend(*shared, downloads=downloads, upload_bounds=per_client,
+                   referrers_budget=referrers_budget),
+        EcrPublicBackend(public, *shared, downloads=downloads, upload_bounds=per_client,
+                         referrers_budget=referrers_budget)])
     app[STORAGE] = backends
     fills = fill_locks(config)  # one fetch per blob across replicas
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.

@@ -35,6 +35,7 @@ from gateway.ecr.calls import call, counted
 from gateway.ecr.clients import ClientFactory, Upstream
 from gateway.ecr.errors import EcrError
 from gateway.ecr.listings import Listings, catalog_key, tags_key
+from gateway.ecr.referrers_budget import Lease, ReferrersBudget, SharedPages
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.singleflight import SingleFlight
@@ -91,7 +92,8 @@ class EcrBackend:
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
                  peers: StagedPeers | None = None, *, downloads: DownloadTargets,
-                 upload_bounds: ClientBounds = UNBOUNDED) -> None:
+                 upload_bounds: ClientBounds = UNBOUNDED,
+                 referrers_budget: ReferrersBudget | None = None) -> None:
         self._router = router
         self._clients = clients
         self._upstream_for = upstream_for
@@ -111,9 +113,10 @@ class EcrBackend:
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
-        # A referrers page is parsed on the loop, each referrer with its manifest's annotations
-        # (up to 4 MiB apiece): readers of the same page at once share one read.
-        self._referrers_calls: SingleFlight[ReferrersPage] = SingleFlight("referrers")
+        # A referrers page holds each referrer with its manifest's annotations (up to 4 MiB
+        # apiece): readers of the same page at once share one read, and every read and page
+        # held counts against one budget.
+        self._referrers_reads = SharedPages(referrers_budget or ReferrersBudget(0))
         # An identity's right to push, like its other answers, is trusted only as long as
         # a manifest: IAM withdrawing it ends its use of others' uploads within that bound.
         revalidate = (cache or CacheConfig()).manifest_revalidate_seconds
@@ -845,13 +848,13 @@ class EcrBackend:
     async def referrers(self, ctx: RequestContext, digest: str, artifact_type: str | None,
                         cursor: str | None = None) -> ReferrersPage:
         target = self._target(ctx)
-        return await self._referrers_calls.do(
-            (target.key, digest, artifact_type, referrers.position(cursor)),
-            lambda: self._read_referrers(target, digest, artifact_type, cursor))
+        return await self._referrers_reads.page(
+            (target.key, digest, artifact_type, referrers.position(cursor)), ctx.client,
+            lambda lease: self._read_referrers(target, digest, artifact_type, cursor, lease))
 
     async def _read_referrers(self, target: Target, digest: str, artifact_type: str | None,
-                              cursor: str | None) -> ReferrersPage:
-        """A bounded page of them (gateway/ecr/referrers.py)."""
+                              cursor: str | None, lease: Lease) -> ReferrersPage:
+        """A bounded page of them (gateway/ecr/referrers.py), its room held by ``lease``."""
         params: dict[str, Any] = {"subjectId": {"imageDigest": digest},
                                   "maxResults": referrers.PER_CALL}
         if artifact_type:
@@ -870,12 +873,13 @@ class EcrBackend:
                     for r in answer.get("referrers", [])], answer.get("nextToken")
 
         try:
-            return await referrers.read_page(fetch, cursor)
+            return await referrers.read_page(fetch, cursor, lease)
         except EcrError as exc:
             # The referrers API never answers 404 (clients would fall back to the tag schema):
             # a repository not created yet has no referrers.
             if exc.code != "RepositoryNotFoundException":
                 raise
+            lease.release()
             return ReferrersPage([])
 
     def route_upstream(self, route: RouteConfig, caller: Credentials | None) -> Upstream:

@@ -20,7 +20,8 @@ from gateway.backends.ecr import EcrBackend
 from gateway.config import CacheConfig, RouteConfig
 from gateway.ecr import catalog, referrers
 from gateway.ecr.clients import ClientFactory, Upstream
-from gateway.ecr.public import EcrPublic
+from gateway.ecr.public import MAX_REFERRERS_BYTES, EcrPublic
+from gateway.ecr.referrers_budget import Lease, ReferrersBudget
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router, Target
 from gateway.ecr.staging import StagingStore
@@ -31,6 +32,7 @@ from gateway.oci.digests import is_digest
 from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import ParsedManifest
+from gateway.oci.offload import off_loop
 from gateway.oci.request import Credentials, RequestContext
 from gateway.state.events import CacheEvents
 from gateway.state.peers import StagedPeers
@@ -50,9 +52,11 @@ class EcrPublicBackend(EcrBackend):
                  http: Callable[[], aiohttp.ClientSession],
                  cache: CacheConfig | None = None, events: CacheEvents | None = None,
                  peers: StagedPeers | None = None, *, downloads: DownloadTargets,
-                 upload_bounds: ClientBounds = UNBOUNDED) -> None:
+                 upload_bounds: ClientBounds = UNBOUNDED,
+                 referrers_budget: ReferrersBudget | None = None) -> None:
         super().__init__(router, clients, upstream_for, sessions, staging, policy, http, cache,
-                         events, peers, downloads=downloads, upload_bounds=upload_bounds)
+                         events, peers, downloads=downloads, upload_bounds=upload_bounds,
+                         referrers_budget=referrers_budget)
         self.public = public
 
     async def _client(self, target: Target) -> Any:
@@ -183,9 +187,13 @@ class EcrPublicBackend(EcrBackend):
         return sorted({d["imageTag"] for d in details})
 
     async def _read_referrers(self, target: Target, digest: str, artifact_type: str | None,
-                              cursor: str | None) -> ReferrersPage:
+                              cursor: str | None, lease: Lease) -> ReferrersPage:
         """One page: the registry endpoint's answer, read whole, is at most
-        MAX_REFERRERS_BYTES."""
+        MAX_REFERRERS_BYTES, the room it takes until its referrers are encoded."""
         if cursor is not None:
             raise referrers.invalid_cursor(cursor)
-        return ReferrersPage(await self.public.referrers(target, digest, artifact_type))
+        await lease.take(MAX_REFERRERS_BYTES)
+        found = await self.public.referrers(target, digest, artifact_type)
+        page = await off_loop(referrers.encode_all, found) if found else []
+        lease.keep(sum(len(referrer.encoded) for referrer in page))
+        return ReferrersPage(page)

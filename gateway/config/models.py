@@ -415,6 +415,14 @@ class LimitsConfig(Section):
     """The largest `n` of a tags or catalog page, and the size of a page that asks for none
     (a `Link` header names the rest)."""
     client_key: ClientKeyConfig = Field(default_factory=ClientKeyConfig)
+    max_referrers_bytes: Count = 128 * 1024**2
+    """Referrers answers being read from ECR and sent, together, in each replica: each read
+    takes room for the most one ListImageReferrers answer can be (16 MiB) while it waits
+    for it, then keeps room for the page it answers (up to about 16 MiB of referrers,
+    encoded as sent) until every reader sharing it was sent it (the parsing takes a few
+    times an answer's size for a moment). Without room, a client holding a quarter of it
+    gets 429 at once; anyone else waits up to 10 s, then gets 503 with Retry-After
+    (``ecr_gateway_referrers_refusals_total`` counts both). 0: no bound."""
 
 
 class StateConfig(Section):

@@ -6,6 +6,12 @@ the process's memory an attacker with push rights chooses. Instead ECR is asked
 ``PER_CALL`` referrers at a time (one call's answer is at most that many manifests'
 worth), and an OCI page ends once its referrers' encoded size reaches ``PAGE_BYTES`` or
 it holds ``PAGE_REFERRERS`` of them; the client follows the ``Link`` header to the next.
+Each referrer is encoded once, as the answer carries it, and the page keeps only that.
+
+Reads of different pages at once share ``limits.max_referrers_bytes``
+(gateway/ecr/referrers_budget.py): each call first takes room for the most its answer can
+be, and the page then keeps room for what it holds. A call after the first that finds no
+room ends the page early.
 
 The cursor in that link is the nextToken of the call the page stopped in and how many of
 that call's referrers were already answered. It only ever goes back to ListImageReferrers
@@ -21,12 +27,19 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
-from gateway.oci.backend import ReferrersPage
+from gateway.ecr.referrers_budget import Lease
+from gateway.oci.backend import Referrer, ReferrersPage
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import Descriptor
 from gateway.oci.offload import off_loop
 
-PER_CALL = 4  # ListImageReferrers' maxResults: one answer is at most 4 manifests' annotations
+# ListImageReferrers' maxResults. ECR takes 1 to 50 (20 when not given), and answers each
+# referrer with its manifest's annotations, up to ECR's 4 MiB manifest bound: an answer is
+# read whole before any of it can be measured, so 4 keeps one at most 16 MiB (50 would be
+# 200 MiB), the room each call takes in the budget while it is read.
+PER_CALL = 4
+MAX_REFERRER_BYTES = 4 * 1024 * 1024  # one referrer in an answer, as encoded: ECR's manifests
+CALL_BYTES = PER_CALL * MAX_REFERRER_BYTES
 PAGE_BYTES = 16 * 1024 * 1024  # one OCI page's referrers, encoded (the first always goes)
 PAGE_REFERRERS = 100  # and at most this many of them
 MAX_CALLS = PAGE_REFERRERS // PER_CALL  # per page, even if ECR's pages come back empty
@@ -36,22 +49,30 @@ MAX_CURSOR = 4096  # characters; ECR's nextToken are a few hundred
 Fetch = Callable[[str | None], Awaitable[tuple[list[Descriptor], str | None]]]
 
 
-async def read_page(fetch: Fetch, cursor: str | None) -> ReferrersPage:
-    """The page ``cursor`` names (None: the first)."""
+async def read_page(fetch: Fetch, cursor: str | None, lease: Lease) -> ReferrersPage:
+    """The page ``cursor`` names (None: the first), its room in the budget held by ``lease``
+    when it returns (a call's failure leaves the lease to its owner)."""
     token, skip = position(cursor)
-    page: list[Descriptor] = []
+    page: list[Referrer] = []
     size = calls = 0
     while True:
+        if not calls:
+            await lease.take(CALL_BYTES)  # waits for room, or refused
+        elif not lease.try_take(CALL_BYTES):  # the budget is busy: the rest is the next page's
+            return ReferrersPage(page, _encode(token, skip))
         found, following = await fetch(token)
         calls += 1
-        # Encoding MiBs of annotations to measure them is work for beside the loop.
-        costs = await off_loop(_encoded_sizes, found) if found else []
-        for index in range(skip, len(found)):
-            cost = costs[index]
+        # Encoding MiBs of annotations is work for beside the loop.
+        answered = await off_loop(encode_all, found) if found else []
+        del found  # the parsed answer goes: the page keeps the encoding alone
+        for index in range(skip, len(answered)):
+            cost = len(answered[index].encoded)
             if page and (size + cost > PAGE_BYTES or len(page) >= PAGE_REFERRERS):
+                lease.keep(size)
                 return ReferrersPage(page, _encode(token, index))
-            page.append(found[index])
+            page.append(answered[index])
             size += cost
+        lease.keep(size)
         if not following:
             return ReferrersPage(page)
         if size >= PAGE_BYTES or len(page) >= PAGE_REFERRERS or calls >= MAX_CALLS:
@@ -66,14 +87,10 @@ def position(cursor: str | None) -> tuple[str | None, int]:
     return _decode(cursor) if cursor is not None else (None, 0)
 
 
-def encoded_size(referrer: Descriptor) -> int:
-    """How many bytes ``referrer`` takes in an answer: as encoded, not its strings' length
-    (a control character is 6 bytes there, a non-ASCII one up to 4)."""
-    return len(orjson.dumps(referrer.to_json()))
-
-
-def _encoded_sizes(found: list[Descriptor]) -> list[int]:
-    return [encoded_size(referrer) for referrer in found]
+def encode_all(found: list[Descriptor]) -> list[Referrer]:
+    """``found`` as an answer carries them: a page is measured by that, not by its strings'
+    length (a control character is 6 bytes there, a non-ASCII one up to 4)."""
+    return [Referrer.of(referrer) for referrer in found]
 
 
 def _encode(token: str | None, skip: int) -> str:

@@ -96,6 +96,10 @@ UPLOAD_REFUSALS = Counter("ecr_gateway_upload_refusals", "Upload requests refuse
                           "client's bytes in ECR, limits.max_abandoned_upload_bytes_per_client), "
                           "tail_total (the local session store's tails, "
                           "limits.max_upload_tail_bytes)", ["bound"], registry=REGISTRY)
+REFERRERS_REFUSALS = Counter("ecr_gateway_referrers_refusals", "Referrers reads refused for "
+                              "want of room in limits.max_referrers_bytes, by bound: client "
+                              "(429, the client holds its quarter already), total (503, none "
+                              "came within the wait)", ["bound"], registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
 # What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and

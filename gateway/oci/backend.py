@@ -9,10 +9,12 @@ check before any call.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import orjson
 
 from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES, Descriptor, ParsedManifest
 from gateway.oci.request import RequestContext
@@ -33,12 +35,31 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class Referrer:
+    """One referrer's descriptor as the index answering it carries it: encoded once, when
+    read (its annotations may be MiBs), and shared by every reader of its page."""
+
+    artifact_type: str | None
+    encoded: bytes
+
+    @classmethod
+    def of(cls, descriptor: Descriptor) -> Referrer:
+        return cls(descriptor.artifact_type, orjson.dumps(descriptor.to_json()))
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
 class ReferrersPage:
     """Some of a subject's referrers, and the opaque cursor of the page after them (None:
-    this is the last)."""
+    this is the last). ``release``: called once by whoever was handed the page, when it is
+    sent (what it holds stops counting against gateway/ecr/referrers_budget.py's bound)."""
 
-    manifests: list[Descriptor]
+    referrers: list[Referrer]
     next: str | None = None
+    release: Callable[[], None] = field(default=_nothing, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -137,4 +158,5 @@ class Registry(Protocol):
         cursor: str | None = None
     ) -> ReferrersPage:
         """A page of the referrers of ``digest``: the first, or the one ``cursor`` (a
-        previous page's ``next``, as the client sent it back) names."""
+        previous page's ``next``, as the client sent it back) names. The caller calls its
+        ``release`` once it is sent."""

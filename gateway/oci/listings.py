@@ -10,12 +10,12 @@ from urllib.parse import urlencode
 import orjson
 from aiohttp import web
 
+from gateway.oci.backend import ReferrersPage
 from gateway.oci.context import CATALOG_FILTER, registry, request_context, settings
 from gateway.oci.digests import parse_digest
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import OCI_INDEX
 from gateway.oci.middleware import stamp
-from gateway.oci.offload import off_loop
 
 _PIECE = 256 * 1024  # written at a time: what the loop copies before another client's turn
 
@@ -81,27 +81,59 @@ async def referrers(request: web.Request, name: str, digest: str) -> web.StreamR
     cursor = request.query.get("next")
     page = await registry(request).referrers(request_context(request), digest, artifact_type,
                                              cursor)
-    found = page.manifests
+    try:
+        return await _send_referrers(request, name, digest, artifact_type, page)
+    finally:
+        page.release()
+
+
+async def _send_referrers(request: web.Request, name: str, digest: str,
+                          artifact_type: str | None, page: ReferrersPage) -> web.StreamResponse:
+    found = page.referrers
     headers = {}
     if artifact_type is not None:
-        found = [d for d in found if d.artifact_type == artifact_type]
+        found = [r for r in found if r.artifact_type == artifact_type]
         headers["OCI-Filters-Applied"] = "artifactType"
     if page.next is not None:  # the spec's paging of a referrers list, by the Link header
         query = {"artifactType": artifact_type} if artifact_type is not None else {}
         query["next"] = page.next
         headers["Link"] = f'</v2/{name}/referrers/{digest}?{urlencode(query)}>; rel="next"'
-    index = {"schemaVersion": 2, "mediaType": OCI_INDEX,
-             "manifests": [d.to_json() for d in found]}
-    # Each referrer carries its manifest's annotations: MiBs to encode, beside the loop, and
-    # to write in pieces (one write copies all of it on the loop, twice).
-    body = await off_loop(orjson.dumps, index)
+    # The index is written around the referrers as they were encoded when read (each may
+    # carry MiBs of annotations): no copy of the page per reader, nothing encoded again.
+    pieces = [_INDEX_HEAD]
+    for number, referrer in enumerate(found):
+        pieces += [b",", referrer.encoded] if number else [referrer.encoded]
+    pieces.append(_INDEX_TAIL)
     response = web.StreamResponse(headers=headers)
     response.content_type = OCI_INDEX
-    response.content_length = len(body)
+    response.content_length = sum(map(len, pieces))
     stamp(response, request["request_id"])
     await response.prepare(request)
-    view = memoryview(body)
-    for start in range(0, len(body), _PIECE):
-        await response.write(view[start:start + _PIECE])
+    await _write_pieces(response, pieces)
     await response.write_eof()
     return response
+
+
+_INDEX_HEAD = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})[:-2]
+_INDEX_TAIL = b"]}"
+
+
+async def _write_pieces(response: web.StreamResponse, pieces: list[bytes]) -> None:
+    """``pieces`` one after the other, about ``_PIECE`` bytes a write: small ones gathered,
+    large ones sliced (one write copies all of it on the loop, twice)."""
+    gathered = bytearray()
+    for piece in pieces:
+        if len(gathered) + len(piece) <= _PIECE:
+            gathered += piece
+            continue
+        if gathered:
+            await response.write(bytes(gathered))
+            gathered.clear()
+        view = memoryview(piece)
+        for start in range(0, len(piece), _PIECE):
+            if len(piece) - start < _PIECE:
+                gathered += view[start:]
+            else:
+                await response.write(view[start:start + _PIECE])
+    if gathered:
+        await response.write(bytes(gathered))

@@ -8,7 +8,9 @@ import random
 import pytest
 
 from gateway.ecr import referrers
-from gateway.ecr.referrers import PAGE_BYTES, PAGE_REFERRERS, PER_CALL, encoded_size, read_page
+from gateway.ecr.referrers import PAGE_BYTES, PAGE_REFERRERS, PER_CALL, read_page
+from gateway.ecr.referrers_budget import Lease, ReferrersBudget
+from gateway.oci.backend import Referrer
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import Descriptor
 
@@ -30,12 +32,16 @@ def _ecr(listing: list[Descriptor]) -> referrers.Fetch:
     return fetch
 
 
-async def _walk(listing: list[Descriptor]) -> list[list[Descriptor]]:
+def _lease() -> Lease:
+    return Lease(ReferrersBudget(0), None)
+
+
+async def _walk(listing: list[Descriptor]) -> list[list[Referrer]]:
     pages = []
     cursor: str | None = None
     while True:
-        page = await read_page(_ecr(listing), cursor)
-        pages.append(page.manifests)
+        page = await read_page(_ecr(listing), cursor, _lease())
+        pages.append(page.referrers)
         if page.next is None:
             return pages
         cursor = page.next
@@ -51,15 +57,15 @@ async def _walk(listing: list[Descriptor]) -> list[list[Descriptor]]:
 async def test_every_referrer_once_in_bounded_pages(sizes: list[int]) -> None:
     listing = _listing(sizes)
     pages = await _walk(listing)
-    assert [d for page in pages for d in page] == listing
+    assert [r for page in pages for r in page] == [Referrer.of(d) for d in listing]
     for page in pages:
         assert len(page) <= PAGE_REFERRERS
-        assert len(page) == 1 or sum(encoded_size(d) for d in page) <= PAGE_BYTES
+        assert len(page) == 1 or sum(len(r.encoded) for r in page) <= PAGE_BYTES
 
 
 @pytest.mark.parametrize("cursor", ["", "!!", "W251bGwsNF0", "A" * 5000, "WyJ4IiwtMV0"])
 async def test_a_cursor_it_did_not_write_is_refused(cursor: str) -> None:
     # W251bGwsNF0: [null,4] (past a call); WyJ4IiwtMV0: ["x",-1]
     with pytest.raises(OciError) as raised:
-        await read_page(_ecr(_listing([0] * 10)), cursor)
+        await read_page(_ecr(_listing([0] * 10)), cursor, _lease())
     assert raised.value.error.status == 400
