@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -81,6 +82,18 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _command(argv)
+        sys.stdout.flush()  # here, where a reader gone is caught, rather than at exit
+    except BrokenPipeError:
+        # The reader stopped early (`ecr-gateway iam-policy | head`): nothing left to say
+        # to it, and no traceback; stdout goes to /dev/null so the exit's flush is quiet.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "emulator":
         from ecr_emulator.server import run_from_args

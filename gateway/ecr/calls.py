@@ -20,6 +20,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from gateway.ecr.errors import SERVER_FAULTS, THROTTLES, EcrError, oci_error_for
 from gateway.ecr.retry import RetryPolicy
+from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import UPSTREAM_CALLS, outcome_of, upstream_attempt
 from gateway.observability.tracing import EcrAttemptSpan
 from gateway.oci import errors as oci
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 NO_CREDENTIALS = ("the gateway has no AWS credentials: set upstream.access_key_id and"
                   " upstream.secret_access_key, or give it the AWS_* environment, a profile"
                   " or an instance role")
+# Without credentials every call fails alike: the log says so once a minute (the clients
+# get the 503 each time), so the operator reads the cause, not only a 503 in the access log.
+_NO_CREDENTIALS_SAID = Sparing()
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,8 @@ async def call(client: Any, action: str, policy: RetryPolicy, **params: Any) -> 
         raise _bad_parameters(exc, action) from exc
     except NoCredentialsError as exc:
         # a setup mistake, not an outage: name what would fix it
+        if (count := _NO_CREDENTIALS_SAID.due("none")) is not None:
+            log.warning("ECR %s not called: %s%s", action, NO_CREDENTIALS, unsaid(count))
         raise OciError(oci.UNAVAILABLE, {"ecr_action": action},
                        message=NO_CREDENTIALS, headers={"Retry-After": "1"}) from exc
     except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:

@@ -336,6 +336,8 @@ def failure(exc: UpstreamError, upstream: OciUpstream) -> str:
         return f"{registry} does not hold {exc.what}, or {needs} ({exc.status})"
     if exc.credentials_refused:
         return f"{registry} refuses the credentials given ({exc.status}) for {exc.what}"
+    if exc.tls_failure:  # not an outage: trying again later changes nothing
+        return f"{registry}: the TLS handshake failed, {exc.tls_failure} ({exc.what})"
     if exc.status == 429:
         return f"{registry} is rate-limiting (429): try again later ({exc.what})"
     if exc.unavailable:

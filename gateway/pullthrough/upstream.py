@@ -144,15 +144,20 @@ class UpstreamError(Exception):
     from the registry itself."""
 
     def __init__(self, status: int, what: str, retry_after: str | None = None, *,
-                 credentials_refused: bool = False, redirected: bool = False) -> None:
+                 credentials_refused: bool = False, redirected: bool = False,
+                 tls_failure: str | None = None) -> None:
         answered = "refused the configured credentials with" if credentials_refused \
             else "answered"
-        super().__init__(f"upstream {answered} {status or 'nothing'} for {what}")
+        super().__init__(f"upstream {answered} {status or 'nothing'} for {what}"
+                         + (f" (TLS: {tls_failure})" if tls_failure else ""))
         self.status = status
         self.what = what
         self.retry_after = retry_after
         self.credentials_refused = credentials_refused
         self.redirected = redirected
+        # Reached, but the TLS handshake failed (an http-only registry named https, or a
+        # certificate not trusted): asking again will not help.
+        self.tls_failure = tls_failure
 
     @property
     def missing(self) -> bool:
@@ -278,6 +283,8 @@ class OciUpstream:
             try:
                 response = await session.request(method, url, headers=sent,
                                                  timeout=self._timeout, allow_redirects=False)
+            except aiohttp.ClientSSLError as exc:
+                raise UpstreamError(0, what, tls_failure=_tls_reason(exc)) from exc
             except aiohttp.ClientConnectorError as exc:
                 if (why := resolver_refusal(exc)) is not None:
                     raise UpstreamError(502, f"{what}: a redirect to a host with "
@@ -574,6 +581,18 @@ def _realm_refusal(status: int, asked: str, with_credentials: bool) -> UpstreamE
 
 def _is_basic(auth: str | None) -> bool:
     return auth is not None and auth.startswith("Basic ")
+
+
+def _tls_reason(exc: aiohttp.ClientSSLError) -> str:
+    """A failed TLS handshake in words: the certificate's refusal, or no TLS at all (what
+    a plain-HTTP registry answers to ``https://``, the scheme a name without one gets)."""
+    error = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    if verify := getattr(error, "verify_message", None):
+        return f"certificate not trusted: {verify}"
+    if getattr(error, "reason", None) in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"):
+        return ("it does not speak TLS; a registry serving plain HTTP (on loopback only) is "
+                "named with http://")
+    return str(getattr(error, "reason", None) or error)
 
 
 # One link-value of a Link header (RFC 8288): <target>, then its parameters.

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from botocore.exceptions import NoCredentialsError
+
 from gateway.config import Config, ConfigError, load_config
 from gateway.ecr.calls import call
 from gateway.ecr.clients import ClientFactory
@@ -106,6 +108,9 @@ async def _check(config: Config, report: Report) -> None:
         try:
             answer = await call(client, "GetAuthorizationToken", policy)
         except Exception as exc:
+            if isinstance(exc.__cause__, NoCredentialsError):  # nothing was sent anywhere
+                report.problem(f"credentials: none found in {who}: {_why(exc)}")
+                return
             if _unreachable(exc):
                 where = config.upstream.endpoint_url or f"ECR in {region}"
                 cause = type(exc.__cause__ or exc).__name__

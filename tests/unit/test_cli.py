@@ -67,3 +67,16 @@ def test_credentials_in_the_environment_are_taken_as_they_are() -> None:
         upstream = loaded.upstream
         assert (upstream.access_key_id, upstream.secret_access_key,
                 upstream.session_token) == (secret, secret, secret)
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`ecr-gateway iam-policy | head -5`: the pipe is closed before the policy is written,
+    which ends the command quietly, as `cat` would, not with a BrokenPipeError traceback."""
+    for command in (["iam-policy"], ["config-schema"]):
+        process = subprocess.Popen([sys.executable, "-m", "gateway.cli", *command],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # long before the interpreter has started and written
+        errors = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 1, errors
+        assert "Traceback" not in errors and "BrokenPipe" not in errors, errors

@@ -6,6 +6,7 @@ gateway accepts."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
-from gateway.config import Config, load_config
+from gateway.config import ENV_PREFIX, Config, load_config
 from gateway.config.schema import CHART_SCHEMA, DOCS_SCHEMA, expected_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,13 +72,16 @@ def test_the_schema_refuses_what_the_gateway_refuses(document: dict[str, Any],
 
 
 def _readme_configs() -> list[tuple[str, dict[str, Any]]]:
-    """README's yaml blocks that are gateway configurations (any top-level key of one)."""
-    text = (ROOT / "README.md").read_text()
+    """The yaml blocks of README and docs/ that are gateway configurations (any top-level
+    key of one)."""
     found = []
-    for match in re.finditer(r"```yaml\n(.*?)```", text, re.DOTALL):
-        document = yaml.safe_load(match.group(1))
-        if isinstance(document, dict) and set(document) & set(Config.model_fields):
-            found.append((f"README.md:{text[:match.start()].count(chr(10)) + 2}", document))
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        for match in re.finditer(r"```yaml\n(.*?)```", text, re.DOTALL):
+            document = yaml.safe_load(match.group(1))
+            if isinstance(document, dict) and set(document) & set(Config.model_fields):
+                line = text[:match.start()].count(chr(10)) + 2
+                found.append((f"{page.relative_to(ROOT)}:{line}", document))
     return found
 
 
@@ -89,16 +93,23 @@ def _shipped_configs() -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_every_example_configuration_passes_the_schema_and_the_models(
-        tmp_path: Path) -> None:
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
     readme = _readme_configs()
     assert len(readme) >= 7, "README lost its configuration examples"
     shipped = _shipped_configs()
     assert len(shipped) >= 5  # the example, the image's default, the three overlays
+    for name in [n for n in os.environ if n.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
     for where, document in readme + shipped:
         assert _problems(document) == [], where
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(document))
         load_config(str(path), environ={})
+        # and what a reader runs on a copy: check-config, which makes serve's start checks
+        # (an anonymous rule on 0.0.0.0 loads, but does not start)
+        code = main(["check-config", "--skip-file-checks", str(path)])
+        assert code == 0, f"{where}: {capsys.readouterr().err}"
 
 
 def test_readme_shows_editors_the_schema() -> None:

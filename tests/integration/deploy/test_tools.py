@@ -151,3 +151,23 @@ def test_doctor_says_unreachable_not_refused(tmp_path: Path) -> None:
     assert f"PROBLEM  credentials: not checked: http://127.0.0.1:{port} is unreachable" \
         in result.stdout, result.stdout
     assert "refused" not in result.stdout
+
+
+def test_doctor_says_no_credentials_not_unreachable(emulator: EmulatorProcess,
+                                                    tmp_path: Path) -> None:
+    """A reachable endpoint and no key anywhere in the chain: doctor names the missing
+    credentials (as the gateway's 503 does), not an unreachable endpoint."""
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump({"upstream": {"mode": "aws",
+                                                        "endpoint_url": emulator.url}}))
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    home = tmp_path / "home"  # no ~/.aws here
+    home.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "doctor", "--config", str(config_file)],
+        capture_output=True, text=True, timeout=60,
+        env={**bare, "HOME": str(home), "AWS_EC2_METADATA_DISABLED": "true"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PROBLEM  credentials: none found in the default AWS credential chain: the gateway " \
+        "has no AWS credentials" in result.stdout, result.stdout
+    assert "unreachable" not in result.stdout

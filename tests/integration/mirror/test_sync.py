@@ -164,3 +164,15 @@ def test_bad_arguments() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("ecr-gateway sync: needs SOURCE and DESTINATION")
+
+
+def test_a_plain_http_source_named_without_a_scheme_is_not_an_outage(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, tmp_path: Path) -> None:
+    """``127.0.0.1:PORT/name`` (as docker and skopeo write it) is asked over https; a
+    registry serving plain HTTP there fails the handshake, which the failure names, with
+    the way to write it, rather than "could not be reached: try again later"."""
+    bare = hub.url.removeprefix("http://")
+    result = _sync(upstream, tmp_path, f"{bare}/library/app:1.0.0", "plain/app")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "does not speak TLS" in result.stderr, result.stderr
+    assert "http://" in result.stderr and "try again later" not in result.stderr, result.stderr
