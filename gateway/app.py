@@ -46,6 +46,7 @@ from gateway.oci.context import (
     OciSettings,
 )
 from gateway.oci.download_targets import DownloadTargets
+from gateway.oci.errors import OciError
 from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
@@ -121,22 +122,28 @@ async def _expire_idle_sessions(app: web.Application) -> None:
     idle = app[CONFIG].uploads.idle_timeout_seconds
     finished = min(app[CONFIG].uploads.finished_timeout_seconds, idle)
     storage = app[STORAGE]
-    try:  # once at start: a spool no session names was left by an earlier process
-        await storage.drop_orphan_spools()
-    except Exception:
-        log.exception("dropping the spools of finished uploads failed")
+    # once at start: a spool no session names was left by an earlier process
+    await _sweep_step("dropping the spools of finished uploads", storage.drop_orphan_spools())
     while True:
         await asyncio.sleep(min(60.0, max(finished / 4, 1.0)))
-        try:
-            await storage.expire_idle_uploads(idle, finished)
-        except Exception:  # a failed sweep is retried on the next tick
-            log.exception("expiring idle upload sessions failed")
-        try:
-            # Spools whose sessions went elsewhere (cancelled or expired through another
-            # replica, lost with the store), once they have idled as long as a session may.
-            await storage.drop_orphan_spools(idle)
-        except Exception:
-            log.exception("dropping the spools of finished uploads failed")
+        await _sweep_step("expiring idle upload sessions",
+                          storage.expire_idle_uploads(idle, finished))
+        # Spools whose sessions went elsewhere (cancelled or expired through another
+        # replica, lost with the store), once they have idled as long as a session may.
+        await _sweep_step("dropping the spools of finished uploads",
+                          storage.drop_orphan_spools(idle))
+
+
+async def _sweep_step(what: str, step: Awaitable[object]) -> None:
+    """One step of the session sweep; one that fails is retried on the next tick. The
+    session store unavailable (Redis down, restarting, full) is an expected condition,
+    its cause logged by the store already: a warning, not a traceback on every tick."""
+    try:
+        await step
+    except OciError as exc:
+        log.warning("%s skipped: %s", what, exc.message)
+    except Exception:
+        log.exception("%s failed", what)
 
 
 async def _announce_staged(peers: StagedPeers, staging: StagingStore) -> None:

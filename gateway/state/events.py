@@ -10,18 +10,23 @@ writers are seen within the caches' own bounds (``cache.tag_ttl_seconds``,
 ``cache.manifest_revalidate_seconds``).
 
 A write is answered only once the other replicas have applied its notice: each one that
-applies a notice pushes an acknowledgment onto ``<prefix>ack:{<notice id>}``, and the
-publisher waits for as many as PUBLISH reached other replicas (at most ``ACK_WITHIN``
-seconds; a replica that is slower is logged and then sees the change within the caches'
-bounds). Without that wait a client whose next request reaches another replica could
-still be answered from that replica's cache, the notice being on its way. (On a Redis
-Cluster PUBLISH counts only the subscribers of the node that took it: the wait then covers
-the replicas listening on that node.)
+applies a notice publishes its id on the publisher's own channel ``<prefix>ack:<replica
+id>`` (which every replica listens to along with ``<prefix>cache``), and the publisher waits
+for as many as PUBLISH reached other replicas (at most ``ACK_WITHIN`` seconds; a replica
+that is slower is logged and then sees the change within the caches' bounds). Without that
+wait a client whose next request reaches another replica could still be answered from that
+replica's cache, the notice being on its way. (On a Redis Cluster PUBLISH counts only the
+subscribers of the node that took it: the wait then covers the replicas listening on that
+node.) An acknowledgment takes no memory in Redis: a Redis at ``maxmemory`` (``noeviction``
+refuses every write that may take memory, but not PUBLISH) delays no write.
 
 A notice is JSON: ``{"from": <replica id>, "id": <notice id>, "kind": "tag" | "manifest" |
 "repository" | "repository_gone", "repo": [registry id, region, repository], "ref": <tag,
-digest or repository>}``. A replica that does not know a kind drops the repository's kept tag
-lists only.
+digest or repository>, "acks": "publish"}``. A replica that does not know a kind drops the
+repository's kept tag lists only. A notice without ``acks`` comes from an earlier version,
+which waits for acknowledgments pushed onto ``<prefix>ack:{<notice id>}``: it gets them
+there (during a rolling upgrade; a list refused by a full Redis delays that write by
+``ACK_WITHIN``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.state.connect import RedisConnection
@@ -67,6 +73,25 @@ class NoEvents:
         return None
 
 
+@dataclass
+class _Acks:
+    """The acknowledgments a notice of this replica's waits for."""
+
+    needed: int = 0  # 0: PUBLISH has not answered yet
+    confirmed: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """A notice another replica sent and this one applied: ``by_publish``, acknowledged on
+    ``sender``'s channel, else (an earlier version's notice) pushed onto its list."""
+
+    id: str
+    sender: str
+    by_publish: bool
+
+
 class RedisCacheEvents:
     def __init__(self, connection: RedisConnection, prefix: str) -> None:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
@@ -79,48 +104,65 @@ class RedisCacheEvents:
         self._id = uuid.uuid4().hex
         self._listening = False  # subscribed: PUBLISH's count includes this replica
         self._task: asyncio.Task[None] | None = None
+        # Notice id -> the acknowledgments this replica's notice still waits for.
+        self._waiting: dict[str, _Acks] = {}
 
-    def _ack_key(self, notice: str) -> str:
+    def _ack_channel(self, replica: str) -> str:
+        return f"{self._prefix}ack:{replica}"
+
+    def _ack_key(self, notice: str) -> str:  # an earlier version's acknowledgments
         return f"{self._prefix}ack:{{{notice}}}"
 
     async def publish(self, kind: str, repo: RepoKey, ref: str) -> None:
         notice_id = uuid.uuid4().hex
         notice = json.dumps({"from": self._id, "id": notice_id, "kind": kind,
-                             "repo": list(repo), "ref": ref})
+                             "repo": list(repo), "ref": ref, "acks": "publish"})
+        # Listed before PUBLISH: an acknowledgment may arrive before its answer.
+        acks = self._waiting[notice_id] = _Acks()
         try:
             receivers = int(await self._redis.publish(self._channel, notice))
             others = receivers - (1 if self._listening else 0)
             if others > 0:
-                await self._acknowledged(notice_id, others)
+                await self._acknowledged(notice_id, acks, others)
         except self._errors as exc:
             # The change itself is done in ECR; peers see it within the caches' own bounds
             # (and flush everything when their subscription comes back).
             log.warning("cache notice for %s %s not sent: %s: %s", kind, ref,
                         type(exc).__name__, str(exc)[:120])
+        finally:
+            del self._waiting[notice_id]
 
-    async def _acknowledged(self, notice_id: str, others: int) -> None:
+    async def _acknowledged(self, notice_id: str, acks: _Acks, others: int) -> None:
         """Wait until ``others`` replicas applied the notice (or ``ACK_WITHIN`` passed)."""
-        loop = asyncio.get_running_loop()
-        deadline, confirmed = loop.time() + ACK_WITHIN, 0
-        key = self._ack_key(notice_id)
-        while confirmed < others:
-            left = deadline - loop.time()
-            if left <= 0:
-                log.warning("cache notice %s: %d of %d other replicas applied it within "
-                            "%.1fs; the others see the change within the caches' bounds",
-                            notice_id, confirmed, others, ACK_WITHIN)
-                return
-            if await self._redis.blpop([key], timeout=max(left, 0.01)) is not None:
-                confirmed += 1  # the list is gone with its last acknowledgment
-
-    async def _acknowledge(self, notice_id: str) -> None:
+        acks.needed = others
+        if acks.confirmed >= others:
+            return
         try:
+            await asyncio.wait_for(acks.done.wait(), ACK_WITHIN)
+        except TimeoutError:
+            log.warning("cache notice %s: %d of %d other replicas applied it within "
+                        "%.1fs; the others see the change within the caches' bounds",
+                        notice_id, acks.confirmed, others, ACK_WITHIN)
+
+    def _confirmed(self, notice_id: str) -> None:
+        """Another replica acknowledged this replica's notice ``notice_id``."""
+        acks = self._waiting.get(notice_id)
+        if acks is not None:
+            acks.confirmed += 1
+            if acks.needed and acks.confirmed >= acks.needed:
+                acks.done.set()
+
+    async def _acknowledge(self, notice: _Applied) -> None:
+        try:
+            if notice.by_publish:
+                await self._redis.publish(self._ack_channel(notice.sender), notice.id)
+                return
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.rpush(self._ack_key(notice_id), "1")
-                pipe.pexpire(self._ack_key(notice_id), int(ACK_WITHIN * 10_000))
+                pipe.rpush(self._ack_key(notice.id), "1")
+                pipe.pexpire(self._ack_key(notice.id), int(ACK_WITHIN * 10_000))
                 await pipe.execute()
         except self._errors as exc:  # the publisher stops waiting after ACK_WITHIN
-            log.warning("cache notice %s not acknowledged: %s", notice_id, type(exc).__name__)
+            log.warning("cache notice %s not acknowledged: %s", notice.id, type(exc).__name__)
 
     def listen(self, apply: Apply, reset: Callable[[], None]) -> None:
         self._task = asyncio.create_task(self._run(apply, reset))
@@ -132,10 +174,17 @@ class RedisCacheEvents:
             try:
                 await self._redis.ping()  # a Cluster client learns its slots before pubsub()
                 async with self._redis.pubsub() as pubsub:
-                    await pubsub.subscribe(self._channel)
+                    # One command: once it listens to notices, it hears acknowledgments.
+                    # Notices first: a Cluster client subscribes on the node of the first
+                    # channel's slot, the one whose PUBLISH counts every replica.
+                    await pubsub.subscribe(self._channel, self._ack_channel(self._id))
                     while True:
                         message = await pubsub.get_message(timeout=5.0)
                         if message is None:
+                            continue
+                        if message["channel"] != self._channel:
+                            if message["type"] == "message":
+                                self._confirmed(str(message["data"]))
                             continue
                         if message["type"] == "subscribe":
                             self._listening = True  # PUBLISH counts this replica too
@@ -146,9 +195,9 @@ class RedisCacheEvents:
                             subscribed_before = True
                             delay = 0.1
                         elif message["type"] == "message":
-                            notice_id = self._apply(message["data"], apply)
-                            if notice_id is not None:
-                                await self._acknowledge(notice_id)
+                            applied = self._apply(message["data"], apply)
+                            if applied is not None:
+                                await self._acknowledge(applied)
             except asyncio.CancelledError:
                 self._listening = False
                 raise
@@ -160,8 +209,8 @@ class RedisCacheEvents:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _apply(self, data: str, apply: Apply) -> str | None:
-        """Apply another replica's notice; its id, to acknowledge (None: nothing to)."""
+    def _apply(self, data: str, apply: Apply) -> _Applied | None:
+        """Apply another replica's notice; what to acknowledge (None: nothing)."""
         try:
             notice = json.loads(data)
             if notice["from"] == self._id:
@@ -171,8 +220,11 @@ class RedisCacheEvents:
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("cache notice ignored (malformed: %s)", type(exc).__name__)
             return None
-        notice_id = notice.get("id")
-        return notice_id if isinstance(notice_id, str) and notice_id.isalnum() else None
+        notice_id, sender = notice.get("id"), notice["from"]
+        if not (isinstance(notice_id, str) and notice_id.isalnum()
+                and isinstance(sender, str) and sender.isalnum()):
+            return None
+        return _Applied(notice_id, sender, notice.get("acks") == "publish")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -6,10 +6,11 @@ Layout (``prefix`` is ``state.key_prefix``):
   bytes under ECR's minimum part size that wait for the next request), and ``received`` /
   ``committed`` (the offsets, as strings, for the compare-and-set below). It expires on
   its own well after ``uploads.idle_timeout_seconds``, so a cluster that lost every replica
-  leaves nothing behind for ever. A ``spool`` field names the replica whose staging spool
-  holds the upload's bytes (gateway/state/peers.py), an ``owner`` field whom the session
-  counts against (:func:`~gateway.state.sessions.owner_of` the client, a digest; kept out of
-  ``record`` so that the record reads the same in every version).
+  leaves nothing behind for ever; until its creation is complete (counted for its owner,
+  indexed), within ``state.lock_ttl_seconds``. A ``spool`` field names the replica whose
+  staging spool holds the upload's bytes (gateway/state/peers.py), an ``owner`` field whom
+  the session counts against (:func:`~gateway.state.sessions.owner_of` the client, a
+  digest; kept out of ``record`` so that the record reads the same in every version).
 - ``<prefix>sessions``: a sorted set of session ids scored by last use (idle expiry, count).
 - ``<prefix>finished``: the same for the sessions whose layer was completed (they expire
   sooner): the sweep reads these, not every session idle for a minute.
@@ -84,6 +85,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 'OK'
 """
 
+# KEYS: session. The session's owner (nil: none, or no session), the session deleted. Not a
+# MULTI: a Redis out of memory refuses every command queued in one, deletes too.
+_DELETE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+redis.call('DEL', KEYS[1])
+return owner
+"""
+
 # KEYS: the owner's set. ARGV: session id, score, the owner's limit (0: none), expiry (ms).
 # 1 once the id is in the set, 0 when the owner has ``limit`` sessions there already.
 _CLAIM = """
@@ -120,13 +129,22 @@ return -1
 """
 
 # KEYS: all tails, their due times. ARGV: session id, its tail's bytes, the bound (0: none),
-# now and the session's expiry (ms). -1 once counted; else the bytes all tails take (the
-# tail was not counted). Entries past their time leave first. A tail that does not grow is
-# always counted. Nothing is left once no tail is counted. The sum is written before the
-# entries it counts (a Redis out of memory refuses the write that may grow it, HINCRBY,
-# not those that shrink, HDEL).
+# now and the session's expiry (ms), '1' when the session is gone (deleted). -1 once
+# counted; else the bytes all tails take (the tail was not counted). Entries past their time
+# leave first. A tail that does not grow is always counted. Nothing is left once no tail is
+# counted. The sum is written before the entries it counts (a Redis out of memory refuses
+# the write that may grow it, HINCRBY, not those that shrink, HDEL): a tail is counted before
+# it is saved, so one whose save is then refused stays counted. A gone session's entry
+# leaves first instead: Redis refuses only a script's first write, so its tail leaves the
+# count even then (its bytes are gone with the session).
 _TOTAL = """
 local size, bound = tonumber(ARGV[2]), tonumber(ARGV[3])
+if ARGV[6] == '1' then
+  local gone = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'sum', -gone)
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)) do
   redis.call('HINCRBY', KEYS[1], 'sum', -tonumber(redis.call('HGET', KEYS[1], id) or '0'))
   redis.call('HDEL', KEYS[1], id)
@@ -193,6 +211,7 @@ class RedisSessionStore:
         self._lock_wait = lock_wait
         self._expire_ms = max(int(expire_after * 1000), self._lock_ttl_ms)
         self._save = self._redis.register_script(_SAVE)
+        self._delete = self._redis.register_script(_DELETE)
         self._claim = self._redis.register_script(_CLAIM)
         self._reserve = self._redis.register_script(_RESERVE)
         self._total = self._redis.register_script(_TOTAL)
@@ -246,15 +265,27 @@ class RedisSessionStore:
                                   "committed": str(session.committed)}
         if session.owner:
             fields["owner"] = session.owner
+        # Until the session is counted and indexed (other slots: no one script or
+        # transaction), its hash lives only as long as a lock: a creation cut short (Redis
+        # full or gone, the process dead) leaves no session the client never learned of.
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=fields)
-            pipe.pexpire(key, self._expire_ms)
+            pipe.pexpire(key, self._lock_ttl_ms)
             await pipe.execute()
-        # Counted only once the hash exists (so an id without one is a closed session).
-        if session.owner and not await self._claimed(session, max_owned):
-            await self._redis.delete(key)
-            raise SessionLimit(max_owned)
-        await self._redis.zadd(self._index, {session.id: session.updated_at})
+        try:
+            # Counted only once the hash exists (so an id without one is a closed session).
+            if session.owner and not await self._claimed(session, max_owned):
+                raise SessionLimit(max_owned)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self._index, {session.id: session.updated_at})
+                pipe.pexpire(key, self._expire_ms)
+                _, kept = await pipe.execute()
+            if not kept:  # creating it took longer than its first expiry
+                raise RedisError("the new upload session expired while being stored")
+        except BaseException:
+            with contextlib.suppress(RedisError):  # else it expires with its first expiry
+                await self._redis.delete(key)
+            raise
 
     async def _claimed(self, session: UploadSession, max_owned: int) -> bool:
         """Whether the session now counts against its owner; False when the owner has
@@ -326,15 +357,17 @@ class RedisSessionStore:
         if held is not None:
             held.received, held.committed = session.received, session.committed
 
-    async def _count_total(self, session_id: str, size: int, bounded: bool = False) -> None:
-        """Count the session's tail in the bound over all owners (0: no longer counted);
+    async def _count_total(self, session_id: str, size: int, bounded: bool = False, *,
+                           gone: bool = False) -> None:
+        """Count the session's tail in the bound over all owners (0: no longer counted;
+        ``gone``: the session was deleted, its tail leaves the count even from a full Redis);
         ``bounded``: raise :class:`TailsFull` instead, nothing counted, for one that grows
         past it."""
         now = int(time.time() * 1000)
         held = int(await self._total(
             keys=self._all_tails,
             args=[session_id, size, self._max_tail_bytes if bounded else 0, now,
-                  now + self._expire_ms]))
+                  now + self._expire_ms, "1" if gone else ""]))
         if held >= 0:
             raise TailsFull(held)
 
@@ -352,10 +385,7 @@ class RedisSessionStore:
     async def delete(self, session_id: str) -> None:
         key = self._key(session_id)
         with _store_errors():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hget(key, "owner")
-                pipe.delete(key)
-                owner, _ = await pipe.execute()
+            owner = await self._delete(keys=[key])
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._index, session_id)
                 pipe.zrem(self._finished, session_id)
@@ -366,7 +396,7 @@ class RedisSessionStore:
                 await pipe.execute()
         if self._max_tail_bytes:
             try:
-                await self._count_total(session_id, 0)
+                await self._count_total(session_id, 0, gone=True)
             except RedisError as exc:  # its due time takes it out of the count
                 log.warning("upload %s: its tail stays counted until the session's expiry: "
                             "%s", session_id, type(exc).__name__)

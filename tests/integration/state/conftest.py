@@ -49,8 +49,10 @@ def user_replicas(root: Path, upstream: EmulatorProcess, state: dict[str, Any],
 
 
 @contextmanager
-def replica_pair(root: Path, upstream: EmulatorProcess, state: dict[str, Any]
-                 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    """Two replicas sharing ``state``, in ``root``/a and ``root``/b."""
-    with replica(root / "a", upstream, state) as a, replica(root / "b", upstream, state) as b:
+def replica_pair(root: Path, upstream: EmulatorProcess, state: dict[str, Any],
+                 **config: Any) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    """Two replicas sharing ``state`` (and the rest of ``config``), in ``root``/a and
+    ``root``/b."""
+    with replica(root / "a", upstream, state, **config) as a, \
+            replica(root / "b", upstream, state, **config) as b:
         yield a, b

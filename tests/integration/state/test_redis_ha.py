@@ -25,6 +25,7 @@ from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
 from tests.integration.state import (
     test_cache_coherence,
+    test_notice_acks,
     test_redis_store,
     test_replicas,
     test_staged_peers,
@@ -129,6 +130,15 @@ async def test_cluster_staged_blob_reads_back_through_the_other_replica(
         cluster_pair: tuple[GatewayProcess, GatewayProcess]) -> None:
     await test_staged_peers.test_patch_on_one_replica_put_on_the_other_reads_back_everywhere(
         cluster_pair)
+
+
+async def test_cluster_notices_are_acknowledged_before_a_write_returns(
+        cluster: RedisClusterGroup) -> None:
+    """Every replica listens on the node whose PUBLISH of a notice counts them all, and
+    hears the others' acknowledgments there (each on a channel of its own, in another slot)."""
+    for _ in range(3):  # each round, replicas of other ids (their channels' slots)
+        await test_notice_acks.test_a_write_returns_once_the_other_replicas_applied_its_notice(
+            cluster)
 
 
 async def test_cluster_notices_keep_replica_caches_coherent(

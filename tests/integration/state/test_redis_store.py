@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError
 
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.staging import StagingStore
@@ -397,3 +398,72 @@ async def test_tails_over_all_owners_are_bounded_across_replicas(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_creation_cut_short_leaves_no_session(redis_server: RedisServer) -> None:
+    """Redis refuses the step after the session's hash is written (counting it for its
+    owner): the client is told 503, and the session it never learned of is gone."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisSessionStore(RedisConnection(redis_server.url), prefix=prefix,
+                              lock_ttl=1.0, expire_after=7200)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    owner = owner_of("user:alice")
+    try:
+        await raw.set(f"{prefix}owner:{{{owner}}}", "not a sorted set")  # WRONGTYPE there
+        with pytest.raises(OciError) as refused:
+            await store.create(_session(owner=owner), max_owned=10)
+        assert refused.value.status == 503
+        assert await raw.keys(f"{prefix}session:*") == []
+    finally:
+        await raw.aclose()
+        await store.close()
+
+
+async def test_a_creation_cut_short_expires_within_a_lock_ttl(redis_server: RedisServer) -> None:
+    """The same where the session cannot be deleted either (Redis gone by then, the process
+    dead): its hash expires within ``lock_ttl``, not with an idle session's expiry."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    user = f"creator{uuid.uuid4().hex[:6]}"
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all",
+                              "-evalsha", "-eval", "-del", "-unlink")
+    port = redis_server.url.rsplit(":", 1)[1]
+    store = RedisSessionStore(RedisConnection(f"redis://{user}:pw@127.0.0.1:{port}"),
+                              prefix=prefix, lock_ttl=2.0, expire_after=7200)
+    try:
+        with pytest.raises(OciError) as refused:
+            await store.create(_session(owner=owner_of("user:alice")), max_owned=10)
+        assert refused.value.status == 503
+        keys = await raw.keys(f"{prefix}session:*")
+        assert len(keys) == 1
+        assert 0 < await raw.pttl(keys[0]) <= 2000
+    finally:
+        await raw.execute_command("ACL", "DELUSER", user)
+        await raw.aclose()
+        await store.close()
+
+
+async def test_a_session_deleted_from_a_full_redis_leaves_the_tails_count(
+        tmp_path: Path) -> None:
+    """Redis at ``maxmemory`` (``noeviction``) takes deletes, which free memory: a session
+    deleted then (its request had taken the lock before Redis filled up) takes its tail out
+    of the count over all owners with it, not at its expiry hours later."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    with RedisServer(tmp_path / "redis", extra=["--maxmemory-policy", "noeviction"]) as server:
+        store = RedisSessionStore(RedisConnection(server.url), prefix=prefix, lock_ttl=1.0,
+                                  expire_after=7200, max_tail_bytes=1 << 20)
+        raw = aioredis.Redis.from_url(server.url)
+        try:
+            session = _session(owner=ALICE, received=1000)
+            await store.create(session)
+            await store.save(session, b"t" * 1000, bounded=True)
+            assert int(await raw.hget(f"{prefix}all-tails:{{tails}}", "sum")) == 1000
+            await raw.config_set("maxmemory", (await raw.info("memory"))["used_memory"] // 2)
+            with pytest.raises(OutOfMemoryError):
+                await raw.set(f"{prefix}probe", "1")  # full, as the test needs
+            await store.delete(session.id)
+            assert await store.get(session.id) is None
+            assert not await raw.keys(f"{prefix}*tail*")
+        finally:
+            await raw.aclose()
+            await store.close()

@@ -277,3 +277,42 @@ async def test_redis_down_answers_503_without_its_details(upstream: EmulatorProc
                 assert await a.logged(str(redis.port))  # the operator still sees what failed
     finally:
         redis.stop()
+
+
+async def test_redis_lost_mid_patch_then_back_ends_the_upload_cleanly(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """Redis stops in the middle of a PATCH body: that PATCH gets 503 with Retry-After, the
+    session sweep that runs meanwhile logs a warning, not a traceback on every tick; once
+    Redis is back (empty: it keeps nothing on disk) the upload is unknown on every replica
+    and a new one succeeds."""
+    redis = RedisServer(tmp_path / "redis")
+    name = _name("lost")
+    layer = os.urandom(8 * MiB)
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(MiB, 8 * MiB, MiB // 4):
+            if start == 6 * MiB:
+                redis.stop()
+            yield layer[start:start + MiB // 4]
+            await asyncio.sleep(0.01)
+
+    with redis, replica_pair(tmp_path, upstream, redis_state(redis),
+                             uploads={"finished_timeout_seconds": 2}) as (a, b):
+        async with aiohttp.ClientSession() as session:
+            location = await patch(session, a, await start(session, a, name), layer[:MiB], 0)
+            async with session.patch(a.url + location, data=body(), headers=OCTET) as r:
+                assert r.status == 503 and r.headers["Retry-After"], await r.text()
+                assert (await r.json())["errors"][0]["code"] == "UNAVAILABLE"
+            # The sweep ran without Redis: said in a line, not a traceback at every tick.
+            assert await a.logged("expiring idle upload sessions")
+            assert "Traceback" not in "\n".join(a.log_lines)
+            redis.start()
+            for gateway in (a, b):
+                async with session.get(gateway.url + location) as r:
+                    assert r.status == 404, await r.text()
+                    assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+            location = await patch(session, b, await start(session, b, name), layer, 0)
+            await finish(session, a, location, digest_of(layer))
+            await push_manifest(session, b, name, layer)
+            assert await read_blob(session, b, name, digest_of(layer)) == layer
+    assert "Traceback" not in "\n".join(a.log_lines + b.log_lines)
