@@ -10,7 +10,8 @@ With an ``open_sink``, the blob is not kept at all: once its opening quote arriv
 members before it (a client such as botocore sends the blob last) are handed to
 ``open_sink``, which may return a Sink; every decoded piece then goes to ``Sink.write`` as
 it arrives, and the member's value is the sink. Base64 is decoded in runs of whole 4-character
-quanta, the remainder waiting for the next chunk.
+quanta, the remainder waiting for the next chunk; a chunk inside the blob is decoded where it
+lies, neither copied nor searched first.
 """
 
 from __future__ import annotations
@@ -136,6 +137,8 @@ class _BlobDecoder:
         self._take(held)
 
     def _take(self, chunk: bytes) -> None:
+        if self._stage == 1 and self._inside(chunk):
+            return
         if self._stage == 1:
             end = chunk.find(b'"')
             if end >= 0:
@@ -146,16 +149,70 @@ class _BlobDecoder:
         else:
             self._after += chunk
 
+    def _inside(self, chunk: bytes) -> bool:
+        """Decode a chunk that lies wholly inside the blob, without looking for the blob's
+        end or an escape first: the strict decode refuses a quote or a backslash, so a chunk
+        it takes has neither, and the two searches through every chunk are saved. False,
+        with nothing taken, for a chunk the other way must see to."""
+        pending = self._pending
+        if self._padded or b"\\" in pending:
+            return False
+        view = memoryview(chunk)
+        need = -len(pending) % 4  # the carried quantum's missing characters
+        usable = len(view) - (len(view) - need) % 4
+        rest = bytes(view[usable:])
+        if usable <= need or b'"' in rest or b"\\" in rest:
+            return False
+        head = pending + bytes(view[:need])
+        try:
+            first = b64decode(head) if head else b""
+            piece = b64decode(view[need:usable])
+        except (binascii.Error, ValueError):
+            return False
+        if head.endswith(b"="):
+            return False  # padding before the blob's end: refused the other way
+        if first:
+            self._emit(first)
+        self._emit(piece)
+        self._pending = rest
+        self._padded = view[usable - 1] == ord("=")
+        return True
+
+    def _emit(self, piece: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(piece)
+        else:
+            assert self._out is not None
+            self._out += piece
+        self._out_len += len(piece)
+
     def _decode(self, chunk: bytes, *, final: bool) -> None:
-        text = self._pending + chunk if self._pending else chunk
-        if b"\\" in text:
+        if b"\\" in chunk or b"\\" in self._pending:
             # JSON may escape "/" as "\/"; a lone trailing backslash waits for its partner.
+            text = self._pending + chunk
             if text.endswith(b"\\") and not text.endswith(b"\\\\") and not final:
                 self._pending = text
                 return
             text = text.replace(b"\\/", b"/")
             if b"\\" in text:
                 raise BodyError(f"'{self._member}' is not valid base64")
+            self._pending = b""
+            self._decode_run(text, final=final)
+            return
+        view = memoryview(chunk)
+        if self._pending:
+            # The carried characters' quantum is completed from the chunk's head and decoded
+            # on its own: joining them to the chunk would copy the whole chunk.
+            need = min(len(view), -len(self._pending) % 4)
+            head, self._pending = self._pending + bytes(view[:need]), b""
+            view = view[need:]
+            self._decode_run(head, final=final and not view)
+        self._decode_run(view, final=final)
+
+    def _decode_run(self, text: bytes | memoryview, *, final: bool) -> None:
+        """Decode ``text`` after the carried characters (none), carrying what is left of
+        a quantum unless ``final``."""
+        text = self._pending + bytes(text) if self._pending else text
         usable = len(text) if final else len(text) - len(text) % 4
         self._pending = bytes(text[usable:])
         if usable:
@@ -167,13 +224,7 @@ class _BlobDecoder:
             except (binascii.Error, ValueError):
                 raise BodyError(f"'{self._member}' is not valid base64") from None
             self._padded = text[usable - 1] == ord("=")
-            end = self._out_len + len(piece)
-            if self.sink is not None:
-                self.sink.write(piece)
-            else:
-                assert self._out is not None
-                self._out += piece
-            self._out_len = end
+            self._emit(piece)
 
     def finish(self) -> dict[str, Any]:
         if self._stage == 0:

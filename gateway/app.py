@@ -238,7 +238,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     # a repository's tags (1,000 per image) and a registry's repositories have no bound.
     app[SETTINGS] = OciSettings(blob_mode=blob_mode, max_page_size=limits.max_page_size,
                                 default_page_size=limits.max_page_size,
-                                direct_reads=direct_io)
+                                direct_reads=direct_io,
+                                referrers_send_timeout=limits.referrers_send_timeout_seconds)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,
                             timeout=config.upstream.call_timeout_seconds,

@@ -423,6 +423,14 @@ class LimitsConfig(Section):
     times an answer's size for a moment). Without room, a client holding a quarter of it
     gets 429 at once; anyone else waits up to 10 s, then gets 503 with Retry-After
     (``ecr_gateway_referrers_refusals_total`` counts both). 0: no bound."""
+    referrers_send_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 60.0
+    """To send a referrers answer whole, from its headers to its last byte: a client that
+    does not read it in time (a full receive window, a slowloris reader) has its connection
+    closed, and the page's room in ``max_referrers_bytes`` is given back, so that clients
+    not reading cannot keep others' reads refused. A whole answer, not the time between two
+    writes (nginx's ``send_timeout``): a reader taking a byte now and then would otherwise
+    hold a page for hours. A full page (about 16 MiB) needs about 280 KB/s to arrive within
+    the default."""
 
 
 class StateConfig(Section):

@@ -99,7 +99,10 @@ UPLOAD_REFUSALS = Counter("ecr_gateway_upload_refusals", "Upload requests refuse
 REFERRERS_REFUSALS = Counter("ecr_gateway_referrers_refusals", "Referrers reads refused for "
                               "want of room in limits.max_referrers_bytes, by bound: client "
                               "(429, the client holds its quarter already), total (503, none "
-                              "came within the wait)", ["bound"], registry=REGISTRY)
+                              "came within the wait), send_timeout (an answer its client did "
+                              "not read within limits.referrers_send_timeout_seconds: the "
+                              "connection closed, the room given back)", ["bound"],
+                              registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
 # What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and

@@ -22,6 +22,7 @@ class OciSettings:
     max_page_size: int = 1000  # the largest `n` a tags or catalog page may ask for
     default_page_size: int = 0  # 0 = everything in one page unless the client asks for `n`
     direct_reads: bool = False  # local blob files read past the page cache (files.py)
+    referrers_send_timeout: float = 60.0  # to send a referrers answer whole (listings.py)
 
 
 # Called with (request, repository name or None for the catalog, action) before a handler

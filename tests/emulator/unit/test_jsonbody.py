@@ -143,6 +143,86 @@ async def test_a_sink_gets_the_blob_as_it_arrives(sizes: list[int] | int) -> Non
     assert all(len(piece) % 3 == 0 for piece in sink.pieces[:-1])
 
 
+@pytest.mark.parametrize("sizes", [65537, 65538, 65539, [65536, 65537, 99999]])
+async def test_chunks_are_decoded_where_they_arrived(sizes: list[int] | int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chunk that ends inside a base64 quantum carries up to three characters to the next
+    one; the carried quantum is completed and decoded on its own, and the rest of the next
+    chunk is decoded in place: joining the carry to the chunk copied every chunk of a part
+    once more (the usual case, as a body's chunks rarely start on a quantum)."""
+    received: list[bytes] = []
+    in_place = 0
+    decode = jsonbody.b64decode
+
+    def recording(text: bytes | memoryview) -> bytes:
+        nonlocal in_place
+        if isinstance(text, memoryview) and any(text.obj is chunk for chunk in received):
+            in_place += len(text)
+        return decode(text)
+
+    monkeypatch.setattr(jsonbody, "b64decode", recording)
+
+    async def kept() -> AsyncIterator[bytes]:
+        async for chunk in chunks(part_body(blob), sizes):
+            received.append(chunk)
+            yield chunk
+
+    blob = os.urandom(1_000_001)
+    sink = Recorder()
+
+    async def open_sink(head: dict[str, object]) -> Recorder:
+        return sink
+
+    params = await jsonbody.parse(kept(), "layerPartBlob", open_sink)
+    assert b"".join(sink.pieces) == blob
+    assert params["layerPartBlob"] is sink
+    text = len(base64.b64encode(blob))
+    # All but the opening and closing chunks' (held apart from the document around the
+    # blob) and the carried quanta (four characters each).
+    assert in_place >= text - len(received[0]) - len(received[-1]) - 4 * len(received)
+
+
+class Searched(bytes):
+    """A chunk that counts the searches made through it."""
+
+    searches = 0
+
+    def find(self, *args: object) -> int:
+        Searched.searches += 1
+        return super().find(*args)  # type: ignore[arg-type]
+
+    def __contains__(self, key: object) -> bool:
+        Searched.searches += 1
+        return super().__contains__(key)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("sizes", [65536, 65537, [65536, 65538, 99999]])
+async def test_chunks_inside_the_blob_are_not_searched(sizes: list[int] | int) -> None:
+    """A chunk wholly inside the blob holds neither the closing quote nor an escape, which
+    the strict decode refuses anyway: it is decoded without searching it for them first
+    (two passes over every chunk of a part). The chunk holding the quote is searched."""
+    blob = os.urandom(1_000_001)
+    Searched.searches = 0
+    received = 0
+
+    async def searched() -> AsyncIterator[bytes]:
+        nonlocal received
+        async for chunk in chunks(part_body(blob), sizes):
+            received += 1
+            yield Searched(chunk)
+
+    sink = Recorder()
+
+    async def open_sink(head: dict[str, object]) -> Recorder:
+        return sink
+
+    params = await jsonbody.parse(searched(), "layerPartBlob", open_sink)
+    assert b"".join(sink.pieces) == blob
+    assert params["partLastByte"] == 1_000_000
+    assert received > 10
+    assert Searched.searches <= 2  # the last chunk's (the blob's end and its escapes)
+
+
 async def test_a_blob_before_the_other_members_stays_in_memory() -> None:
     blob = os.urandom(3000)
 

@@ -8,6 +8,13 @@ done on the loop: sixteen such pushes at once held a bystander's ``GET /v2/`` fo
 annotations, 40 MiB long, and have it read by many at once. A bystander's worst wait during
 the attack is compared with its worst wait in a quiet second before it, in the same test, so
 a slow machine moves both.
+
+On a slow or busy machine the gateway's own work beside the loop slows the bystander too
+(beside two busy CPUs and a disk writer, the fixed gateway's bystander waited 2.0 to 4.1 s
+where the bound was 1.2 s), and the work on the loop would hold it longer still. So the
+bound grows with the time this machine takes, measured just before the attack, to do a
+quarter of the work the attack would put on the event loop (with the checks on the loop, a
+bystander waited for about half of them).
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 
+from gateway.oci.mediatypes import parse_manifest
 from tests.support.gateway import GatewayProcess
 from tests.support.images import OCI_INDEX
 from tests.support.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, OciClient, digest_of
@@ -58,10 +67,21 @@ async def _worst_wait(session: aiohttp.ClientSession, url: str, done: asyncio.Ev
     return worst
 
 
+def _bound(on_loop: Callable[[], object], times: int) -> float:
+    """The most a bystander's worst wait may exceed its quiet one: 1.2 s, or on a machine too
+    slow or busy for that, the time it takes now to do ``on_loop()`` ``times`` over (a
+    quarter of the work the attack would put on the event loop)."""
+    started = time.perf_counter()
+    for _ in range(times):
+        on_loop()
+    return max(1.2, time.perf_counter() - started)
+
+
 async def _stall(session: aiohttp.ClientSession, url: str,
-                 attack: Callable[[], Awaitable[Any]]) -> float:
+                 attack: Callable[[], Awaitable[Any]], on_loop: Callable[[], object],
+                 times: int) -> tuple[float, float]:
     """How much longer a bystander's worst wait is during ``attack()`` than in a quiet
-    second before it."""
+    second before it, and the bound for it (see ``_bound``)."""
 
     async def during(work: Awaitable[Any]) -> float:
         done = asyncio.Event()
@@ -73,7 +93,11 @@ async def _stall(session: aiohttp.ClientSession, url: str,
         return await probe
 
     quiet = await during(asyncio.sleep(1.0))
-    return await during(attack()) - quiet
+    bound = _bound(on_loop, times)
+    stall = await during(attack()) - quiet
+    print(f"bystander's worst wait {stall:.2f} s beyond the quiet one, bound {bound:.2f} s",
+          file=sys.stderr)
+    return stall, bound
 
 
 async def _put(session: aiohttp.ClientSession, url: str, body: bytes) -> None:
@@ -92,8 +116,12 @@ async def test_large_manifest_pushes_do_not_stall_other_clients(
         await asyncio.gather(*(_put(session, client.url(f"/v2/{repo}/manifests/big{i}"), body)
                                for i in range(16)))
 
+    def check() -> object:
+        return parse_manifest(body, OCI_MANIFEST, MANIFEST_LIMIT)
+
     # Checked on the loop: 2.0 to 2.4 s; beside it, 0.2 to 0.5 s.
-    assert await _stall(session, gateway.url, pushes) < 1.2
+    stall, bound = await _stall(session, gateway.url, pushes, check, 4)
+    assert stall < bound, (stall, bound)
 
 
 def _annotated_referrer(subject: bytes, number: int) -> bytes:
@@ -148,9 +176,9 @@ async def test_large_referrers_lists_do_not_stall_other_clients(
                           "config": _layer(CONFIG, OCI_CONFIG),
                           "layers": [_layer(LAYER)]}).encode()
     await _put(session, client.url(f"/v2/{repo}/manifests/subject"), subject)
-    for number in range(10):
-        await _put(session, client.url(f"/v2/{repo}/manifests/note{number}"),
-                   _annotated_referrer(subject, number))
+    notes = [_annotated_referrer(subject, number) for number in range(10)]
+    for number, note in enumerate(notes):
+        await _put(session, client.url(f"/v2/{repo}/manifests/note{number}"), note)
     listing = client.url(f"/v2/{repo}/referrers/{digest_of(subject)}")
     async with session.get(client.url(f"/v2/{repo}/referrers/{digest_of(b'none')}")) as reply:
         assert await reply.json(content_type=None) == {
@@ -162,6 +190,16 @@ async def test_large_referrers_lists_do_not_stall_other_clients(
     async def reads() -> None:
         assert await _read_referrers_at_once(listing, 16) == [10] * 16
 
+    # Each reader's answer, which the loop decoded (as read from ECR), encoded and wrote.
+    answer = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
+        {"mediaType": OCI_MANIFEST, "digest": digest_of(note), "size": len(note),
+         "artifactType": "application/vnd.example.note",
+         "annotations": json.loads(note)["annotations"]} for note in notes]})
+
+    def decode() -> object:
+        return json.loads(answer)
+
     # Each reader's 40 MiB read from ECR, encoded and written in one piece on the loop: 2.5
     # to 4.8 s; one read shared, encoded beside the loop, written in pieces: 0.2 to 0.5 s.
-    assert await _stall(session, gateway.url, reads) < 1.2
+    stall, bound = await _stall(session, gateway.url, reads, decode, 4)
+    assert stall < bound, (stall, bound)

@@ -4,7 +4,8 @@ Each read of a referrers page is bounded (about 16 MiB of referrers, gateway/ecr
 and readers of one page at once share its read; but every other page (another subject's, or
 another cursor's: a cursor names where a page starts) was a read of its own, so whoever may
 read referrers (anyone, where pulls are anonymous) chose how many were held at once, and
-for how long: a reader that does not read its answer keeps it.
+for how long: a reader that does not read its answer kept it, until its answer was given
+``limits.referrers_send_timeout_seconds`` to be sent.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ import asyncio
 import base64
 import re
 import sys
+import time
+from collections.abc import Iterator
 from urllib.parse import quote
 
 import aiohttp
 import orjson
+import pytest
 
 from tests.integration.trust.test_event_loop_stalls import _annotated_referrer
 from tests.integration.trust.test_referrers_pages import _push, _subject, _walk
+from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient, digest_of
 from tests.support.processes import peak_rss
@@ -114,5 +119,106 @@ async def test_many_pages_held_at_once_stay_within_the_budget(
     assert grown < 480 * MiB, f"the gateway grew {grown // MiB} MiB"
 
     # Every room was given back: the whole list again, from an address that was refused.
+    listed, _ = await _walk(session, listing)
+    assert sorted(listed) == sorted(digest_of(body) for body in notes.values())
+
+
+SEND_TIMEOUT = 5.0  # limits.referrers_send_timeout_seconds of the gateway below
+HOLDERS = 4  # addresses 127.0.0.2 to 127.0.0.5, a page each, none read
+
+# Readers that never read: a small receive window each, the request sent, nothing read until
+# stdin closes. Then what each was sent, as "status received expected" (received short of
+# expected: the gateway closed the connection).
+_HOLDERS = r"""
+import re, socket, sys
+from urllib.parse import urlsplit
+
+asked = []
+for number, url in enumerate(sys.argv[1:]):
+    parts = urlsplit(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((f"127.0.0.{number + 2}", 0))
+    sock.connect((parts.hostname, parts.port))
+    sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                 "Connection: close\r\n\r\n".encode())
+    asked.append(sock)
+print("asked", flush=True)
+sys.stdin.read()
+for sock in asked:
+    got = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    top, _, body = got.partition(b"\r\n\r\n")
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", top)
+    print(int(top.split()[1]), len(body), int(length[1]) if length else -1)
+"""
+
+
+@pytest.fixture(scope="module")
+def slow_gateway(upstream: EmulatorProcess,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """Room for two pages' reads at once, and answers to be sent within 5 s."""
+    limits = {"max_referrers_bytes": 32 * MiB, "referrers_send_timeout_seconds": SEND_TIMEOUT}
+    with GatewayProcess(tmp_path_factory.mktemp("gateway"), {"limits": limits},
+                        upstream_url=upstream.url) as gw:
+        yield gw
+
+
+async def test_answers_not_read_give_their_room_back_after_the_send_timeout(
+        slow_gateway: GatewayProcess, repo: str, session: aiohttp.ClientSession) -> None:
+    """Clients from 4 addresses ask for 4 pages of 16 MiB and never read: they held the
+    whole budget, and everyone else's referrers reads were refused (503 after 10 s each) for
+    as long as they kept their connections. Now each answer not read within the send timeout
+    is cut, its room given back: another client's read is answered soon after."""
+    client = OciClient(session, slow_gateway.url)
+    subject = _subject("holders")
+    notes = {f"note{n}": _annotated_referrer(subject, n) for n in range(12)}
+    await _push(session, client, repo, {"subject": subject, **notes})
+    listing = client.url(f"/v2/{repo}/referrers/{digest_of(subject)}")
+    tokens = await _tokens(session, listing)
+    assert len(tokens) == 3, tokens
+    # Pages no one else asks for: the first page, which the bystander asks, would be shared.
+    cursors = [_cursor(tokens[1], 0), _cursor(tokens[2], 0), _cursor(None, 1), _cursor(None, 2)]
+    holders = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDERS, *(f"{listing}?next={quote(c)}" for c in cursors),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert holders.stdin is not None and holders.stdout is not None
+    try:
+        assert await holders.stdout.readline() == b"asked\n"
+        started = time.monotonic()
+        await asyncio.sleep(1.0)  # the holders' reads begin first
+        statuses = []
+        while True:
+            async with session.get(listing) as reply:
+                await reply.read()
+                statuses.append(reply.status)
+            waited = time.monotonic() - started
+            if reply.status == 200:
+                break
+            assert reply.status == 503, statuses
+            # Holders cut after 5 s each, two at a time: done within about 11 s. Unbounded,
+            # they kept the budget as long as their connections stayed open (503 after 503).
+            assert waited < 45, f"refused for {waited:.0f} s: {statuses}"
+            await asyncio.sleep(0.5)
+        holders.stdin.close()
+        out = await asyncio.wait_for(holders.stdout.read(), 60)
+    finally:
+        if holders.returncode is None:
+            holders.kill()
+        await holders.wait()
+    sent = [tuple(map(int, line.split())) for line in out.decode().splitlines()]
+    assert len(sent) == HOLDERS, out
+    # The attack held: answers began, and were cut short, not sent whole.
+    assert any(status == 200 and received < expected for status, received, expected in sent), sent
+    # Cut as the setting says, not failed in the handler.
+    assert await slow_gateway.logged("not read within limits.referrers_send_timeout_seconds")
+    assert not [line for line in slow_gateway.log_lines
+                if "Traceback" in line or "Error handling request" in line]
+
+    # Every room was given back: the whole list, at once.
     listed, _ = await _walk(session, listing)
     assert sorted(listed) == sorted(digest_of(body) for body in notes.values())
