@@ -57,11 +57,6 @@ def parse_nat64_prefixes(values: list[str]) -> tuple[ipaddress.IPv6Network, ...]
     return tuple(sorted(prefixes, key=lambda net: -net.prefixlen))
 
 
-def check_nat64_prefixes(values: list[str]) -> None:
-    """``limits.client_key.nat64_prefixes`` (called by gateway/config/models.py)."""
-    parse_nat64_prefixes(values)
-
-
 def embedded_ipv4(ip: ipaddress.IPv6Address, prefix_length: int) -> ipaddress.IPv4Address:
     """The IPv4 address an RFC 6052 address of a ``prefix_length`` prefix carries: the 32 bits
     after the prefix, bits 64 to 71 skipped (for /96, its last 32 bits). The suffix is

@@ -349,9 +349,9 @@ class ClientKeyConfig(Section):
     @field_validator("nat64_prefixes")
     @classmethod
     def _nat64_prefixes(cls, prefixes: list[str]) -> list[str]:
-        from gateway.auth.client_keys import check_nat64_prefixes
+        from gateway.auth.client_keys import parse_nat64_prefixes
 
-        check_nat64_prefixes(prefixes)
+        parse_nat64_prefixes(prefixes)  # raises ConfigError naming the bad one
         return prefixes
 
 
