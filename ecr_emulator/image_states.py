@@ -12,7 +12,7 @@ from ecr_emulator import image_store, store
 from ecr_emulator.db import rows_in
 from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
-from ecr_emulator.validation import tag_error
+from ecr_emulator.validation import digest_error, tag_error
 
 
 def existing_image(db: sqlite3.Connection, repository: str, registry_id: str,
@@ -37,6 +37,8 @@ def resolved(db: sqlite3.Connection, repository: str, registry_id: str,
                            f"'{registry_id}'")
         if found.code == "InvalidImageTag":
             raise tag_error()
+        if found.code == "InvalidImageDigest":
+            raise digest_error()
         raise AwsError("InvalidParameterException", found.reason)
     return found
 

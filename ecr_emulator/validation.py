@@ -3,8 +3,10 @@
 The model (the same one the clients are generated from) gives every member's type, length,
 range, pattern and enum; checking against it keeps the emulator's limits equal to the API
 reference's. botocore validates little of this client-side (required members and minimums),
-so the server has to. Shape violations are InvalidParameterException, or ValidationException
-for the newer operations that declare it (ListImageReferrers).
+so the server has to. Every constraint broken is found (``Violation``); ECR answers them as
+InvalidParameterException naming the first (``constraint_error``), for every action: the
+ValidationException some models also declare is not what ECR answers a broken constraint
+with. ``validation_exception`` words AWS's generic form, which lists them all.
 
 As AWS's JSON protocol reads a body into the action's input shape, an integer member takes
 a 32-bit and a long member a 64-bit signed value (more is SerializationException), and
@@ -18,6 +20,8 @@ import base64
 import binascii
 import functools
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import botocore.session
@@ -66,6 +70,17 @@ def tag_error() -> AwsError:
                     "'must satisfy regular expression '[a-zA-Z0-9-_.]+''")
 
 
+def digest_error(member: str = "imageDigest") -> AwsError:
+    """ECR's refusal of an image digest outside its grammar where an action refuses it whole
+    (PutImage, DescribeImages, an ``imageId`` of one image): "Invalid parameter at
+    'imageDigest' failed to satisfy constraint: 'must satisfy regular expression
+    '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''", as DescribeImages answered an empty digest
+    (pulumi/pulumi-aws#2466)."""
+    return AwsError("InvalidParameterException",
+                    f"Invalid parameter at '{member}' failed to satisfy constraint: "
+                    f"'must satisfy regular expression '[a-zA-Z0-9-_+.]+:[a-fA-F0-9]+''")
+
+
 @functools.cache
 def service_model(service: str = "ecr") -> ServiceModel:
     """botocore's model of ``ecr`` or ``ecr-public``."""
@@ -81,25 +96,10 @@ def _operation(name: str, service: str = "ecr") -> OperationModel:
     return service_model(service).operation_model(name)
 
 
-@functools.cache
-def _error_name(action_name: str, service: str = "ecr") -> str:
-    if not is_modelled_action(action_name, service):
-        return "InvalidParameterException"
-    declared = {shape.name for shape in _operation(action_name, service).error_shapes}
-    if "ValidationException" in declared:
-        return "ValidationException"
-    return "InvalidParameterException"
-
-
 def serialization_error(message: str) -> AwsError:
     """What JSON services answer for a body that is not JSON, not an object, or holds a value
     of the wrong kind for its member (before any constraint is looked at)."""
     return AwsError("SerializationException", message)
-
-
-def input_error(action_name: str, message: str, service: str = "ecr") -> AwsError:
-    """The error this action reports for malformed input."""
-    return AwsError(_error_name(action_name, service), message)
 
 
 def blob_members(action_name: str, service: str = "ecr") -> tuple[str, ...]:
@@ -112,29 +112,99 @@ def blob_members(action_name: str, service: str = "ecr") -> tuple[str, ...]:
     return tuple(name for name, member in shape.members.items() if member.type_name == "blob")
 
 
+def check_repository_name(name: str) -> None:
+    """ECR's own rule for the repository name CreateRepository is given (the model's length
+    and pattern), worded as ECR words it, without "Member" and with the pattern's "/"
+    unescaped: "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'must
+    satisfy regular expression '...''" (jenkins-x/jx#1344, stelligent/mu#323 and, with
+    today's pattern, CreateRepository of "Bad_Name!" as mulgadc/spinifex captured it) and
+    "... 'must have length greater than or equal to 2'" (aws/aws-dotnet-deploy#549). The
+    model's own check of that member never answers there."""
+    shape = _operation("CreateRepository").input_shape.members["repositoryName"]
+    low, high = shape.metadata["min"], shape.metadata["max"]
+    pattern = shape.metadata["pattern"].replace("\\/", "/")
+    if len(name) < low:
+        problem = f"must have length greater than or equal to {low}"
+    elif len(name) > high:
+        problem = f"must have length less than or equal to {high}"
+    elif re.fullmatch(pattern, name, re.ASCII) is None:
+        problem = f"must satisfy regular expression '{pattern}'"
+    else:
+        return
+    raise AwsError("InvalidParameterException", f"Invalid parameter at 'repositoryName' "
+                                                f"failed to satisfy constraint: '{problem}'")
+
+
+# Members an action checks with its own rule instead of the model's constraints (after them,
+# as a service validates its input's shape before the action runs).
+OWN_CHECKS: dict[tuple[str, str], dict[str, Callable[[str], None]]] = {
+    ("ecr", "CreateRepository"): {"repositoryName": check_repository_name},
+}
+
+
 def validate_input(action_name: str, params: dict[str, Any],
                    service: str = "ecr") -> dict[str, Any]:
-    """Raise the action's validation error for the first constraint ``params`` breaks;
-    else ``params`` with only the members the model declares."""
+    """``params`` with only the members the model declares, once they satisfy every
+    constraint of the action's input shape; else the error ECR answers for the first
+    constraint broken (``constraint_error``). A value of the wrong kind is a
+    SerializationException whatever else is wrong: the body does not read into the input."""
     shape = _operation(action_name, service).input_shape
     if shape is None:
         return {}
-    problem = _check(shape, params, "")
-    if problem is not None:
-        path, value, constraint = problem
-        if constraint in _TYPES:  # a JSON value of the wrong kind: the body does not parse
-            raise serialization_error(f"'{path}' must {constraint}")
-        if _error_name(action_name, service) == "ValidationException":
-            message = (f"1 validation error detected: Value {_show(value)} at '{path}' "
-                       f"failed to satisfy constraint: Member must {constraint}")
-        else:  # ECR's own form, as it answers (e.g. "... 'Member must have length less
-            # than or equal to 100'" for 101 imageIds, aws-actions/amazon-ecr-login#225 for
-            # registryIds)
-            message = (f"Invalid parameter at '{path}' failed to satisfy constraint: "
-                       f"'Member must {constraint}'")
-        raise AwsError(_error_name(action_name, service), message)
+    skipped = OWN_CHECKS.get((service, action_name), {})
+    found: list[Violation] = []
+    _check(shape, params, "", found, frozenset(skipped))
+    if found:
+        raise constraint_error(found)
+    for member, check in skipped.items():
+        if params.get(member) is not None:
+            check(params[member])
     modelled: dict[str, Any] = _modelled(shape, params)
     return modelled
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken constraint, as AWS's validation names it: the member's path
+    ('imageIds.1.member.imageTag'), its value as the message shows it (None: not shown) and
+    the constraint ("Member must have length less than or equal to 100")."""
+
+    path: str
+    shown: str | None
+    constraint: str
+
+
+def constraint_error(found: list[Violation]) -> AwsError:
+    """ECR's answer to input that breaks the model's constraints: InvalidParameterException
+    naming one member, "Invalid parameter at '<path>' failed to satisfy constraint:
+    '<constraint>'", for every action, those whose model also declares ValidationException
+    included. That is how ECR answered each case on record: CreatePullThroughCacheRule and
+    DeletePullThroughCacheRule ('ecrRepositoryPrefix' ... 'Member must satisfy regular
+    expression pattern: ...', both declare ValidationException), PutLifecyclePolicy
+    ('lifecyclePolicyText' ... 'Member must have length greater than or equal to 100',
+    declares it too), GetAuthorizationToken ('registryIds', aws-actions/amazon-ecr-login#225),
+    BatchDeleteImage ('imageIds' ... 'Member must have length greater than or equal to 1'),
+    ListImages through the registry endpoint ('maxResults' ... 'Member must have value less
+    than or equal to 1000'). Unconfirmed: the wording ECR gives two broken constraints (every
+    answer on record names one member); this names the first in the model's order of members,
+    and ``validation_exception`` words all of them should ECR turn out to list them."""
+    first = found[0]
+    return AwsError("InvalidParameterException",
+                    f"Invalid parameter at '{first.path}' failed to satisfy constraint: "
+                    f"'{first.constraint}'")
+
+
+def validation_exception(found: list[Violation]) -> AwsError:
+    """AWS's generic validation error (ValidationException), which names every broken
+    constraint in one message: "2 validation errors detected: Value 'x' at 'a' failed to
+    satisfy constraint: Member must ...; Value null at 'b' failed to satisfy constraint:
+    Member must not be null"."""
+    count = len(found)
+    noun = "error" if count == 1 else "errors"
+    parts = [f"Value {v.shown + ' ' if v.shown is not None else ''}at '{v.path}' failed to "
+             f"satisfy constraint: {v.constraint}" for v in found]
+    return AwsError("ValidationException",
+                    f"{count} validation {noun} detected: {'; '.join(parts)}")
 
 
 def _modelled(shape: Shape, value: Any) -> Any:
@@ -151,8 +221,6 @@ def _modelled(shape: Shape, value: Any) -> Any:
     return value
 
 
-Problem = tuple[str, Any, str]
-
 _OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP = (
     "be an object", "be a list", "be a map", "be a string", "be a number", "be a boolean",
     "be base64-encoded binary data", "be a timestamp in epoch seconds")
@@ -162,145 +230,177 @@ _RANGES: dict[str, tuple[str, int, int]] = {
     "long": ("be a 64-bit integer", -2**63, 2**63 - 1)}
 _SCALARS = frozenset(("string", "integer", "long", "float", "double", "boolean", "blob",
                       "timestamp"))
-_TYPES = frozenset((_OBJECT, _LIST, _MAP, _STRING, _NUMBER, _BOOLEAN, _BLOB, _TIMESTAMP,
-                    *(kind for kind, _, _ in _RANGES.values())))
+_UNSHOWN = frozenset(("map", "blob"))  # "Value at 'x' ...": no value printed
 
 
-def _check(shape: Shape, value: Any, path: str) -> Problem | None:
+def _kind_error(path: str, kind: str) -> AwsError:
+    """A JSON value of the wrong kind: the body does not read into the input at all."""
+    return serialization_error(f"'{path or 'input'}' must {kind}")
+
+
+def _check(shape: Shape, value: Any, path: str, found: list[Violation],
+           skipped: frozenset[str] = frozenset()) -> None:
+    """Append to ``found`` every constraint ``value`` breaks, in the model's order of members
+    and, for one value, length, enum, pattern, range (AWS's order across members is not
+    published; within one, "Member must have length ...; ... regular expression pattern"
+    as Cognito answers). Raise SerializationException for a value of the wrong kind."""
     kind = shape.type_name
-    checker = _CHECKERS.get(kind)
-    if checker is None:
-        return None
-    return checker(shape, value, path)
+    if kind == "structure":
+        assert isinstance(shape, StructureShape)
+        if not isinstance(value, dict):
+            raise _kind_error(path, _OBJECT)
+        required = set(shape.required_members)
+        for name, member in shape.members.items():
+            item = value.get(name)
+            if item is None:
+                if name in required:
+                    found.append(Violation(_join(path, name), "null", "Member must not be null"))
+            elif name in skipped:  # the action words this member's constraints itself
+                if not isinstance(item, str):
+                    raise _kind_error(_join(path, name), _STRING)
+            else:
+                _check(member, item, _join(path, name), found)
+    elif kind == "list":
+        assert isinstance(shape, ListShape)
+        if not isinstance(value, list):
+            raise _kind_error(path, _LIST)
+        _length(shape, value, path, found)
+        _check_items(shape.member, value, path, found)
+    elif kind == "map":
+        assert isinstance(shape, MapShape)
+        if not isinstance(value, dict):
+            raise _kind_error(path, _MAP)
+        _length(shape, value, path, found)
+        if _scalar_items(shape.key, list(value), path):
+            found.append(Violation(path, None, f"Map keys must satisfy constraint: "
+                                               f"[{_all_constraints(shape.key)}]"))
+        if shape.value.type_name not in _SCALARS:
+            for key, item in value.items():
+                _check(shape.value, item, f"{path}.{key}.value", found)
+        elif _scalar_items(shape.value, list(value.values()), path):
+            found.append(Violation(path, None, f"Map value must satisfy constraint: "
+                                               f"[{_all_constraints(shape.value)}]"))
+    elif kind == "string":
+        if not isinstance(value, str):
+            raise _kind_error(path, _STRING)
+        _length(shape, value, path, found)
+        enum = shape.metadata.get("enum")
+        if enum and value not in enum:
+            found.append(Violation(path, _show(value), f"Member must {_enum(enum)}"))
+        pattern = _pattern(shape.metadata.get("pattern"))
+        if pattern is not None and pattern.fullmatch(value) is None:
+            found.append(Violation(path, _show(value),
+                                   f"Member must satisfy regular expression pattern: "
+                                   f"{pattern.pattern}"))
+    elif kind in ("integer", "long", "float", "double"):
+        _check_number(shape, value, path, found)
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            raise _kind_error(path, _BOOLEAN)
+    elif kind == "blob":
+        _check_blob(shape, value, path, found)
+    elif kind == "timestamp":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _kind_error(path, _TIMESTAMP)
 
 
-def _check_structure(shape: Shape, value: Any, path: str) -> Problem | None:
-    assert isinstance(shape, StructureShape)
-    if not isinstance(value, dict):
-        return path or "input", value, _OBJECT
-    for name in shape.required_members:
-        if value.get(name) is None:
-            return _join(path, name), None, "not be null"
-    for name, member in shape.members.items():
-        if name in value and value[name] is not None:
-            problem = _check(member, value[name], _join(path, name))
-            if problem is not None:
-                return problem
-    return None
+def _check_items(member: Shape, items: list[Any], path: str, found: list[Violation]) -> None:
+    """A list of structures (or lists) is checked item by item ('imageIds.1.member.imageTag');
+    a list of strings or numbers is reported whole, once, with every constraint of its member
+    nested: "at 'registryIds' ... 'Member must satisfy constraint: [Member must satisfy
+    regular expression pattern: [0-9]{12}]'" (ECR's answer quoted in
+    aws-actions/amazon-ecr-login#225; AWS lists the member's constraints whichever broke,
+    "[Member must have length less than or equal to 140, Member must have length greater
+    than or equal to 1, Member must satisfy regular expression pattern: ...]" as Lambda words
+    its layers)."""
+    if member.type_name not in _SCALARS:
+        for index, item in enumerate(items):
+            _check(member, item, f"{path}.{index + 1}.member", found)
+        return
+    if _scalar_items(member, items, path):
+        found.append(Violation(path, _show(items), f"Member must satisfy constraint: "
+                                                   f"[{_all_constraints(member)}]"))
 
 
-def _check_list(shape: Shape, value: Any, path: str) -> Problem | None:
-    assert isinstance(shape, ListShape)
-    if not isinstance(value, list):
-        return path, value, _LIST
-    problem = _length(shape, value, path)
-    if problem is not None:
-        return problem
-    for index, item in enumerate(value):
-        problem = _check(shape.member, item, f"{path}.{index + 1}.member")
-        if problem is None:
-            continue
-        if shape.member.type_name in _SCALARS and problem[2] not in _TYPES:
-            # A list of strings or numbers is reported whole, its item's constraint nested:
-            # "at 'registryIds' ... 'Member must satisfy constraint: [Member must satisfy
-            # regular expression pattern: [0-9]{12}]'" (ECR's answer quoted in
-            # aws-actions/amazon-ecr-login#225).
-            return path, value, f"satisfy constraint: [Member must {problem[2]}]"
-        return problem
-    return None
+def _scalar_items(member: Shape, items: list[Any], path: str) -> bool:
+    """Whether any of ``items`` (values of the scalar ``member``) breaks a constraint; a value
+    of the wrong kind keeps its own path ('registryIds.2.member' must be a string)."""
+    broken = False
+    for index, item in enumerate(items):
+        own: list[Violation] = []
+        _check(member, item, f"{path}.{index + 1}.member", own)
+        broken = broken or bool(own)
+    return broken
 
 
-def _check_map(shape: Shape, value: Any, path: str) -> Problem | None:
-    assert isinstance(shape, MapShape)
-    if not isinstance(value, dict):
-        return path, value, _MAP
-    problem = _length(shape, value, path)
-    if problem is not None:
-        return problem
-    for key, item in value.items():
-        problem = _check(shape.key, key, f"{path}.{key}.key") or _check(
-            shape.value, item, f"{path}.{key}.value")
-        if problem is not None:
-            return problem
-    return None
+def _all_constraints(member: Shape) -> str:
+    """Every constraint of ``member``, as AWS lists them inside "[...]": length (maximum
+    first), pattern, enum, range."""
+    metadata = member.metadata
+    words: list[str] = []
+    sized = member.type_name in ("string", "blob", "list", "map")
+    low, high = metadata.get("min"), metadata.get("max")
+    if sized:
+        if high is not None:
+            words.append(f"Member must have length less than or equal to {high}")
+        if low is not None:
+            words.append(f"Member must have length greater than or equal to {low}")
+    pattern = _pattern(metadata.get("pattern"))
+    if pattern is not None:
+        words.append(f"Member must satisfy regular expression pattern: {pattern.pattern}")
+    if metadata.get("enum"):
+        words.append(f"Member must {_enum(metadata['enum'])}")
+    if not sized:
+        if high is not None:
+            words.append(f"Member must have value less than or equal to {high}")
+        if low is not None:
+            words.append(f"Member must have value greater than or equal to {low}")
+    return ", ".join(words)
 
 
-def _check_string(shape: Shape, value: Any, path: str) -> Problem | None:
-    if not isinstance(value, str):
-        return path, value, _STRING
-    problem = _length(shape, value, path)
-    if problem is not None:
-        return problem
-    enum = shape.metadata.get("enum")
-    if enum and value not in enum:
-        return path, value, f"satisfy enum value set: [{', '.join(enum)}]"
-    pattern = _pattern(shape.metadata.get("pattern"))
-    if pattern is not None and pattern.fullmatch(value) is None:
-        return path, value, f"satisfy regular expression pattern: {pattern.pattern}"
-    return None
+def _enum(values: list[str]) -> str:
+    return f"satisfy enum value set: [{', '.join(values)}]"
 
 
-def _check_number(shape: Shape, value: Any, path: str) -> Problem | None:
+def _check_number(shape: Shape, value: Any, path: str, found: list[Violation]) -> None:
     integral = shape.type_name in ("integer", "long")
     types: tuple[type, ...] = (int,) if integral else (int, float)
     if isinstance(value, bool) or not isinstance(value, types):
-        return path, value, _NUMBER
+        raise _kind_error(path, _NUMBER)
     if shape.type_name in _RANGES:
         kind, lowest, highest = _RANGES[shape.type_name]
         if not lowest <= cast(int, value) <= highest:
-            return path, value, kind
+            raise _kind_error(path, kind)
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     if low is not None and value < low:
-        return path, value, f"have value greater than or equal to {low}"
+        found.append(Violation(path, _show(value),
+                               f"Member must have value greater than or equal to {low}"))
     if high is not None and value > high:
-        return path, value, f"have value less than or equal to {high}"
-    return None
+        found.append(Violation(path, _show(value),
+                               f"Member must have value less than or equal to {high}"))
 
 
-def _check_boolean(shape: Shape, value: Any, path: str) -> Problem | None:
-    return None if isinstance(value, bool) else (path, value, _BOOLEAN)
-
-
-def _check_blob(shape: Shape, value: Any, path: str) -> Problem | None:
+def _check_blob(shape: Shape, value: Any, path: str, found: list[Violation]) -> None:
     if isinstance(value, str):  # a nested blob (only top-level ones are decoded on arrival)
         try:
             value = base64.b64decode(value, validate=True)
         except binascii.Error:
-            return path, "<blob>", _BLOB
+            raise _kind_error(path, _BLOB) from None
     if not isinstance(value, bytes | bytearray | jsonbody.Sink):  # a sink: streamed to disk
-        return path, "<blob>", _BLOB
-    return _length(shape, value, path)
+        raise _kind_error(path, _BLOB)
+    _length(shape, value, path, found)
 
 
-def _check_timestamp(shape: Shape, value: Any, path: str) -> Problem | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return None if ok else (path, value, _TIMESTAMP)
-
-
-_CHECKERS = {
-    "structure": _check_structure,
-    "list": _check_list,
-    "map": _check_map,
-    "string": _check_string,
-    "integer": _check_number,
-    "long": _check_number,
-    "float": _check_number,
-    "double": _check_number,
-    "boolean": _check_boolean,
-    "blob": _check_blob,
-    "timestamp": _check_timestamp,
-}
-
-
-def _length(shape: Shape, value: Any, path: str) -> Problem | None:
+def _length(shape: Shape, value: Any, path: str, found: list[Violation]) -> None:
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     size = len(value)
-    shown = "<blob>" if isinstance(value, bytes | bytearray | jsonbody.Sink) else value
+    shown = None if shape.type_name in _UNSHOWN else _show(value)
     if low is not None and size < low:
-        return path, shown, f"have length greater than or equal to {low}"
+        found.append(Violation(path, shown,
+                               f"Member must have length greater than or equal to {low}"))
     if high is not None and size > high:
-        return path, shown, f"have length less than or equal to {high}"
-    return None
+        found.append(Violation(path, shown,
+                               f"Member must have length less than or equal to {high}"))
 
 
 @functools.cache
@@ -318,9 +418,17 @@ def _join(path: str, name: str) -> str:
 
 
 def _show(value: Any) -> str:
-    """A value as AWS's messages print it: JSON's null, true and false ("Value null at
-    'subjectId' ..."), a string quoted."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    text = repr(value) if not isinstance(value, str) else f"'{value}'"
-    return text if len(text) <= 200 else text[:200] + "..."
+    """A value as AWS's messages print it: JSON's null unquoted ("Value null at 'subjectId'"),
+    anything else quoted as Java prints it, numbers too ("Value '100' at 'maxResults'") and a
+    list as "'[a, b]'"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list):
+        text = "[" + ", ".join("null" if item is None else str(item) for item in value) + "]"
+    else:
+        text = str(value)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return f"'{text}'"

@@ -11,7 +11,7 @@ import time
 
 from ecr_emulator import registry_documents as registry
 from ecr_emulator.protocol import Call, Json, action
-from ecr_emulator.validation import input_error
+from ecr_emulator.validation import Violation, validation_exception
 
 SETTINGS = {
     "BASIC_SCAN_TYPE_VERSION": (("AWS_NATIVE", "CLAIR"), "AWS_NATIVE"),
@@ -20,19 +20,21 @@ SETTINGS = {
 }
 
 
-def _known(action_name: str, name: str) -> tuple[tuple[str, ...], str]:
-    known = SETTINGS.get(name)
-    if known is None:
-        raise input_error(action_name, f"1 validation error detected: Value '{name}' at 'name' "
-                          f"failed to satisfy constraint: Member must satisfy enum value set: "
-                          f"[{', '.join(SETTINGS)}]")
-    return known
+def _check(member: str, value: str, allowed: list[str] | tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise validation_exception([Violation(
+            member, f"'{value}'", f"Member must satisfy enum value set: [{', '.join(allowed)}]")])
+
+
+def _known(name: str) -> tuple[tuple[str, ...], str]:
+    _check("name", name, list(SETTINGS))
+    return SETTINGS[name]
 
 
 @action("GetAccountSetting")
 async def get_account_setting(call: Call, params: Json) -> Json:
     name = params["name"]
-    _, default = _known("GetAccountSetting", name)
+    _, default = _known(name)
     stored = await call.state.db.read(registry.get, registry.SETTING, name)
     return {"name": name, "value": stored if stored is not None else default}
 
@@ -40,10 +42,7 @@ async def get_account_setting(call: Call, params: Json) -> Json:
 @action("PutAccountSetting")
 async def put_account_setting(call: Call, params: Json) -> Json:
     name, value = params["name"], params["value"]
-    allowed, _ = _known("PutAccountSetting", name)
-    if value not in allowed:
-        raise input_error("PutAccountSetting", f"1 validation error detected: Value '{value}' "
-                          f"at 'value' failed to satisfy constraint: Member must satisfy enum "
-                          f"value set: [{', '.join(allowed)}]")
+    allowed, _ = _known(name)
+    _check("value", value, allowed)
     await call.state.db.write(registry.put, registry.SETTING, name, value, time.time())
     return {"name": name, "value": value}

@@ -8,6 +8,7 @@ import time
 
 from ecr_emulator import (
     access,
+    conversions,
     image_states,
     image_store,
     manifests,
@@ -21,7 +22,11 @@ from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Failure, Image
 from ecr_emulator.protocol import Call, Json, action
 from ecr_emulator.state import EmulatorState
-from ecr_emulator.validation import is_image_digest, is_tag, tag_error
+from ecr_emulator.validation import digest_error, is_image_digest, is_tag, tag_error
+
+
+def _digest(manifest: str) -> str:
+    return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
 
 
 def _image_id(digest: str, tag: str | None) -> Json:
@@ -39,12 +44,10 @@ async def put_image(call: Call, params: Json) -> Json:
     await templates.create_on_push(state, repository, registry_id)
     await state.db.read(store.get_repository, repository, registry_id)
     manifest = manifests.parse(text, params.get("imageManifestMediaType"))
-    digest = "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    digest = _digest(text)
     if claimed is not None:
         if not is_image_digest(claimed):
-            raise AwsError("InvalidParameterException",
-                           f"Invalid parameter at 'imageDigest' failed to satisfy constraint: "
-                           f"'{claimed}' is not a valid digest")
+            raise digest_error()
         if claimed != digest:
             raise AwsError("ImageDigestDoesNotMatchException",
                            f"The provided digest '{claimed}' does not match the digest "
@@ -129,25 +132,37 @@ def _batch_get(db: sqlite3.Connection, repository: str, registry_id: str,
     pulled: list[int] = []
     for image_id in image_ids:
         found = image_store.resolve(db, repository, image_id)
-        if isinstance(found, Image) and accepted is not None and found.media_type not in accepted:
-            # ECR does not convert formats here; an image no accepted type can carry is absent.
-            found = Failure("ImageNotFound", f"Requested image's media type '{found.media_type}'"
-                            " is not among acceptedMediaTypes")
         if isinstance(found, Image) and image_states.storage_class(db, found.id) == "ARCHIVE":
             # ECR: "Requests to pull the archived image will fail with a 404 error."
             found = Failure("ImageNotFound", "Requested image is archived; restore it with "
                             "UpdateImageStorageClass to pull it")
-        if isinstance(found, Failure):
-            failures.append({"imageId": image_id, "failureCode": found.code,
-                             "failureReason": found.reason})
+        answer = found if isinstance(found, Failure) else _as_accepted(
+            db, found, accepted, by_tag="imageDigest" not in image_id)
+        if isinstance(answer, Failure):
+            failures.append({"imageId": image_id, "failureCode": answer.code,
+                             "failureReason": answer.reason})
             continue
+        assert isinstance(found, Image)
+        text, media_type = answer
+        digest = found.digest if media_type == found.media_type else _digest(text)
         images.append({
-            "imageId": _image_id(found.digest, image_id.get("imageTag")),
-            "imageManifest": image_store.manifest_of(db, found.id),
-            "imageManifestMediaType": found.media_type,
+            "imageId": _image_id(digest, image_id.get("imageTag")),
+            "imageManifest": text,
+            "imageManifestMediaType": media_type,
         })
         pulled.append(found.id)
     return images, failures, pull_times.stale(db, pulled, now)
+
+
+def _as_accepted(db: sqlite3.Connection, image: Image, accepted: list[str] | None,
+                 by_tag: bool) -> tuple[str, str] | Failure:
+    """``image``'s manifest and media type in a format of ``accepted`` (None: any): the one it
+    was pushed in, or, asked for by tag, a conversion ECR makes (conversions.py)."""
+    text = image_store.manifest_of(db, image.id)
+    if accepted is None or image.media_type in accepted:
+        return text, image.media_type
+    converted = conversions.convert(text, image.media_type, accepted) if by_tag else None
+    return converted if converted is not None else conversions.unavailable(image.media_type)
 
 
 @action("ListImages")

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from ecr_emulator import image_states, image_store, paging, store
 from ecr_emulator.actions import pull_through
-from ecr_emulator.errors import AwsError
 from ecr_emulator.image_store import Image
 from ecr_emulator.protocol import Call, Json, action
-from ecr_emulator.validation import is_image_digest
+from ecr_emulator.validation import digest_error, is_image_digest
 
 DEFAULT_PAGE = 20  # "If this parameter is not used, then ListImageReferrers returns up to 20"
 
@@ -40,9 +39,7 @@ async def list_image_referrers(call: Call, params: Json) -> Json:
     repository = params["repositoryName"]
     subject = params["subjectId"]["imageDigest"]
     if not is_image_digest(subject):
-        raise AwsError("InvalidParameterException",
-                       f"Invalid parameter at 'subjectId.imageDigest' failed to satisfy "
-                       f"constraint: '{subject}' is not a valid digest")
+        raise digest_error("subjectId.imageDigest")
     filters = params.get("filter") or {}
     after = paging.decode("ListImageReferrers", params.get("nextToken"), 0)
     limit = paging.page_size(params, DEFAULT_PAGE)

@@ -543,3 +543,57 @@ async def repeated_references(ecr: Any, repo: str) -> Facts:
 
 
 SCENARIOS["repeated references and list limits"] = repeated_references
+
+
+async def broken_constraints(ecr: Any, repo: str) -> Facts:
+    """A value the model's constraints refuse (and botocore sends: it checks no pattern and
+    no maximum) is InvalidParameterException, "Invalid parameter at '<member>' failed to
+    satisfy constraint: '<constraint>'", in the actions whose model declares
+    ValidationException too."""
+    prefix = ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="Bad_Prefix!",
+                                                upstreamRegistryUrl="public.ecr.aws")
+    try:
+        await prefix
+        worded: Any = "none"
+    except ClientError as exc:
+        worded = [exc.response["Error"]["Code"], exc.response["Error"]["Message"].startswith(
+            "Invalid parameter at 'ecrRepositoryPrefix' failed to satisfy constraint: 'Member "
+            "must satisfy regular expression pattern: ")]
+    return {
+        "CreatePullThroughCacheRule prefix off its pattern": worded,
+        "GetLifecyclePolicy repository name off its pattern": await error_of(
+            ecr.get_lifecycle_policy(repositoryName="Not_A_Name!")),
+        "ListImageReferrers maxResults 51": await error_of(ecr.list_image_referrers(
+            repositoryName=repo, subjectId={"imageDigest": digest(b"none")}, maxResults=51)),
+        "DescribeImages maxResults 1001": await error_of(
+            ecr.describe_images(repositoryName=repo, maxResults=1001)),
+    }
+
+
+SCENARIOS["broken constraints"] = broken_constraints
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+async def accepted_media_types(ecr: Any, repo: str) -> Facts:
+    """An OCI image read as Docker schema 2: converted when read by tag (answered with the
+    digest of what is answered), not found when read by digest (user guide, "Container image
+    manifest format support in Amazon ECR")."""
+    text = await image(ecr, repo, "v1")
+    pushed = (await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}],
+                                        acceptedMediaTypes=[OCI_MANIFEST]))["images"]
+    by_tag = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "v1"}],
+                                       acceptedMediaTypes=[DOCKER_MANIFEST])
+    by_digest = await ecr.batch_get_image(
+        repositoryName=repo, imageIds=[{"imageDigest": i["imageId"]["imageDigest"]}
+                                       for i in pushed], acceptedMediaTypes=[DOCKER_MANIFEST])
+    return {
+        "by tag": [[i["imageManifestMediaType"],
+                    i["imageId"]["imageDigest"] == digest(i["imageManifest"])]
+                   for i in by_tag["images"]],
+        "by digest": [f["failureCode"] for f in by_digest["failures"]],
+        "as pushed when accepted": [i["imageManifest"] == text for i in pushed],
+    }
+
+
+SCENARIOS["accepted media types"] = accepted_media_types

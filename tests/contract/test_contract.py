@@ -87,6 +87,17 @@ REFERENCE: dict[str, dict[str, Any]] = {
         "BatchDeleteImage 101 imageIds": "InvalidParameterException",
         "GetAuthorizationToken registryId of 11 digits": "InvalidParameterException",
         "GetAuthorizationToken 11 registryIds": "InvalidParameterException"},
+    # ECR's answers on record (ecr_emulator/validation.py, constraint_error) for actions that
+    # declare ValidationException too.
+    "broken constraints": {
+        "CreatePullThroughCacheRule prefix off its pattern": ["InvalidParameterException", True],
+        "GetLifecyclePolicy repository name off its pattern": "InvalidParameterException",
+        "ListImageReferrers maxResults 51": "InvalidParameterException",
+        "DescribeImages maxResults 1001": "InvalidParameterException"},
+    # The user guide's conversions when an image is pulled by tag, none by digest.
+    "accepted media types": {
+        "by tag": [["application/vnd.docker.distribution.manifest.v2+json", True]],
+        "by digest": ["ImageNotFound"], "as pushed when accepted": [True]},
     CROSS_ACCOUNT: {"without a policy": "AccessDeniedException", "pull granted": True,
                     "push with a pull grant": "AccessDeniedException",
                     "explicit deny over ecr:*": "AccessDeniedException",
@@ -237,6 +248,26 @@ DIFFERENCES[("moto", REPEATED, "GetAuthorizationToken registryId of 11 digits")]
     "none", "a registry id is not held to [0-9]{12}", *UNCHECKED)
 DIFFERENCES[("moto", REPEATED, "GetAuthorizationToken 11 registryIds")] = Difference(
     "none", "a list past the model's 10 registry ids is accepted", *UNCHECKED)
+
+BROKEN = "broken constraints"
+DIFFERENCES[("moto", BROKEN, "CreatePullThroughCacheRule prefix off its pattern")] = Difference(
+    ["500", False], "CreatePullThroughCacheRule is not implemented", "CreatePullThroughCacheRule",
+    "Creates a pull through cache rule.")
+DIFFERENCES[("moto", BROKEN, "GetLifecyclePolicy repository name off its pattern")] = (
+    Difference("RepositoryNotFoundException", "a repository name off the model's pattern is "
+               "looked up", *UNCHECKED))
+DIFFERENCES[("moto", BROKEN, "ListImageReferrers maxResults 51")] = Difference(
+    "500", "ListImageReferrers is not implemented", "ListImageReferrers",
+    "Lists the artifacts associated with a specified subject image.")
+DIFFERENCES[("moto", BROKEN, "DescribeImages maxResults 1001")] = Difference(
+    "none", "maxResults past the model's range is accepted", "DescribeImagesRequest.maxResults",
+    "This value can be between 1 and 1000.")
+ACCEPTED = ("BatchGetImageRequest.acceptedMediaTypes", "The accepted media types for the request.")
+DIFFERENCES[("moto", "accepted media types", "by tag")] = Difference(
+    [["application/vnd.oci.image.manifest.v1+json", False]],
+    "acceptedMediaTypes is ignored: the image is answered as pushed", *ACCEPTED)
+DIFFERENCES[("moto", "accepted media types", "by digest")] = Difference(
+    [], "acceptedMediaTypes is ignored: the image is answered as pushed", *ACCEPTED)
 
 REPORT: dict[str, dict[str, list[str]]] = {}
 

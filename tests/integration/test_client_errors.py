@@ -104,7 +104,7 @@ async def test_parameters_botocore_refuses_are_400_naming_them(
     assert named in error.message
 
 
-async def test_validation_exception_of_a_listing_is_not_a_manifest_error(
+async def test_a_broken_constraint_of_a_listing_is_not_a_manifest_error(
         client: OciClient) -> None:
     repo = f"errors/{os.urandom(3).hex()}"
     await client.push_image(repo, "v1", [os.urandom(100)])
@@ -113,7 +113,7 @@ async def test_validation_exception_of_a_listing_is_not_a_manifest_error(
                            params={"artifactType": "application/" + "x" * 300})
     error = _client_error(reply, 400, "UNSUPPORTED")
     assert error["detail"] == {"ecr_action": "ListImageReferrers",
-                               "ecr_error": "ValidationException"}
+                               "ecr_error": "InvalidParameterException"}
 
 
 async def test_invalid_parameter_maps_by_action(client: OciClient,

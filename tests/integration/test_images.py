@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -101,8 +102,9 @@ async def test_token_cache_single_call_under_load(upstream: EmulatorProcess,
 async def test_accept_header_decides_the_accepted_media_types(gateway: GatewayProcess,
                                                               upstream: EmulatorProcess,
                                                               repo: str) -> None:
-    """BatchGetImage gets the client's Accept as acceptedMediaTypes; a manifest stored in a
-    type the client does not accept is not served to it."""
+    """BatchGetImage gets the client's Accept as acceptedMediaTypes. A manifest stored in a
+    type the client does not accept is converted by ECR when read by tag (OCI to Docker
+    schema 2, served with its own digest), and not served when read by digest."""
     docker_v2 = "application/vnd.docker.distribution.manifest.v2+json"
     oci = "application/vnd.oci.image.manifest.v1+json"
     async with aiohttp.ClientSession() as session:
@@ -110,16 +112,25 @@ async def test_accept_header_decides_the_accepted_media_types(gateway: GatewayPr
         digest, manifest = await client.push_image(repo, "v1", [os.urandom(64)])
         for reference in ("v1", digest):
             url = f"{gateway.url}/v2/{repo}/manifests/{reference}"
-            for accept, status in ((docker_v2, 404), (oci, 200), (f"{docker_v2}, {oci}", 200),
-                                   ("*/*", 200), (None, 200)):
+            for accept, status in ((oci, 200), (f"{docker_v2}, {oci}", 200), ("*/*", 200),
+                                   (None, 200)):
                 headers = {"Accept": accept} if accept else {}
                 async with session.get(url, headers=headers) as r:
                     assert r.status == status, (reference, accept, r.status)
-                    if status == 200:
-                        assert await r.read() == manifest
-                        assert r.headers["Content-Type"] == oci
-                    else:
-                        assert (await r.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+                    assert await r.read() == manifest
+                    assert r.headers["Content-Type"] == oci
+        async with session.get(f"{gateway.url}/v2/{repo}/manifests/v1",
+                               headers={"Accept": docker_v2}) as r:
+            assert r.status == 200
+            converted = await r.read()
+            assert r.headers["Content-Type"] == docker_v2
+            assert r.headers["Docker-Content-Digest"] == digest_of(converted)
+            assert json.loads(converted)["layers"][0]["digest"] == \
+                json.loads(manifest)["layers"][0]["digest"]
+        async with session.get(f"{gateway.url}/v2/{repo}/manifests/{digest}",
+                               headers={"Accept": docker_v2}) as r:
+            assert r.status == 404
+            assert (await r.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
         # The narrowed request reached ECR with the client's type, and ECR refused it.
         calls = [e for e in upstream.requests("BatchGetImage")
                     if e.get("repository") == repo]

@@ -319,15 +319,63 @@ async def test_index_and_children(ecr: Any, repo: str) -> None:
 
 
 async def test_accepted_media_types(ecr: Any, repo: str) -> None:
+    """An image in an accepted format is answered as pushed. Asked for by tag in a format it
+    was not pushed in, ECR converts Docker schema 2 and OCI image manifests into each other
+    (user guide, "Container image manifest format support in Amazon ECR"); by digest it
+    converts nothing: the image is not found in the formats asked for."""
     await ecr.create_repository(repositoryName=repo)
-    await push_image(ecr, repo, "oci")
+    oci, oci_text = await push_image(ecr, repo, "oci")
     wanted = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "oci"}],
                                        acceptedMediaTypes=[OCI_MANIFEST, DOCKER_MANIFEST])
-    assert len(wanted["images"]) == 1
-    refused = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "oci"}],
+    assert [(i["imageManifest"], i["imageManifestMediaType"]) for i in wanted["images"]] == [
+        (oci_text, OCI_MANIFEST)]
+
+    as_docker = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "oci"}],
+                                          acceptedMediaTypes=[DOCKER_MANIFEST])
+    [image] = as_docker["images"]
+    converted = json.loads(image["imageManifest"])
+    pushed = json.loads(oci_text)
+    assert image["imageManifestMediaType"] == DOCKER_MANIFEST
+    assert converted == {
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+        "config": {**pushed["config"], "mediaType": DOCKER_CONFIG},
+        "layers": [{**layer, "mediaType": DOCKER_LAYER} for layer in pushed["layers"]]}
+    # What is answered is what its digest names (a client checks one against the other).
+    assert image["imageId"] == {"imageDigest": digest(image["imageManifest"]),
+                                "imageTag": "oci"}
+    assert as_docker["failures"] == []
+
+    refused = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageDigest": oci}],
                                         acceptedMediaTypes=[DOCKER_MANIFEST])
     assert refused["images"] == []
-    assert refused["failures"][0]["failureCode"] == "ImageNotFound"
+    assert [(f["imageId"], f["failureCode"]) for f in refused["failures"]] == [
+        ({"imageDigest": oci}, "ImageNotFound")]
+
+    _, docker_text = await push_image(ecr, repo, "docker", media_type=DOCKER_MANIFEST,
+                                      config_type=DOCKER_CONFIG, layer_type=DOCKER_LAYER)
+    as_oci = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "docker"}],
+                                       acceptedMediaTypes=[OCI_MANIFEST])
+    [image] = as_oci["images"]
+    pushed = json.loads(docker_text)
+    assert (image["imageManifestMediaType"], json.loads(image["imageManifest"])) == (
+        OCI_MANIFEST, {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "config": {**pushed["config"], "mediaType": OCI_CONFIG},
+                       "layers": [{**layer, "mediaType": "application/vnd.oci.image.layer.v1"
+                                                         ".tar+gzip"}
+                                  for layer in pushed["layers"]]})
+    # No conversion to schema 1 here, none of an artifact or of an index.
+    schema1 = "application/vnd.docker.distribution.manifest.v1+json"
+    await push_image(ecr, repo, "artifact", artifactType="application/vnd.example+json")
+    _, child_text = await push_image(ecr, repo, None)
+    await ecr.put_image(repositoryName=repo, imageManifest=index_manifest([child_text]),
+                        imageTag="index")
+    for tag, accepted in (("docker", [schema1]), ("artifact", [DOCKER_MANIFEST]),
+                          ("index", ["application/vnd.docker.distribution.manifest.list.v2"
+                                     "+json"])):
+        got = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": tag}],
+                                        acceptedMediaTypes=accepted)
+        assert got["images"] == [], tag
+        assert [f["failureCode"] for f in got["failures"]] == ["ImageNotFound"], tag
 
 
 async def test_batch_get_image_failures(ecr: Any, repo: str) -> None:
@@ -384,10 +432,63 @@ async def test_invalid_parameter_messages_are_ecrs(ecr: Any, repo: str) -> None:
     assert bad_id.value.response["Error"]["Message"] == (
         "Invalid parameter at 'registryIds' failed to satisfy constraint: 'Member must "
         "satisfy constraint: [Member must satisfy regular expression pattern: [0-9]{12}]'")
+    # Every constraint of the list's member, whichever broke (as AWS lists them).
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as upper:
+        await ecr.describe_repositories(repositoryNames=[repo, "Upper"])
+    assert upper.value.response["Error"]["Message"].startswith(
+        "Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'Member must "
+        "satisfy constraint: [Member must have length less than or equal to 256, Member must "
+        "have length greater than or equal to 2, Member must satisfy regular expression "
+        "pattern: ")
     with pytest.raises(ecr.exceptions.InvalidParameterException) as eleven:
         await ecr.get_authorization_token(registryIds=["123456789012"] * 11)
     assert "'registryIds' failed to satisfy constraint: 'Member must have length less than " \
            "or equal to 10'" in eleven.value.response["Error"]["Message"]
+
+
+async def test_broken_constraints_are_invalid_parameter_in_every_action(
+        shared_emulator: EmulatorProcess, repo: str) -> None:
+    """Also where the model declares ValidationException too: ECR answered a lifecycle
+    policy text under the model's 100 characters, and a pull through cache rule prefix off
+    its pattern, with InvalidParameterException."""
+    async with ecr_client(shared_emulator.url, retries={"total_max_attempts": 1},
+                          parameter_validation=False) as ecr:
+        await _broken_constraints(ecr, repo)
+
+
+async def _broken_constraints(ecr: Any, repo: str) -> None:
+    await ecr.create_repository(repositoryName=repo)
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as short:
+        await ecr.put_lifecycle_policy(repositoryName=repo, lifecyclePolicyText="{}")
+    assert short.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'lifecyclePolicyText' failed to satisfy constraint: 'Member "
+        "must have length greater than or equal to 100'")
+    assert short.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as prefix:
+        await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="Team!",
+                                                 upstreamRegistryUrl="public.ecr.aws")
+    assert prefix.value.response["Error"]["Message"].startswith(
+        "Invalid parameter at 'ecrRepositoryPrefix' failed to satisfy constraint: 'Member "
+        "must satisfy regular expression pattern: ")
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as referrers:
+        await ecr.list_image_referrers(repositoryName=repo,
+                                       subjectId={"imageDigest": "sha256:" + "a" * 64},
+                                       maxResults=51)
+    assert "'maxResults' failed to satisfy constraint: 'Member must have value less than or " \
+           "equal to 50'" in referrers.value.response["Error"]["Message"]
+    # The first broken constraint in the model's order is named.
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as two:
+        await ecr.list_images(repositoryName=repo, maxResults=1001, filter={"tagStatus": "ANY"},
+                              registryId="1")
+    assert two.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'registryId' failed to satisfy constraint: 'Member must satisfy "
+        "regular expression pattern: [0-9]{12}'")
+    with pytest.raises(ecr.exceptions.InvalidParameterException) as name:
+        await ecr.create_repository(repositoryName="Team/App")
+    assert name.value.response["Error"]["Message"] == (
+        "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'must satisfy "
+        "regular expression '[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)"
+        "[a-z0-9]+)*)*''")
 
 
 async def test_batch_delete_image(ecr: Any, repo: str) -> None:

@@ -253,7 +253,7 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("ListImageReferrers", R, "an unknown repository",
      lambda c: c.ecr.list_image_referrers(repositoryName=nowhere(c),
                                           subjectId={"imageDigest": MISSING})),
-    ("ListImageReferrers", "ValidationException", "maxResults 51 (the model allows 50)",
+    ("ListImageReferrers", IPE, "maxResults 51 (the model allows 50)",
      lambda c: c.ecr.list_image_referrers(repositoryName="a1",
                                           subjectId={"imageDigest": MISSING}, maxResults=51)),
     ("ListImageReferrers", IPE, "a subject digest that is not one",
@@ -266,7 +266,10 @@ NATURAL: list[tuple[str, str, str, Trigger]] = [
 # Injected here: internal failures, KMS (not emulated) and upstream failures (raised for
 # real by pull through cache in tests/emulator/model/test_pull_through*.py).
 NOT_EMULATED = {"ServerException", "KmsException", "UnableToGetUpstreamImageException",
-                "UnableToGetUpstreamLayerException", "UnableToListUpstreamImageReferrersException"}
+                "UnableToGetUpstreamLayerException", "UnableToListUpstreamImageReferrersException",
+                # Declared by ListImageReferrers, but ECR answers a broken constraint of the
+                # model with InvalidParameterException (validation.constraint_error).
+                "ValidationException"}
 # Only reachable through a separate emulator (one repository allowed).
 TINY = [("CreateRepository", "LimitExceededException", "a second repository (limit 1)")]
 # BatchGetImage's LimitExceededException is ECR's request-rate quota, which is not emulated.
@@ -418,7 +421,7 @@ async def test_failed_completion_ends_the_upload(ctx: Ctx) -> None:
     # A readable body that breaks a constraint: the action's own error.
     ("CreateRepository", b'{"repositoryName": "Upper"}', "InvalidParameterException"),
     ("ListImageReferrers", b'{"repositoryName": "a1", "subjectId": {"imageDigest": "sha256:'
-     + b"a" * 64 + b'"}, "maxResults": 51}', "ValidationException"),
+     + b"a" * 64 + b'"}, "maxResults": 51}', "InvalidParameterException"),
     ("NoSuchAction", b"{}", "UnknownOperationException"),
 ])
 async def test_malformed_requests(errors_emulator: EmulatorProcess, target: str, body: bytes,

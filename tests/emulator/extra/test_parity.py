@@ -138,19 +138,19 @@ ECR_NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("PutLifecyclePolicy", IPE, "a tagged rule without prefixes or patterns",
      lambda c: _then(c.create(), c.ecr.put_lifecycle_policy, repositoryName=c.repo,
                      lifecyclePolicyText=BAD_RULES + " " * 20)),
-    ("PutLifecyclePolicy", VE, "a policy text under the model's 100 characters",
+    ("PutLifecyclePolicy", IPE, "a policy text under the model's 100 characters",
      lambda c: c.raw.put_lifecycle_policy(repositoryName="a1", lifecyclePolicyText="{}")),
     ("GetLifecyclePolicy", R, "an unknown repository",
      lambda c: c.ecr.get_lifecycle_policy(repositoryName=c.nowhere)),
     ("GetLifecyclePolicy", "LifecyclePolicyNotFoundException", "no policy set",
      lambda c: _then(c.create(), c.ecr.get_lifecycle_policy, repositoryName=c.repo)),
-    ("GetLifecyclePolicy", VE, "an upper-case repository name",
+    ("GetLifecyclePolicy", IPE, "an upper-case repository name",
      lambda c: c.raw.get_lifecycle_policy(repositoryName="Upper")),
     ("DeleteLifecyclePolicy", R, "an unknown repository",
      lambda c: c.ecr.delete_lifecycle_policy(repositoryName=c.nowhere)),
     ("DeleteLifecyclePolicy", "LifecyclePolicyNotFoundException", "no policy set",
      lambda c: _then(c.create(), c.ecr.delete_lifecycle_policy, repositoryName=c.repo)),
-    ("DeleteLifecyclePolicy", VE, "an upper-case repository name",
+    ("DeleteLifecyclePolicy", IPE, "an upper-case repository name",
      lambda c: c.raw.delete_lifecycle_policy(repositoryName="Upper")),
     ("StartLifecyclePolicyPreview", R, "an unknown repository",
      lambda c: c.ecr.start_lifecycle_policy_preview(repositoryName=c.nowhere)),
@@ -162,7 +162,7 @@ ECR_NATURAL: list[tuple[str, str, str, Trigger]] = [
     ("StartLifecyclePolicyPreview", "LifecyclePolicyPreviewInProgressException",
      "a second preview while the first runs (ECR_EMULATOR_LIFECYCLE_PREVIEW_SECONDS=60)",
      preview_twice),
-    ("StartLifecyclePolicyPreview", VE, "a policy text under 100 characters",
+    ("StartLifecyclePolicyPreview", IPE, "a policy text under 100 characters",
      lambda c: c.raw.start_lifecycle_policy_preview(repositoryName="a1",
                                                     lifecyclePolicyText="{}")),
     ("GetLifecyclePolicyPreview", R, "an unknown repository",
@@ -171,7 +171,7 @@ ECR_NATURAL: list[tuple[str, str, str, Trigger]] = [
      lambda c: _then(c.create(), c.ecr.get_lifecycle_policy_preview, repositoryName=c.repo)),
     ("GetLifecyclePolicyPreview", IPE, "a made-up nextToken",
      lambda c: c.ecr.get_lifecycle_policy_preview(repositoryName="a1", nextToken="garbage")),
-    ("GetLifecyclePolicyPreview", VE, "maxResults 101 (the model allows 100)",
+    ("GetLifecyclePolicyPreview", IPE, "maxResults 101 (the model allows 100)",
      lambda c: c.ecr.get_lifecycle_policy_preview(repositoryName="a1", maxResults=101)),
     ("ListTagsForResource", IPE, "an ARN of another service",
      lambda c: c.ecr.list_tags_for_resource(resourceArn=c.parn())),
@@ -374,9 +374,11 @@ TINY = [("ecr-public", "CreateRepository", "LimitExceededException")]
 
 # Faults that cannot arise in an emulator, or cannot arise at all.
 NEVER = {
-    ("ecr", "GetLifecyclePolicy", IPE): "every invalid input of the action breaks the model's "
-    "shape, which an action declaring ValidationException reports as ValidationException",
-    ("ecr", "DeleteLifecyclePolicy", IPE): "as for GetLifecyclePolicy",
+    **{("ecr", action, VE): "declared, but ECR answers a broken constraint of the model with "
+       "InvalidParameterException (validation.constraint_error) and these actions check "
+       "nothing else that way" for action in (
+           "PutLifecyclePolicy", "GetLifecyclePolicy", "DeleteLifecyclePolicy",
+           "StartLifecyclePolicyPreview", "GetLifecyclePolicyPreview")},
     ("ecr", "UntagResource", "TooManyTagsException"): "removing tags cannot exceed a limit",
     ("ecr-public", "UntagResource", "TooManyTagsException"): "as for ECR",
     ("ecr-public", "PutImage", "ImageTagAlreadyExistsException"):

@@ -51,7 +51,7 @@ async def test_scan_on_push(ecr: Any, repo: str) -> None:
     findings = await ecr.describe_image_scan_findings(repositoryName=repo,
                                                       imageId={"imageTag": "scanned"})
     assert findings["imageScanStatus"]["status"] == "COMPLETE"
-    with pytest.raises(ecr.exceptions.ValidationException):  # the repository name pattern
+    with pytest.raises(ecr.exceptions.InvalidParameterException):  # the repository name pattern
         await ecr.put_image_scanning_configuration(
             repositoryName="Not A Name", imageScanningConfiguration={"scanOnPush": True})
 
@@ -99,7 +99,7 @@ async def test_archive_and_restore(ecr: Any, repo: str) -> None:
     assert restored["imageStatus"] == "ACTIVATING"
     got = await ecr.batch_get_image(repositoryName=repo, imageIds=[{"imageTag": "old"}])
     assert got["images"][0]["imageManifest"] == text
-    with pytest.raises(ecr.exceptions.ValidationException):
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
         await ecr.update_image_storage_class(repositoryName=repo, imageId={"imageTag": "old"},
                                              targetStorageClass="GLACIER")
     with pytest.raises(ecr.exceptions.ImageNotFoundException):

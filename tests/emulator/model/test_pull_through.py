@@ -85,7 +85,7 @@ async def test_rule_lifecycle(ecr: Any, upstream: Registry) -> None:
 
 
 async def test_rule_input_is_validated(ecr: Any, upstream: Registry) -> None:
-    with pytest.raises(ecr.exceptions.ValidationException):  # the model's prefix pattern
+    with pytest.raises(ecr.exceptions.InvalidParameterException):  # the model's prefix pattern
         await ecr.create_pull_through_cache_rule(ecrRepositoryPrefix="Bad_Prefix!",
                                                  upstreamRegistryUrl=upstream.url)
     with pytest.raises(ecr.exceptions.UnsupportedUpstreamRegistryException):
@@ -98,7 +98,7 @@ async def test_rule_input_is_validated(ecr: Any, upstream: Registry) -> None:
         await ecr.create_pull_through_cache_rule(
             ecrRepositoryPrefix=prefix(), upstreamRegistryUrl=upstream.url,
             credentialArn=SECRET_ARN.replace("upstream-AbCdEf", "absent"))
-    with pytest.raises(ecr.exceptions.ValidationException):  # the model's ARN pattern
+    with pytest.raises(ecr.exceptions.InvalidParameterException):  # the model's ARN pattern
         await ecr.create_pull_through_cache_rule(
             ecrRepositoryPrefix=prefix(), upstreamRegistryUrl=upstream.url,
             credentialArn="arn:aws:secretsmanager:us-east-1:1:secret:other/x-123456789012")

@@ -50,9 +50,9 @@ async def test_repository_creation_templates(ecr: Any) -> None:
 
 
 async def test_repository_creation_template_validation(ecr: Any) -> None:
-    with pytest.raises(ecr.exceptions.ValidationException):  # appliedFor enum
+    with pytest.raises(ecr.exceptions.InvalidParameterException):  # appliedFor enum
         await ecr.create_repository_creation_template(prefix="tplbad", appliedFor=["PUSH"])
-    with pytest.raises(ecr.exceptions.ValidationException):  # prefix pattern
+    with pytest.raises(ecr.exceptions.InvalidParameterException):  # prefix pattern
         await ecr.create_repository_creation_template(prefix="Upper/Case",
                                                       appliedFor=["REPLICATION"])
     with pytest.raises(ecr.exceptions.InvalidParameterException):  # filters need the mode
@@ -113,7 +113,7 @@ async def test_registry_scanning_configuration(ecr: Any, repo: str) -> None:
         await ecr.put_registry_scanning_configuration(
             scanType="BASIC", rules=[{"scanFrequency": "CONTINUOUS_SCAN", "repositoryFilters":
                                       [{"filter": "*", "filterType": "WILDCARD"}]}])
-    with pytest.raises(ecr.exceptions.ValidationException):
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
         await ecr.put_registry_scanning_configuration(scanType="DEEP")
     await ecr.put_registry_scanning_configuration(scanType="BASIC", rules=[])
 
@@ -131,7 +131,7 @@ async def test_replication_configuration(ecr: Any) -> None:
     with pytest.raises(ecr.exceptions.InvalidParameterException):  # itself as destination
         await ecr.put_replication_configuration(replicationConfiguration={"rules": [
             {"destinations": [{"region": "us-east-1", "registryId": "123456789012"}]}]})
-    with pytest.raises(ecr.exceptions.ValidationException):
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
         await ecr.put_replication_configuration(replicationConfiguration={"rules": [
             {"destinations": [{"region": "EU WEST", "registryId": "123456789012"}]}]})
     await ecr.put_replication_configuration(replicationConfiguration={"rules": []})
@@ -145,7 +145,7 @@ async def test_signing_configuration(ecr: Any) -> None:
     put = await ecr.put_signing_configuration(signingConfiguration=configuration)
     assert put["signingConfiguration"] == configuration
     assert (await ecr.get_signing_configuration())["signingConfiguration"] == configuration
-    with pytest.raises(ecr.exceptions.ValidationException):
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
         await ecr.put_signing_configuration(signingConfiguration={"rules": [
             {"signingProfileArn": "not-an-arn", "repositoryFilters": [
                 {"filter": "x", "filterType": "WILDCARD_MATCH"}]}]})
@@ -166,7 +166,7 @@ async def test_pull_time_update_exclusions(ecr: Any) -> None:
         "principalArn"] == arn
     with pytest.raises(ecr.exceptions.ExclusionNotFoundException):
         await ecr.deregister_pull_time_update_exclusion(principalArn=arn)
-    with pytest.raises(ecr.exceptions.ValidationException):
+    with pytest.raises(ecr.exceptions.InvalidParameterException):
         await ecr.register_pull_time_update_exclusion(principalArn="arn:aws:s3:::bucket")
 
 

@@ -79,11 +79,22 @@ def test_a_value_of_the_wrong_kind_is_a_serialization_error(action: str, params:
 
 
 def test_a_list_of_strings_is_reported_whole() -> None:
+    """Once, naming the list, with every constraint of its member nested whichever broke (as
+    AWS lists them: "[Member must have length less than or equal to 140, Member must have
+    length greater than or equal to 1, Member must satisfy regular expression pattern: ...]"
+    for Lambda's layers)."""
     error = error_of("BatchCheckLayerAvailability", {
-        "repositoryName": "ab", "layerDigests": ["sha256:" + "a" * 64, "x" * 1001]})
+        "repositoryName": "ab", "layerDigests": ["sha256:" + "a" * 64, "x" * 1001, "y" * 1001]})
     assert error.message == (
         "Invalid parameter at 'layerDigests' failed to satisfy constraint: 'Member must "
-        "satisfy constraint: [Member must have length less than or equal to 1000]'")
+        "satisfy constraint: [Member must have length less than or equal to 1000, Member must "
+        "have length greater than or equal to 0]'")
+    error = error_of("DescribeRepositories", {"repositoryNames": ["ok-name", "Upper"]})
+    assert error.message == (
+        "Invalid parameter at 'repositoryNames' failed to satisfy constraint: 'Member must "
+        "satisfy constraint: [Member must have length less than or equal to 256, Member must "
+        "have length greater than or equal to 2, Member must satisfy regular expression "
+        "pattern: [a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(\\/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*]'")
     # A value of the wrong kind keeps the item's own path: the body does not parse.
     error = error_of("GetAuthorizationToken", {"registryIds": ["123456789012", 5]})
     assert error.name == "SerializationException"
@@ -99,19 +110,95 @@ def test_patterns_read_word_classes_as_java_does() -> None:
     assert "at 'principalArn' failed to satisfy constraint" in error.message
 
 
-def test_operations_declaring_validation_exception_use_it() -> None:
-    error = error_of("ListImageReferrers", {"repositoryName": "ab",
-                                            "subjectId": {"imageDigest": DIGEST},
-                                            "maxResults": 51})
-    assert error.name == "ValidationException"
-    assert error.message == ("1 validation error detected: Value 51 at 'maxResults' failed to "
-                             "satisfy constraint: Member must have value less than or equal to 50")
+@pytest.mark.parametrize(("action", "params", "message"), [
+    # As ECR answered them: both rule actions declare ValidationException too.
+    ("CreatePullThroughCacheRule", {"ecrRepositoryPrefix": "Bad!", "upstreamRegistryUrl": "x"},
+     "Invalid parameter at 'ecrRepositoryPrefix' failed to satisfy constraint: 'Member must "
+     "satisfy regular expression pattern: ^([a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(\\/[a-z0-9]+"
+     "((\\.|_|__|-+)[a-z0-9]+)*)*\\/?|ROOT)$'"),
+    ("DeletePullThroughCacheRule", {"ecrRepositoryPrefix": "Bad!"},
+     "Invalid parameter at 'ecrRepositoryPrefix' failed to satisfy constraint: 'Member must "
+     "satisfy regular expression pattern: ^([a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(\\/[a-z0-9]+"
+     "((\\.|_|__|-+)[a-z0-9]+)*)*\\/?|ROOT)$'"),
+    ("PutLifecyclePolicy", {"repositoryName": "ab", "lifecyclePolicyText": ""},
+     "Invalid parameter at 'lifecyclePolicyText' failed to satisfy constraint: 'Member must "
+     "have length greater than or equal to 100'"),
+    ("ListImageReferrers", {"repositoryName": "ab", "subjectId": {"imageDigest": DIGEST},
+                            "maxResults": 51},
+     "Invalid parameter at 'maxResults' failed to satisfy constraint: 'Member must have value "
+     "less than or equal to 50'"),
+    ("ListImageReferrers", {"repositoryName": "ab"},
+     "Invalid parameter at 'subjectId' failed to satisfy constraint: 'Member must not be "
+     "null'"),
+])
+def test_a_broken_constraint_is_invalid_parameter_for_every_action(
+        action: str, params: dict[str, Any], message: str) -> None:
+    """ECR answers the model's constraints with InvalidParameterException, also in the
+    actions whose model declares ValidationException: the rule actions and PutLifecyclePolicy
+    answered so where users met them (the captures are in validation.constraint_error)."""
+    error = error_of(action, params)
+    assert (error.name, error.status, error.message) == ("InvalidParameterException", 400,
+                                                        message)
 
 
-def test_a_missing_member_is_a_null_value() -> None:
-    error = error_of("ListImageReferrers", {"repositoryName": "ab"})
-    assert error.message == ("1 validation error detected: Value null at 'subjectId' failed "
-                             "to satisfy constraint: Member must not be null")
+def test_every_broken_constraint_is_found_in_the_models_order() -> None:
+    """Each member's constraints, members in the model's order (registryId, repositoryName,
+    imageIds, acceptedMediaTypes); the InvalidParameterException names the first."""
+    params = {"registryId": "1", "repositoryName": "", "imageIds": [
+        {"imageTag": "t" * 301}, {"imageDigest": "d" * 2000}], "acceptedMediaTypes": []}
+    found: list[validation.Violation] = []
+    validation._check(validation._operation("BatchGetImage").input_shape, params, "", found)
+    assert [(v.path, v.constraint) for v in found] == [
+        ("registryId", "Member must satisfy regular expression pattern: [0-9]{12}"),
+        ("repositoryName", "Member must have length greater than or equal to 2"),
+        ("repositoryName", "Member must satisfy regular expression pattern: "
+                           + validation._operation("BatchGetImage").input_shape
+                           .members["repositoryName"].metadata["pattern"]),
+        ("imageIds.1.member.imageTag", "Member must have length less than or equal to 300"),
+        ("acceptedMediaTypes", "Member must have length greater than or equal to 1"),
+    ]
+    assert error_of("BatchGetImage", params).message == (
+        "Invalid parameter at 'registryId' failed to satisfy constraint: 'Member must satisfy "
+        "regular expression pattern: [0-9]{12}'")
+
+
+def test_a_validation_exception_lists_every_broken_constraint() -> None:
+    """AWS's generic form: every constraint, values quoted as AWS prints them (numbers
+    too: "Value '100' at 'maxResults'"), null unquoted, a list as '[a, b]', no value for a
+    structure."""
+    found: list[validation.Violation] = []
+    validation._check(validation._operation("ListImageReferrers").input_shape,
+                      {"repositoryName": "ab", "maxResults": 51,
+                       "filter": {"artifactTypes": ["", "x"]}}, "", found)
+    error = validation.validation_exception(found)
+    assert (error.name, error.status) == ("ValidationException", 400)
+    assert error.message == (
+        "3 validation errors detected: "
+        "Value null at 'subjectId' failed to satisfy constraint: Member must not be null; "
+        "Value '[, x]' at 'filter.artifactTypes' failed to satisfy constraint: Member must "
+        "satisfy constraint: [Member must have length less than or equal to 255, Member must "
+        "have length greater than or equal to 1]; "
+        "Value '51' at 'maxResults' failed to satisfy constraint: Member must have value less "
+        "than or equal to 50")
+
+
+def test_create_repository_words_a_bad_name_as_ecr_does() -> None:
+    """ECR's own check of CreateRepository's name ('must ...', no "Member", the pattern's
+    "/" unescaped), as users quote it; once the model's other constraints hold."""
+    def message(name: str) -> str:
+        return error_of("CreateRepository", {"repositoryName": name}).message
+    assert message("Bad_Name!") == (
+        "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'must satisfy "
+        "regular expression '[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)"
+        "[a-z0-9]+)*)*''")
+    assert message("a") == ("Invalid parameter at 'repositoryName' failed to satisfy "
+                            "constraint: 'must have length greater than or equal to 2'")
+    assert "'imageTagMutability' failed to satisfy constraint: 'Member must satisfy enum" in (
+        error_of("CreateRepository", {"repositoryName": "Bad!", "imageTagMutability": "X"})
+        .message)
+    assert error_of("CreateRepository", {}).message == (
+        "Invalid parameter at 'repositoryName' failed to satisfy constraint: 'Member must not "
+        "be null'")
 
 
 def test_blob_members_come_from_the_model() -> None:
