@@ -52,6 +52,7 @@ from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
 from gateway.oci.request import PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS
 from gateway.oci.routes import add_routes
+from gateway.oci.sending import SEND_IDLE_TIMEOUT
 from gateway.pullthrough.backend import PullThrough
 from gateway.pullthrough.budget import SpoolBudget
 from gateway.pullthrough.upstream import EXACT_BYTES
@@ -240,6 +241,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                                 default_page_size=limits.max_page_size,
                                 direct_reads=direct_io,
                                 referrers_send_timeout=limits.referrers_send_timeout_seconds)
+    app[SEND_IDLE_TIMEOUT] = limits.send_idle_timeout_seconds  # every answer (access.py)
     data = config.data_path
     clients = ClientFactory(max_connections=config.upstream.max_connections,
                             timeout=config.upstream.call_timeout_seconds,

@@ -423,6 +423,14 @@ class LimitsConfig(Section):
     times an answer's size for a moment). Without room, a client holding a quarter of it
     gets 429 at once; anyone else waits up to 10 s, then gets 503 with Retry-After
     (``ecr_gateway_referrers_refusals_total`` counts both). 0: no bound."""
+    send_idle_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 60.0
+    """An answer whose client takes none of its unsent bytes for this long (a full receive
+    window, a reader that stopped) has its connection closed, as nginx's ``send_timeout``:
+    blobs in every mode, manifests, listings, errors. What the answer held is given back
+    at once: in proxy mode the ECR download connection (the HTTP client has 100) and its
+    buffers, an open cache file, a cache fill; in pull-through the client's hold on the
+    spool (the copy into ECR goes on). Time the gateway spends waiting on storage or the
+    upstream does not count; a client reading steadily, however slowly, is not cut."""
     referrers_send_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 60.0
     """To send a referrers answer whole, from its headers to its last byte: a client that
     does not read it in time (a full receive window, a slowloris reader) has its connection

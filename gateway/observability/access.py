@@ -21,6 +21,7 @@ from aiohttp import web
 from gateway.observability.drain import IN_FLIGHT_REQUESTS
 from gateway.observability.logs import REQUEST_ID
 from gateway.observability.metrics import IN_FLIGHT, observe_request
+from gateway.oci.sending import SEND_IDLE_TIMEOUT, SendWatch
 
 log = logging.getLogger("gateway.access")
 
@@ -81,22 +82,34 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
     started = time.monotonic()
     status = 500
     response: web.StreamResponse | None = None
+    cut_after: int | None = None  # bytes sent when its answer was cut
     tracker = request.app.get(IN_FLIGHT_REQUESTS)
     if tracker is not None:
         tracker.enter()
     IN_FLIGHT.inc()
+    # Answers written to a client that stops reading are cut (gateway/oci/sending.py): the
+    # handler's own writes, and an answer it returned, sent here.
+    watch = SendWatch(request, idle=request.app.get(SEND_IDLE_TIMEOUT))
     try:
-        response = await handler(request)
-        status = response.status
-        if tracker is not None and tracker.draining:
-            response.force_close()  # shutting down: the client reconnects elsewhere
-        # FileResponse.prepare() sends the file each time it is called: leave it to aiohttp.
-        if not response.prepared and not isinstance(response, web.FileResponse):
-            try:
-                await response.prepare(request)
-                await response.write_eof()
-            except ConnectionError:
-                status = 499  # the client went away before its answer: nothing to report
+        async with watch:
+            response = await handler(request)
+            status = response.status
+            if tracker is not None and tracker.draining:
+                response.force_close()  # shutting down: the client reconnects elsewhere
+            # FileResponse.prepare() sends the file each time it is called: leave it to
+            # aiohttp (only replicas are sent one: gateway/oci/peer.py).
+            if not response.prepared and not isinstance(response, web.FileResponse):
+                try:
+                    await response.prepare(request)
+                    await response.write_eof()
+                except ConnectionError:
+                    status = 499  # the client went away before its answer: nothing to report
+        if watch.cut:
+            status = 499  # its answer did not reach it whole
+            cut_after = request.writer.output_size
+            # Whatever the handler was making went with it; the connection is closed.
+            return web.Response(status=499)
+        assert response is not None  # the block ended only by the watch or with an answer
         return response
     except web.HTTPException as exc:
         status = exc.status
@@ -110,7 +123,7 @@ async def access_log(request: web.Request, handler: Handler) -> web.StreamRespon
             tracker.leave()
         seconds = time.monotonic() - started
         bytes_in = int(getattr(request.content, "total_bytes", 0) or 0)
-        bytes_out = _bytes_out(request, response)
+        bytes_out = _bytes_out(request, response) if cut_after is None else cut_after
         route = _route_label(request)
         observe_request(route, request.method, status, seconds, bytes_in, bytes_out)
         fields = {

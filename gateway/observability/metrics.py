@@ -103,6 +103,12 @@ REFERRERS_REFUSALS = Counter("ecr_gateway_referrers_refusals", "Referrers reads 
                               "not read within limits.referrers_send_timeout_seconds: the "
                               "connection closed, the room given back)", ["bound"],
                               registry=REGISTRY)
+SEND_CUTS = Counter("ecr_gateway_send_cuts", "Answers whose connection was cut because the "
+                    "client did not read them, by route (the route table's id: end-2 blobs, "
+                    "end-3 manifests...) and timeout: idle (no progress within "
+                    "limits.send_idle_timeout_seconds), whole (a referrers answer not sent "
+                    "within limits.referrers_send_timeout_seconds)", ["route", "timeout"],
+                    registry=REGISTRY)
 PULLTHROUGH_BYTES = Counter("ecr_gateway_pullthrough_bytes", "Blob bytes read from upstream "
                             "registries into ECR", ["registry"], registry=REGISTRY)
 # What upstream registries say of their rate limits (Docker Hub's RateLimit-Limit and

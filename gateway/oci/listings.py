@@ -3,16 +3,13 @@ at a time, each page's `Link` naming the next."""
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import logging
 from collections.abc import Callable
 from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
 
-from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import REFERRERS_REFUSALS
 from gateway.oci.backend import ReferrersPage
 from gateway.oci.context import CATALOG_FILTER, registry, request_context, settings
@@ -20,8 +17,7 @@ from gateway.oci.digests import parse_digest
 from gateway.oci.errors import PAGINATION_INVALID, OciError
 from gateway.oci.mediatypes import OCI_INDEX
 from gateway.oci.middleware import stamp
-
-log = logging.getLogger(__name__)
+from gateway.oci.sending import SendWatch
 
 _PIECE = 256 * 1024  # written at a time: what the loop copies before another client's turn
 
@@ -116,35 +112,17 @@ async def _send_referrers(request: web.Request, name: str, digest: str,
     stamp(response, request["request_id"])
     # The page keeps its room in limits.max_referrers_bytes until it is sent: a client that
     # does not read (a full window) would keep it, and others' reads refused, for as long as
-    # it liked. Its room is not given back when the bytes reach the write buffer instead:
-    # they are still in this process, and the page with them until the last is written.
-    deadline = asyncio.timeout(settings(request).referrers_send_timeout)
-    try:
-        async with deadline:
-            await response.prepare(request)
-            await _write_pieces(response, pieces)
-            await response.write_eof()
-    except TimeoutError:
-        if not deadline.expired():
-            raise
-        _cut_off(request, response.content_length)
+    # it liked; one taking a byte now and then would keep it for hours within the idle
+    # timeout every answer has (sending.py). So a referrers answer must be sent whole in
+    # time. Its room is not given back when the bytes reach the write buffer instead: they
+    # are still in this process, and the page with them until the last is written.
+    async with SendWatch(request, whole=settings(request).referrers_send_timeout,
+                         setting="limits.referrers_send_timeout_seconds",
+                         counted=REFERRERS_REFUSALS.labels("send_timeout").inc):
+        await response.prepare(request)
+        await _write_pieces(response, pieces)
+        await response.write_eof()
     return response
-
-
-_SLOW = Sparing()  # said once a minute (the metric counts every cut)
-
-
-def _cut_off(request: web.Request, size: int) -> None:
-    """The client did not read its answer in time: its connection goes, what was buffered
-    for it with it, and the page's room is given back."""
-    REFERRERS_REFUSALS.labels("send_timeout").inc()
-    count = _SLOW.due("send_timeout")
-    if count is not None:
-        log.warning("referrers answer of %d bytes not read within "
-                    "limits.referrers_send_timeout_seconds %g: connection closed%s", size,
-                    settings(request).referrers_send_timeout, unsaid(count))
-    if request.transport is not None:
-        request.transport.abort()  # the client sees a broken transfer
 
 
 _INDEX_HEAD = orjson.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})[:-2]

@@ -79,20 +79,32 @@ async def _answer(request: web.Request, handler: Handler,
         code = _HTTP_REFUSALS.get(exc.status, REQUEST_INVALID)
         return render(OciError(code, {"path": request.rel_url.path[:300]}, message=exc.reason,
                                status=exc.status), request_id)
-    except ConnectionResetError:
-        # The client vanished mid-request; nobody reads the answer and nothing half-done was
-        # kept (uploads record only acknowledged bytes), so this is not an error of ours.
+    except ConnectionError as exc:
+        # The client vanished mid-request (a reset while its answer waited for room comes as
+        # a plain ConnectionError); nobody reads the answer and nothing half-done was kept
+        # (uploads record only acknowledged bytes), so this is not an error of ours.
+        if not isinstance(exc, ConnectionResetError) and not _client_gone(request):
+            return _unhandled(request, exc, request_id)
         errors_log.info("client went away during %s %s", request.method,
                         request.rel_url.path)
         return web.Response(status=400, headers={"X-Request-Id": request_id})
     except Exception as exc:
-        if isinstance(exc, OSError) and is_disk_full(exc):
-            # Wherever on the way (session store, staging, a cache), a full disk is a
-            # condition of this server, not a bug: one line, and an answer clients retry.
-            errors_log.warning("disk full on %s %s: %s", request.method,
-                               request.rel_url.path, exc.strerror or exc)
-            return render(disk_full(exc), request_id)
-        errors_log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
-        return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),
-                            content_type="application/json",
-                            headers={"X-Request-Id": request_id})
+        return _unhandled(request, exc, request_id)
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def _unhandled(request: web.Request, exc: Exception, request_id: str) -> web.Response:
+    """An error of the gateway's (called where it was caught: the traceback is logged)."""
+    if isinstance(exc, OSError) and is_disk_full(exc):
+        # Wherever on the way (session store, staging, a cache), a full disk is a
+        # condition of this server, not a bug: one line, and an answer clients retry.
+        errors_log.warning("disk full on %s %s: %s", request.method,
+                           request.rel_url.path, exc.strerror or exc)
+        return render(disk_full(exc), request_id)
+    errors_log.exception("unhandled error on %s %s", request.method, request.rel_url.path)
+    return web.Response(status=500, body=json.dumps(_INTERNAL).encode(),
+                        content_type="application/json",
+                        headers={"X-Request-Id": request_id})
