@@ -24,7 +24,9 @@ class NotPrivate(PermissionError):
 def private_dir(path: Path) -> None:
     """Make ``path`` (and missing parents) a folder only this user can enter. One that is
     a link, or belongs to another user, is refused (NotPrivate): whoever owns it could
-    swap the files in it."""
+    swap the files in it. So is one below a folder of another user's (:func:`check_above`),
+    before anything is made there."""
+    check_above(path)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode):
@@ -33,6 +35,25 @@ def private_dir(path: Path) -> None:
         raise NotPrivate(f"{path} belongs to another user (uid {info.st_uid})")
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.chmod(path, 0o700)  # made by a version that left it readable by everyone
+
+
+def check_above(path: Path) -> None:
+    """NotPrivate when a folder above ``path`` (links above it followed; ``path`` itself is
+    for the caller to judge) belongs to another user than this one and root. Its owner may
+    rename what it holds at any time, whatever the modes below, and put a folder of theirs
+    in its place: a check made at start, and every later open by name, would then go into
+    that folder (the emulator would read a credentials file of theirs, and follow their
+    links to the layers)."""
+    own = os.geteuid()
+    above = Path(os.path.realpath(path.absolute().parent))
+    for folder in (above, *above.parents):
+        try:
+            owner = os.stat(folder).st_uid
+        except OSError:
+            continue  # not made yet (mkdir says why it cannot be) or not ours to look at
+        if owner not in (own, 0):
+            raise NotPrivate(f"{folder} belongs to another user (uid {owner}), who could put "
+                             f"a folder of theirs in place of {path}")
 
 
 def own_regular_file(info: os.stat_result) -> bool:
