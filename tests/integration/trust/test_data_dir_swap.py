@@ -25,24 +25,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import IN_CI
+from tests.integration.trust.conftest import ATTACKER_UID
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient
 
-ATTACKER_UID = 65534  # nobody
 ATTACKER_KEY, ATTACKER_SECRET = "AKIDATTACKER0001", "attacker-secret"
 SECRET_LAYER = b"the layer only the gateway's users may read"
 
-
-@pytest.fixture(autouse=True)
-def _as_root() -> None:
-    """Folders of another user need root to be made; under CI that is a failure, not a skip."""
-    if os.geteuid() != 0:
-        message = "folders of another user need root to be made"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+pytestmark = pytest.mark.usefixtures("as_root")
 
 
 @pytest.fixture

@@ -20,24 +20,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.tokens import GENERATED_KEY
-from tests.conftest import IN_CI
 from tests.integration.auth.helpers import SERVICE, bearer, write_htpasswd
+from tests.integration.trust.conftest import ATTACKER_UID
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 
-ATTACKER_UID = 65534  # nobody
+pytestmark = pytest.mark.usefixtures("as_root")
+
 PUSH = [{"type": "repository", "name": "team-a/app", "actions": ["pull", "push"]}]
-
-
-
-@pytest.fixture(autouse=True)
-def _as_root() -> None:
-    """Files of another user need root to be made; under CI that is a failure, not a skip."""
-    if os.geteuid() != 0:
-        message = "files of another user need root to be made"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _attacker_key(path: Path) -> ec.EllipticCurvePrivateKey:
