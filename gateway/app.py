@@ -56,7 +56,14 @@ from gateway.oci.sending import SEND_IDLE_TIMEOUT
 from gateway.pullthrough.backend import PullThrough
 from gateway.pullthrough.budget import SpoolBudget
 from gateway.pullthrough.upstream import EXACT_BYTES
-from gateway.state import cache_events, fill_locks, session_store, staged_peers
+from gateway.state import (
+    cache_events,
+    fill_locks,
+    redis_connection,
+    session_store,
+    staged_peers,
+)
+from gateway.state.connect import RedisConnection
 from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
@@ -68,6 +75,8 @@ CLIENTS = web.AppKey("clients", ClientFactory)
 SESSIONS = web.AppKey("sessions", SessionStore)
 BREAKER = web.AppKey("breaker", CircuitBreaker)
 REACHABILITY = web.AppKey("reachability", Reachability)
+# The shared Redis (state.backend redis): its health says whether it is taken as down.
+SHARED_REDIS = web.AppKey("shared_redis", RedisConnection)
 # The backends (REGISTRY may be a wrapper around them): readiness, expiry, notices.
 STORAGE = web.AppKey("storage", Storage)
 
@@ -108,25 +117,35 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         step = "no ECR authorization token"
         await storage.authorization_token(config.upstream.region)
         step = "the upload session store is unavailable"
+        redis = request.app.get(SHARED_REDIS)
+        if redis is not None and not redis.health.up:  # said once, when it went down
+            return _unready(step)
         await request.app[SESSIONS].ping()
     except Exception as exc:  # any failure means not ready: which step, not its details
         # The details (addresses, errors) go to the log: anyone may ask /readyz.
         # "(step)": a step's last word followed by a colon reads as a credential's name to the
         # log's redaction ("token: An error occurred" would lose its first word)
         log.warning("not ready (%s): %s", step, str(exc)[:300])
-        return web.json_response({"status": "unavailable", "reason": step},
-                                 status=503, headers={"Retry-After": "1"})
+        return _unready(step)
     return web.json_response({"status": "ready"})
+
+
+def _unready(step: str) -> web.Response:
+    return web.json_response({"status": "unavailable", "reason": step},
+                             status=503, headers={"Retry-After": "1"})
 
 
 async def _expire_idle_sessions(app: web.Application) -> None:
     idle = app[CONFIG].uploads.idle_timeout_seconds
     finished = min(app[CONFIG].uploads.finished_timeout_seconds, idle)
     storage = app[STORAGE]
+    redis = app.get(SHARED_REDIS)
     # once at start: a spool no session names was left by an earlier process
     await _sweep_step("dropping the spools of finished uploads", storage.drop_orphan_spools())
     while True:
         await asyncio.sleep(min(60.0, max(finished / 4, 1.0)))
+        if redis is not None and not redis.health.up:
+            continue  # nothing to read the sessions from: said once, when Redis went down
         await _sweep_step("expiring idle upload sessions",
                           storage.expire_idle_uploads(idle, finished))
         # Spools whose sessions went elsewhere (cancelled or expired through another
@@ -247,7 +266,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
                             timeout=config.upstream.call_timeout_seconds,
                             connect_timeout=config.upstream.connect_timeout_seconds)
     app[CLIENTS] = clients
-    sessions = _private_folder("data_dir", lambda: session_store(config))
+    redis = None
+    if config.state.backend == "redis":  # one connection: one health for all its users
+        redis = app[SHARED_REDIS] = redis_connection(config)
+    sessions = _private_folder("data_dir", lambda: session_store(config, redis))
     app[SESSIONS] = sessions
     app[SESSION_COUNT] = sessions.count
     staging = _private_folder("data_dir", lambda: StagingStore(
@@ -292,8 +314,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
          *(route.registry_url for route in config.routes),
          *(mirror.registry_url for mirror in config.mirrors.values())],
         own=http, make=client, private=up.private_downloads)
-    events = cache_events(config)
-    peers = staged_peers(config)
+    events = cache_events(config, redis)
+    peers = staged_peers(config, redis)
     shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
               events, peers)
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
@@ -308,7 +330,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         EcrPublicBackend(public, *shared, downloads=downloads, upload_bounds=per_client,
                          referrers_budget=referrers_budget)])
     app[STORAGE] = backends
-    fills = fill_locks(config)  # one fetch per blob across replicas
+    fills = fill_locks(config, redis)  # one fetch per blob across replicas
     # Mirrors and routes with an upstream registry fill ECR from it on a miss.
     pulls_through = (any(mirror.upstream for mirror in config.mirrors.values())
                      or any(route.upstream for route in config.routes))
@@ -356,6 +378,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         await downloads.close()
         await clients.close()
         await sessions.close()
+        if redis is not None:
+            await redis.health.close()
 
     app.cleanup_ctx.append(resources)
     add_routes(app)

@@ -309,7 +309,14 @@ class EcrBackend:
 
     async def _peer_copy(self, ctx: RequestContext, digest: str) -> BlobLocation | None:
         assert self.peers is not None
-        holders = await self.peers.holders(digest)
+        try:
+            holders = await self.peers.holders(digest)
+        except OciError:
+            # Redis cannot say who holds it: 503, if the repository holds the layer (a 404
+            # would tell the client that a blob it was told is stored is not).
+            if await self.stat_blob(ctx, digest) is None:
+                return None
+            raise
         if not holders:
             return None
         size = await self.stat_blob(ctx, digest)  # is it in *this* repository?
@@ -415,17 +422,42 @@ class EcrBackend:
 
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         target = self._target(ctx)
-        holder = await self.peers.spool_holder(upload_id) if self.peers is not None else None
         self._held_spools.pop(upload_id, None)
-        size = await self.uploads.finish(ctx.name, upload_id, target, digest, ctx.client)
+        holders: list[str] = []  # who the other replicas are told holds the blob
+
+        async def findable(size: int) -> None:
+            holder = await self._staged_holder(upload_id, digest, size)
+            if holder is not None:
+                assert self.peers is not None
+                await self.peers.record(digest, holder, upload_id)  # or 503: no 201
+                holders.append(holder)
+
+        try:
+            size = await self.uploads.finish(ctx.name, upload_id, target, digest, ctx.client,
+                                             findable=None if self.peers is None else findable)
+        except OciError as exc:
+            if holders and exc.error is oci.DIGEST_INVALID:  # its bytes are not the digest
+                assert self.peers is not None
+                await self.peers.take_back(digest, holders[0], upload_id)
+            raise
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
-        if self.peers is not None:
-            if await self._staging.find(digest) is not None:
-                await self.peers.announce(digest)
-            elif holder is not None and holder != self.peers.self_url:
-                await self.peers.announce(digest, holder, upload_id)
-                settle_spool(self.peers, self._http(), holder, digest, upload_id)
+        if self.peers is not None and holders and holders[0] != self.peers.self_url:
+            settle_spool(self.peers, self._http(), holders[0], digest, upload_id)
+
+    async def _staged_holder(self, upload_id: str, digest: str, size: int) -> str | None:
+        """The replica the others will read the finished blob from until a manifest
+        references it: this one if its spool holds every byte (or the digest is staged here
+        already), else the one the session names as holding every byte (503 when Redis
+        cannot tell), or none (the bytes went through several replicas)."""
+        assert self.peers is not None
+        here = self.peers.self_url
+        if here is not None and (
+                await asyncio.to_thread(self._staging.holds, upload_id, size)
+                or await self._staging.find(digest) is not None):
+            return here
+        holder = await self.peers.spool_holder(upload_id, strict=True)
+        return holder if holder != here else None
 
     async def cancel_upload(self, ctx: RequestContext, upload_id: str) -> None:
         self._held_spools.pop(upload_id, None)

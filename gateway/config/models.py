@@ -459,6 +459,12 @@ class StateConfig(Section):
     """A dead replica's session lock (and blob fill lock) frees itself after this."""
     lock_wait_seconds: Seconds = 60.0
     """A request waits this long for a busy session."""
+    redis_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 2.0
+    """A Redis command not answered within this (the Redis client's retries of a lost
+    connection included) takes Redis as down: the request gets 503 with Retry-After, and
+    every command fails at once, unsent, until Redis answers a PING again."""
+    redis_probe_seconds: Annotated[float, Strict(), Field(gt=0)] = 1.0
+    """While Redis is taken as down, it is PINGed this often (once at once)."""
     peer_url: str | None = None
     """How the other replicas reach this one (for staged blobs read through another replica),
     e.g. http://10.0.0.5:5000. None: the listen address, unless it is a wildcard."""

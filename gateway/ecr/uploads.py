@@ -31,7 +31,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -480,19 +480,24 @@ class UploadManager:
         await asyncio.to_thread(self._staging.discard, session.id)
 
     async def finish(self, name: str, upload_id: str, target: Target,
-                     digest: str, client: str | None = None) -> int | None:
+                     digest: str, client: str | None = None, *,
+                     findable: Callable[[int], Awaitable[None]] | None = None) -> int | None:
         """Complete the layer; returns its size once its bytes were checked against
-        ``digest`` (None for the empty blob, which ECR never holds)."""
+        ``digest`` (None for the empty blob, which ECR never holds). ``findable(size)``
+        makes the blob findable where it must be (the replicas' record of who holds it
+        staged), under the session's lock, before the layer is completed: what it raises
+        leaves the upload as it stood, for the client to finish again."""
         with self._idle.busy():
-            return await self._finish(name, upload_id, target, digest, client)
+            return await self._finish(name, upload_id, target, digest, client, findable)
 
-    async def _finish(self, name: str, upload_id: str, target: Target,
-                      digest: str, client: str | None) -> int | None:
+    async def _finish(self, name: str, upload_id: str, target: Target, digest: str,
+                      client: str | None,
+                      findable: Callable[[int], Awaitable[None]] | None) -> int | None:
         async with self._store.lock(upload_id):
             session = await self._session(name, upload_id, client=client, finished=True,
                                           target=target)
             if session.completed is not None:
-                return await self._close_finished(session, digest)
+                return await self._close_finished(session, digest, findable)
             # Anyone who learned the id may send a PUT that ends the upload unfinished.
             ender = await self._ender(session, client)
             if not digest.startswith("sha256:"):
@@ -519,6 +524,8 @@ class UploadManager:
             sent_here = self._all_sent_here(session.id, stored)
             computed = None if sent_here else await self._checked_here(session, stored, tail,
                                                                         digest, ender)
+            if findable is not None:
+                await findable(session.received)
             upstream_checked = True
             try:
                 # One part, unless the record comes from a version that kept longer tails.
@@ -641,7 +648,8 @@ class UploadManager:
         session.committed = end
         self._sent_from_start(session.id, end)  # ECR holds what the spool holds, as sent
 
-    async def _close_finished(self, session: UploadSession, digest: str) -> int:
+    async def _close_finished(self, session: UploadSession, digest: str,
+                              findable: Callable[[int], Awaitable[None]] | None) -> int:
         """A PUT again on an upload whose layer a request completed (its bytes checked) and
         recorded, but could not answer or close. Closed as finished; the spool is staged
         again if it still hashes to the digest (the request may have died before that)."""
@@ -650,6 +658,8 @@ class UploadManager:
         if await self._spool_digest(session) == digest:
             await asyncio.to_thread(self._staging.promote, session.id, digest,
                                     session.received, b"", _repository_key(session))
+        if findable is not None:
+            await findable(session.received)
         await self._close(session)
         return session.received
 

@@ -45,6 +45,11 @@ IN_FLIGHT = Gauge("ecr_gateway_http_requests_in_flight", "Requests being served 
 UPLOAD_SESSIONS = Gauge("ecr_gateway_upload_sessions_active",
                         "Open upload sessions in the session store (all replicas with redis)",
                         registry=REGISTRY)
+REDIS_DOWN = Gauge("ecr_gateway_redis_down", "1 while this replica takes the shared Redis as "
+                   "down (no answer within state.redis_timeout_seconds): commands that need "
+                   "it fail at once until it answers a PING", registry=REGISTRY)
+REDIS_REFUSED = Counter("ecr_gateway_redis_refused", "Redis commands failed at once, unsent, "
+                        "while the shared Redis was taken as down", registry=REGISTRY)
 UPSTREAM_CALLS = Counter("ecr_gateway_upstream_calls", "ECR API call attempts", ["action"],
                          registry=REGISTRY)
 UPSTREAM_RESULTS = Counter("ecr_gateway_upstream_results", "ECR API call attempts by outcome "

@@ -14,13 +14,15 @@ from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
 
 
-def session_store(config: Config) -> SessionStore:
-    """The session store ``state.backend`` names."""
+def session_store(config: Config, redis: RedisConnection | None = None) -> SessionStore:
+    """The session store ``state.backend`` names (``redis``: the connection the replica's
+    other users of Redis share, else one of its own)."""
     if config.state.backend == "redis":
         from gateway.state.redis import RedisSessionStore
 
         idle = config.uploads.idle_timeout_seconds
-        return RedisSessionStore(redis_connection(config), prefix=config.state.key_prefix,
+        return RedisSessionStore(redis or redis_connection(config),
+                                 prefix=config.state.key_prefix,
                                  lock_ttl=config.state.lock_ttl_seconds,
                                  lock_wait=config.state.lock_wait_seconds,
                                  expire_after=max(idle * 2, idle + 300),
@@ -31,28 +33,28 @@ def session_store(config: Config) -> SessionStore:
                              max_tail_bytes=config.limits.max_upload_tail_bytes)
 
 
-def cache_events(config: Config) -> CacheEvents:
+def cache_events(config: Config, redis: RedisConnection | None = None) -> CacheEvents:
     """How replicas tell each other about tag moves and deletes (Redis pub/sub), if shared."""
     if config.state.backend == "redis":
         from gateway.state.events import RedisCacheEvents
 
-        return RedisCacheEvents(redis_connection(config), config.state.key_prefix)
+        return RedisCacheEvents(redis or redis_connection(config), config.state.key_prefix)
     return NoEvents()
 
 
-def staged_peers(config: Config) -> StagedPeers | None:
+def staged_peers(config: Config, redis: RedisConnection | None = None) -> StagedPeers | None:
     """Where other replicas' staged blobs are found (shared state only)."""
     if config.state.backend != "redis":
         return None
-    return StagedPeers(redis_connection(config), config.state.key_prefix,
+    return StagedPeers(redis or redis_connection(config), config.state.key_prefix,
                        keep_seconds=2 * config.uploads.idle_timeout_seconds)
 
 
-def fill_locks(config: Config) -> FillLocks | None:
+def fill_locks(config: Config, redis: RedisConnection | None = None) -> FillLocks | None:
     """One fetch per blob across replicas (shared state only)."""
     if config.state.backend != "redis":
         return None
-    return FillLocks(redis_connection(config), config.state.key_prefix,
+    return FillLocks(redis or redis_connection(config), config.state.key_prefix,
                      ttl=config.state.lock_ttl_seconds,
                      keep_seconds=2 * config.uploads.idle_timeout_seconds)
 
@@ -62,7 +64,9 @@ def redis_connection(config: Config) -> RedisConnection:
     assert config.state.redis_url, "checked when the configuration was loaded"
     return RedisConnection(config.state.redis_url,
                            _secret(config, "redis_password_file"),
-                           _secret(config, "redis_sentinel_password_file"))
+                           _secret(config, "redis_sentinel_password_file"),
+                           timeout=config.state.redis_timeout_seconds,
+                           probe_every=config.state.redis_probe_seconds)
 
 
 def _secret(config: Config, key: str) -> str | None:

@@ -13,22 +13,28 @@ single point of failure:
 Every key the gateway writes in one operation carries the same hash tag (``{<session id>}``,
 ``{<digest>}``), so each operation stays within one Cluster slot.
 
-A command that fails because the server went away is retried for a few seconds (the Redis
-client's own policy); past that the request fails with 503 and Retry-After. Commands that
-change state are written so that running one twice is harmless.
+A command that fails because the server went away is retried (the Redis client's own
+policy) for at most ``state.redis_timeout_seconds``; past that Redis is taken as down, the
+request fails with 503 and Retry-After, and so does every command at once until Redis
+answers a PING again (gateway/state/health.py). Commands that change state are written so
+that running one twice is harmless.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    from gateway.state.health import RedisHealth
 
 _SINGLE = ("redis", "rediss", "unix")
 _SENTINEL = ("redis+sentinel", "rediss+sentinel")
 _CLUSTER = ("redis+cluster", "rediss+cluster")
-# Tries of a command that met a lost connection: a failover (about a second after the master
-# stopped answering, with Sentinel's down-after of 1 s) fits in them.
+# Tries of a command that met a lost connection, within the time a command may take
+# (RedisHealth.timeout): a restart of Redis fits in them.
 _RETRIES = 12
 
 
@@ -91,29 +97,102 @@ def _node(item: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def redis_address(url: str) -> str:
+    """Where ``url`` leads, as the log may say it: hosts and ports (and a Sentinel service's
+    name) or a socket's path, never a user or a password."""
+    try:
+        target = parse_redis_url(url)
+        if target.kind == "single":
+            parts = urlsplit(url)
+            if parts.scheme.lower() == "unix":
+                return parts.path
+            return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    except ValueError:
+        return "(unparsable state.redis_url)"
+    nodes = ",".join(f"{host}:{port}" for host, port in target.nodes)
+    return f"{nodes} (service {target.service})" if target.kind == "sentinel" else nodes
+
+
 @dataclass(frozen=True)
 class RedisConnection:
-    """``state.redis_url`` with the passwords read from their files."""
+    """``state.redis_url`` with the passwords read from their files, and how long a command
+    may wait for an answer (``state.redis_timeout_seconds``) before Redis is taken as down,
+    then PINGed every ``probe_every`` seconds. The clients made from one connection share
+    its :attr:`health`: one outage, said once, for all of them."""
 
     url: str
     password: str | None = field(default=None, repr=False)
     sentinel_password: str | None = field(default=None, repr=False)
+    timeout: float = 2.0
+    probe_every: float = 1.0
+
+    @functools.cached_property
+    def health(self) -> RedisHealth:
+        from gateway.state.health import RedisHealth
+
+        return RedisHealth(redis_address(self.url), self._probe_client, timeout=self.timeout,
+                           probe_every=self.probe_every)
+
+    def _probe_client(self) -> Any:
+        return redis_client(self.url, password=self.password,
+                            sentinel_password=self.sentinel_password,
+                            socket_timeout=self.timeout, retries=0)
 
     def client(self, *, decode_responses: bool = False, socket_timeout: float = 10.0,
                health_check_interval: float = 0) -> Any:
         return redis_client(self.url, password=self.password,
                             sentinel_password=self.sentinel_password,
                             decode_responses=decode_responses, socket_timeout=socket_timeout,
-                            health_check_interval=health_check_interval)
+                            health_check_interval=health_check_interval, health=self.health)
 
 
 def redis_client(url: str, *, password: str | None = None,
                  sentinel_password: str | None = None, decode_responses: bool = False,
-                 socket_timeout: float = 10.0, health_check_interval: float = 0) -> Any:
-    """An asyncio client for ``url`` (a password given apart from the URL wins)."""
+                 socket_timeout: float = 10.0, health_check_interval: float = 0,
+                 retries: int = _RETRIES, health: RedisHealth | None = None) -> Any:
+    """An asyncio client for ``url`` (a password given apart from the URL wins); with
+    ``health``, each of its commands and pipelines is refused at once while Redis is taken
+    as down, and has ``health.timeout`` seconds to be answered otherwise."""
+    client = _client(url, password=password, sentinel_password=sentinel_password,
+                     decode_responses=decode_responses, socket_timeout=socket_timeout,
+                     health_check_interval=health_check_interval, retries=retries)
+    return client if health is None else _guarded(client, health)
+
+
+def _guarded(client: Any, health: RedisHealth) -> Any:
+    """``client`` with every command (scripts included) and every pipeline's execution run
+    under ``health.guard()``. On the instance: one way for a single server, a Sentinel
+    master and a Cluster alike (a pub/sub connection, which waits for messages as long as
+    it likes, is left as it is)."""
+    command, pipeline = client.execute_command, client.pipeline
+
+    async def execute_command(*args: Any, **options: Any) -> Any:
+        async with health.guard():
+            return await command(*args, **options)
+
+    def guarded_pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            async with health.guard():
+                return await execute(*args, **kwargs)
+
+        pipe.execute = run
+        return pipe
+
+    client.execute_command = execute_command
+    client.pipeline = guarded_pipeline
+    return client
+
+
+def _client(url: str, *, password: str | None, sentinel_password: str | None,
+            decode_responses: bool, socket_timeout: float, health_check_interval: float,
+            retries: int) -> Any:
     # redis is imported only when Redis is used (importing it loads a telemetry SDK).
-    from redis.asyncio.retry import Retry
     from redis.backoff import ExponentialWithJitterBackoff
+
+    from gateway.state.health import NotingRetry as Retry
 
     target = parse_redis_url(url)
     # Commands are tried again through a restart of a single server (every pooled connection
@@ -123,7 +202,7 @@ def redis_client(url: str, *, password: str | None = None,
     common: dict[str, Any] = {
         "decode_responses": decode_responses, "socket_connect_timeout": 5,
         "socket_timeout": socket_timeout,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), _RETRIES)}
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries)}
     if target.kind == "single":
         import redis.asyncio as aioredis
 

@@ -97,7 +97,11 @@ class RedisCacheEvents:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
         from redis.exceptions import RedisError
 
+        from gateway.state.health import StateStoreDown
+
         self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
+        self._down: type[Exception] = StateStoreDown  # said once for the outage
+        self._health = connection.health
         self._redis: Any = connection.client(decode_responses=True, health_check_interval=5)
         self._prefix = prefix
         self._channel = f"{prefix}cache"
@@ -127,8 +131,9 @@ class RedisCacheEvents:
         except self._errors as exc:
             # The change itself is done in ECR; peers see it within the caches' own bounds
             # (and flush everything when their subscription comes back).
-            log.warning("cache notice for %s %s not sent: %s: %s", kind, ref,
-                        type(exc).__name__, str(exc)[:120])
+            if not isinstance(exc, self._down):
+                log.warning("cache notice for %s %s not sent: %s: %s", kind, ref,
+                            type(exc).__name__, str(exc)[:120])
         finally:
             del self._waiting[notice_id]
 
@@ -162,7 +167,9 @@ class RedisCacheEvents:
                 pipe.pexpire(self._ack_key(notice.id), int(ACK_WITHIN * 10_000))
                 await pipe.execute()
         except self._errors as exc:  # the publisher stops waiting after ACK_WITHIN
-            log.warning("cache notice %s not acknowledged: %s", notice.id, type(exc).__name__)
+            if not isinstance(exc, self._down):
+                log.warning("cache notice %s not acknowledged: %s", notice.id,
+                            type(exc).__name__)
 
     def listen(self, apply: Apply, reset: Callable[[], None]) -> None:
         self._task = asyncio.create_task(self._run(apply, reset))
@@ -170,6 +177,7 @@ class RedisCacheEvents:
     async def _run(self, apply: Apply, reset: Callable[[], None]) -> None:
         delay = 0.1
         subscribed_before = False
+        lost = False  # said, until subscribed again
         while True:
             try:
                 await self._redis.ping()  # a Cluster client learns its slots before pubsub()
@@ -187,12 +195,14 @@ class RedisCacheEvents:
                                 self._confirmed(str(message["data"]))
                             continue
                         if message["type"] == "subscribe":
+                            self._health.answered()  # before the replica's own writes
                             self._listening = True  # PUBLISH counts this replica too
                             reset()  # notices sent while not listening are lost
                             if subscribed_before:  # the client may reconnect on its own
                                 log.warning("cache notices: subscribed again after a lost "
                                             "connection; caches flushed")
                             subscribed_before = True
+                            lost = False
                             delay = 0.1
                         elif message["type"] == "message":
                             applied = self._apply(message["data"], apply)
@@ -204,8 +214,13 @@ class RedisCacheEvents:
             except self._errors as exc:
                 self._listening = False
                 reset()
-                log.warning("cache notices: subscription lost (%s: %s); caches flushed, "
-                            "retrying in %.1fs", type(exc).__name__, str(exc)[:120], delay)
+                if not lost and not isinstance(exc, self._down):
+                    log.warning("cache notices: subscription lost (%s: %s); caches flushed, "
+                                "subscribing again", type(exc).__name__, str(exc)[:120])
+                lost = True
+            if not self._health.up:  # nothing is sent to it until it answers again
+                await self._health.answering()
+                delay = 0.1
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

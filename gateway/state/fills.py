@@ -45,7 +45,10 @@ class FillLocks:
                  max_wait: float = 3600.0, keep_seconds: float = 3600.0) -> None:
         from redis.exceptions import RedisError
 
+        from gateway.state.health import StateStoreDown
+
         self._errors: tuple[type[Exception], ...] = (RedisError, OSError)
+        self._down: type[Exception] = StateStoreDown  # said once for the outage
         self._redis: Any = connection.client(decode_responses=True)
         self._prefix = prefix
         self._locks = TokenLocks(self._redis, max(int(ttl * 1000), 1000))
@@ -76,8 +79,9 @@ class FillLocks:
             try:
                 taken = await self._locks.take(key, token)
             except self._errors as exc:
-                log.warning("fill lock of %s not taken (%s): filling without it", what,
-                            type(exc).__name__)
+                if not isinstance(exc, self._down):
+                    log.warning("fill lock of %s not taken (%s): filling without it", what,
+                                type(exc).__name__)
                 yield True
                 return
             if taken:
@@ -116,7 +120,8 @@ class FillLocks:
                 pipe.pexpire(self._filled(what), self._keep_ms)
                 await pipe.execute()
         except self._errors as exc:
-            log.warning("filled copy of %s not recorded: %s", what, type(exc).__name__)
+            if not isinstance(exc, self._down):
+                log.warning("filled copy of %s not recorded: %s", what, type(exc).__name__)
 
     async def forget(self, what: str, holder: str) -> None:
         with contextlib.suppress(*self._errors):

@@ -7,8 +7,13 @@ served from the staging store of the replica that received its bytes (gateway/ec
   spool holder after each write request (field ``spool`` of the session's own hash, see
   gateway/state/redis.py, so it goes with the session);
 - the replica that finishes the upload records who holds the blob
-  (``<prefix>staged:{<digest>}``, a hash of replica URL → upload id): itself if it staged
-  it, else the upload's spool holder (docker's PATCH and PUT may land on different replicas);
+  (``<prefix>staged:{<digest>}``, a hash of replica URL → upload id): itself if its spool
+  holds every byte, else the upload's spool holder (docker's PATCH and PUT may land on
+  different replicas). The record is written before the layer is completed: one Redis
+  refuses (full, or down) is a 503 for the client, whose upload stands as it was, never a
+  201 for a blob the other replicas cannot find; the holder hashes the spool before it
+  serves it as the digest (a record for an upload whose digest then proves wrong serves
+  nothing, and is taken back);
 - a replica asked for a blob it neither staged nor can get from ECR streams it from a
   holder's internal endpoint ``GET /_peer/staged/<digest>?upload=<id>``
   (gateway/oci/peer.py), after checking, as for its own staged copies, that the repository
@@ -38,6 +43,7 @@ makes a replica ask ``/_peer/...`` of that host at most, never another path or h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -46,6 +52,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -61,6 +68,12 @@ def spool_subject(upload_id: str) -> str:
     """What a peer's proof for an upload's spool is computed over (never a digest)."""
     return f"spool:{upload_id}"
 
+
+# KEYS: a digest's holders. ARGV: a holder, the upload it was recorded for.
+_TAKE_BACK = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+"""
 
 # Only on a session that still exists: a finished or dropped one leaves nothing behind.
 _NOTE = """
@@ -97,11 +110,16 @@ class StagedPeers:
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
         from redis.exceptions import RedisError
 
+        from gateway.state.health import StateStoreDown, needed
+
         self._errors: tuple[type[Exception], ...] = (RedisError,)
+        self._down: type[Exception] = StateStoreDown  # said once for the outage
+        self._needed = needed  # Redis's refusal as a 503
         self._redis: Any = connection.client(decode_responses=True)
         self._prefix = prefix
         self._keep_ms = max(int(keep_seconds * 1000), 1000)
         self._note = self._redis.register_script(_NOTE)
+        self._take_back = self._redis.register_script(_TAKE_BACK)
         # How the other replicas reach this one (state.peer_url, or the listen address).
         self.self_url: str | None = None
 
@@ -118,12 +136,19 @@ class StagedPeers:
         try:
             await self._note(keys=[self._session(upload_id)], args=[self.self_url])
         except self._errors as exc:
-            log.warning("spool of %s not recorded: %s", upload_id, type(exc).__name__)
+            if not isinstance(exc, self._down):
+                log.warning("spool of %s not recorded: %s", upload_id, type(exc).__name__)
 
-    async def spool_holder(self, upload_id: str) -> str | None:
+    async def spool_holder(self, upload_id: str, *, strict: bool = False) -> str | None:
+        """The replica whose spool holds every byte of the upload so far (None: none
+        recorded, or Redis could not tell; ``strict``: 503 then)."""
         try:
-            found = await self._redis.hget(self._session(upload_id), "spool")
-        except self._errors:
+            with self._needed("shared state store unavailable: the holder of this "
+                              "upload's bytes could not be looked up"):
+                found = await self._redis.hget(self._session(upload_id), "spool")
+        except OciError:
+            if strict:
+                raise
             return None
         return next(iter(replica_urls([str(found)], upload_id)), None) if found else None
 
@@ -139,19 +164,21 @@ class StagedPeers:
             raise self._errors[0]("the peer key could not be read back")
         return str(key).encode()
 
-    async def announce(self, digest: str, holder: str | None = None, upload: str = "") -> None:
-        """Record who holds a staged copy of ``digest``: this replica, or ``holder`` in the
-        spool of ``upload``."""
-        holder = holder or self.self_url
-        if not holder:
-            return
-        try:
+    async def record(self, digest: str, holder: str, upload: str) -> None:
+        """Record ``holder`` as holding ``digest`` (its staged copy, or the spool of
+        ``upload``); Redis's refusal is a 503 (OciError)."""
+        with self._needed("shared state store unavailable: the blob could not be recorded "
+                          "for the other replicas; the upload stands as it was, finish it "
+                          "again"):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._staged(digest), holder, upload)
                 pipe.pexpire(self._staged(digest), self._keep_ms)
                 await pipe.execute()
-        except self._errors as exc:  # then only this replica serves it, as without Redis
-            log.warning("staged copy of %s not announced: %s", digest, type(exc).__name__)
+
+    async def take_back(self, digest: str, holder: str, upload: str) -> None:
+        """Drop the record :meth:`record` wrote, if it still names ``upload``."""
+        with contextlib.suppress(*self._errors):
+            await self._take_back(keys=[self._staged(digest)], args=[holder, upload])
 
     async def announce_all(self, digests: list[str]) -> None:
         """Record this replica as holding each of ``digests`` (its whole staging store, after
@@ -165,16 +192,15 @@ class StagedPeers:
                     pipe.pexpire(self._staged(digest), self._keep_ms)
                 await pipe.execute()
         except self._errors as exc:
-            log.warning("staged copies not announced: %s", type(exc).__name__)
+            if not isinstance(exc, self._down):
+                log.warning("staged copies not announced: %s", type(exc).__name__)
 
     async def holders(self, digest: str) -> list[tuple[str, str]]:
         """The replicas holding a staged copy of ``digest``: (URL, upload id or ""), this
-        one first."""
-        try:
+        one first; Redis not answering is a 503 (OciError)."""
+        with self._needed("shared state store unavailable: the replica holding this blob "
+                          "could not be looked up"):
             found = await self._redis.hgetall(self._staged(digest))
-        except self._errors as exc:
-            log.warning("staged copies of %s not looked up: %s", digest, type(exc).__name__)
-            return []
         urls = replica_urls([str(url) for url in found], digest)
         return sorted(((url, str(found[url])) for url in urls),
                       key=lambda holder: holder[0] != self.self_url)

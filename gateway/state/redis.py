@@ -54,7 +54,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +64,7 @@ from redis.exceptions import RedisError
 from gateway.oci import errors as oci
 from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
+from gateway.state.health import StateStoreDown, needed
 from gateway.state.locks import TokenLocks
 from gateway.state.sessions import SessionLimit, TailBudget, TailsFull, UploadSession
 
@@ -136,17 +137,19 @@ return -1
 # the write that may grow it, HINCRBY, not those that shrink, HDEL): a tail is counted before
 # it is saved, so one whose save is then refused stays counted. A gone session's entry
 # leaves first instead: Redis refuses only a script's first write, so its tail leaves the
-# count even then (its bytes are gone with the session).
+# count even then (its bytes are gone with the session). Nothing is added for a tail not
+# counted: Lua writes 0 negated as "-0", which HINCRBY refuses as not an integer.
 _TOTAL = """
 local size, bound = tonumber(ARGV[2]), tonumber(ARGV[3])
 if ARGV[6] == '1' then
   local gone = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], 'sum', -gone)
+  if gone > 0 then redis.call('HINCRBY', KEYS[1], 'sum', -gone) end
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[4], 'LIMIT', 0, 100)) do
-  redis.call('HINCRBY', KEYS[1], 'sum', -tonumber(redis.call('HGET', KEYS[1], id) or '0'))
+  local due = tonumber(redis.call('HGET', KEYS[1], id) or '0')
+  if due > 0 then redis.call('HINCRBY', KEYS[1], 'sum', -due) end
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
 end
@@ -173,19 +176,9 @@ def _record(session: UploadSession) -> str:
     return json.dumps(record)
 
 
-@contextlib.contextmanager
-def _store_errors() -> Iterator[None]:
-    """Redis down or unreachable: the client gets 503 with Retry-After, not a 500. What went
-    wrong goes to the log only: Redis's errors name its address, the keys and the commands
-    (as /readyz, the answer says which step failed, never its details)."""
-    try:
-        yield
-    except RedisError as exc:
-        log.warning("upload session store unavailable: %s: %s", type(exc).__name__,
-                    str(exc)[:300])
-        raise OciError(oci.UNAVAILABLE, {"state_store": "redis"},
-                       message="upload session store unavailable",
-                       headers={"Retry-After": "1"}) from exc
+def _store_errors() -> contextlib.AbstractContextManager[None]:
+    """A session store's step Redis did not do: 503 with Retry-After (gateway/state/health.py)."""
+    return needed("upload session store unavailable")
 
 
 @dataclass
@@ -397,7 +390,9 @@ class RedisSessionStore:
         if self._max_tail_bytes:
             try:
                 await self._count_total(session_id, 0, gone=True)
-            except RedisError as exc:  # its due time takes it out of the count
+            except StateStoreDown:  # its due time takes it out of the count
+                pass
+            except RedisError as exc:
                 log.warning("upload %s: its tail stays counted until the session's expiry: "
                             "%s", session_id, type(exc).__name__)
 

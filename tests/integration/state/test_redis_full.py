@@ -6,10 +6,14 @@ against ``limits.max_upload_tail_bytes``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 from pathlib import Path
 
 import aiohttp
+import redis as sync_redis
 import redis.asyncio as aioredis
 from redis.exceptions import OutOfMemoryError
 
@@ -82,4 +86,103 @@ async def test_a_full_redis_refuses_clearly_and_loses_nothing_acknowledged(
                 assert not await raw.keys(f"{state['key_prefix']}*tail*")
         finally:
             await raw.aclose()
+    assert "Traceback" not in "\n".join(a.log_lines + b.log_lines)
+
+
+class _FillsBeforeRecord:
+    """A TCP proxy (threads of its own: it serves while the test blocks) that passes the
+    gateways' Redis connections on to ``redis``. Once ``armed``, the first command that
+    records a staged blob's holder waits until Redis is full (filled through a connection of
+    the proxy's own, kept open: what it wrote stays counted): the record is the first write
+    Redis refuses, everything the request wrote before it went through."""
+
+    def __init__(self, redis: RedisServer) -> None:
+        self.redis = redis
+        self.armed = False
+        self.filled = 0
+        self.raw = sync_redis.Redis(port=redis.port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                near, _ = self._listener.accept()
+                far = socket.create_connection(("127.0.0.1", self.redis.port))
+                threading.Thread(target=self._pipe, args=(near, far, True), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(far, near, False),
+                                 daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, commands: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if commands and self.armed and b"staged:{" in data and b"HSET" in data:
+                    self.armed = False
+                    self._fill()
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def _fill(self) -> None:
+        """Big writes until Redis refuses, then small ones: no room is left."""
+        for size in (256 * 1024, 64):
+            with contextlib.suppress(OutOfMemoryError):
+                for _ in range(100_000):
+                    self.raw.set(f"junk:{self.filled}", b"j" * size)
+                    self.filled += 1
+
+    def close(self) -> None:
+        self._listener.close()
+        self.raw.close()
+
+
+async def test_a_staged_blob_record_refused_by_a_full_redis_is_no_201(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """The record that lets the other replicas read a blob before any manifest references
+    it (who holds it staged) is refused by a full Redis: the client gets 503 UNAVAILABLE with
+    Retry-After, not 201 (the record was only logged, and the blob, told stored, read as
+    unknown through the other replica); nothing is half-stored (the repository does not hold
+    the layer yet, the upload stands at its offset), and once Redis has room again the same
+    PUT, on the other replica, completes it and the blob reads back through both."""
+    server = RedisServer(tmp_path / "redis",
+                         extra=["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"])
+    name = f"replicas/full-record-{os.urandom(4).hex()}"
+    blob = os.urandom(100_000)  # its tail waits in Redis until the PUT
+    digest = digest_of(blob)
+    with server:
+        proxy = _FillsBeforeRecord(server)
+        try:
+            state = redis_state(server)
+            state["redis_url"] = f"redis://127.0.0.1:{proxy.port}/0"
+            with replica_pair(tmp_path, upstream, state) as (a, b):
+                raw = aioredis.Redis.from_url(server.url)
+                try:
+                    async with aiohttp.ClientSession() as session:
+                        location = await patch(session, a, await start(session, a, name),
+                                               blob, 0)
+                        sep = "&" if "?" in location else "?"
+                        proxy.armed = True
+                        async with session.put(f"{a.url}{location}{sep}digest={digest}",
+                                               headers=OCTET) as r:
+                            assert proxy.filled, "the record was never sent"
+                            assert r.status == 503, (r.status, await r.text())
+                            assert r.headers["Retry-After"]
+                            error = (await r.json())["errors"][0]
+                            assert error["code"] == "UNAVAILABLE"
+                            assert "could not be recorded" in error["message"]
+                        for gateway in (a, b):  # not half-stored
+                            async with session.head(
+                                    f"{gateway.url}/v2/{name}/blobs/{digest}") as r:
+                                assert r.status == 404, gateway.url
+
+                        await raw.delete(*await raw.keys("junk:*"))  # room again
+                        assert await offset_of(session, b, location) == len(blob)
+                        await finish(session, b, location, digest)
+                        for gateway in (b, a):
+                            assert await read_blob(session, gateway, name, digest) == blob
+                finally:
+                    await raw.aclose()
+        finally:
+            proxy.close()
     assert "Traceback" not in "\n".join(a.log_lines + b.log_lines)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -467,3 +468,34 @@ async def test_a_session_deleted_from_a_full_redis_leaves_the_tails_count(
         finally:
             await raw.aclose()
             await store.close()
+
+
+async def test_a_session_without_a_counted_tail_leaves_the_count_cleanly(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """A session closed with no tail counted (a blob put whole, a tail already sent) takes
+    nothing from the count over all owners, and the entries past their time still leave it.
+    The script added its tail's bytes negated, 0 as "-0", which Redis refuses as not an
+    integer: each such close failed (ResponseError), logged that its tail stays counted, and
+    left the entries past their time where they were."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    store = RedisSessionStore(RedisConnection(redis_server.url), prefix=prefix,
+                              max_tail_bytes=1 << 20)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    all_tails, due = f"{prefix}all-tails:{{tails}}", f"{prefix}tail-due:{{tails}}"
+    try:
+        counted = _session(owner=ALICE, received=1000)
+        await store.create(counted)
+        await store.save(counted, b"t" * 1000, bounded=True)
+        await raw.zadd(due, {"long-gone": 1})  # past its time, its tail no longer counted
+        whole = _session(owner=ALICE)
+        await store.create(whole)
+        with caplog.at_level(logging.WARNING, logger="gateway.state.redis"):
+            await store.delete(whole.id)
+        assert "stays counted" not in caplog.text
+        assert await raw.zscore(due, "long-gone") is None
+        assert int(await raw.hget(all_tails, "sum")) == 1000
+        await store.delete(counted.id)
+        assert not await raw.keys(f"{prefix}*tail*")
+    finally:
+        await raw.aclose()
+        await store.close()
