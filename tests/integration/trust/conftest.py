@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import IN_CI
+from tests.support.gateway import GatewayProcess
 
 ATTACKER_UID = 65534  # nobody: the other local user
 
@@ -29,3 +30,18 @@ def as_root() -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+def refused_start(gateway: GatewayProcess, *said: str) -> bool:
+    """Start ``gateway``; True if it refused (exit code 2, each of ``said`` in its log, no
+    traceback), False if it started (the caller plays the attacker, then stops it)."""
+    try:
+        gateway.start()
+    except RuntimeError:
+        log = "\n".join(gateway.log_lines)
+        assert gateway.process is not None and gateway.process.returncode == 2, log
+        for words in said:
+            assert words in log, log
+        assert "Traceback" not in log, log
+        return True
+    return False

@@ -25,7 +25,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.integration.trust.conftest import ATTACKER_UID
+from tests.integration.trust.conftest import ATTACKER_UID, refused_start
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient
@@ -87,14 +87,8 @@ async def test_a_folder_another_user_owns_above_the_data_stops_the_start(
         _attacker_folder(data_dir.parent)
         owned, entry, below = data_dir.parent, data_dir.name, "emulator"
     gateway = GatewayProcess(data_dir, {})  # the embedded default: auth none, loopback
-    try:
-        gateway.start()
-    except RuntimeError:
-        log = "\n".join(gateway.log_lines)
-        assert gateway.process is not None and gateway.process.returncode == 2, log
-        assert "refusing to start: data_dir: " in log, log
-        assert f"{owned} belongs to another user (uid {ATTACKER_UID})" in log, log
-        assert "Traceback" not in log, log
+    if refused_start(gateway, "refusing to start: data_dir: ",
+                     f"{owned} belongs to another user (uid {ATTACKER_UID})"):
         assert not (data_dir / "emulator").exists()  # nothing was written there
         return
     try:
@@ -124,13 +118,8 @@ async def test_a_blob_cache_below_a_folder_another_user_owns_stops_the_start(
     _attacker_folder(owned)
     config = {"blobs": {"mode": "proxy", "cache": {"path": str(owned / "blobs")}}}
     gateway = GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url)
-    try:
-        gateway.start()
-    except RuntimeError:
-        log = "\n".join(gateway.log_lines)
-        assert gateway.process is not None and gateway.process.returncode == 2, log
-        assert "refusing to start: blobs.cache.path: " in log, log
-        assert f"{owned} belongs to another user (uid {ATTACKER_UID})" in log, log
+    if refused_start(gateway, "refusing to start: blobs.cache.path: ",
+                     f"{owned} belongs to another user (uid {ATTACKER_UID})"):
         assert not (owned / "blobs" / "sha256").exists()  # no folder of blobs made there
         return
     gateway.stop()
