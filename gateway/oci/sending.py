@@ -59,7 +59,10 @@ class SendWatch:
     def __init__(self, request: web.Request, *, idle: float | None = None,
                  whole: float | None = None, setting: str = "limits.send_idle_timeout_seconds",
                  counted: Callable[[], None] | None = None) -> None:
-        self._request = request
+        self._request: web.Request | None = request  # let go of once the block is over
+        self._transport = request.transport
+        self._method = request.method
+        self._route = "other"
         self._idle = idle or 0.0  # 0: progress not watched
         self._whole = whole
         self._setting = setting
@@ -73,7 +76,7 @@ class SendWatch:
 
     async def __aenter__(self) -> SendWatch:
         await self._deadline.__aenter__()
-        if self._idle and self._request.transport is not None:
+        if self._idle and self._transport is not None:
             loop = asyncio.get_running_loop()
             self._still_since = loop.time()
             self._check = loop.call_later(self._idle / 4, self._look)
@@ -90,11 +93,16 @@ class SendWatch:
                 raise
             self._cut_off("idle" if self.cut else "whole")
             return True  # the request's cancellation ends here: the block is over
-        transport = self._request.transport
+        transport = self._transport
         if self._check is not None and transport is not None and \
                 transport.get_write_buffer_size():
             # The answer's end (up to the buffer's high-water mark, 64 KiB) waits for the
             # client after the request: watched on, the connection cut if it does not move.
+            # The request and its task are let go of: what they hold (the answer, a 4 MiB
+            # manifest) must not live on for as long as its last bytes are watched.
+            self._route = self._route_of()
+            self._request = None
+            self._deadline = asyncio.timeout(None)  # the entered one holds the done task
             self._after = True
             self._check = asyncio.get_running_loop().call_later(self._idle / 4, self._look)
         return False
@@ -102,7 +110,7 @@ class SendWatch:
     def _look(self) -> None:
         """Every quarter of ``idle``: has anything unsent moved since the last look?"""
         loop = asyncio.get_running_loop()
-        transport = self._request.transport
+        transport = self._transport
         if transport is None or (transport.is_closing() and not self._after):
             return  # the client went away: its writes fail on their own
         state = _progress(transport)
@@ -120,9 +128,14 @@ class SendWatch:
             return
         self._check = loop.call_later(self._idle / 4, self._look)
 
+    def _route_of(self) -> str:
+        """The route table's id of the request (never its path)."""
+        if self._request is None:
+            return self._route
+        return str(self._request.get("route") or "other")
+
     def _cut_off(self, timeout: str) -> None:
-        request = self._request
-        route = str(request.get("route") or "other")  # the route table's id, never the path
+        route = self._route_of()
         SEND_CUTS.labels(route, timeout).inc()
         if self._counted is not None:
             self._counted()
@@ -131,9 +144,9 @@ class SendWatch:
         if left_out is not None:
             manner = "made no progress" if timeout == "idle" else "was not read"
             log.warning("an answer to %s %s %s within %s %g: connection closed%s",
-                        request.method, route, manner, self._setting, seconds, unsaid(left_out))
-        if request.transport is not None:
-            request.transport.abort()  # what was buffered for it goes; it sees a broken transfer
+                        self._method, route, manner, self._setting, seconds, unsaid(left_out))
+        if self._transport is not None:
+            self._transport.abort()  # what was buffered for it goes; it sees a broken transfer
 
 
 def _progress(transport: asyncio.Transport) -> tuple[int, ...]:
