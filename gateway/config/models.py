@@ -420,9 +420,10 @@ class LimitsConfig(Section):
     takes room for the most one ListImageReferrers answer can be (16 MiB) while it waits
     for it, then keeps room for the page it answers (up to about 16 MiB of referrers,
     encoded as sent) until every reader sharing it was sent it (the parsing takes a few
-    times an answer's size for a moment). Without room, a client holding a quarter of it
-    gets 429 at once; anyone else waits up to 10 s, then gets 503 with Retry-After
-    (``ecr_gateway_referrers_refusals_total`` counts both). 0: no bound."""
+    times an answer's size for a moment). Without room a read waits up to 10 s for some
+    (a client's burst is served in turn), then a client holding a quarter of it gets 429,
+    anyone else 503, with Retry-After (``ecr_gateway_referrers_refusals_total`` counts
+    both). 0: no bound."""
     send_idle_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 60.0
     """An answer whose client takes none of its unsent bytes for this long (a full receive
     window, a reader that stopped) has its connection closed, as nginx's ``send_timeout``:

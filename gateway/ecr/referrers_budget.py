@@ -8,13 +8,16 @@ pulls are anonymous) were 20 times that, and slow readers kept them. So a read t
 keeps room for what its page holds (the referrers encoded, as sent), and gives it back when
 the last reader sharing the page has sent it.
 
-Without room, as distribution would answer a registry at capacity and zot a client over its
-rate: a client (user, else address) that already holds a quarter of the total gets ``429
-TOOMANYREQUESTS`` at once, its own excess, so that one client cannot hold the whole total
-from the others; any other read waits up to ``WAIT_SECONDS`` for room (a burst of readers
-is served in turn), then gets ``503 UNAVAILABLE`` with Retry-After, the registry being busy
-rather than the client wrong. A read past its first call that finds no room ends its page
-where it is: the client follows the ``Link`` to the rest.
+Without room a read waits up to ``WAIT_SECONDS`` for some to be given back (a burst of
+readers is served in turn: each call holds its room for milliseconds, and one client
+reading the referrers of 24 images at once, a policy engine or a node checking signatures,
+is answered whole). One client (user, else address) holds at most a quarter of the total,
+so that it cannot hold the whole of it from the others: past the wait, a client still
+holding its quarter gets ``429 TOOMANYREQUESTS`` (as zot answers a client over its rate),
+its own excess; any other read ``503 UNAVAILABLE`` with Retry-After (as distribution answers
+at capacity), the registry being busy rather than the client wrong. A waiting read holds no
+room. A read past its first call that finds no room ends its page where it is: the client
+follows the ``Link`` to the rest.
 """
 
 from __future__ import annotations
@@ -65,19 +68,21 @@ class ReferrersBudget:
         return True
 
     async def take(self, client: str | None, amount: int) -> None:
-        """Room for ``amount`` more: at once, after a wait for others to give some back, or
-        refused (429: ``client`` holds its share already; 503: no room came)."""
+        """Room for ``amount`` more: at once, or after a wait for some to be given back, or
+        refused when none came in time (429: ``client`` still holds its share; 503: the
+        total is full)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
         while not self.try_take(client, amount):
-            if not self._client_fits(client, amount):
-                raise self._refused("client", TOOMANYREQUESTS,
-                                    "this client's referrers answers take their share already")
             freed, left = self._freed, deadline - loop.time()
             try:
                 async with asyncio.timeout(max(left, 0.0)):
                     await freed.wait()
             except TimeoutError:
+                if not self._client_fits(client, amount):
+                    raise self._refused(
+                        "client", TOOMANYREQUESTS,
+                        "this client's referrers answers take their share already") from None
                 raise self._refused("total", UNAVAILABLE,
                                     "referrers answers take their memory already") from None
 

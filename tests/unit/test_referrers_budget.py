@@ -1,6 +1,6 @@
-"""The referrers budget (gateway/ecr/referrers_budget.py): a client past its quarter is
-refused at once, anyone else waits for room, and a shared page's room is given back when
-the last of its readers has sent it."""
+"""The referrers budget (gateway/ecr/referrers_budget.py): a read without room waits for
+some, then a client past its quarter is refused with 429, anyone else with 503; and a
+shared page's room is given back when the last of its readers has sent it."""
 
 from __future__ import annotations
 
@@ -17,15 +17,22 @@ from gateway.oci.mediatypes import Descriptor
 MiB = 1024 * 1024
 
 
-async def test_a_client_past_its_quarter_is_refused_at_once() -> None:
-    budget = ReferrersBudget(100 * MiB, wait=5.0)
+async def test_a_client_past_its_quarter_waits_for_its_own_room_then_is_refused() -> None:
+    budget = ReferrersBudget(100 * MiB, wait=0.3)
     await budget.take("addr:a", 20 * MiB)
+    waiting = asyncio.create_task(budget.take("addr:a", 10 * MiB))  # 30 of 25
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # a burst of the client's own reads is served in turn
+    await budget.take("addr:b", 20 * MiB)  # another client's room is its own
+    budget.give("addr:a", 15 * MiB)
+    await waiting  # its own room given back
+    started = asyncio.get_running_loop().time()
     with pytest.raises(OciError) as refused:
-        await budget.take("addr:a", 10 * MiB)  # 30 of 25: no wait
+        await budget.take("addr:a", 15 * MiB)  # 30 of 25, and nothing is given back
+    assert asyncio.get_running_loop().time() - started >= 0.25
     assert refused.value.error.status == 429
     assert refused.value.headers == {"Retry-After": "1"}
-    await budget.take("addr:b", 20 * MiB)  # another client's room is its own
-    assert budget.held == 40 * MiB
+    assert budget.held == 35 * MiB
 
 
 async def test_without_room_a_read_waits_then_is_refused() -> None:

@@ -140,9 +140,8 @@ def _annotated_referrer(subject: bytes, number: int) -> bytes:
 
 # Readers in a process of their own: reading hundreds of MiB on this process's loop would
 # hold the bystander here, not in the gateway. Each reader is a client of its own, from an
-# address of its own (127.0.0.2, 127.0.0.3, ...): one client reading the same long list
-# sixteen times at once holds more than its share of ``limits.max_referrers_bytes`` and is
-# rightly refused (429), which is not what this test is about.
+# address of its own (127.0.0.2, 127.0.0.3, ...), as the many readers of an attack are: one
+# client's readers share a quarter of ``limits.max_referrers_bytes``, and wait for it in turn.
 _READERS = """
 import http.client, sys, urllib.parse
 from concurrent.futures import ThreadPoolExecutor

@@ -23,7 +23,12 @@ import orjson
 import pytest
 
 from tests.integration.trust.test_event_loop_stalls import _annotated_referrer
-from tests.integration.trust.test_referrers_pages import _push, _subject, _walk
+from tests.integration.trust.test_referrers_pages import (
+    _push,
+    _small_referrer,
+    _subject,
+    _walk,
+)
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 from tests.support.oci import OciClient, digest_of
@@ -121,6 +126,30 @@ async def test_many_pages_held_at_once_stay_within_the_budget(
     # Every room was given back: the whole list again, from an address that was refused.
     listed, _ = await _walk(session, listing)
     assert sorted(listed) == sorted(digest_of(body) for body in notes.values())
+
+
+async def test_one_client_reads_the_referrers_of_many_images_at_once(
+        gateway: GatewayProcess, repo: str, session: aiohttp.ClientSession) -> None:
+    """A policy engine or a node checking the signatures of 24 images at once, from one
+    address, with small referrers lists. Each ListImageReferrers call first takes room for
+    the most its answer can be (16 MiB), so one client's quarter of the default bound admits
+    two calls at once: the rest got 429 at once (21 of 24). Now they wait for the client's
+    own room, which each call gives back within milliseconds, and every one is answered."""
+    client = OciClient(session, gateway.url)
+    subjects = [_subject(f"many{number}") for number in range(24)]
+    await _push(session, client, repo, {f"s{n}": body for n, body in enumerate(subjects)})
+    await _push(session, client, repo, {
+        f"note{n}": _small_referrer(body, f"signed {n}") for n, body in enumerate(subjects)})
+
+    async def referrers(subject: bytes) -> tuple[int, list[str]]:
+        async with session.get(client.url(f"/v2/{repo}/referrers/{digest_of(subject)}")) as reply:
+            body = await reply.read()
+            if reply.status != 200:
+                return reply.status, [body[:200].decode(errors="replace")]
+            return 200, [m["annotations"]["note"] for m in orjson.loads(body)["manifests"]]
+
+    answers = await asyncio.gather(*(referrers(subject) for subject in subjects))
+    assert answers == [(200, [f"signed {n}"]) for n in range(24)], answers
 
 
 SEND_TIMEOUT = 5.0  # limits.referrers_send_timeout_seconds of the gateway below
