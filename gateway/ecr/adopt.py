@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.oci.errors import OciError
 from gateway.state.peers import PROOF_HEADER, StagedPeers, spool_subject
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,12 @@ async def adopt_spool(peers: StagedPeers, http: aiohttp.ClientSession, spool: Pa
     if size == 0 or have == size:
         return
     start = held if held is not None and have == held and held < size else 0
-    headers = {PROOF_HEADER: await peers.proof(spool_subject(upload_id)),
-               "Range": f"bytes={start}-{size - 1}"}
+    try:
+        proof = await peers.proof(spool_subject(upload_id))
+    except OciError:  # Redis gone since the lookup: not staged here, as for any failure
+        log.info("spool of %s not adopted from %s: no proof", upload_id, holder)
+        return
+    headers = {PROOF_HEADER: proof, "Range": f"bytes={start}-{size - 1}"}
     # A whole copy goes to a new file, replacing the spool only once complete; the rest of
     # one is appended, and cut off again if it does not arrive whole.
     target = spool.with_name(spool.name + ".adopting") if start == 0 else spool
@@ -115,6 +120,6 @@ async def _settle(peers: StagedPeers, http: aiohttp.ClientSession, holder: str, 
             if answer.status != 200:
                 log.info("%s did not keep the spool of %s: %d", holder, upload_id,
                          answer.status)
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OciError) as exc:  # OciError: no proof
         log.info("%s not asked to keep the spool of %s: %s", holder, upload_id,
                  type(exc).__name__)

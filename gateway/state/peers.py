@@ -206,9 +206,13 @@ class StagedPeers:
                       key=lambda holder: holder[0] != self.self_url)
 
     async def proof(self, subject: str) -> str:
-        """The proof for ``subject`` (a digest, or :func:`spool_subject`), good for a minute."""
+        """The proof for ``subject`` (a digest, or :func:`spool_subject`), good for a minute;
+        Redis's refusal (the key is kept there) is a 503 (OciError)."""
         expiry = str(int(time.time()) + PROOF_SECONDS)
-        return f"{expiry}.{_mac(await self._secret(), expiry, subject)}"
+        with self._needed("shared state store unavailable: another replica's copy could "
+                          "not be asked for"):
+            secret = await self._secret()
+        return f"{expiry}.{_mac(secret, expiry, subject)}"
 
     async def check(self, subject: str, proof: str) -> bool:
         # As bytes: text outside ASCII, which a header may hold, is a stranger's proof (a
