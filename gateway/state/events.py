@@ -5,9 +5,16 @@ With the Redis state backend every replica publishes such a change on the channe
 ``<prefix>cache`` once ECR has taken it, and every replica listens there and drops the
 answers its pull caches hold for it. A replica that loses its subscription (Redis restarted,
 network cut) may have missed notices: it forgets everything it cached, when the loss is
-noticed and again once it listens again. Without Redis there is nothing to tell: other
-writers are seen within the caches' own bounds (``cache.tag_ttl_seconds``,
-``cache.manifest_revalidate_seconds``).
+noticed and again once it listens again. So does a replica that took Redis as down
+(gateway/state/health.py) while its subscription looked alive: a frozen Redis (SIGSTOP, a
+stalled host) breaks no connection, so the listener PINGs Redis every ``ping_every`` seconds
+(no answer: Redis taken as down) and looks every ``_LOOK_UP_EVERY`` whether any command
+took it as down meanwhile. A replica whose notice could not be published (the change is in
+ECR all the same) publishes ``{"from": <replica id>, "kind": "flush"}`` once Redis answers
+again, and every other replica forgets everything it cached: one that never noticed the
+outage would otherwise keep serving the old tag until ``cache.tag_ttl_seconds``. Without
+Redis there is nothing to tell: other writers are seen within the caches' own bounds
+(``cache.tag_ttl_seconds``, ``cache.manifest_revalidate_seconds``).
 
 A write is answered only once the other replicas have applied its notice: each one that
 applies a notice publishes its id on the publisher's own channel ``<prefix>ack:<replica
@@ -23,7 +30,8 @@ refuses every write that may take memory, but not PUBLISH) delays no write.
 A notice is JSON: ``{"from": <replica id>, "id": <notice id>, "kind": "tag" | "manifest" |
 "repository" | "repository_gone", "repo": [registry id, region, repository], "ref": <tag,
 digest or repository>, "acks": "publish"}``. A replica that does not know a kind drops the
-repository's kept tag lists only. A notice without ``acks`` comes from an earlier version,
+repository's kept tag lists only (an earlier version logs a ``flush`` as malformed and
+ignores it). A notice without ``acks`` comes from an earlier version,
 which waits for acknowledgments pushed onto ``<prefix>ack:{<notice id>}``: it gets them
 there (during a rolling upgrade; a list refused by a full Redis delays that write by
 ``ACK_WITHIN``).
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import uuid
@@ -48,6 +57,9 @@ RepoKey = tuple[str | None, str, str]
 Apply = Callable[[str, RepoKey, str], None]  # kind, repository, tag or digest
 # How long a write waits for the other replicas to apply its notice.
 ACK_WITHIN = 1.0
+# How often the listener looks up from its subscription to see whether Redis was taken as
+# down meanwhile (a frozen Redis breaks no subscription: nothing tells it otherwise).
+_LOOK_UP_EVERY = 0.5
 
 
 class CacheEvents(Protocol):
@@ -93,7 +105,10 @@ class _Applied:
 
 
 class RedisCacheEvents:
-    def __init__(self, connection: RedisConnection, prefix: str) -> None:
+    def __init__(self, connection: RedisConnection, prefix: str, *,
+                 ping_every: float = 5.0) -> None:
+        """``ping_every``: how often the listener PINGs Redis, to learn that Redis stopped
+        answering while its subscription looks alive."""
         # redis is imported only when Redis is used (importing it loads a telemetry SDK).
         from redis.exceptions import RedisError
 
@@ -106,8 +121,12 @@ class RedisCacheEvents:
         self._prefix = prefix
         self._channel = f"{prefix}cache"
         self._id = uuid.uuid4().hex
+        self._ping_every = ping_every
         self._listening = False  # subscribed: PUBLISH's count includes this replica
         self._task: asyncio.Task[None] | None = None
+        # A notice of this replica's was not published: the others are told to flush.
+        self._unsent = False
+        self._telling: asyncio.Task[None] | None = None
         # Notice id -> the acknowledgments this replica's notice still waits for.
         self._waiting: dict[str, _Acks] = {}
 
@@ -129,13 +148,35 @@ class RedisCacheEvents:
             if others > 0:
                 await self._acknowledged(notice_id, acks, others)
         except self._errors as exc:
-            # The change itself is done in ECR; peers see it within the caches' own bounds
-            # (and flush everything when their subscription comes back).
+            # The change itself is done in ECR, but a replica that never lost its
+            # subscription (Redis frozen, not restarted) would serve the old answer until
+            # its cache's bound: every replica is told to flush once Redis answers again.
+            self._tell_to_flush()
             if not isinstance(exc, self._down):
                 log.warning("cache notice for %s %s not sent: %s: %s", kind, ref,
                             type(exc).__name__, str(exc)[:120])
         finally:
             del self._waiting[notice_id]
+
+    def _tell_to_flush(self) -> None:
+        self._unsent = True
+        if self._telling is None or self._telling.done():
+            # A context of its own: not the request's whose notice was lost.
+            self._telling = asyncio.create_task(self._flush_notice(),
+                                                context=contextvars.Context())
+
+    async def _flush_notice(self) -> None:
+        """Publish ``flush`` once Redis answers again (again if a notice is lost
+        meanwhile)."""
+        while self._unsent:
+            await self._health.answering()
+            self._unsent = False
+            try:
+                await self._redis.publish(self._channel,
+                                          json.dumps({"from": self._id, "kind": "flush"}))
+            except self._errors:
+                self._unsent = True
+                await asyncio.sleep(self._health.probe_every)
 
     async def _acknowledged(self, notice_id: str, acks: _Acks, others: int) -> None:
         """Wait until ``others`` replicas applied the notice (or ``ACK_WITHIN`` passed)."""
@@ -175,19 +216,29 @@ class RedisCacheEvents:
         self._task = asyncio.create_task(self._run(apply, reset))
 
     async def _run(self, apply: Apply, reset: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
         delay = 0.1
         subscribed_before = False
         lost = False  # said, until subscribed again
         while True:
             try:
+                outages = self._health.outages
                 await self._redis.ping()  # a Cluster client learns its slots before pubsub()
+                ping_at = loop.time() + self._ping_every
                 async with self._redis.pubsub() as pubsub:
                     # One command: once it listens to notices, it hears acknowledgments.
                     # Notices first: a Cluster client subscribes on the node of the first
                     # channel's slot, the one whose PUBLISH counts every replica.
                     await pubsub.subscribe(self._channel, self._ack_channel(self._id))
                     while True:
-                        message = await pubsub.get_message(timeout=5.0)
+                        message = await pubsub.get_message(timeout=_LOOK_UP_EVERY)
+                        if loop.time() >= ping_at:  # no answer: taken as down (below)
+                            await self._redis.ping()
+                            ping_at = loop.time() + self._ping_every
+                        if self._health.outages != outages:
+                            # Redis was taken as down meanwhile (by this PING or any
+                            # command), however briefly: the notices of that time are lost.
+                            raise self._down("Redis was taken as down while listening")
                         if message is None:
                             continue
                         if message["channel"] != self._channel:
@@ -196,6 +247,7 @@ class RedisCacheEvents:
                             continue
                         if message["type"] == "subscribe":
                             self._health.answered()  # before the replica's own writes
+                            outages = self._health.outages  # the flush below covers them
                             self._listening = True  # PUBLISH counts this replica too
                             reset()  # notices sent while not listening are lost
                             if subscribed_before:  # the client may reconnect on its own
@@ -205,7 +257,7 @@ class RedisCacheEvents:
                             lost = False
                             delay = 0.1
                         elif message["type"] == "message":
-                            applied = self._apply(message["data"], apply)
+                            applied = self._apply(message["data"], apply, reset)
                             if applied is not None:
                                 await self._acknowledge(applied)
             except asyncio.CancelledError:
@@ -224,11 +276,14 @@ class RedisCacheEvents:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _apply(self, data: str, apply: Apply) -> _Applied | None:
+    def _apply(self, data: str, apply: Apply, reset: Callable[[], None]) -> _Applied | None:
         """Apply another replica's notice; what to acknowledge (None: nothing)."""
         try:
             notice = json.loads(data)
             if notice["from"] == self._id:
+                return None
+            if notice["kind"] == "flush":  # its notices were lost: anything may have changed
+                reset()
                 return None
             registry, region, repository = notice["repo"]
             apply(str(notice["kind"]), (registry, region, repository), str(notice["ref"]))
@@ -242,8 +297,9 @@ class RedisCacheEvents:
         return _Applied(notice_id, sender, notice.get("acks") == "publish")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        for task in (self._task, self._telling):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         await self._redis.aclose()

@@ -14,6 +14,9 @@ makes the replica take Redis as *down*:
 - a ``PING`` on a connection of its own, at once and then every
   ``state.redis_probe_seconds``, tells when Redis answers again: commands go to it again
   from then on, with nothing to restart;
+- the cache notices of the outage are taken as lost: the replica flushes its pull caches,
+  and tells the others to if a notice of its own was not sent (gateway/state/events.py,
+  which watches :attr:`RedisHealth.outages`);
 - the log says so once when Redis is taken as down (where it is, never a password, and what
   the command met) and once when it answers again (after how long, how many commands were
   refused meanwhile); ``ecr_gateway_redis_down`` is 1 meanwhile, ``/readyz`` answers 503.
@@ -100,6 +103,7 @@ class RedisHealth:
         self.probe_every = probe_every
         self._probe_client = probe_client
         self._down_since: float | None = None
+        self._outages = 0
         self._refused = 0
         self._probe: asyncio.Task[None] | None = None
         self._answering = asyncio.Event()
@@ -109,6 +113,12 @@ class RedisHealth:
     def up(self) -> bool:
         """False while Redis is taken as down."""
         return self._down_since is None
+
+    @property
+    def outages(self) -> int:
+        """How many times Redis was taken as down so far: a listener that finds it grew
+        knows Redis was down meanwhile, however short the outage."""
+        return self._outages
 
     async def answering(self) -> None:
         """Return once Redis is not (or no longer) taken as down."""
@@ -141,6 +151,7 @@ class RedisHealth:
         if self._down_since is not None:
             return  # said once for this outage
         self._down_since = time.monotonic()
+        self._outages += 1
         self._refused = 0
         self._answering.clear()
         REDIS_DOWN.set(1)
