@@ -32,6 +32,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.observability.drain import graceful_stop
 from gateway.observability.logs import announce
 from gateway.observability.tracing import Tracing
+from gateway.oci.connections import connection_bounds, raise_open_file_limit
 from gateway.oci.limits import server_options
 from gateway.oci.peer import STAGED_PEERS
 from gateway.oci.server import OciAppRunner
@@ -183,6 +184,7 @@ async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None)
     # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
     limits = config.limits
     runner = OciAppRunner(app, access_log=None, handle_signals=False,
+                          bounds=connection_bounds(config, raise_open_file_limit()),
                            shutdown_timeout=min(config.shutdown_grace_seconds, 2.0),
                            **server_options(max_header_bytes=limits.max_header_bytes,
                                             max_headers=limits.max_headers,

@@ -407,6 +407,17 @@ class LimitsConfig(Section):
     """A request body taking longer is cut (408)."""
     header_timeout_seconds: Seconds = 60.0
     """To send a request's headers (and keep-alive idle)."""
+    max_client_connections: Count | None = None
+    """Client connections open at once in this process, each a file descriptor, which the
+    requests' own files and upstream connections need too: past it a new connection gets
+    503 with Retry-After and is closed before anything of it is read. None: half the
+    process's open-file limit (the gateway raises its soft limit to the hard one at start),
+    at most 16,384; 0: no bound."""
+    max_connections_per_client: Count = 1024
+    """Of those, at most this many (and never more than a quarter of them) from one client
+    (its address's key, ``client_key``: no login is known before a request), so that one
+    client cannot hold them all: past it 429 with Retry-After, closed at once. Connections
+    of ``trusted_proxies`` count in the total only. 0: a quarter of the total."""
     max_header_bytes: Count = 8190
     """One request line or header field."""
     max_headers: Count = 100

@@ -101,6 +101,13 @@ UPLOAD_REFUSALS = Counter("ecr_gateway_upload_refusals", "Upload requests refuse
                           "client's bytes in ECR, limits.max_abandoned_upload_bytes_per_client), "
                           "tail_total (the local session store's tails, "
                           "limits.max_upload_tail_bytes)", ["bound"], registry=REGISTRY)
+CLIENT_CONNECTIONS = Gauge("ecr_gateway_client_connections", "Client connections open, "
+                           "bounded by limits.max_client_connections", registry=REGISTRY)
+CONNECTION_REFUSALS = Counter("ecr_gateway_connection_refusals", "Client connections answered "
+                              "and closed before anything was read, by bound: total (503, "
+                              "limits.max_client_connections), client (429, the address holds "
+                              "limits.max_connections_per_client)", ["bound"],
+                              registry=REGISTRY)
 REFERRERS_REFUSALS = Counter("ecr_gateway_referrers_refusals", "Referrers reads refused for "
                               "want of room in limits.max_referrers_bytes, by bound: client "
                               "(429, the client holds its quarter already), total (503, none "

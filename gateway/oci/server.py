@@ -8,17 +8,22 @@ A body whose framing breaks after its head (a chunk size that is not hex, in a l
 fails the handler reading it at once, with the parser's error: aiohttp's C parser drops such
 a body's reader without telling it, so the handler would wait for bytes that never come.
 
-aiohttp exposes no hook for either: ``RequestHandler.handle_error`` and ``data_received`` are
-the methods its server calls, and ``_make_server`` the method every ``BaseRunner`` subclass
-provides to build its server, so they are overridden in subclasses rather than patched
-globally.
+A connection past the server's bounds (gateway/oci/connections.py) is answered and closed as
+it is made, before its handler starts.
+
+aiohttp exposes no hook for any of these: ``RequestHandler.connection_made``,
+``handle_error`` and ``data_received`` are the methods its server calls, and
+``_make_server`` the method every ``BaseRunner`` subclass provides to build its server, so
+they are overridden in subclasses rather than patched globally.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
+from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
@@ -26,6 +31,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
+from gateway.oci.connections import Admitted, ConnectionBounds
 from gateway.oci.errors import REQUEST_INVALID, OciError
 from gateway.oci.middleware import render
 
@@ -33,7 +39,30 @@ log = logging.getLogger("gateway.errors")
 
 
 class _OciRequestHandler(RequestHandler):
+    _bounds: ConnectionBounds | None = None
+    _admitted: Admitted | None = None
+    _refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._bounds = getattr(self._manager, "bounds", None)
+        if self._bounds is not None:
+            self._admitted = self._bounds.admit(transport)
+            if self._admitted is None:  # answered and closed: nothing of it is read
+                self._refused = True
+                return
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._refused:
+            return
+        if self._bounds is not None and self._admitted is not None:
+            self._bounds.leave(self._admitted)
+            self._admitted = None
+        super().connection_lost(exc)
+
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
         queued = len(self._messages)
         super().data_received(data)
         if len(self._messages) == queued or not isinstance(self._messages[-1][0], _ErrInfo):
@@ -94,15 +123,24 @@ def _is_tls_probe(exc: HttpProcessingError) -> bool:
 
 
 class _OciServer(web.Server):
+    bounds: ConnectionBounds | None
+
     def __call__(self) -> RequestHandler:
         return _OciRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class OciAppRunner(web.AppRunner):
-    """``web.AppRunner`` whose connections answer unparseable requests as OCI errors."""
+    """``web.AppRunner`` whose connections answer unparseable requests as OCI errors, and
+    whose server holds at most what ``bounds`` lets it (gateway/oci/connections.py)."""
+
+    def __init__(self, app: web.Application, *, bounds: ConnectionBounds | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._bounds = bounds
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _OciServer  # same state, one overridden factory method
+        server.bounds = self._bounds  # type: ignore[attr-defined]
         return server
 
