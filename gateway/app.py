@@ -47,7 +47,14 @@ from gateway.oci.context import (
 )
 from gateway.oci.download_targets import DownloadTargets
 from gateway.oci.errors import OciError
-from gateway.oci.limits import LIMITS, UPLOAD_SLOTS, Limits, UploadSlots
+from gateway.oci.limits import (
+    DOWNLOAD_SLOTS,
+    LIMITS,
+    UPLOAD_SLOTS,
+    DownloadSlots,
+    Limits,
+    UploadSlots,
+)
 from gateway.oci.middleware import Handler, oci_errors
 from gateway.oci.peer import add_peer_route
 from gateway.oci.request import PULLTHROUGH_EVENTS, UPSTREAM_ACTIONS
@@ -286,9 +293,12 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         max_uploads_per_client=limits.max_uploads_per_client,
         max_uploads_total=limits.max_uploads_total, max_open_uploads=limits.max_open_uploads,
         body_idle_timeout=limits.body_idle_timeout_seconds,
-        body_timeout=limits.body_timeout_seconds)
+        body_timeout=limits.body_timeout_seconds,
+        max_downloads_per_client=limits.max_blob_downloads_per_client,
+        download_wait=limits.blob_download_wait_seconds)
     app[LIMITS] = oci_limits
     app[UPLOAD_SLOTS] = UploadSlots(oci_limits, sessions.count)
+    app[DOWNLOAD_SLOTS] = DownloadSlots(oci_limits)  # proxied reads' HTTP connections
     router = Router.from_config(config)
 
     def http() -> aiohttp.ClientSession:

@@ -435,6 +435,21 @@ class LimitsConfig(Section):
     (a client's burst is served in turn), then a client holding a quarter of it gets 429,
     anyone else 503, with Retry-After (``ecr_gateway_referrers_refusals_total`` counts
     both). 0: no bound."""
+    max_blob_downloads_per_client: Count = 50
+    """Blob reads one client (its user name, else its address's ``client_key``) streams
+    from storage at once in proxy mode, in each replica: each holds one of the 100
+    connections of the gateway's HTTP client for as long as its client reads. A read beyond
+    it waits up to ``blob_download_wait_seconds`` for one of the client's own to end
+    (waiting holds no connection), then gets 429 with Retry-After; a warning says so once a
+    minute and ``ecr_gateway_blob_download_refusals_total`` counts each refusal. So one
+    client asking for blobs and reading none (anyone, where pulls are anonymous) holds half
+    the connections at most, not all of them while every other client's reads wait and
+    fail. A docker or containerd pull reads 3 layers at once: a node-local mirror pulling 16
+    images at once, or a CI fleet sharing one login, stays within the default. Reads of the
+    blob cache and redirects hold no connection and are not counted. 0: no bound."""
+    blob_download_wait_seconds: Seconds = 10.0
+    """How long a read over its client's ``max_blob_downloads_per_client`` waits for one of
+    the client's own to end before its 429."""
     send_idle_timeout_seconds: Annotated[float, Strict(), Field(gt=0)] = 60.0
     """An answer whose client takes none of its unsent bytes for this long (a full receive
     window, a reader that stopped) has its connection closed, as nginx's ``send_timeout``:

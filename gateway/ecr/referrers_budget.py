@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,6 +32,7 @@ from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import REFERRERS_REFUSALS, SHARED_CALLS
 from gateway.oci.backend import ReferrersPage
 from gateway.oci.errors import TOOMANYREQUESTS, UNAVAILABLE, OciError
+from gateway.oci.limits import Holdings
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,19 @@ class ReferrersBudget:
 
     def __init__(self, limit: int, wait: float = WAIT_SECONDS) -> None:
         self.limit = limit
-        self.held = 0
         self._wait = wait
-        self._per_client: Counter[str] = Counter()
-        self._freed = asyncio.Event()  # set (and replaced) whenever room is given back
+        self._held = Holdings()
+
+    @property
+    def held(self) -> int:
+        return self._held.total
 
     def _fits(self, client: str | None, amount: int) -> bool:
         # Room always admits one read alone, however small the bound.
         return not self.limit or self.held == 0 or self.held + amount <= self.limit
 
     def _client_fits(self, client: str | None, amount: int) -> bool:
-        holds = self._per_client[client] if client is not None else 0
+        holds = self._held.of(client)
         return (not self.limit or client is None or holds == 0
                 or holds + amount <= self.limit // CLIENT_SHARE)
 
@@ -74,30 +76,21 @@ class ReferrersBudget:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait
         while not self.try_take(client, amount):
-            freed, left = self._freed, deadline - loop.time()
-            try:
-                async with asyncio.timeout(max(left, 0.0)):
-                    await freed.wait()
-            except TimeoutError:
+            if not await self._held.freed(deadline - loop.time()):
                 if not self._client_fits(client, amount):
                     raise self._refused(
                         "client", TOOMANYREQUESTS,
-                        "this client's referrers answers take their share already") from None
+                        "this client's referrers answers take their share already")
                 raise self._refused("total", UNAVAILABLE,
-                                    "referrers answers take their memory already") from None
+                                    "referrers answers take their memory already")
 
     def give(self, client: str | None, amount: int) -> None:
         self.add(client, -amount)
-        self._freed.set()
-        self._freed = asyncio.Event()
 
     def add(self, client: str | None, amount: int) -> None:
-        """Count ``amount`` more (fewer, negative), room or not: bytes already held."""
-        self.held += amount
-        if client is not None:
-            self._per_client[client] += amount
-            if self._per_client[client] <= 0:
-                del self._per_client[client]
+        """Count ``amount`` more (fewer, negative: room given back), room or not: bytes
+        already held."""
+        self._held.add(client, amount)
 
     def _refused(self, bound: str, error: Any, message: str) -> OciError:
         REFERRERS_REFUSALS.labels(bound).inc()

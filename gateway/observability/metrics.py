@@ -115,6 +115,11 @@ REFERRERS_REFUSALS = Counter("ecr_gateway_referrers_refusals", "Referrers reads 
                               "not read within limits.referrers_send_timeout_seconds: the "
                               "connection closed, the room given back)", ["bound"],
                               registry=REGISTRY)
+DOWNLOAD_REFUSALS = Counter("ecr_gateway_blob_download_refusals", "Blob reads refused with "
+                            "429 in proxy mode because their client streamed "
+                            "limits.max_blob_downloads_per_client blobs from storage already "
+                            "and none of them ended within limits.blob_download_wait_seconds",
+                            registry=REGISTRY)
 SEND_CUTS = Counter("ecr_gateway_send_cuts", "Answers whose connection was cut because the "
                     "client did not read them, by route (the route table's id: end-2 blobs, "
                     "end-3 manifests...) and timeout: idle (no progress within "

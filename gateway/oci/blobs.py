@@ -29,6 +29,7 @@ from gateway.oci.digests import parse_digest
 from gateway.oci.download_targets import DownloadRefused, download_refused, storage_unreachable
 from gateway.oci.errors import BLOB_UNKNOWN, RANGE_INVALID, UNAVAILABLE, UNSUPPORTED, OciError
 from gateway.oci.files import send_file
+from gateway.oci.limits import download_slot, downloads_full
 from gateway.oci.peer import STAGED_PEERS
 from gateway.oci.ranges import asks_range, forwarded_range
 from gateway.state.peers import PROOF_HEADER
@@ -122,6 +123,11 @@ async def get_blob(request: web.Request, name: str, digest: str) -> web.StreamRe
             # would wait for its copy).
             if not backend.pulls_through(request_context(request), digest) and \
                     not await authorize(count=False):  # the cache's lookup counted the miss
+                break
+            # A client streaming its share of downloads already would hold the fill, and every
+            # other reader of the blob waiting for it, while it waits for one of its own: it
+            # reads on its own.
+            if downloads_full(request):
                 break
             # One read of a cold blob fetches it; the others wait and take the cached copy
             # (or, if that fill failed or does not keep up, read on their own).
@@ -257,28 +263,32 @@ async def _open(path: Path) -> BinaryIO | None:
 
 async def _proxy(request: web.Request, name: str, digest: str, url: str,
                  headers: dict[str, str], check: _Check | None, size: int) -> web.StreamResponse:
-    downloads = request.app[DOWNLOADS]
-    upstream_headers = _range_for(request, size)
-    for attempt in range(2):
-        try:
-            # Followed only where storage's download URLs lead (gateway/oci/download_targets.py).
-            upstream = await downloads.get(url, upstream_headers)
-        except DownloadRefused as exc:
-            raise download_refused(exc) from None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise storage_unreachable(exc) from exc
-        # An expired or revoked URL answers 403: ask for a fresh one once.
-        if upstream.status == 403 and attempt == 0:
-            upstream.release()
-            fresh = await registry(request).locate_blob(request_context(request), digest,
-                                                        fresh=True)
-            url = fresh.url or url
-            continue
-        break
-    # A whole read fills the blob cache as it streams to the client (its claimed fill).
-    if upstream.status == 200 and isinstance(check, BlobFill):
-        await check.start(upstream.content_length)
-    return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
+    # One of the client's share of the HTTP client's connections, held until the answer is
+    # sent or cut (gateway/oci/limits.py).
+    async with download_slot(request):
+        downloads = request.app[DOWNLOADS]
+        upstream_headers = _range_for(request, size)
+        for attempt in range(2):
+            try:
+                # Followed only where storage's download URLs lead
+                # (gateway/oci/download_targets.py).
+                upstream = await downloads.get(url, upstream_headers)
+            except DownloadRefused as exc:
+                raise download_refused(exc) from None
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise storage_unreachable(exc) from exc
+            # An expired or revoked URL answers 403: ask for a fresh one once.
+            if upstream.status == 403 and attempt == 0:
+                upstream.release()
+                fresh = await registry(request).locate_blob(request_context(request), digest,
+                                                            fresh=True)
+                url = fresh.url or url
+                continue
+            break
+        # A whole read fills the blob cache as it streams to the client (its claimed fill).
+        if upstream.status == 200 and isinstance(check, BlobFill):
+            await check.start(upstream.content_length)
+        return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
 
 
 def _range_for(request: web.Request, size: int) -> dict[str, str]:
@@ -291,31 +301,33 @@ def _range_for(request: web.Request, size: int) -> dict[str, str]:
 
 async def _from_peer(request: web.Request, url: str, proof: str, headers: dict[str, str],
                      check: _Check | None, size: int = -1) -> web.StreamResponse:
-    upstream_headers = {PROOF_HEADER: proof, **_range_for(request, size)}
-    try:
-        # No redirect: the proof is for the replica asked, and only its answer is relayed.
-        upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers,
-                                                      allow_redirects=False)
-    except aiohttp.ClientError as exc:
-        raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob is unreachable"},
-                       headers={"Retry-After": "1"}) from exc
-    if upstream.status == 404:  # evicted there meanwhile
-        upstream.release()
-        raise OciError(BLOB_UNKNOWN, {"digest": headers["Docker-Content-Digest"]})
-    if upstream.status == 403:
-        # Another version (proofs without or with an expiry), or clocks a minute apart:
-        # read as from an unreachable replica (a cached blob from storage instead).
-        upstream.release()
-        holder = url.split("/_peer/", 1)[0]
-        left = _REFUSALS.due(holder)
-        if left is not None:
-            log.warning("replica %s refused this replica's proof (another version, or "
-                        "clocks more than a minute apart)%s", holder, unsaid(left))
-        raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob refused this one"},
-                       headers={"Retry-After": "1"})
-    if upstream.status == 200 and isinstance(check, BlobFill):
-        await check.start(upstream.content_length)
-    return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
+    # The replica's answer holds a connection of the same HTTP client.
+    async with download_slot(request):
+        upstream_headers = {PROOF_HEADER: proof, **_range_for(request, size)}
+        try:
+            # No redirect: the proof is for the replica asked, and only its answer is relayed.
+            upstream = await request.app[HTTP_CLIENT].get(url, headers=upstream_headers,
+                                                          allow_redirects=False)
+        except aiohttp.ClientError as exc:
+            raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob is unreachable"},
+                           headers={"Retry-After": "1"}) from exc
+        if upstream.status == 404:  # evicted there meanwhile
+            upstream.release()
+            raise OciError(BLOB_UNKNOWN, {"digest": headers["Docker-Content-Digest"]})
+        if upstream.status == 403:
+            # Another version (proofs without or with an expiry), or clocks a minute apart:
+            # read as from an unreachable replica (a cached blob from storage instead).
+            upstream.release()
+            holder = url.split("/_peer/", 1)[0]
+            left = _REFUSALS.due(holder)
+            if left is not None:
+                log.warning("replica %s refused this replica's proof (another version, or "
+                            "clocks more than a minute apart)%s", holder, unsaid(left))
+            raise OciError(UNAVAILABLE, {"reason": "the replica holding the blob refused this one"},
+                           headers={"Retry-After": "1"})
+        if upstream.status == 200 and isinstance(check, BlobFill):
+            await check.start(upstream.content_length)
+        return await _relay(request, upstream, headers, check if upstream.status == 200 else None)
 
 
 async def _relay(request: web.Request, upstream: aiohttp.ClientResponse,

@@ -7,6 +7,14 @@
   is read or called.
 * Upload sessions open at once, per client and in total (a POST beyond either gets 429; the
   per-client count is kept by the session store: gateway/ecr/uploads.py).
+* Blob reads streamed from storage at once, per client (proxy mode: each holds one of the
+  gateway's HTTP client connections, 100 in all, for as long as its client reads): beyond
+  ``max_downloads_per_client`` a read waits up to ``download_wait`` seconds for one of the
+  client's own to end (waiting holds no connection), then gets ``429 TOOMANYREQUESTS`` with
+  Retry-After, so that one client (anyone, where pulls are anonymous) asking for blobs and
+  reading none cannot hold every connection and fail everyone else's reads. Cached copies
+  and redirects hold no connection and are not counted; a client at its share claims no
+  cache fill (others' reads of the blob would wait for it).
 * Request bodies that stall (no byte for ``body_idle_timeout`` seconds) or drag on (longer than
   ``body_timeout`` in all) are cut with ``408``; an upload keeps what it received and the
   client resumes from the reported Range.
@@ -18,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -28,8 +37,12 @@ from aiohttp import web
 from ecr_model.body_reads import BodyReads
 from gateway.auth.client_keys import client_keys_of
 from gateway.auth.forwarded import client_address
+from gateway.observability.logs import Sparing, unsaid
+from gateway.observability.metrics import DOWNLOAD_REFUSALS
 from gateway.oci.errors import TOOMANYREQUESTS, ErrorCode, OciError, malformed_body
 from gateway.oci.mediatypes import DEFAULT_MAX_MANIFEST_BYTES
+
+log = logging.getLogger(__name__)
 
 BODY_TIMEOUT = ErrorCode("BLOB_UPLOAD_INVALID", "request body too slow", 408)
 MANIFEST_BODY_TIMEOUT = ErrorCode("MANIFEST_INVALID", "request body too slow", 408)
@@ -43,9 +56,45 @@ class Limits:
     max_open_uploads: int = 10_000  # 0: unlimited
     body_idle_timeout: float = 60.0  # 0: none
     body_timeout: float = 3600.0  # 0: none
+    max_downloads_per_client: int = 50  # 0: unlimited
+    download_wait: float = 10.0  # for one of the client's own downloads to end, before a 429
 
 
 LIMITS = web.AppKey("oci_limits", Limits)
+
+
+class Holdings:
+    """What each client holds of something bounded (requests, bytes), and the total; a
+    waiter is woken whenever some is given back."""
+
+    def __init__(self) -> None:
+        self._per_client: Counter[str] = Counter()
+        self.total = 0
+        self._freed = asyncio.Event()  # set (and replaced) whenever some is given back
+
+    def of(self, client: str | None) -> int:
+        return self._per_client[client] if client is not None else 0
+
+    def add(self, client: str | None, amount: int) -> None:
+        """Count ``amount`` more (fewer, negative) for ``client`` (None: the total only)."""
+        self.total += amount
+        if client is not None:
+            self._per_client[client] += amount
+            if self._per_client[client] <= 0:
+                del self._per_client[client]
+        if amount < 0:
+            self._freed.set()
+            self._freed = asyncio.Event()
+
+    async def freed(self, within: float) -> bool:
+        """Wait up to ``within`` seconds for anyone to give some back: False if none did."""
+        freed = self._freed
+        try:
+            async with asyncio.timeout(max(within, 0.0)):
+                await freed.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class UploadSlots:
@@ -55,11 +104,14 @@ class UploadSlots:
                  open_uploads: Callable[[], Awaitable[int]] | None = None) -> None:
         self._limits = limits
         self._open_uploads = open_uploads
-        self._per_client: Counter[str] = Counter()
-        self.total = 0
+        self._held = Holdings()
+
+    @property
+    def total(self) -> int:
+        return self._held.total
 
     def in_progress(self, client: str) -> int:
-        return self._per_client[client]
+        return self._held.of(client)
 
     @contextlib.contextmanager
     def _hold(self, client: str) -> Iterator[None]:
@@ -68,18 +120,14 @@ class UploadSlots:
             raise _busy("too many uploads in progress on this registry",
                         {"limit": limits.max_uploads_total})
         if limits.max_uploads_per_client and \
-                self._per_client[client] >= limits.max_uploads_per_client:
+                self._held.of(client) >= limits.max_uploads_per_client:
             raise _busy("too many uploads in progress for this client",
                         {"limit": limits.max_uploads_per_client})
-        self.total += 1
-        self._per_client[client] += 1
+        self._held.add(client, 1)
         try:
             yield
         finally:
-            self.total -= 1
-            self._per_client[client] -= 1
-            if self._per_client[client] <= 0:
-                del self._per_client[client]
+            self._held.add(client, -1)
 
     @contextlib.asynccontextmanager
     async def hold(self, request: web.Request) -> AsyncIterator[None]:
@@ -95,6 +143,63 @@ class UploadSlots:
 
 
 UPLOAD_SLOTS = web.AppKey("upload_slots", UploadSlots)
+
+
+class DownloadSlots:
+    """Blob reads each client streams from storage at once (proxy mode), each holding a
+    connection of the gateway's HTTP client until its answer is sent or cut."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._held = Holdings()
+
+    def in_progress(self, client: str) -> int:
+        return self._held.of(client)
+
+    def full(self, client: str) -> bool:
+        """Whether a download of ``client`` would wait for one of its own now."""
+        share = self._limits.max_downloads_per_client
+        return bool(share) and self._held.of(client) >= share
+
+    @contextlib.asynccontextmanager
+    async def hold(self, client: str) -> AsyncIterator[None]:
+        """A download for ``client``: at once within its share, else once one of its own
+        ends, within the wait (429 past it)."""
+        share = self._limits.max_downloads_per_client
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._limits.download_wait
+        while self.full(client):
+            if not await self._held.freed(deadline - loop.time()):
+                DOWNLOAD_REFUSALS.inc()
+                left_out = _DOWNLOADS_FULL.due("downloads")
+                if left_out is not None:
+                    log.warning("blob read refused: its client streams %d blobs from storage "
+                                "already (limits.max_blob_downloads_per_client)%s", share,
+                                unsaid(left_out))
+                raise _busy("too many blob downloads in progress for this client",
+                            {"limit": share})
+        self._held.add(client, 1)
+        try:
+            yield
+        finally:
+            self._held.add(client, -1)
+
+
+DOWNLOAD_SLOTS = web.AppKey("download_slots", DownloadSlots)
+_DOWNLOADS_FULL = Sparing()  # a client at its share is said once a minute (the metric counts)
+
+
+def download_slot(request: web.Request) -> contextlib.AbstractAsyncContextManager[None]:
+    """Hold one of the request's client's downloads for as long as the block streams from
+    storage (no bound where the application set none)."""
+    slots = request.app.get(DOWNLOAD_SLOTS)
+    return slots.hold(client_of(request)) if slots is not None else contextlib.nullcontext()
+
+
+def downloads_full(request: web.Request) -> bool:
+    """Whether the request's client streams its share of downloads already."""
+    slots = request.app.get(DOWNLOAD_SLOTS)
+    return slots is not None and slots.full(client_of(request))
 
 
 def client_of(request: web.Request) -> str:
