@@ -32,12 +32,11 @@ from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import REFERRERS_REFUSALS, SHARED_CALLS
 from gateway.oci.backend import ReferrersPage
 from gateway.oci.errors import TOOMANYREQUESTS, UNAVAILABLE, OciError
-from gateway.oci.limits import Holdings
+from gateway.oci.limits import CLIENT_SHARE, Holdings
 
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 10.0  # for room, before a 503
-CLIENT_SHARE = 4  # one client holds at most a quarter of the total
 _FULL = Sparing()  # a full budget is said once a minute (the metric counts every refusal)
 
 

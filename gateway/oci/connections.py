@@ -34,7 +34,6 @@ import asyncio
 import json
 import logging
 import resource
-from collections import Counter
 from dataclasses import dataclass
 
 from gateway.auth.client_keys import ClientKeys, client_keys
@@ -43,11 +42,11 @@ from gateway.config import Config
 from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import CLIENT_CONNECTIONS, CONNECTION_REFUSALS
 from gateway.oci.errors import TOOMANYREQUESTS, UNAVAILABLE, ErrorCode
+from gateway.oci.limits import CLIENT_SHARE, Holdings
 
 log = logging.getLogger(__name__)
 
-CLIENT_SHARE = 4  # one client holds at most a quarter of the total
-MAX_DERIVED_TOTAL = 16384  # the derived total: 16,384 idle connections are ~100 MiB
+MAX_DERIVED_TOTAL = 16384  # the derived total's cap, whatever the open-file limit
 _REFUSED = Sparing()
 
 
@@ -107,8 +106,7 @@ class ConnectionBounds:
         self.per_client = per_client
         self._keys = keys
         self._proxies = proxies
-        self.open = 0
-        self._per_key: Counter[str] = Counter()
+        self._held = Holdings()
         self._busy = _answer(UNAVAILABLE, "the gateway holds as many connections as it may",
                              total)
         self._too_many = _answer(TOOMANYREQUESTS, "this client holds as many connections "
@@ -118,26 +116,20 @@ class ConnectionBounds:
         """Count the connection in, or answer it with the refusal and close it (None)."""
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else None
-        if self.total and self.open >= self.total:
+        if self.total and self._held.total >= self.total:
             self._refuse(transport, "total", self._busy, address)
             return None
         key = None if self._proxies.trusts(address) else self._keys.of(address)
-        if key is not None and self.per_client and self._per_key[key] >= self.per_client:
+        if key is not None and self.per_client and self._held.of(key) >= self.per_client:
             self._refuse(transport, "client", self._too_many, address)
             return None
-        self.open += 1
-        CLIENT_CONNECTIONS.set(self.open)
-        if key is not None:
-            self._per_key[key] += 1
+        self._held.add(key, 1)
+        CLIENT_CONNECTIONS.set(self._held.total)
         return Admitted(key)
 
     def leave(self, admitted: Admitted) -> None:
-        self.open -= 1
-        CLIENT_CONNECTIONS.set(self.open)
-        if admitted.key is not None:
-            self._per_key[admitted.key] -= 1
-            if self._per_key[admitted.key] <= 0:
-                del self._per_key[admitted.key]
+        self._held.add(admitted.key, -1)
+        CLIENT_CONNECTIONS.set(self._held.total)
 
     def _refuse(self, transport: asyncio.BaseTransport, bound: str, answer: bytes,
                 address: str | None) -> None:

@@ -61,6 +61,8 @@ class Limits:
 
 
 LIMITS = web.AppKey("oci_limits", Limits)
+# Where a bound is shared by all clients, one client holds at most a quarter of it.
+CLIENT_SHARE = 4
 
 
 class Holdings:
