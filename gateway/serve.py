@@ -183,12 +183,13 @@ async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None)
     # them (an upload cut short keeps what it stored: the client resumes from its offset).
     # The grace is served by graceful_stop(); aiohttp's own timeout is only the last step.
     limits = config.limits
-    runner = OciAppRunner(app, access_log=None, handle_signals=False,
-                          bounds=connection_bounds(config, raise_open_file_limit()),
-                           shutdown_timeout=min(config.shutdown_grace_seconds, 2.0),
-                           **server_options(max_header_bytes=limits.max_header_bytes,
-                                            max_headers=limits.max_headers,
-                                            header_timeout=limits.header_timeout_seconds))
+    # One count of connections for both ports: each takes a descriptor of this process.
+    bounds = connection_bounds(config, raise_open_file_limit())
+    options = server_options(max_header_bytes=limits.max_header_bytes,
+                             max_headers=limits.max_headers,
+                             header_timeout=limits.header_timeout_seconds)
+    runner = OciAppRunner(app, access_log=None, handle_signals=False, bounds=bounds,
+                          shutdown_timeout=min(config.shutdown_grace_seconds, 2.0), **options)
     await runner.setup()
     site = web.SockSite(runner, sock, ssl_context=tls.context if tls else None)
     await site.start()
@@ -197,7 +198,8 @@ async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None)
         from gateway.observability.metrics import metrics_app
 
         host, _, port_text = config.metrics_listen.rpartition(":")
-        metrics_runner = web.AppRunner(metrics_app(app), access_log=None, handle_signals=False)
+        metrics_runner = OciAppRunner(metrics_app(app), access_log=None, handle_signals=False,
+                                      bounds=bounds, **options)
         await metrics_runner.setup()
         await web.TCPSite(metrics_runner, host.strip("[]"), int(port_text)).start()
         log.info("metrics on http://%s/metrics", config.metrics_listen)

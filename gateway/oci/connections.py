@@ -23,6 +23,9 @@ So:
   connections count in the total only: its clients are told apart by each request's
   ``X-Forwarded-For``.
 
+The ``metrics_listen`` port's connections count in the same bounds (gateway/serve.py): they
+take descriptors of the same process.
+
 Refusals are said once a minute (their address included) and counted in
 ``ecr_gateway_connection_refusals_total{bound}``; ``ecr_gateway_client_connections`` is the
 number open.

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tests.support.clients import free_port
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 
@@ -102,6 +103,15 @@ def _metric_on(sock: socket.socket, name: str) -> str:
     return "\n".join(line for line in body.decode().splitlines() if line.startswith(name))
 
 
+async def _served_again(url: str, source: str) -> None:
+    """Wait (5 s at most) for a connection from ``source`` to be served again."""
+    for _ in range(50):
+        if await _get(url, source) == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("connections not given back")
+
+
 async def _metric(url: str, name: str) -> str:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{url}/metrics") as r:
@@ -152,13 +162,7 @@ async def test_one_client_and_everyone_hold_a_bounded_number_of_connections(
         open_now = await asyncio.to_thread(_metric_on, held, "ecr_gateway_client_connections ")
         for sock in [*attacker, *others, late]:
             sock.close()
-        # Given back as they close.
-        for _ in range(50):
-            if await _get(gateway.url, "127.0.0.100") == 200:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("connections not given back")
+        await _served_again(gateway.url, "127.0.0.100")  # given back as they close
         refusals = await _metric(gateway.url, "ecr_gateway_connection_refusals_total")
     assert open_now == f"ecr_gateway_client_connections {float(TOTAL)}", open_now
     assert 'ecr_gateway_connection_refusals_total{bound="client"} 12.0' in refusals, refusals
@@ -169,3 +173,28 @@ async def test_one_client_and_everyone_hold_a_bounded_number_of_connections(
                      "bound (limits.max_connections_per_client 8)") == 1, log
     assert log.count("connection from 127.0.0.100 refused: the gateway is at its connection "
                      "bound (limits.max_client_connections 40)") == 1, log
+
+
+async def test_the_metrics_port_counts_in_the_same_bounds(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """``metrics_listen``'s port takes descriptors of the same process: its connections were
+    not bounded at all, so whoever reached it could exhaust them for the registry port too.
+    They now count in the same bounds as the registry port's."""
+    metrics_port = free_port()
+    limits = {"max_client_connections": TOTAL, "max_connections_per_client": PER_CLIENT}
+    with GatewayProcess(tmp_path / "gateway", {"limits": limits,
+                                               "metrics_listen": f"127.0.0.1:{metrics_port}"},
+                        upstream_url=upstream.url) as gateway:
+        on_metrics = [_connect(metrics_port, "127.0.0.1") for _ in range(PER_CLIENT + 2)]
+        on_registry = _connect(gateway.port, "127.0.0.1")
+        await asyncio.sleep(0.5)
+        answers = await asyncio.to_thread(
+            lambda: [_refusal(sock) for sock in [*on_metrics, on_registry]])
+        assert answers[:PER_CLIENT] == [None] * PER_CLIENT, answers
+        assert [answer[0] if answer else None for answer in answers[PER_CLIENT:]] \
+            == [429, 429, 429], answers
+        assert "ecr_gateway_client_connections 8.0" in await asyncio.to_thread(
+            _metric_on, on_metrics[0], "ecr_gateway_client_connections ")
+        for sock in [*on_metrics, on_registry]:
+            sock.close()
+        await _served_again(gateway.url, "127.0.0.1")
