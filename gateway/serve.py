@@ -189,9 +189,11 @@ async def _run(config: Config, sock: socket.socket, tls: TlsFiles | None = None)
                              max_headers=limits.max_headers,
                              header_timeout=limits.header_timeout_seconds)
     runner = OciAppRunner(app, access_log=None, handle_signals=False, bounds=bounds,
+                          tls=tls.context if tls else None,
+                          handshake_timeout=limits.header_timeout_seconds,
                           shutdown_timeout=min(config.shutdown_grace_seconds, 2.0), **options)
     await runner.setup()
-    site = web.SockSite(runner, sock, ssl_context=tls.context if tls else None)
+    site = web.SockSite(runner, sock)  # TLS, if any, is the runner's
     await site.start()
     metrics_runner: web.AppRunner | None = None
     if config.metrics_listen is not None:

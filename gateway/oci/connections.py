@@ -24,7 +24,8 @@ So:
   ``X-Forwarded-For``.
 
 The ``metrics_listen`` port's connections count in the same bounds (gateway/serve.py): they
-take descriptors of the same process.
+take descriptors of the same process. Over TLS served by the gateway, a connection counts
+before its handshake (gateway/oci/tls_admission.py).
 
 Refusals are said once a minute (their address included) and counted in
 ``ecr_gateway_connection_refusals_total{bound}``; ``ecr_gateway_client_connections`` is the
@@ -115,16 +116,17 @@ class ConnectionBounds:
         self._too_many = _answer(TOOMANYREQUESTS, "this client holds as many connections "
                                  "as one client may", per_client)
 
-    def admit(self, transport: asyncio.BaseTransport) -> Admitted | None:
-        """Count the connection in, or answer it with the refusal and close it (None)."""
+    def admit(self, transport: asyncio.BaseTransport, *, answer: bool = True) -> Admitted | None:
+        """Count the connection in, or answer it with the refusal (unless not ``answer``)
+        and close it (None)."""
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else None
         if self.total and self._held.total >= self.total:
-            self._refuse(transport, "total", self._busy, address)
+            self._refuse(transport, "total", self._busy if answer else b"", address)
             return None
         key = None if self._proxies.trusts(address) else self._keys.of(address)
         if key is not None and self.per_client and self._held.of(key) >= self.per_client:
-            self._refuse(transport, "client", self._too_many, address)
+            self._refuse(transport, "client", self._too_many if answer else b"", address)
             return None
         self._held.add(key, 1)
         CLIENT_CONNECTIONS.set(self._held.total)
@@ -146,5 +148,6 @@ class ConnectionBounds:
                         "limits.max_client_connections" if bound == "total"
                         else "limits.max_connections_per_client", limit, unsaid(count))
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(answer)
+        if answer:
+            transport.write(answer)
         transport.close()  # unread bytes are dropped: the client asked for nothing yet

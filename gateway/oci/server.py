@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import uuid
 from typing import Any
 
@@ -34,17 +35,19 @@ from aiohttp.web_request import BaseRequest
 from gateway.oci.connections import Admitted, ConnectionBounds
 from gateway.oci.errors import REQUEST_INVALID, OciError
 from gateway.oci.middleware import render
+from gateway.oci.tls_admission import TlsAdmission
 
 log = logging.getLogger("gateway.errors")
 
 
 class _OciRequestHandler(RequestHandler):
+    counted = False  # in the bounds already (gateway/oci/tls_admission.py)
     _bounds: ConnectionBounds | None = None
     _admitted: Admitted | None = None
     _refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._bounds = getattr(self._manager, "bounds", None)
+        self._bounds = None if self.counted else getattr(self._manager, "bounds", None)
         if self._bounds is not None:
             self._admitted = self._bounds.admit(transport)
             if self._admitted is None:  # answered and closed: nothing of it is read
@@ -123,24 +126,41 @@ def _is_tls_probe(exc: HttpProcessingError) -> bool:
 
 
 class _OciServer(web.Server):
-    bounds: ConnectionBounds | None
+    bounds: ConnectionBounds | None = None
+    tls: ssl.SSLContext | None = None
+    handshake_timeout = 60.0
 
     def __call__(self) -> RequestHandler:
-        return _OciRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler = _OciRequestHandler(self, loop=self._loop, **self._kwargs)
+        if self.tls is None:
+            return handler
+        # Counted before its handshake, by the protocol that then serves TLS around it.
+        handler.counted = True
+        return TlsAdmission(handler, self.tls, self.bounds,  # type: ignore[return-value]
+                            self.handshake_timeout)  # any protocol does for the loop
 
 
 class OciAppRunner(web.AppRunner):
     """``web.AppRunner`` whose connections answer unparseable requests as OCI errors, and
-    whose server holds at most what ``bounds`` lets it (gateway/oci/connections.py)."""
+    whose server holds at most what ``bounds`` lets it (gateway/oci/connections.py). With
+    ``tls`` its connections are served over TLS, each counted before its handshake, which
+    must be done within ``handshake_timeout`` seconds (gateway/oci/tls_admission.py): give
+    its sites no ``ssl_context`` of their own."""
 
     def __init__(self, app: web.Application, *, bounds: ConnectionBounds | None = None,
+                 tls: ssl.SSLContext | None = None, handshake_timeout: float = 60.0,
                  **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._bounds = bounds
+        self._tls = tls
+        self._handshake_timeout = handshake_timeout
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _OciServer  # same state, one overridden factory method
-        server.bounds = self._bounds  # type: ignore[attr-defined]
+        assert isinstance(server, _OciServer)
+        server.bounds = self._bounds
+        server.tls = self._tls
+        server.handshake_timeout = self._handshake_timeout
         return server
 

@@ -55,6 +55,18 @@ async def test_aiohttp_server_loop_and_kwargs() -> None:
             isinstance(server(), _OciRequestHandler))
 
 
+def test_asyncio_ssl_protocol() -> None:
+    # gateway/oci/tls_admission.py serves TLS on a socket it admitted, as start_tls does
+    from asyncio.sslproto import SSLProtocol
+
+    found = _parameters(SSLProtocol.__init__)
+    surface("asyncio", "sslproto.SSLProtocol(loop, app_protocol, sslcontext, waiter, "
+            "server_side=, ssl_handshake_timeout=) and its connection_lost",
+            found[:5] == ["self", "loop", "app_protocol", "sslcontext", "waiter"]
+            and {"server_side", "ssl_handshake_timeout"} <= set(found)
+            and _parameters(SSLProtocol.connection_lost) == ["self", "exc"], found)
+
+
 async def test_aiohttp_app_runner_make_server() -> None:
     from gateway.oci.server import OciAppRunner, _OciServer
 

@@ -15,12 +15,15 @@ import asyncio
 import json
 import resource
 import socket
+import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import aiohttp
 
+from tests.integration.auth.helpers import TestCA
 from tests.support.clients import free_port
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -75,8 +78,9 @@ def _refusal(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, object
     return int(lines[0].split()[1]), headers, json.loads(body)
 
 
-async def _get(url: str, source: str) -> int:
-    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
+async def _get(url: str, source: str, tls: ssl.SSLContext | None = None) -> int:
+    connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True,
+                                     ssl=tls if tls is not None else True)
     async with aiohttp.ClientSession(connector=connector) as session:
         async with session.get(f"{url}/v2/", timeout=aiohttp.ClientTimeout(total=10)) as r:
             await r.read()
@@ -103,11 +107,14 @@ def _metric_on(sock: socket.socket, name: str) -> str:
     return "\n".join(line for line in body.decode().splitlines() if line.startswith(name))
 
 
-async def _served_again(url: str, source: str) -> None:
+async def _served_again(url: str, source: str, tls: ssl.SSLContext | None = None) -> None:
     """Wait (5 s at most) for a connection from ``source`` to be served again."""
     for _ in range(50):
-        if await _get(url, source) == 200:
-            return
+        try:
+            if await _get(url, source, tls) == 200:
+                return
+        except aiohttp.ClientConnectionError:  # over TLS a refusal is a closed connection
+            pass
         await asyncio.sleep(0.1)
     raise AssertionError("connections not given back")
 
@@ -198,3 +205,81 @@ async def test_the_metrics_port_counts_in_the_same_bounds(
         for sock in [*on_metrics, on_registry]:
             sock.close()
         await _served_again(gateway.url, "127.0.0.1")
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the gateway closed ``sock`` (nothing was sent on it)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.settimeout(10)
+
+
+async def test_tls_connections_count_before_their_handshake(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """With TLS served by the gateway, asyncio tells a connection's handler of it once its
+    handshake is done: connections that never began one were counted by no bound, so one
+    address could hold descriptors without end (each for asyncio's 60 s handshake timeout,
+    then opened again). They now count as they are accepted, are closed unanswered past a
+    bound, and must finish the handshake within ``limits.header_timeout_seconds``."""
+    ca = TestCA.create(tmp_path / "ca")
+    ca.issue(tmp_path / "server.crt", tmp_path / "server.key")
+    trusting = ssl.create_default_context(cafile=str(ca.cert_path))
+    header_timeout = 3.0
+    config = {"limits": {"max_client_connections": TOTAL,
+                         "max_connections_per_client": PER_CLIENT,
+                         "header_timeout_seconds": header_timeout},
+              "tls": {"cert_file": str(tmp_path / "server.crt"),
+                      "key_file": str(tmp_path / "server.key")}}
+    with GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
+        assert gateway.url.startswith("https://")
+        # One client opens connections and never begins a handshake: its first PER_CLIENT
+        # are held, the rest closed at once.
+        silent = [_connect(gateway.port, "127.0.0.1") for _ in range(PER_CLIENT + 4)]
+        opened = time.monotonic()
+        await asyncio.sleep(0.5)
+        assert [_closed(sock) for sock in silent] == [False] * PER_CLIENT + [True] * 4
+        # Its TLS requests are refused meanwhile; a bystander's are served.
+        refused: int | str
+        try:
+            refused = await _get(gateway.url, "127.0.0.1", trusting)
+        except aiohttp.ClientConnectionError as exc:
+            refused = type(exc).__name__
+        assert refused != 200, refused
+        assert await _get(gateway.url, "127.0.0.2", trusting) == 200
+        # The handshakes not begun are given up after the header timeout, and the client's
+        # connections given back: it is served again.
+        while not all(_closed(sock) for sock in silent[:PER_CLIENT]):
+            assert time.monotonic() - opened < header_timeout + 5, "handshakes never cut"
+            await asyncio.sleep(0.2)
+        for sock in silent:
+            sock.close()
+        await _served_again(gateway.url, "127.0.0.1", trusting)
+        # Counted once each: a served TLS connection holds one place, given back as it closes.
+        held = [_connect(gateway.port, "127.0.0.3") for _ in range(PER_CLIENT)]
+        wrapped = [trusting.wrap_socket(sock, server_hostname="127.0.0.1") for sock in held]
+        connections = await _metric_tls(gateway.url, trusting)
+        for sock in wrapped:
+            sock.close()
+        refusals = await _metric_tls(gateway.url, trusting,
+                                     "ecr_gateway_connection_refusals_total")
+    assert connections == f"ecr_gateway_client_connections {float(PER_CLIENT + 1)}", \
+        connections  # the wrapped ones and the metrics request's own
+    assert 'ecr_gateway_connection_refusals_total{bound="client"}' in refusals, refusals
+    log = "\n".join(gateway.log_lines)
+    assert "Traceback" not in log, log
+    assert "connection from 127.0.0.1 refused: the client is at its connection bound" in log
+
+
+async def _metric_tls(url: str, tls: ssl.SSLContext,
+                      name: str = "ecr_gateway_client_connections ") -> str:
+    connector = aiohttp.TCPConnector(ssl=tls, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        async with session.get(f"{url}/metrics") as r:
+            return "\n".join(line for line in (await r.text()).splitlines()
+                             if line.startswith(name))
