@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 
@@ -39,6 +40,7 @@ def sent_by_web_page(headers: Mapping[str, str]) -> bool:
     return "Origin" in headers or "Sec-Fetch-Site" in headers
 
 
+@functools.lru_cache(maxsize=1024)  # a Host header is checked on every request
 def _is_address(text: str) -> bool:
     try:
         ipaddress.ip_address(text)

@@ -18,6 +18,7 @@ limits (gateway/oci/limits.py). The address is the one the trusted proxies tell
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -76,6 +77,9 @@ class ClientKeys:
     nat64_prefixes: tuple[ipaddress.IPv6Network, ...] = (
         ipaddress.IPv6Network(WELL_KNOWN_NAT64),)
 
+    # Asked several times for each request (rates, uploads, downloads, connections), of a
+    # few addresses at a time: parsed once each. An attacker's many addresses only churn it.
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 (a few instances, living as long as the app)
     def of(self, address: str | None) -> str | None:
         """The key of ``address``: the IPv4 address (or network), the IPv6 prefix, or the IPv4
         address an IPv6 one carries. Anything not an address is its own key."""

@@ -50,6 +50,8 @@ class ProxyTrust:
     networks: tuple[Network, ...] = ()
 
     def trusts(self, address: str | None) -> bool:
+        if not self.networks:  # no proxy trusted, the usual case: nothing to parse
+            return False
         found = _address(address) if address else None
         return found is not None and any(found in net for net in self.networks)
 

@@ -63,6 +63,12 @@ _PATTERNS = (
 )
 
 
+# What each of _PATTERNS needs to match at all (the first's names all hold one of the first
+# five, the second's scheme one of the next two, a URL's credentials an "@"): a text without
+# any, most of an access line's fields, is left as it is without running them.
+_MAY_HOLD_CREDENTIALS = re.compile(r"(?i)pass|secret|authorization|x-amz|token|bearer|basic|@")
+
+
 class Redactor:
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
@@ -70,6 +76,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
+        if not _MAY_HOLD_CREDENTIALS.search(text):
+            return text
         first, bare, url = _PATTERNS
         text = first.sub(lambda m: f"{m['name']}{m['scheme'] or ''}{MASK}", text)
         text = bare.sub(lambda m: f"{m[1]}{MASK}", text)
@@ -106,9 +114,10 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "access", None)
         if isinstance(fields, dict) and not record.exc_info:
             # Its message is the fields as JSON: each redacted before it is encoded, as in json.
-            return super().format(logging.makeLogRecord(
-                {**record.__dict__, "msg": json.dumps(self._redact.values(fields)),
-                 "args": None}))
+            # Formatted on the record itself (one line per request: no copy of it made).
+            record.message = json.dumps(self._redact.values(fields))
+            record.asctime = self.formatTime(record)
+            return self.formatMessage(record)
         # One event, one line: a message quoting another's words (an upstream registry's
         # error text, say) keeps its line breaks and terminal escapes as visible escapes, so
         # it cannot end the line early and pass for lines of the gateway's own. Redacted

@@ -79,6 +79,22 @@ def test_secrets_next_to_such_words_are_still_masked() -> None:
         assert secret not in masked and "***" in masked, masked
 
 
+def test_every_credential_name_and_shape_is_masked_whatever_its_case() -> None:
+    """A text holding none of the words the patterns look for is not run through them (most
+    of an access line's fields): each name and shape they know must still be found."""
+    redact = Redactor()
+    names = ["password", "db_password", "secret", "secret_access_key", "authorization",
+             "x-amz-security-token", "x-amz-signature", "x-amz-credential", "passwd",
+             "session_token", "access_token", "refresh_token", "token", '"token"']
+    lines = [f"{variant}=s3cr3tvalue" for name in names
+             for variant in (name, name.upper(), name.title())]
+    lines += ["BEARER s3cr3tvalue", "basic s3cr3tvalue", "HTTPS://u:s3cr3tvalue@host/x",
+              "redis://:s3cr3tvalue@redis:6379"]
+    for line in lines:
+        masked = redact(line)
+        assert "s3cr3tvalue" not in masked and "***" in masked, (line, masked)
+
+
 # Secrets as JSON would encode them differently: a quote, a backslash, a newline, non-ASCII.
 AWKWARD_SECRETS = ['pa"ss\\word-1', "p\u00e4ssw\u00f6rd-2", "multi\nline-3", "tab\tbed-4"]
 
