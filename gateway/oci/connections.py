@@ -116,18 +116,26 @@ class ConnectionBounds:
         self._too_many = _answer(TOOMANYREQUESTS, "this client holds as many connections "
                                  "as one client may", per_client)
 
-    def admit(self, transport: asyncio.BaseTransport, *, answer: bool = True) -> Admitted | None:
-        """Count the connection in, or answer it with the refusal (unless not ``answer``)
-        and close it (None)."""
+    def admit(self, transport: asyncio.BaseTransport) -> Admitted | None:
+        """Count the connection in, or answer it with the refusal and close it (None)."""
+        verdict = self.verdict(transport)
+        if isinstance(verdict, Admitted):
+            return verdict
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(verdict)
+        transport.close()  # unread bytes are dropped: the client asked for nothing yet
+        return None
+
+    def verdict(self, transport: asyncio.BaseTransport) -> Admitted | bytes:
+        """Count the connection in, or the answer that refuses it (the refusal is said and
+        counted here; sending it and closing are the caller's)."""
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else None
         if self.total and self._held.total >= self.total:
-            self._refuse(transport, "total", self._busy if answer else b"", address)
-            return None
+            return self._refuse("total", self._busy, address)
         key = None if self._proxies.trusts(address) else self._keys.of(address)
         if key is not None and self.per_client and self._held.of(key) >= self.per_client:
-            self._refuse(transport, "client", self._too_many if answer else b"", address)
-            return None
+            return self._refuse("client", self._too_many, address)
         self._held.add(key, 1)
         CLIENT_CONNECTIONS.set(self._held.total)
         return Admitted(key)
@@ -136,8 +144,7 @@ class ConnectionBounds:
         self._held.add(admitted.key, -1)
         CLIENT_CONNECTIONS.set(self._held.total)
 
-    def _refuse(self, transport: asyncio.BaseTransport, bound: str, answer: bytes,
-                address: str | None) -> None:
+    def _refuse(self, bound: str, answer: bytes, address: str | None) -> bytes:
         CONNECTION_REFUSALS.labels(bound).inc()
         count = _REFUSED.due(bound)
         if count is not None:
@@ -147,7 +154,4 @@ class ConnectionBounds:
                         else "the client is at its connection bound",
                         "limits.max_client_connections" if bound == "total"
                         else "limits.max_connections_per_client", limit, unsaid(count))
-        assert isinstance(transport, asyncio.WriteTransport)
-        if answer:
-            transport.write(answer)
-        transport.close()  # unread bytes are dropped: the client asked for nothing yet
+        return answer

@@ -35,7 +35,7 @@ from aiohttp.web_request import BaseRequest
 from gateway.oci.connections import Admitted, ConnectionBounds
 from gateway.oci.errors import REQUEST_INVALID, OciError
 from gateway.oci.middleware import render
-from gateway.oci.tls_admission import TlsAdmission
+from gateway.oci.tls_admission import Refusing, TlsAdmission
 
 log = logging.getLogger("gateway.errors")
 
@@ -129,6 +129,7 @@ class _OciServer(web.Server):
     bounds: ConnectionBounds | None = None
     tls: ssl.SSLContext | None = None
     handshake_timeout = 60.0
+    refusing: Refusing
 
     def __call__(self) -> RequestHandler:
         handler = _OciRequestHandler(self, loop=self._loop, **self._kwargs)
@@ -137,7 +138,7 @@ class _OciServer(web.Server):
         # Counted before its handshake, by the protocol that then serves TLS around it.
         handler.counted = True
         return TlsAdmission(handler, self.tls, self.bounds,  # type: ignore[return-value]
-                            self.handshake_timeout)  # any protocol does for the loop
+                            self.refusing, self.handshake_timeout)  # any protocol does
 
 
 class OciAppRunner(web.AppRunner):
@@ -162,5 +163,6 @@ class OciAppRunner(web.AppRunner):
         server.bounds = self._bounds
         server.tls = self._tls
         server.handshake_timeout = self._handshake_timeout
+        server.refusing = Refusing()
         return server
 

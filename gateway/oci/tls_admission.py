@@ -10,57 +10,95 @@ So the server's protocol here is a plain one: it admits the connection as it is 
 peer is known then), and hands the socket to asyncio's TLS protocol around the HTTP handler,
 with ``limits.header_timeout_seconds`` to finish the handshake (the handshake is part of
 sending a request's head). The admission is given back when the socket closes, whether the
-handshake was done or not. A connection past a bound is closed before the handshake: a
-refusal in plain HTTP is noise to a TLS client, and the handshake is the work refusing saves.
+handshake was done or not.
+
+A connection past a bound gets its refusal (429 or 503, as in plain HTTP) once its handshake
+is done: a client over its share, say a CI fleet behind one address, is told why. Those
+connections are counted by no bound, so at most ``MAX_REFUSING`` are answered at once; past
+that one is closed before any handshake, unanswered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from asyncio.sslproto import SSLProtocol
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.oci.connections import Admitted, ConnectionBounds
 
+MAX_REFUSING = 64
+
+
+@dataclass
+class Refusing:
+    """The connections of one server being answered a refusal over TLS."""
+    held: int = 0
+
+    def leave(self) -> None:
+        self.held -= 1
+
 
 class TlsAdmission(asyncio.Protocol):
-    """Admits one accepted connection, then serves ``handler`` over TLS on it."""
+    """Admits one accepted connection, then serves ``handler`` over TLS on it (or, past a
+    bound, its refusal)."""
 
     def __init__(self, handler: RequestHandler, context: ssl.SSLContext,
-                 bounds: ConnectionBounds | None, handshake_timeout: float) -> None:
+                 bounds: ConnectionBounds | None, refusing: Refusing,
+                 handshake_timeout: float) -> None:
         self._handler = handler
         self._context = context
         self._bounds = bounds
+        self._refusing = refusing
         self._handshake_timeout = handshake_timeout
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        admitted = None
-        if self._bounds is not None:
-            admitted = self._bounds.admit(transport, answer=False)
-            if admitted is None:  # closed: nothing of it is read
-                return
         assert isinstance(transport, asyncio.Transport)
+        served: asyncio.Protocol = self._handler
+        release: Callable[[], None] | None = None
+        if self._bounds is not None:
+            verdict = self._bounds.verdict(transport)
+            if isinstance(verdict, Admitted):
+                release = functools.partial(self._bounds.leave, verdict)
+            elif self._refusing.held < MAX_REFUSING:
+                served, release = _Refusal(verdict), self._refusing.leave
+                self._refusing.held += 1
+            else:
+                transport.close()  # nothing of it is read
+                return
         no_waiter: Any = None  # no one awaits the handshake: a failed one closes the socket
         timeout: Any = self._handshake_timeout  # typeshed says int; seconds, as a float
-        tls = _AdmittedTls(asyncio.get_running_loop(), self._handler, self._context, no_waiter,
-                           server_side=True, ssl_handshake_timeout=timeout)
-        tls.bounds, tls.admitted = self._bounds, admitted
+        tls = _TlsUntilClosed(asyncio.get_running_loop(), served, self._context, no_waiter,
+                              server_side=True, ssl_handshake_timeout=timeout)
+        tls.release = release
         # As asyncio's start_tls does: the socket's bytes go to the TLS protocol from now on.
         transport.set_protocol(tls)
         tls.connection_made(transport)
 
 
-class _AdmittedTls(SSLProtocol):
-    bounds: ConnectionBounds | None = None
-    admitted: Admitted | None = None
+class _Refusal(asyncio.Protocol):
+    def __init__(self, answer: bytes) -> None:
+        self._answer = answer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(self._answer)
+        transport.close()  # unread bytes are dropped: the client asked for nothing yet
+
+
+class _TlsUntilClosed(SSLProtocol):
+    """asyncio's TLS protocol, calling ``release`` once its socket is closed."""
+    release: Callable[[], None] | None = None
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
             super().connection_lost(exc)
         finally:
-            if self.bounds is not None and self.admitted is not None:
-                self.bounds.leave(self.admitted)
-                self.admitted = None
+            release, self.release = self.release, None
+            if release is not None:
+                release()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.oci.tls_admission import MAX_REFUSING
 from tests.integration.auth.helpers import TestCA
 from tests.support.clients import free_port
 from tests.support.emulator import EmulatorProcess
@@ -207,6 +208,13 @@ async def test_the_metrics_port_counts_in_the_same_bounds(
         await _served_again(gateway.url, "127.0.0.1")
 
 
+def _read_to_the_end(sock: socket.socket) -> bytes:
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
 def _closed(sock: socket.socket) -> bool:
     """Whether the gateway closed ``sock`` (nothing was sent on it)."""
     sock.setblocking(False)
@@ -225,12 +233,13 @@ async def test_tls_connections_count_before_their_handshake(
     """With TLS served by the gateway, asyncio tells a connection's handler of it once its
     handshake is done: connections that never began one were counted by no bound, so one
     address could hold descriptors without end (each for asyncio's 60 s handshake timeout,
-    then opened again). They now count as they are accepted, are closed unanswered past a
-    bound, and must finish the handshake within ``limits.header_timeout_seconds``."""
+    then opened again). They now count as they are accepted, must finish the handshake within
+    ``limits.header_timeout_seconds``, and past a bound get their refusal over TLS, at most
+    MAX_REFUSING at once (the rest closed unanswered)."""
     ca = TestCA.create(tmp_path / "ca")
     ca.issue(tmp_path / "server.crt", tmp_path / "server.key")
     trusting = ssl.create_default_context(cafile=str(ca.cert_path))
-    header_timeout = 3.0
+    header_timeout = 4.0
     config = {"limits": {"max_client_connections": TOTAL,
                          "max_connections_per_client": PER_CLIENT,
                          "header_timeout_seconds": header_timeout},
@@ -238,23 +247,28 @@ async def test_tls_connections_count_before_their_handshake(
                       "key_file": str(tmp_path / "server.key")}}
     with GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
         assert gateway.url.startswith("https://")
-        # One client opens connections and never begins a handshake: its first PER_CLIENT
-        # are held, the rest closed at once.
-        silent = [_connect(gateway.port, "127.0.0.1") for _ in range(PER_CLIENT + 4)]
+        # One client opens its share of connections and never begins a handshake.
+        silent = [_connect(gateway.port, "127.0.0.1") for _ in range(PER_CLIENT)]
         opened = time.monotonic()
+        # Its next connection is told why over TLS, as in plain HTTP; a bystander is served.
+        over = trusting.wrap_socket(_connect(gateway.port, "127.0.0.1"),
+                                    server_hostname="127.0.0.1")
+        answer = await asyncio.to_thread(_read_to_the_end, over)
+        over.close()
+        top, _, body = answer.partition(b"\r\n\r\n")
+        assert top.startswith(b"HTTP/1.1 429 "), answer
+        assert json.loads(body)["errors"][0]["code"] == "TOOMANYREQUESTS", answer
+        assert await _get(gateway.url, "127.0.0.2", trusting) == 200
+        # Connections past its bound that begin no handshake either: MAX_REFUSING of them
+        # wait for one, the rest are closed at once.
+        silent += [_connect(gateway.port, "127.0.0.1") for _ in range(MAX_REFUSING + 4)]
         await asyncio.sleep(0.5)
-        assert [_closed(sock) for sock in silent] == [False] * PER_CLIENT + [True] * 4
-        # Its TLS requests are refused meanwhile; a bystander's are served.
-        refused: int | str
-        try:
-            refused = await _get(gateway.url, "127.0.0.1", trusting)
-        except aiohttp.ClientConnectionError as exc:
-            refused = type(exc).__name__
-        assert refused != 200, refused
+        assert [_closed(sock) for sock in silent] \
+            == [False] * (PER_CLIENT + MAX_REFUSING) + [True] * 4
         assert await _get(gateway.url, "127.0.0.2", trusting) == 200
         # The handshakes not begun are given up after the header timeout, and the client's
         # connections given back: it is served again.
-        while not all(_closed(sock) for sock in silent[:PER_CLIENT]):
+        while not all(_closed(sock) for sock in silent):
             assert time.monotonic() - opened < header_timeout + 5, "handshakes never cut"
             await asyncio.sleep(0.2)
         for sock in silent:
@@ -270,7 +284,7 @@ async def test_tls_connections_count_before_their_handshake(
                                      "ecr_gateway_connection_refusals_total")
     assert connections == f"ecr_gateway_client_connections {float(PER_CLIENT + 1)}", \
         connections  # the wrapped ones and the metrics request's own
-    assert 'ecr_gateway_connection_refusals_total{bound="client"}' in refusals, refusals
+    assert 'ecr_gateway_connection_refusals_total{bound="client"} 69.0' in refusals, refusals
     log = "\n".join(gateway.log_lines)
     assert "Traceback" not in log, log
     assert "connection from 127.0.0.1 refused: the client is at its connection bound" in log
