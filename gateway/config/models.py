@@ -406,7 +406,8 @@ class LimitsConfig(Section):
     body_timeout_seconds: Seconds = 3600.0
     """A request body taking longer is cut (408)."""
     header_timeout_seconds: Seconds = 60.0
-    """To send a request's headers (and keep-alive idle)."""
+    """To send a request's headers (and keep-alive idle); over TLS served by the gateway, to
+    finish the handshake too."""
     max_client_connections: Count | None = None
     """Client connections open at once in this process, each a file descriptor, which the
     requests' own files and upstream connections need too: past it a new connection gets
