@@ -88,7 +88,7 @@ class _Refusal(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
         transport.write(self._answer)
-        transport.close()  # unread bytes are dropped: the client asked for nothing yet
+        transport.close()  # its request, if it sent one after the handshake, is not read
 
 
 class _TlsUntilClosed(SSLProtocol):
