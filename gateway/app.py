@@ -70,6 +70,7 @@ from gateway.state import (
     session_store,
     staged_peers,
 )
+from gateway.state.agreement import ReplicaAgreement
 from gateway.state.connect import RedisConnection
 from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
@@ -364,6 +365,10 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[HTTP_CLIENT] = client()
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
+        # Replicas compare the settings they enforce together (said where they differ).
+        agreement = (ReplicaAgreement(redis, config.state.key_prefix, config)
+                     if redis is not None else None)
+        comparing = asyncio.create_task(agreement.run()) if agreement is not None else None
         announcing: set[asyncio.Task[None]] = set()
 
         def listening_again() -> None:
@@ -376,6 +381,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         events.listen(backends.apply_notice, listening_again)
         yield
         sweeper.cancel()
+        if agreement is not None and comparing is not None:
+            comparing.cancel()
+            await agreement.close()
         await events.close()
         if peers is not None:
             await peers.close()

@@ -325,7 +325,8 @@ class ClientKeyConfig(Section):
     """How a caller without a login is told apart from another by its address, for the
     per-client ``limits`` and the failed logins per address (``auth.rate_limit``). The
     address is the peer's, or the one the ``trusted_proxies`` forwarded. Replicas sharing
-    Redis need the same setting (their session counts are kept per key)."""
+    Redis need the same setting (their session counts are kept per key): one that differs
+    is named in a warning (gateway/state/agreement.py)."""
 
     ipv6_prefix_length: Annotated[int, Strict(), Field(ge=32, le=128)] = 64
     """An IPv6 client counts by this prefix of its address. 64: a host is routinely handed a

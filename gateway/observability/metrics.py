@@ -101,6 +101,10 @@ UPLOAD_REFUSALS = Counter("ecr_gateway_upload_refusals", "Upload requests refuse
                           "client's bytes in ECR, limits.max_abandoned_upload_bytes_per_client), "
                           "tail_total (the local session store's tails, "
                           "limits.max_upload_tail_bytes)", ["bound"], registry=REGISTRY)
+REPLICA_SETTINGS_DISAGREEING = Gauge("ecr_gateway_replica_settings_disagreeing",
+                                     "Settings replicas sharing Redis enforce together that a "
+                                     "live replica holds otherwise than this one "
+                                     "(gateway/state/agreement.py)", registry=REGISTRY)
 CLIENT_CONNECTIONS = Gauge("ecr_gateway_client_connections", "Client connections open, "
                            "bounded by limits.max_client_connections", registry=REGISTRY)
 CONNECTION_REFUSALS = Counter("ecr_gateway_connection_refusals", "Client connections answered "
