@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -104,8 +105,16 @@ async def serve_blob(request: web.Request, state: EmulatorState) -> web.StreamRe
     path = state.blobs.blob_path(digest) if is_sha256_digest(digest) else None
     if path is None or not path.is_file():
         return s3_error(404, "NoSuchKey", "The specified key does not exist.")
-    # FileResponse answers Range (206/416) itself.
+    # FileResponse answers Range (206/416) itself, but for a suffix of no bytes, which
+    # selects nothing (RFC 9110 14.1.1) and which it reads as the whole file.
+    if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
+        response = s3_error(416, "InvalidRange", "The requested range is not satisfiable")
+        response.headers["Content-Range"] = f"bytes */{path.stat().st_size}"
+        return response
     return _LayerFile(path, headers={"Content-Type": "application/octet-stream"})
+
+
+_ZERO_SUFFIX = re.compile(r"[ \t]*bytes[ \t]*=[ \t]*-0+[ \t]*", re.ASCII | re.IGNORECASE)
 
 
 class _LayerFile(web.FileResponse):

@@ -129,7 +129,9 @@ def forwarded_range(value: str | None, size: int) -> str | None:
     first, last = spec
     if len(first) > _DIGITS:
         return _NEVER
-    if not first:
+    if not first:  # a suffix of no bytes selects nothing, however the storage reads it
+        if not last.strip("0"):
+            return _NEVER
         return f"bytes=-{last}" if len(last) <= _DIGITS else "bytes=0-"
     return f"bytes={first}-{last if len(last) <= _DIGITS else ''}"
 

@@ -1,9 +1,11 @@
 """Range on blob reads alike on every path that serves the bytes.
 
 Paths: a staged upload (a local file), ECR's storage proxied through the gateway, the blob
-cache's copy (proxy mode). RFC 9110: a Range the server does not support (another unit,
-several ranges) may be ignored, the whole blob answered with 200; a last-byte position past
-the end means up to the end, whatever its digits; a single range past the end is 416.
+cache's copy (proxy mode), the embedded emulator's storage (the blob's size not known to the
+gateway: the Range goes to storage as it was asked, normalized). RFC 9110: a Range the
+server does not support (another unit, several ranges) may be ignored, the whole blob
+answered with 200; a last-byte position past the end means up to the end, whatever its
+digits; a single range past the end (or a suffix of no bytes) is 416.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ async def _check_rules(client: OciClient, repo: str, digest: str, data: bytes) -
         assert status == 206, (value, status, body[:200])
         assert body == data[start:end + 1], value
         assert headers["Content-Range"] == f"bytes {start}-{end}/{size}", value
+    # A suffix of no bytes selects nothing (RFC 9110 14.1.1), as a last byte before the first.
     for unsatisfiable in (f"bytes={size}-", f"bytes={size + 5}-{size + 9}",
-                          "bytes=99999999999999999999-"):
+                          "bytes=99999999999999999999-", "bytes=-0", "bytes=-000", "bytes=3-1"):
         status, headers, _ = await _get(client, repo, digest, unsatisfiable)
         assert status == 416, unsatisfiable
         assert headers["Content-Range"] == f"bytes */{size}", unsatisfiable
@@ -93,3 +96,14 @@ async def test_ranges_proxied_from_ecr_and_from_the_blob_cache(
     assert await client.get_blob(repo, digest) == layer  # a whole read fills the cache
     assert _cached(proxy_gateway)
     await _check_rules(client, repo, digest, layer)
+
+
+async def test_ranges_from_the_embedded_emulator(tmp_path: Path, repo: str) -> None:
+    with GatewayProcess(tmp_path / "embedded") as embedded:
+        async with aiohttp.ClientSession() as session:
+            client = OciClient(session, embedded.url)
+            layer = os.urandom(SIZE)
+            await client.push_image(repo, "v1", [layer])
+            digest = digest_of(layer)
+            assert not _staged(embedded, digest)
+            await _check_rules(client, repo, digest, layer)

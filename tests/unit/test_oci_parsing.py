@@ -10,7 +10,7 @@ from gateway.oci.digests import parse_digest
 from gateway.oci.errors import OciError
 from gateway.oci.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest
 from gateway.oci.names import check_name, check_tag
-from gateway.oci.ranges import parse_content_range, parse_read_range
+from gateway.oci.ranges import forwarded_range, parse_content_range, parse_read_range
 from gateway.oci.routes import match
 
 D = "sha256:" + "a" * 64
@@ -71,6 +71,19 @@ def test_read_range() -> None:
     with pytest.raises(OciError) as caught:
         parse_read_range("bytes=100-", 100)
     assert caught.value.status == 416
+
+
+def test_a_range_forwarded_for_a_blob_of_unknown_size_reads_as_a_local_file_would() -> None:
+    # Storage sizes unknown: the Range goes to it normalized. A suffix of no bytes selects
+    # nothing (RFC 9110 14.1.1); a server that reads it as "from byte 0" (aiohttp's files)
+    # would send the whole blob with 206, where a local file answers 416.
+    never = forwarded_range("bytes=99999999999999999999-", -1)
+    for nothing in ("bytes=-0", "bytes=-000", "bytes= -0"):
+        assert forwarded_range(nothing, -1) == never, nothing
+        with pytest.raises(OciError):
+            parse_read_range(nothing, 100)
+    assert forwarded_range("bytes=-10", -1) == "bytes=-10"
+    assert forwarded_range("bytes=-010", -1) == "bytes=-010"
 
 
 def manifest(**extra: object) -> bytes:
