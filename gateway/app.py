@@ -404,7 +404,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     if peers is not None:
         add_peer_route(app, backends, peers)
     authenticator = _private_folder(
-        "data_dir", lambda: install_auth(app, config, clients, policy, router),
+        "data_dir", lambda: install_auth(app, config, clients, policy, router, redis),
         "the token-signing key")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -20,6 +20,7 @@ from gateway.auth.aws import AwsIdentities
 from gateway.auth.challenge import too_many_failures
 from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.ratelimit import FailedLogins
+from gateway.auth.shared_failures import Attempt, SharedFailedLogins
 from gateway.auth.tokens import RefreshClaims
 
 
@@ -83,9 +84,11 @@ class AwsBackend:
 
 
 class Logins:
-    def __init__(self, backend: PasswordBackend, failures: FailedLogins) -> None:
+    def __init__(self, backend: PasswordBackend, failures: FailedLogins,
+                 shared: SharedFailedLogins | None = None) -> None:
         self.backend = backend
         self.failures = failures
+        self.shared = shared  # the replicas' counts in Redis, checked too
         # Checks under way, by a keyed hash of the name and password: the same credentials
         # sent at once (a CI job's parallel pushes) share one check, and count as one
         # attempt, where distinct guesses each count (FailedLogins.attempt).
@@ -112,7 +115,7 @@ class Logins:
         if check is None:
             # Counted from now, before the next request is looked at, until it ends.
             end = self.failures.attempt(user, address)
-            check = asyncio.ensure_future(self.backend.check(user, password))
+            check = asyncio.ensure_future(self._counted_check(user, password, address))
             self._checks[key] = check
 
             def done(task: asyncio.Future[Login | None]) -> None:
@@ -124,6 +127,20 @@ class Logins:
             check.add_done_callback(done)
         # Shielded: a client that goes away does not cancel the others' check.
         return await asyncio.shield(check)
+
+
+    async def _counted_check(self, user: str, password: str,
+                             address: str | None) -> Login | None:
+        """The backend's check, counted first in the replicas' failures (429 past them)."""
+        if self.shared is None:
+            return await self.backend.check(user, password)
+        attempt = await self.shared.begin(user, address)
+        if not isinstance(attempt, Attempt):
+            raise too_many_failures(attempt)
+        login = await self.backend.check(user, password)
+        if login is not None:
+            await self.shared.succeeded(attempt)
+        return login
 
 
 def parse_basic(value: str) -> tuple[str, str] | None:

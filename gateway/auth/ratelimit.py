@@ -19,6 +19,9 @@ failed. The table holds at most ``max_keys`` names and addresses: past it, those
 last failure is the oldest are forgotten first. A name is the caller's to choose, up to the
 megabyte of a token form, so one longer than any real name is kept as its digest: each key
 costs a bounded few hundred bytes, whatever was sent.
+
+These counts are this process's; replicas sharing Redis also count every check there
+(gateway/auth/shared_failures.py), so the limits hold for all of them together.
 """
 
 from __future__ import annotations

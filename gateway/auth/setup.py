@@ -15,6 +15,7 @@ from gateway.auth.logins import AwsBackend, HtpasswdBackend, Logins, PasswordBac
 from gateway.auth.middleware import Authenticator
 from gateway.auth.ratelimit import FailedLogins
 from gateway.auth.rules import AccessRules, EcrRepository, Rule
+from gateway.auth.shared_failures import SharedFailedLogins
 from gateway.auth.token_server import TokenServer
 from gateway.auth.tokens import TokenService, load_signing_key
 from gateway.config import AuthConfig, Config
@@ -22,6 +23,7 @@ from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.oci.context import ACCESS_CHECK, CATALOG_FILTER
+from gateway.state.connect import RedisConnection
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,9 @@ def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
 
 
 def install(app: web.Application, config: Config, clients: ClientFactory,
-            policy: RetryPolicy, router: Router | None = None) -> Authenticator | None:
+            policy: RetryPolicy, router: Router | None = None,
+            redis: RedisConnection | None = None) -> Authenticator | None:
+    """With ``redis`` (replicas sharing it), failed logins are counted across replicas."""
     auth = config.auth
     if auth.mode == "none":
         return None
@@ -81,9 +85,19 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
         assert auth.htpasswd_file is not None  # checked with the configuration
         backend = HtpasswdBackend(HtpasswdFile(auth.htpasswd_file))
     limits = auth.rate_limit
+    keys = app.get(CLIENT_KEYS) or client_keys(config)
+    shared = None
+    if redis is not None:
+        shared = SharedFailedLogins(redis, config.state.key_prefix, limits.window_seconds,
+                                    limits.max_failures_per_user,
+                                    limits.max_failures_per_address, keys)
+
+        async def close_shared(app: web.Application) -> None:
+            await shared.close()
+
+        app.on_cleanup.append(close_shared)
     logins = Logins(backend, FailedLogins(limits.window_seconds, limits.max_failures_per_user,
-                                          limits.max_failures_per_address,
-                                          keys=app.get(CLIENT_KEYS) or client_keys(config)))
+                                          limits.max_failures_per_address, keys=keys), shared)
     trust = app.get(PROXY_TRUST) or ProxyTrust(parse_networks(config.trusted_proxies))
     app[PROXY_TRUST] = trust
     challenger = Challenger(auth.token.realm, auth.token.service,

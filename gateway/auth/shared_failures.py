@@ -1,0 +1,182 @@
+"""Failed logins counted across the replicas that share Redis.
+
+Each replica counts failed logins in its own memory (gateway/auth/ratelimit.py). Behind a
+load balancer that spreads requests over N replicas, a guesser got N times
+``auth.rate_limit``: 10 guesses per user name every 5 minutes became 30 with three
+replicas, and each replica added tells it to guess faster. With ``state.backend: redis``
+every check of a password is also counted in Redis before it runs, the same way the local
+count does it (a check under way counts as a failure until it succeeded), so the limits hold
+for the replicas together:
+
+- ``<prefix>logins:user:{<digest of the name>}``: a sorted set of the name's checks within
+  the window, ``<id>|<address key>`` scored by when they began (ms); a check that succeeds is
+  taken out with every earlier failure of that name from its address;
+- ``<prefix>logins:known:{<same digest>}``: the address keys the name logged in from, each
+  with when that stops counting (a day after): there only that address's failures count, so
+  failures sent from elsewhere do not lock the owner out where it logs in;
+- ``<prefix>logins:address:{<digest of the address key>}``: the address's checks within the
+  window.
+
+A refused check adds nothing. Every key expires with its window (the known addresses a day
+after the last login). A replica that dies during a check leaves it counted as a failure,
+which the window ends. When Redis is down (or refuses), the local counts alone apply: a login
+is not refused for want of Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.auth.client_keys import ClientKeys
+from gateway.auth.ratelimit import KNOWN_SECONDS, user_key
+from gateway.observability.logs import Sparing, unsaid
+from gateway.state.connect import RedisConnection
+
+log = logging.getLogger(__name__)
+_SAID = Sparing()
+
+# KEYS: the checks' sorted set, the known addresses (a name's own; none for an address).
+# ARGV: "begin" or "succeeded", now (ms), window (ms), limit, member, address key ("": none),
+# how long a login keeps its address known (ms).
+# begin: the ms to wait if the checks counted reach the limit (nothing added), else -1 once
+# the member is added. succeeded: the member and the name's failures from the address out.
+_SCRIPT = """
+local now, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local member, address = ARGV[5], ARGV[6]
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local suffix = '|' .. address
+if ARGV[1] == 'succeeded' then
+  redis.call('ZREM', KEYS[1], member)
+  if address ~= '' and #KEYS == 2 then
+    local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+    for _, item in ipairs(all) do
+      if string.sub(item, -#suffix) == suffix then redis.call('ZREM', KEYS[1], item) end
+    end
+    local keep = tonumber(ARGV[7])
+    redis.call('HSET', KEYS[2], address, now + keep)
+    if redis.call('HLEN', KEYS[2]) > 1000 then
+      local known = redis.call('HGETALL', KEYS[2])
+      for i = 1, #known, 2 do
+        if tonumber(known[i + 1]) <= now then redis.call('HDEL', KEYS[2], known[i]) end
+      end
+    end
+    redis.call('PEXPIRE', KEYS[2], keep)
+  end
+  return 0
+end
+local scores = {}
+local until_known = nil
+if address ~= '' and #KEYS == 2 then until_known = redis.call('HGET', KEYS[2], address) end
+if until_known and tonumber(until_known) > now then
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if string.sub(all[i], -#suffix) == suffix then table.insert(scores, tonumber(all[i + 1])) end
+  end
+else
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 2, #all, 2 do table.insert(scores, tonumber(all[i])) end
+end
+if #scores >= limit then
+  return math.max(scores[#scores - limit + 1] + window - now, 1)
+end
+redis.call('ZADD', KEYS[1], now, member)
+redis.call('PEXPIRE', KEYS[1], window)
+return -1
+"""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One check of a password counted in Redis (give it to :meth:`succeeded` if it did)."""
+    member: str
+    user: str | None
+    address: str | None
+    counted: tuple[str, ...]  # the kinds counted: "user", "address"
+
+
+class SharedFailedLogins:
+    """The replicas' failed logins in Redis, with ``auth.rate_limit``'s window and limits
+    (0: no limit of that kind)."""
+
+    def __init__(self, connection: RedisConnection, prefix: str, window: float,
+                 per_user: int, per_address: int, keys: ClientKeys) -> None:
+        self._redis: Any = connection.client(decode_responses=True)
+        self._health = connection.health
+        self._script = self._redis.register_script(_SCRIPT)
+        self._prefix = prefix
+        self._window_ms = max(int(window * 1000), 1)
+        self._limits = {"user": per_user, "address": per_address}
+        self._keys = keys
+
+    def _sets(self, kind: str, value: str) -> list[str]:
+        tag = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        if kind == "user":
+            return [f"{self._prefix}logins:user:{{{tag}}}", f"{self._prefix}logins:known:{{{tag}}}"]
+        return [f"{self._prefix}logins:address:{{{tag}}}"]
+
+    async def begin(self, user: str | None, address: str | None) -> Attempt | int:
+        """Count a check of ``user``'s password from ``address`` as a failure until it
+        succeeds; or the seconds to wait when the replicas' failures reach a limit."""
+        name, key = user_key(user), self._keys.of(address)
+        attempt = Attempt(uuid.uuid4().hex, name, key, ())
+        if not self._health.up:
+            return attempt  # the local counts alone: said once, when Redis went down
+        now = int(time.time() * 1000)
+        counted: list[str] = []
+        try:
+            for kind, value in (("user", name), ("address", key)):
+                limit = self._limits[kind]
+                if value is None or limit <= 0:
+                    continue
+                wait = int(await self._script(
+                    keys=self._sets(kind, value),
+                    args=["begin", now, self._window_ms, limit, self._member(attempt),
+                          key or ""]))
+                if wait >= 0:
+                    await self._take_back(attempt, counted)
+                    return max(1, math.ceil(wait / 1000))
+                counted.append(kind)
+        except Exception as exc:  # Redis down or refusing: the local counts alone
+            self._unshared(exc)
+            return Attempt(attempt.member, name, key, tuple(counted))
+        return Attempt(attempt.member, name, key, tuple(counted))
+
+    async def succeeded(self, attempt: Attempt) -> None:
+        """The check succeeded: it is no failure, nor are the name's earlier ones from its
+        address, which now counts only its own failures of that name for a day."""
+        try:
+            await self._take_back(attempt, list(attempt.counted), succeeded=True)
+        except Exception as exc:
+            self._unshared(exc)
+
+    async def _take_back(self, attempt: Attempt, counted: list[str], *,
+                         succeeded: bool = False) -> None:
+        now = int(time.time() * 1000)
+        for kind in counted:
+            value = attempt.user if kind == "user" else attempt.address
+            assert value is not None
+            keys = self._sets(kind, value)
+            # a refused begin takes back only its own member: the name's failures stay
+            await self._script(keys=keys if succeeded else keys[:1],
+                               args=["succeeded", now, self._window_ms, 0,
+                                     self._member(attempt), attempt.address or "",
+                                     int(KNOWN_SECONDS * 1000)])
+
+    @staticmethod
+    def _member(attempt: Attempt) -> str:
+        return f"{attempt.member}|{attempt.address or ''}"
+
+    def _unshared(self, exc: BaseException) -> None:
+        left = _SAID.due("unshared")
+        if left is not None:
+            log.warning("failed logins not counted across replicas (the local counts "
+                        "apply): %s%s", type(exc).__name__, unsaid(left))
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,118 @@
+"""Failed logins with replicas sharing Redis: each replica counted them in its own memory, so
+a guesser whose requests a load balancer spread over two replicas got twice
+``auth.rate_limit``. Checks are now counted in Redis as they begin, and the limits hold for
+the replicas together (gateway/auth/shared_failures.py), with the same rules as one
+replica's: failures from elsewhere do not lock a user out of an address it logged in from.
+Addresses come from X-Forwarded-For, from the trusted proxy the loopback peer plays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.integration.auth.helpers import basic, request, write_htpasswd
+from tests.integration.state.conftest import redis_state, replica
+from tests.support.emulator import EmulatorProcess
+from tests.support.gateway import GatewayProcess
+from tests.support.redis import RedisServer
+
+OWNER = {"X-Forwarded-For": "203.0.113.10"}
+ATTACKER = {"X-Forwarded-For": "198.51.100.66"}
+NEW_PLACE = {"X-Forwarded-For": "203.0.113.99"}
+USERS = {f"user{i}": f"password-{i}" for i in range(8)}
+
+
+@contextmanager
+def _replicas(root: Path, upstream: EmulatorProcess, redis_server: RedisServer,
+              **rate_limit: int) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
+    users = write_htpasswd(root / "htpasswd", USERS)
+    auth: dict[str, Any] = {
+        "mode": "htpasswd", "htpasswd_file": str(users), "rate_limit": rate_limit,
+        "rules": [{"repository": "**", "users": ["*"], "actions": ["pull"]}]}
+    state = redis_state(redis_server)
+    with replica(root / "a", upstream, state, auth=auth, trusted_proxies=["127.0.0.1/32"]) as a, \
+            replica(root / "b", upstream, state, auth=auth,
+                    trusted_proxies=["127.0.0.1/32"]) as b:
+        yield a, b
+
+
+async def test_a_guesser_spread_over_replicas_meets_one_limit(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    with _replicas(tmp_path, upstream, redis_server, max_failures_per_user=3,
+                   max_failures_per_address=1000) as (a, b):
+        owner = basic("user0", USERS["user0"])
+        async with aiohttp.ClientSession() as session:
+            assert (await request(session, "GET", f"{a.url}/v2/", {**owner, **OWNER})).status \
+                == 200
+            for attempt, gateway in enumerate((a, b, a)):
+                guess = await request(session, "GET", f"{gateway.url}/v2/",
+                                      {**basic("user0", f"guess-{attempt}"), **ATTACKER})
+                assert guess.status == 401, attempt
+            # Three failures in all: every replica refuses the name from other addresses...
+            for gateway in (a, b):
+                for place in (ATTACKER, NEW_PLACE):
+                    refused = await request(session, "GET", f"{gateway.url}/v2/",
+                                            {**owner, **place})
+                    assert refused.status == 429, (gateway.url, place)
+                    assert int(refused.headers["Retry-After"]) > 1
+            # ...but not where its owner logged in, on either replica (the token endpoint too).
+            for gateway in (b, a):
+                assert (await request(session, "GET", f"{gateway.url}/v2/",
+                                      {**owner, **OWNER})).status == 200
+            token = f"{b.url}/token?service=ecr-gateway&scope=repository:any/app:pull"
+            assert (await request(session, "GET", token, {**owner, **OWNER})).status == 200
+    assert "Traceback" not in "\n".join(a.log_lines + b.log_lines)
+
+
+async def test_an_address_guessing_many_names_over_replicas_meets_one_limit(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    with _replicas(tmp_path, upstream, redis_server, max_failures_per_user=1000,
+                   max_failures_per_address=4) as (a, b):
+        async with aiohttp.ClientSession() as session:
+            statuses = []
+            for i in range(8):
+                gateway = (a, b)[i % 2]
+                answer = await request(session, "GET", f"{gateway.url}/v2/",
+                                       {**basic(f"user{i}", "wrong"), **ATTACKER})
+                statuses.append(answer.status)
+            assert statuses == [401] * 4 + [429] * 4
+            # Another address is not held back.
+            other = await request(session, "GET", f"{b.url}/v2/",
+                                  {**basic("user1", USERS["user1"]), **NEW_PLACE})
+            assert other.status == 200
+
+
+async def test_a_burst_of_guesses_over_replicas_checks_no_more_than_the_limit(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    with _replicas(tmp_path, upstream, redis_server, max_failures_per_user=3,
+                   max_failures_per_address=1000) as (a, b):
+        async with aiohttp.ClientSession() as session:
+            answers = await asyncio.gather(*(
+                request(session, "GET", f"{(a, b)[i % 2].url}/v2/",
+                        {**basic("user2", f"burst-{i}"), **ATTACKER}) for i in range(24)))
+            statuses = sorted(answer.status for answer in answers)
+            # Each 401 is a password checked: three in all, whichever replica checked it.
+            assert statuses.count(401) <= 3, statuses
+            assert set(statuses) <= {401, 429}, statuses
+
+
+async def test_logins_go_on_under_the_local_limits_while_redis_is_down(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    with RedisServer(tmp_path / "redis") as own_redis, \
+            _replicas(tmp_path, upstream, own_redis, max_failures_per_user=3,
+                      max_failures_per_address=1000) as (a, _):
+        own_redis.stop()
+        async with aiohttp.ClientSession() as session:
+            owner = await request(session, "GET", f"{a.url}/v2/",
+                                  {**basic("user3", USERS["user3"]), **OWNER})
+            assert owner.status == 200
+            statuses = [(await request(session, "GET", f"{a.url}/v2/",
+                                       {**basic("user3", f"down-{i}"), **ATTACKER})).status
+                        for i in range(4)]
+            assert statuses == [401, 401, 401, 429]  # this replica's own count
+    assert "Traceback" not in "\n".join(a.log_lines)
