@@ -94,8 +94,7 @@ class SendWatch:
             self._cut_off("idle" if self.cut else "whole")
             return True  # the request's cancellation ends here: the block is over
         transport = self._transport
-        if self._check is not None and transport is not None and \
-                transport.get_write_buffer_size():
+        if self._check is not None and transport is not None and _buffered(transport) > 0:
             # The answer's end (up to the buffer's high-water mark, 64 KiB) waits for the
             # client after the request: watched on, the connection cut if it does not move.
             # The request and its task are let go of: what they hold (the answer, a 4 MiB
@@ -153,7 +152,9 @@ def _progress(transport: asyncio.Transport) -> tuple[int, ...]:
     """(bytes acknowledged by the client, bytes in the socket's send queue, bytes in the
     transport's buffer): what changes while a client reads, and stays while it does not.
     Without TCP_INFO (a Unix socket, another kernel) the first is 0."""
-    buffered = transport.get_write_buffer_size()
+    buffered = _buffered(transport)
+    if buffered < 0:
+        return (0, 0, 0)  # a TLS connection that is over
     sock = transport.get_extra_info("socket")
     if sock is None:
         return (0, 0, buffered)
@@ -168,6 +169,16 @@ def _progress(transport: asyncio.Transport) -> tuple[int, ...]:
     except OSError:
         pass
     return (acked, queued, buffered)
+
+
+def _buffered(transport: asyncio.Transport) -> int:
+    """The bytes in the transport's buffer; -1 for asyncio's TLS transport closed twice (as
+    it is once its peer's close_notify came): it has forgotten its connection and fails every
+    question asked of it, and its closing is bounded on its own (gateway/oci/tls_admission.py)."""
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return -1
 
 
 def _unsent(state: tuple[int, ...]) -> bool:

@@ -20,6 +20,7 @@ they are overridden in subclasses rather than patched globally.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import ssl
@@ -35,7 +36,7 @@ from aiohttp.web_request import BaseRequest
 from gateway.oci.connections import Admitted, ConnectionBounds
 from gateway.oci.errors import REQUEST_INVALID, OciError
 from gateway.oci.middleware import render
-from gateway.oci.tls_admission import Refusing, TlsAdmission
+from gateway.oci.tls_admission import DEFAULT_TIMEOUT, Refusing, TlsAdmission
 
 log = logging.getLogger("gateway.errors")
 
@@ -128,28 +129,34 @@ def _is_tls_probe(exc: HttpProcessingError) -> bool:
 class _OciServer(web.Server):
     bounds: ConnectionBounds | None = None
     tls: ssl.SSLContext | None = None
-    handshake_timeout = 60.0
+    handshake_timeout = DEFAULT_TIMEOUT
     refusing: Refusing
 
     def __call__(self) -> RequestHandler:
-        handler = _OciRequestHandler(self, loop=self._loop, **self._kwargs)
         if self.tls is None:
-            return handler
-        # Counted before its handshake, by the protocol that then serves TLS around it.
-        handler.counted = True
-        return TlsAdmission(handler, self.tls, self.bounds,  # type: ignore[return-value]
-                            self.refusing, self.handshake_timeout)  # any protocol does
+            return self._handler()
+        # Counted before its handshake, by the protocol that then serves TLS around it (and
+        # makes the handler only for a connection it admits).
+        return TlsAdmission(functools.partial(self._handler, counted=True),  # type: ignore[return-value]
+                            self.tls, self.bounds, self.refusing,
+                            self.handshake_timeout)  # any protocol does
+
+    def _handler(self, *, counted: bool = False) -> RequestHandler:
+        handler = _OciRequestHandler(self, loop=self._loop, **self._kwargs)
+        handler.counted = counted
+        return handler
 
 
 class OciAppRunner(web.AppRunner):
     """``web.AppRunner`` whose connections answer unparseable requests as OCI errors, and
     whose server holds at most what ``bounds`` lets it (gateway/oci/connections.py). With
     ``tls`` its connections are served over TLS, each counted before its handshake, which
-    must be done within ``handshake_timeout`` seconds (gateway/oci/tls_admission.py): give
-    its sites no ``ssl_context`` of their own."""
+    must be done within ``handshake_timeout`` seconds, as each step of its closing
+    (gateway/oci/tls_admission.py): give its sites no ``ssl_context`` of their own."""
 
     def __init__(self, app: web.Application, *, bounds: ConnectionBounds | None = None,
-                 tls: ssl.SSLContext | None = None, handshake_timeout: float = 60.0,
+                 tls: ssl.SSLContext | None = None,
+                 handshake_timeout: float = DEFAULT_TIMEOUT,
                  **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self._bounds = bounds

@@ -63,8 +63,13 @@ def test_asyncio_ssl_protocol() -> None:
     surface("asyncio", "sslproto.SSLProtocol(loop, app_protocol, sslcontext, waiter, "
             "server_side=, ssl_handshake_timeout=) and its connection_lost",
             found[:5] == ["self", "loop", "app_protocol", "sslcontext", "waiter"]
-            and {"server_side", "ssl_handshake_timeout"} <= set(found)
+            and {"server_side", "ssl_handshake_timeout", "ssl_shutdown_timeout"} <= set(found)
             and _parameters(SSLProtocol.connection_lost) == ["self", "exc"], found)
+    # ... and bounds its closing: the hook asyncio calls once the TLS session is over
+    hook = getattr(SSLProtocol, "_on_shutdown_complete", None)
+    surface("asyncio", "sslproto.SSLProtocol._on_shutdown_complete(shutdown_exc)",
+            hook is not None and _parameters(hook) == ["self", "shutdown_exc"],
+            sorted(name for name in vars(SSLProtocol) if "shutdown" in name))
 
 
 async def test_aiohttp_app_runner_make_server() -> None:

@@ -17,7 +17,7 @@ import resource
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -228,6 +228,19 @@ def _closed(sock: socket.socket) -> bool:
         sock.settimeout(10)
 
 
+def _served_over_tls(tmp_path: Path, limits: dict[str, float]
+                     ) -> tuple[ssl.SSLContext, dict[str, object]]:
+    """A configuration serving HTTPS with the connection bounds and ``limits``, and a client
+    context trusting its certificate."""
+    ca = TestCA.create(tmp_path / "ca")
+    ca.issue(tmp_path / "server.crt", tmp_path / "server.key")
+    config = {"limits": {"max_client_connections": TOTAL,
+                         "max_connections_per_client": PER_CLIENT, **limits},
+              "tls": {"cert_file": str(tmp_path / "server.crt"),
+                      "key_file": str(tmp_path / "server.key")}}
+    return ssl.create_default_context(cafile=str(ca.cert_path)), config
+
+
 async def test_tls_connections_count_before_their_handshake(
         upstream: EmulatorProcess, tmp_path: Path) -> None:
     """With TLS served by the gateway, asyncio tells a connection's handler of it once its
@@ -236,15 +249,8 @@ async def test_tls_connections_count_before_their_handshake(
     then opened again). They now count as they are accepted, must finish the handshake within
     ``limits.header_timeout_seconds``, and past a bound get their refusal over TLS, at most
     MAX_REFUSING at once (the rest closed unanswered)."""
-    ca = TestCA.create(tmp_path / "ca")
-    ca.issue(tmp_path / "server.crt", tmp_path / "server.key")
-    trusting = ssl.create_default_context(cafile=str(ca.cert_path))
     header_timeout = 4.0
-    config = {"limits": {"max_client_connections": TOTAL,
-                         "max_connections_per_client": PER_CLIENT,
-                         "header_timeout_seconds": header_timeout},
-              "tls": {"cert_file": str(tmp_path / "server.crt"),
-                      "key_file": str(tmp_path / "server.key")}}
+    trusting, config = _served_over_tls(tmp_path, {"header_timeout_seconds": header_timeout})
     with GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
         assert gateway.url.startswith("https://")
         # One client opens its share of connections and never begins a handshake.
@@ -297,3 +303,92 @@ async def _metric_tls(url: str, tls: ssl.SSLContext,
         async with session.get(f"{url}/metrics") as r:
             return "\n".join(line for line in (await r.text()).splitlines()
                              if line.startswith(name))
+
+
+def _unread_answers(port: int, source: str, tls: ssl.SSLContext, path: str,
+                    requests: int) -> tuple[socket.socket, ssl.SSLObject, ssl.MemoryBIO]:
+    """A TLS connection that asked for ``requests`` answers of ``path`` at once and reads
+    none of them (a small receive buffer, nothing received after the handshake): the
+    gateway's socket and write buffer stay full. The TLS session and the buffer its records
+    go out through."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    session = tls.wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    while True:
+        try:
+            session.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(outgoing.read())
+            incoming.write(sock.recv(65536))
+    session.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() * requests)
+    sock.setblocking(False)
+    data, sent, until = outgoing.read(), 0, time.monotonic() + 5
+    while sent < len(data) and time.monotonic() < until:  # as much as the gateway takes
+        try:
+            sent += sock.send(data[sent:])
+        except BlockingIOError:
+            time.sleep(0.05)
+    assert sent == len(data), (sent, len(data))  # the gateway reads what comes after them
+    sock.settimeout(10)
+    return sock, session, outgoing
+
+
+async def test_tls_connections_ended_by_their_peer_are_given_back(
+        upstream: EmulatorProcess, tmp_path: Path) -> None:
+    """A TLS connection's end takes a bounded time, whoever ends it. A peer that asked for
+    many answers, read none and sent its close_notify kept its socket, its place in the
+    bounds and the requests writing to it for ever (still held after 290 s: asyncio closes
+    the socket once its write buffer is sent, and the answers' send watch took a closing
+    connection for gone); one that ended its stream instead (a TCP FIN, no close_notify) had
+    every later answer dropped with a warning (5,541 lines for one connection), and the send
+    watch logged a traceback for each answer left in such a connection's buffer once it was
+    gone (354); one idle after its handshake held its place 30 s past the
+    header timeout, waiting for a close_notify. Each is now given back within twice
+    ``limits.header_timeout_seconds``."""
+    header_timeout = 2.0
+    trusting, config = _served_over_tls(tmp_path, {"header_timeout_seconds": header_timeout,
+                                                   "send_idle_timeout_seconds": 2})
+    with GatewayProcess(tmp_path / "gateway", config, upstream_url=upstream.url) as gateway:
+        async def given_back(how: str, end: Callable[[], object]) -> None:
+            assert await _metric_tls(gateway.url, trusting) \
+                == "ecr_gateway_client_connections 2.0", how  # it and the metrics request
+            end()
+            ended = time.monotonic()
+            while (now := await _metric_tls(gateway.url, trusting)) \
+                    != "ecr_gateway_client_connections 1.0":
+                # twice the header timeout, and room for a busy machine (asyncio's own
+                # wait for a close_notify alone is 30 s)
+                assert time.monotonic() - ended < 2 * header_timeout + 10, (how, now)
+                await asyncio.sleep(0.5)
+
+        idle = trusting.wrap_socket(_connect(gateway.port, "127.0.0.1"),
+                                    server_hostname="127.0.0.1")
+        await given_back("idle after its handshake", lambda: None)
+        sock, session, outgoing = await asyncio.to_thread(
+            _unread_answers, gateway.port, "127.0.0.2", trusting, "/v2/", 12000)
+        await asyncio.sleep(1)  # the gateway's socket buffers fill
+
+        def close_notify() -> None:
+            try:
+                session.unwrap()
+            except ssl.SSLWantReadError:  # the gateway's close_notify is never read
+                pass
+            sock.sendall(outgoing.read())
+
+        await given_back("close_notify, answers unread", close_notify)
+        ending = (await asyncio.to_thread(
+            _unread_answers, gateway.port, "127.0.0.3", trusting, "/v2/", 10000))[0]
+        await asyncio.sleep(1)
+        await given_back("end of stream, answers unread",
+                         lambda: ending.shutdown(socket.SHUT_WR))
+        for each in (idle, sock, ending):
+            each.close()
+        await asyncio.sleep(1)  # the send watch looks at its answers twice a second
+    log = "\n".join(gateway.log_lines)
+    assert "Traceback" not in log, log[log.find("Traceback") - 200:][:1500]
+    assert "SSL connection is closed" not in log, log.count("SSL connection is closed")
