@@ -18,7 +18,13 @@ for the replicas together:
   window.
 
 A refused check adds nothing. Every key expires with its window (the known addresses a day
-after the last login). A replica that dies during a check leaves it counted as a failure,
+after the last login). The names and addresses are the callers' to choose: one holding many
+IPv6 /64s, sending a new name from each, would add keys to Redis as fast as the gateway takes
+requests (its password checks wait in line, counted already), until Redis, shared with every
+push's upload sessions, was full. So at most ``MAX_RECORDED`` checks are counted in Redis per
+window (``<prefix>logins:recorded:{logins}:<window number>``, about 45 MB at most); past
+them, until the next window, each replica's own bounded count applies alone, and a warning
+says so. A replica that dies during a check leaves it counted as a failure,
 which the window ends. When Redis is down (or refuses), the local counts alone apply: a login
 is not refused for want of Redis.
 """
@@ -40,6 +46,8 @@ from gateway.state.connect import RedisConnection
 
 log = logging.getLogger(__name__)
 _SAID = Sparing()
+
+MAX_RECORDED = 100_000
 
 # KEYS: the checks' sorted set, the known addresses (a name's own; none for an address).
 # ARGV: "begin" or "succeeded", now (ms), window (ms), limit, member, address key ("": none),
@@ -105,7 +113,8 @@ class SharedFailedLogins:
     (0: no limit of that kind)."""
 
     def __init__(self, connection: RedisConnection, prefix: str, window: float,
-                 per_user: int, per_address: int, keys: ClientKeys) -> None:
+                 per_user: int, per_address: int, keys: ClientKeys,
+                 max_recorded: int = MAX_RECORDED) -> None:
         self._redis: Any = connection.client(decode_responses=True)
         self._health = connection.health
         self._script = self._redis.register_script(_SCRIPT)
@@ -113,6 +122,7 @@ class SharedFailedLogins:
         self._window_ms = max(int(window * 1000), 1)
         self._limits = {"user": per_user, "address": per_address}
         self._keys = keys
+        self._max_recorded = max_recorded
 
     def _sets(self, kind: str, value: str) -> list[str]:
         tag = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -130,6 +140,8 @@ class SharedFailedLogins:
         now = int(time.time() * 1000)
         counted: list[str] = []
         try:
+            if not await self._recordable(now):
+                return attempt
             for kind, value in (("user", name), ("address", key)):
                 limit = self._limits[kind]
                 if value is None or limit <= 0:
@@ -146,6 +158,22 @@ class SharedFailedLogins:
             self._unshared(exc)
             return Attempt(attempt.member, name, key, tuple(counted))
         return Attempt(attempt.member, name, key, tuple(counted))
+
+    async def _recordable(self, now: int) -> bool:
+        """Whether this window's checks in Redis are still under ``max_recorded``."""
+        window = now // self._window_ms
+        key = f"{self._prefix}logins:recorded:{{logins}}:{window}"
+        recorded = int(await self._redis.incr(key))
+        if recorded == 1:
+            await self._redis.pexpire(key, 2 * self._window_ms)
+        if recorded <= self._max_recorded:
+            return True
+        left = _SAID.due("full")
+        if left is not None:
+            log.warning("failed logins not counted across replicas until the window ends: "
+                        "%d checks were counted in Redis within it (each replica's own count "
+                        "applies)%s", self._max_recorded, unsaid(left))
+        return False
 
     async def succeeded(self, attempt: Attempt) -> None:
         """The check succeeded: it is no failure, nor are the name's earlier ones from its

@@ -8,13 +8,19 @@ Addresses come from X-Forwarded-For, from the trusted proxy the loopback peer pl
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
+import redis.asyncio as aioredis
 
+from gateway.auth.client_keys import DEFAULT_CLIENT_KEYS
+from gateway.auth.shared_failures import Attempt, SharedFailedLogins
+from gateway.state.connect import RedisConnection
 from tests.integration.auth.helpers import basic, request, write_htpasswd
 from tests.integration.state.conftest import redis_state, replica
 from tests.support.emulator import EmulatorProcess
@@ -116,3 +122,26 @@ async def test_logins_go_on_under_the_local_limits_while_redis_is_down(
                         for i in range(4)]
             assert statuses == [401, 401, 401, 429]  # this replica's own count
     assert "Traceback" not in "\n".join(a.log_lines)
+
+
+async def test_names_and_addresses_without_end_stop_at_a_bound_in_redis(
+        redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Callers choose the names and addresses counted: a new pair per request would add keys
+    to Redis (shared with every push's sessions) as fast as requests come. Past
+    ``max_recorded`` checks in a window nothing more is added, each replica's own count
+    applying."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 300.0, 3, 50,
+                                DEFAULT_CLIENT_KEYS, max_recorded=5)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        attempts = [await shared.begin(f"name-{i}", f"2001:db8:{i:x}::1") for i in range(12)]
+        assert all(isinstance(attempt, Attempt) for attempt in attempts)
+        counted = [a.counted for a in attempts if isinstance(a, Attempt)]
+        assert counted == [("user", "address")] * 5 + [()] * 7
+        kept = [key async for key in raw.scan_iter(match=f"{prefix}logins:user:*")]
+        assert len(kept) == 5
+        assert "not counted across replicas until the window ends" in caplog.text
+    finally:
+        await raw.aclose()
+        await shared.close()
