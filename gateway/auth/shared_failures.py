@@ -22,7 +22,7 @@ after the last login). The names and addresses are the callers' to choose: one h
 IPv6 /64s, sending a new name from each, would add keys to Redis as fast as the gateway takes
 requests (its password checks wait in line, counted already), until Redis, shared with every
 push's upload sessions, was full. So at most ``MAX_RECORDED`` checks are counted in Redis per
-window (``<prefix>logins:recorded:{logins}:<window number>``, about 45 MB at most); past
+window (``<prefix>logins:recorded:{logins}:<window number>``, about 50 MB at most); past
 them, until the next window, each replica's own bounded count applies alone, and a warning
 says so. A replica that dies during a check leaves it counted as a failure,
 which the window ends. When Redis is down (or refuses), the local counts alone apply: a login
