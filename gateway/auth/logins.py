@@ -128,7 +128,6 @@ class Logins:
         # Shielded: a client that goes away does not cancel the others' check.
         return await asyncio.shield(check)
 
-
     async def _counted_check(self, user: str, password: str,
                              address: str | None) -> Login | None:
         """The backend's check, counted first in the replicas' failures (429 past them)."""

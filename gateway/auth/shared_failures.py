@@ -140,7 +140,7 @@ class SharedFailedLogins:
         now = int(time.time() * 1000)
         counted: list[str] = []
         try:
-            if not await self._recordable(now):
+            if not await self._room(now):
                 return attempt
             for kind, value in (("user", name), ("address", key)):
                 limit = self._limits[kind]
@@ -154,19 +154,26 @@ class SharedFailedLogins:
                     await self._take_back(attempt, counted)
                     return max(1, math.ceil(wait / 1000))
                 counted.append(kind)
+            if counted:
+                await self._recorded(now)
         except Exception as exc:  # Redis down or refusing: the local counts alone
             self._unshared(exc)
             return Attempt(attempt.member, name, key, tuple(counted))
         return Attempt(attempt.member, name, key, tuple(counted))
 
-    async def _recordable(self, now: int) -> bool:
-        """Whether this window's checks in Redis are still under ``max_recorded``."""
-        window = now // self._window_ms
-        key = f"{self._prefix}logins:recorded:{{logins}}:{window}"
-        recorded = int(await self._redis.incr(key))
-        if recorded == 1:
+    def _recorded_key(self, now: int) -> str:
+        return f"{self._prefix}logins:recorded:{{logins}}:{now // self._window_ms}"
+
+    async def _recorded(self, now: int) -> None:
+        """One more check counted in Redis in this window (refused ones add nothing, so
+        one address asking again and again does not use the room up)."""
+        key = self._recorded_key(now)
+        if int(await self._redis.incr(key)) == 1:
             await self._redis.pexpire(key, 2 * self._window_ms)
-        if recorded <= self._max_recorded:
+
+    async def _room(self, now: int) -> bool:
+        """Whether this window's checks in Redis are still under ``max_recorded``."""
+        if int(await self._redis.get(self._recorded_key(now)) or 0) < self._max_recorded:
             return True
         left = _SAID.due("full")
         if left is not None:
