@@ -21,10 +21,12 @@ A refused check adds nothing. Every key expires with its window (the known addre
 after the last login). The names and addresses are the callers' to choose: one holding many
 IPv6 /64s, sending a new name from each, would add keys to Redis as fast as the gateway takes
 requests (its password checks wait in line, counted already), until Redis, shared with every
-push's upload sessions, was full. So at most ``MAX_RECORDED`` checks are counted in Redis per
-window (``<prefix>logins:recorded:{logins}:<window number>``, about 50 MB at most); past
-them, until the next window, each replica's own bounded count applies alone, and a warning
-says so. A replica that dies during a check leaves it counted as a failure,
+push's upload sessions, was full. So at most ``MAX_RECORDED`` failed checks (and checks under
+way) are counted in Redis per window (``<prefix>logins:recorded:{logins}:<window number>``;
+a check that succeeds gives its place back, a refused one takes none); each stays for a
+window, so at most twice that are held at once, about 50 MB (512 bytes a check). Past them,
+until the next window, each replica's own bounded count applies alone, and a warning says
+so. A replica that dies during a check leaves it counted as a failure,
 which the window ends. When Redis is down (or refuses), the local counts alone apply: a login
 is not refused for want of Redis.
 """
@@ -47,7 +49,9 @@ from gateway.state.connect import RedisConnection
 log = logging.getLogger(__name__)
 _SAID = Sparing()
 
-MAX_RECORDED = 100_000
+MAX_RECORDED = 50_000
+# Gives a succeeded check's place in its window's count back, unless the window is over.
+_GIVE_BACK = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
 
 # KEYS: the checks' sorted set, the known addresses (a name's own; none for an address).
 # ARGV: "begin" or "succeeded", now (ms), window (ms), limit, member, address key ("": none),
@@ -106,6 +110,7 @@ class Attempt:
     user: str | None
     address: str | None
     counted: tuple[str, ...]  # the kinds counted: "user", "address"
+    recorded_at: int = 0  # when it was counted (ms; its window's place), 0: not counted
 
 
 class SharedFailedLogins:
@@ -118,6 +123,7 @@ class SharedFailedLogins:
         self._redis: Any = connection.client(decode_responses=True)
         self._health = connection.health
         self._script = self._redis.register_script(_SCRIPT)
+        self._give_back = self._redis.register_script(_GIVE_BACK)
         self._prefix = prefix
         self._window_ms = max(int(window * 1000), 1)
         self._limits = {"user": per_user, "address": per_address}
@@ -159,14 +165,15 @@ class SharedFailedLogins:
         except Exception as exc:  # Redis down or refusing: the local counts alone
             self._unshared(exc)
             return Attempt(attempt.member, name, key, tuple(counted))
-        return Attempt(attempt.member, name, key, tuple(counted))
+        return Attempt(attempt.member, name, key, tuple(counted), now if counted else 0)
 
     def _recorded_key(self, now: int) -> str:
         return f"{self._prefix}logins:recorded:{{logins}}:{now // self._window_ms}"
 
     async def _recorded(self, now: int) -> None:
-        """One more check counted in Redis in this window (refused ones add nothing, so
-        one address asking again and again does not use the room up)."""
+        """One more check counted in Redis in this window (refused ones add nothing, so one
+        address asking again and again does not use the room up; succeeded ones give theirs
+        back, so busy logins of real users do not either)."""
         key = self._recorded_key(now)
         if int(await self._redis.incr(key)) == 1:
             await self._redis.pexpire(key, 2 * self._window_ms)
@@ -187,6 +194,8 @@ class SharedFailedLogins:
         address, which now counts only its own failures of that name for a day."""
         try:
             await self._take_back(attempt, list(attempt.counted), succeeded=True)
+            if attempt.recorded_at:
+                await self._give_back(keys=[self._recorded_key(attempt.recorded_at)])
         except Exception as exc:
             self._unshared(exc)
 

@@ -131,7 +131,8 @@ async def test_names_and_addresses_without_end_stop_at_a_bound_in_redis(
     ``max_recorded`` checks in a window nothing more is added, each replica's own count
     applying."""
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 300.0, 3, 50,
+    # A window of months: the count of its checks starts again at no boundary mid-test.
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 1e7, 3, 50,
                                 DEFAULT_CLIENT_KEYS, max_recorded=5)
     raw = aioredis.Redis.from_url(redis_server.url)
     try:
@@ -145,6 +146,13 @@ async def test_names_and_addresses_without_end_stop_at_a_bound_in_redis(
         assert counted == [("user", "address")] * 2 + [()] * 10
         kept = [key async for key in raw.scan_iter(match=f"{prefix}logins:user:*")]
         assert len(kept) == 3  # the victim's and two names'
+        # A check that succeeds gives its place back: real users' logins, however many, do
+        # not use the room up.
+        succeeded = attempts[0]
+        assert isinstance(succeeded, Attempt)
+        await shared.succeeded(succeeded)
+        more = [await shared.begin(f"late-{i}", "2001:db8:ffff::1") for i in range(2)]
+        assert [a.counted for a in more if isinstance(a, Attempt)] == [("user", "address"), ()]
 
         assert "not counted across replicas until the window ends" in caplog.text
     finally:
