@@ -104,6 +104,13 @@ class FailedLogins:
 
         return end
 
+    def known(self, user: str, address: str) -> None:
+        """``user`` logged in from ``address`` elsewhere (another replica): there only that
+        address's own failures of ``user`` count, as if it had logged in here."""
+        key = self._keys.of(address)
+        if key is not None:
+            self._known[(user_key(user), key)] = True
+
     def failed(self, user: str | None, address: str | None) -> None:
         user, address = user_key(user), self._keys.of(address)
         now = self._clock()

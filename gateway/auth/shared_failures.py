@@ -12,8 +12,9 @@ for the replicas together:
   the window, ``<id>|<address key>`` scored by when they began (ms); a check that succeeds is
   taken out with every earlier failure of that name from its address;
 - ``<prefix>logins:known:{<same digest>}``: the address keys the name logged in from, each
-  with when that stops counting (a day after): there only that address's failures count, so
-  failures sent from elsewhere do not lock the owner out where it logs in;
+  with when that stops counting (a day after; the latest ``MAX_KNOWN``): there only that
+  address's failures count, so failures sent from elsewhere do not lock the owner out where
+  it logs in, on whichever replica (one whose own count refuses asks here first);
 - ``<prefix>logins:address:{<digest of the address key>}``: the address's checks within the
   window.
 
@@ -21,18 +22,18 @@ A refused check adds nothing. Every key expires with its window (the known addre
 after the last login). The names and addresses are the callers' to choose: one holding many
 IPv6 /64s, sending a new name from each, would add keys to Redis as fast as the gateway takes
 requests (its password checks wait in line, counted already), until Redis, shared with every
-push's upload sessions, was full. So at most ``MAX_RECORDED`` failed checks (and checks under
-way) are counted in Redis per window (``<prefix>logins:recorded:{logins}:<window number>``;
-a check that succeeds gives its place back, a refused one takes none); each stays for a
-window, so at most twice that are held at once, about 50 MB (512 bytes a check). Past them,
-until the next window, each replica's own bounded count applies alone, and a warning says
-so. A replica that dies during a check leaves it counted as a failure,
-which the window ends. When Redis is down (or refuses), the local counts alone apply: a login
-is not refused for want of Redis.
+push's upload sessions, was full. So at most ``MAX_RECORDED`` checks that Redis may still hold
+are counted there (``<prefix>logins:recorded:{logins}:<window number>``, summed over the
+windows a set may still hold, about 50 MB at most; a check that succeeded is taken out, and
+gives its room back); past them, until the windows pass, each replica's own bounded count
+applies alone, and a warning says so. A replica that dies during a check leaves it counted
+as a failure, which the window ends. When Redis is down (or refuses), the local counts alone
+apply: a login is not refused for want of Redis.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -49,13 +50,17 @@ from gateway.state.connect import RedisConnection
 log = logging.getLogger(__name__)
 _SAID = Sparing()
 
-MAX_RECORDED = 50_000
-# Gives a succeeded check's place in its window's count back, unless the window is over.
-_GIVE_BACK = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end"
+MAX_RECORDED = 100_000
+# The fixed windows whose checks a set may still hold (a set lives a window past its last
+# check, which trims it to a window).
+HELD_WINDOWS = 3
+# Addresses a name keeps known (the latest logins'): one holding a password and many IPv6
+# /64s would otherwise add one per login for a day, each login past a thousand reading all.
+MAX_KNOWN = 1000
 
 # KEYS: the checks' sorted set, the known addresses (a name's own; none for an address).
 # ARGV: "begin" or "succeeded", now (ms), window (ms), limit, member, address key ("": none),
-# how long a login keeps its address known (ms).
+# how long a login keeps its address known (ms), how many addresses a name keeps known.
 # begin: the ms to wait if the checks counted reach the limit (nothing added), else -1 once
 # the member is added. succeeded: the member and the name's failures from the address out.
 _SCRIPT = """
@@ -72,10 +77,16 @@ if ARGV[1] == 'succeeded' then
     end
     local keep = tonumber(ARGV[7])
     redis.call('HSET', KEYS[2], address, now + keep)
-    if redis.call('HLEN', KEYS[2]) > 1000 then
-      local known = redis.call('HGETALL', KEYS[2])
+    local most = tonumber(ARGV[8])
+    if redis.call('HLEN', KEYS[2]) > most then
+      local known, kept = redis.call('HGETALL', KEYS[2]), {}
       for i = 1, #known, 2 do
-        if tonumber(known[i + 1]) <= now then redis.call('HDEL', KEYS[2], known[i]) end
+        if tonumber(known[i + 1]) <= now then redis.call('HDEL', KEYS[2], known[i])
+        else table.insert(kept, {tonumber(known[i + 1]), known[i]}) end
+      end
+      if #kept > most then
+        table.sort(kept, function(x, y) return x[1] < y[1] end)
+        for i = 1, #kept - most do redis.call('HDEL', KEYS[2], kept[i][2]) end
       end
     end
     redis.call('PEXPIRE', KEYS[2], keep)
@@ -102,6 +113,12 @@ redis.call('PEXPIRE', KEYS[1], window)
 return -1
 """
 
+# A check that succeeded leaves its window's room (the count's key gone: nothing to do).
+_GIVE_BACK = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -110,7 +127,7 @@ class Attempt:
     user: str | None
     address: str | None
     counted: tuple[str, ...]  # the kinds counted: "user", "address"
-    recorded_at: int = 0  # when it was counted (ms; its window's place), 0: not counted
+    window: int = -1  # the window whose room it took (given back if it succeeds)
 
 
 class SharedFailedLogins:
@@ -162,25 +179,31 @@ class SharedFailedLogins:
                 counted.append(kind)
             if counted:
                 await self._recorded(now)
+                return Attempt(attempt.member, name, key, tuple(counted),
+                               now // self._window_ms)
         except Exception as exc:  # Redis down or refusing: the local counts alone
             self._unshared(exc)
-            return Attempt(attempt.member, name, key, tuple(counted))
-        return Attempt(attempt.member, name, key, tuple(counted), now if counted else 0)
+        return Attempt(attempt.member, name, key, tuple(counted))
 
-    def _recorded_key(self, now: int) -> str:
-        return f"{self._prefix}logins:recorded:{{logins}}:{now // self._window_ms}"
+    def _recorded_key(self, window: int) -> str:
+        return f"{self._prefix}logins:recorded:{{logins}}:{window}"
 
     async def _recorded(self, now: int) -> None:
-        """One more check counted in Redis in this window (refused ones add nothing, so one
-        address asking again and again does not use the room up; succeeded ones give theirs
-        back, so busy logins of real users do not either)."""
-        key = self._recorded_key(now)
+        """One more check counted in Redis in this window (refused ones add nothing, so
+        one address asking again and again does not use the room up)."""
+        key = self._recorded_key(now // self._window_ms)
         if int(await self._redis.incr(key)) == 1:
-            await self._redis.pexpire(key, 2 * self._window_ms)
+            await self._redis.pexpire(key, (HELD_WINDOWS + 1) * self._window_ms)
 
     async def _room(self, now: int) -> bool:
-        """Whether this window's checks in Redis are still under ``max_recorded``."""
-        if int(await self._redis.get(self._recorded_key(now)) or 0) < self._max_recorded:
+        """Whether the checks counted in Redis that it may still hold are under
+        ``max_recorded``: a set lives a window past its last check, trimmed to a window
+        then, so checks begun up to two windows back may be there, not this window's alone
+        (filled at the end of one window and the start of the next, twice the bound)."""
+        window = now // self._window_ms
+        held = await self._redis.mget([self._recorded_key(window - back)
+                                       for back in range(HELD_WINDOWS)])
+        if sum(int(count or 0) for count in held) < self._max_recorded:
             return True
         left = _SAID.due("full")
         if left is not None:
@@ -189,28 +212,43 @@ class SharedFailedLogins:
                         "applies)%s", self._max_recorded, unsaid(left))
         return False
 
+    async def known(self, user: str, address: str | None) -> bool:
+        """Whether ``user`` logged in from ``address`` within a day, on any replica."""
+        name, key = user_key(user), self._keys.of(address)
+        if key is None or self._limits["user"] <= 0 or not self._health.up:
+            return False
+        try:
+            until = await self._redis.hget(self._sets("user", name)[1], key)
+            return until is not None and int(until) > time.time() * 1000
+        except Exception as exc:
+            self._unshared(exc)
+            return False
+
     async def succeeded(self, attempt: Attempt) -> None:
         """The check succeeded: it is no failure, nor are the name's earlier ones from its
         address, which now counts only its own failures of that name for a day."""
-        try:
-            await self._take_back(attempt, list(attempt.counted), succeeded=True)
-            if attempt.recorded_at:
-                await self._give_back(keys=[self._recorded_key(attempt.recorded_at)])
-        except Exception as exc:
-            self._unshared(exc)
+        calls = [self._take_back(attempt, list(attempt.counted), succeeded=True)]
+        if attempt.window >= 0:  # taken out of Redis: no longer held in its room
+            calls.append(self._give_back(keys=[self._recorded_key(attempt.window)]))
+        for outcome in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                self._unshared(outcome)
+                break
 
     async def _take_back(self, attempt: Attempt, counted: list[str], *,
                          succeeded: bool = False) -> None:
         now = int(time.time() * 1000)
+        calls = []
         for kind in counted:
             value = attempt.user if kind == "user" else attempt.address
             assert value is not None
             keys = self._sets(kind, value)
             # a refused begin takes back only its own member: the name's failures stay
-            await self._script(keys=keys if succeeded else keys[:1],
-                               args=["succeeded", now, self._window_ms, 0,
-                                     self._member(attempt), attempt.address or "",
-                                     int(KNOWN_SECONDS * 1000)])
+            calls.append(self._script(keys=keys if succeeded else keys[:1],
+                                      args=["succeeded", now, self._window_ms, 0,
+                                            self._member(attempt), attempt.address or "",
+                                            int(KNOWN_SECONDS * 1000), MAX_KNOWN]))
+        await asyncio.gather(*calls)  # the kinds' sets are apart (other slots)
 
     @staticmethod
     def _member(attempt: Attempt) -> str:

@@ -100,7 +100,8 @@ class ReplicaAgreement:
 
     def __init__(self, connection: RedisConnection, prefix: str, config: Config,
                  *, every: float = EVERY_SECONDS) -> None:
-        self._redis: Any = connection.client(decode_responses=True)
+        # Bytes: whatever else is in the hash is dropped entry by entry, not the whole read.
+        self._redis: Any = connection.client()
         self._health = connection.health
         self._key = f"{prefix}replicas"
         self._id = uuid.uuid4().hex
@@ -123,20 +124,27 @@ class ReplicaAgreement:
         now = time.time()
         entry = {"host": socket.gethostname(), "pid": os.getpid(), "at": now,
                  "settings": self._settings}
-        await self._redis.hset(self._key, self._id, json.dumps(entry))
+        # The hash lives while a replica writes to it: the last one's entry is not left
+        # behind for good when every replica was killed.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._key, self._id, json.dumps(entry))
+            pipe.pexpire(self._key, int(LIVE_SECONDS * 1000))
+            pipe.hgetall(self._key)
+            *_, entries = await pipe.execute()
         others: dict[str, dict[str, Any]] = {}
-        gone = []
-        for name, text in (await self._redis.hgetall(self._key)).items():
-            if name == self._id:
-                continue
+        gone: list[bytes] = []
+        for field, text in entries.items():
             try:
+                name = field.decode()
+                if name == self._id:
+                    continue
                 other = json.loads(text)
                 at = float(other["at"])
-            except (ValueError, TypeError, KeyError):
-                gone.append(name)  # not a replica's entry
+            except (ValueError, TypeError, KeyError, RecursionError):
+                gone.append(field)  # not a replica's entry
                 continue
-            if at < now - LIVE_SECONDS:
-                gone.append(name)
+            if not at >= now - LIVE_SECONDS:  # NaN too
+                gone.append(field)
             else:
                 others[name] = other
         if gone:

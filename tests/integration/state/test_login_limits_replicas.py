@@ -8,6 +8,7 @@ Addresses come from X-Forwarded-For, from the trusted proxy the loopback peer pl
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.auth.client_keys import DEFAULT_CLIENT_KEYS
-from gateway.auth.shared_failures import Attempt, SharedFailedLogins
+from gateway.auth.shared_failures import MAX_KNOWN, Attempt, SharedFailedLogins
 from gateway.state.connect import RedisConnection
 from tests.integration.auth.helpers import basic, request, write_htpasswd
 from tests.integration.state.conftest import redis_state, replica
@@ -47,15 +48,20 @@ def _replicas(root: Path, upstream: EmulatorProcess, redis_server: RedisServer,
         yield a, b
 
 
+@pytest.mark.parametrize("guessed", ["aba", "bbb"])
 async def test_a_guesser_spread_over_replicas_meets_one_limit(
-        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path,
+        guessed: str) -> None:
+    """With every guess on b (a load balancer keeping a client on one replica), b's own count
+    holds the limit too: the owner's login on a made its address known in Redis, and b asks
+    there before refusing it."""
     with _replicas(tmp_path, upstream, redis_server, max_failures_per_user=3,
                    max_failures_per_address=1000) as (a, b):
         owner = basic("user0", USERS["user0"])
         async with aiohttp.ClientSession() as session:
             assert (await request(session, "GET", f"{a.url}/v2/", {**owner, **OWNER})).status \
                 == 200
-            for attempt, gateway in enumerate((a, b, a)):
+            for attempt, gateway in enumerate({"a": a, "b": b}[name] for name in guessed):
                 guess = await request(session, "GET", f"{gateway.url}/v2/",
                                       {**basic("user0", f"guess-{attempt}"), **ATTACKER})
                 assert guess.status == 401, attempt
@@ -157,4 +163,82 @@ async def test_names_and_addresses_without_end_stop_at_a_bound_in_redis(
         assert "not counted across replicas until the window ends" in caplog.text
     finally:
         await raw.aclose()
+        await shared.close()
+
+
+async def test_the_addresses_a_name_logged_in_from_stay_bounded_in_redis(
+        redis_server: RedisServer) -> None:
+    """A caller holding one name's password and many IPv6 /64s logs in from each (checks of
+    a verified password are quick): each login kept its address for a day, and every login
+    past a thousand read them all."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 300.0, 3, 50,
+                                DEFAULT_CLIENT_KEYS)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        for i in range(MAX_KNOWN + 100):
+            attempt = await shared.begin("holder", f"2001:db8:{i // 65536:x}:{i % 65536:x}::1")
+            assert isinstance(attempt, Attempt)
+            await shared.succeeded(attempt)
+        known = [key async for key in raw.scan_iter(match=f"{prefix}logins:known:*")]
+        assert len(known) == 1
+        assert await raw.hlen(known[0]) <= MAX_KNOWN
+        # The latest logins' addresses are the ones kept.
+        latest = DEFAULT_CLIENT_KEYS.of(f"2001:db8:0:{MAX_KNOWN + 99:x}::1")
+        assert latest is not None and await raw.hexists(known[0], latest)
+    finally:
+        await raw.aclose()
+        await shared.close()
+
+
+async def test_the_bound_in_redis_holds_across_the_end_of_a_window(
+        redis_server: RedisServer) -> None:
+    """Checks filling one window's room at its end were still held in Redis (each set lives a
+    window past its last check) when the next window's room filled: twice the bound."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    window = 2.0
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, window, 3, 50,
+                                DEFAULT_CLIENT_KEYS, max_recorded=20)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    sent = iter(range(1_000_000))
+
+    async def fill() -> None:
+        for _ in range(40):
+            i = next(sent)
+            await shared.begin(f"name-{i}", f"2001:db8:{i:x}::1")
+
+    try:
+        await until_in_window(window, 1.2)
+        await fill()  # late in one window
+        await until_in_window(window, 0.0, 0.8)
+        await fill()  # early in the next
+        kept = [key async for key in raw.scan_iter(match=f"{prefix}logins:user:*")]
+        assert len(kept) <= 20
+    finally:
+        await raw.aclose()
+        await shared.close()
+
+
+async def until_in_window(window: float, start: float, end: float | None = None) -> None:
+    """Until the time within a window of ``window`` seconds is in [``start``, ``end``)."""
+    offset = time.time() % window
+    if not start <= offset < (window if end is None else end):
+        await asyncio.sleep((start - offset) % window + 0.01)
+
+
+async def test_logins_that_succeed_give_their_room_in_redis_back(
+        redis_server: RedisServer) -> None:
+    """A login that succeeds is taken out of Redis as it ends: it held no room, and a busy
+    gateway's logins alone no longer stopped the shared count for the rest of the window."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 300.0, 3, 50,
+                                DEFAULT_CLIENT_KEYS, max_recorded=3)
+    try:
+        for i in range(10):
+            attempt = await shared.begin(f"user-{i}", "192.0.2.8")
+            assert isinstance(attempt, Attempt) and attempt.counted == ("user", "address"), i
+            await shared.succeeded(attempt)
+        guess = await shared.begin("victim", "198.51.100.9")
+        assert isinstance(guess, Attempt) and guess.counted == ("user", "address")
+    finally:
         await shared.close()

@@ -7,11 +7,16 @@ replica holds otherwise (gateway/state/agreement.py)."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
 
+from gateway.config import Config
+from gateway.state.agreement import ReplicaAgreement, agreed_settings
+from gateway.state.connect import RedisConnection
 from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
@@ -81,3 +86,30 @@ async def test_replicas_holding_the_same_settings_say_nothing(
         assert await _disagreeing(a) == 0
         assert not any("enforce different settings" in line
                        for line in a.log_lines + b.log_lines)
+
+
+async def test_entries_no_replica_wrote_are_dropped_and_the_others_still_compared(
+        redis_server: RedisServer) -> None:
+    """Whatever else lands in the hash (bytes that are no UTF-8, JSON nested past Python's
+    recursion limit) made every check fail, said at debug level only: the differing replica
+    was never named again, and the stray entries stayed. The hash had no expiry: the entries
+    of replicas all killed at once stayed for good."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    own = Config()
+    other = {"host": "node-b", "pid": 7, "at": time.time(),
+             "settings": {**agreed_settings(own), "auth.mode": "htpasswd"}}
+    raw = aioredis.Redis.from_url(redis_server.url)
+    agreement = ReplicaAgreement(RedisConnection(redis_server.url), prefix, own)
+    try:
+        await raw.hset(f"{prefix}replicas", mapping={
+            "b": json.dumps(other), "not-utf-8": b"\xff\xfe{", b"\xff": "{}",
+            "deep": "[" * 100_000, "list": "[1]", "no-time": "{}", "nan": "{\"at\": NaN}"})
+        found = await agreement.check()
+        assert found == {"auth.mode": [("node-b (pid 7)", "htpasswd")]}
+        kept = set(await raw.hkeys(f"{prefix}replicas"))
+        assert kept == {b"b", agreement._id.encode()}  # and the entry it wrote
+        # Every replica killed: the hash goes when the last entry stops being live.
+        assert 0 < await raw.ttl(f"{prefix}replicas") <= 180
+    finally:
+        await agreement.close()
+        await raw.aclose()
