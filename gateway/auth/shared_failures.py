@@ -64,7 +64,11 @@ MAX_KNOWN = 1000
 # begin: the ms to wait if the checks counted reach the limit (nothing added), else -1 once
 # the member is added. succeeded: the member and the name's failures from the address out.
 _SCRIPT = """
-local now, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Redis's clock, not the replica's: a replica whose clock ran ahead would trim the others'
+-- checks early (ARGV[2], the replica's, names only the window whose room a check takes).
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local window, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local member, address = ARGV[5], ARGV[6]
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local suffix = '|' .. address
