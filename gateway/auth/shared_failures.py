@@ -97,17 +97,16 @@ if ARGV[1] == 'succeeded' then
   end
   return 0
 end
-local scores = {}
 local until_known = nil
 if address ~= '' and #KEYS == 2 then until_known = redis.call('HGET', KEYS[2], address) end
-if until_known and tonumber(until_known) > now then
-  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  for i = 1, #all, 2 do
-    if string.sub(all[i], -#suffix) == suffix then table.insert(scores, tonumber(all[i + 1])) end
+-- From an address the name logged in from, only that address's checks count.
+local own = until_known and tonumber(until_known) > now
+local scores = {}
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #all, 2 do
+  if not own or string.sub(all[i], -#suffix) == suffix then
+    table.insert(scores, tonumber(all[i + 1]))
   end
-else
-  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-  for i = 2, #all, 2 do table.insert(scores, tonumber(all[i])) end
 end
 if #scores >= limit then
   return math.max(scores[#scores - limit + 1] + window - now, 1)
@@ -169,18 +168,19 @@ class SharedFailedLogins:
         try:
             if not await self._room(now):
                 return attempt
-            for kind, value in (("user", name), ("address", key)):
-                limit = self._limits[kind]
-                if value is None or limit <= 0:
-                    continue
-                wait = int(await self._script(
-                    keys=self._sets(kind, value),
-                    args=["begin", now, self._window_ms, limit, self._member(attempt),
-                          key or ""]))
-                if wait >= 0:
-                    await self._take_back(attempt, counted)
-                    return max(1, math.ceil(wait / 1000))
-                counted.append(kind)
+            kinds = [(kind, value) for kind, value in (("user", name), ("address", key))
+                     if value is not None and self._limits[kind] > 0]
+            # The name's and the address's sets are apart (other slots): asked at once.
+            waits = await asyncio.gather(*(self._script(
+                keys=self._sets(kind, value),
+                args=["begin", now, self._window_ms, self._limits[kind],
+                      self._member(attempt), key or ""]) for kind, value in kinds))
+            counted = [kind for (kind, _), wait in zip(kinds, waits, strict=True)
+                       if int(wait) < 0]
+            refused = [int(wait) for wait in waits if int(wait) >= 0]
+            if refused:  # the name's wait first, as one after the other would say
+                await self._take_back(attempt, counted)
+                return max(1, math.ceil(refused[0] / 1000))
             if counted:
                 await self._recorded(now)
                 return Attempt(attempt.member, name, key, tuple(counted),
