@@ -31,7 +31,7 @@ from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.ecr.staging import StagingStore
 from gateway.ecr.unfinished import UnfinishedBytes
-from gateway.ecr.uploads import ClientBounds
+from gateway.ecr.uploads import ClientBounds, still_open
 from gateway.observability.access import access_log
 from gateway.observability.drain import IN_FLIGHT_REQUESTS, InFlight
 from gateway.observability.metrics import SESSION_COUNT, add_metrics_route
@@ -75,6 +75,7 @@ from gateway.state.connect import RedisConnection
 from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
 from gateway.state.sessions import SessionStore
+from gateway.state.unfinished_shares import UnfinishedShares
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +331,13 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     shared = (router, clients, upstream_for, sessions, staging, policy, http, config.cache,
               events, peers)
     # One backend per kind of upstream; the router picks one per route or mirror namespace.
+    unfinished = UnfinishedBytes(limits.max_abandoned_upload_bytes_per_client,
+                                 2 * config.uploads.idle_timeout_seconds)
+    # Replicas add up what each counts of a client's unfinished bytes.
+    shares = (UnfinishedShares(redis, config.state.key_prefix, unfinished, still_open(sessions))
+              if redis is not None and unfinished.limit else None)
     per_client = ClientBounds(limits.max_open_uploads_per_client,
-                              limits.max_upload_tail_bytes_per_client,
-                              UnfinishedBytes(limits.max_abandoned_upload_bytes_per_client,
-                                             2 * config.uploads.idle_timeout_seconds))
+                              limits.max_upload_tail_bytes_per_client, unfinished, shares)
     referrers_budget = ReferrersBudget(limits.max_referrers_bytes)  # both backends' reads
     backends = BackendRouter(router, [
         EcrBackend(*shared, downloads=downloads, upload_bounds=per_client,
@@ -369,6 +373,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         agreement = (ReplicaAgreement(redis, config.state.key_prefix, config)
                      if redis is not None else None)
         comparing = asyncio.create_task(agreement.run()) if agreement is not None else None
+        sharing = asyncio.create_task(shares.run()) if shares is not None else None
         announcing: set[asyncio.Task[None]] = set()
 
         def listening_again() -> None:
@@ -384,6 +389,9 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         if agreement is not None and comparing is not None:
             comparing.cancel()
             await agreement.close()
+        if shares is not None and sharing is not None:
+            sharing.cancel()
+            await shares.close()
         await events.close()
         if peers is not None:
             await peers.close()

@@ -136,6 +136,14 @@ def too_many_failures(retry_after: int) -> OciError:
                     headers={"Retry-After": str(retry_after)})
 
 
+def too_many_checks(retry_after: int) -> OciError:
+    """Password checks wait for a thread already as many as may (not the client's failures:
+    its guess is not counted)."""
+    return OciError(oci.TOOMANYREQUESTS, {"retry_after_seconds": retry_after},
+                    message="too many logins waiting to be checked; try again shortly",
+                    headers={"Retry-After": str(retry_after)})
+
+
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 

@@ -8,12 +8,12 @@ clients that send Basic credentials on every request do not pay bcrypt every tim
 
 Checks run on threads of their own, on at most half the cores: a burst of guesses (an
 address may have 50 under way) waits there, not in the event loop's default pool, where
-every upload's staging and hashing runs and would wait behind each guess.
+every upload's staging and hashing runs and would wait behind each guess. They wait in a
+bounded :class:`CheckQueue` (gateway/auth/check_queue.py), owners of an address first.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -21,11 +21,12 @@ import os
 import secrets
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+
+from gateway.auth.check_queue import CheckQueue, Place
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +42,14 @@ class User:
 
 
 class HtpasswdFile:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, queue: CheckQueue | None = None) -> None:
         self.path = Path(path)
         self._hashes: dict[str, bytes] = {}
         self._version: tuple[int, int, int] | None = None
         self._dummy: bytes = b""
         self._key = secrets.token_bytes(32)
         self._verified: dict[bytes, float] = {}
-        self._checks = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2),
-                                          thread_name_prefix="password-check")
+        self.queue = queue or CheckQueue()
         self.reload()
 
     def reload(self) -> bool:
@@ -102,24 +102,36 @@ class HtpasswdFile:
             return None
         return User(name, hashlib.sha256(stored).hexdigest()[:32])
 
-    async def verify(self, name: str, password: str) -> User | None:
-        """The user, if ``password`` is theirs."""
+    def remembers(self, name: str, password: str) -> bool:
+        """Whether :meth:`verify` would answer without a check (verified within a minute)."""
         self.reload()
-        key = hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+        return self._remembered(self._verified_key(name, password), time.monotonic(), name)
+
+    async def verify(self, name: str, password: str, place: Place | None = None) -> User | None:
+        """The user, if ``password`` is theirs; checked in ``place`` (else in one taken in
+        the queue's lane of unknown pairs, QueueFull when it is full)."""
+        self.reload()
+        key = self._verified_key(name, password)
         now = time.monotonic()
         hashes = self._hashes
-        if self._verified.get(key, 0.0) > now and name in hashes:
+        if self._remembered(key, now, name):
             return self.user(name)
         stored = hashes.get(name)
         candidate = password.encode()[:BCRYPT_MAX_BYTES]
-        ok = await asyncio.get_running_loop().run_in_executor(
-            self._checks, _checkpw, candidate, stored or self._dummy)
+        place = place or self.queue.enter(known=False)
+        ok = await place.run(_checkpw, candidate, stored or self._dummy)
         if not ok or stored is None or hashes is not self._hashes:
             return None
         if len(self._verified) > 10_000:
             self._verified.clear()
         self._verified[key] = now + VERIFIED_TTL
         return self.user(name)
+
+    def _verified_key(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\0{password}".encode(), hashlib.sha256).digest()
+
+    def _remembered(self, key: bytes, now: float, name: str) -> bool:
+        return self._verified.get(key, 0.0) > now and name in self._hashes
 
 
 def parse(text: str, source: str = "htpasswd") -> dict[str, bytes]:

@@ -104,6 +104,11 @@ class FailedLogins:
 
         return end
 
+    def is_known(self, user: str, address: str) -> bool:
+        """Whether ``user`` logged in from ``address`` within ``KNOWN_SECONDS``."""
+        key = self._keys.of(address)
+        return key is not None and (user_key(user), key) in self._known
+
     def known(self, user: str, address: str) -> None:
         """``user`` logged in from ``address`` elsewhere (another replica): there only that
         address's own failures of ``user`` count, as if it had logged in here."""

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.auth.aws import AwsIdentities
 from gateway.auth.challenge import Challenger
+from gateway.auth.check_queue import CheckQueue
 from gateway.auth.client_keys import CLIENT_KEYS, client_keys
 from gateway.auth.forwarded import PROXY_TRUST, ProxyTrust, parse_networks
 from gateway.auth.htpasswd import HtpasswdFile
@@ -83,7 +84,8 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
         backend = AwsBackend(identities)
     else:
         assert auth.htpasswd_file is not None  # checked with the configuration
-        backend = HtpasswdBackend(HtpasswdFile(auth.htpasswd_file))
+        backend = HtpasswdBackend(HtpasswdFile(auth.htpasswd_file,
+                                               CheckQueue(auth.max_waiting_password_checks)))
     limits = auth.rate_limit
     keys = app.get(CLIENT_KEYS) or client_keys(config)
     shared = None

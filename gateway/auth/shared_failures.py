@@ -15,6 +15,10 @@ for the replicas together:
   with when that stops counting (a day after; the latest ``MAX_KNOWN``): there only that
   address's failures count, so failures sent from elsewhere do not lock the owner out where
   it logs in, on whichever replica (one whose own count refuses asks here first);
+- ``<prefix>logins:from:{<same digest>}``: the same checks as ``<address key>|<ms>|<id>``
+  (all scored 0, so in that order): an address's own are counted and found in a range, not
+  by reading all the name's, which one holding its password and many addresses grows to
+  thousands (up to the limit from each known address);
 - ``<prefix>logins:address:{<digest of the address key>}``: the address's checks within the
   window.
 
@@ -24,7 +28,7 @@ IPv6 /64s, sending a new name from each, would add keys to Redis as fast as the 
 requests (its password checks wait in line, counted already), until Redis, shared with every
 push's upload sessions, was full. So at most ``MAX_RECORDED`` checks that Redis may still hold
 are counted there (``<prefix>logins:recorded:{logins}:<window number>``, summed over the
-windows a set may still hold, about 50 MB at most; a check that succeeded is taken out, and
+windows a set may still hold, about 70 MB at most; a check that succeeded is taken out, and
 gives its room back); past them, until the windows pass, each replica's own bounded count
 applies alone, and a warning says so. A replica that dies during a check leaves it counted
 as a failure, which the window ends. When Redis is down (or refuses), the local counts alone
@@ -37,8 +41,8 @@ import asyncio
 import hashlib
 import logging
 import math
+import secrets
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +62,12 @@ HELD_WINDOWS = 3
 # /64s would otherwise add one per login for a day, each login past a thousand reading all.
 MAX_KNOWN = 1000
 
-# KEYS: the checks' sorted set, the known addresses (a name's own; none for an address).
-# ARGV: "begin" or "succeeded", now (ms), window (ms), limit, member, address key ("": none),
-# how long a login keeps its address known (ms), how many addresses a name keeps known.
-# begin: the ms to wait if the checks counted reach the limit (nothing added), else -1 once
-# the member is added. succeeded: the member and the name's failures from the address out.
+# KEYS: the checks' sorted set; for a name, also its known addresses and its checks by
+# address. ARGV: "begin", "succeeded" or "forget", now (ms), window (ms), limit, member,
+# address key ("": none), how long a login keeps its address known (ms), how many addresses
+# a name keeps known. begin: the ms to wait if the checks counted reach the limit (nothing
+# added), else -1 once the member is added. forget: the member out. succeeded: the member
+# and the name's failures from the address out, the address known.
 _SCRIPT = """
 -- Redis's clock, not the replica's: a replica whose clock ran ahead would trim the others'
 -- checks early (ARGV[2], the replica's, names only the window whose room a check takes).
@@ -70,14 +75,34 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local window, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
 local member, address = ARGV[5], ARGV[6]
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local suffix = '|' .. address
-if ARGV[1] == 'succeeded' then
-  redis.call('ZREM', KEYS[1], member)
-  if address ~= '' and #KEYS == 2 then
-    local all = redis.call('ZRANGE', KEYS[1], 0, -1)
-    for _, item in ipairs(all) do
-      if string.sub(item, -#suffix) == suffix then redis.call('ZREM', KEYS[1], item) end
+local byname = #KEYS == 3
+-- A name's checks are also indexed by address ("<address>|<ms>|<id>"): an address's own
+-- are counted and found there, never by reading all the name's (one holding its password
+-- and many addresses grew them to thousands, each check milliseconds of Redis's time).
+local function indexed(item, at)
+  local id, from = string.match(item, '^([^|]*)|(.*)$')
+  return from .. '|' .. string.format('%013d', at) .. '|' .. id
+end
+local function drop(item)
+  local at = redis.call('ZSCORE', KEYS[1], item)
+  if at then
+    redis.call('ZREM', KEYS[1], item)
+    if byname then redis.call('ZREM', KEYS[3], indexed(item, tonumber(at))) end
+  end
+end
+local cutoff = now - window
+if byname then
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff, 'WITHSCORES')
+  for i = 1, #old, 2 do redis.call('ZREM', KEYS[3], indexed(old[i], tonumber(old[i + 1]))) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+local low, high = '[' .. address .. '|', '[' .. address .. '|\\255'
+if ARGV[1] ~= 'begin' then
+  drop(member)
+  if ARGV[1] == 'succeeded' and address ~= '' and byname then
+    for _, entry in ipairs(redis.call('ZRANGEBYLEX', KEYS[3], low, high)) do
+      redis.call('ZREM', KEYS[3], entry)
+      redis.call('ZREM', KEYS[1], string.match(entry, '|([^|]*)$') .. '|' .. address)
     end
     local keep = tonumber(ARGV[7])
     redis.call('HSET', KEYS[2], address, now + keep)
@@ -98,21 +123,28 @@ if ARGV[1] == 'succeeded' then
   return 0
 end
 local until_known = nil
-if address ~= '' and #KEYS == 2 then until_known = redis.call('HGET', KEYS[2], address) end
+if address ~= '' and byname then until_known = redis.call('HGET', KEYS[2], address) end
 -- From an address the name logged in from, only that address's checks count.
-local own = until_known and tonumber(until_known) > now
-local scores = {}
-local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-for i = 1, #all, 2 do
-  if not own or string.sub(all[i], -#suffix) == suffix then
-    table.insert(scores, tonumber(all[i + 1]))
+local count, at
+if until_known and tonumber(until_known) > now then
+  count = redis.call('ZLEXCOUNT', KEYS[3], low, high)
+  if count >= limit then
+    local entry = redis.call('ZREVRANGEBYLEX', KEYS[3], high, low, 'LIMIT', limit - 1, 1)[1]
+    at = tonumber(string.match(entry, '|(%d+)|[^|]*$'))
+  end
+else
+  count = redis.call('ZCARD', KEYS[1])
+  if count >= limit then
+    at = tonumber(redis.call('ZRANGE', KEYS[1], -limit, -limit, 'WITHSCORES')[2])
   end
 end
-if #scores >= limit then
-  return math.max(scores[#scores - limit + 1] + window - now, 1)
-end
+if count >= limit then return math.max(at + window - now, 1) end
 redis.call('ZADD', KEYS[1], now, member)
 redis.call('PEXPIRE', KEYS[1], window)
+if byname then
+  redis.call('ZADD', KEYS[3], 0, indexed(member, now))
+  redis.call('PEXPIRE', KEYS[3], window)
+end
 return -1
 """
 
@@ -153,14 +185,17 @@ class SharedFailedLogins:
     def _sets(self, kind: str, value: str) -> list[str]:
         tag = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         if kind == "user":
-            return [f"{self._prefix}logins:user:{{{tag}}}", f"{self._prefix}logins:known:{{{tag}}}"]
+            return [f"{self._prefix}logins:user:{{{tag}}}", f"{self._prefix}logins:known:{{{tag}}}",
+                    f"{self._prefix}logins:from:{{{tag}}}"]
         return [f"{self._prefix}logins:address:{{{tag}}}"]
 
     async def begin(self, user: str | None, address: str | None) -> Attempt | int:
         """Count a check of ``user``'s password from ``address`` as a failure until it
         succeeds; or the seconds to wait when the replicas' failures reach a limit."""
         name, key = user_key(user), self._keys.of(address)
-        attempt = Attempt(uuid.uuid4().hex, name, key, ())
+        # 64 random bits tell a name's checks apart; short, so that a set of them stays a
+        # listpack in Redis (members up to 64 bytes), as small as it can be.
+        attempt = Attempt(secrets.token_hex(8), name, key, ())
         if not self._health.up:
             return attempt  # the local counts alone: said once, when Redis went down
         now = int(time.time() * 1000)
@@ -231,7 +266,14 @@ class SharedFailedLogins:
     async def succeeded(self, attempt: Attempt) -> None:
         """The check succeeded: it is no failure, nor are the name's earlier ones from its
         address, which now counts only its own failures of that name for a day."""
-        calls = [self._take_back(attempt, list(attempt.counted), succeeded=True)]
+        await self._taken_out(attempt, succeeded=True)
+
+    async def forget(self, attempt: Attempt) -> None:
+        """The check never ran (refused for want of a place to wait): no failure."""
+        await self._taken_out(attempt, succeeded=False)
+
+    async def _taken_out(self, attempt: Attempt, *, succeeded: bool) -> None:
+        calls = [self._take_back(attempt, list(attempt.counted), succeeded=succeeded)]
         if attempt.window >= 0:  # taken out of Redis: no longer held in its room
             calls.append(self._give_back(keys=[self._recorded_key(attempt.window)]))
         for outcome in await asyncio.gather(*calls, return_exceptions=True):
@@ -248,8 +290,9 @@ class SharedFailedLogins:
             assert value is not None
             keys = self._sets(kind, value)
             # a refused begin takes back only its own member: the name's failures stay
-            calls.append(self._script(keys=keys if succeeded else keys[:1],
-                                      args=["succeeded", now, self._window_ms, 0,
+            calls.append(self._script(keys=keys,
+                                      args=["succeeded" if succeeded else "forget", now,
+                                            self._window_ms, 0,
                                             self._member(attempt), attempt.address or "",
                                             int(KNOWN_SECONDS * 1000), MAX_KNOWN]))
         await asyncio.gather(*calls)  # the kinds' sets are apart (other slots)

@@ -400,8 +400,10 @@ class LimitsConfig(Section):
     client continues from it). It is also the most one client pushes at once (the default
     is above ECR's largest layer, 52,000 MiB; layers larger together need it raised), and
     a few interrupted pushes of large images count, so a login every CI job shares needs
-    room for them (0: no bound). Counted in each replica's memory: N replicas let a client
-    hold N times as much."""
+    room for them (0: no bound). Replicas sharing Redis add up their counts there, so a
+    client spread over N replicas meets one bound, not N (past it by at most what the
+    others let through in the moment before their counts are written; while Redis is down,
+    each replica's own count applies)."""
     body_idle_timeout_seconds: Seconds = 60.0
     """A request body silent this long is cut (408)."""
     body_timeout_seconds: Seconds = 3600.0
@@ -580,6 +582,13 @@ class AuthConfig(Section):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     rules: list[AccessRuleConfig] = Field(default_factory=list)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    max_waiting_password_checks: Count | None = None
+    """htpasswd: password checks that may wait for a thread (bcrypt runs on half the CPUs)
+    at once, per replica; past it a login is refused at once with 429 and a short
+    Retry-After, not queued, and not counted as a failure. A name logging in from an address
+    where it logged in within the last day has a lane of its own, served first, with room
+    for a quarter as many more: guesses from elsewhere, however many, cannot fill it. None:
+    64 per thread (at cost 12, about 16 s of waiting)."""
 
     @model_validator(mode="after")
     def _auth(self) -> Self:

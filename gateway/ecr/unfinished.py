@@ -36,12 +36,14 @@ uploads hold the room (completing or cancelling them frees it). The last bytes o
 sent with its completion, are counted but never refused: a client at its bound must be able
 to finish what it started, which gives the room back.
 
-Counted in this process's memory: with Redis, each replica counts what was sent through it
-and what was abandoned through it (a DELETE, or its own sweep expiring a session), so N
-replicas let a client hold up to N times the bound; a restart forgets the count. An upload
-that ended through another replica is forgotten here once the sweep finds its session gone,
-or sooner: before a client is refused for its open uploads, the store is asked whether they
-are still open (:meth:`UnfinishedBytes.doubtful`).
+Counted in this process's memory, for what was sent through it and abandoned through it (a
+DELETE, or its own sweep expiring a session); a restart forgets the count. With Redis, the
+replicas add up their counts there (gateway/state/unfinished_shares.py): each writes its
+share of a client's bytes when it changes, and a client is weighed against the sum, so N
+replicas do not let it hold N times the bound. An upload that ended through another replica
+is forgotten here once the sweep finds its session gone, or sooner: before a client is
+refused for its open uploads, the store is asked whether they are still open
+(:meth:`UnfinishedBytes.doubtful`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.observability.metrics import UPLOAD_REFUSALS
@@ -58,6 +60,9 @@ from gateway.oci.errors import OciError, RequestRefused
 
 # Retry-After when the client's open uploads, not its ended ones, hold the room.
 OPEN_RETRY_SECONDS = 10
+
+# Whether the store still holds an upload open (by id).
+StillOpen = Callable[[str], Awaitable[bool]]
 
 
 @dataclass
@@ -116,6 +121,22 @@ class UnfinishedBytes:
         self._open: dict[str, _Open] = {}  # upload id -> what this process saw of it
         self._open_totals: Counter[str] = Counter()
         self._reserved: Counter[str] = Counter()
+        # What the other replicas sharing Redis hold for a client, as last read; and the
+        # clients whose count here changed since it was last written there (both unused
+        # without Redis).
+        self.elsewhere: dict[str, int] = {}
+        self.changed: set[str] = set()
+        self._on_change: Callable[[], None] | None = None
+
+    def on_change(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever a client's count here changes (it is then in
+        :attr:`changed`, until taken)."""
+        self._on_change = wake
+
+    def _changed(self, owner: str) -> None:
+        if self._on_change is not None:  # else nobody takes them: none kept
+            self.changed.add(owner)
+            self._on_change()
 
     # -- ended uploads --------------------------------------------------------------------
 
@@ -125,6 +146,7 @@ class UnfinishedBytes:
         while self._ended and self._ended[0][0] <= cutoff:
             _, owner, size = self._ended.popleft()
             _less(self._ended_totals, owner, size)
+            self._changed(owner)
         return now
 
     def add(self, owner: str | None, size: int) -> None:
@@ -133,6 +155,7 @@ class UnfinishedBytes:
             return
         self._ended.append((self._forget_old(), owner, size))
         self._ended_totals[owner] += size
+        self._changed(owner)
 
     # -- open uploads ---------------------------------------------------------------------
 
@@ -156,12 +179,14 @@ class UnfinishedBytes:
         if new > 0 and sender is not None:
             entry.sent[sender] += new
             self._open_totals[sender] += new
+            self._changed(sender)
 
     def _close(self, upload_id: str) -> _Open | None:
         entry = self._open.pop(upload_id, None)
         if entry is not None:
             for sender, size in entry.sent.items():
                 _less(self._open_totals, sender, size)
+                self._changed(sender)
         return entry
 
     def completed(self, upload_id: str) -> None:
@@ -203,12 +228,26 @@ class UnfinishedBytes:
         kept at its bound costs the store no more lookups by asking more often."""
         if not self.limit or owner is None or self._fits(self.held(owner), more):
             return []
+        return self.unconfirmed(owner)
+
+    def unconfirmed(self, owner: str | None = None, quiet: float = 0.0) -> list[str]:
+        """The open uploads (``owner`` sent bytes to; None: anyone) no request used here for
+        ``quiet`` seconds, that the store was not asked about within ``OPEN_RETRY_SECONDS``;
+        each named at most once per that time."""
         now = self._clock()
-        doubtful = [upload_id for upload_id, entry in self._open.items()
-                    if entry.sent[owner] > 0 and entry.looked <= now - OPEN_RETRY_SECONDS]
-        for upload_id in doubtful:
+        found = [upload_id for upload_id, entry in self._open.items()
+                 if (entry.sent[owner] > 0 if owner is not None else entry.sent)
+                 and entry.looked <= now - OPEN_RETRY_SECONDS and entry.touched <= now - quiet]
+        for upload_id in found:
             self._open[upload_id].looked = now
-        return doubtful
+        return found
+
+    async def recount(self, upload_ids: list[str], still_open: StillOpen) -> None:
+        """Forget those of ``upload_ids`` the store says are no longer open: completed or
+        ended through another replica, which gave their bytes back there."""
+        for upload_id in upload_ids:
+            if not await still_open(upload_id):
+                self.forget(upload_id)
 
     # -- requests in progress -------------------------------------------------------------
 
@@ -223,16 +262,22 @@ class UnfinishedBytes:
         where it stood) when they do not fit."""
         self.check(owner, size, RequestRefused)
         self._reserved[owner] += size
+        self._changed(owner)
 
     def unreserve(self, owner: str | None, size: int) -> None:
         if owner is not None and size > 0:
             _less(self._reserved, owner, size)
+            self._changed(owner)
 
     # -- the bound ------------------------------------------------------------------------
 
-    def held(self, owner: str) -> int:
+    def held_here(self, owner: str) -> int:
+        """What this process counts for ``owner``: its share of the replicas' sum."""
         self._forget_old()
         return self._ended_totals[owner] + self._open_totals[owner] + self._reserved[owner]
+
+    def held(self, owner: str) -> int:
+        return self.held_here(owner) + self.elsewhere.get(owner, 0)
 
     def _fits(self, held: int, more: int) -> bool:
         return held + more <= self.limit if more else held < self.limit
@@ -267,6 +312,7 @@ class UnfinishedBytes:
                               "(limits.max_abandoned_upload_bytes_per_client): finish "
                               "uploads rather than start new ones, or send less at once",
                       headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
 
 def _less(totals: Counter[str], owner: str, size: int) -> None:
     totals[owner] -= size

@@ -46,7 +46,7 @@ from gateway.ecr.resend import MAX_RESUMES, resend_ranges
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Target
 from gateway.ecr.staging import SpoolsFull, StagingStore, repository_key
-from gateway.ecr.unfinished import Grant, UnfinishedBytes
+from gateway.ecr.unfinished import Grant, StillOpen, UnfinishedBytes
 from gateway.observability.logs import Sparing, unsaid
 from gateway.observability.metrics import UPLOAD_REFUSALS
 from gateway.oci import errors as oci
@@ -63,6 +63,7 @@ from gateway.state.sessions import (
     UploadSession,
     owner_of,
 )
+from gateway.state.unfinished_shares import UnfinishedShares
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,8 @@ class ClientBounds:
     tail_bytes: int = 0  # limits.max_upload_tail_bytes_per_client
     # limits.max_abandoned_upload_bytes_per_client, shared by every backend's uploads
     unfinished: UnfinishedBytes | None = None
+    # With Redis: the other replicas' counts of the same clients, added to this one's.
+    shares: UnfinishedShares | None = None
 
 
 UNBOUNDED = ClientBounds()
@@ -149,9 +152,11 @@ class UploadManager:
                  bounds: ClientBounds = UNBOUNDED,
                  push_proof_seconds: float = PUSH_PROOF_SECONDS) -> None:
         self._store = store
+        self._still_open = still_open(store)
         self._max_open_per_client = bounds.open_sessions
         self._max_tail_per_client = bounds.tail_bytes
         self._unfinished = bounds.unfinished or UnfinishedBytes(0, 0.0)
+        self._shares = bounds.shares
         self._staging = staging
         self._policy = policy
         self._client_for = client_for
@@ -748,10 +753,10 @@ class UploadManager:
         if dropped:
             log.info("dropped %d idle upload sessions", dropped)
         # Uploads counted as open here that no request used for as long: gone from the
-        # store, they ended elsewhere (another replica, a store that lost them).
-        for upload_id in self._unfinished.unused_since(self._unfinished.now() - idle_seconds):
-            if await self._store.get(upload_id) is None:
-                self._unfinished.forget(upload_id)
+        # store (or completed), they ended elsewhere (another replica, a store that lost them).
+        await self._unfinished.recount(
+            self._unfinished.unused_since(self._unfinished.now() - idle_seconds),
+            self._still_open)
         return dropped
 
     async def drop_orphan_spools(self, idle_seconds: float | None = None) -> int:
@@ -820,11 +825,20 @@ class UploadManager:
     async def _recount(self, owner: str | None, more: int = 0) -> None:
         """Before ``owner`` is refused for what its open uploads hold: those whose sessions
         are gone from the store, or completed, were ended through another replica (the one a
-        client's PUT reached gave their bytes back there), and no longer count here."""
-        for upload_id in self._unfinished.doubtful(owner, more):
-            session = await self._store.get(upload_id)
-            if session is None or session.completed is not None:
-                self._unfinished.forget(upload_id)
+        client's PUT reached gave their bytes back there), and no longer count here. With
+        Redis, what the other replicas count for ``owner`` is read first."""
+        if self._shares is not None:
+            await self._shares.refresh(owner)
+        await self._unfinished.recount(self._unfinished.doubtful(owner, more),
+                                       self._still_open)
+
+
+def still_open(store: SessionStore) -> StillOpen:
+    """Whether ``store`` holds an upload open: neither gone nor completed."""
+    async def held_open(upload_id: str) -> bool:
+        session = await store.get(upload_id)
+        return session is not None and session.completed is None
+    return held_open
 
 
 def _repository_key(session: UploadSession) -> str:

@@ -124,6 +124,14 @@ DOWNLOAD_REFUSALS = Counter("ecr_gateway_blob_download_refusals", "Blob reads re
                             "limits.max_blob_downloads_per_client blobs from storage already "
                             "and none of them ended within limits.blob_download_wait_seconds",
                             registry=REGISTRY)
+PASSWORD_CHECKS_WAITING = Gauge("ecr_gateway_password_checks_waiting", "htpasswd password "
+                                "checks waiting for a thread, by lane: known (a name from an "
+                                "address where it logged in, served first), unknown",
+                                ["lane"], registry=REGISTRY)
+PASSWORD_CHECK_REFUSALS = Counter("ecr_gateway_password_check_refusals", "Logins refused with "
+                                  "429 because their lane of password checks waiting was "
+                                  "full (auth.max_waiting_password_checks), by lane: known, "
+                                  "unknown", ["lane"], registry=REGISTRY)
 SEND_CUTS = Counter("ecr_gateway_send_cuts", "Answers whose connection was cut because the "
                     "client did not read them, by route (the route table's id: end-2 blobs, "
                     "end-3 manifests...) and timeout: idle (no progress within "

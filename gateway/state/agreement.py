@@ -59,6 +59,8 @@ def agreed_settings(config: Config) -> dict[str, str]:
         "limits.max_upload_tail_bytes_per_client": _value(
             limits.max_upload_tail_bytes_per_client),
         "limits.max_upload_tail_bytes": _value(limits.max_upload_tail_bytes),
+        "limits.max_abandoned_upload_bytes_per_client": _value(
+            limits.max_abandoned_upload_bytes_per_client),
         "uploads.idle_timeout_seconds": _value(config.uploads.idle_timeout_seconds),
         "state.lock_ttl_seconds": _value(config.state.lock_ttl_seconds),
         "routes and mirrors": _digest([[r.model_dump(mode="json") for r in config.routes],

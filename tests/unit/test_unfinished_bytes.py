@@ -114,3 +114,59 @@ def test_a_request_larger_than_the_bound_is_too_large_not_too_many() -> None:
     assert refused.value.status == 413
     assert "Retry-After" not in refused.value.headers
     budget.reserve("a", 100)  # the bound itself fits
+
+
+def test_what_other_replicas_hold_counts_toward_the_bound() -> None:
+    budget = UnfinishedBytes(100, 60.0)
+    budget.add("a", 40)
+    budget.elsewhere["a"] = 60
+    assert budget.held_here("a") == 40
+    with pytest.raises(OciError) as refused:
+        budget.check("a")
+    assert refused.value.status == 429
+    with pytest.raises(RequestRefused):
+        budget.reserve("a", 1)
+    budget.elsewhere.pop("a")
+    budget.check("a")
+
+
+def test_changes_are_kept_for_a_listener_only() -> None:
+    """Without Redis nobody takes the changed clients: none are kept (one per client ever
+    seen would grow without end)."""
+    alone = UnfinishedBytes(100, 60.0)
+    alone.add("a", 1)
+    alone.sent("u", "b", 0, 5)
+    assert alone.changed == set()
+
+    woken: list[int] = []
+    shared = UnfinishedBytes(100, 60.0)
+    shared.on_change(lambda: woken.append(1))
+    shared.add("a", 1)
+    shared.sent("u", "b", 0, 5)
+    shared.reserve("c", 3)
+    assert shared.changed == {"a", "b", "c"} and len(woken) == 3
+    shared.changed.clear()
+    shared.completed("u")
+    shared.unreserve("c", 3)
+    assert shared.changed == {"b", "c"}
+
+
+async def test_open_uploads_left_quiet_are_confirmed_with_the_store() -> None:
+    now = [1000.0]
+    budget = UnfinishedBytes(100, 60.0, clock=lambda: now[0])
+    budget.sent("done-elsewhere", "a", 0, 30)
+    budget.sent("still-open", "a", 0, 30)
+    assert budget.unconfirmed(quiet=1.0) == []  # used just now
+    now[0] += 2
+    asked: list[str] = []
+
+    async def still_open(upload_id: str) -> bool:
+        asked.append(upload_id)
+        return upload_id == "still-open"
+
+    await budget.recount(budget.unconfirmed(quiet=1.0), still_open)
+    assert sorted(asked) == ["done-elsewhere", "still-open"]
+    assert budget.held("a") == 30
+    assert budget.unconfirmed(quiet=1.0) == []  # asked about at most every few seconds
+    now[0] += OPEN_RETRY_SECONDS
+    assert budget.unconfirmed(quiet=1.0) == ["still-open"]

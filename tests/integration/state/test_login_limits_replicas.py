@@ -8,6 +8,7 @@ Addresses come from X-Forwarded-For, from the trusted proxy the loopback peer pl
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,8 +20,13 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.auth.check_queue import CheckQueue
 from gateway.auth.client_keys import DEFAULT_CLIENT_KEYS
+from gateway.auth.htpasswd import HtpasswdFile
+from gateway.auth.logins import HtpasswdBackend, Logins
+from gateway.auth.ratelimit import FailedLogins
 from gateway.auth.shared_failures import MAX_KNOWN, Attempt, SharedFailedLogins
+from gateway.oci.errors import OciError
 from gateway.state.connect import RedisConnection
 from tests.integration.auth.helpers import basic, request, write_htpasswd
 from tests.integration.state.conftest import redis_state, replica
@@ -36,11 +42,14 @@ USERS = {f"user{i}": f"password-{i}" for i in range(8)}
 
 @contextmanager
 def _replicas(root: Path, upstream: EmulatorProcess, redis_server: RedisServer,
+              rounds: int = 4, waiting: int | None = None,
               **rate_limit: int) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
-    users = write_htpasswd(root / "htpasswd", USERS)
+    """Two replicas; ``waiting``: their auth.max_waiting_password_checks."""
+    users = write_htpasswd(root / "htpasswd", USERS, rounds=rounds)
     auth: dict[str, Any] = {
         "mode": "htpasswd", "htpasswd_file": str(users), "rate_limit": rate_limit,
-        "rules": [{"repository": "**", "users": ["*"], "actions": ["pull"]}]}
+        "rules": [{"repository": "**", "users": ["*"], "actions": ["pull"]}],
+        "max_waiting_password_checks": waiting}
     state = redis_state(redis_server)
     with replica(root / "a", upstream, state, auth=auth, trusted_proxies=["127.0.0.1/32"]) as a, \
             replica(root / "b", upstream, state, auth=auth,
@@ -111,6 +120,43 @@ async def test_a_burst_of_guesses_over_replicas_checks_no_more_than_the_limit(
             # Each 401 is a password checked: three in all, whichever replica checked it.
             assert statuses.count(401) <= 3, statuses
             assert set(statuses) <= {401, 429}, statuses
+
+
+async def test_an_owner_known_on_another_replica_goes_ahead_of_a_flood(
+        upstream: EmulatorProcess, redis_server: RedisServer, tmp_path: Path) -> None:
+    """b's password checks of unknown name and address pairs wait as many as may (guesses
+    from many addresses, cost-12 hashes) when the owner, who logged in on a from its
+    address, logs in on b. b's own table does not know the pair: it asks Redis before
+    refusing, and the owner goes ahead of the guesses instead of getting 429."""
+    with _replicas(tmp_path, upstream, redis_server, rounds=12, waiting=4,
+                   max_failures_per_user=10, max_failures_per_address=1000) as (a, b):
+        owner = basic("user4", USERS["user4"])
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            assert (await request(session, "GET", f"{a.url}/v2/", {**owner, **OWNER})).status \
+                == 200
+            statuses: list[int] = []
+            sent = iter(range(100_000))
+
+            async def guess_on() -> None:  # each answer is followed by another guess
+                while len(statuses) < 2000:
+                    n = next(sent)
+                    answer = await request(session, "GET", f"{b.url}/v2/", {
+                        **basic(f"nobody-{n}", "guess"),
+                        "X-Forwarded-For": f"198.51.{n // 250}.{n % 250}"})
+                    statuses.append(answer.status)
+                    await asyncio.sleep(0.01)
+
+            guessers = [asyncio.ensure_future(guess_on()) for _ in range(10)]
+            await asyncio.sleep(0.5)  # the lane is full, and kept full
+            started = time.monotonic()
+            login = await request(session, "GET", f"{b.url}/v2/", {**owner, **OWNER})
+            took = time.monotonic() - started
+            for guesser in guessers:
+                guesser.cancel()
+            await asyncio.gather(*guessers, return_exceptions=True)
+    assert login.status == 200, login.body[:300]
+    assert statuses.count(429) >= 10, statuses
+    assert took < 5, f"the owner waited {took:.1f} s"  # about two checks: 0.6 s
 
 
 async def test_logins_go_on_under_the_local_limits_while_redis_is_down(
@@ -241,4 +287,85 @@ async def test_logins_that_succeed_give_their_room_in_redis_back(
         guess = await shared.begin("victim", "198.51.100.9")
         assert isinstance(guess, Attempt) and guess.counted == ("user", "address")
     finally:
+        await shared.close()
+
+
+async def test_checks_of_a_name_with_many_known_addresses_stay_quick_in_redis(
+        redis_server: RedisServer) -> None:
+    """A caller holding one name's password and many IPv6 /64s logs in from each, then fails
+    up to the limit from each (there only that address's failures count): the name's set
+    held thousands of checks, and every check of the name (each request with Basic
+    credentials, logins that succeed included, not rate-limited) read them all in Redis's one
+    thread, milliseconds each (13 ms at ten thousand)."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    limit, places = 5, 1000
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 300.0, limit, 10**6,
+                                DEFAULT_CLIENT_KEYS)
+    raw = aioredis.Redis.from_url(redis_server.url)
+
+    def place(i: int) -> str:
+        return f"2001:db8:{i // 65536:x}:{i % 65536:x}::1"
+
+    async def redis_time() -> tuple[int, int]:
+        stats = (await raw.info("commandstats")).get("cmdstat_evalsha", {})
+        return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+    try:
+        for i in range(places + 1):  # the last one fails nothing
+            attempt = await shared.begin("holder", place(i))
+            assert isinstance(attempt, Attempt)
+            await shared.succeeded(attempt)
+        for i in range(places):
+            for _ in range(limit):
+                assert isinstance(await shared.begin("holder", place(i)), Attempt)
+        calls, usec = await redis_time()
+        for _ in range(20):
+            for address in (place(7), "198.51.100.9"):  # its own failures; all of them
+                wait = await shared.begin("holder", address)
+                assert not isinstance(wait, Attempt) and 290 <= wait <= 300, wait
+        # Where it failed nothing it may try; a login that succeeds clears its address.
+        attempt = await shared.begin("holder", place(places))
+        assert isinstance(attempt, Attempt)
+        await shared.succeeded(attempt)
+        await shared.succeeded(Attempt("x", "holder", DEFAULT_CLIENT_KEYS.of(place(7)),
+                                       ("user",)))
+        assert isinstance(await shared.begin("holder", place(7)), Attempt)
+        after_calls, after_usec = await redis_time()
+        per_call = (after_usec - usec) / (after_calls - calls)
+        assert per_call < 250, f"{per_call:.0f} µs of Redis's time per check"
+    finally:
+        await raw.aclose()
+        await shared.close()
+
+
+async def test_a_check_refused_for_want_of_room_after_redis_counted_it_is_no_failure(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    """Credentials remembered when their check was admitted (no place taken) and forgotten
+    by the time it ran (the htpasswd file re-read meanwhile) need a place then; with none
+    free the login gets 429, counted nowhere: not in Redis either, which had begun counting
+    it (a failure of the name there for the whole window)."""
+    users = write_htpasswd(tmp_path / "htpasswd", {"owner": "secret"})
+    queue = CheckQueue(max_waiting=0, threads=1)
+    backend = HtpasswdBackend(HtpasswdFile(users, queue))
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    shared = SharedFailedLogins(RedisConnection(redis_server.url), prefix, 300.0, 3, 50,
+                                DEFAULT_CLIENT_KEYS)
+    logins = Logins(backend, FailedLogins(300, per_user=10, per_address=50), shared)
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await logins.check("owner", "secret", "192.0.2.1") is not None  # remembered
+        holder = queue.enter(known=False)  # the one thread taken, no room to wait
+        check = asyncio.ensure_future(logins.check("owner", "secret", "192.0.2.1"))
+        await asyncio.sleep(0)  # admitted without a place; Redis counting it
+        later = time.time() + 5
+        os.utime(users, (later, later))  # re-read before the check: forgotten
+        with pytest.raises(OciError) as refused:
+            await check
+        assert refused.value.status == 429 and refused.value.error.code == "TOOMANYREQUESTS"
+        holder.leave()
+        sets = await raw.keys(f"{prefix}logins:user:*") + \
+            await raw.keys(f"{prefix}logins:address:*")
+        assert [await raw.zcard(key) for key in sets] == [0] * len(sets)
+    finally:
+        await raw.aclose()
         await shared.close()

@@ -25,10 +25,12 @@ from gateway.state.connect import RedisConnection
 from gateway.state.redis import RedisSessionStore
 from tests.integration.state import (
     test_cache_coherence,
+    test_login_limits_replicas,
     test_notice_acks,
     test_redis_store,
     test_replicas,
     test_staged_peers,
+    test_unfinished_bytes_summed,
 )
 from tests.integration.state.conftest import redis_state, replica, replica_pair
 from tests.support.emulator import EmulatorProcess
@@ -148,6 +150,22 @@ async def test_cluster_notices_keep_replica_caches_coherent(
     await test_cache_coherence.test_with_redis_tag_lists_follow_other_replicas_at_once(
         upstream, cluster, tmp_path / "lists")
 
+
+
+async def test_cluster_failed_logins_meet_one_limit_over_replicas(
+        upstream: EmulatorProcess, cluster: RedisClusterGroup, tmp_path: Path) -> None:
+    """The scripts' keys of one name share a slot (its digest is their tag)."""
+    await test_login_limits_replicas.test_a_guesser_spread_over_replicas_meets_one_limit(
+        upstream, cluster, tmp_path, "aba")
+
+
+async def test_cluster_unfinished_bytes_are_summed_over_replicas(
+        cluster: RedisClusterGroup, tmp_path: Path, repo: str) -> None:
+    summed = test_unfinished_bytes_summed
+    with summed.part_sized_emulator(tmp_path / "ecr") as ecr, \
+            summed.bounded_replicas(tmp_path, ecr, cluster) as replicas:
+        await summed.test_open_uploads_on_one_replica_bound_what_another_lets_send(
+            replicas, repo, cluster, ecr)
 
 
 def _session_key(state: dict[str, str], location: str) -> str:

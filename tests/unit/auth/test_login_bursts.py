@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from gateway.auth.check_queue import Place
 from gateway.auth.logins import Login, Logins
 from gateway.auth.ratelimit import FailedLogins
 from gateway.auth.tokens import RefreshClaims
@@ -23,7 +24,11 @@ class SlowBackend:
         self.checked = 0
         self.release = asyncio.Event()
 
-    async def check(self, user: str, password: str) -> Login | None:
+    def admit(self, user: str, password: str, known: bool) -> Place | None:
+        return None
+
+    async def check(self, user: str, password: str,
+                    place: Place | None = None) -> Login | None:
         self.checked += 1
         await self.release.wait()
         return Login(user) if password == PASSWORD else None
