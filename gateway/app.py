@@ -70,7 +70,7 @@ from gateway.state import (
     session_store,
     staged_peers,
 )
-from gateway.state.agreement import ReplicaAgreement
+from gateway.state.agreement import LiveReplicas, ReplicaAgreement
 from gateway.state.connect import RedisConnection
 from gateway.state.fills import FillLocks
 from gateway.state.peers import StagedPeers
@@ -278,6 +278,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     redis = None
     if config.state.backend == "redis":  # one connection: one health for all its users
         redis = app[SHARED_REDIS] = redis_connection(config)
+    live = LiveReplicas()  # counted by the replicas' agreement, used by the login limits
     sessions = _private_folder("data_dir", lambda: session_store(config, redis))
     app[SESSIONS] = sessions
     app[SESSION_COUNT] = sessions.count
@@ -370,7 +371,7 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
         app[HTTP_CLIENT] = client()
         sweeper = asyncio.create_task(_expire_idle_sessions(app))
         # Replicas compare the settings they enforce together (said where they differ).
-        agreement = (ReplicaAgreement(redis, config.state.key_prefix, config)
+        agreement = (ReplicaAgreement(redis, config.state.key_prefix, config, live=live)
                      if redis is not None else None)
         comparing = asyncio.create_task(agreement.run()) if agreement is not None else None
         sharing = asyncio.create_task(shares.run()) if shares is not None else None
@@ -412,7 +413,8 @@ def build_app(config: Config, tracing: Tracing | None = None) -> web.Application
     if peers is not None:
         add_peer_route(app, backends, peers)
     authenticator = _private_folder(
-        "data_dir", lambda: install_auth(app, config, clients, policy, router, redis),
+        "data_dir", lambda: install_auth(app, config, clients, policy, router, redis,
+                                              live),
         "the token-signing key")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -123,13 +123,16 @@ class Logins:
 
     async def check(self, user: str, password: str, address: str | None) -> Login | None:
         """The login, or None for a wrong name or password; 429 once rate-limited."""
-        wait = self.failures.retry_after(user, address)
+        # While Redis does not count (down, or its room full), this replica holds its part of
+        # the limits: counting alone, each of N replicas would let the limits through.
+        share = self.shared.share if self.shared is not None else 1
+        wait = self.failures.retry_after(user, address, share)
         if wait is not None and address is not None and self.shared is not None \
                 and await self.shared.known(user, address):
             # The guesses this replica checked may all have been the name's: where its owner
             # logged in on another replica only that address's own failures count.
             self.failures.known(user, address)
-            wait = self.failures.retry_after(user, address)
+            wait = self.failures.retry_after(user, address, share)
         if wait is not None:
             raise too_many_failures(wait)
         login = await self._shared_check(user, password, address) if user and password \

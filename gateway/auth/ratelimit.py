@@ -64,15 +64,18 @@ class FailedLogins:
         self._known: TTLCache[tuple[str, str], bool] = TTLCache(max_keys, KNOWN_SECONDS,
                                                                 timer=clock)
 
-    def retry_after(self, user: str | None, address: str | None) -> int | None:
-        """Seconds until ``user`` from ``address`` may try again; None if not blocked now."""
+    def retry_after(self, user: str | None, address: str | None,
+                    share: int = 1) -> int | None:
+        """Seconds until ``user`` from ``address`` may try again; None if not blocked now.
+        ``share``: the replicas whose own counts hold the limits together (each holds its
+        part, rounded up)."""
         user, address = user_key(user), self._keys.of(address)
         now = self._clock()
         waits = []
         for kind, value in (("user", user), ("address", address)):
-            limit = self._limits[kind]
-            if value is None or limit <= 0:
+            if value is None or self._limits[kind] <= 0:
                 continue
+            limit = -(-self._limits[kind] // max(1, share))
             times = self._recent((kind, value), now) or deque()
             trying = self._trying[(kind, value)]
             if kind == "user" and address is not None and (value, address) in self._known:

@@ -24,6 +24,7 @@ from gateway.ecr.clients import ClientFactory, Credentials, Upstream
 from gateway.ecr.retry import RetryPolicy
 from gateway.ecr.routing import Router
 from gateway.oci.context import ACCESS_CHECK, CATALOG_FILTER
+from gateway.state.agreement import LiveReplicas
 from gateway.state.connect import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,11 @@ def build_rules(auth: AuthConfig, router: Router | None = None) -> AccessRules:
 
 def install(app: web.Application, config: Config, clients: ClientFactory,
             policy: RetryPolicy, router: Router | None = None,
-            redis: RedisConnection | None = None) -> Authenticator | None:
-    """With ``redis`` (replicas sharing it), failed logins are counted across replicas."""
+            redis: RedisConnection | None = None,
+            live: LiveReplicas | None = None) -> Authenticator | None:
+    """With ``redis`` (replicas sharing it), failed logins are counted across replicas;
+    ``live``: how many there are, each holding its part of the limits when Redis cannot
+    count."""
     auth = config.auth
     if auth.mode == "none":
         return None
@@ -92,7 +96,7 @@ def install(app: web.Application, config: Config, clients: ClientFactory,
     if redis is not None:
         shared = SharedFailedLogins(redis, config.state.key_prefix, limits.window_seconds,
                                     limits.max_failures_per_user,
-                                    limits.max_failures_per_address, keys)
+                                    limits.max_failures_per_address, keys, live=live)
 
         async def close_shared(app: web.Application) -> None:
             await shared.close()

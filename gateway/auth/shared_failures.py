@@ -33,6 +33,10 @@ gives its room back); past them, until the windows pass, each replica's own boun
 applies alone, and a warning says so. A replica that dies during a check leaves it counted
 as a failure, which the window ends. When Redis is down (or refuses), the local counts alone
 apply: a login is not refused for want of Redis.
+
+Each replica's own count then holds the limits divided among the live replicas (as the
+replicas' settings hash last said, gateway/state/agreement.py; rounded up): filling the room
+(or taking Redis down) must not hand a guesser spread over N replicas N times the limits.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from typing import Any
 from gateway.auth.client_keys import ClientKeys
 from gateway.auth.ratelimit import KNOWN_SECONDS, user_key
 from gateway.observability.logs import Sparing, unsaid
+from gateway.state.agreement import LiveReplicas
 from gateway.state.connect import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -171,7 +176,7 @@ class SharedFailedLogins:
 
     def __init__(self, connection: RedisConnection, prefix: str, window: float,
                  per_user: int, per_address: int, keys: ClientKeys,
-                 max_recorded: int = MAX_RECORDED) -> None:
+                 max_recorded: int = MAX_RECORDED, live: LiveReplicas | None = None) -> None:
         self._redis: Any = connection.client(decode_responses=True)
         self._health = connection.health
         self._script = self._redis.register_script(_SCRIPT)
@@ -181,6 +186,15 @@ class SharedFailedLogins:
         self._limits = {"user": per_user, "address": per_address}
         self._keys = keys
         self._max_recorded = max_recorded
+        self._live = live if live is not None else LiveReplicas()
+        # Whether the last check was counted here (not: Redis down, refusing or full).
+        self._counting = True
+
+    @property
+    def share(self) -> int:
+        """What each replica's own limits are divided by: 1 while Redis counts the checks,
+        else the live replicas (each counting alone would let N times the limits through)."""
+        return 1 if self._counting else max(1, self._live.count)
 
     def _sets(self, kind: str, value: str) -> list[str]:
         tag = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
@@ -197,11 +211,13 @@ class SharedFailedLogins:
         # listpack in Redis (members up to 64 bytes), as small as it can be.
         attempt = Attempt(secrets.token_hex(8), name, key, ())
         if not self._health.up:
+            self._counting = False
             return attempt  # the local counts alone: said once, when Redis went down
         now = int(time.time() * 1000)
         counted: list[str] = []
         try:
-            if not await self._room(now):
+            self._counting = await self._room(now)
+            if not self._counting:
                 return attempt
             kinds = [(kind, value) for kind, value in (("user", name), ("address", key))
                      if value is not None and self._limits[kind] > 0]
@@ -221,6 +237,7 @@ class SharedFailedLogins:
                 return Attempt(attempt.member, name, key, tuple(counted),
                                now // self._window_ms)
         except Exception as exc:  # Redis down or refusing: the local counts alone
+            self._counting = False
             self._unshared(exc)
         return Attempt(attempt.member, name, key, tuple(counted))
 
@@ -248,7 +265,8 @@ class SharedFailedLogins:
         if left is not None:
             log.warning("failed logins not counted across replicas until the window ends: "
                         "%d checks were counted in Redis within it (each replica's own count "
-                        "applies)%s", self._max_recorded, unsaid(left))
+                        "applies, the limits divided among %d live replicas)%s",
+                        self._max_recorded, max(1, self._live.count), unsaid(left))
         return False
 
     async def known(self, user: str, address: str | None) -> bool:
@@ -305,7 +323,8 @@ class SharedFailedLogins:
         left = _SAID.due("unshared")
         if left is not None:
             log.warning("failed logins not counted across replicas (the local counts "
-                        "apply): %s%s", type(exc).__name__, unsaid(left))
+                        "apply, the limits divided among %d live replicas): %s%s",
+                        max(1, self._live.count), type(exc).__name__, unsaid(left))
 
     async def close(self) -> None:
         await self._redis.aclose()

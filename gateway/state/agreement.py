@@ -28,6 +28,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import Config
@@ -42,6 +43,13 @@ LIVE_SECONDS = 3 * EVERY_SECONDS
 # While replicas disagree the warning is said again this often (and whenever what differs
 # changes).
 REMIND_SECONDS = 600.0
+
+
+@dataclass
+class LiveReplicas:
+    """How many replicas wrote their settings within ``LIVE_SECONDS`` (this one counted),
+    as last read: what a replica divides a shared limit by when Redis cannot count it."""
+    count: int = 1
 
 
 def agreed_settings(config: Config) -> dict[str, str]:
@@ -101,7 +109,7 @@ class ReplicaAgreement:
     """Writes this replica's :func:`agreed_settings` to Redis and compares the others'."""
 
     def __init__(self, connection: RedisConnection, prefix: str, config: Config,
-                 *, every: float = EVERY_SECONDS) -> None:
+                 *, every: float = EVERY_SECONDS, live: LiveReplicas | None = None) -> None:
         # Bytes: whatever else is in the hash is dropped entry by entry, not the whole read.
         self._redis: Any = connection.client()
         self._health = connection.health
@@ -110,6 +118,7 @@ class ReplicaAgreement:
         self._settings = agreed_settings(config)
         self._every = every
         self._said: tuple[frozenset[str], float] | None = None  # what differed, when said
+        self.live = live if live is not None else LiveReplicas()
 
     async def run(self) -> None:
         """Every ``every`` seconds (the first at once) until cancelled."""
@@ -151,6 +160,7 @@ class ReplicaAgreement:
                 others[name] = other
         if gone:
             await self._redis.hdel(self._key, *gone)
+        self.live.count = 1 + len(others)
         found = disagreements(self._settings, others)
         self._say(found, time.monotonic())
         return found

@@ -26,7 +26,9 @@ from gateway.auth.htpasswd import HtpasswdFile
 from gateway.auth.logins import HtpasswdBackend, Logins
 from gateway.auth.ratelimit import FailedLogins
 from gateway.auth.shared_failures import MAX_KNOWN, Attempt, SharedFailedLogins
+from gateway.config import Config
 from gateway.oci.errors import OciError
+from gateway.state.agreement import LiveReplicas, ReplicaAgreement
 from gateway.state.connect import RedisConnection
 from tests.integration.auth.helpers import basic, request, write_htpasswd
 from tests.integration.state.conftest import redis_state, replica
@@ -369,3 +371,64 @@ async def test_a_check_refused_for_want_of_room_after_redis_counted_it_is_no_fai
     finally:
         await raw.aclose()
         await shared.close()
+
+
+async def _replica_logins(redis_url: str, prefix: str, users: Path, live: LiveReplicas,
+                          per_user: int) -> tuple[Logins, SharedFailedLogins]:
+    """One replica's login checks, as gateway/auth/setup.py makes them (a small room in
+    Redis: two checks a window)."""
+    shared = SharedFailedLogins(RedisConnection(redis_url), prefix, 300.0, per_user, 1000,
+                                DEFAULT_CLIENT_KEYS, max_recorded=2, live=live)
+    backend = HtpasswdBackend(HtpasswdFile(users, CheckQueue(max_waiting=64, threads=1)))
+    return Logins(backend, FailedLogins(300, per_user=per_user, per_address=1000),
+                  shared), shared
+
+
+async def _guesses(replicas: list[Logins], tries: int) -> list[str]:
+    """``tries`` wrong passwords of "owner", each sent to the next replica in turn."""
+    outcomes = []
+    for i in range(tries):
+        try:
+            login = await replicas[i % len(replicas)].check("owner", f"guess-{i}",
+                                                            "198.51.100.66")
+            outcomes.append("checked" if login is None else "in")
+        except OciError as refused:
+            outcomes.append(str(refused.status))
+    return outcomes
+
+
+@pytest.mark.parametrize("counting", ["room full", "redis down"])
+async def test_replicas_counting_alone_hold_their_part_of_the_limits(
+        tmp_path: Path, counting: str) -> None:
+    """Past the room in Redis (callers choosing new names and addresses fill it), or with
+    Redis down, each replica counted alone with the whole limits: a guesser spread over two
+    replicas got twice ``max_failures_per_user`` (8 guesses of a name checked where the limit
+    is 4). Each replica now holds its part, the limits divided among the live replicas the
+    settings hash lists."""
+    users = write_htpasswd(tmp_path / "htpasswd", {"owner": "secret"}, rounds=4)
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    with RedisServer(tmp_path / "redis") as own_redis:
+        live_a, live_b = LiveReplicas(), LiveReplicas()
+        config = Config()
+        agreements = [ReplicaAgreement(RedisConnection(own_redis.url), prefix, config,
+                                       live=live) for live in (live_a, live_b)]
+        a, shared_a = await _replica_logins(own_redis.url, prefix, users, live_a, 4)
+        b, shared_b = await _replica_logins(own_redis.url, prefix, users, live_b, 4)
+        try:
+            for agreement in agreements + agreements:  # each sees the other
+                await agreement.check()
+            assert (live_a.count, live_b.count) == (2, 2)
+            if counting == "room full":
+                for i in range(2):  # other names from other addresses fill the room
+                    assert await a.check(f"name-{i}", "wrong", f"2001:db8:{i:x}::1") is None
+            else:
+                own_redis.stop()
+            outcomes = await _guesses([a, b], 12)
+            assert outcomes.count("checked") <= 4, outcomes
+            assert outcomes[-4:] == ["429"] * 4, outcomes
+            assert (shared_a.share, shared_b.share) == (2, 2)
+        finally:
+            for closing in (shared_a, shared_b):
+                await closing.close()
+            for agreement in agreements:
+                await agreement.close()
