@@ -12,7 +12,10 @@ name from an address where that name logged in before (``known``, gateway/auth/r
 waits in a lane of its own, served first, with a room of its own (a quarter of the other's)
 that strangers' checks cannot fill: such an owner waits for the checks already running and
 for other owners' ahead of it, not for the flood. Within a lane, first come first served.
-The rooms count the checks waiting, not those running (one a thread).
+The rooms count the checks waiting, not those running (one a thread). One name holds at most
+a quarter of the known lane (at least one place): an account holder who logged in from many
+addresses could otherwise fill it with its own name's wrong passwords, one from each, and
+hold every other owner's login behind them; its checks past that share wait as strangers'.
 
 A place is taken before anything else is done for the check (the shared count in Redis):
 a check refused here costs nothing more. Its turn comes in the order places were taken; a
@@ -26,7 +29,7 @@ import asyncio
 import math
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
@@ -68,6 +71,8 @@ class CheckQueue:
         self.threads = threads or default_threads()
         unknown = WAITING_PER_THREAD * self.threads if max_waiting is None else max_waiting
         self.rooms = {KNOWN: max(1, math.ceil(unknown / 4)), UNKNOWN: unknown}
+        self.per_name = max(1, math.ceil(self.rooms[KNOWN] / 4))
+        self._names: Counter[str] = Counter()  # places in the known lane, by name
         self._pool = ThreadPoolExecutor(max_workers=self.threads,
                                         thread_name_prefix="password-check")
         self._lanes: dict[str, deque[Place]] = {KNOWN: deque(), UNKNOWN: deque()}
@@ -77,20 +82,33 @@ class CheckQueue:
     def waiting(self, lane: str) -> int:
         return len(self._lanes[lane])
 
-    def enter(self, known: bool) -> Place:
-        """A place for one check, in the known pairs' lane or the others'; QueueFull when
-        that lane's room is full (nothing is held then)."""
-        lane = KNOWN if known else UNKNOWN
-        place = Place(self, lane)
+    def enter(self, known: bool, name: str = "") -> Place:
+        """A place for one check of ``name``, in the known pairs' lane (while the name holds
+        less than its share of it) or the others'; QueueFull when that lane's room is full
+        (nothing is held then)."""
+        lane = KNOWN if known and self._names[name] < self.per_name else UNKNOWN
+        place = Place(self, lane, name)
         # The lanes are empty while a thread is free: one is given at once.
         if self._running < self.threads:
             self._give_turn(place)
             return place
         if len(self._lanes[lane]) >= self.rooms[lane]:
             raise QueueFull(lane, self.rooms[lane], self.threads, self._retry_after(lane))
-        self._lanes[lane].append(place)
-        self._counted()
+        self._queued(place)
         return place
+
+    def _queued(self, place: Place) -> None:
+        self._lanes[place.lane].append(place)
+        if place.lane == KNOWN:
+            self._names[place.name] += 1
+        self._counted()
+
+    def _unqueued(self, place: Place) -> None:
+        """Out of its lane (given a turn, gone, or moved)."""
+        if place.lane == KNOWN:
+            self._names[place.name] -= 1
+            if self._names[place.name] <= 0:
+                del self._names[place.name]
 
     def _retry_after(self, lane: str) -> int:
         """About when the lane's waiting checks will have run: a short wait, in seconds."""
@@ -109,7 +127,9 @@ class CheckQueue:
             lane = self._lanes[KNOWN] or self._lanes[UNKNOWN]
             if not lane:
                 break
-            self._give_turn(lane.popleft())
+            place = lane.popleft()
+            self._unqueued(place)
+            self._give_turn(place)
         self._counted()
 
     def _ended(self, place: Place, seconds: float) -> None:
@@ -129,8 +149,9 @@ WAITING, TURN, RUNNING, DONE = "waiting", "turn", "running", "done"
 class Place:
     """One check's place in a :class:`CheckQueue`: :meth:`run` it, or :meth:`leave`."""
 
-    def __init__(self, queue: CheckQueue, lane: str) -> None:
+    def __init__(self, queue: CheckQueue, lane: str, name: str = "") -> None:
         self.lane = lane
+        self.name = name
         self.state = WAITING
         self.turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue = queue
@@ -166,6 +187,7 @@ class Place:
         queue = self._queue
         if self.state == WAITING:
             queue._lanes[self.lane].remove(self)
+            queue._unqueued(self)
             queue._counted()
         elif self.state == TURN:
             queue._running -= 1
@@ -179,9 +201,9 @@ class Place:
         the same credentials came from an address where their name logged in."""
         queue = self._queue
         if self.state != WAITING or self.lane != UNKNOWN or \
-                len(queue._lanes[KNOWN]) >= queue.rooms[KNOWN]:
+                len(queue._lanes[KNOWN]) >= queue.rooms[KNOWN] or \
+                queue._names[self.name] >= queue.per_name:
             return
         queue._lanes[UNKNOWN].remove(self)
         self.lane = KNOWN
-        queue._lanes[KNOWN].append(self)
-        queue._counted()
+        queue._queued(self)

@@ -24,7 +24,7 @@ from gateway.auth.aws import AwsIdentities
 from gateway.auth.challenge import too_many_checks, too_many_failures
 from gateway.auth.check_queue import Place, QueueFull
 from gateway.auth.htpasswd import HtpasswdFile
-from gateway.auth.ratelimit import FailedLogins
+from gateway.auth.ratelimit import FailedLogins, user_key
 from gateway.auth.shared_failures import Attempt, SharedFailedLogins
 from gateway.auth.tokens import RefreshClaims
 from gateway.observability.logs import Sparing, unsaid
@@ -65,7 +65,9 @@ class HtpasswdBackend:
         self.users = users
 
     def admit(self, user: str, password: str, known: bool) -> Place | None:
-        return None if self.users.remembers(user, password) else self.users.queue.enter(known)
+        if self.users.remembers(user, password):
+            return None
+        return self.users.queue.enter(known, user_key(user))
 
     async def check(self, user: str, password: str,
                     place: Place | None = None) -> Login | None:

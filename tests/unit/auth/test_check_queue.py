@@ -36,9 +36,9 @@ class Gate:
         self._open.set()
 
 
-async def _started(queue: CheckQueue, gate: Gate, label: str, known: bool = False
-                   ) -> asyncio.Future[str]:
-    place = queue.enter(known)
+async def _started(queue: CheckQueue, gate: Gate, label: str, known: bool = False,
+                   name: str = "") -> asyncio.Future[str]:
+    place = queue.enter(known, name or label)
     run = asyncio.ensure_future(place.run(gate.check, label))
     await asyncio.sleep(0)
     return run
@@ -65,6 +65,34 @@ async def test_known_pairs_go_first_and_each_lane_in_order() -> None:
                                            "owner-2"]
     assert gate.ran == ["first", "owner", "owner-2", "guess-0", "guess-1", "guess-2"]
     assert (queue.waiting(UNKNOWN), queue.waiting(KNOWN)) == (0, 0)
+
+
+async def test_one_name_holds_at_most_a_quarter_of_the_known_lane() -> None:
+    """An account holder logged in from many addresses sends its own name's wrong passwords,
+    one from each: all were known pairs', so they filled the known lane (16 places by
+    default) and every other owner's login was refused or waited behind them. Past its
+    share (a quarter of the lane) a name's checks wait as strangers'."""
+    queue, gate = CheckQueue(max_waiting=16, threads=1), Gate()
+    assert (queue.rooms[KNOWN], queue.per_name) == (4, 1)
+    runs = [await _started(queue, gate, "first")]
+    await _until(lambda: gate.ran == ["first"])
+    runs.append(await _started(queue, gate, "guess"))
+    runs += [await _started(queue, gate, f"holder-{i}", known=True, name="holder")
+             for i in range(6)]
+    assert (queue.waiting(KNOWN), queue.waiting(UNKNOWN)) == (1, 6)
+    runs.append(await _started(queue, gate, "owner", known=True))  # still room for it
+    promoted = queue.enter(known=False, name="holder")
+    runs.append(asyncio.ensure_future(promoted.run(gate.check, "holder-promoted")))
+    promoted.promote()  # nor does a promotion pass the share
+    assert (queue.waiting(KNOWN), queue.waiting(UNKNOWN)) == (2, 7)
+    gate.open()
+    await asyncio.gather(*runs)
+    assert gate.ran[:4] == ["first", "holder-0", "owner", "guess"]
+    assert (queue.waiting(KNOWN), queue.waiting(UNKNOWN)) == (0, 0)
+    # Its places gone, the name has its share again.
+    again = queue.enter(known=True, name="holder")
+    assert again.lane == KNOWN
+    again.leave()
 
 
 async def test_a_full_lane_refuses_at_once_and_the_known_lane_keeps_its_room() -> None:
