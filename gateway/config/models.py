@@ -110,7 +110,10 @@ class RouteConfig(Section):
     about, usage, architectures, operating systems) from each tagged image pushed."""
     upstream: PullThroughConfig | None = None
     """Fill ECR from this registry on a miss (pull-through, as a mirror's upstream): a name
-    under ``prefix`` is asked of it without the prefix. None: serve what ECR holds."""
+    under ``prefix`` is asked of it without the prefix. None: serve what ECR holds. The
+    repositories it fills, with the gateway's identity, are its own: no other route's (the
+    catch-all added when none has the prefix "" included) or mirror's repository_prefix may
+    equal ``repository_prefix`` or lie inside it, unless a longer route takes those names."""
 
     @model_validator(mode="after")
     def _route(self) -> Self:
@@ -690,8 +693,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _routing(self) -> Self:
-        from gateway.ecr.routing import check_mirrors, check_routes
+        from gateway.ecr.routing import check_mirrors, check_pull_through_routes, check_routes
 
         check_routes(self.routes)
         check_mirrors(self.mirrors, self.routes, self.upstream.region)
+        check_pull_through_routes(self.routes, self.mirrors, self.upstream.region)
         return self

@@ -331,6 +331,49 @@ def _check_pull_through_namespace(host: str, mirrors: Mapping[str, MirrorConfig]
                               "images found there); give it a prefix of its own")
 
 
+def check_pull_through_routes(routes: Sequence[RouteConfig],
+                              mirrors: Mapping[str, MirrorConfig], region: str) -> None:
+    """The ECR repositories a route with an ``upstream`` fills are its own, as a mirror's
+    are (:func:`_check_pull_through_namespace`): it writes them with the gateway's identity
+    on any pull of its names, so where another route (the catch-all added when no route has
+    the prefix ``""`` included) or a mirror maps its names onto the same repositories, a
+    caller allowed only to pull ``hub/team/app:prod`` would have the upstream's
+    ``team/app:prod`` replace what ``team/app:prod`` names for everyone. Refused: another
+    route's or mirror's repository_prefix equal to the route's or inside it (in the same
+    registry and region), unless the route's names that map there all go to a longer route.
+    One whose repositories merely hold the route's stays allowed, as for mirrors."""
+    configured = list(routes)
+    every = configured + ([] if any(r.prefix == "" for r in configured) else [RouteConfig()])
+    for index, route in enumerate(configured):
+        if route.upstream is None:
+            continue
+        others = [(f"routes[{at}] (prefix {other.prefix!r})" if at < len(configured) else
+                   "the catch-all route every name no route takes goes to (prefix '' onto "
+                   "repository_prefix '')", other)
+                  for at, other in enumerate(every) if other is not route]
+        others += [(f"mirrors.{host}", mirror_route(host, mirror))
+                   for host, mirror in mirrors.items()]
+        for where, other in others:
+            inside = _strip(other.repository_prefix, route.repository_prefix)
+            if inside is None or not _same_registry(route, other, region):
+                continue
+            # The route's names that map onto the other's repositories, unless a longer
+            # route takes all of them.
+            names = _join(route.prefix, inside)
+            if any(len(longer.prefix) > len(route.prefix)
+                   and _strip(names, longer.prefix) is not None for longer in every):
+                continue
+            example = _join(names, "app")
+            raise ConfigError(
+                ("routes", str(index), "repository_prefix"),
+                f"{route.repository_prefix!r} holds the ECR repositories of {where}, "
+                f"repository_prefix {other.repository_prefix!r}: a route with an upstream "
+                "fills its repositories with the gateway's identity on any pull, so they must "
+                f"be its alone (a pull of {example}:latest would put the upstream's image "
+                f"in ECR as {_join(other.repository_prefix, 'app')}:latest); give it a "
+                "repository_prefix of its own")
+
+
 def _same_registry(one: RouteConfig, other: RouteConfig, region: str) -> bool:
     """Whether two routes may name repositories of one registry (as Router.mirrored judges:
     a registry id left to default may be any)."""

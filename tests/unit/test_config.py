@@ -239,6 +239,57 @@ def test_a_pull_through_mirror_never_fills_repositories_it_shares(
     assert "alone" in caught.value.reason or "every route" in caught.value.reason
 
 
+@pytest.mark.parametrize(("settings", "index", "named"), [
+    # no repository_prefix: hub/team/app fills team/app, the added catch-all's repository
+    ({"routes": [{"prefix": "hub", "upstream": _PULL_THROUGH}]}, 0, "the catch-all"),
+    ({"routes": [{"prefix": "", "repository_prefix": "team"},
+                 {"prefix": "hub", "repository_prefix": "team", "upstream": _PULL_THROUGH}]},
+     1, "routes[0]"),
+    # another route's repositories inside the route's
+    ({"routes": [{"prefix": "hub", "repository_prefix": "cache", "upstream": _PULL_THROUGH},
+                 {"prefix": "a", "repository_prefix": "cache/team"}]}, 0, "routes[1]"),
+    ({"routes": [{"prefix": "", "upstream": _PULL_THROUGH},
+                 {"prefix": "a", "repository_prefix": "team"}]}, 0, "routes[1]"),
+    # a mirror's repositories, read-only or filled from another upstream
+    ({"mirrors": {"docker.io": {"repository_prefix": "docker-hub", "upstream": _PULL_THROUGH}},
+      "routes": [{"prefix": "", "upstream": _PULL_THROUGH}]}, 0, "mirrors.docker.io"),
+    ({"mirrors": {"quay.io": {"repository_prefix": "cache/quay"}},
+      "routes": [{"prefix": "hub", "repository_prefix": "cache", "upstream": _PULL_THROUGH},
+                 {"prefix": "", "repository_prefix": "team"}]}, 0, "mirrors.quay.io"),
+    # two routes with upstreams filling nested repositories: the outer one is refused
+    ({"routes": [{"prefix": "hub", "repository_prefix": "cache", "upstream": _PULL_THROUGH},
+                 {"prefix": "gh", "repository_prefix": "cache/gh", "upstream": _PULL_THROUGH},
+                 {"prefix": ""}]}, 0, "routes[1]"),
+])
+def test_a_pull_through_route_never_fills_repositories_it_shares(
+        settings: dict[str, Any], index: int, named: str) -> None:
+    """A route with an upstream writes the ECR repositories its names map to with the
+    gateway's identity on any pull: where another route or a mirror maps its names onto
+    them, a pull of hub/team/app:prod would replace what team/app:prod is for everyone."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, environ={}, overrides=settings)
+    assert caught.value.key == f"routes[{index}].repository_prefix"
+    assert named in caught.value.reason
+    assert "alone" in caught.value.reason
+
+
+@pytest.mark.parametrize("settings", [
+    {"routes": [{"prefix": "hub", "repository_prefix": "docker-hub", "upstream": _PULL_THROUGH}]},
+    # the catch-all holds the route's repositories: it reaches them only by names spelled
+    # with the repository_prefix, and a longer route takes the names that would reach its own
+    {"routes": [{"prefix": "hub", "repository_prefix": "docker-hub", "upstream": _PULL_THROUGH},
+                {"prefix": "hub/local", "repository_prefix": "docker-hub/local"},
+                {"prefix": ""}], "mirrors": {"quay.io": {}}},
+    {"routes": [{"prefix": "", "upstream": _PULL_THROUGH},
+                {"prefix": "team", "repository_prefix": "team"}]},
+    # another region's repositories are others
+    {"routes": [{"prefix": "hub", "region": "eu-west-1", "upstream": _PULL_THROUGH}]},
+])
+def test_a_pull_through_route_with_a_namespace_of_its_own_is_accepted(
+        settings: dict[str, object]) -> None:
+    load_config(None, environ={}, overrides=settings)
+
+
 @pytest.mark.parametrize("settings", [
     # the catch-all reaches docker-hub/** only by names spelled with the prefix (a push there
     # needs an ecr_repository rule)

@@ -467,6 +467,21 @@ def test_bad_upstream_configuration_is_refused(tmp_path: Path, settings: dict[st
     assert "loopback" in result.stderr
 
 
+def test_a_route_filling_other_routes_repositories_is_refused(tmp_path: Path) -> None:
+    """A route with an upstream and no repository_prefix of its own fills the repositories
+    of the catch-all every other name goes to: a caller allowed to pull hub/team/app:prod
+    would have the upstream's team/app:prod replace the image the team pushed as
+    team/app:prod. check-config (and serve, which loads it alike) refuses it."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(json.dumps({"routes": [{"prefix": "hub",
+                                              "upstream": {"url": "http://127.0.0.1:5000"}}]}))
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", str(config)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout
+    assert "routes[0].repository_prefix" in result.stderr
+    assert "the catch-all" in result.stderr and "alone" in result.stderr
+
+
 class SlowFront(_Front):
     """An upstream in front of distribution that sends blob bodies slowly (``piece`` bytes
     every ``pause`` seconds), counts their reads, and flips a byte of the blobs in

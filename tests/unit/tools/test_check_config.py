@@ -178,7 +178,7 @@ def test_route_upstream_and_redis_passwords_feed_the_log_redaction(tmp_path: Pat
         "state": {"backend": "redis", "redis_url": "redis+sentinel://s1:26379/m",
                   "redis_password_file": str(tmp_path / "redis"),
                   "redis_sentinel_password_file": str(tmp_path / "sentinel")},
-        "routes": [{"prefix": "hub", "upstream": {
+        "routes": [{"prefix": "hub", "repository_prefix": "docker-hub", "upstream": {
             "url": "https://registry.example.com", "username": "puller",
             "password_file": str(tmp_path / "upstream")}}]}))
     assert set(secret_values(load_config(str(config), environ={}))) == {
