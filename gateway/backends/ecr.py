@@ -179,8 +179,9 @@ class EcrBackend:
         return await call(await self._client(target), action, self._policy, **target.ids(),
                           **params)
 
-    async def _create_repository(self, target: Target) -> None:
-        """CreateRepository, then the route's repository policy and lifecycle policy."""
+    async def _create_repository(self, target: Target) -> bool:
+        """CreateRepository, then the route's repository policy and lifecycle policy; False
+        when it existed already."""
         settings = target.route.repository
         try:
             await self._call(target, "CreateRepository", **self._create_params(target))
@@ -189,7 +190,7 @@ class EcrBackend:
         except EcrError as exc:
             if exc.code != "RepositoryAlreadyExistsException":
                 raise
-            return  # whoever created it applied the settings
+            return False  # whoever created it applied the settings
         # The other replicas' kept catalogs lack it: the next page they answer must not.
         await self._events.publish("repository", target.key, target.repository)
         policy, lifecycle = settings.policy_text(), settings.lifecycle_text()
@@ -197,6 +198,7 @@ class EcrBackend:
             await self._call(target, "SetRepositoryPolicy", policyText=policy)
         if lifecycle is not None:
             await self._call(target, "PutLifecyclePolicy", lifecyclePolicyText=lifecycle)
+        return True
 
     def _create_params(self, target: Target) -> dict[str, Any]:
         """CreateRepository's parameters from the route's repository settings."""
@@ -209,10 +211,24 @@ class EcrBackend:
                 "encryptionConfiguration": encryption,
                 "tags": [{"Key": k, "Value": v} for k, v in settings.tags.items()]}
 
-    async def create_repository_for(self, ctx: RequestContext) -> None:
+    async def create_repository_for(self, ctx: RequestContext) -> bool:
         """Create the repository ``name`` maps to with its route's settings, whatever the
-        route says of clients' pushes (pull-through fills it); one that exists is kept."""
-        await self._create_repository(self._target(ctx))
+        route says of clients' pushes (pull-through fills it); one that exists is kept
+        (False)."""
+        return await self._create_repository(self._target(ctx))
+
+    async def repository_exists(self, ctx: RequestContext) -> bool:
+        """Whether ECR holds the repository ``name`` maps to (one DescribeRepositories)."""
+        target = self._target(ctx)
+        params = {"registryId": target.route.registry_id} if target.route.registry_id else {}
+        try:
+            await call(await self._client(target), "DescribeRepositories", self._policy,
+                       repositoryNames=[target.repository], **params)
+        except EcrError as exc:
+            if exc.code != "RepositoryNotFoundException":
+                raise
+            return False
+        return True
 
     async def _creating(self, target: Target, action: str, **params: Any) -> dict[str, Any]:
         """Call an action that needs the repository, creating it first if the route says so."""

@@ -38,7 +38,9 @@ class Storage(Registry, Protocol):
         """As the OCI operation; ``kept`` names a verified copy the caller holds as the
         upload's staged copy (see ``EcrBackend.write_upload``)."""
 
-    async def create_repository_for(self, ctx: RequestContext) -> None: ...
+    async def create_repository_for(self, ctx: RequestContext) -> bool: ...
+
+    async def repository_exists(self, ctx: RequestContext) -> bool: ...
 
     async def authorization_token(self, region: str) -> AuthToken: ...
 
@@ -136,8 +138,11 @@ class BackendRouter:
 
     # -- the wiring's -----------------------------------------------------------------------
 
-    async def create_repository_for(self, ctx: RequestContext) -> None:
-        await self.backend(ctx).create_repository_for(ctx)
+    async def create_repository_for(self, ctx: RequestContext) -> bool:
+        return await self.backend(ctx).create_repository_for(ctx)
+
+    async def repository_exists(self, ctx: RequestContext) -> bool:
+        return await self.backend(ctx).repository_exists(ctx)
 
     async def authorization_token(self, region: str) -> AuthToken:
         return await self._default.authorization_token(region)

@@ -151,6 +151,14 @@ class PullThroughConfig(Section):
     ``blob_min_rate``). Beyond it a transfer waits a few seconds for its turn, then its
     client gets a 503 with Retry-After: an upstream that sends headers and then stalls,
     asked for many blobs, holds no more than this."""
+    max_new_repositories_per_hour: Annotated[int, Strict(), Field(ge=0)] = 100
+    """ECR repositories this upstream's fills may create in an hour (sliding, per process);
+    0: no bound. Each distinct image a client pulls through is one more repository, created
+    with the gateway's identity: without a bound, any client allowed to pull through could
+    spend the account's repository quota (10,000 a region by default) and every team's new
+    repository would then be refused. Past it, an image whose repository ECR does not hold
+    is served from the upstream (verified, as any cold pull) but not stored, with a warning;
+    fills into repositories that exist are never bounded, nor is ``ecr-gateway sync``."""
     token_realm_hosts: list[str] = Field(default_factory=list)
     """Hosts besides the upstream's own (and the known realm of a well-known registry, such as
     ``auth.docker.io`` for ``registry-1.docker.io``) that its token realm may name: the

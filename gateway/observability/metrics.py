@@ -86,7 +86,9 @@ PULLTHROUGH_EVENTS = Counter("ecr_gateway_pullthrough_events", "Pull-through fro
                              "upstream.blob_min_rate), "
                              "spool_full (a cold blob refused: the spool budget is taken), "
                              "store_deferred (a manifest served but not stored: too many "
-                             "bytes of manifests are being stored)",
+                             "bytes of manifests are being stored), repositories_full (an "
+                             "image served but not stored: its repository would pass "
+                             "upstream.max_new_repositories_per_hour)",
                              ["registry", "event"], registry=REGISTRY)
 PULLTHROUGH_SPOOL_BYTES = Gauge("ecr_gateway_pullthrough_spool_bytes",
                                 "Disk taken now by blobs being pulled through (spooled while "

@@ -27,6 +27,9 @@ mirror names an upstream registry:
   upstream read and one ECR upload per blob, per process, and across replicas with the
   Redis state backend (the other replicas wait for the copy, then read ECR's). At most
   ``max_blob_transfers`` blob bodies from one upstream are in flight at once (transfers.py).
+* An upstream's fills create at most ``max_new_repositories_per_hour`` repositories
+  (creations.py): past it, an image whose repository ECR does not hold is served from the
+  upstream on every pull, and nothing of it is written into ECR.
 
 Everything else (and every other name) goes to the wrapped backend unchanged.
 """
@@ -123,7 +126,7 @@ class PullThrough:
         # Manifests served before ECR holds them: (host, name, digest) → manifest.
         self._pending: dict[tuple[str, str, str], Manifest] = {}
         self._repositories: set[tuple[str, str]] = set()  # created (or found) this process
-        self._creations: SingleFlight[None] = SingleFlight("pullthrough_repository")
+        self._creations: SingleFlight[bool] = SingleFlight("pullthrough_repository")
         # Manifests an index's copy fetched (host, name, digest) → where that copy stands:
         # the store each fetch starts of its own counts within the same bounds.
         self._fanouts: TTLCache[tuple[str, str, str], Fanout] = TTLCache(
@@ -292,6 +295,8 @@ class PullThrough:
         except _NotYet as exc:
             log.info("pull-through %s/%s@%s: index kept out of ECR until every platform is "
                      "pulled (%s is not yet)", mirror.registry, ctx.name, manifest.digest, exc)
+        except _NotKept:  # served from the upstream only (warned of, counted)
+            pass
         except Exception as exc:  # the next pull tries again
             events.record(ctx, mirror.registry, "fill_failed")
             log.warning("pull-through %s/%s@%s: not stored in ECR: %s", mirror.registry, ctx.name,
@@ -329,6 +334,11 @@ class PullThrough:
                             parsed: ParsedManifest, fanout: Fanout | None = None) -> None:
         """``fanout``: where the copy of the index this manifest is an entry of stands."""
         try:
+            # Past the bound of new repositories, an image ECR has no repository for is not
+            # read from the upstream for nothing: its clients' reads are streamed on their own.
+            if (mirror.host, ctx.name) not in self._repositories and \
+                    not mirror.creations.has_room() and not await self._held(mirror, ctx):
+                raise _NotKept(mirror, ctx.name, manifest.digest)
             # The blobs' upstream reads start at once (the repository is created, once, as
             # the first copy into ECR begins): a client asking for them next finds them on
             # their way.
@@ -339,7 +349,8 @@ class PullThrough:
                 if fanout is not None:  # an entry of an index being copied
                     fanout.take_blobs(len(parsed.blobs))
                 await self._copy_blobs(mirror, ctx, parsed.blobs)
-            await self._ensure_repository(mirror, ctx)
+            if not await self._ensure_repository(mirror, ctx):
+                raise _NotKept(mirror, ctx.name, manifest.digest)
             await self._inner.put_manifest(ctx, manifest.digest, manifest.body, parsed)
         finally:
             self._pending.pop((mirror.host, ctx.name, manifest.digest), None)
@@ -373,12 +384,43 @@ class PullThrough:
 
         await asyncio.gather(*(one(blob) for blob in blobs if blob.digest.startswith("sha256:")))
 
-    async def _ensure_repository(self, mirror: Source, ctx: RequestContext) -> None:
+    async def _ensure_repository(self, mirror: Source, ctx: RequestContext) -> bool:
+        """Whether ECR holds the repository: created (once) if the upstream's
+        ``max_new_repositories_per_hour`` has room, else only found."""
         key = (mirror.host, ctx.name)
         if key in self._repositories:
-            return
-        await self._creations.do(key, partial(self._inner.create_repository_for, ctx))
-        self._repositories.add(key)
+            return True
+        held = await self._creations.do(key, partial(self._create_repository, mirror, ctx))
+        if held:
+            self._repositories.add(key)
+        return held
+
+    async def _create_repository(self, mirror: Source, ctx: RequestContext) -> bool:
+        unit = mirror.creations.take()
+        if unit is None:
+            return await self._held(mirror, ctx)
+        try:
+            created = await self._inner.create_repository_for(ctx)
+        except BaseException:
+            mirror.creations.give_back(unit)
+            raise
+        if not created:  # a repository ECR held already is no new one
+            mirror.creations.give_back(unit)
+        return True
+
+    async def _held(self, mirror: Source, ctx: RequestContext) -> bool:
+        """Past the bound of new repositories: whether ECR holds this one already (it is
+        filled as any other), else the warning and the event."""
+        if await self._inner.repository_exists(ctx):
+            self._repositories.add((mirror.host, ctx.name))
+            return True
+        events.record(ctx, mirror.registry, "repositories_full")
+        if (left_out := mirror.warnings.due("repositories_full")) is not None:
+            log.warning("pull-through %s/%s: served from the upstream, not stored in ECR: the "
+                        "fills from this upstream created max_new_repositories_per_hour (%d) "
+                        "new repositories within the hour%s", mirror.registry, ctx.name,
+                        mirror.creations.per_hour, unsaid(left_out))
+        return False
 
     # -- blobs ------------------------------------------------------------------------------
 
@@ -485,7 +527,8 @@ class PullThrough:
                 await self._announce_cached(digest)
             # Only now that the upstream has sent the blob: a caller asking for names the
             # upstream does not hold must not fill ECR's repository quota with empty ones.
-            await self._ensure_repository(mirror, ctx)
+            if not await self._ensure_repository(mirror, ctx):
+                raise _NotKept(mirror, ctx.name, digest, tee.received)
             await self._store_blob(ctx, digest, tee)
         except asyncio.CancelledError:
             fill.cancel()
@@ -544,16 +587,23 @@ class PullThrough:
     async def _arriving(self, mirror: Source, ctx: RequestContext,
                         digest: str) -> tuple[_Growing | None, _BlobCopy]:
         """The blob's bytes while its copy is in flight, starting the copy if ECR does not
-        hold the blob (None once the copy is over, or was not needed); and the copy."""
-        copy = self._start_copy(mirror, ctx, digest)
-        waits: list[asyncio.Future[Any]] = [copy.source, copy.task]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        if copy.task.done() or not copy.source.done() or copy.source.exception() is not None:
-            return None, copy
-        tee = copy.source.result()
-        if tee is None or tee.retired:  # the copy is over (its spool closing): from storage
-            return None, copy
-        return _Growing(tee, copy.task), copy
+        hold the blob (None once the copy is over, or was not needed); and the copy. A copy
+        ECR did not keep (past ``max_new_repositories_per_hour``) is made again: its blob
+        is read from the upstream again."""
+        for _ in range(3):
+            copy = self._start_copy(mirror, ctx, digest)
+            waits: list[asyncio.Future[Any]] = [copy.source, copy.task]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if not copy.task.done() and copy.source.done() and \
+                    copy.source.exception() is None:
+                tee = copy.source.result()
+                # Not once the copy is over (its spool closing): then from storage.
+                if tee is not None and not tee.retired:
+                    return _Growing(tee, copy.task), copy
+            await asyncio.wait([copy.task])  # over, or about to be (out of _copies then)
+            if copy.task.cancelled() or not isinstance(copy.task.exception(), _NotKept):
+                break
+        return None, copy
 
     async def _check_caller(self, ctx: RequestContext, digest: str) -> None:
         """A caller signing with its own keys (auth.mode aws) gets what the upstream sends
@@ -591,7 +641,10 @@ class PullThrough:
         arriving, copy = await self._arriving(mirror, ctx, digest)
         if arriving is not None and arriving.tee.size is not None:
             return arriving.tee.size
-        return await self._held_blob_size(ctx, digest, copy)
+        try:
+            return await self._held_blob_size(ctx, digest, copy)
+        except _NotKept as exc:  # served from the upstream only
+            return exc.size
 
     async def _held_blob_size(self, ctx: RequestContext, digest: str, copy: _BlobCopy, *,
                               explained: bool = False) -> int | None:
@@ -710,6 +763,21 @@ class _Growing:
 
 class _NotYet(Exception):
     """An index child that no client has asked for yet (``platforms: requested``)."""
+
+
+class _NotKept(OciError):
+    """A fill past the upstream's ``max_new_repositories_per_hour`` into a repository ECR
+    does not hold: its clients are served from the upstream, nothing is stored. A client
+    hears it only for a range of such a blob (ranges are served from storage)."""
+
+    def __init__(self, mirror: Source, name: str, reference: str, size: int | None = None):
+        super().__init__(oci.UNAVAILABLE, {"upstream": mirror.registry, "name": name,
+                                           "reference": reference},
+                         message=f"not in ECR, and not stored there: the gateway's bound of "
+                                 f"new repositories filled from {mirror.registry} is reached "
+                                 "(the whole blob is served from the upstream, not a range)",
+                         headers={"Retry-After": "5"})
+        self.size = size  # a blob's, verified
 
 
 def _outcome(exc: UpstreamError) -> str:

@@ -12,6 +12,7 @@ from cachetools import TTLCache
 from gateway.config import MirrorConfig, PullThroughConfig, RouteConfig
 from gateway.ecr.routing import Router
 from gateway.observability.logs import Sparing
+from gateway.pullthrough.creations import Creations
 from gateway.pullthrough.transfers import Transfers
 from gateway.pullthrough.upstream import (
     REQUESTS_AT_ONCE,
@@ -34,6 +35,7 @@ class Source:
         self._prefix = prefix
         self.warnings = Sparing()  # each kind of warning about this upstream once a minute
         self.transfers = Transfers(settings.max_blob_transfers)  # blob bodies in flight
+        self.creations = Creations(settings.max_new_repositories_per_hour)  # its fills' only
         # A route's repositories also hold what clients pushed: a tag the upstream does not
         # know is theirs, served from ECR (a mirror's tags are only ever the upstream's).
         self.own_tags = key.startswith("route:")

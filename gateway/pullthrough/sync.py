@@ -202,7 +202,7 @@ class Syncer:
         self._blobs: SingleFlight[bool] = SingleFlight("sync_blob")
         # Destinations created in this run (each once, by the first image writing into it).
         self._repositories: set[str] = set()
-        self._creations: SingleFlight[None] = SingleFlight("sync_repository")
+        self._creations: SingleFlight[bool] = SingleFlight("sync_repository")
 
     async def plan(self, jobs: list[Job]) -> tuple[list[tuple[Job, OciUpstream, str]],
                                                    list[Outcome]]:

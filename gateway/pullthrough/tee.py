@@ -70,6 +70,11 @@ class Tee:
         return self._complete
 
     @property
+    def received(self) -> int:
+        """Bytes from the upstream so far (all of them once verified)."""
+        return self._received
+
+    @property
     def finished(self) -> bool:
         return self._complete or self._failure is not None
 

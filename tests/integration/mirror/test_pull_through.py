@@ -658,3 +658,78 @@ async def test_a_fill_writes_each_blob_to_the_disk_once(
             faults_admin(upstream, "DELETE")
         await _until_stored(gateway, f"docker.io/library/once:v1: stored in ECR as {digest}")
         assert not any((staged / h).exists() for h in hexes)  # ECR serves them now
+
+
+async def _repository_exists(upstream: EmulatorProcess, repository: str) -> bool:
+    async with ecr_client(upstream.url) as ecr:
+        try:
+            await ecr.describe_repositories(repositoryNames=[repository])
+        except ecr.exceptions.RepositoryNotFoundException:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("proxy", [False, True], ids=["redirect", "proxy with a cache"])
+async def test_new_repositories_past_the_bound_are_served_not_stored(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, http: aiohttp.ClientSession,
+        tmp_path: Path, proxy: bool) -> None:
+    """Each distinct image pulled through is one more ECR repository (the account's quota is
+    10,000 a region): past max_new_repositories_per_hour an image whose repository ECR does
+    not hold is served from the upstream, byte for byte, and nothing of it is written into
+    ECR (before: a client pulling many public images made one repository each). Fills into
+    repositories that exist are not bounded, after a restart too."""
+    names = {n: f"library/quota-{n}-{'proxy' if proxy else 'redirect'}" for n in "abcd"}
+    images = {n: await _push(http, hub.url, name, "v1") for n, name in names.items()}
+    config = _mirror_config(hub.url, max_new_repositories_per_hour=1)
+    if proxy:
+        config["blobs"] = {"mode": "proxy", "cache": {"path": str(tmp_path / "cache")}}
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        digest, manifest, layers = images["a"]
+        body, blobs = await _pull(http, gw.url, names["a"], "v1")
+        assert body == manifest and blobs[1:] == layers
+        await ecr_image(upstream, f"docker-hub/{names['a']}", "v1")
+
+        # B: by tag, by digest, and by tag again once its first fill gave up.
+        digest, manifest, layers = images["b"]
+        for reference in ("v1", digest, "v1"):
+            body, blobs = await _pull(http, gw.url, names["b"], reference)
+            assert body == manifest and blobs[1:] == layers, reference
+            async with http.head(f"{gw.url}/v2/{names['b']}/blobs/{digest_of(layers[0])}",
+                                 params=NS) as r:
+                assert r.status == 200 and r.content_length == len(layers[0])
+        warned = await gw.logged("max_new_repositories_per_hour")
+        assert not await _repository_exists(upstream, f"docker-hub/{names['b']}")
+        written = [r["action"] for r in upstream.requests()
+                   if r.get("repository") == f"docker-hub/{names['b']}"]
+        assert not {"CreateRepository", "InitiateLayerUpload", "PutImage"} & set(written)
+        assert warned, gw.log_lines[-20:]
+        line = next(line for line in gw.log_lines if "max_new_repositories_per_hour" in line)
+        assert f"docker.io/{names['b']}" in line and hub.url not in line
+        async with http.get(f"{gw.url}/metrics") as r:
+            metrics = await r.text()
+        assert 'ecr_gateway_pullthrough_events_total{event="repositories_full",' \
+            'registry="docker.io"}' in metrics
+
+        # A new tag of A: its repository exists, the fill takes nothing of the bound.
+        digest, manifest, layers = await _push(http, hub.url, names["a"], "v2")
+        body, blobs = await _pull(http, gw.url, names["a"], "v2")
+        assert body == manifest and blobs[1:] == layers
+        image = await ecr_image(upstream, f"docker-hub/{names['a']}", "v2")
+        assert image["imageId"]["imageDigest"] == digest
+
+        # After a restart: a fill into A finds its repository (ECR: "already exists") and
+        # gives the unit back, so C is created; D is then past the bound, and a fill into A
+        # once the bound is reached asks ECR whether the repository exists, and goes on.
+        gw.restart()
+        for n, tag in (("a", "v3"), ("c", "v1"), ("d", "v1"), ("a", "v4")):
+            if n == "a":
+                digest, manifest, layers = await _push(http, hub.url, names["a"], tag)
+            else:
+                digest, manifest, layers = images[n]
+            body, blobs = await _pull(http, gw.url, names[n], tag)
+            assert body == manifest and blobs[1:] == layers, n
+            if n != "d":
+                image = await ecr_image(upstream, f"docker-hub/{names[n]}", tag)
+                assert image["imageId"]["imageDigest"] == digest
+        assert await gw.logged(f"docker.io/{names['d']}: served from the upstream")
+        assert not await _repository_exists(upstream, f"docker-hub/{names['d']}")
