@@ -71,8 +71,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             # The rules, faults and log cover every account: a key of another account
             # would rule over the emulator's own (as no IAM principal of one account edits
             # another's policies).
-            known = verifier.store.lookup(pending.scope.access_key_id)
-            account = known.account_id if known is not None else None
+            account = pending.credential.account_id
             if account not in (None, request.app[STATE_KEY].account_id):
                 raise AwsError("AccessDeniedException",
                                f"User: arn:aws:iam::{account}:user/{pending.scope.access_key_id}"

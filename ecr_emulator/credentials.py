@@ -7,9 +7,11 @@ instant such as ``2026-12-02T18:00:00Z``; later requests get ExpiredTokenExcepti
 ``aws_account_id`` (twelve digits, botocore's name for it: the account the key belongs to,
 whose registry its calls address; without it, the emulator's ``--account-id``).
 
-Like IAM, where a new key works moments after it is created, a key the emulator does not
-know makes it read the file again if the file changed since it was loaded, so keys can be
-added while the emulator runs. Secrets are never logged.
+Like IAM, where a new key works moments after it is created and a deleted one is refused
+moments after, the file is read again when it changed: at once when a key the emulator does
+not know shows up, and otherwise when it was last looked at more than ``RECHECK_SECONDS``
+ago, so keys can be added, deleted or given another expiration while the emulator runs.
+Secrets are never logged.
 """
 
 from __future__ import annotations
@@ -17,11 +19,17 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
+
+# Seconds a lookup of a known key goes without looking at the file (one stat): a key taken
+# out of it is refused after at most this long, as IAM refuses a deleted key within seconds.
+RECHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,13 +88,16 @@ def _instant(value: str, source: str, profile: str) -> float:
 
 
 class CredentialStore:
-    """The accepted keys; ``lookup`` re-reads the file when an unknown key shows up and the
-    file changed since it was read."""
+    """The accepted keys; ``lookup`` re-reads the file when it changed since it was read,
+    looking at once for an unknown key and at most every RECHECK_SECONDS for a known one."""
 
-    def __init__(self, keys: dict[str, Credential], path: Path | None = None) -> None:
+    def __init__(self, keys: dict[str, Credential], path: Path | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = dict(keys)
         self.path = path
+        self._clock = clock
         self._stamp = self._file_stamp()
+        self._looked = clock()
 
     @classmethod
     def from_file(cls, path: Path) -> CredentialStore:
@@ -98,7 +109,11 @@ class CredentialStore:
 
     def lookup(self, access_key_id: str) -> Credential | None:
         found = self._keys.get(access_key_id)
-        if found is None and self.path is not None:
+        if self.path is None:
+            return found
+        now = self._clock()
+        if found is None or now - self._looked >= RECHECK_SECONDS:
+            self._looked = now
             stamp = self._file_stamp()
             if stamp != self._stamp:
                 self._stamp = stamp

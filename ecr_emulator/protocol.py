@@ -231,9 +231,8 @@ def authenticate(request: web.Request) -> tuple[Identity, sigv4.Pending | None]:
     # regions to it; ECR Public answers UnsupportedCommandException outside us-east-1), so
     # the scope must name a region, not this one.
     pending = verifier.begin(request, service=service, region=None)
-    known = verifier.store.lookup(pending.scope.access_key_id)
     return Identity(pending.scope.access_key_id, pending.scope.region, service,
-                    known.account_id if known is not None else None), pending
+                    pending.credential.account_id), pending
 
 
 def base_url(request: web.Request, public_url: str | None) -> str:

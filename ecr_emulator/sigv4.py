@@ -30,7 +30,7 @@ from datetime import UTC
 from typing import Protocol
 from urllib.parse import quote, unquote
 
-from ecr_emulator.credentials import CredentialStore
+from ecr_emulator.credentials import Credential, CredentialStore
 from ecr_emulator.errors import AwsError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -90,8 +90,11 @@ class Pending:
     """A request whose headers passed; the body's hash decides."""
 
     def __init__(self, scope: Scope, timestamp: str, canonical_head: str, signing_key: bytes,
-                 signature: str, claimed_hash: str | None) -> None:
+                 signature: str, claimed_hash: str | None, credential: Credential) -> None:
         self.scope = scope
+        # The key as it stood when the request was checked (its account decides the registry):
+        # not looked up again, as the file may have been read anew since.
+        self.credential = credential
         self._timestamp = timestamp
         self._head = canonical_head
         self._key = signing_key
@@ -215,7 +218,7 @@ class Verifier:
         claimed = sent.get("X-Amz-Content-SHA256")
         return Pending(Scope(key_id, date, scope_region, scope_service), timestamp, head,
                        signing_key(known.secret_access_key, date, scope_region, scope_service),
-                       fields["Signature"], claimed)
+                       fields["Signature"], claimed, known)
 
 
 def _authorization_fields(header: str, *, has_date: bool) -> dict[str, str]:

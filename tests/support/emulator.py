@@ -106,8 +106,8 @@ class EmulatorProcess:
         return secret
 
     def remove_key(self, access_key_id: str) -> None:
-        """Delete ``access_key_id`` as IAM deletes a key. The emulator reads its keys again
-        when asked about one it does not know: until then it still takes this one."""
+        """Delete ``access_key_id`` as IAM deletes a key. The emulator looks at its file at
+        most a second after the last look: until then it may still take this one."""
         self._keys.pop(access_key_id, None)
         self._write_credentials()
 

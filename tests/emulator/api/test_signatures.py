@@ -3,11 +3,13 @@ its control endpoints to its own keys."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import http.client
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -125,6 +127,30 @@ async def test_session_tokens_and_expiry(shared_emulator: EmulatorProcess) -> No
     async with ecr_client(url, access_key_id=old, secret_access_key=old_secret,
                           session_token=token, **ONCE) as ecr:
         assert await refused(ecr) == "ExpiredTokenException"
+
+
+async def test_a_deleted_key_stops_working_without_another_key_being_used(
+        emulator: EmulatorProcess) -> None:
+    """IAM refuses a deleted key within seconds; the emulator read its file again only when
+    an unknown key showed up, so a key taken out of the file (a leaked one, say) kept
+    working for as long as no new key was used."""
+    key = new_access_key("AKIDDELETED")
+    secret = emulator.add_key(key)
+    async with ecr_client(emulator.url, access_key_id=key, secret_access_key=secret,
+                          **ONCE) as ecr:
+        await ecr.describe_repositories()
+        emulator.remove_key(key)
+        deadline = time.monotonic() + 15  # the emulator looks at its file every second
+        while True:
+            try:
+                await ecr.describe_repositories()
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "UnrecognizedClientException"
+                break
+            assert time.monotonic() < deadline, "a deleted key still works 15 s later"
+            await asyncio.sleep(0.25)
+    async with ecr_client(emulator.url, **ONCE) as ecr:  # the others still do
+        await ecr.describe_repositories()
 
 
 async def test_missing_and_malformed_authorization(shared_emulator: EmulatorProcess) -> None:

@@ -171,6 +171,21 @@ def test_credentials_file_errors_and_reload(tmp_path: Path) -> None:
     assert "second-secret" not in repr(found)
 
 
+def test_a_key_taken_out_of_the_file_is_refused_a_moment_later(tmp_path: Path) -> None:
+    """As IAM refuses a deleted key: no unknown key needs to show up first."""
+    path = tmp_path / "credentials"
+    both = ("[a]\naws_access_key_id = AKIDA\naws_secret_access_key = s\n"
+            "[b]\naws_access_key_id = AKIDB\naws_secret_access_key = t\n")
+    path.write_text(both)
+    now = [100.0]
+    store = creds.CredentialStore(creds.parse(both), path, clock=lambda: now[0])
+    path.write_text("[a]\naws_access_key_id = AKIDA\naws_secret_access_key = s\n")
+    assert store.lookup("AKIDB") is not None  # the file is looked at once a second
+    now[0] += creds.RECHECK_SECONDS
+    assert store.lookup("AKIDB") is None
+    assert store.lookup("AKIDA") is not None
+
+
 def test_a_signed_header_missing_from_the_request_is_a_signature_error() -> None:
     """Not a crash (a 500 a client retries): the signature cannot cover what is not sent."""
     for name in ("Content-Type", "X-Amz-Target"):
