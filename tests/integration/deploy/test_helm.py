@@ -5,9 +5,15 @@ the shared endpoint's Redis behind a password from a Secret."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import shutil
+import ssl
+import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +26,7 @@ from gateway.auth.exposure import check_exposure
 from gateway.config import load_config
 from gateway.tools import iam_policy
 from tests.conftest import require_tool
+from tests.integration.auth.helpers import TestCA
 from tests.integration.deploy.test_manifests import (
     KUBERNETES_VERSIONS,
     PROMETHEUS,
@@ -28,6 +35,7 @@ from tests.integration.deploy.test_manifests import (
     validate_strictly,
 )
 from tests.support.clients import run
+from tests.support.gateway import GatewayProcess
 
 CHART = Path(__file__).resolve().parents[3] / "deploy" / "helm" / "ecr-gateway"
 PRESETS = ("sidecar", "node-mirror", "shared")
@@ -350,6 +358,35 @@ def test_pods_are_locked_down(rendered: dict[str, list[dict[str, Any]]],
         assert context["capabilities"] == {"drop": ["ALL"]}
 
 
+@pytest.mark.parametrize("preset", ["node-mirror", "shared"])
+def test_mounted_secrets_are_readable_by_the_gateway(preset: str) -> None:
+    """A Secret's files are mounted 0400: root owns them unless the pod's fsGroup gives them
+    to the gateway's group. The node mirror's DaemonSet set none, so with
+    ``auth.existingSecret`` the gateway (uid 10001) could not read its htpasswd file and never
+    started."""
+    result = _template("-f", str(CHART / "presets" / f"{preset}.yaml"),
+                       "--set", "auth.existingSecret=team-auth")
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    checked = 0
+    for pod in _pod_specs(docs):
+        (gateway,) = [c for c in pod["containers"] if c["name"] == "ecr-gateway"] or [None]
+        if gateway is None:
+            continue
+        mounted = {m["name"] for m in gateway.get("volumeMounts", [])}
+        secrets = [v for v in pod.get("volumes", []) if "secret" in v and v["name"] in mounted]
+        assert any(v["secret"]["secretName"] == "team-auth" for v in secrets), secrets
+        context = gateway["securityContext"]
+        for volume in secrets:
+            mode = volume["secret"].get("defaultMode", 0o644)
+            if mode & 0o004:
+                continue  # readable by anyone
+            # The kubelet gives an fsGroup's pod the files group-owned, group-readable.
+            assert pod.get("securityContext", {}).get("fsGroup") == \
+                context.get("runAsGroup", context["runAsUser"]), (volume, pod["securityContext"])
+            checked += 1
+    assert checked, "no Secret mounted into the gateway"
+
+
 def test_shared_redis_admits_the_gateway_only(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["shared"]
@@ -364,3 +401,72 @@ def test_shared_redis_admits_the_gateway_only(
     (source,) = rule["from"]
     assert source["podSelector"]["matchLabels"].items() <= gateway_labels.items()
     assert not source["podSelector"]["matchLabels"].items() <= redis_labels.items()
+
+
+# The gateway's own HTTPS, its files from the Secret auth.existingSecret.
+TLS = ("--set", "auth.existingSecret=gw-tls",
+       "--set", "config.tls.cert_file=/etc/ecr-gateway-auth/tls.crt",
+       "--set", "config.tls.key_file=/etc/ecr-gateway-auth/tls.key")
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+
+
+@pytest.fixture(scope="module")
+def probed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[bool, GatewayProcess]]:
+    """Real gateways (embedded emulator) for the rendered probes to check: one over plain
+    HTTP, one serving HTTPS with a certificate from a CA no probe knows, as a deployment's
+    certificate (for the registry's public name) is to a probe on 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    TestCA.create(folder / "ca").issue(folder / "tls.crt", folder / "tls.key")
+    tls = {"tls": {"cert_file": str(folder / "tls.crt"), "key_file": str(folder / "tls.key")}}
+    gateways = {False: GatewayProcess(tmp_path_factory.mktemp("plain")),
+                True: GatewayProcess(tmp_path_factory.mktemp("https"), tls)}
+    try:
+        for gateway in gateways.values():
+            gateway.start(timeout=120)
+        assert gateways[True].url.startswith("https://")
+        yield gateways
+    finally:
+        for gateway in gateways.values():
+            gateway.stop()
+
+
+def _passes(probe: dict[str, Any], container_port: int, port: int) -> bool:
+    """Run a rendered probe as the kubelet would against the gateway on ``port`` (the
+    container's ``container_port``): an exec probe's command in the container (its python3
+    this one), an httpGet one with its scheme, an HTTPS one without checking the
+    certificate."""
+    environ = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    if "exec" in probe:
+        command = [sys.executable if arg == "python3" else
+                   arg.replace(f"127.0.0.1:{container_port}/", f"127.0.0.1:{port}/")
+                   for arg in probe["exec"]["command"]]
+        return subprocess.run(command, env=environ, capture_output=True,
+                              timeout=60).returncode == 0
+    get = probe["httpGet"]
+    assert get["port"] == "registry", get
+    scheme = get.get("scheme", "HTTP")
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if scheme == "HTTPS":
+        handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+    url = f"{scheme.lower()}://127.0.0.1:{port}{get['path']}"
+    try:
+        with urllib.request.build_opener(*handlers).open(url, timeout=30) as answer:
+            return 200 <= answer.status < 400
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+@pytest.mark.parametrize("preset", PRESETS)
+def test_probes_reach_the_gateway_as_it_serves(probed: dict[bool, GatewayProcess],
+                                               preset: str, tls: bool) -> None:
+    """With config.tls the gateway answers HTTPS only on its port (plain HTTP gets no
+    answer): probes sent in plain HTTP there failed, so pods serving the gateway's own TLS
+    never became ready and their liveness probe restarted them. Each shape's probes speak
+    what the gateway serves."""
+    docs = [d for d in yaml.safe_load_all(_template(
+        "-f", str(CHART / "presets" / f"{preset}.yaml"), *(TLS if tls else ())).stdout) if d]
+    (gateway,) = _gateway_containers(docs)
+    (registry,) = [p["containerPort"] for p in gateway["ports"] if p["name"] == "registry"]
+    for name in PROBES:
+        assert _passes(gateway[name], registry, probed[tls].port), (name, gateway[name])

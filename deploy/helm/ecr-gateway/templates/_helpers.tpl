@@ -24,10 +24,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ include "ecr-gateway.name" . }}-redis
 {{- end -}}
 
-{{/* An HTTP check run inside the container: a loopback listener is out of the kubelet's reach. */}}
+{{/* An HTTP check run inside the container: a loopback listener is out of the kubelet's
+reach. Over HTTPS when the gateway serves it (config.tls), its certificate unchecked as the
+kubelet's own HTTPS probes leave it: it names the registry's public host, not 127.0.0.1. */}}
 {{- define "ecr-gateway.execProbe" -}}
 exec:
+  {{- if .tls }}
+  command: ["python3", "-c", "import ssl, urllib.request as u; u.urlopen('https://127.0.0.1:{{ .port }}{{ .path }}', timeout=2, context=ssl._create_unverified_context())"]
+  {{- else }}
   command: ["python3", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:{{ .port }}{{ .path }}', timeout=2)"]
+  {{- end }}
+{{- end -}}
+
+{{/* "true" when the gateway serves HTTPS on its port (config.tls), else nothing: it answers
+no plain HTTP there, so its probes must speak TLS. */}}
+{{- define "ecr-gateway.tls" -}}
+{{- $tls := .Values.config.tls | default dict -}}
+{{- if $tls.cert_file -}}true{{- end -}}
 {{- end -}}
 
 {{- define "ecr-gateway.port" -}}
@@ -80,30 +93,33 @@ address (other pods can reach it; no login there): empty otherwise. */}}
       protocol: TCP
     {{- end }}
   {{- $port := include "ecr-gateway.port" . }}
+  {{- $tls := include "ecr-gateway.tls" . }}
+  {{- $scheme := ternary "HTTPS" "HTTP" (eq $tls "true") }}
   {{- if include "ecr-gateway.loopback" . }}
   startupProbe:
-    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/healthz") | nindent 4 }}
+    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/healthz" "tls" $tls) | nindent 4 }}
     periodSeconds: 1
     failureThreshold: 30
   readinessProbe:
-    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/readyz") | nindent 4 }}
+    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/readyz" "tls" $tls) | nindent 4 }}
     periodSeconds: 5
     timeoutSeconds: 3
   livenessProbe:
-    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/healthz") | nindent 4 }}
+    {{- include "ecr-gateway.execProbe" (dict "port" $port "path" "/healthz" "tls" $tls) | nindent 4 }}
     periodSeconds: 10
     timeoutSeconds: 3
   {{- else }}
+  # The kubelet checks no certificate of an HTTPS probe.
   startupProbe:
-    httpGet: {path: /healthz, port: registry}
+    httpGet: {path: /healthz, port: registry, scheme: {{ $scheme }}}
     periodSeconds: 1
     failureThreshold: 30
   readinessProbe:
-    httpGet: {path: /readyz, port: registry}
+    httpGet: {path: /readyz, port: registry, scheme: {{ $scheme }}}
     periodSeconds: 5
     timeoutSeconds: 3
   livenessProbe:
-    httpGet: {path: /healthz, port: registry}
+    httpGet: {path: /healthz, port: registry, scheme: {{ $scheme }}}
     periodSeconds: 10
     timeoutSeconds: 3
   {{- end }}
