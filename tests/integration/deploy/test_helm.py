@@ -234,6 +234,40 @@ def test_shared_redis_takes_an_existing_secret(tmp_path: Path) -> None:
         {"key": "redis-password", "path": "password"}]
 
 
+@pytest.mark.parametrize("secret", ["team-redis", ""])
+def test_a_redis_of_ones_own_takes_its_password_from_a_secret(secret: str,
+                                                               tmp_path: Path) -> None:
+    """A managed Redis (``redis.enabled: false``, ``config.state.redis_url`` naming it): the
+    chart mounted no Secret for it (its refusal of a password in the URL pointed at
+    ``redis.existingSecret``, mounted only for the chart's own Redis), so a Redis that asks
+    for a password could not be used. ``redis.externalSecret`` is mounted as the chart's own
+    Redis's password is; left empty, nothing is."""
+    result = _template("-f", str(CHART / "presets" / "shared.yaml"),
+                       "--set", "redis.enabled=false",
+                       "--set", "config.state.redis_url=redis://cache.example.internal:6379/0",
+                       "--set", f"redis.externalSecret={secret}",
+                       "--set", "redis.passwordKey=auth-token")
+    docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    deployments = {d["metadata"]["name"]: d for d in _kind(docs, "Deployment")}
+    assert set(deployments) == {"gw"}  # no Redis of the chart's
+    pod = deployments["gw"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (gateway,) = [c for c in pod["containers"] if c["name"] == "ecr-gateway"]
+    env = {e["name"]: e.get("value") for e in gateway.get("env", [])}
+    mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
+    if not secret:
+        assert "redis-password" not in volumes and "redis-password" not in mounts
+        assert "ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE" not in env
+        return
+    assert volumes["redis-password"]["secret"] == {
+        "secretName": "team-redis", "defaultMode": 0o400,
+        "items": [{"key": "auth-token", "path": "password"}]}
+    assert env == {"ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE": "/etc/ecr-gateway-redis/password"}
+    assert mounts["redis-password"] == "/etc/ecr-gateway-redis"
+    config = yaml.safe_load(_config(docs, tmp_path).read_text())
+    assert config["state"]["redis_url"] == "redis://cache.example.internal:6379/0"
+
+
 def _with_metrics(*args: str) -> list[dict[str, Any]]:
     result = _template("-f", str(CHART / "presets" / "shared.yaml"), *args)
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]

@@ -66,6 +66,16 @@ address (other pods can reach it; no login there): empty otherwise. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the Redis password the gateway reads: the chart's own Redis's, or
+that of a Redis of the user's own (redis.externalSecret); empty: none. */}}
+{{- define "ecr-gateway.redisSecret" -}}
+{{- if .Values.redis.enabled -}}
+{{ .Values.redis.existingSecret }}
+{{- else -}}
+{{ .Values.redis.externalSecret | default "" }}
+{{- end -}}
+{{- end -}}
+
 {{/* The gateway container, the same in every shape. */}}
 {{- define "ecr-gateway.container" -}}
 - name: ecr-gateway
@@ -74,12 +84,14 @@ address (other pods can reach it; no login there): empty otherwise. */}}
   {{- if eq .Values.shape "sidecar" }}
   restartPolicy: Always
   {{- end }}
-  {{- if .Values.redis.enabled }}
+  {{- if include "ecr-gateway.redisSecret" . }}
   # The password is read from the mounted Secret: an environment variable or a URL holding
   # it would show in the pod spec's environment, /proc and any config dump.
   env:
+    {{- if .Values.redis.enabled }}
     - name: ECR_GATEWAY_STATE__REDIS_URL
       value: "redis://{{ include "ecr-gateway.redisHost" . }}:6379/0"
+    {{- end }}
     - name: ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE
       value: /etc/ecr-gateway-redis/password
   {{- end }}
@@ -148,7 +160,7 @@ address (other pods can reach it; no login there): empty otherwise. */}}
       mountPath: /etc/ecr-gateway-auth
       readOnly: true
     {{- end }}
-    {{- if .Values.redis.enabled }}
+    {{- if include "ecr-gateway.redisSecret" . }}
     - name: redis-password
       mountPath: /etc/ecr-gateway-redis
       readOnly: true
@@ -169,13 +181,13 @@ address (other pods can reach it; no login there): empty otherwise. */}}
     secretName: {{ .Values.auth.existingSecret }}
     defaultMode: 0400
 {{- end }}
-{{- if .Values.redis.enabled }}
+{{- with include "ecr-gateway.redisSecret" . }}
 - name: redis-password
   secret:
-    secretName: {{ .Values.redis.existingSecret }}
+    secretName: {{ . }}
     defaultMode: 0400
     items:
-      - {key: {{ .Values.redis.passwordKey }}, path: password}
+      - {key: {{ $.Values.redis.passwordKey }}, path: password}
 {{- end }}
 - name: gateway-data
   emptyDir:
