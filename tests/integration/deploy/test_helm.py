@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -80,6 +81,20 @@ def _gateway_containers(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
+def _environment(container: dict[str, Any], pod_ip: str = "10.0.0.5") -> dict[str, str]:
+    """The container's environment as the kubelet gives it: the pod's address from its
+    field, ``$(NAME)`` of a variable defined earlier expanded."""
+    environ: dict[str, str] = {}
+    for entry in container.get("env", []):
+        if "valueFrom" in entry:
+            assert entry["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}, entry
+            value = pod_ip
+        else:
+            value = re.sub(r"\$\((\w+)\)", lambda m: environ.get(m[1], m[0]), entry["value"])
+        environ[entry["name"]] = value
+    return environ
+
+
 def _config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
     (config_map,) = [d for d in _kind(docs, "ConfigMap") if "config.yaml" in d["data"]]
     path = tmp_path / "config.yaml"
@@ -112,7 +127,7 @@ def test_rendered_configuration_is_accepted(rendered: dict[str, list[dict[str, A
     environ = {}
     if preset == "shared":  # the Deployment names Redis and its password file
         (gateway,) = _gateway_containers(rendered[preset])
-        environ = {e["name"]: e["value"] for e in gateway["env"]}
+        environ = _environment(gateway)
     config = load_config(str(_config(rendered[preset], tmp_path)), environ=environ)
     check_exposure(config)  # what serve would refuse raises here
 
@@ -206,7 +221,7 @@ def test_shared_redis_requires_the_secret_password(
     assert_redis_password_in_a_file(deployments["gw-redis"]["spec"]["template"]["spec"],
                                     "ecr-gateway-redis", "password")
     gateway = deployments["gw"]["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in gateway["env"]}
+    env = _environment(gateway)
     assert env["ECR_GATEWAY_STATE__REDIS_URL"] == "redis://gw-redis:6379/0"
     assert env["ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE"] == "/etc/ecr-gateway-redis/password"
     mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
@@ -257,15 +272,39 @@ def test_a_redis_of_ones_own_takes_its_password_from_a_secret(secret: str,
     mounts = {m["name"]: m["mountPath"] for m in gateway["volumeMounts"]}
     if not secret:
         assert "redis-password" not in volumes and "redis-password" not in mounts
-        assert "ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE" not in env
+        assert "ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE" not in env and \
+            "ECR_GATEWAY_STATE__REDIS_URL" not in env
         return
     assert volumes["redis-password"]["secret"] == {
         "secretName": "team-redis", "defaultMode": 0o400,
         "items": [{"key": "auth-token", "path": "password"}]}
-    assert env == {"ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE": "/etc/ecr-gateway-redis/password"}
+    assert env["ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE"] == "/etc/ecr-gateway-redis/password"
+    assert "ECR_GATEWAY_STATE__REDIS_URL" not in env  # config.state.redis_url's
     assert mounts["redis-password"] == "/etc/ecr-gateway-redis"
     config = yaml.safe_load(_config(docs, tmp_path).read_text())
     assert config["state"]["redis_url"] == "redis://cache.example.internal:6379/0"
+
+
+@pytest.mark.parametrize("extra", [(), ("--set", "config.state.peer_url=http://gw.example:5000"),
+                                   ("--set", "config.tls.cert_file=/etc/tls/tls.crt",
+                                    "--set", "config.tls.key_file=/etc/tls/tls.key")])
+def test_shared_replicas_reach_each_other(extra: tuple[str, ...]) -> None:
+    """The shared shape's replicas listen on 0.0.0.0, where the gateway cannot tell how the
+    others reach it: without ``state.peer_url`` no replica read a blob staged on another
+    (the kustomize overlay set it, the chart did not). Each pod now names its own address;
+    a peer_url set in the values, or TLS (whose certificate names no pod), is left alone."""
+    docs = _with_metrics(*extra)
+    (pod,) = [d["spec"]["template"]["spec"] for d in _kind(docs, "Deployment")
+              if d["metadata"]["name"] == "gw"]
+    (gateway,) = [c for c in pod["containers"] if c["name"] == "ecr-gateway"]
+    env = {e["name"]: e for e in gateway.get("env", [])}
+    if extra:
+        assert "ECR_GATEWAY_STATE__PEER_URL" not in env
+        return
+    assert env["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env["ECR_GATEWAY_STATE__PEER_URL"]["value"] == "http://$(POD_IP):5000"
+    names = list(env)  # a variable is expanded only from those defined before it
+    assert names.index("POD_IP") < names.index("ECR_GATEWAY_STATE__PEER_URL")
 
 
 def _with_metrics(*args: str) -> list[dict[str, Any]]:

@@ -84,16 +84,31 @@ that of a Redis of the user's own (redis.externalSecret); empty: none. */}}
   {{- if eq .Values.shape "sidecar" }}
   restartPolicy: Always
   {{- end }}
-  {{- if include "ecr-gateway.redisSecret" . }}
-  # The password is read from the mounted Secret: an environment variable or a URL holding
-  # it would show in the pod spec's environment, /proc and any config dump.
+  {{- $state := .Values.config.state | default dict }}
+  {{- $peer := and (eq .Values.shape "shared") (eq ($state.backend | default "") "redis")
+                   (not $state.peer_url) (not (include "ecr-gateway.tls" .)) }}
+  {{- if or (include "ecr-gateway.redisSecret" .) $peer }}
   env:
+    {{- if include "ecr-gateway.redisSecret" . }}
+    # The password is read from the mounted Secret: an environment variable or a URL holding
+    # it would show in the pod spec's environment, /proc and any config dump.
     {{- if .Values.redis.enabled }}
     - name: ECR_GATEWAY_STATE__REDIS_URL
       value: "redis://{{ include "ecr-gateway.redisHost" . }}:6379/0"
     {{- end }}
     - name: ECR_GATEWAY_STATE__REDIS_PASSWORD_FILE
       value: /etc/ecr-gateway-redis/password
+    {{- end }}
+    {{- if $peer }}
+    # How the other replicas reach this one (blobs staged here, read through it): on a
+    # wildcard listener the gateway cannot tell. Over TLS the certificate names the public
+    # host, not a pod's address: set config.state.peer_url then.
+    - name: POD_IP
+      valueFrom:
+        fieldRef: {fieldPath: status.podIP}
+    - name: ECR_GATEWAY_STATE__PEER_URL
+      value: "http://$(POD_IP):{{ include "ecr-gateway.port" . }}"
+    {{- end }}
   {{- end }}
   ports:
     - name: registry
