@@ -18,6 +18,15 @@ def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def image_manifest(config: bytes, layers: list[bytes]) -> bytes:
+    """An OCI image manifest naming ``config`` and ``layers`` by digest and size."""
+    return json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": digest_of(layer), "size": len(layer)}
+                   for layer in layers]}).encode()
+
+
 @dataclass
 class Reply:
     """A finished response: status, headers and the whole (small) body."""

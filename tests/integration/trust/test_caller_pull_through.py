@@ -22,11 +22,11 @@ from tests.integration.auth.helpers import basic, request
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Server
+from tests.support.oci import OCI_MANIFEST, image_manifest
 
 RUN = uuid.uuid4().hex[:8].upper()
 FILLER = (f"AKIDFILLER{RUN}", f"secret-filler-{uuid.uuid4().hex}")
 NOREAD = (f"AKIDNOREAD{RUN}", f"secret-noread-{uuid.uuid4().hex}")
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _digest(data: bytes) -> str:
@@ -40,12 +40,7 @@ class Image:
         self.config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
         self.layer = os.urandom(3000)
         self.private = b"private upstream bytes " + os.urandom(2000)
-        self.manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": _digest(self.config), "size": len(self.config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": _digest(self.layer), "size": len(self.layer)}]}).encode()
+        self.manifest = image_manifest(self.config, [self.layer])
         self.blobs = {_digest(b): b for b in (self.config, self.layer, self.private)}
 
     async def serve(self, request: web.Request) -> web.StreamResponse:

@@ -28,7 +28,7 @@ from tests.integration.trust.conftest import refused_start
 from tests.support.emulator import EmulatorProcess, ecr_client
 from tests.support.gateway import GatewayProcess
 from tests.support.hostile import Server
-from tests.support.oci import OCI_MANIFEST, OciClient
+from tests.support.oci import OCI_MANIFEST, OciClient, image_manifest
 
 RULES = [{"repository": "team-b/**", "users": ["carol"], "actions": ["pull", "push", "delete"]},
          {"repository": "hub/**", "users": ["mallory"], "actions": ["pull"]}]
@@ -45,12 +45,7 @@ class Published:
     def __init__(self) -> None:
         self.config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
         self.layer = b"the attacker's layer " + os.urandom(1000)
-        self.manifest = json.dumps({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": _digest(self.config), "size": len(self.config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": _digest(self.layer), "size": len(self.layer)}]}).encode()
+        self.manifest = image_manifest(self.config, [self.layer])
         self.digest = _digest(self.manifest)
         self.blobs = {_digest(b): b for b in (self.config, self.layer)}
 
