@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -20,19 +19,19 @@ import aiohttp
 from tests.support.emulator import EmulatorProcess
 from tests.support.gateway import GatewayProcess
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+# Also what the reliability tests import from here.
+from tests.support.oci import OCI_CONFIG as OCI_CONFIG
+from tests.support.oci import OCI_LAYER as OCI_LAYER
+from tests.support.oci import OCI_MANIFEST as OCI_MANIFEST
+from tests.support.oci import digest_of as digest_of
+from tests.support.oci import image_manifest as image_manifest
+
 MiB = 1024 * 1024
 # ECR actions that change the upstream's state.
 MUTATING = frozenset({"CreateRepository", "InitiateLayerUpload", "UploadLayerPart",
                       "CompleteLayerUpload", "PutImage", "BatchDeleteImage",
                       "DeleteRepository"})
 RETRIABLE = (429, 503)
-
-
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # -- the emulator's fault rules -------------------------------------------------------------
@@ -335,14 +334,6 @@ class RetryingClient:
             assert len(blob) == descriptor["size"]
             blobs.append(blob)
         return manifest, blobs
-
-
-def image_manifest(config: bytes, layers: list[bytes]) -> bytes:
-    return json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
-        "layers": [{"mediaType": OCI_LAYER, "digest": digest_of(layer), "size": len(layer)}
-                   for layer in layers]}).encode()
 
 
 def random_bytes(rng: random.Random, size: int) -> bytes:
