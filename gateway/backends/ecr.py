@@ -72,6 +72,11 @@ from gateway.state.peers import PROOF_HEADER, StagedPeers
 from gateway.state.sessions import SESSION_ID, SessionStore
 
 log = logging.getLogger(__name__)
+
+# GetDownloadUrlForLayer's answers for a layer the repository holds but serves to no one yet
+# (uploaded, no image references it): the API reference names LayerInaccessibleException
+# ("not associated with an image"), LayersNotFoundException is what has been seen.
+NOT_SERVED_YET = frozenset({"LayersNotFoundException", "LayerInaccessibleException"})
 _T = TypeVar("_T")
 
 
@@ -287,7 +292,7 @@ class EcrBackend:
                                      lambda: self._download_url(target, digest))
             return True  # its URL is kept for the read that follows a miss
         except EcrError as exc:
-            if exc.code != "LayersNotFoundException":
+            if exc.code not in NOT_SERVED_YET:
                 raise
         except OciError as exc:  # an ECR Public endpoint's answer
             if exc.error is not oci.BLOB_UNKNOWN:
@@ -315,7 +320,7 @@ class EcrBackend:
                                            lambda: self._download_url(target, digest))
         except EcrError as exc:
             # Uploaded but not referenced yet: another replica may hold it staged.
-            if exc.code != "LayersNotFoundException" or self.peers is None:
+            if exc.code not in NOT_SERVED_YET or self.peers is None:
                 raise
             found = await self._peer_copy(ctx, digest)
             if found is None:

@@ -10,6 +10,7 @@ import os
 import stat
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,30 @@ async def test_staged_bytes_and_session_tails_are_private(
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "refusing to start: data_dir: " in refused.stderr
     assert "staging is not a folder" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("answer", ["LayersNotFoundException", "LayerInaccessibleException"])
+async def test_a_blob_not_referenced_yet_reads_back_whichever_way_ecr_says_so(
+        upstream: EmulatorProcess, tmp_path: Path, answer: str) -> None:
+    """ECR serves a layer only once an image of the repository references it. For one
+    uploaded and not referenced yet, its API reference names LayerInaccessibleException ("not
+    associated with an image"); LayersNotFoundException is what has been seen. The gateway
+    took only the latter for "held, not served yet": with a blob cache holding the digest
+    (read from another repository), a read of a blob pushed but not referenced yet got 404
+    on the other answer, where its staged copy serves it."""
+    config = {"blobs": {"mode": "proxy", "cache": {"path": str(tmp_path / "cache")}}}
+    layer, run = os.urandom(64 * 1024), uuid.uuid4().hex[:8]
+    with GatewayProcess(tmp_path / "gw", config, upstream_url=upstream.url) as gw:
+        async with aiohttp.ClientSession() as session:
+            client = OciClient(session, gw.url)
+            await client.push_image(f"cached-{run}/app", "v1", [layer])
+            digest = await client.push_blob(f"fresh-{run}/app", layer)
+            assert await client.get_blob(f"cached-{run}/app", digest) == layer  # now cached
+            faults_admin(upstream, "DELETE")
+            faults_admin(upstream, "POST", {"action": "GetDownloadUrlForLayer", "error": answer,
+                                            "count": 100})
+            try:
+                status, _, body = await _get(gw, f"fresh-{run}/app", digest)
+            finally:
+                faults_admin(upstream, "DELETE")
+    assert (status, body == layer) == (200, True), (status, body[:300])
