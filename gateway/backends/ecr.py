@@ -118,6 +118,9 @@ class EcrBackend:
         self._url_calls: SingleFlight[str] = SingleFlight("download_url")
         self._stat_calls: SingleFlight[int | None] = SingleFlight("layer_check")
         self._keep_calls: SingleFlight[None] = SingleFlight("keep_spool")  # staged_for_peer
+        # Mounts copying a blob into a repository, by (repository, digest): those asking for
+        # the same one at once wait for the copy in progress instead of making their own.
+        self._mounts: dict[Hashable, _MountTurn] = {}
         # A referrers page holds each referrer with its manifest's annotations (up to 4 MiB
         # apiece): readers of the same page at once share one read, and every read and page
         # held counts against one budget.
@@ -485,15 +488,44 @@ class EcrBackend:
         await self.uploads.cancel(ctx.name, upload_id, ctx.client, self._target(ctx))
 
     async def mount_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
-        try:
-            if await self.stat_blob(ctx, digest) is not None:
-                return True
-        except EcrError as exc:  # a target this push is about to create has nothing yet
-            if exc.code != "RepositoryNotFoundException":
-                raise
+        if await self._holds_blob(ctx, digest):
+            return True
         try:
             if await self.stat_blob(ctx.for_name(source), digest) is None:
                 return False
+        except OciError:
+            return False  # not readable there: the client uploads it instead
+        # A mount is a copy (ECR has no cross-repository mount): one at a time per
+        # repository and blob, each after the one before looks whether the blob arrived.
+        # Otherwise N requests asking at once for the same mount made N copies, each a full
+        # download and upload of the blob (20 of a 24 MiB layer: 480 MiB each way).
+        key = (self._target(ctx).key, digest)
+        turn = self._mounts.setdefault(key, _MountTurn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                if turn.copied and await self._holds_blob(ctx, digest):
+                    return True
+                copied = await self._copy_blob(ctx, digest, source)
+                turn.copied = turn.copied or copied
+                return copied
+        finally:
+            turn.users -= 1
+            if not turn.users and self._mounts.get(key) is turn:
+                del self._mounts[key]
+
+    async def _holds_blob(self, ctx: RequestContext, digest: str) -> bool:
+        try:
+            return await self.stat_blob(ctx, digest) is not None
+        except EcrError as exc:  # a target this push is about to create has nothing yet
+            if exc.code != "RepositoryNotFoundException":
+                raise
+            return False
+
+    async def _copy_blob(self, ctx: RequestContext, digest: str, source: str) -> bool:
+        """Copy blob ``digest`` from ``source`` into ``ctx``'s repository; False when the
+        copy cannot be made (the client uploads the blob itself)."""
+        try:
             chunks = await self._read_chunks(ctx.for_name(source), digest)
         except OciError:
             return False  # not readable there: the client uploads it instead
@@ -970,6 +1002,15 @@ def _size_of(path: Path) -> int | None:
         return path.stat().st_size
     except FileNotFoundError:
         return None
+
+
+class _MountTurn:
+    """The mounts of one blob into one repository waiting for their turn to copy it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # mounts holding or waiting for the lock
+        self.copied = False  # one of them copied the blob
 
 
 # PutImage refusing the holder's shape (not a failure of the moment)
