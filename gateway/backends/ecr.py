@@ -286,7 +286,12 @@ class EcrBackend:
         held but not served is read as :meth:`locate_blob` says: a staged copy of a blob
         pushed but not referenced yet, or ECR's refusal."""
         target = self._target(ctx)
-        if digest == EMPTY_SHA256 or self.caches.referenced(target.key, digest):
+        if digest == EMPTY_SHA256:
+            return True
+        # An image naming the blob says ECR serves it, but to a caller's own keys only if
+        # they may download layers too (reading manifests, BatchGetImage, is another right):
+        # for those, ECR's download URL, kept or asked for, is the proof.
+        if target.caller is None and self.caches.referenced(target.key, digest):
             return True
         if self.caches.url(target.key, digest) is not None:
             return True
@@ -314,7 +319,7 @@ class EcrBackend:
         staged = await self._staging.find(digest)
         if staged is not None:
             size = await self.stat_blob(ctx, digest)  # is it in *this* repository?
-            if size is not None:
+            if size is not None and await self._may_download(target, digest):
                 return BlobLocation(size, path=staged)
         if not digest.startswith("sha256:"):
             raise OciError(oci.BLOB_UNKNOWN, {"digest": digest})
@@ -330,6 +335,24 @@ class EcrBackend:
                 raise
             return found
         return BlobLocation(-1, url=url)
+
+    async def _may_download(self, target: Target, digest: str) -> bool:
+        """Whether the identity ``target`` signs with may download ``digest`` from its
+        repository, before a copy held here is served to it: a layer check
+        (BatchCheckLayerAvailability) says the repository holds the blob, not that this
+        identity may read its bytes. Callers' own keys (auth.mode aws) are asked
+        GetDownloadUrlForLayer, whose refusal stands; its answer for a layer no image
+        references yet is given only to an identity allowed to download it. The gateway's
+        own identity is not asked (the access rules decided)."""
+        if target.caller is None or self.caches.url(target.key, digest) is not None:
+            return True
+        try:
+            await self._url_calls.do(self._blob_call(target, digest),
+                                     lambda: self._download_url(target, digest))
+        except EcrError as exc:
+            if exc.code not in NOT_SERVED_YET:
+                raise
+        return True
 
     async def _peer_copy(self, ctx: RequestContext, digest: str) -> BlobLocation | None:
         assert self.peers is not None

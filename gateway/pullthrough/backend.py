@@ -605,14 +605,20 @@ class PullThrough:
                 break
         return None, copy
 
-    async def _check_caller(self, ctx: RequestContext, digest: str) -> None:
+    async def _check_caller(self, ctx: RequestContext, digest: str, *,
+                            read: bool = False) -> None:
         """A caller signing with its own keys (auth.mode aws) gets what the upstream sends
         only where it may read the repository: its refusal stands (a miss is no refusal).
-        Other callers were checked by the gateway's rules already."""
+        ``read``: the blob's bytes, which need ECR's download right (GetDownloadUrlForLayer)
+        where its size needs only the layer check's. Other callers were checked by the
+        gateway's rules already."""
         if ctx.caller is None:
             return
         try:
-            await self._inner.stat_blob(ctx, digest)
+            if read:
+                await self._inner.serves_kept_copy(ctx, digest)
+            else:
+                await self._inner.stat_blob(ctx, digest)
         except OciError as exc:
             if exc.error not in _MISSES:
                 raise
@@ -631,6 +637,7 @@ class PullThrough:
         """A mirrored blob the repository holds is the upstream's to serve."""
         if self._blob_source(ctx, digest) is None:
             return await self._inner.serves_kept_copy(ctx, digest)
+        await self._check_caller(ctx, digest, read=True)
         return await self.stat_blob(ctx, digest) is not None
 
     async def stat_blob(self, ctx: RequestContext, digest: str) -> int | None:
@@ -663,7 +670,7 @@ class PullThrough:
                           fresh: bool = False) -> BlobLocation:
         mirror = self._blob_source(ctx, digest)
         if mirror is not None:
-            await self._check_caller(ctx, digest)
+            await self._check_caller(ctx, digest, read=True)
             # A copy in flight is streamed from its tee as the upstream sends it.
             arriving, copy = await self._arriving(mirror, ctx, digest)
             if arriving is not None:

@@ -99,3 +99,33 @@ async def test_attacker_without_read_rights_gets_no_upstream_bytes(
                 assert image.private not in answer.body
             asked = [p for p, _auth in hub.seen]
             assert f"/v2/library/app/blobs/{_digest(image.private)}" not in asked
+
+
+async def test_a_key_that_only_checks_layers_gets_no_upstream_bytes(
+        upstream: EmulatorProcess, keys: None, tmp_path: Path) -> None:
+    """Checking which layers the mirror's repository holds (BatchCheckLayerAvailability)
+    is not reading them: such a key got the upstream's bytes of a blob streamed to it."""
+    image = Image()
+    checker = (f"AKIDCHECKER{RUN}", f"secret-checker-{uuid.uuid4().hex}")
+    upstream.add_key(*checker)
+    policies = upstream.control("GET", "policies")["policies"]
+    upstream.control("PUT", "policies", {**policies, checker[0]: [
+        {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken",
+                                       "ecr:BatchCheckLayerAvailability"], "Resource": "*"}]})
+    async with Server(image.serve) as hub, aiohttp.ClientSession() as session:
+        config = {"auth": {"mode": "aws"}, "mirrors": {"docker.io": {
+            "repository_prefix": "docker-hub", "upstream": {"url": hub.url}}}}
+        with GatewayProcess(tmp_path / "gw", config,
+                            upstream_url=upstream.url) as gw:
+            base = f"{gw.url}/v2/library/checked"
+            pulled = await request(session, "GET", f"{base}/manifests/v1?ns=docker.io",
+                                   {**basic(*FILLER), "Accept": OCI_MANIFEST})
+            assert pulled.status == 200, pulled.body[:300]
+            await _filled(upstream, "docker-hub/library/checked")
+            for blob in (image.private, image.layer):
+                answer = await request(session, "GET",
+                                       f"{base}/blobs/{_digest(blob)}?ns=docker.io",
+                                       basic(*checker))
+                assert answer.status == 403 and answer.code == "DENIED", \
+                    (answer.status, answer.body[:300])
+                assert blob not in answer.body
