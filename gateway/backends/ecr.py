@@ -470,14 +470,16 @@ class EcrBackend:
     async def finish_upload(self, ctx: RequestContext, upload_id: str, digest: str) -> None:
         target = self._target(ctx)
         self._held_spools.pop(upload_id, None)
-        holders: list[str] = []  # who the other replicas are told holds the blob
+        # Who the other replicas are told holds the blob, and what that holder's entry named
+        # before (another upload of the blob through it: put back if these bytes prove wrong).
+        holders: list[tuple[str, str | None]] = []
 
         async def findable(size: int) -> None:
             holder = await self._staged_holder(upload_id, digest, size)
             if holder is not None:
                 assert self.peers is not None
-                await self.peers.record(digest, holder, upload_id)  # or 503: no 201
-                holders.append(holder)
+                before = await self.peers.record(digest, holder, upload_id)  # or 503: no 201
+                holders.append((holder, before))
 
         try:
             size = await self.uploads.finish(ctx.name, upload_id, target, digest, ctx.client,
@@ -485,12 +487,12 @@ class EcrBackend:
         except OciError as exc:
             if holders and exc.error is oci.DIGEST_INVALID:  # its bytes are not the digest
                 assert self.peers is not None
-                await self.peers.take_back(digest, holders[0], upload_id)
+                await self.peers.take_back(digest, holders[0][0], upload_id, holders[0][1])
             raise
         if size is not None:  # clients check a blob right after pushing it: no upstream call
             self.caches.remember_member(target.key, digest, size)
-        if self.peers is not None and holders and holders[0] != self.peers.self_url:
-            settle_spool(self.peers, self._http(), holders[0], digest, upload_id)
+        if self.peers is not None and holders and holders[0][0] != self.peers.self_url:
+            settle_spool(self.peers, self._http(), holders[0][0], digest, upload_id)
 
     async def _staged_holder(self, upload_id: str, digest: str, size: int) -> str | None:
         """The replica the others will read the finished blob from until a manifest

@@ -13,7 +13,8 @@ served from the staging store of the replica that received its bytes (gateway/ec
   refuses (full, or down) is a 503 for the client, whose upload stands as it was, never a
   201 for a blob the other replicas cannot find; the holder hashes the spool before it
   serves it as the digest (a record for an upload whose digest then proves wrong serves
-  nothing, and is taken back);
+  nothing, and is taken back: the holder's entry names again what it named before, another
+  client's upload or staged copy of the same blob through that replica, never dropped with it);
 - a replica asked for a blob it neither staged nor can get from ECR streams it from a
   holder's internal endpoint ``GET /_peer/staged/<digest>?upload=<id>``
   (gateway/oci/peer.py), after checking, as for its own staged copies, that the repository
@@ -69,9 +70,14 @@ def spool_subject(upload_id: str) -> str:
     return f"spool:{upload_id}"
 
 
-# KEYS: a digest's holders. ARGV: a holder, the upload it was recorded for.
+# KEYS: a digest's holders. ARGV: a holder, the upload it was recorded for, "1" and what the
+# holder's entry named before (another upload of the blob, "" for its staged copy), or "0"
+# when it had none.
 _TAKE_BACK = """
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  if ARGV[3] == '1' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+  else redis.call('HDEL', KEYS[1], ARGV[1]) end
+end
 return 0
 """
 
@@ -164,21 +170,28 @@ class StagedPeers:
             raise self._errors[0]("the peer key could not be read back")
         return str(key).encode()
 
-    async def record(self, digest: str, holder: str, upload: str) -> None:
+    async def record(self, digest: str, holder: str, upload: str) -> str | None:
         """Record ``holder`` as holding ``digest`` (its staged copy, or the spool of
-        ``upload``); Redis's refusal is a 503 (OciError)."""
+        ``upload``); Redis's refusal is a 503 (OciError). Returns what the holder's entry
+        named before (None: nothing, or ``upload`` itself), for :meth:`take_back`."""
         with self._needed("shared state store unavailable: the blob could not be recorded "
                           "for the other replicas; the upload stands as it was, finish it "
                           "again"):
             async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hget(self._staged(digest), holder)
                 pipe.hset(self._staged(digest), holder, upload)
                 pipe.pexpire(self._staged(digest), self._keep_ms)
-                await pipe.execute()
+                before = (await pipe.execute())[0]
+        return None if before is None or str(before) == upload else str(before)
 
-    async def take_back(self, digest: str, holder: str, upload: str) -> None:
-        """Drop the record :meth:`record` wrote, if it still names ``upload``."""
+    async def take_back(self, digest: str, holder: str, upload: str,
+                        before: str | None = None) -> None:
+        """Undo the record :meth:`record` wrote, if it still names ``upload``: the holder's
+        entry names again what it named ``before`` (another upload of the same blob through
+        that replica, or its staged copy, which stay readable), or goes."""
+        args = [holder, upload, "0", ""] if before is None else [holder, upload, "1", before]
         with contextlib.suppress(*self._errors):
-            await self._take_back(keys=[self._staged(digest)], args=[holder, upload])
+            await self._take_back(keys=[self._staged(digest)], args=args)
 
     async def announce_all(self, digests: list[str]) -> None:
         """Record this replica as holding each of ``digests`` (its whole staging store, after

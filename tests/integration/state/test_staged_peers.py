@@ -479,3 +479,37 @@ async def test_a_peer_read_for_a_mount_follows_no_redirect_with_its_proof(
     assert asked_holder, "the mount never asked the holder"
     assert elsewhere_seen == [], elsewhere_seen
     assert status == 202, status  # not mounted: the client uploads the blob instead
+
+
+async def test_a_wrong_upload_of_a_digest_takes_no_other_upload_s_holder_away(
+        pair: tuple[GatewayProcess, GatewayProcess], redis_server: RedisServer) -> None:
+    """Replicas record a staged blob's holder before ECR checks the bytes, and take the
+    record back when they prove wrong. One client's upload claiming a digest for other bytes,
+    through the replica holding another client's copy of that blob, took that replica's
+    record away with its own: the other replica answered 404 for a blob it had just been told
+    was stored (until a manifest referenced it). Now the record stands as it was before."""
+    a, b = pair
+    victim, other = _name("holder-kept"), _name("wrong-bytes")
+    blob = os.urandom(1000)
+    digest = digest_of(blob)
+    async with aiohttp.ClientSession() as session:
+        await _put(session, a, await _post(session, a, victim), digest, blob)
+        key = redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{digest}}}")
+        assert key, "the staged copy was not recorded"
+        recorded = redis_cli(redis_server.port, "HGETALL", key)
+        location = await _post(session, a, other)
+        sep = "&" if "?" in location else "?"
+        async with session.put(f"{a.url}{location}{sep}digest={digest}",
+                               data=os.urandom(1000), headers=OCTET) as r:
+            assert r.status == 400, await r.text()
+            assert (await r.json())["errors"][0]["code"] == "DIGEST_INVALID"
+        assert redis_cli(redis_server.port, "HGETALL", key) == recorded
+        assert await _read(session, b, victim, digest) == (200, blob)
+        # A digest nobody else holds: its record goes with the wrong bytes.
+        unheld = digest_of(os.urandom(1000))
+        location = await _post(session, a, other)
+        sep = "&" if "?" in location else "?"
+        async with session.put(f"{a.url}{location}{sep}digest={unheld}",
+                               data=os.urandom(1000), headers=OCTET) as r:
+            assert r.status == 400, await r.text()
+        assert redis_cli(redis_server.port, "--scan", "--pattern", f"*staged:{{{unheld}}}") == ""
