@@ -256,6 +256,11 @@ class EmulatorProcess:
                       self.region).add_auth(signed)
         return dict(signed.headers.items())
 
+    def add_policies(self, policies: dict[str, list[dict[str, Any]]]) -> None:
+        """Give each key its IAM-like statements, the other keys' policies kept."""
+        held = self.control("GET", "policies")["policies"]
+        self.control("PUT", "policies", {**held, **policies})
+
     def control(self, method: str, path: str, body: Any = None) -> Any:
         """Call a control endpoint (``path`` under /_emulator/), signed; its JSON answer."""
         data = None if body is None else json.dumps(body).encode()

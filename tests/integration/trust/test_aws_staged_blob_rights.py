@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 
@@ -31,9 +30,7 @@ async def test_layer_checks_alone_read_no_staged_blob(upstream: EmulatorProcess,
     name = f"staged/{uuid.uuid4().hex[:8]}"
     own = f"checker/{uuid.uuid4().hex[:8]}"
     repo_arn = f"arn:aws:ecr:*:*:repository/{name}"
-    policies: dict[str, Any] = upstream.control("GET", "policies")["policies"]
-    upstream.control("PUT", "policies", {
-        **policies,
+    upstream.add_policies({
         writer[0]: [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}],
         checker[0]: [
             {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
@@ -85,9 +82,7 @@ async def test_reading_manifests_alone_reads_no_cached_blob(upstream: EmulatorPr
     for key in (writer, manifests):
         upstream.add_key(*key)
     name = f"cached/{uuid.uuid4().hex[:8]}"
-    policies: dict[str, Any] = upstream.control("GET", "policies")["policies"]
-    upstream.control("PUT", "policies", {
-        **policies,
+    upstream.add_policies({
         writer[0]: [{"Effect": "Allow", "Action": "ecr:*", "Resource": "*"}],
         manifests[0]: [
             {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},

@@ -108,8 +108,7 @@ async def test_a_key_that_only_checks_layers_gets_no_upstream_bytes(
     image = Image()
     checker = (f"AKIDCHECKER{RUN}", f"secret-checker-{uuid.uuid4().hex}")
     upstream.add_key(*checker)
-    policies = upstream.control("GET", "policies")["policies"]
-    upstream.control("PUT", "policies", {**policies, checker[0]: [
+    upstream.add_policies({checker[0]: [
         {"Effect": "Allow", "Action": ["ecr:GetAuthorizationToken",
                                        "ecr:BatchCheckLayerAvailability"], "Resource": "*"}]})
     async with Server(image.serve) as hub, aiohttp.ClientSession() as session:
