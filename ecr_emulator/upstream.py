@@ -171,7 +171,8 @@ class Upstream:
                         await asyncio.to_thread(os.fsync, f.fileno())
                 except (TimeoutError, aiohttp.ClientError) as exc:
                     raise UpstreamError("unavailable",
-                                        f"the upstream blob transfer failed: {exc}") from None
+                                        f"the upstream blob transfer failed: {_failure(exc)}"
+                                        ) from None
                 finally:
                     await asyncio.to_thread(f.close)
         if "sha256:" + hasher.hexdigest() != digest:
@@ -197,7 +198,8 @@ class Upstream:
                 # ValueError: a host the resolver cannot encode (a rule stored before
                 # check_registry_url refused such hosts)
                 raise UpstreamError("unavailable",
-                                    f"the upstream registry is unreachable: {exc}") from None
+                                    f"the upstream registry is unreachable: {_failure(exc)}"
+                                    ) from None
             if response.status == 401 and attempt == 0:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.release()
@@ -246,8 +248,8 @@ class Upstream:
             raise UpstreamError("unavailable", f"the upstream token service: {exc}"
                                 ) from None
         except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
-            raise UpstreamError("unavailable", f"the upstream token service failed: {exc}"
-                                ) from None
+            raise UpstreamError("unavailable",
+                                f"the upstream token service failed: {_failure(exc)}") from None
         token = answer.get("token") or answer.get("access_token") if isinstance(
             answer, dict) else None
         if not isinstance(token, str):
@@ -268,6 +270,16 @@ async def _read_bounded(response: aiohttp.ClientResponse, kind: str, what: str) 
         if len(body) > MAX_MANIFEST_BYTES:
             raise too_large
     return bytes(body)
+
+
+def _failure(exc: BaseException) -> str:
+    """What went wrong with a request, for an error message: a connection refused says the
+    host and port it tried, anything else its kind alone. aiohttp's words for the others
+    (a malformed answer, a connect timeout) name the whole URL asked, query and all, and a
+    registry's redirect to its CDN signs there: a credential for the URL's lifetime."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc)  # "Cannot connect to host <host>:<port> ssl:… [<the OS's reason>]"
+    return type(exc).__name__
 
 
 def _host(url: str) -> str:

@@ -60,13 +60,20 @@ _PATTERNS = (
     re.compile(r"(?i)(\b(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]{8,})()"),
     # user:password@ in URLs (redis://:pw@host, https://u:pw@host)
     re.compile(r"(://[^/\s:@]*:)([^@\s/]+)(@)"),
+    # other stores' signed URLs, as a registry's redirect to its CDN names them (CloudFront's
+    # Signature=, Google's X-Goog-Signature=, Azure's sig=): a credential for the URL's
+    # lifetime. Query parameters only: "team/sig:v1" names an image.
+    re.compile(r"(?i)([?&](?:signature|x-goog-signature|x-goog-credential|sig)=)"
+               r"([^&\s\"'#]+)()"),
 )
 
 
 # What each of _PATTERNS needs to match at all (the first's names all hold one of the first
-# five, the second's scheme one of the next two, a URL's credentials an "@"): a text without
-# any, most of an access line's fields, is left as it is without running them.
-_MAY_HOLD_CREDENTIALS = re.compile(r"(?i)pass|secret|authorization|x-amz|token|bearer|basic|@")
+# five, the second's scheme one of the next two, a URL's credentials an "@", a signed URL's
+# parameter "sig" or "x-goog"): a text without any, most of an access line's fields, is
+# left as it is without running them.
+_MAY_HOLD_CREDENTIALS = re.compile(
+    r"(?i)pass|secret|authorization|x-amz|x-goog|token|bearer|basic|sig|@")
 
 
 class Redactor:
@@ -78,10 +85,11 @@ class Redactor:
             text = text.replace(secret, MASK)
         if not _MAY_HOLD_CREDENTIALS.search(text):
             return text
-        first, bare, url = _PATTERNS
+        first, bare, url, signed = _PATTERNS
         text = first.sub(lambda m: f"{m['name']}{m['scheme'] or ''}{MASK}", text)
         text = bare.sub(lambda m: f"{m[1]}{MASK}", text)
-        return url.sub(lambda m: f"{m[1]}{MASK}{m[3]}", text)
+        text = url.sub(lambda m: f"{m[1]}{MASK}{m[3]}", text)
+        return signed.sub(lambda m: f"{m[1]}{MASK}", text)
 
     def values(self, value: object) -> object:
         """``value`` (JSON-like data) with every string in it redacted. Data about to become

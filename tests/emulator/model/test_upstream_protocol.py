@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -327,3 +328,45 @@ async def test_answers_arriving_in_pieces_are_read_whole(
                                     imageIds=[{"imageTag": "v1"}])
     assert got["failures"] == [], got["failures"]
     assert got["images"][0]["imageManifest"].encode() == MANIFEST
+
+
+async def test_a_failed_redirect_hop_never_names_its_signed_url(
+        bearer_upstream: Upstream, tmp_path: Path) -> None:
+    """A blob's redirect to a CDN carries the CDN's signature in its query, a credential for
+    the URL's lifetime. A hop that fails (here a malformed answer, which aiohttp reports with
+    the whole URL it asked) is told by its kind alone: before, the signed URL reached the
+    UnableToGetUpstreamLayerException message, an error body the caller (and the gateway,
+    passing ECR's messages on to its clients) sees."""
+    async def malformed(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    cdn = await asyncio.start_server(malformed, "127.0.0.1", 0)
+    port = cdn.sockets[0].getsockname()[1]
+    try:
+        with EmulatorProcess(tmp_path / "ecr") as emulator:  # the shared one may hold it
+            async with ecr_client(emulator.url, retries={"total_max_attempts": 1}) as ecr:
+                await _rule(ecr, emulator, bearer_upstream, "cdn")
+                got = await ecr.batch_get_image(repositoryName="cdn/org/tool",
+                                                imageIds=[{"imageTag": "v1"}])
+                assert got["failures"] == []
+                bearer_upstream.mode = "redirect"
+                bearer_upstream.redirect_to = (
+                    f"http://localhost:{port}/storage/{{digest}}?X-Amz-Credential=cred-7a2b"
+                    "&X-Amz-Signature=sig-5e1f&Signature=sig-9c3d&Key-Pair-Id=kp-4d8e")
+                with pytest.raises(ecr.exceptions.UnableToGetUpstreamLayerException) as no:
+                    await ecr.get_download_url_for_layer(repositoryName="cdn/org/tool",
+                                                         layerDigest=sha(LAYER))
+        message = no.value.response["Error"]["Message"]
+        assert "could not be fetched from the upstream registry" in message, message
+        for secret in ("cred-7a2b", "sig-5e1f", "sig-9c3d", "kp-4d8e", "/storage/"):
+            assert secret not in message, message
+        logged = emulator.log_path.read_text(errors="replace")
+        for secret in ("cred-7a2b", "sig-5e1f", "sig-9c3d", "kp-4d8e"):
+            assert secret not in logged
+    finally:
+        cdn.close()
+        await cdn.wait_closed()

@@ -26,12 +26,17 @@ def test_configured_secrets_and_credential_shapes_are_masked() -> None:
         '{"password": "hunter2", "user": "bob"}': "hunter2",
         "connecting to redis://:p4ssw0rd@redis:6379/0": "p4ssw0rd",
         "secret_access_key=AbCdEf123": "AbCdEf123",
+        # other stores' signed URLs, as a registry's redirect to its CDN names them
+        "https://d1.cloudfront.net/x?Expires=1&Signature=Zm9vYmFy&Key-Pair-Id=K2": "Zm9vYmFy",
+        "https://s.blob.core.windows.net/x?sv=2021&sig=c2lnbmVk%3D": "c2lnbmVk",
+        "https://storage.googleapis.com/x?X-Goog-Signature=a1b2c3d4": "a1b2c3d4",
     }
     for line, secret in lines.items():
         masked = redact(line)
         assert secret not in masked, masked
         assert "***" in masked
     assert redact("user bob pushed team/app:v1") == "user bob pushed team/app:v1"
+    assert redact("pulled team/sig:v1, signature:v2") == "pulled team/sig:v1, signature:v2"
 
 
 def test_json_lines_carry_access_fields_at_the_top_level() -> None:
@@ -90,6 +95,8 @@ def test_every_credential_name_and_shape_is_masked_whatever_its_case() -> None:
              for variant in (name, name.upper(), name.title())]
     lines += ["BEARER s3cr3tvalue", "basic s3cr3tvalue", "HTTPS://u:s3cr3tvalue@host/x",
               "redis://:s3cr3tvalue@redis:6379"]
+    lines += [f"https://cdn/x?a=1{sep}{name}=s3cr3tvalue" for sep in "?&"
+              for name in ("Signature", "SIG", "x-goog-signature", "X-Goog-Credential")]
     for line in lines:
         masked = redact(line)
         assert "s3cr3tvalue" not in masked and "***" in masked, (line, masked)
