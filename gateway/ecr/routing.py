@@ -68,6 +68,12 @@ class Target:
         registry = self.route.registry_id
         if self.route.upstream_kind == "ecr-public":  # another registry than ECR's
             registry = f"ecr-public:{registry or ''}"
+            # And whose: the same text names a repository of the account's registry on a
+            # route (its primary alias: None) and, on the public.ecr.aws mirror (alias "",
+            # names carry it), the repository of whoever holds the alias it starts with.
+            alias = self.route.registry_alias
+            if alias is not None:
+                registry += f"/{alias}"
         if self.caller is not None:
             return (f"{registry or ''}@{self.caller.access_key_id}", self.region,
                     self.repository)

@@ -156,7 +156,9 @@ def test_mirror_config_and_anonymous_pull_flag(tmp_path: Path) -> None:
     assert default is not None and default.repository == "local/library/nginx"
     public = router.resolve("emulator/x", "public.ecr.aws")  # ECR Public (tests/.../public)
     assert public is not None and public.route.upstream_kind == "ecr-public"
-    assert public.key == ("ecr-public:", "us-east-1", "emulator/x")
+    # Others' registries (names carry the alias): not the account's own repository
+    # "emulator/x", which an ECR Public route would name by the same text.
+    assert public.key == ("ecr-public:/", "us-east-1", "emulator/x")
     assert router.resolve("x", "quay.io") is None
     assert router.anonymous_pull("library/nginx", "docker.io")
     assert not router.anonymous_pull("o/app", "ghcr.io")  # mirrors default to credentials
