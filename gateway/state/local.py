@@ -46,9 +46,13 @@ class LocalSessionStore:
             path.unlink(missing_ok=True)
         for path in self._dir.glob("*.session"):
             try:
-                session = self._read(path)[0]
-            except (OSError, ValueError, TypeError, KeyError):
-                path.unlink(missing_ok=True)  # a torn write never reached its rename
+                session, tail = self._read(path)
+                if not session.tail_staged and len(tail) != session.tail_length:
+                    raise ValueError("tail cut short")
+            except (OSError, ValueError, TypeError, KeyError, struct.error):
+                # A file cut short (empty, or missing tail bytes its record counts: the
+                # client would resume past bytes nobody holds) is that session's loss only.
+                path.unlink(missing_ok=True)
                 continue
             self._records[path.stem] = session
             if not session.tail_staged:
@@ -67,6 +71,8 @@ class LocalSessionStore:
     def _read(path: Path) -> tuple[UploadSession, bytes]:
         data = path.read_bytes()
         (length,) = _HEADER.unpack_from(data)
+        if len(data) < _HEADER.size + length:
+            raise ValueError("record cut short")
         record = json.loads(data[_HEADER.size:_HEADER.size + length])
         return UploadSession.from_dict(record), data[_HEADER.size + length:]
 

@@ -317,6 +317,43 @@ async def test_a_blob_pushed_before_a_kill_stays_readable_where_it_was_pushed(
         assert await oci.get_blob("restart/first", digest_of(layer)) == layer
 
 
+async def test_a_session_file_cut_short_is_dropped_not_the_gateway(
+        pair: tuple[EmulatorProcess, GatewayProcess]) -> None:
+    """A session file cut to fewer bytes than its header's length (empty, as a file whose
+    data never reached the disk is after a crash or a restore) is dropped at start like any
+    other unreadable one: the gateway starts, and the other sessions resume."""
+    _, gateway = pair
+    data = os.urandom(3000)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{gateway.url}/v2/restart/cut/blobs/uploads/") as r:
+            assert r.status == 202, await r.text()
+            location = r.headers["Location"]
+        async with session.patch(f"{gateway.url}{location}", data=data[:1000], headers={
+                "Content-Range": "0-999"}) as r:
+            assert r.status == 202, await r.text()
+            location = r.headers["Location"]
+    gateway.kill9()
+    sessions = gateway.data_dir / "sessions"
+    cut = [sessions / f"{os.urandom(16).hex()}.session" for _ in range(2)]
+    cut[0].write_bytes(b"")
+    cut[1].write_bytes(b"\x00\x00")
+    gateway.start()
+    assert not any(path.exists() for path in cut)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{gateway.url}{location}") as r:
+            assert r.status == 204, await r.text()
+            assert r.headers["Range"] == "0-999"
+        async with session.patch(f"{gateway.url}{location}", data=data[1000:], headers={
+                "Content-Range": f"1000-{len(data) - 1}"}) as r:
+            assert r.status == 202, await r.text()
+            location = r.headers["Location"]
+        joint = "&" if "?" in location else "?"
+        async with session.put(f"{gateway.url}{location}{joint}digest={digest_of(data)}") as r:
+            assert r.status == 201, await r.text()
+        assert await OciClient(session, gateway.url).get_blob(
+            "restart/cut", digest_of(data)) == data
+
+
 # -- a seeded schedule of kills of either process under a mixed workload ---------------------
 
 BASE = "crash/base"  # blobs pushed before the chaos, mounted from during it

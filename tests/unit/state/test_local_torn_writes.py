@@ -57,3 +57,31 @@ async def test_a_folder_that_cannot_be_synced_leaves_the_save_made(
     assert record is not None and record.received == 3 and record.tail_length == 3
     assert await store.tail(session.id) == b"abc"
     assert await LocalSessionStore(tmp_path / "sessions").tail(session.id) == b"abc"
+
+
+async def test_a_file_cut_short_drops_that_session_only(tmp_path: Path) -> None:
+    """A session file shorter than what it says it holds (empty, a header without its
+    record, a record without all of its tail) is dropped at start: the others load, and no
+    client is told a Range past the bytes the file holds."""
+    folder = tmp_path / "sessions"
+    store = LocalSessionStore(folder)
+    sessions = [UploadSession(id=uuid.uuid4().hex, name="r", repository="r", registry_id=None,
+                              route="", ecr_upload_id="u", part_size=5 << 20)
+                for _ in range(4)]
+    for session in sessions:
+        await store.create(session)
+        session.received = 3
+        await store.save(session, b"abc")
+    kept, empty, header, tail = sessions
+    (folder / f"{empty.id}.session").write_bytes(b"")
+    path = folder / f"{header.id}.session"
+    path.write_bytes(path.read_bytes()[:2])
+    path = folder / f"{tail.id}.session"
+    path.write_bytes(path.read_bytes()[:-1])
+
+    restarted = LocalSessionStore(folder)
+    assert await restarted.count() == 1
+    record = await restarted.get(kept.id)
+    assert record is not None and record.tail_length == 3
+    assert await restarted.tail(kept.id) == b"abc"
+    assert sorted(p.name for p in folder.iterdir()) == [f"{kept.id}.session"]
