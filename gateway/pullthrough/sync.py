@@ -102,6 +102,10 @@ def without_userinfo(source: str) -> str:
     return f"{scheme}{separator}{host.rpartition('@')[2]}{slash}{path}"
 
 
+_ENTRY_KEYS = ("source", "destination", "tags", "username", "password_file")
+_TAGS_KEYS = ("regex", "semver", "last")
+
+
 def jobs_from_file(path: str) -> list[Job]:
     """images.yaml: ``images: [{source, destination, tags: {regex, semver, last},
     username, password_file}]``."""
@@ -109,6 +113,9 @@ def jobs_from_file(path: str) -> list[Job]:
         document = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not YAML ({exc})") from None
+    if isinstance(document, dict) and any(key != "images" for key in document):
+        unknown = next(str(key) for key in document if key != "images")
+        raise ValueError(f"{path}: unknown key {printable(unknown)!r} (known: images)")
     images = (document.get("images") or []) if isinstance(document, dict) else None
     if not isinstance(images, list):
         raise ValueError(f"{path}: needs images: a list")
@@ -121,6 +128,13 @@ def jobs_from_file(path: str) -> list[Job]:
         tags = entry.get("tags") or {}
         if not isinstance(tags, dict):
             raise ValueError(f"{where}: tags must be a mapping of regex, semver and last")
+        # A misspelt key is refused, not left out: ``semvar:`` would select every tag of
+        # the source, ``password-file:`` ask it without the credentials meant for it.
+        for keys, known, inside in ((entry, _ENTRY_KEYS, ""), (tags, _TAGS_KEYS, "tags: ")):
+            misspelt = [str(key) for key in keys if key not in known]
+            if misspelt:
+                raise ValueError(f"{where}: {inside}unknown key {printable(misspelt[0])!r}"
+                                 f" (known: {', '.join(known)})")
         for key in ("username", "password_file"):
             if entry.get(key) is not None and not isinstance(entry[key], str):
                 raise ValueError(f"{where}: {key} must be a string")

@@ -176,3 +176,27 @@ def test_a_plain_http_source_named_without_a_scheme_is_not_an_outage(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "does not speak TLS" in result.stderr, result.stderr
     assert "http://" in result.stderr and "try again later" not in result.stderr, result.stderr
+
+
+async def test_a_misspelt_key_in_the_images_file_copies_nothing(
+        upstream: EmulatorProcess, hub: ReferenceRegistry, pushed: dict[str, str],
+        tmp_path: Path) -> None:
+    """``semvar:`` for ``semver:``, ``password-file:`` for ``password_file:`` or ``image:``
+    for ``images:`` is a usage error naming the key, not a file without it: every tag of
+    the source copied, the source asked without the credentials meant for it, or nothing
+    copied with an exit status of 0."""
+    entry = {"source": f"{hub.url}/library/app", "destination": "misspelt/app"}
+    for document, key in (
+            ({"images": [{**entry, "tags": {"semvar": ">=1.0.0 <2"}}]}, "semvar"),
+            ({"images": [{**entry, "password-file": str(tmp_path / "password")}]},
+             "password-file"),
+            ({"image": [entry]}, "image")):
+        images = tmp_path / "images.yaml"
+        images.write_text(yaml.safe_dump(document))
+        result = _sync(upstream, tmp_path, "--file", str(images))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr, result.stderr
+        assert f"unknown key {key!r}" in result.stderr, result.stderr
+    async with ecr_client(upstream.url) as ecr:
+        with pytest.raises(ecr.exceptions.RepositoryNotFoundException):
+            await ecr.describe_repositories(repositoryNames=["misspelt/app"])
